@@ -1,0 +1,1 @@
+"""mtpoold: pool many Telegram user accounts through rate-gated proxies, in one Trio daemon."""

@@ -1,0 +1,443 @@
+"""Error vocabulary of mtpoold: what went wrong, in classes the scheduler can act on.
+
+`classify` turns any exception that escapes a Telethon call (or the proxy handshake below it,
+or the caller's deadline around it) into a `Failure` of one `ErrorClass`. `mtpoold._policy`
+turns a `Failure` into a `Verdict`. The classes mirror the PHP system mtpoold replaces
+(FLOOD_WAIT, PEER_FLOOD, STREAM_CLOSED, IPC_UNAVAILABLE -> PROXY_UNAVAILABLE, ...).
+
+Import order matters here, see `_PROXY_ERROR_ORIGINALS`: this module imports python-socks (and
+its asyncio proxy module) *before* Telethon, so python-socks' own exception classes are bound
+before Telethon monkey-patches them away.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import re
+import types
+from collections.abc import Iterable
+from typing import Final
+
+import attrs
+
+# --- python-socks first, Telethon second (order matters, see module docstring) -------------------
+import python_socks
+import python_socks._errors as _python_socks_errors
+
+try:  # binds the original classes inside python-socks' asyncio proxy before Telethon rebinds them
+    import python_socks.async_.asyncio  # noqa: F401
+except ImportError:  # pragma: no cover - python-socks installed without the asyncio extra
+    pass
+
+import telethon.errors as _tl_errors  # noqa: E402  (must come after python_socks)
+import trio  # noqa: E402
+
+__all__ = [
+    "ConfigError",
+    "ErrorClass",
+    "Failure",
+    "JobFailed",
+    "MtpooldError",
+    "classify",
+    "redact",
+]
+
+
+class ErrorClass(enum.Enum):
+    """What kind of failure a job or call met. ``value == name``, a string (wire format)."""
+
+    # produced by classify()
+    FLOOD_WAIT = "FLOOD_WAIT"
+    PEER_FLOOD = "PEER_FLOOD"
+    STREAM_CLOSED = "STREAM_CLOSED"
+    PROXY_UNAVAILABLE = "PROXY_UNAVAILABLE"
+    SESSION_REVOKED = "SESSION_REVOKED"
+    PEER_NOT_FOUND = "PEER_NOT_FOUND"
+    DEADLINE_EXCEEDED = "DEADLINE_EXCEEDED"
+    GENERIC = "GENERIC"
+    # produced by the pool
+    NO_ACCOUNT_AVAILABLE = "NO_ACCOUNT_AVAILABLE"
+    INVALID_ARGUMENT = "INVALID_ARGUMENT"
+    SHUTTING_DOWN = "SHUTTING_DOWN"
+    CANCELLED = "CANCELLED"
+
+
+@attrs.frozen
+class Failure:
+    """What `classify` makes of one exception.
+
+    Attributes:
+        error_class: The class the policy acts on.
+        message: Short human-readable description, redacted (never a secret, see `redact`).
+        retry_after_s: Seconds the server asked us to wait (FLOOD_WAIT), else None.
+        rpc_code: Telegram's RPC error code (420, 400, 401, ...) for RPC errors, else None.
+        rpc_name: Telegram's RPC error message, e.g. ``"FLOOD_WAIT_37"`` or
+            ``"AUTH_KEY_UNREGISTERED"``, for RPC errors, else None.
+    """
+
+    error_class: ErrorClass
+    message: str
+    retry_after_s: float | None = None
+    rpc_code: int | None = None
+    rpc_name: str | None = None
+
+
+class MtpooldError(Exception):
+    """Base class of every exception mtpoold raises on purpose."""
+
+
+class ConfigError(MtpooldError):
+    """The configuration is invalid.
+
+    Attributes:
+        problems: One line per problem, ``"key.path: reason"``, in the order found. All problems
+            of a config are collected before this is raised, not only the first.
+    """
+
+    problems: tuple[str, ...]
+
+    def __init__(self, problems: Iterable[str]) -> None:
+        self.problems = tuple(problems)
+        super().__init__(*self.problems)
+
+    def __str__(self) -> str:
+        n = len(self.problems)
+        if n == 1:
+            return f"invalid config: {self.problems[0]}"
+        lines = "\n".join(f"  {p}" for p in self.problems)
+        return f"invalid config, {n} problems:\n{lines}"
+
+
+class JobFailed(MtpooldError):
+    """A job failed for good (after retries, or with a final error).
+
+    Args:
+        error_class: Why, as an `ErrorClass`.
+        message: Short redacted description.
+        retry_after_s: When it makes sense to try again, in seconds from now (for
+            NO_ACCOUNT_AVAILABLE: until the earliest account could serve), else None.
+        account: Id of the account that served the last attempt, if any.
+        attempts: How many calls were made for the job.
+    """
+
+    def __init__(
+        self,
+        error_class: ErrorClass,
+        message: str,
+        *,
+        retry_after_s: float | None = None,
+        account: str | None = None,
+        attempts: int = 0,
+    ) -> None:
+        super().__init__(error_class, message)
+        self.error_class = error_class
+        self.message = message
+        self.retry_after_s = retry_after_s
+        self.account = account
+        self.attempts = attempts
+
+    def __str__(self) -> str:
+        details = []
+        if self.account is not None:
+            details.append(f"account {self.account}")
+        if self.attempts:
+            details.append(f"{self.attempts} attempt{'s' if self.attempts != 1 else ''}")
+        if self.retry_after_s is not None:
+            details.append(f"retry after {self.retry_after_s:g} s")
+        tail = f" ({', '.join(details)})" if details else ""
+        return f"{self.error_class.value}: {self.message}{tail}"
+
+    def __repr__(self) -> str:
+        return (
+            f"JobFailed({self.error_class!s}, {self.message!r}, retry_after_s={self.retry_after_s!r},"
+            f" account={self.account!r}, attempts={self.attempts!r})"
+        )
+
+    def __reduce__(self) -> tuple[object, ...]:  # keep keyword-only fields through pickling
+        return (
+            _rebuild_job_failed,
+            (self.error_class, self.message, self.retry_after_s, self.account, self.attempts),
+        )
+
+
+def _rebuild_job_failed(
+    error_class: ErrorClass,
+    message: str,
+    retry_after_s: float | None,
+    account: str | None,
+    attempts: int,
+) -> JobFailed:
+    return JobFailed(
+        error_class, message, retry_after_s=retry_after_s, account=account, attempts=attempts
+    )
+
+
+# --- redaction ------------------------------------------------------------------------------------
+
+MAX_MESSAGE_CHARS: Final = 300  # characters kept of an exception's text in a Failure
+# A token: 32+ characters of base64 / urlsafe base64 / hex with at least one digit and one letter.
+# Catches api_hash (32 hex), StringSession text (~350 base64), auth keys, MTProxy secrets.
+_TOKEN_RE: Final = re.compile(r"(?=[A-Za-z0-9+/_=-]*[0-9])(?=[A-Za-z0-9+/_=-]*[A-Za-z])[A-Za-z0-9+/_=-]{32,}")
+
+
+def redact(text: str, *, limit: int = MAX_MESSAGE_CHARS) -> str:
+    """Strip anything that looks like a secret from ``text`` and shorten it.
+
+    Args:
+        text: Free text, e.g. ``str(exc)``.
+        limit: Maximum length of the result, in characters.
+
+    Returns:
+        ``text`` with every run of 32+ base64/hex characters replaced by ``[redacted]``,
+        cut to ``limit`` characters (ending in ``…`` when cut).
+    """
+    out = _TOKEN_RE.sub("[redacted]", text)
+    out = " ".join(out.split())  # one line
+    if len(out) > limit:
+        out = out[: limit - 1] + "…"
+    return out
+
+
+# --- proxy errors (python-socks vs. Telethon's monkey-patching) ---------------------------------
+#
+# telethon/network/connection/connection.py, in Connection._proxy_connect (on every proxied
+# connect), does:
+#     python_socks._errors.ProxyError = ConnectionErrorExtra      # a new local class each time
+#     python_socks._errors.ProxyConnectionError = ConnectionError
+#     python_socks._errors.ProxyTimeoutError = ConnectionError
+# so what a proxy failure looks like depends on what was imported when. We recognise:
+#  1. python-socks' original classes: the package attributes (`python_socks.ProxyError`, never
+#     rebound) and their common base `ProxyException` (never rebound) — taken at our import;
+#  2. Telethon's `ConnectionErrorExtra` replacement, by module and name (new class per connect);
+#  3. any exception raised from inside python-socks' code (traceback frames), which covers the
+#     plain `ConnectionError` Telethon substitutes for ProxyConnectionError/ProxyTimeoutError;
+#  4. by module/name, for classes of a python-socks copy we did not see imported.
+
+_PROXY_ERROR_ORIGINALS: Final[tuple[type[BaseException], ...]] = tuple(
+    {
+        python_socks.ProxyError,
+        python_socks.ProxyConnectionError,
+        python_socks.ProxyTimeoutError,
+        _python_socks_errors.ProxyException,
+    }
+)
+_PROXY_ERROR_NAMES: Final = frozenset(
+    {"ProxyError", "ProxyConnectionError", "ProxyTimeoutError", "ProxyException"}
+)
+
+
+def _is_proxy_error(exc: BaseException) -> bool:
+    if isinstance(exc, _PROXY_ERROR_ORIGINALS):
+        return True
+    # Whatever python_socks._errors holds right now (Telethon's replacements are fine, except
+    # the bare ConnectionError, which would swallow every stream error).
+    current = tuple(
+        c
+        for c in (
+            getattr(_python_socks_errors, "ProxyError", None),
+            getattr(_python_socks_errors, "ProxyConnectionError", None),
+            getattr(_python_socks_errors, "ProxyTimeoutError", None),
+        )
+        if isinstance(c, type) and c not in (ConnectionError, OSError, TimeoutError, Exception)
+    )
+    if current and isinstance(exc, current):
+        return True
+    for cls in type(exc).__mro__:
+        module = cls.__module__ or ""
+        if cls.__name__ == "ConnectionErrorExtra" and module.startswith("telethon."):
+            return True
+        if cls.__name__ in _PROXY_ERROR_NAMES and module.startswith("python_socks"):
+            return True
+    if isinstance(exc, OSError | EOFError):
+        return _raised_in_python_socks(exc.__traceback__)
+    return False
+
+
+def _raised_in_python_socks(tb: types.TracebackType | None) -> bool:
+    while tb is not None:
+        name = tb.tb_frame.f_globals.get("__name__", "")
+        if isinstance(name, str) and (name == "python_socks" or name.startswith("python_socks.")):
+            return True
+        tb = tb.tb_next
+    return False
+
+
+# --- RPC errors -----------------------------------------------------------------------------------
+
+_FLOOD_WAIT_CLASSES: Final = (
+    _tl_errors.FloodWaitError,
+    _tl_errors.FloodPremiumWaitError,
+    _tl_errors.FloodTestPhoneWaitError,
+    _tl_errors.SlowModeWaitError,
+)
+# FLOOD_WAIT_37, FLOOD_PREMIUM_WAIT_6, FLOOD_TEST_PHONE_WAIT_5, SLOWMODE_WAIT_10, and any other
+# 420 "<SOMETHING>_WAIT_<N>" Telegram may invent later.
+_WAIT_SECONDS_RE: Final = re.compile(r"^[A-Z0-9_]*?WAIT_(\d+)$")
+_SESSION_REVOKED_NAMES: Final = frozenset(
+    {
+        "AUTH_KEY_UNREGISTERED",
+        "SESSION_REVOKED",
+        "SESSION_EXPIRED",
+        "USER_DEACTIVATED",
+        "USER_DEACTIVATED_BAN",
+        "AUTH_KEY_DUPLICATED",
+        "PHONE_NUMBER_BANNED",
+        "AUTH_KEY_INVALID",
+    }
+)
+_PEER_NOT_FOUND_NAMES: Final = frozenset(
+    {
+        "PEER_ID_INVALID",
+        "USERNAME_NOT_OCCUPIED",
+        "USERNAME_INVALID",
+        "CHANNEL_PRIVATE",
+        "CHANNEL_INVALID",
+        "MSG_ID_INVALID",
+        "USER_ID_INVALID",
+    }
+)
+_THIS_ACCOUNT_ONLY: Final = " [not found for this account only; another account may see it]"
+
+# Telethon's generated classes do not keep the RPC message on the instance: recover it from its
+# tables (exact names, and regex names whose capture the instance keeps in an int attribute).
+_NAME_BY_CLASS: Final[dict[type, str]] = {}
+for _name, _cls in _tl_errors.rpc_errors_dict.items():
+    _NAME_BY_CLASS.setdefault(_cls, _name)
+_PATTERN_BY_CLASS: Final[dict[type, str]] = {}
+for _pattern, _cls in _tl_errors.rpc_errors_re:
+    _PATTERN_BY_CLASS.setdefault(_cls, _pattern)
+del _name, _cls, _pattern
+
+
+def _rpc_name(exc: _tl_errors.RPCError) -> str | None:
+    instance_message = vars(exc).get("message")
+    if isinstance(instance_message, str):  # plain RPCError / base class built by Telethon
+        return instance_message
+    cls = type(exc)
+    if cls in _NAME_BY_CLASS:
+        return _NAME_BY_CLASS[cls]
+    if cls in _PATTERN_BY_CLASS:
+        captures = [v for k, v in vars(exc).items() if k != "request" and isinstance(v, int)]
+        if captures:
+            return re.sub(r"\(\\d\+\)", str(captures[0]), _PATTERN_BY_CLASS[cls], count=1)
+    message = getattr(exc, "message", None)
+    return message if isinstance(message, str) else None
+
+
+def _rpc_failure(exc: _tl_errors.RPCError) -> Failure:
+    name = _rpc_name(exc)
+    code = getattr(exc, "code", None)
+    code = code if isinstance(code, int) else None
+    upper = (name or "").upper()
+    text = redact(f"{name or type(exc).__name__} ({code}): {exc}")
+
+    def failure(error_class: ErrorClass, message: str = text, **kw: float | None) -> Failure:
+        return Failure(error_class, message, rpc_code=code, rpc_name=name, **kw)  # type: ignore[arg-type]
+
+    seconds: int | None = None
+    if isinstance(exc, _FLOOD_WAIT_CLASSES):
+        seconds = int(exc.seconds)
+    elif (m := _WAIT_SECONDS_RE.match(upper)) and (code == 420 or "FLOOD" in upper):
+        seconds = int(m.group(1))
+    if seconds is not None:
+        # Telethon (client/users.py): "FLOOD_WAIT_0 has been observed" -> treat as 1 s.
+        return failure(ErrorClass.FLOOD_WAIT, retry_after_s=float(max(seconds, 1)))
+    if isinstance(exc, _tl_errors.PeerFloodError) or upper == "PEER_FLOOD":
+        return failure(ErrorClass.PEER_FLOOD)
+    if upper in _SESSION_REVOKED_NAMES:
+        return failure(ErrorClass.SESSION_REVOKED)
+    if upper in _PEER_NOT_FOUND_NAMES:
+        return failure(ErrorClass.PEER_NOT_FOUND, text + _THIS_ACCOUNT_ONLY)
+    if code == 420:  # a flood error without a duration: still the account's flood limit
+        return failure(ErrorClass.FLOOD_WAIT, retry_after_s=None)
+    return failure(ErrorClass.GENERIC)
+
+
+# --- classify -------------------------------------------------------------------------------------
+
+_STREAM_CLOSED_TYPES: Final = (
+    ConnectionError,  # incl. ConnectionResetError, BrokenPipeError, Telethon's "Not connected"
+    asyncio.IncompleteReadError,
+    EOFError,
+    _tl_errors.InvalidBufferError,
+    _tl_errors.InvalidChecksumError,
+    _tl_errors.AuthKeyNotFound,  # Telethon: may be temporary -> reconnect, not disable
+    _tl_errors.ReadCancelledError,
+    trio.BrokenResourceError,
+    trio.ClosedResourceError,
+    TimeoutError,  # == asyncio.TimeoutError on 3.11: a connect/read timed out inside Telethon
+    OSError,  # any other socket error while connected
+)
+_REQUEST_UNSUCCESSFUL_RE: Final = re.compile(r"^Request was unsuccessful \d+ time\(s\)$")
+_ENTITY_NOT_FOUND_RE: Final = re.compile(
+    r"^(Could not find the input entity for |Cannot find any entity corresponding to "
+    r"|No user has .* as username)"
+)
+
+
+def classify(exc: BaseException) -> Failure:
+    """Classify an exception raised by a Telethon call, its proxy, or its deadline.
+
+    Never raises, and never puts a secret into the `Failure` (see `redact`).
+
+    Args:
+        exc: The exception. An exception group with exactly one leaf is classified as that
+            leaf; Telethon's `MultiError` as its first error.
+
+    Returns:
+        A `Failure`. Rules, checked in this order:
+
+        - ``trio.TooSlowError`` -> DEADLINE_EXCEEDED.
+        - Telegram RPC errors (``telethon.errors.RPCError``):
+          ``*_WAIT_N`` flood errors (FloodWaitError, FloodPremiumWaitError,
+          FloodTestPhoneWaitError, SlowModeWaitError, or any 420 whose message ends in
+          ``WAIT_<N>``) -> FLOOD_WAIT with ``retry_after_s = N`` (0 -> 1 s, as Telethon does);
+          PEER_FLOOD -> PEER_FLOOD; AUTH_KEY_UNREGISTERED, SESSION_REVOKED, SESSION_EXPIRED,
+          USER_DEACTIVATED(_BAN), AUTH_KEY_DUPLICATED, PHONE_NUMBER_BANNED, AUTH_KEY_INVALID
+          -> SESSION_REVOKED; PEER_ID_INVALID, USERNAME_NOT_OCCUPIED, USERNAME_INVALID,
+          CHANNEL_PRIVATE, CHANNEL_INVALID, MSG_ID_INVALID, USER_ID_INVALID -> PEER_NOT_FOUND
+          (for this account); any other 420 -> FLOOD_WAIT without ``retry_after_s``;
+          everything else (incl. 500 INTERNAL_SERVER_ERROR) -> GENERIC. Names are matched on
+          the RPC message too, not only Telethon's class.
+        - python-socks proxy errors, in every shape Telethon's monkey-patching leaves them
+          -> PROXY_UNAVAILABLE (the PHP system's IPC_UNAVAILABLE: not the account's fault).
+        - Connection-level errors (ConnectionError and subclasses, IncompleteReadError,
+          Telethon's InvalidBufferError / InvalidChecksumError / AuthKeyNotFound, OSError,
+          TimeoutError, Telethon's ``ValueError("Request was unsuccessful N time(s)")``)
+          -> STREAM_CLOSED.
+        - Telethon's local entity look-up failures (``ValueError("Could not find the input
+          entity for ...")``, ``"Cannot find any entity corresponding to ..."``)
+          -> PEER_NOT_FOUND.
+        - Anything else -> GENERIC.
+    """
+    try:
+        return _classify(exc)
+    except Exception:  # pragma: no cover - defensive: classification must never crash a worker
+        return Failure(ErrorClass.GENERIC, redact(type(exc).__name__))
+
+
+def _classify(exc: BaseException) -> Failure:
+    if isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        return _classify(exc.exceptions[0])
+    if isinstance(exc, _tl_errors.MultiError):
+        first = next((e for e in exc.exceptions if e is not None), None)
+        if first is not None:
+            return _classify(first)
+    if isinstance(exc, trio.TooSlowError):
+        return Failure(ErrorClass.DEADLINE_EXCEEDED, "call deadline exceeded")
+    if isinstance(exc, _tl_errors.RPCError):
+        return _rpc_failure(exc)
+
+    text = redact(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)
+    if _is_proxy_error(exc):
+        return Failure(ErrorClass.PROXY_UNAVAILABLE, text)
+    if isinstance(exc, _STREAM_CLOSED_TYPES):
+        return Failure(ErrorClass.STREAM_CLOSED, text)
+    if isinstance(exc, ValueError):
+        message = str(exc)
+        if _REQUEST_UNSUCCESSFUL_RE.match(message):
+            return Failure(ErrorClass.STREAM_CLOSED, text)
+        if _ENTITY_NOT_FOUND_RE.match(message):
+            return Failure(ErrorClass.PEER_NOT_FOUND, text + _THIS_ACCOUNT_ONLY)
+    return Failure(ErrorClass.GENERIC, text)

@@ -1,0 +1,147 @@
+"""The per-proxy rate gate: FIFO start slots at least ``interval_s`` apart, without polling."""
+
+from __future__ import annotations
+
+import random
+from collections import deque
+from typing import Final, final
+
+import attrs
+import trio
+
+from ._stats import GateStatistics
+
+#: Jitter added to every reserved start, in seconds (50–150 ms, the PHP system's habit of
+#: spreading starts so that bursts from many workers do not line up on the wire).
+DEFAULT_JITTER_S: Final = (0.05, 0.15)
+
+
+@final
+@attrs.define(eq=False, repr=False)
+class RateGate:
+    """Admits call starts on one proxy in arrival order, never closer than ``interval_s``.
+
+    This is *not* a token bucket and not a :class:`trio.CapacityLimiter`: it bounds the
+    *rate of starts*, not the number of calls in flight. Each waiter, once it reaches the
+    head of the FIFO queue, reserves its start time::
+
+        start = max(now + jitter, previous_start + interval_s)
+
+    where ``jitter`` is drawn uniformly from ``jitter_s`` (seconds). It then sleeps exactly
+    until ``start`` with :func:`trio.sleep_until` — no polling loop. The jitter is part of
+    the reservation and the next reservation counts from this call's *real* start, so no
+    two starts are ever closer than ``interval_s``, jitter included.
+
+    Why the jitter sits inside the ``max``: added on top (``max(now, prev + interval) +
+    jitter``) it would stretch every gap of a saturated gate to ``interval + jitter`` and cap
+    utilization at ``2 / 2.1 = 95 %`` for the default 2 s interval. Inside the ``max`` it
+    still spreads the starts of an idle gate by 50–150 ms (so bursts on many proxies do not
+    line up), while a saturated gate starts exactly once per ``interval_s``.
+
+    Only the head of the queue holds a reservation, so a waiter cancelled before its slot
+    frees that slot for the next waiter instead of wasting it.
+
+    Time comes from :func:`trio.current_time`, so tests drive the gate with
+    :class:`trio.testing.MockClock`.
+
+    Args:
+        interval_s: Minimum seconds between two starts; a float honoured to the
+            millisecond (0.5 and 1.5 work as written). The default 2.0 is the
+            ``proxy_throttle_sec`` of the PHP system mtpoold replaces.
+        jitter_s: ``(low, high)`` seconds of uniform jitter added to each start.
+        rng: Source of the jitter; pass a seeded :class:`random.Random` for reproducible runs.
+
+    Raises:
+        ValueError: if ``interval_s`` is negative or the jitter range is invalid.
+    """
+
+    interval_s: float = attrs.field(default=2.0)
+    jitter_s: tuple[float, float] = attrs.field(default=DEFAULT_JITTER_S)
+    rng: random.Random = attrs.field(factory=random.Random)
+    _queue: deque[trio.Event] = attrs.field(init=False, factory=deque)
+    _last_start: float = attrs.field(init=False, default=float("-inf"))
+    _starts: int = attrs.field(init=False, default=0)
+
+    @interval_s.validator
+    def _check_interval(self, _: attrs.Attribute[float], value: float) -> None:
+        if value < 0:
+            raise ValueError(f"interval_s must be >= 0, got {value!r}")
+
+    @jitter_s.validator
+    def _check_jitter(self, _: attrs.Attribute[tuple[float, float]], value: tuple[float, float]) -> None:
+        low, high = value
+        if not 0 <= low <= high:
+            raise ValueError(f"jitter_s must satisfy 0 <= low <= high, got {value!r}")
+
+    def __repr__(self) -> str:
+        return (
+            f"<RateGate interval_s={self.interval_s} waiting={len(self._queue)} "
+            f"starts={self._starts}>"
+        )
+
+    async def wait_for_slot(self) -> float:
+        """Wait for this caller's start slot and return the start time (trio clock, seconds).
+
+        Always checkpoints. Cancellation is safe at any point: a cancelled waiter leaves the
+        queue and, if it held the head reservation, the next waiter reserves afresh from the
+        previous real start, so no slot is wasted.
+
+        Returns:
+            The :func:`trio.current_time` at which the slot began.
+        """
+        await trio.lowlevel.checkpoint_if_cancelled()
+        turn = trio.Event()
+        self._queue.append(turn)
+        if self._queue[0] is turn:
+            turn.set()
+        try:
+            await turn.wait()
+            low, high = self.jitter_s
+            jitter = self.rng.uniform(low, high) if high > 0 else 0.0
+            start = max(trio.current_time() + jitter, self._last_start + self.interval_s)
+            await trio.sleep_until(start)
+            # The real start may be later than the reservation (a busy event loop); the
+            # next reservation counts from the real one.
+            self._last_start = trio.current_time()
+            self._starts += 1
+            return self._last_start
+        finally:
+            self._leave(turn)
+
+    def _leave(self, turn: trio.Event) -> None:
+        was_head = bool(self._queue) and self._queue[0] is turn
+        try:
+            self._queue.remove(turn)
+        except ValueError:  # pragma: no cover - every waiter leaves exactly once
+            return
+        if was_head and self._queue:
+            self._queue[0].set()
+
+    def earliest_start(self, *, behind: int = 0) -> float:
+        """Estimate when a new arrival could start, on the trio clock (seconds).
+
+        The estimate is a lower bound: it counts one ``interval_s`` (at least the minimum
+        jitter) for every waiter already queued and for ``behind`` more arrivals ahead of the
+        new one.
+        The scheduler uses it to prefer the lane that can start soonest and to refuse a
+        job whose deadline falls before any possible start.
+        """
+        ahead = len(self._queue) + behind
+        low = self.jitter_s[0]
+        first = max(trio.current_time() + low, self._last_start + self.interval_s)
+        return first + ahead * max(self.interval_s, low)
+
+    @property
+    def waiting(self) -> int:
+        """Callers queued at the gate, including the one holding the head reservation."""
+        return len(self._queue)
+
+    def statistics(self) -> GateStatistics:
+        """Return a frozen snapshot: interval, waiters, seconds until the next free slot, starts."""
+        next_slot = max(0.0, self._last_start + self.interval_s - trio.current_time())
+        return GateStatistics(
+            interval_s=self.interval_s,
+            waiting=len(self._queue),
+            next_slot_in_s=next_slot,
+            starts=self._starts,
+        )

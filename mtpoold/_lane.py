@@ -1,0 +1,145 @@
+"""One proxy as a lane: a capacity limiter, a rate gate, a cooldown and counters."""
+
+from __future__ import annotations
+
+import collections
+import random
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import final
+
+import attrs
+import trio
+
+from ._gate import DEFAULT_JITTER_S, RateGate
+from ._stats import LaneStatistics
+
+#: Key and name of the lane shared by accounts with no proxy: the host's own address is
+#: rate-limited by Telegram too.
+NO_PROXY = "no_proxy"
+
+
+@final
+@attrs.define(eq=False, repr=False)
+class ProxyLane:
+    """Everything that goes through one proxy: calls *and* connects.
+
+    A slot is a capacity token (``capacity`` concurrent calls, FIFO, a
+    :class:`trio.CapacityLimiter`) followed by a start from the :class:`RateGate` (at most
+    one start per ``interval_s`` seconds). The token is taken first, so a start slot is
+    never reserved by a caller that would then wait for capacity. Connects take a slot like
+    calls do: TCP, the proxy handshake and the MTProto key exchange are traffic through the
+    proxy too, so a reconnect storm can never burst it.
+
+    The lane also carries the proxy cooldown (set when the proxy itself fails: the PHP
+    system's IPC_UNAVAILABLE) and its counters.
+
+    Args:
+        key: The proxy key (see :func:`mtpoold._config.proxy_key`) or ``"no_proxy"``.
+        name: Proxy name from the config.
+        type: ``socks5``, ``socks4``, ``http``, ``mtproxy`` or ``direct``.
+        capacity: Concurrent calls allowed (>= 1).
+        interval_s: Minimum seconds between two starts.
+        jitter_s: ``(low, high)`` seconds of start jitter.
+        rng: Source of the jitter.
+    """
+
+    key: str
+    name: str
+    type: str
+    capacity: int = 1
+    interval_s: float = 2.0
+    jitter_s: tuple[float, float] = DEFAULT_JITTER_S
+    rng: random.Random = attrs.field(factory=random.Random)
+    cooldown_until: float = attrs.field(init=False, default=float("-inf"))
+    consecutive_failures: int = attrs.field(init=False, default=0)
+    calls: int = attrs.field(init=False, default=0)
+    errors_by_class: collections.Counter[str] = attrs.field(
+        init=False, factory=collections.Counter
+    )
+    _limiter: trio.CapacityLimiter = attrs.field(init=False)
+    _gate: RateGate = attrs.field(init=False)
+
+    def __attrs_post_init__(self) -> None:
+        self._limiter = trio.CapacityLimiter(self.capacity)
+        self._gate = RateGate(interval_s=self.interval_s, jitter_s=self.jitter_s, rng=self.rng)
+
+    def __repr__(self) -> str:
+        lim = self._limiter.statistics()
+        return (
+            f"<ProxyLane {self.name} key={self.key} in_flight={lim.borrowed_tokens}/"
+            f"{lim.total_tokens} waiting={lim.tasks_waiting + self._gate.waiting}>"
+        )
+
+    @asynccontextmanager
+    async def slot(self) -> AsyncIterator[float]:
+        """Hold one capacity token and start at the gate's next slot.
+
+        Yields:
+            The start time on the trio clock (seconds). The token is held until the
+            ``async with`` block exits; the block is the call (or connect) itself.
+        """
+        async with self._limiter:
+            started = await self._gate.wait_for_slot()
+            self.calls += 1
+            yield started
+
+    def reconfigure(self, *, capacity: int, interval_s: float) -> None:
+        """Apply a changed capacity or interval (live reload) without dropping waiters."""
+        self.capacity = capacity
+        self._limiter.total_tokens = capacity
+        self.interval_s = interval_s
+        self._gate.interval_s = interval_s
+
+    def earliest_start(self) -> float:
+        """Lower bound of when a new caller could start on this lane (trio clock, seconds).
+
+        Accounts for the proxy cooldown, the callers queued for a capacity token and those
+        queued at the gate. Time spent by calls already holding every token is unknown and
+        not counted.
+        """
+        waiting_for_token = self._limiter.statistics().tasks_waiting
+        return max(self.cooldown_until, self._gate.earliest_start(behind=waiting_for_token))
+
+    def cooling_down(self) -> bool:
+        """Whether the proxy is in a cooldown now."""
+        return self.cooldown_until > trio.current_time()
+
+    def record_proxy_failure(self, cooldown_s: float) -> None:
+        """Put the proxy in a cooldown of ``cooldown_s`` seconds from now."""
+        self.cooldown_until = max(self.cooldown_until, trio.current_time() + cooldown_s)
+
+    def record_outcome(self, error_class: str | None) -> None:
+        """Count one finished call: ``None`` for success, else its error class name.
+
+        A success, or any failure that is not the proxy's own, ends a run of consecutive
+        PROXY_UNAVAILABLE failures (the proxy carried traffic to Telegram).
+        """
+        if error_class is None:
+            self.consecutive_failures = 0
+            return
+        self.errors_by_class[error_class] += 1
+        if error_class == "PROXY_UNAVAILABLE":
+            self.consecutive_failures += 1
+        else:
+            self.consecutive_failures = 0
+
+    def statistics(self) -> LaneStatistics:
+        """Return a frozen snapshot of load, queue, next slot, counters and cooldown."""
+        lim = self._limiter.statistics()
+        gate = self._gate.statistics()
+        now = trio.current_time()
+        return LaneStatistics(
+            key=self.key,
+            name=self.name,
+            type=self.type,
+            capacity=self.capacity,
+            in_flight=lim.borrowed_tokens,
+            waiting=lim.tasks_waiting + gate.waiting,
+            next_slot_in_s=gate.next_slot_in_s,
+            interval_s=self.interval_s,
+            calls=self.calls,
+            errors_by_class=dict(self.errors_by_class),
+            cooldown_remaining_s=max(0.0, self.cooldown_until - now),
+            consecutive_failures=self.consecutive_failures,
+        )

@@ -1,0 +1,132 @@
+"""Frozen statistics snapshots of the gate, the lanes, the accounts and the pool.
+
+One source of truth for the CLI tables, the websocket ``status`` method (via
+``cattrs.unstructure``) and the tests. Every time below is in seconds.
+"""
+
+from __future__ import annotations
+
+import attrs
+
+
+@attrs.frozen(kw_only=True)
+class GateStatistics:
+    """A :class:`~mtpoold._gate.RateGate` snapshot.
+
+    Attributes:
+        interval_s: Minimum seconds between two call starts on the proxy.
+        waiting: Callers queued at the gate (the head one included).
+        next_slot_in_s: Seconds until the interval since the last start has elapsed (>= 0).
+        starts: Starts admitted since the gate was made.
+    """
+
+    interval_s: float
+    waiting: int
+    next_slot_in_s: float
+    starts: int
+
+
+@attrs.frozen(kw_only=True)
+class LaneStatistics:
+    """A :class:`~mtpoold._lane.ProxyLane` snapshot.
+
+    Attributes:
+        key: The proxy key (16 hex chars, as the PHP system computed it) or ``"no_proxy"``.
+        name: The proxy's name in the config (``"no_proxy"`` for the direct lane).
+        type: ``socks5``, ``socks4``, ``http``, ``mtproxy`` or ``direct``.
+        capacity: Concurrent calls allowed (the capacity limiter's total tokens).
+        in_flight: Calls (and connects) holding a capacity token now.
+        waiting: Callers waiting for a token or a start slot.
+        next_slot_in_s: Seconds until the rate gate admits the next start (>= 0).
+        interval_s: Minimum seconds between two starts.
+        calls: Calls and connects started through this lane.
+        errors_by_class: Failed calls by error class name.
+        cooldown_remaining_s: Seconds the proxy stays out of scheduling (0 when usable).
+        consecutive_failures: PROXY_UNAVAILABLE failures in a row (drives the backoff).
+    """
+
+    key: str
+    name: str
+    type: str
+    capacity: int
+    in_flight: int
+    waiting: int
+    next_slot_in_s: float
+    interval_s: float
+    calls: int
+    errors_by_class: dict[str, int]
+    cooldown_remaining_s: float
+    consecutive_failures: int
+
+
+@attrs.frozen(kw_only=True)
+class AccountStatistics:
+    """An :class:`~mtpoold._account.AccountWorker` snapshot.
+
+    Attributes:
+        id: The account id from the config.
+        proxy_key: Key of the lane the account calls through.
+        proxy_name: Name of that proxy (``"no_proxy"`` when direct).
+        state: ``idle`` (no connection), ``connecting``, ``ready`` (connected, free),
+            ``busy``, ``cooldown``, ``disabled`` or ``retired``.
+        connected: Whether its MTProto connection is up.
+        cooldown_remaining_s: Seconds until the account may be scheduled again (0 when free).
+        disabled_reason: Why it was disabled, or None.
+        calls_ok: Calls that returned a result.
+        calls_failed: Calls that raised.
+        errors_by_class: Failed calls by error class name.
+        last_error_class: Class of the last failure, or None.
+        last_error_message: Redacted message of the last failure, or None.
+        last_used_s_ago: Seconds since its last call started, or None if never used.
+        tags: The account's tags from the config.
+    """
+
+    id: str
+    proxy_key: str
+    proxy_name: str
+    state: str
+    connected: bool
+    cooldown_remaining_s: float
+    disabled_reason: str | None
+    calls_ok: int
+    calls_failed: int
+    errors_by_class: dict[str, int]
+    last_error_class: str | None
+    last_error_message: str | None
+    last_used_s_ago: float | None
+    tags: tuple[str, ...]
+
+
+@attrs.frozen(kw_only=True)
+class PoolStatistics:
+    """A :class:`~mtpoold._pool.Pool` snapshot.
+
+    Attributes:
+        uptime_s: Seconds since the pool opened.
+        jobs_in_flight: Jobs accepted and not yet answered.
+        jobs_ok: Jobs answered with a result.
+        jobs_failed: Jobs answered with an error.
+        accounts_total: Accounts in the current config.
+        accounts_ready: Accounts that could take a call now.
+        accounts_cooling: Accounts in a cooldown (their own or their proxy's).
+        accounts_disabled: Disabled accounts.
+        config_generation: 1 for the config the pool opened with, +1 per successful reload.
+        config_loaded_at: When that config was loaded, ISO 8601 UTC.
+        orphaned_accounts: Accounts the state store remembers that the config no longer has.
+        proxies: One snapshot per lane.
+        accounts: One snapshot per account.
+    """
+
+    uptime_s: float
+    jobs_in_flight: int
+    jobs_ok: int
+    jobs_failed: int
+    accounts_total: int
+    accounts_ready: int
+    accounts_cooling: int
+    accounts_disabled: int
+    config_generation: int
+    config_loaded_at: str
+    orphaned_accounts: tuple[str, ...]
+    proxies: tuple[LaneStatistics, ...]
+    accounts: tuple[AccountStatistics, ...]

@@ -178,7 +178,10 @@ def _rebuild_job_failed(
 MAX_MESSAGE_CHARS: Final = 300  # characters kept of an exception's text in a Failure
 # A token: 32+ characters of base64 / urlsafe base64 / hex with at least one digit and one letter.
 # Catches api_hash (32 hex), StringSession text (~350 base64), auth keys, MTProxy secrets.
-_TOKEN_RE: Final = re.compile(r"(?=[A-Za-z0-9+/_=-]*[0-9])(?=[A-Za-z0-9+/_=-]*[A-Za-z])[A-Za-z0-9+/_=-]{32,}")
+_TOKEN_RE: Final = re.compile(
+    r"(?<![A-Za-z0-9+/_-])(?=[A-Za-z0-9+/_-]*[0-9])(?=[A-Za-z0-9+/_-]*[A-Za-z])"
+    r"[A-Za-z0-9+/_-]{32,}={0,2}"
+)
 
 
 def redact(text: str, *, limit: int = MAX_MESSAGE_CHARS) -> str:

@@ -1,0 +1,500 @@
+"""Tests for mtpoold._errors: classify() on the exception shapes Telethon and python-socks produce."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import pickle
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import python_socks
+import trio
+from telethon import errors as tl_errors
+from telethon.errors import rpc_message_to_error
+from telethon.tl.functions.contacts import ResolveUsernameRequest
+from telethon.tl.functions.messages import GetHistoryRequest
+from telethon.tl.types import InputPeerEmpty, RpcError
+
+from mtpoold._errors import (
+    ConfigError,
+    ErrorClass,
+    Failure,
+    JobFailed,
+    MtpooldError,
+    classify,
+    redact,
+)
+
+REQUEST = GetHistoryRequest(
+    peer=InputPeerEmpty(),
+    offset_id=0,
+    offset_date=None,
+    add_offset=0,
+    limit=10,
+    max_id=0,
+    min_id=0,
+    hash=0,
+)
+API_HASH = "0123456789abcdef0123456789abcdef"
+SESSION_STRING = "1BVtsOKkBu7Q2wGqz3x9lK1Lp_mN0aZ8vY4tR6eW2qS5dF7gH9jK0lM3nB5vC8xZ" * 5 + "="
+
+
+def rpc(code: int, message: str, request: object = REQUEST) -> BaseException:
+    """An RPC error exactly as Telethon's MTProtoSender builds it from an rpc_error."""
+    return rpc_message_to_error(RpcError(error_code=code, error_message=message), request)
+
+
+# --- FLOOD_WAIT -----------------------------------------------------------------------------------
+
+
+def test_classify_FloodWaitError_seconds() -> None:
+    exc = tl_errors.rpcerrorlist.FloodWaitError(request=None, capture=37)
+    f = classify(exc)
+    assert f.error_class is ErrorClass.FLOOD_WAIT
+    assert f.retry_after_s == 37.0
+    assert f.rpc_code == 420
+    assert f.rpc_name == "FLOOD_WAIT_37"
+
+
+def test_classify_FloodWaitError_from_rpc_message() -> None:
+    exc = rpc(420, "FLOOD_WAIT_120")
+    assert type(exc) is tl_errors.FloodWaitError
+    assert classify(exc) == Failure(
+        ErrorClass.FLOOD_WAIT,
+        "FLOOD_WAIT_120 (420): A wait of 120 seconds is required (caused by GetHistoryRequest)",
+        retry_after_s=120.0,
+        rpc_code=420,
+        rpc_name="FLOOD_WAIT_120",
+    )
+
+
+def test_classify_FLOOD_WAIT_0_is_one_second() -> None:
+    f = classify(rpc(420, "FLOOD_WAIT_0"))
+    assert (f.error_class, f.retry_after_s, f.rpc_name) == (
+        ErrorClass.FLOOD_WAIT,
+        1.0,
+        "FLOOD_WAIT_0",
+    )
+
+
+def test_classify_FloodWaitError_raised_early_by_client() -> None:
+    # telethon/client/users.py raises this itself for a request already known flood-waited
+    exc = tl_errors.FloodWaitError(request=REQUEST, capture=42)
+    assert classify(exc).retry_after_s == 42.0
+
+
+@pytest.mark.parametrize(
+    ("message", "cls", "seconds"),
+    [
+        ("FLOOD_PREMIUM_WAIT_6", tl_errors.FloodPremiumWaitError, 6.0),
+        ("FLOOD_TEST_PHONE_WAIT_5", tl_errors.FloodTestPhoneWaitError, 5.0),
+        ("SLOWMODE_WAIT_10", tl_errors.SlowModeWaitError, 10.0),
+    ],
+)
+def test_classify_flood_wait_family(message: str, cls: type, seconds: float) -> None:
+    exc = rpc(420, message)
+    assert type(exc) is cls
+    f = classify(exc)
+    assert (f.error_class, f.retry_after_s, f.rpc_code, f.rpc_name) == (
+        ErrorClass.FLOOD_WAIT,
+        seconds,
+        420,
+        message,
+    )
+
+
+@pytest.mark.parametrize(
+    ("message", "seconds"),
+    [("FLOOD_PREMIUM_WAIT_6", 6.0), ("FLOOD_TEST_PHONE_WAIT_5", 5.0), ("FLOOD_NEWTHING_WAIT_9", 9.0)],
+)
+def test_classify_plain_420_RPCError_parses_seconds(message: str, seconds: float) -> None:
+    # A 420 whose name is not in Telethon's table: Telethon builds the base class with the message.
+    exc = tl_errors.FloodError(request=REQUEST, message=message, code=420)
+    f = classify(exc)
+    assert (f.error_class, f.retry_after_s, f.rpc_name) == (ErrorClass.FLOOD_WAIT, seconds, message)
+    unknown = rpc(420, "FLOOD_NEWTHING_WAIT_9")
+    assert type(unknown) is tl_errors.FloodError
+    assert classify(unknown).retry_after_s == 9.0
+
+
+def test_classify_plain_RPCError_420() -> None:
+    exc = tl_errors.RPCError(REQUEST, "FLOOD_PREMIUM_WAIT_6", 420)
+    assert classify(exc).retry_after_s == 6.0
+
+
+def test_classify_420_without_seconds_is_flood_wait_without_duration() -> None:
+    f = classify(rpc(420, "FROZEN_METHOD_INVALID"))
+    assert (f.error_class, f.retry_after_s, f.rpc_name) == (
+        ErrorClass.FLOOD_WAIT,
+        None,
+        "FROZEN_METHOD_INVALID",
+    )
+
+
+# --- PEER_FLOOD -----------------------------------------------------------------------------------
+
+
+def test_classify_PeerFloodError() -> None:
+    exc = rpc(400, "PEER_FLOOD")
+    assert type(exc) is tl_errors.PeerFloodError
+    f = classify(exc)
+    assert (f.error_class, f.rpc_code, f.rpc_name, f.retry_after_s) == (
+        ErrorClass.PEER_FLOOD,
+        400,
+        "PEER_FLOOD",
+        None,
+    )
+    assert classify(tl_errors.PeerFloodError(request=None)).error_class is ErrorClass.PEER_FLOOD
+
+
+# --- SESSION_REVOKED ------------------------------------------------------------------------------
+
+SESSION_REVOKED = [
+    (401, "AUTH_KEY_UNREGISTERED", tl_errors.AuthKeyUnregisteredError),
+    (401, "SESSION_REVOKED", tl_errors.SessionRevokedError),
+    (401, "SESSION_EXPIRED", tl_errors.SessionExpiredError),
+    (401, "USER_DEACTIVATED", tl_errors.UserDeactivatedError),
+    (401, "USER_DEACTIVATED_BAN", tl_errors.UserDeactivatedBanError),
+    (406, "AUTH_KEY_DUPLICATED", tl_errors.AuthKeyDuplicatedError),
+    (400, "PHONE_NUMBER_BANNED", tl_errors.PhoneNumberBannedError),
+    (401, "AUTH_KEY_INVALID", tl_errors.AuthKeyInvalidError),
+]
+
+
+@pytest.mark.parametrize(("code", "message", "cls"), SESSION_REVOKED)
+def test_classify_session_revoked(code: int, message: str, cls: type) -> None:
+    exc = rpc(code, message)
+    assert type(exc) is cls
+    f = classify(exc)
+    assert (f.error_class, f.rpc_code, f.rpc_name) == (ErrorClass.SESSION_REVOKED, code, message)
+    assert classify(cls(request=None)).error_class is ErrorClass.SESSION_REVOKED
+
+
+@pytest.mark.parametrize(("code", "message", "cls"), SESSION_REVOKED)
+def test_classify_session_revoked_by_message_only(code: int, message: str, cls: type) -> None:
+    # e.g. a Telethon version whose table lacks the name: the base class carries the message
+    exc = tl_errors.UnauthorizedError(REQUEST, message, code)
+    f = classify(exc)
+    assert (f.error_class, f.rpc_name) == (ErrorClass.SESSION_REVOKED, message)
+
+
+# --- PEER_NOT_FOUND -------------------------------------------------------------------------------
+
+PEER_NOT_FOUND = [
+    ("PEER_ID_INVALID", tl_errors.PeerIdInvalidError),
+    ("USERNAME_NOT_OCCUPIED", tl_errors.UsernameNotOccupiedError),
+    ("USERNAME_INVALID", tl_errors.UsernameInvalidError),
+    ("CHANNEL_PRIVATE", tl_errors.ChannelPrivateError),
+    ("CHANNEL_INVALID", tl_errors.ChannelInvalidError),
+    ("MSG_ID_INVALID", tl_errors.MsgIdInvalidError),
+    ("USER_ID_INVALID", tl_errors.UserIdInvalidError),
+]
+
+
+@pytest.mark.parametrize(("message", "cls"), PEER_NOT_FOUND)
+def test_classify_peer_not_found(message: str, cls: type) -> None:
+    exc = rpc(400, message, ResolveUsernameRequest(username="durov"))
+    assert type(exc) is cls
+    f = classify(exc)
+    assert (f.error_class, f.rpc_code, f.rpc_name) == (ErrorClass.PEER_NOT_FOUND, 400, message)
+    assert "for this account only" in f.message
+    by_name = classify(tl_errors.BadRequestError(REQUEST, message, 400))
+    assert by_name.error_class is ErrorClass.PEER_NOT_FOUND
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        # telethon/client/users.py get_input_entity
+        "Could not find the input entity for PeerUser(user_id=777000) (PeerUser). Please read "
+        "https://docs.telethon.dev/en/stable/concepts/entities.html to find out more details.",
+        # telethon/client/users.py _get_entity_from_string
+        'Cannot find any entity corresponding to "some_user"',
+        'No user has "some_user" as username',
+    ],
+)
+def test_classify_telethon_local_entity_not_found(text: str) -> None:
+    f = classify(ValueError(text))
+    assert f.error_class is ErrorClass.PEER_NOT_FOUND
+    assert f.message.endswith("[not found for this account only; another account may see it]")
+
+
+# --- STREAM_CLOSED --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [
+        ConnectionResetError(104, "Connection reset by peer"),
+        ConnectionError("Cannot send requests while disconnected"),  # mtprotosender.send
+        ConnectionError("Connection to Telegram failed 5 time(s)"),  # mtprotosender._connect
+        ConnectionError("Not connected"),  # connection.Connection.send/recv
+        asyncio.IncompleteReadError(b"\x00\x01", 4),
+        BrokenPipeError(32, "Broken pipe"),
+        ValueError("Request was unsuccessful 5 time(s)"),  # client/users.py after retries
+        tl_errors.InvalidBufferError(b"\x6c\xfe\xff\xff"),  # tcpfull: HTTP code 404 payload
+        tl_errors.InvalidBufferError(b"\x01"),
+        tl_errors.InvalidChecksumError(1, 2),
+        tl_errors.AuthKeyNotFound(),
+        OSError(113, "No route to host"),
+        asyncio.TimeoutError(),  # asyncio.wait_for around the connect
+        TimeoutError(),
+    ],
+    ids=repr,
+)
+def test_classify_stream_closed(exc: BaseException) -> None:
+    f = classify(exc)
+    assert f.error_class is ErrorClass.STREAM_CLOSED
+    assert (f.retry_after_s, f.rpc_code, f.rpc_name) == (None, None, None)
+
+
+def test_classify_stream_closed_message() -> None:
+    assert classify(ConnectionResetError(104, "Connection reset by peer")) == Failure(
+        ErrorClass.STREAM_CLOSED, "ConnectionResetError: [Errno 104] Connection reset by peer"
+    )
+
+
+# --- PROXY_UNAVAILABLE ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [
+        python_socks.ProxyError("General SOCKS server failure", error_code=1),
+        python_socks.ProxyConnectionError(111, "Could not connect to proxy 10.0.0.1:1080 [refused]"),
+        python_socks.ProxyTimeoutError("Proxy connection timed out: 10"),
+    ],
+    ids=repr,
+)
+def test_classify_python_socks_errors(exc: BaseException) -> None:
+    assert classify(exc).error_class is ErrorClass.PROXY_UNAVAILABLE
+
+
+def test_classify_telethon_replacement_ConnectionErrorExtra() -> None:
+    # The shape Telethon's connection.py puts in place of python_socks._errors.ProxyError.
+    class ConnectionErrorExtra(ConnectionError):
+        def __init__(self, message: object, error_code: int | None = None) -> None:
+            super().__init__(message)
+            self.error_code = error_code
+
+    ConnectionErrorExtra.__module__ = "telethon.network.connection.connection"
+    f = classify(ConnectionErrorExtra("General SOCKS server failure", error_code=1))
+    assert f.error_class is ErrorClass.PROXY_UNAVAILABLE
+
+
+def test_classify_ConnectionError_raised_inside_python_socks() -> None:
+    # After Telethon's rebinding, python-socks raises a bare ConnectionError: known by its frames.
+    namespace: dict[str, object] = {"__name__": "python_socks.async_.asyncio._proxy"}
+    exec("def connect():\n    raise ConnectionError(111, 'Could not connect to proxy')", namespace)
+    with pytest.raises(ConnectionError) as info:
+        namespace["connect"]()  # type: ignore[operator]
+    assert classify(info.value).error_class is ErrorClass.PROXY_UNAVAILABLE
+
+
+PROBE = textwrap.dedent(
+    """
+    import asyncio, collections, json, logging, socket, sys
+
+    order = sys.argv[1]
+    if order == "mtpoold-first":
+        import mtpoold._errors as E
+        import python_socks, python_socks._errors
+        import telethon
+        from telethon.network.connection import ConnectionTcpFull
+    else:
+        import telethon
+        from telethon.network.connection import ConnectionTcpFull
+        import python_socks, python_socks._errors
+
+    captured_before = (python_socks.ProxyError, python_socks.ProxyConnectionError,
+                       python_socks.ProxyTimeoutError)
+
+    def closed_port():
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+        s.close()
+        return port
+
+    async def proxy_failures():
+        async def hang_up(reader, writer):
+            writer.close()
+        server = await asyncio.start_server(hang_up, "127.0.0.1", 0)
+        hang_up_port = server.sockets[0].getsockname()[1]
+        loggers = collections.defaultdict(lambda: logging.getLogger("probe"))
+        out = []
+        for port in (closed_port(), hang_up_port):
+            conn = ConnectionTcpFull("127.0.0.1", 443, 2, loggers=loggers,
+                                     proxy=(python_socks.ProxyType.SOCKS5, "127.0.0.1", port))
+            try:
+                await conn.connect(timeout=5)
+            except BaseException as exc:
+                out.append(exc)
+            else:
+                out.append(None)
+        server.close()
+        await server.wait_closed()
+        return out
+
+    # One real proxied connect: this is when Telethon rebinds python_socks._errors.*.
+    real = asyncio.run(proxy_failures())
+    if order == "telethon-first":
+        import mtpoold._errors as E
+    real += asyncio.run(proxy_failures())
+    rebound = python_socks._errors.ProxyError
+    samples = [
+        captured_before[0]("refused", error_code=1),
+        captured_before[1](111, "refused"),
+        captured_before[2]("timed out"),
+        python_socks.ProxyError("x"),
+        rebound("x", error_code=5),
+    ] + real
+    print(json.dumps({
+        "rebound": rebound is not captured_before[0],
+        "classes": [E.classify(x).error_class.value if x is not None else None for x in samples],
+        "types": [type(x).__name__ for x in samples],
+    }))
+    """
+)
+
+
+@pytest.mark.parametrize("order", ["mtpoold-first", "telethon-first"])
+def test_classify_proxy_errors_whatever_the_import_order(order: str) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-W", "error", "-c", PROBE, order],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert result["rebound"] is True, "Telethon no longer rebinds python_socks errors?"
+    assert result["classes"] == ["PROXY_UNAVAILABLE"] * 9, result
+    if order == "telethon-first":
+        # python-socks' asyncio module was imported after the rebinding: a bare ConnectionError
+        # comes out, recognisable only by the python-socks frames it was raised from.
+        assert "ConnectionError" in result["types"][5:], result
+
+
+# --- DEADLINE_EXCEEDED / GENERIC ------------------------------------------------------------------
+
+
+def test_classify_TooSlowError() -> None:
+    assert classify(trio.TooSlowError()) == Failure(
+        ErrorClass.DEADLINE_EXCEEDED, "call deadline exceeded"
+    )
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [
+        rpc(500, "INTERNAL_SERVER_ERROR"),
+        rpc(-503, "Timeout"),
+        rpc(400, "MESSAGE_EMPTY"),
+        rpc(303, "FILE_MIGRATE_4"),
+        ValueError("Unknown proxy protocol type: 9"),
+        ValueError("whatever"),
+        RuntimeError("The asyncio event loop must not change after connection"),
+        TypeError("Expected TLRequest"),
+        KeyError("x"),
+    ],
+    ids=repr,
+)
+def test_classify_generic(exc: BaseException) -> None:
+    assert classify(exc).error_class is ErrorClass.GENERIC
+
+
+def test_classify_500_keeps_rpc_fields() -> None:
+    f = classify(rpc(500, "INTERNAL_SERVER_ERROR"))
+    assert (f.rpc_code, f.rpc_name) == (500, "INTERNAL_SERVER_ERROR")
+
+
+def test_classify_regex_class_name_reconstructed() -> None:
+    f = classify(rpc(303, "FILE_MIGRATE_4"))
+    assert f.rpc_name == "FILE_MIGRATE_4"
+
+
+def test_classify_single_exception_group_and_MultiError() -> None:
+    group = ExceptionGroup("x", [tl_errors.FloodWaitError(request=None, capture=5)])
+    assert classify(group).retry_after_s == 5.0
+    multi = tl_errors.MultiError(
+        [None, rpc(400, "PEER_FLOOD")], [object(), None], [REQUEST, REQUEST]
+    )
+    assert classify(multi).error_class is ErrorClass.PEER_FLOOD
+
+
+# --- redaction ------------------------------------------------------------------------------------
+
+
+def test_classify_redacts_secrets() -> None:
+    exc = ValueError(f"bad session {SESSION_STRING} with api_hash={API_HASH}")
+    f = classify(exc)
+    assert SESSION_STRING[:20] not in f.message
+    assert API_HASH not in f.message
+    assert f.message == "ValueError: bad session [redacted] with api_hash=[redacted]"
+
+
+def test_redact_keeps_ordinary_words_and_cuts_long_text() -> None:
+    assert redact("Connection reset by peer") == "Connection reset by peer"
+    assert redact("averyveryveryveryverylongusernamexx") == "averyveryveryveryverylongusernamexx"
+    long = "word " * 200
+    out = redact(long, limit=50)
+    assert len(out) == 50
+    assert out.endswith("…")
+
+
+# --- exceptions -----------------------------------------------------------------------------------
+
+
+def test_ErrorClass_value_is_name() -> None:
+    assert all(c.value == c.name for c in ErrorClass)
+    assert {c.name for c in ErrorClass} == {
+        "FLOOD_WAIT",
+        "PEER_FLOOD",
+        "STREAM_CLOSED",
+        "PROXY_UNAVAILABLE",
+        "SESSION_REVOKED",
+        "PEER_NOT_FOUND",
+        "DEADLINE_EXCEEDED",
+        "GENERIC",
+        "NO_ACCOUNT_AVAILABLE",
+        "INVALID_ARGUMENT",
+        "SHUTTING_DOWN",
+        "CANCELLED",
+    }
+
+
+def test_JobFailed_fields_and_str() -> None:
+    exc = JobFailed(
+        ErrorClass.FLOOD_WAIT, "FLOOD_WAIT_37", retry_after_s=37.0, account="acc-1", attempts=2
+    )
+    assert isinstance(exc, MtpooldError)
+    assert (exc.error_class, exc.message, exc.retry_after_s, exc.account, exc.attempts) == (
+        ErrorClass.FLOOD_WAIT,
+        "FLOOD_WAIT_37",
+        37.0,
+        "acc-1",
+        2,
+    )
+    assert str(exc) == "FLOOD_WAIT: FLOOD_WAIT_37 (account acc-1, 2 attempts, retry after 37 s)"
+    bare = JobFailed(ErrorClass.NO_ACCOUNT_AVAILABLE, "no account can serve", retry_after_s=12.5)
+    assert str(bare) == "NO_ACCOUNT_AVAILABLE: no account can serve (retry after 12.5 s)"
+    assert (bare.account, bare.attempts) == (None, 0)
+    again = pickle.loads(pickle.dumps(exc))
+    assert (again.error_class, again.retry_after_s, again.account, again.attempts) == (
+        ErrorClass.FLOOD_WAIT,
+        37.0,
+        "acc-1",
+        2,
+    )
+
+
+def test_ConfigError_lists_every_problem() -> None:
+    exc = ConfigError(["a.b: missing", "c[0].d: unknown key"])
+    assert isinstance(exc, MtpooldError)
+    assert exc.problems == ("a.b: missing", "c[0].d: unknown key")
+    assert str(exc) == "invalid config, 2 problems:\n  a.b: missing\n  c[0].d: unknown key"
+    assert str(ConfigError(["x: missing"])) == "invalid config: x: missing"

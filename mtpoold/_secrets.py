@@ -18,8 +18,12 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Final, Protocol
 
+from ._errors import MtpooldError
+
 __all__ = [
     "MIN_SECRET_CHARS",
+    "PRIVATE_DIR_MODE",
+    "PRIVATE_FILE_MODE",
     "REDACTED",
     "SecretUnavailable",
     "StringSessionSource",
@@ -48,7 +52,7 @@ _TOKEN_RE: Final = re.compile(r"[A-Za-z0-9+/_-]{%d,}={0,2}" % _MIN_HEX_TOKEN_CHA
 _HEX_RE: Final = re.compile(r"(?:0[xX])?[0-9a-fA-F]+")
 
 
-class SecretUnavailable(Exception):
+class SecretUnavailable(MtpooldError):
     """A configured secret could not be loaded.
 
     The message names the account and where the secret was expected (variable name, file

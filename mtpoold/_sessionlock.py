@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 from typing import Final, final
@@ -61,7 +62,7 @@ class SessionLocked(MtpooldError):
         who = f"PID {holder_pid}" if holder_pid is not None else "another process (PID unknown)"
         super().__init__(f'account "{account_id}": {what} is in use by {who}')
 
-    def __reduce__(self):  # type: ignore[no-untyped-def]
+    def __reduce__(self) -> tuple[Callable[..., SessionLocked], tuple[object, ...]]:
         return (_rebuild, (self.account_id, self.session_path, self.holder_pid, self.lock_path))
 
 

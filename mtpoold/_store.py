@@ -1,0 +1,530 @@
+"""The state store: what the pool must remember across restarts, in one SQLite file.
+
+Per account: cooldown (a FLOOD_WAIT must survive a restart, or the daemon walks straight back
+into it), disabled flag, failure counters, last error, call counters, last use. Per proxy lane:
+cooldown and consecutive failures. Nothing secret is stored; error messages are redacted again
+on the way in.
+
+Durability and speed: the file is in WAL mode with ``synchronous=NORMAL``. Every save is one
+small autocommitted statement: it is on disk (in the WAL, in the OS page cache) when the call
+returns, so it survives the daemon being killed at any point; a power loss may lose the last
+few saves but never corrupts the file. A save takes tens of microseconds — well under a
+millisecond — with no fsync, so the methods are sync and are called directly from the trio
+thread.
+
+Robustness: a file that is not a database, is truncated or corrupt, belongs to another
+application, or has a schema version newer than this code knows is moved aside
+(``<name>.corrupt-YYYYmmddTHHMMSS`` / ``<name>.foreign-YYYYmmddTHHMMSS``, UTC) with a warning,
+and a fresh store is started: losing cooldowns is better than a daemon in a crash loop.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import logging
+import os
+import sqlite3
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Final, Literal, cast, final
+
+import attrs
+
+from ._secrets import PRIVATE_FILE_MODE, ensure_private_dir, ensure_private_file, redact
+
+__all__ = [
+    "APPLICATION",
+    "MIGRATIONS",
+    "SCHEMA_VERSION",
+    "StateStore",
+    "StoredAccount",
+    "StoredProxy",
+    "StoredState",
+]
+
+logger = logging.getLogger(__name__)
+
+APPLICATION: Final = "mtpoold"  # meta.application: how we recognise our own file
+MAX_ERROR_MESSAGE_CHARS: Final = 1000  # last_error_message is cut to this many characters
+BUSY_TIMEOUT_MS: Final = 250  # only if someone else (a sqlite3 shell) holds the write lock
+_SIDECAR_SUFFIXES: Final = ("-wal", "-shm", "-journal")
+_SQLITE_CORRUPT: Final = 11
+_SQLITE_NOTADB: Final = 26
+
+
+# --- records ----------------------------------------------------------------------------------
+
+
+@attrs.frozen
+class StoredAccount:
+    """One account's persisted state. Times are UNIX seconds, UTC (``time.time()``).
+
+    Attributes:
+        id: The account id from the config.
+        cooldown_until: Not schedulable before this time; None if not cooling down.
+        disabled_reason: Why the account is disabled; None if enabled.
+        disabled_at: When it was disabled; None if enabled.
+        failures_by_class: Failure count per `ErrorClass` value, e.g. ``{"FLOOD_WAIT": 3}``.
+        last_error_class: `ErrorClass` value of the last failure, or None.
+        last_error_message: Redacted message of the last failure, or None.
+        calls_ok: Calls that succeeded, ever.
+        calls_failed: Calls that failed, ever.
+        last_used: When the account last made a call; None if never.
+    """
+
+    id: str
+    cooldown_until: float | None = None
+    disabled_reason: str | None = None
+    disabled_at: float | None = None
+    failures_by_class: dict[str, int] = attrs.field(factory=dict)
+    last_error_class: str | None = None
+    last_error_message: str | None = None
+    calls_ok: int = 0
+    calls_failed: int = 0
+    last_used: float | None = None
+
+
+@attrs.frozen
+class StoredProxy:
+    """One proxy lane's persisted state.
+
+    Attributes:
+        key: `proxy_key()` of the proxy (``"no_proxy"`` for direct connections).
+        cooldown_until: Lane not usable before this time (UNIX seconds, UTC); None if not
+            cooling down.
+        consecutive_failures: Failures since the last success (drives the backoff).
+    """
+
+    key: str
+    cooldown_until: float | None = None
+    consecutive_failures: int = 0
+
+
+@attrs.frozen
+class StoredState:
+    """Everything in the store, as `StateStore.load` returns it.
+
+    Attributes:
+        accounts: By account id, including accounts no longer in the config (orphans).
+        proxies: By proxy key.
+    """
+
+    accounts: dict[str, StoredAccount] = attrs.field(factory=dict)
+    proxies: dict[str, StoredProxy] = attrs.field(factory=dict)
+
+
+# --- schema -----------------------------------------------------------------------------------
+
+Migration = Callable[[sqlite3.Connection], None]
+
+
+def _migrate_0_to_1(conn: sqlite3.Connection) -> None:
+    """Version 1: meta, accounts, proxies."""
+    conn.execute("CREATE TABLE meta (key TEXT PRIMARY KEY NOT NULL, value TEXT NOT NULL)")
+    conn.execute(
+        "INSERT INTO meta (key, value) VALUES ('application', ?), ('created_at', ?)",
+        (APPLICATION, datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")),
+    )
+    conn.execute(
+        """CREATE TABLE accounts (
+            id TEXT PRIMARY KEY NOT NULL,
+            cooldown_until REAL,
+            disabled_reason TEXT,
+            disabled_at REAL,
+            failures_by_class TEXT NOT NULL DEFAULT '{}',  -- JSON object: class -> count
+            last_error_class TEXT,
+            last_error_message TEXT,
+            calls_ok INTEGER NOT NULL DEFAULT 0,
+            calls_failed INTEGER NOT NULL DEFAULT 0,
+            last_used REAL,
+            updated_at REAL NOT NULL
+        )"""
+    )
+    conn.execute(
+        """CREATE TABLE proxies (
+            key TEXT PRIMARY KEY NOT NULL,
+            cooldown_until REAL,
+            consecutive_failures INTEGER NOT NULL DEFAULT 0,
+            updated_at REAL NOT NULL
+        )"""
+    )
+
+
+MIGRATIONS: Final[tuple[Migration, ...]] = (_migrate_0_to_1,)
+"""``MIGRATIONS[n]`` turns a schema-version-n file into version n+1, inside one transaction.
+
+Append a function to change the schema; never edit a released one. Version 0 is an empty file.
+"""
+SCHEMA_VERSION: Final = len(MIGRATIONS)
+
+
+class _Unusable(Exception):
+    """The file cannot be used as our store; it must be moved aside."""
+
+    def __init__(self, kind: Literal["corrupt", "foreign"], reason: str) -> None:
+        super().__init__(reason)
+        self.kind = kind
+        self.reason = reason
+
+
+# --- the store --------------------------------------------------------------------------------
+
+
+@final
+@attrs.define(eq=False, repr=False)
+class StateStore:
+    """The daemon's persistent state, in one SQLite file in the state directory.
+
+    Open with `StateStore.open`. All methods are sync and quick (one small transaction, no
+    fsync in WAL with ``synchronous=NORMAL``; well under a millisecond) and are meant to be
+    called from the trio thread, the one that opened the store. Usable as a context manager,
+    which closes it.
+
+    Rows for accounts that are no longer in the config are kept (the pool reports them as
+    orphaned); `forget_account` is the only way to delete one.
+
+    Attributes:
+        path: The database file (for `statistics()` and logs).
+        moved_aside_to: Where `open` moved an unusable file before starting fresh, else None.
+    """
+
+    path: Path
+    _conn: sqlite3.Connection | None = attrs.field(alias="conn")
+    moved_aside_to: Path | None = None
+
+    @classmethod
+    def open(
+        cls, path: str | os.PathLike[str], *, migrations: Sequence[Migration] = MIGRATIONS
+    ) -> StateStore:
+        """Open the store at `path`, creating or migrating it as needed.
+
+        The directory is created 0700 if missing, the file 0600; group/world access on an
+        existing directory or file is removed with a warning. The file is put in WAL mode and
+        migrated to the newest schema version, one transaction per step.
+
+        A file that can't be ours — not a database, truncated or otherwise corrupt, another
+        application's SQLite database, or a schema version newer than `migrations` knows — is
+        renamed to ``<name>.corrupt-YYYYmmddTHHMMSS`` or ``<name>.foreign-YYYYmmddTHHMMSS``
+        (UTC; with its ``-wal``/``-shm`` files), a one-line warning naming the new path is
+        logged, and a fresh store is created in its place.
+
+        Args:
+            path: The database file, e.g. ``<state_dir>/state.sqlite3``.
+            migrations: The schema migrations; only tests pass anything but `MIGRATIONS`.
+
+        Returns:
+            The open store.
+
+        Raises:
+            FileExistsError: if `path` exists and is not a regular file.
+            OSError: if the directory or file cannot be created.
+            sqlite3.Error: if SQLite fails for a reason other than a bad file (disk full,
+                permission denied, locked by another process past `BUSY_TIMEOUT_MS`), or a
+                migration fails; the file is left as it was.
+        """
+        p = Path(path)
+        ensure_private_dir(p.parent)
+        try:
+            return cls(p, _connect(p, migrations))
+        except _Unusable as exc:
+            moved = _move_aside(p, exc.kind)
+            logger.warning(
+                "STATE STORE RESET: %s %s; moved it to %s and started a fresh store "
+                "(cooldowns and counters start from zero)",
+                p,
+                exc.reason,
+                moved,
+            )
+        return cls(p, _connect(p, migrations), moved)
+
+    def _db(self) -> sqlite3.Connection:
+        if self._conn is None:
+            raise RuntimeError(f"state store {self.path} is closed")
+        return self._conn
+
+    @property
+    def closed(self) -> bool:
+        """Whether `close` has been called."""
+        return self._conn is None
+
+    def load(self) -> StoredState:
+        """Read everything, in one consistent snapshot.
+
+        Returns:
+            All accounts (including orphans) and proxies.
+
+        Raises:
+            RuntimeError: if the store is closed.
+            sqlite3.Error: on a database error.
+        """
+        db = self._db()
+        db.execute("BEGIN")
+        try:
+            account_rows = db.execute(
+                "SELECT id, cooldown_until, disabled_reason, disabled_at, failures_by_class,"
+                " last_error_class, last_error_message, calls_ok, calls_failed, last_used"
+                " FROM accounts ORDER BY id"
+            ).fetchall()
+            proxy_rows = db.execute(
+                "SELECT key, cooldown_until, consecutive_failures FROM proxies ORDER BY key"
+            ).fetchall()
+        finally:
+            db.execute("COMMIT")
+        accounts = {
+            row[0]: StoredAccount(
+                id=row[0],
+                cooldown_until=row[1],
+                disabled_reason=row[2],
+                disabled_at=row[3],
+                failures_by_class=self._decode_failures(row[0], row[4]),
+                last_error_class=row[5],
+                last_error_message=row[6],
+                calls_ok=row[7],
+                calls_failed=row[8],
+                last_used=row[9],
+            )
+            for row in account_rows
+        }
+        proxies = {
+            row[0]: StoredProxy(key=row[0], cooldown_until=row[1], consecutive_failures=row[2])
+            for row in proxy_rows
+        }
+        return StoredState(accounts=accounts, proxies=proxies)
+
+    def _decode_failures(self, account_id: str, text: str) -> dict[str, int]:
+        try:
+            value = json.loads(text)
+            if isinstance(value, dict) and all(
+                isinstance(k, str) and isinstance(v, int) for k, v in value.items()
+            ):
+                return cast(dict[str, int], value)
+        except ValueError:
+            pass
+        logger.warning(
+            "state store %s: account %r has unreadable failure counters; starting them at zero",
+            self.path,
+            account_id,
+        )
+        return {}
+
+    def save_account(self, state: StoredAccount) -> None:
+        """Insert or replace one account's row, committed when this returns.
+
+        `last_error_message` is redacted again (long base64/hex runs become ``***``) and cut
+        to `MAX_ERROR_MESSAGE_CHARS`, so what `load` returns may differ from what was saved.
+
+        Args:
+            state: The account's complete state.
+
+        Raises:
+            RuntimeError: if the store is closed.
+            sqlite3.Error: on a database error.
+        """
+        message = state.last_error_message
+        if message is not None:
+            message = redact(message)[:MAX_ERROR_MESSAGE_CHARS]
+        self._db().execute(
+            "INSERT INTO accounts (id, cooldown_until, disabled_reason, disabled_at,"
+            " failures_by_class, last_error_class, last_error_message, calls_ok, calls_failed,"
+            " last_used, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT (id) DO UPDATE SET cooldown_until = excluded.cooldown_until,"
+            " disabled_reason = excluded.disabled_reason, disabled_at = excluded.disabled_at,"
+            " failures_by_class = excluded.failures_by_class,"
+            " last_error_class = excluded.last_error_class,"
+            " last_error_message = excluded.last_error_message, calls_ok = excluded.calls_ok,"
+            " calls_failed = excluded.calls_failed, last_used = excluded.last_used,"
+            " updated_at = excluded.updated_at",
+            (
+                state.id,
+                state.cooldown_until,
+                state.disabled_reason,
+                state.disabled_at,
+                json.dumps(state.failures_by_class, sort_keys=True, separators=(",", ":")),
+                state.last_error_class,
+                message,
+                state.calls_ok,
+                state.calls_failed,
+                state.last_used,
+                time.time(),
+            ),
+        )
+
+    def save_proxy(self, state: StoredProxy) -> None:
+        """Insert or replace one proxy lane's row, committed when this returns.
+
+        Args:
+            state: The lane's complete state.
+
+        Raises:
+            RuntimeError: if the store is closed.
+            sqlite3.Error: on a database error.
+        """
+        self._db().execute(
+            "INSERT INTO proxies (key, cooldown_until, consecutive_failures, updated_at)"
+            " VALUES (?, ?, ?, ?) ON CONFLICT (key) DO UPDATE SET"
+            " cooldown_until = excluded.cooldown_until,"
+            " consecutive_failures = excluded.consecutive_failures,"
+            " updated_at = excluded.updated_at",
+            (state.key, state.cooldown_until, state.consecutive_failures, time.time()),
+        )
+
+    def forget_account(self, account_id: str) -> bool:
+        """Delete an account's row; the only way one is ever deleted.
+
+        Args:
+            account_id: The account id.
+
+        Returns:
+            True if there was a row to delete.
+
+        Raises:
+            RuntimeError: if the store is closed.
+            sqlite3.Error: on a database error.
+        """
+        cur = self._db().execute("DELETE FROM accounts WHERE id = ?", (account_id,))
+        return cur.rowcount > 0
+
+    def close(self) -> None:
+        """Close the database (SQLite checkpoints the WAL). Idempotent."""
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.close()
+
+    def __enter__(self) -> StateStore:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._conn is None else "open"
+        return f"<StateStore {self.path} {state}>"
+
+
+# --- opening ----------------------------------------------------------------------------------
+
+
+def _prepare_file(path: Path) -> None:
+    """Create the file empty with 0600 (an empty file is a valid empty database), or tighten."""
+    try:
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_CLOEXEC, PRIVATE_FILE_MODE)
+    except FileExistsError:
+        if not path.is_file():
+            raise FileExistsError(f"{path} exists and is not a regular file") from None
+        ensure_private_file(path, "state store")
+        for suffix in _SIDECAR_SUFFIXES:
+            ensure_private_file(path.with_name(path.name + suffix), "state store")
+    else:
+        try:
+            os.fchmod(fd, PRIVATE_FILE_MODE)  # SQLite gives -wal/-shm the same mode
+        finally:
+            os.close(fd)
+
+
+def _connect(path: Path, migrations: Sequence[Migration]) -> sqlite3.Connection:
+    _prepare_file(path)
+    conn = sqlite3.connect(path, isolation_level=None)  # we issue BEGIN/COMMIT ourselves
+    try:
+        _check_and_migrate(conn, path, migrations)
+    except sqlite3.DatabaseError as exc:
+        conn.close()
+        if (exc.sqlite_errorcode or 0) & 0xFF in (_SQLITE_CORRUPT, _SQLITE_NOTADB):
+            raise _Unusable("corrupt", f"is corrupt ({exc})") from exc
+        raise
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def _check_and_migrate(
+    conn: sqlite3.Connection, path: Path, migrations: Sequence[Migration]
+) -> None:
+    problems = conn.execute("PRAGMA quick_check").fetchall()
+    if problems != [("ok",)]:
+        raise _Unusable("corrupt", f"is corrupt (quick_check: {problems[0][0]})")
+    version: int = conn.execute("PRAGMA user_version").fetchone()[0]
+    tables = {
+        row[0]
+        for row in conn.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
+        )
+    }
+    if version == 0:
+        if tables:
+            raise _Unusable(
+                "foreign",
+                f"is another application's SQLite database (tables {', '.join(sorted(tables))})",
+            )
+    else:
+        if "meta" not in tables:
+            raise _Unusable("foreign", "is another application's SQLite database (no meta table)")
+        try:
+            row = conn.execute("SELECT value FROM meta WHERE key = 'application'").fetchone()
+        except sqlite3.OperationalError:
+            row = None
+        if row is None or row[0] != APPLICATION:
+            raise _Unusable(
+                "foreign",
+                "is another application's SQLite database "
+                f"(meta.application is {row[0] if row else None!r}, not {APPLICATION!r})",
+            )
+        if version > len(migrations):
+            raise _Unusable(
+                "foreign",
+                f"has schema version {version}, newer than this mtpoold knows "
+                f"({len(migrations)})",
+            )
+        if version < 0:
+            raise _Unusable("foreign", f"has an invalid schema version ({version})")
+    journal = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+    if str(journal).lower() != "wal":
+        logger.warning(
+            "state store %s: WAL mode unavailable (journal_mode=%s); saves will be slower",
+            path,
+            journal,
+        )
+    conn.execute("PRAGMA synchronous = NORMAL")
+    conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS:d}")
+    for step in range(version, len(migrations)):
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            migrations[step](conn)
+            conn.execute(f"PRAGMA user_version = {step + 1:d}")
+        except BaseException:
+            try:
+                conn.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass  # the transaction is already gone; the original error says why
+            raise
+        conn.execute("COMMIT")
+        if step > 0:
+            logger.info("state store %s: migrated schema %d -> %d", path, step, step + 1)
+
+
+def _move_aside(path: Path, kind: str) -> Path:
+    """Rename `path` (and its SQLite sidecars) to ``<name>.<kind>-<UTC stamp>[.n]``."""
+    stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%S")
+    base = f"{path.name}.{kind}-{stamp}"
+    target = path.with_name(base)
+    n = 1
+    while any(
+        os.path.lexists(target.with_name(target.name + s)) for s in ("", *_SIDECAR_SUFFIXES)
+    ):
+        target = path.with_name(f"{base}.{n}")
+        n += 1
+    # Sidecars first: a stale -wal next to the fresh file would be replayed into it.
+    for suffix in _SIDECAR_SUFFIXES:
+        side = path.with_name(path.name + suffix)
+        if os.path.lexists(side):
+            os.rename(side, target.with_name(target.name + suffix))
+    os.rename(path, target)
+    return target

@@ -1,0 +1,33 @@
+"""A loopback Telegram DC for tests and demos: MTProto 2.0 over TCP for unmodified Telethon.
+
+Start one with ``async with open_dc() as dc:`` (or ``await nursery.start(DC(...).serve)``), point a
+Telethon client at it with ``telethon.crypto.rsa.add_key(dc.public_key_pem, old=False)`` and
+``StringSession(dc.session_string(phone))``, and script failures with ``dc.faults.add(...)``.
+Run ``python -m mtpoold.testing.dc --help`` for a standalone server.
+"""
+
+from ._faults import BlackholeAction as BlackholeAction
+from ._faults import DelayAction as DelayAction
+from ._faults import DropAction as DropAction
+from ._faults import FaultAction as FaultAction
+from ._faults import FaultRule as FaultRule
+from ._faults import Faults as Faults
+from ._faults import RpcErrorAction as RpcErrorAction
+from ._faults import blackhole as blackhole
+from ._faults import delay as delay
+from ._faults import drop as drop
+from ._faults import rpc_error as rpc_error
+from ._handlers import LOGIN_CODE as LOGIN_CODE
+from ._server import DC as DC
+from ._server import DEFAULT_DC_ID as DEFAULT_DC_ID
+from ._server import DEFAULT_SEED as DEFAULT_SEED
+from ._server import CallRecord as CallRecord
+from ._server import DCStatistics as DCStatistics
+from ._server import open_dc as open_dc
+from ._world import Channel as Channel
+from ._world import Message as Message
+from ._world import User as User
+from ._world import World as World
+from ._world import default_world as default_world
+from ._world import load_world as load_world
+from ._world import world_from_dict as world_from_dict

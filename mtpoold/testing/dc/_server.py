@@ -1,0 +1,511 @@
+"""The loopback DC: a Trio TCP server speaking MTProto 2.0 to unmodified Telethon clients."""
+
+from __future__ import annotations
+
+import collections
+import gzip
+import itertools
+import logging
+import os
+import struct
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any, Final, NoReturn, final
+
+import attrs
+import trio
+from telethon.errors import TypeNotFoundError
+from telethon.extensions import BinaryReader
+from telethon.sessions import StringSession
+from telethon.tl import TLRequest, functions, types
+
+from . import _crypto
+from ._faults import BlackholeAction, DelayAction, DropAction, Faults, RpcErrorAction
+from ._handlers import Answerer, RpcFailure, method_name, unwrap
+from ._session import MSG_CONTAINER_ID, AuthKeyEntry, ConnectionState, ProtocolError
+from ._transport import PeerClosed, ServerTransport, TransportError
+from ._world import User, World, default_world
+
+log = logging.getLogger("mtpoold.testing.dc")
+
+DEFAULT_DC_ID: Final = 2
+DEFAULT_SEED: Final = "mtpoold-loopback-dc"
+RPC_RESULT_ID: Final = 0xF35C6D01
+GZIP_PACKED_ID: Final = 0x3072CFA1
+GZIP_THRESHOLD_BYTES: Final = 512  # results larger than this are sent gzip_packed if smaller
+MAX_UNZIPPED_BYTES: Final = 4 * 1024 * 1024  # 4 MiB cap on a client's gzip_packed request
+_MSGS_ACK_ID: Final = types.MsgsAck.CONSTRUCTOR_ID
+_PING_ID: Final = functions.PingRequest.CONSTRUCTOR_ID
+_PING_DELAY_ID: Final = functions.PingDelayDisconnectRequest.CONSTRUCTOR_ID
+_IGNORED_SERVICE_IDS: Final = frozenset(
+    c.CONSTRUCTOR_ID
+    for c in (types.MsgsStateReq, types.MsgResendReq, types.MsgsAllInfo, types.MsgDetailedInfo,
+              types.MsgNewDetailedInfo, types.MsgsStateInfo)
+)
+
+
+@attrs.frozen
+class CallRecord:
+    """One RPC call as it reached the DC (after unwrapping ``invokeWithLayer`` & co).
+
+    Attributes:
+        time: ``trio.current_time()`` at arrival, seconds.
+        user_id: the user the auth key is logged in as, ``None`` if not logged in.
+        auth_key_id: id of the auth key that sent it.
+        method: TL name as Telethon spells it, e.g. ``"help.GetConfig"``.
+        connection_id: serial number of the TCP connection (1, 2, ... per DC).
+        msg_id: the client's msg_id.
+    """
+
+    time: float
+    user_id: int | None
+    auth_key_id: int
+    method: str
+    connection_id: int
+    msg_id: int
+
+
+@attrs.frozen
+class DCStatistics:
+    """Live counts of a DC.
+
+    Attributes:
+        connections: TCP connections open now.
+        connections_total: connections accepted since start.
+        auth_keys: auth keys known (pre-authorized and exchanged).
+        authorized_keys: those logged in as a user.
+        calls: RPC calls recorded.
+    """
+
+    connections: int
+    connections_total: int
+    auth_keys: int
+    authorized_keys: int
+    calls: int
+
+
+class _Drop(Exception):
+    """Close this connection now (the ``drop`` fault)."""
+
+
+def _rpc_error(req_msg_id: int, code: int, message: str) -> bytes:
+    return struct.pack("<Iq", RPC_RESULT_ID, req_msg_id) + bytes(types.RpcError(code, message))
+
+
+@final
+class DC:
+    """A loopback Telegram data center.
+
+    Args:
+        world: what it serves; :func:`default_world` if ``None``.
+        host: address to listen on.
+        port: TCP port; 0 picks a free one (see :attr:`port` once serving).
+        seed: derives the RSA key (unless ``rsa_private_pem`` is given), the pre-authorized auth
+            keys and the server salts. Same world + seed + port = the same sessions work.
+        dc_id: the DC id it claims to be (Telethon's default DC is 2).
+        rsa_private_pem: a PKCS#1 ``RSA PRIVATE KEY`` PEM to use instead of the seeded key.
+
+    Attributes:
+        world, host, port, dc_id: as given (``port`` is the bound port once serving).
+        faults: the :class:`Faults` book consulted for every call.
+        calls: every :class:`CallRecord`, in arrival order. Grows without bound: clear it in
+            long benchmarks (``dc.calls.clear()``).
+
+    Resource handling: one Trio task per connection plus one per delayed answer, all in the
+    nursery of :meth:`serve`; leaving it closes every connection.
+    """
+
+    def __init__(
+        self,
+        world: World | None = None,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        seed: str | bytes | int = DEFAULT_SEED,
+        dc_id: int = DEFAULT_DC_ID,
+        rsa_private_pem: str | bytes | None = None,
+    ) -> None:
+        self.world = world if world is not None else default_world()
+        self.host = host
+        self.port = port
+        self.dc_id = dc_id
+        self._seed = _crypto.seed_bytes(seed)
+        self._rsa = (
+            _crypto.ServerRsaKey.from_pem(rsa_private_pem)
+            if rsa_private_pem is not None
+            else _crypto.ServerRsaKey.from_seed(self._seed)
+        )
+        self.faults = Faults(resolve_user=self._user_id)
+        self.calls: list[CallRecord] = []
+        self._counters: dict[int | None, collections.Counter[str]] = {}
+        self._keys: dict[int, AuthKeyEntry] = {}
+        self._refusing = False
+        self._blackholing = False
+        self._conn_ids = itertools.count(1)
+        self._connections_total = 0
+        self._connections: dict[int, _Connection] = {}
+        self._answerer: Answerer | None = None
+        for user in self.world.users:
+            entry = AuthKeyEntry.create(self.auth_key(user.id), 0, user.id)
+            entry.salt = self._salt_for(entry.key_id)
+            self._keys[entry.key_id] = entry
+
+    # -- public surface -----------------------------------------------------------------------
+
+    @property
+    def public_key_pem(self) -> str:
+        """The RSA public key (PKCS#1 PEM) to give ``telethon.crypto.rsa.add_key(pem, old=False)``."""
+        return self._rsa.public_pem
+
+    @property
+    def rsa_fingerprint(self) -> int:
+        """The fingerprint of :attr:`public_key_pem` as sent in ``resPQ``."""
+        return self._rsa.fingerprint
+
+    def _user_id(self, user: int | str | User) -> int:
+        if isinstance(user, User):
+            return user.id
+        return self.world.user(user).id
+
+    def auth_key(self, user: int | str | User) -> bytes:
+        """The pre-authorized 256-byte auth key of ``user`` (phone, user id or :class:`User`).
+
+        Raises:
+            KeyError: if the user is not in the world.
+        """
+        u = self.world.user(self._user_id(user))
+        return _crypto.derive_auth_key(self._seed, u.phone or f"id:{u.id}")
+
+    def session_string(self, user: int | str | User) -> str:
+        """A Telethon ``StringSession`` string already logged in as ``user``. Test-only secret.
+
+        It holds this DC's id, host, port and the user's seeded auth key, so it stays valid for
+        a DC restarted with the same world, seed and port.
+
+        Raises:
+            KeyError: if the user is not in the world.
+        """
+        from telethon.crypto import AuthKey
+
+        session = StringSession()
+        session.set_dc(self.dc_id, self.host, self.port)
+        session.auth_key = AuthKey(self.auth_key(user))
+        return str(session.save())
+
+    def counters(self, user: int | str | User | None = None) -> collections.Counter[str]:
+        """Calls per method name made by ``user`` (``None``: by keys not logged in).
+
+        Raises:
+            KeyError: if the user is not in the world.
+        """
+        user_id = None if user is None else self._user_id(user)
+        return collections.Counter(self._counters.get(user_id, {}))
+
+    def refuse_connections(self, refuse: bool = True) -> None:
+        """Close every new TCP connection as soon as it is accepted (existing ones live on)."""
+        self._refusing = refuse
+
+    def blackhole_all(self, blackhole: bool = True) -> None:
+        """Keep reading every connection but answer nothing at all (handshakes included)."""
+        self._blackholing = blackhole
+
+    def disconnect_all(self) -> None:
+        """Close every open client connection now (clients see the server hang up)."""
+        for conn in list(self._connections.values()):
+            conn.cancel_scope.cancel()
+
+    def is_authorized(self, auth_key: bytes) -> int | None:
+        """The user id ``auth_key`` is logged in as, or ``None``."""
+        entry = self._keys.get(_crypto.auth_key_id(auth_key))
+        return entry.user_id if entry is not None else None
+
+    def statistics(self) -> DCStatistics:
+        """Live counts, see :class:`DCStatistics`."""
+        return DCStatistics(
+            connections=len(self._connections),
+            connections_total=self._connections_total,
+            auth_keys=len(self._keys),
+            authorized_keys=sum(1 for e in self._keys.values() if e.user_id is not None),
+            calls=len(self.calls),
+        )
+
+    def __repr__(self) -> str:
+        return (
+            f"<DC {self.dc_id} at {self.host}:{self.port}, {len(self._connections)} connections,"
+            f" {len(self.calls)} calls>"
+        )
+
+    async def serve(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> NoReturn:
+        """Listen and serve until cancelled.
+
+        Calls ``task_status.started(self)`` once the socket is bound (``self.port`` is then
+        the real port).
+
+        Raises:
+            OSError: if the address cannot be bound.
+        """
+        listeners = await trio.open_tcp_listeners(self.port, host=self.host)
+        listener = listeners[0]
+        for extra in listeners[1:]:
+            await extra.aclose()
+        self.port = listener.socket.getsockname()[1]
+        self._answerer = Answerer(self.world, self._seed, self.dc_id, self.host, self.port)
+        task_status.started(self)
+        await trio.serve_listeners(self._handle, [listener])
+
+    # -- internals ----------------------------------------------------------------------------
+
+    def _salt_for(self, key_id: int) -> int:
+        return _crypto.derive_int64(self._seed, b"salt:" + struct.pack("<Q", key_id))
+
+    def _lookup_key(self, key_id: int) -> AuthKeyEntry | None:
+        return self._keys.get(key_id)
+
+    def _register_key(self, key: bytes) -> AuthKeyEntry:
+        entry = AuthKeyEntry.create(key, 0)
+        existing = self._keys.get(entry.key_id)
+        if existing is not None:
+            return existing
+        entry.salt = self._salt_for(entry.key_id)
+        self._keys[entry.key_id] = entry
+        return entry
+
+    def _record(self, entry: AuthKeyEntry, method: str, conn_id: int, msg_id: int) -> None:
+        self.calls.append(
+            CallRecord(trio.current_time(), entry.user_id, entry.key_id, method, conn_id, msg_id)
+        )
+        counter = self._counters.get(entry.user_id)
+        if counter is None:
+            counter = self._counters[entry.user_id] = collections.Counter()
+        counter[method] += 1
+
+    async def _handle(self, stream: trio.SocketStream) -> None:
+        if self._refusing:
+            await trio.aclose_forcefully(stream)
+            return
+        conn = _Connection(self, stream, next(self._conn_ids))
+        self._connections_total += 1
+        self._connections[conn.id] = conn
+        try:
+            await conn.run()
+        except Exception:  # a connection never takes the server down
+            log.exception("connection %d crashed", conn.id)
+        finally:
+            del self._connections[conn.id]
+            await trio.aclose_forcefully(stream)
+
+
+class _Connection:
+    """One client TCP connection: read packets, answer them, run delayed answers."""
+
+    def __init__(self, dc: DC, stream: trio.SocketStream, conn_id: int) -> None:
+        self.dc = dc
+        self.id = conn_id
+        self.stream = stream
+        self.transport = ServerTransport(stream)
+        self.state = ConnectionState(dc._rsa, dc._lookup_key, dc._register_key)
+        self.cancel_scope = trio.CancelScope()
+        self._send_lock = trio.Lock()
+        self._announced_session: int | None = None
+        self._nursery: trio.Nursery | None = None
+        assert dc._answerer is not None
+        self._answerer = dc._answerer
+        self._gzip_cache: tuple[bytes, bytes] | None = None
+
+    async def run(self) -> None:
+        with self.cancel_scope:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                try:
+                    await self._receive_loop()
+                finally:
+                    nursery.cancel_scope.cancel()
+
+    async def _receive_loop(self) -> None:
+        try:
+            while True:
+                packet = await self.transport.receive_packet()
+                if self.dc._blackholing:
+                    continue
+                await self._on_packet(packet)
+        except (PeerClosed, _Drop, trio.BrokenResourceError, trio.ClosedResourceError):
+            return
+        except TransportError as exc:
+            log.debug("connection %d: transport error: %s", self.id, exc)
+        except ProtocolError as exc:
+            log.debug("connection %d: protocol error: %s", self.id, exc)
+            if exc.transport_code is not None:
+                with trio.move_on_after(1):
+                    try:
+                        frame = self.transport.frame(struct.pack("<i", exc.transport_code))
+                        await self.stream.send_all(frame)
+                    except (trio.BrokenResourceError, trio.ClosedResourceError):
+                        pass
+
+    async def _on_packet(self, packet: bytes) -> None:
+        if len(packet) < 24:
+            raise ProtocolError("short packet")
+        if packet[:8] == b"\0" * 8:
+            answer = self.state.handle_plain(packet)
+            async with self._send_lock:
+                await self.stream.send_all(self.transport.frame(answer))
+            return
+        inc = self.state.decrypt(packet)
+        entry = inc.entry
+        self.state.set_session(inc.session_id)
+        if inc.salt != entry.salt:
+            bad = types.BadServerSalt(inc.msg_id, inc.seq_no, 48, entry.salt)
+            await self._send([(bytes(bad), False)])
+            return
+        out: list[tuple[bytes, bool]] = []
+        if inc.session_id != self._announced_session:
+            self._announced_session = inc.session_id
+            created = types.NewSessionCreated(
+                first_msg_id=inc.msg_id,
+                unique_id=int.from_bytes(os.urandom(8), "little", signed=True),
+                server_salt=entry.salt,
+            )
+            out.append((bytes(created), False))
+        self._process(entry, inc.msg_id, inc.body, out, nested=False)
+        if out:
+            await self._send(out)
+
+    async def _send(self, out: list[tuple[bytes, bool]]) -> None:
+        async with self._send_lock:
+            payload = self.state.encrypt(out)
+            await self.stream.send_all(self.transport.frame(payload))
+
+    def _process(
+        self, entry: AuthKeyEntry, msg_id: int, body: bytes, out: list[tuple[bytes, bool]],
+        *, nested: bool,
+    ) -> None:
+        if len(body) < 4:
+            raise ProtocolError("empty message")
+        cid = struct.unpack_from("<I", body)[0]
+        if cid == MSG_CONTAINER_ID and not nested:
+            count = struct.unpack_from("<i", body, 4)[0]
+            offset = 8
+            for _ in range(count):
+                if offset + 16 > len(body):
+                    raise ProtocolError("truncated container")
+                inner_id, _seq, length = struct.unpack_from("<qii", body, offset)
+                offset += 16
+                if length < 4 or offset + length > len(body):
+                    raise ProtocolError("bad container item length")
+                self._process(entry, inner_id, body[offset : offset + length], out, nested=True)
+                offset += length
+        elif cid == GZIP_PACKED_ID:
+            try:
+                with BinaryReader(body[4:]) as reader:
+                    packed = reader.tgread_bytes()
+                data = gzip.decompress(packed)
+            except Exception as exc:
+                raise ProtocolError(f"bad gzip_packed: {exc!r}") from None
+            if len(data) > MAX_UNZIPPED_BYTES:
+                raise ProtocolError("gzip_packed too large")
+            self._process(entry, msg_id, data, out, nested=nested)
+        elif cid == _MSGS_ACK_ID or cid in _IGNORED_SERVICE_IDS:
+            return
+        elif cid == _PING_ID:
+            ping_id = struct.unpack_from("<q", body, 4)[0]
+            out.append((bytes(types.Pong(msg_id, ping_id)), False))
+        elif cid == _PING_DELAY_ID:
+            ping_id, disconnect_delay = struct.unpack_from("<qi", body, 4)
+            out.append((bytes(types.Pong(msg_id, ping_id)), False))
+            self.cancel_scope.deadline = trio.current_time() + disconnect_delay
+        else:
+            self._call(entry, msg_id, body, out)
+
+    def _call(
+        self, entry: AuthKeyEntry, msg_id: int, body: bytes, out: list[tuple[bytes, bool]]
+    ) -> None:
+        try:
+            with BinaryReader(body) as reader:
+                request = reader.tgread_object()
+        except TypeNotFoundError as exc:
+            self.dc._record(entry, f"#{exc.invalid_constructor_id:08x}", self.id, msg_id)
+            out.append((_rpc_error(msg_id, 400, "METHOD_INVALID"), True))
+            return
+        except Exception as exc:
+            raise ProtocolError(f"undecodable request: {exc!r}") from None
+        if not isinstance(request, TLRequest):
+            out.append((_rpc_error(msg_id, 400, "METHOD_INVALID"), True))
+            return
+        inner = unwrap(request)
+        name = method_name(inner)
+        self.dc._record(entry, name, self.id, msg_id)
+        action = self.dc.faults.take(entry.user_id, name)
+        if action is None:
+            out.append((self._result(entry, msg_id, inner), True))
+        elif isinstance(action, RpcErrorAction):
+            out.append((_rpc_error(msg_id, action.code, action.message), True))
+        elif isinstance(action, DropAction):
+            raise _Drop()
+        elif isinstance(action, BlackholeAction):
+            out.append((bytes(types.MsgsAck([msg_id])), False))
+        elif isinstance(action, DelayAction):
+            out.append((bytes(types.MsgsAck([msg_id])), False))
+            assert self._nursery is not None
+            self._nursery.start_soon(self._answer_later, entry, msg_id, inner, action.ms)
+
+    async def _answer_later(self, entry: AuthKeyEntry, msg_id: int, inner: Any, ms: float) -> None:
+        await trio.sleep(ms / 1000)
+        try:
+            await self._send([(self._result(entry, msg_id, inner), True)])
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            self.cancel_scope.cancel()
+
+    def _result(self, entry: AuthKeyEntry, msg_id: int, request: Any) -> bytes:
+        try:
+            data = self._answerer.answer(entry, request)
+        except RpcFailure as failure:
+            return _rpc_error(msg_id, failure.code, failure.message)
+        except Exception:
+            log.exception("handler for %s failed", type(request).__name__)
+            return _rpc_error(msg_id, 500, "INTERNAL_SERVER_ERROR")
+        if len(data) > GZIP_THRESHOLD_BYTES:
+            cached = self._gzip_cache
+            if cached is not None and cached[0] is data:
+                data = cached[1]
+            else:
+                packed = gzip.compress(data, compresslevel=6)
+                if len(packed) + 8 < len(data):
+                    zipped = struct.pack("<I", GZIP_PACKED_ID) + _tl_bytes(packed)
+                    self._gzip_cache = (data, zipped)
+                    data = zipped
+        return struct.pack("<Iq", RPC_RESULT_ID, msg_id) + data
+
+
+def _tl_bytes(data: bytes) -> bytes:
+    from telethon.tl import TLObject
+
+    return bytes(TLObject.serialize_bytes(data))
+
+
+@asynccontextmanager
+async def open_dc(
+    world: World | None = None,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    seed: str | bytes | int = DEFAULT_SEED,
+    dc_id: int = DEFAULT_DC_ID,
+    rsa_private_pem: str | bytes | None = None,
+) -> AsyncIterator[DC]:
+    """Run a :class:`DC` for the duration of the ``async with`` block.
+
+    Args: as :class:`DC`.
+
+    Yields:
+        The serving DC (``dc.port`` is bound).
+
+    Raises:
+        OSError: if the address cannot be bound.
+    """
+    dc = DC(world, host=host, port=port, seed=seed, dc_id=dc_id, rsa_private_pem=rsa_private_pem)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(dc.serve)
+        try:
+            yield dc
+        finally:
+            nursery.cancel_scope.cancel()

@@ -48,7 +48,7 @@ _MIN_B64_TOKEN_CHARS: Final = 40  # a StringSession is ~350 chars, an auth key 3
 
 # A maximal run of base64/base64url alphabet characters plus optional padding. Whether a run is
 # a secret is decided in _looks_secret, so that long identifiers and paths are left alone.
-_TOKEN_RE: Final = re.compile(r"[A-Za-z0-9+/_-]{%d,}={0,2}" % _MIN_HEX_TOKEN_CHARS)
+_TOKEN_RE: Final = re.compile(rf"[A-Za-z0-9+/_-]{{{_MIN_HEX_TOKEN_CHARS},}}={{0,2}}")
 _HEX_RE: Final = re.compile(r"(?:0[xX])?[0-9a-fA-F]+")
 
 
@@ -315,9 +315,7 @@ def _load_credential(aid: str, name: str, environ: Mapping[str, str]) -> str:
             f"(use LoadCredential={name}:/path/to/file in the systemd unit)",
         )
     if not Path(cred_dir).is_dir():
-        raise SecretUnavailable(
-            aid, f"$CREDENTIALS_DIRECTORY {cred_dir} is not a directory"
-        )
+        raise SecretUnavailable(aid, f"$CREDENTIALS_DIRECTORY {cred_dir} is not a directory")
     path = Path(cred_dir) / name
     try:
         text = path.read_text(encoding="utf-8").strip()

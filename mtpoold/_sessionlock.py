@@ -116,9 +116,7 @@ class SessionLock:
         return cls(account_id, sp.with_name(sp.name + LOCK_SUFFIX), sp)
 
     @classmethod
-    def for_string_session(
-        cls, account_id: str, state_dir: str | os.PathLike[str]
-    ) -> SessionLock:
+    def for_string_session(cls, account_id: str, state_dir: str | os.PathLike[str]) -> SessionLock:
         """Lock for a string session: ``<state_dir>/locks/<account_id>.lock``.
 
         Args:

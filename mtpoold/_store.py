@@ -480,8 +480,7 @@ def _check_and_migrate(
         if version > len(migrations):
             raise _Unusable(
                 "foreign",
-                f"has schema version {version}, newer than this mtpoold knows "
-                f"({len(migrations)})",
+                f"has schema version {version}, newer than this mtpoold knows ({len(migrations)})",
             )
         if version < 0:
             raise _Unusable("foreign", f"has an invalid schema version ({version})")
@@ -516,9 +515,7 @@ def _move_aside(path: Path, kind: str) -> Path:
     base = f"{path.name}.{kind}-{stamp}"
     target = path.with_name(base)
     n = 1
-    while any(
-        os.path.lexists(target.with_name(target.name + s)) for s in ("", *_SIDECAR_SUFFIXES)
-    ):
+    while any(os.path.lexists(target.with_name(target.name + s)) for s in ("", *_SIDECAR_SUFFIXES)):
         target = path.with_name(f"{base}.{n}")
         n += 1
     # Sidecars first: a stale -wal next to the fresh file would be replayed into it.

@@ -149,8 +149,9 @@ def test_SessionLock_string_session(tmp_path: Path) -> None:
         with lock:
             pass
     # other accounts are independent
-    with SessionLock.for_string_session("acc-7", state), SessionLock.for_string_session(
-        "acc-8", state
+    with (
+        SessionLock.for_string_session("acc-7", state),
+        SessionLock.for_string_session("acc-8", state),
     ):
         pass
 
@@ -163,7 +164,9 @@ def test_SessionLock_string_session_rejects_unsafe_ids(tmp_path: Path, bad: str)
 
 def test_SessionLocked_unknown_pid_and_pickle(tmp_path: Path) -> None:
     exc = SessionLocked("a", tmp_path / "s", None, lock_path=tmp_path / "s.lock")
-    assert str(exc) == f'account "a": session {tmp_path}/s is in use by another process (PID unknown)'
+    assert str(exc) == (
+        f'account "a": session {tmp_path}/s is in use by another process (PID unknown)'
+    )
     copy = pickle.loads(pickle.dumps(exc))
     assert str(copy) == str(exc)
     assert copy.lock_path == exc.lock_path

@@ -64,8 +64,9 @@ def test_StateStore_round_trip(db_path: Path) -> None:
     disabled = StoredAccount(
         id="acc-2", disabled_reason="session revoked", disabled_at=1_800_000_000.0
     )
-    proxy = StoredProxy(key="0123456789abcdef", cooldown_until=1_900_000_100.0,
-                        consecutive_failures=4)
+    proxy = StoredProxy(
+        key="0123456789abcdef", cooldown_until=1_900_000_100.0, consecutive_failures=4
+    )
     with StateStore.open(db_path) as store:
         assert store.path == db_path
         assert store.moved_aside_to is None
@@ -86,8 +87,9 @@ def test_StateStore_round_trip(db_path: Path) -> None:
 def test_StateStore_upsert_replaces(db_path: Path) -> None:
     with StateStore.open(db_path) as store:
         store.save_account(sample_account())
-        cleared = StoredAccount(id="acc-1", calls_ok=11, calls_failed=3,
-                                failures_by_class={"FLOOD_WAIT": 2})
+        cleared = StoredAccount(
+            id="acc-1", calls_ok=11, calls_failed=3, failures_by_class={"FLOOD_WAIT": 2}
+        )
         store.save_account(cleared)
         store.save_proxy(StoredProxy(key="k", cooldown_until=5.0, consecutive_failures=1))
         store.save_proxy(StoredProxy(key="k"))
@@ -164,8 +166,9 @@ def test_StateStore_redacts_and_bounds_error_message(db_path: Path) -> None:
     token = "1BVtsOKABu" + "Qx9zR4mP2kLw7NcY" * 4
     hexkey = "0123456789abcdef" * 2
     with StateStore.open(db_path) as store:
-        store.save_account(StoredAccount(
-            id="a", last_error_message=f"bad session {token} hash {hexkey}"))
+        store.save_account(
+            StoredAccount(id="a", last_error_message=f"bad session {token} hash {hexkey}")
+        )
         store.save_account(StoredAccount(id="b", last_error_message="x " * 5000))
         state = store.load()
     assert state.accounts["a"].last_error_message == "bad session *** hash ***"

@@ -253,6 +253,9 @@ class StateStore:
     def load(self) -> StoredState:
         """Read everything, in one consistent snapshot.
 
+        Meant for startup (and reload): its cost grows with the number of rows (about 1 ms
+        for 200 accounts), unlike the saves.
+
         Returns:
             All accounts (including orphans) and proxies.
 

@@ -1,0 +1,937 @@
+"""The daemon's configuration: a TOML file loaded into frozen attrs classes.
+
+Loading is ``tomllib`` -> cattrs (`cattrs.preconf.tomllib`, ``forbid_extra_keys=True``, detailed
+validation) -> attrs validators -> cross-checks between tables. Every problem found is reported,
+not only the first, as one line ``"key.path: reason"`` in `ConfigError.problems`:
+
+    proxies[0].port: expected an integer 1..65535, got "80a"
+    accounts[0].apihash: unknown key
+    accounts[1].api_hash: missing
+    accounts[2].proxy: no proxy named "nl-2"
+
+Secrets (``api_hash``, ``password``, ``secret``, ``session_string``) never appear in a repr, a
+str or a problem line: problems describe them (``got a string of 7 characters``).
+
+Relative paths (``session``, PEM files in ``rsa_keys``, ``daemon.state_dir``) are relative to
+the directory of the config file; `parse_config` makes them absolute.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import os
+import re
+import tomllib
+import types
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import Any, Final, Literal, get_args, get_origin
+
+import attrs
+import cattrs
+import cattrs.gen
+import cattrs.preconf.tomllib
+from cattrs.errors import ClassValidationError, ForbiddenExtraKeysError, IterableValidationError
+
+from ._errors import ConfigError
+
+
+__all__ = [
+    "AccountConfig",
+    "Config",
+    "DaemonConfig",
+    "PolicyConfig",
+    "ProxyConfig",
+    "ProxyType",
+    "TelegramConfig",
+    "TelegramOverrides",
+    "load_config",
+    "parse_config",
+    "proxy_key",
+]
+
+ProxyType = Literal["socks5", "socks4", "http", "mtproxy"]
+SESSION_SOURCES: Final = ("session", "session_string", "session_string_env", "session_credential")
+
+# Field metadata keys: SECRET fields are never echoed; EXPECT replaces "expected <type>" in
+# type errors so a type error and a range error on the same key read the same.
+_SECRET: Final = "mtpoold_secret"
+_EXPECT: Final = "mtpoold_expect"
+
+
+# --- problems -------------------------------------------------------------------------------------
+
+
+class _FieldProblem(ValueError):
+    """A validator's verdict on one field: ``reason`` goes after ``<path>.<field>: ``."""
+
+    def __init__(self, field: str, reason: str) -> None:
+        super().__init__(f"{field}: {reason}")
+        self.field = field
+        self.reason = reason
+
+
+class _WrongType(TypeError):
+    """A strict structure hook refused a value (``sub`` is a sub-path such as ``[2]``)."""
+
+    def __init__(self, expected: str, value: object, sub: str = "") -> None:
+        super().__init__(f"{sub}expected {expected}, got {_show(value)}")
+        self.expected = expected
+        self.value = value
+        self.sub = sub
+
+
+def _show(value: object, *, secret: bool = False) -> str:
+    """Describe a TOML value for a problem line (strings JSON-quoted; secrets never shown)."""
+    if isinstance(value, str):
+        return f"a string of {len(value)} characters" if secret else json.dumps(value)
+    if secret:
+        return _kind(value)
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    return _kind(value)
+
+
+def _kind(value: object) -> str:
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int):
+        return "an integer"
+    if isinstance(value, float):
+        return "a float"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list | tuple):
+        return "an array"
+    if isinstance(value, dict):
+        return "a table"
+    if isinstance(value, _dt.datetime | _dt.date | _dt.time):
+        return "a date/time"
+    return type(value).__name__
+
+
+# --- validators (invariants of the classes; messages are the problem lines) -----------------------
+
+
+def _at_least(minimum: float, *, integer: bool = False) -> Callable[[Any, attrs.Attribute[Any], Any], None]:
+    what = "an integer" if integer else "a number"
+
+    def check(_inst: Any, attr: attrs.Attribute[Any], value: Any) -> None:
+        if value < minimum:
+            raise _FieldProblem(attr.name, f"expected {what} >= {minimum:g}, got {_show(value)}")
+
+    return check
+
+
+def _positive(_inst: Any, attr: attrs.Attribute[Any], value: float) -> None:
+    if not value > 0:
+        raise _FieldProblem(attr.name, f"expected a number > 0, got {_show(value)}")
+
+
+def _port(_inst: Any, attr: attrs.Attribute[Any], value: int) -> None:
+    if not 1 <= value <= 65535:
+        raise _FieldProblem(attr.name, f"expected an integer 1..65535, got {_show(value)}")
+
+
+def _optional_port(inst: Any, attr: attrs.Attribute[Any], value: int | None) -> None:
+    if value is not None:
+        _port(inst, attr, value)
+
+
+def _non_empty(_inst: Any, attr: attrs.Attribute[Any], value: str | None) -> None:
+    if value is not None and not value.strip():
+        raise _FieldProblem(attr.name, "expected a non-empty string, got \"\"")
+
+
+_ID_RE: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@:-]*$")
+
+
+def _identifier(_inst: Any, attr: attrs.Attribute[Any], value: str) -> None:
+    if not _ID_RE.match(value):
+        raise _FieldProblem(
+            attr.name,
+            f"expected letters, digits and _ . @ : - (not starting with a symbol), got {_show(value)}",
+        )
+
+
+def _proxy_type(_inst: Any, attr: attrs.Attribute[Any], value: str) -> None:
+    allowed = get_args(ProxyType)
+    if value not in allowed:
+        names = ", ".join(json.dumps(a) for a in allowed)
+        raise _FieldProblem(attr.name, f"expected one of {names}, got {_show(value)}")
+
+
+def _mtproxy_secret(inst: ProxyConfig, attr: attrs.Attribute[Any], value: str | None) -> None:
+    if inst.type == "mtproxy" and not value:
+        raise _FieldProblem(attr.name, 'missing (required when type = "mtproxy")')
+
+
+_API_HASH_RE: Final = re.compile(r"^[0-9a-fA-F]{32}$")
+
+
+def _api_hash(_inst: Any, attr: attrs.Attribute[Any], value: str) -> None:
+    if not _API_HASH_RE.match(value):
+        raise _FieldProblem(
+            attr.name,
+            f"expected 32 hexadecimal characters, got {_show(value, secret=True)}",
+        )
+
+
+_ENV_RE: Final = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def _env_name(_inst: Any, attr: attrs.Attribute[Any], value: str | None) -> None:
+    if value is not None and not _ENV_RE.match(value):
+        raise _FieldProblem(attr.name, f"expected an environment variable name, got {_show(value)}")
+
+
+def _file_name(_inst: Any, attr: attrs.Attribute[Any], value: str | None) -> None:
+    if value is not None and (not value or "/" in value or value in (".", "..")):
+        raise _FieldProblem(
+            attr.name, f"expected a file name inside $CREDENTIALS_DIRECTORY, got {_show(value)}"
+        )
+
+
+def _one_session_source(inst: AccountConfig, attr: attrs.Attribute[Any], _value: Any) -> None:
+    given = [name for name in SESSION_SOURCES if getattr(inst, name) is not None]
+    if len(given) != 1:
+        raise _FieldProblem(
+            "",
+            f"expected exactly one of {', '.join(SESSION_SOURCES)}, "
+            f"got {', '.join(given) if given else 'none'}",
+        )
+
+
+def _listen(_inst: Any, attr: attrs.Attribute[Any], value: str) -> None:
+    if value.startswith("unix:"):
+        if len(value) > len("unix:"):
+            return
+    else:
+        host, sep, port = value.rpartition(":")
+        if sep and host and port.isdigit() and 1 <= int(port) <= 65535:
+            return
+    raise _FieldProblem(attr.name, f'expected "host:port" or "unix:/path", got {_show(value)}')
+
+
+def _backoff(_inst: Any, attr: attrs.Attribute[Any], value: tuple[float, ...]) -> None:
+    if not value:
+        raise _FieldProblem(attr.name, "expected at least one delay, got an empty array")
+    for i, v in enumerate(value):
+        if v < 0:
+            raise _FieldProblem(f"{attr.name}[{i}]", f"expected a number >= 0, got {_show(v)}")
+
+
+def _not_below_min(inst: PolicyConfig, attr: attrs.Attribute[Any], value: float) -> None:
+    if value < inst.proxy_cooldown_min_s:
+        raise _FieldProblem(
+            attr.name,
+            f"expected a number >= proxy_cooldown_min_s ({inst.proxy_cooldown_min_s:g}),"
+            f" got {_show(value)}",
+        )
+
+
+def _secret_field(**kwargs: Any) -> Any:
+    """A field whose value is never shown: not in repr, not in problems."""
+    return attrs.field(repr=False, metadata={_SECRET: True}, **kwargs)
+
+
+# --- config classes -------------------------------------------------------------------------------
+
+
+@attrs.frozen(kw_only=True)
+class ProxyConfig:
+    """One proxy, ``[[proxies]]``. Accounts refer to it by ``name``.
+
+    Attributes:
+        name: Unique name, referenced by `AccountConfig.proxy`.
+        type: ``"socks5"``, ``"socks4"``, ``"http"`` or ``"mtproxy"``.
+        host: Proxy host name or IP address.
+        port: Proxy TCP port, 1..65535.
+        username: Proxy user, if it needs authentication.
+        password: Proxy password (secret: never shown).
+        secret: MTProxy secret, hex (secret: never shown); required for ``type = "mtproxy"``.
+        rdns: Let the proxy resolve host names (SOCKS).
+        capacity: Calls in flight through this proxy at once, >= 1.
+        interval_s: Minimum time between two call starts on this proxy, in seconds, >= 0
+            (kept exactly as written: 0.5 and 1.5 stay 0.5 and 1.5).
+    """
+
+    name: str = attrs.field(validator=[_non_empty, _identifier])
+    type: ProxyType = attrs.field(validator=_proxy_type)
+    host: str = attrs.field(validator=_non_empty)
+    port: int = attrs.field(validator=_port, metadata={_EXPECT: "an integer 1..65535"})
+    username: str | None = None
+    password: str | None = _secret_field(default=None)
+    secret: str | None = _secret_field(default=None, validator=_mtproxy_secret)
+    rdns: bool = True
+    capacity: int = attrs.field(default=1, validator=_at_least(1, integer=True))
+    interval_s: float = attrs.field(default=2.0, validator=_at_least(0))
+
+
+@attrs.frozen(kw_only=True)
+class TelegramConfig:
+    """The Telegram server the accounts talk to: ``[telegram]``, overridable per account.
+
+    Attributes:
+        dc_id: Data-centre id of the first connection, >= 1.
+        dc_host: Host (IP) of that DC; None for Telethon's built-in production/test address.
+        dc_port: TCP port of that DC, 1..65535.
+        test_mode: Use Telegram's test servers.
+        rsa_keys: Extra server RSA public keys, PEM text. In the file an entry may also be the
+            path of a PEM file (relative to the config file); `parse_config` reads it.
+        connect_timeout_s: Timeout of one connect (TCP + proxy + handshake), seconds, > 0.
+        idle_disconnect_s: Disconnect an account's client after this many idle seconds, > 0.
+    """
+
+    dc_id: int = attrs.field(default=2, validator=_at_least(1, integer=True))
+    dc_host: str | None = attrs.field(default=None, validator=_non_empty)
+    dc_port: int = attrs.field(default=443, validator=_port, metadata={_EXPECT: "an integer 1..65535"})
+    test_mode: bool = False
+    rsa_keys: tuple[str, ...] = ()
+    connect_timeout_s: float = attrs.field(default=20.0, validator=_positive)
+    idle_disconnect_s: float = attrs.field(default=300.0, validator=_positive)
+
+
+@attrs.frozen(kw_only=True)
+class TelegramOverrides:
+    """Per-account ``[accounts.telegram]``: any `TelegramConfig` key; None = use the global one."""
+
+    dc_id: int | None = attrs.field(default=None, validator=attrs.validators.optional(_at_least(1, integer=True)))
+    dc_host: str | None = attrs.field(default=None, validator=_non_empty)
+    dc_port: int | None = attrs.field(
+        default=None, validator=_optional_port, metadata={_EXPECT: "an integer 1..65535"}
+    )
+    test_mode: bool | None = None
+    rsa_keys: tuple[str, ...] | None = None
+    connect_timeout_s: float | None = attrs.field(
+        default=None, validator=attrs.validators.optional(_positive)
+    )
+    idle_disconnect_s: float | None = attrs.field(
+        default=None, validator=attrs.validators.optional(_positive)
+    )
+
+
+@attrs.frozen(kw_only=True)
+class AccountConfig:
+    """One Telegram user account, ``[[accounts]]``.
+
+    Exactly one of ``session``, ``session_string``, ``session_string_env``,
+    ``session_credential`` must be given.
+
+    Attributes:
+        id: Unique account id (letters, digits, ``_ . @ : -``).
+        api_id: Telegram API id, >= 1.
+        api_hash: Telegram API hash, 32 hex characters (secret: never shown).
+        session: Path of a Telethon ``.session`` file (absolute after `parse_config`).
+        session_string: Telethon StringSession text (secret: never shown).
+        session_string_env: Name of an environment variable holding a StringSession.
+        session_credential: File name in ``$CREDENTIALS_DIRECTORY`` (systemd ``LoadCredential=``)
+            holding a StringSession.
+        proxy: `ProxyConfig.name` to connect through; None connects directly.
+        device_model, system_version, app_version, lang_code, system_lang_code: initConnection
+            parameters; None keeps Telethon's defaults.
+        tags: Free labels; jobs may ask for accounts with given tags.
+        telegram: Per-account overrides of ``[telegram]``.
+    """
+
+    id: str = attrs.field(validator=[_non_empty, _identifier])
+    api_id: int = attrs.field(validator=_at_least(1, integer=True))
+    api_hash: str = _secret_field(validator=_api_hash)
+    session: str | None = attrs.field(default=None, validator=_non_empty)
+    session_string: str | None = _secret_field(default=None, validator=_non_empty)
+    session_string_env: str | None = attrs.field(default=None, validator=_env_name)
+    session_credential: str | None = attrs.field(
+        default=None, validator=[_file_name, _one_session_source]
+    )
+    proxy: str | None = None
+    device_model: str | None = None
+    system_version: str | None = None
+    app_version: str | None = None
+    lang_code: str | None = None
+    system_lang_code: str | None = None
+    tags: tuple[str, ...] = ()
+    telegram: TelegramOverrides | None = None
+
+
+@attrs.frozen(kw_only=True)
+class PolicyConfig:
+    """What to do about failures, ``[policy]`` (see `mtpoold._policy.decide`).
+
+    Attributes:
+        call_deadline_s: Deadline of one call on one account, seconds, > 0.
+        job_deadline_s: Default deadline of a whole job (all attempts), seconds, > 0.
+        max_attempts: Calls per job at most, >= 1.
+        backoff_s: Delay before retry number n (GENERIC errors), seconds; the last entry
+            repeats. Non-empty, each >= 0.
+        stream_closed_cooldown_s: Account cooldown after a dropped connection, seconds.
+        peer_flood_cooldown_s: Account cooldown after PEER_FLOOD, seconds (24 h).
+        proxy_cooldown_min_s: First proxy cooldown when a proxy is unreachable, seconds;
+            doubles per consecutive failure...
+        proxy_cooldown_max_s: ...up to this, seconds (>= proxy_cooldown_min_s).
+        generic_cooldown_s: Account cooldown after any other error, seconds.
+    """
+
+    call_deadline_s: float = attrs.field(default=30.0, validator=_positive)
+    job_deadline_s: float = attrs.field(default=180.0, validator=_positive)
+    max_attempts: int = attrs.field(default=5, validator=_at_least(1, integer=True))
+    backoff_s: tuple[float, ...] = attrs.field(
+        default=(10.0, 30.0, 60.0, 120.0, 300.0), validator=_backoff
+    )
+    stream_closed_cooldown_s: float = attrs.field(default=60.0, validator=_at_least(0))
+    peer_flood_cooldown_s: float = attrs.field(default=86400.0, validator=_at_least(0))
+    proxy_cooldown_min_s: float = attrs.field(default=10.0, validator=_at_least(0))
+    proxy_cooldown_max_s: float = attrs.field(
+        default=600.0, validator=[_at_least(0), _not_below_min]
+    )
+    generic_cooldown_s: float = attrs.field(default=0.0, validator=_at_least(0))
+
+
+@attrs.frozen(kw_only=True)
+class DaemonConfig:
+    """The daemon itself, ``[daemon]``.
+
+    Attributes:
+        listen: ``"host:port"`` (IPv6 as ``"[::1]:8765"``) or ``"unix:/path/to/socket"``.
+        state_dir: Directory of the state database (absolute after `parse_config`).
+        allowed_origins: Websocket Origin headers accepted; empty accepts clients that send none.
+        max_frame_bytes: Largest websocket message accepted, bytes, >= 1.
+        max_in_flight: Jobs accepted at once across all connections, >= 1.
+        shutdown_grace_s: Time running jobs get to finish on shutdown, seconds, >= 0.
+    """
+
+    listen: str = attrs.field(default="127.0.0.1:8765", validator=_listen)
+    state_dir: str = attrs.field(default="./state", validator=_non_empty)
+    allowed_origins: tuple[str, ...] = ()
+    max_frame_bytes: int = attrs.field(default=1048576, validator=_at_least(1, integer=True))
+    max_in_flight: int = attrs.field(default=1000, validator=_at_least(1, integer=True))
+    shutdown_grace_s: float = attrs.field(default=10.0, validator=_at_least(0))
+
+
+def _cross_checks(inst: Config, attr: attrs.Attribute[Any], _value: Any) -> None:
+    problems = _cross_problems(inst.proxies, inst.accounts)
+    if problems:
+        raise ConfigError(problems)
+
+
+@attrs.frozen(kw_only=True)
+class Config:
+    """The whole configuration file.
+
+    Invariants (checked on construction, reported by `parse_config`): proxy names and account
+    ids are unique, no two accounts share a session file, every ``account.proxy`` names a proxy.
+    """
+
+    daemon: DaemonConfig = attrs.field(factory=DaemonConfig)
+    telegram: TelegramConfig = attrs.field(factory=TelegramConfig)
+    policy: PolicyConfig = attrs.field(factory=PolicyConfig)
+    proxies: tuple[ProxyConfig, ...] = ()
+    accounts: tuple[AccountConfig, ...] = attrs.field(default=(), validator=_cross_checks)
+
+    def proxy_for(self, account: AccountConfig) -> ProxyConfig | None:
+        """The proxy ``account`` connects through, or None for a direct connection.
+
+        Raises:
+            KeyError: if ``account.proxy`` names no proxy (impossible for a validated config
+                and an account of it).
+        """
+        if account.proxy is None:
+            return None
+        for proxy in self.proxies:
+            if proxy.name == account.proxy:
+                return proxy
+        raise KeyError(account.proxy)
+
+    def telegram_for(self, account: AccountConfig) -> TelegramConfig:
+        """The global ``[telegram]`` with ``account``'s ``[accounts.telegram]`` keys applied."""
+        if account.telegram is None:
+            return self.telegram
+        changes = {
+            f.name: getattr(account.telegram, f.name)
+            for f in attrs.fields(TelegramOverrides)
+            if getattr(account.telegram, f.name) is not None
+        }
+        return attrs.evolve(self.telegram, **changes)
+
+
+def _session_file_key(session: str, base_dir: Path | None) -> str:
+    # Telethon's SQLiteSession appends ".session" when missing: "a" and "a.session" are one file.
+    path = session if session.endswith(".session") else session + ".session"
+    full = Path(path).expanduser()
+    if base_dir is not None:
+        full = base_dir / full
+    return str(full.resolve(strict=False))
+
+
+def _cross_problems(
+    proxies: tuple[ProxyConfig, ...] | list[Any],
+    accounts: tuple[AccountConfig, ...] | list[Any],
+    *,
+    base_dir: Path | None = None,
+) -> list[str]:
+    """Problems between entries: duplicates and dangling references. Entries may be None
+    (unparseable) or raw dicts; names are taken from whatever is there."""
+    problems: list[str] = []
+    seen_proxy: dict[str, int] = {}
+    for i, p in enumerate(proxies):
+        name = _get(p, "name")
+        if isinstance(name, str):
+            if name in seen_proxy:
+                problems.append(
+                    f"proxies[{i}].name: duplicate proxy name {json.dumps(name)}"
+                    f" (also proxies[{seen_proxy[name]}])"
+                )
+            else:
+                seen_proxy[name] = i
+    seen_id: dict[str, int] = {}
+    seen_session: dict[str, int] = {}
+    for i, a in enumerate(accounts):
+        ident = _get(a, "id")
+        if isinstance(ident, str):
+            if ident in seen_id:
+                problems.append(
+                    f"accounts[{i}].id: duplicate account id {json.dumps(ident)}"
+                    f" (also accounts[{seen_id[ident]}])"
+                )
+            else:
+                seen_id[ident] = i
+        session = _get(a, "session")
+        if isinstance(session, str) and session:
+            key = _session_file_key(session, base_dir)
+            if key in seen_session:
+                problems.append(
+                    f"accounts[{i}].session: same session file as accounts[{seen_session[key]}]"
+                    f" ({key})"
+                )
+            else:
+                seen_session[key] = i
+        proxy = _get(a, "proxy")
+        if isinstance(proxy, str) and proxy not in seen_proxy:
+            problems.append(f"accounts[{i}].proxy: no proxy named {json.dumps(proxy)}")
+    return problems
+
+
+def _get(entry: Any, key: str) -> Any:
+    if isinstance(entry, Mapping):
+        return entry.get(key)
+    return getattr(entry, key, None)
+
+
+# --- proxy key ------------------------------------------------------------------------------------
+
+
+def proxy_key(proxy: ProxyConfig | None) -> str:
+    """The PHP system's key of a proxy, used in state and job metadata.
+
+    Args:
+        proxy: The proxy, or None for a direct connection.
+
+    Returns:
+        ``"no_proxy"`` for None; else the first 16 hex characters of the SHA-1 of the canonical
+        JSON ``{"host", "password", "port", "type", "username"}`` (``sort_keys=True``,
+        ``separators=(",", ":")``; absent username/password are ``null``).
+    """
+    if proxy is None:
+        return "no_proxy"
+    canonical = json.dumps(
+        {
+            "host": proxy.host,
+            "password": proxy.password,
+            "port": proxy.port,
+            "type": proxy.type,
+            "username": proxy.username,
+        },
+        sort_keys=True,
+        separators=(",", ":"),
+    )
+    return hashlib.sha1(canonical.encode("utf-8")).hexdigest()[:16]
+
+
+# --- converter ------------------------------------------------------------------------------------
+
+
+def _strict_int(value: Any, _t: Any = None) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise _WrongType("an integer", value)
+    return value
+
+
+def _strict_float(value: Any, _t: Any = None) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise _WrongType("a number", value)
+    return float(value)
+
+
+def _strict_str(value: Any, _t: Any = None) -> str:
+    if not isinstance(value, str):
+        raise _WrongType("a string", value)
+    return value
+
+
+def _strict_bool(value: Any, _t: Any = None) -> bool:
+    if not isinstance(value, bool):
+        raise _WrongType("a boolean (true or false)", value)
+    return value
+
+
+def _strict_literal(value: Any, t: Any) -> Any:
+    allowed = get_args(t)
+    if value not in allowed or type(value) is not type(allowed[0]):
+        raise _WrongType(f"one of {', '.join(json.dumps(a) for a in allowed)}", value)
+    return value
+
+
+class _ItemErrors(Exception):
+    """Per-element failures of an array: ``[(index, exception), ...]``."""
+
+    def __init__(self, errors: list[tuple[int, BaseException]], item_type: Any) -> None:
+        super().__init__(f"{len(errors)} invalid items")
+        self.errors = errors
+        self.item_type = item_type
+
+
+def _make_converter() -> cattrs.Converter:
+    conv = cattrs.preconf.tomllib.make_converter(forbid_extra_keys=True, detailed_validation=True)
+    conv.register_structure_hook(int, _strict_int)
+    conv.register_structure_hook(float, _strict_float)
+    conv.register_structure_hook(str, _strict_str)
+    conv.register_structure_hook(bool, _strict_bool)
+    conv.register_structure_hook_func(lambda t: get_origin(t) is Literal, _strict_literal)
+
+    def is_homogeneous_tuple(t: Any) -> bool:
+        args = get_args(t)
+        return get_origin(t) is tuple and len(args) == 2 and args[1] is Ellipsis
+
+    def structure_tuple(value: Any, t: Any) -> tuple[Any, ...]:
+        if not isinstance(value, list | tuple):
+            raise _WrongType("an array", value)
+        item_type = get_args(t)[0]
+        items, errors = [], []
+        for i, item in enumerate(value):
+            try:
+                items.append(conv.structure(item, item_type))
+            except Exception as e:
+                errors.append((i, e))
+        if errors:
+            raise _ItemErrors(errors, item_type)
+        return tuple(items)
+
+    conv.register_structure_hook_func(is_homogeneous_tuple, structure_tuple)
+
+    def attrs_factory(cl: type) -> Callable[[Any, Any], Any]:
+        generated = cattrs.gen.make_dict_structure_fn(
+            cl, conv, _cattrs_forbid_extra_keys=True, _cattrs_detailed_validation=True
+        )
+
+        def structure(value: Any, _t: Any) -> Any:
+            if not isinstance(value, Mapping):
+                raise _WrongType("a table", value)
+            return generated(value, cl)
+
+        return structure
+
+    conv.register_structure_hook_factory(attrs.has, attrs_factory)
+    return conv
+
+
+converter: Final = _make_converter()
+"""The cattrs converter of the config classes (strict types, unknown keys refused)."""
+
+
+def _problems_from(exc: BaseException, path: str, cl: type | None = None, field: str = "") -> Iterator[str]:
+    """Turn a structuring exception tree into ``"path: reason"`` lines.
+
+    Plays the role of `cattrs.transform_error` with a formatter, but keeps our validators' own
+    messages and field paths, gives one line per unknown key, describes type errors with the
+    field's expectation, and never echoes a secret field's value.
+    """
+    meta: Mapping[str, Any] = {}
+    if cl is not None and attrs.has(cl) and field:
+        f = attrs.fields_dict(cl).get(field)
+        meta = f.metadata if f is not None else {}
+    if isinstance(exc, ClassValidationError):
+        with_notes, without = exc.group_exceptions()
+        for sub, note in with_notes:
+            yield from _problems_from(sub, _join(path, note.name), exc.cl, note.name)
+        for sub in without:
+            yield from _problems_from(sub, path, exc.cl)
+    elif isinstance(exc, IterableValidationError):
+        with_notes_i, without_i = exc.group_exceptions()
+        for sub, inote in with_notes_i:
+            yield from _problems_from(sub, f"{path}[{inote.index!r}]")
+        for sub in without_i:
+            yield from _problems_from(sub, path)
+    elif isinstance(exc, _ItemErrors):
+        for index, sub in exc.errors:
+            yield from _problems_from(sub, f"{path}[{index}]", cl, field)
+    elif isinstance(exc, ForbiddenExtraKeysError):
+        for key in sorted(exc.extra_fields):
+            yield f"{_join(path, key)}: unknown key"
+    elif isinstance(exc, ConfigError):
+        yield from exc.problems
+    elif isinstance(exc, _FieldProblem):
+        yield f"{_join(path, exc.field)}: {exc.reason}"
+    elif isinstance(exc, _WrongType):
+        expected = meta.get(_EXPECT) or exc.expected
+        got = _show(exc.value, secret=bool(meta.get(_SECRET)))
+        yield f"{path}{exc.sub}: expected {expected}, got {got}"
+    elif isinstance(exc, KeyError):
+        yield f"{path}: missing"
+    else:  # pragma: no cover - a cattrs/attrs failure we did not foresee: still one line
+        yield f"{path or '<config>'}: invalid ({type(exc).__name__})"
+
+
+def _join(path: str, key: str) -> str:
+    if not key:
+        return path or "<config>"
+    if key.startswith("["):
+        return f"{path}{key}"
+    if not re.match(r"^[A-Za-z_][A-Za-z0-9_-]*$", key):
+        key = json.dumps(key)
+    return f"{path}.{key}" if path else key
+
+
+def _validation_problems(obj: Any, path: str, cls: type | None = None) -> Iterator[str]:
+    """Run every attrs validator of ``obj`` and of the attrs values inside it, collecting each
+    failure instead of stopping at the first (attrs itself stops at the first).
+
+    ``obj`` may be a stand-in namespace for an entry that did not structure (``cls`` given):
+    fields that failed hold `_FAILED`, and a validator tripping over one is skipped.
+    """
+    if isinstance(obj, tuple):
+        for i, item in enumerate(obj):
+            yield from _validation_problems(item, f"{path}[{i}]")
+        return
+    cls = cls or type(obj)
+    if not attrs.has(cls):
+        return
+    for a in attrs.fields(cls):
+        value = getattr(obj, a.name)
+        if value is _FAILED:
+            continue
+        if a.validator is not None:
+            try:
+                a.validator(obj, a, value)
+            except (_FieldProblem, ConfigError) as e:
+                yield from _problems_from(e, path)
+            except Exception:  # depends on a field that failed to structure: reported already
+                pass
+        if attrs.has(type(value)) or isinstance(value, tuple):
+            yield from _validation_problems(value, _join(path, a.name))
+
+
+class _Failed:
+    def __repr__(self) -> str:
+        return "<failed>"
+
+
+_FAILED: Final = _Failed()
+
+
+def _partial(
+    value: Mapping[str, Any], cls: type, path: str, base_dir: Path, problems: list[str]
+) -> Any:
+    """A stand-in for an entry that did not structure: the fields that did, `_FAILED` for the
+    rest. Nested tables that failed are treated the same way (their validators run too)."""
+    fields: dict[str, Any] = {}
+    for a in attrs.fields(cls):
+        if a.name not in value:
+            default = a.default
+            if default is attrs.NOTHING:
+                fields[a.name] = _FAILED
+            elif isinstance(default, attrs.Factory):  # type: ignore[arg-type]
+                fields[a.name] = default.factory()
+            else:
+                fields[a.name] = default
+            continue
+        sub = _join(path, a.name)
+        try:
+            fields[a.name] = converter.structure(value[a.name], a.type)
+        except Exception:
+            fields[a.name] = _FAILED
+            nested = _attrs_class_of(a.type)
+            if nested is not None and isinstance(value[a.name], Mapping):
+                inner = _partial(value[a.name], nested, sub, base_dir, problems)
+                problems.extend(_validation_problems(inner, sub, nested))
+        else:
+            if attrs.has(type(fields[a.name])):
+                fields[a.name] = _resolve_paths(fields[a.name], sub, base_dir, problems)
+    if cls in (TelegramConfig, TelegramOverrides) and isinstance(fields.get("rsa_keys"), tuple):
+        _read_pems(fields["rsa_keys"], _join(path, "rsa_keys"), base_dir, problems)
+    return types.SimpleNamespace(**fields)
+
+
+def _attrs_class_of(t: Any) -> type | None:
+    if isinstance(t, type) and attrs.has(t):
+        return t
+    for arg in get_args(t):
+        if isinstance(arg, type) and attrs.has(arg):
+            return arg
+    return None
+
+
+# --- loading --------------------------------------------------------------------------------------
+
+
+def load_config(path: str | os.PathLike[str]) -> Config:
+    """Read and validate a TOML config file.
+
+    Args:
+        path: The file. Relative paths inside it are relative to its directory.
+
+    Returns:
+        The validated `Config`, with relative paths made absolute.
+
+    Raises:
+        ConfigError: if the file cannot be read, is not valid TOML, or is not a valid config;
+            ``problems`` lists every problem found.
+    """
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as e:
+        raise ConfigError([f"{path}: cannot read ({e.strerror or type(e).__name__})"]) from None
+    except UnicodeDecodeError:
+        raise ConfigError([f"{path}: not UTF-8 text"]) from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError([f"{path}: invalid TOML ({e})"]) from None
+    return parse_config(data, base_dir=path.resolve().parent)
+
+
+_SECTIONS: Final = ("daemon", "telegram", "policy", "proxies", "accounts")
+
+
+def parse_config(data: Mapping[str, Any], *, base_dir: Path) -> Config:
+    """Validate a parsed TOML document into a `Config`.
+
+    Args:
+        data: The document, as `tomllib` returns it.
+        base_dir: Directory that relative paths (``session``, ``rsa_keys`` files,
+            ``daemon.state_dir``) are relative to.
+
+    Returns:
+        The validated `Config`: relative paths made absolute, ``rsa_keys`` PEM files read
+        into PEM text.
+
+    Raises:
+        ConfigError: with one ``"key.path: reason"`` line per problem, all of them, in the
+            order of the sections and entries.
+    """
+    base_dir = Path(base_dir)
+    if not isinstance(data, Mapping):
+        raise ConfigError([f"<config>: expected a table, got {_show(data)}"])
+    problems: list[str] = []
+    for key in sorted(set(data) - set(_SECTIONS)):
+        problems.append(f"{_join('', key)}: unknown key")
+    # Validators off while structuring: each entry is structured on its own and then all of its
+    # validators run, so one broken key hides neither its siblings nor other entries.
+    with attrs.validators.disabled():
+        sections: dict[str, Any] = {}
+        for name, cls in (
+            ("daemon", DaemonConfig),
+            ("telegram", TelegramConfig),
+            ("policy", PolicyConfig),
+        ):
+            if name in data:
+                sections[name] = _structure_part(data[name], cls, name, base_dir, problems)
+        entries: dict[str, list[Any]] = {}
+        raw_entries: dict[str, list[Any]] = {}
+        for name, cls in (("proxies", ProxyConfig), ("accounts", AccountConfig)):
+            raw = data.get(name, [])
+            if not isinstance(raw, list):
+                problems.append(f"{name}: expected an array of tables, got {_show(raw)}")
+                raw = []
+            raw_entries[name] = raw
+            entries[name] = [
+                _structure_part(item, cls, f"{name}[{i}]", base_dir, problems)
+                for i, item in enumerate(raw)
+            ]
+    # Between entries: where an entry did not structure, judge its raw names.
+    problems.extend(
+        _cross_problems(
+            [p if p is not None else r for p, r in zip(entries["proxies"], raw_entries["proxies"])],
+            [a if a is not None else r for a, r in zip(entries["accounts"], raw_entries["accounts"])],
+            base_dir=base_dir,
+        )
+    )
+    if problems:
+        raise ConfigError(_in_document_order(problems))
+    # Everything checked: build for real with validators on (the invariants hold).
+    return Config(
+        **{k: v for k, v in sections.items() if v is not None},
+        proxies=tuple(entries["proxies"]),
+        accounts=tuple(entries["accounts"]),
+    )
+
+
+def _in_document_order(problems: list[str]) -> list[str]:
+    """Deduplicate; sort by section then entry index, keeping the order within an entry."""
+
+    def key(line: str) -> tuple[int, int]:
+        m = re.match(r"^([A-Za-z_]+)(?:\[(\d+)\])?", line)
+        if not m or m.group(1) not in _SECTIONS:
+            return (-1, 0)
+        return (_SECTIONS.index(m.group(1)), int(m.group(2) or -1))
+
+    return sorted(dict.fromkeys(problems), key=key)
+
+
+def _structure_part(
+    value: Any, cls: type, path: str, base_dir: Path, problems: list[str]
+) -> Any:
+    """Structure one section/entry (validators must be disabled), resolve its paths, run all
+    its validators; append problems; return the object, or None if it did not structure."""
+    try:
+        obj = converter.structure(value, cls)
+    except Exception as e:
+        problems.extend(_problems_from(e, path))
+        if isinstance(value, Mapping):
+            partial = _partial(value, cls, path, base_dir, problems)
+            problems.extend(_validation_problems(partial, path, cls))
+        return None
+    obj = _resolve_paths(obj, path, base_dir, problems)
+    problems.extend(_validation_problems(obj, path))
+    return obj
+
+
+def _resolve_paths(obj: Any, path: str, base_dir: Path, problems: list[str]) -> Any:
+    changes: dict[str, Any] = {}
+    if isinstance(obj, DaemonConfig):
+        changes["state_dir"] = str(base_dir / Path(obj.state_dir).expanduser())
+    elif isinstance(obj, AccountConfig):
+        if obj.session:
+            changes["session"] = str(base_dir / Path(obj.session).expanduser())
+        if obj.telegram is not None:
+            changes["telegram"] = _resolve_paths(obj.telegram, f"{path}.telegram", base_dir, problems)
+    if isinstance(obj, TelegramConfig | TelegramOverrides) and obj.rsa_keys:
+        changes["rsa_keys"] = _read_pems(obj.rsa_keys, f"{path}.rsa_keys", base_dir, problems)
+    return attrs.evolve(obj, **changes) if changes else obj
+
+
+def _read_pems(
+    entries: tuple[str, ...], path: str, base_dir: Path, problems: list[str]
+) -> tuple[str, ...]:
+    return tuple(
+        _read_pem(entry, f"{path}[{i}]", base_dir, problems) for i, entry in enumerate(entries)
+    )
+
+
+def _read_pem(entry: str, path: str, base_dir: Path, problems: list[str]) -> str:
+    """PEM text stays; anything else is a path of a PEM file, read here."""
+    if "-----BEGIN" in entry:
+        return entry
+    file = base_dir / Path(entry).expanduser()
+    try:
+        text = file.read_text(encoding="ascii")
+    except OSError as e:
+        problems.append(f"{path}: cannot read PEM file {file} ({e.strerror or type(e).__name__})")
+        return entry
+    except UnicodeDecodeError:
+        problems.append(f"{path}: {file} is not a PEM file (not ASCII text)")
+        return entry
+    if "-----BEGIN" not in text:
+        problems.append(f"{path}: {file} is not a PEM file (no -----BEGIN line)")
+    return text

@@ -1,1 +1,14 @@
-"""Test helpers shipped with mtpoold: a loopback MTProto DC and local proxies (like ``trio.testing``)."""
+"""Test helpers shipped with mtpoold: a loopback MTProto DC and local proxies (like ``trio.testing``).
+
+The DC lives in :mod:`mtpoold.testing.dc` (``open_dc``, ``DC``, ``default_world`` ...); its main
+names are re-exported here together with the proxy helpers.
+"""
+
+from ._proxies import Proxy as Proxy
+from ._proxies import ProxyKind as ProxyKind
+from ._proxies import ProxyStartError as ProxyStartError
+from ._proxies import open_proxy as open_proxy
+from .dc import DC as DC
+from .dc import default_world as default_world
+from .dc import load_world as load_world
+from .dc import open_dc as open_dc

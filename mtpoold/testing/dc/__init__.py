@@ -31,3 +31,6 @@ from ._world import World as World
 from ._world import default_world as default_world
 from ._world import load_world as load_world
 from ._world import world_from_dict as world_from_dict
+from ._telethon import fresh_session as fresh_session
+from ._telethon import install_public_key as install_public_key
+from ._telethon import open_telethon_client as open_telethon_client

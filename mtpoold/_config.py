@@ -91,6 +91,8 @@ def _show(value: object, *, secret: bool = False) -> str:
         return _kind(value)
     if isinstance(value, bool):
         return "true" if value else "false"
+    if isinstance(value, float) and value.is_integer() and abs(value) < 1e15:
+        return str(int(value))  # a float field holding 0 was written as 0 (or 0.0): say 0
     if isinstance(value, int | float):
         return repr(value)
     return _kind(value)
@@ -654,10 +656,10 @@ def _problems_from(exc: BaseException, path: str, cl: type | None = None, field:
         meta = f.metadata if f is not None else {}
     if isinstance(exc, ClassValidationError):
         with_notes, without = exc.group_exceptions()
+        for sub in without:  # unknown keys first: a misspelt key often explains a "missing"
+            yield from _problems_from(sub, path, exc.cl)
         for sub, note in with_notes:
             yield from _problems_from(sub, _join(path, note.name), exc.cl, note.name)
-        for sub in without:
-            yield from _problems_from(sub, path, exc.cl)
     elif isinstance(exc, IterableValidationError):
         with_notes_i, without_i = exc.group_exceptions()
         for sub, inote in with_notes_i:
@@ -689,7 +691,7 @@ def _join(path: str, key: str) -> str:
         return path or "<config>"
     if key.startswith("["):
         return f"{path}{key}"
-    if not re.match(r"^[A-Za-z_][A-Za-z0-9_-]*$", key):
+    if not re.match(r"^[A-Za-z_][A-Za-z0-9_-]*(\[\d+\])*$", key):
         key = json.dumps(key)
     return f"{path}.{key}" if path else key
 
@@ -835,8 +837,8 @@ def parse_config(data: Mapping[str, Any], *, base_dir: Path) -> Config:
             ("telegram", TelegramConfig),
             ("policy", PolicyConfig),
         ):
-            if name in data:
-                sections[name] = _structure_part(data[name], cls, name, base_dir, problems)
+            raw_section = data.get(name, {})  # absent: defaults (paths still resolved)
+            sections[name] = _structure_part(raw_section, cls, name, base_dir, problems)
         entries: dict[str, list[Any]] = {}
         raw_entries: dict[str, list[Any]] = {}
         for name, cls in (("proxies", ProxyConfig), ("accounts", AccountConfig)):

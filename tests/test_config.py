@@ -76,6 +76,8 @@ def test_load_config_example_covers_every_key() -> None:
     text = EXAMPLE.read_text()
     for cls in (ProxyConfig, TelegramConfig, AccountConfig, PolicyConfig):
         for f in attrs.fields(cls):
+            if f.name == "telegram":  # a table: [accounts.telegram], checked below
+                continue
             assert re.search(rf"^#?\s*{f.name} =", text, re.M), f"{cls.__name__}.{f.name}"
     assert "[accounts.telegram]" in text
 

@@ -1,0 +1,686 @@
+"""The Telethon adapter: one account's MTProto client, driven from Trio.
+
+`TelethonClient` implements the ``Client`` protocol of ``docs/CONTRACTS.md`` for one account.
+It builds a ``telethon.TelegramClient`` with everything Telethon would otherwise do on its own
+turned off — no flood sleeping, one request attempt, no auto-reconnect, no updates — because
+the pool owns retries, cooldowns and reconnects. Every Telethon coroutine runs through
+``trio_asyncio.aio_as_trio`` on the daemon's trio-asyncio loop, so the account worker's
+cancel scope reaches the asyncio side (the asyncio task is cancelled and awaited, never left
+behind).
+
+Resource handling:
+    A client holds at most one Telethon connection (plus the asyncio tasks Telethon runs for
+    it: send/receive loops, keepalive). `disconnect` closes it and ends those tasks; it is
+    shielded, bounded by `DISCONNECT_TIMEOUT_S`, never raises, and may be called at any
+    time — also after a call was cancelled mid-flight, when Telethon's sender state may be
+    half-updated. `connect` may be called again after `disconnect`.
+
+Error handling:
+    Exceptions from Telethon and python-socks propagate unchanged for
+    `mtpoold._errors.classify`, with one fix-up: when Telethon turns a failed TCP/proxy
+    connect into its generic ``ConnectionError("Connection to Telegram failed ...")``, the
+    original error (a python-socks proxy error, ``ConnectionRefusedError``, a timeout) is
+    raised instead, so the proxy is blamed when it is the proxy's fault. Bad job arguments
+    raise `JobFailed` (INVALID_ARGUMENT), which the pool reports without retrying.
+
+Secrets (api_hash, session strings, auth keys, proxy passwords, MTProxy secrets) never appear
+in a repr or a log line written here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final, final
+
+import attrs
+import rsa
+import trio
+import trio_asyncio
+from telethon import TelegramClient
+from telethon import utils as tl_utils
+from telethon.crypto import rsa as tl_rsa
+from telethon.network.connection import (
+    ConnectionTcpFull,
+    ConnectionTcpMTProxyRandomizedIntermediate,
+)
+from telethon.network.connection.connection import Connection
+from telethon.sessions import MemorySession, SQLiteSession, StringSession
+from telethon.sessions.abstract import Session
+from telethon.tl import functions as tl_functions
+from telethon.tl import types as tl_types
+from telethon.tl.tlobject import TLObject
+
+from ._aiolog import AioContext, aio_context
+from ._errors import ConfigError, ErrorClass, JobFailed, redact
+from ._methods import check_message_ids, invite_summary, message_summaries, parse_link, peer_summary
+from ._secrets import SecretUnavailable, load_string_session
+from ._tljson import PeerKind, build_request, to_json
+
+if TYPE_CHECKING:
+    from ._config import AccountConfig, Config, ProxyConfig, TelegramConfig
+
+__all__ = [
+    "DISCONNECT_TIMEOUT_S",
+    "TelethonClient",
+    "register_rsa_keys",
+    "telethon_client_factory",
+    "telethon_proxy",
+]
+
+log = logging.getLogger("mtpoold.client")
+
+DISCONNECT_TIMEOUT_S: Final = 5.0  # seconds a disconnect may take before we stop waiting
+CONNECTION_RETRIES: Final = 0  # Telethon connect attempts beyond the first (the pool retries)
+
+# Telegram's published data-centre addresses (IPv4), used when the config names a DC id but
+# no host and the session does not know its DC yet.
+PRODUCTION_DCS: Final[Mapping[int, str]] = {
+    1: "149.154.175.53",
+    2: "149.154.167.51",
+    3: "149.154.175.100",
+    4: "149.154.167.91",
+    5: "91.108.56.130",
+}
+TEST_DCS: Final[Mapping[int, str]] = {
+    1: "149.154.175.10",
+    2: "149.154.167.40",
+    3: "149.154.175.117",
+}
+
+
+# --- configuration -> Telethon arguments ---------------------------------------------------
+
+
+def telethon_proxy(proxy: ProxyConfig | None) -> tuple[type[Connection], Any]:
+    """The ``(connection, proxy)`` arguments of ``TelegramClient`` for a proxy config.
+
+    Args:
+        proxy: The account's proxy, or None for a direct connection.
+
+    Returns:
+        ``(ConnectionTcpFull, dict(proxy_type=..., addr=..., port=..., rdns=..., username=...,
+        password=...))`` for socks5/socks4/http (python-socks), ``(ConnectionTcpFull, None)``
+        without a proxy, ``(ConnectionTcpMTProxyRandomizedIntermediate, (host, port, secret))``
+        for an MTProxy.
+
+    Raises:
+        ConfigError: for an MTProxy without a secret or with a fake-TLS (``ee…``) secret,
+            which Telethon cannot speak, or an unknown proxy type.
+    """
+    if proxy is None:
+        return ConnectionTcpFull, None
+    if proxy.type in ("socks5", "socks4", "http"):
+        return ConnectionTcpFull, {
+            "proxy_type": proxy.type,
+            "addr": proxy.host,
+            "port": proxy.port,
+            "rdns": proxy.rdns,
+            "username": proxy.username,
+            "password": proxy.password,
+        }
+    if proxy.type == "mtproxy":
+        secret = (proxy.secret or "").strip()
+        if not secret:
+            raise ConfigError([f"proxies.{proxy.name}.secret: an MTProxy needs a secret"])
+        if secret[:2].lower() == "ee":
+            raise ConfigError(
+                [f"proxies.{proxy.name}.secret: fake-TLS (ee…) MTProxy secrets are not supported"]
+            )
+        return ConnectionTcpMTProxyRandomizedIntermediate, (proxy.host, proxy.port, secret)
+    raise ConfigError([f"proxies.{proxy.name}.type: unknown proxy type {proxy.type!r}"])
+
+
+_registered_rsa_keys: set[tuple[int, int]] = set()  # (n, e) added to Telethon in this process
+
+
+def _load_rsa_key(spec: str) -> rsa.PublicKey:
+    text = spec if "-----BEGIN" in spec else Path(spec).read_text(encoding="ascii")
+    data = text.encode("ascii")
+    if b"BEGIN RSA PUBLIC KEY" in data:
+        return rsa.PublicKey.load_pkcs1(data)
+    return rsa.PublicKey.load_pkcs1_openssl_pem(data)
+
+
+def register_rsa_keys(keys: Sequence[str], *, where: str = "telegram.rsa_keys") -> int:
+    """Register extra Telegram server RSA keys with Telethon, each once per process.
+
+    Args:
+        keys: PEM texts (``BEGIN RSA PUBLIC KEY`` or ``BEGIN PUBLIC KEY``) or paths of PEM files.
+        where: Config key path for error messages.
+
+    Returns:
+        How many keys were newly registered.
+
+    Raises:
+        ConfigError: listing every key that cannot be read or parsed.
+    """
+    problems: list[str] = []
+    added = 0
+    for i, spec in enumerate(keys):
+        try:
+            key = _load_rsa_key(spec)
+        except (OSError, ValueError, UnicodeError) as exc:
+            label = spec if "-----BEGIN" not in spec else "PEM text"
+            problems.append(f"{where}[{i}]: cannot load RSA key from {label}: {type(exc).__name__}")
+            continue
+        ident = (key.n, key.e)
+        if ident in _registered_rsa_keys:
+            continue
+        tl_rsa.add_key(key.save_pkcs1().decode("ascii"), old=False)
+        _registered_rsa_keys.add(ident)
+        added += 1
+    if problems:
+        raise ConfigError(problems)
+    return added
+
+
+def _server_address(telegram: TelegramConfig, session: Session) -> tuple[int, str, int] | None:
+    """The ``(dc_id, host, port)`` to put into the session, or None to keep the session's."""
+    if telegram.dc_host:
+        return telegram.dc_id, telegram.dc_host, telegram.dc_port
+    if telegram.test_mode:
+        dc_id = session.dc_id if session.server_address else telegram.dc_id
+        return dc_id, TEST_DCS[dc_id], telegram.dc_port
+    if not session.server_address:
+        return telegram.dc_id, PRODUCTION_DCS[telegram.dc_id], telegram.dc_port
+    return None
+
+
+def _check_server(telegram: TelegramConfig, where: str) -> list[str]:
+    if telegram.dc_host:
+        return []
+    table = TEST_DCS if telegram.test_mode else PRODUCTION_DCS
+    if telegram.dc_id not in table:
+        return [f"{where}.dc_id: no known {'test ' if telegram.test_mode else ''}DC "
+                f"{telegram.dc_id}; set dc_host"]  # fmt: skip
+    return []
+
+
+def _check_session_source(account: AccountConfig) -> list[str]:
+    where = f"accounts.{account.id}"
+    try:
+        text = load_string_session(account)
+    except SecretUnavailable as exc:
+        return [f"{where}: {exc}"]
+    if text is not None and account.session is not None:
+        return [f"{where}: set either session (a file) or a string session, not both"]
+    if text is None and account.session is None:
+        return [f"{where}.session: no session configured (session, session_string, "
+                "session_string_env or session_credential)"]  # fmt: skip
+    if text is not None:
+        try:
+            StringSession(text)
+        except Exception:  # noqa: BLE001 - Telethon raises ValueError/binascii.Error/struct.error
+            return [f"{where}: the string session is not a valid Telethon StringSession"]
+    return []
+
+
+# --- the client -----------------------------------------------------------------------------
+
+
+def _recording_connection(
+    base: type[Connection], sink: Callable[[BaseException], None]
+) -> type[Connection]:
+    """A subclass of ``base`` that reports why a TCP/proxy connect failed to ``sink``.
+
+    Telethon swallows ``OSError`` from its connect attempts and raises a generic
+    ``ConnectionError`` after the last one; this keeps the real cause for classification.
+    """
+
+    async def connect(self: Connection, timeout: Any = None, ssl: Any = None) -> None:
+        try:
+            await base.connect(self, timeout=timeout, ssl=ssl)
+        except Exception as exc:
+            sink(exc)
+            raise
+
+    return type(base.__name__, (base,), {"connect": connect, "__module__": __name__})
+
+
+def _wrap_result(value: Any) -> dict[str, Any]:
+    if isinstance(value, dict):
+        return value
+    if isinstance(value, list):
+        return {"_": "Vector", "value": value}
+    if isinstance(value, bool):
+        return {"_": "Bool", "value": value}
+    if isinstance(value, int):
+        return {"_": "Int", "value": value}
+    return {"_": type(value).__name__, "value": value}
+
+
+@final
+@attrs.define(eq=False, repr=False)
+class TelethonClient:
+    """One account's Telethon client, used from Trio (the ``Client`` protocol).
+
+    Must be used inside ``trio_asyncio.open_loop()``; one call at a time (the account worker
+    holds a lock). The ``TelegramClient`` is built on the first `connect` and reused after
+    `disconnect`, so its entity cache survives reconnects.
+
+    Args:
+        account: The account's config.
+        telegram: The server settings for this account (``config.telegram_for(account)``).
+        proxy: The account's proxy (``config.proxy_for(account)``), or None.
+        proxy_key: Key of the proxy for log context (`mtpoold._config.proxy_key`).
+        disconnect_timeout_s: Seconds `disconnect` waits for Telethon before giving up.
+    """
+
+    account: AccountConfig
+    telegram: TelegramConfig
+    proxy: ProxyConfig | None
+    proxy_key: str = "no_proxy"
+    disconnect_timeout_s: float = DISCONNECT_TIMEOUT_S
+    _tg: TelegramClient | None = attrs.field(init=False, default=None)
+    _connect_errors: list[BaseException] = attrs.field(init=False, factory=list)
+
+    def __repr__(self) -> str:
+        proxy = f"{self.proxy.name}({self.proxy_key})" if self.proxy is not None else "none"
+        return (
+            f"<TelethonClient account={self.account.id} proxy={proxy}"
+            f" connected={self.is_connected()}>"
+        )
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    def is_connected(self) -> bool:
+        """Whether Telethon considers the connection up (no I/O)."""
+        return self._tg is not None and bool(self._tg.is_connected())
+
+    async def connect(self) -> None:
+        """Connect: TCP, proxy handshake, auth key (if the session has none), initConnection.
+
+        Returns at once if already connected.
+
+        Raises:
+            ConfigError: the account's session cannot be loaded (e.g. its environment
+                variable is unset).
+            Exception: the proxy's or Telegram's error, for `classify` (python-socks errors
+                for a failing proxy, ``ConnectionError`` / ``OSError`` / ``TimeoutError``
+                for streams, Telethon RPC errors).
+        """
+        if self.is_connected():
+            return
+        if self._tg is None:
+            self._tg = self._build()
+        self._apply_server(self._tg.session)
+        self._connect_errors.clear()
+        try:
+            await self._aio(self._tg.connect)
+        except ConnectionError as exc:
+            cause = self._connect_errors[-1] if self._connect_errors else None
+            if cause is not None and cause is not exc:
+                raise cause from exc
+            raise
+        finally:
+            self._connect_errors.clear()
+
+    async def disconnect(self) -> None:
+        """Close the connection and end Telethon's tasks; safe to call any time, never raises.
+
+        Shielded from cancellation and bounded by ``disconnect_timeout_s``.
+        """
+        tg = self._tg
+        if tg is None:
+            return
+        with trio.CancelScope(shield=True):
+            with trio.move_on_after(self.disconnect_timeout_s) as scope:
+                try:
+                    await self._aio(_aio_disconnect, tg)
+                except Exception as exc:  # a failing disconnect must not hide the real error
+                    log.warning(
+                        "event=disconnect_failed account=%s proxy=%s error=%s",
+                        self.account.id,
+                        self.proxy_key,
+                        type(exc).__name__,
+                    )
+            if scope.cancelled_caught:
+                log.warning(
+                    "event=disconnect_timeout account=%s proxy=%s timeout_s=%g",
+                    self.account.id,
+                    self.proxy_key,
+                    self.disconnect_timeout_s,
+                )
+
+    # -- calls ---------------------------------------------------------------------------
+
+    async def call(self, method: str, args: Mapping[str, Any]) -> dict[str, Any]:
+        """Invoke a raw TL function by name with JSON arguments.
+
+        Args:
+            method: TL method name (``"contacts.resolveUsername"``, see
+                `mtpoold._tljson.function_by_name`).
+            args: Its arguments as JSON; peer fields may be ``"@name"``, t.me links or ids,
+                resolved with this account's entity cache (or ``contacts.resolveUsername``).
+
+        Returns:
+            The result as JSON (`mtpoold._tljson.to_json`); results that are not objects
+            are wrapped: ``{"_": "Vector", "value": [...]}``, ``{"_": "Bool", "value": b}``,
+            ``{"_": "Int", "value": n}``.
+
+        Raises:
+            JobFailed: INVALID_ARGUMENT for an unknown method or bad arguments.
+            Exception: Telethon's errors, for `classify`.
+        """
+        request = await build_request(method, args, resolve_peer=self._resolve_peer)
+        result = await self._invoke(request)
+        return _wrap_result(to_json(result))
+
+    async def resolve(self, link_or_username: str) -> dict[str, Any]:
+        """Resolve a username, link, invite or id to a peer summary.
+
+        Makes one look-up call (``contacts.resolveUsername``, ``users.getUsers``,
+        ``channels.getChannels``, ``messages.getChats``, ``contacts.resolvePhone`` or
+        ``messages.checkChatInvite``) and, for the counts, one ``channels.getFullChannel`` /
+        ``users.getFullUser`` / ``messages.getFullChat``.
+
+        Returns:
+            `mtpoold._methods.peer_summary` (or `invite_summary` for invites to chats this
+            account has not joined).
+
+        Raises:
+            JobFailed: INVALID_ARGUMENT if the input names no peer.
+            Exception: Telethon's errors, for `classify` (``USERNAME_NOT_OCCUPIED`` ->
+                PEER_NOT_FOUND, ...).
+        """
+        kind, value = parse_link(link_or_username)
+        if kind == "invite":
+            invite = await self._invoke(tl_functions.messages.CheckChatInviteRequest(str(value)))
+            if isinstance(invite, tl_types.ChatInviteAlready | tl_types.ChatInvitePeek):
+                summary = await self._entity_summary(invite.chat)
+                summary["private"] = True
+                return summary
+            return invite_summary(invite)
+        entity = await self._fetch_entity(kind, value)
+        return await self._entity_summary(entity)
+
+    async def get_messages(self, peer: str | int, ids: Sequence[int]) -> dict[str, Any]:
+        """Fetch messages of one chat by id and summarize them.
+
+        Args:
+            peer: The chat: ``"@name"``, a t.me link or a marked id.
+            ids: Up to `mtpoold._methods.MAX_MESSAGE_IDS` message ids.
+
+        Returns:
+            `mtpoold._methods.message_summaries`, keyed by ``str(id)``.
+
+        Raises:
+            JobFailed: INVALID_ARGUMENT for bad ids or peer.
+            Exception: Telethon's errors, for `classify`.
+        """
+        id_list = check_message_ids(ids)
+        input_peer = await self._resolve_peer(peer, PeerKind.PEER)
+        wanted = [tl_types.InputMessageID(i) for i in id_list]
+        if isinstance(input_peer, tl_types.InputPeerChannel | tl_types.InputPeerChannelFromMessage):
+            request: Any = tl_functions.channels.GetMessagesRequest(
+                tl_utils.get_input_channel(input_peer), wanted
+            )
+            result = await self._invoke(request)
+            messages = list(getattr(result, "messages", ()))
+        else:
+            result = await self._invoke(tl_functions.messages.GetMessagesRequest(wanted))
+            messages = list(getattr(result, "messages", ()))
+            if not isinstance(input_peer, tl_types.InputPeerSelf):
+                # messages.getMessages reads the account's whole inbox: keep this chat's only
+                chat_id = tl_utils.get_peer_id(input_peer)
+                messages = [
+                    m
+                    for m in messages
+                    if getattr(m, "peer_id", None) is not None
+                    and tl_utils.get_peer_id(m.peer_id) == chat_id
+                ]
+        return message_summaries(id_list, messages)
+
+    # -- internals ------------------------------------------------------------------------
+
+    def _build(self) -> TelegramClient:
+        session = self._session()
+        connection, proxy = telethon_proxy(self.proxy)
+        acc = self.account
+        host = self.telegram.dc_host or ""
+        return TelegramClient(
+            session,
+            acc.api_id,
+            acc.api_hash,
+            connection=_recording_connection(connection, self._connect_errors.append),
+            use_ipv6=":" in host,
+            proxy=proxy,
+            timeout=self.telegram.connect_timeout_s,  # type: ignore[arg-type]
+            request_retries=1,
+            connection_retries=CONNECTION_RETRIES,
+            retry_delay=0,
+            auto_reconnect=False,
+            flood_sleep_threshold=0,
+            raise_last_call_error=True,
+            receive_updates=False,
+            device_model=acc.device_model,  # type: ignore[arg-type]
+            system_version=acc.system_version,  # type: ignore[arg-type]
+            app_version=acc.app_version,  # type: ignore[arg-type]
+            lang_code=acc.lang_code or "en",
+            system_lang_code=acc.system_lang_code or "en",
+            loop=None,  # type: ignore[arg-type]
+        )
+
+    def _session(self) -> Session:
+        where = f"accounts.{self.account.id}"
+        try:
+            text = load_string_session(self.account)
+        except SecretUnavailable as exc:
+            raise ConfigError([f"{where}: {exc}"]) from None
+        if text is not None:
+            try:
+                return StringSession(text)
+            except Exception:  # noqa: BLE001 - ValueError, binascii.Error, struct.error
+                raise ConfigError([f"{where}: not a valid Telethon StringSession"]) from None
+        if self.account.session is not None:
+            return SQLiteSession(str(self.account.session))
+        return MemorySession()  # nothing configured (tests): the factory refuses such accounts
+
+    def _apply_server(self, session: Session) -> None:
+        address = _server_address(self.telegram, session)
+        if address is not None and (
+            session.dc_id,
+            session.server_address,
+            session.port,
+        ) != address:
+            session.set_dc(*address)
+
+    @contextlib.contextmanager
+    def _log_context(self) -> Iterator[None]:
+        if aio_context.get() is not None:  # the account worker set it already
+            yield
+            return
+        token = aio_context.set(AioContext(account=self.account.id, proxy_key=self.proxy_key))
+        try:
+            yield
+        finally:
+            aio_context.reset(token)
+
+    async def _aio(self, fn: Callable[..., Awaitable[Any]], *args: Any) -> Any:
+        with self._log_context():
+            return await trio_asyncio.aio_as_trio(fn)(*args)
+
+    def _connected(self) -> TelegramClient:
+        if self._tg is None or not self._tg.is_connected():
+            raise ConnectionError("not connected")
+        return self._tg
+
+    async def _invoke(self, request: TLObject) -> Any:
+        return await self._aio(self._connected(), request)
+
+    async def _resolve_peer(self, value: str | int, kind: PeerKind) -> TLObject:
+        """Turn a peer reference into an Input* object of ``kind`` with this account's cache."""
+        link_kind, parsed = parse_link(value)
+        tg = self._connected()
+        if link_kind == "self":
+            input_peer: Any = tl_types.InputPeerSelf()
+        elif link_kind == "invite":
+            invite = await self._invoke(tl_functions.messages.CheckChatInviteRequest(str(parsed)))
+            chat = getattr(invite, "chat", None)
+            if chat is None:
+                raise ValueError(
+                    "Cannot find any entity corresponding to this invite: the account has not"
+                    " joined its chat"
+                )
+            input_peer = tl_utils.get_input_peer(chat)
+        else:
+            target: Any
+            if link_kind == "username":
+                target = str(parsed)
+            elif link_kind == "phone":
+                target = "+" + str(parsed)
+            elif link_kind == "user_id":
+                target = tl_types.PeerUser(int(parsed))
+            elif link_kind == "chat_id":
+                target = tl_types.PeerChat(int(parsed))
+            else:
+                target = tl_types.PeerChannel(int(parsed))
+            input_peer = await self._aio(tg.get_input_entity, target)
+        try:
+            if kind is PeerKind.USER:
+                return tl_utils.get_input_user(input_peer)
+            if kind is PeerKind.CHANNEL:
+                return tl_utils.get_input_channel(input_peer)
+            if kind is PeerKind.DIALOG_PEER:
+                return tl_utils.get_input_dialog(input_peer)
+            return tl_utils.get_input_peer(input_peer)
+        except TypeError:
+            raise JobFailed(
+                ErrorClass.INVALID_ARGUMENT,
+                f"peer {redact(str(value))!r} is not a {kind.value.replace('_', ' ')}",
+            ) from None
+
+    async def _fetch_entity(self, kind: str, value: str | int) -> Any:
+        """One call that returns the full User/Chat/Channel object for a parsed link."""
+        if kind in ("username", "phone"):
+            if kind == "username":
+                request: Any = tl_functions.contacts.ResolveUsernameRequest(str(value))
+            else:
+                request = tl_functions.contacts.ResolvePhoneRequest(str(value))
+            resolved = await self._invoke(request)
+            return _entity_in(resolved.peer, resolved.users, resolved.chats)
+        if kind == "self":
+            users = await self._invoke(
+                tl_functions.users.GetUsersRequest([tl_types.InputUserSelf()])
+            )
+            return _first(users, value)
+        if kind == "chat_id":
+            chats = await self._invoke(tl_functions.messages.GetChatsRequest([int(value)]))
+            return _first(getattr(chats, "chats", ()), value)
+        if kind == "user_id":
+            input_user = await self._resolve_peer(int(value), PeerKind.USER)
+            users = await self._invoke(tl_functions.users.GetUsersRequest([input_user]))
+            return _first(users, value)
+        input_channel = await self._resolve_peer(
+            tl_utils.get_peer_id(tl_types.PeerChannel(int(value))), PeerKind.CHANNEL
+        )
+        chats = await self._invoke(tl_functions.channels.GetChannelsRequest([input_channel]))
+        return _first(getattr(chats, "chats", ()), value)
+
+    async def _entity_summary(self, entity: Any) -> dict[str, Any]:
+        full: Any = None
+        if isinstance(entity, tl_types.Channel):
+            try:
+                full = await self._invoke(
+                    tl_functions.channels.GetFullChannelRequest(tl_utils.get_input_channel(entity))
+                )
+            except Exception as exc:
+                if type(exc).__name__ != "ChannelPrivateError":
+                    raise
+                summary = peer_summary(entity)
+                summary["private"] = True
+                return summary
+        elif isinstance(entity, tl_types.User):
+            full = await self._invoke(
+                tl_functions.users.GetFullUserRequest(tl_utils.get_input_user(entity))
+            )
+        elif isinstance(entity, tl_types.Chat):
+            full = await self._invoke(tl_functions.messages.GetFullChatRequest(entity.id))
+        return peer_summary(entity, full)
+
+
+async def _aio_disconnect(tg: TelegramClient) -> None:
+    """asyncio side of `TelethonClient.disconnect` (``TelegramClient.disconnect`` returns a
+    shielded future when the loop runs)."""
+    result = tg.disconnect()
+    if result is not None:
+        await result
+
+
+def _entity_in(peer: Any, users: Sequence[Any], chats: Sequence[Any]) -> Any:
+    if isinstance(peer, tl_types.PeerUser):
+        pool, wanted = users, peer.user_id
+    elif isinstance(peer, tl_types.PeerChannel):
+        pool, wanted = chats, peer.channel_id
+    else:
+        pool, wanted = chats, getattr(peer, "chat_id", None)
+    for entity in pool:
+        if getattr(entity, "id", None) == wanted:
+            return entity
+    raise ValueError("Cannot find any entity corresponding to the resolved peer")
+
+
+def _first(entities: Sequence[Any], value: object) -> Any:
+    for entity in entities:
+        if not isinstance(entity, tl_types.UserEmpty | tl_types.ChatEmpty):
+            return entity
+    raise ValueError(f"Cannot find any entity corresponding to {value!r}")
+
+
+# --- factory -----------------------------------------------------------------------------------
+
+
+def telethon_client_factory(config: Config) -> Callable[[AccountConfig], TelethonClient]:
+    """Check every account's Telethon settings once and return a client factory.
+
+    Registers the configured extra RSA keys with Telethon (once per key per process) and
+    checks, for every account, that its session source can be loaded and its server and
+    proxy can be expressed to Telethon — so a broken account fails at start-up, not at its
+    first job.
+
+    Args:
+        config: The daemon's config.
+
+    Returns:
+        ``factory(account) -> TelethonClient`` (a new, unconnected client per call).
+
+    Raises:
+        ConfigError: listing every problem found.
+    """
+    from ._config import proxy_key
+
+    problems: list[str] = []
+    seen_proxies: set[str] = set()
+    for account in config.accounts:
+        telegram = config.telegram_for(account)
+        where = f"accounts.{account.id}.telegram" if account.telegram else "telegram"
+        problems += _check_server(telegram, where)
+        problems += _check_session_source(account)
+        try:
+            register_rsa_keys(telegram.rsa_keys, where=f"{where}.rsa_keys")
+        except ConfigError as exc:
+            problems += [p for p in exc.problems if p not in problems]
+        proxy = config.proxy_for(account)
+        if proxy is not None and proxy.name not in seen_proxies:
+            seen_proxies.add(proxy.name)
+            try:
+                telethon_proxy(proxy)
+            except ConfigError as exc:
+                problems += exc.problems
+    if problems:
+        raise ConfigError(problems)
+
+    def factory(account: AccountConfig) -> TelethonClient:
+        proxy = config.proxy_for(account)
+        return TelethonClient(
+            account=account,
+            telegram=config.telegram_for(account),
+            proxy=proxy,
+            proxy_key=proxy_key(proxy),
+        )
+
+    return factory
+

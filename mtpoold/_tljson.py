@@ -1,0 +1,554 @@
+"""TL objects <-> JSON: results out, requests in.
+
+Out: `to_json` turns whatever Telethon returns (TLObjects, lists of them, bools, ints) into
+plain JSON values. Every TLObject becomes a dict whose ``"_"`` is the class name Telethon's
+``to_dict()`` gives it (``"User"``, ``"Channel"``, ``"ChatFull"`` — for namespaced types such
+as ``messages.ChatFull`` that is the bare name, as Telethon writes it), bytes become base64
+text and datetimes ISO 8601 UTC text ending in ``Z``. Integers are kept as integers of any size
+(access hashes and ids beyond 2**53 included); JSON readers that need exactness must parse them
+as big integers.
+
+In: `function_by_name` maps a TL method name as people write it (``contacts.resolveUsername``,
+``contacts.ResolveUsername``, ``contacts.ResolveUsernameRequest``, ``help.GetConfig``) to
+Telethon's request class, and `build_request` constructs that request from JSON arguments,
+checked against the schema Telethon carries in each class's ``__init__`` signature. Arguments
+that name a peer (``"@durov"``, ``"https://t.me/durov"``, a numeric id) where the schema wants
+an ``InputPeer`` / ``InputUser`` / ``InputChannel`` / ``InputDialogPeer`` are handed to a
+``resolve_peer(value, kind)`` callback, so each account resolves them with its own client and
+entity cache (access hashes are per account).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import datetime as dt
+import enum
+import functools
+import inspect
+import math
+import typing
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, Final
+
+from telethon.tl import types as tl_types
+from telethon.tl.alltlobjects import tlobjects
+from telethon.tl.tlobject import TLObject, TLRequest
+
+from ._errors import ErrorClass, JobFailed
+
+__all__ = [
+    "PeerKind",
+    "ResolvePeer",
+    "build_request",
+    "from_json",
+    "function_by_name",
+    "to_json",
+    "type_by_name",
+]
+
+JSONValue = Any  # dict[str, JSONValue] | list[JSONValue] | str | int | float | bool | None
+
+MAX_DEPTH: Final = 64  # nesting levels accepted in request arguments
+
+
+class PeerKind(enum.Enum):
+    """What a peer reference must become, from the schema type of the field it sits in."""
+
+    PEER = "peer"  # InputPeer
+    USER = "user"  # InputUser
+    CHANNEL = "channel"  # InputChannel
+    DIALOG_PEER = "dialog_peer"  # InputDialogPeer
+
+
+ResolvePeer = Callable[[str | int, PeerKind], Awaitable[TLObject]]
+"""``async resolve_peer(value, kind) -> TLObject``: turn ``"@name"``, a t.me link or a numeric
+id into an Input* object of `kind`, with the calling account's client."""
+
+_PEER_KINDS: Final[dict[str, PeerKind]] = {
+    "TypeInputPeer": PeerKind.PEER,
+    "TypeInputUser": PeerKind.USER,
+    "TypeInputChannel": PeerKind.CHANNEL,
+    "TypeInputDialogPeer": PeerKind.DIALOG_PEER,
+}
+
+_FUNCTIONS_PREFIX: Final = "telethon.tl.functions"
+_TYPES_PREFIX: Final = "telethon.tl.types"
+
+
+# --- out: to_json ---------------------------------------------------------------------------
+
+
+def to_json(obj: object) -> JSONValue:
+    """Convert a Telethon result into a JSON-safe value.
+
+    Args:
+        obj: A TLObject, a list/tuple/dict of them, or a plain value.
+
+    Returns:
+        Plain JSON data: TLObjects as dicts with ``"_"`` = Telethon's class name, bytes as
+        base64 (standard alphabet, padded), datetimes as ISO 8601 UTC with ``Z`` (naive
+        datetimes are taken as UTC, as Telethon does), dates as ``YYYY-MM-DD``, ints unchanged
+        at any size, non-finite floats as None. A value of any other type becomes
+        ``{"_": "unsupported", "type": <class name>}`` (never its repr, which could hold
+        secrets).
+    """
+    if isinstance(obj, TLObject):
+        obj = obj.to_dict()
+    if obj is None or isinstance(obj, bool | int | str):
+        return obj
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {str(k): to_json(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [to_json(v) for v in obj]
+    if isinstance(obj, bytes | bytearray | memoryview):
+        return base64.b64encode(bytes(obj)).decode("ascii")
+    if isinstance(obj, dt.datetime):
+        return format_datetime(obj)
+    if isinstance(obj, dt.date):
+        return obj.isoformat()
+    return {"_": "unsupported", "type": type(obj).__name__}
+
+
+def format_datetime(value: dt.datetime) -> str:
+    """ISO 8601 in UTC with a ``Z`` suffix; naive datetimes are taken as UTC."""
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=dt.UTC)
+    text = value.astimezone(dt.UTC).replace(tzinfo=None).isoformat()
+    return text + "Z"
+
+
+def parse_datetime(value: object, field: str) -> dt.datetime:
+    """Parse an ISO 8601 string (``Z`` or offset; naive = UTC) or a Unix time in seconds.
+
+    Raises:
+        JobFailed: INVALID_ARGUMENT if `value` is neither.
+    """
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        try:
+            return dt.datetime.fromtimestamp(value, dt.UTC)
+        except (OverflowError, OSError, ValueError):
+            pass
+    elif isinstance(value, str):
+        text = value.strip()
+        if text.endswith(("Z", "z")):
+            text = text[:-1] + "+00:00"
+        try:
+            parsed = dt.datetime.fromisoformat(text)
+        except ValueError:
+            pass
+        else:
+            if parsed.tzinfo is None:
+                parsed = parsed.replace(tzinfo=dt.UTC)
+            return parsed.astimezone(dt.UTC)
+    raise _invalid(f"argument {field!r} must be an ISO 8601 datetime or Unix seconds")
+
+
+# --- names -> classes -----------------------------------------------------------------------
+
+
+def _namespace(cls: type, prefix: str) -> str:
+    module = cls.__module__
+    if module.startswith(prefix):
+        return module[len(prefix) :].lstrip(".")
+    return ""  # telethon.tl.patched.Message & co. live in the top-level types namespace
+
+
+@functools.cache
+def _function_index() -> dict[tuple[str, str], type[TLRequest]]:
+    index: dict[tuple[str, str], type[TLRequest]] = {}
+    for cls in tlobjects.values():
+        if cls.__module__.startswith(_FUNCTIONS_PREFIX):
+            index[(_namespace(cls, _FUNCTIONS_PREFIX), cls.__name__.lower())] = cls
+    return index
+
+
+@functools.cache
+def _type_index() -> dict[tuple[str, str], type[TLObject]]:
+    index: dict[tuple[str, str], type[TLObject]] = {}
+    for cls in tlobjects.values():
+        if not cls.__module__.startswith(_FUNCTIONS_PREFIX):
+            index[(_namespace(cls, _TYPES_PREFIX), cls.__name__.lower())] = cls
+    return index
+
+
+def _split_name(name: str) -> tuple[str, str]:
+    text = name.strip()
+    for prefix in ("functions.", "types.", "tl."):
+        if text.lower().startswith(prefix):
+            text = text[len(prefix) :]
+    namespace, _, method = text.rpartition(".")
+    return namespace.lower(), method.lower()
+
+
+def function_by_name(name: str) -> type[TLRequest]:
+    """Find Telethon's request class for a TL method name.
+
+    The method part is matched case-insensitively within its namespace, with or without
+    Telethon's ``Request`` suffix: ``contacts.resolveUsername``, ``contacts.ResolveUsername``
+    and ``contacts.ResolveUsernameRequest`` all give ``ResolveUsernameRequest``;
+    ``help.GetConfig`` gives ``help.GetConfigRequest``; ``InvokeWithLayer`` (no namespace) the
+    top-level one. Methods whose own name ends in "Request" (``messages.hideChatJoinRequest``)
+    are matched first as written.
+
+    Args:
+        name: The method name.
+
+    Returns:
+        The request class (a subclass of ``TLRequest``).
+
+    Raises:
+        JobFailed: INVALID_ARGUMENT ``unknown TL function "<name>"`` if there is none.
+    """
+    if not isinstance(name, str) or not name.strip():
+        raise _invalid(f"unknown TL function {_quote(name)}")
+    namespace, method = _split_name(name)
+    index = _function_index()
+    for candidate in (method + "request", method):
+        cls = index.get((namespace, candidate))
+        if cls is not None:
+            return cls
+    raise _invalid(f"unknown TL function {_quote(name)}")
+
+
+def type_by_name(name: str) -> type[TLObject]:
+    """Find Telethon's constructor class for a TL type name (``"InputPeerChannel"``).
+
+    Matching is case-insensitive; a namespace (``"messages.ChatFull"``) picks a namespaced
+    type; a bare name prefers the top-level namespace, then a unique namespaced one.
+
+    Raises:
+        JobFailed: INVALID_ARGUMENT ``unknown TL type "<name>"`` if there is none.
+    """
+    if not isinstance(name, str) or not name.strip():
+        raise _invalid(f"unknown TL type {_quote(name)}")
+    namespace, type_name = _split_name(name)
+    index = _type_index()
+    cls = index.get((namespace, type_name))
+    if cls is None and not namespace:
+        matches = [c for (ns, n), c in index.items() if n == type_name]
+        if len(matches) == 1:
+            cls = matches[0]
+    if cls is None:
+        raise _invalid(f"unknown TL type {_quote(name)}")
+    return cls
+
+
+def _quote(name: object) -> str:
+    text = str(name)
+    if len(text) > 80:
+        text = text[:79] + "…"
+    return '"' + text.replace('"', "'") + '"'
+
+
+def _invalid(message: str) -> JobFailed:
+    return JobFailed(ErrorClass.INVALID_ARGUMENT, message)
+
+
+# --- schema: what a constructor argument wants ---------------------------------------------
+
+
+class _Shape(typing.NamedTuple):
+    is_list: bool
+    base: str  # "int", "str", "bytes", "bool", "float", "datetime", "TypeX" or "TLObject"
+    optional: bool
+
+
+def _shape_of(annotation: object, has_default: bool) -> _Shape:
+    optional = has_default
+    is_list = False
+    ann: object = annotation
+    for _ in range(4):  # unwrap Optional[List[Optional[...]]] and friends
+        if isinstance(ann, typing.ForwardRef):
+            ann = ann.__forward_arg__
+        if isinstance(ann, str):
+            text = ann.strip()
+            if text.startswith(("List[", "list[")) and text.endswith("]"):
+                is_list = True
+                ann = text[5:-1].strip("'\" ")
+                continue
+            return _Shape(is_list, text.strip("'\" "), optional)
+        origin = typing.get_origin(ann)
+        args = typing.get_args(ann)
+        if origin is typing.Union:
+            rest = [a for a in args if a is not type(None)]
+            if len(rest) < len(args):
+                optional = True
+            if len(rest) == 1:
+                ann = rest[0]
+                continue
+            return _Shape(is_list, "TLObject", optional)  # a union of constructor classes
+        if origin is list:
+            is_list = True
+            ann = args[0] if args else "TLObject"
+            continue
+        break
+    if ann is inspect.Parameter.empty:
+        return _Shape(is_list, "any", optional)
+    if isinstance(ann, type):
+        if issubclass(ann, TLObject):
+            return _Shape(is_list, "TLObject", optional)
+        return _Shape(is_list, ann.__name__, optional)
+    return _Shape(is_list, "any", optional)
+
+
+@functools.cache
+def _signature(cls: type[TLObject]) -> dict[str, _Shape]:
+    params = list(inspect.signature(cls.__init__).parameters.values())[1:]
+    return {
+        p.name: _shape_of(p.annotation, p.default is not inspect.Parameter.empty)
+        for p in params
+        if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+    }
+
+
+@functools.cache
+def _subclass_ids(type_name: str) -> frozenset[int] | None:
+    """SUBCLASS_OF_ID values acceptable for a ``TypeX`` schema name (None: unknown, no check)."""
+    if not type_name.startswith("Type"):
+        return None
+    modules = [tl_types] + [
+        getattr(tl_types, n) for n in dir(tl_types) if isinstance(getattr(tl_types, n), type(tl_types))
+    ]
+    for module in modules:
+        alias = getattr(module, type_name, None)
+        if alias is None:
+            continue
+        members = typing.get_args(alias) or (alias,)
+        ids = {getattr(m, "SUBCLASS_OF_ID", None) for m in members}
+        ids.discard(None)
+        if ids:
+            return frozenset(i for i in ids if isinstance(i, int))
+    return None
+
+
+# --- in: build_request ----------------------------------------------------------------------
+
+
+async def build_request(
+    name: str,
+    args: Mapping[str, Any],
+    *,
+    resolve_peer: ResolvePeer | None = None,
+) -> TLRequest:
+    """Build a Telethon request from a method name and JSON arguments.
+
+    Arguments are checked against the constructor's signature: names must exist, required ones
+    must be given. Values are converted by the schema type of their field:
+
+    - TL objects from dicts ``{"_": "InputPeerChannel", "channel_id": 1, "access_hash": 2}``
+      (recursively; the constructor must fit the field's TL type);
+    - ``bytes`` from base64 text (standard or URL-safe alphabet, padding optional);
+    - ``datetime`` from ISO 8601 text or Unix seconds;
+    - ``int`` from ints or decimal strings (for ids beyond 2**53 from JavaScript clients);
+    - peer references — a string (``"@name"``, ``"name"``, ``"t.me/name"``, a t.me link) or an
+      int (marked id, ``-100…`` for channels) in an ``InputPeer`` / ``InputUser`` /
+      ``InputChannel`` / ``InputDialogPeer`` field — through ``await resolve_peer(value, kind)``,
+      once per distinct (value, kind), after the whole request has been checked.
+
+    Args:
+        name: TL method name, see `function_by_name`.
+        args: JSON object of arguments (snake_case names, as in Telethon).
+        resolve_peer: Resolves peer references with the calling account's client. Without it,
+            a peer reference is an INVALID_ARGUMENT error.
+
+    Returns:
+        The request, ready for ``client(request)``.
+
+    Raises:
+        JobFailed: INVALID_ARGUMENT for an unknown function or type, unknown or missing
+            arguments (all named), or a value that does not fit its field.
+        Exception: whatever `resolve_peer` raises (for instance PEER_NOT_FOUND).
+    """
+    cls = function_by_name(name)
+    if not isinstance(args, Mapping):
+        raise _invalid(f"arguments of {_display_name(cls)} must be a JSON object")
+    builder = _Builder(peer_refs=resolve_peer is not None)
+    request = builder.construct(cls, args, path="", depth=0)
+    if builder.refs:
+        assert resolve_peer is not None
+        resolved: dict[tuple[str | int, PeerKind], TLObject] = {}
+        for ref in builder.refs:
+            key = (ref.value, ref.kind)
+            if key not in resolved:
+                resolved[key] = await resolve_peer(ref.value, ref.kind)
+            ref.resolved = resolved[key]
+        _substitute(request, depth=0)
+    return typing.cast(TLRequest, request)
+
+
+def from_json(value: Mapping[str, Any]) -> TLObject:
+    """Build a TL object (type or request) from its JSON form, as `to_json` writes it.
+
+    Peer references are not resolved here: give Input* objects as dicts.
+
+    Raises:
+        JobFailed: INVALID_ARGUMENT as for `build_request`.
+    """
+    if not isinstance(value, Mapping):
+        raise _invalid("a TL object must be a JSON object")
+    return _Builder(peer_refs=False).tl_object("TLObject", dict(value), path="", depth=0)
+
+
+class _PeerRef:
+    """Placeholder for a peer reference until the account resolves it."""
+
+    __slots__ = ("kind", "resolved", "value")
+
+    def __init__(self, value: str | int, kind: PeerKind) -> None:
+        self.value = value
+        self.kind = kind
+        self.resolved: TLObject | None = None
+
+
+def _substitute(obj: TLObject, *, depth: int) -> None:
+    if depth > MAX_DEPTH:  # pragma: no cover - construct() already bounds the depth
+        return
+    for key, value in vars(obj).items():
+        if isinstance(value, _PeerRef):
+            setattr(obj, key, value.resolved)
+        elif isinstance(value, TLObject):
+            _substitute(value, depth=depth + 1)
+        elif isinstance(value, list):
+            for i, item in enumerate(value):
+                if isinstance(item, _PeerRef):
+                    value[i] = item.resolved
+                elif isinstance(item, TLObject):
+                    _substitute(item, depth=depth + 1)
+
+
+class _Builder:
+    def __init__(self, *, peer_refs: bool) -> None:
+        self._peer_refs = peer_refs
+        self.refs: list[_PeerRef] = []
+
+    def construct(
+        self, cls: type[TLObject], args: Mapping[str, Any], *, path: str, depth: int
+    ) -> TLObject:
+        if depth > MAX_DEPTH:
+            raise _invalid(f"arguments nested deeper than {MAX_DEPTH} levels")
+        shapes = _signature(cls)
+        given = {k: v for k, v in args.items() if k != "_"}
+        label = _display_name(cls)
+        unknown = sorted(str(k) for k in given if k not in shapes)
+        if unknown:
+            raise _invalid(
+                f"{label}: unknown argument{'s' if len(unknown) > 1 else ''} "
+                + ", ".join(f"{path}{k}" for k in unknown)
+                + f" (expected: {', '.join(shapes) or 'none'})"
+            )
+        missing = [
+            k for k, shape in shapes.items() if not shape.optional and given.get(k) is None
+        ]
+        if missing:
+            raise _invalid(
+                f"{label}: missing argument{'s' if len(missing) > 1 else ''} "
+                + ", ".join(f"{path}{k}" for k in missing)
+            )
+        kwargs = {
+            key: self.value(shapes[key], value, path=f"{path}{key}", depth=depth)
+            for key, value in given.items()
+        }
+        return cls(**kwargs)
+
+    def value(self, shape: _Shape, value: Any, *, path: str, depth: int) -> Any:
+        if value is None:
+            return None
+        if shape.is_list:
+            if not isinstance(value, list):
+                raise _invalid(f"argument {path!r} must be a list")
+            item = shape._replace(is_list=False, optional=False)
+            return [
+                self.value(item, v, path=f"{path}[{i}]", depth=depth + 1)
+                for i, v in enumerate(value)
+            ]
+        base = shape.base
+        if base == "int":
+            return _int(value, path)
+        if base == "str":
+            if not isinstance(value, str):
+                raise _invalid(f"argument {path!r} must be a string")
+            return value
+        if base == "bool":
+            if not isinstance(value, bool):
+                raise _invalid(f"argument {path!r} must be true or false")
+            return value
+        if base == "float":
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise _invalid(f"argument {path!r} must be a number")
+            return float(value)
+        if base == "bytes":
+            return _bytes(value, path)
+        if base == "datetime":
+            return parse_datetime(value, path)
+        if base == "any":
+            return value
+        # a TL type
+        if isinstance(value, dict):
+            return self.tl_object(base, value, path=path, depth=depth)
+        kind = _PEER_KINDS.get(base)
+        if kind is not None and isinstance(value, str | int) and not isinstance(value, bool):
+            if not self._peer_refs:
+                raise _invalid(f"argument {path!r}: peer references need an account to resolve")
+            ref = _PeerRef(value, kind)
+            self.refs.append(ref)
+            return ref
+        expected = base.removeprefix("Type") if base.startswith("Type") else "TL object"
+        hint = " or a peer reference (@username, t.me link, id)" if kind is not None else ""
+        raise _invalid(f'argument {path!r} must be a {{"_": "{expected}", ...}} object{hint}')
+
+    def tl_object(self, base: str, value: dict[str, Any], *, path: str, depth: int) -> TLObject:
+        type_name = value.get("_")
+        where = f"argument {path!r}: " if path else ""
+        if not isinstance(type_name, str):
+            raise _invalid(f'{where}TL object needs a "_" naming its constructor')
+        try:
+            cls: type[TLObject] = type_by_name(type_name)
+        except JobFailed:
+            try:
+                cls = function_by_name(type_name)  # e.g. a query inside invokeWithLayer
+            except JobFailed:
+                raise _invalid(f"{where}unknown TL type {_quote(type_name)}") from None
+        allowed = _subclass_ids(base)
+        if allowed is not None and getattr(cls, "SUBCLASS_OF_ID", None) not in allowed:
+            raise _invalid(
+                f"{where}{_display_name(cls)} does not fit field type {base.removeprefix('Type')}"
+            )
+        return self.construct(cls, value, path=f"{path}." if path else "", depth=depth + 1)
+
+
+def _display_name(cls: type) -> str:
+    ns = _namespace(cls, _FUNCTIONS_PREFIX if cls.__module__.startswith(_FUNCTIONS_PREFIX) else _TYPES_PREFIX)
+    name = cls.__name__
+    if issubclass(cls, TLRequest) and name.endswith("Request"):
+        name = name[: -len("Request")]
+    return f"{ns}.{name}" if ns else name
+
+
+def _int(value: Any, path: str) -> int:
+    if isinstance(value, bool):
+        raise _invalid(f"argument {path!r} must be an integer")
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, str):
+        text = value.strip()
+        if text.lstrip("-").isdigit() and len(text) <= 40:
+            return int(text)
+    raise _invalid(f"argument {path!r} must be an integer")
+
+
+def _bytes(value: Any, path: str) -> bytes:
+    if not isinstance(value, str):
+        raise _invalid(f"argument {path!r} must be base64 text")
+    text = value.strip()
+    padded = text + "=" * (-len(text) % 4)
+    try:
+        if "-" in text or "_" in text:
+            return base64.urlsafe_b64decode(padded)
+        return base64.b64decode(padded, validate=True)
+    except (binascii.Error, ValueError):
+        raise _invalid(f"argument {path!r} must be base64 text") from None

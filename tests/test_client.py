@@ -1,0 +1,423 @@
+"""TelethonClient: real Telethon + python-socks + trio-asyncio against loopback fake proxies."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import gc
+import logging
+import os
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import attrs
+import pytest
+import rsa
+import trio
+import trio_asyncio
+from telethon.crypto import AuthKey
+from telethon.crypto import rsa as tl_rsa
+from telethon.network.connection import (
+    ConnectionTcpFull,
+    ConnectionTcpMTProxyRandomizedIntermediate,
+)
+from telethon.sessions import SQLiteSession, StringSession
+
+from mtpoold._aiolog import (
+    AioContext,
+    AioExceptionHandler,
+    aio_context,
+    aio_context_for,
+    install_exception_handler,
+)
+from mtpoold._client import (
+    TelethonClient,
+    register_rsa_keys,
+    telethon_client_factory,
+    telethon_proxy,
+)
+from mtpoold._config import (
+    AccountConfig,
+    Config,
+    DaemonConfig,
+    PolicyConfig,
+    ProxyConfig,
+    TelegramConfig,
+    proxy_key,
+)
+from mtpoold._errors import ConfigError, ErrorClass, JobFailed, classify
+
+Handler = Callable[[trio.SocketStream], Awaitable[None]]
+
+
+def _string_session(dc_host: str = "127.0.0.2") -> str:
+    session = StringSession()
+    session.set_dc(2, dc_host, 443)
+    session.auth_key = AuthKey(os.urandom(256))
+    return session.save()
+
+
+SESSION = _string_session()
+API_HASH = "0123456789abcdef0123456789abcdef"
+
+
+def _account(**kw: Any) -> AccountConfig:
+    kw.setdefault("session_string", SESSION)
+    return AccountConfig(id="acc1", api_id=12345, api_hash=API_HASH, proxy="p1", **kw)
+
+
+def _socks5(port: int, **kw: Any) -> ProxyConfig:
+    return ProxyConfig(name="p1", type="socks5", host="127.0.0.1", port=port, **kw)
+
+
+def _client(port: int, *, timeout_s: float = 5.0, **proxy_kw: Any) -> TelethonClient:
+    proxy = _socks5(port, **proxy_kw)
+    return TelethonClient(
+        account=_account(),
+        telegram=TelegramConfig(dc_host="127.0.0.2", dc_port=443, connect_timeout_s=timeout_s),
+        proxy=proxy,
+        proxy_key=proxy_key(proxy),
+    )
+
+
+@attrs.define
+class Loop:
+    loop: asyncio.AbstractEventLoop
+    handler: AioExceptionHandler
+
+    def pending_tasks(self) -> set[asyncio.Task[Any]]:
+        return {t for t in asyncio.all_tasks(self.loop) if not t.done()}
+
+
+@pytest.fixture
+async def aio() -> AsyncIterator[Loop]:
+    async with trio_asyncio.open_loop() as loop:
+        handler = install_exception_handler(loop)
+        yield Loop(loop, handler)
+        gc.collect()  # "never retrieved" reports happen when futures are collected
+        await trio.sleep(0)
+        assert handler.count == 0, handler.statistics()
+
+
+async def _listen(nursery: trio.Nursery, handler: Handler) -> int:
+    listeners = await nursery.start(functools.partial(trio.serve_tcp, handler, 0, host="127.0.0.1"))
+    return int(listeners[0].socket.getsockname()[1])
+
+
+async def _close_at_once(stream: trio.SocketStream) -> None:
+    await stream.aclose()
+
+
+async def _garbage(stream: trio.SocketStream) -> None:
+    with trio.move_on_after(5):
+        await stream.receive_some(64)
+        await stream.send_all(b"HTTP/1.1 400 Bad Request\r\n\r\n")
+    await stream.aclose()
+
+
+async def _silent(stream: trio.SocketStream) -> None:
+    """Accept, read everything, never answer (a blackholing proxy)."""
+    async with stream:
+        while await stream.receive_some(4096):
+            pass
+
+
+async def _socks5_then_silent(stream: trio.SocketStream) -> None:
+    """A SOCKS5 proxy that grants CONNECT, then a 'DC' that never answers."""
+    async with stream:
+        greeting = await stream.receive_some(2)
+        assert greeting[:1] == b"\x05"
+        buf = await stream.receive_some(greeting[1])
+        await stream.send_all(b"\x05\x00")  # no authentication
+        buf = await stream.receive_some(512)
+        assert buf[:2] == b"\x05\x01"
+        await stream.send_all(b"\x05\x00\x00\x01\x00\x00\x00\x00\x00\x00")
+        while await stream.receive_some(4096):
+            pass
+
+
+async def _refused_port() -> int:
+    sock = trio.socket.socket()
+    await sock.bind(("127.0.0.1", 0))
+    port = int(sock.getsockname()[1])
+    sock.close()
+    return port
+
+
+# --- configuration -> Telethon -------------------------------------------------------------
+
+
+def test_telethon_proxy_socks5() -> None:
+    conn, proxy = telethon_proxy(_socks5(1080, username="u", password="pw", rdns=False))
+    assert conn is ConnectionTcpFull
+    assert proxy == {
+        "proxy_type": "socks5",
+        "addr": "127.0.0.1",
+        "port": 1080,
+        "rdns": False,
+        "username": "u",
+        "password": "pw",
+    }
+
+
+def test_telethon_proxy_none_and_mtproxy() -> None:
+    assert telethon_proxy(None) == (ConnectionTcpFull, None)
+    secret = "dd" + "ab" * 16
+    mt = ProxyConfig(name="m", type="mtproxy", host="h", port=443, secret=secret)
+    assert telethon_proxy(mt) == (
+        ConnectionTcpMTProxyRandomizedIntermediate,
+        ("h", 443, secret),
+    )
+
+
+def test_telethon_proxy_rejects_fake_tls_secret() -> None:
+    mt = ProxyConfig(name="m", type="mtproxy", host="h", port=443, secret="ee" + "ab" * 16)
+    with pytest.raises(ConfigError, match=r"fake-TLS"):
+        telethon_proxy(mt)
+
+
+def test_TelethonClient_builds_telegram_client_as_configured() -> None:
+    account = _account(device_model="Pixel 7", app_version="10.1", lang_code="de")
+    client = TelethonClient(
+        account=account,
+        telegram=TelegramConfig(dc_id=4, dc_host="10.0.0.1", dc_port=8443, connect_timeout_s=7.5),
+        proxy=_socks5(1080, password="hunter22"),
+        proxy_key="k",
+    )
+    tg = client._build()
+    assert isinstance(tg.session, StringSession)
+    assert tg.flood_sleep_threshold == 0
+    assert tg._request_retries == 1
+    assert tg._raise_last_call_error is True
+    assert tg._no_updates is True
+    assert tg._auto_reconnect is False
+    assert tg._timeout == 7.5
+    assert tg._proxy["password"] == "hunter22"
+    assert issubclass(tg._connection, ConnectionTcpFull)
+    assert tg._init_request.device_model == "Pixel 7"
+    assert tg._init_request.app_version == "10.1"
+    assert tg._init_request.lang_code == "de"
+    client._apply_server(tg.session)
+    assert (tg.session.dc_id, tg.session.server_address, tg.session.port) == (4, "10.0.0.1", 8443)
+    assert tg.session.auth_key is not None  # set_dc keeps the key
+
+
+def test_TelethonClient_test_mode_uses_test_dc_addresses() -> None:
+    client = TelethonClient(
+        account=_account(), telegram=TelegramConfig(dc_id=2, test_mode=True), proxy=None
+    )
+    tg = client._build()
+    client._apply_server(tg.session)
+    assert (tg.session.dc_id, tg.session.server_address) == (2, "149.154.167.40")
+
+
+def test_TelethonClient_session_file(tmp_path: Any) -> None:
+    path = tmp_path / "acc1.session"
+    account = AccountConfig(id="acc1", api_id=1, api_hash=API_HASH, session=str(path))
+    client = TelethonClient(account=account, telegram=TelegramConfig(), proxy=None)
+    tg = client._build()
+    assert isinstance(tg.session, SQLiteSession)
+    tg.session.close()
+
+
+def test_TelethonClient_session_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MTPOOLD_TEST_SESSION", SESSION)
+    account = AccountConfig(
+        id="acc1", api_id=1, api_hash=API_HASH, session_string_env="MTPOOLD_TEST_SESSION"
+    )
+    client = TelethonClient(account=account, telegram=TelegramConfig(), proxy=None)
+    assert isinstance(client._build().session, StringSession)
+    monkeypatch.delenv("MTPOOLD_TEST_SESSION")
+    with pytest.raises(ConfigError, match=r"MTPOOLD_TEST_SESSION"):
+        client._build()
+
+
+def test_TelethonClient_repr_has_no_secrets() -> None:
+    client = _client(1080, password="hunter22")
+    text = repr(client)
+    assert text.startswith("<TelethonClient account=acc1 proxy=p1(")
+    for secret in (API_HASH, SESSION, "hunter22"):
+        assert secret not in text
+
+
+def _config(**telegram: Any) -> Config:
+    proxy = _socks5(1080)
+    return Config(
+        daemon=DaemonConfig(),
+        telegram=TelegramConfig(**telegram),
+        policy=PolicyConfig(),
+        proxies=(proxy,),
+        accounts=(_account(),),
+    )
+
+
+def test_telethon_client_factory_builds_unconnected_clients() -> None:
+    factory = telethon_client_factory(_config(dc_host="127.0.0.2"))
+    client = factory(_account())
+    assert isinstance(client, TelethonClient)
+    assert client.proxy_key == proxy_key(_socks5(1080))
+    assert not client.is_connected()
+
+
+def test_telethon_client_factory_reports_bad_rsa_key() -> None:
+    with pytest.raises(ConfigError, match=r"rsa_keys\[0\]"):
+        telethon_client_factory(_config(rsa_keys=("-----BEGIN RSA PUBLIC KEY-----\nnope\n",)))
+
+
+def test_register_rsa_keys_once_per_key(tmp_path: Any) -> None:
+    pub, _ = rsa.newkeys(512)
+    pkcs1 = pub.save_pkcs1().decode()
+    path = tmp_path / "key.pem"
+    path.write_bytes(pub.save_pkcs1())
+    before = dict(tl_rsa._server_keys)
+    try:
+        assert register_rsa_keys([pkcs1]) == 1
+        assert register_rsa_keys([pkcs1, str(path)]) == 0
+        assert len(tl_rsa._server_keys) == len(before) + 1
+    finally:
+        tl_rsa._server_keys.clear()
+        tl_rsa._server_keys.update(before)
+
+
+# --- the real path: Telethon -> python-socks -> trio-asyncio -> loopback -----------------------
+
+
+@pytest.mark.parametrize(
+    ("handler", "expected"),
+    [
+        (_close_at_once, {ErrorClass.PROXY_UNAVAILABLE, ErrorClass.STREAM_CLOSED}),
+        (_garbage, {ErrorClass.PROXY_UNAVAILABLE}),
+    ],
+)
+async def test_TelethonClient_connect_through_broken_proxy_is_classified(
+    aio: Loop, nursery: trio.Nursery, handler: Handler, expected: set[ErrorClass]
+) -> None:
+    port = await _listen(nursery, handler)
+    client = _client(port)
+    with pytest.raises(Exception) as info:  # noqa: PT011 - any exception, classified below
+        await client.connect()
+    assert classify(info.value).error_class in expected
+    assert not client.is_connected()
+    await client.disconnect()
+    assert aio.pending_tasks() == set()
+
+
+async def test_TelethonClient_connect_to_refused_proxy_is_proxy_unavailable(aio: Loop) -> None:
+    client = _client(await _refused_port())
+    with pytest.raises(Exception) as info:  # noqa: PT011
+        await client.connect()
+    assert classify(info.value).error_class is ErrorClass.PROXY_UNAVAILABLE
+    await client.disconnect()
+    assert aio.pending_tasks() == set()
+
+
+@pytest.mark.parametrize("handler", [_silent, _socks5_then_silent])
+async def test_TelethonClient_cancelled_connect_leaves_no_asyncio_task(
+    aio: Loop, nursery: trio.Nursery, handler: Handler
+) -> None:
+    port = await _listen(nursery, handler)
+    client = _client(port)
+    for _ in range(2):  # connect() works again after a cancelled connect + disconnect
+        with trio.move_on_after(0.3) as scope:
+            await client.connect()
+        assert scope.cancelled_caught
+        await client.disconnect()
+        assert not client.is_connected()
+        assert aio.pending_tasks() == set()
+    assert aio.handler.count == 0
+
+
+async def test_TelethonClient_call_when_not_connected_is_stream_closed(aio: Loop) -> None:
+    client = _client(1)
+    with pytest.raises(ConnectionError) as info:
+        await client.call("help.getConfig", {})
+    assert classify(info.value).error_class is ErrorClass.STREAM_CLOSED
+
+
+async def test_TelethonClient_call_rejects_bad_arguments_before_any_io(aio: Loop) -> None:
+    client = _client(1)
+    with pytest.raises(JobFailed, match=r'^INVALID_ARGUMENT: unknown TL function "nope\.Nope"$'):
+        await client.call("nope.Nope", {})
+    with pytest.raises(JobFailed, match=r"unknown argument bogus"):
+        await client.call("help.getConfig", {"bogus": 1})
+
+
+async def test_TelethonClient_disconnect_is_safe_before_connect(aio: Loop) -> None:
+    client = _client(1)
+    await client.disconnect()
+    await client.disconnect()
+    assert not client.is_connected()
+
+
+async def test_TelethonClient_disconnect_is_shielded(aio: Loop, nursery: trio.Nursery) -> None:
+    port = await _listen(nursery, _socks5_then_silent)
+    client = _client(port)
+    with trio.move_on_after(0.3):
+        await client.connect()
+    with trio.CancelScope() as scope:
+        scope.cancel()
+        await client.disconnect()  # runs to completion despite the cancelled scope
+    assert aio.pending_tasks() == set()
+
+
+async def test_TelethonClient_sets_aio_context_for_its_tasks(
+    aio: Loop, nursery: trio.Nursery
+) -> None:
+    seen: list[AioContext | None] = []
+    port = await _listen(nursery, _socks5_then_silent)
+    client = _client(port)
+    previous = aio.loop.get_task_factory()
+    assert previous is not None  # install_exception_handler's
+
+    def spy(loop: asyncio.AbstractEventLoop, coro: Any, **kw: Any) -> Any:
+        seen.append(aio_context.get())
+        return previous(loop, coro, **kw)
+
+    aio.loop.set_task_factory(spy)
+    with trio.move_on_after(0.3):
+        await client.connect()
+    await client.disconnect()
+    assert seen
+    assert set(seen) == {AioContext(account="acc1", proxy_key=client.proxy_key)}
+    assert aio_context.get() is None
+
+
+# --- the asyncio exception handler ---------------------------------------------------------
+
+
+async def test_install_exception_handler_logs_never_retrieved_as_warning(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async with trio_asyncio.open_loop() as loop:
+        handler = install_exception_handler(loop)
+
+        async def fail() -> None:
+            raise ConnectionResetError("peer reset")
+
+        async def spawn() -> None:
+            asyncio.get_running_loop().create_task(fail())
+            await asyncio.sleep(0.01)
+
+        with caplog.at_level(logging.WARNING, logger="mtpoold.asyncio"):
+            with aio_context_for("acc9", "deadbeefdeadbeef"):
+                await trio_asyncio.aio_as_trio(spawn)()
+            gc.collect()
+            await trio.sleep(0.01)
+        assert handler.count == 1
+        assert handler.statistics().warnings == 1
+        (record,) = [r for r in caplog.records if r.name == "mtpoold.asyncio"]
+        assert record.levelno == logging.WARNING
+        assert "account=acc9 proxy=deadbeefdeadbeef" in record.getMessage()
+        assert "ConnectionResetError" in record.getMessage()
+
+
+async def test_install_exception_handler_never_raises(caplog: pytest.LogCaptureFixture) -> None:
+    async with trio_asyncio.open_loop() as loop:
+        handler = install_exception_handler(loop)
+        with caplog.at_level(logging.ERROR, logger="mtpoold.asyncio"):
+            loop.call_exception_handler({"message": "odd", "exception": ValueError("x" * 40)})
+            loop.call_exception_handler({"message": "no exception at all"})
+            loop.call_exception_handler({})  # malformed
+        await trio.sleep(0.01)  # the loop is still alive
+        assert handler.statistics().count == 3
+        assert handler.statistics().errors == 3

@@ -472,7 +472,7 @@ class Answerer:
         self, entry: AuthKeyEntry, ch: Channel, found: list[Message | int], count: int
     ) -> types.messages.ChannelMessages:
         msgs = [m for m in found if isinstance(m, Message)]
-        tl = [self.message_tl(ch, m) if isinstance(m, Message) else types.MessageEmpty(id=m)
+        tl = [self.message_tl(ch, m) if isinstance(m, Message) else types.MessageEmpty(id=m, peer_id=types.PeerChannel(ch.id))
               for m in found]
         return types.messages.ChannelMessages(
             pts=1, count=count, messages=tl, topics=[], chats=[self.channel_tl(ch)],
@@ -499,7 +499,7 @@ class Answerer:
         # The world has no private chats or basic groups: every id is empty for the caller.
         ids = self._message_ids(req.id)
         return types.messages.Messages(
-            messages=[types.MessageEmpty(id=i) for i in ids], topics=[], chats=[], users=[]
+            messages=[types.MessageEmpty(id=i, peer_id=None) for i in ids], topics=[], chats=[], users=[]
         )
 
     def get_messages_views(self, entry: AuthKeyEntry, req: Any) -> types.messages.MessageViews:

@@ -1,0 +1,140 @@
+"""What to do after a failed call: `decide` turns a `Failure` into a `Verdict`.
+
+Pure functions, no I/O and no clock: the pool applies the verdict (cooldowns in the state store,
+reconnects in the account worker, the retry in its scheduling loop). The rules carry over the
+PHP system mtpoold replaces; each rule's docstring line says where it comes from.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+import attrs
+
+from ._config import PolicyConfig
+from ._errors import ErrorClass, Failure
+
+__all__ = ["Verdict", "decide", "proxy_cooldown_s"]
+
+_MAX_DOUBLINGS: Final = 64  # 2**64 * any sane minimum is past any cap; avoids float overflow
+
+
+@attrs.frozen
+class Verdict:
+    """What the pool does about one failed call.
+
+    Attributes:
+        account_cooldown_s: Keep the account out of scheduling this long, seconds (0 = no).
+        proxy_cooldown_s: Keep the account's whole proxy lane out this long, seconds (0 = no).
+        disable_reason: Disable the account with this reason (until enabled by an operator);
+            None = keep it enabled.
+        reconnect: Drop and rebuild the account's client connection before its next call.
+        retry: Reroute the job to another account (False = the job fails with this error).
+        retry_delay_s: Wait this long before the retry when no other account is free, seconds.
+    """
+
+    account_cooldown_s: float = 0.0
+    proxy_cooldown_s: float = 0.0
+    disable_reason: str | None = None
+    reconnect: bool = False
+    retry: bool = True
+    retry_delay_s: float = 0.0
+
+
+def proxy_cooldown_s(policy: PolicyConfig, proxy_failures: int) -> float:
+    """Cooldown of a proxy after ``proxy_failures`` consecutive failures, in seconds.
+
+    ``proxy_cooldown_min_s * 2 ** (proxy_failures - 1)``, capped at ``proxy_cooldown_max_s``
+    (defaults: 10 s, 20 s, 40 s, ... 600 s). ``proxy_failures`` below 1 counts as 1.
+    """
+    doublings = min(max(proxy_failures, 1) - 1, _MAX_DOUBLINGS)
+    return float(min(policy.proxy_cooldown_min_s * 2.0**doublings, policy.proxy_cooldown_max_s))
+
+
+def _backoff_s(policy: PolicyConfig, attempt: int) -> float:
+    return float(policy.backoff_s[min(attempt - 1, len(policy.backoff_s) - 1)])
+
+
+def decide(failure: Failure, policy: PolicyConfig, *, proxy_failures: int, attempt: int) -> Verdict:
+    """Decide what to do after a call failed with ``failure``.
+
+    Rules (sources: the PHP system mtpoold replaces, and Telegram's error semantics):
+
+    - FLOOD_WAIT: the account rests exactly ``retry_after_s`` (what Telegram asked; the PHP
+      worker stored ``now + FLOOD_WAIT_N`` per account); the job is rerouted. A 420 without a
+      duration rests ``backoff_s[attempt-1]`` (the GENERIC backoff) as a guess.
+    - PEER_FLOOD: the account rests ``peer_flood_cooldown_s`` (24 h: the PHP system's
+      PEER_FLOOD lock — Telegram gives no duration, the spam limit lasts about a day); rerouted.
+    - STREAM_CLOSED: the account rests ``stream_closed_cooldown_s`` (60 s, PHP's
+      STREAM_CLOSED back-off) and reconnects; rerouted.
+    - PROXY_UNAVAILABLE: the proxy lane rests ``proxy_cooldown_min_s * 2**(proxy_failures-1)``
+      capped at ``proxy_cooldown_max_s`` (PHP's IPC_UNAVAILABLE back-off, 10 s doubling to
+      10 min); the account is not blamed; reconnect; rerouted.
+    - SESSION_REVOKED: the account is disabled (PHP marked the session dead on
+      AUTH_KEY_UNREGISTERED & co.; only re-authorising helps); rerouted.
+    - PEER_NOT_FOUND: final, no penalty (PHP returned "not found" to the caller at once).
+      Note the failure is only this account's view (CHANNEL_PRIVATE and friends).
+    - DEADLINE_EXCEEDED: reconnect, since the connection state is unknown after a cancelled
+      call; no cooldown; rerouted.
+    - GENERIC: the account rests ``generic_cooldown_s``; rerouted after
+      ``backoff_s[min(attempt-1, len-1)]`` (PHP's retry schedule 10/30/60/120/300 s).
+    - Pool-side classes (NO_ACCOUNT_AVAILABLE, INVALID_ARGUMENT, SHUTTING_DOWN, CANCELLED):
+      final, no penalty.
+    - Whatever the class: once ``attempt >= max_attempts`` the job is not retried (penalties
+      still apply).
+
+    Args:
+        failure: What `mtpoold._errors.classify` made of the exception.
+        policy: The ``[policy]`` settings.
+        proxy_failures: Consecutive PROXY_UNAVAILABLE failures of this proxy, this one
+            included (only used for PROXY_UNAVAILABLE).
+        attempt: Number of the attempt that just failed, 1-based.
+
+    Returns:
+        The `Verdict`.
+
+    Raises:
+        ValueError: if ``attempt < 1`` or ``proxy_failures < 0``.
+    """
+    if attempt < 1:
+        raise ValueError(f"attempt must be >= 1, got {attempt}")
+    if proxy_failures < 0:
+        raise ValueError(f"proxy_failures must be >= 0, got {proxy_failures}")
+    verdict = _decide(failure, policy, proxy_failures=proxy_failures, attempt=attempt)
+    if verdict.retry and attempt >= policy.max_attempts:
+        verdict = attrs.evolve(verdict, retry=False, retry_delay_s=0.0)
+    return verdict
+
+
+def _decide(failure: Failure, policy: PolicyConfig, *, proxy_failures: int, attempt: int) -> Verdict:
+    match failure.error_class:
+        case ErrorClass.FLOOD_WAIT:
+            wait = failure.retry_after_s
+            return Verdict(
+                account_cooldown_s=float(wait) if wait is not None else _backoff_s(policy, attempt)
+            )
+        case ErrorClass.PEER_FLOOD:
+            return Verdict(account_cooldown_s=policy.peer_flood_cooldown_s)
+        case ErrorClass.STREAM_CLOSED:
+            return Verdict(account_cooldown_s=policy.stream_closed_cooldown_s, reconnect=True)
+        case ErrorClass.PROXY_UNAVAILABLE:
+            return Verdict(proxy_cooldown_s=proxy_cooldown_s(policy, proxy_failures), reconnect=True)
+        case ErrorClass.SESSION_REVOKED:
+            name = failure.rpc_name or failure.error_class.value
+            return Verdict(
+                disable_reason=(
+                    f"{name}: the session no longer works (revoked, expired, duplicated,"
+                    " banned or deactivated); re-authorize this account"
+                )
+            )
+        case ErrorClass.PEER_NOT_FOUND:
+            return Verdict(retry=False)
+        case ErrorClass.DEADLINE_EXCEEDED:
+            return Verdict(account_cooldown_s=0.0, reconnect=True)
+        case ErrorClass.GENERIC:
+            return Verdict(
+                account_cooldown_s=policy.generic_cooldown_s,
+                retry_delay_s=_backoff_s(policy, attempt),
+            )
+        case _:  # produced by the pool itself: nothing to blame, nothing to retry
+            return Verdict(retry=False)

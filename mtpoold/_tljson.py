@@ -343,6 +343,8 @@ async def build_request(
     - ``bytes`` from base64 text (standard or URL-safe alphabet, padding optional);
     - ``datetime`` from ISO 8601 text or Unix seconds;
     - ``int`` from ints or decimal strings (for ids beyond 2**53 from JavaScript clients);
+    - ``[]`` in an optional vector field as absent (None), which is how `to_json` writes an
+      absent one;
     - peer references — a string (``"@name"``, ``"name"``, ``"t.me/name"``, a t.me link) or an
       int (marked id, ``-100…`` for channels) in an ``InputPeer`` / ``InputUser`` /
       ``InputChannel`` / ``InputDialogPeer`` field — through ``await resolve_peer(value, kind)``,
@@ -459,6 +461,10 @@ class _Builder:
         if shape.is_list:
             if not isinstance(value, list):
                 raise _invalid(f"argument {path!r} must be a list")
+            if not value and shape.optional:
+                # Telethon's to_dict() writes absent optional vectors as []; an absent flag
+                # is what they were (and flag groups only serialize when all are absent).
+                return None
             item = shape._replace(is_list=False, optional=False)
             return [
                 self.value(item, v, path=f"{path}[{i}]", depth=depth + 1)

@@ -1,0 +1,379 @@
+"""TL objects <-> JSON, TL function names, request building."""
+
+from __future__ import annotations
+
+import base64
+import collections
+import datetime as dt
+import json
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from telethon.tl import functions, types
+from telethon.tl.alltlobjects import tlobjects
+
+from mtpoold._errors import ErrorClass, JobFailed
+from mtpoold._tljson import (
+    PeerKind,
+    build_request,
+    format_datetime,
+    from_json,
+    function_by_name,
+    parse_datetime,
+    to_json,
+    type_by_name,
+)
+
+UTC = dt.UTC
+BIG = 2**63 - 1  # access hashes are signed 64-bit, far beyond 2**53
+
+
+def _user() -> types.User:
+    return types.User(
+        id=2**40 + 7,
+        access_hash=-BIG,
+        first_name="Pavel",
+        last_name="D",
+        username="durov",
+        verified=True,
+        photo=types.UserProfilePhoto(photo_id=BIG, dc_id=2, stripped_thumb=b"\x01\x02\xff"),
+        status=types.UserStatusOffline(was_online=dt.datetime(2024, 5, 6, 7, 8, 9, tzinfo=UTC)),
+    )
+
+
+def _channel() -> types.Channel:
+    return types.Channel(
+        id=1234567890,
+        title="News",
+        photo=types.ChatPhotoEmpty(),
+        date=dt.datetime(2020, 1, 2, 3, 4, 5, tzinfo=UTC),
+        access_hash=BIG,
+        broadcast=True,
+        username="news",
+        participants_count=42,
+    )
+
+
+def _message() -> types.Message:
+    return types.Message(
+        id=10,
+        peer_id=types.PeerChannel(1234567890),
+        date=dt.datetime(2024, 1, 1, 12, 0, tzinfo=UTC),
+        message="hello",
+        views=100,
+        forwards=3,
+        edit_date=dt.datetime(2024, 1, 1, 13, 0, tzinfo=UTC),
+        entities=[types.MessageEntityBold(offset=0, length=5)],
+        media=types.MessageMediaPhoto(
+            photo=types.Photo(
+                id=BIG,
+                access_hash=-BIG,
+                file_reference=b"\x00payload",
+                date=dt.datetime(2023, 12, 31, tzinfo=UTC),
+                sizes=[types.PhotoStrippedSize(type="i", bytes=b"\x01\x28\x28")],
+                dc_id=4,
+            )
+        ),
+    )
+
+
+# --- to_json ---------------------------------------------------------------------------------
+
+
+def test_to_json_user_keeps_names_big_ints_bytes_and_dates() -> None:
+    out = to_json(_user())
+    assert json.loads(json.dumps(out)) == out  # JSON-safe
+    assert out["_"] == "User"
+    assert out["id"] == 2**40 + 7
+    assert out["access_hash"] == -BIG
+    assert out["photo"] == {
+        "_": "UserProfilePhoto",
+        "photo_id": BIG,
+        "dc_id": 2,
+        "has_video": None,
+        "personal": None,
+        "stripped_thumb": base64.b64encode(b"\x01\x02\xff").decode(),
+    }
+    assert out["status"] == {"_": "UserStatusOffline", "was_online": "2024-05-06T07:08:09Z"}
+
+
+def test_to_json_message_and_namespaced_types() -> None:
+    out = to_json(_message())
+    assert out["_"] == "Message"
+    assert out["date"] == "2024-01-01T12:00:00Z"
+    assert out["peer_id"] == {"_": "PeerChannel", "channel_id": 1234567890}
+    photo = out["media"]["photo"]
+    assert base64.b64decode(photo["file_reference"]) == b"\x00payload"
+    assert photo["date"] == "2023-12-31T00:00:00Z"
+    assert photo["access_hash"] == -BIG
+    full = types.messages.ChatFull(
+        full_chat=types.ChatFull(
+            id=1, about="x", participants=types.ChatParticipantsForbidden(chat_id=1),
+            notify_settings=types.PeerNotifySettings(),
+        ),
+        chats=[_channel()],
+        users=[],
+    )  # fmt: skip
+    out = to_json(full)
+    assert out["_"] == "ChatFull"  # Telethon's name for messages.ChatFull
+    assert out["full_chat"]["_"] == "ChatFull"
+    assert out["chats"][0]["_"] == "Channel"
+
+
+def test_to_json_plain_values() -> None:
+    assert to_json([True, 1, "x", None, 1.5]) == [True, 1, "x", None, 1.5]
+    assert to_json(float("nan")) is None
+    assert to_json(dt.datetime(2024, 1, 1)) == "2024-01-01T00:00:00Z"  # naive = UTC
+    offset = dt.timezone(dt.timedelta(hours=2))
+    assert to_json(dt.datetime(2024, 1, 1, 2, tzinfo=offset)) == "2024-01-01T00:00:00Z"
+    assert to_json(object()) == {"_": "unsupported", "type": "object"}
+
+
+@pytest.mark.parametrize("obj", [_user(), _channel(), _message()], ids=["User", "Channel", "Message"])
+def test_to_json_from_json_round_trip(obj: Any) -> None:
+    data = to_json(obj)
+    back = from_json(json.loads(json.dumps(data)))
+    assert type(back).__name__ == type(obj).__name__
+    assert back == obj
+    assert bytes(back) == bytes(obj)  # serializes to the same TL bytes
+
+
+@given(
+    st.integers(min_value=-(2**63), max_value=2**63 - 1),
+    st.binary(max_size=300),
+    st.datetimes(
+        min_value=dt.datetime(1970, 1, 1), max_value=dt.datetime(2038, 1, 1)
+    ).map(lambda d: d.replace(microsecond=0, tzinfo=UTC)),
+)
+def test_round_trip_property(access_hash: int, data: bytes, when: dt.datetime) -> None:
+    obj = types.InputPhoto(id=access_hash, access_hash=access_hash, file_reference=data)
+    assert from_json(json.loads(json.dumps(to_json(obj)))) == obj
+    status = types.UserStatusOffline(was_online=when)
+    assert from_json(to_json(status)) == status
+
+
+def test_datetime_helpers() -> None:
+    assert format_datetime(dt.datetime(2024, 1, 1, 0, 0, 0, 5, tzinfo=UTC)) == (
+        "2024-01-01T00:00:00.000005Z"
+    )
+    want = dt.datetime(2024, 1, 1, tzinfo=UTC)
+    assert parse_datetime("2024-01-01T00:00:00Z", "f") == want
+    assert parse_datetime("2024-01-01T02:00:00+02:00", "f") == want
+    assert parse_datetime("2024-01-01T00:00:00", "f") == want
+    assert parse_datetime(1704067200, "f") == want
+    with pytest.raises(JobFailed, match=r"'f' must be an ISO 8601 datetime"):
+        parse_datetime("yesterday", "f")
+    with pytest.raises(JobFailed):
+        parse_datetime(True, "f")
+
+
+# --- function_by_name --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "contacts.ResolveUsername",
+        "contacts.resolveUsername",
+        "contacts.ResolveUsernameRequest",
+        "contacts.resolveusername",
+        "functions.contacts.ResolveUsernameRequest",
+        " contacts.resolveUsername ",
+    ],
+)
+def test_function_by_name_variants(name: str) -> None:
+    assert function_by_name(name) is functions.contacts.ResolveUsernameRequest
+
+
+def test_function_by_name_other_namespaces() -> None:
+    assert function_by_name("help.GetConfig") is functions.help.GetConfigRequest
+    assert function_by_name("InvokeWithLayer") is functions.InvokeWithLayerRequest
+    # methods whose own name ends in "Request"
+    assert function_by_name("messages.hideChatJoinRequest") is (
+        functions.messages.HideChatJoinRequestRequest
+    )
+    assert function_by_name("messages.HideChatJoinRequestRequest") is (
+        functions.messages.HideChatJoinRequestRequest
+    )
+
+
+@pytest.mark.parametrize(
+    "name", ["x.Y", "contacts.ResolveUsernam", "help.ResolveUsername", "ResolveUsername", ""]
+)
+def test_function_by_name_unknown(name: str) -> None:
+    with pytest.raises(JobFailed) as info:
+        function_by_name(name)
+    assert info.value.error_class is ErrorClass.INVALID_ARGUMENT
+    assert info.value.message == f'unknown TL function "{name}"'
+
+
+def test_function_by_name_is_unambiguous_for_every_function() -> None:
+    """Every Telethon function is found by its TL name, its class name, and no other's."""
+    seen: collections.Counter[type] = collections.Counter()
+    for cls in tlobjects.values():
+        if not cls.__module__.startswith("telethon.tl.functions"):
+            continue
+        ns = cls.__module__.removeprefix("telethon.tl.functions").lstrip(".")
+        base = cls.__name__.removesuffix("Request")
+        prefix = f"{ns}." if ns else ""
+        assert function_by_name(prefix + base) is cls
+        assert function_by_name(prefix + cls.__name__) is cls
+        assert function_by_name(prefix + base[0].lower() + base[1:]) is cls
+        seen[cls] += 1
+    assert len(seen) > 500
+
+
+def test_type_by_name() -> None:
+    assert type_by_name("InputPeerChannel") is types.InputPeerChannel
+    assert type_by_name("inputPeerChannel") is types.InputPeerChannel
+    assert type_by_name("ChatFull") is types.ChatFull  # top level wins
+    assert type_by_name("messages.ChatFull") is types.messages.ChatFull
+    with pytest.raises(JobFailed, match=r'^INVALID_ARGUMENT: unknown TL type "NoSuch"$'):
+        type_by_name("NoSuch")
+
+
+# --- build_request -----------------------------------------------------------------------------
+
+
+async def _fake_resolve(value: str | int, kind: PeerKind) -> Any:
+    if kind is PeerKind.CHANNEL:
+        return types.InputChannel(channel_id=77, access_hash=BIG)
+    if kind is PeerKind.USER:
+        return types.InputUser(user_id=66, access_hash=BIG)
+    return types.InputPeerChannel(channel_id=77, access_hash=BIG)
+
+
+HISTORY = {
+    "peer": "@news",
+    "offset_id": 0,
+    "offset_date": "2024-01-01T00:00:00Z",
+    "add_offset": 0,
+    "limit": 10,
+    "max_id": 0,
+    "min_id": 0,
+    "hash": "9223372036854775807",
+}
+
+
+async def test_build_request_converts_values_and_resolves_peers() -> None:
+    calls: list[tuple[str | int, PeerKind]] = []
+
+    async def resolve(value: str | int, kind: PeerKind) -> Any:
+        calls.append((value, kind))
+        return await _fake_resolve(value, kind)
+
+    req = await build_request("messages.getHistory", HISTORY, resolve_peer=resolve)
+    assert isinstance(req, functions.messages.GetHistoryRequest)
+    assert req.peer == types.InputPeerChannel(channel_id=77, access_hash=BIG)
+    assert req.offset_date == dt.datetime(2024, 1, 1, tzinfo=UTC)
+    assert req.hash == BIG
+    assert calls == [("@news", PeerKind.PEER)]
+    bytes(req)  # serializable
+
+
+async def test_build_request_peer_kinds_and_lists() -> None:
+    req = await build_request(
+        "channels.getFullChannel", {"channel": "https://t.me/news"}, resolve_peer=_fake_resolve
+    )
+    assert req.channel == types.InputChannel(channel_id=77, access_hash=BIG)
+    req = await build_request(
+        "users.getUsers", {"id": ["@a_user", 12345, "@a_user"]}, resolve_peer=_fake_resolve
+    )
+    assert req.id == [types.InputUser(user_id=66, access_hash=BIG)] * 3
+    bytes(req)
+
+
+async def test_build_request_nested_objects_and_bytes() -> None:
+    req = await build_request(
+        "channels.getMessages",
+        {
+            "channel": {"_": "InputChannel", "channel_id": 5, "access_hash": -1},
+            "id": [{"_": "InputMessageID", "id": 3}, {"_": "inputMessagePinned"}],
+        },
+    )
+    assert req.channel == types.InputChannel(channel_id=5, access_hash=-1)
+    assert req.id == [types.InputMessageID(id=3), types.InputMessagePinned()]
+    ref = base64.b64encode(b"\x00\xffref").decode()
+    req = await build_request(
+        "photos.getUserPhotos",
+        {"user_id": {"_": "InputUserSelf"}, "offset": 0, "max_id": 0, "limit": 1},
+    )
+    assert req.user_id == types.InputUserSelf()
+    req = await build_request(
+        "upload.getFile",
+        {
+            "location": {
+                "_": "InputPhotoFileLocation",
+                "id": 1,
+                "access_hash": 2,
+                "file_reference": ref,
+                "thumb_size": "x",
+            },
+            "offset": 0,
+            "limit": 4096,
+        },
+    )
+    assert req.location.file_reference == b"\x00\xffref"
+
+
+async def test_build_request_no_arguments() -> None:
+    req = await build_request("help.getConfig", {})
+    assert isinstance(req, functions.help.GetConfigRequest)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ({"peer": "@news", "bogus": 1, "other": 2} | {k: 0 for k in ("offset_id", "add_offset", "limit", "max_id", "min_id", "hash")},
+         r"^INVALID_ARGUMENT: messages\.GetHistory: unknown arguments bogus, other \(expected: peer, offset_id, "),
+        ({"peer": "@news", "limit": 1},
+         r"^INVALID_ARGUMENT: messages\.GetHistory: missing arguments offset_id, add_offset, max_id, min_id, hash$"),
+        (HISTORY | {"limit": "ten"}, r"^INVALID_ARGUMENT: argument 'limit' must be an integer$"),
+        (HISTORY | {"limit": True}, r"^INVALID_ARGUMENT: argument 'limit' must be an integer$"),
+        (HISTORY | {"offset_date": "soon"}, r"'offset_date' must be an ISO 8601 datetime"),
+        (HISTORY | {"peer": {"_": "InputChannel", "channel_id": 1, "access_hash": 2}},
+         r"^INVALID_ARGUMENT: argument 'peer': InputChannel does not fit field type InputPeer$"),
+        (HISTORY | {"peer": {"_": "InputPeerChannel", "channel_id": 1}},
+         r"^INVALID_ARGUMENT: InputPeerChannel: missing argument peer\.access_hash$"),
+        (HISTORY | {"peer": {"channel_id": 1}}, r'needs a "_" naming its constructor'),
+        (HISTORY | {"peer": {"_": "Nope"}}, r"""^INVALID_ARGUMENT: argument 'peer': unknown TL type "Nope"$"""),
+        (HISTORY | {"peer": 1.5}, r"must be a \{\"_\": \"InputPeer\", \.\.\.\} object or a peer reference"),
+    ],
+)  # fmt: skip
+async def test_build_request_argument_errors(args: dict[str, Any], message: str) -> None:
+    with pytest.raises(JobFailed, match=message) as info:
+        await build_request("messages.getHistory", args, resolve_peer=_fake_resolve)
+    assert info.value.error_class is ErrorClass.INVALID_ARGUMENT
+
+
+async def test_build_request_more_errors() -> None:
+    with pytest.raises(JobFailed, match=r"must be base64 text"):
+        await build_request(
+            "upload.getFile",
+            {
+                "location": {"_": "InputPhotoFileLocation", "id": 1, "access_hash": 2,
+                             "file_reference": "***", "thumb_size": "x"},
+                "offset": 0, "limit": 1,
+            },
+        )  # fmt: skip
+    with pytest.raises(JobFailed, match=r"'id' must be a list"):
+        await build_request("users.getUsers", {"id": "@x"}, resolve_peer=_fake_resolve)
+    with pytest.raises(JobFailed, match=r"peer references need an account"):
+        await build_request("messages.getHistory", HISTORY)
+    with pytest.raises(JobFailed, match=r"must be a JSON object"):
+        await build_request("help.getConfig", [])  # type: ignore[arg-type]
+    deep: dict[str, Any] = {"_": "InputPeerSelf"}
+    with pytest.raises(JobFailed, match=r"nested deeper"):
+        for _ in range(70):
+            deep = {"_": "InvokeWithoutUpdates", "query": deep}
+        await build_request("InvokeWithoutUpdates", {"query": deep})
+
+
+async def test_build_request_resolver_errors_propagate() -> None:
+    async def fail(value: str | int, kind: PeerKind) -> Any:
+        raise ValueError('No user has "nobody" as username')
+
+    with pytest.raises(ValueError, match=r"nobody"):
+        await build_request("messages.getHistory", HISTORY, resolve_peer=fail)

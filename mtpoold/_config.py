@@ -37,7 +37,6 @@ from cattrs.errors import ClassValidationError, ForbiddenExtraKeysError, Iterabl
 
 from ._errors import ConfigError
 
-
 __all__ = [
     "AccountConfig",
     "Config",
@@ -119,7 +118,9 @@ def _kind(value: object) -> str:
 # --- validators (invariants of the classes; messages are the problem lines) -----------------------
 
 
-def _at_least(minimum: float, *, integer: bool = False) -> Callable[[Any, attrs.Attribute[Any], Any], None]:
+def _at_least(
+    minimum: float, *, integer: bool = False
+) -> Callable[[Any, attrs.Attribute[Any], Any], None]:
     what = "an integer" if integer else "a number"
 
     def check(_inst: Any, attr: attrs.Attribute[Any], value: Any) -> None:
@@ -146,7 +147,7 @@ def _optional_port(inst: Any, attr: attrs.Attribute[Any], value: int | None) -> 
 
 def _non_empty(_inst: Any, attr: attrs.Attribute[Any], value: str | None) -> None:
     if value is not None and not value.strip():
-        raise _FieldProblem(attr.name, "expected a non-empty string, got \"\"")
+        raise _FieldProblem(attr.name, 'expected a non-empty string, got ""')
 
 
 _ID_RE: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@:-]*$")
@@ -156,7 +157,8 @@ def _identifier(_inst: Any, attr: attrs.Attribute[Any], value: str) -> None:
     if not _ID_RE.match(value):
         raise _FieldProblem(
             attr.name,
-            f"expected letters, digits and _ . @ : - (not starting with a symbol), got {_show(value)}",
+            "expected letters, digits and _ . @ : - (not starting with a symbol),"
+            f" got {_show(value)}",
         )
 
 
@@ -291,7 +293,9 @@ class TelegramConfig:
 
     dc_id: int = attrs.field(default=2, validator=_at_least(1, integer=True))
     dc_host: str | None = attrs.field(default=None, validator=_non_empty)
-    dc_port: int = attrs.field(default=443, validator=_port, metadata={_EXPECT: "an integer 1..65535"})
+    dc_port: int = attrs.field(
+        default=443, validator=_port, metadata={_EXPECT: "an integer 1..65535"}
+    )
     test_mode: bool = False
     rsa_keys: tuple[str, ...] = ()
     connect_timeout_s: float = attrs.field(default=20.0, validator=_positive)
@@ -302,7 +306,9 @@ class TelegramConfig:
 class TelegramOverrides:
     """Per-account ``[accounts.telegram]``: any `TelegramConfig` key; None = use the global one."""
 
-    dc_id: int | None = attrs.field(default=None, validator=attrs.validators.optional(_at_least(1, integer=True)))
+    dc_id: int | None = attrs.field(
+        default=None, validator=attrs.validators.optional(_at_least(1, integer=True))
+    )
     dc_host: str | None = attrs.field(default=None, validator=_non_empty)
     dc_port: int | None = attrs.field(
         default=None, validator=_optional_port, metadata={_EXPECT: "an integer 1..65535"}
@@ -643,7 +649,9 @@ converter: Final = _make_converter()
 """The cattrs converter of the config classes (strict types, unknown keys refused)."""
 
 
-def _problems_from(exc: BaseException, path: str, cl: type | None = None, field: str = "") -> Iterator[str]:
+def _problems_from(
+    exc: BaseException, path: str, cl: type | None = None, field: str = ""
+) -> Iterator[str]:
     """Turn a structuring exception tree into ``"path: reason"`` lines.
 
     Plays the role of `cattrs.transform_error` with a formatter, but keeps our validators' own
@@ -854,8 +862,14 @@ def parse_config(data: Mapping[str, Any], *, base_dir: Path) -> Config:
     # Between entries: where an entry did not structure, judge its raw names.
     problems.extend(
         _cross_problems(
-            [p if p is not None else r for p, r in zip(entries["proxies"], raw_entries["proxies"])],
-            [a if a is not None else r for a, r in zip(entries["accounts"], raw_entries["accounts"])],
+            [
+                p if p is not None else r
+                for p, r in zip(entries["proxies"], raw_entries["proxies"], strict=True)
+            ],
+            [
+                a if a is not None else r
+                for a, r in zip(entries["accounts"], raw_entries["accounts"], strict=True)
+            ],
             base_dir=base_dir,
         )
     )
@@ -881,9 +895,7 @@ def _in_document_order(problems: list[str]) -> list[str]:
     return sorted(dict.fromkeys(problems), key=key)
 
 
-def _structure_part(
-    value: Any, cls: type, path: str, base_dir: Path, problems: list[str]
-) -> Any:
+def _structure_part(value: Any, cls: type, path: str, base_dir: Path, problems: list[str]) -> Any:
     """Structure one section/entry (validators must be disabled), resolve its paths, run all
     its validators; append problems; return the object, or None if it did not structure."""
     try:
@@ -907,7 +919,9 @@ def _resolve_paths(obj: Any, path: str, base_dir: Path, problems: list[str]) -> 
         if obj.session:
             changes["session"] = str(base_dir / Path(obj.session).expanduser())
         if obj.telegram is not None:
-            changes["telegram"] = _resolve_paths(obj.telegram, f"{path}.telegram", base_dir, problems)
+            changes["telegram"] = _resolve_paths(
+                obj.telegram, f"{path}.telegram", base_dir, problems
+            )
     if isinstance(obj, TelegramConfig | TelegramOverrides) and obj.rsa_keys:
         changes["rsa_keys"] = _read_pems(obj.rsa_keys, f"{path}.rsa_keys", base_dir, problems)
     return attrs.evolve(obj, **changes) if changes else obj

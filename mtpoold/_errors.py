@@ -150,8 +150,9 @@ class JobFailed(MtpooldError):
 
     def __repr__(self) -> str:
         return (
-            f"JobFailed({self.error_class!s}, {self.message!r}, retry_after_s={self.retry_after_s!r},"
-            f" account={self.account!r}, attempts={self.attempts!r})"
+            f"JobFailed({self.error_class!s}, {self.message!r},"
+            f" retry_after_s={self.retry_after_s!r}, account={self.account!r},"
+            f" attempts={self.attempts!r})"
         )
 
     def __reduce__(self) -> tuple[object, ...]:  # keep keyword-only fields through pickling
@@ -335,8 +336,10 @@ def _rpc_failure(exc: _tl_errors.RPCError) -> Failure:
     upper = (name or "").upper()
     text = redact(f"{name or type(exc).__name__} ({code}): {exc}")
 
-    def failure(error_class: ErrorClass, message: str = text, **kw: float | None) -> Failure:
-        return Failure(error_class, message, rpc_code=code, rpc_name=name, **kw)  # type: ignore[arg-type]
+    def failure(
+        error_class: ErrorClass, message: str = text, retry_after_s: float | None = None
+    ) -> Failure:
+        return Failure(error_class, message, retry_after_s, rpc_code=code, rpc_name=name)
 
     seconds: int | None = None
     if isinstance(exc, _FLOOD_WAIT_CLASSES):

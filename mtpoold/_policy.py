@@ -106,7 +106,9 @@ def decide(failure: Failure, policy: PolicyConfig, *, proxy_failures: int, attem
     return verdict
 
 
-def _decide(failure: Failure, policy: PolicyConfig, *, proxy_failures: int, attempt: int) -> Verdict:
+def _decide(
+    failure: Failure, policy: PolicyConfig, *, proxy_failures: int, attempt: int
+) -> Verdict:
     match failure.error_class:
         case ErrorClass.FLOOD_WAIT:
             wait = failure.retry_after_s
@@ -118,7 +120,9 @@ def _decide(failure: Failure, policy: PolicyConfig, *, proxy_failures: int, atte
         case ErrorClass.STREAM_CLOSED:
             return Verdict(account_cooldown_s=policy.stream_closed_cooldown_s, reconnect=True)
         case ErrorClass.PROXY_UNAVAILABLE:
-            return Verdict(proxy_cooldown_s=proxy_cooldown_s(policy, proxy_failures), reconnect=True)
+            return Verdict(
+                proxy_cooldown_s=proxy_cooldown_s(policy, proxy_failures), reconnect=True
+            )
         case ErrorClass.SESSION_REVOKED:
             name = failure.rpc_name or failure.error_class.value
             return Verdict(

@@ -187,7 +187,8 @@ def test_problem_unknown_keys_one_line_each_and_top_level() -> None:
 
 def test_problem_wrong_type_port() -> None:
     with pytest.raises(
-        ConfigError, match=r'^invalid config: proxies\[0\]\.port: expected an integer 1\.\.65535, got "80a"$'
+        ConfigError,
+        match=r'^invalid config: proxies\[0\]\.port: expected an integer 1\.\.65535, got "80a"$',
     ):
         parse_config(doc(proxies=[proxy(port="80a")]), base_dir=Path("/x"))
 
@@ -196,15 +197,35 @@ def test_problem_wrong_type_port() -> None:
     ("section", "key", "value", "line"),
     [
         ("telegram", "dc_id", "2", 'telegram.dc_id: expected an integer, got "2"'),
-        ("telegram", "test_mode", "yes", 'telegram.test_mode: expected a boolean (true or false), got "yes"'),
+        (
+            "telegram",
+            "test_mode",
+            "yes",
+            'telegram.test_mode: expected a boolean (true or false), got "yes"',
+        ),
         ("telegram", "dc_id", True, "telegram.dc_id: expected an integer, got true"),
-        ("telegram", "connect_timeout_s", "20", 'telegram.connect_timeout_s: expected a number, got "20"'),
+        (
+            "telegram",
+            "connect_timeout_s",
+            "20",
+            'telegram.connect_timeout_s: expected a number, got "20"',
+        ),
         ("telegram", "dc_host", 127001, "telegram.dc_host: expected a string, got 127001"),
-        ("telegram", "rsa_keys", PEM, f"telegram.rsa_keys: expected an array, got {json.dumps(PEM)}"),
+        (
+            "telegram",
+            "rsa_keys",
+            PEM,
+            f"telegram.rsa_keys: expected an array, got {json.dumps(PEM)}",
+        ),
         ("telegram", "rsa_keys", [PEM, 5], "telegram.rsa_keys[1]: expected a string, got 5"),
         ("policy", "max_attempts", 2.5, "policy.max_attempts: expected an integer, got 2.5"),
         ("policy", "backoff_s", [1, "2"], 'policy.backoff_s[1]: expected a number, got "2"'),
-        ("daemon", "allowed_origins", {"a": 1}, "daemon.allowed_origins: expected an array, got a table"),
+        (
+            "daemon",
+            "allowed_origins",
+            {"a": 1},
+            "daemon.allowed_origins: expected an array, got a table",
+        ),
     ],
 )
 def test_problem_wrong_type(section: str, key: str, value: Any, line: str) -> None:
@@ -283,7 +304,10 @@ def test_problem_out_of_range_telegram(telegram: dict[str, Any], line: str) -> N
 @pytest.mark.parametrize(
     ("daemon", "line"),
     [
-        ({"listen": "localhost"}, 'daemon.listen: expected "host:port" or "unix:/path", got "localhost"'),
+        (
+            {"listen": "localhost"},
+            'daemon.listen: expected "host:port" or "unix:/path", got "localhost"',
+        ),
         ({"listen": "unix:"}, 'daemon.listen: expected "host:port" or "unix:/path", got "unix:"'),
         ({"max_frame_bytes": 0}, "daemon.max_frame_bytes: expected an integer >= 1, got 0"),
         ({"max_in_flight": -1}, "daemon.max_in_flight: expected an integer >= 1, got -1"),
@@ -296,7 +320,10 @@ def test_problem_out_of_range_daemon(daemon: dict[str, Any], line: str) -> None:
 
 def test_daemon_listen_forms() -> None:
     for listen in ("127.0.0.1:8765", "[::1]:8765", "0.0.0.0:1", "unix:/run/mtpoold.sock"):
-        assert parse_config({"daemon": {"listen": listen}}, base_dir=Path("/x")).daemon.listen == listen
+        assert (
+            parse_config({"daemon": {"listen": listen}}, base_dir=Path("/x")).daemon.listen
+            == listen
+        )
 
 
 def test_problem_proxy_type() -> None:
@@ -379,7 +406,8 @@ def test_problem_session_source_values() -> None:
     data["accounts"].append(account(3, session=None, session_credential="../etc/x"))
     assert problems(data) == (
         'accounts[2].session_string_env: expected an environment variable name, got "1-BAD"',
-        'accounts[3].session_credential: expected a file name inside $CREDENTIALS_DIRECTORY, got "../etc/x"',
+        "accounts[3].session_credential: expected a file name inside $CREDENTIALS_DIRECTORY,"
+        ' got "../etc/x"',
     )
 
 
@@ -388,9 +416,11 @@ def test_problem_rsa_key_file_unreadable(tmp_path: Path) -> None:
     data = doc(telegram={"rsa_keys": [PEM, "missing.pem", "notpem.txt"]})
     data["accounts"][0]["telegram"] = {"rsa_keys": ["nope.pem"]}
     assert problems(data, base_dir=tmp_path) == (
-        f"telegram.rsa_keys[1]: cannot read PEM file {tmp_path / 'missing.pem'} (No such file or directory)",
+        f"telegram.rsa_keys[1]: cannot read PEM file {tmp_path / 'missing.pem'}"
+        " (No such file or directory)",
         f"telegram.rsa_keys[2]: {tmp_path / 'notpem.txt'} is not a PEM file (no -----BEGIN line)",
-        f"accounts[0].telegram.rsa_keys[0]: cannot read PEM file {tmp_path / 'nope.pem'} (No such file or directory)",
+        f"accounts[0].telegram.rsa_keys[0]: cannot read PEM file {tmp_path / 'nope.pem'}"
+        " (No such file or directory)",
     )
 
 
@@ -466,14 +496,20 @@ def test_many_problems_reported_at_once(tmp_path: Path) -> None:
 
 def test_load_config_missing_file(tmp_path: Path) -> None:
     path = tmp_path / "nope.toml"
-    with pytest.raises(ConfigError, match=rf"^invalid config: {re.escape(str(path))}: cannot read \(No such file or directory\)$"):
+    with pytest.raises(
+        ConfigError,
+        match=rf"^invalid config: {re.escape(str(path))}: cannot read"
+        r" \(No such file or directory\)$",
+    ):
         load_config(path)
 
 
 def test_load_config_invalid_toml(tmp_path: Path) -> None:
     path = tmp_path / "bad.toml"
     path.write_text("[daemon\n")
-    with pytest.raises(ConfigError, match=rf"^invalid config: {re.escape(str(path))}: invalid TOML \(.+\)$"):
+    with pytest.raises(
+        ConfigError, match=rf"^invalid config: {re.escape(str(path))}: invalid TOML \(.+\)$"
+    ):
         load_config(path)
 
 
@@ -481,7 +517,7 @@ def test_load_config_relative_to_file(tmp_path: Path) -> None:
     (tmp_path / "conf").mkdir()
     path = tmp_path / "conf" / "mtpoold.toml"
     path.write_text(
-        '[[accounts]]\nid = "a"\napi_id = 1\napi_hash = "%s"\nsession = "s/a.session"\n' % API_HASH
+        f'[[accounts]]\nid = "a"\napi_id = 1\napi_hash = "{API_HASH}"\nsession = "s/a.session"\n'
     )
     config = load_config(path)
     assert config.accounts[0].session == str(tmp_path / "conf" / "s" / "a.session")
@@ -493,8 +529,12 @@ def test_load_config_relative_to_file(tmp_path: Path) -> None:
 def test_validators_are_invariants() -> None:
     with pytest.raises(ValueError, match=r"^capacity: expected an integer >= 1, got 0$"):
         ProxyConfig(name="p", type="socks5", host="h", port=1, capacity=0)
-    with pytest.raises(ConfigError, match=r'^invalid config: accounts\[0\]\.proxy: no proxy named "x"$'):
-        Config(accounts=(AccountConfig(id="a", api_id=1, api_hash=API_HASH, session="s", proxy="x"),))
+    with pytest.raises(
+        ConfigError, match=r'^invalid config: accounts\[0\]\.proxy: no proxy named "x"$'
+    ):
+        Config(
+            accounts=(AccountConfig(id="a", api_id=1, api_hash=API_HASH, session="s", proxy="x"),)
+        )
 
 
 def test_converter_error_keeps_validator_message() -> None:
@@ -521,7 +561,9 @@ def test_converter_round_trip() -> None:
 
 
 def test_proxy_key_matches_php_canonical_json() -> None:
-    p = ProxyConfig(name="x", type="socks5", host="10.0.0.1", port=1080, username="u", password="pw")
+    p = ProxyConfig(
+        name="x", type="socks5", host="10.0.0.1", port=1080, username="u", password="pw"
+    )
     canonical = '{"host":"10.0.0.1","password":"pw","port":1080,"type":"socks5","username":"u"}'
     assert proxy_key(p) == hashlib.sha1(canonical.encode()).hexdigest()[:16]
     assert re.fullmatch(r"[0-9a-f]{16}", proxy_key(p))

@@ -1,4 +1,4 @@
-"""Tests for mtpoold._errors: classify() on the exception shapes Telethon and python-socks produce."""
+"""Tests for mtpoold._errors: classify() on the shapes Telethon and python-socks really produce."""
 
 from __future__ import annotations
 
@@ -108,7 +108,11 @@ def test_classify_flood_wait_family(message: str, cls: type, seconds: float) -> 
 
 @pytest.mark.parametrize(
     ("message", "seconds"),
-    [("FLOOD_PREMIUM_WAIT_6", 6.0), ("FLOOD_TEST_PHONE_WAIT_5", 5.0), ("FLOOD_NEWTHING_WAIT_9", 9.0)],
+    [
+        ("FLOOD_PREMIUM_WAIT_6", 6.0),
+        ("FLOOD_TEST_PHONE_WAIT_5", 5.0),
+        ("FLOOD_NEWTHING_WAIT_9", 9.0),
+    ],
 )
 def test_classify_plain_420_RPCError_parses_seconds(message: str, seconds: float) -> None:
     # A 420 whose name is not in Telethon's table: Telethon builds the base class with the message.
@@ -240,7 +244,7 @@ def test_classify_telethon_local_entity_not_found(text: str) -> None:
         tl_errors.InvalidChecksumError(1, 2),
         tl_errors.AuthKeyNotFound(),
         OSError(113, "No route to host"),
-        asyncio.TimeoutError(),  # asyncio.wait_for around the connect
+        TimeoutError(),  # asyncio.wait_for around the connect
         TimeoutError(),
     ],
     ids=repr,
@@ -264,7 +268,9 @@ def test_classify_stream_closed_message() -> None:
     "exc",
     [
         python_socks.ProxyError("General SOCKS server failure", error_code=1),
-        python_socks.ProxyConnectionError(111, "Could not connect to proxy 10.0.0.1:1080 [refused]"),
+        python_socks.ProxyConnectionError(
+            111, "Could not connect to proxy 10.0.0.1:1080 [refused]"
+        ),
         python_socks.ProxyTimeoutError("Proxy connection timed out: 10"),
     ],
     ids=repr,

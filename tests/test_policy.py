@@ -45,7 +45,16 @@ def test_decide_STREAM_CLOSED_reconnects() -> None:
 
 @pytest.mark.parametrize(
     ("failures", "cooldown"),
-    [(0, 10.0), (1, 10.0), (2, 20.0), (3, 40.0), (6, 320.0), (7, 600.0), (50, 600.0), (10_000, 600.0)],
+    [
+        (0, 10.0),
+        (1, 10.0),
+        (2, 20.0),
+        (3, 40.0),
+        (6, 320.0),
+        (7, 600.0),
+        (50, 600.0),
+        (10_000, 600.0),
+    ],
 )
 def test_decide_PROXY_UNAVAILABLE_backs_off_exponentially(failures: int, cooldown: float) -> None:
     verdict = decide(fail(ErrorClass.PROXY_UNAVAILABLE), POLICY, proxy_failures=failures, attempt=1)
@@ -101,7 +110,10 @@ def test_decide_GENERIC_backoff_last_entry_repeats_and_cooldown() -> None:
         for a in range(1, 6)
     ]
     assert delays == [1.0, 2.5, 2.5, 2.5, 2.5]
-    assert decide(fail(ErrorClass.GENERIC), policy, proxy_failures=0, attempt=1).account_cooldown_s == 5.0
+    assert (
+        decide(fail(ErrorClass.GENERIC), policy, proxy_failures=0, attempt=1).account_cooldown_s
+        == 5.0
+    )
 
 
 @pytest.mark.parametrize(
@@ -139,7 +151,9 @@ def test_decide_max_attempts_one() -> None:
 
 @pytest.mark.parametrize(("attempt", "failures"), [(0, 0), (-1, 0), (1, -1)])
 def test_decide_rejects_bad_counters(attempt: int, failures: int) -> None:
-    with pytest.raises(ValueError, match=r"^(attempt must be >= 1|proxy_failures must be >= 0), got -?\d+$"):
+    with pytest.raises(
+        ValueError, match=r"^(attempt must be >= 1|proxy_failures must be >= 0), got -?\d+$"
+    ):
         decide(fail(ErrorClass.GENERIC), POLICY, proxy_failures=failures, attempt=attempt)
 
 
@@ -153,7 +167,10 @@ def test_decide_is_total_and_bounded(
     error_class: ErrorClass, attempt: int, failures: int, wait: float | None
 ) -> None:
     verdict = decide(
-        Failure(error_class, "x", retry_after_s=wait), POLICY, proxy_failures=failures, attempt=attempt
+        Failure(error_class, "x", retry_after_s=wait),
+        POLICY,
+        proxy_failures=failures,
+        attempt=attempt,
     )
     assert verdict.account_cooldown_s >= 0
     assert 0 <= verdict.proxy_cooldown_s <= POLICY.proxy_cooldown_max_s

@@ -601,13 +601,18 @@ class _ItemErrors(Exception):
         self.item_type = item_type
 
 
+def _is_literal(t: Any) -> bool:
+    origin: Any = get_origin(t)
+    return bool(origin is Literal)
+
+
 def _make_converter() -> cattrs.Converter:
     conv = cattrs.preconf.tomllib.make_converter(forbid_extra_keys=True, detailed_validation=True)
     conv.register_structure_hook(int, _strict_int)
     conv.register_structure_hook(float, _strict_float)
     conv.register_structure_hook(str, _strict_str)
     conv.register_structure_hook(bool, _strict_bool)
-    conv.register_structure_hook_func(lambda t: get_origin(t) is Literal, _strict_literal)
+    conv.register_structure_hook_func(_is_literal, _strict_literal)
 
     def is_homogeneous_tuple(t: Any) -> bool:
         args = get_args(t)
@@ -617,7 +622,8 @@ def _make_converter() -> cattrs.Converter:
         if not isinstance(value, list | tuple):
             raise _WrongType("an array", value)
         item_type = get_args(t)[0]
-        items, errors = [], []
+        items: list[Any] = []
+        errors: list[tuple[int, BaseException]] = []
         for i, item in enumerate(value):
             try:
                 items.append(conv.structure(item, item_type))
@@ -630,7 +636,7 @@ def _make_converter() -> cattrs.Converter:
     conv.register_structure_hook_func(is_homogeneous_tuple, structure_tuple)
 
     def attrs_factory(cl: type) -> Callable[[Any, Any], Any]:
-        generated = cattrs.gen.make_dict_structure_fn(
+        generated: Callable[[Mapping[str, Any], Any], Any] = cattrs.gen.make_dict_structure_fn(
             cl, conv, _cattrs_forbid_extra_keys=True, _cattrs_detailed_validation=True
         )
 
@@ -675,8 +681,8 @@ def _problems_from(
         for sub in without_i:
             yield from _problems_from(sub, path)
     elif isinstance(exc, _ItemErrors):
-        for index, sub in exc.errors:
-            yield from _problems_from(sub, f"{path}[{index}]", cl, field)
+        for index, item_exc in exc.errors:
+            yield from _problems_from(item_exc, f"{path}[{index}]", cl, field)
     elif isinstance(exc, ForbiddenExtraKeysError):
         for key in sorted(exc.extra_fields):
             yield f"{_join(path, key)}: unknown key"
@@ -840,16 +846,21 @@ def parse_config(data: Mapping[str, Any], *, base_dir: Path) -> Config:
     # validators run, so one broken key hides neither its siblings nor other entries.
     with attrs.validators.disabled():
         sections: dict[str, Any] = {}
-        for name, cls in (
+        section_classes: tuple[tuple[str, type], ...] = (
             ("daemon", DaemonConfig),
             ("telegram", TelegramConfig),
             ("policy", PolicyConfig),
-        ):
+        )
+        for name, cls in section_classes:
             raw_section = data.get(name, {})  # absent: defaults (paths still resolved)
             sections[name] = _structure_part(raw_section, cls, name, base_dir, problems)
         entries: dict[str, list[Any]] = {}
         raw_entries: dict[str, list[Any]] = {}
-        for name, cls in (("proxies", ProxyConfig), ("accounts", AccountConfig)):
+        entry_classes: tuple[tuple[str, type], ...] = (
+            ("proxies", ProxyConfig),
+            ("accounts", AccountConfig),
+        )
+        for name, cls in entry_classes:
             raw = data.get(name, [])
             if not isinstance(raw, list):
                 problems.append(f"{name}: expected an array of tables, got {_show(raw)}")
@@ -899,7 +910,7 @@ def _structure_part(value: Any, cls: type, path: str, base_dir: Path, problems: 
     """Structure one section/entry (validators must be disabled), resolve its paths, run all
     its validators; append problems; return the object, or None if it did not structure."""
     try:
-        obj = converter.structure(value, cls)
+        obj: Any = converter.structure(value, cls)
     except Exception as e:
         problems.extend(_problems_from(e, path))
         if isinstance(value, Mapping):

@@ -21,7 +21,10 @@ from telethon.network.connection import (
     ConnectionTcpFull,
     ConnectionTcpMTProxyRandomizedIntermediate,
 )
+from telethon import errors as tl_errors
 from telethon.sessions import SQLiteSession, StringSession
+from telethon.tl import functions as tl_functions
+from telethon.tl import types as tl_types
 
 from mtpoold._aiolog import (
     AioContext,
@@ -421,3 +424,200 @@ async def test_install_exception_handler_never_raises(caplog: pytest.LogCaptureF
         await trio.sleep(0.01)  # the loop is still alive
         assert handler.statistics().count == 3
         assert handler.statistics().errors == 3
+
+
+# --- call / resolve / get_messages over a fake TelegramClient (no network) -------------------
+
+
+class FakeTelegram:
+    """Stands in for ``TelegramClient`` behind the trio-asyncio bridge."""
+
+    def __init__(self, responses: dict[type, Any]) -> None:
+        self.responses = responses
+        self.requests: list[Any] = []
+        self.looked_up: list[Any] = []
+        self.cancelled = 0
+
+    def is_connected(self) -> bool:
+        return True
+
+    async def __call__(self, request: Any) -> Any:
+        asyncio.get_running_loop()  # we are on the asyncio side
+        self.requests.append(request)
+        response = self.responses[type(request)]
+        if isinstance(response, BaseException):
+            raise response
+        if callable(response):
+            try:
+                return await response(request)
+            except asyncio.CancelledError:
+                self.cancelled += 1
+                raise
+        return response
+
+    async def get_input_entity(self, target: Any) -> Any:
+        self.looked_up.append(target)
+        if target == "news" or isinstance(target, tl_types.PeerChannel):
+            return tl_types.InputPeerChannel(channel_id=CHANNEL.id, access_hash=CHANNEL.access_hash)
+        if isinstance(target, tl_types.PeerUser):
+            return tl_types.InputPeerUser(user_id=target.user_id, access_hash=5)
+        raise ValueError(f'No user has "{target}" as username')
+
+
+CHANNEL = tl_types.Channel(
+    id=1234567890,
+    title="News",
+    photo=tl_types.ChatPhotoEmpty(),
+    date=None,
+    access_hash=2**62,
+    broadcast=True,
+    username="news",
+)
+CHANNEL_FULL = tl_types.messages.ChatFull(
+    full_chat=tl_types.ChannelFull(
+        id=CHANNEL.id, about="about", read_inbox_max_id=0, read_outbox_max_id=0,
+        unread_count=0, chat_photo=tl_types.PhotoEmpty(id=0),
+        notify_settings=tl_types.PeerNotifySettings(), bot_info=[], pts=1,
+        participants_count=31337,
+    ),
+    chats=[CHANNEL],
+    users=[],
+)  # fmt: skip
+
+
+def _with_fake(responses: dict[type, Any]) -> tuple[TelethonClient, FakeTelegram]:
+    client = _client(1)
+    fake = FakeTelegram(responses)
+    client._tg = fake  # type: ignore[assignment]
+    return client, fake
+
+
+async def test_TelethonClient_resolve_username_fetches_full_channel(aio: Loop) -> None:
+    client, fake = _with_fake(
+        {
+            tl_functions.contacts.ResolveUsernameRequest: tl_types.contacts.ResolvedPeer(
+                peer=tl_types.PeerChannel(CHANNEL.id), chats=[CHANNEL], users=[]
+            ),
+            tl_functions.channels.GetFullChannelRequest: CHANNEL_FULL,
+        }
+    )
+    summary = await client.resolve("https://t.me/news/5")
+    assert summary["kind"] == "channel"
+    assert summary["participants_count"] == 31337
+    assert summary["peer_id"] == -1001234567890
+    assert [type(r).__name__ for r in fake.requests] == [
+        "ResolveUsernameRequest",
+        "GetFullChannelRequest",
+    ]
+    assert fake.requests[0].username == "news"
+    assert fake.requests[1].channel == tl_types.InputChannel(CHANNEL.id, CHANNEL.access_hash)
+
+
+async def test_TelethonClient_resolve_private_channel(aio: Loop) -> None:
+    client, _ = _with_fake(
+        {
+            tl_functions.contacts.ResolveUsernameRequest: tl_types.contacts.ResolvedPeer(
+                peer=tl_types.PeerChannel(CHANNEL.id), chats=[CHANNEL], users=[]
+            ),
+            tl_functions.channels.GetFullChannelRequest: tl_errors.ChannelPrivateError(None),
+        }
+    )
+    summary = await client.resolve("@news")
+    assert summary["private"] is True
+    assert summary["participants_count"] is None
+
+
+async def test_TelethonClient_resolve_invite(aio: Loop) -> None:
+    invite = tl_types.ChatInvite(
+        title="Club", photo=tl_types.PhotoEmpty(id=0), participants_count=3, color=0,
+        broadcast=True, channel=True,
+    )  # fmt: skip
+    client, fake = _with_fake({tl_functions.messages.CheckChatInviteRequest: invite})
+    summary = await client.resolve("t.me/+AbCdEf12")
+    assert (summary["kind"], summary["private"], summary["participants_count"]) == (
+        "channel",
+        True,
+        3,
+    )
+    assert fake.requests[0].hash == "AbCdEf12"
+
+
+async def test_TelethonClient_resolve_unknown_username_is_classified(aio: Loop) -> None:
+    error = tl_errors.UsernameNotOccupiedError(None)
+    client, _ = _with_fake({tl_functions.contacts.ResolveUsernameRequest: error})
+    with pytest.raises(tl_errors.UsernameNotOccupiedError) as info:
+        await client.resolve("@nobody_here")
+    assert classify(info.value).error_class is ErrorClass.PEER_NOT_FOUND
+
+
+async def test_TelethonClient_get_messages_channel(aio: Loop) -> None:
+    msg = tl_types.Message(id=7, peer_id=tl_types.PeerChannel(CHANNEL.id), date=None, message="hi")
+    client, fake = _with_fake(
+        {
+            tl_functions.channels.GetMessagesRequest: tl_types.messages.ChannelMessages(
+                pts=1, count=1, messages=[msg, tl_types.MessageEmpty(id=8, peer_id=None)],
+                chats=[], users=[], topics=[],
+            )
+        }
+    )  # fmt: skip
+    out = await client.get_messages("@news", [7, 8])
+    assert out["7"]["text"] == "hi"
+    assert out["8"] == {"exists": False}
+    request = fake.requests[0]
+    assert request.channel == tl_types.InputChannel(CHANNEL.id, CHANNEL.access_hash)
+    assert request.id == [tl_types.InputMessageID(7), tl_types.InputMessageID(8)]
+
+
+async def test_TelethonClient_get_messages_private_chat_filters_other_chats(aio: Loop) -> None:
+    mine = tl_types.Message(id=1, peer_id=tl_types.PeerUser(777), date=None, message="a")
+    other = tl_types.Message(id=2, peer_id=tl_types.PeerUser(888), date=None, message="b")
+    client, fake = _with_fake(
+        {
+            tl_functions.messages.GetMessagesRequest: tl_types.messages.Messages(
+                messages=[mine, other], chats=[], users=[], topics=[]
+            )
+        }
+    )
+    out = await client.get_messages(777, [1, 2])
+    assert out["1"]["exists"] is True
+    assert out["2"] == {"exists": False}
+    assert fake.looked_up == [tl_types.PeerUser(777)]
+    with pytest.raises(JobFailed, match=r"ids must not be empty"):
+        await client.get_messages(777, [])
+
+
+async def test_TelethonClient_call_resolves_peers_and_wraps_results(aio: Loop) -> None:
+    client, fake = _with_fake(
+        {
+            tl_functions.channels.GetFullChannelRequest: CHANNEL_FULL,
+            tl_functions.users.GetUsersRequest: [tl_types.User(id=1, first_name="A")],
+            tl_functions.account.UpdateStatusRequest: True,
+        }
+    )
+    out = await client.call("channels.GetFullChannel", {"channel": "@news"})
+    assert out["_"] == "ChatFull"
+    assert out["full_chat"]["participants_count"] == 31337
+    assert out["chats"][0]["access_hash"] == 2**62
+    assert fake.looked_up == ["news"]
+    assert fake.requests[0].channel == tl_types.InputChannel(CHANNEL.id, CHANNEL.access_hash)
+    out = await client.call("users.getUsers", {"id": [{"_": "InputUserSelf"}]})
+    assert out["_"] == "Vector"
+    assert out["value"][0]["_"] == "User"
+    assert await client.call("account.updateStatus", {"offline": False}) == {
+        "_": "Bool",
+        "value": True,
+    }
+    with pytest.raises(JobFailed, match=r"is not a user"):
+        await client.call("users.getUsers", {"id": ["@news"]})
+
+
+async def test_TelethonClient_cancelled_call_cancels_asyncio_side(aio: Loop) -> None:
+    async def hang(request: Any) -> Any:
+        await asyncio.sleep(3600)
+
+    client, fake = _with_fake({tl_functions.help.GetConfigRequest: hang})
+    with trio.move_on_after(0.1) as scope:
+        await client.call("help.getConfig", {})
+    assert scope.cancelled_caught
+    assert fake.cancelled == 1
+    assert aio.pending_tasks() == set()

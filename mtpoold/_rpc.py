@@ -1,0 +1,586 @@
+"""JSON-RPC 2.0 for mtpoold's websocket API: parsing, parameter validation, error objects.
+
+Pure: no I/O, no trio, no pool. `mtpoold._server` feeds it frames and sends what it returns;
+`mtpoold._rpcclient` uses the same codes to read replies.
+
+Protocol choices (this docstring is the reference):
+
+* Every request needs an ``id`` (a string or an integer). A message without one (a JSON-RPC
+  *notification*) is answered with ``-32600`` and ``"id": null`` instead of being silently
+  dropped: a job nobody can receive the result of is a client bug worth reporting.
+* Batches (a JSON array) are not supported: answered with one ``-32600`` error, ``"id": null``.
+* ``params`` is an object (named parameters). Methods without parameters also accept it
+  absent, ``{}`` or ``[]``. Unknown parameter names are rejected with ``-32602`` so typos
+  surface.
+
+Error codes:
+
+======  ====================  =====================================================
+code    ``data.class``        meaning
+======  ====================  =====================================================
+-32700  PARSE_ERROR           the frame is not JSON (the connection stays open)
+-32600  INVALID_REQUEST       not a JSON-RPC 2.0 request object (no id, no
+                              ``"jsonrpc": "2.0"``, id reused while in flight, batch)
+-32601  METHOD_NOT_FOUND      unknown method
+-32602  INVALID_ARGUMENT      a parameter is missing or has the wrong type; the
+                              message names it, e.g. ``params.ids[2]: expected an
+                              integer, got string``. Also a job the pool refused as
+                              INVALID_ARGUMENT (unknown TL method, unknown account).
+-32603  INTERNAL_ERROR        a bug while handling this one request
+-32001  <ErrorClass>          the job failed (FLOOD_WAIT, PEER_NOT_FOUND, GENERIC, ...)
+-32002  NO_ACCOUNT_AVAILABLE  no account can serve the job before its deadline
+-32003  SHUTTING_DOWN         the daemon is stopping
+-32004  CANCELLED             cancelled by a ``cancel`` request
+-32005  TOO_MANY_IN_FLIGHT    the connection has ``max_in_flight`` jobs running
+======  ====================  =====================================================
+
+Every error object has ``data = {"class", "retry_after_s", "account", "attempts"}``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Mapping
+from typing import Any, Final, TypeAlias
+
+import attrs
+
+__all__ = [
+    "CANCELLED",
+    "INTERNAL_ERROR",
+    "INVALID_PARAMS",
+    "INVALID_REQUEST",
+    "JOB_FAILED",
+    "METHODS",
+    "METHOD_NOT_FOUND",
+    "NO_ACCOUNT_AVAILABLE",
+    "PARSE_ERROR",
+    "SHUTTING_DOWN",
+    "TOO_MANY_IN_FLIGHT",
+    "CancelParams",
+    "DisableParams",
+    "EnableParams",
+    "GetMessagesParams",
+    "InvokeParams",
+    "JobOptions",
+    "NoParams",
+    "Request",
+    "RequestId",
+    "ResolveParams",
+    "RpcError",
+    "code_for_error_class",
+    "encode_error",
+    "encode_result",
+    "parse_params",
+    "parse_request",
+]
+
+# --- codes ----------------------------------------------------------------------------------------
+
+PARSE_ERROR: Final = -32700
+INVALID_REQUEST: Final = -32600
+METHOD_NOT_FOUND: Final = -32601
+INVALID_PARAMS: Final = -32602
+INTERNAL_ERROR: Final = -32603
+JOB_FAILED: Final = -32001
+NO_ACCOUNT_AVAILABLE: Final = -32002
+SHUTTING_DOWN: Final = -32003
+CANCELLED: Final = -32004
+TOO_MANY_IN_FLIGHT: Final = -32005
+
+_CODE_BY_ERROR_CLASS: Final[Mapping[str, int]] = {
+    "NO_ACCOUNT_AVAILABLE": NO_ACCOUNT_AVAILABLE,
+    "SHUTTING_DOWN": SHUTTING_DOWN,
+    "CANCELLED": CANCELLED,
+    "INVALID_ARGUMENT": INVALID_PARAMS,
+}
+
+RequestId: TypeAlias = str | int
+
+
+def code_for_error_class(error_class: str) -> int:
+    """The JSON-RPC error code for a job that failed with ``error_class``.
+
+    Args:
+        error_class: An ``ErrorClass`` value, e.g. ``"FLOOD_WAIT"``.
+
+    Returns:
+        -32002 for NO_ACCOUNT_AVAILABLE, -32003 for SHUTTING_DOWN, -32004 for CANCELLED,
+        -32602 for INVALID_ARGUMENT, else -32001 (job failed).
+    """
+    return _CODE_BY_ERROR_CLASS.get(error_class, JOB_FAILED)
+
+
+class RpcError(Exception):
+    """One JSON-RPC error object, raisable.
+
+    Args:
+        code: The JSON-RPC error code (see the module table).
+        message: One line for humans; never a secret.
+        error_class: ``data.class``: an ``ErrorClass`` value or one of the protocol classes
+            (PARSE_ERROR, INVALID_REQUEST, METHOD_NOT_FOUND, INVALID_ARGUMENT,
+            INTERNAL_ERROR, TOO_MANY_IN_FLIGHT).
+        retry_after_s: ``data.retry_after_s``: seconds after which a retry makes sense.
+        account: ``data.account``: the account of the last attempt, if any.
+        attempts: ``data.attempts``: calls made for the job.
+        request_id: The id of the request the error answers, when it could be read
+            (set by `parse_request`; None otherwise).
+    """
+
+    def __init__(
+        self,
+        code: int,
+        message: str,
+        *,
+        error_class: str,
+        retry_after_s: float | None = None,
+        account: str | None = None,
+        attempts: int = 0,
+        request_id: RequestId | None = None,
+    ) -> None:
+        super().__init__(code, message)
+        self.code = code
+        self.message = message
+        self.error_class = error_class
+        self.retry_after_s = retry_after_s
+        self.account = account
+        self.attempts = attempts
+        self.request_id = request_id
+
+    def __str__(self) -> str:
+        return f"{self.error_class} ({self.code}): {self.message}"
+
+    def to_object(self) -> dict[str, Any]:
+        """The JSON-RPC ``error`` member: ``{"code", "message", "data"}``."""
+        return {
+            "code": self.code,
+            "message": self.message,
+            "data": {
+                "class": self.error_class,
+                "retry_after_s": self.retry_after_s,
+                "account": self.account,
+                "attempts": self.attempts,
+            },
+        }
+
+    @classmethod
+    def from_object(cls, obj: object) -> RpcError:
+        """Rebuild an `RpcError` from a reply's ``error`` member (client side).
+
+        Args:
+            obj: The decoded ``error`` member.
+
+        Returns:
+            The error; missing or malformed fields get neutral defaults, never an exception.
+        """
+        if not isinstance(obj, Mapping):
+            return cls(INTERNAL_ERROR, f"malformed error object: {obj!r}", error_class="INTERNAL_ERROR")
+        data = obj.get("data")
+        data = data if isinstance(data, Mapping) else {}
+        code = obj.get("code")
+        retry = data.get("retry_after_s")
+        attempts = data.get("attempts")
+        account = data.get("account")
+        return cls(
+            code if isinstance(code, int) else INTERNAL_ERROR,
+            str(obj.get("message", "")),
+            error_class=str(data.get("class") or "UNKNOWN"),
+            retry_after_s=float(retry) if isinstance(retry, int | float) else None,
+            account=account if isinstance(account, str) else None,
+            attempts=attempts if isinstance(attempts, int) else 0,
+        )
+
+
+def _invalid_params(message: str) -> RpcError:
+    return RpcError(INVALID_PARAMS, message, error_class="INVALID_ARGUMENT")
+
+
+def _invalid_request(message: str, request_id: RequestId | None = None) -> RpcError:
+    return RpcError(
+        INVALID_REQUEST, message, error_class="INVALID_REQUEST", request_id=request_id
+    )
+
+
+# --- requests -------------------------------------------------------------------------------------
+
+
+@attrs.frozen
+class Request:
+    """One parsed JSON-RPC request (parameters not yet validated; see `parse_params`).
+
+    Attributes:
+        id: The request id (string or integer).
+        method: The method name.
+        params: The raw ``params`` member: a dict, a list, or None when absent.
+    """
+
+    id: RequestId
+    method: str
+    params: dict[str, Any] | list[Any] | None
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _json_type(value: object) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int | float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "array"
+    if isinstance(value, dict):
+        return "object"
+    return type(value).__name__  # pragma: no cover - json.loads makes nothing else
+
+
+def _readable_id(value: object) -> RequestId | None:
+    if isinstance(value, str) or (isinstance(value, int) and not isinstance(value, bool)):
+        return value
+    return None
+
+
+def parse_request(frame: str | bytes) -> Request:
+    """Decode one websocket frame into a `Request`.
+
+    Args:
+        frame: The message as received (text, or UTF-8 bytes).
+
+    Returns:
+        The request. Its parameters are checked later by `parse_params`.
+
+    Raises:
+        RpcError: PARSE_ERROR (-32700) if the frame is not JSON (``request_id`` None);
+            INVALID_REQUEST (-32600) if it is a batch, not an object, lacks ``"jsonrpc":
+            "2.0"``, lacks an id (notifications are not supported), has an id that is not a
+            string or integer, a method that is not a string, or params that are neither an
+            object nor an array. ``request_id`` carries the id whenever it was readable.
+    """
+    try:
+        obj = json.loads(frame, parse_constant=_reject_constant)
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError and UnicodeDecodeError too
+        detail = exc.msg if isinstance(exc, json.JSONDecodeError) else type(exc).__name__
+        raise RpcError(PARSE_ERROR, f"parse error: {detail}", error_class="PARSE_ERROR") from None
+    if isinstance(obj, list):
+        raise _invalid_request("batches are not supported: send one request per frame")
+    if not isinstance(obj, dict):
+        raise _invalid_request(f"a request must be a JSON object, got {_json_type(obj)}")
+    request_id = _readable_id(obj.get("id"))
+    if obj.get("jsonrpc") != "2.0":
+        raise _invalid_request('"jsonrpc" must be "2.0"', request_id)
+    if "id" not in obj:
+        raise _invalid_request(
+            'missing "id": notifications are not supported, every request needs an id'
+        )
+    if request_id is None:
+        raise _invalid_request(
+            f'"id" must be a string or an integer, got {_json_type(obj["id"])}'
+        )
+    method = obj.get("method")
+    if not isinstance(method, str):
+        raise _invalid_request(f'"method" must be a string, got {_json_type(method)}', request_id)
+    params = obj.get("params")
+    if params is not None and not isinstance(params, dict | list):
+        raise _invalid_request(
+            f'"params" must be an object or an array, got {_json_type(params)}', request_id
+        )
+    extra = sorted(set(obj) - {"jsonrpc", "id", "method", "params"})
+    if extra:
+        raise _invalid_request(f"unknown member(s) in request: {', '.join(extra)}", request_id)
+    return Request(id=request_id, method=method, params=params)
+
+
+# --- parameters -----------------------------------------------------------------------------------
+
+
+@attrs.frozen
+class JobOptions:
+    """``params.options`` of a job method.
+
+    Attributes:
+        deadline_s: The job's deadline in seconds (from ``deadline_ms``), or None for the
+            pool's default.
+        account: Run on this account id only, or None for any.
+        tags: Only accounts carrying every one of these tags.
+    """
+
+    deadline_s: float | None = None
+    account: str | None = None
+    tags: tuple[str, ...] = ()
+
+
+@attrs.frozen
+class InvokeParams:
+    """``invoke``: a raw TL function by name. ``args`` defaults to ``{}``."""
+
+    method: str
+    args: dict[str, Any]
+    options: JobOptions
+
+
+@attrs.frozen
+class ResolveParams:
+    """``resolve``: a t.me link, ``@username`` or bare username."""
+
+    link_or_username: str
+    options: JobOptions
+
+
+@attrs.frozen
+class GetMessagesParams:
+    """``get_messages``: message ``ids`` of ``peer`` (username/link string or numeric id)."""
+
+    peer: str | int
+    ids: tuple[int, ...]
+    options: JobOptions
+
+
+@attrs.frozen
+class CancelParams:
+    """``cancel``: the id of an in-flight request of the same connection."""
+
+    id: RequestId
+
+
+@attrs.frozen
+class DisableParams:
+    """``accounts.disable``: account ``id`` and a human ``reason``."""
+
+    id: str
+    reason: str
+
+
+@attrs.frozen
+class EnableParams:
+    """``accounts.enable``: account ``id``."""
+
+    id: str
+
+
+@attrs.frozen
+class NoParams:
+    """Methods without parameters (``ping``, ``status``)."""
+
+
+_Params: TypeAlias = (
+    InvokeParams
+    | ResolveParams
+    | GetMessagesParams
+    | CancelParams
+    | DisableParams
+    | EnableParams
+    | NoParams
+)
+
+
+def _object(params: dict[str, Any] | list[Any] | None, *, allowed: set[str]) -> dict[str, Any]:
+    if params is None:
+        params = {}
+    if isinstance(params, list):
+        if params:
+            raise _invalid_params("params: expected an object (named parameters), got an array")
+        params = {}
+    unknown = sorted(set(params) - allowed)
+    if unknown:
+        raise _invalid_params(
+            f"params: unknown parameter(s) {', '.join(unknown)}; expected "
+            + (", ".join(sorted(allowed)) if allowed else "none")
+        )
+    return params
+
+
+def _required(params: Mapping[str, Any], name: str) -> Any:
+    if name not in params:
+        raise _invalid_params(f"params.{name}: required")
+    return params[name]
+
+
+def _string(value: object, where: str, *, empty_ok: bool = False) -> str:
+    if not isinstance(value, str):
+        raise _invalid_params(f"{where}: expected a string, got {_json_type(value)}")
+    if not empty_ok and not value.strip():
+        raise _invalid_params(f"{where}: expected a non-empty string")
+    return value
+
+
+def _integer(value: object, where: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise _invalid_params(f"{where}: expected an integer, got {_json_type(value)}")
+    return value
+
+
+def _options(params: Mapping[str, Any]) -> JobOptions:
+    raw = params.get("options")
+    if raw is None:
+        return JobOptions()
+    if not isinstance(raw, dict):
+        raise _invalid_params(f"params.options: expected an object, got {_json_type(raw)}")
+    unknown = sorted(set(raw) - {"deadline_ms", "account", "tags"})
+    if unknown:
+        raise _invalid_params(
+            f"params.options: unknown option(s) {', '.join(unknown)}; expected deadline_ms,"
+            " account, tags"
+        )
+    deadline_s: float | None = None
+    if raw.get("deadline_ms") is not None:
+        ms = raw["deadline_ms"]
+        if isinstance(ms, bool) or not isinstance(ms, int | float):
+            raise _invalid_params(
+                f"params.options.deadline_ms: expected a number of milliseconds, got {_json_type(ms)}"
+            )
+        if not (math.isfinite(ms) and ms > 0):
+            raise _invalid_params(f"params.options.deadline_ms: expected > 0, got {ms!r}")
+        deadline_s = ms / 1000
+    account = None
+    if raw.get("account") is not None:
+        account = _string(raw["account"], "params.options.account")
+    tags: tuple[str, ...] = ()
+    if raw.get("tags") is not None:
+        if not isinstance(raw["tags"], list):
+            raise _invalid_params(
+                f"params.options.tags: expected an array of strings, got {_json_type(raw['tags'])}"
+            )
+        tags = tuple(
+            _string(t, f"params.options.tags[{i}]") for i, t in enumerate(raw["tags"])
+        )
+    return JobOptions(deadline_s=deadline_s, account=account, tags=tags)
+
+
+def _invoke(params: dict[str, Any] | list[Any] | None) -> InvokeParams:
+    p = _object(params, allowed={"method", "args", "options"})
+    method = _string(_required(p, "method"), "params.method")
+    args = p.get("args", {})
+    if args is None:
+        args = {}
+    if not isinstance(args, dict):
+        raise _invalid_params(f"params.args: expected an object, got {_json_type(args)}")
+    return InvokeParams(method=method, args=args, options=_options(p))
+
+
+def _resolve(params: dict[str, Any] | list[Any] | None) -> ResolveParams:
+    p = _object(params, allowed={"link_or_username", "options"})
+    link = _string(_required(p, "link_or_username"), "params.link_or_username")
+    return ResolveParams(link_or_username=link, options=_options(p))
+
+
+def _get_messages(params: dict[str, Any] | list[Any] | None) -> GetMessagesParams:
+    p = _object(params, allowed={"peer", "ids", "options"})
+    peer = _required(p, "peer")
+    if isinstance(peer, bool) or not isinstance(peer, str | int):
+        raise _invalid_params(f"params.peer: expected a string or an integer, got {_json_type(peer)}")
+    if isinstance(peer, str) and not peer.strip():
+        raise _invalid_params("params.peer: expected a non-empty string")
+    ids = _required(p, "ids")
+    if not isinstance(ids, list):
+        raise _invalid_params(f"params.ids: expected an array of integers, got {_json_type(ids)}")
+    if not ids:
+        raise _invalid_params("params.ids: expected at least one message id")
+    return GetMessagesParams(
+        peer=peer,
+        ids=tuple(_integer(v, f"params.ids[{i}]") for i, v in enumerate(ids)),
+        options=_options(p),
+    )
+
+
+def _cancel(params: dict[str, Any] | list[Any] | None) -> CancelParams:
+    p = _object(params, allowed={"id"})
+    target = _required(p, "id")
+    target_id = _readable_id(target)
+    if target_id is None:
+        raise _invalid_params(
+            f"params.id: expected a request id (string or integer), got {_json_type(target)}"
+        )
+    return CancelParams(id=target_id)
+
+
+def _disable(params: dict[str, Any] | list[Any] | None) -> DisableParams:
+    p = _object(params, allowed={"id", "reason"})
+    return DisableParams(
+        id=_string(_required(p, "id"), "params.id"),
+        reason=_string(_required(p, "reason"), "params.reason"),
+    )
+
+
+def _enable(params: dict[str, Any] | list[Any] | None) -> EnableParams:
+    p = _object(params, allowed={"id"})
+    return EnableParams(id=_string(_required(p, "id"), "params.id"))
+
+
+def _none(params: dict[str, Any] | list[Any] | None) -> NoParams:
+    _object(params, allowed=set())
+    return NoParams()
+
+
+_PARSERS: Final[Mapping[str, Callable[[dict[str, Any] | list[Any] | None], _Params]]] = {
+    "invoke": _invoke,
+    "resolve": _resolve,
+    "get_messages": _get_messages,
+    "status": _none,
+    "ping": _none,
+    "cancel": _cancel,
+    "accounts.disable": _disable,
+    "accounts.enable": _enable,
+}
+
+#: Every method the server answers.
+METHODS: Final = frozenset(_PARSERS)
+
+
+def parse_params(method: str, params: dict[str, Any] | list[Any] | None) -> _Params:
+    """Validate the parameters of ``method``.
+
+    Args:
+        method: The request's method.
+        params: The request's raw ``params`` member.
+
+    Returns:
+        One of `InvokeParams`, `ResolveParams`, `GetMessagesParams`, `CancelParams`,
+        `DisableParams`, `EnableParams`, `NoParams`.
+
+    Raises:
+        RpcError: METHOD_NOT_FOUND (-32601) for an unknown method; INVALID_PARAMS (-32602)
+            naming the first bad parameter and what was expected.
+    """
+    parser = _PARSERS.get(method)
+    if parser is None:
+        raise RpcError(
+            METHOD_NOT_FOUND,
+            f"unknown method {method!r}; expected one of {', '.join(sorted(METHODS))}",
+            error_class="METHOD_NOT_FOUND",
+        )
+    return parser(params)
+
+
+# --- replies --------------------------------------------------------------------------------------
+
+
+def _dumps(obj: object) -> str:
+    return json.dumps(obj, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+
+
+def encode_result(request_id: RequestId, result: object) -> str:
+    """Encode a success reply.
+
+    Args:
+        request_id: The id of the request answered.
+        result: A JSON-serialisable value.
+
+    Returns:
+        The frame text.
+
+    Raises:
+        TypeError: if ``result`` holds something JSON cannot encode.
+        ValueError: if ``result`` holds NaN or an infinity, or a circular reference.
+    """
+    return _dumps({"jsonrpc": "2.0", "id": request_id, "result": result})
+
+
+def encode_error(request_id: RequestId | None, error: RpcError) -> str:
+    """Encode an error reply (``"id": null`` when the request's id was unreadable)."""
+    return _dumps({"jsonrpc": "2.0", "id": request_id, "error": error.to_object()})

@@ -1,0 +1,56 @@
+"""systemd's sd_notify in plain stdlib (gunicorn's ``systemd.py`` habit).
+
+Nothing happens when ``NOTIFY_SOCKET`` is unset; ``@`` at its start means the abstract
+namespace; failures are logged at debug level and never raised.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+
+__all__ = ["sd_notify", "watchdog_interval_s"]
+
+_log = logging.getLogger("mtpoold.sdnotify")
+
+
+def sd_notify(state: str, *, env: dict[str, str] | None = None) -> bool:
+    """Send ``state`` (e.g. ``"READY=1"``, ``"STATUS=..."``) to systemd.
+
+    Args:
+        state: Newline-separated ``KEY=value`` assignments.
+        env: Environment to read ``NOTIFY_SOCKET`` from (default ``os.environ``).
+
+    Returns:
+        True if the datagram was sent, False if there is no socket or sending failed.
+    """
+    addr = (os.environ if env is None else env).get("NOTIFY_SOCKET")
+    if not addr:
+        return False
+    if addr[0] == "@":
+        addr = "\0" + addr[1:]
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
+            sock.connect(addr)
+            sock.sendall(state.encode("utf-8"))
+    except OSError as exc:
+        _log.debug("sd_notify failed state=%r error=%s", state.split("\n", 1)[0], exc)
+        return False
+    return True
+
+
+def watchdog_interval_s(*, env: dict[str, str] | None = None) -> float | None:
+    """Seconds between ``WATCHDOG=1`` pings: half of ``$WATCHDOG_USEC``, or None if unset.
+
+    ``$WATCHDOG_PID``, when set, must be this process, as sd_watchdog_enabled(3) requires.
+    """
+    env = os.environ if env is None else env
+    try:
+        usec = int(env.get("WATCHDOG_USEC", ""))
+    except ValueError:
+        return None
+    pid = env.get("WATCHDOG_PID")
+    if usec <= 0 or (pid and pid != str(os.getpid())):
+        return None
+    return usec / 2 / 1e6

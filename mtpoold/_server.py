@@ -1,0 +1,736 @@
+"""The websocket JSON-RPC 2.0 server in front of the pool.
+
+One websocket connection carries many requests at once: every job (``invoke``, ``resolve``,
+``get_messages``) runs in its own task in the connection's nursery and is answered, with its
+request id, as soon as it completes — replies come in completion order. Control methods
+(``ping``, ``status``, ``cancel``, ``accounts.disable``, ``accounts.enable``) never block and
+are answered inline by the connection's reader, so they stay available at the in-flight limit
+and a client that stops reading replies also stops being read (backpressure).
+
+Methods, parameters and error codes: see `mtpoold._rpc`.
+
+The server depends only on the pool's public API (`PoolAPI`, as in ``docs/CONTRACTS.md``).
+"""
+
+from __future__ import annotations
+
+import errno
+import functools
+import hmac
+import logging
+import math
+import os
+import socket as stdlib_socket
+import stat
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final, Protocol, final
+
+import attrs
+import cattrs
+import trio
+from trio_websocket import (
+    ConnectionClosed,
+    WebSocketConnection,
+    WebSocketRequest,
+    wrap_server_stream,
+)
+
+from ._errors import JobFailed
+from ._rpc import (
+    CANCELLED,
+    INTERNAL_ERROR,
+    INVALID_PARAMS,
+    INVALID_REQUEST,
+    SHUTTING_DOWN,
+    TOO_MANY_IN_FLIGHT,
+    CancelParams,
+    DisableParams,
+    EnableParams,
+    GetMessagesParams,
+    InvokeParams,
+    RequestId,
+    ResolveParams,
+    RpcError,
+    code_for_error_class,
+    encode_error,
+    encode_result,
+    parse_params,
+    parse_request,
+)
+
+if TYPE_CHECKING:
+    from ._config import DaemonConfig
+
+__all__ = [
+    "DEFAULT_LISTEN",
+    "ListenAddress",
+    "PoolAPI",
+    "RpcServer",
+    "ServerStatistics",
+    "parse_listen",
+]
+
+_log = logging.getLogger("mtpoold.server")
+
+DEFAULT_LISTEN: Final = "127.0.0.1:8765"
+MAX_FRAME_BYTES: Final = 2**20  # 1 MiB, measured as trio-websocket does (len() of the message)
+MAX_IN_FLIGHT: Final = 1000  # jobs per connection
+SHUTDOWN_GRACE_S: Final = 10.0  # seconds in-flight jobs may still finish after a shutdown request
+HANDSHAKE_TIMEOUT_S: Final = 10.0  # seconds a client has to complete the HTTP upgrade
+CLOSE_TIMEOUT_S: Final = 2.0  # seconds for final replies and close handshakes after the grace
+UNIX_SOCKET_MODE: Final = 0o660
+_JOB_METHODS: Final = frozenset({"invoke", "resolve", "get_messages"})
+
+
+# --- the pool as the server sees it ---------------------------------------------------------------
+
+
+class _JobMetaLike(Protocol):
+    @property
+    def account(self) -> str: ...
+    @property
+    def proxy_key(self) -> str: ...
+    @property
+    def attempts(self) -> int: ...
+    @property
+    def elapsed_ms(self) -> float: ...
+
+
+class _JobResultLike(Protocol):
+    @property
+    def value(self) -> Mapping[str, Any]: ...
+    @property
+    def meta(self) -> _JobMetaLike: ...
+
+
+class PoolAPI(Protocol):
+    """The part of `mtpoold._pool.Pool` the server uses (``docs/CONTRACTS.md``)."""
+
+    async def invoke(
+        self,
+        method: str,
+        args: Mapping[str, Any],
+        *,
+        deadline_s: float | None = None,
+        account: str | None = None,
+        tags: Sequence[str] = (),
+    ) -> _JobResultLike: ...
+
+    async def resolve(
+        self,
+        link_or_username: str,
+        *,
+        deadline_s: float | None = None,
+        account: str | None = None,
+        tags: Sequence[str] = (),
+    ) -> _JobResultLike: ...
+
+    async def get_messages(
+        self,
+        peer: str | int,
+        ids: Sequence[int],
+        *,
+        deadline_s: float | None = None,
+        account: str | None = None,
+        tags: Sequence[str] = (),
+    ) -> _JobResultLike: ...
+
+    def statistics(self) -> object: ...
+
+    def disable_account(self, account_id: str, reason: str) -> None: ...
+
+    def enable_account(self, account_id: str) -> None: ...
+
+
+# --- listen addresses -----------------------------------------------------------------------------
+
+
+@attrs.frozen
+class ListenAddress:
+    """A parsed ``daemon.listen`` value.
+
+    Attributes:
+        host: TCP host (an IP literal or name), or None for a unix socket.
+        port: TCP port (0 = pick a free one), or None for a unix socket.
+        path: Unix socket path, or None for TCP.
+    """
+
+    host: str | None = None
+    port: int | None = None
+    path: str | None = None
+
+    def __str__(self) -> str:
+        if self.path is not None:
+            return f"unix:{self.path}"
+        host = f"[{self.host}]" if self.host and ":" in self.host else self.host
+        return f"{host}:{self.port}"
+
+
+def parse_listen(listen: str) -> ListenAddress:
+    """Parse ``"HOST:PORT"``, ``"[IPv6]:PORT"`` or ``"unix:/path"``.
+
+    Args:
+        listen: The address as written in the config.
+
+    Returns:
+        The address.
+
+    Raises:
+        ValueError: if it is none of these forms (the message quotes it).
+    """
+    if listen.startswith("unix:"):
+        path = listen[len("unix:") :]
+        if not path:
+            raise ValueError(f"listen address {listen!r}: empty unix socket path")
+        return ListenAddress(path=path)
+    host, sep, port_text = listen.rpartition(":")
+    if not sep or not host:
+        raise ValueError(f"listen address {listen!r}: expected HOST:PORT or unix:/path")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    elif ":" in host:
+        raise ValueError(f"listen address {listen!r}: write IPv6 hosts in brackets, [::1]:8765")
+    try:
+        port = int(port_text)
+    except ValueError:
+        raise ValueError(f"listen address {listen!r}: port {port_text!r} is not a number") from None
+    if not 0 <= port <= 65535:
+        raise ValueError(f"listen address {listen!r}: port must be in 0..65535")
+    return ListenAddress(host=host, port=port)
+
+
+async def _open_unix_listener(path: str) -> trio.SocketListener:
+    """Bind a unix stream socket at ``path`` with mode 0660, replacing a stale socket file.
+
+    Raises:
+        OSError: EADDRINUSE if a live process listens there; EEXIST if ``path`` is not a socket.
+    """
+    p = Path(path)
+    try:
+        st = p.lstat()
+    except FileNotFoundError:
+        pass
+    else:
+        if not stat.S_ISSOCK(st.st_mode):
+            raise OSError(errno.EEXIST, f"{path} exists and is not a socket")
+        try:
+            stream = await trio.open_unix_socket(path)
+        except OSError:  # nobody listening: a stale file from an earlier run
+            p.unlink(missing_ok=True)
+        else:
+            await stream.aclose()
+            raise OSError(errno.EADDRINUSE, f"another process is listening on {path}")
+    sock = trio.socket.socket(stdlib_socket.AF_UNIX, stdlib_socket.SOCK_STREAM)
+    try:
+        await sock.bind(path)
+        os.chmod(path, UNIX_SOCKET_MODE)
+        sock.listen(128)
+    except BaseException:
+        sock.close()
+        raise
+    return trio.SocketListener(sock)
+
+
+def _listener_address(listener: trio.SocketListener) -> str:
+    name = listener.socket.getsockname()
+    if listener.socket.family == stdlib_socket.AF_UNIX:
+        return f"unix:{name.decode() if isinstance(name, bytes) else name}"
+    return str(ListenAddress(host=name[0], port=name[1]))
+
+
+# --- statistics -----------------------------------------------------------------------------------
+
+
+@attrs.frozen(kw_only=True)
+class ServerStatistics:
+    """A snapshot of the `RpcServer`.
+
+    Attributes:
+        address: Where it listens (``"127.0.0.1:8765"`` / ``"unix:/path"``), None when not.
+        connections: Open websocket connections (accepted handshakes).
+        in_flight: Jobs running on all connections, final reply not yet sent.
+        requests: Requests answered or accepted since start (all methods, errors included).
+        rejected_handshakes: Upgrades refused (bad token, browser origin, shutting down).
+        draining: Whether a shutdown is in progress.
+    """
+
+    address: str | None
+    connections: int
+    in_flight: int
+    requests: int
+    rejected_handshakes: int
+    draining: bool
+
+
+# --- per-connection state -------------------------------------------------------------------------
+
+
+def _key(request_id: RequestId) -> tuple[bool, RequestId]:
+    return (isinstance(request_id, str), request_id)  # 1 and "1" are different ids
+
+
+@attrs.define(eq=False)
+class _Call:
+    id: RequestId
+    scope: trio.CancelScope = attrs.field(factory=trio.CancelScope)
+    reason: RpcError | None = None  # why its scope was cancelled
+
+
+@attrs.define(eq=False)
+class _Connection:
+    ws: WebSocketConnection
+    remote: str
+    calls: dict[tuple[bool, RequestId], _Call] = attrs.field(factory=dict)
+    reader_scope: trio.CancelScope = attrs.field(factory=trio.CancelScope)
+
+
+def _cancelled_error() -> RpcError:
+    return RpcError(CANCELLED, "cancelled by a cancel request", error_class="CANCELLED")
+
+
+def _shutting_down_error() -> RpcError:
+    return RpcError(SHUTTING_DOWN, "the daemon is shutting down", error_class="SHUTTING_DOWN")
+
+
+def _job_error(exc: JobFailed) -> RpcError:
+    name = exc.error_class.value
+    return RpcError(
+        code_for_error_class(name),
+        exc.message,
+        error_class=name,
+        retry_after_s=exc.retry_after_s,
+        account=exc.account,
+        attempts=exc.attempts,
+    )
+
+
+def _internal_error() -> RpcError:
+    return RpcError(
+        INTERNAL_ERROR,
+        "internal error while handling this request (logged by the daemon)",
+        error_class="INTERNAL_ERROR",
+    )
+
+
+def _remote(stream: trio.abc.Stream) -> str:
+    sock = getattr(stream, "socket", None)
+    if sock is None:
+        return repr(stream)
+    try:
+        peer = sock.getpeername()
+    except OSError:
+        return "?"
+    if isinstance(peer, tuple):
+        return f"{peer[0]}:{peer[1]}"
+    return "unix" if not peer else f"unix:{peer!s}"
+
+
+# --- the server -----------------------------------------------------------------------------------
+
+
+@final
+@attrs.define(eq=False, repr=False)
+class RpcServer:
+    """Websocket JSON-RPC 2.0 server for one `PoolAPI`.
+
+    Args:
+        pool: The pool jobs go to.
+        token: The bearer token clients must present (``Authorization: Bearer <token>``).
+        listen: ``"HOST:PORT"`` (port 0 picks a free one) or ``"unix:/path"``.
+        allowed_origins: Browser ``Origin`` values allowed to connect; any other request
+            carrying an ``Origin`` header is refused with HTTP 403.
+        max_frame_bytes: Largest accepted message, in bytes (characters for text frames); a
+            larger one closes that connection with code 1009 and creates no job.
+        max_in_flight: Jobs one connection may have running; past it, -32005.
+        shutdown_grace_s: Seconds in-flight jobs may still finish after `request_shutdown`.
+        handshake_timeout_s: Seconds a client has to complete the HTTP upgrade.
+
+    Resource handling:
+        `run` owns the listening sockets (and removes its unix socket file on exit), every
+        connection and every job task. Leaving `run` leaves nothing running.
+
+    Error handling:
+        An exception while handling one request answers that request with -32603 and is
+        logged; it never closes the connection or the listener. An exception escaping one
+        connection's handling closes that connection only.
+    """
+
+    pool: PoolAPI
+    token: str = attrs.field(repr=False)
+    listen: str = DEFAULT_LISTEN
+    allowed_origins: tuple[str, ...] = ()
+    max_frame_bytes: int = MAX_FRAME_BYTES
+    max_in_flight: int = MAX_IN_FLIGHT
+    shutdown_grace_s: float = SHUTDOWN_GRACE_S
+    handshake_timeout_s: float = HANDSHAKE_TIMEOUT_S
+
+    _address: str | None = attrs.field(init=False, default=None)
+    _connections: set[_Connection] = attrs.field(init=False, factory=set)
+    _in_flight: int = attrs.field(init=False, default=0)
+    _requests: int = attrs.field(init=False, default=0)
+    _rejected: int = attrs.field(init=False, default=0)
+    _draining: bool = attrs.field(init=False, default=False)
+    _shutdown_requested: trio.Event = attrs.field(init=False, factory=trio.Event)
+    _changed: trio.Event = attrs.field(init=False, factory=trio.Event)
+
+    def __attrs_post_init__(self) -> None:
+        parse_listen(self.listen)  # fail early, with the address in the message
+        if not self.token:
+            raise ValueError("token must not be empty")
+        if self.max_frame_bytes < 1 or self.max_in_flight < 1:
+            raise ValueError("max_frame_bytes and max_in_flight must be >= 1")
+        if not (math.isfinite(self.shutdown_grace_s) and self.shutdown_grace_s >= 0):
+            raise ValueError("shutdown_grace_s must be a finite number >= 0")
+
+    @classmethod
+    def from_config(cls, pool: PoolAPI, config: DaemonConfig, *, token: str) -> RpcServer:
+        """Build a server from the ``[daemon]`` table of the config.
+
+        Args:
+            pool: The pool jobs go to.
+            config: Supplies listen, allowed_origins, max_frame_bytes, max_in_flight and
+                shutdown_grace_s.
+            token: The bearer token.
+        """
+        return cls(
+            pool,
+            token,
+            listen=config.listen,
+            allowed_origins=tuple(config.allowed_origins),
+            max_frame_bytes=config.max_frame_bytes,
+            max_in_flight=config.max_in_flight,
+            shutdown_grace_s=config.shutdown_grace_s,
+        )
+
+    def __repr__(self) -> str:
+        return (
+            f"<RpcServer address={self._address} connections={len(self._connections)}"
+            f" in_flight={self._in_flight} draining={self._draining}>"
+        )
+
+    def statistics(self) -> ServerStatistics:
+        """Return a `ServerStatistics` snapshot. Never blocks."""
+        return ServerStatistics(
+            address=self._address,
+            connections=len(self._connections),
+            in_flight=self._in_flight,
+            requests=self._requests,
+            rejected_handshakes=self._rejected,
+            draining=self._draining,
+        )
+
+    def request_shutdown(self) -> None:
+        """Start a graceful shutdown; `run` returns when it is complete. Idempotent.
+
+        At once: stop accepting connections, and answer new requests on open connections
+        with SHUTTING_DOWN (-32003). Jobs in flight get ``shutdown_grace_s`` to finish; the
+        ones still running then are cancelled and answered with SHUTTING_DOWN. Every
+        accepted request gets exactly one final reply; then connections close with 1001.
+        """
+        self._draining = True
+        self._shutdown_requested.set()
+
+    def _notify(self) -> None:
+        self._changed.set()
+        self._changed = trio.Event()
+
+    async def _wait_until(self, predicate: Any) -> None:
+        while not predicate():
+            await self._changed.wait()
+
+    # --- lifecycle --------------------------------------------------------------------------------
+
+    async def run(self, *, task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED) -> None:
+        """Listen and serve until a graceful shutdown (`request_shutdown`) completes.
+
+        Args:
+            task_status: Receives the listening address (``"127.0.0.1:8765"``,
+                ``"unix:/path"``; the real port when 0 was asked) once the socket is bound.
+
+        Raises:
+            OSError: if the address cannot be bound (in use, no permission, a non-socket
+                file at the unix path).
+
+        Cancelling `run` stops everything at once without final replies; use
+        `request_shutdown` for the graceful path.
+        """
+        address = parse_listen(self.listen)
+        listeners: list[trio.SocketListener]
+        if address.path is not None:
+            listeners = [await _open_unix_listener(address.path)]
+        else:
+            assert address.port is not None
+            listeners = await trio.open_tcp_listeners(address.port, host=address.host)
+        self._address = _listener_address(listeners[0])
+        try:
+            async with trio.open_nursery() as connections:
+                async with trio.open_nursery() as accepting:
+                    await accepting.start(
+                        functools.partial(
+                            trio.serve_listeners,
+                            self._handle_stream,
+                            listeners,
+                            handler_nursery=connections,
+                        )
+                    )
+                    _log.info("server.listening address=%s", self._address)
+                    task_status.started(self._address)
+                    await self._shutdown_requested.wait()
+                    accepting.cancel_scope.cancel()  # closes the listeners
+                _log.info(
+                    "server.draining connections=%d in_flight=%d grace_s=%g",
+                    len(self._connections),
+                    self._in_flight,
+                    self.shutdown_grace_s,
+                )
+                await self._drain()
+                connections.cancel_scope.cancel()
+        finally:
+            if address.path is not None:
+                with trio.CancelScope(shield=True):
+                    _unlink_socket(address.path)
+            self._address = None
+            _log.info("server.stopped requests=%d", self._requests)
+
+    async def _drain(self) -> None:
+        with trio.move_on_after(self.shutdown_grace_s):
+            await self._wait_until(lambda: self._in_flight == 0)
+        late = 0
+        for conn in list(self._connections):
+            for call in conn.calls.values():
+                call.reason = _shutting_down_error()
+                call.scope.cancel()
+                late += 1
+        if late:
+            _log.info("server.grace_expired cancelled=%d", late)
+        with trio.move_on_after(CLOSE_TIMEOUT_S):
+            await self._wait_until(lambda: self._in_flight == 0)
+        for conn in list(self._connections):
+            conn.reader_scope.cancel()
+        with trio.move_on_after(CLOSE_TIMEOUT_S):
+            await self._wait_until(lambda: not self._connections)
+
+    # --- connections ------------------------------------------------------------------------------
+
+    async def _handle_stream(self, stream: trio.abc.Stream) -> None:
+        remote = _remote(stream)
+        try:
+            async with trio.open_nursery() as nursery:
+                request: WebSocketRequest | None = None
+                with trio.move_on_after(self.handshake_timeout_s):
+                    request = await wrap_server_stream(
+                        nursery, stream, max_message_size=self.max_frame_bytes
+                    )
+                if request is not None:
+                    await self._handle_handshake(request, remote)
+                else:
+                    _log.info("connection.handshake_timeout remote=%s", remote)
+                nursery.cancel_scope.cancel()  # the websocket's reader task
+        except Exception:
+            _log.exception("connection.crashed remote=%s", remote)
+        finally:
+            await trio.aclose_forcefully(stream)
+
+    async def _handle_handshake(self, request: WebSocketRequest, remote: str) -> None:
+        headers: dict[bytes, bytes] = {name.lower(): value for name, value in request.headers}
+        origin = headers.get(b"origin")
+        if self._draining:
+            return await self._reject(request, remote, 503, "shutting down")
+        if origin is not None and origin.decode("latin-1") not in self.allowed_origins:
+            return await self._reject(
+                request, remote, 403, "origin not allowed", origin=origin.decode("latin-1")
+            )
+        scheme, _, credentials = headers.get(b"authorization", b"").strip().partition(b" ")
+        if scheme.lower() != b"bearer" or not hmac.compare_digest(
+            credentials.strip(), self.token.encode("utf-8")
+        ):
+            reason = "missing bearer token" if not credentials else "wrong bearer token"
+            return await self._reject(
+                request, remote, 401, reason, headers=[(b"WWW-Authenticate", b"Bearer")]
+            )
+        ws = await request.accept()
+        conn = _Connection(ws=ws, remote=remote)
+        self._connections.add(conn)
+        _log.info("connection.open remote=%s connections=%d", remote, len(self._connections))
+        try:
+            async with trio.open_nursery() as jobs:
+                with conn.reader_scope:
+                    await self._read_loop(conn, jobs)
+                # the client went away (or shutdown is closing it): nobody to answer
+                jobs.cancel_scope.cancel()
+        finally:
+            close = ws.closed  # the client's close code, or 1009, if it was not us
+            try:
+                with trio.move_on_after(CLOSE_TIMEOUT_S, shield=True):
+                    if self._draining:
+                        await ws.aclose(1001, "server shutting down")
+                    else:
+                        await ws.aclose()
+            finally:
+                code = close.code if close is not None else (1001 if self._draining else 1000)
+                _log.info("connection.closed remote=%s code=%s", remote, code)
+                self._connections.discard(conn)  # only now: `_drain` waits for this
+                self._notify()
+
+    async def _reject(
+        self,
+        request: WebSocketRequest,
+        remote: str,
+        status: int,
+        reason: str,
+        *,
+        origin: str | None = None,
+        headers: list[tuple[bytes, bytes]] | None = None,
+    ) -> None:
+        self._rejected += 1
+        extra = f" origin={origin!r}" if origin is not None else ""
+        _log.warning("connection.rejected remote=%s status=%d reason=%r%s", remote, status, reason, extra)
+        await request.reject(status, extra_headers=headers, body=reason.encode() + b"\n")
+
+    async def _read_loop(self, conn: _Connection, jobs: trio.Nursery) -> None:
+        while True:
+            try:
+                frame = await conn.ws.get_message()
+            except ConnectionClosed:
+                return
+            self._requests += 1
+            await self._dispatch(conn, jobs, frame)
+
+    async def _send(self, conn: _Connection, text: str) -> None:
+        try:
+            await conn.ws.send_message(text)
+        except ConnectionClosed:
+            pass
+
+    async def _dispatch(self, conn: _Connection, jobs: trio.Nursery, frame: str | bytes) -> None:
+        try:
+            request = parse_request(frame)
+        except RpcError as exc:
+            return await self._send(conn, encode_error(exc.request_id, exc))
+        try:
+            params = parse_params(request.method, request.params)
+            key = _key(request.id)
+            if key in conn.calls:
+                raise RpcError(
+                    INVALID_REQUEST,
+                    f"id {request.id!r} is already in flight on this connection",
+                    error_class="INVALID_REQUEST",
+                )
+            if request.method in _JOB_METHODS:
+                if self._draining:
+                    raise _shutting_down_error()
+                if len(conn.calls) >= self.max_in_flight:
+                    raise RpcError(
+                        TOO_MANY_IN_FLIGHT,
+                        f"too many requests in flight on this connection (limit"
+                        f" {self.max_in_flight}); wait for replies before sending more",
+                        error_class="TOO_MANY_IN_FLIGHT",
+                    )
+                call = _Call(id=request.id)
+                conn.calls[key] = call
+                self._in_flight += 1
+                jobs.start_soon(self._run_job, conn, call, params)
+                return None
+            reply = encode_result(request.id, self._control(conn, request.method, params))
+        except RpcError as exc:
+            reply = encode_error(request.id, exc)
+        except Exception:
+            _log.exception("request.crashed method=%s", request.method)
+            reply = encode_error(request.id, _internal_error())
+        await self._send(conn, reply)
+
+    def _control(self, conn: _Connection, method: str, params: object) -> object:
+        if method == "ping":
+            return {"pong": True, "time": time.time()}
+        if method == "status":
+            return cattrs.unstructure(self.pool.statistics())
+        if isinstance(params, CancelParams):
+            call = conn.calls.get(_key(params.id))
+            if call is None:
+                return {"cancelled": False}
+            call.reason = _cancelled_error()
+            call.scope.cancel()
+            return {"cancelled": True}
+        if isinstance(params, DisableParams):
+            try:
+                self.pool.disable_account(params.id, params.reason)
+            except KeyError:
+                raise _unknown_account(params.id) from None
+            _log.info("account.disabled account=%s via=rpc", params.id)
+            return {"account": params.id, "disabled": True, "reason": params.reason}
+        if isinstance(params, EnableParams):
+            try:
+                self.pool.enable_account(params.id)
+            except KeyError:
+                raise _unknown_account(params.id) from None
+            _log.info("account.enabled account=%s via=rpc", params.id)
+            return {"account": params.id, "disabled": False}
+        raise AssertionError(f"not a control method: {params!r}")  # pragma: no cover
+
+    async def _run_job(self, conn: _Connection, call: _Call, params: object) -> None:
+        reply: str | None = None
+        try:
+            with call.scope:
+                try:
+                    reply = encode_result(call.id, await self._perform(params))
+                except JobFailed as exc:
+                    reply = encode_error(call.id, _job_error(exc))
+                except RpcError as exc:
+                    reply = encode_error(call.id, exc)
+                except Exception:
+                    _log.exception("request.crashed id=%r", call.id)
+                    reply = encode_error(call.id, _internal_error())
+            if reply is None:  # our own scope was cancelled: by `cancel` or by the shutdown
+                reply = encode_error(call.id, call.reason or _cancelled_error())
+            del conn.calls[_key(call.id)]  # from here on `cancel` finds nothing to cancel
+            await self._send(conn, reply)
+        finally:
+            conn.calls.pop(_key(call.id), None)
+            self._in_flight -= 1
+            self._notify()
+
+    async def _perform(self, params: object) -> dict[str, Any]:
+        if isinstance(params, InvokeParams):
+            o = params.options
+            result = await self.pool.invoke(
+                params.method, params.args, deadline_s=o.deadline_s, account=o.account, tags=o.tags
+            )
+        elif isinstance(params, ResolveParams):
+            o = params.options
+            result = await self.pool.resolve(
+                params.link_or_username, deadline_s=o.deadline_s, account=o.account, tags=o.tags
+            )
+        elif isinstance(params, GetMessagesParams):
+            o = params.options
+            result = await self.pool.get_messages(
+                params.peer, params.ids, deadline_s=o.deadline_s, account=o.account, tags=o.tags
+            )
+        else:  # pragma: no cover
+            raise AssertionError(f"not a job: {params!r}")
+        meta = result.meta
+        return {
+            "result": result.value,
+            "meta": {
+                "account": meta.account,
+                "proxy_key": meta.proxy_key,
+                "attempts": meta.attempts,
+                "elapsed_ms": meta.elapsed_ms,
+            },
+        }
+
+
+def _unknown_account(account_id: str) -> RpcError:
+    return RpcError(
+        INVALID_PARAMS, f"params.id: unknown account {account_id!r}", error_class="INVALID_ARGUMENT"
+    )
+
+
+def _unlink_socket(path: str) -> None:
+    try:
+        if stat.S_ISSOCK(os.lstat(path).st_mode):
+            os.unlink(path)
+    except OSError:
+        pass
+

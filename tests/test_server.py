@@ -1,0 +1,562 @@
+"""RpcServer over real loopback sockets, against the fake pool (tests/_fakepool.py)."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import attrs
+import pytest
+import trio
+from trio_websocket import (
+    ConnectionClosed,
+    ConnectionRejected,
+    WebSocketConnection,
+    wrap_client_stream,
+)
+
+from _fakepool import FakePool
+from mtpoold._server import RpcServer, ServerStatistics, parse_listen
+
+TOKEN = "test-token-0123456789"
+AUTH = [(b"Authorization", b"Bearer " + TOKEN.encode())]
+
+
+@attrs.define
+class Harness:
+    pool: FakePool
+    server: RpcServer
+    address: str = ""
+    stopped: trio.Event = attrs.field(factory=trio.Event)
+
+    @property
+    def host(self) -> str:
+        return self.address.rsplit(":", 1)[0]
+
+    @property
+    def port(self) -> int:
+        return int(self.address.rsplit(":", 1)[1])
+
+    async def _run(self, *, task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED) -> None:
+        await self.server.run(task_status=task_status)
+        self.stopped.set()
+
+    @asynccontextmanager
+    async def connect(
+        self, headers: list[tuple[bytes, bytes]] | None = None
+    ) -> AsyncIterator[WebSocketConnection]:
+        # Not trio_websocket.open_websocket: it leaks the client socket when the server closes
+        # first (aclose() returns early once a close reason is set). We own the stream here.
+        stream = await trio.open_tcp_stream(self.host, self.port)
+        try:
+            async with trio.open_nursery() as nursery:
+                ws = await wrap_client_stream(
+                    nursery, stream, self.host, "/", extra_headers=AUTH if headers is None else headers
+                )
+                try:
+                    yield ws
+                finally:
+                    with trio.move_on_after(2, shield=True):
+                        await ws.aclose()
+                    nursery.cancel_scope.cancel()
+        finally:
+            await trio.aclose_forcefully(stream)
+
+
+@asynccontextmanager
+async def served(pool: FakePool | None = None, **kw: Any) -> AsyncIterator[Harness]:
+    with trio.fail_after(20):
+        async with trio.open_nursery() as nursery:
+            pool = FakePool() if pool is None else pool
+            h = Harness(pool, RpcServer(pool, TOKEN, **({"listen": "127.0.0.1:0"} | kw)))
+            h.address = await nursery.start(h._run)
+            yield h
+            nursery.cancel_scope.cancel()
+
+
+async def handshake_status(h: Harness, headers: list[tuple[bytes, bytes]]) -> int:
+    """Attempt an upgrade with ``headers``; return the HTTP status of the refusal."""
+    stream = await trio.open_tcp_stream(h.host, h.port)
+    try:
+        with pytest.RaisesGroup(ConnectionRejected, allow_unwrapped=True) as caught:
+            async with trio.open_nursery() as nursery:
+                await wrap_client_stream(nursery, stream, h.host, "/", extra_headers=headers)
+    finally:
+        await stream.aclose()
+    return caught.value.exceptions[0].status_code  # type: ignore[no-any-return]
+
+
+async def send(ws: WebSocketConnection, request_id: Any, method: str, params: Any = None) -> None:
+    msg: dict[str, Any] = {"jsonrpc": "2.0", "id": request_id, "method": method}
+    if params is not None:
+        msg["params"] = params
+    await ws.send_message(json.dumps(msg))
+
+
+async def recv(ws: WebSocketConnection) -> dict[str, Any]:
+    reply = json.loads(await ws.get_message())
+    assert reply["jsonrpc"] == "2.0"
+    return reply  # type: ignore[no-any-return]
+
+
+async def rpc(ws: WebSocketConnection, method: str, params: Any = None, request_id: Any = 1) -> dict[str, Any]:
+    await send(ws, request_id, method, params)
+    return await recv(ws)
+
+
+def error_of(reply: dict[str, Any]) -> tuple[int, str, str]:
+    err = reply["error"]
+    return err["code"], err["data"]["class"], err["message"]
+
+
+# --- methods --------------------------------------------------------------------------------------
+
+
+async def test_RpcServer_ping_and_status() -> None:
+    async with served() as h, h.connect() as ws:
+        reply = await rpc(ws, "ping", request_id="p")
+        assert reply["id"] == "p"
+        assert reply["result"]["pong"] is True
+        assert isinstance(reply["result"]["time"], float)
+
+        status = (await rpc(ws, "status", {}, request_id=2))["result"]
+        assert status["uptime_s"] == 3725.0
+        assert status["proxies"][0]["key"] == "0123456789abcdef"
+        assert status["proxies"][0]["errors_by_class"] == {"FLOOD_WAIT": 2, "STREAM_CLOSED": 1}
+        assert [a["id"] for a in status["accounts"]] == ["a1", "a2"]
+        assert status["accounts"][0]["tags"] == ["main"]
+
+
+async def test_RpcServer_invoke_returns_result_and_meta() -> None:
+    async with served() as h, h.connect() as ws:
+        reply = await rpc(
+            ws,
+            "invoke",
+            {
+                "method": "help.GetConfig",
+                "args": {"x": 1},
+                "options": {"deadline_ms": 1500, "account": "a2", "tags": ["main"]},
+            },
+            request_id=7,
+        )
+    assert reply == {
+        "jsonrpc": "2.0",
+        "id": 7,
+        "result": {
+            "result": {"_": "help.GetConfig", "args": {"x": 1}},
+            "meta": {"account": "a1", "proxy_key": "no_proxy", "attempts": 1, "elapsed_ms": 12.5},
+        },
+    }
+    assert h.pool.calls == [
+        ("invoke", ("help.GetConfig", {"x": 1}), {"deadline_s": 1.5, "account": "a2", "tags": ("main",)})
+    ]
+
+
+async def test_RpcServer_resolve_and_get_messages() -> None:
+    async with served() as h, h.connect() as ws:
+        r1 = await rpc(ws, "resolve", {"link_or_username": "@durov"}, request_id=1)
+        r2 = await rpc(ws, "get_messages", {"peer": "durov", "ids": [1, 2]}, request_id=2)
+        r3 = await rpc(ws, "get_messages", {"peer": -1001, "ids": [5]}, request_id=3)
+    assert r1["result"]["result"] == {"_": "resolve", "args": ["@durov"]}
+    assert r2["result"]["result"] == {"_": "get_messages", "args": ["durov", [1, 2]]}
+    assert r3["result"]["meta"]["account"] == "a1"
+    assert h.pool.calls[0] == ("resolve", ("@durov",), {"deadline_s": None, "account": None, "tags": ()})
+    assert h.pool.calls[2][1] == (-1001, [5])
+
+
+async def test_RpcServer_accounts_disable_and_enable() -> None:
+    async with served() as h, h.connect() as ws:
+        r = await rpc(ws, "accounts.disable", {"id": "a2", "reason": "manual check"})
+        assert r["result"] == {"account": "a2", "disabled": True, "reason": "manual check"}
+        assert h.pool.disabled["a2"] == "manual check"
+        status = (await rpc(ws, "status", request_id=2))["result"]
+        assert status["accounts"][1]["disabled_reason"] == "manual check"
+
+        r = await rpc(ws, "accounts.enable", {"id": "a2"}, request_id=3)
+        assert r["result"] == {"account": "a2", "disabled": False}
+        assert h.pool.disabled["a2"] is None
+
+        r = await rpc(ws, "accounts.enable", {"id": "nope"}, request_id=4)
+        assert error_of(r) == (-32602, "INVALID_ARGUMENT", "params.id: unknown account 'nope'")
+        r = await rpc(ws, "accounts.disable", {"id": "a1"}, request_id=5)
+        assert error_of(r) == (-32602, "INVALID_ARGUMENT", "params.reason: required")
+
+
+# --- job failures ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("error_class", "code"),
+    [
+        ("FLOOD_WAIT", -32001),
+        ("PEER_NOT_FOUND", -32001),
+        ("NO_ACCOUNT_AVAILABLE", -32002),
+        ("SHUTTING_DOWN", -32003),
+        ("CANCELLED", -32004),
+        ("INVALID_ARGUMENT", -32602),
+    ],
+)
+async def test_RpcServer_job_failed_maps_to_error_object(error_class: str, code: int) -> None:
+    async with served() as h, h.connect() as ws:
+        reply = await rpc(ws, "invoke", {"method": f"fail:{error_class}"}, request_id="j")
+    assert reply["id"] == "j"
+    assert reply["error"] == {
+        "code": code,
+        "message": f"fake {error_class}",
+        "data": {"class": error_class, "retry_after_s": 37.0, "account": "a1", "attempts": 2},
+    }
+
+
+async def test_RpcServer_exception_in_one_request_answers_internal_error_only() -> None:
+    async with served() as h:
+        async with h.connect() as ws, h.connect() as other:
+            await send(ws, 1, "invoke", {"method": "wait"})
+            await h.pool.wait_waiting(1)
+            r = await rpc(ws, "invoke", {"method": "crash"}, request_id=2)
+            assert error_of(r)[:2] == (-32603, "INTERNAL_ERROR")
+            assert "boom" not in r["error"]["message"]
+            r = await rpc(ws, "invoke", {"method": "unjsonable"}, request_id=3)
+            assert error_of(r)[:2] == (-32603, "INTERNAL_ERROR")
+            # the connection, its other job and the other connection are fine
+            assert "result" in await rpc(ws, "ping", request_id=4)
+            assert "result" in await rpc(other, "ping", request_id=1)
+            h.pool.release.set()
+            assert (await recv(ws))["id"] == 1
+
+
+# --- protocol errors ------------------------------------------------------------------------------
+
+
+async def test_RpcServer_parse_error_keeps_connection_open() -> None:
+    async with served() as h, h.connect() as ws:
+        await ws.send_message('{"id":')
+        reply = await recv(ws)
+        assert reply["id"] is None
+        assert error_of(reply)[:2] == (-32700, "PARSE_ERROR")
+        await ws.send_message(b"\xff\xfe not utf-8")
+        assert error_of(await recv(ws))[0] == -32700
+        assert "result" in await rpc(ws, "ping")
+
+
+@pytest.mark.parametrize(
+    ("frame", "reply_id", "message"),
+    [
+        ('{"id": 5, "method": "ping"}', 5, '"jsonrpc" must be "2.0"'),
+        ('{"jsonrpc": "1.0", "id": "x", "method": "ping"}', "x", '"jsonrpc" must be "2.0"'),
+        (
+            '{"jsonrpc": "2.0", "method": "ping"}',
+            None,
+            'missing "id": notifications are not supported, every request needs an id',
+        ),
+        ('{"jsonrpc": "2.0", "id": true, "method": "ping"}', None, '"id" must be a string or an integer, got boolean'),
+        ('{"jsonrpc": "2.0", "id": null, "method": "ping"}', None, '"id" must be a string or an integer, got null'),
+        ('{"jsonrpc": "2.0", "id": 3, "method": 4}', 3, '"method" must be a string, got number'),
+        ('{"jsonrpc": "2.0", "id": 3, "method": "ping", "params": 1}', 3, '"params" must be an object or an array, got number'),
+        ('[{"jsonrpc": "2.0", "id": 1, "method": "ping"}]', None, "batches are not supported: send one request per frame"),
+        ("42", None, "a request must be a JSON object, got number"),
+    ],
+)
+async def test_RpcServer_invalid_request(frame: str, reply_id: Any, message: str) -> None:
+    async with served() as h, h.connect() as ws:
+        await ws.send_message(frame)
+        reply = await recv(ws)
+        assert reply["id"] == reply_id
+        assert error_of(reply) == (-32600, "INVALID_REQUEST", message)
+        assert "result" in await rpc(ws, "ping")  # still open
+    assert h.pool.started == 0
+
+
+async def test_RpcServer_unknown_method() -> None:
+    async with served() as h, h.connect() as ws:
+        reply = await rpc(ws, "messages.GetHistory", {}, request_id=9)
+    code, cls, message = error_of(reply)
+    assert (reply["id"], code, cls) == (9, -32601, "METHOD_NOT_FOUND")
+    assert message.startswith("unknown method 'messages.GetHistory'; expected one of ")
+
+
+@pytest.mark.parametrize(
+    ("method", "params", "message"),
+    [
+        ("invoke", {"args": {}}, "params.method: required"),
+        ("invoke", {"method": 5}, "params.method: expected a string, got number"),
+        ("invoke", {"method": "x", "args": [1]}, "params.args: expected an object, got array"),
+        ("invoke", {"method": "x", "options": {"deadline_ms": "5"}}, "params.options.deadline_ms: expected a number of milliseconds, got string"),
+        ("invoke", {"method": "x", "options": {"deadline_ms": 0}}, "params.options.deadline_ms: expected > 0, got 0"),
+        ("invoke", {"method": "x", "options": {"tags": ["a", 1]}}, "params.options.tags[1]: expected a string, got number"),
+        ("invoke", {"method": "x", "options": {"acount": "a"}}, "params.options: unknown option(s) acount; expected deadline_ms, account, tags"),
+        ("invoke", {"method": "x", "arg": {}}, "params: unknown parameter(s) arg; expected args, method, options"),
+        ("get_messages", {"peer": "p", "ids": ["x"]}, "params.ids[0]: expected an integer, got string"),
+        ("get_messages", {"peer": "p", "ids": 5}, "params.ids: expected an array of integers, got number"),
+        ("get_messages", {"peer": True, "ids": [1]}, "params.peer: expected a string or an integer, got boolean"),
+        ("resolve", {"link_or_username": ""}, "params.link_or_username: expected a non-empty string"),
+        ("resolve", [1], "params: expected an object (named parameters), got an array"),
+        ("cancel", {"id": 1.5}, "params.id: expected a request id (string or integer), got number"),
+        ("ping", {"x": 1}, "params: unknown parameter(s) x; expected none"),
+    ],
+)
+async def test_RpcServer_invalid_params_name_the_param(method: str, params: Any, message: str) -> None:
+    async with served() as h, h.connect() as ws:
+        reply = await rpc(ws, method, params, request_id=11)
+    assert reply["id"] == 11
+    assert error_of(reply) == (-32602, "INVALID_ARGUMENT", message)
+    assert h.pool.started == 0
+
+
+async def test_RpcServer_oversized_frame_closes_only_that_connection_1009() -> None:
+    async with served() as h:
+        async with h.connect() as other:
+            await send(other, 1, "invoke", {"method": "wait"})
+            await h.pool.wait_waiting(1)
+            big = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "invoke", "params": {"method": "x" * 20_000_000}})
+
+            async with h.connect() as ws:
+
+                async def push() -> None:
+                    try:
+                        await ws.send_message(big)
+                    except ConnectionClosed:
+                        pass
+
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(push)
+                    with pytest.raises(ConnectionClosed) as caught:
+                        await ws.get_message()
+                assert caught.value.reason is not None
+                assert caught.value.reason.code == 1009
+
+            assert h.pool.started == 1  # only the other connection's job
+            assert "result" in await rpc(other, "ping", request_id=2)
+            h.pool.release.set()
+            assert (await recv(other))["id"] == 1
+        async with h.connect() as fresh:  # still accepting
+            assert "result" in await rpc(fresh, "ping")
+
+
+# --- auth -----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("headers", "status"),
+    [
+        ([], 401),
+        ([(b"Authorization", b"Bearer wrong-token")], 401),
+        ([(b"Authorization", b"Basic " + TOKEN.encode())], 401),
+        ([(b"Authorization", b"Bearer")], 401),
+        (AUTH + [(b"Origin", b"https://evil.example")], 403),
+        (AUTH + [(b"Origin", b"null")], 403),
+    ],
+)
+async def test_RpcServer_refuses_handshake(headers: list[tuple[bytes, bytes]], status: int) -> None:
+    async with served(allowed_origins=("https://ok.example",)) as h:
+        assert await handshake_status(h, headers) == status
+        assert h.server.statistics().rejected_handshakes == 1
+        assert h.server.statistics().connections == 0
+
+
+async def test_RpcServer_allowed_origin_accepted() -> None:
+    async with served(allowed_origins=("https://ok.example",)) as h:
+        async with h.connect(AUTH + [(b"Origin", b"https://ok.example")]) as ws:
+            assert "result" in await rpc(ws, "ping")
+
+
+# --- concurrency, limits, cancel ------------------------------------------------------------------
+
+
+async def test_RpcServer_1000_pipelined_requests_each_answered_once() -> None:
+    async with served() as h, h.connect() as ws:
+        for i in range(1000):
+            method = "wait" if i % 2 else "echo"
+            await send(ws, i, "invoke", {"method": method, "args": {"i": i}})
+        await h.pool.wait_waiting(500)
+        assert h.server.statistics().in_flight >= 500  # + echo replies waiting for us to read
+        h.pool.release.set()
+        seen: list[int] = []
+        for _ in range(1000):
+            reply = await recv(ws)
+            assert reply["result"]["result"]["args"] == {"i": reply["id"]}
+            seen.append(reply["id"])
+        assert sorted(seen) == list(range(1000))
+        assert all(i % 2 == 0 for i in seen[:500])  # completion order: the quick ones first
+        assert h.pool.started == 1000
+
+
+async def test_RpcServer_in_flight_limit() -> None:
+    async with served(max_in_flight=3) as h, h.connect() as ws:
+        for i in range(3):
+            await send(ws, i, "invoke", {"method": "wait"})
+        await h.pool.wait_waiting(3)
+        reply = await rpc(ws, "resolve", {"link_or_username": "x"}, request_id=3)
+        code, cls, message = error_of(reply)
+        assert (reply["id"], code, cls) == (3, -32005, "TOO_MANY_IN_FLIGHT")
+        assert "limit 3" in message
+        assert "result" in await rpc(ws, "ping", request_id="p")  # control methods still work
+        h.pool.release.set()
+        assert sorted([(await recv(ws))["id"] for _ in range(3)]) == [0, 1, 2]
+        assert "result" in await rpc(ws, "invoke", {"method": "echo"}, request_id=4)
+    assert h.pool.started == 4
+
+
+async def test_RpcServer_cancel() -> None:
+    async with served() as h, h.connect() as ws:
+        await send(ws, "job", "invoke", {"method": "wait"})
+        await h.pool.wait_waiting(1)
+        await send(ws, "c", "cancel", {"id": "job"})
+        replies = {r["id"]: r for r in [await recv(ws), await recv(ws)]}
+        assert replies["c"]["result"] == {"cancelled": True}
+        assert error_of(replies["job"]) == (-32004, "CANCELLED", "cancelled by a cancel request")
+        assert h.pool.cancelled == 1
+        r = await rpc(ws, "cancel", {"id": "job"}, request_id="c2")
+        assert r["result"] == {"cancelled": False}
+        assert h.server.statistics().in_flight == 0
+
+
+async def test_RpcServer_cancel_is_per_connection() -> None:
+    async with served() as h, h.connect() as ws, h.connect() as other:
+        await send(ws, 1, "invoke", {"method": "wait"})
+        await h.pool.wait_waiting(1)
+        assert (await rpc(other, "cancel", {"id": 1}, request_id=2))["result"] == {"cancelled": False}
+        # "1" is not 1
+        assert (await rpc(ws, "cancel", {"id": "1"}, request_id=3))["result"] == {"cancelled": False}
+        h.pool.release.set()
+        assert "result" in await recv(ws)
+
+
+async def test_RpcServer_duplicate_in_flight_id_rejected() -> None:
+    async with served() as h, h.connect() as ws:
+        await send(ws, 1, "invoke", {"method": "wait"})
+        await h.pool.wait_waiting(1)
+        reply = await rpc(ws, "invoke", {"method": "echo"}, request_id=1)
+        assert error_of(reply) == (-32600, "INVALID_REQUEST", "id 1 is already in flight on this connection")
+        h.pool.release.set()
+        assert "result" in await recv(ws)
+        assert "result" in await rpc(ws, "invoke", {"method": "echo"}, request_id=1)  # free again
+
+
+async def test_RpcServer_client_disconnect_cancels_its_jobs() -> None:
+    async with served() as h:
+        async with h.connect() as ws:
+            await send(ws, 1, "invoke", {"method": "hang"})
+            await h.pool.wait_waiting(1)
+            assert h.server.statistics() == ServerStatistics(
+                address=h.address, connections=1, in_flight=1, requests=1, rejected_handshakes=0, draining=False
+            )
+        with trio.fail_after(5):
+            while h.pool.cancelled < 1 or h.server.statistics().connections:
+                await trio.sleep(0.01)
+        assert h.server.statistics().in_flight == 0
+
+
+# --- shutdown -------------------------------------------------------------------------------------
+
+
+async def test_RpcServer_graceful_shutdown_answers_every_request_once() -> None:
+    async with served(shutdown_grace_s=0.3) as h:
+        async with h.connect() as ws:
+            for i in range(6):
+                await send(ws, i, "invoke", {"method": "wait" if i < 3 else "hang"})
+            await h.pool.wait_waiting(6)
+            h.server.request_shutdown()
+            assert h.server.statistics().draining
+
+            # new work on an open connection: refused at once
+            reply = await rpc(ws, "invoke", {"method": "echo"}, request_id="late")
+            assert error_of(reply)[:2] == (-32003, "SHUTTING_DOWN")
+            # new connections: refused
+            with pytest.raises(OSError):
+                await trio.open_tcp_stream(h.host, h.port)
+
+            h.pool.release.set()  # the "wait" jobs finish within the grace period
+            replies: dict[int, dict[str, Any]] = {}
+            while True:
+                try:
+                    reply = await recv(ws)
+                except ConnectionClosed as closed:
+                    assert closed.reason is not None and closed.reason.code == 1001
+                    break
+                assert reply["id"] not in replies
+                replies[reply["id"]] = reply
+        assert sorted(replies) == list(range(6))
+        for i in range(3):
+            assert "result" in replies[i]
+        for i in range(3, 6):
+            assert error_of(replies[i]) == (-32003, "SHUTTING_DOWN", "the daemon is shutting down")
+        await h.stopped.wait()
+        assert h.pool.cancelled == 3
+        assert h.server.statistics().in_flight == 0
+        assert h.server.statistics().address is None
+
+
+async def test_RpcServer_shutdown_when_idle_returns_promptly() -> None:
+    async with served(shutdown_grace_s=60) as h:
+        async with h.connect() as ws:
+            assert "result" in await rpc(ws, "ping")
+            h.server.request_shutdown()
+            with pytest.raises(ConnectionClosed):
+                await ws.get_message()
+        with trio.fail_after(5):
+            await h.stopped.wait()
+
+
+# --- unix socket, addresses -----------------------------------------------------------------------
+
+
+async def test_RpcServer_unix_socket(tmp_path: Path) -> None:
+    path = tmp_path / "mtpoold.sock"
+    path.touch()
+    with pytest.raises(OSError, match="exists and is not a socket"):
+        await RpcServer(FakePool(), TOKEN, listen=f"unix:{path}").run()
+    path.unlink()
+    async with served(listen=f"unix:{path}") as h:
+        assert h.address == f"unix:{path}"
+        assert stat.S_ISSOCK(os.stat(path).st_mode)
+        assert stat.S_IMODE(os.stat(path).st_mode) == 0o660
+        with pytest.raises(OSError, match="another process is listening"):
+            await RpcServer(FakePool(), TOKEN, listen=f"unix:{path}").run()
+        async with trio.open_nursery() as nursery:
+            stream = await trio.open_unix_socket(str(path))
+            ws = await wrap_client_stream(nursery, stream, "localhost", "/", extra_headers=AUTH)
+            assert "result" in await rpc(ws, "ping")
+            await ws.aclose()
+        h.server.request_shutdown()
+        await h.stopped.wait()
+        assert not path.exists()
+
+
+async def test_RpcServer_replaces_stale_unix_socket(tmp_path: Path) -> None:
+    import socket
+
+    path = tmp_path / "stale.sock"
+    s = socket.socket(socket.AF_UNIX)
+    s.bind(str(path))
+    s.close()  # file left behind, nobody listening
+    async with served(listen=f"unix:{path}") as h:
+        assert h.address == f"unix:{path}"
+
+
+def test_parse_listen() -> None:
+    assert str(parse_listen("127.0.0.1:8765")) == "127.0.0.1:8765"
+    assert parse_listen("[::1]:9").host == "::1"
+    assert str(parse_listen("[::1]:9")) == "[::1]:9"
+    assert parse_listen("unix:/run/x.sock").path == "/run/x.sock"
+    for bad, match in [
+        ("8765", "expected HOST:PORT"),
+        ("host:x", "is not a number"),
+        ("::1:80", "brackets"),
+        ("h:70000", "0..65535"),
+        ("unix:", "empty unix socket path"),
+    ]:
+        with pytest.raises(ValueError, match=match):
+            parse_listen(bad)
+
+
+def test_RpcServer_validates_arguments() -> None:
+    with pytest.raises(ValueError, match="expected HOST:PORT"):
+        RpcServer(FakePool(), TOKEN, listen="nope")
+    with pytest.raises(ValueError, match=r"^token must not be empty$"):
+        RpcServer(FakePool(), "")
+    assert TOKEN not in repr(RpcServer(FakePool(), TOKEN))

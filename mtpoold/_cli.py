@@ -1,0 +1,325 @@
+"""The ``mtpoold`` command line.
+
+Commands::
+
+    mtpoold run [--config PATH] [--log-level LEVEL]
+    mtpoold status [--json] [--watch SECONDS]
+    mtpoold call METHOD [ARGS_JSON] [--deadline-ms N] [--account ID]
+    mtpoold check-config PATH
+    mtpoold --version
+
+The client commands find the daemon through the config (``--config``, ``$MTPOOLD_CONFIG`` or
+``./mtpoold.toml``): ``daemon.listen`` and ``daemon.state_dir/token``. ``--url`` /
+``$MTPOOLD_URL`` and ``--token-file`` / ``$MTPOOLD_TOKEN_FILE`` override them.
+
+Exit codes: 0 ok; 1 the job failed (or the daemon failed while running); 2 usage or
+configuration error (incl. a refused token); 3 daemon unreachable. Every failure prints one
+human line on stderr, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any, Final, NoReturn
+
+import trio
+
+__all__ = ["entry", "main"]
+
+EXIT_OK: Final = 0
+EXIT_JOB_FAILED: Final = 1
+EXIT_USAGE: Final = 2
+EXIT_UNREACHABLE: Final = 3
+
+DEFAULT_CONFIG: Final = "mtpoold.toml"
+_CONTROL_METHODS: Final = frozenset(
+    {"resolve", "get_messages", "ping", "status", "cancel", "accounts.disable", "accounts.enable"}
+)
+_USAGE_CODES: Final = frozenset({-32700, -32600, -32601, -32602})
+_NO_PARAMS: Final = frozenset({"ping", "status"})
+
+
+class _Fail(Exception):
+    """A failure with its exit code and one-line message."""
+
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise _Fail(EXIT_USAGE, f"{self.prog}: {message}")
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("mtpoold")
+    except PackageNotFoundError:  # pragma: no cover - running from a source tree
+        return "unknown"
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--config",
+        metavar="PATH",
+        default=argparse.SUPPRESS,
+        help="config file (default: $MTPOOLD_CONFIG or ./mtpoold.toml)",
+    )
+    common.add_argument(
+        "--url",
+        default=argparse.SUPPRESS,
+        help="daemon address: ws://HOST:PORT or unix:/path (default: $MTPOOLD_URL or the config's daemon.listen)",
+    )
+    common.add_argument(
+        "--token-file",
+        metavar="PATH",
+        default=argparse.SUPPRESS,
+        help="bearer token file (default: $MTPOOLD_TOKEN_FILE or <daemon.state_dir>/token)",
+    )
+    parser = _Parser(
+        prog="mtpoold",
+        description="Pool many Telegram user accounts through rate-gated proxies.",
+        parents=[common],
+    )
+    parser.add_argument("--version", action="version", version=f"mtpoold {_version()}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    run = sub.add_parser("run", parents=[common], help="run the daemon in the foreground")
+    run.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+
+    status = sub.add_parser("status", parents=[common], help="show proxies and accounts")
+    status.add_argument("--json", action="store_true", help="print the raw status JSON")
+    status.add_argument("--watch", type=float, metavar="SECONDS", help="refresh every SECONDS")
+    status.add_argument("--watch-count", type=int, default=None, help=argparse.SUPPRESS)
+
+    call = sub.add_parser(
+        "call",
+        parents=[common],
+        help="call a method and print the JSON reply",
+        description="METHOD is a TL function name (e.g. help.GetConfig, sent as invoke) or one"
+        " of: " + ", ".join(sorted(_CONTROL_METHODS)) + ".",
+    )
+    call.add_argument("method", metavar="METHOD")
+    call.add_argument("args", metavar="ARGS_JSON", nargs="?", default=None, help="a JSON object")
+    call.add_argument("--deadline-ms", type=int, metavar="N", help="job deadline in milliseconds")
+    call.add_argument("--account", metavar="ID", help="run on this account only")
+
+    check = sub.add_parser("check-config", help="validate a config file")
+    check.add_argument("path", metavar="PATH")
+    return parser
+
+
+# --- finding the daemon ---------------------------------------------------------------------------
+
+
+def _config_path(args: argparse.Namespace) -> tuple[Path, bool]:
+    """The config path and whether it was asked for explicitly."""
+    explicit = getattr(args, "config", None) or os.environ.get("MTPOOLD_CONFIG")
+    return Path(explicit or DEFAULT_CONFIG), bool(explicit)
+
+
+def _load_config(path: Path) -> Any:
+    from ._config import load_config
+    from ._errors import ConfigError
+
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        lines = [p if p.startswith(str(path)) else f"{path}: {p}" for p in exc.problems]
+        raise _Fail(EXIT_USAGE, "\n".join(lines)) from None
+
+
+def _locate(args: argparse.Namespace) -> tuple[Any, str]:
+    """Return the daemon target and the token, from flags, environment and config."""
+    from ._rpcclient import parse_target, target_from_listen
+    from ._token import TokenError, read_token, token_path
+
+    url = getattr(args, "url", None) or os.environ.get("MTPOOLD_URL")
+    token_file = getattr(args, "token_file", None) or os.environ.get("MTPOOLD_TOKEN_FILE")
+    config = None
+    if url is None or token_file is None:
+        path, explicit = _config_path(args)
+        if explicit or path.exists():
+            config = _load_config(path)
+    try:
+        if url is not None:
+            target = parse_target(url)
+        else:
+            listen = config.daemon.listen if config is not None else "127.0.0.1:8765"
+            target = target_from_listen(listen)
+    except ValueError as exc:
+        raise _Fail(EXIT_USAGE, f"bad daemon address: {exc}") from None
+    if token_file is None:
+        state_dir = Path(config.daemon.state_dir) if config is not None else Path("state")
+        token_file = str(token_path(state_dir))
+    try:
+        token = read_token(Path(token_file))
+    except TokenError as exc:
+        raise _Fail(EXIT_USAGE, f"{exc}; pass --token-file or set MTPOOLD_TOKEN_FILE") from None
+    return target, token
+
+
+def _request(args: argparse.Namespace, method: str, params: dict[str, Any] | None, *, timeout_s: float) -> Any:
+    from ._rpcclient import AuthRejected, DaemonUnreachable, call
+
+    target, token = _locate(args)
+    try:
+        return trio.run(lambda: call(target, token, method, params, timeout_s=timeout_s))
+    except DaemonUnreachable as exc:
+        raise _Fail(EXIT_UNREACHABLE, f"daemon unreachable: {exc}") from None
+    except AuthRejected as exc:
+        hint = " (wrong token? see --token-file)" if exc.status == 401 else ""
+        raise _Fail(EXIT_USAGE, f"{exc}{hint}") from None
+
+
+# --- commands -------------------------------------------------------------------------------------
+
+
+def _cmd_check_config(args: argparse.Namespace) -> int:
+    path = Path(args.path)
+    config = _load_config(path)
+    d = config.daemon
+    print(
+        f"{path}: ok: {len(config.accounts)} accounts, {len(config.proxies)} proxies,"
+        f" listen {d.listen}, state_dir {d.state_dir}"
+    )
+    return EXIT_OK
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from ._daemon import configure_logging, run_daemon
+    from ._token import TokenError
+
+    path, _ = _config_path(args)
+    config = _load_config(path)
+    configure_logging(args.log_level)
+    try:
+        trio.run(lambda: run_daemon(config, config_path=path))
+    except (OSError, TokenError) as exc:
+        detail = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise _Fail(EXIT_JOB_FAILED, f"daemon failed: {detail}") from None
+    return EXIT_OK
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from ._statusview import render_status
+
+    console = Console()
+    if args.watch is not None and args.watch <= 0:
+        raise _Fail(EXIT_USAGE, "mtpoold status: --watch must be > 0 seconds")
+    count = 0
+    while True:
+        try:
+            stats = _request(args, "status", None, timeout_s=10.0)
+        except _Fail as fail:
+            if args.watch is None or fail.code != EXIT_UNREACHABLE:
+                raise
+            stats, problem = None, fail.message
+        if args.json:
+            print(json.dumps(stats, indent=2, sort_keys=True))
+        else:
+            if args.watch is not None:
+                console.clear()
+            if stats is None:
+                console.print(problem, style="red", markup=False)
+            else:
+                console.print(render_status(stats))
+        count += 1
+        if args.watch is None or (args.watch_count is not None and count >= args.watch_count):
+            return EXIT_OK
+        trio.run(trio.sleep, args.watch)
+
+
+def _cmd_call(args: argparse.Namespace) -> int:
+    from ._rpc import RpcError
+
+    params: dict[str, Any] = {}
+    if args.args is not None:
+        try:
+            params = json.loads(args.args)
+        except json.JSONDecodeError as exc:
+            raise _Fail(EXIT_USAGE, f"ARGS_JSON is not valid JSON: {exc.msg} (column {exc.colno})") from None
+        if not isinstance(params, dict):
+            raise _Fail(EXIT_USAGE, "ARGS_JSON must be a JSON object, e.g. '{\"username\": \"durov\"}'")
+    options: dict[str, Any] = {}
+    if args.deadline_ms is not None:
+        if args.deadline_ms <= 0:
+            raise _Fail(EXIT_USAGE, "--deadline-ms must be > 0")
+        options["deadline_ms"] = args.deadline_ms
+    if args.account is not None:
+        options["account"] = args.account
+    method = args.method
+    if method in _CONTROL_METHODS:
+        if options and method in ("resolve", "get_messages"):
+            params = {**params, "options": {**params.get("options", {}), **options}}
+        elif options:
+            raise _Fail(EXIT_USAGE, f"--deadline-ms/--account do not apply to {method}")
+        request: dict[str, Any] | None = params if params or method not in _NO_PARAMS else None
+    else:
+        method, request = "invoke", {"method": args.method, "args": params}
+        if options:
+            request["options"] = options
+    timeout_s = (args.deadline_ms / 1000 if args.deadline_ms else 600.0) + 15.0
+    try:
+        result = _request(args, method, request, timeout_s=timeout_s)
+    except RpcError as err:
+        print(json.dumps({"error": err.to_object()}, indent=2, ensure_ascii=False))
+        code = EXIT_USAGE if err.code in _USAGE_CODES else EXIT_JOB_FAILED
+        raise _Fail(code, f"{args.method} failed: {err}") from None
+    print(json.dumps(result, indent=2, ensure_ascii=False))
+    return EXIT_OK
+
+
+_COMMANDS: Final = {
+    "run": _cmd_run,
+    "status": _cmd_status,
+    "call": _cmd_call,
+    "check-config": _cmd_check_config,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the ``mtpoold`` command line.
+
+    Args:
+        argv: Arguments without the program name (default ``sys.argv[1:]``).
+
+    Returns:
+        The exit code: 0 ok, 1 job (or daemon) failed, 2 usage/config error, 3 daemon
+        unreachable. Failures print one line per problem on stderr, never a traceback.
+    """
+    parser = _build_parser()
+    try:
+        args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+        if args.command is None:
+            parser.print_usage(sys.stderr)
+            raise _Fail(EXIT_USAGE, "mtpoold: a command is required (run, status, call, check-config)")
+        return _COMMANDS[args.command](args)
+    except _Fail as fail:
+        print(fail.message, file=sys.stderr)
+        return fail.code
+    except KeyboardInterrupt:
+        return 130
+    except SystemExit as exc:  # --help / --version
+        return exc.code if isinstance(exc.code, int) else EXIT_OK
+    except Exception as exc:  # a bug: still one line, unless asked for the traceback
+        if os.environ.get("MTPOOLD_DEBUG"):
+            raise
+        print(f"mtpoold: internal error: {type(exc).__name__}: {exc} (MTPOOLD_DEBUG=1 shows the traceback)", file=sys.stderr)
+        return EXIT_JOB_FAILED
+
+
+def entry() -> NoReturn:
+    """Console-script entry point: ``sys.exit(main())``."""
+    sys.exit(main())

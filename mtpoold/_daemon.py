@@ -1,0 +1,262 @@
+"""The composition root: config -> state dir -> token -> store -> pool -> websocket server.
+
+Also the process's manners: signals (SIGTERM/SIGINT graceful stop, SIGHUP reload),
+sd_notify (READY, STATUS, WATCHDOG, STOPPING) and structured ``key=value`` logging to stderr.
+Nothing imports this module but the CLI.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final
+
+import trio
+
+from ._sdnotify import sd_notify, watchdog_interval_s
+from ._server import RpcServer
+from ._token import ensure_token, is_private, token_path
+
+if TYPE_CHECKING:
+    from ._config import Config
+
+__all__ = ["LogfmtFormatter", "configure_logging", "run_daemon"]
+
+_log = logging.getLogger("mtpoold.daemon")
+
+STATUS_INTERVAL_S: Final = 10.0  # seconds between STATUS= lines sent to systemd
+STATE_DIR_MODE: Final = 0o700
+STORE_FILE_NAME: Final = "state.sqlite3"
+
+
+# --- logging --------------------------------------------------------------------------------------
+
+
+class LogfmtFormatter(logging.Formatter):
+    """``ts=2025-01-01T00:00:00.123Z level=info logger=mtpoold.server <message>``.
+
+    Our messages are already ``event key=value ...``; third-party messages are quoted as
+    ``msg="..."``. Tracebacks (bugs only) follow on their own lines.
+    """
+
+    def format(self, record: logging.LogRecord) -> str:
+        ts = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+        ms = int(record.msecs)
+        message = record.getMessage()
+        if not record.name.startswith("mtpoold"):
+            message = "msg=" + _quote(message)
+        line = f"ts={ts}.{ms:03d}Z level={record.levelname.lower()} logger={record.name} {message}"
+        if record.exc_info:
+            line += "\n" + self.formatException(record.exc_info)
+        return line
+
+
+def _quote(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+
+
+def configure_logging(level: int | str = logging.INFO) -> None:
+    """Send every log record to stderr as one ``key=value`` line. Idempotent.
+
+    Args:
+        level: Root level, e.g. ``logging.INFO`` or ``"DEBUG"``.
+    """
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if getattr(handler, "_mtpoold", False):
+            root.removeHandler(handler)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(LogfmtFormatter())
+    handler._mtpoold = True  # type: ignore[attr-defined]
+    root.addHandler(handler)
+    root.setLevel(level)
+    logging.getLogger("trio-websocket").setLevel(max(root.level, logging.INFO))
+
+
+# --- pieces ---------------------------------------------------------------------------------------
+
+
+def prepare_state_dir(path: Path) -> Path:
+    """Create the state directory with mode 0700 if it is missing.
+
+    An existing directory keeps its mode (systemd's StateDirectory= manages it); group or
+    world access is logged as a warning.
+
+    Raises:
+        OSError: if it cannot be created.
+    """
+    path.mkdir(mode=STATE_DIR_MODE, parents=True, exist_ok=True)
+    mode = path.stat().st_mode & 0o777
+    if mode & 0o077:
+        _log.warning("state_dir.permissive path=%s mode=%o expected=700", path, mode)
+    return path
+
+
+def _open_store(state_dir: Path) -> Any:
+    try:
+        from ._store import StateStore
+    except ImportError:  # pragma: no cover - the store is optional for the composition
+        _log.warning("store.unavailable reason=no_module")
+        return None
+    return StateStore.open(state_dir / STORE_FILE_NAME)
+
+
+def _summary(pool: Any, server: RpcServer) -> str:
+    try:
+        s = pool.statistics()
+        srv = server.statistics()
+        return (
+            f"{s.accounts_ready}/{s.accounts_total} accounts ready, {s.accounts_cooling} cooling,"
+            f" {s.accounts_disabled} disabled; {s.jobs_in_flight} jobs in flight;"
+            f" {srv.connections} connections"
+        )
+    except Exception:  # a status line must never take the daemon down
+        _log.debug("status.summary_failed", exc_info=True)
+        return "running"
+
+
+async def _status_loop(pool: Any, server: RpcServer) -> None:
+    deadline = trio.current_time()
+    while True:
+        sd_notify(f"STATUS={_summary(pool, server)}")
+        deadline += STATUS_INTERVAL_S
+        await trio.sleep_until(deadline)
+
+
+async def _watchdog_loop(interval_s: float) -> None:
+    deadline = trio.current_time()
+    while True:
+        sd_notify("WATCHDOG=1")
+        deadline += interval_s
+        await trio.sleep_until(deadline)
+
+
+async def _reload(pool: Any, config: Config, config_path: Path | None) -> Config:
+    """Handle SIGHUP: re-read the config and hand it to ``pool.reload`` if the pool has one."""
+    if config_path is None:
+        _log.warning("reload.skipped reason=no_config_path")
+        return config
+    from ._config import load_config
+    from ._errors import ConfigError
+
+    sd_notify("RELOADING=1")
+    try:
+        try:
+            new = await trio.to_thread.run_sync(load_config, config_path)
+        except ConfigError as exc:
+            for problem in exc.problems:
+                _log.error("reload.config_invalid path=%s problem=%s", config_path, _quote(problem))
+            _log.error("reload.rejected path=%s keeping=current_config", config_path)
+            return config
+        if new.daemon != config.daemon:
+            _log.warning("reload.daemon_changed note=listen_and_limits_apply_after_restart")
+        reload = getattr(pool, "reload", None)
+        if reload is None:
+            _log.warning("reload.unsupported reason=pool_has_no_reload")
+            return config
+        try:
+            result = reload(new)
+            if hasattr(result, "__await__"):
+                await result
+        except Exception as exc:
+            _log.error("reload.failed error=%s", _quote(f"{type(exc).__name__}: {exc}"))
+            return config
+        _log.info("reload.done accounts=%d proxies=%d", len(new.accounts), len(new.proxies))
+        return new
+    finally:
+        sd_notify("READY=1")
+
+
+# --- the daemon -----------------------------------------------------------------------------------
+
+
+async def run_daemon(
+    config: Config,
+    *,
+    config_path: Path | None = None,
+    pool_factory: Any = None,
+    task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Run mtpoold until SIGTERM or SIGINT, then shut down gracefully and return.
+
+    Order: state dir (0700) -> bearer token (created 0600 at first start) -> state store
+    (``state_dir/state.sqlite3``) -> ``open_pool`` -> `RpcServer` listening -> ``READY=1``.
+
+    Signals: SIGTERM/SIGINT start a graceful shutdown (``STOPPING=1``, in-flight jobs get
+    ``daemon.shutdown_grace_s``); a second one stops at once. SIGHUP re-reads
+    ``config_path`` and calls ``pool.reload(new_config)`` when the pool has it; an invalid
+    new config is logged problem by problem and the daemon keeps running on the old one.
+
+    Args:
+        config: The validated config.
+        config_path: The file ``config`` came from, for SIGHUP reloads.
+        pool_factory: ``open_pool``-compatible async context manager factory
+            ``(config, *, store) -> AsyncContextManager[Pool]`` (tests); default
+            `mtpoold._pool.open_pool`.
+        task_status: Receives the listening address once the server is listening.
+
+    Raises:
+        OSError: if the state directory, the token or the listening socket cannot be set up.
+        TokenError: if the existing token file is unusable.
+    """
+    state_dir = prepare_state_dir(Path(config.daemon.state_dir))
+    tpath = token_path(state_dir)
+    token, created = ensure_token(tpath)
+    if created:
+        _log.info("token.created path=%s mode=600", tpath)
+    elif not is_private(tpath):
+        _log.warning("token.permissive path=%s expected_mode=600", tpath)
+    if pool_factory is None:
+        from ._pool import open_pool
+
+        pool_factory = open_pool
+    store = _open_store(state_dir)
+    try:
+        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
+            async with pool_factory(config, store=store) as pool:
+                server = RpcServer.from_config(pool, config.daemon, token=token)
+                async with trio.open_nursery() as nursery:
+
+                    async def serve(*, task_status: trio.TaskStatus[str]) -> None:
+                        await server.run(task_status=task_status)
+                        nursery.cancel_scope.cancel()  # graceful shutdown complete
+
+                    address = await nursery.start(serve)
+                    sd_notify(f"READY=1\nSTATUS={_summary(pool, server)}\nMAINPID={os.getpid()}")
+                    _log.info(
+                        "daemon.ready address=%s accounts=%d proxies=%d state_dir=%s",
+                        address,
+                        len(config.accounts),
+                        len(config.proxies),
+                        state_dir,
+                    )
+                    task_status.started(address)
+                    nursery.start_soon(_status_loop, pool, server)
+                    interval = watchdog_interval_s()
+                    if interval is not None:
+                        nursery.start_soon(_watchdog_loop, interval)
+                    async for signum in signals:
+                        name = signal.Signals(signum).name
+                        if signum == signal.SIGHUP:
+                            _log.info("daemon.reload signal=%s", name)
+                            config = await _reload(pool, config, config_path)
+                        elif not server.statistics().draining:
+                            _log.info(
+                                "daemon.stopping signal=%s grace_s=%g",
+                                name,
+                                config.daemon.shutdown_grace_s,
+                            )
+                            sd_notify("STOPPING=1")
+                            server.request_shutdown()
+                        else:
+                            _log.warning("daemon.stopping_now signal=%s", name)
+                            nursery.cancel_scope.cancel()
+                            break
+        _log.info("daemon.stopped")
+    finally:
+        if store is not None:
+            store.close()

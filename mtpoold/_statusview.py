@@ -1,0 +1,154 @@
+"""Rich tables for ``mtpoold status``, drawn from the ``status`` reply.
+
+Input is the JSON shape of ``cattrs.unstructure(pool.statistics())`` (``PoolStatistics`` in
+``docs/CONTRACTS.md``). Missing keys show as ``-`` rather than failing, so a CLI and a daemon of
+slightly different versions still talk. Every cell is plain `rich.text.Text`: account names,
+reasons and error messages are never read as markup.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from rich.console import Group, RenderableType
+from rich.table import Table
+from rich.text import Text
+
+__all__ = ["format_duration", "render_status"]
+
+_DASH = "-"
+
+
+def format_duration(seconds: object) -> str:
+    """``3725`` -> ``"1h 02m 05s"``; ``12.5`` -> ``"12.5s"``; ``0``/None -> ``"-"``.
+
+    Args:
+        seconds: A duration in seconds (anything else shows as ``"-"``).
+    """
+    if isinstance(seconds, bool) or not isinstance(seconds, int | float) or seconds <= 0:
+        return _DASH
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    total = int(round(seconds))
+    days, rest = divmod(total, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    if days:
+        return f"{days}d {hours:02d}h {minutes:02d}m"
+    if hours:
+        return f"{hours}h {minutes:02d}m {secs:02d}s"
+    return f"{minutes}m {secs:02d}s"
+
+
+def _errors(by_class: object) -> str:
+    if not isinstance(by_class, Mapping) or not by_class:
+        return _DASH
+    return ", ".join(f"{name} {count}" for name, count in sorted(by_class.items()))
+
+
+def _cell(value: object) -> Text:
+    if value is None or value == "":
+        return Text(_DASH)
+    if isinstance(value, float):
+        return Text(f"{value:g}")
+    return Text(str(value))
+
+
+_STATE_STYLE = {
+    "ready": "green",
+    "busy": "cyan",
+    "idle": "",
+    "connecting": "yellow",
+    "cooldown": "yellow",
+    "disabled": "red",
+    "retired": "dim",
+}
+
+
+def _proxies_table(proxies: list[Mapping[str, Any]]) -> Table:
+    table = Table(title="Proxies", title_justify="left", expand=False)
+    for name, justify in [
+        ("key", "left"),
+        ("name", "left"),
+        ("type", "left"),
+        ("in flight", "right"),
+        ("queue", "right"),
+        ("next slot", "right"),
+        ("calls", "right"),
+        ("errors", "left"),
+        ("cooldown", "right"),
+    ]:
+        table.add_column(name, justify=justify)  # type: ignore[arg-type]
+    for p in proxies:
+        next_slot = p.get("next_slot_in_s")
+        table.add_row(
+            _cell(p.get("key")),
+            _cell(p.get("name")),
+            _cell(p.get("type")),
+            Text(f"{p.get('in_flight', _DASH)}/{p.get('capacity', _DASH)}"),
+            _cell(p.get("waiting")),
+            Text(f"{next_slot:.1f}s" if isinstance(next_slot, int | float) else _DASH),
+            _cell(p.get("calls")),
+            Text(_errors(p.get("errors_by_class"))),
+            Text(format_duration(p.get("cooldown_remaining_s")), style="yellow"),
+        )
+    return table
+
+
+def _accounts_table(accounts: list[Mapping[str, Any]]) -> Table:
+    table = Table(title="Accounts", title_justify="left", expand=False)
+    for name, justify in [
+        ("id", "left"),
+        ("proxy", "left"),
+        ("state", "left"),
+        ("cooldown", "right"),
+        ("disabled reason", "left"),
+        ("calls ok/failed", "right"),
+        ("last error", "left"),
+    ]:
+        table.add_column(name, justify=justify)  # type: ignore[arg-type]
+    for a in accounts:
+        state = str(a.get("state", _DASH))
+        last_class, last_message = a.get("last_error_class"), a.get("last_error_message")
+        last = _DASH if not last_class else f"{last_class}: {last_message}" if last_message else str(last_class)
+        table.add_row(
+            _cell(a.get("id")),
+            _cell(a.get("proxy_name") or a.get("proxy_key")),
+            Text(state, style=_STATE_STYLE.get(state, "")),
+            Text(format_duration(a.get("cooldown_remaining_s")), style="yellow"),
+            _cell(a.get("disabled_reason")),
+            Text(f"{a.get('calls_ok', _DASH)}/{a.get('calls_failed', _DASH)}"),
+            Text(last),
+        )
+    return table
+
+
+def _totals(stats: Mapping[str, Any]) -> Text:
+    g = stats.get
+    parts = [
+        f"uptime {format_duration(g('uptime_s'))}",
+        f"jobs in flight {g('jobs_in_flight', _DASH)}, ok {g('jobs_ok', _DASH)},"
+        f" failed {g('jobs_failed', _DASH)}",
+        f"accounts {g('accounts_total', _DASH)}: ready {g('accounts_ready', _DASH)},"
+        f" cooling {g('accounts_cooling', _DASH)}, disabled {g('accounts_disabled', _DASH)}",
+        f"config #{g('config_generation', _DASH)} loaded {g('config_loaded_at', _DASH)}",
+    ]
+    orphans = g("orphaned_accounts") or ()
+    if orphans:
+        parts.append(f"orphaned in state store: {', '.join(map(str, orphans))}")
+    return Text(" · ".join(parts))
+
+
+def render_status(stats: Mapping[str, Any]) -> RenderableType:
+    """Build the ``mtpoold status`` view.
+
+    Args:
+        stats: The ``status`` reply (unstructured ``PoolStatistics``).
+
+    Returns:
+        A renderable: the proxies table, the accounts table, and a totals line with uptime.
+    """
+    proxies = [p for p in stats.get("proxies") or () if isinstance(p, Mapping)]
+    accounts = [a for a in stats.get("accounts") or () if isinstance(a, Mapping)]
+    return Group(_proxies_table(proxies), _accounts_table(accounts), _totals(stats))

@@ -1,0 +1,71 @@
+"""systemd/mtpoold.service: accepted by `systemd-analyze verify`, and says what we promise."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+UNIT = Path(__file__).resolve().parent.parent / "systemd" / "mtpoold.service"
+INSTALLED_BINARY = "/usr/local/bin/mtpoold"
+SYSTEMD_ANALYZE = shutil.which("systemd-analyze")
+
+
+def _settings() -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for line in UNIT.read_text().splitlines():
+        line = line.strip()
+        if line and not line.startswith(("#", ";", "[")):
+            key, _, value = line.partition("=")
+            out.setdefault(key, []).append(value)
+    return out
+
+
+def test_unit_promises() -> None:
+    s = _settings()
+    expected = {
+        "Type": "notify",
+        "NotifyAccess": "main",
+        "WatchdogSec": "30",
+        "Restart": "on-failure",
+        "ExecReload": "/bin/kill -s HUP $MAINPID",
+        "KillMode": "mixed",
+        "StateDirectory": "mtpoold",
+        "StateDirectoryMode": "0700",
+        "RuntimeDirectory": "mtpoold",
+        "ConfigurationDirectory": "mtpoold",
+        "DynamicUser": "yes",
+        "NoNewPrivileges": "yes",
+        "ProtectSystem": "strict",
+        "ProtectHome": "yes",
+        "PrivateTmp": "yes",
+        "RestrictAddressFamilies": "AF_UNIX AF_INET AF_INET6",
+        "CapabilityBoundingSet": "",
+    }
+    for key, value in expected.items():
+        assert s.get(key) == [value], key
+    assert "@system-service" in s["SystemCallFilter"]
+    assert s["ExecStart"] == [
+        f"{INSTALLED_BINARY} run --config ${{CONFIGURATION_DIRECTORY}}/mtpoold.toml"
+    ]
+    assert "TimeoutStopSec" in s
+
+
+@pytest.mark.skipif(SYSTEMD_ANALYZE is None, reason="systemd-analyze is not installed")
+def test_unit_passes_systemd_analyze_verify(tmp_path: Path) -> None:
+    # verify checks that ExecStart's binary exists: point it at this venv's real entry point.
+    binary = Path(sys.executable).parent / "mtpoold"
+    assert binary.exists(), "the project is not installed in this environment (pip install -e .)"
+    text = UNIT.read_text()
+    assert INSTALLED_BINARY in text
+    unit = tmp_path / "mtpoold.service"
+    unit.write_text(text.replace(INSTALLED_BINARY, str(binary)))
+    assert SYSTEMD_ANALYZE is not None
+    proc = subprocess.run(
+        [SYSTEMD_ANALYZE, "verify", str(unit)], capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "mtpoold.service" not in proc.stderr, proc.stderr  # no warnings about our unit

@@ -215,7 +215,9 @@ def _cmd_status(args: argparse.Namespace) -> int:
 
     from ._statusview import render_status
 
-    console = Console()
+    # Piped output (files, tests, `watch`) gets wide tables rather than wrapped cells.
+    wide = not sys.stdout.isatty() and "COLUMNS" not in os.environ
+    console = Console(width=200) if wide else Console()
     if args.watch is not None and args.watch <= 0:
         raise _Fail(EXIT_USAGE, "mtpoold status: --watch must be > 0 seconds")
     count = 0

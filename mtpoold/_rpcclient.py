@@ -158,10 +158,11 @@ async def call(
     if params is not None:
         request["params"] = params
     reply: dict[str, Any] | None = None
+    stream: trio.SocketStream | None = None
     try:
         with trio.fail_after(timeout_s):
+            stream = await _open_stream(target)
             async with trio.open_nursery() as nursery:
-                stream = await _open_stream(target)
                 ws = await wrap_client_stream(
                     nursery,
                     stream,
@@ -177,8 +178,7 @@ async def call(
                         if isinstance(message, dict) and message.get("id") in (request_id, None):
                             reply = message
                 finally:
-                    with trio.move_on_after(1) as cs:
-                        cs.shield = True
+                    with trio.move_on_after(1, shield=True):
                         await ws.aclose()
                 nursery.cancel_scope.cancel()
     except trio.TooSlowError:
@@ -186,6 +186,10 @@ async def call(
     except BaseException as exc:  # noqa: BLE001 - mapped, or re-raised as it was
         _raise_mapped(exc, target)
         raise
+    finally:
+        # trio-websocket does not close the stream when the server closed first: we own it.
+        if stream is not None:
+            await trio.aclose_forcefully(stream)
     assert reply is not None
     if "error" in reply:
         raise RpcError.from_object(reply["error"])

@@ -79,7 +79,7 @@ def _proxies_table(proxies: list[Mapping[str, Any]]) -> Table:
         ("errors", "left"),
         ("cooldown", "right"),
     ]:
-        table.add_column(name, justify=justify)  # type: ignore[arg-type]
+        table.add_column(name, justify=justify, no_wrap=name in ("key", "name"))  # type: ignore[arg-type]
     for p in proxies:
         next_slot = p.get("next_slot_in_s")
         table.add_row(
@@ -107,7 +107,7 @@ def _accounts_table(accounts: list[Mapping[str, Any]]) -> Table:
         ("calls ok/failed", "right"),
         ("last error", "left"),
     ]:
-        table.add_column(name, justify=justify)  # type: ignore[arg-type]
+        table.add_column(name, justify=justify, no_wrap=name == "id")  # type: ignore[arg-type]
     for a in accounts:
         state = str(a.get("state", _DASH))
         last_class, last_message = a.get("last_error_class"), a.get("last_error_message")

@@ -436,6 +436,11 @@ class _Connection:
         self.dc._record(entry, name, self.id, msg_id)
         action = self.dc.faults.take(entry.user_id, name)
         if action is None:
+            if isinstance(inner, functions.PingRequest | functions.PingDelayDisconnectRequest):
+                # a wrapped ping (invokeWithoutUpdates(ping)) is answered as an rpc_result
+                pong = bytes(types.Pong(msg_id, inner.ping_id))
+                out.append((struct.pack("<Iq", RPC_RESULT_ID, msg_id) + pong, True))
+                return
             out.append((self._result(entry, msg_id, inner), True))
         elif isinstance(action, RpcErrorAction):
             out.append((_rpc_error(msg_id, action.code, action.message), True))

@@ -47,7 +47,8 @@ async def test_DC_users(dc: DC) -> None:
         users = await aio(client)(functions.users.GetUsersRequest([
             types.InputUser(1002, 0x1002BB), types.InputUser(1005, 0x1005EE),
             types.InputUser(1006, 0x1006FF)]))
-        full = await aio(client)(functions.users.GetFullUserRequest(types.InputUser(1002, 0x1002BB)))
+        bob_input = types.InputUser(1002, 0x1002BB)
+        full = await aio(client)(functions.users.GetFullUserRequest(bob_input))
         with pytest.raises(errors.UserIdInvalidError):
             await aio(client)(functions.users.GetUsersRequest([types.InputUser(1002, 1)]))
         with pytest.raises(errors.UserIdInvalidError):
@@ -112,7 +113,8 @@ async def test_DC_messages(dc: DC) -> None:
     m2, missing = got.messages
     assert (m2.id, m2.message, m2.views, m2.forwards, m2.replies.replies) == (
         2, "News post #2", 2000, 20, 2)
-    assert {(r.reaction.emoticon, r.count) for r in m2.reactions.results} == {("👍", 10), ("🔥", 2)}
+    reactions = {(r.reaction.emoticon, r.count) for r in m2.reactions.results}
+    assert reactions == {("👍", 10), ("🔥", 2)}
     assert isinstance(missing, types.MessageEmpty)
     assert [v.views for v in views.views] == [1000, 3000]
     assert isinstance(plain.messages[0], types.MessageEmpty)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 import pytest
 import trio
 import trio_asyncio
@@ -17,9 +19,11 @@ aio = trio_asyncio.aio_as_trio
     ("kind", "username", "password"),
     [("socks5", None, None), ("socks5", "user", "secret"), ("http", None, None)],
 )
-async def test_Proxy_client_reaches_dc(kind: str, username: str | None, password: str | None) -> None:
+async def test_Proxy_client_reaches_dc(
+    kind: Literal["socks5", "http"], username: str | None, password: str | None
+) -> None:
     async with open_dc() as dc, trio_asyncio.open_loop():
-        async with open_proxy(kind, username=username, password=password) as proxy:  # type: ignore[arg-type]
+        async with open_proxy(kind, username=username, password=password) as proxy:
             async with open_telethon_client(dc, "15550000001", proxy=proxy.telethon_proxy) as c:
                 assert (await aio(c.get_me)()).id == 1001
             assert proxy.running and proxy.starts == 1

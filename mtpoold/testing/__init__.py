@@ -1,4 +1,6 @@
-"""Test helpers shipped with mtpoold: a loopback MTProto DC and local proxies (like ``trio.testing``).
+"""Test helpers shipped with mtpoold: a loopback MTProto DC and local proxies.
+
+Like ``trio.testing``, importable by users' tests.
 
 The DC lives in :mod:`mtpoold.testing.dc` (``open_dc``, ``DC``, ``default_world`` ...); its main
 names are re-exported here together with the proxy helpers.

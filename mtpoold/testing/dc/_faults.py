@@ -41,7 +41,7 @@ FaultAction: TypeAlias = RpcErrorAction | DelayAction | DropAction | BlackholeAc
 
 
 def rpc_error(code: int, message: str) -> RpcErrorAction:
-    """Action: answer with ``rpc_error(code, message)``, e.g. ``rpc_error(420, "FLOOD_WAIT_37")``."""
+    """Action: answer ``rpc_error(code, message)``, e.g. ``rpc_error(420, "FLOOD_WAIT_37")``."""
     return RpcErrorAction(code, message)
 
 

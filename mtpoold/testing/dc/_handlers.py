@@ -331,7 +331,8 @@ class Answerer:
 
     def sign_in(self, entry: AuthKeyEntry, req: Any) -> types.auth.Authorization:
         user = self._login_user(req.phone_number)
-        if not req.phone_code_hash or entry.login_hashes.get(user.phone or "") != req.phone_code_hash:
+        expected = entry.login_hashes.get(user.phone or "")
+        if not req.phone_code_hash or expected != req.phone_code_hash:
             raise RpcFailure(400, "PHONE_CODE_EXPIRED")
         if not req.phone_code:
             raise RpcFailure(400, "PHONE_CODE_EMPTY")
@@ -472,7 +473,9 @@ class Answerer:
         self, entry: AuthKeyEntry, ch: Channel, found: list[Message | int], count: int
     ) -> types.messages.ChannelMessages:
         msgs = [m for m in found if isinstance(m, Message)]
-        tl = [self.message_tl(ch, m) if isinstance(m, Message) else types.MessageEmpty(id=m, peer_id=types.PeerChannel(ch.id))
+        peer = types.PeerChannel(ch.id)
+        tl = [self.message_tl(ch, m) if isinstance(m, Message)
+              else types.MessageEmpty(id=m, peer_id=peer)
               for m in found]
         return types.messages.ChannelMessages(
             pts=1, count=count, messages=tl, topics=[], chats=[self.channel_tl(ch)],
@@ -499,7 +502,8 @@ class Answerer:
         # The world has no private chats or basic groups: every id is empty for the caller.
         ids = self._message_ids(req.id)
         return types.messages.Messages(
-            messages=[types.MessageEmpty(id=i, peer_id=None) for i in ids], topics=[], chats=[], users=[]
+            messages=[types.MessageEmpty(id=i, peer_id=None) for i in ids],
+            topics=[], chats=[], users=[],
         )
 
     def get_messages_views(self, entry: AuthKeyEntry, req: Any) -> types.messages.MessageViews:

@@ -154,7 +154,7 @@ class DC:
 
     @property
     def public_key_pem(self) -> str:
-        """The RSA public key (PKCS#1 PEM) to give ``telethon.crypto.rsa.add_key(pem, old=False)``."""
+        """The RSA public key (PKCS#1 PEM) for ``telethon.crypto.rsa.add_key(pem, old=False)``."""
         return self._rsa.public_pem
 
     @property

@@ -91,3 +91,8 @@ async def open_telethon_client(
     finally:
         with trio.CancelScope(shield=True), trio.move_on_after(DISCONNECT_TIMEOUT_S):
             await trio_asyncio.aio_as_trio(client.disconnect)()
+        # Telethon stores why it disconnected in a future nobody may await: read it, so
+        # asyncio does not log "Future exception was never retrieved" at garbage collection.
+        done = client.disconnected
+        if done.done() and not done.cancelled():
+            done.exception()

@@ -285,6 +285,7 @@ def default_world() -> World:
                 invite_hash="PrivInvite123", participants_count=7,
                 messages=(Message(id=1, text="hidden"),)),
         Channel(id=2004, access_hash=0x2004DD, title="Totally Legit", username="mtpoold_scam",
-                scam=True, participants_count=99, messages=(Message(id=1, text="trust me", views=3),)),
+                scam=True, participants_count=99,
+                messages=(Message(id=1, text="trust me", views=3),)),
     )
     return World(users=users, channels=channels)

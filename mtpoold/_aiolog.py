@@ -12,7 +12,8 @@ Which account? The account worker sets `aio_context` around its Telethon calls (
 `aio_context_for`); asyncio tasks copy the context they are created in, so the tasks Telethon
 spawns carry it. The handler reads it from the task's own context on Python 3.12+
 (``Task.get_context()``), else from a note the installed task factory takes when each task is
-created, else from the context the handler runs in.
+created (a weak map, and a ``[mtpoold account=… proxy=…]`` tag on the task's name), else from
+the context the handler runs in.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import asyncio
 import contextlib
 import contextvars
 import logging
+import re
 import weakref
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Final, final
@@ -83,6 +85,7 @@ _CLOSED_STREAM_TYPES: Final = (
     OSError,
 )
 _NEVER_RETRIEVED: Final = ("exception was never retrieved",)
+_NAME_TAG_RE: Final = re.compile(r"\[mtpoold account=(?P<account>\S+) proxy=(?P<proxy>\S+)\]$")
 
 
 @attrs.frozen
@@ -128,11 +131,21 @@ class AioExceptionHandler:
         return f"<AioExceptionHandler count={self.count} warnings={self._warnings}>"
 
     def note_task(self, task: asyncio.Future[Any]) -> None:
-        """Remember the current `aio_context` for `task` (called by the task factory)."""
+        """Remember the current `aio_context` for `task` (called by the task factory).
+
+        Kept twice: in a weak map (reports from a task's refcount finalizer), and as a tag
+        appended to the task's name (reports from the cyclic GC, which clears weak
+        references before finalizers run).
+        """
         ctx = aio_context.get()
-        if ctx is not None:
-            with contextlib.suppress(TypeError):
-                self._task_contexts[task] = ctx
+        if ctx is None:
+            return
+        with contextlib.suppress(TypeError):
+            self._task_contexts[task] = ctx
+        set_name = getattr(task, "set_name", None)
+        if set_name is not None:
+            with contextlib.suppress(Exception):
+                set_name(f"{task.get_name()} [mtpoold account={ctx.account} proxy={ctx.proxy_key}]")  # type: ignore[attr-defined]
 
     def context_of(self, context: Mapping[str, Any]) -> AioContext | None:
         """Find the `AioContext` an asyncio error report belongs to."""
@@ -152,6 +165,12 @@ class AioExceptionHandler:
                 found = self._task_contexts.get(fut)
                 if found is not None:
                     return found
+            get_name = getattr(fut, "get_name", None)
+            if get_name is not None:
+                with contextlib.suppress(Exception):
+                    m = _NAME_TAG_RE.search(str(get_name()))
+                    if m is not None:
+                        return AioContext(account=m["account"], proxy_key=m["proxy"])
         return aio_context.get()
 
     def __call__(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:

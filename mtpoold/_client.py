@@ -293,7 +293,10 @@ class TelethonClient:
     async def connect(self) -> None:
         """Connect: TCP, proxy handshake, auth key (if the session has none), initConnection.
 
-        Returns at once if already connected.
+        Returns at once if already connected. Telethon's connect also sends ``users.getUsers``
+        (self) and, when authorized, ``updates.getState`` + ``updates.getDifference``: a
+        connect is about four requests. If the connect fails or is cancelled, the partial
+        connection is closed (see `disconnect`) before the exception propagates.
 
         Raises:
             ConfigError: the account's session cannot be loaded (e.g. its environment
@@ -310,9 +313,12 @@ class TelethonClient:
         self._connect_errors.clear()
         try:
             await self._aio(self._tg.connect)
-        except ConnectionError as exc:
+        except BaseException as exc:
+            # Half-done connects (sender loops running, initConnection unanswered) are closed
+            # here, so a failed or cancelled connect leaves no connection and no task behind.
+            await self.disconnect()
             cause = self._connect_errors[-1] if self._connect_errors else None
-            if cause is not None and cause is not exc:
+            if isinstance(exc, ConnectionError) and cause is not None and cause is not exc:
                 raise cause from exc
             raise
         finally:
@@ -500,6 +506,8 @@ class TelethonClient:
             aio_context.reset(token)
 
     async def _aio(self, fn: Callable[..., Awaitable[Any]], *args: Any) -> Any:
+        if trio_asyncio.current_loop.get() is None:
+            raise RuntimeError("TelethonClient must be used inside trio_asyncio.open_loop()")
         with self._log_context():
             return await trio_asyncio.aio_as_trio(fn)(*args)
 

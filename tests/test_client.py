@@ -324,8 +324,9 @@ async def test_TelethonClient_cancelled_connect_leaves_no_asyncio_task(
         with trio.move_on_after(0.3) as scope:
             await client.connect()
         assert scope.cancelled_caught
-        await client.disconnect()
         assert not client.is_connected()
+        assert aio.pending_tasks() == set()  # connect() cleaned up on its way out
+        await client.disconnect()
         assert aio.pending_tasks() == set()
     assert aio.handler.count == 0
 
@@ -621,3 +622,34 @@ async def test_TelethonClient_cancelled_call_cancels_asyncio_side(aio: Loop) -> 
     assert scope.cancelled_caught
     assert fake.cancelled == 1
     assert aio.pending_tasks() == set()
+
+
+async def test_exception_handler_finds_context_of_task_collected_in_a_cycle(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async with trio_asyncio.open_loop() as loop:
+        handler = install_exception_handler(loop)
+
+        async def fail() -> None:
+            raise asyncio.IncompleteReadError(b"", 8)
+
+        async def spawn() -> None:
+            task = asyncio.get_running_loop().create_task(fail())
+            holder: list[Any] = [task]
+            holder.append(holder)  # a reference cycle: only the cyclic GC frees the task
+            await asyncio.sleep(0.01)
+
+        with aio_context_for("acc7", "0123456789abcdef"):
+            await trio_asyncio.aio_as_trio(spawn)()
+        with caplog.at_level(logging.WARNING, logger="mtpoold.asyncio"):
+            gc.collect()
+            await trio.sleep(0.01)
+        assert handler.count == 1
+        assert "account=acc7 proxy=0123456789abcdef" in caplog.text
+
+
+async def test_TelethonClient_needs_a_trio_asyncio_loop() -> None:
+    client, _ = _with_fake({})
+    with pytest.raises(RuntimeError, match=r"inside trio_asyncio\.open_loop\(\)"):
+        await client.call("help.getConfig", {})
+    await client.disconnect()  # never raises

@@ -1,0 +1,309 @@
+"""One Telegram user account: its client, its lock, its connection lifecycle and state."""
+
+from __future__ import annotations
+
+import collections
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any, Final, Protocol, TypeVar, final
+
+import attrs
+import trio
+
+from ._lane import ProxyLane
+from ._policy import Verdict
+from ._stats import AccountStatistics
+
+log = logging.getLogger("mtpoold.account")
+
+T = TypeVar("T")
+
+#: Seconds a disconnect may take before we stop waiting for it (it runs shielded).
+DISCONNECT_TIMEOUT_S: Final = 5.0
+
+
+class Client(Protocol):
+    """What the pool needs of one account's MTProto client (see ``docs/CONTRACTS.md``).
+
+    :class:`mtpoold._client.TelethonClient` is the real one; tests use doubles.
+    """
+
+    async def connect(self) -> None: ...
+    async def call(self, method: str, args: Any) -> dict[str, Any]: ...
+    async def resolve(self, link_or_username: str) -> dict[str, Any]: ...
+    async def get_messages(self, peer: str | int, ids: Any) -> dict[str, Any]: ...
+    async def disconnect(self) -> None: ...
+    def is_connected(self) -> bool: ...
+
+
+class ConnectTimeoutError(ConnectionError):
+    """A connect (TCP, proxy handshake, key exchange, initConnection) missed its deadline.
+
+    A :class:`ConnectionError`, so it is classified STREAM_CLOSED: a blackholing proxy or DC
+    costs the account a stream cooldown, never a hang.
+    """
+
+
+class Judged(Exception):
+    """A call failed and was judged; carries the verdict to the pool.
+
+    Attributes:
+        failure: The classified failure (an :class:`mtpoold._errors.Failure`).
+        verdict: What the policy decided for it.
+    """
+
+    def __init__(self, failure: Any, verdict: Verdict) -> None:
+        super().__init__(failure.message)
+        self.failure = failure
+        self.verdict = verdict
+
+
+Judge = Callable[[BaseException], tuple[Any, Verdict]]
+
+
+@final
+@attrs.define(eq=False, repr=False)
+class AccountWorker:
+    """One account: a long-lived client used by one call at a time.
+
+    The client is built lazily and connected on first use. A connect is traffic through the
+    proxy, so it takes a slot from the lane like a call does and is bounded by
+    ``connect_timeout_s``. After ``idle_disconnect_s`` seconds without a call the connection
+    is closed by a watcher task that lives in ``nursery`` (the pool's); after a failure
+    whose verdict says ``reconnect`` (stream closed, proxy down, deadline) or a call
+    cancelled mid-flight, the connection is dropped before the lock is released, so the
+    next call starts on a fresh one.
+
+    Scheduling state (cooldown, disabled, reserved) lives here but is decided by the pool.
+    All times are on the trio clock, in seconds.
+
+    Args:
+        id: The account id.
+        lane: The proxy lane the account's traffic goes through.
+        client_factory: Builds the account's client (called once per connection).
+        nursery: Where the idle watcher runs.
+        connect_timeout_s: Seconds a connect may take after its start slot.
+        idle_disconnect_s: Seconds without a call before the connection is closed.
+        tags: The account's tags from the config.
+    """
+
+    id: str
+    lane: ProxyLane
+    client_factory: Callable[[], Client]
+    nursery: trio.Nursery
+    connect_timeout_s: float = 20.0
+    idle_disconnect_s: float = 300.0
+    tags: frozenset[str] = frozenset()
+    cooldown_until: float = attrs.field(init=False, default=float("-inf"))
+    disabled_reason: str | None = attrs.field(init=False, default=None)
+    reserved: bool = attrs.field(init=False, default=False)
+    retired: bool = attrs.field(init=False, default=False)
+    calls_ok: int = attrs.field(init=False, default=0)
+    calls_failed: int = attrs.field(init=False, default=0)
+    errors_by_class: collections.Counter[str] = attrs.field(init=False, factory=collections.Counter)
+    last_error_class: str | None = attrs.field(init=False, default=None)
+    last_error_message: str | None = attrs.field(init=False, default=None)
+    last_used: float | None = attrs.field(init=False, default=None)
+    _client: Client | None = attrs.field(init=False, default=None)
+    _connecting: bool = attrs.field(init=False, default=False)
+    _lock: trio.Lock = attrs.field(init=False, factory=trio.Lock)
+    _idle_scope: trio.CancelScope | None = attrs.field(init=False, default=None)
+
+    def __repr__(self) -> str:
+        return f"<AccountWorker {self.id} lane={self.lane.name} state={self.state()}>"
+
+    # -- scheduling view -------------------------------------------------------------
+
+    def state(self) -> str:
+        """``retired``, ``disabled``, ``busy``, ``connecting``, ``cooldown``, ``ready`` or ``idle``."""
+        if self.retired:
+            return "retired"
+        if self.disabled_reason is not None:
+            return "disabled"
+        if self._connecting:
+            return "connecting"
+        if self._lock.locked():
+            return "busy"
+        if self.cooldown_until > trio.current_time():
+            return "cooldown"
+        return "ready" if self.connected else "idle"
+
+    @property
+    def connected(self) -> bool:
+        """Whether the account's MTProto connection is up."""
+        return self._client is not None and self._client.is_connected()
+
+    @property
+    def busy(self) -> bool:
+        """Whether a call holds the account (or a job has reserved it)."""
+        return self.reserved or self._lock.locked()
+
+    def ready_at(self) -> float:
+        """Earliest time (trio clock, s) this account could start a call, ignoring ``busy``.
+
+        ``inf`` when disabled or retired.
+        """
+        if self.disabled_reason is not None or self.retired:
+            return float("inf")
+        return max(self.cooldown_until, self.lane.earliest_start())
+
+    # -- calls -----------------------------------------------------------------------
+
+    async def run(
+        self,
+        op: Callable[[Client], Awaitable[T]],
+        *,
+        call_deadline_s: float,
+        judge: Judge,
+    ) -> T:
+        """Run ``op`` on this account's client, one call at a time.
+
+        Takes the account lock, connects lazily (through a lane slot), takes a lane slot for
+        the call and runs ``op(client)`` under ``trio.fail_after(call_deadline_s)``.
+
+        Args:
+            op: The call to make with the connected client.
+            call_deadline_s: Seconds the call may take after its start slot.
+            judge: Classifies an exception and returns ``(failure, verdict)``.
+
+        Returns:
+            What ``op`` returned.
+
+        Raises:
+            Judged: the connect or the call failed; carries the failure and the verdict.
+                The connection has already been dropped when the verdict says ``reconnect``.
+            trio.Cancelled: the caller's scope was cancelled (e.g. the job deadline); the
+                connection is dropped, since a call may have been left half-done.
+        """
+        async with self._lock:
+            try:
+                client = await self._ensure_connected()
+                async with self.lane.slot():
+                    self.last_used = trio.current_time()
+                    with trio.fail_after(call_deadline_s):
+                        result = await op(client)
+            except trio.Cancelled:
+                await self._drop_client()
+                raise
+            except Exception as exc:
+                failure, verdict = judge(exc)
+                self._count_failure(failure)
+                if verdict.reconnect:
+                    await self._drop_client()
+                raise Judged(failure, verdict) from exc
+            self.calls_ok += 1
+            self.last_used = trio.current_time()
+            return result
+
+    async def _ensure_connected(self) -> Client:
+        if self._client is not None and self._client.is_connected():
+            return self._client
+        await self._drop_client()
+        self._connecting = True
+        client = self.client_factory()
+        self._client = client
+        try:
+            async with self.lane.slot():
+                with trio.move_on_after(self.connect_timeout_s) as scope:
+                    await client.connect()
+            if scope.cancelled_caught:
+                raise ConnectTimeoutError(
+                    f"connect did not finish within {self.connect_timeout_s:g} s"
+                )
+        except BaseException:
+            await self._drop_client()
+            raise
+        finally:
+            self._connecting = False
+        self.last_used = trio.current_time()
+        self._start_idle_watch()
+        return client
+
+    def _count_failure(self, failure: Any) -> None:
+        name = failure.error_class.value
+        self.calls_failed += 1
+        self.errors_by_class[name] += 1
+        self.last_error_class = name
+        self.last_error_message = failure.message
+
+    # -- connection lifecycle ----------------------------------------------------------
+
+    def _start_idle_watch(self) -> None:
+        if self._idle_scope is not None:
+            self._idle_scope.cancel()
+        scope = trio.CancelScope()
+        self._idle_scope = scope
+        self.nursery.start_soon(self._watch_idle, scope, name=f"idle-watch:{self.id}")
+
+    async def _watch_idle(self, scope: trio.CancelScope) -> None:
+        with scope:
+            while True:
+                assert self.last_used is not None
+                await trio.sleep_until(self.last_used + self.idle_disconnect_s)
+                if trio.current_time() < self.last_used + self.idle_disconnect_s:
+                    continue  # used meanwhile
+                try:
+                    self._lock.acquire_nowait()
+                except trio.WouldBlock:
+                    # A call holds the account; it bumps last_used when it ends.
+                    await trio.sleep(self.idle_disconnect_s)
+                    continue
+                try:
+                    log.info("event=idle_disconnect account=%s proxy=%s", self.id, self.lane.key)
+                    self._idle_scope = None
+                    await self._drop_client()
+                finally:
+                    self._lock.release()
+                return
+
+    async def _drop_client(self) -> None:
+        """Disconnect and forget the client; shielded and bounded, safe to call any time."""
+        client, self._client = self._client, None
+        if self._idle_scope is not None:
+            self._idle_scope.cancel()
+            self._idle_scope = None
+        if client is None:
+            return
+        with trio.CancelScope(shield=True):
+            with trio.move_on_after(DISCONNECT_TIMEOUT_S):
+                try:
+                    await client.disconnect()
+                except Exception as exc:  # a disconnect failing must not hide the real error
+                    log.warning(
+                        "event=disconnect_failed account=%s proxy=%s error=%s",
+                        self.id,
+                        self.lane.key,
+                        type(exc).__name__,
+                    )
+
+    async def reconnect(self) -> None:
+        """Drop the connection once no call holds the account (reload: proxy changed)."""
+        async with self._lock:
+            await self._drop_client()
+
+    async def aclose(self) -> None:
+        """Close the connection at pool shutdown; waits for no lock (the pool is closing)."""
+        await self._drop_client()
+
+    # -- statistics ----------------------------------------------------------------------
+
+    def statistics(self, *, proxy_name: str) -> AccountStatistics:
+        """Return a frozen snapshot of this account's state and counters."""
+        now = trio.current_time()
+        cooldown = 0.0 if self.disabled_reason else max(0.0, self.cooldown_until - now)
+        return AccountStatistics(
+            id=self.id,
+            proxy_key=self.lane.key,
+            proxy_name=proxy_name,
+            state=self.state(),
+            connected=self.connected,
+            cooldown_remaining_s=cooldown,
+            disabled_reason=self.disabled_reason,
+            calls_ok=self.calls_ok,
+            calls_failed=self.calls_failed,
+            errors_by_class=dict(self.errors_by_class),
+            last_error_class=self.last_error_class,
+            last_error_message=self.last_error_message,
+            last_used_s_ago=None if self.last_used is None else now - self.last_used,
+            tags=tuple(sorted(self.tags)),
+        )

@@ -1,0 +1,707 @@
+"""The pool: scheduling jobs onto accounts and proxy lanes, retries, deadlines, state."""
+
+from __future__ import annotations
+
+import collections
+import datetime as dt
+import logging
+import random
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
+from contextlib import asynccontextmanager
+from typing import Any, Final, final
+
+import attrs
+import trio
+import trio_asyncio
+
+from ._account import AccountWorker, Client, Judged
+from ._config import AccountConfig, Config, proxy_key
+from ._errors import ErrorClass, Failure, JobFailed, classify
+from ._lane import NO_PROXY, ProxyLane
+from ._policy import Verdict, decide
+from ._stats import PoolStatistics
+
+log = logging.getLogger("mtpoold.pool")
+
+ClientFactory = Callable[[AccountConfig], Client]
+Op = Callable[[Client], Awaitable[dict[str, Any]]]
+
+#: Seconds shutdown waits for all clients to disconnect (each disconnect is bounded too).
+CLOSE_TIMEOUT_S: Final = 10.0
+
+
+@attrs.frozen
+class JobMeta:
+    """How a job was served.
+
+    Attributes:
+        account: Id of the account whose call succeeded.
+        proxy_key: Key of the lane it went through.
+        attempts: Calls made for the job, the successful one included.
+        elapsed_ms: Milliseconds from submission to result.
+    """
+
+    account: str
+    proxy_key: str
+    attempts: int
+    elapsed_ms: float
+
+
+@attrs.frozen
+class JobResult:
+    """A job's result: the JSON-safe ``value`` and its :class:`JobMeta`."""
+
+    value: dict[str, Any]
+    meta: JobMeta
+
+
+@attrs.define(eq=False)
+class _Job:
+    method: str
+    deadline: float  # trio clock, s
+    account: str | None
+    tags: frozenset[str]
+    started: float
+    avoid: set[str] = attrs.field(factory=set)
+    attempts: int = 0
+    last_account: str | None = None
+
+    def accepts(self, acc: AccountWorker, *, allow_avoided: bool) -> bool:
+        if self.account is not None and acc.id != self.account:
+            return False
+        if not self.tags <= acc.tags:
+            return False
+        return allow_avoided or acc.id not in self.avoid
+
+
+@attrs.define(eq=False)
+class _Waiter:
+    job: _Job
+    allow_avoided: bool
+    event: trio.Event = attrs.field(factory=trio.Event)
+    account: AccountWorker | None = None
+
+
+def _utc_iso(ts: float) -> str:
+    return dt.datetime.fromtimestamp(ts, dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+@final
+@attrs.define(eq=False, repr=False)
+class Pool:
+    """Runs MTProto calls through many accounts and proxies; made by :func:`open_pool`.
+
+    Scheduling: among accounts that are free, not cooling down (nor their proxy), not
+    disabled, and matching the job's pinned account and tags, the pool prefers the one
+    whose proxy lane can start soonest, then the least recently used. A job that cannot
+    start before its deadline fails at once with ``NO_ACCOUNT_AVAILABLE`` and the seconds
+    until one could (``retry_after_s``); otherwise it waits, first in first served, until
+    an account is released or a cooldown ends.
+
+    Each failure is classified (:func:`mtpoold._errors.classify`), judged by the policy
+    (:func:`mtpoold._policy.decide`), applied (cooldowns, proxy backoff, disabling,
+    reconnect), written to the state store, and the job is rerouted to another account
+    until ``max_attempts`` calls were made or its deadline passes.
+    """
+
+    _config: Config
+    _nursery: trio.Nursery
+    _client_factory: ClientFactory
+    _store: Any = None
+    _wall_clock: Callable[[], float] = time.time
+    _rng: random.Random = attrs.field(factory=random.Random)
+    _lanes: dict[str, ProxyLane] = attrs.field(init=False, factory=dict)
+    _accounts: dict[str, AccountWorker] = attrs.field(init=False, factory=dict)
+    _lane_accounts: dict[str, collections.OrderedDict[str, AccountWorker]] = attrs.field(
+        init=False, factory=dict
+    )
+    _waiters: collections.deque[_Waiter] = attrs.field(init=False, factory=collections.deque)
+    _orphaned: tuple[str, ...] = attrs.field(init=False, default=())
+    _opened_at: float = attrs.field(init=False, factory=trio.current_time)
+    _generation: int = attrs.field(init=False, default=1)
+    _loaded_at: float = attrs.field(init=False, default=0.0)
+    _closing: bool = attrs.field(init=False, default=False)
+    _jobs_in_flight: int = attrs.field(init=False, default=0)
+    _jobs_ok: int = attrs.field(init=False, default=0)
+    _jobs_failed: int = attrs.field(init=False, default=0)
+
+    def __attrs_post_init__(self) -> None:
+        self._loaded_at = self._wall_clock()
+        for acc_cfg in self._config.accounts:
+            self._add_account(acc_cfg)
+        if self._store is not None:
+            self._load_state()
+
+    def __repr__(self) -> str:
+        return (
+            f"<Pool accounts={len(self._accounts)} proxies={len(self._lanes)} "
+            f"jobs_in_flight={self._jobs_in_flight} waiting={len(self._waiters)}>"
+        )
+
+    # -- building ------------------------------------------------------------------------
+
+    def _lane_for(self, acc_cfg: AccountConfig) -> ProxyLane:
+        proxy = self._config.proxy_for(acc_cfg)
+        key = proxy_key(proxy)
+        lane = self._lanes.get(key)
+        if lane is None:
+            if proxy is None:
+                lane = ProxyLane(key=NO_PROXY, name=NO_PROXY, type="direct", rng=self._rng)
+            else:
+                lane = ProxyLane(
+                    key=key,
+                    name=proxy.name,
+                    type=proxy.type,
+                    capacity=proxy.capacity,
+                    interval_s=proxy.interval_s,
+                    rng=self._rng,
+                )
+            self._lanes[key] = lane
+            self._lane_accounts[key] = collections.OrderedDict()
+        return lane
+
+    def _add_account(self, acc_cfg: AccountConfig) -> None:
+        lane = self._lane_for(acc_cfg)
+        tg = self._config.telegram_for(acc_cfg)
+        factory = self._client_factory
+        worker = AccountWorker(
+            id=acc_cfg.id,
+            lane=lane,
+            client_factory=lambda: factory(acc_cfg),
+            nursery=self._nursery,
+            connect_timeout_s=tg.connect_timeout_s,
+            idle_disconnect_s=tg.idle_disconnect_s,
+            tags=frozenset(acc_cfg.tags),
+        )
+        self._accounts[acc_cfg.id] = worker
+        self._lane_accounts[lane.key][acc_cfg.id] = worker
+
+    # -- state store -----------------------------------------------------------------------
+
+    def _wall_to_trio(self, wall: float | None) -> float:
+        if wall is None:
+            return float("-inf")
+        return trio.current_time() + (wall - self._wall_clock())
+
+    def _trio_to_wall(self, t: float) -> float | None:
+        if t == float("-inf") or t <= trio.current_time():
+            return None
+        return self._wall_clock() + (t - trio.current_time())
+
+    def _load_state(self) -> None:
+        stored = self._store.load()
+        for acc_id, row in stored.accounts.items():
+            acc = self._accounts.get(acc_id)
+            if acc is None:
+                continue
+            acc.cooldown_until = self._wall_to_trio(row.cooldown_until)
+            acc.disabled_reason = row.disabled_reason
+            acc.calls_ok = row.calls_ok
+            acc.calls_failed = row.calls_failed
+            acc.errors_by_class.update(row.failures_by_class)
+            acc.last_error_class = row.last_error_class
+            acc.last_error_message = row.last_error_message
+        for key, prow in stored.proxies.items():
+            lane = self._lanes.get(key)
+            if lane is not None:
+                lane.cooldown_until = self._wall_to_trio(prow.cooldown_until)
+                lane.consecutive_failures = prow.consecutive_failures
+        self._orphaned = tuple(sorted(set(stored.accounts) - set(self._accounts)))
+        for acc_id in self._orphaned:
+            log.warning("event=orphaned_account account=%s (in the state store, not in the config)", acc_id)
+
+    def _persist(self, acc: AccountWorker, *, lane: bool = False) -> None:
+        if self._store is None:
+            return
+        from ._store import StoredAccount, StoredProxy
+
+        self._store.save_account(
+            StoredAccount(
+                id=acc.id,
+                cooldown_until=self._trio_to_wall(acc.cooldown_until),
+                disabled_reason=acc.disabled_reason,
+                disabled_at=self._wall_clock() if acc.disabled_reason else None,
+                failures_by_class=dict(acc.errors_by_class),
+                last_error_class=acc.last_error_class,
+                last_error_message=acc.last_error_message,
+                calls_ok=acc.calls_ok,
+                calls_failed=acc.calls_failed,
+                last_used=None
+                if acc.last_used is None
+                else self._wall_clock() - (trio.current_time() - acc.last_used),
+            )
+        )
+        if lane:
+            self._store.save_proxy(
+                StoredProxy(
+                    key=acc.lane.key,
+                    cooldown_until=self._trio_to_wall(acc.lane.cooldown_until),
+                    consecutive_failures=acc.lane.consecutive_failures,
+                )
+            )
+
+    # -- public API --------------------------------------------------------------------------
+
+    async def invoke(
+        self,
+        method: str,
+        args: Mapping[str, Any] | None = None,
+        *,
+        deadline_s: float | None = None,
+        account: str | None = None,
+        tags: Iterable[str] = (),
+    ) -> JobResult:
+        """Invoke a raw TL function by name, e.g. ``"contacts.ResolveUsername"``.
+
+        Args:
+            method: TL function name as written in Telegram's schema or Telethon
+                (``contacts.ResolveUsername``, ``channels.GetFullChannel`` ...).
+            args: The function's arguments as JSON values; peers may be given as
+                ``@username``, ``t.me/...`` links or numeric ids, resolved by the account
+                that runs the call.
+            deadline_s: Seconds the whole job may take (default: policy ``job_deadline_s``,
+                180 s, the PHP system's job timeout).
+            account: Pin the job to this account id.
+            tags: Only accounts carrying all these tags may serve the job.
+
+        Returns:
+            The TL result as a JSON-safe dict and how it was served.
+
+        Raises:
+            JobFailed: with the error class, message, ``retry_after_s`` where known, the last
+                account and the number of attempts.
+        """
+        if not isinstance(method, str) or not method:
+            raise JobFailed(ErrorClass.INVALID_ARGUMENT, "method must be a non-empty string")
+        if args is None:
+            args = {}
+        if not isinstance(args, Mapping):
+            raise JobFailed(ErrorClass.INVALID_ARGUMENT, "args must be an object")
+        frozen_args = dict(args)
+        return await self._run_job(
+            method, lambda c: c.call(method, frozen_args), deadline_s, account, tags
+        )
+
+    async def resolve(
+        self,
+        link_or_username: str,
+        *,
+        deadline_s: float | None = None,
+        account: str | None = None,
+        tags: Iterable[str] = (),
+    ) -> JobResult:
+        """Resolve ``@username``, ``t.me/...`` links or numeric ids to a peer summary.
+
+        The summary: kind (user/bot/channel/supergroup/chat), id, username, title or name,
+        participants count, verified/scam/fake flags, private. Options and errors as
+        :meth:`invoke`.
+        """
+        if not isinstance(link_or_username, str) or not link_or_username.strip():
+            raise JobFailed(ErrorClass.INVALID_ARGUMENT, "link_or_username must be a non-empty string")
+        return await self._run_job(
+            "resolve", lambda c: c.resolve(link_or_username), deadline_s, account, tags
+        )
+
+    async def get_messages(
+        self,
+        peer: str | int,
+        ids: Sequence[int],
+        *,
+        deadline_s: float | None = None,
+        account: str | None = None,
+        tags: Iterable[str] = (),
+    ) -> JobResult:
+        """Fetch messages ``ids`` of ``peer``: per id exists, date, text, views, forwards,
+        replies and reactions; missing ids are reported as ``{"exists": false}``.
+
+        Options and errors as :meth:`invoke`.
+        """
+        if not isinstance(peer, (str, int)) or isinstance(peer, bool):
+            raise JobFailed(ErrorClass.INVALID_ARGUMENT, "peer must be a string or an integer")
+        if isinstance(ids, (str, bytes)) or not all(
+            isinstance(i, int) and not isinstance(i, bool) for i in ids
+        ):
+            raise JobFailed(ErrorClass.INVALID_ARGUMENT, "ids must be a list of integers")
+        id_list = list(ids)
+        return await self._run_job(
+            "get_messages", lambda c: c.get_messages(peer, id_list), deadline_s, account, tags
+        )
+
+    def disable_account(self, account_id: str, reason: str) -> None:
+        """Take an account out of scheduling until :meth:`enable_account`; kept across restarts.
+
+        Raises:
+            KeyError: if no account has this id.
+        """
+        acc = self._accounts[account_id]
+        acc.disabled_reason = reason or "disabled by operator"
+        log.warning("event=account_disabled account=%s reason=%s", acc.id, acc.disabled_reason)
+        self._persist(acc)
+
+    def enable_account(self, account_id: str) -> None:
+        """Bring a disabled account back into scheduling.
+
+        Raises:
+            KeyError: if no account has this id.
+        """
+        acc = self._accounts[account_id]
+        acc.disabled_reason = None
+        log.info("event=account_enabled account=%s", acc.id)
+        self._persist(acc)
+        self._offer(acc)
+
+    def statistics(self) -> PoolStatistics:
+        """Return a frozen snapshot of the pool, each lane and each account."""
+        now = trio.current_time()
+        accounts = tuple(
+            acc.statistics(proxy_name=acc.lane.name) for acc in self._accounts.values()
+        )
+        ready = sum(1 for a in accounts if a.state in ("ready", "idle"))
+        cooling = sum(
+            1
+            for acc in self._accounts.values()
+            if acc.disabled_reason is None
+            and max(acc.cooldown_until, acc.lane.cooldown_until) > now
+        )
+        disabled = sum(1 for a in accounts if a.state == "disabled")
+        return PoolStatistics(
+            uptime_s=now - self._opened_at,
+            jobs_in_flight=self._jobs_in_flight,
+            jobs_ok=self._jobs_ok,
+            jobs_failed=self._jobs_failed,
+            accounts_total=len(accounts),
+            accounts_ready=ready,
+            accounts_cooling=cooling,
+            accounts_disabled=disabled,
+            config_generation=self._generation,
+            config_loaded_at=_utc_iso(self._loaded_at),
+            orphaned_accounts=self._orphaned,
+            proxies=tuple(lane.statistics() for lane in self._lanes.values()),
+            accounts=accounts,
+        )
+
+    # -- jobs ------------------------------------------------------------------------------
+
+    async def _run_job(
+        self,
+        method: str,
+        op: Op,
+        deadline_s: float | None,
+        account: str | None,
+        tags: Iterable[str],
+    ) -> JobResult:
+        policy = self._config.policy
+        if deadline_s is None:
+            deadline_s = policy.job_deadline_s
+        if not isinstance(deadline_s, (int, float)) or isinstance(deadline_s, bool) or deadline_s <= 0:
+            raise JobFailed(ErrorClass.INVALID_ARGUMENT, "deadline must be a positive number of seconds")
+        if account is not None and account not in self._accounts:
+            raise JobFailed(ErrorClass.INVALID_ARGUMENT, f'no account with id "{account}"')
+        if self._closing:
+            raise JobFailed(ErrorClass.SHUTTING_DOWN, "the pool is shutting down")
+        now = trio.current_time()
+        job = _Job(method=method, deadline=now + deadline_s, account=account,
+                   tags=frozenset(tags), started=now)
+        self._jobs_in_flight += 1
+        try:
+            result = await self._attempts(job, op)
+        except JobFailed:
+            self._jobs_failed += 1
+            raise
+        except trio.Cancelled:
+            self._jobs_failed += 1
+            raise
+        else:
+            self._jobs_ok += 1
+            return result
+        finally:
+            self._jobs_in_flight -= 1
+
+    async def _attempts(self, job: _Job, op: Op) -> JobResult:
+        policy = self._config.policy
+        last: Failure | None = None
+        retry_delay = 0.0
+        with trio.move_on_at(job.deadline) as deadline_scope:
+            while job.attempts < policy.max_attempts:
+                acc = await self._acquire(job, retry_delay=retry_delay)
+                job.attempts += 1
+                job.last_account = acc.id
+                try:
+                    value = await self._attempt(job, acc, op)
+                except Judged as judged:
+                    last = judged.failure
+                    verdict = judged.verdict
+                    job.avoid.add(acc.id)
+                    if not verdict.retry and not self._local_peer_miss(last, job):
+                        raise self._job_failed(job, last) from None
+                    retry_delay = verdict.retry_delay_s
+                    continue
+                return JobResult(
+                    value=value,
+                    meta=JobMeta(
+                        account=acc.id,
+                        proxy_key=acc.lane.key,
+                        attempts=job.attempts,
+                        elapsed_ms=(trio.current_time() - job.started) * 1000.0,
+                    ),
+                )
+        if deadline_scope.cancelled_caught:
+            raise JobFailed(
+                ErrorClass.DEADLINE_EXCEEDED,
+                f"job deadline of {job.deadline - job.started:g} s passed"
+                + (f" (last error: {last.error_class.value})" if last else ""),
+                account=job.last_account,
+                attempts=job.attempts,
+            )
+        assert last is not None
+        raise self._job_failed(job, last, exhausted=True)
+
+    def _local_peer_miss(self, failure: Failure, job: _Job) -> bool:
+        """Telethon's local "Could not find the input entity" (no RPC code) means *this*
+        account does not know the peer; another one may. Retry while untried accounts exist."""
+        if failure.error_class is not ErrorClass.PEER_NOT_FOUND or failure.rpc_code is not None:
+            return False
+        return any(
+            job.accepts(a, allow_avoided=False) and a.disabled_reason is None
+            for a in self._accounts.values()
+        )
+
+    def _job_failed(self, job: _Job, failure: Failure, *, exhausted: bool = False) -> JobFailed:
+        message = failure.message
+        if exhausted:
+            message = f"{message} (gave up after {job.attempts} attempts)"
+        return JobFailed(
+            failure.error_class,
+            message,
+            retry_after_s=failure.retry_after_s,
+            account=job.last_account,
+            attempts=job.attempts,
+        )
+
+    async def _attempt(self, job: _Job, acc: AccountWorker, op: Op) -> dict[str, Any]:
+        policy = self._config.policy
+        call_deadline_s = min(policy.call_deadline_s, max(0.0, job.deadline - trio.current_time()))
+        attempt = job.attempts
+        t0 = trio.current_time()
+        outcome = "CANCELLED"
+
+        def judge(exc: BaseException) -> tuple[Failure, Verdict]:
+            if isinstance(exc, JobFailed):  # our own argument checks: final, no penalty
+                failure = Failure(exc.error_class, exc.message)
+                return failure, Verdict(retry=False)
+            failure = classify(exc)
+            failures = acc.lane.consecutive_failures + (
+                1 if failure.error_class is ErrorClass.PROXY_UNAVAILABLE else 0
+            )
+            return failure, decide(failure, policy, proxy_failures=failures, attempt=attempt)
+
+        try:
+            value = await acc.run(op, call_deadline_s=call_deadline_s, judge=judge)
+            outcome = "OK"
+            acc.lane.record_outcome(None)
+            return value
+        except Judged as judged:
+            outcome = judged.failure.error_class.value
+            self._apply(acc, judged.failure, judged.verdict)
+            raise
+        finally:
+            acc.reserved = False
+            log.info(
+                "event=call account=%s proxy=%s method=%s elapsed_ms=%.1f attempt=%d outcome=%s",
+                acc.id, acc.lane.key, job.method, (trio.current_time() - t0) * 1000.0,
+                attempt, outcome,
+            )
+            self._offer(acc)
+
+    def _apply(self, acc: AccountWorker, failure: Failure, verdict: Verdict) -> None:
+        """Apply a verdict to the account and its lane and write it to the state store."""
+        now = trio.current_time()
+        acc.lane.record_outcome(failure.error_class.value)
+        if verdict.account_cooldown_s > 0:
+            acc.cooldown_until = max(acc.cooldown_until, now + verdict.account_cooldown_s)
+        if verdict.proxy_cooldown_s > 0:
+            acc.lane.record_proxy_failure(verdict.proxy_cooldown_s)
+        if verdict.disable_reason is not None:
+            acc.disabled_reason = verdict.disable_reason
+            log.warning("event=account_disabled account=%s reason=%s", acc.id, verdict.disable_reason)
+        self._persist(acc, lane=failure.error_class is ErrorClass.PROXY_UNAVAILABLE)
+
+    # -- scheduling --------------------------------------------------------------------------
+
+    def _schedulable_at(self, acc: AccountWorker) -> float:
+        if acc.disabled_reason is not None or acc.retired:
+            return float("inf")
+        return max(acc.cooldown_until, acc.lane.cooldown_until)
+
+    def _pick(self, job: _Job, *, allow_avoided: bool) -> tuple[AccountWorker | None, float, bool]:
+        """Choose an account for ``job`` now.
+
+        Returns ``(account or None, earliest schedulable time of a free candidate, whether a
+        busy candidate exists)``. Scans lanes, and within a lane accounts in least recently
+        used order, stopping at the first usable one.
+        """
+        now = trio.current_time()
+        best: AccountWorker | None = None
+        best_key: tuple[float, float] = (float("inf"), float("inf"))
+        earliest = float("inf")
+        any_busy = False
+        if job.account is not None:
+            lanes: Iterable[Iterable[AccountWorker]] = [[self._accounts[job.account]]]
+        else:
+            lanes = (accs.values() for accs in self._lane_accounts.values())
+        for accounts in lanes:
+            for acc in accounts:
+                if not job.accepts(acc, allow_avoided=allow_avoided):
+                    continue
+                at = self._schedulable_at(acc)
+                if at == float("inf"):
+                    continue
+                if acc.busy:
+                    any_busy = True
+                    continue
+                if at > now:
+                    earliest = min(earliest, at)
+                    continue
+                key = (acc.lane.earliest_start(), acc.last_used or float("-inf"))
+                if key < best_key:
+                    best, best_key = acc, key
+                break  # later accounts of this lane were used more recently
+        if best is not None and best_key[0] > job.deadline:
+            earliest = min(earliest, best_key[0])
+            best = None
+        return best, earliest, any_busy
+
+    def _reserve(self, acc: AccountWorker) -> AccountWorker:
+        acc.reserved = True
+        self._lane_accounts[acc.lane.key].move_to_end(acc.id)
+        return acc
+
+    async def _acquire(self, job: _Job, *, retry_delay: float) -> AccountWorker:
+        """Reserve an account for the job's next attempt, waiting FIFO if none is free.
+
+        Raises:
+            JobFailed: NO_ACCOUNT_AVAILABLE when no account can start before the deadline.
+        """
+        allow_avoided = False
+        while True:
+            if self._closing:
+                raise JobFailed(ErrorClass.SHUTTING_DOWN, "the pool is shutting down",
+                                account=job.last_account, attempts=job.attempts)
+            acc, earliest, any_busy = self._pick(job, allow_avoided=allow_avoided)
+            if acc is not None:
+                return self._reserve(acc)
+            if not any_busy and earliest == float("inf") and not allow_avoided and job.avoid:
+                # Only accounts that already failed this job are left: back off, then reuse.
+                allow_avoided = True
+                if retry_delay > 0:
+                    if trio.current_time() + retry_delay > job.deadline:
+                        raise self._no_account(job, trio.current_time() + retry_delay)
+                    await trio.sleep(retry_delay)
+                continue
+            if not any_busy and earliest > job.deadline:
+                raise self._no_account(job, earliest)
+            waiter = _Waiter(job, allow_avoided)
+            self._waiters.append(waiter)
+            try:
+                with trio.move_on_at(earliest):
+                    await waiter.event.wait()
+            except BaseException:
+                if waiter.account is None:
+                    self._waiters.remove(waiter)
+                else:  # handed an account, then cancelled: pass it on
+                    waiter.account.reserved = False
+                    self._offer(waiter.account)
+                raise
+            if waiter.account is not None:
+                return waiter.account
+            self._waiters.remove(waiter)  # a cooldown ended: pick again
+
+    def _no_account(self, job: _Job, earliest: float) -> JobFailed:
+        now = trio.current_time()
+        if earliest == float("inf"):
+            return JobFailed(
+                ErrorClass.NO_ACCOUNT_AVAILABLE,
+                "no account can serve this job (all matching accounts are disabled)",
+                account=job.last_account,
+                attempts=job.attempts,
+            )
+        wait = earliest - now
+        return JobFailed(
+            ErrorClass.NO_ACCOUNT_AVAILABLE,
+            f"no account can start before the job deadline; the earliest could in {wait:.1f} s",
+            retry_after_s=wait,
+            account=job.last_account,
+            attempts=job.attempts,
+        )
+
+    def _offer(self, acc: AccountWorker) -> None:
+        """Hand a just-released account to the first waiting job that accepts it."""
+        if acc.busy or self._schedulable_at(acc) > trio.current_time():
+            return
+        for waiter in self._waiters:
+            if waiter.job.accepts(acc, allow_avoided=waiter.allow_avoided):
+                self._waiters.remove(waiter)
+                waiter.account = self._reserve(acc)
+                waiter.event.set()
+                return
+
+    # -- shutdown ------------------------------------------------------------------------------
+
+    async def _aclose(self) -> None:
+        self._closing = True
+        with trio.CancelScope(shield=True), trio.move_on_after(CLOSE_TIMEOUT_S):
+            async with trio.open_nursery() as nursery:
+                for acc in self._accounts.values():
+                    nursery.start_soon(acc.aclose)
+
+
+@asynccontextmanager
+async def open_pool(
+    config: Config,
+    *,
+    client_factory: ClientFactory | None = None,
+    store: Any = None,
+    wall_clock: Callable[[], float] = time.time,
+    rng: random.Random | None = None,
+) -> AsyncIterator[Pool]:
+    """Open a pool for ``config`` inside the caller's Trio run.
+
+    Opens one trio-asyncio loop (every Telethon coroutine runs through
+    ``trio_asyncio.aio_as_trio`` inside it) with an exception handler that logs stray
+    asyncio errors with account and proxy context, and a nursery for the accounts'
+    connection watchers. On exit, every client is disconnected (shielded, bounded by
+    ``CLOSE_TIMEOUT_S`` = 10 s) and every task is gone.
+
+    Args:
+        config: A validated :class:`mtpoold.Config`.
+        client_factory: Builds one account's client; default: real Telethon clients.
+        store: A :class:`mtpoold._store.StateStore` to load from and write verdicts to.
+        wall_clock: UNIX time in seconds, used to store cooldowns across restarts.
+        rng: Source of the gates' jitter.
+
+    Yields:
+        The :class:`Pool`.
+    """
+    async with trio_asyncio.open_loop() as loop:
+        from ._aiolog import install_exception_handler
+
+        install_exception_handler(loop)
+        if client_factory is None:
+            from ._client import telethon_client_factory
+
+            client_factory = telethon_client_factory(config)
+        async with trio.open_nursery() as nursery:
+            pool = Pool(
+                config,
+                nursery,
+                client_factory,
+                store,
+                wall_clock,
+                rng or random.Random(),
+            )
+            try:
+                yield pool
+            finally:
+                await pool._aclose()
+                nursery.cancel_scope.cancel()

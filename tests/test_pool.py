@@ -1,0 +1,442 @@
+"""The pool with a scripted client double, deterministic on MockClock (autojump)."""
+
+from __future__ import annotations
+
+import asyncio
+from functools import partial
+from pathlib import Path
+
+import pytest
+import python_socks
+import trio
+import trio.testing
+from telethon import errors as tg
+
+from mtpoold._errors import ErrorClass, JobFailed
+from mtpoold._pool import open_pool
+
+from _fakeclient import Sleep, World, make_config
+
+
+
+def stats_of(pool, account_id):
+    return next(a for a in pool.statistics().accounts if a.id == account_id)
+
+
+def lane_of(pool, name):
+    return next(p for p in pool.statistics().proxies if p.name == name)
+
+
+async def test_Pool_invoke_returns_result_and_meta(tmp_path: Path, autojump_clock: trio.testing.MockClock) -> None:
+    world = World()
+    config = make_config(tmp_path, accounts={"a1": "p1"})
+    async with open_pool(config, client_factory=world.factory()) as pool:
+        result = await pool.invoke("help.GetConfig", {})
+    assert result.value == {"ok": True, "account": "a1"}
+    assert result.meta.account == "a1"
+    assert result.meta.attempts == 1
+    assert result.meta.proxy_key == lane_of(pool, "p1").key
+    assert len(result.meta.proxy_key) == 16
+
+
+async def test_Pool_one_call_at_a_time_per_account_with_100_pinned_jobs(tmp_path: Path, autojump_clock: trio.testing.MockClock) -> None:
+    world = World()
+    world.script("a1", *[Sleep(0.5, {"n": i}) for i in range(100)])
+    config = make_config(
+        tmp_path, proxies={"p1": {"interval_s": 0.0, "capacity": 10}}, accounts={"a1": "p1"}
+    )
+    results = []
+    async with open_pool(config, client_factory=world.factory()) as pool:
+
+        async def job() -> None:
+            results.append(await pool.invoke("help.GetConfig", {}, account="a1"))
+
+        async with trio.open_nursery() as nursery:
+            for _ in range(100):
+                nursery.start_soon(job)
+    assert len(results) == 100
+    assert all(r.meta.account == "a1" for r in results)
+    assert world.max_active["a1"] == 1
+    assert sorted(r.value["n"] for r in results) == list(range(100))
+
+
+async def test_Pool_call_starts_on_one_proxy_respect_interval_including_connects(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock,
+) -> None:
+    world = World()
+    config = make_config(
+        tmp_path,
+        proxies={"p1": {"interval_s": 1.5, "capacity": 3}},
+        accounts={"a1": "p1", "a2": "p1", "a3": "p1"},
+    )
+    async with open_pool(config, client_factory=world.factory()) as pool:
+        async with trio.open_nursery() as nursery:
+            for _ in range(12):
+                nursery.start_soon(pool.invoke, "help.GetConfig", {})
+    starts = sorted(t for _, _, t in world.starts)
+    assert len(starts) == 12 + 3  # three connects took slots too
+    gaps = [b - a for a, b in zip(starts, starts[1:], strict=False)]
+    assert min(gaps) >= 1.5 - 1e-9
+    # each account's first call waited for its connect's slot
+    for acc in ("a1", "a2", "a3"):
+        connect = next(t for a, k, t in world.starts if a == acc and k == "connect")
+        assert world.calls_of(acc)[0] >= connect + 1.5 - 1e-9
+
+
+async def test_Pool_flood_wait_cools_account_exactly_and_reroutes(tmp_path: Path, autojump_clock: trio.testing.MockClock) -> None:
+    world = World()
+    world.script("a1", tg.FloodWaitError(request=None, capture=37))
+    config = make_config(tmp_path, accounts={"a1": "p1", "a2": "p2"})
+    async with open_pool(config, client_factory=world.factory()) as pool:
+        result = await pool.invoke("help.GetConfig", {}, account=None)
+        # a1 is least recently used and on an idle lane: it is tried first
+        assert result.meta.account == "a2"
+        assert result.meta.attempts == 2
+        a1 = stats_of(pool, "a1")
+        assert a1.state == "cooldown"
+        assert a1.errors_by_class == {"FLOOD_WAIT": 1}
+        assert a1.last_error_class == "FLOOD_WAIT"
+        # the cooldown is exactly 37 s from the verdict
+        failed_at = world.calls_of("a1")[0]
+        assert a1.cooldown_remaining_s == pytest.approx(37 - (trio.current_time() - failed_at))
+        # pinned jobs wait for the cooldown rather than fail, since it ends before the deadline
+        again = await pool.invoke("help.GetConfig", {}, account="a1")
+        assert again.meta.account == "a1"
+        assert world.calls_of("a1")[1] >= failed_at + 37
+
+
+async def test_Pool_flood_wait_0_is_treated_as_one_second(tmp_path: Path, autojump_clock: trio.testing.MockClock) -> None:
+    world = World()
+    world.script("a1", tg.FloodWaitError(request=None, capture=0))
+    config = make_config(tmp_path, accounts={"a1": "p1"})
+    async with open_pool(config, client_factory=world.factory()) as pool:
+        result = await pool.invoke("help.GetConfig", {})
+    assert result.meta.attempts == 2
+    first, second = world.calls_of("a1")
+    assert second - first >= 1.0
+
+
+async def test_Pool_peer_flood_cools_account_24h(tmp_path: Path, autojump_clock: trio.testing.MockClock) -> None:
+    world = World()
+    world.script("a1", tg.PeerFloodError(request=None))
+    config = make_config(tmp_path, accounts={"a1": "p1", "a2": "p2"})
+    async with open_pool(config, client_factory=world.factory()) as pool:
+        result = await pool.invoke("help.GetConfig", {})
+        assert result.meta.account == "a2"
+        assert stats_of(pool, "a1").cooldown_remaining_s == pytest.approx(86400, abs=5)
+
+
+async def test_Pool_stream_closed_reconnects_cools_60s_and_reroutes(tmp_path: Path, autojump_clock: trio.testing.MockClock) -> None:
+    world = World()
+    world.script("a1", ConnectionResetError("Connection reset by peer"))
+    config = make_config(tmp_path, accounts={"a1": "p1", "a2": "p2"})
+    async with open_pool(config, client_factory=world.factory()) as pool:
+        result = await pool.invoke("help.GetConfig", {})
+        assert result.meta.account == "a2"
+        a1 = stats_of(pool, "a1")
+        assert a1.cooldown_remaining_s == pytest.approx(60, abs=3)
+        assert not a1.connected
+        first_client = next(c for c in world.clients if c.account == "a1")
+        assert first_client.disconnects == 1
+        # after the cooldown it reconnects with a fresh client
+        await trio.sleep(61)
+        again = await pool.invoke("help.GetConfig", {}, account="a1")
+        assert again.meta.account == "a1"
+        assert sum(1 for c in world.clients if c.account == "a1") == 2
+
+
+async def test_Pool_proxy_unavailable_cools_the_proxy_with_backoff(tmp_path: Path, autojump_clock: trio.testing.MockClock) -> None:
+    world = World()
+    down = python_socks.ProxyConnectionError("Could not connect to proxy 127.0.0.1:1080")
+    world.connect_scripts["a1"].extend([down, down])
+    world.connect_scripts["a2"].extend([down])
+    config = make_config(tmp_path, accounts={"a1": "p1", "a2": "p1", "a3": "p2"})
+    async with open_pool(config, client_factory=world.factory()) as pool:
+        result = await pool.invoke("help.GetConfig", {}, tags=())
+        assert result.meta.account == "a3"
+        p1 = lane_of(pool, "p1")
+        assert p1.consecutive_failures >= 1
+        assert p1.errors_by_class["PROXY_UNAVAILABLE"] >= 1
+        assert p1.cooldown_remaining_s > 0
+        # while p1 cools down, its accounts are out of scheduling
+        for _ in range(3):
+            r = await pool.invoke("help.GetConfig", {})
+            assert r.meta.account == "a3"
+        assert stats_of(pool, "a1").state in ("idle", "cooldown")
+
+
+async def test_Pool_proxy_backoff_doubles(tmp_path: Path, autojump_clock: trio.testing.MockClock) -> None:
+    world = World()
+    down = python_socks.ProxyConnectionError("Could not connect to proxy")
+    world.connect_scripts["a1"].extend([down, down, down])
+    config = make_config(tmp_path, accounts={"a1": "p1"}, policy={"max_attempts": 3})
+    async with open_pool(config, client_factory=world.factory()) as pool:
+        t0 = trio.current_time()
+        with pytest.raises(JobFailed) as info:
+            await pool.invoke("help.GetConfig", {}, deadline_s=1000)
+        assert info.value.error_class is ErrorClass.PROXY_UNAVAILABLE
+        assert info.value.attempts == 3
+        connects = [t - t0 for a, k, t in world.starts if k == "connect"]
+        # 10 s then 20 s of proxy cooldown between the attempts
+        assert connects[1] - connects[0] >= 10
+        assert connects[2] - connects[1] >= 20
+        assert lane_of(pool, "p1").cooldown_remaining_s == pytest.approx(40, abs=1)
+
+
+async def test_Pool_session_revoked_disables_account_and_reroutes(tmp_path: Path, autojump_clock: trio.testing.MockClock) -> None:
+    world = World()
+    world.script("a1", tg.AuthKeyUnregisteredError(request=None))
+    config = make_config(tmp_path, accounts={"a1": "p1", "a2": "p2"})
+    async with open_pool(config, client_factory=world.factory()) as pool:
+        result = await pool.invoke("help.GetConfig", {})
+        assert result.meta.account == "a2"
+        a1 = stats_of(pool, "a1")
+        assert a1.state == "disabled"
+        assert "AUTH_KEY_UNREGISTERED" in a1.disabled_reason
+        with pytest.raises(JobFailed) as info:
+            await pool.invoke("help.GetConfig", {}, account="a1")
+        assert info.value.error_class is ErrorClass.NO_ACCOUNT_AVAILABLE
+        pool.enable_account("a1")
+        assert (await pool.invoke("help.GetConfig", {}, account="a1")).meta.account == "a1"
+
+
+async def test_Pool_peer_not_found_from_telegram_is_final_without_penalty(tmp_path: Path, autojump_clock: trio.testing.MockClock) -> None:
+    world = World()
+    world.script("a1", tg.UsernameNotOccupiedError(request=None))
+    config = make_config(tmp_path, accounts={"a1": "p1", "a2": "p2"})
+    async with open_pool(config, client_factory=world.factory()) as pool:
+        with pytest.raises(JobFailed) as info:
+            await pool.invoke("contacts.ResolveUsername", {"username": "nobody_here"})
+        assert info.value.error_class is ErrorClass.PEER_NOT_FOUND
+        assert info.value.attempts == 1
+        a1 = stats_of(pool, "a1")
+        assert a1.cooldown_remaining_s == 0
+        assert a1.state == "ready"
+
+
+async def test_Pool_local_entity_miss_is_rerouted_to_another_account(tmp_path: Path, autojump_clock: trio.testing.MockClock) -> None:
+    world = World()
+    miss = ValueError('Could not find the input entity for PeerUser(user_id=42) (PeerUser)')
+    world.script("a1", miss)
+    world.script("a2", miss)
+    config = make_config(tmp_path, accounts={"a1": "p1", "a2": "p2", "a3": "p2"})
+    async with open_pool(config, client_factory=world.factory()) as pool:
+        result = await pool.invoke("users.GetFullUser", {"id": 42})
+        assert result.meta.account == "a3"
+        assert result.meta.attempts == 3
+    # and with no account left to try, it is final
+    world = World()
+    world.script("a1", miss)
+    async with open_pool(make_config(tmp_path, accounts={"a1": "p1"}),
+                         client_factory=world.factory()) as pool:
+        with pytest.raises(JobFailed) as info:
+            await pool.invoke("users.GetFullUser", {"id": 42})
+        assert info.value.error_class is ErrorClass.PEER_NOT_FOUND
+
+
+async def test_Pool_generic_error_backs_off_on_the_old_schedule_and_is_bounded(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock,
+) -> None:
+    world = World()
+    boom = tg.RPCError(request=None, message="INTERNAL_SERVER_ERROR", code=500)
+    world.script("a1", *[boom] * 5)
+    config = make_config(tmp_path, accounts={"a1": "p1"}, proxies={"p1": {"interval_s": 0.0}})
+    async with open_pool(config, client_factory=world.factory()) as pool:
+        with pytest.raises(JobFailed) as info:
+            await pool.invoke("help.GetConfig", {}, deadline_s=10_000)
+        assert info.value.error_class is ErrorClass.GENERIC
+        assert info.value.attempts == 5
+        calls = world.calls_of("a1")
+        gaps = [round(b - a) for a, b in zip(calls, calls[1:], strict=False)]
+        assert gaps == [10, 30, 60, 120]
+
+
+async def test_Pool_call_deadline_is_deadline_exceeded_and_rerouted(tmp_path: Path, autojump_clock: trio.testing.MockClock) -> None:
+    world = World()
+    world.script("a1", Sleep(1000))
+    config = make_config(tmp_path, accounts={"a1": "p1", "a2": "p2"})
+    async with open_pool(config, client_factory=world.factory()) as pool:
+        result = await pool.invoke("help.GetConfig", {})
+        assert result.meta.account == "a2"
+        a1 = stats_of(pool, "a1")
+        assert a1.last_error_class == "DEADLINE_EXCEEDED"
+        assert not a1.connected  # dropped: the call was left half-done
+
+
+async def test_Pool_job_deadline_mid_call_cancels_the_asyncio_side(tmp_path: Path, autojump_clock: trio.testing.MockClock) -> None:
+    world = World()
+    world.script("a1", Sleep(1000))
+    config = make_config(tmp_path, accounts={"a1": "p1"})
+    async with open_pool(config, client_factory=world.factory()) as pool:
+        t0 = trio.current_time()
+        with pytest.raises(JobFailed) as info:
+            await pool.invoke("help.GetConfig", {}, deadline_s=5.0)
+        assert info.value.error_class is ErrorClass.DEADLINE_EXCEEDED
+        assert trio.current_time() - t0 == pytest.approx(5.0)
+        loop = asyncio.get_event_loop_policy().get_event_loop()
+        assert not [t for t in asyncio.all_tasks(loop) if not t.done()]
+    assert world.asyncio_tasks and all(t.cancelled() for t in world.asyncio_tasks[-1:])
+
+
+async def test_Pool_no_account_available_fails_at_once_with_earliest_time(tmp_path: Path, autojump_clock: trio.testing.MockClock) -> None:
+    world = World()
+    world.script("a1", tg.FloodWaitError(request=None, capture=300))
+    config = make_config(tmp_path, accounts={"a1": "p1"})
+    async with open_pool(config, client_factory=world.factory()) as pool:
+        t0 = trio.current_time()
+        with pytest.raises(JobFailed) as info:
+            await pool.invoke("help.GetConfig", {}, deadline_s=180)
+        assert info.value.error_class is ErrorClass.NO_ACCOUNT_AVAILABLE
+        assert info.value.retry_after_s == pytest.approx(300, abs=3)
+        assert trio.current_time() - t0 < 3  # did not sleep towards the deadline
+
+
+async def test_Pool_gate_queue_too_long_for_the_deadline_fails_at_once(tmp_path: Path, autojump_clock: trio.testing.MockClock) -> None:
+    world = World()
+    config = make_config(tmp_path, accounts={"a1": "p1"}, proxies={"p1": {"interval_s": 60.0}})
+    async with open_pool(config, client_factory=world.factory()) as pool:
+        await pool.invoke("help.GetConfig", {})  # connect + call: next slot 60 s out
+        t0 = trio.current_time()
+        with pytest.raises(JobFailed) as info:
+            await pool.invoke("help.GetConfig", {}, deadline_s=10)
+        assert info.value.error_class is ErrorClass.NO_ACCOUNT_AVAILABLE
+        assert trio.current_time() == t0
+
+
+async def test_Pool_tags_and_unknown_pinned_account(tmp_path: Path, autojump_clock: trio.testing.MockClock) -> None:
+    world = World()
+    config = make_config(
+        tmp_path, accounts={"a1": "p1", "a2": "p2"}, tags={"a2": ["lookup", "eu"]}
+    )
+    async with open_pool(config, client_factory=world.factory()) as pool:
+        for _ in range(3):
+            assert (await pool.invoke("help.GetConfig", {}, tags=["lookup"])).meta.account == "a2"
+        with pytest.raises(JobFailed) as unknown:
+            await pool.invoke("help.GetConfig", {}, account="nope")
+        assert unknown.value.error_class is ErrorClass.INVALID_ARGUMENT
+        assert unknown.value.message == 'no account with id "nope"'
+        with pytest.raises(JobFailed) as info:
+            await pool.invoke("help.GetConfig", {}, tags=["missing"])
+        assert info.value.error_class is ErrorClass.NO_ACCOUNT_AVAILABLE
+
+
+async def test_Pool_prefers_least_recently_used_across_lanes(tmp_path: Path, autojump_clock: trio.testing.MockClock) -> None:
+    world = World()
+    config = make_config(
+        tmp_path,
+        proxies={"p1": {"interval_s": 0.0}, "p2": {"interval_s": 0.0}},
+        accounts={"a1": "p1", "a2": "p1", "a3": "p2"},
+    )
+    async with open_pool(config, client_factory=world.factory()) as pool:
+        used = [(await pool.invoke("help.GetConfig", {})).meta.account for _ in range(6)]
+    assert sorted(used[:3]) == ["a1", "a2", "a3"]
+    assert sorted(used[3:]) == ["a1", "a2", "a3"]
+
+
+async def test_Pool_idle_connection_is_closed_after_idle_period(tmp_path: Path, autojump_clock: trio.testing.MockClock) -> None:
+    world = World()
+    config = make_config(tmp_path, accounts={"a1": "p1"}, telegram={"idle_disconnect_s": 300})
+    async with open_pool(config, client_factory=world.factory()) as pool:
+        await pool.invoke("help.GetConfig", {})
+        assert stats_of(pool, "a1").connected
+        await trio.sleep(299)
+        assert stats_of(pool, "a1").connected
+        await trio.sleep(2)
+        assert not stats_of(pool, "a1").connected
+        assert stats_of(pool, "a1").state == "idle"
+
+
+async def test_Pool_connect_timeout_is_stream_closed_and_leaves_no_client(tmp_path: Path, autojump_clock: trio.testing.MockClock) -> None:
+    world = World()
+    world.connect_scripts["a1"].append(Sleep(10_000))
+    config = make_config(
+        tmp_path, accounts={"a1": "p1", "a2": "p2"}, telegram={"connect_timeout_s": 20}
+    )
+    async with open_pool(config, client_factory=world.factory()) as pool:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(partial(pool.invoke, "help.GetConfig", {}, account="a1"))
+            await trio.sleep(1)
+            assert stats_of(pool, "a1").state == "connecting"
+            # other accounts serve meanwhile
+            assert (await pool.invoke("help.GetConfig", {}, account="a2")).meta.account == "a2"
+            nursery.cancel_scope.cancel()
+        await trio.sleep(30)
+        a1 = stats_of(pool, "a1")
+        assert not a1.connected
+
+
+async def test_Pool_connect_timeout_classified_stream_closed(tmp_path: Path, autojump_clock: trio.testing.MockClock) -> None:
+    world = World()
+    world.connect_scripts["a1"].append(Sleep(10_000))
+    config = make_config(tmp_path, accounts={"a1": "p1", "a2": "p2"},
+                         telegram={"connect_timeout_s": 20})
+    async with open_pool(config, client_factory=world.factory()) as pool:
+        result = await pool.invoke("help.GetConfig", {})
+        assert result.meta.account == "a2"
+        assert stats_of(pool, "a1").last_error_class == "STREAM_CLOSED"
+        assert not stats_of(pool, "a1").connected
+        # the connect's asyncio side was cancelled at the connect deadline
+        assert all(t.done() for t in world.asyncio_tasks)
+
+
+def all_trio_tasks() -> set[trio.lowlevel.Task]:
+    tasks: set[trio.lowlevel.Task] = set()
+    todo = [trio.lowlevel.current_root_task()]
+    while todo:
+        task = todo.pop()
+        assert task is not None
+        tasks.add(task)
+        for nursery in task.child_nurseries:
+            todo.extend(nursery.child_tasks)
+    return tasks
+
+
+async def test_Pool_exit_leaves_no_task_future_or_connection(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    world = World()
+    world.script("a2", Sleep(1000))
+    config = make_config(tmp_path)
+    before = all_trio_tasks()
+    async with open_pool(config, client_factory=world.factory()) as pool:
+        await pool.invoke("help.GetConfig", {}, account="a1")
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(partial(pool.invoke, "help.GetConfig", {}, account="a2"))
+            await trio.testing.wait_all_tasks_blocked()
+            nursery.cancel_scope.cancel()
+        assert len(all_trio_tasks()) > len(before)  # the loop and the idle watchers
+    assert all(not c.connected for c in world.clients)
+    assert all(t.done() for t in world.asyncio_tasks)
+    assert all_trio_tasks() == before
+
+
+async def test_Pool_statistics_snapshot(tmp_path: Path, autojump_clock: trio.testing.MockClock) -> None:
+    world = World()
+    config = make_config(tmp_path)
+    async with open_pool(config, client_factory=world.factory()) as pool:
+        await pool.invoke("help.GetConfig", {}, account="a1")
+        stats = pool.statistics()
+    assert stats.accounts_total == 3
+    assert stats.jobs_ok == 1 and stats.jobs_failed == 0 and stats.jobs_in_flight == 0
+    assert stats.config_generation == 1
+    assert stats.config_loaded_at.endswith("Z")
+    p1 = next(p for p in stats.proxies if p.name == "p1")
+    assert (p1.capacity, p1.calls, p1.type) == (1, 2, "socks5")
+    a1 = next(a for a in stats.accounts if a.id == "a1")
+    assert (a1.calls_ok, a1.state, a1.proxy_name) == (1, "ready", "p1")
+
+
+async def test_Pool_rejects_bad_arguments_without_a_call(tmp_path: Path, autojump_clock: trio.testing.MockClock) -> None:
+    world = World()
+    async with open_pool(make_config(tmp_path), client_factory=world.factory()) as pool:
+        for bad in [
+            lambda: pool.invoke("", {}),
+            lambda: pool.invoke("help.GetConfig", [1]),  # type: ignore[arg-type]
+            lambda: pool.invoke("help.GetConfig", {}, deadline_s=-1),
+            lambda: pool.get_messages("@x", ["1"]),  # type: ignore[list-item]
+            lambda: pool.resolve(""),
+        ]:
+            with pytest.raises(JobFailed) as info:
+                await bad()
+            assert info.value.error_class is ErrorClass.INVALID_ARGUMENT
+    assert world.starts == []

@@ -653,3 +653,21 @@ async def test_TelethonClient_needs_a_trio_asyncio_loop() -> None:
     with pytest.raises(RuntimeError, match=r"inside trio_asyncio\.open_loop\(\)"):
         await client.call("help.getConfig", {})
     await client.disconnect()  # never raises
+
+
+async def test_TelethonClient_session_file_survives_cancelled_connects(
+    aio: Loop, nursery: trio.Nursery, tmp_path: Any
+) -> None:
+    port = await _listen(nursery, _socks5_then_silent)
+    account = AccountConfig(
+        id="acc1", api_id=1, api_hash=API_HASH, session=str(tmp_path / "acc1.session")
+    )
+    client = TelethonClient(
+        account=account, telegram=TelegramConfig(dc_host="127.0.0.2"), proxy=_socks5(port)
+    )
+    for _ in range(3):  # no auth key yet: cancelled during the key exchange, each time
+        with trio.move_on_after(0.3):
+            await client.connect()
+        await client.disconnect()
+    assert aio.pending_tasks() == set()
+    assert (tmp_path / "acc1.session").exists()

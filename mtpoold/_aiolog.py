@@ -145,7 +145,8 @@ class AioExceptionHandler:
         set_name = getattr(task, "set_name", None)
         if set_name is not None:
             with contextlib.suppress(Exception):
-                set_name(f"{task.get_name()} [mtpoold account={ctx.account} proxy={ctx.proxy_key}]")  # type: ignore[attr-defined]
+                tag = f"[mtpoold account={ctx.account} proxy={ctx.proxy_key}]"
+                set_name(f"{task.get_name()} {tag}")  # type: ignore[attr-defined]
 
     def context_of(self, context: Mapping[str, Any]) -> AioContext | None:
         """Find the `AioContext` an asyncio error report belongs to."""

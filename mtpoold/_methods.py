@@ -237,9 +237,8 @@ def peer_summary(entity: TLObject, full: TLObject | None = None) -> dict[str, An
     inner = _full_object(full)
     about = getattr(inner, "about", None) if inner is not None else None
     if isinstance(entity, tl_types.User | tl_types.UserEmpty):
-        name = " ".join(
-            p for p in (getattr(entity, "first_name", None), getattr(entity, "last_name", None)) if p
-        )
+        parts = (getattr(entity, "first_name", None), getattr(entity, "last_name", None))
+        name = " ".join(p for p in parts if p)
         username = _primary_username(entity)
         return {
             "kind": "bot" if getattr(entity, "bot", False) else "user",
@@ -256,7 +255,9 @@ def peer_summary(entity: TLObject, full: TLObject | None = None) -> dict[str, An
         }
     if isinstance(entity, tl_types.Channel | tl_types.ChannelForbidden):
         forbidden = isinstance(entity, tl_types.ChannelForbidden)
-        supergroup = bool(getattr(entity, "megagroup", False) or getattr(entity, "gigagroup", False))
+        supergroup = bool(
+            getattr(entity, "megagroup", False) or getattr(entity, "gigagroup", False)
+        )
         username = None if forbidden else _primary_username(entity)
         count = getattr(inner, "participants_count", None) if inner is not None else None
         if count is None:

@@ -310,7 +310,9 @@ def _subclass_ids(type_name: str) -> frozenset[int] | None:
     if not type_name.startswith("Type"):
         return None
     modules = [tl_types] + [
-        getattr(tl_types, n) for n in dir(tl_types) if isinstance(getattr(tl_types, n), type(tl_types))
+        getattr(tl_types, n)
+        for n in dir(tl_types)
+        if isinstance(getattr(tl_types, n), type(tl_types))
     ]
     for module in modules:
         alias = getattr(module, type_name, None)
@@ -526,7 +528,8 @@ class _Builder:
 
 
 def _display_name(cls: type) -> str:
-    ns = _namespace(cls, _FUNCTIONS_PREFIX if cls.__module__.startswith(_FUNCTIONS_PREFIX) else _TYPES_PREFIX)
+    is_function = cls.__module__.startswith(_FUNCTIONS_PREFIX)
+    ns = _namespace(cls, _FUNCTIONS_PREFIX if is_function else _TYPES_PREFIX)
     name = cls.__name__
     if issubclass(cls, TLRequest) and name.endswith("Request"):
         name = name[: -len("Request")]

@@ -1,1 +1,66 @@
-"""mtpoold: pool many Telegram user accounts through rate-gated proxies, in one Trio daemon."""
+"""mtpoold: pool many Telegram user accounts through rate-gated proxies, in one Trio daemon.
+
+The public surface is small on purpose; everything else lives in private modules::
+
+    async with mtpoold.open_pool(mtpoold.load_config("mtpoold.toml")) as pool:
+        result = await pool.invoke("contacts.ResolveUsername", {"username": "telegram"})
+
+``mtpoold.testing`` ships a loopback MTProto DC and local proxies for tests and demos.
+"""
+
+from importlib.metadata import PackageNotFoundError as _PackageNotFoundError
+from importlib.metadata import version as _version
+
+from ._config import AccountConfig as AccountConfig
+from ._config import Config as Config
+from ._config import DaemonConfig as DaemonConfig
+from ._config import PolicyConfig as PolicyConfig
+from ._config import ProxyConfig as ProxyConfig
+from ._config import TelegramConfig as TelegramConfig
+from ._config import load_config as load_config
+from ._config import parse_config as parse_config
+from ._config import proxy_key as proxy_key
+from ._errors import ConfigError as ConfigError
+from ._errors import ErrorClass as ErrorClass
+from ._errors import Failure as Failure
+from ._errors import JobFailed as JobFailed
+from ._errors import MtpooldError as MtpooldError
+from ._errors import classify as classify
+from ._pool import JobMeta as JobMeta
+from ._pool import JobResult as JobResult
+from ._pool import Pool as Pool
+from ._pool import open_pool as open_pool
+from ._stats import AccountStatistics as AccountStatistics
+from ._stats import LaneStatistics as LaneStatistics
+from ._stats import PoolStatistics as PoolStatistics
+
+try:
+    __version__ = _version("mtpoold")
+except _PackageNotFoundError:  # pragma: no cover - running from a source tree
+    __version__ = "0+unknown"
+
+__all__ = [
+    "AccountConfig",
+    "AccountStatistics",
+    "Config",
+    "ConfigError",
+    "DaemonConfig",
+    "ErrorClass",
+    "Failure",
+    "JobFailed",
+    "JobMeta",
+    "JobResult",
+    "LaneStatistics",
+    "MtpooldError",
+    "PolicyConfig",
+    "Pool",
+    "PoolStatistics",
+    "ProxyConfig",
+    "TelegramConfig",
+    "__version__",
+    "classify",
+    "load_config",
+    "open_pool",
+    "parse_config",
+    "proxy_key",
+]

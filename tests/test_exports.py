@@ -1,0 +1,22 @@
+"""The public surface is deliberate: exactly these names, each defined in a private module."""
+
+import mtpoold
+import mtpoold.testing
+
+
+def test_public_names_are_exactly_the_documented_surface() -> None:
+    public = {name for name in dir(mtpoold) if not name.startswith("_")} - {"testing"}
+    assert public == set(mtpoold.__all__) - {"__version__"}
+
+
+def test_public_names_come_from_private_modules() -> None:
+    for name in mtpoold.__all__:
+        if name == "__version__":
+            continue
+        module = getattr(mtpoold, name).__module__
+        assert module.startswith("mtpoold._"), (name, module)
+
+
+def test_testing_exports_the_loopback_dc_and_proxies() -> None:
+    for name in ("open_dc", "open_proxy", "default_world", "load_world"):
+        assert callable(getattr(mtpoold.testing, name))

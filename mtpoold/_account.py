@@ -183,13 +183,13 @@ class AccountWorker:
                     with trio.fail_after(call_deadline_s):
                         result = await op(client)
             except trio.Cancelled:
-                await self._drop_client()
+                await self._drop_connection()
                 raise
             except Exception as exc:
                 failure, verdict = judge(exc)
                 self._count_failure(failure)
                 if verdict.reconnect:
-                    await self._drop_client()
+                    await self._drop_connection()
                 raise Judged(failure, verdict) from exc
             self.calls_ok += 1
             self.last_used = trio.current_time()
@@ -198,10 +198,13 @@ class AccountWorker:
     async def _ensure_connected(self) -> Client:
         if self._client is not None and self._client.is_connected():
             return self._client
-        await self._drop_client()
+        await self._drop_connection()
         self._connecting = True
-        client = self.client_factory()
-        self._client = client
+        # One client object per account for its lifetime: reconnecting keeps Telethon's
+        # entity cache (access hashes) of string sessions.
+        if self._client is None:
+            self._client = self.client_factory()
+        client = self._client
         try:
             async with self.lane.slot():
                 with trio.move_on_after(self.connect_timeout_s) as scope:
@@ -211,7 +214,7 @@ class AccountWorker:
                     f"connect did not finish within {self.connect_timeout_s:g} s"
                 )
         except BaseException:
-            await self._drop_client()
+            await self._drop_connection()
             raise
         finally:
             self._connecting = False
@@ -251,14 +254,14 @@ class AccountWorker:
                 try:
                     log.info("event=idle_disconnect account=%s proxy=%s", self.id, self.lane.key)
                     self._idle_scope = None
-                    await self._drop_client()
+                    await self._drop_connection()
                 finally:
                     self._lock.release()
                 return
 
-    async def _drop_client(self) -> None:
-        """Disconnect and forget the client; shielded and bounded, safe to call any time."""
-        client, self._client = self._client, None
+    async def _drop_connection(self) -> None:
+        """Disconnect the client (kept for the next connect); shielded, bounded, safe any time."""
+        client = self._client
         if self._idle_scope is not None:
             self._idle_scope.cancel()
             self._idle_scope = None
@@ -276,14 +279,18 @@ class AccountWorker:
                         type(exc).__name__,
                     )
 
-    async def reconnect(self) -> None:
-        """Drop the connection once no call holds the account (reload: proxy changed)."""
+    async def rebuild(self, client_factory: Callable[[], Client] | None = None) -> None:
+        """Once no call holds the account, disconnect and forget the client, so the next
+        call builds a new one (live reload: proxy or credentials changed)."""
         async with self._lock:
-            await self._drop_client()
+            await self._drop_connection()
+            self._client = None
+            if client_factory is not None:
+                self.client_factory = client_factory
 
     async def aclose(self) -> None:
         """Close the connection at pool shutdown; waits for no lock (the pool is closing)."""
-        await self._drop_client()
+        await self._drop_connection()
 
     # -- statistics ----------------------------------------------------------------------
 

@@ -138,11 +138,12 @@ async def test_Pool_stream_closed_reconnects_cools_60s_and_reroutes(tmp_path: Pa
         assert not a1.connected
         first_client = next(c for c in world.clients if c.account == "a1")
         assert first_client.disconnects == 1
-        # after the cooldown it reconnects with a fresh client
+        # after the cooldown the same client object reconnects (its entity cache survives)
         await trio.sleep(61)
         again = await pool.invoke("help.GetConfig", {}, account="a1")
         assert again.meta.account == "a1"
-        assert sum(1 for c in world.clients if c.account == "a1") == 2
+        assert sum(1 for c in world.clients if c.account == "a1") == 1
+        assert [k for a, k, _ in world.starts if a == "a1"] == ["connect", "call", "connect", "call"]
 
 
 async def test_Pool_proxy_unavailable_cools_the_proxy_with_backoff(tmp_path: Path, autojump_clock: trio.testing.MockClock) -> None:

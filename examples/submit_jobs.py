@@ -47,11 +47,10 @@ def _summary(reply: dict[str, Any]) -> str:
             f"title={body.get('title') or body.get('name')!r} "
             f"members={body.get('participants_count')}"
         )
-    elif isinstance(body, dict) and "messages" in body:
-        msgs = body["messages"]
-        text = ", ".join(
-            f"#{k}: {'views=' + str(v.get('views')) if v.get('exists') else 'missing'}"
-            for k, v in msgs.items()
+    elif isinstance(body, dict) and body and all(k.isdigit() for k in body):
+        text = ", ".join(  # get_messages: {message id: summary}
+            f"#{k}: " + (f"views={v.get('views')}" if v.get("exists") else "missing")
+            for k, v in body.items()
         )
     else:
         text = f"{body.get('_', type(body).__name__)}" if isinstance(body, dict) else str(body)

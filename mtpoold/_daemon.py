@@ -75,6 +75,8 @@ def configure_logging(level: int | str = logging.INFO) -> None:
     root.addHandler(handler)
     root.setLevel(level)
     logging.getLogger("trio-websocket").setLevel(max(root.level, logging.INFO))
+    # Telethon logs every connect and disconnect at INFO; our own call lines say what matters.
+    logging.getLogger("telethon").setLevel(max(root.level, logging.WARNING))
 
 
 # --- pieces ---------------------------------------------------------------------------------------

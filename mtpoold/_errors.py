@@ -354,7 +354,7 @@ def _rpc_failure(exc: _tl_errors.RPCError) -> Failure:
     if upper in _SESSION_REVOKED_NAMES:
         return failure(ErrorClass.SESSION_REVOKED)
     if upper in _PEER_NOT_FOUND_NAMES:
-        return failure(ErrorClass.PEER_NOT_FOUND, text + _THIS_ACCOUNT_ONLY)
+        return failure(ErrorClass.PEER_NOT_FOUND)
     if code == 420:  # a flood error without a duration: still the account's flood limit
         return failure(ErrorClass.FLOOD_WAIT, retry_after_s=None)
     return failure(ErrorClass.GENERIC)

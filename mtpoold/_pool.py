@@ -75,6 +75,15 @@ class _Job:
         return allow_avoided or acc.id not in self.avoid
 
 
+class _BackoffPastDeadline(Exception):
+    """The backoff before retrying on an account that already failed the job would pass the
+    job deadline: the job fails with its last error instead of sleeping."""
+
+    def __init__(self, delay_s: float) -> None:
+        super().__init__(delay_s)
+        self.delay_s = delay_s
+
+
 @attrs.define(eq=False)
 class _Waiter:
     job: _Job
@@ -424,7 +433,13 @@ class Pool:
         retry_delay = 0.0
         with trio.move_on_at(job.deadline) as deadline_scope:
             while job.attempts < policy.max_attempts:
-                acc = await self._acquire(job, retry_delay=retry_delay)
+                try:
+                    acc = await self._acquire(job, retry_delay=retry_delay)
+                except _BackoffPastDeadline as backoff:
+                    assert last is not None
+                    failed = self._job_failed(job, last)
+                    failed.message += f" (the next retry, in {backoff.delay_s:g} s, would pass the job deadline)"
+                    raise failed from None
                 job.attempts += 1
                 job.last_account = acc.id
                 try:
@@ -596,7 +611,7 @@ class Pool:
                 allow_avoided = True
                 if retry_delay > 0:
                     if trio.current_time() + retry_delay > job.deadline:
-                        raise self._no_account(job, trio.current_time() + retry_delay)
+                        raise _BackoffPastDeadline(retry_delay)
                     await trio.sleep(retry_delay)
                 continue
             if not any_busy and earliest > job.deadline:

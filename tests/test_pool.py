@@ -441,3 +441,21 @@ async def test_Pool_rejects_bad_arguments_without_a_call(tmp_path: Path, autojum
                 await bad()
             assert info.value.error_class is ErrorClass.INVALID_ARGUMENT
     assert world.starts == []
+
+
+async def test_Pool_backoff_past_the_deadline_fails_with_the_last_error(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    world = World()
+    boom = tg.RPCError(request=None, message="INTERNAL_SERVER_ERROR", code=500)
+    world.script("a1", boom, boom)
+    config = make_config(tmp_path, accounts={"a1": "p1"}, proxies={"p1": {"interval_s": 0.0}})
+    async with open_pool(config, client_factory=world.factory()) as pool:
+        t0 = trio.current_time()
+        with pytest.raises(JobFailed) as info:
+            await pool.invoke("help.GetConfig", {}, deadline_s=30)
+    # 10 s backoff fits, the next 30 s one would not: fail at once with the real error
+    assert info.value.error_class is ErrorClass.GENERIC
+    assert info.value.attempts == 2
+    assert info.value.message.endswith("(the next retry, in 30 s, would pass the job deadline)")
+    assert trio.current_time() - t0 == pytest.approx(10, abs=0.5)

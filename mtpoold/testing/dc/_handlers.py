@@ -222,8 +222,9 @@ class Answerer:
             message=m.text,
             post=not ch.megagroup or None,
             from_id=types.PeerUser(m.from_id) if m.from_id is not None else None,
-            views=m.views,
-            forwards=m.forwards,
+            # Telegram sends views and forwards together (Telethon's serializer insists)
+            views=m.views if m.views is not None or m.forwards is None else 0,
+            forwards=m.forwards if m.forwards is not None or m.views is None else 0,
             replies=(types.MessageReplies(replies=m.replies, replies_pts=0)
                      if m.replies is not None else None),
             reactions=reactions,

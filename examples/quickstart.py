@@ -1,0 +1,160 @@
+"""mtpoold end to end on this machine, no Telegram account needed.
+
+    python examples/quickstart.py [--keep-running]
+
+1. starts the loopback MTProto DC from ``mtpoold.testing`` with ``examples/world.toml``;
+2. starts a real local SOCKS5 proxy (pproxy, a subprocess);
+3. writes a config (``quickstart/mtpoold.toml``, mode 0600) with three demo accounts —
+   two behind the proxy, one direct — pointed at the DC by the ``[telegram]`` keys;
+4. starts the daemon as its own process: ``mtpoold run --config quickstart/mtpoold.toml``;
+5. submits real jobs over the websocket (``examples/submit_jobs.py``);
+6. shows ``mtpoold status``, then stops the daemon with SIGTERM (graceful shutdown).
+
+Every step is a command you can run yourself; the script prints each one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import trio
+
+from mtpoold.testing import load_world, open_dc, open_proxy
+
+HERE = Path(__file__).resolve().parent
+WORK = Path.cwd() / "quickstart"
+DEMO_USERS = {"ada": "15551230001", "grace": "15551230002", "second": "15551230003"}
+
+
+class QuickstartFailed(Exception):
+    """A step of the quickstart failed; the message says which."""
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _toml_str(text: str) -> str:
+    return json.dumps(text)  # a JSON string is a valid TOML basic string
+
+
+def write_config(dc_host: str, dc_port: int, pem: str, proxy_port: int,
+                 sessions: dict[str, str], listen: str) -> Path:
+    """Write the demo config; return its path. Session strings are secrets: file is 0600."""
+    accounts = []
+    for i, (name, session) in enumerate(sessions.items()):
+        proxy = 'proxy = "local-socks"\n' if i < 2 else ""
+        accounts.append(
+            f"[[accounts]]\nid = \"demo-{name}\"\napi_id = {100000 + i}\n"
+            f"api_hash = \"{'0123456789abcdef' * 2}\"\nsession_string = {_toml_str(session)}\n"
+            f"{proxy}device_model = \"mtpoold quickstart\"\ntags = [\"demo\"]\n"
+        )
+    text = (
+        "# Written by examples/quickstart.py: a demo fleet on the loopback DC.\n"
+        "[daemon]\n"
+        f"listen = \"{listen}\"\n"
+        f"state_dir = {_toml_str(str(WORK / 'state'))}\n\n"
+        "[telegram]\n"
+        f"dc_id = 2\ndc_host = \"{dc_host}\"\ndc_port = {dc_port}\n"
+        f"rsa_keys = [{_toml_str(pem)}]\nconnect_timeout_s = 10.0\n\n"
+        "[policy]\ncall_deadline_s = 10.0\njob_deadline_s = 30.0\n\n"
+        "[[proxies]]\nname = \"local-socks\"\ntype = \"socks5\"\n"
+        f"host = \"127.0.0.1\"\nport = {proxy_port}\ncapacity = 2\ninterval_s = 0.5\n\n"
+        + "\n".join(accounts)
+    )
+    WORK.mkdir(mode=0o700, exist_ok=True)
+    path = WORK / "mtpoold.toml"
+    path.unlink(missing_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    return path
+
+
+def _show(cmd: list[str]) -> list[str]:
+    print(f"\n$ {' '.join(c if ' ' not in c else repr(c) for c in cmd)}", flush=True)
+    return cmd
+
+
+async def _wait_ready(config: Path, daemon: trio.Process) -> None:
+    """Poll ``mtpoold call ping`` until the daemon answers (it exits 3 while unreachable)."""
+    for _ in range(200):
+        if daemon.returncode is not None:
+            raise QuickstartFailed(f"the daemon exited with {daemon.returncode}")
+        proc = await trio.run_process(
+            [sys.executable, "-m", "mtpoold", "--config", str(config), "call", "ping", "{}"],
+            check=False, capture_stdout=True, capture_stderr=True,
+        )
+        if proc.returncode == 0:
+            return
+        await trio.sleep(0.1)
+    raise QuickstartFailed("the daemon did not come up within 20 s")
+
+
+async def main(keep_running: bool) -> int:
+    world = load_world(HERE / "world.toml")
+    async with open_dc(world) as dc, open_proxy("socks5") as proxy:
+        print(f"loopback DC {dc.host}:{dc.port} (dc {dc.dc_id}), SOCKS5 proxy {proxy.host}:{proxy.port}")
+        sessions = {name: dc.session_string(phone) for name, phone in DEMO_USERS.items()}
+        listen = f"127.0.0.1:{_free_port()}"
+        config = write_config(dc.host, dc.port, dc.public_key_pem, proxy.port, sessions, listen)
+        print(f"config written to {config} (0600: it holds session strings)")
+        cmd = _show([sys.executable, "-m", "mtpoold", "run", "--config", str(config)])
+        log_path = WORK / "daemon.log"
+        print(f"(the daemon's log lines go to {log_path})")
+        async with trio.open_nursery() as nursery:
+            with open(log_path, "ab") as log_file:
+                daemon: trio.Process = await nursery.start(
+                    lambda task_status: trio.run_process(
+                        cmd, check=False, stderr=log_file, task_status=task_status
+                    )
+                )
+            try:
+                await _wait_ready(config, daemon)
+                await trio.run_process(
+                    _show([sys.executable, str(HERE / "submit_jobs.py"), "--config", str(config)]),
+                    check=False,
+                )
+                await trio.run_process(
+                    _show([sys.executable, "-m", "mtpoold", "--config", str(config), "status"]),
+                    check=False,
+                )
+                if keep_running:
+                    print(f"\ndaemon listening on ws://{listen}/ — Ctrl-C to stop")
+                    await trio.sleep_forever()
+            finally:
+                print("\nstopping the daemon (SIGTERM: graceful shutdown)", flush=True)
+                if daemon.returncode is None:
+                    daemon.send_signal(signal.SIGTERM)
+                with trio.move_on_after(15) as waited, trio.CancelScope(shield=True):
+                    await daemon.wait()
+                if waited.cancelled_caught:
+                    daemon.kill()
+        print(f"daemon exited with {daemon.returncode}")
+        return 0 if daemon.returncode == 0 else 1
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--keep-running", action="store_true",
+                        help="leave the daemon up after the demo jobs (Ctrl-C to stop)")
+    args = parser.parse_args()
+    code = 1
+    try:
+        code = trio.run(main, args.keep_running)
+    except* KeyboardInterrupt:
+        code = 130
+    except* QuickstartFailed as group:
+        for exc in group.exceptions:
+            print(f"quickstart failed: {exc}", file=sys.stderr)
+    sys.exit(code)

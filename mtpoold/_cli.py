@@ -77,7 +77,8 @@ def _build_parser() -> argparse.ArgumentParser:
     common.add_argument(
         "--url",
         default=argparse.SUPPRESS,
-        help="daemon address: ws://HOST:PORT or unix:/path (default: $MTPOOLD_URL or the config's daemon.listen)",
+        help="daemon address: ws://HOST:PORT or unix:/path"
+        " (default: $MTPOOLD_URL or the config's daemon.listen)",
     )
     common.add_argument(
         "--token-file",
@@ -168,7 +169,9 @@ def _locate(args: argparse.Namespace) -> tuple[Any, str]:
     return target, token
 
 
-def _request(args: argparse.Namespace, method: str, params: dict[str, Any] | None, *, timeout_s: float) -> Any:
+def _request(
+    args: argparse.Namespace, method: str, params: dict[str, Any] | None, *, timeout_s: float
+) -> Any:
     from ._rpcclient import AuthRejected, DaemonUnreachable, call
 
     target, token = _locate(args)
@@ -251,9 +254,10 @@ def _cmd_call(args: argparse.Namespace) -> int:
         try:
             params = json.loads(args.args)
         except json.JSONDecodeError as exc:
-            raise _Fail(EXIT_USAGE, f"ARGS_JSON is not valid JSON: {exc.msg} (column {exc.colno})") from None
+            problem = f"ARGS_JSON is not valid JSON: {exc.msg} (column {exc.colno})"
+            raise _Fail(EXIT_USAGE, problem) from None
         if not isinstance(params, dict):
-            raise _Fail(EXIT_USAGE, "ARGS_JSON must be a JSON object, e.g. '{\"username\": \"durov\"}'")
+            raise _Fail(EXIT_USAGE, "ARGS_JSON must be a JSON object, e.g. '{\"peer\": \"durov\"}'")
     options: dict[str, Any] = {}
     if args.deadline_ms is not None:
         if args.deadline_ms <= 0:
@@ -306,7 +310,9 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(sys.argv[1:] if argv is None else argv)
         if args.command is None:
             parser.print_usage(sys.stderr)
-            raise _Fail(EXIT_USAGE, "mtpoold: a command is required (run, status, call, check-config)")
+            raise _Fail(
+                EXIT_USAGE, "mtpoold: a command is required (run, status, call, check-config)"
+            )
         return _COMMANDS[args.command](args)
     except _Fail as fail:
         print(fail.message, file=sys.stderr)
@@ -318,7 +324,8 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # a bug: still one line, unless asked for the traceback
         if os.environ.get("MTPOOLD_DEBUG"):
             raise
-        print(f"mtpoold: internal error: {type(exc).__name__}: {exc} (MTPOOLD_DEBUG=1 shows the traceback)", file=sys.stderr)
+        message = f"mtpoold: internal error: {type(exc).__name__}: {exc}"
+        print(f"{message} (MTPOOLD_DEBUG=1 shows the traceback)", file=sys.stderr)
         return EXIT_JOB_FAILED
 
 

@@ -175,7 +175,9 @@ class RpcError(Exception):
             The error; missing or malformed fields get neutral defaults, never an exception.
         """
         if not isinstance(obj, Mapping):
-            return cls(INTERNAL_ERROR, f"malformed error object: {obj!r}", error_class="INTERNAL_ERROR")
+            return cls(
+                INTERNAL_ERROR, f"malformed error object: {obj!r}", error_class="INTERNAL_ERROR"
+            )
         data = obj.get("data")
         data = data if isinstance(data, Mapping) else {}
         code = obj.get("code")
@@ -432,7 +434,8 @@ def _options(params: Mapping[str, Any]) -> JobOptions:
         ms = raw["deadline_ms"]
         if isinstance(ms, bool) or not isinstance(ms, int | float):
             raise _invalid_params(
-                f"params.options.deadline_ms: expected a number of milliseconds, got {_json_type(ms)}"
+                "params.options.deadline_ms: expected a number of milliseconds,"
+                f" got {_json_type(ms)}"
             )
         if not (math.isfinite(ms) and ms > 0):
             raise _invalid_params(f"params.options.deadline_ms: expected > 0, got {ms!r}")
@@ -473,7 +476,9 @@ def _get_messages(params: dict[str, Any] | list[Any] | None) -> GetMessagesParam
     p = _object(params, allowed={"peer", "ids", "options"})
     peer = _required(p, "peer")
     if isinstance(peer, bool) or not isinstance(peer, str | int):
-        raise _invalid_params(f"params.peer: expected a string or an integer, got {_json_type(peer)}")
+        raise _invalid_params(
+            f"params.peer: expected a string or an integer, got {_json_type(peer)}"
+        )
     if isinstance(peer, str) and not peer.strip():
         raise _invalid_params("params.peer: expected a non-empty string")
     ids = _required(p, "ids")

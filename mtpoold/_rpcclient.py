@@ -204,9 +204,10 @@ def _raise_mapped(exc: BaseException, target: Target) -> None:
     if isinstance(first, ConnectionRejected):
         status = first.status_code
         body = (first.body or b"").decode("utf-8", "replace").strip()
+        message = f"{target} refused the connection: HTTP {status} {body}".rstrip()
         if status in (401, 403):
-            raise AuthRejected(status, f"{target} refused the connection: HTTP {status} {body}".rstrip()) from None
-        raise DaemonUnreachable(f"{target} refused the connection: HTTP {status} {body}".rstrip()) from None
+            raise AuthRejected(status, message) from None
+        raise DaemonUnreachable(message) from None
     if isinstance(first, OSError):
         raise DaemonUnreachable(f"cannot connect to {target}: {first.strerror or first}") from None
     if isinstance(first, ConnectionClosed | HandshakeError | trio.BrokenResourceError):

@@ -586,7 +586,9 @@ class RpcServer:
     ) -> None:
         self._rejected += 1
         extra = f" origin={origin!r}" if origin is not None else ""
-        _log.warning("connection.rejected remote=%s status=%d reason=%r%s", remote, status, reason, extra)
+        _log.warning(
+            "connection.rejected remote=%s status=%d reason=%r%s", remote, status, reason, extra
+        )
         await request.reject(status, extra_headers=headers, body=reason.encode() + b"\n")
 
     async def _read_loop(self, conn: _Connection, jobs: trio.Nursery) -> None:

@@ -79,7 +79,8 @@ def _proxies_table(proxies: list[Mapping[str, Any]]) -> Table:
         ("errors", "left"),
         ("cooldown", "right"),
     ]:
-        table.add_column(name, justify=justify, no_wrap=name in ("key", "name"))  # type: ignore[arg-type]
+        no_wrap = name in ("key", "name")
+        table.add_column(name, justify=justify, no_wrap=no_wrap)  # type: ignore[arg-type]
     for p in proxies:
         next_slot = p.get("next_slot_in_s")
         table.add_row(
@@ -111,7 +112,9 @@ def _accounts_table(accounts: list[Mapping[str, Any]]) -> Table:
     for a in accounts:
         state = str(a.get("state", _DASH))
         last_class, last_message = a.get("last_error_class"), a.get("last_error_message")
-        last = _DASH if not last_class else f"{last_class}: {last_message}" if last_message else str(last_class)
+        last = str(last_class) if last_class else _DASH
+        if last_class and last_message:
+            last = f"{last_class}: {last_message}"
         table.add_row(
             _cell(a.get("id")),
             _cell(a.get("proxy_name") or a.get("proxy_key")),

@@ -12,7 +12,15 @@ import stat
 from pathlib import Path
 from typing import Final
 
-__all__ = ["TOKEN_BYTES", "TOKEN_FILE_NAME", "TokenError", "ensure_token", "read_token", "token_path"]
+__all__ = [
+    "TOKEN_BYTES",
+    "TOKEN_FILE_NAME",
+    "TokenError",
+    "ensure_token",
+    "is_private",
+    "read_token",
+    "token_path",
+]
 
 TOKEN_FILE_NAME: Final = "token"
 TOKEN_BYTES: Final = 32  # bytes of randomness, 43 characters of urlsafe base64
@@ -43,9 +51,12 @@ def read_token(path: Path) -> str:
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise TokenError(f"token file {path} does not exist (has the daemon started once?)") from None
+        raise TokenError(
+            f"token file {path} does not exist (has the daemon started once?)"
+        ) from None
     except (OSError, UnicodeDecodeError) as exc:
-        raise TokenError(f"cannot read token file {path}: {type(exc).__name__}: {getattr(exc, 'strerror', None) or 'unreadable'}") from None
+        reason = getattr(exc, "strerror", None) or "not UTF-8 text"
+        raise TokenError(f"cannot read token file {path}: {reason}") from None
     token = text.strip()
     if not token or any(c.isspace() for c in token):
         raise TokenError(f"token file {path} does not hold a token (one line, no spaces)")

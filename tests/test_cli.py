@@ -328,16 +328,17 @@ async def test_run_daemon_lifecycle(tmp_path: Path, monkeypatch: pytest.MonkeyPa
         await run_daemon(config, config_path=config_path, pool_factory=factory, task_status=task_status)
         done.set()
 
-    with trio.fail_after(20):
+    with rx, trio.fail_after(20):
         async with trio.open_nursery() as nursery:
             address = await nursery.start(run)
             assert address == listen
             assert stat_mode(state) == 0o700
             assert stat_mode(state / "token") == 0o600
             assert pool_args[0][1] is not None  # the state store was opened
-            sent = messages()
+            sent: list[str] = []
+            periodic = "STATUS=2/2 accounts ready"  # sent at once, then every 10 s
+            await wait_for(lambda: sent.extend(messages()) or any(m.startswith(periodic) for m in sent))
             assert sent[0].startswith("READY=1\nSTATUS=2/2 accounts ready")
-            assert any(m.startswith("STATUS=") for m in sent)
 
             token = (state / "token").read_text().strip()
             from mtpoold._rpcclient import call
@@ -358,8 +359,7 @@ async def test_run_daemon_lifecycle(tmp_path: Path, monkeypatch: pytest.MonkeyPa
 
             os.kill(os.getpid(), signal.SIGTERM)
             await done.wait()
-    assert "STOPPING=1" in messages()
-    rx.close()
+        assert "STOPPING=1" in messages()
 
 
 def stat_mode(path: Path) -> int:

@@ -207,10 +207,19 @@ def _cmd_run(args: argparse.Namespace) -> int:
     configure_logging(args.log_level)
     try:
         trio.run(lambda: run_daemon(config, config_path=path))
-    except (OSError, TokenError) as exc:
-        detail = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-        raise _Fail(EXIT_JOB_FAILED, f"daemon failed: {detail}") from None
+    except (OSError, TokenError, BaseExceptionGroup) as exc:
+        # Startup failures arrive wrapped in the pool's and the server's nurseries.
+        for leaf in _leaves(exc):
+            if isinstance(leaf, OSError | TokenError):
+                raise _Fail(EXIT_JOB_FAILED, f"daemon failed: {leaf}") from None
+        raise
     return EXIT_OK
+
+
+def _leaves(exc: BaseException) -> list[BaseException]:
+    if isinstance(exc, BaseExceptionGroup):
+        return [leaf for sub in exc.exceptions for leaf in _leaves(sub)]
+    return [exc]
 
 
 def _cmd_status(args: argparse.Namespace) -> int:

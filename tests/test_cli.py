@@ -369,3 +369,29 @@ def stat_mode(path: Path) -> int:
 async def wait_for(predicate: Any) -> None:
     while not predicate():
         await trio.sleep(0.01)
+
+
+@pytest.fixture
+def _restore_logging() -> Iterator[None]:
+    import logging
+
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
+
+@pytest.mark.usefixtures("_restore_logging")
+def test_run_reports_bind_failure_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        config = tmp_path / "mtpoold.toml"
+        config.write_text(f'[daemon]\nlisten = "127.0.0.1:{port}"\nstate_dir = "state"\n')
+        assert main(["run", "--config", str(config)]) == 1
+    err = capsys.readouterr().err
+    assert err.splitlines()[-1].startswith("daemon failed: [Errno 98]")
+    assert "Traceback" not in err
+    assert stat_mode(tmp_path / "state" / "token") == 0o600

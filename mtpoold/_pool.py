@@ -20,6 +20,7 @@ from ._config import AccountConfig, Config, proxy_key
 from ._errors import ErrorClass, Failure, JobFailed, classify
 from ._lane import NO_PROXY, ProxyLane
 from ._policy import Verdict, decide
+from ._sessionlock import SessionLock
 from ._stats import PoolStatistics
 
 log = logging.getLogger("mtpoold.pool")
@@ -75,6 +76,23 @@ class _Job:
         return allow_avoided or acc.id not in self.avoid
 
 
+@attrs.frozen
+class ReloadSummary:
+    """What a :meth:`Pool.reload` changed.
+
+    Attributes:
+        generation: The config generation now in force (1 at open, +1 per reload).
+        added: Ids of accounts that joined.
+        removed: Ids of accounts being retired (after their in-flight call).
+        reconnected: Ids of accounts reconnecting with changed proxy, server or credentials.
+    """
+
+    generation: int
+    added: tuple[str, ...]
+    removed: tuple[str, ...]
+    reconnected: tuple[str, ...]
+
+
 class _BackoffPastDeadline(Exception):
     """The backoff before retrying on an account that already failed the job would pass the
     job deadline: the job fails with its last error instead of sleeping."""
@@ -90,6 +108,35 @@ class _Waiter:
     allow_avoided: bool
     event: trio.Event = attrs.field(factory=trio.Event)
     account: AccountWorker | None = None
+
+
+def lock_sessions_of(accounts: Iterable[AccountConfig], state_dir: str) -> dict[str, SessionLock]:
+    """Take the exclusive session lock of each account, all or none.
+
+    A file session is locked through its sibling ``<session>.lock``; a string session through
+    ``<state_dir>/locks/<account id>.lock``.
+
+    Returns:
+        The held locks by account id.
+
+    Raises:
+        SessionLocked: one is held elsewhere (names account, session path and holder PID);
+            the locks taken before it are released.
+    """
+    held: dict[str, SessionLock] = {}
+    try:
+        for acc in accounts:
+            if acc.session is not None:
+                lock = SessionLock.for_session_file(acc.id, acc.session)
+            else:
+                lock = SessionLock.for_string_session(acc.id, state_dir)
+            lock.acquire()
+            held[acc.id] = lock
+    except BaseException:
+        for lock in held.values():
+            lock.release()
+        raise
+    return held
 
 
 def _utc_iso(ts: float) -> str:
@@ -116,7 +163,7 @@ class Pool:
 
     _config: Config
     _nursery: trio.Nursery
-    _client_factory: ClientFactory
+    _make_factory: Callable[[Config], ClientFactory]
     _store: Any = None
     _wall_clock: Callable[[], float] = time.time
     _rng: random.Random = attrs.field(factory=random.Random)
@@ -126,6 +173,10 @@ class Pool:
         init=False, factory=dict
     )
     _waiters: collections.deque[_Waiter] = attrs.field(init=False, factory=collections.deque)
+    _client_factory: ClientFactory = attrs.field(init=False)
+    _account_cfgs: dict[str, AccountConfig] = attrs.field(init=False, factory=dict)
+    _session_locks: dict[str, SessionLock] = attrs.field(factory=dict)
+    _lock_sessions: bool = False
     _orphaned: tuple[str, ...] = attrs.field(init=False, default=())
     _opened_at: float = attrs.field(init=False, factory=trio.current_time)
     _generation: int = attrs.field(init=False, default=1)
@@ -137,6 +188,7 @@ class Pool:
 
     def __attrs_post_init__(self) -> None:
         self._loaded_at = self._wall_clock()
+        self._client_factory = self._make_factory(self._config)
         for acc_cfg in self._config.accounts:
             self._add_account(acc_cfg)
         if self._store is not None:
@@ -170,21 +222,32 @@ class Pool:
             self._lane_accounts[key] = collections.OrderedDict()
         return lane
 
+    def _release_session_locks(self, account_id: str | None = None) -> None:
+        ids = list(self._session_locks) if account_id is None else [account_id]
+        for acc_id in ids:
+            lock = self._session_locks.pop(acc_id, None)
+            if lock is not None:
+                lock.release()
+
     def _add_account(self, acc_cfg: AccountConfig) -> None:
         lane = self._lane_for(acc_cfg)
         tg = self._config.telegram_for(acc_cfg)
-        factory = self._client_factory
         worker = AccountWorker(
             id=acc_cfg.id,
             lane=lane,
-            client_factory=lambda: factory(acc_cfg),
+            client_factory=self._factory_for(acc_cfg),
             nursery=self._nursery,
             connect_timeout_s=tg.connect_timeout_s,
             idle_disconnect_s=tg.idle_disconnect_s,
             tags=frozenset(acc_cfg.tags),
         )
         self._accounts[acc_cfg.id] = worker
+        self._account_cfgs[acc_cfg.id] = acc_cfg
         self._lane_accounts[lane.key][acc_cfg.id] = worker
+
+    def _factory_for(self, acc_cfg: AccountConfig) -> Callable[[], Client]:
+        factory = self._client_factory
+        return lambda: factory(acc_cfg)
 
     # -- state store -----------------------------------------------------------------------
 
@@ -389,6 +452,103 @@ class Pool:
             proxies=tuple(lane.statistics() for lane in self._lanes.values()),
             accounts=accounts,
         )
+
+    async def reload(self, config: Config) -> ReloadSummary:
+        """Switch to a new, already validated config without dropping in-flight jobs.
+
+        New proxies and accounts join at once; changed capacities, intervals and the policy
+        apply to the next call; an account whose proxy, server or credentials changed is
+        taken out of scheduling, reconnects with its new settings once its in-flight call
+        (if any) has ended, and comes back; a removed account is retired after its in-flight
+        call ends and its reply is sent. ``statistics()`` shows the new generation.
+
+        Args:
+            config: The new config (from :func:`mtpoold.load_config`).
+
+        Returns:
+            Which account ids were added, removed and reconnected.
+
+        Raises:
+            ConfigError: the new config cannot be used (e.g. a session source is missing);
+                nothing was changed.
+            SessionLocked: a new account's session is held by another process; nothing
+                was changed.
+        """
+        factory = self._make_factory(config)  # may raise ConfigError: nothing changed yet
+        new_cfgs = {a.id: a for a in config.accounts}
+        added = [i for i in new_cfgs if i not in self._accounts]
+        removed = [i for i in self._accounts if i not in new_cfgs]
+        if self._lock_sessions:  # may raise SessionLocked: nothing changed yet
+            self._session_locks.update(
+                lock_sessions_of([new_cfgs[i] for i in added], config.daemon.state_dir)
+            )
+        old_config, self._config, self._client_factory = self._config, config, factory
+        for proxy in config.proxies:
+            lane = self._lanes.get(proxy_key(proxy))
+            if lane is not None:
+                lane.name = proxy.name
+                lane.reconfigure(capacity=proxy.capacity, interval_s=proxy.interval_s)
+        reconnected: list[str] = []
+        for acc_id, acc_cfg in new_cfgs.items():
+            if acc_id in added:
+                self._add_account(acc_cfg)
+                continue
+            acc = self._accounts[acc_id]
+            old_cfg = self._account_cfgs[acc_id]
+            tg = config.telegram_for(acc_cfg)
+            acc.tags = frozenset(acc_cfg.tags)
+            acc.connect_timeout_s = tg.connect_timeout_s
+            acc.idle_disconnect_s = tg.idle_disconnect_s
+            self._account_cfgs[acc_id] = acc_cfg
+            same = (
+                attrs.evolve(acc_cfg, tags=old_cfg.tags) == old_cfg
+                and proxy_key(config.proxy_for(acc_cfg)) == proxy_key(old_config.proxy_for(old_cfg))
+                and tg == old_config.telegram_for(old_cfg)
+            )
+            if not same:
+                reconnected.append(acc_id)
+                acc.reserved = True  # out of scheduling until it has moved
+                self._nursery.start_soon(self._move_account, acc, acc_cfg)
+        for acc_id in removed:
+            acc = self._accounts[acc_id]
+            acc.retired = True  # out of scheduling at once
+            self._lane_accounts[acc.lane.key].pop(acc.id, None)
+            self._nursery.start_soon(self._retire_account, acc)
+        self._generation += 1
+        self._loaded_at = self._wall_clock()
+        log.info(
+            "event=reload generation=%d added=%d removed=%d reconnected=%d",
+            self._generation, len(added), len(removed), len(reconnected),
+        )
+        return ReloadSummary(
+            generation=self._generation,
+            added=tuple(added),
+            removed=tuple(removed),
+            reconnected=tuple(reconnected),
+        )
+
+    async def _move_account(self, acc: AccountWorker, acc_cfg: AccountConfig) -> None:
+        """Reconnect an account with new settings once no call holds it; the caller took it
+        out of scheduling (``reserved``) until then."""
+        try:
+            await acc.rebuild(self._factory_for(acc_cfg))
+            new_lane = self._lane_for(acc_cfg)
+            if new_lane is not acc.lane:
+                self._lane_accounts[acc.lane.key].pop(acc.id, None)
+                acc.lane = new_lane
+                self._lane_accounts[new_lane.key][acc.id] = acc
+        finally:
+            acc.reserved = False
+            self._offer(acc)
+
+    async def _retire_account(self, acc: AccountWorker) -> None:
+        """Forget a retired account once its in-flight call (if any) has ended."""
+        await acc.rebuild()
+        if self._accounts.get(acc.id) is acc:
+            del self._accounts[acc.id]
+            self._account_cfgs.pop(acc.id, None)
+            self._release_session_locks(acc.id)
+        log.info("event=account_retired account=%s", acc.id)
 
     # -- jobs ------------------------------------------------------------------------------
 
@@ -665,10 +825,13 @@ class Pool:
 
     async def _aclose(self) -> None:
         self._closing = True
-        with trio.CancelScope(shield=True), trio.move_on_after(CLOSE_TIMEOUT_S):
-            async with trio.open_nursery() as nursery:
-                for acc in self._accounts.values():
-                    nursery.start_soon(acc.aclose)
+        try:
+            with trio.CancelScope(shield=True), trio.move_on_after(CLOSE_TIMEOUT_S):
+                async with trio.open_nursery() as nursery:
+                    for acc in self._accounts.values():
+                        nursery.start_soon(acc.aclose)
+        finally:
+            self._release_session_locks()
 
 
 @asynccontextmanager
@@ -677,6 +840,7 @@ async def open_pool(
     *,
     client_factory: ClientFactory | None = None,
     store: Any = None,
+    lock_sessions: bool = False,
     wall_clock: Callable[[], float] = time.time,
     rng: random.Random | None = None,
 ) -> AsyncIterator[Pool]:
@@ -692,31 +856,47 @@ async def open_pool(
         config: A validated :class:`mtpoold.Config`.
         client_factory: Builds one account's client; default: real Telethon clients.
         store: A :class:`mtpoold._store.StateStore` to load from and write verdicts to.
+        lock_sessions: Hold every account's session with an exclusive ``flock`` while the
+            pool uses it (the daemon does), so no second process can open it and get the
+            session killed with AUTH_KEY_DUPLICATED. Raises ``SessionLocked`` if one is held.
         wall_clock: UNIX time in seconds, used to store cooldowns across restarts.
         rng: Source of the gates' jitter.
 
     Yields:
         The :class:`Pool`.
     """
-    async with trio_asyncio.open_loop() as loop:
-        from ._aiolog import install_exception_handler
+    if client_factory is None:
+        from ._client import telethon_client_factory
 
-        install_exception_handler(loop)
-        if client_factory is None:
-            from ._client import telethon_client_factory
+        make_factory: Callable[[Config], ClientFactory] = telethon_client_factory
+    else:
+        fixed = client_factory
+        make_factory = lambda _config: fixed  # noqa: E731
+    # Start-up errors (a bad account, a session held elsewhere) are raised here, plainly,
+    # before any task exists.
+    first_factory = make_factory(config)
+    locks = lock_sessions_of(config.accounts, config.daemon.state_dir) if lock_sessions else {}
+    try:
+        async with trio_asyncio.open_loop() as loop:
+            from ._aiolog import install_exception_handler
 
-            client_factory = telethon_client_factory(config)
-        async with trio.open_nursery() as nursery:
-            pool = Pool(
-                config,
-                nursery,
-                client_factory,
-                store,
-                wall_clock,
-                rng or random.Random(),
-            )
-            try:
-                yield pool
-            finally:
-                await pool._aclose()
-                nursery.cancel_scope.cancel()
+            install_exception_handler(loop)
+            async with trio.open_nursery() as nursery:
+                pool = Pool(
+                    config,
+                    nursery,
+                    lambda cfg: first_factory if cfg is config else make_factory(cfg),
+                    store=store,
+                    wall_clock=wall_clock,
+                    rng=rng or random.Random(),
+                    session_locks=locks,
+                    lock_sessions=lock_sessions,
+                )
+                try:
+                    yield pool
+                finally:
+                    await pool._aclose()
+                    nursery.cancel_scope.cancel()
+    finally:
+        for lock in locks.values():
+            lock.release()

@@ -25,9 +25,10 @@ class RateGate:
     *rate of starts*, not the number of calls in flight. Each waiter, once it reaches the
     head of the FIFO queue, reserves its start time::
 
-        start = max(now + jitter, previous_start + interval_s)
+        start = max(arrival + jitter, previous_start + interval_s)
 
-    where ``jitter`` is drawn uniformly from ``jitter_s`` (seconds). It then sleeps exactly
+    where ``jitter`` is drawn uniformly from ``jitter_s`` (seconds) and ``arrival`` is when the
+    caller called :meth:`wait_for_slot`. It then sleeps exactly
     until ``start`` with :func:`trio.sleep_until` — no polling loop. The jitter is part of
     the reservation and the next reservation counts from this call's *real* start, so no
     two starts are ever closer than ``interval_s``, jitter included.
@@ -90,6 +91,7 @@ class RateGate:
             The :func:`trio.current_time` at which the slot began.
         """
         await trio.lowlevel.checkpoint_if_cancelled()
+        arrival = trio.current_time()
         turn = trio.Event()
         self._queue.append(turn)
         if self._queue[0] is turn:
@@ -98,7 +100,9 @@ class RateGate:
             await turn.wait()
             low, high = self.jitter_s
             jitter = self.rng.uniform(low, high) if high > 0 else 0.0
-            start = max(trio.current_time() + jitter, self._last_start + self.interval_s)
+            # Jitter counts from this caller's arrival, so a head cancelled before its slot
+            # never delays the next one beyond its own jitter: the slot is not wasted.
+            start = max(arrival + jitter, self._last_start + self.interval_s)
             await trio.sleep_until(start)
             # The real start may be later than the reservation (a busy event loop); the
             # next reservation counts from the real one.

@@ -32,8 +32,10 @@ async def check_all(pool: mtpoold.Pool) -> None:
             print(f"{name:<22} {exc.error_class.value}: {exc.message[:60]}")
             return
         peer = result.value
-        print(f"{name:<22} {peer['kind']:<10} {peer.get('title') or peer.get('name')!s:<16} "
-              f"via {result.meta.account} in {result.meta.elapsed_ms:.0f} ms")
+        print(
+            f"{name:<22} {peer['kind']:<10} {peer.get('title') or peer.get('name')!s:<16} "
+            f"via {result.meta.account} in {result.meta.elapsed_ms:.0f} ms"
+        )
 
     async with trio.open_nursery() as nursery:
         for name in LOOKUPS:
@@ -48,12 +50,19 @@ async def main(argv: list[str]) -> None:
     async with open_dc(load_world(HERE / "world.toml")) as dc:
         config = mtpoold.parse_config(
             {
-                "telegram": {"dc_host": dc.host, "dc_port": dc.port,
-                             "rsa_keys": [dc.public_key_pem]},
+                "telegram": {
+                    "dc_host": dc.host,
+                    "dc_port": dc.port,
+                    "rsa_keys": [dc.public_key_pem],
+                },
                 "proxies": [],
                 "accounts": [
-                    {"id": f"acc-{i}", "api_id": 1000 + i, "api_hash": "ab" * 16,
-                     "session_string": dc.session_string(phone)}
+                    {
+                        "id": f"acc-{i}",
+                        "api_id": 1000 + i,
+                        "api_hash": "ab" * 16,
+                        "session_string": dc.session_string(phone),
+                    }
                     for i, phone in enumerate(["15551230001", "15551230002"])
                 ],
             },
@@ -62,8 +71,10 @@ async def main(argv: list[str]) -> None:
         async with mtpoold.open_pool(config) as pool:
             await check_all(pool)
             stats = pool.statistics()
-            print(f"{stats.jobs_ok} ok, {stats.jobs_failed} failed; "
-                  + ", ".join(f"{a.id}: {a.calls_ok} calls" for a in stats.accounts))
+            print(
+                f"{stats.jobs_ok} ok, {stats.jobs_failed} failed; "
+                + ", ".join(f"{a.id}: {a.calls_ok} calls" for a in stats.accounts)
+            )
 
 
 if __name__ == "__main__":

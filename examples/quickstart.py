@@ -19,8 +19,8 @@ import argparse
 import json
 import os
 import signal
-import subprocess
 import sys
+from functools import partial
 from pathlib import Path
 
 import trio
@@ -48,28 +48,29 @@ def _toml_str(text: str) -> str:
     return json.dumps(text)  # a JSON string is a valid TOML basic string
 
 
-def write_config(dc_host: str, dc_port: int, pem: str, proxy_port: int,
-                 sessions: dict[str, str], listen: str) -> Path:
+def write_config(
+    dc_host: str, dc_port: int, pem: str, proxy_port: int, sessions: dict[str, str], listen: str
+) -> Path:
     """Write the demo config; return its path. Session strings are secrets: file is 0600."""
     accounts = []
     for i, (name, session) in enumerate(sessions.items()):
         proxy = 'proxy = "local-socks"\n' if i < 2 else ""
         accounts.append(
-            f"[[accounts]]\nid = \"demo-{name}\"\napi_id = {100000 + i}\n"
-            f"api_hash = \"{'0123456789abcdef' * 2}\"\nsession_string = {_toml_str(session)}\n"
-            f"{proxy}device_model = \"mtpoold quickstart\"\ntags = [\"demo\"]\n"
+            f'[[accounts]]\nid = "demo-{name}"\napi_id = {100000 + i}\n'
+            f'api_hash = "{"0123456789abcdef" * 2}"\nsession_string = {_toml_str(session)}\n'
+            f'{proxy}device_model = "mtpoold quickstart"\ntags = ["demo"]\n'
         )
     text = (
         "# Written by examples/quickstart.py: a demo fleet on the loopback DC.\n"
         "[daemon]\n"
-        f"listen = \"{listen}\"\n"
+        f'listen = "{listen}"\n'
         f"state_dir = {_toml_str(str(WORK / 'state'))}\n\n"
         "[telegram]\n"
-        f"dc_id = 2\ndc_host = \"{dc_host}\"\ndc_port = {dc_port}\n"
+        f'dc_id = 2\ndc_host = "{dc_host}"\ndc_port = {dc_port}\n'
         f"rsa_keys = [{_toml_str(pem)}]\nconnect_timeout_s = 10.0\n\n"
         "[policy]\ncall_deadline_s = 10.0\njob_deadline_s = 30.0\n\n"
-        "[[proxies]]\nname = \"local-socks\"\ntype = \"socks5\"\n"
-        f"host = \"127.0.0.1\"\nport = {proxy_port}\ncapacity = 2\ninterval_s = 0.5\n\n"
+        '[[proxies]]\nname = "local-socks"\ntype = "socks5"\n'
+        f'host = "127.0.0.1"\nport = {proxy_port}\ncapacity = 2\ninterval_s = 0.5\n\n'
         + "\n".join(accounts)
     )
     WORK.mkdir(mode=0o700, exist_ok=True)
@@ -93,7 +94,9 @@ async def _wait_ready(config: Path, daemon: trio.Process) -> None:
             raise QuickstartFailed(f"the daemon exited with {daemon.returncode}")
         proc = await trio.run_process(
             [sys.executable, "-m", "mtpoold", "--config", str(config), "call", "ping", "{}"],
-            check=False, capture_stdout=True, capture_stderr=True,
+            check=False,
+            capture_stdout=True,
+            capture_stderr=True,
         )
         if proc.returncode == 0:
             return
@@ -104,7 +107,8 @@ async def _wait_ready(config: Path, daemon: trio.Process) -> None:
 async def main(keep_running: bool) -> int:
     world = load_world(HERE / "world.toml")
     async with open_dc(world) as dc, open_proxy("socks5") as proxy:
-        print(f"loopback DC {dc.host}:{dc.port} (dc {dc.dc_id}), SOCKS5 proxy {proxy.host}:{proxy.port}")
+        print(f"loopback DC {dc.host}:{dc.port} (dc {dc.dc_id}), "
+              f"SOCKS5 proxy {proxy.host}:{proxy.port}")
         sessions = {name: dc.session_string(phone) for name, phone in DEMO_USERS.items()}
         listen = f"127.0.0.1:{_free_port()}"
         config = write_config(dc.host, dc.port, dc.public_key_pem, proxy.port, sessions, listen)
@@ -113,11 +117,9 @@ async def main(keep_running: bool) -> int:
         log_path = WORK / "daemon.log"
         print(f"(the daemon's log lines go to {log_path})")
         async with trio.open_nursery() as nursery:
-            with open(log_path, "ab") as log_file:
+            with log_path.open("ab") as log_file:  # noqa: ASYNC230 - once, at start
                 daemon: trio.Process = await nursery.start(
-                    lambda task_status: trio.run_process(
-                        cmd, check=False, stderr=log_file, task_status=task_status
-                    )
+                    partial(trio.run_process, cmd, check=False, stderr=log_file)
                 )
             try:
                 await _wait_ready(config, daemon)
@@ -146,8 +148,11 @@ async def main(keep_running: bool) -> int:
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--keep-running", action="store_true",
-                        help="leave the daemon up after the demo jobs (Ctrl-C to stop)")
+    parser.add_argument(
+        "--keep-running",
+        action="store_true",
+        help="leave the daemon up after the demo jobs (Ctrl-C to stop)",
+    )
     args = parser.parse_args()
     code = 1
     try:

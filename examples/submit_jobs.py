@@ -28,8 +28,10 @@ DEFAULT_JOBS: list[dict[str, Any]] = [
     {"method": "resolve", "params": {"link_or_username": "ada_example"}},
     {"method": "get_messages", "params": {"peer": "@example_news", "ids": [1, 2, 3, 999]}},
     {"method": "invoke", "params": {"method": "help.GetConfig", "args": {}}},
-    {"method": "invoke", "params": {"method": "contacts.ResolveUsername",
-                                     "args": {"username": "grace_example"}}},
+    {
+        "method": "invoke",
+        "params": {"method": "contacts.ResolveUsername", "args": {"username": "grace_example"}},
+    },
     {"method": "resolve", "params": {"link_or_username": "@nobody_by_that_name"}},
 ]
 

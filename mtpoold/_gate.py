@@ -69,7 +69,9 @@ class RateGate:
             raise ValueError(f"interval_s must be >= 0, got {value!r}")
 
     @jitter_s.validator
-    def _check_jitter(self, _: attrs.Attribute[tuple[float, float]], value: tuple[float, float]) -> None:
+    def _check_jitter(
+        self, _: attrs.Attribute[tuple[float, float]], value: tuple[float, float]
+    ) -> None:
         low, high = value
         if not 0 <= low <= high:
             raise ValueError(f"jitter_s must satisfy 0 <= low <= high, got {value!r}")

@@ -54,9 +54,7 @@ class ProxyLane:
     cooldown_until: float = attrs.field(init=False, default=float("-inf"))
     consecutive_failures: int = attrs.field(init=False, default=0)
     calls: int = attrs.field(init=False, default=0)
-    errors_by_class: collections.Counter[str] = attrs.field(
-        init=False, factory=collections.Counter
-    )
+    errors_by_class: collections.Counter[str] = attrs.field(init=False, factory=collections.Counter)
     _limiter: trio.CapacityLimiter = attrs.field(init=False)
     _gate: RateGate = attrs.field(init=False)
 

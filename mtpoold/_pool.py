@@ -140,7 +140,9 @@ def lock_sessions_of(accounts: Iterable[AccountConfig], state_dir: str) -> dict[
 
 
 def _utc_iso(ts: float) -> str:
-    return dt.datetime.fromtimestamp(ts, dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+    return (
+        dt.datetime.fromtimestamp(ts, dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+    )
 
 
 @final
@@ -281,7 +283,9 @@ class Pool:
                 lane.consecutive_failures = prow.consecutive_failures
         self._orphaned = tuple(sorted(set(stored.accounts) - set(self._accounts)))
         for acc_id in self._orphaned:
-            log.warning("event=orphaned_account account=%s (in the state store, not in the config)", acc_id)
+            log.warning(
+                "event=orphaned_account account=%s (in the state store, not in the config)", acc_id
+            )
 
     def _persist(self, acc: AccountWorker, *, lane: bool = False) -> None:
         if self._store is None:
@@ -370,7 +374,9 @@ class Pool:
         :meth:`invoke`.
         """
         if not isinstance(link_or_username, str) or not link_or_username.strip():
-            raise JobFailed(ErrorClass.INVALID_ARGUMENT, "link_or_username must be a non-empty string")
+            raise JobFailed(
+                ErrorClass.INVALID_ARGUMENT, "link_or_username must be a non-empty string"
+            )
         return await self._run_job(
             "resolve", lambda c: c.resolve(link_or_username), deadline_s, account, tags
         )
@@ -518,7 +524,10 @@ class Pool:
         self._loaded_at = self._wall_clock()
         log.info(
             "event=reload generation=%d added=%d removed=%d reconnected=%d",
-            self._generation, len(added), len(removed), len(reconnected),
+            self._generation,
+            len(added),
+            len(removed),
+            len(reconnected),
         )
         return ReloadSummary(
             generation=self._generation,
@@ -563,15 +572,26 @@ class Pool:
         policy = self._config.policy
         if deadline_s is None:
             deadline_s = policy.job_deadline_s
-        if not isinstance(deadline_s, (int, float)) or isinstance(deadline_s, bool) or deadline_s <= 0:
-            raise JobFailed(ErrorClass.INVALID_ARGUMENT, "deadline must be a positive number of seconds")
+        if (
+            not isinstance(deadline_s, (int, float))
+            or isinstance(deadline_s, bool)
+            or deadline_s <= 0
+        ):
+            raise JobFailed(
+                ErrorClass.INVALID_ARGUMENT, "deadline must be a positive number of seconds"
+            )
         if account is not None and account not in self._accounts:
             raise JobFailed(ErrorClass.INVALID_ARGUMENT, f'no account with id "{account}"')
         if self._closing:
             raise JobFailed(ErrorClass.SHUTTING_DOWN, "the pool is shutting down")
         now = trio.current_time()
-        job = _Job(method=method, deadline=now + deadline_s, account=account,
-                   tags=frozenset(tags), started=now)
+        job = _Job(
+            method=method,
+            deadline=now + deadline_s,
+            account=account,
+            tags=frozenset(tags),
+            started=now,
+        )
         self._jobs_in_flight += 1
         try:
             result = await self._attempts(job, op)
@@ -598,7 +618,9 @@ class Pool:
                 except _BackoffPastDeadline as backoff:
                     assert last is not None
                     failed = self._job_failed(job, last)
-                    failed.message += f" (the next retry, in {backoff.delay_s:g} s, would pass the job deadline)"
+                    failed.message += (
+                        f" (the next retry, in {backoff.delay_s:g} s, would pass the job deadline)"
+                    )
                     raise failed from None
                 job.attempts += 1
                 job.last_account = acc.id
@@ -684,8 +706,12 @@ class Pool:
             acc.reserved = False
             log.info(
                 "event=call account=%s proxy=%s method=%s elapsed_ms=%.1f attempt=%d outcome=%s",
-                acc.id, acc.lane.key, job.method, (trio.current_time() - t0) * 1000.0,
-                attempt, outcome,
+                acc.id,
+                acc.lane.key,
+                job.method,
+                (trio.current_time() - t0) * 1000.0,
+                attempt,
+                outcome,
             )
             self._offer(acc)
 
@@ -699,7 +725,9 @@ class Pool:
             acc.lane.record_proxy_failure(verdict.proxy_cooldown_s)
         if verdict.disable_reason is not None:
             acc.disabled_reason = verdict.disable_reason
-            log.warning("event=account_disabled account=%s reason=%s", acc.id, verdict.disable_reason)
+            log.warning(
+                "event=account_disabled account=%s reason=%s", acc.id, verdict.disable_reason
+            )
         self._persist(acc, lane=failure.error_class is ErrorClass.PROXY_UNAVAILABLE)
 
     # -- scheduling --------------------------------------------------------------------------
@@ -761,8 +789,12 @@ class Pool:
         allow_avoided = False
         while True:
             if self._closing:
-                raise JobFailed(ErrorClass.SHUTTING_DOWN, "the pool is shutting down",
-                                account=job.last_account, attempts=job.attempts)
+                raise JobFailed(
+                    ErrorClass.SHUTTING_DOWN,
+                    "the pool is shutting down",
+                    account=job.last_account,
+                    attempts=job.attempts,
+                )
             acc, earliest, any_busy = self._pick(job, allow_avoided=allow_avoided)
             if acc is not None:
                 return self._reserve(acc)

@@ -51,7 +51,9 @@ def run_scenario(
 
 
 intervals = st.sampled_from([0.0, 0.001, 0.5, 1.5, 2.0, 3.25])
-arrival_lists = st.lists(st.floats(min_value=0, max_value=20, allow_nan=False), min_size=1, max_size=25)
+arrival_lists = st.lists(
+    st.floats(min_value=0, max_value=20, allow_nan=False), min_size=1, max_size=25
+)
 
 
 @settings(max_examples=60, deadline=None)
@@ -107,9 +109,7 @@ def test_RateGate_cancelled_waiter_does_not_waste_a_slot(
 def test_RateGate_cancelled_head_frees_its_slot_for_the_next_waiter() -> None:
     # Waiter 0 starts at ~0.1, waiter 1 would start at ~2.1 but is cancelled at 1.0;
     # waiter 2 must start at ~2.1, not 4.1.
-    starts, _ = run_scenario(
-        2.0, [0.0, 0.0, 0.0], {1: 1.0}, jitter_s=(0.1, 0.1)
-    )
+    starts, _ = run_scenario(2.0, [0.0, 0.0, 0.0], {1: 1.0}, jitter_s=(0.1, 0.1))
     assert starts == [(0, pytest.approx(0.1)), (2, pytest.approx(2.1))]
 
 
@@ -121,16 +121,20 @@ def test_RateGate_utilization_under_saturation(interval: float) -> None:
     achieved = (n - 1) / (times[-1] - times[0])
     assert achieved >= 0.99 * (1 / interval)
     # and honoured to the millisecond: the gaps are the interval as written
-    assert min(b - a for a, b in zip(times, times[1:], strict=False)) == pytest.approx(interval, abs=1e-3)
+    assert min(b - a for a, b in zip(times, times[1:], strict=False)) == pytest.approx(
+        interval, abs=1e-3
+    )
 
 
 def test_RateGate_idle_gate_spreads_starts_by_jitter() -> None:
     starts, _ = run_scenario(0.0, [0.0, 5.0, 10.0], {}, jitter_s=(0.05, 0.15), seed=3)
-    for (i, t), at in zip(starts, [0.0, 5.0, 10.0], strict=True):
+    for (_, t), at in zip(starts, [0.0, 5.0, 10.0], strict=True):
         assert 0.05 - EPS <= t - at <= 0.15 + EPS
 
 
-async def test_RateGate_statistics_and_earliest_start(autojump_clock: trio.testing.MockClock) -> None:
+async def test_RateGate_statistics_and_earliest_start(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
     gate = RateGate(interval_s=2.0, jitter_s=(0.1, 0.1))
     t0 = trio.current_time()
     assert gate.earliest_start() == pytest.approx(t0 + 0.1)
@@ -151,5 +155,7 @@ async def test_RateGate_statistics_and_earliest_start(autojump_clock: trio.testi
 def test_RateGate_rejects_bad_parameters() -> None:
     with pytest.raises(ValueError, match=r"^interval_s must be >= 0, got -1$"):
         RateGate(interval_s=-1)
-    with pytest.raises(ValueError, match=r"^jitter_s must satisfy 0 <= low <= high, got \(0.2, 0.1\)$"):
+    with pytest.raises(
+        ValueError, match=r"^jitter_s must satisfy 0 <= low <= high, got \(0.2, 0.1\)$"
+    ):
         RateGate(jitter_s=(0.2, 0.1))

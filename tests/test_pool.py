@@ -10,13 +10,11 @@ import pytest
 import python_socks
 import trio
 import trio.testing
+from _fakeclient import Sleep, World, make_config
 from telethon import errors as tg
 
 from mtpoold._errors import ErrorClass, JobFailed
 from mtpoold._pool import open_pool
-
-from _fakeclient import Sleep, World, make_config
-
 
 
 def stats_of(pool, account_id):
@@ -27,7 +25,9 @@ def lane_of(pool, name):
     return next(p for p in pool.statistics().proxies if p.name == name)
 
 
-async def test_Pool_invoke_returns_result_and_meta(tmp_path: Path, autojump_clock: trio.testing.MockClock) -> None:
+async def test_Pool_invoke_returns_result_and_meta(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
     world = World()
     config = make_config(tmp_path, accounts={"a1": "p1"})
     async with open_pool(config, client_factory=world.factory()) as pool:
@@ -39,7 +39,9 @@ async def test_Pool_invoke_returns_result_and_meta(tmp_path: Path, autojump_cloc
     assert len(result.meta.proxy_key) == 16
 
 
-async def test_Pool_one_call_at_a_time_per_account_with_100_pinned_jobs(tmp_path: Path, autojump_clock: trio.testing.MockClock) -> None:
+async def test_Pool_one_call_at_a_time_per_account_with_100_pinned_jobs(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
     world = World()
     world.script("a1", *[Sleep(0.5, {"n": i}) for i in range(100)])
     config = make_config(
@@ -61,7 +63,8 @@ async def test_Pool_one_call_at_a_time_per_account_with_100_pinned_jobs(tmp_path
 
 
 async def test_Pool_call_starts_on_one_proxy_respect_interval_including_connects(
-    tmp_path: Path, autojump_clock: trio.testing.MockClock,
+    tmp_path: Path,
+    autojump_clock: trio.testing.MockClock,
 ) -> None:
     world = World()
     config = make_config(
@@ -83,7 +86,9 @@ async def test_Pool_call_starts_on_one_proxy_respect_interval_including_connects
         assert world.calls_of(acc)[0] >= connect + 1.5 - 1e-9
 
 
-async def test_Pool_flood_wait_cools_account_exactly_and_reroutes(tmp_path: Path, autojump_clock: trio.testing.MockClock) -> None:
+async def test_Pool_flood_wait_cools_account_exactly_and_reroutes(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
     world = World()
     world.script("a1", tg.FloodWaitError(request=None, capture=37))
     config = make_config(tmp_path, accounts={"a1": "p1", "a2": "p2"})
@@ -105,7 +110,9 @@ async def test_Pool_flood_wait_cools_account_exactly_and_reroutes(tmp_path: Path
         assert world.calls_of("a1")[1] >= failed_at + 37
 
 
-async def test_Pool_flood_wait_0_is_treated_as_one_second(tmp_path: Path, autojump_clock: trio.testing.MockClock) -> None:
+async def test_Pool_flood_wait_0_is_treated_as_one_second(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
     world = World()
     world.script("a1", tg.FloodWaitError(request=None, capture=0))
     config = make_config(tmp_path, accounts={"a1": "p1"})
@@ -116,7 +123,9 @@ async def test_Pool_flood_wait_0_is_treated_as_one_second(tmp_path: Path, autoju
     assert second - first >= 1.0
 
 
-async def test_Pool_peer_flood_cools_account_24h(tmp_path: Path, autojump_clock: trio.testing.MockClock) -> None:
+async def test_Pool_peer_flood_cools_account_24h(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
     world = World()
     world.script("a1", tg.PeerFloodError(request=None))
     config = make_config(tmp_path, accounts={"a1": "p1", "a2": "p2"})
@@ -126,7 +135,9 @@ async def test_Pool_peer_flood_cools_account_24h(tmp_path: Path, autojump_clock:
         assert stats_of(pool, "a1").cooldown_remaining_s == pytest.approx(86400, abs=5)
 
 
-async def test_Pool_stream_closed_reconnects_cools_60s_and_reroutes(tmp_path: Path, autojump_clock: trio.testing.MockClock) -> None:
+async def test_Pool_stream_closed_reconnects_cools_60s_and_reroutes(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
     world = World()
     world.script("a1", ConnectionResetError("Connection reset by peer"))
     config = make_config(tmp_path, accounts={"a1": "p1", "a2": "p2"})
@@ -143,10 +154,17 @@ async def test_Pool_stream_closed_reconnects_cools_60s_and_reroutes(tmp_path: Pa
         again = await pool.invoke("help.GetConfig", {}, account="a1")
         assert again.meta.account == "a1"
         assert sum(1 for c in world.clients if c.account == "a1") == 1
-        assert [k for a, k, _ in world.starts if a == "a1"] == ["connect", "call", "connect", "call"]
+        assert [k for a, k, _ in world.starts if a == "a1"] == [
+            "connect",
+            "call",
+            "connect",
+            "call",
+        ]
 
 
-async def test_Pool_proxy_unavailable_cools_the_proxy_with_backoff(tmp_path: Path, autojump_clock: trio.testing.MockClock) -> None:
+async def test_Pool_proxy_unavailable_cools_the_proxy_with_backoff(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
     world = World()
     down = python_socks.ProxyConnectionError("Could not connect to proxy 127.0.0.1:1080")
     world.connect_scripts["a1"].extend([down, down])
@@ -166,7 +184,9 @@ async def test_Pool_proxy_unavailable_cools_the_proxy_with_backoff(tmp_path: Pat
         assert stats_of(pool, "a1").state in ("idle", "cooldown")
 
 
-async def test_Pool_proxy_backoff_doubles(tmp_path: Path, autojump_clock: trio.testing.MockClock) -> None:
+async def test_Pool_proxy_backoff_doubles(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
     world = World()
     down = python_socks.ProxyConnectionError("Could not connect to proxy")
     world.connect_scripts["a1"].extend([down, down, down])
@@ -184,7 +204,9 @@ async def test_Pool_proxy_backoff_doubles(tmp_path: Path, autojump_clock: trio.t
         assert lane_of(pool, "p1").cooldown_remaining_s == pytest.approx(40, abs=1)
 
 
-async def test_Pool_session_revoked_disables_account_and_reroutes(tmp_path: Path, autojump_clock: trio.testing.MockClock) -> None:
+async def test_Pool_session_revoked_disables_account_and_reroutes(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
     world = World()
     world.script("a1", tg.AuthKeyUnregisteredError(request=None))
     config = make_config(tmp_path, accounts={"a1": "p1", "a2": "p2"})
@@ -201,7 +223,9 @@ async def test_Pool_session_revoked_disables_account_and_reroutes(tmp_path: Path
         assert (await pool.invoke("help.GetConfig", {}, account="a1")).meta.account == "a1"
 
 
-async def test_Pool_peer_not_found_from_telegram_is_final_without_penalty(tmp_path: Path, autojump_clock: trio.testing.MockClock) -> None:
+async def test_Pool_peer_not_found_from_telegram_is_final_without_penalty(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
     world = World()
     world.script("a1", tg.UsernameNotOccupiedError(request=None))
     config = make_config(tmp_path, accounts={"a1": "p1", "a2": "p2"})
@@ -215,9 +239,11 @@ async def test_Pool_peer_not_found_from_telegram_is_final_without_penalty(tmp_pa
         assert a1.state == "ready"
 
 
-async def test_Pool_local_entity_miss_is_rerouted_to_another_account(tmp_path: Path, autojump_clock: trio.testing.MockClock) -> None:
+async def test_Pool_local_entity_miss_is_rerouted_to_another_account(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
     world = World()
-    miss = ValueError('Could not find the input entity for PeerUser(user_id=42) (PeerUser)')
+    miss = ValueError("Could not find the input entity for PeerUser(user_id=42) (PeerUser)")
     world.script("a1", miss)
     world.script("a2", miss)
     config = make_config(tmp_path, accounts={"a1": "p1", "a2": "p2", "a3": "p2"})
@@ -228,15 +254,17 @@ async def test_Pool_local_entity_miss_is_rerouted_to_another_account(tmp_path: P
     # and with no account left to try, it is final
     world = World()
     world.script("a1", miss)
-    async with open_pool(make_config(tmp_path, accounts={"a1": "p1"}),
-                         client_factory=world.factory()) as pool:
+    async with open_pool(
+        make_config(tmp_path, accounts={"a1": "p1"}), client_factory=world.factory()
+    ) as pool:
         with pytest.raises(JobFailed) as info:
             await pool.invoke("users.GetFullUser", {"id": 42})
         assert info.value.error_class is ErrorClass.PEER_NOT_FOUND
 
 
 async def test_Pool_generic_error_backs_off_on_the_old_schedule_and_is_bounded(
-    tmp_path: Path, autojump_clock: trio.testing.MockClock,
+    tmp_path: Path,
+    autojump_clock: trio.testing.MockClock,
 ) -> None:
     world = World()
     boom = tg.RPCError(request=None, message="INTERNAL_SERVER_ERROR", code=500)
@@ -252,7 +280,9 @@ async def test_Pool_generic_error_backs_off_on_the_old_schedule_and_is_bounded(
         assert gaps == [10, 30, 60, 120]
 
 
-async def test_Pool_call_deadline_is_deadline_exceeded_and_rerouted(tmp_path: Path, autojump_clock: trio.testing.MockClock) -> None:
+async def test_Pool_call_deadline_is_deadline_exceeded_and_rerouted(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
     world = World()
     world.script("a1", Sleep(1000))
     config = make_config(tmp_path, accounts={"a1": "p1", "a2": "p2"})
@@ -264,7 +294,9 @@ async def test_Pool_call_deadline_is_deadline_exceeded_and_rerouted(tmp_path: Pa
         assert not a1.connected  # dropped: the call was left half-done
 
 
-async def test_Pool_job_deadline_mid_call_cancels_the_asyncio_side(tmp_path: Path, autojump_clock: trio.testing.MockClock) -> None:
+async def test_Pool_job_deadline_mid_call_cancels_the_asyncio_side(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
     world = World()
     world.script("a1", Sleep(1000))
     config = make_config(tmp_path, accounts={"a1": "p1"})
@@ -279,7 +311,9 @@ async def test_Pool_job_deadline_mid_call_cancels_the_asyncio_side(tmp_path: Pat
     assert world.asyncio_tasks and all(t.cancelled() for t in world.asyncio_tasks[-1:])
 
 
-async def test_Pool_no_account_available_fails_at_once_with_earliest_time(tmp_path: Path, autojump_clock: trio.testing.MockClock) -> None:
+async def test_Pool_no_account_available_fails_at_once_with_earliest_time(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
     world = World()
     world.script("a1", tg.FloodWaitError(request=None, capture=300))
     config = make_config(tmp_path, accounts={"a1": "p1"})
@@ -292,7 +326,9 @@ async def test_Pool_no_account_available_fails_at_once_with_earliest_time(tmp_pa
         assert trio.current_time() - t0 < 3  # did not sleep towards the deadline
 
 
-async def test_Pool_gate_queue_too_long_for_the_deadline_fails_at_once(tmp_path: Path, autojump_clock: trio.testing.MockClock) -> None:
+async def test_Pool_gate_queue_too_long_for_the_deadline_fails_at_once(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
     world = World()
     config = make_config(tmp_path, accounts={"a1": "p1"}, proxies={"p1": {"interval_s": 60.0}})
     async with open_pool(config, client_factory=world.factory()) as pool:
@@ -304,11 +340,11 @@ async def test_Pool_gate_queue_too_long_for_the_deadline_fails_at_once(tmp_path:
         assert trio.current_time() == t0
 
 
-async def test_Pool_tags_and_unknown_pinned_account(tmp_path: Path, autojump_clock: trio.testing.MockClock) -> None:
+async def test_Pool_tags_and_unknown_pinned_account(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
     world = World()
-    config = make_config(
-        tmp_path, accounts={"a1": "p1", "a2": "p2"}, tags={"a2": ["lookup", "eu"]}
-    )
+    config = make_config(tmp_path, accounts={"a1": "p1", "a2": "p2"}, tags={"a2": ["lookup", "eu"]})
     async with open_pool(config, client_factory=world.factory()) as pool:
         for _ in range(3):
             assert (await pool.invoke("help.GetConfig", {}, tags=["lookup"])).meta.account == "a2"
@@ -321,7 +357,9 @@ async def test_Pool_tags_and_unknown_pinned_account(tmp_path: Path, autojump_clo
         assert info.value.error_class is ErrorClass.NO_ACCOUNT_AVAILABLE
 
 
-async def test_Pool_prefers_least_recently_used_across_lanes(tmp_path: Path, autojump_clock: trio.testing.MockClock) -> None:
+async def test_Pool_prefers_least_recently_used_across_lanes(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
     world = World()
     config = make_config(
         tmp_path,
@@ -334,7 +372,9 @@ async def test_Pool_prefers_least_recently_used_across_lanes(tmp_path: Path, aut
     assert sorted(used[3:]) == ["a1", "a2", "a3"]
 
 
-async def test_Pool_idle_connection_is_closed_after_idle_period(tmp_path: Path, autojump_clock: trio.testing.MockClock) -> None:
+async def test_Pool_idle_connection_is_closed_after_idle_period(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
     world = World()
     config = make_config(tmp_path, accounts={"a1": "p1"}, telegram={"idle_disconnect_s": 300})
     async with open_pool(config, client_factory=world.factory()) as pool:
@@ -347,7 +387,9 @@ async def test_Pool_idle_connection_is_closed_after_idle_period(tmp_path: Path, 
         assert stats_of(pool, "a1").state == "idle"
 
 
-async def test_Pool_connect_timeout_is_stream_closed_and_leaves_no_client(tmp_path: Path, autojump_clock: trio.testing.MockClock) -> None:
+async def test_Pool_connect_timeout_is_stream_closed_and_leaves_no_client(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
     world = World()
     world.connect_scripts["a1"].append(Sleep(10_000))
     config = make_config(
@@ -366,11 +408,14 @@ async def test_Pool_connect_timeout_is_stream_closed_and_leaves_no_client(tmp_pa
         assert not a1.connected
 
 
-async def test_Pool_connect_timeout_classified_stream_closed(tmp_path: Path, autojump_clock: trio.testing.MockClock) -> None:
+async def test_Pool_connect_timeout_classified_stream_closed(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
     world = World()
     world.connect_scripts["a1"].append(Sleep(10_000))
-    config = make_config(tmp_path, accounts={"a1": "p1", "a2": "p2"},
-                         telegram={"connect_timeout_s": 20})
+    config = make_config(
+        tmp_path, accounts={"a1": "p1", "a2": "p2"}, telegram={"connect_timeout_s": 20}
+    )
     async with open_pool(config, client_factory=world.factory()) as pool:
         result = await pool.invoke("help.GetConfig", {})
         assert result.meta.account == "a2"
@@ -411,7 +456,9 @@ async def test_Pool_exit_leaves_no_task_future_or_connection(
     assert all_trio_tasks() == before
 
 
-async def test_Pool_statistics_snapshot(tmp_path: Path, autojump_clock: trio.testing.MockClock) -> None:
+async def test_Pool_statistics_snapshot(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
     world = World()
     config = make_config(tmp_path)
     async with open_pool(config, client_factory=world.factory()) as pool:
@@ -427,7 +474,9 @@ async def test_Pool_statistics_snapshot(tmp_path: Path, autojump_clock: trio.tes
     assert (a1.calls_ok, a1.state, a1.proxy_name) == (1, "ready", "p1")
 
 
-async def test_Pool_rejects_bad_arguments_without_a_call(tmp_path: Path, autojump_clock: trio.testing.MockClock) -> None:
+async def test_Pool_rejects_bad_arguments_without_a_call(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
     world = World()
     async with open_pool(make_config(tmp_path), client_factory=world.factory()) as pool:
         for bad in [

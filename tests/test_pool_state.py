@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from functools import partial
 from pathlib import Path
 
 import pytest
@@ -39,15 +38,17 @@ async def test_Pool_flood_wait_survives_a_restart_with_the_remaining_time(
     config = make_config(tmp_path, accounts={"a1": "p1", "a2": "p2"})
     wall = WallClock()
     store = StateStore.open(tmp_path / "state.sqlite3")
-    async with open_pool(config, client_factory=world.factory(), store=store,
-                         wall_clock=wall) as pool:
+    async with open_pool(
+        config, client_factory=world.factory(), store=store, wall_clock=wall
+    ) as pool:
         await pool.invoke("help.GetConfig", {})
     # Nothing but the verdict's own write happened: the store is what a SIGKILL leaves.
     store.close()
     wall.now += 100  # the daemon was down for 100 s
     store = StateStore.open(tmp_path / "state.sqlite3")
-    async with open_pool(config, client_factory=World().factory(), store=store,
-                         wall_clock=wall) as pool:
+    async with open_pool(
+        config, client_factory=World().factory(), store=store, wall_clock=wall
+    ) as pool:
         a1 = stats_of(pool, "a1")
         assert a1.state == "cooldown"
         assert a1.cooldown_remaining_s == pytest.approx(200, abs=1)

@@ -429,6 +429,28 @@ class Pool:
         self._persist(acc)
         self._offer(acc)
 
+    def forget_account(self, account_id: str) -> bool:
+        """Delete an orphaned account (in the state store, no longer in the config) from the
+        store and from ``statistics().orphaned_accounts``.
+
+        Returns:
+            True if the store had a row for it (False also when the pool has no store).
+
+        Raises:
+            ValueError: if the account is in the config: remove it from the config (and
+                reload) first.
+        """
+        if account_id in self._accounts:
+            raise ValueError(
+                f"account {account_id!r} is in the config; remove it from the config"
+                " (and reload) first"
+            )
+        forgotten = bool(self._store.forget_account(account_id)) if self._store else False
+        self._orphaned = tuple(a for a in self._orphaned if a != account_id)
+        if forgotten:
+            log.info("event=account_forgotten account=%s", account_id)
+        return forgotten
+
     def statistics(self) -> PoolStatistics:
         """Return a frozen snapshot of the pool, each lane and each account."""
         now = trio.current_time()

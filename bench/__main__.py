@@ -14,6 +14,7 @@ import traceback
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from ._common import Report, machine
@@ -46,12 +47,12 @@ def console_table(reports: list[Report]) -> Table:
         table.add_column(col, overflow="fold")
     for rep in reports:
         if rep.status != "ok":
-            table.add_row(rep.name, rep.status, "", "", "", "", "")
+            table.add_row(rep.name, escape(rep.status), "", "", "", "", "")
             continue
         for i, r in enumerate(rep.rows):
             style = "red" if r.met is False else None
-            table.add_row(rep.name if i == 0 else "", r.metric, r.value, r.baseline, r.ratio,
-                          r.goal, _met(r.met), style=style)
+            table.add_row(*(escape(c) for c in (rep.name if i == 0 else "", r.metric, r.value,
+                          r.baseline, r.ratio, r.goal, _met(r.met))), style=style)
         table.add_section()
     return table
 

@@ -138,6 +138,11 @@ class RateGate:
         return first + ahead * max(self.interval_s, low)
 
     @property
+    def last_start(self) -> float:
+        """Trio time (seconds) of the last admitted start, ``-inf`` before the first."""
+        return self._last_start
+
+    @property
     def waiting(self) -> int:
         """Callers queued at the gate, including the one holding the head reservation."""
         return len(self._queue)

@@ -99,6 +99,11 @@ class ProxyLane:
         waiting_for_token = self._limiter.statistics().tasks_waiting
         return max(self.cooldown_until, self._gate.earliest_start(behind=waiting_for_token))
 
+    @property
+    def last_start(self) -> float:
+        """Trio time (seconds) of the last start on this lane, ``-inf`` before the first."""
+        return self._gate.last_start
+
     def cooling_down(self) -> bool:
         """Whether the proxy is in a cooldown now."""
         return self.cooldown_until > trio.current_time()

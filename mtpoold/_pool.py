@@ -20,6 +20,7 @@ from ._config import AccountConfig, Config, proxy_key
 from ._errors import ErrorClass, Failure, JobFailed, classify
 from ._lane import NO_PROXY, ProxyLane
 from ._policy import Verdict, decide
+from ._ready import ReadyIndex
 from ._sessionlock import SessionLock
 from ._stats import PoolStatistics
 
@@ -175,6 +176,8 @@ class Pool:
         init=False, factory=dict
     )
     _waiters: collections.deque[_Waiter] = attrs.field(init=False, factory=collections.deque)
+    _ready: ReadyIndex = attrs.field(init=False, factory=ReadyIndex)
+    _moving: set[str] = attrs.field(init=False, factory=set)
     _client_factory: ClientFactory = attrs.field(init=False)
     _account_cfgs: dict[str, AccountConfig] = attrs.field(init=False, factory=dict)
     _session_locks: dict[str, SessionLock] = attrs.field(factory=dict)
@@ -195,6 +198,8 @@ class Pool:
             self._add_account(acc_cfg)
         if self._store is not None:
             self._load_state()
+        for acc in self._accounts.values():
+            self._ready.mark_free(acc)
 
     def __repr__(self) -> str:
         return (
@@ -414,6 +419,7 @@ class Pool:
         """
         acc = self._accounts[account_id]
         acc.disabled_reason = reason or "disabled by operator"
+        self._ready.discard(acc)
         log.warning("event=account_disabled account=%s reason=%s", acc.id, acc.disabled_reason)
         self._persist(acc)
 
@@ -427,7 +433,8 @@ class Pool:
         acc.disabled_reason = None
         log.info("event=account_enabled account=%s", acc.id)
         self._persist(acc)
-        self._offer(acc)
+        if not acc.busy and acc.id not in self._moving:
+            self._release(acc)
 
     def forget_account(self, account_id: str) -> bool:
         """Delete an orphaned account (in the state store, no longer in the config) from the
@@ -520,6 +527,7 @@ class Pool:
         for acc_id, acc_cfg in new_cfgs.items():
             if acc_id in added:
                 self._add_account(acc_cfg)
+                self._release(self._accounts[acc_id])
                 continue
             acc = self._accounts[acc_id]
             old_cfg = self._account_cfgs[acc_id]
@@ -535,12 +543,14 @@ class Pool:
             )
             if not same:
                 reconnected.append(acc_id)
-                acc.reserved = True  # out of scheduling until it has moved
+                self._moving.add(acc_id)  # out of scheduling until it has moved
+                self._ready.discard(acc)
                 self._nursery.start_soon(self._move_account, acc, acc_cfg)
         for acc_id in removed:
             acc = self._accounts[acc_id]
             acc.retired = True  # out of scheduling at once
             self._lane_accounts[acc.lane.key].pop(acc.id, None)
+            self._ready.discard(acc)
             self._nursery.start_soon(self._retire_account, acc)
         self._generation += 1
         self._loaded_at = self._wall_clock()
@@ -560,7 +570,7 @@ class Pool:
 
     async def _move_account(self, acc: AccountWorker, acc_cfg: AccountConfig) -> None:
         """Reconnect an account with new settings once no call holds it; the caller took it
-        out of scheduling (``reserved``) until then."""
+        out of scheduling (``_moving``) until then."""
         try:
             await acc.rebuild(self._factory_for(acc_cfg))
             new_lane = self._lane_for(acc_cfg)
@@ -569,8 +579,9 @@ class Pool:
                 acc.lane = new_lane
                 self._lane_accounts[new_lane.key][acc.id] = acc
         finally:
-            acc.reserved = False
-            self._offer(acc)
+            self._moving.discard(acc.id)
+            if not acc.busy:
+                self._release(acc)
 
     async def _retire_account(self, acc: AccountWorker) -> None:
         """Forget a retired account once its in-flight call (if any) has ended."""
@@ -702,6 +713,7 @@ class Pool:
         policy = self._config.policy
         call_deadline_s = min(policy.call_deadline_s, max(0.0, job.deadline - trio.current_time()))
         attempt = job.attempts
+        lane = acc.lane  # as assigned; a reload may move the account meanwhile
         t0 = trio.current_time()
         outcome = "CANCELLED"
 
@@ -726,6 +738,7 @@ class Pool:
             raise
         finally:
             acc.reserved = False
+            self._ready.unassign(acc, lane)
             log.info(
                 "event=call account=%s proxy=%s method=%s elapsed_ms=%.1f attempt=%d outcome=%s",
                 acc.id,
@@ -735,7 +748,8 @@ class Pool:
                 attempt,
                 outcome,
             )
-            self._offer(acc)
+            if acc.id not in self._moving:
+                self._release(acc)
 
     def _apply(self, acc: AccountWorker, failure: Failure, verdict: Verdict) -> None:
         """Apply a verdict to the account and its lane and write it to the state store."""
@@ -762,10 +776,33 @@ class Pool:
     def _pick(self, job: _Job, *, allow_avoided: bool) -> tuple[AccountWorker | None, float, bool]:
         """Choose an account for ``job`` now.
 
-        Returns ``(account or None, earliest schedulable time of a free candidate, whether a
-        busy candidate exists)``. Scans lanes, and within a lane accounts in least recently
-        used order, stopping at the first usable one.
+        Returns ``(account or None, earliest time a free candidate becomes schedulable, whether
+        a busy candidate exists)``. The common job (no pinned account, no tags) is answered
+        by the :class:`ReadyIndex` in O(log proxies); pinned or tagged jobs scan.
         """
+        if job.account is None and not job.tags:
+            return self._pick_indexed(job, allow_avoided=allow_avoided)
+        return self._pick_scan(job, allow_avoided=allow_avoided)
+
+    def _pick_indexed(
+        self, job: _Job, *, allow_avoided: bool
+    ) -> tuple[AccountWorker | None, float, bool]:
+        now = trio.current_time()
+        any_busy = self._ready.assigned > 0 or bool(self._moving)
+        acc = self._ready.best(() if allow_avoided else job.avoid)
+        earliest = self._ready.next_cooldown_end()
+        if acc is None:
+            return None, earliest, any_busy
+        if acc.lane.cooldown_until > now:  # the soonest lane is a proxy cooling down
+            return None, min(earliest, acc.lane.cooldown_until), any_busy
+        start = acc.lane.earliest_start()
+        if start > job.deadline:
+            return None, min(earliest, start), any_busy
+        return acc, earliest, any_busy
+
+    def _pick_scan(
+        self, job: _Job, *, allow_avoided: bool
+    ) -> tuple[AccountWorker | None, float, bool]:
         now = trio.current_time()
         best: AccountWorker | None = None
         best_key: tuple[float, float] = (float("inf"), float("inf"))
@@ -782,7 +819,7 @@ class Pool:
                 at = self._schedulable_at(acc)
                 if at == float("inf"):
                     continue
-                if acc.busy:
+                if acc.busy or acc.id in self._moving:
                     any_busy = True
                     continue
                 if at > now:
@@ -800,6 +837,7 @@ class Pool:
     def _reserve(self, acc: AccountWorker) -> AccountWorker:
         acc.reserved = True
         self._lane_accounts[acc.lane.key].move_to_end(acc.id)
+        self._ready.assign(acc)
         return acc
 
     async def _acquire(self, job: _Job, *, retry_delay: float) -> AccountWorker:
@@ -840,7 +878,8 @@ class Pool:
                     self._waiters.remove(waiter)
                 else:  # handed an account, then cancelled: pass it on
                     waiter.account.reserved = False
-                    self._offer(waiter.account)
+                    self._ready.unassign(waiter.account, waiter.account.lane)
+                    self._release(waiter.account)
                 raise
             if waiter.account is not None:
                 return waiter.account
@@ -864,16 +903,19 @@ class Pool:
             attempts=job.attempts,
         )
 
-    def _offer(self, acc: AccountWorker) -> None:
-        """Hand a just-released account to the first waiting job that accepts it."""
-        if acc.busy or self._schedulable_at(acc) > trio.current_time():
+    def _release(self, acc: AccountWorker) -> None:
+        """An account became free: hand it to the first waiting job that accepts it, or put
+        it back in the ready index (which parks it if it is cooling down)."""
+        if acc.busy or acc.id in self._moving:
             return
-        for waiter in self._waiters:
-            if waiter.job.accepts(acc, allow_avoided=waiter.allow_avoided):
-                self._waiters.remove(waiter)
-                waiter.account = self._reserve(acc)
-                waiter.event.set()
-                return
+        if self._schedulable_at(acc) <= trio.current_time():
+            for waiter in self._waiters:
+                if waiter.job.accepts(acc, allow_avoided=waiter.allow_avoided):
+                    self._waiters.remove(waiter)
+                    waiter.account = self._reserve(acc)
+                    waiter.event.set()
+                    return
+        self._ready.mark_free(acc)
 
     # -- shutdown ------------------------------------------------------------------------------
 

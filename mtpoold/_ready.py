@@ -1,0 +1,203 @@
+"""The scheduler's index of free accounts: one decision in O(log proxies), not O(accounts)."""
+
+from __future__ import annotations
+
+import collections
+import heapq
+import itertools
+from collections.abc import Collection
+from typing import final
+
+import trio
+
+from ._account import AccountWorker
+from ._lane import ProxyLane
+
+
+@final
+class ReadyIndex:
+    """Free accounts by lane, lanes ranked by when they could start, cooldowns by end time.
+
+    The pool asks one question per scheduling decision — *which free account sits on the lane
+    that can start soonest, least recently used first?* — and at 10,000 accounts on 1,000
+    proxies it must not scan them all. So:
+
+    * each lane keeps its free, schedulable accounts in an ordered dict, least recently used
+      first (an account goes to the end when released after a call);
+    * a lane's *start bound* is ``max(proxy cooldown end, last start + interval_s × (1 +
+      accounts of the lane assigned to jobs))`` (a lane that never started counts from when
+      it got its first job, less one interval). Lanes whose bound has passed can start at
+      once: they sit in a *ready* heap keyed by the last use of their least recently used
+      free account, so ties are broken by account LRU as the policy says. The others sit in
+      a *future* heap keyed by the bound; when a decision finds a bound passed, the lane is
+      promoted. Each lane has one live entry; stale ones are re-ranked or dropped lazily when
+      they reach the top, so every update is O(log P);
+    * accounts in a cooldown wait in a heap keyed by its end and return to their lane's free
+      set when a decision finds the end passed.
+
+    Disabled, retired and busy accounts are in no free set. All times are trio clock seconds.
+    """
+
+    def __init__(self) -> None:
+        self._free: dict[str, collections.OrderedDict[str, AccountWorker]] = {}
+        self._lanes: dict[str, ProxyLane] = {}
+        self._ready: list[tuple[float, int, str]] = []  # (LRU account's last use, seq, lane)
+        self._future: list[tuple[float, int, str]] = []  # (start bound, seq, lane)
+        self._live: dict[str, int] = {}  # lane key -> seq of its one live heap entry
+        self._cooling: list[tuple[float, int, AccountWorker]] = []
+        self._assigned: collections.Counter[str] = collections.Counter()
+        self._busy_since: dict[str, float] = {}  # lane key -> when its assigned count left 0
+        self._seq = itertools.count()
+
+    def __repr__(self) -> str:
+        free = sum(len(f) for f in self._free.values())
+        return (
+            f"<ReadyIndex free={free} ready_lanes={len(self._ready)} "
+            f"future_lanes={len(self._future)} cooling={len(self._cooling)}>"
+        )
+
+    # -- ranking -------------------------------------------------------------------------------
+
+    def _bound(self, lane: ProxyLane) -> float:
+        assigned = self._assigned[lane.key]
+        last = lane.last_start
+        if assigned:  # a lane that never started still starts its assigned jobs in turn
+            last = max(last, self._busy_since[lane.key] - lane.interval_s)
+        return max(lane.cooldown_until, last + lane.interval_s * (1 + assigned))
+
+    def _lru_key(self, key: str) -> float:
+        first = next(iter(self._free[key].values()))
+        return float("-inf") if first.last_used is None else first.last_used
+
+    def _rank(self, lane: ProxyLane) -> None:
+        """(Re-)rank the lane: its previous heap entry, if any, becomes stale."""
+        seq = next(self._seq)
+        self._live[lane.key] = seq
+        bound = self._bound(lane)
+        if bound <= trio.current_time():
+            heapq.heappush(self._ready, (self._lru_key(lane.key), seq, lane.key))
+        else:
+            heapq.heappush(self._future, (bound, seq, lane.key))
+        if len(self._ready) + len(self._future) > 2 * len(self._live) + 64:
+            self._compact()
+
+    def _compact(self) -> None:
+        """Drop stale heap entries: O(P), amortized over as many updates."""
+        for heap in (self._ready, self._future):
+            heap[:] = [e for e in heap if self._live.get(e[2]) == e[1]]
+            heapq.heapify(heap)
+
+    def _is_live(self, seq: int, key: str) -> bool:
+        if self._live.get(key) != seq:
+            return False
+        if not self._free.get(key):
+            del self._live[key]  # no free account left: unranked until one returns
+            return False
+        return True
+
+    # -- updates -------------------------------------------------------------------------------
+
+    def mark_free(self, acc: AccountWorker) -> None:
+        """The account may take a call (added, released, enabled): index it.
+
+        A disabled or retired account is ignored; one still cooling down waits in the
+        cooldown heap until its end.
+        """
+        if acc.disabled_reason is not None or acc.retired:
+            return
+        if acc.cooldown_until > trio.current_time():
+            heapq.heappush(self._cooling, (acc.cooldown_until, next(self._seq), acc))
+            return
+        lane = acc.lane
+        self._lanes[lane.key] = lane
+        free = self._free.setdefault(lane.key, collections.OrderedDict())
+        first = next(iter(free), None)
+        free.pop(acc.id, None)
+        free[acc.id] = acc
+        if lane.key not in self._live or next(iter(free)) != first:
+            self._rank(lane)
+
+    def discard(self, acc: AccountWorker) -> None:
+        """The account may not take calls (disabled, retired, moving): drop it."""
+        free = self._free.get(acc.lane.key)
+        if free is not None and free.pop(acc.id, None) is not None and free:
+            self._rank(acc.lane)
+
+    def assign(self, acc: AccountWorker) -> None:
+        """A job took the account: it leaves the free set and its lane starts later."""
+        if not self._assigned[acc.lane.key]:
+            self._busy_since[acc.lane.key] = trio.current_time()
+        self._assigned[acc.lane.key] += 1
+        free = self._free.get(acc.lane.key)
+        if free is not None:
+            free.pop(acc.id, None)
+            if free:
+                self._rank(acc.lane)
+
+    def unassign(self, acc: AccountWorker, lane: ProxyLane) -> None:
+        """The job's attempt on the account ended (call :meth:`mark_free` after, if it may
+        take calls again). ``lane`` is the lane it was assigned on."""
+        self._assigned[lane.key] -= 1
+        if self._assigned[lane.key] <= 0:
+            del self._assigned[lane.key]
+            self._busy_since.pop(lane.key, None)
+        if self._free.get(lane.key):
+            self._rank(lane)
+
+    # -- queries -------------------------------------------------------------------------------
+
+    def _expire_cooldowns(self) -> None:
+        now = trio.current_time()
+        while self._cooling and self._cooling[0][0] <= now:
+            _, _, acc = heapq.heappop(self._cooling)
+            if acc.cooldown_until <= now and not acc.busy:
+                self.mark_free(acc)
+
+    def next_cooldown_end(self) -> float:
+        """When the next account cooling down comes back (``inf`` if none)."""
+        self._expire_cooldowns()
+        return self._cooling[0][0] if self._cooling else float("inf")
+
+    @property
+    def assigned(self) -> int:
+        """Accounts currently assigned to jobs."""
+        return sum(self._assigned.values())
+
+    def best(self, avoid: Collection[str] = ()) -> AccountWorker | None:
+        """The least recently used free account on a lane that can start soonest.
+
+        Among lanes that can start now, the one whose least recently used free account was
+        used longest ago; if none can, the lane with the smallest start bound. Accounts in
+        ``avoid`` (those that already failed the job) are skipped. O(log lanes) amortized;
+        the account is not assigned (see :meth:`assign`).
+        """
+        self._expire_cooldowns()
+        now = trio.current_time()
+        while self._future and self._future[0][0] <= now:  # promote lanes whose bound passed
+            _, seq, key = heapq.heappop(self._future)
+            if self._is_live(seq, key):
+                self._rank(self._lanes[key])
+        skipped: list[tuple[list[tuple[float, int, str]], tuple[float, int, str]]] = []
+        found: AccountWorker | None = None
+        for heap, ready in ((self._ready, True), (self._future, False)):
+            while heap and found is None:
+                rank, seq, key = heap[0]
+                if not self._is_live(seq, key):
+                    heapq.heappop(heap)
+                    continue
+                bound = self._bound(self._lanes[key])
+                if (bound <= now) != ready or (not ready and bound != rank):
+                    heapq.heappop(heap)
+                    self._rank(self._lanes[key])
+                    continue
+                if ready and self._lru_key(key) != rank:
+                    heapq.heapreplace(heap, (self._lru_key(key), seq, key))
+                    continue
+                found = next((a for a in self._free[key].values() if a.id not in avoid), None)
+                if found is None:
+                    skipped.append((heap, heapq.heappop(heap)))
+            if found is not None:
+                break
+        for heap, entry in skipped:
+            heapq.heappush(heap, entry)
+        return found

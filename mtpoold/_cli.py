@@ -5,6 +5,11 @@ Commands::
     mtpoold run [--config PATH] [--log-level LEVEL]
     mtpoold status [--json] [--watch SECONDS]
     mtpoold call METHOD [ARGS_JSON] [--deadline-ms N] [--account ID]
+    mtpoold reload [--json]
+    mtpoold accounts list [--json]
+    mtpoold accounts enable ID | disable ID [--reason R] | forget ID
+    mtpoold proxies list [--json]
+    mtpoold authorize [ACCOUNT_ID...] [--phone P] [--code-from FILE|-] [--password-from FILE|-]
     mtpoold check-config PATH
     mtpoold --version
 
@@ -12,8 +17,9 @@ The client commands find the daemon through the config (``--config``, ``$MTPOOLD
 ``./mtpoold.toml``): ``daemon.listen`` and ``daemon.state_dir/token``. ``--url`` /
 ``$MTPOOLD_URL`` and ``--token-file`` / ``$MTPOOLD_TOKEN_FILE`` override them.
 
-Exit codes: 0 ok; 1 the job failed (or the daemon failed while running); 2 usage or
-configuration error (incl. a refused token); 3 daemon unreachable. Every failure prints one
+Exit codes: 0 ok; 1 the job failed (or the daemon failed while running, or a login failed);
+2 usage or configuration error (incl. a refused token, a rejected reload, a session held by
+another process); 3 daemon unreachable. Every failure prints one
 human line on stderr, never a traceback.
 """
 
@@ -37,10 +43,21 @@ EXIT_UNREACHABLE: Final = 3
 
 DEFAULT_CONFIG: Final = "mtpoold.toml"
 _CONTROL_METHODS: Final = frozenset(
-    {"resolve", "get_messages", "ping", "status", "cancel", "accounts.disable", "accounts.enable"}
+    {
+        "resolve",
+        "get_messages",
+        "ping",
+        "status",
+        "cancel",
+        "accounts.disable",
+        "accounts.enable",
+        "accounts.forget",
+        "reload",
+    }
 )
-_USAGE_CODES: Final = frozenset({-32700, -32600, -32601, -32602})
-_NO_PARAMS: Final = frozenset({"ping", "status"})
+_USAGE_CODES: Final = frozenset({-32700, -32600, -32601, -32602, -32006})
+_NO_PARAMS: Final = frozenset({"ping", "status", "reload"})
+DEFAULT_DISABLE_REASON: Final = "disabled by operator"
 
 
 class _Fail(Exception):
@@ -113,6 +130,65 @@ def _build_parser() -> argparse.ArgumentParser:
     call.add_argument("args", metavar="ARGS_JSON", nargs="?", default=None, help="a JSON object")
     call.add_argument("--deadline-ms", type=int, metavar="N", help="job deadline in milliseconds")
     call.add_argument("--account", metavar="ID", help="run on this account only")
+
+    reload = sub.add_parser(
+        "reload",
+        parents=[common],
+        help="make the daemon re-read its config file (like SIGHUP)",
+        description="The daemon re-reads its config file. An invalid one changes nothing: every"
+        " problem is printed and the daemon keeps running on the old config (exit 2).",
+    )
+    reload.add_argument("--json", action="store_true", help="print the raw reply")
+
+    accounts = sub.add_parser("accounts", parents=[common], help="list and manage accounts")
+    acc_sub = accounts.add_subparsers(
+        dest="action", metavar="ACTION", parser_class=_Parser, required=True
+    )
+    acc_list = acc_sub.add_parser("list", parents=[common], help="show every account")
+    acc_enable = acc_sub.add_parser("enable", parents=[common], help="enable an account")
+    acc_disable = acc_sub.add_parser(
+        "disable", parents=[common], help="take an account out of scheduling (kept on restart)"
+    )
+    acc_disable.add_argument("--reason", default=DEFAULT_DISABLE_REASON, help="why, for status")
+    acc_forget = acc_sub.add_parser(
+        "forget",
+        parents=[common],
+        help="delete an orphaned account (no longer in the config) from the state store",
+    )
+    for action in (acc_enable, acc_disable, acc_forget):
+        action.add_argument("id", metavar="ID", help="account id")
+    for action in (acc_list, acc_enable, acc_disable, acc_forget):
+        action.add_argument("--json", action="store_true", help="print the raw reply")
+
+    proxies = sub.add_parser("proxies", parents=[common], help="list proxies")
+    proxy_sub = proxies.add_subparsers(
+        dest="action", metavar="ACTION", parser_class=_Parser, required=True
+    )
+    proxy_list = proxy_sub.add_parser("list", parents=[common], help="show every proxy lane")
+    proxy_list.add_argument("--json", action="store_true", help="print the raw reply")
+
+    authorize = sub.add_parser(
+        "authorize",
+        parents=[common],
+        help="log accounts in and write their session files",
+        description="Log accounts in through their own proxy and server settings and write"
+        " their session files (0600). Asks for the phone number, the login code and the 2FA"
+        " password (without echo) unless given by the options. Refused while the daemon"
+        " holds the session (exit 2).",
+    )
+    authorize.add_argument(
+        "accounts",
+        metavar="ACCOUNT_ID",
+        nargs="*",
+        help="default: every account with a session file",
+    )
+    authorize.add_argument("--phone", help="the phone number (one account only)")
+    authorize.add_argument(
+        "--code-from", metavar="FILE", help="read the login code from FILE ('-': stdin)"
+    )
+    authorize.add_argument(
+        "--password-from", metavar="FILE", help="read the 2FA password from FILE ('-': stdin)"
+    )
 
     check = sub.add_parser("check-config", help="validate a config file")
     check.add_argument("path", metavar="PATH")
@@ -200,20 +276,37 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from ._daemon import configure_logging, run_daemon
+    from ._errors import ConfigError, MtpooldError
+    from ._sessionlock import SessionLocked
     from ._token import TokenError
 
     path, _ = _config_path(args)
     config = _load_config(path)
     configure_logging(args.log_level)
+    # Whatever the daemon creates (sessions, their journals, the state store, locks) is
+    # private to its user, whatever umask it was started with.
+    os.umask(0o077)
     try:
         trio.run(lambda: run_daemon(config, config_path=path))
-    except (OSError, TokenError, BaseExceptionGroup) as exc:
+    except (OSError, TokenError, MtpooldError, BaseExceptionGroup) as exc:
         # Startup failures arrive wrapped in the pool's and the server's nurseries.
         for leaf in _leaves(exc):
+            if isinstance(leaf, SessionLocked):
+                raise _Fail(EXIT_USAGE, f"mtpoold run: {leaf}") from None
+            if isinstance(leaf, ConfigError):
+                raise _Fail(EXIT_USAGE, "\n".join(f"{path}: {p}" for p in leaf.problems)) from None
             if isinstance(leaf, OSError | TokenError):
                 raise _Fail(EXIT_JOB_FAILED, f"daemon failed: {leaf}") from None
         raise
     return EXIT_OK
+
+
+def _console() -> Any:
+    from rich.console import Console
+
+    # Piped output (files, tests, `watch`) gets wide tables rather than wrapped cells.
+    wide = not sys.stdout.isatty() and "COLUMNS" not in os.environ
+    return Console(width=200) if wide else Console()
 
 
 def _leaves(exc: BaseException) -> list[BaseException]:
@@ -223,13 +316,9 @@ def _leaves(exc: BaseException) -> list[BaseException]:
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
-    from rich.console import Console
-
     from ._statusview import render_status
 
-    # Piped output (files, tests, `watch`) gets wide tables rather than wrapped cells.
-    wide = not sys.stdout.isatty() and "COLUMNS" not in os.environ
-    console = Console(width=200) if wide else Console()
+    console = _console()
     if args.watch is not None and args.watch <= 0:
         raise _Fail(EXIT_USAGE, "mtpoold status: --watch must be > 0 seconds")
     count = 0
@@ -296,10 +385,104 @@ def _cmd_call(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _control(args: argparse.Namespace, method: str, params: dict[str, Any] | None) -> Any:
+    """One control request; an error reply becomes a `_Fail` (2 for usage, 1 otherwise)."""
+    from ._rpc import RpcError
+
+    try:
+        return _request(args, method, params, timeout_s=60.0)
+    except RpcError as err:
+        code = EXIT_USAGE if err.code in _USAGE_CODES else EXIT_JOB_FAILED
+        lines = [f"mtpoold: {method} failed: {err.message}"]
+        if err.problems:
+            lines = [f"mtpoold: {method} failed; the daemon keeps its current config:"]
+            lines += [f"  {p}" for p in err.problems]
+        raise _Fail(code, "\n".join(lines)) from None
+
+
+def _cmd_reload(args: argparse.Namespace) -> int:
+    result = _control(args, "reload", None)
+    if args.json:
+        print(json.dumps(result, indent=2, sort_keys=True))
+        return EXIT_OK
+
+    def ids(key: str) -> str:
+        return ", ".join(map(str, result.get(key) or ())) or "-"
+
+    print(
+        f"reloaded {result.get('config_path')}: config #{result.get('generation')};"
+        f" added {ids('added')}; removed {ids('removed')}; reconnected {ids('reconnected')}"
+    )
+    for note in result.get("notes") or ():
+        print(f"note: {note}")
+    return EXIT_OK
+
+
+def _cmd_accounts(args: argparse.Namespace) -> int:
+    if args.action == "list":
+        stats = _control(args, "status", None)
+        if args.json:
+            out = {k: stats.get(k) for k in ("accounts", "orphaned_accounts")}
+            print(json.dumps(out, indent=2, sort_keys=True))
+        else:
+            from ._statusview import render_accounts
+
+            _console().print(render_accounts(stats))
+        return EXIT_OK
+    if args.action == "disable":
+        result = _control(args, "accounts.disable", {"id": args.id, "reason": args.reason})
+        text = f"account {args.id} disabled: {args.reason}"
+    elif args.action == "enable":
+        result = _control(args, "accounts.enable", {"id": args.id})
+        text = f"account {args.id} enabled"
+    else:
+        result = _control(args, "accounts.forget", {"id": args.id})
+        text = f"account {args.id} forgotten: its row was deleted from the state store"
+    print(json.dumps(result, indent=2, sort_keys=True) if args.json else text)
+    return EXIT_OK
+
+
+def _cmd_proxies(args: argparse.Namespace) -> int:
+    stats = _control(args, "status", None)
+    if args.json:
+        print(json.dumps({"proxies": stats.get("proxies")}, indent=2, sort_keys=True))
+    else:
+        from ._statusview import render_proxies
+
+        _console().print(render_proxies(stats))
+    return EXIT_OK
+
+
+def _cmd_authorize(args: argparse.Namespace) -> int:
+    from ._authorize import AuthorizeFailed, authorize_accounts
+    from ._sessionlock import SessionLocked
+
+    path, _ = _config_path(args)
+    config = _load_config(path)
+    os.umask(0o077)
+    try:
+        authorize_accounts(
+            config,
+            args.accounts,
+            phone=args.phone,
+            code_from=args.code_from,
+            password_from=args.password_from,
+        )
+    except SessionLocked as exc:
+        raise _Fail(EXIT_USAGE, f"mtpoold authorize: {exc}; stop the daemon first") from None
+    except AuthorizeFailed as exc:
+        raise _Fail(exc.exit_code, f"mtpoold authorize: {exc}") from None
+    return EXIT_OK
+
+
 _COMMANDS: Final = {
     "run": _cmd_run,
     "status": _cmd_status,
     "call": _cmd_call,
+    "reload": _cmd_reload,
+    "accounts": _cmd_accounts,
+    "proxies": _cmd_proxies,
+    "authorize": _cmd_authorize,
     "check-config": _cmd_check_config,
 }
 
@@ -320,7 +503,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.command is None:
             parser.print_usage(sys.stderr)
             raise _Fail(
-                EXIT_USAGE, "mtpoold: a command is required (run, status, call, check-config)"
+                EXIT_USAGE,
+                "mtpoold: a command is required (run, status, call, reload, accounts, proxies,"
+                " authorize, check-config)",
             )
         return _COMMANDS[args.command](args)
     except _Fail as fail:

@@ -30,7 +30,9 @@ in a repr or a log line written here.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
+import os
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, final
@@ -63,8 +65,12 @@ if TYPE_CHECKING:
     from ._config import AccountConfig, Config, ProxyConfig, TelegramConfig
 
 __all__ = [
+    "DEVICE_FIELDS",
     "DISCONNECT_TIMEOUT_S",
     "TelethonClient",
+    "device_sidecar_path",
+    "read_device_params",
+    "session_file_path",
     "register_rsa_keys",
     "telethon_client_factory",
     "telethon_proxy",
@@ -89,6 +95,54 @@ TEST_DCS: Final[Mapping[int, str]] = {
     2: "149.154.167.40",
     3: "149.154.175.117",
 }
+
+
+# --- session files ------------------------------------------------------------------------
+
+SESSION_SUFFIX: Final = ".session"  # Telethon's SQLiteSession appends it when missing
+DEVICE_SIDECAR_SUFFIX: Final = ".device.json"
+#: What an account presents in initConnection; recorded by ``mtpoold authorize``.
+DEVICE_FIELDS: Final = ("device_model", "system_version", "app_version", "lang_code",
+                        "system_lang_code")  # fmt: skip
+
+
+def session_file_path(session: str | os.PathLike[str]) -> Path:
+    """The file Telethon's ``SQLiteSession`` uses for a configured ``session`` path.
+
+    Telethon appends ``.session`` unless the name already ends with it.
+    """
+    text = os.fspath(session)
+    return Path(text if text.endswith(SESSION_SUFFIX) else text + SESSION_SUFFIX)
+
+
+def device_sidecar_path(session: str | os.PathLike[str]) -> Path:
+    """``<session file>.device.json``: the device parameters the session was authorized with."""
+    path = session_file_path(session)
+    return path.with_name(path.name + DEVICE_SIDECAR_SUFFIX)
+
+
+def read_device_params(session: str | os.PathLike[str]) -> dict[str, str]:
+    """The device parameters recorded next to a session file by ``mtpoold authorize``.
+
+    Args:
+        session: The account's configured ``session`` path.
+
+    Returns:
+        The recorded `DEVICE_FIELDS` (string values only); ``{}`` if there is no sidecar. An
+        unreadable or malformed sidecar is logged as a warning and treated as absent.
+    """
+    path = device_sidecar_path(session)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as exc:
+        log.warning("event=device_sidecar_unreadable path=%s error=%s", path, type(exc).__name__)
+        return {}
+    if not isinstance(data, dict):
+        log.warning("event=device_sidecar_unreadable path=%s error=not_an_object", path)
+        return {}
+    return {k: v for k, v in data.items() if k in DEVICE_FIELDS and isinstance(v, str) and v}
 
 
 # --- configuration -> Telethon arguments ---------------------------------------------------
@@ -442,10 +496,26 @@ class TelethonClient:
 
     # -- internals ------------------------------------------------------------------------
 
-    def _build(self) -> TelegramClient:
-        session = self._session()
+    def _build(self, session: Session | None = None) -> TelegramClient:
+        """Build the ``TelegramClient``: this account's proxy, server, timeouts and device.
+
+        Device parameters the config leaves unset come from the session's sidecar
+        (`read_device_params`), so a session keeps presenting the device it was authorized
+        with; Telethon's defaults apply to what neither sets.
+
+        Args:
+            session: Use this session instead of the account's configured one (``mtpoold
+                authorize`` logs in on a memory session and writes the file on success).
+
+        Raises:
+            ConfigError: if the account's session or proxy cannot be used.
+        """
+        if session is None:
+            session = self._session()
         connection, proxy = telethon_proxy(self.proxy)
         acc = self.account
+        recorded = read_device_params(acc.session) if acc.session is not None else {}
+        device = {f: getattr(acc, f) or recorded.get(f) for f in DEVICE_FIELDS}
         host = self.telegram.dc_host or ""
         return TelegramClient(
             session,
@@ -462,11 +532,11 @@ class TelethonClient:
             flood_sleep_threshold=0,
             raise_last_call_error=True,
             receive_updates=False,
-            device_model=acc.device_model,  # type: ignore[arg-type]
-            system_version=acc.system_version,  # type: ignore[arg-type]
-            app_version=acc.app_version,  # type: ignore[arg-type]
-            lang_code=acc.lang_code or "en",
-            system_lang_code=acc.system_lang_code or "en",
+            device_model=device["device_model"],  # type: ignore[arg-type]
+            system_version=device["system_version"],  # type: ignore[arg-type]
+            app_version=device["app_version"],  # type: ignore[arg-type]
+            lang_code=device["lang_code"] or "en",
+            system_lang_code=device["system_lang_code"] or "en",
             loop=None,  # type: ignore[arg-type]
         )
 

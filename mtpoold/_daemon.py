@@ -7,6 +7,7 @@ Nothing imports this module but the CLI.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import signal
@@ -15,8 +16,11 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
+import attrs
+import cattrs
 import trio
 
+from ._errors import ConfigError, redact
 from ._sdnotify import sd_notify, watchdog_interval_s
 from ._server import RpcServer
 from ._token import ensure_token, is_private, token_path
@@ -24,7 +28,13 @@ from ._token import ensure_token, is_private, token_path
 if TYPE_CHECKING:
     from ._config import Config
 
-__all__ = ["LogfmtFormatter", "configure_logging", "run_daemon"]
+__all__ = [
+    "LogfmtFormatter",
+    "Reloader",
+    "configure_logging",
+    "run_daemon",
+    "warn_about_exposed_secrets",
+]
 
 _log = logging.getLogger("mtpoold.daemon")
 
@@ -137,40 +147,127 @@ async def _watchdog_loop(interval_s: float) -> None:
         await trio.sleep_until(deadline)
 
 
-async def _reload(pool: Any, config: Config, config_path: Path | None) -> Config:
-    """Handle SIGHUP: re-read the config and hand it to ``pool.reload`` if the pool has one."""
-    if config_path is None:
-        _log.warning("reload.skipped reason=no_config_path")
-        return config
-    from ._config import load_config
-    from ._errors import ConfigError
+def config_holds_secrets(config: Config) -> bool:
+    """Whether a config file carries secrets: an ``api_hash``, an inline session string, a
+    proxy password or an MTProxy secret."""
+    return any(a.api_hash or a.session_string for a in config.accounts) or any(
+        p.password or p.secret for p in config.proxies
+    )
 
-    sd_notify("RELOADING=1")
-    try:
-        try:
-            new = await trio.to_thread.run_sync(load_config, config_path)
-        except ConfigError as exc:
-            for problem in exc.problems:
-                _log.error("reload.config_invalid path=%s problem=%s", config_path, _quote(problem))
-            _log.error("reload.rejected path=%s keeping=current_config", config_path)
-            return config
-        if new.daemon != config.daemon:
-            _log.warning("reload.daemon_changed note=listen_and_limits_apply_after_restart")
-        reload = getattr(pool, "reload", None)
+
+def warn_about_exposed_secrets(config: Config, config_path: Path | None) -> int:
+    """Log a warning for each file holding secrets that group or others can access.
+
+    Checks the config file (when it holds secrets, see `config_holds_secrets`) and every
+    account's session file. Nothing is changed: the files belong to the operator.
+
+    Returns:
+        How many warnings were logged.
+    """
+    from ._client import session_file_path
+    from ._secrets import warn_if_exposed
+
+    warned = 0
+    if config_path is not None and config_holds_secrets(config):
+        warned += warn_if_exposed(config_path, "config file")
+    for account in config.accounts:
+        if account.session is not None:
+            warned += warn_if_exposed(session_file_path(account.session), "session file")
+    return warned
+
+
+@attrs.define(eq=False)
+class Reloader:
+    """Re-reads the daemon's config file and hands it to the pool; SIGHUP and the ``reload``
+    method both go through one instance, one reload at a time.
+
+    Attributes:
+        pool: The running pool (``reload(config)`` may be sync or async; a pool without it
+            cannot reload).
+        config: The config in force.
+        config_path: The file to re-read, or None (no reload possible).
+    """
+
+    pool: Any
+    config: Config
+    config_path: Path | None
+    _lock: trio.Lock = attrs.field(init=False, factory=trio.Lock)
+
+    async def __call__(self) -> dict[str, Any]:
+        """Reload now.
+
+        Returns:
+            ``{"generation", "added", "removed", "reconnected", "config_path", "notes"}``:
+            the pool's `ReloadSummary` plus notes such as "daemon settings apply after a
+            restart".
+
+        Raises:
+            ConfigError: listing every problem (invalid file, unusable account, session
+                held elsewhere, no config path); the daemon keeps running on the old config
+                and each problem is logged.
+        """
+        async with self._lock:
+            sd_notify("RELOADING=1")
+            try:
+                return await self._reload()
+            except ConfigError as exc:
+                for problem in exc.problems:
+                    _log.error(
+                        "reload.config_invalid path=%s problem=%s",
+                        self.config_path,
+                        _quote(problem),
+                    )
+                _log.error("reload.rejected path=%s keeping=current_config", self.config_path)
+                raise
+            finally:
+                sd_notify("READY=1")
+
+    async def _reload(self) -> dict[str, Any]:
+        from ._config import load_config
+        from ._sessionlock import SessionLocked
+
+        if self.config_path is None:
+            raise ConfigError(["the daemon was started without a config file; nothing to reload"])
+        new = await trio.to_thread.run_sync(load_config, self.config_path)
+        reload = getattr(self.pool, "reload", None)
         if reload is None:
-            _log.warning("reload.unsupported reason=pool_has_no_reload")
-            return config
+            raise ConfigError(["this pool cannot reload; restart the daemon"])
         try:
             result = reload(new)
             if hasattr(result, "__await__"):
-                await result
+                result = await result
+        except SessionLocked as exc:
+            raise ConfigError([str(exc)]) from None
+        except ConfigError:
+            raise
         except Exception as exc:
-            _log.error("reload.failed error=%s", _quote(f"{type(exc).__name__}: {exc}"))
-            return config
-        _log.info("reload.done accounts=%d proxies=%d", len(new.accounts), len(new.proxies))
-        return new
-    finally:
-        sd_notify("READY=1")
+            _log.exception("reload.failed")
+            reason = redact(f"{type(exc).__name__}: {exc}")
+            raise ConfigError([f"reload failed: {reason}"]) from None
+        notes = []
+        if new.daemon != self.config.daemon:
+            notes.append("[daemon] settings changed: they apply after a restart")
+            _log.warning("reload.daemon_changed note=listen_and_limits_apply_after_restart")
+        self.config = new
+        warn_about_exposed_secrets(new, self.config_path)
+        summary: dict[str, Any] = {
+            "generation": None,
+            "added": [],
+            "removed": [],
+            "reconnected": [],
+        }
+        if result is not None:
+            summary.update(cattrs.unstructure(result))
+        _log.info(
+            "reload.done path=%s generation=%s accounts=%d proxies=%d added=%d removed=%d",
+            self.config_path,
+            summary["generation"],
+            len(new.accounts),
+            len(new.proxies),
+            len(summary["added"]),
+            len(summary["removed"]),
+        )
+        return {**summary, "config_path": str(self.config_path), "notes": notes}
 
 
 # --- the daemon -----------------------------------------------------------------------------------
@@ -185,26 +282,33 @@ async def run_daemon(
 ) -> None:
     """Run mtpoold until SIGTERM or SIGINT, then shut down gracefully and return.
 
-    Order: state dir (0700) -> bearer token (created 0600 at first start) -> state store
-    (``state_dir/state.sqlite3``) -> ``open_pool`` -> `RpcServer` listening -> ``READY=1``.
+    Order: warnings about config/session files group or others can read -> state dir
+    (0700) -> bearer token (created 0600 at first start) -> state store
+    (``state_dir/state.sqlite3``; a corrupt or foreign file is moved aside with a warning and
+    a fresh one started) -> ``open_pool`` with every account's session lock held -> `RpcServer`
+    listening -> ``READY=1``.
 
     Signals: SIGTERM/SIGINT start a graceful shutdown (``STOPPING=1``, in-flight jobs get
-    ``daemon.shutdown_grace_s``); a second one stops at once. SIGHUP re-reads
-    ``config_path`` and calls ``pool.reload(new_config)`` when the pool has it; an invalid
-    new config is logged problem by problem and the daemon keeps running on the old one.
+    ``daemon.shutdown_grace_s``); a second one stops at once. SIGHUP, like the ``reload``
+    method, re-reads ``config_path`` and calls ``pool.reload(new_config)`` (see `Reloader`);
+    an invalid new config is logged problem by problem and the daemon keeps running on the
+    old one.
 
     Args:
         config: The validated config.
-        config_path: The file ``config`` came from, for SIGHUP reloads.
+        config_path: The file ``config`` came from, for reloads.
         pool_factory: ``open_pool``-compatible async context manager factory
             ``(config, *, store) -> AsyncContextManager[Pool]`` (tests); default
-            `mtpoold._pool.open_pool`.
+            `mtpoold._pool.open_pool` with ``lock_sessions=True``.
         task_status: Receives the listening address once the server is listening.
 
     Raises:
         OSError: if the state directory, the token or the listening socket cannot be set up.
         TokenError: if the existing token file is unusable.
+        SessionLocked: if another process holds an account's session (nothing was started).
+        ConfigError: if an account cannot be used (e.g. its session variable is unset).
     """
+    warn_about_exposed_secrets(config, config_path)
     state_dir = prepare_state_dir(Path(config.daemon.state_dir))
     tpath = token_path(state_dir)
     token, created = ensure_token(tpath)
@@ -215,12 +319,15 @@ async def run_daemon(
     if pool_factory is None:
         from ._pool import open_pool
 
-        pool_factory = open_pool
+        pool_factory = functools.partial(open_pool, lock_sessions=True)
     store = _open_store(state_dir)
     try:
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
             async with pool_factory(config, store=store) as pool:
-                server = RpcServer.from_config(pool, config.daemon, token=token)
+                reloader = Reloader(pool, config, config_path)
+                server = RpcServer.from_config(
+                    pool, config.daemon, token=token, reloader=reloader
+                )
                 async with trio.open_nursery() as nursery:
 
                     async def serve(*, task_status: trio.TaskStatus[str]) -> None:
@@ -245,12 +352,15 @@ async def run_daemon(
                         name = signal.Signals(signum).name
                         if signum == signal.SIGHUP:
                             _log.info("daemon.reload signal=%s", name)
-                            config = await _reload(pool, config, config_path)
+                            try:
+                                await reloader()
+                            except ConfigError:
+                                pass  # logged problem by problem; the old config stays
                         elif not server.statistics().draining:
                             _log.info(
                                 "daemon.stopping signal=%s grace_s=%g",
                                 name,
-                                config.daemon.shutdown_grace_s,
+                                reloader.config.daemon.shutdown_grace_s,
                             )
                             sd_notify("STOPPING=1")
                             server.request_shutdown()

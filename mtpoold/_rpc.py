@@ -32,9 +32,13 @@ code    ``data.class``        meaning
 -32003  SHUTTING_DOWN         the daemon is stopping
 -32004  CANCELLED             cancelled by a ``cancel`` request
 -32005  TOO_MANY_IN_FLIGHT    the connection has ``max_in_flight`` jobs running
+-32006  CONFIG_INVALID        ``reload`` refused the new config; the daemon keeps
+                              running on the old one. ``data.problems`` lists
+                              every problem, one line each
 ======  ====================  =====================================================
 
-Every error object has ``data = {"class", "retry_after_s", "account", "attempts"}``.
+Every error object has ``data = {"class", "retry_after_s", "account", "attempts"}``, plus
+``data.problems`` (a list of strings) on -32006.
 """
 
 from __future__ import annotations
@@ -58,13 +62,16 @@ __all__ = [
     "PARSE_ERROR",
     "SHUTTING_DOWN",
     "TOO_MANY_IN_FLIGHT",
+    "RELOAD_FAILED",
     "CancelParams",
     "DisableParams",
     "EnableParams",
+    "ForgetParams",
     "GetMessagesParams",
     "InvokeParams",
     "JobOptions",
     "NoParams",
+    "ReloadParams",
     "Request",
     "RequestId",
     "ResolveParams",
@@ -88,6 +95,7 @@ NO_ACCOUNT_AVAILABLE: Final = -32002
 SHUTTING_DOWN: Final = -32003
 CANCELLED: Final = -32004
 TOO_MANY_IN_FLIGHT: Final = -32005
+RELOAD_FAILED: Final = -32006
 
 _CODE_BY_ERROR_CLASS: Final[Mapping[str, int]] = {
     "NO_ACCOUNT_AVAILABLE": NO_ACCOUNT_AVAILABLE,
@@ -126,6 +134,7 @@ class RpcError(Exception):
         attempts: ``data.attempts``: calls made for the job.
         request_id: The id of the request the error answers, when it could be read
             (set by `parse_request`; None otherwise).
+        problems: ``data.problems``: one line per problem (``reload``'s -32006 only).
     """
 
     def __init__(
@@ -138,8 +147,10 @@ class RpcError(Exception):
         account: str | None = None,
         attempts: int = 0,
         request_id: RequestId | None = None,
+        problems: tuple[str, ...] = (),
     ) -> None:
         super().__init__(code, message)
+        self.problems = problems
         self.code = code
         self.message = message
         self.error_class = error_class
@@ -153,16 +164,15 @@ class RpcError(Exception):
 
     def to_object(self) -> dict[str, Any]:
         """The JSON-RPC ``error`` member: ``{"code", "message", "data"}``."""
-        return {
-            "code": self.code,
-            "message": self.message,
-            "data": {
-                "class": self.error_class,
-                "retry_after_s": self.retry_after_s,
-                "account": self.account,
-                "attempts": self.attempts,
-            },
+        data: dict[str, Any] = {
+            "class": self.error_class,
+            "retry_after_s": self.retry_after_s,
+            "account": self.account,
+            "attempts": self.attempts,
         }
+        if self.problems:
+            data["problems"] = list(self.problems)
+        return {"code": self.code, "message": self.message, "data": data}
 
     @classmethod
     def from_object(cls, obj: object) -> RpcError:
@@ -184,6 +194,7 @@ class RpcError(Exception):
         retry = data.get("retry_after_s")
         attempts = data.get("attempts")
         account = data.get("account")
+        problems = data.get("problems")
         return cls(
             code if isinstance(code, int) else INTERNAL_ERROR,
             str(obj.get("message", "")),
@@ -191,6 +202,7 @@ class RpcError(Exception):
             retry_after_s=float(retry) if isinstance(retry, int | float) else None,
             account=account if isinstance(account, str) else None,
             attempts=attempts if isinstance(attempts, int) else 0,
+            problems=tuple(str(p) for p in problems) if isinstance(problems, list) else (),
         )
 
 
@@ -366,6 +378,18 @@ class EnableParams:
 
 
 @attrs.frozen
+class ForgetParams:
+    """``accounts.forget``: ``id`` of an account in the state store but not in the config."""
+
+    id: str
+
+
+@attrs.frozen
+class ReloadParams:
+    """``reload``: no parameters; the daemon re-reads its own config file."""
+
+
+@attrs.frozen
 class NoParams:
     """Methods without parameters (``ping``, ``status``)."""
 
@@ -377,6 +401,8 @@ _Params: TypeAlias = (
     | CancelParams
     | DisableParams
     | EnableParams
+    | ForgetParams
+    | ReloadParams
     | NoParams
 )
 
@@ -517,6 +543,16 @@ def _enable(params: dict[str, Any] | list[Any] | None) -> EnableParams:
     return EnableParams(id=_string(_required(p, "id"), "params.id"))
 
 
+def _forget(params: dict[str, Any] | list[Any] | None) -> ForgetParams:
+    p = _object(params, allowed={"id"})
+    return ForgetParams(id=_string(_required(p, "id"), "params.id"))
+
+
+def _reload(params: dict[str, Any] | list[Any] | None) -> ReloadParams:
+    _object(params, allowed=set())
+    return ReloadParams()
+
+
 def _none(params: dict[str, Any] | list[Any] | None) -> NoParams:
     _object(params, allowed=set())
     return NoParams()
@@ -531,6 +567,8 @@ _PARSERS: Final[Mapping[str, Callable[[dict[str, Any] | list[Any] | None], _Para
     "cancel": _cancel,
     "accounts.disable": _disable,
     "accounts.enable": _enable,
+    "accounts.forget": _forget,
+    "reload": _reload,
 }
 
 #: Every method the server answers.
@@ -546,7 +584,7 @@ def parse_params(method: str, params: dict[str, Any] | list[Any] | None) -> _Par
 
     Returns:
         One of `InvokeParams`, `ResolveParams`, `GetMessagesParams`, `CancelParams`,
-        `DisableParams`, `EnableParams`, `NoParams`.
+        `DisableParams`, `EnableParams`, `ForgetParams`, `ReloadParams`, `NoParams`.
 
     Raises:
         RpcError: METHOD_NOT_FOUND (-32601) for an unknown method; INVALID_PARAMS (-32602)

@@ -3,9 +3,11 @@
 One websocket connection carries many requests at once: every job (``invoke``, ``resolve``,
 ``get_messages``) runs in its own task in the connection's nursery and is answered, with its
 request id, as soon as it completes — replies come in completion order. Control methods
-(``ping``, ``status``, ``cancel``, ``accounts.disable``, ``accounts.enable``) never block and
-are answered inline by the connection's reader, so they stay available at the in-flight limit
-and a client that stops reading replies also stops being read (backpressure).
+(``ping``, ``status``, ``cancel``, ``accounts.disable``, ``accounts.enable``,
+``accounts.forget``) never block and are answered inline by the connection's reader, so they
+stay available at the in-flight limit and a client that stops reading replies also stops being
+read (backpressure). ``reload`` reads a file and may wait for another reload, so it runs in its
+own task like a job.
 
 Methods, parameters and error codes: see `mtpoold._rpc`.
 
@@ -23,7 +25,7 @@ import os
 import socket as stdlib_socket
 import stat
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, Protocol, final
 
@@ -37,19 +39,23 @@ from trio_websocket import (
     wrap_server_stream,
 )
 
-from ._errors import JobFailed
+from ._errors import ConfigError, JobFailed
 from ._rpc import (
     CANCELLED,
     INTERNAL_ERROR,
     INVALID_PARAMS,
     INVALID_REQUEST,
+    METHOD_NOT_FOUND,
+    RELOAD_FAILED,
     SHUTTING_DOWN,
     TOO_MANY_IN_FLIGHT,
     CancelParams,
     DisableParams,
     EnableParams,
+    ForgetParams,
     GetMessagesParams,
     InvokeParams,
+    ReloadParams,
     RequestId,
     ResolveParams,
     RpcError,
@@ -82,6 +88,11 @@ HANDSHAKE_TIMEOUT_S: Final = 10.0  # seconds a client has to complete the HTTP u
 CLOSE_TIMEOUT_S: Final = 2.0  # seconds for final replies and close handshakes after the grace
 UNIX_SOCKET_MODE: Final = 0o660
 _JOB_METHODS: Final = frozenset({"invoke", "resolve", "get_messages"})
+_TASK_METHODS: Final = _JOB_METHODS | {"reload"}  # answered from their own task
+
+#: ``reload``'s implementation (the daemon's `Reloader`): returns the JSON-safe summary or
+#: raises `ConfigError` listing every problem.
+ReloadFn = Callable[[], Awaitable[Mapping[str, Any]]]
 
 
 # --- the pool as the server sees it ---------------------------------------------------------------
@@ -142,6 +153,8 @@ class PoolAPI(Protocol):
     def disable_account(self, account_id: str, reason: str) -> None: ...
 
     def enable_account(self, account_id: str) -> None: ...
+
+    def forget_account(self, account_id: str) -> bool: ...
 
 
 # --- listen addresses -----------------------------------------------------------------------------
@@ -346,6 +359,8 @@ class RpcServer:
         max_in_flight: Jobs one connection may have running; past it, -32005.
         shutdown_grace_s: Seconds in-flight jobs may still finish after `request_shutdown`.
         handshake_timeout_s: Seconds a client has to complete the HTTP upgrade.
+        reloader: What ``reload`` runs (the daemon re-reads its config file); None answers
+            ``reload`` with -32601.
 
     Resource handling:
         `run` owns the listening sockets (and removes its unix socket file on exit), every
@@ -365,6 +380,7 @@ class RpcServer:
     max_in_flight: int = MAX_IN_FLIGHT
     shutdown_grace_s: float = SHUTDOWN_GRACE_S
     handshake_timeout_s: float = HANDSHAKE_TIMEOUT_S
+    reloader: ReloadFn | None = None
 
     _address: str | None = attrs.field(init=False, default=None)
     _connections: set[_Connection] = attrs.field(init=False, factory=set)
@@ -385,7 +401,14 @@ class RpcServer:
             raise ValueError("shutdown_grace_s must be a finite number >= 0")
 
     @classmethod
-    def from_config(cls, pool: PoolAPI, config: DaemonConfig, *, token: str) -> RpcServer:
+    def from_config(
+        cls,
+        pool: PoolAPI,
+        config: DaemonConfig,
+        *,
+        token: str,
+        reloader: ReloadFn | None = None,
+    ) -> RpcServer:
         """Build a server from the ``[daemon]`` table of the config.
 
         Args:
@@ -393,6 +416,7 @@ class RpcServer:
             config: Supplies listen, allowed_origins, max_frame_bytes, max_in_flight and
                 shutdown_grace_s.
             token: The bearer token.
+            reloader: What the ``reload`` method runs, or None.
         """
         return cls(
             pool,
@@ -402,6 +426,7 @@ class RpcServer:
             max_frame_bytes=config.max_frame_bytes,
             max_in_flight=config.max_in_flight,
             shutdown_grace_s=config.shutdown_grace_s,
+            reloader=reloader,
         )
 
     def __repr__(self) -> str:
@@ -620,7 +645,7 @@ class RpcServer:
                     f"id {request.id!r} is already in flight on this connection",
                     error_class="INVALID_REQUEST",
                 )
-            if request.method in _JOB_METHODS:
+            if request.method in _TASK_METHODS:
                 if self._draining:
                     raise _shutting_down_error()
                 if len(conn.calls) >= self.max_in_flight:
@@ -669,6 +694,21 @@ class RpcServer:
                 raise _unknown_account(params.id) from None
             _log.info("account.enabled account=%s via=rpc", params.id)
             return {"account": params.id, "disabled": False}
+        if isinstance(params, ForgetParams):
+            try:
+                forgotten = self.pool.forget_account(params.id)
+            except ValueError as exc:  # still in the config
+                raise RpcError(
+                    INVALID_PARAMS, f"params.id: {exc}", error_class="INVALID_ARGUMENT"
+                ) from None
+            if not forgotten:
+                raise RpcError(
+                    INVALID_PARAMS,
+                    f"params.id: no account {params.id!r} in the state store",
+                    error_class="INVALID_ARGUMENT",
+                )
+            _log.info("account.forgotten account=%s via=rpc", params.id)
+            return {"account": params.id, "forgotten": True}
         raise AssertionError(f"not a control method: {params!r}")  # pragma: no cover
 
     async def _run_job(self, conn: _Connection, call: _Call, params: object) -> None:
@@ -693,7 +733,29 @@ class RpcServer:
             self._in_flight -= 1
             self._notify()
 
+    async def _reload(self) -> dict[str, Any]:
+        if self.reloader is None:
+            raise RpcError(
+                METHOD_NOT_FOUND,
+                "reload is not available: this server has no config file to re-read",
+                error_class="METHOD_NOT_FOUND",
+            )
+        _log.info("reload.requested via=rpc")
+        try:
+            return dict(await self.reloader())
+        except ConfigError as exc:
+            n = len(exc.problems)
+            raise RpcError(
+                RELOAD_FAILED,
+                f"config not reloaded ({n} problem{'s' if n != 1 else ''}), still running on"
+                " the previous one: " + "; ".join(exc.problems),
+                error_class="CONFIG_INVALID",
+                problems=exc.problems,
+            ) from None
+
     async def _perform(self, params: object) -> dict[str, Any]:
+        if isinstance(params, ReloadParams):
+            return await self._reload()
         if isinstance(params, InvokeParams):
             o = params.options
             result = await self.pool.invoke(

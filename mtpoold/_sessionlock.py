@@ -142,7 +142,8 @@ class SessionLock:
         """Take the lock now, or fail at once.
 
         Creates the lock file (0600) if needed (for string sessions also the ``locks``
-        directory, 0700), takes ``flock(LOCK_EX | LOCK_NB)`` and writes this process's PID.
+        directory, for session files a missing session directory, both 0700), takes
+        ``flock(LOCK_EX | LOCK_NB)`` and writes this process's PID.
 
         Raises:
             SessionLocked: if another open lock holds it — another process, or another
@@ -153,7 +154,9 @@ class SessionLock:
         """
         if self._fd is not None:
             raise RuntimeError(f'account "{self.account_id}": session lock already held')
-        if self.session_path is None:
+        if self.session_path is None or not self.lock_path.parent.exists():
+            # A session directory that does not exist yet is created private (0700); an
+            # existing one belongs to the operator and is left as it is.
             ensure_private_dir(self.lock_path.parent)
         fd = os.open(
             self.lock_path,

@@ -15,7 +15,7 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-__all__ = ["format_duration", "render_status"]
+__all__ = ["format_duration", "render_accounts", "render_proxies", "render_status"]
 
 _DASH = "-"
 
@@ -155,3 +155,32 @@ def render_status(stats: Mapping[str, Any]) -> RenderableType:
     proxies = [p for p in stats.get("proxies") or () if isinstance(p, Mapping)]
     accounts = [a for a in stats.get("accounts") or () if isinstance(a, Mapping)]
     return Group(_proxies_table(proxies), _accounts_table(accounts), _totals(stats))
+
+
+def render_accounts(stats: Mapping[str, Any]) -> RenderableType:
+    """Build the ``mtpoold accounts list`` view: the accounts table, then the accounts only
+    the state store still knows (orphans) with how to forget them.
+
+    Args:
+        stats: The ``status`` reply (unstructured ``PoolStatistics``).
+    """
+    accounts = [a for a in stats.get("accounts") or () if isinstance(a, Mapping)]
+    parts: list[RenderableType] = [_accounts_table(accounts)]
+    orphans = [str(o) for o in stats.get("orphaned_accounts") or ()]
+    if orphans:
+        parts.append(
+            Text(
+                f"orphaned in the state store (not in the config): {', '.join(orphans)}"
+                " — `mtpoold accounts forget ID` deletes one"
+            )
+        )
+    return Group(*parts)
+
+
+def render_proxies(stats: Mapping[str, Any]) -> RenderableType:
+    """Build the ``mtpoold proxies list`` view: the proxies table.
+
+    Args:
+        stats: The ``status`` reply (unstructured ``PoolStatistics``).
+    """
+    return _proxies_table([p for p in stats.get("proxies") or () if isinstance(p, Mapping)])

@@ -46,6 +46,7 @@ class FakePool:
     waiting: int = 0  # jobs blocked in "wait" right now
     calls: list[tuple[str, tuple[Any, ...], dict[str, Any]]] = attrs.field(factory=list)
     disabled: dict[str, str | None] = attrs.field(factory=lambda: {"a1": None, "a2": None})
+    orphaned: list[str] = attrs.field(factory=lambda: ["old-1"])
     _changed: trio.Event = attrs.field(factory=trio.Event)
 
     def _notify(self) -> None:
@@ -155,6 +156,14 @@ class FakePool:
             raise KeyError(account_id)
         self.disabled[account_id] = None
 
+    def forget_account(self, account_id: str) -> bool:
+        if account_id in self.disabled:
+            raise ValueError(f"account {account_id!r} is in the config; remove it from the config first")
+        if account_id not in self.orphaned:
+            return False
+        self.orphaned.remove(account_id)
+        return True
+
     def statistics(self) -> PoolStatistics:
         lane = LaneStatistics(
             key="0123456789abcdef",
@@ -200,7 +209,7 @@ class FakePool:
             accounts_disabled=sum(a.state == "disabled" for a in accounts),
             config_generation=1,
             config_loaded_at="2025-01-01T00:00:00Z",
-            orphaned_accounts=(),
+            orphaned_accounts=tuple(self.orphaned),
             proxies=(lane,),
             accounts=accounts,
         )

@@ -251,6 +251,63 @@ def test_call_usage_errors_exit_2(daemon: Daemon, capsys: pytest.CaptureFixture[
     assert main(["call", "x", "--deadline-ms", "0", *daemon.args()]) == 2
 
 
+# --- accounts, proxies, reload ---------------------------------------------------------------------
+
+
+def test_accounts_list_table_and_json(daemon: Daemon, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["accounts", "list", *daemon.args()]) == 0
+    out = capsys.readouterr().out
+    for needle in ["Accounts", "a1", "a2", "proxy-one", "10/1", "FLOOD_WAIT: FLOOD_WAIT_37 (420)",
+                   "orphaned in the state store (not in the config): old-1",
+                   "mtpoold accounts forget ID"]:
+        assert needle in out, needle
+    assert "Proxies" not in out
+    assert main(["accounts", "list", "--json", *daemon.args()]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert [a["id"] for a in listed["accounts"]] == ["a1", "a2"]
+    assert listed["orphaned_accounts"] == ["old-1"]
+
+
+def test_accounts_disable_enable_forget(daemon: Daemon, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["accounts", "disable", "a2", "--reason", "spam check", *daemon.args()]) == 0
+    assert capsys.readouterr().out == "account a2 disabled: spam check\n"
+    assert daemon.pool.disabled["a2"] == "spam check"
+    assert main(["accounts", "disable", "a1", *daemon.args()]) == 0
+    assert daemon.pool.disabled["a1"] == "disabled by operator"
+    capsys.readouterr()
+    assert main(["accounts", "enable", "a2", "--json", *daemon.args()]) == 0
+    assert json.loads(capsys.readouterr().out) == {"account": "a2", "disabled": False}
+    assert main(["accounts", "enable", "nope", *daemon.args()]) == 2
+    assert capsys.readouterr().err == (
+        "mtpoold: accounts.enable failed: params.id: unknown account 'nope'\n"
+    )
+    # forget: only orphans
+    assert main(["accounts", "forget", "a1", *daemon.args()]) == 2
+    err = capsys.readouterr().err
+    assert "'a1' is in the config; remove it from the config first" in err
+    assert main(["accounts", "forget", "old-1", *daemon.args()]) == 0
+    assert "account old-1 forgotten" in capsys.readouterr().out
+    assert daemon.pool.orphaned == []
+    assert main(["accounts", "forget", "old-1", *daemon.args()]) == 2
+    assert "no account 'old-1' in the state store" in capsys.readouterr().err
+    assert main(["accounts", *daemon.args()]) == 2  # an action is required
+
+
+def test_proxies_list_table_and_json(daemon: Daemon, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["proxies", "list", *daemon.args()]) == 0
+    out = capsys.readouterr().out
+    for needle in ["Proxies", "0123456789abcdef", "proxy-one", "socks5", "1/2", "FLOOD_WAIT 2"]:
+        assert needle in out, needle
+    assert "Accounts" not in out
+    assert main(["proxies", "list", "--json", *daemon.args()]) == 0
+    assert json.loads(capsys.readouterr().out)["proxies"][0]["name"] == "proxy-one"
+
+
+def test_reload_without_a_reloader_exit_2(daemon: Daemon, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["reload", *daemon.args()]) == 2
+    assert "reload is not available" in capsys.readouterr().err
+
+
 # --- small pieces ---------------------------------------------------------------------------------
 
 

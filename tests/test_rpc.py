@@ -83,7 +83,8 @@ def test_parse_params_invoke_defaults_and_options() -> None:
         peer="durov", ids=(1, 2), options=JobOptions(deadline_s=0.25, account=None, tags=("x",))
     )
     assert _rpc.METHODS == {
-        "invoke", "resolve", "get_messages", "status", "ping", "cancel", "accounts.disable", "accounts.enable"
+        "invoke", "resolve", "get_messages", "status", "ping", "cancel", "accounts.disable", "accounts.enable",
+        "accounts.forget", "reload",
     }
 
 

@@ -187,6 +187,53 @@ async def test_RpcServer_accounts_disable_and_enable() -> None:
         assert error_of(r) == (-32602, "INVALID_ARGUMENT", "params.reason: required")
 
 
+async def test_RpcServer_accounts_forget_only_orphans() -> None:
+    async with served() as h, h.connect() as ws:
+        r = await rpc(ws, "accounts.forget", {"id": "a1"})
+        assert error_of(r) == (
+            -32602,
+            "INVALID_ARGUMENT",
+            "params.id: account 'a1' is in the config; remove it from the config first",
+        )
+        r = await rpc(ws, "accounts.forget", {"id": "old-1"}, request_id=2)
+        assert r["result"] == {"account": "old-1", "forgotten": True}
+        status = (await rpc(ws, "status", request_id=3))["result"]
+        assert status["orphaned_accounts"] == []
+        r = await rpc(ws, "accounts.forget", {"id": "old-1"}, request_id=4)
+        assert error_of(r) == (-32602, "INVALID_ARGUMENT", "params.id: no account 'old-1' in the state store")
+
+
+async def test_RpcServer_reload_without_reloader_is_method_not_found() -> None:
+    async with served() as h, h.connect() as ws:
+        r = await rpc(ws, "reload")
+        assert error_of(r)[:2] == (-32601, "METHOD_NOT_FOUND")
+
+
+async def test_RpcServer_reload_answers_the_summary_or_every_problem() -> None:
+    from mtpoold._errors import ConfigError
+
+    outcomes: list[Any] = [ConfigError(["policy.max_attempts: must be >= 1", "accounts[2].proxy: no proxy"]),
+                           {"generation": 2, "added": ["a3"], "removed": [], "reconnected": []}]
+
+    async def reloader() -> Any:
+        outcome = outcomes.pop(0)
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
+
+    async with served(reloader=reloader) as h, h.connect() as ws:
+        r = await rpc(ws, "reload")
+        assert r["error"]["code"] == -32006
+        assert r["error"]["data"]["class"] == "CONFIG_INVALID"
+        assert r["error"]["data"]["problems"] == ["policy.max_attempts: must be >= 1", "accounts[2].proxy: no proxy"]
+        assert r["error"]["message"] == (
+            "config not reloaded (2 problems), still running on the previous one:"
+            " policy.max_attempts: must be >= 1; accounts[2].proxy: no proxy"
+        )
+        r = await rpc(ws, "reload", {}, request_id=2)
+        assert r["result"]["generation"] == 2
+
+
 # --- job failures ---------------------------------------------------------------------------------
 
 

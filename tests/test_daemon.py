@@ -1,0 +1,262 @@
+"""The daemon as a process (`mtpoold run`): session locks, a broken state store, live reload."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+from _fakeclient import Sleep, World
+
+from mtpoold._cli import main
+from mtpoold._config import load_config
+from mtpoold._daemon import run_daemon
+from mtpoold._pool import open_pool
+from mtpoold._rpc import RpcError
+from mtpoold._rpcclient import call, parse_target
+from mtpoold.testing import DC
+
+READY_TIMEOUT_S = 30.0
+
+
+@pytest.fixture(autouse=True)
+def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("MTPOOLD_CONFIG", "MTPOOLD_URL", "MTPOOLD_TOKEN_FILE", "NOTIFY_SOCKET", "WATCHDOG_USEC"):
+        monkeypatch.delenv(name, raising=False)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def write_config(tmp_path: Path, *, listen: str | None = None, accounts: str | None = None) -> Path:
+    """A config with a file-session account and a string-session account (no DC needed: the
+    locks are taken at start, before any connection)."""
+    session = DC(port=1).session_string("15550000001")
+    path = tmp_path / "mtpoold.toml"
+    if accounts is None:
+        accounts = (
+            f'[[accounts]]\nid = "file-acc"\napi_id = 1\napi_hash = "{"ab" * 16}"\n'
+            f'session = "{tmp_path}/sessions/file-acc.session"\n\n'
+            f'[[accounts]]\nid = "string-acc"\napi_id = 2\napi_hash = "{"cd" * 16}"\n'
+            f'session_string = "{session}"\n'
+        )
+    path.write_text(
+        f'[daemon]\nlisten = "{listen or f"127.0.0.1:{free_port()}"}"\n'
+        f'state_dir = "{tmp_path}/state"\n\n'
+        f'[telegram]\ndc_host = "127.0.0.1"\ndc_port = 1\n\n{accounts}'
+    )
+    return path
+
+
+def mtpoold(*args: str, **kw: Any) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "mtpoold", *args], capture_output=True, text=True, timeout=60, **kw
+    )
+
+
+@contextmanager
+def daemon_process(config: Path, log: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """``mtpoold run`` as a subprocess, yielded once it logged ``daemon.ready``; SIGTERM at exit."""
+    with log.open("wb") as err:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "mtpoold", "run", "--config", str(config)],
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+        )
+    try:
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while "daemon.ready" not in log.read_text():
+            assert proc.poll() is None, f"daemon exited {proc.returncode}: {log.read_text()}"
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.05)
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:  # pragma: no cover - a hang is a bug: don't leak it
+            proc.kill()
+            proc.wait()
+
+
+def test_second_daemon_on_the_same_sessions_exits_2_naming_account_path_and_pid(
+    tmp_path: Path,
+) -> None:
+    config = write_config(tmp_path)
+    with daemon_process(config, tmp_path / "first.log") as first:
+        second = mtpoold("run", "--config", str(config))
+        assert second.returncode == 2, second.stderr
+        last = second.stderr.strip().splitlines()[-1]
+        assert last == (
+            f'mtpoold run: account "file-acc": session {tmp_path}/sessions/file-acc.session'
+            f" is in use by PID {first.pid}"
+        )
+        assert "Traceback" not in second.stderr
+        # the first one keeps serving
+        ping = mtpoold("--config", str(config), "call", "ping")
+        assert ping.returncode == 0, ping.stderr
+        assert json.loads(ping.stdout)["pong"] is True
+        assert first.poll() is None
+    assert first.returncode == 0
+    # the lock files are private and outlive the daemon (never unlinked), the PID is cleared
+    lock = tmp_path / "state" / "locks" / "string-acc.lock"
+    assert os.stat(lock).st_mode & 0o777 == 0o600
+    assert lock.read_text() == ""
+
+
+def test_daemon_warns_about_readable_config_and_session_files(tmp_path: Path) -> None:
+    config = write_config(tmp_path)
+    os.chmod(config, 0o644)
+    (tmp_path / "sessions").mkdir()
+    session = tmp_path / "sessions" / "file-acc.session"
+    session.write_bytes(b"")
+    os.chmod(session, 0o640)
+    log = tmp_path / "daemon.log"
+    with daemon_process(config, log):
+        pass
+    text = log.read_text()
+    assert f"config file {config} is accessible by group/others (mode 0644)" in text
+    assert f"session file {session} is accessible by group/others (mode 0640)" in text
+    # nothing the daemon created is readable by others
+    for path in [tmp_path / "state", *(tmp_path / "state").rglob("*")]:
+        assert os.stat(path).st_mode & 0o077 == 0, path
+
+
+def test_corrupt_state_file_is_moved_aside_and_the_daemon_starts_clean(tmp_path: Path) -> None:
+    config = write_config(tmp_path)
+    state = tmp_path / "state"
+    state.mkdir(mode=0o700)
+    garbage = b"this is not a database, it is a shopping list\n" * 100
+    (state / "state.sqlite3").write_bytes(garbage)
+    log = tmp_path / "daemon.log"
+    with daemon_process(config, log):
+        status = mtpoold("--config", str(config), "status", "--json")
+        assert status.returncode == 0, status.stderr
+        assert json.loads(status.stdout)["accounts_total"] == 2
+    text = log.read_text()
+    assert "level=warning" in text and "STATE STORE RESET" in text
+    moved = list(state.glob("state.sqlite3.corrupt-*"))
+    assert len(moved) == 1 and moved[0].read_bytes() == garbage
+    assert f"moved it to {moved[0]}" in text
+    # the fresh store is ours now: a second start does not move anything
+    with daemon_process(config, tmp_path / "again.log"):
+        pass
+    assert "STATE STORE RESET" not in (tmp_path / "again.log").read_text()
+    assert len(list(state.glob("state.sqlite3.corrupt-*"))) == 1
+
+
+# --- live reload (in-process daemon, fake clients) -------------------------------------------------
+
+
+ACCOUNT = 'api_id = {n}\napi_hash = "{h}"\nsession_string = "fake-{id}"\n'
+
+
+def fake_accounts(*ids: str) -> str:
+    return "".join(
+        f'[[accounts]]\nid = "{i}"\n' + ACCOUNT.format(n=n + 1, h=f"{n:032x}", id=i) + "\n"
+        for n, i in enumerate(ids)
+    )
+
+
+@asynccontextmanager
+async def in_process_daemon(config_path: Path, world: World) -> AsyncIterator[tuple[Any, str]]:
+    """run_daemon on the config file with fake clients; yields (target, token)."""
+    config = load_config(config_path)
+
+    def factory(cfg: Any, *, store: Any) -> Any:
+        return open_pool(cfg, client_factory=world.factory(), store=store, lock_sessions=True)
+
+    async with trio.open_nursery() as nursery:
+        address = await nursery.start(
+            partial(run_daemon, config, config_path=config_path, pool_factory=factory)
+        )
+        token = (Path(config.daemon.state_dir) / "token").read_text().strip()
+        yield parse_target(address), token
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+async def test_reload_with_an_invalid_config_changes_nothing_and_lists_every_problem(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config_path = write_config(tmp_path, accounts=fake_accounts("a1", "a2"))
+    good = config_path.read_text()
+    with trio.fail_after(30):
+        async with in_process_daemon(config_path, World()) as (target, token):
+            before = await call(target, token, "status")
+            assert before["config_generation"] == 1
+            config_path.write_text(
+                good.replace("[telegram]", "[policy]\nmax_attempts = 0\n\n[telegram]")
+                + '[[accounts]]\nid = "a3"\napi_id = 3\napi_hash = "x"\nproxy = "nowhere"\n'
+                + 'session_string = "s"\n'
+            )
+            with pytest.raises(RpcError) as info:
+                await call(target, token, "reload")
+            err = info.value
+            assert err.code == -32006 and err.error_class == "CONFIG_INVALID"
+            assert len(err.problems) >= 2, err.problems
+            assert any("max_attempts" in p for p in err.problems)
+            assert any("nowhere" in p for p in err.problems)
+            assert err.message.startswith("config not reloaded (")
+            after = await call(target, token, "status")
+            assert after["config_generation"] == 1
+            assert after["config_loaded_at"] == before["config_loaded_at"]
+            assert [a["id"] for a in after["accounts"]] == ["a1", "a2"]
+            # the same through `mtpoold reload`: every problem on its own line, exit 2
+            token_file = str(tmp_path / "state" / "token")
+            args = ["reload", "--url", str(target), "--token-file", token_file]
+            assert await trio.to_thread.run_sync(main, args) == 2
+            err = capsys.readouterr().err.splitlines()
+            assert err[0] == "mtpoold: reload failed; the daemon keeps its current config:"
+            assert len(err) == 1 + len(info.value.problems)
+            # a good config again: generation 2
+            config_path.write_text(good)
+            summary = await call(target, token, "reload")
+            assert summary["generation"] == 2
+            assert summary["config_path"] == str(config_path)
+            assert await trio.to_thread.run_sync(main, ["reload", "--config", str(config_path)]) == 0
+            assert capsys.readouterr().out == (
+                f"reloaded {config_path}: config #3; added -; removed -; reconnected -\n"
+            )
+            assert (await call(target, token, "status"))["config_generation"] == 3
+
+
+async def test_reload_removing_an_account_lets_its_call_finish_and_reply(tmp_path: Path) -> None:
+    config_path = write_config(tmp_path, accounts=fake_accounts("a1", "a2"))
+    world = World()
+    world.script("a2", Sleep(1.0, {"slow": "done"}))
+    with trio.fail_after(30):
+        async with in_process_daemon(config_path, world) as (target, token):
+            replies: list[Any] = []
+
+            async def slow_call() -> None:
+                params = {"method": "help.GetConfig", "args": {}, "options": {"account": "a2"}}
+                replies.append(await call(target, token, "invoke", params))
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(slow_call)
+                while world.active["a2"] == 0:
+                    await trio.sleep(0.01)
+                config_path.write_text(config_path.read_text().split('[[accounts]]\nid = "a2"')[0])
+                summary = await call(target, token, "reload")
+                assert summary["removed"] == ["a2"] and summary["generation"] == 2
+                assert world.active["a2"] == 1  # still running
+            assert replies[0]["result"] == {"slow": "done"}
+            assert replies[0]["meta"]["account"] == "a2"
+            status = await call(target, token, "status")
+            assert [a["id"] for a in status["accounts"]] == ["a1"]
+            assert status["config_generation"] == 2

@@ -455,6 +455,7 @@ def _cmd_proxies(args: argparse.Namespace) -> int:
 
 def _cmd_authorize(args: argparse.Namespace) -> int:
     from ._authorize import AuthorizeFailed, authorize_accounts
+    from ._errors import ConfigError
     from ._sessionlock import SessionLocked
 
     path, _ = _config_path(args)
@@ -472,6 +473,8 @@ def _cmd_authorize(args: argparse.Namespace) -> int:
         raise _Fail(EXIT_USAGE, f"mtpoold authorize: {exc}; stop the daemon first") from None
     except AuthorizeFailed as exc:
         raise _Fail(exc.exit_code, f"mtpoold authorize: {exc}") from None
+    except ConfigError as exc:
+        raise _Fail(EXIT_USAGE, "\n".join(f"{path}: {p}" for p in exc.problems)) from None
     return EXIT_OK
 
 

@@ -30,6 +30,7 @@ in a repr or a log line written here.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import os
@@ -321,6 +322,9 @@ class TelethonClient:
         proxy: The account's proxy (``config.proxy_for(account)``), or None.
         proxy_key: Key of the proxy for log context (`mtpoold._config.proxy_key`).
         disconnect_timeout_s: Seconds `disconnect` waits for Telethon before giving up.
+        session: Use this Telethon session instead of the account's configured one
+            (``mtpoold authorize`` logs in on a memory session and writes the file only on
+            success).
     """
 
     account: AccountConfig
@@ -328,6 +332,7 @@ class TelethonClient:
     proxy: ProxyConfig | None
     proxy_key: str = "no_proxy"
     disconnect_timeout_s: float = DISCONNECT_TIMEOUT_S
+    session: Session | None = attrs.field(default=None, repr=False)
     _tg: TelegramClient | None = attrs.field(init=False, default=None)
     _connect_errors: list[BaseException] = attrs.field(init=False, factory=list)
 
@@ -362,7 +367,7 @@ class TelethonClient:
         if self.is_connected():
             return
         if self._tg is None:
-            self._tg = self._build()
+            self._tg = self._build(self.session)
         self._apply_server(self._tg.session)
         self._connect_errors.clear()
         try:
@@ -580,6 +585,25 @@ class TelethonClient:
             raise RuntimeError("TelethonClient must be used inside trio_asyncio.open_loop()")
         with self._log_context():
             return await trio_asyncio.aio_as_trio(fn)(*args)
+
+    def telegram_client(self) -> TelegramClient:
+        """The connected ``TelegramClient``, for flows the ``Client`` protocol does not cover
+        (the login of ``mtpoold authorize``); call its coroutines through `aio`.
+
+        Raises:
+            ConnectionError: if not connected.
+        """
+        return self._connected()
+
+    async def aio(self, fn: Callable[..., Awaitable[Any]], *args: Any, **kwargs: Any) -> Any:
+        """Run a Telethon coroutine function on the trio-asyncio loop with this account's log
+        context; cancellation reaches the asyncio side.
+
+        Raises:
+            RuntimeError: outside ``trio_asyncio.open_loop()``.
+            Exception: whatever ``fn`` raises.
+        """
+        return await self._aio(functools.partial(fn, *args, **kwargs))
 
     def _connected(self) -> TelegramClient:
         if self._tg is None or not self._tg.is_connected():

@@ -1,0 +1,204 @@
+"""`mtpoold authorize` against the loopback DC: code, 2FA, wrong answers, locks, then the pool."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+import trio_asyncio
+
+from mtpoold._authorize import AuthorizeFailed, Prompter, authorize_account
+from mtpoold._cli import main
+from mtpoold._config import Config, parse_config
+from mtpoold._pool import open_pool
+from mtpoold._sessionlock import SessionLock
+from mtpoold.testing import DC, open_dc
+from mtpoold.testing.dc import LOGIN_CODE
+
+ALICE = "15550000001"
+DAVE_2FA = "15550000004"  # password "hunter2" in the default world
+DAVE_PASSWORD = "hunter2"
+
+
+def make_config(dc: DC, tmp_path: Path, **account: Any) -> Config:
+    acc = {"id": "acc", "api_id": 4242, "api_hash": "0f" * 16, "session": "sessions/acc", **account}
+    return parse_config(
+        {
+            "daemon": {"state_dir": str(tmp_path / "state")},
+            "telegram": {
+                "dc_id": dc.dc_id,
+                "dc_host": dc.host,
+                "dc_port": dc.port,
+                "rsa_keys": [dc.public_key_pem],
+                "connect_timeout_s": 10.0,
+            },
+            "accounts": [acc],
+        },
+        base_dir=tmp_path,
+    )
+
+
+def write_toml(config_path: Path, dc: DC, **account: str) -> None:
+    pem = dc.public_key_pem.replace("\n", "\\n")
+    extra = "".join(f'{k} = "{v}"\n' for k, v in account.items())
+    config_path.write_text(
+        f'[daemon]\nstate_dir = "state"\n\n'
+        f'[telegram]\ndc_id = {dc.dc_id}\ndc_host = "{dc.host}"\ndc_port = {dc.port}\n'
+        f'rsa_keys = ["{pem}"]\n\n'
+        f'[[accounts]]\nid = "acc"\napi_id = 4242\napi_hash = "{"0f" * 16}"\n{extra}'
+    )
+
+
+def session_dir_listing(tmp_path: Path) -> list[str]:
+    d = tmp_path / "sessions"
+    return sorted(p.name for p in d.iterdir()) if d.exists() else []
+
+
+@asynccontextmanager
+async def loop_and_dc() -> AsyncIterator[DC]:
+    async with open_dc() as dc, trio_asyncio.open_loop():
+        yield dc
+
+
+async def test_authorize_with_code_then_the_pool_uses_the_session(tmp_path: Path) -> None:
+    async with open_dc() as dc:
+        config_path = tmp_path / "mtpoold.toml"
+        write_toml(config_path, dc, session="sessions/acc", device_model="mtpoold test phone")
+        code_file = tmp_path / "code"
+        code_file.write_text(LOGIN_CODE + "\n")
+        out = io.StringIO()
+        args = ["authorize", "--config", str(config_path), "--phone", ALICE,
+                "--code-from", str(code_file)]  # fmt: skip
+
+        def run_cli() -> int:
+            from contextlib import redirect_stdout
+
+            with redirect_stdout(out):
+                return main(args)
+
+        old_umask = os.umask(0o022)
+        try:
+            with trio.fail_after(60):
+                assert await trio.to_thread.run_sync(run_cli) == 0
+        finally:
+            os.umask(old_umask)
+        session = config_path.parent / "sessions" / "acc.session"
+        assert out.getvalue() == (
+            f"account acc: authorized as @alice_test (id 1001); session written to {session}\n"
+        )
+        assert os.stat(session).st_mode & 0o777 == 0o600
+        assert os.stat(session.parent).st_mode & 0o777 == 0o700
+        sidecar = session.with_name("acc.session.device.json")
+        assert os.stat(sidecar).st_mode & 0o777 == 0o600
+        device = json.loads(sidecar.read_text())
+        assert device["device_model"] == "mtpoold test phone"
+        assert set(device) == {"device_model", "system_version", "app_version", "lang_code",
+                               "system_lang_code"}  # fmt: skip
+        assert session_dir_listing(tmp_path) == ["acc.lock", "acc.session", "acc.session.device.json"]
+
+        # the daemon's pool logs in with that file, presenting the recorded device
+        config = make_config(dc, tmp_path, session=str(tmp_path / "sessions" / "acc"))
+        with trio.fail_after(30):
+            async with open_pool(config, lock_sessions=True) as pool:
+                result = await pool.resolve("@bob_test", deadline_s=20)
+        assert result.value["username"] == "bob_test"
+        assert result.meta.account == "acc"
+        assert dc.counters(ALICE)["contacts.ResolveUsername"] == 1
+
+
+async def test_authorize_2fa_user_with_code_and_password_from_stdin(tmp_path: Path) -> None:
+    async with loop_and_dc() as dc:
+        config = make_config(dc, tmp_path)
+        stdin = io.StringIO(f"{LOGIN_CODE}\n{DAVE_PASSWORD}\n")
+        prompter = Prompter(phone=DAVE_2FA, code_from="-", password_from="-", stdin=stdin)
+        with trio.fail_after(60):
+            done = await authorize_account(config, config.accounts[0], prompter)
+        assert (done.user_id, done.username) == (1004, "dave_2fa")
+        assert done.session_path == tmp_path / "sessions" / "acc.session"
+        assert done.session_path.exists()
+
+
+async def test_authorize_asks_without_echo_for_code_and_password(tmp_path: Path) -> None:
+    asked: list[tuple[str, bool]] = []
+    answers = iter([DAVE_2FA, LOGIN_CODE, DAVE_PASSWORD])
+
+    def ask(prompt: str, secret: bool) -> str:
+        asked.append((prompt, secret))
+        return next(answers)
+
+    async with loop_and_dc() as dc:
+        config = make_config(dc, tmp_path)
+        with trio.fail_after(60):
+            await authorize_account(config, config.accounts[0], Prompter(ask=ask))
+    assert asked == [
+        ("Phone number for account acc (international format): ", False),
+        (f"Login code sent to {DAVE_2FA} (account acc): ", True),
+        ("2FA password of account acc: ", True),
+    ]
+
+
+async def test_authorize_wrong_code_writes_nothing(tmp_path: Path) -> None:
+    async with loop_and_dc() as dc:
+        config = make_config(dc, tmp_path)
+        prompter = Prompter(phone=ALICE, code_from="-", stdin=io.StringIO("54321\n"))
+        with trio.fail_after(60), pytest.raises(AuthorizeFailed) as info:
+            await authorize_account(config, config.accounts[0], prompter)
+    assert str(info.value) == (
+        'account "acc": wrong login code (PHONE_CODE_INVALID); nothing was written'
+    )
+    assert info.value.exit_code == 1
+    assert session_dir_listing(tmp_path) == ["acc.lock"]
+
+
+async def test_authorize_wrong_password_writes_nothing(tmp_path: Path) -> None:
+    async with loop_and_dc() as dc:
+        config = make_config(dc, tmp_path)
+        stdin = io.StringIO(f"{LOGIN_CODE}\nnot-the-password\n")
+        prompter = Prompter(phone=DAVE_2FA, code_from="-", password_from="-", stdin=stdin)
+        with trio.fail_after(60), pytest.raises(AuthorizeFailed) as info:
+            await authorize_account(config, config.accounts[0], prompter)
+    assert str(info.value) == 'account "acc": wrong 2FA password; nothing was written'
+    assert "not-the-password" not in str(info.value)
+    assert session_dir_listing(tmp_path) == ["acc.lock"]
+
+
+async def test_authorize_refused_while_the_session_is_locked(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    async with open_dc() as dc:
+        config_path = tmp_path / "mtpoold.toml"
+        write_toml(config_path, dc, session="sessions/acc")
+        lock = SessionLock.for_session_file("acc", tmp_path / "sessions" / "acc")
+        with lock:
+            args = ["authorize", "--config", str(config_path), "--phone", ALICE, "--code-from", "-"]
+            assert await trio.to_thread.run_sync(main, args) == 2
+        err = capsys.readouterr().err
+        assert err == (
+            f'mtpoold authorize: account "acc": session {tmp_path}/sessions/acc is in use by'
+            f" PID {os.getpid()}; stop the daemon first\n"
+        )
+        assert dc.statistics().connections_total == 0  # refused before any connection
+        assert session_dir_listing(tmp_path) == ["acc.lock"]
+
+
+async def test_authorize_string_session_account_is_a_clear_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    dc = DC(port=1)
+    config_path = tmp_path / "mtpoold.toml"
+    write_toml(config_path, dc, session_string=dc.session_string(ALICE))
+    assert await trio.to_thread.run_sync(main, ["authorize", "--config", str(config_path)]) == 2
+    assert capsys.readouterr().err.startswith("mtpoold authorize: no account has a session file")
+    args = ["authorize", "acc", "--config", str(config_path)]
+    assert await trio.to_thread.run_sync(main, args) == 2
+    assert capsys.readouterr().err == (
+        'mtpoold authorize: account "acc": uses a string session; only accounts with a session'
+        ' file (session = "path") can be authorized\n'
+    )

@@ -39,6 +39,7 @@ __all__ = [
     "Failure",
     "JobFailed",
     "MtpooldError",
+    "REDACTED",
     "classify",
     "redact",
 ]
@@ -176,29 +177,63 @@ def _rebuild_job_failed(
 
 # --- redaction ------------------------------------------------------------------------------------
 
+REDACTED: Final = "[redacted]"  # what a secret is replaced with
 MAX_MESSAGE_CHARS: Final = 300  # characters kept of an exception's text in a Failure
-# A token: 32+ characters of base64 / urlsafe base64 / hex with at least one digit and one letter.
-# Catches api_hash (32 hex), StringSession text (~350 base64), auth keys, MTProxy secrets.
-_TOKEN_RE: Final = re.compile(
-    r"(?<![A-Za-z0-9+/_-])(?=[A-Za-z0-9+/_-]*[0-9])(?=[A-Za-z0-9+/_-]*[A-Za-z])"
-    r"[A-Za-z0-9+/_-]{32,}={0,2}"
-)
+MIN_SECRET_CHARS: Final = 4  # shorter "secrets" can't be told apart from ordinary text
+_MIN_HEX_TOKEN_CHARS: Final = 32  # an api_hash is 32 hex digits
+_MIN_B64_TOKEN_CHARS: Final = 40  # a StringSession is ~350 chars, an auth key 344
+# A maximal run of base64/base64url alphabet characters plus optional padding. Whether a run is
+# a secret is decided in _looks_secret, so that long identifiers and paths are left alone.
+_TOKEN_RE: Final = re.compile(rf"[A-Za-z0-9+/_-]{{{_MIN_HEX_TOKEN_CHARS},}}={{0,2}}")
+_HEX_RE: Final = re.compile(r"(?:0[xX])?[0-9a-fA-F]+")
 
 
-def redact(text: str, *, limit: int = MAX_MESSAGE_CHARS) -> str:
-    """Strip anything that looks like a secret from ``text`` and shorten it.
+def _looks_secret(token: str) -> bool:
+    core = token.rstrip("=")
+    if _HEX_RE.fullmatch(core):
+        digits = core[2:] if core[:2] in ("0x", "0X") else core
+        return len(digits) >= _MIN_HEX_TOKEN_CHARS
+    if len(core) < _MIN_B64_TOKEN_CHARS:
+        return False
+    # Random base64 mixes cases and digits; identifiers, words and most paths do not.
+    return (
+        any(c.isdigit() for c in core)
+        and any(c.isupper() for c in core)
+        and any(c.islower() for c in core)
+    )
+
+
+def redact(
+    text: str, secrets: Iterable[str | None] = (), *, limit: int | None = MAX_MESSAGE_CHARS
+) -> str:
+    """Replace secrets in ``text`` with ``"[redacted]"``, make it one line and shorten it.
+
+    Two passes: first every known secret (longest first, so one secret containing another is
+    removed whole; None, and strings shorter than `MIN_SECRET_CHARS`, are skipped); then
+    anything that looks like key material even if nobody named it: runs of at least 32 hex
+    digits (optionally ``0x``-prefixed: api_hash, MTProxy secrets) and runs of at least 40
+    base64/base64url characters that mix upper case, lower case and digits (session strings,
+    auth keys, tokens). Long identifiers, words and paths are left alone.
 
     Args:
-        text: Free text, e.g. ``str(exc)``.
-        limit: Maximum length of the result, in characters.
+        text: Text that may contain secrets (an exception message, a log line).
+        secrets: Known secret values: api_hash, proxy passwords, session strings.
+        limit: Maximum length of the result in characters (ending in ``…`` when cut), or
+            None for no limit.
 
     Returns:
-        ``text`` with every run of 32+ base64/hex characters replaced by ``[redacted]``,
-        cut to ``limit`` characters (ending in ``…`` when cut).
+        The redacted text, on one line.
     """
-    out = _TOKEN_RE.sub("[redacted]", text)
+    known = sorted(
+        {s for s in secrets if s is not None and len(s) >= MIN_SECRET_CHARS},
+        key=len,
+        reverse=True,
+    )
+    for secret in known:
+        text = text.replace(secret, REDACTED)
+    out = _TOKEN_RE.sub(lambda m: REDACTED if _looks_secret(m.group()) else m.group(), text)
     out = " ".join(out.split())  # one line
-    if len(out) > limit:
+    if limit is not None and len(out) > limit:
         out = out[: limit - 1] + "…"
     return out
 

@@ -4,21 +4,24 @@ Everything here is synchronous and small. The daemon keeps three kinds of secret
 sessions (an auth key is a full login), `api_hash` values and proxy passwords. This module
 makes sure the files holding them are private to the daemon's user, resolves string sessions
 from wherever the config says they live (inline, an environment variable, or a systemd
-credential) and strips secrets out of text before it reaches a log line, an error frame or
-the state store.
+credential). The one function that strips secrets out of text before it reaches a log line, an
+error frame or the state store, `redact`, lives in `mtpoold._errors` (which needs it and which
+this module builds on) and is re-exported here.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import re
 import stat
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Final, Protocol
 
+from ._errors import MIN_SECRET_CHARS as MIN_SECRET_CHARS
+from ._errors import REDACTED as REDACTED
 from ._errors import MtpooldError
+from ._errors import redact as redact  # the one redaction; re-exported for this module's users
 
 __all__ = [
     "MIN_SECRET_CHARS",
@@ -41,15 +44,6 @@ PRIVATE_DIR_MODE: Final = 0o700  # rwx for the owner only
 PRIVATE_FILE_MODE: Final = 0o600  # rw for the owner only
 _GROUP_OTHER_BITS: Final = 0o077
 
-REDACTED: Final = "***"
-MIN_SECRET_CHARS: Final = 4  # shorter "secrets" can't be told apart from ordinary text
-_MIN_HEX_TOKEN_CHARS: Final = 32  # an api_hash is 32 hex digits
-_MIN_B64_TOKEN_CHARS: Final = 40  # a StringSession is ~350 chars, an auth key 344
-
-# A maximal run of base64/base64url alphabet characters plus optional padding. Whether a run is
-# a secret is decided in _looks_secret, so that long identifiers and paths are left alone.
-_TOKEN_RE: Final = re.compile(rf"[A-Za-z0-9+/_-]{{{_MIN_HEX_TOKEN_CHARS},}}={{0,2}}")
-_HEX_RE: Final = re.compile(r"(?:0[xX])?[0-9a-fA-F]+")
 
 
 class SecretUnavailable(MtpooldError):
@@ -327,44 +321,3 @@ def _load_credential(aid: str, name: str, environ: Mapping[str, str]) -> str:
     if not text:
         raise SecretUnavailable(aid, f"credential file {path} is empty")
     return text
-
-
-def _looks_secret(token: str) -> bool:
-    core = token.rstrip("=")
-    if _HEX_RE.fullmatch(core):
-        digits = core[2:] if core[:2] in ("0x", "0X") else core
-        return len(digits) >= _MIN_HEX_TOKEN_CHARS
-    if len(core) < _MIN_B64_TOKEN_CHARS:
-        return False
-    # Random base64 mixes cases and digits; identifiers, words and most paths do not.
-    return (
-        any(c.isdigit() for c in core)
-        and any(c.isupper() for c in core)
-        and any(c.islower() for c in core)
-    )
-
-
-def redact(text: str, secrets: Iterable[str | None] = ()) -> str:
-    """Replace secrets in `text` with ``"***"``.
-
-    Two passes: first every known secret (longest first, so one secret containing another is
-    removed whole; None, and strings shorter than `MIN_SECRET_CHARS`, are skipped); then
-    anything that looks like key material even if nobody named it: runs of at least 32 hex
-    digits (optionally ``0x``-prefixed) and runs of at least 40 base64/base64url characters
-    that mix upper case, lower case and digits.
-
-    Args:
-        text: Text that may contain secrets (an exception message, a log line).
-        secrets: Known secret values: api_hash, proxy passwords, session strings.
-
-    Returns:
-        The redacted text.
-    """
-    known = sorted(
-        {s for s in secrets if s is not None and len(s) >= MIN_SECRET_CHARS},
-        key=len,
-        reverse=True,
-    )
-    for secret in known:
-        text = text.replace(secret, REDACTED)
-    return _TOKEN_RE.sub(lambda m: REDACTED if _looks_secret(m.group()) else m.group(), text)

@@ -33,7 +33,8 @@ from typing import Final, Literal, cast, final
 
 import attrs
 
-from ._secrets import PRIVATE_FILE_MODE, ensure_private_dir, ensure_private_file, redact
+from ._errors import redact
+from ._secrets import PRIVATE_FILE_MODE, ensure_private_dir, ensure_private_file
 
 __all__ = [
     "APPLICATION",
@@ -316,8 +317,8 @@ class StateStore:
     def save_account(self, state: StoredAccount) -> None:
         """Insert or replace one account's row, committed when this returns.
 
-        `last_error_message` is redacted again (long base64/hex runs become ``***``) and cut
-        to `MAX_ERROR_MESSAGE_CHARS`, so what `load` returns may differ from what was saved.
+        `last_error_message` is redacted again (long base64/hex runs become ``[redacted]``),
+        made one line and cut to `MAX_ERROR_MESSAGE_CHARS`, so what `load` returns may differ from what was saved.
 
         Args:
             state: The account's complete state.
@@ -328,7 +329,7 @@ class StateStore:
         """
         message = state.last_error_message
         if message is not None:
-            message = redact(message)[:MAX_ERROR_MESSAGE_CHARS]
+            message = redact(message, limit=MAX_ERROR_MESSAGE_CHARS)
         self._db().execute(
             "INSERT INTO accounts (id, cooldown_until, disabled_reason, disabled_at,"
             " failures_by_class, last_error_class, last_error_message, calls_ok, calls_failed,"

@@ -274,3 +274,10 @@ def test_redact_base64_runs() -> None:
 )
 def test_redact_leaves_ordinary_text(text: str) -> None:
     assert redact(text) == text
+
+
+def test_redact_is_the_one_in_errors() -> None:
+    from mtpoold import _errors
+
+    assert redact is _errors.redact and REDACTED == _errors.REDACTED == "[redacted]"
+    assert redact("x " * 600, limit=None) == "x " * 599 + "x"

@@ -171,7 +171,7 @@ def test_StateStore_redacts_and_bounds_error_message(db_path: Path) -> None:
         )
         store.save_account(StoredAccount(id="b", last_error_message="x " * 5000))
         state = store.load()
-    assert state.accounts["a"].last_error_message == "bad session *** hash ***"
+    assert state.accounts["a"].last_error_message == "bad session [redacted] hash [redacted]"
     msg_b = state.accounts["b"].last_error_message
     assert msg_b is not None and len(msg_b) == MAX_ERROR_MESSAGE_CHARS
 

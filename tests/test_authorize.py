@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 import trio
 import trio_asyncio
+from telethon.sessions import StringSession
 
 from mtpoold._authorize import AuthorizeFailed, Prompter, authorize_account
 from mtpoold._cli import main
@@ -202,3 +203,21 @@ async def test_authorize_string_session_account_is_a_clear_error(
         'mtpoold authorize: account "acc": uses a string session; only accounts with a session'
         ' file (session = "path") can be authorized\n'
     )
+
+
+async def test_client_presents_the_recorded_device_where_the_config_is_silent(tmp_path: Path) -> None:
+    from mtpoold._client import TelethonClient, device_sidecar_path
+
+    dc = DC(port=1)
+    recorded = {"device_model": "Recorded Phone", "system_version": "Android 14",
+                "app_version": "10.1", "lang_code": "de", "system_lang_code": "de-DE"}  # fmt: skip
+    config = make_config(dc, tmp_path, app_version="11.0")
+    account = config.accounts[0]
+    sidecar = device_sidecar_path(account.session or "")
+    sidecar.parent.mkdir()
+    sidecar.write_text(json.dumps(recorded))
+    async with trio_asyncio.open_loop():
+        tg = TelethonClient(account, config.telegram_for(account), None)._build(StringSession())
+    init = tg._init_request
+    assert (init.device_model, init.system_version, init.lang_code) == ("Recorded Phone", "Android 14", "de")
+    assert init.app_version == "11.0"  # the config wins where it says something

@@ -191,10 +191,12 @@ async def test_flood_wait_cools_the_account_37_s_and_the_job_succeeds_on_another
         with trio.fail_after(10):
             for _ in range(6):
                 assert (await resolve_news(pool, deadline_s=10)).meta.account != "a1"
+        remaining = fleet.account("a1").cooldown_remaining_s
+        assert 30 < remaining < 37
         with pytest.raises(JobFailed) as info:
             await pool.resolve("@mtpoold_news", account="a1", deadline_s=5)
         assert info.value.error_class is ErrorClass.NO_ACCOUNT_AVAILABLE
-        assert info.value.retry_after_s == pytest.approx(37, abs=2.0)
+        assert info.value.retry_after_s == pytest.approx(remaining, abs=0.5)
 
 
 async def test_auth_key_unregistered_disables_the_account_and_the_job_is_rerouted(
@@ -228,7 +230,7 @@ async def test_dropped_connection_is_stream_closed_then_the_account_reconnects_a
 ) -> None:
     config = fleet_config(
         tmp_path, dc, proxies=three_proxies(socks, socks_auth, http), accounts=six_accounts(),
-        policy={"stream_closed_cooldown_s": 1.0},
+        policy={"stream_closed_cooldown_s": 2.0},
     )  # fmt: skip
     rule = dc.faults.add(drop(), user=PHONES[2], method="contacts.ResolveUsername")
     async with open_fleet(dc, config) as fleet:
@@ -241,13 +243,13 @@ async def test_dropped_connection_is_stream_closed_then_the_account_reconnects_a
         a3 = fleet.account("a3")
         assert a3.errors_by_class == {"STREAM_CLOSED": 1}
         assert a3.state == "cooldown"
-        assert 0 < a3.cooldown_remaining_s <= 1.0
+        assert 0 < a3.cooldown_remaining_s <= 2.0
         assert not a3.connected
         assert fleet.aio_tasks_of("a3") == []  # Telethon's loops for that connection ended
         first_conn = {c.connection_id for c in dc.calls if c.user_id == a3_user}
         assert len(first_conn) == 1
         # After the cooldown it serves again, on a new connection.
-        await wait_until(lambda: fleet.account("a3").cooldown_remaining_s == 0, timeout_s=3)
+        await wait_until(lambda: fleet.account("a3").cooldown_remaining_s == 0, timeout_s=4)
         with trio.fail_after(10):
             again = await resolve_news(pool, account="a3", deadline_s=10)
         assert again.meta.attempts == 1
@@ -264,7 +266,7 @@ async def test_killed_proxy_cools_its_lane_jobs_flow_elsewhere_and_it_serves_aga
 ) -> None:
     config = fleet_config(
         tmp_path, dc, proxies=three_proxies(socks, socks_auth, http), accounts=six_accounts(),
-        policy={"proxy_cooldown_min_s": 2.0, "proxy_cooldown_max_s": 2.0},
+        policy={"proxy_cooldown_min_s": 3.0, "proxy_cooldown_max_s": 3.0},
     )  # fmt: skip
     on_s1 = {"a1", "a2"}
     async with open_fleet(dc, config) as fleet:
@@ -291,7 +293,7 @@ async def test_killed_proxy_cools_its_lane_jobs_flow_elsewhere_and_it_serves_aga
         lane = fleet.lane("s1")
         assert lane.errors_by_class == {"PROXY_UNAVAILABLE": 1}
         assert lane.consecutive_failures == 1
-        assert 0 < lane.cooldown_remaining_s <= 2.0
+        assert 0 < lane.cooldown_remaining_s <= 3.0
         assert pool.statistics().accounts_cooling == 2  # a1 and a2, through their lane
         assert all(fleet.account(a).cooldown_remaining_s == 0 for a in on_s1)  # not blamed
 
@@ -309,7 +311,7 @@ async def test_killed_proxy_cools_its_lane_jobs_flow_elsewhere_and_it_serves_aga
         assert fleet.lane("s1").cooldown_remaining_s > 0  # still cooling: the test meant it
 
         await socks.restart()
-        await wait_until(lambda: fleet.lane("s1").cooldown_remaining_s == 0, timeout_s=3)
+        await wait_until(lambda: fleet.lane("s1").cooldown_remaining_s == 0, timeout_s=4)
         with trio.fail_after(10):
             for acc in sorted(on_s1):
                 again = await resolve_news(pool, account=acc, deadline_s=10)
@@ -439,6 +441,7 @@ async def test_startup_is_not_held_hostage_by_an_account_whose_proxy_blackholes(
             policy={"max_attempts": 1},
         )  # fmt: skip
         failures: list[JobFailed] = []
+        failed_at: list[float] = []
         async with open_fleet(dc, config) as fleet:
             pool = fleet.pool
             t0 = trio.current_time()
@@ -447,27 +450,31 @@ async def test_startup_is_not_held_hostage_by_an_account_whose_proxy_blackholes(
                 with pytest.raises(JobFailed) as info:
                     await pool.resolve("@mtpoold_news", account="stuck", deadline_s=10)
                 failures.append(info.value)
+                failed_at.append(trio.current_time() - t0)
 
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(stuck_job)
                 await wait_until(lambda: hole.accepted == 1, timeout_s=1, what="the TCP connect")
                 assert fleet.account("stuck").state == "connecting"
-                # The other five accounts serve from the first second.
+                # The other five accounts serve from the first second (each one's connect and
+                # call take two slots of their lane), all while the stuck one is connecting.
                 served: list[Any] = []
+                done_at: list[float] = []
                 async with trio.open_nursery() as others:
                     for _ in range(5):
 
                         async def one() -> None:
                             served.append(await resolve_news(pool, deadline_s=5))
+                            done_at.append(trio.current_time() - t0)
 
                         others.start_soon(one)
-                assert trio.current_time() - t0 < 1.0
+                assert min(done_at) < 1.0
+                assert max(done_at) < 2.0
                 assert {r.meta.account for r in served} == {"a1", "a2", "a3", "a4", "a5"}
                 assert fleet.account("stuck").state == "connecting"
                 assert not failures
             # ... and the stuck one failed at its 2 s connect deadline.
-            failed_after = trio.current_time() - t0
-            assert 2.0 <= failed_after < 3.0
+            assert 2.0 <= failed_at[0] < 3.0
             (failure,) = failures
             assert failure.error_class in (ErrorClass.STREAM_CLOSED, ErrorClass.PROXY_UNAVAILABLE)
             stuck = fleet.account("stuck")

@@ -124,9 +124,16 @@ class AccountWorker:
             return "connecting"
         if self._lock.locked():
             return "busy"
-        if self.cooldown_until > trio.current_time():
+        if self.schedulable_at() > trio.current_time():
             return "cooldown"
         return "ready" if self.connected else "idle"
+
+    def schedulable_at(self) -> float:
+        """When (trio clock, s) neither the account's own cooldown nor its proxy's holds it
+        back; ``inf`` when disabled or retired."""
+        if self.disabled_reason is not None or self.retired:
+            return float("inf")
+        return max(self.cooldown_until, self.lane.cooldown_until)
 
     @property
     def connected(self) -> bool:
@@ -297,7 +304,8 @@ class AccountWorker:
     def statistics(self, *, proxy_name: str) -> AccountStatistics:
         """Return a frozen snapshot of this account's state and counters."""
         now = trio.current_time()
-        cooldown = 0.0 if self.disabled_reason else max(0.0, self.cooldown_until - now)
+        at = self.schedulable_at()
+        cooldown = 0.0 if at == float("inf") else max(0.0, at - now)
         return AccountStatistics(
             id=self.id,
             proxy_key=self.lane.key,

@@ -169,7 +169,7 @@ def warn_about_exposed_secrets(config: Config, config_path: Path | None) -> int:
 
     warned = 0
     if config_path is not None and config_holds_secrets(config):
-        warned += warn_if_exposed(config_path, "config file")
+        warned += warn_if_exposed(config_path, "config file", allow_own_group=True)
     for account in config.accounts:
         if account.session is not None:
             warned += warn_if_exposed(session_file_path(account.session), "session file")

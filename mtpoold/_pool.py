@@ -584,12 +584,16 @@ class Pool:
                 self._release(acc)
 
     async def _retire_account(self, acc: AccountWorker) -> None:
-        """Forget a retired account once its in-flight call (if any) has ended."""
+        """Forget a retired account once its in-flight call (if any) has ended; its state
+        row stays (nothing is deleted silently) and it is reported as orphaned."""
         await acc.rebuild()
         if self._accounts.get(acc.id) is acc:
             del self._accounts[acc.id]
             self._account_cfgs.pop(acc.id, None)
             self._release_session_locks(acc.id)
+            if self._store is not None:
+                self._persist(acc)
+                self._orphaned = tuple(sorted({*self._orphaned, acc.id}))
         log.info("event=account_retired account=%s", acc.id)
 
     # -- jobs ------------------------------------------------------------------------------
@@ -768,11 +772,6 @@ class Pool:
 
     # -- scheduling --------------------------------------------------------------------------
 
-    def _schedulable_at(self, acc: AccountWorker) -> float:
-        if acc.disabled_reason is not None or acc.retired:
-            return float("inf")
-        return max(acc.cooldown_until, acc.lane.cooldown_until)
-
     def _pick(self, job: _Job, *, allow_avoided: bool) -> tuple[AccountWorker | None, float, bool]:
         """Choose an account for ``job`` now.
 
@@ -816,7 +815,7 @@ class Pool:
             for acc in accounts:
                 if not job.accepts(acc, allow_avoided=allow_avoided):
                     continue
-                at = self._schedulable_at(acc)
+                at = acc.schedulable_at()
                 if at == float("inf"):
                     continue
                 if acc.busy or acc.id in self._moving:
@@ -908,7 +907,7 @@ class Pool:
         it back in the ready index (which parks it if it is cooling down)."""
         if acc.busy or acc.id in self._moving:
             return
-        if self._schedulable_at(acc) <= trio.current_time():
+        if acc.schedulable_at() <= trio.current_time():
             for waiter in self._waiters:
                 if waiter.job.accepts(acc, allow_avoided=waiter.allow_avoided):
                     self._waiters.remove(waiter)

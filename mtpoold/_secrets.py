@@ -208,7 +208,9 @@ def create_private_file(path: str | os.PathLike[str], data: bytes) -> Path:
     return p
 
 
-def warn_if_exposed(path: str | os.PathLike[str], what: str) -> bool:
+def warn_if_exposed(
+    path: str | os.PathLike[str], what: str, *, allow_own_group: bool = False
+) -> bool:
     """Log a warning if a file holding secrets can be read or written by group/others.
 
     Used for session files and config files that contain `api_hash`, session strings or
@@ -217,16 +219,24 @@ def warn_if_exposed(path: str | os.PathLike[str], what: str) -> bool:
     Args:
         path: The file. A missing file is not an error.
         what: What the file is, for the log line ("session file", "config file").
+        allow_own_group: Accept access by the process's own group (a root-owned config
+            installed ``-m 0640 -g mtpoold`` for the service, see systemd/mtpoold.service).
 
     Returns:
         True if a warning was logged.
     """
     p = Path(path)
     try:
-        mode = p.stat().st_mode
+        st = p.stat()
     except FileNotFoundError:
         return False
-    if not _is_exposed(mode):
+    mode = st.st_mode
+    # Group access is the packaged way to hand a root-owned config to the service's own
+    # group (``install -m 0640 -g mtpoold``): only another group, or others, is exposure.
+    own_group = (
+        allow_own_group and st.st_gid == os.getegid() and not stat.S_IMODE(mode) & 0o007
+    )
+    if not _is_exposed(mode) or own_group:
         return False
     logger.warning(
         "%s %s is accessible by group/others (mode %04o) and holds secrets; run: chmod 600 %s",

@@ -140,6 +140,19 @@ def test_warn_if_exposed(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> No
     assert warn_if_exposed(tmp_path / "missing", "session file") is False
 
 
+def test_warn_if_exposed_accepts_the_service_group_for_the_config(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    config = tmp_path / "mtpoold.toml"
+    config.write_text("")
+    os.chown(config, -1, os.getegid())
+    os.chmod(config, 0o640)  # root:mtpoold 0640, as systemd/mtpoold.service installs it
+    with caplog.at_level(logging.WARNING):
+        assert warn_if_exposed(config, "config file", allow_own_group=True) is False
+        os.chmod(config, 0o644)
+        assert warn_if_exposed(config, "config file", allow_own_group=True) is True
+
+
 # -- string sessions ---------------------------------------------------------------------------
 
 

@@ -25,14 +25,28 @@ RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
-    p.add_argument("--only", action="append", default=[], metavar="NAME",
-                   help=f"run only this scenario (repeatable, comma-separated): {', '.join(SCENARIOS)}")
+    p.add_argument(
+        "--only",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help=f"run only this scenario (repeatable, comma-separated): {', '.join(SCENARIOS)}",
+    )
     p.add_argument("--quick", action="store_true", help="short runs (about 3 minutes in all)")
     w = p.add_mutually_exclusive_group()
-    w.add_argument("--write", dest="write", action="store_true", default=None,
-                   help="rewrite bench/RESULTS.md (default for a full run)")
-    w.add_argument("--no-write", dest="write", action="store_false",
-                   help="only print (default with --only or --quick)")
+    w.add_argument(
+        "--write",
+        dest="write",
+        action="store_true",
+        default=None,
+        help="rewrite bench/RESULTS.md (default for a full run)",
+    )
+    w.add_argument(
+        "--no-write",
+        dest="write",
+        action="store_false",
+        help="only print (default with --only or --quick)",
+    )
     p.add_argument("--output", type=Path, default=RESULTS, help="where to write the results")
     return p
 
@@ -51,8 +65,21 @@ def console_table(reports: list[Report]) -> Table:
             continue
         for i, r in enumerate(rep.rows):
             style = "red" if r.met is False else None
-            table.add_row(*(escape(c) for c in (rep.name if i == 0 else "", r.metric, r.value,
-                          r.baseline, r.ratio, r.goal, _met(r.met))), style=style)
+            table.add_row(
+                *(
+                    escape(c)
+                    for c in (
+                        rep.name if i == 0 else "",
+                        r.metric,
+                        r.value,
+                        r.baseline,
+                        r.ratio,
+                        r.goal,
+                        _met(r.met),
+                    )
+                ),
+                style=style,
+            )
         table.add_section()
     return table
 
@@ -110,7 +137,7 @@ def markdown(reports: list[Report], facts: dict[str, str], *, quick: bool, total
         analysis = getattr(mod, "ANALYSIS", "").strip()
         if analysis:
             out += ["### Analysis", "", analysis, ""]
-    howto = (Path(__file__).resolve().parent / "HOWTO.md")
+    howto = Path(__file__).resolve().parent / "HOWTO.md"
     if howto.exists():
         out += ["", howto.read_text().strip(), ""]
     return "\n".join(out).rstrip() + "\n"
@@ -121,8 +148,10 @@ def main(argv: list[str] | None = None) -> int:
     only = [n.strip() for chunk in args.only for n in chunk.split(",") if n.strip()]
     unknown = [n for n in only if n not in SCENARIOS]
     if unknown:
-        print(f"unknown scenario(s): {', '.join(unknown)}; choose from {', '.join(SCENARIOS)}",
-              file=sys.stderr)
+        print(
+            f"unknown scenario(s): {', '.join(unknown)}; choose from {', '.join(SCENARIOS)}",
+            file=sys.stderr,
+        )
         return 2
     names = [n for n in SCENARIOS if not only or n in only]
     write = args.write if args.write is not None else not (only or args.quick)

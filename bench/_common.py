@@ -18,8 +18,21 @@ import attrs
 
 ROOT: Final = Path(__file__).resolve().parent.parent
 PACKAGES: Final = (
-    "mtpoold", "trio", "trio-asyncio", "Telethon", "cryptg", "python-socks", "pproxy",
-    "trio-websocket", "attrs", "cattrs", "redis", "psutil", "pyinstrument", "py-spy", "rich",
+    "mtpoold",
+    "trio",
+    "trio-asyncio",
+    "Telethon",
+    "cryptg",
+    "python-socks",
+    "pproxy",
+    "trio-websocket",
+    "attrs",
+    "cattrs",
+    "redis",
+    "psutil",
+    "pyinstrument",
+    "py-spy",
+    "rich",
 )
 
 
@@ -184,7 +197,10 @@ def run_child(target: str, *, timeout_s: float = 600.0, **kwargs: Any) -> Any:
         RuntimeError: with the child's stderr tail if it fails.
     """
     proc = subprocess.run(
-        child_command(target, **kwargs), capture_output=True, text=True, timeout=timeout_s,
+        child_command(target, **kwargs),
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
         cwd=ROOT,
     )
     if proc.returncode != 0:
@@ -195,5 +211,5 @@ def run_child(target: str, *, timeout_s: float = 600.0, **kwargs: Any) -> Any:
 def parse_child_output(stdout: str) -> Any:
     for line in reversed(stdout.splitlines()):
         if line.startswith("BENCH-RESULT "):
-            return json.loads(line[len("BENCH-RESULT "):])
+            return json.loads(line[len("BENCH-RESULT ") :])
     raise RuntimeError(f"child printed no result: {stdout[-2000:]!r}")

@@ -74,8 +74,12 @@ class RunningDC:
         return session_strings(self.world_path, self.port, count or self.users)
 
     def telegram_config(self) -> dict[str, Any]:
-        return {"dc_id": 2, "dc_host": self.host, "dc_port": self.port,
-                "rsa_keys": [self.public_key_pem]}
+        return {
+            "dc_id": 2,
+            "dc_host": self.host,
+            "dc_port": self.port,
+            "rsa_keys": [self.public_key_pem],
+        }
 
 
 def session_strings(world_path: str, port: int, count: int) -> list[str]:
@@ -100,7 +104,9 @@ def dc_process(users: int) -> Iterator[RunningDC]:
         port_file = Path(tmp) / "port"
         proc = subprocess.Popen(
             child_command("bench._dc:serve", world_path=str(world), port_file=str(port_file)),
-            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
         )
         try:
             deadline = time.monotonic() + 30
@@ -109,8 +115,14 @@ def dc_process(users: int) -> Iterator[RunningDC]:
                     err = proc.stderr.read().decode() if proc.stderr else ""
                     raise RuntimeError(f"loopback DC did not start: {err[-2000:]}")
                 time.sleep(0.05)
-            yield RunningDC("127.0.0.1", int(port_file.read_text()), proc.pid, str(world), users,
-                            public_key_pem())
+            yield RunningDC(
+                "127.0.0.1",
+                int(port_file.read_text()),
+                proc.pid,
+                str(world),
+                users,
+                public_key_pem(),
+            )
         finally:
             proc.kill()
             proc.wait(10)

@@ -42,14 +42,22 @@ def _telethon_client(session: str) -> Any:
     from telethon.sessions import StringSession
 
     return TelegramClient(
-        StringSession(session), API_ID, API_HASH, flood_sleep_threshold=0, request_retries=1,
-        connection_retries=0, retry_delay=0, auto_reconnect=False, receive_updates=False,
+        StringSession(session),
+        API_ID,
+        API_HASH,
+        flood_sleep_threshold=0,
+        request_retries=1,
+        connection_retries=0,
+        retry_delay=0,
+        auto_reconnect=False,
+        receive_updates=False,
         raise_last_call_error=True,
     )
 
 
-def probe(mode: str, crypto: str, seconds: float, port: int, world_path: str,
-          pem: str) -> dict[str, Any]:
+def probe(
+    mode: str, crypto: str, seconds: float, port: int, world_path: str, pem: str
+) -> dict[str, Any]:
     """Child: sequential help.getConfig for ``seconds``; calls/s and CPU per call."""
     from telethon.crypto import rsa
     from telethon.tl.functions.help import GetConfigRequest
@@ -105,12 +113,25 @@ def probe(mode: str, crypto: str, seconds: float, port: int, world_path: str,
                 from pathlib import Path
 
                 with tempfile.TemporaryDirectory() as tmp:
-                    config = parse_config({
-                        "telegram": {"dc_id": 2, "dc_host": "127.0.0.1", "dc_port": port,
-                                     "rsa_keys": [pem]},
-                        "accounts": [{"id": "a", "api_id": API_ID, "api_hash": API_HASH,
-                                      "session_string": session}],
-                    }, base_dir=Path(tmp))
+                    config = parse_config(
+                        {
+                            "telegram": {
+                                "dc_id": 2,
+                                "dc_host": "127.0.0.1",
+                                "dc_port": port,
+                                "rsa_keys": [pem],
+                            },
+                            "accounts": [
+                                {
+                                    "id": "a",
+                                    "api_id": API_ID,
+                                    "api_hash": API_HASH,
+                                    "session_string": session,
+                                }
+                            ],
+                        },
+                        base_dir=Path(tmp),
+                    )
                 client = telethon_client_factory(config)(config.accounts[0])
                 await client.connect()
 
@@ -147,9 +168,15 @@ def run(*, quick: bool) -> Report:
         for _ in range(rounds):
             for crypto in CRYPTO:
                 for mode in MODES:
-                    r = run_child("bench.bridge:probe", mode=mode, crypto=crypto,
-                                  seconds=seconds, port=dc.port, world_path=dc.world_path,
-                                  pem=dc.public_key_pem)
+                    r = run_child(
+                        "bench.bridge:probe",
+                        mode=mode,
+                        crypto=crypto,
+                        seconds=seconds,
+                        port=dc.port,
+                        world_path=dc.world_path,
+                        pem=dc.public_key_pem,
+                    )
                     res.setdefault((mode, crypto), []).append(r)
 
     def rate(mode: str, crypto: str) -> float:
@@ -164,16 +191,28 @@ def run(*, quick: bool) -> Report:
         ours = rate("mtpoold", crypto)
         bridge = rate("bridge", crypto)
         goal = crypto == "cryptg"
-        report.row(f"help.getConfig calls/s, TelethonClient.call vs native ({crypto})",
-                   f"{ours:,.0f}/s", f"{native:,.0f}/s", f"{ours / native:.2f}",
-                   ">= 0.85 of native" if goal else "", (ours / native >= 0.85) if goal else None)
-        report.row(f"  bridge only (aio_as_trio, no JSON) vs native ({crypto})",
-                   f"{bridge:,.0f}/s", f"{native:,.0f}/s", f"{bridge / native:.2f}")
+        report.row(
+            f"help.getConfig calls/s, TelethonClient.call vs native ({crypto})",
+            f"{ours:,.0f}/s",
+            f"{native:,.0f}/s",
+            f"{ours / native:.2f}",
+            ">= 0.85 of native" if goal else "",
+            (ours / native >= 0.85) if goal else None,
+        )
+        report.row(
+            f"  bridge only (aio_as_trio, no JSON) vs native ({crypto})",
+            f"{bridge:,.0f}/s",
+            f"{native:,.0f}/s",
+            f"{bridge / native:.2f}",
+        )
     for mode in MODES:
         with_c, without = rate(mode, "cryptg"), rate(mode, "libssl")
-        report.row(f"cryptg speed-up over libssl / pure Python ({mode})",
-                   f"{with_c:,.0f}/s", f"{without:,.0f}/s / {rate(mode, 'python'):,.0f}/s",
-                   f"{with_c / without:.2f}x / {with_c / rate(mode, 'python'):.2f}x")
+        report.row(
+            f"cryptg speed-up over libssl / pure Python ({mode})",
+            f"{with_c:,.0f}/s",
+            f"{without:,.0f}/s / {rate(mode, 'python'):,.0f}/s",
+            f"{with_c / without:.2f}x / {with_c / rate(mode, 'python'):.2f}x",
+        )
 
     report.details += [
         "| client | crypto | calls/s (per round) | client CPU per call |",

@@ -36,8 +36,9 @@ def _toml_str(s: str) -> str:
     return json.dumps(s)  # a JSON string is a valid TOML basic string
 
 
-def write_config(path: Path, *, port: int, dc_port: int, pem: str, sessions: list[str],
-                 state_dir: Path) -> None:
+def write_config(
+    path: Path, *, port: int, dc_port: int, pem: str, sessions: list[str], state_dir: Path
+) -> None:
     lines = [
         "[daemon]",
         f'listen = "127.0.0.1:{port}"',
@@ -52,8 +53,14 @@ def write_config(path: Path, *, port: int, dc_port: int, pem: str, sessions: lis
         "",
     ]
     for i, s in enumerate(sessions):
-        lines += ["[[accounts]]", f'id = "a{i}"', "api_id = 12345", f'api_hash = "{API_HASH}"',
-                  f"session_string = {_toml_str(s)}", ""]
+        lines += [
+            "[[accounts]]",
+            f'id = "a{i}"',
+            "api_id = 12345",
+            f'api_hash = "{API_HASH}"',
+            f"session_string = {_toml_str(s)}",
+            "",
+        ]
     path.write_text("\n".join(lines))
 
 
@@ -118,8 +125,12 @@ async def _measure(invoke: Any, sequential: int, seconds: float) -> dict[str, An
         for _ in range(IN_FLIGHT):
             nursery.start_soon(loop)
     wall = time.perf_counter() - t0
-    return {"p50": percentile(lat, 50), "p99": percentile(lat, 99), "jobs_per_s": done / wall,
-            "cpu_per_job": (time.process_time() - c0) / done}
+    return {
+        "p50": percentile(lat, 50),
+        "p99": percentile(lat, 99),
+        "jobs_per_s": done / wall,
+        "cpu_per_job": (time.process_time() - c0) / done,
+    }
 
 
 def inprocess(config_path: str, sequential: int, seconds: float) -> dict[str, Any]:
@@ -159,7 +170,8 @@ def ws_client(url: str, token: str, sequential: int, seconds: float) -> dict[str
 
     async def main() -> None:
         async with open_websocket_url(
-            url, extra_headers=[(b"Authorization", b"Bearer " + token.encode())],
+            url,
+            extra_headers=[(b"Authorization", b"Bearer " + token.encode())],
             max_message_size=2**24,
         ) as ws:
             waiting: dict[int, trio.Event] = {}
@@ -174,8 +186,9 @@ def ws_client(url: str, token: str, sequential: int, seconds: float) -> dict[str
             async def invoke() -> None:
                 rid = next(ids)
                 event = waiting[rid] = trio.Event()
-                await ws.send_message(json.dumps(
-                    {"jsonrpc": "2.0", "id": rid, "method": "invoke", "params": JOB}))
+                await ws.send_message(
+                    json.dumps({"jsonrpc": "2.0", "id": rid, "method": "invoke", "params": JOB})
+                )
                 await event.wait()
                 reply = replies.pop(rid)
                 if "error" in reply:
@@ -199,25 +212,44 @@ def run(*, quick: bool) -> Report:
     with dc_process(ACCOUNTS) as dc, tempfile.TemporaryDirectory() as tmp:
         port = _free_port()
         config = Path(tmp) / "mtpoold.toml"
-        write_config(config, port=port, dc_port=dc.port, pem=dc.public_key_pem,
-                     sessions=dc.session_strings(), state_dir=Path(tmp) / "state")
-        base = run_child("bench.daemon:inprocess", config_path=str(config),
-                         sequential=sequential, seconds=seconds)
+        write_config(
+            config,
+            port=port,
+            dc_port=dc.port,
+            pem=dc.public_key_pem,
+            sessions=dc.session_strings(),
+            state_dir=Path(tmp) / "state",
+        )
+        base = run_child(
+            "bench.daemon:inprocess",
+            config_path=str(config),
+            sequential=sequential,
+            seconds=seconds,
+        )
         log = open(Path(tmp) / "daemon.log", "w+b")  # noqa: SIM115 - closed below
-        daemon = subprocess.Popen(child_command("bench.daemon:daemon_host",
-                                                config_path=str(config)),
-                                  cwd=ROOT, stdout=subprocess.DEVNULL, stderr=log)
+        daemon = subprocess.Popen(
+            child_command("bench.daemon:daemon_host", config_path=str(config)),
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+        )
         try:
             deadline = time.monotonic() + 60
             while b"daemon.ready" not in Path(log.name).read_bytes():
                 if daemon.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError("daemon did not start: "
-                                       + Path(log.name).read_text()[-2000:])
+                    raise RuntimeError(
+                        "daemon did not start: " + Path(log.name).read_text()[-2000:]
+                    )
                 time.sleep(0.1)
             token = (Path(tmp) / "state" / "token").read_text().strip()
             d_cpu0 = _cpu(daemon.pid)
-            ws = run_child("bench.daemon:ws_client", url=f"ws://127.0.0.1:{port}/", token=token,
-                           sequential=sequential, seconds=seconds)
+            ws = run_child(
+                "bench.daemon:ws_client",
+                url=f"ws://127.0.0.1:{port}/",
+                token=token,
+                sequential=sequential,
+                seconds=seconds,
+            )
             daemon_cpu = _cpu(daemon.pid) - d_cpu0
         finally:
             daemon.terminate()
@@ -227,14 +259,28 @@ def run(*, quick: bool) -> Report:
                 daemon.kill()
             log.close()
     added50, added99 = ws["p50"] - base["p50"], ws["p99"] - base["p99"]
-    report.row("latency p50, websocket vs in-process", ms(ws["p50"], 3), ms(base["p50"], 3),
-               f"+{ms(added50, 3)}", "added <= 0.5 ms", added50 <= 0.0005)
-    report.row("latency p99, websocket vs in-process", ms(ws["p99"], 3), ms(base["p99"], 3),
-               f"+{ms(added99, 3)}")
-    report.row(f"sustained jobs/s ({IN_FLIGHT} in flight), websocket vs in-process",
-               f"{ws['jobs_per_s']:,.0f}", f"{base['jobs_per_s']:,.0f}",
-               f"{ws['jobs_per_s'] / base['jobs_per_s']:.2f}", ">= 3,000 jobs/s through one "
-               "daemon", ws["jobs_per_s"] >= 3000)
+    report.row(
+        "latency p50, websocket vs in-process",
+        ms(ws["p50"], 3),
+        ms(base["p50"], 3),
+        f"+{ms(added50, 3)}",
+        "added <= 0.5 ms",
+        added50 <= 0.0005,
+    )
+    report.row(
+        "latency p99, websocket vs in-process",
+        ms(ws["p99"], 3),
+        ms(base["p99"], 3),
+        f"+{ms(added99, 3)}",
+    )
+    report.row(
+        f"sustained jobs/s ({IN_FLIGHT} in flight), websocket vs in-process",
+        f"{ws['jobs_per_s']:,.0f}",
+        f"{base['jobs_per_s']:,.0f}",
+        f"{ws['jobs_per_s'] / base['jobs_per_s']:.2f}",
+        ">= 3,000 jobs/s through one daemon",
+        ws["jobs_per_s"] >= 3000,
+    )
     report.details += [
         f"Sequential latency over {sequential} jobs; throughput over {seconds:g} s with "
         f"{IN_FLIGHT} jobs in flight on one websocket connection.",

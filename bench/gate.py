@@ -85,9 +85,23 @@ def _free_port() -> int:
 def _start_redis() -> tuple[subprocess.Popen[bytes], int]:
     port = _free_port()
     proc = subprocess.Popen(
-        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-         "--appendonly", "no", "--daemonize", "no", "--loglevel", "warning"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            "redis-server",
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--daemonize",
+            "no",
+            "--loglevel",
+            "warning",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     import redis
 
@@ -112,9 +126,18 @@ def run_php(proxies: int, workers: int, duration_s: float) -> list[dict[str, Any
         t_end = t0 + duration_s
         procs = [
             subprocess.Popen(
-                child_command("bench.gate:php_worker", port=port, proxy=p, worker=w, t0=t0,
-                              t_end=t_end, seed=p * 1000 + w),
-                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                child_command(
+                    "bench.gate:php_worker",
+                    port=port,
+                    proxy=p,
+                    worker=w,
+                    t0=t0,
+                    t_end=t_end,
+                    seed=p * 1000 + w,
+                ),
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
             )
             for p in range(proxies)
             for w in range(workers)
@@ -145,8 +168,15 @@ def mtpoold_lanes(proxies: int, workers: int, duration_s: float) -> Any:
 
     async def main() -> None:
         lanes = [
-            ProxyLane(key=f"p{p}", name=f"p{p}", type="socks5", capacity=1,
-                      interval_s=INTERVAL_S, jitter_s=JITTER_S, rng=random.Random(p))
+            ProxyLane(
+                key=f"p{p}",
+                name=f"p{p}",
+                type="socks5",
+                capacity=1,
+                interval_s=INTERVAL_S,
+                jitter_s=JITTER_S,
+                rng=random.Random(p),
+            )
             for p in range(proxies)
         ]
         t0 = trio.current_time() + 0.5
@@ -187,9 +217,7 @@ def analyse(run: dict[str, Any], proxies: int, workers: int) -> list[dict[str, f
     rows = []
     for p in range(proxies):
         mine = [w for w in run["workers"] if w["proxy"] == p]
-        starts = sorted(
-            s for w in mine for _, s in w["jobs"] if s is not None and t0 <= s <= t_end
-        )
+        starts = sorted(s for w in mine for _, s in w["jobs"] if s is not None and t0 <= s <= t_end)
         gaps = [b - a for a, b in zip(starts, starts[1:], strict=False)]
         per_worker = [
             sum(1 for _, s in w["jobs"] if s is not None and t0 <= s <= t_end) for w in mine
@@ -206,20 +234,22 @@ def analyse(run: dict[str, Any], proxies: int, workers: int) -> list[dict[str, f
                 else:
                     waits.append(s - arrival)
         mean_gap = (starts[-1] - starts[0]) / (len(starts) - 1) if len(starts) > 1 else math.nan
-        rows.append({
-            "proxy": p,
-            "starts": len(starts),
-            "utilization": INTERVAL_S / mean_gap,
-            "min_gap": min(gaps) if gaps else math.nan,
-            "violations": sum(1 for g in gaps if g < INTERVAL_S - TOLERANCE_S),
-            "jobs": len(waits),
-            "p50": percentile(waits, 50),
-            "p95": percentile(waits, 95),
-            "p99": percentile(waits, 99),
-            "max": max(waits) if waits else math.nan,
-            "gave_up": gave_up,
-            "jain": jain(per_worker),
-        })
+        rows.append(
+            {
+                "proxy": p,
+                "starts": len(starts),
+                "utilization": INTERVAL_S / mean_gap,
+                "min_gap": min(gaps) if gaps else math.nan,
+                "violations": sum(1 for g in gaps if g < INTERVAL_S - TOLERANCE_S),
+                "jobs": len(waits),
+                "p50": percentile(waits, 50),
+                "p95": percentile(waits, 95),
+                "p99": percentile(waits, 99),
+                "max": max(waits) if waits else math.nan,
+                "gave_up": gave_up,
+                "jain": jain(per_worker),
+            }
+        )
     return rows
 
 
@@ -262,28 +292,53 @@ def run(*, quick: bool) -> Report:
     duration = 10.0 if quick else 40.0
     report = Report(NAME, TITLE)
     php = run_php(proxies, workers, duration)[0]
-    mine = run_child("bench.gate:mtpoold_lanes", proxies=proxies, workers=workers,
-                     duration_s=duration)[0]
+    mine = run_child(
+        "bench.gate:mtpoold_lanes", proxies=proxies, workers=workers, duration_s=duration
+    )[0]
     php_rows, our_rows = analyse(php, proxies, workers), analyse(mine, proxies, workers)
     a, b = _summary(our_rows), _summary(php_rows)
     ideal = workers * INTERVAL_S - CALL_S
 
-    report.row("utilization of 1/interval (worst proxy)", f"{a['utilization'] * 100:.2f} %",
-               f"{b['utilization'] * 100:.2f} %", f"{a['utilization'] / b['utilization']:.3f}x",
-               ">= 99.5 %", a["utilization"] >= 0.995)
-    report.row("min gap between starts / violations", f"{ms(a['min_gap'], 2)} / {a['violations']}",
-               f"{ms(b['min_gap'], 2)} / {b['violations']}", "",
-               f"0 violations (gap < {ms(INTERVAL_S - TOLERANCE_S, 0)})", a["violations"] == 0)
+    report.row(
+        "utilization of 1/interval (worst proxy)",
+        f"{a['utilization'] * 100:.2f} %",
+        f"{b['utilization'] * 100:.2f} %",
+        f"{a['utilization'] / b['utilization']:.3f}x",
+        ">= 99.5 %",
+        a["utilization"] >= 0.995,
+    )
+    report.row(
+        "min gap between starts / violations",
+        f"{ms(a['min_gap'], 2)} / {a['violations']}",
+        f"{ms(b['min_gap'], 2)} / {b['violations']}",
+        "",
+        f"0 violations (gap < {ms(INTERVAL_S - TOLERANCE_S, 0)})",
+        a["violations"] == 0,
+    )
     report.row("wait p50 (worst proxy)", ms(a["p50"], 0), ms(b["p50"], 0), "")
-    report.row("wait p99 (worst proxy)", ms(a["p99"], 0), ms(b["p99"], 0),
-               f"{b['p99'] / a['p99']:.2f}x lower",
-               f"<= FIFO ideal {ms(ideal, 0)} + {ms(INTERVAL_S, 0)}",
-               a["p99"] <= ideal + INTERVAL_S)
+    report.row(
+        "wait p99 (worst proxy)",
+        ms(a["p99"], 0),
+        ms(b["p99"], 0),
+        f"{b['p99'] / a['p99']:.2f}x lower",
+        f"<= FIFO ideal {ms(ideal, 0)} + {ms(INTERVAL_S, 0)}",
+        a["p99"] <= ideal + INTERVAL_S,
+    )
     report.row("wait max", ms(a["max"], 0), ms(b["max"], 0), "")
-    report.row("jobs that hit the 60 s budget", f"{a['gave_up']} / {a['jobs']}",
-               f"{b['gave_up']} / {b['jobs']}", "")
-    report.row("Jain fairness (worst proxy)", f"{a['jain']:.4f}", f"{b['jain']:.4f}", "",
-               ">= 0.99", a["jain"] >= 0.99)
+    report.row(
+        "jobs that hit the 60 s budget",
+        f"{a['gave_up']} / {a['jobs']}",
+        f"{b['gave_up']} / {b['jobs']}",
+        "",
+    )
+    report.row(
+        "Jain fairness (worst proxy)",
+        f"{a['jain']:.4f}",
+        f"{b['jain']:.4f}",
+        "",
+        ">= 0.99",
+        a["jain"] >= 0.99,
+    )
 
     report.details += [
         f"Workload: {proxies} proxies × {workers} workers per proxy, {duration:g} s "
@@ -294,11 +349,13 @@ def run(*, quick: bool) -> Report:
         f"{ms(ideal, 0)}.",
         "",
     ]
-    report.details += _table("mtpoold (ProxyLane: CapacityLimiter(1) + RateGate, one trio process)",
-                             our_rows)
+    report.details += _table(
+        "mtpoold (ProxyLane: CapacityLimiter(1) + RateGate, one trio process)", our_rows
+    )
     report.details += _table(
         f"PHP baseline (redis-server + {proxies * workers} worker processes, Cache::add Lua)",
-        php_rows)
+        php_rows,
+    )
     if php["late_workers"]:
         report.notes.append(f"{php['late_workers']} PHP workers were not ready at t0.")
     return report

@@ -50,13 +50,23 @@ class ZeroCostClient:
 def config_dict(accounts: int, proxies: int, *, interval_s: float = 2.0) -> dict[str, Any]:
     return {
         "proxies": [
-            {"name": f"p{i}", "type": "socks5", "host": "10.0.0.1", "port": 10_000 + i,
-             "interval_s": interval_s}
+            {
+                "name": f"p{i}",
+                "type": "socks5",
+                "host": "10.0.0.1",
+                "port": 10_000 + i,
+                "interval_s": interval_s,
+            }
             for i in range(proxies)
         ],
         "accounts": [
-            {"id": f"a{i}", "api_id": 1000 + i, "api_hash": f"{i:032x}",
-             "session_string": "x", "proxy": f"p{i % proxies}"}
+            {
+                "id": f"a{i}",
+                "api_id": 1000 + i,
+                "api_hash": f"{i:032x}",
+                "session_string": "x",
+                "proxy": f"p{i % proxies}",
+            }
             for i in range(accounts)
         ],
     }
@@ -95,8 +105,13 @@ def idle_probe(accounts: int, proxies: int, picks: int, invokes: int) -> dict[st
             out["rss_idle_delta"] = rss_bytes() - rss0
 
             # one scheduling decision: Pool._pick, then the reservation the pool would make
-            job = _Job(method="help.GetConfig", deadline=math.inf, account=None,
-                       tags=frozenset(), started=trio.current_time())
+            job = _Job(
+                method="help.GetConfig",
+                deadline=math.inf,
+                account=None,
+                tags=frozenset(),
+                started=trio.current_time(),
+            )
             times = []
             for _ in range(picks):
                 t0 = time.perf_counter_ns()
@@ -135,8 +150,9 @@ def idle_probe(accounts: int, proxies: int, picks: int, invokes: int) -> dict[st
     return out
 
 
-def connected_probe(accounts: int, world_path: str, port: int, pem: str,
-                    concurrency: int) -> dict[str, Any]:
+def connected_probe(
+    accounts: int, world_path: str, port: int, pem: str, concurrency: int
+) -> dict[str, Any]:
     """Child: connect ``accounts`` real Telethon clients through the pool; RSS per connection."""
     import trio
 
@@ -149,8 +165,12 @@ def connected_probe(accounts: int, world_path: str, port: int, pem: str,
     data = {
         "telegram": {"dc_id": 2, "dc_host": "127.0.0.1", "dc_port": port, "rsa_keys": [pem]},
         "accounts": [
-            {"id": f"a{i}", "api_id": 12345, "api_hash": "0123456789abcdef0123456789abcdef",
-             "session_string": s}
+            {
+                "id": f"a{i}",
+                "api_id": 12345,
+                "api_hash": "0123456789abcdef0123456789abcdef",
+                "session_string": s,
+            }
             for i, s in enumerate(sessions)
         ],
     }
@@ -190,33 +210,57 @@ def run(*, quick: bool) -> Report:
     report = Report(NAME, TITLE)
     picks, invokes = (2000, 1000) if quick else (10_000, 5000)
     sizes = [(100, 10), (10_000, 1_000)] if quick else [(100, 10), (1_000, 100), (10_000, 1_000)]
-    probes = {n: run_child("bench.scale:idle_probe", accounts=n, proxies=p, picks=picks,
-                           invokes=invokes) for n, p in sizes}
+    probes = {
+        n: run_child("bench.scale:idle_probe", accounts=n, proxies=p, picks=picks, invokes=invokes)
+        for n, p in sizes
+    }
     small, big = probes[100], probes[10_000]
     n_conn = 100 if quick else 500
     with dc_process(n_conn) as dc:
-        conn = run_child("bench.scale:connected_probe", accounts=n_conn,
-                         world_path=dc.world_path, port=dc.port, pem=dc.public_key_pem,
-                         concurrency=16)
+        conn = run_child(
+            "bench.scale:connected_probe",
+            accounts=n_conn,
+            world_path=dc.world_path,
+            port=dc.port,
+            pem=dc.public_key_pem,
+            concurrency=16,
+        )
 
     startup = big["parse_s"] + big["open_s"]
-    report.row("start-up, 10,000 accounts (parse_config + open_pool)",
-               f"{startup:.2f} s", "", "", "", None)
+    report.row(
+        "start-up, 10,000 accounts (parse_config + open_pool)", f"{startup:.2f} s", "", "", "", None
+    )
     report.row("RSS per idle account", f"{big['rss_idle_delta'] / 10_000 / 1024:.1f} KiB")
     pick_ratio = big["pick_p99"] / small["pick_p99"]
-    report.row("scheduling decision p99 (Pool._pick), 10,000 vs 100 accounts",
-               ms(big["pick_p99"], 3), ms(small["pick_p99"], 3), f"{pick_ratio:.1f}x",
-               "<= 2x", pick_ratio <= 2)
+    report.row(
+        "scheduling decision p99 (Pool._pick), 10,000 vs 100 accounts",
+        ms(big["pick_p99"], 3),
+        ms(small["pick_p99"], 3),
+        f"{pick_ratio:.1f}x",
+        "<= 2x",
+        pick_ratio <= 2,
+    )
     inv_ratio = big["invoke_p99"] / small["invoke_p99"]
-    report.row("pool.invoke p99, zero-cost client, 10,000 vs 100 accounts",
-               ms(big["invoke_p99"], 3), ms(small["invoke_p99"], 3), f"{inv_ratio:.1f}x",
-               "<= 2x", inv_ratio <= 2)
-    report.row("pool.statistics() at 10,000 accounts, median (max) of 20",
-               f"{ms(big['stats_p50'], 1)} ({ms(big['stats_max'], 0)})",
-               f"{ms(small['stats_p50'], 2)} at 100", f"{big['stats_p50'] / small['stats_p50']:.0f}x",
-               "<= 100 ms", big["stats_p50"] <= 0.1)
-    report.row(f"RSS per connected account ({conn['connected']} Telethon clients, loopback DC)",
-               f"{conn['rss_delta'] / conn['accounts'] / 1024:.0f} KiB")
+    report.row(
+        "pool.invoke p99, zero-cost client, 10,000 vs 100 accounts",
+        ms(big["invoke_p99"], 3),
+        ms(small["invoke_p99"], 3),
+        f"{inv_ratio:.1f}x",
+        "<= 2x",
+        inv_ratio <= 2,
+    )
+    report.row(
+        "pool.statistics() at 10,000 accounts, median (max) of 20",
+        f"{ms(big['stats_p50'], 1)} ({ms(big['stats_max'], 0)})",
+        f"{ms(small['stats_p50'], 2)} at 100",
+        f"{big['stats_p50'] / small['stats_p50']:.0f}x",
+        "<= 100 ms",
+        big["stats_p50"] <= 0.1,
+    )
+    report.row(
+        f"RSS per connected account ({conn['connected']} Telethon clients, loopback DC)",
+        f"{conn['rss_delta'] / conn['accounts'] / 1024:.0f} KiB",
+    )
 
     report.details += [
         "| accounts | proxies | parse_config | open_pool | RSS/idle account | _pick p50 | _pick p99 "

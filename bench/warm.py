@@ -28,8 +28,16 @@ API_ID: Final = 12345
 API_HASH: Final = "0123456789abcdef0123456789abcdef"
 
 
-def probe(mode: str, via: str, jobs: int, max_s: float, dc_port: int, dc_pid: int,
-          world_path: str, pem: str) -> dict[str, Any]:
+def probe(
+    mode: str,
+    via: str,
+    jobs: int,
+    max_s: float,
+    dc_port: int,
+    dc_pid: int,
+    world_path: str,
+    pem: str,
+) -> dict[str, Any]:
     """Child: run ``jobs`` sequential jobs (at most ``max_s`` seconds) in one ``mode``."""
     import trio
     import trio_asyncio
@@ -49,23 +57,46 @@ def probe(mode: str, via: str, jobs: int, max_s: float, dc_port: int, dc_pid: in
         async with open_proxy("socks5") as proxy:
             assert proxy._process is not None
             proxy_pid = proxy._process.pid
-            account: dict[str, Any] = {"id": "a0", "api_id": API_ID, "api_hash": API_HASH,
-                                       "session_string": sessions[0]}
+            account: dict[str, Any] = {
+                "id": "a0",
+                "api_id": API_ID,
+                "api_hash": API_HASH,
+                "session_string": sessions[0],
+            }
             if via == "socks5":
                 account["proxy"] = "px"
             with tempfile.TemporaryDirectory() as tmp:
-                config = parse_config({
-                    "telegram": {"dc_id": 2, "dc_host": "127.0.0.1", "dc_port": dc_port,
-                                 "rsa_keys": [pem]},
-                    "proxies": [{"name": "px", "type": "socks5", "host": proxy.host,
-                                 "port": proxy.port, "interval_s": 0.0, "capacity": 1}],
-                    "accounts": [account],
-                }, base_dir=Path(tmp))
+                config = parse_config(
+                    {
+                        "telegram": {
+                            "dc_id": 2,
+                            "dc_host": "127.0.0.1",
+                            "dc_port": dc_port,
+                            "rsa_keys": [pem],
+                        },
+                        "proxies": [
+                            {
+                                "name": "px",
+                                "type": "socks5",
+                                "host": proxy.host,
+                                "port": proxy.port,
+                                "interval_s": 0.0,
+                                "capacity": 1,
+                            }
+                        ],
+                        "accounts": [account],
+                    },
+                    base_dir=Path(tmp),
+                )
             lat: list[float] = []
 
             def begin() -> tuple[float, float, float, float]:
-                return (time.perf_counter(), time.process_time(), cpu_seconds(proxy_pid),
-                        cpu_seconds(dc_pid))
+                return (
+                    time.perf_counter(),
+                    time.process_time(),
+                    cpu_seconds(proxy_pid),
+                    cpu_seconds(dc_pid),
+                )
 
             def end(t: tuple[float, float, float, float]) -> None:
                 n = len(lat)
@@ -132,9 +163,16 @@ def run(*, quick: bool) -> Report:
         for via in ("socks5", "direct"):
             for mode, jobs, max_s in plan:
                 res[(mode, via)] = run_child(
-                    "bench.warm:probe", mode=mode, via=via, jobs=int(jobs * scale),
-                    max_s=max_s * scale, dc_port=dc.port, dc_pid=dc.pid,
-                    world_path=dc.world_path, pem=dc.public_key_pem)
+                    "bench.warm:probe",
+                    mode=mode,
+                    via=via,
+                    jobs=int(jobs * scale),
+                    max_s=max_s * scale,
+                    dc_port=dc.port,
+                    dc_pid=dc.pid,
+                    world_path=dc.world_path,
+                    pem=dc.public_key_pem,
+                )
 
     def cpu(r: dict[str, Any]) -> float:
         return r["client_cpu"] + r["proxy_cpu"]
@@ -142,21 +180,34 @@ def run(*, quick: bool) -> Report:
     for via in ("socks5", "direct"):
         cold = res[("per_job", via)]
         what = "client + proxy" if via == "socks5" else "client"
-        for label, mode in (("warm pool", "pool"), ("warm pool, jitter 0 (diagnostic)",
-                                                    "pool_no_jitter")):
+        for label, mode in (
+            ("warm pool", "pool"),
+            ("warm pool, jitter 0 (diagnostic)", "pool_no_jitter"),
+        ):
             r = res[(mode, via)]
             goal = via == "socks5"
-            report.row(f"[{via}] CPU s/job ({what}), {label} vs per-job", ms(cpu(r), 3),
-                       ms(cpu(cold), 3), f"{cpu(cold) / cpu(r):.1f}x less",
-                       ">= 10x less" if goal else "", cpu(cold) / cpu(r) >= 10 if goal else None)
-            report.row(f"[{via}] latency p50, {label} vs per-job", ms(r["p50"], 2),
-                       ms(cold["p50"], 2), f"{cold['p50'] / r['p50']:.2f}x lower",
-                       ">= 10x lower" if goal else "",
-                       cold["p50"] / r["p50"] >= 10 if goal else None)
-            report.row(f"[{via}] latency p99 / jobs/s, {label} vs per-job",
-                       f"{ms(r['p99'], 2)} / {r['jobs_per_s']:,.1f}",
-                       f"{ms(cold['p99'], 2)} / {cold['jobs_per_s']:,.1f}",
-                       f"{r['jobs_per_s'] / cold['jobs_per_s']:.1f}x jobs/s")
+            report.row(
+                f"[{via}] CPU s/job ({what}), {label} vs per-job",
+                ms(cpu(r), 3),
+                ms(cpu(cold), 3),
+                f"{cpu(cold) / cpu(r):.1f}x less",
+                ">= 10x less" if goal else "",
+                cpu(cold) / cpu(r) >= 10 if goal else None,
+            )
+            report.row(
+                f"[{via}] latency p50, {label} vs per-job",
+                ms(r["p50"], 2),
+                ms(cold["p50"], 2),
+                f"{cold['p50'] / r['p50']:.2f}x lower",
+                ">= 10x lower" if goal else "",
+                cold["p50"] / r["p50"] >= 10 if goal else None,
+            )
+            report.row(
+                f"[{via}] latency p99 / jobs/s, {label} vs per-job",
+                f"{ms(r['p99'], 2)} / {r['jobs_per_s']:,.1f}",
+                f"{ms(cold['p99'], 2)} / {cold['jobs_per_s']:,.1f}",
+                f"{r['jobs_per_s'] / cold['jobs_per_s']:.1f}x jobs/s",
+            )
 
     report.details += [
         "| path | mode | jobs | jobs/s | p50 | p99 | client CPU/job | pproxy CPU/job "
@@ -164,8 +215,11 @@ def run(*, quick: bool) -> Report:
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for via in ("socks5", "direct"):
-        for label, mode in (("per-job client", "per_job"), ("warm pool (as shipped)", "pool"),
-                            ("warm pool, jitter 0", "pool_no_jitter")):
+        for label, mode in (
+            ("per-job client", "per_job"),
+            ("warm pool (as shipped)", "pool"),
+            ("warm pool, jitter 0", "pool_no_jitter"),
+        ):
             r = res[(mode, via)]
             report.details.append(
                 f"| {via} | {label} | {r['jobs']} | {r['jobs_per_s']:,.1f} | {ms(r['p50'], 2)} "

@@ -107,8 +107,10 @@ async def _wait_ready(config: Path, daemon: trio.Process) -> None:
 async def main(keep_running: bool) -> int:
     world = load_world(HERE / "world.toml")
     async with open_dc(world) as dc, open_proxy("socks5") as proxy:
-        print(f"loopback DC {dc.host}:{dc.port} (dc {dc.dc_id}), "
-              f"SOCKS5 proxy {proxy.host}:{proxy.port}")
+        print(
+            f"loopback DC {dc.host}:{dc.port} (dc {dc.dc_id}), "
+            f"SOCKS5 proxy {proxy.host}:{proxy.port}"
+        )
         sessions = {name: dc.session_string(phone) for name, phone in DEMO_USERS.items()}
         listen = f"127.0.0.1:{_free_port()}"
         config = write_config(dc.host, dc.port, dc.public_key_pem, proxy.port, sessions, listen)

@@ -192,9 +192,7 @@ class AioExceptionHandler:
         proxy = ctx.proxy_key if ctx is not None else "-"
         what = type(exc).__name__ if exc is not None else "no exception"
         detail = redact(str(exc)) if exc is not None else ""
-        quiet = isinstance(exc, _CLOSED_STREAM_TYPES) or any(
-            s in message for s in _NEVER_RETRIEVED
-        )
+        quiet = isinstance(exc, _CLOSED_STREAM_TYPES) or any(s in message for s in _NEVER_RETRIEVED)
         if quiet:
             self._warnings += 1
             logger.warning(

@@ -247,7 +247,7 @@ async def authorize_account(
     if account.session is None:
         raise AuthorizeFailed(
             aid,
-            "uses a string session; only accounts with a session file (session = \"path\")"
+            'uses a string session; only accounts with a session file (session = "path")'
             " can be authorized",
             exit_code=EXIT_USAGE,
         )

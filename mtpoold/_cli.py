@@ -355,7 +355,7 @@ def _cmd_call(args: argparse.Namespace) -> int:
             problem = f"ARGS_JSON is not valid JSON: {exc.msg} (column {exc.colno})"
             raise _Fail(EXIT_USAGE, problem) from None
         if not isinstance(params, dict):
-            raise _Fail(EXIT_USAGE, "ARGS_JSON must be a JSON object, e.g. '{\"peer\": \"durov\"}'")
+            raise _Fail(EXIT_USAGE, 'ARGS_JSON must be a JSON object, e.g. \'{"peer": "durov"}\'')
     options: dict[str, Any] = {}
     if args.deadline_ms is not None:
         if args.deadline_ms <= 0:

@@ -562,11 +562,15 @@ class TelethonClient:
 
     def _apply_server(self, session: Session) -> None:
         address = _server_address(self.telegram, session)
-        if address is not None and (
-            session.dc_id,
-            session.server_address,
-            session.port,
-        ) != address:
+        if (
+            address is not None
+            and (
+                session.dc_id,
+                session.server_address,
+                session.port,
+            )
+            != address
+        ):
             session.set_dc(*address)
 
     @contextlib.contextmanager
@@ -785,4 +789,3 @@ def telethon_client_factory(config: Config) -> Callable[[AccountConfig], Teletho
         )
 
     return factory
-

@@ -325,9 +325,7 @@ async def run_daemon(
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
             async with pool_factory(config, store=store) as pool:
                 reloader = Reloader(pool, config, config_path)
-                server = RpcServer.from_config(
-                    pool, config.daemon, token=token, reloader=reloader
-                )
+                server = RpcServer.from_config(pool, config.daemon, token=token, reloader=reloader)
                 async with trio.open_nursery() as nursery:
 
                     async def serve(*, task_status: trio.TaskStatus[str]) -> None:

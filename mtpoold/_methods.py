@@ -293,9 +293,7 @@ def peer_summary(entity: TLObject, full: TLObject | None = None) -> dict[str, An
             "private": True,
             "about": about,
         }
-    raise JobFailed(
-        ErrorClass.INVALID_ARGUMENT, f"not a peer: {type(entity).__name__}"
-    )
+    raise JobFailed(ErrorClass.INVALID_ARGUMENT, f"not a peer: {type(entity).__name__}")
 
 
 def invite_summary(invite: TLObject) -> dict[str, Any]:

@@ -211,9 +211,7 @@ def _invalid_params(message: str) -> RpcError:
 
 
 def _invalid_request(message: str, request_id: RequestId | None = None) -> RpcError:
-    return RpcError(
-        INVALID_REQUEST, message, error_class="INVALID_REQUEST", request_id=request_id
-    )
+    return RpcError(INVALID_REQUEST, message, error_class="INVALID_REQUEST", request_id=request_id)
 
 
 # --- requests -------------------------------------------------------------------------------------
@@ -293,9 +291,7 @@ def parse_request(frame: str | bytes) -> Request:
             'missing "id": notifications are not supported, every request needs an id'
         )
     if request_id is None:
-        raise _invalid_request(
-            f'"id" must be a string or an integer, got {_json_type(obj["id"])}'
-        )
+        raise _invalid_request(f'"id" must be a string or an integer, got {_json_type(obj["id"])}')
     method = obj.get("method")
     if not isinstance(method, str):
         raise _invalid_request(f'"method" must be a string, got {_json_type(method)}', request_id)
@@ -475,9 +471,7 @@ def _options(params: Mapping[str, Any]) -> JobOptions:
             raise _invalid_params(
                 f"params.options.tags: expected an array of strings, got {_json_type(raw['tags'])}"
             )
-        tags = tuple(
-            _string(t, f"params.options.tags[{i}]") for i, t in enumerate(raw["tags"])
-        )
+        tags = tuple(_string(t, f"params.options.tags[{i}]") for i, t in enumerate(raw["tags"]))
     return JobOptions(deadline_s=deadline_s, account=account, tags=tags)
 
 

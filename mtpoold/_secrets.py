@@ -45,7 +45,6 @@ PRIVATE_FILE_MODE: Final = 0o600  # rw for the owner only
 _GROUP_OTHER_BITS: Final = 0o077
 
 
-
 class SecretUnavailable(MtpooldError):
     """A configured secret could not be loaded.
 
@@ -233,9 +232,7 @@ def warn_if_exposed(
     mode = st.st_mode
     # Group access is the packaged way to hand a root-owned config to the service's own
     # group (``install -m 0640 -g mtpoold``): only another group, or others, is exposure.
-    own_group = (
-        allow_own_group and st.st_gid == os.getegid() and not stat.S_IMODE(mode) & 0o007
-    )
+    own_group = allow_own_group and st.st_gid == os.getegid() and not stat.S_IMODE(mode) & 0o007
     if not _is_exposed(mode) or own_group:
         return False
     logger.warning(

@@ -797,4 +797,3 @@ def _unlink_socket(path: str) -> None:
             os.unlink(path)
     except OSError:
         pass
-

@@ -443,9 +443,7 @@ class _Builder:
                 + ", ".join(f"{path}{k}" for k in unknown)
                 + f" (expected: {', '.join(shapes) or 'none'})"
             )
-        missing = [
-            k for k, shape in shapes.items() if not shape.optional and given.get(k) is None
-        ]
+        missing = [k for k, shape in shapes.items() if not shape.optional and given.get(k) is None]
         if missing:
             raise _invalid(
                 f"{label}: missing argument{'s' if len(missing) > 1 else ''} "

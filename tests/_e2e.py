@@ -158,9 +158,7 @@ class Fleet:
     def aio_tasks_of(self, account_id: str) -> list[asyncio.Task[Any]]:
         """Pending asyncio tasks working for ``account_id`` (named by mtpoold's task factory)."""
         tag = f"[mtpoold account={account_id} "
-        return [
-            t for t in asyncio.all_tasks(self.loop) if not t.done() and tag in t.get_name()
-        ]
+        return [t for t in asyncio.all_tasks(self.loop) if not t.done() and tag in t.get_name()]
 
 
 async def wait_until(

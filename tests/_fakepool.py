@@ -94,7 +94,10 @@ class FakePool:
                 )
             if method == "crash":
                 raise RuntimeError("boom")
-            value: dict[str, Any] = {"_": method, "args": args[1] if kind == "invoke" else list(args)}
+            value: dict[str, Any] = {
+                "_": method,
+                "args": args[1] if kind == "invoke" else list(args),
+            }
             if method == "unjsonable":
                 value = {"x": object()}
             self.finished += 1
@@ -143,7 +146,12 @@ class FakePool:
         tags: Sequence[str] = (),
     ) -> FakeResult:
         return await self._job(
-            "get_messages", peer, list(ids), deadline_s=deadline_s, account=account, tags=tuple(tags)
+            "get_messages",
+            peer,
+            list(ids),
+            deadline_s=deadline_s,
+            account=account,
+            tags=tuple(tags),
         )
 
     def disable_account(self, account_id: str, reason: str) -> None:
@@ -158,7 +166,9 @@ class FakePool:
 
     def forget_account(self, account_id: str) -> bool:
         if account_id in self.disabled:
-            raise ValueError(f"account {account_id!r} is in the config; remove it from the config first")
+            raise ValueError(
+                f"account {account_id!r} is in the config; remove it from the config first"
+            )
         if account_id not in self.orphaned:
             return False
         self.orphaned.remove(account_id)

@@ -102,7 +102,11 @@ async def test_authorize_with_code_then_the_pool_uses_the_session(tmp_path: Path
         assert device["device_model"] == "mtpoold test phone"
         assert set(device) == {"device_model", "system_version", "app_version", "lang_code",
                                "system_lang_code"}  # fmt: skip
-        assert session_dir_listing(tmp_path) == ["acc.lock", "acc.session", "acc.session.device.json"]
+        assert session_dir_listing(tmp_path) == [
+            "acc.lock",
+            "acc.session",
+            "acc.session.device.json",
+        ]
 
         # the daemon's pool logs in with that file, presenting the recorded device
         config = make_config(dc, tmp_path, session=str(tmp_path / "sessions" / "acc"))
@@ -205,7 +209,9 @@ async def test_authorize_string_session_account_is_a_clear_error(
     )
 
 
-async def test_client_presents_the_recorded_device_where_the_config_is_silent(tmp_path: Path) -> None:
+async def test_client_presents_the_recorded_device_where_the_config_is_silent(
+    tmp_path: Path,
+) -> None:
     from mtpoold._client import TelethonClient, device_sidecar_path
 
     dc = DC(port=1)
@@ -219,5 +225,9 @@ async def test_client_presents_the_recorded_device_where_the_config_is_silent(tm
     async with trio_asyncio.open_loop():
         tg = TelethonClient(account, config.telegram_for(account), None)._build(StringSession())
     init = tg._init_request
-    assert (init.device_model, init.system_version, init.lang_code) == ("Recorded Phone", "Android 14", "de")
+    assert (init.device_model, init.system_version, init.lang_code) == (
+        "Recorded Phone",
+        "Android 14",
+        "de",
+    )
     assert init.app_version == "11.0"  # the config wins where it says something

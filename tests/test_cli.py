@@ -30,7 +30,13 @@ TOKEN = "cli-test-token-0123456789"
 
 @pytest.fixture(autouse=True)
 def _clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    for name in ("MTPOOLD_CONFIG", "MTPOOLD_URL", "MTPOOLD_TOKEN_FILE", "NOTIFY_SOCKET", "WATCHDOG_USEC"):
+    for name in (
+        "MTPOOLD_CONFIG",
+        "MTPOOLD_URL",
+        "MTPOOLD_TOKEN_FILE",
+        "NOTIFY_SOCKET",
+        "WATCHDOG_USEC",
+    ):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.chdir(tmp_path)  # no stray ./mtpoold.toml
 
@@ -108,7 +114,9 @@ def test_check_config_ok(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
     assert out.startswith(f"{path}: ok: 0 accounts, 0 proxies, listen 127.0.0.1:9999, state_dir ")
 
 
-def test_check_config_lists_every_problem(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_check_config_lists_every_problem(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     path = tmp_path / "bad.toml"
     path.write_text('[daemon]\nmax_in_flight = 0\nlisten = "nowhere"\n[bogus]\n')
     assert main(["check-config", str(path)]) == 2
@@ -166,7 +174,10 @@ def test_status_watch(daemon: Daemon, capsys: pytest.CaptureFixture[str]) -> Non
 
 
 def test_status_finds_daemon_through_config(
-    daemon: Daemon, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    daemon: Daemon,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     state = tmp_path / "state"
     state.mkdir()
@@ -180,7 +191,9 @@ def test_status_finds_daemon_through_config(
     assert json.loads(capsys.readouterr().out)["pong"] is True
 
 
-def test_status_unreachable_daemon_exit_3(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_status_unreachable_daemon_exit_3(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     token = tmp_path / "token"
     token.write_text(TOKEN)
     url = f"ws://127.0.0.1:{_free_port()}/"
@@ -188,10 +201,15 @@ def test_status_unreachable_daemon_exit_3(tmp_path: Path, capsys: pytest.Capture
     err = capsys.readouterr().err
     assert err.startswith(f"daemon unreachable: cannot connect to {url}")
     assert err.count("\n") == 1
-    assert main(["call", "ping", "--url", f"unix:{tmp_path}/none.sock", "--token-file", str(token)]) == 3
+    assert (
+        main(["call", "ping", "--url", f"unix:{tmp_path}/none.sock", "--token-file", str(token)])
+        == 3
+    )
 
 
-def test_wrong_token_exit_2(daemon: Daemon, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_wrong_token_exit_2(
+    daemon: Daemon, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     bad = tmp_path / "bad-token"
     bad.write_text("not-the-token")
     assert main(["status", "--url", daemon.url, "--token-file", str(bad)]) == 2
@@ -209,7 +227,18 @@ def test_missing_token_file_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture
 
 
 def test_call_tl_function_is_invoke(daemon: Daemon, capsys: pytest.CaptureFixture[str]) -> None:
-    rc = main(["call", "help.GetConfig", '{"x": 1}', "--deadline-ms", "1500", "--account", "a2", *daemon.args()])
+    rc = main(
+        [
+            "call",
+            "help.GetConfig",
+            '{"x": 1}',
+            "--deadline-ms",
+            "1500",
+            "--account",
+            "a2",
+            *daemon.args(),
+        ]
+    )
     assert rc == 0
     reply = json.loads(capsys.readouterr().out)
     assert reply["result"] == {"_": "help.GetConfig", "args": {"x": 1}}
@@ -222,7 +251,19 @@ def test_call_tl_function_is_invoke(daemon: Daemon, capsys: pytest.CaptureFixtur
 
 
 def test_call_named_methods(daemon: Daemon, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["call", "resolve", '{"link_or_username": "t.me/durov"}', "--account", "a1", *daemon.args()]) == 0
+    assert (
+        main(
+            [
+                "call",
+                "resolve",
+                '{"link_or_username": "t.me/durov"}',
+                "--account",
+                "a1",
+                *daemon.args(),
+            ]
+        )
+        == 0
+    )
     assert json.loads(capsys.readouterr().out)["result"]["_"] == "resolve"
     assert daemon.pool.calls[-1][2]["account"] == "a1"
     assert main(["call", "get_messages", '{"peer": "durov", "ids": [1]}', *daemon.args()]) == 0
@@ -257,9 +298,16 @@ def test_call_usage_errors_exit_2(daemon: Daemon, capsys: pytest.CaptureFixture[
 def test_accounts_list_table_and_json(daemon: Daemon, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["accounts", "list", *daemon.args()]) == 0
     out = capsys.readouterr().out
-    for needle in ["Accounts", "a1", "a2", "proxy-one", "10/1", "FLOOD_WAIT: FLOOD_WAIT_37 (420)",
-                   "orphaned in the state store (not in the config): old-1",
-                   "mtpoold accounts forget ID"]:
+    for needle in [
+        "Accounts",
+        "a1",
+        "a2",
+        "proxy-one",
+        "10/1",
+        "FLOOD_WAIT: FLOOD_WAIT_37 (420)",
+        "orphaned in the state store (not in the config): old-1",
+        "mtpoold accounts forget ID",
+    ]:
         assert needle in out, needle
     assert "Proxies" not in out
     assert main(["accounts", "list", "--json", *daemon.args()]) == 0
@@ -303,7 +351,9 @@ def test_proxies_list_table_and_json(daemon: Daemon, capsys: pytest.CaptureFixtu
     assert json.loads(capsys.readouterr().out)["proxies"][0]["name"] == "proxy-one"
 
 
-def test_reload_without_a_reloader_exit_2(daemon: Daemon, capsys: pytest.CaptureFixture[str]) -> None:
+def test_reload_without_a_reloader_exit_2(
+    daemon: Daemon, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert main(["reload", *daemon.args()]) == 2
     assert "reload is not available" in capsys.readouterr().err
 
@@ -362,7 +412,9 @@ async def test_run_daemon_lifecycle(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     config_path = tmp_path / "mtpoold.toml"
     listen = f"unix:{tmp_path}/mtpoold.sock"
     config_path.write_text(f'[daemon]\nlisten = "{listen}"\nstate_dir = "{state}"\n')
-    config = parse_config({"daemon": {"listen": listen, "state_dir": str(state)}}, base_dir=tmp_path)
+    config = parse_config(
+        {"daemon": {"listen": listen, "state_dir": str(state)}}, base_dir=tmp_path
+    )
     pool = ReloadablePool()
     pool_args: list[Any] = []
 
@@ -382,7 +434,9 @@ async def test_run_daemon_lifecycle(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     done = trio.Event()
 
     async def run(*, task_status: trio.TaskStatus[str]) -> None:
-        await run_daemon(config, config_path=config_path, pool_factory=factory, task_status=task_status)
+        await run_daemon(
+            config, config_path=config_path, pool_factory=factory, task_status=task_status
+        )
         done.set()
 
     with rx, trio.fail_after(20):
@@ -394,7 +448,9 @@ async def test_run_daemon_lifecycle(tmp_path: Path, monkeypatch: pytest.MonkeyPa
             assert pool_args[0][1] is not None  # the state store was opened
             sent: list[str] = []
             periodic = "STATUS=2/2 accounts ready"  # sent at once, then every 10 s
-            await wait_for(lambda: sent.extend(messages()) or any(m.startswith(periodic) for m in sent))
+            await wait_for(
+                lambda: sent.extend(messages()) or any(m.startswith(periodic) for m in sent)
+            )
             assert sent[0].startswith("READY=1\nSTATUS=2/2 accounts ready")
 
             token = (state / "token").read_text().strip()
@@ -440,7 +496,9 @@ def _restore_logging() -> Iterator[None]:
 
 
 @pytest.mark.usefixtures("_restore_logging")
-def test_run_reports_bind_failure_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_run_reports_bind_failure_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()

@@ -32,7 +32,13 @@ READY_TIMEOUT_S = 30.0
 
 @pytest.fixture(autouse=True)
 def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("MTPOOLD_CONFIG", "MTPOOLD_URL", "MTPOOLD_TOKEN_FILE", "NOTIFY_SOCKET", "WATCHDOG_USEC"):
+    for name in (
+        "MTPOOLD_CONFIG",
+        "MTPOOLD_URL",
+        "MTPOOLD_TOKEN_FILE",
+        "NOTIFY_SOCKET",
+        "WATCHDOG_USEC",
+    ):
         monkeypatch.delenv(name, raising=False)
 
 
@@ -228,7 +234,9 @@ async def test_reload_with_an_invalid_config_changes_nothing_and_lists_every_pro
             summary = await call(target, token, "reload")
             assert summary["generation"] == 2
             assert summary["config_path"] == str(config_path)
-            assert await trio.to_thread.run_sync(main, ["reload", "--config", str(config_path)]) == 0
+            assert (
+                await trio.to_thread.run_sync(main, ["reload", "--config", str(config_path)]) == 0
+            )
             assert capsys.readouterr().out == (
                 f"reloaded {config_path}: config #3; added -; removed -; reconnected -\n"
             )

@@ -59,8 +59,9 @@ async def test_DC_session_string_survives_restart_with_same_seed() -> None:
             del fresh
         async with open_dc(seed="another-seed", port=port) as dc3:
             assert dc3.public_key_pem != dc2.public_key_pem
-            async with open_telethon_client(dc3, session=StringSession(text),
-                                            connect=False) as client:
+            async with open_telethon_client(
+                dc3, session=StringSession(text), connect=False
+            ) as client:
                 # unknown auth key: the DC answers -404, Telethon gives up on the key
                 with pytest.raises((errors.AuthKeyNotFound, ConnectionError)):
                     await aio(client.connect)()

@@ -44,9 +44,15 @@ async def test_DC_session_string_is_authorized(dc: DC) -> None:
 
 async def test_DC_users(dc: DC) -> None:
     async with open_telethon_client(dc, ALICE) as client:
-        users = await aio(client)(functions.users.GetUsersRequest([
-            types.InputUser(1002, 0x1002BB), types.InputUser(1005, 0x1005EE),
-            types.InputUser(1006, 0x1006FF)]))
+        users = await aio(client)(
+            functions.users.GetUsersRequest(
+                [
+                    types.InputUser(1002, 0x1002BB),
+                    types.InputUser(1005, 0x1005EE),
+                    types.InputUser(1006, 0x1006FF),
+                ]
+            )
+        )
         bob_input = types.InputUser(1002, 0x1002BB)
         full = await aio(client)(functions.users.GetFullUserRequest(bob_input))
         with pytest.raises(errors.UserIdInvalidError):
@@ -72,7 +78,10 @@ async def test_DC_resolve_username(dc: DC) -> None:
         entity = await aio(client.get_entity)("@mtpoold_chat")
     assert news.peer == types.PeerChannel(2001)
     assert (news.chats[0].title, news.chats[0].broadcast, news.chats[0].verified) == (
-        "mtpoold News", True, True)
+        "mtpoold News",
+        True,
+        True,
+    )
     assert news.chats[0].participants_count == 12345
     assert bob.users[0].id == 1002
     assert entity.megagroup and entity.id == 2002
@@ -96,23 +105,43 @@ async def test_DC_channels(dc: DC) -> None:
 async def test_DC_messages(dc: DC) -> None:
     async with open_telethon_client(dc, ALICE) as client:
         call = aio(client)
-        got = await call(functions.channels.GetMessagesRequest(
-            NEWS, [types.InputMessageID(2), types.InputMessageID(99)]))
-        views = await call(functions.messages.GetMessagesViewsRequest(
-            types.InputPeerChannel(2001, 0x2001AA), [1, 3], False))
+        got = await call(
+            functions.channels.GetMessagesRequest(
+                NEWS, [types.InputMessageID(2), types.InputMessageID(99)]
+            )
+        )
+        views = await call(
+            functions.messages.GetMessagesViewsRequest(
+                types.InputPeerChannel(2001, 0x2001AA), [1, 3], False
+            )
+        )
         plain = await call(functions.messages.GetMessagesRequest([types.InputMessageID(1)]))
-        history = await call(functions.messages.GetHistoryRequest(
-            types.InputPeerChannel(2001, 0x2001AA), 4, None, 0, 2, 0, 0, 0))
+        history = await call(
+            functions.messages.GetHistoryRequest(
+                types.InputPeerChannel(2001, 0x2001AA), 4, None, 0, 2, 0, 0, 0
+            )
+        )
         chat = await aio(client.get_messages)("mtpoold_chat", limit=10)
         with pytest.raises(errors.ChannelInvalidError):
-            await call(functions.messages.GetHistoryRequest(
-                types.InputPeerChannel(2001, 1), 0, None, 0, 2, 0, 0, 0))
+            await call(
+                functions.messages.GetHistoryRequest(
+                    types.InputPeerChannel(2001, 1), 0, None, 0, 2, 0, 0, 0
+                )
+            )
         with pytest.raises(errors.PeerIdInvalidError):
-            await call(functions.messages.GetHistoryRequest(
-                types.InputPeerUser(1002, 1), 0, None, 0, 2, 0, 0, 0))
+            await call(
+                functions.messages.GetHistoryRequest(
+                    types.InputPeerUser(1002, 1), 0, None, 0, 2, 0, 0, 0
+                )
+            )
     m2, missing = got.messages
     assert (m2.id, m2.message, m2.views, m2.forwards, m2.replies.replies) == (
-        2, "News post #2", 2000, 20, 2)
+        2,
+        "News post #2",
+        2000,
+        20,
+        2,
+    )
     reactions = {(r.reaction.emoticon, r.count) for r in m2.reactions.results}
     assert reactions == {("👍", 10), ("🔥", 2)}
     assert isinstance(missing, types.MessageEmpty)

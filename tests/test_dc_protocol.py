@@ -101,10 +101,12 @@ def test_World_errors_keep_validator_messages() -> None:
         "extra fields found (bogus) @ $",
     ]
     with pytest.raises(ValueError, match=r"duplicate username: 'dup_name'"):
-        World(users=(
-            mtpoold.testing.dc.User(id=1, access_hash=1, username="dup_name"),
-            mtpoold.testing.dc.User(id=2, access_hash=2, username="Dup_Name"),
-        ))
+        World(
+            users=(
+                mtpoold.testing.dc.User(id=1, access_hash=1, username="dup_name"),
+                mtpoold.testing.dc.User(id=2, access_hash=2, username="Dup_Name"),
+            )
+        )
 
 
 def test_default_world_has_the_promised_fixtures() -> None:
@@ -118,8 +120,17 @@ def test_default_world_has_the_promised_fixtures() -> None:
 def test_exports() -> None:
     for name in ("open_dc", "DC", "default_world", "load_world", "open_proxy", "Proxy"):
         assert getattr(mtpoold.testing, name) is not None
-    for name in ("rpc_error", "delay", "drop", "blackhole", "CallRecord", "Faults", "World",
-                 "open_telethon_client", "LOGIN_CODE"):
+    for name in (
+        "rpc_error",
+        "delay",
+        "drop",
+        "blackhole",
+        "CallRecord",
+        "Faults",
+        "World",
+        "open_telethon_client",
+        "LOGIN_CODE",
+    ):
         assert name in dir(mtpoold.testing.dc)
 
 

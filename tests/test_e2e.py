@@ -109,13 +109,17 @@ async def test_fleet_of_six_over_socks5_socks5_auth_and_http_serves_real_data(
         for i in range(3):
             news = results[f"news{i}"].value
             assert (news["kind"], news["title"], news["username"]) == (
-                "channel", "mtpoold News", "mtpoold_news"
+                "channel",
+                "mtpoold News",
+                "mtpoold_news",
             )
             assert news["participants_count"] == 12345
             assert news["verified"] is True
             chat = results[f"chat{i}"].value
             assert (chat["kind"], chat["title"], chat["participants_count"]) == (
-                "supergroup", "mtpoold Chat", 321
+                "supergroup",
+                "mtpoold Chat",
+                321,
             )
             msgs = results[f"msgs{i}"].value
             assert [msgs[k]["views"] for k in ("1", "2", "5")] == [1000, 2000, 5000]

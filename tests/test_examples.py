@@ -13,7 +13,11 @@ ROOT = Path(__file__).resolve().parent.parent
 def run_example(name: str, cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, str(ROOT / "examples" / name), *args],
-        cwd=cwd, capture_output=True, text=True, timeout=180, check=False,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
     )
 
 
@@ -21,8 +25,13 @@ def test_quickstart_runs_jobs_through_the_daemon_and_shows_status(tmp_path: Path
     proc = run_example("quickstart.py", tmp_path)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     out = proc.stdout
-    assert re.search(r"resolve @example_news .*-> ok via demo-\w+ .*title='Example News' members=4200", out)
-    assert re.search(r"get_messages @example_news .*#1: views=1500, #2: views=800, #3: missing, #999: missing", out)
+    assert re.search(
+        r"resolve @example_news .*-> ok via demo-\w+ .*title='Example News' members=4200", out
+    )
+    assert re.search(
+        r"get_messages @example_news .*#1: views=1500, #2: views=800, #3: missing, #999: missing",
+        out,
+    )
     assert "error -32001 PEER_NOT_FOUND" in out
     assert "6/7 jobs succeeded" in out
     assert "Proxies" in out and "Accounts" in out and "local-socks" in out

@@ -285,7 +285,9 @@ def test_message_summaries() -> None:
         types.MessageEmpty(id=2, peer_id=None),  # Telethon patches it with Message.__init__
         None,
         types.MessageService(
-            id=4, peer_id=types.PeerChannel(1234567890), date=DATE,
+            id=4,
+            peer_id=types.PeerChannel(1234567890),
+            date=DATE,
             action=types.MessageActionPinMessage(),
         ),  # fmt: skip
         _message(99, message="not asked for"),

@@ -77,14 +77,26 @@ def test_parse_params_invoke_defaults_and_options() -> None:
     )
     p = parse_params(
         "get_messages",
-        {"peer": "durov", "ids": [1, 2], "options": {"deadline_ms": 250, "tags": ["x"], "account": None}},
+        {
+            "peer": "durov",
+            "ids": [1, 2],
+            "options": {"deadline_ms": 250, "tags": ["x"], "account": None},
+        },
     )
     assert p == GetMessagesParams(
         peer="durov", ids=(1, 2), options=JobOptions(deadline_s=0.25, account=None, tags=("x",))
     )
     assert _rpc.METHODS == {
-        "invoke", "resolve", "get_messages", "status", "ping", "cancel", "accounts.disable", "accounts.enable",
-        "accounts.forget", "reload",
+        "invoke",
+        "resolve",
+        "get_messages",
+        "status",
+        "ping",
+        "cancel",
+        "accounts.disable",
+        "accounts.enable",
+        "accounts.forget",
+        "reload",
     }
 
 
@@ -92,11 +104,23 @@ def test_parse_params_invoke_defaults_and_options() -> None:
     ("method", "params", "message"),
     [
         ("get_messages", {"peer": "p", "ids": []}, "params.ids: expected at least one message id"),
-        ("get_messages", {"peer": "p", "ids": [1, True]}, "params.ids[1]: expected an integer, got boolean"),
+        (
+            "get_messages",
+            {"peer": "p", "ids": [1, True]},
+            "params.ids[1]: expected an integer, got boolean",
+        ),
         ("get_messages", {"ids": [1]}, "params.peer: required"),
         ("invoke", {"method": "x", "options": []}, "params.options: expected an object, got array"),
-        ("invoke", {"method": "x", "options": {"tags": "a"}}, "params.options.tags: expected an array of strings, got string"),
-        ("invoke", {"method": "x", "options": {"account": ""}}, "params.options.account: expected a non-empty string"),
+        (
+            "invoke",
+            {"method": "x", "options": {"tags": "a"}},
+            "params.options.tags: expected an array of strings, got string",
+        ),
+        (
+            "invoke",
+            {"method": "x", "options": {"account": ""}},
+            "params.options.account: expected a non-empty string",
+        ),
         ("accounts.disable", {"id": 1, "reason": "r"}, "params.id: expected a string, got number"),
         ("status", [1], "params: expected an object (named parameters), got an array"),
     ],
@@ -133,7 +157,9 @@ def test_code_for_error_class_covers_every_error_class() -> None:
 
 
 def test_error_object_round_trip() -> None:
-    err = RpcError(-32001, "flood", error_class="FLOOD_WAIT", retry_after_s=37.0, account="a1", attempts=2)
+    err = RpcError(
+        -32001, "flood", error_class="FLOOD_WAIT", retry_after_s=37.0, account="a1", attempts=2
+    )
     frame = json.loads(encode_error(5, err))
     assert frame == {
         "jsonrpc": "2.0",
@@ -146,14 +172,22 @@ def test_error_object_round_trip() -> None:
     }
     back = RpcError.from_object(frame["error"])
     assert (back.code, back.error_class, back.retry_after_s, back.account, back.attempts) == (
-        -32001, "FLOOD_WAIT", 37.0, "a1", 2
+        -32001,
+        "FLOOD_WAIT",
+        37.0,
+        "a1",
+        2,
     )
     assert RpcError.from_object("junk").code == -32603
     assert str(err) == "FLOOD_WAIT (-32001): flood"
 
 
 def test_encode_result_refuses_nan_and_objects() -> None:
-    assert json.loads(encode_result("i", {"ü": 1})) == {"jsonrpc": "2.0", "id": "i", "result": {"ü": 1}}
+    assert json.loads(encode_result("i", {"ü": 1})) == {
+        "jsonrpc": "2.0",
+        "id": "i",
+        "result": {"ü": 1},
+    }
     with pytest.raises(ValueError):
         encode_result(1, float("nan"))
     with pytest.raises(TypeError):

@@ -38,16 +38,20 @@ def pieces(secret: str) -> set[str]:
 
 async def mtpoold(*args: str) -> subprocess.CompletedProcess[bytes]:
     return await trio.run_process(
-        [sys.executable, "-m", "mtpoold", *args], capture_stdout=True, capture_stderr=True, check=False
+        [sys.executable, "-m", "mtpoold", *args],
+        capture_stdout=True,
+        capture_stderr=True,
+        check=False,
     )
 
 
 async def test_no_secret_in_logs_or_cli_output_across_a_realistic_run(tmp_path: Path) -> None:
     proxy_user, proxy_password = "pool-user", "Pr0xy-" + secrets.token_urlsafe(18)
     wrong_password = "Wr0ng-" + secrets.token_urlsafe(18)
-    async with open_dc() as dc, open_proxy(
-        "socks5", username=proxy_user, password=proxy_password
-    ) as proxy:
+    async with (
+        open_dc() as dc,
+        open_proxy("socks5", username=proxy_user, password=proxy_password) as proxy,
+    ):
         sessions = {acc: dc.session_string(phone) for acc, phone in USERS.items()}
         api_hashes = {acc: secrets.token_hex(16) for acc in USERS}
         proxies = [("good", proxy_password), ("badpass", wrong_password)]
@@ -82,8 +86,16 @@ async def test_no_secret_in_logs_or_cli_output_across_a_realistic_run(tmp_path: 
 
         with log_path.open("wb") as log:
             daemon = subprocess.Popen(
-                [sys.executable, "-m", "mtpoold", "run", "--config", str(config),
-                 "--log-level", "DEBUG"],  # fmt: skip
+                [
+                    sys.executable,
+                    "-m",
+                    "mtpoold",
+                    "run",
+                    "--config",
+                    str(config),
+                    "--log-level",
+                    "DEBUG",
+                ],  # fmt: skip
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
@@ -95,12 +107,18 @@ async def test_no_secret_in_logs_or_cli_output_across_a_realistic_run(tmp_path: 
                 ok = await cli("call", "resolve", '{"link_or_username": "@bob_test"}')
                 assert ok.returncode == 0, outputs[-1]
                 dc.faults.add(rpc_error(420, "FLOOD_WAIT_30"), user=USERS["a1"])
-                r = await cli("call", "help.GetConfig", "{}", "--account", "a1", "--deadline-ms", "3000")
+                r = await cli(
+                    "call", "help.GetConfig", "{}", "--account", "a1", "--deadline-ms", "3000"
+                )
                 assert r.returncode == 1, outputs[-1]
                 dc.faults.add(rpc_error(401, "AUTH_KEY_UNREGISTERED"), user=USERS["a2"])
-                r = await cli("call", "help.GetConfig", "{}", "--account", "a2", "--deadline-ms", "3000")
+                r = await cli(
+                    "call", "help.GetConfig", "{}", "--account", "a2", "--deadline-ms", "3000"
+                )
                 assert r.returncode == 1, outputs[-1]
-                r = await cli("call", "help.GetConfig", "{}", "--account", "a4", "--deadline-ms", "3000")
+                r = await cli(
+                    "call", "help.GetConfig", "{}", "--account", "a4", "--deadline-ms", "3000"
+                )
                 assert r.returncode == 1, outputs[-1]
                 r = await cli("call", "resolve", '{"link_or_username": "@nobody_here_at_all"}')
                 assert r.returncode == 1 and b"PEER_NOT_FOUND" in r.stdout, outputs[-1]
@@ -137,7 +155,10 @@ async def test_no_secret_in_logs_or_cli_output_across_a_realistic_run(tmp_path: 
     }
     leaks = []
     for what, secret in named.items():
-        for where, blob in [("daemon log", log_text), *((f"cli output #{i}", o) for i, o in enumerate(outputs))]:
+        for where, blob in [
+            ("daemon log", log_text),
+            *((f"cli output #{i}", o) for i, o in enumerate(outputs)),
+        ]:
             hits = [p for p in pieces(secret) if p in blob]
             if hits:
                 line = next(ln for ln in blob.splitlines() if hits[0] in ln)

@@ -56,7 +56,11 @@ class Harness:
         try:
             async with trio.open_nursery() as nursery:
                 ws = await wrap_client_stream(
-                    nursery, stream, self.host, "/", extra_headers=AUTH if headers is None else headers
+                    nursery,
+                    stream,
+                    self.host,
+                    "/",
+                    extra_headers=AUTH if headers is None else headers,
                 )
                 try:
                     yield ws
@@ -104,7 +108,9 @@ async def recv(ws: WebSocketConnection) -> dict[str, Any]:
     return reply  # type: ignore[no-any-return]
 
 
-async def rpc(ws: WebSocketConnection, method: str, params: Any = None, request_id: Any = 1) -> dict[str, Any]:
+async def rpc(
+    ws: WebSocketConnection, method: str, params: Any = None, request_id: Any = 1
+) -> dict[str, Any]:
     await send(ws, request_id, method, params)
     return await recv(ws)
 
@@ -153,7 +159,11 @@ async def test_RpcServer_invoke_returns_result_and_meta() -> None:
         },
     }
     assert h.pool.calls == [
-        ("invoke", ("help.GetConfig", {"x": 1}), {"deadline_s": 1.5, "account": "a2", "tags": ("main",)})
+        (
+            "invoke",
+            ("help.GetConfig", {"x": 1}),
+            {"deadline_s": 1.5, "account": "a2", "tags": ("main",)},
+        )
     ]
 
 
@@ -165,7 +175,11 @@ async def test_RpcServer_resolve_and_get_messages() -> None:
     assert r1["result"]["result"] == {"_": "resolve", "args": ["@durov"]}
     assert r2["result"]["result"] == {"_": "get_messages", "args": ["durov", [1, 2]]}
     assert r3["result"]["meta"]["account"] == "a1"
-    assert h.pool.calls[0] == ("resolve", ("@durov",), {"deadline_s": None, "account": None, "tags": ()})
+    assert h.pool.calls[0] == (
+        "resolve",
+        ("@durov",),
+        {"deadline_s": None, "account": None, "tags": ()},
+    )
     assert h.pool.calls[2][1] == (-1001, [5])
 
 
@@ -200,7 +214,11 @@ async def test_RpcServer_accounts_forget_only_orphans() -> None:
         status = (await rpc(ws, "status", request_id=3))["result"]
         assert status["orphaned_accounts"] == []
         r = await rpc(ws, "accounts.forget", {"id": "old-1"}, request_id=4)
-        assert error_of(r) == (-32602, "INVALID_ARGUMENT", "params.id: no account 'old-1' in the state store")
+        assert error_of(r) == (
+            -32602,
+            "INVALID_ARGUMENT",
+            "params.id: no account 'old-1' in the state store",
+        )
 
 
 async def test_RpcServer_reload_without_reloader_is_method_not_found() -> None:
@@ -212,8 +230,10 @@ async def test_RpcServer_reload_without_reloader_is_method_not_found() -> None:
 async def test_RpcServer_reload_answers_the_summary_or_every_problem() -> None:
     from mtpoold._errors import ConfigError
 
-    outcomes: list[Any] = [ConfigError(["policy.max_attempts: must be >= 1", "accounts[2].proxy: no proxy"]),
-                           {"generation": 2, "added": ["a3"], "removed": [], "reconnected": []}]
+    outcomes: list[Any] = [
+        ConfigError(["policy.max_attempts: must be >= 1", "accounts[2].proxy: no proxy"]),
+        {"generation": 2, "added": ["a3"], "removed": [], "reconnected": []},
+    ]
 
     async def reloader() -> Any:
         outcome = outcomes.pop(0)
@@ -225,7 +245,10 @@ async def test_RpcServer_reload_answers_the_summary_or_every_problem() -> None:
         r = await rpc(ws, "reload")
         assert r["error"]["code"] == -32006
         assert r["error"]["data"]["class"] == "CONFIG_INVALID"
-        assert r["error"]["data"]["problems"] == ["policy.max_attempts: must be >= 1", "accounts[2].proxy: no proxy"]
+        assert r["error"]["data"]["problems"] == [
+            "policy.max_attempts: must be >= 1",
+            "accounts[2].proxy: no proxy",
+        ]
         assert r["error"]["message"] == (
             "config not reloaded (2 problems), still running on the previous one:"
             " policy.max_attempts: must be >= 1; accounts[2].proxy: no proxy"
@@ -300,11 +323,27 @@ async def test_RpcServer_parse_error_keeps_connection_open() -> None:
             None,
             'missing "id": notifications are not supported, every request needs an id',
         ),
-        ('{"jsonrpc": "2.0", "id": true, "method": "ping"}', None, '"id" must be a string or an integer, got boolean'),
-        ('{"jsonrpc": "2.0", "id": null, "method": "ping"}', None, '"id" must be a string or an integer, got null'),
+        (
+            '{"jsonrpc": "2.0", "id": true, "method": "ping"}',
+            None,
+            '"id" must be a string or an integer, got boolean',
+        ),
+        (
+            '{"jsonrpc": "2.0", "id": null, "method": "ping"}',
+            None,
+            '"id" must be a string or an integer, got null',
+        ),
         ('{"jsonrpc": "2.0", "id": 3, "method": 4}', 3, '"method" must be a string, got number'),
-        ('{"jsonrpc": "2.0", "id": 3, "method": "ping", "params": 1}', 3, '"params" must be an object or an array, got number'),
-        ('[{"jsonrpc": "2.0", "id": 1, "method": "ping"}]', None, "batches are not supported: send one request per frame"),
+        (
+            '{"jsonrpc": "2.0", "id": 3, "method": "ping", "params": 1}',
+            3,
+            '"params" must be an object or an array, got number',
+        ),
+        (
+            '[{"jsonrpc": "2.0", "id": 1, "method": "ping"}]',
+            None,
+            "batches are not supported: send one request per frame",
+        ),
         ("42", None, "a request must be a JSON object, got number"),
     ],
 )
@@ -332,21 +371,59 @@ async def test_RpcServer_unknown_method() -> None:
         ("invoke", {"args": {}}, "params.method: required"),
         ("invoke", {"method": 5}, "params.method: expected a string, got number"),
         ("invoke", {"method": "x", "args": [1]}, "params.args: expected an object, got array"),
-        ("invoke", {"method": "x", "options": {"deadline_ms": "5"}}, "params.options.deadline_ms: expected a number of milliseconds, got string"),
-        ("invoke", {"method": "x", "options": {"deadline_ms": 0}}, "params.options.deadline_ms: expected > 0, got 0"),
-        ("invoke", {"method": "x", "options": {"tags": ["a", 1]}}, "params.options.tags[1]: expected a string, got number"),
-        ("invoke", {"method": "x", "options": {"acount": "a"}}, "params.options: unknown option(s) acount; expected deadline_ms, account, tags"),
-        ("invoke", {"method": "x", "arg": {}}, "params: unknown parameter(s) arg; expected args, method, options"),
-        ("get_messages", {"peer": "p", "ids": ["x"]}, "params.ids[0]: expected an integer, got string"),
-        ("get_messages", {"peer": "p", "ids": 5}, "params.ids: expected an array of integers, got number"),
-        ("get_messages", {"peer": True, "ids": [1]}, "params.peer: expected a string or an integer, got boolean"),
-        ("resolve", {"link_or_username": ""}, "params.link_or_username: expected a non-empty string"),
+        (
+            "invoke",
+            {"method": "x", "options": {"deadline_ms": "5"}},
+            "params.options.deadline_ms: expected a number of milliseconds, got string",
+        ),
+        (
+            "invoke",
+            {"method": "x", "options": {"deadline_ms": 0}},
+            "params.options.deadline_ms: expected > 0, got 0",
+        ),
+        (
+            "invoke",
+            {"method": "x", "options": {"tags": ["a", 1]}},
+            "params.options.tags[1]: expected a string, got number",
+        ),
+        (
+            "invoke",
+            {"method": "x", "options": {"acount": "a"}},
+            "params.options: unknown option(s) acount; expected deadline_ms, account, tags",
+        ),
+        (
+            "invoke",
+            {"method": "x", "arg": {}},
+            "params: unknown parameter(s) arg; expected args, method, options",
+        ),
+        (
+            "get_messages",
+            {"peer": "p", "ids": ["x"]},
+            "params.ids[0]: expected an integer, got string",
+        ),
+        (
+            "get_messages",
+            {"peer": "p", "ids": 5},
+            "params.ids: expected an array of integers, got number",
+        ),
+        (
+            "get_messages",
+            {"peer": True, "ids": [1]},
+            "params.peer: expected a string or an integer, got boolean",
+        ),
+        (
+            "resolve",
+            {"link_or_username": ""},
+            "params.link_or_username: expected a non-empty string",
+        ),
         ("resolve", [1], "params: expected an object (named parameters), got an array"),
         ("cancel", {"id": 1.5}, "params.id: expected a request id (string or integer), got number"),
         ("ping", {"x": 1}, "params: unknown parameter(s) x; expected none"),
     ],
 )
-async def test_RpcServer_invalid_params_name_the_param(method: str, params: Any, message: str) -> None:
+async def test_RpcServer_invalid_params_name_the_param(
+    method: str, params: Any, message: str
+) -> None:
     async with served() as h, h.connect() as ws:
         reply = await rpc(ws, method, params, request_id=11)
     assert reply["id"] == 11
@@ -359,7 +436,14 @@ async def test_RpcServer_oversized_frame_closes_only_that_connection_1009() -> N
         async with h.connect() as other:
             await send(other, 1, "invoke", {"method": "wait"})
             await h.pool.wait_waiting(1)
-            big = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "invoke", "params": {"method": "x" * 20_000_000}})
+            big = json.dumps(
+                {
+                    "jsonrpc": "2.0",
+                    "id": 1,
+                    "method": "invoke",
+                    "params": {"method": "x" * 20_000_000},
+                }
+            )
 
             async with h.connect() as ws:
 
@@ -466,9 +550,13 @@ async def test_RpcServer_cancel_is_per_connection() -> None:
     async with served() as h, h.connect() as ws, h.connect() as other:
         await send(ws, 1, "invoke", {"method": "wait"})
         await h.pool.wait_waiting(1)
-        assert (await rpc(other, "cancel", {"id": 1}, request_id=2))["result"] == {"cancelled": False}
+        assert (await rpc(other, "cancel", {"id": 1}, request_id=2))["result"] == {
+            "cancelled": False
+        }
         # "1" is not 1
-        assert (await rpc(ws, "cancel", {"id": "1"}, request_id=3))["result"] == {"cancelled": False}
+        assert (await rpc(ws, "cancel", {"id": "1"}, request_id=3))["result"] == {
+            "cancelled": False
+        }
         h.pool.release.set()
         assert "result" in await recv(ws)
 
@@ -478,7 +566,11 @@ async def test_RpcServer_duplicate_in_flight_id_rejected() -> None:
         await send(ws, 1, "invoke", {"method": "wait"})
         await h.pool.wait_waiting(1)
         reply = await rpc(ws, "invoke", {"method": "echo"}, request_id=1)
-        assert error_of(reply) == (-32600, "INVALID_REQUEST", "id 1 is already in flight on this connection")
+        assert error_of(reply) == (
+            -32600,
+            "INVALID_REQUEST",
+            "id 1 is already in flight on this connection",
+        )
         h.pool.release.set()
         assert "result" in await recv(ws)
         assert "result" in await rpc(ws, "invoke", {"method": "echo"}, request_id=1)  # free again
@@ -490,7 +582,12 @@ async def test_RpcServer_client_disconnect_cancels_its_jobs() -> None:
             await send(ws, 1, "invoke", {"method": "hang"})
             await h.pool.wait_waiting(1)
             assert h.server.statistics() == ServerStatistics(
-                address=h.address, connections=1, in_flight=1, requests=1, rejected_handshakes=0, draining=False
+                address=h.address,
+                connections=1,
+                in_flight=1,
+                requests=1,
+                rejected_handshakes=0,
+                draining=False,
             )
         with trio.fail_after(5):
             while h.pool.cancelled < 1 or h.server.statistics().connections:

@@ -131,7 +131,9 @@ def test_to_json_plain_values() -> None:
     assert to_json(object()) == {"_": "unsupported", "type": "object"}
 
 
-@pytest.mark.parametrize("obj", [_user(), _channel(), _message()], ids=["User", "Channel", "Message"])
+@pytest.mark.parametrize(
+    "obj", [_user(), _channel(), _message()], ids=["User", "Channel", "Message"]
+)
 def test_to_json_from_json_round_trip(obj: Any) -> None:
     data = to_json(obj)
     back = from_json(json.loads(json.dumps(data)))
@@ -143,9 +145,9 @@ def test_to_json_from_json_round_trip(obj: Any) -> None:
 @given(
     st.integers(min_value=-(2**63), max_value=2**63 - 1),
     st.binary(max_size=300),
-    st.datetimes(
-        min_value=dt.datetime(1970, 1, 1), max_value=dt.datetime(2038, 1, 1)
-    ).map(lambda d: d.replace(microsecond=0, tzinfo=UTC)),
+    st.datetimes(min_value=dt.datetime(1970, 1, 1), max_value=dt.datetime(2038, 1, 1)).map(
+        lambda d: d.replace(microsecond=0, tzinfo=UTC)
+    ),
 )
 def test_round_trip_property(access_hash: int, data: bytes, when: dt.datetime) -> None:
     obj = types.InputPhoto(id=access_hash, access_hash=access_hash, file_reference=data)

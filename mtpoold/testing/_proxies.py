@@ -207,7 +207,12 @@ async def open_proxy(
     async with trio.open_nursery() as nursery:
         for attempt in range(attempts):
             proxy = Proxy(
-                nursery, kind, host, port or _free_port(host), username, password,
+                nursery,
+                kind,
+                host,
+                port or _free_port(host),
+                username,
+                password,
                 startup_timeout_s,
             )
             try:

@@ -189,8 +189,11 @@ class Answerer:
         """``types.Channel`` (``ChannelForbidden`` for a private one)."""
         if ch.private:
             return types.ChannelForbidden(
-                id=ch.id, access_hash=ch.access_hash, title=ch.title,
-                broadcast=not ch.megagroup or None, megagroup=ch.megagroup or None,
+                id=ch.id,
+                access_hash=ch.access_hash,
+                title=ch.title,
+                broadcast=not ch.megagroup or None,
+                megagroup=ch.megagroup or None,
             )
         return types.Channel(
             id=ch.id,
@@ -212,8 +215,9 @@ class Answerer:
         reactions = None
         if m.reactions:
             reactions = types.MessageReactions(
-                results=[types.ReactionCount(types.ReactionEmoji(e), n)
-                         for e, n in m.reactions.items()]
+                results=[
+                    types.ReactionCount(types.ReactionEmoji(e), n) for e, n in m.reactions.items()
+                ]
             )
         return types.Message(
             id=m.id,
@@ -225,8 +229,11 @@ class Answerer:
             # Telegram sends views and forwards together (Telethon's serializer insists)
             views=m.views if m.views is not None or m.forwards is None else 0,
             forwards=m.forwards if m.forwards is not None or m.views is None else 0,
-            replies=(types.MessageReplies(replies=m.replies, replies_pts=0)
-                     if m.replies is not None else None),
+            replies=(
+                types.MessageReplies(replies=m.replies, replies_pts=0)
+                if m.replies is not None
+                else None
+            ),
             reactions=reactions,
         )
 
@@ -272,20 +279,37 @@ class Answerer:
         if self._config is not None and now - self._config[0] < CONFIG_TTL_S:
             return self._config[1]
         config = types.Config(
-            date=_date(now), expires=_date(now + 3600), test_mode=False, this_dc=self.dc_id,
+            date=_date(now),
+            expires=_date(now + 3600),
+            test_mode=False,
+            this_dc=self.dc_id,
             dc_options=[types.DcOption(id=self.dc_id, ip_address=self.host, port=self.port)],
-            dc_txt_domain_name="", chat_size_max=200, megagroup_size_max=200000,
-            forwarded_count_max=100, online_update_period_ms=210000,
-            offline_blur_timeout_ms=5000, offline_idle_timeout_ms=30000,
-            online_cloud_timeout_ms=300000, notify_cloud_delay_ms=30000,
-            notify_default_delay_ms=1500, push_chat_period_ms=60000, push_chat_limit=2,
-            edit_time_limit=172800, revoke_time_limit=2147483647,
-            revoke_pm_time_limit=2147483647, rating_e_decay=2419200,
-            stickers_recent_limit=200, channels_read_media_period=604800,
-            call_receive_timeout_ms=20000, call_ring_timeout_ms=90000,
-            call_connect_timeout_ms=30000, call_packet_timeout_ms=10000,
-            me_url_prefix="https://t.me/", caption_length_max=1024,
-            message_length_max=4096, webfile_dc_id=self.dc_id,
+            dc_txt_domain_name="",
+            chat_size_max=200,
+            megagroup_size_max=200000,
+            forwarded_count_max=100,
+            online_update_period_ms=210000,
+            offline_blur_timeout_ms=5000,
+            offline_idle_timeout_ms=30000,
+            online_cloud_timeout_ms=300000,
+            notify_cloud_delay_ms=30000,
+            notify_default_delay_ms=1500,
+            push_chat_period_ms=60000,
+            push_chat_limit=2,
+            edit_time_limit=172800,
+            revoke_time_limit=2147483647,
+            revoke_pm_time_limit=2147483647,
+            rating_e_decay=2419200,
+            stickers_recent_limit=200,
+            channels_read_media_period=604800,
+            call_receive_timeout_ms=20000,
+            call_ring_timeout_ms=90000,
+            call_connect_timeout_ms=30000,
+            call_packet_timeout_ms=10000,
+            me_url_prefix="https://t.me/",
+            caption_length_max=1024,
+            message_length_max=4096,
+            webfile_dc_id=self.dc_id,
         )
         data = bytes(config)
         self._config = (now, data)
@@ -350,8 +374,10 @@ class Answerer:
 
     def _srp_salts(self, user: User) -> tuple[bytes, bytes]:
         phone = (user.phone or str(user.id)).encode()
-        return (_crypto.derive_bytes(self._seed, b"srp-salt1:" + phone, 40),
-                _crypto.derive_bytes(self._seed, b"srp-salt2:" + phone, 16))
+        return (
+            _crypto.derive_bytes(self._seed, b"srp-salt1:" + phone, 40),
+            _crypto.derive_bytes(self._seed, b"srp-salt2:" + phone, 16),
+        )
 
     def get_password(self, entry: AuthKeyEntry, req: Any) -> types.account.Password:
         user_id = entry.user_id if entry.user_id is not None else entry.pending_2fa_user
@@ -373,8 +399,7 @@ class Answerer:
         b = int.from_bytes(os.urandom(256), "big")
         big_b = (_SRP_K * v + pow(_crypto.DH_G, b, _crypto.DH_PRIME)) % _crypto.DH_PRIME
         self._srp_ids += 1
-        srp_id = int.from_bytes(hashlib.sha256(os.urandom(16)).digest()[:8], "little",
-                                signed=True)
+        srp_id = int.from_bytes(hashlib.sha256(os.urandom(16)).digest()[:8], "little", signed=True)
         entry.srp = SrpState(srp_id, user.id, b, big_b, v)
         return types.account.Password(
             has_password=True,
@@ -411,7 +436,11 @@ class Answerer:
         salt1, salt2 = self._srp_salts(user)
         m1 = _h(
             bytes(x ^ y for x, y in zip(_h(_P_HASH), _h(_G_HASH), strict=True)),
-            _h(salt1), _h(salt2), a_bytes, b_bytes, k,
+            _h(salt1),
+            _h(salt2),
+            a_bytes,
+            b_bytes,
+            k,
         )
         entry.srp = None
         if m1 != check.M1:
@@ -451,7 +480,8 @@ class Answerer:
                 peer=types.PeerChannel(target.id), chats=[self.channel_tl(target)], users=[]
             )
         return types.contacts.ResolvedPeer(
-            peer=types.PeerUser(target.id), chats=[],
+            peer=types.PeerUser(target.id),
+            chats=[],
             users=[self.user_tl(target, me=entry.user_id)],
         )
 
@@ -463,9 +493,15 @@ class Answerer:
     def get_full_channel(self, entry: AuthKeyEntry, req: Any) -> types.messages.ChatFull:
         ch = self._public_channel(req.channel)
         full = types.ChannelFull(
-            id=ch.id, about=ch.about, read_inbox_max_id=0, read_outbox_max_id=0,
-            unread_count=0, chat_photo=types.PhotoEmpty(id=0),
-            notify_settings=types.PeerNotifySettings(), bot_info=[], pts=1,
+            id=ch.id,
+            about=ch.about,
+            read_inbox_max_id=0,
+            read_outbox_max_id=0,
+            unread_count=0,
+            chat_photo=types.PhotoEmpty(id=0),
+            notify_settings=types.PeerNotifySettings(),
+            bot_info=[],
+            pts=1,
             participants_count=ch.participants_count,
         )
         return types.messages.ChatFull(full_chat=full, chats=[self.channel_tl(ch)], users=[])
@@ -475,11 +511,18 @@ class Answerer:
     ) -> types.messages.ChannelMessages:
         msgs = [m for m in found if isinstance(m, Message)]
         peer = types.PeerChannel(ch.id)
-        tl = [self.message_tl(ch, m) if isinstance(m, Message)
-              else types.MessageEmpty(id=m, peer_id=peer)
-              for m in found]
+        tl = [
+            self.message_tl(ch, m)
+            if isinstance(m, Message)
+            else types.MessageEmpty(id=m, peer_id=peer)
+            for m in found
+        ]
         return types.messages.ChannelMessages(
-            pts=1, count=count, messages=tl, topics=[], chats=[self.channel_tl(ch)],
+            pts=1,
+            count=count,
+            messages=tl,
+            topics=[],
+            chats=[self.channel_tl(ch)],
             users=self._senders(msgs, entry.user_id),
         )
 
@@ -504,7 +547,9 @@ class Answerer:
         ids = self._message_ids(req.id)
         return types.messages.Messages(
             messages=[types.MessageEmpty(id=i, peer_id=None) for i in ids],
-            topics=[], chats=[], users=[],
+            topics=[],
+            chats=[],
+            users=[],
         )
 
     def get_messages_views(self, entry: AuthKeyEntry, req: Any) -> types.messages.MessageViews:
@@ -515,11 +560,17 @@ class Answerer:
             if m is None:
                 views.append(types.MessageViews())
             else:
-                views.append(types.MessageViews(
-                    views=m.views, forwards=m.forwards,
-                    replies=(types.MessageReplies(replies=m.replies, replies_pts=0)
-                             if m.replies is not None else None),
-                ))
+                views.append(
+                    types.MessageViews(
+                        views=m.views,
+                        forwards=m.forwards,
+                        replies=(
+                            types.MessageReplies(replies=m.replies, replies_pts=0)
+                            if m.replies is not None
+                            else None
+                        ),
+                    )
+                )
         chats = [self.channel_tl(peer)] if isinstance(peer, Channel) else []
         return types.messages.MessageViews(views=views, chats=chats, users=[])
 
@@ -535,7 +586,7 @@ class Answerer:
             cutoff = req.offset_date.timestamp()
             selected = [m for m in selected if m.date < cutoff]
         if req.add_offset > 0:
-            selected = selected[req.add_offset:]
+            selected = selected[req.add_offset :]
         if req.max_id:
             selected = [m for m in selected if m.id < req.max_id]
         if req.min_id:

@@ -39,8 +39,14 @@ _PING_ID: Final = functions.PingRequest.CONSTRUCTOR_ID
 _PING_DELAY_ID: Final = functions.PingDelayDisconnectRequest.CONSTRUCTOR_ID
 _IGNORED_SERVICE_IDS: Final = frozenset(
     c.CONSTRUCTOR_ID
-    for c in (types.MsgsStateReq, types.MsgResendReq, types.MsgsAllInfo, types.MsgDetailedInfo,
-              types.MsgNewDetailedInfo, types.MsgsStateInfo)
+    for c in (
+        types.MsgsStateReq,
+        types.MsgResendReq,
+        types.MsgsAllInfo,
+        types.MsgDetailedInfo,
+        types.MsgNewDetailedInfo,
+        types.MsgsStateInfo,
+    )
 )
 
 
@@ -376,8 +382,13 @@ class _Connection:
             await self.stream.send_all(self.transport.frame(payload))
 
     def _process(
-        self, entry: AuthKeyEntry, msg_id: int, body: bytes, out: list[tuple[bytes, bool]],
-        *, nested: bool,
+        self,
+        entry: AuthKeyEntry,
+        msg_id: int,
+        body: bytes,
+        out: list[tuple[bytes, bool]],
+        *,
+        nested: bool,
     ) -> None:
         if len(body) < 4:
             raise ProtocolError("empty message")

@@ -307,9 +307,9 @@ class ConnectionState:
             raise RuntimeError("no session")
         if len(messages) == 1:
             body, related = messages[0]
-            msg = struct.pack(
-                "<qii", self.next_msg_id(), self.next_seq_no(related), len(body)
-            ) + body
+            msg = (
+                struct.pack("<qii", self.next_msg_id(), self.next_seq_no(related), len(body)) + body
+            )
         else:
             parts = [struct.pack("<Ii", MSG_CONTAINER_ID, len(messages))]
             for body, related in messages:
@@ -318,8 +318,8 @@ class ConnectionState:
                 )
                 parts.append(body)
             inner = b"".join(parts)
-            msg = struct.pack(
-                "<qii", self.next_msg_id(), self.next_seq_no(False), len(inner)
-            ) + inner
+            msg = (
+                struct.pack("<qii", self.next_msg_id(), self.next_seq_no(False), len(inner)) + inner
+            )
         plain = struct.pack("<qq", entry.salt, self.session_id) + msg
         return _crypto.encrypt_to_client(entry.key, entry.key_id_bytes, plain)

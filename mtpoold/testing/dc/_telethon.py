@@ -81,7 +81,11 @@ async def open_telethon_client(
     )
     kwargs.update(client_kwargs)
     client = TelegramClient(
-        session, TEST_API_ID, TEST_API_HASH, connection=CONNECTIONS[transport], proxy=proxy,
+        session,
+        TEST_API_ID,
+        TEST_API_HASH,
+        connection=CONNECTIONS[transport],
+        proxy=proxy,
         **kwargs,
     )
     try:

@@ -254,38 +254,101 @@ def default_world() -> World:
     @mtpoold_scam (scam-flagged broadcast).
     """
     users = (
-        User(id=1001, access_hash=0x1001AA, first_name="Alice", last_name="Test",
-             username="alice_test", phone="15550000001"),
-        User(id=1002, access_hash=0x1002BB, first_name="Bob", username="bob_test",
-             phone="15550000002", verified=True),
+        User(
+            id=1001,
+            access_hash=0x1001AA,
+            first_name="Alice",
+            last_name="Test",
+            username="alice_test",
+            phone="15550000001",
+        ),
+        User(
+            id=1002,
+            access_hash=0x1002BB,
+            first_name="Bob",
+            username="bob_test",
+            phone="15550000002",
+            verified=True,
+        ),
         User(id=1003, access_hash=0x1003CC, first_name="Carol", phone="15550000003"),
-        User(id=1004, access_hash=0x1004DD, first_name="Dave", username="dave_2fa",
-             phone="15550000004", password="hunter2"),
-        User(id=1005, access_hash=0x1005EE, first_name="Erin", phone="15550000005",
-             deactivated=True),
-        User(id=1006, access_hash=0x1006FF, first_name="Test Bot", username="mtpoold_test_bot",
-             phone="15550000006", bot=True),
+        User(
+            id=1004,
+            access_hash=0x1004DD,
+            first_name="Dave",
+            username="dave_2fa",
+            phone="15550000004",
+            password="hunter2",
+        ),
+        User(
+            id=1005, access_hash=0x1005EE, first_name="Erin", phone="15550000005", deactivated=True
+        ),
+        User(
+            id=1006,
+            access_hash=0x1006FF,
+            first_name="Test Bot",
+            username="mtpoold_test_bot",
+            phone="15550000006",
+            bot=True,
+        ),
     )
     news = tuple(
-        Message(id=i, date=DEFAULT_DATE + 3600 * i, text=f"News post #{i}", views=1000 * i,
-                forwards=10 * i, replies=i, reactions={"👍": 5 * i, "🔥": i})
+        Message(
+            id=i,
+            date=DEFAULT_DATE + 3600 * i,
+            text=f"News post #{i}",
+            views=1000 * i,
+            forwards=10 * i,
+            replies=i,
+            reactions={"👍": 5 * i, "🔥": i},
+        )
         for i in range(1, 6)
     )
     chat = tuple(
-        Message(id=i, date=DEFAULT_DATE + 60 * i, text=f"Chat message #{i}",
-                from_id=1001 if i % 2 else 1002)
+        Message(
+            id=i,
+            date=DEFAULT_DATE + 60 * i,
+            text=f"Chat message #{i}",
+            from_id=1001 if i % 2 else 1002,
+        )
         for i in range(1, 4)
     )
     channels = (
-        Channel(id=2001, access_hash=0x2001AA, title="mtpoold News", username="mtpoold_news",
-                about="Test channel", participants_count=12345, verified=True, messages=news),
-        Channel(id=2002, access_hash=0x2002BB, title="mtpoold Chat", username="mtpoold_chat",
-                megagroup=True, participants_count=321, messages=chat),
-        Channel(id=2003, access_hash=0x2003CC, title="Secret Club", private=True,
-                invite_hash="PrivInvite123", participants_count=7,
-                messages=(Message(id=1, text="hidden"),)),
-        Channel(id=2004, access_hash=0x2004DD, title="Totally Legit", username="mtpoold_scam",
-                scam=True, participants_count=99,
-                messages=(Message(id=1, text="trust me", views=3),)),
+        Channel(
+            id=2001,
+            access_hash=0x2001AA,
+            title="mtpoold News",
+            username="mtpoold_news",
+            about="Test channel",
+            participants_count=12345,
+            verified=True,
+            messages=news,
+        ),
+        Channel(
+            id=2002,
+            access_hash=0x2002BB,
+            title="mtpoold Chat",
+            username="mtpoold_chat",
+            megagroup=True,
+            participants_count=321,
+            messages=chat,
+        ),
+        Channel(
+            id=2003,
+            access_hash=0x2003CC,
+            title="Secret Club",
+            private=True,
+            invite_hash="PrivInvite123",
+            participants_count=7,
+            messages=(Message(id=1, text="hidden"),),
+        ),
+        Channel(
+            id=2004,
+            access_hash=0x2004DD,
+            title="Totally Legit",
+            username="mtpoold_scam",
+            scam=True,
+            participants_count=99,
+            messages=(Message(id=1, text="trust me", views=3),),
+        ),
     )
     return World(users=users, channels=channels)

@@ -84,7 +84,7 @@ def _version() -> str:
 
 
 def _build_parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
+    common = _Parser(add_help=False)  # the type add_parser(parents=...) expects
     common.add_argument(
         "--config",
         metavar="PATH",

@@ -529,7 +529,7 @@ class TelethonClient:
             connection=_recording_connection(connection, self._connect_errors.append),
             use_ipv6=":" in host,
             proxy=proxy,
-            timeout=self.telegram.connect_timeout_s,  # type: ignore[arg-type]
+            timeout=self.telegram.connect_timeout_s,
             request_retries=1,
             connection_retries=CONNECTION_RETRIES,
             retry_delay=0,
@@ -537,12 +537,12 @@ class TelethonClient:
             flood_sleep_threshold=0,
             raise_last_call_error=True,
             receive_updates=False,
-            device_model=device["device_model"],  # type: ignore[arg-type]
-            system_version=device["system_version"],  # type: ignore[arg-type]
-            app_version=device["app_version"],  # type: ignore[arg-type]
+            device_model=device["device_model"],
+            system_version=device["system_version"],
+            app_version=device["app_version"],
             lang_code=device["lang_code"] or "en",
             system_lang_code=device["system_lang_code"] or "en",
-            loop=None,  # type: ignore[arg-type]
+            loop=None,
         )
 
     def _session(self) -> Session:

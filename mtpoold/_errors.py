@@ -30,7 +30,7 @@ try:  # binds the original classes inside python-socks' asyncio proxy before Tel
 except ImportError:  # pragma: no cover - python-socks installed without the asyncio extra
     pass
 
-import telethon.errors as _tl_errors  # type: ignore[import-untyped]  # after python_socks
+import telethon.errors as _tl_errors  # after python_socks
 import trio  # noqa: E402
 
 __all__ = [

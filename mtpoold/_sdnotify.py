@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+from collections.abc import Mapping
 
 __all__ = ["sd_notify", "watchdog_interval_s"]
 
@@ -40,7 +41,7 @@ def sd_notify(state: str, *, env: dict[str, str] | None = None) -> bool:
     return True
 
 
-def watchdog_interval_s(*, env: dict[str, str] | None = None) -> float | None:
+def watchdog_interval_s(*, env: Mapping[str, str] | None = None) -> float | None:
     """Seconds between ``WATCHDOG=1`` pings: half of ``$WATCHDOG_USEC``, or None if unset.
 
     ``$WATCHDOG_PID``, when set, must be this process, as sd_watchdog_enabled(3) requires.

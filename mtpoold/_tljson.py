@@ -433,7 +433,7 @@ class _Builder:
     ) -> TLObject:
         if depth > MAX_DEPTH:
             raise _invalid(f"arguments nested deeper than {MAX_DEPTH} levels")
-        shapes = _signature(cls)
+        shapes = _signature(cls)  # type: ignore[arg-type]  # type[X] is hashable: python/mypy#11470
         given = {k: v for k, v in args.items() if k != "_"}
         label = _display_name(cls)
         unknown = sorted(str(k) for k in given if k not in shapes)

@@ -17,13 +17,14 @@ import attrs
 import pytest
 import trio
 
-from _fakepool import FakePool
 from mtpoold._cli import main
 from mtpoold._config import parse_config
 from mtpoold._daemon import LogfmtFormatter, run_daemon
 from mtpoold._rpcclient import parse_target, target_from_listen
 from mtpoold._server import RpcServer
 from mtpoold._statusview import format_duration
+
+from _fakepool import FakePool
 
 TOKEN = "cli-test-token-0123456789"
 

@@ -14,14 +14,15 @@ import attrs
 import pytest
 import rsa
 import trio
+import trio.lowlevel
 import trio_asyncio
+from telethon import errors as tl_errors
 from telethon.crypto import AuthKey
 from telethon.crypto import rsa as tl_rsa
 from telethon.network.connection import (
     ConnectionTcpFull,
     ConnectionTcpMTProxyRandomizedIntermediate,
 )
-from telethon import errors as tl_errors
 from telethon.sessions import SQLiteSession, StringSession
 from telethon.tl import functions as tl_functions
 from telethon.tl import types as tl_types
@@ -98,7 +99,7 @@ async def aio() -> AsyncIterator[Loop]:
         handler = install_exception_handler(loop)
         yield Loop(loop, handler)
         gc.collect()  # "never retrieved" reports happen when futures are collected
-        await trio.sleep(0)
+        await trio.lowlevel.checkpoint()
         assert handler.count == 0, handler.statistics()
 
 

@@ -17,7 +17,6 @@ from typing import Any
 
 import pytest
 import trio
-from _fakeclient import Sleep, World
 
 from mtpoold._cli import main
 from mtpoold._config import load_config
@@ -26,6 +25,8 @@ from mtpoold._pool import open_pool
 from mtpoold._rpc import RpcError
 from mtpoold._rpcclient import call, parse_target
 from mtpoold.testing import DC
+
+from _fakeclient import Sleep, World
 
 READY_TIMEOUT_S = 30.0
 

@@ -10,11 +10,12 @@ import pytest
 import python_socks
 import trio
 import trio.testing
-from _fakeclient import Sleep, World, make_config
 from telethon import errors as tg
 
 from mtpoold._errors import ErrorClass, JobFailed
 from mtpoold._pool import open_pool
+
+from _fakeclient import Sleep, World, make_config
 
 
 def stats_of(pool, account_id):

@@ -7,13 +7,14 @@ from pathlib import Path
 import pytest
 import trio
 import trio.testing
-from _fakeclient import Sleep, World, make_config
 from telethon import errors as tg
 
 from mtpoold._errors import ErrorClass, JobFailed
 from mtpoold._pool import open_pool
 from mtpoold._sessionlock import SessionLocked
 from mtpoold._store import StateStore
+
+from _fakeclient import Sleep, World, make_config
 
 
 class WallClock:

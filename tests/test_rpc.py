@@ -12,6 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from mtpoold import _rpc
+from mtpoold._errors import ErrorClass
 from mtpoold._rpc import (
     GetMessagesParams,
     InvokeParams,
@@ -24,7 +25,6 @@ from mtpoold._rpc import (
     parse_params,
     parse_request,
 )
-from mtpoold._errors import ErrorClass
 from mtpoold._token import TokenError, ensure_token, is_private, read_token
 
 

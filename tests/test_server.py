@@ -20,8 +20,9 @@ from trio_websocket import (
     wrap_client_stream,
 )
 
-from _fakepool import FakePool
 from mtpoold._server import RpcServer, ServerStatistics, parse_listen
+
+from _fakepool import FakePool
 
 TOKEN = "test-token-0123456789"
 AUTH = [(b"Authorization", b"Bearer " + TOKEN.encode())]

@@ -143,7 +143,7 @@ class Proxy:
                 task_status.started()
                 # Keep draining so a chatty pproxy never blocks on a full pipe.
                 async for chunk in process.stdout:
-                    self._output.append(chunk)
+                    self._output.append(bytes(chunk))
         finally:
             done.set()
 

@@ -24,6 +24,9 @@ from ._server import DEFAULT_SEED as DEFAULT_SEED
 from ._server import CallRecord as CallRecord
 from ._server import DCStatistics as DCStatistics
 from ._server import open_dc as open_dc
+from ._telethon import fresh_session as fresh_session
+from ._telethon import install_public_key as install_public_key
+from ._telethon import open_telethon_client as open_telethon_client
 from ._world import Channel as Channel
 from ._world import Message as Message
 from ._world import User as User
@@ -31,6 +34,3 @@ from ._world import World as World
 from ._world import default_world as default_world
 from ._world import load_world as load_world
 from ._world import world_from_dict as world_from_dict
-from ._telethon import fresh_session as fresh_session
-from ._telethon import install_public_key as install_public_key
-from ._telethon import open_telethon_client as open_telethon_client

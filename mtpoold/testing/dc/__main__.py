@@ -8,7 +8,7 @@ from typing import TextIO
 
 import trio
 
-from ._server import DEFAULT_SEED, DC
+from ._server import DC, DEFAULT_SEED
 from ._world import default_world, load_world
 
 

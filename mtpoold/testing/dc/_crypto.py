@@ -229,7 +229,8 @@ def encrypt_to_client(auth_key: bytes, key_id_bytes: bytes, plain: bytes) -> byt
     plain = plain + padding
     msg_key = hashlib.sha256(auth_key[96:128] + plain).digest()[8:24]
     aes_key, aes_iv = _calc_key(auth_key, msg_key, 8)
-    return key_id_bytes + msg_key + AES.encrypt_ige(plain, aes_key, aes_iv)
+    cipher: bytes = AES.encrypt_ige(plain, aes_key, aes_iv)
+    return key_id_bytes + msg_key + cipher
 
 
 def nonce_key_iv(server_nonce: int, new_nonce: int) -> tuple[bytes, bytes]:

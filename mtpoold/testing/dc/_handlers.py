@@ -62,7 +62,7 @@ def _method_name_of(cls: type) -> str:
 
 def method_name(request: Any) -> str:
     """The TL method name as Telethon spells it, e.g. ``"contacts.ResolveUsername"``."""
-    return _method_name_of(type(request))
+    return _method_name_of(type(request))  # type: ignore[arg-type]  # python/mypy#11470
 
 
 def serialize_result(result: TLObject | list[TLObject] | bytes) -> bytes:

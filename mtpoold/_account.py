@@ -115,7 +115,8 @@ class AccountWorker:
     # -- scheduling view -------------------------------------------------------------
 
     def state(self) -> str:
-        """``retired``, ``disabled``, ``busy``, ``connecting``, ``cooldown``, ``ready`` or ``idle``."""
+        """``retired``, ``disabled``, ``busy``, ``connecting``, ``cooldown``, ``ready`` or
+        ``idle``."""
         if self.retired:
             return "retired"
         if self.disabled_reason is not None:

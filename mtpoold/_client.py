@@ -285,7 +285,11 @@ def _recording_connection(
     ``ConnectionError`` after the last one; this keeps the real cause for classification.
     """
 
-    async def connect(self: Connection, timeout: Any = None, ssl: Any = None) -> None:
+    async def connect(
+        self: Connection,
+        timeout: Any = None,  # noqa: ASYNC109 - overrides Telethon's Connection.connect signature
+        ssl: Any = None,
+    ) -> None:
         try:
             await base.connect(self, timeout=timeout, ssl=ssl)
         except Exception as exc:

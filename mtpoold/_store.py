@@ -318,7 +318,8 @@ class StateStore:
         """Insert or replace one account's row, committed when this returns.
 
         `last_error_message` is redacted again (long base64/hex runs become ``[redacted]``),
-        made one line and cut to `MAX_ERROR_MESSAGE_CHARS`, so what `load` returns may differ from what was saved.
+        made one line and cut to `MAX_ERROR_MESSAGE_CHARS`, so what `load` returns may differ
+        from what was saved.
 
         Args:
             state: The account's complete state.

@@ -146,8 +146,11 @@ class Fleet:
         """The world user id an account is logged in as."""
         acc = next(a for a in self.config.accounts if a.id == account_id)
         assert acc.session_string is not None
-        return next(u.id for u in self.dc.world.users
-                    if u.phone and self.dc.session_string(u.phone) == acc.session_string)  # fmt: skip
+        return next(
+            u.id
+            for u in self.dc.world.users
+            if u.phone and self.dc.session_string(u.phone) == acc.session_string
+        )
 
     def account_of_user(self) -> dict[int, str]:
         return {self.user_id(a.id): a.id for a in self.config.accounts}

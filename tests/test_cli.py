@@ -293,7 +293,7 @@ def test_call_usage_errors_exit_2(daemon: Daemon, capsys: pytest.CaptureFixture[
     assert main(["call", "x", "--deadline-ms", "0", *daemon.args()]) == 2
 
 
-# --- accounts, proxies, reload ---------------------------------------------------------------------
+# --- accounts, proxies, reload --------------------------------------------------------------------
 
 
 def test_accounts_list_table_and_json(daemon: Daemon, capsys: pytest.CaptureFixture[str]) -> None:

@@ -167,7 +167,7 @@ def test_corrupt_state_file_is_moved_aside_and_the_daemon_starts_clean(tmp_path:
     assert len(list(state.glob("state.sqlite3.corrupt-*"))) == 1
 
 
-# --- live reload (in-process daemon, fake clients) -------------------------------------------------
+# --- live reload (in-process daemon, fake clients) ------------------------------------------------
 
 
 ACCOUNT = 'api_id = {n}\napi_hash = "{h}"\nsession_string = "fake-{id}"\n'

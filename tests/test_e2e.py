@@ -167,7 +167,7 @@ async def until_rule_used(dc: DC, rule: Any, job: Any, *, max_jobs: int = 12) ->
     raise AssertionError(f"no job reached the faulted account in {max_jobs} jobs")
 
 
-# --- 2..4: errors from the DC ----------------------------------------------------------------------
+# --- 2..4: errors from the DC ---------------------------------------------------------------------
 
 
 async def test_flood_wait_cools_the_account_37_s_and_the_job_succeeds_on_another(
@@ -262,7 +262,7 @@ async def test_dropped_connection_is_stream_closed_then_the_account_reconnects_a
         assert len(conns) == 2
 
 
-# --- 5. a proxy dies and comes back ------------------------------------------------------------------
+# --- 5. a proxy dies and comes back ---------------------------------------------------------------
 
 
 async def test_killed_proxy_cools_its_lane_jobs_flow_elsewhere_and_it_serves_again_after_restart(
@@ -326,7 +326,7 @@ async def test_killed_proxy_cools_its_lane_jobs_flow_elsewhere_and_it_serves_aga
         assert all(fleet.account(a).connected for a in on_s1)
 
 
-# --- 6. a blackholed DC ----------------------------------------------------------------------------
+# --- 6. a blackholed DC ---------------------------------------------------------------------------
 
 
 async def test_blackholed_call_fails_at_the_call_deadline_and_is_rerouted(
@@ -374,7 +374,7 @@ async def test_blackhole_all_fails_the_job_with_deadline_exceeded_at_the_call_de
         assert fleet.aio_tasks_of("a5") == []
 
 
-# --- 7. the per-proxy interval, seen from the DC ---------------------------------------------------
+# --- 7. the per-proxy interval, seen from the DC --------------------------------------------------
 
 #: Seconds by which two arrivals at the DC through one proxy may be closer than the proxy's
 #: interval. The gate spaces *starts* in the pool at least ``interval_s`` apart; the DC stamps

@@ -85,7 +85,7 @@ async def test_no_secret_in_logs_or_cli_output_across_a_realistic_run(tmp_path: 
             return result
 
         with log_path.open("wb") as log:
-            daemon = subprocess.Popen(
+            daemon = subprocess.Popen(  # noqa: ASYNC220 - starts it; the test polls it
                 [
                     sys.executable,
                     "-m",

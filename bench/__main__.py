@@ -121,7 +121,8 @@ def markdown(reports: list[Report], facts: dict[str, str], *, quick: bool, total
         for r in rep.rows:
             out.append(
                 f"| {rep.name} | {_md(r.metric)} | {_md(r.value)} | {_md(r.baseline)} "
-                f"| {_md(r.ratio)} | {_md(r.goal)} | {'**NO**' if r.met is False else _met(r.met)} |"
+                f"| {_md(r.ratio)} | {_md(r.goal)} "
+                f"| {'**NO**' if r.met is False else _met(r.met)} |"
             )
     for rep in reports:
         mod = importlib.import_module(f"bench.{rep.name}")

@@ -52,7 +52,7 @@ def serve(world_path: str, port_file: str) -> None:
         dc = DC(load_world(world_path))
         async with trio.open_nursery() as nursery:
             await nursery.start(dc.serve)
-            Path(port_file).write_text(str(dc.port))
+            await trio.Path(port_file).write_text(str(dc.port))
             while True:
                 await trio.sleep(1)
                 dc.calls.clear()

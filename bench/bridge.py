@@ -96,8 +96,8 @@ def probe(
     import trio
     import trio_asyncio
 
-    from mtpoold._config import parse_config
     from mtpoold._client import telethon_client_factory
+    from mtpoold._config import parse_config
 
     async def bridged() -> None:
         async with trio_asyncio.open_loop():

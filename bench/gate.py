@@ -20,7 +20,6 @@ import random
 import socket
 import subprocess
 import time
-from pathlib import Path
 from typing import Any, Final
 
 from ._common import Report, child_command, jain, ms, parse_child_output, percentile
@@ -155,7 +154,7 @@ def run_php(proxies: int, workers: int, duration_s: float) -> list[dict[str, Any
         redis_proc.wait(10)
 
 
-# --- mtpoold (runs in one child process) -----------------------------------------------------------
+# --- mtpoold (runs in one child process) ----------------------------------------------------------
 
 
 def mtpoold_lanes(proxies: int, workers: int, duration_s: float) -> Any:
@@ -207,7 +206,7 @@ def mtpoold_lanes(proxies: int, workers: int, duration_s: float) -> Any:
     return [out]
 
 
-# --- analysis ---------------------------------------------------------------------------------------
+# --- analysis -------------------------------------------------------------------------------------
 
 
 def analyse(run: dict[str, Any], proxies: int, workers: int) -> list[dict[str, float]]:

@@ -263,7 +263,8 @@ def run(*, quick: bool) -> Report:
     )
 
     report.details += [
-        "| accounts | proxies | parse_config | open_pool | RSS/idle account | _pick p50 | _pick p99 "
+        "| accounts | proxies | parse_config | open_pool | RSS/idle account "
+        "| _pick p50 | _pick p99 "
         "| invoke p50 | invoke p99 | CPU/invoke | statistics() p50 | max |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]

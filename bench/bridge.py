@@ -233,3 +233,16 @@ def run(*, quick: bool) -> Report:
         "(time.process_time)."
     )
     return report
+
+
+ANALYSIS: Final = """
+The bridge itself (`aio_as_trio` around the same Telethon call) costs a few tens of µs of
+client CPU per call: each call crosses trio → asyncio → trio (a new asyncio task per call,
+scheduled through `TrioEventLoop.call_soon` / `_main_loop_one` in trio_asyncio/_base.py, plus
+`mtpoold/_aiolog.py:task_factory` naming the task). `TelethonClient.call` adds the JSON layer:
+`build_request` and, mostly, `to_json` (mtpoold/_tljson.py) over the large `Config` result.
+Calls/s is round-trip bound and noisy on this 2-vCPU VM (the DC process shares the cores),
+so compare the client CPU per call in the table as well. cryptg vs Telethon's libssl
+fallback changes little for these small messages (both are C); against pure-Python `pyaes`
+cryptg is 2.5–3x faster, so a host without cryptg *and* libssl is the case to avoid.
+"""

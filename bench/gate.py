@@ -358,3 +358,30 @@ def run(*, quick: bool) -> Report:
     if php["late_workers"]:
         report.notes.append(f"{php['late_workers']} PHP workers were not ready at t0.")
     return report
+
+
+ANALYSIS: Final = """
+**Definitions.** *Utilization* = interval ÷ mean gap between consecutive starts on a proxy over
+the run (1.0 = one start every interval, the ceiling). *Violation* = a gap shorter than the
+interval minus 1 ms (timestamps are taken where the worker proceeds to its call, i.e. what the
+proxy sees). *Wait* = arrival at the gate → start, for jobs arriving after the first full round
+(workers × interval) of a saturated queue; a job that gives up counts as a wait of the whole
+budget. *Jain's fairness index* = (Σxᵢ)² / (n·Σxᵢ²) over xᵢ = starts won by worker i of a proxy
+during the run: 1.0 when every worker gets the same share, 1/n when one worker gets all.
+The *FIFO ideal* wait of a saturated proxy is workers × interval − call time.
+
+**Why the PHP gate loses.** After the Redis key expires, the next start waits for whichever
+worker's random 15–35 ms sleep (scaled) ends first, so every gap is the interval plus a
+polling delay (utilization below the ceiling); who wins is random, so waits have a long tail,
+some jobs exhaust the 60 s budget while others go straight through, and per-worker shares are
+far from equal (low Jain). The TTL spaces the *Redis writes*, not the calls: a worker that is
+scheduled late after its `EVAL` returns makes the next gap shorter than the interval (the
+violations). mtpoold's gate is a FIFO with one reservation at the head and `sleep_until`, so
+every waiter gets its turn in order and no start is ever closer than the interval.
+
+**What limits mtpoold.** The mean gap is the interval plus the wake-up lateness of
+`trio.sleep_until` (epoll's millisecond timeout is rounded up, plus scheduling), about
+0.5–1 ms per start here; `RateGate.wait_for_slot` (mtpoold/_gate.py) counts the next
+reservation from the *real* start, so the lateness is never recovered. Scaled by 0.1 that is
+~0.3–0.5 % of a 200 ms interval; at the production 2 s interval the same lateness is ~0.05 %.
+"""

@@ -234,3 +234,31 @@ def run(*, quick: bool) -> Report:
         "the bench), to show what the proxy itself costs; the goals are judged on `socks5`.",
     ]
     return report
+
+
+ANALYSIS: Final = """
+- **The start jitter is the latency floor of the warm pool.** `RateGate.wait_for_slot`
+  (mtpoold/_gate.py) reserves `start = max(now + jitter, previous + interval)` with jitter
+  50–150 ms drawn for *every* start, also at `interval_s = 0`, and `ProxyLane`/`Pool._lane_for`
+  give no way to turn it off (the direct lane additionally has a fixed 2 s interval and
+  capacity 1). So a warm call costs ~100 ms of sleeping, more than a whole cold
+  connect + call + disconnect on loopback, and since only the head of the queue holds a
+  reservation, the jitters of queued callers add up: one lane can start at most ~10 calls/s
+  whatever its capacity. With the jitter at 0 (diagnostic row) the warm pool is several
+  times faster than per-job clients — on a real network, where every avoided round trip
+  (TCP, SOCKS5 greeting and connect, initConnection, the requests Telethon sends on
+  connect) costs 50–200 ms, the p50 ratio grows accordingly.
+- **pproxy stalls every other round trip by ~40 ms.** Measured directly: Telethon calls
+  through `mtpoold.testing.open_proxy` alternate 0.8 ms / 43 ms, a Nagle/delayed-ACK
+  pattern in the pproxy relay (nothing in pproxy sets TCP_NODELAY on its relayed sockets).
+  Latency through the test proxy therefore measures pproxy; the `direct` rows show the pool
+  without it. The CPU ratio is not affected.
+- **CPU per job.** The 10x CPU goal is missed: a loopback connect with a pre-authorized
+  key is cheap (no DH exchange), so per-job clients cost only a few ms of CPU. The warm
+  call's client CPU is mostly Telethon (MTProto encrypt/decrypt, `Config.from_reader`),
+  trio/trio-asyncio scheduling and mtpoold's JSON conversion (`to_json` in
+  mtpoold/_tljson.py). Against Telegram, a per-job client whose session lacks a key (or a
+  new DC) pays an RSA + 2048-bit DH exchange, tens of ms, which this loopback setup does
+  not show. At ~10 jobs/s (jitter on), CPU per job is higher than back to back: caches are
+  cold after each 100 ms sleep.
+"""

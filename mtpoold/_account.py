@@ -305,8 +305,9 @@ class AccountWorker:
     def statistics(self, *, proxy_name: str) -> AccountStatistics:
         """Return a frozen snapshot of this account's state and counters."""
         now = trio.current_time()
-        at = self.schedulable_at()
-        cooldown = 0.0 if at == float("inf") else max(0.0, at - now)
+        # The account's own cooldown (its blame); a proxy cooldown shows in its lane's row
+        # and in ``state`` ("cooldown").
+        cooldown = 0.0 if self.disabled_reason else max(0.0, self.cooldown_until - now)
         return AccountStatistics(
             id=self.id,
             proxy_key=self.lane.key,

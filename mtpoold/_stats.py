@@ -70,7 +70,8 @@ class AccountStatistics:
         state: ``idle`` (no connection), ``connecting``, ``ready`` (connected, free),
             ``busy``, ``cooldown``, ``disabled`` or ``retired``.
         connected: Whether its MTProto connection is up.
-        cooldown_remaining_s: Seconds until the account may be scheduled again (0 when free).
+        cooldown_remaining_s: Seconds left of the account's own cooldown (0 when none); a
+            proxy cooldown shows in its lane and makes ``state`` "cooldown".
         disabled_reason: Why it was disabled, or None.
         calls_ok: Calls that returned a result.
         calls_failed: Calls that raised.

@@ -381,7 +381,10 @@ every waiter gets its turn in order and no start is ever closer than the interva
 
 **What limits mtpoold.** The mean gap is the interval plus the wake-up lateness of
 `trio.sleep_until` (epoll's millisecond timeout is rounded up, plus scheduling), about
-0.5–1 ms per start here; `RateGate.wait_for_slot` (mtpoold/_gate.py) counts the next
+1–1.2 ms per start on this VM; `RateGate.wait_for_slot` (mtpoold/_gate.py) counts the next
 reservation from the *real* start, so the lateness is never recovered. Scaled by 0.1 that is
-~0.3–0.5 % of a 200 ms interval; at the production 2 s interval the same lateness is ~0.05 %.
+~0.5–0.6 % of a 200 ms interval — why the 99.5 % goal is missed by about 0.1 point here; at
+the production 2 s interval the same lateness is ~0.06 % (≈ 99.94 % utilization). Anchoring
+the next reservation on the reserved start when the lateness is below a small bound
+(e.g. 2 ms) would recover it, at the cost of gaps up to that bound below the interval.
 """

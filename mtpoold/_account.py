@@ -10,6 +10,7 @@ from typing import Any, Final, Protocol, TypeVar, final
 import attrs
 import trio
 
+from ._errors import ErrorClass
 from ._lane import ProxyLane
 from ._policy import Verdict
 from ._stats import AccountStatistics
@@ -108,13 +109,18 @@ class AccountWorker:
     _connecting: bool = attrs.field(init=False, default=False)
     _lock: trio.Lock = attrs.field(init=False, factory=trio.Lock)
     _idle_scope: trio.CancelScope | None = attrs.field(init=False, default=None)
+    #: The tags, sorted once: statistics of 10,000 accounts must stay cheap.
+    sorted_tags: tuple[str, ...] = attrs.field(init=False)
+
+    def __attrs_post_init__(self) -> None:
+        self.sorted_tags = tuple(sorted(self.tags))
 
     def __repr__(self) -> str:
         return f"<AccountWorker {self.id} lane={self.lane.name} state={self.state()}>"
 
     # -- scheduling view -------------------------------------------------------------
 
-    def state(self) -> str:
+    def state(self, now: float | None = None) -> str:
         """``retired``, ``disabled``, ``busy``, ``connecting``, ``cooldown``, ``ready`` or
         ``idle``."""
         if self.retired:
@@ -125,9 +131,14 @@ class AccountWorker:
             return "connecting"
         if self._lock.locked():
             return "busy"
-        if self.schedulable_at() > trio.current_time():
+        if self.schedulable_at() > (trio.current_time() if now is None else now):
             return "cooldown"
         return "ready" if self.connected else "idle"
+
+    def set_tags(self, tags: frozenset[str]) -> None:
+        """Replace the account's tags (live reload)."""
+        self.tags = tags
+        self.sorted_tags = tuple(sorted(tags))
 
     def schedulable_at(self) -> float:
         """When (trio clock, s) neither the account's own cooldown nor its proxy's holds it
@@ -195,7 +206,8 @@ class AccountWorker:
                 raise
             except Exception as exc:
                 failure, verdict = judge(exc)
-                self._count_failure(failure)
+                if failure.error_class is not ErrorClass.INVALID_ARGUMENT:  # the caller's, not ours
+                    self._count_failure(failure)
                 if verdict.reconnect:
                     await self._drop_connection()
                 raise Judged(failure, verdict) from exc
@@ -302,9 +314,16 @@ class AccountWorker:
 
     # -- statistics ----------------------------------------------------------------------
 
-    def statistics(self, *, proxy_name: str) -> AccountStatistics:
-        """Return a frozen snapshot of this account's state and counters."""
-        now = trio.current_time()
+    def statistics(self, *, proxy_name: str, now: float | None = None) -> AccountStatistics:
+        """Return a frozen snapshot of this account's state and counters.
+
+        Args:
+            proxy_name: The name of its lane's proxy, for the snapshot.
+            now: The trio clock reading to compute remaining times from (the pool passes
+                one reading for a whole snapshot of many accounts).
+        """
+        if now is None:
+            now = trio.current_time()
         # The account's own cooldown (its blame); a proxy cooldown shows in its lane's row
         # and in ``state`` ("cooldown").
         cooldown = 0.0 if self.disabled_reason else max(0.0, self.cooldown_until - now)
@@ -312,7 +331,7 @@ class AccountWorker:
             id=self.id,
             proxy_key=self.lane.key,
             proxy_name=proxy_name,
-            state=self.state(),
+            state=self.state(now),
             connected=self.connected,
             cooldown_remaining_s=cooldown,
             disabled_reason=self.disabled_reason,
@@ -322,5 +341,5 @@ class AccountWorker:
             last_error_class=self.last_error_class,
             last_error_message=self.last_error_message,
             last_used_s_ago=None if self.last_used is None else now - self.last_used,
-            tags=tuple(sorted(self.tags)),
+            tags=self.sorted_tags,
         )

@@ -33,6 +33,8 @@ class RateGate:
     the reservation and the next reservation counts from this call's *real* start, so no
     two starts are ever closer than ``interval_s``, jitter included.
 
+    A gate with ``interval_s == 0`` admits everyone at once, without jitter.
+
     Why the jitter sits inside the ``max``: added on top (``max(now, prev + interval) +
     jitter``) it would stretch every gap of a saturated gate to ``interval + jitter`` and cap
     utilization at ``2 / 2.1 = 95 %`` for the default 2 s interval. Inside the ``max`` it
@@ -101,7 +103,8 @@ class RateGate:
         try:
             await turn.wait()
             low, high = self.jitter_s
-            jitter = self.rng.uniform(low, high) if high > 0 else 0.0
+            # An ungated lane (interval 0) adds no jitter either: there is nothing to spread.
+            jitter = self.rng.uniform(low, high) if high > 0 and self.interval_s > 0 else 0.0
             # Jitter counts from this caller's arrival, so a head cancelled before its slot
             # never delays the next one beyond its own jitter: the slot is not wasted.
             start = max(arrival + jitter, self._last_start + self.interval_s)
@@ -133,7 +136,7 @@ class RateGate:
         job whose deadline falls before any possible start.
         """
         ahead = len(self._queue) + behind
-        low = self.jitter_s[0]
+        low = self.jitter_s[0] if self.interval_s > 0 else 0.0
         first = max(trio.current_time() + low, self._last_start + self.interval_s)
         return first + ahead * max(self.interval_s, low)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import collections
 import datetime as dt
 import logging
+import math
 import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
@@ -112,18 +113,26 @@ class _Waiter:
 
 
 def lock_sessions_of(accounts: Iterable[AccountConfig], state_dir: str) -> dict[str, SessionLock]:
-    """Take the exclusive session lock of each account, all or none.
+    """Take the exclusive session locks of each account, all or none.
 
     A file session is locked through its sibling ``<session>.lock``; a string session through
-    ``<state_dir>/locks/<account id>.lock``.
+    ``<state_dir>/locks/<account id>.lock`` and, machine-wide, through a lock named by the hash
+    of its text in this user's runtime directory (`mtpoold._sessionlock.runtime_lock_dir`), so
+    a second daemon with another state directory — or a second account holding the same text —
+    cannot use the same auth key. A session source that cannot be read (unset variable) is
+    reported by the client factory; it gets the state-directory lock only.
 
     Returns:
-        The held locks by account id.
+        The held locks by account id (a string session's machine-wide lock under
+        ``"<account id>#session"``).
 
     Raises:
-        SessionLocked: one is held elsewhere (names account, session path and holder PID);
-            the locks taken before it are released.
+        SessionLocked: one is held elsewhere (names account, session path and holder PID,
+            never the session text); the locks taken before it are released.
+        PermissionError: the runtime lock directory belongs to another user.
     """
+    from ._secrets import SecretUnavailable, load_string_session
+
     held: dict[str, SessionLock] = {}
     try:
         for acc in accounts:
@@ -133,6 +142,15 @@ def lock_sessions_of(accounts: Iterable[AccountConfig], state_dir: str) -> dict[
                 lock = SessionLock.for_string_session(acc.id, state_dir)
             lock.acquire()
             held[acc.id] = lock
+            if acc.session is None:
+                try:
+                    text = load_string_session(acc)
+                except SecretUnavailable:
+                    text = None
+                if text:
+                    machine_wide = SessionLock.for_session_text(acc.id, text)
+                    machine_wide.acquire()
+                    held[f"{acc.id}#session"] = machine_wide
     except BaseException:
         for lock in held.values():
             lock.release()
@@ -178,6 +196,7 @@ class Pool:
     _waiters: collections.deque[_Waiter] = attrs.field(init=False, factory=collections.deque)
     _ready: ReadyIndex = attrs.field(init=False, factory=ReadyIndex)
     _moving: set[str] = attrs.field(init=False, factory=set)
+    _rate: float | None = attrs.field(init=False, default=None)  # see _start_rate
     _client_factory: ClientFactory = attrs.field(init=False)
     _account_cfgs: dict[str, AccountConfig] = attrs.field(init=False, factory=dict)
     _session_locks: dict[str, SessionLock] = attrs.field(factory=dict)
@@ -230,7 +249,11 @@ class Pool:
         return lane
 
     def _release_session_locks(self, account_id: str | None = None) -> None:
-        ids = list(self._session_locks) if account_id is None else [account_id]
+        ids = (
+            list(self._session_locks)
+            if account_id is None
+            else [account_id, f"{account_id}#session"]  # see lock_sessions_of
+        )
         for acc_id in ids:
             lock = self._session_locks.pop(acc_id, None)
             if lock is not None:
@@ -419,6 +442,7 @@ class Pool:
         """
         acc = self._accounts[account_id]
         acc.disabled_reason = reason or "disabled by operator"
+        self._rate = None
         self._ready.discard(acc)
         log.warning("event=account_disabled account=%s reason=%s", acc.id, acc.disabled_reason)
         self._persist(acc)
@@ -431,6 +455,7 @@ class Pool:
         """
         acc = self._accounts[account_id]
         acc.disabled_reason = None
+        self._rate = None
         log.info("event=account_enabled account=%s", acc.id)
         self._persist(acc)
         if not acc.busy and acc.id not in self._moving:
@@ -462,7 +487,7 @@ class Pool:
         """Return a frozen snapshot of the pool, each lane and each account."""
         now = trio.current_time()
         accounts = tuple(
-            acc.statistics(proxy_name=acc.lane.name) for acc in self._accounts.values()
+            acc.statistics(proxy_name=acc.lane.name, now=now) for acc in self._accounts.values()
         )
         ready = sum(1 for a in accounts if a.state in ("ready", "idle"))
         cooling = sum(
@@ -532,7 +557,7 @@ class Pool:
             acc = self._accounts[acc_id]
             old_cfg = self._account_cfgs[acc_id]
             tg = config.telegram_for(acc_cfg)
-            acc.tags = frozenset(acc_cfg.tags)
+            acc.set_tags(frozenset(acc_cfg.tags))
             acc.connect_timeout_s = tg.connect_timeout_s
             acc.idle_disconnect_s = tg.idle_disconnect_s
             self._account_cfgs[acc_id] = acc_cfg
@@ -552,6 +577,8 @@ class Pool:
             self._lane_accounts[acc.lane.key].pop(acc.id, None)
             self._ready.discard(acc)
             self._nursery.start_soon(self._retire_account, acc)
+        self._rate = None
+        self._wake_waiters()  # pinned or tagged jobs may have lost or gained their accounts
         self._generation += 1
         self._loaded_at = self._wall_clock()
         log.info(
@@ -594,6 +621,7 @@ class Pool:
             if self._store is not None:
                 self._persist(acc)
                 self._orphaned = tuple(sorted({*self._orphaned, acc.id}))
+        self._wake_waiters()
         log.info("event=account_retired account=%s", acc.id)
 
     # -- jobs ------------------------------------------------------------------------------
@@ -616,6 +644,15 @@ class Pool:
         ):
             raise JobFailed(
                 ErrorClass.INVALID_ARGUMENT, "deadline must be a positive number of seconds"
+            )
+        if not math.isfinite(deadline_s):
+            raise JobFailed(ErrorClass.INVALID_ARGUMENT, "deadline must be a finite number")
+        if deadline_s > policy.job_deadline_s:
+            raise JobFailed(
+                ErrorClass.INVALID_ARGUMENT,
+                f"deadline {deadline_s:g} s (deadline_ms {deadline_s * 1000:g}) is over the"
+                f" operator's cap, policy.job_deadline_s = {policy.job_deadline_s:g} s"
+                f" (deadline_ms {policy.job_deadline_s * 1000:g})",
             )
         if account is not None and account not in self._accounts:
             raise JobFailed(ErrorClass.INVALID_ARGUMENT, f'no account with id "{account}"')
@@ -658,6 +695,14 @@ class Pool:
                     failed.message += (
                         f" (the next retry, in {backoff.delay_s:g} s, would pass the job deadline)"
                     )
+                    raise failed from None
+                except JobFailed as exc:
+                    if last is None or exc.error_class is not ErrorClass.NO_ACCOUNT_AVAILABLE:
+                        raise
+                    # The retry found no account: the failure that forced it is the answer.
+                    failed = self._job_failed(job, last)
+                    failed.message += f" (no account for a retry: {exc.message})"
+                    failed.retry_after_s = exc.retry_after_s or last.retry_after_s
                     raise failed from None
                 job.attempts += 1
                 job.last_account = acc.id
@@ -738,7 +783,8 @@ class Pool:
             return value
         except Judged as judged:
             outcome = judged.failure.error_class.value
-            self._apply(acc, judged.failure, judged.verdict)
+            if judged.failure.error_class is not ErrorClass.INVALID_ARGUMENT:  # caller's fault
+                self._apply(acc, judged.failure, judged.verdict)
             raise
         finally:
             acc.reserved = False
@@ -765,6 +811,7 @@ class Pool:
             acc.lane.record_proxy_failure(verdict.proxy_cooldown_s)
         if verdict.disable_reason is not None:
             acc.disabled_reason = verdict.disable_reason
+            self._rate = None
             log.warning(
                 "event=account_disabled account=%s reason=%s", acc.id, verdict.disable_reason
             )
@@ -854,6 +901,8 @@ class Pool:
                     account=job.last_account,
                     attempts=job.attempts,
                 )
+            if job.account is not None and job.account not in self._accounts:
+                raise self._no_account(job, float("inf"))
             acc, earliest, any_busy = self._pick(job, allow_avoided=allow_avoided)
             if acc is not None:
                 return self._reserve(acc)
@@ -867,6 +916,12 @@ class Pool:
                 continue
             if not any_busy and earliest > job.deadline:
                 raise self._no_account(job, earliest)
+            if any_busy:
+                # Every matching account is taken: shed the job now if, even with every
+                # proxy starting a call each interval, its turn comes after its deadline.
+                turn = self._turn_estimate(job)
+                if turn > job.deadline:
+                    raise self._no_account(job, turn)
             waiter = _Waiter(job, allow_avoided)
             self._waiters.append(waiter)
             try:
@@ -884,23 +939,82 @@ class Pool:
                 return waiter.account
             self._waiters.remove(waiter)  # a cooldown ended: pick again
 
+    def _turn_estimate(self, job: _Job) -> float:
+        """A lower bound of when a job queued now could start (trio clock, seconds).
+
+        The jobs waiting ahead of it each need a start; lanes start at most one call per
+        ``interval_s``. Pinned jobs count the waiters pinned to the same account and that
+        account's lane alone. ``-inf`` when some matching lane is ungated (interval 0) or
+        the job is restricted by tags (no cheap bound).
+        """
+        if job.tags:
+            return float("-inf")
+        if job.account is not None:
+            ahead = sum(1 for w in self._waiters if w.job.account == job.account)
+            interval = self._accounts[job.account].lane.interval_s
+            return trio.current_time() + (ahead + 1) * interval
+        rate = self._start_rate()
+        if rate == float("inf"):
+            return float("-inf")
+        return trio.current_time() + (len(self._waiters) + 1) / rate
+
+    def _start_rate(self) -> float:
+        """Calls per second all lanes with a usable account can start, at most (cached)."""
+        if self._rate is None:
+            rate = 0.0
+            usable = {
+                a.lane.key
+                for a in self._accounts.values()
+                if a.disabled_reason is None and not a.retired
+            }
+            for key in usable:
+                interval = self._lanes[key].interval_s
+                rate += float("inf") if interval <= 0 else 1.0 / interval
+            self._rate = rate
+        return self._rate
+
     def _no_account(self, job: _Job, earliest: float) -> JobFailed:
         now = trio.current_time()
         if earliest == float("inf"):
             return JobFailed(
                 ErrorClass.NO_ACCOUNT_AVAILABLE,
-                "no account can serve this job (all matching accounts are disabled)",
+                self._why_no_account(job),
                 account=job.last_account,
                 attempts=job.attempts,
             )
-        wait = earliest - now
+        wait = max(0.0, earliest - now)
         return JobFailed(
             ErrorClass.NO_ACCOUNT_AVAILABLE,
-            f"no account can start before the job deadline; the earliest could in {wait:.1f} s",
+            f"no account can start this job before its deadline; one could in {wait:.1f} s",
             retry_after_s=wait,
             account=job.last_account,
             attempts=job.attempts,
         )
+
+    def _wake_waiters(self) -> None:
+        """Make every waiting job pick again (the set of accounts changed, or shutdown)."""
+        for waiter in self._waiters:
+            waiter.event.set()
+
+    def begin_shutdown(self) -> None:
+        """Stop starting new work: jobs still waiting for an account, and any retry, fail
+        at once with SHUTTING_DOWN; calls already holding an account run on (the caller
+        decides how long, e.g. the daemon's ``shutdown_grace_s``)."""
+        if not self._closing:
+            self._closing = True
+            self._wake_waiters()
+
+    def _why_no_account(self, job: _Job) -> str:
+        """Say why no account will ever serve ``job`` (pinned, tags, or all disabled)."""
+        if job.account is not None:
+            acc = self._accounts.get(job.account)
+            if acc is None or acc.retired:
+                return f'account "{job.account}" was removed from the config'
+            if acc.disabled_reason is not None:
+                return f'account "{job.account}" is disabled: {acc.disabled_reason}'
+        if job.tags and not any(job.tags <= a.tags for a in self._accounts.values()):
+            return "no account has all the tags " + ", ".join(sorted(job.tags))
+        return "no account can serve this job: every matching account is disabled"
 
     def _release(self, acc: AccountWorker) -> None:
         """An account became free: hand it to the first waiting job that accepts it, or put
@@ -919,7 +1033,7 @@ class Pool:
     # -- shutdown ------------------------------------------------------------------------------
 
     async def _aclose(self) -> None:
-        self._closing = True
+        self.begin_shutdown()
         try:
             with trio.CancelScope(shield=True), trio.move_on_after(CLOSE_TIMEOUT_S):
                 async with trio.open_nursery() as nursery:
@@ -935,7 +1049,7 @@ async def open_pool(
     *,
     client_factory: ClientFactory | None = None,
     store: Any = None,
-    lock_sessions: bool = False,
+    lock_sessions: bool = True,
     wall_clock: Callable[[], float] = time.time,
     rng: random.Random | None = None,
 ) -> AsyncIterator[Pool]:
@@ -952,8 +1066,9 @@ async def open_pool(
         client_factory: Builds one account's client; default: real Telethon clients.
         store: A :class:`mtpoold._store.StateStore` to load from and write verdicts to.
         lock_sessions: Hold every account's session with an exclusive ``flock`` while the
-            pool uses it (the daemon does), so no second process can open it and get the
-            session killed with AUTH_KEY_DUPLICATED. Raises ``SessionLocked`` if one is held.
+            pool uses it (default; the daemon does too), so no second process can open it and
+            get the session killed with AUTH_KEY_DUPLICATED. Raises ``SessionLocked`` if one
+            is held. False only for tests that deliberately share sessions.
         wall_clock: UNIX time in seconds, used to store cooldowns across restarts.
         rng: Source of the gates' jitter.
 

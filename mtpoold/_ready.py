@@ -27,8 +27,8 @@ class ReadyIndex:
     * a lane's *start bound* is ``max(proxy cooldown end, last start + interval_s × (1 +
       accounts of the lane assigned to jobs))`` (a lane that never started counts from when
       it got its first job, less one interval). Lanes whose bound has passed can start at
-      once: they sit in a *ready* heap keyed by the last use of their least recently used
-      free account, so ties are broken by account LRU as the policy says. The others sit in
+      once: they sit in a *ready* heap keyed by the last assignment of their least recently
+      used free account, so ties are broken by account LRU as the policy says. The others sit in
       a *future* heap keyed by the bound; when a decision finds a bound passed, the lane is
       promoted. Each lane has one live entry; stale ones are re-ranked or dropped lazily when
       they reach the top, so every update is O(log P);
@@ -47,6 +47,9 @@ class ReadyIndex:
         self._cooling: list[tuple[float, int, AccountWorker]] = []
         self._assigned: collections.Counter[str] = collections.Counter()
         self._busy_since: dict[str, float] = {}  # lane key -> when its assigned count left 0
+        # account id -> order of its last assignment: an exact LRU even when several calls
+        # start at the same clock reading
+        self._last_use: dict[str, int] = {}
         self._seq = itertools.count()
 
     def __repr__(self) -> str:
@@ -66,8 +69,8 @@ class ReadyIndex:
         return max(lane.cooldown_until, last + lane.interval_s * (1 + assigned))
 
     def _lru_key(self, key: str) -> float:
-        first = next(iter(self._free[key].values()))
-        return float("-inf") if first.last_used is None else first.last_used
+        first = next(iter(self._free[key]))
+        return self._last_use.get(first, -1)
 
     def _rank(self, lane: ProxyLane) -> None:
         """(Re-)rank the lane: its previous heap entry, if any, becomes stale."""
@@ -128,6 +131,7 @@ class ReadyIndex:
         if not self._assigned[acc.lane.key]:
             self._busy_since[acc.lane.key] = trio.current_time()
         self._assigned[acc.lane.key] += 1
+        self._last_use[acc.id] = next(self._seq)
         free = self._free.get(acc.lane.key)
         if free is not None:
             free.pop(acc.id, None)

@@ -79,7 +79,7 @@ def test_RateGate_invariants_under_generated_arrivals(
 
     # 3. Nobody starts before arriving plus the minimum jitter.
     for i, t in starts:
-        assert t >= arrivals[i] + 0.05 - EPS
+        assert t >= arrivals[i] + (0.05 if interval > 0 else 0.0) - EPS
 
     # 4. Every waiter not cancelled got a slot.
     uncancelled = set(range(len(arrivals))) - set(cancel_after)
@@ -126,8 +126,13 @@ def test_RateGate_utilization_under_saturation(interval: float) -> None:
     )
 
 
+def test_RateGate_with_interval_0_admits_at_once_without_jitter() -> None:
+    starts, _ = run_scenario(0.0, [0.0] * 5 + [3.0], {})
+    assert sorted(t for _, t in starts) == [0.0] * 5 + [3.0]
+
+
 def test_RateGate_idle_gate_spreads_starts_by_jitter() -> None:
-    starts, _ = run_scenario(0.0, [0.0, 5.0, 10.0], {}, jitter_s=(0.05, 0.15), seed=3)
+    starts, _ = run_scenario(0.5, [0.0, 5.0, 10.0], {}, jitter_s=(0.05, 0.15), seed=3)
     for (_, t), at in zip(starts, [0.0, 5.0, 10.0], strict=True):
         assert 0.05 - EPS <= t - at <= 0.15 + EPS
 

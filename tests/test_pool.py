@@ -191,7 +191,9 @@ async def test_Pool_proxy_backoff_doubles(
     world = World()
     down = python_socks.ProxyConnectionError("Could not connect to proxy")
     world.connect_scripts["a1"].extend([down, down, down])
-    config = make_config(tmp_path, accounts={"a1": "p1"}, policy={"max_attempts": 3})
+    config = make_config(
+        tmp_path, accounts={"a1": "p1"}, policy={"max_attempts": 3, "job_deadline_s": 1000}
+    )
     async with open_pool(config, client_factory=world.factory()) as pool:
         t0 = trio.current_time()
         with pytest.raises(JobFailed) as info:
@@ -270,7 +272,12 @@ async def test_Pool_generic_error_backs_off_on_the_old_schedule_and_is_bounded(
     world = World()
     boom = tg.RPCError(request=None, message="INTERNAL_SERVER_ERROR", code=500)
     world.script("a1", *[boom] * 5)
-    config = make_config(tmp_path, accounts={"a1": "p1"}, proxies={"p1": {"interval_s": 0.0}})
+    config = make_config(
+        tmp_path,
+        accounts={"a1": "p1"},
+        proxies={"p1": {"interval_s": 0.0}},
+        policy={"job_deadline_s": 10_000},
+    )
     async with open_pool(config, client_factory=world.factory()) as pool:
         with pytest.raises(JobFailed) as info:
             await pool.invoke("help.GetConfig", {}, deadline_s=10_000)
@@ -320,11 +327,104 @@ async def test_Pool_no_account_available_fails_at_once_with_earliest_time(
     config = make_config(tmp_path, accounts={"a1": "p1"})
     async with open_pool(config, client_factory=world.factory()) as pool:
         t0 = trio.current_time()
+        # The job that met the FLOOD_WAIT answers with it: no account can take its retry
+        with pytest.raises(JobFailed) as info:
+            await pool.invoke("help.GetConfig", {}, deadline_s=180)
+        assert info.value.error_class is ErrorClass.FLOOD_WAIT
+        assert info.value.retry_after_s == pytest.approx(300, abs=3)
+        assert "no account for a retry" in info.value.message
+        # A new job finds the only account cooling past its deadline: NO_ACCOUNT_AVAILABLE
         with pytest.raises(JobFailed) as info:
             await pool.invoke("help.GetConfig", {}, deadline_s=180)
         assert info.value.error_class is ErrorClass.NO_ACCOUNT_AVAILABLE
+        assert info.value.attempts == 0
         assert info.value.retry_after_s == pytest.approx(300, abs=3)
-        assert trio.current_time() - t0 < 3  # did not sleep towards the deadline
+        assert trio.current_time() - t0 < 3  # neither slept towards the deadline
+
+
+async def test_Pool_sheds_queued_jobs_whose_turn_comes_after_their_deadline(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    # One proxy at one start per 2 s, two connected accounts; a burst of 20 jobs with a 10 s
+    # deadline. Four can start in time: most others fail at once with NO_ACCOUNT_AVAILABLE
+    # instead of timing out at 10 s. The estimate is a lower bound (it never sheds a job
+    # that could make it), so the two jobs that had an account but whose start fell past the
+    # deadline still end as DEADLINE_EXCEEDED.
+    world = World()
+    config = make_config(
+        tmp_path,
+        proxies={"p1": {"interval_s": 2.0, "capacity": 2}},
+        accounts={"a1": "p1", "a2": "p1"},
+    )
+    outcomes: list[tuple[str, float]] = []
+    async with open_pool(config, client_factory=world.factory()) as pool:
+        for acc in ("a1", "a2"):  # connect both first
+            await pool.invoke("help.GetConfig", {}, account=acc)
+        t0 = trio.current_time()
+
+        async def job() -> None:
+            try:
+                await pool.invoke("help.GetConfig", {}, deadline_s=10)
+                outcomes.append(("ok", trio.current_time() - t0))
+            except JobFailed as exc:
+                outcomes.append((exc.error_class.value, trio.current_time() - t0))
+
+        async with trio.open_nursery() as nursery:
+            for _ in range(20):
+                nursery.start_soon(job)
+                await trio.testing.wait_all_tasks_blocked()
+    kinds = [k for k, _ in outcomes]
+    shed = [t for k, t in outcomes if k == "NO_ACCOUNT_AVAILABLE"]
+    assert kinds.count("ok") == 4  # starts at +2, +4, +6, +8 s
+    assert len(shed) == 13 and all(t == 0 for t in shed)  # at once, not at the deadline
+    assert kinds.count("DEADLINE_EXCEEDED") == 3  # the lower bound let them wait
+
+
+async def test_Pool_no_account_messages_say_why(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    config = make_config(tmp_path, accounts={"a1": "p1", "a2": "p2"}, tags={"a2": ["eu"]})
+    async with open_pool(config, client_factory=World().factory()) as pool:
+        pool.disable_account("a1", "banned in the panel")
+        with pytest.raises(JobFailed) as info:
+            await pool.invoke("help.GetConfig", {}, account="a1")
+        assert info.value.message == 'account "a1" is disabled: banned in the panel'
+        with pytest.raises(JobFailed) as info:
+            await pool.invoke("help.GetConfig", {}, tags=["us"])
+        assert info.value.message == "no account has all the tags us"
+        pool.disable_account("a2", "x")
+        with pytest.raises(JobFailed) as info:
+            await pool.invoke("help.GetConfig", {})
+        assert info.value.message == (
+            "no account can serve this job: every matching account is disabled"
+        )
+
+
+async def test_Pool_begin_shutdown_answers_waiting_jobs_at_once(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    world = World()
+    world.script("a1", Sleep(20, {"done": True}))
+    config = make_config(tmp_path, accounts={"a1": "p1"})
+    results: list[object] = []
+    async with open_pool(config, client_factory=world.factory()) as pool:
+
+        async def job() -> None:
+            try:
+                results.append((await pool.invoke("help.GetConfig", {})).value)
+            except JobFailed as exc:
+                results.append((exc.error_class, trio.current_time()))
+
+        async with trio.open_nursery() as nursery:
+            for _ in range(3):
+                nursery.start_soon(job)
+            await trio.sleep(5)
+            t = trio.current_time()
+            pool.begin_shutdown()
+            await trio.testing.wait_all_tasks_blocked()
+            # the two waiting jobs are answered now; the call in flight runs on
+            assert results == [(ErrorClass.SHUTTING_DOWN, t), (ErrorClass.SHUTTING_DOWN, t)]
+    assert results[-1] == {"done": True}
 
 
 async def test_Pool_gate_queue_too_long_for_the_deadline_fails_at_once(

@@ -362,6 +362,11 @@ async def run_daemon(
                             )
                             sd_notify("STOPPING=1")
                             server.request_shutdown()
+                            # Jobs still waiting for an account answer SHUTTING_DOWN now;
+                            # calls already running get the grace period.
+                            begin = getattr(pool, "begin_shutdown", None)
+                            if begin is not None:
+                                begin()
                         else:
                             _log.warning("daemon.stopping_now signal=%s", name)
                             nursery.cancel_scope.cancel()

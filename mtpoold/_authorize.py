@@ -21,6 +21,8 @@ from __future__ import annotations
 import getpass
 import json
 import os
+import re
+import sqlite3
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -52,6 +54,7 @@ __all__ = [
     "Prompter",
     "authorize_account",
     "authorize_accounts",
+    "check_phone",
     "write_session_file",
 ]
 
@@ -125,22 +128,40 @@ class Prompter:
     ask: Callable[[str, bool], str] = attrs.field(factory=lambda: _ask_terminal)
 
     def get_phone(self, account_id: str) -> str:
-        """The phone number to log ``account_id`` in with."""
+        """The phone number to log ``account_id`` in with, normalized (see `check_phone`).
+
+        Raises:
+            AuthorizeFailed: (exit code 2) if it is not a phone number, or stdin ended.
+        """
         if self.phone is not None:
-            return self.phone.strip()
-        return self.ask(f"Phone number for account {account_id} (international format): ", False)
+            return check_phone(account_id, self.phone)
+        prompt = f"Phone number for account {account_id} (international format): "
+        answer = self._ask(account_id, prompt, "phone number", "--phone", secret=False)
+        return check_phone(account_id, answer)
 
     def get_code(self, account_id: str, phone: str) -> str:
         """The login code Telegram sent for ``phone``."""
         if self.code_from is not None:
             return self._read(account_id, self.code_from, "login code")
-        return self.ask(f"Login code sent to {phone} (account {account_id}): ", True)
+        prompt = f"Login code sent to {phone} (account {account_id}): "
+        return self._ask(account_id, prompt, "login code", "--code-from", secret=True)
 
     def get_password(self, account_id: str) -> str:
         """The account's 2FA password (no stripping of inner spaces)."""
         if self.password_from is not None:
             return self._read(account_id, self.password_from, "2FA password")
-        return self.ask(f"2FA password of account {account_id}: ", True)
+        prompt = f"2FA password of account {account_id}: "
+        return self._ask(account_id, prompt, "2FA password", "--password-from", secret=True)
+
+    def _ask(self, account_id: str, prompt: str, what: str, option: str, *, secret: bool) -> str:
+        try:
+            return self.ask(prompt, secret)
+        except EOFError:  # stdin closed, or not a terminal and empty (cron, `< /dev/null`)
+            raise AuthorizeFailed(
+                account_id,
+                f"no {what}: stdin ended (not a terminal?); run it in a terminal or pass {option}",
+                exit_code=EXIT_USAGE,
+            ) from None
 
     def _read(self, account_id: str, source: str, what: str) -> str:
         if source == "-":
@@ -155,6 +176,45 @@ class Prompter:
             raise AuthorizeFailed(
                 account_id, f"cannot read the {what} from {source}: {reason}", exit_code=EXIT_USAGE
             ) from None
+
+
+_PHONE_RE: Final = re.compile(r"^\+?[0-9]{5,15}$")  # E.164: at most 15 digits
+_PHONE_PUNCTUATION: Final = str.maketrans("", "", " -().")
+
+
+def check_phone(account_id: str, phone: str) -> str:
+    """Normalize a phone number in international format, or refuse it.
+
+    Spaces, dashes, dots and parentheses are dropped (``+1 (555) 000-0001`` is
+    ``+15550000001``); what remains must be digits (5 to 15) with an optional leading ``+``.
+
+    Raises:
+        AuthorizeFailed: (exit code 2) naming what was given (it is not a secret).
+    """
+    text = phone.strip().translate(_PHONE_PUNCTUATION)
+    if not _PHONE_RE.match(text):
+        raise AuthorizeFailed(
+            account_id,
+            f"invalid phone number {json.dumps(phone.strip())}: expected international"
+            " format, digits with an optional leading + (e.g. +15551234567)",
+            exit_code=EXIT_USAGE,
+        )
+    return text
+
+
+def _session_holds_login(path: Path) -> bool:
+    """Whether a Telethon session file holds an auth key (it was logged in)."""
+    if not path.is_file():
+        return False
+    try:
+        db = sqlite3.connect(f"{path.absolute().as_uri()}?mode=ro", uri=True)
+        try:
+            rows = db.execute("SELECT auth_key FROM sessions").fetchall()
+        finally:
+            db.close()
+    except sqlite3.Error:  # not a session database: nothing to lose by replacing it
+        return False
+    return any(row[0] for row in rows)
 
 
 def _ask_terminal(prompt: str, secret: bool) -> str:
@@ -225,7 +285,7 @@ def write_session_file(
 
 
 async def authorize_account(
-    config: Config, account: AccountConfig, prompter: Prompter
+    config: Config, account: AccountConfig, prompter: Prompter, *, force: bool = False
 ) -> Authorized:
     """Log one account in and write its session file; must run inside a trio-asyncio loop.
 
@@ -233,13 +293,15 @@ async def authorize_account(
         config: The config (for the account's proxy and server).
         account: The account; it must have a ``session`` file path.
         prompter: Where the phone number, code and password come from.
+        force: Log in again even if the session file already holds a login.
 
     Returns:
         Who is logged in and where the session was written.
 
     Raises:
-        AuthorizeFailed: wrong code or password, invalid phone, Telegram or proxy failure
-            (exit code 1); string-session account (exit code 2). Nothing was written.
+        AuthorizeFailed: wrong code or password, Telegram or proxy failure (exit code 1);
+            string-session account, invalid phone number, stdin ended, or a session file
+            that already holds a login without ``force`` (exit code 2). Nothing was written.
         SessionLocked: the daemon (or another authorize) holds the session.
         ConfigError: the account's proxy, server or RSA keys cannot be used.
     """
@@ -257,6 +319,14 @@ async def authorize_account(
 
     proxy = config.proxy_for(account)
     with SessionLock.for_session_file(aid, account.session):
+        existing = session_file_path(account.session)
+        if not force and _session_holds_login(existing):
+            raise AuthorizeFailed(
+                aid,
+                f"session file {existing} already holds a login; pass --force to log in"
+                " again and replace it",
+                exit_code=EXIT_USAGE,
+            )
         client = TelethonClient(
             account=account,
             telegram=telegram,
@@ -294,7 +364,9 @@ async def _log_in(client: TelethonClient, aid: str, prompter: Prompter) -> Any:
     try:
         await client.aio(tg.send_code_request, phone)
     except tl_errors.PhoneNumberInvalidError:
-        raise AuthorizeFailed(aid, f"Telegram does not know the phone number {phone}") from None
+        raise AuthorizeFailed(
+            aid, f"Telegram does not know the phone number {phone}", exit_code=EXIT_USAGE
+        ) from None
     except tl_errors.RPCError as exc:
         reason = classify(exc).message
         raise AuthorizeFailed(aid, f"sending the login code failed: {reason}") from None
@@ -337,6 +409,7 @@ def authorize_accounts(
     phone: str | None = None,
     code_from: str | None = None,
     password_from: str | None = None,
+    force: bool = False,
     out: TextIO | None = None,
 ) -> list[Authorized]:
     """Authorize accounts one after another (``mtpoold authorize``); runs its own Trio loop.
@@ -347,6 +420,7 @@ def authorize_accounts(
         phone: The phone number; only with a single account.
         code_from: File with the login code, or ``"-"`` for stdin; only with a single account.
         password_from: File with the 2FA password, or ``"-"``; only with a single account.
+        force: Log in again accounts whose session file already holds a login.
         out: Where one success line per account is printed (default stdout).
 
     Returns:
@@ -364,6 +438,8 @@ def authorize_accounts(
             "--phone, --code-from and --password-from need exactly one ACCOUNT_ID",
             exit_code=EXIT_USAGE,
         )
+    if phone is not None:  # refuse a malformed --phone before connecting anywhere
+        phone = check_phone(accounts[0].id, phone)
     prompter = Prompter(phone=phone, code_from=code_from, password_from=password_from)
     out = out or sys.stdout
 
@@ -371,7 +447,7 @@ def authorize_accounts(
         done = []
         async with trio_asyncio.open_loop():
             for account in accounts:
-                result = await authorize_account(config, account, prompter)
+                result = await authorize_account(config, account, prompter, force=force)
                 who = f"@{result.username}" if result.username else "user"
                 print(
                     f"account {result.account_id}: authorized as {who} (id {result.user_id});"

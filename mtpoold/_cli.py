@@ -40,6 +40,7 @@ EXIT_OK: Final = 0
 EXIT_JOB_FAILED: Final = 1
 EXIT_USAGE: Final = 2
 EXIT_UNREACHABLE: Final = 3
+EXIT_BROKEN_PIPE: Final = 141  # 128 + SIGPIPE, what a shell reports for `yes | head`
 
 DEFAULT_CONFIG: Final = "mtpoold.toml"
 _CONTROL_METHODS: Final = frozenset(
@@ -182,7 +183,14 @@ def _build_parser() -> argparse.ArgumentParser:
         nargs="*",
         help="default: every account with a session file",
     )
-    authorize.add_argument("--phone", help="the phone number (one account only)")
+    authorize.add_argument(
+        "--phone", help="the phone number, international format (one account only)"
+    )
+    authorize.add_argument(
+        "--force",
+        action="store_true",
+        help="log in again even if the session file already holds a login (replaces it)",
+    )
     authorize.add_argument(
         "--code-from", metavar="FILE", help="read the login code from FILE ('-': stdin)"
     )
@@ -211,8 +219,70 @@ def _load_config(path: Path) -> Any:
     try:
         return load_config(path)
     except ConfigError as exc:
-        lines = [p if p.startswith(str(path)) else f"{path}: {p}" for p in exc.problems]
-        raise _Fail(EXIT_USAGE, "\n".join(lines)) from None
+        raise _config_fail(path, exc) from None
+
+
+def _daemon_address(path: Path, *, quiet: bool) -> tuple[str, Path]:
+    """``daemon.listen`` and ``daemon.state_dir`` of the config at ``path``.
+
+    A config that does not validate (the operator is editing it, and will ask the running
+    daemon to ``reload`` it) still names its daemon: the two keys are read leniently from the
+    raw TOML, ``state_dir`` made absolute against the config's directory as `load_config`
+    does, and a note goes to stderr (except for ``reload``, whose reply lists the problems).
+
+    Raises:
+        _Fail: (exit 2, every problem) if not even those two keys can be read.
+    """
+    import tomllib
+
+    from ._config import DaemonConfig, load_config
+    from ._errors import ConfigError
+
+    try:
+        config = load_config(path)
+    except ConfigError as exc:
+        failure = _config_fail(path, exc)
+    else:
+        return config.daemon.listen, Path(config.daemon.state_dir)
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+        raise failure from None
+    daemon = raw.get("daemon", {})
+    if not isinstance(daemon, dict):
+        raise failure
+    defaults = DaemonConfig()
+    listen = daemon.get("listen", defaults.listen)
+    state_dir = daemon.get("state_dir", defaults.state_dir)
+    if not isinstance(listen, str) or not isinstance(state_dir, str) or not state_dir.strip():
+        raise failure
+    if not quiet:
+        n = failure.message.count("\n") + 1
+        print(
+            f"mtpoold: note: {path} has {n} problem{'s' if n != 1 else ''}"
+            " (mtpoold check-config lists them); reaching the daemon at its daemon.listen",
+            file=sys.stderr,
+        )
+    return listen, path.resolve().parent / Path(state_dir).expanduser()
+
+
+def _config_fail(path: Path, exc: Any) -> _Fail:
+    lines = [p if p.startswith(str(path)) else f"{path}: {p}" for p in exc.problems]
+    return _Fail(EXIT_USAGE, "\n".join(lines))
+
+
+def _startup_problems(config: Any) -> list[str]:
+    """The checks the daemon runs before it starts anything (`telethon_client_factory`):
+    session sources resolvable (session files present, variables set, credentials there),
+    RSA keys, servers and proxies expressible to Telethon."""
+    from ._client import telethon_client_factory
+    from ._errors import ConfigError
+
+    try:
+        telethon_client_factory(config)
+    except ConfigError as exc:
+        return list(exc.problems)
+    return []
 
 
 def _locate(args: argparse.Namespace) -> tuple[Any, str]:
@@ -222,21 +292,16 @@ def _locate(args: argparse.Namespace) -> tuple[Any, str]:
 
     url = getattr(args, "url", None) or os.environ.get("MTPOOLD_URL")
     token_file = getattr(args, "token_file", None) or os.environ.get("MTPOOLD_TOKEN_FILE")
-    config = None
+    listen, state_dir = "127.0.0.1:8765", Path("state")
     if url is None or token_file is None:
         path, explicit = _config_path(args)
         if explicit or path.exists():
-            config = _load_config(path)
+            listen, state_dir = _daemon_address(path, quiet=args.command == "reload")
     try:
-        if url is not None:
-            target = parse_target(url)
-        else:
-            listen = config.daemon.listen if config is not None else "127.0.0.1:8765"
-            target = target_from_listen(listen)
+        target = parse_target(url) if url is not None else target_from_listen(listen)
     except ValueError as exc:
         raise _Fail(EXIT_USAGE, f"bad daemon address: {exc}") from None
     if token_file is None:
-        state_dir = Path(config.daemon.state_dir) if config is not None else Path("state")
         token_file = str(token_path(state_dir))
     try:
         token = read_token(Path(token_file))
@@ -266,6 +331,9 @@ def _request(
 def _cmd_check_config(args: argparse.Namespace) -> int:
     path = Path(args.path)
     config = _load_config(path)
+    problems = _startup_problems(config)
+    if problems:
+        raise _Fail(EXIT_USAGE, "\n".join(f"{path}: {p}" for p in problems))
     d = config.daemon
     print(
         f"{path}: ok: {len(config.accounts)} accounts, {len(config.proxies)} proxies,"
@@ -282,6 +350,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     path, _ = _config_path(args)
     config = _load_config(path)
+    problems = _startup_problems(config)  # exit 2 before anything is created or started
+    if problems:
+        raise _Fail(EXIT_USAGE, "\n".join(f"{path}: {p}" for p in problems))
     configure_logging(args.log_level)
     # Whatever the daemon creates (sessions, their journals, the state store, locks) is
     # private to its user, whatever umask it was started with.
@@ -401,10 +472,18 @@ def _control(args: argparse.Namespace, method: str, params: dict[str, Any] | Non
 
 
 def _cmd_reload(args: argparse.Namespace) -> int:
-    result = _control(args, "reload", None)
+    from ._rpc import RpcError
+
     if args.json:
+        try:
+            result = _request(args, "reload", None, timeout_s=60.0)
+        except RpcError as err:
+            print(json.dumps({"error": err.to_object()}, indent=2, sort_keys=True))
+            code = EXIT_USAGE if err.code in _USAGE_CODES else EXIT_JOB_FAILED
+            raise _Fail(code, f"mtpoold: reload failed: {err.message}") from None
         print(json.dumps(result, indent=2, sort_keys=True))
         return EXIT_OK
+    result = _control(args, "reload", None)
 
     def ids(key: str) -> str:
         return ", ".join(map(str, result.get(key) or ())) or "-"
@@ -468,6 +547,7 @@ def _cmd_authorize(args: argparse.Namespace) -> int:
             phone=args.phone,
             code_from=args.code_from,
             password_from=args.password_from,
+            force=args.force,
         )
     except SessionLocked as exc:
         raise _Fail(EXIT_USAGE, f"mtpoold authorize: {exc}; stop the daemon first") from None
@@ -516,14 +596,31 @@ def main(argv: list[str] | None = None) -> int:
         return fail.code
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # `mtpoold ... | head`: the reader left; leave quietly
+        return _broken_pipe()
     except SystemExit as exc:  # --help / --version
         return exc.code if isinstance(exc.code, int) else EXIT_OK
     except Exception as exc:  # a bug: still one line, unless asked for the traceback
+        if isinstance(exc, BaseExceptionGroup) and all(
+            isinstance(leaf, BrokenPipeError) for leaf in _leaves(exc)
+        ):
+            return _broken_pipe()
         if os.environ.get("MTPOOLD_DEBUG"):
             raise
         message = f"mtpoold: internal error: {type(exc).__name__}: {exc}"
         print(f"{message} (MTPOOLD_DEBUG=1 shows the traceback)", file=sys.stderr)
         return EXIT_JOB_FAILED
+
+
+def _broken_pipe() -> int:
+    """Exit like other CLIs whose reader went away: no message, status 128 + SIGPIPE."""
+    try:  # the interpreter flushes stdout at exit: point it at /dev/null so that stays quiet
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):
+        pass
+    return EXIT_BROKEN_PIPE
 
 
 def entry() -> NoReturn:

@@ -273,6 +273,20 @@ def _check_session_source(account: AccountConfig) -> list[str]:
     return []
 
 
+def _check_session_file(account: AccountConfig, index: int) -> list[str]:
+    """A configured session file must exist: Telethon would otherwise start a fresh, logged-out
+    session and every call would fail. `mtpoold authorize` creates it (and skips this check)."""
+    if account.session is None:
+        return []
+    path = session_file_path(account.session)
+    if path.is_file():
+        return []
+    return [
+        f"accounts[{index}].session: no session file at {path.absolute()};"
+        f" log the account in with: mtpoold authorize {account.id}"
+    ]
+
+
 # --- the client -----------------------------------------------------------------------------
 
 
@@ -747,8 +761,9 @@ def telethon_client_factory(config: Config) -> Callable[[AccountConfig], Teletho
     """Check every account's Telethon settings once and return a client factory.
 
     Registers the configured extra RSA keys with Telethon (once per key per process) and
-    checks, for every account, that its session source can be loaded and its server and
-    proxy can be expressed to Telethon — so a broken account fails at start-up, not at its
+    checks, for every account, that its session source can be loaded (a session file exists,
+    a variable is set, a credential file is present) and its server and proxy can be
+    expressed to Telethon — so a broken account fails at start-up, not at its
     first job.
 
     Args:
@@ -764,7 +779,7 @@ def telethon_client_factory(config: Config) -> Callable[[AccountConfig], Teletho
 
     problems: list[str] = []
     seen_proxies: set[str] = set()
-    for account in config.accounts:
+    for index, account in enumerate(config.accounts):
         telegram = config.telegram_for(account)
         where = f"accounts.{account.id}.telegram" if account.telegram else "telegram"
         problems += _check_server(telegram, where)
@@ -793,3 +808,4 @@ def telethon_client_factory(config: Config) -> Callable[[AccountConfig], Teletho
         )
 
     return factory
+        problems += _check_session_file(account, index)

@@ -430,7 +430,9 @@ class Config:
     """The whole configuration file.
 
     Invariants (checked on construction, reported by `parse_config`): proxy names and account
-    ids are unique, no two accounts share a session file, every ``account.proxy`` names a proxy.
+    ids are unique, no two accounts share a session file, an inline session string, a
+    ``session_string_env`` variable or a ``session_credential``, every ``account.proxy`` names
+    a proxy.
     """
 
     daemon: DaemonConfig = attrs.field(factory=DaemonConfig)
@@ -511,6 +513,11 @@ def _cross_problems(
             key = _session_file_key(session, base_dir)
             if key in seen_session:
                 problems.append(
+    seen_string_source: dict[str, dict[str, int]] = {
+        "session_string": {},
+        "session_string_env": {},
+        "session_credential": {},
+    }
                     f"accounts[{i}].session: same session file as accounts[{seen_session[key]}]"
                     f" ({key})"
                 )
@@ -531,6 +538,25 @@ def _get(entry: Any, key: str) -> Any:
 # --- proxy key ------------------------------------------------------------------------------------
 
 
+        for source, seen in seen_string_source.items():
+            value = _get(a, source)
+            if not isinstance(value, str) or not value.strip():
+                continue
+            # One auth key, two accounts: Telegram revokes it (AUTH_KEY_DUPLICATED). The
+            # value is compared, never shown (an inline session string is a secret).
+            value = value.strip()
+            if value in seen:
+                what = {
+                    "session_string": "the same session string",
+                    "session_string_env": f"the same environment variable {value}",
+                    "session_credential": f"the same credential {json.dumps(value)}",
+                }[source]
+                problems.append(
+                    f"accounts[{i}].{source}: {what} as accounts[{seen[value]}].{source}"
+                    " (one auth key must never be used by two accounts)"
+                )
+            else:
+                seen[value] = i
 def proxy_key(proxy: ProxyConfig | None) -> str:
     """The PHP system's key of a proxy, used in state and job metadata.
 

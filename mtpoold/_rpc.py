@@ -232,8 +232,19 @@ class Request:
     params: dict[str, Any] | list[Any] | None
 
 
+class _NotJson(ValueError):
+    """Text `json.loads` would accept but JSON (RFC 8259) does not: NaN, Infinity, 1e999."""
+
+
 def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not valid JSON")
+    raise _NotJson(f"{name} is not allowed")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):  # 1e999 parses as inf
+        raise _NotJson(f"number {text} is out of range")
+    return value
 
 
 def _json_type(value: object) -> str:
@@ -275,10 +286,21 @@ def parse_request(frame: str | bytes) -> Request:
             object nor an array. ``request_id`` carries the id whenever it was readable.
     """
     try:
-        obj = json.loads(frame, parse_constant=_reject_constant)
+        obj = json.loads(frame, parse_constant=_reject_constant, parse_float=_finite_float)
     except (ValueError, RecursionError) as exc:  # JSONDecodeError and UnicodeDecodeError too
-        detail = exc.msg if isinstance(exc, json.JSONDecodeError) else type(exc).__name__
-        raise RpcError(PARSE_ERROR, f"parse error: {detail}", error_class="PARSE_ERROR") from None
+        if isinstance(exc, json.JSONDecodeError):
+            detail = f"{exc.msg} (line {exc.lineno} column {exc.colno})"
+        elif isinstance(exc, _NotJson):
+            detail = str(exc)
+        elif isinstance(exc, UnicodeDecodeError):
+            detail = "the frame is not UTF-8 text"
+        elif isinstance(exc, RecursionError):
+            detail = "nested too deeply"
+        else:  # pragma: no cover - json.loads raises nothing else
+            detail = type(exc).__name__
+        raise RpcError(
+            PARSE_ERROR, f"not valid JSON: {detail}", error_class="PARSE_ERROR"
+        ) from None
     if isinstance(obj, list):
         raise _invalid_request("batches are not supported: send one request per frame")
     if not isinstance(obj, dict):

@@ -3,8 +3,12 @@
 Two processes using the same auth key at once get each other's updates, trip
 ``AUTH_KEY_DUPLICATED`` and can get the session revoked. `SessionLock` prevents that with an
 exclusive, non-blocking ``flock`` on a lock file next to the session (``<session>.lock``) or,
-for string sessions that have no file, on ``<state_dir>/locks/<account_id>.lock``. The kernel
-drops the lock when the holder dies, however it dies, so there is no stale-lock cleanup.
+for string sessions that have no file, on ``<state_dir>/locks/<account_id>.lock`` *and* on a
+lock named by the session text's hash in a per-user, machine-wide runtime directory
+(`runtime_lock_dir`: ``$XDG_RUNTIME_DIR/mtpoold/locks``, else
+``<tempdir>/mtpoold-<uid>/locks``), so two daemons with different state directories still
+cannot run one string session. The kernel drops the lock when the holder dies, however it
+dies, so there is no stale-lock cleanup.
 
 The holder writes its PID into the lock file so the next one can say who holds it. The lock
 file is never deleted (unlinking a flock'ed file lets two processes lock two different files).
@@ -13,8 +17,11 @@ file is never deleted (unlinking a flock'ed file lets two processes lock two dif
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import os
-from collections.abc import Callable
+import stat
+import tempfile
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Final, final
@@ -22,12 +29,14 @@ from typing import Final, final
 import attrs
 
 from ._errors import MtpooldError
-from ._secrets import PRIVATE_FILE_MODE, ensure_private_dir
+from ._secrets import PRIVATE_DIR_MODE, PRIVATE_FILE_MODE, ensure_private_dir
 
-__all__ = ["SessionLock", "SessionLocked"]
+__all__ = ["SessionLock", "SessionLocked", "runtime_lock_dir", "session_text_key"]
 
 LOCK_SUFFIX: Final = ".lock"
 LOCKS_DIR_NAME: Final = "locks"  # under the state directory, for string sessions
+RUNTIME_DIR_NAME: Final = "mtpoold"  # under $XDG_RUNTIME_DIR
+SESSION_KEY_HEX: Final = 32  # hex characters of sha256(session text) naming a runtime lock
 _MAX_PID_BYTES: Final = 32
 
 
@@ -58,7 +67,7 @@ class SessionLocked(MtpooldError):
             f"session {session_path}"
             if session_path is not None
             else f"string session (lock {lock_path})"
-        )
+        )  # the lock's name is a hash, never the session text
         who = f"PID {holder_pid}" if holder_pid is not None else "another process (PID unknown)"
         super().__init__(f'account "{account_id}": {what} is in use by {who}')
 
@@ -70,6 +79,66 @@ def _rebuild(
     account_id: str, session_path: Path | None, holder_pid: int | None, lock_path: Path
 ) -> SessionLocked:
     return SessionLocked(account_id, session_path, holder_pid, lock_path=lock_path)
+
+
+def session_text_key(session_text: str) -> str:
+    """The name of a string session's machine-wide lock: sha256 of the text, first 32 hex.
+
+    Surrounding whitespace is ignored (the session loaders strip it too).
+    """
+    digest = hashlib.sha256(session_text.strip().encode("utf-8")).hexdigest()
+    return digest[:SESSION_KEY_HEX]
+
+
+def runtime_lock_dir(environ: Mapping[str, str] | None = None) -> Path:
+    """This user's machine-wide directory of string-session locks, created 0700.
+
+    ``$XDG_RUNTIME_DIR/mtpoold/locks`` when ``XDG_RUNTIME_DIR`` is set, else
+    ``<tempfile.gettempdir()>/mtpoold-<uid>/locks``. Every directory mtpoold creates on that
+    path is made 0700 and must belong to this user: in a shared temporary directory another
+    user could have created it first to watch or steal the locks.
+
+    Args:
+        environ: The environment (default `os.environ`).
+
+    Returns:
+        The directory (it exists).
+
+    Raises:
+        PermissionError: a directory on the path belongs to another user, or is a symlink.
+        OSError: a directory cannot be created.
+    """
+    env = os.environ if environ is None else environ
+    runtime = env.get("XDG_RUNTIME_DIR")
+    if runtime:
+        top = Path(runtime) / RUNTIME_DIR_NAME
+    else:
+        top = Path(tempfile.gettempdir()) / f"mtpoold-{os.getuid()}"
+    locks = top / LOCKS_DIR_NAME
+    for directory in (top, locks):
+        _ensure_own_private_dir(directory)
+    return locks
+
+
+def _ensure_own_private_dir(path: Path) -> None:
+    try:
+        path.mkdir(mode=PRIVATE_DIR_MODE)
+    except FileExistsError:
+        pass
+    else:
+        os.chmod(path, PRIVATE_DIR_MODE)  # mkdir's mode is filtered by the umask
+    info = os.lstat(path)
+    if not stat.S_ISDIR(info.st_mode):
+        raise PermissionError(
+            f"session lock directory {path} is not a directory (or is a symlink); refusing it"
+        )
+    if info.st_uid != os.getuid():
+        raise PermissionError(
+            f"session lock directory {path} belongs to uid {info.st_uid}, not to this user"
+            f" (uid {os.getuid()}); refusing it: remove it, or set XDG_RUNTIME_DIR"
+        )
+    if stat.S_IMODE(info.st_mode) & 0o077:
+        os.chmod(path, PRIVATE_DIR_MODE)
 
 
 def _check_account_id(account_id: str) -> None:
@@ -132,6 +201,30 @@ class SessionLock:
         """
         _check_account_id(account_id)
         return cls(account_id, Path(state_dir) / LOCKS_DIR_NAME / (account_id + LOCK_SUFFIX))
+
+    @classmethod
+    def for_session_text(
+        cls, account_id: str, session_text: str, *, lock_dir: str | os.PathLike[str] | None = None
+    ) -> SessionLock:
+        """Machine-wide lock of a string session: ``<runtime_lock_dir>/<sha256[:32]>.lock``.
+
+        Whatever state directory, config file or account id a process uses, two processes of
+        this user holding the same session text meet on this one file. The file name is a
+        hash; the session text is never written anywhere.
+
+        Args:
+            account_id: The account, named in errors.
+            session_text: The StringSession text.
+            lock_dir: The directory (default: `runtime_lock_dir`, created 0700 here).
+
+        Returns:
+            An unheld lock.
+
+        Raises:
+            PermissionError: the runtime directory belongs to another user.
+        """
+        directory = Path(lock_dir) if lock_dir is not None else runtime_lock_dir()
+        return cls(account_id, directory / (session_text_key(session_text) + LOCK_SUFFIX))
 
     @property
     def held(self) -> bool:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import hashlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -119,6 +120,10 @@ class FakeClient:
         return self.connected
 
 
+def _dir_tag(path: Path) -> str:
+    return hashlib.sha256(str(path).encode()).hexdigest()[:12]
+
+
 def make_config(
     tmp_path: Path,
     *,
@@ -141,7 +146,9 @@ def make_config(
                 "id": acc_id,
                 "api_id": 1000 + i,
                 "api_hash": f"{i:032x}",
-                "session_string": f"fake-session-{acc_id}",
+                # distinct per test directory: string sessions are locked machine-wide by
+                # their text, and tests (or concurrent test runs) must not meet there
+                "session_string": f"fake-session-{acc_id}-{_dir_tag(tmp_path)}",
                 **({"proxy": proxy} if proxy else {}),
                 **({"tags": (tags or {})[acc_id]} if acc_id in (tags or {}) else {}),
             }

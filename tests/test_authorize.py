@@ -231,3 +231,30 @@ async def test_client_presents_the_recorded_device_where_the_config_is_silent(
         "de",
     )
     assert init.app_version == "11.0"  # the config wins where it says something
+
+
+async def test_authorize_refuses_a_session_file_that_holds_a_login_unless_forced(
+    tmp_path: Path,
+) -> None:
+    from mtpoold._authorize import write_session_file
+
+    async with loop_and_dc() as dc:
+        config = make_config(dc, tmp_path)
+        account = config.accounts[0]
+        assert account.session is not None
+        first = write_session_file(account.session, dc.session_string(ALICE), {})
+        before = first.read_bytes()
+        never = Prompter(ask=lambda _p, _s: pytest.fail("asked before refusing"))
+        with trio.fail_after(60), pytest.raises(AuthorizeFailed) as info:
+            await authorize_account(config, account, never)
+        assert str(info.value) == (
+            f'account "acc": session file {first} already holds a login; pass --force to'
+            " log in again and replace it"
+        )
+        assert info.value.exit_code == 2
+        assert first.read_bytes() == before
+        # --force logs in again and replaces it
+        prompter = Prompter(phone=ALICE, code_from="-", stdin=io.StringIO(f"{LOGIN_CODE}\n"))
+        with trio.fail_after(60):
+            result = await authorize_account(config, account, prompter, force=True)
+        assert result.session_path == first

@@ -511,3 +511,139 @@ def test_run_reports_bind_failure_in_one_line(
     assert err.splitlines()[-1].startswith("daemon failed: [Errno 98]")
     assert "Traceback" not in err
     assert stat_mode(tmp_path / "state" / "token") == 0o600
+
+
+# --- start-up checks, broken configs, pipes, authorize input ---------------------------------
+
+
+def _config_with_missing_session_file(tmp_path: Path) -> Path:
+    path = tmp_path / "mtpoold.toml"
+    accounts = "".join(
+        f'[[accounts]]\nid = "a{n}"\napi_id = {n}\napi_hash = "{"ab" * 16}"\n'
+        f'session = "sessions/a{n}"\n\n'
+        for n in (1, 2, 3)
+    )
+    path.write_text(f'[daemon]\nstate_dir = "state"\n\n{accounts}')
+    (tmp_path / "sessions").mkdir()
+    for n in (1, 2):
+        (tmp_path / "sessions" / f"a{n}.session").touch()
+    return path
+
+
+@pytest.mark.usefixtures("_restore_logging")
+def test_check_config_and_run_refuse_a_missing_session_file_authorize_does_not(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = _config_with_missing_session_file(tmp_path)
+    expected = (
+        f"{path}: accounts[2].session: no session file at {tmp_path}/sessions/a3.session;"
+        " log the account in with: mtpoold authorize a3\n"
+    )
+    assert main(["check-config", str(path)]) == 2
+    assert capsys.readouterr().err == expected
+    assert main(["run", "--config", str(path)]) == 2
+    assert capsys.readouterr().err == expected
+    assert not (tmp_path / "state").exists()  # nothing started, nothing created
+    # authorize is how the file comes to exist: it is not refused for it (here it stops at
+    # the malformed phone number, before connecting anywhere)
+    assert main(["--config", str(path), "authorize", "a3", "--phone", "abc;rm"]) == 2
+    assert capsys.readouterr().err == (
+        'mtpoold authorize: account "a3": invalid phone number "abc;rm": expected'
+        " international format, digits with an optional leading + (e.g. +15551234567)\n"
+    )
+
+
+@pytest.mark.parametrize(
+    ("source", "problem"),
+    [
+        (
+            'session_string_env = "MTPOOLD_TEST_UNSET_VAR"',
+            "environment variable MTPOOLD_TEST_UNSET_VAR (session_string_env) is not set",
+        ),
+        ('session_credential = "acc"', "needs $CREDENTIALS_DIRECTORY, which is not set"),
+        ('session_string = "not a session"', "not a valid Telethon StringSession"),
+    ],
+)
+def test_check_config_runs_the_daemons_session_source_checks(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    source: str,
+    problem: str,
+) -> None:
+    monkeypatch.delenv("MTPOOLD_TEST_UNSET_VAR", raising=False)
+    monkeypatch.delenv("CREDENTIALS_DIRECTORY", raising=False)
+    path = tmp_path / "mtpoold.toml"
+    path.write_text(f'[[accounts]]\nid = "a1"\napi_id = 1\napi_hash = "{"ab" * 16}"\n{source}\n')
+    assert main(["check-config", str(path)]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.startswith(f"{path}: ") and problem in captured.err
+
+
+def test_client_commands_find_the_daemon_through_a_broken_config(
+    daemon: Daemon, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # relative state_dir, resolved against the config's directory as load_config does
+    (tmp_path / "cfg" / "st").mkdir(parents=True)
+    (tmp_path / "cfg" / "st" / "token").write_text(daemon.token_file.read_text())
+    path = tmp_path / "cfg" / "mtpoold.toml"
+    path.write_text(f'[daemon]\nlisten = "{daemon.address}"\nstate_dir = "st"\nmax_in_flight = 0\n')
+    os.chdir(tmp_path)  # not the config's directory
+    assert main(["--config", str(path), "call", "ping"]) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["pong"] is True
+    assert captured.err.startswith(f"mtpoold: note: {path} has 1 problem")
+    # not even [daemon] readable: exit 2 with the config problems
+    path.write_text("[daemon\n")
+    assert main(["--config", str(path), "call", "ping"]) == 2
+    assert capsys.readouterr().err.startswith(f"{path}: invalid TOML")
+    path.write_text("[daemon]\nlisten = 8765\n")
+    assert main(["--config", str(path), "call", "ping"]) == 2
+    assert "daemon.listen" in capsys.readouterr().err
+
+
+def test_output_into_a_closed_pipe_exits_quietly(daemon: Daemon, tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    script = "import sys\nfrom mtpoold._cli import main\nsys.exit(main(sys.argv[1:]))\n"
+    args = [sys.executable, "-c", script, *daemon.args(), "status", "--json"]
+    with subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as proc:
+        assert proc.stdout is not None and proc.stderr is not None
+        proc.stdout.close()  # `| head -0`: the reader is gone before anything is written
+        err = proc.stderr.read().decode()
+        code = proc.wait(30)
+    assert err == ""
+    assert code == 141
+
+
+def test_authorize_without_a_terminal_or_input_is_a_clean_usage_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import io
+
+    from mtpoold._authorize import AuthorizeFailed, Prompter
+
+    def eof(_prompt: str, _secret: bool) -> str:
+        raise EOFError
+
+    for get in (
+        lambda p: p.get_phone("a1"),
+        lambda p: p.get_code("a1", "+15550000001"),
+        lambda p: p.get_password("a1"),
+    ):
+        with pytest.raises(AuthorizeFailed) as info:
+            get(Prompter(ask=eof))
+        assert info.value.exit_code == 2
+        assert "stdin ended (not a terminal?)" in str(info.value)
+    # the real terminal prompt on a closed stdin, through the CLI
+    monkeypatch.setattr("sys.stdin", io.StringIO(""))
+    from mtpoold._authorize import Prompter as _P
+
+    with pytest.raises(AuthorizeFailed, match=r'^account "a1": no phone number: stdin ended'):
+        _P().get_phone("a1")
+    assert _P(phone=" +1 (555) 000-0001 ").get_phone("a1") == "+15550000001"
+    for bad in ("abc;rm", "", "+", "12", "+1234567890123456", "555 000 0001; reboot"):
+        with pytest.raises(AuthorizeFailed, match=r'^account "a1": invalid phone number '):
+            _P(phone=bad).get_phone("a1")

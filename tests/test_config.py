@@ -577,3 +577,58 @@ def test_proxy_key_ignores_name_and_tuning_and_handles_none() -> None:
     assert proxy_key(p) == hashlib.sha1(canonical.encode()).hexdigest()[:16]
     assert proxy_key(None) == "no_proxy"
     assert proxy_key(attrs.evolve(p, password="other")) != proxy_key(p)
+
+
+def test_check_config_example_needs_exactly_its_documented_session_sources(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from mtpoold._cli import main
+    from mtpoold.testing import DC
+
+    monkeypatch.delenv("MTPOOLD_SESSION_ACC_NL_1", raising=False)
+    monkeypatch.delenv("CREDENTIALS_DIRECTORY", raising=False)
+    # on a fresh machine: every missing source, named as the example's header says
+    assert main(["check-config", str(EXAMPLE)]) == 2
+    err = capsys.readouterr().err
+    sessions = EXAMPLE.parent / "sessions"
+    assert f"accounts[0].session: no session file at {sessions}/acc-de-1a.session" in err
+    assert "mtpoold authorize acc-de-1a" in err
+    assert "$CREDENTIALS_DIRECTORY" in err and "acc-de-1b" in err
+    assert "MTPOOLD_SESSION_ACC_NL_1 (session_string_env) is not set" in err
+    assert f"accounts[3].session: no session file at {sessions}/acc-direct.session" in err
+    assert len(err.strip().splitlines()) == 4, err
+    # with them in place (a copy of the example, so nothing is written next to it): ok
+    copy = tmp_path / "mtpoold.toml"
+    copy.write_text(EXAMPLE.read_text())
+    (tmp_path / "sessions").mkdir()
+    for name in ("acc-de-1a", "acc-direct"):
+        (tmp_path / "sessions" / f"{name}.session").touch()
+    creds = tmp_path / "credentials"
+    creds.mkdir()
+    (creds / "acc-de-1b.session-string").write_text(DC(port=1).session_string("15550000001"))
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(creds))
+    monkeypatch.setenv("MTPOOLD_SESSION_ACC_NL_1", DC(port=1).session_string("15550000002"))
+    assert main(["check-config", str(copy)]) == 0, capsys.readouterr().err
+    assert capsys.readouterr().out.startswith(f"{copy}: ok: 4 accounts, 3 proxies")
+
+
+@pytest.mark.parametrize(
+    ("source", "value", "what"),
+    [
+        ("session_string", "1BQANOTREALBUTLONGENOUGH", "the same session string"),
+        ("session_string_env", "MY_SESSION", "the same environment variable MY_SESSION"),
+        ("session_credential", "acc.session", 'the same credential "acc.session"'),
+    ],
+)
+def test_parse_config_one_session_source_on_two_accounts(
+    source: str, value: str, what: str
+) -> None:
+    data = doc()
+    data["accounts"][0] = {**account(0, session=None), source: value}
+    data["accounts"][1] = {**account(1, session=None), source: value}
+    found = problems(data)
+    assert list(found) == [
+        f"accounts[1].{source}: {what} as accounts[0].{source}"
+        " (one auth key must never be used by two accounts)"
+    ]
+    assert all("1BQANOTREAL" not in p for p in found)  # a session string is never echoed

@@ -55,6 +55,9 @@ def write_config(tmp_path: Path, *, listen: str | None = None, accounts: str | N
     session = DC(port=1).session_string("15550000001")
     path = tmp_path / "mtpoold.toml"
     if accounts is None:
+        # the daemon refuses a session file that does not exist (`mtpoold authorize` makes it)
+        (tmp_path / "sessions").mkdir(mode=0o700, exist_ok=True)
+        (tmp_path / "sessions" / "file-acc.session").touch(mode=0o600)
         accounts = (
             f'[[accounts]]\nid = "file-acc"\napi_id = 1\napi_hash = "{"ab" * 16}"\n'
             f'session = "{tmp_path}/sessions/file-acc.session"\n\n'
@@ -129,7 +132,6 @@ def test_second_daemon_on_the_same_sessions_exits_2_naming_account_path_and_pid(
 def test_daemon_warns_about_readable_config_and_session_files(tmp_path: Path) -> None:
     config = write_config(tmp_path)
     os.chmod(config, 0o644)
-    (tmp_path / "sessions").mkdir()
     session = tmp_path / "sessions" / "file-acc.session"
     session.write_bytes(b"")
     os.chmod(session, 0o640)
@@ -230,6 +232,17 @@ async def test_reload_with_an_invalid_config_changes_nothing_and_lists_every_pro
             err = capsys.readouterr().err.splitlines()
             assert err[0] == "mtpoold: reload failed; the daemon keeps its current config:"
             assert len(err) == 1 + len(info.value.problems)
+            # through the broken file itself: the CLI still finds the daemon and its token
+            # (daemon.listen and state_dir read leniently) and shows the daemon's verdict
+            args = ["reload", "--config", str(config_path)]
+            assert await trio.to_thread.run_sync(main, args) == 2
+            out = capsys.readouterr()
+            assert out.err.splitlines() == err
+            assert await trio.to_thread.run_sync(main, [*args, "--json"]) == 2
+            out = capsys.readouterr()
+            shown = json.loads(out.out)["error"]
+            assert shown["code"] == -32006
+            assert shown["data"]["problems"] == list(info.value.problems)
             # a good config again: generation 2
             config_path.write_text(good)
             summary = await call(target, token, "reload")

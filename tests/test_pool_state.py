@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import stat
 from pathlib import Path
 
+import attrs
 import pytest
 import trio
 import trio.testing
@@ -11,7 +14,7 @@ from telethon import errors as tg
 
 from mtpoold._errors import ErrorClass, JobFailed
 from mtpoold._pool import open_pool
-from mtpoold._sessionlock import SessionLocked
+from mtpoold._sessionlock import SessionLocked, runtime_lock_dir
 from mtpoold._store import StateStore
 
 from _fakeclient import Sleep, World, make_config
@@ -168,3 +171,71 @@ async def test_Pool_reload_with_a_locked_new_session_changes_nothing(
                 await pool.reload(make_config(tmp_path, accounts={"a1": "p1", "a9": "p1"}))
             assert [a.id for a in pool.statistics().accounts] == ["a1"]
             assert pool.statistics().config_generation == 1
+
+
+async def test_Pool_string_sessions_are_locked_machine_wide_by_default(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    # Two pools with different state directories (two daemons, two embedding apps) and the
+    # same session strings: the second is refused, naming the account, never the session.
+    first = make_config(tmp_path / "one", accounts={"a1": "p1", "a2": "p2"})
+    second = attrs.evolve(
+        first,
+        daemon=attrs.evolve(first.daemon, state_dir=str(tmp_path / "two" / "state")),
+        accounts=tuple(attrs.evolve(a, id=f"other-{a.id}") for a in first.accounts),
+    )
+    async with open_pool(first, client_factory=World().factory()):  # lock_sessions default
+        with pytest.raises(SessionLocked) as info:
+            async with open_pool(second, client_factory=World().factory()):
+                pass  # pragma: no cover
+        message = str(info.value)
+        assert message.startswith('account "other-a1": string session (lock ')
+        assert message.endswith(f" is in use by PID {os.getpid()}")
+        assert first.accounts[0].session_string not in message
+        lock_dir = runtime_lock_dir()
+        assert info.value.lock_path.parent == lock_dir
+        assert stat.S_IMODE(os.stat(lock_dir).st_mode) == 0o700
+    # released at exit: the second opens now; lock_sessions=False opts out
+    async with open_pool(second, client_factory=World().factory()):
+        async with open_pool(first, client_factory=World().factory(), lock_sessions=False):
+            pass
+
+
+async def test_Pool_two_accounts_with_one_session_text_from_different_sources_are_refused(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = make_config(tmp_path, accounts={"a1": "p1", "a2": "p2"})
+    text = config.accounts[0].session_string
+    assert text is not None
+    monkeypatch.setenv("SAME_SESSION", text)
+    config = attrs.evolve(
+        config,
+        accounts=(
+            config.accounts[0],
+            attrs.evolve(
+                config.accounts[1], session_string=None, session_string_env="SAME_SESSION"
+            ),
+        ),
+    )
+    with pytest.raises(SessionLocked, match=r'^account "a2": string session \(lock '):
+        async with open_pool(config, client_factory=World().factory()):
+            pass  # pragma: no cover
+
+
+@pytest.mark.parametrize("deadline_s", [180.5, 10_000, float("inf"), float("nan")])
+async def test_Pool_refuses_a_deadline_over_the_policy_cap_or_not_finite(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock, deadline_s: float
+) -> None:
+    config = make_config(tmp_path, accounts={"a1": "p1"})
+    world = World()
+    async with open_pool(config, client_factory=world.factory()) as pool:
+        with pytest.raises(JobFailed) as info:
+            await pool.invoke("help.GetConfig", {}, deadline_s=deadline_s)
+        assert info.value.error_class is ErrorClass.INVALID_ARGUMENT
+        if deadline_s == 10_000:
+            assert info.value.message == (
+                "deadline 10000 s (deadline_ms 1e+07) is over the operator's cap,"
+                " policy.job_deadline_s = 180 s (deadline_ms 180000)"
+            )
+        # exactly the cap is fine
+        await pool.invoke("help.GetConfig", {}, deadline_s=180)

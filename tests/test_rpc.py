@@ -54,6 +54,27 @@ def test_parse_request_errors(frame: str, code: int, request_id: object) -> None
     assert caught.value.request_id == request_id
 
 
+@pytest.mark.parametrize(
+    ("frame", "message"),
+    [
+        ('{"jsonrpc": "2.0", "id": 1, "method": "ping", "params": {"x": NaN}}',
+         "not valid JSON: NaN is not allowed"),
+        ('{"jsonrpc": "2.0", "id": 1, "method": "ping", "params": {"x": -Infinity}}',
+         "not valid JSON: -Infinity is not allowed"),
+        ("Infinity", "not valid JSON: Infinity is not allowed"),
+        ('{"deadline_ms": 1e999}', "not valid JSON: number 1e999 is out of range"),
+        ('{"id":', "not valid JSON: Expecting value (line 1 column 7)"),
+        (b'{"id": "\xff"}', "not valid JSON: the frame is not UTF-8 text"),
+        ("[" * 100_000, "not valid JSON: nested too deeply"),
+    ],
+)  # fmt: skip
+def test_parse_request_parse_errors_say_what_is_wrong(frame: str | bytes, message: str) -> None:
+    with pytest.raises(RpcError) as caught:
+        parse_request(frame)
+    assert (caught.value.code, caught.value.message) == (-32700, message)
+    assert caught.value.error_class == "PARSE_ERROR"
+
+
 def test_parse_request_deep_nesting_is_a_parse_error() -> None:
     with pytest.raises(RpcError) as caught:
         parse_request("[" * 100_000)

@@ -170,3 +170,62 @@ def test_SessionLocked_unknown_pid_and_pickle(tmp_path: Path) -> None:
     copy = pickle.loads(pickle.dumps(exc))
     assert str(copy) == str(exc)
     assert copy.lock_path == exc.lock_path
+
+
+def test_runtime_lock_dir_xdg_then_tempdir_private_and_owned(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mtpoold._sessionlock import runtime_lock_dir
+
+    xdg = tmp_path / "xdg"
+    xdg.mkdir()
+    assert runtime_lock_dir({"XDG_RUNTIME_DIR": str(xdg)}) == xdg / "mtpoold" / "locks"
+    monkeypatch.setattr("tempfile.tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    old = os.umask(0o000)  # a permissive umask does not leak into the mode
+    try:
+        got = runtime_lock_dir({})
+    finally:
+        os.umask(old)
+    assert got == tmp_path / "tmp" / f"mtpoold-{os.getuid()}" / "locks"
+    for d in (got, got.parent):
+        assert stat.S_IMODE(os.stat(d).st_mode) == 0o700
+    # a pre-made directory of another user (a shared /tmp): refused, not used
+    other = tmp_path / "tmp2"
+    other.mkdir()
+    (other / f"mtpoold-{os.getuid()}").mkdir()
+    if os.getuid() == 0:
+        os.chown(other / f"mtpoold-{os.getuid()}", 4242, 4242)
+        monkeypatch.setattr("tempfile.tempdir", str(other))
+        with pytest.raises(PermissionError, match=r"belongs to uid 4242, not to this user"):
+            runtime_lock_dir({})
+    # a symlink planted there: refused too
+    (other / "target").mkdir()
+    link_top = tmp_path / "tmp3"
+    link_top.mkdir()
+    (link_top / f"mtpoold-{os.getuid()}").symlink_to(other / "target")
+    monkeypatch.setattr("tempfile.tempdir", str(link_top))
+    with pytest.raises(PermissionError, match=r"is not a directory \(or is a symlink\)"):
+        runtime_lock_dir({})
+
+
+def test_SessionLock_for_session_text_meets_across_state_dirs_and_never_names_the_text(
+    tmp_path: Path,
+) -> None:
+    from mtpoold._sessionlock import session_text_key
+
+    text = "1BVtsOsecretsecretsecretsecret"
+    key = session_text_key(text)
+    assert len(key) == 32 and key == session_text_key(f"  {text}\n")
+    first = SessionLock.for_session_text("acc-1", text, lock_dir=tmp_path)
+    assert first.lock_path == tmp_path / f"{key}.lock"
+    with first:
+        second = SessionLock.for_session_text("other", text, lock_dir=tmp_path)
+        with pytest.raises(SessionLocked) as info:
+            second.acquire()
+    assert str(info.value) == (
+        f'account "other": string session (lock {tmp_path}/{key}.lock) is in use by PID'
+        f" {os.getpid()}"
+    )
+    assert text not in str(info.value) and text not in repr(info.value)
+    assert stat.S_IMODE(os.stat(first.lock_path).st_mode) == 0o600

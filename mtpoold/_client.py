@@ -490,9 +490,15 @@ class TelethonClient:
         Returns:
             `mtpoold._methods.message_summaries`, keyed by ``str(id)``.
 
+        Channels and supergroups are read with ``channels.getMessages``, which checks the
+        peer itself; users and basic chats with ``messages.getMessages``, after
+        ``users.getUsers`` / ``messages.getChats`` confirmed the peer exists for this account.
+
         Raises:
             JobFailed: INVALID_ARGUMENT for bad ids or peer.
-            Exception: Telethon's errors, for `classify`.
+            Exception: Telethon's errors, for `classify` (an unknown chat's
+                ``CHAT_ID_INVALID`` / ``PEER_ID_INVALID``, or ``ValueError("Cannot find any
+                entity ...")`` for a user or chat Telegram does not return: PEER_NOT_FOUND).
         """
         id_list = check_message_ids(ids)
         input_peer = await self._resolve_peer(peer, PeerKind.PEER)
@@ -504,6 +510,9 @@ class TelethonClient:
             result = await self._invoke(request)
             messages = list(getattr(result, "messages", ()))
         else:
+            # messages.getMessages takes no peer, so Telegram never says the peer is unknown:
+            # check it exists for this account first, or a typo reads as "no such messages".
+            await self._check_peer_exists(input_peer, peer)
             result = await self._invoke(tl_functions.messages.GetMessagesRequest(wanted))
             messages = list(getattr(result, "messages", ()))
             if not isinstance(input_peer, tl_types.InputPeerSelf):
@@ -518,6 +527,26 @@ class TelethonClient:
         return message_summaries(id_list, messages)
 
     # -- internals ------------------------------------------------------------------------
+
+    async def _check_peer_exists(self, input_peer: Any, value: str | int) -> None:
+        """Raise unless Telegram returns the user or basic chat `input_peer` to this account."""
+        if isinstance(input_peer, tl_types.InputPeerSelf):
+            return
+        if isinstance(input_peer, tl_types.InputPeerChat):
+            chats = await self._invoke(tl_functions.messages.GetChatsRequest([input_peer.chat_id]))
+            found = [
+                c
+                for c in getattr(chats, "chats", ())
+                if getattr(c, "id", None) == input_peer.chat_id
+            ]
+        elif isinstance(input_peer, tl_types.InputPeerUser | tl_types.InputPeerUserFromMessage):
+            users = await self._invoke(
+                tl_functions.users.GetUsersRequest([tl_utils.get_input_user(input_peer)])
+            )
+            found = [u for u in users if getattr(u, "id", None) == input_peer.user_id]
+        else:
+            return
+        _first(found, redact(str(value)))
 
     def _build(self, session: Session | None = None) -> TelegramClient:
         """Build the ``TelegramClient``: this account's proxy, server, timeouts and device.

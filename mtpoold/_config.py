@@ -238,6 +238,15 @@ def _not_below_min(inst: PolicyConfig, attr: attrs.Attribute[Any], value: float)
         )
 
 
+def _allow_methods(_inst: Any, attr: attrs.Attribute[Any], value: tuple[str, ...]) -> None:
+    from ._tljson import check_allow_methods  # imports Telethon's TL tables: only when used
+
+    problems = check_allow_methods(value)
+    if problems:
+        index, _, reason = problems[0].partition(": ")
+        raise _FieldProblem(f"{attr.name}{index}", reason)
+
+
 def _secret_field(**kwargs: Any) -> Any:
     """A field whose value is never shown: not in repr, not in problems."""
     return attrs.field(repr=False, metadata={_SECRET: True}, **kwargs)
@@ -381,6 +390,9 @@ class PolicyConfig:
             doubles per consecutive failure...
         proxy_cooldown_max_s: ...up to this, seconds (>= proxy_cooldown_min_s).
         generic_cooldown_s: Account cooldown after any other error, seconds.
+        allow_methods: TL functions to unblock for ``invoke`` (``["auth.LogOut"]``); each must
+            be on the built-in block list of `mtpoold._tljson` (functions that can destroy or
+            hand over the account or its sessions), which is refused otherwise.
     """
 
     call_deadline_s: float = attrs.field(default=30.0, validator=_positive)
@@ -396,6 +408,7 @@ class PolicyConfig:
         default=600.0, validator=[_at_least(0), _not_below_min]
     )
     generic_cooldown_s: float = attrs.field(default=0.0, validator=_at_least(0))
+    allow_methods: tuple[str, ...] = attrs.field(default=(), validator=_allow_methods)
 
 
 @attrs.frozen(kw_only=True)

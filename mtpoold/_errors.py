@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import re
+import struct
 import types
 from collections.abc import Iterable
 from typing import Final
@@ -334,6 +335,12 @@ _PEER_NOT_FOUND_NAMES: Final = frozenset(
         "CHANNEL_INVALID",
         "MSG_ID_INVALID",
         "USER_ID_INVALID",
+        "CHAT_ID_INVALID",  # messages.getChats / getFullChat: no such basic chat (for us)
+        # what Telegram says about the caller's invite link: final, whichever account asks
+        "INVITE_HASH_INVALID",
+        "INVITE_HASH_EXPIRED",
+        "INVITE_HASH_EMPTY",
+        "USERNAME_PURCHASE_AVAILABLE",  # not occupied: only for sale on fragment.com
     }
 )
 _THIS_ACCOUNT_ONLY: Final = " [not found for this account only; another account may see it]"
@@ -417,6 +424,23 @@ _ENTITY_NOT_FOUND_RE: Final = re.compile(
 )
 
 
+_SERIALIZING_FRAMES: Final = frozenset(
+    {"_bytes", "__bytes__", "serialize_bytes", "serialize_datetime"}
+)
+
+
+def _raised_serializing(exc: BaseException) -> bool:
+    """Whether `exc` was raised inside a TLObject's serialization (Telethon's ``_bytes``)."""
+    tb = exc.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_code.co_name in _SERIALIZING_FRAMES and "telethon" in (
+            tb.tb_frame.f_globals.get("__name__") or ""
+        ):
+            return True
+        tb = tb.tb_next
+    return False
+
+
 def classify(exc: BaseException) -> Failure:
     """Classify an exception raised by a Telethon call, its proxy, or its deadline.
 
@@ -437,10 +461,15 @@ def classify(exc: BaseException) -> Failure:
           PEER_FLOOD -> PEER_FLOOD; AUTH_KEY_UNREGISTERED, SESSION_REVOKED, SESSION_EXPIRED,
           USER_DEACTIVATED(_BAN), AUTH_KEY_DUPLICATED, PHONE_NUMBER_BANNED, AUTH_KEY_INVALID
           -> SESSION_REVOKED; PEER_ID_INVALID, USERNAME_NOT_OCCUPIED, USERNAME_INVALID,
-          CHANNEL_PRIVATE, CHANNEL_INVALID, MSG_ID_INVALID, USER_ID_INVALID -> PEER_NOT_FOUND
-          (for this account); any other 420 -> FLOOD_WAIT without ``retry_after_s``;
+          CHANNEL_PRIVATE, CHANNEL_INVALID, MSG_ID_INVALID, USER_ID_INVALID, CHAT_ID_INVALID,
+          INVITE_HASH_INVALID, INVITE_HASH_EXPIRED, INVITE_HASH_EMPTY,
+          USERNAME_PURCHASE_AVAILABLE -> PEER_NOT_FOUND (final); any other 420 -> FLOOD_WAIT
+          without ``retry_after_s``;
           everything else (incl. 500 INTERNAL_SERVER_ERROR) -> GENERIC. Names are matched on
           the RPC message too, not only Telethon's class.
+        - ``struct.error`` / ``OverflowError`` raised while Telethon serialized the request
+          (a value out of its TL type's range) -> INVALID_ARGUMENT: the caller's input, final
+          and no account's fault (from anywhere else they stay GENERIC).
         - python-socks proxy errors, in every shape Telethon's monkey-patching leaves them
           -> PROXY_UNAVAILABLE (the PHP system's IPC_UNAVAILABLE: not the account's fault).
         - Connection-level errors (ConnectionError and subclasses, IncompleteReadError,
@@ -471,6 +500,11 @@ def _classify(exc: BaseException) -> Failure:
         return _rpc_failure(exc)
 
     text = redact(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)
+    if isinstance(exc, struct.error | OverflowError) and _raised_serializing(exc):
+        return Failure(
+            ErrorClass.INVALID_ARGUMENT,
+            f"request arguments out of range for their TL types: {text}",
+        )
     if _is_proxy_error(exc):
         return Failure(ErrorClass.PROXY_UNAVAILABLE, text)
     if isinstance(exc, _STREAM_CLOSED_TYPES):

@@ -22,6 +22,10 @@ from ._tljson import format_datetime
 
 __all__ = [
     "LinkKind",
+    "MAX_MESSAGE_ID",
+    "MAX_MESSAGE_IDS",
+    "check_message_ids",
+    "check_peer",
     "invite_summary",
     "message_summaries",
     "parse_link",
@@ -31,10 +35,13 @@ __all__ = [
 LinkKind = Literal["username", "invite", "phone", "user_id", "chat_id", "channel_id", "self"]
 
 MAX_MESSAGE_IDS: Final = 100  # ids per get_messages job: one messages.getMessages call
+MAX_MESSAGE_ID: Final = 2**31 - 1  # message ids are TL int (int32)
+MAX_PEER_ID: Final = 2**63 - 1  # bare user/chat/channel ids are TL long (int64)
 MAX_LINK_CHARS: Final = 512
 
-_USERNAME_RE: Final = re.compile(r"^[A-Za-z](?:(?!__)\w){2,30}[A-Za-z0-9]$")
-_INVITE_HASH_RE: Final = re.compile(r"^[A-Za-z0-9_-]{4,64}$")
+# ASCII only: Telegram usernames are a-z, 0-9 and _ (re.ASCII keeps \w from matching "é").
+_USERNAME_RE: Final = re.compile(r"^[A-Za-z](?:(?!__)\w){2,30}[A-Za-z0-9]$", re.ASCII)
+_INVITE_HASH_RE: Final = re.compile(r"^[A-Za-z0-9_-]{4,64}$", re.ASCII)
 _TG_HOSTS: Final = frozenset({"t.me", "telegram.me", "telegram.dog"})
 # t.me path segments that are not usernames (addstickers/..., proxy?..., share/url?...)
 _RESERVED_PATHS: Final = frozenset(
@@ -55,6 +62,26 @@ def _invalid(link: object, why: str) -> JobFailed:
 
 
 # --- parse_link -------------------------------------------------------------------------------
+
+
+def check_peer(peer: str | int, *, argument: str = "peer") -> None:
+    """Check that `peer` names a peer, without a network: what `parse_link` rejects.
+
+    Pure and cheap: the pool calls it before it schedules a `resolve` or `get_messages` job,
+    so ``"@"``, ``""``, ``"https://evil.com/x"``, ``"user:5001"``, a non-ASCII username or an
+    id out of range never takes an account.
+
+    Args:
+        peer: A username, t.me / tg:// link, invite link, phone number or marked id.
+        argument: The job argument's name, for the message.
+
+    Raises:
+        JobFailed: INVALID_ARGUMENT ``<argument>: invalid peer '<peer>': <why>``.
+    """
+    try:
+        parse_link(peer)
+    except JobFailed as exc:
+        raise JobFailed(exc.error_class, f"{argument}: {exc.message}") from None
 
 
 def parse_link(link_or_username: str | int) -> tuple[LinkKind, str | int]:
@@ -100,9 +127,9 @@ def parse_link(link_or_username: str | int) -> tuple[LinkKind, str | int]:
         raise _invalid(link_or_username, "empty or too long")
     if text.lower() in ("me", "self"):
         return ("self", "me")
-    if re.fullmatch(r"-?\d{1,20}", text):
+    if re.fullmatch(r"-?\d{1,20}", text, re.ASCII):
         return _parse_id(int(text))
-    if re.fullmatch(r"\+\d{5,16}", text):
+    if re.fullmatch(r"\+\d{5,16}", text, re.ASCII):
         return ("phone", text[1:])
     if text.startswith("@"):
         return ("username", _username(text[1:], link_or_username))
@@ -115,15 +142,20 @@ def parse_link(link_or_username: str | int) -> tuple[LinkKind, str | int]:
 
 
 def _parse_id(value: int) -> tuple[LinkKind, int]:
-    if value > 0:
+    if 0 < value <= MAX_PEER_ID:
         return ("user_id", value)
     if value <= -_CHANNEL_ID_OFFSET:
         channel_id = -value - _CHANNEL_ID_OFFSET
-        if channel_id > 0:
+        if 0 < channel_id <= MAX_PEER_ID:
             return ("channel_id", channel_id)
     elif value < 0:
         return ("chat_id", -value)
     raise _invalid(value, "not a valid peer id")
+
+
+def _digits(text: str) -> bool:
+    """ASCII decimal digits only (``str.isdigit`` also takes "²" and "٣")."""
+    return 0 < len(text) <= 20 and text.isascii() and text.isdigit()
 
 
 def _username(name: str, original: object) -> str:
@@ -152,7 +184,7 @@ def _parse_url(text: str, original: object) -> tuple[LinkKind, str | int]:
     head = parts[0]
     if head.startswith("+"):
         rest = head[1:]
-        if rest.isdigit():
+        if _digits(rest):
             return ("phone", rest)
         return ("invite", _invite(rest, original))
     lowered = head.lower()
@@ -161,7 +193,7 @@ def _parse_url(text: str, original: object) -> tuple[LinkKind, str | int]:
             raise _invalid(original, "invite link without hash")
         return ("invite", _invite(parts[1], original))
     if lowered == "c":
-        if len(parts) < 2 or not parts[1].isdigit() or int(parts[1]) <= 0:
+        if len(parts) < 2 or not _digits(parts[1]) or not 0 < int(parts[1]) <= MAX_PEER_ID:
             raise _invalid(original, "t.me/c/ link needs a channel id")
         return ("channel_id", int(parts[1]))
     if lowered == "s" and len(parts) >= 2:  # public channel preview, t.me/s/name
@@ -178,12 +210,14 @@ def _parse_tg_url(text: str, original: object) -> tuple[LinkKind, str | int]:
     if action == "resolve":
         if "domain" in query:
             return ("username", _username(query["domain"][0], original))
-        if "phone" in query and query["phone"][0].isdigit():
+        if "phone" in query and _digits(query["phone"][0]):
             return ("phone", query["phone"][0])
     if action == "join" and "invite" in query:
         return ("invite", _invite(query["invite"][0], original))
-    if action == "privatepost" and "channel" in query and query["channel"][0].isdigit():
-        return ("channel_id", int(query["channel"][0]))
+    if action == "privatepost" and "channel" in query and _digits(query["channel"][0]):
+        channel_id = int(query["channel"][0])
+        if 0 < channel_id <= MAX_PEER_ID:
+            return ("channel_id", channel_id)
     raise _invalid(original, "unsupported tg:// link")
 
 
@@ -340,30 +374,42 @@ def invite_summary(invite: TLObject) -> dict[str, Any]:
 # --- message_summaries -------------------------------------------------------------------------
 
 
-def check_message_ids(ids: Sequence[int]) -> list[int]:
-    """Validate the ids of a `get_messages` job.
+def check_message_ids(ids: Sequence[int], *, argument: str = "ids") -> list[int]:
+    """Validate the ids of a `get_messages` job, without a network (the pool calls it before
+    it schedules the job).
+
+    Args:
+        ids: The message ids.
+        argument: The job argument's name, for the message.
 
     Returns:
         The ids as a list, order kept.
 
     Raises:
-        JobFailed: INVALID_ARGUMENT if `ids` is empty, longer than `MAX_MESSAGE_IDS`, or holds
-            anything but positive ints.
+        JobFailed: INVALID_ARGUMENT naming `argument` if `ids` is not a list, is empty, is
+            longer than `MAX_MESSAGE_IDS`, or holds anything but ints 1..`MAX_MESSAGE_ID`
+            (booleans are not ids).
     """
     if isinstance(ids, str | bytes) or not isinstance(ids, Sequence):
-        raise JobFailed(ErrorClass.INVALID_ARGUMENT, "ids must be a list of message ids")
+        raise JobFailed(ErrorClass.INVALID_ARGUMENT, f"{argument} must be a list of message ids")
     out = list(ids)
     if not out:
-        raise JobFailed(ErrorClass.INVALID_ARGUMENT, "ids must not be empty")
+        raise JobFailed(ErrorClass.INVALID_ARGUMENT, f"{argument} must not be empty")
     if len(out) > MAX_MESSAGE_IDS:
         raise JobFailed(
-            ErrorClass.INVALID_ARGUMENT, f"at most {MAX_MESSAGE_IDS} ids per job, got {len(out)}"
+            ErrorClass.INVALID_ARGUMENT,
+            f"{argument}: at most {MAX_MESSAGE_IDS} ids per job, got {len(out)}",
         )
-    bad = [i for i in out if isinstance(i, bool) or not isinstance(i, int) or i <= 0]
+    bad = [
+        i
+        for i in out
+        if isinstance(i, bool) or not isinstance(i, int) or not 1 <= i <= MAX_MESSAGE_ID
+    ]
     if bad:
         raise JobFailed(
             ErrorClass.INVALID_ARGUMENT,
-            f"message ids must be positive integers: {', '.join(repr(b) for b in bad[:5])}",
+            f"{argument}: message ids must be integers 1..{MAX_MESSAGE_ID}: "
+            + ", ".join(repr(b)[:24] for b in bad[:5]),
         )
     return out
 

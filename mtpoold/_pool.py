@@ -20,10 +20,12 @@ from ._account import AccountWorker, Client, Judged
 from ._config import AccountConfig, Config, proxy_key
 from ._errors import ErrorClass, Failure, JobFailed, classify
 from ._lane import NO_PROXY, ProxyLane
+from ._methods import check_message_ids, check_peer
 from ._policy import Verdict, decide
 from ._ready import ReadyIndex
 from ._sessionlock import SessionLock
 from ._stats import PoolStatistics
+from ._tljson import check_request
 
 log = logging.getLogger("mtpoold.pool")
 
@@ -383,6 +385,8 @@ class Pool:
         if not isinstance(args, Mapping):
             raise JobFailed(ErrorClass.INVALID_ARGUMENT, "args must be an object")
         frozen_args = dict(args)
+        # before any account is taken: unknown/blocked functions, bad arguments, ranges
+        check_request(method, frozen_args, allow=self._config.policy.allow_methods)
         return await self._run_job(
             method, lambda c: c.call(method, frozen_args), deadline_s, account, tags
         )
@@ -405,6 +409,7 @@ class Pool:
             raise JobFailed(
                 ErrorClass.INVALID_ARGUMENT, "link_or_username must be a non-empty string"
             )
+        check_peer(link_or_username, argument="link_or_username")  # before any account is taken
         return await self._run_job(
             "resolve", lambda c: c.resolve(link_or_username), deadline_s, account, tags
         )
@@ -429,7 +434,8 @@ class Pool:
             isinstance(i, int) and not isinstance(i, bool) for i in ids
         ):
             raise JobFailed(ErrorClass.INVALID_ARGUMENT, "ids must be a list of integers")
-        id_list = list(ids)
+        check_peer(peer)  # before any account is taken
+        id_list = check_message_ids(list(ids))
         return await self._run_job(
             "get_messages", lambda c: c.get_messages(peer, id_list), deadline_s, account, tags
         )

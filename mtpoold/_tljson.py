@@ -8,6 +8,12 @@ text and datetimes ISO 8601 UTC text ending in ``Z``. Integers are kept as integ
 (access hashes and ids beyond 2**53 included); JSON readers that need exactness must parse them
 as big integers.
 
+Guard: `check_request` checks a request completely (function, block list, argument names,
+JSON types, integer ranges, nested constructors, serialization) without a network or an
+account, so the pool can refuse a bad job before it takes an account; functions that can
+destroy or hand over the account or its sessions (`BLOCKED_METHODS`, `BLOCKED_NAMESPACES`) are
+refused unless ``[policy] allow_methods`` names them.
+
 In: `function_by_name` maps a TL method name as people write it (``contacts.resolveUsername``,
 ``contacts.ResolveUsername``, ``contacts.ResolveUsernameRequest``, ``help.GetConfig``) to
 Telethon's request class, and `build_request` constructs that request from JSON arguments,
@@ -27,8 +33,10 @@ import enum
 import functools
 import inspect
 import math
+import re
+import struct
 import typing
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from typing import Any, Final
 
 from telethon.tl import types as tl_types
@@ -38,9 +46,14 @@ from telethon.tl.tlobject import TLObject, TLRequest
 from ._errors import ErrorClass, JobFailed
 
 __all__ = [
+    "BLOCKED_METHODS",
+    "BLOCKED_NAMESPACES",
     "PeerKind",
     "ResolvePeer",
+    "blocked_reason",
     "build_request",
+    "check_allow_methods",
+    "check_request",
     "from_json",
     "function_by_name",
     "to_json",
@@ -95,6 +108,18 @@ def to_json(obj: object) -> JSONValue:
     """
     if isinstance(obj, TLObject):
         obj = obj.to_dict()
+    # Fast paths first, by exact type: this walk runs over every result (hot at 1,000s of
+    # calls per second); subclasses fall through to the isinstance checks below.
+    value: Any = obj
+    kind = type(value)
+    if kind is dict:
+        return {k if type(k) is str else str(k): to_json(v) for k, v in value.items()}
+    if kind is str or kind is int or kind is bool or value is None:
+        return value
+    if kind is list:
+        return [to_json(v) for v in value]
+    if kind is dt.datetime and value.tzinfo is dt.UTC:
+        return value.replace(tzinfo=None).isoformat() + "Z"
     if obj is None or isinstance(obj, bool | int | str):
         return obj
     if isinstance(obj, float):
@@ -247,6 +272,122 @@ def _invalid(message: str) -> JobFailed:
     return JobFailed(ErrorClass.INVALID_ARGUMENT, message)
 
 
+# --- the block list -------------------------------------------------------------------------
+
+#: Every function of these TL namespaces is blocked. ``auth.*`` is the login machinery: on an
+#: authorized session its functions log the key out (``auth.logOut``), end every other session
+#: (``auth.resetAuthorizations``), hand the authorization to another key, device or DC
+#: (``auth.exportAuthorization`` / ``importAuthorization``, the QR-login tokens
+#: ``auth.exportLoginToken`` / ``importLoginToken`` / ``acceptLoginToken``), bind or drop
+#: temporary keys (``auth.bindTempAuthKey``, ``auth.dropTempAuthKeys``), re-log the key in as
+#: someone else (``auth.signIn``, ``auth.importBotAuthorization``,
+#: ``auth.importWebTokenAuthorization``) or reset the 2FA password by e-mail
+#: (``auth.recoverPassword``). None of it is a job for a pool of already authorized accounts,
+#: and a namespace rule also covers login functions a newer Telethon adds.
+BLOCKED_NAMESPACES: Final[frozenset[str]] = frozenset({"auth"})
+
+#: Functions outside `BLOCKED_NAMESPACES` that destroy or hand over the account or its
+#: sessions, with the reason (names as Telethon spells them, ``namespace.Name``). Left out on
+#: purpose: what only reads (``account.getAuthorizations``, ``account.getPassword``), what only
+#: protects (``account.declinePasswordReset``, ``account.invalidateSignInCodes``), Telegram
+#: Passport data (not the account), and content the account may legitimately delete
+#: (``messages.deleteHistory``, ``channels.deleteChannel``): those are the caller's business.
+BLOCKED_METHODS: Final[Mapping[str, str]] = {
+    # the account itself
+    "account.DeleteAccount": "deletes the account for good",
+    "account.SetAccountTTL": "sets when the account self-destructs",
+    "account.SendConfirmPhoneCode": "part of confirming or cancelling an account deletion",
+    "account.ConfirmPhone": "part of confirming or cancelling an account deletion",
+    # sessions
+    "account.ResetAuthorization": "terminates a session of the account",
+    "account.SetAuthorizationTTL": "sets when idle sessions are terminated",
+    "account.ResetWebAuthorization": "terminates a web login of the account",
+    "account.ResetWebAuthorizations": "terminates every web login of the account",
+    "DestroyAuthKey": "destroys the session's auth key",
+    "DestroySession": "destroys the MTProto session under the client",
+    # the credentials that log in: phone, 2FA password and its recovery e-mail, login e-mail,
+    # passkeys — changing any hands the account over
+    "account.SendChangePhoneCode": "starts moving the account to another phone number",
+    "account.ChangePhone": "moves the account to another phone number",
+    "account.UpdatePasswordSettings": "sets, changes or removes the 2FA password and e-mail",
+    "account.ConfirmPasswordEmail": "confirms a new 2FA recovery e-mail",
+    "account.ResendPasswordEmail": "part of setting a new 2FA recovery e-mail",
+    "account.CancelPasswordEmail": "part of setting a new 2FA recovery e-mail",
+    "account.ResetPassword": "resets the 2FA password",
+    "account.SendVerifyEmailCode": "starts setting the login e-mail",
+    "account.VerifyEmail": "sets the login e-mail",
+    "account.InitPasskeyRegistration": "starts adding a passkey that can log in",
+    "account.RegisterPasskey": "adds a passkey that can log in",
+    "account.DeletePasskey": "removes a passkey of the account",
+    # the MTProto key exchange belongs to the client library
+    "ReqPq": "MTProto key exchange, owned by the client library",
+    "ReqPqMulti": "MTProto key exchange, owned by the client library",
+    "ReqDHParams": "MTProto key exchange, owned by the client library",
+    "SetClientDHParams": "MTProto key exchange, owned by the client library",
+}
+
+
+def blocked_reason(name: str) -> str | None:
+    """Why a TL function is blocked by default, or None if it is not.
+
+    Args:
+        name: A TL function name in any spelling `function_by_name` accepts.
+
+    Raises:
+        JobFailed: INVALID_ARGUMENT if there is no such function.
+    """
+    return _blocked_reason(function_by_name(name))
+
+
+def _blocked_reason(cls: type[TLRequest]) -> str | None:
+    label = _display_name(cls)
+    namespace = label.rpartition(".")[0]
+    if namespace in BLOCKED_NAMESPACES:
+        return f"{namespace}.* is login machinery: it can log out, log in or hand over the account"
+    return BLOCKED_METHODS.get(label)
+
+
+def check_allow_methods(names: Collection[str]) -> list[str]:
+    """Problems with an ``allow_methods`` list, ``"[i]: reason"`` (empty when all are fine).
+
+    Each entry must name a TL function Telethon knows and that is blocked by default (the
+    list only unblocks; it is not an allow-list of everything callable).
+    """
+    problems: list[str] = []
+    for i, name in enumerate(names):
+        try:
+            cls = function_by_name(name)
+        except JobFailed:
+            problems.append(f"[{i}]: unknown TL function {_quote(name)}")
+            continue
+        if _blocked_reason(cls) is None:
+            problems.append(
+                f"[{i}]: {_display_name(cls)} is not blocked; allow_methods only unblocks"
+                " functions of the built-in block list"
+            )
+    return problems
+
+
+def _allowed_set(allow: Collection[str]) -> frozenset[str]:
+    names: set[str] = set()
+    for name in allow:
+        try:
+            names.add(_display_name(function_by_name(name)))
+        except JobFailed:
+            continue  # the config checks the list; an unknown name allows nothing
+    return frozenset(names)
+
+
+def _check_allowed(cls: type[TLRequest], allowed: frozenset[str], where: str) -> None:
+    reason = _blocked_reason(cls)
+    label = _display_name(cls)
+    if reason is not None and label not in allowed:
+        raise _invalid(
+            f"{where}{label} is blocked: {reason}; to allow it, add it to"
+            f' [policy] allow_methods (allow_methods = ["{label}"])'
+        )
+
+
 # --- schema: what a constructor argument wants ---------------------------------------------
 
 
@@ -254,6 +395,35 @@ class _Shape(typing.NamedTuple):
     is_list: bool
     base: str  # "int", "str", "bytes", "bool", "float", "datetime", "TypeX" or "TLObject"
     optional: bool
+    bounds: tuple[int, int] | None = None  # (min, max) of an int field's TL type, if known
+
+
+#: Integer ranges by the serialization Telethon generates for a field (``struct.pack('<i',
+#: self.x)``: int, ``'<q'``: long, ``'<I'``: unsigned; ``self.x.to_bytes(16, ...)``: int128).
+_PACK_BOUNDS: Final[dict[str, tuple[int, int]]] = {
+    "i": (-(2**31), 2**31 - 1),
+    "q": (-(2**63), 2**63 - 1),
+    "I": (0, 2**32 - 1),
+}
+_PACK_RE: Final = re.compile(
+    r"struct\.pack\('<([iqI])', (?:self\.(\w+)\)|x\) for x in self\.(\w+))"
+)
+_TO_BYTES_RE: Final = re.compile(r"self\.(\w+)\.to_bytes\((\d+), 'little', signed=True\)")
+
+
+def _int_bounds(cls: type[TLObject]) -> dict[str, tuple[int, int]]:
+    """The integer range of each int field, read from Telethon's generated ``_bytes``."""
+    try:
+        source = inspect.getsource(cls._bytes)
+    except (OSError, TypeError):  # pragma: no cover - no source: serialization still checks
+        return {}
+    bounds: dict[str, tuple[int, int]] = {}
+    for m in _PACK_RE.finditer(source):
+        bounds[m.group(2) or m.group(3)] = _PACK_BOUNDS[m.group(1)]
+    for m in _TO_BYTES_RE.finditer(source):
+        bits = int(m.group(2)) * 8
+        bounds[m.group(1)] = (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1)
+    return bounds
 
 
 def _shape_of(annotation: object, has_default: bool) -> _Shape:
@@ -297,8 +467,11 @@ def _shape_of(annotation: object, has_default: bool) -> _Shape:
 @functools.cache
 def _signature(cls: type[TLObject]) -> dict[str, _Shape]:
     params = list(inspect.signature(cls.__init__).parameters.values())[1:]
+    bounds = _int_bounds(cls)
     return {
-        p.name: _shape_of(p.annotation, p.default is not inspect.Parameter.empty)
+        p.name: _shape_of(p.annotation, p.default is not inspect.Parameter.empty)._replace(
+            bounds=bounds.get(p.name)
+        )
         for p in params
         if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
     }
@@ -383,6 +556,60 @@ async def build_request(
     return typing.cast(TLRequest, request)
 
 
+def check_request(method: str, args: Mapping[str, Any], *, allow: Collection[str]) -> None:
+    """Check a raw ``invoke`` job completely, without a network or an account.
+
+    Pure and cheap (microseconds for a typical request): the pool calls it before it
+    schedules the job, so a bad request never takes an account, a rate-gate slot or a
+    retry. It rejects everything `build_request` would, short of resolving peers, and more:
+
+    - an unknown TL function, or one on the block list (`BLOCKED_NAMESPACES`,
+      `BLOCKED_METHODS`) not named in `allow` — also when wrapped as the ``query`` of
+      ``invokeWithLayer`` & co.;
+    - unknown or missing argument names, JSON values of the wrong type for their TL type,
+      integers outside their TL type's range (int32, int64, int128, int256), unknown or
+      ill-fitting ``{"_": ...}`` constructors at any depth;
+    - anything else Telethon would fail to serialize (a date past 2038, ...), with peer
+      references stood in for by empty Input* objects.
+
+    Args:
+        method: TL function name, see `function_by_name`.
+        args: Its JSON arguments.
+        allow: Blocked function names to allow (``[policy] allow_methods``).
+
+    Raises:
+        JobFailed: INVALID_ARGUMENT naming the method or the argument.
+    """
+    cls = function_by_name(method)
+    allowed = _allowed_set(allow)
+    _check_allowed(cls, allowed, "")
+    if not isinstance(args, Mapping):
+        raise _invalid(f"arguments of {_display_name(cls)} must be a JSON object")
+    builder = _Builder(peer_refs=True, allowed=allowed)
+    request = builder.construct(cls, args, path="", depth=0)
+    for ref in builder.refs:
+        ref.resolved = _placeholder(ref.kind)
+    _substitute(request, depth=0)
+    try:
+        bytes(request)
+    except (struct.error, OverflowError, ValueError, TypeError, AttributeError) as exc:
+        raise _invalid(
+            f"{_display_name(cls)}: arguments cannot be serialized: {type(exc).__name__}: "
+            + _quote(exc)[1:-1]
+        ) from None
+
+
+def _placeholder(kind: PeerKind) -> TLObject:
+    """An empty Input* object of `kind`: what a peer reference becomes for `check_request`."""
+    if kind is PeerKind.USER:
+        return tl_types.InputUserEmpty()
+    if kind is PeerKind.CHANNEL:
+        return tl_types.InputChannelEmpty()
+    if kind is PeerKind.DIALOG_PEER:
+        return tl_types.InputDialogPeer(tl_types.InputPeerEmpty())
+    return tl_types.InputPeerEmpty()
+
+
 def from_json(value: Mapping[str, Any]) -> TLObject:
     """Build a TL object (type or request) from its JSON form, as `to_json` writes it.
 
@@ -424,8 +651,9 @@ def _substitute(obj: TLObject, *, depth: int) -> None:
 
 
 class _Builder:
-    def __init__(self, *, peer_refs: bool) -> None:
+    def __init__(self, *, peer_refs: bool, allowed: frozenset[str] | None = None) -> None:
         self._peer_refs = peer_refs
+        self._allowed = allowed  # None: no block-list check (see check_request)
         self.refs: list[_PeerRef] = []
 
     def construct(
@@ -472,7 +700,7 @@ class _Builder:
             ]
         base = shape.base
         if base == "int":
-            return _int(value, path)
+            return _int(value, path, shape.bounds)
         if base == "str":
             if not isinstance(value, str):
                 raise _invalid(f"argument {path!r} must be a string")
@@ -517,6 +745,8 @@ class _Builder:
                 cls = function_by_name(type_name)  # e.g. a query inside invokeWithLayer
             except JobFailed:
                 raise _invalid(f"{where}unknown TL type {_quote(type_name)}") from None
+            if self._allowed is not None:  # a wrapped query is a call like any other
+                _check_allowed(cls, self._allowed, where)
         allowed = _subclass_ids(base)
         if allowed is not None and getattr(cls, "SUBCLASS_OF_ID", None) not in allowed:
             raise _invalid(
@@ -534,18 +764,25 @@ def _display_name(cls: type) -> str:
     return f"{ns}.{name}" if ns else name
 
 
-def _int(value: Any, path: str) -> int:
+def _int(value: Any, path: str, bounds: tuple[int, int] | None = None) -> int:
+    number: int | None = None
     if isinstance(value, bool):
-        raise _invalid(f"argument {path!r} must be an integer")
-    if isinstance(value, int):
-        return value
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    if isinstance(value, str):
+        pass
+    elif isinstance(value, int):
+        number = value
+    elif isinstance(value, float) and value.is_integer():
+        number = int(value)
+    elif isinstance(value, str):
         text = value.strip()
-        if text.lstrip("-").isdigit() and len(text) <= 40:
-            return int(text)
-    raise _invalid(f"argument {path!r} must be an integer")
+        if text.lstrip("-").isdigit() and len(text) <= 80:
+            number = int(text)
+    if number is None:
+        raise _invalid(f"argument {path!r} must be an integer")
+    if bounds is not None and not bounds[0] <= number <= bounds[1]:
+        raise _invalid(
+            f"argument {path!r} must be an integer {bounds[0]}..{bounds[1]}, got {number}"
+        )
+    return number
 
 
 def _bytes(value: Any, path: str) -> bytes:

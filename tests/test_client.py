@@ -463,6 +463,8 @@ class FakeTelegram:
             return tl_types.InputPeerChannel(channel_id=CHANNEL.id, access_hash=CHANNEL.access_hash)
         if isinstance(target, tl_types.PeerUser):
             return tl_types.InputPeerUser(user_id=target.user_id, access_hash=5)
+        if isinstance(target, tl_types.PeerChat):  # basic chats need no access hash
+            return tl_types.InputPeerChat(chat_id=target.chat_id)
         raise ValueError(f'No user has "{target}" as username')
 
 
@@ -575,17 +577,59 @@ async def test_TelethonClient_get_messages_private_chat_filters_other_chats(aio:
     other = tl_types.Message(id=2, peer_id=tl_types.PeerUser(888), date=None, message="b")
     client, fake = _with_fake(
         {
+            tl_functions.users.GetUsersRequest: [tl_types.User(id=777, first_name="U")],
             tl_functions.messages.GetMessagesRequest: tl_types.messages.Messages(
                 messages=[mine, other], chats=[], users=[], topics=[]
-            )
+            ),
         }
     )
     out = await client.get_messages(777, [1, 2])
     assert out["1"]["exists"] is True
     assert out["2"] == {"exists": False}
     assert fake.looked_up == [tl_types.PeerUser(777)]
+    assert [type(r).__name__ for r in fake.requests] == ["GetUsersRequest", "GetMessagesRequest"]
+    assert fake.requests[0].id == [tl_types.InputUser(777, 5)]
     with pytest.raises(JobFailed, match=r"ids must not be empty"):
         await client.get_messages(777, [])
+
+
+@pytest.mark.parametrize(
+    ("peer", "responses"),
+    [
+        # Telegram leaves users it does not know out of users.getUsers (or sends UserEmpty)
+        (777, {tl_functions.users.GetUsersRequest: []}),
+        (777, {tl_functions.users.GetUsersRequest: [tl_types.UserEmpty(id=777)]}),
+        # ... and answers messages.getChats for an unknown basic chat with an RPC error
+        (-1, {tl_functions.messages.GetChatsRequest: tl_errors.ChatIdInvalidError(None)}),
+        (-1009999999, {tl_functions.messages.GetChatsRequest: tl_errors.PeerIdInvalidError(None)}),
+        ("-1006001", {tl_functions.messages.GetChatsRequest: tl_types.messages.Chats(chats=[])}),
+    ],
+)
+async def test_TelethonClient_get_messages_of_unknown_user_or_chat_is_peer_not_found(
+    aio: Loop, peer: int | str, responses: dict[type, Any]
+) -> None:
+    client, fake = _with_fake(responses)  # no GetMessagesRequest: it must not be sent
+    with pytest.raises(Exception) as info:
+        await client.get_messages(peer, [1])
+    assert classify(info.value).error_class is ErrorClass.PEER_NOT_FOUND
+    assert len(fake.requests) == 1
+
+
+async def test_TelethonClient_get_messages_of_a_basic_chat_checks_it_first(aio: Loop) -> None:
+    chat = tl_types.Chat(id=42, title="Group", photo=tl_types.ChatPhotoEmpty(),
+                         participants_count=3, date=None, version=1)  # fmt: skip
+    mine = tl_types.Message(id=1, peer_id=tl_types.PeerChat(42), date=None, message="a")
+    client, fake = _with_fake(
+        {
+            tl_functions.messages.GetChatsRequest: tl_types.messages.Chats(chats=[chat]),
+            tl_functions.messages.GetMessagesRequest: tl_types.messages.Messages(
+                messages=[mine], chats=[], users=[], topics=[]
+            ),
+        }
+    )
+    out = await client.get_messages(-42, [1, 2])
+    assert out["1"]["exists"] is True and out["2"] == {"exists": False}
+    assert fake.requests[0] == tl_functions.messages.GetChatsRequest([42])
 
 
 async def test_TelethonClient_call_resolves_peers_and_wraps_results(aio: Loop) -> None:

@@ -632,3 +632,23 @@ def test_parse_config_one_session_source_on_two_accounts(
         " (one auth key must never be used by two accounts)"
     ]
     assert all("1BQANOTREAL" not in p for p in found)  # a session string is never echoed
+
+
+def test_PolicyConfig_allow_methods() -> None:
+    config = parse_config(
+        {"policy": {"allow_methods": ["auth.LogOut", "account.deleteAccount"]}}, base_dir=Path("/x")
+    )
+    assert config.policy.allow_methods == ("auth.LogOut", "account.deleteAccount")
+    assert PolicyConfig().allow_methods == ()
+    for value, problem in [
+        (["auth.Bogus"], 'policy.allow_methods[0]: unknown TL function "auth.Bogus"'),
+        (
+            ["auth.LogOut", "messages.GetHistory"],
+            "policy.allow_methods[1]: messages.GetHistory is not blocked; allow_methods only"
+            " unblocks functions of the built-in block list",
+        ),
+        ("auth.LogOut", 'policy.allow_methods: expected an array, got "auth.LogOut"'),
+    ]:
+        with pytest.raises(ConfigError) as info:
+            parse_config({"policy": {"allow_methods": value}}, base_dir=Path("/x"))
+        assert info.value.problems == (problem,)

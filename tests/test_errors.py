@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import pickle
+import struct
 import subprocess
 import sys
 import textwrap
@@ -14,10 +15,12 @@ import python_socks
 import trio
 from telethon import errors as tl_errors
 from telethon.errors import rpc_message_to_error
+from telethon.tl.functions.channels import GetChannelsRequest
 from telethon.tl.functions.contacts import ResolveUsernameRequest
-from telethon.tl.functions.messages import GetHistoryRequest
-from telethon.tl.types import InputPeerEmpty, RpcError
+from telethon.tl.functions.messages import GetHistoryRequest, GetMessagesRequest
+from telethon.tl.types import InputChannel, InputMessageID, InputPeerEmpty, RpcError
 
+from mtpoold._config import PolicyConfig
 from mtpoold._errors import (
     ConfigError,
     ErrorClass,
@@ -27,6 +30,7 @@ from mtpoold._errors import (
     classify,
     redact,
 )
+from mtpoold._policy import Verdict, decide
 
 REQUEST = GetHistoryRequest(
     peer=InputPeerEmpty(),
@@ -195,6 +199,12 @@ PEER_NOT_FOUND = [
     ("CHANNEL_INVALID", tl_errors.ChannelInvalidError),
     ("MSG_ID_INVALID", tl_errors.MsgIdInvalidError),
     ("USER_ID_INVALID", tl_errors.UserIdInvalidError),
+    ("CHAT_ID_INVALID", tl_errors.ChatIdInvalidError),
+    # what Telegram says about the caller's invite link (messages.checkChatInvite)
+    ("INVITE_HASH_INVALID", tl_errors.InviteHashInvalidError),
+    ("INVITE_HASH_EXPIRED", tl_errors.InviteHashExpiredError),
+    ("INVITE_HASH_EMPTY", tl_errors.InviteHashEmptyError),
+    ("USERNAME_PURCHASE_AVAILABLE", tl_errors.UsernamePurchaseAvailableError),
 ]
 
 
@@ -504,3 +514,33 @@ def test_ConfigError_lists_every_problem() -> None:
     assert exc.problems == ("a.b: missing", "c[0].d: unknown key")
     assert str(exc) == "invalid config, 2 problems:\n  a.b: missing\n  c[0].d: unknown key"
     assert str(ConfigError(["x: missing"])) == "invalid config: x: missing"
+
+
+# --- INVALID_ARGUMENT: the request cannot be serialized ------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "request_",
+    [
+        GetMessagesRequest([InputMessageID(2**31)]),  # TL int
+        GetMessagesRequest([InputMessageID(-(2**31) - 1)]),
+        GetHistoryRequest(InputPeerEmpty(), 0, None, 0, 1, 0, 0, 2**63),  # TL long
+        GetChannelsRequest([InputChannel(2**64, 0)]),
+    ],
+)
+def test_classify_request_out_of_range_while_serializing_is_invalid_argument(
+    request_: object,
+) -> None:
+    with pytest.raises((struct.error, OverflowError)) as info:
+        bytes(request_)  # type: ignore[call-overload]  # what Telethon's sender does first
+    f = classify(info.value)
+    assert f.error_class is ErrorClass.INVALID_ARGUMENT
+    assert f.message.startswith("request arguments out of range for their TL types: ")
+    assert decide(f, PolicyConfig(), proxy_failures=0, attempt=1) == Verdict(retry=False)
+
+
+def test_classify_struct_error_elsewhere_stays_generic() -> None:
+    with pytest.raises(struct.error) as info:
+        struct.pack("<i", 2**40)
+    assert classify(info.value).error_class is ErrorClass.GENERIC
+    assert classify(OverflowError("int too big")).error_class is ErrorClass.GENERIC

@@ -10,8 +10,10 @@ from telethon.tl import types
 
 from mtpoold._errors import ErrorClass, JobFailed
 from mtpoold._methods import (
+    MAX_MESSAGE_ID,
     MAX_MESSAGE_IDS,
     check_message_ids,
+    check_peer,
     invite_summary,
     message_summaries,
     parse_link,
@@ -336,7 +338,46 @@ def test_check_message_ids() -> None:
         ([], r"must not be empty"),
         ("123", r"must be a list"),
         (list(range(1, MAX_MESSAGE_IDS + 2)), rf"at most {MAX_MESSAGE_IDS} ids per job, got 101"),
-        ([1, 0, -5, True, "7"], r"must be positive integers: 0, -5, True, '7'$"),
+        (
+            [1, 0, -5, True, "7"],
+            r"^INVALID_ARGUMENT: ids: message ids must be integers 1\.\.2147483647: 0, -5, True, '7'$",
+        ),
+        (
+            [2**31 - 1, 2**31],
+            r"^INVALID_ARGUMENT: ids: message ids must be integers 1\.\.2147483647: 2147483648$",
+        ),
+        (
+            [2**64],
+            r"^INVALID_ARGUMENT: ids: message ids must be integers 1\.\.2147483647: 18446744073709551616$",
+        ),
     ]:
-        with pytest.raises(JobFailed, match=pattern):
+        with pytest.raises(JobFailed, match=pattern) as info:
             check_message_ids(bad)  # type: ignore[arg-type]
+        assert info.value.error_class is ErrorClass.INVALID_ARGUMENT
+    assert check_message_ids([MAX_MESSAGE_ID]) == [2**31 - 1]
+
+
+@pytest.mark.parametrize(
+    "peer",
+    [
+        "@", "", "   ", "https://evil.com/x", "user:5001", "@пользователь", "@café_bar",
+        "t.me/joinchat", "t.me/c/abc/1", "t.me/c/²/1", "t.me/+", "@ab", "a" * 600, 0,
+        2**63, -(10**12), -(10**12 + 2**63), "99999999999999999999", True, None, 1.5,
+        "tg://resolve?domain=%D0%B0bc", "https://t.me/addstickers/x",
+    ],
+)  # fmt: skip
+def test_check_peer_rejects_what_parse_link_rejects(peer: Any) -> None:
+    with pytest.raises(JobFailed, match=r"^INVALID_ARGUMENT: peer: invalid peer ") as info:
+        check_peer(peer)
+    assert info.value.error_class is ErrorClass.INVALID_ARGUMENT
+
+
+def test_check_peer_names_the_argument_and_accepts_peers() -> None:
+    with pytest.raises(
+        JobFailed,
+        match=r"^INVALID_ARGUMENT: link_or_username: invalid peer '@': not a valid username$",
+    ):
+        check_peer("@", argument="link_or_username")
+    for ok in ("@durov", "t.me/durov/5", "t.me/+AbCd1234", "+15551234567", 1002, -1, -1006001,
+               "-1001234567890", "me", "tg://resolve?domain=durov", "t.me/c/6001/1"):  # fmt: skip
+        check_peer(ok)

@@ -609,3 +609,54 @@ async def test_Pool_backoff_past_the_deadline_fails_with_the_last_error(
     assert info.value.attempts == 2
     assert info.value.message.endswith("(the next retry, in 30 s, would pass the job deadline)")
     assert trio.current_time() - t0 == pytest.approx(10, abs=0.5)
+
+
+async def test_Pool_refuses_blocked_methods_and_bad_requests_before_taking_an_account(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    world = World()
+    out_of_int32 = {"id": [{"_": "InputMessageID", "id": 2**31}]}
+    async with open_pool(make_config(tmp_path), client_factory=world.factory()) as pool:
+        for bad, pattern in [
+            (lambda: pool.invoke("auth.LogOut", {}), r"auth\.LogOut is blocked: .*allow_methods"),
+            (
+                lambda: pool.invoke("InvokeWithLayer", {"layer": 1, "query": {"_": "auth.logOut"}}),
+                r"auth\.LogOut is blocked",
+            ),
+            (lambda: pool.invoke("account.DeleteAccount", {"reason": "x"}), r"is blocked"),
+            (lambda: pool.invoke("messages.GetMessages", out_of_int32), r"'id\[0\]\.id' must be"),
+            (lambda: pool.invoke("nope.Nothing", {}), r'unknown TL function "nope\.Nothing"'),
+            (
+                lambda: pool.get_messages("@mtpoold_news", [2**31]),
+                r"^INVALID_ARGUMENT: ids: message ids must be",
+            ),
+            (
+                lambda: pool.get_messages("@mtpoold_news", [True]),
+                r"^INVALID_ARGUMENT: ids must be a list",
+            ),
+            (lambda: pool.get_messages("@", [1]), r"^INVALID_ARGUMENT: peer: invalid peer '@'"),
+            (lambda: pool.resolve("@"), r"^INVALID_ARGUMENT: link_or_username: invalid peer '@'"),
+            (lambda: pool.resolve("https://evil.com/x"), r"not a t\.me link$"),
+            (lambda: pool.resolve("user:5001"), r"not a valid username$"),
+            (lambda: pool.resolve("@пользователь"), r"not a valid username$"),
+        ]:
+            with pytest.raises(JobFailed, match=pattern) as info:
+                await bad()
+            assert info.value.error_class is ErrorClass.INVALID_ARGUMENT
+            assert (info.value.account, info.value.attempts) == (None, 0)
+        stats = pool.statistics()
+    assert world.starts == []
+    assert all(a.calls_failed == 0 and a.errors_by_class == {} for a in stats.accounts)
+
+
+async def test_Pool_allow_methods_lets_a_blocked_method_through(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    world = World()
+    config = make_config(tmp_path, policy={"allow_methods": ["auth.LogOut"]})
+    async with open_pool(config, client_factory=world.factory()) as pool:
+        result = await pool.invoke("auth.LogOut", {})
+        with pytest.raises(JobFailed, match=r"account\.ResetAuthorization is blocked"):
+            await pool.invoke("account.ResetAuthorization", {"hash": 1})
+    assert result.meta.attempts == 1
+    assert [kind for _, kind, _ in world.starts].count("call") == 1

@@ -6,6 +6,7 @@ import base64
 import collections
 import datetime as dt
 import json
+import re
 from typing import Any
 
 import pytest
@@ -16,8 +17,13 @@ from telethon.tl.alltlobjects import tlobjects
 
 from mtpoold._errors import ErrorClass, JobFailed
 from mtpoold._tljson import (
+    BLOCKED_METHODS,
+    BLOCKED_NAMESPACES,
     PeerKind,
+    blocked_reason,
     build_request,
+    check_allow_methods,
+    check_request,
     format_datetime,
     from_json,
     function_by_name,
@@ -379,3 +385,133 @@ async def test_build_request_resolver_errors_propagate() -> None:
 
     with pytest.raises(ValueError, match=r"nobody"):
         await build_request("messages.getHistory", HISTORY, resolve_peer=fail)
+
+
+# --- check_request: everything checked before an account is taken ------------------------------
+
+RANGE = r"must be an integer -2147483648\.\.2147483647, got "
+
+
+@pytest.mark.parametrize(
+    ("method", "args", "pattern"),
+    [
+        ("nope.Nothing", {}, r'^unknown TL function "nope\.Nothing"$'),
+        ("messages.GetHistory", {"peer": "@x"}, r"^messages\.GetHistory: missing arguments "),
+        ("help.GetConfig", {"x": 1}, r"^help\.GetConfig: unknown argument x "),
+        ("contacts.ResolveUsername", {"username": 5}, r"^argument 'username' must be a string$"),
+        (
+            "messages.GetMessages",
+            {"id": [{"_": "InputMessageID", "id": 2**31}]},
+            rf"^argument 'id\[0\]\.id' {RANGE}2147483648$",
+        ),
+        (
+            "messages.GetMessagesViews",
+            {"peer": "@x", "id": [1, -(2**31) - 1], "increment": False},
+            rf"^argument 'id\[1\]' {RANGE}-2147483649$",
+        ),
+        (
+            "channels.GetChannels",
+            {"id": [{"_": "InputChannel", "channel_id": 2**63, "access_hash": 0}]},
+            r"^argument 'id\[0\]\.channel_id' must be an integer "
+            r"-9223372036854775808\.\.9223372036854775807, got 9223372036854775808$",
+        ),
+        (
+            "messages.GetMessages",
+            {"id": [{"_": "InputMessageBogus", "id": 1}]},
+            r"^argument 'id\[0\]': unknown TL type \"InputMessageBogus\"$",
+        ),
+        (
+            "messages.GetMessages",
+            {"id": [{"_": "InputPeerSelf"}]},
+            r"^argument 'id\[0\]': InputPeerSelf does not fit field type InputMessage$",
+        ),
+        ("messages.GetMessages", {"id": [True]}, r"^argument 'id\[0\]' must be a "),
+        ("messages.GetMessages", [], r"^arguments of messages\.GetMessages must be a JSON object$"),
+    ],
+)
+def test_check_request_rejects_what_build_request_would(
+    method: str, args: Any, pattern: str
+) -> None:
+    with pytest.raises(JobFailed) as info:
+        check_request(method, args, allow=())
+    assert info.value.error_class is ErrorClass.INVALID_ARGUMENT
+    assert re.search(pattern, info.value.message), info.value.message
+
+
+def test_check_request_accepts_good_requests_with_peer_references() -> None:
+    check_request("contacts.ResolveUsername", {"username": "durov"}, allow=())
+    check_request(
+        "messages.GetHistory",
+        {"peer": "@news", "offset_id": 0, "offset_date": None, "add_offset": 0, "limit": 10,
+         "max_id": 0, "min_id": 0, "hash": -(2**63)},
+        allow=(),
+    )  # fmt: skip
+    check_request(
+        "channels.GetMessages",
+        {"channel": -1001234567890, "id": [{"_": "InputMessageID", "id": 2**31 - 1}]},
+        allow=(),
+    )
+    check_request("users.GetUsers", {"id": ["@bob", {"_": "InputUserSelf"}]}, allow=())
+    check_request("messages.GetPeerDialogs", {"peers": ["@news"]}, allow=())
+
+
+BLOCKED = [
+    "auth.LogOut", "auth.ResetAuthorizations", "auth.DropTempAuthKeys", "auth.BindTempAuthKey",
+    "auth.ExportAuthorization", "auth.ImportAuthorization", "auth.ExportLoginToken",
+    "auth.ImportLoginToken", "auth.AcceptLoginToken", "auth.SignIn", "auth.RecoverPassword",
+    "account.DeleteAccount", "account.ResetAuthorization", "account.ResetWebAuthorization",
+    "account.ResetWebAuthorizations", "account.SetAccountTTL", "account.SetAuthorizationTTL",
+    "account.UpdatePasswordSettings", "account.ChangePhone", "account.SendChangePhoneCode",
+    "account.SendConfirmPhoneCode", "account.ConfirmPasswordEmail", "account.ResetPassword",
+    "account.VerifyEmail", "account.RegisterPasskey", "DestroyAuthKey",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("name", BLOCKED)
+def test_check_request_blocks_destructive_methods_by_default(name: str) -> None:
+    assert blocked_reason(name)
+    with pytest.raises(JobFailed) as info:
+        check_request(name, {}, allow=())
+    assert info.value.error_class is ErrorClass.INVALID_ARGUMENT
+    label = name
+    assert re.fullmatch(
+        rf"{re.escape(label)} is blocked: .+; to allow it, add it to \[policy\] allow_methods"
+        rf' \(allow_methods = \["{re.escape(label)}"\]\)',
+        info.value.message,
+    ), info.value.message
+
+
+def test_check_request_blocks_in_every_spelling_and_when_wrapped() -> None:
+    for spelling in ("auth.logOut", "auth.LogOutRequest", "functions.auth.LogOut", " AUTH.LOGOUT "):
+        with pytest.raises(JobFailed, match=r"auth\.LogOut is blocked"):
+            check_request(spelling, {}, allow=())
+    wrapped = {"layer": 1, "query": {"_": "InvokeWithoutUpdates", "query": {"_": "auth.logOut"}}}
+    with pytest.raises(
+        JobFailed, match=r"^INVALID_ARGUMENT: argument 'query\.query': auth\.LogOut"
+    ):
+        check_request("InvokeWithLayer", wrapped, allow=())
+    check_request("InvokeWithLayer", wrapped, allow=["auth.LogOut"])
+
+
+def test_check_request_allow_unblocks_only_what_it_names() -> None:
+    check_request("auth.LogOut", {}, allow=["auth.logOut"])
+    with pytest.raises(JobFailed, match=r"account\.DeleteAccount is blocked"):
+        check_request("account.DeleteAccount", {"reason": "x"}, allow=["auth.LogOut"])
+
+
+def test_block_list_names_real_functions_and_reads_are_not_blocked() -> None:
+    for name in BLOCKED_METHODS:
+        assert function_by_name(name)  # a typo in the list would block nothing
+    for name in ("account.GetAuthorizations", "account.GetPassword", "help.GetConfig",
+                 "contacts.ResolveUsername", "messages.GetHistory", "users.GetFullUser"):  # fmt: skip
+        assert blocked_reason(name) is None
+    assert BLOCKED_NAMESPACES == frozenset({"auth"})
+
+
+def test_check_allow_methods_problems() -> None:
+    assert check_allow_methods(["auth.LogOut", "account.deleteAccount"]) == []
+    assert check_allow_methods(["auth.Bogus", "help.GetConfig"]) == [
+        '[0]: unknown TL function "auth.Bogus"',
+        "[1]: help.GetConfig is not blocked; allow_methods only unblocks functions of the"
+        " built-in block list",
+    ]

@@ -131,6 +131,8 @@ class Answerer:
             f.channels.GetFullChannelRequest: (self.get_full_channel, True),
             f.channels.GetMessagesRequest: (self.channel_messages, True),
             f.messages.GetMessagesRequest: (self.get_messages, True),
+            f.messages.GetChatsRequest: (self.get_chats, True),
+            f.messages.GetFullChatRequest: (self.get_full_chat, True),
             f.messages.GetMessagesViewsRequest: (self.get_messages_views, True),
             f.messages.GetHistoryRequest: (self.get_history, True),
             f.messages.CheckChatInviteRequest: (self.check_chat_invite, True),
@@ -450,8 +452,16 @@ class Answerer:
     # -- users / contacts ---------------------------------------------------------------------
 
     def get_users(self, entry: AuthKeyEntry, req: Any) -> list[types.User]:
+        # Like Telegram, users that do not exist are left out of the answer (a known user
+        # with a wrong access hash is still USER_ID_INVALID).
         me = entry.user_id
-        return [self.user_tl(self._input_user(entry, iu), me=me) for iu in req.id]
+        known = [
+            iu
+            for iu in req.id
+            if not isinstance(iu, types.InputUser | types.InputPeerUser)
+            or self.world.user_by_id(iu.user_id) is not None
+        ]
+        return [self.user_tl(self._input_user(entry, iu), me=me) for iu in known]
 
     def get_full_user(self, entry: AuthKeyEntry, req: Any) -> types.users.UserFull:
         user = self._input_user(entry, req.id)
@@ -551,6 +561,15 @@ class Answerer:
             chats=[],
             users=[],
         )
+
+    def get_chats(self, entry: AuthKeyEntry, req: Any) -> types.messages.Chats:
+        # The world has no basic groups: every chat id is unknown, as Telegram answers then.
+        if req.id:
+            raise RpcFailure(400, "CHAT_ID_INVALID")
+        return types.messages.Chats(chats=[])
+
+    def get_full_chat(self, entry: AuthKeyEntry, req: Any) -> types.messages.ChatFull:
+        raise RpcFailure(400, "CHAT_ID_INVALID")  # no basic groups in the world
 
     def get_messages_views(self, entry: AuthKeyEntry, req: Any) -> types.messages.MessageViews:
         peer = self._input_peer(entry, req.peer)

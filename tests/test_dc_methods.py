@@ -187,3 +187,21 @@ async def test_DC_unknown_method_is_METHOD_INVALID(dc: DC) -> None:
             await aio(client)(functions.messages.GetDialogFiltersRequest())
         # the connection still works
         assert (await aio(client.get_me)()).id == 1001
+
+
+async def test_DC_unknown_basic_chats_and_users_answer_like_telegram(dc: DC) -> None:
+    async with open_telethon_client(dc, ALICE) as client:
+        call = aio(client)
+        with pytest.raises(errors.ChatIdInvalidError):
+            await call(functions.messages.GetChatsRequest([1006001]))
+        with pytest.raises(errors.ChatIdInvalidError):
+            await call(functions.messages.GetFullChatRequest(1))
+        assert (await call(functions.messages.GetChatsRequest([]))).chats == []
+        # users that do not exist are left out; a known user with a wrong hash is an error
+        users = await call(
+            functions.users.GetUsersRequest(
+                [types.InputUser(9999, 0), types.InputUser(1002, 0x1002BB)]
+            )
+        )
+        assert [u.id for u in users] == [1002]
+        assert await call(functions.users.GetUsersRequest([types.InputUser(9999, 0)])) == []

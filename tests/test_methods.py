@@ -331,6 +331,9 @@ def test_message_summaries_keeps_request_order_and_plain_text() -> None:
     assert out["3"]["text"] == "x"
 
 
+IDS_RANGE = r"^INVALID_ARGUMENT: ids: message ids must be integers 1\.\.2147483647: "
+
+
 def test_check_message_ids() -> None:
     assert check_message_ids((3, 1, 2)) == [3, 1, 2]
     assert len(check_message_ids(list(range(1, MAX_MESSAGE_IDS + 1)))) == MAX_MESSAGE_IDS
@@ -340,15 +343,15 @@ def test_check_message_ids() -> None:
         (list(range(1, MAX_MESSAGE_IDS + 2)), rf"at most {MAX_MESSAGE_IDS} ids per job, got 101"),
         (
             [1, 0, -5, True, "7"],
-            r"^INVALID_ARGUMENT: ids: message ids must be integers 1\.\.2147483647: 0, -5, True, '7'$",
+            rf"{IDS_RANGE}0, -5, True, '7'$",
         ),
         (
             [2**31 - 1, 2**31],
-            r"^INVALID_ARGUMENT: ids: message ids must be integers 1\.\.2147483647: 2147483648$",
+            rf"{IDS_RANGE}2147483648$",
         ),
         (
             [2**64],
-            r"^INVALID_ARGUMENT: ids: message ids must be integers 1\.\.2147483647: 18446744073709551616$",
+            rf"{IDS_RANGE}18446744073709551616$",
         ),
     ]:
         with pytest.raises(JobFailed, match=pattern) as info:

@@ -119,7 +119,10 @@ async def main(keep_running: bool) -> int:
         log_path = WORK / "daemon.log"
         print(f"(the daemon's log lines go to {log_path})")
         async with trio.open_nursery() as nursery:
-            with log_path.open("ab") as log_file:  # noqa: ASYNC230 - once, at start
+            # 0600 like everything else the daemon writes: its log names accounts and proxies
+            fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+            os.fchmod(fd, 0o600)  # an older, looser file is tightened too
+            with os.fdopen(fd, "ab") as log_file:
                 daemon: trio.Process = await nursery.start(
                     partial(trio.run_process, cmd, check=False, stderr=log_file)
                 )

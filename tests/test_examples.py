@@ -38,6 +38,7 @@ def test_quickstart_runs_jobs_through_the_daemon_and_shows_status(tmp_path: Path
     assert "daemon exited with 0" in out
     config = tmp_path / "quickstart" / "mtpoold.toml"
     assert config.stat().st_mode & 0o777 == 0o600
+    assert (tmp_path / "quickstart" / "daemon.log").stat().st_mode & 0o777 == 0o600
     # the daemon's log never carries a session string or the api_hash
     log = (tmp_path / "quickstart" / "daemon.log").read_text()
     secrets = re.findall(r'session_string = "([^"]+)"', config.read_text())

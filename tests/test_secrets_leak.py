@@ -23,7 +23,8 @@ from mtpoold.testing import open_dc, open_proxy
 from mtpoold.testing.dc import rpc_error
 
 PIECE_CHARS = 16  # any run this long taken from a secret counts as a leak
-USERS = {"a1": "15550000001", "a2": "15550000002", "a3": "15550000003", "a4": "15550000001"}
+# one auth key per account: two accounts on one session are refused at start
+USERS = {"a1": "15550000001", "a2": "15550000002", "a3": "15550000003", "a4": "15550000004"}
 
 
 def toml_str(text: str) -> str:

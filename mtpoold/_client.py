@@ -813,6 +813,7 @@ def telethon_client_factory(config: Config) -> Callable[[AccountConfig], Teletho
         where = f"accounts.{account.id}.telegram" if account.telegram else "telegram"
         problems += _check_server(telegram, where)
         problems += _check_session_source(account)
+        problems += _check_session_file(account, index)
         try:
             register_rsa_keys(telegram.rsa_keys, where=f"{where}.rsa_keys")
         except ConfigError as exc:
@@ -837,4 +838,3 @@ def telethon_client_factory(config: Config) -> Callable[[AccountConfig], Teletho
         )
 
     return factory
-        problems += _check_session_file(account, index)

@@ -511,6 +511,11 @@ def _cross_problems(
                 seen_proxy[name] = i
     seen_id: dict[str, int] = {}
     seen_session: dict[str, int] = {}
+    seen_string_source: dict[str, dict[str, int]] = {
+        "session_string": {},
+        "session_string_env": {},
+        "session_credential": {},
+    }
     for i, a in enumerate(accounts):
         ident = _get(a, "id")
         if isinstance(ident, str):
@@ -526,31 +531,11 @@ def _cross_problems(
             key = _session_file_key(session, base_dir)
             if key in seen_session:
                 problems.append(
-    seen_string_source: dict[str, dict[str, int]] = {
-        "session_string": {},
-        "session_string_env": {},
-        "session_credential": {},
-    }
                     f"accounts[{i}].session: same session file as accounts[{seen_session[key]}]"
                     f" ({key})"
                 )
             else:
                 seen_session[key] = i
-        proxy = _get(a, "proxy")
-        if isinstance(proxy, str) and proxy not in seen_proxy:
-            problems.append(f"accounts[{i}].proxy: no proxy named {json.dumps(proxy)}")
-    return problems
-
-
-def _get(entry: Any, key: str) -> Any:
-    if isinstance(entry, Mapping):
-        return entry.get(key)
-    return getattr(entry, key, None)
-
-
-# --- proxy key ------------------------------------------------------------------------------------
-
-
         for source, seen in seen_string_source.items():
             value = _get(a, source)
             if not isinstance(value, str) or not value.strip():
@@ -570,6 +555,21 @@ def _get(entry: Any, key: str) -> Any:
                 )
             else:
                 seen[value] = i
+        proxy = _get(a, "proxy")
+        if isinstance(proxy, str) and proxy not in seen_proxy:
+            problems.append(f"accounts[{i}].proxy: no proxy named {json.dumps(proxy)}")
+    return problems
+
+
+def _get(entry: Any, key: str) -> Any:
+    if isinstance(entry, Mapping):
+        return entry.get(key)
+    return getattr(entry, key, None)
+
+
+# --- proxy key ------------------------------------------------------------------------------------
+
+
 def proxy_key(proxy: ProxyConfig | None) -> str:
     """The PHP system's key of a proxy, used in state and job metadata.
 

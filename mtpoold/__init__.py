@@ -14,6 +14,7 @@ from importlib.metadata import version as _version
 from ._config import AccountConfig as AccountConfig
 from ._config import Config as Config
 from ._config import DaemonConfig as DaemonConfig
+from ._config import DirectConfig as DirectConfig
 from ._config import PolicyConfig as PolicyConfig
 from ._config import ProxyConfig as ProxyConfig
 from ._config import TelegramConfig as TelegramConfig
@@ -45,6 +46,7 @@ __all__ = [
     "Config",
     "ConfigError",
     "DaemonConfig",
+    "DirectConfig",
     "ErrorClass",
     "Failure",
     "JobFailed",

@@ -412,6 +412,23 @@ class PolicyConfig:
 
 
 @attrs.frozen(kw_only=True)
+class DirectConfig:
+    """The lane of accounts with no proxy (``[direct]``): the host's own address.
+
+    Telegram rate-limits the host's address like a proxy's, so direct accounts share one
+    lane, gated like a proxy. Attributes as in `ProxyConfig`:
+
+    Attributes:
+        capacity: Direct calls in flight at once, >= 1.
+        interval_s: Minimum time between two direct call starts, in seconds, >= 0 (0: no
+            gate and no jitter). Default 2.0, the PHP system's ``proxy_throttle_sec``.
+    """
+
+    capacity: int = attrs.field(default=1, validator=_at_least(1, integer=True))
+    interval_s: float = attrs.field(default=2.0, validator=_at_least(0))
+
+
+@attrs.frozen(kw_only=True)
 class DaemonConfig:
     """The daemon itself, ``[daemon]``.
 
@@ -451,6 +468,7 @@ class Config:
     daemon: DaemonConfig = attrs.field(factory=DaemonConfig)
     telegram: TelegramConfig = attrs.field(factory=TelegramConfig)
     policy: PolicyConfig = attrs.field(factory=PolicyConfig)
+    direct: DirectConfig = attrs.field(factory=DirectConfig)
     proxies: tuple[ProxyConfig, ...] = ()
     accounts: tuple[AccountConfig, ...] = attrs.field(default=(), validator=_cross_checks)
 
@@ -856,7 +874,7 @@ def load_config(path: str | os.PathLike[str]) -> Config:
     return parse_config(data, base_dir=path.resolve().parent)
 
 
-_SECTIONS: Final = ("daemon", "telegram", "policy", "proxies", "accounts")
+_SECTIONS: Final = ("daemon", "telegram", "policy", "direct", "proxies", "accounts")
 
 
 def parse_config(data: Mapping[str, Any], *, base_dir: Path) -> Config:
@@ -889,6 +907,7 @@ def parse_config(data: Mapping[str, Any], *, base_dir: Path) -> Config:
             ("daemon", DaemonConfig),
             ("telegram", TelegramConfig),
             ("policy", PolicyConfig),
+            ("direct", DirectConfig),
         )
         for name, cls in section_classes:
             raw_section = data.get(name, {})  # absent: defaults (paths still resolved)

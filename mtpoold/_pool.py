@@ -236,7 +236,15 @@ class Pool:
         lane = self._lanes.get(key)
         if lane is None:
             if proxy is None:
-                lane = ProxyLane(key=NO_PROXY, name=NO_PROXY, type="direct", rng=self._rng)
+                direct = self._config.direct
+                lane = ProxyLane(
+                    key=NO_PROXY,
+                    name=NO_PROXY,
+                    type="direct",
+                    capacity=direct.capacity,
+                    interval_s=direct.interval_s,
+                    rng=self._rng,
+                )
             else:
                 lane = ProxyLane(
                     key=key,
@@ -554,6 +562,10 @@ class Pool:
             if lane is not None:
                 lane.name = proxy.name
                 lane.reconfigure(capacity=proxy.capacity, interval_s=proxy.interval_s)
+        if (direct_lane := self._lanes.get(NO_PROXY)) is not None:
+            direct_lane.reconfigure(
+                capacity=config.direct.capacity, interval_s=config.direct.interval_s
+            )
         reconnected: list[str] = []
         for acc_id, acc_cfg in new_cfgs.items():
             if acc_id in added:

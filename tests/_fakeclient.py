@@ -132,6 +132,7 @@ def make_config(
     tags: dict[str, list[str]] | None = None,
     policy: dict[str, Any] | None = None,
     telegram: dict[str, Any] | None = None,
+    direct: dict[str, Any] | None = None,
 ) -> Config:
     """A config of accounts (id -> proxy name or None) over named socks5 proxies."""
     proxies = proxies if proxies is not None else {"p1": {}, "p2": {}}
@@ -159,4 +160,6 @@ def make_config(
         data["policy"] = policy
     if telegram:
         data["telegram"] = telegram
+    if direct:
+        data["direct"] = direct
     return parse_config(data, base_dir=tmp_path)

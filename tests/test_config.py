@@ -16,6 +16,7 @@ import pytest
 from mtpoold._config import (
     AccountConfig,
     Config,
+    DirectConfig,
     PolicyConfig,
     ProxyConfig,
     TelegramConfig,
@@ -74,7 +75,7 @@ def test_load_config_example(tmp_path: Path) -> None:
 
 def test_load_config_example_covers_every_key() -> None:
     text = EXAMPLE.read_text()
-    for cls in (ProxyConfig, TelegramConfig, AccountConfig, PolicyConfig):
+    for cls in (ProxyConfig, TelegramConfig, AccountConfig, PolicyConfig, DirectConfig):
         for f in attrs.fields(cls):
             if f.name == "telegram":  # a table: [accounts.telegram], checked below
                 continue
@@ -91,6 +92,18 @@ def test_parse_config_minimal_defaults() -> None:
     )
     assert config.policy.backoff_s == (10.0, 30.0, 60.0, 120.0, 300.0)
     assert config.telegram.dc_id == 2
+
+
+def test_parse_config_direct_lane() -> None:
+    config = parse_config({"direct": {"capacity": 3, "interval_s": 0.5}}, base_dir=Path("/x"))
+    assert (config.direct.capacity, config.direct.interval_s) == (3, 0.5)
+    assert parse_config({}, base_dir=Path("/x")).direct == DirectConfig(capacity=1, interval_s=2.0)
+    with pytest.raises(ConfigError) as info:
+        parse_config({"direct": {"capacity": 0, "rate": 1}}, base_dir=Path("/x"))
+    assert info.value.problems == (
+        "direct.rate: unknown key",
+        "direct.capacity: expected an integer >= 1, got 0",
+    )
 
 
 def test_parse_config_interval_s_is_exact_to_the_millisecond() -> None:

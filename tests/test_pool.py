@@ -660,3 +660,28 @@ async def test_Pool_allow_methods_lets_a_blocked_method_through(
             await pool.invoke("account.ResetAuthorization", {"hash": 1})
     assert result.meta.attempts == 1
     assert [kind for _, kind, _ in world.starts].count("call") == 1
+
+
+async def test_Pool_direct_accounts_share_the_gated_no_proxy_lane(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    world = World()
+    config = make_config(
+        tmp_path, accounts={"d1": None, "d2": None}, direct={"capacity": 2, "interval_s": 0.5}
+    )
+    async with open_pool(config, client_factory=world.factory()) as pool:
+        async with trio.open_nursery() as nursery:
+            for _ in range(6):
+                nursery.start_soon(pool.invoke, "help.GetConfig", {})
+        lane = lane_of(pool, "no_proxy")
+        assert (lane.key, lane.type, lane.capacity, lane.interval_s) == (
+            "no_proxy",
+            "direct",
+            2,
+            0.5,
+        )
+        starts = sorted(t for _, _, t in world.starts)
+        assert min(b - a for a, b in zip(starts, starts[1:], strict=False)) >= 0.5 - 1e-9
+        await pool.reload(make_config(tmp_path, accounts={"d1": None, "d2": None}))
+        lane = lane_of(pool, "no_proxy")
+        assert (lane.capacity, lane.interval_s) == (1, 2.0)

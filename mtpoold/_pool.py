@@ -18,11 +18,11 @@ import trio_asyncio
 
 from ._account import AccountWorker, Client, Judged
 from ._config import AccountConfig, Config, proxy_key
+from ._dispatch import BackoffPastDeadline, Dispatcher, Job
 from ._errors import ErrorClass, Failure, JobFailed, classify
 from ._lane import NO_PROXY, ProxyLane
 from ._methods import check_message_ids, check_peer
 from ._policy import Verdict, decide
-from ._ready import ReadyIndex
 from ._sessionlock import SessionLock
 from ._stats import PoolStatistics
 from ._tljson import check_request
@@ -61,25 +61,6 @@ class JobResult:
     meta: JobMeta
 
 
-@attrs.define(eq=False)
-class _Job:
-    method: str
-    deadline: float  # trio clock, s
-    account: str | None
-    tags: frozenset[str]
-    started: float
-    avoid: set[str] = attrs.field(factory=set)
-    attempts: int = 0
-    last_account: str | None = None
-
-    def accepts(self, acc: AccountWorker, *, allow_avoided: bool) -> bool:
-        if self.account is not None and acc.id != self.account:
-            return False
-        if not self.tags <= acc.tags:
-            return False
-        return allow_avoided or acc.id not in self.avoid
-
-
 @attrs.frozen
 class ReloadSummary:
     """What a :meth:`Pool.reload` changed.
@@ -95,23 +76,6 @@ class ReloadSummary:
     added: tuple[str, ...]
     removed: tuple[str, ...]
     reconnected: tuple[str, ...]
-
-
-class _BackoffPastDeadline(Exception):
-    """The backoff before retrying on an account that already failed the job would pass the
-    job deadline: the job fails with its last error instead of sleeping."""
-
-    def __init__(self, delay_s: float) -> None:
-        super().__init__(delay_s)
-        self.delay_s = delay_s
-
-
-@attrs.define(eq=False)
-class _Waiter:
-    job: _Job
-    allow_avoided: bool
-    event: trio.Event = attrs.field(factory=trio.Event)
-    account: AccountWorker | None = None
 
 
 def lock_sessions_of(accounts: Iterable[AccountConfig], state_dir: str) -> dict[str, SessionLock]:
@@ -171,12 +135,12 @@ def _utc_iso(ts: float) -> str:
 class Pool:
     """Runs MTProto calls through many accounts and proxies; made by :func:`open_pool`.
 
-    Scheduling: among accounts that are free, not cooling down (nor their proxy), not
-    disabled, and matching the job's pinned account and tags, the pool prefers the one
-    whose proxy lane can start soonest, then the least recently used. A job that cannot
-    start before its deadline fails at once with ``NO_ACCOUNT_AVAILABLE`` and the seconds
-    until one could (``retry_after_s``); otherwise it waits, first in first served, until
-    an account is released or a cooldown ends.
+    Scheduling (:class:`mtpoold._dispatch.Dispatcher`): among accounts that are free, not
+    cooling down (nor their proxy), not disabled, and matching the job's pinned account and
+    tags, the one whose proxy lane can start soonest, then the least recently used. A job
+    that cannot start before its deadline fails at once with ``NO_ACCOUNT_AVAILABLE`` and the
+    seconds until one could (``retry_after_s``); otherwise it waits, first in first served,
+    until an account is released or a cooldown ends.
 
     Each failure is classified (:func:`mtpoold._errors.classify`), judged by the policy
     (:func:`mtpoold._policy.decide`), applied (cooldowns, proxy backoff, disabling,
@@ -195,10 +159,7 @@ class Pool:
     _lane_accounts: dict[str, collections.OrderedDict[str, AccountWorker]] = attrs.field(
         init=False, factory=dict
     )
-    _waiters: collections.deque[_Waiter] = attrs.field(init=False, factory=collections.deque)
-    _ready: ReadyIndex = attrs.field(init=False, factory=ReadyIndex)
-    _moving: set[str] = attrs.field(init=False, factory=set)
-    _rate: float | None = attrs.field(init=False, default=None)  # see _start_rate
+    _dispatch: Dispatcher = attrs.field(init=False)
     _client_factory: ClientFactory = attrs.field(init=False)
     _account_cfgs: dict[str, AccountConfig] = attrs.field(init=False, factory=dict)
     _session_locks: dict[str, SessionLock] = attrs.field(factory=dict)
@@ -207,12 +168,12 @@ class Pool:
     _opened_at: float = attrs.field(init=False, factory=trio.current_time)
     _generation: int = attrs.field(init=False, default=1)
     _loaded_at: float = attrs.field(init=False, default=0.0)
-    _closing: bool = attrs.field(init=False, default=False)
     _jobs_in_flight: int = attrs.field(init=False, default=0)
     _jobs_ok: int = attrs.field(init=False, default=0)
     _jobs_failed: int = attrs.field(init=False, default=0)
 
     def __attrs_post_init__(self) -> None:
+        self._dispatch = Dispatcher(self._accounts, self._lanes, self._lane_accounts)
         self._loaded_at = self._wall_clock()
         self._client_factory = self._make_factory(self._config)
         for acc_cfg in self._config.accounts:
@@ -220,12 +181,12 @@ class Pool:
         if self._store is not None:
             self._load_state()
         for acc in self._accounts.values():
-            self._ready.mark_free(acc)
+            self._dispatch.ready.mark_free(acc)
 
     def __repr__(self) -> str:
         return (
             f"<Pool accounts={len(self._accounts)} proxies={len(self._lanes)} "
-            f"jobs_in_flight={self._jobs_in_flight} waiting={len(self._waiters)}>"
+            f"jobs_in_flight={self._jobs_in_flight} waiting={self._dispatch.waiting}>"
         )
 
     # -- building ------------------------------------------------------------------------
@@ -456,8 +417,8 @@ class Pool:
         """
         acc = self._accounts[account_id]
         acc.disabled_reason = reason or "disabled by operator"
-        self._rate = None
-        self._ready.discard(acc)
+        self._dispatch.accounts_changed()
+        self._dispatch.ready.discard(acc)
         log.warning("event=account_disabled account=%s reason=%s", acc.id, acc.disabled_reason)
         self._persist(acc)
 
@@ -469,11 +430,11 @@ class Pool:
         """
         acc = self._accounts[account_id]
         acc.disabled_reason = None
-        self._rate = None
+        self._dispatch.accounts_changed()
         log.info("event=account_enabled account=%s", acc.id)
         self._persist(acc)
-        if not acc.busy and acc.id not in self._moving:
-            self._release(acc)
+        if not acc.busy and acc.id not in self._dispatch.moving:
+            self._dispatch.release(acc)
 
     def forget_account(self, account_id: str) -> bool:
         """Delete an orphaned account (in the state store, no longer in the config) from the
@@ -570,7 +531,7 @@ class Pool:
         for acc_id, acc_cfg in new_cfgs.items():
             if acc_id in added:
                 self._add_account(acc_cfg)
-                self._release(self._accounts[acc_id])
+                self._dispatch.release(self._accounts[acc_id])
                 continue
             acc = self._accounts[acc_id]
             old_cfg = self._account_cfgs[acc_id]
@@ -586,17 +547,16 @@ class Pool:
             )
             if not same:
                 reconnected.append(acc_id)
-                self._moving.add(acc_id)  # out of scheduling until it has moved
-                self._ready.discard(acc)
+                self._dispatch.moving.add(acc_id)  # out of scheduling until it has moved
+                self._dispatch.ready.discard(acc)
                 self._nursery.start_soon(self._move_account, acc, acc_cfg)
         for acc_id in removed:
             acc = self._accounts[acc_id]
             acc.retired = True  # out of scheduling at once
             self._lane_accounts[acc.lane.key].pop(acc.id, None)
-            self._ready.discard(acc)
+            self._dispatch.ready.discard(acc)
             self._nursery.start_soon(self._retire_account, acc)
-        self._rate = None
-        self._wake_waiters()  # pinned or tagged jobs may have lost or gained their accounts
+        self._dispatch.accounts_changed()  # pinned or tagged jobs may have lost or gained theirs
         self._generation += 1
         self._loaded_at = self._wall_clock()
         log.info(
@@ -624,9 +584,9 @@ class Pool:
                 acc.lane = new_lane
                 self._lane_accounts[new_lane.key][acc.id] = acc
         finally:
-            self._moving.discard(acc.id)
+            self._dispatch.moving.discard(acc.id)
             if not acc.busy:
-                self._release(acc)
+                self._dispatch.release(acc)
 
     async def _retire_account(self, acc: AccountWorker) -> None:
         """Forget a retired account once its in-flight call (if any) has ended; its state
@@ -639,7 +599,7 @@ class Pool:
             if self._store is not None:
                 self._persist(acc)
                 self._orphaned = tuple(sorted({*self._orphaned, acc.id}))
-        self._wake_waiters()
+        self._dispatch.wake_waiters()
         log.info("event=account_retired account=%s", acc.id)
 
     # -- jobs ------------------------------------------------------------------------------
@@ -674,10 +634,10 @@ class Pool:
             )
         if account is not None and account not in self._accounts:
             raise JobFailed(ErrorClass.INVALID_ARGUMENT, f'no account with id "{account}"')
-        if self._closing:
+        if self._dispatch.closing:
             raise JobFailed(ErrorClass.SHUTTING_DOWN, "the pool is shutting down")
         now = trio.current_time()
-        job = _Job(
+        job = Job(
             method=method,
             deadline=now + deadline_s,
             account=account,
@@ -699,15 +659,15 @@ class Pool:
         finally:
             self._jobs_in_flight -= 1
 
-    async def _attempts(self, job: _Job, op: Op) -> JobResult:
+    async def _attempts(self, job: Job, op: Op) -> JobResult:
         policy = self._config.policy
         last: Failure | None = None
         retry_delay = 0.0
         with trio.move_on_at(job.deadline) as deadline_scope:
             while job.attempts < policy.max_attempts:
                 try:
-                    acc = await self._acquire(job, retry_delay=retry_delay)
-                except _BackoffPastDeadline as backoff:
+                    acc = await self._dispatch.acquire(job, retry_delay=retry_delay)
+                except BackoffPastDeadline as backoff:
                     assert last is not None
                     failed = self._job_failed(job, last)
                     failed.message += (
@@ -754,7 +714,7 @@ class Pool:
         assert last is not None
         raise self._job_failed(job, last, exhausted=True)
 
-    def _local_peer_miss(self, failure: Failure, job: _Job) -> bool:
+    def _local_peer_miss(self, failure: Failure, job: Job) -> bool:
         """Telethon's local "Could not find the input entity" (no RPC code) means *this*
         account does not know the peer; another one may. Retry while untried accounts exist."""
         if failure.error_class is not ErrorClass.PEER_NOT_FOUND or failure.rpc_code is not None:
@@ -764,7 +724,7 @@ class Pool:
             for a in self._accounts.values()
         )
 
-    def _job_failed(self, job: _Job, failure: Failure, *, exhausted: bool = False) -> JobFailed:
+    def _job_failed(self, job: Job, failure: Failure, *, exhausted: bool = False) -> JobFailed:
         message = failure.message
         if exhausted:
             message = f"{message} (gave up after {job.attempts} attempts)"
@@ -776,7 +736,7 @@ class Pool:
             attempts=job.attempts,
         )
 
-    async def _attempt(self, job: _Job, acc: AccountWorker, op: Op) -> dict[str, Any]:
+    async def _attempt(self, job: Job, acc: AccountWorker, op: Op) -> dict[str, Any]:
         policy = self._config.policy
         call_deadline_s = min(policy.call_deadline_s, max(0.0, job.deadline - trio.current_time()))
         attempt = job.attempts
@@ -806,7 +766,7 @@ class Pool:
             raise
         finally:
             acc.reserved = False
-            self._ready.unassign(acc, lane)
+            self._dispatch.ready.unassign(acc, lane)
             log.info(
                 "event=call account=%s proxy=%s method=%s elapsed_ms=%.1f attempt=%d outcome=%s",
                 acc.id,
@@ -816,8 +776,8 @@ class Pool:
                 attempt,
                 outcome,
             )
-            if acc.id not in self._moving:
-                self._release(acc)
+            if acc.id not in self._dispatch.moving:
+                self._dispatch.release(acc)
 
     def _apply(self, acc: AccountWorker, failure: Failure, verdict: Verdict) -> None:
         """Apply a verdict to the account and its lane and write it to the state store."""
@@ -829,226 +789,19 @@ class Pool:
             acc.lane.record_proxy_failure(verdict.proxy_cooldown_s)
         if verdict.disable_reason is not None:
             acc.disabled_reason = verdict.disable_reason
-            self._rate = None
+            self._dispatch.accounts_changed()
             log.warning(
                 "event=account_disabled account=%s reason=%s", acc.id, verdict.disable_reason
             )
         self._persist(acc, lane=failure.error_class is ErrorClass.PROXY_UNAVAILABLE)
 
-    # -- scheduling --------------------------------------------------------------------------
-
-    def _pick(self, job: _Job, *, allow_avoided: bool) -> tuple[AccountWorker | None, float, bool]:
-        """Choose an account for ``job`` now.
-
-        Returns ``(account or None, earliest time a free candidate becomes schedulable, whether
-        a busy candidate exists)``. The common job (no pinned account, no tags) is answered
-        by the :class:`ReadyIndex` in O(log proxies); pinned or tagged jobs scan.
-        """
-        if job.account is None and not job.tags:
-            return self._pick_indexed(job, allow_avoided=allow_avoided)
-        return self._pick_scan(job, allow_avoided=allow_avoided)
-
-    def _pick_indexed(
-        self, job: _Job, *, allow_avoided: bool
-    ) -> tuple[AccountWorker | None, float, bool]:
-        now = trio.current_time()
-        any_busy = self._ready.assigned > 0 or bool(self._moving)
-        acc = self._ready.best(() if allow_avoided else job.avoid)
-        earliest = self._ready.next_cooldown_end()
-        if acc is None:
-            return None, earliest, any_busy
-        if acc.lane.cooldown_until > now:  # the soonest lane is a proxy cooling down
-            return None, min(earliest, acc.lane.cooldown_until), any_busy
-        start = acc.lane.earliest_start()
-        if start > job.deadline:
-            return None, min(earliest, start), any_busy
-        return acc, earliest, any_busy
-
-    def _pick_scan(
-        self, job: _Job, *, allow_avoided: bool
-    ) -> tuple[AccountWorker | None, float, bool]:
-        now = trio.current_time()
-        best: AccountWorker | None = None
-        best_key: tuple[float, float] = (float("inf"), float("inf"))
-        earliest = float("inf")
-        any_busy = False
-        if job.account is not None:
-            lanes: Iterable[Iterable[AccountWorker]] = [[self._accounts[job.account]]]
-        else:
-            lanes = (accs.values() for accs in self._lane_accounts.values())
-        for accounts in lanes:
-            for acc in accounts:
-                if not job.accepts(acc, allow_avoided=allow_avoided):
-                    continue
-                at = acc.schedulable_at()
-                if at == float("inf"):
-                    continue
-                if acc.busy or acc.id in self._moving:
-                    any_busy = True
-                    continue
-                if at > now:
-                    earliest = min(earliest, at)
-                    continue
-                key = (acc.lane.earliest_start(), acc.last_used or float("-inf"))
-                if key < best_key:
-                    best, best_key = acc, key
-                break  # later accounts of this lane were used more recently
-        if best is not None and best_key[0] > job.deadline:
-            earliest = min(earliest, best_key[0])
-            best = None
-        return best, earliest, any_busy
-
-    def _reserve(self, acc: AccountWorker) -> AccountWorker:
-        acc.reserved = True
-        self._lane_accounts[acc.lane.key].move_to_end(acc.id)
-        self._ready.assign(acc)
-        return acc
-
-    async def _acquire(self, job: _Job, *, retry_delay: float) -> AccountWorker:
-        """Reserve an account for the job's next attempt, waiting FIFO if none is free.
-
-        Raises:
-            JobFailed: NO_ACCOUNT_AVAILABLE when no account can start before the deadline.
-        """
-        allow_avoided = False
-        while True:
-            if self._closing:
-                raise JobFailed(
-                    ErrorClass.SHUTTING_DOWN,
-                    "the pool is shutting down",
-                    account=job.last_account,
-                    attempts=job.attempts,
-                )
-            if job.account is not None and job.account not in self._accounts:
-                raise self._no_account(job, float("inf"))
-            acc, earliest, any_busy = self._pick(job, allow_avoided=allow_avoided)
-            if acc is not None:
-                return self._reserve(acc)
-            if not any_busy and earliest == float("inf") and not allow_avoided and job.avoid:
-                # Only accounts that already failed this job are left: back off, then reuse.
-                allow_avoided = True
-                if retry_delay > 0:
-                    if trio.current_time() + retry_delay > job.deadline:
-                        raise _BackoffPastDeadline(retry_delay)
-                    await trio.sleep(retry_delay)
-                continue
-            if not any_busy and earliest > job.deadline:
-                raise self._no_account(job, earliest)
-            if any_busy:
-                # Every matching account is taken: shed the job now if, even with every
-                # proxy starting a call each interval, its turn comes after its deadline.
-                turn = self._turn_estimate(job)
-                if turn > job.deadline:
-                    raise self._no_account(job, turn)
-            waiter = _Waiter(job, allow_avoided)
-            self._waiters.append(waiter)
-            try:
-                with trio.move_on_at(earliest):
-                    await waiter.event.wait()
-            except BaseException:
-                if waiter.account is None:
-                    self._waiters.remove(waiter)
-                else:  # handed an account, then cancelled: pass it on
-                    waiter.account.reserved = False
-                    self._ready.unassign(waiter.account, waiter.account.lane)
-                    self._release(waiter.account)
-                raise
-            if waiter.account is not None:
-                return waiter.account
-            self._waiters.remove(waiter)  # a cooldown ended: pick again
-
-    def _turn_estimate(self, job: _Job) -> float:
-        """A lower bound of when a job queued now could start (trio clock, seconds).
-
-        The jobs waiting ahead of it each need a start; lanes start at most one call per
-        ``interval_s``. Pinned jobs count the waiters pinned to the same account and that
-        account's lane alone. ``-inf`` when some matching lane is ungated (interval 0) or
-        the job is restricted by tags (no cheap bound).
-        """
-        if job.tags:
-            return float("-inf")
-        if job.account is not None:
-            ahead = sum(1 for w in self._waiters if w.job.account == job.account)
-            interval = self._accounts[job.account].lane.interval_s
-            return trio.current_time() + (ahead + 1) * interval
-        rate = self._start_rate()
-        if rate == float("inf"):
-            return float("-inf")
-        return trio.current_time() + (len(self._waiters) + 1) / rate
-
-    def _start_rate(self) -> float:
-        """Calls per second all lanes with a usable account can start, at most (cached)."""
-        if self._rate is None:
-            rate = 0.0
-            usable = {
-                a.lane.key
-                for a in self._accounts.values()
-                if a.disabled_reason is None and not a.retired
-            }
-            for key in usable:
-                interval = self._lanes[key].interval_s
-                rate += float("inf") if interval <= 0 else 1.0 / interval
-            self._rate = rate
-        return self._rate
-
-    def _no_account(self, job: _Job, earliest: float) -> JobFailed:
-        now = trio.current_time()
-        if earliest == float("inf"):
-            return JobFailed(
-                ErrorClass.NO_ACCOUNT_AVAILABLE,
-                self._why_no_account(job),
-                account=job.last_account,
-                attempts=job.attempts,
-            )
-        wait = max(0.0, earliest - now)
-        return JobFailed(
-            ErrorClass.NO_ACCOUNT_AVAILABLE,
-            f"no account can start this job before its deadline; one could in {wait:.1f} s",
-            retry_after_s=wait,
-            account=job.last_account,
-            attempts=job.attempts,
-        )
-
-    def _wake_waiters(self) -> None:
-        """Make every waiting job pick again (the set of accounts changed, or shutdown)."""
-        for waiter in self._waiters:
-            waiter.event.set()
+    # -- shutdown ------------------------------------------------------------------------------
 
     def begin_shutdown(self) -> None:
         """Stop starting new work: jobs still waiting for an account, and any retry, fail
         at once with SHUTTING_DOWN; calls already holding an account run on (the caller
         decides how long, e.g. the daemon's ``shutdown_grace_s``)."""
-        if not self._closing:
-            self._closing = True
-            self._wake_waiters()
-
-    def _why_no_account(self, job: _Job) -> str:
-        """Say why no account will ever serve ``job`` (pinned, tags, or all disabled)."""
-        if job.account is not None:
-            acc = self._accounts.get(job.account)
-            if acc is None or acc.retired:
-                return f'account "{job.account}" was removed from the config'
-            if acc.disabled_reason is not None:
-                return f'account "{job.account}" is disabled: {acc.disabled_reason}'
-        if job.tags and not any(job.tags <= a.tags for a in self._accounts.values()):
-            return "no account has all the tags " + ", ".join(sorted(job.tags))
-        return "no account can serve this job: every matching account is disabled"
-
-    def _release(self, acc: AccountWorker) -> None:
-        """An account became free: hand it to the first waiting job that accepts it, or put
-        it back in the ready index (which parks it if it is cooling down)."""
-        if acc.busy or acc.id in self._moving:
-            return
-        if acc.schedulable_at() <= trio.current_time():
-            for waiter in self._waiters:
-                if waiter.job.accepts(acc, allow_avoided=waiter.allow_avoided):
-                    self._waiters.remove(waiter)
-                    waiter.account = self._reserve(acc)
-                    waiter.event.set()
-                    return
-        self._ready.mark_free(acc)
-
-    # -- shutdown ------------------------------------------------------------------------------
+        self._dispatch.close()
 
     async def _aclose(self) -> None:
         self.begin_shutdown()

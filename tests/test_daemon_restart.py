@@ -39,14 +39,14 @@ async def mtpoold(config: Path, *args: str) -> trio.CompletedProcess[bytes]:
 async def daemon(config: Path, log: Path) -> AsyncIterator[trio.Process]:
     """``mtpoold run`` in the background, yielded once it logged ``daemon.ready``; the caller
     may kill it; anything still running is terminated at exit."""
-    with log.open("ab") as err:
+    with log.open("wb") as err:
         proc = await trio.lowlevel.open_process(
             [sys.executable, "-m", "mtpoold", "run", "--config", str(config)], stderr=err
         )
     try:
         with trio.fail_after(READY_TIMEOUT_S):
-            while "daemon.ready" not in log.read_text():
-                assert proc.returncode is None, log.read_text()
+            while "daemon.ready" not in (text := await trio.Path(log).read_text()):
+                assert proc.returncode is None, text
                 await trio.sleep(0.05)
         yield proc
     finally:
@@ -77,9 +77,7 @@ async def test_flood_wait_cooldown_survives_sigkill_with_the_remaining_time(
         )
         config.chmod(0o600)
         dc.faults.add(rpc_error(420, "FLOOD_WAIT_300"), user=FLOODED, method="help.GetNearestDc")
-        log = tmp_path / "daemon.log"
-
-        async with daemon(config, log) as first:
+        async with daemon(config, tmp_path / "first.log") as first:
             reply = await mtpoold(config, "call", "help.GetNearestDc", "{}", "--account", "flooded")
             assert reply.returncode == 1, reply.stdout + reply.stderr
             assert b"FLOOD_WAIT" in reply.stdout + reply.stderr
@@ -87,7 +85,7 @@ async def test_flood_wait_cooldown_survives_sigkill_with_the_remaining_time(
             first.send_signal(signal.SIGKILL)  # no shutdown, no flush: only what was written
             await first.wait()
 
-        async with daemon(config, log):
+        async with daemon(config, tmp_path / "second.log"):
             status = await mtpoold(config, "status", "--json")
             assert status.returncode == 0, status.stderr
             stats = json.loads(status.stdout)

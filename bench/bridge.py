@@ -236,13 +236,19 @@ def run(*, quick: bool) -> Report:
 
 
 ANALYSIS: Final = """
-The bridge itself (`aio_as_trio` around the same Telethon call) costs a few tens of µs of
-client CPU per call: each call crosses trio → asyncio → trio (a new asyncio task per call,
-scheduled through `TrioEventLoop.call_soon` / `_main_loop_one` in trio_asyncio/_base.py, plus
-`mtpoold/_aiolog.py:task_factory` naming the task). `TelethonClient.call` adds the JSON layer:
-`build_request` and, mostly, `to_json` (mtpoold/_tljson.py) over the large `Config` result.
-Calls/s is round-trip bound and noisy on this 2-vCPU VM (the DC process shares the cores),
-so compare the client CPU per call in the table as well. cryptg vs Telethon's libssl
-fallback changes little for these small messages (both are C); against pure-Python `pyaes`
-cryptg is 2.5–3x faster, so a host without cryptg *and* libssl is the case to avoid.
+**Goal met, narrowly: 0.85 of native with cryptg (1,569 vs 1,837 calls/s, median rounds).**
+Calls/s is round-trip bound and noisy on this 2-vCPU VM (the DC process shares the cores;
+the rounds of one variant spread by ±15 %), so the client CPU per call is the steadier
+figure: native 396 µs, bridge 456 µs (+60 µs), mtpoold 516 µs (+60 µs more). The bridge
+(`aio_as_trio` around the same Telethon call) crosses trio → asyncio → trio on every call:
+a new asyncio task per call, scheduled through `TrioEventLoop.call_soon` /
+`_main_loop_one` in trio_asyncio/_base.py, plus `mtpoold/_aiolog.py:task_factory` naming
+the task. `TelethonClient.call` (mtpoold/_client.py) adds the JSON layer: `build_request`
+and `to_json` (mtpoold/_tljson.py) over the large `Config` result — after the `to_json`
+fast paths the JSON layer is still ~50–60 µs per call (it was ~48 µs in the previous run:
+within the noise, so the fast paths did not move this figure measurably; in the scenario 2
+profile `to_json` is ~3 % of a warm call). The ratio rests on the 0.85 line: a 5 % noisier
+round flips it, and the bridge hop costs as much as the JSON layer. cryptg vs Telethon's
+libssl fallback changes little for these small messages (both are C); against pure-Python
+`pyaes` cryptg is ~3x faster, so a host without cryptg *and* libssl is the case to avoid.
 """

@@ -34,6 +34,7 @@ import functools
 import json
 import logging
 import os
+import socket
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, final
@@ -290,13 +291,31 @@ def _check_session_file(account: AccountConfig, index: int) -> list[str]:
 # --- the client -----------------------------------------------------------------------------
 
 
+def _set_nodelay(connection: Connection) -> None:
+    """Set TCP_NODELAY on a connected Telethon connection's socket, if it is a TCP one."""
+    writer = getattr(connection, "_writer", None)
+    sock = writer.get_extra_info("socket") if writer is not None else None
+    if sock is None or sock.family not in (socket.AF_INET, socket.AF_INET6):
+        return
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    except OSError:  # pragma: no cover - a socket closed under us: the next read says so
+        pass
+
+
 def _recording_connection(
     base: type[Connection], sink: Callable[[BaseException], None]
 ) -> type[Connection]:
-    """A subclass of ``base`` that reports why a TCP/proxy connect failed to ``sink``.
+    """A subclass of ``base`` that reports why a TCP/proxy connect failed to ``sink``, and
+    turns Nagle's algorithm off on the connection.
 
     Telethon swallows ``OSError`` from its connect attempts and raises a generic
     ``ConnectionError`` after the last one; this keeps the real cause for classification.
+
+    python-socks opens the socket to a proxy with protocol number 0, so asyncio does not set
+    TCP_NODELAY on it (``asyncio.base_events._set_nodelay`` checks for IPPROTO_TCP): every
+    MTProto request through a proxy then waited ~40 ms for Nagle and delayed ACKs
+    (measured in bench/RESULTS.md, warm-pool scenario). Setting it here costs nothing.
     """
 
     async def connect(
@@ -309,6 +328,7 @@ def _recording_connection(
         except Exception as exc:
             sink(exc)
             raise
+        _set_nodelay(self)
 
     return type(base.__name__, (base,), {"connect": connect, "__module__": __name__})
 

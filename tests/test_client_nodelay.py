@@ -7,10 +7,11 @@ import socket
 from pathlib import Path
 
 import trio_asyncio
-from _e2e import fleet_config, proxy_entry
 
 from mtpoold._client import telethon_client_factory
 from mtpoold.testing import open_dc, open_proxy
+
+from _e2e import fleet_config, proxy_entry
 
 
 async def test_TelethonClient_sets_tcp_nodelay_through_a_socks5_proxy_and_direct(

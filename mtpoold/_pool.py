@@ -512,7 +512,9 @@ class Pool:
         factory = self._make_factory(config)  # may raise ConfigError: nothing changed yet
         new_cfgs = {a.id: a for a in config.accounts}
         added = [i for i in new_cfgs if i not in self._accounts]
-        removed = [i for i in self._accounts if i not in new_cfgs]
+        removed = [i for i, a in self._accounts.items() if i not in new_cfgs and not a.retired]
+        # Removed by an earlier reload but still draining its last call: take it back.
+        revived = [i for i in new_cfgs if i in self._accounts and self._accounts[i].retired]
         if self._lock_sessions:  # may raise SessionLocked: nothing changed yet
             self._session_locks.update(
                 lock_sessions_of([new_cfgs[i] for i in added], config.daemon.state_dir)
@@ -528,6 +530,11 @@ class Pool:
                 capacity=config.direct.capacity, interval_s=config.direct.interval_s
             )
         reconnected: list[str] = []
+        for acc_id in revived:
+            acc = self._accounts[acc_id]
+            acc.retired = False
+            self._lane_accounts[acc.lane.key][acc_id] = acc
+            self._dispatch.release(acc)
         for acc_id, acc_cfg in new_cfgs.items():
             if acc_id in added:
                 self._add_account(acc_cfg)
@@ -556,19 +563,20 @@ class Pool:
             self._lane_accounts[acc.lane.key].pop(acc.id, None)
             self._dispatch.ready.discard(acc)
             self._nursery.start_soon(self._retire_account, acc)
+        self._orphaned = tuple(i for i in self._orphaned if i not in new_cfgs)
         self._dispatch.accounts_changed()  # pinned or tagged jobs may have lost or gained theirs
         self._generation += 1
         self._loaded_at = self._wall_clock()
         log.info(
             "event=reload generation=%d added=%d removed=%d reconnected=%d",
             self._generation,
-            len(added),
+            len(added) + len(revived),
             len(removed),
             len(reconnected),
         )
         return ReloadSummary(
             generation=self._generation,
-            added=tuple(added),
+            added=tuple(added + revived),
             removed=tuple(removed),
             reconnected=tuple(reconnected),
         )
@@ -592,6 +600,9 @@ class Pool:
         """Forget a retired account once its in-flight call (if any) has ended; its state
         row stays (nothing is deleted silently) and it is reported as orphaned."""
         await acc.rebuild()
+        if not acc.retired:  # a later reload took it back meanwhile
+            log.info("event=account_kept account=%s (back in the config)", acc.id)
+            return
         if self._accounts.get(acc.id) is acc:
             del self._accounts[acc.id]
             self._account_cfgs.pop(acc.id, None)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import stat
+from functools import partial
 from pathlib import Path
 
 import attrs
@@ -239,3 +240,27 @@ async def test_Pool_refuses_a_deadline_over_the_policy_cap_or_not_finite(
             )
         # exactly the cap is fine
         await pool.invoke("help.GetConfig", {}, deadline_s=180)
+
+
+async def test_Pool_reload_takes_back_an_account_still_draining_from_an_earlier_reload(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    world = World()
+    world.script("w0", Sleep(4, {"slow": True}))
+    both = make_config(tmp_path, accounts={"w0": "p1", "w1": "p2"})
+    path = tmp_path / "state.sqlite3"
+    with StateStore.open(path) as store:
+        async with open_pool(both, client_factory=world.factory(), store=store) as pool:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(partial(pool.invoke, "help.GetConfig", {}, account="w0"))
+                await trio.sleep(1)
+                gone = await pool.reload(make_config(tmp_path, accounts={"w1": "p2"}))
+                assert gone.removed == ("w0",)
+                back = await pool.reload(both)
+                assert (back.added, back.removed) == (("w0",), ())
+            # the slow call ended; w0 stays, serves, and is no orphan
+            await trio.testing.wait_all_tasks_blocked()
+            assert [a.id for a in pool.statistics().accounts] == ["w0", "w1"]
+            assert pool.statistics().orphaned_accounts == ()
+            r = await pool.invoke("help.GetConfig", {}, account="w0")
+            assert r.meta.account == "w0"

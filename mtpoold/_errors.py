@@ -58,7 +58,8 @@ class ErrorClass(enum.Enum):
     PEER_NOT_FOUND = "PEER_NOT_FOUND"
     DEADLINE_EXCEEDED = "DEADLINE_EXCEEDED"
     GENERIC = "GENERIC"
-    # produced by the pool
+    # produced by the pool (INVALID_ARGUMENT also by classify: Telegram's 400 about the
+    # request itself, and a value out of its TL type's range)
     NO_ACCOUNT_AVAILABLE = "NO_ACCOUNT_AVAILABLE"
     INVALID_ARGUMENT = "INVALID_ARGUMENT"
     SHUTTING_DOWN = "SHUTTING_DOWN"
@@ -371,6 +372,35 @@ def _rpc_name(exc: _tl_errors.RPCError) -> str | None:
     return message if isinstance(message, str) else None
 
 
+#: 400 errors that describe this account's standing, not the request: another account may
+#: succeed, so they stay GENERIC (rerouted).
+_ACCOUNT_SPECIFIC_400: Final = frozenset(
+    {
+        "USER_BANNED_IN_CHANNEL",
+        "USER_RESTRICTED",
+        "USER_NOT_PARTICIPANT",
+        "USER_NOT_MUTUAL_CONTACT",
+        "USER_CHANNELS_TOO_MUCH",
+        "CHANNELS_TOO_MUCH",
+        "CHAT_ADMIN_REQUIRED",
+        "CHAT_WRITE_FORBIDDEN",
+        "CHAT_RESTRICTED",
+        "CHAT_GUEST_SEND_FORBIDDEN",
+        "CHAT_SEND_PLAIN_FORBIDDEN",
+        "CHAT_SEND_MEDIA_FORBIDDEN",
+        "YOU_BLOCKED_USER",
+        "USER_IS_BLOCKED",
+        "INPUT_USER_DEACTIVATED",
+        "PREMIUM_ACCOUNT_REQUIRED",
+        "TAKEOUT_REQUIRED",
+        "CONNECTION_NOT_INITED",
+        "CONNECTION_LAYER_INVALID",
+        "API_ID_INVALID",
+        "API_ID_PUBLISHED_FLOOD",
+    }
+)
+
+
 def _rpc_failure(exc: _tl_errors.RPCError) -> Failure:
     name = _rpc_name(exc)
     code = getattr(exc, "code", None)
@@ -399,6 +429,11 @@ def _rpc_failure(exc: _tl_errors.RPCError) -> Failure:
         return failure(ErrorClass.PEER_NOT_FOUND)
     if code == 420:  # a flood error without a duration: still the account's flood limit
         return failure(ErrorClass.FLOOD_WAIT, retry_after_s=None)
+    if code == 400 and upper not in _ACCOUNT_SPECIFIC_400:
+        # Telegram's 400 BAD_REQUEST: "the query contains errors" (METHOD_INVALID,
+        # LIMIT_INVALID, OFFSET_INVALID, …). Another account would get the same answer: the
+        # caller's mistake, final, no penalty — never a retry that burns more accounts.
+        return failure(ErrorClass.INVALID_ARGUMENT)
     return failure(ErrorClass.GENERIC)
 
 

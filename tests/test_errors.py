@@ -409,7 +409,7 @@ def test_classify_TooSlowError() -> None:
     [
         rpc(500, "INTERNAL_SERVER_ERROR"),
         rpc(-503, "Timeout"),
-        rpc(400, "MESSAGE_EMPTY"),
+        rpc(400, "USER_BANNED_IN_CHANNEL"),  # this account's standing: rerouted
         rpc(303, "FILE_MIGRATE_4"),
         ValueError("Unknown proxy protocol type: 9"),
         ValueError("whatever"),
@@ -421,6 +421,20 @@ def test_classify_TooSlowError() -> None:
 )
 def test_classify_generic(exc: BaseException) -> None:
     assert classify(exc).error_class is ErrorClass.GENERIC
+
+
+@pytest.mark.parametrize(
+    "name", ["MESSAGE_EMPTY", "METHOD_INVALID", "LIMIT_INVALID", "OFFSET_INVALID"]
+)
+def test_classify_400_bad_request_is_the_callers_final_error(name: str) -> None:
+    failure = classify(rpc(400, name))
+    assert (failure.error_class, failure.rpc_code, failure.rpc_name) == (
+        ErrorClass.INVALID_ARGUMENT,
+        400,
+        name,
+    )
+    verdict = decide(failure, PolicyConfig(), proxy_failures=0, attempt=1)
+    assert verdict == Verdict(retry=False)  # final: another account would get the same answer
 
 
 def test_classify_500_keeps_rpc_fields() -> None:

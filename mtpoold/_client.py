@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import hashlib
 import json
 import logging
 import os
@@ -272,6 +273,26 @@ def _check_session_source(account: AccountConfig) -> list[str]:
         except Exception:  # noqa: BLE001 - Telethon raises ValueError/binascii.Error/struct.error
             return [f"{where}: the string session is not a valid Telethon StringSession"]
     return []
+
+
+def _check_same_session(account: AccountConfig, index: int, seen: dict[str, int]) -> list[str]:
+    """Two accounts must never hold one auth key. The config compares the *sources* of
+    string sessions; this compares their resolved *values* (an inline string and an env
+    variable holding the same text), by hash so the text is never kept or shown."""
+    try:
+        text = load_string_session(account)
+    except SecretUnavailable:
+        return []  # reported by _check_session_source
+    if text is None:
+        return []
+    digest = hashlib.sha256(text.strip().encode()).hexdigest()
+    first = seen.setdefault(digest, index)
+    if first == index:
+        return []
+    return [
+        f"accounts[{index}]: the same string session as accounts[{first}] (one auth key must"
+        " never be used by two accounts)"
+    ]
 
 
 def _check_session_file(account: AccountConfig, index: int) -> list[str]:
@@ -828,12 +849,14 @@ def telethon_client_factory(config: Config) -> Callable[[AccountConfig], Teletho
 
     problems: list[str] = []
     seen_proxies: set[str] = set()
+    seen_sessions: dict[str, int] = {}
     for index, account in enumerate(config.accounts):
         telegram = config.telegram_for(account)
         where = f"accounts.{account.id}.telegram" if account.telegram else "telegram"
         problems += _check_server(telegram, where)
         problems += _check_session_source(account)
         problems += _check_session_file(account, index)
+        problems += _check_same_session(account, index, seen_sessions)
         try:
             register_rsa_keys(telegram.rsa_keys, where=f"{where}.rsa_keys")
         except ConfigError as exc:

@@ -263,6 +263,25 @@ def test_telethon_client_factory_builds_unconnected_clients() -> None:
     assert not client.is_connected()
 
 
+def test_telethon_client_factory_refuses_one_session_from_two_sources(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The config cannot see that an inline string and an env variable hold the same text.
+    monkeypatch.setenv("MTPOOLD_TEST_DUP", SESSION)
+    accounts = (
+        AccountConfig(id="a1", api_id=1, api_hash=API_HASH, session_string=SESSION),
+        AccountConfig(id="a2", api_id=2, api_hash=API_HASH, session_string_env="MTPOOLD_TEST_DUP"),
+    )
+    config = Config(proxies=(), accounts=accounts)
+    with pytest.raises(ConfigError) as info:
+        telethon_client_factory(config)
+    assert info.value.problems == (
+        "accounts[1]: the same string session as accounts[0] (one auth key must never be used"
+        " by two accounts)",
+    )
+    assert SESSION not in str(info.value)
+
+
 def test_telethon_client_factory_reports_bad_rsa_key() -> None:
     with pytest.raises(ConfigError, match=r"rsa_keys\[0\]"):
         telethon_client_factory(_config(rsa_keys=("-----BEGIN RSA PUBLIC KEY-----\nnope\n",)))

@@ -104,7 +104,34 @@ async def _wait_ready(config: Path, daemon: trio.Process) -> None:
     raise QuickstartFailed("the daemon did not come up within 20 s")
 
 
+async def _stop_on_sigterm(scope: trio.CancelScope) -> None:
+    """SIGTERM stops the quickstart like Ctrl-C: ``scope`` is cancelled, so the daemon gets
+    its SIGTERM and the proxy and the DC stop. Later ones are ignored until the end (the
+    receiver stays open: an unread SIGTERM would kill us mid-cleanup)."""
+    with trio.open_signal_receiver(signal.SIGTERM) as signals:
+        async for _ in signals:
+            if not scope.cancel_called:
+                print("\nSIGTERM: stopping", flush=True)
+                scope.cancel()
+
+
 async def main(keep_running: bool) -> int:
+    """Run the demo; SIGTERM (like Ctrl-C) stops it and everything it started.
+
+    Returns:
+        0 if the daemon exited cleanly, 1 if not, 143 (128 + SIGTERM) after a SIGTERM.
+    """
+    async with trio.open_nursery() as nursery:
+        demo = trio.CancelScope()
+        nursery.start_soon(_stop_on_sigterm, demo)
+        code = 1
+        with demo:
+            code = await _demo(keep_running)
+        nursery.cancel_scope.cancel()
+    return 128 + signal.SIGTERM if demo.cancelled_caught else code
+
+
+async def _demo(keep_running: bool) -> int:
     world = load_world(HERE / "world.toml")
     async with open_dc(world) as dc, open_proxy("socks5") as proxy:
         print(
@@ -137,17 +164,22 @@ async def main(keep_running: bool) -> int:
                     check=False,
                 )
                 if keep_running:
-                    print(f"\ndaemon listening on ws://{listen}/ — Ctrl-C to stop")
+                    print(
+                        f"\ndaemon listening on ws://{listen}/ — Ctrl-C or SIGTERM to stop",
+                        flush=True,
+                    )
                     await trio.sleep_forever()
             finally:
                 print("\nstopping the daemon (SIGTERM: graceful shutdown)", flush=True)
                 if daemon.returncode is None:
                     daemon.send_signal(signal.SIGTERM)
-                with trio.move_on_after(15) as waited, trio.CancelScope(shield=True):
+                with trio.move_on_after(15, shield=True) as waited:
                     await daemon.wait()
                 if waited.cancelled_caught:
                     daemon.kill()
-        print(f"daemon exited with {daemon.returncode}")
+                    with trio.CancelScope(shield=True):
+                        await daemon.wait()
+                print(f"daemon exited with {daemon.returncode}", flush=True)
         return 0 if daemon.returncode == 0 else 1
 
 
@@ -156,7 +188,7 @@ if __name__ == "__main__":
     parser.add_argument(
         "--keep-running",
         action="store_true",
-        help="leave the daemon up after the demo jobs (Ctrl-C to stop)",
+        help="leave the daemon up after the demo jobs (Ctrl-C or SIGTERM to stop)",
     )
     args = parser.parse_args()
     code = 1

@@ -10,7 +10,7 @@ Commands::
     mtpoold accounts enable ID | disable ID [--reason R] | forget ID
     mtpoold proxies list [--json]
     mtpoold authorize [ACCOUNT_ID...] [--phone P] [--code-from FILE|-] [--password-from FILE|-]
-    mtpoold check-config PATH
+    mtpoold check-config [PATH]
     mtpoold --version
 
 The client commands find the daemon through the config (``--config``, ``$MTPOOLD_CONFIG`` or
@@ -26,8 +26,11 @@ human line on stderr, never a traceback.
 from __future__ import annotations
 
 import argparse
+import errno
 import json
+import math
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import Any, Final, NoReturn
@@ -84,6 +87,19 @@ def _version() -> str:
         return "unknown"
 
 
+def _seconds(text: str) -> float:
+    """An argparse type: a positive, finite number of seconds."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(
+            f"must be a positive finite number of seconds, not {text!r}"
+        )
+    return value
+
+
 def _build_parser() -> argparse.ArgumentParser:
     common = _Parser(add_help=False)  # the type add_parser(parents=...) expects
     common.add_argument(
@@ -117,7 +133,9 @@ def _build_parser() -> argparse.ArgumentParser:
 
     status = sub.add_parser("status", parents=[common], help="show proxies and accounts")
     status.add_argument("--json", action="store_true", help="print the raw status JSON")
-    status.add_argument("--watch", type=float, metavar="SECONDS", help="refresh every SECONDS")
+    status.add_argument(
+        "--watch", type=_seconds, metavar="SECONDS", help="refresh every SECONDS (> 0)"
+    )
     status.add_argument("--watch-count", type=int, default=None, help=argparse.SUPPRESS)
 
     call = sub.add_parser(
@@ -198,8 +216,14 @@ def _build_parser() -> argparse.ArgumentParser:
         "--password-from", metavar="FILE", help="read the 2FA password from FILE ('-': stdin)"
     )
 
-    check = sub.add_parser("check-config", help="validate a config file")
-    check.add_argument("path", metavar="PATH")
+    check = sub.add_parser(
+        "check-config",
+        parents=[common],
+        help="validate a config file",
+        description="Validate PATH (default: --config, $MTPOOLD_CONFIG or ./mtpoold.toml) and"
+        " run the daemon's start-up checks on it.",
+    )
+    check.add_argument("path", metavar="PATH", nargs="?", default=None)
     return parser
 
 
@@ -329,7 +353,7 @@ def _request(
 
 
 def _cmd_check_config(args: argparse.Namespace) -> int:
-    path = Path(args.path)
+    path = Path(args.path) if args.path is not None else _config_path(args)[0]
     config = _load_config(path)
     problems = _startup_problems(config)
     if problems:
@@ -357,6 +381,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
     # Whatever the daemon creates (sessions, their journals, the state store, locks) is
     # private to its user, whatever umask it was started with.
     os.umask(0o077)
+    # While the daemon runs, its signal receiver takes SIGHUP (reload); before and after, a
+    # SIGHUP (a closed terminal, a late `systemctl reload`) must not kill the process.
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     try:
         trio.run(lambda: run_daemon(config, config_path=path))
     except (OSError, TokenError, MtpooldError, BaseExceptionGroup) as exc:
@@ -375,9 +402,14 @@ def _cmd_run(args: argparse.Namespace) -> int:
 def _console() -> Any:
     from rich.console import Console
 
+    class _Console(Console):
+        def on_broken_pipe(self) -> None:
+            # rich would raise SystemExit(1); `main` exits 141 like every other command
+            raise BrokenPipeError(errno.EPIPE, "the reader of stdout went away")
+
     # Piped output (files, tests, `watch`) gets wide tables rather than wrapped cells.
     wide = not sys.stdout.isatty() and "COLUMNS" not in os.environ
-    return Console(width=200) if wide else Console()
+    return _Console(width=200) if wide else _Console()
 
 
 def _leaves(exc: BaseException) -> list[BaseException]:
@@ -390,8 +422,6 @@ def _cmd_status(args: argparse.Namespace) -> int:
     from ._statusview import render_status
 
     console = _console()
-    if args.watch is not None and args.watch <= 0:
-        raise _Fail(EXIT_USAGE, "mtpoold status: --watch must be > 0 seconds")
     count = 0
     while True:
         try:

@@ -7,6 +7,7 @@ Nothing imports this module but the CLI.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
@@ -26,6 +27,8 @@ from ._server import RpcServer
 from ._token import ensure_token, is_private, token_path
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
     from ._config import Config
 
 __all__ = [
@@ -272,6 +275,47 @@ class Reloader:
 
 # --- the daemon -----------------------------------------------------------------------------------
 
+_SIGNALS: Final = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+
+
+@contextlib.contextmanager
+def _late_signals_dropped() -> Iterator[None]:
+    """Ignore SIGTERM, SIGINT and SIGHUP outside the daemon's signal receiver.
+
+    The receiver re-delivers the signals it did not hand out when it closes, to the handlers
+    it replaced; while the daemon finishes (pool closing, store closing) those must not kill
+    it. The previous handlers are back when the daemon returns.
+    """
+    previous = {signum: signal.signal(signum, signal.SIG_IGN) for signum in _SIGNALS}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def _check_sessions_free(config: Config) -> None:
+    """Take and release every account's session lock: a session held by another process
+    refuses the start before anything is written to the state directory.
+
+    Raises:
+        SessionLocked: if one is held elsewhere.
+    """
+    from ._pool import lock_sessions_of
+
+    for lock in lock_sessions_of(config.accounts, config.daemon.state_dir).values():
+        lock.release()
+
+
+def _token(state_dir: Path) -> str:
+    tpath = token_path(state_dir)
+    token, created = ensure_token(tpath)
+    if created:
+        _log.info("token.created path=%s mode=600", tpath)
+    elif not is_private(tpath):
+        _log.warning("token.permissive path=%s expected_mode=600", tpath)
+    return token
+
 
 async def run_daemon(
     config: Config,
@@ -283,13 +327,17 @@ async def run_daemon(
     """Run mtpoold until SIGTERM or SIGINT, then shut down gracefully and return.
 
     Order: warnings about config/session files group or others can read -> state dir
-    (0700) -> bearer token (created 0600 at first start) -> state store
-    (``state_dir/state.sqlite3``; a corrupt or foreign file is moved aside with a warning and
-    a fresh one started) -> ``open_pool`` with every account's session lock held -> `RpcServer`
-    listening -> ``READY=1``.
+    (0700) -> session locks checked (a session held elsewhere refuses the start before
+    anything is written there) -> state store (``state_dir/state.sqlite3``; a corrupt or
+    foreign file is moved aside with a warning and a fresh one started) -> ``open_pool`` with
+    every account's session lock held -> bearer token (created 0600 at first start) ->
+    `RpcServer` listening -> ``READY=1``.
 
     Signals: SIGTERM/SIGINT start a graceful shutdown (``STOPPING=1``, in-flight jobs get
-    ``daemon.shutdown_grace_s``); a second one stops at once. SIGHUP, like the ``reload``
+    ``daemon.shutdown_grace_s``); a second one ends the grace period at once (jobs still
+    running are answered SHUTTING_DOWN, see `RpcServer.stop_now`). Until the daemon has
+    finished, further signals (SIGHUP included) are logged and ignored. SIGHUP, like the
+    ``reload``
     method, re-reads ``config_path`` and calls ``pool.reload(new_config)`` (see `Reloader`);
     an invalid new config is logged problem by problem and the daemon keeps running on the
     old one.
@@ -310,20 +358,18 @@ async def run_daemon(
     """
     warn_about_exposed_secrets(config, config_path)
     state_dir = prepare_state_dir(Path(config.daemon.state_dir))
-    tpath = token_path(state_dir)
-    token, created = ensure_token(tpath)
-    if created:
-        _log.info("token.created path=%s mode=600", tpath)
-    elif not is_private(tpath):
-        _log.warning("token.permissive path=%s expected_mode=600", tpath)
     if pool_factory is None:
         from ._pool import open_pool
 
+        _check_sessions_free(config)
         pool_factory = functools.partial(open_pool, lock_sessions=True)
     store = _open_store(state_dir)
     try:
-        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
+        with _late_signals_dropped(), trio.open_signal_receiver(*_SIGNALS) as signals:
             async with pool_factory(config, store=store) as pool:
+                # Only now, with every session lock held: a daemon refused at start-up
+                # leaves no token behind.
+                token = _token(state_dir)
                 reloader = Reloader(pool, config, config_path)
                 server = RpcServer.from_config(pool, config.daemon, token=token, reloader=reloader)
                 async with trio.open_nursery() as nursery:
@@ -346,15 +392,29 @@ async def run_daemon(
                     interval = watchdog_interval_s()
                     if interval is not None:
                         nursery.start_soon(_watchdog_loop, interval)
+                    # Runs until the server has finished (then `serve` cancels it): a signal
+                    # left unread would be re-delivered when the receiver closes, and
+                    # SIGHUP's default action would kill the daemon in the middle of its
+                    # shutdown.
+                    stopping_now = False
                     async for signum in signals:
                         name = signal.Signals(signum).name
-                        if signum == signal.SIGHUP:
+                        if server.statistics().draining:
+                            if signum == signal.SIGHUP or stopping_now:
+                                _log.info("daemon.signal_ignored signal=%s reason=stopping", name)
+                                continue
+                            # The grace period ends now; jobs still running are cancelled
+                            # and answered SHUTTING_DOWN, like when it runs out.
+                            _log.warning("daemon.stopping_now signal=%s", name)
+                            stopping_now = True
+                            server.stop_now()
+                        elif signum == signal.SIGHUP:
                             _log.info("daemon.reload signal=%s", name)
                             try:
                                 await reloader()
                             except ConfigError:
                                 pass  # logged problem by problem; the old config stays
-                        elif not server.statistics().draining:
+                        else:
                             _log.info(
                                 "daemon.stopping signal=%s grace_s=%g",
                                 name,
@@ -367,10 +427,6 @@ async def run_daemon(
                             begin = getattr(pool, "begin_shutdown", None)
                             if begin is not None:
                                 begin()
-                        else:
-                            _log.warning("daemon.stopping_now signal=%s", name)
-                            nursery.cancel_scope.cancel()
-                            break
         _log.info("daemon.stopped")
     finally:
         if store is not None:

@@ -389,6 +389,7 @@ class RpcServer:
     _rejected: int = attrs.field(init=False, default=0)
     _draining: bool = attrs.field(init=False, default=False)
     _shutdown_requested: trio.Event = attrs.field(init=False, factory=trio.Event)
+    _grace: trio.CancelScope = attrs.field(init=False, factory=trio.CancelScope)
     _changed: trio.Event = attrs.field(init=False, factory=trio.Event)
 
     def __attrs_post_init__(self) -> None:
@@ -457,6 +458,16 @@ class RpcServer:
         self._draining = True
         self._shutdown_requested.set()
 
+    def stop_now(self) -> None:
+        """End the shutdown's grace period at once (starting the shutdown if need be).
+
+        Jobs still running are cancelled and answered with SHUTTING_DOWN (-32003), exactly
+        as when ``shutdown_grace_s`` runs out; then connections close with 1001. Every
+        accepted request still gets exactly one final reply. Idempotent.
+        """
+        self.request_shutdown()
+        self._grace.cancel()
+
     def _notify(self) -> None:
         self._changed.set()
         self._changed = trio.Event()
@@ -519,7 +530,9 @@ class RpcServer:
             _log.info("server.stopped requests=%d", self._requests)
 
     async def _drain(self) -> None:
-        with trio.move_on_after(self.shutdown_grace_s):
+        # `stop_now` cancels this scope, before or while it is entered.
+        self._grace.deadline = trio.current_time() + self.shutdown_grace_s
+        with self._grace:
             await self._wait_until(lambda: self._in_flight == 0)
         late = 0
         for conn in list(self._connections):

@@ -106,6 +106,19 @@ def test_main_usage_errors(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["status", "--watch", "nope"]) == 2
 
 
+@pytest.mark.parametrize("seconds", ["nan", "inf", "0", "-1", "1e999", "nope"])
+def test_status_watch_must_be_a_positive_finite_number(
+    seconds: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["status", "--watch", seconds]) == 2
+    captured = capsys.readouterr()
+    assert captured.err == (
+        "mtpoold status: argument --watch: must be a positive finite number of seconds,"
+        f" not {seconds!r}\n"
+    )
+    assert captured.out == ""
+
+
 def test_check_config_ok(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = tmp_path / "ok.toml"
     path.write_text('[daemon]\nlisten = "127.0.0.1:9999"\n')
@@ -129,6 +142,27 @@ def test_check_config_lists_every_problem(
     assert any("listen" in line for line in lines)
     assert any("bogus" in line for line in lines)
     assert captured.out == ""
+
+
+@pytest.mark.parametrize("how", ["global", "after", "env"])
+def test_check_config_without_path_uses_config_option_or_env(
+    how: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "elsewhere.toml"
+    path.write_text('[daemon]\nlisten = "127.0.0.1:9999"\n')
+    argv = {
+        "global": ["--config", str(path), "check-config"],
+        "after": ["check-config", "--config", str(path)],
+        "env": ["check-config"],
+    }[how]
+    if how == "env":
+        monkeypatch.setenv("MTPOOLD_CONFIG", str(path))
+    assert main(argv) == 0, capsys.readouterr().err
+    assert capsys.readouterr().out.startswith(f"{path}: ok: 0 accounts")
+    # no --config, no variable: ./mtpoold.toml, like the other commands
+    monkeypatch.delenv("MTPOOLD_CONFIG", raising=False)
+    assert main(["check-config"]) == 2
+    assert capsys.readouterr().err.startswith("mtpoold.toml: ")
 
 
 def test_check_config_missing_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -612,6 +646,30 @@ def test_output_into_a_closed_pipe_exits_quietly(daemon: Daemon, tmp_path: Path)
     with subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as proc:
         assert proc.stdout is not None and proc.stderr is not None
         proc.stdout.close()  # `| head -0`: the reader is gone before anything is written
+        err = proc.stderr.read().decode()
+        code = proc.wait(30)
+    assert err == ""
+    assert code == 141
+
+
+@pytest.mark.parametrize(
+    "command",
+    [["status", "--watch", "0.05"], ["status"], ["accounts", "list"], ["proxies", "list"]],
+)
+def test_rich_output_into_a_pipe_closed_midway_exits_141(
+    daemon: Daemon, command: list[str]
+) -> None:
+    """`mtpoold status --watch 0.5 | head -1`: rich's own broken-pipe exit (1) is not ours."""
+    import subprocess
+    import sys
+
+    script = "import sys\nfrom mtpoold._cli import main\nsys.exit(main(sys.argv[1:]))\n"
+    args = [sys.executable, "-c", script, *daemon.args(), *command]
+    with subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as proc:
+        assert proc.stdout is not None and proc.stderr is not None
+        if command[-1] == "0.05":
+            assert proc.stdout.read(1)  # the first screen arrived; the reader leaves
+        proc.stdout.close()
         err = proc.stderr.read().decode()
         code = proc.wait(30)
     assert err == ""

@@ -24,7 +24,8 @@ from mtpoold._daemon import run_daemon
 from mtpoold._pool import open_pool
 from mtpoold._rpc import RpcError
 from mtpoold._rpcclient import call, parse_target
-from mtpoold.testing import DC
+from mtpoold.testing import DC, open_dc
+from mtpoold.testing.dc import blackhole
 
 from _fakeclient import Sleep, World
 
@@ -127,6 +128,22 @@ def test_second_daemon_on_the_same_sessions_exits_2_naming_account_path_and_pid(
     lock = tmp_path / "state" / "locks" / "string-acc.lock"
     assert os.stat(lock).st_mode & 0o777 == 0o600
     assert lock.read_text() == ""
+
+
+def test_refused_second_daemon_writes_nothing_to_its_fresh_state_dir(tmp_path: Path) -> None:
+    config = write_config(tmp_path)
+    other_state = tmp_path / "other-state"
+    second_config = tmp_path / "second.toml"
+    text = config.read_text()
+    second_config.write_text(text.replace(f'"{tmp_path}/state"', f'"{other_state}"'))
+    with daemon_process(config, tmp_path / "first.log"):
+        second = mtpoold("run", "--config", str(second_config))
+        assert second.returncode == 2, second.stderr
+        assert "is in use by PID" in second.stderr
+    assert not (other_state / "token").exists()
+    assert not (other_state / "state.sqlite3").exists()
+    # file-acc's lock (beside its session file) refused it before anything was written
+    assert list(other_state.rglob("*")) == []
 
 
 def test_daemon_warns_about_readable_config_and_session_files(tmp_path: Path) -> None:
@@ -282,3 +299,80 @@ async def test_reload_removing_an_account_lets_its_call_finish_and_reply(tmp_pat
             status = await call(target, token, "status")
             assert [a["id"] for a in status["accounts"]] == ["a1"]
             assert status["config_generation"] == 2
+
+
+# --- signals during shutdown (real process, loopback DC) ------------------------------------------
+
+
+@asynccontextmanager
+async def async_daemon(config: Path, log: Path) -> AsyncIterator[trio.Process]:
+    """``mtpoold run`` as a subprocess, without blocking the Trio loop (the DC runs in it)."""
+    with log.open("wb") as err:
+        proc = await trio.lowlevel.open_process(
+            [sys.executable, "-m", "mtpoold", "run", "--config", str(config)], stderr=err
+        )
+    try:
+        with trio.fail_after(READY_TIMEOUT_S):
+            while "daemon.ready" not in (text := await trio.Path(log).read_text()):
+                assert proc.returncode is None, text
+                await trio.sleep(0.05)
+        yield proc
+    finally:
+        if proc.returncode is None:
+            proc.terminate()
+        with trio.move_on_after(30):
+            await proc.wait()
+        if proc.returncode is None:  # pragma: no cover - a hang is a bug: don't leak it
+            proc.kill()
+            await proc.wait()
+
+
+async def test_sigterm_sigint_sighup_answer_running_jobs_and_exit_0(tmp_path: Path) -> None:
+    async with open_dc() as dc:
+        config = tmp_path / "mtpoold.toml"
+        config.write_text(
+            f'[daemon]\nlisten = "127.0.0.1:{free_port()}"\nstate_dir = "{tmp_path}/state"\n'
+            "shutdown_grace_s = 60\n\n"
+            f'[telegram]\ndc_host = "{dc.host}"\ndc_port = {dc.port}\n'
+            f"rsa_keys = [{json.dumps(dc.public_key_pem)}]\n\n"
+            f'[[accounts]]\nid = "acc"\napi_id = 1\napi_hash = "{"ab" * 16}"\n'
+            f'session_string = "{dc.session_string("15550000001")}"\n'
+        )
+        config.chmod(0o600)
+        rule = dc.faults.add(blackhole(), method="help.GetNearestDc")
+        log = tmp_path / "daemon.log"
+        async with async_daemon(config, log) as proc, trio.open_nursery() as nursery:
+            calls: list[trio.CompletedProcess[bytes]] = []
+
+            async def slow_call() -> None:
+                calls.append(
+                    await trio.run_process(
+                        [sys.executable, "-m", "mtpoold", "--config", str(config), "call"]
+                        + ["help.GetNearestDc", "{}"],
+                        capture_stdout=True,
+                        capture_stderr=True,
+                        check=False,
+                    )
+                )
+
+            nursery.start_soon(slow_call)
+            with trio.fail_after(30):
+                while rule.remaining != 0:  # the call is at the DC, never to be answered
+                    await trio.sleep(0.05)
+            with trio.fail_after(20):  # well within the 60 s grace
+                proc.send_signal(signal.SIGTERM)
+                while "daemon.stopping " not in await trio.Path(log).read_text():
+                    await trio.sleep(0.01)
+                # pending together, the kernel hands them out SIGHUP first
+                proc.send_signal(signal.SIGINT)
+                proc.send_signal(signal.SIGHUP)
+                await proc.wait()
+        assert proc.returncode == 0, log.read_text()
+        text = log.read_text()
+        assert "daemon.stopping_now signal=SIGINT" in text
+        assert "daemon.signal_ignored signal=SIGHUP reason=stopping" in text
+        assert "daemon.stopped" in text
+        [reply] = calls
+        assert reply.returncode == 1, reply.stdout + reply.stderr
+        error = json.loads(reply.stdout)["error"]
+        assert error["code"] == -32003 and error["data"]["class"] == "SHUTTING_DOWN"

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import re
+import select
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -52,3 +56,66 @@ def test_embed_in_trio_example(tmp_path: Path) -> None:
     assert re.search(r"@example_news\s+channel\s+Example News\s+via acc-\d", proc.stdout)
     assert re.search(r"@nobody_xyz\s+PEER_NOT_FOUND: USERNAME_NOT_OCCUPIED", proc.stdout)
     assert "4 ok, 1 failed" in proc.stdout
+
+
+def _descendants(pid: int) -> set[int]:
+    """Every live process below ``pid`` (children, their children, ...), from ``ps``."""
+    found: set[int] = set()
+    todo = [pid]
+    while todo:
+        parent = todo.pop()
+        ps = subprocess.run(
+            ["ps", "-o", "pid=", "--ppid", str(parent)], capture_output=True, text=True, check=False
+        )
+        for child in map(int, ps.stdout.split()):
+            if child not in found:
+                found.add(child)
+                todo.append(child)
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return state != "Z"  # a zombie has finished; only its exit status is left
+
+
+def test_quickstart_keep_running_stops_everything_on_sigterm(tmp_path: Path) -> None:
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "examples" / "quickstart.py"), "--keep-running"],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        assert proc.stdout is not None
+        fd = proc.stdout.fileno()
+        out = ""
+        deadline = time.monotonic() + 120
+        while "daemon listening on" not in out:
+            assert time.monotonic() < deadline, out
+            ready, _, _ = select.select([fd], [], [], 1.0)
+            if ready:
+                chunk = os.read(fd, 65536)
+                assert chunk, f"quickstart exited {proc.wait()}: {out}"
+                out += chunk.decode(errors="replace")
+        children = _descendants(proc.pid)
+        # the daemon and the SOCKS5 proxy, at least
+        commands = [Path(f"/proc/{pid}/cmdline").read_bytes() for pid in children]
+        assert any(b"mtpoold\0run" in c for c in commands), commands
+        assert any(b"pproxy" in c for c in commands), commands
+        proc.send_signal(signal.SIGTERM)
+        rest, _ = proc.communicate(timeout=20)
+        out += rest.decode(errors="replace")
+        assert proc.returncode == 128 + signal.SIGTERM, out
+        assert "daemon exited with 0" in out
+        deadline = time.monotonic() + 5
+        while survivors := {pid for pid in children if _alive(pid)}:
+            assert time.monotonic() < deadline, f"still running: {survivors}"
+            time.sleep(0.05)
+    finally:
+        if proc.poll() is None:  # pragma: no cover - a hang is a bug: don't leak it
+            proc.kill()
+            proc.wait()

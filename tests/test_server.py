@@ -636,6 +636,42 @@ async def test_RpcServer_graceful_shutdown_answers_every_request_once() -> None:
         assert h.server.statistics().address is None
 
 
+@pytest.mark.parametrize("before_shutdown", [False, True])
+async def test_RpcServer_stop_now_ends_the_grace_and_answers_every_job_once(
+    before_shutdown: bool,
+) -> None:
+    async with served(shutdown_grace_s=60) as h:
+        async with h.connect() as ws, h.connect() as other:
+            for i in range(4):
+                await send(ws if i % 2 else other, i, "invoke", {"method": "wait"})
+            await h.pool.wait_waiting(4)
+            if before_shutdown:
+                h.server.stop_now()  # implies request_shutdown
+            else:
+                h.server.request_shutdown()
+                await trio.sleep(0.05)
+                assert h.server.statistics().in_flight == 4  # the grace period runs
+                h.server.stop_now()
+                h.server.stop_now()  # idempotent
+            replies: dict[int, dict[str, Any]] = {}
+            for conn in (ws, other):
+                while True:
+                    try:
+                        reply = await recv(conn)
+                    except ConnectionClosed as closed:
+                        assert closed.reason is not None and closed.reason.code == 1001
+                        break
+                    assert reply["id"] not in replies
+                    replies[reply["id"]] = reply
+        assert sorted(replies) == list(range(4))
+        for reply in replies.values():
+            assert error_of(reply) == (-32003, "SHUTTING_DOWN", "the daemon is shutting down")
+        with trio.fail_after(5):  # not the 60 s grace
+            await h.stopped.wait()
+        assert h.pool.cancelled == 4
+        assert h.server.statistics().in_flight == 0
+
+
 async def test_RpcServer_shutdown_when_idle_returns_promptly() -> None:
     async with served(shutdown_grace_s=60) as h:
         async with h.connect() as ws:

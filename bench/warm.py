@@ -302,9 +302,11 @@ ANALYSIS: Final = """
   pool now has TCP_NODELAY in every row; the per-job baseline (plain Telethon) has it only in
   the `per-job client given TCP_NODELAY too (fair)` rows (a bench-only patch), which are the
   fair comparison through the proxy, with the `direct` rows.
-- **Fairly measured, the warm pool is ~5–7x better, not 10x.** Through the proxy with
-  TCP_NODELAY: 7.4x less CPU, 7.0x lower p50 (goal missed by ~30 %); direct: 5.2x / 6.2x
-  (missed by ~40–50 %). As shipped through the proxy: 5.9x / 2.3x. What limits them on
+- **Fairly measured, the warm pool is ~7–8x better, not 10x.** Through the proxy, both
+  sides with TCP_NODELAY: 8.3x less CPU, 7.4x lower p50 (goals missed by ~17 % and ~26 %);
+  direct: 8.0x / 7.9x (missed by ~20 %). mtpoold as shipped against a plain per-job Telethon
+  through the proxy: 6.8x / 5.8x (run of 2026-11-29 14:35; ±20 % between runs on this VM;
+  before the TCP_NODELAY fix the warm p50 through the proxy was 41 ms). What limits them on
   loopback is the baseline, not mtpoold: a per-job client with a pre-authorized key does
   no DH exchange, and its extra round trips
   (TCP, SOCKS5, initConnection, the requests Telethon sends on connect) cost tens of µs

@@ -27,6 +27,7 @@ from mtpoold._rpcclient import call, parse_target
 from mtpoold.testing import DC, open_dc
 from mtpoold.testing.dc import blackhole
 
+from _daemonproc import async_daemon
 from _fakeclient import Sleep, World
 
 READY_TIMEOUT_S = 30.0
@@ -302,29 +303,6 @@ async def test_reload_removing_an_account_lets_its_call_finish_and_reply(tmp_pat
 
 
 # --- signals during shutdown (real process, loopback DC) ------------------------------------------
-
-
-@asynccontextmanager
-async def async_daemon(config: Path, log: Path) -> AsyncIterator[trio.Process]:
-    """``mtpoold run`` as a subprocess, without blocking the Trio loop (the DC runs in it)."""
-    with log.open("wb") as err:
-        proc = await trio.lowlevel.open_process(
-            [sys.executable, "-m", "mtpoold", "run", "--config", str(config)], stderr=err
-        )
-    try:
-        with trio.fail_after(READY_TIMEOUT_S):
-            while "daemon.ready" not in (text := await trio.Path(log).read_text()):
-                assert proc.returncode is None, text
-                await trio.sleep(0.05)
-        yield proc
-    finally:
-        if proc.returncode is None:
-            proc.terminate()
-        with trio.move_on_after(30):
-            await proc.wait()
-        if proc.returncode is None:  # pragma: no cover - a hang is a bug: don't leak it
-            proc.kill()
-            await proc.wait()
 
 
 async def test_sigterm_sigint_sighup_answer_running_jobs_and_exit_0(tmp_path: Path) -> None:

@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import json
 import signal
-import socket
 import sys
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
@@ -16,14 +13,9 @@ import trio
 from mtpoold.testing import open_dc
 from mtpoold.testing.dc import rpc_error
 
-READY_TIMEOUT_S = 30.0
+from _daemonproc import async_daemon, free_port
+
 FLOODED = "15550000001"  # a user of the loopback DC's default world
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 async def mtpoold(config: Path, *args: str) -> trio.CompletedProcess[bytes]:
@@ -33,30 +25,6 @@ async def mtpoold(config: Path, *args: str) -> trio.CompletedProcess[bytes]:
         capture_stderr=True,
         check=False,
     )
-
-
-@asynccontextmanager
-async def daemon(config: Path, log: Path) -> AsyncIterator[trio.Process]:
-    """``mtpoold run`` in the background, yielded once it logged ``daemon.ready``; the caller
-    may kill it; anything still running is terminated at exit."""
-    with log.open("wb") as err:
-        proc = await trio.lowlevel.open_process(
-            [sys.executable, "-m", "mtpoold", "run", "--config", str(config)], stderr=err
-        )
-    try:
-        with trio.fail_after(READY_TIMEOUT_S):
-            while "daemon.ready" not in (text := await trio.Path(log).read_text()):
-                assert proc.returncode is None, text
-                await trio.sleep(0.05)
-        yield proc
-    finally:
-        if proc.returncode is None:
-            proc.terminate()
-        with trio.move_on_after(30):
-            await proc.wait()
-        if proc.returncode is None:  # pragma: no cover - a hang is a bug: don't leak it
-            proc.kill()
-            await proc.wait()
 
 
 async def test_flood_wait_cooldown_survives_sigkill_with_the_remaining_time(
@@ -77,7 +45,7 @@ async def test_flood_wait_cooldown_survives_sigkill_with_the_remaining_time(
         )
         config.chmod(0o600)
         dc.faults.add(rpc_error(420, "FLOOD_WAIT_300"), user=FLOODED, method="help.GetNearestDc")
-        async with daemon(config, tmp_path / "first.log") as first:
+        async with async_daemon(config, tmp_path / "first.log") as first:
             reply = await mtpoold(config, "call", "help.GetNearestDc", "{}", "--account", "flooded")
             assert reply.returncode == 1, reply.stdout + reply.stderr
             assert b"FLOOD_WAIT" in reply.stdout + reply.stderr
@@ -85,7 +53,7 @@ async def test_flood_wait_cooldown_survives_sigkill_with_the_remaining_time(
             first.send_signal(signal.SIGKILL)  # no shutdown, no flush: only what was written
             await first.wait()
 
-        async with daemon(config, tmp_path / "second.log"):
+        async with async_daemon(config, tmp_path / "second.log"):
             status = await mtpoold(config, "status", "--json")
             assert status.returncode == 0, status.stderr
             stats = json.loads(status.stdout)

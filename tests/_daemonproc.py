@@ -1,0 +1,46 @@
+"""`mtpoold run` as a background process for tests that also run a Trio loop (a loopback DC)."""
+
+from __future__ import annotations
+
+import socket
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import trio
+
+#: Seconds a daemon may take to log ``daemon.ready``.
+READY_TIMEOUT_S = 30.0
+
+
+def free_port() -> int:
+    """A loopback TCP port that was free a moment ago."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@asynccontextmanager
+async def async_daemon(config: Path, log: Path) -> AsyncIterator[trio.Process]:
+    """``mtpoold run`` as a subprocess, yielded once it logged ``daemon.ready``, without
+    blocking the Trio loop; the caller may signal or kill it; anything still running is
+    terminated at exit (killed after 30 s)."""
+    with log.open("wb") as err:
+        proc = await trio.lowlevel.open_process(
+            [sys.executable, "-m", "mtpoold", "run", "--config", str(config)], stderr=err
+        )
+    try:
+        with trio.fail_after(READY_TIMEOUT_S):
+            while "daemon.ready" not in (text := await trio.Path(log).read_text()):
+                assert proc.returncode is None, text
+                await trio.sleep(0.05)
+        yield proc
+    finally:
+        if proc.returncode is None:
+            proc.terminate()
+        with trio.move_on_after(30):
+            await proc.wait()
+        if proc.returncode is None:  # pragma: no cover - a hang is a bug: don't leak it
+            proc.kill()
+            await proc.wait()

@@ -195,25 +195,19 @@ class AioExceptionHandler:
         quiet = isinstance(exc, _CLOSED_STREAM_TYPES) or any(s in message for s in _NEVER_RETRIEVED)
         if quiet:
             self._warnings += 1
-            logger.warning(
-                "asyncio: %s (account=%s proxy=%s): %s%s",
-                redact(message),
-                account,
-                proxy,
-                what,
-                f": {detail}" if detail else "",
-            )
         else:
             self._errors += 1
-            logger.error(
-                "asyncio: %s (account=%s proxy=%s): %s%s",
-                redact(message),
-                account,
-                proxy,
-                what,
-                f": {detail}" if detail else "",
-                exc_info=(type(exc), exc, exc.__traceback__) if exc is not None else None,
-            )
+        logger.log(
+            logging.WARNING if quiet else logging.ERROR,
+            "asyncio: %s (account=%s proxy=%s): %s%s",
+            redact(message),
+            account,
+            proxy,
+            what,
+            f": {detail}" if detail else "",
+            # a stray closed stream is Telethon's noise: no traceback for it
+            exc_info=None if quiet or exc is None else (type(exc), exc, exc.__traceback__),
+        )
 
 
 def install_exception_handler(loop: asyncio.AbstractEventLoop) -> AioExceptionHandler:

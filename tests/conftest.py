@@ -21,3 +21,20 @@ def _private_runtime_dir(
     runtime.chmod(0o700)
     monkeypatch.setenv("XDG_RUNTIME_DIR", str(runtime))
     return runtime
+
+
+#: Environment variables that point the CLI and the daemon at a config, a daemon or systemd:
+#: an operator's shell must not leak them into the tests.
+MTPOOLD_ENV = (
+    "MTPOOLD_CONFIG",
+    "MTPOOLD_URL",
+    "MTPOOLD_TOKEN_FILE",
+    "NOTIFY_SOCKET",
+    "WATCHDOG_USEC",
+)
+
+
+@pytest.fixture(autouse=True)
+def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in MTPOOLD_ENV:
+        monkeypatch.delenv(name, raising=False)

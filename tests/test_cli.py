@@ -30,15 +30,7 @@ TOKEN = "cli-test-token-0123456789"
 
 
 @pytest.fixture(autouse=True)
-def _clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    for name in (
-        "MTPOOLD_CONFIG",
-        "MTPOOLD_URL",
-        "MTPOOLD_TOKEN_FILE",
-        "NOTIFY_SOCKET",
-        "WATCHDOG_USEC",
-    ):
-        monkeypatch.delenv(name, raising=False)
+def _in_tmp_dir(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.chdir(tmp_path)  # no stray ./mtpoold.toml
 
 

@@ -33,18 +33,6 @@ from _fakeclient import Sleep, World
 READY_TIMEOUT_S = 30.0
 
 
-@pytest.fixture(autouse=True)
-def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in (
-        "MTPOOLD_CONFIG",
-        "MTPOOLD_URL",
-        "MTPOOLD_TOKEN_FILE",
-        "NOTIFY_SOCKET",
-        "WATCHDOG_USEC",
-    ):
-        monkeypatch.delenv(name, raising=False)
-
-
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

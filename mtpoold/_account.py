@@ -29,12 +29,23 @@ class Client(Protocol):
     :class:`mtpoold._client.TelethonClient` is the real one; tests use doubles.
     """
 
-    async def connect(self) -> None: ...
-    async def call(self, method: str, args: Any) -> dict[str, Any]: ...
-    async def resolve(self, link_or_username: str) -> dict[str, Any]: ...
-    async def get_messages(self, peer: str | int, ids: Any) -> dict[str, Any]: ...
-    async def disconnect(self) -> None: ...
-    def is_connected(self) -> bool: ...
+    async def connect(self) -> None:
+        """TCP, proxy handshake, auth key, initConnection; raises what `classify` reads."""
+
+    async def call(self, method: str, args: Any) -> dict[str, Any]:
+        """Invoke TL function ``method`` with JSON ``args``; the result as JSON."""
+
+    async def resolve(self, link_or_username: str) -> dict[str, Any]:
+        """A peer summary (kind, id, username, title, counts, flags)."""
+
+    async def get_messages(self, peer: str | int, ids: Any) -> dict[str, Any]:
+        """``{str(id): summary}`` for each message id of ``peer``."""
+
+    async def disconnect(self) -> None:
+        """Close the connection; safe at any time, the client can connect again."""
+
+    def is_connected(self) -> bool:
+        """Whether the MTProto connection is up."""
 
 
 class ConnectTimeoutError(ConnectionError):

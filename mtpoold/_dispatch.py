@@ -180,6 +180,8 @@ class Dispatcher:
         return best, earliest, any_busy
 
     def reserve(self, acc: AccountWorker) -> AccountWorker:
+        """Take ``acc`` for a job's attempt: out of the free set, most recently used; the pool
+        gives it back with ``ready.unassign`` and :meth:`release` after the attempt."""
         acc.reserved = True
         self._lane_accounts[acc.lane.key].move_to_end(acc.id)
         self.ready.assign(acc)
@@ -273,6 +275,8 @@ class Dispatcher:
         return self._rate
 
     def no_account(self, job: Job, earliest: float) -> JobFailed:
+        """The NO_ACCOUNT_AVAILABLE failure for ``job``: with ``retry_after_s`` (seconds until
+        ``earliest``, trio clock) when one could start later, else saying why none ever will."""
         now = trio.current_time()
         if earliest == float("inf"):
             return JobFailed(

@@ -298,6 +298,13 @@ class TelegramConfig:
             path of a PEM file (relative to the config file); `parse_config` reads it.
         connect_timeout_s: Timeout of one connect (TCP + proxy + handshake), seconds, > 0.
         idle_disconnect_s: Disconnect an account's client after this many idle seconds, > 0.
+        wire_max_messages_per_call: The wire governor's per-call ceiling: MTProto messages
+            one connection may put on the wire while one call is in flight (Telethon's
+            resends, acks, pings and salt retries included), >= 1; past it the call fails
+            PROTOCOL_ERROR and the connection is replaced.
+        wire_max_extra_messages_per_s: The per-second ceiling: messages per second on one
+            connection beyond one per call started in that second (the traffic Telethon
+            sends on its own), >= 1.
     """
 
     dc_id: int = attrs.field(default=2, validator=_at_least(1, integer=True))
@@ -309,6 +316,10 @@ class TelegramConfig:
     rsa_keys: tuple[str, ...] = ()
     connect_timeout_s: float = attrs.field(default=20.0, validator=_positive)
     idle_disconnect_s: float = attrs.field(default=300.0, validator=_positive)
+    wire_max_messages_per_call: int = attrs.field(default=32, validator=_at_least(1, integer=True))
+    wire_max_extra_messages_per_s: int = attrs.field(
+        default=20, validator=_at_least(1, integer=True)
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -329,6 +340,12 @@ class TelegramOverrides:
     )
     idle_disconnect_s: float | None = attrs.field(
         default=None, validator=attrs.validators.optional(_positive)
+    )
+    wire_max_messages_per_call: int | None = attrs.field(
+        default=None, validator=attrs.validators.optional(_at_least(1, integer=True))
+    )
+    wire_max_extra_messages_per_s: int | None = attrs.field(
+        default=None, validator=attrs.validators.optional(_at_least(1, integer=True))
     )
 
 
@@ -390,6 +407,8 @@ class PolicyConfig:
             doubles per consecutive failure...
         proxy_cooldown_max_s: ...up to this, seconds (>= proxy_cooldown_min_s).
         generic_cooldown_s: Account cooldown after any other error, seconds.
+        protocol_error_cooldown_s: Account rest after PROTOCOL_ERROR (its connection is
+            replaced), seconds.
         allow_methods: TL functions to unblock for ``invoke`` (``["auth.LogOut"]``); each must
             be on the built-in block list of `mtpoold._tljson` (functions that can destroy or
             hand over the account or its sessions), which is refused otherwise.
@@ -408,6 +427,7 @@ class PolicyConfig:
         default=600.0, validator=[_at_least(0), _not_below_min]
     )
     generic_cooldown_s: float = attrs.field(default=0.0, validator=_at_least(0))
+    protocol_error_cooldown_s: float = attrs.field(default=5.0, validator=_at_least(0))
     allow_methods: tuple[str, ...] = attrs.field(default=(), validator=_allow_methods)
 
 

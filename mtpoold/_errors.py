@@ -39,7 +39,10 @@ __all__ = [
     "ErrorClass",
     "Failure",
     "JobFailed",
+    "ConnectPhase",
     "MtpooldError",
+    "ProtocolViolation",
+    "ProxyUnavailable",
     "REDACTED",
     "classify",
     "redact",
@@ -58,6 +61,16 @@ class ErrorClass(enum.Enum):
     PEER_NOT_FOUND = "PEER_NOT_FOUND"
     DEADLINE_EXCEEDED = "DEADLINE_EXCEEDED"
     GENERIC = "GENERIC"
+    #: the MTProto stream itself misbehaved (resend/salt storm past the wire governor's
+    #: ceilings, a security/decryption error): the connection is replaced, the account rests
+    #: briefly, the proxy and the other accounts are left alone
+    PROTOCOL_ERROR = "PROTOCOL_ERROR"
+    #: Telegram froze or restricted the account (FROZEN_METHOD_INVALID & co.): disabled
+    ACCOUNT_RESTRICTED = "ACCOUNT_RESTRICTED"
+    #: a ``*_MIGRATE`` answer the pool cannot follow for this call: final, precise
+    WRONG_DC = "WRONG_DC"
+    #: a reply this Telethon's TL layer cannot parse (TypeNotFoundError): final, not rerouted
+    UNSUPPORTED_REPLY = "UNSUPPORTED_REPLY"
     # produced by the pool (INVALID_ARGUMENT also by classify: Telegram's 400 about the
     # request itself, and a value out of its TL type's range)
     NO_ACCOUNT_AVAILABLE = "NO_ACCOUNT_AVAILABLE"
@@ -175,6 +188,60 @@ def _rebuild_job_failed(
     return JobFailed(
         error_class, message, retry_after_s=retry_after_s, account=account, attempts=attempts
     )
+
+
+# --- faults the connection layer detects (raised by mtpoold._client, read by classify) --------
+
+
+class ConnectPhase(enum.Enum):
+    """How far one connection got; decides who is blamed for its failure.
+
+    See the table "Connection phases and blame" in ``docs/ARCHITECTURE.md``.
+    """
+
+    #: TCP connect to the proxy (to the DC itself on the direct lane)
+    PROXY_TCP = "proxy_tcp"
+    #: SOCKS5/SOCKS4/HTTP CONNECT handshake, or the MTProxy obfuscation header
+    PROXY_HANDSHAKE = "proxy_handshake"
+    #: the tunnel is up and the first MTProto bytes went out; the DC has not answered yet
+    DC_FIRST_BYTES = "dc_first_bytes"
+    #: the DC has answered on this connection: auth key, initConnection, calls
+    DC_ANSWERED = "dc_answered"
+
+
+class ProxyUnavailable(ConnectionError):
+    """A connection failed before the DC ever answered on it: the proxy's fault.
+
+    Classified PROXY_UNAVAILABLE (proxy cooldown with backoff; the account is not blamed).
+
+    Args:
+        proxy: The proxy's name (``"direct"`` for the no-proxy lane); never a secret.
+        phase: The phase the connection was in (never `ConnectPhase.DC_ANSWERED`).
+        detail: What happened, one redacted sentence fragment, e.g. ``"closed the connection
+            after 64 bytes"``.
+    """
+
+    def __init__(self, proxy: str, phase: ConnectPhase, detail: str) -> None:
+        self.proxy = proxy
+        self.phase = phase
+        self.detail = detail
+        super().__init__(f"proxy {proxy} {detail} ({phase.value}, before the DC answered)")
+
+
+class ProtocolViolation(ConnectionError):
+    """The MTProto stream of one connection misbehaved: classified PROTOCOL_ERROR.
+
+    Raised by the wire governor (more messages on the wire than its ceilings allow, e.g.
+    ``"412 messages in 1 s after bad_server_salt"``) and when Telethon reports a security or
+    decryption error for the connection.
+
+    Args:
+        detail: What happened, redacted, one line.
+    """
+
+    def __init__(self, detail: str) -> None:
+        self.detail = detail
+        super().__init__(detail)
 
 
 # --- redaction ------------------------------------------------------------------------------------
@@ -533,6 +600,10 @@ def _classify(exc: BaseException) -> Failure:
         return Failure(ErrorClass.DEADLINE_EXCEEDED, "call deadline exceeded")
     if isinstance(exc, _tl_errors.RPCError):
         return _rpc_failure(exc)
+    if isinstance(exc, ProxyUnavailable):
+        return Failure(ErrorClass.PROXY_UNAVAILABLE, redact(str(exc)))
+    if isinstance(exc, ProtocolViolation):
+        return Failure(ErrorClass.PROTOCOL_ERROR, redact(str(exc)))
 
     text = redact(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)
     if isinstance(exc, struct.error | OverflowError) and _raised_serializing(exc):

@@ -12,13 +12,14 @@ before Telethon monkey-patches them away.
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import enum
 import re
 import struct
 import types
 from collections.abc import Iterable
-from typing import Final
+from typing import Final, Literal
 
 import attrs
 
@@ -31,7 +32,9 @@ try:  # binds the original classes inside python-socks' asyncio proxy before Tel
 except ImportError:  # pragma: no cover - python-socks installed without the asyncio extra
     pass
 
+import telethon
 import telethon.errors as _tl_errors  # after python_socks
+import telethon.tl.alltlobjects as _tl_alltlobjects
 import trio  # noqa: E402
 
 __all__ = [
@@ -40,13 +43,19 @@ __all__ = [
     "Failure",
     "JobFailed",
     "ConnectPhase",
+    "DcScope",
     "MtpooldError",
     "ProtocolViolation",
     "ProxyUnavailable",
     "REDACTED",
+    "TL_LAYER",
     "classify",
     "redact",
 ]
+
+
+#: Whom a ``*_MIGRATE_N`` answer is about (see `Failure.dc_scope`).
+DcScope = Literal["account", "call"]
 
 
 class ErrorClass(enum.Enum):
@@ -90,6 +99,13 @@ class Failure:
         rpc_code: Telegram's RPC error code (420, 400, 401, ...) for RPC errors, else None.
         rpc_name: Telegram's RPC error message, e.g. ``"FLOOD_WAIT_37"`` or
             ``"AUTH_KEY_UNREGISTERED"``, for RPC errors, else None.
+        dc_id: WRONG_DC only: the DC Telegram named in its ``*_MIGRATE_N`` answer (N), else
+            None.
+        dc_scope: WRONG_DC only, else None: ``"account"`` for USER_/PHONE_/NETWORK_MIGRATE
+            (the account lives on DC ``dc_id``: for an authorized session its session points
+            at the wrong DC), ``"call"`` for FILE_/STATS_MIGRATE and any other ``*_MIGRATE_N``
+            (this one call must be made on DC ``dc_id``; mtpoold holds one DC connection per
+            account).
     """
 
     error_class: ErrorClass
@@ -97,6 +113,8 @@ class Failure:
     retry_after_s: float | None = None
     rpc_code: int | None = None
     rpc_name: str | None = None
+    dc_id: int | None = None
+    dc_scope: DcScope | None = None
 
 
 class MtpooldError(Exception):
@@ -257,6 +275,23 @@ _TOKEN_RE: Final = re.compile(rf"[A-Za-z0-9+/_-]{{{_MIN_HEX_TOKEN_CHARS},}}={{0,
 _HEX_RE: Final = re.compile(r"(?:0[xX])?[0-9a-fA-F]+")
 
 
+# A bytes repr, ``b'...'`` / ``b"..."`` (also inside ``bytearray(...)``), possibly cut off at the
+# end of the text. Reply bytes are a TL-serialized answer: names, phone numbers, message text.
+_BYTES_REPR_RE: Final = re.compile(
+    r"""(?<![A-Za-z0-9_])[bB]'(?:[^'\\]|\\.)*(?:'(?![A-Za-z0-9_])|\\?$)"""
+    r"""|(?<![A-Za-z0-9_])[bB]"(?:[^"\\]|\\.)*(?:"(?![A-Za-z0-9_])|\\?$)""",
+    re.DOTALL,
+)
+
+
+def _bytes_placeholder(match: re.Match[str]) -> str:
+    try:
+        value = ast.literal_eval(match.group())
+    except (ValueError, SyntaxError, MemoryError, RecursionError):
+        return "<bytes>"  # cut off: the length is unknown
+    return f"<{len(value)} bytes>" if isinstance(value, bytes) else "<bytes>"
+
+
 def _looks_secret(token: str) -> bool:
     core = token.rstrip("=")
     if _HEX_RE.fullmatch(core):
@@ -277,12 +312,15 @@ def redact(
 ) -> str:
     """Replace secrets in ``text`` with ``"[redacted]"``, make it one line and shorten it.
 
-    Two passes: first every known secret (longest first, so one secret containing another is
-    removed whole; None, and strings shorter than `MIN_SECRET_CHARS`, are skipped); then
-    anything that looks like key material even if nobody named it: runs of at least 32 hex
-    digits (optionally ``0x``-prefixed: api_hash, MTProxy secrets) and runs of at least 40
-    base64/base64url characters that mix upper case, lower case and digits (session strings,
-    auth keys, tokens). Long identifiers, words and paths are left alone.
+    Three passes: first every known secret (longest first, so one secret containing another is
+    removed whole; None, and strings shorter than `MIN_SECRET_CHARS`, are skipped); then every
+    bytes repr (``b'...'``, ``b"..."``, also one cut off at the end) becomes ``<N bytes>``
+    (``<bytes>`` when cut off): raw bytes in an exception's text are usually a Telegram reply,
+    i.e. personal data (names, phone numbers, message text); then anything that looks like key
+    material even if nobody named it: runs of at least 32 hex digits (optionally
+    ``0x``-prefixed: api_hash, MTProxy secrets) and runs of at least 40 base64/base64url
+    characters that mix upper case, lower case and digits (session strings, auth keys,
+    tokens). Long identifiers, words and paths are left alone.
 
     Args:
         text: Text that may contain secrets (an exception message, a log line).
@@ -300,6 +338,7 @@ def redact(
     )
     for secret in known:
         text = text.replace(secret, REDACTED)
+    text = _BYTES_REPR_RE.sub(_bytes_placeholder, text)
     out = _TOKEN_RE.sub(lambda m: REDACTED if _looks_secret(m.group()) else m.group(), text)
     out = " ".join(out.split())  # one line
     if limit is not None and len(out) > limit:
@@ -413,6 +452,33 @@ _PEER_NOT_FOUND_NAMES: Final = frozenset(
 )
 _THIS_ACCOUNT_ONLY: Final = " [not found for this account only; another account may see it]"
 
+# Telegram's answers for a *frozen* account (one Telegram has frozen for spam/abuse; it can only
+# appeal, every other method fails until it is unfrozen or deleted). Sources:
+#   - Telegram, "Frozen accounts", https://core.telegram.org/api/auth#frozen-accounts, linked
+#     from the method pages' error tables: "400 FROZEN_PARTICIPANT_MISSING The current account is
+#     frozen, and cannot access the specified peer";
+#   - Telethon's errors.csv (LonamiWebs/Telethon PR #4624 "Frozen errors", issue #4610, both
+#     2025-05): ``FROZEN_METHOD_INVALID,420`` "You tried to use a method that is not available
+#     for frozen accounts" and ``FROZEN_PARTICIPANT_MISSING,400`` (Telethon 1.45:
+#     FrozenMethodInvalidError subclasses FloodError, which is why the "any 420 -> FLOOD_WAIT"
+#     rule took it for a flood wait without seconds);
+#   - pyrofork issue #151 (2025-08) lists the same two.
+# Any other ``FROZEN_*`` name Telegram adds is taken the same way. Not here on purpose:
+# USER_RESTRICTED (spam-reported: only creating chats/channels is refused; the account still
+# reads) and PEER_FLOOD (its own class, a 24 h rest) — they limit some calls, not the account.
+_ACCOUNT_RESTRICTED_NAMES: Final = frozenset(
+    {"FROZEN_METHOD_INVALID", "FROZEN_PARTICIPANT_MISSING"}
+)
+_ACCOUNT_RESTRICTED_PREFIX: Final = "FROZEN_"
+
+# 303 SEE_OTHER "<X>_MIGRATE_<N>": repeat the request on DC N (https://core.telegram.org/api/errors
+# "303 SEE_OTHER"; https://core.telegram.org/api/datacenter). USER_/PHONE_/NETWORK_MIGRATE are
+# about the account itself (its home DC: after login an authorized session must already live
+# there, so for us the session points at the wrong DC); FILE_/STATS_MIGRATE (and any *_MIGRATE_N
+# Telegram adds) about one call (a file or statistics kept on another DC).
+_MIGRATE_RE: Final = re.compile(r"^([A-Z0-9_]+)_MIGRATE_(\d+)$")
+_ACCOUNT_MIGRATE_KINDS: Final = frozenset({"USER", "PHONE", "NETWORK"})
+
 # Telethon's generated classes do not keep the RPC message on the instance: recover it from its
 # tables (exact names, and regex names whose capture the instance keeps in an int attribute).
 _NAME_BY_CLASS: Final[dict[type, str]] = {}
@@ -488,6 +554,11 @@ def _rpc_failure(exc: _tl_errors.RPCError) -> Failure:
     if seconds is not None:
         # Telethon (client/users.py): "FLOOD_WAIT_0 has been observed" -> treat as 1 s.
         return failure(ErrorClass.FLOOD_WAIT, retry_after_s=float(max(seconds, 1)))
+    if upper in _ACCOUNT_RESTRICTED_NAMES or upper.startswith(_ACCOUNT_RESTRICTED_PREFIX):
+        # before "any 420 -> FLOOD_WAIT": FROZEN_METHOD_INVALID is a 420 without seconds
+        return failure(ErrorClass.ACCOUNT_RESTRICTED, f"{text} [Telegram froze this account]")
+    if (m := _MIGRATE_RE.match(upper)) and code in (303, None):
+        return _wrong_dc(exc, name or upper, m.group(1), int(m.group(2)), code)
     if isinstance(exc, _tl_errors.PeerFloodError) or upper == "PEER_FLOOD":
         return failure(ErrorClass.PEER_FLOOD)
     if upper in _SESSION_REVOKED_NAMES:
@@ -502,6 +573,105 @@ def _rpc_failure(exc: _tl_errors.RPCError) -> Failure:
         # caller's mistake, final, no penalty — never a retry that burns more accounts.
         return failure(ErrorClass.INVALID_ARGUMENT)
     return failure(ErrorClass.GENERIC)
+
+
+def _wrong_dc(
+    exc: _tl_errors.RPCError, name: str, kind: str, dc_id: int, code: int | None
+) -> Failure:
+    scope: DcScope = "account" if kind in _ACCOUNT_MIGRATE_KINDS else "call"
+    if scope == "account":
+        message = (
+            f"Telegram answered {name}: this account lives on DC {dc_id}, not on the DC its"
+            " session points at; re-authorize the account"
+        )
+    else:
+        message = (
+            f"Telegram answered {name}: this call must be made on DC {dc_id},"
+            " which mtpoold does not connect to"
+        )
+    caused_by = _request_name(getattr(exc, "request", None))
+    if caused_by is not None:
+        message += f" (caused by {caused_by})"
+    return Failure(
+        ErrorClass.WRONG_DC, message, rpc_code=code, rpc_name=name, dc_id=dc_id, dc_scope=scope
+    )
+
+
+def _request_name(request: object) -> str | None:
+    """The innermost TL function's class name (through invokeWithoutUpdates & co.)."""
+    for _ in range(8):  # invokeWithLayer(initConnection(invokeWithoutUpdates(f))) at most
+        inner = getattr(request, "query", None)
+        if inner is None:
+            break
+        request = inner
+    return None if request is None else type(request).__name__
+
+
+def _migrate_context(exc: BaseException) -> _tl_errors.RPCError | None:
+    """The ``*_MIGRATE`` error Telethon was following when `exc` was raised, if any.
+
+    Telethon's ``_call`` answers USER_/PHONE_/NETWORK_MIGRATE by calling
+    ``TelegramBaseClient._switch_dc(new_dc)`` inside its ``except`` block (for an authorized
+    session only USER_MIGRATE; it drops the auth key first), so a failure of that switch
+    (``ValueError("Failed to get DC N")``, a connect error) has the migrate error as context.
+    """
+    context = exc.__context__
+    for _ in range(8):  # e.g. ValueError <- StopIteration <- StopIteration <- UserMigrateError
+        if context is None or isinstance(context, _tl_errors.RPCError):
+            break
+        context = context.__context__
+    if not isinstance(context, _tl_errors.RPCError):
+        return None
+    tb = exc.__traceback__
+    while tb is not None:
+        module = str(tb.tb_frame.f_globals.get("__name__") or "")
+        if tb.tb_frame.f_code.co_name == "_switch_dc" and module.startswith(
+            ("telethon", "mtpoold")  # Telethon's, or an override in mtpoold's client
+        ):
+            return context
+        tb = tb.tb_next
+    return None
+
+
+# --- replies this Telethon cannot parse -----------------------------------------------------------
+
+#: The TL layer of the installed Telethon (what it tells Telegram in invokeWithLayer).
+TL_LAYER: Final[int] = int(_tl_alltlobjects.LAYER)
+_TELETHON_VERSION: Final = str(getattr(telethon, "__version__", "?"))
+_UPGRADE_HINT: Final = "upgrade Telethon (pip install -U telethon) to a release with a newer layer"
+# Frames of Telethon's TL deserialization: TLObject.from_reader, TLRequest.read_result and the
+# BinaryReader under them.
+_PARSING_FRAMES: Final = frozenset({"from_reader", "read_result"})
+_PARSING_MODULE: Final = "telethon.extensions.binaryreader"
+
+
+def _raised_parsing(exc: BaseException) -> bool:
+    """Whether `exc` was raised while Telethon deserialized a reply (a TL object)."""
+    tb = exc.__traceback__
+    while tb is not None:
+        module = tb.tb_frame.f_globals.get("__name__") or ""
+        if isinstance(module, str) and (
+            module == _PARSING_MODULE
+            or (tb.tb_frame.f_code.co_name in _PARSING_FRAMES and module.startswith("telethon"))
+        ):
+            return True
+        tb = tb.tb_next
+    return False
+
+
+def _unsupported_reply(exc: BaseException) -> Failure:
+    # Never str(exc): TypeNotFoundError's text carries "Remaining bytes: b'...'" and
+    # BinaryReader's BufferError the bytes it read — the reply: names, phone numbers, text.
+    if isinstance(exc, _tl_errors.TypeNotFoundError):
+        constructor = int(getattr(exc, "invalid_constructor_id", 0) or 0) & 0xFFFFFFFF
+        what = f"unknown constructor 0x{constructor:08x}"
+    else:
+        what = f"{type(exc).__name__} while reading it"
+    return Failure(
+        ErrorClass.UNSUPPORTED_REPLY,
+        f"Telegram's reply cannot be parsed by this Telethon (Telethon {_TELETHON_VERSION},"
+        f" TL layer {TL_LAYER}: {what}); {_UPGRADE_HINT}",
+    )
 
 
 # --- classify -------------------------------------------------------------------------------------
@@ -546,7 +716,7 @@ def _raised_serializing(exc: BaseException) -> bool:
 def classify(exc: BaseException) -> Failure:
     """Classify an exception raised by a Telethon call, its proxy, or its deadline.
 
-    Never raises, and never puts a secret into the `Failure` (see `redact`).
+    Never raises, and never puts a secret or reply bytes into the `Failure` (see `redact`).
 
     Args:
         exc: The exception. An exception group with exactly one leaf is classified as that
@@ -560,15 +730,33 @@ def classify(exc: BaseException) -> Failure:
           ``*_WAIT_N`` flood errors (FloodWaitError, FloodPremiumWaitError,
           FloodTestPhoneWaitError, SlowModeWaitError, or any 420 whose message ends in
           ``WAIT_<N>``) -> FLOOD_WAIT with ``retry_after_s = N`` (0 -> 1 s, as Telethon does);
-          PEER_FLOOD -> PEER_FLOOD; AUTH_KEY_UNREGISTERED, SESSION_REVOKED, SESSION_EXPIRED,
-          USER_DEACTIVATED(_BAN), AUTH_KEY_DUPLICATED, PHONE_NUMBER_BANNED, AUTH_KEY_INVALID
-          -> SESSION_REVOKED; PEER_ID_INVALID, USERNAME_NOT_OCCUPIED, USERNAME_INVALID,
-          CHANNEL_PRIVATE, CHANNEL_INVALID, MSG_ID_INVALID, USER_ID_INVALID, CHAT_ID_INVALID,
+          the frozen-account answers FROZEN_METHOD_INVALID (420), FROZEN_PARTICIPANT_MISSING
+          (400) and any other ``FROZEN_*`` -> ACCOUNT_RESTRICTED (sources in the comment at
+          ``_ACCOUNT_RESTRICTED_NAMES``); 303 ``<X>_MIGRATE_<N>`` -> WRONG_DC with
+          ``dc_id = N`` and ``dc_scope`` ``"account"`` (USER_, PHONE_, NETWORK_MIGRATE) or
+          ``"call"`` (FILE_, STATS_MIGRATE, any other); PEER_FLOOD -> PEER_FLOOD;
+          AUTH_KEY_UNREGISTERED, SESSION_REVOKED, SESSION_EXPIRED, USER_DEACTIVATED(_BAN),
+          AUTH_KEY_DUPLICATED, PHONE_NUMBER_BANNED, AUTH_KEY_INVALID -> SESSION_REVOKED;
+          PEER_ID_INVALID, USERNAME_NOT_OCCUPIED, USERNAME_INVALID, CHANNEL_PRIVATE,
+          CHANNEL_INVALID, MSG_ID_INVALID, USER_ID_INVALID, CHAT_ID_INVALID,
           INVITE_HASH_INVALID, INVITE_HASH_EXPIRED, INVITE_HASH_EMPTY,
           USERNAME_PURCHASE_AVAILABLE -> PEER_NOT_FOUND (final); any other 420 -> FLOOD_WAIT
           without ``retry_after_s``;
+          any other 400 (the request itself is wrong) except the account-specific ones in
+          ``_ACCOUNT_SPECIFIC_400`` -> INVALID_ARGUMENT;
           everything else (incl. 500 INTERNAL_SERVER_ERROR) -> GENERIC. Names are matched on
           the RPC message too, not only Telethon's class.
+        - An error raised while Telethon followed a USER_/PHONE_/NETWORK_MIGRATE on its own
+          (inside its ``_switch_dc``, e.g. ``ValueError("Failed to get DC 4")``) -> WRONG_DC of
+          that migrate error, the switch's failure appended to the message.
+        - `ProxyUnavailable` -> PROXY_UNAVAILABLE; `ProtocolViolation` -> PROTOCOL_ERROR (both
+          raised by ``mtpoold._client``).
+        - A reply Telethon cannot parse: ``telethon.errors.TypeNotFoundError`` (a constructor
+          id unknown to its TL layer), or any other error raised inside Telethon's TL
+          deserialization (``from_reader``/``read_result``/BinaryReader) -> UNSUPPORTED_REPLY,
+          naming the constructor id (hex), Telethon's version and TL layer (`TL_LAYER`) and
+          saying to upgrade Telethon. The exception's text is never used: it carries the
+          reply's bytes (personal data).
         - ``struct.error`` / ``OverflowError`` raised while Telethon serialized the request
           (a value out of its TL type's range) -> INVALID_ARGUMENT: the caller's input, final
           and no account's fault (from anywhere else they stay GENERIC).
@@ -600,10 +788,21 @@ def _classify(exc: BaseException) -> Failure:
         return Failure(ErrorClass.DEADLINE_EXCEEDED, "call deadline exceeded")
     if isinstance(exc, _tl_errors.RPCError):
         return _rpc_failure(exc)
+    if (migrate := _migrate_context(exc)) is not None:
+        failure = _rpc_failure(migrate)
+        if failure.error_class is ErrorClass.WRONG_DC:
+            switch = redact(f"{type(exc).__name__}: {exc}")
+            return attrs.evolve(
+                failure, message=f"{failure.message}; Telethon's switch to that DC failed: {switch}"
+            )
     if isinstance(exc, ProxyUnavailable):
         return Failure(ErrorClass.PROXY_UNAVAILABLE, redact(str(exc)))
     if isinstance(exc, ProtocolViolation):
         return Failure(ErrorClass.PROTOCOL_ERROR, redact(str(exc)))
+    if isinstance(exc, _tl_errors.TypeNotFoundError) or (
+        not isinstance(exc, _STREAM_CLOSED_TYPES) and _raised_parsing(exc)
+    ):
+        return _unsupported_reply(exc)
 
     text = redact(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)
     if isinstance(exc, struct.error | OverflowError) and _raised_serializing(exc):

@@ -55,10 +55,18 @@ def _backoff_s(policy: PolicyConfig, attempt: int) -> float:
     return float(policy.backoff_s[min(attempt - 1, len(policy.backoff_s) - 1)])
 
 
-def decide(failure: Failure, policy: PolicyConfig, *, proxy_failures: int, attempt: int) -> Verdict:
+def decide(
+    failure: Failure,
+    policy: PolicyConfig,
+    *,
+    proxy_failures: int,
+    attempt: int,
+    session_dc_id: int | None = None,
+) -> Verdict:
     """Decide what to do after a call failed with ``failure``.
 
-    Rules (sources: the PHP system mtpoold replaces, and Telegram's error semantics):
+    Rules (sources: the PHP system mtpoold replaces, and Telegram's error semantics; the
+    RPC error lists and their sources are in `mtpoold._errors`):
 
     - FLOOD_WAIT: the account rests exactly ``retry_after_s`` (what Telegram asked; the PHP
       worker stored ``now + FLOOD_WAIT_N`` per account); the job is rerouted. A 420 without a
@@ -70,8 +78,24 @@ def decide(failure: Failure, policy: PolicyConfig, *, proxy_failures: int, attem
     - PROXY_UNAVAILABLE: the proxy lane rests ``proxy_cooldown_min_s * 2**(proxy_failures-1)``
       capped at ``proxy_cooldown_max_s`` (PHP's IPC_UNAVAILABLE back-off, 10 s doubling to
       10 min); the account is not blamed; reconnect; rerouted.
+    - PROTOCOL_ERROR: the account rests ``protocol_error_cooldown_s`` (5 s) and reconnects (the
+      MTProto stream of that one connection misbehaved: replace it); the proxy is not blamed;
+      rerouted.
     - SESSION_REVOKED: the account is disabled (PHP marked the session dead on
       AUTH_KEY_UNREGISTERED & co.; only re-authorising helps); rerouted.
+    - ACCOUNT_RESTRICTED: the account is disabled with a reason naming the RPC error
+      (FROZEN_METHOD_INVALID & co.: Telegram froze the account, it can only appeal —
+      https://core.telegram.org/api/auth#frozen-accounts); rerouted.
+    - WRONG_DC with ``dc_scope == "account"`` (USER_/PHONE_/NETWORK_MIGRATE_N): the account is
+      disabled, reason "the session points at DC M but Telegram says the account lives on DC
+      N; re-authorize" (M = ``session_dc_id`` when known): an authorized session's auth key
+      belongs to its home DC, so following the redirect means logging in again (Telethon's own
+      handling of USER_MIGRATE drops the auth key); rerouted.
+    - WRONG_DC with ``dc_scope == "call"`` (FILE_/STATS_MIGRATE_N): final, no penalty — the
+      call must run on DC N and every account holds one connection to its own DC, so no
+      retry can help (Telegram, "303 SEE_OTHER": https://core.telegram.org/api/errors).
+    - UNSUPPORTED_REPLY: final, no penalty, not rerouted — Telethon's TL layer cannot read the
+      answer, which every account would get the same way; only upgrading Telethon helps.
     - PEER_NOT_FOUND: final, no penalty (PHP returned "not found" to the caller at once).
       Note the failure is only this account's view (CHANNEL_PRIVATE and friends).
     - DEADLINE_EXCEEDED: reconnect, since the connection state is unknown after a cancelled
@@ -89,6 +113,8 @@ def decide(failure: Failure, policy: PolicyConfig, *, proxy_failures: int, attem
         proxy_failures: Consecutive PROXY_UNAVAILABLE failures of this proxy, this one
             included (only used for PROXY_UNAVAILABLE).
         attempt: Number of the attempt that just failed, 1-based.
+        session_dc_id: The DC the account's session points at, if the caller knows it (only
+            used in the WRONG_DC disable reason).
 
     Returns:
         The `Verdict`.
@@ -100,14 +126,21 @@ def decide(failure: Failure, policy: PolicyConfig, *, proxy_failures: int, attem
         raise ValueError(f"attempt must be >= 1, got {attempt}")
     if proxy_failures < 0:
         raise ValueError(f"proxy_failures must be >= 0, got {proxy_failures}")
-    verdict = _decide(failure, policy, proxy_failures=proxy_failures, attempt=attempt)
+    verdict = _decide(
+        failure, policy, proxy_failures=proxy_failures, attempt=attempt, session_dc_id=session_dc_id
+    )
     if verdict.retry and attempt >= policy.max_attempts:
         verdict = attrs.evolve(verdict, retry=False, retry_delay_s=0.0)
     return verdict
 
 
 def _decide(
-    failure: Failure, policy: PolicyConfig, *, proxy_failures: int, attempt: int
+    failure: Failure,
+    policy: PolicyConfig,
+    *,
+    proxy_failures: int,
+    attempt: int,
+    session_dc_id: int | None,
 ) -> Verdict:
     match failure.error_class:
         case ErrorClass.FLOOD_WAIT:
@@ -131,6 +164,21 @@ def _decide(
                     " banned or deactivated); re-authorize this account"
                 )
             )
+        case ErrorClass.PROTOCOL_ERROR:
+            return Verdict(account_cooldown_s=policy.protocol_error_cooldown_s, reconnect=True)
+        case ErrorClass.ACCOUNT_RESTRICTED:
+            name = failure.rpc_name or failure.error_class.value
+            return Verdict(
+                disable_reason=(
+                    f"{name}: Telegram froze or restricted this account (it can only appeal,"
+                    " see https://core.telegram.org/api/auth#frozen-accounts); enable it again"
+                    " once Telegram lifted the restriction"
+                )
+            )
+        case ErrorClass.WRONG_DC if failure.dc_scope == "account":
+            return Verdict(disable_reason=_wrong_dc_reason(failure, session_dc_id))
+        case ErrorClass.WRONG_DC | ErrorClass.UNSUPPORTED_REPLY:
+            return Verdict(retry=False)
         case ErrorClass.PEER_NOT_FOUND:
             return Verdict(retry=False)
         case ErrorClass.DEADLINE_EXCEEDED:
@@ -142,3 +190,13 @@ def _decide(
             )
         case _:  # produced by the pool itself: nothing to blame, nothing to retry
             return Verdict(retry=False)
+
+
+def _wrong_dc_reason(failure: Failure, session_dc_id: int | None) -> str:
+    name = failure.rpc_name or failure.error_class.value
+    home = f"DC {failure.dc_id}" if failure.dc_id is not None else "another DC"
+    points_at = f"DC {session_dc_id}" if session_dc_id is not None else "a different DC"
+    return (
+        f"{name}: the session points at {points_at} but Telegram says the account lives on"
+        f" {home}; re-authorize this account"
+    )

@@ -12,9 +12,14 @@ import textwrap
 
 import pytest
 import python_socks
+import telethon
 import trio
+import trio_asyncio
 from telethon import errors as tl_errors
 from telethon.errors import rpc_message_to_error
+from telethon.extensions import BinaryReader
+from telethon.tl import types
+from telethon.tl.alltlobjects import LAYER
 from telethon.tl.functions.channels import GetChannelsRequest
 from telethon.tl.functions.contacts import ResolveUsernameRequest
 from telethon.tl.functions.messages import GetHistoryRequest, GetMessagesRequest
@@ -22,11 +27,15 @@ from telethon.tl.types import InputChannel, InputMessageID, InputPeerEmpty, RpcE
 
 from mtpoold._config import PolicyConfig
 from mtpoold._errors import (
+    TL_LAYER,
     ConfigError,
+    ConnectPhase,
     ErrorClass,
     Failure,
     JobFailed,
     MtpooldError,
+    ProtocolViolation,
+    ProxyUnavailable,
     classify,
     redact,
 )
@@ -134,11 +143,11 @@ def test_classify_plain_RPCError_420() -> None:
 
 
 def test_classify_420_without_seconds_is_flood_wait_without_duration() -> None:
-    f = classify(rpc(420, "FROZEN_METHOD_INVALID"))
+    f = classify(rpc(420, "FLOOD_SOMETHING_NEW"))
     assert (f.error_class, f.retry_after_s, f.rpc_name) == (
         ErrorClass.FLOOD_WAIT,
         None,
-        "FROZEN_METHOD_INVALID",
+        "FLOOD_SOMETHING_NEW",
     )
 
 
@@ -410,7 +419,6 @@ def test_classify_TooSlowError() -> None:
         rpc(500, "INTERNAL_SERVER_ERROR"),
         rpc(-503, "Timeout"),
         rpc(400, "USER_BANNED_IN_CHANNEL"),  # this account's standing: rerouted
-        rpc(303, "FILE_MIGRATE_4"),
         ValueError("Unknown proxy protocol type: 9"),
         ValueError("whatever"),
         RuntimeError("The asyncio event loop must not change after connection"),
@@ -562,3 +570,275 @@ def test_classify_struct_error_elsewhere_stays_generic() -> None:
         struct.pack("<i", 2**40)
     assert classify(info.value).error_class is ErrorClass.GENERIC
     assert classify(OverflowError("int too big")).error_class is ErrorClass.GENERIC
+
+
+# --- ACCOUNT_RESTRICTED: frozen accounts ----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("code", "message", "exc_type"),
+    [
+        (420, "FROZEN_METHOD_INVALID", tl_errors.FrozenMethodInvalidError),
+        (400, "FROZEN_PARTICIPANT_MISSING", tl_errors.FrozenParticipantMissingError),
+        (400, "FROZEN_SOMETHING_NEW", tl_errors.BadRequestError),  # any later FROZEN_*
+        (420, "FROZEN_SOMETHING_NEW", tl_errors.FloodError),
+    ],
+)
+def test_classify_frozen_account_is_ACCOUNT_RESTRICTED(
+    code: int, message: str, exc_type: type
+) -> None:
+    exc = rpc(code, message)
+    assert type(exc) is exc_type
+    f = classify(exc)
+    assert (f.error_class, f.rpc_code, f.rpc_name, f.retry_after_s) == (
+        ErrorClass.ACCOUNT_RESTRICTED,
+        code,
+        message,
+        None,
+    )
+    assert f.message.startswith(f"{message} ({code}): ")
+    assert f.message.endswith("[Telegram froze this account]")
+
+
+def test_classify_FROZEN_METHOD_INVALID_is_not_a_flood_wait() -> None:
+    exc = rpc(420, "FROZEN_METHOD_INVALID")
+    assert isinstance(exc, tl_errors.FloodError)  # why the "any 420" rule used to take it
+    verdict = decide(classify(exc), PolicyConfig(), proxy_failures=0, attempt=1)
+    assert verdict.account_cooldown_s == 0.0
+    assert verdict.disable_reason is not None
+    assert verdict.disable_reason.startswith("FROZEN_METHOD_INVALID: ")
+
+
+# --- WRONG_DC: 303 *_MIGRATE_N --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("message", "exc_type", "dc_id", "scope"),
+    [
+        ("USER_MIGRATE_4", tl_errors.UserMigrateError, 4, "account"),
+        ("PHONE_MIGRATE_1", tl_errors.PhoneMigrateError, 1, "account"),
+        ("NETWORK_MIGRATE_3", tl_errors.NetworkMigrateError, 3, "account"),
+        ("FILE_MIGRATE_4", tl_errors.FileMigrateError, 4, "call"),
+        ("STATS_MIGRATE_5", tl_errors.StatsMigrateError, 5, "call"),
+        ("SOMETHING_MIGRATE_2", tl_errors.InvalidDCError, 2, "call"),  # one Telegram adds later
+    ],
+)
+def test_classify_MIGRATE_is_WRONG_DC(message: str, exc_type: type, dc_id: int, scope: str) -> None:
+    exc = rpc(303, message)
+    assert type(exc) is exc_type
+    f = classify(exc)
+    assert (f.error_class, f.rpc_code, f.rpc_name, f.dc_id, f.dc_scope) == (
+        ErrorClass.WRONG_DC,
+        303,
+        message,
+        dc_id,
+        scope,
+    )
+    assert f.message.startswith(f"Telegram answered {message}: ")
+    assert f"DC {dc_id}" in f.message
+    assert f.message.endswith("(caused by GetHistoryRequest)")
+
+
+def test_classify_FILE_MIGRATE_message_is_precise() -> None:
+    f = classify(rpc(303, "FILE_MIGRATE_4"))
+    assert f.message == (
+        "Telegram answered FILE_MIGRATE_4: this call must be made on DC 4, which mtpoold does"
+        " not connect to (caused by GetHistoryRequest)"
+    )
+    user = classify(rpc(303, "USER_MIGRATE_4"))
+    assert user.message == (
+        "Telegram answered USER_MIGRATE_4: this account lives on DC 4, not on the DC its session"
+        " points at; re-authorize the account (caused by GetHistoryRequest)"
+    )
+
+
+def test_classify_MIGRATE_names_the_innermost_request() -> None:
+    from telethon.tl.functions import InvokeWithoutUpdatesRequest
+
+    f = classify(rpc(303, "FILE_MIGRATE_2", InvokeWithoutUpdatesRequest(REQUEST)))
+    assert f.message.endswith("(caused by GetHistoryRequest)")
+    assert classify(rpc(303, "FILE_MIGRATE_2", None)).message.endswith("not connect to")
+
+
+# Telethon's TelegramBaseClient._switch_dc -> _get_dc, as far as it fails: the code lives in a
+# module named like Telethon's, as classify looks for the frame of a telethon/mtpoold module.
+_TELETHON_LIKE: dict[str, object] = {"__name__": "telethon.client.telegrambaseclient"}
+exec(
+    textwrap.dedent(
+        """
+        def _switch_dc(new_dc):
+            try:
+                next(iter(()))
+            except StopIteration:
+                raise ValueError(f"Failed to get DC {new_dc} (cdn = False)")
+        """
+    ),
+    _TELETHON_LIKE,
+)
+
+
+def test_classify_failure_while_following_a_migrate_is_WRONG_DC() -> None:
+    # Telethon's _call: except UserMigrateError as e: await self._switch_dc(e.new_dc)
+    # (the real thing, through the loopback DC, is in test_classify_real_telethon_answers)
+    switch_dc = _TELETHON_LIKE["_switch_dc"]
+    assert callable(switch_dc)
+    caught: BaseException | None = None
+    try:
+        try:
+            raise rpc(303, "USER_MIGRATE_4")
+        except tl_errors.UserMigrateError:
+            switch_dc(4)
+    except ValueError as exc:
+        caught = exc
+    assert caught is not None
+    f = classify(caught)
+    assert (f.error_class, f.dc_id, f.dc_scope, f.rpc_name) == (
+        ErrorClass.WRONG_DC,
+        4,
+        "account",
+        "USER_MIGRATE_4",
+    )
+    assert f.message.endswith(
+        "; Telethon's switch to that DC failed: ValueError: Failed to get DC 4 (cdn = False)"
+    )
+    # the same ValueError without the migrate context stays GENERIC
+    assert classify(ValueError("Failed to get DC 4 (cdn = False)")).error_class is (
+        ErrorClass.GENERIC
+    )
+
+
+# --- UNSUPPORTED_REPLY: replies this Telethon cannot parse ----------------------------------------
+
+PHONE, FIRST, LAST = "79161234567", "Alice", "Liddell"
+USER = types.User(id=123, first_name=FIRST, last_name=LAST, phone=PHONE, access_hash=42)
+USER_ID = struct.pack("<I", types.User.CONSTRUCTOR_ID)
+UNKNOWN_ID = struct.pack("<I", 0xDEADBEEF)
+REPLY = bytes(types.messages.Messages(messages=[], topics=[], chats=[], users=[USER]))
+
+
+def read_reply(data: bytes) -> BaseException:
+    """What Telethon's MTProtoSender hands the caller when ``read_result`` fails on ``data``."""
+    with pytest.raises(Exception) as info, BinaryReader(data) as reader:
+        REQUEST.read_result(reader)
+    return info.value
+
+
+def assert_no_personal_data(f: Failure) -> None:
+    for private in (PHONE, PHONE[:5], FIRST, LAST, "Remaining", "\\x"):
+        assert private not in f.message
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        UNKNOWN_ID + bytes(USER)[4:],  # the whole reply has a constructor newer than our layer
+        REPLY.replace(USER_ID, UNKNOWN_ID),  # one object inside it has
+    ],
+    ids=["top-level", "nested"],
+)
+def test_classify_TypeNotFoundError_is_UNSUPPORTED_REPLY(data: bytes) -> None:
+    exc = read_reply(data)
+    assert type(exc) is tl_errors.TypeNotFoundError
+    assert PHONE in str(exc) and FIRST in str(exc)  # Telethon's text: "Remaining bytes: b'...'"
+    f = classify(exc)
+    assert f == Failure(
+        ErrorClass.UNSUPPORTED_REPLY,
+        "Telegram's reply cannot be parsed by this Telethon (Telethon"
+        f" {telethon.__version__}, TL layer {LAYER}: unknown constructor 0xdeadbeef); upgrade"
+        " Telethon (pip install -U telethon) to a release with a newer layer",
+    )
+    assert TL_LAYER == LAYER
+    assert_no_personal_data(f)
+    assert decide(f, PolicyConfig(), proxy_failures=0, attempt=1) == Verdict(retry=False)
+
+
+def test_classify_truncated_reply_is_UNSUPPORTED_REPLY_without_its_bytes() -> None:
+    exc = read_reply(REPLY[:-6])  # BinaryReader: "No more data left to read (... b'79161')"
+    assert type(exc) is BufferError
+    assert PHONE[:5] in str(exc) and LAST in str(exc)
+    f = classify(exc)
+    assert f.error_class is ErrorClass.UNSUPPORTED_REPLY
+    assert f"TL layer {LAYER}: BufferError while reading it" in f.message
+    assert_no_personal_data(f)
+
+
+def test_classify_never_copies_reply_bytes_into_a_message() -> None:
+    reply = b"\x05" + FIRST.encode() + b"\x00\x0b" + PHONE.encode() + b"'\"\\"
+    for exc in (
+        RuntimeError(f"unexpected answer {reply!r} from the server"),  # GENERIC
+        ValueError(f"cut off: {reply!r}"[:-3]),  # a repr cut off at the end
+        tl_errors.InvalidBufferError(reply),  # STREAM_CLOSED: "Invalid response buffer ..."
+        ConnectionError(f"peer sent {bytearray(reply)!r}"),
+        ValueError(f"{reply!r}, {reply!r}"),
+    ):
+        f = classify(exc)
+        assert_no_personal_data(f)
+        assert "bytes>" in f.message, f.message
+    assert classify(RuntimeError(f"got {reply!r}.")).message == "RuntimeError: got <22 bytes>."
+
+
+def test_redact_replaces_bytes_reprs() -> None:
+    assert redact("x b'\\x05Alice' y") == "x <6 bytes> y"
+    assert redact("read b\"it's\" and b''") == "read <4 bytes> and <0 bytes>"
+    assert redact("cut b'\\x00Alice 7916") == "cut <bytes>"
+    assert redact("bytearray(b'abc')") == "bytearray(<3 bytes>)"
+    # ordinary text with a b' is left alone, unless it could be a repr cut off at the end
+    assert redact("Bob's job's b's ok; bytearray(b'Alice')") == (
+        "Bob's job's b's ok; bytearray(<5 bytes>)"
+    )
+    assert redact("Bob's job's b's ok") == "Bob's job's <bytes>"  # rather too much than a leak
+
+
+# --- wire faults raised by mtpoold._client ------------------------------------------------------
+
+
+def test_classify_ProxyUnavailable() -> None:
+    exc = ProxyUnavailable("tokyo", ConnectPhase.PROXY_HANDSHAKE, "closed the connection")
+    assert isinstance(exc, ConnectionError)
+    assert classify(exc) == Failure(
+        ErrorClass.PROXY_UNAVAILABLE,
+        "proxy tokyo closed the connection (proxy_handshake, before the DC answered)",
+    )
+    group = ExceptionGroup("x", [exc])
+    assert classify(group).error_class is ErrorClass.PROXY_UNAVAILABLE
+
+
+def test_classify_ProtocolViolation() -> None:
+    exc = ProtocolViolation(f"412 messages in 1 s after bad_server_salt, key {API_HASH}")
+    assert isinstance(exc, ConnectionError)  # still not STREAM_CLOSED
+    assert classify(exc) == Failure(
+        ErrorClass.PROTOCOL_ERROR, "412 messages in 1 s after bad_server_salt, key [redacted]"
+    )
+
+
+# --- the real thing: Telethon through the loopback DC ---------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("code", "message", "error_class", "dc_scope"),
+    [
+        (420, "FROZEN_METHOD_INVALID", ErrorClass.ACCOUNT_RESTRICTED, None),
+        (400, "FROZEN_PARTICIPANT_MISSING", ErrorClass.ACCOUNT_RESTRICTED, None),
+        (303, "FILE_MIGRATE_4", ErrorClass.WRONG_DC, "call"),
+        (303, "STATS_MIGRATE_4", ErrorClass.WRONG_DC, "call"),
+        (303, "NETWORK_MIGRATE_4", ErrorClass.WRONG_DC, "account"),  # authorized: Telethon raises
+        # authorized or not, Telethon follows USER_MIGRATE itself (_switch_dc); the loopback DC
+        # has no DC 4, so the switch fails with ValueError("Failed to get DC 4")
+        (303, "USER_MIGRATE_4", ErrorClass.WRONG_DC, "account"),
+    ],
+)
+async def test_classify_real_telethon_answers(
+    code: int, message: str, error_class: ErrorClass, dc_scope: str | None
+) -> None:
+    from mtpoold.testing.dc import open_dc, open_telethon_client, rpc_error
+
+    async with open_dc() as dc, trio_asyncio.open_loop():
+        async with open_telethon_client(dc, "15550000001") as client:
+            dc.faults.add(rpc_error(code, message), method="contacts.ResolveUsername")
+            with pytest.raises(Exception) as info:
+                await trio_asyncio.aio_as_trio(client)(ResolveUsernameRequest("mtpoold_news"))
+    f = classify(info.value)
+    assert (f.error_class, f.dc_scope, f.rpc_name) == (error_class, dc_scope, message)
+    if dc_scope is not None:
+        assert f.dc_id == 4
+        assert "(caused by ResolveUsernameRequest)" in f.message

@@ -87,6 +87,60 @@ def test_decide_SESSION_REVOKED_without_rpc_name_names_the_class() -> None:
     assert verdict.disable_reason.startswith("SESSION_REVOKED: ")
 
 
+def test_decide_PROTOCOL_ERROR_rests_and_reconnects_the_account() -> None:
+    verdict = decide(fail(ErrorClass.PROTOCOL_ERROR), POLICY, proxy_failures=0, attempt=1)
+    assert verdict == Verdict(account_cooldown_s=5.0, reconnect=True, retry=True)
+    policy = PolicyConfig(protocol_error_cooldown_s=0.5)
+    assert decide(fail(ErrorClass.PROTOCOL_ERROR), policy, proxy_failures=3, attempt=2) == (
+        Verdict(account_cooldown_s=0.5, reconnect=True, retry=True)  # the proxy is not blamed
+    )
+
+
+@pytest.mark.parametrize("name", ["FROZEN_METHOD_INVALID", "FROZEN_PARTICIPANT_MISSING"])
+def test_decide_ACCOUNT_RESTRICTED_disables_naming_the_rpc_error(name: str) -> None:
+    verdict = decide(
+        fail(ErrorClass.ACCOUNT_RESTRICTED, rpc_code=420, rpc_name=name),
+        POLICY,
+        proxy_failures=0,
+        attempt=1,
+    )
+    assert verdict == Verdict(
+        disable_reason=f"{name}: Telegram froze or restricted this account (it can only appeal,"
+        " see https://core.telegram.org/api/auth#frozen-accounts); enable it again once"
+        " Telegram lifted the restriction",
+        retry=True,
+    )
+
+
+def test_decide_WRONG_DC_account_level_disables() -> None:
+    failure = fail(
+        ErrorClass.WRONG_DC, rpc_code=303, rpc_name="USER_MIGRATE_4", dc_id=4, dc_scope="account"
+    )
+    verdict = decide(failure, POLICY, proxy_failures=0, attempt=1, session_dc_id=2)
+    assert verdict == Verdict(
+        disable_reason="USER_MIGRATE_4: the session points at DC 2 but Telegram says the account"
+        " lives on DC 4; re-authorize this account",
+        retry=True,
+    )
+    unknown = decide(failure, POLICY, proxy_failures=0, attempt=1)
+    assert unknown.disable_reason == (
+        "USER_MIGRATE_4: the session points at a different DC but Telegram says the account"
+        " lives on DC 4; re-authorize this account"
+    )
+
+
+@pytest.mark.parametrize("name", ["FILE_MIGRATE_4", "STATS_MIGRATE_4"])
+def test_decide_WRONG_DC_call_level_is_final_without_penalty(name: str) -> None:
+    failure = fail(ErrorClass.WRONG_DC, rpc_code=303, rpc_name=name, dc_id=4, dc_scope="call")
+    verdict = decide(failure, POLICY, proxy_failures=0, attempt=1, session_dc_id=2)
+    assert verdict == Verdict(retry=False)
+
+
+def test_decide_UNSUPPORTED_REPLY_is_final_without_penalty() -> None:
+    verdict = decide(fail(ErrorClass.UNSUPPORTED_REPLY), POLICY, proxy_failures=0, attempt=1)
+    assert verdict == Verdict(retry=False)
+
+
 def test_decide_PEER_NOT_FOUND_is_final_without_penalty() -> None:
     verdict = decide(fail(ErrorClass.PEER_NOT_FOUND), POLICY, proxy_failures=0, attempt=1)
     assert verdict == Verdict(retry=False)

@@ -169,9 +169,42 @@ def _proxy_type(_inst: Any, attr: attrs.Attribute[Any], value: str) -> None:
         raise _FieldProblem(attr.name, f"expected one of {names}, got {_show(value)}")
 
 
+# An MTProxy secret is 16 bytes, written as 32 hex digits; a "dd" prefix asks for random
+# padding (Telethon's ConnectionTcpMTProxyRandomizedIntermediate pads anyway). Telethon's
+# TcpMTProxy.normalize_secret strips "ee"/"dd" case-sensitively and falls back to base64 for
+# anything that is not hex, so "DD…", "0x…" or a short secret would silently become another
+# secret: refuse them here (shared case 004-mtproxy-secret-validation).
+_MTPROXY_SECRET_RE: Final = re.compile(r"^(?:dd)?[0-9a-f]{32}$", re.IGNORECASE)
+_MTPROXY_SECRET_RULE: Final = (
+    'expected 32 hexadecimal characters, optionally prefixed "dd" (any case)'
+)
+
+
+def _lower(value: Any) -> Any:
+    """Converter of `ProxyConfig.secret`: stored in lower case (hex is case-insensitive)."""
+    return value.lower() if isinstance(value, str) else value
+
+
 def _mtproxy_secret(inst: ProxyConfig, attr: attrs.Attribute[Any], value: str | None) -> None:
-    if inst.type == "mtproxy" and not value:
+    if inst.type != "mtproxy":
+        return
+    if not value:
         raise _FieldProblem(attr.name, 'missing (required when type = "mtproxy")')
+    if _MTPROXY_SECRET_RE.match(value):
+        return
+    got = _show(value, secret=True)
+    lower = value.lower()
+    if lower.startswith("ee") and len(lower) >= 34 and _HEX_DIGITS_RE.match(lower):
+        raise _FieldProblem(
+            attr.name,
+            f"fake-TLS (ee…) MTProxy secrets are not supported: {_MTPROXY_SECRET_RULE}, got {got}",
+        )
+    if lower.startswith("0x"):
+        got += ' starting with "0x" (write the hex digits alone)'
+    raise _FieldProblem(attr.name, f"{_MTPROXY_SECRET_RULE}, got {got}")
+
+
+_HEX_DIGITS_RE: Final = re.compile(r"^[0-9a-f]+$")
 
 
 _API_HASH_RE: Final = re.compile(r"^[0-9a-fA-F]{32}$")
@@ -266,7 +299,10 @@ class ProxyConfig:
         port: Proxy TCP port, 1..65535.
         username: Proxy user, if it needs authentication.
         password: Proxy password (secret: never shown).
-        secret: MTProxy secret, hex (secret: never shown); required for ``type = "mtproxy"``.
+        secret: MTProxy secret (secret: never shown); required for ``type = "mtproxy"``:
+            exactly 32 hex digits, optionally prefixed ``dd``, in any case; stored in lower
+            case. Anything else (``0x…``, base64, fake-TLS ``ee…``, the wrong length) is a
+            config problem: Telethon would silently read another secret from it.
         rdns: Let the proxy resolve host names (SOCKS).
         capacity: Calls in flight through this proxy at once, >= 1.
         interval_s: Minimum time between two call starts on this proxy, in seconds, >= 0
@@ -279,7 +315,7 @@ class ProxyConfig:
     port: int = attrs.field(validator=_port, metadata={_EXPECT: "an integer 1..65535"})
     username: str | None = None
     password: str | None = _secret_field(default=None)
-    secret: str | None = _secret_field(default=None, validator=_mtproxy_secret)
+    secret: str | None = _secret_field(default=None, converter=_lower, validator=_mtproxy_secret)
     rdns: bool = True
     capacity: int = attrs.field(default=1, validator=_at_least(1, integer=True))
     interval_s: float = attrs.field(default=2.0, validator=_at_least(0))

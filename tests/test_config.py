@@ -156,13 +156,13 @@ def test_secrets_never_in_repr() -> None:
     data = doc(
         proxies=[
             proxy(password="hunter2-proxy"),
-            proxy(name="mt", type="mtproxy", secret="ee0123456789abcdef0123456789abcdef"),
+            proxy(name="mt", type="mtproxy", secret="dd0123456789abcdef0123456789abcdef"),
         ]
     )
     data["accounts"][1] = account(1, session=None, session_string="1BVtsOKkBu7Q2wGqz3x9lK1L")
     config = parse_config(data, base_dir=Path("/x"))
     text = repr(config) + str(config)
-    for secret in ("hunter2-proxy", "ee0123456789abcdef", API_HASH, "1BVtsOKkBu7Q2wGqz3x9lK1L"):
+    for secret in ("hunter2-proxy", "dd0123456789abcdef", API_HASH, "1BVtsOKkBu7Q2wGqz3x9lK1L"):
         assert secret not in text
     assert config.proxies[0].password == "hunter2-proxy"  # still there, only not shown
 
@@ -349,6 +349,70 @@ def test_problem_mtproxy_needs_secret() -> None:
     assert problems(doc(proxies=[proxy(type="mtproxy")])) == (
         'proxies[0].secret: missing (required when type = "mtproxy")',
     )
+    assert problems(doc(proxies=[proxy(type="mtproxy", secret="")])) == (
+        'proxies[0].secret: missing (required when type = "mtproxy")',
+    )
+
+
+# Shared case 004-mtproxy-secret-validation: what check-config accepted and Telethon misread.
+HEX32 = "0123456789abcdef0123456789abcdef"
+MTPROXY_RULE = 'expected 32 hexadecimal characters, optionally prefixed "dd" (any case)'
+
+
+@pytest.mark.parametrize(
+    ("secret", "stored"),
+    [
+        ("DD" + HEX32.upper(), "dd" + HEX32),  # case 004 row 1: Telethon's "dd" test is
+        ("dD" + HEX32, "dd" + HEX32),  # case-sensitive, so the config stores lower case
+        ("dd" + HEX32, "dd" + HEX32),
+        (HEX32.upper(), HEX32),
+        (HEX32, HEX32),
+        ("dd" + HEX32[2:] + "dd", "dd" + HEX32[2:] + "dd"),  # a plain secret may begin with dd
+    ],
+)
+def test_mtproxy_secret_accepted_and_normalised(secret: str, stored: str) -> None:
+    config = parse_config(
+        doc(proxies=[proxy(type="mtproxy", port=443, secret=secret)]), base_dir=Path("/x")
+    )
+    assert config.proxies[0].secret == stored
+
+
+@pytest.mark.parametrize(
+    ("secret", "reason"),
+    [
+        ("abcd", f"{MTPROXY_RULE}, got a string of 4 characters"),  # case 004 row 2
+        (  # case 004 row 3
+            "0x" + HEX32,
+            f'{MTPROXY_RULE}, got a string of 34 characters starting with "0x" (write the hex'
+            " digits alone)",
+        ),
+        ("ASNFZ4mrze8BI0VniavN7w==", f"{MTPROXY_RULE}, got a string of 24 characters"),  # base64
+        (HEX32[:-1], f"{MTPROXY_RULE}, got a string of 31 characters"),
+        (HEX32 + "0", f"{MTPROXY_RULE}, got a string of 33 characters"),
+        ("dd" + HEX32 + "00", f"{MTPROXY_RULE}, got a string of 36 characters"),
+        (HEX32[:-1] + "g", f"{MTPROXY_RULE}, got a string of 32 characters"),
+        (" " + HEX32, f"{MTPROXY_RULE}, got a string of 33 characters"),
+        (
+            "ee" + HEX32,
+            f"fake-TLS (ee…) MTProxy secrets are not supported: {MTPROXY_RULE},"
+            " got a string of 34 characters",
+        ),
+        (
+            "EE" + HEX32 + "676f6f676c652e636f6d",  # + hex("google.com"): fake-TLS with domain
+            f"fake-TLS (ee…) MTProxy secrets are not supported: {MTPROXY_RULE},"
+            " got a string of 54 characters",
+        ),
+    ],
+)
+def test_problem_mtproxy_secret_format(secret: str, reason: str) -> None:
+    found = problems(doc(proxies=[proxy(), proxy(name="mt", type="mtproxy", secret=secret)]))
+    assert found == (f"proxies[1].secret: {reason}",)
+    assert secret.strip() not in found[0]  # the value itself is never shown
+
+
+def test_secret_of_other_proxy_types_is_not_checked() -> None:
+    config = parse_config(doc(proxies=[proxy(secret="Ab")]), base_dir=Path("/x"))
+    assert config.proxies[0].secret == "ab"
 
 
 def test_problem_dangling_proxy_reference() -> None:

@@ -250,7 +250,7 @@ _CAP = "; the operator's cap (policy.job_deadline_s) is lower still"
 _AT_MOST = "params.options.deadline_ms: expected at most 2**53 (9007199254740992) milliseconds"
 _IDS = "expected an integer 1..2147483647, got"
 _HUGE_ID = '{"peer": "p", "ids": [1, ' + _HUGE + "]}"
-_PEERS = "params.peer: expected a string or an integer -9223372036854775808..9223372036854775807"
+_PEERS = "params.peer: expected a string or an integer -9223373036854775807..9223372036854775807"
 
 
 def _params_of(method: str, params: str) -> Any:

@@ -12,13 +12,22 @@ Protocol choices (this docstring is the reference):
 * ``params`` is an object (named parameters). Methods without parameters also accept it
   absent, ``{}`` or ``[]``. Unknown parameter names are rejected with ``-32602`` so typos
   surface.
+* Numbers: every number JSON can write is read — integers of up to `MAX_INT_DIGITS` digits
+  exactly, and a number beyond the float range (``1e400``) as an infinity — and judged by the
+  parameter it sits in: out of that parameter's range, or of the wrong kind, it is ``-32602``
+  naming the parameter (``params.options.deadline_ms``, ``params.ids[2]``; in ``invoke``'s
+  ``args``, the TL argument: ``argument 'limit' must be an integer -2147483648..2147483647``).
+  Only ``NaN`` / ``Infinity`` (not JSON) and integers longer than `MAX_INT_DIGITS` digits
+  (Python's int/str limit) are ``-32700``.
 
 Error codes:
 
 ======  ====================  =====================================================
 code    ``data.class``        meaning
 ======  ====================  =====================================================
--32700  PARSE_ERROR           the frame is not JSON (the connection stays open)
+-32700  PARSE_ERROR           the frame is not JSON, or a binary frame is not UTF-8
+                              (the connection stays open); a text frame that is not
+                              UTF-8 closes the connection with 1007 instead
 -32600  INVALID_REQUEST       not a JSON-RPC 2.0 request object (no id, no
                               ``"jsonrpc": "2.0"``, id reused while in flight, batch)
 -32601  METHOD_NOT_FOUND      unknown method
@@ -31,7 +40,9 @@ code    ``data.class``        meaning
 -32002  NO_ACCOUNT_AVAILABLE  no account can serve the job before its deadline
 -32003  SHUTTING_DOWN         the daemon is stopping
 -32004  CANCELLED             cancelled by a ``cancel`` request
--32005  TOO_MANY_IN_FLIGHT    the connection has ``max_in_flight`` jobs running
+-32005  TOO_MANY_IN_FLIGHT    the connection has ``max_in_flight`` jobs whose reply is
+                              not sent yet (running, or answered and waiting for
+                              the client to read)
 -32006  CONFIG_INVALID        ``reload`` refused the new config; the daemon keeps
                               running on the old one. ``data.problems`` lists
                               every problem, one line each
@@ -56,6 +67,8 @@ __all__ = [
     "INVALID_PARAMS",
     "INVALID_REQUEST",
     "JOB_FAILED",
+    "MAX_DEADLINE_MS",
+    "MAX_INT_DIGITS",
     "METHODS",
     "METHOD_NOT_FOUND",
     "NO_ACCOUNT_AVAILABLE",
@@ -233,18 +246,22 @@ class Request:
 
 
 class _NotJson(ValueError):
-    """Text `json.loads` would accept but JSON (RFC 8259) does not: NaN, Infinity, 1e999."""
+    """Text `json.loads` would accept but JSON (RFC 8259) does not: NaN, Infinity."""
 
 
 def _reject_constant(name: str) -> Any:
     raise _NotJson(f"{name} is not allowed")
 
 
-def _finite_float(text: str) -> float:
-    value = float(text)
-    if not math.isfinite(value):  # 1e999 parses as inf
-        raise _NotJson(f"number {text} is out of range")
-    return value
+#: Digits of the longest integer a frame may hold: Python's int/str conversion limit
+#: (``sys.get_int_max_str_digits()``, 4300 by default), far beyond every range we accept.
+MAX_INT_DIGITS: Final = 4300
+
+
+def _parse_int(text: str) -> int:
+    if len(text) - text.startswith("-") > MAX_INT_DIGITS:
+        raise _NotJson(f"an integer of more than {MAX_INT_DIGITS} digits")
+    return int(text)
 
 
 def _json_type(value: object) -> str:
@@ -279,14 +296,15 @@ def parse_request(frame: str | bytes) -> Request:
         The request. Its parameters are checked later by `parse_params`.
 
     Raises:
-        RpcError: PARSE_ERROR (-32700) if the frame is not JSON (``request_id`` None);
+        RpcError: PARSE_ERROR (-32700) if the frame is not JSON, or holds NaN, Infinity
+            or an integer of more than `MAX_INT_DIGITS` digits (``request_id`` None);
             INVALID_REQUEST (-32600) if it is a batch, not an object, lacks ``"jsonrpc":
             "2.0"``, lacks an id (notifications are not supported), has an id that is not a
             string or integer, a method that is not a string, or params that are neither an
             object nor an array. ``request_id`` carries the id whenever it was readable.
     """
     try:
-        obj = json.loads(frame, parse_constant=_reject_constant, parse_float=_finite_float)
+        obj = json.loads(frame, parse_constant=_reject_constant, parse_int=_parse_int)
     except (ValueError, RecursionError) as exc:  # JSONDecodeError and UnicodeDecodeError too
         if isinstance(exc, json.JSONDecodeError):
             detail = f"{exc.msg} (line {exc.lineno} column {exc.colno})"
@@ -455,10 +473,50 @@ def _string(value: object, where: str, *, empty_ok: bool = False) -> str:
     return value
 
 
-def _integer(value: object, where: str) -> int:
+def _show_number(value: int | float) -> str:
+    """A number for a message: never str() of a 4,000-digit integer, never a bare 'inf'."""
+    if isinstance(value, float):
+        if math.isfinite(value):
+            return repr(value)
+        return "NaN" if math.isnan(value) else f"a number beyond {'-' if value < 0 else ''}1.8e308"
+    if value.bit_length() <= 128:
+        return str(value)
+    return f"{'-' if value < 0 else ''}an integer of {value.bit_length()} bits"
+
+
+def _integer(value: object, where: str, low: int, high: int, what: str = "an integer") -> int:
     if isinstance(value, bool) or not isinstance(value, int):
-        raise _invalid_params(f"{where}: expected an integer, got {_json_type(value)}")
+        raise _invalid_params(f"{where}: expected {what}, got {_json_type(value)}")
+    if not low <= value <= high:
+        raise _invalid_params(f"{where}: expected {what} {low}..{high}, got {_show_number(value)}")
     return value
+
+
+#: The largest ``options.deadline_ms`` the protocol takes: 2**53 ms (about 285,000 years),
+#: exact as a float. The operator's cap (``[policy] job_deadline_s``, checked by the pool) is
+#: lower; this bound only keeps numbers no deadline can have out of the pool.
+MAX_DEADLINE_MS: Final = 2**53
+
+#: Message ids are TL ``int`` and start at 1 (as `mtpoold._methods.MAX_MESSAGE_ID`).
+_MESSAGE_ID_RANGE: Final = (1, 2**31 - 1)
+#: A numeric peer is a marked id (Bot API style: users id, chats -id, channels -100…id) of a
+#: TL ``long`` id — the range `mtpoold._methods.parse_link` takes; it says which ids inside
+#: it name no peer.
+_PEER_ID_RANGE: Final = (-(10**12 + 2**63 - 1), 2**63 - 1)
+
+
+def _deadline_s(ms: object) -> float:
+    where = "params.options.deadline_ms"
+    if isinstance(ms, bool) or not isinstance(ms, int | float):
+        raise _invalid_params(f"{where}: expected a number of milliseconds, got {_json_type(ms)}")
+    if not ms > 0:  # NaN too
+        raise _invalid_params(f"{where}: expected > 0, got {_show_number(ms)}")
+    if ms > MAX_DEADLINE_MS:
+        raise _invalid_params(
+            f"{where}: expected at most 2**53 ({MAX_DEADLINE_MS}) milliseconds, got"
+            f" {_show_number(ms)}; the operator's cap (policy.job_deadline_s) is lower still"
+        )
+    return ms / 1000
 
 
 def _options(params: Mapping[str, Any]) -> JobOptions:
@@ -475,15 +533,7 @@ def _options(params: Mapping[str, Any]) -> JobOptions:
         )
     deadline_s: float | None = None
     if raw.get("deadline_ms") is not None:
-        ms = raw["deadline_ms"]
-        if isinstance(ms, bool) or not isinstance(ms, int | float):
-            raise _invalid_params(
-                "params.options.deadline_ms: expected a number of milliseconds,"
-                f" got {_json_type(ms)}"
-            )
-        if not (math.isfinite(ms) and ms > 0):
-            raise _invalid_params(f"params.options.deadline_ms: expected > 0, got {ms!r}")
-        deadline_s = ms / 1000
+        deadline_s = _deadline_s(raw["deadline_ms"])
     account = None
     if raw.get("account") is not None:
         account = _string(raw["account"], "params.options.account")
@@ -523,6 +573,8 @@ def _get_messages(params: dict[str, Any] | list[Any] | None) -> GetMessagesParam
         )
     if isinstance(peer, str) and not peer.strip():
         raise _invalid_params("params.peer: expected a non-empty string")
+    if isinstance(peer, int):
+        _integer(peer, "params.peer", *_PEER_ID_RANGE, what="a string or an integer")
     ids = _required(p, "ids")
     if not isinstance(ids, list):
         raise _invalid_params(f"params.ids: expected an array of integers, got {_json_type(ids)}")
@@ -530,7 +582,7 @@ def _get_messages(params: dict[str, Any] | list[Any] | None) -> GetMessagesParam
         raise _invalid_params("params.ids: expected at least one message id")
     return GetMessagesParams(
         peer=peer,
-        ids=tuple(_integer(v, f"params.ids[{i}]") for i, v in enumerate(ids)),
+        ids=tuple(_integer(v, f"params.ids[{i}]", *_MESSAGE_ID_RANGE) for i, v in enumerate(ids)),
         options=_options(p),
     )
 

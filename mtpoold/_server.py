@@ -5,9 +5,25 @@ One websocket connection carries many requests at once: every job (``invoke``, `
 request id, as soon as it completes — replies come in completion order. Control methods
 (``ping``, ``status``, ``cancel``, ``accounts.disable``, ``accounts.enable``,
 ``accounts.forget``) never block and are answered inline by the connection's reader, so they
-stay available at the in-flight limit and a client that stops reading replies also stops being
-read (backpressure). ``reload`` reads a file and may wait for another reload, so it runs in its
-own task like a job.
+stay available at the in-flight limit. ``reload`` reads a file and may wait for another
+reload, so it runs in its own task like a job.
+
+Limits of one connection (the reference for ``[daemon]`` ``max_in_flight`` and
+``max_frame_bytes``):
+
+* ``max_in_flight`` counts the connection's jobs (and ``reload``) whose reply is not sent
+  yet: running, or finished with the reply waiting for the socket. Past it, a new job is
+  answered -32005 at once, by the reader. Backpressure: a client that stops reading stops
+  being read — the replies it does not read fill the socket, every send waits, the reader
+  waits in its own send, and nothing more is read from that connection — so such a client
+  costs at most ``max_in_flight`` waiting replies (and the kernel's socket buffers), however
+  much it sends. Other connections are not affected.
+* ``max_frame_bytes`` is the size of one message's payload on the wire, in bytes (UTF-8 bytes
+  of a text message, not characters). A larger message closes the connection with 1009 and
+  creates no job.
+* A text message that is not UTF-8 closes the connection with a 1007 close frame (RFC 6455
+  §8.1); a malformed frame with 1002. A binary message is read as UTF-8 JSON and answered
+  -32700 if it is not.
 
 Methods, parameters and error codes: see `mtpoold._rpc`.
 
@@ -16,6 +32,7 @@ The server depends only on the pool's public API (`PoolAPI`, as in ``docs/CONTRA
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import functools
 import hmac
@@ -33,11 +50,14 @@ import attrs
 import cattrs
 import trio
 from trio_websocket import (
+    CloseReason,
     ConnectionClosed,
     WebSocketConnection,
     WebSocketRequest,
-    wrap_server_stream,
 )
+from wsproto import ConnectionType, WSConnection
+from wsproto.connection import ConnectionState
+from wsproto.events import BytesMessage, CloseConnection, TextMessage
 
 from ._errors import ConfigError, JobFailed
 from ._rpc import (
@@ -81,8 +101,8 @@ __all__ = [
 _log = logging.getLogger("mtpoold.server")
 
 DEFAULT_LISTEN: Final = "127.0.0.1:8765"
-MAX_FRAME_BYTES: Final = 2**20  # 1 MiB, measured as trio-websocket does (len() of the message)
-MAX_IN_FLIGHT: Final = 1000  # jobs per connection
+MAX_FRAME_BYTES: Final = 2**20  # 1 MiB of payload per message, in bytes on the wire
+MAX_IN_FLIGHT: Final = 1000  # jobs per connection whose reply is not sent yet
 SHUTDOWN_GRACE_S: Final = 10.0  # seconds in-flight jobs may still finish after a shutdown request
 HANDSHAKE_TIMEOUT_S: Final = 10.0  # seconds a client has to complete the HTTP upgrade
 CLOSE_TIMEOUT_S: Final = 2.0  # seconds for final replies and close handshakes after the grace
@@ -295,8 +315,49 @@ class _Call:
 class _Connection:
     ws: WebSocketConnection
     remote: str
-    calls: dict[tuple[bool, RequestId], _Call] = attrs.field(factory=dict)
+    calls: dict[tuple[bool, RequestId], _Call] = attrs.field(factory=dict)  # cancellable ones
+    unsent: int = 0  # jobs accepted whose reply is not sent yet: what max_in_flight limits
     reader_scope: trio.CancelScope = attrs.field(factory=trio.CancelScope)
+
+
+class _WebSocket(WebSocketConnection):
+    """trio-websocket's connection, with two rules of RFC 6455 it does not keep by itself.
+
+    * ``max_message_size`` counts payload bytes on the wire: trio-websocket counts ``len()``
+      of the decoded text, so a text message of 4-byte characters could be 4x the limit.
+    * A frame wsproto fails — a text message that is not UTF-8 (1007), a malformed frame
+      (1002) — gets a close frame with that code before the TCP connection closes ("Fail the
+      WebSocket Connection", RFC 6455 §7.1.7); trio-websocket only drops the TCP connection.
+
+    Both hook trio-websocket's event handlers (not public API; checked with trio-websocket
+    0.12): tests/test_server.py's 1007 and byte-limit tests catch a version that changes them.
+    """
+
+    async def _handle_message_event(self, event: BytesMessage | TextMessage) -> None:
+        data = event.data
+        if isinstance(data, str) and not data.isascii():  # isascii() is O(1) on str
+            self._message_size += len(data.encode("utf-8")) - len(data)
+        await super()._handle_message_event(event)
+
+    async def _handle_close_connection_event(self, event: CloseConnection) -> None:
+        if self._wsproto.state is ConnectionState.OPEN:
+            # No close frame came in: wsproto made this event up from a protocol failure.
+            self._close_reason = CloseReason(event.code, event.reason or None)
+            # bounded: replies to a client that does not read may hold the send lock
+            with contextlib.suppress(ConnectionClosed), trio.move_on_after(CLOSE_TIMEOUT_S):
+                await self._send(CloseConnection(code=event.code, reason=event.reason))
+        await super()._handle_close_connection_event(event)
+
+
+async def _wrap_server_stream(
+    nursery: trio.Nursery, stream: trio.abc.Stream, *, max_message_size: int
+) -> WebSocketRequest:
+    """`trio_websocket.wrap_server_stream`, with a `_WebSocket`; its reader runs in `nursery`."""
+    connection = _WebSocket(
+        stream, WSConnection(ConnectionType.SERVER), max_message_size=max_message_size
+    )
+    nursery.start_soon(connection._reader_task)
+    return await connection._get_request()
 
 
 def _cancelled_error() -> RpcError:
@@ -354,9 +415,12 @@ class RpcServer:
         listen: ``"HOST:PORT"`` (port 0 picks a free one) or ``"unix:/path"``.
         allowed_origins: Browser ``Origin`` values allowed to connect; any other request
             carrying an ``Origin`` header is refused with HTTP 403.
-        max_frame_bytes: Largest accepted message, in bytes (characters for text frames); a
-            larger one closes that connection with code 1009 and creates no job.
-        max_in_flight: Jobs one connection may have running; past it, -32005.
+        max_frame_bytes: Largest accepted message payload, in bytes on the wire (UTF-8 bytes
+            of a text message); a larger one closes that connection with code 1009 and
+            creates no job.
+        max_in_flight: Jobs (and ``reload``) of one connection whose reply is not sent yet;
+            past it, new ones are answered -32005. A client that does not read its replies
+            is not read further once they fill the socket (see the module docstring).
         shutdown_grace_s: Seconds in-flight jobs may still finish after `request_shutdown`.
         handshake_timeout_s: Seconds a client has to complete the HTTP upgrade.
         reloader: What ``reload`` runs (the daemon re-reads its config file); None answers
@@ -557,7 +621,7 @@ class RpcServer:
             async with trio.open_nursery() as nursery:
                 request: WebSocketRequest | None = None
                 with trio.move_on_after(self.handshake_timeout_s):
-                    request = await wrap_server_stream(
+                    request = await _wrap_server_stream(
                         nursery, stream, max_message_size=self.max_frame_bytes
                     )
                 if request is not None:
@@ -660,7 +724,7 @@ class RpcServer:
             if request.method in _TASK_METHODS:
                 if self._draining:
                     raise _shutting_down_error()
-                if len(conn.calls) >= self.max_in_flight:
+                if conn.unsent >= self.max_in_flight:
                     raise RpcError(
                         TOO_MANY_IN_FLIGHT,
                         f"too many requests in flight on this connection (limit"
@@ -669,6 +733,7 @@ class RpcServer:
                     )
                 call = _Call(id=request.id)
                 conn.calls[key] = call
+                conn.unsent += 1
                 self._in_flight += 1
                 jobs.start_soon(self._run_job, conn, call, params)
                 return None
@@ -739,9 +804,10 @@ class RpcServer:
             if reply is None:  # our own scope was cancelled: by `cancel` or by the shutdown
                 reply = encode_error(call.id, call.reason or _cancelled_error())
             del conn.calls[_key(call.id)]  # from here on `cancel` finds nothing to cancel
-            await self._send(conn, reply)
+            await self._send(conn, reply)  # waits while the client does not read
         finally:
             conn.calls.pop(_key(call.id), None)
+            conn.unsent -= 1  # only now: a reply the client has not taken still counts
             self._in_flight -= 1
             self._notify()
 

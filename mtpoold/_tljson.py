@@ -464,17 +464,34 @@ def _shape_of(annotation: object, has_default: bool) -> _Shape:
     return _Shape(is_list, "any", optional)
 
 
+def _is_optional_annotation(annotation: object) -> bool:
+    return typing.get_origin(annotation) is typing.Union and type(None) in typing.get_args(
+        annotation
+    )
+
+
 @functools.cache
 def _signature(cls: type[TLObject]) -> dict[str, _Shape]:
+    """What each argument of `cls` wants, from Telethon's ``__init__`` signature.
+
+    An argument is optional (omitted = None) when its annotation allows None (a TL flags
+    field, or a ``date`` Telethon writes as 0 for None) or when it has a default. The one kind
+    of default on a non-Optional annotation is Telethon's ``random_id`` filler, which makes
+    random integers: it stands in for int fields only, so a ``random_id:bytes`` (the
+    sponsored-message id of ``messages.viewSponsoredMessage`` & co.) stays required.
+    """
     params = list(inspect.signature(cls.__init__).parameters.values())[1:]
     bounds = _int_bounds(cls)
-    return {
-        p.name: _shape_of(p.annotation, p.default is not inspect.Parameter.empty)._replace(
-            bounds=bounds.get(p.name)
-        )
-        for p in params
-        if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
-    }
+    shapes: dict[str, _Shape] = {}
+    for p in params:
+        if p.kind not in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY):
+            continue
+        has_default = p.default is not inspect.Parameter.empty
+        shape = _shape_of(p.annotation, has_default)
+        if has_default and not _is_optional_annotation(p.annotation) and shape.base != "int":
+            shape = shape._replace(optional=False)
+        shapes[p.name] = shape._replace(bounds=bounds.get(p.name))
+    return shapes
 
 
 @functools.cache
@@ -677,10 +694,12 @@ class _Builder:
                 f"{label}: missing argument{'s' if len(missing) > 1 else ''} "
                 + ", ".join(f"{path}{k}" for k in missing)
             )
-        kwargs = {
-            key: self.value(shapes[key], value, path=f"{path}{key}", depth=depth)
-            for key, value in given.items()
-        }
+        # Every argument is passed: an omitted one can only be optional here (a flags field,
+        # or a date Telethon types Optional and writes as 0), and None is what Telethon takes
+        # for it — its signature gives some of them no default (GetHistory's offset_date).
+        kwargs = dict.fromkeys(shapes)
+        for key, value in given.items():
+            kwargs[key] = self.value(shapes[key], value, path=f"{path}{key}", depth=depth)
         return cls(**kwargs)
 
     def value(self, shape: _Shape, value: Any, *, path: str, depth: int) -> Any:
@@ -710,9 +729,7 @@ class _Builder:
                 raise _invalid(f"argument {path!r} must be true or false")
             return value
         if base == "float":
-            if isinstance(value, bool) or not isinstance(value, int | float):
-                raise _invalid(f"argument {path!r} must be a number")
-            return float(value)
+            return _float(value, path)
         if base == "bytes":
             return _bytes(value, path)
         if base == "datetime":
@@ -764,6 +781,9 @@ def _display_name(cls: type) -> str:
     return f"{ns}.{name}" if ns else name
 
 
+_DECIMAL_RE: Final = re.compile(r"-?[0-9]+")  # ASCII digits only: "²".isdigit() is True
+
+
 def _int(value: Any, path: str, bounds: tuple[int, int] | None = None) -> int:
     number: int | None = None
     if isinstance(value, bool):
@@ -774,14 +794,35 @@ def _int(value: Any, path: str, bounds: tuple[int, int] | None = None) -> int:
         number = int(value)
     elif isinstance(value, str):
         text = value.strip()
-        if text.lstrip("-").isdigit() and len(text) <= 80:
+        if len(text) <= 80 and _DECIMAL_RE.fullmatch(text):
             number = int(text)
     if number is None:
         raise _invalid(f"argument {path!r} must be an integer")
     if bounds is not None and not bounds[0] <= number <= bounds[1]:
         raise _invalid(
-            f"argument {path!r} must be an integer {bounds[0]}..{bounds[1]}, got {number}"
+            f"argument {path!r} must be an integer {bounds[0]}..{bounds[1]},"
+            f" got {_show_int(number)}"
         )
+    return number
+
+
+def _show_int(number: int) -> str:
+    """An integer for a message: in full up to 128 bits (str() fails past 4,300 digits)."""
+    if number.bit_length() <= 128:
+        return str(number)
+    return f"{'-' if number < 0 else ''}an integer of {number.bit_length()} bits"
+
+
+def _float(value: Any, path: str) -> float:
+    """A TL ``double`` from a JSON number: finite, within the range of a float."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise _invalid(f"argument {path!r} must be a number")
+    try:
+        number = float(value)
+    except OverflowError:  # an integer beyond 1.8e308
+        number = math.inf
+    if not math.isfinite(number):
+        raise _invalid(f"argument {path!r} must be a finite number (a TL double)")
     return number
 
 

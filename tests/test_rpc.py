@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import stat
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given
@@ -62,7 +64,7 @@ def test_parse_request_errors(frame: str, code: int, request_id: object) -> None
         ('{"jsonrpc": "2.0", "id": 1, "method": "ping", "params": {"x": -Infinity}}',
          "not valid JSON: -Infinity is not allowed"),
         ("Infinity", "not valid JSON: Infinity is not allowed"),
-        ('{"deadline_ms": 1e999}', "not valid JSON: number 1e999 is out of range"),
+        ('{"id": 1%s}' % ("0" * 4300), "not valid JSON: an integer of more than 4300 digits"),
         ('{"id":', "not valid JSON: Expecting value (line 1 column 7)"),
         (b'{"id": "\xff"}', "not valid JSON: the frame is not UTF-8 text"),
         ("[" * 100_000, "not valid JSON: nested too deeply"),
@@ -239,3 +241,134 @@ def test_read_token_errors_name_the_path_not_the_content(tmp_path: Path) -> None
     path.write_text("\n")
     with pytest.raises(TokenError, match=r"does not hold a token"):
         ensure_token(path)
+
+
+# --- numbers: any JSON number in any numeric parameter --------------------------------------
+
+_HUGE = "1" + "0" * 400  # shared case 002
+_CAP = "; the operator's cap (policy.job_deadline_s) is lower still"
+_AT_MOST = "params.options.deadline_ms: expected at most 2**53 (9007199254740992) milliseconds"
+_IDS = "expected an integer 1..2147483647, got"
+_HUGE_ID = '{"peer": "p", "ids": [1, ' + _HUGE + "]}"
+_PEERS = "params.peer: expected a string or an integer -9223373036854775807..9223372036854775807"
+
+
+def _params_of(method: str, params: str) -> Any:
+    request = parse_request(
+        '{"jsonrpc": "2.0", "id": 22, "method": "' + method + '", "params": ' + params + "}"
+    )
+    with pytest.raises(RpcError) as caught:
+        parse_params(request.method, request.params)
+    assert (caught.value.code, caught.value.error_class) == (-32602, "INVALID_ARGUMENT")
+    return caught.value.message
+
+
+@pytest.mark.parametrize(
+    ("deadline_ms", "message"),
+    [
+        (_HUGE, f"{_AT_MOST}, got an integer of 1329 bits{_CAP}"),
+        ("1e400", f"{_AT_MOST}, got a number beyond 1.8e308{_CAP}"),
+        ("9007199254740993", f"{_AT_MOST}, got 9007199254740993{_CAP}"),
+        ("-1e400", "params.options.deadline_ms: expected > 0, got a number beyond -1.8e308"),
+        ("-5", "params.options.deadline_ms: expected > 0, got -5"),
+        ("0.0", "params.options.deadline_ms: expected > 0, got 0.0"),
+        ("true", "params.options.deadline_ms: expected a number of milliseconds, got boolean"),
+        ('"100"', "params.options.deadline_ms: expected a number of milliseconds, got string"),
+    ],
+)  # fmt: skip
+def test_parse_params_deadline_ms_of_any_size_or_type(deadline_ms: str, message: str) -> None:
+    params = '{"method": "help.GetConfig", "options": {"deadline_ms": ' + deadline_ms + "}}"
+    assert _params_of("invoke", params) == message
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        (_HUGE_ID, f"params.ids[1]: {_IDS} an integer of 1329 bits"),
+        ('{"peer": "p", "ids": [0]}', f"params.ids[0]: {_IDS} 0"),
+        ('{"peer": "p", "ids": [-3]}', f"params.ids[0]: {_IDS} -3"),
+        ('{"peer": "p", "ids": [2147483648]}', f"params.ids[0]: {_IDS} 2147483648"),
+        ('{"peer": "p", "ids": [1.0]}', "params.ids[0]: expected an integer, got number"),
+        ('{"peer": "p", "ids": [1e400]}', "params.ids[0]: expected an integer, got number"),
+        ('{"peer": ' + _HUGE + ', "ids": [1]}', f"{_PEERS}, got an integer of 1329 bits"),
+        ('{"peer": 9223372036854775808, "ids": [1]}', f"{_PEERS}, got 9223372036854775808"),
+        ('{"peer": 1.5, "ids": [1]}', "params.peer: expected a string or an integer, got number"),
+    ],
+)  # fmt: skip
+def test_parse_params_get_messages_numbers(params: str, message: str) -> None:
+    assert _params_of("get_messages", params) == message
+
+
+def test_parse_params_numbers_in_range_work() -> None:
+    p = parse_params("invoke", {"method": "m", "options": {"deadline_ms": 2**53}})
+    assert isinstance(p, InvokeParams) and p.options.deadline_s == 2**53 / 1000
+    p = parse_params("invoke", {"method": "m", "options": {"deadline_ms": 0.5}})
+    assert isinstance(p, InvokeParams) and p.options.deadline_s == 0.0005
+    p = parse_params("get_messages", {"peer": -(2**63), "ids": [1, 2**31 - 1]})
+    assert p == GetMessagesParams(peer=-(2**63), ids=(1, 2**31 - 1), options=JobOptions())
+    request = parse_request('{"jsonrpc":"2.0","id":' + "9" * 4300 + ',"method":"ping"}')
+    assert json.loads(encode_result(request.id, None))["id"] == request.id  # echoed as sent
+
+
+_NUMBERS = (
+    st.integers()
+    | st.integers(min_value=-(10**400), max_value=10**400)
+    | st.sampled_from([0, -1, 2**31, 2**53, 2**53 + 1, 2**63, 10**4300 - 1])
+    | st.floats()
+)
+_VALUES = st.recursive(
+    st.none() | st.booleans() | _NUMBERS | st.text(max_size=8),
+    lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=6), c, max_size=3),
+    max_leaves=6,
+)
+#: The parameter names of each method (and a typo), to generate params that get far.
+_PARAM_NAMES: dict[str, list[str]] = {
+    "invoke": ["method", "args", "options"],
+    "resolve": ["link_or_username", "options"],
+    "get_messages": ["peer", "ids", "options"],
+    "status": [],
+    "ping": [],
+    "cancel": ["id"],
+    "accounts.disable": ["id", "reason"],
+    "accounts.enable": ["id"],
+    "accounts.forget": ["id"],
+    "reload": [],
+}
+_OPTIONS = st.dictionaries(
+    st.sampled_from(["deadline_ms", "account", "tags", "deadline"]),
+    _VALUES | st.lists(st.text(max_size=4), max_size=2),
+    max_size=3,
+)
+
+
+@st.composite
+def _method_and_params(draw: st.DrawFn) -> tuple[str, Any]:
+    method = draw(st.sampled_from(sorted(_PARAM_NAMES)))
+    if draw(st.integers(0, 9)) == 0:
+        return method, draw(_VALUES)  # params of any shape
+    values = {
+        "options": _OPTIONS | _VALUES,
+        "ids": st.lists(_NUMBERS, min_size=1, max_size=3) | _VALUES,
+        "peer": _NUMBERS | st.text(max_size=5) | _VALUES,
+    }
+    names = draw(st.sets(st.sampled_from(_PARAM_NAMES[method] + ["typo"])))
+    return method, {name: draw(values.get(name, _VALUES)) for name in names}
+
+
+def test_method_table_of_the_property_test_is_complete() -> None:
+    assert set(_PARAM_NAMES) == _rpc.METHODS
+
+
+@given(_method_and_params())
+def test_parse_params_any_json_works_or_names_the_parameter(call: tuple[str, Any]) -> None:
+    """Every params value for every method: a result, or -32602 naming the parameter."""
+    method, params = call
+    if params is not None and not isinstance(params, dict | list):
+        return  # parse_request answers these with -32600 before parse_params
+    try:
+        parse_params(method, params)
+    except RpcError as exc:
+        assert (exc.code, exc.error_class) == (-32602, "INVALID_ARGUMENT")
+        assert re.match(r"params(\.\w+|\[\d+\])*: ", exc.message), exc.message
+        assert len(exc.message) < 1000
+        json.loads(encode_error(1, exc))

@@ -432,6 +432,26 @@ async def test_RpcServer_invalid_params_name_the_param(
     assert h.pool.started == 0
 
 
+async def test_RpcServer_case_002_huge_deadline_ms_is_invalid_argument_not_a_crash(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    frame = (
+        '{"jsonrpc":"2.0","id":22,"method":"invoke","params":{"method":"help.GetConfig",'
+        '"args":{},"options":{"deadline_ms":1' + "0" * 400 + "}}}"
+    )
+    async with served() as h, h.connect() as ws:
+        await ws.send_message(frame)
+        reply = await recv(ws)
+        code, cls, message = error_of(reply)
+        assert (reply["id"], code, cls) == (22, -32602, "INVALID_ARGUMENT")
+        assert message.startswith("params.options.deadline_ms: expected at most 2**53")
+        await ws.send_message(frame.replace("1" + "0" * 400, "1e400"))
+        assert error_of(await recv(ws))[:2] == (-32602, "INVALID_ARGUMENT")
+        assert "result" in await rpc(ws, "ping")
+    assert h.pool.started == 0
+    assert "request.crashed" not in caplog.text
+
+
 async def test_RpcServer_oversized_frame_closes_only_that_connection_1009() -> None:
     async with served() as h:
         async with h.connect() as other:

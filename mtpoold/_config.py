@@ -493,7 +493,8 @@ class DaemonConfig:
         state_dir: Directory of the state database (absolute after `parse_config`).
         allowed_origins: Websocket Origin headers accepted; empty accepts clients that send none.
         max_frame_bytes: Largest websocket message accepted, bytes, >= 1.
-        max_in_flight: Jobs accepted at once across all connections, >= 1.
+        max_in_flight: Jobs of one connection whose reply is not sent yet, >= 1 (see
+            ``docs/CONTRACTS.md``, websocket limits).
         shutdown_grace_s: Time running jobs get to finish on shutdown, seconds, >= 0.
     """
 

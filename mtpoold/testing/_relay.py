@@ -4,19 +4,16 @@
 port of 127.0.0.1 in the caller's Trio run (so it works next to a pool run under trio-asyncio,
 and on trio's ``MockClock``). Fault modes are switched at run time on the :class:`Relay`:
 
-========================== ========================================================================
-``pass``                   forward both ways (the default)
-``refuse``                 the listening socket is closed: new connections get ECONNREFUSED
-``reset``                  accept, then reset the connection at once (RST, no byte sent)
-``blackhole``              accept, read and discard everything, never send or forward anything
-``blackhole_after_handshake`` finish the SOCKS5 handshake (and the upstream connect), then forward
-                           nothing either way
-``close_after``            after the handshake forward up to ``n_bytes`` client->server, then
-                           close both sides
-``corrupt``                flip bit 0 of server->client bytes from offset ``after_bytes`` on
-``stall``                  forward nothing either way for ``seconds``, then go back to the mode
-                           set before
-========================== ========================================================================
+- ``pass``: forward both ways (the default);
+- ``refuse``: the listening socket is closed, new connections get ECONNREFUSED;
+- ``reset``: accept, then reset the connection at once (RST, no byte sent);
+- ``blackhole``: accept, read and discard everything, never send or forward anything;
+- ``blackhole_after_handshake``: finish the SOCKS5 handshake (and the upstream connect), then
+  forward nothing either way;
+- ``close_after``: after the handshake forward up to ``n_bytes`` client->server, then close
+  both sides;
+- ``corrupt``: flip bit 0 of server->client bytes from offset ``after_bytes`` on;
+- ``stall``: forward nothing either way for ``seconds``, then go back to the mode set before.
 
 A mode applies to connections accepted while it is set and to every chunk of data of every open
 connection (``refuse`` and ``reset`` act on new connections only; open ones keep forwarding).

@@ -20,3 +20,10 @@ def test_public_names_come_from_private_modules() -> None:
 def test_testing_exports_the_loopback_dc_and_proxies() -> None:
     for name in ("open_dc", "open_proxy", "default_world", "load_world"):
         assert callable(getattr(mtpoold.testing, name))
+
+
+def test_testing_exports_the_misbehaving_relay_and_mtproxy() -> None:
+    for name in ("open_relay", "open_mtproxy"):
+        assert callable(getattr(mtpoold.testing, name))
+    for name in ("Relay", "RelayConnection", "MTProxy"):
+        assert isinstance(getattr(mtpoold.testing, name), type)

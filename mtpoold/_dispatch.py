@@ -476,7 +476,7 @@ class Dispatcher:
         now = trio.current_time()
         if job.account is not None:
             acc = self._accounts.get(job.account)
-            if acc is None or acc.id in exclude:
+            if acc is None or acc.id in exclude or not job.tags <= acc.tags:
                 return _INF
             return self._start_bound(acc, now)
         if job.tags:

@@ -556,17 +556,24 @@ class Dispatcher:
         """Hand ``acc`` (free, schedulable now) to the first waiting job that may use it.
 
         O(position of that job); a job that avoids ``acc`` takes it only once it is eligible
-        again (:meth:`_allowed`).
+        again (:meth:`_allowed`), and takes a free untried account instead if one is (several
+        accounts become free at once when a proxy cooldown ends).
         """
         failed: list[_Waiter] = []
         handed = False
+        untried: tuple[_Waiter, AccountWorker] | None = None
         for w in self._waiters:
             if not w.job.accepts(acc, allow_avoided=True):
                 continue
-            if acc.id in w.job.avoid and not self._allowed(w, now):
-                if w.failure is not None:
-                    failed.append(w)
-                continue
+            if acc.id in w.job.avoid:
+                if not self._allowed(w, now):
+                    if w.failure is not None:
+                        failed.append(w)
+                    continue
+                alt = self._pick(w.job, allow_avoided=False)
+                if alt is not None:  # it still prefers an untried account free now
+                    untried = (w, alt)
+                    break
             if acc.lane.earliest_start() > w.job.deadline:
                 continue
             self._hand(w, acc)
@@ -574,6 +581,9 @@ class Dispatcher:
             break
         for w in failed:
             self._fail(w, w.failure)
+        if untried is not None:
+            self._hand(*untried)
+            return self._offer(acc, now)  # bounded: each round hands out one account
         return handed
 
     def _try(self, w: _Waiter, now: float) -> None:

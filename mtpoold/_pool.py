@@ -140,7 +140,11 @@ class Pool:
     tags, the one whose proxy lane can start soonest, then the least recently used. A job
     that cannot start before its deadline fails at once with ``NO_ACCOUNT_AVAILABLE`` and the
     seconds until one could (``retry_after_s``); otherwise it waits, first in first served,
-    until an account is released or a cooldown ends.
+    until an account it may use is released or a cooldown ends — or until a cooldown,
+    disable or retire leaves it none that could start before its deadline, when it is
+    answered at once with ``NO_ACCOUNT_AVAILABLE`` and the failure that caused it. Accounts
+    that already failed the job are tried again (after the verdict's backoff) once no other
+    could serve it in time. All scheduling state is changed through the dispatcher's verbs.
 
     Each failure is classified (:func:`mtpoold._errors.classify`), judged by the policy
     (:func:`mtpoold._policy.decide`), applied (cooldowns, proxy backoff, disabling,

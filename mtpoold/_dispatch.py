@@ -1,9 +1,12 @@
-"""The scheduler: which account serves a job's next attempt, and who waits for one."""
+"""The scheduler: which account serves a job's next attempt, who waits for one, and every
+change of scheduling state (cooldowns, disables, retires, reservations) — one owner."""
 
 from __future__ import annotations
 
 import collections
-from collections.abc import Iterable
+import heapq
+import itertools
+from collections.abc import Collection, Iterable
 from typing import final
 
 import attrs
@@ -25,7 +28,8 @@ class Job:
         account: The pinned account id, or None.
         tags: Tags an account must all carry to serve the job.
         started: When the job was accepted, trio clock seconds.
-        avoid: Accounts that already failed this job (tried last, after a backoff).
+        avoid: Accounts that already failed this job: it prefers the others, and takes these
+            again (after the verdict's backoff) once no other could start before its deadline.
         attempts: Calls made so far.
         last_account: The account of the last attempt.
     """
@@ -59,24 +63,55 @@ class BackoffPastDeadline(Exception):
 
 @attrs.define(eq=False)
 class _Waiter:
+    """One :meth:`Dispatcher.acquire` call: a job asking for an account, maybe queued."""
+
     job: Job
-    allow_avoided: bool
+    retry_delay: float  # s, the verdict's backoff before an avoided account is used again
     event: trio.Event = attrs.field(factory=trio.Event)
+    #: When the avoided accounts become eligible (trio clock, s); None while the job still
+    #: has an untried account that could start before its deadline.
+    avoided_from: float | None = None
     account: AccountWorker | None = None
+    failure: BaseException | None = None
+    done: bool = False
+
+
+_INF = float("inf")
 
 
 @final
 class Dispatcher:
-    """Chooses accounts for jobs and keeps the waiting ones in order.
+    """Chooses accounts for jobs, keeps the waiting ones in order, and owns scheduling state.
 
     Among accounts that are free, not cooling down (nor their proxy), not disabled, and
     matching the job's pinned account and tags, it prefers the one whose proxy lane can start
     soonest, then the least recently used (answered by the :class:`ReadyIndex` in O(log
-    proxies); pinned or tagged jobs scan). A job that cannot start before its deadline —
-    every candidate cooling down past it, the gate's queue too long, or its turn among the
-    waiting jobs too late — fails at once with ``NO_ACCOUNT_AVAILABLE`` and the seconds until
-    one could (``retry_after_s``); otherwise it waits, first in first served, until an account
-    is released (handed over directly by :meth:`release`) or a cooldown ends.
+    proxies); pinned or tagged jobs scan). Accounts that already failed the job (``avoid``)
+    come last: they are eligible again, after the verdict's backoff, once no other account
+    the job may use could start before its deadline. A job that cannot start before its
+    deadline — every candidate cooling down past it, the gate's queue too long, or its turn
+    among the waiting jobs too late — fails at once with ``NO_ACCOUNT_AVAILABLE`` and the
+    seconds until one could (``retry_after_s``); otherwise it waits, first in first served.
+
+    Every change of scheduling state goes through a verb here: :meth:`reserve` /
+    :meth:`release` (an attempt takes and gives back an account), :meth:`cool_down`,
+    :meth:`cool_down_lane`, :meth:`disable`, :meth:`enable`, :meth:`add`, :meth:`retire`,
+    :meth:`begin_move` / :meth:`end_move` (a reload reconnects an account). So two rules hold
+    after each one:
+
+    * no waiting job is passed over for an account it may use: an account that becomes free
+      and schedulable (released, enabled, its cooldown or its proxy's over) goes to the first
+      waiting job that may use it;
+    * a verb that takes accounts away (a cooldown, a proxy cooldown, a disable, a retire)
+      re-judges the waiting jobs: one whose earliest possible start — over every account it
+      may use, busy ones included — now falls after its deadline is answered at once with
+      ``NO_ACCOUNT_AVAILABLE``, ``retry_after_s`` and the failure that caused it.
+
+    Costs: taking and giving back an account is O(log proxies) plus the position of the first
+    waiting job that may use it. Re-judging scans the waiting jobs once: O(waiting + log
+    proxies + busy accounts until one could start now), plus one O(accounts) scan per distinct
+    tag set among waiting tagged jobs, and O(log) per waiting job with avoided accounts. Cooldown
+    ends are served by one timer task (:meth:`run`), not by every waiting job waking up.
 
     The dicts are the pool's own (shared, not copied): the pool adds and removes accounts
     and lanes; the dispatcher only reads them.
@@ -99,8 +134,14 @@ class Dispatcher:
         self.ready = ReadyIndex()
         self._waiters: collections.deque[_Waiter] = collections.deque()
         #: Accounts out of scheduling while a reload moves them to new settings.
-        self.moving: set[str] = set()
+        self.moving: set[str] = self.ready.held
+        #: Reserved accounts and the lane each was assigned on.
+        self._taken: dict[str, tuple[AccountWorker, ProxyLane]] = {}
         self._rate: float | None = None  # see _start_rate
+        self._seq = itertools.count()
+        self._lane_ends: list[tuple[float, int, ProxyLane]] = []  # proxy cooldown ends
+        self._backoffs: list[tuple[float, int, _Waiter]] = []  # waiters' avoided_from
+        self._alarm: trio.CancelScope | None = None  # the timer task's sleep, see run
         #: Set by :meth:`close`: no new work starts.
         self.closing = False
 
@@ -112,47 +153,287 @@ class Dispatcher:
         """Jobs waiting for an account."""
         return len(self._waiters)
 
-    def accounts_changed(self) -> None:
-        """Accounts were added, removed, disabled or enabled: recompute the start rate and
-        let every waiting job pick again."""
-        self._rate = None
-        self.wake_waiters()
+    # -- verbs: every change of scheduling state -------------------------------------------
 
-    def _pick(self, job: Job, *, allow_avoided: bool) -> tuple[AccountWorker | None, float, bool]:
-        """Choose an account for ``job`` now.
+    def reserve(self, acc: AccountWorker) -> AccountWorker:
+        """Take ``acc`` for a job's attempt: out of the free set, most recently used; give it
+        back with :meth:`release` after the attempt."""
+        acc.reserved = True
+        self._lane_accounts[acc.lane.key].move_to_end(acc.id)
+        self.ready.assign(acc)
+        self._taken[acc.id] = (acc, acc.lane)
+        return acc
 
-        Returns ``(account or None, earliest time a free candidate becomes schedulable, whether
-        a busy candidate exists)``. The common job (no pinned account, no tags) is answered
-        by the :class:`ReadyIndex` in O(log proxies); pinned or tagged jobs scan.
+    def release(self, acc: AccountWorker) -> None:
+        """The attempt holding ``acc`` ended: hand it to the first waiting job that may use
+        it, or put it back in the ready index (which parks it if it is cooling down)."""
+        taken = self._taken.pop(acc.id, None)
+        if taken is not None:
+            acc.reserved = False
+            self.ready.unassign(acc, taken[1])
+        self._make_available(acc)
+
+    def cool_down(self, acc: AccountWorker, until: float, cause: str = "") -> None:
+        """Keep ``acc`` out of scheduling until ``until`` (trio clock, s; a later cooldown
+        already set stands), then re-judge the waiting jobs.
+
+        Args:
+            cause: The failure behind it (``"FLOOD_WAIT: ..."``), for the answer of a waiting
+                job this leaves without an account before its deadline.
         """
+        if until <= acc.cooldown_until:
+            return
+        acc.cooldown_until = until
+        if self.ready.is_free(acc):
+            self.ready.discard(acc)
+            self.ready.mark_free(acc)  # parks it until the cooldown ends
+        self._rejudge(f"every account it may use is cooling down ({cause or 'cooldown'})")
+
+    def cool_down_lane(self, lane: ProxyLane, until: float, cause: str = "") -> None:
+        """Keep the whole proxy lane out of scheduling until ``until`` (trio clock, s; a later
+        cooldown already set stands), then re-judge the waiting jobs (``cause`` as for
+        :meth:`cool_down`)."""
+        if until <= lane.cooldown_until:
+            return
+        lane.cooldown_until = until
+        heapq.heappush(self._lane_ends, (until, next(self._seq), lane))
+        self.ready.lane_changed(lane)
+        self._rejudge(
+            f"every account it may use is cooling down (proxy {lane.name}: {cause or 'cooldown'})"
+        )
+
+    def disable(self, acc: AccountWorker, reason: str) -> None:
+        """Take ``acc`` out of scheduling until :meth:`enable` (its call in flight, if any,
+        runs on), then re-judge the waiting jobs."""
+        acc.disabled_reason = reason
+        self._rate = None
+        self.ready.discard(acc)
+        self._rejudge(
+            f'no account it may use can start before its deadline (account "{acc.id}" was'
+            f" disabled: {reason})"
+        )
+
+    def enable(self, acc: AccountWorker) -> None:
+        """Bring a disabled account back: the first waiting job that may use it gets it."""
+        acc.disabled_reason = None
+        self._rate = None
+        self._make_available(acc)
+
+    def add(self, acc: AccountWorker) -> None:
+        """An account joined (at open, by a reload, or taken back before it was retired):
+        the first waiting job that may use it gets it."""
+        acc.retired = False
+        self._rate = None
+        self._make_available(acc)
+
+    def retire(self, acc: AccountWorker) -> None:
+        """Take a removed account out of scheduling for good (its call in flight, if any,
+        runs on), then re-judge the waiting jobs."""
+        acc.retired = True
+        self._rate = None
+        self.ready.discard(acc)
+        self._rejudge(f'no account it may use can start before its deadline ("{acc.id}" removed)')
+
+    def begin_move(self, acc: AccountWorker) -> None:
+        """Hold ``acc`` out of scheduling while a reload reconnects it (see :meth:`end_move`).
+        It still counts as one that may serve waiting jobs soon."""
+        self.moving.add(acc.id)
+        self.ready.discard(acc)
+
+    def end_move(self, acc: AccountWorker) -> None:
+        """The reload's reconnect of ``acc`` is done (its lane may have changed)."""
+        self.moving.discard(acc.id)
+        self._make_available(acc)
+
+    def accounts_changed(self) -> None:
+        """Accounts were added, removed, retagged or lanes reconfigured (a reload): recompute
+        the start rate, give free accounts to waiting jobs that may now use them, and
+        re-judge the rest. O(waiting × one pick)."""
+        self._rate = None
+        now = trio.current_time()
+        for w in list(self._waiters):
+            self._try(w, now)
+        self._rejudge(None)
+
+    def close(self) -> None:
+        """Stop starting new work: jobs still waiting for an account, and any retry, fail
+        at once with SHUTTING_DOWN; calls already holding an account run on (the caller
+        decides how long, e.g. the daemon's ``shutdown_grace_s``)."""
+        if self.closing:
+            return
+        self.closing = True
+        for w in list(self._waiters):
+            self._fail(w, self._shutting_down(w.job))
+
+    # -- the timer ----------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Hand accounts whose cooldown (or proxy cooldown, or a job's backoff) ended to the
+        waiting jobs, as each ends. Runs until cancelled, in the pool's nursery."""
+        while True:
+            with trio.CancelScope(deadline=self._next_alarm()) as scope:
+                self._alarm = scope
+                await trio.sleep_forever()
+            self._alarm = None
+            self._tick()
+
+    def _next_alarm(self) -> float:
+        """When the timer must next look (trio clock, s): ``inf`` with no job waiting."""
+        now = trio.current_time()
+        if not self._waiters:  # nobody to serve: forget what already ended
+            self.ready.take_returned()
+            while self._lane_ends and self._lane_ends[0][0] <= now:
+                heapq.heappop(self._lane_ends)
+            self._backoffs.clear()
+            return _INF
+        if self.ready.has_returned():
+            return now
+        while self._lane_ends and self._lane_ends[0][2].cooldown_until != self._lane_ends[0][0]:
+            heapq.heappop(self._lane_ends)  # extended since: a later entry stands for it
+        while self._backoffs and self._backoffs[0][2].done:
+            heapq.heappop(self._backoffs)
+        return min(
+            self.ready.next_cooldown_end(),
+            self._lane_ends[0][0] if self._lane_ends else _INF,
+            self._backoffs[0][0] if self._backoffs else _INF,
+        )
+
+    def _rearm(self) -> None:
+        if self._alarm is not None:
+            self._alarm.deadline = self._next_alarm()
+
+    def _tick(self) -> None:
+        """Serve what became schedulable by now: accounts back from a cooldown, lanes back
+        from a proxy cooldown, waiting jobs whose backoff ended."""
+        now = trio.current_time()
+        for acc in self.ready.take_returned():
+            if self._waiters and self.ready.is_free(acc) and acc.schedulable_at() <= now:
+                self._offer(acc, now)
+        while self._lane_ends and self._lane_ends[0][0] <= now:
+            _, _, lane = heapq.heappop(self._lane_ends)
+            for acc in self.ready.free_on(lane.key):
+                if not self._waiters:
+                    break
+                if self.ready.is_free(acc) and acc.schedulable_at() <= now:
+                    self._offer(acc, now)
+        while self._backoffs and self._backoffs[0][0] <= now:
+            _, _, w = heapq.heappop(self._backoffs)
+            if not w.done:
+                self._try(w, now)
+
+    # -- acquiring -----------------------------------------------------------------------------
+
+    async def acquire(self, job: Job, *, retry_delay: float) -> AccountWorker:
+        """Reserve an account for the job's next attempt, waiting FIFO if none is free.
+
+        Args:
+            job: The job (its ``avoid`` set names the accounts that already failed it).
+            retry_delay: Seconds to back off before taking an avoided account again (the
+                last verdict's ``retry_delay_s``).
+
+        Raises:
+            JobFailed: NO_ACCOUNT_AVAILABLE when no account can start before the deadline
+                (at once, or later when a cooldown, disable or retire leaves none);
+                SHUTTING_DOWN after :meth:`close`.
+            BackoffPastDeadline: the backoff before reusing an avoided account would pass
+                the deadline.
+        """
+        if self.closing:
+            raise self._shutting_down(job)
+        if job.account is not None and job.account not in self._accounts:
+            raise self.no_account(job, _INF)
+        if self._waiters:
+            self._tick()  # what ended by now goes to the jobs already waiting first
+        w = _Waiter(job, retry_delay)
+        try:
+            acc = self._first_pick(w)
+        except BaseException:
+            w.done = True  # never queued: a backoff entry of it is stale
+            raise
+        if acc is not None:
+            w.done = True
+            return self.reserve(acc)
+        self._waiters.append(w)
+        self._rearm()
+        try:
+            await w.event.wait()
+        except BaseException:
+            if w.account is not None:  # handed an account, then cancelled: pass it on
+                self.release(w.account)
+            elif not w.done:
+                self._remove(w)
+            raise
+        if w.failure is not None:
+            raise w.failure
+        assert w.account is not None
+        return w.account
+
+    def _first_pick(self, w: _Waiter) -> AccountWorker | None:
+        """The account for a job arriving (or retrying) now; None: it must wait.
+
+        Raises:
+            JobFailed: NO_ACCOUNT_AVAILABLE, it cannot start before its deadline.
+            BackoffPastDeadline: see :meth:`acquire`.
+        """
+        job = w.job
+        allowed = self._allowed(w, trio.current_time())
+        if w.failure is not None:
+            raise w.failure
+        acc = self._pick(job, allow_avoided=allowed)
+        if acc is not None:
+            return acc
+        earliest = self._earliest(job)
+        if earliest > job.deadline:
+            raise self.no_account(job, earliest)
+        if self._taken or self.moving:
+            # Some account is taken: shed the job now if, even with every proxy starting a
+            # call each interval, its turn comes after its deadline.
+            turn = self._turn_estimate(job)
+            if turn > job.deadline:
+                raise self.no_account(job, turn)
+        return None
+
+    def _allowed(self, w: _Waiter, now: float) -> bool:
+        """Whether the waiter's avoided accounts are eligible now. The first time no untried
+        account could start before the deadline, the backoff starts (``w.avoided_from``);
+        sets ``w.failure`` if it would pass the deadline."""
+        job = w.job
+        if not job.avoid:
+            return True
+        if w.avoided_from is None:
+            if self._earliest(job, exclude=job.avoid) <= job.deadline:
+                return False
+            w.avoided_from = now + w.retry_delay
+            if w.retry_delay > 0:
+                if w.avoided_from > job.deadline:
+                    w.failure = BackoffPastDeadline(w.retry_delay)
+                    return False
+                heapq.heappush(self._backoffs, (w.avoided_from, next(self._seq), w))
+        return now >= w.avoided_from
+
+    def _pick(self, job: Job, *, allow_avoided: bool) -> AccountWorker | None:
+        """A free, schedulable account for ``job`` whose lane can start before its deadline,
+        untried ones first, or None. The common job (no pinned account, no tags) is answered
+        by the :class:`ReadyIndex` in O(log proxies); pinned or tagged jobs scan."""
         if job.account is None and not job.tags:
-            return self._pick_indexed(job, allow_avoided=allow_avoided)
+            acc = self._pick_indexed(job, job.avoid)
+            if acc is None and allow_avoided and job.avoid:
+                acc = self._pick_indexed(job, ())
+            return acc
         return self._pick_scan(job, allow_avoided=allow_avoided)
 
-    def _pick_indexed(
-        self, job: Job, *, allow_avoided: bool
-    ) -> tuple[AccountWorker | None, float, bool]:
-        now = trio.current_time()
-        any_busy = self.ready.assigned > 0 or bool(self.moving)
-        acc = self.ready.best(() if allow_avoided else job.avoid)
-        earliest = self.ready.next_cooldown_end()
-        if acc is None:
-            return None, earliest, any_busy
-        if acc.lane.cooldown_until > now:  # the soonest lane is a proxy cooling down
-            return None, min(earliest, acc.lane.cooldown_until), any_busy
-        start = acc.lane.earliest_start()
-        if start > job.deadline:
-            return None, min(earliest, start), any_busy
-        return acc, earliest, any_busy
+    def _pick_indexed(self, job: Job, exclude: Collection[str]) -> AccountWorker | None:
+        acc = self.ready.best(exclude)
+        if acc is None or acc.lane.cooldown_until > trio.current_time():
+            return None  # none free, or the soonest lane is a proxy cooling down
+        if acc.lane.earliest_start() > job.deadline:
+            return None
+        return acc
 
-    def _pick_scan(
-        self, job: Job, *, allow_avoided: bool
-    ) -> tuple[AccountWorker | None, float, bool]:
+    def _pick_scan(self, job: Job, *, allow_avoided: bool) -> AccountWorker | None:
         now = trio.current_time()
         best: AccountWorker | None = None
-        best_key: tuple[float, float] = (float("inf"), float("inf"))
-        earliest = float("inf")
-        any_busy = False
+        best_key: tuple[bool, float, float] = (True, _INF, _INF)
         if job.account is not None:
             lanes: Iterable[Iterable[AccountWorker]] = [[self._accounts[job.account]]]
         else:
@@ -161,84 +442,68 @@ class Dispatcher:
             for acc in accounts:
                 if not job.accepts(acc, allow_avoided=allow_avoided):
                     continue
-                at = acc.schedulable_at()
-                if at == float("inf"):
+                if acc.busy or acc.id in self.moving or acc.schedulable_at() > now:
                     continue
-                if acc.busy or acc.id in self.moving:
-                    any_busy = True
-                    continue
-                if at > now:
-                    earliest = min(earliest, at)
-                    continue
-                key = (acc.lane.earliest_start(), acc.last_used or float("-inf"))
+                avoided = acc.id in job.avoid
+                key = (avoided, acc.lane.earliest_start(), acc.last_used or float("-inf"))
                 if key < best_key:
                     best, best_key = acc, key
-                break  # later accounts of this lane were used more recently
-        if best is not None and best_key[0] > job.deadline:
-            earliest = min(earliest, best_key[0])
+                if not avoided:
+                    break  # later accounts of this lane were used more recently
+        if best is not None and best_key[1] > job.deadline:
             best = None
-        return best, earliest, any_busy
+        return best
 
-    def reserve(self, acc: AccountWorker) -> AccountWorker:
-        """Take ``acc`` for a job's attempt: out of the free set, most recently used; the pool
-        gives it back with ``ready.unassign`` and :meth:`release` after the attempt."""
-        acc.reserved = True
-        self._lane_accounts[acc.lane.key].move_to_end(acc.id)
-        self.ready.assign(acc)
-        return acc
+    # -- when could a job start ----------------------------------------------------------------
 
-    async def acquire(self, job: Job, *, retry_delay: float) -> AccountWorker:
-        """Reserve an account for the job's next attempt, waiting FIFO if none is free.
+    def _start_bound(self, acc: AccountWorker, now: float) -> float:
+        """A lower bound of when ``acc`` could start a call (trio clock, s), busy or not."""
+        if acc.disabled_reason is not None or acc.retired:
+            return _INF
+        if acc.id in self.moving:  # its lane may change: only its own cooldown is known
+            return max(now, acc.cooldown_until)
+        if acc.busy:
+            return max(now, acc.schedulable_at())
+        return max(now, acc.ready_at())
 
-        Raises:
-            JobFailed: NO_ACCOUNT_AVAILABLE when no account can start before the deadline.
+    def _earliest(self, job: Job, exclude: Collection[str] = ()) -> float:
+        """A lower bound of when an account the job may use (pin, tags; not in ``exclude``)
+        could start its call, busy accounts included (trio clock, s; ``inf``: none ever).
+
+        O(log proxies + len(exclude) × log accounts + taken accounts until one could start
+        now) for the common job; O(1) pinned; O(accounts) tagged.
         """
-        allow_avoided = False
-        while True:
-            if self.closing:
-                raise JobFailed(
-                    ErrorClass.SHUTTING_DOWN,
-                    "the pool is shutting down",
-                    account=job.last_account,
-                    attempts=job.attempts,
-                )
-            if job.account is not None and job.account not in self._accounts:
-                raise self.no_account(job, float("inf"))
-            acc, earliest, any_busy = self._pick(job, allow_avoided=allow_avoided)
-            if acc is not None:
-                return self.reserve(acc)
-            if not any_busy and earliest == float("inf") and not allow_avoided and job.avoid:
-                # Only accounts that already failed this job are left: back off, then reuse.
-                allow_avoided = True
-                if retry_delay > 0:
-                    if trio.current_time() + retry_delay > job.deadline:
-                        raise BackoffPastDeadline(retry_delay)
-                    await trio.sleep(retry_delay)
-                continue
-            if not any_busy and earliest > job.deadline:
-                raise self.no_account(job, earliest)
-            if any_busy:
-                # Every matching account is taken: shed the job now if, even with every
-                # proxy starting a call each interval, its turn comes after its deadline.
-                turn = self._turn_estimate(job)
-                if turn > job.deadline:
-                    raise self.no_account(job, turn)
-            waiter = _Waiter(job, allow_avoided)
-            self._waiters.append(waiter)
-            try:
-                with trio.move_on_at(earliest):
-                    await waiter.event.wait()
-            except BaseException:
-                if waiter.account is None:
-                    self._waiters.remove(waiter)
-                else:  # handed an account, then cancelled: pass it on
-                    waiter.account.reserved = False
-                    self.ready.unassign(waiter.account, waiter.account.lane)
-                    self.release(waiter.account)
-                raise
-            if waiter.account is not None:
-                return waiter.account
-            self._waiters.remove(waiter)  # a cooldown ended: pick again
+        now = trio.current_time()
+        if job.account is not None:
+            acc = self._accounts.get(job.account)
+            if acc is None or acc.id in exclude or not job.tags <= acc.tags:
+                return _INF
+            return self._start_bound(acc, now)
+        if job.tags:
+            earliest = _INF
+            for acc in self._accounts.values():
+                if acc.id in exclude or not job.tags <= acc.tags:
+                    continue
+                earliest = min(earliest, self._start_bound(acc, now))
+                if earliest <= now:
+                    break
+            return earliest
+        earliest = self.ready.next_cooldown_end(exclude)
+        free = self.ready.best(exclude)
+        if free is not None:
+            earliest = min(earliest, max(now, self.ready.start_bound(free.lane), free.ready_at()))
+        for group in (self._taken, self.moving):
+            if earliest <= now:
+                break
+            for acc_id in group:
+                if acc_id in exclude:
+                    continue
+                acc = self._accounts.get(acc_id)
+                if acc is not None:
+                    earliest = min(earliest, self._start_bound(acc, now))
+                    if earliest <= now:
+                        break
+        return earliest
 
     def _turn_estimate(self, job: Job) -> float:
         """A lower bound of when a job queued now could start (trio clock, seconds).
@@ -255,7 +520,7 @@ class Dispatcher:
             interval = self._accounts[job.account].lane.interval_s
             return trio.current_time() + (ahead + 1) * interval
         rate = self._start_rate()
-        if rate == float("inf"):
+        if rate == _INF:
             return float("-inf")
         return trio.current_time() + (len(self._waiters) + 1) / rate
 
@@ -270,15 +535,133 @@ class Dispatcher:
             }
             for key in usable:
                 interval = self._lanes[key].interval_s
-                rate += float("inf") if interval <= 0 else 1.0 / interval
+                rate += _INF if interval <= 0 else 1.0 / interval
             self._rate = rate
         return self._rate
 
-    def no_account(self, job: Job, earliest: float) -> JobFailed:
-        """The NO_ACCOUNT_AVAILABLE failure for ``job``: with ``retry_after_s`` (seconds until
-        ``earliest``, trio clock) when one could start later, else saying why none ever will."""
+    # -- serving and answering waiting jobs ------------------------------------------------------
+
+    def _make_available(self, acc: AccountWorker) -> None:
+        """``acc`` may take a call again: the first waiting job that may use it gets it, else
+        it goes back to the ready index."""
+        if acc.busy or acc.id in self.moving or acc.retired or acc.disabled_reason is not None:
+            return
         now = trio.current_time()
-        if earliest == float("inf"):
+        if self._waiters and acc.schedulable_at() <= now and self._offer(acc, now):
+            return
+        self.ready.mark_free(acc)
+        self._rearm()
+
+    def _offer(self, acc: AccountWorker, now: float) -> bool:
+        """Hand ``acc`` (free, schedulable now) to the first waiting job that may use it.
+
+        O(position of that job); a job that avoids ``acc`` takes it only once it is eligible
+        again (:meth:`_allowed`), and takes a free untried account instead if one is (several
+        accounts become free at once when a proxy cooldown ends).
+        """
+        failed: list[_Waiter] = []
+        handed = False
+        untried: tuple[_Waiter, AccountWorker] | None = None
+        for w in self._waiters:
+            if not w.job.accepts(acc, allow_avoided=True):
+                continue
+            if acc.id in w.job.avoid:
+                if not self._allowed(w, now):
+                    if w.failure is not None:
+                        failed.append(w)
+                    continue
+                alt = self._pick(w.job, allow_avoided=False)
+                if alt is not None:  # it still prefers an untried account free now
+                    untried = (w, alt)
+                    break
+            if acc.lane.earliest_start() > w.job.deadline:
+                continue
+            self._hand(w, acc)
+            handed = True
+            break
+        for w in failed:
+            self._fail(w, w.failure)
+        if untried is not None:
+            self._hand(*untried)
+            return self._offer(acc, now)  # bounded: each round hands out one account
+        return handed
+
+    def _try(self, w: _Waiter, now: float) -> None:
+        """Pick for one waiting job now; hand it the account if there is one."""
+        if w.done:
+            return
+        allowed = self._allowed(w, now)
+        if w.failure is not None:
+            self._fail(w, w.failure)
+            return
+        acc = self._pick(w.job, allow_avoided=allowed)
+        if acc is not None:
+            self._hand(w, acc)
+
+    def _rejudge(self, lead: str | None) -> None:
+        """Accounts were taken away: answer every waiting job that can no longer start before
+        its deadline (NO_ACCOUNT_AVAILABLE, with ``lead`` saying why), and let a job whose
+        untried accounts are all gone take its avoided ones (after its backoff).
+
+        O(waiting) with one lower bound per group of jobs (common / per pinned account / per
+        tag set), plus O(log) per job with avoided accounts.
+        """
+        if not self._waiters:
+            return
+        now = trio.current_time()
+        bounds: dict[object, float] = {}
+        for w in list(self._waiters):
+            job = w.job
+            if job.avoid and w.avoided_from is None:
+                self._try(w, now)  # its untried accounts may be gone: maybe take an avoided one
+                if w.done:
+                    continue
+            key: object = ("pin", job.account) if job.account is not None else job.tags
+            earliest = bounds.get(key)
+            if earliest is None:
+                earliest = bounds[key] = self._earliest(job)
+            if earliest > job.deadline:
+                self._fail(w, self.no_account(job, earliest, lead=lead))
+        self._rearm()
+
+    def _hand(self, w: _Waiter, acc: AccountWorker) -> None:
+        self._remove(w)
+        w.account = self.reserve(acc)
+        w.event.set()
+
+    def _fail(self, w: _Waiter, failure: BaseException | None) -> None:
+        self._remove(w)
+        w.failure = failure
+        w.event.set()
+
+    def _remove(self, w: _Waiter) -> None:
+        if not w.done:
+            w.done = True
+            try:
+                self._waiters.remove(w)
+            except ValueError:
+                pass  # not queued yet (answered during its own first pick)
+
+    # -- answers -----------------------------------------------------------------------------
+
+    def _shutting_down(self, job: Job) -> JobFailed:
+        return JobFailed(
+            ErrorClass.SHUTTING_DOWN,
+            "the pool is shutting down",
+            account=job.last_account,
+            attempts=job.attempts,
+        )
+
+    def no_account(self, job: Job, earliest: float, *, lead: str | None = None) -> JobFailed:
+        """The NO_ACCOUNT_AVAILABLE failure for ``job``: with ``retry_after_s`` (seconds until
+        ``earliest``, trio clock) when one could start later, else saying why none ever will.
+
+        Args:
+            lead: Why, when a change of state (a cooldown, a disable) caused it, e.g.
+                ``"every account it may use is cooling down (STREAM_CLOSED: ...)"``.
+        """
+        now = trio.current_time()
+        if earliest == _INF:
             return JobFailed(
                 ErrorClass.NO_ACCOUNT_AVAILABLE,
                 self._why_no_account(job),
@@ -286,26 +669,14 @@ class Dispatcher:
                 attempts=job.attempts,
             )
         wait = max(0.0, earliest - now)
+        lead = lead or "no account can start this job before its deadline"
         return JobFailed(
             ErrorClass.NO_ACCOUNT_AVAILABLE,
-            f"no account can start this job before its deadline; one could in {wait:.1f} s",
+            f"{lead}; one could in {wait:.1f} s",
             retry_after_s=wait,
             account=job.last_account,
             attempts=job.attempts,
         )
-
-    def wake_waiters(self) -> None:
-        """Make every waiting job pick again (the set of accounts changed, or shutdown)."""
-        for waiter in self._waiters:
-            waiter.event.set()
-
-    def close(self) -> None:
-        """Stop starting new work: jobs still waiting for an account, and any retry, fail
-        at once with SHUTTING_DOWN; calls already holding an account run on (the caller
-        decides how long, e.g. the daemon's ``shutdown_grace_s``)."""
-        if not self.closing:
-            self.closing = True
-            self.wake_waiters()
 
     def _why_no_account(self, job: Job) -> str:
         """Say why no account will ever serve ``job`` (pinned, tags, or all disabled)."""
@@ -318,17 +689,3 @@ class Dispatcher:
         if job.tags and not any(job.tags <= a.tags for a in self._accounts.values()):
             return "no account has all the tags " + ", ".join(sorted(job.tags))
         return "no account can serve this job: every matching account is disabled"
-
-    def release(self, acc: AccountWorker) -> None:
-        """An account became free: hand it to the first waiting job that accepts it, or put
-        it back in the ready index (which parks it if it is cooling down)."""
-        if acc.busy or acc.id in self.moving:
-            return
-        if acc.schedulable_at() <= trio.current_time():
-            for waiter in self._waiters:
-                if waiter.job.accepts(acc, allow_avoided=waiter.allow_avoided):
-                    self._waiters.remove(waiter)
-                    waiter.account = self.reserve(acc)
-                    waiter.event.set()
-                    return
-        self.ready.mark_free(acc)

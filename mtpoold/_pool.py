@@ -140,7 +140,11 @@ class Pool:
     tags, the one whose proxy lane can start soonest, then the least recently used. A job
     that cannot start before its deadline fails at once with ``NO_ACCOUNT_AVAILABLE`` and the
     seconds until one could (``retry_after_s``); otherwise it waits, first in first served,
-    until an account is released or a cooldown ends.
+    until an account it may use is released or a cooldown ends — or until a cooldown,
+    disable or retire leaves it none that could start before its deadline, when it is
+    answered at once with ``NO_ACCOUNT_AVAILABLE`` and the failure that caused it. Accounts
+    that already failed the job are tried again (after the verdict's backoff) once no other
+    could serve it in time. All scheduling state is changed through the dispatcher's verbs.
 
     Each failure is classified (:func:`mtpoold._errors.classify`), judged by the policy
     (:func:`mtpoold._policy.decide`), applied (cooldowns, proxy backoff, disabling,
@@ -181,7 +185,8 @@ class Pool:
         if self._store is not None:
             self._load_state()
         for acc in self._accounts.values():
-            self._dispatch.ready.mark_free(acc)
+            self._dispatch.add(acc)
+        self._nursery.start_soon(self._dispatch.run, name="dispatcher-timer")
 
     def __repr__(self) -> str:
         return (
@@ -268,8 +273,9 @@ class Pool:
             acc = self._accounts.get(acc_id)
             if acc is None:
                 continue
-            acc.cooldown_until = self._wall_to_trio(row.cooldown_until)
-            acc.disabled_reason = row.disabled_reason
+            self._dispatch.cool_down(acc, self._wall_to_trio(row.cooldown_until), "stored")
+            if row.disabled_reason is not None:
+                self._dispatch.disable(acc, row.disabled_reason)
             acc.calls_ok = row.calls_ok
             acc.calls_failed = row.calls_failed
             acc.errors_by_class.update(row.failures_by_class)
@@ -278,7 +284,7 @@ class Pool:
         for key, prow in stored.proxies.items():
             lane = self._lanes.get(key)
             if lane is not None:
-                lane.cooldown_until = self._wall_to_trio(prow.cooldown_until)
+                self._dispatch.cool_down_lane(lane, self._wall_to_trio(prow.cooldown_until))
                 lane.consecutive_failures = prow.consecutive_failures
         self._orphaned = tuple(sorted(set(stored.accounts) - set(self._accounts)))
         for acc_id in self._orphaned:
@@ -416,9 +422,7 @@ class Pool:
             KeyError: if no account has this id.
         """
         acc = self._accounts[account_id]
-        acc.disabled_reason = reason or "disabled by operator"
-        self._dispatch.accounts_changed()
-        self._dispatch.ready.discard(acc)
+        self._dispatch.disable(acc, reason or "disabled by operator")
         log.warning("event=account_disabled account=%s reason=%s", acc.id, acc.disabled_reason)
         self._persist(acc)
 
@@ -429,12 +433,9 @@ class Pool:
             KeyError: if no account has this id.
         """
         acc = self._accounts[account_id]
-        acc.disabled_reason = None
-        self._dispatch.accounts_changed()
+        self._dispatch.enable(acc)
         log.info("event=account_enabled account=%s", acc.id)
         self._persist(acc)
-        if not acc.busy and acc.id not in self._dispatch.moving:
-            self._dispatch.release(acc)
 
     def forget_account(self, account_id: str) -> bool:
         """Delete an orphaned account (in the state store, no longer in the config) from the
@@ -532,13 +533,12 @@ class Pool:
         reconnected: list[str] = []
         for acc_id in revived:
             acc = self._accounts[acc_id]
-            acc.retired = False
             self._lane_accounts[acc.lane.key][acc_id] = acc
-            self._dispatch.release(acc)
+            self._dispatch.add(acc)
         for acc_id, acc_cfg in new_cfgs.items():
             if acc_id in added:
                 self._add_account(acc_cfg)
-                self._dispatch.release(self._accounts[acc_id])
+                self._dispatch.add(self._accounts[acc_id])
                 continue
             acc = self._accounts[acc_id]
             old_cfg = self._account_cfgs[acc_id]
@@ -554,14 +554,12 @@ class Pool:
             )
             if not same:
                 reconnected.append(acc_id)
-                self._dispatch.moving.add(acc_id)  # out of scheduling until it has moved
-                self._dispatch.ready.discard(acc)
+                self._dispatch.begin_move(acc)  # out of scheduling until it has moved
                 self._nursery.start_soon(self._move_account, acc, acc_cfg)
         for acc_id in removed:
             acc = self._accounts[acc_id]
-            acc.retired = True  # out of scheduling at once
             self._lane_accounts[acc.lane.key].pop(acc.id, None)
-            self._dispatch.ready.discard(acc)
+            self._dispatch.retire(acc)  # out of scheduling at once
             self._nursery.start_soon(self._retire_account, acc)
         self._orphaned = tuple(i for i in self._orphaned if i not in new_cfgs)
         self._dispatch.accounts_changed()  # pinned or tagged jobs may have lost or gained theirs
@@ -592,9 +590,7 @@ class Pool:
                 acc.lane = new_lane
                 self._lane_accounts[new_lane.key][acc.id] = acc
         finally:
-            self._dispatch.moving.discard(acc.id)
-            if not acc.busy:
-                self._dispatch.release(acc)
+            self._dispatch.end_move(acc)
 
     async def _retire_account(self, acc: AccountWorker) -> None:
         """Forget a retired account once its in-flight call (if any) has ended; its state
@@ -610,7 +606,6 @@ class Pool:
             if self._store is not None:
                 self._persist(acc)
                 self._orphaned = tuple(sorted({*self._orphaned, acc.id}))
-        self._dispatch.wake_waiters()
         log.info("event=account_retired account=%s", acc.id)
 
     # -- jobs ------------------------------------------------------------------------------
@@ -751,7 +746,6 @@ class Pool:
         policy = self._config.policy
         call_deadline_s = min(policy.call_deadline_s, max(0.0, job.deadline - trio.current_time()))
         attempt = job.attempts
-        lane = acc.lane  # as assigned; a reload may move the account meanwhile
         t0 = trio.current_time()
         outcome = "CANCELLED"
 
@@ -776,8 +770,6 @@ class Pool:
                 self._apply(acc, judged.failure, judged.verdict)
             raise
         finally:
-            acc.reserved = False
-            self._dispatch.ready.unassign(acc, lane)
             log.info(
                 "event=call account=%s proxy=%s method=%s elapsed_ms=%.1f attempt=%d outcome=%s",
                 acc.id,
@@ -787,20 +779,19 @@ class Pool:
                 attempt,
                 outcome,
             )
-            if acc.id not in self._dispatch.moving:
-                self._dispatch.release(acc)
+            self._dispatch.release(acc)  # back in the ready index, or to a waiting job
 
     def _apply(self, acc: AccountWorker, failure: Failure, verdict: Verdict) -> None:
         """Apply a verdict to the account and its lane and write it to the state store."""
         now = trio.current_time()
         acc.lane.record_outcome(failure.error_class.value)
+        cause = f"{failure.error_class.value}: {failure.message}"
         if verdict.account_cooldown_s > 0:
-            acc.cooldown_until = max(acc.cooldown_until, now + verdict.account_cooldown_s)
+            self._dispatch.cool_down(acc, now + verdict.account_cooldown_s, cause)
         if verdict.proxy_cooldown_s > 0:
-            acc.lane.record_proxy_failure(verdict.proxy_cooldown_s)
+            self._dispatch.cool_down_lane(acc.lane, now + verdict.proxy_cooldown_s, cause)
         if verdict.disable_reason is not None:
-            acc.disabled_reason = verdict.disable_reason
-            self._dispatch.accounts_changed()
+            self._dispatch.disable(acc, verdict.disable_reason)
             log.warning(
                 "event=account_disabled account=%s reason=%s", acc.id, verdict.disable_reason
             )

@@ -35,7 +35,10 @@ class ReadyIndex:
     * accounts in a cooldown wait in a heap keyed by its end and return to their lane's free
       set when a decision finds the end passed.
 
-    Disabled, retired and busy accounts are in no free set. All times are trio clock seconds.
+    Disabled, retired, busy and held accounts (``held``: out of scheduling while a reload
+    moves them) are in no free set. An account whose cooldown ends is returned to its free set
+    lazily, by the next query; the dispatcher collects those with :meth:`take_returned` to hand
+    them to waiting jobs. All times are trio clock seconds.
     """
 
     def __init__(self) -> None:
@@ -51,6 +54,9 @@ class ReadyIndex:
         # start at the same clock reading
         self._last_use: dict[str, int] = {}
         self._seq = itertools.count()
+        #: Accounts out of scheduling (moving to new settings): never indexed as free.
+        self.held: set[str] = set()
+        self._returned: list[AccountWorker] = []  # back from a cooldown, see take_returned
 
     def __repr__(self) -> str:
         free = sum(len(f) for f in self._free.values())
@@ -106,7 +112,7 @@ class ReadyIndex:
         A disabled or retired account is ignored; one still cooling down waits in the
         cooldown heap until its end.
         """
-        if acc.disabled_reason is not None or acc.retired:
+        if acc.disabled_reason is not None or acc.retired or acc.id in self.held:
             return
         if acc.cooldown_until > trio.current_time():
             heapq.heappush(self._cooling, (acc.cooldown_until, next(self._seq), acc))
@@ -121,10 +127,16 @@ class ReadyIndex:
             self._rank(lane)
 
     def discard(self, acc: AccountWorker) -> None:
-        """The account may not take calls (disabled, retired, moving): drop it."""
+        """The account may not take calls (disabled, retired, moving, a new cooldown): drop it
+        from its free set (a cooldown heap entry goes stale and is skipped)."""
         free = self._free.get(acc.lane.key)
         if free is not None and free.pop(acc.id, None) is not None and free:
             self._rank(acc.lane)
+
+    def lane_changed(self, lane: ProxyLane) -> None:
+        """The lane's proxy cooldown changed: re-rank it now (O(log lanes))."""
+        if self._free.get(lane.key):
+            self._rank(lane)
 
     def assign(self, acc: AccountWorker) -> None:
         """A job took the account: it leaves the free set and its lane starts later."""
@@ -150,17 +162,73 @@ class ReadyIndex:
 
     # -- queries -------------------------------------------------------------------------------
 
+    def _stale(self, end: float, acc: AccountWorker) -> bool:
+        """Whether a cooldown heap entry no longer stands for a free account cooling to ``end``."""
+        return (
+            acc.cooldown_until != end
+            or acc.busy
+            or acc.disabled_reason is not None
+            or acc.retired
+            or acc.id in self.held
+        )
+
     def _expire_cooldowns(self) -> None:
         now = trio.current_time()
         while self._cooling and self._cooling[0][0] <= now:
-            _, _, acc = heapq.heappop(self._cooling)
-            if acc.cooldown_until <= now and not acc.busy:
-                self.mark_free(acc)
+            end, _, acc = heapq.heappop(self._cooling)
+            if self._stale(end, acc) or self.is_free(acc):
+                continue
+            self.mark_free(acc)
+            if self.is_free(acc):
+                self._returned.append(acc)
 
-    def next_cooldown_end(self) -> float:
-        """When the next account cooling down comes back (``inf`` if none)."""
+    def take_returned(self) -> list[AccountWorker]:
+        """The accounts whose cooldown ended and that went back to their free set since the
+        last call (some may have been assigned meanwhile: check :meth:`is_free`)."""
         self._expire_cooldowns()
-        return self._cooling[0][0] if self._cooling else float("inf")
+        returned, self._returned = self._returned, []
+        return returned
+
+    def has_returned(self) -> bool:
+        """Whether accounts back from a cooldown wait for :meth:`take_returned`."""
+        self._expire_cooldowns()
+        return bool(self._returned)
+
+    def next_cooldown_end(self, exclude: Collection[str] = ()) -> float:
+        """When the next free account cooling down comes back, leaving out the ids in
+        ``exclude`` (``inf`` if none). O(log accounts) amortized, plus O(len(exclude) × log)."""
+        self._expire_cooldowns()
+        skipped: list[tuple[float, int, AccountWorker]] = []
+        end = float("inf")
+        while self._cooling:
+            top = self._cooling[0]
+            if self._stale(top[0], top[2]):
+                heapq.heappop(self._cooling)
+                continue
+            if top[2].id in exclude:
+                skipped.append(heapq.heappop(self._cooling))
+                continue
+            end = top[0]
+            break
+        for entry in skipped:
+            heapq.heappush(self._cooling, entry)
+        return end
+
+    def is_free(self, acc: AccountWorker) -> bool:
+        """Whether ``acc`` sits in its lane's free set (free and not cooling down itself)."""
+        return acc.id in self._free.get(acc.lane.key, ())
+
+    def free_on(self, lane_key: str) -> list[AccountWorker]:
+        """The free accounts of a lane, least recently used first."""
+        return list(self._free.get(lane_key, {}).values())
+
+    def start_bound(self, lane: ProxyLane) -> float:
+        """The lane's start bound (see the class docstring), trio clock seconds."""
+        return self._bound(lane)
+
+    def assigned_on(self, lane_key: str) -> int:
+        """Accounts of the lane currently assigned to jobs."""
+        return self._assigned[lane_key]
 
     @property
     def assigned(self) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 from functools import partial
 from pathlib import Path
 
@@ -685,3 +686,133 @@ async def test_Pool_direct_accounts_share_the_gated_no_proxy_lane(
         await pool.reload(make_config(tmp_path, accounts={"d1": None, "d2": None}))
         lane = lane_of(pool, "no_proxy")
         assert (lane.capacity, lane.interval_s) == (1, 2.0)
+
+
+async def test_Pool_job_that_failed_on_every_account_is_served_when_they_cool_off(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    # shared case 003: job A fails on a1 then a2 (STREAM_CLOSED, 60 s cooldowns each); four
+    # jobs arrive a second later. At ~60 s both accounts serve again, A among the first.
+    world = World()
+    for acc in ("a1", "a2"):
+        world.script(
+            acc,
+            ConnectionResetError("Connection reset by peer"),
+            *[Sleep(1.0, {"ok": True}) for _ in range(10)],
+        )
+    config = make_config(
+        tmp_path,
+        proxies={"p1": {"interval_s": 0.0, "capacity": 2}},
+        accounts={"a1": "p1", "a2": "p1"},
+    )
+    done: dict[str, float | str] = {}
+    async with open_pool(config, client_factory=world.factory()) as pool:
+
+        async def job(name: str) -> None:
+            try:
+                result = await pool.invoke("help.GetConfig", {})
+                done[name] = trio.current_time()
+                assert result.meta.attempts == (3 if name == "A" else 1)
+            except JobFailed as exc:
+                done[name] = exc.error_class.value
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(job, "A")
+            await trio.sleep(1)
+            for i in range(4):
+                nursery.start_soon(job, f"B{i}")
+    print("case 003 answers (virtual s):", done)
+    assert all(isinstance(t, float) for t in done.values()), done
+    assert 60 <= done["A"] <= 65  # type: ignore[operator]
+    assert all(60 <= done[f"B{i}"] <= 65 for i in range(4))  # type: ignore[operator]
+
+
+async def test_Pool_waiting_jobs_answered_at_once_when_every_account_cools_past_their_deadline(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    # A burst of 50 jobs with a 60 s deadline on 8 accounts; the server drops every
+    # connection 1.5 s in (STREAM_CLOSED: each account cools 60 s, to 61.5 s). No account
+    # can serve before 60 s, so every job is answered then, at 1.5 s, not at its deadline.
+    world = World()
+    accounts = {f"a{i}": f"p{i % 2}" for i in range(8)}
+    for acc in accounts:
+        world.script(acc, Sleep(1.5, ConnectionResetError("Connection reset by peer")))
+    config = make_config(
+        tmp_path,
+        proxies={
+            "p0": {"interval_s": 0.0, "capacity": 4},
+            "p1": {"interval_s": 0.0, "capacity": 4},
+        },
+        accounts=accounts,
+    )
+    outcomes: list[tuple[str, float, float | None, str]] = []
+    async with open_pool(config, client_factory=world.factory()) as pool:
+        t0 = trio.current_time()
+
+        async def job() -> None:
+            try:
+                await pool.invoke("help.GetConfig", {}, deadline_s=60)
+                outcomes.append(("ok", trio.current_time() - t0, None, ""))
+            except JobFailed as exc:
+                outcomes.append(
+                    (
+                        exc.error_class.value,
+                        trio.current_time() - t0,
+                        exc.retry_after_s,
+                        exc.message,
+                    )
+                )
+
+        async with trio.open_nursery() as nursery:
+            for _ in range(50):
+                nursery.start_soon(job)
+    summary = collections.Counter((kind, round(t, 1)) for kind, t, _, _ in outcomes)
+    print("outcomes (class, virtual s):", dict(summary))
+    print("messages:", sorted({(k, m) for k, _, _, m in outcomes}))
+    waiting = [o for o in outcomes if o[0] == "NO_ACCOUNT_AVAILABLE"]
+    in_flight = [o for o in outcomes if o[0] == "STREAM_CLOSED"]
+    assert len(waiting) == 42 and len(in_flight) == 8
+    assert all(t == pytest.approx(1.5) for _, t, _, _ in outcomes)
+    for _, _, retry_after, message in waiting:
+        assert retry_after == pytest.approx(60.0)  # the cooldowns end at 61.5 s
+        assert "STREAM_CLOSED" in message and "one could in 60.0 s" in message
+    for _, _, retry_after, message in in_flight:
+        assert retry_after == pytest.approx(60.0)
+        assert "no account for a retry" in message
+
+
+async def test_Pool_pinned_job_answered_at_once_when_its_account_cools_past_its_deadline(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    world = World()
+    world.script("a1", Sleep(2.0, tg.FloodWaitError(request=None, capture=3600)))
+    config = make_config(tmp_path, accounts={"a1": "p1", "a2": "p2"})
+    answers: list[tuple[str, float, float | None, str]] = []
+    async with open_pool(config, client_factory=world.factory()) as pool:
+        t0 = trio.current_time()
+
+        async def pinned() -> None:
+            try:
+                await pool.invoke("help.GetConfig", {}, account="a1", deadline_s=120)
+            except JobFailed as exc:
+                answers.append(
+                    (
+                        exc.error_class.value,
+                        trio.current_time() - t0,
+                        exc.retry_after_s,
+                        exc.message,
+                    )
+                )
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(pinned)  # takes a1, meets FLOOD_WAIT_3600 at ~2 s
+            await trio.testing.wait_all_tasks_blocked()
+            nursery.start_soon(pinned)  # waits for a1
+    print("pinned answers:", [(k, round(t, 1), r) for k, t, r, _ in answers])
+    first, second = sorted(answers, key=lambda a: a[0])
+    assert first[0] == "FLOOD_WAIT"
+    kind, t, retry_after, message = second
+    assert kind == "NO_ACCOUNT_AVAILABLE"
+    assert t == pytest.approx(first[1])  # at once, not at its 120 s deadline
+    assert retry_after == pytest.approx(3600, abs=1)
+    assert "FLOOD_WAIT" in message

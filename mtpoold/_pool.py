@@ -629,14 +629,19 @@ class Pool:
             raise JobFailed(
                 ErrorClass.INVALID_ARGUMENT, "deadline must be a positive number of seconds"
             )
-        if not math.isfinite(deadline_s):
+        # an int of any size compares exactly; only then is it small enough to format
+        if isinstance(deadline_s, float) and not math.isfinite(deadline_s):
             raise JobFailed(ErrorClass.INVALID_ARGUMENT, "deadline must be a finite number")
         if deadline_s > policy.job_deadline_s:
+            shown = (
+                f"{deadline_s:g} s (deadline_ms {deadline_s * 1000:g})"
+                if deadline_s < 1e300
+                else "of more than 1e300 s"
+            )
             raise JobFailed(
                 ErrorClass.INVALID_ARGUMENT,
-                f"deadline {deadline_s:g} s (deadline_ms {deadline_s * 1000:g}) is over the"
-                f" operator's cap, policy.job_deadline_s = {policy.job_deadline_s:g} s"
-                f" (deadline_ms {policy.job_deadline_s * 1000:g})",
+                f"deadline {shown} is over the operator's cap, policy.job_deadline_s ="
+                f" {policy.job_deadline_s:g} s (deadline_ms {policy.job_deadline_s * 1000:g})",
             )
         if account is not None and account not in self._accounts:
             raise JobFailed(ErrorClass.INVALID_ARGUMENT, f'no account with id "{account}"')

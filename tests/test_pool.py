@@ -585,6 +585,9 @@ async def test_Pool_rejects_bad_arguments_without_a_call(
             lambda: pool.invoke("", {}),
             lambda: pool.invoke("help.GetConfig", [1]),  # type: ignore[arg-type]
             lambda: pool.invoke("help.GetConfig", {}, deadline_s=-1),
+            lambda: pool.invoke("help.GetConfig", {}, deadline_s=10**400),  # Python callers too
+            lambda: pool.invoke("help.GetConfig", {}, deadline_s=float("inf")),
+            lambda: pool.invoke("help.GetConfig", {}, deadline_s=float("nan")),
             lambda: pool.get_messages("@x", ["1"]),  # type: ignore[list-item]
             lambda: pool.resolve(""),
         ]:

@@ -211,14 +211,15 @@ def _one_session_source(inst: AccountConfig, attr: attrs.Attribute[Any], _value:
 
 
 def _listen(_inst: Any, attr: attrs.Attribute[Any], value: str) -> None:
-    if value.startswith("unix:"):
-        if len(value) > len("unix:"):
-            return
-    else:
-        host, sep, port = value.rpartition(":")
-        if sep and host and port.isdigit() and 1 <= int(port) <= 65535:
-            return
-    raise _FieldProblem(attr.name, f'expected "host:port" or "unix:/path", got {_show(value)}')
+    from ._listen import ListenAddressError, parse_listen  # the server's own parser
+
+    try:
+        parse_listen(value, allow_port_zero=False)
+    except ListenAddressError as exc:
+        hint = f" ({exc.hint})" if exc.hint else ""
+        raise _FieldProblem(
+            attr.name, f'expected "host:port" or "unix:/path", got {_show(value)}{hint}'
+        ) from None
 
 
 def _backoff(_inst: Any, attr: attrs.Attribute[Any], value: tuple[float, ...]) -> None:

@@ -17,12 +17,14 @@ import attrs
 import pytest
 import trio
 
+from mtpoold._authorize import write_session_file
 from mtpoold._cli import main
 from mtpoold._config import parse_config
 from mtpoold._daemon import LogfmtFormatter, run_daemon
 from mtpoold._rpcclient import parse_target, target_from_listen
 from mtpoold._server import RpcServer
 from mtpoold._statusview import format_duration
+from mtpoold.testing import DC
 
 from _fakepool import FakePool
 
@@ -523,7 +525,7 @@ def _restore_logging() -> Iterator[None]:
 
 
 @pytest.mark.usefixtures("_restore_logging")
-def test_run_reports_bind_failure_in_one_line(
+def test_check_config_and_run_refuse_a_listen_address_in_use(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     with socket.socket() as busy:
@@ -532,11 +534,15 @@ def test_run_reports_bind_failure_in_one_line(
         port = busy.getsockname()[1]
         config = tmp_path / "mtpoold.toml"
         config.write_text(f'[daemon]\nlisten = "127.0.0.1:{port}"\nstate_dir = "state"\n')
-        assert main(["run", "--config", str(config)]) == 1
-    err = capsys.readouterr().err
-    assert err.splitlines()[-1].startswith("daemon failed: [Errno 98]")
-    assert "Traceback" not in err
-    assert stat_mode(tmp_path / "state" / "token") == 0o600
+        expected = (
+            f"{config}: daemon.listen: listen address 127.0.0.1:{port} cannot be bound:"
+            " address already in use\n"
+        )
+        assert main(["check-config", str(config)]) == 2
+        assert capsys.readouterr().err == expected
+        assert main(["run", "--config", str(config)]) == 2
+        assert capsys.readouterr().err == expected
+    assert not (tmp_path / "state").exists()  # refused before anything was created
 
 
 # --- start-up checks, broken configs, pipes, authorize input ---------------------------------
@@ -550,9 +556,8 @@ def _config_with_missing_session_file(tmp_path: Path) -> Path:
         for n in (1, 2, 3)
     )
     path.write_text(f'[daemon]\nstate_dir = "state"\n\n{accounts}')
-    (tmp_path / "sessions").mkdir()
     for n in (1, 2):
-        (tmp_path / "sessions" / f"a{n}.session").touch()
+        write_session_file(tmp_path / "sessions" / f"a{n}", DC(port=1).session_string(n + 1000), {})
     return path
 
 

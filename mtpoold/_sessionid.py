@@ -21,6 +21,7 @@ session lives (path, variable, credential name), never its contents.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import sqlite3
@@ -120,7 +121,7 @@ def file_session_key(path: str | os.PathLike[str]) -> tuple[int, bytes] | None:
     fd = os.open(p, os.O_RDONLY | os.O_CLOEXEC)  # FileNotFoundError / PermissionError here
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise IsADirectoryError(f"{p} is not a regular file")
+            raise IsADirectoryError(errno.EISDIR, "not a regular file")
         header = os.pread(fd, len(_SQLITE_MAGIC), 0)
     finally:
         os.close(fd)

@@ -175,3 +175,47 @@ def test_one_config_two_accounts_on_one_auth_key_is_a_problem_naming_both(
             f' accounts[0] ("first"), session file {tmp_path}/a.session; one auth key must'
             " never be used by two accounts",
         ]
+
+
+async def test_a_session_file_that_turns_unreadable_at_run_time_disables_its_account(
+    tmp_path: Path,
+) -> None:
+    """Measured before: jobs failed GENERIC DatabaseError after 100 s of backoff and the
+    account was never disabled."""
+    import pytest
+    import trio
+
+    from mtpoold._config import parse_config
+    from mtpoold._errors import JobFailed
+    from mtpoold._pool import open_pool
+    from mtpoold.testing import open_dc
+
+    async with open_dc() as dc:
+        session = tmp_path / "sessions" / "acc"
+        write_session_file(session, dc.session_string(ALICE), {})
+        config = parse_config(
+            {
+                "daemon": {"state_dir": str(tmp_path / "state")},
+                "telegram": {"dc_id": dc.dc_id, "dc_host": dc.host, "dc_port": dc.port,
+                             "rsa_keys": [dc.public_key_pem], "connect_timeout_s": 5.0},
+                "accounts": [{"id": "acc", "api_id": 1, "api_hash": "ab" * 16,
+                              "session": str(session)}],
+            },
+            base_dir=tmp_path,
+        )  # fmt: skip
+        with trio.fail_after(30):
+            async with open_pool(config, lock_sessions=True) as pool:
+                # after the start-up checks, before Telethon opens it (at the first connect)
+                (tmp_path / "sessions" / "acc.session").write_text("not a database any more\n")
+                with pytest.raises(JobFailed) as info:
+                    await pool.resolve("@bob_test", deadline_s=10)
+                stats = pool.statistics().accounts[0]
+    assert info.value.error_class.value in ("SESSION_REVOKED", "NO_ACCOUNT_AVAILABLE")
+    assert stats.last_error_class == "SESSION_REVOKED"
+    assert stats.state == "disabled", stats
+    assert stats.disabled_reason is not None
+    assert stats.disabled_reason.startswith("SESSION_REVOKED: "), stats.disabled_reason
+    assert stats.last_error_message is not None
+    assert stats.last_error_message.startswith(
+        "the session file cannot be used any more (DatabaseError: file is not a database)"
+    ), stats.last_error_message

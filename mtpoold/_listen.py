@@ -19,6 +19,8 @@ import attrs
 __all__ = ["ListenAddress", "ListenAddressError", "bind_problem", "parse_listen"]
 
 UNIX_PREFIX: Final = "unix:"
+#: Said with an address in use: a running daemon takes a new config through reload.
+_IN_USE_HINT: Final = " (a running mtpoold? `mtpoold reload` checks and applies a new config)"
 
 
 class ListenAddressError(ValueError):
@@ -130,7 +132,8 @@ def bind_problem(address: ListenAddress) -> str | None:
                 sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
             sock.bind(sockaddr)
         except OSError as exc:
-            return f"listen address {shown} cannot be bound: {_reason(exc)}"
+            hint = _IN_USE_HINT if exc.errno == errno.EADDRINUSE else ""
+            return f"listen address {shown} cannot be bound: {_reason(exc)}{hint}"
         finally:
             sock.close()
     return None
@@ -166,4 +169,7 @@ def _unix_problem(path: str) -> str | None:
         return f"listen address {shown}: {_reason(exc)}"
     finally:
         probe.close()
-    return f"listen address {shown} cannot be bound: another process is listening there"
+    return (
+        f"listen address {shown} cannot be bound: another process is listening there"
+        f"{_IN_USE_HINT}"
+    )

@@ -536,7 +536,8 @@ def test_check_config_and_run_refuse_a_listen_address_in_use(
         config.write_text(f'[daemon]\nlisten = "127.0.0.1:{port}"\nstate_dir = "state"\n')
         expected = (
             f"{config}: daemon.listen: listen address 127.0.0.1:{port} cannot be bound:"
-            " address already in use\n"
+            " address already in use (a running mtpoold? `mtpoold reload` checks and applies"
+            " a new config)\n"
         )
         assert main(["check-config", str(config)]) == 2
         assert capsys.readouterr().err == expected

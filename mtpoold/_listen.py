@@ -170,6 +170,5 @@ def _unix_problem(path: str) -> str | None:
     finally:
         probe.close()
     return (
-        f"listen address {shown} cannot be bound: another process is listening there"
-        f"{_IN_USE_HINT}"
+        f"listen address {shown} cannot be bound: another process is listening there{_IN_USE_HINT}"
     )

@@ -95,7 +95,8 @@ def test_lock_dir_order_env_then_run_mtpoold_of_this_user(tmp_path: Path) -> Non
     assert runtime_lock_dir({"MTPOOLD_LOCK_DIR": str(explicit)}) == explicit
     assert os.stat(explicit).st_mode & 0o777 == 0o700
     system = tmp_path / "run-mtpoold"
-    system.mkdir(mode=0o750)
+    system.mkdir()
+    system.chmod(0o750)  # whatever umask an earlier test left
     xdg = tmp_path / "xdg"
     xdg.mkdir()
     got = runtime_lock_dir({"XDG_RUNTIME_DIR": str(xdg)}, system_dir=system)

@@ -9,8 +9,18 @@ directory created 0700 when missing. Next to it, ``<session file>.device.json`` 
 the device parameters presented in initConnection; the client uses them for every key the
 config leaves unset, so later connections present the same device.
 
-The account's session lock is taken first: while the daemon runs on the account, authorize
-refuses with `SessionLocked` instead of racing it for the session.
+The account's session locks are taken first and held until the file is written: the file
+lock of its session file, and — when the file already holds a login — the key lock of that
+auth key (`mtpoold._sessionlock`). While a daemon runs on the session, under any spelling,
+symlink or copy of the file, authorize refuses with `SessionLocked` (exit 2, the holder's
+PID), ``--force`` or not, instead of replacing a session in use.
+
+Bounded and talkative: the connect has the account's ``connect_timeout_s``, every call
+``policy.call_deadline_s``, as in the daemon; each step is one line on stderr (connecting
+through which proxy, code sent, waiting for the code, signed in). Each refusal by Telegram is
+one sentence with exit code 2 (unknown or unregistered number, banned number, wrong or
+expired code, wrong 2FA password — asked again, up to `PASSWORD_ATTEMPTS` times, when it is
+typed at the terminal, flood waits); network trouble and other errors exit 1.
 
 Secrets: the login code and the 2FA password are read without echo (``getpass``) or from a
 file / stdin, never logged nor printed.
@@ -18,13 +28,13 @@ file / stdin, never logged nor printed.
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import json
 import os
 import re
-import sqlite3
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, TextIO
 
@@ -43,6 +53,7 @@ from ._client import (
 )
 from ._errors import ConfigError, MtpooldError, classify
 from ._secrets import PRIVATE_FILE_MODE, ensure_private_dir
+from ._sessionid import SessionIdentity, file_session_key, key_id_of
 from ._sessionlock import SessionLock
 
 if TYPE_CHECKING:
@@ -58,14 +69,10 @@ __all__ = [
     "write_session_file",
 ]
 
-EXIT_FAILED: Final = 1  # the login failed (wrong code, wrong password, network)
-EXIT_USAGE: Final = 2  # the request cannot be served (string session, unknown account, ...)
-
-_WRONG_CODE: Final = (
-    tl_errors.PhoneCodeInvalidError,
-    tl_errors.PhoneCodeEmptyError,
-    tl_errors.PhoneCodeExpiredError,
-)
+EXIT_FAILED: Final = 1  # the login could not be completed (network, proxy, no answer)
+EXIT_USAGE: Final = 2  # refused: by Telegram (wrong code, ...) or the request (string session)
+PASSWORD_ATTEMPTS: Final = 3  # 2FA passwords asked at the terminal before giving up
+_WRONG_PASSWORD: Final = "wrong 2FA password; nothing was written (run it again to retry)"
 
 
 class AuthorizeFailed(MtpooldError):
@@ -73,9 +80,11 @@ class AuthorizeFailed(MtpooldError):
 
     Attributes:
         account_id: The account, or None when the request names none.
-        exit_code: 1 for a failed login (wrong code or password, Telegram or proxy error),
-            2 for a request that cannot be served (string-session account, unknown account,
-            unreadable answer file).
+        exit_code: 1 for a login that could not be completed (network, proxy, no answer in
+            time, an unexpected Telegram error); 2 for a refusal — by Telegram (unregistered
+            number, wrong or expired code, wrong 2FA password, flood wait) or of the request
+            (string-session account, unknown account, unreadable answer file, a session that
+            already holds a login).
     """
 
     def __init__(
@@ -146,6 +155,11 @@ class Prompter:
         prompt = f"Login code sent to {phone} (account {account_id}): "
         return self._ask(account_id, prompt, "login code", "--code-from", secret=True)
 
+    @property
+    def password_typed(self) -> bool:
+        """Whether the 2FA password is typed at the terminal (so a wrong one may be retried)."""
+        return self.password_from is None
+
     def get_password(self, account_id: str) -> str:
         """The account's 2FA password (no stripping of inner spaces)."""
         if self.password_from is not None:
@@ -202,19 +216,13 @@ def check_phone(account_id: str, phone: str) -> str:
     return text
 
 
-def _session_holds_login(path: Path) -> bool:
-    """Whether a Telethon session file holds an auth key (it was logged in)."""
-    if not path.is_file():
-        return False
+def _existing_key(path: Path) -> tuple[int, bytes] | None:
+    """The DC id and auth key a session file holds, or None (no file, no key, not a session:
+    nothing to lose by replacing it)."""
     try:
-        db = sqlite3.connect(f"{path.absolute().as_uri()}?mode=ro", uri=True)
-        try:
-            rows = db.execute("SELECT auth_key FROM sessions").fetchall()
-        finally:
-            db.close()
-    except sqlite3.Error:  # not a session database: nothing to lose by replacing it
-        return False
-    return any(row[0] for row in rows)
+        return file_session_key(path)
+    except (OSError, ValueError):
+        return None
 
 
 def _ask_terminal(prompt: str, secret: bool) -> str:
@@ -285,24 +293,35 @@ def write_session_file(
 
 
 async def authorize_account(
-    config: Config, account: AccountConfig, prompter: Prompter, *, force: bool = False
+    config: Config,
+    account: AccountConfig,
+    prompter: Prompter,
+    *,
+    force: bool = False,
+    err: TextIO | None = None,
 ) -> Authorized:
     """Log one account in and write its session file; must run inside a trio-asyncio loop.
 
     Args:
-        config: The config (for the account's proxy and server).
+        config: The config (for the account's proxy and server, its connect timeout and
+            ``policy.call_deadline_s``).
         account: The account; it must have a ``session`` file path.
         prompter: Where the phone number, code and password come from.
-        force: Log in again even if the session file already holds a login.
+        force: Log in again even if the session file already holds a login (never while a
+            process holds that login).
+        err: Where the step lines go (default stderr).
 
     Returns:
         Who is logged in and where the session was written.
 
     Raises:
-        AuthorizeFailed: wrong code or password, Telegram or proxy failure (exit code 1);
-            string-session account, invalid phone number, stdin ended, or a session file
-            that already holds a login without ``force`` (exit code 2). Nothing was written.
-        SessionLocked: the daemon (or another authorize) holds the session.
+        AuthorizeFailed: exit code 2 for a refusal (Telegram's: unregistered number, wrong
+            or expired code, wrong 2FA password, flood wait; or the request's: string-session
+            account, invalid phone number, stdin ended, a session file that already holds a
+            login without ``force``); exit code 1 when the login could not be completed (no
+            connection or no answer in time, a proxy failure). Nothing was written.
+        SessionLocked: a daemon (or another authorize) holds the session file or its auth
+            key.
         ConfigError: the account's proxy, server or RSA keys cannot be used.
     """
     aid = account.id
@@ -318,15 +337,25 @@ async def authorize_account(
     from ._config import proxy_key
 
     proxy = config.proxy_for(account)
-    with SessionLock.for_session_file(aid, account.session):
+    say = _Steps(aid, err or sys.stderr)
+    with contextlib.ExitStack() as locks:
+        file_lock = SessionLock.for_session_file(aid, account.session)
+        locks.enter_context(file_lock)
         existing = session_file_path(account.session)
-        if not force and _session_holds_login(existing):
-            raise AuthorizeFailed(
-                aid,
-                f"session file {existing} already holds a login; pass --force to log in"
-                " again and replace it",
-                exit_code=EXIT_USAGE,
+        found = _existing_key(file_lock.session_path or existing)
+        if found is not None:
+            # A daemon on this login — any spelling or copy of the file — holds its key lock.
+            identity = SessionIdentity(
+                aid, key_id_of(*found), found[0], f"session file {existing.absolute()}"
             )
+            locks.enter_context(SessionLock.for_session_key(identity))
+            if not force:
+                raise AuthorizeFailed(
+                    aid,
+                    f"session file {existing} already holds a login; pass --force to log in"
+                    " again and replace it",
+                    exit_code=EXIT_USAGE,
+                )
         client = TelethonClient(
             account=account,
             telegram=telegram,
@@ -335,7 +364,7 @@ async def authorize_account(
             session=StringSession(),
         )
         try:
-            me = await _log_in(client, aid, prompter)
+            me = await _log_in(client, config, account, prompter, say)
             tg = client.telegram_client()
             presented = {f: str(getattr(tg._init_request, f)) for f in DEVICE_FIELDS}
             text = tg.session.save()
@@ -351,54 +380,176 @@ async def authorize_account(
     )
 
 
-async def _log_in(client: TelethonClient, aid: str, prompter: Prompter) -> Any:
+@attrs.define
+class _Steps:
+    """One line per login step on stderr: ``account acc: connecting ...``."""
+
+    account_id: str
+    out: TextIO
+
+    def __call__(self, text: str) -> None:
+        print(f"account {self.account_id}: {text}", file=self.out, flush=True)
+
+
+def _route(config: Config, account: AccountConfig) -> str:
+    """Where the connection goes, for the step line: DC and proxy (name, type, address; never
+    the proxy's credentials)."""
+    telegram = config.telegram_for(account)
+    server = f"DC {telegram.dc_id}"
+    if telegram.dc_host is not None:
+        host = f"[{telegram.dc_host}]" if ":" in telegram.dc_host else telegram.dc_host
+        server += f" at {host}:{telegram.dc_port}"
+    if telegram.test_mode:
+        server += " (test servers)"
+    proxy = config.proxy_for(account)
+    if proxy is None:
+        return f"{server}, directly (no proxy)"
+    return f"{server} through proxy {proxy.name} ({proxy.type} {proxy.host}:{proxy.port})"
+
+
+def _refusal(aid: str, exc: BaseException, phone: str) -> AuthorizeFailed | None:
+    """Telegram's refusals during the login, as one sentence each (exit code 2)."""
+    if isinstance(exc, tl_errors.PhoneNumberUnoccupiedError):
+        text = (
+            f"no Telegram account uses the phone number {phone}; sign it up in an official"
+            " Telegram app first"
+        )
+    elif isinstance(exc, tl_errors.PhoneNumberInvalidError):
+        text = f"Telegram does not know the phone number {phone}"
+    elif isinstance(exc, tl_errors.PhoneNumberBannedError):
+        text = f"Telegram has banned the phone number {phone}"
+    elif isinstance(exc, tl_errors.PhoneCodeInvalidError | tl_errors.PhoneCodeEmptyError):
+        text = "wrong login code; nothing was written (run it again for a new code)"
+    elif isinstance(exc, tl_errors.PhoneCodeExpiredError):
+        text = "the login code expired; nothing was written (run it again for a new code)"
+    elif isinstance(exc, tl_errors.PasswordHashInvalidError):
+        text = _WRONG_PASSWORD
+    elif isinstance(exc, tl_errors.FloodWaitError | tl_errors.FloodError):
+        wait = classify(exc).retry_after_s
+        after = f" for {wait:g} s" if wait else ""
+        text = f"Telegram refuses more login attempts{after} (flood wait); try again later"
+    elif isinstance(exc, tl_errors.PhonePasswordFloodError | tl_errors.PhoneNumberFloodError):
+        text = "Telegram refuses more login attempts for now (too many); try again later"
+    else:
+        return None
+    return AuthorizeFailed(aid, text, exit_code=EXIT_USAGE)
+
+
+async def _call(
+    client: TelethonClient,
+    aid: str,
+    step: str,
+    timeout_s: float,
+    phone: str,
+    fn: Callable[..., Awaitable[Any]],
+    *args: Any,
+    passthrough: tuple[type[Exception], ...] = (tl_errors.SessionPasswordNeededError,),
+    **kwargs: Any,
+) -> Any:
+    """One login call, bounded by ``timeout_s`` (the daemon's call deadline); Telegram's
+    refusals become exit-2 sentences, everything else exit 1 naming the step; the
+    ``passthrough`` errors are the caller's to handle."""
     try:
-        await client.connect()
+        with trio.fail_after(timeout_s):
+            return await client.aio(fn, *args, **kwargs)
+    except trio.TooSlowError:
+        raise AuthorizeFailed(
+            aid, f"{step}: Telegram did not answer within {timeout_s:g} s"
+        ) from None
+    except passthrough:
+        raise
+    except Exception as exc:
+        refusal = _refusal(aid, exc, phone)
+        if refusal is not None:
+            raise refusal from None
+        raise AuthorizeFailed(aid, f"{step} failed: {classify(exc).message}") from None
+
+
+async def _log_in(
+    client: TelethonClient,
+    config: Config,
+    account: AccountConfig,
+    prompter: Prompter,
+    say: _Steps,
+) -> Any:
+    aid = account.id
+    connect_s = config.telegram_for(account).connect_timeout_s
+    call_s = config.policy.call_deadline_s
+    route = _route(config, account)
+    say(f"connecting to {route}")
+    try:
+        with trio.move_on_after(connect_s) as scope:
+            await client.connect()
     except (ConfigError, AuthorizeFailed):
         raise
     except Exception as exc:
         failure = classify(exc)
-        raise AuthorizeFailed(aid, f"cannot connect: {failure.message}") from None
+        raise AuthorizeFailed(aid, f"cannot connect to {route}: {failure.message}") from None
+    if scope.cancelled_caught:
+        raise AuthorizeFailed(
+            aid, f"cannot connect to {route}: no answer within {connect_s:g} s (connect_timeout_s)"
+        )
+    say("connected")
     tg = client.telegram_client()
     phone = await trio.to_thread.run_sync(prompter.get_phone, aid)
-    try:
-        await client.aio(tg.send_code_request, phone)
-    except tl_errors.PhoneNumberInvalidError:
-        raise AuthorizeFailed(
-            aid, f"Telegram does not know the phone number {phone}", exit_code=EXIT_USAGE
-        ) from None
-    except tl_errors.RPCError as exc:
-        reason = classify(exc).message
-        raise AuthorizeFailed(aid, f"sending the login code failed: {reason}") from None
+    await _call(client, aid, "sending the login code", call_s, phone, tg.send_code_request, phone)
+    say(f"login code sent to {phone}; waiting for the code")
     code = await trio.to_thread.run_sync(prompter.get_code, aid, phone)
+    say("signing in")
     try:
-        return await client.aio(tg.sign_in, phone, code)
-    except _WRONG_CODE as exc:
-        name = classify(exc).rpc_name or type(exc).__name__
-        raise AuthorizeFailed(aid, f"wrong login code ({name}); nothing was written") from None
+        me = await _call(client, aid, "signing in", call_s, phone, tg.sign_in, phone, code)
     except tl_errors.SessionPasswordNeededError:
         pass
-    password = await trio.to_thread.run_sync(prompter.get_password, aid)
-    try:
-        return await client.aio(tg.sign_in, password=password)
-    except tl_errors.PasswordHashInvalidError:
-        raise AuthorizeFailed(aid, "wrong 2FA password; nothing was written") from None
-    except tl_errors.RPCError as exc:
-        raise AuthorizeFailed(aid, f"2FA login failed: {classify(exc).message}") from None
+    else:
+        say("signed in")
+        return me
+    attempts = PASSWORD_ATTEMPTS if prompter.password_typed else 1
+    for attempt in range(1, attempts + 1):
+        say("the account has a 2FA password; waiting for it")
+        password = await trio.to_thread.run_sync(prompter.get_password, aid)
+        try:
+            me = await _call(
+                client, aid, "checking the 2FA password", call_s, phone, tg.sign_in,
+                password=password, passthrough=(tl_errors.PasswordHashInvalidError,),
+            )  # fmt: skip
+        except tl_errors.PasswordHashInvalidError as exc:
+            if attempt == attempts:
+                raise AuthorizeFailed(aid, _WRONG_PASSWORD, exit_code=EXIT_USAGE) from exc
+            say(f"wrong 2FA password; try again ({attempts - attempt} left)")
+            continue
+        say("signed in")
+        return me
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
-def _select(config: Config, account_ids: Sequence[str]) -> list[AccountConfig]:
+def _select(
+    config: Config, account_ids: Sequence[str], *, force: bool, err: TextIO
+) -> list[AccountConfig]:
     by_id = {a.id: a for a in config.accounts}
     unknown = [i for i in account_ids if i not in by_id]
     if unknown:
         raise AuthorizeFailed(unknown[0], "no such account in the config", exit_code=EXIT_USAGE)
     if account_ids:
         return [by_id[i] for i in dict.fromkeys(account_ids)]
-    chosen = [a for a in config.accounts if a.session is not None]
-    if not chosen:
+    with_file = [a for a in config.accounts if a.session is not None]
+    if not with_file:
         raise AuthorizeFailed(
             None, "no account has a session file to authorize", exit_code=EXIT_USAGE
         )
+    if force:
+        return with_file
+    chosen = []
+    for account in with_file:
+        path = session_file_path(account.session or "")
+        if _existing_key(Path(os.path.realpath(path))) is not None:
+            print(
+                f"account {account.id}: already logged in ({path}); skipped (name it, with"
+                " --force, to log in again)",
+                file=err,
+                flush=True,
+            )
+        else:
+            chosen.append(account)
     return chosen
 
 
@@ -411,43 +562,48 @@ def authorize_accounts(
     password_from: str | None = None,
     force: bool = False,
     out: TextIO | None = None,
+    err: TextIO | None = None,
 ) -> list[Authorized]:
     """Authorize accounts one after another (``mtpoold authorize``); runs its own Trio loop.
 
     Args:
         config: The config.
-        account_ids: Accounts to authorize; empty: every account with a session file.
+        account_ids: Accounts to authorize; empty: every account with a session file that
+            does not hold a login yet (each one skipped says so on `err`), or with ``force``
+            every account with a session file.
         phone: The phone number; only with a single account.
         code_from: File with the login code, or ``"-"`` for stdin; only with a single account.
         password_from: File with the 2FA password, or ``"-"``; only with a single account.
         force: Log in again accounts whose session file already holds a login.
         out: Where one success line per account is printed (default stdout).
+        err: Where the step lines go (default stderr).
 
     Returns:
-        One `Authorized` per account.
+        One `Authorized` per account authorized.
 
     Raises:
         AuthorizeFailed: the first account that failed (the ones before it were written).
         SessionLocked: an account's session is held (by the daemon).
         ConfigError: an account's proxy, server or RSA keys cannot be used.
     """
-    accounts = _select(config, account_ids)
+    err = err or sys.stderr
+    out = out or sys.stdout
+    accounts = _select(config, account_ids, force=force, err=err)
     if len(accounts) > 1 and (phone or code_from or password_from):
         raise AuthorizeFailed(
             accounts[0].id,
             "--phone, --code-from and --password-from need exactly one ACCOUNT_ID",
             exit_code=EXIT_USAGE,
         )
-    if phone is not None:  # refuse a malformed --phone before connecting anywhere
+    if phone is not None and accounts:  # refuse a malformed --phone before connecting anywhere
         phone = check_phone(accounts[0].id, phone)
     prompter = Prompter(phone=phone, code_from=code_from, password_from=password_from)
-    out = out or sys.stdout
 
     async def run() -> list[Authorized]:
         done = []
         async with trio_asyncio.open_loop():
             for account in accounts:
-                result = await authorize_account(config, account, prompter, force=force)
+                result = await authorize_account(config, account, prompter, force=force, err=err)
                 who = f"@{result.username}" if result.username else "user"
                 print(
                     f"account {result.account_id}: authorized as {who} (id {result.user_id});"
@@ -458,6 +614,8 @@ def authorize_accounts(
                 done.append(result)
         return done
 
+    if not accounts:
+        return []
     try:
         return trio.run(run)
     except BaseExceptionGroup as group:  # the trio-asyncio loop's nursery wraps what we raise

@@ -296,17 +296,35 @@ def _config_fail(path: Path, exc: Any) -> _Fail:
 
 
 def _startup_problems(config: Any) -> list[str]:
-    """The checks the daemon runs before it starts anything (`telethon_client_factory`):
-    session sources resolvable (session files present, variables set, credentials there),
-    RSA keys, servers and proxies expressible to Telethon."""
-    from ._client import telethon_client_factory
-    from ._errors import ConfigError
+    """Every check ``run`` makes before it starts anything, and ``check-config`` with it.
 
+    The state directory exists or can be created (`state_dir_problem`); ``daemon.listen``
+    parses with the server's own parser and can be bound now (`bind_problem`); and
+    `telethon_client_factory`'s: every session source readable, a Telethon session holding
+    an auth key, no two accounts on one auth key (`mtpoold._sessionid.session_problems`),
+    RSA keys, servers and proxies expressible to Telethon.
+    """
+    from ._client import telethon_client_factory
+    from ._daemon import state_dir_problem
+    from ._errors import ConfigError
+    from ._listen import ListenAddressError, bind_problem, parse_listen
+
+    problems: list[str] = []
+    state_dir = state_dir_problem(Path(config.daemon.state_dir))
+    if state_dir is not None:
+        problems.append(state_dir)
+    try:
+        address = parse_listen(config.daemon.listen)
+    except ListenAddressError as exc:
+        problems.append(f"daemon.listen: {exc}")
+    else:
+        if (bind := bind_problem(address)) is not None:
+            problems.append(f"daemon.listen: {bind}")
     try:
         telethon_client_factory(config)
     except ConfigError as exc:
-        return list(exc.problems)
-    return []
+        problems += exc.problems
+    return problems
 
 
 def _locate(args: argparse.Namespace) -> tuple[Any, str]:

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import hashlib
 import json
 import logging
 import os
@@ -62,6 +61,7 @@ from ._aiolog import AioContext, aio_context
 from ._errors import ConfigError, ErrorClass, JobFailed, redact
 from ._methods import check_message_ids, invite_summary, message_summaries, parse_link, peer_summary
 from ._secrets import SecretUnavailable, load_string_session
+from ._sessionid import session_problems
 from ._tljson import PeerKind, build_request, to_json
 
 if TYPE_CHECKING:
@@ -254,59 +254,6 @@ def _check_server(telegram: TelegramConfig, where: str) -> list[str]:
         return [f"{where}.dc_id: no known {'test ' if telegram.test_mode else ''}DC "
                 f"{telegram.dc_id}; set dc_host"]  # fmt: skip
     return []
-
-
-def _check_session_source(account: AccountConfig) -> list[str]:
-    where = f"accounts.{account.id}"
-    try:
-        text = load_string_session(account)
-    except SecretUnavailable as exc:
-        return [f"{where}: {exc}"]
-    if text is not None and account.session is not None:
-        return [f"{where}: set either session (a file) or a string session, not both"]
-    if text is None and account.session is None:
-        return [f"{where}.session: no session configured (session, session_string, "
-                "session_string_env or session_credential)"]  # fmt: skip
-    if text is not None:
-        try:
-            StringSession(text)
-        except Exception:  # noqa: BLE001 - Telethon raises ValueError/binascii.Error/struct.error
-            return [f"{where}: the string session is not a valid Telethon StringSession"]
-    return []
-
-
-def _check_same_session(account: AccountConfig, index: int, seen: dict[str, int]) -> list[str]:
-    """Two accounts must never hold one auth key. The config compares the *sources* of
-    string sessions; this compares their resolved *values* (an inline string and an env
-    variable holding the same text), by hash so the text is never kept or shown."""
-    try:
-        text = load_string_session(account)
-    except SecretUnavailable:
-        return []  # reported by _check_session_source
-    if text is None:
-        return []
-    digest = hashlib.sha256(text.strip().encode()).hexdigest()
-    first = seen.setdefault(digest, index)
-    if first == index:
-        return []
-    return [
-        f"accounts[{index}]: the same string session as accounts[{first}] (one auth key must"
-        " never be used by two accounts)"
-    ]
-
-
-def _check_session_file(account: AccountConfig, index: int) -> list[str]:
-    """A configured session file must exist: Telethon would otherwise start a fresh, logged-out
-    session and every call would fail. `mtpoold authorize` creates it (and skips this check)."""
-    if account.session is None:
-        return []
-    path = session_file_path(account.session)
-    if path.is_file():
-        return []
-    return [
-        f"accounts[{index}].session: no session file at {path.absolute()};"
-        f" log the account in with: mtpoold authorize {account.id}"
-    ]
 
 
 # --- the client -----------------------------------------------------------------------------
@@ -849,14 +796,11 @@ def telethon_client_factory(config: Config) -> Callable[[AccountConfig], Teletho
 
     problems: list[str] = []
     seen_proxies: set[str] = set()
-    seen_sessions: dict[str, int] = {}
-    for index, account in enumerate(config.accounts):
+    problems += session_problems(config.accounts)  # readable, one auth key per account
+    for account in config.accounts:
         telegram = config.telegram_for(account)
         where = f"accounts.{account.id}.telegram" if account.telegram else "telegram"
         problems += _check_server(telegram, where)
-        problems += _check_session_source(account)
-        problems += _check_session_file(account, index)
-        problems += _check_same_session(account, index, seen_sessions)
         try:
             register_rsa_keys(telegram.rsa_keys, where=f"{where}.rsa_keys")
         except ConfigError as exc:

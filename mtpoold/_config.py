@@ -19,7 +19,6 @@ the directory of the config file; `parse_config` makes them absolute.
 from __future__ import annotations
 
 import datetime as _dt
-import hashlib
 import json
 import os
 import re
@@ -244,14 +243,15 @@ def _one_session_source(inst: AccountConfig, attr: attrs.Attribute[Any], _value:
 
 
 def _listen(_inst: Any, attr: attrs.Attribute[Any], value: str) -> None:
-    if value.startswith("unix:"):
-        if len(value) > len("unix:"):
-            return
-    else:
-        host, sep, port = value.rpartition(":")
-        if sep and host and port.isdigit() and 1 <= int(port) <= 65535:
-            return
-    raise _FieldProblem(attr.name, f'expected "host:port" or "unix:/path", got {_show(value)}')
+    from ._listen import ListenAddressError, parse_listen  # the server's own parser
+
+    try:
+        parse_listen(value, allow_port_zero=False)
+    except ListenAddressError as exc:
+        hint = f" ({exc.hint})" if exc.hint else ""
+        raise _FieldProblem(
+            attr.name, f'expected "host:port" or "unix:/path", got {_show(value)}{hint}'
+        ) from None
 
 
 def _backoff(_inst: Any, attr: attrs.Attribute[Any], value: tuple[float, ...]) -> None:
@@ -646,30 +646,24 @@ def _get(entry: Any, key: str) -> Any:
 
 
 def proxy_key(proxy: ProxyConfig | None) -> str:
-    """The PHP system's key of a proxy, used in state and job metadata.
+    """A proxy lane's identity, as logs, status, metrics, job ``meta`` and the state store
+    show it: the proxy's configured name.
+
+    It holds no secret (the PHP system's key, the first 16 hex characters of an unsalted
+    SHA-1 over host, password, port, type and username, let anyone who saw a log line guess
+    the password offline), and it does not change when only the password, the MTProxy
+    secret or the tuning changes, so the lane keeps its cooldown and statistics.
 
     Args:
         proxy: The proxy, or None for a direct connection.
 
     Returns:
-        ``"no_proxy"`` for None; else the first 16 hex characters of the SHA-1 of the canonical
-        JSON ``{"host", "password", "port", "type", "username"}`` (``sort_keys=True``,
-        ``separators=(",", ":")``; absent username/password are ``null``).
+        ``"no_proxy"`` for None; else ``proxy.name`` (a proxy itself named ``no_proxy`` is
+        ``"no_proxy#proxy"``, so it never shares the direct lane).
     """
     if proxy is None:
         return "no_proxy"
-    canonical = json.dumps(
-        {
-            "host": proxy.host,
-            "password": proxy.password,
-            "port": proxy.port,
-            "type": proxy.type,
-            "username": proxy.username,
-        },
-        sort_keys=True,
-        separators=(",", ":"),
-    )
-    return hashlib.sha1(canonical.encode("utf-8")).hexdigest()[:16]
+    return proxy.name if proxy.name != "no_proxy" else "no_proxy#proxy"
 
 
 # --- converter ------------------------------------------------------------------------------------

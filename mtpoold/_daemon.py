@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import hashlib
+import json
 import logging
 import os
 import signal
@@ -35,7 +37,9 @@ __all__ = [
     "LogfmtFormatter",
     "Reloader",
     "configure_logging",
+    "migrate_proxy_keys",
     "run_daemon",
+    "state_dir_problem",
     "warn_about_exposed_secrets",
 ]
 
@@ -111,13 +115,80 @@ def prepare_state_dir(path: Path) -> Path:
     return path
 
 
-def _open_store(state_dir: Path) -> Any:
+def state_dir_problem(path: Path) -> str | None:
+    """Whether the state directory exists or can be created, and is writable: a start-up
+    check run by ``check-config`` and ``run`` before anything is created.
+
+    Args:
+        path: ``daemon.state_dir`` (absolute).
+
+    Returns:
+        None if usable, else one sentence naming the path and what is wrong (a regular
+        file on the way, a directory that is not writable).
+    """
+    probe = path
+    while not probe.exists():
+        if probe.is_symlink():
+            return f"daemon.state_dir {path}: {probe} is a dangling symlink"
+        if probe.parent == probe:
+            break
+        probe = probe.parent
+    if not probe.is_dir():
+        what = "is not a directory" if probe == path else "is a file, not a directory"
+        return f"daemon.state_dir {path} cannot be created: {probe} {what}"
+    if not os.access(probe, os.W_OK | os.X_OK):
+        verb = "is not writable" if probe == path else "is not writable, so it cannot be created"
+        return f"daemon.state_dir {path}: {probe} {verb}"
+    return None
+
+
+def _php_proxy_key(proxy: Any) -> str:
+    """The PHP system's (and mtpoold's before 0.x) key of a proxy: SHA-1 of its canonical
+    JSON, password included. Internal: only to find old state-store rows; never shown."""
+    canonical = json.dumps(
+        {
+            "host": proxy.host,
+            "password": proxy.password,
+            "port": proxy.port,
+            "type": proxy.type,
+            "username": proxy.username,
+        },
+        sort_keys=True,
+        separators=(",", ":"),
+    )
+    return hashlib.sha1(canonical.encode("utf-8")).hexdigest()[:16]
+
+
+def migrate_proxy_keys(store: Any, config: Config) -> int:
+    """Move state-store rows of the configured proxies from their old key (`_php_proxy_key`,
+    which let the password be guessed from a log line) to `mtpoold._config.proxy_key`, so
+    their cooldowns survive the upgrade and the old hash leaves the store.
+
+    Returns:
+        How many rows were moved (logged when > 0).
+    """
+    from ._config import proxy_key
+
+    renames = {_php_proxy_key(p): proxy_key(p) for p in config.proxies}
+    moved = int(store.rename_proxies(renames))
+    if moved:
+        _log.info("store.proxy_keys_migrated rows=%d now=proxy_name", moved)
+    return moved
+
+
+def _open_store(state_dir: Path, config: Config) -> Any:
     try:
         from ._store import StateStore
     except ImportError:  # pragma: no cover - the store is optional for the composition
         _log.warning("store.unavailable reason=no_module")
         return None
-    return StateStore.open(state_dir / STORE_FILE_NAME)
+    store = StateStore.open(state_dir / STORE_FILE_NAME)
+    try:
+        migrate_proxy_keys(store, config)
+    except BaseException:
+        store.close()
+        raise
+    return store
 
 
 def _summary(pool: Any, server: RpcServer) -> str:
@@ -301,7 +372,7 @@ def _check_sessions_free(config: Config) -> None:
     Raises:
         SessionLocked: if one is held elsewhere.
     """
-    from ._pool import lock_sessions_of
+    from ._sessionlock import lock_sessions_of
 
     for lock in lock_sessions_of(config.accounts, config.daemon.state_dir).values():
         lock.release()
@@ -363,7 +434,7 @@ async def run_daemon(
 
         _check_sessions_free(config)
         pool_factory = functools.partial(open_pool, lock_sessions=True)
-    store = _open_store(state_dir)
+    store = _open_store(state_dir, config)
     try:
         with _late_signals_dropped(), trio.open_signal_receiver(*_SIGNALS) as signals:
             async with pool_factory(config, store=store) as pool:

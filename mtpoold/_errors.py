@@ -16,6 +16,7 @@ import ast
 import asyncio
 import enum
 import re
+import sqlite3
 import struct
 import types
 from collections.abc import Iterable
@@ -760,6 +761,9 @@ def classify(exc: BaseException) -> Failure:
         - ``struct.error`` / ``OverflowError`` raised while Telethon serialized the request
           (a value out of its TL type's range) -> INVALID_ARGUMENT: the caller's input, final
           and no account's fault (from anywhere else they stay GENERIC).
+        - ``sqlite3.DatabaseError`` and its subclasses (Telethon's SQLite session file
+          turned unreadable: replaced by a text file, corrupted, its directory removed)
+          -> SESSION_REVOKED: the account is disabled with that reason.
         - python-socks proxy errors, in every shape Telethon's monkey-patching leaves them
           -> PROXY_UNAVAILABLE (the PHP system's IPC_UNAVAILABLE: not the account's fault).
         - Connection-level errors (ConnectionError and subclasses, IncompleteReadError,
@@ -809,6 +813,12 @@ def _classify(exc: BaseException) -> Failure:
         return Failure(
             ErrorClass.INVALID_ARGUMENT,
             f"request arguments out of range for their TL types: {text}",
+        )
+    if isinstance(exc, sqlite3.DatabaseError):  # only Telethon's session file is SQLite here
+        return Failure(
+            ErrorClass.SESSION_REVOKED,
+            f"the session file cannot be used any more ({text}); restore it or log the account"
+            " in again with mtpoold authorize",
         )
     if _is_proxy_error(exc):
         return Failure(ErrorClass.PROXY_UNAVAILABLE, text)

@@ -17,13 +17,14 @@ import trio
 import trio_asyncio
 
 from ._account import AccountWorker, Client, Judged
-from ._config import AccountConfig, Config, proxy_key
+from ._config import AccountConfig, Config, ProxyConfig, proxy_key
 from ._dispatch import BackoffPastDeadline, Dispatcher, Job
 from ._errors import ErrorClass, Failure, JobFailed, classify
 from ._lane import NO_PROXY, ProxyLane
 from ._methods import check_message_ids, check_peer
 from ._policy import Verdict, decide
 from ._sessionlock import SessionLock
+from ._sessionlock import lock_sessions_of as lock_sessions_of  # moved there
 from ._stats import PoolStatistics
 from ._tljson import check_request
 
@@ -78,50 +79,9 @@ class ReloadSummary:
     reconnected: tuple[str, ...]
 
 
-def lock_sessions_of(accounts: Iterable[AccountConfig], state_dir: str) -> dict[str, SessionLock]:
-    """Take the exclusive session locks of each account, all or none.
-
-    A file session is locked through its sibling ``<session>.lock``; a string session through
-    ``<state_dir>/locks/<account id>.lock`` and, machine-wide, through a lock named by the hash
-    of its text in this user's runtime directory (`mtpoold._sessionlock.runtime_lock_dir`), so
-    a second daemon with another state directory — or a second account holding the same text —
-    cannot use the same auth key. A session source that cannot be read (unset variable) is
-    reported by the client factory; it gets the state-directory lock only.
-
-    Returns:
-        The held locks by account id (a string session's machine-wide lock under
-        ``"<account id>#session"``).
-
-    Raises:
-        SessionLocked: one is held elsewhere (names account, session path and holder PID,
-            never the session text); the locks taken before it are released.
-        PermissionError: the runtime lock directory belongs to another user.
-    """
-    from ._secrets import SecretUnavailable, load_string_session
-
-    held: dict[str, SessionLock] = {}
-    try:
-        for acc in accounts:
-            if acc.session is not None:
-                lock = SessionLock.for_session_file(acc.id, acc.session)
-            else:
-                lock = SessionLock.for_string_session(acc.id, state_dir)
-            lock.acquire()
-            held[acc.id] = lock
-            if acc.session is None:
-                try:
-                    text = load_string_session(acc)
-                except SecretUnavailable:
-                    text = None
-                if text:
-                    machine_wide = SessionLock.for_session_text(acc.id, text)
-                    machine_wide.acquire()
-                    held[f"{acc.id}#session"] = machine_wide
-    except BaseException:
-        for lock in held.values():
-            lock.release()
-        raise
-    return held
+def _wire(proxy: ProxyConfig | None) -> ProxyConfig | None:
+    """A proxy as the connection sees it (a changed password reconnects; tuning does not)."""
+    return None if proxy is None else attrs.evolve(proxy, capacity=1, interval_s=0.0)
 
 
 def _utc_iso(ts: float) -> str:
@@ -549,7 +509,7 @@ class Pool:
             self._account_cfgs[acc_id] = acc_cfg
             same = (
                 attrs.evolve(acc_cfg, tags=old_cfg.tags) == old_cfg
-                and proxy_key(config.proxy_for(acc_cfg)) == proxy_key(old_config.proxy_for(old_cfg))
+                and _wire(config.proxy_for(acc_cfg)) == _wire(old_config.proxy_for(old_cfg))
                 and tg == old_config.telegram_for(old_cfg)
             )
             if not same:

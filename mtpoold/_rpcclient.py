@@ -15,6 +15,7 @@ import attrs
 import trio
 from trio_websocket import ConnectionClosed, ConnectionRejected, HandshakeError, wrap_client_stream
 
+from ._listen import parse_listen
 from ._rpc import RpcError
 
 __all__ = [
@@ -104,8 +105,8 @@ def target_from_listen(listen: str) -> Target:
     """
     if listen.startswith("unix:"):
         return parse_target(listen)
-    host, _, port = listen.rpartition(":")
-    host = host.strip("[]")
+    address = parse_listen(listen)  # the server's own parser
+    host, port = address.host or "", address.port
     if host in ("", "0.0.0.0"):
         host = "127.0.0.1"
     elif host == "::":

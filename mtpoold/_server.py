@@ -60,6 +60,8 @@ from wsproto.connection import ConnectionState
 from wsproto.events import BytesMessage, CloseConnection, TextMessage
 
 from ._errors import ConfigError, JobFailed
+from ._listen import ListenAddress as ListenAddress
+from ._listen import parse_listen as parse_listen
 from ._rpc import (
     CANCELLED,
     INTERNAL_ERROR,
@@ -178,60 +180,6 @@ class PoolAPI(Protocol):
 
 
 # --- listen addresses -----------------------------------------------------------------------------
-
-
-@attrs.frozen
-class ListenAddress:
-    """A parsed ``daemon.listen`` value.
-
-    Attributes:
-        host: TCP host (an IP literal or name), or None for a unix socket.
-        port: TCP port (0 = pick a free one), or None for a unix socket.
-        path: Unix socket path, or None for TCP.
-    """
-
-    host: str | None = None
-    port: int | None = None
-    path: str | None = None
-
-    def __str__(self) -> str:
-        if self.path is not None:
-            return f"unix:{self.path}"
-        host = f"[{self.host}]" if self.host and ":" in self.host else self.host
-        return f"{host}:{self.port}"
-
-
-def parse_listen(listen: str) -> ListenAddress:
-    """Parse ``"HOST:PORT"``, ``"[IPv6]:PORT"`` or ``"unix:/path"``.
-
-    Args:
-        listen: The address as written in the config.
-
-    Returns:
-        The address.
-
-    Raises:
-        ValueError: if it is none of these forms (the message quotes it).
-    """
-    if listen.startswith("unix:"):
-        path = listen[len("unix:") :]
-        if not path:
-            raise ValueError(f"listen address {listen!r}: empty unix socket path")
-        return ListenAddress(path=path)
-    host, sep, port_text = listen.rpartition(":")
-    if not sep or not host:
-        raise ValueError(f"listen address {listen!r}: expected HOST:PORT or unix:/path")
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-    elif ":" in host:
-        raise ValueError(f"listen address {listen!r}: write IPv6 hosts in brackets, [::1]:8765")
-    try:
-        port = int(port_text)
-    except ValueError:
-        raise ValueError(f"listen address {listen!r}: port {port_text!r} is not a number") from None
-    if not 0 <= port <= 65535:
-        raise ValueError(f"listen address {listen!r}: port must be in 0..65535")
-    return ListenAddress(host=host, port=port)
 
 
 async def _open_unix_listener(path: str) -> trio.SocketListener:

@@ -1,17 +1,29 @@
-"""One process per Telegram session: an exclusive lock held while the daemon uses it.
+"""One holder per auth key: exclusive locks held while a process uses a Telegram session.
 
 Two processes using the same auth key at once get each other's updates, trip
-``AUTH_KEY_DUPLICATED`` and can get the session revoked. `SessionLock` prevents that with an
-exclusive, non-blocking ``flock`` on a lock file next to the session (``<session>.lock``) or,
-for string sessions that have no file, on ``<state_dir>/locks/<account_id>.lock`` *and* on a
-lock named by the session text's hash in a per-user, machine-wide runtime directory
-(`runtime_lock_dir`: ``$XDG_RUNTIME_DIR/mtpoold/locks``, else
-``<tempdir>/mtpoold-<uid>/locks``), so two daemons with different state directories still
-cannot run one string session. The kernel drops the lock when the holder dies, however it
-dies, so there is no stale-lock cleanup.
+``AUTH_KEY_DUPLICATED`` and can get the session revoked. The daemon (and ``mtpoold
+authorize``) therefore hold, for every account, an exclusive, non-blocking ``flock`` on
 
-The holder writes its PID into the lock file so the next one can say who holds it. The lock
-file is never deleted (unlinking a flock'ed file lets two processes lock two different files).
+- the **key lock** ``<lock dir>/key-<key id>.lock``, named by the session's identity (a hash
+  of its DC id and auth key, `mtpoold._sessionid`): every spelling, symlink or copy of a
+  session file, and a string session holding the same key, meet on this one file, whatever
+  config, state directory or account id the process uses; and, for a session file,
+- the **file lock** ``<session file, symlinks resolved>.lock`` next to it, so a file that
+  holds no key yet (being authorized) or no longer (corrupted at run time) still has one
+  holder.
+
+The lock directory (`runtime_lock_dir`) is one every process of the service's user on the
+host shares: ``$MTPOOLD_LOCK_DIR`` if set (the systemd unit sets ``/run/mtpoold/locks``),
+else ``/run/mtpoold/locks`` when ``/run/mtpoold`` belongs to this user (the packaged
+service user, also when the operator runs ``sudo -u mtpoold mtpoold authorize``), else
+``$XDG_RUNTIME_DIR/mtpoold/locks``, else ``<tempdir>/mtpoold-<uid>/locks`` (a systemd
+service with ``PrivateTmp=yes`` has a private tempdir: that is why the unit sets the
+variable). The kernel drops a lock when its holder dies, however it dies, so there is no
+stale-lock cleanup.
+
+The holder writes its PID into the lock file so the next one can say who holds it. A lock
+file is never deleted (unlinking a flock'ed file lets two processes lock two different
+files). Lock file names are hashes; no secret is ever written.
 """
 
 from __future__ import annotations
@@ -21,21 +33,36 @@ import hashlib
 import os
 import stat
 import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from types import TracebackType
-from typing import Final, final
+from typing import TYPE_CHECKING, Final, final
 
 import attrs
 
 from ._errors import MtpooldError
 from ._secrets import PRIVATE_DIR_MODE, PRIVATE_FILE_MODE, ensure_private_dir
 
-__all__ = ["SessionLock", "SessionLocked", "runtime_lock_dir", "session_text_key"]
+if TYPE_CHECKING:
+    from ._config import AccountConfig
+    from ._sessionid import SessionIdentity
+
+__all__ = [
+    "LOCK_DIR_ENV",
+    "SYSTEM_RUNTIME_DIR",
+    "SessionLock",
+    "SessionLocked",
+    "lock_sessions_of",
+    "runtime_lock_dir",
+    "session_text_key",
+]
 
 LOCK_SUFFIX: Final = ".lock"
 LOCKS_DIR_NAME: Final = "locks"  # under the state directory, for string sessions
 RUNTIME_DIR_NAME: Final = "mtpoold"  # under $XDG_RUNTIME_DIR
+LOCK_DIR_ENV: Final = "MTPOOLD_LOCK_DIR"  # the lock directory itself, if set
+SYSTEM_RUNTIME_DIR: Final = Path("/run/mtpoold")  # the service's RuntimeDirectory=
+KEY_LOCK_PREFIX: Final = "key-"
 SESSION_KEY_HEX: Final = 32  # hex characters of sha256(session text) naming a runtime lock
 _MAX_PID_BYTES: Final = 32
 
@@ -49,6 +76,8 @@ class SessionLocked(MtpooldError):
         holder_pid: PID written by the holder, or None if it could not be read (the holder
             had only just taken the lock, or the file was edited).
         lock_path: The lock file.
+        what: What is held, as the message says it (``session /x/acc.session``, ``the auth
+            key of session_string_env NAME``); None: derived from `session_path`.
     """
 
     def __init__(
@@ -58,27 +87,37 @@ class SessionLocked(MtpooldError):
         holder_pid: int | None,
         *,
         lock_path: Path,
+        what: str | None = None,
     ) -> None:
         self.account_id = account_id
         self.session_path = session_path
         self.holder_pid = holder_pid
         self.lock_path = lock_path
-        what = (
-            f"session {session_path}"
-            if session_path is not None
-            else f"string session (lock {lock_path})"
-        )  # the lock's name is a hash, never the session text
+        self.what = what
+        if what is None:
+            what = (
+                f"session {session_path}"
+                if session_path is not None
+                else f"string session (lock {lock_path})"
+            )  # the lock's name is a hash, never the session text
         who = f"PID {holder_pid}" if holder_pid is not None else "another process (PID unknown)"
         super().__init__(f'account "{account_id}": {what} is in use by {who}')
 
     def __reduce__(self) -> tuple[Callable[..., SessionLocked], tuple[object, ...]]:
-        return (_rebuild, (self.account_id, self.session_path, self.holder_pid, self.lock_path))
+        return (
+            _rebuild,
+            (self.account_id, self.session_path, self.holder_pid, self.lock_path, self.what),
+        )
 
 
 def _rebuild(
-    account_id: str, session_path: Path | None, holder_pid: int | None, lock_path: Path
+    account_id: str,
+    session_path: Path | None,
+    holder_pid: int | None,
+    lock_path: Path,
+    what: str | None = None,
 ) -> SessionLocked:
-    return SessionLocked(account_id, session_path, holder_pid, lock_path=lock_path)
+    return SessionLocked(account_id, session_path, holder_pid, lock_path=lock_path, what=what)
 
 
 def session_text_key(session_text: str) -> str:
@@ -90,16 +129,22 @@ def session_text_key(session_text: str) -> str:
     return digest[:SESSION_KEY_HEX]
 
 
-def runtime_lock_dir(environ: Mapping[str, str] | None = None) -> Path:
-    """This user's machine-wide directory of string-session locks, created 0700.
+def runtime_lock_dir(
+    environ: Mapping[str, str] | None = None, *, system_dir: Path = SYSTEM_RUNTIME_DIR
+) -> Path:
+    """The directory of machine-wide session locks, shared by every process of this user.
 
-    ``$XDG_RUNTIME_DIR/mtpoold/locks`` when ``XDG_RUNTIME_DIR`` is set, else
-    ``<tempfile.gettempdir()>/mtpoold-<uid>/locks``. Every directory mtpoold creates on that
-    path is made 0700 and must belong to this user: in a shared temporary directory another
-    user could have created it first to watch or steal the locks.
+    In order: ``$MTPOOLD_LOCK_DIR`` (the directory itself; its parent must exist);
+    ``<system_dir>/locks`` when `system_dir` (``/run/mtpoold``, the service's
+    ``RuntimeDirectory=``) is a directory of this user; ``$XDG_RUNTIME_DIR/mtpoold/locks``;
+    ``<tempfile.gettempdir()>/mtpoold-<uid>/locks``. Every directory mtpoold creates or
+    uses as a lock directory is made 0700 and must belong to this user: in a shared
+    temporary directory another user could have created it first to watch or steal the
+    locks. (An existing ``/run/mtpoold`` keeps its mode: it may hold the group's socket.)
 
     Args:
         environ: The environment (default `os.environ`).
+        system_dir: The packaged runtime directory (tests pass another).
 
     Returns:
         The directory (it exists).
@@ -109,6 +154,19 @@ def runtime_lock_dir(environ: Mapping[str, str] | None = None) -> Path:
         OSError: a directory cannot be created.
     """
     env = os.environ if environ is None else environ
+    explicit = env.get(LOCK_DIR_ENV)
+    if explicit:
+        locks = Path(explicit)
+        _ensure_own_private_dir(locks)
+        return locks
+    try:
+        info = os.lstat(system_dir)
+    except OSError:
+        info = None
+    if info is not None and stat.S_ISDIR(info.st_mode) and info.st_uid == os.getuid():
+        locks = system_dir / LOCKS_DIR_NAME
+        _ensure_own_private_dir(locks)
+        return locks
     runtime = env.get("XDG_RUNTIME_DIR")
     if runtime:
         top = Path(runtime) / RUNTIME_DIR_NAME
@@ -169,20 +227,60 @@ class SessionLock:
     lock_path: Path
     session_path: Path | None = None
     _fd: int | None = attrs.field(init=False, default=None)
+    _what: str | None = attrs.field(init=False, default=None)
 
     @classmethod
     def for_session_file(cls, account_id: str, session_path: str | os.PathLike[str]) -> SessionLock:
-        """Lock for a Telethon ``.session`` file: the sibling ``<session path>.lock``.
+        """The file lock of a Telethon session file: ``<real file>.lock`` next to it.
+
+        The configured path is spelled as Telethon does (``.session`` appended when
+        missing) and symlinks are resolved, so ``sessions/acc``, ``sessions/acc.session``
+        and a link to it lock one file.
 
         Args:
             account_id: The account, named in errors.
-            session_path: The session file (it need not exist yet).
+            session_path: The configured ``session`` path (the file need not exist yet).
 
         Returns:
             An unheld lock.
         """
-        sp = Path(session_path)
-        return cls(account_id, sp.with_name(sp.name + LOCK_SUFFIX), sp)
+        from ._client import session_file_path
+
+        real = Path(os.path.realpath(session_file_path(session_path)))
+        return cls(account_id, real.with_name(real.name + LOCK_SUFFIX), real)
+
+    @classmethod
+    def for_session_key(
+        cls,
+        identity: SessionIdentity,
+        *,
+        account_id: str | None = None,
+        lock_dir: str | os.PathLike[str] | None = None,
+    ) -> SessionLock:
+        """The key lock of a session: ``<runtime_lock_dir>/key-<key id>.lock``.
+
+        Every session holding one auth key — any file spelling, symlink or copy, a string
+        session — meets on this file, whatever process, config or account id holds it.
+
+        Args:
+            identity: The session's identity (`mtpoold._sessionid.session_identity`).
+            account_id: The account named in errors (default: the identity's).
+            lock_dir: The directory (default: `runtime_lock_dir`, created 0700 here).
+
+        Returns:
+            An unheld lock.
+
+        Raises:
+            PermissionError: the lock directory belongs to another user.
+        """
+        directory = Path(lock_dir) if lock_dir is not None else runtime_lock_dir()
+        lock = cls(
+            account_id or identity.account_id,
+            directory / f"{KEY_LOCK_PREFIX}{identity.key_id}{LOCK_SUFFIX}",
+            identity.path,
+        )
+        lock._what = f"the auth key of {identity.source}"
+        return lock
 
     @classmethod
     def for_string_session(cls, account_id: str, state_dir: str | os.PathLike[str]) -> SessionLock:
@@ -247,7 +345,10 @@ class SessionLock:
         """
         if self._fd is not None:
             raise RuntimeError(f'account "{self.account_id}": session lock already held')
-        if self.session_path is None or not self.lock_path.parent.exists():
+        beside_session = (
+            self.session_path is not None and self.lock_path.parent == self.session_path.parent
+        )
+        if not beside_session or not self.lock_path.parent.exists():
             # A session directory that does not exist yet is created private (0700); an
             # existing one belongs to the operator and is left as it is.
             ensure_private_dir(self.lock_path.parent)
@@ -262,7 +363,11 @@ class SessionLock:
             except BlockingIOError:
                 holder = _read_pid(fd)
                 raise SessionLocked(
-                    self.account_id, self.session_path, holder, lock_path=self.lock_path
+                    self.account_id,
+                    self.session_path,
+                    holder,
+                    lock_path=self.lock_path,
+                    what=self._what,
                 ) from None
             try:
                 os.fchmod(fd, PRIVATE_FILE_MODE)
@@ -314,3 +419,79 @@ def _read_pid(fd: int) -> int | None:
         return None
     text = raw.decode("ascii", "replace").strip()
     return int(text) if text.isdigit() else None
+
+
+def lock_sessions_of(
+    accounts: Iterable[AccountConfig],
+    state_dir: str | os.PathLike[str] | None = None,
+    *,
+    environ: Mapping[str, str] | None = None,
+    lock_dir: str | os.PathLike[str] | None = None,
+) -> dict[str, SessionLock]:
+    """Take the exclusive session locks of each account, all or none.
+
+    For each account, in order: the file lock of its session file (if it has one), then —
+    with its session read under that lock (`mtpoold._sessionid.session_identity`) — the key
+    lock named by its auth key in the machine-wide lock directory. So a second daemon
+    (another config, another state directory), ``mtpoold authorize``, or a second account
+    on any spelling, symlink or copy of a session in use, or on a string session with the
+    same key, is refused.
+
+    A session whose key cannot be read (the start-up checks, `session_problems`, refuse it
+    before this runs; it can still turn unreadable in between, and tests run fake clients on
+    sessions that are no Telethon sessions) is locked by what there is: a file by its file
+    lock, a string session by the hash of its text in the lock directory.
+
+    Args:
+        accounts: The accounts to lock.
+        state_dir: The daemon's state directory; accepted for the pool's calls, unused (the
+            locks live next to the session files and in the lock directory).
+        environ: Where string sessions' variables come from (default `os.environ`).
+        lock_dir: The key locks' directory (default `runtime_lock_dir`).
+
+    Returns:
+        The held locks by account id: the key lock under ``"<account id>"``, a session
+        file's file lock under ``"<account id>#session"``.
+
+    Raises:
+        SessionLocked: one is held elsewhere (names account, session and holder PID,
+            never the session text); the locks taken before it are released.
+        PermissionError: the lock directory belongs to another user.
+    """
+    env = os.environ if environ is None else environ
+    del state_dir
+    held: dict[str, SessionLock] = {}
+    try:
+        for acc in accounts:
+            if acc.session is not None:
+                file_lock = SessionLock.for_session_file(acc.id, acc.session)
+                file_lock.acquire()
+                held[f"{acc.id}#session"] = file_lock
+            key_lock = _key_lock(acc, env, lock_dir)
+            if key_lock is not None:
+                key_lock.acquire()
+                held[acc.id] = key_lock
+    except BaseException:
+        for lock in held.values():
+            lock.release()
+        raise
+    return held
+
+
+def _key_lock(
+    account: AccountConfig, environ: Mapping[str, str], lock_dir: str | os.PathLike[str] | None
+) -> SessionLock | None:
+    from ._secrets import SecretUnavailable, load_string_session
+    from ._sessionid import SessionUnusable, session_identity
+
+    try:
+        identity = session_identity(account, environ=environ)
+    except (SessionUnusable, SecretUnavailable):
+        if account.session is not None:
+            return None  # the file lock is taken
+        try:
+            text = load_string_session(account, environ=environ)
+        except SecretUnavailable:
+            return None
+        return SessionLock.for_session_text(account.id, text, lock_dir=lock_dir) if text else None
+    return SessionLock.for_session_key(identity, lock_dir=lock_dir)

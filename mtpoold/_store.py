@@ -26,7 +26,7 @@ import logging
 import os
 import sqlite3
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Final, Literal, cast, final
@@ -375,6 +375,43 @@ class StateStore:
             " updated_at = excluded.updated_at",
             (state.key, state.cooldown_until, state.consecutive_failures, time.time()),
         )
+
+    def rename_proxies(self, renames: Mapping[str, str]) -> int:
+        """Move proxy rows to new keys, in one transaction: the migration of rows saved under
+        an older proxy key (the PHP system's SHA-1 of the proxy, password included) to
+        `mtpoold._config.proxy_key` (the proxy's name).
+
+        A row under an old key moves to its new key unless a row is already there (the
+        newer one wins; the old row is deleted). Old keys without a row are skipped.
+
+        Args:
+            renames: ``{old key: new key}``.
+
+        Returns:
+            How many rows were moved.
+
+        Raises:
+            RuntimeError: if the store is closed.
+            sqlite3.Error: on a database error (nothing was changed).
+        """
+        db = self._db()
+        moved = 0
+        db.execute("BEGIN")
+        try:
+            for old, new in renames.items():
+                if old == new:
+                    continue
+                taken = db.execute("SELECT 1 FROM proxies WHERE key = ?", (new,)).fetchone()
+                if taken:
+                    db.execute("DELETE FROM proxies WHERE key = ?", (old,))
+                    continue
+                cursor = db.execute("UPDATE proxies SET key = ? WHERE key = ?", (new, old))
+                moved += cursor.rowcount
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+        return moved
 
     def forget_account(self, account_id: str) -> bool:
         """Delete an account's row; the only way one is ever deleted.

@@ -28,7 +28,14 @@ DAVE_2FA = "15550000004"  # password "hunter2" in the default world
 DAVE_PASSWORD = "hunter2"
 
 
-def make_config(dc: DC, tmp_path: Path, **account: Any) -> Config:
+def make_config(
+    dc: DC,
+    tmp_path: Path,
+    *,
+    connect_timeout_s: float = 10.0,
+    call_deadline_s: float = 30.0,
+    **account: Any,
+) -> Config:
     acc = {"id": "acc", "api_id": 4242, "api_hash": "0f" * 16, "session": "sessions/acc", **account}
     return parse_config(
         {
@@ -38,8 +45,9 @@ def make_config(dc: DC, tmp_path: Path, **account: Any) -> Config:
                 "dc_host": dc.host,
                 "dc_port": dc.port,
                 "rsa_keys": [dc.public_key_pem],
-                "connect_timeout_s": 10.0,
+                "connect_timeout_s": connect_timeout_s,
             },
+            "policy": {"call_deadline_s": call_deadline_s},
             "accounts": [acc],
         },
         base_dir=tmp_path,
@@ -103,9 +111,9 @@ async def test_authorize_with_code_then_the_pool_uses_the_session(tmp_path: Path
         assert set(device) == {"device_model", "system_version", "app_version", "lang_code",
                                "system_lang_code"}  # fmt: skip
         assert session_dir_listing(tmp_path) == [
-            "acc.lock",
             "acc.session",
             "acc.session.device.json",
+            "acc.session.lock",
         ]
 
         # the daemon's pool logs in with that file, presenting the recorded device
@@ -156,10 +164,10 @@ async def test_authorize_wrong_code_writes_nothing(tmp_path: Path) -> None:
         with trio.fail_after(60), pytest.raises(AuthorizeFailed) as info:
             await authorize_account(config, config.accounts[0], prompter)
     assert str(info.value) == (
-        'account "acc": wrong login code (PHONE_CODE_INVALID); nothing was written'
+        'account "acc": wrong login code; nothing was written (run it again for a new code)'
     )
-    assert info.value.exit_code == 1
-    assert session_dir_listing(tmp_path) == ["acc.lock"]
+    assert info.value.exit_code == 2  # Telegram's refusal, not a failure to get an answer
+    assert session_dir_listing(tmp_path) == ["acc.session.lock"]
 
 
 async def test_authorize_wrong_password_writes_nothing(tmp_path: Path) -> None:
@@ -169,9 +177,12 @@ async def test_authorize_wrong_password_writes_nothing(tmp_path: Path) -> None:
         prompter = Prompter(phone=DAVE_2FA, code_from="-", password_from="-", stdin=stdin)
         with trio.fail_after(60), pytest.raises(AuthorizeFailed) as info:
             await authorize_account(config, config.accounts[0], prompter)
-    assert str(info.value) == 'account "acc": wrong 2FA password; nothing was written'
+    assert str(info.value) == (
+        'account "acc": wrong 2FA password; nothing was written (run it again to retry)'
+    )
+    assert info.value.exit_code == 2
     assert "not-the-password" not in str(info.value)
-    assert session_dir_listing(tmp_path) == ["acc.lock"]
+    assert session_dir_listing(tmp_path) == ["acc.session.lock"]
 
 
 async def test_authorize_refused_while_the_session_is_locked(
@@ -186,11 +197,11 @@ async def test_authorize_refused_while_the_session_is_locked(
             assert await trio.to_thread.run_sync(main, args) == 2
         err = capsys.readouterr().err
         assert err == (
-            f'mtpoold authorize: account "acc": session {tmp_path}/sessions/acc is in use by'
-            f" PID {os.getpid()}; stop the daemon first\n"
+            f'mtpoold authorize: account "acc": session {tmp_path}/sessions/acc.session is in'
+            f" use by PID {os.getpid()}; stop the daemon first\n"
         )
         assert dc.statistics().connections_total == 0  # refused before any connection
-        assert session_dir_listing(tmp_path) == ["acc.lock"]
+        assert session_dir_listing(tmp_path) == ["acc.session.lock"]
 
 
 async def test_authorize_string_session_account_is_a_clear_error(
@@ -258,3 +269,143 @@ async def test_authorize_refuses_a_session_file_that_holds_a_login_unless_forced
         with trio.fail_after(60):
             result = await authorize_account(config, account, prompter, force=True)
         assert result.session_path == first
+
+
+# --- bounded, one line per step, Telegram's refusals as sentences -----------------------------
+
+
+async def test_authorize_prints_each_step_on_stderr(tmp_path: Path) -> None:
+    async with loop_and_dc() as dc:
+        config = make_config(dc, tmp_path)
+        err = io.StringIO()
+        prompter = Prompter(phone=ALICE, code_from="-", stdin=io.StringIO(f"{LOGIN_CODE}\n"))
+        with trio.fail_after(60):
+            await authorize_account(config, config.accounts[0], prompter, err=err)
+    assert err.getvalue().splitlines() == [
+        f"account acc: connecting to DC {dc.dc_id} at {dc.host}:{dc.port}, directly (no proxy)",
+        "account acc: connected",
+        f"account acc: login code sent to {ALICE}; waiting for the code",
+        "account acc: signing in",
+        "account acc: signed in",
+    ]
+
+
+async def test_authorize_unregistered_number_is_one_sentence_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from mtpoold.testing.dc import rpc_error
+
+    async with open_dc() as dc:
+        # Telegram answers sign_in for a number without an account: sign up first
+        dc.faults.add(rpc_error(400, "PHONE_NUMBER_UNOCCUPIED"), method="auth.SignIn")
+        config_path = tmp_path / "mtpoold.toml"
+        write_toml(config_path, dc, session="sessions/acc")
+        code = tmp_path / "code"
+        code.write_text(LOGIN_CODE)
+        args = ["authorize", "acc", "--config", str(config_path), "--phone", ALICE,
+                "--code-from", str(code)]  # fmt: skip
+        with trio.fail_after(60):
+            assert await trio.to_thread.run_sync(main, args) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert err[-1] == (
+        f'mtpoold authorize: account "acc": no Telegram account uses the phone number {ALICE};'
+        " sign it up in an official Telegram app first"
+    )
+    assert "internal error" not in "\n".join(err)
+    assert session_dir_listing(tmp_path) == ["acc.session.lock"]
+
+
+@pytest.mark.parametrize(
+    ("rpc", "sentence"),
+    [
+        ("PHONE_CODE_EXPIRED", "the login code expired; nothing was written"),
+        ("PHONE_NUMBER_BANNED", f"Telegram has banned the phone number {ALICE}"),
+        ("FLOOD_WAIT_120", "Telegram refuses more login attempts for 120 s (flood wait)"),
+    ],
+)
+async def test_authorize_telegram_refusals_exit_2(tmp_path: Path, rpc: str, sentence: str) -> None:
+    from mtpoold.testing.dc import rpc_error
+
+    async with loop_and_dc() as dc:
+        code = 420 if rpc.startswith("FLOOD") else 400
+        method = "auth.SendCode" if rpc != "PHONE_CODE_EXPIRED" else "auth.SignIn"
+        dc.faults.add(rpc_error(code, rpc), method=method)
+        config = make_config(dc, tmp_path)
+        prompter = Prompter(phone=ALICE, code_from="-", stdin=io.StringIO(f"{LOGIN_CODE}\n"))
+        with trio.fail_after(60), pytest.raises(AuthorizeFailed) as info:
+            await authorize_account(config, config.accounts[0], prompter, err=io.StringIO())
+    assert info.value.exit_code == 2
+    assert str(info.value).startswith(f'account "acc": {sentence}'), str(info.value)
+
+
+async def test_authorize_wrong_2fa_password_typed_at_the_terminal_is_asked_again(
+    tmp_path: Path,
+) -> None:
+    answers = iter([DAVE_2FA, LOGIN_CODE, "wrong", DAVE_PASSWORD])
+    asked: list[str] = []
+
+    def ask(prompt: str, secret: bool) -> str:
+        asked.append(prompt)
+        return next(answers)
+
+    async with loop_and_dc() as dc:
+        config = make_config(dc, tmp_path)
+        err = io.StringIO()
+        with trio.fail_after(60):
+            done = await authorize_account(config, config.accounts[0], Prompter(ask=ask), err=err)
+    assert done.user_id == 1004
+    assert asked.count("2FA password of account acc: ") == 2
+    assert "account acc: wrong 2FA password; try again (2 left)" in err.getvalue()
+    assert "wrong" not in "".join(err.getvalue().split("wrong 2FA password"))  # never echoed
+
+
+async def test_authorize_against_a_blackholing_dc_gives_up_after_connect_timeout_s(
+    tmp_path: Path,
+) -> None:
+    async with loop_and_dc() as dc:
+        dc.blackhole_all()
+        config = make_config(dc, tmp_path, connect_timeout_s=0.5)
+        never = Prompter(ask=lambda _p, _s: pytest.fail("asked without a connection"))
+        with trio.fail_after(30), pytest.raises(AuthorizeFailed) as info:
+            await authorize_account(config, config.accounts[0], never, err=io.StringIO())
+    assert info.value.exit_code == 1
+    assert str(info.value) == (
+        f'account "acc": cannot connect to DC {dc.dc_id} at {dc.host}:{dc.port}, directly'
+        " (no proxy): no answer within 0.5 s (connect_timeout_s)"
+    )
+    assert session_dir_listing(tmp_path) == ["acc.session.lock"]
+
+
+async def test_authorize_call_that_never_answers_gives_up_after_call_deadline_s(
+    tmp_path: Path,
+) -> None:
+    from mtpoold.testing.dc import blackhole
+
+    async with loop_and_dc() as dc:
+        dc.faults.add(blackhole(), method="auth.SendCode")
+        config = make_config(dc, tmp_path, call_deadline_s=0.5)
+        prompter = Prompter(phone=ALICE, code_from="-", stdin=io.StringIO(f"{LOGIN_CODE}\n"))
+        with trio.fail_after(30), pytest.raises(AuthorizeFailed) as info:
+            await authorize_account(config, config.accounts[0], prompter, err=io.StringIO())
+    assert info.value.exit_code == 1
+    assert str(info.value) == (
+        'account "acc": sending the login code: Telegram did not answer within 0.5 s'
+    )
+
+
+async def test_authorize_without_ids_skips_accounts_already_logged_in(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from mtpoold._authorize import write_session_file
+
+    dc = DC(port=1)  # nothing connects: the only account is logged in already
+    config_path = tmp_path / "mtpoold.toml"
+    write_toml(config_path, dc, session="sessions/acc")
+    write_session_file(tmp_path / "sessions" / "acc", dc.session_string(ALICE), {})
+    assert await trio.to_thread.run_sync(main, ["authorize", "--config", str(config_path)]) == 0
+    out = capsys.readouterr()
+    assert out.err == (
+        f"account acc: already logged in ({tmp_path}/sessions/acc.session); skipped (name it,"
+        " with --force, to log in again)\n"
+    )
+    assert out.out == ""

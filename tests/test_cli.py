@@ -17,12 +17,14 @@ import attrs
 import pytest
 import trio
 
+from mtpoold._authorize import write_session_file
 from mtpoold._cli import main
 from mtpoold._config import parse_config
 from mtpoold._daemon import LogfmtFormatter, run_daemon
 from mtpoold._rpcclient import parse_target, target_from_listen
 from mtpoold._server import RpcServer
 from mtpoold._statusview import format_duration
+from mtpoold.testing import DC
 
 from _fakepool import FakePool
 
@@ -523,7 +525,7 @@ def _restore_logging() -> Iterator[None]:
 
 
 @pytest.mark.usefixtures("_restore_logging")
-def test_run_reports_bind_failure_in_one_line(
+def test_check_config_and_run_refuse_a_listen_address_in_use(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     with socket.socket() as busy:
@@ -532,11 +534,16 @@ def test_run_reports_bind_failure_in_one_line(
         port = busy.getsockname()[1]
         config = tmp_path / "mtpoold.toml"
         config.write_text(f'[daemon]\nlisten = "127.0.0.1:{port}"\nstate_dir = "state"\n')
-        assert main(["run", "--config", str(config)]) == 1
-    err = capsys.readouterr().err
-    assert err.splitlines()[-1].startswith("daemon failed: [Errno 98]")
-    assert "Traceback" not in err
-    assert stat_mode(tmp_path / "state" / "token") == 0o600
+        expected = (
+            f"{config}: daemon.listen: listen address 127.0.0.1:{port} cannot be bound:"
+            " address already in use (a running mtpoold? `mtpoold reload` checks and applies"
+            " a new config)\n"
+        )
+        assert main(["check-config", str(config)]) == 2
+        assert capsys.readouterr().err == expected
+        assert main(["run", "--config", str(config)]) == 2
+        assert capsys.readouterr().err == expected
+    assert not (tmp_path / "state").exists()  # refused before anything was created
 
 
 # --- start-up checks, broken configs, pipes, authorize input ---------------------------------
@@ -550,9 +557,8 @@ def _config_with_missing_session_file(tmp_path: Path) -> Path:
         for n in (1, 2, 3)
     )
     path.write_text(f'[daemon]\nstate_dir = "state"\n\n{accounts}')
-    (tmp_path / "sessions").mkdir()
     for n in (1, 2):
-        (tmp_path / "sessions" / f"a{n}.session").touch()
+        write_session_file(tmp_path / "sessions" / f"a{n}", DC(port=1).session_string(n + 1000), {})
     return path
 
 
@@ -697,3 +703,98 @@ def test_authorize_without_a_terminal_or_input_is_a_clean_usage_error(
     for bad in ("abc;rm", "", "+", "12", "+1234567890123456", "555 000 0001; reboot"):
         with pytest.raises(AuthorizeFailed, match=r'^account "a1": invalid phone number '):
             _P(phone=bad).get_phone("a1")
+
+
+# --- every start-up check of `run` in `check-config` too --------------------------------------
+
+
+def _one_file_account(tmp_path: Path, daemon: str = 'state_dir = "state"') -> Path:
+    path = tmp_path / "mtpoold.toml"
+    path.write_text(
+        f"[daemon]\n{daemon}\n\n"
+        f'[[accounts]]\nid = "acc"\napi_id = 1\napi_hash = "{"ab" * 16}"\n'
+        'session = "sessions/acc"\n'
+    )
+    return path
+
+
+@pytest.mark.usefixtures("_restore_logging")
+@pytest.mark.parametrize(
+    ("make", "problem"),
+    [
+        ("text", "it is not a Telethon session file (not an SQLite database)"),
+        ("empty", "it is an empty file, not a Telethon session"),
+        ("other_sqlite", "it is an SQLite database but not a Telethon session (no sessions table)"),
+        ("no_key", "holds no auth key (not logged in); log the account in with: mtpoold"),
+        ("unreadable", "cannot be read: Permission denied"),
+        ("directory", "cannot be read: not a regular file"),
+    ],
+)
+def test_check_config_and_run_refuse_a_session_file_that_is_no_usable_session(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], make: str, problem: str
+) -> None:
+    import sqlite3
+
+    if make == "unreadable" and os.geteuid() == 0:
+        pytest.skip("root reads every file")
+    path = _one_file_account(tmp_path)
+    session = tmp_path / "sessions" / "acc.session"
+    write_session_file(tmp_path / "sessions" / "acc", DC(port=1).session_string(1001), {})
+    if make == "text":
+        session.write_text("this is a shopping list, not a session\n" * 20)
+    elif make == "empty":
+        session.write_bytes(b"")
+    elif make == "other_sqlite":
+        session.unlink()
+        with sqlite3.connect(session) as db:
+            db.execute("CREATE TABLE t (x)")
+    elif make == "no_key":
+        with sqlite3.connect(session) as db:
+            db.execute("UPDATE sessions SET auth_key = NULL")
+    elif make == "directory":
+        session.unlink()
+        session.mkdir()
+    else:
+        session.chmod(0)
+    for command in (["check-config", str(path)], ["run", "--config", str(path)]):
+        assert main(command) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"{path}: accounts[0].session: session file {session}"), err
+        assert problem in err, err
+        assert len(err.splitlines()) == 1
+    assert not (tmp_path / "state").exists()  # nothing started
+
+
+@pytest.mark.usefixtures("_restore_logging")
+def test_check_config_and_run_refuse_a_state_dir_that_cannot_be_created(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "afile").write_text("not a directory")
+    path = tmp_path / "mtpoold.toml"
+    path.write_text('[daemon]\nstate_dir = "afile/state"\n')
+    expected = (
+        f"{path}: daemon.state_dir {tmp_path}/afile/state cannot be created: {tmp_path}/afile"
+        " is a file, not a directory\n"
+    )
+    for command in (["check-config", str(path)], ["run", "--config", str(path)]):
+        assert main(command) == 2  # run: exit 1 with an OSError before
+        assert capsys.readouterr().err == expected
+
+
+@pytest.mark.parametrize(
+    ("listen", "problem"),
+    [
+        ("::1:8765", "write IPv6 hosts in brackets, [::1]:8765"),
+        ("[::1]:x", "port 'x' is not a number"),
+        ("unix:/nonexistent-dir/mtpoold.sock", "directory /nonexistent-dir does not exist"),
+    ],
+)
+def test_check_config_uses_the_servers_listen_parser_and_checks_the_address(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], listen: str, problem: str
+) -> None:
+    path = tmp_path / "mtpoold.toml"
+    path.write_text(f'[daemon]\nlisten = "{listen}"\nstate_dir = "state"\n')
+    assert main(["check-config", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert problem in err and "daemon.listen" in err, err
+    assert len(err.splitlines()) == 1

@@ -277,8 +277,8 @@ def test_telethon_client_factory_refuses_one_session_from_two_sources(
     with pytest.raises(ConfigError) as info:
         telethon_client_factory(config)
     assert info.value.problems == (
-        "accounts[1]: the same string session as accounts[0] (one auth key must never be used"
-        " by two accounts)",
+        'accounts[1] ("a2"): session_string_env MTPOOLD_TEST_DUP holds the same auth key as'
+        ' accounts[0] ("a1"), session_string; one auth key must never be used by two accounts',
     )
     assert SESSION not in str(info.value)
 

@@ -637,28 +637,28 @@ def test_converter_round_trip() -> None:
 # --- proxy_key ------------------------------------------------------------------------------------
 
 
-def test_proxy_key_matches_php_canonical_json() -> None:
+def test_proxy_key_is_the_name_without_any_secret() -> None:
     p = ProxyConfig(
         name="x", type="socks5", host="10.0.0.1", port=1080, username="u", password="pw"
     )
+    assert proxy_key(p) == "x"
+    # the PHP system's unsalted SHA-1 (password guessable offline) is nowhere in it
     canonical = '{"host":"10.0.0.1","password":"pw","port":1080,"type":"socks5","username":"u"}'
-    assert proxy_key(p) == hashlib.sha1(canonical.encode()).hexdigest()[:16]
-    assert re.fullmatch(r"[0-9a-f]{16}", proxy_key(p))
+    assert hashlib.sha1(canonical.encode()).hexdigest()[:16] not in proxy_key(p)
 
 
-def test_proxy_key_ignores_name_and_tuning_and_handles_none() -> None:
+def test_proxy_key_survives_password_and_tuning_changes_and_handles_none() -> None:
     p = ProxyConfig(name="x", type="http", host="h", port=3128)
-    q = attrs.evolve(p, name="y", capacity=5, interval_s=0.5, rdns=False)
-    assert proxy_key(p) == proxy_key(q)
-    canonical = '{"host":"h","password":null,"port":3128,"type":"http","username":null}'
-    assert proxy_key(p) == hashlib.sha1(canonical.encode()).hexdigest()[:16]
+    q = attrs.evolve(p, capacity=5, interval_s=0.5, rdns=False, password="other")
+    assert proxy_key(p) == proxy_key(q) == "x"
     assert proxy_key(None) == "no_proxy"
-    assert proxy_key(attrs.evolve(p, password="other")) != proxy_key(p)
+    assert proxy_key(attrs.evolve(p, name="no_proxy")) != proxy_key(None)  # never the direct lane
 
 
 def test_check_config_example_needs_exactly_its_documented_session_sources(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    from mtpoold._authorize import write_session_file
     from mtpoold._cli import main
     from mtpoold.testing import DC
 
@@ -677,9 +677,9 @@ def test_check_config_example_needs_exactly_its_documented_session_sources(
     # with them in place (a copy of the example, so nothing is written next to it): ok
     copy = tmp_path / "mtpoold.toml"
     copy.write_text(EXAMPLE.read_text())
-    (tmp_path / "sessions").mkdir()
-    for name in ("acc-de-1a", "acc-direct"):
-        (tmp_path / "sessions" / f"{name}.session").touch()
+    for n, name in enumerate(("acc-de-1a", "acc-direct")):
+        session = DC(port=1).session_string(f"1555000000{n + 3}")
+        write_session_file(tmp_path / "sessions" / name, session, {})  # real Telethon sessions
     creds = tmp_path / "credentials"
     creds.mkdir()
     (creds / "acc-de-1b.session-string").write_text(DC(port=1).session_string("15550000001"))

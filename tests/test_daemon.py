@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 import trio
 
+from mtpoold._authorize import write_session_file
 from mtpoold._cli import main
 from mtpoold._config import load_config
 from mtpoold._daemon import run_daemon
@@ -46,8 +47,8 @@ def write_config(tmp_path: Path, *, listen: str | None = None, accounts: str | N
     path = tmp_path / "mtpoold.toml"
     if accounts is None:
         # the daemon refuses a session file that does not exist (`mtpoold authorize` makes it)
-        (tmp_path / "sessions").mkdir(mode=0o700, exist_ok=True)
-        (tmp_path / "sessions" / "file-acc.session").touch(mode=0o600)
+        bob = DC(port=1).session_string("15550000002")
+        write_session_file(tmp_path / "sessions" / "file-acc", bob, {})
         accounts = (
             f'[[accounts]]\nid = "file-acc"\napi_id = 1\napi_hash = "{"ab" * 16}"\n'
             f'session = "{tmp_path}/sessions/file-acc.session"\n\n'
@@ -60,6 +61,16 @@ def write_config(tmp_path: Path, *, listen: str | None = None, accounts: str | N
         f'[telegram]\ndc_host = "127.0.0.1"\ndc_port = 1\n\n{accounts}'
     )
     return path
+
+
+def another_listen(config: Path, out: Path | None = None) -> Path:
+    """A copy of ``config`` (or ``config`` itself, as ``out``) listening on another free port:
+    a second daemon must meet the first one's session locks, not its listening socket."""
+    out = out or config.with_name(f"other-{config.name}")
+    text = config.read_text()
+    listen = next(line for line in text.splitlines() if line.startswith("listen = "))
+    out.write_text(text.replace(listen, f'listen = "127.0.0.1:{free_port()}"'))
+    return out
 
 
 def mtpoold(*args: str, **kw: Any) -> subprocess.CompletedProcess[str]:
@@ -98,8 +109,9 @@ def test_second_daemon_on_the_same_sessions_exits_2_naming_account_path_and_pid(
     tmp_path: Path,
 ) -> None:
     config = write_config(tmp_path)
+    second_config = another_listen(config)
     with daemon_process(config, tmp_path / "first.log") as first:
-        second = mtpoold("run", "--config", str(config))
+        second = mtpoold("run", "--config", str(second_config))
         assert second.returncode == 2, second.stderr
         last = second.stderr.strip().splitlines()[-1]
         assert last == (
@@ -113,10 +125,14 @@ def test_second_daemon_on_the_same_sessions_exits_2_naming_account_path_and_pid(
         assert json.loads(ping.stdout)["pong"] is True
         assert first.poll() is None
     assert first.returncode == 0
-    # the lock files are private and outlive the daemon (never unlinked), the PID is cleared
-    lock = tmp_path / "state" / "locks" / "string-acc.lock"
-    assert os.stat(lock).st_mode & 0o777 == 0o600
-    assert lock.read_text() == ""
+    # the lock files are private and outlive the daemon (never unlinked), the PID is cleared:
+    # one file lock beside the session file, one key lock per auth key in the lock directory
+    locks = Path(os.environ["XDG_RUNTIME_DIR"]) / "mtpoold" / "locks"
+    keys = sorted(locks.glob("key-*.lock"))
+    assert len(keys) == 2
+    for lock in [*keys, tmp_path / "sessions" / "file-acc.session.lock"]:
+        assert os.stat(lock).st_mode & 0o777 == 0o600
+        assert lock.read_text() == ""
 
 
 def test_refused_second_daemon_writes_nothing_to_its_fresh_state_dir(tmp_path: Path) -> None:
@@ -125,6 +141,7 @@ def test_refused_second_daemon_writes_nothing_to_its_fresh_state_dir(tmp_path: P
     second_config = tmp_path / "second.toml"
     text = config.read_text()
     second_config.write_text(text.replace(f'"{tmp_path}/state"', f'"{other_state}"'))
+    another_listen(second_config, second_config)
     with daemon_process(config, tmp_path / "first.log"):
         second = mtpoold("run", "--config", str(second_config))
         assert second.returncode == 2, second.stderr
@@ -139,7 +156,6 @@ def test_daemon_warns_about_readable_config_and_session_files(tmp_path: Path) ->
     config = write_config(tmp_path)
     os.chmod(config, 0o644)
     session = tmp_path / "sessions" / "file-acc.session"
-    session.write_bytes(b"")
     os.chmod(session, 0o640)
     log = tmp_path / "daemon.log"
     with daemon_process(config, log):

@@ -1,11 +1,16 @@
-"""No configured secret ever reaches a log line or the CLI's output, across a realistic run.
+"""No secret and no personal data ever reaches a log line or the CLI's output, across a
+realistic run.
 
 The daemon runs as its own process (``mtpoold run --log-level DEBUG``) against the loopback
 DC, through a real SOCKS5 proxy that demands a username and password, with calls that succeed
 and calls that fail (FLOOD_WAIT, AUTH_KEY_UNREGISTERED, a proxy refusing a wrong password, an
 unknown peer, bad arguments, an invalid reload). Every secret of the config — api_hash values,
 session strings, proxy passwords, the bearer token — and every 16-character piece of one is
-then looked for in the daemon's log and in everything the CLI printed.
+then looked for in the daemon's log and in everything the CLI printed; so is the PHP
+system's old proxy key (an unsalted SHA-1 over the proxy's password, which used to name the
+lane everywhere). The personal data of the fixture world — every phone number and first name —
+is looked for in the log, in ``status --json`` and the other listings, and in every error
+reply (a job's successful result is the caller's data and may hold a first name).
 """
 
 from __future__ import annotations
@@ -17,13 +22,19 @@ import subprocess
 import sys
 from pathlib import Path
 
+import attrs
+import pytest
 import trio
 
+from mtpoold._config import ProxyConfig
+from mtpoold._daemon import _php_proxy_key
 from mtpoold.testing import open_dc, open_proxy
-from mtpoold.testing.dc import rpc_error
+from mtpoold.testing.dc import default_world, rpc_error, unparseable_reply
 
 PIECE_CHARS = 16  # any run this long taken from a secret counts as a leak
 # one auth key per account: two accounts on one session are refused at start
+#: The proxies' fields besides address and password, as the config below writes them.
+PROXY = ProxyConfig(name="x", type="socks5", host="h", port=1, username="pool-user")
 USERS = {"a1": "15550000001", "a2": "15550000002", "a3": "15550000003", "a4": "15550000004"}
 
 
@@ -79,11 +90,15 @@ async def test_no_secret_in_logs_or_cli_output_across_a_realistic_run(tmp_path: 
         os.chmod(config, 0o600)
         log_path = tmp_path / "daemon.log"
         outputs: list[str] = []
+        results: set[int] = set()  # outputs that are a job's successful result
 
-        async def cli(*args: str) -> subprocess.CompletedProcess[bytes]:
-            result = await mtpoold("--config", str(config), *args)
-            outputs.append(result.stdout.decode() + result.stderr.decode())
-            return result
+        async def cli(*args: str, result: bool = False) -> subprocess.CompletedProcess[bytes]:
+            done = await mtpoold("--config", str(config), *args)
+            if result:
+                assert done.returncode == 0, done.stderr
+                results.add(len(outputs))
+            outputs.append(done.stdout.decode() + done.stderr.decode())
+            return done
 
         with log_path.open("wb") as log:
             daemon = subprocess.Popen(  # noqa: ASYNC220 - starts it; the test polls it
@@ -105,8 +120,7 @@ async def test_no_secret_in_logs_or_cli_output_across_a_realistic_run(tmp_path: 
                 while "daemon.ready" not in log_path.read_text():
                     assert daemon.poll() is None, log_path.read_text()
                     await trio.sleep(0.05)
-                ok = await cli("call", "resolve", '{"link_or_username": "@bob_test"}')
-                assert ok.returncode == 0, outputs[-1]
+                await cli("call", "resolve", '{"link_or_username": "@bob_test"}', result=True)
                 dc.faults.add(rpc_error(420, "FLOOD_WAIT_30"), user=USERS["a1"])
                 r = await cli(
                     "call", "help.GetConfig", "{}", "--account", "a1", "--deadline-ms", "3000"
@@ -136,7 +150,9 @@ async def test_no_secret_in_logs_or_cli_output_across_a_realistic_run(tmp_path: 
                 assert r.returncode == 2 and b"capacity" in r.stderr, outputs[-1]
                 config.write_text(text)
                 assert (await cli("reload")).returncode == 0, outputs[-1]
-                assert (await cli("check-config", str(config))).returncode == 0
+                # while the daemon listens, check-config names its address as in use
+                r = await cli("check-config", str(config))
+                assert r.returncode == 2 and b"d.sock cannot be bound" in r.stderr, outputs[-1]
         finally:
             daemon.send_signal(signal.SIGTERM)
             with trio.fail_after(30):
@@ -153,6 +169,16 @@ async def test_no_secret_in_logs_or_cli_output_across_a_realistic_run(tmp_path: 
         "proxy password": proxy_password,
         "wrong proxy password": wrong_password,
         "bearer token": token,
+        **{
+            f"old proxy key of {name} (SHA-1 over its password)": _php_proxy_key(
+                attrs.evolve(PROXY, host=proxy.host, port=proxy.port, password=password)
+            )
+            for name, password in proxies
+        },
+    }
+    personal = {
+        **{f"phone of {u.first_name}": u.phone for u in default_world().users if u.phone},
+        **{f"first name {u.first_name}": u.first_name for u in default_world().users},
     }
     leaks = []
     for what, secret in named.items():
@@ -164,4 +190,65 @@ async def test_no_secret_in_logs_or_cli_output_across_a_realistic_run(tmp_path: 
             if hits:
                 line = next(ln for ln in blob.splitlines() if hits[0] in ln)
                 leaks.append(f"{what} in {where}: {line[:300]}")
+    for what, needle in personal.items():
+        for where, blob in [
+            ("daemon log", log_text),
+            *((f"cli output #{i}", o) for i, o in enumerate(outputs) if i not in results),
+        ]:
+            if needle in blob:
+                line = next(ln for ln in blob.splitlines() if needle in ln)
+                leaks.append(f"{what} in {where}: {line[:300]}")
     assert not leaks, "\n".join(leaks)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="TypeNotFoundError's text carries the reply's bytes (the caller's phone and first"
+    " name) into GENERIC's message; helper B's UNSUPPORTED_REPLY rule in _errors.classify"
+    " (branch wt-classify) drops them: remove this mark once it is merged",
+)
+async def test_an_unparseable_reply_never_puts_personal_data_in_errors_logs_or_status(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The DC answers with a constructor Telethon does not know, followed by the caller's
+    phone and first name (`unparseable_reply`): none of it reaches the job's error, the log or
+    the account's status."""
+    import json
+    import logging
+
+    from mtpoold._config import parse_config
+    from mtpoold._errors import JobFailed
+    from mtpoold._pool import open_pool
+
+    caplog.set_level(logging.DEBUG)
+    async with open_dc() as dc:
+        carol = dc.world.user(USERS["a3"])
+        config = parse_config(
+            {
+                "daemon": {"state_dir": str(tmp_path / "state")},
+                "telegram": {"dc_id": dc.dc_id, "dc_host": dc.host, "dc_port": dc.port,
+                             "rsa_keys": [dc.public_key_pem], "connect_timeout_s": 5.0},
+                "policy": {"max_attempts": 2, "backoff_s": [0.1]},
+                "accounts": [{"id": "a3", "api_id": 1, "api_hash": "ab" * 16,
+                              "session_string": dc.session_string(carol.id)}],
+            },
+            base_dir=tmp_path,
+        )  # fmt: skip
+        dc.faults.add(unparseable_reply(), method="help.GetNearestDc", times=None)
+        errors: list[str] = []
+        with trio.fail_after(30):
+            async with open_pool(config) as pool:
+                try:
+                    await pool.invoke("help.GetNearestDc", {}, deadline_s=5)
+                except JobFailed as exc:
+                    errors.append(str(exc))
+                    errors.append(json.dumps(exc.to_object()) if hasattr(exc, "to_object") else "")
+                status = json.dumps(attrs.asdict(pool.statistics()), default=str)
+    blobs = {"error": "\n".join(errors), "status": status, "log": caplog.text}
+    found = [
+        f"{what} in {where}"
+        for what, needle in (("phone", carol.phone or ""), ("first name", carol.first_name))
+        for where, blob in blobs.items()
+        if needle in blob
+    ]
+    assert not found, found

@@ -70,3 +70,38 @@ def test_unit_passes_systemd_analyze_verify(tmp_path: Path) -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert "mtpoold.service" not in proc.stderr, proc.stderr  # no warnings about our unit
+
+
+def test_unit_puts_session_locks_where_every_process_on_the_host_meets_them() -> None:
+    """PrivateTmp=yes gives the service its own /tmp: session locks there would not meet
+    ``sudo -u mtpoold mtpoold authorize``. They live in /run/mtpoold/locks instead, made at
+    boot by the tmpfiles entry and kept across stops."""
+    s = _settings()
+    assert "MTPOOLD_LOCK_DIR=/run/mtpoold/locks" in s["Environment"]
+    assert s["RuntimeDirectory"] == ["mtpoold"]
+    assert s["RuntimeDirectoryPreserve"] == ["yes"]
+    tmpfiles = (UNIT.parent / "mtpoold.tmpfiles").read_text().splitlines()
+    entries = [line.split() for line in tmpfiles if line and not line.startswith("#")]
+    assert ["d", "/run/mtpoold", "0750", "mtpoold", "mtpoold", "-"] in entries
+    assert ["d", "/run/mtpoold/locks", "0700", "mtpoold", "mtpoold", "-"] in entries
+
+
+def test_lock_dir_order_env_then_run_mtpoold_of_this_user(tmp_path: Path) -> None:
+    import os
+
+    from mtpoold._sessionlock import runtime_lock_dir
+
+    explicit = tmp_path / "explicit"
+    assert runtime_lock_dir({"MTPOOLD_LOCK_DIR": str(explicit)}) == explicit
+    assert os.stat(explicit).st_mode & 0o777 == 0o700
+    system = tmp_path / "run-mtpoold"
+    system.mkdir()
+    system.chmod(0o750)  # whatever umask an earlier test left
+    xdg = tmp_path / "xdg"
+    xdg.mkdir()
+    got = runtime_lock_dir({"XDG_RUNTIME_DIR": str(xdg)}, system_dir=system)
+    assert got == system / "locks"  # the service user's /run/mtpoold wins over XDG
+    assert os.stat(system).st_mode & 0o777 == 0o750  # its mode is the unit's (socket group)
+    missing = tmp_path / "absent"
+    got = runtime_lock_dir({"XDG_RUNTIME_DIR": str(xdg)}, system_dir=missing)
+    assert got == xdg / "mtpoold" / "locks"

@@ -201,12 +201,6 @@ async def test_no_secret_in_logs_or_cli_output_across_a_realistic_run(tmp_path: 
     assert not leaks, "\n".join(leaks)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="TypeNotFoundError's text carries the reply's bytes (the caller's phone and first"
-    " name) into GENERIC's message; helper B's UNSUPPORTED_REPLY rule in _errors.classify"
-    " (branch wt-classify) drops them: remove this mark once it is merged",
-)
 async def test_an_unparseable_reply_never_puts_personal_data_in_errors_logs_or_status(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -370,16 +370,38 @@ def _request(
 # --- commands -------------------------------------------------------------------------------------
 
 
+def _answers_as_our_daemon(config: Any) -> bool:
+    """Whether the mtpoold of this config's state directory answers ``ping`` at its listen
+    address (token from ``<state_dir>/token``), within 2 s."""
+    from ._rpcclient import AuthRejected, DaemonUnreachable, RpcError, call, target_from_listen
+    from ._token import TokenError, read_token, token_path
+
+    try:
+        target = target_from_listen(config.daemon.listen)
+        token = read_token(token_path(Path(config.daemon.state_dir)))
+        trio.run(lambda: call(target, token, "ping", None, timeout_s=2.0))
+    except (ValueError, TokenError, DaemonUnreachable, AuthRejected, RpcError, OSError):
+        return False
+    return True
+
+
 def _cmd_check_config(args: argparse.Namespace) -> int:
     path = Path(args.path) if args.path is not None else _config_path(args)[0]
     config = _load_config(path)
     problems = _startup_problems(config)
+    note = ""
+    in_use = [p for p in problems if p.startswith("daemon.listen:") and "in use" in p]
+    if in_use and _answers_as_our_daemon(config):
+        # The operator checks a config for the daemon that runs on it (before `reload`):
+        # the address is this daemon's own, not a conflict.
+        problems = [p for p in problems if p not in in_use]
+        note = " (in use by the running mtpoold of this state_dir; `mtpoold reload` applies it)"
     if problems:
         raise _Fail(EXIT_USAGE, "\n".join(f"{path}: {p}" for p in problems))
     d = config.daemon
     print(
         f"{path}: ok: {len(config.accounts)} accounts, {len(config.proxies)} proxies,"
-        f" listen {d.listen}, state_dir {d.state_dir}"
+        f" listen {d.listen}{note}, state_dir {d.state_dir}"
     )
     return EXIT_OK
 

@@ -358,3 +358,19 @@ async def test_sigterm_sigint_sighup_answer_running_jobs_and_exit_0(tmp_path: Pa
         assert reply.returncode == 1, reply.stdout + reply.stderr
         error = json.loads(reply.stdout)["error"]
         assert error["code"] == -32003 and error["data"]["class"] == "SHUTTING_DOWN"
+
+
+def test_check_config_on_the_running_daemons_own_config_is_ok(tmp_path: Path) -> None:
+    """The operator checks the config of the daemon that runs on it before `mtpoold reload`:
+    its listen address is that daemon's own, not a conflict; another config on the same
+    address (a different state_dir, so a different daemon) is still refused."""
+    config = write_config(tmp_path)
+    with daemon_process(config, tmp_path / "daemon.log"):
+        checked = mtpoold("check-config", str(config))
+        assert checked.returncode == 0, checked.stderr
+        assert "in use by the running mtpoold of this state_dir" in checked.stdout
+        other = tmp_path / "other.toml"
+        other.write_text(config.read_text().replace(f'"{tmp_path}/state"', f'"{tmp_path}/o"'))
+        refused = mtpoold("check-config", str(other))
+        assert refused.returncode == 2
+        assert "address already in use" in refused.stderr

@@ -44,7 +44,7 @@ import time
 from collections.abc import Callable
 from typing import Any, Final, final
 
-from telethon.errors import SecurityError
+from telethon.errors import InvalidChecksumError, SecurityError
 from telethon.network.connection.connection import Connection, ObfuscatedConnection
 from telethon.network.connection.tcpmtproxy import TcpMTProxy
 from telethon.tl import functions as tl_functions
@@ -195,7 +195,7 @@ class WireMonitor:
         if self.answered:
             return None
         detail = what
-        if self.phase in (ConnectPhase.DC_FIRST_BYTES, ConnectPhase.PROXY_HANDSHAKE):
+        if self.phase is ConnectPhase.DC_FIRST_BYTES:
             detail += f" after {self.bytes_sent} bytes sent, {self.bytes_received} received"
         return ProxyUnavailable(self.proxy, self.phase, redact(detail))
 
@@ -437,6 +437,11 @@ def monitored_connection(
         try:
             await base.connect(self, timeout=timeout, ssl=ssl)
         except Exception as exc:
+            # Telethon's disconnect() is a no-op before `_connected` is set, so a connect that
+            # failed after the socket opened (an MTProxy hanging up on its header) would leak it.
+            writer = self._writer
+            if writer is not None and not self._connected:
+                writer.close()
             what = _proxy_failure_text(exc)
             if is_mtproxy and "initial payload" in str(exc):
                 what = "closed the connection after the MTProxy header (wrong secret or transport?)"
@@ -459,7 +464,16 @@ def monitored_connection(
         base._init_conn(self)
 
     async def _recv(self: Connection) -> bytes:
-        data: bytes = await base._recv(self)
+        try:
+            data: bytes = await base._recv(self)
+        except InvalidChecksumError as exc:
+            # Telethon hands it to its sender, which logs it and reconnects (off: it just
+            # drops); before the DC answered, the failed connect is the proxy's.
+            if monitor.answered:
+                monitor.report(
+                    ProtocolViolation(f"corrupted transport packet from the DC: {redact(str(exc))}")
+                )
+            raise
         monitor.advance(ConnectPhase.DC_ANSWERED)
         return data
 

@@ -2,26 +2,38 @@
 
 `TelethonClient` implements the ``Client`` protocol of ``docs/CONTRACTS.md`` for one account.
 It builds a ``telethon.TelegramClient`` with everything Telethon would otherwise do on its own
-turned off — no flood sleeping, one request attempt, no auto-reconnect, no updates — because
-the pool owns retries, cooldowns and reconnects. Every Telethon coroutine runs through
-``trio_asyncio.aio_as_trio`` on the daemon's trio-asyncio loop, so the account worker's
-cancel scope reaches the asyncio side (the asyncio task is cancelled and awaited, never left
-behind).
+turned off — no flood sleeping, one request attempt, no auto-reconnect, no updates, no
+keepalive loop, no DC switch (`_GatedTelegramClient`) — because the pool owns retries,
+cooldowns, reconnects and the gate: Telethon makes no connection, reconnect or request the
+lane did not admit (the account worker sends the keepalive pings, see `keepalive_ping`).
+Every Telethon coroutine runs through `mtpoold._aiobridge.run_aio` on the daemon's
+trio-asyncio loop: the account worker's cancel scope reaches the asyncio side, and a side
+that does not finish within `mtpoold._aiobridge.AIO_CANCEL_WAIT_S` of its cancellation is
+abandoned (the connection is rebuilt for the next call) instead of holding the job.
+
+The connection itself is watched by a `mtpoold._wire.WireMonitor`: its phase (who is blamed
+for a failure), its byte counts, and the wire governor (every MTProto message Telethon puts
+on the wire, its own resends, acks and pings included, against the ``[telegram]`` ceilings
+``wire_max_messages_per_call`` and ``wire_max_extra_messages_per_s``).
 
 Resource handling:
     A client holds at most one Telethon connection (plus the asyncio tasks Telethon runs for
-    it: send/receive loops, keepalive). `disconnect` closes it and ends those tasks; it is
-    shielded, bounded by `DISCONNECT_TIMEOUT_S`, never raises, and may be called at any
-    time — also after a call was cancelled mid-flight, when Telethon's sender state may be
-    half-updated. `connect` may be called again after `disconnect`.
+    it: send/receive loops). `disconnect` closes it, ends those tasks and reads the futures
+    Telethon leaves behind; it is shielded, bounded by `DISCONNECT_TIMEOUT_S`, never raises,
+    and may be called at any time — also after a call was cancelled mid-flight, when
+    Telethon's sender state may be half-updated. `connect` may be called again after
+    `disconnect`.
 
 Error handling:
-    Exceptions from Telethon and python-socks propagate unchanged for
-    `mtpoold._errors.classify`, with one fix-up: when Telethon turns a failed TCP/proxy
-    connect into its generic ``ConnectionError("Connection to Telegram failed ...")``, the
-    original error (a python-socks proxy error, ``ConnectionRefusedError``, a timeout) is
-    raised instead, so the proxy is blamed when it is the proxy's fault. Bad job arguments
-    raise `JobFailed` (INVALID_ARGUMENT), which the pool reports without retrying.
+    - A connect that fails before the DC ever answered on the connection (refused, reset,
+      closed early, a failed proxy handshake, an MTProxy hanging up on its header) raises
+      `mtpoold._errors.ProxyUnavailable` with the phase: the proxy's fault.
+    - The wire governor, a reply that fails to decrypt (msg_key mismatch, wrong session id)
+      and a corrupted transport packet raise `mtpoold._errors.ProtocolViolation` for the
+      call in flight at once; the connection is closed first.
+    - Everything else from Telethon and python-socks propagates unchanged for
+      `mtpoold._errors.classify`. Bad job arguments raise `JobFailed` (INVALID_ARGUMENT),
+      which the pool reports without retrying.
 
 Secrets (api_hash, session strings, auth keys, proxy passwords, MTProxy secrets) never appear
 in a repr or a log line written here.

@@ -26,6 +26,7 @@ from mtpoold._errors import ErrorClass, JobFailed
 from mtpoold.testing import DC, open_dc
 from mtpoold.testing import open_relay as _open_relay
 from mtpoold.testing.dc import _server as dc_server
+from mtpoold.testing.dc import rpc_error
 
 from _e2e import fleet_config, fleet_world, open_fleet, proxy_entry, wait_until
 
@@ -374,3 +375,17 @@ async def test_cancelling_a_stuck_call_is_bounded(
             assert not task.done()
             armed["on"] = False
             await _all_done(stuck)
+
+
+async def test_telethon_never_switches_dc_on_its_own(tmp_path: Path, dc: DC) -> None:
+    """On USER_MIGRATE Telethon would reconnect to another DC by itself; the error is raised
+    instead (no new connection the gate did not admit)."""
+    async with _open_relay() as relay:
+        config = _config(tmp_path, dc, [proxy_entry("p1", relay, interval_s=0.1)])
+        async with open_fleet(dc, config) as fleet:
+            await fleet.pool.invoke("help.getNearestDc", {})
+            dc.faults.add(rpc_error(303, "USER_MIGRATE_4"), method="help.GetNearestDc")
+            failure = await _fails(fleet.pool.invoke("help.getNearestDc", {}))
+            assert "USER_MIGRATE_4" in failure.message, failure
+            assert relay.accepted == 1
+            assert dc.statistics().connections_total == 1

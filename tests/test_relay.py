@@ -139,6 +139,9 @@ async def test_Relay_socks5_protocol_details(echo: Echo) -> None:
             relay, ipv4(echo.port), methods=b"\x00\x02", auth=b"\x01\x01u\x01x"
         )
         assert reply == b"\x01\x01"  # RFC 1929 failure
+        with trio.fail_after(5):
+            assert await stream.receive_some(10) == b""  # closed after the error was noted
+        assert relay.connections[-1].error == "bad credentials"
         await stream.aclose()
     async with open_relay() as relay:
         domain = b"\x03\x09localhost" + struct.pack(">H", echo.port)

@@ -4,9 +4,13 @@ Like ``trio.testing``, importable by users' tests.
 
 The DC lives in :mod:`mtpoold.testing.dc` (``open_dc``, ``DC``, ``default_world`` ...); its main
 names are re-exported here together with the proxy helpers (:func:`open_proxy`: pproxy
-subprocesses) and :func:`open_relay` (an in-process SOCKS5/TCP relay with fault modes).
+subprocesses), :func:`open_relay` (an in-process SOCKS5/TCP relay with fault modes) and
+:func:`open_mtproxy` (an in-process loopback MTProxy with the same fault modes).
 """
 
+from ._mtproxy import MTProxy as MTProxy
+from ._mtproxy import MTProxyMode as MTProxyMode
+from ._mtproxy import open_mtproxy as open_mtproxy
 from ._proxies import Proxy as Proxy
 from ._proxies import ProxyKind as ProxyKind
 from ._proxies import ProxyStartError as ProxyStartError

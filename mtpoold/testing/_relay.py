@@ -4,19 +4,16 @@
 port of 127.0.0.1 in the caller's Trio run (so it works next to a pool run under trio-asyncio,
 and on trio's ``MockClock``). Fault modes are switched at run time on the :class:`Relay`:
 
-========================== ========================================================================
-``pass``                   forward both ways (the default)
-``refuse``                 the listening socket is closed: new connections get ECONNREFUSED
-``reset``                  accept, then reset the connection at once (RST, no byte sent)
-``blackhole``              accept, read and discard everything, never send or forward anything
-``blackhole_after_handshake`` finish the SOCKS5 handshake (and the upstream connect), then forward
-                           nothing either way
-``close_after``            after the handshake forward up to ``n_bytes`` client->server, then
-                           close both sides
-``corrupt``                flip bit 0 of server->client bytes from offset ``after_bytes`` on
-``stall``                  forward nothing either way for ``seconds``, then go back to the mode
-                           set before
-========================== ========================================================================
+- ``pass``: forward both ways (the default);
+- ``refuse``: the listening socket is closed, new connections get ECONNREFUSED;
+- ``reset``: accept, then reset the connection at once (RST, no byte sent);
+- ``blackhole``: accept, read and discard everything, never send or forward anything;
+- ``blackhole_after_handshake``: finish the SOCKS5 handshake (and the upstream connect), then
+  forward nothing either way;
+- ``close_after``: after the handshake forward up to ``n_bytes`` client->server, then close
+  both sides;
+- ``corrupt``: flip bit 0 of server->client bytes from offset ``after_bytes`` on;
+- ``stall``: forward nothing either way for ``seconds``, then go back to the mode set before.
 
 A mode applies to connections accepted while it is set and to every chunk of data of every open
 connection (``refuse`` and ``reset`` act on new connections only; open ones keep forwarding).
@@ -36,7 +33,7 @@ import ipaddress
 import logging
 import socket
 import struct
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any, Final, Literal, final
 
@@ -78,7 +75,7 @@ _REP_ATYP_UNSUPPORTED: Final = 8
 
 
 class _Close(Exception):
-    """End this client connection now."""
+    """End this client connection now; the message (if any) says why (``RelayConnection.error``)."""
 
 
 @final
@@ -102,6 +99,11 @@ class RelayConnection:
         closed_by: ``"client"``, ``"server"`` (upstream), ``"fault"`` (close_after/reset),
             ``"error"`` (handshake or upstream connect failed), ``"relay"`` (relay shut down),
             ``None`` while open.
+        error: why the relay refused it (``closed_by == "error"``), e.g. ``"bad credentials"``,
+            ``"upstream refused"``, ``"unknown protocol tag"``; ``None`` otherwise.
+        transport: MTProxy only: ``"abridged"``, ``"intermediate"`` or ``"padded"`` once the
+            obfuscated2 header is read.
+        dc_id: MTProxy only: the DC id from the obfuscated2 header.
     """
 
     id: int
@@ -115,6 +117,9 @@ class RelayConnection:
     bytes_down: int = 0
     bursts: list[float] = attrs.field(factory=list)
     closed_by: str | None = None
+    error: str | None = None
+    transport: str | None = None
+    dc_id: int | None = None
     _last_client_data: float | None = attrs.field(default=None, alias="last_client_data")
 
     def reset_counters(self) -> None:
@@ -123,15 +128,26 @@ class RelayConnection:
         self.bursts.clear()
 
 
-@final
-class Relay:
-    """A running relay (see the module doc for modes and bursts). Build it with :func:`open_relay`.
+def _same(data: bytes) -> bytes:
+    return data
+
+
+@attrs.define(eq=False)
+class _Link:
+    """An open upstream and the byte transforms of each direction (identity for plain relays)."""
+
+    stream: trio.SocketStream
+    up: Callable[[bytes], bytes] = _same
+    down: Callable[[bytes], bytes] = _same
+
+
+class _FaultyServer:
+    """What every relay kind shares: listening, fault modes, forwarding, counters, bursts.
+
+    Subclasses implement :meth:`_open_link` (the handshake and the upstream connect).
 
     Attributes:
-        kind: ``"socks5"`` or ``"tcp"`` (the protocol; named like :class:`Proxy.kind`).
         host, port: where it listens (the port stays the same across ``refuse``).
-        target: where it connects, or ``None`` (SOCKS5: the address the client asks for).
-        username, password: SOCKS5 credentials it demands (RFC 1929), or ``None``.
         burst_gap_s: client silence, seconds, that makes the next client bytes a new burst.
         connections: every :class:`RelayConnection` since start (or since
             :meth:`reset_counters`, which keeps only the open ones), in accept order.
@@ -140,25 +156,10 @@ class Relay:
         bursts: start times of bursts across all connections, seconds.
     """
 
-    def __init__(
-        self,
-        nursery: trio.Nursery,
-        *,
-        protocol: RelayProtocol,
-        target: tuple[str, int] | None,
-        host: str,
-        port: int,
-        username: str | None,
-        password: str | None,
-        burst_gap_s: float,
-    ) -> None:
+    def __init__(self, nursery: trio.Nursery, *, host: str, port: int, burst_gap_s: float) -> None:
         self._nursery = nursery
-        self.kind: RelayProtocol = protocol
-        self.target = target
         self.host = host
         self.port = port
-        self.username = username
-        self.password = password
         self.burst_gap_s = burst_gap_s
         self.connections: list[RelayConnection] = []
         self.accepted = 0
@@ -186,33 +187,9 @@ class Relay:
         return self._mode
 
     @property
-    def url(self) -> str:
-        """``socks5://[user:pass@]host:port`` or ``tcp://host:port``."""
-        auth = f"{self.username}:{self.password}@" if self.username is not None else ""
-        return f"{self.kind}://{auth}{self.host}:{self.port}"
-
-    @property
     def address(self) -> tuple[str, int]:
         """``(host, port)`` it listens on."""
         return (self.host, self.port)
-
-    @property
-    def telethon_proxy(self) -> dict[str, Any]:
-        """The ``proxy=`` dict for ``TelegramClient`` (SOCKS5 only; python-socks keys).
-
-        Raises:
-            ValueError: for a ``tcp`` relay (point the session's DC address at it instead).
-        """
-        if self.kind != "socks5":
-            raise ValueError("a tcp relay is no proxy: point the client's DC address at it")
-        return {
-            "proxy_type": "socks5",
-            "addr": self.host,
-            "port": self.port,
-            "username": self.username,
-            "password": self.password,
-            "rdns": True,
-        }
 
     @property
     def open_connections(self) -> list[RelayConnection]:
@@ -301,7 +278,7 @@ class Relay:
 
     def __repr__(self) -> str:
         return (
-            f"<Relay {self.kind} {self.host}:{self.port} mode={self.mode},"
+            f"<{type(self).__name__} {self.host}:{self.port} mode={self.mode},"
             f" {len(self.open_connections)} open, accepted={self.accepted}>"
         )
 
@@ -367,7 +344,7 @@ class Relay:
         self._next_id += 1
         self.accepted += 1
         self.connections.append(conn)
-        upstream: trio.SocketStream | None = None
+        link: _Link | None = None
         try:
             if self._mode == "reset":
                 conn.closed_by = "fault"
@@ -380,16 +357,18 @@ class Relay:
                 return
             reader = _Reader(self, conn, client)
             with trio.fail_after(HANDSHAKE_TIMEOUT_S):
-                if self.kind == "socks5":
-                    upstream = await self._socks5_handshake(conn, reader)
-                else:
-                    assert self.target is not None
-                    upstream = await self._connect(conn, self.target)
+                link = await self._open_link(conn, reader)
             conn.handshake_done = True
-            await self._forward(conn, client, upstream, reader.buffered())
-        except (_Close, _Upstream, trio.TooSlowError):
+            await self._forward(conn, client, link, reader.buffered())
+        except (_Close, _Upstream, trio.TooSlowError) as exc:
             if conn.closed_by is None:
                 conn.closed_by = "error"
+                if isinstance(exc, _Upstream):
+                    conn.error = "upstream refused" if _is_refusal(exc.cause) else "upstream failed"
+                elif isinstance(exc, trio.TooSlowError):
+                    conn.error = "handshake timed out"
+                else:
+                    conn.error = str(exc) or None
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
             if conn.closed_by is None:
                 conn.closed_by = "client"
@@ -402,8 +381,8 @@ class Relay:
             conn.closed_at = trio.current_time()
             with trio.CancelScope(shield=True):
                 await trio.aclose_forcefully(client)
-                if upstream is not None:
-                    await trio.aclose_forcefully(upstream)
+                if link is not None:
+                    await trio.aclose_forcefully(link.stream)
 
     def _note_client_data(self, conn: RelayConnection, n: int) -> None:
         now = trio.current_time()
@@ -433,58 +412,14 @@ class Relay:
             return stream
         raise _Upstream(TimeoutError("upstream connect timed out"))
 
-    async def _socks5_handshake(self, conn: RelayConnection, r: _Reader) -> trio.SocketStream:
-        version, n_methods = await r.take(2)
-        if version != _SOCKS_VERSION:
-            raise _Close()
-        methods = set(await r.take(n_methods))
-        wanted = _USER_PASS if self.username is not None else _NO_AUTH
-        if wanted not in methods:
-            await r.send(bytes((_SOCKS_VERSION, _NO_METHOD)))
-            raise _Close()
-        await r.send(bytes((_SOCKS_VERSION, wanted)))
-        if wanted == _USER_PASS:
-            (auth_version,) = await r.take(1)
-            user = await r.take((await r.take(1))[0])
-            password = await r.take((await r.take(1))[0])
-            ok = (
-                auth_version == 1
-                and user == (self.username or "").encode()
-                and password == (self.password or "").encode()
-            )
-            await r.send(bytes((1, 0 if ok else 1)))
-            if not ok:
-                raise _Close()
-        version, cmd, _rsv, atyp = await r.take(4)
-        if version != _SOCKS_VERSION:
-            raise _Close()
-        if atyp == _ATYP_IPV4:
-            host = str(ipaddress.IPv4Address(await r.take(4)))
-        elif atyp == _ATYP_IPV6:
-            host = str(ipaddress.IPv6Address(await r.take(16)))
-        elif atyp == _ATYP_DOMAIN:
-            host = (await r.take((await r.take(1))[0])).decode("ascii", errors="replace")
-        else:
-            await r.send(_socks_reply(_REP_ATYP_UNSUPPORTED))
-            raise _Close()
-        (port,) = struct.unpack(">H", await r.take(2))
-        conn.requested = (host, port)
-        if cmd != _CMD_CONNECT:
-            await r.send(_socks_reply(_REP_CMD_UNSUPPORTED))
-            raise _Close()
-        try:
-            upstream = await self._connect(conn, self.target or (host, port))
-        except _Upstream as exc:
-            refused = _is_refusal(exc.cause)
-            await r.send(_socks_reply(_REP_REFUSED if refused else _REP_HOST_UNREACHABLE))
-            raise _Close() from None
-        try:
-            bound = upstream.socket.getsockname()
-            await r.send(_socks_reply(_REP_OK, bound[0], bound[1]))
-        except BaseException:
-            await trio.aclose_forcefully(upstream)
-            raise
-        return upstream
+    async def _open_link(self, conn: RelayConnection, r: _Reader) -> _Link:
+        """Do the client's handshake and connect upstream.
+
+        Raises:
+            _Close: to refuse the client (its message goes to ``conn.error``).
+            _Upstream: if the upstream connect failed.
+        """
+        raise NotImplementedError
 
     async def _wait_stall(self) -> None:
         while self._stall_until > trio.current_time():
@@ -498,16 +433,19 @@ class Relay:
         self,
         conn: RelayConnection,
         client: trio.SocketStream,
-        upstream: trio.SocketStream,
+        link: _Link,
         early: bytes,
     ) -> None:
         if self._mode == "close_after" and self._close_after == 0:
             conn.closed_by = "fault"
             return
+        upstream = link.stream
         async with trio.open_nursery() as nursery:
 
             async def up() -> None:
-                data = early
+                # transform every chunk as it arrives, forwarded or not, so a stateful
+                # transform (MTProxy's AES-CTR) stays in step with the client
+                data = link.up(early) if early else b""
                 while True:
                     if not data:
                         data = await client.receive_some(CHUNK_BYTES)
@@ -515,6 +453,7 @@ class Relay:
                             conn.closed_by = conn.closed_by or "client"
                             break
                         self._note_client_data(conn, len(data))
+                        data = link.up(data)
                     await self._wait_stall()
                     if self._silent():
                         data = b""
@@ -544,9 +483,10 @@ class Relay:
                         continue
                     if self._mode == "corrupt":
                         data = self._flip(conn.bytes_down, data)
-                    await client.send_all(data)
-                    conn.bytes_down += len(data)
-                    self.bytes_down += len(data)
+                    n = len(data)
+                    await client.send_all(link.down(data))
+                    conn.bytes_down += n
+                    self.bytes_down += n
                 nursery.cancel_scope.cancel()
 
             async def guarded(pump: Any, side: str) -> None:
@@ -570,6 +510,130 @@ class Relay:
         for i in range(start, end):
             out[i] ^= 0x01
         return bytes(out)
+
+
+@final
+class Relay(_FaultyServer):
+    """A running SOCKS5 / TCP relay (see the module doc for modes and bursts).
+
+    Build it with :func:`open_relay`.
+
+    Attributes:
+        kind: ``"socks5"`` or ``"tcp"`` (the protocol; named like :class:`Proxy.kind`).
+        host, port: where it listens (the port stays the same across ``refuse``).
+        target: where it connects, or ``None`` (SOCKS5: the address the client asks for).
+        username, password: SOCKS5 credentials it demands (RFC 1929), or ``None``.
+        burst_gap_s: client silence, seconds, that makes the next client bytes a new burst.
+        connections: every :class:`RelayConnection` since start (or since
+            :meth:`reset_counters`, which keeps only the open ones), in accept order.
+        accepted: connections accepted (``reset`` ones included).
+        bytes_up, bytes_down: payload bytes forwarded client->server / server->client.
+        bursts: start times of bursts across all connections, seconds.
+    """
+
+    def __init__(
+        self,
+        nursery: trio.Nursery,
+        *,
+        protocol: RelayProtocol,
+        target: tuple[str, int] | None,
+        host: str,
+        port: int,
+        username: str | None,
+        password: str | None,
+        burst_gap_s: float,
+    ) -> None:
+        super().__init__(nursery, host=host, port=port, burst_gap_s=burst_gap_s)
+        self.kind: RelayProtocol = protocol
+        self.target = target
+        self.username = username
+        self.password = password
+
+    @property
+    def url(self) -> str:
+        """``socks5://[user:pass@]host:port`` or ``tcp://host:port``."""
+        auth = f"{self.username}:{self.password}@" if self.username is not None else ""
+        return f"{self.kind}://{auth}{self.host}:{self.port}"
+
+    @property
+    def telethon_proxy(self) -> dict[str, Any]:
+        """The ``proxy=`` dict for ``TelegramClient`` (SOCKS5 only; python-socks keys).
+
+        Raises:
+            ValueError: for a ``tcp`` relay (point the session's DC address at it instead).
+        """
+        if self.kind != "socks5":
+            raise ValueError("a tcp relay is no proxy: point the client's DC address at it")
+        return {
+            "proxy_type": "socks5",
+            "addr": self.host,
+            "port": self.port,
+            "username": self.username,
+            "password": self.password,
+            "rdns": True,
+        }
+
+    def __repr__(self) -> str:
+        return (
+            f"<Relay {self.kind} {self.host}:{self.port} mode={self.mode},"
+            f" {len(self.open_connections)} open, accepted={self.accepted}>"
+        )
+
+    async def _open_link(self, conn: RelayConnection, r: _Reader) -> _Link:
+        if self.kind == "tcp":
+            assert self.target is not None
+            return _Link(await self._connect(conn, self.target))
+        version, n_methods = await r.take(2)
+        if version != _SOCKS_VERSION:
+            raise _Close("not SOCKS5")
+        methods = set(await r.take(n_methods))
+        wanted = _USER_PASS if self.username is not None else _NO_AUTH
+        if wanted not in methods:
+            await r.send(bytes((_SOCKS_VERSION, _NO_METHOD)))
+            raise _Close("no acceptable auth method")
+        await r.send(bytes((_SOCKS_VERSION, wanted)))
+        if wanted == _USER_PASS:
+            (auth_version,) = await r.take(1)
+            user = await r.take((await r.take(1))[0])
+            password = await r.take((await r.take(1))[0])
+            ok = (
+                auth_version == 1
+                and user == (self.username or "").encode()
+                and password == (self.password or "").encode()
+            )
+            await r.send(bytes((1, 0 if ok else 1)))
+            if not ok:
+                raise _Close("bad credentials")
+        version, cmd, _rsv, atyp = await r.take(4)
+        if version != _SOCKS_VERSION:
+            raise _Close("not SOCKS5")
+        if atyp == _ATYP_IPV4:
+            host = str(ipaddress.IPv4Address(await r.take(4)))
+        elif atyp == _ATYP_IPV6:
+            host = str(ipaddress.IPv6Address(await r.take(16)))
+        elif atyp == _ATYP_DOMAIN:
+            host = (await r.take((await r.take(1))[0])).decode("ascii", errors="replace")
+        else:
+            await r.send(_socks_reply(_REP_ATYP_UNSUPPORTED))
+            raise _Close("address type not supported")
+        (port,) = struct.unpack(">H", await r.take(2))
+        conn.requested = (host, port)
+        if cmd != _CMD_CONNECT:
+            await r.send(_socks_reply(_REP_CMD_UNSUPPORTED))
+            raise _Close("command not supported")
+        try:
+            upstream = await self._connect(conn, self.target or (host, port))
+        except _Upstream as exc:
+            refused = _is_refusal(exc.cause)
+            await r.send(_socks_reply(_REP_REFUSED if refused else _REP_HOST_UNREACHABLE))
+            raise _Close("upstream refused" if refused else "upstream failed") from None
+        try:
+            bound = upstream.socket.getsockname()
+            await r.send(_socks_reply(_REP_OK, bound[0], bound[1]))
+        except BaseException:
+            await trio.aclose_forcefully(upstream)
+            raise
+        return _Link(upstream)
 
 
 class _Upstream(Exception):
@@ -601,7 +665,9 @@ def _socks_reply(rep: int, host: str = "0.0.0.0", port: int = 0) -> bytes:
 class _Reader:
     """Exact reads from the client during the handshake (counted as client data)."""
 
-    def __init__(self, relay: Relay, conn: RelayConnection, stream: trio.SocketStream) -> None:
+    def __init__(
+        self, relay: _FaultyServer, conn: RelayConnection, stream: trio.SocketStream
+    ) -> None:
         self._relay = relay
         self._conn = conn
         self._stream = stream

@@ -6,23 +6,34 @@ Telethon client at it with ``telethon.crypto.rsa.add_key(dc.public_key_pem, old=
 Run ``python -m mtpoold.testing.dc --help`` for a standalone server.
 """
 
+from ._faults import UNPARSEABLE_CONSTRUCTOR_ID as UNPARSEABLE_CONSTRUCTOR_ID
 from ._faults import BlackholeAction as BlackholeAction
+from ._faults import CorruptReplyAction as CorruptReplyAction
 from ._faults import DelayAction as DelayAction
 from ._faults import DropAction as DropAction
 from ._faults import FaultAction as FaultAction
 from ._faults import FaultRule as FaultRule
 from ._faults import Faults as Faults
 from ._faults import RpcErrorAction as RpcErrorAction
+from ._faults import SaltStormAction as SaltStormAction
+from ._faults import UnparseableReplyAction as UnparseableReplyAction
+from ._faults import WrongSessionAction as WrongSessionAction
 from ._faults import blackhole as blackhole
+from ._faults import corrupt_reply as corrupt_reply
 from ._faults import delay as delay
 from ._faults import drop as drop
 from ._faults import rpc_error as rpc_error
+from ._faults import salt_storm as salt_storm
+from ._faults import unparseable_reply as unparseable_reply
+from ._faults import wrong_session as wrong_session
 from ._handlers import LOGIN_CODE as LOGIN_CODE
 from ._server import DC as DC
 from ._server import DEFAULT_DC_ID as DEFAULT_DC_ID
 from ._server import DEFAULT_SEED as DEFAULT_SEED
 from ._server import CallRecord as CallRecord
 from ._server import DCStatistics as DCStatistics
+from ._server import WireMessage as WireMessage
+from ._server import WireMessages as WireMessages
 from ._server import open_dc as open_dc
 from ._telethon import fresh_session as fresh_session
 from ._telethon import install_public_key as install_public_key

@@ -3,11 +3,15 @@
 A :class:`Faults` book holds rules ``(action, user, method, times)``. Every RPC call that reaches
 the DC (after unwrapping ``invokeWithLayer``/``initConnection``/``invokeWithoutUpdates``) takes
 the first rule, in insertion order, whose user and method match, and uses one of its ``times``.
+
+Actions: :func:`rpc_error`, :func:`delay`, :func:`drop`, :func:`blackhole` (answer, late answer,
+hang-up, silence) and the protocol faults :func:`salt_storm`, :func:`corrupt_reply`,
+:func:`wrong_session`, :func:`unparseable_reply` (answers Telethon cannot use).
 """
 
 from __future__ import annotations
 
-from typing import TypeAlias, final
+from typing import Final, TypeAlias, final
 
 import attrs
 
@@ -37,7 +41,39 @@ class BlackholeAction:
     """Never answer this call (the connection stays up and serves other calls)."""
 
 
-FaultAction: TypeAlias = RpcErrorAction | DelayAction | DropAction | BlackholeAction
+@attrs.frozen
+class SaltStormAction:
+    """Answer ``bad_server_salt`` with a fresh server salt (the key's salt changes to it)."""
+
+
+@attrs.frozen
+class CorruptReplyAction:
+    """Send the normal reply with one ciphertext byte flipped (its msg_key check fails)."""
+
+
+@attrs.frozen
+class WrongSessionAction:
+    """Send the normal reply encrypted for another session_id."""
+
+
+@attrs.frozen
+class UnparseableReplyAction:
+    """Answer ``rpc_result`` whose body starts with :data:`UNPARSEABLE_CONSTRUCTOR_ID`."""
+
+
+#: The constructor id an :func:`unparseable_reply` result starts with (no TL type has it).
+UNPARSEABLE_CONSTRUCTOR_ID: Final = 0x0BADF00D
+
+FaultAction: TypeAlias = (
+    RpcErrorAction
+    | DelayAction
+    | DropAction
+    | BlackholeAction
+    | SaltStormAction
+    | CorruptReplyAction
+    | WrongSessionAction
+    | UnparseableReplyAction
+)
 
 
 def rpc_error(code: int, message: str) -> RpcErrorAction:
@@ -64,6 +100,46 @@ def drop() -> DropAction:
 def blackhole() -> BlackholeAction:
     """Action: swallow the call, never answer it."""
     return BlackholeAction()
+
+
+def salt_storm() -> SaltStormAction:
+    """Action: answer ``bad_server_salt`` carrying a fresh salt, every time the rule matches.
+
+    Telethon adopts the new salt and resends the call at once, without limit, so with
+    ``times=None`` the storm never ends; with ``times=n`` the (n+1)-th resend is answered
+    normally. The auth key's server salt becomes the fresh one (its other connections then get
+    one ordinary ``bad_server_salt`` too). Rule from Telethon's ``_handle_bad_server_salt``.
+    """
+    return SaltStormAction()
+
+
+def corrupt_reply() -> CorruptReplyAction:
+    """Action: send the reply in its own packet with a flipped ciphertext byte.
+
+    Telethon logs "Security error while unpacking a received message" and drops the packet;
+    the call is never answered on the client side (and not resent).
+    """
+    return CorruptReplyAction()
+
+
+def wrong_session() -> WrongSessionAction:
+    """Action: send the reply in its own packet, encrypted for a different session_id.
+
+    Telethon rejects it as a ``SecurityError`` ("wrong session ID"), logs and drops it; the call
+    is never answered on the client side.
+    """
+    return WrongSessionAction()
+
+
+def unparseable_reply() -> UnparseableReplyAction:
+    """Action: answer ``rpc_result`` whose body is :data:`UNPARSEABLE_CONSTRUCTOR_ID` followed by
+    personal-looking bytes: the calling user's phone and first name from the world as TL
+    strings (``"15550000000"`` / ``"Nobody"`` for a key not logged in).
+
+    Telethon's caller gets ``telethon.errors.TypeNotFoundError`` whose ``remaining`` (and text)
+    carry those bytes: tests assert they never leak into mtpoold's errors.
+    """
+    return UnparseableReplyAction()
 
 
 @final
@@ -96,7 +172,9 @@ class Faults:
         """Script ``action`` for the next ``times`` matching calls.
 
         Args:
-            action: from :func:`rpc_error`, :func:`delay`, :func:`drop`, :func:`blackhole`.
+            action: from :func:`rpc_error`, :func:`delay`, :func:`drop`, :func:`blackhole`,
+                :func:`salt_storm`, :func:`corrupt_reply`, :func:`wrong_session`,
+                :func:`unparseable_reply`.
             user: phone (str) or user id (int) of the calling account; ``None`` for any caller,
                 including keys not logged in.
             method: TL method name as Telethon spells it without ``Request``, e.g.

@@ -18,9 +18,21 @@ from telethon.errors import TypeNotFoundError
 from telethon.extensions import BinaryReader
 from telethon.sessions import StringSession
 from telethon.tl import TLRequest, functions, types
+from telethon.tl.alltlobjects import tlobjects
 
 from . import _crypto
-from ._faults import BlackholeAction, DelayAction, DropAction, Faults, RpcErrorAction
+from ._faults import (
+    UNPARSEABLE_CONSTRUCTOR_ID,
+    BlackholeAction,
+    CorruptReplyAction,
+    DelayAction,
+    DropAction,
+    Faults,
+    RpcErrorAction,
+    SaltStormAction,
+    UnparseableReplyAction,
+    WrongSessionAction,
+)
 from ._handlers import Answerer, RpcFailure, method_name, unwrap
 from ._session import MSG_CONTAINER_ID, AuthKeyEntry, ConnectionState, ProtocolError
 from ._transport import PeerClosed, ServerTransport, TransportError
@@ -72,6 +84,61 @@ class CallRecord:
 
 
 @attrs.frozen
+class WireMessage:
+    """One MTProto message the DC received (containers are unpacked into their messages).
+
+    Attributes:
+        time: ``trio.current_time()`` at arrival, seconds.
+        connection_id: serial number of the TCP connection.
+        auth_key_id: id of the auth key that encrypted it, ``None`` for a plain (unencrypted)
+            key-exchange message.
+        user_id: the user that key is logged in as, ``None`` if not logged in (or plain).
+        msg_id: the client's msg_id (inner msg_id for a message in a container).
+        constructor_id: the first 4 bytes of its body (``gzip_packed`` is not unpacked).
+        name: the TL class name Telethon uses for it, e.g. ``"MsgsAck"``, ``"PingRequest"``,
+            ``"InvokeWithoutUpdatesRequest"``, or ``"#xxxxxxxx"`` if unknown (a ``gzip_packed``
+            message is logged as the message it packs).
+        method: for an RPC call the method as in :attr:`CallRecord.method` (wrappers such as
+            ``invokeWithLayer`` unwrapped), e.g. ``"help.GetNearestDc"``; ``None`` for service
+            and plain messages and for messages the DC did not process (bad salt,
+            :meth:`DC.blackhole_all`).
+    """
+
+    time: float
+    connection_id: int
+    auth_key_id: int | None
+    user_id: int | None
+    msg_id: int
+    constructor_id: int
+    name: str
+    method: str | None = None
+
+
+@attrs.frozen
+class WireMessages:
+    """A selection of :attr:`DC.wire_log`: ``count`` messages at ``times`` (seconds, ascending).
+
+    Attributes:
+        count: how many messages.
+        times: their arrival times, ``trio.current_time()`` seconds.
+        messages: the :class:`WireMessage` records themselves.
+    """
+
+    count: int
+    times: list[float]
+    messages: list[WireMessage]
+
+
+def _tl_name(constructor_id: int) -> str:
+    if constructor_id == MSG_CONTAINER_ID:
+        return "MessageContainer"
+    if constructor_id == GZIP_PACKED_ID:
+        return "GzipPacked"
+    cls = tlobjects.get(constructor_id)
+    return cls.__name__ if cls is not None else f"#{constructor_id:08x}"
+
+
+@attrs.frozen
 class DCStatistics:
     """Live counts of a DC.
 
@@ -116,6 +183,10 @@ class DC:
         faults: the :class:`Faults` book consulted for every call.
         calls: every :class:`CallRecord`, in arrival order. Grows without bound: clear it in
             long benchmarks (``dc.calls.clear()``).
+        wire_log: every :class:`WireMessage` received, in arrival order: all MTProto messages
+            (acks, pings, resends, service messages, calls, plain key-exchange messages), also
+            those refused for a bad salt and those swallowed by :meth:`blackhole_all`. Grows
+            without bound like ``calls`` (``dc.wire_log.clear()``).
 
     Resource handling: one Trio task per connection plus one per delayed answer, all in the
     nursery of :meth:`serve`; leaving it closes every connection.
@@ -143,6 +214,7 @@ class DC:
         )
         self.faults = Faults(resolve_user=self._user_id)
         self.calls: list[CallRecord] = []
+        self.wire_log: list[WireMessage] = []
         self._counters: dict[int | None, collections.Counter[str]] = {}
         self._keys: dict[int, AuthKeyEntry] = {}
         self._refusing = False
@@ -206,6 +278,37 @@ class DC:
         """
         user_id = None if user is None else self._user_id(user)
         return collections.Counter(self._counters.get(user_id, {}))
+
+    def wire_messages(
+        self,
+        user: int | str | User | None = None,
+        *,
+        auth_key_id: int | None = None,
+        connection_id: int | None = None,
+        since: float | None = None,
+    ) -> WireMessages:
+        """The MTProto messages received, filtered (each ``None`` filter matches everything).
+
+        Args:
+            user: only messages of keys logged in as this user (phone, id or :class:`User`).
+                ``None``: every message, plain key-exchange ones included.
+            auth_key_id: only messages encrypted with this auth key id.
+            connection_id: only messages of this TCP connection.
+            since: only messages that arrived at or after this ``trio.current_time()``, s.
+
+        Raises:
+            KeyError: if the user is not in the world.
+        """
+        user_id = None if user is None else self._user_id(user)
+        picked = [
+            m
+            for m in self.wire_log
+            if (user_id is None or m.user_id == user_id)
+            and (auth_key_id is None or m.auth_key_id == auth_key_id)
+            and (connection_id is None or m.connection_id == connection_id)
+            and (since is None or m.time >= since)
+        ]
+        return WireMessages(len(picked), [m.time for m in picked], picked)
 
     def refuse_connections(self, refuse: bool = True) -> None:
         """Close every new TCP connection as soon as it is accepted (existing ones live on)."""
@@ -276,6 +379,27 @@ class DC:
         self._keys[entry.key_id] = entry
         return entry
 
+    def _record_wire(
+        self,
+        entry: AuthKeyEntry | None,
+        conn_id: int,
+        msg_id: int,
+        constructor_id: int,
+        method: str | None = None,
+    ) -> None:
+        self.wire_log.append(
+            WireMessage(
+                trio.current_time(),
+                conn_id,
+                entry.key_id if entry is not None else None,
+                entry.user_id if entry is not None else None,
+                msg_id,
+                constructor_id,
+                _tl_name(constructor_id),
+                method,
+            )
+        )
+
     def _record(self, entry: AuthKeyEntry, method: str, conn_id: int, msg_id: int) -> None:
         self.calls.append(
             CallRecord(trio.current_time(), entry.user_id, entry.key_id, method, conn_id, msg_id)
@@ -317,6 +441,8 @@ class _Connection:
         assert dc._answerer is not None
         self._answerer = dc._answerer
         self._gzip_cache: tuple[bytes, bytes] | None = None
+        # replies that must travel alone, in a packet of their own: (fault, message body)
+        self._separate: list[tuple[CorruptReplyAction | WrongSessionAction, bytes]] = []
 
     async def run(self) -> None:
         with self.cancel_scope:
@@ -332,6 +458,7 @@ class _Connection:
             while True:
                 packet = await self.transport.receive_packet()
                 if self.dc._blackholing:
+                    self._log_swallowed(packet)
                     continue
                 await self._on_packet(packet)
         except (PeerClosed, _Drop, trio.BrokenResourceError, trio.ClosedResourceError):
@@ -348,10 +475,48 @@ class _Connection:
                     except (trio.BrokenResourceError, trio.ClosedResourceError):
                         pass
 
+    def _log_plain(self, packet: bytes) -> None:
+        if len(packet) >= 24:
+            msg_id = struct.unpack_from("<q", packet, 8)[0]
+            self.dc._record_wire(None, self.id, msg_id, struct.unpack_from("<I", packet, 20)[0])
+
+    def _log_messages(self, entry: AuthKeyEntry, msg_id: int, body: bytes) -> None:
+        """Log the unprocessed message ``body`` (or its container's), tolerating bad framing."""
+        if len(body) < 4:
+            return
+        cid = struct.unpack_from("<I", body)[0]
+        if cid != MSG_CONTAINER_ID or len(body) < 8:
+            self.dc._record_wire(entry, self.id, msg_id, cid)
+            return
+        offset = 8
+        for _ in range(struct.unpack_from("<i", body, 4)[0]):
+            if offset + 20 > len(body):
+                return
+            inner_id, _seq, length = struct.unpack_from("<qii", body, offset)
+            inner_cid = struct.unpack_from("<I", body, offset + 16)[0]
+            self.dc._record_wire(entry, self.id, inner_id, inner_cid)
+            if length < 0:
+                return
+            offset += 16 + length
+
+    def _log_swallowed(self, packet: bytes) -> None:
+        """Log the messages of a packet that :meth:`DC.blackhole_all` swallows."""
+        if len(packet) < 24:
+            return
+        if packet[:8] == b"\0" * 8:
+            self._log_plain(packet)
+            return
+        try:
+            inc = self.state.decrypt(packet)
+        except ProtocolError:
+            return
+        self._log_messages(inc.entry, inc.msg_id, inc.body)
+
     async def _on_packet(self, packet: bytes) -> None:
         if len(packet) < 24:
             raise ProtocolError("short packet")
         if packet[:8] == b"\0" * 8:
+            self._log_plain(packet)
             answer = self.state.handle_plain(packet)
             async with self._send_lock:
                 await self.stream.send_all(self.transport.frame(answer))
@@ -360,6 +525,7 @@ class _Connection:
         entry = inc.entry
         self.state.set_session(inc.session_id)
         if inc.salt != entry.salt:
+            self._log_messages(entry, inc.msg_id, inc.body)
             bad = types.BadServerSalt(inc.msg_id, inc.seq_no, 48, entry.salt)
             await self._send([(bytes(bad), False)])
             return
@@ -375,10 +541,27 @@ class _Connection:
         self._process(entry, inc.msg_id, inc.body, out, nested=False)
         if out:
             await self._send(out)
+        separate, self._separate = self._separate, []
+        for fault, body in separate:
+            await self._send_faulty(fault, body)
 
     async def _send(self, out: list[tuple[bytes, bool]]) -> None:
         async with self._send_lock:
             payload = self.state.encrypt(out)
+            await self.stream.send_all(self.transport.frame(payload))
+
+    async def _send_faulty(
+        self, fault: CorruptReplyAction | WrongSessionAction, body: bytes
+    ) -> None:
+        async with self._send_lock:
+            if isinstance(fault, WrongSessionAction):
+                assert self.state.session_id is not None
+                other = (self.state.session_id + 1) & 0x7FFF_FFFF_FFFF_FFFF
+                payload = self.state.encrypt([(body, True)], session_id=other)
+            else:
+                corrupted = bytearray(self.state.encrypt([(body, True)]))
+                corrupted[24] ^= 0xFF  # first ciphertext byte: the msg_key check fails
+                payload = bytes(corrupted)
             await self.stream.send_all(self.transport.frame(payload))
 
     def _process(
@@ -416,11 +599,13 @@ class _Connection:
                 raise ProtocolError("gzip_packed too large")
             self._process(entry, msg_id, data, out, nested=nested)
         elif cid == _MSGS_ACK_ID or cid in _IGNORED_SERVICE_IDS:
-            return
+            self.dc._record_wire(entry, self.id, msg_id, cid)
         elif cid == _PING_ID:
+            self.dc._record_wire(entry, self.id, msg_id, cid)
             ping_id = struct.unpack_from("<q", body, 4)[0]
             out.append((bytes(types.Pong(msg_id, ping_id)), False))
         elif cid == _PING_DELAY_ID:
+            self.dc._record_wire(entry, self.id, msg_id, cid)
             ping_id, disconnect_delay = struct.unpack_from("<qi", body, 4)
             out.append((bytes(types.Pong(msg_id, ping_id)), False))
             self.cancel_scope.deadline = trio.current_time() + disconnect_delay
@@ -434,16 +619,21 @@ class _Connection:
             with BinaryReader(body) as reader:
                 request = reader.tgread_object()
         except TypeNotFoundError as exc:
-            self.dc._record(entry, f"#{exc.invalid_constructor_id:08x}", self.id, msg_id)
+            method = f"#{exc.invalid_constructor_id:08x}"
+            self.dc._record_wire(entry, self.id, msg_id, struct.unpack_from("<I", body)[0], method)
+            self.dc._record(entry, method, self.id, msg_id)
             out.append((_rpc_error(msg_id, 400, "METHOD_INVALID"), True))
             return
         except Exception as exc:
+            self.dc._record_wire(entry, self.id, msg_id, struct.unpack_from("<I", body)[0])
             raise ProtocolError(f"undecodable request: {exc!r}") from None
         if not isinstance(request, TLRequest):
+            self.dc._record_wire(entry, self.id, msg_id, request.CONSTRUCTOR_ID)
             out.append((_rpc_error(msg_id, 400, "METHOD_INVALID"), True))
             return
         inner = unwrap(request)
         name = method_name(inner)
+        self.dc._record_wire(entry, self.id, msg_id, request.CONSTRUCTOR_ID, name)
         self.dc._record(entry, name, self.id, msg_id)
         action = self.dc.faults.take(entry.user_id, name)
         if action is None:
@@ -463,6 +653,22 @@ class _Connection:
             out.append((bytes(types.MsgsAck([msg_id])), False))
             assert self._nursery is not None
             self._nursery.start_soon(self._answer_later, entry, msg_id, inner, action.ms)
+        elif isinstance(action, SaltStormAction):
+            entry.salt = int.from_bytes(os.urandom(8), "little", signed=True)
+            out.append((bytes(types.BadServerSalt(msg_id, 0, 48, entry.salt)), False))
+        elif isinstance(action, CorruptReplyAction | WrongSessionAction):
+            self._separate.append((action, self._result(entry, msg_id, inner)))
+        elif isinstance(action, UnparseableReplyAction):
+            out.append((self._unparseable(entry, msg_id), True))
+
+    def _unparseable(self, entry: AuthKeyEntry, msg_id: int) -> bytes:
+        phone, first_name = "15550000000", "Nobody"
+        if entry.user_id is not None:
+            user = self.dc.world.user(entry.user_id)
+            phone, first_name = user.phone or phone, user.first_name or first_name
+        body = struct.pack("<I", UNPARSEABLE_CONSTRUCTOR_ID)
+        body += _tl_bytes(phone.encode()) + _tl_bytes(first_name.encode())
+        return struct.pack("<Iq", RPC_RESULT_ID, msg_id) + body
 
     async def _answer_later(self, entry: AuthKeyEntry, msg_id: int, inner: Any, ms: float) -> None:
         await trio.sleep(ms / 1000)

@@ -296,8 +296,12 @@ class ConnectionState:
         self._seq = 0
         return True
 
-    def encrypt(self, messages: list[tuple[bytes, bool]]) -> bytes:
+    def encrypt(
+        self, messages: list[tuple[bytes, bool]], *, session_id: int | None = None
+    ) -> bytes:
         """Encrypt ``(body, content_related)`` messages as one packet (a container if many).
+
+        ``session_id`` overrides the connection's session id (the ``wrong_session`` fault).
 
         Raises:
             RuntimeError: if no key or session is established yet.
@@ -321,5 +325,6 @@ class ConnectionState:
             msg = (
                 struct.pack("<qii", self.next_msg_id(), self.next_seq_no(False), len(inner)) + inner
             )
-        plain = struct.pack("<qq", entry.salt, self.session_id) + msg
+        session = self.session_id if session_id is None else session_id
+        plain = struct.pack("<qq", entry.salt, session) + msg
         return _crypto.encrypt_to_client(entry.key, entry.key_id_bytes, plain)

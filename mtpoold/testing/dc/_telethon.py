@@ -19,6 +19,10 @@ CONNECTIONS: Final = {
     "full": connection.ConnectionTcpFull,
     "intermediate": connection.ConnectionTcpIntermediate,
     "abridged": connection.ConnectionTcpAbridged,
+    # through an MTProxy (``proxy=(host, port, secret)``, e.g. ``MTProxy.telethon_proxy``)
+    "mtproxy_abridged": connection.ConnectionTcpMTProxyAbridged,
+    "mtproxy_intermediate": connection.ConnectionTcpMTProxyIntermediate,
+    "mtproxy_randomized": connection.ConnectionTcpMTProxyRandomizedIntermediate,
 }
 DISCONNECT_TIMEOUT_S: Final = 5.0
 TEST_API_ID: Final = 12345
@@ -58,8 +62,11 @@ async def open_telethon_client(
         user: log in as this user (phone or id) via :meth:`DC.session_string`; ``None`` for a
             fresh, unauthorized key (unless ``session`` is given).
         session: use this session instead.
-        transport: ``"full"``, ``"intermediate"`` or ``"abridged"``.
-        proxy: Telethon/python-socks proxy tuple or dict.
+        transport: ``"full"``, ``"intermediate"`` or ``"abridged"``; through an MTProxy
+            ``"mtproxy_abridged"``, ``"mtproxy_intermediate"`` or ``"mtproxy_randomized"``
+            (padded intermediate, the one ``dd`` secrets need).
+        proxy: Telethon/python-socks proxy tuple or dict; for the ``mtproxy_*`` transports
+            ``(host, port, secret_hex)``.
         connect: call ``client.connect()`` before yielding.
         **client_kwargs: passed to ``TelegramClient``; test-friendly defaults are
             ``flood_sleep_threshold=0, request_retries=1, connection_retries=1, retry_delay=0,

@@ -4,16 +4,12 @@ Pool -> real TelethonClient -> python-socks -> a misbehaving relay (`mtpoold.tes
 or a hand-made stand-in -> the loopback DC. Real sockets, so the real clock: small timeouts,
 every wait on a condition with a timeout, no timed asserts (counts and classes are asserted).
 
-Where the DC cannot yet script a fault (a bad_server_salt storm, a reply whose msg_key does
-not match), the test patches the DC's connection class for its own duration.
+Stuck asyncio calls are made by patching Telethon's ``_call`` for the test's duration.
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
-import os
-import struct
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -23,10 +19,9 @@ import trio
 from telethon.tl import types as tl_types
 
 from mtpoold._errors import ErrorClass, JobFailed
-from mtpoold.testing import DC, open_dc
+from mtpoold.testing import DC, MTProxy, open_dc, open_mtproxy
 from mtpoold.testing import open_relay as _open_relay
-from mtpoold.testing.dc import _server as dc_server
-from mtpoold.testing.dc import rpc_error
+from mtpoold.testing.dc import corrupt_reply, rpc_error, salt_storm, wrong_session
 
 from _e2e import fleet_config, fleet_world, open_fleet, proxy_entry, wait_until
 
@@ -121,27 +116,6 @@ async def test_proxy_that_cannot_reach_the_dc_is_blamed_in_the_handshake_phase(
             _assert_proxy_blamed(fleet, failure, "proxy_handshake")
 
 
-async def test_mtproxy_that_hangs_up_after_the_header_is_blamed(tmp_path: Path, dc: DC) -> None:
-    """What an MTProxy does with a wrong secret: read the 64-byte header, hang up."""
-
-    async def hang_up(stream: trio.SocketStream) -> None:
-        async with stream:
-            with trio.move_on_after(5):
-                await stream.receive_some(64)
-
-    async with trio.open_nursery() as nursery:
-        listeners = await nursery.start(functools.partial(trio.serve_tcp, hang_up, 0))
-        port = listeners[0].socket.getsockname()[1]
-        mtproxy = {"name": "p1", "type": "mtproxy", "host": "127.0.0.1", "port": port,
-                   "secret": "ab" * 16}  # fmt: skip
-        config = _config(tmp_path, dc, [mtproxy], connect_timeout_s=5.0)
-        async with open_fleet(dc, config) as fleet:
-            failure = await _fails(fleet.pool.invoke("help.getNearestDc", {}))
-            _assert_proxy_blamed(fleet, failure, "proxy_handshake")
-            assert "MTProxy header" in failure.message
-        nursery.cancel_scope.cancel()
-
-
 async def test_connect_cut_off_by_the_job_deadline_is_still_the_proxys_failure(
     tmp_path: Path, dc: DC
 ) -> None:
@@ -163,96 +137,50 @@ async def test_connect_cut_off_by_the_job_deadline_is_still_the_proxys_failure(
 # --- after the DC answered: the account's (or the stream's) -------------------------------------
 
 
-def _patch_dc_replies(
-    monkeypatch: pytest.MonkeyPatch,
-    change: Callable[[Any, Any, bytes], Awaitable[bool]],
-) -> None:
-    """Run ``change(connection, entry, packet)`` before the DC handles an encrypted packet;
-    it returns True when it answered the packet itself."""
-    original = dc_server._Connection._on_packet
-
-    async def on_packet(self: Any, packet: bytes) -> None:
-        if len(packet) >= 24 and packet[:8] != b"\0" * 8:
-            inc = self.state.decrypt(packet)
-            if await change(self, inc, packet):
-                return
-        await original(self, packet)
-
-    monkeypatch.setattr(dc_server._Connection, "_on_packet", on_packet)
-
-
-def _messages_in(body: bytes) -> int:
-    if struct.unpack_from("<I", body)[0] == dc_server.MSG_CONTAINER_ID:
-        return int(struct.unpack_from("<i", body, 4)[0])
-    return 1
-
-
-async def test_salt_storm_is_cut_by_the_wire_governor(
-    tmp_path: Path, dc: DC, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    wire = {"messages": 0, "storm": False}
-
-    async def storm(conn: Any, inc: Any, packet: bytes) -> bool:
-        if not wire["storm"] or inc.entry.user_id is None:
-            return False
-        wire["messages"] += _messages_in(inc.body)
-        new_salt = int.from_bytes(os.urandom(8), "little", signed=True)
-        bad = tl_types.BadServerSalt(inc.msg_id, inc.seq_no, 48, new_salt)
-        await conn._send([(bytes(bad), False)])
-        return True
-
-    _patch_dc_replies(monkeypatch, storm)
+async def test_salt_storm_is_cut_by_the_wire_governor(tmp_path: Path, dc: DC) -> None:
     async with _open_relay() as relay:
         config = _config(tmp_path, dc, [proxy_entry("p1", relay, interval_s=0.5)])
         async with open_fleet(dc, config) as fleet:
             await fleet.pool.invoke("help.getNearestDc", {})
-            wire["storm"] = True
+            dc.faults.add(salt_storm(), user=PHONE, times=None)
             t0 = trio.current_time()
             failure = await _fails(fleet.pool.invoke("help.getNearestDc", {}))
             elapsed = trio.current_time() - t0
+            on_wire = dc.wire_messages(PHONE, since=t0).count
+            print(f"salt storm: {on_wire} messages at the DC, {elapsed:.2f} s, {failure.message}")
             assert failure.error_class is ErrorClass.PROTOCOL_ERROR, failure
             assert "bad_server_salt" in failure.message
             assert "telegram.wire_max_" in failure.message  # the ceiling that tripped
-            assert wire["messages"] <= 40, wire  # the ceiling is 32 per call
-            print(f"salt storm: {wire['messages']} messages, {elapsed:.2f} s, {failure.message}")
+            assert on_wire <= 40  # the per-call ceiling is 32
             assert fleet.lane("p1").cooldown_remaining_s == 0  # the proxy is left alone
             assert fleet.lane("p1").consecutive_failures == 0
             assert fleet.account("a1").last_error_class == "PROTOCOL_ERROR"
             assert not fleet.account("a1").connected  # the connection was dropped
-            wire["storm"] = False
-            # a fresh connection serves the next call
-            fleet.pool._accounts["a1"].cooldown_until = float("-inf")
-            await fleet.pool.invoke("help.getNearestDc", {})
+            dc.faults.clear()
+            fleet.pool._accounts["a1"].cooldown_until = float("-inf")  # skip the account's rest
+            await fleet.pool.invoke("help.getNearestDc", {})  # a fresh connection serves
 
 
-async def test_reply_with_a_bad_msg_key_fails_the_call_with_the_reason(
-    tmp_path: Path, dc: DC, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize(
+    ("action", "reason"),
+    [(corrupt_reply, "msg_key"), (wrong_session, "wrong session ID")],
+)
+async def test_reply_failing_its_security_check_fails_the_call_with_the_reason(
+    tmp_path: Path, dc: DC, action: Callable[[], Any], reason: str
 ) -> None:
     """Telethon logs 'Security error while unpacking' and drops such a reply; the call in
     flight fails at once instead of waiting for call_deadline_s."""
-    armed = {"on": False}
-    original_send = dc_server._Connection._send
-
-    async def corrupt_send(self: Any, out: list[tuple[bytes, bool]]) -> None:
-        if not armed["on"]:
-            await original_send(self, out)
-            return
-        async with self._send_lock:
-            payload = bytearray(self.state.encrypt(out))
-            payload[-1] ^= 0x01  # inside the AES-IGE ciphertext: msg_key no longer matches
-            await self.stream.send_all(self.transport.frame(bytes(payload)))
-
-    monkeypatch.setattr(dc_server._Connection, "_send", corrupt_send)
     async with _open_relay() as relay:
         config = _config(tmp_path, dc, [proxy_entry("p1", relay)])
         async with open_fleet(dc, config) as fleet:
             await fleet.pool.invoke("help.getNearestDc", {})
-            armed["on"] = True
+            dc.faults.add(action(), user=PHONE, method="help.GetNearestDc")
             failure = await _fails(fleet.pool.invoke("help.getNearestDc", {}, deadline_s=20))
             assert failure.error_class is ErrorClass.PROTOCOL_ERROR, failure
             assert "security error" in failure.message
-            assert "msg_key" in failure.message
+            assert reason in failure.message
             assert fleet.account("a1").last_error_class == "PROTOCOL_ERROR"
+            assert reason in (fleet.account("a1").last_error_message or "")
             assert not fleet.account("a1").connected
             assert fleet.lane("p1").consecutive_failures == 0
 
@@ -389,3 +317,55 @@ async def test_telethon_never_switches_dc_on_its_own(tmp_path: Path, dc: DC) -> 
             assert "USER_MIGRATE_4" in failure.message, failure
             assert relay.accepted == 1
             assert dc.statistics().connections_total == 1
+
+
+# --- MTProxy: the transport by secret, and its failures ---------------------------------------
+
+
+def _mtproxy_entry(proxy: MTProxy, secret: str) -> dict[str, Any]:
+    return {"name": "p1", "type": "mtproxy", "host": proxy.host, "port": proxy.port,
+            "secret": secret, "interval_s": 0.1}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("mode", "secret"),
+    [
+        ("classic", lambda p: p.secret_hex),  # plain secret: the classic intermediate transport
+        ("secure", lambda p: p.dd_secret_hex.upper()),  # dd, any case: the padded transport
+    ],
+)
+async def test_mtproxy_transport_follows_the_secret(
+    tmp_path: Path, dc: DC, mode: str, secret: Callable[[MTProxy], str]
+) -> None:
+    async with open_mtproxy({dc.dc_id: (dc.host, dc.port)}, mode=mode) as proxy:  # type: ignore[arg-type]
+        config = _config(tmp_path, dc, [_mtproxy_entry(proxy, secret(proxy))], connect_timeout_s=5)
+        async with open_fleet(dc, config) as fleet:
+            result = await fleet.pool.invoke("help.getNearestDc", {})
+            assert result.value["_"] == "NearestDc"
+            (conn,) = proxy.connections
+            assert conn.transport == ("intermediate" if mode == "classic" else "padded")
+
+
+async def test_mtproxy_wrong_secret_refused_and_unroutable_dc_are_the_proxys(
+    tmp_path: Path, dc: DC
+) -> None:
+    with trio.socket.socket() as sock:  # a port nobody listens on: the "unroutable DC"
+        await sock.bind(("127.0.0.1", 0))
+        dead = sock.getsockname()
+    async with (
+        open_mtproxy({dc.dc_id: (dc.host, dc.port)}) as good,
+        open_mtproxy({dc.dc_id: dead}) as unroutable,
+    ):
+        cases = [
+            (good, "cd" * 16, "proxy_handshake", "MTProxy header"),  # wrong secret
+            (unroutable, unroutable.secret_hex, "proxy_handshake", "MTProxy header"),
+            (good, good.secret_hex, "proxy_tcp", "refused the connection"),  # after refuse()
+        ]
+        for proxy, secret, phase, text in cases:
+            if phase == "proxy_tcp":
+                proxy.refuse()
+            config = _config(tmp_path, dc, [_mtproxy_entry(proxy, secret)], connect_timeout_s=5)
+            async with open_fleet(dc, config) as fleet:
+                failure = await _fails(fleet.pool.invoke("help.getNearestDc", {}))
+                _assert_proxy_blamed(fleet, failure, phase)
+                assert text in failure.message

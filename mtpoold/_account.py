@@ -21,6 +21,11 @@ T = TypeVar("T")
 
 #: Seconds a disconnect may take before we stop waiting for it (it runs shielded).
 DISCONNECT_TIMEOUT_S: Final = 5.0
+#: Seconds between keepalive pings on an idle connection (Telethon's own interval).
+KEEPALIVE_INTERVAL_S: Final = 60.0
+#: A connect cut off (by the job deadline) after running at least this long, or its whole
+#: ``connect_timeout_s`` if shorter, before the DC answered is the proxy's failure, seconds.
+ABANDONED_CONNECT_MIN_S: Final = 1.0
 
 
 class Client(Protocol):
@@ -48,11 +53,24 @@ class Client(Protocol):
         """Whether the MTProto connection is up."""
 
 
-class ConnectTimeoutError(ConnectionError):
-    """A connect (TCP, proxy handshake, key exchange, initConnection) missed its deadline.
+class SupportsKeepalive(Protocol):
+    """A client that can ping its idle connection (the real client does; doubles may not)."""
 
-    A :class:`ConnectionError`, so it is classified STREAM_CLOSED: a blackholing proxy or DC
-    costs the account a stream cooldown, never a hang.
+    async def keepalive_ping(self) -> None:
+        """Send one keepalive ping and wait for the pong."""
+
+
+class SupportsBlame(Protocol):
+    """A client that knows how far its connect got (see `mtpoold._wire.WireMonitor`)."""
+
+    def connect_blame(self, what: str) -> Exception | None:
+        """The proxy's failure (``ProxyUnavailable``) if the DC has not answered yet."""
+
+
+class ConnectTimeoutError(ConnectionError):
+    """A connect missed its deadline after the DC had answered (key exchange,
+    initConnection): classified STREAM_CLOSED. A connect that times out before the DC
+    answered raises ``ProxyUnavailable`` instead (the proxy's failure).
     """
 
 
@@ -71,6 +89,16 @@ class Judged(Exception):
 
 
 Judge = Callable[[BaseException], tuple[Any, Verdict]]
+#: ``on_abandoned(failure, verdict)``: a connect the caller cancelled was judged anyway.
+OnAbandoned = Callable[[Any, Verdict], None]
+
+
+def _blame(client: Client, what: str) -> Exception | None:
+    blame = getattr(client, "connect_blame", None)
+    if blame is None:
+        return None
+    found: Exception | None = blame(what)
+    return found
 
 
 @final
@@ -80,8 +108,10 @@ class AccountWorker:
 
     The client is built lazily and connected on first use. A connect is traffic through the
     proxy, so it takes a slot from the lane like a call does and is bounded by
-    ``connect_timeout_s``. After ``idle_disconnect_s`` seconds without a call the connection
-    is closed by a watcher task that lives in ``nursery`` (the pool's); after a failure
+    ``connect_timeout_s``. While the connection is up and idle, a watcher task that lives in
+    ``nursery`` (the pool's) pings it every ``keepalive_interval_s`` through a lane slot under
+    the account lock (Telethon's own keepalive loop is off: it bypassed the gate), and
+    closes it after ``idle_disconnect_s`` seconds without a call; after a failure
     whose verdict says ``reconnect`` (stream closed, proxy down, deadline) or a call
     cancelled mid-flight, the connection is dropped before the lock is released, so the
     next call starts on a fresh one.
@@ -97,6 +127,7 @@ class AccountWorker:
         connect_timeout_s: Seconds a connect may take after its start slot.
         idle_disconnect_s: Seconds without a call before the connection is closed.
         tags: The account's tags from the config.
+        keepalive_interval_s: Seconds between keepalive pings of an idle connection.
     """
 
     id: str
@@ -106,6 +137,7 @@ class AccountWorker:
     connect_timeout_s: float = 20.0
     idle_disconnect_s: float = 300.0
     tags: frozenset[str] = frozenset()
+    keepalive_interval_s: float = KEEPALIVE_INTERVAL_S
     cooldown_until: float = attrs.field(init=False, default=float("-inf"))
     disabled_reason: str | None = attrs.field(init=False, default=None)
     reserved: bool = attrs.field(init=False, default=False)
@@ -116,6 +148,7 @@ class AccountWorker:
     last_error_class: str | None = attrs.field(init=False, default=None)
     last_error_message: str | None = attrs.field(init=False, default=None)
     last_used: float | None = attrs.field(init=False, default=None)
+    last_ping: float = attrs.field(init=False, default=float("-inf"))
     _client: Client | None = attrs.field(init=False, default=None)
     _connecting: bool = attrs.field(init=False, default=False)
     _lock: trio.Lock = attrs.field(init=False, factory=trio.Lock)
@@ -185,6 +218,7 @@ class AccountWorker:
         *,
         call_deadline_s: float,
         judge: Judge,
+        on_abandoned: OnAbandoned | None = None,
     ) -> T:
         """Run ``op`` on this account's client, one call at a time.
 
@@ -195,6 +229,9 @@ class AccountWorker:
             op: The call to make with the connected client.
             call_deadline_s: Seconds the call may take after its start slot.
             judge: Classifies an exception and returns ``(failure, verdict)``.
+            on_abandoned: Told ``(failure, verdict)`` when the caller cancels a connect that
+                had run at least `ABANDONED_CONNECT_MIN_S` (or its whole timeout) before the
+                DC ever answered: the proxy's failure all the same (the pool applies it).
 
         Returns:
             What ``op`` returned.
@@ -207,7 +244,7 @@ class AccountWorker:
         """
         async with self._lock:
             try:
-                client = await self._ensure_connected()
+                client = await self._ensure_connected(judge, on_abandoned)
                 async with self.lane.slot():
                     self.last_used = trio.current_time()
                     with trio.fail_after(call_deadline_s):
@@ -226,7 +263,7 @@ class AccountWorker:
             self.last_used = trio.current_time()
             return result
 
-    async def _ensure_connected(self) -> Client:
+    async def _ensure_connected(self, judge: Judge, on_abandoned: OnAbandoned | None) -> Client:
         if self._client is not None and self._client.is_connected():
             return self._client
         await self._drop_connection()
@@ -236,14 +273,29 @@ class AccountWorker:
         if self._client is None:
             self._client = self.client_factory()
         client = self._client
+        started: float | None = None
         try:
             async with self.lane.slot():
+                started = trio.current_time()
                 with trio.move_on_after(self.connect_timeout_s) as scope:
                     await client.connect()
             if scope.cancelled_caught:
-                raise ConnectTimeoutError(
+                what = f"did not answer within {self.connect_timeout_s:g} s"
+                raise _blame(client, what) or ConnectTimeoutError(
                     f"connect did not finish within {self.connect_timeout_s:g} s"
                 )
+        except trio.Cancelled:
+            ran_s = 0.0 if started is None else trio.current_time() - started
+            if on_abandoned is not None and ran_s >= min(
+                ABANDONED_CONNECT_MIN_S, self.connect_timeout_s
+            ):
+                blamed = _blame(client, f"did not answer within {ran_s:.3g} s (connect cut off)")
+                if blamed is not None:
+                    failure, verdict = judge(blamed)
+                    self._count_failure(failure)
+                    on_abandoned(failure, verdict)
+            await self._drop_connection()
+            raise
         except BaseException:
             await self._drop_connection()
             raise
@@ -270,25 +322,69 @@ class AccountWorker:
         self.nursery.start_soon(self._watch_idle, scope, name=f"idle-watch:{self.id}")
 
     async def _watch_idle(self, scope: trio.CancelScope) -> None:
+        """Ping the idle connection every ``keepalive_interval_s``; close it after
+        ``idle_disconnect_s`` without a call."""
         with scope:
             while True:
                 assert self.last_used is not None
-                await trio.sleep_until(self.last_used + self.idle_disconnect_s)
-                if trio.current_time() < self.last_used + self.idle_disconnect_s:
+                idle_at = self.last_used + self.idle_disconnect_s
+                ping_at = max(self.last_used, self.last_ping) + self.keepalive_interval_s
+                await trio.sleep_until(min(idle_at, ping_at))
+                now = trio.current_time()
+                if now < min(
+                    self.last_used + self.idle_disconnect_s,
+                    max(self.last_used, self.last_ping) + self.keepalive_interval_s,
+                ):
                     continue  # used meanwhile
                 try:
                     self._lock.acquire_nowait()
                 except trio.WouldBlock:
-                    # A call holds the account; it bumps last_used when it ends.
-                    await trio.sleep(self.idle_disconnect_s)
+                    # A call holds the account (its traffic keeps the connection alive); it
+                    # bumps last_used when it ends.
+                    self.last_ping = now
+                    if now >= idle_at:
+                        await trio.sleep(self.idle_disconnect_s)
                     continue
                 try:
-                    log.info("event=idle_disconnect account=%s proxy=%s", self.id, self.lane.key)
-                    self._idle_scope = None
-                    await self._drop_connection()
+                    if now >= self.last_used + self.idle_disconnect_s:
+                        log.info(
+                            "event=idle_disconnect account=%s proxy=%s", self.id, self.lane.key
+                        )
+                        self._idle_scope = None
+                        await self._drop_connection()
+                        return
+                    if not await self._keepalive():
+                        self._idle_scope = None
+                        await self._drop_connection()
+                        return
                 finally:
                     self._lock.release()
-                return
+
+    async def _keepalive(self) -> bool:
+        """One keepalive ping through a lane slot (the caller holds the lock).
+
+        Returns:
+            False if the ping failed (the caller drops the connection).
+        """
+        client = self._client
+        ping = getattr(client, "keepalive_ping", None)
+        self.last_ping = trio.current_time()
+        if client is None or ping is None or not client.is_connected():
+            return client is not None and client.is_connected()
+        try:
+            async with self.lane.slot():
+                self.last_ping = trio.current_time()
+                with trio.fail_after(self.connect_timeout_s):
+                    await ping()
+        except (Exception, trio.TooSlowError) as exc:
+            log.warning(
+                "event=keepalive_failed account=%s proxy=%s error=%s",
+                self.id,
+                self.lane.key,
+                type(exc).__name__,
+            )
+            return False
+        return True
 
     async def _drop_connection(self) -> None:
         """Disconnect the client (kept for the next connect); shielded, bounded, safe any time."""

@@ -2,26 +2,38 @@
 
 `TelethonClient` implements the ``Client`` protocol of ``docs/CONTRACTS.md`` for one account.
 It builds a ``telethon.TelegramClient`` with everything Telethon would otherwise do on its own
-turned off — no flood sleeping, one request attempt, no auto-reconnect, no updates — because
-the pool owns retries, cooldowns and reconnects. Every Telethon coroutine runs through
-``trio_asyncio.aio_as_trio`` on the daemon's trio-asyncio loop, so the account worker's
-cancel scope reaches the asyncio side (the asyncio task is cancelled and awaited, never left
-behind).
+turned off — no flood sleeping, one request attempt, no auto-reconnect, no updates, no
+keepalive loop, no DC switch (`_GatedTelegramClient`) — because the pool owns retries,
+cooldowns, reconnects and the gate: Telethon makes no connection, reconnect or request the
+lane did not admit (the account worker sends the keepalive pings, see `keepalive_ping`).
+Every Telethon coroutine runs through `mtpoold._aiobridge.run_aio` on the daemon's
+trio-asyncio loop: the account worker's cancel scope reaches the asyncio side, and a side
+that does not finish within `mtpoold._aiobridge.AIO_CANCEL_WAIT_S` of its cancellation is
+abandoned (the connection is rebuilt for the next call) instead of holding the job.
+
+The connection itself is watched by a `mtpoold._wire.WireMonitor`: its phase (who is blamed
+for a failure), its byte counts, and the wire governor (every MTProto message Telethon puts
+on the wire, its own resends, acks and pings included, against the ``[telegram]`` ceilings
+``wire_max_messages_per_call`` and ``wire_max_extra_messages_per_s``).
 
 Resource handling:
     A client holds at most one Telethon connection (plus the asyncio tasks Telethon runs for
-    it: send/receive loops, keepalive). `disconnect` closes it and ends those tasks; it is
-    shielded, bounded by `DISCONNECT_TIMEOUT_S`, never raises, and may be called at any
-    time — also after a call was cancelled mid-flight, when Telethon's sender state may be
-    half-updated. `connect` may be called again after `disconnect`.
+    it: send/receive loops). `disconnect` closes it, ends those tasks and reads the futures
+    Telethon leaves behind; it is shielded, bounded by `DISCONNECT_TIMEOUT_S`, never raises,
+    and may be called at any time — also after a call was cancelled mid-flight, when
+    Telethon's sender state may be half-updated. `connect` may be called again after
+    `disconnect`.
 
 Error handling:
-    Exceptions from Telethon and python-socks propagate unchanged for
-    `mtpoold._errors.classify`, with one fix-up: when Telethon turns a failed TCP/proxy
-    connect into its generic ``ConnectionError("Connection to Telegram failed ...")``, the
-    original error (a python-socks proxy error, ``ConnectionRefusedError``, a timeout) is
-    raised instead, so the proxy is blamed when it is the proxy's fault. Bad job arguments
-    raise `JobFailed` (INVALID_ARGUMENT), which the pool reports without retrying.
+    - A connect that fails before the DC ever answered on the connection (refused, reset,
+      closed early, a failed proxy handshake, an MTProxy hanging up on its header) raises
+      `mtpoold._errors.ProxyUnavailable` with the phase: the proxy's fault.
+    - The wire governor, a reply that fails to decrypt (msg_key mismatch, wrong session id)
+      and a corrupted transport packet raise `mtpoold._errors.ProtocolViolation` for the
+      call in flight at once; the connection is closed first.
+    - Everything else from Telethon and python-socks propagates unchanged for
+      `mtpoold._errors.classify`. Bad job arguments raise `JobFailed` (INVALID_ARGUMENT),
+      which the pool reports without retrying.
 
 Secrets (api_hash, session strings, auth keys, proxy passwords, MTProxy secrets) never appear
 in a repr or a log line written here.
@@ -29,12 +41,15 @@ in a repr or a log line written here.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import functools
 import json
 import logging
 import os
-import socket
+import random
+import string
+import sys
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, final
@@ -44,10 +59,12 @@ import rsa
 import trio
 import trio_asyncio
 from telethon import TelegramClient
+from telethon import errors as tl_errors
 from telethon import utils as tl_utils
 from telethon.crypto import rsa as tl_rsa
 from telethon.network.connection import (
     ConnectionTcpFull,
+    ConnectionTcpMTProxyIntermediate,
     ConnectionTcpMTProxyRandomizedIntermediate,
 )
 from telethon.network.connection.connection import Connection
@@ -57,12 +74,21 @@ from telethon.tl import functions as tl_functions
 from telethon.tl import types as tl_types
 from telethon.tl.tlobject import TLObject
 
+from ._aiobridge import AIO_CANCEL_WAIT_S, run_aio
 from ._aiolog import AioContext, aio_context
-from ._errors import ConfigError, ErrorClass, JobFailed, redact
+from ._errors import (
+    ConfigError,
+    ErrorClass,
+    JobFailed,
+    ProtocolViolation,
+    ProxyUnavailable,
+    redact,
+)
 from ._methods import check_message_ids, invite_summary, message_summaries, parse_link, peer_summary
 from ._secrets import SecretUnavailable, load_string_session
 from ._sessionid import session_problems
 from ._tljson import PeerKind, build_request, to_json
+from ._wire import WireMonitor, install_sender_hooks, monitored_connection
 
 if TYPE_CHECKING:
     from ._config import AccountConfig, Config, ProxyConfig, TelegramConfig
@@ -82,6 +108,9 @@ __all__ = [
 log = logging.getLogger("mtpoold.client")
 
 DISCONNECT_TIMEOUT_S: Final = 5.0  # seconds a disconnect may take before we stop waiting
+#: Seconds the server keeps the connection after a keepalive ping (``ping_delay_disconnect``,
+#: as Telethon's own keepalive; the worker pings every 60 s).
+PING_DISCONNECT_DELAY_S: Final = 75
 CONNECTION_RETRIES: Final = 0  # Telethon connect attempts beyond the first (the pool retries)
 
 # Telegram's published data-centre addresses (IPv4), used when the config names a DC id but
@@ -160,12 +189,17 @@ def telethon_proxy(proxy: ProxyConfig | None) -> tuple[type[Connection], Any]:
     Returns:
         ``(ConnectionTcpFull, dict(proxy_type=..., addr=..., port=..., rdns=..., username=...,
         password=...))`` for socks5/socks4/http (python-socks), ``(ConnectionTcpFull, None)``
-        without a proxy, ``(ConnectionTcpMTProxyRandomizedIntermediate, (host, port, secret))``
-        for an MTProxy.
+        without a proxy; for an MTProxy, as MTProxy clients do: a plain 32-hex secret uses
+        the classic intermediate transport (``ConnectionTcpMTProxyIntermediate``,
+        ``(host, port, secret)``), a ``dd`` secret the padded one
+        (``ConnectionTcpMTProxyRandomizedIntermediate``, ``(host, port, "dd" + secret)``).
+        The secret is passed in lower case: Telethon's ``dd`` prefix test is case-sensitive
+        (shared cases 004 and 005).
 
     Raises:
-        ConfigError: for an MTProxy without a secret or with a fake-TLS (``ee…``) secret,
-            which Telethon cannot speak, or an unknown proxy type.
+        ConfigError: for an MTProxy without a secret, with a fake-TLS (``ee…``) secret,
+            which Telethon cannot speak, or with a secret that is not 32 hex characters
+            (optionally prefixed ``dd``); or an unknown proxy type.
     """
     if proxy is None:
         return ConnectionTcpFull, None
@@ -179,14 +213,21 @@ def telethon_proxy(proxy: ProxyConfig | None) -> tuple[type[Connection], Any]:
             "password": proxy.password,
         }
     if proxy.type == "mtproxy":
-        secret = (proxy.secret or "").strip()
+        where = f"proxies.{proxy.name}.secret"
+        secret = (proxy.secret or "").strip().lower()
         if not secret:
-            raise ConfigError([f"proxies.{proxy.name}.secret: an MTProxy needs a secret"])
-        if secret[:2].lower() == "ee":
+            raise ConfigError([f"{where}: an MTProxy needs a secret"])
+        if secret[:2] == "ee":
+            raise ConfigError([f"{where}: fake-TLS (ee…) MTProxy secrets are not supported"])
+        padded = len(secret) == 34 and secret[:2] == "dd"
+        key = secret[2:] if padded else secret
+        if len(key) != 32 or any(c not in string.hexdigits for c in key):
             raise ConfigError(
-                [f"proxies.{proxy.name}.secret: fake-TLS (ee…) MTProxy secrets are not supported"]
+                [f"{where}: must be 32 hex characters, optionally prefixed dd (padded transport)"]
             )
-        return ConnectionTcpMTProxyRandomizedIntermediate, (proxy.host, proxy.port, secret)
+        if padded:
+            return ConnectionTcpMTProxyRandomizedIntermediate, (proxy.host, proxy.port, "dd" + key)
+        return ConnectionTcpMTProxyIntermediate, (proxy.host, proxy.port, key)
     raise ConfigError([f"proxies.{proxy.name}.type: unknown proxy type {proxy.type!r}"])
 
 
@@ -259,46 +300,33 @@ def _check_server(telegram: TelegramConfig, where: str) -> list[str]:
 # --- the client -----------------------------------------------------------------------------
 
 
-def _set_nodelay(connection: Connection) -> None:
-    """Set TCP_NODELAY on a connected Telethon connection's socket, if it is a TCP one."""
-    writer = getattr(connection, "_writer", None)
-    sock = writer.get_extra_info("socket") if writer is not None else None
-    if sock is None or sock.family not in (socket.AF_INET, socket.AF_INET6):
-        return
-    try:
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    except OSError:  # pragma: no cover - a socket closed under us: the next read says so
-        pass
+class _GatedTelegramClient(TelegramClient):  # type: ignore[misc]
+    """``TelegramClient`` that does nothing on the network the pool did not ask for.
 
-
-def _recording_connection(
-    base: type[Connection], sink: Callable[[BaseException], None]
-) -> type[Connection]:
-    """A subclass of ``base`` that reports why a TCP/proxy connect failed to ``sink``, and
-    turns Nagle's algorithm off on the connection.
-
-    Telethon swallows ``OSError`` from its connect attempts and raises a generic
-    ``ConnectionError`` after the last one; this keeps the real cause for classification.
-
-    python-socks opens the socket to a proxy with protocol number 0, so asyncio does not set
-    TCP_NODELAY on it (``asyncio.base_events._set_nodelay`` checks for IPPROTO_TCP): every
-    MTProto request through a proxy then waited ~40 ms for Nagle and delayed ACKs
-    (measured in bench/RESULTS.md, warm-pool scenario). Setting it here costs nothing.
+    - no keepalive loop: the account worker pings through the lane's gate
+      (`keepalive_ping`), Telethon's own loop (every 60 s) bypassed it;
+    - no update loop: ``receive_updates=False`` already; the loop would still send
+      ``updates.getDifference`` on its own timer. Updates Telethon queues anyway (its own
+      results) are drained and dropped, so the queue cannot grow;
+    - no DC switch: on ``*_MIGRATE`` Telethon would reconnect to another DC by itself; the
+      migrate error is raised instead (classified by `mtpoold._errors.classify`).
     """
 
-    async def connect(
-        self: Connection,
-        timeout: Any = None,  # noqa: ASYNC109 - overrides Telethon's Connection.connect signature
-        ssl: Any = None,
-    ) -> None:
-        try:
-            await base.connect(self, timeout=timeout, ssl=ssl)
-        except Exception as exc:
-            sink(exc)
-            raise
-        _set_nodelay(self)
+    async def _keepalive_loop(self) -> None:
+        return None
 
-    return type(base.__name__, (base,), {"connect": connect, "__module__": __name__})
+    async def _update_loop(self) -> None:
+        queue = self._updates_queue
+        while True:
+            await queue.get()
+
+    async def _switch_dc(self, new_dc: int) -> None:
+        current = sys.exc_info()[1]
+        if isinstance(current, tl_errors.RPCError):
+            raise current  # the *_MIGRATE error Telethon is handling
+        raise ConnectionError(
+            f"Telegram asked to switch to DC {new_dc}; mtpoold does not follow DC migrations"
+        )
 
 
 def _wrap_result(value: Any) -> dict[str, Any]:
@@ -341,6 +369,18 @@ class TelethonClient:
     session: Session | None = attrs.field(default=None, repr=False)
     _tg: TelegramClient | None = attrs.field(init=False, default=None)
     _connect_errors: list[BaseException] = attrs.field(init=False, factory=list)
+    #: The current connection's phase, byte counts and wire governor.
+    monitor: WireMonitor = attrs.field(init=False)
+    #: An asyncio call did not finish within AIO_CANCEL_WAIT_S of its cancellation: the
+    #: TelegramClient is given up and rebuilt on the next connect.
+    _stale: bool = attrs.field(init=False, default=False)
+
+    def __attrs_post_init__(self) -> None:
+        self.monitor = WireMonitor(
+            proxy=self.proxy.name if self.proxy is not None else "direct",
+            max_messages_per_call=self.telegram.wire_max_messages_per_call,
+            max_extra_messages_per_s=self.telegram.wire_max_extra_messages_per_s,
+        )
 
     def __repr__(self) -> str:
         proxy = f"{self.proxy.name}({self.proxy_key})" if self.proxy is not None else "none"
@@ -352,8 +392,19 @@ class TelethonClient:
     # -- lifecycle ------------------------------------------------------------------------
 
     def is_connected(self) -> bool:
-        """Whether Telethon considers the connection up (no I/O)."""
-        return self._tg is not None and bool(self._tg.is_connected())
+        """Whether the connection is up and usable (no I/O): Telethon considers it up, no
+        protocol fault was recorded on it and no asyncio call on it was abandoned."""
+        return (
+            self._tg is not None
+            and not self._stale
+            and self.monitor.fault is None
+            and bool(self._tg.is_connected())
+        )
+
+    def connect_blame(self, what: str) -> ProxyUnavailable | None:
+        """The proxy's failure if the last connect ends now (``what`` happened to it) before
+        the DC ever answered on it; None once it has (see `WireMonitor.blame`)."""
+        return self.monitor.blame(what)
 
     async def connect(self) -> None:
         """Connect: TCP, proxy handshake, auth key (if the session has none), initConnection.
@@ -366,12 +417,16 @@ class TelethonClient:
         Raises:
             ConfigError: the account's session cannot be loaded (e.g. its environment
                 variable is unset).
-            Exception: the proxy's or Telegram's error, for `classify` (python-socks errors
-                for a failing proxy, ``ConnectionError`` / ``OSError`` / ``TimeoutError``
-                for streams, Telethon RPC errors).
+            ProxyUnavailable: the connection failed before the DC ever answered on it
+                (refused, closed, a failed proxy handshake), with the phase it was in.
+            ProtocolViolation: the wire governor or a security error ended the connect.
+            Exception: Telegram's error once the DC answered, for `classify`
+                (``ConnectionError`` / ``OSError`` for streams, Telethon RPC errors).
         """
         if self.is_connected():
             return
+        if self._tg is not None and (self._stale or self.monitor.fault is not None):
+            await self.disconnect()
         if self._tg is None:
             self._tg = self._build(self.session)
         self._apply_server(self._tg.session)
@@ -382,25 +437,57 @@ class TelethonClient:
             # Half-done connects (sender loops running, initConnection unanswered) are closed
             # here, so a failed or cancelled connect leaves no connection and no task behind.
             await self.disconnect()
-            cause = self._connect_errors[-1] if self._connect_errors else None
-            if isinstance(exc, ConnectionError) and cause is not None and cause is not exc:
-                raise cause from exc
-            raise
+            if not isinstance(exc, Exception):
+                raise
+            cause = self._connect_failure(exc)
+            if cause is exc:
+                raise
+            raise cause from exc
         finally:
             self._connect_errors.clear()
+
+    def _connect_failure(self, exc: Exception) -> Exception:
+        """The error a failed connect raises: the proxy's if the DC never answered."""
+        if isinstance(exc, ProxyUnavailable | ProtocolViolation):
+            return exc
+        if self.monitor.fault is not None:
+            return self.monitor.fault
+        for recorded in reversed(self._connect_errors):
+            if isinstance(recorded, ProxyUnavailable):
+                return recorded
+        if not isinstance(exc, tl_errors.RPCError):
+            what = "closed the connection"
+            if not isinstance(exc, ConnectionError | asyncio.IncompleteReadError):
+                what = f"broke the connection ({type(exc).__name__})"
+            blamed = self.monitor.blame(what)
+            if blamed is not None:
+                return blamed
+        cause = self._connect_errors[-1] if self._connect_errors else None
+        if isinstance(exc, ConnectionError) and isinstance(cause, Exception) and cause is not exc:
+            return cause
+        return exc
 
     async def disconnect(self) -> None:
         """Close the connection and end Telethon's tasks; safe to call any time, never raises.
 
-        Shielded from cancellation and bounded by ``disconnect_timeout_s``.
+        Shielded from cancellation and bounded by ``disconnect_timeout_s`` (by
+        `AIO_CANCEL_WAIT_S` for a client whose asyncio side was abandoned, which is then
+        forgotten: the next `connect` builds a new one). Futures Telethon leaves with an
+        exception (its ``disconnected`` future, a reconnect task) are read here.
         """
         tg = self._tg
         if tg is None:
             return
+        stale = self._stale
+        timeout_s = (
+            min(self.disconnect_timeout_s, AIO_CANCEL_WAIT_S)
+            if stale
+            else (self.disconnect_timeout_s)
+        )
         with trio.CancelScope(shield=True):
-            with trio.move_on_after(self.disconnect_timeout_s) as scope:
+            with trio.move_on_after(timeout_s) as scope:
                 try:
-                    await self._aio(_aio_disconnect, tg)
+                    await self._aio(_aio_disconnect, tg, call=False)
                 except Exception as exc:  # a failing disconnect must not hide the real error
                     log.warning(
                         "event=disconnect_failed account=%s proxy=%s error=%s",
@@ -413,8 +500,28 @@ class TelethonClient:
                     "event=disconnect_timeout account=%s proxy=%s timeout_s=%g",
                     self.account.id,
                     self.proxy_key,
-                    self.disconnect_timeout_s,
+                    timeout_s,
                 )
+        _read_leftovers(tg)
+        if stale or scope.cancelled_caught:
+            self._tg = None
+            self._stale = False
+
+    async def keepalive_ping(self) -> None:
+        """Send one ``ping_delay_disconnect`` (disconnect delay `PING_DISCONNECT_DELAY_S`) and
+        wait for the pong, then save the session's entities (what Telethon's own keepalive
+        loop did every 60 s). The account worker calls it through a lane slot.
+
+        Raises:
+            ConnectionError: if not connected.
+            Exception: the connection's failure, as for a call.
+        """
+        tg = self._connected()
+        ping_id = random.randrange(-(2**63), 2**63)
+        await self._invoke(
+            tl_functions.PingDelayDisconnectRequest(ping_id, PING_DISCONNECT_DELAY_S)
+        )
+        await self._aio(_aio_save_session, tg, call=False)
 
     # -- calls ---------------------------------------------------------------------------
 
@@ -557,11 +664,11 @@ class TelethonClient:
         recorded = read_device_params(acc.session) if acc.session is not None else {}
         device = {f: getattr(acc, f) or recorded.get(f) for f in DEVICE_FIELDS}
         host = self.telegram.dc_host or ""
-        return TelegramClient(
+        tg = _GatedTelegramClient(
             session,
             acc.api_id,
             acc.api_hash,
-            connection=_recording_connection(connection, self._connect_errors.append),
+            connection=monitored_connection(connection, self.monitor, self._connect_errors.append),
             use_ipv6=":" in host,
             proxy=proxy,
             timeout=self.telegram.connect_timeout_s,
@@ -579,6 +686,8 @@ class TelethonClient:
             system_lang_code=device["system_lang_code"] or "en",
             loop=None,
         )
+        install_sender_hooks(tg, self.monitor)
+        return tg
 
     def _session(self) -> Session:
         where = f"accounts.{self.account.id}"
@@ -619,11 +728,41 @@ class TelethonClient:
         finally:
             aio_context.reset(token)
 
-    async def _aio(self, fn: Callable[..., Awaitable[Any]], *args: Any) -> Any:
+    async def _aio(self, fn: Callable[..., Awaitable[Any]], *args: Any, call: bool = True) -> Any:
+        """Run a Telethon coroutine through `run_aio` (bounded cancellation).
+
+        With ``call`` (everything but disconnects and session saves) it is one call for
+        the wire governor, and a `ProtocolViolation` it ends with drops the connection.
+        """
         if trio_asyncio.current_loop.get() is None:
             raise RuntimeError("TelethonClient must be used inside trio_asyncio.open_loop()")
-        with self._log_context():
-            return await trio_asyncio.aio_as_trio(fn)(*args)
+        monitor = self.monitor if call else None
+        if monitor is not None:
+            monitor.begin_call()
+        try:
+            with self._log_context():
+                return await run_aio(fn, *args, monitor=monitor, on_abandoned=self._abandon)
+        except ProtocolViolation as exc:
+            log.warning(
+                "event=protocol_violation account=%s proxy=%s detail=%s",
+                self.account.id,
+                self.proxy_key,
+                redact(exc.detail),
+            )
+            await self.disconnect()
+            raise
+        finally:
+            if monitor is not None:
+                monitor.end_call()
+
+    def _abandon(self) -> None:
+        log.warning(
+            "event=aio_call_abandoned account=%s proxy=%s wait_s=%g",
+            self.account.id,
+            self.proxy_key,
+            AIO_CANCEL_WAIT_S,
+        )
+        self._stale = True
 
     def telegram_client(self) -> TelegramClient:
         """The connected ``TelegramClient``, for flows the ``Client`` protocol does not cover
@@ -749,6 +888,34 @@ async def _aio_disconnect(tg: TelegramClient) -> None:
     result = tg.disconnect()
     if result is not None:
         await result
+
+
+async def _aio_save_session(tg: TelegramClient) -> None:
+    """Save the entities and the session (Telethon's keepalive loop did it every 60 s)."""
+    await tg._save_states_and_entities()
+    result = tg.session.save()
+    if asyncio.iscoroutine(result):
+        await result
+
+
+def _read_leftovers(tg: TelegramClient) -> None:
+    """Read the exception of every future Telethon leaves behind after a disconnect.
+
+    ``MTProtoSender._disconnected`` holds the error that ended a connection (set by the
+    sender, read by nobody once the keepalive loop is gone) and the reconnect task the
+    error that ended a reconnect; unread, each is reported "Future exception was never
+    retrieved" when collected.
+    """
+    sender = getattr(tg, "_sender", None)
+    futures = [
+        getattr(sender, "_MTProtoSender__disconnected", None),
+        getattr(sender, "_reconnect_task", None),
+        getattr(tg, "_updates_handle", None),
+        getattr(tg, "_keepalive_handle", None),
+    ]
+    for fut in futures:
+        if isinstance(fut, asyncio.Future) and fut.done() and not fut.cancelled():
+            fut.exception()
 
 
 def _entity_in(peer: Any, users: Sequence[Any], chats: Sequence[Any]) -> Any:

@@ -725,7 +725,12 @@ class Pool:
             return failure, decide(failure, policy, proxy_failures=failures, attempt=attempt)
 
         try:
-            value = await acc.run(op, call_deadline_s=call_deadline_s, judge=judge)
+            value = await acc.run(
+                op,
+                call_deadline_s=call_deadline_s,
+                judge=judge,
+                on_abandoned=lambda failure, verdict: self._apply(acc, failure, verdict),
+            )
             outcome = "OK"
             acc.lane.record_outcome(None)
             return value

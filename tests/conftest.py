@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import gc
+import logging
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -39,3 +42,56 @@ MTPOOLD_ENV = (
 def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in MTPOOLD_ENV:
         monkeypatch.delenv(name, raising=False)
+
+
+#: What asyncio says about a future or task nobody awaited (its own logger, or our handler's).
+AIO_LEAK_MARKERS = ("never retrieved", "Task was destroyed")
+#: Loggers those reports reach: asyncio's default handler, and `mtpoold._aiolog`'s.
+AIO_LEAK_LOGGERS = ("asyncio", "mtpoold.asyncio")
+
+
+class _AioLeakRecorder(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(level=logging.DEBUG)
+        self.reports: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            message = record.getMessage()
+        except Exception:  # noqa: BLE001 - a malformed record is not ours to judge
+            return
+        if any(marker in message for marker in AIO_LEAK_MARKERS):
+            self.reports.append(f"{record.name}: {message}")
+
+
+@pytest.fixture
+def aio_leak_reports_expected() -> None:
+    """Request this in a test that provokes "never retrieved" reports on purpose."""
+
+
+@pytest.fixture(autouse=True)
+def _no_unretrieved_asyncio_futures(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Fail any test during which asyncio reported a future or task nobody retrieved
+    ("Future exception was never retrieved", "Task was destroyed but it is pending"), via
+    asyncio's logger or the exception handler `mtpoold._aiolog` installs. The garbage
+    collector runs at the end of the test, so such reports land in the test that caused them.
+    """
+    recorder = _AioLeakRecorder()
+    loggers = [logging.getLogger(name) for name in AIO_LEAK_LOGGERS]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.addHandler(recorder)
+        if lg.getEffectiveLevel() > logging.WARNING:
+            lg.setLevel(logging.WARNING)
+    try:
+        yield
+        gc.collect()
+    finally:
+        for lg, level in zip(loggers, levels, strict=True):
+            lg.removeHandler(recorder)
+            lg.setLevel(level)
+    if recorder.reports and "aio_leak_reports_expected" not in request.fixturenames:
+        pytest.fail(
+            "asyncio reported unretrieved futures or destroyed tasks:\n"
+            + "\n".join(recorder.reports)
+        )

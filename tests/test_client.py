@@ -411,7 +411,7 @@ async def test_TelethonClient_sets_aio_context_for_its_tasks(
 
 
 async def test_install_exception_handler_logs_never_retrieved_as_warning(
-    caplog: pytest.LogCaptureFixture,
+    caplog: pytest.LogCaptureFixture, aio_leak_reports_expected: None
 ) -> None:
     async with trio_asyncio.open_loop() as loop:
         handler = install_exception_handler(loop)
@@ -690,7 +690,7 @@ async def test_TelethonClient_cancelled_call_cancels_asyncio_side(aio: Loop) -> 
 
 
 async def test_exception_handler_finds_context_of_task_collected_in_a_cycle(
-    caplog: pytest.LogCaptureFixture,
+    caplog: pytest.LogCaptureFixture, aio_leak_reports_expected: None
 ) -> None:
     async with trio_asyncio.open_loop() as loop:
         handler = install_exception_handler(loop)

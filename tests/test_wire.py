@@ -1,0 +1,247 @@
+"""The connection layer's pieces on their own: the wire governor, phase blame, the bounded
+asyncio bridge, MTProxy transport choice."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+import trio
+import trio_asyncio
+from telethon.network.connection import (
+    ConnectionTcpMTProxyIntermediate,
+    ConnectionTcpMTProxyRandomizedIntermediate,
+)
+from telethon.tl import functions as tl_functions
+from telethon.tl import types as tl_types
+
+from mtpoold._aiobridge import AIO_CANCEL_WAIT_S, run_aio
+from mtpoold._aiolog import install_exception_handler
+from mtpoold._client import telethon_proxy
+from mtpoold._config import ProxyConfig
+from mtpoold._errors import ConfigError, ConnectPhase, ErrorClass, ProtocolViolation, classify
+from mtpoold._wire import WireMonitor, message_kind
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+REQUEST = bytes(tl_functions.InvokeWithoutUpdatesRequest(tl_functions.help.GetNearestDcRequest()))
+PING = bytes(
+    tl_functions.InvokeWithoutUpdatesRequest(tl_functions.PingDelayDisconnectRequest(1, 75))
+)
+ACK = bytes(tl_types.MsgsAck([1, 2]))
+
+
+def test_message_kind() -> None:
+    assert message_kind(REQUEST) == "request"
+    assert message_kind(PING) == "ping"
+    assert message_kind(ACK) == "ack"
+    assert message_kind(b"\xdc\xf8\xf1\x73\x02\x00\x00\x00") == "container"
+
+
+def test_governor_cuts_a_resend_storm_at_the_per_call_ceiling() -> None:
+    clock = FakeClock()
+    monitor = WireMonitor(proxy="p1", max_messages_per_call=32, clock=clock)
+    monitor.begin_call()
+    sent = 0
+    while monitor.fault is None:
+        monitor.note("bad_server_salt")
+        monitor.count(REQUEST)
+        sent += 1
+        clock.now += 0.1  # slow enough for the per-second ceiling: only the per-call one
+    assert sent == 33
+    text = str(monitor.fault)
+    assert text.startswith(
+        "33 messages on the wire for one call (32 resends after 33 bad_server_salt)"
+    )
+    assert "telegram.wire_max_messages_per_call = 32" in text
+    assert classify(monitor.fault).error_class is ErrorClass.PROTOCOL_ERROR
+
+
+def test_governor_per_second_ceiling_counts_what_no_call_explains() -> None:
+    clock = FakeClock()
+    monitor = WireMonitor(proxy="p1", max_extra_messages_per_s=20, clock=clock)
+    for _ in range(20):  # pings and acks with no call: Telethon's own traffic
+        monitor.count(PING)
+        clock.now += 0.01
+    assert monitor.fault is None  # 20 extra in 1 s: at the ceiling
+    monitor.count(ACK)  # the 21st
+    assert monitor.fault is not None
+    assert "telegram.wire_max_extra_messages_per_s = 20" in str(monitor.fault)
+
+
+def test_governor_lets_a_warm_loop_of_hundreds_of_calls_per_second_through() -> None:
+    clock = FakeClock()
+    monitor = WireMonitor(proxy="direct", clock=clock)
+    for i in range(2000):  # 500 calls/s for 4 s, each a request and the previous call's ack
+        monitor.begin_call()
+        monitor.count(REQUEST + i.to_bytes(4, "little"))
+        monitor.count(ACK)
+        monitor.end_call()
+        clock.now += 0.002
+    assert monitor.fault is None
+    assert monitor.messages == {"request": 2000, "ack": 2000}
+
+
+def test_blame_names_the_phase_until_the_dc_answers() -> None:
+    monitor = WireMonitor(proxy="de-1")
+    blamed = monitor.blame("refused the connection")
+    assert blamed is not None and blamed.phase is ConnectPhase.PROXY_TCP
+    assert str(blamed) == "proxy de-1 refused the connection (proxy_tcp, before the DC answered)"
+    monitor.advance(ConnectPhase.DC_FIRST_BYTES)
+    monitor.bytes_sent = 64
+    blamed = monitor.blame("closed the connection")
+    assert str(blamed) == (
+        "proxy de-1 closed the connection after 64 bytes sent, 0 received"
+        " (dc_first_bytes, before the DC answered)"
+    )
+    assert classify(blamed).error_class is ErrorClass.PROXY_UNAVAILABLE
+    monitor.advance(ConnectPhase.DC_ANSWERED)
+    assert monitor.blame("closed the connection") is None
+    monitor.advance(ConnectPhase.PROXY_TCP)  # never backwards
+    assert monitor.answered
+    monitor.new_connection()
+    assert monitor.phase is ConnectPhase.PROXY_TCP
+
+
+# --- the bridge ---------------------------------------------------------------------------------
+
+
+@pytest.fixture
+async def aio_loop() -> AsyncIterator[asyncio.AbstractEventLoop]:
+    async with trio_asyncio.open_loop() as loop:
+        handler = install_exception_handler(loop)
+        yield loop
+        assert handler.count == 0, handler.statistics()
+
+
+async def test_run_aio_returns_and_raises_like_the_coroutine(
+    aio_loop: asyncio.AbstractEventLoop,
+) -> None:
+    async def double(x: int) -> int:
+        await asyncio.sleep(0)
+        return 2 * x
+
+    async def fail() -> None:
+        raise ValueError("no")
+
+    assert await run_aio(double, 21) == 42
+    with pytest.raises(ValueError, match="no"):
+        await run_aio(fail)
+
+
+async def test_run_aio_gives_up_on_a_task_that_ignores_its_cancellation(
+    aio_loop: asyncio.AbstractEventLoop,
+) -> None:
+    """The asyncio side swallows CancelledError and returns a value 3 s later: the Trio side
+    gets Cancelled after AIO_CANCEL_WAIT_S, never the late value."""
+    tasks: list[asyncio.Task[Any]] = []
+    abandoned: list[bool] = []
+
+    async def stubborn() -> str:
+        tasks.append(asyncio.current_task())  # type: ignore[arg-type]
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            await asyncio.sleep(3 * AIO_CANCEL_WAIT_S)
+        return "late value"
+
+    with trio.move_on_after(0.1) as scope:
+        await run_aio(stubborn, on_abandoned=lambda: abandoned.append(True))
+        pytest.fail("a value after the cancellation must never be a result")
+    assert scope.cancelled_caught
+    assert abandoned == [True]
+    (task,) = tasks
+    assert not task.done()  # we did not wait for it
+    with trio.fail_after(10):
+        while not task.done():
+            await trio.sleep(0.05)
+    assert task.result() == "late value"  # read by nobody but this test: no report either
+
+
+async def test_run_aio_late_value_within_the_wait_is_not_a_result(
+    aio_loop: asyncio.AbstractEventLoop,
+) -> None:
+    async def returns_when_cancelled() -> str:
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            await asyncio.sleep(0.05)
+        return "late value"
+
+    abandoned: list[bool] = []
+    with trio.move_on_after(0.1) as scope:
+        await run_aio(returns_when_cancelled, on_abandoned=lambda: abandoned.append(True))
+        pytest.fail("unreachable")
+    assert scope.cancelled_caught
+    assert abandoned == []  # it finished within the wait
+
+
+async def test_run_aio_fails_at_once_on_a_fault_of_the_connection(
+    aio_loop: asyncio.AbstractEventLoop, nursery: trio.Nursery
+) -> None:
+    monitor = WireMonitor(proxy="p1")
+    cancelled: list[bool] = []
+
+    async def hang() -> None:
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            cancelled.append(True)
+            raise
+
+    async def fault_soon() -> None:
+        await trio.sleep(0.05)
+        monitor.report(ProtocolViolation("security error in a reply from the DC: msg_key"))
+
+    nursery.start_soon(fault_soon)
+    with trio.fail_after(5), pytest.raises(ProtocolViolation, match="msg_key"):
+        await run_aio(hang, monitor=monitor)
+    assert cancelled == [True]
+
+
+async def test_run_aio_turns_a_cancellation_by_telethon_into_a_closed_stream(
+    aio_loop: asyncio.AbstractEventLoop,
+) -> None:
+    async def cancelled_future() -> None:
+        fut = asyncio.get_running_loop().create_future()
+        fut.cancel()  # what Telethon's sender does to pending requests on disconnect
+        await fut
+
+    with pytest.raises(ConnectionError, match="closed while the call was in flight"):
+        await run_aio(cancelled_future)
+
+
+# --- MTProxy transport by secret (shared cases 004 and 005) -------------------------------------
+
+
+def _mtproxy(secret: str) -> ProxyConfig:
+    return ProxyConfig(name="m", type="mtproxy", host="h", port=443, secret=secret)
+
+
+def test_plain_mtproxy_secret_uses_the_classic_intermediate_transport() -> None:
+    assert telethon_proxy(_mtproxy("AB" * 16)) == (
+        ConnectionTcpMTProxyIntermediate,
+        ("h", 443, "ab" * 16),
+    )
+
+
+def test_dd_mtproxy_secret_uses_the_padded_transport_in_lower_case() -> None:
+    assert telethon_proxy(_mtproxy(" DD" + "Ab" * 16 + " ")) == (
+        ConnectionTcpMTProxyRandomizedIntermediate,
+        ("h", 443, "dd" + "ab" * 16),
+    )
+
+
+@pytest.mark.parametrize("secret", ["abcd", "0x" + "ab" * 16, "zz" * 16, "dd" + "ab" * 17])
+def test_malformed_mtproxy_secret_is_refused_by_rule(secret: str) -> None:
+    with pytest.raises(ConfigError, match=r"proxies\.m\.secret: must be 32 hex characters"):
+        telethon_proxy(_mtproxy(secret))

@@ -13,7 +13,7 @@ import attrs
 import trio
 
 from ._account import AccountWorker
-from ._errors import ErrorClass, JobFailed
+from ._errors import ErrorClass, Failure, JobFailed
 from ._lane import ProxyLane
 from ._ready import ReadyIndex
 
@@ -42,6 +42,9 @@ class Job:
     avoid: set[str] = attrs.field(factory=set)
     attempts: int = 0
     last_account: str | None = None
+    #: The last failure of one of its attempts, also one its deadline cut off (a connect the
+    #: proxy never answered): what a DEADLINE_EXCEEDED answer names as its cause.
+    last_failure: Failure | None = None
 
     def accepts(self, acc: AccountWorker, *, allow_avoided: bool) -> bool:
         """Whether ``acc`` may serve this job (pin, tags, and unless allowed, not avoided)."""

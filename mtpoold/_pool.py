@@ -658,7 +658,7 @@ class Pool:
                 try:
                     value = await self._attempt(job, acc, op)
                 except Judged as judged:
-                    last = judged.failure
+                    last = job.last_failure = judged.failure
                     verdict = judged.verdict
                     job.avoid.add(acc.id)
                     if not verdict.retry and not self._local_peer_miss(last, job):
@@ -678,12 +678,18 @@ class Pool:
             raise JobFailed(
                 ErrorClass.DEADLINE_EXCEEDED,
                 f"job deadline of {job.deadline - job.started:g} s passed"
-                + (f" (last error: {last.error_class.value})" if last else ""),
+                + (_last_error(job.last_failure) if job.last_failure else ""),
                 account=job.last_account,
                 attempts=job.attempts,
             )
         assert last is not None
         raise self._job_failed(job, last, exhausted=True)
+
+    def _abandoned(self, job: Job, acc: AccountWorker, failure: Failure, verdict: Verdict) -> None:
+        """A connect the job's deadline cut off was judged (the proxy never answered):
+        apply its verdict and keep it as the cause the DEADLINE_EXCEEDED answer names."""
+        job.last_failure = failure
+        self._apply(acc, failure, verdict)
 
     def _local_peer_miss(self, failure: Failure, job: Job) -> bool:
         """Telethon's local "Could not find the input entity" (no RPC code) means *this*
@@ -729,7 +735,7 @@ class Pool:
                 op,
                 call_deadline_s=call_deadline_s,
                 judge=judge,
-                on_abandoned=lambda failure, verdict: self._apply(acc, failure, verdict),
+                on_abandoned=lambda failure, verdict: self._abandoned(job, acc, failure, verdict),
             )
             outcome = "OK"
             acc.lane.record_outcome(None)
@@ -853,3 +859,8 @@ async def open_pool(
     finally:
         for lock in locks.values():
             lock.release()
+
+
+def _last_error(failure: Failure) -> str:
+    """`` (last error: CLASS: message)`` for a DEADLINE_EXCEEDED answer."""
+    return f" (last error: {failure.error_class.value}: {failure.message})"

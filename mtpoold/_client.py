@@ -217,7 +217,7 @@ def telethon_proxy(proxy: ProxyConfig | None) -> tuple[type[Connection], Any]:
         secret = (proxy.secret or "").strip().lower()
         if not secret:
             raise ConfigError([f"{where}: an MTProxy needs a secret"])
-        if secret[:2] == "ee":
+        if secret[:2] == "ee" and len(secret) > 34:  # ee + 32 hex + the domain's hex
             raise ConfigError([f"{where}: fake-TLS (ee…) MTProxy secrets are not supported"])
         padded = len(secret) == 34 and secret[:2] == "dd"
         key = secret[2:] if padded else secret
@@ -225,9 +225,15 @@ def telethon_proxy(proxy: ProxyConfig | None) -> tuple[type[Connection], Any]:
             raise ConfigError(
                 [f"{where}: must be 32 hex characters, optionally prefixed dd (padded transport)"]
             )
-        if padded:
-            return ConnectionTcpMTProxyRandomizedIntermediate, (proxy.host, proxy.port, "dd" + key)
-        return ConnectionTcpMTProxyIntermediate, (proxy.host, proxy.port, key)
+        # Telethon strips a leading "dd"/"ee" before reading the hex, so a plain key that
+        # happens to start with those letters (1 in 128) would lose a byte: always hand it
+        # "dd" + key and let the connection class alone choose the transport.
+        transport = (
+            ConnectionTcpMTProxyRandomizedIntermediate
+            if padded
+            else (ConnectionTcpMTProxyIntermediate)
+        )
+        return transport, (proxy.host, proxy.port, "dd" + key)
     raise ConfigError([f"proxies.{proxy.name}.type: unknown proxy type {proxy.type!r}"])
 
 

@@ -176,7 +176,13 @@ def test_telethon_proxy_none_and_mtproxy() -> None:
 
 def test_telethon_proxy_rejects_fake_tls_secret() -> None:
     with attrs.validators.disabled():  # the config refuses it already; this is the last guard
-        mt = ProxyConfig(name="m", type="mtproxy", host="h", port=443, secret="ee" + "ab" * 16)
+        mt = ProxyConfig(
+            name="m",
+            type="mtproxy",
+            host="h",
+            port=443,
+            secret="ee" + "ab" * 16 + "example.com".encode().hex(),
+        )
     with pytest.raises(ConfigError, match=r"fake-TLS"):
         telethon_proxy(mt)
 

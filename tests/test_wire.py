@@ -7,6 +7,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
+import attrs
 import pytest
 import trio
 import trio_asyncio
@@ -224,14 +225,26 @@ async def test_run_aio_turns_a_cancellation_by_telethon_into_a_closed_stream(
 
 
 def _mtproxy(secret: str) -> ProxyConfig:
-    return ProxyConfig(name="m", type="mtproxy", host="h", port=443, secret=secret)
+    # The config validates and normalises secrets already; telethon_proxy is the last guard
+    # for a ProxyConfig built without it (Python embedding), so build them unchecked here.
+    with attrs.validators.disabled():
+        return ProxyConfig(name="m", type="mtproxy", host="h", port=443, secret=secret)
 
 
 def test_plain_mtproxy_secret_uses_the_classic_intermediate_transport() -> None:
     assert telethon_proxy(_mtproxy("AB" * 16)) == (
         ConnectionTcpMTProxyIntermediate,
-        ("h", 443, "ab" * 16),
+        ("h", 443, "dd" + "ab" * 16),  # the dd is for Telethon's prefix strip only
     )
+
+
+@pytest.mark.parametrize("plain", ["dd" + "ab" * 15, "ee" + "ab" * 15, "DD" + "0f" * 15])
+def test_plain_mtproxy_secret_starting_with_dd_or_ee_keeps_all_16_bytes(plain: str) -> None:
+    """Telethon strips a leading dd/ee before reading the hex: 1 plain secret in 128 would
+    lose its first byte (a wrong key, every connect hangs up) unless handed over prefixed."""
+    connection, (_, _, secret) = telethon_proxy(_mtproxy(plain))
+    assert connection is ConnectionTcpMTProxyIntermediate
+    assert ConnectionTcpMTProxyIntermediate.normalize_secret(secret) == bytes.fromhex(plain)
 
 
 def test_dd_mtproxy_secret_uses_the_padded_transport_in_lower_case() -> None:

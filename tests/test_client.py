@@ -181,7 +181,7 @@ def test_telethon_proxy_rejects_fake_tls_secret() -> None:
             type="mtproxy",
             host="h",
             port=443,
-            secret="ee" + "ab" * 16 + "example.com".encode().hex(),
+            secret="ee" + "ab" * 16 + b"example.com".hex(),
         )
     with pytest.raises(ConfigError, match=r"fake-TLS"):
         telethon_proxy(mt)

@@ -373,7 +373,8 @@ def _request(
 def _answers_as_our_daemon(config: Any) -> bool:
     """Whether the mtpoold of this config's state directory answers ``ping`` at its listen
     address (token from ``<state_dir>/token``), within 2 s."""
-    from ._rpcclient import AuthRejected, DaemonUnreachable, RpcError, call, target_from_listen
+    from ._rpc import RpcError
+    from ._rpcclient import AuthRejected, DaemonUnreachable, call, target_from_listen
     from ._token import TokenError, read_token, token_path
 
     try:

@@ -339,8 +339,8 @@ class TelegramConfig:
             resends, acks, pings and salt retries included), >= 1; past it the call fails
             PROTOCOL_ERROR and the connection is replaced.
         wire_max_extra_messages_per_s: The per-second ceiling: messages per second on one
-            connection beyond one per call started in that second (the traffic Telethon
-            sends on its own), >= 1.
+            connection beyond the new requests and one ack for each (what Telethon sends on
+            its own: resends, pings, service messages), >= 1.
     """
 
     dc_id: int = attrs.field(default=2, validator=_at_least(1, integer=True))

@@ -18,9 +18,11 @@ connection (reset by `WireMonitor.new_connection` at each connect):
 
   * ``wire_max_messages_per_call`` (default 32): messages while one call (or one connect)
     is in flight.
-  * ``wire_max_extra_messages_per_s`` (default 20): messages in any 1 s window beyond one
-    request and one ack per call started in that window — so a warm loop of hundreds of
-    calls per second on an ungated lane never trips it, while Telethon's own retries do.
+  * ``wire_max_extra_messages_per_s`` (default 20): messages in any 1 s window beyond the
+    new requests themselves and one ack per new request (or call started) in that window —
+    so a warm loop of hundreds of calls per second on an ungated lane, or a login that makes
+    several requests per step, never trips it, while Telethon's own resends, pings and
+    service messages do.
 
 - **Security errors**: a reply that fails to decrypt or names the wrong session (Telethon
   logs "Security error while unpacking" and drops it) is recorded as a fault the same way.
@@ -118,8 +120,8 @@ class WireMonitor:
     Args:
         proxy: The proxy's name for messages (``"direct"`` without one); never a secret.
         max_messages_per_call: Ceiling of messages while one call is in flight (>= 1).
-        max_extra_messages_per_s: Ceiling of messages per `WINDOW_S` beyond one request and
-            one ack per call started in the window (>= 1).
+        max_extra_messages_per_s: Ceiling of messages per `WINDOW_S` beyond the new requests
+            and one ack per new request (or call started) in the window (>= 1).
         clock: Seconds, monotonic (tests pass a fake).
 
     Attributes:
@@ -243,14 +245,16 @@ class WireMonitor:
         kind = message_kind(data)
         if kind == "container":
             return
+        counted = kind
         if kind in ("request", "ping"):
             if data in self._recent:
                 self.reasons["resend"] += 1
+                counted = "resend"
             else:
                 self._recent.append(data)
         self.messages[kind] += 1
         now = self._clock()
-        self._window.append((now, kind))
+        self._window.append((now, counted))
         horizon = now - WINDOW_S
         while self._window and self._window[0][0] <= horizon:
             self._window.popleft()
@@ -269,15 +273,19 @@ class WireMonitor:
                     )
                 )
                 return
+        # Allowed without limit: each new request (a resend is not one) and one ack per new
+        # request or call started; everything else — resends, pings, surplus acks, service
+        # answers — is what Telethon sends on its own.
         calls = len(self._call_starts)
+        requests = sum(1 for _, k in self._window if k == "request")
         acks = sum(1 for _, k in self._window if k == "ack")
-        others = len(self._window) - acks
-        extra = max(0, others - calls) + max(0, acks - calls)
+        others = len(self._window) - requests - acks
+        extra = others + max(0, acks - max(requests, calls))
         if extra > self.max_extra_messages_per_s:
             self.report(
                 ProtocolViolation(
-                    f"{len(self._window)} messages in {WINDOW_S:g} s for {calls} calls"
-                    f" started{self._why()} (telegram.wire_max_extra_messages_per_s ="
+                    f"{len(self._window)} messages in {WINDOW_S:g} s for {requests} new"
+                    f" requests{self._why()} (telegram.wire_max_extra_messages_per_s ="
                     f" {self.max_extra_messages_per_s}); connection dropped"
                 )
             )

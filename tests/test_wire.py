@@ -92,6 +92,29 @@ def test_governor_lets_a_warm_loop_of_hundreds_of_calls_per_second_through() -> 
     assert monitor.messages == {"request": 2000, "ack": 2000}
 
 
+def test_governor_lets_calls_of_several_requests_each_through() -> None:
+    """A login step (auth.checkPassword after account.getPassword), a resolve
+    (resolveUsername + getFullChannel): one call, several new requests and their acks — none
+    of it is Telethon's own traffic. Found by `mtpoold authorize` with 2FA tripping it."""
+    clock = FakeClock()
+    monitor = WireMonitor(proxy="direct", clock=clock)
+    serial = 0
+    for _ in range(6):  # 6 calls in 0.6 s, 4 requests and 4 acks each
+        monitor.begin_call()
+        for _ in range(4):
+            serial += 1
+            monitor.count(REQUEST + serial.to_bytes(4, "little"))
+            monitor.count(ACK)
+        monitor.end_call()
+        clock.now += 0.1
+    assert monitor.fault is None
+    # the same traffic resent is not new requests: each resend counts against the ceiling
+    for _ in range(21):
+        monitor.count(REQUEST + serial.to_bytes(4, "little"))
+    assert monitor.fault is not None
+    assert "21 resends" in str(monitor.fault)
+
+
 def test_blame_names_the_phase_until_the_dc_answers() -> None:
     monitor = WireMonitor(proxy="de-1")
     blamed = monitor.blame("refused the connection")

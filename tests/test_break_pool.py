@@ -174,3 +174,57 @@ async def test_flood_wait_on_every_account_answers_the_waiting_pinned_and_tagged
     assert answers["first"][0] in ("FLOOD_WAIT", "NO_ACCOUNT_AVAILABLE")
     assert answers["second"][0] == "NO_ACCOUNT_AVAILABLE"
     assert answers["second"][1] == pytest.approx(answers["first"][1], abs=0.05)
+
+
+def _proxy_config(tmp_path: Path, password: str) -> object:
+    return make_config(
+        tmp_path,
+        proxies={"p1": {"interval_s": 0.0, "username": "u", "password": password}},
+        accounts={"a1": "p1"},
+        policy={"proxy_cooldown_min_s": 300, "max_attempts": 1},
+    )
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="the first job after a reload that reconnects an account on a cooling proxy waits "
+    "its whole deadline (DEADLINE_EXCEEDED, retry_after_s None) instead of "
+    "NO_ACCOUNT_AVAILABLE at once",
+)
+async def test_first_job_after_a_reload_on_a_cooling_proxy_is_answered_at_once(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    world = World()
+    world.connect_scripts["a1"].append(python_socks.ProxyError("authentication failed"))
+    async with open_pool(_proxy_config(tmp_path, "wrong"), client_factory=world.factory()) as pool:
+        first = await _answer(pool.invoke("help.GetConfig", {}, deadline_s=20))
+        assert first[0] == "PROXY_UNAVAILABLE"
+        before = await _answer(pool.invoke("help.GetConfig", {}, deadline_s=20))
+        assert before[0] == "NO_ACCOUNT_AVAILABLE" and before[1] == 0  # holds before a reload
+        summary = await pool.reload(_proxy_config(tmp_path, "right"))  # type: ignore[arg-type]
+        assert summary.reconnected == ("a1",)
+        after = await _answer(pool.invoke("help.GetConfig", {}, deadline_s=20))
+        print(after)  # today: ('DEADLINE_EXCEEDED', 20.0, None, 'job deadline of 20 s passed')
+        assert after[0] == "NO_ACCOUNT_AVAILABLE", after
+        assert after[1] == pytest.approx(0, abs=0.01)
+        assert after[2] is not None and after[2] > 250
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="a proxy cooling down for a failed handshake keeps its cooldown after the operator "
+    "fixes its credentials (reload): the fix is not tried until the cooldown ends",
+)
+async def test_fixing_a_cooling_proxys_password_lets_it_be_tried_again(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    world = World()
+    world.connect_scripts["a1"].append(python_socks.ProxyError("authentication failed"))
+    async with open_pool(_proxy_config(tmp_path, "wrong"), client_factory=world.factory()) as pool:
+        first = await _answer(pool.invoke("help.GetConfig", {}, deadline_s=20))
+        assert first[0] == "PROXY_UNAVAILABLE"
+        await pool.reload(_proxy_config(tmp_path, "right"))  # type: ignore[arg-type]
+        lane = next(p for p in pool.statistics().proxies if p.name == "p1")
+        print(lane)  # today: cooldown_remaining_s=300.0
+        assert lane.cooldown_remaining_s == 0, lane
+        assert (await _answer(pool.invoke("help.GetConfig", {}, deadline_s=20)))[0] == "ok"

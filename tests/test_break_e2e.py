@@ -12,8 +12,7 @@ import pytest
 import trio
 
 from mtpoold._errors import ErrorClass, JobFailed
-from mtpoold.testing import DC, open_dc, open_mtproxy
-from mtpoold.testing import open_relay
+from mtpoold.testing import DC, open_dc, open_mtproxy, open_relay
 from mtpoold.testing.dc import rpc_error, salt_storm, unparseable_reply
 
 from _e2e import fleet_config, fleet_world, open_fleet, proxy_entry, wait_until

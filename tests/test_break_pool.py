@@ -10,7 +10,7 @@ import trio
 import trio.testing
 from telethon import errors as tg
 
-from mtpoold._errors import ErrorClass, JobFailed
+from mtpoold._errors import JobFailed
 from mtpoold._pool import open_pool
 
 from _fakeclient import Sleep, World, make_config
@@ -66,9 +66,7 @@ async def test_jobs_queued_on_a_lane_do_not_connect_through_it_once_it_cools_dow
     world = World()
     accounts = {f"a{i}": "p1" for i in range(1, 5)}
     for acc in accounts:
-        world.connect_scripts[acc].append(
-            Sleep(2.0, python_socks.ProxyConnectionError("refused"))
-        )
+        world.connect_scripts[acc].append(Sleep(2.0, python_socks.ProxyConnectionError("refused")))
     config = make_config(
         tmp_path,
         proxies={"p1": {"interval_s": 0.0, "capacity": 1}},

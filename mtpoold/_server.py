@@ -280,7 +280,8 @@ class _WebSocket(WebSocketConnection):
       WebSocket Connection", RFC 6455 §7.1.7); trio-websocket only drops the TCP connection.
 
     Both hook trio-websocket's event handlers (not public API; checked with trio-websocket
-    0.12): tests/test_server.py's 1007 and byte-limit tests catch a version that changes them.
+    0.12): the 1007 and byte-limit tests of tests/test_server_limits.py catch a version that
+    changes them.
     """
 
     async def _handle_message_event(self, event: BytesMessage | TextMessage) -> None:

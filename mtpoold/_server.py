@@ -214,7 +214,9 @@ async def _open_unix_listener(path: str) -> trio.SocketListener:
     return trio.SocketListener(sock)
 
 
-def _listener_address(listener: trio.SocketListener) -> str:
+def _listener_address(listener: trio.abc.Listener[trio.abc.Stream]) -> str:
+    if not isinstance(listener, trio.SocketListener):
+        return repr(listener)
     name = listener.socket.getsockname()
     if listener.socket.family == stdlib_socket.AF_UNIX:
         return f"unix:{name.decode() if isinstance(name, bytes) else name}"
@@ -278,7 +280,8 @@ class _WebSocket(WebSocketConnection):
       WebSocket Connection", RFC 6455 §7.1.7); trio-websocket only drops the TCP connection.
 
     Both hook trio-websocket's event handlers (not public API; checked with trio-websocket
-    0.12): tests/test_server.py's 1007 and byte-limit tests catch a version that changes them.
+    0.12): the 1007 and byte-limit tests of tests/test_server_limits.py catch a version that
+    changes them.
     """
 
     async def _handle_message_event(self, event: BytesMessage | TextMessage) -> None:
@@ -338,8 +341,8 @@ def _internal_error() -> RpcError:
 
 def _remote(stream: trio.abc.Stream) -> str:
     sock = getattr(stream, "socket", None)
-    if sock is None:
-        return repr(stream)
+    if sock is None:  # an in-memory stream, a TLS stream: no peer address to name
+        return type(stream).__name__
     try:
         peer = sock.getpeername()
     except OSError:
@@ -375,8 +378,9 @@ class RpcServer:
             ``reload`` with -32601.
 
     Resource handling:
-        `run` owns the listening sockets (and removes its unix socket file on exit), every
-        connection and every job task. Leaving `run` leaves nothing running.
+        `serve` owns the listeners it is given, every connection and every job task;
+        `run` also opens the listening sockets and removes its unix socket file on exit.
+        Leaving `serve` (or `run`) leaves nothing running.
 
     Error handling:
         An exception while handling one request answers that request with -32603 and is
@@ -460,7 +464,7 @@ class RpcServer:
         )
 
     def request_shutdown(self) -> None:
-        """Start a graceful shutdown; `run` returns when it is complete. Idempotent.
+        """Start a graceful shutdown; `serve` (and `run`) returns when it is complete. Idempotent.
 
         At once: stop accepting connections, and answer new requests on open connections
         with SHUTTING_DOWN (-32003). Jobs in flight get ``shutdown_grace_s`` to finish; the
@@ -491,7 +495,11 @@ class RpcServer:
     # --- lifecycle --------------------------------------------------------------------------------
 
     async def run(self, *, task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED) -> None:
-        """Listen and serve until a graceful shutdown (`request_shutdown`) completes.
+        """Listen on ``listen`` and `serve` until a graceful shutdown completes.
+
+        A thin wrapper around `serve`: opens the TCP listeners (`trio.open_tcp_listeners`)
+        or the unix socket (mode 0660; a stale socket file from an earlier run is replaced),
+        serves on them, and removes the unix socket file on the way out.
 
         Args:
             task_status: Receives the listening address (``"127.0.0.1:8765"``,
@@ -511,6 +519,43 @@ class RpcServer:
         else:
             assert address.port is not None
             listeners = await trio.open_tcp_listeners(address.port, host=address.host)
+        try:
+            await self.serve(listeners, task_status=task_status)
+        finally:
+            if address.path is not None:
+                _unlink_socket(address.path)  # sync: no checkpoint a cancel could interrupt
+
+    async def serve(
+        self,
+        listeners: Sequence[trio.abc.Listener[trio.abc.Stream]],
+        *,
+        task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Serve websocket JSON-RPC on ``listeners`` until a graceful shutdown completes.
+
+        The shape of `trio.serve_listeners`: any `trio.abc.Listener` of streams will do (the
+        tests use one of in-memory streams, under the autojump clock). `run` calls this with
+        the sockets of ``listen``.
+
+        Args:
+            listeners: Where connections come from; at least one. `serve` takes
+                responsibility for closing them: at `request_shutdown` (no new connections
+                from then on) or when `serve` is left.
+            task_status: Receives the address of the first listener (``"127.0.0.1:8765"``,
+                ``"unix:/path"``, the ``repr`` of a listener that is not a socket) once
+                connections are being accepted.
+
+        Raises:
+            ValueError: if ``listeners`` is empty.
+
+        Resource handling:
+            Every connection and every job task lives in nurseries `serve` owns; leaving
+            `serve` leaves nothing running. Cancelling it stops everything at once without
+            final replies; `request_shutdown` is the graceful path, `stop_now` ends its
+            grace period.
+        """
+        if not listeners:
+            raise ValueError("serve needs at least one listener")
         self._address = _listener_address(listeners[0])
         try:
             async with trio.open_nursery() as connections:
@@ -519,7 +564,7 @@ class RpcServer:
                         functools.partial(
                             trio.serve_listeners,
                             self._handle_stream,
-                            listeners,
+                            list(listeners),
                             handler_nursery=connections,
                         )
                     )
@@ -536,8 +581,8 @@ class RpcServer:
                 await self._drain()
                 connections.cancel_scope.cancel()
         finally:
-            if address.path is not None:
-                _unlink_socket(address.path)  # sync: no checkpoint a cancel could interrupt
+            for listener in listeners:  # closed already, unless `serve` never got to them
+                await trio.aclose_forcefully(listener)
             self._address = None
             _log.info("server.stopped requests=%d", self._requests)
 

@@ -169,7 +169,7 @@ async def wait_until(
 ) -> None:
     """Wait until ``condition()`` holds, checking every 10 ms; fail after ``timeout_s``."""
     with trio.move_on_after(timeout_s):
-        while not condition():
+        while not condition():  # noqa: ASYNC110 - real-time e2e state (fleet, relays, DC) has no event
             await trio.sleep(0.01)
         return
     raise AssertionError(f"timed out after {timeout_s:g} s waiting for {what}")

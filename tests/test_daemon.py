@@ -293,7 +293,7 @@ async def test_reload_removing_an_account_lets_its_call_finish_and_reply(tmp_pat
 
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(slow_call)
-                while world.active["a2"] == 0:
+                while world.active["a2"] == 0:  # noqa: ASYNC110 - the fake world has no event
                     await trio.sleep(0.01)
                 config_path.write_text(config_path.read_text().split('[[accounts]]\nid = "a2"')[0])
                 summary = await call(target, token, "reload")
@@ -339,11 +339,11 @@ async def test_sigterm_sigint_sighup_answer_running_jobs_and_exit_0(tmp_path: Pa
 
             nursery.start_soon(slow_call)
             with trio.fail_after(30):
-                while rule.remaining != 0:  # the call is at the DC, never to be answered
+                while rule.remaining != 0:  # noqa: ASYNC110 - the child's call reaches the DC: it has no event
                     await trio.sleep(0.05)
             with trio.fail_after(20):  # well within the 60 s grace
                 proc.send_signal(signal.SIGTERM)
-                while "daemon.stopping " not in await trio.Path(log).read_text():
+                while "daemon.stopping " not in await trio.Path(log).read_text():  # noqa: ASYNC110 - the child process's log
                     await trio.sleep(0.01)
                 # pending together, the kernel hands them out SIGHUP first
                 proc.send_signal(signal.SIGINT)

@@ -156,7 +156,7 @@ async def test_no_secret_in_logs_or_cli_output_across_a_realistic_run(tmp_path: 
         finally:
             daemon.send_signal(signal.SIGTERM)
             with trio.fail_after(30):
-                while daemon.poll() is None:
+                while daemon.poll() is None:  # noqa: ASYNC110 - a child process (Popen)
                     await trio.sleep(0.05)
         assert daemon.returncode == 0
     log_text = log_path.read_text()

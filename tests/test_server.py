@@ -1,7 +1,10 @@
-"""RpcServer over real loopback sockets, against the fake pool (tests/_fakepool.py)."""
+"""RpcServer.serve on in-memory streams (tests/_memlisten.py), against the fake pool
+(tests/_fakepool.py); shutdown, grace, cancel and timeouts under the autojump clock, at exact
+virtual times. A few tests run `RpcServer.run` itself on real TCP and unix sockets."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import stat
@@ -13,6 +16,7 @@ from typing import Any
 import attrs
 import pytest
 import trio
+import trio.testing
 from trio_websocket import (
     ConnectionClosed,
     ConnectionRejected,
@@ -20,9 +24,17 @@ from trio_websocket import (
     wrap_client_stream,
 )
 
-from mtpoold._server import RpcServer, ServerStatistics, parse_listen
+from mtpoold._server import (
+    CLOSE_TIMEOUT_S,
+    HANDSHAKE_TIMEOUT_S,
+    SHUTDOWN_GRACE_S,
+    RpcServer,
+    ServerStatistics,
+    parse_listen,
+)
 
 from _fakepool import FakePool
+from _memlisten import MemoryListener, bounded_stream_pair, frame, open_client, open_raw_client
 
 TOKEN = "test-token-0123456789"
 AUTH = [(b"Authorization", b"Bearer " + TOKEN.encode())]
@@ -32,67 +44,42 @@ AUTH = [(b"Authorization", b"Bearer " + TOKEN.encode())]
 class Harness:
     pool: FakePool
     server: RpcServer
+    listener: MemoryListener
     address: str = ""
     stopped: trio.Event = attrs.field(factory=trio.Event)
+    stopped_at: float | None = None  # trio time `serve` returned
 
-    @property
-    def host(self) -> str:
-        return self.address.rsplit(":", 1)[0]
-
-    @property
-    def port(self) -> int:
-        return int(self.address.rsplit(":", 1)[1])
-
-    async def _run(self, *, task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED) -> None:
-        await self.server.run(task_status=task_status)
+    async def _serve(self, *, task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED) -> None:
+        await self.server.serve([self.listener], task_status=task_status)
+        self.stopped_at = trio.current_time()
         self.stopped.set()
 
-    @asynccontextmanager
-    async def connect(
+    def connect(
         self, headers: list[tuple[bytes, bytes]] | None = None
-    ) -> AsyncIterator[WebSocketConnection]:
-        # Not trio_websocket.open_websocket: it leaks the client socket when the server closes
-        # first (aclose() returns early once a close reason is set). We own the stream here.
-        stream = await trio.open_tcp_stream(self.host, self.port)
-        try:
-            async with trio.open_nursery() as nursery:
-                ws = await wrap_client_stream(
-                    nursery,
-                    stream,
-                    self.host,
-                    "/",
-                    extra_headers=AUTH if headers is None else headers,
-                )
-                try:
-                    yield ws
-                finally:
-                    with trio.move_on_after(2, shield=True):
-                        await ws.aclose()
-                    nursery.cancel_scope.cancel()
-        finally:
-            await trio.aclose_forcefully(stream)
+    ) -> contextlib.AbstractAsyncContextManager[WebSocketConnection]:
+        return open_client(self.listener, AUTH if headers is None else headers)
 
 
 @asynccontextmanager
-async def served(pool: FakePool | None = None, **kw: Any) -> AsyncIterator[Harness]:
-    with trio.fail_after(20):
+async def served(
+    pool: FakePool | None = None, *, listener: MemoryListener | None = None, **kw: Any
+) -> AsyncIterator[Harness]:
+    """`RpcServer.serve` on a `MemoryListener`, cancelled on the way out."""
+    with trio.fail_after(60):
         async with trio.open_nursery() as nursery:
             pool = FakePool() if pool is None else pool
-            h = Harness(pool, RpcServer(pool, TOKEN, **({"listen": "127.0.0.1:0"} | kw)))
-            h.address = await nursery.start(h._run)
+            listener = MemoryListener() if listener is None else listener
+            h = Harness(pool, RpcServer(pool, TOKEN, **kw), listener)
+            h.address = await nursery.start(h._serve)
             yield h
             nursery.cancel_scope.cancel()
 
 
 async def handshake_status(h: Harness, headers: list[tuple[bytes, bytes]]) -> int:
     """Attempt an upgrade with ``headers``; return the HTTP status of the refusal."""
-    stream = await trio.open_tcp_stream(h.host, h.port)
-    try:
-        with pytest.RaisesGroup(ConnectionRejected, allow_unwrapped=True) as caught:
-            async with trio.open_nursery() as nursery:
-                await wrap_client_stream(nursery, stream, h.host, "/", extra_headers=headers)
-    finally:
-        await stream.aclose()
+    with pytest.RaisesGroup(ConnectionRejected, allow_unwrapped=True) as caught:
+        async with h.connect(headers):
+            pass
     return caught.value.exceptions[0].status_code  # type: ignore[no-any-return]
 
 
@@ -114,6 +101,22 @@ async def rpc(
 ) -> dict[str, Any]:
     await send(ws, request_id, method, params)
     return await recv(ws)
+
+
+async def recv_until_closed(
+    ws: WebSocketConnection, since: float
+) -> tuple[dict[Any, tuple[float, dict[str, Any]]], int | None, float]:
+    """Every reply until the server closes: ({id: (seconds after ``since``, reply)}, the
+    close code, seconds after ``since`` the close came). Fails on a reply id seen twice."""
+    replies: dict[Any, tuple[float, dict[str, Any]]] = {}
+    while True:
+        try:
+            reply = await recv(ws)
+        except ConnectionClosed as closed:
+            code = closed.reason.code if closed.reason is not None else None
+            return replies, code, trio.current_time() - since
+        assert reply["id"] not in replies
+        replies[reply["id"]] = (trio.current_time() - since, reply)
 
 
 def error_of(reply: dict[str, Any]) -> tuple[int, str, str]:
@@ -462,7 +465,7 @@ async def test_RpcServer_oversized_frame_closes_only_that_connection_1009() -> N
                     "jsonrpc": "2.0",
                     "id": 1,
                     "method": "invoke",
-                    "params": {"method": "x" * 20_000_000},
+                    "params": {"method": "x" * 2_000_000},  # > 1 MiB
                 }
             )
 
@@ -597,113 +600,229 @@ async def test_RpcServer_duplicate_in_flight_id_rejected() -> None:
         assert "result" in await rpc(ws, "invoke", {"method": "echo"}, request_id=1)  # free again
 
 
-async def test_RpcServer_client_disconnect_cancels_its_jobs() -> None:
+async def test_RpcServer_client_disconnect_cancels_its_jobs(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
     async with served() as h:
         async with h.connect() as ws:
             await send(ws, 1, "invoke", {"method": "hang"})
             await h.pool.wait_waiting(1)
             assert h.server.statistics() == ServerStatistics(
-                address=h.address,
+                address="memory",
                 connections=1,
                 in_flight=1,
                 requests=1,
                 rejected_handshakes=0,
                 draining=False,
             )
-        with trio.fail_after(5):
-            while h.pool.cancelled < 1 or h.server.statistics().connections:
-                await trio.sleep(0.01)
+            gone_at = trio.current_time()
+        await trio.testing.wait_all_tasks_blocked()
+        assert trio.current_time() == gone_at  # at once, no timeout involved
+        assert h.pool.cancelled == 1
+        assert h.server.statistics().connections == 0
         assert h.server.statistics().in_flight == 0
+
+
+async def test_RpcServer_handshake_timeout_closes_a_silent_connection(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with served(handshake_timeout_s=3.0) as h:
+        stream = await h.listener.connect()  # says nothing: no HTTP upgrade
+        start = trio.current_time()
+        assert await stream.receive_some() == b""  # the server hung up
+        assert trio.current_time() - start == 3.0
+        await stream.aclose()
+        assert h.server.statistics().connections == 0
+        async with h.connect() as ws:  # others are still welcome
+            assert "result" in await rpc(ws, "ping")
+
+
+def test_RpcServer_default_timeouts() -> None:
+    """The virtual times the shutdown tests below assert follow from these."""
+    assert (SHUTDOWN_GRACE_S, CLOSE_TIMEOUT_S, HANDSHAKE_TIMEOUT_S) == (10.0, 2.0, 10.0)
+    assert RpcServer(FakePool(), TOKEN).shutdown_grace_s == SHUTDOWN_GRACE_S
 
 
 # --- shutdown -------------------------------------------------------------------------------------
 
 
-async def test_RpcServer_graceful_shutdown_answers_every_request_once() -> None:
-    async with served(shutdown_grace_s=0.3) as h:
+async def test_RpcServer_graceful_shutdown_answers_every_request_once(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with served() as h:  # shutdown_grace_s = SHUTDOWN_GRACE_S = 10.0
         async with h.connect() as ws:
             for i in range(6):
                 await send(ws, i, "invoke", {"method": "wait" if i < 3 else "hang"})
             await h.pool.wait_waiting(6)
+            shutdown_at = trio.current_time()
             h.server.request_shutdown()
             assert h.server.statistics().draining
 
             # new work on an open connection: refused at once
             reply = await rpc(ws, "invoke", {"method": "echo"}, request_id="late")
             assert error_of(reply)[:2] == (-32003, "SHUTTING_DOWN")
-            # new connections: refused
-            with pytest.raises(OSError):
-                await trio.open_tcp_stream(h.host, h.port)
+            # new connections: refused (the listener is closed)
+            await trio.testing.wait_all_tasks_blocked()
+            assert h.listener.closed
+            with pytest.raises(ConnectionRefusedError):
+                await h.listener.connect()
+            assert trio.current_time() == shutdown_at
 
             h.pool.release.set()  # the "wait" jobs finish within the grace period
-            replies: dict[int, dict[str, Any]] = {}
-            while True:
-                try:
-                    reply = await recv(ws)
-                except ConnectionClosed as closed:
-                    assert closed.reason is not None and closed.reason.code == 1001
-                    break
-                assert reply["id"] not in replies
-                replies[reply["id"]] = reply
+            replies, code, closed_after = await recv_until_closed(ws, shutdown_at)
         assert sorted(replies) == list(range(6))
         for i in range(3):
-            assert "result" in replies[i]
-        for i in range(3, 6):
-            assert error_of(replies[i]) == (-32003, "SHUTTING_DOWN", "the daemon is shutting down")
+            after, reply = replies[i]
+            assert "result" in reply
+            assert after == 0.0
+        for i in range(3, 6):  # cancelled when the grace runs out, exactly
+            after, reply = replies[i]
+            assert error_of(reply) == (-32003, "SHUTTING_DOWN", "the daemon is shutting down")
+            assert after == 10.0
+        assert (code, closed_after) == (1001, 10.0)
         await h.stopped.wait()
+        assert h.stopped_at is not None and h.stopped_at - shutdown_at == 10.0
         assert h.pool.cancelled == 3
         assert h.server.statistics().in_flight == 0
         assert h.server.statistics().address is None
 
 
+async def test_RpcServer_shutdown_ends_as_soon_as_the_last_job_is_answered(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with served() as h:
+        async with h.connect() as ws:
+            await send(ws, 1, "invoke", {"method": "wait"})
+            await h.pool.wait_waiting(1)
+            shutdown_at = trio.current_time()
+            h.server.request_shutdown()
+            await trio.sleep(4.0)  # 4 s into the 10 s grace
+            assert h.server.statistics().in_flight == 1
+            h.pool.release.set()
+            replies, code, closed_after = await recv_until_closed(ws, shutdown_at)
+        assert replies[1][0] == 4.0 and "result" in replies[1][1]
+        assert (code, closed_after) == (1001, 4.0)
+        await h.stopped.wait()
+        assert h.stopped_at == shutdown_at + 4.0
+
+
 @pytest.mark.parametrize("before_shutdown", [False, True])
 async def test_RpcServer_stop_now_ends_the_grace_and_answers_every_job_once(
-    before_shutdown: bool,
+    before_shutdown: bool, autojump_clock: trio.testing.MockClock
 ) -> None:
     async with served(shutdown_grace_s=60) as h:
         async with h.connect() as ws, h.connect() as other:
             for i in range(4):
                 await send(ws if i % 2 else other, i, "invoke", {"method": "wait"})
             await h.pool.wait_waiting(4)
+            start = trio.current_time()
             if before_shutdown:
                 h.server.stop_now()  # implies request_shutdown
+                stop_after = 0.0
             else:
                 h.server.request_shutdown()
-                await trio.sleep(0.05)
+                await trio.sleep(5.0)
                 assert h.server.statistics().in_flight == 4  # the grace period runs
                 h.server.stop_now()
                 h.server.stop_now()  # idempotent
-            replies: dict[int, dict[str, Any]] = {}
+                stop_after = 5.0
+            replies: dict[Any, tuple[float, dict[str, Any]]] = {}
             for conn in (ws, other):
-                while True:
-                    try:
-                        reply = await recv(conn)
-                    except ConnectionClosed as closed:
-                        assert closed.reason is not None and closed.reason.code == 1001
-                        break
-                    assert reply["id"] not in replies
-                    replies[reply["id"]] = reply
+                got, code, closed_after = await recv_until_closed(conn, start)
+                assert (code, closed_after) == (1001, stop_after)
+                assert not replies.keys() & got.keys()
+                replies |= got
         assert sorted(replies) == list(range(4))
-        for reply in replies.values():
+        for after, reply in replies.values():
             assert error_of(reply) == (-32003, "SHUTTING_DOWN", "the daemon is shutting down")
-        with trio.fail_after(5):  # not the 60 s grace
-            await h.stopped.wait()
+            assert after == stop_after  # not the 60 s grace
+        await h.stopped.wait()
+        assert h.stopped_at == start + stop_after
         assert h.pool.cancelled == 4
         assert h.server.statistics().in_flight == 0
 
 
-async def test_RpcServer_shutdown_when_idle_returns_promptly() -> None:
+async def test_RpcServer_shutdown_when_idle_returns_at_once(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
     async with served(shutdown_grace_s=60) as h:
         async with h.connect() as ws:
             assert "result" in await rpc(ws, "ping")
+            start = trio.current_time()
             h.server.request_shutdown()
             with pytest.raises(ConnectionClosed):
                 await ws.get_message()
-        with trio.fail_after(5):
-            await h.stopped.wait()
+        await h.stopped.wait()
+        assert h.stopped_at == start
 
 
-# --- unix socket, addresses -----------------------------------------------------------------------
+async def test_RpcServer_shutdown_of_a_client_that_never_reads_is_bounded(
+    autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A reply stuck in a send (the client does not read; no buffer on the stream)
+    holds the shutdown for the grace, then CLOSE_TIMEOUT_S for the last replies, then
+    CLOSE_TIMEOUT_S for the close handshake: 10 + 2 + 2 s, and not a second more."""
+    listener = MemoryListener(make_pair=bounded_stream_pair)
+    async with served(listener=listener) as h, open_raw_client(listener, TOKEN) as client:
+        for i in (1, 2):
+            await client.stream.send_all(frame(json.dumps(REQUEST | {"id": i}).encode()))
+        await h.pool.wait_waiting(2)
+        h.pool.release.set()  # both replies are sent; nobody reads them
+        await trio.testing.wait_all_tasks_blocked()
+        assert h.server.statistics().in_flight == 2
+        start = trio.current_time()
+        h.server.request_shutdown()
+        await h.stopped.wait()
+        assert h.stopped_at == start + SHUTDOWN_GRACE_S + 2 * CLOSE_TIMEOUT_S
+        assert h.server.statistics().connections == 0
+        assert h.server.statistics().in_flight == 0
+    assert "connection.crashed" not in caplog.text
+
+
+REQUEST: dict[str, Any] = {"jsonrpc": "2.0", "method": "invoke", "params": {"method": "wait"}}
+
+
+# --- run(): real sockets --------------------------------------------------------------------------
+
+
+@asynccontextmanager
+async def running(listen: str) -> AsyncIterator[tuple[RpcServer, str, trio.Event]]:
+    """`RpcServer.run` on ``listen``: (server, its address, set once `run` returned)."""
+    with trio.fail_after(20):
+        async with trio.open_nursery() as nursery:
+            server = RpcServer(FakePool(), TOKEN, listen=listen)
+            done = trio.Event()
+
+            async def run(*, task_status: trio.TaskStatus[str]) -> None:
+                await server.run(task_status=task_status)
+                done.set()
+
+            address = await nursery.start(run)
+            yield server, address, done
+            nursery.cancel_scope.cancel()
+
+
+async def ping_over(stream: trio.abc.Stream, host: str) -> None:
+    try:
+        async with trio.open_nursery() as nursery:
+            ws = await wrap_client_stream(nursery, stream, host, "/", extra_headers=AUTH)  # type: ignore[arg-type]
+            assert "result" in await rpc(ws, "ping")
+            await ws.aclose()
+    finally:
+        await stream.aclose()
+
+
+async def test_RpcServer_run_on_tcp() -> None:
+    async with running("127.0.0.1:0") as (server, address, done):
+        host, port = address.rsplit(":", 1)
+        assert host == "127.0.0.1" and int(port) > 0
+        assert server.statistics().address == address
+        await ping_over(await trio.open_tcp_stream(host, int(port)), host)
+        server.request_shutdown()
+        await done.wait()
+        with pytest.raises(OSError):
+            await trio.open_tcp_stream(host, int(port))
+        assert server.statistics().address is None
 
 
 async def test_RpcServer_unix_socket(tmp_path: Path) -> None:
@@ -712,19 +831,15 @@ async def test_RpcServer_unix_socket(tmp_path: Path) -> None:
     with pytest.raises(OSError, match="exists and is not a socket"):
         await RpcServer(FakePool(), TOKEN, listen=f"unix:{path}").run()
     path.unlink()
-    async with served(listen=f"unix:{path}") as h:
-        assert h.address == f"unix:{path}"
+    async with running(f"unix:{path}") as (server, address, done):
+        assert address == f"unix:{path}"
         assert stat.S_ISSOCK(os.stat(path).st_mode)
         assert stat.S_IMODE(os.stat(path).st_mode) == 0o660
         with pytest.raises(OSError, match="another process is listening"):
             await RpcServer(FakePool(), TOKEN, listen=f"unix:{path}").run()
-        async with trio.open_nursery() as nursery:
-            stream = await trio.open_unix_socket(str(path))
-            ws = await wrap_client_stream(nursery, stream, "localhost", "/", extra_headers=AUTH)
-            assert "result" in await rpc(ws, "ping")
-            await ws.aclose()
-        h.server.request_shutdown()
-        await h.stopped.wait()
+        await ping_over(await trio.open_unix_socket(str(path)), "localhost")
+        server.request_shutdown()
+        await done.wait()
         assert not path.exists()
 
 
@@ -735,8 +850,13 @@ async def test_RpcServer_replaces_stale_unix_socket(tmp_path: Path) -> None:
     s = socket.socket(socket.AF_UNIX)
     s.bind(str(path))
     s.close()  # file left behind, nobody listening
-    async with served(listen=f"unix:{path}") as h:
-        assert h.address == f"unix:{path}"
+    async with running(f"unix:{path}") as (_, address, _done):
+        assert address == f"unix:{path}"
+
+
+async def test_RpcServer_serve_needs_a_listener() -> None:
+    with pytest.raises(ValueError, match=r"^serve needs at least one listener$"):
+        await RpcServer(FakePool(), TOKEN).serve([])
 
 
 def test_parse_listen() -> None:

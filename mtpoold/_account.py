@@ -11,7 +11,7 @@ import attrs
 import trio
 
 from ._errors import ErrorClass
-from ._lane import ProxyLane
+from ._lane import ProxyCoolingDown, ProxyLane
 from ._policy import Verdict
 from ._stats import AccountStatistics
 
@@ -88,6 +88,8 @@ class Judged(Exception):
         self.verdict = verdict
 
 
+#: ``judge(exc) -> (failure, verdict)``: classify and decide, synchronously. The pool's judge
+#: also applies a proxy cooldown at once (a failed connect is judged inside its lane slot).
 Judge = Callable[[BaseException], tuple[Any, Verdict]]
 #: ``on_abandoned(failure, verdict)``: a connect the caller cancelled was judged anyway.
 OnAbandoned = Callable[[Any, Verdict], None]
@@ -241,6 +243,8 @@ class AccountWorker:
                 The connection has already been dropped when the verdict says ``reconnect``.
             trio.Cancelled: the caller's scope was cancelled (e.g. the job deadline); the
                 connection is dropped, since a call may have been left half-done.
+            ProxyCoolingDown: the lane's proxy is cooling down (`ProxyLane.slot`): nothing
+                was sent, nothing is judged or counted.
         """
         async with self._lock:
             try:
@@ -252,13 +256,19 @@ class AccountWorker:
             except trio.Cancelled:
                 await self._drop_connection()
                 raise
+            except ProxyCoolingDown:
+                raise  # nothing was sent: not a failure of the account or the proxy
             except Exception as exc:
-                failure, verdict = judge(exc)
+                if isinstance(exc, Judged):  # a connect, judged inside its lane slot
+                    failure, verdict, cause = exc.failure, exc.verdict, exc.__cause__
+                else:
+                    failure, verdict = judge(exc)
+                    cause = exc
                 if failure.error_class is not ErrorClass.INVALID_ARGUMENT:  # the caller's, not ours
                     self._count_failure(failure)
                 if verdict.reconnect:
                     await self._drop_connection()
-                raise Judged(failure, verdict) from exc
+                raise Judged(failure, verdict) from cause
             self.calls_ok += 1
             self.last_used = trio.current_time()
             return result
@@ -277,13 +287,20 @@ class AccountWorker:
         try:
             async with self.lane.slot():
                 started = trio.current_time()
-                with trio.move_on_after(self.connect_timeout_s) as scope:
-                    await client.connect()
-            if scope.cancelled_caught:
-                what = f"did not answer within {self.connect_timeout_s:g} s"
-                raise _blame(client, what) or ConnectTimeoutError(
-                    f"connect did not finish within {self.connect_timeout_s:g} s"
-                )
+                try:
+                    with trio.move_on_after(self.connect_timeout_s) as scope:
+                        await client.connect()
+                    if scope.cancelled_caught:
+                        what = f"did not answer within {self.connect_timeout_s:g} s"
+                        raise _blame(client, what) or ConnectTimeoutError(
+                            f"connect did not finish within {self.connect_timeout_s:g} s"
+                        )
+                except Exception as exc:
+                    # Judged while this connect still holds its lane slot, before any
+                    # checkpoint: a proxy cooldown the judge applies holds back the callers
+                    # queued behind it (they get ProxyCoolingDown, not a connect).
+                    failure, verdict = judge(exc)
+                    raise Judged(failure, verdict) from exc
         except trio.Cancelled:
             ran_s = 0.0 if started is None else trio.current_time() - started
             if on_abandoned is not None and ran_s >= min(
@@ -376,6 +393,8 @@ class AccountWorker:
                 self.last_ping = trio.current_time()
                 with trio.fail_after(self.connect_timeout_s):
                     await ping()
+        except ProxyCoolingDown:
+            return True  # no traffic through a cooling proxy; the connection may idle out
         except (Exception, trio.TooSlowError) as exc:
             log.warning(
                 "event=keepalive_failed account=%s proxy=%s error=%s",

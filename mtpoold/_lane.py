@@ -19,6 +19,25 @@ from ._stats import LaneStatistics
 NO_PROXY = "no_proxy"
 
 
+class ProxyCoolingDown(Exception):
+    """A lane slot came free while the proxy was cooling down: nothing was sent.
+
+    Raised by `ProxyLane.slot` instead of a start, so a caller that queued for the proxy's
+    capacity before the proxy failed never puts traffic through it (nor counts another
+    failure of it); the pool gives the account back and schedules the job again (another
+    lane, a wait, or NO_ACCOUNT_AVAILABLE when none can start before the deadline).
+
+    Args:
+        lane: The lane's name.
+        until: When its cooldown ends, trio clock seconds.
+    """
+
+    def __init__(self, lane: str, until: float) -> None:
+        super().__init__(f"proxy {lane} is cooling down")
+        self.lane = lane
+        self.until = until
+
+
 @final
 @attrs.define(eq=False, repr=False)
 class ProxyLane:
@@ -76,11 +95,21 @@ class ProxyLane:
         Yields:
             The start time on the trio clock (seconds). The token is held until the
             ``async with`` block exits; the block is the call (or connect) itself.
+
+        Raises:
+            ProxyCoolingDown: the proxy is cooling down when the token, or the start slot,
+                comes free (it may have started cooling while this caller queued).
         """
         async with self._limiter:
+            self._check_not_cooling()
             started = await self._gate.wait_for_slot()
+            self._check_not_cooling()
             self.calls += 1
             yield started
+
+    def _check_not_cooling(self) -> None:
+        if self.cooldown_until > trio.current_time():
+            raise ProxyCoolingDown(self.name, self.cooldown_until)
 
     def reconfigure(self, *, capacity: int, interval_s: float) -> None:
         """Apply a changed capacity or interval (live reload) without dropping waiters."""

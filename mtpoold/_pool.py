@@ -20,7 +20,7 @@ from ._account import AccountWorker, Client, Judged
 from ._config import AccountConfig, Config, ProxyConfig, proxy_key
 from ._dispatch import BackoffPastDeadline, Dispatcher, Job
 from ._errors import ErrorClass, Failure, JobFailed, classify
-from ._lane import NO_PROXY, ProxyLane
+from ._lane import NO_PROXY, ProxyCoolingDown, ProxyLane
 from ._methods import check_message_ids, check_peer
 from ._policy import Verdict, decide
 from ._sessionlock import SessionLock
@@ -657,6 +657,12 @@ class Pool:
                 job.last_account = acc.id
                 try:
                     value = await self._attempt(job, acc, op)
+                except ProxyCoolingDown:
+                    # The proxy began cooling while this attempt queued for it: nothing was
+                    # sent. Not an attempt; schedule the job again (another lane, a wait, or
+                    # NO_ACCOUNT_AVAILABLE now if none can start before the deadline).
+                    job.attempts -= 1
+                    continue
                 except Judged as judged:
                     last = job.last_failure = judged.failure
                     verdict = judged.verdict
@@ -728,7 +734,17 @@ class Pool:
             failures = acc.lane.consecutive_failures + (
                 1 if failure.error_class is ErrorClass.PROXY_UNAVAILABLE else 0
             )
-            return failure, decide(failure, policy, proxy_failures=failures, attempt=attempt)
+            verdict = decide(failure, policy, proxy_failures=failures, attempt=attempt)
+            if verdict.proxy_cooldown_s > 0:
+                # At once: the worker judges a failed connect while it still holds its lane
+                # slot, so the callers queued behind it see the cooldown and send nothing
+                # (ProxyCoolingDown); `_apply` records the rest after the attempt.
+                self._dispatch.cool_down_lane(
+                    acc.lane,
+                    trio.current_time() + verdict.proxy_cooldown_s,
+                    f"{failure.error_class.value}: {failure.message}",
+                )
+            return failure, verdict
 
         try:
             value = await acc.run(
@@ -740,6 +756,9 @@ class Pool:
             outcome = "OK"
             acc.lane.record_outcome(None)
             return value
+        except ProxyCoolingDown:
+            outcome = "DEFERRED"
+            raise
         except Judged as judged:
             outcome = judged.failure.error_class.value
             if judged.failure.error_class is not ErrorClass.INVALID_ARGUMENT:  # caller's fault

@@ -231,10 +231,6 @@ async def test_unparseable_reply_on_resolve_and_get_messages_leaks_nothing(
             del user
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="jobs queued on a lane connect through it after it was cooled down for failing",
-)
 async def test_blackholing_proxy_is_connected_to_once_not_once_per_queued_job(
     tmp_path: Path, dc: DC
 ) -> None:

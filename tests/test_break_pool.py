@@ -52,11 +52,6 @@ async def test_pinned_job_waiting_on_an_account_disabled_by_the_operator_is_answ
     assert t == pytest.approx(1.0, abs=0.01), answers  # at the disable, not at a1's release
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="jobs already queued on a lane's capacity limiter connect through a proxy that is "
-    "cooling down (each adds a consecutive failure, inflating the backoff)",
-)
 async def test_jobs_queued_on_a_lane_do_not_connect_through_it_once_it_cools_down(
     tmp_path: Path, autojump_clock: trio.testing.MockClock
 ) -> None:

@@ -53,12 +53,12 @@ async def test_sigterm_with_stuck_calls_answers_every_job_and_exits_within_grace
 
                 await ws.send_message(job(1, "direct"))  # stuck at the DC
                 with trio.fail_after(30):
-                    while rule.remaining != 0:
+                    while rule.remaining != 0:  # noqa: ASYNC110 - what the child daemon sent
                         await trio.sleep(0.05)
                 await ws.send_message(job(2, "direct"))  # waits for the account
                 await ws.send_message(job(3, "behind"))  # stuck in connect
                 with trio.fail_after(30):
-                    while relay.accepted == 0:
+                    while relay.accepted == 0:  # noqa: ASYNC110 - what the child daemon sent
                         await trio.sleep(0.05)
                 await trio.sleep(0.2)
                 t0 = trio.current_time()

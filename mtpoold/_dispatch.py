@@ -244,9 +244,24 @@ class Dispatcher:
         self.ready.discard(acc)
 
     def end_move(self, acc: AccountWorker) -> None:
-        """The reload's reconnect of ``acc`` is done (its lane may have changed)."""
+        """The reload's reconnect of ``acc`` is done (its lane may have changed): serve a
+        waiting job with it, or — if it came back cooling (its proxy's cooldown, say) —
+        re-judge the waiting jobs, which counted on it while it moved."""
         self.moving.discard(acc.id)
         self._make_available(acc)
+        self._rejudge(None)
+
+    def clear_lane_cooldown(self, lane: ProxyLane) -> None:
+        """Lift the proxy's cooldown and backoff at once (the operator changed its address or
+        credentials: what failed was the old settings) and serve waiting jobs on it."""
+        now = trio.current_time()
+        if lane.cooldown_until <= now and lane.consecutive_failures == 0:
+            return
+        lane.cooldown_until = min(lane.cooldown_until, now)
+        lane.record_outcome(None)  # its run of consecutive failures ends
+        heapq.heappush(self._lane_ends, (lane.cooldown_until, next(self._seq), lane))
+        self.ready.lane_changed(lane)
+        self._rearm()
 
     def accounts_changed(self) -> None:
         """Accounts were added, removed, retagged or lanes reconfigured (a reload): recompute

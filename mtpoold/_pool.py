@@ -481,11 +481,15 @@ class Pool:
                 lock_sessions_of([new_cfgs[i] for i in added], config.daemon.state_dir)
             )
         old_config, self._config, self._client_factory = self._config, config, factory
+        old_proxies = {p.name: p for p in old_config.proxies}
         for proxy in config.proxies:
             lane = self._lanes.get(proxy_key(proxy))
             if lane is not None:
                 lane.name = proxy.name
                 lane.reconfigure(capacity=proxy.capacity, interval_s=proxy.interval_s)
+                if _wire(proxy) != _wire(old_proxies.get(proxy.name)):
+                    # a new address or credentials: the cooldown was the old settings' fault
+                    self._dispatch.clear_lane_cooldown(lane)
         if (direct_lane := self._lanes.get(NO_PROXY)) is not None:
             direct_lane.reconfigure(
                 capacity=config.direct.capacity, interval_s=config.direct.interval_s

@@ -117,9 +117,9 @@ def inprocess(config_path: str, sequential: int, seconds: float) -> dict[str, An
     """Child: the baseline — the same jobs through ``pool.invoke`` in this process."""
     import trio
 
+    from mtpoold._compose import open_pool
     from mtpoold._config import load_config
     from mtpoold._daemon import configure_logging
-    from mtpoold._pool import open_pool
 
     configure_logging("INFO")
     config = load_config(Path(config_path))

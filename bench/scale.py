@@ -91,8 +91,8 @@ def idle_probe(accounts: int, proxies: int, picks: int, invokes: int) -> dict[st
     """Child: build a pool of idle accounts and time what the scheduler does."""
     import trio
 
+    from mtpoold._compose import open_pool
     from mtpoold._config import parse_config
-    from mtpoold._pool import open_pool
 
     data = config_dict(accounts, proxies)
     ungated = config_dict(accounts, proxies, interval_s=0.0)  # reloaded before the invokes
@@ -171,8 +171,8 @@ def connected_probe(
     """Child: connect ``accounts`` real Telethon clients through the pool; RSS per connection."""
     import trio
 
+    from mtpoold._compose import open_pool
     from mtpoold._config import parse_config
-    from mtpoold._pool import open_pool
 
     from ._dc import session_strings
 

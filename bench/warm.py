@@ -68,8 +68,8 @@ def probe(
     import trio_asyncio
 
     from mtpoold._client import telethon_client_factory
+    from mtpoold._compose import open_pool
     from mtpoold._config import parse_config
-    from mtpoold._pool import open_pool
     from mtpoold.testing import open_proxy
 
     from ._dc import session_strings

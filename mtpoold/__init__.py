@@ -10,7 +10,10 @@ The public surface is small on purpose; everything else lives in private modules
 
 from importlib.metadata import PackageNotFoundError as _PackageNotFoundError
 from importlib.metadata import version as _version
+from typing import TYPE_CHECKING as _TYPE_CHECKING
+from typing import Any as _Any
 
+from ._compose import open_pool as open_pool
 from ._config import AccountConfig as AccountConfig
 from ._config import Config as Config
 from ._config import DaemonConfig as DaemonConfig
@@ -26,14 +29,15 @@ from ._errors import ErrorClass as ErrorClass
 from ._errors import Failure as Failure
 from ._errors import JobFailed as JobFailed
 from ._errors import MtpooldError as MtpooldError
-from ._errors import classify as classify
 from ._pool import JobMeta as JobMeta
 from ._pool import JobResult as JobResult
 from ._pool import Pool as Pool
-from ._pool import open_pool as open_pool
 from ._stats import AccountStatistics as AccountStatistics
 from ._stats import LaneStatistics as LaneStatistics
 from ._stats import PoolStatistics as PoolStatistics
+
+if _TYPE_CHECKING:
+    from ._classify import classify as classify
 
 try:
     __version__ = _version("mtpoold")
@@ -66,3 +70,17 @@ __all__ = [
     "parse_config",
     "proxy_key",
 ]
+
+
+def __getattr__(name: str) -> _Any:
+    # classify is the Telegram side's (it imports Telethon): loaded on first use, so that
+    # ``import mtpoold`` (and with it the scheduling core) pulls in no Telethon.
+    if name == "classify":
+        from ._classify import classify
+
+        return classify
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), "classify"})

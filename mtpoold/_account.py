@@ -10,7 +10,7 @@ from typing import Any, Final, Protocol, TypeVar, final
 import attrs
 import trio
 
-from ._errors import ErrorClass
+from ._errors import ErrorClass, Failure
 from ._lane import ProxyCoolingDown, ProxyLane
 from ._policy import Verdict
 from ._stats import AccountStatistics
@@ -35,7 +35,8 @@ class Client(Protocol):
     """
 
     async def connect(self) -> None:
-        """TCP, proxy handshake, auth key, initConnection; raises what `classify` reads."""
+        """TCP, proxy handshake, auth key, initConnection; raises what the Telegram side's
+        ``classify`` reads (`mtpoold._pool.TelegramSide`)."""
 
     async def call(self, method: str, args: Any) -> dict[str, Any]:
         """Invoke TL function ``method`` with JSON ``args``; the result as JSON."""
@@ -78,11 +79,11 @@ class Judged(Exception):
     """A call failed and was judged; carries the verdict to the pool.
 
     Attributes:
-        failure: The classified failure (an :class:`mtpoold._errors.Failure`).
+        failure: The classified failure.
         verdict: What the policy decided for it.
     """
 
-    def __init__(self, failure: Any, verdict: Verdict) -> None:
+    def __init__(self, failure: Failure, verdict: Verdict) -> None:
         super().__init__(failure.message)
         self.failure = failure
         self.verdict = verdict
@@ -90,9 +91,9 @@ class Judged(Exception):
 
 #: ``judge(exc) -> (failure, verdict)``: classify and decide, synchronously. The pool's judge
 #: also applies a proxy cooldown at once (a failed connect is judged inside its lane slot).
-Judge = Callable[[BaseException], tuple[Any, Verdict]]
+Judge = Callable[[BaseException], tuple[Failure, Verdict]]
 #: ``on_abandoned(failure, verdict)``: a connect the caller cancelled was judged anyway.
-OnAbandoned = Callable[[Any, Verdict], None]
+OnAbandoned = Callable[[Failure, Verdict], None]
 
 
 def _blame(client: Client, what: str) -> Exception | None:
@@ -118,8 +119,10 @@ class AccountWorker:
     cancelled mid-flight, the connection is dropped before the lock is released, so the
     next call starts on a fresh one.
 
-    Scheduling state (cooldown, disabled, reserved) lives here but is decided by the pool.
-    All times are on the trio clock, in seconds.
+    Scheduling state (``cooldown_until``, ``disabled_reason``, ``reserved``, ``retired``,
+    ``lane``) lives here but only the dispatcher's verbs change it
+    (`mtpoold._dispatch.Dispatcher`; ``tests/test_layers.py`` checks). All times are on the
+    trio clock, in seconds.
 
     Args:
         id: The account id.
@@ -322,7 +325,7 @@ class AccountWorker:
         self._start_idle_watch()
         return client
 
-    def _count_failure(self, failure: Any) -> None:
+    def _count_failure(self, failure: Failure) -> None:
         name = failure.error_class.value
         self.calls_failed += 1
         self.errors_by_class[name] += 1

@@ -44,6 +44,7 @@ import trio_asyncio
 from telethon import errors as tl_errors
 from telethon.sessions import SQLiteSession, StringSession
 
+from ._classify import classify
 from ._client import (
     DEVICE_FIELDS,
     TelethonClient,
@@ -51,7 +52,7 @@ from ._client import (
     register_rsa_keys,
     session_file_path,
 )
-from ._errors import ConfigError, MtpooldError, classify
+from ._errors import ConfigError, MtpooldError
 from ._secrets import PRIVATE_FILE_MODE, ensure_private_dir
 from ._sessionid import SessionIdentity, file_session_key, key_id_of
 from ._sessionlock import SessionLock

@@ -32,7 +32,7 @@ Error handling:
       and a corrupted transport packet raise `mtpoold._errors.ProtocolViolation` for the
       call in flight at once; the connection is closed first.
     - Everything else from Telethon and python-socks propagates unchanged for
-      `mtpoold._errors.classify`. Bad job arguments raise `JobFailed` (INVALID_ARGUMENT),
+      `mtpoold._classify.classify`. Bad job arguments raise `JobFailed` (INVALID_ARGUMENT),
       which the pool reports without retrying.
 
 Secrets (api_hash, session strings, auth keys, proxy passwords, MTProxy secrets) never appear
@@ -315,7 +315,7 @@ class _GatedTelegramClient(TelegramClient):  # type: ignore[misc]
       ``updates.getDifference`` on its own timer. Updates Telethon queues anyway (its own
       results) are drained and dropped, so the queue cannot grow;
     - no DC switch: on ``*_MIGRATE`` Telethon would reconnect to another DC by itself; the
-      migrate error is raised instead (classified by `mtpoold._errors.classify`).
+      migrate error is raised instead (classified by `mtpoold._classify.classify`).
     """
 
     async def _keepalive_loop(self) -> None:

@@ -272,6 +272,8 @@ def _not_below_min(inst: PolicyConfig, attr: attrs.Attribute[Any], value: float)
 
 
 def _allow_methods(_inst: Any, attr: attrs.Attribute[Any], value: tuple[str, ...]) -> None:
+    if not value:
+        return  # the default: nothing to look up, and a default config needs no Telethon
     from ._tljson import check_allow_methods  # imports Telethon's TL tables: only when used
 
     problems = check_allow_methods(value)

@@ -418,7 +418,7 @@ async def run_daemon(
         config_path: The file ``config`` came from, for reloads.
         pool_factory: ``open_pool``-compatible async context manager factory
             ``(config, *, store) -> AsyncContextManager[Pool]`` (tests); default
-            `mtpoold._pool.open_pool` with ``lock_sessions=True``.
+            `mtpoold._compose.open_pool` with ``lock_sessions=True``.
         task_status: Receives the listening address once the server is listening.
 
     Raises:
@@ -430,7 +430,7 @@ async def run_daemon(
     warn_about_exposed_secrets(config, config_path)
     state_dir = prepare_state_dir(Path(config.daemon.state_dir))
     if pool_factory is None:
-        from ._pool import open_pool
+        from ._compose import open_pool
 
         _check_sessions_free(config)
         pool_factory = functools.partial(open_pool, lock_sessions=True)

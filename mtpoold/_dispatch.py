@@ -117,7 +117,8 @@ class Dispatcher:
     ends are served by one timer task (:meth:`run`), not by every waiting job waking up.
 
     The dicts are the pool's own (shared, not copied): the pool adds and removes accounts
-    and lanes; the dispatcher only reads them.
+    and lanes; the dispatcher reorders an account within its lane (:meth:`reserve`) and moves
+    it to another lane (:meth:`end_move`).
 
     Args:
         accounts: Account id -> worker.
@@ -243,10 +244,15 @@ class Dispatcher:
         self.moving.add(acc.id)
         self.ready.discard(acc)
 
-    def end_move(self, acc: AccountWorker) -> None:
-        """The reload's reconnect of ``acc`` is done (its lane may have changed): serve a
-        waiting job with it, or — if it came back cooling (its proxy's cooldown, say) —
-        re-judge the waiting jobs, which counted on it while it moved."""
+    def end_move(self, acc: AccountWorker, lane: ProxyLane | None = None) -> None:
+        """The reload's reconnect of ``acc`` is done; ``lane``: the lane it moved to, if it
+        got that far (None: it stays where it was). Serve a waiting job with it, or — if it
+        came back cooling (its proxy's cooldown, say) — re-judge the waiting jobs, which
+        counted on it while it moved."""
+        if lane is not None and lane is not acc.lane:
+            self._lane_accounts[acc.lane.key].pop(acc.id, None)
+            acc.lane = lane
+            self._lane_accounts[lane.key][acc.id] = acc
         self.moving.discard(acc.id)
         self._make_available(acc)
         self._rejudge(None)

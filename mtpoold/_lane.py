@@ -70,8 +70,10 @@ class ProxyLane:
     interval_s: float = 2.0
     jitter_s: tuple[float, float] = DEFAULT_JITTER_S
     rng: random.Random = attrs.field(factory=random.Random)
+    #: End of the proxy cooldown (trio clock, s); set only by the dispatcher
+    #: (`mtpoold._dispatch.Dispatcher.cool_down_lane`).
     cooldown_until: float = attrs.field(init=False, default=float("-inf"))
-    consecutive_failures: int = attrs.field(init=False, default=0)
+    _consecutive_failures: int = attrs.field(init=False, default=0)
     calls: int = attrs.field(init=False, default=0)
     errors_by_class: collections.Counter[str] = attrs.field(init=False, factory=collections.Counter)
     _limiter: trio.CapacityLimiter = attrs.field(init=False)
@@ -133,13 +135,14 @@ class ProxyLane:
         """Trio time (seconds) of the last start on this lane, ``-inf`` before the first."""
         return self._gate.last_start
 
-    def cooling_down(self) -> bool:
-        """Whether the proxy is in a cooldown now."""
-        return self.cooldown_until > trio.current_time()
+    @property
+    def consecutive_failures(self) -> int:
+        """PROXY_UNAVAILABLE failures in a row (the proxy cooldown's backoff counts them)."""
+        return self._consecutive_failures
 
-    def record_proxy_failure(self, cooldown_s: float) -> None:
-        """Put the proxy in a cooldown of ``cooldown_s`` seconds from now."""
-        self.cooldown_until = max(self.cooldown_until, trio.current_time() + cooldown_s)
+    def restore_failure_run(self, count: int) -> None:
+        """Take up a run of ``count`` consecutive proxy failures (from the state store)."""
+        self._consecutive_failures = count
 
     def record_outcome(self, error_class: str | None) -> None:
         """Count one finished call: ``None`` for success, else its error class name.
@@ -148,13 +151,13 @@ class ProxyLane:
         PROXY_UNAVAILABLE failures (the proxy carried traffic to Telegram).
         """
         if error_class is None:
-            self.consecutive_failures = 0
+            self._consecutive_failures = 0
             return
         self.errors_by_class[error_class] += 1
         if error_class == "PROXY_UNAVAILABLE":
-            self.consecutive_failures += 1
+            self._consecutive_failures += 1
         else:
-            self.consecutive_failures = 0
+            self._consecutive_failures = 0
 
     def statistics(self) -> LaneStatistics:
         """Return a frozen snapshot of load, queue, next slot, counters and cooldown."""

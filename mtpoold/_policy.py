@@ -108,7 +108,7 @@ def decide(
       still apply).
 
     Args:
-        failure: What `mtpoold._errors.classify` made of the exception.
+        failure: What `mtpoold._classify.classify` made of the exception.
         policy: The ``[policy]`` settings.
         proxy_failures: Consecutive PROXY_UNAVAILABLE failures of this proxy, this one
             included (only used for PROXY_UNAVAILABLE).

@@ -1,37 +1,107 @@
-"""The pool: scheduling jobs onto accounts and proxy lanes, retries, deadlines, state."""
+"""The pool: scheduling jobs onto accounts and proxy lanes, retries, deadlines, state.
+
+Part of the scheduling core, which knows no Telethon: what the pool needs of the Telegram
+side (clients, `classify`, request checks, session locks, the asyncio loop) it is handed as a
+`TelegramSide` where it is composed (`mtpoold._compose.open_pool`, the public
+``mtpoold.open_pool``; tests hand it doubles).
+"""
 
 from __future__ import annotations
 
 import collections
+import contextlib
 import datetime as dt
 import logging
 import math
 import random
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
-from contextlib import asynccontextmanager
-from typing import Any, Final, final
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Collection,
+    Iterable,
+    Mapping,
+    Sequence,
+)
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import TYPE_CHECKING, Any, Final, Protocol, final
 
 import attrs
 import trio
-import trio_asyncio
 
 from ._account import AccountWorker, Client, Judged
 from ._config import AccountConfig, Config, ProxyConfig, proxy_key
 from ._dispatch import BackoffPastDeadline, Dispatcher, Job
-from ._errors import ErrorClass, Failure, JobFailed, classify
+from ._errors import ErrorClass, Failure, JobFailed
 from ._lane import NO_PROXY, ProxyCoolingDown, ProxyLane
-from ._methods import check_message_ids, check_peer
 from ._policy import Verdict, decide
-from ._sessionlock import SessionLock
-from ._sessionlock import lock_sessions_of as lock_sessions_of  # moved there
 from ._stats import PoolStatistics
-from ._tljson import check_request
+
+if TYPE_CHECKING:
+    from ._store import StateStore
 
 log = logging.getLogger("mtpoold.pool")
 
 ClientFactory = Callable[[AccountConfig], Client]
 Op = Callable[[Client], Awaitable[dict[str, Any]]]
+
+
+class HeldLock(Protocol):
+    """A lock the pool holds for an account while it uses the account's session."""
+
+    def release(self) -> None:
+        """Give the lock back; safe to call twice."""
+
+
+#: ``lock(accounts) -> {key: held lock}``: takes the session locks of these accounts, all or
+#: none (raises, e.g. ``SessionLocked``, taking none). Keys are account ids, or ``"<account
+#: id>#<what>"`` for an account's further locks (ids never hold ``#``, see the config).
+SessionLocker = Callable[[Sequence[AccountConfig]], Mapping[str, HeldLock]]
+
+
+def _no_request_check(method: str, args: Mapping[str, Any], allow: Collection[str]) -> None:
+    del method, args, allow
+
+
+def _no_peer_check(peer: str | int, argument: str) -> None:
+    del peer, argument
+
+
+@attrs.frozen(kw_only=True)
+class TelegramSide:
+    """What the scheduler uses of the Telegram side and does not know: chosen where the pool is
+    composed (`mtpoold._compose.telethon_side`: Telethon; tests: doubles).
+
+    Attributes:
+        client_factory: ``client_factory(config) -> factory`` for one config generation
+            (at open and at each reload), ``factory(account) -> Client`` (a new, unconnected
+            client). Raises ``ConfigError`` for accounts that cannot be used: the open or
+            the reload then fails and nothing changed.
+        classify: Turns an exception a client (or its deadline) raised into a `Failure`;
+            never raises.
+        check_request: ``(method, args, allow)``: checks a raw ``invoke`` before it is
+            scheduled; raises `JobFailed` INVALID_ARGUMENT (``allow``: ``[policy]
+            allow_methods``). Default: no check.
+        check_peer: ``(peer, argument)``: checks the peer of a ``resolve`` or
+            ``get_messages`` job before it is scheduled; raises `JobFailed`
+            INVALID_ARGUMENT naming ``argument``. Default: no check.
+        check_message_ids: Checks the ids of a ``get_messages`` job and returns them as a
+            list; raises `JobFailed` INVALID_ARGUMENT. Default: ``list``.
+        lock_sessions: Takes the accounts' session locks (`SessionLocker`), held while the
+            pool uses them; None: no locks.
+        open_runtime: A context every task of the pool runs inside (the asyncio loop the
+            clients need); None: none.
+    """
+
+    client_factory: Callable[[Config], ClientFactory]
+    classify: Callable[[BaseException], Failure]
+    check_request: Callable[[str, Mapping[str, Any], Collection[str]], None] = _no_request_check
+    check_peer: Callable[[str | int, str], None] = _no_peer_check
+    check_message_ids: Callable[[Sequence[int]], list[int]] = list
+    lock_sessions: SessionLocker | None = None
+    open_runtime: Callable[[], AbstractAsyncContextManager[object]] | None = None
+
 
 #: Seconds shutdown waits for all clients to disconnect (each disconnect is bounded too).
 CLOSE_TIMEOUT_S: Final = 10.0
@@ -106,7 +176,7 @@ class Pool:
     that already failed the job are tried again (after the verdict's backoff) once no other
     could serve it in time. All scheduling state is changed through the dispatcher's verbs.
 
-    Each failure is classified (:func:`mtpoold._errors.classify`), judged by the policy
+    Each failure is classified (`TelegramSide.classify`), judged by the policy
     (:func:`mtpoold._policy.decide`), applied (cooldowns, proxy backoff, disabling,
     reconnect), written to the state store, and the job is rerouted to another account
     until ``max_attempts`` calls were made or its deadline passes.
@@ -114,8 +184,9 @@ class Pool:
 
     _config: Config
     _nursery: trio.Nursery
+    _telegram: TelegramSide
     _make_factory: Callable[[Config], ClientFactory]
-    _store: Any = None
+    _store: StateStore | None = None
     _wall_clock: Callable[[], float] = time.time
     _rng: random.Random = attrs.field(factory=random.Random)
     _lanes: dict[str, ProxyLane] = attrs.field(init=False, factory=dict)
@@ -126,8 +197,7 @@ class Pool:
     _dispatch: Dispatcher = attrs.field(init=False)
     _client_factory: ClientFactory = attrs.field(init=False)
     _account_cfgs: dict[str, AccountConfig] = attrs.field(init=False, factory=dict)
-    _session_locks: dict[str, SessionLock] = attrs.field(factory=dict)
-    _lock_sessions: bool = False
+    _session_locks: dict[str, HeldLock] = attrs.field(factory=dict)
     _orphaned: tuple[str, ...] = attrs.field(init=False, default=())
     _opened_at: float = attrs.field(init=False, factory=trio.current_time)
     _generation: int = attrs.field(init=False, default=1)
@@ -185,15 +255,13 @@ class Pool:
         return lane
 
     def _release_session_locks(self, account_id: str | None = None) -> None:
-        ids = (
-            list(self._session_locks)
-            if account_id is None
-            else [account_id, f"{account_id}#session"]  # see lock_sessions_of
-        )
-        for acc_id in ids:
-            lock = self._session_locks.pop(acc_id, None)
-            if lock is not None:
-                lock.release()
+        keys = [
+            key
+            for key in self._session_locks
+            if account_id is None or key == account_id or key.startswith(f"{account_id}#")
+        ]  # see SessionLocker
+        for key in keys:
+            self._session_locks.pop(key).release()
 
     def _add_account(self, acc_cfg: AccountConfig) -> None:
         lane = self._lane_for(acc_cfg)
@@ -228,6 +296,7 @@ class Pool:
         return self._wall_clock() + (t - trio.current_time())
 
     def _load_state(self) -> None:
+        assert self._store is not None
         stored = self._store.load()
         for acc_id, row in stored.accounts.items():
             acc = self._accounts.get(acc_id)
@@ -245,7 +314,7 @@ class Pool:
             lane = self._lanes.get(key)
             if lane is not None:
                 self._dispatch.cool_down_lane(lane, self._wall_to_trio(prow.cooldown_until))
-                lane.consecutive_failures = prow.consecutive_failures
+                lane.restore_failure_run(prow.consecutive_failures)
         self._orphaned = tuple(sorted(set(stored.accounts) - set(self._accounts)))
         for acc_id in self._orphaned:
             log.warning(
@@ -321,7 +390,7 @@ class Pool:
             raise JobFailed(ErrorClass.INVALID_ARGUMENT, "args must be an object")
         frozen_args = dict(args)
         # before any account is taken: unknown/blocked functions, bad arguments, ranges
-        check_request(method, frozen_args, allow=self._config.policy.allow_methods)
+        self._telegram.check_request(method, frozen_args, self._config.policy.allow_methods)
         return await self._run_job(
             method, lambda c: c.call(method, frozen_args), deadline_s, account, tags
         )
@@ -344,7 +413,8 @@ class Pool:
             raise JobFailed(
                 ErrorClass.INVALID_ARGUMENT, "link_or_username must be a non-empty string"
             )
-        check_peer(link_or_username, argument="link_or_username")  # before any account is taken
+        # before any account is taken
+        self._telegram.check_peer(link_or_username, "link_or_username")
         return await self._run_job(
             "resolve", lambda c: c.resolve(link_or_username), deadline_s, account, tags
         )
@@ -369,8 +439,8 @@ class Pool:
             isinstance(i, int) and not isinstance(i, bool) for i in ids
         ):
             raise JobFailed(ErrorClass.INVALID_ARGUMENT, "ids must be a list of integers")
-        check_peer(peer)  # before any account is taken
-        id_list = check_message_ids(list(ids))
+        self._telegram.check_peer(peer, "peer")  # before any account is taken
+        id_list = self._telegram.check_message_ids(list(ids))
         return await self._run_job(
             "get_messages", lambda c: c.get_messages(peer, id_list), deadline_s, account, tags
         )
@@ -476,10 +546,9 @@ class Pool:
         removed = [i for i, a in self._accounts.items() if i not in new_cfgs and not a.retired]
         # Removed by an earlier reload but still draining its last call: take it back.
         revived = [i for i in new_cfgs if i in self._accounts and self._accounts[i].retired]
-        if self._lock_sessions:  # may raise SessionLocked: nothing changed yet
-            self._session_locks.update(
-                lock_sessions_of([new_cfgs[i] for i in added], config.daemon.state_dir)
-            )
+        if (lock := self._telegram.lock_sessions) is not None:
+            # may raise (SessionLocked): nothing changed yet
+            self._session_locks.update(lock([new_cfgs[i] for i in added]))
         old_config, self._config, self._client_factory = self._config, config, factory
         old_proxies = {p.name: p for p in old_config.proxies}
         for proxy in config.proxies:
@@ -546,15 +615,12 @@ class Pool:
     async def _move_account(self, acc: AccountWorker, acc_cfg: AccountConfig) -> None:
         """Reconnect an account with new settings once no call holds it; the caller took it
         out of scheduling (``_moving``) until then."""
+        new_lane: ProxyLane | None = None
         try:
             await acc.rebuild(self._factory_for(acc_cfg))
             new_lane = self._lane_for(acc_cfg)
-            if new_lane is not acc.lane:
-                self._lane_accounts[acc.lane.key].pop(acc.id, None)
-                acc.lane = new_lane
-                self._lane_accounts[new_lane.key][acc.id] = acc
         finally:
-            self._dispatch.end_move(acc)
+            self._dispatch.end_move(acc, new_lane)
 
     async def _retire_account(self, acc: AccountWorker) -> None:
         """Forget a retired account once its in-flight call (if any) has ended; its state
@@ -734,7 +800,7 @@ class Pool:
             if isinstance(exc, JobFailed):  # our own argument checks: final, no penalty
                 failure = Failure(exc.error_class, exc.message)
                 return failure, Verdict(retry=False)
-            failure = classify(exc)
+            failure = self._telegram.classify(exc)
             failures = acc.lane.consecutive_failures + (
                 1 if failure.error_class is ErrorClass.PROXY_UNAVAILABLE else 0
             )
@@ -818,61 +884,55 @@ class Pool:
 @asynccontextmanager
 async def open_pool(
     config: Config,
+    telegram: TelegramSide,
     *,
-    client_factory: ClientFactory | None = None,
-    store: Any = None,
-    lock_sessions: bool = True,
+    store: StateStore | None = None,
     wall_clock: Callable[[], float] = time.time,
     rng: random.Random | None = None,
 ) -> AsyncIterator[Pool]:
-    """Open a pool for ``config`` inside the caller's Trio run.
+    """Open a pool for ``config`` on the Telegram side ``telegram``, inside the caller's Trio run.
 
-    Opens one trio-asyncio loop (every Telethon coroutine runs through
-    ``trio_asyncio.aio_as_trio`` inside it) with an exception handler that logs stray
-    asyncio errors with account and proxy context, and a nursery for the accounts'
-    connection watchers. On exit, every client is disconnected (shielded, bounded by
-    ``CLOSE_TIMEOUT_S`` = 10 s) and every task is gone.
+    The scheduling core's entry: it imports no Telethon. ``mtpoold.open_pool``
+    (`mtpoold._compose.open_pool`) hands it the real Telegram side.
+
+    Builds the first client factory and takes the session locks (start-up errors — a bad
+    account, a session held elsewhere — are raised here, plainly, before any task exists),
+    then enters ``telegram.open_runtime()`` (the asyncio loop) and a nursery for the
+    dispatcher's timer and the accounts' connection watchers. On exit, every client is
+    disconnected (shielded, bounded by ``CLOSE_TIMEOUT_S`` = 10 s), every task is gone and
+    the session locks are released.
 
     Args:
         config: A validated :class:`mtpoold.Config`.
-        client_factory: Builds one account's client; default: real Telethon clients.
+        telegram: The clients, ``classify``, request checks, session locks and runtime.
         store: A :class:`mtpoold._store.StateStore` to load from and write verdicts to.
-        lock_sessions: Hold every account's session with an exclusive ``flock`` while the
-            pool uses it (default; the daemon does too), so no second process can open it and
-            get the session killed with AUTH_KEY_DUPLICATED. Raises ``SessionLocked`` if one
-            is held. False only for tests that deliberately share sessions.
         wall_clock: UNIX time in seconds, used to store cooldowns across restarts.
         rng: Source of the gates' jitter.
 
     Yields:
         The :class:`Pool`.
+
+    Raises:
+        ConfigError: from ``telegram.client_factory(config)``.
+        SessionLocked: from ``telegram.lock_sessions`` (the real one's).
     """
-    if client_factory is None:
-        from ._client import telethon_client_factory
-
-        make_factory: Callable[[Config], ClientFactory] = telethon_client_factory
-    else:
-        fixed = client_factory
-        make_factory = lambda _config: fixed  # noqa: E731
-    # Start-up errors (a bad account, a session held elsewhere) are raised here, plainly,
-    # before any task exists.
-    first_factory = make_factory(config)
-    locks = lock_sessions_of(config.accounts, config.daemon.state_dir) if lock_sessions else {}
+    first_factory = telegram.client_factory(config)
+    lock = telegram.lock_sessions
+    locks = dict(lock(config.accounts)) if lock is not None else {}
     try:
-        async with trio_asyncio.open_loop() as loop:
-            from ._aiolog import install_exception_handler
-
-            install_exception_handler(loop)
+        async with contextlib.AsyncExitStack() as stack:
+            if telegram.open_runtime is not None:
+                await stack.enter_async_context(telegram.open_runtime())
             async with trio.open_nursery() as nursery:
                 pool = Pool(
                     config,
                     nursery,
-                    lambda cfg: first_factory if cfg is config else make_factory(cfg),
+                    telegram,
+                    lambda cfg: first_factory if cfg is config else telegram.client_factory(cfg),
                     store=store,
                     wall_clock=wall_clock,
                     rng=rng or random.Random(),
                     session_locks=locks,
-                    lock_sessions=lock_sessions,
                 )
                 try:
                     yield pool
@@ -880,8 +940,8 @@ async def open_pool(
                     await pool._aclose()
                     nursery.cancel_scope.cancel()
     finally:
-        for lock in locks.values():
-            lock.release()
+        for held in locks.values():
+            held.release()
 
 
 def _last_error(failure: Failure) -> str:

@@ -21,8 +21,9 @@ import trio
 import trio_asyncio
 
 from mtpoold._aiolog import AioExceptionHandler
+from mtpoold._compose import open_pool
 from mtpoold._config import Config, parse_config
-from mtpoold._pool import Pool, open_pool
+from mtpoold._pool import Pool
 from mtpoold._stats import AccountStatistics, LaneStatistics
 from mtpoold.testing import DC, Proxy
 from mtpoold.testing.dc import User, World, default_world

@@ -17,8 +17,8 @@ from telethon.sessions import StringSession
 
 from mtpoold._authorize import AuthorizeFailed, Prompter, authorize_account
 from mtpoold._cli import main
+from mtpoold._compose import open_pool
 from mtpoold._config import Config, parse_config
-from mtpoold._pool import open_pool
 from mtpoold._sessionlock import SessionLock
 from mtpoold.testing import DC, open_dc
 from mtpoold.testing.dc import LOGIN_CODE

@@ -11,7 +11,7 @@ import trio.testing
 from telethon import errors as tg
 
 from mtpoold._errors import JobFailed
-from mtpoold._pool import open_pool
+from mtpoold._compose import open_pool
 
 from _fakeclient import Sleep, World, make_config
 

@@ -34,6 +34,7 @@ from mtpoold._aiolog import (
     aio_context_for,
     install_exception_handler,
 )
+from mtpoold._classify import classify
 from mtpoold._client import (
     TelethonClient,
     register_rsa_keys,
@@ -49,7 +50,7 @@ from mtpoold._config import (
     TelegramConfig,
     proxy_key,
 )
-from mtpoold._errors import ConfigError, ErrorClass, JobFailed, classify
+from mtpoold._errors import ConfigError, ErrorClass, JobFailed
 
 Handler = Callable[[trio.SocketStream], Awaitable[None]]
 

@@ -20,9 +20,9 @@ import trio
 
 from mtpoold._authorize import write_session_file
 from mtpoold._cli import main
+from mtpoold._compose import open_pool
 from mtpoold._config import load_config
 from mtpoold._daemon import run_daemon
-from mtpoold._pool import open_pool
 from mtpoold._rpc import RpcError
 from mtpoold._rpcclient import call, parse_target
 from mtpoold.testing import DC, open_dc

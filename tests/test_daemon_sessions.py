@@ -185,9 +185,9 @@ async def test_a_session_file_that_turns_unreadable_at_run_time_disables_its_acc
     import pytest
     import trio
 
+    from mtpoold._compose import open_pool
     from mtpoold._config import parse_config
     from mtpoold._errors import JobFailed
-    from mtpoold._pool import open_pool
     from mtpoold.testing import open_dc
 
     async with open_dc() as dc:

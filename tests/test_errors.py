@@ -1,4 +1,5 @@
-"""Tests for mtpoold._errors: classify() on the shapes Telethon and python-socks really produce."""
+"""Tests for mtpoold._errors and mtpoold._classify: classify() on the shapes Telethon and
+python-socks really produce."""
 
 from __future__ import annotations
 
@@ -25,9 +26,9 @@ from telethon.tl.functions.contacts import ResolveUsernameRequest
 from telethon.tl.functions.messages import GetHistoryRequest, GetMessagesRequest
 from telethon.tl.types import InputChannel, InputMessageID, InputPeerEmpty, RpcError
 
+from mtpoold._classify import TL_LAYER, classify
 from mtpoold._config import PolicyConfig
 from mtpoold._errors import (
-    TL_LAYER,
     ConfigError,
     ConnectPhase,
     ErrorClass,
@@ -36,7 +37,6 @@ from mtpoold._errors import (
     MtpooldError,
     ProtocolViolation,
     ProxyUnavailable,
-    classify,
     redact,
 )
 from mtpoold._policy import Verdict, decide
@@ -325,7 +325,7 @@ PROBE = textwrap.dedent(
 
     order = sys.argv[1]
     if order == "mtpoold-first":
-        import mtpoold._errors as E
+        import mtpoold._classify as E
         import python_socks, python_socks._errors
         import telethon
         from telethon.network.connection import ConnectionTcpFull
@@ -367,7 +367,7 @@ PROBE = textwrap.dedent(
     # One real proxied connect: this is when Telethon rebinds python_socks._errors.*.
     real = asyncio.run(proxy_failures())
     if order == "telethon-first":
-        import mtpoold._errors as E
+        import mtpoold._classify as E
     real += asyncio.run(proxy_failures())
     rebound = python_socks._errors.ProxyError
     samples = [

@@ -13,8 +13,8 @@ import trio
 import trio.testing
 from telethon import errors as tg
 
+from mtpoold._compose import open_pool
 from mtpoold._errors import ErrorClass, JobFailed
-from mtpoold._pool import open_pool
 from mtpoold._sessionlock import SessionLocked, runtime_lock_dir
 from mtpoold._store import StateStore
 

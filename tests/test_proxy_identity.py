@@ -8,9 +8,9 @@ from pathlib import Path
 import trio
 import trio.testing
 
+from mtpoold._compose import open_pool
 from mtpoold._config import Config, parse_config, proxy_key
 from mtpoold._daemon import _php_proxy_key, migrate_proxy_keys
-from mtpoold._pool import open_pool
 from mtpoold._store import StateStore, StoredProxy
 
 from _fakeclient import World, make_config

@@ -210,9 +210,9 @@ async def test_an_unparseable_reply_never_puts_personal_data_in_errors_logs_or_s
     import json
     import logging
 
+    from mtpoold._compose import open_pool
     from mtpoold._config import parse_config
     from mtpoold._errors import JobFailed
-    from mtpoold._pool import open_pool
 
     caplog.set_level(logging.DEBUG)
     async with open_dc() as dc:

@@ -28,13 +28,13 @@ class ProxyCoolingDown(Exception):
     lane, a wait, or NO_ACCOUNT_AVAILABLE when none can start before the deadline).
 
     Args:
-        lane: The lane's name.
+        proxy: The lane's (proxy's) name.
         until: When its cooldown ends, trio clock seconds.
     """
 
-    def __init__(self, lane: str, until: float) -> None:
-        super().__init__(f"proxy {lane} is cooling down")
-        self.lane = lane
+    def __init__(self, proxy: str, until: float) -> None:
+        super().__init__(f"proxy {proxy} is cooling down")
+        self.proxy = proxy
         self.until = until
 
 

@@ -1,5 +1,5 @@
-"""Break attempts (wt-break): fault combinations on the real stack (Telethon -> relay/MTProxy
--> loopback DC)."""
+"""Fault combinations on the real stack (Telethon -> relay/MTProxy -> loopback DC): one account
+storming beside a healthy one, faults at connect vs mid-call, a DC dying behind an MTProxy."""
 
 from __future__ import annotations
 
@@ -264,5 +264,5 @@ async def test_blackholing_proxy_is_connected_to_once_not_once_per_queued_job(
                         nursery.start_soon(job)
             lane = fleet.lane("p1")
             print(answers, relay.accepted, lane)
-            assert relay.accepted == 1, relay.accepted  # today: 4
+            assert relay.accepted == 1, relay.accepted  # before the fix: 4
             assert lane.consecutive_failures == 1

@@ -1,4 +1,5 @@
-"""Break attempts (wt-break): scheduling corner cases on MockClock with the client double."""
+"""Scheduling corner cases on MockClock with the client double: proxy cooldowns meeting
+queued jobs, reloads and pinned jobs."""
 
 from __future__ import annotations
 
@@ -10,8 +11,8 @@ import trio
 import trio.testing
 from telethon import errors as tg
 
-from mtpoold._errors import JobFailed
 from mtpoold._compose import open_pool
+from mtpoold._errors import JobFailed
 
 from _fakeclient import Sleep, World, make_config
 
@@ -80,7 +81,7 @@ async def test_jobs_queued_on_a_lane_do_not_connect_through_it_once_it_cools_dow
                 await trio.testing.wait_all_tasks_blocked()
         lane = next(p for p in pool.statistics().proxies if p.name == "p1")
     print(answers, world.starts, lane)
-    # today: connects at 0, 2, 4, 6 s; consecutive_failures == 4
+    # before the fix: connects at 0, 2, 4, 6 s; consecutive_failures == 4
     assert [kind for _, kind, _ in world.starts] == ["connect"], world.starts
     assert lane.consecutive_failures == 1, lane
     assert sorted(a[0] for a in answers) == ["NO_ACCOUNT_AVAILABLE"] * 3 + ["PROXY_UNAVAILABLE"]
@@ -195,7 +196,9 @@ async def test_first_job_after_a_reload_on_a_cooling_proxy_is_answered_at_once(
         summary = await pool.reload(changed)  # type: ignore[arg-type]
         assert summary.reconnected == ("a1",)
         after = await _answer(pool.invoke("help.GetConfig", {}, deadline_s=20))
-        print(after)  # today: ('DEADLINE_EXCEEDED', 20.0, None, 'job deadline of 20 s passed')
+        print(
+            after
+        )  # before the fix: ('DEADLINE_EXCEEDED', 20.0, None, 'job deadline of 20 s passed')
         assert after[0] == "NO_ACCOUNT_AVAILABLE", after
         assert after[1] == pytest.approx(0, abs=0.01)
         assert after[2] is not None and after[2] > 250
@@ -211,6 +214,6 @@ async def test_fixing_a_cooling_proxys_password_lets_it_be_tried_again(
         assert first[0] == "PROXY_UNAVAILABLE"
         await pool.reload(_proxy_config(tmp_path, "right"))  # type: ignore[arg-type]
         lane = next(p for p in pool.statistics().proxies if p.name == "p1")
-        print(lane)  # today: cooldown_remaining_s=300.0
+        print(lane)  # before the fix: cooldown_remaining_s=300.0
         assert lane.cooldown_remaining_s == 0, lane
         assert (await _answer(pool.invoke("help.GetConfig", {}, deadline_s=20)))[0] == "ok"

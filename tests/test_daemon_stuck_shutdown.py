@@ -1,4 +1,4 @@
-"""Break attempts (wt-break): the daemon process under SIGTERM with stuck work."""
+"""The daemon process under SIGTERM with stuck work: every job answered within the grace."""
 
 from __future__ import annotations
 

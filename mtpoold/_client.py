@@ -306,6 +306,20 @@ def _check_server(telegram: TelegramConfig, where: str) -> list[str]:
 # --- the client -----------------------------------------------------------------------------
 
 
+class _NoReconnectNoise(logging.Filter):
+    """Drops Telethon's ERROR "Automatic reconnection failed 0 time(s)": with reconnects off
+    (the pool reconnects, through the gate) Telethon logs it on every dropped connection
+    although it attempted nothing; the pool's own judgement of the drop is what is logged."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (
+            record.msg == "Automatic reconnection failed %d time(s)" and record.args == (0,)
+        )
+
+
+_NO_RECONNECT_NOISE: Final = _NoReconnectNoise()
+
+
 class _GatedTelegramClient(TelegramClient):  # type: ignore[misc]
     """``TelegramClient`` that does nothing on the network the pool did not ask for.
 
@@ -670,6 +684,8 @@ class TelethonClient:
         recorded = read_device_params(acc.session) if acc.session is not None else {}
         device = {f: getattr(acc, f) or recorded.get(f) for f in DEVICE_FIELDS}
         host = self.telegram.dc_host or ""
+        # idempotent: a filter already added is not added again
+        logging.getLogger("telethon.network.mtprotosender").addFilter(_NO_RECONNECT_NOISE)
         tg = _GatedTelegramClient(
             session,
             acc.api_id,

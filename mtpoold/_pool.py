@@ -781,10 +781,16 @@ class Pool:
         message = failure.message
         if exhausted:
             message = f"{message} (gave up after {job.attempts} attempts)"
+        retry_after_s = failure.retry_after_s
+        last = self._accounts.get(job.last_account) if job.last_account is not None else None
+        if retry_after_s is None and failure.error_class is ErrorClass.PROXY_UNAVAILABLE and last:
+            # the proxy's cooldown is when trying again makes sense
+            rest = last.lane.cooldown_until - trio.current_time()
+            retry_after_s = rest if rest > 0 else None
         return JobFailed(
             failure.error_class,
             message,
-            retry_after_s=failure.retry_after_s,
+            retry_after_s=retry_after_s,
             account=job.last_account,
             attempts=job.attempts,
         )

@@ -63,6 +63,8 @@ async def _fails(call: Awaitable[Any]) -> JobFailed:
 
 def _assert_proxy_blamed(fleet: Any, failure: JobFailed, phase: str) -> None:
     assert failure.error_class is ErrorClass.PROXY_UNAVAILABLE, failure
+    # when to try again: the proxy's cooldown
+    assert failure.retry_after_s is not None and 0 < failure.retry_after_s <= COOLDOWN_MIN_S
     assert f"({phase}, before the DC answered)" in failure.message, failure.message
     assert failure.message.startswith("proxy p1 "), failure.message
     lane = fleet.lane("p1")

@@ -32,12 +32,14 @@ from ._errors import MtpooldError as MtpooldError
 from ._pool import JobMeta as JobMeta
 from ._pool import JobResult as JobResult
 from ._pool import Pool as Pool
+from ._pool import ReloadSummary as ReloadSummary
 from ._stats import AccountStatistics as AccountStatistics
 from ._stats import LaneStatistics as LaneStatistics
 from ._stats import PoolStatistics as PoolStatistics
 
 if _TYPE_CHECKING:
     from ._classify import classify as classify
+    from ._sessionlock import SessionLocked as SessionLocked
 
 try:
     __version__ = _version("mtpoold")
@@ -62,6 +64,8 @@ __all__ = [
     "Pool",
     "PoolStatistics",
     "ProxyConfig",
+    "ReloadSummary",
+    "SessionLocked",
     "TelegramConfig",
     "__version__",
     "classify",
@@ -72,15 +76,23 @@ __all__ = [
 ]
 
 
+_LAZY = ("classify", "SessionLocked")
+
+
 def __getattr__(name: str) -> _Any:
-    # classify is the Telegram side's (it imports Telethon): loaded on first use, so that
-    # ``import mtpoold`` (and with it the scheduling core) pulls in no Telethon.
+    # The Telegram side's names (classify imports Telethon; session locks belong to the
+    # composition): loaded on first use, so that ``import mtpoold`` (and with it the
+    # scheduling core) pulls in no Telegram-side module.
     if name == "classify":
         from ._classify import classify
 
         return classify
+    if name == "SessionLocked":
+        from ._sessionlock import SessionLocked
+
+        return SessionLocked
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def __dir__() -> list[str]:
-    return sorted({*globals(), "classify"})
+    return sorted({*globals(), *_LAZY})

@@ -27,3 +27,16 @@ def test_testing_exports_the_misbehaving_relay_and_mtproxy() -> None:
         assert callable(getattr(mtpoold.testing, name))
     for name in ("Relay", "RelayConnection", "MTProxy"):
         assert isinstance(getattr(mtpoold.testing, name), type)
+
+
+def test_what_the_public_api_raises_or_returns_is_exported() -> None:
+    """`open_pool` raises SessionLocked, `Pool.reload` returns a ReloadSummary; jobs return
+    JobResult/JobMeta and raise JobFailed; statistics() returns PoolStatistics."""
+    from mtpoold._pool import ReloadSummary
+    from mtpoold._sessionlock import SessionLocked
+
+    assert mtpoold.SessionLocked is SessionLocked
+    assert issubclass(mtpoold.SessionLocked, mtpoold.MtpooldError)
+    assert mtpoold.ReloadSummary is ReloadSummary
+    for name in ("JobResult", "JobMeta", "JobFailed", "PoolStatistics", "ConfigError"):
+        assert name in mtpoold.__all__

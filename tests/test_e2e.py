@@ -387,6 +387,7 @@ async def test_blackhole_all_fails_the_job_with_deadline_exceeded_at_the_call_de
 WIRE_JITTER_S = 0.05
 
 
+@pytest.mark.alone
 async def test_per_proxy_interval_holds_on_the_wire(
     tmp_path: Path, dc: DC, socks: Proxy, socks_auth: Proxy, http: Proxy
 ) -> None:

@@ -30,6 +30,9 @@ OTHER_PHONE = "15550000002"
 #: Seconds by which two bursts at the relay may be closer than the interval (test_e2e.py).
 WIRE_JITTER_S = 0.05
 COOLDOWN_MIN_S = 30.0  # proxy_cooldown_min_s: long enough to see it while the test runs
+#: interval_s of a proxy whose entry names none, seconds: small, so a test's second call does
+#: not wait out the 2 s default.
+INTERVAL_S = 0.1
 
 
 @pytest.fixture
@@ -48,7 +51,7 @@ def _config(
     return fleet_config(
         tmp_path,
         dc,
-        proxies=proxies,
+        proxies=[{"interval_s": INTERVAL_S, **entry} for entry in proxies],
         accounts={"a1": (PHONE, "p1")},
         policy={"proxy_cooldown_min_s": COOLDOWN_MIN_S, "max_attempts": 1, **(policy or {})},
         telegram={"connect_timeout_s": 1.0, **telegram},
@@ -219,6 +222,7 @@ async def test_corrupted_stream_fails_the_call_with_the_reason(tmp_path: Path, d
 # --- the gate sees everything -----------------------------------------------------------------
 
 
+@pytest.mark.alone
 async def test_keepalive_and_reconnect_take_gate_slots(tmp_path: Path, dc: DC) -> None:
     interval_s = 0.5
     async with _open_relay() as relay:

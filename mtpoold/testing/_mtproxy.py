@@ -65,7 +65,11 @@ def _stream_cipher(key_material: bytes, iv: bytes, secret: bytes) -> AESModeCTR:
 
 def _parse_secret(secret: bytes | str | None) -> bytes:
     if secret is None:
-        return os.urandom(SECRET_BYTES)
+        # Telethon strips a leading dd/ee from a hex secret: a random one starting with those
+        # bytes (2 in 256) would be misread by raw Telethon clients handed the plain hex
+        while (fresh := os.urandom(SECRET_BYTES))[0] in (0xDD, 0xEE):
+            pass
+        return fresh
     if isinstance(secret, str):
         text = secret[2:] if secret[:2].lower() in ("dd", "ee") and len(secret) > 32 else secret
         try:
@@ -124,7 +128,11 @@ class MTProxy(_FaultyServer):
 
     @property
     def telethon_proxy(self) -> tuple[str, int, str]:
-        """``proxy=`` for ``TelegramClient(connection=ConnectionTcpMTProxy...)``, plain secret."""
+        """``proxy=`` for ``TelegramClient(connection=ConnectionTcpMTProxy...)``, plain secret
+        (``dd``-prefixed when the secret itself starts with dd/ee, which Telethon would strip:
+        the connection class, not the prefix, chooses the transport)."""
+        if self.secret_hex[:2] in ("dd", "ee"):
+            return (self.host, self.port, self.dd_secret_hex)
         return (self.host, self.port, self.secret_hex)
 
     @property

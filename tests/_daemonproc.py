@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import signal
 import socket
+import subprocess
 import sys
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+import time
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 
 import trio
@@ -44,3 +47,29 @@ async def async_daemon(config: Path, log: Path) -> AsyncIterator[trio.Process]:
         if proc.returncode is None:  # pragma: no cover - a hang is a bug: don't leak it
             proc.kill()
             await proc.wait()
+
+
+@contextmanager
+def daemon_process(config: Path, log: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """``mtpoold run`` as a subprocess, yielded once it logged ``daemon.ready``; SIGTERM at exit."""
+    with log.open("wb") as err:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "mtpoold", "run", "--config", str(config)],
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+        )
+    try:
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while "daemon.ready" not in log.read_text():
+            assert proc.poll() is None, f"daemon exited {proc.returncode}: {log.read_text()}"
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.05)
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:  # pragma: no cover - a hang is a bug: don't leak it
+            proc.kill()
+            proc.wait()

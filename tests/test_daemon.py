@@ -5,12 +5,10 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
-import time
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -28,16 +26,8 @@ from mtpoold._rpcclient import call, parse_target
 from mtpoold.testing import DC, open_dc
 from mtpoold.testing.dc import blackhole
 
-from _daemonproc import async_daemon
+from _daemonproc import async_daemon, daemon_process, free_port
 from _fakeclient import Sleep, World
-
-READY_TIMEOUT_S = 30.0
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def write_config(tmp_path: Path, *, listen: str | None = None, accounts: str | None = None) -> Path:
@@ -77,32 +67,6 @@ def mtpoold(*args: str, **kw: Any) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "mtpoold", *args], capture_output=True, text=True, timeout=60, **kw
     )
-
-
-@contextmanager
-def daemon_process(config: Path, log: Path) -> Iterator[subprocess.Popen[bytes]]:
-    """``mtpoold run`` as a subprocess, yielded once it logged ``daemon.ready``; SIGTERM at exit."""
-    with log.open("wb") as err:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "mtpoold", "run", "--config", str(config)],
-            stdout=subprocess.DEVNULL,
-            stderr=err,
-        )
-    try:
-        deadline = time.monotonic() + READY_TIMEOUT_S
-        while "daemon.ready" not in log.read_text():
-            assert proc.poll() is None, f"daemon exited {proc.returncode}: {log.read_text()}"
-            assert time.monotonic() < deadline, log.read_text()
-            time.sleep(0.05)
-        yield proc
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:  # pragma: no cover - a hang is a bug: don't leak it
-            proc.kill()
-            proc.wait()
 
 
 def test_second_daemon_on_the_same_sessions_exits_2_naming_account_path_and_pid(

@@ -9,10 +9,8 @@ Now every session is identified by its DC id and auth key, and the lock is keyed
 from __future__ import annotations
 
 import shutil
-import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -21,7 +19,7 @@ from typing import Any
 from mtpoold._authorize import write_session_file
 from mtpoold.testing import DC
 
-from _daemonproc import READY_TIMEOUT_S, free_port
+from _daemonproc import daemon_process, free_port
 
 ALICE = "15550000001"
 BOB = "15550000002"
@@ -49,28 +47,8 @@ def mtpoold(*args: str, **kw: Any) -> subprocess.CompletedProcess[str]:
 
 @contextmanager
 def daemon(config: Path) -> Iterator[subprocess.Popen[bytes]]:
-    log = config.with_suffix(".log")
-    with log.open("wb") as err:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "mtpoold", "run", "--config", str(config)],
-            stdout=subprocess.DEVNULL,
-            stderr=err,
-        )
-    try:
-        deadline = time.monotonic() + READY_TIMEOUT_S
-        while "daemon.ready" not in log.read_text():
-            assert proc.poll() is None, f"daemon exited {proc.returncode}: {log.read_text()}"
-            assert time.monotonic() < deadline, log.read_text()
-            time.sleep(0.05)
+    with daemon_process(config, config.with_suffix(".log")) as proc:
         yield proc
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:  # pragma: no cover - a hang is a bug: don't leak it
-            proc.kill()
-            proc.wait()
 
 
 def last_line(result: subprocess.CompletedProcess[str]) -> str:

@@ -397,7 +397,7 @@ class TelethonClient:
 
     def __attrs_post_init__(self) -> None:
         self.monitor = WireMonitor(
-            proxy=self.proxy.name if self.proxy is not None else "direct",
+            proxy=self.proxy.name if self.proxy is not None else None,
             max_messages_per_call=self.telegram.wire_max_messages_per_call,
             max_extra_messages_per_s=self.telegram.wire_max_extra_messages_per_s,
         )

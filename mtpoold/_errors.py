@@ -212,17 +212,20 @@ class ProxyUnavailable(ConnectionError):
     Classified PROXY_UNAVAILABLE (proxy cooldown with backoff; the account is not blamed).
 
     Args:
-        proxy: The proxy's name (``"direct"`` for the no-proxy lane); never a secret.
+        proxy: The proxy's name, or None for the direct lane (the host's own address: the
+            failure is its network's or the DC address's, still not the account's); never a
+            secret.
         phase: The phase the connection was in (never `ConnectPhase.DC_ANSWERED`).
         detail: What happened, one redacted sentence fragment, e.g. ``"closed the connection
             after 64 bytes"``.
     """
 
-    def __init__(self, proxy: str, phase: ConnectPhase, detail: str) -> None:
+    def __init__(self, proxy: str | None, phase: ConnectPhase, detail: str) -> None:
         self.proxy = proxy
         self.phase = phase
         self.detail = detail
-        super().__init__(f"proxy {proxy} {detail} ({phase.value}, before the DC answered)")
+        who = f"proxy {proxy}" if proxy is not None else "the DC's address (direct, no proxy)"
+        super().__init__(f"{who} {detail} ({phase.value}, before the DC answered)")
 
 
 class ProtocolViolation(ConnectionError):

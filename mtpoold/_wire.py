@@ -118,7 +118,7 @@ class WireMonitor:
     """Phase, byte counts and the wire governor of one client's current connection.
 
     Args:
-        proxy: The proxy's name for messages (``"direct"`` without one); never a secret.
+        proxy: The proxy's name for messages (None: the direct lane); never a secret.
         max_messages_per_call: Ceiling of messages while one call is in flight (>= 1).
         max_extra_messages_per_s: Ceiling of messages per `WINDOW_S` beyond the new requests
             and one ack per new request (or call started) in the window (>= 1).
@@ -138,7 +138,7 @@ class WireMonitor:
     def __init__(
         self,
         *,
-        proxy: str,
+        proxy: str | None,
         max_messages_per_call: int = 32,
         max_extra_messages_per_s: int = 20,
         clock: Callable[[], float] = time.monotonic,

@@ -82,7 +82,7 @@ def test_governor_per_second_ceiling_counts_what_no_call_explains() -> None:
 
 def test_governor_lets_a_warm_loop_of_hundreds_of_calls_per_second_through() -> None:
     clock = FakeClock()
-    monitor = WireMonitor(proxy="direct", clock=clock)
+    monitor = WireMonitor(proxy=None, clock=clock)
     for i in range(2000):  # 500 calls/s for 4 s, each a request and the previous call's ack
         monitor.begin_call()
         monitor.count(REQUEST + i.to_bytes(4, "little"))
@@ -98,7 +98,7 @@ def test_governor_lets_calls_of_several_requests_each_through() -> None:
     (resolveUsername + getFullChannel): one call, several new requests and their acks — none
     of it is Telethon's own traffic. Found by `mtpoold authorize` with 2FA tripping it."""
     clock = FakeClock()
-    monitor = WireMonitor(proxy="direct", clock=clock)
+    monitor = WireMonitor(proxy=None, clock=clock)
     serial = 0
     for _ in range(6):  # 6 calls in 0.6 s, 4 requests and 4 acks each
         monitor.begin_call()
@@ -114,6 +114,14 @@ def test_governor_lets_calls_of_several_requests_each_through() -> None:
         monitor.count(REQUEST + serial.to_bytes(4, "little"))
     assert monitor.fault is not None
     assert "21 resends" in str(monitor.fault)
+
+
+def test_blame_on_the_direct_lane_names_the_dcs_address_not_a_proxy() -> None:
+    blamed = WireMonitor(proxy=None).blame("refused the connection")
+    assert str(blamed) == (
+        "the DC's address (direct, no proxy) refused the connection (proxy_tcp, before the DC"
+        " answered)"
+    )
 
 
 def test_blame_names_the_phase_until_the_dc_answers() -> None:

@@ -341,21 +341,25 @@ class AccountWorker:
         self._idle_scope = scope
         self.nursery.start_soon(self._watch_idle, scope, name=f"idle-watch:{self.id}")
 
+    def _next_idle_event(self) -> float:
+        """When the idle watcher must next act (trio clock, s): the idle disconnect or the
+        next keepalive ping, whichever comes first."""
+        assert self.last_used is not None
+        idle_at = self.last_used + self.idle_disconnect_s
+        ping_at = max(self.last_used, self.last_ping) + self.keepalive_interval_s
+        return min(idle_at, ping_at)
+
     async def _watch_idle(self, scope: trio.CancelScope) -> None:
         """Ping the idle connection every ``keepalive_interval_s``; close it after
         ``idle_disconnect_s`` without a call."""
         with scope:
             while True:
+                await trio.sleep_until(self._next_idle_event())
+                now = trio.current_time()
+                if now < self._next_idle_event():
+                    continue  # used (or pinged) meanwhile
                 assert self.last_used is not None
                 idle_at = self.last_used + self.idle_disconnect_s
-                ping_at = max(self.last_used, self.last_ping) + self.keepalive_interval_s
-                await trio.sleep_until(min(idle_at, ping_at))
-                now = trio.current_time()
-                if now < min(
-                    self.last_used + self.idle_disconnect_s,
-                    max(self.last_used, self.last_ping) + self.keepalive_interval_s,
-                ):
-                    continue  # used meanwhile
                 try:
                     self._lock.acquire_nowait()
                 except trio.WouldBlock:

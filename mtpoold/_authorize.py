@@ -52,7 +52,7 @@ from ._client import (
     register_rsa_keys,
     session_file_path,
 )
-from ._errors import ConfigError, MtpooldError
+from ._errors import ConfigError, MtpooldError, leaves
 from ._secrets import PRIVATE_FILE_MODE, ensure_private_dir
 from ._sessionid import SessionIdentity, file_session_key, key_id_of
 from ._sessionlock import SessionLock
@@ -620,13 +620,7 @@ def authorize_accounts(
     try:
         return trio.run(run)
     except BaseExceptionGroup as group:  # the trio-asyncio loop's nursery wraps what we raise
-        leaves = _leaves(group)
-        if len(leaves) == 1 and isinstance(leaves[0], Exception):
-            raise leaves[0] from None
+        found = leaves(group)
+        if len(found) == 1 and isinstance(found[0], Exception):
+            raise found[0] from None
         raise
-
-
-def _leaves(exc: BaseException) -> list[BaseException]:
-    if isinstance(exc, BaseExceptionGroup):
-        return [leaf for sub in exc.exceptions for leaf in _leaves(sub)]
-    return [exc]

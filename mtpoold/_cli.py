@@ -37,6 +37,8 @@ from typing import Any, Final, NoReturn
 
 import trio
 
+from ._errors import leaves
+
 __all__ = ["entry", "main"]
 
 EXIT_OK: Final = 0
@@ -429,7 +431,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         trio.run(lambda: run_daemon(config, config_path=path))
     except (OSError, TokenError, MtpooldError, BaseExceptionGroup) as exc:
         # Startup failures arrive wrapped in the pool's and the server's nurseries.
-        for leaf in _leaves(exc):
+        for leaf in leaves(exc):
             if isinstance(leaf, SessionLocked):
                 raise _Fail(EXIT_USAGE, f"mtpoold run: {leaf}") from None
             if isinstance(leaf, ConfigError):
@@ -451,12 +453,6 @@ def _console() -> Any:
     # Piped output (files, tests, `watch`) gets wide tables rather than wrapped cells.
     wide = not sys.stdout.isatty() and "COLUMNS" not in os.environ
     return _Console(width=200) if wide else _Console()
-
-
-def _leaves(exc: BaseException) -> list[BaseException]:
-    if isinstance(exc, BaseExceptionGroup):
-        return [leaf for sub in exc.exceptions for leaf in _leaves(sub)]
-    return [exc]
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
@@ -673,7 +669,7 @@ def main(argv: list[str] | None = None) -> int:
         return exc.code if isinstance(exc.code, int) else EXIT_OK
     except Exception as exc:  # a bug: still one line, unless asked for the traceback
         if isinstance(exc, BaseExceptionGroup) and all(
-            isinstance(leaf, BrokenPipeError) for leaf in _leaves(exc)
+            isinstance(leaf, BrokenPipeError) for leaf in leaves(exc)
         ):
             return _broken_pipe()
         if os.environ.get("MTPOOLD_DEBUG"):

@@ -29,6 +29,7 @@ __all__ = [
     "ProtocolViolation",
     "ProxyUnavailable",
     "REDACTED",
+    "leaves",
     "redact",
 ]
 
@@ -242,6 +243,14 @@ class ProtocolViolation(ConnectionError):
     def __init__(self, detail: str) -> None:
         self.detail = detail
         super().__init__(detail)
+
+
+def leaves(exc: BaseException) -> list[BaseException]:
+    """The exceptions of ``exc`` with every exception group flattened (``[exc]`` for a plain
+    one), in order: what a nursery's ``ExceptionGroup`` really carries."""
+    if isinstance(exc, BaseExceptionGroup):
+        return [leaf for sub in exc.exceptions for leaf in leaves(sub)]
+    return [exc]
 
 
 # --- redaction ------------------------------------------------------------------------------------

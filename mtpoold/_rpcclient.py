@@ -15,6 +15,7 @@ import attrs
 import trio
 from trio_websocket import ConnectionClosed, ConnectionRejected, HandshakeError, wrap_client_stream
 
+from ._errors import leaves
 from ._listen import parse_listen
 from ._rpc import RpcError
 
@@ -116,12 +117,6 @@ def target_from_listen(listen: str) -> Target:
     return parse_target(f"ws://{host}:{port}/")
 
 
-def _leaves(exc: BaseException) -> list[BaseException]:
-    if isinstance(exc, BaseExceptionGroup):
-        return [leaf for sub in exc.exceptions for leaf in _leaves(sub)]
-    return [exc]
-
-
 async def _open_stream(target: Target) -> trio.SocketStream:
     if target.path is not None:
         return await trio.open_unix_socket(target.path)
@@ -198,10 +193,10 @@ async def call(
 
 
 def _raise_mapped(exc: BaseException, target: Target) -> None:
-    leaves = [e for e in _leaves(exc) if not isinstance(e, trio.Cancelled)]
-    if not leaves:
+    found = [e for e in leaves(exc) if not isinstance(e, trio.Cancelled)]
+    if not found:
         return
-    first = leaves[0]
+    first = found[0]
     if isinstance(first, ConnectionRejected):
         status = first.status_code
         body = (first.body or b"").decode("utf-8", "replace").strip()
@@ -215,5 +210,5 @@ def _raise_mapped(exc: BaseException, target: Target) -> None:
         raise DaemonUnreachable(f"connection to {target} lost before a reply") from None
     if isinstance(first, json.JSONDecodeError):
         raise DaemonUnreachable(f"{target} sent a reply that is not JSON") from None
-    if isinstance(exc, BaseExceptionGroup) and len(leaves) == 1:
+    if isinstance(exc, BaseExceptionGroup) and len(found) == 1:
         raise first from None

@@ -842,3 +842,12 @@ async def test_classify_real_telethon_answers(
     if dc_scope is not None:
         assert f.dc_id == 4
         assert "(caused by ResolveUsernameRequest)" in f.message
+
+
+def test_leaves_flattens_nested_exception_groups_in_order() -> None:
+    from mtpoold._errors import leaves
+
+    a, b, c = ValueError("a"), KeyError("b"), OSError("c")
+    nested = BaseExceptionGroup("outer", [a, ExceptionGroup("inner", [b, c])])
+    assert leaves(nested) == [a, b, c]
+    assert leaves(a) == [a]

@@ -74,6 +74,7 @@ from telethon.tl import functions as tl_functions
 from telethon.tl import types as tl_types
 from telethon.tl.tlobject import TLObject
 
+from ._account import DISCONNECT_TIMEOUT_S
 from ._aiobridge import AIO_CANCEL_WAIT_S, run_aio
 from ._aiolog import AioContext, aio_context
 from ._errors import (
@@ -107,7 +108,6 @@ __all__ = [
 
 log = logging.getLogger("mtpoold.client")
 
-DISCONNECT_TIMEOUT_S: Final = 5.0  # seconds a disconnect may take before we stop waiting
 #: Seconds the server keeps the connection after a keepalive ping (``ping_delay_disconnect``,
 #: as Telethon's own keepalive; the worker pings every 60 s).
 PING_DISCONNECT_DELAY_S: Final = 75

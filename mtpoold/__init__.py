@@ -18,6 +18,7 @@ from ._config import AccountConfig as AccountConfig
 from ._config import Config as Config
 from ._config import DaemonConfig as DaemonConfig
 from ._config import DirectConfig as DirectConfig
+from ._config import EconomyConfig as EconomyConfig
 from ._config import PolicyConfig as PolicyConfig
 from ._config import ProxyConfig as ProxyConfig
 from ._config import TelegramConfig as TelegramConfig
@@ -53,6 +54,7 @@ __all__ = [
     "ConfigError",
     "DaemonConfig",
     "DirectConfig",
+    "EconomyConfig",
     "ErrorClass",
     "Failure",
     "JobFailed",

@@ -487,6 +487,35 @@ class DirectConfig:
 
 
 @attrs.frozen(kw_only=True)
+class EconomyConfig:
+    """How the pool saves Telegram requests and account standing, ``[economy]``.
+
+    Each switch turned off gives the behaviour from before it existed, which is what the
+    ``economy`` benchmark compares against (``bench/economy.py``).
+
+    Attributes:
+        flood_scopes: A FLOOD_WAIT cools the (account, rate class) it came from; off: it cools
+            the whole account.
+        budgets: Per-account, per-rate-class request budgets are enforced; off: none.
+        peer_memory: Every account's resolved peers (id, access hash, username) are kept in
+            the state store and used instead of a look-up; off: only Telethon's session cache.
+        route_by_knowledge: Among accounts that can serve a job now, prefer one that already
+            knows its peer; off: least recently used only.
+        share_identical: Identical read-only jobs in flight share one Telegram call; off: each
+            job makes its own.
+        merge_get_messages: ``get_messages`` jobs for the same chat waiting for an account
+            ride in one call (at most 100 ids); off: one call each.
+    """
+
+    flood_scopes: bool = True
+    budgets: bool = True
+    peer_memory: bool = True
+    route_by_knowledge: bool = True
+    share_identical: bool = True
+    merge_get_messages: bool = True
+
+
+@attrs.frozen(kw_only=True)
 class DaemonConfig:
     """The daemon itself, ``[daemon]``.
 
@@ -528,6 +557,7 @@ class Config:
     telegram: TelegramConfig = attrs.field(factory=TelegramConfig)
     policy: PolicyConfig = attrs.field(factory=PolicyConfig)
     direct: DirectConfig = attrs.field(factory=DirectConfig)
+    economy: EconomyConfig = attrs.field(factory=EconomyConfig)
     proxies: tuple[ProxyConfig, ...] = ()
     accounts: tuple[AccountConfig, ...] = attrs.field(default=(), validator=_cross_checks)
 
@@ -927,7 +957,7 @@ def load_config(path: str | os.PathLike[str]) -> Config:
     return parse_config(data, base_dir=path.resolve().parent)
 
 
-_SECTIONS: Final = ("daemon", "telegram", "policy", "direct", "proxies", "accounts")
+_SECTIONS: Final = ("daemon", "telegram", "policy", "direct", "economy", "proxies", "accounts")
 
 
 def parse_config(data: Mapping[str, Any], *, base_dir: Path) -> Config:
@@ -961,6 +991,7 @@ def parse_config(data: Mapping[str, Any], *, base_dir: Path) -> Config:
             ("telegram", TelegramConfig),
             ("policy", PolicyConfig),
             ("direct", DirectConfig),
+            ("economy", EconomyConfig),
         )
         for name, cls in section_classes:
             raw_section = data.get(name, {})  # absent: defaults (paths still resolved)

@@ -64,7 +64,7 @@ def telethon_side(
         The `TelegramSide` to hand `mtpoold._pool.open_pool`.
     """
     from ._classify import classify
-    from ._methods import check_message_ids, check_peer
+    from ._methods import check_message_ids, check_peer, peer_key
     from ._sessionlock import lock_sessions_of
     from ._tljson import check_request
 
@@ -89,6 +89,7 @@ def telethon_side(
         check_request=request_check,
         check_peer=peer_check,
         check_message_ids=check_message_ids,
+        peer_key=peer_key,
         lock_sessions=lock_sessions_of if lock_sessions else None,
         open_runtime=_asyncio_loop,
     )

@@ -32,6 +32,8 @@ class Job:
             again (after the verdict's backoff) once no other could start before its deadline.
         attempts: Calls made so far.
         last_account: The account of the last attempt.
+        peer_key: The job's peer (`TelegramSide.peer_key`), or None: what routing by
+            knowledge looks up.
     """
 
     method: str
@@ -45,6 +47,7 @@ class Job:
     #: The last failure of one of its attempts, also one its deadline cut off (a connect the
     #: proxy never answered): what a DEADLINE_EXCEEDED answer names as its cause.
     last_failure: Failure | None = None
+    peer_key: str | None = None
 
     def accepts(self, acc: AccountWorker, *, allow_avoided: bool) -> bool:
         """Whether ``acc`` may serve this job (pin, tags, and unless allowed, not avoided)."""

@@ -29,6 +29,7 @@ __all__ = [
     "invite_summary",
     "message_summaries",
     "parse_link",
+    "peer_key",
     "peer_summary",
 ]
 
@@ -82,6 +83,25 @@ def check_peer(peer: str | int, *, argument: str = "peer") -> None:
         parse_link(peer)
     except JobFailed as exc:
         raise JobFailed(exc.error_class, f"{argument}: {exc.message}") from None
+
+
+def peer_key(link_or_username: str | int) -> str | None:
+    """The one spelling of a peer reference that every account shares, or None.
+
+    ``"@Durov"``, ``"t.me/durov/12"`` -> ``"username:durov"`` (Telegram compares usernames
+    case-insensitively); ids -> ``"user_id:5"``, ``"chat_id:7"``, ``"channel_id:12345"``.
+    Invites, phone numbers (personal data) and ``me`` (a different peer per account) have
+    none. Never raises: a reference `parse_link` refuses has no key either.
+    """
+    try:
+        kind, value = parse_link(link_or_username)
+    except JobFailed:
+        return None
+    if kind == "username":
+        return f"username:{str(value).lower()}"
+    if kind in ("user_id", "chat_id", "channel_id"):
+        return f"{kind}:{value}"
+    return None
 
 
 def parse_link(link_or_username: str | int) -> tuple[LinkKind, str | int]:

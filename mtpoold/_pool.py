@@ -68,6 +68,11 @@ def _no_peer_check(peer: str | int, argument: str) -> None:
     del peer, argument
 
 
+def _no_peer_key(peer: str | int) -> str | None:
+    del peer
+    return None
+
+
 @attrs.frozen(kw_only=True)
 class TelegramSide:
     """What the scheduler uses of the Telegram side and does not know: chosen where the pool is
@@ -88,6 +93,10 @@ class TelegramSide:
             INVALID_ARGUMENT naming ``argument``. Default: no check.
         check_message_ids: Checks the ids of a ``get_messages`` job and returns them as a
             list; raises `JobFailed` INVALID_ARGUMENT. Default: ``list``.
+        peer_key: ``(peer) -> key``: the one spelling of a (checked) peer reference that
+            names the same peer for every account (``"username:durov"``,
+            ``"channel_id:12345"``), what routing by knowledge, shared and merged jobs
+            compare; None when the reference has no such spelling. Default: always None.
         lock_sessions: Takes the accounts' session locks (`SessionLocker`), held while the
             pool uses them; None: no locks.
         open_runtime: A context every task of the pool runs inside (the asyncio loop the
@@ -99,6 +108,7 @@ class TelegramSide:
     check_request: Callable[[str, Mapping[str, Any], Collection[str]], None] = _no_request_check
     check_peer: Callable[[str | int, str], None] = _no_peer_check
     check_message_ids: Callable[[Sequence[int]], list[int]] = list
+    peer_key: Callable[[str | int], str | None] = _no_peer_key
     lock_sessions: SessionLocker | None = None
     open_runtime: Callable[[], AbstractAsyncContextManager[object]] | None = None
 
@@ -416,7 +426,12 @@ class Pool:
         # before any account is taken
         self._telegram.check_peer(link_or_username, "link_or_username")
         return await self._run_job(
-            "resolve", lambda c: c.resolve(link_or_username), deadline_s, account, tags
+            "resolve",
+            lambda c: c.resolve(link_or_username),
+            deadline_s,
+            account,
+            tags,
+            peer_key=self._telegram.peer_key(link_or_username),
         )
 
     async def get_messages(
@@ -442,7 +457,12 @@ class Pool:
         self._telegram.check_peer(peer, "peer")  # before any account is taken
         id_list = self._telegram.check_message_ids(list(ids))
         return await self._run_job(
-            "get_messages", lambda c: c.get_messages(peer, id_list), deadline_s, account, tags
+            "get_messages",
+            lambda c: c.get_messages(peer, id_list),
+            deadline_s,
+            account,
+            tags,
+            peer_key=self._telegram.peer_key(peer),
         )
 
     def disable_account(self, account_id: str, reason: str) -> None:
@@ -647,6 +667,8 @@ class Pool:
         deadline_s: float | None,
         account: str | None,
         tags: Iterable[str],
+        *,
+        peer_key: str | None = None,
     ) -> JobResult:
         policy = self._config.policy
         if deadline_s is None:
@@ -684,6 +706,7 @@ class Pool:
             account=account,
             tags=frozenset(tags),
             started=now,
+            peer_key=peer_key,
         )
         self._jobs_in_flight += 1
         try:

@@ -3,6 +3,10 @@
 Start one with ``async with open_dc() as dc:`` (or ``await nursery.start(DC(...).serve)``), point a
 Telethon client at it with ``telethon.crypto.rsa.add_key(dc.public_key_pem, old=False)`` and
 ``StringSession(dc.session_string(phone))``, and script failures with ``dc.faults.add(...)``.
+Telegram's limits — per-account, per-method budgets and floods (``FLOOD_WAIT_X`` for that
+method only) and slow mode (``SLOWMODE_WAIT_X``) — come from the world (``[[limits]]``,
+``[[floods]]``, ``slowmode_s``) or ``dc.limits``; ``dc.counters(user)`` counts every request
+per method (see ``_limits``).
 Run ``python -m mtpoold.testing.dc --help`` for a standalone server.
 """
 
@@ -27,6 +31,10 @@ from ._faults import salt_storm as salt_storm
 from ._faults import unparseable_reply as unparseable_reply
 from ._faults import wrong_session as wrong_session
 from ._handlers import LOGIN_CODE as LOGIN_CODE
+from ._limits import Flood as Flood
+from ._limits import Limit as Limit
+from ._limits import Limits as Limits
+from ._limits import method_spelling as method_spelling
 from ._server import DC as DC
 from ._server import DEFAULT_DC_ID as DEFAULT_DC_ID
 from ._server import DEFAULT_SEED as DEFAULT_SEED
@@ -44,4 +52,6 @@ from ._world import User as User
 from ._world import World as World
 from ._world import default_world as default_world
 from ._world import load_world as load_world
+from ._world import synthetic_channel_username as synthetic_channel_username
+from ._world import synthetic_world as synthetic_world
 from ._world import world_from_dict as world_from_dict

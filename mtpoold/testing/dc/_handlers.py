@@ -20,6 +20,7 @@ from telethon import password as tpassword
 from telethon.tl import TLObject, functions, types
 
 from . import _crypto
+from ._limits import FLOOD_CODE, Limits
 from ._session import AuthKeyEntry, SrpState
 from ._world import Channel, Message, User, World
 
@@ -103,10 +104,22 @@ class Answerer:
         world: the fixture world.
         seed: the DC seed (login hashes and SRP salts derive from it).
         dc_id, host, port: what ``help.getConfig`` advertises.
+        limits: the DC's limits (slow mode is checked by the send handlers); ``None``: none.
     """
 
-    def __init__(self, world: World, seed: bytes, dc_id: int, host: str, port: int) -> None:
+    def __init__(
+        self,
+        world: World,
+        seed: bytes,
+        dc_id: int,
+        host: str,
+        port: int,
+        *,
+        limits: Limits | None = None,
+    ) -> None:
         self.world = world
+        self.limits = limits
+        self._sent: dict[int, int] = {}  # chat id -> messages sent to it through the DC
         self._seed = seed
         self.dc_id = dc_id
         self.host = host
@@ -137,6 +150,7 @@ class Answerer:
             f.messages.GetHistoryRequest: (self.get_history, True),
             f.messages.CheckChatInviteRequest: (self.check_chat_invite, True),
             f.messages.ImportChatInviteRequest: (self.check_chat_invite, True),
+            f.messages.SendMessageRequest: (self.send_message, True),
         }
 
     # -- dispatch -----------------------------------------------------------------------------
@@ -623,3 +637,52 @@ class Answerer:
         if isinstance(req, functions.messages.ImportChatInviteRequest):
             raise RpcFailure(400, "USER_ALREADY_PARTICIPANT")
         return types.ChatInviteAlready(chat=self.channel_tl(ch))
+
+    # -- sending ------------------------------------------------------------------------------
+
+    def send_message(self, entry: AuthKeyEntry, req: Any) -> Any:
+        """``messages.sendMessage``: to a supergroup (slow mode applies), to a user; a broadcast
+        channel answers 403 ``CHAT_WRITE_FORBIDDEN`` (the world has no admins).
+
+        The message is not added to the world (it stays immutable): later reads do not see it.
+        Ids count up from the chat's highest message id.
+        """
+        me = self._me(entry)
+        if not req.message:
+            raise RpcFailure(400, "MESSAGE_EMPTY")
+        peer = self._input_peer(entry, req.peer)
+        if isinstance(peer, User):
+            msg_id = self._next_id(-peer.id, 0)
+            return types.UpdateShortSentMessage(
+                id=msg_id, pts=msg_id, pts_count=1, date=_date(time.time()), out=True
+            )
+        if not peer.megagroup:
+            raise RpcFailure(403, "CHAT_WRITE_FORBIDDEN")
+        if self.limits is not None:
+            refusal = self.limits.admit_send(me.id, peer.id, "messages.SendMessage")
+            if refusal is not None:
+                raise RpcFailure(FLOOD_CODE, refusal)
+        msg_id = self._next_id(peer.id, max((m.id for m in peer.messages), default=0))
+        message = types.Message(
+            id=msg_id,
+            peer_id=types.PeerChannel(peer.id),
+            date=_date(time.time()),
+            message=req.message,
+            out=True,
+            from_id=types.PeerUser(me.id),
+        )
+        return types.Updates(
+            updates=[
+                types.UpdateMessageID(id=msg_id, random_id=req.random_id),
+                types.UpdateNewChannelMessage(message=message, pts=msg_id, pts_count=1),
+            ],
+            users=[self.user_tl(me, me=me.id)],
+            chats=[self.channel_tl(peer)],
+            date=_date(time.time()),
+            seq=0,
+        )
+
+    def _next_id(self, chat_key: int, highest: int) -> int:
+        sent = self._sent.get(chat_key, 0) + 1
+        self._sent[chat_key] = sent
+        return highest + sent

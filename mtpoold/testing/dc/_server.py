@@ -34,9 +34,10 @@ from ._faults import (
     WrongSessionAction,
 )
 from ._handlers import Answerer, RpcFailure, method_name, unwrap
+from ._limits import FLOOD_CODE, Limits
 from ._session import MSG_CONTAINER_ID, AuthKeyEntry, ConnectionState, ProtocolError
 from ._transport import PeerClosed, ServerTransport, TransportError
-from ._world import User, World, default_world
+from ._world import Channel, User, World, default_world
 
 log = logging.getLogger("mtpoold.testing.dc")
 
@@ -181,6 +182,12 @@ class DC:
     Attributes:
         world, host, port, dc_id: as given (``port`` is the bound port once serving).
         faults: the :class:`Faults` book consulted for every call.
+        limits: Telegram's limits (:class:`~mtpoold.testing.dc._limits.Limits`): per-account,
+            per-method budgets and floods answering ``FLOOD_WAIT_X`` for that method only,
+            slow mode answering ``SLOWMODE_WAIT_X``; loaded from the world when serving
+            starts (``limits``, ``floods``, ``Channel.slowmode_s``), settable while running.
+            Consulted for every call a fault rule did not take. Its clock is the DC's:
+            ``trio.current_time()``.
         calls: every :class:`CallRecord`, in arrival order. Grows without bound: clear it in
             long benchmarks (``dc.calls.clear()``).
         wire_log: every :class:`WireMessage` received, in arrival order: all MTProto messages
@@ -213,6 +220,9 @@ class DC:
             else _crypto.ServerRsaKey.from_seed(self._seed)
         )
         self.faults = Faults(resolve_user=self._user_id)
+        self.limits = Limits(
+            resolve_user=self._user_id, resolve_channel=self._channel_id, clock=trio.current_time
+        )
         self.calls: list[CallRecord] = []
         self.wire_log: list[WireMessage] = []
         self._counters: dict[int | None, collections.Counter[str]] = {}
@@ -223,6 +233,7 @@ class DC:
         self._connections_total = 0
         self._connections: dict[int, _Connection] = {}
         self._answerer: Answerer | None = None
+        self._limits_loaded = False
         for user in self.world.users:
             entry = AuthKeyEntry.create(self.auth_key(user.id), 0, user.id)
             entry.salt = self._salt_for(entry.key_id)
@@ -244,6 +255,18 @@ class DC:
         if isinstance(user, User):
             return user.id
         return self.world.user(user).id
+
+    def _channel_id(self, channel: int | str | Channel) -> int:
+        if isinstance(channel, Channel):
+            return channel.id
+        found = (
+            self.world.channel_by_id(channel)
+            if isinstance(channel, int)
+            else self.world.by_username(channel)
+        )
+        if not isinstance(found, Channel):
+            raise KeyError(channel)
+        return found.id
 
     def auth_key(self, user: int | str | User) -> bytes:
         """The pre-authorized 256-byte auth key of ``user`` (phone, user id or :class:`User`).
@@ -272,6 +295,12 @@ class DC:
 
     def counters(self, user: int | str | User | None = None) -> collections.Counter[str]:
         """Calls per method name made by ``user`` (``None``: by keys not logged in).
+
+        The one request counter of the DC: every RPC call that reached it, per (account,
+        method), after unwrapping ``invokeWithLayer`` & co, whatever it was answered — calls
+        refused with FLOOD_WAIT or SLOWMODE_WAIT by :attr:`limits` included (they were sent;
+        ``dc.limits.refused(user)`` counts those apart). A snapshot: subtract two to count a
+        phase (``after - before``).
 
         Raises:
             KeyError: if the user is not in the world.
@@ -358,7 +387,16 @@ class DC:
         for extra in listeners[1:]:
             await extra.aclose()
         self.port = listener.socket.getsockname()[1]
-        self._answerer = Answerer(self.world, self._seed, self.dc_id, self.host, self.port)
+        self._answerer = Answerer(
+            self.world, self._seed, self.dc_id, self.host, self.port, limits=self.limits
+        )
+        if not self._limits_loaded:  # once per DC, from its first start
+            self._limits_loaded = True
+            self.limits.load(
+                self.world.limits,
+                self.world.floods,
+                {c.id: c.slowmode_s for c in self.world.channels if c.slowmode_s},
+            )
         task_status.started(self)
         await trio.serve_listeners(self._handle, [listener])
 
@@ -637,6 +675,10 @@ class _Connection:
         self.dc._record(entry, name, self.id, msg_id)
         action = self.dc.faults.take(entry.user_id, name)
         if action is None:
+            refusal = self.dc.limits.admit(entry.user_id, name)
+            if refusal is not None:
+                out.append((_rpc_error(msg_id, FLOOD_CODE, refusal), True))
+                return
             if isinstance(inner, functions.PingRequest | functions.PingDelayDisconnectRequest):
                 # a wrapped ping (invokeWithoutUpdates(ping)) is answered as an rpc_result
                 pong = bytes(types.Pong(msg_id, inner.ping_id))

@@ -16,6 +16,8 @@ import attrs
 import cattrs
 from cattrs.preconf.tomllib import make_converter
 
+from ._limits import Flood, Limit
+
 USERNAME_RE: Final = re.compile(r"^[a-zA-Z][a-zA-Z0-9_]{3,31}$")
 DEFAULT_DATE: Final = 1_700_000_000  # unix seconds, 2023-11-14
 
@@ -99,6 +101,9 @@ class Channel:
         invite_hash: the ``t.me/+HASH`` part of its invite link, if any.
         date: creation time, unix seconds.
         messages: its messages, any order.
+        slowmode_s: slow mode of a supergroup, seconds (0: off): a user may send one message
+            per this many seconds, an earlier send gets ``420 SLOWMODE_WAIT_X``
+            (``mtpoold.testing.dc._limits``).
     """
 
     id: int = attrs.field(validator=_positive)
@@ -115,6 +120,7 @@ class Channel:
     invite_hash: str | None = None
     date: int = DEFAULT_DATE
     messages: tuple[Message, ...] = ()
+    slowmode_s: int = attrs.field(default=0, validator=attrs.validators.ge(0))
 
 
 def _unique(values: list[Any], what: str) -> None:
@@ -131,12 +137,21 @@ def _unique(values: list[Any], what: str) -> None:
 class World:
     """Everything the DC knows. Immutable; lookups are indexed at construction.
 
+    Attributes:
+        users, channels: the accounts and chats.
+        limits: per-account, per-method request budgets (:class:`Limit`, ``[[limits]]``).
+        floods: accounts flooded on a method from the DC's start (:class:`Flood`,
+            ``[[floods]]``).
+
     Raises:
-        ValueError: on duplicate user ids, phones, channel ids, usernames or message ids.
+        ValueError: on duplicate user ids, phones, channel ids, usernames or message ids, or a
+            limit or flood naming a user that is not in the world.
     """
 
     users: tuple[User, ...] = ()
     channels: tuple[Channel, ...] = ()
+    limits: tuple[Limit, ...] = ()
+    floods: tuple[Flood, ...] = ()
     _users_by_id: dict[int, User] = attrs.field(init=False, eq=False, repr=False)
     _users_by_phone: dict[str, User] = attrs.field(init=False, eq=False, repr=False)
     _channels_by_id: dict[int, Channel] = attrs.field(init=False, eq=False, repr=False)
@@ -166,6 +181,19 @@ class World:
         setattr_(self, "_by_username", by_name)
         setattr_(self, "_invites", {c.invite_hash: c for c in self.channels if c.invite_hash})
         setattr_(self, "_messages", {c.id: {m.id: m for m in c.messages} for c in self.channels})
+        for i, limit in enumerate(self.limits):
+            if limit.user is not None and not self._has_user(limit.user):
+                raise ValueError(f"limits[{i}]: no user {limit.user!r} in the world")
+        for i, flood in enumerate(self.floods):
+            if not self._has_user(flood.user):
+                raise ValueError(f"floods[{i}]: no user {flood.user!r} in the world")
+
+    def _has_user(self, key: int | str) -> bool:
+        try:
+            self.user(key)
+        except KeyError:
+            return False
+        return True
 
     def user(self, key: int | str) -> User:
         """The user with this id (int) or phone (str, leading ``+`` ignored).
@@ -352,3 +380,65 @@ def default_world() -> World:
         ),
     )
     return World(users=users, channels=channels)
+
+
+#: First user id, first channel id and phone prefix of :func:`synthetic_world`.
+SYNTHETIC_FIRST_USER_ID: Final = 300_001
+SYNTHETIC_FIRST_CHANNEL_ID: Final = 400_001
+SYNTHETIC_PHONE_PREFIX: Final = "1777"
+
+
+def synthetic_channel_username(index: int) -> str:
+    """The username of channel ``index`` (0-based) of :func:`synthetic_world`, e.g.
+    ``"synth_channel_007"``."""
+    return f"synth_channel_{index:03d}"
+
+
+def synthetic_world(*, users: int = 10, channels: int = 100, messages: int = 20) -> World:
+    """A generated world for benchmarks and load tests: ``users`` plain accounts and
+    ``channels`` public broadcast channels of ``messages`` posts each.
+
+    User ``i`` (0-based): id ``SYNTHETIC_FIRST_USER_ID + i``, phone ``"1777"`` + ``i`` on 7
+    digits, no username. Channel ``j``: id ``SYNTHETIC_FIRST_CHANNEL_ID + j``, username
+    :func:`synthetic_channel_username` ``(j)``, posts with ids ``1..messages`` (views,
+    forwards, a reaction). Deterministic: the same arguments give the same world, so session
+    strings (``DC.session_string``) stay valid across DC restarts on the same port.
+
+    Raises:
+        ValueError: if a count is negative or ``channels`` > 1000 (usernames have 3 digits).
+    """
+    if users < 0 or channels < 0 or messages < 0:
+        raise ValueError("counts must be >= 0")
+    if channels > 1000:
+        raise ValueError(f"at most 1000 channels: {channels}")
+    people = tuple(
+        User(
+            id=SYNTHETIC_FIRST_USER_ID + i,
+            access_hash=0x5EED_0000 + i,
+            first_name=f"Synth {i}",
+            phone=f"{SYNTHETIC_PHONE_PREFIX}{i:07d}",
+        )
+        for i in range(users)
+    )
+    chats = tuple(
+        Channel(
+            id=SYNTHETIC_FIRST_CHANNEL_ID + j,
+            access_hash=0x7A11_0000 + j,
+            title=f"Synthetic channel {j}",
+            username=synthetic_channel_username(j),
+            participants_count=100 + j,
+            messages=tuple(
+                Message(
+                    id=k,
+                    date=DEFAULT_DATE + 600 * k,
+                    text=f"post {k}",
+                    views=10 * k,
+                    forwards=k % 5,
+                    reactions={"👍": k % 7},
+                )
+                for k in range(1, messages + 1)
+            ),
+        )
+        for j in range(channels)
+    )
+    return World(users=people, channels=chats)

@@ -19,7 +19,7 @@ from rich.table import Table
 
 from ._common import Report, machine
 
-SCENARIOS = ("gate", "warm", "daemon", "scale", "bridge")
+SCENARIOS = ("gate", "warm", "daemon", "scale", "bridge", "economy")
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 
 

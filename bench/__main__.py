@@ -1,7 +1,9 @@
 """``python -m bench [--only NAME ...] [--quick] [--write | --no-write]``.
 
 Runs the scenarios, prints one table and (for a full run, or with ``--write``) rewrites
-``bench/RESULTS.md`` with the figures, ratios, goals and the machine they came from.
+``bench/RESULTS.md`` with the figures, ratios, goals and the machine they came from. With
+``--only NAME --write`` only those scenarios' summary rows and sections are replaced (the
+others stay as their last run wrote them; the section says it was written alone).
 """
 
 from __future__ import annotations
@@ -144,6 +146,72 @@ def markdown(reports: list[Report], facts: dict[str, str], *, quick: bool, total
     return "\n".join(out).rstrip() + "\n"
 
 
+def _blocks(text: str) -> list[list[str]]:
+    """``text`` cut before every ``## `` heading: [preamble lines, section lines, ...]."""
+    blocks: list[list[str]] = [[]]
+    for line in text.splitlines():
+        if line.startswith("## "):
+            blocks.append([])
+        blocks[-1].append(line)
+    return blocks
+
+
+def splice(
+    existing: str, fresh: str, reports: list[Report], facts: dict[str, str], *, quick: bool
+) -> str:
+    """``existing`` RESULTS.md with the summary rows and sections of ``reports`` replaced by
+    those of ``fresh`` (``markdown`` of these reports alone) and the how-to refreshed.
+
+    Other scenarios' rows and sections are left as they were. A section not in ``existing``
+    goes before the how-to; each spliced section says when and from which commit it was
+    written, since the machine table above belongs to the last full run.
+    """
+    old, new = _blocks(existing), _blocks(fresh)
+
+    def find(blocks: list[list[str]], heading: str) -> int | None:
+        return next((i for i, b in enumerate(blocks) if b and b[0] == heading), None)
+
+    summary_old, summary_new = find(old, "## Summary"), find(new, "## Summary")
+    if summary_old is None or summary_new is None:
+        return fresh  # not a file this tool wrote: start over
+    names = {f"| {r.name} |" for r in reports}
+
+    def ours(line: str) -> bool:
+        return any(line.startswith(n) for n in names)
+
+    rows = [line for line in new[summary_new] if ours(line)]
+    block = [line for line in old[summary_old] if not ours(line)]
+    last_row = max((i for i, line in enumerate(block) if line.startswith("|")), default=-1)
+    old[summary_old] = block[: last_row + 1] + rows + block[last_row + 1 :]
+    stamp = (
+        ("_**Quick run**: indicative only._ " if quick else "")
+        + f"_Written alone (`python -m bench --only`) on {facts.get('date', '?')}, mtpoold "
+        f"commit {facts.get('mtpoold commit', '?')}; the machine table above is the last "
+        "full run's._"
+    )
+    howto_new = next((b for b in new if b and b[0] == "## Running the benchmark"), None)
+    for rep in reports:
+        heading = f"## {rep.title}"
+        i_new = find(new, heading)
+        if i_new is None:
+            continue
+        section = new[i_new][:]
+        section[3:3] = ["", stamp]
+        i_old = find(old, heading)
+        if i_old is not None:
+            old[i_old] = section
+        else:
+            at = find(old, "## Running the benchmark")
+            old.insert(len(old) if at is None else at, section)
+    at = find(old, "## Running the benchmark")
+    if howto_new is not None:
+        if at is None:
+            old.append(howto_new)
+        else:
+            old[at] = howto_new
+    return "\n".join(line for b in old for line in b).rstrip() + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     only = [n.strip() for chunk in args.only for n in chunk.split(",") if n.strip()]
@@ -161,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
     t_all = time.perf_counter()
     for name in names:
         mod = importlib.import_module(f"bench.{name}")
-        console.print(f"[bold]{mod.TITLE}[/bold] ...")
+        console.print(f"[bold]{escape(mod.TITLE)}[/bold] ...")
         t = time.perf_counter()
         try:
             report = mod.run(quick=args.quick)
@@ -175,7 +243,11 @@ def main(argv: list[str] | None = None) -> int:
     console.print(console_table(reports))
     console.print(f"total {total / 60:.1f} min")
     if write:
-        args.output.write_text(markdown(reports, machine(), quick=args.quick, total_s=total))
+        facts = machine()
+        text = markdown(reports, facts, quick=args.quick, total_s=total)
+        if only and args.output.exists():
+            text = splice(args.output.read_text(), text, reports, facts, quick=args.quick)
+        args.output.write_text(text)
         console.print(f"wrote {args.output}")
     return 0 if all(r.status == "ok" for r in reports) else 1
 

@@ -8,7 +8,7 @@ is asserted about speed or about the savings (those are the benchmark's to repor
 from __future__ import annotations
 
 from bench import economy
-from bench.__main__ import SCENARIOS, markdown
+from bench.__main__ import SCENARIOS, markdown, splice
 
 TINY = {
     "jobs": 16,
@@ -51,3 +51,28 @@ def test_workload_is_a_deterministic_zipf_draw() -> None:
     assert peers.count("@synth_channel_000") > peers.count("@synth_channel_009")
     assert 20 < sum(1 for k, _, _ in a if k == "resolve") < 80
     assert all(1 <= i <= 5 for _, _, i in a)
+
+
+def test_splice_replaces_only_the_scenarios_run() -> None:
+    from bench._common import Report
+
+    def rep(name: str, title: str, value: str) -> Report:
+        r = Report(name, title)
+        r.row("metric", value)
+        r.details.append(f"details of {name} {value}")
+        return r
+
+    facts = {"date": "D", "mtpoold commit": "C"}
+    full = markdown(
+        [rep("gate", "1. Rate gate", "1"), rep("economy", "6. Economy", "OLDVALUE")],
+        facts,
+        quick=False,
+        total_s=60.0,
+    )
+    fresh = markdown([rep("economy", "6. Economy", "new")], facts, quick=False, total_s=1.0)
+    text = splice(full, fresh, [rep("economy", "6. Economy", "new")], facts, quick=False)
+    assert "details of gate 1" in text and "| gate | metric | 1 |" in text
+    assert "details of economy new" in text and "OLDVALUE" not in text
+    assert text.count("| economy | metric |") == 1
+    assert "Written alone" in text and "took 1.0 min" in text  # the full run's header stays
+    assert text.count("## Running the benchmark") <= 1

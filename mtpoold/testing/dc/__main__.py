@@ -29,6 +29,7 @@ async def _serve(dc: DC, out: TextIO) -> None:
     async with trio.open_nursery() as nursery:
         await nursery.start(dc.serve)
         print(f"loopback DC {dc.dc_id} listening on {dc.host}:{dc.port}", file=out)
+        print(f"Telegram's limits from the world: {dc.limits!r}", file=out)
         print("\nRSA public key (telethon.crypto.rsa.add_key(pem, old=False)):", file=out)
         print(dc.public_key_pem, file=out)
         print("TEST-ONLY session strings (StringSession), valid for this seed and port:", file=out)

@@ -197,12 +197,9 @@ async def _pool(config: Any, state_dir: Path, jitter_scale: float, seed: int) ->
         store.close()
 
 
-def _dc_counts(dc: Any, users: Sequence[int]) -> Counter[str]:
-    total: Counter[str] = Counter()
-    for uid in users:
-        total += dc.counters(uid)
-    total += dc.counters(None)
-    return total
+def _dc_counts(dc: Any) -> Counter[str]:
+    counts: Counter[str] = dc.total_counters()
+    return counts
 
 
 async def _phase(
@@ -233,14 +230,14 @@ async def _phase(
             shared += bool(getattr(res.meta, "shared", False))
             merged += getattr(res.meta, "merged", 1) > 1
 
-    before = _dc_counts(dc, users)
+    before = _dc_counts(dc)
     refused_before: Counter[str] = sum((dc.limits.refused(u) for u in users), Counter())
     t0 = time.perf_counter()
     async with trio.open_nursery() as nursery:
         for _ in range(in_flight):
             nursery.start_soon(submitter)
     wall = time.perf_counter() - t0
-    spent = _dc_counts(dc, users) - before
+    spent = _dc_counts(dc) - before
     refused: Counter[str] = sum((dc.limits.refused(u) for u in users), Counter())
     refused -= refused_before
     return {

@@ -238,6 +238,7 @@ async def test_telethon_gets_flood_wait_for_that_method_only(
         # every request reached the counter, the refused one too
         spent = dc.counters(ALICE) - before
         assert spent[RESOLVE] == 3 and spent["channels.GetMessages"] == 1
+        assert dc.total_counters()[RESOLVE] == dc.counters(ALICE)[RESOLVE]
         assert dc.limits.refused(ALICE) == {RESOLVE: 1}
         mock_clock.jump(3600)
         await aio(client)(resolve("mtpoold_news"))  # the window freed

@@ -308,6 +308,14 @@ class DC:
         user_id = None if user is None else self._user_id(user)
         return collections.Counter(self._counters.get(user_id, {}))
 
+    def total_counters(self) -> collections.Counter[str]:
+        """:meth:`counters` summed over every caller (logged in or not): all the calls per
+        method that reached this DC."""
+        total: collections.Counter[str] = collections.Counter()
+        for counter in self._counters.values():
+            total.update(counter)
+        return total
+
     def wire_messages(
         self,
         user: int | str | User | None = None,

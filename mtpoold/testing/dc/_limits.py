@@ -16,11 +16,12 @@ limits:
   answered ``420 SLOWMODE_WAIT_X`` (X = seconds until that user may send in that chat again).
   Other chats and other users are not affected.
 
-Decision (as Telegram behaves, as far as clients can observe it): **a refused call does not
-count** — not against a budget, not against slow mode. Telegram's FLOOD_WAIT countdown shrinks
-with time while a client keeps asking (Telethon's docs tell clients to sleep X and retry, which
-only works if asking does not extend X); so here X is always "until the window frees", and
-asking again early changes nothing. Scripted faults (``dc.faults``) come first: a call a fault
+Decision: **a refused call does not count** — not against a budget, not against slow mode —
+so X always counts down to the same moment, "until the window frees", and asking again early
+changes nothing. That is the contract clients build on: Telegram documents FLOOD_WAIT_X as
+"wait X seconds" and Telethon's handling (sleep X, then retry once) only works if asking does
+not extend X; SLOWMODE_WAIT_X likewise names the wait until the next allowed send. (Telegram
+may punish sustained hammering with longer floods; the DC does not model that.) Scripted faults (``dc.faults``) come first: a call a fault
 rule takes is neither counted nor refused by the limits. Limits apply to logged-in accounts
 only (keys not logged in are never limited).
 

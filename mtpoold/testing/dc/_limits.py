@@ -21,12 +21,14 @@ so X always counts down to the same moment, "until the window frees", and asking
 changes nothing. That is the contract clients build on: Telegram documents FLOOD_WAIT_X as
 "wait X seconds" and Telethon's handling (sleep X, then retry once) only works if asking does
 not extend X; SLOWMODE_WAIT_X likewise names the wait until the next allowed send. (Telegram
-may punish sustained hammering with longer floods; the DC does not model that.) Scripted faults (``dc.faults``) come first: a call a fault
-rule takes is neither counted nor refused by the limits. Limits apply to logged-in accounts
-only (keys not logged in are never limited).
+may punish sustained hammering with longer floods; the DC does not model that.)
+
+Scripted faults (``dc.faults``) come first: a call a fault rule takes is neither counted nor
+refused by the limits. Limits apply to logged-in accounts only (keys not logged in are never
+limited).
 
 Time is the DC's clock: ``trio.current_time()`` of the run serving it, so tests that run the
-DC in-process may use trio's ``MockClock`` (``autojump_clock``) and jump a 24 h flood.
+DC in-process may use trio's ``MockClock`` (``mock_clock.jump``) and cross a 24 h flood.
 Every call still reaches ``dc.counters(user)`` (refused ones too: they were sent);
 :meth:`Limits.refused` counts the refusals.
 """

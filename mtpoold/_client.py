@@ -64,7 +64,8 @@ from ._account import DISCONNECT_TIMEOUT_S
 from ._aiobridge import AIO_CANCEL_WAIT_S, run_aio
 from ._aiolog import AioContext, aio_context
 from ._errors import ConfigError, ProtocolViolation, ProxyUnavailable, redact
-from ._lookup import PeerLookup
+from ._lookup import PeerLookup, peers_in
+from ._peermemory import AccountPeers
 from ._secrets import SecretUnavailable, load_string_session
 from ._sessionfiles import DEVICE_FIELDS, read_device_params
 from ._startup import server_address, startup_problems, telethon_proxy
@@ -114,8 +115,22 @@ class _GatedTelegramClient(TelegramClient):  # type: ignore[misc]
       ``updates.getDifference`` on its own timer. Updates Telethon queues anyway (its own
       results) are drained and dropped, so the queue cannot grow;
     - no DC switch: on ``*_MIGRATE`` Telethon would reconnect to another DC by itself; the
-      migrate error is raised instead (classified by `mtpoold._classify.classify`).
+      migrate error is raised instead (classified by `mtpoold._classify.classify`);
+    - every result is shown to ``on_result`` (the peer memory's harvest).
     """
+
+    #: Called with every result Telethon receives, its own look-ups' included
+    #: (`TelethonClient._seen`: the peer memory's harvest), or None.
+    on_result: Callable[[Any], None] | None = None
+
+    async def _call(
+        self, sender: Any, request: Any, ordered: bool = False, flood_sleep_threshold: Any = None
+    ) -> Any:
+        # Where Telethon feeds every result to its session cache (process_entities).
+        result = await super()._call(sender, request, ordered, flood_sleep_threshold)
+        if self.on_result is not None:
+            self.on_result(result)
+        return result
 
     async def _keepalive_loop(self) -> None:
         return None
@@ -181,9 +196,15 @@ class TelethonClient:
     _stale: bool = attrs.field(init=False, default=False)
     #: `resolve`, `get_messages` and ``call``'s peer arguments, over `_invoke`.
     _lookup: PeerLookup = attrs.field(init=False)
+    #: This account's peer memory (`set_peer_book`), or None.
+    _book: AccountPeers | None = attrs.field(init=False, default=None)
 
     def __attrs_post_init__(self) -> None:
-        self._lookup = PeerLookup(invoke=self._invoke, input_entity=self._input_entity)
+        self._lookup = PeerLookup(
+            invoke=self._invoke,
+            input_entity=self._input_entity,
+            cached_entity=self._cached_entity,
+        )
         self.monitor = WireMonitor(
             proxy=self.proxy.name if self.proxy is not None else None,
             max_messages_per_call=self.telegram.wire_max_messages_per_call,
@@ -196,6 +217,13 @@ class TelethonClient:
             f"<TelethonClient account={self.account.id} proxy={proxy}"
             f" connected={self.is_connected()}>"
         )
+
+    def set_peer_book(self, book: AccountPeers) -> None:
+        """Use this account's peer memory (`mtpoold._account.SupportsPeerBook`): known peers
+        cost no look-up, and every user and channel with an access hash in any result is
+        remembered. Called by the account worker right after it builds the client."""
+        self._book = book
+        self._lookup.book = book
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -241,6 +269,7 @@ class TelethonClient:
         self._connect_errors.clear()
         try:
             await self._aio(self._tg.connect)
+            self._check_owner(self._tg)
         except BaseException as exc:
             # Half-done connects (sender loops running, initConnection unanswered) are closed
             # here, so a failed or cancelled connect leaves no connection and no task behind.
@@ -253,6 +282,28 @@ class TelethonClient:
             raise cause from exc
         finally:
             self._connect_errors.clear()
+
+    def _check_owner(self, tg: TelegramClient) -> None:
+        """Tell the peer memory which user this session logs in as (Telethon knows it after
+        connect: from the session file, or its ``users.getUsers`` of self)."""
+        self_id = getattr(getattr(tg, "_mb_entity_cache", None), "self_id", None)
+        if self._book is not None and isinstance(self_id, int):
+            self._book.check_owner(self_id)
+
+    def _seen(self, result: Any) -> None:
+        """Remember the users and channels in a result (`mtpoold._lookup.peers_in`); runs
+        inside Telethon's ``_call``, so it never raises."""
+        book = self._book
+        if book is None:
+            return
+        try:
+            book.learn(peers_in(result, self.account.id))
+        except Exception as exc:  # noqa: BLE001 - a harvest must never fail the call
+            log.warning(
+                "event=peer_harvest_failed account=%s error=%s",
+                self.account.id,
+                type(exc).__name__,
+            )
 
     def _connect_failure(self, exc: Exception) -> Exception:
         """The error a failed connect raises: the proxy's if the DC never answered."""
@@ -351,8 +402,9 @@ class TelethonClient:
             JobFailed: INVALID_ARGUMENT for an unknown method or bad arguments.
             Exception: Telethon's errors, for `classify`.
         """
-        request = await build_request(method, args, resolve_peer=self._lookup.input_peer)
-        result = await self._invoke(request)
+        result = await self._lookup.send(
+            lambda resolve_peer: build_request(method, args, resolve_peer=resolve_peer)
+        )
         return _wrap_result(to_json(result))
 
     async def resolve(self, link_or_username: str) -> dict[str, Any]:
@@ -423,6 +475,7 @@ class TelethonClient:
             loop=None,
         )
         install_sender_hooks(tg, self.monitor)
+        tg.on_result = self._seen
         return tg
 
     def _session(self) -> Session:
@@ -526,6 +579,16 @@ class TelethonClient:
 
     async def _invoke(self, request: TLObject) -> Any:
         return await self._aio(self._connected(), request)
+
+    def _cached_entity(self, target: Any) -> Any:
+        """Telethon's session cache alone (no network): the Input* object, or None."""
+        tg = self._tg
+        if tg is None:
+            return None
+        try:
+            return tg.session.get_input_entity(target)
+        except (ValueError, TypeError, KeyError):
+            return None
 
     async def _input_entity(self, target: Any) -> Any:
         """Telethon's ``get_input_entity``: its entity cache, else a look-up of its own."""

@@ -3,28 +3,115 @@
 `PeerLookup` turns what users name a peer with (`mtpoold._links.parse_link`) into Telethon's
 Input* objects and answers the `resolve` / `get_messages` jobs with the summaries of
 `mtpoold._summaries`, choosing which look-up calls go on the wire. It is handed the client's
-two ways to reach Telegram — one request (``invoke``, through the account's bridge and wire
-governor) and Telethon's ``get_input_entity`` (its entity cache first) — and knows nothing
-of connections.
+ways to reach Telegram — one request (``invoke``, through the account's bridge and wire
+governor), Telethon's ``get_input_entity`` (its entity cache first) and Telethon's session
+cache alone (no network) — and knows nothing of connections.
+
+With the account's peer memory (`mtpoold._peermemory.AccountPeers`, handed over by
+`set_peer_book`; ``[economy] peer_memory``), a peer the account has seen costs no look-up:
+its ``InputPeerUser`` / ``InputPeerChannel`` is built from the remembered access hash (no
+``contacts.resolveUsername``, no ``users.getUsers`` / ``channels.getChannels`` first), and
+`resolve` of a known channel or user sends only its ``channels.getFullChannel`` /
+``users.getFullUser``. Every user and channel with an access hash in any result is
+remembered (`peers_in`, fed by the client's hook on Telethon's ``_call``). When Telegram
+calls a remembered peer invalid (`STALE_PEER_ERRORS`), or the result shows a remembered
+username now belongs to another peer, the peer is forgotten and looked up once more within
+the same call. Without a book everything is as before the peer memory existed.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, final
+from typing import Any, Final, TypeVar, final
 
 import attrs
+from telethon import errors as tl_errors
 from telethon import utils as tl_utils
 from telethon.tl import functions as tl_functions
 from telethon.tl import types as tl_types
 from telethon.tl.tlobject import TLObject
 
 from ._errors import ErrorClass, JobFailed, redact
-from ._links import check_message_ids, parse_link
-from ._summaries import invite_summary, message_summaries, peer_summary
+from ._links import check_message_ids, parse_link, peer_key
+from ._peermemory import AccountPeers, StoredPeer
+from ._summaries import invite_summary, message_summaries, peer_summary, primary_username
 from ._tljson import PeerKind
 
-__all__ = ["PeerLookup"]
+__all__ = ["STALE_PEER_ERRORS", "PeerLookup", "peers_in"]
+
+T = TypeVar("T")
+
+#: RPC errors that say a remembered peer (its access hash, or the peer a username named)
+#: is no longer valid for this account: forget it and look it up again. CHANNEL_PRIVATE is
+#: not one (the hash is fine; the account may not read the channel).
+STALE_PEER_ERRORS: Final = frozenset(
+    {"CHANNEL_INVALID", "PEER_ID_INVALID", "USER_ID_INVALID", "USERNAME_INVALID",
+     "USERNAME_NOT_OCCUPIED", "INPUT_USER_DEACTIVATED"}
+)  # fmt: skip
+
+# Telethon's generated error classes keep no RPC message on the instance: match them by class.
+_STALE_CLASSES: Final = tuple(
+    tl_errors.rpc_errors_dict[name]
+    for name in sorted(STALE_PEER_ERRORS)
+    if name in tl_errors.rpc_errors_dict
+)
+
+#: ``(key, peer)`` taken from the peer memory during one operation.
+Used = list[tuple[str, StoredPeer]]
+
+
+def peers_in(result: Any, account_id: str) -> list[StoredPeer]:
+    """Every user and channel with an access hash in a TL result, as peer-memory records.
+
+    Looks where Telethon's session cache looks (``MemorySession._entities_to_rows``): a list
+    of entities, or an object's ``user``, ``chat``, ``chats`` and ``users``. ``min``
+    entities (whose hash is only good inside the message they came with) and basic chats
+    (no hash) are left out; ``ChannelForbidden`` is kept (its hash still names it). Names,
+    phone numbers and text are never read. ``seen_unix`` is 0 (the memory sets it).
+    """
+    if isinstance(result, list):
+        entities: list[Any] = result
+    elif isinstance(result, TLObject):
+        entities = []
+        for attr in ("user", "chat"):
+            if (e := getattr(result, attr, None)) is not None:
+                entities.append(e)
+        for attr in ("chats", "users"):
+            if isinstance(found := getattr(result, attr, None), list):
+                entities.extend(found)
+    else:
+        return []
+    out: list[StoredPeer] = []
+    for e in entities:
+        if getattr(e, "min", False) or getattr(e, "access_hash", None) is None:
+            continue
+        if isinstance(e, tl_types.User):
+            kind = "user"
+        elif isinstance(e, tl_types.Channel | tl_types.ChannelForbidden):
+            kind = "channel"
+        else:
+            continue
+        username = primary_username(e)
+        out.append(
+            StoredPeer(account_id, kind, e.id, e.access_hash, username and username.lower(), 0.0)
+        )
+    return out
+
+
+def _input_of(peer: StoredPeer) -> TLObject:
+    if peer.kind == "channel":
+        return tl_types.InputPeerChannel(peer.peer_id, peer.access_hash)
+    return tl_types.InputPeerUser(peer.peer_id, peer.access_hash)
+
+
+def _stale(exc: Exception) -> bool:
+    """Whether ``exc`` says a remembered peer is invalid (see `STALE_PEER_ERRORS`)."""
+    if isinstance(exc, _STALE_CLASSES):
+        return True
+    if isinstance(exc, tl_errors.RPCError):  # one Telethon has no class for: its message
+        return vars(exc).get("message") in STALE_PEER_ERRORS
+    # a user Telegram leaves out of users.getUsers (see _check_peer_exists, _first)
+    return isinstance(exc, ValueError) and str(exc).startswith("Cannot find any entity")
 
 
 @final
@@ -36,10 +123,38 @@ class PeerLookup:
         invoke: Sends one TL request and returns its result (``TelethonClient._invoke``).
         input_entity: Telethon's ``get_input_entity`` through the bridge: the session's
             entity cache first, else a look-up call of Telethon's own.
+        cached_entity: Telethon's session cache alone (no network): the Input* object for
+            a username or peer, or None.
+        book: The account's peer memory, or None (``[economy] peer_memory = false``).
     """
 
     invoke: Callable[[TLObject], Awaitable[Any]]
     input_entity: Callable[[Any], Awaitable[Any]]
+    cached_entity: Callable[[Any], Any] = lambda _target: None
+    book: AccountPeers | None = None
+
+    async def send(
+        self, build: Callable[[Callable[..., Awaitable[TLObject]]], Awaitable[TLObject]]
+    ) -> Any:
+        """Build a request whose peer arguments are resolved with this account's peers, and
+        send it (``invoke`` jobs); a remembered peer Telegram calls invalid is forgotten and
+        the request built and sent once more.
+
+        Args:
+            build: ``build(resolve_peer)`` -> the request, where ``resolve_peer(value,
+                kind)`` is what `mtpoold._tljson.build_request` takes.
+
+        Raises:
+            Exception: from ``build`` and ``invoke``, for `classify`.
+        """
+
+        async def once(memory: bool, used: Used) -> Any:
+            async def resolve_peer(value: str | int, kind: PeerKind) -> TLObject:
+                return await self._input_peer(value, kind, memory=memory, used=used)
+
+            return await self.invoke(await build(resolve_peer))
+
+        return await self._remembering(once)
 
     async def resolve(self, link_or_username: str) -> dict[str, Any]:
         """Resolve a username, link, invite or id to a peer summary.
@@ -47,7 +162,8 @@ class PeerLookup:
         Makes one look-up call (``contacts.resolveUsername``, ``users.getUsers``,
         ``channels.getChannels``, ``messages.getChats``, ``contacts.resolvePhone`` or
         ``messages.checkChatInvite``) and, for the counts, one ``channels.getFullChannel`` /
-        ``users.getFullUser`` / ``messages.getFullChat``.
+        ``users.getFullUser`` / ``messages.getFullChat``; a user or channel in the peer
+        memory only the latter (a private channel also ``channels.getChannels``).
 
         Returns:
             `mtpoold._summaries.peer_summary` (or `invite_summary` for invites to chats this
@@ -66,8 +182,15 @@ class PeerLookup:
                 summary["private"] = True
                 return summary
             return invite_summary(invite)
-        entity = await self._fetch_entity(kind, value)
-        return await self._entity_summary(entity)
+
+        async def once(memory: bool, used: Used) -> dict[str, Any]:
+            known = self._recall(link_or_username, memory, used)
+            if known is not None:
+                return await self._known_summary(known)
+            entity = await self._fetch_entity(kind, value, memory=memory, used=used)
+            return await self._entity_summary(entity)
+
+        return await self._remembering(once)
 
     async def get_messages(self, peer: str | int, ids: Sequence[int]) -> dict[str, Any]:
         """Fetch messages of one chat by id and summarize them.
@@ -90,7 +213,16 @@ class PeerLookup:
                 entity ...")`` for a user or chat Telegram does not return: PEER_NOT_FOUND).
         """
         id_list = check_message_ids(ids)
-        input_peer = await self.input_peer(peer, PeerKind.PEER)
+
+        async def once(memory: bool, used: Used) -> dict[str, Any]:
+            input_peer = await self._input_peer(peer, PeerKind.PEER, memory=memory, used=used)
+            return await self._read_messages(input_peer, peer, id_list)
+
+        return await self._remembering(once)
+
+    async def _read_messages(
+        self, input_peer: Any, peer: str | int, id_list: list[int]
+    ) -> dict[str, Any]:
         wanted = [tl_types.InputMessageID(i) for i in id_list]
         if isinstance(input_peer, tl_types.InputPeerChannel | tl_types.InputPeerChannelFromMessage):
             request: Any = tl_functions.channels.GetMessagesRequest(
@@ -136,10 +268,62 @@ class PeerLookup:
         _first(found, redact(str(value)))
 
     async def input_peer(self, value: str | int, kind: PeerKind) -> TLObject:
-        """Turn a peer reference into an Input* object of ``kind`` with this account's cache."""
+        """Turn a peer reference into an Input* object of ``kind``: the peer memory first,
+        then Telethon's cache, then a look-up call.
+
+        Raises:
+            JobFailed: INVALID_ARGUMENT if the peer is not of ``kind``.
+            Exception: the look-up's errors, for `classify`.
+        """
+        return await self._input_peer(value, kind, memory=True, used=[])
+
+    def _recall(self, value: str | int, memory: bool, used: Used) -> StoredPeer | None:
+        """The remembered peer ``value`` names (noted in ``used``), or None."""
+        if self.book is None or not memory:
+            return None
+        key = peer_key(value)
+        known = self.book.get(key) if key is not None else None
+        if known is not None and key is not None:
+            used.append((key, known))
+        return known
+
+    async def _remembering(self, once: Callable[[bool, Used], Awaitable[T]]) -> T:
+        """Run ``once(memory=True, used)``; if a remembered peer it used turned out stale
+        (Telegram called it invalid, or the answer showed its username now names another
+        peer), forget it and run ``once(memory=False, ...)``: a look-up on the wire."""
+        book = self.book
+        if book is None:
+            return await once(False, [])
+        used: Used = []
+        try:
+            result = await once(True, used)
+        except Exception as exc:
+            if not used or not _stale(exc):
+                raise
+            for key, _ in used:
+                book.forget(key)
+            return await once(False, [])
+        for key, peer in used:
+            now = book.get(key)
+            if key.startswith("username:") and (
+                now is None or (now.kind, now.peer_id) != (peer.kind, peer.peer_id)
+            ):
+                # The answer came from the peer that used to have the username (the result
+                # showed it without): ask again, by what the memory holds now or on the wire.
+                return await once(True, [])
+        return result
+
+    async def _input_peer(
+        self, value: str | int, kind: PeerKind, *, memory: bool, used: Used
+    ) -> TLObject:
         link_kind, parsed = parse_link(value)
-        if link_kind == "self":
-            input_peer: Any = tl_types.InputPeerSelf()
+        known = self._recall(value, memory, used)
+        if known is not None:
+            input_peer: Any = _input_of(known)
+        elif link_kind == "username" and self.book is not None:
+            input_peer = await self._username_peer(str(parsed), cache=memory)
+        elif link_kind == "self":
+            input_peer = tl_types.InputPeerSelf()
         elif link_kind == "invite":
             invite = await self.invoke(tl_functions.messages.CheckChatInviteRequest(str(parsed)))
             chat = getattr(invite, "chat", None)
@@ -176,8 +360,51 @@ class PeerLookup:
                 f"peer {redact(str(value))!r} is not a {kind.value.replace('_', ' ')}",
             ) from None
 
-    async def _fetch_entity(self, kind: str, value: str | int) -> Any:
+    async def _username_peer(self, username: str, *, cache: bool) -> Any:
+        """With a peer memory: Telethon's session cache (no network; unless ``cache`` is
+        False, when a remembered hash was just found stale: a session file may hold it too),
+        else ``contacts.resolveUsername`` through ``invoke`` (what it returns is remembered)."""
+        cached = self.cached_entity(username) if cache else None
+        if cached is not None:
+            if self.book is not None and isinstance(
+                cached, tl_types.InputPeerUser | tl_types.InputPeerChannel
+            ):
+                kind = "user" if isinstance(cached, tl_types.InputPeerUser) else "channel"
+                peer_id = cached.user_id if kind == "user" else cached.channel_id
+                self.book.learn(
+                    [StoredPeer("", kind, peer_id, cached.access_hash, username.lower(), 0.0)]
+                )
+            return cached
+        resolved = await self.invoke(tl_functions.contacts.ResolveUsernameRequest(username))
+        return tl_utils.get_input_peer(_entity_in(resolved.peer, resolved.users, resolved.chats))
+
+    async def _known_summary(self, known: StoredPeer) -> dict[str, Any]:
+        """`resolve` of a remembered user or channel: its full info alone (one call); a
+        private channel also ``channels.getChannels`` for what it shows."""
+        if known.kind == "user":
+            full = await self.invoke(
+                tl_functions.users.GetFullUserRequest(
+                    tl_types.InputUser(known.peer_id, known.access_hash)
+                )
+            )
+            entity = _entity_in(tl_types.PeerUser(known.peer_id), full.users, full.chats)
+            return peer_summary(entity, full)
+        channel = tl_types.InputChannel(known.peer_id, known.access_hash)
+        try:
+            full = await self.invoke(tl_functions.channels.GetFullChannelRequest(channel))
+        except tl_errors.ChannelPrivateError:
+            chats = await self.invoke(tl_functions.channels.GetChannelsRequest([channel]))
+            summary = peer_summary(_first(getattr(chats, "chats", ()), known.peer_id))
+            summary["private"] = True
+            return summary
+        entity = _entity_in(tl_types.PeerChannel(known.peer_id), full.users, full.chats)
+        return peer_summary(entity, full)
+
+    async def _fetch_entity(
+        self, kind: str, value: str | int, *, memory: bool = True, used: Used | None = None
+    ) -> Any:
         """One call that returns the full User/Chat/Channel object for a parsed link."""
+        used = [] if used is None else used
         if kind in ("username", "phone"):
             if kind == "username":
                 request: Any = tl_functions.contacts.ResolveUsernameRequest(str(value))
@@ -194,11 +421,14 @@ class PeerLookup:
             chats = await self.invoke(tl_functions.messages.GetChatsRequest([int(value)]))
             return _first(getattr(chats, "chats", ()), value)
         if kind == "user_id":
-            input_user = await self.input_peer(int(value), PeerKind.USER)
+            input_user = await self._input_peer(int(value), PeerKind.USER, memory=memory, used=used)
             users = await self.invoke(tl_functions.users.GetUsersRequest([input_user]))
             return _first(users, value)
-        input_channel = await self.input_peer(
-            tl_utils.get_peer_id(tl_types.PeerChannel(int(value))), PeerKind.CHANNEL
+        input_channel = await self._input_peer(
+            tl_utils.get_peer_id(tl_types.PeerChannel(int(value))),
+            PeerKind.CHANNEL,
+            memory=memory,
+            used=used,
         )
         chats = await self.invoke(tl_functions.channels.GetChannelsRequest([input_channel]))
         return _first(getattr(chats, "chats", ()), value)

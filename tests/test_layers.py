@@ -33,8 +33,11 @@ PACKAGE = Path(__file__).resolve().parent.parent / "mtpoold"
 #: The scheduling core and the plain-Python vocabulary it runs on.
 CORE = frozenset(
     f"mtpoold.{m}"
-    for m in ("_gate", "_lane", "_ready", "_dispatch", "_policy", "_account", "_pool", "_stats")
-)
+    for m in (
+        "_gate", "_lane", "_ready", "_dispatch", "_policy", "_account", "_pool", "_stats",
+        "_peermemory",  # every account's peers with their access hashes (issue 12)
+    )
+)  # fmt: skip
 VOCABULARY = frozenset(
     f"mtpoold.{m}"
     for m in (

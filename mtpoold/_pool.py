@@ -221,7 +221,7 @@ class Pool:
 
     def __attrs_post_init__(self) -> None:
         if self._config.economy.peer_memory:  # peer memory
-            self._peers = PeerMemory.load(self._store) if self._store else PeerMemory()
+            self._peers = PeerMemory() if self._store is None else PeerMemory.load(self._store)
         self._dispatch = Dispatcher(
             self._accounts, self._lanes, self._lane_accounts, knowledge=self._peers
         )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import collections
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any, Final, Protocol, TypeVar, final
+from typing import TYPE_CHECKING, Any, Final, Protocol, TypeVar, final, runtime_checkable
 
 import attrs
 import trio
@@ -14,6 +14,9 @@ from ._errors import ErrorClass, Failure
 from ._lane import ProxyCoolingDown, ProxyLane
 from ._policy import Verdict
 from ._stats import AccountStatistics
+
+if TYPE_CHECKING:
+    from ._peermemory import AccountPeers
 
 log = logging.getLogger("mtpoold.account")
 
@@ -59,6 +62,15 @@ class SupportsKeepalive(Protocol):
 
     async def keepalive_ping(self) -> None:
         """Send one keepalive ping and wait for the pong."""
+
+
+@runtime_checkable
+class SupportsPeerBook(Protocol):
+    """A client that uses the account's peer memory (`mtpoold._peermemory`; the real client
+    does, doubles may not)."""
+
+    def set_peer_book(self, book: AccountPeers) -> None:
+        """Use ``book`` for look-ups and remember the peers results show."""
 
 
 class SupportsBlame(Protocol):
@@ -133,6 +145,8 @@ class AccountWorker:
         idle_disconnect_s: Seconds without a call before the connection is closed.
         tags: The account's tags from the config.
         keepalive_interval_s: Seconds between keepalive pings of an idle connection.
+        peer_book: The account's peer memory (`mtpoold._peermemory.AccountPeers`), handed
+            to each client it builds that takes one (`SupportsPeerBook`); None: off.
     """
 
     id: str
@@ -143,6 +157,8 @@ class AccountWorker:
     idle_disconnect_s: float = 300.0
     tags: frozenset[str] = frozenset()
     keepalive_interval_s: float = KEEPALIVE_INTERVAL_S
+    #: This account's peer memory, handed to every client it builds (None: off).
+    peer_book: AccountPeers | None = None
     cooldown_until: float = attrs.field(init=False, default=float("-inf"))
     disabled_reason: str | None = attrs.field(init=False, default=None)
     reserved: bool = attrs.field(init=False, default=False)
@@ -285,6 +301,8 @@ class AccountWorker:
         # entity cache (access hashes) of string sessions.
         if self._client is None:
             self._client = self.client_factory()
+            if self.peer_book is not None and isinstance(self._client, SupportsPeerBook):
+                self._client.set_peer_book(self.peer_book)
         client = self._client
         started: float | None = None
         try:

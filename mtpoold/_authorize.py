@@ -45,15 +45,11 @@ from telethon import errors as tl_errors
 from telethon.sessions import SQLiteSession, StringSession
 
 from ._classify import classify
-from ._client import (
-    DEVICE_FIELDS,
-    TelethonClient,
-    device_sidecar_path,
-    register_rsa_keys,
-    session_file_path,
-)
+from ._client import TelethonClient
 from ._errors import ConfigError, MtpooldError, leaves
+from ._rsakeys import register_rsa_keys
 from ._secrets import PRIVATE_FILE_MODE, ensure_private_dir
+from ._sessionfiles import DEVICE_FIELDS, device_sidecar_path, session_file_path
 from ._sessionid import SessionIdentity, file_session_key, key_id_of
 from ._sessionlock import SessionLock
 

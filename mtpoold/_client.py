@@ -44,66 +44,41 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import json
 import logging
-import os
 import random
-import string
 import sys
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, final
 
 import attrs
-import rsa
 import trio
 import trio_asyncio
 from telethon import TelegramClient
 from telethon import errors as tl_errors
-from telethon import utils as tl_utils
-from telethon.crypto import rsa as tl_rsa
-from telethon.network.connection import (
-    ConnectionTcpFull,
-    ConnectionTcpMTProxyIntermediate,
-    ConnectionTcpMTProxyRandomizedIntermediate,
-)
-from telethon.network.connection.connection import Connection
 from telethon.sessions import MemorySession, SQLiteSession, StringSession
 from telethon.sessions.abstract import Session
 from telethon.tl import functions as tl_functions
-from telethon.tl import types as tl_types
 from telethon.tl.tlobject import TLObject
 
 from ._account import DISCONNECT_TIMEOUT_S
 from ._aiobridge import AIO_CANCEL_WAIT_S, run_aio
 from ._aiolog import AioContext, aio_context
-from ._errors import (
-    ConfigError,
-    ErrorClass,
-    JobFailed,
-    ProtocolViolation,
-    ProxyUnavailable,
-    redact,
-)
-from ._methods import check_message_ids, invite_summary, message_summaries, parse_link, peer_summary
+from ._errors import ConfigError, ProtocolViolation, ProxyUnavailable, redact
+from ._lookup import PeerLookup, peers_in
+from ._peermemory import AccountPeers
 from ._secrets import SecretUnavailable, load_string_session
-from ._sessionid import session_problems
-from ._tljson import PeerKind, build_request, to_json
+from ._sessionfiles import DEVICE_FIELDS, read_device_params
+from ._startup import server_address, startup_problems, telethon_proxy
+from ._tljson import build_request, to_json
 from ._wire import WireMonitor, install_sender_hooks, monitored_connection
 
 if TYPE_CHECKING:
     from ._config import AccountConfig, Config, ProxyConfig, TelegramConfig
 
 __all__ = [
-    "DEVICE_FIELDS",
     "DISCONNECT_TIMEOUT_S",
     "TelethonClient",
-    "device_sidecar_path",
-    "read_device_params",
-    "session_file_path",
-    "register_rsa_keys",
     "telethon_client_factory",
-    "telethon_proxy",
 ]
 
 log = logging.getLogger("mtpoold.client")
@@ -112,195 +87,6 @@ log = logging.getLogger("mtpoold.client")
 #: as Telethon's own keepalive; the worker pings every 60 s).
 PING_DISCONNECT_DELAY_S: Final = 75
 CONNECTION_RETRIES: Final = 0  # Telethon connect attempts beyond the first (the pool retries)
-
-# Telegram's published data-centre addresses (IPv4), used when the config names a DC id but
-# no host and the session does not know its DC yet.
-PRODUCTION_DCS: Final[Mapping[int, str]] = {
-    1: "149.154.175.53",
-    2: "149.154.167.51",
-    3: "149.154.175.100",
-    4: "149.154.167.91",
-    5: "91.108.56.130",
-}
-TEST_DCS: Final[Mapping[int, str]] = {
-    1: "149.154.175.10",
-    2: "149.154.167.40",
-    3: "149.154.175.117",
-}
-
-
-# --- session files ------------------------------------------------------------------------
-
-SESSION_SUFFIX: Final = ".session"  # Telethon's SQLiteSession appends it when missing
-DEVICE_SIDECAR_SUFFIX: Final = ".device.json"
-#: What an account presents in initConnection; recorded by ``mtpoold authorize``.
-DEVICE_FIELDS: Final = ("device_model", "system_version", "app_version", "lang_code",
-                        "system_lang_code")  # fmt: skip
-
-
-def session_file_path(session: str | os.PathLike[str]) -> Path:
-    """The file Telethon's ``SQLiteSession`` uses for a configured ``session`` path.
-
-    Telethon appends ``.session`` unless the name already ends with it.
-    """
-    text = os.fspath(session)
-    return Path(text if text.endswith(SESSION_SUFFIX) else text + SESSION_SUFFIX)
-
-
-def device_sidecar_path(session: str | os.PathLike[str]) -> Path:
-    """``<session file>.device.json``: the device parameters the session was authorized with."""
-    path = session_file_path(session)
-    return path.with_name(path.name + DEVICE_SIDECAR_SUFFIX)
-
-
-def read_device_params(session: str | os.PathLike[str]) -> dict[str, str]:
-    """The device parameters recorded next to a session file by ``mtpoold authorize``.
-
-    Args:
-        session: The account's configured ``session`` path.
-
-    Returns:
-        The recorded `DEVICE_FIELDS` (string values only); ``{}`` if there is no sidecar. An
-        unreadable or malformed sidecar is logged as a warning and treated as absent.
-    """
-    path = device_sidecar_path(session)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return {}
-    except (OSError, ValueError) as exc:
-        log.warning("event=device_sidecar_unreadable path=%s error=%s", path, type(exc).__name__)
-        return {}
-    if not isinstance(data, dict):
-        log.warning("event=device_sidecar_unreadable path=%s error=not_an_object", path)
-        return {}
-    return {k: v for k, v in data.items() if k in DEVICE_FIELDS and isinstance(v, str) and v}
-
-
-# --- configuration -> Telethon arguments ---------------------------------------------------
-
-
-def telethon_proxy(proxy: ProxyConfig | None) -> tuple[type[Connection], Any]:
-    """The ``(connection, proxy)`` arguments of ``TelegramClient`` for a proxy config.
-
-    Args:
-        proxy: The account's proxy, or None for a direct connection.
-
-    Returns:
-        ``(ConnectionTcpFull, dict(proxy_type=..., addr=..., port=..., rdns=..., username=...,
-        password=...))`` for socks5/socks4/http (python-socks), ``(ConnectionTcpFull, None)``
-        without a proxy; for an MTProxy, as MTProxy clients do: a plain 32-hex secret uses
-        the classic intermediate transport (``ConnectionTcpMTProxyIntermediate``,
-        ``(host, port, secret)``), a ``dd`` secret the padded one
-        (``ConnectionTcpMTProxyRandomizedIntermediate``, ``(host, port, "dd" + secret)``).
-        The secret is passed in lower case: Telethon's ``dd`` prefix test is case-sensitive
-        (shared cases 004 and 005).
-
-    Raises:
-        ConfigError: for an MTProxy without a secret, with a fake-TLS (``ee…``) secret,
-            which Telethon cannot speak, or with a secret that is not 32 hex characters
-            (optionally prefixed ``dd``); or an unknown proxy type.
-    """
-    if proxy is None:
-        return ConnectionTcpFull, None
-    if proxy.type in ("socks5", "socks4", "http"):
-        return ConnectionTcpFull, {
-            "proxy_type": proxy.type,
-            "addr": proxy.host,
-            "port": proxy.port,
-            "rdns": proxy.rdns,
-            "username": proxy.username,
-            "password": proxy.password,
-        }
-    if proxy.type == "mtproxy":
-        where = f"proxies.{proxy.name}.secret"
-        secret = (proxy.secret or "").strip().lower()
-        if not secret:
-            raise ConfigError([f"{where}: an MTProxy needs a secret"])
-        if secret[:2] == "ee" and len(secret) > 34:  # ee + 32 hex + the domain's hex
-            raise ConfigError([f"{where}: fake-TLS (ee…) MTProxy secrets are not supported"])
-        padded = len(secret) == 34 and secret[:2] == "dd"
-        key = secret[2:] if padded else secret
-        if len(key) != 32 or any(c not in string.hexdigits for c in key):
-            raise ConfigError(
-                [f"{where}: must be 32 hex characters, optionally prefixed dd (padded transport)"]
-            )
-        # Telethon strips a leading "dd"/"ee" before reading the hex, so a plain key that
-        # happens to start with those letters (1 in 128) would lose a byte: always hand it
-        # "dd" + key and let the connection class alone choose the transport.
-        transport = (
-            ConnectionTcpMTProxyRandomizedIntermediate
-            if padded
-            else (ConnectionTcpMTProxyIntermediate)
-        )
-        return transport, (proxy.host, proxy.port, "dd" + key)
-    raise ConfigError([f"proxies.{proxy.name}.type: unknown proxy type {proxy.type!r}"])
-
-
-_registered_rsa_keys: set[tuple[int, int]] = set()  # (n, e) added to Telethon in this process
-
-
-def _load_rsa_key(spec: str) -> rsa.PublicKey:
-    text = spec if "-----BEGIN" in spec else Path(spec).read_text(encoding="ascii")
-    data = text.encode("ascii")
-    if b"BEGIN RSA PUBLIC KEY" in data:
-        return rsa.PublicKey.load_pkcs1(data)
-    return rsa.PublicKey.load_pkcs1_openssl_pem(data)
-
-
-def register_rsa_keys(keys: Sequence[str], *, where: str = "telegram.rsa_keys") -> int:
-    """Register extra Telegram server RSA keys with Telethon, each once per process.
-
-    Args:
-        keys: PEM texts (``BEGIN RSA PUBLIC KEY`` or ``BEGIN PUBLIC KEY``) or paths of PEM files.
-        where: Config key path for error messages.
-
-    Returns:
-        How many keys were newly registered.
-
-    Raises:
-        ConfigError: listing every key that cannot be read or parsed.
-    """
-    problems: list[str] = []
-    added = 0
-    for i, spec in enumerate(keys):
-        try:
-            key = _load_rsa_key(spec)
-        except (OSError, ValueError, UnicodeError) as exc:
-            label = spec if "-----BEGIN" not in spec else "PEM text"
-            problems.append(f"{where}[{i}]: cannot load RSA key from {label}: {type(exc).__name__}")
-            continue
-        ident = (key.n, key.e)
-        if ident in _registered_rsa_keys:
-            continue
-        tl_rsa.add_key(key.save_pkcs1().decode("ascii"), old=False)
-        _registered_rsa_keys.add(ident)
-        added += 1
-    if problems:
-        raise ConfigError(problems)
-    return added
-
-
-def _server_address(telegram: TelegramConfig, session: Session) -> tuple[int, str, int] | None:
-    """The ``(dc_id, host, port)`` to put into the session, or None to keep the session's."""
-    if telegram.dc_host:
-        return telegram.dc_id, telegram.dc_host, telegram.dc_port
-    if telegram.test_mode:
-        dc_id = session.dc_id if session.server_address else telegram.dc_id
-        return dc_id, TEST_DCS[dc_id], telegram.dc_port
-    if not session.server_address:
-        return telegram.dc_id, PRODUCTION_DCS[telegram.dc_id], telegram.dc_port
-    return None
-
-
-def _check_server(telegram: TelegramConfig, where: str) -> list[str]:
-    if telegram.dc_host:
-        return []
-    table = TEST_DCS if telegram.test_mode else PRODUCTION_DCS
-    if telegram.dc_id not in table:
-        return [f"{where}.dc_id: no known {'test ' if telegram.test_mode else ''}DC "
-                f"{telegram.dc_id}; set dc_host"]  # fmt: skip
-    return []
 
 
 # --- the client -----------------------------------------------------------------------------
@@ -329,8 +115,22 @@ class _GatedTelegramClient(TelegramClient):  # type: ignore[misc]
       ``updates.getDifference`` on its own timer. Updates Telethon queues anyway (its own
       results) are drained and dropped, so the queue cannot grow;
     - no DC switch: on ``*_MIGRATE`` Telethon would reconnect to another DC by itself; the
-      migrate error is raised instead (classified by `mtpoold._classify.classify`).
+      migrate error is raised instead (classified by `mtpoold._classify.classify`);
+    - every result is shown to ``on_result`` (the peer memory's harvest).
     """
+
+    #: Called with every result Telethon receives, its own look-ups' included
+    #: (`TelethonClient._seen`: the peer memory's harvest), or None.
+    on_result: Callable[[Any], None] | None = None
+
+    async def _call(
+        self, sender: Any, request: Any, ordered: bool = False, flood_sleep_threshold: Any = None
+    ) -> Any:
+        # Where Telethon feeds every result to its session cache (process_entities).
+        result = await super()._call(sender, request, ordered, flood_sleep_threshold)
+        if self.on_result is not None:
+            self.on_result(result)
+        return result
 
     async def _keepalive_loop(self) -> None:
         return None
@@ -394,8 +194,17 @@ class TelethonClient:
     #: An asyncio call did not finish within AIO_CANCEL_WAIT_S of its cancellation: the
     #: TelegramClient is given up and rebuilt on the next connect.
     _stale: bool = attrs.field(init=False, default=False)
+    #: `resolve`, `get_messages` and ``call``'s peer arguments, over `_invoke`.
+    _lookup: PeerLookup = attrs.field(init=False)
+    #: This account's peer memory (`set_peer_book`), or None.
+    _book: AccountPeers | None = attrs.field(init=False, default=None)
 
     def __attrs_post_init__(self) -> None:
+        self._lookup = PeerLookup(
+            invoke=self._invoke,
+            input_entity=self._input_entity,
+            cached_entity=self._cached_entity,
+        )
         self.monitor = WireMonitor(
             proxy=self.proxy.name if self.proxy is not None else None,
             max_messages_per_call=self.telegram.wire_max_messages_per_call,
@@ -408,6 +217,13 @@ class TelethonClient:
             f"<TelethonClient account={self.account.id} proxy={proxy}"
             f" connected={self.is_connected()}>"
         )
+
+    def set_peer_book(self, book: AccountPeers) -> None:
+        """Use this account's peer memory (`mtpoold._account.SupportsPeerBook`): known peers
+        cost no look-up, and every user and channel with an access hash in any result is
+        remembered. Called by the account worker right after it builds the client."""
+        self._book = book
+        self._lookup.book = book
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -453,6 +269,7 @@ class TelethonClient:
         self._connect_errors.clear()
         try:
             await self._aio(self._tg.connect)
+            self._check_owner(self._tg)
         except BaseException as exc:
             # Half-done connects (sender loops running, initConnection unanswered) are closed
             # here, so a failed or cancelled connect leaves no connection and no task behind.
@@ -465,6 +282,28 @@ class TelethonClient:
             raise cause from exc
         finally:
             self._connect_errors.clear()
+
+    def _check_owner(self, tg: TelegramClient) -> None:
+        """Tell the peer memory which user this session logs in as (Telethon knows it after
+        connect: from the session file, or its ``users.getUsers`` of self)."""
+        self_id = getattr(getattr(tg, "_mb_entity_cache", None), "self_id", None)
+        if self._book is not None and isinstance(self_id, int):
+            self._book.check_owner(self_id)
+
+    def _seen(self, result: Any) -> None:
+        """Remember the users and channels in a result (`mtpoold._lookup.peers_in`); runs
+        inside Telethon's ``_call``, so it never raises."""
+        book = self._book
+        if book is None:
+            return
+        try:
+            book.learn(peers_in(result, self.account.id))
+        except Exception as exc:  # noqa: BLE001 - a harvest must never fail the call
+            log.warning(
+                "event=peer_harvest_failed account=%s error=%s",
+                self.account.id,
+                type(exc).__name__,
+            )
 
     def _connect_failure(self, exc: Exception) -> Exception:
         """The error a failed connect raises: the proxy's if the DC never answered."""
@@ -563,105 +402,32 @@ class TelethonClient:
             JobFailed: INVALID_ARGUMENT for an unknown method or bad arguments.
             Exception: Telethon's errors, for `classify`.
         """
-        request = await build_request(method, args, resolve_peer=self._resolve_peer)
-        result = await self._invoke(request)
+        result = await self._lookup.send(
+            lambda resolve_peer: build_request(method, args, resolve_peer=resolve_peer)
+        )
         return _wrap_result(to_json(result))
 
     async def resolve(self, link_or_username: str) -> dict[str, Any]:
-        """Resolve a username, link, invite or id to a peer summary.
-
-        Makes one look-up call (``contacts.resolveUsername``, ``users.getUsers``,
-        ``channels.getChannels``, ``messages.getChats``, ``contacts.resolvePhone`` or
-        ``messages.checkChatInvite``) and, for the counts, one ``channels.getFullChannel`` /
-        ``users.getFullUser`` / ``messages.getFullChat``.
-
-        Returns:
-            `mtpoold._methods.peer_summary` (or `invite_summary` for invites to chats this
-            account has not joined).
+        """Resolve a username, link, invite or id to a peer summary: `PeerLookup.resolve`.
 
         Raises:
             JobFailed: INVALID_ARGUMENT if the input names no peer.
-            Exception: Telethon's errors, for `classify` (``USERNAME_NOT_OCCUPIED`` ->
-                PEER_NOT_FOUND, ...).
+            ConnectionError: if not connected.
+            Exception: Telethon's errors, for `classify`.
         """
-        kind, value = parse_link(link_or_username)
-        if kind == "invite":
-            invite = await self._invoke(tl_functions.messages.CheckChatInviteRequest(str(value)))
-            if isinstance(invite, tl_types.ChatInviteAlready | tl_types.ChatInvitePeek):
-                summary = await self._entity_summary(invite.chat)
-                summary["private"] = True
-                return summary
-            return invite_summary(invite)
-        entity = await self._fetch_entity(kind, value)
-        return await self._entity_summary(entity)
+        return await self._lookup.resolve(link_or_username)
 
     async def get_messages(self, peer: str | int, ids: Sequence[int]) -> dict[str, Any]:
-        """Fetch messages of one chat by id and summarize them.
-
-        Args:
-            peer: The chat: ``"@name"``, a t.me link or a marked id.
-            ids: Up to `mtpoold._methods.MAX_MESSAGE_IDS` message ids.
-
-        Returns:
-            `mtpoold._methods.message_summaries`, keyed by ``str(id)``.
-
-        Channels and supergroups are read with ``channels.getMessages``, which checks the
-        peer itself; users and basic chats with ``messages.getMessages``, after
-        ``users.getUsers`` / ``messages.getChats`` confirmed the peer exists for this account.
+        """Fetch messages of one chat by id and summarize them: `PeerLookup.get_messages`.
 
         Raises:
             JobFailed: INVALID_ARGUMENT for bad ids or peer.
-            Exception: Telethon's errors, for `classify` (an unknown chat's
-                ``CHAT_ID_INVALID`` / ``PEER_ID_INVALID``, or ``ValueError("Cannot find any
-                entity ...")`` for a user or chat Telegram does not return: PEER_NOT_FOUND).
+            ConnectionError: if not connected.
+            Exception: Telethon's errors, for `classify`.
         """
-        id_list = check_message_ids(ids)
-        input_peer = await self._resolve_peer(peer, PeerKind.PEER)
-        wanted = [tl_types.InputMessageID(i) for i in id_list]
-        if isinstance(input_peer, tl_types.InputPeerChannel | tl_types.InputPeerChannelFromMessage):
-            request: Any = tl_functions.channels.GetMessagesRequest(
-                tl_utils.get_input_channel(input_peer), wanted
-            )
-            result = await self._invoke(request)
-            messages = list(getattr(result, "messages", ()))
-        else:
-            # messages.getMessages takes no peer, so Telegram never says the peer is unknown:
-            # check it exists for this account first, or a typo reads as "no such messages".
-            await self._check_peer_exists(input_peer, peer)
-            result = await self._invoke(tl_functions.messages.GetMessagesRequest(wanted))
-            messages = list(getattr(result, "messages", ()))
-            if not isinstance(input_peer, tl_types.InputPeerSelf):
-                # messages.getMessages reads the account's whole inbox: keep this chat's only
-                chat_id = tl_utils.get_peer_id(input_peer)
-                messages = [
-                    m
-                    for m in messages
-                    if getattr(m, "peer_id", None) is not None
-                    and tl_utils.get_peer_id(m.peer_id) == chat_id
-                ]
-        return message_summaries(id_list, messages)
+        return await self._lookup.get_messages(peer, ids)
 
     # -- internals ------------------------------------------------------------------------
-
-    async def _check_peer_exists(self, input_peer: Any, value: str | int) -> None:
-        """Raise unless Telegram returns the user or basic chat `input_peer` to this account."""
-        if isinstance(input_peer, tl_types.InputPeerSelf):
-            return
-        if isinstance(input_peer, tl_types.InputPeerChat):
-            chats = await self._invoke(tl_functions.messages.GetChatsRequest([input_peer.chat_id]))
-            found = [
-                c
-                for c in getattr(chats, "chats", ())
-                if getattr(c, "id", None) == input_peer.chat_id
-            ]
-        elif isinstance(input_peer, tl_types.InputPeerUser | tl_types.InputPeerUserFromMessage):
-            users = await self._invoke(
-                tl_functions.users.GetUsersRequest([tl_utils.get_input_user(input_peer)])
-            )
-            found = [u for u in users if getattr(u, "id", None) == input_peer.user_id]
-        else:
-            return
-        _first(found, redact(str(value)))
 
     def _build(self, session: Session | None = None) -> TelegramClient:
         """Build the ``TelegramClient``: this account's proxy, server, timeouts and device.
@@ -709,6 +475,7 @@ class TelethonClient:
             loop=None,
         )
         install_sender_hooks(tg, self.monitor)
+        tg.on_result = self._seen
         return tg
 
     def _session(self) -> Session:
@@ -727,7 +494,7 @@ class TelethonClient:
         return MemorySession()  # nothing configured (tests): the factory refuses such accounts
 
     def _apply_server(self, session: Session) -> None:
-        address = _server_address(self.telegram, session)
+        address = server_address(self.telegram, session)
         if (
             address is not None
             and (
@@ -813,95 +580,20 @@ class TelethonClient:
     async def _invoke(self, request: TLObject) -> Any:
         return await self._aio(self._connected(), request)
 
-    async def _resolve_peer(self, value: str | int, kind: PeerKind) -> TLObject:
-        """Turn a peer reference into an Input* object of ``kind`` with this account's cache."""
-        link_kind, parsed = parse_link(value)
-        tg = self._connected()
-        if link_kind == "self":
-            input_peer: Any = tl_types.InputPeerSelf()
-        elif link_kind == "invite":
-            invite = await self._invoke(tl_functions.messages.CheckChatInviteRequest(str(parsed)))
-            chat = getattr(invite, "chat", None)
-            if chat is None:
-                raise ValueError(
-                    "Cannot find any entity corresponding to this invite: the account has not"
-                    " joined its chat"
-                )
-            input_peer = tl_utils.get_input_peer(chat)
-        else:
-            target: Any
-            if link_kind == "username":
-                target = str(parsed)
-            elif link_kind == "phone":
-                target = "+" + str(parsed)
-            elif link_kind == "user_id":
-                target = tl_types.PeerUser(int(parsed))
-            elif link_kind == "chat_id":
-                target = tl_types.PeerChat(int(parsed))
-            else:
-                target = tl_types.PeerChannel(int(parsed))
-            input_peer = await self._aio(tg.get_input_entity, target)
+    def _cached_entity(self, target: Any) -> Any:
+        """Telethon's session cache alone (no network): the Input* object, or None."""
+        tg = self._tg
+        if tg is None:
+            return None
         try:
-            if kind is PeerKind.USER:
-                return tl_utils.get_input_user(input_peer)
-            if kind is PeerKind.CHANNEL:
-                return tl_utils.get_input_channel(input_peer)
-            if kind is PeerKind.DIALOG_PEER:
-                return tl_utils.get_input_dialog(input_peer)
-            return tl_utils.get_input_peer(input_peer)
-        except TypeError:
-            raise JobFailed(
-                ErrorClass.INVALID_ARGUMENT,
-                f"peer {redact(str(value))!r} is not a {kind.value.replace('_', ' ')}",
-            ) from None
+            return tg.session.get_input_entity(target)
+        except (ValueError, TypeError, KeyError):
+            return None
 
-    async def _fetch_entity(self, kind: str, value: str | int) -> Any:
-        """One call that returns the full User/Chat/Channel object for a parsed link."""
-        if kind in ("username", "phone"):
-            if kind == "username":
-                request: Any = tl_functions.contacts.ResolveUsernameRequest(str(value))
-            else:
-                request = tl_functions.contacts.ResolvePhoneRequest(str(value))
-            resolved = await self._invoke(request)
-            return _entity_in(resolved.peer, resolved.users, resolved.chats)
-        if kind == "self":
-            users = await self._invoke(
-                tl_functions.users.GetUsersRequest([tl_types.InputUserSelf()])
-            )
-            return _first(users, value)
-        if kind == "chat_id":
-            chats = await self._invoke(tl_functions.messages.GetChatsRequest([int(value)]))
-            return _first(getattr(chats, "chats", ()), value)
-        if kind == "user_id":
-            input_user = await self._resolve_peer(int(value), PeerKind.USER)
-            users = await self._invoke(tl_functions.users.GetUsersRequest([input_user]))
-            return _first(users, value)
-        input_channel = await self._resolve_peer(
-            tl_utils.get_peer_id(tl_types.PeerChannel(int(value))), PeerKind.CHANNEL
-        )
-        chats = await self._invoke(tl_functions.channels.GetChannelsRequest([input_channel]))
-        return _first(getattr(chats, "chats", ()), value)
-
-    async def _entity_summary(self, entity: Any) -> dict[str, Any]:
-        full: Any = None
-        if isinstance(entity, tl_types.Channel):
-            try:
-                full = await self._invoke(
-                    tl_functions.channels.GetFullChannelRequest(tl_utils.get_input_channel(entity))
-                )
-            except Exception as exc:
-                if type(exc).__name__ != "ChannelPrivateError":
-                    raise
-                summary = peer_summary(entity)
-                summary["private"] = True
-                return summary
-        elif isinstance(entity, tl_types.User):
-            full = await self._invoke(
-                tl_functions.users.GetFullUserRequest(tl_utils.get_input_user(entity))
-            )
-        elif isinstance(entity, tl_types.Chat):
-            full = await self._invoke(tl_functions.messages.GetFullChatRequest(entity.id))
-        return peer_summary(entity, full)
+    async def _input_entity(self, target: Any) -> Any:
+        """Telethon's ``get_input_entity``: its entity cache, else a look-up of its own."""
+        tg = self._connected()
+        return await self._aio(tg.get_input_entity, target)
 
 
 async def _aio_disconnect(tg: TelegramClient) -> None:
@@ -940,26 +632,6 @@ def _read_leftovers(tg: TelegramClient) -> None:
             fut.exception()
 
 
-def _entity_in(peer: Any, users: Sequence[Any], chats: Sequence[Any]) -> Any:
-    if isinstance(peer, tl_types.PeerUser):
-        pool, wanted = users, peer.user_id
-    elif isinstance(peer, tl_types.PeerChannel):
-        pool, wanted = chats, peer.channel_id
-    else:
-        pool, wanted = chats, getattr(peer, "chat_id", None)
-    for entity in pool:
-        if getattr(entity, "id", None) == wanted:
-            return entity
-    raise ValueError("Cannot find any entity corresponding to the resolved peer")
-
-
-def _first(entities: Sequence[Any], value: object) -> Any:
-    for entity in entities:
-        if not isinstance(entity, tl_types.UserEmpty | tl_types.ChatEmpty):
-            return entity
-    raise ValueError(f"Cannot find any entity corresponding to {value!r}")
-
-
 # --- factory -----------------------------------------------------------------------------------
 
 
@@ -983,24 +655,7 @@ def telethon_client_factory(config: Config) -> Callable[[AccountConfig], Teletho
     """
     from ._config import proxy_key
 
-    problems: list[str] = []
-    seen_proxies: set[str] = set()
-    problems += session_problems(config.accounts)  # readable, one auth key per account
-    for account in config.accounts:
-        telegram = config.telegram_for(account)
-        where = f"accounts.{account.id}.telegram" if account.telegram else "telegram"
-        problems += _check_server(telegram, where)
-        try:
-            register_rsa_keys(telegram.rsa_keys, where=f"{where}.rsa_keys")
-        except ConfigError as exc:
-            problems += [p for p in exc.problems if p not in problems]
-        proxy = config.proxy_for(account)
-        if proxy is not None and proxy.name not in seen_proxies:
-            seen_proxies.add(proxy.name)
-            try:
-                telethon_proxy(proxy)
-            except ConfigError as exc:
-                problems += exc.problems
+    problems = startup_problems(config)
     if problems:
         raise ConfigError(problems)
 

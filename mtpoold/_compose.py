@@ -4,7 +4,7 @@ The scheduling core (`mtpoold._pool` and the rooms under it) imports no Telethon
 or trio-asyncio; `tests/test_layers.py` checks its import graph. This module chooses what the
 core is handed (`mtpoold._pool.TelegramSide`): Telethon clients (`mtpoold._client`), their
 failures read by `mtpoold._classify.classify`, the request checks of `mtpoold._tljson` and
-`mtpoold._methods`, the session locks of `mtpoold._sessionlock`, and a trio-asyncio loop with
+`mtpoold._links`, the session locks of `mtpoold._sessionlock`, and a trio-asyncio loop with
 mtpoold's exception handler (`mtpoold._aiolog`). ``mtpoold.open_pool`` is `open_pool`.
 
 The Telegram side is imported when a pool is composed, not when this module is: ``import
@@ -64,7 +64,7 @@ def telethon_side(
         The `TelegramSide` to hand `mtpoold._pool.open_pool`.
     """
     from ._classify import classify
-    from ._methods import check_message_ids, check_peer, peer_key
+    from ._links import check_message_ids, check_peer, peer_key
     from ._sessionlock import lock_sessions_of
     from ._tljson import check_request
 

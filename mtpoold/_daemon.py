@@ -238,8 +238,8 @@ def warn_about_exposed_secrets(config: Config, config_path: Path | None) -> int:
     Returns:
         How many warnings were logged.
     """
-    from ._client import session_file_path
     from ._secrets import warn_if_exposed
+    from ._sessionfiles import session_file_path
 
     warned = 0
     if config_path is not None and config_holds_secrets(config):

@@ -7,7 +7,7 @@ import collections
 import heapq
 import itertools
 from collections.abc import Collection, Iterable
-from typing import final
+from typing import Protocol, final
 
 import attrs
 import trio
@@ -85,6 +85,15 @@ class _Waiter:
 _INF = float("inf")
 
 
+class PeerKnowledge(Protocol):
+    """Which accounts can name a peer without a look-up (`mtpoold._peermemory.PeerMemory`;
+    issue 12, seam 3)."""
+
+    def knows(self, account_id: str, peer_key: str) -> bool: ...
+
+    def knowers(self, peer_key: str) -> Collection[str]: ...
+
+
 @final
 class Dispatcher:
     """Chooses accounts for jobs, keeps the waiting ones in order, and owns scheduling state.
@@ -127,6 +136,7 @@ class Dispatcher:
         accounts: Account id -> worker.
         lanes: Lane key -> lane.
         lane_accounts: Lane key -> its accounts, least recently used first.
+        knowledge: Which accounts know which peers (the pool's peer memory), or None.
     """
 
     def __init__(
@@ -134,7 +144,10 @@ class Dispatcher:
         accounts: dict[str, AccountWorker],
         lanes: dict[str, ProxyLane],
         lane_accounts: dict[str, collections.OrderedDict[str, AccountWorker]],
+        knowledge: PeerKnowledge | None = None,
     ) -> None:
+        #: Which accounts know a job's peer (None: nobody is known to).
+        self.knowledge = knowledge
         self._accounts = accounts
         self._lanes = lanes
         self._lane_accounts = lane_accounts

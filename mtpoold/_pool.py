@@ -35,6 +35,7 @@ from ._config import AccountConfig, Config, ProxyConfig, proxy_key
 from ._dispatch import BackoffPastDeadline, Dispatcher, Job
 from ._errors import ErrorClass, Failure, JobFailed
 from ._lane import NO_PROXY, ProxyCoolingDown, ProxyLane
+from ._peermemory import PeerMemory, first_peer_argument
 from ._policy import Verdict, decide
 from ._stats import PoolStatistics
 
@@ -205,6 +206,8 @@ class Pool:
         init=False, factory=dict
     )
     _dispatch: Dispatcher = attrs.field(init=False)
+    #: Every account's peers (``[economy] peer_memory``; in the store if there is one).
+    _peers: PeerMemory | None = attrs.field(init=False, default=None)
     _client_factory: ClientFactory = attrs.field(init=False)
     _account_cfgs: dict[str, AccountConfig] = attrs.field(init=False, factory=dict)
     _session_locks: dict[str, HeldLock] = attrs.field(factory=dict)
@@ -217,7 +220,11 @@ class Pool:
     _jobs_failed: int = attrs.field(init=False, default=0)
 
     def __attrs_post_init__(self) -> None:
-        self._dispatch = Dispatcher(self._accounts, self._lanes, self._lane_accounts)
+        if self._config.economy.peer_memory:  # peer memory
+            self._peers = PeerMemory() if self._store is None else PeerMemory.load(self._store)
+        self._dispatch = Dispatcher(
+            self._accounts, self._lanes, self._lane_accounts, knowledge=self._peers
+        )
         self._loaded_at = self._wall_clock()
         self._client_factory = self._make_factory(self._config)
         for acc_cfg in self._config.accounts:
@@ -284,6 +291,7 @@ class Pool:
             connect_timeout_s=tg.connect_timeout_s,
             idle_disconnect_s=tg.idle_disconnect_s,
             tags=frozenset(acc_cfg.tags),
+            peer_book=self._peers.book(acc_cfg.id) if self._peers is not None else None,
         )
         self._accounts[acc_cfg.id] = worker
         self._account_cfgs[acc_cfg.id] = acc_cfg
@@ -402,7 +410,14 @@ class Pool:
         # before any account is taken: unknown/blocked functions, bad arguments, ranges
         self._telegram.check_request(method, frozen_args, self._config.policy.allow_methods)
         return await self._run_job(
-            method, lambda c: c.call(method, frozen_args), deadline_s, account, tags
+            method,
+            lambda c: c.call(method, frozen_args),
+            deadline_s,
+            account,
+            tags,
+            peer_key=None
+            if (p := first_peer_argument(frozen_args)) is None
+            else self._telegram.peer_key(p),
         )
 
     async def resolve(
@@ -504,6 +519,8 @@ class Pool:
                 " (and reload) first"
             )
         forgotten = bool(self._store.forget_account(account_id)) if self._store else False
+        if self._peers is not None:  # peer memory
+            self._peers.forget_account(account_id)
         self._orphaned = tuple(a for a in self._orphaned if a != account_id)
         if forgotten:
             log.info("event=account_forgotten account=%s", account_id)

@@ -497,10 +497,10 @@ def _integer(value: object, where: str, low: int, high: int, what: str = "an int
 #: lower; this bound only keeps numbers no deadline can have out of the pool.
 MAX_DEADLINE_MS: Final = 2**53
 
-#: Message ids are TL ``int`` and start at 1 (as `mtpoold._methods.MAX_MESSAGE_ID`).
+#: Message ids are TL ``int`` and start at 1 (as `mtpoold._links.MAX_MESSAGE_ID`).
 _MESSAGE_ID_RANGE: Final = (1, 2**31 - 1)
 #: A numeric peer is a marked id (Bot API style: users id, chats -id, channels -100…id) of a
-#: TL ``long`` id — the range `mtpoold._methods.parse_link` takes; it says which ids inside
+#: TL ``long`` id — the range `mtpoold._links.parse_link` takes; it says which ids inside
 #: it name no peer.
 _PEER_ID_RANGE: Final = (-(10**12 + 2**63 - 1), 2**63 - 1)
 

@@ -175,7 +175,7 @@ def session_identity(
             an invalid string session, no source configured.
         SecretUnavailable: the string session's variable or credential is missing.
     """
-    from ._client import session_file_path  # the one place Telethon's file naming lives
+    from ._sessionfiles import session_file_path  # the one place Telethon's file naming lives
 
     aid = account.id
     if account.session is not None:
@@ -230,7 +230,7 @@ def session_problems(
 ) -> list[str]:
     """The start-up checks of every account's session: readable, and one auth key each.
 
-    Run by `mtpoold._client.telethon_client_factory`, so by ``check-config``, ``run`` and
+    Run by `mtpoold._startup.startup_problems`, so by ``check-config``, ``run`` and
     ``reload`` alike.
 
     Args:

@@ -244,7 +244,7 @@ class SessionLock:
         Returns:
             An unheld lock.
         """
-        from ._client import session_file_path
+        from ._sessionfiles import session_file_path
 
         real = Path(os.path.realpath(session_file_path(session_path)))
         return cls(account_id, real.with_name(real.name + LOCK_SUFFIX), real)

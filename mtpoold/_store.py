@@ -42,6 +42,7 @@ __all__ = [
     "SCHEMA_VERSION",
     "StateStore",
     "StoredAccount",
+    "StoredPeer",
     "StoredProxy",
     "StoredState",
 ]
@@ -117,6 +118,30 @@ class StoredState:
     proxies: dict[str, StoredProxy] = attrs.field(factory=dict)
 
 
+@attrs.frozen
+class StoredPeer:
+    """One peer an account has seen with its access hash (the peer memory,
+    `mtpoold._peermemory`). Never a name, phone number or message text.
+
+    Attributes:
+        account_id: The account that saw it (access hashes belong to the user it logs in as).
+        kind: ``"user"`` or ``"channel"`` (channels and supergroups), or ``"self"``: the
+            user the account logs in as (``access_hash`` 0, no username), whose peers these
+            are.
+        peer_id: The bare Telegram id (not marked).
+        access_hash: The hash the account presents in ``InputPeerUser`` / ``InputPeerChannel``.
+        username: The active username in lower case, or None.
+        seen_unix: When it was last seen in a result, UNIX seconds.
+    """
+
+    account_id: str
+    kind: str
+    peer_id: int
+    access_hash: int
+    username: str | None
+    seen_unix: float
+
+
 # --- schema -----------------------------------------------------------------------------------
 
 Migration = Callable[[sqlite3.Connection], None]
@@ -154,7 +179,22 @@ def _migrate_0_to_1(conn: sqlite3.Connection) -> None:
     )
 
 
-MIGRATIONS: Final[tuple[Migration, ...]] = (_migrate_0_to_1,)
+def _migrate_add_peers(conn: sqlite3.Connection) -> None:
+    """Peer memory: every account's peers with their access hashes (`StoredPeer`)."""
+    conn.execute(
+        """CREATE TABLE peers (
+            account_id TEXT NOT NULL,
+            kind TEXT NOT NULL,  -- 'user', 'channel', 'self'
+            peer_id INTEGER NOT NULL,  -- bare Telegram id
+            access_hash INTEGER NOT NULL,
+            username TEXT,  -- lower case; never names, phone numbers or text
+            seen_unix REAL NOT NULL,
+            PRIMARY KEY (account_id, kind, peer_id)
+        ) WITHOUT ROWID"""
+    )
+
+
+MIGRATIONS: Final[tuple[Migration, ...]] = (_migrate_0_to_1, _migrate_add_peers)
 """``MIGRATIONS[n]`` turns a schema-version-n file into version n+1, inside one transaction.
 
 Append a function to change the schema; never edit a released one. Version 0 is an empty file.
@@ -428,6 +468,73 @@ class StateStore:
         """
         cur = self._db().execute("DELETE FROM accounts WHERE id = ?", (account_id,))
         return cur.rowcount > 0
+
+    # -- peers (the peer memory, `mtpoold._peermemory`) --------------------------------------
+
+    def load_peers(self) -> list[StoredPeer]:
+        """Every account's stored peers, ordered by account, kind and id.
+
+        Meant for startup: its cost grows with the rows (a few ms per 10,000).
+
+        Raises:
+            RuntimeError: if the store is closed.
+            sqlite3.Error: on a database error.
+        """
+        rows = self._db().execute(
+            "SELECT account_id, kind, peer_id, access_hash, username, seen_unix FROM peers"
+            " ORDER BY account_id, kind, peer_id"
+        )
+        return [StoredPeer(*row) for row in rows]
+
+    def save_peers(self, peers: Sequence[StoredPeer]) -> None:
+        """Insert or replace peers (by account, kind and id), in one transaction.
+
+        Raises:
+            RuntimeError: if the store is closed.
+            sqlite3.Error: on a database error (nothing was saved).
+        """
+        if not peers:
+            return
+        db = self._db()
+        db.execute("BEGIN")
+        try:
+            db.executemany(
+                "INSERT INTO peers (account_id, kind, peer_id, access_hash, username, seen_unix)"
+                " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (account_id, kind, peer_id) DO UPDATE"
+                " SET access_hash = excluded.access_hash, username = excluded.username,"
+                " seen_unix = excluded.seen_unix",
+                [
+                    (p.account_id, p.kind, p.peer_id, p.access_hash, p.username, p.seen_unix)
+                    for p in peers
+                ],
+            )
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+
+    def forget_peer(self, account_id: str, kind: str, peer_id: int) -> bool:
+        """Delete one stored peer of an account; True if there was one.
+
+        Raises:
+            RuntimeError: if the store is closed.
+            sqlite3.Error: on a database error.
+        """
+        cur = self._db().execute(
+            "DELETE FROM peers WHERE account_id = ? AND kind = ? AND peer_id = ?",
+            (account_id, kind, peer_id),
+        )
+        return cur.rowcount > 0
+
+    def forget_peers(self, account_id: str) -> int:
+        """Delete every stored peer of an account; how many there were.
+
+        Raises:
+            RuntimeError: if the store is closed.
+            sqlite3.Error: on a database error.
+        """
+        cur = self._db().execute("DELETE FROM peers WHERE account_id = ?", (account_id,))
+        return cur.rowcount
 
     def close(self) -> None:
         """Close the database (SQLite checkpoints the WAL). Idempotent."""

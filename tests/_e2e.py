@@ -25,6 +25,7 @@ from mtpoold._compose import open_pool
 from mtpoold._config import Config, parse_config
 from mtpoold._pool import Pool
 from mtpoold._stats import AccountStatistics, LaneStatistics
+from mtpoold._store import StateStore
 from mtpoold.testing import DC, Proxy
 from mtpoold.testing.dc import User, World, default_world
 
@@ -183,8 +184,11 @@ async def wait_until(
 
 
 @asynccontextmanager
-async def open_fleet(dc: DC, config: Config) -> AsyncIterator[Fleet]:
-    """``open_pool(config)`` with the real Telethon client factory, checked on exit.
+async def open_fleet(
+    dc: DC, config: Config, *, store: StateStore | None = None
+) -> AsyncIterator[Fleet]:
+    """``open_pool(config, store=store)`` with the real Telethon client factory, checked on
+    exit.
 
     On exit (also when the body failed, so the body's error is not masked by a check, the
     checks only run after a clean body):
@@ -211,7 +215,7 @@ async def open_fleet(dc: DC, config: Config) -> AsyncIterator[Fleet]:
     fleet: Fleet | None = None
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(Pool, "_aclose", aclose_then_look)
-        async with open_pool(config) as pool:
+        async with open_pool(config, store=store) as pool:
             loop = trio_asyncio.current_loop.get()
             handler = loop.get_exception_handler()
             assert isinstance(handler, AioExceptionHandler)

@@ -223,7 +223,8 @@ async def test_authorize_string_session_account_is_a_clear_error(
 async def test_client_presents_the_recorded_device_where_the_config_is_silent(
     tmp_path: Path,
 ) -> None:
-    from mtpoold._client import TelethonClient, device_sidecar_path
+    from mtpoold._client import TelethonClient
+    from mtpoold._sessionfiles import device_sidecar_path
 
     dc = DC(port=1)
     recorded = {"device_model": "Recorded Phone", "system_version": "Android 14",

@@ -12,16 +12,13 @@ from typing import Any
 
 import attrs
 import pytest
-import rsa
 import trio
 import trio.lowlevel
 import trio_asyncio
 from telethon import errors as tl_errors
 from telethon.crypto import AuthKey
-from telethon.crypto import rsa as tl_rsa
 from telethon.network.connection import (
     ConnectionTcpFull,
-    ConnectionTcpMTProxyRandomizedIntermediate,
 )
 from telethon.sessions import SQLiteSession, StringSession
 from telethon.tl import functions as tl_functions
@@ -35,12 +32,7 @@ from mtpoold._aiolog import (
     install_exception_handler,
 )
 from mtpoold._classify import classify
-from mtpoold._client import (
-    TelethonClient,
-    register_rsa_keys,
-    telethon_client_factory,
-    telethon_proxy,
-)
+from mtpoold._client import TelethonClient, telethon_client_factory
 from mtpoold._config import (
     AccountConfig,
     Config,
@@ -149,45 +141,6 @@ async def _refused_port() -> int:
     return port
 
 
-# --- configuration -> Telethon -------------------------------------------------------------
-
-
-def test_telethon_proxy_socks5() -> None:
-    conn, proxy = telethon_proxy(_socks5(1080, username="u", password="pw", rdns=False))
-    assert conn is ConnectionTcpFull
-    assert proxy == {
-        "proxy_type": "socks5",
-        "addr": "127.0.0.1",
-        "port": 1080,
-        "rdns": False,
-        "username": "u",
-        "password": "pw",
-    }
-
-
-def test_telethon_proxy_none_and_mtproxy() -> None:
-    assert telethon_proxy(None) == (ConnectionTcpFull, None)
-    secret = "dd" + "ab" * 16
-    mt = ProxyConfig(name="m", type="mtproxy", host="h", port=443, secret=secret)
-    assert telethon_proxy(mt) == (
-        ConnectionTcpMTProxyRandomizedIntermediate,
-        ("h", 443, secret),
-    )
-
-
-def test_telethon_proxy_rejects_fake_tls_secret() -> None:
-    with attrs.validators.disabled():  # the config refuses it already; this is the last guard
-        mt = ProxyConfig(
-            name="m",
-            type="mtproxy",
-            host="h",
-            port=443,
-            secret="ee" + "ab" * 16 + b"example.com".hex(),
-        )
-    with pytest.raises(ConfigError, match=r"fake-TLS"):
-        telethon_proxy(mt)
-
-
 def test_TelethonClient_builds_telegram_client_as_configured() -> None:
     account = _account(device_model="Pixel 7", app_version="10.1", lang_code="de")
     client = TelethonClient(
@@ -293,21 +246,6 @@ def test_telethon_client_factory_refuses_one_session_from_two_sources(
 def test_telethon_client_factory_reports_bad_rsa_key() -> None:
     with pytest.raises(ConfigError, match=r"rsa_keys\[0\]"):
         telethon_client_factory(_config(rsa_keys=("-----BEGIN RSA PUBLIC KEY-----\nnope\n",)))
-
-
-def test_register_rsa_keys_once_per_key(tmp_path: Any) -> None:
-    pub, _ = rsa.newkeys(512)
-    pkcs1 = pub.save_pkcs1().decode()
-    path = tmp_path / "key.pem"
-    path.write_bytes(pub.save_pkcs1())
-    before = dict(tl_rsa._server_keys)
-    try:
-        assert register_rsa_keys([pkcs1]) == 1
-        assert register_rsa_keys([pkcs1, str(path)]) == 0
-        assert len(tl_rsa._server_keys) == len(before) + 1
-    finally:
-        tl_rsa._server_keys.clear()
-        tl_rsa._server_keys.update(before)
 
 
 # --- the real path: Telethon -> python-socks -> trio-asyncio -> loopback -----------------------

@@ -1,5 +1,5 @@
 """Nagle is off on every account connection, through a proxy too (python-socks opens its
-socket with protocol 0, so asyncio would not set TCP_NODELAY; see _client._set_nodelay)."""
+socket with protocol 0, so asyncio would not set TCP_NODELAY; see _wire._set_nodelay)."""
 
 from __future__ import annotations
 

@@ -33,8 +33,11 @@ PACKAGE = Path(__file__).resolve().parent.parent / "mtpoold"
 #: The scheduling core and the plain-Python vocabulary it runs on.
 CORE = frozenset(
     f"mtpoold.{m}"
-    for m in ("_gate", "_lane", "_ready", "_dispatch", "_policy", "_account", "_pool", "_stats")
-)
+    for m in (
+        "_gate", "_lane", "_ready", "_dispatch", "_policy", "_account", "_pool", "_stats",
+        "_peermemory",  # every account's peers with their access hashes (issue 12)
+    )
+)  # fmt: skip
 VOCABULARY = frozenset(
     f"mtpoold.{m}"
     for m in (
@@ -150,7 +153,9 @@ def test_the_scheduling_core_reaches_no_telethon_in_its_import_graph() -> None:
 def test_the_import_graph_walk_sees_the_telegram_side() -> None:
     # The walk itself: the composition and the client do reach Telethon, lazily or not.
     composed = reached_from(frozenset({"mtpoold._compose"}))
-    assert {"mtpoold._classify", "mtpoold._client", "mtpoold._tljson"} <= set(composed)
+    assert {"mtpoold._classify", "mtpoold._client", "mtpoold._tljson", "mtpoold._lookup"} <= set(
+        composed
+    )
     assert composed["telethon"] and composed["python_socks"] and composed["trio_asyncio"]
     client = {name for name, _ in imports_of("mtpoold._client")}
     assert "telethon" in client
@@ -208,7 +213,8 @@ PROBE = textwrap.dedent(
     loaded = sorted(m for m in sys.modules if m.split(".")[0] in banned)
     telegram = sorted(
         m for m in sys.modules
-        if m in ("mtpoold._classify", "mtpoold._client", "mtpoold._tljson", "mtpoold._methods",
+        if m in ("mtpoold._classify", "mtpoold._client", "mtpoold._tljson", "mtpoold._lookup",
+                 "mtpoold._summaries", "mtpoold._startup", "mtpoold._rsakeys",
                  "mtpoold._sessionlock", "mtpoold._aiolog", "mtpoold._wire", "mtpoold._sessionid")
     )
     print(loaded, telegram)

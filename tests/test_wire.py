@@ -21,9 +21,9 @@ from telethon.tl import types as tl_types
 from mtpoold._aiobridge import AIO_CANCEL_WAIT_S, run_aio
 from mtpoold._aiolog import install_exception_handler
 from mtpoold._classify import classify
-from mtpoold._client import telethon_proxy
 from mtpoold._config import ProxyConfig
 from mtpoold._errors import ConfigError, ConnectPhase, ErrorClass, ProtocolViolation
+from mtpoold._startup import telethon_proxy
 from mtpoold._wire import WireMonitor, message_kind
 
 

@@ -1,4 +1,4 @@
-"""Job vocabulary summaries and link parsing, on hand-built Telethon types."""
+"""Job vocabulary summaries on hand-built Telethon types (`mtpoold._summaries`)."""
 
 from __future__ import annotations
 
@@ -8,95 +8,11 @@ from typing import Any
 import pytest
 from telethon.tl import types
 
-from mtpoold._errors import ErrorClass, JobFailed
-from mtpoold._methods import (
-    MAX_MESSAGE_ID,
-    MAX_MESSAGE_IDS,
-    check_message_ids,
-    check_peer,
-    invite_summary,
-    message_summaries,
-    parse_link,
-    peer_summary,
-)
+from mtpoold._errors import JobFailed
+from mtpoold._summaries import invite_summary, message_summaries, peer_summary
 
 UTC = dt.UTC
 DATE = dt.datetime(2024, 3, 4, 5, 6, 7, tzinfo=UTC)
-
-
-# --- parse_link --------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("text", "expected"),
-    [
-        ("@durov", ("username", "durov")),
-        ("durov", ("username", "durov")),
-        ("  @Durov_Bot ", ("username", "Durov_Bot")),
-        ("t.me/durov", ("username", "durov")),
-        ("https://t.me/durov", ("username", "durov")),
-        ("http://www.t.me/durov/", ("username", "durov")),
-        ("https://t.me/durov/123", ("username", "durov")),
-        ("https://t.me/durov/123?single", ("username", "durov")),
-        ("https://telegram.me/durov", ("username", "durov")),
-        ("https://telegram.dog/durov", ("username", "durov")),
-        ("https://t.me/s/durov", ("username", "durov")),
-        ("https://durov.t.me", ("username", "durov")),
-        ("tg://resolve?domain=durov&post=1", ("username", "durov")),
-        ("t.me/c/12345/67", ("channel_id", 12345)),
-        ("https://t.me/c/1234567890/1", ("channel_id", 1234567890)),
-        ("tg://privatepost?channel=12345&post=6", ("channel_id", 12345)),
-        ("t.me/+AbCdEf_12-x", ("invite", "AbCdEf_12-x")),
-        ("https://t.me/joinchat/AbCdEf12", ("invite", "AbCdEf12")),
-        ("tg://join?invite=AbCdEf12", ("invite", "AbCdEf12")),
-        ("https://t.me/+15551234567", ("phone", "15551234567")),
-        ("+15551234567", ("phone", "15551234567")),
-        ("12345", ("user_id", 12345)),
-        (12345, ("user_id", 12345)),
-        ("-12345", ("chat_id", 12345)),
-        (-12345, ("chat_id", 12345)),
-        ("-1001234567890", ("channel_id", 1234567890)),
-        (-1001234567890, ("channel_id", 1234567890)),
-        ("me", ("self", "me")),
-        ("self", ("self", "me")),
-    ],
-)
-def test_parse_link(text: str | int, expected: tuple[str, str | int]) -> None:
-    assert parse_link(text) == expected
-
-
-@pytest.mark.parametrize(
-    "text",
-    [
-        "",
-        "   ",
-        "@",
-        "@ab",
-        "du rov",
-        "durov!",
-        "1durov",
-        "du__rov",
-        "https://example.com/durov",
-        "ftp://t.me/durov",
-        "t.me/",
-        "t.me/c/",
-        "t.me/c/abc/1",
-        "t.me/joinchat",
-        "t.me/+",
-        "t.me/share/url?url=x",
-        "t.me/addstickers/Animals",
-        "tg://settings",
-        "0",
-        -1000000000000,
-        True,
-        None,
-        "x" * 600,
-    ],
-)
-def test_parse_link_invalid(text: Any) -> None:
-    with pytest.raises(JobFailed, match=r"^INVALID_ARGUMENT: invalid peer ") as info:
-        parse_link(text)
-    assert info.value.error_class is ErrorClass.INVALID_ARGUMENT
 
 
 # --- peer_summary ------------------------------------------------------------------------------
@@ -329,58 +245,3 @@ def test_message_summaries_keeps_request_order_and_plain_text() -> None:
     assert list(out) == ["3", "1"]
     assert out["1"]["text"] == ""
     assert out["3"]["text"] == "x"
-
-
-IDS_RANGE = r"^INVALID_ARGUMENT: ids: message ids must be integers 1\.\.2147483647: "
-
-
-def test_check_message_ids() -> None:
-    assert check_message_ids((3, 1, 2)) == [3, 1, 2]
-    assert len(check_message_ids(list(range(1, MAX_MESSAGE_IDS + 1)))) == MAX_MESSAGE_IDS
-    for bad, pattern in [
-        ([], r"must not be empty"),
-        ("123", r"must be a list"),
-        (list(range(1, MAX_MESSAGE_IDS + 2)), rf"at most {MAX_MESSAGE_IDS} ids per job, got 101"),
-        (
-            [1, 0, -5, True, "7"],
-            rf"{IDS_RANGE}0, -5, True, '7'$",
-        ),
-        (
-            [2**31 - 1, 2**31],
-            rf"{IDS_RANGE}2147483648$",
-        ),
-        (
-            [2**64],
-            rf"{IDS_RANGE}18446744073709551616$",
-        ),
-    ]:
-        with pytest.raises(JobFailed, match=pattern) as info:
-            check_message_ids(bad)  # type: ignore[arg-type]
-        assert info.value.error_class is ErrorClass.INVALID_ARGUMENT
-    assert check_message_ids([MAX_MESSAGE_ID]) == [2**31 - 1]
-
-
-@pytest.mark.parametrize(
-    "peer",
-    [
-        "@", "", "   ", "https://evil.com/x", "user:5001", "@пользователь", "@café_bar",
-        "t.me/joinchat", "t.me/c/abc/1", "t.me/c/²/1", "t.me/+", "@ab", "a" * 600, 0,
-        2**63, -(10**12), -(10**12 + 2**63), "99999999999999999999", True, None, 1.5,
-        "tg://resolve?domain=%D0%B0bc", "https://t.me/addstickers/x",
-    ],
-)  # fmt: skip
-def test_check_peer_rejects_what_parse_link_rejects(peer: Any) -> None:
-    with pytest.raises(JobFailed, match=r"^INVALID_ARGUMENT: peer: invalid peer ") as info:
-        check_peer(peer)
-    assert info.value.error_class is ErrorClass.INVALID_ARGUMENT
-
-
-def test_check_peer_names_the_argument_and_accepts_peers() -> None:
-    with pytest.raises(
-        JobFailed,
-        match=r"^INVALID_ARGUMENT: link_or_username: invalid peer '@': not a valid username$",
-    ):
-        check_peer("@", argument="link_or_username")
-    for ok in ("@durov", "t.me/durov/5", "t.me/+AbCd1234", "+15551234567", 1002, -1, -1006001,
-               "-1001234567890", "me", "tg://resolve?domain=durov", "t.me/c/6001/1"):  # fmt: skip
-        check_peer(ok)

@@ -55,6 +55,11 @@ log = logging.getLogger("mtpoold.share")
 #: Message ids one merged ``get_messages`` call asks for at most: channels.getMessages and
 #: messages.getMessages take up to 100 (as `mtpoold._methods.MAX_MESSAGE_IDS`, one job's limit).
 MERGE_MAX_IDS: Final = 100
+#: Seconds the last member of a flight, leaving (cancelled, or its deadline passed), waits for
+#: the cancelled call to unwind — as a job running in its own task would: a cancelled call's
+#: asyncio side takes up to `mtpoold._aiobridge.AIO_CANCEL_WAIT_S` (1 s), dropping the
+#: connection up to `mtpoold._account.DISCONNECT_TIMEOUT_S` (5 s) more.
+FLIGHT_UNWIND_S: Final = 6.0
 #: Answers the cache keeps at most. The order-check workload (issue 12: 1,000 jobs over 100
 #: channels) has ~200 distinct keys (a ``resolve`` per channel, ``get_messages`` per channel
 #: and ids); 4,096 holds twenty times that while a full scan of it stays well under 1 ms.
@@ -384,10 +389,15 @@ class Flights:
             with trio.move_on_at(member.deadline):
                 await flight.done.wait()
         except BaseException:
-            self.leave(flight, member)
+            if self.leave(flight, member):
+                # the last one: its call unwinds before it goes, as a job in its own task
+                with trio.CancelScope(shield=True), trio.move_on_after(FLIGHT_UNWIND_S):
+                    await flight.done.wait()
             raise
         if not flight.done.is_set():
-            self.leave(flight, member)
+            if self.leave(flight, member):
+                with trio.move_on_after(FLIGHT_UNWIND_S):
+                    await flight.done.wait()
             raise self._deadline_exceeded(flight, member)
         if flight.answer is None:
             assert flight.failure is not None
@@ -397,12 +407,16 @@ class Flights:
             answer = attrs.evolve(answer, value=project(answer.value, member.ids))
         return answer
 
-    def leave(self, flight: Flight, member: Member) -> None:
+    def leave(self, flight: Flight, member: Member) -> bool:
         """``member`` no longer waits: its ids leave an open batch, its identical key leaves
         the index when no other member holds it, the flight's deadline follows the members
-        left; with none left the flight is cancelled."""
+        left; with none left the flight is cancelled.
+
+        Returns:
+            True if it was the last member and the flight was cancelled.
+        """
         if flight.done.is_set() or member not in flight.members:
-            return
+            return False
         flight.members.remove(member)
         if flight.open and member.ids is not None:
             flight.ids.subtract(set(member.ids))
@@ -414,10 +428,11 @@ class Flights:
         if not flight.members:
             self._forget(flight)
             flight.scope.cancel()
-            return
+            return True
         latest = max(m.deadline for m in flight.members)
         if latest < flight.deadline:
             flight._move(latest)
+        return False
 
     def _forget(self, flight: Flight) -> None:
         for key in [k for k, f in self._by_key.items() if f is flight]:

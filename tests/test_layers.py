@@ -33,7 +33,18 @@ PACKAGE = Path(__file__).resolve().parent.parent / "mtpoold"
 #: The scheduling core and the plain-Python vocabulary it runs on.
 CORE = frozenset(
     f"mtpoold.{m}"
-    for m in ("_gate", "_lane", "_ready", "_dispatch", "_policy", "_account", "_pool", "_stats")
+    for m in (
+        "_gate",
+        "_lane",
+        "_ready",
+        "_dispatch",
+        "_policy",
+        "_account",
+        "_pool",
+        "_stats",
+        "_readonly",  # the read-only list (plain data)
+        "_share",  # shared and merged read-only jobs, the answer cache
+    )
 )
 VOCABULARY = frozenset(
     f"mtpoold.{m}"

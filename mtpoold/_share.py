@@ -7,8 +7,12 @@ Only jobs `mtpoold._readonly.is_read_only` accepts come here (the pool's front d
 A **flight** is one Telegram job (with its retries) that one or more **members** — accepted
 jobs, each with its own deadline — wait for. It runs in a task of the pool's nursery, never in
 a member's task, so a member that goes away (cancelled, its deadline passed) leaves the others
-answered; when the last member leaves the flight is cancelled. The flight's deadline is the
-latest of its members' deadlines, moved as members come and go. Every member gets exactly one
+answered; when the last member leaves the flight is cancelled (and that member waits, at most
+`FLIGHT_UNWIND_S`, for the call to unwind, as a job in its own task does). The flight's
+deadline is the latest of its members' deadlines, moved as members come and go. A call already
+on the wire keeps the call deadline it started with (the pool clips it to the job deadline of
+that moment): cut at an earlier member's deadline, it is retried for the members left, as their
+own jobs would have been — never more calls than without sharing. Every member gets exactly one
 answer: the flight's value (a ``get_messages`` member: exactly its own ids), or a copy of the
 flight's failure, or its own DEADLINE_EXCEEDED.
 
@@ -249,7 +253,8 @@ class Flight:
     ids: collections.Counter[int] = attrs.field(factory=collections.Counter)
     #: Open: a batch still taking members by merge key (until its call goes on the wire).
     open: bool = True
-    #: Members in the last call put on the wire.
+    #: Jobs whose requests were combined in the last call put on the wire: the first member
+    #: and those merged into it (identical members ride along: they are "shared").
     riders: int = 1
     #: The ids of the last call put on the wire (``get_messages``).
     call_ids: tuple[int, ...] | None = None
@@ -268,7 +273,7 @@ class Flight:
         """The call goes on the wire: no more merges; returns the ids to ask for (those of
         the members still waiting, first come first), or None for a job without ids."""
         self.open = False
-        self.riders = len(self.members)
+        self.riders = max(1, sum(1 for m in self.members if m.role != "identical"))
         if not self.ids:
             return None
         seen: dict[int, None] = {}

@@ -401,7 +401,8 @@ async def test_RpcServer_unknown_method() -> None:
         (
             "invoke",
             {"method": "x", "options": {"acount": "a"}},
-            "params.options: unknown option(s) acount; expected deadline_ms, account, tags, max_age_s",
+            "params.options: unknown option(s) acount; expected deadline_ms, account, tags,"
+            " max_age_s",
         ),
         (
             "invoke",

@@ -425,6 +425,7 @@ class Pool:
         if not isinstance(args, Mapping):
             raise JobFailed(ErrorClass.INVALID_ARGUMENT, "args must be an object")
         frozen_args = dict(args)
+        tags = tuple(tags)  # read once: it may be an iterator
         max_age = check_max_age(max_age_s)
         # before any account is taken: unknown/blocked functions, bad arguments, ranges
         self._telegram.check_request(method, frozen_args, self._config.policy.allow_methods)
@@ -473,6 +474,7 @@ class Pool:
             raise JobFailed(
                 ErrorClass.INVALID_ARGUMENT, "link_or_username must be a non-empty string"
             )
+        tags = tuple(tags)
         max_age = check_max_age(max_age_s)
         # before any account is taken
         self._telegram.check_peer(link_or_username, "link_or_username")
@@ -516,6 +518,7 @@ class Pool:
             isinstance(i, int) and not isinstance(i, bool) for i in ids
         ):
             raise JobFailed(ErrorClass.INVALID_ARGUMENT, "ids must be a list of integers")
+        tags = tuple(tags)
         max_age = check_max_age(max_age_s)
         self._telegram.check_peer(peer, "peer")  # before any account is taken
         id_list = self._telegram.check_message_ids(list(ids))

@@ -194,6 +194,8 @@ async def test_different_constraints_or_arguments_are_not_shared(
             nursery.start_soon(pool.resolve, "@ynews")
             nursery.start_soon(partial_resolve(pool, "@xnews", account="a3"))
             nursery.start_soon(partial_resolve(pool, "@xnews", tags=["eu"]))
+        with pytest.raises(JobFailed, match="^NO_ACCOUNT_AVAILABLE: no account has all the tags"):
+            await pool.resolve("@xnews", tags=iter(["nope"]))  # an iterator is read once
     assert calls(world) == 4
 
 

@@ -466,6 +466,13 @@ class Flights:
             self._forget(flight)
             if flight.answer is not None:
                 self._cache(flight, flight.answer)
+            log.debug(
+                "event=flight method=%s members=%d merged=%d outcome=%s",
+                flight.method,
+                len(flight.members),
+                flight.riders,
+                "OK" if flight.failure is None else flight.failure.error_class.value,
+            )
             flight.done.set()
 
     def _cache(self, flight: Flight, answer: Answer) -> None:

@@ -158,8 +158,9 @@ class AnswerCache:
         return self._bytes
 
     def get(self, key: str, max_age_s: float) -> Answer | None:
-        """The answer for ``key`` if it is at most ``max_age_s`` seconds old (trio clock);
-        an older one is dropped."""
+        """The answer for ``key`` if it is at most ``max_age_s`` seconds old (trio clock),
+        else None (an older one stays: a caller accepting older answers may still take it;
+        the bounds evict it in time)."""
         found = self._entries.get(key)
         if found is None:
             self.misses += 1

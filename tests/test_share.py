@@ -28,6 +28,7 @@ from mtpoold._readonly import (
     is_read_only,
     tl_key,
 )
+from mtpoold._rpc import INVALID_PARAMS, GetMessagesParams, RpcError, parse_params
 from mtpoold._share import MERGE_MAX_IDS, Answer, AnswerCache
 from mtpoold._tljson import function_by_name
 
@@ -558,3 +559,30 @@ async def test_merging_off_makes_one_call_per_get_messages_job(
             for ids in ([1], [2], [2]):  # the two [2] are identical: shared
                 nursery.start_soon(pool.get_messages, "@chan_one", ids)
     assert sorted(ids for _, ids in asked) == [[1], [2]]
+
+
+# -- JSON-RPC: options.max_age_s -------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        (-1, "params.options.max_age_s: expected a finite number >= 0, got -1"),
+        (1e400, "params.options.max_age_s: expected a finite number >= 0, got a number beyond"),
+        (10**400, "params.options.max_age_s: expected a finite number >= 0, got an integer of"),
+        ("5", "params.options.max_age_s: expected a number of seconds, got string"),
+        (True, "params.options.max_age_s: expected a number of seconds, got boolean"),
+    ],
+)
+def test_rpc_max_age_s_is_a_finite_number_of_seconds(value: object, message: str) -> None:
+    with pytest.raises(RpcError) as info:
+        parse_params("resolve", {"link_or_username": "@xnews", "options": {"max_age_s": value}})
+    assert info.value.code == INVALID_PARAMS and info.value.message.startswith(message)
+
+
+def test_rpc_max_age_s_reaches_the_options() -> None:
+    params = parse_params(
+        "get_messages", {"peer": "@xnews", "ids": [1], "options": {"max_age_s": 30}}
+    )
+    assert isinstance(params, GetMessagesParams) and params.options.max_age_s == 30.0
+    assert parse_params("invoke", {"method": "help.GetConfig"}).options.max_age_s == 0.0  # type: ignore[union-attr]

@@ -21,6 +21,7 @@ from collections.abc import (
     Callable,
     Collection,
     Iterable,
+    Iterator,
     Mapping,
     Sequence,
 )
@@ -37,6 +38,8 @@ from ._errors import ErrorClass, Failure, JobFailed
 from ._lane import NO_PROXY, ProxyCoolingDown, ProxyLane
 from ._peermemory import PeerMemory, first_peer_argument
 from ._policy import Verdict, decide
+from ._readonly import is_read_only, tl_key
+from ._share import Answer, Flight, Flights, Member, check_max_age, identical_key, project
 from ._stats import PoolStatistics
 
 if TYPE_CHECKING:
@@ -125,14 +128,26 @@ class JobMeta:
     Attributes:
         account: Id of the account whose call succeeded.
         proxy_key: Key of the lane it went through.
-        attempts: Calls made for the job, the successful one included.
+        attempts: Calls made for the job, the successful one included (a shared answer: the
+            calls of the call it shared).
         elapsed_ms: Milliseconds from submission to result.
+        shared: The answer came from a call another identical job made (it was in flight
+            when this one came: ``[economy] share_identical``) or from the ``max_age_s``
+            cache. A job that rode in a merged ``get_messages`` call is not "shared" (see
+            ``merged``).
+        merged: Jobs that rode in the same call (1: alone; > 1: a merged ``get_messages``,
+            ``[economy] merge_get_messages``).
+        age_s: Seconds since the answer came back from Telegram: 0.0 for a fresh one, the
+            age of a cached one (trio clock).
     """
 
     account: str
     proxy_key: str
     attempts: int
     elapsed_ms: float
+    shared: bool = False
+    merged: int = 1
+    age_s: float = 0.0
 
 
 @attrs.frozen
@@ -208,6 +223,7 @@ class Pool:
     _dispatch: Dispatcher = attrs.field(init=False)
     #: Every account's peers (``[economy] peer_memory``; in the store if there is one).
     _peers: PeerMemory | None = attrs.field(init=False, default=None)
+    _flights: Flights = attrs.field(init=False)
     _client_factory: ClientFactory = attrs.field(init=False)
     _account_cfgs: dict[str, AccountConfig] = attrs.field(init=False, factory=dict)
     _session_locks: dict[str, HeldLock] = attrs.field(factory=dict)
@@ -225,6 +241,7 @@ class Pool:
         self._dispatch = Dispatcher(
             self._accounts, self._lanes, self._lane_accounts, knowledge=self._peers
         )
+        self._flights = Flights(self._nursery)
         self._loaded_at = self._wall_clock()
         self._client_factory = self._make_factory(self._config)
         for acc_cfg in self._config.accounts:
@@ -379,8 +396,14 @@ class Pool:
         deadline_s: float | None = None,
         account: str | None = None,
         tags: Iterable[str] = (),
+        max_age_s: float = 0.0,
     ) -> JobResult:
         """Invoke a raw TL function by name, e.g. ``"contacts.ResolveUsername"``.
+
+        A function on the read-only list (`mtpoold._readonly.READ_ONLY`) is shared: an
+        identical job in flight (same function, canonical JSON arguments, pinned account and
+        tags) answers this one too (``meta.shared``), and ``max_age_s`` may take a cached
+        answer. Any other function runs once per job.
 
         Args:
             method: TL function name as written in Telegram's schema or Telethon
@@ -392,6 +415,9 @@ class Pool:
                 180 s, the PHP system's job timeout).
             account: Pin the job to this account id.
             tags: Only accounts carrying all these tags may serve the job.
+            max_age_s: Seconds old an answer may be (default 0: a fresh one). Read-only
+                functions only: for any other function a value > 0 is INVALID_ARGUMENT
+                (a caller asking for a cached write is told so, not silently served fresh).
 
         Returns:
             The TL result as a JSON-safe dict and how it was served.
@@ -407,17 +433,41 @@ class Pool:
         if not isinstance(args, Mapping):
             raise JobFailed(ErrorClass.INVALID_ARGUMENT, "args must be an object")
         frozen_args = dict(args)
+        tags = tuple(tags)  # read once: it may be an iterator
+        max_age = check_max_age(max_age_s)
         # before any account is taken: unknown/blocked functions, bad arguments, ranges
         self._telegram.check_request(method, frozen_args, self._config.policy.allow_methods)
-        return await self._run_job(
+        first_peer = first_peer_argument(frozen_args)
+        peer_key = None if first_peer is None else self._telegram.peer_key(first_peer)
+
+        async def call(c: Client, ids: tuple[int, ...] | None) -> dict[str, Any]:
+            return await c.call(method, frozen_args)
+
+        if not is_read_only(method, frozen_args):
+            if max_age > 0:
+                raise JobFailed(
+                    ErrorClass.INVALID_ARGUMENT,
+                    f"max_age_s: {method} is not on the read-only list"
+                    " (mtpoold._readonly.READ_ONLY): only answers of read-only functions are"
+                    " shared or cached",
+                )
+            return await self._run_job(
+                method,
+                lambda c: c.call(method, frozen_args),
+                deadline_s,
+                account,
+                tags,
+                peer_key=peer_key,
+            )
+        return await self._read_only_job(
             method,
-            lambda c: c.call(method, frozen_args),
+            call,
+            identical_key("invoke", [tl_key(method), frozen_args], account, tags),
             deadline_s,
             account,
             tags,
-            peer_key=None
-            if (p := first_peer_argument(frozen_args)) is None
-            else self._telegram.peer_key(p),
+            max_age,
+            peer_key=peer_key,
         )
 
     async def resolve(
@@ -427,26 +477,37 @@ class Pool:
         deadline_s: float | None = None,
         account: str | None = None,
         tags: Iterable[str] = (),
+        max_age_s: float = 0.0,
     ) -> JobResult:
         """Resolve ``@username``, ``t.me/...`` links or numeric ids to a peer summary.
 
         The summary: kind (user/bot/channel/supergroup/chat), id, username, title or name,
-        participants count, verified/scam/fake flags, private. Options and errors as
-        :meth:`invoke`.
+        participants count, verified/scam/fake flags, private. Read-only: identical jobs in
+        flight (the same peer, `TelegramSide.peer_key`, and constraints) share one look-up,
+        and ``max_age_s`` may take a cached answer. Options and errors as :meth:`invoke`.
         """
         if not isinstance(link_or_username, str) or not link_or_username.strip():
             raise JobFailed(
                 ErrorClass.INVALID_ARGUMENT, "link_or_username must be a non-empty string"
             )
+        tags = tuple(tags)
+        max_age = check_max_age(max_age_s)
         # before any account is taken
         self._telegram.check_peer(link_or_username, "link_or_username")
-        return await self._run_job(
+        peer_key = self._telegram.peer_key(link_or_username)
+
+        async def call(c: Client, ids: tuple[int, ...] | None) -> dict[str, Any]:
+            return await c.resolve(link_or_username)
+
+        return await self._read_only_job(
             "resolve",
-            lambda c: c.resolve(link_or_username),
+            call,
+            identical_key("resolve", peer_key or ["as written", link_or_username], account, tags),
             deadline_s,
             account,
             tags,
-            peer_key=self._telegram.peer_key(link_or_username),
+            max_age,
+            peer_key=peer_key,
         )
 
     async def get_messages(
@@ -457,11 +518,15 @@ class Pool:
         deadline_s: float | None = None,
         account: str | None = None,
         tags: Iterable[str] = (),
+        max_age_s: float = 0.0,
     ) -> JobResult:
         """Fetch messages ``ids`` of ``peer``: per id exists, date, text, views, forwards,
         replies and reactions; missing ids are reported as ``{"exists": false}``.
 
-        Options and errors as :meth:`invoke`.
+        Read-only: identical jobs in flight share one call and ``max_age_s`` may take a cached
+        answer; jobs for the same chat and constraints waiting for an account ride in one call
+        (``[economy] merge_get_messages``, at most 100 ids in all), each answered with exactly
+        its own ids (``meta.merged``). Options and errors as :meth:`invoke`.
         """
         if not isinstance(peer, (str, int)) or isinstance(peer, bool):
             raise JobFailed(ErrorClass.INVALID_ARGUMENT, "peer must be a string or an integer")
@@ -469,15 +534,35 @@ class Pool:
             isinstance(i, int) and not isinstance(i, bool) for i in ids
         ):
             raise JobFailed(ErrorClass.INVALID_ARGUMENT, "ids must be a list of integers")
+        tags = tuple(tags)
+        max_age = check_max_age(max_age_s)
         self._telegram.check_peer(peer, "peer")  # before any account is taken
         id_list = self._telegram.check_message_ids(list(ids))
-        return await self._run_job(
+        peer_key = self._telegram.peer_key(peer)
+        own_ids = tuple(id_list)
+
+        async def call(c: Client, merged_ids: tuple[int, ...] | None) -> dict[str, Any]:
+            return await c.get_messages(peer, list(merged_ids or own_ids))
+
+        merge_key = None
+        if peer_key is not None and self._config.economy.merge_get_messages:
+            merge_key = identical_key("get_messages", peer_key, account, tags)
+        return await self._read_only_job(
             "get_messages",
-            lambda c: c.get_messages(peer, id_list),
+            call,
+            identical_key(
+                "get_messages",
+                [peer_key or ["as written", peer], sorted(set(own_ids))],
+                account,
+                tags,
+            ),
             deadline_s,
             account,
             tags,
-            peer_key=self._telegram.peer_key(peer),
+            max_age,
+            peer_key=peer_key,
+            ids=own_ids,
+            merge_key=merge_key,
         )
 
     def disable_account(self, account_id: str, reason: str) -> None:
@@ -687,6 +772,41 @@ class Pool:
         *,
         peer_key: str | None = None,
     ) -> JobResult:
+        deadline_s = self._job_deadline_s(deadline_s, account)
+        now = trio.current_time()
+        job = Job(
+            method=method,
+            deadline=now + deadline_s,
+            account=account,
+            tags=frozenset(tags),
+            started=now,
+            peer_key=peer_key,
+        )
+        with self._counted():
+            return await self._attempts(job, op)
+
+    @contextlib.contextmanager
+    def _counted(self) -> Iterator[None]:
+        """Count one accepted job: in flight while inside, then ok or failed."""
+        self._jobs_in_flight += 1
+        try:
+            yield
+        except BaseException:
+            self._jobs_failed += 1
+            raise
+        else:
+            self._jobs_ok += 1
+        finally:
+            self._jobs_in_flight -= 1
+
+    def _job_deadline_s(self, deadline_s: float | None, account: str | None) -> float:
+        """Check a job's options before it is accepted: its deadline in seconds (the policy's
+        default for None) and its pinned account.
+
+        Raises:
+            JobFailed: INVALID_ARGUMENT (a bad deadline, one over the operator's cap, an
+                unknown account); SHUTTING_DOWN.
+        """
         policy = self._config.policy
         if deadline_s is None:
             deadline_s = policy.job_deadline_s
@@ -716,35 +836,146 @@ class Pool:
             raise JobFailed(ErrorClass.INVALID_ARGUMENT, f'no account with id "{account}"')
         if self._dispatch.closing:
             raise JobFailed(ErrorClass.SHUTTING_DOWN, "the pool is shutting down")
-        now = trio.current_time()
-        job = Job(
-            method=method,
-            deadline=now + deadline_s,
-            account=account,
-            tags=frozenset(tags),
-            started=now,
-            peer_key=peer_key,
-        )
-        self._jobs_in_flight += 1
-        try:
-            result = await self._attempts(job, op)
-        except JobFailed:
-            self._jobs_failed += 1
-            raise
-        except trio.Cancelled:
-            self._jobs_failed += 1
-            raise
-        else:
-            self._jobs_ok += 1
-            return result
-        finally:
-            self._jobs_in_flight -= 1
+        return float(deadline_s)
 
-    async def _attempts(self, job: Job, op: Op) -> JobResult:
+    async def _read_only_job(
+        self,
+        method: str,
+        call: Callable[[Client, tuple[int, ...] | None], Awaitable[dict[str, Any]]],
+        key: str | None,
+        deadline_s: float | None,
+        account: str | None,
+        tags: Iterable[str],
+        max_age_s: float,
+        *,
+        peer_key: str | None = None,
+        ids: tuple[int, ...] | None = None,
+        merge_key: str | None = None,
+    ) -> JobResult:
+        """A read-only job: from the cache (``max_age_s``), by sharing an identical flight,
+        by riding in a merged ``get_messages`` batch, or in a flight of its own
+        (`mtpoold._share`). With sharing and merging off it runs in the caller's task as any
+        other job. ``key``: its identical key (None: never shared)."""
+        deadline_s = self._job_deadline_s(deadline_s, account)
+        tag_set = frozenset(tags)
+        now = trio.current_time()
+        if key is not None and max_age_s > 0:
+            hit = self._flights.cache.get(key, max_age_s)
+            if hit is not None:
+                with self._counted():
+                    return JobResult(
+                        value=hit.value if ids is None else project(hit.value, ids),
+                        meta=JobMeta(
+                            account=hit.account,
+                            proxy_key=hit.proxy_key,
+                            attempts=hit.attempts,
+                            elapsed_ms=0.0,
+                            shared=True,
+                            age_s=now - hit.at,
+                        ),
+                    )
+        economy = self._config.economy
+        if key is None or not (economy.share_identical or merge_key is not None):
+            job = Job(
+                method=method,
+                deadline=now + deadline_s,
+                account=account,
+                tags=tag_set,
+                started=now,
+                peer_key=peer_key,
+            )
+            with self._counted():
+                result = await self._attempts(job, lambda c: call(c, None))
+            if key is not None and max_age_s > 0:
+                meta = result.meta
+                self._flights.cache.put(
+                    key,
+                    Answer(
+                        result.value,
+                        meta.account,
+                        meta.proxy_key,
+                        meta.attempts,
+                        trio.current_time(),
+                    ),
+                )
+            return result
+        member = Member(
+            key=key, ids=ids, deadline=now + deadline_s, started=now, max_age_s=max_age_s
+        )
+        flight = self._flights.join(member, identical=economy.share_identical, merge_key=merge_key)
+        if flight is None:
+            flight = self._flights.start(
+                member,
+                self._fly(method, call, account, tag_set, peer_key),
+                method=method,
+                identical=economy.share_identical,
+                merge_key=merge_key,
+            )
+        with self._counted():
+            answer = await self._flights.wait(flight, member)
+        return JobResult(
+            value=answer.value,
+            meta=JobMeta(
+                account=answer.account,
+                proxy_key=answer.proxy_key,
+                attempts=answer.attempts,
+                elapsed_ms=(trio.current_time() - now) * 1000.0,
+                shared=member.role == "identical",
+                merged=flight.riders,
+            ),
+        )
+
+    def _fly(
+        self,
+        method: str,
+        call: Callable[[Client, tuple[int, ...] | None], Awaitable[dict[str, Any]]],
+        account: str | None,
+        tags: frozenset[str],
+        peer_key: str | None,
+    ) -> Callable[[Flight], Awaitable[Answer]]:
+        """A flight's work, run in the pool's nursery: the job's attempts, under a deadline
+        that follows its members' (the latest of theirs)."""
+
+        async def fly(flight: Flight) -> Answer:
+            now = trio.current_time()
+            job = Job(
+                method=method,
+                deadline=flight.deadline,
+                account=account,
+                tags=tags,
+                started=now,
+                peer_key=peer_key,
+            )
+            deadline_scope = trio.CancelScope(deadline=job.deadline)
+
+            def move(deadline: float) -> None:
+                job.deadline = deadline_scope.deadline = deadline
+
+            flight.on_deadline = move
+            flight.progress = job
+
+            async def op(c: Client) -> dict[str, Any]:
+                return await call(c, flight.close())
+
+            result = await self._attempts(job, op, deadline_scope=deadline_scope)
+            meta = result.meta
+            return Answer(
+                result.value, meta.account, meta.proxy_key, meta.attempts, trio.current_time()
+            )
+
+        return fly
+
+    async def _attempts(
+        self, job: Job, op: Op, *, deadline_scope: trio.CancelScope | None = None
+    ) -> JobResult:
+        """The job's attempts until one succeeds, under its deadline (``deadline_scope``:
+        one its owner may move, a shared flight's; default ``move_on_at(job.deadline)``)."""
         policy = self._config.policy
         last: Failure | None = None
         retry_delay = 0.0
-        with trio.move_on_at(job.deadline) as deadline_scope:
+        if deadline_scope is None:
+            deadline_scope = trio.move_on_at(job.deadline)
+        with deadline_scope:
             while job.attempts < policy.max_attempts:
                 try:
                     acc = await self._dispatch.acquire(job, retry_delay=retry_delay)

@@ -358,11 +358,14 @@ class JobOptions:
             pool's default.
         account: Run on this account id only, or None for any.
         tags: Only accounts carrying every one of these tags.
+        max_age_s: Seconds old an answer may be (``max_age_s``; 0: a fresh one). Read-only
+            functions only: the pool answers INVALID_ARGUMENT for others.
     """
 
     deadline_s: float | None = None
     account: str | None = None
     tags: tuple[str, ...] = ()
+    max_age_s: float = 0.0
 
 
 @attrs.frozen
@@ -525,11 +528,11 @@ def _options(params: Mapping[str, Any]) -> JobOptions:
         return JobOptions()
     if not isinstance(raw, dict):
         raise _invalid_params(f"params.options: expected an object, got {_json_type(raw)}")
-    unknown = sorted(set(raw) - {"deadline_ms", "account", "tags"})
+    unknown = sorted(set(raw) - {"deadline_ms", "account", "tags", "max_age_s"})
     if unknown:
         raise _invalid_params(
             f"params.options: unknown option(s) {', '.join(unknown)}; expected deadline_ms,"
-            " account, tags"
+            " account, tags, max_age_s"
         )
     deadline_s: float | None = None
     if raw.get("deadline_ms") is not None:
@@ -544,7 +547,22 @@ def _options(params: Mapping[str, Any]) -> JobOptions:
                 f"params.options.tags: expected an array of strings, got {_json_type(raw['tags'])}"
             )
         tags = tuple(_string(t, f"params.options.tags[{i}]") for i, t in enumerate(raw["tags"]))
-    return JobOptions(deadline_s=deadline_s, account=account, tags=tags)
+    max_age_s = 0.0
+    if raw.get("max_age_s") is not None:
+        max_age_s = _max_age_s(raw["max_age_s"])
+    return JobOptions(deadline_s=deadline_s, account=account, tags=tags, max_age_s=max_age_s)
+
+
+def _max_age_s(value: object) -> float:
+    where = "params.options.max_age_s"
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise _invalid_params(f"{where}: expected a number of seconds, got {_json_type(value)}")
+    if isinstance(value, int) and value.bit_length() > 64:
+        raise _invalid_params(f"{where}: expected a finite number >= 0, got {_show_number(value)}")
+    seconds = float(value)
+    if not (math.isfinite(seconds) and seconds >= 0):
+        raise _invalid_params(f"{where}: expected a finite number >= 0, got {_show_number(value)}")
+    return seconds
 
 
 def _invoke(params: dict[str, Any] | list[Any] | None) -> InvokeParams:

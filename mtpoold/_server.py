@@ -77,6 +77,7 @@ from ._rpc import (
     ForgetParams,
     GetMessagesParams,
     InvokeParams,
+    JobOptions,
     ReloadParams,
     RequestId,
     ResolveParams,
@@ -129,6 +130,12 @@ class _JobMetaLike(Protocol):
     def attempts(self) -> int: ...
     @property
     def elapsed_ms(self) -> float: ...
+    @property
+    def shared(self) -> bool: ...
+    @property
+    def merged(self) -> int: ...
+    @property
+    def age_s(self) -> float: ...
 
 
 class _JobResultLike(Protocol):
@@ -149,6 +156,7 @@ class PoolAPI(Protocol):
         deadline_s: float | None = None,
         account: str | None = None,
         tags: Sequence[str] = (),
+        max_age_s: float = 0.0,
     ) -> _JobResultLike: ...
 
     async def resolve(
@@ -158,6 +166,7 @@ class PoolAPI(Protocol):
         deadline_s: float | None = None,
         account: str | None = None,
         tags: Sequence[str] = (),
+        max_age_s: float = 0.0,
     ) -> _JobResultLike: ...
 
     async def get_messages(
@@ -168,6 +177,7 @@ class PoolAPI(Protocol):
         deadline_s: float | None = None,
         account: str | None = None,
         tags: Sequence[str] = (),
+        max_age_s: float = 0.0,
     ) -> _JobResultLike: ...
 
     def statistics(self) -> object: ...
@@ -830,17 +840,31 @@ class RpcServer:
         if isinstance(params, InvokeParams):
             o = params.options
             result = await self.pool.invoke(
-                params.method, params.args, deadline_s=o.deadline_s, account=o.account, tags=o.tags
+                params.method,
+                params.args,
+                deadline_s=o.deadline_s,
+                account=o.account,
+                tags=o.tags,
+                **_cache_option(o),
             )
         elif isinstance(params, ResolveParams):
             o = params.options
             result = await self.pool.resolve(
-                params.link_or_username, deadline_s=o.deadline_s, account=o.account, tags=o.tags
+                params.link_or_username,
+                deadline_s=o.deadline_s,
+                account=o.account,
+                tags=o.tags,
+                **_cache_option(o),
             )
         elif isinstance(params, GetMessagesParams):
             o = params.options
             result = await self.pool.get_messages(
-                params.peer, params.ids, deadline_s=o.deadline_s, account=o.account, tags=o.tags
+                params.peer,
+                params.ids,
+                deadline_s=o.deadline_s,
+                account=o.account,
+                tags=o.tags,
+                **_cache_option(o),
             )
         else:  # pragma: no cover
             raise AssertionError(f"not a job: {params!r}")
@@ -852,8 +876,16 @@ class RpcServer:
                 "proxy_key": meta.proxy_key,
                 "attempts": meta.attempts,
                 "elapsed_ms": meta.elapsed_ms,
+                "shared": meta.shared,
+                "merged": meta.merged,
+                "age_s": meta.age_s,
             },
         }
+
+
+def _cache_option(options: JobOptions) -> dict[str, float]:
+    """``max_age_s`` for the pool when the request gave one (> 0), else nothing."""
+    return {"max_age_s": options.max_age_s} if options.max_age_s > 0 else {}
 
 
 def _unknown_account(account_id: str) -> RpcError:

@@ -29,6 +29,8 @@ from mtpoold._store import StateStore
 from mtpoold.testing import DC, Proxy
 from mtpoold.testing.dc import User, World, default_world
 
+from _fakeclient import NO_SHARING
+
 API_HASH = "0123456789abcdef0123456789abcdef"
 
 #: Seconds the DC may take to see every connection closed after the pool exits.
@@ -79,6 +81,7 @@ def fleet_config(
     policy: Mapping[str, Any] | None = None,
     telegram: Mapping[str, Any] | None = None,
     direct: Mapping[str, Any] | None = None,
+    economy: Mapping[str, Any] | None = None,
 ) -> Config:
     """A validated config for ``dc``.
 
@@ -90,6 +93,8 @@ def fleet_config(
         telegram: extra ``[telegram]`` keys (the DC's id/host/port/RSA key are set).
         direct: ``[direct]`` keys, over ``interval_s = DIRECT_INTERVAL_S`` (the lane of the
             accounts with no proxy; its own default, 2 s, would pace a test's calls).
+        economy: ``[economy]`` keys over `NO_SHARING` (identical jobs are neither shared
+            nor merged unless a test asks: most tests count one call per job).
     """
     data: dict[str, Any] = {
         "telegram": {
@@ -115,6 +120,7 @@ def fleet_config(
     }
     if policy:
         data["policy"] = dict(policy)
+    data["economy"] = {**NO_SHARING, **(economy or {})}
     return parse_config(data, base_dir=tmp_path)
 
 

@@ -133,8 +133,13 @@ def make_config(
     policy: dict[str, Any] | None = None,
     telegram: dict[str, Any] | None = None,
     direct: dict[str, Any] | None = None,
+    economy: dict[str, Any] | None = None,
 ) -> Config:
-    """A config of accounts (id -> proxy name or None) over named socks5 proxies."""
+    """A config of accounts (id -> proxy name or None) over named socks5 proxies.
+
+    ``economy``: ``[economy]`` keys over `NO_SHARING` (identical jobs are neither shared nor
+    merged unless a test asks: most tests count one call per job).
+    """
     proxies = proxies if proxies is not None else {"p1": {}, "p2": {}}
     accounts = accounts if accounts is not None else {"a1": "p1", "a2": "p1", "a3": "p2"}
     data: dict[str, Any] = {
@@ -162,4 +167,9 @@ def make_config(
         data["telegram"] = telegram
     if direct:
         data["direct"] = direct
+    data["economy"] = {**NO_SHARING, **(economy or {})}
     return parse_config(data, base_dir=tmp_path)
+
+
+#: ``[economy]`` keys that make every job its own call (shared and merged jobs off).
+NO_SHARING: dict[str, Any] = {"share_identical": False, "merge_get_messages": False}

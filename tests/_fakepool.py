@@ -29,6 +29,9 @@ class FakeMeta:
     proxy_key: str
     attempts: int
     elapsed_ms: float
+    shared: bool = False
+    merged: int = 1
+    age_s: float = 0.0
 
 
 @attrs.frozen
@@ -119,9 +122,16 @@ class FakePool:
         deadline_s: float | None = None,
         account: str | None = None,
         tags: Sequence[str] = (),
+        **cache: float,  # max_age_s, recorded when given
     ) -> FakeResult:
         return await self._job(
-            "invoke", method, dict(args), deadline_s=deadline_s, account=account, tags=tuple(tags)
+            "invoke",
+            method,
+            dict(args),
+            deadline_s=deadline_s,
+            account=account,
+            tags=tuple(tags),
+            **cache,
         )
 
     async def resolve(
@@ -131,9 +141,15 @@ class FakePool:
         deadline_s: float | None = None,
         account: str | None = None,
         tags: Sequence[str] = (),
+        **cache: float,
     ) -> FakeResult:
         return await self._job(
-            "resolve", link_or_username, deadline_s=deadline_s, account=account, tags=tuple(tags)
+            "resolve",
+            link_or_username,
+            deadline_s=deadline_s,
+            account=account,
+            tags=tuple(tags),
+            **cache,
         )
 
     async def get_messages(
@@ -144,6 +160,7 @@ class FakePool:
         deadline_s: float | None = None,
         account: str | None = None,
         tags: Sequence[str] = (),
+        **cache: float,
     ) -> FakeResult:
         return await self._job(
             "get_messages",
@@ -152,6 +169,7 @@ class FakePool:
             deadline_s=deadline_s,
             account=account,
             tags=tuple(tags),
+            **cache,
         )
 
     def disable_account(self, account_id: str, reason: str) -> None:

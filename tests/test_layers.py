@@ -34,10 +34,19 @@ PACKAGE = Path(__file__).resolve().parent.parent / "mtpoold"
 CORE = frozenset(
     f"mtpoold.{m}"
     for m in (
-        "_gate", "_lane", "_ready", "_dispatch", "_policy", "_account", "_pool", "_stats",
-        "_peermemory",  # every account's peers with their access hashes (issue 12)
+        "_gate",
+        "_lane",
+        "_ready",
+        "_dispatch",
+        "_policy",
+        "_account",
+        "_pool",
+        "_stats",
+        "_peermemory",  # every account's peers with their access hashes
+        "_readonly",  # the read-only list (plain data)
+        "_share",  # shared and merged read-only jobs, the answer cache
     )
-)  # fmt: skip
+)
 VOCABULARY = frozenset(
     f"mtpoold.{m}"
     for m in (

@@ -159,7 +159,15 @@ async def test_RpcServer_invoke_returns_result_and_meta() -> None:
         "id": 7,
         "result": {
             "result": {"_": "help.GetConfig", "args": {"x": 1}},
-            "meta": {"account": "a1", "proxy_key": "no_proxy", "attempts": 1, "elapsed_ms": 12.5},
+            "meta": {
+                "account": "a1",
+                "proxy_key": "no_proxy",
+                "attempts": 1,
+                "elapsed_ms": 12.5,
+                "shared": False,
+                "merged": 1,
+                "age_s": 0.0,
+            },
         },
     }
     assert h.pool.calls == [
@@ -393,7 +401,8 @@ async def test_RpcServer_unknown_method() -> None:
         (
             "invoke",
             {"method": "x", "options": {"acount": "a"}},
-            "params.options: unknown option(s) acount; expected deadline_ms, account, tags",
+            "params.options: unknown option(s) acount; expected deadline_ms, account, tags,"
+            " max_age_s",
         ),
         (
             "invoke",

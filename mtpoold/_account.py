@@ -10,10 +10,10 @@ from typing import Any, Final, Protocol, TypeVar, final
 import attrs
 import trio
 
-from ._errors import ErrorClass, Failure
+from ._errors import ErrorClass, Failure, RateClassBlocked
 from ._lane import ProxyCoolingDown, ProxyLane
 from ._policy import Verdict
-from ._stats import AccountStatistics
+from ._stats import AccountStatistics, ClassState
 
 log = logging.getLogger("mtpoold.account")
 
@@ -66,6 +66,22 @@ class SupportsBlame(Protocol):
 
     def connect_blame(self, what: str) -> Exception | None:
         """The proxy's failure (``ProxyUnavailable``) if the DC has not answered yet."""
+
+
+class RequestGuardLike(Protocol):
+    """What a client asks before each TL request (`mtpoold._budget.RequestGuard`)."""
+
+    def admit(self, tl_name: str) -> None:
+        """Raise ``RateClassBlocked`` to refuse the request; otherwise it is counted."""
+
+
+class SupportsRequestGuard(Protocol):
+    """A client that asks a request guard before every TL request it sends (the real client
+    does; doubles may not). The account worker hands the guard over right after it built
+    the client."""
+
+    def set_request_guard(self, guard: RequestGuardLike | None) -> None:
+        """Ask ``guard`` before every request from now on (None: no guard)."""
 
 
 class ConnectTimeoutError(ConnectionError):
@@ -133,6 +149,7 @@ class AccountWorker:
         idle_disconnect_s: Seconds without a call before the connection is closed.
         tags: The account's tags from the config.
         keepalive_interval_s: Seconds between keepalive pings of an idle connection.
+        request_guard: Handed to each client it builds (`SupportsRequestGuard`), or None.
     """
 
     id: str
@@ -143,6 +160,7 @@ class AccountWorker:
     idle_disconnect_s: float = 300.0
     tags: frozenset[str] = frozenset()
     keepalive_interval_s: float = KEEPALIVE_INTERVAL_S
+    request_guard: RequestGuardLike | None = None
     cooldown_until: float = attrs.field(init=False, default=float("-inf"))
     disabled_reason: str | None = attrs.field(init=False, default=None)
     reserved: bool = attrs.field(init=False, default=False)
@@ -248,6 +266,8 @@ class AccountWorker:
                 connection is dropped, since a call may have been left half-done.
             ProxyCoolingDown: the lane's proxy is cooling down (`ProxyLane.slot`): nothing
                 was sent, nothing is judged or counted.
+            RateClassBlocked: the request guard refused a request of ``op`` (its rate class
+                is cooling down or out of budget): not judged, not counted as a failure.
         """
         async with self._lock:
             try:
@@ -259,7 +279,7 @@ class AccountWorker:
             except trio.Cancelled:
                 await self._drop_connection()
                 raise
-            except ProxyCoolingDown:
+            except (ProxyCoolingDown, RateClassBlocked):
                 raise  # nothing was sent: not a failure of the account or the proxy
             except Exception as exc:
                 if isinstance(exc, Judged):  # a connect, judged inside its lane slot
@@ -285,6 +305,9 @@ class AccountWorker:
         # entity cache (access hashes) of string sessions.
         if self._client is None:
             self._client = self.client_factory()
+            set_guard = getattr(self._client, "set_request_guard", None)
+            if set_guard is not None and self.request_guard is not None:
+                set_guard(self.request_guard)
         client = self._client
         started: float | None = None
         try:
@@ -447,13 +470,20 @@ class AccountWorker:
 
     # -- statistics ----------------------------------------------------------------------
 
-    def statistics(self, *, proxy_name: str, now: float | None = None) -> AccountStatistics:
+    def statistics(
+        self,
+        *,
+        proxy_name: str,
+        now: float | None = None,
+        rate_classes: tuple[ClassState, ...] = (),
+    ) -> AccountStatistics:
         """Return a frozen snapshot of this account's state and counters.
 
         Args:
             proxy_name: The name of its lane's proxy, for the snapshot.
             now: The trio clock reading to compute remaining times from (the pool passes
                 one reading for a whole snapshot of many accounts).
+            rate_classes: Its per-class state (the dispatcher and the budgets hold it).
         """
         if now is None:
             now = trio.current_time()
@@ -475,4 +505,5 @@ class AccountWorker:
             last_error_message=self.last_error_message,
             last_used_s_ago=None if self.last_used is None else now - self.last_used,
             tags=self.sorted_tags,
+            rate_classes=rate_classes,
         )

@@ -77,6 +77,7 @@ from telethon.tl.tlobject import TLObject
 from ._account import DISCONNECT_TIMEOUT_S
 from ._aiobridge import AIO_CANCEL_WAIT_S, run_aio
 from ._aiolog import AioContext, aio_context
+from ._classify import request_tl_name
 from ._errors import (
     ConfigError,
     ErrorClass,
@@ -329,8 +330,21 @@ class _GatedTelegramClient(TelegramClient):  # type: ignore[misc]
       ``updates.getDifference`` on its own timer. Updates Telethon queues anyway (its own
       results) are drained and dropped, so the queue cannot grow;
     - no DC switch: on ``*_MIGRATE`` Telethon would reconnect to another DC by itself; the
-      migrate error is raised instead (classified by `mtpoold._classify.classify`).
+      migrate error is raised instead (classified by `mtpoold._classify.classify`);
+    - no request the request guard refused: every request Telethon sends on a call's behalf
+      (ours, and its own look-ups such as ``get_input_entity``'s ResolveUsername) asks
+      ``request_guard.admit`` first (`mtpoold._budget.RequestGuard`; ``RateClassBlocked``:
+      nothing is sent).
     """
+
+    request_guard: Any = None
+
+    async def _call(self, sender: Any, request: Any, *args: Any, **kwargs: Any) -> Any:
+        guard = self.request_guard
+        if guard is not None:
+            for r in request if tl_utils.is_list_like(request) else (request,):
+                guard.admit(request_tl_name(r) or type(r).__name__)
+        return await super()._call(sender, request, *args, **kwargs)
 
     async def _keepalive_loop(self) -> None:
         return None
@@ -388,6 +402,7 @@ class TelethonClient:
     disconnect_timeout_s: float = DISCONNECT_TIMEOUT_S
     session: Session | None = attrs.field(default=None, repr=False)
     _tg: TelegramClient | None = attrs.field(init=False, default=None)
+    _guard: Any = attrs.field(init=False, default=None)
     _connect_errors: list[BaseException] = attrs.field(init=False, factory=list)
     #: The current connection's phase, byte counts and wire governor.
     monitor: WireMonitor = attrs.field(init=False)
@@ -709,6 +724,7 @@ class TelethonClient:
             loop=None,
         )
         install_sender_hooks(tg, self.monitor)
+        tg.request_guard = self._guard
         return tg
 
     def _session(self) -> Session:
@@ -810,7 +826,16 @@ class TelethonClient:
             raise ConnectionError("not connected")
         return self._tg
 
+    def set_request_guard(self, guard: Any) -> None:
+        """Ask ``guard.admit(tl_name)`` before every request sent from now on
+        (`mtpoold._account.SupportsRequestGuard`); None: no guard."""
+        self._guard = guard
+        if self._tg is not None:
+            self._tg.request_guard = guard
+
     async def _invoke(self, request: TLObject) -> Any:
+        # the guard is asked in _GatedTelegramClient._call, which Telethon's own look-ups
+        # (get_input_entity) go through too
         return await self._aio(self._connected(), request)
 
     async def _resolve_peer(self, value: str | int, kind: PeerKind) -> TLObject:

@@ -226,6 +226,10 @@ class ReadyIndex:
         """The lane's start bound (see the class docstring), trio clock seconds."""
         return self._bound(lane)
 
+    def last_use(self, acc: AccountWorker) -> int:
+        """The order of the account's last assignment (smaller: longer ago; -1: never)."""
+        return self._last_use.get(acc.id, -1)
+
     def assigned_on(self, lane_key: str) -> int:
         """Accounts of the lane currently assigned to jobs."""
         return self._assigned[lane_key]

@@ -33,7 +33,18 @@ PACKAGE = Path(__file__).resolve().parent.parent / "mtpoold"
 #: The scheduling core and the plain-Python vocabulary it runs on.
 CORE = frozenset(
     f"mtpoold.{m}"
-    for m in ("_gate", "_lane", "_ready", "_dispatch", "_policy", "_account", "_pool", "_stats")
+    for m in (
+        "_gate",
+        "_lane",
+        "_ready",
+        "_dispatch",
+        "_policy",
+        "_account",
+        "_pool",
+        "_stats",
+        "_rateclass",  # rate classes: TL names -> class, budget windows (plain data)
+        "_budget",  # budgets per (account, class) and the request guard
+    )
 )
 VOCABULARY = frozenset(
     f"mtpoold.{m}"

@@ -25,6 +25,7 @@ from mtpoold._compose import open_pool
 from mtpoold._config import Config, parse_config
 from mtpoold._pool import Pool
 from mtpoold._stats import AccountStatistics, LaneStatistics
+from mtpoold._store import StateStore
 from mtpoold.testing import DC, Proxy
 from mtpoold.testing.dc import User, World, default_world
 
@@ -78,6 +79,7 @@ def fleet_config(
     policy: Mapping[str, Any] | None = None,
     telegram: Mapping[str, Any] | None = None,
     direct: Mapping[str, Any] | None = None,
+    extra: Mapping[str, Any] | None = None,
 ) -> Config:
     """A validated config for ``dc``.
 
@@ -89,8 +91,10 @@ def fleet_config(
         telegram: extra ``[telegram]`` keys (the DC's id/host/port/RSA key are set).
         direct: ``[direct]`` keys, over ``interval_s = DIRECT_INTERVAL_S`` (the lane of the
             accounts with no proxy; its own default, 2 s, would pace a test's calls).
+        extra: more top-level tables (``economy``, ``rate_classes``).
     """
     data: dict[str, Any] = {
+        **(extra or {}),
         "telegram": {
             "dc_id": dc.dc_id,
             "dc_host": dc.host,
@@ -183,7 +187,9 @@ async def wait_until(
 
 
 @asynccontextmanager
-async def open_fleet(dc: DC, config: Config) -> AsyncIterator[Fleet]:
+async def open_fleet(
+    dc: DC, config: Config, *, store: StateStore | None = None
+) -> AsyncIterator[Fleet]:
     """``open_pool(config)`` with the real Telethon client factory, checked on exit.
 
     On exit (also when the body failed, so the body's error is not masked by a check, the
@@ -211,7 +217,7 @@ async def open_fleet(dc: DC, config: Config) -> AsyncIterator[Fleet]:
     fleet: Fleet | None = None
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(Pool, "_aclose", aclose_then_look)
-        async with open_pool(config) as pool:
+        async with open_pool(config, store=store) as pool:
             loop = trio_asyncio.current_loop.get()
             handler = loop.get_exception_handler()
             assert isinstance(handler, AioExceptionHandler)

@@ -462,35 +462,49 @@ class Dispatcher:
         return _Excluded(self, job, avoid, now)
 
     def _blocks_bound(self, job: Job, avoid: Collection[str], now: float) -> float:
-        """A lower bound of when an account the class/chat blocks hold back from ``job``
-        could serve it (trio clock, s): the earliest block end among them. O(classes × log)."""
+        """When the first account the class/chat blocks hold back from ``job`` could serve it
+        (trio clock, s; ``inf``: none is held back), each account's own start bound included.
+
+        Walks the job's class heaps in order of block end and stops at the first end past
+        the best found: O((held-back accounts whose block ends before that) × log).
+        """
         if not self._needs(job):
             return _INF
         best = _INF
-        names = set(job.rate_classes)
-        if job.lookup_class is not None:
-            names.add(job.lookup_class)
-        for name in names:
-            heap = self._class_heaps.get(name, [])
-            blocked = self._blocked.get(name, {})
-            skipped = []
-            while heap:
-                end, _, acc_id = heap[0]
-                if blocked.get(acc_id) != end or end <= now:
-                    heapq.heappop(heap)  # stale or over
-                    continue
-                if acc_id in avoid:
-                    skipped.append(heapq.heappop(heap))
-                    continue
-                best = min(best, end)
-                break
-            for entry in skipped:
-                heapq.heappush(heap, entry)
         if job.peer_key is not None:
             for acc_id, end in self._chats.get(job.peer_key, {}).items():
                 if end > now and acc_id not in avoid:
-                    best = min(best, end)
+                    best = min(best, self._available_at(job, acc_id, now))
+        names = set(job.rate_classes)
+        if job.lookup_class is not None:
+            names.add(job.lookup_class)
+        heaps = {n: h for n in names if (h := self._class_heaps.get(n))}
+        popped: list[tuple[str, tuple[float, int, str]]] = []
+        while True:
+            top: tuple[float, int, str] | None = None
+            top_name = ""
+            for name, heap in heaps.items():
+                blocked = self._blocked.get(name, {})
+                while heap and (blocked.get(heap[0][2]) != heap[0][0] or heap[0][0] <= now):
+                    heapq.heappop(heap)  # stale (a newer entry stands for it) or over
+                if heap and (top is None or heap[0] < top):
+                    top, top_name = heap[0], name
+            if top is None or top[0] >= best:
+                break
+            popped.append((top_name, heapq.heappop(heaps[top_name])))
+            if top[2] not in avoid:
+                best = min(best, self._available_at(job, top[2], now))
+        for name, entry in popped:
+            heapq.heappush(self._class_heaps[name], entry)
         return best
+
+    def _available_at(self, job: Job, account_id: str, now: float) -> float:
+        """A lower bound of when ``account_id`` could serve ``job``: its start bound and its
+        class and chat blocks (trio clock, s)."""
+        acc = self._accounts.get(account_id)
+        if acc is None or not job.accepts(acc, allow_avoided=True):
+            return _INF
+        return max(self._start_bound(acc, now), self._blocked_until(job, account_id, now))
 
     def _pick_knower(self, job: Job, exclude: Collection[str], now: float) -> AccountWorker | None:
         """Routing by knowledge: the least recently used free account that knows the job's

@@ -132,9 +132,9 @@ class BudgetBook:
 
     def spent_in_window(self, account: str, rate_class: str, now: float) -> bool:
         """Whether the account has spends of the class inside its longest window."""
-        return bool(self.classes.windows(rate_class)) and bool(
-            self._prune((account, rate_class), now)
-        )
+        if not self.classes.windows(rate_class) or (account, rate_class) not in self._spent:
+            return False
+        return bool(self._prune((account, rate_class), now))
 
     def budgeted(self) -> list[str]:
         """The classes that have a budget."""
@@ -188,8 +188,8 @@ class RequestGuard:
         until = self._flood_until(self.account, rate_class)
         if until > now:
             raise RateClassBlocked(self.account, rate_class, tl_name, until - now, "flood")
-        if self.book is None:
-            return
+        if self.book is None or not self.classes.windows(rate_class):
+            return  # no budget: nothing to count
         wall = self._wall()
         free = self.book.free_at(self.account, rate_class, wall)
         if free > wall:

@@ -207,6 +207,9 @@ class Dispatcher:
         self._blocked: dict[str, dict[str, float]] = {}
         self._class_heaps: dict[str, list[tuple[float, int, str]]] = {}
         self._block_ends: list[tuple[float, int, str]] = []
+        #: class -> the ready index's side of the free accounts not blocked on it
+        #: (`ReadyIndex.add_side`): picks for a job that needs one blocked class stay O(log).
+        self._sides: dict[str, ReadyIndex] = {}
 
     def __repr__(self) -> str:
         return f"<Dispatcher waiting={len(self._waiters)} {self.ready!r}>"
@@ -418,10 +421,19 @@ class Dispatcher:
             self._budget_holds.get(account_id, {}).get(rate_class, float("-inf")),
         )
         blocked = self._blocked.setdefault(rate_class, {})
+        acc = self._accounts.get(account_id)
         if end <= trio.current_time():
             blocked.pop(account_id, None)
+            if acc is not None:
+                self.ready.refilter(acc)
             return
         blocked[account_id] = end
+        if rate_class not in self._sides:
+            self._sides[rate_class] = self.ready.add_side(
+                lambda a: self._blocked.get(rate_class, {}).get(a.id, -_INF) <= trio.current_time()
+            )
+        if acc is not None:
+            self.ready.refilter(acc)
         seq = next(self._seq)
         heapq.heappush(self._class_heaps.setdefault(rate_class, []), (end, seq, account_id))
         heapq.heappush(self._block_ends, (end, seq, account_id))
@@ -461,7 +473,9 @@ class Dispatcher:
             return avoid
         return _Excluded(self, job, avoid, now)
 
-    def _blocks_bound(self, job: Job, avoid: Collection[str], now: float) -> float:
+    def _blocks_bound(
+        self, job: Job, avoid: Collection[str], now: float, best: float = _INF
+    ) -> float:
         """When the first account the class/chat blocks hold back from ``job`` could serve it
         (trio clock, s; ``inf``: none is held back), each account's own start bound included.
 
@@ -469,8 +483,7 @@ class Dispatcher:
         the best found: O((held-back accounts whose block ends before that) × log).
         """
         if not self._needs(job):
-            return _INF
-        best = _INF
+            return best
         if job.peer_key is not None:
             for acc_id, end in self._chats.get(job.peer_key, {}).items():
                 if end > now and acc_id not in avoid:
@@ -485,8 +498,8 @@ class Dispatcher:
             top_name = ""
             for name, heap in heaps.items():
                 blocked = self._blocked.get(name, {})
-                while heap and (blocked.get(heap[0][2]) != heap[0][0] or heap[0][0] <= now):
-                    heapq.heappop(heap)  # stale (a newer entry stands for it) or over
+                while heap and blocked.get(heap[0][2]) != heap[0][0]:
+                    heapq.heappop(heap)  # stale: a newer entry stands for it, or it is over
                 if heap and (top is None or heap[0] < top):
                     top, top_name = heap[0], name
             if top is None or top[0] >= best:
@@ -506,22 +519,68 @@ class Dispatcher:
             return _INF
         return max(self._start_bound(acc, now), self._blocked_until(job, account_id, now))
 
-    def _pick_knower(self, job: Job, exclude: Collection[str], now: float) -> AccountWorker | None:
+    def _best_free(self, job: Job, avoid: Collection[str], now: float) -> AccountWorker | None:
+        """`ReadyIndex.best` for ``job`` with its class and chat blocks applied.
+
+        No block concerns it: the index, O(log proxies). One blocked class: that class's
+        side index (O(log proxies)), and for the look-up class the free accounts that know
+        the peer (they need no look-up; all of them only when the side has none). Several:
+        the index, skipping held-back accounts (O(held-back free accounts met)).
+        """
+        if not self._needs(job):
+            return self.ready.best(avoid)
+        names = set(job.rate_classes)
+        if job.lookup_class is not None:
+            names.add(job.lookup_class)
+        relevant = [n for n in names if self._blocked.get(n)]
+        chat = job.peer_key is not None and bool(self._chats.get(job.peer_key))
+        if len(relevant) != 1 or chat:
+            return self.ready.best(_Excluded(self, job, avoid, now))
+        (name,) = relevant
+        self.ready.expire()  # accounts back from an account cooldown reach the side too
+        found = self._sides[name].best(avoid)
+        if name == job.lookup_class and name not in job.rate_classes:
+            knower = self._pick_knower(
+                job,
+                _Excluded(self, job, avoid, now),
+                now,
+                limit=MAX_KNOWERS_SCANNED if found is not None else _INF,
+                start_now=False,
+            )
+            if knower is not None and (
+                found is None
+                or (max(now, self.ready.start_bound(knower.lane)), self.ready.last_use(knower))
+                < (max(now, self.ready.start_bound(found.lane)), self.ready.last_use(found))
+            ):
+                return knower
+        return found
+
+    def _pick_knower(
+        self,
+        job: Job,
+        exclude: Collection[str],
+        now: float,
+        limit: float = MAX_KNOWERS_SCANNED,
+        *,
+        start_now: bool = True,
+    ) -> AccountWorker | None:
         """Routing by knowledge: the least recently used free account that knows the job's
-        peer and can start now, among at most `MAX_KNOWERS_SCANNED` of them; None: none."""
+        peer and can start now, among at most ``limit`` of them; None: none. With
+        ``start_now`` False: the one whose lane can start soonest (then LRU), whenever."""
         if job.peer_key is None:
             return None
         best: AccountWorker | None = None
-        best_use = _INF
+        best_use: tuple[float, float] = (_INF, _INF)
         for n, acc_id in enumerate(self.knowledge.knowers(job.peer_key)):
-            if n >= MAX_KNOWERS_SCANNED:
+            if n >= limit:
                 break
             acc = self._accounts.get(acc_id)
             if acc is None or acc_id in exclude or not self.ready.is_free(acc):
                 continue
-            if acc.lane.cooldown_until > now or self.ready.start_bound(acc.lane) > now:
+            start = max(now, acc.lane.cooldown_until, self.ready.start_bound(acc.lane))
+            if start_now and start > now:
                 continue
-            use = self.ready.last_use(acc)
+            use = (start, self.ready.last_use(acc))
             if use < best_use:
                 best, best_use = acc, use
         return best
@@ -566,8 +625,7 @@ class Dispatcher:
             while self._lane_ends and self._lane_ends[0][0] <= now:
                 heapq.heappop(self._lane_ends)
             self._backoffs.clear()
-            while self._block_ends and self._block_ends[0][0] <= now:
-                heapq.heappop(self._block_ends)
+            self._expire_blocks(now)
             return _INF
         if self.ready.has_returned():
             return now
@@ -604,6 +662,16 @@ class Dispatcher:
             _, _, w = heapq.heappop(self._backoffs)
             if not w.done:
                 self._try(w, now)
+        for acc_id in self._expire_blocks(now):
+            freed = self._accounts.get(acc_id)
+            if freed is not None and self._waiters and self.ready.is_free(freed):
+                if freed.schedulable_at() <= now:
+                    self._offer(freed, now)
+
+    def _expire_blocks(self, now: float) -> list[str]:
+        """Forget the class and chat blocks over by ``now``; the accounts they held, in
+        order of their ends. O(ended × classes)."""
+        ended: list[str] = []
         while self._block_ends and self._block_ends[0][0] <= now:
             _, _, acc_id = heapq.heappop(self._block_ends)
             for name, blocked in self._blocked.items():
@@ -611,13 +679,16 @@ class Dispatcher:
                     del blocked[acc_id]
                     self._floods.get(acc_id, {}).pop(name, None)
                     self._budget_holds.get(acc_id, {}).pop(name, None)
-            for chat in self._chats.values():
-                if chat.get(acc_id, _INF) <= now:
+            for peer_key in [k for k, chat in self._chats.items() if acc_id in chat]:
+                chat = self._chats[peer_key]
+                if chat[acc_id] <= now:
                     del chat[acc_id]
-            freed = self._accounts.get(acc_id)
-            if freed is not None and self._waiters and self.ready.is_free(freed):
-                if freed.schedulable_at() <= now:
-                    self._offer(freed, now)
+                    if not chat:
+                        del self._chats[peer_key]
+            if (acc := self._accounts.get(acc_id)) is not None:
+                self.ready.refilter(acc)
+            ended.append(acc_id)
+        return ended
 
     # -- acquiring -----------------------------------------------------------------------------
 
@@ -640,7 +711,7 @@ class Dispatcher:
             raise self._shutting_down(job)
         if job.account is not None and job.account not in self._accounts:
             raise self.no_account(job, _INF)
-        if self._waiters:
+        if self._waiters or self._block_ends:
             self._tick()  # what ended by now goes to the jobs already waiting first
         w = _Waiter(job, retry_delay)
         try:
@@ -722,12 +793,11 @@ class Dispatcher:
 
     def _pick_indexed(self, job: Job, avoid: Collection[str]) -> AccountWorker | None:
         now = trio.current_time()
-        exclude = self._exclusion(job, avoid, now)
         if self.route_by_knowledge and job.peer_key is not None:
-            knower = self._pick_knower(job, exclude, now)
+            knower = self._pick_knower(job, self._exclusion(job, avoid, now), now)
             if knower is not None and knower.lane.earliest_start() <= job.deadline:
                 return knower
-        acc = self.ready.best(exclude)
+        acc = self._best_free(job, avoid, now)
         if acc is None or acc.lane.cooldown_until > trio.current_time():
             return None  # none free, or the soonest lane is a proxy cooling down
         if acc.lane.earliest_start() > job.deadline:
@@ -795,10 +865,10 @@ class Dispatcher:
                 if earliest <= now:
                     break
             return earliest
-        blocks = self._blocks_bound(job, exclude, now)
-        exclude = self._exclusion(job, exclude, now)
-        earliest = min(blocks, self.ready.next_cooldown_end(exclude))
-        free = self.ready.best(exclude)
+        avoid = exclude
+        exclude = self._exclusion(job, avoid, now)
+        earliest = self.ready.next_cooldown_end(exclude)
+        free = self._best_free(job, avoid, now)
         if free is not None:
             earliest = min(earliest, max(now, self.ready.start_bound(free.lane), free.ready_at()))
         for group in (self._taken, self.moving):
@@ -812,7 +882,9 @@ class Dispatcher:
                     earliest = min(earliest, self._start_bound(acc, now))
                     if earliest <= now:
                         break
-        return earliest
+        # the accounts held back by class or chat blocks, busy ones included: walked only
+        # until their block ends pass what was found
+        return self._blocks_bound(job, avoid, now, earliest) if earliest > now else earliest
 
     def _turn_estimate(self, job: Job) -> float:
         """A lower bound of when a job queued now could start (trio clock, seconds).

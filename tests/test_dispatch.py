@@ -21,6 +21,8 @@ from mtpoold._lane import ProxyLane
 #: Account id -> (lane key, tags): two proxies, two accounts each, one of each tagged "x".
 FLEET = {"a0": ("k0", ()), "a1": ("k0", ("x",)), "a2": ("k1", ()), "a3": ("k1", ("x",))}
 MAX_ATTEMPTS = 4
+#: Lane key -> interval_s: one ungated lane, one gated (picks must wait for its start slot).
+INTERVALS = {"k0": 0.0, "k1": 3.0}
 
 #: What jobs need: (rate classes, look-up class, peer key). a0 and a2 know peer p1.
 NEEDS = [
@@ -223,7 +225,12 @@ async def scenario(steps: list[tuple[Any, ...]]) -> None:
     async with trio.open_nursery() as nursery:
         lanes = {
             key: ProxyLane(
-                key=key, name=key, type="socks5", capacity=10, interval_s=0.0, jitter_s=(0.0, 0.0)
+                key=key,
+                name=key,
+                type="socks5",
+                capacity=10,
+                interval_s=INTERVALS[key],
+                jitter_s=(0.0, 0.0),
             )
             for key in ("k0", "k1")
         }
@@ -320,8 +327,12 @@ def test_Dispatcher_answers_waiting_job_at_once_when_its_accounts_go(
     trio.run(scenario, steps, clock=trio.testing.MockClock(autojump_threshold=0))
 
 
-def _small_fleet(nursery: trio.Nursery, n: int = 2) -> tuple[Dispatcher, list[AccountWorker]]:
-    lane = ProxyLane(key="k", name="k", type="socks5", capacity=10, interval_s=0.0)
+def _small_fleet(
+    nursery: trio.Nursery, n: int = 2, interval_s: float = 0.0
+) -> tuple[Dispatcher, list[AccountWorker]]:
+    lane = ProxyLane(
+        key="k", name="k", type="socks5", capacity=10, interval_s=interval_s, jitter_s=(0, 0)
+    )
     lane_accounts: dict[str, collections.OrderedDict[str, AccountWorker]] = {
         "k": collections.OrderedDict()
     }
@@ -423,4 +434,21 @@ async def test_routing_by_knowledge_prefers_a_knower_over_the_least_recently_use
         acc = await d.acquire(_job(10, frozenset({"read"}), "p1"), retry_delay=0)
         assert acc.id == "a1"  # plain LRU
         d.release(acc)
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_knower_on_a_gated_lane_serves_a_read_while_everyone_is_resolve_flooded(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with trio.open_nursery() as nursery:
+        d, (a0, a1) = _small_fleet(nursery, 2, interval_s=5.0)  # a0 knows p1
+        d.knowledge = Knows()
+        for acc in (a0, a1):
+            d.cool_down_class(acc, "resolve", trio.current_time() + 1000, "FLOOD_WAIT: test")
+        d.reserve(a1)  # a1's call is assigned on the lane: a0's start is one interval away
+        with trio.fail_after(30):  # the dispatcher does not time out waiting jobs itself
+            got = await d.acquire(_job(20, frozenset({"read"}), "p1"), retry_delay=0)
+        assert got is a0
+        d.release(a0)
+        d.release(a1)
         nursery.cancel_scope.cancel()

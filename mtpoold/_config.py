@@ -539,7 +539,9 @@ class EconomyConfig:
             the whole account.
         budgets: Per-account, per-rate-class request budgets are enforced; off: none.
         warmup_days: An account new to the pool gets a fraction of each budget for this many
-            days, growing linearly to all of it (0: no warm-up), >= 0. Default 3.
+            days, growing linearly to all of it (0: no warm-up), >= 0. Default 3. When the
+            pool first saw an account is kept in the state store (without one: since the
+            pool opened).
         warmup_start: The fraction of each budget a brand-new account gets, > 0 and <= 1
             (budgets never drop below 1 request per window). Default 0.5.
         peer_memory: Every account's resolved peers (id, access hash, username) are kept in

@@ -313,6 +313,10 @@ class Pool:
             guard = acc.request_guard
             if isinstance(guard, RequestGuard):
                 guard.classes, guard.book = self._classes, self._book
+            # holds of the old limits: recomputed with the new ones, or lifted
+            for name in self._dispatch.budget_holds(acc.id):
+                self._dispatch.hold_class(acc, name, float("-inf"))
+            self._sync_budget(acc, force=True)
 
     def _guard_for(self, account_id: str) -> RequestGuard:
         if self._book is not None:
@@ -327,18 +331,20 @@ class Pool:
             self._spent_by.add,
         )
 
-    def _sync_budget(self, acc: AccountWorker) -> None:
-        """After an attempt: hold the classes whose budget ``acc`` spent (dispatcher verb)
-        and write the new spends to the store."""
+    def _sync_budget(self, acc: AccountWorker, *, force: bool = False) -> None:
+        """After an attempt (``force``: after a restore or a reload): hold the classes whose
+        budget ``acc`` spent until a window frees, lift holds that no longer stand
+        (dispatcher verbs), and write the new spends to the store."""
         book = self._book
-        if book is None or acc.id not in self._spent_by:
+        if book is None or not (force or acc.id in self._spent_by):
             return
         self._spent_by.discard(acc.id)
         wall = self._wall_clock()
         for name in book.budgeted():
             free = book.free_at(acc.id, name, wall)
-            if free > wall:
-                self._dispatch.hold_class(acc, name, self._wall_to_trio(free))
+            self._dispatch.hold_class(
+                acc, name, self._wall_to_trio(free) if free > wall else float("-inf")
+            )
         spends = book.take_unsaved()
         if self._store is not None and spends:
             self._store.add_budget_spends(spends)
@@ -388,9 +394,8 @@ class Pool:
         if self._book is not None:
             self._book.first_seen.update(self._store.first_seen(list(self._accounts), wall))
             self._book.restore(self._store.load_budget_spends(wall - WINDOWS["per_day"]), wall)
-            self._spent_by.update(self._accounts)
             for acc in self._accounts.values():
-                self._sync_budget(acc)
+                self._sync_budget(acc, force=True)
         self._orphaned = tuple(sorted(set(stored.accounts) - set(self._accounts)))
         for acc_id in self._orphaned:
             log.warning(
@@ -587,7 +592,7 @@ class Pool:
         return AccountCooldowns(
             id=acc.id,
             cooldown_remaining_s=max(0.0, acc.cooldown_until - now),
-            rate_classes=self._class_states(acc, now, every=True),
+            rate_classes=self._class_states(acc, now, self._wall_clock(), every=True),
         )
 
     def clear_cooldown(self, account_id: str, rate_class: str | None = None) -> tuple[str, ...]:
@@ -621,14 +626,13 @@ class Pool:
         return tuple(cleared)
 
     def _class_states(
-        self, acc: AccountWorker, now: float, *, every: bool = False
+        self, acc: AccountWorker, now: float, wall: float, *, every: bool = False
     ) -> tuple[ClassState, ...]:
         """Per rate class of ``acc``: cooldown left and budget left (``every``: all classes;
         else only those cooling down or with a budget spent in a window)."""
         floods = self._dispatch.class_cooldowns(acc.id)
         holds = self._dispatch.budget_holds(acc.id)
         book = self._book
-        wall = self._wall_clock()
         names = WINDOWS.items()
         out = []
         for name in self._classes.classes:
@@ -652,10 +656,12 @@ class Pool:
 
     def statistics(self) -> PoolStatistics:
         """Return a frozen snapshot of the pool, each lane and each account."""
-        now = trio.current_time()
+        now, wall = trio.current_time(), self._wall_clock()
         accounts = tuple(
             acc.statistics(
-                proxy_name=acc.lane.name, now=now, rate_classes=self._class_states(acc, now)
+                proxy_name=acc.lane.name,
+                now=now,
+                rate_classes=self._class_states(acc, now, wall),
             )
             for acc in self._accounts.values()
         )

@@ -63,6 +63,7 @@ class BudgetBook:
         self.first_seen: dict[str, float] = {}
         #: Spends not yet written to the state store: ``(account, class, UNIX s)``.
         self.unsaved: list[tuple[str, str, float]] = []
+        self._budgeted = [name for name in classes.classes if classes.windows(name)]
 
     def _longest(self, rate_class: str) -> float:
         windows = self.classes.windows(rate_class)
@@ -138,7 +139,7 @@ class BudgetBook:
 
     def budgeted(self) -> list[str]:
         """The classes that have a budget."""
-        return [name for name in self.classes.classes if self.classes.windows(name)]
+        return self._budgeted
 
 
 @final

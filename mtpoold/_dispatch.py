@@ -406,13 +406,19 @@ class Dispatcher:
     def class_cooldowns(self, account_id: str) -> dict[str, tuple[float, str]]:
         """The account's FLOOD_WAIT cooldowns still running: ``{class: (end, cause)}`` (trio
         clock, s)."""
+        floods = self._floods.get(account_id)
+        if not floods:
+            return {}
         now = trio.current_time()
-        return {c: v for c, v in self._floods.get(account_id, {}).items() if v[0] > now}
+        return {c: v for c, v in floods.items() if v[0] > now}
 
     def budget_holds(self, account_id: str) -> dict[str, float]:
         """The account's classes out of budget: ``{class: end}`` (trio clock, s)."""
+        holds = self._budget_holds.get(account_id)
+        if not holds:
+            return {}
         now = trio.current_time()
-        return {c: t for c, t in self._budget_holds.get(account_id, {}).items() if t > now}
+        return {c: t for c, t in holds.items() if t > now}
 
     def _reindex(self, account_id: str, rate_class: str) -> None:
         """Recompute the block of one (account, class) from its flood and budget parts."""

@@ -633,16 +633,24 @@ class Pool:
         floods = self._dispatch.class_cooldowns(acc.id)
         holds = self._dispatch.budget_holds(acc.id)
         book = self._book
-        names = WINDOWS.items()
+        if every:
+            names: Iterable[str] = self._classes.classes
+        else:  # only what is in use: most accounts of a big fleet have none (cheap)
+            used = (
+                set()
+                if book is None
+                else {n for n in book.budgeted() if book.spent_in_window(acc.id, n, wall)}
+            )
+            if not (floods or holds or used):
+                return ()
+            names = [n for n in self._classes.classes if n in floods or n in holds or n in used]
         out = []
-        for name in self._classes.classes:
+        for name in names:
             left: dict[str, int] = {}
             if book is not None and (every or book.spent_in_window(acc.id, name, wall)):
                 by_window = book.left(acc.id, name, wall)
-                left = {wn: by_window[ws] for wn, ws in names if ws in by_window}
+                left = {wn: by_window[ws] for wn, ws in WINDOWS.items() if ws in by_window}
             flood = floods.get(name)
-            if not (every or flood or left or name in holds):
-                continue
             out.append(
                 ClassState(
                     rate_class=name,

@@ -453,7 +453,8 @@ def classify(exc: BaseException) -> Failure:
         A `Failure`. Rules, checked in this order:
 
         - ``trio.TooSlowError`` -> DEADLINE_EXCEEDED.
-        - Telegram RPC errors (``telethon.errors.RPCError``):
+        - Telegram RPC errors (``telethon.errors.RPCError``), each with ``tl_name`` set to
+          its request's TL function (`request_tl_name`; a FLOOD_WAIT's rate class):
           ``*_WAIT_N`` flood errors (FloodWaitError, FloodPremiumWaitError,
           FloodTestPhoneWaitError, SlowModeWaitError, or any 420 whose message ends in
           ``WAIT_<N>``) -> FLOOD_WAIT with ``retry_after_s = N`` (0 -> 1 s, as Telethon does);

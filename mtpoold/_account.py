@@ -10,10 +10,10 @@ from typing import TYPE_CHECKING, Any, Final, Protocol, TypeVar, final, runtime_
 import attrs
 import trio
 
-from ._errors import ErrorClass, Failure
+from ._errors import ErrorClass, Failure, RateClassBlocked
 from ._lane import ProxyCoolingDown, ProxyLane
 from ._policy import Verdict
-from ._stats import AccountStatistics
+from ._stats import AccountStatistics, ClassState
 
 if TYPE_CHECKING:
     from ._peermemory import AccountPeers
@@ -78,6 +78,23 @@ class SupportsBlame(Protocol):
 
     def connect_blame(self, what: str) -> Exception | None:
         """The proxy's failure (``ProxyUnavailable``) if the DC has not answered yet."""
+
+
+class RequestGuardLike(Protocol):
+    """What a client asks before each TL request (`mtpoold._budget.RequestGuard`)."""
+
+    def admit(self, tl_name: str) -> None:
+        """Raise ``RateClassBlocked`` to refuse the request; otherwise it is counted."""
+
+
+@runtime_checkable
+class SupportsRequestGuard(Protocol):
+    """A client that asks a request guard before every TL request it sends (the real client
+    does; doubles may not). The account worker hands the guard over right after it built
+    the client."""
+
+    def set_request_guard(self, guard: RequestGuardLike | None) -> None:
+        """Ask ``guard`` before every request from now on (None: no guard)."""
 
 
 class ConnectTimeoutError(ConnectionError):
@@ -147,6 +164,7 @@ class AccountWorker:
         keepalive_interval_s: Seconds between keepalive pings of an idle connection.
         peer_book: The account's peer memory (`mtpoold._peermemory.AccountPeers`), handed
             to each client it builds that takes one (`SupportsPeerBook`); None: off.
+        request_guard: Handed to each client it builds (`SupportsRequestGuard`), or None.
     """
 
     id: str
@@ -159,6 +177,7 @@ class AccountWorker:
     keepalive_interval_s: float = KEEPALIVE_INTERVAL_S
     #: This account's peer memory, handed to every client it builds (None: off).
     peer_book: AccountPeers | None = None
+    request_guard: RequestGuardLike | None = None
     cooldown_until: float = attrs.field(init=False, default=float("-inf"))
     disabled_reason: str | None = attrs.field(init=False, default=None)
     reserved: bool = attrs.field(init=False, default=False)
@@ -264,6 +283,8 @@ class AccountWorker:
                 connection is dropped, since a call may have been left half-done.
             ProxyCoolingDown: the lane's proxy is cooling down (`ProxyLane.slot`): nothing
                 was sent, nothing is judged or counted.
+            RateClassBlocked: the request guard refused a request of ``op`` (its rate class
+                is cooling down or out of budget): not judged, not counted as a failure.
         """
         async with self._lock:
             try:
@@ -275,7 +296,7 @@ class AccountWorker:
             except trio.Cancelled:
                 await self._drop_connection()
                 raise
-            except ProxyCoolingDown:
+            except (ProxyCoolingDown, RateClassBlocked):
                 raise  # nothing was sent: not a failure of the account or the proxy
             except Exception as exc:
                 if isinstance(exc, Judged):  # a connect, judged inside its lane slot
@@ -303,6 +324,8 @@ class AccountWorker:
             self._client = self.client_factory()
             if self.peer_book is not None and isinstance(self._client, SupportsPeerBook):
                 self._client.set_peer_book(self.peer_book)
+            if self.request_guard is not None and isinstance(self._client, SupportsRequestGuard):
+                self._client.set_request_guard(self.request_guard)
         client = self._client
         started: float | None = None
         try:
@@ -465,13 +488,20 @@ class AccountWorker:
 
     # -- statistics ----------------------------------------------------------------------
 
-    def statistics(self, *, proxy_name: str, now: float | None = None) -> AccountStatistics:
+    def statistics(
+        self,
+        *,
+        proxy_name: str,
+        now: float | None = None,
+        rate_classes: tuple[ClassState, ...] = (),
+    ) -> AccountStatistics:
         """Return a frozen snapshot of this account's state and counters.
 
         Args:
             proxy_name: The name of its lane's proxy, for the snapshot.
             now: The trio clock reading to compute remaining times from (the pool passes
                 one reading for a whole snapshot of many accounts).
+            rate_classes: Its per-class state (the dispatcher and the budgets hold it).
         """
         if now is None:
             now = trio.current_time()
@@ -493,4 +523,5 @@ class AccountWorker:
             last_error_message=self.last_error_message,
             last_used_s_ago=None if self.last_used is None else now - self.last_used,
             tags=self.sorted_tags,
+            rate_classes=rate_classes,
         )

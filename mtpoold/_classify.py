@@ -40,7 +40,7 @@ from ._errors import (
     redact,
 )
 
-__all__ = ["TL_LAYER", "classify"]
+__all__ = ["TL_LAYER", "classify", "request_tl_name"]
 
 
 # --- proxy errors (python-socks vs. Telethon's monkey-patching) ---------------------------------
@@ -238,10 +238,14 @@ def _rpc_failure(exc: _tl_errors.RPCError) -> Failure:
     upper = (name or "").upper()
     text = redact(f"{name or type(exc).__name__} ({code}): {exc}")
 
+    tl_name = request_tl_name(getattr(exc, "request", None))
+
     def failure(
         error_class: ErrorClass, message: str = text, retry_after_s: float | None = None
     ) -> Failure:
-        return Failure(error_class, message, retry_after_s, rpc_code=code, rpc_name=name)
+        return Failure(
+            error_class, message, retry_after_s, rpc_code=code, rpc_name=name, tl_name=tl_name
+        )
 
     seconds: int | None = None
     if isinstance(exc, _FLOOD_WAIT_CLASSES):
@@ -302,6 +306,32 @@ def _request_name(request: object) -> str | None:
             break
         request = inner
     return None if request is None else type(request).__name__
+
+
+_FUNCTIONS_MODULE: Final = "telethon.tl.functions"
+
+
+def request_tl_name(request: object) -> str | None:
+    """The innermost TL function of a request (through invokeWithoutUpdates & co.) with its
+    namespace, as Telethon names it: ``"contacts.ResolveUsernameRequest"``,
+    ``"PingDelayDisconnectRequest"`` (top level); None for no request (or a list of them).
+
+    What a FLOOD_WAIT's rate class is read from (`mtpoold._rateclass.RateClasses.class_of`
+    accepts this spelling) and what the request guard is asked about.
+    """
+    name = _request_name(request)
+    if name is None or isinstance(request, list | tuple):
+        return None
+    for _ in range(8):
+        inner = getattr(request, "query", None)
+        if inner is None:
+            break
+        request = inner
+    module = type(request).__module__ or ""
+    namespace = (
+        module[len(_FUNCTIONS_MODULE) :].lstrip(".") if module.startswith(_FUNCTIONS_MODULE) else ""
+    )
+    return f"{namespace}.{name}" if namespace else name
 
 
 def _migrate_context(exc: BaseException) -> _tl_errors.RPCError | None:
@@ -423,7 +453,8 @@ def classify(exc: BaseException) -> Failure:
         A `Failure`. Rules, checked in this order:
 
         - ``trio.TooSlowError`` -> DEADLINE_EXCEEDED.
-        - Telegram RPC errors (``telethon.errors.RPCError``):
+        - Telegram RPC errors (``telethon.errors.RPCError``), each with ``tl_name`` set to
+          its request's TL function (`request_tl_name`; a FLOOD_WAIT's rate class):
           ``*_WAIT_N`` flood errors (FloodWaitError, FloodPremiumWaitError,
           FloodTestPhoneWaitError, SlowModeWaitError, or any 420 whose message ends in
           ``WAIT_<N>``) -> FLOOD_WAIT with ``retry_after_s = N`` (0 -> 1 s, as Telethon does);

@@ -8,6 +8,7 @@ Commands::
     mtpoold reload [--json]
     mtpoold accounts list [--json]
     mtpoold accounts enable ID | disable ID [--reason R] | forget ID
+    mtpoold accounts cooldowns ID | clear-cooldown ID [--class C]
     mtpoold proxies list [--json]
     mtpoold authorize [ACCOUNT_ID...] [--phone P] [--code-from FILE|-] [--password-from FILE|-]
     mtpoold check-config [PATH]
@@ -57,6 +58,8 @@ _CONTROL_METHODS: Final = frozenset(
         "cancel",
         "accounts.disable",
         "accounts.enable",
+        "accounts.cooldowns",
+        "accounts.clear_cooldown",
         "accounts.forget",
         "reload",
     }
@@ -176,9 +179,22 @@ def _build_parser() -> argparse.ArgumentParser:
         parents=[common],
         help="delete an orphaned account (no longer in the config) from the state store",
     )
-    for action in (acc_enable, acc_disable, acc_forget):
+    acc_cooldowns = acc_sub.add_parser(
+        "cooldowns",
+        parents=[common],
+        help="show an account's cooldowns (account-wide, per rate class) and budgets left",
+    )
+    acc_clear = acc_sub.add_parser(
+        "clear-cooldown",
+        parents=[common],
+        help="lift an account's FLOOD_WAIT cooldowns (all, or one rate class with --class)",
+    )
+    acc_clear.add_argument(
+        "--class", dest="rate_class", default=None, metavar="C", help="only this rate class"
+    )
+    for action in (acc_enable, acc_disable, acc_forget, acc_cooldowns, acc_clear):
         action.add_argument("id", metavar="ID", help="account id")
-    for action in (acc_list, acc_enable, acc_disable, acc_forget):
+    for action in (acc_list, acc_enable, acc_disable, acc_forget, acc_cooldowns, acc_clear):
         action.add_argument("--json", action="store_true", help="print the raw reply")
 
     proxies = sub.add_parser("proxies", parents=[common], help="list proxies")
@@ -581,6 +597,21 @@ def _cmd_accounts(args: argparse.Namespace) -> int:
     elif args.action == "enable":
         result = _control(args, "accounts.enable", {"id": args.id})
         text = f"account {args.id} enabled"
+    elif args.action == "cooldowns":
+        result = _control(args, "accounts.cooldowns", {"id": args.id})
+        if not args.json:
+            from ._statusview import render_cooldowns
+
+            _console().print(render_cooldowns(result))
+            return EXIT_OK
+        text = ""
+    elif args.action == "clear-cooldown":
+        params: dict[str, object] = {"id": args.id}
+        if args.rate_class is not None:
+            params["rate_class"] = args.rate_class
+        result = _control(args, "accounts.clear_cooldown", params)
+        cleared = ", ".join(result.get("cleared") or []) or "nothing was cooling down"
+        text = f"account {args.id}: cleared {cleared}"
     else:
         result = _control(args, "accounts.forget", {"id": args.id})
         text = f"account {args.id} forgotten: its row was deleted from the state store"

@@ -55,6 +55,7 @@ import trio
 import trio_asyncio
 from telethon import TelegramClient
 from telethon import errors as tl_errors
+from telethon import utils as tl_utils
 from telethon.sessions import MemorySession, SQLiteSession, StringSession
 from telethon.sessions.abstract import Session
 from telethon.tl import functions as tl_functions
@@ -63,6 +64,7 @@ from telethon.tl.tlobject import TLObject
 from ._account import DISCONNECT_TIMEOUT_S
 from ._aiobridge import AIO_CANCEL_WAIT_S, run_aio
 from ._aiolog import AioContext, aio_context
+from ._classify import request_tl_name
 from ._errors import ConfigError, ProtocolViolation, ProxyUnavailable, redact
 from ._lookup import PeerLookup, peers_in
 from ._peermemory import AccountPeers
@@ -116,9 +118,15 @@ class _GatedTelegramClient(TelegramClient):  # type: ignore[misc]
       results) are drained and dropped, so the queue cannot grow;
     - no DC switch: on ``*_MIGRATE`` Telethon would reconnect to another DC by itself; the
       migrate error is raised instead (classified by `mtpoold._classify.classify`);
+    - no request the request guard refused: every request Telethon sends on a call's behalf
+      (ours, and its own look-ups such as ``get_input_entity``'s ResolveUsername) asks
+      ``request_guard.admit`` first (`mtpoold._budget.RequestGuard`; ``RateClassBlocked``:
+      nothing is sent);
     - every result is shown to ``on_result`` (the peer memory's harvest).
     """
 
+    #: Asked before every request (`mtpoold._account.RequestGuardLike`), or None.
+    request_guard: Any = None
     #: Called with every result Telethon receives, its own look-ups' included
     #: (`TelethonClient._seen`: the peer memory's harvest), or None.
     on_result: Callable[[Any], None] | None = None
@@ -126,6 +134,10 @@ class _GatedTelegramClient(TelegramClient):  # type: ignore[misc]
     async def _call(
         self, sender: Any, request: Any, ordered: bool = False, flood_sleep_threshold: Any = None
     ) -> Any:
+        guard = self.request_guard
+        if guard is not None:
+            for r in request if tl_utils.is_list_like(request) else (request,):
+                guard.admit(request_tl_name(r) or type(r).__name__)
         # Where Telethon feeds every result to its session cache (process_entities).
         result = await super()._call(sender, request, ordered, flood_sleep_threshold)
         if self.on_result is not None:
@@ -188,6 +200,7 @@ class TelethonClient:
     disconnect_timeout_s: float = DISCONNECT_TIMEOUT_S
     session: Session | None = attrs.field(default=None, repr=False)
     _tg: TelegramClient | None = attrs.field(init=False, default=None)
+    _guard: Any = attrs.field(init=False, default=None)
     _connect_errors: list[BaseException] = attrs.field(init=False, factory=list)
     #: The current connection's phase, byte counts and wire governor.
     monitor: WireMonitor = attrs.field(init=False)
@@ -476,6 +489,7 @@ class TelethonClient:
         )
         install_sender_hooks(tg, self.monitor)
         tg.on_result = self._seen
+        tg.request_guard = self._guard
         return tg
 
     def _session(self) -> Session:
@@ -577,7 +591,16 @@ class TelethonClient:
             raise ConnectionError("not connected")
         return self._tg
 
+    def set_request_guard(self, guard: Any) -> None:
+        """Ask ``guard.admit(tl_name)`` before every request sent from now on
+        (`mtpoold._account.SupportsRequestGuard`); None: no guard."""
+        self._guard = guard
+        if self._tg is not None:
+            self._tg.request_guard = guard
+
     async def _invoke(self, request: TLObject) -> Any:
+        # the guard is asked in _GatedTelegramClient._call, which Telethon's own look-ups
+        # (get_input_entity) go through too
         return await self._aio(self._connected(), request)
 
     def _cached_entity(self, target: Any) -> Any:

@@ -486,6 +486,47 @@ class DirectConfig:
     interval_s: float = attrs.field(default=2.0, validator=_at_least(0))
 
 
+def _fraction(_inst: Any, attr: attrs.Attribute[Any], value: float) -> None:
+    if not 0 < value <= 1:
+        raise _FieldProblem(attr.name, f"expected a number > 0 and <= 1, got {_show(value)}")
+
+
+def _optional_limit(_inst: Any, attr: attrs.Attribute[Any], value: int | None) -> None:
+    if value is not None and value < 0:
+        raise _FieldProblem(
+            attr.name, f"expected an integer >= 0 (0: no limit), got {_show(value)}"
+        )
+
+
+def _function_names(_inst: Any, attr: attrs.Attribute[Any], value: tuple[str, ...]) -> None:
+    for i, name in enumerate(value):
+        if not name.strip():
+            raise _FieldProblem(f"{attr.name}[{i}]", 'expected a TL function name, got ""')
+
+
+@attrs.frozen(kw_only=True)
+class RateClassConfig:
+    """One ``[rate_classes.NAME]`` table: changes a shipped rate class or adds one
+    (`mtpoold._rateclass`; the shipped ones and their sources are listed there).
+
+    Attributes:
+        name: The class (the table's key): ``resolve``, ``read``, ``full_info``, ``join``,
+            ``send``, ``other``, or a new one.
+        functions: TL functions moved into this class, as ``invoke`` spells them
+            (``"contacts.resolveUsername"``).
+        per_minute: At most this many requests of the class per account per 60 s; 0: no
+            limit; absent: the shipped limit.
+        per_hour: The same per 3600 s.
+        per_day: The same per 86400 s.
+    """
+
+    name: str = attrs.field(validator=_identifier)
+    functions: tuple[str, ...] = attrs.field(default=(), validator=_function_names)
+    per_minute: int | None = attrs.field(default=None, validator=_optional_limit)
+    per_hour: int | None = attrs.field(default=None, validator=_optional_limit)
+    per_day: int | None = attrs.field(default=None, validator=_optional_limit)
+
+
 @attrs.frozen(kw_only=True)
 class EconomyConfig:
     """How the pool saves Telegram requests and account standing, ``[economy]``.
@@ -497,6 +538,12 @@ class EconomyConfig:
         flood_scopes: A FLOOD_WAIT cools the (account, rate class) it came from; off: it cools
             the whole account.
         budgets: Per-account, per-rate-class request budgets are enforced; off: none.
+        warmup_days: An account new to the pool gets a fraction of each budget for this many
+            days, growing linearly to all of it (0: no warm-up), >= 0. Default 3. When the
+            pool first saw an account is kept in the state store (without one: since the
+            pool opened).
+        warmup_start: The fraction of each budget a brand-new account gets, > 0 and <= 1
+            (budgets never drop below 1 request per window). Default 0.5.
         peer_memory: Every account's resolved peers (id, access hash, username) are kept in
             the state store and used instead of a look-up; off: only Telethon's session cache.
         route_by_knowledge: Among accounts that can serve a job now, prefer one that already
@@ -509,6 +556,8 @@ class EconomyConfig:
 
     flood_scopes: bool = True
     budgets: bool = True
+    warmup_days: float = attrs.field(default=3.0, validator=_at_least(0))
+    warmup_start: float = attrs.field(default=0.5, validator=_fraction)
     peer_memory: bool = True
     route_by_knowledge: bool = True
     share_identical: bool = True
@@ -558,6 +607,7 @@ class Config:
     policy: PolicyConfig = attrs.field(factory=PolicyConfig)
     direct: DirectConfig = attrs.field(factory=DirectConfig)
     economy: EconomyConfig = attrs.field(factory=EconomyConfig)
+    rate_classes: tuple[RateClassConfig, ...] = ()
     proxies: tuple[ProxyConfig, ...] = ()
     accounts: tuple[AccountConfig, ...] = attrs.field(default=(), validator=_cross_checks)
 
@@ -957,7 +1007,16 @@ def load_config(path: str | os.PathLike[str]) -> Config:
     return parse_config(data, base_dir=path.resolve().parent)
 
 
-_SECTIONS: Final = ("daemon", "telegram", "policy", "direct", "economy", "proxies", "accounts")
+_SECTIONS: Final = (
+    "daemon",
+    "telegram",
+    "policy",
+    "direct",
+    "economy",
+    "rate_classes",
+    "proxies",
+    "accounts",
+)
 
 
 def parse_config(data: Mapping[str, Any], *, base_dir: Path) -> Config:
@@ -996,6 +1055,24 @@ def parse_config(data: Mapping[str, Any], *, base_dir: Path) -> Config:
         for name, cls in section_classes:
             raw_section = data.get(name, {})  # absent: defaults (paths still resolved)
             sections[name] = _structure_part(raw_section, cls, name, base_dir, problems)
+        rate_classes: list[Any] = []
+        raw_classes = data.get("rate_classes", {})
+        if not isinstance(raw_classes, Mapping):
+            problems.append(f"rate_classes: expected a table of tables, got {_show(raw_classes)}")
+            raw_classes = {}
+        for class_name, item in raw_classes.items():
+            where = _join("rate_classes", str(class_name))
+            if not isinstance(item, Mapping):
+                problems.append(f"{where}: expected a table, got {_show(item)}")
+                continue
+            if "name" in item:
+                problems.append(f"{_join(where, 'name')}: unknown key")
+                continue
+            rate_classes.append(
+                _structure_part(
+                    {**item, "name": class_name}, RateClassConfig, where, base_dir, problems
+                )
+            )
         entries: dict[str, list[Any]] = {}
         raw_entries: dict[str, list[Any]] = {}
         entry_classes: tuple[tuple[str, type], ...] = (
@@ -1031,6 +1108,7 @@ def parse_config(data: Mapping[str, Any], *, base_dir: Path) -> Config:
     # Everything checked: build for real with validators on (the invariants hold).
     return Config(
         **{k: v for k, v in sections.items() if v is not None},
+        rate_classes=tuple(rate_classes),
         proxies=tuple(entries["proxies"]),
         accounts=tuple(entries["accounts"]),
     )

@@ -6,8 +6,8 @@ from __future__ import annotations
 import collections
 import heapq
 import itertools
-from collections.abc import Collection, Iterable
-from typing import Protocol, final
+from collections.abc import Collection, Iterable, Iterator
+from typing import Final, Protocol, final
 
 import attrs
 import trio
@@ -16,6 +16,40 @@ from ._account import AccountWorker
 from ._errors import ErrorClass, Failure, JobFailed
 from ._lane import ProxyLane
 from ._ready import ReadyIndex
+
+
+class PeerKnowledge(Protocol):
+    """Which accounts know a peer (its access hash: no look-up needed), by `Job.peer_key`.
+
+    Implemented by the peer memory (`mtpoold._peermemory.PeerMemory`); the dispatcher
+    asks it whether a job on an account needs the ``resolve`` class, and which accounts to
+    prefer (``[economy] route_by_knowledge``).
+    """
+
+    def knows(self, account_id: str, peer_key: str) -> bool:
+        """Whether the account knows the peer."""
+
+    def knowers(self, peer_key: str) -> Collection[str]:
+        """The ids of the accounts that know the peer (O(1) to get)."""
+
+
+@final
+class KnowsNothing:
+    """The default `PeerKnowledge`: no account knows any peer."""
+
+    def knows(self, account_id: str, peer_key: str) -> bool:
+        """Always False."""
+        del account_id, peer_key
+        return False
+
+    def knowers(self, peer_key: str) -> Collection[str]:
+        """Always empty."""
+        del peer_key
+        return ()
+
+
+#: Knowers a routing decision looks at, at most (bounded cost for popular peers).
+MAX_KNOWERS_SCANNED: Final = 16
 
 
 @attrs.define(eq=False)
@@ -34,6 +68,11 @@ class Job:
         last_account: The account of the last attempt.
         peer_key: The job's peer (`TelegramSide.peer_key`), or None: what routing by
             knowledge looks up.
+        rate_classes: The rate classes its calls need on any account
+            (`mtpoold._rateclass.RateClasses.job_classes`), plus those the request guard
+            refused during its attempts (a look-up nobody foresaw).
+        lookup_class: The class a look-up of ``peer_key`` needs on an account that does not
+            know the peer (``resolve``), or None.
     """
 
     method: str
@@ -48,6 +87,8 @@ class Job:
     #: proxy never answered): what a DEADLINE_EXCEEDED answer names as its cause.
     last_failure: Failure | None = None
     peer_key: str | None = None
+    rate_classes: frozenset[str] = frozenset()
+    lookup_class: str | None = None
 
     def accepts(self, acc: AccountWorker, *, allow_avoided: bool) -> bool:
         """Whether ``acc`` may serve this job (pin, tags, and unless allowed, not avoided)."""
@@ -83,15 +124,6 @@ class _Waiter:
 
 
 _INF = float("inf")
-
-
-class PeerKnowledge(Protocol):
-    """Which accounts can name a peer without a look-up (`mtpoold._peermemory.PeerMemory`;
-    issue 12, seam 3)."""
-
-    def knows(self, account_id: str, peer_key: str) -> bool: ...
-
-    def knowers(self, peer_key: str) -> Collection[str]: ...
 
 
 @final
@@ -146,8 +178,6 @@ class Dispatcher:
         lane_accounts: dict[str, collections.OrderedDict[str, AccountWorker]],
         knowledge: PeerKnowledge | None = None,
     ) -> None:
-        #: Which accounts know a job's peer (None: nobody is known to).
-        self.knowledge = knowledge
         self._accounts = accounts
         self._lanes = lanes
         self._lane_accounts = lane_accounts
@@ -164,6 +194,24 @@ class Dispatcher:
         self._alarm: trio.CancelScope | None = None  # the timer task's sleep, see run
         #: Set by :meth:`close`: no new work starts.
         self.closing = False
+        #: Who knows which peer: the pool hands its peer memory in (None: nobody knows any).
+        self.knowledge: PeerKnowledge = KnowsNothing() if knowledge is None else knowledge
+        #: ``[economy] route_by_knowledge``: prefer an account that knows the job's peer.
+        self.route_by_knowledge = False
+        # Rate-class and chat blocks. _floods: account -> class -> (end, cause), FLOOD_WAIT
+        # cooldowns; _budget_holds: account -> class -> end, a spent budget window; _chats:
+        # peer key -> account -> end (SLOWMODE_WAIT). _blocked: class -> account -> end of
+        # both, what picks exclude; _class_heaps: class -> (end, seq, account) (lazy);
+        # _block_ends: (end, seq, account) for the timer. Ends are trio clock seconds.
+        self._floods: dict[str, dict[str, tuple[float, str]]] = {}
+        self._budget_holds: dict[str, dict[str, float]] = {}
+        self._chats: dict[str, dict[str, float]] = {}
+        self._blocked: dict[str, dict[str, float]] = {}
+        self._class_heaps: dict[str, list[tuple[float, int, str]]] = {}
+        self._block_ends: list[tuple[float, int, str]] = []
+        #: class -> the ready index's side of the free accounts not blocked on it
+        #: (`ReadyIndex.add_side`): picks for a job that needs one blocked class stay O(log).
+        self._sides: dict[str, ReadyIndex] = {}
 
     def __repr__(self) -> str:
         return f"<Dispatcher waiting={len(self._waiters)} {self.ready!r}>"
@@ -285,6 +333,266 @@ class Dispatcher:
         self.ready.lane_changed(lane)
         self._rearm()
 
+    # -- rate classes and chats ------------------------------------------------------------
+
+    def cool_down_class(
+        self, acc: AccountWorker, rate_class: str, until: float, cause: str
+    ) -> None:
+        """Keep ``acc`` from jobs that need ``rate_class`` until ``until`` (trio clock, s; a
+        later cooldown already set stands): a FLOOD_WAIT on a request of that class. Jobs that
+        do not need it still get the account. Then re-judge the waiting jobs."""
+        floods = self._floods.setdefault(acc.id, {})
+        if until <= floods.get(rate_class, (float("-inf"), ""))[0]:
+            return
+        floods[rate_class] = (until, cause)
+        self._reindex(acc.id, rate_class)
+        self._rejudge(f"every account it may use is cooling down ({cause or rate_class})")
+
+    def hold_class(self, acc: AccountWorker, rate_class: str, until: float) -> None:
+        """A budget window of (``acc``, ``rate_class``) is spent until ``until`` (trio clock,
+        s; at or before now: not spent): keep it from jobs that need the class until then."""
+        holds = self._budget_holds.setdefault(acc.id, {})
+        if until <= trio.current_time():
+            if holds.pop(rate_class, None) is not None:
+                self._reindex(acc.id, rate_class)
+                self._make_available(acc)
+            return
+        if holds.get(rate_class) == until:
+            return
+        holds[rate_class] = until
+        self._reindex(acc.id, rate_class)
+        self._rejudge(f"every account it may use is out of its {rate_class} budget")
+
+    def cool_down_chat(self, acc: AccountWorker, peer_key: str, until: float, cause: str) -> None:
+        """Keep ``acc`` from jobs for the chat ``peer_key`` until ``until`` (trio clock, s):
+        SLOWMODE_WAIT is the (account, chat) pair's. Then re-judge the waiting jobs."""
+        chat = self._chats.setdefault(peer_key, {})
+        if until <= chat.get(acc.id, float("-inf")):
+            return
+        chat[acc.id] = until
+        heapq.heappush(self._block_ends, (until, next(self._seq), acc.id))
+        self._rearm()
+        self._rejudge(f"every account it may use is in the chat's slow mode ({cause})")
+
+    def clear_cooldown(self, acc: AccountWorker, rate_class: str | None = None) -> list[str]:
+        """The operator lifts cooldowns of ``acc``: one rate class's FLOOD_WAIT cooldown, or
+        (``rate_class`` None) every class's, its chats' and the account-wide cooldown. Budget
+        windows stay (they count what was sent). Serves a waiting job with it.
+
+        Returns:
+            The rate classes whose cooldown was lifted (``"account"`` for the account-wide
+            one), sorted.
+        """
+        now = trio.current_time()
+        floods = self._floods.get(acc.id, {})
+        names = [rate_class] if rate_class is not None else list(floods)
+        cleared = [n for n in names if n in floods and floods[n][0] > now]
+        for name in names:
+            if floods.pop(name, None) is not None:
+                self._reindex(acc.id, name)
+        if rate_class is None:
+            for chat in self._chats.values():
+                chat.pop(acc.id, None)
+            if acc.cooldown_until > now:
+                cleared.append("account")
+                acc.cooldown_until = float("-inf")
+                self.ready.discard(acc)
+        self._make_available(acc)
+        return sorted(cleared)
+
+    def class_flood_until(self, account_id: str, rate_class: str) -> float:
+        """When the (account, class) FLOOD_WAIT cooldown ends (trio clock, s; ``-inf``: none):
+        what the request guard reads."""
+        return self._floods.get(account_id, {}).get(rate_class, (float("-inf"), ""))[0]
+
+    def class_cooldowns(self, account_id: str) -> dict[str, tuple[float, str]]:
+        """The account's FLOOD_WAIT cooldowns still running: ``{class: (end, cause)}`` (trio
+        clock, s)."""
+        floods = self._floods.get(account_id)
+        if not floods:
+            return {}
+        now = trio.current_time()
+        return {c: v for c, v in floods.items() if v[0] > now}
+
+    def budget_holds(self, account_id: str) -> dict[str, float]:
+        """The account's classes out of budget: ``{class: end}`` (trio clock, s)."""
+        holds = self._budget_holds.get(account_id)
+        if not holds:
+            return {}
+        now = trio.current_time()
+        return {c: t for c, t in holds.items() if t > now}
+
+    def _reindex(self, account_id: str, rate_class: str) -> None:
+        """Recompute the block of one (account, class) from its flood and budget parts."""
+        end = max(
+            self._floods.get(account_id, {}).get(rate_class, (float("-inf"), ""))[0],
+            self._budget_holds.get(account_id, {}).get(rate_class, float("-inf")),
+        )
+        blocked = self._blocked.setdefault(rate_class, {})
+        acc = self._accounts.get(account_id)
+        if end <= trio.current_time():
+            blocked.pop(account_id, None)
+            if acc is not None:
+                self.ready.refilter(acc)
+            return
+        blocked[account_id] = end
+        if rate_class not in self._sides:
+            self._sides[rate_class] = self.ready.add_side(
+                lambda a: self._blocked.get(rate_class, {}).get(a.id, -_INF) <= trio.current_time()
+            )
+        if acc is not None:
+            self.ready.refilter(acc)
+        seq = next(self._seq)
+        heapq.heappush(self._class_heaps.setdefault(rate_class, []), (end, seq, account_id))
+        heapq.heappush(self._block_ends, (end, seq, account_id))
+        self._rearm()
+
+    def _needs(self, job: Job) -> bool:
+        """Whether any class or chat block may concern the job (else the fast path)."""
+        if job.peer_key is not None and self._chats.get(job.peer_key):
+            return True
+        for name in job.rate_classes:
+            if self._blocked.get(name):
+                return True
+        return job.lookup_class is not None and bool(self._blocked.get(job.lookup_class))
+
+    def _blocked_until(self, job: Job, account_id: str, now: float) -> float:
+        """When the account's class and chat blocks let it serve ``job`` (trio clock, s; at
+        or before ``now``: free)."""
+        end = float("-inf")
+        for name in job.rate_classes:
+            end = max(end, self._blocked.get(name, {}).get(account_id, end))
+        lookup = job.lookup_class
+        if lookup is not None and lookup not in job.rate_classes:
+            until = self._blocked.get(lookup, {}).get(account_id)
+            if until is not None and until > now and not self._knows(account_id, job):
+                end = max(end, until)
+        if job.peer_key is not None:
+            end = max(end, self._chats.get(job.peer_key, {}).get(account_id, end))
+        return end
+
+    def _knows(self, account_id: str, job: Job) -> bool:
+        return job.peer_key is not None and self.knowledge.knows(account_id, job.peer_key)
+
+    def _exclusion(self, job: Job, avoid: Collection[str], now: float) -> Collection[str]:
+        """What a pick for ``job`` leaves out: ``avoid``, plus accounts whose class or chat
+        blocks hold it back (checked per account met, O(classes of the job))."""
+        if not self._needs(job):
+            return avoid
+        return _Excluded(self, job, avoid, now)
+
+    def _blocks_bound(
+        self, job: Job, avoid: Collection[str], now: float, best: float = _INF
+    ) -> float:
+        """When the first account the class/chat blocks hold back from ``job`` could serve it
+        (trio clock, s; ``inf``: none is held back), each account's own start bound included.
+
+        Walks the job's class heaps in order of block end and stops at the first end past
+        the best found: O((held-back accounts whose block ends before that) × log).
+        """
+        if not self._needs(job):
+            return best
+        if job.peer_key is not None:
+            for acc_id, end in self._chats.get(job.peer_key, {}).items():
+                if end > now and acc_id not in avoid:
+                    best = min(best, self._available_at(job, acc_id, now))
+        names = set(job.rate_classes)
+        if job.lookup_class is not None:
+            names.add(job.lookup_class)
+        heaps = {n: h for n in names if (h := self._class_heaps.get(n))}
+        popped: list[tuple[str, tuple[float, int, str]]] = []
+        while True:
+            top: tuple[float, int, str] | None = None
+            top_name = ""
+            for name, heap in heaps.items():
+                blocked = self._blocked.get(name, {})
+                while heap and blocked.get(heap[0][2]) != heap[0][0]:
+                    heapq.heappop(heap)  # stale: a newer entry stands for it, or it is over
+                if heap and (top is None or heap[0] < top):
+                    top, top_name = heap[0], name
+            if top is None or top[0] >= best:
+                break
+            popped.append((top_name, heapq.heappop(heaps[top_name])))
+            if top[2] not in avoid:
+                best = min(best, self._available_at(job, top[2], now))
+        for name, entry in popped:
+            heapq.heappush(self._class_heaps[name], entry)
+        return best
+
+    def _available_at(self, job: Job, account_id: str, now: float) -> float:
+        """A lower bound of when ``account_id`` could serve ``job``: its start bound and its
+        class and chat blocks (trio clock, s)."""
+        acc = self._accounts.get(account_id)
+        if acc is None or not job.accepts(acc, allow_avoided=True):
+            return _INF
+        return max(self._start_bound(acc, now), self._blocked_until(job, account_id, now))
+
+    def _best_free(self, job: Job, avoid: Collection[str], now: float) -> AccountWorker | None:
+        """`ReadyIndex.best` for ``job`` with its class and chat blocks applied.
+
+        No block concerns it: the index, O(log proxies). One blocked class: that class's
+        side index (O(log proxies)), and for the look-up class the free accounts that know
+        the peer (they need no look-up; all of them only when the side has none). Several:
+        the index, skipping held-back accounts (O(held-back free accounts met)).
+        """
+        if not self._needs(job):
+            return self.ready.best(avoid)
+        names = set(job.rate_classes)
+        if job.lookup_class is not None:
+            names.add(job.lookup_class)
+        relevant = [n for n in names if self._blocked.get(n)]
+        chat = job.peer_key is not None and bool(self._chats.get(job.peer_key))
+        if len(relevant) != 1 or chat:
+            return self.ready.best(_Excluded(self, job, avoid, now))
+        (name,) = relevant
+        self.ready.expire()  # accounts back from an account cooldown reach the side too
+        found = self._sides[name].best(avoid)
+        if name == job.lookup_class and name not in job.rate_classes:
+            knower = self._pick_knower(
+                job,
+                _Excluded(self, job, avoid, now),
+                now,
+                limit=MAX_KNOWERS_SCANNED if found is not None else _INF,
+                start_now=False,
+            )
+            if knower is not None and (
+                found is None
+                or (max(now, self.ready.start_bound(knower.lane)), self.ready.last_use(knower))
+                < (max(now, self.ready.start_bound(found.lane)), self.ready.last_use(found))
+            ):
+                return knower
+        return found
+
+    def _pick_knower(
+        self,
+        job: Job,
+        exclude: Collection[str],
+        now: float,
+        limit: float = MAX_KNOWERS_SCANNED,
+        *,
+        start_now: bool = True,
+    ) -> AccountWorker | None:
+        """Routing by knowledge: the least recently used free account that knows the job's
+        peer and can start now, among at most ``limit`` of them; None: none. With
+        ``start_now`` False: the one whose lane can start soonest (then LRU), whenever."""
+        if job.peer_key is None:
+            return None
+        best: AccountWorker | None = None
+        best_use: tuple[float, float] = (_INF, _INF)
+        for n, acc_id in enumerate(self.knowledge.knowers(job.peer_key)):
+            if n >= limit:
+                break
+            acc = self._accounts.get(acc_id)
+            if acc is None or acc_id in exclude or not self.ready.is_free(acc):
+                continue
+            start = max(now, acc.lane.cooldown_until, self.ready.start_bound(acc.lane))
+            if start_now and start > now:
+                continue
+            use = (start, self.ready.last_use(acc))
+            if use < best_use:
+                best, best_use = acc, use
+        return best
+
     def accounts_changed(self) -> None:
         """Accounts were added, removed, retagged or lanes reconfigured (a reload): recompute
         the start rate, give free accounts to waiting jobs that may now use them, and
@@ -325,6 +633,7 @@ class Dispatcher:
             while self._lane_ends and self._lane_ends[0][0] <= now:
                 heapq.heappop(self._lane_ends)
             self._backoffs.clear()
+            self._expire_blocks(now)
             return _INF
         if self.ready.has_returned():
             return now
@@ -336,6 +645,7 @@ class Dispatcher:
             self.ready.next_cooldown_end(),
             self._lane_ends[0][0] if self._lane_ends else _INF,
             self._backoffs[0][0] if self._backoffs else _INF,
+            self._block_ends[0][0] if self._block_ends else _INF,
         )
 
     def _rearm(self) -> None:
@@ -360,6 +670,33 @@ class Dispatcher:
             _, _, w = heapq.heappop(self._backoffs)
             if not w.done:
                 self._try(w, now)
+        for acc_id in self._expire_blocks(now):
+            freed = self._accounts.get(acc_id)
+            if freed is not None and self._waiters and self.ready.is_free(freed):
+                if freed.schedulable_at() <= now:
+                    self._offer(freed, now)
+
+    def _expire_blocks(self, now: float) -> list[str]:
+        """Forget the class and chat blocks over by ``now``; the accounts they held, in
+        order of their ends. O(ended × classes)."""
+        ended: list[str] = []
+        while self._block_ends and self._block_ends[0][0] <= now:
+            _, _, acc_id = heapq.heappop(self._block_ends)
+            for name, blocked in self._blocked.items():
+                if blocked.get(acc_id, _INF) <= now:
+                    del blocked[acc_id]
+                    self._floods.get(acc_id, {}).pop(name, None)
+                    self._budget_holds.get(acc_id, {}).pop(name, None)
+            for peer_key in [k for k, chat in self._chats.items() if acc_id in chat]:
+                chat = self._chats[peer_key]
+                if chat[acc_id] <= now:
+                    del chat[acc_id]
+                    if not chat:
+                        del self._chats[peer_key]
+            if (acc := self._accounts.get(acc_id)) is not None:
+                self.ready.refilter(acc)
+            ended.append(acc_id)
+        return ended
 
     # -- acquiring -----------------------------------------------------------------------------
 
@@ -382,7 +719,7 @@ class Dispatcher:
             raise self._shutting_down(job)
         if job.account is not None and job.account not in self._accounts:
             raise self.no_account(job, _INF)
-        if self._waiters:
+        if self._waiters or self._block_ends:
             self._tick()  # what ended by now goes to the jobs already waiting first
         w = _Waiter(job, retry_delay)
         try:
@@ -462,8 +799,13 @@ class Dispatcher:
             return acc
         return self._pick_scan(job, allow_avoided=allow_avoided)
 
-    def _pick_indexed(self, job: Job, exclude: Collection[str]) -> AccountWorker | None:
-        acc = self.ready.best(exclude)
+    def _pick_indexed(self, job: Job, avoid: Collection[str]) -> AccountWorker | None:
+        now = trio.current_time()
+        if self.route_by_knowledge and job.peer_key is not None:
+            knower = self._pick_knower(job, self._exclusion(job, avoid, now), now)
+            if knower is not None and knower.lane.earliest_start() <= job.deadline:
+                return knower
+        acc = self._best_free(job, avoid, now)
         if acc is None or acc.lane.cooldown_until > trio.current_time():
             return None  # none free, or the soonest lane is a proxy cooling down
         if acc.lane.earliest_start() > job.deadline:
@@ -483,6 +825,8 @@ class Dispatcher:
                 if not job.accepts(acc, allow_avoided=allow_avoided):
                     continue
                 if acc.busy or acc.id in self.moving or acc.schedulable_at() > now:
+                    continue
+                if self._blocked_until(job, acc.id, now) > now:
                     continue
                 avoided = acc.id in job.avoid
                 key = (avoided, acc.lane.earliest_start(), acc.last_used or float("-inf"))
@@ -518,18 +862,21 @@ class Dispatcher:
             acc = self._accounts.get(job.account)
             if acc is None or acc.id in exclude or not job.tags <= acc.tags:
                 return _INF
-            return self._start_bound(acc, now)
+            return max(self._start_bound(acc, now), self._blocked_until(job, acc.id, now))
         if job.tags:
             earliest = _INF
             for acc in self._accounts.values():
                 if acc.id in exclude or not job.tags <= acc.tags:
                     continue
-                earliest = min(earliest, self._start_bound(acc, now))
+                bound = max(self._start_bound(acc, now), self._blocked_until(job, acc.id, now))
+                earliest = min(earliest, bound)
                 if earliest <= now:
                     break
             return earliest
+        avoid = exclude
+        exclude = self._exclusion(job, avoid, now)
         earliest = self.ready.next_cooldown_end(exclude)
-        free = self.ready.best(exclude)
+        free = self._best_free(job, avoid, now)
         if free is not None:
             earliest = min(earliest, max(now, self.ready.start_bound(free.lane), free.ready_at()))
         for group in (self._taken, self.moving):
@@ -543,7 +890,9 @@ class Dispatcher:
                     earliest = min(earliest, self._start_bound(acc, now))
                     if earliest <= now:
                         break
-        return earliest
+        # the accounts held back by class or chat blocks, busy ones included: walked only
+        # until their block ends pass what was found
+        return self._blocks_bound(job, avoid, now, earliest) if earliest > now else earliest
 
     def _turn_estimate(self, job: Job) -> float:
         """A lower bound of when a job queued now could start (trio clock, seconds).
@@ -605,6 +954,8 @@ class Dispatcher:
         for w in self._waiters:
             if not w.job.accepts(acc, allow_avoided=True):
                 continue
+            if self._needs(w.job) and self._blocked_until(w.job, acc.id, now) > now:
+                continue
             if acc.id in w.job.avoid:
                 if not self._allowed(w, now):
                     if w.failure is not None:
@@ -657,6 +1008,8 @@ class Dispatcher:
                 if w.done:
                     continue
             key: object = ("pin", job.account) if job.account is not None else job.tags
+            if self._needs(job):
+                key = (key, job.rate_classes, job.lookup_class, job.peer_key)
             earliest = bounds.get(key)
             if earliest is None:
                 earliest = bounds[key] = self._earliest(job)
@@ -729,3 +1082,25 @@ class Dispatcher:
         if job.tags and not any(job.tags <= a.tags for a in self._accounts.values()):
             return "no account has all the tags " + ", ".join(sorted(job.tags))
         return "no account can serve this job: every matching account is disabled"
+
+
+@final
+class _Excluded(Collection[str]):
+    """Accounts a pick for one job leaves out: its ``avoid`` set, and those whose rate-class
+    or chat blocks hold them back from it (judged on membership, O(classes of the job))."""
+
+    def __init__(self, d: Dispatcher, job: Job, avoid: Collection[str], now: float) -> None:
+        self._d, self._job, self._avoid, self._now = d, job, avoid, now
+
+    def __contains__(self, item: object) -> bool:
+        if item in self._avoid:
+            return True
+        if not isinstance(item, str):
+            return False
+        return self._d._blocked_until(self._job, item, self._now) > self._now
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._avoid)  # the blocked ones are judged on membership only
+
+    def __len__(self) -> int:
+        return len(self._avoid)

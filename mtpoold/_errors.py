@@ -29,6 +29,7 @@ __all__ = [
     "ProtocolViolation",
     "ProxyUnavailable",
     "REDACTED",
+    "RateClassBlocked",
     "leaves",
     "redact",
 ]
@@ -95,6 +96,7 @@ class Failure:
     rpc_name: str | None = None
     dc_id: int | None = None
     dc_scope: DcScope | None = None
+    tl_name: str | None = None
 
 
 class MtpooldError(Exception):
@@ -186,6 +188,39 @@ def _rebuild_job_failed(
     return JobFailed(
         error_class, message, retry_after_s=retry_after_s, account=account, attempts=attempts
     )
+
+
+class RateClassBlocked(MtpooldError):
+    """The request guard refused a request before it went on the wire: its (account, rate
+    class) is cooling down after a FLOOD_WAIT, or out of budget. Like ``ProxyCoolingDown`` it
+    is *not an attempt*: nothing was sent; the pool schedules the job again elsewhere.
+
+    Attributes:
+        account: The account id.
+        rate_class: The class of the refused request (`mtpoold._rateclass`).
+        tl_name: The refused TL function.
+        retry_after_s: Seconds until the class is free again for this account.
+        reason: ``"flood"`` (a FLOOD_WAIT cooldown) or ``"budget"`` (a window is spent).
+    """
+
+    def __init__(
+        self,
+        account: str,
+        rate_class: str,
+        tl_name: str,
+        retry_after_s: float,
+        reason: Literal["flood", "budget"],
+    ) -> None:
+        super().__init__(
+            f"account {account}: rate class {rate_class} is"
+            f" {'cooling down' if reason == 'flood' else 'out of budget'} for"
+            f" {retry_after_s:.1f} s ({tl_name} not sent)"
+        )
+        self.account = account
+        self.rate_class = rate_class
+        self.tl_name = tl_name
+        self.retry_after_s = retry_after_s
+        self.reason: Literal["flood", "budget"] = reason
 
 
 # --- faults the connection layer detects (raised by mtpoold._wire, read by classify) ----------

@@ -31,6 +31,11 @@ class Verdict:
         reconnect: Drop and rebuild the account's client connection before its next call.
         retry: Reroute the job to another account (False = the job fails with this error).
         retry_delay_s: Wait this long before the retry when no other account is free, seconds.
+        class_cooldown_s: Keep the (account, ``rate_class``) out this long, seconds (0 = no):
+            a FLOOD_WAIT with flood scopes on.
+        chat_cooldown_s: Keep the (account, the job's chat) out this long, seconds (0 = no):
+            SLOWMODE_WAIT with flood scopes on (a job without a chat cools ``rate_class``).
+        rate_class: The rate class of the request that failed (`mtpoold._rateclass`), or None.
     """
 
     account_cooldown_s: float = 0.0
@@ -39,6 +44,9 @@ class Verdict:
     reconnect: bool = False
     retry: bool = True
     retry_delay_s: float = 0.0
+    class_cooldown_s: float = 0.0
+    chat_cooldown_s: float = 0.0
+    rate_class: str | None = None
 
 
 def proxy_cooldown_s(policy: PolicyConfig, proxy_failures: int) -> float:
@@ -62,6 +70,8 @@ def decide(
     proxy_failures: int,
     attempt: int,
     session_dc_id: int | None = None,
+    flood_scopes: bool = False,
+    rate_class: str | None = None,
 ) -> Verdict:
     """Decide what to do after a call failed with ``failure``.
 
@@ -71,6 +81,12 @@ def decide(
     - FLOOD_WAIT: the account rests exactly ``retry_after_s`` (what Telegram asked; the PHP
       worker stored ``now + FLOOD_WAIT_N`` per account); the job is rerouted. A 420 without a
       duration rests ``backoff_s[attempt-1]`` (the GENERIC backoff) as a guess.
+      With ``flood_scopes`` (``[economy] flood_scopes``) a FLOOD_WAIT_N (FLOOD_PREMIUM_WAIT_N,
+      ...) whose request's ``rate_class`` is known cools only that (account, rate class) for
+      exactly N s — Telegram floods per method (https://core.telegram.org/api/errors#420-flood:
+      "the given method"); SLOWMODE_WAIT_N cools the (account, chat) pair (a supergroup's slow
+      mode is per chat, https://core.telegram.org/api/rights#slow-mode). Account-wide limits
+      (PEER_FLOOD, frozen, revoked) stay account-wide.
     - PEER_FLOOD: the account rests ``peer_flood_cooldown_s`` (24 h: the PHP system's
       PEER_FLOOD lock — Telegram gives no duration, the spam limit lasts about a day); rerouted.
     - STREAM_CLOSED: the account rests ``stream_closed_cooldown_s`` (60 s, PHP's
@@ -129,6 +145,8 @@ def decide(
     verdict = _decide(
         failure, policy, proxy_failures=proxy_failures, attempt=attempt, session_dc_id=session_dc_id
     )
+    if flood_scopes and failure.error_class is ErrorClass.FLOOD_WAIT:
+        verdict = _scoped(failure, verdict, rate_class)
     if verdict.retry and attempt >= policy.max_attempts:
         verdict = attrs.evolve(verdict, retry=False, retry_delay_s=0.0)
     return verdict
@@ -190,6 +208,22 @@ def _decide(
             )
         case _:  # produced by the pool itself: nothing to blame, nothing to retry
             return Verdict(retry=False)
+
+
+def _scoped(failure: Failure, verdict: Verdict, rate_class: str | None) -> Verdict:
+    """A FLOOD_WAIT's account cooldown moved to its (account, class) or (account, chat)."""
+    wait = failure.retry_after_s
+    if wait is None:
+        return verdict  # a 420 without a duration: no scope known, the account rests
+    if (failure.rpc_name or "").upper().startswith("SLOWMODE_WAIT"):
+        return attrs.evolve(
+            verdict, account_cooldown_s=0.0, chat_cooldown_s=float(wait), rate_class=rate_class
+        )
+    if rate_class is None:
+        return verdict
+    return attrs.evolve(
+        verdict, account_cooldown_s=0.0, class_cooldown_s=float(wait), rate_class=rate_class
+    )
 
 
 def _wrong_dc_reason(failure: Failure, session_dc_id: int | None) -> str:

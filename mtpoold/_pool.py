@@ -32,15 +32,17 @@ import attrs
 import trio
 
 from ._account import AccountWorker, Client, Judged
+from ._budget import BudgetBook, RequestGuard, WarmUp
 from ._config import AccountConfig, Config, ProxyConfig, proxy_key
 from ._dispatch import BackoffPastDeadline, Dispatcher, Job
-from ._errors import ErrorClass, Failure, JobFailed
+from ._errors import ErrorClass, Failure, JobFailed, RateClassBlocked
 from ._lane import NO_PROXY, ProxyCoolingDown, ProxyLane
 from ._peermemory import PeerMemory, first_peer_argument
 from ._policy import Verdict, decide
+from ._rateclass import RESOLVE, SEND, WINDOWS, RateClasses
 from ._readonly import is_read_only, tl_key
 from ._share import Answer, Flight, Flights, Member, check_max_age, identical_key, project
-from ._stats import PoolStatistics
+from ._stats import AccountCooldowns, ClassState, PoolStatistics
 
 if TYPE_CHECKING:
     from ._store import StateStore
@@ -234,6 +236,9 @@ class Pool:
     _jobs_in_flight: int = attrs.field(init=False, default=0)
     _jobs_ok: int = attrs.field(init=False, default=0)
     _jobs_failed: int = attrs.field(init=False, default=0)
+    _classes: RateClasses = attrs.field(init=False)
+    _book: BudgetBook | None = attrs.field(init=False, default=None)
+    _spent_by: set[str] = attrs.field(init=False, factory=set)  # accounts with new spends
 
     def __attrs_post_init__(self) -> None:
         if self._config.economy.peer_memory:  # peer memory
@@ -242,6 +247,7 @@ class Pool:
             self._accounts, self._lanes, self._lane_accounts, knowledge=self._peers
         )
         self._flights = Flights(self._nursery)
+        self._set_economy(self._config)
         self._loaded_at = self._wall_clock()
         self._client_factory = self._make_factory(self._config)
         for acc_cfg in self._config.accounts:
@@ -309,10 +315,88 @@ class Pool:
             idle_disconnect_s=tg.idle_disconnect_s,
             tags=frozenset(acc_cfg.tags),
             peer_book=self._peers.book(acc_cfg.id) if self._peers is not None else None,
+            request_guard=self._guard_for(acc_cfg.id),
         )
         self._accounts[acc_cfg.id] = worker
         self._account_cfgs[acc_cfg.id] = acc_cfg
         self._lane_accounts[lane.key][acc_cfg.id] = worker
+
+    def _set_economy(self, config: Config) -> None:
+        """Rate classes, budgets and routing from ``[economy]`` and ``[rate_classes]``."""
+        economy = config.economy
+        self._classes = RateClasses.from_overrides(config.rate_classes)
+        old = self._book
+        if economy.budgets:
+            book = BudgetBook(self._classes, WarmUp(economy.warmup_days, economy.warmup_start))
+            if old is not None:  # a reload keeps what was spent and when accounts came
+                book.adopt(old)
+            self._book = book
+        else:
+            self._book = None
+        self._dispatch.route_by_knowledge = economy.route_by_knowledge
+        for acc in self._accounts.values():  # clients keep their guard: update it
+            guard = acc.request_guard
+            if isinstance(guard, RequestGuard):
+                guard.classes, guard.book = self._classes, self._book
+            # holds of the old limits: recomputed with the new ones, or lifted
+            for name in self._dispatch.budget_holds(acc.id):
+                self._dispatch.hold_class(acc, name, float("-inf"))
+            self._sync_budget(acc, force=True)
+
+    def _new_job(
+        self,
+        method: str,
+        deadline_at: float,
+        account: str | None,
+        tags: frozenset[str],
+        peer_key: str | None,
+    ) -> Job:
+        """The scheduler's view of a job starting now (``deadline_at``: trio clock, s), with
+        the rate classes it needs (`mtpoold._rateclass`): its method's, plus ``resolve`` on
+        an account that does not know its peer."""
+        job = Job(
+            method=method,
+            deadline=deadline_at,
+            account=account,
+            tags=tags,
+            started=trio.current_time(),
+            peer_key=peer_key,
+            rate_classes=self._classes.job_classes(method),
+        )
+        if peer_key is not None and RESOLVE not in job.rate_classes:
+            job.lookup_class = RESOLVE  # an account that does not know the peer looks it up
+        return job
+
+    def _guard_for(self, account_id: str) -> RequestGuard:
+        if self._book is not None:
+            self._book.first_seen.setdefault(account_id, self._wall_clock())
+        return RequestGuard(
+            account_id,
+            self._classes,
+            self._dispatch.class_flood_until,
+            trio.current_time,
+            self._wall_clock,
+            self._book,
+            self._spent_by.add,
+        )
+
+    def _sync_budget(self, acc: AccountWorker, *, force: bool = False) -> None:
+        """After an attempt (``force``: after a restore or a reload): hold the classes whose
+        budget ``acc`` spent until a window frees, lift holds that no longer stand
+        (dispatcher verbs), and write the new spends to the store."""
+        book = self._book
+        if book is None or not (force or acc.id in self._spent_by):
+            return
+        self._spent_by.discard(acc.id)
+        wall = self._wall_clock()
+        for name in book.budgeted():
+            free = book.free_at(acc.id, name, wall)
+            self._dispatch.hold_class(
+                acc, name, self._wall_to_trio(free) if free > wall else float("-inf")
+            )
+        spends = book.take_unsaved()
+        if self._store is not None and spends:
+            self._store.add_budget_spends(spends)
 
     def _factory_for(self, acc_cfg: AccountConfig) -> Callable[[], Client]:
         factory = self._client_factory
@@ -350,6 +434,17 @@ class Pool:
             if lane is not None:
                 self._dispatch.cool_down_lane(lane, self._wall_to_trio(prow.cooldown_until))
                 lane.restore_failure_run(prow.consecutive_failures)
+        wall = self._wall_clock()
+        for acc_id, classes in self._store.load_class_cooldowns(wall).items():
+            acc = self._accounts.get(acc_id)
+            for name, (until, cause) in classes.items():
+                if acc is not None:
+                    self._dispatch.cool_down_class(acc, name, self._wall_to_trio(until), cause)
+        if self._book is not None:
+            self._book.first_seen.update(self._store.first_seen(list(self._accounts), wall))
+            self._book.restore(self._store.load_budget_spends(wall - WINDOWS["per_day"]), wall)
+            for acc in self._accounts.values():
+                self._sync_budget(acc, force=True)
         self._orphaned = tuple(sorted(set(stored.accounts) - set(self._accounts)))
         for acc_id in self._orphaned:
             log.warning(
@@ -611,11 +706,98 @@ class Pool:
             log.info("event=account_forgotten account=%s", account_id)
         return forgotten
 
+    def cooldowns(self, account_id: str) -> AccountCooldowns:
+        """The account's cooldowns — account-wide, per rate class, per chat count — and what
+        is left of its budgets.
+
+        Raises:
+            KeyError: if no account has this id.
+        """
+        acc = self._accounts[account_id]
+        now = trio.current_time()
+        return AccountCooldowns(
+            id=acc.id,
+            cooldown_remaining_s=max(0.0, acc.cooldown_until - now),
+            rate_classes=self._class_states(acc, now, self._wall_clock(), every=True),
+        )
+
+    def clear_cooldown(self, account_id: str, rate_class: str | None = None) -> tuple[str, ...]:
+        """Lift an account's FLOOD_WAIT cooldown of one rate class, or (None) all of them and
+        the account-wide cooldown; budgets stay (they count what was sent). Kept across
+        restarts (the store is written).
+
+        Returns:
+            The cooldowns lifted: rate class names, ``"account"`` for the account-wide one.
+
+        Raises:
+            KeyError: if no account has this id.
+            ValueError: ``rate_class`` names no rate class.
+        """
+        acc = self._accounts[account_id]
+        if rate_class is not None and rate_class not in self._classes.classes:
+            known = ", ".join(sorted(self._classes.classes))
+            raise ValueError(f"no rate class {rate_class!r} (known: {known})")
+        stored = list(self._dispatch.class_cooldowns(acc.id))
+        cleared = self._dispatch.clear_cooldown(acc, rate_class)
+        if self._store is not None:
+            for name in stored if rate_class is None else [rate_class]:
+                self._store.save_class_cooldown(acc.id, name, None)
+            self._persist(acc)
+        log.info(
+            "event=cooldown_cleared account=%s rate_class=%s cleared=%s",
+            acc.id,
+            rate_class or "all",
+            ",".join(cleared) or "-",
+        )
+        return tuple(cleared)
+
+    def _class_states(
+        self, acc: AccountWorker, now: float, wall: float, *, every: bool = False
+    ) -> tuple[ClassState, ...]:
+        """Per rate class of ``acc``: cooldown left and budget left (``every``: all classes;
+        else only those cooling down or with a budget spent in a window)."""
+        floods = self._dispatch.class_cooldowns(acc.id)
+        holds = self._dispatch.budget_holds(acc.id)
+        book = self._book
+        if every:
+            names: Iterable[str] = self._classes.classes
+        else:  # only what is in use: most accounts of a big fleet have none (cheap)
+            used = (
+                set()
+                if book is None
+                else {n for n in book.budgeted() if book.spent_in_window(acc.id, n, wall)}
+            )
+            if not (floods or holds or used):
+                return ()
+            names = [n for n in self._classes.classes if n in floods or n in holds or n in used]
+        out = []
+        for name in names:
+            left: dict[str, int] = {}
+            if book is not None and (every or book.spent_in_window(acc.id, name, wall)):
+                by_window = book.left(acc.id, name, wall)
+                left = {wn: by_window[ws] for wn, ws in WINDOWS.items() if ws in by_window}
+            flood = floods.get(name)
+            out.append(
+                ClassState(
+                    rate_class=name,
+                    cooldown_remaining_s=max(0.0, flood[0] - now) if flood else 0.0,
+                    cause=flood[1] if flood else None,
+                    budget_left=left,
+                    budget_frees_in_s=max(0.0, holds[name] - now) if name in holds else 0.0,
+                )
+            )
+        return tuple(out)
+
     def statistics(self) -> PoolStatistics:
         """Return a frozen snapshot of the pool, each lane and each account."""
-        now = trio.current_time()
+        now, wall = trio.current_time(), self._wall_clock()
         accounts = tuple(
-            acc.statistics(proxy_name=acc.lane.name, now=now) for acc in self._accounts.values()
+            acc.statistics(
+                proxy_name=acc.lane.name,
+                now=now,
+                rate_classes=self._class_states(acc, now, wall),
+            )
+            for acc in self._accounts.values()
         )
         ready = sum(1 for a in accounts if a.state in ("ready", "idle"))
         cooling = sum(
@@ -672,6 +854,7 @@ class Pool:
             # may raise (SessionLocked): nothing changed yet
             self._session_locks.update(lock([new_cfgs[i] for i in added]))
         old_config, self._config, self._client_factory = self._config, config, factory
+        self._set_economy(config)
         old_proxies = {p.name: p for p in old_config.proxies}
         for proxy in config.proxies:
             lane = self._lanes.get(proxy_key(proxy))
@@ -774,14 +957,7 @@ class Pool:
     ) -> JobResult:
         deadline_s = self._job_deadline_s(deadline_s, account)
         now = trio.current_time()
-        job = Job(
-            method=method,
-            deadline=now + deadline_s,
-            account=account,
-            tags=frozenset(tags),
-            started=now,
-            peer_key=peer_key,
-        )
+        job = self._new_job(method, now + deadline_s, account, frozenset(tags), peer_key)
         with self._counted():
             return await self._attempts(job, op)
 
@@ -876,14 +1052,7 @@ class Pool:
                     )
         economy = self._config.economy
         if key is None or not (economy.share_identical or merge_key is not None):
-            job = Job(
-                method=method,
-                deadline=now + deadline_s,
-                account=account,
-                tags=tag_set,
-                started=now,
-                peer_key=peer_key,
-            )
+            job = self._new_job(method, now + deadline_s, account, tag_set, peer_key)
             with self._counted():
                 result = await self._attempts(job, lambda c: call(c, None))
             if key is not None and max_age_s > 0:
@@ -937,15 +1106,7 @@ class Pool:
         that follows its members' (the latest of theirs)."""
 
         async def fly(flight: Flight) -> Answer:
-            now = trio.current_time()
-            job = Job(
-                method=method,
-                deadline=flight.deadline,
-                account=account,
-                tags=tags,
-                started=now,
-                peer_key=peer_key,
-            )
+            job = self._new_job(method, flight.deadline, account, tags, peer_key)
             deadline_scope = trio.CancelScope(deadline=job.deadline)
 
             def move(deadline: float) -> None:
@@ -1004,6 +1165,16 @@ class Pool:
                     # NO_ACCOUNT_AVAILABLE now if none can start before the deadline).
                     job.attempts -= 1
                     continue
+                except RateClassBlocked as blocked:
+                    # The request guard refused a request nobody foresaw (a look-up): nothing
+                    # more was sent. Not an attempt; the job now needs that class, which this
+                    # account cannot give it before the block ends.
+                    job.attempts -= 1
+                    job.rate_classes = job.rate_classes | {blocked.rate_class}
+                    if blocked.reason == "budget":
+                        until = trio.current_time() + blocked.retry_after_s
+                        self._dispatch.hold_class(acc, blocked.rate_class, until)
+                    continue
                 except Judged as judged:
                     last = job.last_failure = judged.failure
                     verdict = judged.verdict
@@ -1036,7 +1207,7 @@ class Pool:
         """A connect the job's deadline cut off was judged (the proxy never answered):
         apply its verdict and keep it as the cause the DEADLINE_EXCEEDED answer names."""
         job.last_failure = failure
-        self._apply(acc, failure, verdict)
+        self._apply(acc, failure, verdict, peer_key=job.peer_key)
 
     def _local_peer_miss(self, failure: Failure, job: Job) -> bool:
         """Telethon's local "Could not find the input entity" (no RPC code) means *this*
@@ -1081,7 +1252,14 @@ class Pool:
             failures = acc.lane.consecutive_failures + (
                 1 if failure.error_class is ErrorClass.PROXY_UNAVAILABLE else 0
             )
-            verdict = decide(failure, policy, proxy_failures=failures, attempt=attempt)
+            verdict = decide(
+                failure,
+                policy,
+                proxy_failures=failures,
+                attempt=attempt,
+                flood_scopes=self._config.economy.flood_scopes,
+                rate_class=self._classes.class_of(failure.tl_name) if failure.tl_name else None,
+            )
             if verdict.proxy_cooldown_s > 0:
                 # At once: the worker judges a failed connect while it still holds its lane
                 # slot, so the callers queued behind it see the cooldown and send nothing
@@ -1103,13 +1281,13 @@ class Pool:
             outcome = "OK"
             acc.lane.record_outcome(None)
             return value
-        except ProxyCoolingDown:
+        except (ProxyCoolingDown, RateClassBlocked):
             outcome = "DEFERRED"
             raise
         except Judged as judged:
             outcome = judged.failure.error_class.value
             if judged.failure.error_class is not ErrorClass.INVALID_ARGUMENT:  # caller's fault
-                self._apply(acc, judged.failure, judged.verdict)
+                self._apply(acc, judged.failure, judged.verdict, peer_key=job.peer_key)
             raise
         finally:
             log.info(
@@ -1121,15 +1299,26 @@ class Pool:
                 attempt,
                 outcome,
             )
+            self._sync_budget(acc)  # a spent budget holds the class before it is offered
             self._dispatch.release(acc)  # back in the ready index, or to a waiting job
 
-    def _apply(self, acc: AccountWorker, failure: Failure, verdict: Verdict) -> None:
-        """Apply a verdict to the account and its lane and write it to the state store."""
+    def _apply(
+        self, acc: AccountWorker, failure: Failure, verdict: Verdict, *, peer_key: str | None
+    ) -> None:
+        """Apply a verdict to the account and its lane (its rate class, the job's chat
+        ``peer_key``) and write it to the state store."""
         now = trio.current_time()
         acc.lane.record_outcome(failure.error_class.value)
         cause = f"{failure.error_class.value}: {failure.message}"
         if verdict.account_cooldown_s > 0:
             self._dispatch.cool_down(acc, now + verdict.account_cooldown_s, cause)
+        if verdict.chat_cooldown_s > 0:
+            if peer_key is not None:
+                self._dispatch.cool_down_chat(acc, peer_key, now + verdict.chat_cooldown_s, cause)
+            else:  # no chat known: the class of the send stands for it
+                self._cool_class(acc, verdict.rate_class or SEND, verdict.chat_cooldown_s, cause)
+        if verdict.class_cooldown_s > 0 and verdict.rate_class is not None:
+            self._cool_class(acc, verdict.rate_class, verdict.class_cooldown_s, cause)
         if verdict.proxy_cooldown_s > 0:
             self._dispatch.cool_down_lane(acc.lane, now + verdict.proxy_cooldown_s, cause)
         if verdict.disable_reason is not None:
@@ -1138,6 +1327,15 @@ class Pool:
                 "event=account_disabled account=%s reason=%s", acc.id, verdict.disable_reason
             )
         self._persist(acc, lane=failure.error_class is ErrorClass.PROXY_UNAVAILABLE)
+
+    def _cool_class(self, acc: AccountWorker, rate_class: str, seconds: float, cause: str) -> None:
+        until = trio.current_time() + seconds
+        self._dispatch.cool_down_class(acc, rate_class, until, cause)
+        log.warning(
+            "event=class_cooldown account=%s rate_class=%s seconds=%g", acc.id, rate_class, seconds
+        )
+        if self._store is not None:
+            self._store.save_class_cooldown(acc.id, rate_class, self._trio_to_wall(until), cause)
 
     # -- shutdown ------------------------------------------------------------------------------
 

@@ -417,6 +417,22 @@ class EnableParams:
 
 
 @attrs.frozen
+class CooldownsParams:
+    """``accounts.cooldowns``: account ``id``."""
+
+    id: str
+
+
+@attrs.frozen
+class ClearCooldownParams:
+    """``accounts.clear_cooldown``: account ``id``, optional ``rate_class`` (absent or null:
+    every class and the account-wide cooldown)."""
+
+    id: str
+    rate_class: str | None = None
+
+
+@attrs.frozen
 class ForgetParams:
     """``accounts.forget``: ``id`` of an account in the state store but not in the config."""
 
@@ -440,6 +456,8 @@ _Params: TypeAlias = (
     | CancelParams
     | DisableParams
     | EnableParams
+    | CooldownsParams
+    | ClearCooldownParams
     | ForgetParams
     | ReloadParams
     | NoParams
@@ -629,6 +647,20 @@ def _enable(params: dict[str, Any] | list[Any] | None) -> EnableParams:
     return EnableParams(id=_string(_required(p, "id"), "params.id"))
 
 
+def _cooldowns(params: dict[str, Any] | list[Any] | None) -> CooldownsParams:
+    p = _object(params, allowed={"id"})
+    return CooldownsParams(id=_string(_required(p, "id"), "params.id"))
+
+
+def _clear_cooldown(params: dict[str, Any] | list[Any] | None) -> ClearCooldownParams:
+    p = _object(params, allowed={"id", "rate_class"})
+    rate_class = p.get("rate_class")
+    return ClearCooldownParams(
+        id=_string(_required(p, "id"), "params.id"),
+        rate_class=None if rate_class is None else _string(rate_class, "params.rate_class"),
+    )
+
+
 def _forget(params: dict[str, Any] | list[Any] | None) -> ForgetParams:
     p = _object(params, allowed={"id"})
     return ForgetParams(id=_string(_required(p, "id"), "params.id"))
@@ -653,6 +685,8 @@ _PARSERS: Final[Mapping[str, Callable[[dict[str, Any] | list[Any] | None], _Para
     "cancel": _cancel,
     "accounts.disable": _disable,
     "accounts.enable": _enable,
+    "accounts.cooldowns": _cooldowns,
+    "accounts.clear_cooldown": _clear_cooldown,
     "accounts.forget": _forget,
     "reload": _reload,
 }
@@ -670,7 +704,8 @@ def parse_params(method: str, params: dict[str, Any] | list[Any] | None) -> _Par
 
     Returns:
         One of `InvokeParams`, `ResolveParams`, `GetMessagesParams`, `CancelParams`,
-        `DisableParams`, `EnableParams`, `ForgetParams`, `ReloadParams`, `NoParams`.
+        `DisableParams`, `EnableParams`, `CooldownsParams`, `ClearCooldownParams`,
+        `ForgetParams`, `ReloadParams`, `NoParams`.
 
     Raises:
         RpcError: METHOD_NOT_FOUND (-32601) for an unknown method; INVALID_PARAMS (-32602)

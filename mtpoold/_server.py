@@ -4,6 +4,7 @@ One websocket connection carries many requests at once: every job (``invoke``, `
 ``get_messages``) runs in its own task in the connection's nursery and is answered, with its
 request id, as soon as it completes — replies come in completion order. Control methods
 (``ping``, ``status``, ``cancel``, ``accounts.disable``, ``accounts.enable``,
+``accounts.cooldowns``, ``accounts.clear_cooldown``,
 ``accounts.forget``) never block and are answered inline by the connection's reader, so they
 stay available at the in-flight limit. ``reload`` reads a file and may wait for another
 reload, so it runs in its own task like a job.
@@ -72,6 +73,8 @@ from ._rpc import (
     SHUTTING_DOWN,
     TOO_MANY_IN_FLIGHT,
     CancelParams,
+    ClearCooldownParams,
+    CooldownsParams,
     DisableParams,
     EnableParams,
     ForgetParams,
@@ -185,6 +188,10 @@ class PoolAPI(Protocol):
     def disable_account(self, account_id: str, reason: str) -> None: ...
 
     def enable_account(self, account_id: str) -> None: ...
+
+    def cooldowns(self, account_id: str) -> object: ...
+
+    def clear_cooldown(self, account_id: str, rate_class: str | None = None) -> tuple[str, ...]: ...
 
     def forget_account(self, account_id: str) -> bool: ...
 
@@ -774,6 +781,22 @@ class RpcServer:
                 raise _unknown_account(params.id) from None
             _log.info("account.enabled account=%s via=rpc", params.id)
             return {"account": params.id, "disabled": False}
+        if isinstance(params, CooldownsParams):
+            try:
+                return cattrs.unstructure(self.pool.cooldowns(params.id))
+            except KeyError:
+                raise _unknown_account(params.id) from None
+        if isinstance(params, ClearCooldownParams):
+            try:
+                cleared = self.pool.clear_cooldown(params.id, params.rate_class)
+            except KeyError:
+                raise _unknown_account(params.id) from None
+            except ValueError as exc:  # no such rate class
+                raise RpcError(
+                    INVALID_PARAMS, f"params.rate_class: {exc}", error_class="INVALID_ARGUMENT"
+                ) from None
+            _log.info("account.cooldown_cleared account=%s via=rpc", params.id)
+            return {"account": params.id, "cleared": list(cleared)}
         if isinstance(params, ForgetParams):
             try:
                 forgotten = self.pool.forget_account(params.id)

@@ -60,6 +60,43 @@ class LaneStatistics:
 
 
 @attrs.frozen(kw_only=True)
+class ClassState:
+    """One (account, rate class): its FLOOD_WAIT cooldown and its budget
+    (`mtpoold._rateclass`).
+
+    Attributes:
+        rate_class: The class (``resolve``, ``read``, ...).
+        cooldown_remaining_s: Seconds left of its FLOOD_WAIT cooldown (0: none).
+        cause: The failure behind the cooldown (redacted), or None.
+        budget_left: Requests left per budget window (``{"per_hour": 12, "per_day": 180}``),
+            warm-up applied; empty: the class has no budget (or budgets are off).
+        budget_frees_in_s: Seconds until a spent window lets one more request through (0:
+            not spent).
+    """
+
+    rate_class: str
+    cooldown_remaining_s: float
+    cause: str | None
+    budget_left: dict[str, int]
+    budget_frees_in_s: float
+
+
+@attrs.frozen(kw_only=True)
+class AccountCooldowns:
+    """What `mtpoold.Pool.cooldowns` answers: every cooldown of one account.
+
+    Attributes:
+        id: The account id.
+        cooldown_remaining_s: Seconds left of its account-wide cooldown (0: none).
+        rate_classes: One `ClassState` per rate class.
+    """
+
+    id: str
+    cooldown_remaining_s: float
+    rate_classes: tuple[ClassState, ...]
+
+
+@attrs.frozen(kw_only=True)
 class AccountStatistics:
     """An :class:`~mtpoold._account.AccountWorker` snapshot.
 
@@ -80,6 +117,7 @@ class AccountStatistics:
         last_error_message: Redacted message of the last failure, or None.
         last_used_s_ago: Seconds since its last call started, or None if never used.
         tags: The account's tags from the config.
+        rate_classes: Its rate classes cooling down or with a budget in use (`ClassState`).
     """
 
     id: str
@@ -96,6 +134,7 @@ class AccountStatistics:
     last_error_message: str | None
     last_used_s_ago: float | None
     tags: tuple[str, ...]
+    rate_classes: tuple[ClassState, ...] = ()
 
 
 @attrs.frozen(kw_only=True)

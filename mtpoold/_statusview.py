@@ -15,7 +15,13 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-__all__ = ["format_duration", "render_accounts", "render_proxies", "render_status"]
+__all__ = [
+    "format_duration",
+    "render_accounts",
+    "render_cooldowns",
+    "render_proxies",
+    "render_status",
+]
 
 _DASH = "-"
 
@@ -104,6 +110,7 @@ def _accounts_table(accounts: list[Mapping[str, Any]]) -> Table:
         ("proxy", "left"),
         ("state", "left"),
         ("cooldown", "right"),
+        ("rate classes", "left"),
         ("disabled reason", "left"),
         ("calls ok/failed", "right"),
         ("last error", "left"),
@@ -120,9 +127,55 @@ def _accounts_table(accounts: list[Mapping[str, Any]]) -> Table:
             _cell(a.get("proxy_name") or a.get("proxy_key")),
             Text(state, style=_STATE_STYLE.get(state, "")),
             Text(format_duration(a.get("cooldown_remaining_s")), style="yellow"),
+            Text(_classes_summary(a.get("rate_classes"))),
             _cell(a.get("disabled_reason")),
             Text(f"{a.get('calls_ok', _DASH)}/{a.get('calls_failed', _DASH)}"),
             Text(last),
+        )
+    return table
+
+
+def _budget_text(left: object) -> str:
+    if not isinstance(left, Mapping) or not left:
+        return _DASH
+    return ", ".join(f"{n} {w.removeprefix('per_')}" for w, n in left.items())
+
+
+def _classes_summary(classes: object) -> str:
+    """``resolve: cooling 23h 59m; join: 3 hour`` — per class cooling down or budgeted."""
+    if not isinstance(classes, list) or not classes:
+        return _DASH
+    parts = []
+    for c in classes:
+        if not isinstance(c, Mapping):
+            continue
+        bits = []
+        if c.get("cooldown_remaining_s"):
+            bits.append(f"cooling {format_duration(c.get('cooldown_remaining_s'))}")
+        if c.get("budget_left"):
+            bits.append(f"left {_budget_text(c.get('budget_left'))}")
+        parts.append(f"{c.get('rate_class', _DASH)}: {' '.join(bits) or 'ok'}")
+    return "; ".join(parts) or _DASH
+
+
+def render_cooldowns(reply: Mapping[str, Any]) -> RenderableType:
+    """The ``accounts.cooldowns`` reply (``AccountCooldowns``) as a table per rate class."""
+    table = Table(
+        title=f"Cooldowns of {reply.get('id', _DASH)} (account-wide:"
+        f" {format_duration(reply.get('cooldown_remaining_s'))})",
+        title_justify="left",
+    )
+    for name in ("rate class", "cooldown", "cause", "budget left", "budget frees in"):
+        table.add_column(name)
+    for c in reply.get("rate_classes") or []:
+        if not isinstance(c, Mapping):
+            continue
+        table.add_row(
+            _cell(c.get("rate_class")),
+            Text(format_duration(c.get("cooldown_remaining_s")), style="yellow"),
+            _cell(c.get("cause")),
+            Text(_budget_text(c.get("budget_left"))),
+            Text(format_duration(c.get("budget_frees_in_s"))),
         )
     return table
 

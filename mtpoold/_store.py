@@ -194,7 +194,39 @@ def _migrate_add_peers(conn: sqlite3.Connection) -> None:
     )
 
 
-MIGRATIONS: Final[tuple[Migration, ...]] = (_migrate_0_to_1, _migrate_add_peers)
+def _migrate_add_rate_classes(conn: sqlite3.Connection) -> None:
+    """Version 3 (rate classes): per-class FLOOD_WAIT cooldowns, budget spends and
+    when each account was first seen (the warm-up ramp). Times are UNIX seconds."""
+    conn.execute(
+        """CREATE TABLE class_cooldowns (
+            account_id TEXT NOT NULL,
+            rate_class TEXT NOT NULL,
+            cooldown_until REAL NOT NULL,
+            cause TEXT NOT NULL DEFAULT '',
+            PRIMARY KEY (account_id, rate_class)
+        )"""
+    )
+    conn.execute(
+        """CREATE TABLE budget_spends (
+            account_id TEXT NOT NULL,
+            rate_class TEXT NOT NULL,
+            at REAL NOT NULL
+        )"""
+    )
+    conn.execute("CREATE INDEX budget_spends_at ON budget_spends (at)")
+    conn.execute(
+        """CREATE TABLE account_first_seen (
+            account_id TEXT PRIMARY KEY NOT NULL,
+            first_seen REAL NOT NULL
+        )"""
+    )
+
+
+MIGRATIONS: Final[tuple[Migration, ...]] = (
+    _migrate_0_to_1,
+    _migrate_add_peers,
+    _migrate_add_rate_classes,
+)
 """``MIGRATIONS[n]`` turns a schema-version-n file into version n+1, inside one transaction.
 
 Append a function to change the schema; never edit a released one. Version 0 is an empty file.
@@ -535,6 +567,88 @@ class StateStore:
         """
         cur = self._db().execute("DELETE FROM peers WHERE account_id = ?", (account_id,))
         return cur.rowcount
+
+    # -- rate classes: cooldowns per class, budget spends, first seen (issue 12) ---------------
+
+    def save_class_cooldown(
+        self, account_id: str, rate_class: str, until: float | None, cause: str = ""
+    ) -> None:
+        """Set (``until``: UNIX s) or delete (None) one (account, rate class) cooldown.
+
+        ``cause`` is redacted and cut like an error message (an RPC error name, e.g.
+        ``"FLOOD_WAIT: FLOOD_WAIT_86400 (420) ..."``).
+
+        Raises:
+            RuntimeError: if the store is closed.
+            sqlite3.Error: on a database error.
+        """
+        db = self._db()
+        if until is None:
+            db.execute(
+                "DELETE FROM class_cooldowns WHERE account_id = ? AND rate_class = ?",
+                (account_id, rate_class),
+            )
+            return
+        db.execute(
+            "INSERT INTO class_cooldowns (account_id, rate_class, cooldown_until, cause)"
+            " VALUES (?, ?, ?, ?) ON CONFLICT (account_id, rate_class) DO UPDATE SET"
+            " cooldown_until = excluded.cooldown_until, cause = excluded.cause",
+            (account_id, rate_class, until, redact(cause, limit=MAX_ERROR_MESSAGE_CHARS)),
+        )
+
+    def load_class_cooldowns(self, now: float) -> dict[str, dict[str, tuple[float, str]]]:
+        """The cooldowns still running at ``now`` (UNIX s): ``{account: {class: (until,
+        cause)}}``; those over are deleted."""
+        db = self._db()
+        db.execute("DELETE FROM class_cooldowns WHERE cooldown_until <= ?", (now,))
+        out: dict[str, dict[str, tuple[float, str]]] = {}
+        for acc, cls, until, cause in db.execute(
+            "SELECT account_id, rate_class, cooldown_until, cause FROM class_cooldowns"
+        ):
+            out.setdefault(acc, {})[cls] = (until, cause)
+        return out
+
+    def add_budget_spends(self, spends: Sequence[tuple[str, str, float]]) -> None:
+        """Record requests counted against budgets: ``(account, class, UNIX s)`` each, in one
+        transaction."""
+        if not spends:
+            return
+        db = self._db()
+        db.execute("BEGIN")
+        try:
+            db.executemany(
+                "INSERT INTO budget_spends (account_id, rate_class, at) VALUES (?, ?, ?)", spends
+            )
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+
+    def load_budget_spends(self, since: float) -> list[tuple[str, str, float]]:
+        """The spends after ``since`` (UNIX s); older ones are deleted."""
+        db = self._db()
+        db.execute("DELETE FROM budget_spends WHERE at <= ?", (since,))
+        return [
+            (a, c, t)
+            for a, c, t in db.execute(
+                "SELECT account_id, rate_class, at FROM budget_spends ORDER BY at"
+            )
+        ]
+
+    def first_seen(self, account_ids: Sequence[str], now: float) -> dict[str, float]:
+        """When each account was first seen (UNIX s); accounts never seen get ``now``."""
+        db = self._db()
+        db.execute("BEGIN")
+        try:
+            db.executemany(
+                "INSERT OR IGNORE INTO account_first_seen (account_id, first_seen) VALUES (?, ?)",
+                [(a, now) for a in account_ids],
+            )
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+        return dict(db.execute("SELECT account_id, first_seen FROM account_first_seen").fetchall())
 
     def close(self) -> None:
         """Close the database (SQLite checkpoints the WAL). Idempotent."""

@@ -82,6 +82,7 @@ def fleet_config(
     telegram: Mapping[str, Any] | None = None,
     direct: Mapping[str, Any] | None = None,
     economy: Mapping[str, Any] | None = None,
+    extra: Mapping[str, Any] | None = None,
 ) -> Config:
     """A validated config for ``dc``.
 
@@ -95,8 +96,10 @@ def fleet_config(
             accounts with no proxy; its own default, 2 s, would pace a test's calls).
         economy: ``[economy]`` keys over `NO_SHARING` (identical jobs are neither shared
             nor merged unless a test asks: most tests count one call per job).
+        extra: more top-level tables (``economy``, ``rate_classes``).
     """
     data: dict[str, Any] = {
+        **(extra or {}),
         "telegram": {
             "dc_id": dc.dc_id,
             "dc_host": dc.host,
@@ -120,7 +123,7 @@ def fleet_config(
     }
     if policy:
         data["policy"] = dict(policy)
-    data["economy"] = {**NO_SHARING, **(economy or {})}
+    data["economy"] = {**NO_SHARING, **data.get("economy", {}), **(economy or {})}
     return parse_config(data, base_dir=tmp_path)
 
 

@@ -20,7 +20,13 @@ import attrs
 import trio
 
 from mtpoold._errors import ErrorClass, JobFailed
-from mtpoold._stats import AccountStatistics, LaneStatistics, PoolStatistics
+from mtpoold._stats import (
+    AccountCooldowns,
+    AccountStatistics,
+    ClassState,
+    LaneStatistics,
+    PoolStatistics,
+)
 
 
 @attrs.frozen
@@ -47,6 +53,7 @@ class FakePool:
     finished: int = 0  # jobs that returned or raised (not cancelled)
     cancelled: int = 0  # jobs cancelled while running
     waiting: int = 0  # jobs blocked in "wait" right now
+    cleared: list[tuple[str, str | None]] = attrs.field(factory=list)  # clear_cooldown calls
     calls: list[tuple[str, tuple[Any, ...], dict[str, Any]]] = attrs.field(factory=list)
     disabled: dict[str, str | None] = attrs.field(factory=lambda: {"a1": None, "a2": None})
     orphaned: list[str] = attrs.field(factory=lambda: ["old-1"])
@@ -181,6 +188,31 @@ class FakePool:
         if account_id not in self.disabled:
             raise KeyError(account_id)
         self.disabled[account_id] = None
+
+    def cooldowns(self, account_id: str) -> AccountCooldowns:
+        if account_id not in self.disabled:
+            raise KeyError(account_id)
+        return AccountCooldowns(
+            id=account_id,
+            cooldown_remaining_s=0.0,
+            rate_classes=(
+                ClassState(
+                    rate_class="resolve",
+                    cooldown_remaining_s=86000.0,
+                    cause="FLOOD_WAIT: FLOOD_WAIT_86400 (420)",
+                    budget_left={"per_hour": 25, "per_day": 100},
+                    budget_frees_in_s=0.0,
+                ),
+            ),
+        )
+
+    def clear_cooldown(self, account_id: str, rate_class: str | None = None) -> tuple[str, ...]:
+        if account_id not in self.disabled:
+            raise KeyError(account_id)
+        if rate_class not in (None, "resolve", "read"):
+            raise ValueError(f"no rate class {rate_class!r} (known: read, resolve)")
+        self.cleared.append((account_id, rate_class))
+        return ("resolve",) if rate_class in (None, "resolve") else ()
 
     def forget_account(self, account_id: str) -> bool:
         if account_id in self.disabled:

@@ -345,6 +345,24 @@ def test_accounts_list_table_and_json(daemon: Daemon, capsys: pytest.CaptureFixt
     assert listed["orphaned_accounts"] == ["old-1"]
 
 
+def test_accounts_cooldowns_and_clear_cooldown(
+    daemon: Daemon, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["accounts", "cooldowns", "a1", *daemon.args()]) == 0
+    out = capsys.readouterr().out
+    for needle in ("Cooldowns of a1", "resolve", "23h 53m 20s", "FLOOD_WAIT_86400", "25 hour"):
+        assert needle in out, needle
+    assert main(["accounts", "cooldowns", "a1", "--json", *daemon.args()]) == 0
+    assert json.loads(capsys.readouterr().out)["rate_classes"][0]["rate_class"] == "resolve"
+    assert main(["accounts", "clear-cooldown", "a1", "--class", "resolve", *daemon.args()]) == 0
+    assert capsys.readouterr().out == "account a1: cleared resolve\n"
+    assert main(["accounts", "clear-cooldown", "a2", *daemon.args()]) == 0
+    assert daemon.pool.cleared == [("a1", "resolve"), ("a2", None)]
+    capsys.readouterr()
+    assert main(["accounts", "clear-cooldown", "a1", "--class", "x", *daemon.args()]) == 2
+    assert "no rate class 'x'" in capsys.readouterr().err
+
+
 def test_accounts_disable_enable_forget(daemon: Daemon, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["accounts", "disable", "a2", "--reason", "spam check", *daemon.args()]) == 0
     assert capsys.readouterr().out == "account a2 disabled: spam check\n"

@@ -59,11 +59,31 @@ async def test_flood_wait_cooldown_survives_sigkill_with_the_remaining_time(
             stats = json.loads(status.stdout)
             flooded = next(a for a in stats["accounts"] if a["id"] == "flooded")
             elapsed = trio.current_time() - verdict_at
-            assert flooded["state"] == "cooldown"
-            assert flooded["cooldown_remaining_s"] == pytest.approx(300 - elapsed, abs=2)
+            # a FLOOD_WAIT cools the (account, rate class) of its request: help.* is "other"
+            assert flooded["cooldown_remaining_s"] == 0
+            (other,) = [c for c in flooded["rate_classes"] if c["rate_class"] == "other"]
+            assert other["cooldown_remaining_s"] == pytest.approx(300 - elapsed, abs=2)
             assert flooded["errors_by_class"] == {"FLOOD_WAIT": 1}
-            # the other account serves; the flooded one is out of scheduling
+            # the other account serves; the flooded one is out of scheduling for that class
             for _ in range(3):
                 ok = await mtpoold(config, "call", "help.GetNearestDc", "{}")
                 assert ok.returncode == 0, ok.stderr
                 assert json.loads(ok.stdout)["meta"]["account"] == "other"
+            # the operator sees the class cooldown and lifts it over the websocket
+            shown = await mtpoold(config, "accounts", "cooldowns", "flooded", "--json")
+            assert shown.returncode == 0, shown.stderr
+            by_class = {c["rate_class"]: c for c in json.loads(shown.stdout)["rate_classes"]}
+            assert by_class["other"]["cooldown_remaining_s"] > 200
+            assert by_class["read"]["cooldown_remaining_s"] == 0
+            cleared = await mtpoold(
+                config, "accounts", "clear-cooldown", "flooded", "--class", "other"
+            )
+            assert cleared.returncode == 0, cleared.stderr
+            assert cleared.stdout == b"account flooded: cleared other\n"
+            ok = await mtpoold(config, "call", "help.GetNearestDc", "{}", "--account", "flooded")
+            assert ok.returncode == 0, ok.stderr
+        # and the lifted cooldown stays lifted in the store
+        async with async_daemon(config, tmp_path / "third.log"):
+            status = json.loads((await mtpoold(config, "status", "--json")).stdout)
+            flooded = next(a for a in status["accounts"] if a["id"] == "flooded")
+            assert flooded["rate_classes"] == []

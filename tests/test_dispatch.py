@@ -21,8 +21,33 @@ from mtpoold._lane import ProxyLane
 #: Account id -> (lane key, tags): two proxies, two accounts each, one of each tagged "x".
 FLEET = {"a0": ("k0", ()), "a1": ("k0", ("x",)), "a2": ("k1", ()), "a3": ("k1", ("x",))}
 MAX_ATTEMPTS = 4
+#: Lane key -> interval_s: one ungated lane, one gated (picks must wait for its start slot).
+INTERVALS = {"k0": 0.0, "k1": 3.0}
+
+#: What jobs need: (rate classes, look-up class, peer key). a0 and a2 know peer p1.
+NEEDS = [
+    (frozenset(), None, None),
+    (frozenset({"read"}), "resolve", "p1"),  # get_messages of a peer some accounts know
+    (frozenset({"read"}), "resolve", "p2"),  # ... of a peer nobody knows
+    (frozenset({"resolve", "full_info"}), None, "p1"),  # resolve
+    (frozenset({"send"}), None, "p2"),
+]
+KNOWN = {("a0", "p1"), ("a2", "p1")}
+CLASSES = ["resolve", "read", "full_info", "send"]
+
+
+class Knows:
+    def knows(self, account_id: str, peer_key: str) -> bool:
+        return (account_id, peer_key) in KNOWN
+
+    def knowers(self, peer_key: str) -> list[str]:
+        return sorted(a for a, p in KNOWN if p == peer_key)
+
 
 verdicts = st.one_of(
+    st.tuples(st.just("class"), st.sampled_from(CLASSES), st.floats(1, 500)),  # FLOOD_WAIT
+    st.tuples(st.just("class"), st.sampled_from(CLASSES), st.floats(1, 500)),
+    st.tuples(st.just("chat"), st.floats(1, 500)),  # SLOWMODE_WAIT
     st.tuples(st.just("cool"), st.floats(1, 500)),  # FLOOD_WAIT / STREAM_CLOSED-like
     st.tuples(st.just("lane"), st.floats(1, 500)),  # PROXY_UNAVAILABLE-like
     st.tuples(st.just("disable")),  # SESSION_REVOKED-like
@@ -33,6 +58,7 @@ arrivals = st.tuples(
     st.sampled_from([None, None, "a0", "a1"]),  # pinned jobs meet on few accounts
     st.booleans(),
     st.floats(5, 300),
+    st.integers(0, len(NEEDS) - 1),
 )
 ops = st.one_of(
     arrivals,
@@ -45,6 +71,7 @@ ops = st.one_of(
     st.tuples(st.just("enable"), st.sampled_from(sorted(FLEET))),
     st.tuples(st.just("retire"), st.sampled_from(sorted(FLEET))),
     st.tuples(st.just("add"), st.sampled_from(sorted(FLEET))),
+    st.tuples(st.just("clear"), st.sampled_from(sorted(FLEET)), st.sampled_from([None, *CLASSES])),
 )
 
 
@@ -61,14 +88,30 @@ class Fleet:
     answers: collections.defaultdict[int, list[str]] = attrs.field(
         factory=lambda: collections.defaultdict(list)
     )
+    #: The test's own record of class and chat blocks: (account, class or peer) -> end.
+    floods: dict[tuple[str, str], float] = attrs.field(factory=dict)
+    chats: dict[tuple[str, str], float] = attrs.field(factory=dict)
 
     def usable(self, acc: AccountWorker) -> bool:
         return acc.disabled_reason is None and not acc.retired
 
+    def class_free_at(self, job: Job, acc: AccountWorker) -> float:
+        """When the class and chat blocks let ``acc`` serve ``job``."""
+        needed = set(job.rate_classes)
+        if job.lookup_class and (acc.id, job.peer_key) not in KNOWN:
+            needed.add(job.lookup_class)
+        ends = [self.floods.get((acc.id, c), float("-inf")) for c in needed]
+        if job.peer_key is not None:
+            ends.append(self.chats.get((acc.id, job.peer_key), float("-inf")))
+        return max(ends, default=float("-inf"))
+
     def may_start_by(self, job: Job, acc: AccountWorker, t: float) -> bool:
         """Whether ``acc`` (busy or not) could serve ``job`` by ``t`` as far as state goes."""
         return (
-            job.accepts(acc, allow_avoided=True) and self.usable(acc) and acc.schedulable_at() <= t
+            job.accepts(acc, allow_avoided=True)
+            and self.usable(acc)
+            and acc.schedulable_at() <= t
+            and self.class_free_at(job, acc) <= t
         )
 
     def untried_left(self, job: Job) -> bool:
@@ -87,10 +130,13 @@ class Fleet:
         assert acc.disabled_reason is None, "a disabled account was handed out"
         assert not acc.retired, "a retired account was handed out"
         assert acc.schedulable_at() <= now, "a cooling account was handed out"
+        assert self.class_free_at(job, acc) <= now, "an account cooling on a class it needs"
         assert job.accepts(acc, allow_avoided=True)
         if acc.id in job.avoid:  # untried ones first
             assert not any(
-                self.free_now(a) and job.accepts(a, allow_avoided=False)
+                self.free_now(a)
+                and job.accepts(a, allow_avoided=False)
+                and self.class_free_at(job, a) <= now
                 for a in self.accounts.values()
             )
 
@@ -108,6 +154,8 @@ class Fleet:
             # never passed over for an account it may use that is free and schedulable
             for acc in self.accounts.values():
                 if not self.free_now(acc) or not job.accepts(acc, allow_avoided=True):
+                    continue
+                if self.class_free_at(job, acc) > now:
                     continue
                 assert acc.id in job.avoid and self.untried_left(job), (
                     f"job {j} waits while {acc.id} is free"
@@ -151,6 +199,14 @@ class Fleet:
                     self.d.cool_down_lane(acc.lane, now + verdict[1], "TEST: proxy down")
                 elif verdict[0] == "disable":
                     self.d.disable(acc, "TEST: revoked")
+                elif verdict[0] == "class":
+                    key = (acc.id, verdict[1])
+                    self.floods[key] = max(self.floods.get(key, now), now + verdict[2])
+                    self.d.cool_down_class(acc, verdict[1], now + verdict[2], "TEST: flood")
+                elif verdict[0] == "chat" and job.peer_key is not None:
+                    key = (acc.id, job.peer_key)
+                    self.chats[key] = max(self.chats.get(key, now), now + verdict[1])
+                    self.d.cool_down_chat(acc, job.peer_key, now + verdict[1], "TEST: slow mode")
                 del self.holding[jid]
                 self.d.release(acc)
                 if verdict[0] == "ok":
@@ -169,7 +225,12 @@ async def scenario(steps: list[tuple[Any, ...]]) -> None:
     async with trio.open_nursery() as nursery:
         lanes = {
             key: ProxyLane(
-                key=key, name=key, type="socks5", capacity=10, interval_s=0.0, jitter_s=(0.0, 0.0)
+                key=key,
+                name=key,
+                type="socks5",
+                capacity=10,
+                interval_s=INTERVALS[key],
+                jitter_s=(0.0, 0.0),
             )
             for key in ("k0", "k1")
         }
@@ -187,6 +248,8 @@ async def scenario(steps: list[tuple[Any, ...]]) -> None:
             )
             accounts[acc_id] = lane_accounts[key][acc_id] = acc
         d = Dispatcher(accounts, lanes, lane_accounts)
+        d.knowledge = Knows()
+        d.route_by_knowledge = True
         for acc in accounts.values():
             d.add(acc)
         nursery.start_soon(d.run)
@@ -195,7 +258,8 @@ async def scenario(steps: list[tuple[Any, ...]]) -> None:
             kind = step[0]
             holders = sorted(fleet.holding)
             if kind == "arrive":
-                _, pin, tagged, deadline_s = step
+                _, pin, tagged, deadline_s, need = step
+                classes, lookup, peer = NEEDS[need]
                 now = trio.current_time()
                 jid = len(fleet.jobs)
                 job = Job(
@@ -204,6 +268,9 @@ async def scenario(steps: list[tuple[Any, ...]]) -> None:
                     account=pin,
                     tags=frozenset({"x"}) if tagged else frozenset(),
                     started=now,
+                    peer_key=peer,
+                    rate_classes=classes,
+                    lookup_class=lookup,
                 )
                 fleet.jobs[jid] = job
                 send, receive = trio.open_memory_channel[Any](1)
@@ -222,6 +289,14 @@ async def scenario(steps: list[tuple[Any, ...]]) -> None:
                 d.retire(accounts[step[1]])
             elif kind == "add" and accounts[step[1]].retired:
                 d.add(accounts[step[1]])
+            elif kind == "clear":
+                _, acc_id, cls = step
+                for key in [k for k in fleet.floods if k[0] == acc_id and cls in (None, k[1])]:
+                    del fleet.floods[key]
+                if cls is None:
+                    for key in [k for k in fleet.chats if k[0] == acc_id]:
+                        del fleet.chats[key]
+                d.clear_cooldown(accounts[acc_id], cls)
             await trio.testing.wait_all_tasks_blocked()
             fleet.check()
         await trio.sleep(10_000)  # past every deadline: every job is answered
@@ -245,8 +320,135 @@ def test_Dispatcher_answers_waiting_job_at_once_when_its_accounts_go(
 ) -> None:
     # one job holds a1 (pinned), a second waits for it with a 50 s deadline; a1's call fails
     steps = [
-        ("arrive", "a1", False, 300.0),
-        ("arrive", "a1", False, 50.0),
+        ("arrive", "a1", False, 300.0, 0),
+        ("arrive", "a1", False, 50.0, 0),
         ("fail", 0, verdict),
     ]
     trio.run(scenario, steps, clock=trio.testing.MockClock(autojump_threshold=0))
+
+
+def _small_fleet(
+    nursery: trio.Nursery, n: int = 2, interval_s: float = 0.0
+) -> tuple[Dispatcher, list[AccountWorker]]:
+    lane = ProxyLane(
+        key="k", name="k", type="socks5", capacity=10, interval_s=interval_s, jitter_s=(0, 0)
+    )
+    lane_accounts: dict[str, collections.OrderedDict[str, AccountWorker]] = {
+        "k": collections.OrderedDict()
+    }
+    accounts: dict[str, AccountWorker] = {}
+    for i in range(n):
+        acc = AccountWorker(
+            id=f"a{i}",
+            lane=lane,
+            client_factory=lambda: None,  # type: ignore[arg-type,return-value]
+            nursery=nursery,
+        )
+        accounts[acc.id] = lane_accounts["k"][acc.id] = acc
+    d = Dispatcher(accounts, {"k": lane}, lane_accounts)
+    for acc in accounts.values():
+        d.add(acc)
+    nursery.start_soon(d.run)
+    return d, list(accounts.values())
+
+
+def _job(deadline_s: float, classes: frozenset[str], peer: str | None = None) -> Job:
+    now = trio.current_time()
+    return Job(
+        method="test",
+        deadline=now + deadline_s,
+        account=None,
+        tags=frozenset(),
+        started=now,
+        peer_key=peer,
+        rate_classes=classes,
+        lookup_class="resolve" if peer is not None and "resolve" not in classes else None,
+    )
+
+
+async def test_a_class_cooldown_keeps_the_account_from_jobs_that_need_the_class_only(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with trio.open_nursery() as nursery:
+        d, (a0,) = _small_fleet(nursery, 1)
+        d.cool_down_class(a0, "resolve", trio.current_time() + 100, "FLOOD_WAIT: test")
+        # a read of a known peer still gets it
+        d.knowledge = Knows()
+        read = await d.acquire(_job(10, frozenset({"read"}), "p1"), retry_delay=0)
+        assert read is a0
+        d.release(a0)
+        # a read of an unknown peer needs a look-up: none before the flood ends
+        with pytest.raises(JobFailed) as info:
+            await d.acquire(_job(10, frozenset({"read"}), "p2"), retry_delay=0)
+        assert info.value.error_class is ErrorClass.NO_ACCOUNT_AVAILABLE
+        assert info.value.retry_after_s == pytest.approx(100)
+        # a resolve whose deadline reaches past the end waits, and the timer serves it then
+        t0 = trio.current_time()
+        acc = await d.acquire(_job(150, frozenset({"resolve", "full_info"})), retry_delay=0)
+        assert acc is a0 and trio.current_time() - t0 == pytest.approx(100)
+        d.release(a0)
+        nursery.cancel_scope.cancel()
+
+
+async def test_clearing_a_class_cooldown_serves_the_waiting_job_at_once(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with trio.open_nursery() as nursery:
+        d, (a0,) = _small_fleet(nursery, 1)
+        d.cool_down_class(a0, "join", trio.current_time() + 100, "FLOOD_WAIT: test")
+        d.cool_down(a0, trio.current_time() + 50, "FLOOD_WAIT: account")
+        got: list[float] = []
+
+        async def wait() -> None:
+            await d.acquire(_job(200, frozenset({"join"})), retry_delay=0)
+            got.append(trio.current_time())
+
+        t0 = trio.current_time()
+        nursery.start_soon(wait)
+        await trio.sleep(10)
+        assert d.waiting == 1
+        assert d.clear_cooldown(a0, "join") == ["join"]
+        await trio.sleep(1)
+        assert got == [], "the account-wide cooldown still holds"
+        assert d.clear_cooldown(a0) == ["account"]
+        await trio.testing.wait_all_tasks_blocked()
+        assert got == [pytest.approx(t0 + 11)]
+        nursery.cancel_scope.cancel()
+
+
+async def test_routing_by_knowledge_prefers_a_knower_over_the_least_recently_used(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with trio.open_nursery() as nursery:
+        d, accounts = _small_fleet(nursery, 4)
+        d.knowledge, d.route_by_knowledge = Knows(), True  # a0, a2 know p1
+        for acc in [accounts[2], accounts[0], accounts[1], accounts[3]]:  # LRU: a2, a0, a1, a3
+            d.release(d.reserve(acc))
+        served = []
+        for _ in range(3):
+            acc = await d.acquire(_job(10, frozenset({"read"}), "p1"), retry_delay=0)
+            served.append(acc.id)
+            d.release(acc)
+        assert served == ["a2", "a0", "a2"]  # knowers, least recently used first
+        d.route_by_knowledge = False
+        acc = await d.acquire(_job(10, frozenset({"read"}), "p1"), retry_delay=0)
+        assert acc.id == "a1"  # plain LRU
+        d.release(acc)
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_knower_on_a_gated_lane_serves_a_read_while_everyone_is_resolve_flooded(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with trio.open_nursery() as nursery:
+        d, (a0, a1) = _small_fleet(nursery, 2, interval_s=5.0)  # a0 knows p1
+        d.knowledge = Knows()
+        for acc in (a0, a1):
+            d.cool_down_class(acc, "resolve", trio.current_time() + 1000, "FLOOD_WAIT: test")
+        d.reserve(a1)  # a1's call is assigned on the lane: a0's start is one interval away
+        with trio.fail_after(30):  # the dispatcher does not time out waiting jobs itself
+            got = await d.acquire(_job(20, frozenset({"read"}), "p1"), retry_delay=0)
+        assert got is a0
+        d.release(a0)
+        d.release(a1)
+        nursery.cancel_scope.cancel()

@@ -173,8 +173,13 @@ async def until_rule_used(dc: DC, rule: Any, job: Any, *, max_jobs: int = 12) ->
 async def test_flood_wait_cools_the_account_37_s_and_the_job_succeeds_on_another(
     tmp_path: Path, dc: DC, socks: Proxy, socks_auth: Proxy, http: Proxy
 ) -> None:
+    # the old behaviour, [economy] flood_scopes = false (tests/test_e2e_scopes.py: the new)
     config = fleet_config(
-        tmp_path, dc, proxies=three_proxies(socks, socks_auth, http), accounts=six_accounts()
+        tmp_path,
+        dc,
+        proxies=three_proxies(socks, socks_auth, http),
+        accounts=six_accounts(),
+        extra={"economy": {"flood_scopes": False}},
     )
     rule = dc.faults.add(
         rpc_error(420, "FLOOD_WAIT_37"), user=PHONES[0], method="contacts.ResolveUsername"

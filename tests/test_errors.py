@@ -81,6 +81,7 @@ def test_classify_FloodWaitError_from_rpc_message() -> None:
         retry_after_s=120.0,
         rpc_code=420,
         rpc_name="FLOOD_WAIT_120",
+        tl_name="messages.GetHistoryRequest",  # the request's TL name: its rate class is "read"
     )
 
 

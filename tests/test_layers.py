@@ -45,6 +45,8 @@ CORE = frozenset(
         "_peermemory",  # every account's peers with their access hashes
         "_readonly",  # the read-only list (plain data)
         "_share",  # shared and merged read-only jobs, the answer cache
+        "_rateclass",  # rate classes: TL names -> class, budget windows (plain data)
+        "_budget",  # budgets per (account, class) and the request guard
     )
 )
 VOCABULARY = frozenset(

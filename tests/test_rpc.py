@@ -118,6 +118,8 @@ def test_parse_params_invoke_defaults_and_options() -> None:
         "cancel",
         "accounts.disable",
         "accounts.enable",
+        "accounts.cooldowns",
+        "accounts.clear_cooldown",
         "accounts.forget",
         "reload",
     }
@@ -332,6 +334,8 @@ _PARAM_NAMES: dict[str, list[str]] = {
     "accounts.disable": ["id", "reason"],
     "accounts.enable": ["id"],
     "accounts.forget": ["id"],
+    "accounts.cooldowns": ["id"],
+    "accounts.clear_cooldown": ["id", "rate_class"],
     "reload": [],
 }
 _OPTIONS = st.dictionaries(

@@ -213,6 +213,24 @@ async def test_RpcServer_accounts_disable_and_enable() -> None:
         assert error_of(r) == (-32602, "INVALID_ARGUMENT", "params.reason: required")
 
 
+async def test_RpcServer_accounts_cooldowns_and_clear_cooldown() -> None:
+    async with served() as h, h.connect() as ws:
+        r = await rpc(ws, "accounts.cooldowns", {"id": "a1"})
+        (resolve,) = r["result"]["rate_classes"]
+        assert resolve["rate_class"] == "resolve"
+        assert resolve["budget_left"] == {"per_hour": 25, "per_day": 100}
+        r = await rpc(ws, "accounts.clear_cooldown", {"id": "a1", "rate_class": "resolve"}, 2)
+        assert r["result"] == {"account": "a1", "cleared": ["resolve"]}
+        r = await rpc(ws, "accounts.clear_cooldown", {"id": "a1"}, request_id=3)
+        assert r["result"] == {"account": "a1", "cleared": ["resolve"]}
+        assert h.pool.cleared == [("a1", "resolve"), ("a1", None)]
+        r = await rpc(ws, "accounts.clear_cooldown", {"id": "a1", "rate_class": "x"}, 4)
+        assert error_of(r)[:2] == (-32602, "INVALID_ARGUMENT")
+        assert "params.rate_class: no rate class 'x'" in error_of(r)[2]
+        r = await rpc(ws, "accounts.cooldowns", {"id": "nope"}, request_id=5)
+        assert error_of(r) == (-32602, "INVALID_ARGUMENT", "params.id: unknown account 'nope'")
+
+
 async def test_RpcServer_accounts_forget_only_orphans() -> None:
     async with served() as h, h.connect() as ws:
         r = await rpc(ws, "accounts.forget", {"id": "a1"})

@@ -1,0 +1,200 @@
+"""Request budgets per (account, rate class), and the request guard every request passes.
+
+Plain Python (scheduling core). The guard (`RequestGuard.admit`) is what the client calls before
+each TL request goes on the wire: it refuses (`RateClassBlocked`, nothing sent) a request whose
+(account, rate class) is cooling down after a FLOOD_WAIT or whose budget window is spent, and
+otherwise counts it. Counting there — not per job — is what makes a ``resolve`` (two requests)
+cost two, and a ``get_messages`` whose peer the account already knows cost no look-up.
+
+Spends are kept as UNIX times (s) so they survive a restart (the pool writes them to the state
+store); a window counts the spends of the last ``window_s`` seconds (sliding).
+"""
+
+from __future__ import annotations
+
+import collections
+import math
+from collections.abc import Callable, Iterable
+from typing import final
+
+from ._errors import RateClassBlocked
+from ._rateclass import RateClasses
+
+__all__ = ["BudgetBook", "RequestGuard", "WarmUp"]
+
+
+@final
+class WarmUp:
+    """The warm-up ramp: an account new to the pool gets a fraction of each budget, growing
+    linearly from ``start`` to 1 over ``days`` from when the pool first saw it.
+
+    Why: pools report that fresh sessions flood far sooner than aged ones (a fresh session's
+    burst of 160 resolves escalated to a 66,230 s flood, axisrow/tg_content_factory #551).
+    """
+
+    def __init__(self, days: float, start: float) -> None:
+        self.period_s = max(0.0, days) * 86400.0
+        self.start = min(1.0, max(0.0, start))
+
+    def scale(self, age_s: float) -> float:
+        """The fraction of its budgets an account ``age_s`` seconds in the pool gets, 0..1."""
+        if self.period_s <= 0 or age_s >= self.period_s:
+            return 1.0
+        return self.start + (1.0 - self.start) * max(0.0, age_s) / self.period_s
+
+
+@final
+class BudgetBook:
+    """Spends per (account, rate class) and what is left in each window.
+
+    Args:
+        classes: The rate classes in force (their windows).
+        warmup: The warm-up ramp.
+
+    Costs: a check or a spend is O(windows + spends that aged out); memory O(spends within
+    the longest window), only for classes with a budget.
+    """
+
+    def __init__(self, classes: RateClasses, warmup: WarmUp) -> None:
+        self.classes = classes
+        self.warmup = warmup
+        self._spent: dict[tuple[str, str], collections.deque[float]] = {}
+        #: UNIX time (s) each account was first seen by the pool (persisted by the pool).
+        self.first_seen: dict[str, float] = {}
+        #: Spends not yet written to the state store: ``(account, class, UNIX s)``.
+        self.unsaved: list[tuple[str, str, float]] = []
+        self._budgeted = [name for name in classes.classes if classes.windows(name)]
+
+    def _longest(self, rate_class: str) -> float:
+        windows = self.classes.windows(rate_class)
+        return max((w for w, _ in windows), default=0.0)
+
+    def _prune(self, key: tuple[str, str], now: float) -> collections.deque[float]:
+        spends = self._spent.setdefault(key, collections.deque())
+        horizon = now - self._longest(key[1])
+        while spends and spends[0] <= horizon:
+            spends.popleft()
+        return spends
+
+    def limits(self, account: str, rate_class: str, now: float) -> list[tuple[float, int]]:
+        """The account's windows for the class, ``[(window_s, limit)]``, warm-up applied (a
+        limit never drops below 1)."""
+        first = self.first_seen.get(account, now)
+        scale = self.warmup.scale(now - first)
+        return [
+            (w, max(1, math.floor(limit * scale))) for w, limit in self.classes.windows(rate_class)
+        ]
+
+    def free_at(self, account: str, rate_class: str, now: float) -> float:
+        """When (UNIX s) one more request of the class fits every window: ``now`` or earlier
+        if it fits now."""
+        windows = self.limits(account, rate_class, now)
+        if not windows:
+            return now
+        spends = self._prune((account, rate_class), now)
+        free = now
+        for window_s, limit in windows:
+            inside = [t for t in spends if t > now - window_s]
+            if len(inside) >= limit:
+                free = max(free, inside[len(inside) - limit] + window_s)
+        return free
+
+    def left(self, account: str, rate_class: str, now: float) -> dict[float, int]:
+        """Requests left per window (``{window_s: n}``); empty when the class has no budget."""
+        spends = self._prune((account, rate_class), now)
+        return {
+            w: max(0, limit - sum(1 for t in spends if t > now - w))
+            for w, limit in self.limits(account, rate_class, now)
+        }
+
+    def spend(self, account: str, rate_class: str, now: float) -> None:
+        """Count one request of the class (only classes with a budget are kept)."""
+        if not self.classes.windows(rate_class):
+            return
+        self._prune((account, rate_class), now).append(now)
+        self.unsaved.append((account, rate_class, now))
+
+    def restore(self, spends: Iterable[tuple[str, str, float]], now: float) -> None:
+        """Load spends read from the state store (older than a window are dropped)."""
+        for account, rate_class, at in sorted(spends, key=lambda s: s[2]):
+            if at > now - self._longest(rate_class):
+                self._spent.setdefault((account, rate_class), collections.deque()).append(at)
+
+    def take_unsaved(self) -> list[tuple[str, str, float]]:
+        """The spends not yet persisted; the caller writes them."""
+        out, self.unsaved = self.unsaved, []
+        return out
+
+    def adopt(self, old: BudgetBook) -> None:
+        """Take over another book's spends and first-seen times (a reload changed limits)."""
+        self.first_seen = old.first_seen
+        self._spent = old._spent
+        self.unsaved = old.unsaved + self.unsaved
+
+    def spent_in_window(self, account: str, rate_class: str, now: float) -> bool:
+        """Whether the account has spends of the class inside its longest window."""
+        if not self.classes.windows(rate_class) or (account, rate_class) not in self._spent:
+            return False
+        return bool(self._prune((account, rate_class), now))
+
+    def budgeted(self) -> list[str]:
+        """The classes that have a budget."""
+        return self._budgeted
+
+
+@final
+class RequestGuard:
+    """One account's guard, handed to its client (`mtpoold._account.SupportsRequestGuard`).
+
+    Args:
+        account: The account id.
+        classes: The rate classes in force.
+        flood_until: ``(account, class) -> trio clock s``: the class's FLOOD_WAIT cooldown end
+            (`mtpoold._dispatch.Dispatcher.class_flood_until`).
+        clock: The trio clock, seconds.
+        wall_clock: UNIX time, seconds (budgets are kept in it).
+        book: The budget book, or None (``[economy] budgets = false``).
+        on_spent: Told after each counted request (the pool notes the account for saving).
+    """
+
+    def __init__(
+        self,
+        account: str,
+        classes: RateClasses,
+        flood_until: Callable[[str, str], float],
+        clock: Callable[[], float],
+        wall_clock: Callable[[], float],
+        book: BudgetBook | None,
+        on_spent: Callable[[str], None] | None = None,
+    ) -> None:
+        self.account = account
+        self.classes = classes
+        self._flood_until = flood_until
+        self._clock = clock
+        self._wall = wall_clock
+        self.book = book
+        self._on_spent = on_spent
+
+    def admit(self, tl_name: str) -> None:
+        """Let one request of TL function ``tl_name`` go on the wire, or refuse it.
+
+        Raises:
+            RateClassBlocked: the (account, class) is cooling down (``reason="flood"``) or a
+                budget window is spent (``reason="budget"``); nothing was counted.
+        """
+        rate_class = self.classes.class_of(tl_name)
+        if rate_class is None:
+            return  # exempt (the keepalive ping)
+        now = self._clock()
+        until = self._flood_until(self.account, rate_class)
+        if until > now:
+            raise RateClassBlocked(self.account, rate_class, tl_name, until - now, "flood")
+        if self.book is None or not self.classes.windows(rate_class):
+            return  # no budget: nothing to count
+        wall = self._wall()
+        free = self.book.free_at(self.account, rate_class, wall)
+        if free > wall:
+            raise RateClassBlocked(self.account, rate_class, tl_name, free - wall, "budget")
+        self.book.spend(self.account, rate_class, wall)
+        if self._on_spent is not None:
+            self._on_spent(self.account)

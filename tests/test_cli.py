@@ -316,7 +316,7 @@ def test_call_usage_errors_exit_2(daemon: Daemon, capsys: pytest.CaptureFixture[
     assert main(["call", "x", "[1]", *daemon.args()]) == 2
     assert "must be a JSON object" in capsys.readouterr().err
     assert main(["call", "get_messages", '{"peer": "p", "ids": ["x"]}', *daemon.args()]) == 2
-    assert "params.ids[0]: expected an integer, got string" in capsys.readouterr().err
+    assert "params.ids[0]: expected an integer, got a string" in capsys.readouterr().err
     assert main(["call", "ping", "--account", "a1", *daemon.args()]) == 2
     assert main(["call", "x", "--deadline-ms", "0", *daemon.args()]) == 2
 

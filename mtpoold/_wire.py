@@ -46,6 +46,10 @@ import time
 from collections.abc import Callable
 from typing import Any, Final, final
 
+from python_socks._connectors.factory_async import create_connector
+from python_socks.async_.asyncio._connect import connect_tcp
+from python_socks.async_.asyncio._resolver import Resolver
+from python_socks.async_.asyncio._stream import AsyncioSocketStream
 from telethon.errors import InvalidChecksumError, SecurityError
 from telethon.network.connection.connection import Connection, ObfuscatedConnection
 from telethon.network.connection.tcpmtproxy import TcpMTProxy
@@ -380,21 +384,10 @@ async def _socks_connect(
     """python-socks' connect in two steps, so the phase shows which one failed: TCP to the
     proxy (``PROXY_TCP``), then its SOCKS/HTTP handshake (``PROXY_HANDSHAKE``).
 
-    Uses python-socks' own pieces (pinned, 3.2); falls back to Telethon's one-step connect
-    if they moved.
+    Uses python-socks' own pieces (private modules: pyproject pins python-socks 3.x).
     """
     proxy = conn._proxy
     parsed = conn._parse_proxy(**proxy) if isinstance(proxy, dict) else conn._parse_proxy(*proxy)
-    try:
-        from python_socks._connectors.factory_async import create_connector
-        from python_socks.async_.asyncio._connect import connect_tcp
-        from python_socks.async_.asyncio._resolver import Resolver
-        from python_socks.async_.asyncio._stream import AsyncioSocketStream
-    except ImportError:  # pragma: no cover - another python-socks layout
-        sock: socket.socket = await Connection._proxy_connect(
-            conn, timeout=timeout_s, local_addr=local_addr
-        )
-        return sock
     protocol, host, port, username, password, rdns = parsed
     loop = asyncio.get_running_loop()
     started = loop.time()

@@ -164,6 +164,9 @@ class FakePool:
             raise KeyError(account_id)
         self.disabled[account_id] = None
 
+    def begin_shutdown(self) -> None:
+        """The daemon's first SIGTERM: nothing waits for an account here."""
+
     def forget_account(self, account_id: str) -> bool:
         if account_id in self.disabled:
             raise ValueError(

@@ -21,6 +21,7 @@ from mtpoold._authorize import write_session_file
 from mtpoold._cli import main
 from mtpoold._config import parse_config
 from mtpoold._daemon import LogfmtFormatter, run_daemon
+from mtpoold._pool import ReloadSummary
 from mtpoold._rpcclient import parse_target, target_from_listen
 from mtpoold._server import RpcServer
 from mtpoold._statusview import format_duration
@@ -426,8 +427,9 @@ def test_logfmt_formatter() -> None:
 class ReloadablePool(FakePool):
     reloads: list[Any] = attrs.field(factory=list)
 
-    def reload(self, config: Any) -> None:
+    async def reload(self, config: Any) -> ReloadSummary:
         self.reloads.append(config)
+        return ReloadSummary(generation=1 + len(self.reloads), added=(), removed=(), reconnected=())
 
 
 async def test_run_daemon_lifecycle(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

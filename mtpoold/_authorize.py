@@ -36,7 +36,7 @@ import re
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final, TextIO
+from typing import Any, Final, TextIO
 
 import attrs
 import trio
@@ -52,13 +52,11 @@ from ._client import (
     register_rsa_keys,
     session_file_path,
 )
+from ._config import AccountConfig, Config, proxy_key
 from ._errors import ConfigError, MtpooldError, leaves
 from ._secrets import PRIVATE_FILE_MODE, ensure_private_dir
 from ._sessionid import SessionIdentity, file_session_key, key_id_of
 from ._sessionlock import SessionLock
-
-if TYPE_CHECKING:
-    from ._config import AccountConfig, Config
 
 __all__ = [
     "AuthorizeFailed",
@@ -335,7 +333,6 @@ async def authorize_account(
         )
     telegram = config.telegram_for(account)
     register_rsa_keys(telegram.rsa_keys)
-    from ._config import proxy_key
 
     proxy = config.proxy_for(account)
     say = _Steps(aid, err or sys.stderr)

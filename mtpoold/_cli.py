@@ -332,7 +332,8 @@ def _locate(args: argparse.Namespace) -> tuple[Target, str]:
 
     url = getattr(args, "url", None) or os.environ.get("MTPOOLD_URL")
     token_file = getattr(args, "token_file", None) or os.environ.get("MTPOOLD_TOKEN_FILE")
-    listen, state_dir = "127.0.0.1:8765", Path("state")
+    defaults = DaemonConfig()
+    listen, state_dir = defaults.listen, Path(defaults.state_dir)
     if url is None or token_file is None:
         path, explicit = _config_path(args)
         if explicit or path.exists():

@@ -31,7 +31,7 @@ import attrs
 import cattrs.preconf.tomllib
 
 from ._errors import ConfigError
-from ._listen import ListenAddressError, parse_listen
+from ._listen import DEFAULT_LISTEN, ListenAddressError, parse_listen
 from ._validation import EXPECT as _EXPECT
 from ._validation import FAILED as _FAILED
 from ._validation import SECRET as _SECRET
@@ -486,7 +486,7 @@ class DaemonConfig:
         shutdown_grace_s: Time running jobs get to finish on shutdown, seconds, >= 0.
     """
 
-    listen: str = attrs.field(default="127.0.0.1:8765", validator=_listen)
+    listen: str = attrs.field(default=DEFAULT_LISTEN, validator=_listen)
     state_dir: str = attrs.field(default="./state", validator=_non_empty)
     allowed_origins: tuple[str, ...] = ()
     max_frame_bytes: int = attrs.field(default=1048576, validator=_at_least(1, integer=True))

@@ -37,14 +37,13 @@ import errno
 import functools
 import hmac
 import logging
-import math
 import os
 import socket as stdlib_socket
 import stat
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final, Protocol, final
+from typing import Any, Final, Protocol, final
 
 import attrs
 import cattrs
@@ -59,7 +58,9 @@ from wsproto import ConnectionType, WSConnection
 from wsproto.connection import ConnectionState
 from wsproto.events import BytesMessage, CloseConnection, TextMessage
 
+from ._config import DaemonConfig
 from ._errors import ConfigError, JobFailed
+from ._listen import DEFAULT_LISTEN as DEFAULT_LISTEN
 from ._listen import ListenAddress as ListenAddress
 from ._listen import parse_listen as parse_listen
 from ._rpc import (
@@ -88,9 +89,6 @@ from ._rpc import (
     parse_request,
 )
 
-if TYPE_CHECKING:
-    from ._config import DaemonConfig
-
 __all__ = [
     "DEFAULT_LISTEN",
     "ListenAddress",
@@ -102,10 +100,13 @@ __all__ = [
 
 _log = logging.getLogger("mtpoold.server")
 
-DEFAULT_LISTEN: Final = "127.0.0.1:8765"
-MAX_FRAME_BYTES: Final = 2**20  # 1 MiB of payload per message, in bytes on the wire
-MAX_IN_FLIGHT: Final = 1000  # jobs per connection whose reply is not sent yet
-SHUTDOWN_GRACE_S: Final = 10.0  # seconds in-flight jobs may still finish after a shutdown request
+# The server's defaults are the ``[daemon]`` table's (`mtpoold._config.DaemonConfig`), defined
+# there once: bytes of payload per message, jobs per connection whose reply is not sent yet,
+# seconds in-flight jobs may still finish after a shutdown request.
+_DAEMON_DEFAULTS: Final = DaemonConfig()
+MAX_FRAME_BYTES: Final = _DAEMON_DEFAULTS.max_frame_bytes
+MAX_IN_FLIGHT: Final = _DAEMON_DEFAULTS.max_in_flight
+SHUTDOWN_GRACE_S: Final = _DAEMON_DEFAULTS.shutdown_grace_s
 HANDSHAKE_TIMEOUT_S: Final = 10.0  # seconds a client has to complete the HTTP upgrade
 CLOSE_TIMEOUT_S: Final = 2.0  # seconds for final replies and close handshakes after the grace
 UNIX_SOCKET_MODE: Final = 0o660
@@ -409,13 +410,9 @@ class RpcServer:
     _changed: trio.Event = attrs.field(init=False, factory=trio.Event)
 
     def __attrs_post_init__(self) -> None:
-        parse_listen(self.listen)  # fail early, with the address in the message
+        # Limits and the listen address are `DaemonConfig`'s invariants (`from_config`).
         if not self.token:
             raise ValueError("token must not be empty")
-        if self.max_frame_bytes < 1 or self.max_in_flight < 1:
-            raise ValueError("max_frame_bytes and max_in_flight must be >= 1")
-        if not (math.isfinite(self.shutdown_grace_s) and self.shutdown_grace_s >= 0):
-            raise ValueError("shutdown_grace_s must be a finite number >= 0")
 
     @classmethod
     def from_config(

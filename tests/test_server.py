@@ -875,9 +875,11 @@ def test_parse_listen() -> None:
             parse_listen(bad)
 
 
-def test_RpcServer_validates_arguments() -> None:
+async def test_RpcServer_validates_arguments() -> None:
+    # The limits and the address are DaemonConfig's invariants; a bad address given
+    # directly fails `run` before anything is bound.
     with pytest.raises(ValueError, match="expected HOST:PORT"):
-        RpcServer(FakePool(), TOKEN, listen="nope")
+        await RpcServer(FakePool(), TOKEN, listen="nope").run()
     with pytest.raises(ValueError, match=r"^token must not be empty$"):
         RpcServer(FakePool(), "")
     assert TOKEN not in repr(RpcServer(FakePool(), TOKEN))

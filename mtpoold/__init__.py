@@ -22,6 +22,7 @@ from ._config import EconomyConfig as EconomyConfig
 from ._config import PolicyConfig as PolicyConfig
 from ._config import ProxyConfig as ProxyConfig
 from ._config import TelegramConfig as TelegramConfig
+from ._config import TelegramOverrides as TelegramOverrides
 from ._config import load_config as load_config
 from ._config import parse_config as parse_config
 from ._config import proxy_key as proxy_key
@@ -69,6 +70,7 @@ __all__ = [
     "ReloadSummary",
     "SessionLocked",
     "TelegramConfig",
+    "TelegramOverrides",
     "__version__",
     "classify",
     "load_config",

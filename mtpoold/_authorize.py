@@ -423,8 +423,8 @@ def _refusal(aid: str, exc: BaseException, phone: str) -> AuthorizeFailed | None
     elif isinstance(exc, tl_errors.PasswordHashInvalidError):
         text = _WRONG_PASSWORD
     elif isinstance(exc, tl_errors.FloodWaitError | tl_errors.FloodError):
-        wait = classify(exc).retry_after_s
-        after = f" for {wait:g} s" if wait else ""
+        wait_s = classify(exc).retry_after_s
+        after = f" for {wait_s:g} s" if wait_s else ""
         text = f"Telegram refuses more login attempts{after} (flood wait); try again later"
     elif isinstance(exc, tl_errors.PhonePasswordFloodError | tl_errors.PhoneNumberFloodError):
         text = "Telegram refuses more login attempts for now (too many); try again later"

@@ -55,6 +55,8 @@ __all__ = [
 ]
 
 ProxyType = Literal["socks5", "socks4", "http", "mtproxy"]
+#: `proxy_key` of the direct lane (accounts with no proxy).
+NO_PROXY: Final = "no_proxy"
 SESSION_SOURCES: Final = ("session", "session_string", "session_string_env", "session_credential")
 
 # The problem-path engine (`mtpoold._validation`) in the config file's dialect. The names
@@ -481,8 +483,10 @@ class DaemonConfig:
         state_dir: Directory of the state database (absolute after `parse_config`).
         allowed_origins: Websocket Origin headers accepted; empty accepts clients that send none.
         max_frame_bytes: Largest websocket message accepted, bytes, >= 1.
-        max_in_flight: Jobs of one connection whose reply is not sent yet, >= 1 (see
-            ``docs/CONTRACTS.md``, websocket limits).
+        max_in_flight: Replies one connection may be owed, >= 1.
+
+    ``max_frame_bytes`` and ``max_in_flight`` are the limits of one connection; the rules are
+    `mtpoold._server`'s module docstring.
         shutdown_grace_s: Time running jobs get to finish on shutdown, seconds, >= 0.
     """
 
@@ -651,8 +655,8 @@ def proxy_key(proxy: ProxyConfig | None) -> str:
         ``"no_proxy#proxy"``, so it never shares the direct lane).
     """
     if proxy is None:
-        return "no_proxy"
-    return proxy.name if proxy.name != "no_proxy" else "no_proxy#proxy"
+        return NO_PROXY
+    return proxy.name if proxy.name != NO_PROXY else f"{NO_PROXY}#proxy"
 
 
 def _partial(

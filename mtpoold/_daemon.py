@@ -228,19 +228,19 @@ def _summary(pool: DaemonPool, server: RpcServer) -> str:
 
 
 async def _status_loop(pool: DaemonPool, server: RpcServer) -> None:
-    deadline = trio.current_time()
+    next_at = trio.current_time()
     while True:
         sd_notify(f"STATUS={_summary(pool, server)}")
-        deadline += STATUS_INTERVAL_S
-        await trio.sleep_until(deadline)
+        next_at += STATUS_INTERVAL_S
+        await trio.sleep_until(next_at)
 
 
 async def _watchdog_loop(interval_s: float) -> None:
-    deadline = trio.current_time()
+    next_at = trio.current_time()
     while True:
         sd_notify("WATCHDOG=1")
-        deadline += interval_s
-        await trio.sleep_until(deadline)
+        next_at += interval_s
+        await trio.sleep_until(next_at)
 
 
 def config_holds_secrets(config: Config) -> bool:
@@ -458,9 +458,9 @@ async def run_daemon(
                     )
                     task_status.started(address)
                     nursery.start_soon(_status_loop, pool, server)
-                    interval = watchdog_interval_s()
-                    if interval is not None:
-                        nursery.start_soon(_watchdog_loop, interval)
+                    watchdog_s = watchdog_interval_s()
+                    if watchdog_s is not None:
+                        nursery.start_soon(_watchdog_loop, watchdog_s)
                     # Runs until the server has finished (then `serve` cancels it): a signal
                     # left unread would be re-delivered when the receiver closes, and
                     # SIGHUP's default action would kill the daemon in the middle of its

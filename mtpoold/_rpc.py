@@ -40,9 +40,9 @@ code    ``data.class``        meaning
 -32002  NO_ACCOUNT_AVAILABLE  no account can serve the job before its deadline
 -32003  SHUTTING_DOWN         the daemon is stopping
 -32004  CANCELLED             cancelled by a ``cancel`` request
--32005  TOO_MANY_IN_FLIGHT    the connection has ``max_in_flight`` jobs whose reply is
-                              not sent yet (running, or answered and waiting for
-                              the client to read)
+-32005  TOO_MANY_IN_FLIGHT    the connection is at its ``max_in_flight`` limit
+                              (the rule: `mtpoold._server`, limits of one
+                              connection)
 -32006  CONFIG_INVALID        ``reload`` refused the new config; the daemon keeps
                               running on the old one. ``data.problems`` lists
                               every problem, one line each
@@ -54,12 +54,14 @@ Every error object has ``data = {"class", "retry_after_s", "account", "attempts"
 
 from __future__ import annotations
 
+import enum
 import json
 from collections.abc import Mapping
 from typing import Any, Final, TypeAlias
 
 import attrs
 
+from ._errors import ErrorClass
 from ._validation import EXPECT, JSON, FieldProblem, Structurer
 
 __all__ = [
@@ -90,6 +92,7 @@ __all__ = [
     "RequestId",
     "ResolveParams",
     "RpcError",
+    "WireClass",
     "code_for_error_class",
     "encode_error",
     "encode_result",
@@ -111,26 +114,33 @@ CANCELLED: Final = -32004
 TOO_MANY_IN_FLIGHT: Final = -32005
 RELOAD_FAILED: Final = -32006
 
-_CODE_BY_ERROR_CLASS: Final[Mapping[str, int]] = {
-    "NO_ACCOUNT_AVAILABLE": NO_ACCOUNT_AVAILABLE,
-    "SHUTTING_DOWN": SHUTTING_DOWN,
-    "CANCELLED": CANCELLED,
-    "INVALID_ARGUMENT": INVALID_PARAMS,
+_CODE_BY_ERROR_CLASS: Final[Mapping[ErrorClass, int]] = {
+    ErrorClass.NO_ACCOUNT_AVAILABLE: NO_ACCOUNT_AVAILABLE,
+    ErrorClass.SHUTTING_DOWN: SHUTTING_DOWN,
+    ErrorClass.CANCELLED: CANCELLED,
+    ErrorClass.INVALID_ARGUMENT: INVALID_PARAMS,
 }
 
 RequestId: TypeAlias = str | int
 
 
-def code_for_error_class(error_class: str) -> int:
-    """The JSON-RPC error code for a job that failed with ``error_class``.
+class WireClass(enum.StrEnum):
+    """``data.class`` of the errors the protocol makes itself (see the module table); a job's
+    errors carry an `mtpoold.ErrorClass` value there instead."""
 
-    Args:
-        error_class: An ``ErrorClass`` value, e.g. ``"FLOOD_WAIT"``.
+    PARSE_ERROR = "PARSE_ERROR"
+    INVALID_REQUEST = "INVALID_REQUEST"
+    METHOD_NOT_FOUND = "METHOD_NOT_FOUND"
+    INTERNAL_ERROR = "INTERNAL_ERROR"
+    TOO_MANY_IN_FLIGHT = "TOO_MANY_IN_FLIGHT"
+    CONFIG_INVALID = "CONFIG_INVALID"
+    #: Client side: a reply whose error carries no class.
+    UNKNOWN = "UNKNOWN"
 
-    Returns:
-        -32002 for NO_ACCOUNT_AVAILABLE, -32003 for SHUTTING_DOWN, -32004 for CANCELLED,
-        -32602 for INVALID_ARGUMENT, else -32001 (job failed).
-    """
+
+def code_for_error_class(error_class: ErrorClass) -> int:
+    """The JSON-RPC error code for a job that failed with ``error_class``: the module table's
+    ``code`` column (-32001 for every class it does not list)."""
     return _CODE_BY_ERROR_CLASS.get(error_class, JOB_FAILED)
 
 
@@ -140,9 +150,9 @@ class RpcError(Exception):
     Args:
         code: The JSON-RPC error code (see the module table).
         message: One line for humans; never a secret.
-        error_class: ``data.class``: an ``ErrorClass`` value or one of the protocol classes
-            (PARSE_ERROR, INVALID_REQUEST, METHOD_NOT_FOUND, INVALID_ARGUMENT,
-            INTERNAL_ERROR, TOO_MANY_IN_FLIGHT).
+        error_class: ``data.class``: an `ErrorClass` (a job's) or a `WireClass` (the
+            protocol's); kept as its string (``error_class == "FLOOD_WAIT"``), and on the
+            client side any string the daemon sent.
         retry_after_s: ``data.retry_after_s``: seconds after which a retry makes sense.
         account: ``data.account``: the account of the last attempt, if any.
         attempts: ``data.attempts``: calls made for the job.
@@ -156,7 +166,7 @@ class RpcError(Exception):
         code: int,
         message: str,
         *,
-        error_class: str,
+        error_class: ErrorClass | WireClass | str,
         retry_after_s: float | None = None,
         account: str | None = None,
         attempts: int = 0,
@@ -167,7 +177,9 @@ class RpcError(Exception):
         self.problems = problems
         self.code = code
         self.message = message
-        self.error_class = error_class
+        self.error_class: str = (
+            error_class.value if isinstance(error_class, ErrorClass) else str(error_class)
+        )
         self.retry_after_s = retry_after_s
         self.account = account
         self.attempts = attempts
@@ -200,7 +212,9 @@ class RpcError(Exception):
         """
         if not isinstance(obj, Mapping):
             return cls(
-                INTERNAL_ERROR, f"malformed error object: {obj!r}", error_class="INTERNAL_ERROR"
+                INTERNAL_ERROR,
+                f"malformed error object: {obj!r}",
+                error_class=WireClass.INTERNAL_ERROR,
             )
         data = obj.get("data")
         data = data if isinstance(data, Mapping) else {}
@@ -212,7 +226,7 @@ class RpcError(Exception):
         return cls(
             code if isinstance(code, int) else INTERNAL_ERROR,
             str(obj.get("message", "")),
-            error_class=str(data.get("class") or "UNKNOWN"),
+            error_class=str(data.get("class") or WireClass.UNKNOWN),
             retry_after_s=float(retry) if isinstance(retry, int | float) else None,
             account=account if isinstance(account, str) else None,
             attempts=attempts if isinstance(attempts, int) else 0,
@@ -221,11 +235,13 @@ class RpcError(Exception):
 
 
 def _invalid_params(message: str) -> RpcError:
-    return RpcError(INVALID_PARAMS, message, error_class="INVALID_ARGUMENT")
+    return RpcError(INVALID_PARAMS, message, error_class=ErrorClass.INVALID_ARGUMENT)
 
 
 def _invalid_request(message: str, request_id: RequestId | None = None) -> RpcError:
-    return RpcError(INVALID_REQUEST, message, error_class="INVALID_REQUEST", request_id=request_id)
+    return RpcError(
+        INVALID_REQUEST, message, error_class=WireClass.INVALID_REQUEST, request_id=request_id
+    )
 
 
 # --- requests -------------------------------------------------------------------------------------
@@ -302,7 +318,7 @@ def parse_request(frame: str | bytes) -> Request:
         else:  # pragma: no cover - json.loads raises nothing else
             detail = type(exc).__name__
         raise RpcError(
-            PARSE_ERROR, f"not valid JSON: {detail}", error_class="PARSE_ERROR"
+            PARSE_ERROR, f"not valid JSON: {detail}", error_class=WireClass.PARSE_ERROR
         ) from None
     if isinstance(obj, list):
         raise _invalid_request("batches are not supported: send one request per frame")
@@ -563,7 +579,7 @@ def parse_params(method: str, params: dict[str, Any] | list[Any] | None) -> _Par
         raise RpcError(
             METHOD_NOT_FOUND,
             f"unknown method {method!r}; expected one of {', '.join(sorted(METHODS))}",
-            error_class="METHOD_NOT_FOUND",
+            error_class=WireClass.METHOD_NOT_FOUND,
         )
     if isinstance(params, list):
         if params:

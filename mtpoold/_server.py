@@ -59,7 +59,7 @@ from wsproto.connection import ConnectionState
 from wsproto.events import BytesMessage, CloseConnection, TextMessage
 
 from ._config import DaemonConfig
-from ._errors import ConfigError, JobFailed
+from ._errors import ConfigError, ErrorClass, JobFailed
 from ._listen import DEFAULT_LISTEN as DEFAULT_LISTEN
 from ._listen import ListenAddress as ListenAddress
 from ._listen import parse_listen as parse_listen
@@ -82,6 +82,7 @@ from ._rpc import (
     RequestId,
     ResolveParams,
     RpcError,
+    WireClass,
     code_for_error_class,
     encode_error,
     encode_result,
@@ -267,7 +268,7 @@ class _Connection:
     ws: WebSocketConnection
     remote: str
     calls: dict[tuple[bool, RequestId], _Call] = attrs.field(factory=dict)  # cancellable ones
-    unsent: int = 0  # jobs accepted whose reply is not sent yet: what max_in_flight limits
+    unsent: int = 0  # what max_in_flight limits (the module docstring)
     reader_scope: trio.CancelScope = attrs.field(factory=trio.CancelScope)
 
 
@@ -313,19 +314,20 @@ async def _wrap_server_stream(
 
 
 def _cancelled_error() -> RpcError:
-    return RpcError(CANCELLED, "cancelled by a cancel request", error_class="CANCELLED")
+    return RpcError(CANCELLED, "cancelled by a cancel request", error_class=ErrorClass.CANCELLED)
 
 
 def _shutting_down_error() -> RpcError:
-    return RpcError(SHUTTING_DOWN, "the daemon is shutting down", error_class="SHUTTING_DOWN")
+    return RpcError(
+        SHUTTING_DOWN, "the daemon is shutting down", error_class=ErrorClass.SHUTTING_DOWN
+    )
 
 
 def _job_error(exc: JobFailed) -> RpcError:
-    name = exc.error_class.value
     return RpcError(
-        code_for_error_class(name),
+        code_for_error_class(exc.error_class),
         exc.message,
-        error_class=name,
+        error_class=exc.error_class,
         retry_after_s=exc.retry_after_s,
         account=exc.account,
         attempts=exc.attempts,
@@ -336,7 +338,7 @@ def _internal_error() -> RpcError:
     return RpcError(
         INTERNAL_ERROR,
         "internal error while handling this request (logged by the daemon)",
-        error_class="INTERNAL_ERROR",
+        error_class=WireClass.INTERNAL_ERROR,
     )
 
 
@@ -367,12 +369,10 @@ class RpcServer:
         listen: ``"HOST:PORT"`` (port 0 picks a free one) or ``"unix:/path"``.
         allowed_origins: Browser ``Origin`` values allowed to connect; any other request
             carrying an ``Origin`` header is refused with HTTP 403.
-        max_frame_bytes: Largest accepted message payload, in bytes on the wire (UTF-8 bytes
-            of a text message); a larger one closes that connection with code 1009 and
-            creates no job.
-        max_in_flight: Jobs (and ``reload``) of one connection whose reply is not sent yet;
-            past it, new ones are answered -32005. A client that does not read its replies
-            is not read further once they fill the socket (see the module docstring).
+        max_frame_bytes: Largest accepted message payload, bytes; the rule is the module
+            docstring's (limits of one connection).
+        max_in_flight: Replies one connection may be owed, >= 1; the rule (what counts,
+            -32005, backpressure) is the module docstring's.
         shutdown_grace_s: Seconds in-flight jobs may still finish after `request_shutdown`.
         handshake_timeout_s: Seconds a client has to complete the HTTP upgrade.
         reloader: What ``reload`` runs (the daemon re-reads its config file); None answers
@@ -709,7 +709,7 @@ class RpcServer:
                 raise RpcError(
                     INVALID_REQUEST,
                     f"id {request.id!r} is already in flight on this connection",
-                    error_class="INVALID_REQUEST",
+                    error_class=WireClass.INVALID_REQUEST,
                 )
             if request.method in _TASK_METHODS:
                 if self._draining:
@@ -719,7 +719,7 @@ class RpcServer:
                         TOO_MANY_IN_FLIGHT,
                         f"too many requests in flight on this connection (limit"
                         f" {self.max_in_flight}); wait for replies before sending more",
-                        error_class="TOO_MANY_IN_FLIGHT",
+                        error_class=WireClass.TOO_MANY_IN_FLIGHT,
                     )
                 call = _Call(id=request.id)
                 conn.calls[key] = call
@@ -766,13 +766,13 @@ class RpcServer:
                 forgotten = self.pool.forget_account(params.id)
             except ValueError as exc:  # still in the config
                 raise RpcError(
-                    INVALID_PARAMS, f"params.id: {exc}", error_class="INVALID_ARGUMENT"
+                    INVALID_PARAMS, f"params.id: {exc}", error_class=ErrorClass.INVALID_ARGUMENT
                 ) from None
             if not forgotten:
                 raise RpcError(
                     INVALID_PARAMS,
                     f"params.id: no account {params.id!r} in the state store",
-                    error_class="INVALID_ARGUMENT",
+                    error_class=ErrorClass.INVALID_ARGUMENT,
                 )
             _log.info("account.forgotten account=%s via=rpc", params.id)
             return {"account": params.id, "forgotten": True}
@@ -806,7 +806,7 @@ class RpcServer:
             raise RpcError(
                 METHOD_NOT_FOUND,
                 "reload is not available: this server has no config file to re-read",
-                error_class="METHOD_NOT_FOUND",
+                error_class=WireClass.METHOD_NOT_FOUND,
             )
         _log.info("reload.requested via=rpc")
         try:
@@ -817,7 +817,7 @@ class RpcServer:
                 RELOAD_FAILED,
                 f"config not reloaded ({n} problem{'s' if n != 1 else ''}), still running on"
                 " the previous one: " + "; ".join(exc.problems),
-                error_class="CONFIG_INVALID",
+                error_class=WireClass.CONFIG_INVALID,
                 problems=exc.problems,
             ) from None
 
@@ -855,7 +855,9 @@ class RpcServer:
 
 def _unknown_account(account_id: str) -> RpcError:
     return RpcError(
-        INVALID_PARAMS, f"params.id: unknown account {account_id!r}", error_class="INVALID_ARGUMENT"
+        INVALID_PARAMS,
+        f"params.id: unknown account {account_id!r}",
+        error_class=ErrorClass.INVALID_ARGUMENT,
     )
 
 

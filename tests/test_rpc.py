@@ -175,7 +175,7 @@ def test_unknown_method() -> None:
 
 
 def test_code_for_error_class_covers_every_error_class() -> None:
-    table = {c.value: code_for_error_class(c.value) for c in ErrorClass}
+    table = {c.value: code_for_error_class(c) for c in ErrorClass}
     assert table["NO_ACCOUNT_AVAILABLE"] == -32002
     assert table["SHUTTING_DOWN"] == -32003
     assert table["CANCELLED"] == -32004

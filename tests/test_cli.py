@@ -22,9 +22,8 @@ from mtpoold._cli import main
 from mtpoold._config import parse_config
 from mtpoold._daemon import LogfmtFormatter, run_daemon
 from mtpoold._pool import ReloadSummary
-from mtpoold._rpcclient import parse_target, target_from_listen
+from mtpoold._rpcclient import parse_target
 from mtpoold._server import RpcServer
-from mtpoold._statusview import format_duration
 from mtpoold.testing import DC
 
 from _fakepool import FakePool
@@ -389,26 +388,6 @@ def test_reload_without_a_reloader_exit_2(
 
 
 # --- small pieces ---------------------------------------------------------------------------------
-
-
-def test_targets() -> None:
-    assert str(target_from_listen("0.0.0.0:8765")) == "ws://127.0.0.1:8765/"
-    assert str(target_from_listen("[::]:8765")) == "ws://[::1]:8765/"
-    assert str(target_from_listen("unix:/run/m.sock")) == "unix:/run/m.sock"
-    assert parse_target("127.0.0.1:5").port == 5
-    with pytest.raises(ValueError, match="only ws:// and unix:"):
-        parse_target("http://x:1/")
-
-
-def test_format_duration() -> None:
-    assert [format_duration(s) for s in (0, None, 12.5, 65, 3725, 90061)] == [
-        "-",
-        "-",
-        "12.5s",
-        "1m 05s",
-        "1h 02m 05s",
-        "1d 01h 01m",
-    ]
 
 
 def test_logfmt_formatter() -> None:

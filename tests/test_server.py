@@ -30,7 +30,6 @@ from mtpoold._server import (
     SHUTDOWN_GRACE_S,
     RpcServer,
     ServerStatistics,
-    parse_listen,
 )
 
 from _fakepool import FakePool
@@ -857,22 +856,6 @@ async def test_RpcServer_replaces_stale_unix_socket(tmp_path: Path) -> None:
 async def test_RpcServer_serve_needs_a_listener() -> None:
     with pytest.raises(ValueError, match=r"^serve needs at least one listener$"):
         await RpcServer(FakePool(), TOKEN).serve([])
-
-
-def test_parse_listen() -> None:
-    assert str(parse_listen("127.0.0.1:8765")) == "127.0.0.1:8765"
-    assert parse_listen("[::1]:9").host == "::1"
-    assert str(parse_listen("[::1]:9")) == "[::1]:9"
-    assert parse_listen("unix:/run/x.sock").path == "/run/x.sock"
-    for bad, match in [
-        ("8765", "expected HOST:PORT"),
-        ("host:x", "is not a number"),
-        ("::1:80", "brackets"),
-        ("h:70000", "0..65535"),
-        ("unix:", "empty unix socket path"),
-    ]:
-        with pytest.raises(ValueError, match=match):
-            parse_listen(bad)
 
 
 async def test_RpcServer_validates_arguments() -> None:

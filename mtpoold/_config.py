@@ -438,7 +438,8 @@ class DirectConfig:
     Attributes:
         capacity: Direct calls in flight at once, >= 1.
         interval_s: Minimum time between two direct call starts, in seconds, >= 0 (0: no
-            gate and no jitter). Default 2.0, the PHP system's ``proxy_throttle_sec``.
+            gate and no jitter). Default 2.0 (provenance: docs/ARCHITECTURE.md, "Where the
+            PHP system's numbers went").
     """
 
     capacity: int = attrs.field(default=1, validator=_at_least(1, integer=True))
@@ -642,9 +643,8 @@ def proxy_key(proxy: ProxyConfig | None) -> str:
     """A proxy lane's identity, as logs, status, metrics, job ``meta`` and the state store
     show it: the proxy's configured name.
 
-    It holds no secret (the PHP system's key, the first 16 hex characters of an unsalted
-    SHA-1 over host, password, port, type and username, let anyone who saw a log line guess
-    the password offline), and it does not change when only the password, the MTProxy
+    It holds no secret (unlike the PHP system's key: docs/ARCHITECTURE.md, "Where the PHP
+    system's numbers went"), and it does not change when only the password, the MTProxy
     secret or the tuning changes, so the lane keeps its cooldown and statistics.
 
     Args:

@@ -172,8 +172,9 @@ def state_dir_problem(path: Path) -> str | None:
 
 
 def _php_proxy_key(proxy: ProxyConfig) -> str:
-    """The PHP system's (and mtpoold's before 0.x) key of a proxy: SHA-1 of its canonical
-    JSON, password included. Internal: only to find old state-store rows; never shown."""
+    """A proxy's key before `proxy_key` (docs/ARCHITECTURE.md, "Where the PHP system's numbers
+    went"): SHA-1 of its canonical JSON. Internal: only to find old state-store rows; never
+    shown."""
     canonical = json.dumps(
         {
             "host": proxy.host,

@@ -41,7 +41,7 @@ import trio
 from . import __version__
 from ._config import Config, DaemonConfig, load_config
 from ._errors import ConfigError, MtpooldError, leaves
-from ._listen import ListenAddressError, bind_problem, parse_listen
+from ._listen import bind_problem, parse_listen
 from ._rpc import RpcError
 from ._sessionlock import SessionLocked
 from ._token import TokenError, read_token, token_path
@@ -52,6 +52,8 @@ from ._token import TokenError, read_token, token_path
 # `_daemon`, `_rpcclient`: trio-websocket, ~80 ms (not for --help);
 # `_statusview`: rich, ~55 ms (the human tables only).
 if TYPE_CHECKING:
+    from rich.console import Console
+
     from ._rpcclient import Target
 
 __all__ = ["entry", "main"]
@@ -312,13 +314,9 @@ def _startup_problems(config: Config) -> list[str]:
     state_dir = state_dir_problem(Path(config.daemon.state_dir))
     if state_dir is not None:
         problems.append(state_dir)
-    try:
-        address = parse_listen(config.daemon.listen)
-    except ListenAddressError as exc:
-        problems.append(f"daemon.listen: {exc}")
-    else:
-        if (bind := bind_problem(address)) is not None:
-            problems.append(f"daemon.listen: {bind}")
+    # The address parses (DaemonConfig's invariant, the same parser); can it be bound now?
+    if (bind := bind_problem(parse_listen(config.daemon.listen))) is not None:
+        problems.append(f"daemon.listen: {bind}")
     try:
         telethon_client_factory(config)
     except ConfigError as exc:
@@ -434,7 +432,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _console() -> Any:
+def _console() -> Console:
     from rich.console import Console
 
     class _Console(Console):

@@ -105,6 +105,10 @@ def _quote(text: str) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
 
 
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """mtpoold's own handler, so that `configure_logging` replaces only itself."""
+
+
 def configure_logging(level: int | str = logging.INFO) -> None:
     """Send every log record to stderr as one ``key=value`` line. Idempotent.
 
@@ -113,11 +117,10 @@ def configure_logging(level: int | str = logging.INFO) -> None:
     """
     root = logging.getLogger()
     for handler in list(root.handlers):
-        if getattr(handler, "_mtpoold", False):
+        if isinstance(handler, _StderrHandler):
             root.removeHandler(handler)
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _StderrHandler(sys.stderr)
     handler.setFormatter(LogfmtFormatter())
-    handler._mtpoold = True  # type: ignore[attr-defined]
     root.addHandler(handler)
     root.setLevel(level)
     logging.getLogger("trio-websocket").setLevel(max(root.level, logging.INFO))

@@ -485,7 +485,7 @@ class RpcServer:
         self._changed.set()
         self._changed = trio.Event()
 
-    async def _wait_until(self, predicate: Any) -> None:
+    async def _wait_until(self, predicate: Callable[[], bool]) -> None:
         while not predicate():
             await self._changed.wait()
 

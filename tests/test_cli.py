@@ -7,6 +7,8 @@ import os
 import queue
 import signal
 import socket
+import subprocess
+import sys
 import threading
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
@@ -779,3 +781,22 @@ def test_check_config_uses_the_servers_listen_parser_and_checks_the_address(
     err = capsys.readouterr().err
     assert problem in err and "daemon.listen" in err, err
     assert len(err.splitlines()) == 1
+
+
+def test_help_and_status_load_no_telethon(tmp_path: Path) -> None:
+    """``mtpoold --help`` and a client command start without Telethon (~0.5 s of imports):
+    the command line imports it only for ``run``, ``check-config`` and ``authorize``."""
+    token = tmp_path / "token"
+    token.write_text("t" * 43 + "\n")
+    token.chmod(0o600)
+    probe = (
+        "import sys\n"
+        "from mtpoold._cli import main\n"
+        "main(['--help'])\n"
+        f"main(['status', '--url', 'unix:{tmp_path}/none.sock', '--token-file', '{token}'])\n"
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'telethon', 'trio_asyncio'}))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60
+    ).stdout
+    assert out.splitlines()[-1] == "[]", out

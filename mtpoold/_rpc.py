@@ -56,6 +56,7 @@ from __future__ import annotations
 
 import enum
 import json
+import math
 from collections.abc import Mapping
 from typing import Any, Final, TypeAlias
 
@@ -360,10 +361,10 @@ def parse_request(frame: str | bytes) -> Request:
 #: lower; this bound only keeps numbers no deadline can have out of the pool.
 MAX_DEADLINE_MS: Final = 2**53
 
-#: Message ids are TL ``int`` and start at 1 (as `mtpoold._methods.MAX_MESSAGE_ID`).
+#: Message ids are TL ``int`` and start at 1 (as `mtpoold._links.MAX_MESSAGE_ID`).
 _MESSAGE_ID_RANGE: Final = (1, 2**31 - 1)
 #: A numeric peer is a marked id (Bot API style: users id, chats -id, channels -100…id) of a
-#: TL ``long`` id — the range `mtpoold._methods.parse_link` takes; it says which ids inside
+#: TL ``long`` id — the range `mtpoold._links.parse_link` takes; it says which ids inside
 #: it name no peer.
 _PEER_ID_RANGE: Final = (-(10**12 + 2**63 - 1), 2**63 - 1)
 
@@ -390,6 +391,14 @@ def _deadline_ms(_inst: Any, attr: attrs.Attribute[Any], ms: int | float | None)
             f"expected at most 2**53 ({MAX_DEADLINE_MS}) milliseconds, got {JSON.show(ms)};"
             " the operator's cap (policy.job_deadline_s) is lower still",
         )
+
+
+def _max_age_s(_inst: Any, attr: attrs.Attribute[Any], value: int | float | None) -> None:
+    if value is None:
+        return
+    finite = not isinstance(value, int) or value.bit_length() <= 64
+    if not (finite and math.isfinite(value) and value >= 0):
+        raise FieldProblem(attr.name, f"expected a finite number >= 0, got {JSON.show(value)}")
 
 
 def _peer(_inst: Any, attr: attrs.Attribute[Any], peer: str | int) -> None:
@@ -423,11 +432,14 @@ class JobOptions:
             pool's default.
         account: Run on this account id only, or None for any.
         tags: Only accounts carrying every one of these tags.
+        max_age_s: Seconds old an answer may be (``max_age_s``; 0: a fresh one). Read-only
+            functions only: the pool answers INVALID_ARGUMENT for others.
     """
 
     deadline_s: float | None = None
     account: str | None = None
     tags: tuple[str, ...] = ()
+    max_age_s: float = 0.0
 
 
 @attrs.frozen
@@ -442,6 +454,9 @@ class _OptionsDoc:
         default=None,
         validator=attrs.validators.optional(_non_empty_items),
         metadata={EXPECT: "an array of strings"},
+    )
+    max_age_s: int | float | None = attrs.field(
+        default=None, validator=_max_age_s, metadata={EXPECT: "a number of seconds"}
     )
 
 
@@ -533,6 +548,7 @@ def _job_options(value: Any, _t: Any) -> JobOptions:
         deadline_s=None if doc.deadline_ms is None else doc.deadline_ms / 1000,
         account=doc.account,
         tags=doc.tags or (),
+        max_age_s=0.0 if doc.max_age_s is None else float(doc.max_age_s),
     )
 
 

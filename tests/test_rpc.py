@@ -350,3 +350,21 @@ def test_parse_params_any_json_works_or_names_the_parameter(call: tuple[str, Any
         assert re.match(r'params(\.\w+|\."[^"]*"|\[\d+\])*: ', exc.message), exc.message
         assert len(exc.message) < 1000
         json.loads(encode_error(1, exc))
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        (-1, "params.options.max_age_s: expected a finite number >= 0, got -1"),
+        (1e400, "params.options.max_age_s: expected a finite number >= 0, got a number beyond"),
+        (10**400, "params.options.max_age_s: expected a finite number >= 0, got an integer of"),
+        ("5", "params.options.max_age_s: expected a number of seconds, got a string"),
+        (True, "params.options.max_age_s: expected a number of seconds, got a boolean"),
+    ],
+)
+def test_parse_params_max_age_s_is_a_finite_number_of_seconds(value: object, message: str) -> None:
+    with pytest.raises(RpcError) as info:
+        parse_params("resolve", {"link_or_username": "@xnews", "options": {"max_age_s": value}})
+    assert info.value.code == -32602 and info.value.message.startswith(message)
+    ok = parse_params("get_messages", {"peer": "@x", "ids": [1], "options": {"max_age_s": 30}})
+    assert isinstance(ok, GetMessagesParams) and ok.options.max_age_s == 30.0

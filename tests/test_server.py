@@ -392,7 +392,8 @@ async def test_RpcServer_unknown_method() -> None:
         (
             "invoke",
             {"method": "x", "options": {"acount": "a"}},
-            "params.options.acount: unknown parameter; expected account, deadline_ms, tags",
+            "params.options.acount: unknown parameter; expected account, deadline_ms, max_age_s,"
+            " tags",
         ),
         (
             "invoke",

@@ -21,7 +21,9 @@ from ._config import DirectConfig as DirectConfig
 from ._config import EconomyConfig as EconomyConfig
 from ._config import PolicyConfig as PolicyConfig
 from ._config import ProxyConfig as ProxyConfig
+from ._config import RateClassConfig as RateClassConfig
 from ._config import TelegramConfig as TelegramConfig
+from ._config import TelegramOverrides as TelegramOverrides
 from ._config import load_config as load_config
 from ._config import parse_config as parse_config
 from ._config import proxy_key as proxy_key
@@ -34,7 +36,9 @@ from ._pool import JobMeta as JobMeta
 from ._pool import JobResult as JobResult
 from ._pool import Pool as Pool
 from ._pool import ReloadSummary as ReloadSummary
+from ._stats import AccountCooldowns as AccountCooldowns
 from ._stats import AccountStatistics as AccountStatistics
+from ._stats import ClassState as ClassState
 from ._stats import LaneStatistics as LaneStatistics
 from ._stats import PoolStatistics as PoolStatistics
 
@@ -65,10 +69,14 @@ __all__ = [
     "PolicyConfig",
     "Pool",
     "PoolStatistics",
+    "AccountCooldowns",
+    "ClassState",
+    "RateClassConfig",
     "ProxyConfig",
     "ReloadSummary",
     "SessionLocked",
     "TelegramConfig",
+    "TelegramOverrides",
     "__version__",
     "classify",
     "load_config",

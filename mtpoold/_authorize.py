@@ -36,7 +36,7 @@ import re
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final, TextIO
+from typing import Any, Final, TextIO
 
 import attrs
 import trio
@@ -46,15 +46,13 @@ from telethon.sessions import SQLiteSession, StringSession
 
 from ._classify import classify
 from ._client import TelethonClient
+from ._config import AccountConfig, Config, proxy_key
 from ._errors import ConfigError, MtpooldError, leaves
 from ._rsakeys import register_rsa_keys
 from ._secrets import PRIVATE_FILE_MODE, ensure_private_dir
 from ._sessionfiles import DEVICE_FIELDS, device_sidecar_path, session_file_path
 from ._sessionid import SessionIdentity, file_session_key, key_id_of
 from ._sessionlock import SessionLock
-
-if TYPE_CHECKING:
-    from ._config import AccountConfig, Config
 
 __all__ = [
     "AuthorizeFailed",
@@ -331,7 +329,6 @@ async def authorize_account(
         )
     telegram = config.telegram_for(account)
     register_rsa_keys(telegram.rsa_keys)
-    from ._config import proxy_key
 
     proxy = config.proxy_for(account)
     say = _Steps(aid, err or sys.stderr)
@@ -422,8 +419,8 @@ def _refusal(aid: str, exc: BaseException, phone: str) -> AuthorizeFailed | None
     elif isinstance(exc, tl_errors.PasswordHashInvalidError):
         text = _WRONG_PASSWORD
     elif isinstance(exc, tl_errors.FloodWaitError | tl_errors.FloodError):
-        wait = classify(exc).retry_after_s
-        after = f" for {wait:g} s" if wait else ""
+        wait_s = classify(exc).retry_after_s
+        after = f" for {wait_s:g} s" if wait_s else ""
         text = f"Telegram refuses more login attempts{after} (flood wait); try again later"
     elif isinstance(exc, tl_errors.PhonePasswordFloodError | tl_errors.PhoneNumberFloodError):
         text = "Telegram refuses more login attempts for now (too many); try again later"

@@ -33,12 +33,29 @@ import math
 import os
 import signal
 import sys
+import tomllib
 from pathlib import Path
-from typing import Any, Final, NoReturn
+from typing import TYPE_CHECKING, Any, Final, NoReturn
 
 import trio
 
-from ._errors import leaves
+from . import __version__
+from ._config import Config, DaemonConfig, load_config
+from ._errors import ConfigError, MtpooldError, leaves
+from ._listen import bind_problem, parse_listen
+from ._rpc import RpcError
+from ._sessionlock import SessionLocked
+from ._token import TokenError, read_token, token_path
+
+# Imported where used, each because `mtpoold --help` / `status` need not pay for it (measured
+# with ``python -X importtime -m mtpoold --help``, after the package itself):
+# `_client`, `_authorize`: Telethon, ~520 ms (`run`, `check-config`, `authorize` only);
+# `_daemon`, `_rpcclient`: trio-websocket, ~80 ms (not for --help);
+# `_statusview`: rich, ~55 ms (the human tables only).
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from ._rpcclient import Target
 
 __all__ = ["entry", "main"]
 
@@ -83,15 +100,6 @@ class _Parser(argparse.ArgumentParser):
         raise _Fail(EXIT_USAGE, f"{self.prog}: {message}")
 
 
-def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("mtpoold")
-    except PackageNotFoundError:  # pragma: no cover - running from a source tree
-        return "unknown"
-
-
 def _seconds(text: str) -> float:
     """An argparse type: a positive, finite number of seconds."""
     try:
@@ -130,7 +138,7 @@ def _build_parser() -> argparse.ArgumentParser:
         description="Pool many Telegram user accounts through rate-gated proxies.",
         parents=[common],
     )
-    parser.add_argument("--version", action="version", version=f"mtpoold {_version()}")
+    parser.add_argument("--version", action="version", version=f"mtpoold {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
     run = sub.add_parser("run", parents=[common], help="run the daemon in the foreground")
@@ -254,10 +262,7 @@ def _config_path(args: argparse.Namespace) -> tuple[Path, bool]:
     return Path(explicit or DEFAULT_CONFIG), bool(explicit)
 
 
-def _load_config(path: Path) -> Any:
-    from ._config import load_config
-    from ._errors import ConfigError
-
+def _load_config(path: Path) -> Config:
     try:
         return load_config(path)
     except ConfigError as exc:
@@ -275,10 +280,6 @@ def _daemon_address(path: Path, *, quiet: bool) -> tuple[str, Path]:
     Raises:
         _Fail: (exit 2, every problem) if not even those two keys can be read.
     """
-    import tomllib
-
-    from ._config import DaemonConfig, load_config
-    from ._errors import ConfigError
 
     try:
         config = load_config(path)
@@ -308,12 +309,12 @@ def _daemon_address(path: Path, *, quiet: bool) -> tuple[str, Path]:
     return listen, path.resolve().parent / Path(state_dir).expanduser()
 
 
-def _config_fail(path: Path, exc: Any) -> _Fail:
+def _config_fail(path: Path, exc: ConfigError) -> _Fail:
     lines = [p if p.startswith(str(path)) else f"{path}: {p}" for p in exc.problems]
     return _Fail(EXIT_USAGE, "\n".join(lines))
 
 
-def _startup_problems(config: Any) -> list[str]:
+def _startup_problems(config: Config) -> list[str]:
     """Every check ``run`` makes before it starts anything, and ``check-config`` with it.
 
     The state directory exists or can be created (`state_dir_problem`); ``daemon.listen``
@@ -324,20 +325,14 @@ def _startup_problems(config: Any) -> list[str]:
     """
     from ._client import telethon_client_factory
     from ._daemon import state_dir_problem
-    from ._errors import ConfigError
-    from ._listen import ListenAddressError, bind_problem, parse_listen
 
     problems: list[str] = []
     state_dir = state_dir_problem(Path(config.daemon.state_dir))
     if state_dir is not None:
         problems.append(state_dir)
-    try:
-        address = parse_listen(config.daemon.listen)
-    except ListenAddressError as exc:
-        problems.append(f"daemon.listen: {exc}")
-    else:
-        if (bind := bind_problem(address)) is not None:
-            problems.append(f"daemon.listen: {bind}")
+    # The address parses (DaemonConfig's invariant, the same parser); can it be bound now?
+    if (bind := bind_problem(parse_listen(config.daemon.listen))) is not None:
+        problems.append(f"daemon.listen: {bind}")
     try:
         telethon_client_factory(config)
     except ConfigError as exc:
@@ -345,14 +340,14 @@ def _startup_problems(config: Any) -> list[str]:
     return problems
 
 
-def _locate(args: argparse.Namespace) -> tuple[Any, str]:
+def _locate(args: argparse.Namespace) -> tuple[Target, str]:
     """Return the daemon target and the token, from flags, environment and config."""
     from ._rpcclient import parse_target, target_from_listen
-    from ._token import TokenError, read_token, token_path
 
     url = getattr(args, "url", None) or os.environ.get("MTPOOLD_URL")
     token_file = getattr(args, "token_file", None) or os.environ.get("MTPOOLD_TOKEN_FILE")
-    listen, state_dir = "127.0.0.1:8765", Path("state")
+    defaults = DaemonConfig()
+    listen, state_dir = defaults.listen, Path(defaults.state_dir)
     if url is None or token_file is None:
         path, explicit = _config_path(args)
         if explicit or path.exists():
@@ -388,12 +383,10 @@ def _request(
 # --- commands -------------------------------------------------------------------------------------
 
 
-def _answers_as_our_daemon(config: Any) -> bool:
+def _answers_as_our_daemon(config: Config) -> bool:
     """Whether the mtpoold of this config's state directory answers ``ping`` at its listen
     address (token from ``<state_dir>/token``), within 2 s."""
-    from ._rpc import RpcError
     from ._rpcclient import AuthRejected, DaemonUnreachable, call, target_from_listen
-    from ._token import TokenError, read_token, token_path
 
     try:
         target = target_from_listen(config.daemon.listen)
@@ -427,9 +420,6 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from ._daemon import configure_logging, run_daemon
-    from ._errors import ConfigError, MtpooldError
-    from ._sessionlock import SessionLocked
-    from ._token import TokenError
 
     path, _ = _config_path(args)
     config = _load_config(path)
@@ -458,7 +448,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _console() -> Any:
+def _console() -> Console:
     from rich.console import Console
 
     class _Console(Console):
@@ -499,8 +489,6 @@ def _cmd_status(args: argparse.Namespace) -> int:
 
 
 def _cmd_call(args: argparse.Namespace) -> int:
-    from ._rpc import RpcError
-
     params: dict[str, Any] = {}
     if args.args is not None:
         try:
@@ -541,7 +529,6 @@ def _cmd_call(args: argparse.Namespace) -> int:
 
 def _control(args: argparse.Namespace, method: str, params: dict[str, Any] | None) -> Any:
     """One control request; an error reply becomes a `_Fail` (2 for usage, 1 otherwise)."""
-    from ._rpc import RpcError
 
     try:
         return _request(args, method, params, timeout_s=60.0)
@@ -555,8 +542,6 @@ def _control(args: argparse.Namespace, method: str, params: dict[str, Any] | Non
 
 
 def _cmd_reload(args: argparse.Namespace) -> int:
-    from ._rpc import RpcError
-
     if args.json:
         try:
             result = _request(args, "reload", None, timeout_s=60.0)
@@ -632,8 +617,6 @@ def _cmd_proxies(args: argparse.Namespace) -> int:
 
 def _cmd_authorize(args: argparse.Namespace) -> int:
     from ._authorize import AuthorizeFailed, authorize_accounts
-    from ._errors import ConfigError
-    from ._sessionlock import SessionLocked
 
     path, _ = _config_path(args)
     config = _load_config(path)

@@ -18,23 +18,27 @@ the directory of the config file; `parse_config` makes them absolute.
 
 from __future__ import annotations
 
-import datetime as _dt
 import json
 import os
 import re
 import tomllib
 import types
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Final, Literal, get_args, get_origin
+from typing import Any, Final, Literal, get_args
 
 import attrs
-import cattrs
-import cattrs.gen
 import cattrs.preconf.tomllib
-from cattrs.errors import ClassValidationError, ForbiddenExtraKeysError, IterableValidationError
 
 from ._errors import ConfigError
+from ._listen import DEFAULT_LISTEN, ListenAddressError, parse_listen
+from ._validation import EXPECT as _EXPECT
+from ._validation import FAILED as _FAILED
+from ._validation import SECRET as _SECRET
+from ._validation import TOML, Structurer, in_document_order
+from ._validation import FieldProblem as _FieldProblem
+from ._validation import attrs_class_of as _attrs_class_of
+from ._validation import join as _join
 
 __all__ = [
     "AccountConfig",
@@ -51,67 +55,24 @@ __all__ = [
 ]
 
 ProxyType = Literal["socks5", "socks4", "http", "mtproxy"]
+#: `proxy_key` of the direct lane (accounts with no proxy).
+NO_PROXY: Final = "no_proxy"
 SESSION_SOURCES: Final = ("session", "session_string", "session_string_env", "session_credential")
 
-# Field metadata keys: SECRET fields are never echoed; EXPECT replaces "expected <type>" in
-# type errors so a type error and a range error on the same key read the same.
-_SECRET: Final = "mtpoold_secret"
-_EXPECT: Final = "mtpoold_expect"
-
-
-# --- problems -------------------------------------------------------------------------------------
-
-
-class _FieldProblem(ValueError):
-    """A validator's verdict on one field: ``reason`` goes after ``<path>.<field>: ``."""
-
-    def __init__(self, field: str, reason: str) -> None:
-        super().__init__(f"{field}: {reason}")
-        self.field = field
-        self.reason = reason
-
-
-class _WrongType(TypeError):
-    """A strict structure hook refused a value (``sub`` is a sub-path such as ``[2]``)."""
-
-    def __init__(self, expected: str, value: object, sub: str = "") -> None:
-        super().__init__(f"{sub}expected {expected}, got {_show(value)}")
-        self.expected = expected
-        self.value = value
-        self.sub = sub
+# The problem-path engine (`mtpoold._validation`) in the config file's dialect. The names
+# below are the ones this module's validators and structuring use (and other modules' config
+# classes may import): field metadata `_SECRET` (never echoed) and `_EXPECT` (what a type
+# error says was expected), `_FieldProblem` raised by validators, `_show` for a value.
+_DOCUMENT: Final = Structurer(TOML, cattrs.preconf.tomllib.make_converter)
+converter: Final = _DOCUMENT.converter
+"""The cattrs converter of the config classes (strict types, unknown keys refused)."""
+_problems_from: Final = _DOCUMENT.problems_from
+_validation_problems: Final = _DOCUMENT.validation_problems
 
 
 def _show(value: object, *, secret: bool = False) -> str:
     """Describe a TOML value for a problem line (strings JSON-quoted; secrets never shown)."""
-    if isinstance(value, str):
-        return f"a string of {len(value)} characters" if secret else json.dumps(value)
-    if secret:
-        return _kind(value)
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, float) and value.is_integer() and abs(value) < 1e15:
-        return str(int(value))  # a float field holding 0 was written as 0 (or 0.0): say 0
-    if isinstance(value, int | float):
-        return repr(value)
-    return _kind(value)
-
-
-def _kind(value: object) -> str:
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int):
-        return "an integer"
-    if isinstance(value, float):
-        return "a float"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list | tuple):
-        return "an array"
-    if isinstance(value, dict):
-        return "a table"
-    if isinstance(value, _dt.datetime | _dt.date | _dt.time):
-        return "a date/time"
-    return type(value).__name__
+    return TOML.show(value, secret=secret)
 
 
 # --- validators (invariants of the classes; messages are the problem lines) -----------------------
@@ -243,9 +204,7 @@ def _one_session_source(inst: AccountConfig, attr: attrs.Attribute[Any], _value:
 
 
 def _listen(_inst: Any, attr: attrs.Attribute[Any], value: str) -> None:
-    from ._listen import ListenAddressError, parse_listen  # the server's own parser
-
-    try:
+    try:  # the server's own parser
         parse_listen(value, allow_port_zero=False)
     except ListenAddressError as exc:
         hint = f" ({exc.hint})" if exc.hint else ""
@@ -479,7 +438,8 @@ class DirectConfig:
     Attributes:
         capacity: Direct calls in flight at once, >= 1.
         interval_s: Minimum time between two direct call starts, in seconds, >= 0 (0: no
-            gate and no jitter). Default 2.0, the PHP system's ``proxy_throttle_sec``.
+            gate and no jitter). Default 2.0 (provenance: docs/ARCHITECTURE.md, "Where the
+            PHP system's numbers went").
     """
 
     capacity: int = attrs.field(default=1, validator=_at_least(1, integer=True))
@@ -573,12 +533,14 @@ class DaemonConfig:
         state_dir: Directory of the state database (absolute after `parse_config`).
         allowed_origins: Websocket Origin headers accepted; empty accepts clients that send none.
         max_frame_bytes: Largest websocket message accepted, bytes, >= 1.
-        max_in_flight: Jobs of one connection whose reply is not sent yet, >= 1 (see
-            ``docs/CONTRACTS.md``, websocket limits).
+        max_in_flight: Replies one connection may be owed, >= 1.
+
+    ``max_frame_bytes`` and ``max_in_flight`` are the limits of one connection; the rules are
+    `mtpoold._server`'s module docstring.
         shutdown_grace_s: Time running jobs get to finish on shutdown, seconds, >= 0.
     """
 
-    listen: str = attrs.field(default="127.0.0.1:8765", validator=_listen)
+    listen: str = attrs.field(default=DEFAULT_LISTEN, validator=_listen)
     state_dir: str = attrs.field(default="./state", validator=_non_empty)
     allowed_origins: tuple[str, ...] = ()
     max_frame_bytes: int = attrs.field(default=1048576, validator=_at_least(1, integer=True))
@@ -731,9 +693,8 @@ def proxy_key(proxy: ProxyConfig | None) -> str:
     """A proxy lane's identity, as logs, status, metrics, job ``meta`` and the state store
     show it: the proxy's configured name.
 
-    It holds no secret (the PHP system's key, the first 16 hex characters of an unsalted
-    SHA-1 over host, password, port, type and username, let anyone who saw a log line guess
-    the password offline), and it does not change when only the password, the MTProxy
+    It holds no secret (unlike the PHP system's key: docs/ARCHITECTURE.md, "Where the PHP
+    system's numbers went"), and it does not change when only the password, the MTProxy
     secret or the tuning changes, so the lane keeps its cooldown and statistics.
 
     Args:
@@ -744,197 +705,8 @@ def proxy_key(proxy: ProxyConfig | None) -> str:
         ``"no_proxy#proxy"``, so it never shares the direct lane).
     """
     if proxy is None:
-        return "no_proxy"
-    return proxy.name if proxy.name != "no_proxy" else "no_proxy#proxy"
-
-
-# --- converter ------------------------------------------------------------------------------------
-
-
-def _strict_int(value: Any, _t: Any = None) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise _WrongType("an integer", value)
-    return value
-
-
-def _strict_float(value: Any, _t: Any = None) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise _WrongType("a number", value)
-    return float(value)
-
-
-def _strict_str(value: Any, _t: Any = None) -> str:
-    if not isinstance(value, str):
-        raise _WrongType("a string", value)
-    return value
-
-
-def _strict_bool(value: Any, _t: Any = None) -> bool:
-    if not isinstance(value, bool):
-        raise _WrongType("a boolean (true or false)", value)
-    return value
-
-
-def _strict_literal(value: Any, t: Any) -> Any:
-    allowed = get_args(t)
-    if value not in allowed or type(value) is not type(allowed[0]):
-        raise _WrongType(f"one of {', '.join(json.dumps(a) for a in allowed)}", value)
-    return value
-
-
-class _ItemErrors(Exception):
-    """Per-element failures of an array: ``[(index, exception), ...]``."""
-
-    def __init__(self, errors: list[tuple[int, BaseException]], item_type: Any) -> None:
-        super().__init__(f"{len(errors)} invalid items")
-        self.errors = errors
-        self.item_type = item_type
-
-
-def _is_literal(t: Any) -> bool:
-    origin: Any = get_origin(t)
-    return bool(origin is Literal)
-
-
-def _make_converter() -> cattrs.Converter:
-    conv = cattrs.preconf.tomllib.make_converter(forbid_extra_keys=True, detailed_validation=True)
-    conv.register_structure_hook(int, _strict_int)
-    conv.register_structure_hook(float, _strict_float)
-    conv.register_structure_hook(str, _strict_str)
-    conv.register_structure_hook(bool, _strict_bool)
-    conv.register_structure_hook_func(_is_literal, _strict_literal)
-
-    def is_homogeneous_tuple(t: Any) -> bool:
-        args = get_args(t)
-        return get_origin(t) is tuple and len(args) == 2 and args[1] is Ellipsis
-
-    def structure_tuple(value: Any, t: Any) -> tuple[Any, ...]:
-        if not isinstance(value, list | tuple):
-            raise _WrongType("an array", value)
-        item_type = get_args(t)[0]
-        items: list[Any] = []
-        errors: list[tuple[int, BaseException]] = []
-        for i, item in enumerate(value):
-            try:
-                items.append(conv.structure(item, item_type))
-            except Exception as e:
-                errors.append((i, e))
-        if errors:
-            raise _ItemErrors(errors, item_type)
-        return tuple(items)
-
-    conv.register_structure_hook_func(is_homogeneous_tuple, structure_tuple)
-
-    def attrs_factory(cl: type) -> Callable[[Any, Any], Any]:
-        generated: Callable[[Mapping[str, Any], Any], Any] = cattrs.gen.make_dict_structure_fn(
-            cl, conv, _cattrs_forbid_extra_keys=True, _cattrs_detailed_validation=True
-        )
-
-        def structure(value: Any, _t: Any) -> Any:
-            if not isinstance(value, Mapping):
-                raise _WrongType("a table", value)
-            return generated(value, cl)
-
-        return structure
-
-    conv.register_structure_hook_factory(attrs.has, attrs_factory)
-    return conv
-
-
-converter: Final = _make_converter()
-"""The cattrs converter of the config classes (strict types, unknown keys refused)."""
-
-
-def _problems_from(
-    exc: BaseException, path: str, cl: type | None = None, field: str = ""
-) -> Iterator[str]:
-    """Turn a structuring exception tree into ``"path: reason"`` lines.
-
-    Plays the role of `cattrs.transform_error` with a formatter, but keeps our validators' own
-    messages and field paths, gives one line per unknown key, describes type errors with the
-    field's expectation, and never echoes a secret field's value.
-    """
-    meta: Mapping[str, Any] = {}
-    if cl is not None and attrs.has(cl) and field:
-        f = attrs.fields_dict(cl).get(field)
-        meta = f.metadata if f is not None else {}
-    if isinstance(exc, ClassValidationError):
-        with_notes, without = exc.group_exceptions()
-        for sub in without:  # unknown keys first: a misspelt key often explains a "missing"
-            yield from _problems_from(sub, path, exc.cl)
-        for sub, note in with_notes:
-            yield from _problems_from(sub, _join(path, note.name), exc.cl, note.name)
-    elif isinstance(exc, IterableValidationError):
-        with_notes_i, without_i = exc.group_exceptions()
-        for sub, inote in with_notes_i:
-            yield from _problems_from(sub, f"{path}[{inote.index!r}]")
-        for sub in without_i:
-            yield from _problems_from(sub, path)
-    elif isinstance(exc, _ItemErrors):
-        for index, item_exc in exc.errors:
-            yield from _problems_from(item_exc, f"{path}[{index}]", cl, field)
-    elif isinstance(exc, ForbiddenExtraKeysError):
-        for key in sorted(exc.extra_fields):
-            yield f"{_join(path, key)}: unknown key"
-    elif isinstance(exc, ConfigError):
-        yield from exc.problems
-    elif isinstance(exc, _FieldProblem):
-        yield f"{_join(path, exc.field)}: {exc.reason}"
-    elif isinstance(exc, _WrongType):
-        expected = meta.get(_EXPECT) or exc.expected
-        got = _show(exc.value, secret=bool(meta.get(_SECRET)))
-        yield f"{path}{exc.sub}: expected {expected}, got {got}"
-    elif isinstance(exc, KeyError):
-        yield f"{path}: missing"
-    else:  # pragma: no cover - a cattrs/attrs failure we did not foresee: still one line
-        yield f"{path or '<config>'}: invalid ({type(exc).__name__})"
-
-
-def _join(path: str, key: str) -> str:
-    if not key:
-        return path or "<config>"
-    if key.startswith("["):
-        return f"{path}{key}"
-    if not re.match(r"^[A-Za-z_][A-Za-z0-9_-]*(\[\d+\])*$", key):
-        key = json.dumps(key)
-    return f"{path}.{key}" if path else key
-
-
-def _validation_problems(obj: Any, path: str, cls: type | None = None) -> Iterator[str]:
-    """Run every attrs validator of ``obj`` and of the attrs values inside it, collecting each
-    failure instead of stopping at the first (attrs itself stops at the first).
-
-    ``obj`` may be a stand-in namespace for an entry that did not structure (``cls`` given):
-    fields that failed hold `_FAILED`, and a validator tripping over one is skipped.
-    """
-    if isinstance(obj, tuple):
-        for i, item in enumerate(obj):
-            yield from _validation_problems(item, f"{path}[{i}]")
-        return
-    cls = cls or type(obj)
-    if not attrs.has(cls):
-        return
-    for a in attrs.fields(cls):
-        value = getattr(obj, a.name)
-        if value is _FAILED:
-            continue
-        if a.validator is not None:
-            try:
-                a.validator(obj, a, value)
-            except (_FieldProblem, ConfigError) as e:
-                yield from _problems_from(e, path)
-            except Exception:  # depends on a field that failed to structure: reported already
-                pass
-        if attrs.has(type(value)) or isinstance(value, tuple):
-            yield from _validation_problems(value, _join(path, a.name))
-
-
-class _Failed:
-    def __repr__(self) -> str:
-        return "<failed>"
-
-
-_FAILED: Final = _Failed()
+        return NO_PROXY
+    return proxy.name if proxy.name != NO_PROXY else f"{NO_PROXY}#proxy"
 
 
 def _partial(
@@ -968,15 +740,6 @@ def _partial(
     if cls in (TelegramConfig, TelegramOverrides) and isinstance(fields.get("rsa_keys"), tuple):
         _read_pems(fields["rsa_keys"], _join(path, "rsa_keys"), base_dir, problems)
     return types.SimpleNamespace(**fields)
-
-
-def _attrs_class_of(t: Any) -> type | None:
-    if isinstance(t, type) and attrs.has(t):
-        return t
-    for arg in get_args(t):
-        if isinstance(arg, type) and attrs.has(arg):
-            return arg
-    return None
 
 
 # --- loading --------------------------------------------------------------------------------------
@@ -1116,14 +879,7 @@ def parse_config(data: Mapping[str, Any], *, base_dir: Path) -> Config:
 
 def _in_document_order(problems: list[str]) -> list[str]:
     """Deduplicate; sort by section then entry index, keeping the order within an entry."""
-
-    def key(line: str) -> tuple[int, int]:
-        m = re.match(r"^([A-Za-z_]+)(?:\[(\d+)\])?", line)
-        if not m or m.group(1) not in _SECTIONS:
-            return (-1, 0)
-        return (_SECTIONS.index(m.group(1)), int(m.group(2) or -1))
-
-    return sorted(dict.fromkeys(problems), key=key)
+    return in_document_order(problems, _SECTIONS)
 
 
 def _structure_part(value: Any, cls: type, path: str, base_dir: Path, problems: list[str]) -> Any:

@@ -16,25 +16,32 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final, Protocol
 
 import attrs
 import cattrs
 import trio
 
+from ._compose import open_pool
+from ._config import Config, ProxyConfig, load_config, proxy_key
 from ._errors import ConfigError, redact
+from ._pool import ReloadSummary
 from ._sdnotify import sd_notify, watchdog_interval_s
-from ._server import RpcServer
+from ._secrets import warn_if_exposed
+from ._server import PoolAPI, RpcServer
+from ._sessionfiles import session_file_path
+from ._sessionlock import SessionLocked, lock_sessions_of
+from ._stats import PoolStatistics
+from ._store import StateStore
 from ._token import ensure_token, is_private, token_path
 
-if TYPE_CHECKING:
-    from collections.abc import Iterator
-
-    from ._config import Config
-
 __all__ = [
+    "DaemonPool",
     "LogfmtFormatter",
+    "PoolFactory",
     "Reloader",
     "configure_logging",
     "migrate_proxy_keys",
@@ -48,6 +55,28 @@ _log = logging.getLogger("mtpoold.daemon")
 STATUS_INTERVAL_S: Final = 10.0  # seconds between STATUS= lines sent to systemd
 STATE_DIR_MODE: Final = 0o700
 STORE_FILE_NAME: Final = "state.sqlite3"
+
+
+# --- the pool as the daemon sees it ---------------------------------------------------------------
+
+
+class DaemonPool(PoolAPI, Protocol):
+    """What the composition root needs of a pool beyond the server's `PoolAPI`: statistics
+    for systemd's STATUS line, reload, and the start of a shutdown (`mtpoold.Pool` is one)."""
+
+    def statistics(self) -> PoolStatistics: ...
+
+    async def reload(self, config: Config) -> ReloadSummary: ...
+
+    def begin_shutdown(self) -> None: ...
+
+
+class PoolFactory(Protocol):
+    """Opens the daemon's pool: `mtpoold._compose.open_pool` (tests pass their own)."""
+
+    def __call__(
+        self, config: Config, *, store: StateStore
+    ) -> AbstractAsyncContextManager[DaemonPool]: ...
 
 
 # --- logging --------------------------------------------------------------------------------------
@@ -76,6 +105,10 @@ def _quote(text: str) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
 
 
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """mtpoold's own handler, so that `configure_logging` replaces only itself."""
+
+
 def configure_logging(level: int | str = logging.INFO) -> None:
     """Send every log record to stderr as one ``key=value`` line. Idempotent.
 
@@ -84,11 +117,10 @@ def configure_logging(level: int | str = logging.INFO) -> None:
     """
     root = logging.getLogger()
     for handler in list(root.handlers):
-        if getattr(handler, "_mtpoold", False):
+        if isinstance(handler, _StderrHandler):
             root.removeHandler(handler)
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _StderrHandler(sys.stderr)
     handler.setFormatter(LogfmtFormatter())
-    handler._mtpoold = True  # type: ignore[attr-defined]
     root.addHandler(handler)
     root.setLevel(level)
     logging.getLogger("trio-websocket").setLevel(max(root.level, logging.INFO))
@@ -142,9 +174,10 @@ def state_dir_problem(path: Path) -> str | None:
     return None
 
 
-def _php_proxy_key(proxy: Any) -> str:
-    """The PHP system's (and mtpoold's before 0.x) key of a proxy: SHA-1 of its canonical
-    JSON, password included. Internal: only to find old state-store rows; never shown."""
+def _php_proxy_key(proxy: ProxyConfig) -> str:
+    """A proxy's key before `proxy_key` (docs/ARCHITECTURE.md, "Where the PHP system's numbers
+    went"): SHA-1 of its canonical JSON. Internal: only to find old state-store rows; never
+    shown."""
     canonical = json.dumps(
         {
             "host": proxy.host,
@@ -159,7 +192,7 @@ def _php_proxy_key(proxy: Any) -> str:
     return hashlib.sha1(canonical.encode("utf-8")).hexdigest()[:16]
 
 
-def migrate_proxy_keys(store: Any, config: Config) -> int:
+def migrate_proxy_keys(store: StateStore, config: Config) -> int:
     """Move state-store rows of the configured proxies from their old key (`_php_proxy_key`,
     which let the password be guessed from a log line) to `mtpoold._config.proxy_key`, so
     their cooldowns survive the upgrade and the old hash leaves the store.
@@ -167,21 +200,14 @@ def migrate_proxy_keys(store: Any, config: Config) -> int:
     Returns:
         How many rows were moved (logged when > 0).
     """
-    from ._config import proxy_key
-
     renames = {_php_proxy_key(p): proxy_key(p) for p in config.proxies}
-    moved = int(store.rename_proxies(renames))
+    moved = store.rename_proxies(renames)
     if moved:
         _log.info("store.proxy_keys_migrated rows=%d now=proxy_name", moved)
     return moved
 
 
-def _open_store(state_dir: Path, config: Config) -> Any:
-    try:
-        from ._store import StateStore
-    except ImportError:  # pragma: no cover - the store is optional for the composition
-        _log.warning("store.unavailable reason=no_module")
-        return None
+def _open_store(state_dir: Path, config: Config) -> StateStore:
     store = StateStore.open(state_dir / STORE_FILE_NAME)
     try:
         migrate_proxy_keys(store, config)
@@ -191,7 +217,7 @@ def _open_store(state_dir: Path, config: Config) -> Any:
     return store
 
 
-def _summary(pool: Any, server: RpcServer) -> str:
+def _summary(pool: DaemonPool, server: RpcServer) -> str:
     try:
         s = pool.statistics()
         srv = server.statistics()
@@ -205,20 +231,20 @@ def _summary(pool: Any, server: RpcServer) -> str:
         return "running"
 
 
-async def _status_loop(pool: Any, server: RpcServer) -> None:
-    deadline = trio.current_time()
+async def _status_loop(pool: DaemonPool, server: RpcServer) -> None:
+    next_at = trio.current_time()
     while True:
         sd_notify(f"STATUS={_summary(pool, server)}")
-        deadline += STATUS_INTERVAL_S
-        await trio.sleep_until(deadline)
+        next_at += STATUS_INTERVAL_S
+        await trio.sleep_until(next_at)
 
 
 async def _watchdog_loop(interval_s: float) -> None:
-    deadline = trio.current_time()
+    next_at = trio.current_time()
     while True:
         sd_notify("WATCHDOG=1")
-        deadline += interval_s
-        await trio.sleep_until(deadline)
+        next_at += interval_s
+        await trio.sleep_until(next_at)
 
 
 def config_holds_secrets(config: Config) -> bool:
@@ -238,9 +264,6 @@ def warn_about_exposed_secrets(config: Config, config_path: Path | None) -> int:
     Returns:
         How many warnings were logged.
     """
-    from ._secrets import warn_if_exposed
-    from ._sessionfiles import session_file_path
-
     warned = 0
     if config_path is not None and config_holds_secrets(config):
         warned += warn_if_exposed(config_path, "config file", allow_own_group=True)
@@ -256,13 +279,12 @@ class Reloader:
     method both go through one instance, one reload at a time.
 
     Attributes:
-        pool: The running pool (``reload(config)`` may be sync or async; a pool without it
-            cannot reload).
+        pool: The running pool.
         config: The config in force.
         config_path: The file to re-read, or None (no reload possible).
     """
 
-    pool: Any
+    pool: DaemonPool
     config: Config
     config_path: Path | None
     _lock: trio.Lock = attrs.field(init=False, factory=trio.Lock)
@@ -297,19 +319,11 @@ class Reloader:
                 sd_notify("READY=1")
 
     async def _reload(self) -> dict[str, Any]:
-        from ._config import load_config
-        from ._sessionlock import SessionLocked
-
         if self.config_path is None:
             raise ConfigError(["the daemon was started without a config file; nothing to reload"])
         new = await trio.to_thread.run_sync(load_config, self.config_path)
-        reload = getattr(self.pool, "reload", None)
-        if reload is None:
-            raise ConfigError(["this pool cannot reload; restart the daemon"])
         try:
-            result = reload(new)
-            if hasattr(result, "__await__"):
-                result = await result
+            result = await self.pool.reload(new)
         except SessionLocked as exc:
             raise ConfigError([str(exc)]) from None
         except ConfigError:
@@ -324,14 +338,7 @@ class Reloader:
             _log.warning("reload.daemon_changed note=listen_and_limits_apply_after_restart")
         self.config = new
         warn_about_exposed_secrets(new, self.config_path)
-        summary: dict[str, Any] = {
-            "generation": None,
-            "added": [],
-            "removed": [],
-            "reconnected": [],
-        }
-        if result is not None:
-            summary.update(cattrs.unstructure(result))
+        summary: dict[str, Any] = cattrs.unstructure(result)
         _log.info(
             "reload.done path=%s generation=%s accounts=%d proxies=%d added=%d removed=%d",
             self.config_path,
@@ -372,8 +379,6 @@ def _check_sessions_free(config: Config) -> None:
     Raises:
         SessionLocked: if one is held elsewhere.
     """
-    from ._sessionlock import lock_sessions_of
-
     for lock in lock_sessions_of(config.accounts, config.daemon.state_dir).values():
         lock.release()
 
@@ -392,7 +397,7 @@ async def run_daemon(
     config: Config,
     *,
     config_path: Path | None = None,
-    pool_factory: Any = None,
+    pool_factory: PoolFactory | None = None,
     task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run mtpoold until SIGTERM or SIGINT, then shut down gracefully and return.
@@ -416,9 +421,8 @@ async def run_daemon(
     Args:
         config: The validated config.
         config_path: The file ``config`` came from, for reloads.
-        pool_factory: ``open_pool``-compatible async context manager factory
-            ``(config, *, store) -> AsyncContextManager[Pool]`` (tests); default
-            `mtpoold._compose.open_pool` with ``lock_sessions=True``.
+        pool_factory: Opens the pool (tests); default `mtpoold._compose.open_pool` with
+            ``lock_sessions=True``.
         task_status: Receives the listening address once the server is listening.
 
     Raises:
@@ -430,8 +434,6 @@ async def run_daemon(
     warn_about_exposed_secrets(config, config_path)
     state_dir = prepare_state_dir(Path(config.daemon.state_dir))
     if pool_factory is None:
-        from ._compose import open_pool
-
         _check_sessions_free(config)
         pool_factory = functools.partial(open_pool, lock_sessions=True)
     store = _open_store(state_dir, config)
@@ -460,9 +462,9 @@ async def run_daemon(
                     )
                     task_status.started(address)
                     nursery.start_soon(_status_loop, pool, server)
-                    interval = watchdog_interval_s()
-                    if interval is not None:
-                        nursery.start_soon(_watchdog_loop, interval)
+                    watchdog_s = watchdog_interval_s()
+                    if watchdog_s is not None:
+                        nursery.start_soon(_watchdog_loop, watchdog_s)
                     # Runs until the server has finished (then `serve` cancels it): a signal
                     # left unread would be re-delivered when the receiver closes, and
                     # SIGHUP's default action would kill the daemon in the middle of its
@@ -495,10 +497,7 @@ async def run_daemon(
                             server.request_shutdown()
                             # Jobs still waiting for an account answer SHUTTING_DOWN now;
                             # calls already running get the grace period.
-                            begin = getattr(pool, "begin_shutdown", None)
-                            if begin is not None:
-                                begin()
+                            pool.begin_shutdown()
         _log.info("daemon.stopped")
     finally:
-        if store is not None:
-            store.close()
+        store.close()

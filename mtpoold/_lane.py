@@ -11,12 +11,11 @@ from typing import final
 import attrs
 import trio
 
+# NO_PROXY: key and name of the lane shared by accounts with no proxy (the host's own address
+# is rate-limited by Telegram too); defined with `proxy_key`.
+from ._config import NO_PROXY as NO_PROXY
 from ._gate import DEFAULT_JITTER_S, RateGate
 from ._stats import LaneStatistics
-
-#: Key and name of the lane shared by accounts with no proxy: the host's own address is
-#: rate-limited by Telegram too.
-NO_PROXY = "no_proxy"
 
 
 class ProxyCoolingDown(Exception):

@@ -16,9 +16,11 @@ from typing import Final
 
 import attrs
 
-__all__ = ["ListenAddress", "ListenAddressError", "bind_problem", "parse_listen"]
+__all__ = ["DEFAULT_LISTEN", "ListenAddress", "ListenAddressError", "bind_problem", "parse_listen"]
 
 UNIX_PREFIX: Final = "unix:"
+#: ``[daemon] listen`` when the config says nothing: loopback only.
+DEFAULT_LISTEN: Final = "127.0.0.1:8765"
 #: Said with an address in use: a running daemon takes a new config through reload.
 _IN_USE_HINT: Final = " (a running mtpoold? `mtpoold reload` checks and applies a new config)"
 

@@ -33,16 +33,16 @@ code    ``data.class``        meaning
 -32601  METHOD_NOT_FOUND      unknown method
 -32602  INVALID_ARGUMENT      a parameter is missing or has the wrong type; the
                               message names it, e.g. ``params.ids[2]: expected an
-                              integer, got string``. Also a job the pool refused as
+                              integer, got a string``. Also a job the pool refused as
                               INVALID_ARGUMENT (unknown TL method, unknown account).
 -32603  INTERNAL_ERROR        a bug while handling this one request
 -32001  <ErrorClass>          the job failed (FLOOD_WAIT, PEER_NOT_FOUND, GENERIC, ...)
 -32002  NO_ACCOUNT_AVAILABLE  no account can serve the job before its deadline
 -32003  SHUTTING_DOWN         the daemon is stopping
 -32004  CANCELLED             cancelled by a ``cancel`` request
--32005  TOO_MANY_IN_FLIGHT    the connection has ``max_in_flight`` jobs whose reply is
-                              not sent yet (running, or answered and waiting for
-                              the client to read)
+-32005  TOO_MANY_IN_FLIGHT    the connection is at its ``max_in_flight`` limit
+                              (the rule: `mtpoold._server`, limits of one
+                              connection)
 -32006  CONFIG_INVALID        ``reload`` refused the new config; the daemon keeps
                               running on the old one. ``data.problems`` lists
                               every problem, one line each
@@ -54,12 +54,16 @@ Every error object has ``data = {"class", "retry_after_s", "account", "attempts"
 
 from __future__ import annotations
 
+import enum
 import json
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any, Final, TypeAlias
 
 import attrs
+
+from ._errors import ErrorClass
+from ._validation import EXPECT, JSON, FieldProblem, Structurer
 
 __all__ = [
     "CANCELLED",
@@ -79,6 +83,8 @@ __all__ = [
     "CancelParams",
     "DisableParams",
     "EnableParams",
+    "CooldownsParams",
+    "ClearCooldownParams",
     "ForgetParams",
     "GetMessagesParams",
     "InvokeParams",
@@ -89,6 +95,7 @@ __all__ = [
     "RequestId",
     "ResolveParams",
     "RpcError",
+    "WireClass",
     "code_for_error_class",
     "encode_error",
     "encode_result",
@@ -110,26 +117,33 @@ CANCELLED: Final = -32004
 TOO_MANY_IN_FLIGHT: Final = -32005
 RELOAD_FAILED: Final = -32006
 
-_CODE_BY_ERROR_CLASS: Final[Mapping[str, int]] = {
-    "NO_ACCOUNT_AVAILABLE": NO_ACCOUNT_AVAILABLE,
-    "SHUTTING_DOWN": SHUTTING_DOWN,
-    "CANCELLED": CANCELLED,
-    "INVALID_ARGUMENT": INVALID_PARAMS,
+_CODE_BY_ERROR_CLASS: Final[Mapping[ErrorClass, int]] = {
+    ErrorClass.NO_ACCOUNT_AVAILABLE: NO_ACCOUNT_AVAILABLE,
+    ErrorClass.SHUTTING_DOWN: SHUTTING_DOWN,
+    ErrorClass.CANCELLED: CANCELLED,
+    ErrorClass.INVALID_ARGUMENT: INVALID_PARAMS,
 }
 
 RequestId: TypeAlias = str | int
 
 
-def code_for_error_class(error_class: str) -> int:
-    """The JSON-RPC error code for a job that failed with ``error_class``.
+class WireClass(enum.StrEnum):
+    """``data.class`` of the errors the protocol makes itself (see the module table); a job's
+    errors carry an `mtpoold.ErrorClass` value there instead."""
 
-    Args:
-        error_class: An ``ErrorClass`` value, e.g. ``"FLOOD_WAIT"``.
+    PARSE_ERROR = "PARSE_ERROR"
+    INVALID_REQUEST = "INVALID_REQUEST"
+    METHOD_NOT_FOUND = "METHOD_NOT_FOUND"
+    INTERNAL_ERROR = "INTERNAL_ERROR"
+    TOO_MANY_IN_FLIGHT = "TOO_MANY_IN_FLIGHT"
+    CONFIG_INVALID = "CONFIG_INVALID"
+    #: Client side: a reply whose error carries no class.
+    UNKNOWN = "UNKNOWN"
 
-    Returns:
-        -32002 for NO_ACCOUNT_AVAILABLE, -32003 for SHUTTING_DOWN, -32004 for CANCELLED,
-        -32602 for INVALID_ARGUMENT, else -32001 (job failed).
-    """
+
+def code_for_error_class(error_class: ErrorClass) -> int:
+    """The JSON-RPC error code for a job that failed with ``error_class``: the module table's
+    ``code`` column (-32001 for every class it does not list)."""
     return _CODE_BY_ERROR_CLASS.get(error_class, JOB_FAILED)
 
 
@@ -139,9 +153,9 @@ class RpcError(Exception):
     Args:
         code: The JSON-RPC error code (see the module table).
         message: One line for humans; never a secret.
-        error_class: ``data.class``: an ``ErrorClass`` value or one of the protocol classes
-            (PARSE_ERROR, INVALID_REQUEST, METHOD_NOT_FOUND, INVALID_ARGUMENT,
-            INTERNAL_ERROR, TOO_MANY_IN_FLIGHT).
+        error_class: ``data.class``: an `ErrorClass` (a job's) or a `WireClass` (the
+            protocol's); kept as its string (``error_class == "FLOOD_WAIT"``), and on the
+            client side any string the daemon sent.
         retry_after_s: ``data.retry_after_s``: seconds after which a retry makes sense.
         account: ``data.account``: the account of the last attempt, if any.
         attempts: ``data.attempts``: calls made for the job.
@@ -155,7 +169,7 @@ class RpcError(Exception):
         code: int,
         message: str,
         *,
-        error_class: str,
+        error_class: ErrorClass | WireClass | str,
         retry_after_s: float | None = None,
         account: str | None = None,
         attempts: int = 0,
@@ -166,7 +180,9 @@ class RpcError(Exception):
         self.problems = problems
         self.code = code
         self.message = message
-        self.error_class = error_class
+        self.error_class: str = (
+            error_class.value if isinstance(error_class, ErrorClass) else str(error_class)
+        )
         self.retry_after_s = retry_after_s
         self.account = account
         self.attempts = attempts
@@ -199,7 +215,9 @@ class RpcError(Exception):
         """
         if not isinstance(obj, Mapping):
             return cls(
-                INTERNAL_ERROR, f"malformed error object: {obj!r}", error_class="INTERNAL_ERROR"
+                INTERNAL_ERROR,
+                f"malformed error object: {obj!r}",
+                error_class=WireClass.INTERNAL_ERROR,
             )
         data = obj.get("data")
         data = data if isinstance(data, Mapping) else {}
@@ -211,7 +229,7 @@ class RpcError(Exception):
         return cls(
             code if isinstance(code, int) else INTERNAL_ERROR,
             str(obj.get("message", "")),
-            error_class=str(data.get("class") or "UNKNOWN"),
+            error_class=str(data.get("class") or WireClass.UNKNOWN),
             retry_after_s=float(retry) if isinstance(retry, int | float) else None,
             account=account if isinstance(account, str) else None,
             attempts=attempts if isinstance(attempts, int) else 0,
@@ -220,11 +238,13 @@ class RpcError(Exception):
 
 
 def _invalid_params(message: str) -> RpcError:
-    return RpcError(INVALID_PARAMS, message, error_class="INVALID_ARGUMENT")
+    return RpcError(INVALID_PARAMS, message, error_class=ErrorClass.INVALID_ARGUMENT)
 
 
 def _invalid_request(message: str, request_id: RequestId | None = None) -> RpcError:
-    return RpcError(INVALID_REQUEST, message, error_class="INVALID_REQUEST", request_id=request_id)
+    return RpcError(
+        INVALID_REQUEST, message, error_class=WireClass.INVALID_REQUEST, request_id=request_id
+    )
 
 
 # --- requests -------------------------------------------------------------------------------------
@@ -264,22 +284,6 @@ def _parse_int(text: str) -> int:
     return int(text)
 
 
-def _json_type(value: object) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, int | float):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, list):
-        return "array"
-    if isinstance(value, dict):
-        return "object"
-    return type(value).__name__  # pragma: no cover - json.loads makes nothing else
-
-
 def _readable_id(value: object) -> RequestId | None:
     if isinstance(value, str) or (isinstance(value, int) and not isinstance(value, bool)):
         return value
@@ -317,12 +321,12 @@ def parse_request(frame: str | bytes) -> Request:
         else:  # pragma: no cover - json.loads raises nothing else
             detail = type(exc).__name__
         raise RpcError(
-            PARSE_ERROR, f"not valid JSON: {detail}", error_class="PARSE_ERROR"
+            PARSE_ERROR, f"not valid JSON: {detail}", error_class=WireClass.PARSE_ERROR
         ) from None
     if isinstance(obj, list):
         raise _invalid_request("batches are not supported: send one request per frame")
     if not isinstance(obj, dict):
-        raise _invalid_request(f"a request must be a JSON object, got {_json_type(obj)}")
+        raise _invalid_request(f"a request must be a JSON object, got {JSON.kind(obj)}")
     request_id = _readable_id(obj.get("id"))
     if obj.get("jsonrpc") != "2.0":
         raise _invalid_request('"jsonrpc" must be "2.0"', request_id)
@@ -331,14 +335,14 @@ def parse_request(frame: str | bytes) -> Request:
             'missing "id": notifications are not supported, every request needs an id'
         )
     if request_id is None:
-        raise _invalid_request(f'"id" must be a string or an integer, got {_json_type(obj["id"])}')
+        raise _invalid_request(f'"id" must be a string or an integer, got {JSON.kind(obj["id"])}')
     method = obj.get("method")
     if not isinstance(method, str):
-        raise _invalid_request(f'"method" must be a string, got {_json_type(method)}', request_id)
+        raise _invalid_request(f'"method" must be a string, got {JSON.kind(method)}', request_id)
     params = obj.get("params")
     if params is not None and not isinstance(params, dict | list):
         raise _invalid_request(
-            f'"params" must be an object or an array, got {_json_type(params)}', request_id
+            f'"params" must be an object or an array, got {JSON.kind(params)}', request_id
         )
     extra = sorted(set(obj) - {"jsonrpc", "id", "method", "params"})
     if extra:
@@ -347,11 +351,83 @@ def parse_request(frame: str | bytes) -> Request:
 
 
 # --- parameters -----------------------------------------------------------------------------------
+#
+# Each method's params are an attrs class, structured by the problem-path engine
+# (`mtpoold._validation`, the config file's too) in its JSON dialect: strict types, unknown
+# names refused, validators for ranges, and the first problem in field order as the message
+# (``params.ids[2]: expected an integer, got a string``). attrs validators are on while a
+# request is structured (only `mtpoold._config.parse_config` turns them off, synchronously).
+
+#: The largest ``options.deadline_ms`` the protocol takes: 2**53 ms (about 285,000 years),
+#: exact as a float. The operator's cap (``[policy] job_deadline_s``, checked by the pool) is
+#: lower; this bound only keeps numbers no deadline can have out of the pool.
+MAX_DEADLINE_MS: Final = 2**53
+
+#: Message ids are TL ``int`` and start at 1 (as `mtpoold._links.MAX_MESSAGE_ID`).
+_MESSAGE_ID_RANGE: Final = (1, 2**31 - 1)
+#: A numeric peer is a marked id (Bot API style: users id, chats -id, channels -100…id) of a
+#: TL ``long`` id — the range `mtpoold._links.parse_link` takes; it says which ids inside
+#: it name no peer.
+_PEER_ID_RANGE: Final = (-(10**12 + 2**63 - 1), 2**63 - 1)
+
+
+def _non_empty(_inst: Any, attr: attrs.Attribute[Any], value: str | None) -> None:
+    if value is not None and not value.strip():
+        raise FieldProblem(attr.name, "expected a non-empty string")
+
+
+def _non_empty_items(_inst: Any, attr: attrs.Attribute[Any], value: tuple[str, ...]) -> None:
+    for i, item in enumerate(value):
+        if not item.strip():
+            raise FieldProblem(f"{attr.name}[{i}]", "expected a non-empty string")
+
+
+def _deadline_ms(_inst: Any, attr: attrs.Attribute[Any], ms: int | float | None) -> None:
+    if ms is None:
+        return
+    if not ms > 0:  # NaN too
+        raise FieldProblem(attr.name, f"expected > 0, got {JSON.show(ms)}")
+    if ms > MAX_DEADLINE_MS:
+        raise FieldProblem(
+            attr.name,
+            f"expected at most 2**53 ({MAX_DEADLINE_MS}) milliseconds, got {JSON.show(ms)};"
+            " the operator's cap (policy.job_deadline_s) is lower still",
+        )
+
+
+def _max_age_s(_inst: Any, attr: attrs.Attribute[Any], value: int | float | None) -> None:
+    if value is None:
+        return
+    finite = not isinstance(value, int) or value.bit_length() <= 64
+    if not (finite and math.isfinite(value) and value >= 0):
+        raise FieldProblem(attr.name, f"expected a finite number >= 0, got {JSON.show(value)}")
+
+
+def _peer(_inst: Any, attr: attrs.Attribute[Any], peer: str | int) -> None:
+    if isinstance(peer, str):
+        _non_empty(_inst, attr, peer)
+        return
+    low, high = _PEER_ID_RANGE
+    if not low <= peer <= high:
+        raise FieldProblem(
+            attr.name, f"expected a string or an integer {low}..{high}, got {JSON.show(peer)}"
+        )
+
+
+def _message_ids(_inst: Any, attr: attrs.Attribute[Any], ids: tuple[int, ...]) -> None:
+    if not ids:
+        raise FieldProblem(attr.name, "expected at least one message id")
+    low, high = _MESSAGE_ID_RANGE
+    for i, v in enumerate(ids):
+        if not low <= v <= high:
+            raise FieldProblem(
+                f"{attr.name}[{i}]", f"expected an integer {low}..{high}, got {JSON.show(v)}"
+            )
 
 
 @attrs.frozen
 class JobOptions:
-    """``params.options`` of a job method.
+    """``params.options`` of a job method (read from ``deadline_ms``, ``account``, ``tags``).
 
     Attributes:
         deadline_s: The job's deadline in seconds (from ``deadline_ms``), or None for the
@@ -369,58 +445,78 @@ class JobOptions:
 
 
 @attrs.frozen
+class _OptionsDoc:
+    """``params.options`` as written; null members are absent ones."""
+
+    deadline_ms: int | float | None = attrs.field(
+        default=None, validator=_deadline_ms, metadata={EXPECT: "a number of milliseconds"}
+    )
+    account: str | None = attrs.field(default=None, validator=_non_empty)
+    tags: tuple[str, ...] | None = attrs.field(
+        default=None,
+        validator=attrs.validators.optional(_non_empty_items),
+        metadata={EXPECT: "an array of strings"},
+    )
+    max_age_s: int | float | None = attrs.field(
+        default=None, validator=_max_age_s, metadata={EXPECT: "a number of seconds"}
+    )
+
+
+@attrs.frozen
 class InvokeParams:
     """``invoke``: a raw TL function by name. ``args`` defaults to ``{}``."""
 
-    method: str
-    args: dict[str, Any]
-    options: JobOptions
+    method: str = attrs.field(validator=_non_empty)
+    args: dict[str, Any] = attrs.field(factory=dict)
+    options: JobOptions = attrs.field(factory=JobOptions)
 
 
 @attrs.frozen
 class ResolveParams:
     """``resolve``: a t.me link, ``@username`` or bare username."""
 
-    link_or_username: str
-    options: JobOptions
+    link_or_username: str = attrs.field(validator=_non_empty)
+    options: JobOptions = attrs.field(factory=JobOptions)
 
 
 @attrs.frozen
 class GetMessagesParams:
     """``get_messages``: message ``ids`` of ``peer`` (username/link string or numeric id)."""
 
-    peer: str | int
-    ids: tuple[int, ...]
-    options: JobOptions
+    peer: str | int = attrs.field(validator=_peer)
+    ids: tuple[int, ...] = attrs.field(
+        validator=_message_ids, metadata={EXPECT: "an array of integers"}
+    )
+    options: JobOptions = attrs.field(factory=JobOptions)
 
 
 @attrs.frozen
 class CancelParams:
     """``cancel``: the id of an in-flight request of the same connection."""
 
-    id: RequestId
+    id: RequestId = attrs.field(metadata={EXPECT: "a request id (string or integer)"})
 
 
 @attrs.frozen
 class DisableParams:
     """``accounts.disable``: account ``id`` and a human ``reason``."""
 
-    id: str
-    reason: str
+    id: str = attrs.field(validator=_non_empty)
+    reason: str = attrs.field(validator=_non_empty)
 
 
 @attrs.frozen
 class EnableParams:
     """``accounts.enable``: account ``id``."""
 
-    id: str
+    id: str = attrs.field(validator=_non_empty)
 
 
 @attrs.frozen
 class CooldownsParams:
     """``accounts.cooldowns``: account ``id``."""
 
-    id: str
+    id: str = attrs.field(validator=_non_empty)
 
 
 @attrs.frozen
@@ -428,15 +524,15 @@ class ClearCooldownParams:
     """``accounts.clear_cooldown``: account ``id``, optional ``rate_class`` (absent or null:
     every class and the account-wide cooldown)."""
 
-    id: str
-    rate_class: str | None = None
+    id: str = attrs.field(validator=_non_empty)
+    rate_class: str | None = attrs.field(default=None, validator=_non_empty)
 
 
 @attrs.frozen
 class ForgetParams:
     """``accounts.forget``: ``id`` of an account in the state store but not in the config."""
 
-    id: str
+    id: str = attrs.field(validator=_non_empty)
 
 
 @attrs.frozen
@@ -463,236 +559,42 @@ _Params: TypeAlias = (
     | NoParams
 )
 
-
-def _object(params: dict[str, Any] | list[Any] | None, *, allowed: set[str]) -> dict[str, Any]:
-    if params is None:
-        params = {}
-    if isinstance(params, list):
-        if params:
-            raise _invalid_params("params: expected an object (named parameters), got an array")
-        params = {}
-    unknown = sorted(set(params) - allowed)
-    if unknown:
-        raise _invalid_params(
-            f"params: unknown parameter(s) {', '.join(unknown)}; expected "
-            + (", ".join(sorted(allowed)) if allowed else "none")
-        )
-    return params
+_PARAMS: Final = Structurer(JSON)
 
 
-def _required(params: Mapping[str, Any], name: str) -> Any:
-    if name not in params:
-        raise _invalid_params(f"params.{name}: required")
-    return params[name]
-
-
-def _string(value: object, where: str, *, empty_ok: bool = False) -> str:
-    if not isinstance(value, str):
-        raise _invalid_params(f"{where}: expected a string, got {_json_type(value)}")
-    if not empty_ok and not value.strip():
-        raise _invalid_params(f"{where}: expected a non-empty string")
-    return value
-
-
-def _show_number(value: int | float) -> str:
-    """A number for a message: never str() of a 4,000-digit integer, never a bare 'inf'."""
-    if isinstance(value, float):
-        if math.isfinite(value):
-            return repr(value)
-        return "NaN" if math.isnan(value) else f"a number beyond {'-' if value < 0 else ''}1.8e308"
-    if value.bit_length() <= 128:
-        return str(value)
-    return f"{'-' if value < 0 else ''}an integer of {value.bit_length()} bits"
-
-
-def _integer(value: object, where: str, low: int, high: int, what: str = "an integer") -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise _invalid_params(f"{where}: expected {what}, got {_json_type(value)}")
-    if not low <= value <= high:
-        raise _invalid_params(f"{where}: expected {what} {low}..{high}, got {_show_number(value)}")
-    return value
-
-
-#: The largest ``options.deadline_ms`` the protocol takes: 2**53 ms (about 285,000 years),
-#: exact as a float. The operator's cap (``[policy] job_deadline_s``, checked by the pool) is
-#: lower; this bound only keeps numbers no deadline can have out of the pool.
-MAX_DEADLINE_MS: Final = 2**53
-
-#: Message ids are TL ``int`` and start at 1 (as `mtpoold._links.MAX_MESSAGE_ID`).
-_MESSAGE_ID_RANGE: Final = (1, 2**31 - 1)
-#: A numeric peer is a marked id (Bot API style: users id, chats -id, channels -100…id) of a
-#: TL ``long`` id — the range `mtpoold._links.parse_link` takes; it says which ids inside
-#: it name no peer.
-_PEER_ID_RANGE: Final = (-(10**12 + 2**63 - 1), 2**63 - 1)
-
-
-def _deadline_s(ms: object) -> float:
-    where = "params.options.deadline_ms"
-    if isinstance(ms, bool) or not isinstance(ms, int | float):
-        raise _invalid_params(f"{where}: expected a number of milliseconds, got {_json_type(ms)}")
-    if not ms > 0:  # NaN too
-        raise _invalid_params(f"{where}: expected > 0, got {_show_number(ms)}")
-    if ms > MAX_DEADLINE_MS:
-        raise _invalid_params(
-            f"{where}: expected at most 2**53 ({MAX_DEADLINE_MS}) milliseconds, got"
-            f" {_show_number(ms)}; the operator's cap (policy.job_deadline_s) is lower still"
-        )
-    return ms / 1000
-
-
-def _options(params: Mapping[str, Any]) -> JobOptions:
-    raw = params.get("options")
-    if raw is None:
-        return JobOptions()
-    if not isinstance(raw, dict):
-        raise _invalid_params(f"params.options: expected an object, got {_json_type(raw)}")
-    unknown = sorted(set(raw) - {"deadline_ms", "account", "tags", "max_age_s"})
-    if unknown:
-        raise _invalid_params(
-            f"params.options: unknown option(s) {', '.join(unknown)}; expected deadline_ms,"
-            " account, tags, max_age_s"
-        )
-    deadline_s: float | None = None
-    if raw.get("deadline_ms") is not None:
-        deadline_s = _deadline_s(raw["deadline_ms"])
-    account = None
-    if raw.get("account") is not None:
-        account = _string(raw["account"], "params.options.account")
-    tags: tuple[str, ...] = ()
-    if raw.get("tags") is not None:
-        if not isinstance(raw["tags"], list):
-            raise _invalid_params(
-                f"params.options.tags: expected an array of strings, got {_json_type(raw['tags'])}"
-            )
-        tags = tuple(_string(t, f"params.options.tags[{i}]") for i, t in enumerate(raw["tags"]))
-    max_age_s = 0.0
-    if raw.get("max_age_s") is not None:
-        max_age_s = _max_age_s(raw["max_age_s"])
-    return JobOptions(deadline_s=deadline_s, account=account, tags=tags, max_age_s=max_age_s)
-
-
-def _max_age_s(value: object) -> float:
-    where = "params.options.max_age_s"
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise _invalid_params(f"{where}: expected a number of seconds, got {_json_type(value)}")
-    if isinstance(value, int) and value.bit_length() > 64:
-        raise _invalid_params(f"{where}: expected a finite number >= 0, got {_show_number(value)}")
-    seconds = float(value)
-    if not (math.isfinite(seconds) and seconds >= 0):
-        raise _invalid_params(f"{where}: expected a finite number >= 0, got {_show_number(value)}")
-    return seconds
-
-
-def _invoke(params: dict[str, Any] | list[Any] | None) -> InvokeParams:
-    p = _object(params, allowed={"method", "args", "options"})
-    method = _string(_required(p, "method"), "params.method")
-    args = p.get("args", {})
-    if args is None:
-        args = {}
-    if not isinstance(args, dict):
-        raise _invalid_params(f"params.args: expected an object, got {_json_type(args)}")
-    return InvokeParams(method=method, args=args, options=_options(p))
-
-
-def _resolve(params: dict[str, Any] | list[Any] | None) -> ResolveParams:
-    p = _object(params, allowed={"link_or_username", "options"})
-    link = _string(_required(p, "link_or_username"), "params.link_or_username")
-    return ResolveParams(link_or_username=link, options=_options(p))
-
-
-def _get_messages(params: dict[str, Any] | list[Any] | None) -> GetMessagesParams:
-    p = _object(params, allowed={"peer", "ids", "options"})
-    peer = _required(p, "peer")
-    if isinstance(peer, bool) or not isinstance(peer, str | int):
-        raise _invalid_params(
-            f"params.peer: expected a string or an integer, got {_json_type(peer)}"
-        )
-    if isinstance(peer, str) and not peer.strip():
-        raise _invalid_params("params.peer: expected a non-empty string")
-    if isinstance(peer, int):
-        _integer(peer, "params.peer", *_PEER_ID_RANGE, what="a string or an integer")
-    ids = _required(p, "ids")
-    if not isinstance(ids, list):
-        raise _invalid_params(f"params.ids: expected an array of integers, got {_json_type(ids)}")
-    if not ids:
-        raise _invalid_params("params.ids: expected at least one message id")
-    return GetMessagesParams(
-        peer=peer,
-        ids=tuple(_integer(v, f"params.ids[{i}]", *_MESSAGE_ID_RANGE) for i, v in enumerate(ids)),
-        options=_options(p),
+def _job_options(value: Any, _t: Any) -> JobOptions:
+    doc: _OptionsDoc = _PARAMS.converter.structure(value, _OptionsDoc)
+    return JobOptions(
+        deadline_s=None if doc.deadline_ms is None else doc.deadline_ms / 1000,
+        account=doc.account,
+        tags=doc.tags or (),
+        max_age_s=0.0 if doc.max_age_s is None else float(doc.max_age_s),
     )
 
 
-def _cancel(params: dict[str, Any] | list[Any] | None) -> CancelParams:
-    p = _object(params, allowed={"id"})
-    target = _required(p, "id")
-    target_id = _readable_id(target)
-    if target_id is None:
-        raise _invalid_params(
-            f"params.id: expected a request id (string or integer), got {_json_type(target)}"
-        )
-    return CancelParams(id=target_id)
+_PARAMS.converter.register_structure_hook(JobOptions, _job_options)
+
+#: Members whose null means "absent" (their defaults: ``{}``, no options).
+_NULL_IS_ABSENT: Final = ("args", "options")
 
 
-def _disable(params: dict[str, Any] | list[Any] | None) -> DisableParams:
-    p = _object(params, allowed={"id", "reason"})
-    return DisableParams(
-        id=_string(_required(p, "id"), "params.id"),
-        reason=_string(_required(p, "reason"), "params.reason"),
-    )
-
-
-def _enable(params: dict[str, Any] | list[Any] | None) -> EnableParams:
-    p = _object(params, allowed={"id"})
-    return EnableParams(id=_string(_required(p, "id"), "params.id"))
-
-
-def _cooldowns(params: dict[str, Any] | list[Any] | None) -> CooldownsParams:
-    p = _object(params, allowed={"id"})
-    return CooldownsParams(id=_string(_required(p, "id"), "params.id"))
-
-
-def _clear_cooldown(params: dict[str, Any] | list[Any] | None) -> ClearCooldownParams:
-    p = _object(params, allowed={"id", "rate_class"})
-    rate_class = p.get("rate_class")
-    return ClearCooldownParams(
-        id=_string(_required(p, "id"), "params.id"),
-        rate_class=None if rate_class is None else _string(rate_class, "params.rate_class"),
-    )
-
-
-def _forget(params: dict[str, Any] | list[Any] | None) -> ForgetParams:
-    p = _object(params, allowed={"id"})
-    return ForgetParams(id=_string(_required(p, "id"), "params.id"))
-
-
-def _reload(params: dict[str, Any] | list[Any] | None) -> ReloadParams:
-    _object(params, allowed=set())
-    return ReloadParams()
-
-
-def _none(params: dict[str, Any] | list[Any] | None) -> NoParams:
-    _object(params, allowed=set())
-    return NoParams()
-
-
-_PARSERS: Final[Mapping[str, Callable[[dict[str, Any] | list[Any] | None], _Params]]] = {
-    "invoke": _invoke,
-    "resolve": _resolve,
-    "get_messages": _get_messages,
-    "status": _none,
-    "ping": _none,
-    "cancel": _cancel,
-    "accounts.disable": _disable,
-    "accounts.enable": _enable,
-    "accounts.cooldowns": _cooldowns,
-    "accounts.clear_cooldown": _clear_cooldown,
-    "accounts.forget": _forget,
-    "reload": _reload,
+_PARAMS_OF: Final[Mapping[str, type[_Params]]] = {
+    "invoke": InvokeParams,
+    "resolve": ResolveParams,
+    "get_messages": GetMessagesParams,
+    "status": NoParams,
+    "ping": NoParams,
+    "cancel": CancelParams,
+    "accounts.disable": DisableParams,
+    "accounts.enable": EnableParams,
+    "accounts.cooldowns": CooldownsParams,
+    "accounts.clear_cooldown": ClearCooldownParams,
+    "accounts.forget": ForgetParams,
+    "reload": ReloadParams,
 }
 
 #: Every method the server answers.
-METHODS: Final = frozenset(_PARSERS)
+METHODS: Final = frozenset(_PARAMS_OF)
 
 
 def parse_params(method: str, params: dict[str, Any] | list[Any] | None) -> _Params:
@@ -711,14 +613,23 @@ def parse_params(method: str, params: dict[str, Any] | list[Any] | None) -> _Par
         RpcError: METHOD_NOT_FOUND (-32601) for an unknown method; INVALID_PARAMS (-32602)
             naming the first bad parameter and what was expected.
     """
-    parser = _PARSERS.get(method)
-    if parser is None:
+    cls = _PARAMS_OF.get(method)
+    if cls is None:
         raise RpcError(
             METHOD_NOT_FOUND,
             f"unknown method {method!r}; expected one of {', '.join(sorted(METHODS))}",
-            error_class="METHOD_NOT_FOUND",
+            error_class=WireClass.METHOD_NOT_FOUND,
         )
-    return parser(params)
+    if isinstance(params, list):
+        if params:
+            raise _invalid_params("params: expected an object (named parameters), got an array")
+        params = None
+    named = {k: v for k, v in (params or {}).items() if not (v is None and k in _NULL_IS_ABSENT)}
+    obj, problem = _PARAMS.first_problem(named, cls, "params")
+    if problem is not None:
+        raise _invalid_params(problem)
+    result: _Params = obj
+    return result
 
 
 # --- replies --------------------------------------------------------------------------------------

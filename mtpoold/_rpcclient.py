@@ -30,6 +30,7 @@ __all__ = [
 
 MAX_REPLY_BYTES: Final = 64 * 2**20  # 64 MiB: a status reply of a large pool still fits
 DEFAULT_TIMEOUT_S: Final = 30.0
+_CLOSE_WAIT_S: Final = 1.0  # the close handshake after the reply, at most
 _ids = itertools.count(1)
 
 
@@ -174,7 +175,7 @@ async def call(
                         if isinstance(message, dict) and message.get("id") in (request_id, None):
                             reply = message
                 finally:
-                    with trio.move_on_after(1, shield=True):
+                    with trio.move_on_after(_CLOSE_WAIT_S, shield=True):
                         await ws.aclose()
                 nursery.cancel_scope.cancel()
     except trio.TooSlowError:

@@ -38,14 +38,13 @@ import errno
 import functools
 import hmac
 import logging
-import math
 import os
 import socket as stdlib_socket
 import stat
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final, Protocol, final
+from typing import Any, Final, Protocol, final
 
 import attrs
 import cattrs
@@ -60,7 +59,9 @@ from wsproto import ConnectionType, WSConnection
 from wsproto.connection import ConnectionState
 from wsproto.events import BytesMessage, CloseConnection, TextMessage
 
-from ._errors import ConfigError, JobFailed
+from ._config import DaemonConfig
+from ._errors import ConfigError, ErrorClass, JobFailed
+from ._listen import DEFAULT_LISTEN as DEFAULT_LISTEN
 from ._listen import ListenAddress as ListenAddress
 from ._listen import parse_listen as parse_listen
 from ._rpc import (
@@ -85,15 +86,13 @@ from ._rpc import (
     RequestId,
     ResolveParams,
     RpcError,
+    WireClass,
     code_for_error_class,
     encode_error,
     encode_result,
     parse_params,
     parse_request,
 )
-
-if TYPE_CHECKING:
-    from ._config import DaemonConfig
 
 __all__ = [
     "DEFAULT_LISTEN",
@@ -106,10 +105,13 @@ __all__ = [
 
 _log = logging.getLogger("mtpoold.server")
 
-DEFAULT_LISTEN: Final = "127.0.0.1:8765"
-MAX_FRAME_BYTES: Final = 2**20  # 1 MiB of payload per message, in bytes on the wire
-MAX_IN_FLIGHT: Final = 1000  # jobs per connection whose reply is not sent yet
-SHUTDOWN_GRACE_S: Final = 10.0  # seconds in-flight jobs may still finish after a shutdown request
+# The server's defaults are the ``[daemon]`` table's (`mtpoold._config.DaemonConfig`), defined
+# there once: bytes of payload per message, jobs per connection whose reply is not sent yet,
+# seconds in-flight jobs may still finish after a shutdown request.
+_DAEMON_DEFAULTS: Final = DaemonConfig()
+MAX_FRAME_BYTES: Final = _DAEMON_DEFAULTS.max_frame_bytes
+MAX_IN_FLIGHT: Final = _DAEMON_DEFAULTS.max_in_flight
+SHUTDOWN_GRACE_S: Final = _DAEMON_DEFAULTS.shutdown_grace_s
 HANDSHAKE_TIMEOUT_S: Final = 10.0  # seconds a client has to complete the HTTP upgrade
 CLOSE_TIMEOUT_S: Final = 2.0  # seconds for final replies and close handshakes after the grace
 UNIX_SOCKET_MODE: Final = 0o660
@@ -283,7 +285,7 @@ class _Connection:
     ws: WebSocketConnection
     remote: str
     calls: dict[tuple[bool, RequestId], _Call] = attrs.field(factory=dict)  # cancellable ones
-    unsent: int = 0  # jobs accepted whose reply is not sent yet: what max_in_flight limits
+    unsent: int = 0  # what max_in_flight limits (the module docstring)
     reader_scope: trio.CancelScope = attrs.field(factory=trio.CancelScope)
 
 
@@ -329,19 +331,20 @@ async def _wrap_server_stream(
 
 
 def _cancelled_error() -> RpcError:
-    return RpcError(CANCELLED, "cancelled by a cancel request", error_class="CANCELLED")
+    return RpcError(CANCELLED, "cancelled by a cancel request", error_class=ErrorClass.CANCELLED)
 
 
 def _shutting_down_error() -> RpcError:
-    return RpcError(SHUTTING_DOWN, "the daemon is shutting down", error_class="SHUTTING_DOWN")
+    return RpcError(
+        SHUTTING_DOWN, "the daemon is shutting down", error_class=ErrorClass.SHUTTING_DOWN
+    )
 
 
 def _job_error(exc: JobFailed) -> RpcError:
-    name = exc.error_class.value
     return RpcError(
-        code_for_error_class(name),
+        code_for_error_class(exc.error_class),
         exc.message,
-        error_class=name,
+        error_class=exc.error_class,
         retry_after_s=exc.retry_after_s,
         account=exc.account,
         attempts=exc.attempts,
@@ -352,7 +355,7 @@ def _internal_error() -> RpcError:
     return RpcError(
         INTERNAL_ERROR,
         "internal error while handling this request (logged by the daemon)",
-        error_class="INTERNAL_ERROR",
+        error_class=WireClass.INTERNAL_ERROR,
     )
 
 
@@ -383,12 +386,10 @@ class RpcServer:
         listen: ``"HOST:PORT"`` (port 0 picks a free one) or ``"unix:/path"``.
         allowed_origins: Browser ``Origin`` values allowed to connect; any other request
             carrying an ``Origin`` header is refused with HTTP 403.
-        max_frame_bytes: Largest accepted message payload, in bytes on the wire (UTF-8 bytes
-            of a text message); a larger one closes that connection with code 1009 and
-            creates no job.
-        max_in_flight: Jobs (and ``reload``) of one connection whose reply is not sent yet;
-            past it, new ones are answered -32005. A client that does not read its replies
-            is not read further once they fill the socket (see the module docstring).
+        max_frame_bytes: Largest accepted message payload, bytes; the rule is the module
+            docstring's (limits of one connection).
+        max_in_flight: Replies one connection may be owed, >= 1; the rule (what counts,
+            -32005, backpressure) is the module docstring's.
         shutdown_grace_s: Seconds in-flight jobs may still finish after `request_shutdown`.
         handshake_timeout_s: Seconds a client has to complete the HTTP upgrade.
         reloader: What ``reload`` runs (the daemon re-reads its config file); None answers
@@ -426,13 +427,9 @@ class RpcServer:
     _changed: trio.Event = attrs.field(init=False, factory=trio.Event)
 
     def __attrs_post_init__(self) -> None:
-        parse_listen(self.listen)  # fail early, with the address in the message
+        # Limits and the listen address are `DaemonConfig`'s invariants (`from_config`).
         if not self.token:
             raise ValueError("token must not be empty")
-        if self.max_frame_bytes < 1 or self.max_in_flight < 1:
-            raise ValueError("max_frame_bytes and max_in_flight must be >= 1")
-        if not (math.isfinite(self.shutdown_grace_s) and self.shutdown_grace_s >= 0):
-            raise ValueError("shutdown_grace_s must be a finite number >= 0")
 
     @classmethod
     def from_config(
@@ -505,7 +502,7 @@ class RpcServer:
         self._changed.set()
         self._changed = trio.Event()
 
-    async def _wait_until(self, predicate: Any) -> None:
+    async def _wait_until(self, predicate: Callable[[], bool]) -> None:
         while not predicate():
             await self._changed.wait()
 
@@ -729,7 +726,7 @@ class RpcServer:
                 raise RpcError(
                     INVALID_REQUEST,
                     f"id {request.id!r} is already in flight on this connection",
-                    error_class="INVALID_REQUEST",
+                    error_class=WireClass.INVALID_REQUEST,
                 )
             if request.method in _TASK_METHODS:
                 if self._draining:
@@ -739,7 +736,7 @@ class RpcServer:
                         TOO_MANY_IN_FLIGHT,
                         f"too many requests in flight on this connection (limit"
                         f" {self.max_in_flight}); wait for replies before sending more",
-                        error_class="TOO_MANY_IN_FLIGHT",
+                        error_class=WireClass.TOO_MANY_IN_FLIGHT,
                     )
                 call = _Call(id=request.id)
                 conn.calls[key] = call
@@ -802,13 +799,13 @@ class RpcServer:
                 forgotten = self.pool.forget_account(params.id)
             except ValueError as exc:  # still in the config
                 raise RpcError(
-                    INVALID_PARAMS, f"params.id: {exc}", error_class="INVALID_ARGUMENT"
+                    INVALID_PARAMS, f"params.id: {exc}", error_class=ErrorClass.INVALID_ARGUMENT
                 ) from None
             if not forgotten:
                 raise RpcError(
                     INVALID_PARAMS,
                     f"params.id: no account {params.id!r} in the state store",
-                    error_class="INVALID_ARGUMENT",
+                    error_class=ErrorClass.INVALID_ARGUMENT,
                 )
             _log.info("account.forgotten account=%s via=rpc", params.id)
             return {"account": params.id, "forgotten": True}
@@ -842,7 +839,7 @@ class RpcServer:
             raise RpcError(
                 METHOD_NOT_FOUND,
                 "reload is not available: this server has no config file to re-read",
-                error_class="METHOD_NOT_FOUND",
+                error_class=WireClass.METHOD_NOT_FOUND,
             )
         _log.info("reload.requested via=rpc")
         try:
@@ -853,7 +850,7 @@ class RpcServer:
                 RELOAD_FAILED,
                 f"config not reloaded ({n} problem{'s' if n != 1 else ''}), still running on"
                 " the previous one: " + "; ".join(exc.problems),
-                error_class="CONFIG_INVALID",
+                error_class=WireClass.CONFIG_INVALID,
                 problems=exc.problems,
             ) from None
 
@@ -913,7 +910,9 @@ def _cache_option(options: JobOptions) -> dict[str, float]:
 
 def _unknown_account(account_id: str) -> RpcError:
     return RpcError(
-        INVALID_PARAMS, f"params.id: unknown account {account_id!r}", error_class="INVALID_ARGUMENT"
+        INVALID_PARAMS,
+        f"params.id: unknown account {account_id!r}",
+        error_class=ErrorClass.INVALID_ARGUMENT,
     )
 
 

@@ -28,15 +28,13 @@ import sqlite3
 import stat
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Final
+from typing import Final
 
 import attrs
 
+from ._config import AccountConfig
 from ._errors import MtpooldError
 from ._secrets import SecretUnavailable, load_string_session
-
-if TYPE_CHECKING:
-    from ._config import AccountConfig
 
 __all__ = [
     "SessionIdentity",
@@ -210,6 +208,7 @@ def session_identity(
             "no session configured (session, session_string, session_string_env or"
             " session_credential)",
         )
+    # Lazy: Telethon costs ~500 ms, and `mtpoold status` reaches this module (session locks).
     from telethon.sessions import StringSession
 
     source = _string_source(account)

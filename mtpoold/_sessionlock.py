@@ -36,16 +36,20 @@ import tempfile
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Final, final
+from typing import Final, final
 
 import attrs
 
+from ._config import AccountConfig
 from ._errors import MtpooldError
-from ._secrets import PRIVATE_DIR_MODE, PRIVATE_FILE_MODE, ensure_private_dir
-
-if TYPE_CHECKING:
-    from ._config import AccountConfig
-    from ._sessionid import SessionIdentity
+from ._secrets import (
+    PRIVATE_DIR_MODE,
+    PRIVATE_FILE_MODE,
+    SecretUnavailable,
+    ensure_private_dir,
+    load_string_session,
+)
+from ._sessionid import SessionIdentity, SessionUnusable, session_identity
 
 __all__ = [
     "LOCK_DIR_ENV",
@@ -481,9 +485,6 @@ def lock_sessions_of(
 def _key_lock(
     account: AccountConfig, environ: Mapping[str, str], lock_dir: str | os.PathLike[str] | None
 ) -> SessionLock | None:
-    from ._secrets import SecretUnavailable, load_string_session
-    from ._sessionid import SessionUnusable, session_identity
-
     try:
         identity = session_identity(account, environ=environ)
     except (SessionUnusable, SecretUnavailable):

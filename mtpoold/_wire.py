@@ -46,6 +46,10 @@ import time
 from collections.abc import Callable
 from typing import Any, Final, final
 
+from python_socks._connectors.factory_async import create_connector
+from python_socks.async_.asyncio._connect import connect_tcp
+from python_socks.async_.asyncio._resolver import Resolver
+from python_socks.async_.asyncio._stream import AsyncioSocketStream
 from telethon.errors import InvalidChecksumError, SecurityError
 from telethon.network.connection.connection import Connection, ObfuscatedConnection
 from telethon.network.connection.tcpmtproxy import TcpMTProxy
@@ -53,6 +57,7 @@ from telethon.tl import functions as tl_functions
 from telethon.tl import types as tl_types
 from telethon.tl.core import MessageContainer
 
+from ._config import TelegramConfig
 from ._errors import ConnectPhase, ProtocolViolation, ProxyUnavailable, redact
 
 __all__ = [
@@ -61,6 +66,9 @@ __all__ = [
     "install_sender_hooks",
     "monitored_connection",
 ]
+
+#: The wire governor's ceilings default to ``[telegram]``'s (defined there once).
+_TELEGRAM_DEFAULTS: Final = TelegramConfig()
 
 #: Seconds of the governor's sliding window (the per-second ceiling).
 WINDOW_S: Final = 1.0
@@ -139,8 +147,8 @@ class WireMonitor:
         self,
         *,
         proxy: str | None,
-        max_messages_per_call: int = 32,
-        max_extra_messages_per_s: int = 20,
+        max_messages_per_call: int = _TELEGRAM_DEFAULTS.wire_max_messages_per_call,
+        max_extra_messages_per_s: int = _TELEGRAM_DEFAULTS.wire_max_extra_messages_per_s,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.proxy = proxy
@@ -169,7 +177,7 @@ class WireMonitor:
         self.reasons: collections.Counter[str] = collections.Counter()
         self.fault: ProtocolViolation | None = None
         self._window: collections.deque[tuple[float, str]] = collections.deque()
-        self._call_starts: collections.deque[float] = collections.deque()
+        self._call_started_at: collections.deque[float] = collections.deque()
         self._call_messages: int | None = None
         self._recent: collections.deque[bytes] = collections.deque(maxlen=_RECENT_BODIES)
 
@@ -231,7 +239,7 @@ class WireMonitor:
     def begin_call(self) -> None:
         """A call (or a connect) starts on this connection: its own per-call count."""
         self._call_messages = 0
-        self._call_starts.append(self._clock())
+        self._call_started_at.append(self._clock())
 
     def end_call(self) -> None:
         """The call ended; messages sent now (acks, pings) count in the window only."""
@@ -255,11 +263,11 @@ class WireMonitor:
         self.messages[kind] += 1
         now = self._clock()
         self._window.append((now, counted))
-        horizon = now - WINDOW_S
-        while self._window and self._window[0][0] <= horizon:
+        horizon_at = now - WINDOW_S
+        while self._window and self._window[0][0] <= horizon_at:
             self._window.popleft()
-        while self._call_starts and self._call_starts[0] <= horizon:
-            self._call_starts.popleft()
+        while self._call_started_at and self._call_started_at[0] <= horizon_at:
+            self._call_started_at.popleft()
         if self.fault is not None:
             return
         if self._call_messages is not None:
@@ -276,7 +284,7 @@ class WireMonitor:
         # Allowed without limit: each new request (a resend is not one) and one ack per new
         # request or call started; everything else — resends, pings, surplus acks, service
         # answers — is what Telethon sends on its own.
-        calls = len(self._call_starts)
+        calls = len(self._call_started_at)
         requests = sum(1 for _, k in self._window if k == "request")
         acks = sum(1 for _, k in self._window if k == "ack")
         others = len(self._window) - requests - acks
@@ -380,29 +388,18 @@ async def _socks_connect(
     """python-socks' connect in two steps, so the phase shows which one failed: TCP to the
     proxy (``PROXY_TCP``), then its SOCKS/HTTP handshake (``PROXY_HANDSHAKE``).
 
-    Uses python-socks' own pieces (pinned, 3.2); falls back to Telethon's one-step connect
-    if they moved.
+    Uses python-socks' own pieces (private modules: pyproject pins python-socks 3.x).
     """
     proxy = conn._proxy
     parsed = conn._parse_proxy(**proxy) if isinstance(proxy, dict) else conn._parse_proxy(*proxy)
-    try:
-        from python_socks._connectors.factory_async import create_connector
-        from python_socks.async_.asyncio._connect import connect_tcp
-        from python_socks.async_.asyncio._resolver import Resolver
-        from python_socks.async_.asyncio._stream import AsyncioSocketStream
-    except ImportError:  # pragma: no cover - another python-socks layout
-        sock: socket.socket = await Connection._proxy_connect(
-            conn, timeout=timeout_s, local_addr=local_addr
-        )
-        return sock
     protocol, host, port, username, password, rdns = parsed
     loop = asyncio.get_running_loop()
-    started = loop.time()
+    started_at = loop.time()
     sock = await asyncio.wait_for(
         connect_tcp(host=host, port=port, loop=loop, local_addr=local_addr), timeout_s
     )
     monitor.advance(ConnectPhase.PROXY_HANDSHAKE)
-    remaining = None if timeout_s is None else max(0.0, timeout_s - (loop.time() - started))
+    remaining = None if timeout_s is None else max(0.0, timeout_s - (loop.time() - started_at))
     stream = AsyncioSocketStream(sock=sock, loop=loop)
     connector = create_connector(
         proxy_type=protocol,

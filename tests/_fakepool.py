@@ -214,6 +214,9 @@ class FakePool:
         self.cleared.append((account_id, rate_class))
         return ("resolve",) if rate_class in (None, "resolve") else ()
 
+    def begin_shutdown(self) -> None:
+        """The daemon's first SIGTERM: nothing waits for an account here."""
+
     def forget_account(self, account_id: str) -> bool:
         if account_id in self.disabled:
             raise ValueError(

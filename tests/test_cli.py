@@ -7,6 +7,8 @@ import os
 import queue
 import signal
 import socket
+import subprocess
+import sys
 import threading
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
@@ -21,9 +23,9 @@ from mtpoold._authorize import write_session_file
 from mtpoold._cli import main
 from mtpoold._config import parse_config
 from mtpoold._daemon import LogfmtFormatter, run_daemon
-from mtpoold._rpcclient import parse_target, target_from_listen
+from mtpoold._pool import ReloadSummary
+from mtpoold._rpcclient import parse_target
 from mtpoold._server import RpcServer
-from mtpoold._statusview import format_duration
 from mtpoold.testing import DC
 
 from _fakepool import FakePool
@@ -316,7 +318,7 @@ def test_call_usage_errors_exit_2(daemon: Daemon, capsys: pytest.CaptureFixture[
     assert main(["call", "x", "[1]", *daemon.args()]) == 2
     assert "must be a JSON object" in capsys.readouterr().err
     assert main(["call", "get_messages", '{"peer": "p", "ids": ["x"]}', *daemon.args()]) == 2
-    assert "params.ids[0]: expected an integer, got string" in capsys.readouterr().err
+    assert "params.ids[0]: expected an integer, got a string" in capsys.readouterr().err
     assert main(["call", "ping", "--account", "a1", *daemon.args()]) == 2
     assert main(["call", "x", "--deadline-ms", "0", *daemon.args()]) == 2
 
@@ -408,26 +410,6 @@ def test_reload_without_a_reloader_exit_2(
 # --- small pieces ---------------------------------------------------------------------------------
 
 
-def test_targets() -> None:
-    assert str(target_from_listen("0.0.0.0:8765")) == "ws://127.0.0.1:8765/"
-    assert str(target_from_listen("[::]:8765")) == "ws://[::1]:8765/"
-    assert str(target_from_listen("unix:/run/m.sock")) == "unix:/run/m.sock"
-    assert parse_target("127.0.0.1:5").port == 5
-    with pytest.raises(ValueError, match="only ws:// and unix:"):
-        parse_target("http://x:1/")
-
-
-def test_format_duration() -> None:
-    assert [format_duration(s) for s in (0, None, 12.5, 65, 3725, 90061)] == [
-        "-",
-        "-",
-        "12.5s",
-        "1m 05s",
-        "1h 02m 05s",
-        "1d 01h 01m",
-    ]
-
-
 def test_logfmt_formatter() -> None:
     import logging
 
@@ -444,8 +426,9 @@ def test_logfmt_formatter() -> None:
 class ReloadablePool(FakePool):
     reloads: list[Any] = attrs.field(factory=list)
 
-    def reload(self, config: Any) -> None:
+    async def reload(self, config: Any) -> ReloadSummary:
         self.reloads.append(config)
+        return ReloadSummary(generation=1 + len(self.reloads), added=(), removed=(), reconnected=())
 
 
 async def test_run_daemon_lifecycle(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -816,3 +799,22 @@ def test_check_config_uses_the_servers_listen_parser_and_checks_the_address(
     err = capsys.readouterr().err
     assert problem in err and "daemon.listen" in err, err
     assert len(err.splitlines()) == 1
+
+
+def test_help_and_status_load_no_telethon(tmp_path: Path) -> None:
+    """``mtpoold --help`` and a client command start without Telethon (~0.5 s of imports):
+    the command line imports it only for ``run``, ``check-config`` and ``authorize``."""
+    token = tmp_path / "token"
+    token.write_text("t" * 43 + "\n")
+    token.chmod(0o600)
+    probe = (
+        "import sys\n"
+        "from mtpoold._cli import main\n"
+        "main(['--help'])\n"
+        f"main(['status', '--url', 'unix:{tmp_path}/none.sock', '--token-file', '{token}'])\n"
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'telethon', 'trio_asyncio'}))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60
+    ).stdout
+    assert out.splitlines()[-1] == "[]", out

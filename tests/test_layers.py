@@ -54,6 +54,7 @@ VOCABULARY = frozenset(
     for m in (
         "_errors",  # ErrorClass, Failure, JobFailed, ConnectPhase, ProxyUnavailable, redact
         "_config",  # the validated config the pool is given
+        "_validation",  # the config's structuring engine (problems by key path)
         "_listen",  # the config's parser of daemon.listen
         "_store",  # the SQLite state store (cooldowns across restarts)
         "_secrets",  # private files and redaction, under the store

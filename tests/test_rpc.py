@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import re
-import stat
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -27,7 +24,6 @@ from mtpoold._rpc import (
     parse_params,
     parse_request,
 )
-from mtpoold._token import TokenError, ensure_token, is_private, read_token
 
 
 def test_parse_request_ok() -> None:
@@ -132,21 +128,25 @@ def test_parse_params_invoke_defaults_and_options() -> None:
         (
             "get_messages",
             {"peer": "p", "ids": [1, True]},
-            "params.ids[1]: expected an integer, got boolean",
+            "params.ids[1]: expected an integer, got a boolean",
         ),
         ("get_messages", {"ids": [1]}, "params.peer: required"),
-        ("invoke", {"method": "x", "options": []}, "params.options: expected an object, got array"),
+        (
+            "invoke",
+            {"method": "x", "options": []},
+            "params.options: expected an object, got an array",
+        ),
         (
             "invoke",
             {"method": "x", "options": {"tags": "a"}},
-            "params.options.tags: expected an array of strings, got string",
+            "params.options.tags: expected an array of strings, got a string",
         ),
         (
             "invoke",
             {"method": "x", "options": {"account": ""}},
             "params.options.account: expected a non-empty string",
         ),
-        ("accounts.disable", {"id": 1, "reason": "r"}, "params.id: expected a string, got number"),
+        ("accounts.disable", {"id": 1, "reason": "r"}, "params.id: expected a string, got 1"),
         ("status", [1], "params: expected an object (named parameters), got an array"),
     ],
 )
@@ -173,7 +173,7 @@ def test_unknown_method() -> None:
 
 
 def test_code_for_error_class_covers_every_error_class() -> None:
-    table = {c.value: code_for_error_class(c.value) for c in ErrorClass}
+    table = {c.value: code_for_error_class(c) for c in ErrorClass}
     assert table["NO_ACCOUNT_AVAILABLE"] == -32002
     assert table["SHUTTING_DOWN"] == -32003
     assert table["CANCELLED"] == -32004
@@ -222,35 +222,13 @@ def test_encode_result_refuses_nan_and_objects() -> None:
 # --- token file -----------------------------------------------------------------------------------
 
 
-def test_ensure_token_creates_once_with_mode_0600(tmp_path: Path) -> None:
-    path = tmp_path / "token"
-    token, created = ensure_token(path)
-    assert created and len(token) >= 40
-    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
-    assert is_private(path)
-    assert ensure_token(path) == (token, False)
-    assert read_token(path) == token
-
-
-def test_read_token_errors_name_the_path_not_the_content(tmp_path: Path) -> None:
-    path = tmp_path / "token"
-    with pytest.raises(TokenError, match=r"does not exist"):
-        read_token(path)
-    path.write_text("two words\n")
-    with pytest.raises(TokenError, match=r"does not hold a token") as caught:
-        read_token(path)
-    assert "two words" not in str(caught.value)
-    path.write_text("\n")
-    with pytest.raises(TokenError, match=r"does not hold a token"):
-        ensure_token(path)
-
-
 # --- numbers: any JSON number in any numeric parameter --------------------------------------
 
 _HUGE = "1" + "0" * 400  # shared case 002
 _CAP = "; the operator's cap (policy.job_deadline_s) is lower still"
 _AT_MOST = "params.options.deadline_ms: expected at most 2**53 (9007199254740992) milliseconds"
 _IDS = "expected an integer 1..2147483647, got"
+_BEYOND = "a number beyond 1.8e308"
 _HUGE_ID = '{"peer": "p", "ids": [1, ' + _HUGE + "]}"
 _PEERS = "params.peer: expected a string or an integer -9223373036854775807..9223372036854775807"
 
@@ -274,8 +252,8 @@ def _params_of(method: str, params: str) -> Any:
         ("-1e400", "params.options.deadline_ms: expected > 0, got a number beyond -1.8e308"),
         ("-5", "params.options.deadline_ms: expected > 0, got -5"),
         ("0.0", "params.options.deadline_ms: expected > 0, got 0.0"),
-        ("true", "params.options.deadline_ms: expected a number of milliseconds, got boolean"),
-        ('"100"', "params.options.deadline_ms: expected a number of milliseconds, got string"),
+        ("true", "params.options.deadline_ms: expected a number of milliseconds, got a boolean"),
+        ('"100"', "params.options.deadline_ms: expected a number of milliseconds, got a string"),
     ],
 )  # fmt: skip
 def test_parse_params_deadline_ms_of_any_size_or_type(deadline_ms: str, message: str) -> None:
@@ -290,11 +268,11 @@ def test_parse_params_deadline_ms_of_any_size_or_type(deadline_ms: str, message:
         ('{"peer": "p", "ids": [0]}', f"params.ids[0]: {_IDS} 0"),
         ('{"peer": "p", "ids": [-3]}', f"params.ids[0]: {_IDS} -3"),
         ('{"peer": "p", "ids": [2147483648]}', f"params.ids[0]: {_IDS} 2147483648"),
-        ('{"peer": "p", "ids": [1.0]}', "params.ids[0]: expected an integer, got number"),
-        ('{"peer": "p", "ids": [1e400]}', "params.ids[0]: expected an integer, got number"),
+        ('{"peer": "p", "ids": [1.0]}', "params.ids[0]: expected an integer, got 1.0"),
+        ('{"peer": "p", "ids": [1e400]}', f"params.ids[0]: expected an integer, got {_BEYOND}"),
         ('{"peer": ' + _HUGE + ', "ids": [1]}', f"{_PEERS}, got an integer of 1329 bits"),
         ('{"peer": 9223372036854775808, "ids": [1]}', f"{_PEERS}, got 9223372036854775808"),
-        ('{"peer": 1.5, "ids": [1]}', "params.peer: expected a string or an integer, got number"),
+        ('{"peer": 1.5, "ids": [1]}', "params.peer: expected a string or an integer, got 1.5"),
     ],
 )  # fmt: skip
 def test_parse_params_get_messages_numbers(params: str, message: str) -> None:
@@ -373,6 +351,24 @@ def test_parse_params_any_json_works_or_names_the_parameter(call: tuple[str, Any
         parse_params(method, params)
     except RpcError as exc:
         assert (exc.code, exc.error_class) == (-32602, "INVALID_ARGUMENT")
-        assert re.match(r"params(\.\w+|\[\d+\])*: ", exc.message), exc.message
+        assert re.match(r'params(\.\w+|\."[^"]*"|\[\d+\])*: ', exc.message), exc.message
         assert len(exc.message) < 1000
         json.loads(encode_error(1, exc))
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        (-1, "params.options.max_age_s: expected a finite number >= 0, got -1"),
+        (1e400, "params.options.max_age_s: expected a finite number >= 0, got a number beyond"),
+        (10**400, "params.options.max_age_s: expected a finite number >= 0, got an integer of"),
+        ("5", "params.options.max_age_s: expected a number of seconds, got a string"),
+        (True, "params.options.max_age_s: expected a number of seconds, got a boolean"),
+    ],
+)
+def test_parse_params_max_age_s_is_a_finite_number_of_seconds(value: object, message: str) -> None:
+    with pytest.raises(RpcError) as info:
+        parse_params("resolve", {"link_or_username": "@xnews", "options": {"max_age_s": value}})
+    assert info.value.code == -32602 and info.value.message.startswith(message)
+    ok = parse_params("get_messages", {"peer": "@x", "ids": [1], "options": {"max_age_s": 30}})
+    assert isinstance(ok, GetMessagesParams) and ok.options.max_age_s == 30.0

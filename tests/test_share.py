@@ -570,8 +570,8 @@ async def test_merging_off_makes_one_call_per_get_messages_job(
         (-1, "params.options.max_age_s: expected a finite number >= 0, got -1"),
         (1e400, "params.options.max_age_s: expected a finite number >= 0, got a number beyond"),
         (10**400, "params.options.max_age_s: expected a finite number >= 0, got an integer of"),
-        ("5", "params.options.max_age_s: expected a number of seconds, got string"),
-        (True, "params.options.max_age_s: expected a number of seconds, got boolean"),
+        ("5", "params.options.max_age_s: expected a number of seconds, got a string"),
+        (True, "params.options.max_age_s: expected a number of seconds, got a boolean"),
     ],
 )
 def test_rpc_max_age_s_is_a_finite_number_of_seconds(value: object, message: str) -> None:

@@ -25,11 +25,11 @@ class RateGate:
     *rate of starts*, not the number of calls in flight. Each waiter, once it reaches the
     head of the FIFO queue, reserves its start time::
 
-        start = max(arrival + jitter, previous_start + interval_s)
+        start_at = max(arrival_at + jitter, previous_start_at + interval_s)
 
-    where ``jitter`` is drawn uniformly from ``jitter_s`` (seconds) and ``arrival`` is when the
-    caller called :meth:`wait_for_slot`. It then sleeps exactly
-    until ``start`` with :func:`trio.sleep_until` — no polling loop. The jitter is part of
+    where ``jitter`` is drawn uniformly from ``jitter_s`` (seconds) and ``arrival_at`` is when
+    the caller called :meth:`wait_for_slot`. It then sleeps exactly
+    until ``start_at`` with :func:`trio.sleep_until` — no polling loop. The jitter is part of
     the reservation and the next reservation counts from this call's *real* start, so no
     two starts are ever closer than ``interval_s``, jitter included.
 
@@ -62,7 +62,7 @@ class RateGate:
     jitter_s: tuple[float, float] = attrs.field(default=DEFAULT_JITTER_S)
     rng: random.Random = attrs.field(factory=random.Random)
     _queue: deque[trio.Event] = attrs.field(init=False, factory=deque)
-    _last_start: float = attrs.field(init=False, default=float("-inf"))
+    _last_start_at: float = attrs.field(init=False, default=float("-inf"))
     _starts: int = attrs.field(init=False, default=0)
 
     @interval_s.validator
@@ -95,7 +95,7 @@ class RateGate:
             The :func:`trio.current_time` at which the slot began.
         """
         await trio.lowlevel.checkpoint_if_cancelled()
-        arrival = trio.current_time()
+        arrival_at = trio.current_time()
         turn = trio.Event()
         self._queue.append(turn)
         if self._queue[0] is turn:
@@ -107,13 +107,13 @@ class RateGate:
             jitter = self.rng.uniform(low, high) if high > 0 and self.interval_s > 0 else 0.0
             # Jitter counts from this caller's arrival, so a head cancelled before its slot
             # never delays the next one beyond its own jitter: the slot is not wasted.
-            start = max(arrival + jitter, self._last_start + self.interval_s)
-            await trio.sleep_until(start)
+            start_at = max(arrival_at + jitter, self._last_start_at + self.interval_s)
+            await trio.sleep_until(start_at)
             # The real start may be later than the reservation (a busy event loop); the
             # next reservation counts from the real one.
-            self._last_start = trio.current_time()
+            self._last_start_at = trio.current_time()
             self._starts += 1
-            return self._last_start
+            return self._last_start_at
         finally:
             self._leave(turn)
 
@@ -126,7 +126,7 @@ class RateGate:
         if was_head and self._queue:
             self._queue[0].set()
 
-    def earliest_start(self, *, behind: int = 0) -> float:
+    def earliest_start_at(self, *, behind: int = 0) -> float:
         """Estimate when a new arrival could start, on the trio clock (seconds).
 
         The estimate is a lower bound: it counts one ``interval_s`` (at least the minimum
@@ -137,13 +137,13 @@ class RateGate:
         """
         ahead = len(self._queue) + behind
         low = self.jitter_s[0] if self.interval_s > 0 else 0.0
-        first = max(trio.current_time() + low, self._last_start + self.interval_s)
-        return first + ahead * max(self.interval_s, low)
+        first_at = max(trio.current_time() + low, self._last_start_at + self.interval_s)
+        return first_at + ahead * max(self.interval_s, low)
 
     @property
-    def last_start(self) -> float:
+    def last_start_at(self) -> float:
         """Trio time (seconds) of the last admitted start, ``-inf`` before the first."""
-        return self._last_start
+        return self._last_start_at
 
     @property
     def waiting(self) -> int:
@@ -152,7 +152,7 @@ class RateGate:
 
     def statistics(self) -> GateStatistics:
         """Return a frozen snapshot: interval, waiters, seconds until the next free slot, starts."""
-        next_slot = max(0.0, self._last_start + self.interval_s - trio.current_time())
+        next_slot = max(0.0, self._last_start_at + self.interval_s - trio.current_time())
         return GateStatistics(
             interval_s=self.interval_s,
             waiting=len(self._queue),

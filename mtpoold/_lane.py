@@ -28,13 +28,13 @@ class ProxyCoolingDown(Exception):
 
     Args:
         proxy: The lane's (proxy's) name.
-        until: When its cooldown ends, trio clock seconds.
+        until_at: When its cooldown ends, trio clock seconds.
     """
 
-    def __init__(self, proxy: str, until: float) -> None:
+    def __init__(self, proxy: str, until_at: float) -> None:
         super().__init__(f"proxy {proxy} is cooling down")
         self.proxy = proxy
-        self.until = until
+        self.until_at = until_at
 
 
 @final
@@ -71,7 +71,7 @@ class ProxyLane:
     rng: random.Random = attrs.field(factory=random.Random)
     #: End of the proxy cooldown (trio clock, s); set only by the dispatcher
     #: (`mtpoold._dispatch.Dispatcher.cool_down_lane`).
-    cooldown_until: float = attrs.field(init=False, default=float("-inf"))
+    cooldown_until_at: float = attrs.field(init=False, default=float("-inf"))
     _consecutive_failures: int = attrs.field(init=False, default=0)
     calls: int = attrs.field(init=False, default=0)
     errors_by_class: collections.Counter[str] = attrs.field(init=False, factory=collections.Counter)
@@ -103,14 +103,14 @@ class ProxyLane:
         """
         async with self._limiter:
             self._check_not_cooling()
-            started = await self._gate.wait_for_slot()
+            started_at = await self._gate.wait_for_slot()
             self._check_not_cooling()
             self.calls += 1
-            yield started
+            yield started_at
 
     def _check_not_cooling(self) -> None:
-        if self.cooldown_until > trio.current_time():
-            raise ProxyCoolingDown(self.name, self.cooldown_until)
+        if self.cooldown_until_at > trio.current_time():
+            raise ProxyCoolingDown(self.name, self.cooldown_until_at)
 
     def reconfigure(self, *, capacity: int, interval_s: float) -> None:
         """Apply a changed capacity or interval (live reload) without dropping waiters."""
@@ -119,7 +119,7 @@ class ProxyLane:
         self.interval_s = interval_s
         self._gate.interval_s = interval_s
 
-    def earliest_start(self) -> float:
+    def earliest_start_at(self) -> float:
         """Lower bound of when a new caller could start on this lane (trio clock, seconds).
 
         Accounts for the proxy cooldown, the callers queued for a capacity token and those
@@ -127,12 +127,12 @@ class ProxyLane:
         not counted.
         """
         waiting_for_token = self._limiter.statistics().tasks_waiting
-        return max(self.cooldown_until, self._gate.earliest_start(behind=waiting_for_token))
+        return max(self.cooldown_until_at, self._gate.earliest_start_at(behind=waiting_for_token))
 
     @property
-    def last_start(self) -> float:
+    def last_start_at(self) -> float:
         """Trio time (seconds) of the last start on this lane, ``-inf`` before the first."""
-        return self._gate.last_start
+        return self._gate.last_start_at
 
     @property
     def consecutive_failures(self) -> int:
@@ -174,6 +174,6 @@ class ProxyLane:
             interval_s=self.interval_s,
             calls=self.calls,
             errors_by_class=dict(self.errors_by_class),
-            cooldown_remaining_s=max(0.0, self.cooldown_until - now),
+            cooldown_remaining_s=max(0.0, self.cooldown_until_at - now),
             consecutive_failures=self.consecutive_failures,
         )

@@ -49,7 +49,7 @@ class ReadyIndex:
         self._live: dict[str, int] = {}  # lane key -> seq of its one live heap entry
         self._cooling: list[tuple[float, int, AccountWorker]] = []
         self._assigned: collections.Counter[str] = collections.Counter()
-        self._busy_since: dict[str, float] = {}  # lane key -> when its assigned count left 0
+        self._busy_since_at: dict[str, float] = {}  # lane key -> when its assigned count left 0
         # account id -> order of its last assignment: an exact LRU even when several calls
         # start at the same clock reading
         self._last_use: dict[str, int] = {}
@@ -61,7 +61,7 @@ class ReadyIndex:
         self._sides: list[tuple[ReadyIndex, Callable[[AccountWorker], bool]]] = []
         if parent is not None:  # a side index: the parent's assignments, LRU and holds
             self._assigned = parent._assigned
-            self._busy_since = parent._busy_since
+            self._busy_since_at = parent._busy_since_at
             self._last_use = parent._last_use
             self.held = parent.held
 
@@ -76,10 +76,10 @@ class ReadyIndex:
 
     def _bound(self, lane: ProxyLane) -> float:
         assigned = self._assigned[lane.key]
-        last = lane.last_start
+        last = lane.last_start_at
         if assigned:  # a lane that never started still starts its assigned jobs in turn
-            last = max(last, self._busy_since[lane.key] - lane.interval_s)
-        return max(lane.cooldown_until, last + lane.interval_s * (1 + assigned))
+            last = max(last, self._busy_since_at[lane.key] - lane.interval_s)
+        return max(lane.cooldown_until_at, last + lane.interval_s * (1 + assigned))
 
     def _lru_key(self, key: str) -> float:
         first = next(iter(self._free[key]))
@@ -121,8 +121,8 @@ class ReadyIndex:
         """
         if acc.disabled_reason is not None or acc.retired or acc.id in self.held:
             return
-        if acc.cooldown_until > trio.current_time():
-            heapq.heappush(self._cooling, (acc.cooldown_until, next(self._seq), acc))
+        if acc.cooldown_until_at > trio.current_time():
+            heapq.heappush(self._cooling, (acc.cooldown_until_at, next(self._seq), acc))
             return
         lane = acc.lane
         self._lanes[lane.key] = lane
@@ -187,7 +187,7 @@ class ReadyIndex:
     def assign(self, acc: AccountWorker) -> None:
         """A job took the account: it leaves the free set and its lane starts later."""
         if not self._assigned[acc.lane.key]:
-            self._busy_since[acc.lane.key] = trio.current_time()
+            self._busy_since_at[acc.lane.key] = trio.current_time()
         self._assigned[acc.lane.key] += 1
         self._last_use[acc.id] = next(self._seq)
         free = self._free.get(acc.lane.key)
@@ -205,7 +205,7 @@ class ReadyIndex:
         self._assigned[lane.key] -= 1
         if self._assigned[lane.key] <= 0:
             del self._assigned[lane.key]
-            self._busy_since.pop(lane.key, None)
+            self._busy_since_at.pop(lane.key, None)
         if self._free.get(lane.key):
             self._rank(lane)
         for side, _ in self._sides:
@@ -216,7 +216,7 @@ class ReadyIndex:
     def _stale(self, end: float, acc: AccountWorker) -> bool:
         """Whether a cooldown heap entry no longer stands for a free account cooling to ``end``."""
         return (
-            acc.cooldown_until != end
+            acc.cooldown_until_at != end
             or acc.busy
             or acc.disabled_reason is not None
             or acc.retired
@@ -245,7 +245,7 @@ class ReadyIndex:
         self._expire_cooldowns()
         return bool(self._returned)
 
-    def next_cooldown_end(self, exclude: Collection[str] = ()) -> float:
+    def next_cooldown_end_at(self, exclude: Collection[str] = ()) -> float:
         """When the next free account cooling down comes back, leaving out the ids in
         ``exclude`` (``inf`` if none). O(log accounts) amortized, plus O(len(exclude) × log)."""
         self._expire_cooldowns()
@@ -273,7 +273,7 @@ class ReadyIndex:
         """The free accounts of a lane, least recently used first."""
         return list(self._free.get(lane_key, {}).values())
 
-    def start_bound(self, lane: ProxyLane) -> float:
+    def start_bound_at(self, lane: ProxyLane) -> float:
         """The lane's start bound (see the class docstring), trio clock seconds."""
         return self._bound(lane)
 

@@ -62,31 +62,33 @@ _SQLITE_NOTADB: Final = 26
 
 @attrs.frozen
 class StoredAccount:
-    """One account's persisted state. Times are UNIX seconds, UTC (``time.time()``).
+    """One account's persisted state. Times are UNIX seconds, UTC (``time.time()``): the
+    ``_unix`` names. The SQLite columns keep their names (``cooldown_until``, ``disabled_at``,
+    ``last_used``): the schema did not change.
 
     Attributes:
         id: The account id from the config.
-        cooldown_until: Not schedulable before this time; None if not cooling down.
+        cooldown_until_unix: Not schedulable before this time; None if not cooling down.
         disabled_reason: Why the account is disabled; None if enabled.
-        disabled_at: When it was disabled; None if enabled.
+        disabled_at_unix: When it was disabled; None if enabled.
         failures_by_class: Failure count per `ErrorClass` value, e.g. ``{"FLOOD_WAIT": 3}``.
         last_error_class: `ErrorClass` value of the last failure, or None.
         last_error_message: Redacted message of the last failure, or None.
         calls_ok: Calls that succeeded, ever.
         calls_failed: Calls that failed, ever.
-        last_used: When the account last made a call; None if never.
+        last_used_unix: When the account last made a call; None if never.
     """
 
     id: str
-    cooldown_until: float | None = None
+    cooldown_until_unix: float | None = None
     disabled_reason: str | None = None
-    disabled_at: float | None = None
+    disabled_at_unix: float | None = None
     failures_by_class: dict[str, int] = attrs.field(factory=dict)
     last_error_class: str | None = None
     last_error_message: str | None = None
     calls_ok: int = 0
     calls_failed: int = 0
-    last_used: float | None = None
+    last_used_unix: float | None = None
 
 
 @attrs.frozen
@@ -95,13 +97,13 @@ class StoredProxy:
 
     Attributes:
         key: `proxy_key()` of the proxy (``"no_proxy"`` for direct connections).
-        cooldown_until: Lane not usable before this time (UNIX seconds, UTC); None if not
+        cooldown_until_unix: Lane not usable before this time (UNIX seconds, UTC); None if not
             cooling down.
         consecutive_failures: Failures since the last success (drives the backoff).
     """
 
     key: str
-    cooldown_until: float | None = None
+    cooldown_until_unix: float | None = None
     consecutive_failures: int = 0
 
 
@@ -352,20 +354,20 @@ class StateStore:
         accounts = {
             row[0]: StoredAccount(
                 id=row[0],
-                cooldown_until=row[1],
+                cooldown_until_unix=row[1],
                 disabled_reason=row[2],
-                disabled_at=row[3],
+                disabled_at_unix=row[3],
                 failures_by_class=self._decode_failures(row[0], row[4]),
                 last_error_class=row[5],
                 last_error_message=row[6],
                 calls_ok=row[7],
                 calls_failed=row[8],
-                last_used=row[9],
+                last_used_unix=row[9],
             )
             for row in account_rows
         }
         proxies = {
-            row[0]: StoredProxy(key=row[0], cooldown_until=row[1], consecutive_failures=row[2])
+            row[0]: StoredProxy(key=row[0], cooldown_until_unix=row[1], consecutive_failures=row[2])
             for row in proxy_rows
         }
         return StoredState(accounts=accounts, proxies=proxies)
@@ -416,15 +418,15 @@ class StateStore:
             " updated_at = excluded.updated_at",
             (
                 state.id,
-                state.cooldown_until,
+                state.cooldown_until_unix,
                 state.disabled_reason,
-                state.disabled_at,
+                state.disabled_at_unix,
                 json.dumps(state.failures_by_class, sort_keys=True, separators=(",", ":")),
                 state.last_error_class,
                 message,
                 state.calls_ok,
                 state.calls_failed,
-                state.last_used,
+                state.last_used_unix,
                 time.time(),
             ),
         )
@@ -445,7 +447,7 @@ class StateStore:
             " cooldown_until = excluded.cooldown_until,"
             " consecutive_failures = excluded.consecutive_failures,"
             " updated_at = excluded.updated_at",
-            (state.key, state.cooldown_until, state.consecutive_failures, time.time()),
+            (state.key, state.cooldown_until_unix, state.consecutive_failures, time.time()),
         )
 
     def rename_proxies(self, renames: Mapping[str, str]) -> int:
@@ -571,9 +573,9 @@ class StateStore:
     # -- rate classes: cooldowns per class, budget spends, first seen (issue 12) ---------------
 
     def save_class_cooldown(
-        self, account_id: str, rate_class: str, until: float | None, cause: str = ""
+        self, account_id: str, rate_class: str, until_unix: float | None, cause: str = ""
     ) -> None:
-        """Set (``until``: UNIX s) or delete (None) one (account, rate class) cooldown.
+        """Set (``until_unix``: UNIX s) or delete (None) one (account, rate class) cooldown.
 
         ``cause`` is redacted and cut like an error message (an RPC error name, e.g.
         ``"FLOOD_WAIT: FLOOD_WAIT_86400 (420) ..."``).
@@ -583,7 +585,7 @@ class StateStore:
             sqlite3.Error: on a database error.
         """
         db = self._db()
-        if until is None:
+        if until_unix is None:
             db.execute(
                 "DELETE FROM class_cooldowns WHERE account_id = ? AND rate_class = ?",
                 (account_id, rate_class),
@@ -593,19 +595,19 @@ class StateStore:
             "INSERT INTO class_cooldowns (account_id, rate_class, cooldown_until, cause)"
             " VALUES (?, ?, ?, ?) ON CONFLICT (account_id, rate_class) DO UPDATE SET"
             " cooldown_until = excluded.cooldown_until, cause = excluded.cause",
-            (account_id, rate_class, until, redact(cause, limit=MAX_ERROR_MESSAGE_CHARS)),
+            (account_id, rate_class, until_unix, redact(cause, limit=MAX_ERROR_MESSAGE_CHARS)),
         )
 
-    def load_class_cooldowns(self, now: float) -> dict[str, dict[str, tuple[float, str]]]:
-        """The cooldowns still running at ``now`` (UNIX s): ``{account: {class: (until,
-        cause)}}``; those over are deleted."""
+    def load_class_cooldowns(self, now_unix: float) -> dict[str, dict[str, tuple[float, str]]]:
+        """The cooldowns still running at ``now_unix`` (UNIX s): ``{account: {class:
+        (until_unix, cause)}}``; those over are deleted."""
         db = self._db()
-        db.execute("DELETE FROM class_cooldowns WHERE cooldown_until <= ?", (now,))
+        db.execute("DELETE FROM class_cooldowns WHERE cooldown_until <= ?", (now_unix,))
         out: dict[str, dict[str, tuple[float, str]]] = {}
-        for acc, cls, until, cause in db.execute(
+        for acc, cls, until_unix, cause in db.execute(
             "SELECT account_id, rate_class, cooldown_until, cause FROM class_cooldowns"
         ):
-            out.setdefault(acc, {})[cls] = (until, cause)
+            out.setdefault(acc, {})[cls] = (until_unix, cause)
         return out
 
     def add_budget_spends(self, spends: Sequence[tuple[str, str, float]]) -> None:
@@ -624,10 +626,10 @@ class StateStore:
             raise
         db.execute("COMMIT")
 
-    def load_budget_spends(self, since: float) -> list[tuple[str, str, float]]:
-        """The spends after ``since`` (UNIX s); older ones are deleted."""
+    def load_budget_spends(self, since_unix: float) -> list[tuple[str, str, float]]:
+        """The spends after ``since_unix`` (UNIX s); older ones are deleted."""
         db = self._db()
-        db.execute("DELETE FROM budget_spends WHERE at <= ?", (since,))
+        db.execute("DELETE FROM budget_spends WHERE at <= ?", (since_unix,))
         return [
             (a, c, t)
             for a, c, t in db.execute(
@@ -635,14 +637,14 @@ class StateStore:
             )
         ]
 
-    def first_seen(self, account_ids: Sequence[str], now: float) -> dict[str, float]:
-        """When each account was first seen (UNIX s); accounts never seen get ``now``."""
+    def first_seen(self, account_ids: Sequence[str], now_unix: float) -> dict[str, float]:
+        """When each account was first seen (UNIX s); accounts never seen get ``now_unix``."""
         db = self._db()
         db.execute("BEGIN")
         try:
             db.executemany(
                 "INSERT OR IGNORE INTO account_first_seen (account_id, first_seen) VALUES (?, ?)",
-                [(a, now) for a in account_ids],
+                [(a, now_unix) for a in account_ids],
             )
         except BaseException:
             db.execute("ROLLBACK")

@@ -13,7 +13,7 @@ import trio
 from ._errors import ErrorClass, Failure, RateClassBlocked
 from ._lane import ProxyCoolingDown, ProxyLane
 from ._policy import Verdict
-from ._stats import AccountStatistics, ClassState
+from ._stats import AccountState, AccountStatistics, ClassState
 
 if TYPE_CHECKING:
     from ._peermemory import AccountPeers
@@ -204,20 +204,20 @@ class AccountWorker:
 
     # -- scheduling view -------------------------------------------------------------
 
-    def state(self, now: float | None = None) -> str:
-        """``retired``, ``disabled``, ``busy``, ``connecting``, ``cooldown``, ``ready`` or
-        ``idle``."""
+    def state(self, now: float | None = None) -> AccountState:
+        """The account's `AccountState` at ``now`` (trio clock, s; default: now), the first
+        that holds of retired, disabled, connecting, busy, cooldown, then ready or idle."""
         if self.retired:
-            return "retired"
+            return AccountState.RETIRED
         if self.disabled_reason is not None:
-            return "disabled"
+            return AccountState.DISABLED
         if self._connecting:
-            return "connecting"
+            return AccountState.CONNECTING
         if self._lock.locked():
-            return "busy"
+            return AccountState.BUSY
         if self.schedulable_at() > (trio.current_time() if now is None else now):
-            return "cooldown"
-        return "ready" if self.connected else "idle"
+            return AccountState.COOLDOWN
+        return AccountState.READY if self.connected else AccountState.IDLE
 
     def set_tags(self, tags: frozenset[str]) -> None:
         """Replace the account's tags (live reload)."""
@@ -506,7 +506,7 @@ class AccountWorker:
         if now is None:
             now = trio.current_time()
         # The account's own cooldown (its blame); a proxy cooldown shows in its lane's row
-        # and in ``state`` ("cooldown").
+        # and in ``state`` (`AccountState.COOLDOWN`).
         cooldown = 0.0 if self.disabled_reason else max(0.0, self.cooldown_until_at - now)
         return AccountStatistics(
             id=self.id,

@@ -14,6 +14,7 @@ import trio
 # NO_PROXY: key and name of the lane shared by accounts with no proxy (the host's own address
 # is rate-limited by Telegram too); defined with `proxy_key`.
 from ._config import NO_PROXY as NO_PROXY
+from ._errors import ErrorClass
 from ._gate import DEFAULT_JITTER_S, RateGate
 from ._stats import LaneStatistics
 
@@ -143,8 +144,8 @@ class ProxyLane:
         """Take up a run of ``count`` consecutive proxy failures (from the state store)."""
         self._consecutive_failures = count
 
-    def record_outcome(self, error_class: str | None) -> None:
-        """Count one finished call: ``None`` for success, else its error class name.
+    def record_outcome(self, error_class: ErrorClass | None) -> None:
+        """Count one finished call: ``None`` for success, else its error class.
 
         A success, or any failure that is not the proxy's own, ends a run of consecutive
         PROXY_UNAVAILABLE failures (the proxy carried traffic to Telegram).
@@ -152,8 +153,8 @@ class ProxyLane:
         if error_class is None:
             self._consecutive_failures = 0
             return
-        self.errors_by_class[error_class] += 1
-        if error_class == "PROXY_UNAVAILABLE":
+        self.errors_by_class[error_class.value] += 1
+        if error_class is ErrorClass.PROXY_UNAVAILABLE:
             self._consecutive_failures += 1
         else:
             self._consecutive_failures = 0

@@ -42,7 +42,7 @@ from ._policy import Verdict, decide
 from ._rateclass import RESOLVE, SEND, WINDOWS, RateClasses
 from ._readonly import is_read_only, tl_key
 from ._share import Answer, Flight, Flights, Member, check_max_age, identical_key, project
-from ._stats import AccountCooldowns, ClassState, PoolStatistics
+from ._stats import AccountCooldowns, AccountState, ClassState, PoolStatistics
 
 if TYPE_CHECKING:
     from ._store import StateStore
@@ -801,14 +801,14 @@ class Pool:
             )
             for acc in self._accounts.values()
         )
-        ready = sum(1 for a in accounts if a.state in ("ready", "idle"))
+        ready = sum(1 for a in accounts if a.state in (AccountState.READY, AccountState.IDLE))
         cooling = sum(
             1
             for acc in self._accounts.values()
             if acc.disabled_reason is None
             and max(acc.cooldown_until_at, acc.lane.cooldown_until_at) > now
         )
-        disabled = sum(1 for a in accounts if a.state == "disabled")
+        disabled = sum(1 for a in accounts if a.state is AccountState.DISABLED)
         return PoolStatistics(
             uptime_s=now - self._opened_at,
             jobs_in_flight=self._jobs_in_flight,
@@ -1312,7 +1312,7 @@ class Pool:
         """Apply a verdict to the account and its lane (its rate class, the job's chat
         ``peer_key``) and write it to the state store."""
         now = trio.current_time()
-        acc.lane.record_outcome(failure.error_class.value)
+        acc.lane.record_outcome(failure.error_class)
         cause = f"{failure.error_class.value}: {failure.message}"
         if verdict.account_cooldown_s > 0:
             self._dispatch.cool_down(acc, now + verdict.account_cooldown_s, cause)

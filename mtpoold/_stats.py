@@ -6,7 +6,29 @@ One source of truth for the CLI tables, the websocket ``status`` method (via
 
 from __future__ import annotations
 
+import enum
+
 import attrs
+
+
+class AccountState(enum.StrEnum):
+    """What an account is doing, as `mtpoold._account.AccountWorker.state` reads it and
+    `AccountStatistics.state` shows it (a string on the wire: ``"ready"``, ...)."""
+
+    #: No connection; free to take a call (it connects first).
+    IDLE = "idle"
+    #: Connecting (through a lane slot).
+    CONNECTING = "connecting"
+    #: Connected and free.
+    READY = "ready"
+    #: A call holds it.
+    BUSY = "busy"
+    #: Its own cooldown or its proxy's holds it back.
+    COOLDOWN = "cooldown"
+    #: Out of scheduling until an operator enables it (or it is re-authorized).
+    DISABLED = "disabled"
+    #: Removed from the config by a reload; its call in flight, if any, runs on.
+    RETIRED = "retired"
 
 
 @attrs.frozen(kw_only=True)
@@ -104,8 +126,7 @@ class AccountStatistics:
         id: The account id from the config.
         proxy_key: Key of the lane the account calls through.
         proxy_name: Name of that proxy (``"no_proxy"`` when direct).
-        state: ``idle`` (no connection), ``connecting``, ``ready`` (connected, free),
-            ``busy``, ``cooldown``, ``disabled`` or ``retired``.
+        state: One `AccountState` (``idle``, ``ready``, ...).
         connected: Whether its MTProto connection is up.
         cooldown_remaining_s: Seconds left of the account's own cooldown (0 when none); a
             proxy cooldown shows in its lane and makes ``state`` "cooldown".
@@ -123,7 +144,7 @@ class AccountStatistics:
     id: str
     proxy_key: str
     proxy_name: str
-    state: str
+    state: AccountState
     connected: bool
     cooldown_remaining_s: float
     disabled_reason: str | None

@@ -11,8 +11,9 @@ import trio
 
 from ._stats import GateStatistics
 
-#: Jitter added to every reserved start, in seconds (50–150 ms, the PHP system's habit of
-#: spreading starts so that bursts from many workers do not line up on the wire).
+#: Jitter added to every reserved start, in seconds (50–150 ms, so that bursts from many callers
+#: do not line up on the wire; provenance: docs/ARCHITECTURE.md, "Where the PHP system's
+#: numbers went").
 DEFAULT_JITTER_S: Final = (0.05, 0.15)
 
 
@@ -49,8 +50,8 @@ class RateGate:
 
     Args:
         interval_s: Minimum seconds between two starts; a float honoured to the
-            millisecond (0.5 and 1.5 work as written). The default 2.0 is the
-            ``proxy_throttle_sec`` of the PHP system mtpoold replaces.
+            millisecond (0.5 and 1.5 work as written). The default's provenance:
+            ``docs/ARCHITECTURE.md``, "Where the PHP system's numbers went".
         jitter_s: ``(low, high)`` seconds of uniform jitter added to each start.
         rng: Source of the jitter; pass a seeded :class:`random.Random` for reproducible runs.
 

@@ -50,8 +50,8 @@ class ProxyLane:
     calls do: TCP, the proxy handshake and the MTProto key exchange are traffic through the
     proxy too, so a reconnect storm can never burst it.
 
-    The lane also carries the proxy cooldown (set when the proxy itself fails: the PHP
-    system's IPC_UNAVAILABLE) and its counters.
+    The lane also carries the proxy cooldown (set when the proxy itself fails:
+    PROXY_UNAVAILABLE) and its counters.
 
     Args:
         key: The proxy key (see :func:`mtpoold._config.proxy_key`) or ``"no_proxy"``.

@@ -509,7 +509,7 @@ class Pool:
                 ``@username``, ``t.me/...`` links or numeric ids, resolved by the account
                 that runs the call.
             deadline_s: Seconds the whole job may take (default: policy ``job_deadline_s``,
-                180 s, the PHP system's job timeout).
+                180 s).
             account: Pin the job to this account id.
             tags: Only accounts carrying all these tags may serve the job.
             max_age_s: Seconds old an answer may be (default 0: a fresh one). Read-only

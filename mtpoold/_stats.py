@@ -53,7 +53,8 @@ class LaneStatistics:
     """A :class:`~mtpoold._lane.ProxyLane` snapshot.
 
     Attributes:
-        key: The proxy key (16 hex chars, as the PHP system computed it) or ``"no_proxy"``.
+        key: The proxy key: the proxy's name (`mtpoold._config.proxy_key`), or ``"no_proxy"``
+            (`mtpoold._config.NO_PROXY`) for the direct lane.
         name: The proxy's name in the config (``"no_proxy"`` for the direct lane).
         type: ``socks5``, ``socks4``, ``http``, ``mtproxy`` or ``direct``.
         capacity: Concurrent calls allowed (the capacity limiter's total tokens).

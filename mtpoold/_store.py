@@ -452,8 +452,8 @@ class StateStore:
 
     def rename_proxies(self, renames: Mapping[str, str]) -> int:
         """Move proxy rows to new keys, in one transaction: the migration of rows saved under
-        an older proxy key (the PHP system's SHA-1 of the proxy, password included) to
-        `mtpoold._config.proxy_key` (the proxy's name).
+        an older proxy key (``docs/ARCHITECTURE.md``, "Where the PHP system's numbers went")
+        to `mtpoold._config.proxy_key` (the proxy's name).
 
         A row under an old key moves to its new key unless a row is already there (the
         newer one wins; the old row is deleted). Old keys without a row are skipped.

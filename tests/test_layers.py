@@ -58,6 +58,7 @@ VOCABULARY = frozenset(
         "_listen",  # the config's parser of daemon.listen
         "_store",  # the SQLite state store (cooldowns across restarts)
         "_secrets",  # private files and redaction, under the store
+        "_sessionfiles",  # session file paths (the config's duplicate-session check)
     )
 )
 #: Not even lazily (in a function), except for `LAZY_EXCEPTIONS`.

@@ -341,10 +341,9 @@ class Dispatcher:
         """Keep ``acc`` from jobs that need ``rate_class`` until ``until_at`` (trio clock, s; a
         later cooldown already set stands): a FLOOD_WAIT on a request of that class. Jobs that
         do not need it still get the account. Then re-judge the waiting jobs."""
-        floods = self._floods.setdefault(acc.id, {})
-        if until_at <= floods.get(rate_class, (float("-inf"), ""))[0]:
+        if until_at <= self.class_flood_until_at(acc.id, rate_class):
             return
-        floods[rate_class] = (until_at, cause)
+        self._floods.setdefault(acc.id, {})[rate_class] = (until_at, cause)
         self._reindex(acc.id, rate_class)
         self._rejudge(f"every account it may use is cooling down ({cause or rate_class})")
 
@@ -427,7 +426,7 @@ class Dispatcher:
     def _reindex(self, account_id: str, rate_class: str) -> None:
         """Recompute the block of one (account, class) from its flood and budget parts."""
         end = max(
-            self._floods.get(account_id, {}).get(rate_class, (float("-inf"), ""))[0],
+            self.class_flood_until_at(account_id, rate_class),
             self._budget_holds.get(account_id, {}).get(rate_class, float("-inf")),
         )
         blocked = self._blocked.setdefault(rate_class, {})

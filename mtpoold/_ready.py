@@ -132,11 +132,7 @@ class ReadyIndex:
         free[acc.id] = acc
         if lane.key not in self._live or next(iter(free)) != first:
             self._rank(lane)
-        for side, allowed in self._sides:
-            if allowed(acc):
-                side.mark_free(acc)
-            else:
-                side.discard(acc)
+        self._sort_into_sides(acc)
 
     def discard(self, acc: AccountWorker) -> None:
         """The account may not take calls (disabled, retired, moving, a new cooldown): drop it
@@ -172,8 +168,11 @@ class ReadyIndex:
 
     def refilter(self, acc: AccountWorker) -> None:
         """``allowed`` of some side changed for ``acc``: put it in or take it out there."""
-        if not self.is_free(acc):
-            return
+        if self.is_free(acc):
+            self._sort_into_sides(acc)
+
+    def _sort_into_sides(self, acc: AccountWorker) -> None:
+        """A free ``acc`` goes into each side that allows it and out of the others."""
         for side, allowed in self._sides:
             if allowed(acc):
                 side.mark_free(acc)

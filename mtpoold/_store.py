@@ -20,13 +20,14 @@ and a fresh store is started: losing cooldowns is better than a daemon in a cras
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
 import logging
 import os
 import sqlite3
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Final, Literal, cast, final
@@ -320,6 +321,19 @@ class StateStore:
             raise RuntimeError(f"state store {self.path} is closed")
         return self._conn
 
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """One transaction (the connection autocommits otherwise): committed when the block
+        ends, rolled back when it raises."""
+        db = self._db()
+        db.execute("BEGIN")
+        try:
+            yield db
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+
     @property
     def closed(self) -> bool:
         """Whether `close` has been called."""
@@ -338,9 +352,7 @@ class StateStore:
             RuntimeError: if the store is closed.
             sqlite3.Error: on a database error.
         """
-        db = self._db()
-        db.execute("BEGIN")
-        try:
+        with self._transaction() as db:
             account_rows = db.execute(
                 "SELECT id, cooldown_until, disabled_reason, disabled_at, failures_by_class,"
                 " last_error_class, last_error_message, calls_ok, calls_failed, last_used"
@@ -349,8 +361,6 @@ class StateStore:
             proxy_rows = db.execute(
                 "SELECT key, cooldown_until, consecutive_failures FROM proxies ORDER BY key"
             ).fetchall()
-        finally:
-            db.execute("COMMIT")
         accounts = {
             row[0]: StoredAccount(
                 id=row[0],
@@ -468,10 +478,8 @@ class StateStore:
             RuntimeError: if the store is closed.
             sqlite3.Error: on a database error (nothing was changed).
         """
-        db = self._db()
         moved = 0
-        db.execute("BEGIN")
-        try:
+        with self._transaction() as db:
             for old, new in renames.items():
                 if old == new:
                     continue
@@ -481,10 +489,6 @@ class StateStore:
                     continue
                 cursor = db.execute("UPDATE proxies SET key = ? WHERE key = ?", (new, old))
                 moved += cursor.rowcount
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-        db.execute("COMMIT")
         return moved
 
     def forget_account(self, account_id: str) -> bool:
@@ -529,9 +533,7 @@ class StateStore:
         """
         if not peers:
             return
-        db = self._db()
-        db.execute("BEGIN")
-        try:
+        with self._transaction() as db:
             db.executemany(
                 "INSERT INTO peers (account_id, kind, peer_id, access_hash, username, seen_unix)"
                 " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (account_id, kind, peer_id) DO UPDATE"
@@ -542,10 +544,6 @@ class StateStore:
                     for p in peers
                 ],
             )
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-        db.execute("COMMIT")
 
     def forget_peer(self, account_id: str, kind: str, peer_id: int) -> bool:
         """Delete one stored peer of an account; True if there was one.
@@ -615,16 +613,10 @@ class StateStore:
         transaction."""
         if not spends:
             return
-        db = self._db()
-        db.execute("BEGIN")
-        try:
+        with self._transaction() as db:
             db.executemany(
                 "INSERT INTO budget_spends (account_id, rate_class, at) VALUES (?, ?, ?)", spends
             )
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-        db.execute("COMMIT")
 
     def load_budget_spends(self, since_unix: float) -> list[tuple[str, str, float]]:
         """The spends after ``since_unix`` (UNIX s); older ones are deleted."""
@@ -639,18 +631,14 @@ class StateStore:
 
     def first_seen(self, account_ids: Sequence[str], now_unix: float) -> dict[str, float]:
         """When each account was first seen (UNIX s); accounts never seen get ``now_unix``."""
-        db = self._db()
-        db.execute("BEGIN")
-        try:
+        with self._transaction() as db:
             db.executemany(
                 "INSERT OR IGNORE INTO account_first_seen (account_id, first_seen) VALUES (?, ?)",
                 [(a, now_unix) for a in account_ids],
             )
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-        db.execute("COMMIT")
-        return dict(db.execute("SELECT account_id, first_seen FROM account_first_seen").fetchall())
+            return dict(
+                db.execute("SELECT account_id, first_seen FROM account_first_seen").fetchall()
+            )
 
     def close(self) -> None:
         """Close the database (SQLite checkpoints the WAL). Idempotent."""

@@ -507,14 +507,14 @@ class AccountWorker:
             now = trio.current_time()
         # The account's own cooldown (its blame); a proxy cooldown shows in its lane's row
         # and in ``state`` (`AccountState.COOLDOWN`).
-        cooldown = 0.0 if self.disabled_reason else max(0.0, self.cooldown_until_at - now)
+        cooldown_s = 0.0 if self.disabled_reason else max(0.0, self.cooldown_until_at - now)
         return AccountStatistics(
             id=self.id,
             proxy_key=self.lane.key,
             proxy_name=proxy_name,
             state=self.state(now),
             connected=self.connected,
-            cooldown_remaining_s=cooldown,
+            cooldown_remaining_s=cooldown_s,
             disabled_reason=self.disabled_reason,
             calls_ok=self.calls_ok,
             calls_failed=self.calls_failed,

@@ -425,18 +425,18 @@ class Dispatcher:
 
     def _reindex(self, account_id: str, rate_class: str) -> None:
         """Recompute the block of one (account, class) from its flood and budget parts."""
-        end = max(
+        end_at = max(
             self.class_flood_until_at(account_id, rate_class),
             self._budget_holds.get(account_id, {}).get(rate_class, float("-inf")),
         )
         blocked = self._blocked.setdefault(rate_class, {})
         acc = self._accounts.get(account_id)
-        if end <= trio.current_time():
+        if end_at <= trio.current_time():
             blocked.pop(account_id, None)
             if acc is not None:
                 self.ready.refilter(acc)
             return
-        blocked[account_id] = end
+        blocked[account_id] = end_at
         if rate_class not in self._sides:
             self._sides[rate_class] = self.ready.add_side(
                 lambda a: self._blocked.get(rate_class, {}).get(a.id, -_INF) <= trio.current_time()
@@ -444,8 +444,8 @@ class Dispatcher:
         if acc is not None:
             self.ready.refilter(acc)
         seq = next(self._seq)
-        heapq.heappush(self._class_heaps.setdefault(rate_class, []), (end, seq, account_id))
-        heapq.heappush(self._block_ends, (end, seq, account_id))
+        heapq.heappush(self._class_heaps.setdefault(rate_class, []), (end_at, seq, account_id))
+        heapq.heappush(self._block_ends, (end_at, seq, account_id))
         self._rearm()
 
     def _needs(self, job: Job) -> bool:
@@ -460,17 +460,17 @@ class Dispatcher:
     def _blocked_until_at(self, job: Job, account_id: str, now: float) -> float:
         """When the account's class and chat blocks let it serve ``job`` (trio clock, s; at
         or before ``now``: free)."""
-        end = float("-inf")
+        end_at = float("-inf")
         for name in job.rate_classes:
-            end = max(end, self._blocked.get(name, {}).get(account_id, end))
+            end_at = max(end_at, self._blocked.get(name, {}).get(account_id, end_at))
         lookup = job.lookup_class
         if lookup is not None and lookup not in job.rate_classes:
-            until = self._blocked.get(lookup, {}).get(account_id)
-            if until is not None and until > now and not self._knows(account_id, job):
-                end = max(end, until)
+            until_at = self._blocked.get(lookup, {}).get(account_id)
+            if until_at is not None and until_at > now and not self._knows(account_id, job):
+                end_at = max(end_at, until_at)
         if job.peer_key is not None:
-            end = max(end, self._chats.get(job.peer_key, {}).get(account_id, end))
-        return end
+            end_at = max(end_at, self._chats.get(job.peer_key, {}).get(account_id, end_at))
+        return end_at
 
     def _knows(self, account_id: str, job: Job) -> bool:
         return job.peer_key is not None and self.knowledge.knows(account_id, job.peer_key)
@@ -483,20 +483,21 @@ class Dispatcher:
         return _Excluded(self, job, avoid, now)
 
     def _blocks_bound_at(
-        self, job: Job, avoid: Collection[str], now: float, best: float = _INF
+        self, job: Job, avoid: Collection[str], now: float, best_at: float = _INF
     ) -> float:
         """When the first account the class/chat blocks hold back from ``job`` could serve it
         (trio clock, s; ``inf``: none is held back), each account's own start bound included.
 
         Walks the job's class heaps in order of block end and stops at the first end past
-        the best found: O((held-back accounts whose block ends before that) × log).
+        the best one found (``best_at``, the caller's to start from): O((held-back accounts
+        whose block ends before that) × log).
         """
         if not self._needs(job):
-            return best
+            return best_at
         if job.peer_key is not None:
-            for acc_id, end in self._chats.get(job.peer_key, {}).items():
-                if end > now and acc_id not in avoid:
-                    best = min(best, self._available_at(job, acc_id, now))
+            for acc_id, end_at in self._chats.get(job.peer_key, {}).items():
+                if end_at > now and acc_id not in avoid:
+                    best_at = min(best_at, self._available_at(job, acc_id, now))
         names = set(job.rate_classes)
         if job.lookup_class is not None:
             names.add(job.lookup_class)
@@ -511,14 +512,14 @@ class Dispatcher:
                     heapq.heappop(heap)  # stale: a newer entry stands for it, or it is over
                 if heap and (top is None or heap[0] < top):
                     top, top_name = heap[0], name
-            if top is None or top[0] >= best:
+            if top is None or top[0] >= best_at:
                 break
             popped.append((top_name, heapq.heappop(heaps[top_name])))
             if top[2] not in avoid:
-                best = min(best, self._available_at(job, top[2], now))
+                best_at = min(best_at, self._available_at(job, top[2], now))
         for name, entry in popped:
             heapq.heappush(self._class_heaps[name], entry)
-        return best
+        return best_at
 
     def _available_at(self, job: Job, account_id: str, now: float) -> float:
         """A lower bound of when ``account_id`` could serve ``job``: its start bound and its
@@ -586,10 +587,10 @@ class Dispatcher:
             acc = self._accounts.get(acc_id)
             if acc is None or acc_id in exclude or not self.ready.is_free(acc):
                 continue
-            start = max(now, acc.lane.cooldown_until_at, self.ready.start_bound_at(acc.lane))
-            if start_now and start > now:
+            start_at = max(now, acc.lane.cooldown_until_at, self.ready.start_bound_at(acc.lane))
+            if start_now and start_at > now:
                 continue
-            use = (start, self.ready.last_use(acc))
+            use = (start_at, self.ready.last_use(acc))
             if use < best_use:
                 best, best_use = acc, use
         return best
@@ -760,15 +761,15 @@ class Dispatcher:
         acc = self._pick(job, allow_avoided=allowed)
         if acc is not None:
             return acc
-        earliest = self._earliest_at(job)
-        if earliest > job.deadline_at:
-            raise self.no_account(job, earliest)
+        earliest_at = self._earliest_at(job)
+        if earliest_at > job.deadline_at:
+            raise self.no_account(job, earliest_at)
         if self._taken or self.moving:
             # Some account is taken: shed the job now if, even with every proxy starting a
             # call each interval, its turn comes after its deadline.
-            turn = self._turn_at(job)
-            if turn > job.deadline_at:
-                raise self.no_account(job, turn)
+            turn_at = self._turn_at(job)
+            if turn_at > job.deadline_at:
+                raise self.no_account(job, turn_at)
         return None
 
     def _allowed(self, w: _Waiter, now: float) -> bool:
@@ -865,39 +866,43 @@ class Dispatcher:
                 return _INF
             return max(self._start_bound_at(acc, now), self._blocked_until_at(job, acc.id, now))
         if job.tags:
-            earliest = _INF
+            earliest_at = _INF
             for acc in self._accounts.values():
                 if acc.id in exclude or not job.tags <= acc.tags:
                     continue
-                bound = max(
+                bound_at = max(
                     self._start_bound_at(acc, now), self._blocked_until_at(job, acc.id, now)
                 )
-                earliest = min(earliest, bound)
-                if earliest <= now:
+                earliest_at = min(earliest_at, bound_at)
+                if earliest_at <= now:
                     break
-            return earliest
+            return earliest_at
         avoid = exclude
         exclude = self._exclusion(job, avoid, now)
-        earliest = self.ready.next_cooldown_end_at(exclude)
+        earliest_at = self.ready.next_cooldown_end_at(exclude)
         free = self._best_free(job, avoid, now)
         if free is not None:
-            earliest = min(
-                earliest, max(now, self.ready.start_bound_at(free.lane), free.ready_at())
+            earliest_at = min(
+                earliest_at, max(now, self.ready.start_bound_at(free.lane), free.ready_at())
             )
         for group in (self._taken, self.moving):
-            if earliest <= now:
+            if earliest_at <= now:
                 break
             for acc_id in group:
                 if acc_id in exclude:
                     continue
                 acc = self._accounts.get(acc_id)
                 if acc is not None:
-                    earliest = min(earliest, self._start_bound_at(acc, now))
-                    if earliest <= now:
+                    earliest_at = min(earliest_at, self._start_bound_at(acc, now))
+                    if earliest_at <= now:
                         break
         # the accounts held back by class or chat blocks, busy ones included: walked only
         # until their block ends pass what was found
-        return self._blocks_bound_at(job, avoid, now, earliest) if earliest > now else earliest
+        return (
+            self._blocks_bound_at(job, avoid, now, earliest_at)
+            if earliest_at > now
+            else earliest_at
+        )
 
     def _turn_at(self, job: Job) -> float:
         """A lower bound of when a job queued now could start (trio clock, seconds).
@@ -911,8 +916,8 @@ class Dispatcher:
             return float("-inf")
         if job.account is not None:
             ahead = sum(1 for w in self._waiters if w.job.account == job.account)
-            interval = self._accounts[job.account].lane.interval_s
-            return trio.current_time() + (ahead + 1) * interval
+            interval_s = self._accounts[job.account].lane.interval_s
+            return trio.current_time() + (ahead + 1) * interval_s
         rate = self._start_rate()
         if rate == _INF:
             return float("-inf")
@@ -928,8 +933,8 @@ class Dispatcher:
                 if a.disabled_reason is None and not a.retired
             }
             for key in usable:
-                interval = self._lanes[key].interval_s
-                rate += _INF if interval <= 0 else 1.0 / interval
+                interval_s = self._lanes[key].interval_s
+                rate += _INF if interval_s <= 0 else 1.0 / interval_s
             self._rate = rate
         return self._rate
 
@@ -1015,11 +1020,11 @@ class Dispatcher:
             key: object = ("pin", job.account) if job.account is not None else job.tags
             if self._needs(job):
                 key = (key, job.rate_classes, job.lookup_class, job.peer_key)
-            earliest = bounds.get(key)
-            if earliest is None:
-                earliest = bounds[key] = self._earliest_at(job)
-            if earliest > job.deadline_at:
-                self._fail(w, self.no_account(job, earliest, lead=lead))
+            earliest_at = bounds.get(key)
+            if earliest_at is None:
+                earliest_at = bounds[key] = self._earliest_at(job)
+            if earliest_at > job.deadline_at:
+                self._fail(w, self.no_account(job, earliest_at, lead=lead))
         self._rearm()
 
     def _hand(self, w: _Waiter, acc: AccountWorker) -> None:
@@ -1066,12 +1071,12 @@ class Dispatcher:
                 account=job.last_account,
                 attempts=job.attempts,
             )
-        wait = max(0.0, earliest_at - now)
+        wait_s = max(0.0, earliest_at - now)
         lead = lead or "no account can start this job before its deadline"
         return JobFailed(
             ErrorClass.NO_ACCOUNT_AVAILABLE,
-            f"{lead}; one could in {wait:.1f} s",
-            retry_after_s=wait,
+            f"{lead}; one could in {wait_s:.1f} s",
+            retry_after_s=wait_s,
             account=job.last_account,
             attempts=job.attempts,
         )

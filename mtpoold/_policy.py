@@ -163,9 +163,11 @@ def _decide(
 ) -> Verdict:
     match failure.error_class:
         case ErrorClass.FLOOD_WAIT:
-            wait = failure.retry_after_s
+            wait_s = failure.retry_after_s
             return Verdict(
-                account_cooldown_s=float(wait) if wait is not None else _backoff_s(policy, attempt)
+                account_cooldown_s=float(wait_s)
+                if wait_s is not None
+                else _backoff_s(policy, attempt)
             )
         case ErrorClass.PEER_FLOOD:
             return Verdict(account_cooldown_s=policy.peer_flood_cooldown_s)
@@ -213,17 +215,17 @@ def _decide(
 
 def _scoped(failure: Failure, verdict: Verdict, rate_class: str | None) -> Verdict:
     """A FLOOD_WAIT's account cooldown moved to its (account, class) or (account, chat)."""
-    wait = failure.retry_after_s
-    if wait is None:
+    wait_s = failure.retry_after_s
+    if wait_s is None:
         return verdict  # a 420 without a duration: no scope known, the account rests
     if (failure.rpc_name or "").upper().startswith("SLOWMODE_WAIT"):
         return attrs.evolve(
-            verdict, account_cooldown_s=0.0, chat_cooldown_s=float(wait), rate_class=rate_class
+            verdict, account_cooldown_s=0.0, chat_cooldown_s=float(wait_s), rate_class=rate_class
         )
     if rate_class is None:
         return verdict
     return attrs.evolve(
-        verdict, account_cooldown_s=0.0, class_cooldown_s=float(wait), rate_class=rate_class
+        verdict, account_cooldown_s=0.0, class_cooldown_s=float(wait_s), rate_class=rate_class
     )
 
 

@@ -1229,8 +1229,8 @@ class Pool:
         last = self._accounts.get(job.last_account) if job.last_account is not None else None
         if retry_after_s is None and failure.error_class is ErrorClass.PROXY_UNAVAILABLE and last:
             # the proxy's cooldown is when trying again makes sense
-            rest = last.lane.cooldown_until_at - trio.current_time()
-            retry_after_s = rest if rest > 0 else None
+            rest_s = last.lane.cooldown_until_at - trio.current_time()
+            retry_after_s = rest_s if rest_s > 0 else None
         return JobFailed(
             failure.error_class,
             message,
@@ -1332,11 +1332,16 @@ class Pool:
             )
         self._persist(acc, lane=failure.error_class is ErrorClass.PROXY_UNAVAILABLE)
 
-    def _cool_class(self, acc: AccountWorker, rate_class: str, seconds: float, cause: str) -> None:
-        until_at = trio.current_time() + seconds
+    def _cool_class(
+        self, acc: AccountWorker, rate_class: str, cooldown_s: float, cause: str
+    ) -> None:
+        until_at = trio.current_time() + cooldown_s
         self._dispatch.cool_down_class(acc, rate_class, until_at, cause)
         log.warning(
-            "event=class_cooldown account=%s rate_class=%s seconds=%g", acc.id, rate_class, seconds
+            "event=class_cooldown account=%s rate_class=%s seconds=%g",
+            acc.id,
+            rate_class,
+            cooldown_s,
         )
         if self._store is not None:
             self._store.save_class_cooldown(acc.id, rate_class, self._trio_to_wall(until_at), cause)

@@ -74,12 +74,12 @@ class ReadyIndex:
 
     # -- ranking -------------------------------------------------------------------------------
 
-    def _bound(self, lane: ProxyLane) -> float:
+    def _bound_at(self, lane: ProxyLane) -> float:
         assigned = self._assigned[lane.key]
-        last = lane.last_start_at
+        last_at = lane.last_start_at
         if assigned:  # a lane that never started still starts its assigned jobs in turn
-            last = max(last, self._busy_since_at[lane.key] - lane.interval_s)
-        return max(lane.cooldown_until_at, last + lane.interval_s * (1 + assigned))
+            last_at = max(last_at, self._busy_since_at[lane.key] - lane.interval_s)
+        return max(lane.cooldown_until_at, last_at + lane.interval_s * (1 + assigned))
 
     def _lru_key(self, key: str) -> float:
         first = next(iter(self._free[key]))
@@ -89,11 +89,11 @@ class ReadyIndex:
         """(Re-)rank the lane: its previous heap entry, if any, becomes stale."""
         seq = next(self._seq)
         self._live[lane.key] = seq
-        bound = self._bound(lane)
-        if bound <= trio.current_time():
+        bound_at = self._bound_at(lane)
+        if bound_at <= trio.current_time():
             heapq.heappush(self._ready, (self._lru_key(lane.key), seq, lane.key))
         else:
-            heapq.heappush(self._future, (bound, seq, lane.key))
+            heapq.heappush(self._future, (bound_at, seq, lane.key))
         if len(self._ready) + len(self._future) > 2 * len(self._live) + 64:
             self._compact()
 
@@ -212,10 +212,11 @@ class ReadyIndex:
 
     # -- queries -------------------------------------------------------------------------------
 
-    def _stale(self, end: float, acc: AccountWorker) -> bool:
-        """Whether a cooldown heap entry no longer stands for a free account cooling to ``end``."""
+    def _stale(self, end_at: float, acc: AccountWorker) -> bool:
+        """Whether a cooldown heap entry no longer stands for a free account cooling to
+        ``end_at``."""
         return (
-            acc.cooldown_until_at != end
+            acc.cooldown_until_at != end_at
             or acc.busy
             or acc.disabled_reason is not None
             or acc.retired
@@ -225,8 +226,8 @@ class ReadyIndex:
     def _expire_cooldowns(self) -> None:
         now = trio.current_time()
         while self._cooling and self._cooling[0][0] <= now:
-            end, _, acc = heapq.heappop(self._cooling)
-            if self._stale(end, acc) or self.is_free(acc):
+            end_at, _, acc = heapq.heappop(self._cooling)
+            if self._stale(end_at, acc) or self.is_free(acc):
                 continue
             self.mark_free(acc)
             if self.is_free(acc):
@@ -249,7 +250,7 @@ class ReadyIndex:
         ``exclude`` (``inf`` if none). O(log accounts) amortized, plus O(len(exclude) × log)."""
         self._expire_cooldowns()
         skipped: list[tuple[float, int, AccountWorker]] = []
-        end = float("inf")
+        end_at = float("inf")
         while self._cooling:
             top = self._cooling[0]
             if self._stale(top[0], top[2]):
@@ -258,11 +259,11 @@ class ReadyIndex:
             if top[2].id in exclude:
                 skipped.append(heapq.heappop(self._cooling))
                 continue
-            end = top[0]
+            end_at = top[0]
             break
         for entry in skipped:
             heapq.heappush(self._cooling, entry)
-        return end
+        return end_at
 
     def is_free(self, acc: AccountWorker) -> bool:
         """Whether ``acc`` sits in its lane's free set (free and not cooling down itself)."""
@@ -274,7 +275,7 @@ class ReadyIndex:
 
     def start_bound_at(self, lane: ProxyLane) -> float:
         """The lane's start bound (see the class docstring), trio clock seconds."""
-        return self._bound(lane)
+        return self._bound_at(lane)
 
     def last_use(self, acc: AccountWorker) -> int:
         """The order of the account's last assignment (smaller: longer ago; -1: never)."""
@@ -311,8 +312,8 @@ class ReadyIndex:
                 if not self._is_live(seq, key):
                     heapq.heappop(heap)
                     continue
-                bound = self._bound(self._lanes[key])
-                if (bound <= now) != ready or (not ready and bound != rank):
+                bound_at = self._bound_at(self._lanes[key])
+                if (bound_at <= now) != ready or (not ready and bound_at != rank):
                     heapq.heappop(heap)
                     self._rank(self._lanes[key])
                     continue

@@ -8,7 +8,6 @@ pool alone. Each size runs in a fresh interpreter so RSS deltas are its own. Mem
 from __future__ import annotations
 
 import gc
-import importlib
 import math
 import tempfile
 import time
@@ -73,18 +72,12 @@ def config_dict(accounts: int, proxies: int, *, interval_s: float = 2.0) -> dict
     }
 
 
-def _scheduler(pool: Any) -> tuple[Any, Any, Any, Any, Any]:
-    """``(pick, reserve, release, ready index, Job class)`` of the pool's scheduler.
-
-    The scheduler lives in ``pool._dispatch`` (mtpoold/_dispatch.py) or, before that split,
-    in the pool itself (``Pool._pick``, ``mtpoold._pool._Job``); the probe times either.
-    """
-    dispatch = getattr(pool, "_dispatch", None)
-    if dispatch is not None:
-        job_class = importlib.import_module("mtpoold._dispatch").Job
-        return dispatch._pick, dispatch.reserve, dispatch.release, dispatch.ready, job_class
-    job_class = importlib.import_module("mtpoold._pool")._Job
-    return pool._pick, pool._reserve, pool._release, pool._ready, job_class
+def _scheduler(pool: Any) -> tuple[Any, Any, Any]:
+    """``(pick, reserve, release)`` of the pool's dispatcher (mtpoold/_dispatch.py): the
+    decision the probe times (``Dispatcher._pick``, an account or None) and the two verbs an
+    attempt takes and gives back an account with."""
+    dispatch = pool._dispatch
+    return dispatch._pick, dispatch.reserve, dispatch.release
 
 
 def idle_probe(accounts: int, proxies: int, picks: int, invokes: int) -> dict[str, Any]:
@@ -93,6 +86,7 @@ def idle_probe(accounts: int, proxies: int, picks: int, invokes: int) -> dict[st
 
     from mtpoold._compose import open_pool
     from mtpoold._config import parse_config
+    from mtpoold._dispatch import Job
 
     data = config_dict(accounts, proxies)
     ungated = config_dict(accounts, proxies, interval_s=0.0)  # reloaded before the invokes
@@ -115,24 +109,21 @@ def idle_probe(accounts: int, proxies: int, picks: int, invokes: int) -> dict[st
             out["rss_idle_delta"] = rss_bytes() - rss0
 
             # one scheduling decision: _pick, then the reservation the pool makes
-            pick, reserve, release, ready, job_class = _scheduler(pool)
-            job = job_class(
+            pick, reserve, release = _scheduler(pool)
+            job = Job(
                 method="help.GetConfig",
-                deadline=math.inf,
+                deadline_at=math.inf,
                 account=None,
                 tags=frozenset(),
-                started=trio.current_time(),
+                started_at=trio.current_time(),
             )
             times = []
             for _ in range(picks):
                 t0 = time.perf_counter_ns()
-                acc, _, _ = pick(job, allow_avoided=False)
+                acc = pick(job, allow_avoided=False)
                 times.append((time.perf_counter_ns() - t0) / 1e9)
                 assert acc is not None
-                reserve(acc)
-                # give it back the way the pool does after a call
-                acc.reserved = False
-                ready.unassign(acc, acc.lane)
+                reserve(acc)  # the attempt takes it, and gives it back after its call
                 release(acc)
             out["pick_p50"] = percentile(times, 50)
             out["pick_p99"] = percentile(times, 99)

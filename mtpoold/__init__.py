@@ -37,6 +37,7 @@ from ._pool import JobResult as JobResult
 from ._pool import Pool as Pool
 from ._pool import ReloadSummary as ReloadSummary
 from ._stats import AccountCooldowns as AccountCooldowns
+from ._stats import AccountState as AccountState
 from ._stats import AccountStatistics as AccountStatistics
 from ._stats import ClassState as ClassState
 from ._stats import LaneStatistics as LaneStatistics
@@ -53,6 +54,7 @@ except _PackageNotFoundError:  # pragma: no cover - running from a source tree
 
 __all__ = [
     "AccountConfig",
+    "AccountState",
     "AccountStatistics",
     "Config",
     "ConfigError",

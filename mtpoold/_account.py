@@ -13,7 +13,7 @@ import trio
 from ._errors import ErrorClass, Failure, RateClassBlocked
 from ._lane import ProxyCoolingDown, ProxyLane
 from ._policy import Verdict
-from ._stats import AccountStatistics, ClassState
+from ._stats import AccountState, AccountStatistics, ClassState
 
 if TYPE_CHECKING:
     from ._peermemory import AccountPeers
@@ -148,7 +148,7 @@ class AccountWorker:
     cancelled mid-flight, the connection is dropped before the lock is released, so the
     next call starts on a fresh one.
 
-    Scheduling state (``cooldown_until``, ``disabled_reason``, ``reserved``, ``retired``,
+    Scheduling state (``cooldown_until_at``, ``disabled_reason``, ``reserved``, ``retired``,
     ``lane``) lives here but only the dispatcher's verbs change it
     (`mtpoold._dispatch.Dispatcher`; ``tests/test_layers.py`` checks). All times are on the
     trio clock, in seconds.
@@ -178,7 +178,7 @@ class AccountWorker:
     #: This account's peer memory, handed to every client it builds (None: off).
     peer_book: AccountPeers | None = None
     request_guard: RequestGuardLike | None = None
-    cooldown_until: float = attrs.field(init=False, default=float("-inf"))
+    cooldown_until_at: float = attrs.field(init=False, default=float("-inf"))
     disabled_reason: str | None = attrs.field(init=False, default=None)
     reserved: bool = attrs.field(init=False, default=False)
     retired: bool = attrs.field(init=False, default=False)
@@ -187,8 +187,8 @@ class AccountWorker:
     errors_by_class: collections.Counter[str] = attrs.field(init=False, factory=collections.Counter)
     last_error_class: str | None = attrs.field(init=False, default=None)
     last_error_message: str | None = attrs.field(init=False, default=None)
-    last_used: float | None = attrs.field(init=False, default=None)
-    last_ping: float = attrs.field(init=False, default=float("-inf"))
+    last_used_at: float | None = attrs.field(init=False, default=None)
+    last_ping_at: float = attrs.field(init=False, default=float("-inf"))
     _client: Client | None = attrs.field(init=False, default=None)
     _connecting: bool = attrs.field(init=False, default=False)
     _lock: trio.Lock = attrs.field(init=False, factory=trio.Lock)
@@ -204,20 +204,20 @@ class AccountWorker:
 
     # -- scheduling view -------------------------------------------------------------
 
-    def state(self, now: float | None = None) -> str:
-        """``retired``, ``disabled``, ``busy``, ``connecting``, ``cooldown``, ``ready`` or
-        ``idle``."""
+    def state(self, now: float | None = None) -> AccountState:
+        """The account's `AccountState` at ``now`` (trio clock, s; default: now), the first
+        that holds of retired, disabled, connecting, busy, cooldown, then ready or idle."""
         if self.retired:
-            return "retired"
+            return AccountState.RETIRED
         if self.disabled_reason is not None:
-            return "disabled"
+            return AccountState.DISABLED
         if self._connecting:
-            return "connecting"
+            return AccountState.CONNECTING
         if self._lock.locked():
-            return "busy"
+            return AccountState.BUSY
         if self.schedulable_at() > (trio.current_time() if now is None else now):
-            return "cooldown"
-        return "ready" if self.connected else "idle"
+            return AccountState.COOLDOWN
+        return AccountState.READY if self.connected else AccountState.IDLE
 
     def set_tags(self, tags: frozenset[str]) -> None:
         """Replace the account's tags (live reload)."""
@@ -229,7 +229,7 @@ class AccountWorker:
         back; ``inf`` when disabled or retired."""
         if self.disabled_reason is not None or self.retired:
             return float("inf")
-        return max(self.cooldown_until, self.lane.cooldown_until)
+        return max(self.cooldown_until_at, self.lane.cooldown_until_at)
 
     @property
     def connected(self) -> bool:
@@ -248,7 +248,7 @@ class AccountWorker:
         """
         if self.disabled_reason is not None or self.retired:
             return float("inf")
-        return max(self.cooldown_until, self.lane.earliest_start())
+        return max(self.cooldown_until_at, self.lane.earliest_start_at())
 
     # -- calls -----------------------------------------------------------------------
 
@@ -290,7 +290,7 @@ class AccountWorker:
             try:
                 client = await self._ensure_connected(judge, on_abandoned)
                 async with self.lane.slot():
-                    self.last_used = trio.current_time()
+                    self.last_used_at = trio.current_time()
                     with trio.fail_after(call_deadline_s):
                         result = await op(client)
             except trio.Cancelled:
@@ -310,7 +310,7 @@ class AccountWorker:
                     await self._drop_connection()
                 raise Judged(failure, verdict) from cause
             self.calls_ok += 1
-            self.last_used = trio.current_time()
+            self.last_used_at = trio.current_time()
             return result
 
     async def _ensure_connected(self, judge: Judge, on_abandoned: OnAbandoned | None) -> Client:
@@ -327,10 +327,10 @@ class AccountWorker:
             if self.request_guard is not None and isinstance(self._client, SupportsRequestGuard):
                 self._client.set_request_guard(self.request_guard)
         client = self._client
-        started: float | None = None
+        started_at: float | None = None
         try:
             async with self.lane.slot():
-                started = trio.current_time()
+                started_at = trio.current_time()
                 try:
                     with trio.move_on_after(self.connect_timeout_s) as scope:
                         await client.connect()
@@ -346,7 +346,7 @@ class AccountWorker:
                     failure, verdict = judge(exc)
                     raise Judged(failure, verdict) from exc
         except trio.Cancelled:
-            ran_s = 0.0 if started is None else trio.current_time() - started
+            ran_s = 0.0 if started_at is None else trio.current_time() - started_at
             if on_abandoned is not None and ran_s >= min(
                 ABANDONED_CONNECT_MIN_S, self.connect_timeout_s
             ):
@@ -362,7 +362,7 @@ class AccountWorker:
             raise
         finally:
             self._connecting = False
-        self.last_used = trio.current_time()
+        self.last_used_at = trio.current_time()
         self._start_idle_watch()
         return client
 
@@ -385,9 +385,9 @@ class AccountWorker:
     def _next_idle_event(self) -> float:
         """When the idle watcher must next act (trio clock, s): the idle disconnect or the
         next keepalive ping, whichever comes first."""
-        assert self.last_used is not None
-        idle_at = self.last_used + self.idle_disconnect_s
-        ping_at = max(self.last_used, self.last_ping) + self.keepalive_interval_s
+        assert self.last_used_at is not None
+        idle_at = self.last_used_at + self.idle_disconnect_s
+        ping_at = max(self.last_used_at, self.last_ping_at) + self.keepalive_interval_s
         return min(idle_at, ping_at)
 
     async def _watch_idle(self, scope: trio.CancelScope) -> None:
@@ -399,19 +399,19 @@ class AccountWorker:
                 now = trio.current_time()
                 if now < self._next_idle_event():
                     continue  # used (or pinged) meanwhile
-                assert self.last_used is not None
-                idle_at = self.last_used + self.idle_disconnect_s
+                assert self.last_used_at is not None
+                idle_at = self.last_used_at + self.idle_disconnect_s
                 try:
                     self._lock.acquire_nowait()
                 except trio.WouldBlock:
                     # A call holds the account (its traffic keeps the connection alive); it
-                    # bumps last_used when it ends.
-                    self.last_ping = now
+                    # bumps last_used_at when it ends.
+                    self.last_ping_at = now
                     if now >= idle_at:
                         await trio.sleep(self.idle_disconnect_s)
                     continue
                 try:
-                    if now >= self.last_used + self.idle_disconnect_s:
+                    if now >= self.last_used_at + self.idle_disconnect_s:
                         log.info(
                             "event=idle_disconnect account=%s proxy=%s", self.id, self.lane.key
                         )
@@ -433,12 +433,12 @@ class AccountWorker:
         """
         client = self._client
         ping = getattr(client, "keepalive_ping", None)
-        self.last_ping = trio.current_time()
+        self.last_ping_at = trio.current_time()
         if client is None or ping is None or not client.is_connected():
             return client is not None and client.is_connected()
         try:
             async with self.lane.slot():
-                self.last_ping = trio.current_time()
+                self.last_ping_at = trio.current_time()
                 with trio.fail_after(self.connect_timeout_s):
                     await ping()
         except ProxyCoolingDown:
@@ -506,22 +506,22 @@ class AccountWorker:
         if now is None:
             now = trio.current_time()
         # The account's own cooldown (its blame); a proxy cooldown shows in its lane's row
-        # and in ``state`` ("cooldown").
-        cooldown = 0.0 if self.disabled_reason else max(0.0, self.cooldown_until - now)
+        # and in ``state`` (`AccountState.COOLDOWN`).
+        cooldown_s = 0.0 if self.disabled_reason else max(0.0, self.cooldown_until_at - now)
         return AccountStatistics(
             id=self.id,
             proxy_key=self.lane.key,
             proxy_name=proxy_name,
             state=self.state(now),
             connected=self.connected,
-            cooldown_remaining_s=cooldown,
+            cooldown_remaining_s=cooldown_s,
             disabled_reason=self.disabled_reason,
             calls_ok=self.calls_ok,
             calls_failed=self.calls_failed,
             errors_by_class=dict(self.errors_by_class),
             last_error_class=self.last_error_class,
             last_error_message=self.last_error_message,
-            last_used_s_ago=None if self.last_used is None else now - self.last_used,
+            last_used_s_ago=None if self.last_used_at is None else now - self.last_used_at,
             tags=self.sorted_tags,
             rate_classes=rate_classes,
         )

@@ -69,55 +69,55 @@ class BudgetBook:
         windows = self.classes.windows(rate_class)
         return max((w for w, _ in windows), default=0.0)
 
-    def _prune(self, key: tuple[str, str], now: float) -> collections.deque[float]:
+    def _prune(self, key: tuple[str, str], now_unix: float) -> collections.deque[float]:
         spends = self._spent.setdefault(key, collections.deque())
-        horizon = now - self._longest(key[1])
+        horizon = now_unix - self._longest(key[1])
         while spends and spends[0] <= horizon:
             spends.popleft()
         return spends
 
-    def limits(self, account: str, rate_class: str, now: float) -> list[tuple[float, int]]:
+    def limits(self, account: str, rate_class: str, now_unix: float) -> list[tuple[float, int]]:
         """The account's windows for the class, ``[(window_s, limit)]``, warm-up applied (a
         limit never drops below 1)."""
-        first = self.first_seen.get(account, now)
-        scale = self.warmup.scale(now - first)
+        first = self.first_seen.get(account, now_unix)
+        scale = self.warmup.scale(now_unix - first)
         return [
             (w, max(1, math.floor(limit * scale))) for w, limit in self.classes.windows(rate_class)
         ]
 
-    def free_at(self, account: str, rate_class: str, now: float) -> float:
-        """When (UNIX s) one more request of the class fits every window: ``now`` or earlier
-        if it fits now."""
-        windows = self.limits(account, rate_class, now)
+    def free_at_unix(self, account: str, rate_class: str, now_unix: float) -> float:
+        """When (UNIX s) one more request of the class fits every window: ``now_unix`` (or
+        earlier) if it fits now."""
+        windows = self.limits(account, rate_class, now_unix)
         if not windows:
-            return now
-        spends = self._prune((account, rate_class), now)
-        free = now
+            return now_unix
+        spends = self._prune((account, rate_class), now_unix)
+        free_unix = now_unix
         for window_s, limit in windows:
-            inside = [t for t in spends if t > now - window_s]
+            inside = [t for t in spends if t > now_unix - window_s]
             if len(inside) >= limit:
-                free = max(free, inside[len(inside) - limit] + window_s)
-        return free
+                free_unix = max(free_unix, inside[len(inside) - limit] + window_s)
+        return free_unix
 
-    def left(self, account: str, rate_class: str, now: float) -> dict[float, int]:
+    def left(self, account: str, rate_class: str, now_unix: float) -> dict[float, int]:
         """Requests left per window (``{window_s: n}``); empty when the class has no budget."""
-        spends = self._prune((account, rate_class), now)
+        spends = self._prune((account, rate_class), now_unix)
         return {
-            w: max(0, limit - sum(1 for t in spends if t > now - w))
-            for w, limit in self.limits(account, rate_class, now)
+            w: max(0, limit - sum(1 for t in spends if t > now_unix - w))
+            for w, limit in self.limits(account, rate_class, now_unix)
         }
 
-    def spend(self, account: str, rate_class: str, now: float) -> None:
+    def spend(self, account: str, rate_class: str, now_unix: float) -> None:
         """Count one request of the class (only classes with a budget are kept)."""
         if not self.classes.windows(rate_class):
             return
-        self._prune((account, rate_class), now).append(now)
-        self.unsaved.append((account, rate_class, now))
+        self._prune((account, rate_class), now_unix).append(now_unix)
+        self.unsaved.append((account, rate_class, now_unix))
 
-    def restore(self, spends: Iterable[tuple[str, str, float]], now: float) -> None:
+    def restore(self, spends: Iterable[tuple[str, str, float]], now_unix: float) -> None:
         """Load spends read from the state store (older than a window are dropped)."""
         for account, rate_class, at in sorted(spends, key=lambda s: s[2]):
-            if at > now - self._longest(rate_class):
+            if at > now_unix - self._longest(rate_class):
                 self._spent.setdefault((account, rate_class), collections.deque()).append(at)
 
     def take_unsaved(self) -> list[tuple[str, str, float]]:
@@ -131,11 +131,11 @@ class BudgetBook:
         self._spent = old._spent
         self.unsaved = old.unsaved + self.unsaved
 
-    def spent_in_window(self, account: str, rate_class: str, now: float) -> bool:
+    def spent_in_window(self, account: str, rate_class: str, now_unix: float) -> bool:
         """Whether the account has spends of the class inside its longest window."""
         if not self.classes.windows(rate_class) or (account, rate_class) not in self._spent:
             return False
-        return bool(self._prune((account, rate_class), now))
+        return bool(self._prune((account, rate_class), now_unix))
 
     def budgeted(self) -> list[str]:
         """The classes that have a budget."""
@@ -149,8 +149,8 @@ class RequestGuard:
     Args:
         account: The account id.
         classes: The rate classes in force.
-        flood_until: ``(account, class) -> trio clock s``: the class's FLOOD_WAIT cooldown end
-            (`mtpoold._dispatch.Dispatcher.class_flood_until`).
+        flood_until_at: ``(account, class) -> trio clock s``: the class's FLOOD_WAIT cooldown end
+            (`mtpoold._dispatch.Dispatcher.class_flood_until_at`).
         clock: The trio clock, seconds.
         wall_clock: UNIX time, seconds (budgets are kept in it).
         book: The budget book, or None (``[economy] budgets = false``).
@@ -161,7 +161,7 @@ class RequestGuard:
         self,
         account: str,
         classes: RateClasses,
-        flood_until: Callable[[str, str], float],
+        flood_until_at: Callable[[str, str], float],
         clock: Callable[[], float],
         wall_clock: Callable[[], float],
         book: BudgetBook | None,
@@ -169,7 +169,7 @@ class RequestGuard:
     ) -> None:
         self.account = account
         self.classes = classes
-        self._flood_until = flood_until
+        self._flood_until_at = flood_until_at
         self._clock = clock
         self._wall = wall_clock
         self.book = book
@@ -186,15 +186,17 @@ class RequestGuard:
         if rate_class is None:
             return  # exempt (the keepalive ping)
         now = self._clock()
-        until = self._flood_until(self.account, rate_class)
-        if until > now:
-            raise RateClassBlocked(self.account, rate_class, tl_name, until - now, "flood")
+        until_at = self._flood_until_at(self.account, rate_class)
+        if until_at > now:
+            raise RateClassBlocked(self.account, rate_class, tl_name, until_at - now, "flood")
         if self.book is None or not self.classes.windows(rate_class):
             return  # no budget: nothing to count
-        wall = self._wall()
-        free = self.book.free_at(self.account, rate_class, wall)
-        if free > wall:
-            raise RateClassBlocked(self.account, rate_class, tl_name, free - wall, "budget")
-        self.book.spend(self.account, rate_class, wall)
+        now_unix = self._wall()
+        free_unix = self.book.free_at_unix(self.account, rate_class, now_unix)
+        if free_unix > now_unix:
+            raise RateClassBlocked(
+                self.account, rate_class, tl_name, free_unix - now_unix, "budget"
+            )
+        self.book.spend(self.account, rate_class, now_unix)
         if self._on_spent is not None:
             self._on_spent(self.account)

@@ -450,57 +450,11 @@ def classify(exc: BaseException) -> Failure:
             leaf; Telethon's `MultiError` as its first error.
 
     Returns:
-        A `Failure`. Rules, checked in this order:
-
-        - ``trio.TooSlowError`` -> DEADLINE_EXCEEDED.
-        - Telegram RPC errors (``telethon.errors.RPCError``), each with ``tl_name`` set to
-          its request's TL function (`request_tl_name`; a FLOOD_WAIT's rate class):
-          ``*_WAIT_N`` flood errors (FloodWaitError, FloodPremiumWaitError,
-          FloodTestPhoneWaitError, SlowModeWaitError, or any 420 whose message ends in
-          ``WAIT_<N>``) -> FLOOD_WAIT with ``retry_after_s = N`` (0 -> 1 s, as Telethon does);
-          the frozen-account answers FROZEN_METHOD_INVALID (420), FROZEN_PARTICIPANT_MISSING
-          (400) and any other ``FROZEN_*`` -> ACCOUNT_RESTRICTED (sources in the comment at
-          ``_ACCOUNT_RESTRICTED_NAMES``); 303 ``<X>_MIGRATE_<N>`` -> WRONG_DC with
-          ``dc_id = N`` and ``dc_scope`` ``"account"`` (USER_, PHONE_, NETWORK_MIGRATE) or
-          ``"call"`` (FILE_, STATS_MIGRATE, any other); PEER_FLOOD -> PEER_FLOOD;
-          AUTH_KEY_UNREGISTERED, SESSION_REVOKED, SESSION_EXPIRED, USER_DEACTIVATED(_BAN),
-          AUTH_KEY_DUPLICATED, PHONE_NUMBER_BANNED, AUTH_KEY_INVALID -> SESSION_REVOKED;
-          PEER_ID_INVALID, USERNAME_NOT_OCCUPIED, USERNAME_INVALID, CHANNEL_PRIVATE,
-          CHANNEL_INVALID, MSG_ID_INVALID, USER_ID_INVALID, CHAT_ID_INVALID,
-          INVITE_HASH_INVALID, INVITE_HASH_EXPIRED, INVITE_HASH_EMPTY,
-          USERNAME_PURCHASE_AVAILABLE -> PEER_NOT_FOUND (final); any other 420 -> FLOOD_WAIT
-          without ``retry_after_s``;
-          any other 400 (the request itself is wrong) except the account-specific ones in
-          ``_ACCOUNT_SPECIFIC_400`` -> INVALID_ARGUMENT;
-          everything else (incl. 500 INTERNAL_SERVER_ERROR) -> GENERIC. Names are matched on
-          the RPC message too, not only Telethon's class.
-        - An error raised while Telethon followed a USER_/PHONE_/NETWORK_MIGRATE on its own
-          (inside its ``_switch_dc``, e.g. ``ValueError("Failed to get DC 4")``) -> WRONG_DC of
-          that migrate error, the switch's failure appended to the message.
-        - `ProxyUnavailable` -> PROXY_UNAVAILABLE; `ProtocolViolation` -> PROTOCOL_ERROR (both
-          raised by ``mtpoold._client``).
-        - A reply Telethon cannot parse: ``telethon.errors.TypeNotFoundError`` (a constructor
-          id unknown to its TL layer), or any other error raised inside Telethon's TL
-          deserialization (``from_reader``/``read_result``/BinaryReader) -> UNSUPPORTED_REPLY,
-          naming the constructor id (hex), Telethon's version and TL layer (`TL_LAYER`) and
-          saying to upgrade Telethon. The exception's text is never used: it carries the
-          reply's bytes (personal data).
-        - ``struct.error`` / ``OverflowError`` raised while Telethon serialized the request
-          (a value out of its TL type's range) -> INVALID_ARGUMENT: the caller's input, final
-          and no account's fault (from anywhere else they stay GENERIC).
-        - ``sqlite3.DatabaseError`` and its subclasses (Telethon's SQLite session file
-          turned unreadable: replaced by a text file, corrupted, its directory removed)
-          -> SESSION_REVOKED: the account is disabled with that reason.
-        - python-socks proxy errors, in every shape Telethon's monkey-patching leaves them
-          -> PROXY_UNAVAILABLE (the PHP system's IPC_UNAVAILABLE: not the account's fault).
-        - Connection-level errors (ConnectionError and subclasses, IncompleteReadError,
-          Telethon's InvalidBufferError / InvalidChecksumError / AuthKeyNotFound, OSError,
-          TimeoutError, Telethon's ``ValueError("Request was unsuccessful N time(s)")``)
-          -> STREAM_CLOSED.
-        - Telethon's local entity look-up failures (``ValueError("Could not find the input
-          entity for ...")``, ``"Cannot find any entity corresponding to ..."``)
-          -> PEER_NOT_FOUND.
-        - Anything else -> GENERIC.
+        A `Failure`: which class for which exception is the table under
+        "`mtpoold/_classify.py`" in ``docs/CONTRACTS.md``; the RPC error names are this
+        module's lists (`_SESSION_REVOKED_NAMES`, `_PEER_NOT_FOUND_NAMES`,
+        `_ACCOUNT_RESTRICTED_NAMES`, `_ACCOUNT_SPECIFIC_400`, `_STREAM_CLOSED_TYPES`, ...);
+        where two rows could match, the first check in `_classify` wins.
     """
     try:
         return _classify(exc)

@@ -48,7 +48,7 @@ import logging
 import random
 import sys
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Final, final
+from typing import Any, Final, final
 
 import attrs
 import trio
@@ -65,6 +65,7 @@ from ._account import DISCONNECT_TIMEOUT_S
 from ._aiobridge import AIO_CANCEL_WAIT_S, run_aio
 from ._aiolog import AioContext, aio_context
 from ._classify import request_tl_name
+from ._config import NO_PROXY, AccountConfig, Config, ProxyConfig, TelegramConfig, proxy_key
 from ._errors import ConfigError, ProtocolViolation, ProxyUnavailable, redact
 from ._lookup import PeerLookup, peers_in
 from ._peermemory import AccountPeers
@@ -73,9 +74,6 @@ from ._sessionfiles import DEVICE_FIELDS, read_device_params
 from ._startup import server_address, startup_problems, telethon_proxy
 from ._tljson import build_request, to_json
 from ._wire import WireMonitor, install_sender_hooks, monitored_connection
-
-if TYPE_CHECKING:
-    from ._config import AccountConfig, Config, ProxyConfig, TelegramConfig
 
 __all__ = [
     "DISCONNECT_TIMEOUT_S",
@@ -196,7 +194,7 @@ class TelethonClient:
     account: AccountConfig
     telegram: TelegramConfig
     proxy: ProxyConfig | None
-    proxy_key: str = "no_proxy"
+    proxy_key: str = NO_PROXY
     disconnect_timeout_s: float = DISCONNECT_TIMEOUT_S
     session: Session | None = attrs.field(default=None, repr=False)
     _tg: TelegramClient | None = attrs.field(init=False, default=None)
@@ -676,8 +674,6 @@ def telethon_client_factory(config: Config) -> Callable[[AccountConfig], Teletho
     Raises:
         ConfigError: listing every problem found.
     """
-    from ._config import proxy_key
-
     problems = startup_problems(config)
     if problems:
         raise ConfigError(problems)

@@ -32,6 +32,7 @@ import cattrs.preconf.tomllib
 
 from ._errors import ConfigError
 from ._listen import DEFAULT_LISTEN, ListenAddressError, parse_listen
+from ._sessionfiles import session_file_path
 from ._validation import EXPECT as _EXPECT
 from ._validation import FAILED as _FAILED
 from ._validation import SECRET as _SECRET
@@ -600,9 +601,8 @@ class Config:
 
 
 def _session_file_key(session: str, base_dir: Path | None) -> str:
-    # Telethon's SQLiteSession appends ".session" when missing: "a" and "a.session" are one file.
-    path = session if session.endswith(".session") else session + ".session"
-    full = Path(path).expanduser()
+    # "a" and "a.session" are one file (`session_file_path`)
+    full = session_file_path(session).expanduser()
     if base_dir is not None:
         full = base_dir / full
     return str(full.resolve(strict=False))

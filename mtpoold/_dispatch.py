@@ -58,10 +58,10 @@ class Job:
 
     Attributes:
         method: What the job calls, for log lines (a TL name, ``resolve``, ``get_messages``).
-        deadline: When the job must be answered, trio clock seconds.
+        deadline_at: When the job must be answered, trio clock seconds.
         account: The pinned account id, or None.
         tags: Tags an account must all carry to serve the job.
-        started: When the job was accepted, trio clock seconds.
+        started_at: When the job was accepted, trio clock seconds.
         avoid: Accounts that already failed this job: it prefers the others, and takes these
             again (after the verdict's backoff) once no other could start before its deadline.
         attempts: Calls made so far.
@@ -76,10 +76,10 @@ class Job:
     """
 
     method: str
-    deadline: float  # trio clock, s
+    deadline_at: float  # trio clock, s
     account: str | None
     tags: frozenset[str]
-    started: float
+    started_at: float
     avoid: set[str] = attrs.field(factory=set)
     attempts: int = 0
     last_account: str | None = None
@@ -113,11 +113,11 @@ class _Waiter:
     """One :meth:`Dispatcher.acquire` call: a job asking for an account, maybe queued."""
 
     job: Job
-    retry_delay: float  # s, the verdict's backoff before an avoided account is used again
+    retry_delay_s: float  # s, the verdict's backoff before an avoided account is used again
     event: trio.Event = attrs.field(factory=trio.Event)
     #: When the avoided accounts become eligible (trio clock, s); None while the job still
     #: has an untried account that could start before its deadline.
-    avoided_from: float | None = None
+    avoided_from_at: float | None = None
     account: AccountWorker | None = None
     failure: BaseException | None = None
     done: bool = False
@@ -190,7 +190,7 @@ class Dispatcher:
         self._rate: float | None = None  # see _start_rate
         self._seq = itertools.count()
         self._lane_ends: list[tuple[float, int, ProxyLane]] = []  # proxy cooldown ends
-        self._backoffs: list[tuple[float, int, _Waiter]] = []  # waiters' avoided_from
+        self._backoffs: list[tuple[float, int, _Waiter]] = []  # waiters' avoided_from_at
         self._alarm: trio.CancelScope | None = None  # the timer task's sleep, see run
         #: Set by :meth:`close`: no new work starts.
         self.closing = False
@@ -241,30 +241,30 @@ class Dispatcher:
             self.ready.unassign(acc, taken[1])
         self._make_available(acc)
 
-    def cool_down(self, acc: AccountWorker, until: float, cause: str = "") -> None:
-        """Keep ``acc`` out of scheduling until ``until`` (trio clock, s; a later cooldown
+    def cool_down(self, acc: AccountWorker, until_at: float, cause: str = "") -> None:
+        """Keep ``acc`` out of scheduling until ``until_at`` (trio clock, s; a later cooldown
         already set stands), then re-judge the waiting jobs.
 
         Args:
             cause: The failure behind it (``"FLOOD_WAIT: ..."``), for the answer of a waiting
                 job this leaves without an account before its deadline.
         """
-        if until <= acc.cooldown_until:
+        if until_at <= acc.cooldown_until_at:
             return
-        acc.cooldown_until = until
+        acc.cooldown_until_at = until_at
         if self.ready.is_free(acc):
             self.ready.discard(acc)
             self.ready.mark_free(acc)  # parks it until the cooldown ends
         self._rejudge(f"every account it may use is cooling down ({cause or 'cooldown'})")
 
-    def cool_down_lane(self, lane: ProxyLane, until: float, cause: str = "") -> None:
-        """Keep the whole proxy lane out of scheduling until ``until`` (trio clock, s; a later
+    def cool_down_lane(self, lane: ProxyLane, until_at: float, cause: str = "") -> None:
+        """Keep the whole proxy lane out of scheduling until ``until_at`` (trio clock, s; a later
         cooldown already set stands), then re-judge the waiting jobs (``cause`` as for
         :meth:`cool_down`)."""
-        if until <= lane.cooldown_until:
+        if until_at <= lane.cooldown_until_at:
             return
-        lane.cooldown_until = until
-        heapq.heappush(self._lane_ends, (until, next(self._seq), lane))
+        lane.cooldown_until_at = until_at
+        heapq.heappush(self._lane_ends, (until_at, next(self._seq), lane))
         self.ready.lane_changed(lane)
         self._rejudge(
             f"every account it may use is cooling down (proxy {lane.name}: {cause or 'cooldown'})"
@@ -325,52 +325,53 @@ class Dispatcher:
         """Lift the proxy's cooldown and backoff at once (the operator changed its address or
         credentials: what failed was the old settings) and serve waiting jobs on it."""
         now = trio.current_time()
-        if lane.cooldown_until <= now and lane.consecutive_failures == 0:
+        if lane.cooldown_until_at <= now and lane.consecutive_failures == 0:
             return
-        lane.cooldown_until = min(lane.cooldown_until, now)
+        lane.cooldown_until_at = min(lane.cooldown_until_at, now)
         lane.record_outcome(None)  # its run of consecutive failures ends
-        heapq.heappush(self._lane_ends, (lane.cooldown_until, next(self._seq), lane))
+        heapq.heappush(self._lane_ends, (lane.cooldown_until_at, next(self._seq), lane))
         self.ready.lane_changed(lane)
         self._rearm()
 
     # -- rate classes and chats ------------------------------------------------------------
 
     def cool_down_class(
-        self, acc: AccountWorker, rate_class: str, until: float, cause: str
+        self, acc: AccountWorker, rate_class: str, until_at: float, cause: str
     ) -> None:
-        """Keep ``acc`` from jobs that need ``rate_class`` until ``until`` (trio clock, s; a
+        """Keep ``acc`` from jobs that need ``rate_class`` until ``until_at`` (trio clock, s; a
         later cooldown already set stands): a FLOOD_WAIT on a request of that class. Jobs that
         do not need it still get the account. Then re-judge the waiting jobs."""
-        floods = self._floods.setdefault(acc.id, {})
-        if until <= floods.get(rate_class, (float("-inf"), ""))[0]:
+        if until_at <= self.class_flood_until_at(acc.id, rate_class):
             return
-        floods[rate_class] = (until, cause)
+        self._floods.setdefault(acc.id, {})[rate_class] = (until_at, cause)
         self._reindex(acc.id, rate_class)
         self._rejudge(f"every account it may use is cooling down ({cause or rate_class})")
 
-    def hold_class(self, acc: AccountWorker, rate_class: str, until: float) -> None:
-        """A budget window of (``acc``, ``rate_class``) is spent until ``until`` (trio clock,
+    def hold_class(self, acc: AccountWorker, rate_class: str, until_at: float) -> None:
+        """A budget window of (``acc``, ``rate_class``) is spent until ``until_at`` (trio clock,
         s; at or before now: not spent): keep it from jobs that need the class until then."""
         holds = self._budget_holds.setdefault(acc.id, {})
-        if until <= trio.current_time():
+        if until_at <= trio.current_time():
             if holds.pop(rate_class, None) is not None:
                 self._reindex(acc.id, rate_class)
                 self._make_available(acc)
             return
-        if holds.get(rate_class) == until:
+        if holds.get(rate_class) == until_at:
             return
-        holds[rate_class] = until
+        holds[rate_class] = until_at
         self._reindex(acc.id, rate_class)
         self._rejudge(f"every account it may use is out of its {rate_class} budget")
 
-    def cool_down_chat(self, acc: AccountWorker, peer_key: str, until: float, cause: str) -> None:
-        """Keep ``acc`` from jobs for the chat ``peer_key`` until ``until`` (trio clock, s):
+    def cool_down_chat(
+        self, acc: AccountWorker, peer_key: str, until_at: float, cause: str
+    ) -> None:
+        """Keep ``acc`` from jobs for the chat ``peer_key`` until ``until_at`` (trio clock, s):
         SLOWMODE_WAIT is the (account, chat) pair's. Then re-judge the waiting jobs."""
         chat = self._chats.setdefault(peer_key, {})
-        if until <= chat.get(acc.id, float("-inf")):
+        if until_at <= chat.get(acc.id, float("-inf")):
             return
-        chat[acc.id] = until
-        heapq.heappush(self._block_ends, (until, next(self._seq), acc.id))
+        chat[acc.id] = until_at
+        heapq.heappush(self._block_ends, (until_at, next(self._seq), acc.id))
         self._rearm()
         self._rejudge(f"every account it may use is in the chat's slow mode ({cause})")
 
@@ -393,14 +394,14 @@ class Dispatcher:
         if rate_class is None:
             for chat in self._chats.values():
                 chat.pop(acc.id, None)
-            if acc.cooldown_until > now:
+            if acc.cooldown_until_at > now:
                 cleared.append("account")
-                acc.cooldown_until = float("-inf")
+                acc.cooldown_until_at = float("-inf")
                 self.ready.discard(acc)
         self._make_available(acc)
         return sorted(cleared)
 
-    def class_flood_until(self, account_id: str, rate_class: str) -> float:
+    def class_flood_until_at(self, account_id: str, rate_class: str) -> float:
         """When the (account, class) FLOOD_WAIT cooldown ends (trio clock, s; ``-inf``: none):
         what the request guard reads."""
         return self._floods.get(account_id, {}).get(rate_class, (float("-inf"), ""))[0]
@@ -424,18 +425,18 @@ class Dispatcher:
 
     def _reindex(self, account_id: str, rate_class: str) -> None:
         """Recompute the block of one (account, class) from its flood and budget parts."""
-        end = max(
-            self._floods.get(account_id, {}).get(rate_class, (float("-inf"), ""))[0],
+        end_at = max(
+            self.class_flood_until_at(account_id, rate_class),
             self._budget_holds.get(account_id, {}).get(rate_class, float("-inf")),
         )
         blocked = self._blocked.setdefault(rate_class, {})
         acc = self._accounts.get(account_id)
-        if end <= trio.current_time():
+        if end_at <= trio.current_time():
             blocked.pop(account_id, None)
             if acc is not None:
                 self.ready.refilter(acc)
             return
-        blocked[account_id] = end
+        blocked[account_id] = end_at
         if rate_class not in self._sides:
             self._sides[rate_class] = self.ready.add_side(
                 lambda a: self._blocked.get(rate_class, {}).get(a.id, -_INF) <= trio.current_time()
@@ -443,8 +444,8 @@ class Dispatcher:
         if acc is not None:
             self.ready.refilter(acc)
         seq = next(self._seq)
-        heapq.heappush(self._class_heaps.setdefault(rate_class, []), (end, seq, account_id))
-        heapq.heappush(self._block_ends, (end, seq, account_id))
+        heapq.heappush(self._class_heaps.setdefault(rate_class, []), (end_at, seq, account_id))
+        heapq.heappush(self._block_ends, (end_at, seq, account_id))
         self._rearm()
 
     def _needs(self, job: Job) -> bool:
@@ -456,20 +457,20 @@ class Dispatcher:
                 return True
         return job.lookup_class is not None and bool(self._blocked.get(job.lookup_class))
 
-    def _blocked_until(self, job: Job, account_id: str, now: float) -> float:
+    def _blocked_until_at(self, job: Job, account_id: str, now: float) -> float:
         """When the account's class and chat blocks let it serve ``job`` (trio clock, s; at
         or before ``now``: free)."""
-        end = float("-inf")
+        end_at = float("-inf")
         for name in job.rate_classes:
-            end = max(end, self._blocked.get(name, {}).get(account_id, end))
+            end_at = max(end_at, self._blocked.get(name, {}).get(account_id, end_at))
         lookup = job.lookup_class
         if lookup is not None and lookup not in job.rate_classes:
-            until = self._blocked.get(lookup, {}).get(account_id)
-            if until is not None and until > now and not self._knows(account_id, job):
-                end = max(end, until)
+            until_at = self._blocked.get(lookup, {}).get(account_id)
+            if until_at is not None and until_at > now and not self._knows(account_id, job):
+                end_at = max(end_at, until_at)
         if job.peer_key is not None:
-            end = max(end, self._chats.get(job.peer_key, {}).get(account_id, end))
-        return end
+            end_at = max(end_at, self._chats.get(job.peer_key, {}).get(account_id, end_at))
+        return end_at
 
     def _knows(self, account_id: str, job: Job) -> bool:
         return job.peer_key is not None and self.knowledge.knows(account_id, job.peer_key)
@@ -481,21 +482,22 @@ class Dispatcher:
             return avoid
         return _Excluded(self, job, avoid, now)
 
-    def _blocks_bound(
-        self, job: Job, avoid: Collection[str], now: float, best: float = _INF
+    def _blocks_bound_at(
+        self, job: Job, avoid: Collection[str], now: float, best_at: float = _INF
     ) -> float:
         """When the first account the class/chat blocks hold back from ``job`` could serve it
         (trio clock, s; ``inf``: none is held back), each account's own start bound included.
 
         Walks the job's class heaps in order of block end and stops at the first end past
-        the best found: O((held-back accounts whose block ends before that) × log).
+        the best one found (``best_at``, the caller's to start from): O((held-back accounts
+        whose block ends before that) × log).
         """
         if not self._needs(job):
-            return best
+            return best_at
         if job.peer_key is not None:
-            for acc_id, end in self._chats.get(job.peer_key, {}).items():
-                if end > now and acc_id not in avoid:
-                    best = min(best, self._available_at(job, acc_id, now))
+            for acc_id, end_at in self._chats.get(job.peer_key, {}).items():
+                if end_at > now and acc_id not in avoid:
+                    best_at = min(best_at, self._available_at(job, acc_id, now))
         names = set(job.rate_classes)
         if job.lookup_class is not None:
             names.add(job.lookup_class)
@@ -510,14 +512,14 @@ class Dispatcher:
                     heapq.heappop(heap)  # stale: a newer entry stands for it, or it is over
                 if heap and (top is None or heap[0] < top):
                     top, top_name = heap[0], name
-            if top is None or top[0] >= best:
+            if top is None or top[0] >= best_at:
                 break
             popped.append((top_name, heapq.heappop(heaps[top_name])))
             if top[2] not in avoid:
-                best = min(best, self._available_at(job, top[2], now))
+                best_at = min(best_at, self._available_at(job, top[2], now))
         for name, entry in popped:
             heapq.heappush(self._class_heaps[name], entry)
-        return best
+        return best_at
 
     def _available_at(self, job: Job, account_id: str, now: float) -> float:
         """A lower bound of when ``account_id`` could serve ``job``: its start bound and its
@@ -525,7 +527,7 @@ class Dispatcher:
         acc = self._accounts.get(account_id)
         if acc is None or not job.accepts(acc, allow_avoided=True):
             return _INF
-        return max(self._start_bound(acc, now), self._blocked_until(job, account_id, now))
+        return max(self._start_bound_at(acc, now), self._blocked_until_at(job, account_id, now))
 
     def _best_free(self, job: Job, avoid: Collection[str], now: float) -> AccountWorker | None:
         """`ReadyIndex.best` for ``job`` with its class and chat blocks applied.
@@ -557,8 +559,8 @@ class Dispatcher:
             )
             if knower is not None and (
                 found is None
-                or (max(now, self.ready.start_bound(knower.lane)), self.ready.last_use(knower))
-                < (max(now, self.ready.start_bound(found.lane)), self.ready.last_use(found))
+                or (max(now, self.ready.start_bound_at(knower.lane)), self.ready.last_use(knower))
+                < (max(now, self.ready.start_bound_at(found.lane)), self.ready.last_use(found))
             ):
                 return knower
         return found
@@ -585,10 +587,10 @@ class Dispatcher:
             acc = self._accounts.get(acc_id)
             if acc is None or acc_id in exclude or not self.ready.is_free(acc):
                 continue
-            start = max(now, acc.lane.cooldown_until, self.ready.start_bound(acc.lane))
-            if start_now and start > now:
+            start_at = max(now, acc.lane.cooldown_until_at, self.ready.start_bound_at(acc.lane))
+            if start_now and start_at > now:
                 continue
-            use = (start, self.ready.last_use(acc))
+            use = (start_at, self.ready.last_use(acc))
             if use < best_use:
                 best, best_use = acc, use
         return best
@@ -619,13 +621,13 @@ class Dispatcher:
         """Hand accounts whose cooldown (or proxy cooldown, or a job's backoff) ended to the
         waiting jobs, as each ends. Runs until cancelled, in the pool's nursery."""
         while True:
-            with trio.CancelScope(deadline=self._next_alarm()) as scope:
+            with trio.CancelScope(deadline=self._next_alarm_at()) as scope:
                 self._alarm = scope
                 await trio.sleep_forever()
             self._alarm = None
             self._tick()
 
-    def _next_alarm(self) -> float:
+    def _next_alarm_at(self) -> float:
         """When the timer must next look (trio clock, s): ``inf`` with no job waiting."""
         now = trio.current_time()
         if not self._waiters:  # nobody to serve: forget what already ended
@@ -637,12 +639,12 @@ class Dispatcher:
             return _INF
         if self.ready.has_returned():
             return now
-        while self._lane_ends and self._lane_ends[0][2].cooldown_until != self._lane_ends[0][0]:
+        while self._lane_ends and self._lane_ends[0][2].cooldown_until_at != self._lane_ends[0][0]:
             heapq.heappop(self._lane_ends)  # extended since: a later entry stands for it
         while self._backoffs and self._backoffs[0][2].done:
             heapq.heappop(self._backoffs)
         return min(
-            self.ready.next_cooldown_end(),
+            self.ready.next_cooldown_end_at(),
             self._lane_ends[0][0] if self._lane_ends else _INF,
             self._backoffs[0][0] if self._backoffs else _INF,
             self._block_ends[0][0] if self._block_ends else _INF,
@@ -650,7 +652,7 @@ class Dispatcher:
 
     def _rearm(self) -> None:
         if self._alarm is not None:
-            self._alarm.deadline = self._next_alarm()
+            self._alarm.deadline = self._next_alarm_at()
 
     def _tick(self) -> None:
         """Serve what became schedulable by now: accounts back from a cooldown, lanes back
@@ -700,12 +702,12 @@ class Dispatcher:
 
     # -- acquiring -----------------------------------------------------------------------------
 
-    async def acquire(self, job: Job, *, retry_delay: float) -> AccountWorker:
+    async def acquire(self, job: Job, *, retry_delay_s: float) -> AccountWorker:
         """Reserve an account for the job's next attempt, waiting FIFO if none is free.
 
         Args:
             job: The job (its ``avoid`` set names the accounts that already failed it).
-            retry_delay: Seconds to back off before taking an avoided account again (the
+            retry_delay_s: Seconds to back off before taking an avoided account again (the
                 last verdict's ``retry_delay_s``).
 
         Raises:
@@ -721,7 +723,7 @@ class Dispatcher:
             raise self.no_account(job, _INF)
         if self._waiters or self._block_ends:
             self._tick()  # what ended by now goes to the jobs already waiting first
-        w = _Waiter(job, retry_delay)
+        w = _Waiter(job, retry_delay_s)
         try:
             acc = self._first_pick(w)
         except BaseException:
@@ -759,34 +761,34 @@ class Dispatcher:
         acc = self._pick(job, allow_avoided=allowed)
         if acc is not None:
             return acc
-        earliest = self._earliest(job)
-        if earliest > job.deadline:
-            raise self.no_account(job, earliest)
+        earliest_at = self._earliest_at(job)
+        if earliest_at > job.deadline_at:
+            raise self.no_account(job, earliest_at)
         if self._taken or self.moving:
             # Some account is taken: shed the job now if, even with every proxy starting a
             # call each interval, its turn comes after its deadline.
-            turn = self._turn_estimate(job)
-            if turn > job.deadline:
-                raise self.no_account(job, turn)
+            turn_at = self._turn_at(job)
+            if turn_at > job.deadline_at:
+                raise self.no_account(job, turn_at)
         return None
 
     def _allowed(self, w: _Waiter, now: float) -> bool:
         """Whether the waiter's avoided accounts are eligible now. The first time no untried
-        account could start before the deadline, the backoff starts (``w.avoided_from``);
+        account could start before the deadline, the backoff starts (``w.avoided_from_at``);
         sets ``w.failure`` if it would pass the deadline."""
         job = w.job
         if not job.avoid:
             return True
-        if w.avoided_from is None:
-            if self._earliest(job, exclude=job.avoid) <= job.deadline:
+        if w.avoided_from_at is None:
+            if self._earliest_at(job, exclude=job.avoid) <= job.deadline_at:
                 return False
-            w.avoided_from = now + w.retry_delay
-            if w.retry_delay > 0:
-                if w.avoided_from > job.deadline:
-                    w.failure = BackoffPastDeadline(w.retry_delay)
+            w.avoided_from_at = now + w.retry_delay_s
+            if w.retry_delay_s > 0:
+                if w.avoided_from_at > job.deadline_at:
+                    w.failure = BackoffPastDeadline(w.retry_delay_s)
                     return False
-                heapq.heappush(self._backoffs, (w.avoided_from, next(self._seq), w))
-        return now >= w.avoided_from
+                heapq.heappush(self._backoffs, (w.avoided_from_at, next(self._seq), w))
+        return now >= w.avoided_from_at
 
     def _pick(self, job: Job, *, allow_avoided: bool) -> AccountWorker | None:
         """A free, schedulable account for ``job`` whose lane can start before its deadline,
@@ -803,12 +805,12 @@ class Dispatcher:
         now = trio.current_time()
         if self.route_by_knowledge and job.peer_key is not None:
             knower = self._pick_knower(job, self._exclusion(job, avoid, now), now)
-            if knower is not None and knower.lane.earliest_start() <= job.deadline:
+            if knower is not None and knower.lane.earliest_start_at() <= job.deadline_at:
                 return knower
         acc = self._best_free(job, avoid, now)
-        if acc is None or acc.lane.cooldown_until > trio.current_time():
+        if acc is None or acc.lane.cooldown_until_at > trio.current_time():
             return None  # none free, or the soonest lane is a proxy cooling down
-        if acc.lane.earliest_start() > job.deadline:
+        if acc.lane.earliest_start_at() > job.deadline_at:
             return None
         return acc
 
@@ -826,31 +828,31 @@ class Dispatcher:
                     continue
                 if acc.busy or acc.id in self.moving or acc.schedulable_at() > now:
                     continue
-                if self._blocked_until(job, acc.id, now) > now:
+                if self._blocked_until_at(job, acc.id, now) > now:
                     continue
                 avoided = acc.id in job.avoid
-                key = (avoided, acc.lane.earliest_start(), acc.last_used or float("-inf"))
+                key = (avoided, acc.lane.earliest_start_at(), acc.last_used_at or float("-inf"))
                 if key < best_key:
                     best, best_key = acc, key
                 if not avoided:
                     break  # later accounts of this lane were used more recently
-        if best is not None and best_key[1] > job.deadline:
+        if best is not None and best_key[1] > job.deadline_at:
             best = None
         return best
 
     # -- when could a job start ----------------------------------------------------------------
 
-    def _start_bound(self, acc: AccountWorker, now: float) -> float:
+    def _start_bound_at(self, acc: AccountWorker, now: float) -> float:
         """A lower bound of when ``acc`` could start a call (trio clock, s), busy or not."""
         if acc.disabled_reason is not None or acc.retired:
             return _INF
         if acc.id in self.moving:  # its lane may change: only its own cooldown is known
-            return max(now, acc.cooldown_until)
+            return max(now, acc.cooldown_until_at)
         if acc.busy:
             return max(now, acc.schedulable_at())
         return max(now, acc.ready_at())
 
-    def _earliest(self, job: Job, exclude: Collection[str] = ()) -> float:
+    def _earliest_at(self, job: Job, exclude: Collection[str] = ()) -> float:
         """A lower bound of when an account the job may use (pin, tags; not in ``exclude``)
         could start its call, busy accounts included (trio clock, s; ``inf``: none ever).
 
@@ -862,39 +864,47 @@ class Dispatcher:
             acc = self._accounts.get(job.account)
             if acc is None or acc.id in exclude or not job.tags <= acc.tags:
                 return _INF
-            return max(self._start_bound(acc, now), self._blocked_until(job, acc.id, now))
+            return max(self._start_bound_at(acc, now), self._blocked_until_at(job, acc.id, now))
         if job.tags:
-            earliest = _INF
+            earliest_at = _INF
             for acc in self._accounts.values():
                 if acc.id in exclude or not job.tags <= acc.tags:
                     continue
-                bound = max(self._start_bound(acc, now), self._blocked_until(job, acc.id, now))
-                earliest = min(earliest, bound)
-                if earliest <= now:
+                bound_at = max(
+                    self._start_bound_at(acc, now), self._blocked_until_at(job, acc.id, now)
+                )
+                earliest_at = min(earliest_at, bound_at)
+                if earliest_at <= now:
                     break
-            return earliest
+            return earliest_at
         avoid = exclude
         exclude = self._exclusion(job, avoid, now)
-        earliest = self.ready.next_cooldown_end(exclude)
+        earliest_at = self.ready.next_cooldown_end_at(exclude)
         free = self._best_free(job, avoid, now)
         if free is not None:
-            earliest = min(earliest, max(now, self.ready.start_bound(free.lane), free.ready_at()))
+            earliest_at = min(
+                earliest_at, max(now, self.ready.start_bound_at(free.lane), free.ready_at())
+            )
         for group in (self._taken, self.moving):
-            if earliest <= now:
+            if earliest_at <= now:
                 break
             for acc_id in group:
                 if acc_id in exclude:
                     continue
                 acc = self._accounts.get(acc_id)
                 if acc is not None:
-                    earliest = min(earliest, self._start_bound(acc, now))
-                    if earliest <= now:
+                    earliest_at = min(earliest_at, self._start_bound_at(acc, now))
+                    if earliest_at <= now:
                         break
         # the accounts held back by class or chat blocks, busy ones included: walked only
         # until their block ends pass what was found
-        return self._blocks_bound(job, avoid, now, earliest) if earliest > now else earliest
+        return (
+            self._blocks_bound_at(job, avoid, now, earliest_at)
+            if earliest_at > now
+            else earliest_at
+        )
 
-    def _turn_estimate(self, job: Job) -> float:
+    def _turn_at(self, job: Job) -> float:
         """A lower bound of when a job queued now could start (trio clock, seconds).
 
         The jobs waiting ahead of it each need a start; lanes start at most one call per
@@ -906,8 +916,8 @@ class Dispatcher:
             return float("-inf")
         if job.account is not None:
             ahead = sum(1 for w in self._waiters if w.job.account == job.account)
-            interval = self._accounts[job.account].lane.interval_s
-            return trio.current_time() + (ahead + 1) * interval
+            interval_s = self._accounts[job.account].lane.interval_s
+            return trio.current_time() + (ahead + 1) * interval_s
         rate = self._start_rate()
         if rate == _INF:
             return float("-inf")
@@ -923,8 +933,8 @@ class Dispatcher:
                 if a.disabled_reason is None and not a.retired
             }
             for key in usable:
-                interval = self._lanes[key].interval_s
-                rate += _INF if interval <= 0 else 1.0 / interval
+                interval_s = self._lanes[key].interval_s
+                rate += _INF if interval_s <= 0 else 1.0 / interval_s
             self._rate = rate
         return self._rate
 
@@ -954,7 +964,7 @@ class Dispatcher:
         for w in self._waiters:
             if not w.job.accepts(acc, allow_avoided=True):
                 continue
-            if self._needs(w.job) and self._blocked_until(w.job, acc.id, now) > now:
+            if self._needs(w.job) and self._blocked_until_at(w.job, acc.id, now) > now:
                 continue
             if acc.id in w.job.avoid:
                 if not self._allowed(w, now):
@@ -965,7 +975,7 @@ class Dispatcher:
                 if alt is not None:  # it still prefers an untried account free now
                     untried = (w, alt)
                     break
-            if acc.lane.earliest_start() > w.job.deadline:
+            if acc.lane.earliest_start_at() > w.job.deadline_at:
                 continue
             self._hand(w, acc)
             handed = True
@@ -1003,18 +1013,18 @@ class Dispatcher:
         bounds: dict[object, float] = {}
         for w in list(self._waiters):
             job = w.job
-            if job.avoid and w.avoided_from is None:
+            if job.avoid and w.avoided_from_at is None:
                 self._try(w, now)  # its untried accounts may be gone: maybe take an avoided one
                 if w.done:
                     continue
             key: object = ("pin", job.account) if job.account is not None else job.tags
             if self._needs(job):
                 key = (key, job.rate_classes, job.lookup_class, job.peer_key)
-            earliest = bounds.get(key)
-            if earliest is None:
-                earliest = bounds[key] = self._earliest(job)
-            if earliest > job.deadline:
-                self._fail(w, self.no_account(job, earliest, lead=lead))
+            earliest_at = bounds.get(key)
+            if earliest_at is None:
+                earliest_at = bounds[key] = self._earliest_at(job)
+            if earliest_at > job.deadline_at:
+                self._fail(w, self.no_account(job, earliest_at, lead=lead))
         self._rearm()
 
     def _hand(self, w: _Waiter, acc: AccountWorker) -> None:
@@ -1045,28 +1055,28 @@ class Dispatcher:
             attempts=job.attempts,
         )
 
-    def no_account(self, job: Job, earliest: float, *, lead: str | None = None) -> JobFailed:
+    def no_account(self, job: Job, earliest_at: float, *, lead: str | None = None) -> JobFailed:
         """The NO_ACCOUNT_AVAILABLE failure for ``job``: with ``retry_after_s`` (seconds until
-        ``earliest``, trio clock) when one could start later, else saying why none ever will.
+        ``earliest_at``, trio clock) when one could start later, else saying why none ever will.
 
         Args:
             lead: Why, when a change of state (a cooldown, a disable) caused it, e.g.
                 ``"every account it may use is cooling down (STREAM_CLOSED: ...)"``.
         """
         now = trio.current_time()
-        if earliest == _INF:
+        if earliest_at == _INF:
             return JobFailed(
                 ErrorClass.NO_ACCOUNT_AVAILABLE,
                 self._why_no_account(job),
                 account=job.last_account,
                 attempts=job.attempts,
             )
-        wait = max(0.0, earliest - now)
+        wait_s = max(0.0, earliest_at - now)
         lead = lead or "no account can start this job before its deadline"
         return JobFailed(
             ErrorClass.NO_ACCOUNT_AVAILABLE,
-            f"{lead}; one could in {wait:.1f} s",
-            retry_after_s=wait,
+            f"{lead}; one could in {wait_s:.1f} s",
+            retry_after_s=wait_s,
             account=job.last_account,
             attempts=job.attempts,
         )
@@ -1097,7 +1107,7 @@ class _Excluded(Collection[str]):
             return True
         if not isinstance(item, str):
             return False
-        return self._d._blocked_until(self._job, item, self._now) > self._now
+        return self._d._blocked_until_at(self._job, item, self._now) > self._now
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._avoid)  # the blocked ones are judged on membership only

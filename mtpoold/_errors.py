@@ -3,9 +3,8 @@
 Plain Python, no Telethon: the scheduling core (gate, lane, ready, dispatch, policy, account,
 pool) imports these. Turning the exceptions of Telethon, python-socks and the caller's deadline
 into a `Failure` (`classify`) is the Telegram side's job: `mtpoold._classify`.
-`mtpoold._policy` turns a `Failure` into a `Verdict`. The classes mirror the PHP system
-mtpoold replaces (FLOOD_WAIT, PEER_FLOOD, STREAM_CLOSED, IPC_UNAVAILABLE -> PROXY_UNAVAILABLE,
-...).
+`mtpoold._policy` turns a `Failure` into a `Verdict`. Where the classes come from:
+``docs/ARCHITECTURE.md``, "Where the PHP system's numbers went".
 """
 
 from __future__ import annotations

@@ -11,8 +11,9 @@ import trio
 
 from ._stats import GateStatistics
 
-#: Jitter added to every reserved start, in seconds (50–150 ms, the PHP system's habit of
-#: spreading starts so that bursts from many workers do not line up on the wire).
+#: Jitter added to every reserved start, in seconds (50–150 ms, so that bursts from many callers
+#: do not line up on the wire; provenance: docs/ARCHITECTURE.md, "Where the PHP system's
+#: numbers went").
 DEFAULT_JITTER_S: Final = (0.05, 0.15)
 
 
@@ -25,11 +26,11 @@ class RateGate:
     *rate of starts*, not the number of calls in flight. Each waiter, once it reaches the
     head of the FIFO queue, reserves its start time::
 
-        start = max(arrival + jitter, previous_start + interval_s)
+        start_at = max(arrival_at + jitter, previous_start_at + interval_s)
 
-    where ``jitter`` is drawn uniformly from ``jitter_s`` (seconds) and ``arrival`` is when the
-    caller called :meth:`wait_for_slot`. It then sleeps exactly
-    until ``start`` with :func:`trio.sleep_until` — no polling loop. The jitter is part of
+    where ``jitter`` is drawn uniformly from ``jitter_s`` (seconds) and ``arrival_at`` is when
+    the caller called :meth:`wait_for_slot`. It then sleeps exactly
+    until ``start_at`` with :func:`trio.sleep_until` — no polling loop. The jitter is part of
     the reservation and the next reservation counts from this call's *real* start, so no
     two starts are ever closer than ``interval_s``, jitter included.
 
@@ -49,8 +50,8 @@ class RateGate:
 
     Args:
         interval_s: Minimum seconds between two starts; a float honoured to the
-            millisecond (0.5 and 1.5 work as written). The default 2.0 is the
-            ``proxy_throttle_sec`` of the PHP system mtpoold replaces.
+            millisecond (0.5 and 1.5 work as written). The default's provenance:
+            ``docs/ARCHITECTURE.md``, "Where the PHP system's numbers went".
         jitter_s: ``(low, high)`` seconds of uniform jitter added to each start.
         rng: Source of the jitter; pass a seeded :class:`random.Random` for reproducible runs.
 
@@ -62,7 +63,7 @@ class RateGate:
     jitter_s: tuple[float, float] = attrs.field(default=DEFAULT_JITTER_S)
     rng: random.Random = attrs.field(factory=random.Random)
     _queue: deque[trio.Event] = attrs.field(init=False, factory=deque)
-    _last_start: float = attrs.field(init=False, default=float("-inf"))
+    _last_start_at: float = attrs.field(init=False, default=float("-inf"))
     _starts: int = attrs.field(init=False, default=0)
 
     @interval_s.validator
@@ -95,7 +96,7 @@ class RateGate:
             The :func:`trio.current_time` at which the slot began.
         """
         await trio.lowlevel.checkpoint_if_cancelled()
-        arrival = trio.current_time()
+        arrival_at = trio.current_time()
         turn = trio.Event()
         self._queue.append(turn)
         if self._queue[0] is turn:
@@ -107,13 +108,13 @@ class RateGate:
             jitter = self.rng.uniform(low, high) if high > 0 and self.interval_s > 0 else 0.0
             # Jitter counts from this caller's arrival, so a head cancelled before its slot
             # never delays the next one beyond its own jitter: the slot is not wasted.
-            start = max(arrival + jitter, self._last_start + self.interval_s)
-            await trio.sleep_until(start)
+            start_at = max(arrival_at + jitter, self._last_start_at + self.interval_s)
+            await trio.sleep_until(start_at)
             # The real start may be later than the reservation (a busy event loop); the
             # next reservation counts from the real one.
-            self._last_start = trio.current_time()
+            self._last_start_at = trio.current_time()
             self._starts += 1
-            return self._last_start
+            return self._last_start_at
         finally:
             self._leave(turn)
 
@@ -126,7 +127,7 @@ class RateGate:
         if was_head and self._queue:
             self._queue[0].set()
 
-    def earliest_start(self, *, behind: int = 0) -> float:
+    def earliest_start_at(self, *, behind: int = 0) -> float:
         """Estimate when a new arrival could start, on the trio clock (seconds).
 
         The estimate is a lower bound: it counts one ``interval_s`` (at least the minimum
@@ -137,13 +138,13 @@ class RateGate:
         """
         ahead = len(self._queue) + behind
         low = self.jitter_s[0] if self.interval_s > 0 else 0.0
-        first = max(trio.current_time() + low, self._last_start + self.interval_s)
-        return first + ahead * max(self.interval_s, low)
+        first_at = max(trio.current_time() + low, self._last_start_at + self.interval_s)
+        return first_at + ahead * max(self.interval_s, low)
 
     @property
-    def last_start(self) -> float:
+    def last_start_at(self) -> float:
         """Trio time (seconds) of the last admitted start, ``-inf`` before the first."""
-        return self._last_start
+        return self._last_start_at
 
     @property
     def waiting(self) -> int:
@@ -152,7 +153,7 @@ class RateGate:
 
     def statistics(self) -> GateStatistics:
         """Return a frozen snapshot: interval, waiters, seconds until the next free slot, starts."""
-        next_slot = max(0.0, self._last_start + self.interval_s - trio.current_time())
+        next_slot = max(0.0, self._last_start_at + self.interval_s - trio.current_time())
         return GateStatistics(
             interval_s=self.interval_s,
             waiting=len(self._queue),

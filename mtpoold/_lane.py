@@ -14,6 +14,7 @@ import trio
 # NO_PROXY: key and name of the lane shared by accounts with no proxy (the host's own address
 # is rate-limited by Telegram too); defined with `proxy_key`.
 from ._config import NO_PROXY as NO_PROXY
+from ._errors import ErrorClass
 from ._gate import DEFAULT_JITTER_S, RateGate
 from ._stats import LaneStatistics
 
@@ -28,13 +29,13 @@ class ProxyCoolingDown(Exception):
 
     Args:
         proxy: The lane's (proxy's) name.
-        until: When its cooldown ends, trio clock seconds.
+        until_at: When its cooldown ends, trio clock seconds.
     """
 
-    def __init__(self, proxy: str, until: float) -> None:
+    def __init__(self, proxy: str, until_at: float) -> None:
         super().__init__(f"proxy {proxy} is cooling down")
         self.proxy = proxy
-        self.until = until
+        self.until_at = until_at
 
 
 @final
@@ -49,8 +50,8 @@ class ProxyLane:
     calls do: TCP, the proxy handshake and the MTProto key exchange are traffic through the
     proxy too, so a reconnect storm can never burst it.
 
-    The lane also carries the proxy cooldown (set when the proxy itself fails: the PHP
-    system's IPC_UNAVAILABLE) and its counters.
+    The lane also carries the proxy cooldown (set when the proxy itself fails:
+    PROXY_UNAVAILABLE) and its counters.
 
     Args:
         key: The proxy key (see :func:`mtpoold._config.proxy_key`) or ``"no_proxy"``.
@@ -71,7 +72,7 @@ class ProxyLane:
     rng: random.Random = attrs.field(factory=random.Random)
     #: End of the proxy cooldown (trio clock, s); set only by the dispatcher
     #: (`mtpoold._dispatch.Dispatcher.cool_down_lane`).
-    cooldown_until: float = attrs.field(init=False, default=float("-inf"))
+    cooldown_until_at: float = attrs.field(init=False, default=float("-inf"))
     _consecutive_failures: int = attrs.field(init=False, default=0)
     calls: int = attrs.field(init=False, default=0)
     errors_by_class: collections.Counter[str] = attrs.field(init=False, factory=collections.Counter)
@@ -103,14 +104,14 @@ class ProxyLane:
         """
         async with self._limiter:
             self._check_not_cooling()
-            started = await self._gate.wait_for_slot()
+            started_at = await self._gate.wait_for_slot()
             self._check_not_cooling()
             self.calls += 1
-            yield started
+            yield started_at
 
     def _check_not_cooling(self) -> None:
-        if self.cooldown_until > trio.current_time():
-            raise ProxyCoolingDown(self.name, self.cooldown_until)
+        if self.cooldown_until_at > trio.current_time():
+            raise ProxyCoolingDown(self.name, self.cooldown_until_at)
 
     def reconfigure(self, *, capacity: int, interval_s: float) -> None:
         """Apply a changed capacity or interval (live reload) without dropping waiters."""
@@ -119,7 +120,7 @@ class ProxyLane:
         self.interval_s = interval_s
         self._gate.interval_s = interval_s
 
-    def earliest_start(self) -> float:
+    def earliest_start_at(self) -> float:
         """Lower bound of when a new caller could start on this lane (trio clock, seconds).
 
         Accounts for the proxy cooldown, the callers queued for a capacity token and those
@@ -127,12 +128,12 @@ class ProxyLane:
         not counted.
         """
         waiting_for_token = self._limiter.statistics().tasks_waiting
-        return max(self.cooldown_until, self._gate.earliest_start(behind=waiting_for_token))
+        return max(self.cooldown_until_at, self._gate.earliest_start_at(behind=waiting_for_token))
 
     @property
-    def last_start(self) -> float:
+    def last_start_at(self) -> float:
         """Trio time (seconds) of the last start on this lane, ``-inf`` before the first."""
-        return self._gate.last_start
+        return self._gate.last_start_at
 
     @property
     def consecutive_failures(self) -> int:
@@ -143,8 +144,8 @@ class ProxyLane:
         """Take up a run of ``count`` consecutive proxy failures (from the state store)."""
         self._consecutive_failures = count
 
-    def record_outcome(self, error_class: str | None) -> None:
-        """Count one finished call: ``None`` for success, else its error class name.
+    def record_outcome(self, error_class: ErrorClass | None) -> None:
+        """Count one finished call: ``None`` for success, else its error class.
 
         A success, or any failure that is not the proxy's own, ends a run of consecutive
         PROXY_UNAVAILABLE failures (the proxy carried traffic to Telegram).
@@ -152,8 +153,8 @@ class ProxyLane:
         if error_class is None:
             self._consecutive_failures = 0
             return
-        self.errors_by_class[error_class] += 1
-        if error_class == "PROXY_UNAVAILABLE":
+        self.errors_by_class[error_class.value] += 1
+        if error_class is ErrorClass.PROXY_UNAVAILABLE:
             self._consecutive_failures += 1
         else:
             self._consecutive_failures = 0
@@ -174,6 +175,6 @@ class ProxyLane:
             interval_s=self.interval_s,
             calls=self.calls,
             errors_by_class=dict(self.errors_by_class),
-            cooldown_remaining_s=max(0.0, self.cooldown_until - now),
+            cooldown_remaining_s=max(0.0, self.cooldown_until_at - now),
             consecutive_failures=self.consecutive_failures,
         )

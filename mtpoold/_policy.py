@@ -1,8 +1,9 @@
 """What to do after a failed call: `decide` turns a `Failure` into a `Verdict`.
 
 Pure functions, no I/O and no clock: the pool applies the verdict (cooldowns in the state store,
-reconnects in the account worker, the retry in its scheduling loop). The rules carry over the
-PHP system mtpoold replaces; each rule's docstring line says where it comes from.
+reconnects in the account worker, the retry in its scheduling loop). Where the defaults come
+from: docs/ARCHITECTURE.md, "Where the PHP system's numbers went"; Telegram's own semantics are
+linked at the rules of `decide`.
 """
 
 from __future__ import annotations
@@ -75,11 +76,12 @@ def decide(
 ) -> Verdict:
     """Decide what to do after a call failed with ``failure``.
 
-    Rules (sources: the PHP system mtpoold replaces, and Telegram's error semantics; the
-    RPC error lists and their sources are in `mtpoold._errors`):
+    Rules (the defaults' provenance: ``docs/ARCHITECTURE.md``, "Where the PHP system's
+    numbers went"; Telegram's error semantics linked below; the RPC error lists and their
+    sources are in `mtpoold._classify`):
 
-    - FLOOD_WAIT: the account rests exactly ``retry_after_s`` (what Telegram asked; the PHP
-      worker stored ``now + FLOOD_WAIT_N`` per account); the job is rerouted. A 420 without a
+    - FLOOD_WAIT: the account rests exactly ``retry_after_s`` (what Telegram asked); the job
+      is rerouted. A 420 without a
       duration rests ``backoff_s[attempt-1]`` (the GENERIC backoff) as a guess.
       With ``flood_scopes`` (``[economy] flood_scopes``) a FLOOD_WAIT_N (FLOOD_PREMIUM_WAIT_N,
       ...) whose request's ``rate_class`` is known cools only that (account, rate class) for
@@ -87,18 +89,17 @@ def decide(
       "the given method"); SLOWMODE_WAIT_N cools the (account, chat) pair (a supergroup's slow
       mode is per chat, https://core.telegram.org/api/rights#slow-mode). Account-wide limits
       (PEER_FLOOD, frozen, revoked) stay account-wide.
-    - PEER_FLOOD: the account rests ``peer_flood_cooldown_s`` (24 h: the PHP system's
-      PEER_FLOOD lock — Telegram gives no duration, the spam limit lasts about a day); rerouted.
-    - STREAM_CLOSED: the account rests ``stream_closed_cooldown_s`` (60 s, PHP's
-      STREAM_CLOSED back-off) and reconnects; rerouted.
+    - PEER_FLOOD: the account rests ``peer_flood_cooldown_s`` (24 h: Telegram gives no
+      duration, the spam limit lasts about a day); rerouted.
+    - STREAM_CLOSED: the account rests ``stream_closed_cooldown_s`` (60 s) and reconnects;
+      rerouted.
     - PROXY_UNAVAILABLE: the proxy lane rests ``proxy_cooldown_min_s * 2**(proxy_failures-1)``
-      capped at ``proxy_cooldown_max_s`` (PHP's IPC_UNAVAILABLE back-off, 10 s doubling to
-      10 min); the account is not blamed; reconnect; rerouted.
+      capped at ``proxy_cooldown_max_s`` (10 s doubling to 10 min); the account is not
+      blamed; reconnect; rerouted.
     - PROTOCOL_ERROR: the account rests ``protocol_error_cooldown_s`` (5 s) and reconnects (the
       MTProto stream of that one connection misbehaved: replace it); the proxy is not blamed;
       rerouted.
-    - SESSION_REVOKED: the account is disabled (PHP marked the session dead on
-      AUTH_KEY_UNREGISTERED & co.; only re-authorising helps); rerouted.
+    - SESSION_REVOKED: the account is disabled (only re-authorising helps); rerouted.
     - ACCOUNT_RESTRICTED: the account is disabled with a reason naming the RPC error
       (FROZEN_METHOD_INVALID & co.: Telegram froze the account, it can only appeal —
       https://core.telegram.org/api/auth#frozen-accounts); rerouted.
@@ -112,12 +113,12 @@ def decide(
       retry can help (Telegram, "303 SEE_OTHER": https://core.telegram.org/api/errors).
     - UNSUPPORTED_REPLY: final, no penalty, not rerouted — Telethon's TL layer cannot read the
       answer, which every account would get the same way; only upgrading Telethon helps.
-    - PEER_NOT_FOUND: final, no penalty (PHP returned "not found" to the caller at once).
+    - PEER_NOT_FOUND: final, no penalty.
       Note the failure is only this account's view (CHANNEL_PRIVATE and friends).
     - DEADLINE_EXCEEDED: reconnect, since the connection state is unknown after a cancelled
       call; no cooldown; rerouted.
     - GENERIC: the account rests ``generic_cooldown_s``; rerouted after
-      ``backoff_s[min(attempt-1, len-1)]`` (PHP's retry schedule 10/30/60/120/300 s).
+      ``backoff_s[min(attempt-1, len-1)]`` (10/30/60/120/300 s).
     - Pool-side classes (NO_ACCOUNT_AVAILABLE, INVALID_ARGUMENT, SHUTTING_DOWN, CANCELLED):
       final, no penalty.
     - Whatever the class: once ``attempt >= max_attempts`` the job is not retried (penalties
@@ -162,9 +163,11 @@ def _decide(
 ) -> Verdict:
     match failure.error_class:
         case ErrorClass.FLOOD_WAIT:
-            wait = failure.retry_after_s
+            wait_s = failure.retry_after_s
             return Verdict(
-                account_cooldown_s=float(wait) if wait is not None else _backoff_s(policy, attempt)
+                account_cooldown_s=float(wait_s)
+                if wait_s is not None
+                else _backoff_s(policy, attempt)
             )
         case ErrorClass.PEER_FLOOD:
             return Verdict(account_cooldown_s=policy.peer_flood_cooldown_s)
@@ -212,17 +215,17 @@ def _decide(
 
 def _scoped(failure: Failure, verdict: Verdict, rate_class: str | None) -> Verdict:
     """A FLOOD_WAIT's account cooldown moved to its (account, class) or (account, chat)."""
-    wait = failure.retry_after_s
-    if wait is None:
+    wait_s = failure.retry_after_s
+    if wait_s is None:
         return verdict  # a 420 without a duration: no scope known, the account rests
     if (failure.rpc_name or "").upper().startswith("SLOWMODE_WAIT"):
         return attrs.evolve(
-            verdict, account_cooldown_s=0.0, chat_cooldown_s=float(wait), rate_class=rate_class
+            verdict, account_cooldown_s=0.0, chat_cooldown_s=float(wait_s), rate_class=rate_class
         )
     if rate_class is None:
         return verdict
     return attrs.evolve(
-        verdict, account_cooldown_s=0.0, class_cooldown_s=float(wait), rate_class=rate_class
+        verdict, account_cooldown_s=0.0, class_cooldown_s=float(wait_s), rate_class=rate_class
     )
 
 

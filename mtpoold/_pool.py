@@ -42,7 +42,7 @@ from ._policy import Verdict, decide
 from ._rateclass import RESOLVE, SEND, WINDOWS, RateClasses
 from ._readonly import is_read_only, tl_key
 from ._share import Answer, Flight, Flights, Member, check_max_age, identical_key, project
-from ._stats import AccountCooldowns, ClassState, PoolStatistics
+from ._stats import AccountCooldowns, AccountState, ClassState, PoolStatistics
 
 if TYPE_CHECKING:
     from ._store import StateStore
@@ -232,7 +232,7 @@ class Pool:
     _orphaned: tuple[str, ...] = attrs.field(init=False, default=())
     _opened_at: float = attrs.field(init=False, factory=trio.current_time)
     _generation: int = attrs.field(init=False, default=1)
-    _loaded_at: float = attrs.field(init=False, default=0.0)
+    _loaded_at_unix: float = attrs.field(init=False, default=0.0)
     _jobs_in_flight: int = attrs.field(init=False, default=0)
     _jobs_ok: int = attrs.field(init=False, default=0)
     _jobs_failed: int = attrs.field(init=False, default=0)
@@ -248,7 +248,7 @@ class Pool:
         )
         self._flights = Flights(self._nursery)
         self._set_economy(self._config)
-        self._loaded_at = self._wall_clock()
+        self._loaded_at_unix = self._wall_clock()
         self._client_factory = self._make_factory(self._config)
         for acc_cfg in self._config.accounts:
             self._add_account(acc_cfg)
@@ -356,10 +356,10 @@ class Pool:
         an account that does not know its peer."""
         job = Job(
             method=method,
-            deadline=deadline_at,
+            deadline_at=deadline_at,
             account=account,
             tags=tags,
-            started=trio.current_time(),
+            started_at=trio.current_time(),
             peer_key=peer_key,
             rate_classes=self._classes.job_classes(method),
         )
@@ -373,7 +373,7 @@ class Pool:
         return RequestGuard(
             account_id,
             self._classes,
-            self._dispatch.class_flood_until,
+            self._dispatch.class_flood_until_at,
             trio.current_time,
             self._wall_clock,
             self._book,
@@ -388,11 +388,11 @@ class Pool:
         if book is None or not (force or acc.id in self._spent_by):
             return
         self._spent_by.discard(acc.id)
-        wall = self._wall_clock()
+        now_unix = self._wall_clock()
         for name in book.budgeted():
-            free = book.free_at(acc.id, name, wall)
+            free_unix = book.free_at_unix(acc.id, name, now_unix)
             self._dispatch.hold_class(
-                acc, name, self._wall_to_trio(free) if free > wall else float("-inf")
+                acc, name, self._wall_to_trio(free_unix) if free_unix > now_unix else float("-inf")
             )
         spends = book.take_unsaved()
         if self._store is not None and spends:
@@ -404,15 +404,15 @@ class Pool:
 
     # -- state store -----------------------------------------------------------------------
 
-    def _wall_to_trio(self, wall: float | None) -> float:
-        if wall is None:
+    def _wall_to_trio(self, at_unix: float | None) -> float:
+        if at_unix is None:
             return float("-inf")
-        return trio.current_time() + (wall - self._wall_clock())
+        return trio.current_time() + (at_unix - self._wall_clock())
 
-    def _trio_to_wall(self, t: float) -> float | None:
-        if t == float("-inf") or t <= trio.current_time():
+    def _trio_to_wall(self, at: float) -> float | None:
+        if at == float("-inf") or at <= trio.current_time():
             return None
-        return self._wall_clock() + (t - trio.current_time())
+        return self._wall_clock() + (at - trio.current_time())
 
     def _load_state(self) -> None:
         assert self._store is not None
@@ -421,7 +421,7 @@ class Pool:
             acc = self._accounts.get(acc_id)
             if acc is None:
                 continue
-            self._dispatch.cool_down(acc, self._wall_to_trio(row.cooldown_until), "stored")
+            self._dispatch.cool_down(acc, self._wall_to_trio(row.cooldown_until_unix), "stored")
             if row.disabled_reason is not None:
                 self._dispatch.disable(acc, row.disabled_reason)
             acc.calls_ok = row.calls_ok
@@ -432,17 +432,19 @@ class Pool:
         for key, prow in stored.proxies.items():
             lane = self._lanes.get(key)
             if lane is not None:
-                self._dispatch.cool_down_lane(lane, self._wall_to_trio(prow.cooldown_until))
+                self._dispatch.cool_down_lane(lane, self._wall_to_trio(prow.cooldown_until_unix))
                 lane.restore_failure_run(prow.consecutive_failures)
-        wall = self._wall_clock()
-        for acc_id, classes in self._store.load_class_cooldowns(wall).items():
+        now_unix = self._wall_clock()
+        for acc_id, classes in self._store.load_class_cooldowns(now_unix).items():
             acc = self._accounts.get(acc_id)
-            for name, (until, cause) in classes.items():
+            for name, (until_unix, cause) in classes.items():
                 if acc is not None:
-                    self._dispatch.cool_down_class(acc, name, self._wall_to_trio(until), cause)
+                    self._dispatch.cool_down_class(acc, name, self._wall_to_trio(until_unix), cause)
         if self._book is not None:
-            self._book.first_seen.update(self._store.first_seen(list(self._accounts), wall))
-            self._book.restore(self._store.load_budget_spends(wall - WINDOWS["per_day"]), wall)
+            self._book.first_seen.update(self._store.first_seen(list(self._accounts), now_unix))
+            self._book.restore(
+                self._store.load_budget_spends(now_unix - WINDOWS["per_day"]), now_unix
+            )
             for acc in self._accounts.values():
                 self._sync_budget(acc, force=True)
         self._orphaned = tuple(sorted(set(stored.accounts) - set(self._accounts)))
@@ -459,24 +461,24 @@ class Pool:
         self._store.save_account(
             StoredAccount(
                 id=acc.id,
-                cooldown_until=self._trio_to_wall(acc.cooldown_until),
+                cooldown_until_unix=self._trio_to_wall(acc.cooldown_until_at),
                 disabled_reason=acc.disabled_reason,
-                disabled_at=self._wall_clock() if acc.disabled_reason else None,
+                disabled_at_unix=self._wall_clock() if acc.disabled_reason else None,
                 failures_by_class=dict(acc.errors_by_class),
                 last_error_class=acc.last_error_class,
                 last_error_message=acc.last_error_message,
                 calls_ok=acc.calls_ok,
                 calls_failed=acc.calls_failed,
-                last_used=None
-                if acc.last_used is None
-                else self._wall_clock() - (trio.current_time() - acc.last_used),
+                last_used_unix=None
+                if acc.last_used_at is None
+                else self._wall_clock() - (trio.current_time() - acc.last_used_at),
             )
         )
         if lane:
             self._store.save_proxy(
                 StoredProxy(
                     key=acc.lane.key,
-                    cooldown_until=self._trio_to_wall(acc.lane.cooldown_until),
+                    cooldown_until_unix=self._trio_to_wall(acc.lane.cooldown_until_at),
                     consecutive_failures=acc.lane.consecutive_failures,
                 )
             )
@@ -507,7 +509,7 @@ class Pool:
                 ``@username``, ``t.me/...`` links or numeric ids, resolved by the account
                 that runs the call.
             deadline_s: Seconds the whole job may take (default: policy ``job_deadline_s``,
-                180 s, the PHP system's job timeout).
+                180 s).
             account: Pin the job to this account id.
             tags: Only accounts carrying all these tags may serve the job.
             max_age_s: Seconds old an answer may be (default 0: a fresh one). Read-only
@@ -717,7 +719,7 @@ class Pool:
         now = trio.current_time()
         return AccountCooldowns(
             id=acc.id,
-            cooldown_remaining_s=max(0.0, acc.cooldown_until - now),
+            cooldown_remaining_s=max(0.0, acc.cooldown_until_at - now),
             rate_classes=self._class_states(acc, now, self._wall_clock(), every=True),
         )
 
@@ -752,7 +754,7 @@ class Pool:
         return tuple(cleared)
 
     def _class_states(
-        self, acc: AccountWorker, now: float, wall: float, *, every: bool = False
+        self, acc: AccountWorker, now: float, now_unix: float, *, every: bool = False
     ) -> tuple[ClassState, ...]:
         """Per rate class of ``acc``: cooldown left and budget left (``every``: all classes;
         else only those cooling down or with a budget spent in a window)."""
@@ -765,7 +767,7 @@ class Pool:
             used = (
                 set()
                 if book is None
-                else {n for n in book.budgeted() if book.spent_in_window(acc.id, n, wall)}
+                else {n for n in book.budgeted() if book.spent_in_window(acc.id, n, now_unix)}
             )
             if not (floods or holds or used):
                 return ()
@@ -773,8 +775,8 @@ class Pool:
         out = []
         for name in names:
             left: dict[str, int] = {}
-            if book is not None and (every or book.spent_in_window(acc.id, name, wall)):
-                by_window = book.left(acc.id, name, wall)
+            if book is not None and (every or book.spent_in_window(acc.id, name, now_unix)):
+                by_window = book.left(acc.id, name, now_unix)
                 left = {wn: by_window[ws] for wn, ws in WINDOWS.items() if ws in by_window}
             flood = floods.get(name)
             out.append(
@@ -790,23 +792,23 @@ class Pool:
 
     def statistics(self) -> PoolStatistics:
         """Return a frozen snapshot of the pool, each lane and each account."""
-        now, wall = trio.current_time(), self._wall_clock()
+        now, now_unix = trio.current_time(), self._wall_clock()
         accounts = tuple(
             acc.statistics(
                 proxy_name=acc.lane.name,
                 now=now,
-                rate_classes=self._class_states(acc, now, wall),
+                rate_classes=self._class_states(acc, now, now_unix),
             )
             for acc in self._accounts.values()
         )
-        ready = sum(1 for a in accounts if a.state in ("ready", "idle"))
+        ready = sum(1 for a in accounts if a.state in (AccountState.READY, AccountState.IDLE))
         cooling = sum(
             1
             for acc in self._accounts.values()
             if acc.disabled_reason is None
-            and max(acc.cooldown_until, acc.lane.cooldown_until) > now
+            and max(acc.cooldown_until_at, acc.lane.cooldown_until_at) > now
         )
-        disabled = sum(1 for a in accounts if a.state == "disabled")
+        disabled = sum(1 for a in accounts if a.state is AccountState.DISABLED)
         return PoolStatistics(
             uptime_s=now - self._opened_at,
             jobs_in_flight=self._jobs_in_flight,
@@ -817,7 +819,7 @@ class Pool:
             accounts_cooling=cooling,
             accounts_disabled=disabled,
             config_generation=self._generation,
-            config_loaded_at=_utc_iso(self._loaded_at),
+            config_loaded_at=_utc_iso(self._loaded_at_unix),
             orphaned_accounts=self._orphaned,
             proxies=tuple(lane.statistics() for lane in self._lanes.values()),
             accounts=accounts,
@@ -902,7 +904,7 @@ class Pool:
         self._orphaned = tuple(i for i in self._orphaned if i not in new_cfgs)
         self._dispatch.accounts_changed()  # pinned or tagged jobs may have lost or gained theirs
         self._generation += 1
-        self._loaded_at = self._wall_clock()
+        self._loaded_at_unix = self._wall_clock()
         log.info(
             "event=reload generation=%d added=%d removed=%d reconnected=%d",
             self._generation,
@@ -1069,7 +1071,7 @@ class Pool:
                 )
             return result
         member = Member(
-            key=key, ids=ids, deadline=now + deadline_s, started=now, max_age_s=max_age_s
+            key=key, ids=ids, deadline_at=now + deadline_s, started_at=now, max_age_s=max_age_s
         )
         flight = self._flights.join(member, identical=economy.share_identical, merge_key=merge_key)
         if flight is None:
@@ -1106,11 +1108,11 @@ class Pool:
         that follows its members' (the latest of theirs)."""
 
         async def fly(flight: Flight) -> Answer:
-            job = self._new_job(method, flight.deadline, account, tags, peer_key)
-            deadline_scope = trio.CancelScope(deadline=job.deadline)
+            job = self._new_job(method, flight.deadline_at, account, tags, peer_key)
+            deadline_scope = trio.CancelScope(deadline=job.deadline_at)
 
-            def move(deadline: float) -> None:
-                job.deadline = deadline_scope.deadline = deadline
+            def move(deadline_at: float) -> None:
+                job.deadline_at = deadline_scope.deadline = deadline_at
 
             flight.on_deadline = move
             flight.progress = job
@@ -1130,16 +1132,16 @@ class Pool:
         self, job: Job, op: Op, *, deadline_scope: trio.CancelScope | None = None
     ) -> JobResult:
         """The job's attempts until one succeeds, under its deadline (``deadline_scope``:
-        one its owner may move, a shared flight's; default ``move_on_at(job.deadline)``)."""
+        one its owner may move, a shared flight's; default ``move_on_at(job.deadline_at)``)."""
         policy = self._config.policy
         last: Failure | None = None
-        retry_delay = 0.0
+        retry_delay_s = 0.0
         if deadline_scope is None:
-            deadline_scope = trio.move_on_at(job.deadline)
+            deadline_scope = trio.move_on_at(job.deadline_at)
         with deadline_scope:
             while job.attempts < policy.max_attempts:
                 try:
-                    acc = await self._dispatch.acquire(job, retry_delay=retry_delay)
+                    acc = await self._dispatch.acquire(job, retry_delay_s=retry_delay_s)
                 except BackoffPastDeadline as backoff:
                     assert last is not None
                     failed = self._job_failed(job, last)
@@ -1172,8 +1174,8 @@ class Pool:
                     job.attempts -= 1
                     job.rate_classes = job.rate_classes | {blocked.rate_class}
                     if blocked.reason == "budget":
-                        until = trio.current_time() + blocked.retry_after_s
-                        self._dispatch.hold_class(acc, blocked.rate_class, until)
+                        until_at = trio.current_time() + blocked.retry_after_s
+                        self._dispatch.hold_class(acc, blocked.rate_class, until_at)
                     continue
                 except Judged as judged:
                     last = job.last_failure = judged.failure
@@ -1181,7 +1183,7 @@ class Pool:
                     job.avoid.add(acc.id)
                     if not verdict.retry and not self._local_peer_miss(last, job):
                         raise self._job_failed(job, last) from None
-                    retry_delay = verdict.retry_delay_s
+                    retry_delay_s = verdict.retry_delay_s
                     continue
                 return JobResult(
                     value=value,
@@ -1189,13 +1191,13 @@ class Pool:
                         account=acc.id,
                         proxy_key=acc.lane.key,
                         attempts=job.attempts,
-                        elapsed_ms=(trio.current_time() - job.started) * 1000.0,
+                        elapsed_ms=(trio.current_time() - job.started_at) * 1000.0,
                     ),
                 )
         if deadline_scope.cancelled_caught:
             raise JobFailed(
                 ErrorClass.DEADLINE_EXCEEDED,
-                f"job deadline of {job.deadline - job.started:g} s passed"
+                f"job deadline of {job.deadline_at - job.started_at:g} s passed"
                 + (_last_error(job.last_failure) if job.last_failure else ""),
                 account=job.last_account,
                 attempts=job.attempts,
@@ -1227,8 +1229,8 @@ class Pool:
         last = self._accounts.get(job.last_account) if job.last_account is not None else None
         if retry_after_s is None and failure.error_class is ErrorClass.PROXY_UNAVAILABLE and last:
             # the proxy's cooldown is when trying again makes sense
-            rest = last.lane.cooldown_until - trio.current_time()
-            retry_after_s = rest if rest > 0 else None
+            rest_s = last.lane.cooldown_until_at - trio.current_time()
+            retry_after_s = rest_s if rest_s > 0 else None
         return JobFailed(
             failure.error_class,
             message,
@@ -1239,7 +1241,9 @@ class Pool:
 
     async def _attempt(self, job: Job, acc: AccountWorker, op: Op) -> dict[str, Any]:
         policy = self._config.policy
-        call_deadline_s = min(policy.call_deadline_s, max(0.0, job.deadline - trio.current_time()))
+        call_deadline_s = min(
+            policy.call_deadline_s, max(0.0, job.deadline_at - trio.current_time())
+        )
         attempt = job.attempts
         t0 = trio.current_time()
         outcome = "CANCELLED"
@@ -1308,7 +1312,7 @@ class Pool:
         """Apply a verdict to the account and its lane (its rate class, the job's chat
         ``peer_key``) and write it to the state store."""
         now = trio.current_time()
-        acc.lane.record_outcome(failure.error_class.value)
+        acc.lane.record_outcome(failure.error_class)
         cause = f"{failure.error_class.value}: {failure.message}"
         if verdict.account_cooldown_s > 0:
             self._dispatch.cool_down(acc, now + verdict.account_cooldown_s, cause)
@@ -1328,14 +1332,19 @@ class Pool:
             )
         self._persist(acc, lane=failure.error_class is ErrorClass.PROXY_UNAVAILABLE)
 
-    def _cool_class(self, acc: AccountWorker, rate_class: str, seconds: float, cause: str) -> None:
-        until = trio.current_time() + seconds
-        self._dispatch.cool_down_class(acc, rate_class, until, cause)
+    def _cool_class(
+        self, acc: AccountWorker, rate_class: str, cooldown_s: float, cause: str
+    ) -> None:
+        until_at = trio.current_time() + cooldown_s
+        self._dispatch.cool_down_class(acc, rate_class, until_at, cause)
         log.warning(
-            "event=class_cooldown account=%s rate_class=%s seconds=%g", acc.id, rate_class, seconds
+            "event=class_cooldown account=%s rate_class=%s seconds=%g",
+            acc.id,
+            rate_class,
+            cooldown_s,
         )
         if self._store is not None:
-            self._store.save_class_cooldown(acc.id, rate_class, self._trio_to_wall(until), cause)
+            self._store.save_class_cooldown(acc.id, rate_class, self._trio_to_wall(until_at), cause)
 
     # -- shutdown ------------------------------------------------------------------------------
 

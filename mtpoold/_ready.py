@@ -49,7 +49,7 @@ class ReadyIndex:
         self._live: dict[str, int] = {}  # lane key -> seq of its one live heap entry
         self._cooling: list[tuple[float, int, AccountWorker]] = []
         self._assigned: collections.Counter[str] = collections.Counter()
-        self._busy_since: dict[str, float] = {}  # lane key -> when its assigned count left 0
+        self._busy_since_at: dict[str, float] = {}  # lane key -> when its assigned count left 0
         # account id -> order of its last assignment: an exact LRU even when several calls
         # start at the same clock reading
         self._last_use: dict[str, int] = {}
@@ -61,7 +61,7 @@ class ReadyIndex:
         self._sides: list[tuple[ReadyIndex, Callable[[AccountWorker], bool]]] = []
         if parent is not None:  # a side index: the parent's assignments, LRU and holds
             self._assigned = parent._assigned
-            self._busy_since = parent._busy_since
+            self._busy_since_at = parent._busy_since_at
             self._last_use = parent._last_use
             self.held = parent.held
 
@@ -74,12 +74,12 @@ class ReadyIndex:
 
     # -- ranking -------------------------------------------------------------------------------
 
-    def _bound(self, lane: ProxyLane) -> float:
+    def _bound_at(self, lane: ProxyLane) -> float:
         assigned = self._assigned[lane.key]
-        last = lane.last_start
+        last_at = lane.last_start_at
         if assigned:  # a lane that never started still starts its assigned jobs in turn
-            last = max(last, self._busy_since[lane.key] - lane.interval_s)
-        return max(lane.cooldown_until, last + lane.interval_s * (1 + assigned))
+            last_at = max(last_at, self._busy_since_at[lane.key] - lane.interval_s)
+        return max(lane.cooldown_until_at, last_at + lane.interval_s * (1 + assigned))
 
     def _lru_key(self, key: str) -> float:
         first = next(iter(self._free[key]))
@@ -89,11 +89,11 @@ class ReadyIndex:
         """(Re-)rank the lane: its previous heap entry, if any, becomes stale."""
         seq = next(self._seq)
         self._live[lane.key] = seq
-        bound = self._bound(lane)
-        if bound <= trio.current_time():
+        bound_at = self._bound_at(lane)
+        if bound_at <= trio.current_time():
             heapq.heappush(self._ready, (self._lru_key(lane.key), seq, lane.key))
         else:
-            heapq.heappush(self._future, (bound, seq, lane.key))
+            heapq.heappush(self._future, (bound_at, seq, lane.key))
         if len(self._ready) + len(self._future) > 2 * len(self._live) + 64:
             self._compact()
 
@@ -121,8 +121,8 @@ class ReadyIndex:
         """
         if acc.disabled_reason is not None or acc.retired or acc.id in self.held:
             return
-        if acc.cooldown_until > trio.current_time():
-            heapq.heappush(self._cooling, (acc.cooldown_until, next(self._seq), acc))
+        if acc.cooldown_until_at > trio.current_time():
+            heapq.heappush(self._cooling, (acc.cooldown_until_at, next(self._seq), acc))
             return
         lane = acc.lane
         self._lanes[lane.key] = lane
@@ -132,11 +132,7 @@ class ReadyIndex:
         free[acc.id] = acc
         if lane.key not in self._live or next(iter(free)) != first:
             self._rank(lane)
-        for side, allowed in self._sides:
-            if allowed(acc):
-                side.mark_free(acc)
-            else:
-                side.discard(acc)
+        self._sort_into_sides(acc)
 
     def discard(self, acc: AccountWorker) -> None:
         """The account may not take calls (disabled, retired, moving, a new cooldown): drop it
@@ -172,8 +168,11 @@ class ReadyIndex:
 
     def refilter(self, acc: AccountWorker) -> None:
         """``allowed`` of some side changed for ``acc``: put it in or take it out there."""
-        if not self.is_free(acc):
-            return
+        if self.is_free(acc):
+            self._sort_into_sides(acc)
+
+    def _sort_into_sides(self, acc: AccountWorker) -> None:
+        """A free ``acc`` goes into each side that allows it and out of the others."""
         for side, allowed in self._sides:
             if allowed(acc):
                 side.mark_free(acc)
@@ -187,7 +186,7 @@ class ReadyIndex:
     def assign(self, acc: AccountWorker) -> None:
         """A job took the account: it leaves the free set and its lane starts later."""
         if not self._assigned[acc.lane.key]:
-            self._busy_since[acc.lane.key] = trio.current_time()
+            self._busy_since_at[acc.lane.key] = trio.current_time()
         self._assigned[acc.lane.key] += 1
         self._last_use[acc.id] = next(self._seq)
         free = self._free.get(acc.lane.key)
@@ -205,7 +204,7 @@ class ReadyIndex:
         self._assigned[lane.key] -= 1
         if self._assigned[lane.key] <= 0:
             del self._assigned[lane.key]
-            self._busy_since.pop(lane.key, None)
+            self._busy_since_at.pop(lane.key, None)
         if self._free.get(lane.key):
             self._rank(lane)
         for side, _ in self._sides:
@@ -213,10 +212,11 @@ class ReadyIndex:
 
     # -- queries -------------------------------------------------------------------------------
 
-    def _stale(self, end: float, acc: AccountWorker) -> bool:
-        """Whether a cooldown heap entry no longer stands for a free account cooling to ``end``."""
+    def _stale(self, end_at: float, acc: AccountWorker) -> bool:
+        """Whether a cooldown heap entry no longer stands for a free account cooling to
+        ``end_at``."""
         return (
-            acc.cooldown_until != end
+            acc.cooldown_until_at != end_at
             or acc.busy
             or acc.disabled_reason is not None
             or acc.retired
@@ -226,8 +226,8 @@ class ReadyIndex:
     def _expire_cooldowns(self) -> None:
         now = trio.current_time()
         while self._cooling and self._cooling[0][0] <= now:
-            end, _, acc = heapq.heappop(self._cooling)
-            if self._stale(end, acc) or self.is_free(acc):
+            end_at, _, acc = heapq.heappop(self._cooling)
+            if self._stale(end_at, acc) or self.is_free(acc):
                 continue
             self.mark_free(acc)
             if self.is_free(acc):
@@ -245,12 +245,12 @@ class ReadyIndex:
         self._expire_cooldowns()
         return bool(self._returned)
 
-    def next_cooldown_end(self, exclude: Collection[str] = ()) -> float:
+    def next_cooldown_end_at(self, exclude: Collection[str] = ()) -> float:
         """When the next free account cooling down comes back, leaving out the ids in
         ``exclude`` (``inf`` if none). O(log accounts) amortized, plus O(len(exclude) × log)."""
         self._expire_cooldowns()
         skipped: list[tuple[float, int, AccountWorker]] = []
-        end = float("inf")
+        end_at = float("inf")
         while self._cooling:
             top = self._cooling[0]
             if self._stale(top[0], top[2]):
@@ -259,11 +259,11 @@ class ReadyIndex:
             if top[2].id in exclude:
                 skipped.append(heapq.heappop(self._cooling))
                 continue
-            end = top[0]
+            end_at = top[0]
             break
         for entry in skipped:
             heapq.heappush(self._cooling, entry)
-        return end
+        return end_at
 
     def is_free(self, acc: AccountWorker) -> bool:
         """Whether ``acc`` sits in its lane's free set (free and not cooling down itself)."""
@@ -273,9 +273,9 @@ class ReadyIndex:
         """The free accounts of a lane, least recently used first."""
         return list(self._free.get(lane_key, {}).values())
 
-    def start_bound(self, lane: ProxyLane) -> float:
+    def start_bound_at(self, lane: ProxyLane) -> float:
         """The lane's start bound (see the class docstring), trio clock seconds."""
-        return self._bound(lane)
+        return self._bound_at(lane)
 
     def last_use(self, acc: AccountWorker) -> int:
         """The order of the account's last assignment (smaller: longer ago; -1: never)."""
@@ -312,8 +312,8 @@ class ReadyIndex:
                 if not self._is_live(seq, key):
                     heapq.heappop(heap)
                     continue
-                bound = self._bound(self._lanes[key])
-                if (bound <= now) != ready or (not ready and bound != rank):
+                bound_at = self._bound_at(self._lanes[key])
+                if (bound_at <= now) != ready or (not ready and bound_at != rank):
                     heapq.heappop(heap)
                     self._rank(self._lanes[key])
                     continue

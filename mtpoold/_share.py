@@ -204,8 +204,8 @@ class Member:
     Attributes:
         key: Its identical key.
         ids: Its message ids (``get_messages``), or None.
-        deadline: When it must be answered, trio clock seconds.
-        started: When it was accepted, trio clock seconds.
+        deadline_at: When it must be answered, trio clock seconds.
+        started_at: When it was accepted, trio clock seconds.
         max_age_s: Seconds old an answer may be for it (> 0: the flight's answer is cached).
         role: ``first`` (started the flight), ``identical`` (joined by identical key) or
             ``merged`` (joined a ``get_messages`` batch).
@@ -213,8 +213,8 @@ class Member:
 
     key: str
     ids: tuple[int, ...] | None
-    deadline: float
-    started: float
+    deadline_at: float
+    started_at: float
     max_age_s: float = 0.0
     role: Role = "first"
 
@@ -239,14 +239,14 @@ Fly = Callable[["Flight"], Awaitable[Answer]]
 class Flight:
     """One Telegram job and the members waiting for it (see the module docstring).
 
-    The runner (`Fly`) reads `deadline` when it starts and sets `on_deadline` to follow later
+    The runner (`Fly`) reads `deadline_at` when it starts and sets `on_deadline` to follow later
     moves; calls `close` when its call goes on the wire (each attempt) for the ids to ask for;
     sets `progress` so a member's own DEADLINE_EXCEEDED can name the last error.
     """
 
     method: str
     members: list[Member]
-    deadline: float
+    deadline_at: float
     merge_key: str | None = None
     scope: trio.CancelScope = attrs.field(factory=trio.CancelScope)
     done: trio.Event = attrs.field(factory=trio.Event)
@@ -288,13 +288,13 @@ class Flight:
         self.members.append(member)
         if member.ids is not None:
             self.ids.update(set(member.ids))
-        if member.deadline > self.deadline:
-            self._move(member.deadline)
+        if member.deadline_at > self.deadline_at:
+            self._move(member.deadline_at)
 
-    def _move(self, deadline: float) -> None:
-        self.deadline = deadline
+    def _move(self, deadline_at: float) -> None:
+        self.deadline_at = deadline_at
         if self.on_deadline is not None:
-            self.on_deadline(deadline)
+            self.on_deadline(deadline_at)
 
     def _room_for(self, ids: Sequence[int]) -> bool:
         return len(self.ids.keys() | set(ids)) <= MERGE_MAX_IDS
@@ -370,7 +370,9 @@ class Flights:
     ) -> Flight:
         """Start a flight for ``member`` in the nursery; later members may join it by its
         identical key (if ``identical``) and, while open, by ``merge_key``."""
-        flight = Flight(method=method, members=[], deadline=member.deadline, merge_key=merge_key)
+        flight = Flight(
+            method=method, members=[], deadline_at=member.deadline_at, merge_key=merge_key
+        )
         member.role = "first"
         flight._add(member)
         if identical:
@@ -392,7 +394,7 @@ class Flights:
                 leaving cancels it).
         """
         try:
-            with trio.move_on_at(member.deadline):
+            with trio.move_on_at(member.deadline_at):
                 await flight.done.wait()
         except BaseException:
             if self.leave(flight, member):
@@ -435,9 +437,9 @@ class Flights:
             self._forget(flight)
             flight.scope.cancel()
             return True
-        latest = max(m.deadline for m in flight.members)
-        if latest < flight.deadline:
-            flight._move(latest)
+        latest_at = max(m.deadline_at for m in flight.members)
+        if latest_at < flight.deadline_at:
+            flight._move(latest_at)
         return False
 
     def _forget(self, flight: Flight) -> None:
@@ -487,7 +489,7 @@ class Flights:
 
     def _deadline_exceeded(self, flight: Flight, member: Member) -> JobFailed:
         progress = flight.progress
-        message = f"job deadline of {member.deadline - member.started:g} s passed"
+        message = f"job deadline of {member.deadline_at - member.started_at:g} s passed"
         last = progress.last_failure if progress is not None else None
         if last is not None:
             message += f" (last error: {last.error_class.value}: {last.message})"

@@ -6,7 +6,29 @@ One source of truth for the CLI tables, the websocket ``status`` method (via
 
 from __future__ import annotations
 
+import enum
+
 import attrs
+
+
+class AccountState(enum.StrEnum):
+    """What an account is doing, as `mtpoold._account.AccountWorker.state` reads it and
+    `AccountStatistics.state` shows it (a string on the wire: ``"ready"``, ...)."""
+
+    #: No connection; free to take a call (it connects first).
+    IDLE = "idle"
+    #: Connecting (through a lane slot).
+    CONNECTING = "connecting"
+    #: Connected and free.
+    READY = "ready"
+    #: A call holds it.
+    BUSY = "busy"
+    #: Its own cooldown or its proxy's holds it back.
+    COOLDOWN = "cooldown"
+    #: Out of scheduling until an operator enables it (or it is re-authorized).
+    DISABLED = "disabled"
+    #: Removed from the config by a reload; its call in flight, if any, runs on.
+    RETIRED = "retired"
 
 
 @attrs.frozen(kw_only=True)
@@ -31,7 +53,8 @@ class LaneStatistics:
     """A :class:`~mtpoold._lane.ProxyLane` snapshot.
 
     Attributes:
-        key: The proxy key (16 hex chars, as the PHP system computed it) or ``"no_proxy"``.
+        key: The proxy key: the proxy's name (`mtpoold._config.proxy_key`), or ``"no_proxy"``
+            (`mtpoold._config.NO_PROXY`) for the direct lane.
         name: The proxy's name in the config (``"no_proxy"`` for the direct lane).
         type: ``socks5``, ``socks4``, ``http``, ``mtproxy`` or ``direct``.
         capacity: Concurrent calls allowed (the capacity limiter's total tokens).
@@ -104,8 +127,7 @@ class AccountStatistics:
         id: The account id from the config.
         proxy_key: Key of the lane the account calls through.
         proxy_name: Name of that proxy (``"no_proxy"`` when direct).
-        state: ``idle`` (no connection), ``connecting``, ``ready`` (connected, free),
-            ``busy``, ``cooldown``, ``disabled`` or ``retired``.
+        state: One `AccountState` (``idle``, ``ready``, ...).
         connected: Whether its MTProto connection is up.
         cooldown_remaining_s: Seconds left of the account's own cooldown (0 when none); a
             proxy cooldown shows in its lane and makes ``state`` "cooldown".
@@ -123,7 +145,7 @@ class AccountStatistics:
     id: str
     proxy_key: str
     proxy_name: str
-    state: str
+    state: AccountState
     connected: bool
     cooldown_remaining_s: float
     disabled_reason: str | None

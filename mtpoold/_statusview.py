@@ -15,6 +15,8 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
+from ._stats import AccountState
+
 __all__ = [
     "format_duration",
     "render_accounts",
@@ -61,14 +63,14 @@ def _cell(value: object) -> Text:
     return Text(str(value))
 
 
-_STATE_STYLE = {
-    "ready": "green",
-    "busy": "cyan",
-    "idle": "",
-    "connecting": "yellow",
-    "cooldown": "yellow",
-    "disabled": "red",
-    "retired": "dim",
+_STATE_STYLE: dict[str, str] = {
+    AccountState.READY: "green",
+    AccountState.BUSY: "cyan",
+    AccountState.IDLE: "",
+    AccountState.CONNECTING: "yellow",
+    AccountState.COOLDOWN: "yellow",
+    AccountState.DISABLED: "red",
+    AccountState.RETIRED: "dim",
 }
 
 

@@ -20,13 +20,14 @@ and a fresh store is started: losing cooldowns is better than a daemon in a cras
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
 import logging
 import os
 import sqlite3
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Final, Literal, cast, final
@@ -62,31 +63,33 @@ _SQLITE_NOTADB: Final = 26
 
 @attrs.frozen
 class StoredAccount:
-    """One account's persisted state. Times are UNIX seconds, UTC (``time.time()``).
+    """One account's persisted state. Times are UNIX seconds, UTC (``time.time()``): the
+    ``_unix`` names. The SQLite columns keep their names (``cooldown_until``, ``disabled_at``,
+    ``last_used``): the schema did not change.
 
     Attributes:
         id: The account id from the config.
-        cooldown_until: Not schedulable before this time; None if not cooling down.
+        cooldown_until_unix: Not schedulable before this time; None if not cooling down.
         disabled_reason: Why the account is disabled; None if enabled.
-        disabled_at: When it was disabled; None if enabled.
+        disabled_at_unix: When it was disabled; None if enabled.
         failures_by_class: Failure count per `ErrorClass` value, e.g. ``{"FLOOD_WAIT": 3}``.
         last_error_class: `ErrorClass` value of the last failure, or None.
         last_error_message: Redacted message of the last failure, or None.
         calls_ok: Calls that succeeded, ever.
         calls_failed: Calls that failed, ever.
-        last_used: When the account last made a call; None if never.
+        last_used_unix: When the account last made a call; None if never.
     """
 
     id: str
-    cooldown_until: float | None = None
+    cooldown_until_unix: float | None = None
     disabled_reason: str | None = None
-    disabled_at: float | None = None
+    disabled_at_unix: float | None = None
     failures_by_class: dict[str, int] = attrs.field(factory=dict)
     last_error_class: str | None = None
     last_error_message: str | None = None
     calls_ok: int = 0
     calls_failed: int = 0
-    last_used: float | None = None
+    last_used_unix: float | None = None
 
 
 @attrs.frozen
@@ -95,13 +98,13 @@ class StoredProxy:
 
     Attributes:
         key: `proxy_key()` of the proxy (``"no_proxy"`` for direct connections).
-        cooldown_until: Lane not usable before this time (UNIX seconds, UTC); None if not
+        cooldown_until_unix: Lane not usable before this time (UNIX seconds, UTC); None if not
             cooling down.
         consecutive_failures: Failures since the last success (drives the backoff).
     """
 
     key: str
-    cooldown_until: float | None = None
+    cooldown_until_unix: float | None = None
     consecutive_failures: int = 0
 
 
@@ -318,6 +321,19 @@ class StateStore:
             raise RuntimeError(f"state store {self.path} is closed")
         return self._conn
 
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """One transaction (the connection autocommits otherwise): committed when the block
+        ends, rolled back when it raises."""
+        db = self._db()
+        db.execute("BEGIN")
+        try:
+            yield db
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+
     @property
     def closed(self) -> bool:
         """Whether `close` has been called."""
@@ -336,9 +352,7 @@ class StateStore:
             RuntimeError: if the store is closed.
             sqlite3.Error: on a database error.
         """
-        db = self._db()
-        db.execute("BEGIN")
-        try:
+        with self._transaction() as db:
             account_rows = db.execute(
                 "SELECT id, cooldown_until, disabled_reason, disabled_at, failures_by_class,"
                 " last_error_class, last_error_message, calls_ok, calls_failed, last_used"
@@ -347,25 +361,23 @@ class StateStore:
             proxy_rows = db.execute(
                 "SELECT key, cooldown_until, consecutive_failures FROM proxies ORDER BY key"
             ).fetchall()
-        finally:
-            db.execute("COMMIT")
         accounts = {
             row[0]: StoredAccount(
                 id=row[0],
-                cooldown_until=row[1],
+                cooldown_until_unix=row[1],
                 disabled_reason=row[2],
-                disabled_at=row[3],
+                disabled_at_unix=row[3],
                 failures_by_class=self._decode_failures(row[0], row[4]),
                 last_error_class=row[5],
                 last_error_message=row[6],
                 calls_ok=row[7],
                 calls_failed=row[8],
-                last_used=row[9],
+                last_used_unix=row[9],
             )
             for row in account_rows
         }
         proxies = {
-            row[0]: StoredProxy(key=row[0], cooldown_until=row[1], consecutive_failures=row[2])
+            row[0]: StoredProxy(key=row[0], cooldown_until_unix=row[1], consecutive_failures=row[2])
             for row in proxy_rows
         }
         return StoredState(accounts=accounts, proxies=proxies)
@@ -416,15 +428,15 @@ class StateStore:
             " updated_at = excluded.updated_at",
             (
                 state.id,
-                state.cooldown_until,
+                state.cooldown_until_unix,
                 state.disabled_reason,
-                state.disabled_at,
+                state.disabled_at_unix,
                 json.dumps(state.failures_by_class, sort_keys=True, separators=(",", ":")),
                 state.last_error_class,
                 message,
                 state.calls_ok,
                 state.calls_failed,
-                state.last_used,
+                state.last_used_unix,
                 time.time(),
             ),
         )
@@ -445,13 +457,13 @@ class StateStore:
             " cooldown_until = excluded.cooldown_until,"
             " consecutive_failures = excluded.consecutive_failures,"
             " updated_at = excluded.updated_at",
-            (state.key, state.cooldown_until, state.consecutive_failures, time.time()),
+            (state.key, state.cooldown_until_unix, state.consecutive_failures, time.time()),
         )
 
     def rename_proxies(self, renames: Mapping[str, str]) -> int:
         """Move proxy rows to new keys, in one transaction: the migration of rows saved under
-        an older proxy key (the PHP system's SHA-1 of the proxy, password included) to
-        `mtpoold._config.proxy_key` (the proxy's name).
+        an older proxy key (``docs/ARCHITECTURE.md``, "Where the PHP system's numbers went")
+        to `mtpoold._config.proxy_key` (the proxy's name).
 
         A row under an old key moves to its new key unless a row is already there (the
         newer one wins; the old row is deleted). Old keys without a row are skipped.
@@ -466,10 +478,8 @@ class StateStore:
             RuntimeError: if the store is closed.
             sqlite3.Error: on a database error (nothing was changed).
         """
-        db = self._db()
         moved = 0
-        db.execute("BEGIN")
-        try:
+        with self._transaction() as db:
             for old, new in renames.items():
                 if old == new:
                     continue
@@ -479,10 +489,6 @@ class StateStore:
                     continue
                 cursor = db.execute("UPDATE proxies SET key = ? WHERE key = ?", (new, old))
                 moved += cursor.rowcount
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-        db.execute("COMMIT")
         return moved
 
     def forget_account(self, account_id: str) -> bool:
@@ -527,9 +533,7 @@ class StateStore:
         """
         if not peers:
             return
-        db = self._db()
-        db.execute("BEGIN")
-        try:
+        with self._transaction() as db:
             db.executemany(
                 "INSERT INTO peers (account_id, kind, peer_id, access_hash, username, seen_unix)"
                 " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (account_id, kind, peer_id) DO UPDATE"
@@ -540,10 +544,6 @@ class StateStore:
                     for p in peers
                 ],
             )
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-        db.execute("COMMIT")
 
     def forget_peer(self, account_id: str, kind: str, peer_id: int) -> bool:
         """Delete one stored peer of an account; True if there was one.
@@ -571,9 +571,9 @@ class StateStore:
     # -- rate classes: cooldowns per class, budget spends, first seen (issue 12) ---------------
 
     def save_class_cooldown(
-        self, account_id: str, rate_class: str, until: float | None, cause: str = ""
+        self, account_id: str, rate_class: str, until_unix: float | None, cause: str = ""
     ) -> None:
-        """Set (``until``: UNIX s) or delete (None) one (account, rate class) cooldown.
+        """Set (``until_unix``: UNIX s) or delete (None) one (account, rate class) cooldown.
 
         ``cause`` is redacted and cut like an error message (an RPC error name, e.g.
         ``"FLOOD_WAIT: FLOOD_WAIT_86400 (420) ..."``).
@@ -583,7 +583,7 @@ class StateStore:
             sqlite3.Error: on a database error.
         """
         db = self._db()
-        if until is None:
+        if until_unix is None:
             db.execute(
                 "DELETE FROM class_cooldowns WHERE account_id = ? AND rate_class = ?",
                 (account_id, rate_class),
@@ -593,19 +593,19 @@ class StateStore:
             "INSERT INTO class_cooldowns (account_id, rate_class, cooldown_until, cause)"
             " VALUES (?, ?, ?, ?) ON CONFLICT (account_id, rate_class) DO UPDATE SET"
             " cooldown_until = excluded.cooldown_until, cause = excluded.cause",
-            (account_id, rate_class, until, redact(cause, limit=MAX_ERROR_MESSAGE_CHARS)),
+            (account_id, rate_class, until_unix, redact(cause, limit=MAX_ERROR_MESSAGE_CHARS)),
         )
 
-    def load_class_cooldowns(self, now: float) -> dict[str, dict[str, tuple[float, str]]]:
-        """The cooldowns still running at ``now`` (UNIX s): ``{account: {class: (until,
-        cause)}}``; those over are deleted."""
+    def load_class_cooldowns(self, now_unix: float) -> dict[str, dict[str, tuple[float, str]]]:
+        """The cooldowns still running at ``now_unix`` (UNIX s): ``{account: {class:
+        (until_unix, cause)}}``; those over are deleted."""
         db = self._db()
-        db.execute("DELETE FROM class_cooldowns WHERE cooldown_until <= ?", (now,))
+        db.execute("DELETE FROM class_cooldowns WHERE cooldown_until <= ?", (now_unix,))
         out: dict[str, dict[str, tuple[float, str]]] = {}
-        for acc, cls, until, cause in db.execute(
+        for acc, cls, until_unix, cause in db.execute(
             "SELECT account_id, rate_class, cooldown_until, cause FROM class_cooldowns"
         ):
-            out.setdefault(acc, {})[cls] = (until, cause)
+            out.setdefault(acc, {})[cls] = (until_unix, cause)
         return out
 
     def add_budget_spends(self, spends: Sequence[tuple[str, str, float]]) -> None:
@@ -613,21 +613,15 @@ class StateStore:
         transaction."""
         if not spends:
             return
-        db = self._db()
-        db.execute("BEGIN")
-        try:
+        with self._transaction() as db:
             db.executemany(
                 "INSERT INTO budget_spends (account_id, rate_class, at) VALUES (?, ?, ?)", spends
             )
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-        db.execute("COMMIT")
 
-    def load_budget_spends(self, since: float) -> list[tuple[str, str, float]]:
-        """The spends after ``since`` (UNIX s); older ones are deleted."""
+    def load_budget_spends(self, since_unix: float) -> list[tuple[str, str, float]]:
+        """The spends after ``since_unix`` (UNIX s); older ones are deleted."""
         db = self._db()
-        db.execute("DELETE FROM budget_spends WHERE at <= ?", (since,))
+        db.execute("DELETE FROM budget_spends WHERE at <= ?", (since_unix,))
         return [
             (a, c, t)
             for a, c, t in db.execute(
@@ -635,20 +629,16 @@ class StateStore:
             )
         ]
 
-    def first_seen(self, account_ids: Sequence[str], now: float) -> dict[str, float]:
-        """When each account was first seen (UNIX s); accounts never seen get ``now``."""
-        db = self._db()
-        db.execute("BEGIN")
-        try:
+    def first_seen(self, account_ids: Sequence[str], now_unix: float) -> dict[str, float]:
+        """When each account was first seen (UNIX s); accounts never seen get ``now_unix``."""
+        with self._transaction() as db:
             db.executemany(
                 "INSERT OR IGNORE INTO account_first_seen (account_id, first_seen) VALUES (?, ?)",
-                [(a, now) for a in account_ids],
+                [(a, now_unix) for a in account_ids],
             )
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-        db.execute("COMMIT")
-        return dict(db.execute("SELECT account_id, first_seen FROM account_first_seen").fetchall())
+            return dict(
+                db.execute("SELECT account_id, first_seen FROM account_first_seen").fetchall()
+            )
 
     def close(self) -> None:
         """Close the database (SQLite checkpoints the WAL). Idempotent."""

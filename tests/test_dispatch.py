@@ -116,7 +116,7 @@ class Fleet:
 
     def untried_left(self, job: Job) -> bool:
         return any(
-            self.may_start_by(job, a, job.deadline) and a.id not in job.avoid
+            self.may_start_by(job, a, job.deadline_at) and a.id not in job.avoid
             for a in self.accounts.values()
         )
 
@@ -146,11 +146,11 @@ class Fleet:
         assert len(waiting) == self.d.waiting
         for j in waiting:
             job = self.jobs[j]
-            assert now < job.deadline
+            assert now < job.deadline_at
             # answered at once when no account it may use could start before its deadline
-            assert any(self.may_start_by(job, a, job.deadline) for a in self.accounts.values()), (
-                f"job {j} waits past its deadline"
-            )
+            assert any(
+                self.may_start_by(job, a, job.deadline_at) for a in self.accounts.values()
+            ), f"job {j} waits past its deadline"
             # never passed over for an account it may use that is free and schedulable
             for acc in self.accounts.values():
                 if not self.free_now(acc) or not job.accepts(acc, allow_avoided=True):
@@ -170,13 +170,13 @@ class Fleet:
         for acc in self.accounts.values():
             if self.d.ready.is_free(acc):
                 assert not acc.reserved and self.usable(acc)
-                assert acc.cooldown_until <= now
+                assert acc.cooldown_until_at <= now
 
     async def run_job(self, jid: int, job: Job, inbox: trio.MemoryReceiveChannel[Any]) -> None:
-        with trio.move_on_at(job.deadline):
+        with trio.move_on_at(job.deadline_at):
             while True:
                 try:
-                    acc = await self.d.acquire(job, retry_delay=0.0)
+                    acc = await self.d.acquire(job, retry_delay_s=0.0)
                 except JobFailed as exc:
                     assert exc.error_class is ErrorClass.NO_ACCOUNT_AVAILABLE
                     self.answers[jid].append("NO_ACCOUNT_AVAILABLE")
@@ -264,10 +264,10 @@ async def scenario(steps: list[tuple[Any, ...]]) -> None:
                 jid = len(fleet.jobs)
                 job = Job(
                     method="test",
-                    deadline=now + deadline_s,
+                    deadline_at=now + deadline_s,
                     account=pin,
                     tags=frozenset({"x"}) if tagged else frozenset(),
-                    started=now,
+                    started_at=now,
                     peer_key=peer,
                     rate_classes=classes,
                     lookup_class=lookup,
@@ -356,10 +356,10 @@ def _job(deadline_s: float, classes: frozenset[str], peer: str | None = None) ->
     now = trio.current_time()
     return Job(
         method="test",
-        deadline=now + deadline_s,
+        deadline_at=now + deadline_s,
         account=None,
         tags=frozenset(),
-        started=now,
+        started_at=now,
         peer_key=peer,
         rate_classes=classes,
         lookup_class="resolve" if peer is not None and "resolve" not in classes else None,
@@ -374,17 +374,17 @@ async def test_a_class_cooldown_keeps_the_account_from_jobs_that_need_the_class_
         d.cool_down_class(a0, "resolve", trio.current_time() + 100, "FLOOD_WAIT: test")
         # a read of a known peer still gets it
         d.knowledge = Knows()
-        read = await d.acquire(_job(10, frozenset({"read"}), "p1"), retry_delay=0)
+        read = await d.acquire(_job(10, frozenset({"read"}), "p1"), retry_delay_s=0)
         assert read is a0
         d.release(a0)
         # a read of an unknown peer needs a look-up: none before the flood ends
         with pytest.raises(JobFailed) as info:
-            await d.acquire(_job(10, frozenset({"read"}), "p2"), retry_delay=0)
+            await d.acquire(_job(10, frozenset({"read"}), "p2"), retry_delay_s=0)
         assert info.value.error_class is ErrorClass.NO_ACCOUNT_AVAILABLE
         assert info.value.retry_after_s == pytest.approx(100)
         # a resolve whose deadline reaches past the end waits, and the timer serves it then
         t0 = trio.current_time()
-        acc = await d.acquire(_job(150, frozenset({"resolve", "full_info"})), retry_delay=0)
+        acc = await d.acquire(_job(150, frozenset({"resolve", "full_info"})), retry_delay_s=0)
         assert acc is a0 and trio.current_time() - t0 == pytest.approx(100)
         d.release(a0)
         nursery.cancel_scope.cancel()
@@ -400,7 +400,7 @@ async def test_clearing_a_class_cooldown_serves_the_waiting_job_at_once(
         got: list[float] = []
 
         async def wait() -> None:
-            await d.acquire(_job(200, frozenset({"join"})), retry_delay=0)
+            await d.acquire(_job(200, frozenset({"join"})), retry_delay_s=0)
             got.append(trio.current_time())
 
         t0 = trio.current_time()
@@ -426,12 +426,12 @@ async def test_routing_by_knowledge_prefers_a_knower_over_the_least_recently_use
             d.release(d.reserve(acc))
         served = []
         for _ in range(3):
-            acc = await d.acquire(_job(10, frozenset({"read"}), "p1"), retry_delay=0)
+            acc = await d.acquire(_job(10, frozenset({"read"}), "p1"), retry_delay_s=0)
             served.append(acc.id)
             d.release(acc)
         assert served == ["a2", "a0", "a2"]  # knowers, least recently used first
         d.route_by_knowledge = False
-        acc = await d.acquire(_job(10, frozenset({"read"}), "p1"), retry_delay=0)
+        acc = await d.acquire(_job(10, frozenset({"read"}), "p1"), retry_delay_s=0)
         assert acc.id == "a1"  # plain LRU
         d.release(acc)
         nursery.cancel_scope.cancel()
@@ -447,7 +447,7 @@ async def test_a_knower_on_a_gated_lane_serves_a_read_while_everyone_is_resolve_
             d.cool_down_class(acc, "resolve", trio.current_time() + 1000, "FLOOD_WAIT: test")
         d.reserve(a1)  # a1's call is assigned on the lane: a0's start is one interval away
         with trio.fail_after(30):  # the dispatcher does not time out waiting jobs itself
-            got = await d.acquire(_job(20, frozenset({"read"}), "p1"), retry_delay=0)
+            got = await d.acquire(_job(20, frozenset({"read"}), "p1"), retry_delay_s=0)
         assert got is a0
         d.release(a0)
         d.release(a1)

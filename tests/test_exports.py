@@ -47,7 +47,14 @@ def test_what_the_public_api_raises_or_returns_is_exported() -> None:
     assert mtpoold.SessionLocked is SessionLocked
     assert issubclass(mtpoold.SessionLocked, mtpoold.MtpooldError)
     assert mtpoold.ReloadSummary is ReloadSummary
-    for name in ("JobResult", "JobMeta", "JobFailed", "PoolStatistics", "ConfigError"):
+    for name in (
+        "JobResult",
+        "JobMeta",
+        "JobFailed",
+        "PoolStatistics",
+        "AccountState",
+        "ConfigError",
+    ):
         assert name in mtpoold.__all__
 
 

@@ -137,12 +137,12 @@ def test_RateGate_idle_gate_spreads_starts_by_jitter() -> None:
         assert 0.05 - EPS <= t - at <= 0.15 + EPS
 
 
-async def test_RateGate_statistics_and_earliest_start(
+async def test_RateGate_statistics_and_earliest_start_at(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     gate = RateGate(interval_s=2.0, jitter_s=(0.1, 0.1))
     t0 = trio.current_time()
-    assert gate.earliest_start() == pytest.approx(t0 + 0.1)
+    assert gate.earliest_start_at() == pytest.approx(t0 + 0.1)
     await gate.wait_for_slot()
     stats = gate.statistics()
     assert (stats.starts, stats.waiting, stats.interval_s) == (1, 0, 2.0)
@@ -153,7 +153,7 @@ async def test_RateGate_statistics_and_earliest_start(
         await trio.testing.wait_all_tasks_blocked()
         assert gate.statistics().waiting == 2
         # two queued ahead: the new arrival starts after 3 intervals from the last start
-        assert gate.earliest_start() == pytest.approx(t0 + 0.1 + 3 * 2.0)
+        assert gate.earliest_start_at() == pytest.approx(t0 + 0.1 + 3 * 2.0)
     assert gate.statistics().starts == 3
 
 

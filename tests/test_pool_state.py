@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 from functools import partial
 from pathlib import Path
 
 import attrs
+import cattrs
 import pytest
 import trio
 import trio.testing
@@ -16,6 +18,7 @@ from telethon import errors as tg
 from mtpoold._compose import open_pool
 from mtpoold._errors import ErrorClass, JobFailed
 from mtpoold._sessionlock import SessionLocked, runtime_lock_dir
+from mtpoold._stats import AccountState
 from mtpoold._store import StateStore
 
 from _fakeclient import Sleep, World, make_config
@@ -79,6 +82,19 @@ async def test_Pool_disabled_account_stays_disabled_until_enabled(
     with StateStore.open(path) as store:
         async with open_pool(config, client_factory=World().factory(), store=store) as pool:
             assert stats_of(pool, "a1").state == "idle"
+
+
+async def test_Pool_account_states_are_an_enum_that_goes_on_the_wire_as_its_value(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    config = make_config(tmp_path, accounts={"a1": "p1", "a2": "p2"})
+    async with open_pool(config, client_factory=World().factory()) as pool:
+        pool.disable_account("a2", "test")
+        stats = pool.statistics()
+        assert [a.state for a in stats.accounts] == [AccountState.IDLE, AccountState.DISABLED]
+        assert (stats.accounts_ready, stats.accounts_disabled) == (1, 1)
+        wire = json.loads(json.dumps(cattrs.unstructure(stats)))
+        assert [a["state"] for a in wire["accounts"]] == ["idle", "disabled"]
 
 
 async def test_Pool_reports_accounts_removed_from_the_config_as_orphaned(

@@ -35,14 +35,14 @@ def test_old_rows_move_to_the_proxy_name_and_survive_a_password_change(tmp_path:
     legacy1, legacy2 = _php_proxy_key(p1), _php_proxy_key(p2)
     assert len(legacy1) == 16 and legacy1 != proxy_key(p1) == "eu1"
     with StateStore.open(tmp_path / "state.sqlite3") as store:
-        store.save_proxy(StoredProxy(key=legacy1, cooldown_until=2e9, consecutive_failures=3))
+        store.save_proxy(StoredProxy(key=legacy1, cooldown_until_unix=2e9, consecutive_failures=3))
         store.save_proxy(StoredProxy(key=legacy2, consecutive_failures=1))
         store.save_proxy(StoredProxy(key="eu2", consecutive_failures=7))  # newer row wins
         store.save_proxy(StoredProxy(key="no_proxy", consecutive_failures=2))
         assert migrate_proxy_keys(store, old) == 1
         rows = store.load().proxies
         assert set(rows) == {"eu1", "eu2", "no_proxy"}  # no SHA-1 of a password left
-        assert (rows["eu1"].cooldown_until, rows["eu1"].consecutive_failures) == (2e9, 3)
+        assert (rows["eu1"].cooldown_until_unix, rows["eu1"].consecutive_failures) == (2e9, 3)
         assert rows["eu2"].consecutive_failures == 7
         # the password changes: the key does not, the row stays the lane's
         new = config("another-password")

@@ -76,13 +76,13 @@ def test_budget_windows_slide_and_say_when_they_free() -> None:
     classes = RateClasses.from_overrides([])
     book = BudgetBook(classes, WarmUp(0, 1))
     for t in range(50):
-        assert book.free_at("a", "resolve", 1000.0 + t) == 1000.0 + t
+        assert book.free_at_unix("a", "resolve", 1000.0 + t) == 1000.0 + t
         book.spend("a", "resolve", 1000.0 + t)
     assert book.left("a", "resolve", 1050.0) == {3600.0: 0, 86400.0: 150}
-    assert book.free_at("a", "resolve", 1050.0) == 1000.0 + 3600  # the oldest ages out
-    assert book.free_at("a", "resolve", 4600.5) == 4600.5
-    assert book.free_at("b", "resolve", 1050.0) == 1050.0  # per account
-    assert book.free_at("a", "read", 1050.0) == 1050.0  # no budget on reads
+    assert book.free_at_unix("a", "resolve", 1050.0) == 1000.0 + 3600  # the oldest ages out
+    assert book.free_at_unix("a", "resolve", 4600.5) == 4600.5
+    assert book.free_at_unix("b", "resolve", 1050.0) == 1050.0  # per account
+    assert book.free_at_unix("a", "read", 1050.0) == 1050.0  # no budget on reads
     assert len(book.take_unsaved()) == 50 and book.take_unsaved() == []
 
 

@@ -34,15 +34,15 @@ def mode(path: Path) -> int:
 def sample_account(id: str = "acc-1") -> StoredAccount:
     return StoredAccount(
         id=id,
-        cooldown_until=1_900_000_000.5,
+        cooldown_until_unix=1_900_000_000.5,
         disabled_reason=None,
-        disabled_at=None,
+        disabled_at_unix=None,
         failures_by_class={"FLOOD_WAIT": 2, "GENERIC": 1},
         last_error_class="FLOOD_WAIT",
         last_error_message="A wait of 37 seconds is required",
         calls_ok=10,
         calls_failed=3,
-        last_used=1_899_999_000.25,
+        last_used_unix=1_899_999_000.25,
     )
 
 
@@ -62,10 +62,10 @@ def db_path(tmp_path: Path) -> Path:
 def test_StateStore_round_trip(db_path: Path) -> None:
     acc = sample_account()
     disabled = StoredAccount(
-        id="acc-2", disabled_reason="session revoked", disabled_at=1_800_000_000.0
+        id="acc-2", disabled_reason="session revoked", disabled_at_unix=1_800_000_000.0
     )
     proxy = StoredProxy(
-        key="0123456789abcdef", cooldown_until=1_900_000_100.0, consecutive_failures=4
+        key="0123456789abcdef", cooldown_until_unix=1_900_000_100.0, consecutive_failures=4
     )
     with StateStore.open(db_path) as store:
         assert store.path == db_path
@@ -91,7 +91,7 @@ def test_StateStore_upsert_replaces(db_path: Path) -> None:
             id="acc-1", calls_ok=11, calls_failed=3, failures_by_class={"FLOOD_WAIT": 2}
         )
         store.save_account(cleared)
-        store.save_proxy(StoredProxy(key="k", cooldown_until=5.0, consecutive_failures=1))
+        store.save_proxy(StoredProxy(key="k", cooldown_until_unix=5.0, consecutive_failures=1))
         store.save_proxy(StoredProxy(key="k"))
         assert store.load() == StoredState(
             accounts={"acc-1": cleared}, proxies={"k": StoredProxy(key="k")}
@@ -182,7 +182,7 @@ _WRITER = """
 import sys, time
 from mtpoold._store import StateStore, StoredAccount
 store = StateStore.open(sys.argv[1])
-store.save_account(StoredAccount(id="acc-9", cooldown_until=float(sys.argv[2]),
+store.save_account(StoredAccount(id="acc-9", cooldown_until_unix=float(sys.argv[2]),
                                  failures_by_class={"FLOOD_WAIT": 1},
                                  last_error_class="FLOOD_WAIT", calls_failed=1))
 print("saved", flush=True)
@@ -191,9 +191,9 @@ time.sleep(60)
 
 
 def test_StateStore_cooldown_survives_sigkill(db_path: Path) -> None:
-    cooldown_until = time.time() + 3600.0
+    cooldown_until_unix = time.time() + 3600.0
     with subprocess.Popen(
-        [sys.executable, "-c", _WRITER, str(db_path), repr(cooldown_until)],
+        [sys.executable, "-c", _WRITER, str(db_path), repr(cooldown_until_unix)],
         stdout=subprocess.PIPE,
         text=True,
     ) as proc:
@@ -204,17 +204,17 @@ def test_StateStore_cooldown_survives_sigkill(db_path: Path) -> None:
     assert db_path.with_name(db_path.name + "-wal").stat().st_size > 0  # not checkpointed
     with StateStore.open(db_path) as store:
         acc = store.load().accounts["acc-9"]
-    assert acc.cooldown_until == cooldown_until
+    assert acc.cooldown_until_unix == cooldown_until_unix
     assert acc.failures_by_class == {"FLOOD_WAIT": 1}
     assert acc.last_error_class == "FLOOD_WAIT"
 
 
 def test_StateStore_cooldown_survives_close_and_reopen(db_path: Path) -> None:
     store = StateStore.open(db_path)
-    store.save_account(StoredAccount(id="acc-1", cooldown_until=1_900_000_037.0))
+    store.save_account(StoredAccount(id="acc-1", cooldown_until_unix=1_900_000_037.0))
     store.close()
     with StateStore.open(db_path) as store:
-        assert store.load().accounts["acc-1"].cooldown_until == 1_900_000_037.0
+        assert store.load().accounts["acc-1"].cooldown_until_unix == 1_900_000_037.0
 
 
 # -- bad files ---------------------------------------------------------------------------------

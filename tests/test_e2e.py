@@ -81,7 +81,7 @@ def three_proxies(
 async def test_fleet_of_six_over_socks5_socks5_auth_and_http_serves_real_data(
     tmp_path: Path, dc: DC, socks: Proxy, socks_auth: Proxy, http: Proxy
 ) -> None:
-    config = fleet_config(
+    config = rotating_fleet_config(
         tmp_path, dc, proxies=three_proxies(socks, socks_auth, http), accounts=six_accounts()
     )
     results: dict[str, Any] = {}
@@ -146,6 +146,15 @@ async def test_fleet_of_six_over_socks5_socks5_auth_and_http_serves_real_data(
         assert seen_users == {fleet.user_id(f"a{i}") for i in range(1, 7)}
 
 
+def rotating_fleet_config(*args: Any, economy: dict[str, Any] | None = None, **kw: Any) -> Any:
+    """`fleet_config` with plain least-recently-used rotation: no peer memory and no routing
+    by knowledge, so every account gets jobs in turn (the fault tests below count on a
+    faulted account getting one within a few jobs; with routing by knowledge the account
+    that already knows the peer would take them all)."""
+    rotate = {"peer_memory": False, "route_by_knowledge": False, **(economy or {})}
+    return fleet_config(*args, economy=rotate, **kw)
+
+
 # --- helpers -------------------------------------------------------------------------------------
 
 
@@ -174,7 +183,7 @@ async def test_flood_wait_cools_the_account_37_s_and_the_job_succeeds_on_another
     tmp_path: Path, dc: DC, socks: Proxy, socks_auth: Proxy, http: Proxy
 ) -> None:
     # the old behaviour, [economy] flood_scopes = false (tests/test_e2e_scopes.py: the new)
-    config = fleet_config(
+    config = rotating_fleet_config(
         tmp_path,
         dc,
         proxies=three_proxies(socks, socks_auth, http),
@@ -211,7 +220,7 @@ async def test_flood_wait_cools_the_account_37_s_and_the_job_succeeds_on_another
 async def test_auth_key_unregistered_disables_the_account_and_the_job_is_rerouted(
     tmp_path: Path, dc: DC, socks: Proxy, socks_auth: Proxy, http: Proxy
 ) -> None:
-    config = fleet_config(
+    config = rotating_fleet_config(
         tmp_path, dc, proxies=three_proxies(socks, socks_auth, http), accounts=six_accounts()
     )
     rule = dc.faults.add(
@@ -237,7 +246,7 @@ async def test_auth_key_unregistered_disables_the_account_and_the_job_is_reroute
 async def test_dropped_connection_is_stream_closed_then_the_account_reconnects_after_its_cooldown(
     tmp_path: Path, dc: DC, socks: Proxy, socks_auth: Proxy, http: Proxy
 ) -> None:
-    config = fleet_config(
+    config = rotating_fleet_config(
         tmp_path, dc, proxies=three_proxies(socks, socks_auth, http), accounts=six_accounts(),
         policy={"stream_closed_cooldown_s": 2.0},
     )  # fmt: skip
@@ -273,7 +282,7 @@ async def test_dropped_connection_is_stream_closed_then_the_account_reconnects_a
 async def test_killed_proxy_cools_its_lane_jobs_flow_elsewhere_and_it_serves_again_after_restart(
     tmp_path: Path, dc: DC, socks: Proxy, socks_auth: Proxy, http: Proxy
 ) -> None:
-    config = fleet_config(
+    config = rotating_fleet_config(
         tmp_path, dc, proxies=three_proxies(socks, socks_auth, http), accounts=six_accounts(),
         policy={"proxy_cooldown_min_s": 3.0, "proxy_cooldown_max_s": 3.0},
     )  # fmt: skip
@@ -337,7 +346,7 @@ async def test_killed_proxy_cools_its_lane_jobs_flow_elsewhere_and_it_serves_aga
 async def test_blackholed_call_fails_at_the_call_deadline_and_is_rerouted(
     tmp_path: Path, dc: DC, socks: Proxy, socks_auth: Proxy, http: Proxy
 ) -> None:
-    config = fleet_config(
+    config = rotating_fleet_config(
         tmp_path, dc, proxies=three_proxies(socks, socks_auth, http), accounts=six_accounts(),
         policy={"call_deadline_s": 2.0},
     )  # fmt: skip
@@ -358,7 +367,7 @@ async def test_blackholed_call_fails_at_the_call_deadline_and_is_rerouted(
 async def test_blackhole_all_fails_the_job_with_deadline_exceeded_at_the_call_deadline(
     tmp_path: Path, dc: DC, socks: Proxy, socks_auth: Proxy, http: Proxy
 ) -> None:
-    config = fleet_config(
+    config = rotating_fleet_config(
         tmp_path, dc, proxies=three_proxies(socks, socks_auth, http), accounts=six_accounts(),
         policy={"call_deadline_s": 2.0, "max_attempts": 1},
     )  # fmt: skip
@@ -397,7 +406,7 @@ async def test_per_proxy_interval_holds_on_the_wire(
     tmp_path: Path, dc: DC, socks: Proxy, socks_auth: Proxy, http: Proxy
 ) -> None:
     interval_s = 0.25
-    config = fleet_config(
+    config = rotating_fleet_config(
         tmp_path, dc, accounts=six_accounts(),
         proxies=[
             proxy_entry("s1", socks, interval_s=interval_s, capacity=2),
@@ -443,7 +452,7 @@ async def test_startup_is_not_held_hostage_by_an_account_whose_proxy_blackholes(
     del accounts["a6"]
     accounts["stuck"] = (PHONES[5], "bh")
     async with open_blackhole() as hole:
-        config = fleet_config(
+        config = rotating_fleet_config(
             tmp_path, dc, accounts=accounts,
             proxies=[*three_proxies(socks, socks_auth, http),
                      proxy_entry("bh", (hole.host, hole.port), interval_s=INTERVAL_S)],

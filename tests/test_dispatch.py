@@ -548,3 +548,42 @@ async def test_a_job_stops_holding_out_when_the_knower_it_waits_for_goes(
         d.release(a1)
         d.release(a0)
         nursery.cancel_scope.cancel()
+
+
+async def test_a_free_knower_whose_lane_starts_within_the_wait_beats_a_look_up_now(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with trio.open_nursery() as nursery:
+        lanes = {
+            key: ProxyLane(
+                key=key, name=key, type="socks5", capacity=10, interval_s=i, jitter_s=(0, 0)
+            )
+            for key, i in (("gated", 1.0), ("open", 0.0))
+        }
+        lane_accounts: dict[str, collections.OrderedDict[str, AccountWorker]] = {
+            key: collections.OrderedDict() for key in lanes
+        }
+        accounts: dict[str, AccountWorker] = {}
+        for acc_id, key in (("a0", "gated"), ("a1", "open"), ("a3", "gated")):
+            acc = AccountWorker(
+                id=acc_id,
+                lane=lanes[key],
+                client_factory=lambda: None,  # type: ignore[arg-type,return-value]
+                nursery=nursery,
+            )
+            accounts[acc_id] = lane_accounts[key][acc_id] = acc
+        d = Dispatcher(accounts, lanes, lane_accounts)
+        d.knowledge, d.route_by_knowledge = Knows(), True  # a0 knows p1
+        for acc in accounts.values():
+            d.add(acc)
+        nursery.start_soon(d.run)
+        d.reserve(accounts["a3"])  # the gated lane's next start is an interval away
+        job = _job(60, frozenset({"read"}), "p1")
+        d.knower_wait_s = 0.5  # shorter than that interval: a1 looks p1 up now
+        acc = await d.acquire(job, retry_delay=0)
+        assert acc.id == "a1"
+        d.release(acc)
+        d.knower_wait_s = 2.0  # a0's start comes within the wait: a0, no look-up
+        acc = await d.acquire(job, retry_delay=0)
+        assert acc.id == "a0"
+        nursery.cancel_scope.cancel()

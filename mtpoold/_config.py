@@ -509,6 +509,13 @@ class EconomyConfig:
             the state store and used instead of a look-up; off: only Telethon's session cache.
         route_by_knowledge: Among accounts that can serve a job now, prefer one that already
             knows its peer; off: least recently used only.
+        knower_wait_s: With ``route_by_knowledge``: how long a job whose peer's knowers are
+            all busy waits for one before it takes an account that must look the peer up,
+            seconds, >= 0 (0: it never waits; a job whose deadline comes first does not
+            wait). Default 2: one start of a shipped lane (``interval_s`` 2 s) — a busy
+            knower is usually free again after its call, and a look-up spends
+            ResolveUsername, the scarcest budget (50 an hour); a knower busy for longer is
+            congested, and the peer spreads to a second account (one look-up, remembered).
         share_identical: Identical read-only jobs in flight share one Telegram call; off: each
             job makes its own.
         merge_get_messages: ``get_messages`` jobs for the same chat waiting for an account
@@ -521,6 +528,7 @@ class EconomyConfig:
     warmup_start: float = attrs.field(default=0.5, validator=_fraction)
     peer_memory: bool = True
     route_by_knowledge: bool = True
+    knower_wait_s: float = attrs.field(default=2.0, validator=_at_least(0))
     share_identical: bool = True
     merge_get_messages: bool = True
 

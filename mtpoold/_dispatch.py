@@ -118,6 +118,9 @@ class _Waiter:
     #: When the avoided accounts become eligible (trio clock, s); None while the job still
     #: has an untried account that could start before its deadline.
     avoided_from_at: float | None = None
+    #: Until when it takes only an account that knows its peer (trio clock, s; see
+    #: `Dispatcher._hold_for_knower`); None: it does not hold out.
+    knower_until_at: float | None = None
     account: AccountWorker | None = None
     failure: BaseException | None = None
     done: bool = False
@@ -139,6 +142,9 @@ class Dispatcher:
     deadline — every candidate cooling down past it, the gate's queue too long, or its turn
     among the waiting jobs too late — fails at once with ``NO_ACCOUNT_AVAILABLE`` and the
     seconds until one could (``retry_after_s``); otherwise it waits, first in first served.
+    With routing by knowledge, a job whose peer's knowers are all busy may hold out for one
+    for up to :attr:`knower_wait_s` before it takes an account that must look the peer up
+    (`_hold_for_knower`); meanwhile such accounts are not ones it "may use" below.
 
     Every change of scheduling state goes through a verb here: :meth:`reserve` /
     :meth:`release` (an attempt takes and gives back an account), :meth:`cool_down`,
@@ -157,8 +163,9 @@ class Dispatcher:
     Costs: taking and giving back an account is O(log proxies) plus the position of the first
     waiting job that may use it. Re-judging scans the waiting jobs once: O(waiting + log
     proxies + busy accounts until one could start now), plus one O(accounts) scan per distinct
-    tag set among waiting tagged jobs, and O(log) per waiting job with avoided accounts. Cooldown
-    ends are served by one timer task (:meth:`run`), not by every waiting job waking up.
+    tag set among waiting tagged jobs, O(log) per waiting job with avoided accounts, and
+    O(`MAX_KNOWERS_SCANNED`) per job holding out for a knower. Cooldown ends are served by
+    one timer task (:meth:`run`), not by every waiting job waking up.
 
     The dicts are the pool's own (shared, not copied): the pool adds and removes accounts
     and lanes; the dispatcher reorders an account within its lane (:meth:`reserve`) and moves
@@ -198,6 +205,10 @@ class Dispatcher:
         self.knowledge: PeerKnowledge = KnowsNothing() if knowledge is None else knowledge
         #: ``[economy] route_by_knowledge``: prefer an account that knows the job's peer.
         self.route_by_knowledge = False
+        #: ``[economy] knower_wait_s``: how long a job whose peer's knowers are all busy (or
+        #: on a lane that starts later) holds out for one before it takes an account that
+        #: must look the peer up, s (0: it never waits).
+        self.knower_wait_s = 0.0
         # Rate-class and chat blocks. _floods: account -> class -> (end, cause), FLOOD_WAIT
         # cooldowns; _budget_holds: account -> class -> end, a spent budget window; _chats:
         # peer key -> account -> end (SLOWMODE_WAIT). _blocked: class -> account -> end of
@@ -587,13 +598,68 @@ class Dispatcher:
             acc = self._accounts.get(acc_id)
             if acc is None or acc_id in exclude or not self.ready.is_free(acc):
                 continue
-            start_at = max(now, acc.lane.cooldown_until_at, self.ready.start_bound_at(acc.lane))
+            start_at = self._knower_start_at(acc, now)
             if start_now and start_at > now:
                 continue
             use = (start_at, self.ready.last_use(acc))
             if use < best_use:
                 best, best_use = acc, use
         return best
+
+    def _knower_start_at(self, acc: AccountWorker, now: float) -> float:
+        """When a free account's lane could start its call (trio clock, s)."""
+        return max(now, acc.lane.cooldown_until_at, self.ready.start_bound_at(acc.lane))
+
+    def _hold_for_knower(self, w: _Waiter, now: float) -> None:
+        """Judge, when a job asks for an account, whether it holds out for a knower of its
+        peer (``knower_wait_s``, routing by knowledge): if a knower it may use (pin, tags,
+        not avoided, no class or chat block past the wait) is busy and ``now +
+        knower_wait_s`` comes before its deadline, ``w.knower_until_at`` is set to that time
+        and pushed on the backoff heap: until then it takes only an account that knows the
+        peer (a knower released meanwhile is offered to it as to any waiting job), then the
+        timer tries it again and any account will do. O(`MAX_KNOWERS_SCANNED`).
+
+        Why: a look-up costs a ResolveUsername, the scarcest budget (`mtpoold._rateclass`:
+        50 an hour), and a busy knower is free again after its call; a knower busy longer
+        than the wait is congested, and the peer spreads to another account (one look-up,
+        kept by the peer memory).
+        """
+        job = w.job
+        if (
+            not self.route_by_knowledge
+            or self.knower_wait_s <= 0
+            or job.peer_key is None
+            or job.account is not None
+        ):
+            return
+        until_at = now + self.knower_wait_s
+        if until_at < job.deadline_at and self._busy_knower(job, now, until_at):
+            w.knower_until_at = until_at
+            heapq.heappush(self._backoffs, (until_at, next(self._seq), w))
+
+    def _busy_knower(self, job: Job, now: float, until_at: float) -> bool:
+        """Whether a busy account that knows the job's peer, and that it may use, could
+        serve it by ``until_at`` as far as its state goes (trio clock, s)."""
+        assert job.peer_key is not None
+        for n, acc_id in enumerate(self.knowledge.knowers(job.peer_key)):
+            if n >= MAX_KNOWERS_SCANNED:
+                break
+            knower = self._accounts.get(acc_id)
+            if (
+                knower is not None
+                and knower.busy
+                and job.accepts(knower, allow_avoided=False)
+                and self._available_at(job, acc_id, now) <= until_at
+            ):
+                return True
+        return False
+
+    def _holds_for_knower(self, w: _Waiter, acc: AccountWorker, now: float) -> bool:
+        """Whether ``w`` passes over ``acc`` because it holds out for a knower of its peer
+        (see `_hold_for_knower`) and ``acc`` is none."""
+        if w.knower_until_at is None or now >= w.knower_until_at:
+            return False
+        return not self._knows(acc.id, w.job)
 
     def accounts_changed(self) -> None:
         """Accounts were added, removed, retagged or lanes reconfigured (a reload): recompute
@@ -755,12 +821,15 @@ class Dispatcher:
             BackoffPastDeadline: see :meth:`acquire`.
         """
         job = w.job
-        allowed = self._allowed(w, trio.current_time())
+        now = trio.current_time()
+        allowed = self._allowed(w, now)
         if w.failure is not None:
             raise w.failure
+        self._hold_for_knower(w, now)
         acc = self._pick(job, allow_avoided=allowed)
         if acc is not None:
-            return acc
+            # a free account, unless it holds out (bounded) for a busy knower of its peer
+            return None if self._holds_for_knower(w, acc, now) else acc
         earliest_at = self._earliest_at(job)
         if earliest_at > job.deadline_at:
             raise self.no_account(job, earliest_at)
@@ -804,7 +873,15 @@ class Dispatcher:
     def _pick_indexed(self, job: Job, avoid: Collection[str]) -> AccountWorker | None:
         now = trio.current_time()
         if self.route_by_knowledge and job.peer_key is not None:
-            knower = self._pick_knower(job, self._exclusion(job, avoid, now), now)
+            exclude = self._exclusion(job, avoid, now)
+            knower = self._pick_knower(job, exclude, now)
+            if knower is None and self.knower_wait_s > 0:
+                # a free knower whose lane starts within the wait beats a look-up now
+                knower = self._pick_knower(job, exclude, now, start_now=False)
+                if knower is not None and self._knower_start_at(knower, now) > min(
+                    now + self.knower_wait_s, job.deadline_at
+                ):
+                    knower = None
             if knower is not None and knower.lane.earliest_start_at() <= job.deadline_at:
                 return knower
         acc = self._best_free(job, avoid, now)
@@ -947,6 +1024,7 @@ class Dispatcher:
             return
         now = trio.current_time()
         if self._waiters and acc.schedulable_at() <= now and self._offer(acc, now):
+            self._rearm()  # a job that held out for a knower waits on the timer
             return
         self.ready.mark_free(acc)
         self._rearm()
@@ -966,12 +1044,14 @@ class Dispatcher:
                 continue
             if self._needs(w.job) and self._blocked_until_at(w.job, acc.id, now) > now:
                 continue
+            if self._holds_for_knower(w, acc, now):
+                continue
             if acc.id in w.job.avoid:
                 if not self._allowed(w, now):
                     if w.failure is not None:
                         failed.append(w)
                     continue
-                alt = self._pick(w.job, allow_avoided=False)
+                alt = self._pick_for(w, now, allow_avoided=False)
                 if alt is not None:  # it still prefers an untried account free now
                     untried = (w, alt)
                     break
@@ -995,17 +1075,26 @@ class Dispatcher:
         if w.failure is not None:
             self._fail(w, w.failure)
             return
-        acc = self._pick(w.job, allow_avoided=allowed)
+        acc = self._pick_for(w, now, allow_avoided=allowed)
         if acc is not None:
             self._hand(w, acc)
 
+    def _pick_for(self, w: _Waiter, now: float, *, allow_avoided: bool) -> AccountWorker | None:
+        """`_pick` for a waiter, None while it holds out for a busy knower of its peer."""
+        acc = self._pick(w.job, allow_avoided=allow_avoided)
+        if acc is not None and self._holds_for_knower(w, acc, now):
+            return None
+        return acc
+
     def _rejudge(self, lead: str | None) -> None:
         """Accounts were taken away: answer every waiting job that can no longer start before
-        its deadline (NO_ACCOUNT_AVAILABLE, with ``lead`` saying why), and let a job whose
-        untried accounts are all gone take its avoided ones (after its backoff).
+        its deadline (NO_ACCOUNT_AVAILABLE, with ``lead`` saying why), let a job whose
+        untried accounts are all gone take its avoided ones (after its backoff), and one
+        holding out for a knower that went (cooling, disabled) take another account now.
 
         O(waiting) with one lower bound per group of jobs (common / per pinned account / per
-        tag set), plus O(log) per job with avoided accounts.
+        tag set), plus O(log) per job with avoided accounts and O(`MAX_KNOWERS_SCANNED`) per
+        job holding out for a knower.
         """
         if not self._waiters:
             return
@@ -1013,6 +1102,12 @@ class Dispatcher:
         bounds: dict[object, float] = {}
         for w in list(self._waiters):
             job = w.job
+            until = w.knower_until_at
+            if until is not None and until > now and not self._busy_knower(job, now, until):
+                w.knower_until_at = None  # the knower it held out for went (cooling, disabled)
+                self._try(w, now)
+                if w.done:
+                    continue
             if job.avoid and w.avoided_from_at is None:
                 self._try(w, now)  # its untried accounts may be gone: maybe take an avoided one
                 if w.done:

@@ -334,6 +334,7 @@ class Pool:
         else:
             self._book = None
         self._dispatch.route_by_knowledge = economy.route_by_knowledge
+        self._dispatch.knower_wait_s = economy.knower_wait_s
         for acc in self._accounts.values():  # clients keep their guard: update it
             guard = acc.request_guard
             if isinstance(guard, RequestGuard):

@@ -237,9 +237,17 @@ class WireMonitor:
     # -- the governor ----------------------------------------------------------------------
 
     def begin_call(self) -> None:
-        """A call (or a connect) starts on this connection: its own per-call count."""
+        """A call (or a connect) starts on this connection: its own per-call count.
+
+        Bodies sent before it are no longer taken for resends: the same read asked again
+        (``channels.getMessages`` of the same ids, a routine order check on the account that
+        knows the channel) is a new request, while Telethon resends what is pending within
+        the call. (A request a cancelled call left pending and Telethon resends during the
+        next call then counts as new; the per-call ceiling still bounds it.)
+        """
         self._call_messages = 0
         self._call_started_at.append(self._clock())
+        self._recent.clear()
 
     def end_call(self) -> None:
         """The call ended; messages sent now (acks, pings) count in the window only."""

@@ -10,7 +10,7 @@ import attrs
 import pytest
 import trio
 import trio.testing
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from mtpoold._account import AccountWorker
@@ -91,6 +91,21 @@ class Fleet:
     #: The test's own record of class and chat blocks: (account, class or peer) -> end.
     floods: dict[tuple[str, str], float] = attrs.field(factory=dict)
     chats: dict[tuple[str, str], float] = attrs.field(factory=dict)
+    #: When each job last asked for an account (its knower wait runs from then).
+    asked: dict[int, float] = attrs.field(factory=dict)
+
+    def holds_for_knower(self, jid: int, acc: AccountWorker) -> bool:
+        """Whether the job may pass over ``acc`` while it holds out for a knower of its
+        peer: at most ``knower_wait_s`` from when it asked, and only for a non-knower."""
+        job, wait = self.jobs[jid], self.d.knower_wait_s
+        if wait <= 0 or job.peer_key is None or job.account is not None:
+            return False
+        until = self.asked[jid] + wait
+        return (
+            until < job.deadline_at
+            and trio.current_time() < until
+            and ((acc.id, job.peer_key) not in KNOWN)
+        )
 
     def usable(self, acc: AccountWorker) -> bool:
         return acc.disabled_reason is None and not acc.retired
@@ -155,7 +170,7 @@ class Fleet:
             for acc in self.accounts.values():
                 if not self.free_now(acc) or not job.accepts(acc, allow_avoided=True):
                     continue
-                if self.class_free_at(job, acc) > now:
+                if self.class_free_at(job, acc) > now or self.holds_for_knower(j, acc):
                     continue
                 assert acc.id in job.avoid and self.untried_left(job), (
                     f"job {j} waits while {acc.id} is free"
@@ -175,6 +190,7 @@ class Fleet:
     async def run_job(self, jid: int, job: Job, inbox: trio.MemoryReceiveChannel[Any]) -> None:
         with trio.move_on_at(job.deadline_at):
             while True:
+                self.asked[jid] = trio.current_time()
                 try:
                     acc = await self.d.acquire(job, retry_delay_s=0.0)
                 except JobFailed as exc:
@@ -221,7 +237,7 @@ class Fleet:
         self.answers[jid].append("DEADLINE_EXCEEDED")
 
 
-async def scenario(steps: list[tuple[Any, ...]]) -> None:
+async def scenario(steps: list[tuple[Any, ...]], knower_wait_s: float = 0.0) -> None:
     async with trio.open_nursery() as nursery:
         lanes = {
             key: ProxyLane(
@@ -250,6 +266,7 @@ async def scenario(steps: list[tuple[Any, ...]]) -> None:
         d = Dispatcher(accounts, lanes, lane_accounts)
         d.knowledge = Knows()
         d.route_by_knowledge = True
+        d.knower_wait_s = knower_wait_s
         for acc in accounts.values():
             d.add(acc)
         nursery.start_soon(d.run)
@@ -309,9 +326,12 @@ async def scenario(steps: list[tuple[Any, ...]]) -> None:
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.lists(ops, max_size=40))
-def test_Dispatcher_invariants_hold_over_generated_sequences(steps: list[tuple[Any, ...]]) -> None:
-    trio.run(scenario, steps, clock=trio.testing.MockClock(autojump_threshold=0))
+@given(st.lists(ops, max_size=40), st.sampled_from([0.0, 0.0, 20.0]))
+@example([("arrive", None, False, 300.0, 1)] * 3 + [("sleep", 10.0), ("finish", 0)], 20.0)
+def test_Dispatcher_invariants_hold_over_generated_sequences(
+    steps: list[tuple[Any, ...]], knower_wait_s: float
+) -> None:
+    trio.run(scenario, steps, knower_wait_s, clock=trio.testing.MockClock(autojump_threshold=0))
 
 
 @pytest.mark.parametrize("verdict", [("cool", 100.0), ("lane", 100.0), ("disable",)])
@@ -451,4 +471,119 @@ async def test_a_knower_on_a_gated_lane_serves_a_read_while_everyone_is_resolve_
         assert got is a0
         d.release(a0)
         d.release(a1)
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_job_holds_out_for_a_busy_knower_of_its_peer_until_it_is_released(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with trio.open_nursery() as nursery:
+        d, (a0, a1, a2, a3) = _small_fleet(nursery, 4)
+        d.knowledge, d.route_by_knowledge, d.knower_wait_s = Knows(), True, 5.0  # a0, a2: p1
+        d.reserve(a0)
+        d.reserve(a2)
+        got: list[tuple[str, float]] = []
+
+        async def read(peer: str) -> None:
+            acc = await d.acquire(_job(60, frozenset({"read"}), peer), retry_delay_s=0)
+            got.append((acc.id, trio.current_time()))
+
+        t0 = trio.current_time()
+        nursery.start_soon(read, "p1")
+        await trio.sleep(2)
+        assert got == [] and d.waiting == 1, "a1 and a3 are free but would look p1 up"
+        nursery.start_soon(read, "p2")  # nobody knows p2: no wait, it takes a free one
+        await trio.testing.wait_all_tasks_blocked()
+        assert got == [("a1", t0 + 2)]
+        d.release(a2)  # the knower is free again: the waiting job gets it at once
+        await trio.testing.wait_all_tasks_blocked()
+        assert got[1] == ("a2", t0 + 2)
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_job_takes_an_account_that_must_look_up_once_the_knower_wait_ends(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with trio.open_nursery() as nursery:
+        d, (a0, a1) = _small_fleet(nursery, 2)
+        d.knowledge, d.route_by_knowledge, d.knower_wait_s = Knows(), True, 5.0  # a0: p1
+        d.reserve(a0)
+        t0 = trio.current_time()
+        acc = await d.acquire(_job(60, frozenset({"read"}), "p1"), retry_delay_s=0)
+        assert acc is a1 and trio.current_time() == pytest.approx(t0 + 5)  # the timer's
+        d.release(a1)
+        # a deadline before the wait's end: no wait at all
+        acc = await d.acquire(_job(4, frozenset({"read"}), "p1"), retry_delay_s=0)
+        assert acc is a1 and trio.current_time() == pytest.approx(t0 + 5)
+        d.release(a1)
+        # knower_wait_s = 0: the old behaviour, a free account at once
+        d.knower_wait_s = 0.0
+        acc = await d.acquire(_job(60, frozenset({"read"}), "p1"), retry_delay_s=0)
+        assert acc is a1 and trio.current_time() == pytest.approx(t0 + 5)
+        d.release(a1)
+        d.release(a0)
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_job_stops_holding_out_when_the_knower_it_waits_for_goes(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with trio.open_nursery() as nursery:
+        d, (a0, a1) = _small_fleet(nursery, 2)
+        d.knowledge, d.route_by_knowledge, d.knower_wait_s = Knows(), True, 5.0  # a0: p1
+        d.reserve(a0)
+        got: list[tuple[str, float]] = []
+
+        async def read() -> None:
+            acc = await d.acquire(_job(60, frozenset({"read"}), "p1"), retry_delay_s=0)
+            got.append((acc.id, trio.current_time()))
+
+        t0 = trio.current_time()
+        nursery.start_soon(read)
+        await trio.sleep(1)
+        assert got == []
+        d.cool_down(a0, trio.current_time() + 100, "FLOOD_WAIT: test")  # a0 will not be back
+        await trio.testing.wait_all_tasks_blocked()
+        assert got == [("a1", t0 + 1)]
+        d.release(a1)
+        d.release(a0)
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_free_knower_whose_lane_starts_within_the_wait_beats_a_look_up_now(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with trio.open_nursery() as nursery:
+        lanes = {
+            key: ProxyLane(
+                key=key, name=key, type="socks5", capacity=10, interval_s=i, jitter_s=(0, 0)
+            )
+            for key, i in (("gated", 1.0), ("open", 0.0))
+        }
+        lane_accounts: dict[str, collections.OrderedDict[str, AccountWorker]] = {
+            key: collections.OrderedDict() for key in lanes
+        }
+        accounts: dict[str, AccountWorker] = {}
+        for acc_id, key in (("a0", "gated"), ("a1", "open"), ("a3", "gated")):
+            acc = AccountWorker(
+                id=acc_id,
+                lane=lanes[key],
+                client_factory=lambda: None,  # type: ignore[arg-type,return-value]
+                nursery=nursery,
+            )
+            accounts[acc_id] = lane_accounts[key][acc_id] = acc
+        d = Dispatcher(accounts, lanes, lane_accounts)
+        d.knowledge, d.route_by_knowledge = Knows(), True  # a0 knows p1
+        for acc in accounts.values():
+            d.add(acc)
+        nursery.start_soon(d.run)
+        d.reserve(accounts["a3"])  # the gated lane's next start is an interval away
+        job = _job(60, frozenset({"read"}), "p1")
+        d.knower_wait_s = 0.5  # shorter than that interval: a1 looks p1 up now
+        acc = await d.acquire(job, retry_delay_s=0)
+        assert acc.id == "a1"
+        d.release(acc)
+        d.knower_wait_s = 2.0  # a0's start comes within the wait: a0, no look-up
+        acc = await d.acquire(job, retry_delay_s=0)
+        assert acc.id == "a0"
         nursery.cancel_scope.cancel()

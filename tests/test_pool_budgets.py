@@ -14,7 +14,7 @@ import trio.testing
 
 from mtpoold._compose import open_pool
 from mtpoold._config import Config, parse_config
-from mtpoold._errors import ErrorClass, JobFailed
+from mtpoold._errors import ConfigError, ErrorClass, JobFailed
 from mtpoold._store import StateStore
 
 from _fakeclient import FakeClient, World, make_config
@@ -159,3 +159,17 @@ async def test_budget_spends_and_first_seen_survive_a_restart(
                 await pool.resolve("@channel_x", deadline_s=10)
             assert info.value.error_class is ErrorClass.NO_ACCOUNT_AVAILABLE
             assert info.value.retry_after_s == pytest.approx(3000, abs=2)
+
+
+async def test_knower_wait_s_reaches_the_dispatcher_and_a_reload_changes_it(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    waits = config_with(tmp_path, economy={"knower_wait_s": 7.5})
+    never = config_with(tmp_path, economy={"knower_wait_s": 0})
+    assert config_with(tmp_path).economy.knower_wait_s == 2.0  # the shipped default
+    async with open_pool(waits, client_factory=guarded(World()), wall_clock=wall) as pool:
+        assert pool._dispatch.knower_wait_s == 7.5
+        await pool.reload(never)
+        assert pool._dispatch.knower_wait_s == 0.0
+    with pytest.raises(ConfigError, match="economy.knower_wait_s"):
+        config_with(tmp_path, economy={"knower_wait_s": -1})

@@ -45,6 +45,7 @@ TITLE: Final = "6. Economy: Telegram requests per job, [economy] off vs on"
 API_HASH: Final = "0123456789abcdef0123456789abcdef"
 RESOLVE: Final = "contacts.ResolveUsername"
 GET_MESSAGES: Final = "channels.GetMessages"
+GET_MESSAGES: Final = "channels.GetMessages"
 FLOOD_S: Final = 86400.0  # the flood of the "flooded" phase, seconds (24 h)
 SWITCHES: Final = (
     "flood_scopes",
@@ -231,6 +232,7 @@ async def _phase(
             merged += getattr(res.meta, "merged", 1) > 1
 
     before = _dc_counts(dc)
+    calls_before = [dc.counters(u)[GET_MESSAGES] for u in users]
     refused_before: Counter[str] = sum((dc.limits.refused(u) for u in users), Counter())
     t0 = time.perf_counter()
     async with trio.open_nursery() as nursery:
@@ -238,6 +240,7 @@ async def _phase(
             nursery.start_soon(submitter)
     wall = time.perf_counter() - t0
     spent = _dc_counts(dc) - before
+    calls = {f"a{i}": dc.counters(u)[GET_MESSAGES] - calls_before[i] for i, u in enumerate(users)}
     refused: Counter[str] = sum((dc.limits.refused(u) for u in users), Counter())
     refused -= refused_before
     return {
@@ -248,6 +251,7 @@ async def _phase(
         "by_method": dict(spent.most_common()),
         "refused": dict(refused),
         "served": dict(served),
+        "calls": calls,
         "failed": dict(failed),
         "shared": shared,
         "merged": merged,
@@ -301,6 +305,7 @@ async def _side(on: bool, w: dict[str, Any], proxies: Sequence[Any]) -> dict[str
             async with _pool(config, state_a, scale, seed + 1) as pool:
                 phases["restart"] = await _phase(pool, dc, users, plain, n)
                 dc.limits.flood(users[0], RESOLVE, FLOOD_S)
+                probe = await _learn_flood(pool)
                 phases["flooded"] = await _phase(pool, dc, users, fresh, n)
                 dc.limits.unflood(users[0])
             async with _pool(config, state_b, scale, seed + 2) as pool:
@@ -310,6 +315,7 @@ async def _side(on: bool, w: dict[str, Any], proxies: Sequence[Any]) -> dict[str
         "on": on,
         "phases": phases,
         "flooded_account": "a0",
+        "flood_probe": probe,
         "seconds": time.perf_counter() - t0,
         "load_before": load_before,
         "load_after": os.getloadavg(),
@@ -360,9 +366,23 @@ def per_job(phase: dict[str, Any], method: str | None = None) -> float:
     return float(count) / phase["jobs"] if phase["jobs"] else math.nan
 
 
-def flooded_share(side: dict[str, Any], accounts: int) -> float:
-    """The flooded account's get_messages jobs ÷ the mean of the other accounts' (1.0 = even)."""
-    served = side["phases"]["flooded"]["served"]
+async def _learn_flood(pool: Any) -> str:
+    """One ``contacts.ResolveUsername`` pinned to a0, which the DC answers FLOOD_WAIT (24 h):
+    how the pool learns of the flood, as it would in production. Returns the job's error
+    class (``FLOOD_WAIT`` expected on both sides)."""
+    from mtpoold import JobFailed
+
+    try:
+        await pool.invoke(RESOLVE, {"username": "mtpoold_bench_probe"}, account="a0")
+    except JobFailed as exc:
+        return str(exc.error_class.value)
+    return "OK"
+
+
+def flooded_share(side: dict[str, Any], accounts: int, what: str = "served") -> float:
+    """The flooded account's get_messages jobs (``what="served"``) or its channels.GetMessages
+    calls at the DC (``"calls"``) ÷ the mean of the other accounts' (1.0 = even)."""
+    served = side["phases"]["flooded"][what]
     flooded = side["flooded_account"]
     others = [served.get(f"a{i}", 0) for i in range(accounts) if f"a{i}" != flooded]
     mean = sum(others) / len(others) if others else 0.0
@@ -420,6 +440,16 @@ def build_report(res: dict[str, Any]) -> Report:
         f">= {GOAL_FLOODED_SHARE:.0%}",
         None if math.isnan(share_on) else share_on >= GOAL_FLOODED_SHARE,
     )
+    calls_on = flooded_share(on, w["accounts"], "calls")
+    calls_off = flooded_share(off, w["accounts"], "calls")
+    report.row(
+        "flooded account's share of channels.GetMessages calls at the DC, on vs off",
+        _pct(calls_on),
+        _pct(calls_off),
+        "",
+        "",
+        None,
+    )
 
     report.details += [
         f"Workload: {w['jobs']:,} jobs per phase over {w['channels']} channels (Zipf s = "
@@ -454,9 +484,13 @@ def build_report(res: dict[str, Any]) -> Report:
     for name, side in (("off", off), ("on", on)):
         served = side["phases"]["flooded"]["served"]
         row = ", ".join(f"a{i} {served.get(f'a{i}', 0)}" for i in range(w["accounts"]))
+        calls = side["phases"]["flooded"]["calls"]
+        crow = ", ".join(f"a{i} {calls.get(f'a{i}', 0)}" for i in range(w["accounts"]))
         report.details.append(
             f"- Flooded phase, {name}: get_messages jobs per account (a0 flooded on "
-            f"ResolveUsername for {FLOOD_S / 3600:.0f} h at the DC): {row}."
+            f"ResolveUsername for {FLOOD_S / 3600:.0f} h at the DC; the probe look-up pinned to "
+            f"a0 was answered {side['flood_probe']}): {row}; channels.GetMessages "
+            f"calls at the DC per account: {crow}."
         )
     report.details += ["", *_findings(res, share_on, share_off), ""]
     return report

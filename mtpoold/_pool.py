@@ -1252,13 +1252,16 @@ class Pool:
             failures = acc.lane.consecutive_failures + (
                 1 if failure.error_class is ErrorClass.PROXY_UNAVAILABLE else 0
             )
+            # A FLOOD_WAIT answered to a connect's own request (initConnection, getUsers of
+            # self, getState) cools the whole account: it cannot connect, whatever the class.
+            tl_name = None if acc.connecting else failure.tl_name
             verdict = decide(
                 failure,
                 policy,
                 proxy_failures=failures,
                 attempt=attempt,
                 flood_scopes=self._config.economy.flood_scopes,
-                rate_class=self._classes.class_of(failure.tl_name) if failure.tl_name else None,
+                rate_class=self._classes.class_of(tl_name) if tl_name else None,
             )
             if verdict.proxy_cooldown_s > 0:
                 # At once: the worker judges a failed connect while it still holds its lane

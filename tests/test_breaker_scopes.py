@@ -10,7 +10,7 @@ import pytest
 import trio
 
 from mtpoold._config import Config
-from mtpoold._errors import JobFailed
+from mtpoold._errors import ErrorClass, JobFailed
 from mtpoold._store import StateStore
 from mtpoold.testing import DC, open_dc
 from mtpoold.testing.dc import rpc_error
@@ -142,7 +142,11 @@ async def test_budget_race_many_concurrent_jobs(tmp_path: Path, dc: DC) -> None:
 
 
 async def test_other_class_flood_and_connect_traffic(tmp_path: Path, dc: DC) -> None:
-    """A FLOOD_WAIT on an "other" function: the connect's help.getConfig is "other" too."""
+    """A FLOOD_WAIT on an "other" function: the connect's help.getConfig is "other" too.
+
+    The connect's requests are its own traffic (Telethon wraps help.getConfig in the
+    initConnection every connect must send): the reconnect sends exactly that one, a job's
+    help.GetConfig inside the flood none."""
     config = _config(tmp_path, dc)
     async with open_fleet(dc, config) as fleet:
         pool = fleet.pool
@@ -156,7 +160,32 @@ async def test_other_class_flood_and_connect_traffic(tmp_path: Path, dc: DC) -> 
         await trio.sleep(0.5)
         await pool.get_messages(NEWS, [2], deadline_s=10)  # read class: free
         print(dc.counters(PHONES[0]))
-        assert dc.counters(PHONES[0])["help.GetConfig"] == sent, "sent inside the other-class flood"
+        assert dc.counters(PHONES[0])["help.GetConfig"] == sent + 1, (
+            "the reconnect's initConnection"
+        )
+        with pytest.raises(JobFailed) as info:
+            await pool.invoke("help.GetConfig", {}, deadline_s=5)
+        assert info.value.error_class is ErrorClass.NO_ACCOUNT_AVAILABLE
+        assert dc.counters(PHONES[0])["help.GetConfig"] == sent + 1, "sent inside the flood"
+
+
+@pytest.mark.parametrize("method", ["help.GetConfig", "updates.GetState"])
+async def test_a_flood_wait_answered_to_the_connect_cools_the_account(
+    tmp_path: Path, dc: DC, method: str
+) -> None:
+    """A FLOOD_WAIT answered to a connect's own request (initConnection's help.getConfig, or
+    getState): that account cannot connect, so the account rests, not the request's class;
+    the other account serves the job in the same attempt count as any reroute."""
+    dc.faults.add(rpc_error(420, "FLOOD_WAIT_600"), user=PHONES[0], method=method)
+    async with open_fleet(dc, _config(tmp_path, dc, n=2)) as fleet:
+        with pytest.raises(JobFailed) as info:
+            await fleet.pool.get_messages(NEWS, [1], deadline_s=10, account="a1")
+        assert info.value.error_class is ErrorClass.FLOOD_WAIT, info.value
+        a1 = fleet.account("a1")
+        assert 590 < a1.cooldown_remaining_s <= 600
+        assert all(not c.cooldown_remaining_s for c in a1.rate_classes), a1.rate_classes
+        got = await fleet.pool.get_messages(NEWS, [1], deadline_s=10)
+        assert got.meta.account == "a2"
 
 
 async def test_other_class_flood_across_a_restart_leaves_reads_served(
@@ -209,7 +238,7 @@ async def test_class_flood_across_a_restart_two_accounts(
     outcomes = []
     with StateStore.open(tmp_path / "state.sqlite3") as store:
         async with open_fleet(dc, config, store=store) as fleet:
-            for i in range(6):
+            for _ in range(6):
                 try:
                     got = await fleet.pool.resolve(NEWS, deadline_s=10)
                     outcomes.append((got.meta.account, got.meta.attempts))

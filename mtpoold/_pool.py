@@ -1072,6 +1072,17 @@ class Pool:
             key=key, ids=ids, deadline=now + deadline_s, started=now, max_age_s=max_age_s
         )
         flight = self._flights.join(member, identical=economy.share_identical, merge_key=merge_key)
+        if flight is not None:
+            # It may join a flight still waiting for an account: judged as its own job would
+            # be, it fails at once if no account can start before its own deadline.
+            alone = self._new_job(method, member.deadline, account, tag_set, peer_key)
+            if isinstance(flight.progress, Job):  # classes its look-ups turned out to need
+                alone.rate_classes = flight.progress.rate_classes
+            earliest = self._dispatch.earliest_start(alone)
+            if earliest > member.deadline:
+                self._flights.leave(flight, member)
+                with self._counted():
+                    raise self._dispatch.no_account(alone, earliest)
         if flight is None:
             flight = self._flights.start(
                 member,
@@ -1114,6 +1125,16 @@ class Pool:
 
             flight.on_deadline = move
             flight.progress = job
+
+            def late(earliest: float, lead: str | None) -> None:
+                # members that cannot wait for the account are answered as their own jobs
+                def failure(m: Member) -> JobFailed:
+                    alone = self._new_job(method, m.deadline, account, tags, peer_key)
+                    return self._dispatch.no_account(alone, earliest, lead=lead)
+
+                self._flights.shed(flight, earliest, failure)
+
+            job.on_late = late
 
             async def op(c: Client) -> dict[str, Any]:
                 return await call(c, flight.close())

@@ -238,6 +238,9 @@ class Pool:
     _jobs_failed: int = attrs.field(init=False, default=0)
     _classes: RateClasses = attrs.field(init=False)
     _book: BudgetBook | None = attrs.field(init=False, default=None)
+    #: The budget book while ``[economy] budgets = false`` (a reload turned them off): its
+    #: spends hold again when a reload turns them back on.
+    _book_off: BudgetBook | None = attrs.field(init=False, default=None)
     _spent_by: set[str] = attrs.field(init=False, factory=set)  # accounts with new spends
 
     def __attrs_post_init__(self) -> None:
@@ -321,18 +324,26 @@ class Pool:
         self._account_cfgs[acc_cfg.id] = acc_cfg
         self._lane_accounts[lane.key][acc_cfg.id] = worker
 
-    def _set_economy(self, config: Config) -> None:
-        """Rate classes, budgets and routing from ``[economy]`` and ``[rate_classes]``."""
+    def _set_economy(self, config: Config, *, reload: bool = False) -> None:
+        """Rate classes, budgets and routing from ``[economy]`` and ``[rate_classes]``.
+
+        Budgets turned off by a reload keep their book aside (``_book_off``), so turning them
+        on again keeps what was spent before; turned on by a reload with no book of this run
+        (they were off since the start), the spends come from the state store."""
         economy = config.economy
         self._classes = RateClasses.from_overrides(config.rate_classes)
-        old = self._book
+        old = self._book or self._book_off
         if economy.budgets:
             book = BudgetBook(self._classes, WarmUp(economy.warmup_days, economy.warmup_start))
             if old is not None:  # a reload keeps what was spent and when accounts came
                 book.adopt(old)
-            self._book = book
+            elif reload and self._store is not None:
+                self._restore_budgets(book)
+            self._book, self._book_off = book, None
         else:
-            self._book = None
+            if old is not None and self._store is not None and old.unsaved:
+                self._store.add_budget_spends(old.take_unsaved())
+            self._book, self._book_off = None, old
         self._dispatch.route_by_knowledge = economy.route_by_knowledge
         for acc in self._accounts.values():  # clients keep their guard: update it
             guard = acc.request_guard
@@ -441,8 +452,7 @@ class Pool:
                 if acc is not None:
                     self._dispatch.cool_down_class(acc, name, self._wall_to_trio(until), cause)
         if self._book is not None:
-            self._book.first_seen.update(self._store.first_seen(list(self._accounts), wall))
-            self._book.restore(self._store.load_budget_spends(wall - WINDOWS["per_day"]), wall)
+            self._restore_budgets(self._book)
             for acc in self._accounts.values():
                 self._sync_budget(acc, force=True)
         self._orphaned = tuple(sorted(set(stored.accounts) - set(self._accounts)))
@@ -450,6 +460,13 @@ class Pool:
             log.warning(
                 "event=orphaned_account account=%s (in the state store, not in the config)", acc_id
             )
+
+    def _restore_budgets(self, book: BudgetBook) -> None:
+        """Load the spends of the last day and the first-seen times from the state store."""
+        assert self._store is not None
+        wall = self._wall_clock()
+        book.first_seen.update(self._store.first_seen(list(self._accounts), wall))
+        book.restore(self._store.load_budget_spends(wall - WINDOWS["per_day"]), wall)
 
     def _persist(self, acc: AccountWorker, *, lane: bool = False) -> None:
         if self._store is None:
@@ -854,7 +871,7 @@ class Pool:
             # may raise (SessionLocked): nothing changed yet
             self._session_locks.update(lock([new_cfgs[i] for i in added]))
         old_config, self._config, self._client_factory = self._config, config, factory
-        self._set_economy(config)
+        self._set_economy(config, reload=True)
         old_proxies = {p.name: p for p in old_config.proxies}
         for proxy in config.proxies:
             lane = self._lanes.get(proxy_key(proxy))

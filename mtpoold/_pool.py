@@ -455,7 +455,7 @@ class Pool:
             self._restore_budgets(self._book)
             for acc in self._accounts.values():
                 self._sync_budget(acc, force=True)
-        self._orphaned = tuple(sorted(set(stored.accounts) - set(self._accounts)))
+        self._orphaned = tuple(sorted(self._store.account_ids() - set(self._accounts)))
         for acc_id in self._orphaned:
             log.warning(
                 "event=orphaned_account account=%s (in the state store, not in the config)", acc_id
@@ -701,10 +701,11 @@ class Pool:
 
     def forget_account(self, account_id: str) -> bool:
         """Delete an orphaned account (in the state store, no longer in the config) from the
-        store and from ``statistics().orphaned_accounts``.
+        store — every row of it: state, peers, class cooldowns, budget spends, first seen —
+        from memory, and from ``statistics().orphaned_accounts``.
 
         Returns:
-            True if the store had a row for it (False also when the pool has no store).
+            True if the store had rows for it (False also when the pool has no store).
 
         Raises:
             ValueError: if the account is in the config: remove it from the config (and
@@ -718,6 +719,9 @@ class Pool:
         forgotten = bool(self._store.forget_account(account_id)) if self._store else False
         if self._peers is not None:  # peer memory
             self._peers.forget_account(account_id)
+        for book in (self._book, self._book_off):
+            if book is not None:
+                book.forget(account_id)
         self._orphaned = tuple(a for a in self._orphaned if a != account_id)
         if forgotten:
             log.info("event=account_forgotten account=%s", account_id)

@@ -37,6 +37,7 @@ from ._errors import redact
 from ._secrets import PRIVATE_FILE_MODE, ensure_private_dir, ensure_private_file
 
 __all__ = [
+    "ACCOUNT_TABLES",
     "APPLICATION",
     "MIGRATIONS",
     "SCHEMA_VERSION",
@@ -232,6 +233,17 @@ MIGRATIONS: Final[tuple[Migration, ...]] = (
 Append a function to change the schema; never edit a released one. Version 0 is an empty file.
 """
 SCHEMA_VERSION: Final = len(MIGRATIONS)
+
+#: Every table with rows per account and its account-id column: what
+#: `StateStore.forget_account` deletes and `StateStore.account_ids` reads. A migration that
+#: adds such a table appends it here.
+ACCOUNT_TABLES: Final[tuple[tuple[str, str], ...]] = (
+    ("accounts", "id"),
+    ("peers", "account_id"),
+    ("class_cooldowns", "account_id"),
+    ("budget_spends", "account_id"),
+    ("account_first_seen", "account_id"),
+)
 
 
 class _Unusable(Exception):
@@ -486,20 +498,45 @@ class StateStore:
         return moved
 
     def forget_account(self, account_id: str) -> bool:
-        """Delete an account's row; the only way one is ever deleted.
+        """Delete everything the store keeps for an account — its row, peers, class
+        cooldowns, budget spends, first-seen time (every table of `ACCOUNT_TABLES`) — in one
+        transaction; the only way an account's row is ever deleted.
 
         Args:
             account_id: The account id.
 
         Returns:
-            True if there was a row to delete.
+            True if there was a row to delete in any of those tables.
+
+        Raises:
+            RuntimeError: if the store is closed.
+            sqlite3.Error: on a database error (nothing was deleted).
+        """
+        db = self._db()
+        deleted = 0
+        db.execute("BEGIN")
+        try:
+            for table, column in ACCOUNT_TABLES:
+                deleted += db.execute(
+                    f"DELETE FROM {table} WHERE {column} = ?",  # table names are ours
+                    (account_id,),
+                ).rowcount
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+        return deleted > 0
+
+    def account_ids(self) -> set[str]:
+        """Every account id the store holds anything for, in any table of `ACCOUNT_TABLES`
+        (an account with only peers or budget spends included): what orphans are found from.
 
         Raises:
             RuntimeError: if the store is closed.
             sqlite3.Error: on a database error.
         """
-        cur = self._db().execute("DELETE FROM accounts WHERE id = ?", (account_id,))
-        return cur.rowcount > 0
+        union = " UNION ".join(f"SELECT {c} FROM {t}" for t, c in ACCOUNT_TABLES)
+        return {row[0] for row in self._db().execute(union)}  # table names are ours
 
     # -- peers (the peer memory, `mtpoold._peermemory`) --------------------------------------
 

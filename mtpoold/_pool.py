@@ -451,6 +451,11 @@ class Pool:
             for name, (until, cause) in classes.items():
                 if acc is not None:
                     self._dispatch.cool_down_class(acc, name, self._wall_to_trio(until), cause)
+        for acc_id, chats in self._store.load_chat_cooldowns(wall).items():
+            acc = self._accounts.get(acc_id)
+            for peer_key, (until, cause) in chats.items():
+                if acc is not None:
+                    self._dispatch.cool_down_chat(acc, peer_key, self._wall_to_trio(until), cause)
         if self._book is not None:
             self._restore_budgets(self._book)
             for acc in self._accounts.values():
@@ -763,6 +768,8 @@ class Pool:
         if self._store is not None:
             for name in stored if rate_class is None else [rate_class]:
                 self._store.save_class_cooldown(acc.id, name, None)
+            if rate_class is None:  # the dispatcher lifted the chat cooldowns too
+                self._store.forget_chat_cooldowns(acc.id)
             self._persist(acc)
         log.info(
             "event=cooldown_cleared account=%s rate_class=%s cleared=%s",
@@ -1359,7 +1366,11 @@ class Pool:
             self._dispatch.cool_down(acc, now + verdict.account_cooldown_s, cause)
         if verdict.chat_cooldown_s > 0:
             if peer_key is not None:
-                self._dispatch.cool_down_chat(acc, peer_key, now + verdict.chat_cooldown_s, cause)
+                until = now + verdict.chat_cooldown_s
+                self._dispatch.cool_down_chat(acc, peer_key, until, cause)
+                if self._store is not None:
+                    wall_until = self._trio_to_wall(until)
+                    self._store.save_chat_cooldown(acc.id, peer_key, wall_until, cause)
             else:  # no chat known: the class of the send stands for it
                 self._cool_class(acc, verdict.rate_class or SEND, verdict.chat_cooldown_s, cause)
         if verdict.class_cooldown_s > 0 and verdict.rate_class is not None:

@@ -450,6 +450,7 @@ def test_StateStore_forgets_every_row_of_an_account_and_lists_every_table(
             store.save_class_cooldown(acc, "resolve", time.time() + 3600, "FLOOD_WAIT")
             store.add_budget_spends([(acc, "resolve", time.time())])
             store.first_seen([acc], time.time())
+            store.save_chat_cooldown(acc, "username:chat", time.time() + 300, "SLOWMODE")
         store.save_peers([StoredPeer("only-peers", "user", 5, 9, None, 1.0)])
         store.add_budget_spends([("only-spends", "resolve", time.time())])
         assert store.account_ids() == {"gone", "kept", "only-peers", "only-spends"}
@@ -467,6 +468,23 @@ def test_StateStore_forgets_every_row_of_an_account_and_lists_every_table(
     }  # every table keyed by an account is listed (a new one must be added)
     keyed = {t for t, cs in columns.items() if "account_id" in cs} | {"accounts"}
     assert keyed == {t for t, _ in ACCOUNT_TABLES}
+
+
+def test_StateStore_chat_cooldowns_round_trip_expire_and_clear(db_path: Path) -> None:
+    now = time.time()
+    with StateStore.open(db_path) as store:
+        store.save_chat_cooldown("a1", "username:chat", now + 300, "FLOOD_WAIT: SLOWMODE_WAIT_300")
+        store.save_chat_cooldown("a1", "channel_id:5", now - 1, "over")
+        store.save_chat_cooldown("a2", "username:chat", now + 30, "")
+    with StateStore.open(db_path) as store:
+        loaded = store.load_chat_cooldowns(now)
+        assert loaded == {
+            "a1": {"username:chat": (now + 300, "FLOOD_WAIT: SLOWMODE_WAIT_300")},
+            "a2": {"username:chat": (now + 30, "")},
+        }
+        store.save_chat_cooldown("a2", "username:chat", None)
+        store.forget_chat_cooldowns("a1")
+        assert store.load_chat_cooldowns(now) == {}
 
 
 def test_StateStore_unreadable_failure_counters(

@@ -1,4 +1,6 @@
-"""Breaker: flood windows and budgets counted AT THE DC (real Telethon, loopback DC)."""
+"""Flood scopes and budgets under faults, counted at the loopback DC (real Telethon): every
+spelling of a flooded function, budget races, connect traffic inside class floods, restarts,
+reloads, slow mode across a restart."""
 
 from __future__ import annotations
 
@@ -61,7 +63,7 @@ async def test_invoke_spellings_never_reach_the_dc_inside_a_resolve_flood(
         with pytest.raises(JobFailed):
             await pool.resolve("@mtpoold_chat", deadline_s=10)
         sent = dc.counters(PHONES[0])[RESOLVE]
-        outcomes = {}
+        outcomes: dict[object, str] = {}
         for spelling in SPELLINGS:
             for pin in (None, "a1"):
                 try:
@@ -235,7 +237,7 @@ async def test_class_flood_across_a_restart_two_accounts(
                 else:
                     await fleet.pool.invoke(flooded, {}, deadline_s=10, account="a1")
     before = dc.counters(PHONES[0])
-    outcomes = []
+    outcomes: list[tuple[str, object]] = []
     with StateStore.open(tmp_path / "state.sqlite3") as store:
         async with open_fleet(dc, config, store=store) as fleet:
             for _ in range(6):

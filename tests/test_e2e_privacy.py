@@ -1,4 +1,5 @@
-"""Breaker: personal data (phone numbers, usernames) in errors, status and logs."""
+"""Personal data (phone numbers) never reaches errors, status, logs or the state store (real
+Telethon, loopback DC)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Breaker: shared and merged read-only jobs (real Telethon, loopback DC)."""
+"""Shared and merged read-only jobs under faults (real Telethon, loopback DC): a short job
+joining a flight that waits out a flood, merged batches answering exactly their ids."""
 
 from __future__ import annotations
 
@@ -50,9 +51,7 @@ async def test_a_short_job_joining_a_waiting_flight_still_fails_at_once(
     async with open_fleet(dc, config) as fleet:
         pool = fleet.pool
         await pool.get_messages(NEWS, [1], deadline_s=10)
-        dc.faults.add(
-            rpc_error(420, "FLOOD_WAIT_12"), user=PHONES[0], method="channels.GetMessages"
-        )
+        dc.faults.add(rpc_error(420, "FLOOD_WAIT_6"), user=PHONES[0], method="channels.GetMessages")
         with pytest.raises(JobFailed):
             await pool.get_messages(NEWS, [3], deadline_s=5)
         outcome: dict[str, Any] = {}
@@ -80,6 +79,7 @@ async def test_a_short_job_joining_a_waiting_flight_still_fails_at_once(
         print(outcome)
         cls, retry, waited = outcome["short"]
         assert cls == "NO_ACCOUNT_AVAILABLE" and waited < 1.0, outcome
+        assert retry is not None and 3 < retry <= 6, outcome
 
 
 async def test_merged_batches_answer_exactly_their_ids(tmp_path: Path, dc: DC) -> None:

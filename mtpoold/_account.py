@@ -232,6 +232,11 @@ class AccountWorker:
         return max(self.cooldown_until_at, self.lane.cooldown_until_at)
 
     @property
+    def connecting(self) -> bool:
+        """Whether a connect is under way (a failure judged now is the connect's)."""
+        return self._connecting
+
+    @property
     def connected(self) -> bool:
         """Whether the account's MTProto connection is up."""
         return self._client is not None and self._client.is_connected()
@@ -339,6 +344,8 @@ class AccountWorker:
                         raise _blame(client, what) or ConnectTimeoutError(
                             f"connect did not finish within {self.connect_timeout_s:g} s"
                         )
+                except RateClassBlocked:
+                    raise  # nothing was sent: not judged, not an attempt (never GENERIC)
                 except Exception as exc:
                     # Judged while this connect still holds its lane slot, before any
                     # checkpoint: a proxy cooldown the judge applies holds back the callers

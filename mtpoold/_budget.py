@@ -131,6 +131,13 @@ class BudgetBook:
         self._spent = old._spent
         self.unsaved = old.unsaved + self.unsaved
 
+    def forget(self, account: str) -> None:
+        """Drop an account's spends and first-seen time (it was forgotten)."""
+        self.first_seen.pop(account, None)
+        for key in [k for k in self._spent if k[0] == account]:
+            del self._spent[key]
+        self.unsaved = [u for u in self.unsaved if u[0] != account]
+
     def spent_in_window(self, account: str, rate_class: str, now_unix: float) -> bool:
         """Whether the account has spends of the class inside its longest window."""
         if not self.classes.windows(rate_class) or (account, rate_class) not in self._spent:

@@ -119,7 +119,12 @@ class _GatedTelegramClient(TelegramClient):  # type: ignore[misc]
     - no request the request guard refused: every request Telethon sends on a call's behalf
       (ours, and its own look-ups such as ``get_input_entity``'s ResolveUsername) asks
       ``request_guard.admit`` first (`mtpoold._budget.RequestGuard`; ``RateClassBlocked``:
-      nothing is sent);
+      nothing is sent). The requests of `connect` itself (initConnection's help.getConfig,
+      sent on the sender directly; users.getUsers of self; updates.getState/getDifference)
+      are the connect's own traffic, not a job's: no rate class refuses them (a class flood
+      must not make the account unable to connect), the wire governor counts their
+      messages, and a FLOOD_WAIT answered to one cools the whole account (the pool judges
+      connect failures account-wide);
     - every result is shown to ``on_result`` (the peer memory's harvest).
     """
 
@@ -128,12 +133,21 @@ class _GatedTelegramClient(TelegramClient):  # type: ignore[misc]
     #: Called with every result Telethon receives, its own look-ups' included
     #: (`TelethonClient._seen`: the peer memory's harvest), or None.
     on_result: Callable[[Any], None] | None = None
+    #: True while `connect` runs: its requests are connect traffic, not guarded.
+    connecting: bool = False
+
+    async def connect(self) -> None:
+        self.connecting = True
+        try:
+            await super().connect()
+        finally:
+            self.connecting = False
 
     async def _call(
         self, sender: Any, request: Any, ordered: bool = False, flood_sleep_threshold: Any = None
     ) -> Any:
         guard = self.request_guard
-        if guard is not None:
+        if guard is not None and not self.connecting:
             for r in request if tl_utils.is_list_like(request) else (request,):
                 guard.admit(request_tl_name(r) or type(r).__name__)
         # Where Telethon feeds every result to its session cache (process_entities).

@@ -6,7 +6,7 @@ from __future__ import annotations
 import collections
 import heapq
 import itertools
-from collections.abc import Collection, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from typing import Final, Protocol, final
 
 import attrs
@@ -73,6 +73,10 @@ class Job:
             refused during its attempts (a look-up nobody foresaw).
         lookup_class: The class a look-up of ``peer_key`` needs on an account that does not
             know the peer (``resolve``), or None.
+        on_late: Told ``(earliest_at, lead)`` when the job waits for an account that can start
+            only at ``earliest`` (trio clock, s), before its deadline: at its pick and when
+            the dispatcher re-judges it (``lead``: why). A shared flight answers its members
+            whose own deadlines come first (`mtpoold._share.Flights.shed`). None: nobody.
     """
 
     method: str
@@ -89,6 +93,7 @@ class Job:
     peer_key: str | None = None
     rate_classes: frozenset[str] = frozenset()
     lookup_class: str | None = None
+    on_late: Callable[[float, str | None], None] | None = None
 
     def accepts(self, acc: AccountWorker, *, allow_avoided: bool) -> bool:
         """Whether ``acc`` may serve this job (pin, tags, and unless allowed, not avoided)."""
@@ -833,6 +838,8 @@ class Dispatcher:
         earliest_at = self._earliest_at(job)
         if earliest_at > job.deadline_at:
             raise self.no_account(job, earliest_at)
+        if job.on_late is not None and earliest_at > trio.current_time():
+            job.on_late(earliest_at, None)
         if self._taken or self.moving:
             # Some account is taken: shed the job now if, even with every proxy starting a
             # call each interval, its turn comes after its deadline.
@@ -918,6 +925,14 @@ class Dispatcher:
         return best
 
     # -- when could a job start ----------------------------------------------------------------
+
+    def earliest_start_at(self, job: Job) -> float:
+        """A lower bound of when an account ``job`` may use (pin, tags, its rate classes and
+        chat) could start its call, busy accounts included (trio clock, s; ``inf``: none
+        ever). Read-only: what a job arriving now is judged by before it waits (its
+        NO_ACCOUNT_AVAILABLE when past its deadline: `no_account`); the pool asks it for a
+        member joining a shared flight."""
+        return self._earliest_at(job)
 
     def _start_bound_at(self, acc: AccountWorker, now: float) -> float:
         """A lower bound of when ``acc`` could start a call (trio clock, s), busy or not."""
@@ -1120,6 +1135,8 @@ class Dispatcher:
                 earliest_at = bounds[key] = self._earliest_at(job)
             if earliest_at > job.deadline_at:
                 self._fail(w, self.no_account(job, earliest_at, lead=lead))
+            elif job.on_late is not None and earliest_at > now:
+                job.on_late(earliest_at, lead)
         self._rearm()
 
     def _hand(self, w: _Waiter, acc: AccountWorker) -> None:

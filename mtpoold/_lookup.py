@@ -290,7 +290,9 @@ class PeerLookup:
     async def _remembering(self, once: Callable[[bool, Used], Awaitable[T]]) -> T:
         """Run ``once(memory=True, used)``; if a remembered peer it used turned out stale
         (Telegram called it invalid, or the answer showed its username now names another
-        peer), forget it and run ``once(memory=False, ...)``: a look-up on the wire."""
+        peer), forget it and run ``once(memory=False, ...)``: a look-up on the wire, past
+        Telethon's session cache too (``memory=True`` again only when the memory already
+        holds the username's new peer)."""
         book = self.book
         if book is None:
             return await once(False, [])
@@ -309,8 +311,10 @@ class PeerLookup:
                 now is None or (now.kind, now.peer_id) != (peer.kind, peer.peer_id)
             ):
                 # The answer came from the peer that used to have the username (the result
-                # showed it without): ask again, by what the memory holds now or on the wire.
-                return await once(True, [])
+                # showed it without): ask again, by the peer the memory holds for it now, else
+                # on the wire — not Telethon's session cache, whose rows are never dropped
+                # and still name the old peer.
+                return await once(now is not None, [])
         return result
 
     async def _input_peer(

@@ -238,6 +238,9 @@ class Pool:
     _jobs_failed: int = attrs.field(init=False, default=0)
     _classes: RateClasses = attrs.field(init=False)
     _book: BudgetBook | None = attrs.field(init=False, default=None)
+    #: The budget book while ``[economy] budgets = false`` (a reload turned them off): its
+    #: spends hold again when a reload turns them back on.
+    _book_off: BudgetBook | None = attrs.field(init=False, default=None)
     _spent_by: set[str] = attrs.field(init=False, factory=set)  # accounts with new spends
 
     def __attrs_post_init__(self) -> None:
@@ -321,18 +324,26 @@ class Pool:
         self._account_cfgs[acc_cfg.id] = acc_cfg
         self._lane_accounts[lane.key][acc_cfg.id] = worker
 
-    def _set_economy(self, config: Config) -> None:
-        """Rate classes, budgets and routing from ``[economy]`` and ``[rate_classes]``."""
+    def _set_economy(self, config: Config, *, reload: bool = False) -> None:
+        """Rate classes, budgets and routing from ``[economy]`` and ``[rate_classes]``.
+
+        Budgets turned off by a reload keep their book aside (``_book_off``), so turning them
+        on again keeps what was spent before; turned on by a reload with no book of this run
+        (they were off since the start), the spends come from the state store."""
         economy = config.economy
         self._classes = RateClasses.from_overrides(config.rate_classes)
-        old = self._book
+        old = self._book or self._book_off
         if economy.budgets:
             book = BudgetBook(self._classes, WarmUp(economy.warmup_days, economy.warmup_start))
             if old is not None:  # a reload keeps what was spent and when accounts came
                 book.adopt(old)
-            self._book = book
+            elif reload and self._store is not None:
+                self._restore_budgets(book)
+            self._book, self._book_off = book, None
         else:
-            self._book = None
+            if old is not None and self._store is not None and old.unsaved:
+                self._store.add_budget_spends(old.take_unsaved())
+            self._book, self._book_off = None, old
         self._dispatch.route_by_knowledge = economy.route_by_knowledge
         self._dispatch.knower_wait_s = economy.knower_wait_s
         for acc in self._accounts.values():  # clients keep their guard: update it
@@ -441,18 +452,29 @@ class Pool:
             for name, (until_unix, cause) in classes.items():
                 if acc is not None:
                     self._dispatch.cool_down_class(acc, name, self._wall_to_trio(until_unix), cause)
+        for acc_id, chats in self._store.load_chat_cooldowns(now_unix).items():
+            acc = self._accounts.get(acc_id)
+            for peer_key, (until_unix, cause) in chats.items():
+                if acc is not None:
+                    self._dispatch.cool_down_chat(
+                        acc, peer_key, self._wall_to_trio(until_unix), cause
+                    )
         if self._book is not None:
-            self._book.first_seen.update(self._store.first_seen(list(self._accounts), now_unix))
-            self._book.restore(
-                self._store.load_budget_spends(now_unix - WINDOWS["per_day"]), now_unix
-            )
+            self._restore_budgets(self._book)
             for acc in self._accounts.values():
                 self._sync_budget(acc, force=True)
-        self._orphaned = tuple(sorted(set(stored.accounts) - set(self._accounts)))
+        self._orphaned = tuple(sorted(self._store.account_ids() - set(self._accounts)))
         for acc_id in self._orphaned:
             log.warning(
                 "event=orphaned_account account=%s (in the state store, not in the config)", acc_id
             )
+
+    def _restore_budgets(self, book: BudgetBook) -> None:
+        """Load the spends of the last day and the first-seen times from the state store."""
+        assert self._store is not None
+        now_unix = self._wall_clock()
+        book.first_seen.update(self._store.first_seen(list(self._accounts), now_unix))
+        book.restore(self._store.load_budget_spends(now_unix - WINDOWS["per_day"]), now_unix)
 
     def _persist(self, acc: AccountWorker, *, lane: bool = False) -> None:
         if self._store is None:
@@ -687,10 +709,11 @@ class Pool:
 
     def forget_account(self, account_id: str) -> bool:
         """Delete an orphaned account (in the state store, no longer in the config) from the
-        store and from ``statistics().orphaned_accounts``.
+        store — every row of it: state, peers, class cooldowns, budget spends, first seen —
+        from memory, and from ``statistics().orphaned_accounts``.
 
         Returns:
-            True if the store had a row for it (False also when the pool has no store).
+            True if the store had rows for it (False also when the pool has no store).
 
         Raises:
             ValueError: if the account is in the config: remove it from the config (and
@@ -704,6 +727,9 @@ class Pool:
         forgotten = bool(self._store.forget_account(account_id)) if self._store else False
         if self._peers is not None:  # peer memory
             self._peers.forget_account(account_id)
+        for book in (self._book, self._book_off):
+            if book is not None:
+                book.forget(account_id)
         self._orphaned = tuple(a for a in self._orphaned if a != account_id)
         if forgotten:
             log.info("event=account_forgotten account=%s", account_id)
@@ -745,6 +771,8 @@ class Pool:
         if self._store is not None:
             for name in stored if rate_class is None else [rate_class]:
                 self._store.save_class_cooldown(acc.id, name, None)
+            if rate_class is None:  # the dispatcher lifted the chat cooldowns too
+                self._store.forget_chat_cooldowns(acc.id)
             self._persist(acc)
         log.info(
             "event=cooldown_cleared account=%s rate_class=%s cleared=%s",
@@ -857,7 +885,7 @@ class Pool:
             # may raise (SessionLocked): nothing changed yet
             self._session_locks.update(lock([new_cfgs[i] for i in added]))
         old_config, self._config, self._client_factory = self._config, config, factory
-        self._set_economy(config)
+        self._set_economy(config, reload=True)
         old_proxies = {p.name: p for p in old_config.proxies}
         for proxy in config.proxies:
             lane = self._lanes.get(proxy_key(proxy))
@@ -1075,6 +1103,17 @@ class Pool:
             key=key, ids=ids, deadline_at=now + deadline_s, started_at=now, max_age_s=max_age_s
         )
         flight = self._flights.join(member, identical=economy.share_identical, merge_key=merge_key)
+        if flight is not None:
+            # It may join a flight still waiting for an account: judged as its own job would
+            # be, it fails at once if no account can start before its own deadline.
+            alone = self._new_job(method, member.deadline_at, account, tag_set, peer_key)
+            if isinstance(flight.progress, Job):  # classes its look-ups turned out to need
+                alone.rate_classes = flight.progress.rate_classes
+            earliest_at = self._dispatch.earliest_start_at(alone)
+            if earliest_at > member.deadline_at:
+                self._flights.leave(flight, member)
+                with self._counted():
+                    raise self._dispatch.no_account(alone, earliest_at)
         if flight is None:
             flight = self._flights.start(
                 member,
@@ -1117,6 +1156,16 @@ class Pool:
 
             flight.on_deadline = move
             flight.progress = job
+
+            def late(earliest_at: float, lead: str | None) -> None:
+                # members that cannot wait for the account are answered as their own jobs
+                def failure(m: Member) -> JobFailed:
+                    alone = self._new_job(method, m.deadline_at, account, tags, peer_key)
+                    return self._dispatch.no_account(alone, earliest_at, lead=lead)
+
+                self._flights.shed(flight, earliest_at, failure)
+
+            job.on_late = late
 
             async def op(c: Client) -> dict[str, Any]:
                 return await call(c, flight.close())
@@ -1257,13 +1306,16 @@ class Pool:
             failures = acc.lane.consecutive_failures + (
                 1 if failure.error_class is ErrorClass.PROXY_UNAVAILABLE else 0
             )
+            # A FLOOD_WAIT answered to a connect's own request (initConnection, getUsers of
+            # self, getState) cools the whole account: it cannot connect, whatever the class.
+            tl_name = None if acc.connecting else failure.tl_name
             verdict = decide(
                 failure,
                 policy,
                 proxy_failures=failures,
                 attempt=attempt,
                 flood_scopes=self._config.economy.flood_scopes,
-                rate_class=self._classes.class_of(failure.tl_name) if failure.tl_name else None,
+                rate_class=self._classes.class_of(tl_name) if tl_name else None,
             )
             if verdict.proxy_cooldown_s > 0:
                 # At once: the worker judges a failed connect while it still holds its lane
@@ -1319,7 +1371,11 @@ class Pool:
             self._dispatch.cool_down(acc, now + verdict.account_cooldown_s, cause)
         if verdict.chat_cooldown_s > 0:
             if peer_key is not None:
-                self._dispatch.cool_down_chat(acc, peer_key, now + verdict.chat_cooldown_s, cause)
+                until_at = now + verdict.chat_cooldown_s
+                self._dispatch.cool_down_chat(acc, peer_key, until_at, cause)
+                if self._store is not None:
+                    until_unix = self._trio_to_wall(until_at)
+                    self._store.save_chat_cooldown(acc.id, peer_key, until_unix, cause)
             else:  # no chat known: the class of the send stands for it
                 self._cool_class(acc, verdict.rate_class or SEND, verdict.chat_cooldown_s, cause)
         if verdict.class_cooldown_s > 0 and verdict.rate_class is not None:

@@ -14,7 +14,10 @@ on the wire keeps the call deadline it started with (the pool clips it to the jo
 that moment): cut at an earlier member's deadline, it is retried for the members left, as their
 own jobs would have been — never more calls than without sharing. Every member gets exactly one
 answer: the flight's value (a ``get_messages`` member: exactly its own ids), or a copy of the
-flight's failure, or its own DEADLINE_EXCEEDED.
+flight's failure, or its own DEADLINE_EXCEEDED, or — when no account can start the flight's call
+before its own deadline — NO_ACCOUNT_AVAILABLE at once, as its own job would have been answered
+(judged when it joins, `mtpoold._dispatch.Dispatcher.earliest_start`, and whenever the
+flight's job waits for an account or is re-judged, `Flights.shed`).
 
 Members join a flight in flight when their **identical key** matches (same kind, function,
 canonical JSON arguments and constraints: pinned account, tags), or — ``get_messages`` with a
@@ -209,6 +212,8 @@ class Member:
         max_age_s: Seconds old an answer may be for it (> 0: the flight's answer is cached).
         role: ``first`` (started the flight), ``identical`` (joined by identical key) or
             ``merged`` (joined a ``get_messages`` batch).
+        failure: Its own answer, set by `Flights.shed` (the flight cannot start before its
+            deadline), or None.
     """
 
     key: str
@@ -217,6 +222,8 @@ class Member:
     started_at: float
     max_age_s: float = 0.0
     role: Role = "first"
+    failure: JobFailed | None = None
+    _wait_scope: trio.CancelScope | None = attrs.field(init=False, default=None, repr=False)
 
 
 class Progress(Protocol):
@@ -388,20 +395,28 @@ class Flights:
         ids: see `project`), until its own deadline.
 
         Raises:
-            JobFailed: a copy of the flight's failure; DEADLINE_EXCEEDED when the member's
-                own deadline passed first (naming the flight's last error).
+            JobFailed: a copy of the flight's failure; its own (`shed`: NO_ACCOUNT_AVAILABLE)
+                when the flight cannot start before its deadline; DEADLINE_EXCEEDED when the
+                member's own deadline passed first (naming the flight's last error).
             trio.Cancelled: the member was cancelled; it has left the flight (the last one
                 leaving cancels it).
         """
         try:
-            with trio.move_on_at(member.deadline_at):
-                await flight.done.wait()
+            with trio.move_on_at(member.deadline_at) as scope:
+                member._wait_scope = scope
+                if member.failure is None:
+                    await flight.done.wait()
         except BaseException:
             if self.leave(flight, member):
                 # the last one: its call unwinds before it goes, as a job in its own task
                 with trio.CancelScope(shield=True), trio.move_on_after(FLIGHT_UNWIND_S):
                     await flight.done.wait()
             raise
+        finally:
+            member._wait_scope = None
+        if member.failure is not None and not flight.done.is_set():
+            self.leave(flight, member)  # not the last: shed keeps the latest member
+            raise _copy(member.failure)
         if not flight.done.is_set():
             if self.leave(flight, member):
                 with trio.move_on_after(FLIGHT_UNWIND_S):
@@ -414,6 +429,23 @@ class Flights:
         if member.ids is not None and flight.call_ids != member.ids:
             answer = attrs.evolve(answer, value=project(answer.value, member.ids))
         return answer
+
+    def shed(
+        self, flight: Flight, earliest_at: float, failure: Callable[[Member], JobFailed]
+    ) -> None:
+        """The flight's call cannot start before ``earliest_at`` (trio clock, s): answer now,
+        with ``failure(member)`` (the pool's NO_ACCOUNT_AVAILABLE), every member whose own
+        deadline comes first — as each would have been answered on its own — but the one
+        with the latest deadline (the flight's; the dispatcher answers that one). O(members).
+        """
+        if flight.done.is_set():
+            return
+        latest = max((m.deadline_at for m in flight.members), default=earliest_at)
+        for m in flight.members:
+            if m.failure is None and m.deadline_at < earliest_at and m.deadline_at < latest:
+                m.failure = failure(m)
+                if m._wait_scope is not None:
+                    m._wait_scope.cancel()
 
     def leave(self, flight: Flight, member: Member) -> bool:
         """``member`` no longer waits: its ids leave an open batch, its identical key leaves

@@ -38,6 +38,7 @@ from ._errors import redact
 from ._secrets import PRIVATE_FILE_MODE, ensure_private_dir, ensure_private_file
 
 __all__ = [
+    "ACCOUNT_TABLES",
     "APPLICATION",
     "MIGRATIONS",
     "SCHEMA_VERSION",
@@ -225,16 +226,43 @@ def _migrate_add_rate_classes(conn: sqlite3.Connection) -> None:
     )
 
 
+def _migrate_add_chat_cooldowns(conn: sqlite3.Connection) -> None:
+    """Version 4: SLOWMODE_WAIT cooldowns per (account, chat). ``peer_key`` is the chat's
+    `mtpoold._links.peer_key` (a username or an id; phone numbers have none). UNIX seconds."""
+    conn.execute(
+        """CREATE TABLE chat_cooldowns (
+            account_id TEXT NOT NULL,
+            peer_key TEXT NOT NULL,
+            cooldown_until REAL NOT NULL,
+            cause TEXT NOT NULL DEFAULT '',
+            PRIMARY KEY (account_id, peer_key)
+        )"""
+    )
+
+
 MIGRATIONS: Final[tuple[Migration, ...]] = (
     _migrate_0_to_1,
     _migrate_add_peers,
     _migrate_add_rate_classes,
+    _migrate_add_chat_cooldowns,
 )
 """``MIGRATIONS[n]`` turns a schema-version-n file into version n+1, inside one transaction.
 
 Append a function to change the schema; never edit a released one. Version 0 is an empty file.
 """
 SCHEMA_VERSION: Final = len(MIGRATIONS)
+
+#: Every table with rows per account and its account-id column: what
+#: `StateStore.forget_account` deletes and `StateStore.account_ids` reads. A migration that
+#: adds such a table appends it here.
+ACCOUNT_TABLES: Final[tuple[tuple[str, str], ...]] = (
+    ("accounts", "id"),
+    ("peers", "account_id"),
+    ("class_cooldowns", "account_id"),
+    ("budget_spends", "account_id"),
+    ("account_first_seen", "account_id"),
+    ("chat_cooldowns", "account_id"),
+)
 
 
 class _Unusable(Exception):
@@ -492,20 +520,45 @@ class StateStore:
         return moved
 
     def forget_account(self, account_id: str) -> bool:
-        """Delete an account's row; the only way one is ever deleted.
+        """Delete everything the store keeps for an account — its row, peers, class
+        cooldowns, budget spends, first-seen time (every table of `ACCOUNT_TABLES`) — in one
+        transaction; the only way an account's row is ever deleted.
 
         Args:
             account_id: The account id.
 
         Returns:
-            True if there was a row to delete.
+            True if there was a row to delete in any of those tables.
+
+        Raises:
+            RuntimeError: if the store is closed.
+            sqlite3.Error: on a database error (nothing was deleted).
+        """
+        db = self._db()
+        deleted = 0
+        db.execute("BEGIN")
+        try:
+            for table, column in ACCOUNT_TABLES:
+                deleted += db.execute(
+                    f"DELETE FROM {table} WHERE {column} = ?",  # table names are ours
+                    (account_id,),
+                ).rowcount
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+        return deleted > 0
+
+    def account_ids(self) -> set[str]:
+        """Every account id the store holds anything for, in any table of `ACCOUNT_TABLES`
+        (an account with only peers or budget spends included): what orphans are found from.
 
         Raises:
             RuntimeError: if the store is closed.
             sqlite3.Error: on a database error.
         """
-        cur = self._db().execute("DELETE FROM accounts WHERE id = ?", (account_id,))
-        return cur.rowcount > 0
+        union = " UNION ".join(f"SELECT {c} FROM {t}" for t, c in ACCOUNT_TABLES)
+        return {row[0] for row in self._db().execute(union)}  # table names are ours
 
     # -- peers (the peer memory, `mtpoold._peermemory`) --------------------------------------
 
@@ -606,6 +659,46 @@ class StateStore:
             "SELECT account_id, rate_class, cooldown_until, cause FROM class_cooldowns"
         ):
             out.setdefault(acc, {})[cls] = (until_unix, cause)
+        return out
+
+    def save_chat_cooldown(
+        self, account_id: str, peer_key: str, until: float | None, cause: str = ""
+    ) -> None:
+        """Set (``until``: UNIX s) or delete (None) one (account, chat) SLOWMODE_WAIT
+        cooldown; ``cause`` redacted and cut as in `save_class_cooldown`.
+
+        Raises:
+            RuntimeError: if the store is closed.
+            sqlite3.Error: on a database error.
+        """
+        db = self._db()
+        if until is None:
+            db.execute(
+                "DELETE FROM chat_cooldowns WHERE account_id = ? AND peer_key = ?",
+                (account_id, peer_key),
+            )
+            return
+        db.execute(
+            "INSERT INTO chat_cooldowns (account_id, peer_key, cooldown_until, cause)"
+            " VALUES (?, ?, ?, ?) ON CONFLICT (account_id, peer_key) DO UPDATE SET"
+            " cooldown_until = excluded.cooldown_until, cause = excluded.cause",
+            (account_id, peer_key, until, redact(cause, limit=MAX_ERROR_MESSAGE_CHARS)),
+        )
+
+    def forget_chat_cooldowns(self, account_id: str) -> None:
+        """Delete every (account, chat) cooldown of an account (an operator cleared them)."""
+        self._db().execute("DELETE FROM chat_cooldowns WHERE account_id = ?", (account_id,))
+
+    def load_chat_cooldowns(self, now: float) -> dict[str, dict[str, tuple[float, str]]]:
+        """The chat cooldowns still running at ``now`` (UNIX s): ``{account: {peer_key:
+        (until, cause)}}``; those over are deleted."""
+        db = self._db()
+        db.execute("DELETE FROM chat_cooldowns WHERE cooldown_until <= ?", (now,))
+        out: dict[str, dict[str, tuple[float, str]]] = {}
+        for acc, key, until, cause in db.execute(
+            "SELECT account_id, peer_key, cooldown_until, cause FROM chat_cooldowns"
+        ):
+            out.setdefault(acc, {})[key] = (until, cause)
         return out
 
     def add_budget_spends(self, spends: Sequence[tuple[str, str, float]]) -> None:

@@ -122,6 +122,43 @@ async def test_a_username_that_moved_is_asked_for_again() -> None:
     assert telegram.sent == ["GetFullChannel", "ResolveUsername", "GetFullChannel"]
 
 
+async def test_a_moved_username_is_asked_on_the_wire_past_telethons_cache() -> None:
+    """Telethon's session cache never drops a row: after the answer showed the remembered
+    peer without its username, the redo must not take the old peer from there."""
+    moved = tl.Channel(
+        id=2001, title="News", photo=tl.ChatPhotoEmpty(), date=None, access_hash=0xAA,
+        broadcast=True, username=None,
+    )  # fmt: skip
+    other = tl.Channel(
+        id=3001, title="Other", photo=tl.ChatPhotoEmpty(), date=None, access_hash=0xCC,
+        broadcast=True, username="news",
+    )  # fmt: skip
+    book = PeerMemory().book("a1")
+    telegram = Telegram(
+        book,
+        {
+            fn.contacts.ResolveUsernameRequest: tl.contacts.ResolvedPeer(
+                peer=tl.PeerChannel(3001), chats=[other], users=[]
+            ),
+            fn.channels.GetMessagesRequest: lambda r: tl.messages.ChannelMessages(
+                pts=1, count=0, messages=[], topics=[], users=[],
+                chats=[moved if r.channel.channel_id == 2001 else other],
+            ),
+        },
+    )  # fmt: skip
+    lookup = PeerLookup(
+        telegram.invoke,
+        telegram.input_entity,
+        cached_entity=lambda _name: tl.InputPeerChannel(2001, 0xAA),  # the old row
+        book=book,
+    )
+    book.learn([StoredPeer("", "channel", 2001, 0xAA, "news", 0.0)])
+    await lookup.get_messages("@news", [1])
+    assert telegram.sent == ["GetMessages", "ResolveUsername", "GetMessages"]
+    known = book.get("username:news")
+    assert known is not None and known.peer_id == 3001
+
+
 async def test_private_errors_are_not_stale() -> None:
     lookup, telegram = _lookup(
         {fn.channels.GetMessagesRequest: tl_errors.ChannelPrivateError(None)}

@@ -173,3 +173,34 @@ async def test_knower_wait_s_reaches_the_dispatcher_and_a_reload_changes_it(
         assert pool._dispatch.knower_wait_s == 0.0
     with pytest.raises(ConfigError, match="economy.knower_wait_s"):
         config_with(tmp_path, economy={"knower_wait_s": -1})
+
+
+async def test_budgets_turned_on_by_a_reload_keep_the_spends(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    """Off then on by reload: the spends of before hold again (this run's book, kept aside);
+    started with budgets off and turned on: the store's spends of before the restart."""
+    limits = {"resolve": {"per_hour": 2, "per_day": 0}}
+    on = config_with(tmp_path, rate_classes=limits)
+    off = config_with(tmp_path, economy={"budgets": False}, rate_classes=limits)
+    with StateStore.open(tmp_path / "state.sqlite3") as store:
+        async with open_pool(
+            on, client_factory=guarded(World()), store=store, wall_clock=wall
+        ) as pool:
+            for _ in range(2):
+                await pool.resolve("@channel_x", deadline_s=10)
+            await pool.reload(off)
+            await pool.reload(on)
+            with pytest.raises(JobFailed) as info:
+                await pool.resolve("@channel_x", deadline_s=10)
+            assert info.value.error_class is ErrorClass.NO_ACCOUNT_AVAILABLE
+        await trio.sleep(600)
+    with StateStore.open(tmp_path / "state.sqlite3") as store:
+        async with open_pool(
+            off, client_factory=guarded(World()), store=store, wall_clock=wall
+        ) as pool:
+            await pool.reload(on)
+            with pytest.raises(JobFailed) as info:
+                await pool.resolve("@channel_x", deadline_s=10)
+            assert info.value.error_class is ErrorClass.NO_ACCOUNT_AVAILABLE
+            assert info.value.retry_after_s == pytest.approx(3000, abs=2)

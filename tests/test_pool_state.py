@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import stat
+import time
 from functools import partial
 from pathlib import Path
 
@@ -19,7 +20,7 @@ from mtpoold._compose import open_pool
 from mtpoold._errors import ErrorClass, JobFailed
 from mtpoold._sessionlock import SessionLocked, runtime_lock_dir
 from mtpoold._stats import AccountState
-from mtpoold._store import StateStore
+from mtpoold._store import StateStore, StoredPeer
 
 from _fakeclient import Sleep, World, make_config
 
@@ -110,6 +111,23 @@ async def test_Pool_reports_accounts_removed_from_the_config_as_orphaned(
         async with open_pool(config, client_factory=World().factory(), store=store) as pool:
             assert pool.statistics().orphaned_accounts == ("old",)
         assert "old" in store.load().accounts  # nothing deleted silently
+
+
+async def test_Pool_finds_orphans_in_every_table_and_forgets_them_completely(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    path = tmp_path / "state.sqlite3"
+    with StateStore.open(path) as store:
+        store.save_peers([StoredPeer("peers-only", "channel", 2001, 7, "news", 1.0)])
+        store.save_class_cooldown("old", "resolve", time.time() + 3600, "FLOOD_WAIT")
+        store.add_budget_spends([("old", "resolve", time.time())])
+        config = make_config(tmp_path, accounts={"a1": "p1"})
+        async with open_pool(config, client_factory=World().factory(), store=store) as pool:
+            assert pool.statistics().orphaned_accounts == ("old", "peers-only")
+            assert pool.forget_account("old") is True
+            assert pool.forget_account("peers-only") is True
+            assert pool.statistics().orphaned_accounts == ()
+        assert not store.account_ids() & {"old", "peers-only"}
 
 
 async def test_Pool_session_lock_refuses_a_second_pool_on_the_same_sessions(

@@ -561,6 +561,46 @@ async def test_merging_off_makes_one_call_per_get_messages_job(
     assert sorted(ids for _, ids in asked) == [[1], [2]]
 
 
+async def test_members_that_cannot_wait_for_the_flights_account_are_answered_at_once(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    """A flight waits for an account (a1 free in 12 s, a2 in 25 s): a member joining with a
+    3 s deadline fails at once, as its own job would; one with 20 s waits, and is answered
+    at once when a1 is disabled (the dispatcher re-judges: 25 s); the 30 s one is served."""
+    world = World()
+    world.script("a1", tg.FloodWaitError(request=None, capture=12))
+    world.script("a2", tg.FloodWaitError(request=None, capture=25))
+    config = sharing_config(tmp_path, accounts={"a1": "p1", "a2": "p1"})
+    done: dict[str, tuple[float, Any]] = {}
+    async with open_pool(config, client_factory=world.factory()) as pool:
+        for acc in ("a1", "a2"):
+            with pytest.raises(JobFailed, match="^FLOOD_WAIT"):
+                await pool.invoke("help.GetConfig", {}, account=acc, deadline_s=5)
+        t0 = trio.current_time()
+
+        async def job(name: str, deadline_s: float) -> None:
+            try:
+                got: Any = await pool.get_messages("@chan_one", [1], deadline_s=deadline_s)
+                done[name] = (trio.current_time() - t0, got.meta.shared)
+            except JobFailed as exc:
+                done[name] = (trio.current_time() - t0, (exc.error_class, exc.retry_after_s))
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(job, "long", 30)
+            await trio.sleep(0.1)
+            nursery.start_soon(job, "short", 3)
+            nursery.start_soon(job, "medium", 20)
+            await trio.sleep(1)
+            pool.disable_account("a1", "test")
+    short_at, (cls, retry) = done["short"]
+    assert short_at == pytest.approx(0.1) and cls is ErrorClass.NO_ACCOUNT_AVAILABLE
+    assert retry == pytest.approx(12 - 0.1, abs=0.01)
+    medium_at, (cls, retry) = done["medium"]
+    assert medium_at == pytest.approx(1.1) and cls is ErrorClass.NO_ACCOUNT_AVAILABLE
+    assert retry == pytest.approx(25 - 1.1, abs=0.01)
+    assert done["long"][0] == pytest.approx(25, abs=0.01) and done["long"][1] is False
+
+
 # -- JSON-RPC: options.max_age_s -------------------------------------------------------------
 
 

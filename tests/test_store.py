@@ -15,11 +15,13 @@ from pathlib import Path
 import pytest
 
 from mtpoold._store import (
+    ACCOUNT_TABLES,
     MAX_ERROR_MESSAGE_CHARS,
     MIGRATIONS,
     SCHEMA_VERSION,
     StateStore,
     StoredAccount,
+    StoredPeer,
     StoredProxy,
     StoredState,
 )
@@ -434,6 +436,55 @@ def test_StateStore_keeps_orphans_and_forgets_on_request(db_path: Path) -> None:
         assert set(store.load().accounts) == {"in-config"}
     with StateStore.open(db_path) as store:
         assert set(store.load().accounts) == {"in-config"}
+
+
+def test_StateStore_forgets_every_row_of_an_account_and_lists_every_table(
+    db_path: Path,
+) -> None:
+    """forget_account deletes the account from every table with rows per account, and
+    account_ids sees an account whatever table alone holds it (orphans with only peers)."""
+    with StateStore.open(db_path) as store:
+        for acc in ("gone", "kept"):
+            store.save_account(sample_account(acc))
+            store.save_peers([StoredPeer(acc, "channel", 2001, 7, "news", 1.0)])
+            store.save_class_cooldown(acc, "resolve", time.time() + 3600, "FLOOD_WAIT")
+            store.add_budget_spends([(acc, "resolve", time.time())])
+            store.first_seen([acc], time.time())
+            store.save_chat_cooldown(acc, "username:chat", time.time() + 300, "SLOWMODE")
+        store.save_peers([StoredPeer("only-peers", "user", 5, 9, None, 1.0)])
+        store.add_budget_spends([("only-spends", "resolve", time.time())])
+        assert store.account_ids() == {"gone", "kept", "only-peers", "only-spends"}
+        assert store.forget_account("gone") is True
+        assert store.forget_account("only-peers") is True
+        assert store.forget_account("gone") is False
+        assert store.account_ids() == {"kept", "only-spends"}
+    for table, column in ACCOUNT_TABLES:
+        rows = raw(db_path, f"SELECT DISTINCT {column} FROM {table}")
+        assert ("gone",) not in rows and ("only-peers",) not in rows, table
+        assert table == "accounts" or ("kept",) in rows, table
+    tables = {r[0] for r in raw(db_path, "SELECT name FROM sqlite_master WHERE type = 'table'")}
+    columns = {
+        t: {c[1] for c in raw(db_path, f"PRAGMA table_info({t})")} for t in tables
+    }  # every table keyed by an account is listed (a new one must be added)
+    keyed = {t for t, cs in columns.items() if "account_id" in cs} | {"accounts"}
+    assert keyed == {t for t, _ in ACCOUNT_TABLES}
+
+
+def test_StateStore_chat_cooldowns_round_trip_expire_and_clear(db_path: Path) -> None:
+    now = time.time()
+    with StateStore.open(db_path) as store:
+        store.save_chat_cooldown("a1", "username:chat", now + 300, "FLOOD_WAIT: SLOWMODE_WAIT_300")
+        store.save_chat_cooldown("a1", "channel_id:5", now - 1, "over")
+        store.save_chat_cooldown("a2", "username:chat", now + 30, "")
+    with StateStore.open(db_path) as store:
+        loaded = store.load_chat_cooldowns(now)
+        assert loaded == {
+            "a1": {"username:chat": (now + 300, "FLOOD_WAIT: SLOWMODE_WAIT_300")},
+            "a2": {"username:chat": (now + 30, "")},
+        }
+        store.save_chat_cooldown("a2", "username:chat", None)
+        store.forget_chat_cooldowns("a1")
+        assert store.load_chat_cooldowns(now) == {}
 
 
 def test_StateStore_unreadable_failure_counters(

@@ -635,18 +635,8 @@ class StateStore:
             RuntimeError: if the store is closed.
             sqlite3.Error: on a database error.
         """
-        db = self._db()
-        if until_unix is None:
-            db.execute(
-                "DELETE FROM class_cooldowns WHERE account_id = ? AND rate_class = ?",
-                (account_id, rate_class),
-            )
-            return
-        db.execute(
-            "INSERT INTO class_cooldowns (account_id, rate_class, cooldown_until, cause)"
-            " VALUES (?, ?, ?, ?) ON CONFLICT (account_id, rate_class) DO UPDATE SET"
-            " cooldown_until = excluded.cooldown_until, cause = excluded.cause",
-            (account_id, rate_class, until_unix, redact(cause, limit=MAX_ERROR_MESSAGE_CHARS)),
+        self._save_cooldown(
+            "class_cooldowns", "rate_class", account_id, rate_class, until_unix, cause
         )
 
     def load_class_cooldowns(self, now_unix: float) -> dict[str, dict[str, tuple[float, str]]]:
@@ -662,27 +652,38 @@ class StateStore:
         return out
 
     def save_chat_cooldown(
-        self, account_id: str, peer_key: str, until: float | None, cause: str = ""
+        self, account_id: str, peer_key: str, until_unix: float | None, cause: str = ""
     ) -> None:
-        """Set (``until``: UNIX s) or delete (None) one (account, chat) SLOWMODE_WAIT
+        """Set (``until_unix``: UNIX s) or delete (None) one (account, chat) SLOWMODE_WAIT
         cooldown; ``cause`` redacted and cut as in `save_class_cooldown`.
 
         Raises:
             RuntimeError: if the store is closed.
             sqlite3.Error: on a database error.
         """
+        self._save_cooldown("chat_cooldowns", "peer_key", account_id, peer_key, until_unix, cause)
+
+    def _save_cooldown(
+        self,
+        table: Literal["class_cooldowns", "chat_cooldowns"],
+        column: Literal["rate_class", "peer_key"],
+        account_id: str,
+        key: str,
+        until_unix: float | None,
+        cause: str,
+    ) -> None:
+        """Upsert or delete one row of a per-(account, key) cooldown table."""
         db = self._db()
-        if until is None:
+        if until_unix is None:
             db.execute(
-                "DELETE FROM chat_cooldowns WHERE account_id = ? AND peer_key = ?",
-                (account_id, peer_key),
+                f"DELETE FROM {table} WHERE account_id = ? AND {column} = ?", (account_id, key)
             )
             return
         db.execute(
-            "INSERT INTO chat_cooldowns (account_id, peer_key, cooldown_until, cause)"
-            " VALUES (?, ?, ?, ?) ON CONFLICT (account_id, peer_key) DO UPDATE SET"
+            f"INSERT INTO {table} (account_id, {column}, cooldown_until, cause)"
+            f" VALUES (?, ?, ?, ?) ON CONFLICT (account_id, {column}) DO UPDATE SET"
             " cooldown_until = excluded.cooldown_until, cause = excluded.cause",
-            (account_id, peer_key, until, redact(cause, limit=MAX_ERROR_MESSAGE_CHARS)),
+            (account_id, key, until_unix, redact(cause, limit=MAX_ERROR_MESSAGE_CHARS)),
         )
 
     def forget_chat_cooldowns(self, account_id: str) -> None:

@@ -28,7 +28,7 @@ from mtpoold._readonly import (
     is_read_only,
     tl_key,
 )
-from mtpoold._rpc import INVALID_PARAMS, GetMessagesParams, RpcError, parse_params
+from mtpoold._rpc import GetMessagesParams, parse_params
 from mtpoold._share import MERGE_MAX_IDS, Answer, AnswerCache
 from mtpoold._tljson import function_by_name
 
@@ -599,25 +599,6 @@ async def test_members_that_cannot_wait_for_the_flights_account_are_answered_at_
     assert medium_at == pytest.approx(1.1) and cls is ErrorClass.NO_ACCOUNT_AVAILABLE
     assert retry == pytest.approx(25 - 1.1, abs=0.01)
     assert done["long"][0] == pytest.approx(25, abs=0.01) and done["long"][1] is False
-
-
-# -- JSON-RPC: options.max_age_s -------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("value", "message"),
-    [
-        (-1, "params.options.max_age_s: expected a finite number >= 0, got -1"),
-        (1e400, "params.options.max_age_s: expected a finite number >= 0, got a number beyond"),
-        (10**400, "params.options.max_age_s: expected a finite number >= 0, got an integer of"),
-        ("5", "params.options.max_age_s: expected a number of seconds, got a string"),
-        (True, "params.options.max_age_s: expected a number of seconds, got a boolean"),
-    ],
-)
-def test_rpc_max_age_s_is_a_finite_number_of_seconds(value: object, message: str) -> None:
-    with pytest.raises(RpcError) as info:
-        parse_params("resolve", {"link_or_username": "@xnews", "options": {"max_age_s": value}})
-    assert info.value.code == INVALID_PARAMS and info.value.message.startswith(message)
 
 
 def test_rpc_max_age_s_reaches_the_options() -> None:

@@ -690,16 +690,16 @@ class StateStore:
         """Delete every (account, chat) cooldown of an account (an operator cleared them)."""
         self._db().execute("DELETE FROM chat_cooldowns WHERE account_id = ?", (account_id,))
 
-    def load_chat_cooldowns(self, now: float) -> dict[str, dict[str, tuple[float, str]]]:
-        """The chat cooldowns still running at ``now`` (UNIX s): ``{account: {peer_key:
-        (until, cause)}}``; those over are deleted."""
+    def load_chat_cooldowns(self, now_unix: float) -> dict[str, dict[str, tuple[float, str]]]:
+        """The chat cooldowns still running at ``now_unix`` (UNIX s): ``{account: {peer_key:
+        (until_unix, cause)}}``; those over are deleted."""
         db = self._db()
-        db.execute("DELETE FROM chat_cooldowns WHERE cooldown_until <= ?", (now,))
+        db.execute("DELETE FROM chat_cooldowns WHERE cooldown_until <= ?", (now_unix,))
         out: dict[str, dict[str, tuple[float, str]]] = {}
-        for acc, key, until, cause in db.execute(
+        for acc, key, until_unix, cause in db.execute(
             "SELECT account_id, peer_key, cooldown_until, cause FROM chat_cooldowns"
         ):
-            out.setdefault(acc, {})[key] = (until, cause)
+            out.setdefault(acc, {})[key] = (until_unix, cause)
         return out
 
     def add_budget_spends(self, spends: Sequence[tuple[str, str, float]]) -> None:

@@ -23,11 +23,12 @@ import trio_asyncio
 from mtpoold._aiolog import AioExceptionHandler
 from mtpoold._compose import open_pool
 from mtpoold._config import Config, parse_config
+from mtpoold._errors import JobFailed
 from mtpoold._pool import Pool
 from mtpoold._stats import AccountStatistics, LaneStatistics
 from mtpoold._store import StateStore
 from mtpoold.testing import DC, Proxy
-from mtpoold.testing.dc import User, World, default_world
+from mtpoold.testing.dc import User, World, default_world, rpc_error
 
 from _fakeclient import NO_SHARING
 
@@ -293,3 +294,15 @@ async def open_blackhole(host: str = "127.0.0.1") -> AsyncIterator[Blackhole]:
             yield hole
         finally:
             nursery.cancel_scope.cancel()
+
+
+async def flood_resolve(pool: Any, dc: DC, peer: str, *, seconds: int = 3600) -> int:
+    """Make the DC answer the first account's (``PHONES[0]``) next ``contacts.ResolveUsername``
+    with FLOOD_WAIT_``seconds`` and run a ``resolve`` of ``peer`` into it (the job fails);
+    returns how many ResolveUsername that account has sent so far, as the DC counts them."""
+    dc.faults.add(
+        rpc_error(420, f"FLOOD_WAIT_{seconds}"), user=PHONES[0], method="contacts.ResolveUsername"
+    )
+    with pytest.raises(JobFailed):
+        await pool.resolve(peer, deadline_s=10)
+    return dc.counters(PHONES[0])["contacts.ResolveUsername"]

@@ -16,7 +16,7 @@ from mtpoold._store import StateStore
 from mtpoold.testing import DC, open_dc
 from mtpoold.testing.dc import rpc_error
 
-from _e2e import PHONES, fleet_config, fleet_world, open_fleet
+from _e2e import PHONES, fleet_config, fleet_world, flood_resolve, open_fleet
 
 pytestmark = pytest.mark.trio
 
@@ -95,9 +95,7 @@ async def test_no_request_reaches_the_dc_inside_a_class_flood_window_across_a_re
     config = _config(tmp_path, dc)
     with StateStore.open(tmp_path / "state.sqlite3") as store:
         async with open_fleet(dc, config, store=store) as fleet:
-            dc.faults.add(rpc_error(420, "FLOOD_WAIT_3600"), user=PHONES[0], method=RESOLVE)
-            with pytest.raises(JobFailed):
-                await fleet.pool.resolve(NEWS, deadline_s=10)
+            await flood_resolve(fleet.pool, dc, NEWS)
     sent = dc.counters(PHONES[0])[RESOLVE]
     with StateStore.open(tmp_path / "state.sqlite3") as store:
         async with open_fleet(dc, config, store=store) as fleet:

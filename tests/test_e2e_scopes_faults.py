@@ -17,7 +17,7 @@ from mtpoold._store import StateStore
 from mtpoold.testing import DC, open_dc
 from mtpoold.testing.dc import rpc_error
 
-from _e2e import PHONES, fleet_config, fleet_world, open_fleet
+from _e2e import PHONES, fleet_config, fleet_world, flood_resolve, open_fleet
 
 pytestmark = pytest.mark.trio
 
@@ -59,10 +59,7 @@ async def test_invoke_spellings_never_reach_the_dc_inside_a_resolve_flood(
 ) -> None:
     async with open_fleet(dc, _config(tmp_path, dc)) as fleet:
         pool = fleet.pool
-        dc.faults.add(rpc_error(420, "FLOOD_WAIT_3600"), user=PHONES[0], method=RESOLVE)
-        with pytest.raises(JobFailed):
-            await pool.resolve("@mtpoold_chat", deadline_s=10)
-        sent = dc.counters(PHONES[0])[RESOLVE]
+        sent = await flood_resolve(pool, dc, "@mtpoold_chat")
         outcomes: dict[object, str] = {}
         for spelling in SPELLINGS:
             for pin in (None, "a1"):
@@ -258,10 +255,7 @@ async def test_a_reload_moving_the_function_to_another_class_keeps_its_flood(
 ) -> None:
     async with open_fleet(dc, _config(tmp_path, dc)) as fleet:
         pool = fleet.pool
-        dc.faults.add(rpc_error(420, "FLOOD_WAIT_3600"), user=PHONES[0], method=RESOLVE)
-        with pytest.raises(JobFailed):
-            await pool.resolve("@mtpoold_chat", deadline_s=10)
-        sent = dc.counters(PHONES[0])[RESOLVE]
+        sent = await flood_resolve(pool, dc, "@mtpoold_chat")
         await pool.reload(
             _config(
                 tmp_path,
@@ -306,9 +300,7 @@ async def test_a_cleared_class_cooldown_stays_cleared_after_a_restart(
     config = _config(tmp_path, dc)
     with StateStore.open(tmp_path / "state.sqlite3") as store:
         async with open_fleet(dc, config, store=store) as fleet:
-            dc.faults.add(rpc_error(420, "FLOOD_WAIT_3600"), user=PHONES[0], method=RESOLVE)
-            with pytest.raises(JobFailed):
-                await fleet.pool.resolve("@mtpoold_chat", deadline_s=10)
+            await flood_resolve(fleet.pool, dc, "@mtpoold_chat")
             assert fleet.pool.clear_cooldown("a1") == ("resolve",)
     with StateStore.open(tmp_path / "state.sqlite3") as store:
         async with open_fleet(dc, config, store=store) as fleet:

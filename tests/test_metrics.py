@@ -475,3 +475,37 @@ def test_dashboard_is_valid_json_and_names_only_exported_families() -> None:
         assert family in used, family
     ids = [p["id"] for p in dashboard["panels"]]
     assert len(ids) == len(set(ids))
+
+
+# --- reload ---------------------------------------------------------------------------------------
+
+
+@attrs.define
+class ReloadingPool:
+    configs: list[Any] = attrs.field(factory=list)
+
+    async def reload(self, config: Any) -> Any:
+        from mtpoold._pool import ReloadSummary
+
+        self.configs.append(config)
+        return ReloadSummary(generation=2, added=(), removed=(), reconnected=())
+
+
+async def test_reload_that_changes_metrics_says_it_applies_after_a_restart(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from mtpoold._config import load_config
+    from mtpoold._daemon import Reloader
+
+    path = tmp_path / "mtpoold.toml"
+    path.write_text('[metrics]\nlisten = "127.0.0.1:9464"\n')
+    pool = ReloadingPool()
+    reloader = Reloader(pool, load_config(path), path)  # type: ignore[arg-type]
+    assert (await reloader())["notes"] == []  # unchanged: nothing to say
+    path.write_text('[metrics]\nlisten = "127.0.0.1:9100"\n')
+    result = await reloader()
+    assert result["notes"] == ["[metrics] settings changed: they apply after a restart"]
+    assert "reload.metrics_changed" in caplog.text
+    assert pool.configs[-1].metrics.listen == "127.0.0.1:9100"  # the pool has the new config
+    path.write_text("")  # the section removed: the same rule
+    assert (await reloader())["notes"] == ["[metrics] settings changed: they apply after a restart"]

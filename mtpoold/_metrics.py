@@ -541,12 +541,15 @@ async def serve_metrics(
 
     Raises:
         ValueError: ``listen`` is not ``host:port`` (`mtpoold._listen.ListenAddressError`).
-        OSError: the address cannot be bound.
+        OSError: the address cannot be bound (the message names ``metrics.listen``).
     """
     address = parse_listen(listen)
     if address.host is None or address.port is None:
         raise ValueError(f"metrics listen address must be host:port, got {listen!r}")
-    listeners = await trio.open_tcp_listeners(address.port, host=address.host)
+    try:
+        listeners = await trio.open_tcp_listeners(address.port, host=address.host)
+    except OSError as exc:  # named, so `mtpoold run` says which of its addresses it was
+        raise OSError(exc.errno, f"metrics.listen {listen}: {exc.strerror or exc}") from None
     sockname = listeners[0].socket.getsockname()
     bound = _host_port(sockname[0], int(sockname[1]))
     log.info("event=metrics_listening address=%s path=%s", bound, METRICS_PATH)

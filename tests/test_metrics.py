@@ -509,3 +509,12 @@ async def test_reload_that_changes_metrics_says_it_applies_after_a_restart(
     assert pool.configs[-1].metrics.listen == "127.0.0.1:9100"  # the pool has the new config
     path.write_text("")  # the section removed: the same rule
     assert (await reloader())["notes"] == ["[metrics] settings changed: they apply after a restart"]
+
+
+async def test_endpoint_names_its_address_when_it_cannot_bind() -> None:
+    with trio.socket.socket() as taken:
+        await taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        with pytest.raises(OSError, match=rf"metrics.listen 127.0.0.1:{port}: .*in use"):
+            await serve_metrics(_registry(), f"127.0.0.1:{port}")

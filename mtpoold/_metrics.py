@@ -44,6 +44,8 @@ config, ``no_proxy`` for the direct lane; ``rate_class`` as in `mtpoold._ratecla
     mtpoold_ws_requests_total                       counter
     mtpoold_ws_rejected_handshakes_total            counter
     mtpoold_ws_draining                             gauge, 1 during a shutdown
+    process_*                                       prometheus_client's process collector
+                                                    (CPU, memory, file descriptors; Linux)
 
 **Cardinality.** Series grow with proxies (about 40 per lane, the two histograms included),
 rate classes and error classes, never with accounts: a fleet of thousands of accounts is
@@ -77,6 +79,7 @@ from prometheus_client.metrics_core import (
     HistogramMetricFamily,
     Metric,
 )
+from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from ._latency import HistogramStatistics
@@ -412,12 +415,16 @@ def metrics_registry(
     *,
     per_account: bool = False,
 ) -> CollectorRegistry:
-    """A registry of this daemon's own holding one `PoolCollector` (nothing global).
+    """A registry of this daemon's own (nothing in the process-wide default one) holding a
+    `PoolCollector` and prometheus_client's ``ProcessCollector`` (``process_*``: CPU seconds,
+    resident memory, open file descriptors, start time; read from ``/proc``, absent where
+    there is none).
 
     Args: as `PoolCollector`'s.
     """
     registry = CollectorRegistry(auto_describe=False)
     registry.register(PoolCollector(pool_statistics, server_statistics, per_account=per_account))
+    ProcessCollector(registry=registry)
     return registry
 
 

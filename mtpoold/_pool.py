@@ -830,7 +830,9 @@ class Pool:
         return tuple(out)
 
     def statistics(self) -> PoolStatistics:
-        """Return a frozen snapshot of the pool, each lane and each account."""
+        """Return a frozen snapshot of the pool, each lane and each account, the jobs by rate
+        class and outcome, and the budgets summed over the accounts (`mtpoold._metrics`
+        exposes it to Prometheus)."""
         now, now_unix = trio.current_time(), self._wall_clock()
         accounts = tuple(
             acc.statistics(

@@ -3,6 +3,7 @@ wait and call duration, the pool's jobs by rate class and outcome, the budget to
 
 from __future__ import annotations
 
+import collections
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,7 @@ from telethon import errors as tg
 from test_pool_budgets import config_with, guarded, wall
 
 from mtpoold._compose import open_pool
+from mtpoold._dispatch import Dispatcher
 from mtpoold._errors import ErrorClass, JobFailed
 from mtpoold._lane import ProxyCoolingDown, ProxyLane
 from mtpoold._latency import LATENCY_BUCKETS_S
@@ -66,7 +68,8 @@ async def test_lane_does_not_record_a_waiter_that_left_or_met_a_cooldown(
         with trio.move_on_after(1):  # gives up waiting for the token
             async with lane.slot():
                 pass  # pragma: no cover
-        lane.cooldown_until_at = trio.current_time() + 60  # the proxy starts cooling
+        dispatcher = Dispatcher({}, {"p1": lane}, {"p1": collections.OrderedDict()})
+        dispatcher.cool_down_lane(lane, trio.current_time() + 60)  # the proxy starts cooling
         with pytest.raises(ProxyCoolingDown):  # the token comes free at 10 s: nothing sent
             async with lane.slot():
                 pass  # pragma: no cover

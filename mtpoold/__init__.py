@@ -19,6 +19,7 @@ from ._config import Config as Config
 from ._config import DaemonConfig as DaemonConfig
 from ._config import DirectConfig as DirectConfig
 from ._config import EconomyConfig as EconomyConfig
+from ._config import MetricsConfig as MetricsConfig
 from ._config import PolicyConfig as PolicyConfig
 from ._config import ProxyConfig as ProxyConfig
 from ._config import RateClassConfig as RateClassConfig
@@ -32,6 +33,7 @@ from ._errors import ErrorClass as ErrorClass
 from ._errors import Failure as Failure
 from ._errors import JobFailed as JobFailed
 from ._errors import MtpooldError as MtpooldError
+from ._latency import HistogramStatistics as HistogramStatistics
 from ._pool import JobMeta as JobMeta
 from ._pool import JobResult as JobResult
 from ._pool import Pool as Pool
@@ -39,6 +41,7 @@ from ._pool import ReloadSummary as ReloadSummary
 from ._stats import AccountCooldowns as AccountCooldowns
 from ._stats import AccountState as AccountState
 from ._stats import AccountStatistics as AccountStatistics
+from ._stats import BudgetStatistics as BudgetStatistics
 from ._stats import ClassState as ClassState
 from ._stats import LaneStatistics as LaneStatistics
 from ._stats import PoolStatistics as PoolStatistics
@@ -56,6 +59,7 @@ __all__ = [
     "AccountConfig",
     "AccountState",
     "AccountStatistics",
+    "BudgetStatistics",
     "Config",
     "ConfigError",
     "DaemonConfig",
@@ -63,10 +67,12 @@ __all__ = [
     "EconomyConfig",
     "ErrorClass",
     "Failure",
+    "HistogramStatistics",
     "JobFailed",
     "JobMeta",
     "JobResult",
     "LaneStatistics",
+    "MetricsConfig",
     "MtpooldError",
     "PolicyConfig",
     "Pool",

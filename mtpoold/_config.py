@@ -45,6 +45,7 @@ __all__ = [
     "AccountConfig",
     "Config",
     "DaemonConfig",
+    "MetricsConfig",
     "PolicyConfig",
     "ProxyConfig",
     "ProxyType",
@@ -557,6 +558,39 @@ class DaemonConfig:
     shutdown_grace_s: float = attrs.field(default=10.0, validator=_at_least(0))
 
 
+def _tcp_listen(_inst: Any, attr: attrs.Attribute[Any], value: str) -> None:
+    try:  # the same parser as daemon.listen; Prometheus scrapes TCP only
+        parsed = parse_listen(value, allow_port_zero=False)
+    except ListenAddressError as exc:
+        hint = f" ({exc.hint})" if exc.hint else ""
+        raise _FieldProblem(attr.name, f'expected "host:port", got {_show(value)}{hint}') from None
+    if parsed.path is not None:
+        raise _FieldProblem(
+            attr.name, f'expected "host:port" (Prometheus scrapes TCP), got {_show(value)}'
+        )
+
+
+@attrs.frozen(kw_only=True)
+class MetricsConfig:
+    """The Prometheus endpoint, ``[metrics]``; absent: no endpoint. Applies at start (a reload
+    that changes it says so and keeps the running one, like ``[daemon]``).
+
+    ``GET /metrics`` on ``listen`` answers the text exposition of `mtpoold._metrics`; it takes
+    no token (scrapers send none) and shows ids and counts only, never secrets, phones or
+    names, so its default is loopback (`mtpoold._metrics`' module docstring says why).
+
+    Attributes:
+        listen: ``"host:port"`` (IPv6 as ``"[::1]:9464"``); a unix socket is refused. 9464 is
+            the port OpenTelemetry's Prometheus exporter took in Prometheus' port list.
+        per_account: Also export per-account series (state, cooldown, calls), one set per
+            account: off by default, since a fleet of thousands of accounts makes thousands
+            of series per family; the aggregates (by state, lane, class) are always there.
+    """
+
+    listen: str = attrs.field(default="127.0.0.1:9464", validator=_tcp_listen)
+    per_account: bool = False
+
+
 def _cross_checks(inst: Config, attr: attrs.Attribute[Any], _value: Any) -> None:
     problems = _cross_problems(inst.proxies, inst.accounts)
     if problems:
@@ -581,6 +615,8 @@ class Config:
     rate_classes: tuple[RateClassConfig, ...] = ()
     proxies: tuple[ProxyConfig, ...] = ()
     accounts: tuple[AccountConfig, ...] = attrs.field(default=(), validator=_cross_checks)
+    #: ``[metrics]``, or None when the file has no such table (no endpoint).
+    metrics: MetricsConfig | None = None
 
     def proxy_for(self, account: AccountConfig) -> ProxyConfig | None:
         """The proxy ``account`` connects through, or None for a direct connection.
@@ -787,6 +823,7 @@ _SECTIONS: Final = (
     "rate_classes",
     "proxies",
     "accounts",
+    "metrics",
 )
 
 
@@ -826,6 +863,10 @@ def parse_config(data: Mapping[str, Any], *, base_dir: Path) -> Config:
         for name, cls in section_classes:
             raw_section = data.get(name, {})  # absent: defaults (paths still resolved)
             sections[name] = _structure_part(raw_section, cls, name, base_dir, problems)
+        if "metrics" in data:  # absent: no endpoint at all, not one with defaults
+            sections["metrics"] = _structure_part(
+                data["metrics"], MetricsConfig, "metrics", base_dir, problems
+            )
         rate_classes: list[Any] = []
         raw_classes = data.get("rate_classes", {})
         if not isinstance(raw_classes, Mapping):

@@ -28,6 +28,7 @@ import trio
 from ._compose import open_pool
 from ._config import Config, ProxyConfig, load_config, proxy_key
 from ._errors import ConfigError, redact
+from ._metrics import metrics_registry, serve_metrics
 from ._pool import ReloadSummary
 from ._sdnotify import sd_notify, watchdog_interval_s
 from ._secrets import warn_if_exposed
@@ -336,6 +337,9 @@ class Reloader:
         if new.daemon != self.config.daemon:
             notes.append("[daemon] settings changed: they apply after a restart")
             _log.warning("reload.daemon_changed note=listen_and_limits_apply_after_restart")
+        if new.metrics != self.config.metrics:
+            notes.append("[metrics] settings changed: they apply after a restart")
+            _log.warning("reload.metrics_changed note=metrics_listener_applies_after_restart")
         self.config = new
         warn_about_exposed_secrets(new, self.config_path)
         summary: dict[str, Any] = cattrs.unstructure(result)
@@ -407,7 +411,9 @@ async def run_daemon(
     anything is written there) -> state store (``state_dir/state.sqlite3``; a corrupt or
     foreign file is moved aside with a warning and a fresh one started) -> ``open_pool`` with
     every account's session lock held -> bearer token (created 0600 at first start) ->
-    `RpcServer` listening -> ``READY=1``.
+    `RpcServer` listening -> with ``[metrics]``, ``GET /metrics`` listening
+    (`mtpoold._metrics.serve_metrics`, in the same nursery: it ends with the server) ->
+    ``READY=1``.
 
     Signals: SIGTERM/SIGINT start a graceful shutdown (``STOPPING=1``, in-flight jobs get
     ``daemon.shutdown_grace_s``); a second one ends the grace period at once (jobs still
@@ -452,6 +458,13 @@ async def run_daemon(
                         nursery.cancel_scope.cancel()  # graceful shutdown complete
 
                     address = await nursery.start(serve)
+                    if config.metrics is not None:  # GET /metrics, no token (see _metrics)
+                        registry = metrics_registry(
+                            pool.statistics,
+                            server.statistics,
+                            per_account=config.metrics.per_account,
+                        )
+                        await nursery.start(serve_metrics, registry, config.metrics.listen)
                     sd_notify(f"READY=1\nSTATUS={_summary(pool, server)}\nMAINPID={os.getpid()}")
                     _log.info(
                         "daemon.ready address=%s accounts=%d proxies=%d state_dir=%s",

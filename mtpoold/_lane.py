@@ -16,6 +16,7 @@ import trio
 from ._config import NO_PROXY as NO_PROXY
 from ._errors import ErrorClass
 from ._gate import DEFAULT_JITTER_S, RateGate
+from ._latency import Histogram
 from ._stats import LaneStatistics
 
 
@@ -78,6 +79,10 @@ class ProxyLane:
     errors_by_class: collections.Counter[str] = attrs.field(init=False, factory=collections.Counter)
     _limiter: trio.CapacityLimiter = attrs.field(init=False)
     _gate: RateGate = attrs.field(init=False)
+    #: Seconds from asking for a slot to its start, per start (`LaneStatistics.gate_wait`).
+    _gate_wait: Histogram = attrs.field(init=False, factory=Histogram)
+    #: Seconds each started slot was held (`LaneStatistics.call_latency`).
+    _call_latency: Histogram = attrs.field(init=False, factory=Histogram)
 
     def __attrs_post_init__(self) -> None:
         self._limiter = trio.CapacityLimiter(self.capacity)
@@ -102,12 +107,17 @@ class ProxyLane:
             ProxyCoolingDown: the proxy is cooling down when the token, or the start slot,
                 comes free (it may have started cooling while this caller queued).
         """
+        asked_at = trio.current_time()
         async with self._limiter:
             self._check_not_cooling()
             started_at = await self._gate.wait_for_slot()
             self._check_not_cooling()
             self.calls += 1
-            yield started_at
+            self._gate_wait.observe(started_at - asked_at)
+            try:
+                yield started_at
+            finally:
+                self._call_latency.observe(trio.current_time() - started_at)
 
     def _check_not_cooling(self) -> None:
         if self.cooldown_until_at > trio.current_time():
@@ -177,4 +187,6 @@ class ProxyLane:
             errors_by_class=dict(self.errors_by_class),
             cooldown_remaining_s=max(0.0, self.cooldown_until_at - now),
             consecutive_failures=self.consecutive_failures,
+            gate_wait=self._gate_wait.statistics(),
+            call_latency=self._call_latency.statistics(),
         )

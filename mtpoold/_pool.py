@@ -39,10 +39,16 @@ from ._errors import ErrorClass, Failure, JobFailed, RateClassBlocked
 from ._lane import NO_PROXY, ProxyCoolingDown, ProxyLane
 from ._peermemory import PeerMemory, first_peer_argument
 from ._policy import Verdict, decide
-from ._rateclass import RESOLVE, SEND, WINDOWS, RateClasses
+from ._rateclass import OTHER, READ, RESOLVE, SEND, WINDOWS, RateClasses
 from ._readonly import is_read_only, tl_key
 from ._share import Answer, Flight, Flights, Member, check_max_age, identical_key, project
-from ._stats import AccountCooldowns, AccountState, ClassState, PoolStatistics
+from ._stats import (
+    AccountCooldowns,
+    AccountState,
+    BudgetStatistics,
+    ClassState,
+    PoolStatistics,
+)
 
 if TYPE_CHECKING:
     from ._store import StateStore
@@ -236,6 +242,10 @@ class Pool:
     _jobs_in_flight: int = attrs.field(init=False, default=0)
     _jobs_ok: int = attrs.field(init=False, default=0)
     _jobs_failed: int = attrs.field(init=False, default=0)
+    #: Answered jobs by (rate class, outcome) (`PoolStatistics.jobs_by_class`).
+    _jobs_by: collections.Counter[tuple[str, str]] = attrs.field(
+        init=False, factory=collections.Counter
+    )
     _classes: RateClasses = attrs.field(init=False)
     _book: BudgetBook | None = attrs.field(init=False, default=None)
     #: The budget book while ``[economy] budgets = false`` (a reload turned them off): its
@@ -820,7 +830,9 @@ class Pool:
         return tuple(out)
 
     def statistics(self) -> PoolStatistics:
-        """Return a frozen snapshot of the pool, each lane and each account."""
+        """Return a frozen snapshot of the pool, each lane and each account, the jobs by rate
+        class and outcome, and the budgets summed over the accounts (`mtpoold._metrics`
+        exposes it to Prometheus)."""
         now, now_unix = trio.current_time(), self._wall_clock()
         accounts = tuple(
             acc.statistics(
@@ -838,6 +850,9 @@ class Pool:
             and max(acc.cooldown_until_at, acc.lane.cooldown_until_at) > now
         )
         disabled = sum(1 for a in accounts if a.state is AccountState.DISABLED)
+        by_class: dict[str, dict[str, int]] = {}
+        for (rate_class, outcome), n in sorted(self._jobs_by.items()):
+            by_class.setdefault(rate_class, {})[outcome] = n
         return PoolStatistics(
             uptime_s=now - self._opened_at,
             jobs_in_flight=self._jobs_in_flight,
@@ -852,7 +867,46 @@ class Pool:
             orphaned_accounts=self._orphaned,
             proxies=tuple(lane.statistics() for lane in self._lanes.values()),
             accounts=accounts,
+            jobs_by_class=by_class,
+            budgets=self._budget_statistics(now_unix),
         )
+
+    def _budget_statistics(self, now_unix: float) -> tuple[BudgetStatistics, ...]:
+        """Every budgeted (class, window) summed over the accounts: O(accounts x budgeted
+        classes), plus the spends in the window of accounts that spent any."""
+        book = self._book
+        if book is None:
+            return ()
+        names = {ws: wn for wn, ws in WINDOWS.items()}
+        out: list[BudgetStatistics] = []
+        for rate_class in book.budgeted():
+            spent: collections.Counter[float] = collections.Counter()
+            limit: collections.Counter[float] = collections.Counter()
+            exhausted: collections.Counter[float] = collections.Counter()
+            for acc_id in self._accounts:
+                limits = book.limits(acc_id, rate_class, now_unix)
+                left = (
+                    book.left(acc_id, rate_class, now_unix)
+                    if book.spent_in_window(acc_id, rate_class, now_unix)
+                    else {}
+                )
+                for window_s, n in limits:
+                    remaining = left.get(window_s, n)
+                    spent[window_s] += n - remaining
+                    limit[window_s] += n
+                    exhausted[window_s] += int(remaining == 0)
+            out.extend(
+                BudgetStatistics(
+                    rate_class=rate_class,
+                    window=names.get(window_s, f"{window_s:g}s"),
+                    window_s=window_s,
+                    spent=spent[window_s],
+                    limit=limit[window_s],
+                    exhausted=exhausted[window_s],
+                )
+                for window_s, _ in book.classes.windows(rate_class)
+            )
+        return tuple(out)
 
     async def reload(self, config: Config) -> ReloadSummary:
         """Switch to a new, already validated config without dropping in-flight jobs.
@@ -989,22 +1043,39 @@ class Pool:
         deadline_s = self._job_deadline_s(deadline_s, account)
         now = trio.current_time()
         job = self._new_job(method, now + deadline_s, account, frozenset(tags), peer_key)
-        with self._counted():
+        with self._counted(method):
             return await self._attempts(job, op)
 
     @contextlib.contextmanager
-    def _counted(self) -> Iterator[None]:
-        """Count one accepted job: in flight while inside, then ok or failed."""
+    def _counted(self, method: str) -> Iterator[None]:
+        """Count one accepted job of ``method``: in flight while inside, then ok or failed,
+        and by its rate class and outcome (`PoolStatistics.jobs_by_class`)."""
         self._jobs_in_flight += 1
+        outcome = "CANCELLED"
         try:
             yield
+        except JobFailed as exc:
+            outcome = exc.error_class.value
+            self._jobs_failed += 1
+            raise
         except BaseException:
             self._jobs_failed += 1
             raise
         else:
+            outcome = "OK"
             self._jobs_ok += 1
         finally:
             self._jobs_in_flight -= 1
+            self._jobs_by[self._job_class(method), outcome] += 1
+
+    def _job_class(self, method: str) -> str:
+        """The one rate class a job is counted under: ``resolve``, ``read`` for
+        ``get_messages``, else its TL function's (``other`` for exempt functions)."""
+        if method == "resolve":
+            return RESOLVE
+        if method == "get_messages":
+            return READ
+        return self._classes.class_of(method) or OTHER
 
     def _job_deadline_s(self, deadline_s: float | None, account: str | None) -> float:
         """Check a job's options before it is accepted: its deadline in seconds (the policy's
@@ -1069,7 +1140,7 @@ class Pool:
         if key is not None and max_age_s > 0:
             hit = self._flights.cache.get(key, max_age_s)
             if hit is not None:
-                with self._counted():
+                with self._counted(method):
                     return JobResult(
                         value=hit.value if ids is None else project(hit.value, ids),
                         meta=JobMeta(
@@ -1084,7 +1155,7 @@ class Pool:
         economy = self._config.economy
         if key is None or not (economy.share_identical or merge_key is not None):
             job = self._new_job(method, now + deadline_s, account, tag_set, peer_key)
-            with self._counted():
+            with self._counted(method):
                 result = await self._attempts(job, lambda c: call(c, None))
             if key is not None and max_age_s > 0:
                 meta = result.meta
@@ -1112,7 +1183,7 @@ class Pool:
             earliest_at = self._dispatch.earliest_start_at(alone)
             if earliest_at > member.deadline_at:
                 self._flights.leave(flight, member)
-                with self._counted():
+                with self._counted(method):
                     raise self._dispatch.no_account(alone, earliest_at)
         if flight is None:
             flight = self._flights.start(
@@ -1122,7 +1193,7 @@ class Pool:
                 identical=economy.share_identical,
                 merge_key=merge_key,
             )
-        with self._counted():
+        with self._counted(method):
             answer = await self._flights.wait(flight, member)
         return JobResult(
             value=answer.value,

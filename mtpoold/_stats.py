@@ -10,6 +10,8 @@ import enum
 
 import attrs
 
+from ._latency import HistogramStatistics
+
 
 class AccountState(enum.StrEnum):
     """What an account is doing, as `mtpoold._account.AccountWorker.state` reads it and
@@ -66,6 +68,10 @@ class LaneStatistics:
         errors_by_class: Failed calls by error class name.
         cooldown_remaining_s: Seconds the proxy stays out of scheduling (0 when usable).
         consecutive_failures: PROXY_UNAVAILABLE failures in a row (drives the backoff).
+        gate_wait: Seconds from asking this lane for a slot to the start (capacity token and
+            rate gate), per start; a waiter that gave up or met a proxy cooldown is not in it.
+        call_latency: Seconds each started slot was held: one call, connect or keepalive
+            ping (what ``calls`` counts).
     """
 
     key: str
@@ -80,6 +86,8 @@ class LaneStatistics:
     errors_by_class: dict[str, int]
     cooldown_remaining_s: float
     consecutive_failures: int
+    gate_wait: HistogramStatistics = attrs.field(factory=HistogramStatistics)
+    call_latency: HistogramStatistics = attrs.field(factory=HistogramStatistics)
 
 
 @attrs.frozen(kw_only=True)
@@ -177,6 +185,14 @@ class PoolStatistics:
         orphaned_accounts: Accounts the state store remembers that the config no longer has.
         proxies: One snapshot per lane.
         accounts: One snapshot per account.
+        jobs_by_class: Answered jobs by the job's rate class and outcome:
+            ``{"resolve": {"OK": 3, "FLOOD_WAIT": 1}}``; the class is ``resolve`` for
+            ``resolve``, ``read`` for ``get_messages``, the TL function's class for ``invoke``
+            (``other`` for the keepalive ping's exempt functions); the outcome ``OK``, the
+            `mtpoold._errors.ErrorClass` value of the error, or ``CANCELLED`` (the caller
+            went away). Sums to ``jobs_ok + jobs_failed``.
+        budgets: One `BudgetStatistics` per budgeted (rate class, window) in force, summed
+            over the accounts; empty when ``[economy] budgets = false``.
     """
 
     uptime_s: float
@@ -192,3 +208,29 @@ class PoolStatistics:
     orphaned_accounts: tuple[str, ...]
     proxies: tuple[LaneStatistics, ...]
     accounts: tuple[AccountStatistics, ...]
+    jobs_by_class: dict[str, dict[str, int]] = attrs.field(factory=dict)
+    budgets: tuple[BudgetStatistics, ...] = ()
+
+
+@attrs.frozen(kw_only=True)
+class BudgetStatistics:
+    """One budget window of one rate class, summed over the accounts in the config
+    (`mtpoold._budget.BudgetBook`).
+
+    Attributes:
+        rate_class: The class (``resolve``, ``join``, ...).
+        window: The window's config name: ``per_minute``, ``per_hour`` or ``per_day``.
+        window_s: Its length, seconds.
+        spent: Requests counted in the window (sliding), summed over the accounts; an
+            account's count is capped at its limit (a warm-up or a reload can lower a limit
+            below what was spent).
+        limit: The accounts' limits summed, warm-up applied.
+        exhausted: Accounts with nothing left in this window.
+    """
+
+    rate_class: str
+    window: str
+    window_s: float
+    spent: int
+    limit: int
+    exhausted: int

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 import time
 import traceback
@@ -19,7 +20,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from ._common import Report, machine
+from ._common import Report, machine, render_analysis
 
 SCENARIOS = ("gate", "warm", "daemon", "scale", "bridge", "economy")
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
@@ -128,7 +129,14 @@ def markdown(reports: list[Report], facts: dict[str, str], *, quick: bool, total
             )
     for rep in reports:
         mod = importlib.import_module(f"bench.{rep.name}")
-        out += ["", f"## {rep.title}", "", f"_{rep.seconds:.0f} s of the run._", ""]
+        load = rep.load_line()
+        out += [
+            "",
+            f"## {rep.title}",
+            "",
+            f"_{rep.seconds:.0f} s of the run" + (f"; {load}" if load else "") + "._",
+            "",
+        ]
         doc = (mod.__doc__ or "").strip().split("\n\n", 1)
         if len(doc) > 1:
             out += [doc[1].strip(), ""]
@@ -139,7 +147,7 @@ def markdown(reports: list[Report], facts: dict[str, str], *, quick: bool, total
             out += [f"- {n}" for n in rep.notes] + [""]
         analysis = getattr(mod, "ANALYSIS", "").strip()
         if analysis:
-            out += ["### Analysis", "", analysis, ""]
+            out += ["### Analysis", "", render_analysis(analysis, rep.values), ""]
     howto = Path(__file__).resolve().parent / "HOWTO.md"
     if howto.exists():
         out += ["", howto.read_text().strip(), ""]
@@ -231,13 +239,15 @@ def main(argv: list[str] | None = None) -> int:
         mod = importlib.import_module(f"bench.{name}")
         console.print(f"[bold]{escape(mod.TITLE)}[/bold] ...")
         t = time.perf_counter()
+        load_before = os.getloadavg()
         try:
             report = mod.run(quick=args.quick)
         except Exception as exc:  # one broken scenario must not lose the others' figures
             traceback.print_exc()
             report = Report(name, mod.TITLE, status=f"error: {type(exc).__name__}: {exc}"[:300])
         report.seconds = time.perf_counter() - t
-        console.print(f"  done in {report.seconds:.0f} s")
+        report.load_before, report.load_after = load_before, os.getloadavg()
+        console.print(f"  done in {report.seconds:.0f} s; {escape(report.load_line())}")
         reports.append(report)
     total = time.perf_counter() - t_all
     console.print(console_table(reports))

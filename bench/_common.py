@@ -67,11 +67,45 @@ class Report:
     notes: list[str] = attrs.field(factory=list)  # markdown bullet texts
     status: str = "ok"  # "ok", "not run: <why>", "error: <what>"
     seconds: float = 0.0
+    #: Measured figures, already formatted, that the scenario's ``ANALYSIS`` template names
+    #: as ``{key}`` (`render_analysis`): the prose carries no figure of its own.
+    values: dict[str, str] = attrs.field(factory=dict)
+    #: ``os.getloadavg()`` when the scenario started and when it ended (1, 5, 15 min).
+    load_before: tuple[float, float, float] | None = None
+    load_after: tuple[float, float, float] | None = None
+
+    def load_line(self) -> str:
+        """``"load average 0.52 / 0.61 / 0.40 before, 1.95 / 0.98 / 0.52 after"`` or ``""``."""
+        if self.load_before is None or self.load_after is None:
+            return ""
+
+        def fmt(load: tuple[float, float, float]) -> str:
+            return " / ".join(f"{x:.2f}" for x in load)
+
+        return (
+            f"load average (1 / 5 / 15 min) {fmt(self.load_before)} before, "
+            f"{fmt(self.load_after)} after"
+        )
 
     def row(self, *args: Any, **kwargs: Any) -> Row:
         r = Row(*args, **kwargs)
         self.rows.append(r)
         return r
+
+
+class _Missing(dict[str, str]):
+    def __missing__(self, key: str) -> str:
+        return f"n/a ({key} not measured in this run)"
+
+
+def render_analysis(template: str, values: dict[str, str]) -> str:
+    """A scenario's ``ANALYSIS`` with every ``{key}`` replaced by ``values[key]``.
+
+    The templates hold no figure of their own (tests/test_bench_prose.py checks that no digit
+    stands outside a ``{placeholder}`` or a backtick span), so every number in RESULTS.md's
+    prose comes from the run it describes. A key the run did not fill reads "n/a (...)".
+    """
+    return template.format_map(_Missing(values))
 
 
 # --- statistics -----------------------------------------------------------------------------------

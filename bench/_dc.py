@@ -126,6 +126,8 @@ def dc_process(users: int) -> Iterator[RunningDC]:
         finally:
             proc.kill()
             proc.wait(10)
+            if proc.stderr is not None:
+                proc.stderr.close()
 
 
 if __name__ == "__main__":  # pragma: no cover - manual use

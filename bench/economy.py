@@ -579,13 +579,13 @@ ANALYSIS: Final = """
   (`dc.counters(user)`, per account and method, every RPC call that reached it, refused ones
   included), summed over the accounts and taken as the difference over a phase. It includes
   what Telethon sends on its own (connection set-up, look-ups), which is what Telegram counts.
-- **Why these phases.** Pass 1 is the workload as issue 12 measured it; pass 2 and the restart
-  are the steady state the peer memory is for (string sessions keep no access hashes across a
-  restart, so the restart pass is where a persistent memory shows); the flooded phase checks
-  that a ResolveUsername flood no longer takes the account out of `get_messages` it can still
-  serve; the resolve variant mixes in jobs that must send a look-up (`resolve` reports
-  counts, so its `channels.getFullChannel` is part of its price).
-- **What the ratios mean.** *on ÷ off* below 1 is requests saved by the `[economy]` features;
+- **Why these phases.** The first pass is the workload as the economy issue measured it; the
+  second pass and the restart are the steady state the peer memory is for (string sessions keep
+  no access hashes across a restart, so the restart pass is where a persistent memory shows);
+  the flooded phase checks that a ResolveUsername flood no longer takes the account out of
+  `get_messages` it can still serve; the resolve variant mixes in jobs that must send a look-up
+  (`resolve` reports counts, so its `channels.getFullChannel` is part of its price).
+- **What the ratios mean.** *on ÷ off* below one is requests saved by the `[economy]` features;
   the off side is today's behaviour (every switch False), run in the same process on the same
   jobs, so the ratio is free of the machine's speed. Timing plays no part in the goals; the
   gated lane's interval only decides how many jobs wait together (what sharing and merging

@@ -357,34 +357,55 @@ def run(*, quick: bool) -> Report:
     )
     if php["late_workers"]:
         report.notes.append(f"{php['late_workers']} PHP workers were not ready at t0.")
+    lateness = INTERVAL_S / a["utilization"] - INTERVAL_S
+    production_interval_s = INTERVAL_S / SCALE
+    report.values.update(
+        tolerance=ms(TOLERANCE_S, 0),
+        php_sleep=f"{ms(RETRY_SLEEP_S[0], 0)}–{ms(RETRY_SLEEP_S[1], 0)}",
+        interval=ms(INTERVAL_S, 0),
+        scale=f"{SCALE:g}",
+        production_interval=f"{production_interval_s:g} s",
+        lateness=ms(lateness, 2),
+        lateness_share=f"{lateness / INTERVAL_S * 100:.2f} %",
+        utilization=f"{a['utilization'] * 100:.2f} %",
+        utilization_goal="99.5 %",
+        production_utilization=(
+            f"{production_interval_s / (production_interval_s + lateness) * 100:.2f} %"
+        ),
+        php_violations=str(b["violations"]),
+        php_gave_up=f"{b['gave_up']} / {b['jobs']}",
+        php_jain=f"{b['jain']:.4f}",
+    )
     return report
 
 
 ANALYSIS: Final = """
 **Definitions.** *Utilization* = interval ÷ mean gap between consecutive starts on a proxy over
-the run (1.0 = one start every interval, the ceiling). *Violation* = a gap shorter than the
-interval minus 1 ms (timestamps are taken where the worker proceeds to its call, i.e. what the
-proxy sees). *Wait* = arrival at the gate → start, for jobs arriving after the first full round
-(workers × interval) of a saturated queue; a job that gives up counts as a wait of the whole
-budget. *Jain's fairness index* = (Σxᵢ)² / (n·Σxᵢ²) over xᵢ = starts won by worker i of a proxy
-during the run: 1.0 when every worker gets the same share, 1/n when one worker gets all.
-The *FIFO ideal* wait of a saturated proxy is workers × interval − call time.
+the run (one start every interval is the ceiling). *Violation* = a gap shorter than the
+interval minus {tolerance} (timestamps are taken where the worker proceeds to its call, i.e.
+what the proxy sees). *Wait* = arrival at the gate → start, for jobs arriving after the first
+full round (workers × interval) of a saturated queue; a job that gives up counts as a wait of
+the whole budget. *Jain's fairness index* = (Σxᵢ)² / (n·Σxᵢ²) over xᵢ = starts won by worker
+i of a proxy during the run: one when every worker gets the same share, one over n when one
+worker gets all. The *FIFO ideal* wait of a saturated proxy is workers × interval − call time.
 
 **Why the PHP gate loses.** After the Redis key expires, the next start waits for whichever
-worker's random 15–35 ms sleep (scaled) ends first, so every gap is the interval plus a
+worker's random {php_sleep} sleep (scaled) ends first, so every gap is the interval plus a
 polling delay (utilization below the ceiling); who wins is random, so waits have a long tail,
-some jobs exhaust the 60 s budget while others go straight through, and per-worker shares are
-far from equal (low Jain). The TTL spaces the *Redis writes*, not the calls: a worker that is
-scheduled late after its `EVAL` returns makes the next gap shorter than the interval (the
-violations). mtpoold's gate is a FIFO with one reservation at the head and `sleep_until`, so
-every waiter gets its turn in order and no start is ever closer than the interval.
+some jobs exhaust the budget while others go straight through ({php_gave_up} gave up in this
+run), and per-worker shares are far from equal (Jain {php_jain}). The TTL spaces the *Redis
+writes*, not the calls: a worker that is scheduled late after its `EVAL` returns makes the
+next gap shorter than the interval ({php_violations} violations in this run). mtpoold's gate
+is a FIFO with one reservation at the head and `sleep_until`, so every waiter gets its turn in
+order and no start is ever closer than the interval.
 
 **What limits mtpoold.** The mean gap is the interval plus the wake-up lateness of
-`trio.sleep_until` (epoll's millisecond timeout is rounded up, plus scheduling), about
-1–1.2 ms per start on this VM; `RateGate.wait_for_slot` (mtpoold/_gate.py) counts the next
-reservation from the *real* start, so the lateness is never recovered. Scaled by 0.1 that is
-~0.5–0.6 % of a 200 ms interval — why the 99.5 % goal is missed by about 0.1 point here; at
-the production 2 s interval the same lateness is ~0.06 % (≈ 99.94 % utilization). Anchoring
-the next reservation on the reserved start when the lateness is below a small bound
-(e.g. 2 ms) would recover it, at the cost of gaps up to that bound below the interval.
+`trio.sleep_until` (epoll's millisecond timeout is rounded up, plus scheduling): {lateness}
+per start in this run, {lateness_share} of the scaled {interval} interval, hence a worst-proxy
+utilization of {utilization} against the {utilization_goal} goal. `RateGate.wait_for_slot`
+(mtpoold/_gate.py) counts the next reservation from the *real* start, so the lateness is never
+recovered. At the production {production_interval} interval the same lateness would give
+{production_utilization}. Anchoring the next reservation on the reserved start when the
+lateness is below a small bound would recover it, at the cost of gaps up to that bound below
+the interval.
 """

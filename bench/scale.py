@@ -302,25 +302,29 @@ def run(*, quick: bool) -> Report:
         "shipped default, one direct start per 2 s, would make 500 connects take 1,000 s). "
         "Each account makes one pinned help.getConfig (connect + call).",
     ]
+    report.values.update(
+        pick_ratio=f"{pick_ratio:.1f}x",
+        invoke_ratio=f"{inv_ratio:.1f}x",
+        stats_p50=ms(big["stats_p50"], 1),
+        stats_max=ms(big["stats_max"], 0),
+        stats_per_account=f"{big['stats_p50'] / 10_000 * 1e6:.1f} µs",
+    )
     return report
 
 
 ANALYSIS: Final = """
-Profiled with pyinstrument (10,000 accounts, 1,000 proxies, zero-cost client):
-
-- **Scheduling.** When this benchmark was first run (commit 2c4a440's tree) `Pool._pick`
-  (mtpoold/_pool.py) visited every lane on every decision (`for accounts in lanes`, with
-  `ProxyLane.earliest_start` → `CapacityLimiter.statistics` per lane): O(proxies), 7–8 ms
-  p99 at 1,000 proxies vs 0.05–0.06 ms at 10 — a 130x ratio against the 2x goal. The pool
-  has since been given an indexed scheduler (`mtpoold/_ready.py`, `ReadyIndex.best`), which
-  the figures above measure; `_pick` is timed followed by the reserve/release pair the pool
-  makes around a call.
+- **Scheduling.** `Pool._pick` once visited every lane on every decision (`for accounts in
+  lanes`, with `ProxyLane.earliest_start` → `CapacityLimiter.statistics` per lane): linear in
+  proxies. The pool now has an indexed scheduler (`mtpoold/_ready.py`, `ReadyIndex.best`),
+  which the figures above measure: the p99 of a decision at the large size is {pick_ratio}
+  the small size's; `_pick` is timed followed by the reserve/release pair the pool makes
+  around a call. `pool.invoke` end to end grows {invoke_ratio} between the sizes.
 - **`pool.statistics()`** is linear in accounts by design (it returns every account):
-  ~3.8 µs per account now (38 ms median at 10,000, was 45.5 ms before `now` was passed in
-  once and the sorted tags cached); what is left is building one `AccountStatistics` attrs
-  instance per account in `AccountWorker.statistics` (mtpoold/_account.py). The max
-  (175 ms) is a gen-2 garbage collection landing inside one snapshot, not the median path.
+  {stats_per_account} per account in this run ({stats_p50} median at the large size); what is
+  left is building one `AccountStatistics` attrs instance per account in
+  `AccountWorker.statistics` (mtpoold/_account.py). The max ({stats_max}) is where a garbage
+  collection lands inside one snapshot, not the median path.
 - **Config knobs, no patches.** The invoke figures reload the same config with every proxy
-  at `interval_s = 0` (`Pool.reload`, what SIGHUP does); the connected figures use
-  `[direct] capacity = 16, interval_s = 0`.
+  at `interval_s = 0` (`Pool.reload`, what SIGHUP does); the connected figures set
+  `[direct] capacity` and `interval_s = 0` (see the notes).
 """

@@ -278,53 +278,64 @@ def run(*, quick: bool) -> Report:
         "`direct` runs the same jobs without the proxy (`[direct] interval_s = 0, "
         "capacity = 1`); `client TCP_NODELAY` rows patch only the client's socket to the "
         "proxy (both per-job and pool), the fix mtpoold would need (see the analysis).",
-        "The shipped-defaults row makes 5 jobs: each waits for the proxy's 2 s interval "
-        "since the previous start, so its latency is the interval minus the call, by design.",
+        f"The shipped-defaults row makes {res[('pool_default', 'socks5', False)]['jobs']} jobs: "
+        "each waits for the proxy's shipped interval since the previous start, so its latency "
+        "is the interval minus the call, by design.",
     ]
+
+    def per(key: tuple[str, str, bool]) -> dict[str, Any]:
+        return res[key]
+
+    fair_cold, fair_warm = per(("per_job", "socks5", True)), per(("pool", "socks5", True))
+    d_cold, d_warm = per(("per_job", "direct", False)), per(("pool", "direct", False))
+    plain_cold = per(("per_job", "socks5", False))
+    report.values.update(
+        per_job_p50_nagle=ms(plain_cold["p50"], 1),
+        per_job_p50_nodelay=ms(fair_cold["p50"], 1),
+        warm_p50=ms(per(("pool", "socks5", False))["p50"], 2),
+        fair_cpu_ratio=f"{cpu(fair_cold) / cpu(fair_warm):.1f}x",
+        fair_p50_ratio=f"{fair_cold['p50'] / fair_warm['p50']:.1f}x",
+        direct_cpu_ratio=f"{cpu(d_cold) / cpu(d_warm):.1f}x",
+        direct_p50_ratio=f"{d_cold['p50'] / d_warm['p50']:.1f}x",
+        shipped_cpu_ratio=f"{cpu(plain_cold) / cpu(per(('pool', 'socks5', False))):.1f}x",
+        warm_cpu=ms(cpu(d_warm), 3),
+        verdict=(
+            "met"
+            if min(cpu(fair_cold) / cpu(fair_warm), cpu(d_cold) / cpu(d_warm)) >= 10
+            else "missed"
+        ),
+    )
     return report
 
 
 ANALYSIS: Final = """
-- **The ~40 ms stall through the proxy is Telethon's socket, not pproxy.** Telethon opens a
-  proxied connection with python-socks, whose `connect_tcp`
+- **The stall a per-job client pays through the proxy is Telethon's socket, not pproxy.**
+  Telethon opens a proxied connection with python-socks, whose `connect_tcp`
   (python_socks/async_/asyncio/_connect.py) creates the socket as
-  `socket.socket(family, SOCK_STREAM)` — `proto` 0 — and asyncio's transport sets
+  `socket.socket(family, SOCK_STREAM)` — `proto` zero — and asyncio's transport sets
   TCP_NODELAY only if `sock.proto == IPPROTO_TCP` (`_set_nodelay` in asyncio/base_events.py).
-  So every Telethon connection through a proxy keeps Nagle on (`getsockopt(TCP_NODELAY)`
-  on it returns 0), while direct ones (`asyncio.open_connection`, proto 6 from getaddrinfo)
-  and both of pproxy's sockets (`asyncio.start_server` / `open_connection`) have it: a small
-  write behind an unacknowledged one waits for the proxy's delayed ACK, ~40 ms on Linux.
-  Setting TCP_NODELAY on that one client socket took the warm p50 from ~41 ms to ~1 ms and
-  a per-job client from ~96 ms to ~7 ms, with pproxy unchanged. **It was a production
-  problem of mtpoold** (every account behind a proxy paid it, up to a delayed-ACK timeout
-  per affected request), found by this benchmark and **fixed** in mtpoold/_client.py
-  (`_set_nodelay`, called after every connect; tests/test_client_nodelay.py). mtpoold's
-  pool now has TCP_NODELAY in every row; the per-job baseline (plain Telethon) has it only in
-  the `per-job client given TCP_NODELAY too (fair)` rows (a bench-only patch), which are the
-  fair comparison through the proxy, with the `direct` rows.
-- **Fairly measured, the warm pool is ~7–8x better, not 10x.** Through the proxy, both
-  sides with TCP_NODELAY: 8.3x less CPU, 7.4x lower p50 (goals missed by ~17 % and ~26 %);
-  direct: 8.0x / 7.9x (missed by ~20 %). mtpoold as shipped against a plain per-job Telethon
-  through the proxy: 6.8x / 5.8x (run of 2026-11-29 14:35; ±20 % between runs on this VM;
-  before the TCP_NODELAY fix the warm p50 through the proxy was 41 ms). What limits them on
-  loopback is the baseline, not mtpoold: a per-job client with a pre-authorized key does
-  no DH exchange, and its extra round trips
-  (TCP, SOCKS5, initConnection, the requests Telethon sends on connect) cost tens of µs
-  each here. Against Telegram every avoided round trip costs the network RTT (50–200 ms),
-  so the p50 ratio there is about the number of round trips a cold job makes (5–7) times
-  what a warm one makes (1), plus any DH exchange (RSA + 2048-bit DH, tens of ms of CPU) for
-  a session without a key — loopback cannot show that.
-- **Where the warm call's ~0.8 ms of client CPU goes** (pyinstrument, flat, direct lane,
-  sequential): `socket.send` ~21 % (loopback: the kernel runs the receiver inside the
-  sender's syscall), trio's scheduler and cancel scopes ~19 % (`CancelScope.__enter__/_close`,
-  `MemoryReceiveChannel.receive`, `sleep_until`, `move_on_after`), the trio-asyncio bridge
-  ~14 % (`TrioEventLoop._main_loop_one` / `call_soon`, `ScopedHandle._run` in
-  trio_asyncio/_base.py), Telethon's MTProto path (`MTProtoSender._send_loop/_recv_loop`,
-  `encrypt_message_data`, `Config.from_reader` ~4 %), and mtpoold's own layers a few % each
-  (`AccountWorker.run` in mtpoold/_account.py, `Pool._attempts` / `Pool._attempt` in
-  mtpoold/_pool.py, `to_json` in mtpoold/_tljson.py ~3 %). No single mtpoold function
-  dominates; the floor is the trio → asyncio → trio hop per call plus Telethon.
-- **Shipped defaults.** At `interval_s = 2` (the default) a sequential job waits for the
-  previous start + 2 s, so its latency is ~2 s by design: that row shows the gate doing its
-  job, not latency, and is not judged against the goals.
+  So every Telethon connection through a proxy keeps Nagle on, while direct ones and both of
+  pproxy's sockets have it off: a small write behind an unacknowledged one waits for the
+  proxy's delayed ACK. In this run a per-job client's p50 through the proxy is
+  {per_job_p50_nagle} as Telethon ships and {per_job_p50_nodelay} with TCP_NODELAY set on
+  that one socket, pproxy unchanged. mtpoold sets it after every connect
+  (`_set_nodelay` in mtpoold/_client.py; tests/test_client_nodelay.py), so its warm p50
+  through the proxy is {warm_p50}; the per-job baseline (plain Telethon) has it only in the
+  `per-job client given TCP_NODELAY too (fair)` rows, the fair comparison through the proxy,
+  with the `direct` rows.
+- **Fairly measured, the goal of ten times less CPU is {verdict}.** Through the proxy, both
+  sides with TCP_NODELAY: {fair_cpu_ratio} less CPU, {fair_p50_ratio} lower p50; direct:
+  {direct_cpu_ratio} / {direct_p50_ratio}. mtpoold as shipped against a plain per-job
+  Telethon through the proxy: {shipped_cpu_ratio} less CPU. What limits the ratio on loopback
+  is the baseline, not mtpoold: a per-job client with a pre-authorized key does no DH
+  exchange, and its extra round trips (TCP, SOCKS5, initConnection, the requests Telethon sends
+  on connect) cost little on loopback. Against Telegram every avoided round trip costs the
+  network RTT, and a session without a key also pays the RSA and DH exchange — loopback cannot
+  show that.
+- **The warm call** costs {warm_cpu} of client CPU per job on the direct lane: the trio →
+  asyncio → trio hop per call, Telethon's MTProto path and mtpoold's own layers (profile with
+  `python -m bench --only warm` under pyinstrument or py-spy to see the split on a given run).
+- **Shipped defaults.** At the default `interval_s` a sequential job waits for the previous
+  start plus the interval, so its latency is the interval by design: that row shows the gate
+  doing its job, not latency, and is not judged against the goals.
 """

@@ -179,7 +179,7 @@ async def test_get_history_without_the_pagination_integers_sends_zeros() -> None
     assert got == dict.fromkeys(got, 0)
     assert (request.limit, request.offset_date) == (3, None)
     assert bytes(request)
-    with pytest.raises(JobFailed, match=r"^messages\.GetHistory: missing argument limit$"):
+    with pytest.raises(JobFailed, match=r"messages\.GetHistory: missing argument limit$"):
         check_request("messages.GetHistory", {"peer": "@x"}, allow=())
 
 

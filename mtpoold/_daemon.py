@@ -27,6 +27,7 @@ import trio
 
 from ._compose import open_pool
 from ._config import Config, ProxyConfig, load_config, proxy_key
+from ._daemonfile import remove_daemon_file, write_daemon_file
 from ._errors import ConfigError, redact
 from ._pool import ReloadSummary
 from ._sdnotify import sd_notify, watchdog_interval_s
@@ -282,11 +283,16 @@ class Reloader:
         pool: The running pool.
         config: The config in force.
         config_path: The file to re-read, or None (no reload possible).
+        listening_on: The ``daemon.listen`` the daemon started with (where it listens until
+            a restart, whatever later files say).
     """
 
     pool: DaemonPool
     config: Config
     config_path: Path | None
+    listening_on: str = attrs.field(
+        default=attrs.Factory(lambda self: self.config.daemon.listen, takes_self=True)
+    )
     _lock: trio.Lock = attrs.field(init=False, factory=trio.Lock)
 
     async def __call__(self) -> dict[str, Any]:
@@ -334,6 +340,11 @@ class Reloader:
             raise ConfigError([f"reload failed: {reason}"]) from None
         notes = []
         if new.daemon != self.config.daemon:
+            if new.daemon.listen != self.listening_on:
+                notes.append(
+                    f"daemon.listen changed ({self.listening_on} -> {new.daemon.listen}): the"
+                    f" daemon keeps listening on {self.listening_on} until it restarts"
+                )
             notes.append("[daemon] settings changed: they apply after a restart")
             _log.warning("reload.daemon_changed note=listen_and_limits_apply_after_restart")
         self.config = new
@@ -407,7 +418,8 @@ async def run_daemon(
     anything is written there) -> state store (``state_dir/state.sqlite3``; a corrupt or
     foreign file is moved aside with a warning and a fresh one started) -> ``open_pool`` with
     every account's session lock held -> bearer token (created 0600 at first start) ->
-    `RpcServer` listening -> ``READY=1``.
+    `RpcServer` listening -> ``state_dir/daemon.json`` (where it listens and its pid, 0600,
+    `mtpoold._daemonfile`; removed when it stops) -> ``READY=1``.
 
     Signals: SIGTERM/SIGINT start a graceful shutdown (``STOPPING=1``, in-flight jobs get
     ``daemon.shutdown_grace_s``); a second one ends the grace period at once (jobs still
@@ -452,6 +464,7 @@ async def run_daemon(
                         nursery.cancel_scope.cancel()  # graceful shutdown complete
 
                     address = await nursery.start(serve)
+                    _write_daemon_file(state_dir, address)
                     sd_notify(f"READY=1\nSTATUS={_summary(pool, server)}\nMAINPID={os.getpid()}")
                     _log.info(
                         "daemon.ready address=%s accounts=%d proxies=%d state_dir=%s",
@@ -500,4 +513,17 @@ async def run_daemon(
                             pool.begin_shutdown()
         _log.info("daemon.stopped")
     finally:
+        remove_daemon_file(state_dir)
         store.close()
+
+
+def _write_daemon_file(state_dir: Path, address: str) -> None:
+    """``<state_dir>/daemon.json`` (`mtpoold._daemonfile`): where the client commands find
+    this daemon; a failure is logged, the daemon serves on (clients fall back to the config's
+    ``daemon.listen``)."""
+    try:
+        path = write_daemon_file(state_dir, address)
+    except OSError as exc:
+        _log.warning("daemon.file_failed path=%s error=%s", state_dir, _quote(str(exc)))
+    else:
+        _log.debug("daemon.file_written path=%s address=%s", path, address)

@@ -158,7 +158,9 @@ def test_check_config_without_path_uses_config_option_or_env(
     # no --config, no variable: ./mtpoold.toml, like the other commands
     monkeypatch.delenv("MTPOOLD_CONFIG", raising=False)
     assert main(["check-config"]) == 2
-    assert capsys.readouterr().err.startswith("mtpoold.toml: ")
+    assert capsys.readouterr().err == (
+        "no config file: ./mtpoold.toml does not exist (give --config or set $MTPOOLD_CONFIG)\n"
+    )
 
 
 def test_check_config_missing_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -641,7 +643,7 @@ def test_output_into_a_closed_pipe_exits_quietly(daemon: Daemon, tmp_path: Path)
     import sys
 
     script = "import sys\nfrom mtpoold._cli import main\nsys.exit(main(sys.argv[1:]))\n"
-    args = [sys.executable, "-c", script, *daemon.args(), "status", "--json"]
+    args = [sys.executable, "-c", script, "status", "--json", *daemon.args()]
     with subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as proc:
         assert proc.stdout is not None and proc.stderr is not None
         proc.stdout.close()  # `| head -0`: the reader is gone before anything is written
@@ -663,7 +665,7 @@ def test_rich_output_into_a_pipe_closed_midway_exits_141(
     import sys
 
     script = "import sys\nfrom mtpoold._cli import main\nsys.exit(main(sys.argv[1:]))\n"
-    args = [sys.executable, "-c", script, *daemon.args(), *command]
+    args = [sys.executable, "-c", script, *command, *daemon.args()]
     with subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as proc:
         assert proc.stdout is not None and proc.stderr is not None
         if command[-1] == "0.05":

@@ -52,7 +52,9 @@ _ZERO_DEFAULTS |= {"max_id", "min_id", "hash"}
 
 def _zero_default(cls: type[TLObject], p: inspect.Parameter) -> bool:
     listing = re.match(r"(Get|Search)[A-Z0-9]", cls.__name__) is not None
-    return issubclass(cls, TLRequest) and listing and p.annotation is int and p.name in _ZERO_DEFAULTS
+    return (
+        issubclass(cls, TLRequest) and listing and p.annotation is int and p.name in _ZERO_DEFAULTS
+    )
 
 
 def required_arguments(cls: type[TLObject]) -> list[str]:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import textwrap
 from typing import Final, NoReturn
 
 from . import __version__
@@ -107,11 +108,22 @@ def _tags(text: str) -> tuple[str, ...]:
     return tags
 
 
+class _HelpFormatter(argparse.HelpFormatter):
+    """Wraps the description; keeps the epilog's lines (examples, exit codes) as written."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        if "\n" in text:
+            return "\n".join(indent + line for line in text.splitlines())
+        return textwrap.fill(text, width, initial_indent=indent, subsequent_indent=indent)
+
+
 def _epilog(examples: list[str], codes: dict[int, str] | None = None) -> str:
     """``examples:`` and ``exit codes:`` blocks for a command's ``--help``."""
     lines = ["examples:", *(f"  {e}" for e in examples), "", "exit codes:"]
     for code, meaning in (codes or {c: EXIT_CODES[c] for c in (0, 2)}).items():
-        lines.append(f"  {code:<4} {meaning}")
+        lines += textwrap.wrap(
+            meaning, 78, initial_indent=f"  {code:<4} ", subsequent_indent=" " * 7
+        )
     return "\n".join(lines)
 
 
@@ -155,7 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
     ``args.global_config`` (so ``mtpoold --config A check-config --config B`` can be
     refused rather than one path silently winning)."""
     config, client = _options()
-    raw = argparse.RawDescriptionHelpFormatter
+    raw = _HelpFormatter
     parser = _Parser(
         prog="mtpoold",
         description="Pool many Telegram user accounts through rate-gated proxies: `run` is the"
@@ -204,7 +216,7 @@ def build_parser() -> argparse.ArgumentParser:
         _epilog(
             [
                 "mtpoold run --config /etc/mtpoold/mtpoold.toml",
-                "MTPOOLD_CONFIG=./mtpoold.toml mtpoold run --log-level DEBUG",
+                "mtpoold run --log-level DEBUG",
             ],
             {
                 EXIT_OK: "stopped cleanly (SIGTERM, SIGINT)",
@@ -258,8 +270,7 @@ def build_parser() -> argparse.ArgumentParser:
                 'mtpoold call messages.GetHistory \'{"peer": "@telegram", "limit": 5}\'',
                 'mtpoold call resolve \'{"link_or_username": "t.me/telegram"}\' --tags ru,main',
                 'mtpoold call get_messages \'{"peer": "https://t.me/telegram/123"}\'',
-                'mtpoold call contacts.ResolveUsername \'{"username": "telegram"}\''
-                " --account acc-1 --deadline-ms 20000",
+                "mtpoold call help.GetConfig --account acc-1 --deadline-ms 20000",
             ],
             {
                 EXIT_OK: EXIT_CODES[EXIT_OK],
@@ -330,7 +341,14 @@ def build_parser() -> argparse.ArgumentParser:
         )
         return made
 
-    acc_list = action(acc_sub, "list", "show every account", example="mtpoold accounts list --json")
+    acc_list = action(
+        acc_sub,
+        "list",
+        "show every account",
+        description="Show every account (state, proxy, cooldown, last error) and the orphaned"
+        " accounts of the state store (no longer in the config).",
+        example="mtpoold accounts list --json",
+    )
     acc_enable = action(
         acc_sub,
         "enable",
@@ -359,18 +377,25 @@ def build_parser() -> argparse.ArgumentParser:
         acc_sub,
         "forget",
         "delete an orphaned account (no longer in the config) from the state store",
+        description="Delete an orphaned account (in the state store, no longer in the config)"
+        " from the state store: its state, peers, cooldowns and budget spends. An account"
+        " still in the config is refused: remove it from the config and reload first.",
         example="mtpoold accounts forget old-acc",
     )
     acc_cooldowns = action(
         acc_sub,
         "cooldowns",
         "show an account's cooldowns (account-wide, per rate class) and budgets left",
+        description="Show an account's cooldowns: account-wide, per rate class (FLOOD_WAIT"
+        " seconds left) and per chat, with each rate class's budget left.",
         example="mtpoold accounts cooldowns acc-1",
     )
     acc_clear = action(
         acc_sub,
         "clear-cooldown",
         "lift an account's FLOOD_WAIT cooldowns (all, or one rate class with --class)",
+        description="Lift an account's FLOOD_WAIT cooldowns: all of them, or one rate class"
+        " with --class. Telegram's own limit is not lifted: a call too soon may flood again.",
         example="mtpoold accounts clear-cooldown acc-1 --class resolve",
     )
     acc_clear.add_argument(
@@ -392,7 +417,12 @@ def build_parser() -> argparse.ArgumentParser:
         dest="action", metavar="ACTION", parser_class=_Parser, required=True
     )
     proxy_list = action(
-        proxy_sub, "list", "show every proxy lane", example="mtpoold proxies list --json"
+        proxy_sub,
+        "list",
+        "show every proxy lane",
+        description="Show every proxy lane: capacity in use, rate gate (next slot), cooldown,"
+        " errors by class, accounts.",
+        example="mtpoold proxies list --json",
     )
     proxy_list.add_argument("--json", action="store_true", help="print the raw reply")
 
@@ -407,7 +437,7 @@ def build_parser() -> argparse.ArgumentParser:
             [
                 "mtpoold authorize acc-1",
                 "mtpoold authorize acc-1 --phone +15551234567 --code-from - < code.txt",
-                "sudo -u mtpoold mtpoold authorize --config /etc/mtpoold/mtpoold.toml",
+                "mtpoold authorize --config /etc/mtpoold/mtpoold.toml --force acc-1",
             ],
             {
                 EXIT_OK: "every account asked for is logged in",

@@ -754,7 +754,8 @@ class Pool:
 
         Raises:
             KeyError: if no account has this id.
-            EnableRefused: for a revoked or deactivated account without ``force``.
+            ValueError: for a revoked or deactivated account without ``force`` (the message
+                says why and what to do).
         """
         acc = self._accounts[account_id]
         if not force and (name := revoked_by_telegram(acc.disabled_reason)) is not None:

@@ -40,7 +40,6 @@ import tomllib
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, NoReturn
 
-import outcome
 import trio
 
 from ._cliparser import (
@@ -99,11 +98,9 @@ def _config_path(args: argparse.Namespace) -> tuple[Path, bool]:
 
 def _no_config_file(path: Path, *, client: bool) -> _Fail:
     """The failure of a command that needs a config and finds none where none was asked for."""
-    ways = (
-        "give --config, set $MTPOOLD_CONFIG, or --url and --token-file"
-        if client
-        else ("give --config or set $MTPOOLD_CONFIG")
-    )
+    ways = "give --config or set $MTPOOLD_CONFIG"
+    if client:
+        ways = "give --config, set $MTPOOLD_CONFIG, or --url and --token-file"
     return _Fail(EXIT_USAGE, f"no config file: ./{path} does not exist ({ways})")
 
 
@@ -160,7 +157,8 @@ def _daemon_address(path: Path, *, quiet: bool) -> tuple[str, Path]:
         n = failure.message.count("\n") + 1
         print(
             f"mtpoold: note: {path} has {n} problem{'s' if n != 1 else ''}"
-            " (mtpoold check-config lists them); reaching the daemon at its daemon.listen",
+            " (mtpoold check-config lists them); reaching the daemon by its daemon.listen"
+            " and state_dir",
             file=sys.stderr,
         )
     return listen, path.resolve().parent / Path(state_dir).expanduser()
@@ -254,13 +252,17 @@ def _request(
                     every_s=_cliprogress.PROGRESS_EVERY_S,
                 )
             )
-            try:  # the outcome leaves the nursery as it is, not wrapped in an ExceptionGroup
-                answer = await outcome.acapture(
-                    call, target, token, method, params, timeout_s=timeout_s
-                )
+            answer: Any = None
+            failure: Exception | None = None
+            try:
+                answer = await call(target, token, method, params, timeout_s=timeout_s)
+            except Exception as exc:  # leaves the nursery as it is, not in an ExceptionGroup
+                failure = exc
             finally:
                 nursery.cancel_scope.cancel()
-        return answer.unwrap()
+        if failure is not None:
+            raise failure
+        return answer
 
     try:
         return trio.run(request)
@@ -609,6 +611,10 @@ def main(argv: list[str] | None = None) -> int:
         message = f"mtpoold: internal error: {type(exc).__name__}: {exc}"
         print(f"{message} (MTPOOLD_DEBUG=1 shows the traceback)", file=sys.stderr)
         return EXIT_JOB_FAILED
+    except BaseExceptionGroup as group:  # Ctrl-C while `call` showed its progress
+        if all(isinstance(leaf, KeyboardInterrupt) for leaf in leaves(group)):
+            return 130
+        raise
 
 
 def _broken_pipe() -> int:

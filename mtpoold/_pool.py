@@ -762,7 +762,8 @@ class Pool:
             raise EnableRefused(
                 f"account {acc.id!r} was disabled because Telegram answered {name}: its session"
                 " was revoked or the account deactivated, and it would fail again; re-authorize"
-                " it (mtpoold authorize), then enable it with force"
+                " it (mtpoold authorize), then enable it with force (mtpoold accounts enable"
+                " --force)"
             )
         self._dispatch.enable(acc)
         log.info("event=account_enabled account=%s force=%s", acc.id, str(force).lower())

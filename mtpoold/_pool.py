@@ -38,7 +38,6 @@ from ._config import AccountConfig, Config, ProxyConfig, proxy_key
 from ._dispatch import BackoffPastDeadline, Dispatcher, Job
 from ._errors import ErrorClass, Failure, JobFailed, MtpooldError, RateClassBlocked
 from ._lane import NO_PROXY, ProxyCoolingDown, ProxyLane
-from ._messagelink import message_id_of_link
 from ._peermemory import PeerMemory, first_peer_argument
 from ._policy import Verdict, decide
 from ._rateclass import RESOLVE, SEND, WINDOWS, RateClasses
@@ -81,6 +80,11 @@ def _no_peer_key(peer: str | int) -> str | None:
     return None
 
 
+def _no_message_link(peer: str | int) -> int | None:
+    del peer
+    return None
+
+
 @attrs.frozen(kw_only=True)
 class TelegramSide:
     """What the scheduler uses of the Telegram side and does not know: chosen where the pool is
@@ -101,6 +105,10 @@ class TelegramSide:
             INVALID_ARGUMENT naming ``argument``. Default: no check.
         check_message_ids: Checks the ids of a ``get_messages`` job and returns them as a
             list; raises `JobFailed` INVALID_ARGUMENT. Default: ``list``.
+        message_id_of_link: ``(peer) -> id``: the message id a (checked) message link names
+            (``https://t.me/chan/123`` -> 123, `mtpoold._messagelink.message_id_of_link`),
+            the ids of a ``get_messages`` job given none; None for any other peer. Default:
+            always None.
         peer_key: ``(peer) -> key``: the one spelling of a (checked) peer reference that
             names the same peer for every account (``"username:durov"``,
             ``"channel_id:12345"``), what routing by knowledge, shared and merged jobs
@@ -116,6 +124,7 @@ class TelegramSide:
     check_request: Callable[[str, Mapping[str, Any], Collection[str]], None] = _no_request_check
     check_peer: Callable[[str | int, str], None] = _no_peer_check
     check_message_ids: Callable[[Sequence[int]], list[int]] = list
+    message_id_of_link: Callable[[str | int], int | None] = _no_message_link
     peer_key: Callable[[str | int], str | None] = _no_peer_key
     lock_sessions: SessionLocker | None = None
     open_runtime: Callable[[], AbstractAsyncContextManager[object]] | None = None
@@ -672,14 +681,14 @@ class Pool:
         its own ids (``meta.merged``). Options and errors as :meth:`invoke`.
 
         ``ids`` None: ``peer`` must be a message link (``https://t.me/chan/123``,
-        ``t.me/c/123456/7``; `mtpoold._messagelink.message_id_of_link`), and the link's
+        ``t.me/c/123456/7``; ``TelegramSide.message_id_of_link``), and the link's
         message id is the one id; any other peer is INVALID_ARGUMENT ("ids: required ...").
         """
         if not isinstance(peer, (str, int)) or isinstance(peer, bool):
             raise JobFailed(ErrorClass.INVALID_ARGUMENT, "peer must be a string or an integer")
         if ids is None:
             self._telegram.check_peer(peer, "peer")
-            link_id = message_id_of_link(peer)
+            link_id = self._telegram.message_id_of_link(peer)
             if link_id is None:
                 raise JobFailed(
                     ErrorClass.INVALID_ARGUMENT,

@@ -1,35 +1,38 @@
 """The ``mtpoold`` command line.
 
-Commands::
+Commands (the grammar, help texts and exit codes: `mtpoold._cliparser`)::
 
     mtpoold run [--config PATH] [--log-level LEVEL]
     mtpoold status [--json] [--watch SECONDS]
-    mtpoold call METHOD [ARGS_JSON] [--deadline-ms N] [--account ID]
+    mtpoold call METHOD [ARGS_JSON] [--deadline-ms N] [--account ID] [--tags T[,T...]]
     mtpoold reload [--json]
     mtpoold accounts list [--json]
-    mtpoold accounts enable ID | disable ID [--reason R] | forget ID
+    mtpoold accounts enable ID [--force] | disable ID [--reason R] | forget ID
     mtpoold accounts cooldowns ID | clear-cooldown ID [--class C]
     mtpoold proxies list [--json]
     mtpoold authorize [ACCOUNT_ID...] [--phone P] [--code-from FILE|-] [--password-from FILE|-]
     mtpoold check-config [PATH]
     mtpoold --version
 
-The client commands find the daemon through the config (``--config``, ``$MTPOOLD_CONFIG`` or
-``./mtpoold.toml``): ``daemon.listen`` and ``daemon.state_dir/token``. ``--url`` /
-``$MTPOOLD_URL`` and ``--token-file`` / ``$MTPOOLD_TOKEN_FILE`` override them.
+The client commands (status, call, reload, accounts, proxies) find the daemon through the
+config (``--config``, ``$MTPOOLD_CONFIG`` or ``./mtpoold.toml``): where the daemon running
+on its ``daemon.state_dir`` listens (``state_dir/daemon.json``, `mtpoold._daemonfile`), else
+its ``daemon.listen``; the token in ``daemon.state_dir/token``. ``--url`` / ``$MTPOOLD_URL``
+and ``--token-file`` / ``$MTPOOLD_TOKEN_FILE`` override them; with both given no config file
+is needed, without them and without a config file they exit 2 ("no config file: ...").
 
 Exit codes: 0 ok; 1 the job failed (or the daemon failed while running, or a login failed);
-2 usage or configuration error (incl. a refused token, a rejected reload, a session held by
-another process); 3 daemon unreachable. Every failure prints one
-human line on stderr, never a traceback.
+2 usage or configuration error (incl. no config file, a refused token, a rejected reload, a
+session held by another process); 3 daemon unreachable; 141 the reader of stdout went away
+(silently). Every failure prints one human line per problem on stderr, never a traceback.
 """
 
 from __future__ import annotations
 
 import argparse
 import errno
+import functools
 import json
-import math
 import os
 import signal
 import sys
@@ -39,8 +42,19 @@ from typing import TYPE_CHECKING, Any, Final, NoReturn
 
 import trio
 
-from . import __version__
+from ._cliparser import (
+    CONTROL_METHODS,
+    DEFAULT_DISABLE_REASON,
+    EXIT_BROKEN_PIPE,
+    EXIT_JOB_FAILED,
+    EXIT_OK,
+    EXIT_UNREACHABLE,
+    EXIT_USAGE,
+    CliFailure,
+    build_parser,
+)
 from ._config import Config, DaemonConfig, load_config
+from ._daemonfile import running_daemon_address
 from ._errors import ConfigError, MtpooldError, leaves
 from ._listen import bind_problem, parse_listen
 from ._rpc import RpcError
@@ -59,207 +73,47 @@ if TYPE_CHECKING:
 
 __all__ = ["entry", "main"]
 
-EXIT_OK: Final = 0
-EXIT_JOB_FAILED: Final = 1
-EXIT_USAGE: Final = 2
-EXIT_UNREACHABLE: Final = 3
-EXIT_BROKEN_PIPE: Final = 141  # 128 + SIGPIPE, what a shell reports for `yes | head`
-
+_Fail = CliFailure  # the commands' short name for it
 DEFAULT_CONFIG: Final = "mtpoold.toml"
-_CONTROL_METHODS: Final = frozenset(
-    {
-        "resolve",
-        "get_messages",
-        "ping",
-        "status",
-        "cancel",
-        "accounts.disable",
-        "accounts.enable",
-        "accounts.cooldowns",
-        "accounts.clear_cooldown",
-        "accounts.forget",
-        "reload",
-    }
-)
 _USAGE_CODES: Final = frozenset({-32700, -32600, -32601, -32602, -32006})
 _NO_PARAMS: Final = frozenset({"ping", "status", "reload"})
-DEFAULT_DISABLE_REASON: Final = "disabled by operator"
-
-
-class _Fail(Exception):
-    """A failure with its exit code and one-line message."""
-
-    def __init__(self, code: int, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        raise _Fail(EXIT_USAGE, f"{self.prog}: {message}")
-
-
-def _seconds(text: str) -> float:
-    """An argparse type: a positive, finite number of seconds."""
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(
-            f"must be a positive finite number of seconds, not {text!r}"
-        )
-    return value
-
-
-def _build_parser() -> argparse.ArgumentParser:
-    common = _Parser(add_help=False)  # the type add_parser(parents=...) expects
-    common.add_argument(
-        "--config",
-        metavar="PATH",
-        default=argparse.SUPPRESS,
-        help="config file (default: $MTPOOLD_CONFIG or ./mtpoold.toml)",
-    )
-    common.add_argument(
-        "--url",
-        default=argparse.SUPPRESS,
-        help="daemon address: ws://HOST:PORT or unix:/path"
-        " (default: $MTPOOLD_URL or the config's daemon.listen)",
-    )
-    common.add_argument(
-        "--token-file",
-        metavar="PATH",
-        default=argparse.SUPPRESS,
-        help="bearer token file (default: $MTPOOLD_TOKEN_FILE or <daemon.state_dir>/token)",
-    )
-    parser = _Parser(
-        prog="mtpoold",
-        description="Pool many Telegram user accounts through rate-gated proxies.",
-        parents=[common],
-    )
-    parser.add_argument("--version", action="version", version=f"mtpoold {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-
-    run = sub.add_parser("run", parents=[common], help="run the daemon in the foreground")
-    run.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
-
-    status = sub.add_parser("status", parents=[common], help="show proxies and accounts")
-    status.add_argument("--json", action="store_true", help="print the raw status JSON")
-    status.add_argument(
-        "--watch", type=_seconds, metavar="SECONDS", help="refresh every SECONDS (> 0)"
-    )
-    status.add_argument("--watch-count", type=int, default=None, help=argparse.SUPPRESS)
-
-    call = sub.add_parser(
-        "call",
-        parents=[common],
-        help="call a method and print the JSON reply",
-        description="METHOD is a TL function name (e.g. help.GetConfig, sent as invoke) or one"
-        " of: " + ", ".join(sorted(_CONTROL_METHODS)) + ".",
-    )
-    call.add_argument("method", metavar="METHOD")
-    call.add_argument("args", metavar="ARGS_JSON", nargs="?", default=None, help="a JSON object")
-    call.add_argument("--deadline-ms", type=int, metavar="N", help="job deadline in milliseconds")
-    call.add_argument("--account", metavar="ID", help="run on this account only")
-
-    reload = sub.add_parser(
-        "reload",
-        parents=[common],
-        help="make the daemon re-read its config file (like SIGHUP)",
-        description="The daemon re-reads its config file. An invalid one changes nothing: every"
-        " problem is printed and the daemon keeps running on the old config (exit 2).",
-    )
-    reload.add_argument("--json", action="store_true", help="print the raw reply")
-
-    accounts = sub.add_parser("accounts", parents=[common], help="list and manage accounts")
-    acc_sub = accounts.add_subparsers(
-        dest="action", metavar="ACTION", parser_class=_Parser, required=True
-    )
-    acc_list = acc_sub.add_parser("list", parents=[common], help="show every account")
-    acc_enable = acc_sub.add_parser("enable", parents=[common], help="enable an account")
-    acc_disable = acc_sub.add_parser(
-        "disable", parents=[common], help="take an account out of scheduling (kept on restart)"
-    )
-    acc_disable.add_argument("--reason", default=DEFAULT_DISABLE_REASON, help="why, for status")
-    acc_forget = acc_sub.add_parser(
-        "forget",
-        parents=[common],
-        help="delete an orphaned account (no longer in the config) from the state store",
-    )
-    acc_cooldowns = acc_sub.add_parser(
-        "cooldowns",
-        parents=[common],
-        help="show an account's cooldowns (account-wide, per rate class) and budgets left",
-    )
-    acc_clear = acc_sub.add_parser(
-        "clear-cooldown",
-        parents=[common],
-        help="lift an account's FLOOD_WAIT cooldowns (all, or one rate class with --class)",
-    )
-    acc_clear.add_argument(
-        "--class", dest="rate_class", default=None, metavar="C", help="only this rate class"
-    )
-    for action in (acc_enable, acc_disable, acc_forget, acc_cooldowns, acc_clear):
-        action.add_argument("id", metavar="ID", help="account id")
-    for action in (acc_list, acc_enable, acc_disable, acc_forget, acc_cooldowns, acc_clear):
-        action.add_argument("--json", action="store_true", help="print the raw reply")
-
-    proxies = sub.add_parser("proxies", parents=[common], help="list proxies")
-    proxy_sub = proxies.add_subparsers(
-        dest="action", metavar="ACTION", parser_class=_Parser, required=True
-    )
-    proxy_list = proxy_sub.add_parser("list", parents=[common], help="show every proxy lane")
-    proxy_list.add_argument("--json", action="store_true", help="print the raw reply")
-
-    authorize = sub.add_parser(
-        "authorize",
-        parents=[common],
-        help="log accounts in and write their session files",
-        description="Log accounts in through their own proxy and server settings and write"
-        " their session files (0600). Asks for the phone number, the login code and the 2FA"
-        " password (without echo) unless given by the options. Refused while the daemon"
-        " holds the session (exit 2).",
-    )
-    authorize.add_argument(
-        "accounts",
-        metavar="ACCOUNT_ID",
-        nargs="*",
-        help="default: every account with a session file",
-    )
-    authorize.add_argument(
-        "--phone", help="the phone number, international format (one account only)"
-    )
-    authorize.add_argument(
-        "--force",
-        action="store_true",
-        help="log in again even if the session file already holds a login (replaces it)",
-    )
-    authorize.add_argument(
-        "--code-from", metavar="FILE", help="read the login code from FILE ('-': stdin)"
-    )
-    authorize.add_argument(
-        "--password-from", metavar="FILE", help="read the 2FA password from FILE ('-': stdin)"
-    )
-
-    check = sub.add_parser(
-        "check-config",
-        parents=[common],
-        help="validate a config file",
-        description="Validate PATH (default: --config, $MTPOOLD_CONFIG or ./mtpoold.toml) and"
-        " run the daemon's start-up checks on it.",
-    )
-    check.add_argument("path", metavar="PATH", nargs="?", default=None)
-    return parser
+_JOB_METHODS: Final = frozenset({"resolve", "get_messages"})
 
 
 # --- finding the daemon ---------------------------------------------------------------------------
 
 
 def _config_path(args: argparse.Namespace) -> tuple[Path, bool]:
-    """The config path and whether it was asked for explicitly."""
-    explicit = getattr(args, "config", None) or os.environ.get("MTPOOLD_CONFIG")
+    """The config path and whether it was asked for explicitly.
+
+    Raises:
+        _Fail: (exit 2) for two different ``--config`` paths (before and after the command).
+    """
+    given = [p for p in (getattr(args, "global_config", None), getattr(args, "config", None)) if p]
+    if len(set(given)) > 1:
+        raise _Fail(EXIT_USAGE, f"mtpoold: two config paths ({given[0]}, {given[1]}); give one")
+    explicit = (given[0] if given else None) or os.environ.get("MTPOOLD_CONFIG")
     return Path(explicit or DEFAULT_CONFIG), bool(explicit)
+
+
+def _no_config_file(path: Path, *, client: bool) -> _Fail:
+    """The failure of a command that needs a config and finds none where none was asked for."""
+    ways = "give --config or set $MTPOOLD_CONFIG"
+    if client:
+        ways = "give --config, set $MTPOOLD_CONFIG, or --url and --token-file"
+    return _Fail(EXIT_USAGE, f"no config file: ./{path} does not exist ({ways})")
+
+
+def _existing_config(args: argparse.Namespace) -> Path:
+    """`_config_path` for the commands that need the file (run, authorize).
+
+    Raises:
+        _Fail: (exit 2) "no config file" when none was asked for and ./mtpoold.toml is absent.
+    """
+    path, explicit = _config_path(args)
+    if not explicit and not path.exists():
+        raise _no_config_file(path, client=False)
+    return path
 
 
 def _load_config(path: Path) -> Config:
@@ -303,7 +157,8 @@ def _daemon_address(path: Path, *, quiet: bool) -> tuple[str, Path]:
         n = failure.message.count("\n") + 1
         print(
             f"mtpoold: note: {path} has {n} problem{'s' if n != 1 else ''}"
-            " (mtpoold check-config lists them); reaching the daemon at its daemon.listen",
+            " (mtpoold check-config lists them); reaching the daemon by its daemon.listen"
+            " and state_dir",
             file=sys.stderr,
         )
     return listen, path.resolve().parent / Path(state_dir).expanduser()
@@ -350,8 +205,12 @@ def _locate(args: argparse.Namespace) -> tuple[Target, str]:
     listen, state_dir = defaults.listen, Path(defaults.state_dir)
     if url is None or token_file is None:
         path, explicit = _config_path(args)
-        if explicit or path.exists():
-            listen, state_dir = _daemon_address(path, quiet=args.command == "reload")
+        if not explicit and not path.exists():
+            raise _no_config_file(path, client=True)
+        listen, state_dir = _daemon_address(path, quiet=args.command == "reload")
+        # The daemon running on this state_dir listens where it started, whatever the file
+        # says now (daemon.listen applies after a restart).
+        listen = running_daemon_address(state_dir) or listen
     try:
         target = parse_target(url) if url is not None else target_from_listen(listen)
     except ValueError as exc:
@@ -366,13 +225,47 @@ def _locate(args: argparse.Namespace) -> tuple[Target, str]:
 
 
 def _request(
-    args: argparse.Namespace, method: str, params: dict[str, Any] | None, *, timeout_s: float
+    args: argparse.Namespace,
+    method: str,
+    params: dict[str, Any] | None,
+    *,
+    timeout_s: float,
+    progress: bool = False,
 ) -> Any:
+    """One JSON-RPC request to the daemon; with ``progress``, `show_waiting` on stderr while
+    it runs (written only when stderr is a terminal)."""
     from ._rpcclient import AuthRejected, DaemonUnreachable, call
 
     target, token = _locate(args)
+
+    async def request() -> Any:
+        if not progress:
+            return await call(target, token, method, params, timeout_s=timeout_s)
+        from . import _cliprogress
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(
+                functools.partial(
+                    _cliprogress.show_waiting,
+                    sys.stderr,
+                    after_s=_cliprogress.PROGRESS_AFTER_S,
+                    every_s=_cliprogress.PROGRESS_EVERY_S,
+                )
+            )
+            answer: Any = None
+            failure: Exception | None = None
+            try:
+                answer = await call(target, token, method, params, timeout_s=timeout_s)
+            except Exception as exc:  # leaves the nursery as it is, not in an ExceptionGroup
+                failure = exc
+            finally:
+                nursery.cancel_scope.cancel()
+        if failure is not None:
+            raise failure
+        return answer
+
     try:
-        return trio.run(lambda: call(target, token, method, params, timeout_s=timeout_s))
+        return trio.run(request)
     except DaemonUnreachable as exc:
         raise _Fail(EXIT_UNREACHABLE, f"daemon unreachable: {exc}") from None
     except AuthRejected as exc:
@@ -398,7 +291,18 @@ def _answers_as_our_daemon(config: Config) -> bool:
 
 
 def _cmd_check_config(args: argparse.Namespace) -> int:
-    path = Path(args.path) if args.path is not None else _config_path(args)[0]
+    path, explicit = _config_path(args)
+    if args.path is not None:
+        flag = getattr(args, "config", None) or getattr(args, "global_config", None)
+        if flag is not None and Path(flag) != Path(args.path):
+            raise _Fail(
+                EXIT_USAGE,
+                f"mtpoold check-config: two config paths (--config {flag}, PATH {args.path});"
+                " give one",
+            )
+        path = Path(args.path)
+    elif not explicit and not path.exists():
+        raise _no_config_file(path, client=False)
     config = _load_config(path)
     problems = _startup_problems(config)
     note = ""
@@ -421,7 +325,7 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
 def _cmd_run(args: argparse.Namespace) -> int:
     from ._daemon import configure_logging, run_daemon
 
-    path, _ = _config_path(args)
+    path = _existing_config(args)
     config = _load_config(path)
     problems = _startup_problems(config)  # exit 2 before anything is created or started
     if problems:
@@ -505,12 +409,20 @@ def _cmd_call(args: argparse.Namespace) -> int:
         options["deadline_ms"] = args.deadline_ms
     if args.account is not None:
         options["account"] = args.account
+    if args.tags is not None:
+        options["tags"] = list(args.tags)
     method = args.method
-    if method in _CONTROL_METHODS:
-        if options and method in ("resolve", "get_messages"):
+    if method == "cancel":
+        raise _Fail(
+            EXIT_USAGE,
+            "mtpoold call: cancel names a job of the same websocket connection, which a one-shot"
+            " command never has; Ctrl-C ends the job of `mtpoold call`",
+        )
+    if method in CONTROL_METHODS:
+        if options and method in _JOB_METHODS:
             params = {**params, "options": {**params.get("options", {}), **options}}
         elif options:
-            raise _Fail(EXIT_USAGE, f"--deadline-ms/--account do not apply to {method}")
+            raise _Fail(EXIT_USAGE, f"--deadline-ms/--account/--tags do not apply to {method}")
         request: dict[str, Any] | None = params if params or method not in _NO_PARAMS else None
     else:
         method, request = "invoke", {"method": args.method, "args": params}
@@ -518,7 +430,8 @@ def _cmd_call(args: argparse.Namespace) -> int:
             request["options"] = options
     timeout_s = (args.deadline_ms / 1000 if args.deadline_ms else 600.0) + 15.0
     try:
-        result = _request(args, method, request, timeout_s=timeout_s)
+        progress = method == "invoke" or method in _JOB_METHODS
+        result = _request(args, method, request, timeout_s=timeout_s, progress=progress)
     except RpcError as err:
         print(json.dumps({"error": err.to_object()}, indent=2, ensure_ascii=False))
         code = EXIT_USAGE if err.code in _USAGE_CODES else EXIT_JOB_FAILED
@@ -577,10 +490,17 @@ def _cmd_accounts(args: argparse.Namespace) -> int:
             _console().print(render_accounts(stats))
         return EXIT_OK
     if args.action == "disable":
-        result = _control(args, "accounts.disable", {"id": args.id, "reason": args.reason})
-        text = f"account {args.id} disabled: {args.reason}"
+        disable: dict[str, object] = {"id": args.id}
+        if args.reason is not None:
+            disable["reason"] = args.reason
+        result = _control(args, "accounts.disable", disable)
+        # the daemon answers with the reason in force (an existing one is kept without --reason)
+        text = f"account {args.id} disabled: {result.get('reason') or DEFAULT_DISABLE_REASON}"
     elif args.action == "enable":
-        result = _control(args, "accounts.enable", {"id": args.id})
+        enable: dict[str, object] = {"id": args.id}
+        if args.force:
+            enable["force"] = True
+        result = _control(args, "accounts.enable", enable)
         text = f"account {args.id} enabled"
     elif args.action == "cooldowns":
         result = _control(args, "accounts.cooldowns", {"id": args.id})
@@ -618,7 +538,7 @@ def _cmd_proxies(args: argparse.Namespace) -> int:
 def _cmd_authorize(args: argparse.Namespace) -> int:
     from ._authorize import AuthorizeFailed, authorize_accounts
 
-    path, _ = _config_path(args)
+    path = _existing_config(args)
     config = _load_config(path)
     os.umask(0o077)
     try:
@@ -661,7 +581,7 @@ def main(argv: list[str] | None = None) -> int:
         The exit code: 0 ok, 1 job (or daemon) failed, 2 usage/config error, 3 daemon
         unreachable. Failures print one line per problem on stderr, never a traceback.
     """
-    parser = _build_parser()
+    parser = build_parser()
     try:
         args = parser.parse_args(sys.argv[1:] if argv is None else argv)
         if args.command is None:
@@ -691,6 +611,10 @@ def main(argv: list[str] | None = None) -> int:
         message = f"mtpoold: internal error: {type(exc).__name__}: {exc}"
         print(f"{message} (MTPOOLD_DEBUG=1 shows the traceback)", file=sys.stderr)
         return EXIT_JOB_FAILED
+    except BaseExceptionGroup as group:  # Ctrl-C while `call` showed its progress
+        if all(isinstance(leaf, KeyboardInterrupt) for leaf in leaves(group)):
+            return 130
+        raise
 
 
 def _broken_pipe() -> int:

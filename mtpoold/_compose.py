@@ -65,6 +65,7 @@ def telethon_side(
     """
     from ._classify import classify
     from ._links import check_message_ids, check_peer, peer_key
+    from ._messagelink import message_id_of_link
     from ._sessionlock import lock_sessions_of
     from ._tljson import check_request
 
@@ -89,6 +90,7 @@ def telethon_side(
         check_request=request_check,
         check_peer=peer_check,
         check_message_ids=check_message_ids,
+        message_id_of_link=message_id_of_link,
         peer_key=peer_key,
         lock_sessions=lock_sessions_of if lock_sessions else None,
         open_runtime=_asyncio_loop,

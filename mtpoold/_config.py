@@ -36,7 +36,7 @@ from ._sessionfiles import session_file_path
 from ._validation import EXPECT as _EXPECT
 from ._validation import FAILED as _FAILED
 from ._validation import SECRET as _SECRET
-from ._validation import TOML, Structurer, in_document_order
+from ._validation import TOML, Structurer, did_you_mean, in_document_order
 from ._validation import FieldProblem as _FieldProblem
 from ._validation import attrs_class_of as _attrs_class_of
 from ._validation import join as _join
@@ -848,7 +848,7 @@ def parse_config(data: Mapping[str, Any], *, base_dir: Path) -> Config:
         raise ConfigError([f"<config>: expected a table, got {_show(data)}"])
     problems: list[str] = []
     for key in sorted(set(data) - set(_SECTIONS)):
-        problems.append(f"{_join('', key)}: unknown key")
+        problems.append(f"{_join('', key)}: unknown key{did_you_mean(str(key), _SECTIONS)}")
     # Validators off while structuring: each entry is structured on its own and then all of its
     # validators run, so one broken key hides neither its siblings nor other entries.
     with attrs.validators.disabled():

@@ -27,6 +27,7 @@ import trio
 
 from ._compose import open_pool
 from ._config import Config, ProxyConfig, load_config, proxy_key
+from ._daemonfile import remove_daemon_file, write_daemon_file
 from ._errors import ConfigError, redact
 from ._metrics import metrics_registry, serve_metrics
 from ._pool import ReloadSummary
@@ -283,11 +284,16 @@ class Reloader:
         pool: The running pool.
         config: The config in force.
         config_path: The file to re-read, or None (no reload possible).
+        listening_on: The ``daemon.listen`` the daemon started with (where it listens until
+            a restart, whatever later files say).
     """
 
     pool: DaemonPool
     config: Config
     config_path: Path | None
+    listening_on: str = attrs.field(
+        default=attrs.Factory(lambda self: self.config.daemon.listen, takes_self=True)
+    )
     _lock: trio.Lock = attrs.field(init=False, factory=trio.Lock)
 
     async def __call__(self) -> dict[str, Any]:
@@ -335,6 +341,11 @@ class Reloader:
             raise ConfigError([f"reload failed: {reason}"]) from None
         notes = []
         if new.daemon != self.config.daemon:
+            if new.daemon.listen != self.listening_on:
+                notes.append(
+                    f"daemon.listen changed ({self.listening_on} -> {new.daemon.listen}): the"
+                    f" daemon keeps listening on {self.listening_on} until it restarts"
+                )
             notes.append("[daemon] settings changed: they apply after a restart")
             _log.warning("reload.daemon_changed note=listen_and_limits_apply_after_restart")
         if new.metrics != self.config.metrics:
@@ -413,7 +424,8 @@ async def run_daemon(
     every account's session lock held -> bearer token (created 0600 at first start) ->
     `RpcServer` listening -> with ``[metrics]``, ``GET /metrics`` listening
     (`mtpoold._metrics.serve_metrics`, in the same nursery: it ends with the server) ->
-    ``READY=1``.
+    ``state_dir/daemon.json`` (where it listens and its pid, 0600, `mtpoold._daemonfile`;
+    removed when it stops) -> ``READY=1``.
 
     Signals: SIGTERM/SIGINT start a graceful shutdown (``STOPPING=1``, in-flight jobs get
     ``daemon.shutdown_grace_s``); a second one ends the grace period at once (jobs still
@@ -465,6 +477,7 @@ async def run_daemon(
                             per_account=config.metrics.per_account,
                         )
                         await nursery.start(serve_metrics, registry, config.metrics.listen)
+                    _write_daemon_file(state_dir, address)
                     sd_notify(f"READY=1\nSTATUS={_summary(pool, server)}\nMAINPID={os.getpid()}")
                     _log.info(
                         "daemon.ready address=%s accounts=%d proxies=%d state_dir=%s",
@@ -513,4 +526,17 @@ async def run_daemon(
                             pool.begin_shutdown()
         _log.info("daemon.stopped")
     finally:
+        remove_daemon_file(state_dir)
         store.close()
+
+
+def _write_daemon_file(state_dir: Path, address: str) -> None:
+    """``<state_dir>/daemon.json`` (`mtpoold._daemonfile`): where the client commands find
+    this daemon; a failure is logged, the daemon serves on (clients fall back to the config's
+    ``daemon.listen``)."""
+    try:
+        path = write_daemon_file(state_dir, address)
+    except OSError as exc:
+        _log.warning("daemon.file_failed path=%s error=%s", state_dir, _quote(str(exc)))
+    else:
+        _log.debug("daemon.file_written path=%s address=%s", path, address)

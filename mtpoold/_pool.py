@@ -14,6 +14,7 @@ import datetime as dt
 import logging
 import math
 import random
+import re
 import time
 from collections.abc import (
     AsyncIterator,
@@ -35,7 +36,7 @@ from ._account import AccountWorker, Client, Judged
 from ._budget import BudgetBook, RequestGuard, WarmUp
 from ._config import AccountConfig, Config, ProxyConfig, proxy_key
 from ._dispatch import BackoffPastDeadline, Dispatcher, Job
-from ._errors import ErrorClass, Failure, JobFailed, RateClassBlocked
+from ._errors import ErrorClass, Failure, JobFailed, MtpooldError, RateClassBlocked
 from ._lane import NO_PROXY, ProxyCoolingDown, ProxyLane
 from ._peermemory import PeerMemory, first_peer_argument
 from ._policy import Verdict, decide
@@ -85,6 +86,11 @@ def _no_peer_key(peer: str | int) -> str | None:
     return None
 
 
+def _no_message_link(peer: str | int) -> int | None:
+    del peer
+    return None
+
+
 @attrs.frozen(kw_only=True)
 class TelegramSide:
     """What the scheduler uses of the Telegram side and does not know: chosen where the pool is
@@ -105,6 +111,10 @@ class TelegramSide:
             INVALID_ARGUMENT naming ``argument``. Default: no check.
         check_message_ids: Checks the ids of a ``get_messages`` job and returns them as a
             list; raises `JobFailed` INVALID_ARGUMENT. Default: ``list``.
+        message_id_of_link: ``(peer) -> id``: the message id a (checked) message link names
+            (``https://t.me/chan/123`` -> 123, `mtpoold._messagelink.message_id_of_link`),
+            the ids of a ``get_messages`` job given none; None for any other peer. Default:
+            always None.
         peer_key: ``(peer) -> key``: the one spelling of a (checked) peer reference that
             names the same peer for every account (``"username:durov"``,
             ``"channel_id:12345"``), what routing by knowledge, shared and merged jobs
@@ -120,6 +130,7 @@ class TelegramSide:
     check_request: Callable[[str, Mapping[str, Any], Collection[str]], None] = _no_request_check
     check_peer: Callable[[str | int, str], None] = _no_peer_check
     check_message_ids: Callable[[Sequence[int]], list[int]] = list
+    message_id_of_link: Callable[[str | int], int | None] = _no_message_link
     peer_key: Callable[[str | int], str | None] = _no_peer_key
     lock_sessions: SessionLocker | None = None
     open_runtime: Callable[[], AbstractAsyncContextManager[object]] | None = None
@@ -127,6 +138,27 @@ class TelegramSide:
 
 #: Seconds shutdown waits for all clients to disconnect (each disconnect is bounded too).
 CLOSE_TIMEOUT_S: Final = 10.0
+
+#: How `mtpoold._policy.decide` words the disable reason of the SESSION_REVOKED class
+#: (``"USER_DEACTIVATED: the session no longer works (...)"``), kept in the state store.
+_REVOKED_MARK: Final = ": the session no longer works"
+_RPC_NAME_RE: Final = re.compile(r"[A-Z][A-Z0-9_]*")
+
+
+def revoked_by_telegram(disabled_reason: str | None) -> str | None:
+    """The RPC error name (``SESSION_REVOKED``, ``USER_DEACTIVATED_BAN``,
+    ``AUTH_KEY_UNREGISTERED`` …) if an account was disabled because Telegram revoked its
+    session or deactivated it, else None (not disabled, or by an operator, a freeze, a
+    wrong DC …)."""
+    if not disabled_reason:
+        return None
+    name, mark, _ = disabled_reason.partition(_REVOKED_MARK)
+    return name if mark and _RPC_NAME_RE.fullmatch(name) else None
+
+
+class EnableRefused(MtpooldError, ValueError):
+    """`Pool.enable_account` refused an account Telegram revoked or deactivated (pass
+    ``force``); the message says why. A ValueError, as the server reads it."""
 
 
 @attrs.frozen
@@ -643,7 +675,7 @@ class Pool:
     async def get_messages(
         self,
         peer: str | int,
-        ids: Sequence[int],
+        ids: Sequence[int] | None = None,
         *,
         deadline_s: float | None = None,
         account: str | None = None,
@@ -657,9 +689,23 @@ class Pool:
         answer; jobs for the same chat and constraints waiting for an account ride in one call
         (``[economy] merge_get_messages``, at most 100 ids in all), each answered with exactly
         its own ids (``meta.merged``). Options and errors as :meth:`invoke`.
+
+        ``ids`` None: ``peer`` must be a message link (``https://t.me/chan/123``,
+        ``t.me/c/123456/7``; ``TelegramSide.message_id_of_link``), and the link's
+        message id is the one id; any other peer is INVALID_ARGUMENT ("ids: required ...").
         """
         if not isinstance(peer, (str, int)) or isinstance(peer, bool):
             raise JobFailed(ErrorClass.INVALID_ARGUMENT, "peer must be a string or an integer")
+        if ids is None:
+            self._telegram.check_peer(peer, "peer")
+            link_id = self._telegram.message_id_of_link(peer)
+            if link_id is None:
+                raise JobFailed(
+                    ErrorClass.INVALID_ARGUMENT,
+                    "ids: required unless peer is a message link (https://t.me/name/123,"
+                    " t.me/c/123456/7)",
+                )
+            ids = (link_id,)
         if isinstance(ids, (str, bytes)) or not all(
             isinstance(i, int) and not isinstance(i, bool) for i in ids
         ):
@@ -695,26 +741,51 @@ class Pool:
             merge_key=merge_key,
         )
 
-    def disable_account(self, account_id: str, reason: str) -> None:
+    def disable_account(self, account_id: str, reason: str | None = None) -> str:
         """Take an account out of scheduling until :meth:`enable_account`; kept across restarts.
 
+        Args:
+            account_id: The account.
+            reason: Why, for status. None (or empty): an account already disabled keeps its
+                reason (a FLOOD-ban, SESSION_REVOKED … an operator re-disables is still
+                explained); another gets "disabled by operator".
+
+        Returns:
+            The reason in force.
+
         Raises:
             KeyError: if no account has this id.
         """
         acc = self._accounts[account_id]
-        self._dispatch.disable(acc, reason or "disabled by operator")
+        kept = reason or acc.disabled_reason or "disabled by operator"
+        self._dispatch.disable(acc, kept)
         log.warning("event=account_disabled account=%s reason=%s", acc.id, acc.disabled_reason)
         self._persist(acc)
+        return kept
 
-    def enable_account(self, account_id: str) -> None:
+    def enable_account(self, account_id: str, *, force: bool = False) -> None:
         """Bring a disabled account back into scheduling.
+
+        An account disabled because Telegram revoked or deactivated its session (the
+        SESSION_REVOKED class: SESSION_REVOKED, AUTH_KEY_UNREGISTERED, USER_DEACTIVATED …,
+        `revoked_by_telegram`) would fail its next call the same way: it is refused unless
+        ``force`` (after a re-authorization, say).
 
         Raises:
             KeyError: if no account has this id.
+            ValueError: for a revoked or deactivated account without ``force`` (the message
+                says why and what to do).
         """
         acc = self._accounts[account_id]
+        if not force and (name := revoked_by_telegram(acc.disabled_reason)) is not None:
+            raise EnableRefused(
+                f"account {acc.id!r} was disabled because Telegram answered {name}: its session"
+                " was revoked or the account deactivated, and it would fail again; re-authorize"
+                " it (mtpoold authorize), then enable it with force (mtpoold accounts enable"
+                " --force)"
+            )
         self._dispatch.enable(acc)
-        log.info("event=account_enabled account=%s", acc.id)
+        log.info("event=account_enabled account=%s force=%s", acc.id, str(force).lower())
         self._persist(acc)
 
     def forget_account(self, account_id: str) -> bool:

@@ -481,11 +481,17 @@ class ResolveParams:
 
 @attrs.frozen
 class GetMessagesParams:
-    """``get_messages``: message ``ids`` of ``peer`` (username/link string or numeric id)."""
+    """``get_messages``: message ``ids`` of ``peer`` (username/link string or numeric id).
+
+    ``ids`` absent or null: ``peer`` must be a message link (``https://t.me/chan/123``,
+    ``t.me/c/123456/7``), whose message id is the one id (the pool checks it).
+    """
 
     peer: str | int = attrs.field(validator=_peer)
-    ids: tuple[int, ...] = attrs.field(
-        validator=_message_ids, metadata={EXPECT: "an array of integers"}
+    ids: tuple[int, ...] | None = attrs.field(
+        default=None,
+        validator=attrs.validators.optional(_message_ids),
+        metadata={EXPECT: "an array of integers"},
     )
     options: JobOptions = attrs.field(factory=JobOptions)
 
@@ -499,17 +505,20 @@ class CancelParams:
 
 @attrs.frozen
 class DisableParams:
-    """``accounts.disable``: account ``id`` and a human ``reason``."""
+    """``accounts.disable``: account ``id`` and a human ``reason`` (absent or null: an
+    account already disabled keeps its reason, another gets "disabled by operator")."""
 
     id: str = attrs.field(validator=_non_empty)
-    reason: str = attrs.field(validator=_non_empty)
+    reason: str | None = attrs.field(default=None, validator=_non_empty)
 
 
 @attrs.frozen
 class EnableParams:
-    """``accounts.enable``: account ``id``."""
+    """``accounts.enable``: account ``id``; ``force`` (default false) also enables an account
+    Telegram revoked or deactivated (refused without it)."""
 
     id: str = attrs.field(validator=_non_empty)
+    force: bool = False
 
 
 @attrs.frozen

@@ -177,7 +177,7 @@ class PoolAPI(Protocol):
     async def get_messages(
         self,
         peer: str | int,
-        ids: Sequence[int],
+        ids: Sequence[int] | None = None,
         *,
         deadline_s: float | None = None,
         account: str | None = None,
@@ -187,9 +187,9 @@ class PoolAPI(Protocol):
 
     def statistics(self) -> object: ...
 
-    def disable_account(self, account_id: str, reason: str) -> None: ...
+    def disable_account(self, account_id: str, reason: str | None = None) -> str: ...
 
-    def enable_account(self, account_id: str) -> None: ...
+    def enable_account(self, account_id: str, *, force: bool = False) -> None: ...
 
     def cooldowns(self, account_id: str) -> object: ...
 
@@ -766,16 +766,20 @@ class RpcServer:
             return {"cancelled": True}
         if isinstance(params, DisableParams):
             try:
-                self.pool.disable_account(params.id, params.reason)
+                reason = self.pool.disable_account(params.id, params.reason)
             except KeyError:
                 raise _unknown_account(params.id) from None
             _log.info("account.disabled account=%s via=rpc", params.id)
-            return {"account": params.id, "disabled": True, "reason": params.reason}
+            return {"account": params.id, "disabled": True, "reason": reason}
         if isinstance(params, EnableParams):
             try:
-                self.pool.enable_account(params.id)
+                self.pool.enable_account(params.id, force=params.force)
             except KeyError:
                 raise _unknown_account(params.id) from None
+            except ValueError as exc:  # `mtpoold._pool.EnableRefused`: revoked, pass force
+                raise RpcError(
+                    INVALID_PARAMS, f"params.force: {exc}", error_class="INVALID_ARGUMENT"
+                ) from None
             _log.info("account.enabled account=%s via=rpc", params.id)
             return {"account": params.id, "disabled": False}
         if isinstance(params, CooldownsParams):

@@ -44,6 +44,7 @@ from telethon.tl.alltlobjects import tlobjects
 from telethon.tl.tlobject import TLObject, TLRequest
 
 from ._errors import ErrorClass, JobFailed
+from ._validation import did_you_mean
 
 __all__ = [
     "BLOCKED_METHODS",
@@ -56,8 +57,11 @@ __all__ = [
     "check_request",
     "from_json",
     "function_by_name",
+    "function_suggestion",
+    "ZERO_DEFAULT_ARGUMENTS",
     "to_json",
     "type_by_name",
+    "zero_defaults",
 ]
 
 JSONValue = Any  # dict[str, JSONValue] | list[JSONValue] | str | int | float | bool | None
@@ -225,7 +229,9 @@ def function_by_name(name: str) -> type[TLRequest]:
         The request class (a subclass of ``TLRequest``).
 
     Raises:
-        JobFailed: INVALID_ARGUMENT ``unknown TL function "<name>"`` if there is none.
+        JobFailed: INVALID_ARGUMENT ``unknown TL function "<name>"`` if there is none, followed
+            by ``; did you mean messages.GetHistory?`` when a known name is close
+            (`function_suggestion`).
     """
     if not isinstance(name, str) or not name.strip():
         raise _invalid(f"unknown TL function {_quote(name)}")
@@ -235,7 +241,31 @@ def function_by_name(name: str) -> type[TLRequest]:
         cls = index.get((namespace, candidate))
         if cls is not None:
             return cls
-    raise _invalid(f"unknown TL function {_quote(name)}")
+    raise _invalid(f"unknown TL function {_quote(name)}{function_suggestion(name)}")
+
+
+@functools.cache
+def _function_names() -> tuple[str, ...]:
+    return tuple(sorted(_display_name(cls) for cls in _function_index().values()))
+
+
+def function_suggestion(name: str) -> str:
+    """``"; did you mean messages.GetHistory?"`` for an unknown TL function name, or ``""``.
+
+    Case-insensitive (as `function_by_name`), with or without Telethon's ``Request`` suffix:
+    close spellings in any namespace (``messages.GetHistry``), and the same method in
+    another namespace (``help.ResolveUsername`` -> ``contacts.ResolveUsername``).
+    """
+    text = name.strip()
+    if text.lower().endswith("request"):
+        text = text[: -len("request")]
+    names = _function_names()
+    hint = did_you_mean(text, names, fold_case=True)
+    if hint:
+        return hint
+    method = text.rpartition(".")[2].lower()
+    same = [n for n in names if n.rpartition(".")[2].lower() == method][:3]
+    return f"; did you mean {' or '.join(same)}?" if same else ""
 
 
 def type_by_name(name: str) -> type[TLObject]:
@@ -396,6 +426,18 @@ class _Shape(typing.NamedTuple):
     base: str  # "int", "str", "bytes", "bool", "float", "datetime", "TypeX" or "TLObject"
     optional: bool
     bounds: tuple[int, int] | None = None  # (min, max) of an int field's TL type, if known
+    default: int | None = None  # what an omitted (or null) optional argument becomes
+
+
+#: Plain ``int``/``long`` arguments that default to 0 when omitted, in the functions whose
+#: name starts with ``get`` or ``search`` (`zero_defaults`). Telegram documents 0 as "none"
+#: for each: ``offset_id``/``offset``/``add_offset``/``offset_rate``/``offset_topic`` 0 start
+#: at the newest entry, ``max_id``/``min_id`` 0 set no bound (core.telegram.org/api/offsets),
+#: ``hash`` 0 says the caller holds no cached copy (core.telegram.org/api/offsets#hash-
+#: generation). ``limit`` is not among them: 0 asks for no entries, not for a default count.
+ZERO_DEFAULT_ARGUMENTS: Final = frozenset(
+    {"offset_id", "offset", "add_offset", "offset_rate", "offset_topic", "max_id", "min_id", "hash"}
+)
 
 
 #: Integer ranges by the serialization Telethon generates for a field (``struct.pack('<i',
@@ -470,6 +512,31 @@ def _is_optional_annotation(annotation: object) -> bool:
     )
 
 
+def zero_defaults(cls: type[TLObject]) -> frozenset[str]:
+    """The arguments of `cls` that default to 0 when omitted.
+
+    The rule: `cls` is a TL function whose name starts with ``get`` or ``search`` (the
+    read-only listings: ``messages.getHistory``, ``messages.search``, ``contacts.getContacts``
+    …), and the argument is a plain (not flags, not vector) TL ``int`` or ``long`` named in
+    `ZERO_DEFAULT_ARGUMENTS`. Functions that act (``messages.deleteHistory``'s or
+    ``messages.readHistory``'s ``max_id``, ``account.resetAuthorization``'s ``hash``) keep
+    every argument required: there 0 means "all", which nobody should get by omission.
+    """
+    if not issubclass(cls, TLRequest):
+        return frozenset()
+    method = _display_name(cls).rpartition(".")[2].lower()
+    if not method.startswith(("get", "search")):
+        return frozenset()
+    params = inspect.signature(cls.__init__).parameters
+    return frozenset(
+        name
+        for name in ZERO_DEFAULT_ARGUMENTS
+        if name in params
+        and params[name].annotation is int
+        and params[name].default is inspect.Parameter.empty
+    )
+
+
 @functools.cache
 def _signature(cls: type[TLObject]) -> dict[str, _Shape]:
     """What each argument of `cls` wants, from Telethon's ``__init__`` signature.
@@ -478,7 +545,8 @@ def _signature(cls: type[TLObject]) -> dict[str, _Shape]:
     field, or a ``date`` Telethon writes as 0 for None) or when it has a default. The one kind
     of default on a non-Optional annotation is Telethon's ``random_id`` filler, which makes
     random integers: it stands in for int fields only, so a ``random_id:bytes`` (the
-    sponsored-message id of ``messages.viewSponsoredMessage`` & co.) stays required.
+    sponsored-message id of ``messages.viewSponsoredMessage`` & co.) stays required. The
+    arguments of `zero_defaults` are optional too, and omitted they are 0.
     """
     params = list(inspect.signature(cls.__init__).parameters.values())[1:]
     bounds = _int_bounds(cls)
@@ -491,6 +559,8 @@ def _signature(cls: type[TLObject]) -> dict[str, _Shape]:
         if has_default and not _is_optional_annotation(p.annotation) and shape.base != "int":
             shape = shape._replace(optional=False)
         shapes[p.name] = shape._replace(bounds=bounds.get(p.name))
+    for name in zero_defaults(cls):
+        shapes[name] = shapes[name]._replace(optional=True, default=0)
     return shapes
 
 
@@ -537,6 +607,9 @@ async def build_request(
     - ``int`` from ints or decimal strings (for ids beyond 2**53 from JavaScript clients);
     - ``[]`` in an optional vector field as absent (None), which is how `to_json` writes an
       absent one;
+    - an omitted (or null) pagination integer of a ``get``/``search`` function
+      (``offset_id``, ``add_offset``, ``max_id``, ``min_id``, ``hash`` …, the rule:
+      `zero_defaults`) as 0, as Telegram documents it;
     - peer references — a string (``"@name"``, ``"name"``, ``"t.me/name"``, a t.me link) or an
       int (marked id, ``-100…`` for channels) in an ``InputPeer`` / ``InputUser`` /
       ``InputChannel`` / ``InputDialogPeer`` field — through ``await resolve_peer(value, kind)``,
@@ -683,10 +756,11 @@ class _Builder:
         label = _display_name(cls)
         unknown = sorted(str(k) for k in given if k not in shapes)
         if unknown:
+            hint = did_you_mean(unknown[0], shapes) if len(unknown) == 1 else ""
             raise _invalid(
                 f"{label}: unknown argument{'s' if len(unknown) > 1 else ''} "
                 + ", ".join(f"{path}{k}" for k in unknown)
-                + f" (expected: {', '.join(shapes) or 'none'})"
+                + f"{hint} (expected: {', '.join(shapes) or 'none'})"
             )
         missing = [k for k, shape in shapes.items() if not shape.optional and given.get(k) is None]
         if missing:
@@ -697,14 +771,14 @@ class _Builder:
         # Every argument is passed: an omitted one can only be optional here (a flags field,
         # or a date Telethon types Optional and writes as 0), and None is what Telethon takes
         # for it — its signature gives some of them no default (GetHistory's offset_date).
-        kwargs = dict.fromkeys(shapes)
+        kwargs = {k: shape.default for k, shape in shapes.items()}
         for key, value in given.items():
             kwargs[key] = self.value(shapes[key], value, path=f"{path}{key}", depth=depth)
         return cls(**kwargs)
 
     def value(self, shape: _Shape, value: Any, *, path: str, depth: int) -> Any:
         if value is None:
-            return None
+            return shape.default
         if shape.is_list:
             if not isinstance(value, list):
                 raise _invalid(f"argument {path!r} must be a list")

@@ -24,17 +24,20 @@ Pieces:
 * `join` (key paths), `in_document_order` (sort lines by section and entry index).
 * Field metadata: `SECRET` (never echo the value), `EXPECT` (what a type error says was
   expected, so a type error and a range error on one key read the same).
+* `did_you_mean`: the ``"; did you mean capacity?"`` after an unknown key, section or name
+  (`difflib`), so a misspelling names its fix.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
+import difflib
 import json
 import math
 import re
 import types
 import typing
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, Final, Literal, get_args, get_origin
 
 import attrs
@@ -55,6 +58,7 @@ __all__ = [
     "Structurer",
     "WrongType",
     "attrs_class_of",
+    "did_you_mean",
     "in_document_order",
     "join",
 ]
@@ -198,6 +202,46 @@ JSON: Final = Dialect(
     unknown="unknown parameter",
     list_known_keys=True,
 )
+
+
+# --- suggestions ----------------------------------------------------------------------------------
+
+#: How alike a word and a known name must be (`difflib.SequenceMatcher.ratio`, 0..1) to be
+#: suggested: 0.75 takes one dropped, doubled or swapped letter in a word of 6 or more
+#: (``capacty``, ``intervall_s``, ``GetHistry``) and leaves unrelated names out.
+SUGGEST_CUTOFF: Final = 0.75
+
+
+def did_you_mean(word: str, choices: Iterable[str], *, fold_case: bool = False) -> str:
+    """``"; did you mean X?"`` for the known name closest to ``word`` (``"X or Y"`` when
+    several are equally close, at most 3), or ``""`` when none is close enough
+    (`SUGGEST_CUTOFF`).
+
+    Args:
+        word: What was written (a key, a section, a TL function name).
+        choices: The names that exist.
+        fold_case: Compare case-insensitively (TL names are matched so); the suggestion keeps
+            the choice's own spelling.
+    """
+    if not word or len(word) > 64:  # a key is not a document
+        return ""
+    key = word.lower() if fold_case else word
+    scored: dict[str, float] = {}
+    matcher = difflib.SequenceMatcher(b=key, autojunk=False)
+    for choice in choices:
+        candidate = choice.lower() if fold_case else choice
+        if candidate == key or choice in scored:
+            continue
+        matcher.set_seq1(candidate)
+        if matcher.real_quick_ratio() >= SUGGEST_CUTOFF and matcher.quick_ratio() >= SUGGEST_CUTOFF:
+            ratio = matcher.ratio()
+            if ratio >= SUGGEST_CUTOFF:
+                scored[choice] = ratio
+    if not scored:
+        return ""
+    best = max(scored.values())
+    close = sorted((c for c, r in scored.items() if r >= best - 1e-9), key=str.lower)[:3]
+    return f"; did you mean {' or '.join(close)}?"
 
 
 # --- key paths ------------------------------------------------------------------------------------
@@ -412,13 +456,15 @@ class Structurer:
             for index, item_exc in exc.errors:
                 yield from self.problems_from(item_exc, f"{path}[{index}]", cl, field, item=True)
         elif isinstance(exc, ForbiddenExtraKeysError):
+            names = sorted(a.name for a in attrs.fields(exc.cl))
             known = ""
             if self.dialect.list_known_keys:
-                names = sorted(a.name for a in attrs.fields(exc.cl))
                 known = f"; expected {', '.join(names) if names else 'none'}"
             for key in sorted(exc.extra_fields):
                 shown = key if len(key) <= 64 else f"{key[:60]}..."  # a key is not a document
-                yield f"{join(path, shown)}: {self.dialect.unknown}{known}"
+                # JSON-RPC lists every parameter instead: the caller reads the message
+                hint = "" if self.dialect.list_known_keys else did_you_mean(key, names)
+                yield f"{join(path, shown)}: {self.dialect.unknown}{hint}{known}"
         elif isinstance(exc, ConfigError):
             yield from exc.problems
         elif isinstance(exc, FieldProblem):

@@ -162,7 +162,7 @@ class FakePool:
     async def get_messages(
         self,
         peer: str | int,
-        ids: Sequence[int],
+        ids: Sequence[int] | None = None,
         *,
         deadline_s: float | None = None,
         account: str | None = None,
@@ -172,21 +172,26 @@ class FakePool:
         return await self._job(
             "get_messages",
             peer,
-            list(ids),
+            None if ids is None else list(ids),
             deadline_s=deadline_s,
             account=account,
             tags=tuple(tags),
             **cache,
         )
 
-    def disable_account(self, account_id: str, reason: str) -> None:
+    def disable_account(self, account_id: str, reason: str | None = None) -> str:
         if account_id not in self.disabled:
             raise KeyError(account_id)
-        self.disabled[account_id] = reason
+        kept = reason or self.disabled[account_id] or "disabled by operator"
+        self.disabled[account_id] = kept
+        return kept
 
-    def enable_account(self, account_id: str) -> None:
+    def enable_account(self, account_id: str, *, force: bool = False) -> None:
         if account_id not in self.disabled:
             raise KeyError(account_id)
+        reason = self.disabled[account_id] or ""
+        if reason.startswith("USER_DEACTIVATED:") and not force:
+            raise ValueError(f"account {account_id!r} was deactivated by Telegram")
         self.disabled[account_id] = None
 
     def cooldowns(self, account_id: str) -> AccountCooldowns:

@@ -43,6 +43,11 @@ class Daemon:
     address: str
     token_file: Path
     pool: FakePool
+    trio_token: Any = None
+
+    def release(self) -> None:
+        """Let the pool's ``"wait"`` jobs finish (from this, a non-Trio thread)."""
+        trio.from_thread.run_sync(self.pool.release.set, trio_token=self.trio_token)
 
     @property
     def url(self) -> str:
@@ -72,7 +77,7 @@ def daemon(tmp_path: Path) -> Iterator[Daemon]:
     thread = threading.Thread(target=runner, daemon=True)
     thread.start()
     address, pool, server, trio_token = ready.get(timeout=10)
-    yield Daemon(address, token_file, pool)
+    yield Daemon(address, token_file, pool, trio_token)
     trio.from_thread.run_sync(server.request_shutdown, trio_token=trio_token)
     thread.join(10)
     assert not thread.is_alive()
@@ -158,7 +163,9 @@ def test_check_config_without_path_uses_config_option_or_env(
     # no --config, no variable: ./mtpoold.toml, like the other commands
     monkeypatch.delenv("MTPOOLD_CONFIG", raising=False)
     assert main(["check-config"]) == 2
-    assert capsys.readouterr().err.startswith("mtpoold.toml: ")
+    assert capsys.readouterr().err == (
+        "no config file: ./mtpoold.toml does not exist (give --config or set $MTPOOLD_CONFIG)\n"
+    )
 
 
 def test_check_config_missing_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -641,7 +648,7 @@ def test_output_into_a_closed_pipe_exits_quietly(daemon: Daemon, tmp_path: Path)
     import sys
 
     script = "import sys\nfrom mtpoold._cli import main\nsys.exit(main(sys.argv[1:]))\n"
-    args = [sys.executable, "-c", script, *daemon.args(), "status", "--json"]
+    args = [sys.executable, "-c", script, "status", "--json", *daemon.args()]
     with subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as proc:
         assert proc.stdout is not None and proc.stderr is not None
         proc.stdout.close()  # `| head -0`: the reader is gone before anything is written
@@ -663,7 +670,7 @@ def test_rich_output_into_a_pipe_closed_midway_exits_141(
     import sys
 
     script = "import sys\nfrom mtpoold._cli import main\nsys.exit(main(sys.argv[1:]))\n"
-    args = [sys.executable, "-c", script, *daemon.args(), *command]
+    args = [sys.executable, "-c", script, *command, *daemon.args()]
     with subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as proc:
         assert proc.stdout is not None and proc.stderr is not None
         if command[-1] == "0.05":
@@ -818,3 +825,188 @@ def test_help_and_status_load_no_telethon(tmp_path: Path) -> None:
         [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60
     ).stdout
     assert out.splitlines()[-1] == "[]", out
+
+
+# --- CLI manners (issue 13) -----------------------------------------------------------------------
+
+NO_CONFIG = (
+    "no config file: ./mtpoold.toml does not exist"
+    " (give --config, set $MTPOOLD_CONFIG, or --url and --token-file)\n"
+)
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["status"],
+        ["call", "ping"],
+        ["reload"],
+        ["accounts", "list"],
+        ["proxies", "list"],
+        ["status", "--url", "ws://127.0.0.1:1/"],  # a token file is still needed
+    ],
+)
+def test_client_command_without_a_config_file_says_so(
+    argv: list[str], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("MTPOOLD_CONFIG", raising=False)
+    monkeypatch.delenv("MTPOOLD_URL", raising=False)
+    monkeypatch.delenv("MTPOOLD_TOKEN_FILE", raising=False)
+    assert main(argv) == 2
+    captured = capsys.readouterr()
+    assert (captured.out, captured.err) == ("", NO_CONFIG)
+
+
+def test_run_and_authorize_without_a_config_file_say_so(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("MTPOOLD_CONFIG", raising=False)
+    for argv in (["run"], ["authorize"]):
+        assert main(argv) == 2
+        assert capsys.readouterr().err == (
+            "no config file: ./mtpoold.toml does not exist (give --config or set $MTPOOLD_CONFIG)\n"
+        )
+
+
+def test_check_config_refuses_two_paths(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    a, b = tmp_path / "a.toml", tmp_path / "b.toml"
+    a.write_text('[daemon]\nlisten = "127.0.0.1:9999"\n')
+    b.write_text("[daemon]\nbogus = 1\n")
+    for argv in (
+        ["check-config", "--config", str(a), str(b)],
+        ["--config", str(a), "check-config", str(b)],
+    ):
+        assert main(argv) == 2
+        captured = capsys.readouterr()
+        assert captured.out == ""
+        assert captured.err == (
+            f"mtpoold check-config: two config paths (--config {a}, PATH {b}); give one\n"
+        )
+    assert main(["--config", str(a), "check-config", "--config", str(b)]) == 2
+    assert capsys.readouterr().err == f"mtpoold: two config paths ({a}, {b}); give one\n"
+    assert main(["check-config", "--config", str(a), str(a)]) == 0  # one path, said twice
+
+
+def test_check_config_suggests_the_key_and_section_meant(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "typo.toml"
+    path.write_text("[direct]\ncapacty = 2\n\n[[proxys]]\nname = 'x'\n")
+    assert main(["check-config", str(path)]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        f"{path}: proxys: unknown key; did you mean proxies?",
+        f"{path}: direct.capacty: unknown key; did you mean capacity?",
+    ]
+
+
+def test_call_tags_reach_the_pool(daemon: Daemon, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["call", "help.GetConfig", "--tags", "ru,main", *daemon.args()]) == 0
+    assert daemon.pool.calls[-1][2]["tags"] == ("ru", "main")
+    args = '{"link_or_username": "@durov"}'
+    assert main(["call", "resolve", args, "--tags", "ru", *daemon.args()]) == 0
+    assert daemon.pool.calls[-1][0] == "resolve"
+    assert daemon.pool.calls[-1][2]["tags"] == ("ru",)
+    capsys.readouterr()
+    assert main(["call", "ping", "--tags", "ru", *daemon.args()]) == 2
+    assert capsys.readouterr().err == "--deadline-ms/--account/--tags do not apply to ping\n"
+    assert main(["call", "help.GetConfig", "--tags", "ru,,x", *daemon.args()]) == 2
+    assert "no empty tag" in capsys.readouterr().err
+
+
+def test_call_does_not_offer_cancel(daemon: Daemon, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["call", "cancel", '{"id": 1}', *daemon.args()]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("mtpoold call: cancel names a job of the same websocket connection")
+    assert err.count("\n") == 1
+    assert main(["call", "--help"]) == 0
+    assert "cancel" not in capsys.readouterr().out
+    assert daemon.pool.calls == []
+
+
+def _call_that_waits(daemon: Daemon) -> int:
+    """``mtpoold call wait`` while a thread releases the job 0.3 s after the pool has it."""
+
+    def release_later() -> None:
+        while daemon.pool.waiting == 0:
+            threading.Event().wait(0.01)
+        threading.Event().wait(0.3)
+        daemon.release()
+
+    releaser = threading.Thread(target=release_later, daemon=True)
+    releaser.start()
+    try:
+        return main(["call", "wait", *daemon.args()])
+    finally:
+        releaser.join(10)
+
+
+def test_call_shows_progress_on_a_terminal_only(
+    daemon: Daemon, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import mtpoold._cliprogress
+
+    monkeypatch.setattr(mtpoold._cliprogress, "PROGRESS_AFTER_S", 0.01)
+    monkeypatch.setattr(mtpoold._cliprogress, "PROGRESS_EVERY_S", 0.01)
+    # captured stderr (a pipe, a file): nothing, however long the job waits
+    assert _call_that_waits(daemon) == 0
+    captured = capsys.readouterr()
+    assert captured.err == ""
+    assert json.loads(captured.out)["result"]["_"] == "wait"
+    # a terminal: "waiting N s…" rewritten in place, erased when the reply came
+    daemon.pool.release = trio.Event()
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    assert _call_that_waits(daemon) == 0
+    err = capsys.readouterr().err
+    assert "\r\x1b[Kwaiting 0 s…" in err
+    assert err.endswith("\r\x1b[K")  # cleared at the end
+
+
+async def test_show_waiting_on_the_mock_clock(autojump_clock: trio.testing.MockClock) -> None:
+    import io
+
+    from mtpoold._cliprogress import show_waiting
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    for stream, expected in ((io.StringIO(), ""), (Terminal(), None)):
+        with trio.move_on_after(4.5):
+            await show_waiting(stream)
+        text = stream.getvalue()
+        if expected is not None:
+            assert text == expected
+        else:  # after 2 s, then every second, then erased
+            erase = "\r\x1b[K"
+            assert text == "".join(f"{erase}waiting {n} s…" for n in (2, 3, 4)) + erase
+    with trio.move_on_after(1.5):  # a reply before 2 s: nothing written, nothing erased
+        stream = Terminal()
+        await show_waiting(stream)
+    assert stream.getvalue() == ""
+
+
+def test_accounts_disable_keeps_a_reason_enable_needs_force_for_deactivated(
+    daemon: Daemon, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["accounts", "disable", "a1", "--reason", "flagged by panel", *daemon.args()]) == 0
+    assert capsys.readouterr().out == "account a1 disabled: flagged by panel\n"
+    assert main(["accounts", "disable", "a1", *daemon.args()]) == 0
+    assert capsys.readouterr().out == "account a1 disabled: flagged by panel\n"
+    assert daemon.pool.disabled["a1"] == "flagged by panel"
+    daemon.pool.disabled["a2"] = "USER_DEACTIVATED: the session no longer works"
+    assert main(["accounts", "enable", "a2", *daemon.args()]) == 2
+    assert capsys.readouterr().err == (
+        "mtpoold: accounts.enable failed: params.force: account 'a2' was deactivated by Telegram\n"
+    )
+    assert daemon.pool.disabled["a2"] is not None
+    assert main(["accounts", "enable", "a2", "--force", *daemon.args()]) == 0
+    assert capsys.readouterr().out == "account a2 enabled\n"
+    assert daemon.pool.disabled["a2"] is None
+
+
+def test_call_get_messages_on_a_link_needs_no_ids(
+    daemon: Daemon, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = '{"peer": "https://t.me/durov/123"}'
+    assert main(["call", "get_messages", args, *daemon.args()]) == 0
+    assert daemon.pool.calls[-1][:2] == ("get_messages", ("https://t.me/durov/123", None))

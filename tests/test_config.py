@@ -186,15 +186,23 @@ def test_secrets_never_in_problems() -> None:
 def test_problem_unknown_key() -> None:
     data = doc()
     data["accounts"][0]["apihash"] = API_HASH
-    assert problems(data) == ("accounts[0].apihash: unknown key",)
+    assert problems(data) == ("accounts[0].apihash: unknown key; did you mean api_hash?",)
 
 
 def test_problem_unknown_keys_one_line_each_and_top_level() -> None:
     data = doc(extra=1, policy={"max_attempt": 3, "backof_s": [1]})
     assert problems(data) == (
         "extra: unknown key",
-        "policy.backof_s: unknown key",
-        "policy.max_attempt: unknown key",
+        "policy.backof_s: unknown key; did you mean backoff_s?",
+        "policy.max_attempt: unknown key; did you mean max_attempts?",
+    )
+
+
+def test_problem_unknown_section_and_key_name_the_closest() -> None:
+    data = doc(proxys=[], direct={"capacty": 2})
+    assert problems(data) == (
+        "proxys: unknown key; did you mean proxies?",
+        "direct.capacty: unknown key; did you mean capacity?",
     )
 
 
@@ -505,7 +513,7 @@ def test_problem_account_telegram_override() -> None:
     data = doc()
     data["accounts"][0]["telegram"] = {"dc_port": 0, "dc_idd": 2, "test_mode": 1}
     assert problems(data) == (
-        "accounts[0].telegram.dc_idd: unknown key",
+        "accounts[0].telegram.dc_idd: unknown key; did you mean dc_id?",
         "accounts[0].telegram.test_mode: expected a boolean (true or false), got 1",
         "accounts[0].telegram.dc_port: expected an integer 1..65535, got 0",
     )
@@ -551,7 +559,7 @@ def test_many_problems_reported_at_once(tmp_path: Path) -> None:
         "proxies[1].port: expected an integer 1..65535, got 70000",
         'proxies[1].secret: missing (required when type = "mtproxy")',
         'proxies[1].name: duplicate proxy name "de-1" (also proxies[0])',
-        "accounts[0].apihash: unknown key",
+        "accounts[0].apihash: unknown key; did you mean api_hash?",
         "accounts[0].api_hash: expected 32 hexadecimal characters, got a string of 5 characters",
         'accounts[1].api_id: expected an integer, got "12"',
         "accounts[1].api_hash: missing",

@@ -223,7 +223,13 @@ async def test_Pool_session_revoked_disables_account_and_reroutes(
         with pytest.raises(JobFailed) as info:
             await pool.invoke("help.GetConfig", {}, account="a1")
         assert info.value.error_class is ErrorClass.NO_ACCOUNT_AVAILABLE
-        pool.enable_account("a1")
+        # Telegram revoked it: enabling it again needs force (after a re-authorization)
+        with pytest.raises(ValueError, match="Telegram answered AUTH_KEY_UNREGISTERED"):
+            pool.enable_account("a1")
+        assert stats_of(pool, "a1").state == "disabled"
+        # disabling it again without a reason keeps Telegram's
+        assert pool.disable_account("a1") == a1.disabled_reason
+        pool.enable_account("a1", force=True)
         assert (await pool.invoke("help.GetConfig", {}, account="a1")).meta.account == "a1"
 
 

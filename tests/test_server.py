@@ -208,8 +208,21 @@ async def test_RpcServer_accounts_disable_and_enable() -> None:
 
         r = await rpc(ws, "accounts.enable", {"id": "nope"}, request_id=4)
         assert error_of(r) == (-32602, "INVALID_ARGUMENT", "params.id: unknown account 'nope'")
+        # without a reason: a disabled account keeps its reason, another gets the default
         r = await rpc(ws, "accounts.disable", {"id": "a1"}, request_id=5)
-        assert error_of(r) == (-32602, "INVALID_ARGUMENT", "params.reason: required")
+        assert r["result"] == {"account": "a1", "disabled": True, "reason": "disabled by operator"}
+        h.pool.disabled["a2"] = "USER_DEACTIVATED: the session no longer works"
+        r = await rpc(ws, "accounts.disable", {"id": "a2", "reason": None}, request_id=6)
+        assert r["result"]["reason"] == "USER_DEACTIVATED: the session no longer works"
+        # an account Telegram deactivated: refused without force, saying why
+        r = await rpc(ws, "accounts.enable", {"id": "a2"}, request_id=7)
+        code, error_class, message = error_of(r)
+        assert (code, error_class) == (-32602, "INVALID_ARGUMENT")
+        assert message == "params.force: account 'a2' was deactivated by Telegram"
+        r = await rpc(ws, "accounts.enable", {"id": "a2", "force": True}, request_id=8)
+        assert r["result"] == {"account": "a2", "disabled": False}
+        r = await rpc(ws, "accounts.enable", {"id": "a2", "force": 1}, request_id=9)
+        assert error_of(r)[2] == "params.force: expected a boolean (true or false), got 1"
 
 
 async def test_RpcServer_accounts_cooldowns_and_clear_cooldown() -> None:

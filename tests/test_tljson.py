@@ -208,13 +208,30 @@ def test_function_by_name_other_namespaces() -> None:
 
 
 @pytest.mark.parametrize(
-    "name", ["x.Y", "contacts.ResolveUsernam", "help.ResolveUsername", "ResolveUsername", ""]
+    ("name", "hint"),
+    [
+        ("x.Y", ""),
+        ("", ""),
+        ("contacts.ResolveUsernam", "; did you mean contacts.ResolveUsername?"),
+        ("help.ResolveUsername", "; did you mean contacts.ResolveUsername?"),
+        ("ResolveUsername", "; did you mean contacts.ResolveUsername?"),
+        ("messages.GetHistry", "; did you mean messages.GetHistory?"),
+        ("messages.gethistryRequest", "; did you mean messages.GetHistory?"),
+    ],
 )
-def test_function_by_name_unknown(name: str) -> None:
+def test_function_by_name_unknown_names_the_closest(name: str, hint: str) -> None:
     with pytest.raises(JobFailed) as info:
         function_by_name(name)
     assert info.value.error_class is ErrorClass.INVALID_ARGUMENT
-    assert info.value.message == f'unknown TL function "{name}"'
+    assert info.value.message == f'unknown TL function "{name}"{hint}'
+
+
+def test_unknown_argument_names_the_closest() -> None:
+    with pytest.raises(JobFailed) as info:
+        check_request("messages.GetHistory", {"peer": "@x", "limt": 1}, allow=())
+    assert info.value.message.startswith(
+        "messages.GetHistory: unknown argument limt; did you mean limit? (expected: peer,"
+    )
 
 
 def test_function_by_name_is_unambiguous_for_every_function() -> None:
@@ -336,8 +353,8 @@ async def test_build_request_no_arguments() -> None:
     [
         ({"peer": "@news", "bogus": 1, "other": 2} | {k: 0 for k in ("offset_id", "add_offset", "limit", "max_id", "min_id", "hash")},
          r"^INVALID_ARGUMENT: messages\.GetHistory: unknown arguments bogus, other \(expected: peer, offset_id, "),
-        ({"peer": "@news", "limit": 1},
-         r"^INVALID_ARGUMENT: messages\.GetHistory: missing arguments offset_id, add_offset, max_id, min_id, hash$"),
+        ({"offset_id": 0},
+         r"^INVALID_ARGUMENT: messages\.GetHistory: missing arguments peer, limit$"),
         (HISTORY | {"limit": "ten"}, r"^INVALID_ARGUMENT: argument 'limit' must be an integer$"),
         (HISTORY | {"limit": True}, r"^INVALID_ARGUMENT: argument 'limit' must be an integer$"),
         (HISTORY | {"offset_date": "soon"}, r"'offset_date' must be an ISO 8601 datetime"),
@@ -396,7 +413,7 @@ RANGE = r"must be an integer -2147483648\.\.2147483647, got "
     ("method", "args", "pattern"),
     [
         ("nope.Nothing", {}, r'^unknown TL function "nope\.Nothing"$'),
-        ("messages.GetHistory", {"peer": "@x"}, r"^messages\.GetHistory: missing arguments "),
+        ("messages.GetHistory", {"peer": "@x"}, r"^messages\.GetHistory: missing argument limit$"),
         ("help.GetConfig", {"x": 1}, r"^help\.GetConfig: unknown argument x "),
         ("contacts.ResolveUsername", {"username": 5}, r"^argument 'username' must be a string$"),
         (

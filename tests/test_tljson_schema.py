@@ -2,7 +2,8 @@
 
 The rule under test (shared case 001): an argument the TL schema marks optional (flags), or
 that Telethon types as accepting None (``date`` fields, written as 0), is None when omitted;
-every other argument is required and named in one INVALID_ARGUMENT error. Nothing a JSON
+a pagination integer of a ``get``/``search`` function (offsets, min/max ids, hash) is 0 when
+omitted; every other argument is required and named in one INVALID_ARGUMENT error. Nothing a JSON
 caller can send makes `check_request` or `build_request` raise anything but `JobFailed`
 INVALID_ARGUMENT.
 """
@@ -44,17 +45,32 @@ def _annotation_allows_none(annotation: object) -> bool:
     )
 
 
+#: Written out here on its own (not imported): the pagination integers that default to 0.
+_ZERO_DEFAULTS = {"offset_id", "offset", "add_offset", "offset_rate", "offset_topic"}
+_ZERO_DEFAULTS |= {"max_id", "min_id", "hash"}
+
+
+def _zero_default(cls: type[TLObject], p: inspect.Parameter) -> bool:
+    listing = re.match(r"(Get|Search)[A-Z0-9]", cls.__name__) is not None
+    return (
+        issubclass(cls, TLRequest) and listing and p.annotation is int and p.name in _ZERO_DEFAULTS
+    )
+
+
 def required_arguments(cls: type[TLObject]) -> list[str]:
     """The arguments a caller must give, read from Telethon's signature on its own.
 
     Required: no default and an annotation without None, and ``random_id`` of TL type
-    ``bytes`` (Telethon's default for it is a random *int*, which cannot be serialized).
+    ``bytes`` (Telethon's default for it is a random *int*, which cannot be serialized);
+    not the pagination integers of a ``Get…``/``Search…`` function (`_ZERO_DEFAULTS`).
     """
     names = []
     for p in list(inspect.signature(cls.__init__).parameters.values())[1:]:
         if p.kind not in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY):
             continue
         has_default = p.default is not inspect.Parameter.empty
+        if _zero_default(cls, p):
+            continue
         if not has_default and not _annotation_allows_none(p.annotation):
             names.append(p.name)
         elif has_default and p.name == "random_id" and p.annotation is bytes:
@@ -152,9 +168,30 @@ async def test_case_001_get_history_without_offset_date() -> None:
     assert bytes(request)
     with pytest.raises(JobFailed) as caught:
         check_request("messages.GetHistory", {"limit": 3}, allow=())
-    assert caught.value.message == (
-        "messages.GetHistory: missing arguments peer, offset_id, add_offset, max_id, min_id, hash"
-    )
+    assert caught.value.message == "messages.GetHistory: missing argument peer"
+
+
+async def test_get_history_without_the_pagination_integers_sends_zeros() -> None:
+    """offset_id, add_offset, max_id, min_id and hash: 0 ("none") when omitted or null."""
+    args = {"peer": "@example_news", "limit": 3, "max_id": None}
+    check_request("messages.GetHistory", args, allow=())
+    request = await build_request("messages.GetHistory", args, resolve_peer=_resolve)
+    assert isinstance(request, functions.messages.GetHistoryRequest)
+    got = {k: getattr(request, k) for k in ("offset_id", "add_offset", "max_id", "min_id", "hash")}
+    assert got == dict.fromkeys(got, 0)
+    assert (request.limit, request.offset_date) == (3, None)
+    assert bytes(request)
+    with pytest.raises(JobFailed, match=r"messages\.GetHistory: missing argument limit$"):
+        check_request("messages.GetHistory", {"peer": "@x"}, allow=())
+
+
+def test_functions_that_act_keep_their_integers_required() -> None:
+    """0 means "all" for deleteHistory's max_id and a session for resetAuthorization's hash."""
+    with pytest.raises(JobFailed, match=r"missing argument max_id$"):
+        check_request("messages.DeleteHistory", {"peer": "@x"}, allow=())
+    with pytest.raises(JobFailed, match=r"missing argument hash$"):
+        check_request("account.ResetAuthorization", {}, allow=["account.ResetAuthorization"])
+    assert _tljson.zero_defaults(functions.messages.ReadHistoryRequest) == frozenset()
 
 
 def test_random_id_of_type_bytes_is_required() -> None:

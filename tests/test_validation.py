@@ -64,3 +64,26 @@ def test_numbers_beyond_64_bits_are_described_not_printed() -> None:
     assert JSON.show(float("inf")) == "a number beyond 1.8e308"
     assert TOML.show(0.0) == "0"
     assert TOML.show(True) == "true" and JSON.show(True) == "a boolean"
+
+
+def test_did_you_mean_names_the_closest_known_name_only() -> None:
+    from mtpoold._validation import did_you_mean
+
+    assert did_you_mean("capacty", ["capacity", "interval_s"]) == "; did you mean capacity?"
+    assert did_you_mean("proxys", ["daemon", "proxies", "accounts"]) == "; did you mean proxies?"
+    assert did_you_mean("bogus", ["capacity", "interval_s"]) == ""
+    assert did_you_mean("capacity", ["capacity"]) == ""  # not a misspelling
+    assert did_you_mean("GETHISTRY", ["GetHistory"], fold_case=True) == "; did you mean GetHistory?"
+    assert did_you_mean("GETHISTRY", ["GetHistory"]) == ""
+    assert did_you_mean("ab", ["ab", "ac", "ad"]) == ""  # 2 letters: nothing is close enough
+    assert did_you_mean("x" * 65, ["x" * 64]) == ""  # a key is not a document
+
+
+def test_a_misspelt_toml_key_says_which_one_was_meant() -> None:
+    doc = {"inner": {"ids": [1], "prot": 2}}
+    toml = Structurer(TOML, cattrs.preconf.tomllib.make_converter)
+    assert _lines(toml, doc) == ["params.inner.prot: unknown key; did you mean port?"]
+    # JSON-RPC lists every parameter instead
+    assert _lines(Structurer(JSON), doc) == [
+        "params.inner.prot: unknown parameter; expected ids, port, token"
+    ]

@@ -102,7 +102,10 @@ async def test_DC_chat_invites(dc: DC) -> None:
     """checkChatInvite: a preview for non-members, the chat for members, EXPIRED / INVALID;
     importChatInvite joins (and says USER_ALREADY_PARTICIPANT after)."""
     check = functions.messages.CheckChatInviteRequest
-    async with open_telethon_client(dc, ALICE) as alice, open_telethon_client(dc, "15550000002") as bob:
+    async with (
+        open_telethon_client(dc, ALICE) as alice,
+        open_telethon_client(dc, "15550000002") as bob,
+    ):
         preview = await aio(alice)(check("PrivInvite123"))
         already = await aio(bob)(check("PrivInvite123"))
         member = await aio(alice)(check("ChatInvite456"))
@@ -115,7 +118,11 @@ async def test_DC_chat_invites(dc: DC) -> None:
         with pytest.raises(errors.UserAlreadyParticipantError):
             await aio(alice)(functions.messages.ImportChatInviteRequest("PrivInvite123"))
     assert isinstance(preview, types.ChatInvite)
-    assert (preview.title, preview.participants_count, preview.about) == ("Secret Club", 7, "Members only")
+    assert (preview.title, preview.participants_count, preview.about) == (
+        "Secret Club",
+        7,
+        "Members only",
+    )
     assert preview.broadcast and preview.channel and not preview.public
     assert isinstance(already, types.ChatInviteAlready) and isinstance(already.chat, types.Channel)
     assert already.chat.id == 2003

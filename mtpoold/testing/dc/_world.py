@@ -177,7 +177,8 @@ class World:
         names = [u.username for u in self.users] + [c.username for c in self.channels]
         _unique([n.lower() for n in names if n], "username")
         _unique(
-            [c.invite_hash for c in self.channels] + [h for c in self.channels for h in c.expired_invites],
+            [c.invite_hash for c in self.channels]
+            + [h for c in self.channels for h in c.expired_invites],
             "invite hash",
         )
         for c in self.channels:
@@ -195,9 +196,7 @@ class World:
                 by_name[c.username.lower()] = c
         setattr_(self, "_by_username", by_name)
         setattr_(self, "_invites", {c.invite_hash: c for c in self.channels if c.invite_hash})
-        setattr_(
-            self, "_expired_invites", {h: c for c in self.channels for h in c.expired_invites}
-        )
+        setattr_(self, "_expired_invites", {h: c for c in self.channels for h in c.expired_invites})
         for c in self.channels:
             for member in c.members:
                 if member not in self._users_by_id:

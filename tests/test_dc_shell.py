@@ -112,13 +112,19 @@ async def test_shell_dc_faults_from_the_command_line_and_the_control_socket(
         _shell_dc(
             "--flood", "messages.GetHistory=30",
             "--flood", "contacts.ResolveUsername=86400:a0",
-            "--control", str(sock),
+            "--control", str(sock), "--control", "-",
         ) as (child, dc),
         trio_asyncio.open_loop(),
         open_telethon_client(dc, ALICE) as alice,
         open_telethon_client(dc, BOB) as bob,
     ):  # fmt: skip
         assert os.stat(sock).st_mode & 0o777 == 0o600
+        # stdin: the same language, answers on stdout
+        assert (await child.send("help")).startswith("ok commands: flood METHOD SECONDS")
+        assert (await child.send("counters")).startswith('ok {"')
+        assert (await child.send("drop 1.5")).startswith("error P must be a probability")
+        assert (await child.send("# a comment")) == "ok"
+        assert (await child.send("x" * (MAX_LINE_BYTES + 10))).startswith("error line longer")
         # the command line's floods: every account on GetHistory, only a0 (alice) on resolve
         with pytest.raises(errors.FloodWaitError) as flooded:
             await aio(alice)(_history())
@@ -177,25 +183,17 @@ async def test_shell_dc_faults_from_the_command_line_and_the_control_socket(
     assert not sock.exists()
 
 
-async def test_shell_dc_control_on_stdin_and_bad_command_line() -> None:
-    async with _shell_dc("--control", "-", "--delay-ms", "1") as (child, _dc):
-        assert (await child.send("help")).startswith("ok commands: flood METHOD SECONDS")
-        assert (await child.send("counters")) == "ok {}"
-        assert (await child.send("drop 1.5")).startswith("error P must be a probability")
-        assert (await child.send("# a comment")) == "ok"
-        assert (await child.send("x" * (MAX_LINE_BYTES + 10))).startswith("error line longer")
-        status = json.loads((await child.send("status")).removeprefix("ok "))
-        assert status["delay_ms"] == 1.0
-    assert child.process.returncode == 0
-    with trio.fail_after(START_TIMEOUT_S):
-        proc = await trio.run_process(
-            [sys.executable, "-m", "mtpoold.testing.dc", "--flood", "messages.Nope=3"],
-            capture_stdout=True,
-            capture_stderr=True,
-            check=False,
-        )
-    assert proc.returncode == 2
-    assert b"--flood messages.Nope=3: flood: not a TL function name" in proc.stderr
+def test_shell_dc_refuses_a_bad_fault_on_the_command_line(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from mtpoold.testing.dc.__main__ import main
+
+    assert main(["--flood", "messages.Nope=3"]) == 2
+    assert "--flood messages.Nope=3: flood: not a TL function name" in capsys.readouterr().err
+    assert main(["--flood", "messages.GetHistory=3:a42"]) == 2
+    assert "no account 'a42'" in capsys.readouterr().err
+    assert main(["--limit", "messages.GetHistory=3"]) == 2  # no /WINDOW_S: before binding
+    assert "expected METHOD=REQUESTS/WINDOW_S" in capsys.readouterr().err
 
 
 # --- the control language in-process ------------------------------------------------------------
@@ -209,16 +207,15 @@ async def dc() -> AsyncIterator[DC]:
 
 async def test_DCShell_drop_delay_revoke_error_clear(dc: DC) -> None:
     shell = DCShell(dc)
-    assert shell.execute("error users.getFullUser 500 INTERNAL a1") == (
-        "ok error users.GetFullUser 500 INTERNAL"
+    assert shell.execute("error users.getFullUser 400 USER_ID_INVALID a1") == (
+        "ok error users.GetFullUser 400 USER_ID_INVALID"
     )
     assert shell.execute("limit messages.GetHistory 1 60 a0") == (
         "ok limit messages.GetHistory 1 per 60 s"
     )
     async with open_telethon_client(dc, ALICE) as alice, open_telethon_client(dc, BOB) as bob:
-        with pytest.raises(errors.RPCError) as internal:
+        with pytest.raises(errors.UserIdInvalidError):
             await aio(bob)(functions.users.GetFullUserRequest(types.InputUserSelf()))
-        assert internal.value.code == 500
         await aio(alice)(_history())
         with pytest.raises(errors.FloodWaitError):
             await aio(alice)(_history())

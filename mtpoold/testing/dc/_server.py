@@ -197,6 +197,11 @@ class DC:
             those refused for a bad salt and those swallowed by :meth:`blackhole_all`. Grows
             without bound like ``calls`` (``dc.wire_log.clear()``).
 
+    DC-wide knobs, apart from the fault book (settable while serving, also from the shell:
+    ``python -m mtpoold.testing.dc``, :class:`~mtpoold.testing.dc.DCShell`):
+    :meth:`set_latency`, :meth:`set_drop_rate`, :meth:`blackhole_all`,
+    :meth:`refuse_connections`, :meth:`disconnect_all`, :meth:`revoke`.
+
     Resource handling: one Trio task per connection plus one per delayed answer, all in the
     nursery of :meth:`serve`; leaving it closes every connection.
     """

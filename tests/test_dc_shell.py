@@ -17,10 +17,11 @@ import trio
 import trio_asyncio
 from telethon import errors, functions, types
 
+from mtpoold._errors import JobFailed
 from mtpoold.testing.dc import DC, DEFAULT_SEED, open_dc, open_telethon_client
 from mtpoold.testing.dc._shell import MAX_LINE_BYTES, DCShell
 
-from _e2e import wait_until
+from _e2e import fleet_config, open_fleet, wait_until
 
 aio = trio_asyncio.aio_as_trio
 ALICE = "15550000001"
@@ -108,16 +109,23 @@ async def test_shell_dc_faults_from_the_command_line_and_the_control_socket(
     tmp_path: Path,
 ) -> None:
     sock = tmp_path / "dc.sock"
+    async with _shell_dc(
+        "--flood", "messages.GetHistory=30",
+        "--flood", "contacts.ResolveUsername=86400:a0",
+        "--control", str(sock), "--control", "-",
+    ) as (child, dc):  # fmt: skip
+        await _telethon_against_the_shell_dc(child, dc, sock)
+        await _pool_against_the_shell_dc(tmp_path, dc, sock)
+    assert child.process.returncode == 0
+    assert not sock.exists()
+
+
+async def _telethon_against_the_shell_dc(child: _ShellDC, dc: DC, sock: Path) -> None:
     async with (
-        _shell_dc(
-            "--flood", "messages.GetHistory=30",
-            "--flood", "contacts.ResolveUsername=86400:a0",
-            "--control", str(sock), "--control", "-",
-        ) as (child, dc),
         trio_asyncio.open_loop(),
         open_telethon_client(dc, ALICE) as alice,
         open_telethon_client(dc, BOB) as bob,
-    ):  # fmt: skip
+    ):
         assert os.stat(sock).st_mode & 0o777 == 0o600
         # stdin: the same language, answers on stdout
         assert (await child.send("help")).startswith("ok commands: flood METHOD SECONDS")
@@ -179,8 +187,27 @@ async def test_shell_dc_faults_from_the_command_line_and_the_control_socket(
         assert await _control(sock, "revoke a0") == ["ok revoke 1 key(s)"]
         with pytest.raises(errors.AuthKeyUnregisteredError):
             await aio(alice)(_history())
-    assert child.process.returncode == 0
-    assert not sock.exists()
+
+
+async def _pool_against_the_shell_dc(tmp_path: Path, dc: DC, sock: Path) -> None:
+    """An mtpoold job against the same DC subprocess: a flood set on the control socket
+    reaches the pool as Telegram's FLOOD_WAIT, and `unflood` lets the next job through."""
+    config = fleet_config(tmp_path, dc, proxies=[], accounts={"acc-1": (BOB, None)})
+    async with open_fleet(dc, config) as fleet:
+        assert await _control(sock, "flood contacts.resolveUsername 600 @bob_test") == [
+            "ok flood contacts.ResolveUsername 600 s on 1 account(s)"
+        ]
+        with pytest.raises(JobFailed) as flooded:
+            await fleet.pool.resolve("@mtpoold_news", deadline_s=5)
+        assert "FLOOD_WAIT" in str(flooded.value)
+        [resolve] = [c for c in fleet.account("acc-1").rate_classes if c.rate_class == "resolve"]
+        assert 500 < resolve.cooldown_remaining_s <= 600  # the pool took the DC's 600 s
+        assert await _control(sock, "unflood contacts.ResolveUsername") == [
+            "ok unflood contacts.ResolveUsername on 6 account(s)"
+        ]
+        fleet.pool.clear_cooldown("acc-1")
+        news = await fleet.pool.resolve("@mtpoold_news", deadline_s=5)
+        assert news.value["username"] == "mtpoold_news"
 
 
 def test_shell_dc_refuses_a_bad_fault_on_the_command_line(

@@ -95,6 +95,7 @@ async def test_DC_resolve_phone(dc: DC) -> None:
         with pytest.raises(errors.PhoneNotOccupiedError):  # erin: deactivated
             await call(functions.contacts.ResolvePhoneRequest("15550000005"))
     assert bob.peer == types.PeerUser(1002) and bob.users[0].username == "bob_test"
+    assert bob.users[0].phone == "15550000002"  # Telegram shows it to whoever knew it
     assert carol.peer == types.PeerUser(1003) and carol.users[0].first_name == "Carol"
 
 

@@ -183,8 +183,9 @@ class Answerer:
 
     # -- TL builders --------------------------------------------------------------------------
 
-    def user_tl(self, user: User, *, me: int | None = None) -> types.User:
-        """``types.User`` for ``user`` as seen by user ``me``."""
+    def user_tl(self, user: User, *, me: int | None = None, phone: bool = False) -> types.User:
+        """``types.User`` for ``user`` as seen by user ``me``; its phone number only to itself
+        or with ``phone`` (a user found by its number, as Telegram shows it then)."""
         is_self = user.id == me
         if user.deactivated:
             return types.User(id=user.id, deleted=True, access_hash=user.access_hash)
@@ -199,7 +200,7 @@ class Answerer:
             first_name=user.first_name,
             last_name=user.last_name,
             username=user.username,
-            phone=user.phone if is_self else None,
+            phone=user.phone if is_self or phone else None,
             bot_info_version=1 if user.bot else None,
         )
 
@@ -518,13 +519,16 @@ class Answerer:
         """``contacts.resolvePhone``: the user with that phone number (digits, a leading ``+``
         ignored); 400 ``PHONE_NOT_OCCUPIED`` for a number no (active) user has
         (https://core.telegram.org/method/contacts.resolvePhone). The world has no phone
-        privacy settings: every user is findable by number."""
+        privacy settings: every user is findable by number, and the user comes with its
+        ``phone`` set, as Telegram sends it to whoever knew the number."""
         phone = "".join(ch for ch in str(req.phone) if ch.isdigit())
         user = self.world.user_by_phone(phone) if phone else None
         if user is None or user.deactivated:
             raise RpcFailure(400, "PHONE_NOT_OCCUPIED")
         return types.contacts.ResolvedPeer(
-            peer=types.PeerUser(user.id), chats=[], users=[self.user_tl(user, me=entry.user_id)]
+            peer=types.PeerUser(user.id),
+            chats=[],
+            users=[self.user_tl(user, me=entry.user_id, phone=True)],
         )
 
     # -- channels / messages ------------------------------------------------------------------

@@ -145,6 +145,7 @@ _PEER_NOT_FOUND_NAMES: Final = frozenset(
         "INVITE_HASH_EXPIRED",
         "INVITE_HASH_EMPTY",
         "USERNAME_PURCHASE_AVAILABLE",  # not occupied: only for sale on fragment.com
+        "PHONE_NOT_OCCUPIED",  # contacts.resolvePhone: no user (findable) with that number
     }
 )
 _THIS_ACCOUNT_ONLY: Final = " [not found for this account only; another account may see it]"

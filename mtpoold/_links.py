@@ -4,7 +4,8 @@
 numeric ids) into a ``(kind, value)`` an account can look up; `peer_key` gives every peer
 reference its one spelling shared by all accounts (routing, sharing, the peer memory);
 `check_peer` and `check_message_ids` are the pool's checks before a `resolve` or
-`get_messages` job takes an account. Plain Python: no Telethon.
+`get_messages` job takes an account; `shown_peer` is how errors show a peer (never a phone
+number). Plain Python: no Telethon.
 """
 
 from __future__ import annotations
@@ -21,10 +22,13 @@ __all__ = [
     "MAX_MESSAGE_ID",
     "MAX_MESSAGE_IDS",
     "MAX_PEER_ID",
+    "MAX_PHONE_DIGITS",
     "check_message_ids",
     "check_peer",
+    "is_phone",
     "parse_link",
     "peer_key",
+    "shown_peer",
 ]
 
 LinkKind = Literal["username", "invite", "phone", "user_id", "chat_id", "channel_id", "self"]
@@ -50,7 +54,8 @@ _CHANNEL_ID_OFFSET: Final = 1_000_000_000_000  # "-100" marking: marked = -(offs
 
 
 def _invalid(link: object, why: str) -> JobFailed:
-    text = str(link)
+    # A long digit run in text that names no peer may still be someone's phone number.
+    text = re.sub(r"\d{7,}", "<digits>", str(link), flags=re.ASCII)
     if len(text) > 80:
         text = text[:79] + "…"
     return JobFailed(ErrorClass.INVALID_ARGUMENT, f"invalid peer {text!r}: {why}")
@@ -110,16 +115,28 @@ def parse_link(link_or_username: str | int) -> tuple[LinkKind, str | int]:
     ``"t.me/c/12345/67"``                   ``("channel_id", 12345)``
     ``"t.me/+AbCd…"``, ``"t.me/joinchat/AbCd…"``, ``"tg://join?invite=AbCd…"``
                                             ``("invite", "AbCd…")`` (private)
-    ``"t.me/+15551234567"``, ``"+15551234567"``
-                                            ``("phone", "15551234567")``
-    ``12345``, ``"12345"``                  ``("user_id", 12345)``
-    ``-12345``                              ``("chat_id", 12345)``
-    ``-10012345``                           ``("channel_id", 12345)``
+    ``"+15551234567"``, ``"15551234567"``, ``"+1 (555) 123-4567"``, ``"t.me/+15551234567"``,
+    ``"tg://resolve?phone=15551234567"``    ``("phone", "15551234567")``
+    ``12345`` (an int), ``"tg://user?id=12345"``
+                                            ``("user_id", 12345)``
+    ``-12345``, ``"-12345"``                ``("chat_id", 12345)``
+    ``-10012345``, ``"-10012345"``          ``("channel_id", 12345)``
     ``"me"``, ``"self"``                    ``("self", "me")``
     ======================================  =========================
 
-    Message ids in links (``/123``) are ignored: the result names the peer. Usernames keep
-    the case they were written in (Telegram compares them case-insensitively).
+    Strings are read the way Telethon reads them (``telethon.utils.parse_phone`` first, as
+    ``TelegramClient.get_entity`` does): a string that is digits once ``+``, ``(``, ``)``,
+    spaces and ``-`` are removed is a **phone number** — ``"12345"`` too; only an int is a
+    user id. Three readings differ from Telethon's on purpose (docs/CONTRACTS.md, "Peer
+    forms"): a string starting with ``-`` and then digits only is a marked chat/channel id
+    (Telethon strips the ``-`` and takes a phone), ``t.me/+<digits>`` is a phone link as
+    Telegram's link spec says (Telethon takes an invite hash; ``t.me/@name`` too, which is
+    a username here), and the ``tg://`` links
+    (``resolve?domain=`` / ``resolve?phone=`` / ``user?id=`` / ``join?invite=`` /
+    ``privatepost?channel=``) are read as Telegram documents them (Telethon reads only
+    ``tg://join``). Message ids in links (``/123``) are ignored: the result names the peer.
+    Usernames keep the case they were written in (Telegram compares them
+    case-insensitively).
 
     Args:
         link_or_username: The text (or an int id).
@@ -141,10 +158,11 @@ def parse_link(link_or_username: str | int) -> tuple[LinkKind, str | int]:
         raise _invalid(link_or_username, "empty or too long")
     if text.lower() in ("me", "self"):
         return ("self", "me")
-    if re.fullmatch(r"-?\d{1,20}", text, re.ASCII):
+    if re.fullmatch(r"-\d{1,20}", text, re.ASCII):
         return _parse_id(int(text))
-    if re.fullmatch(r"\+\d{5,16}", text, re.ASCII):
-        return ("phone", text[1:])
+    phone = _phone(text)
+    if phone is not None:
+        return ("phone", _e164(phone, link_or_username))
     if text.startswith("@"):
         return ("username", _username(text[1:], link_or_username))
     if text.lower().startswith("tg://"):
@@ -165,6 +183,48 @@ def _parse_id(value: int) -> tuple[LinkKind, int]:
     elif value < 0:
         return ("chat_id", -value)
     raise _invalid(value, "not a valid peer id")
+
+
+#: What Telethon's ``utils.parse_phone`` removes before it checks for digits.
+_PHONE_SEPARATORS_RE: Final = re.compile(r"[+()\s-]")
+
+
+def _phone(text: str) -> str | None:
+    """The digits of a phone number written as Telethon's ``parse_phone`` accepts it
+    (``+``, parentheses, spaces and ``-`` removed; ASCII digits only), else None."""
+    digits = _PHONE_SEPARATORS_RE.sub("", text)
+    if digits and digits.isascii() and digits.isdigit():
+        return digits
+    return None
+
+
+#: ITU-T E.164: a phone number is at most 15 digits, country code first (never 0).
+MAX_PHONE_DIGITS: Final = 15
+
+
+def _e164(digits: str, original: object) -> str:
+    if digits[0] == "0" or len(digits) > MAX_PHONE_DIGITS:
+        raise _invalid(
+            original,
+            f"not a phone number in international format (country code first, at most"
+            f" {MAX_PHONE_DIGITS} digits; a user id must be given as a number, not a string)",
+        )
+    return digits
+
+
+def is_phone(peer: object) -> bool:
+    """Whether `parse_link` reads ``peer`` as a phone number (personal data: never put it in
+    a log line, an error, a status or a key; see `shown_peer`). Never raises."""
+    try:
+        return parse_link(peer)[0] == "phone"  # type: ignore[arg-type]
+    except JobFailed:
+        return False
+
+
+def shown_peer(peer: object) -> str:
+    """``peer`` as an error message or log line may show it: ``"<phone number>"`` for a
+    phone number (personal data), else the text itself (the caller redacts and quotes)."""
+    return "<phone number>" if is_phone(peer) else str(peer)
 
 
 def _digits(text: str) -> bool:
@@ -199,7 +259,7 @@ def _parse_url(text: str, original: object) -> tuple[LinkKind, str | int]:
     if head.startswith("+"):
         rest = head[1:]
         if _digits(rest):
-            return ("phone", rest)
+            return ("phone", _e164(rest, original))
         return ("invite", _invite(rest, original))
     lowered = head.lower()
     if lowered == "joinchat":
@@ -214,7 +274,7 @@ def _parse_url(text: str, original: object) -> tuple[LinkKind, str | int]:
         return ("username", _username(parts[1], original))
     if lowered in _RESERVED_PATHS:
         raise _invalid(original, f"t.me/{head} links name no peer")
-    return ("username", _username(head, original))
+    return ("username", _username(head.removeprefix("@"), original))  # t.me/@name: Telethon
 
 
 def _parse_tg_url(text: str, original: object) -> tuple[LinkKind, str | int]:
@@ -225,7 +285,11 @@ def _parse_tg_url(text: str, original: object) -> tuple[LinkKind, str | int]:
         if "domain" in query:
             return ("username", _username(query["domain"][0], original))
         if "phone" in query and _digits(query["phone"][0]):
-            return ("phone", query["phone"][0])
+            return ("phone", _e164(query["phone"][0], original))
+    if action == "user" and "id" in query and _digits(query["id"][0]):
+        user_id = int(query["id"][0])
+        if 0 < user_id <= MAX_PEER_ID:
+            return ("user_id", user_id)
     if action == "join" and "invite" in query:
         return ("invite", _invite(query["invite"][0], original))
     if action == "privatepost" and "channel" in query and _digits(query["channel"][0]):

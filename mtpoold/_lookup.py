@@ -17,6 +17,13 @@ remembered (`peers_in`, fed by the client's hook on Telethon's ``_call``). When 
 calls a remembered peer invalid (`STALE_PEER_ERRORS`), or the result shows a remembered
 username now belongs to another peer, the peer is forgotten and looked up once more within
 the same call. Without a book everything is as before the peer memory existed.
+
+Phone numbers (``"+15551234567"``, ``"15551234567"``: `mtpoold._links.parse_link`) are
+looked up with ``contacts.resolvePhone`` (rate class ``resolve``) every time: they have no
+`peer_key`, so neither the peer memory nor job sharing keeps them (a hash of a phone number
+would be no protection — the numbers are few enough to hash them all — and a phone look-up is
+rare); the user found is remembered by its id and username like any other. Errors show a
+phone number as ``<phone number>`` (`mtpoold._links.shown_peer`).
 """
 
 from __future__ import annotations
@@ -32,7 +39,7 @@ from telethon.tl import types as tl_types
 from telethon.tl.tlobject import TLObject
 
 from ._errors import ErrorClass, JobFailed, redact
-from ._links import check_message_ids, parse_link, peer_key
+from ._links import check_message_ids, parse_link, peer_key, shown_peer
 from ._peermemory import AccountPeers, StoredPeer
 from ._summaries import invite_summary, message_summaries, peer_summary, primary_username
 from ._tljson import PeerKind
@@ -265,7 +272,7 @@ class PeerLookup:
             found = [u for u in users if getattr(u, "id", None) == input_peer.user_id]
         else:
             return
-        _first(found, redact(str(value)))
+        _first(found, redact(shown_peer(value)))
 
     async def input_peer(self, value: str | int, kind: PeerKind) -> TLObject:
         """Turn a peer reference into an Input* object of ``kind``: the peer memory first,
@@ -328,6 +335,8 @@ class PeerLookup:
             input_peer = await self._username_peer(str(parsed), cache=memory)
         elif link_kind == "self":
             input_peer = tl_types.InputPeerSelf()
+        elif link_kind == "phone":
+            input_peer = await self._phone_peer(str(parsed))
         elif link_kind == "invite":
             invite = await self.invoke(tl_functions.messages.CheckChatInviteRequest(str(parsed)))
             chat = getattr(invite, "chat", None)
@@ -341,8 +350,6 @@ class PeerLookup:
             target: Any
             if link_kind == "username":
                 target = str(parsed)
-            elif link_kind == "phone":
-                target = "+" + str(parsed)
             elif link_kind == "user_id":
                 target = tl_types.PeerUser(int(parsed))
             elif link_kind == "chat_id":
@@ -361,7 +368,7 @@ class PeerLookup:
         except TypeError:
             raise JobFailed(
                 ErrorClass.INVALID_ARGUMENT,
-                f"peer {redact(str(value))!r} is not a {kind.value.replace('_', ' ')}",
+                f"peer {redact(shown_peer(value))!r} is not a {kind.value.replace('_', ' ')}",
             ) from None
 
     async def _username_peer(self, username: str, *, cache: bool) -> Any:
@@ -380,6 +387,17 @@ class PeerLookup:
                 )
             return cached
         resolved = await self.invoke(tl_functions.contacts.ResolveUsernameRequest(username))
+        return tl_utils.get_input_peer(_entity_in(resolved.peer, resolved.users, resolved.chats))
+
+    async def _phone_peer(self, phone: str) -> Any:
+        """The user with phone number ``phone`` (digits): Telethon's session cache (no
+        network), else ``contacts.resolvePhone`` through ``invoke``. Not Telethon's own
+        ``get_input_entity("+…")``, which reads the whole ``contacts.getContacts`` list and
+        finds only the account's contacts."""
+        cached = self.cached_entity("+" + phone)
+        if isinstance(cached, tl_types.InputPeerUser):
+            return cached
+        resolved = await self.invoke(tl_functions.contacts.ResolvePhoneRequest(phone))
         return tl_utils.get_input_peer(_entity_in(resolved.peer, resolved.users, resolved.chats))
 
     async def _known_summary(self, known: StoredPeer) -> dict[str, Any]:

@@ -1,7 +1,10 @@
 """systemd's sd_notify in plain stdlib (gunicorn's ``systemd.py`` habit).
 
 Nothing happens when ``NOTIFY_SOCKET`` is unset; ``@`` at its start means the abstract
-namespace; failures are logged at debug level and never raised.
+namespace; failures are logged at debug level and never raised. ``RELOADING=1`` always goes
+out with ``MONOTONIC_USEC=`` (CLOCK_MONOTONIC now, µs), as sd_notify(3) requires: systemd
+(``Type=notify-reload``, and ``Type=notify`` since v253) uses it to tell this reload from an
+earlier one.
 """
 
 from __future__ import annotations
@@ -9,15 +12,25 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import time
 from collections.abc import Mapping
 
-__all__ = ["sd_notify", "watchdog_interval_s"]
+__all__ = ["monotonic_usec", "sd_notify", "watchdog_interval_s"]
 
 _log = logging.getLogger("mtpoold.sdnotify")
 
 
+def monotonic_usec() -> int:
+    """CLOCK_MONOTONIC now, in whole microseconds (the clock systemd reads
+    ``MONOTONIC_USEC=`` on)."""
+    return time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
+
+
 def sd_notify(state: str, *, env: dict[str, str] | None = None) -> bool:
     """Send ``state`` (e.g. ``"READY=1"``, ``"STATUS=..."``) to systemd.
+
+    A state with ``RELOADING=1`` and no ``MONOTONIC_USEC=`` gets ``MONOTONIC_USEC=``
+    (`monotonic_usec`) appended: sd_notify(3) says RELOADING=1 "must" carry it.
 
     Args:
         state: Newline-separated ``KEY=value`` assignments.
@@ -29,6 +42,9 @@ def sd_notify(state: str, *, env: dict[str, str] | None = None) -> bool:
     addr = (os.environ if env is None else env).get("NOTIFY_SOCKET")
     if not addr:
         return False
+    lines = state.split("\n")
+    if "RELOADING=1" in lines and not any(x.startswith("MONOTONIC_USEC=") for x in lines):
+        state = f"{state}\nMONOTONIC_USEC={monotonic_usec()}"
     if addr[0] == "@":
         addr = "\0" + addr[1:]
     try:

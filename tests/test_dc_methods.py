@@ -73,8 +73,6 @@ async def test_DC_resolve_username(dc: DC) -> None:
         bob = await call(functions.contacts.ResolveUsernameRequest("Bob_Test"))
         with pytest.raises(errors.UsernameNotOccupiedError):
             await call(functions.contacts.ResolveUsernameRequest("nobody_here"))
-        with pytest.raises(errors.ChannelPrivateError):
-            await call(functions.messages.CheckChatInviteRequest("PrivInvite123"))
         entity = await aio(client.get_entity)("@mtpoold_chat")
     assert news.peer == types.PeerChannel(2001)
     assert (news.chats[0].title, news.chats[0].broadcast, news.chats[0].verified) == (
@@ -85,6 +83,53 @@ async def test_DC_resolve_username(dc: DC) -> None:
     assert news.chats[0].participants_count == 12345
     assert bob.users[0].id == 1002
     assert entity.megagroup and entity.id == 2002
+
+
+async def test_DC_resolve_phone(dc: DC) -> None:
+    async with open_telethon_client(dc, ALICE) as client:
+        call = aio(client)
+        bob = await call(functions.contacts.ResolvePhoneRequest("15550000002"))
+        carol = await call(functions.contacts.ResolvePhoneRequest("+15550000003"))
+        with pytest.raises(errors.PhoneNotOccupiedError):
+            await call(functions.contacts.ResolvePhoneRequest("15559999999"))
+        with pytest.raises(errors.PhoneNotOccupiedError):  # erin: deactivated
+            await call(functions.contacts.ResolvePhoneRequest("15550000005"))
+    assert bob.peer == types.PeerUser(1002) and bob.users[0].username == "bob_test"
+    assert bob.users[0].phone == "15550000002"  # Telegram shows it to whoever knew it
+    assert carol.peer == types.PeerUser(1003) and carol.users[0].first_name == "Carol"
+
+
+async def test_DC_chat_invites(dc: DC) -> None:
+    """checkChatInvite: a preview for non-members, the chat for members, EXPIRED / INVALID;
+    importChatInvite joins (and says USER_ALREADY_PARTICIPANT after)."""
+    check = functions.messages.CheckChatInviteRequest
+    async with (
+        open_telethon_client(dc, ALICE) as alice,
+        open_telethon_client(dc, "15550000002") as bob,
+    ):
+        preview = await aio(alice)(check("PrivInvite123"))
+        already = await aio(bob)(check("PrivInvite123"))
+        member = await aio(alice)(check("ChatInvite456"))
+        with pytest.raises(errors.InviteHashExpiredError):
+            await aio(alice)(check("OldInvite789"))
+        with pytest.raises(errors.InviteHashInvalidError):
+            await aio(alice)(check("NoSuchInvite0"))
+        joined = await aio(alice)(functions.messages.ImportChatInviteRequest("PrivInvite123"))
+        after = await aio(alice)(check("PrivInvite123"))
+        with pytest.raises(errors.UserAlreadyParticipantError):
+            await aio(alice)(functions.messages.ImportChatInviteRequest("PrivInvite123"))
+    assert isinstance(preview, types.ChatInvite)
+    assert (preview.title, preview.participants_count, preview.about) == (
+        "Secret Club",
+        7,
+        "Members only",
+    )
+    assert preview.broadcast and preview.channel and not preview.public
+    assert isinstance(already, types.ChatInviteAlready) and isinstance(already.chat, types.Channel)
+    assert already.chat.id == 2003
+    assert isinstance(member, types.ChatInviteAlready) and member.chat.username == "mtpoold_chat"
+    assert joined.chats[0].id == 2003
+    assert isinstance(after, types.ChatInviteAlready)
 
 
 async def test_DC_channels(dc: DC) -> None:

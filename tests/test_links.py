@@ -42,9 +42,14 @@ from mtpoold._links import (
         ("https://t.me/joinchat/AbCdEf12", ("invite", "AbCdEf12")),
         ("tg://join?invite=AbCdEf12", ("invite", "AbCdEf12")),
         ("https://t.me/+15551234567", ("phone", "15551234567")),
+        ("tg://resolve?phone=15551234567", ("phone", "15551234567")),
         ("+15551234567", ("phone", "15551234567")),
-        ("12345", ("user_id", 12345)),
+        ("15551234567", ("phone", "15551234567")),
+        ("+1 (555) 123-4567", ("phone", "15551234567")),
+        ("1234567", ("phone", "1234567")),
+        ("12345", ("phone", "12345")),
         (12345, ("user_id", 12345)),
+        ("tg://user?id=12345", ("user_id", 12345)),
         ("-12345", ("chat_id", 12345)),
         (-12345, ("chat_id", 12345)),
         ("-1001234567890", ("channel_id", 1234567890)),
@@ -79,6 +84,10 @@ def test_parse_link(text: str | int, expected: tuple[str, str | int]) -> None:
         "t.me/addstickers/Animals",
         "tg://settings",
         "0",
+        "+0123456",
+        "1234567890123456",
+        "t.me/+0123",
+        "tg://user?id=0",
         -1000000000000,
         True,
         None,
@@ -154,3 +163,60 @@ def test_peer_key_one_spelling_per_peer() -> None:
     assert peer_key("t.me/+AbCd1234") is None  # invites
     assert peer_key("+15551234567") is None  # phone numbers are personal data
     assert peer_key("me") is None and peer_key("@") is None
+
+
+# --- the forms as Telethon reads them ---------------------------------------------------------
+
+#: Where mtpoold reads a string differently from Telethon 1.45, on purpose (docs/CONTRACTS.md,
+#: "Peer forms"): marked ids written as strings, Telegram's t.me/+<phone> links, tg:// links.
+DEVIATIONS = {
+    "-12345": ("chat_id", 12345),
+    "-1001234567890": ("channel_id", 1234567890),
+    "t.me/+15551234567": ("phone", "15551234567"),
+    "tg://resolve?domain=durov": ("username", "durov"),
+    "t.me/@durov": ("username", "durov"),  # Telethon: an invite hash "durov"
+}
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "+1234567", "1234567", "+1 (555) 123-4567", "15551234567", "@durov", "durov",
+        "@Durov_Bot", "t.me/durov", "https://t.me/durov", "telegram.me/durov",
+        "https://telegram.dog/durov", "t.me/+AbCdEf_12-x", "t.me/joinchat/AbCd12",
+        "https://t.me/joinchat/AbCdEf12", "tg://join?invite=AbCdEf12", *DEVIATIONS,
+    ],
+)  # fmt: skip
+def test_string_forms_go_where_telethon_sends_them(text: str) -> None:
+    """Telethon's `get_entity(str)`: `utils.parse_phone` first (a phone number), then
+    `utils.parse_username` (an invite hash, or a username, lower-cased)."""
+    from telethon import utils
+
+    phone = utils.parse_phone(text)
+    username, is_invite = utils.parse_username(text)
+    telethon: tuple[str, str | int] | None = None  # tg://resolve: Telethon reads no peer
+    if phone:
+        telethon = ("phone", phone)
+    elif is_invite:
+        telethon = ("invite", username)
+    elif username:
+        telethon = ("username", username)
+    kind, value = parse_link(text)
+    ours = (kind, value.lower() if kind == "username" else value)  # type: ignore[union-attr]
+    if text in DEVIATIONS:
+        assert ours == DEVIATIONS[text] != telethon
+    else:
+        assert ours == telethon is not None
+
+
+def test_phone_numbers_stay_out_of_errors_and_keys() -> None:
+    from mtpoold._links import is_phone, shown_peer
+
+    for phone in ("+15551234567", "15551234567", "t.me/+15551234567", "+1 (555) 123-4567"):
+        assert is_phone(phone) and peer_key(phone) is None
+        assert shown_peer(phone) == "<phone number>"
+    assert shown_peer("@durov") == "@durov" and not is_phone(12345)
+    for near in ("+15551234567x", "1555123456789012345"):
+        with pytest.raises(JobFailed) as info:
+            parse_link(near)
+        assert "5551234" not in info.value.message

@@ -12,9 +12,11 @@ from telethon import errors as tl_errors
 from telethon.tl import functions as fn
 from telethon.tl import types as tl
 
+from mtpoold._errors import JobFailed
 from mtpoold._lookup import PeerLookup, peers_in
 from mtpoold._peermemory import PeerMemory
 from mtpoold._store import StoredPeer
+from mtpoold._tljson import PeerKind
 
 CHANNEL = tl.Channel(
     id=2001, title="News", photo=tl.ChatPhotoEmpty(), date=None, access_hash=0xAA,
@@ -181,3 +183,59 @@ def test_peers_in_reads_ids_hashes_and_usernames_only() -> None:
     assert peers_in(result, "a1") == [StoredPeer("a1", "channel", 9, 3, None, 0.0)]
     assert peers_in([me, min_user], "a1") == [StoredPeer("a1", "user", 1, 5, "al", 0.0)]
     assert peers_in(True, "a1") == []
+
+
+BOB = tl.User(id=1002, access_hash=0xBB, first_name="Bob", username="bob_test")
+
+
+async def test_a_phone_number_is_looked_up_with_resolvePhone_every_time() -> None:
+    """``"+1555…"`` and ``"1555…"`` are phone numbers (Telethon's reading): one
+    ``contacts.resolvePhone`` each time — not remembered (no key for a phone) — and the user
+    found is remembered by id and username; as a peer, the session's cache comes first."""
+    resolved = tl.contacts.ResolvedPeer(peer=tl.PeerUser(1002), chats=[], users=[BOB])
+    full = tl.users.UserFull(
+        full_user=tl.UserFull(
+            id=1002, settings=tl.PeerSettings(), notify_settings=tl.PeerNotifySettings(),
+            common_chats_count=0,
+        ),
+        chats=[], users=[BOB],
+    )  # fmt: skip
+    lookup, telegram = _lookup(
+        {
+            fn.contacts.ResolvePhoneRequest: resolved,
+            fn.users.GetFullUserRequest: full,
+            fn.users.GetUsersRequest: [BOB],
+            fn.messages.GetMessagesRequest: tl.messages.Messages([], [], [], []),
+        }
+    )
+    for spelling in ("+15550000002", "15550000002"):
+        assert (await lookup.resolve(spelling))["id"] == 1002
+    assert telegram.sent == ["ResolvePhone", "GetFullUser"] * 2
+    assert lookup.book is not None and lookup.book.get("username:bob_test") is not None
+    telegram.sent.clear()
+    assert await lookup.get_messages("+15550000002", [1]) == {"1": {"exists": False}}
+    assert telegram.sent == ["ResolvePhone", "GetUsers", "GetMessages"]
+    # with Telethon's session cache knowing the number: no look-up at all
+    cached = PeerLookup(
+        telegram.invoke,
+        telegram.input_entity,
+        cached_entity=lambda target: (
+            tl.InputPeerUser(1002, 0xBB) if target == "+15550000002" else None
+        ),
+    )
+    telegram.sent.clear()
+    assert await cached.input_peer("15550000002", PeerKind.USER) == tl.InputUser(1002, 0xBB)
+    assert telegram.sent == []
+
+
+async def test_errors_never_show_a_phone_number() -> None:
+    lookup, _ = _lookup(
+        {
+            fn.contacts.ResolvePhoneRequest: tl.contacts.ResolvedPeer(
+                peer=tl.PeerUser(1002), chats=[], users=[BOB]
+            ),
+        }
+    )
+    with pytest.raises(JobFailed) as info:
+        await lookup.input_peer("+15550000002", PeerKind.CHANNEL)
+    assert "<phone number>" in str(info.value) and "5550000002" not in str(info.value)

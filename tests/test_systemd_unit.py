@@ -9,8 +9,12 @@ from pathlib import Path
 
 import pytest
 
-UNIT = Path(__file__).resolve().parent.parent / "systemd" / "mtpoold.service"
-INSTALLED_BINARY = "/usr/local/bin/mtpoold"
+ROOT = Path(__file__).resolve().parent.parent
+UNIT = ROOT / "systemd" / "mtpoold.service"
+#: Where README's production install puts the program (a venv of its own) and its README.
+VENV = "/opt/mtpoold"
+INSTALLED_BINARY = f"{VENV}/bin/mtpoold"
+INSTALLED_README = f"{VENV}/share/doc/mtpoold/README.md"
 SYSTEMD_ANALYZE = shutil.which("systemd-analyze")
 
 
@@ -49,10 +53,39 @@ def test_unit_promises() -> None:
     for key, value in expected.items():
         assert s.get(key) == [value], key
     assert "@system-service" in s["SystemCallFilter"]
-    assert s["ExecStart"] == [
-        f"{INSTALLED_BINARY} run --config ${{CONFIGURATION_DIRECTORY}}/mtpoold.toml"
-    ]
+    assert s["ExecStart"] == [f"{INSTALLED_BINARY} run --config /etc/mtpoold/mtpoold.toml"]
     assert "TimeoutStopSec" in s
+
+
+def _readme_section(title: str) -> str:
+    text = (ROOT / "README.md").read_text()
+    start = text.index(f"\n### {title}\n")
+    return text[start : text.index("\n## ", start + 1)]
+
+
+def test_unit_and_readme_agree_on_the_install() -> None:
+    """The unit runs the binary README's production install creates, and its
+    Documentation= is a file that install puts there (no placeholder URL)."""
+    s = _settings()
+    section = _readme_section("systemd")
+    assert f"python3 -m venv {VENV} && {VENV}/bin/pip install ." in section
+    assert f"install -D -m 0644 README.md {INSTALLED_README}" in section
+    assert s["ExecStart"][0].split()[0] == INSTALLED_BINARY
+    assert s["ExecStart"][0] in section  # README quotes the unit's ExecStart
+    [documentation] = s["Documentation"]
+    assert documentation == f"file:{INSTALLED_README}"
+    assert "/usr/local/bin/mtpoold run" not in UNIT.read_text()
+    # README's other production commands use the same config path
+    config = s["ExecStart"][0].split("--config ", 1)[1]
+    assert f"mtpoold run --config {config}" in (ROOT / "README.md").read_text()
+    # the install lines of the unit's header comment are README's, word for word
+    header = [
+        line.removeprefix("#").strip()
+        for line in UNIT.read_text().splitlines()
+        if line.startswith("#           ")
+    ]
+    for line in header:
+        assert line in section, line
 
 
 @pytest.mark.skipif(SYSTEMD_ANALYZE is None, reason="systemd-analyze is not installed")

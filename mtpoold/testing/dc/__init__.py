@@ -7,7 +7,18 @@ Telegram's limits — per-account, per-method budgets and floods (``FLOOD_WAIT_X
 method only) and slow mode (``SLOWMODE_WAIT_X``) — come from the world (``[[limits]]``,
 ``[[floods]]``, ``slowmode_s``) or ``dc.limits``; ``dc.counters(user)`` counts every request
 per method (see ``_limits``).
-Run ``python -m mtpoold.testing.dc --help`` for a standalone server.
+Besides ``dc.faults``, DC-wide knobs: ``dc.set_latency(ms)``, ``dc.set_drop_rate(p)``,
+``dc.blackhole_all()``, ``dc.refuse_connections()``, ``dc.revoke(user)`` (401
+``AUTH_KEY_UNREGISTERED``). It answers ``contacts.resolvePhone`` and invite previews
+(``messages.checkChatInvite`` / ``importChatInvite``) from the world's phones, invite hashes,
+expired invites and members.
+
+Run ``python -m mtpoold.testing.dc --help`` for a standalone server: the faults on its command
+line (``--flood METHOD=SECONDS[:ACCOUNT]``, ``--drop P``, ``--delay-ms MS``, ``--blackhole``,
+``--revoke ACCOUNT``, …) and at run time on ``--control -`` (stdin) or ``--control PATH`` (a
+unix socket), one command a line answered ``ok …`` / ``error …`` (:class:`DCShell`, whose
+module ``_shell`` documents the language: ``flood``, ``unflood``, ``drop``, ``delay``,
+``blackhole on|off``, ``revoke``, ``counters``, ``help``, …).
 """
 
 from ._faults import UNPARSEABLE_CONSTRUCTOR_ID as UNPARSEABLE_CONSTRUCTOR_ID
@@ -43,6 +54,7 @@ from ._server import DCStatistics as DCStatistics
 from ._server import WireMessage as WireMessage
 from ._server import WireMessages as WireMessages
 from ._server import open_dc as open_dc
+from ._shell import DCShell as DCShell
 from ._telethon import fresh_session as fresh_session
 from ._telethon import install_public_key as install_public_key
 from ._telethon import open_telethon_client as open_telethon_client

@@ -120,6 +120,7 @@ class Answerer:
         self.world = world
         self.limits = limits
         self._sent: dict[int, int] = {}  # chat id -> messages sent to it through the DC
+        self._joined: set[tuple[int, int]] = set()  # (user id, channel id) joined by invite
         self._seed = seed
         self.dc_id = dc_id
         self.host = host
@@ -140,6 +141,7 @@ class Answerer:
             f.users.GetUsersRequest: (self.get_users, True),
             f.users.GetFullUserRequest: (self.get_full_user, True),
             f.contacts.ResolveUsernameRequest: (self.resolve_username, True),
+            f.contacts.ResolvePhoneRequest: (self.resolve_phone, True),
             f.channels.GetChannelsRequest: (self.get_channels, True),
             f.channels.GetFullChannelRequest: (self.get_full_channel, True),
             f.channels.GetMessagesRequest: (self.channel_messages, True),
@@ -149,7 +151,7 @@ class Answerer:
             f.messages.GetMessagesViewsRequest: (self.get_messages_views, True),
             f.messages.GetHistoryRequest: (self.get_history, True),
             f.messages.CheckChatInviteRequest: (self.check_chat_invite, True),
-            f.messages.ImportChatInviteRequest: (self.check_chat_invite, True),
+            f.messages.ImportChatInviteRequest: (self.import_chat_invite, True),
             f.messages.SendMessageRequest: (self.send_message, True),
         }
 
@@ -181,8 +183,9 @@ class Answerer:
 
     # -- TL builders --------------------------------------------------------------------------
 
-    def user_tl(self, user: User, *, me: int | None = None) -> types.User:
-        """``types.User`` for ``user`` as seen by user ``me``."""
+    def user_tl(self, user: User, *, me: int | None = None, phone: bool = False) -> types.User:
+        """``types.User`` for ``user`` as seen by user ``me``; its phone number only to itself
+        or with ``phone`` (a user found by its number, as Telegram shows it then)."""
         is_self = user.id == me
         if user.deactivated:
             return types.User(id=user.id, deleted=True, access_hash=user.access_hash)
@@ -197,13 +200,16 @@ class Answerer:
             first_name=user.first_name,
             last_name=user.last_name,
             username=user.username,
-            phone=user.phone if is_self else None,
+            phone=user.phone if is_self or phone else None,
             bot_info_version=1 if user.bot else None,
         )
 
-    def channel_tl(self, ch: Channel) -> types.Channel | types.ChannelForbidden:
-        """``types.Channel`` (``ChannelForbidden`` for a private one)."""
-        if ch.private:
+    def channel_tl(
+        self, ch: Channel, *, member: bool = False
+    ) -> types.Channel | types.ChannelForbidden:
+        """``types.Channel`` (``ChannelForbidden`` for a private one, unless seen by a
+        ``member``)."""
+        if ch.private and not member:
             return types.ChannelForbidden(
                 id=ch.id,
                 access_hash=ch.access_hash,
@@ -509,6 +515,22 @@ class Answerer:
             users=[self.user_tl(target, me=entry.user_id)],
         )
 
+    def resolve_phone(self, entry: AuthKeyEntry, req: Any) -> types.contacts.ResolvedPeer:
+        """``contacts.resolvePhone``: the user with that phone number (digits, a leading ``+``
+        ignored); 400 ``PHONE_NOT_OCCUPIED`` for a number no (active) user has
+        (https://core.telegram.org/method/contacts.resolvePhone). The world has no phone
+        privacy settings: every user is findable by number, and the user comes with its
+        ``phone`` set, as Telegram sends it to whoever knew the number."""
+        phone = "".join(ch for ch in str(req.phone) if ch.isdigit())
+        user = self.world.user_by_phone(phone) if phone else None
+        if user is None or user.deactivated:
+            raise RpcFailure(400, "PHONE_NOT_OCCUPIED")
+        return types.contacts.ResolvedPeer(
+            peer=types.PeerUser(user.id),
+            chats=[],
+            users=[self.user_tl(user, me=entry.user_id, phone=True)],
+        )
+
     # -- channels / messages ------------------------------------------------------------------
 
     def get_channels(self, entry: AuthKeyEntry, req: Any) -> types.messages.Chats:
@@ -628,15 +650,58 @@ class Answerer:
         page: list[Message | int] = list(selected[:limit])
         return self._channel_messages(entry, peer, page, len(msgs))
 
+    def _is_member(self, entry: AuthKeyEntry, ch: Channel) -> bool:
+        me = entry.user_id
+        return me is not None and (me in ch.members or (me, ch.id) in self._joined)
+
+    def _invited_channel(self, invite_hash: str) -> Channel:
+        ch = self.world.channel_by_invite(invite_hash)
+        if ch is not None:
+            return ch
+        if self.world.channel_by_expired_invite(invite_hash) is not None:
+            raise RpcFailure(400, "INVITE_HASH_EXPIRED")
+        raise RpcFailure(400, "INVITE_HASH_INVALID")
+
     def check_chat_invite(self, entry: AuthKeyEntry, req: Any) -> Any:
-        ch = self.world.channel_by_invite(req.hash)
-        if ch is None:
-            raise RpcFailure(400, "INVITE_HASH_INVALID")
-        if ch.private:
-            raise RpcFailure(400, "CHANNEL_PRIVATE")
-        if isinstance(req, functions.messages.ImportChatInviteRequest):
+        """``messages.checkChatInvite``: ``chatInviteAlready`` (the full chat) for a member,
+        else ``chatInvite``, the preview Telegram shows before joining (title, about,
+        participant count, flags, ``public`` when the chat also has a username). 400
+        ``INVITE_HASH_EXPIRED`` for an expired hash, ``INVITE_HASH_INVALID`` for an unknown
+        one (https://core.telegram.org/method/messages.checkChatInvite)."""
+        ch = self._invited_channel(req.hash)
+        if self._is_member(entry, ch):
+            return types.ChatInviteAlready(chat=self.channel_tl(ch, member=True))
+        return types.ChatInvite(
+            title=ch.title,
+            photo=types.PhotoEmpty(id=0),
+            participants_count=ch.participants_count,
+            color=0,
+            channel=True,
+            broadcast=not ch.megagroup or None,
+            megagroup=ch.megagroup or None,
+            public=ch.username is not None or None,
+            verified=ch.verified or None,
+            scam=ch.scam or None,
+            fake=ch.fake or None,
+            about=ch.about or None,
+        )
+
+    def import_chat_invite(self, entry: AuthKeyEntry, req: Any) -> Any:
+        """``messages.importChatInvite``: join by invite; 400 ``USER_ALREADY_PARTICIPANT`` for
+        a member, the invite errors of :meth:`check_chat_invite`. The join is kept for this
+        DC's lifetime (later previews say ``chatInviteAlready``); the world is not changed."""
+        me = self._me(entry)
+        ch = self._invited_channel(req.hash)
+        if self._is_member(entry, ch):
             raise RpcFailure(400, "USER_ALREADY_PARTICIPANT")
-        return types.ChatInviteAlready(chat=self.channel_tl(ch))
+        self._joined.add((me.id, ch.id))
+        return types.Updates(
+            updates=[],
+            users=[self.user_tl(me, me=me.id)],
+            chats=[self.channel_tl(ch, member=True)],
+            date=_date(time.time()),
+            seq=0,
+        )
 
     # -- sending ------------------------------------------------------------------------------
 

@@ -6,7 +6,9 @@ import collections
 import gzip
 import itertools
 import logging
+import math
 import os
+import random
 import struct
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -195,6 +197,11 @@ class DC:
             those refused for a bad salt and those swallowed by :meth:`blackhole_all`. Grows
             without bound like ``calls`` (``dc.wire_log.clear()``).
 
+    DC-wide knobs, apart from the fault book (settable while serving, also from the shell:
+    ``python -m mtpoold.testing.dc``, :class:`~mtpoold.testing.dc.DCShell`):
+    :meth:`set_latency`, :meth:`set_drop_rate`, :meth:`blackhole_all`,
+    :meth:`refuse_connections`, :meth:`disconnect_all`, :meth:`revoke`.
+
     Resource handling: one Trio task per connection plus one per delayed answer, all in the
     nursery of :meth:`serve`; leaving it closes every connection.
     """
@@ -229,6 +236,9 @@ class DC:
         self._keys: dict[int, AuthKeyEntry] = {}
         self._refusing = False
         self._blackholing = False
+        self._latency_ms = 0.0
+        self._drop_rate = 0.0
+        self._random = random.Random(self._seed)
         self._conn_ids = itertools.count(1)
         self._connections_total = 0
         self._connections: dict[int, _Connection] = {}
@@ -354,6 +364,95 @@ class DC:
     def blackhole_all(self, blackhole: bool = True) -> None:
         """Keep reading every connection but answer nothing at all (handshakes included)."""
         self._blackholing = blackhole
+
+    def set_latency(self, ms: float) -> None:
+        """Send every answer to an RPC call ``ms`` milliseconds late (0: at once), results and
+        errors alike (FLOOD_WAIT too); the call is acknowledged (``msgs_ack``) at once.
+
+        Unlike a :func:`delay` fault it is not in the fault book: floods, budgets and other
+        rules still apply. Pings and handshakes are not delayed.
+
+        Raises:
+            ValueError: if ``ms`` is negative or not finite.
+        """
+        if isinstance(ms, bool) or not math.isfinite(ms) or ms < 0:
+            raise ValueError(f"latency must be a number of ms >= 0: {ms!r}")
+        self._latency_ms = float(ms)
+
+    @property
+    def latency_ms(self) -> float:
+        """The latency of :meth:`set_latency`, milliseconds."""
+        return self._latency_ms
+
+    def set_drop_rate(self, probability: float) -> None:
+        """Close the connection instead of answering, for each RPC call with ``probability``
+        (0: never, 1: every call). Drawn from a generator seeded with the DC's seed, so a run
+        with the same calls drops the same ones. The call is counted (it reached the DC) and
+        takes no fault rule.
+
+        Raises:
+            ValueError: unless 0 <= ``probability`` <= 1.
+        """
+        if isinstance(probability, bool) or not 0.0 <= probability <= 1.0:
+            raise ValueError(f"drop probability must be between 0 and 1: {probability!r}")
+        self._drop_rate = float(probability)
+
+    @property
+    def drop_rate(self) -> float:
+        """The probability of :meth:`set_drop_rate`."""
+        return self._drop_rate
+
+    @property
+    def blackholing(self) -> bool:
+        """Whether :meth:`blackhole_all` is on."""
+        return self._blackholing
+
+    @property
+    def refusing(self) -> bool:
+        """Whether :meth:`refuse_connections` is on."""
+        return self._refusing
+
+    def revoke(
+        self, user: int | str | User | None = None, *, auth_key_id: int | None = None
+    ) -> int:
+        """Log auth keys out, as when a session is terminated from another device: the next
+        calls on them that need a login are answered 401 ``AUTH_KEY_UNREGISTERED``. Open
+        connections stay up. A restarted DC (same seed) knows the keys as logged in again.
+
+        Args:
+            user: every key logged in as this user (phone, id or :class:`User`).
+            auth_key_id: that one key (as in :attr:`CallRecord.auth_key_id`).
+
+        Returns:
+            How many keys were logged out (0 if they already were).
+
+        Raises:
+            KeyError: if ``user`` is not in the world or no key has ``auth_key_id``.
+            ValueError: unless exactly one of ``user`` and ``auth_key_id`` is given.
+        """
+        if (user is None) == (auth_key_id is None):
+            raise ValueError("revoke takes a user or an auth_key_id")
+        if auth_key_id is not None:
+            entries = [self._keys[auth_key_id]]
+        else:
+            user_id = self._user_id(user)  # type: ignore[arg-type]
+            entries = [e for e in self._keys.values() if e.user_id == user_id]
+        revoked = 0
+        for entry in entries:
+            if entry.user_id is not None:
+                entry.user_id = None
+                entry.pending_2fa_user = None
+                revoked += 1
+        return revoked
+
+    def auth_key_ids(self, user: int | str | User) -> list[int]:
+        """Ids of the auth keys logged in as ``user`` now.
+
+        Raises:
+            KeyError: if the user is not in the world.
+        """
+        user_id = self._user_id(user)
+        return [e.key_id for e in self._keys.values() if e.user_id == user_id]
 
     def disconnect_all(self) -> None:
         """Close every open client connection now (clients see the server hang up)."""
@@ -661,6 +760,29 @@ class _Connection:
     def _call(
         self, entry: AuthKeyEntry, msg_id: int, body: bytes, out: list[tuple[bytes, bool]]
     ) -> None:
+        latency_ms = self.dc._latency_ms
+        if latency_ms <= 0:
+            self._call_now(entry, msg_id, body, out)
+            return
+        mine: list[tuple[bytes, bool]] = []
+        self._call_now(entry, msg_id, body, mine)
+        late = [m for m in mine if m[1]]
+        out.extend(m for m in mine if not m[1])
+        if late:
+            out.append((bytes(types.MsgsAck([msg_id])), False))
+            assert self._nursery is not None
+            self._nursery.start_soon(self._send_later, late, latency_ms)
+
+    async def _send_later(self, messages: list[tuple[bytes, bool]], ms: float) -> None:
+        await trio.sleep(ms / 1000)
+        try:
+            await self._send(messages)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            self.cancel_scope.cancel()
+
+    def _call_now(
+        self, entry: AuthKeyEntry, msg_id: int, body: bytes, out: list[tuple[bytes, bool]]
+    ) -> None:
         try:
             with BinaryReader(body) as reader:
                 request = reader.tgread_object()
@@ -681,6 +803,8 @@ class _Connection:
         name = method_name(inner)
         self.dc._record_wire(entry, self.id, msg_id, request.CONSTRUCTOR_ID, name)
         self.dc._record(entry, name, self.id, msg_id)
+        if self.dc._drop_rate > 0 and self.dc._random.random() < self.dc._drop_rate:
+            raise _Drop()
         action = self.dc.faults.take(entry.user_id, name)
         if action is None:
             refusal = self.dc.limits.admit(entry.user_id, name)

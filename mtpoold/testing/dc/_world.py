@@ -98,7 +98,14 @@ class Channel:
         verified, scam, fake: the Telegram flags.
         private: the viewer has no access: ``channelForbidden`` in ``channels.getChannels``,
             400 ``CHANNEL_PRIVATE`` everywhere else (username, invite, history, full info).
-        invite_hash: the ``t.me/+HASH`` part of its invite link, if any.
+        invite_hash: the ``t.me/+HASH`` part of its invite link, if any:
+            ``messages.checkChatInvite`` answers ``chatInvite`` (a preview: title, counts,
+            flags) to a user who is not a member, ``chatInviteAlready`` to a member.
+        expired_invites: hashes of its invite links that have expired or were revoked:
+            ``messages.checkChatInvite`` / ``importChatInvite`` answer 400
+            ``INVITE_HASH_EXPIRED``.
+        members: user ids that have joined it (``chatInviteAlready`` for them; the world does
+            not otherwise model membership).
         date: creation time, unix seconds.
         messages: its messages, any order.
         slowmode_s: slow mode of a supergroup, seconds (0: off): a user may send one message
@@ -118,6 +125,8 @@ class Channel:
     fake: bool = False
     private: bool = False
     invite_hash: str | None = None
+    expired_invites: tuple[str, ...] = ()
+    members: tuple[int, ...] = ()
     date: int = DEFAULT_DATE
     messages: tuple[Message, ...] = ()
     slowmode_s: int = attrs.field(default=0, validator=attrs.validators.ge(0))
@@ -144,8 +153,9 @@ class World:
             ``[[floods]]``).
 
     Raises:
-        ValueError: on duplicate user ids, phones, channel ids, usernames or message ids, or a
-            limit or flood naming a user that is not in the world.
+        ValueError: on duplicate user ids, phones, channel ids, usernames, invite hashes or
+            message ids, a channel member that is not a user, or a limit or flood naming a
+            user that is not in the world.
     """
 
     users: tuple[User, ...] = ()
@@ -157,6 +167,7 @@ class World:
     _channels_by_id: dict[int, Channel] = attrs.field(init=False, eq=False, repr=False)
     _by_username: dict[str, User | Channel] = attrs.field(init=False, eq=False, repr=False)
     _invites: dict[str, Channel] = attrs.field(init=False, eq=False, repr=False)
+    _expired_invites: dict[str, Channel] = attrs.field(init=False, eq=False, repr=False)
     _messages: dict[int, dict[int, Message]] = attrs.field(init=False, eq=False, repr=False)
 
     def __attrs_post_init__(self) -> None:
@@ -165,6 +176,11 @@ class World:
         _unique([c.id for c in self.channels], "channel id")
         names = [u.username for u in self.users] + [c.username for c in self.channels]
         _unique([n.lower() for n in names if n], "username")
+        _unique(
+            [c.invite_hash for c in self.channels]
+            + [h for c in self.channels for h in c.expired_invites],
+            "invite hash",
+        )
         for c in self.channels:
             _unique([m.id for m in c.messages], f"message id in channel {c.id}")
         setattr_ = object.__setattr__
@@ -180,6 +196,11 @@ class World:
                 by_name[c.username.lower()] = c
         setattr_(self, "_by_username", by_name)
         setattr_(self, "_invites", {c.invite_hash: c for c in self.channels if c.invite_hash})
+        setattr_(self, "_expired_invites", {h: c for c in self.channels for h in c.expired_invites})
+        for c in self.channels:
+            for member in c.members:
+                if member not in self._users_by_id:
+                    raise ValueError(f"channel {c.id}: member {member} is not a user of the world")
         setattr_(self, "_messages", {c.id: {m.id: m for m in c.messages} for c in self.channels})
         for i, limit in enumerate(self.limits):
             if limit.user is not None and not self._has_user(limit.user):
@@ -222,8 +243,12 @@ class World:
         return self._by_username.get(username.lstrip("@").lower())
 
     def channel_by_invite(self, invite_hash: str) -> Channel | None:
-        """The channel whose invite link hash is ``invite_hash``, or ``None``."""
+        """The channel whose (live) invite link hash is ``invite_hash``, or ``None``."""
         return self._invites.get(invite_hash)
+
+    def channel_by_expired_invite(self, invite_hash: str) -> Channel | None:
+        """The channel one of whose expired invite hashes is ``invite_hash``, or ``None``."""
+        return self._expired_invites.get(invite_hash)
 
     def message(self, channel_id: int, message_id: int) -> Message | None:
         """Message ``message_id`` of channel ``channel_id``, or ``None``."""
@@ -278,8 +303,9 @@ def default_world() -> World:
     verified), ``15550000003`` carol (no username), ``15550000004`` dave (2FA password
     ``"hunter2"``, @dave_2fa), ``15550000005`` erin (deactivated), ``15550000006`` a bot
     (@mtpoold_test_bot). Channels: @mtpoold_news (broadcast, 5 posts with views/reactions),
-    @mtpoold_chat (supergroup), a private channel (invite hash ``PrivInvite123``) and
-    @mtpoold_scam (scam-flagged broadcast).
+    @mtpoold_chat (supergroup, alice a member, invite hash ``ChatInvite456``), a private
+    channel "Secret Club" (invite hash ``PrivInvite123``, expired hash ``OldInvite789``, bob a
+    member) and @mtpoold_scam (scam-flagged broadcast).
     """
     users = (
         User(
@@ -358,6 +384,8 @@ def default_world() -> World:
             username="mtpoold_chat",
             megagroup=True,
             participants_count=321,
+            invite_hash="ChatInvite456",
+            members=(1001,),
             messages=chat,
         ),
         Channel(
@@ -366,6 +394,9 @@ def default_world() -> World:
             title="Secret Club",
             private=True,
             invite_hash="PrivInvite123",
+            expired_invites=("OldInvite789",),
+            members=(1002,),
+            about="Members only",
             participants_count=7,
             messages=(Message(id=1, text="hidden"),),
         ),

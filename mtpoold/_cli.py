@@ -2,7 +2,7 @@
 
 Commands::
 
-    mtpoold run [--config PATH] [--log-level LEVEL]
+    mtpoold run [--config PATH] [--log-level LEVEL] [--log-format logfmt|json]
     mtpoold status [--json] [--watch SECONDS]
     mtpoold call METHOD [ARGS_JSON] [--deadline-ms N] [--account ID]
     mtpoold reload [--json]
@@ -43,6 +43,7 @@ from . import __version__
 from ._config import Config, DaemonConfig, load_config
 from ._errors import ConfigError, MtpooldError, leaves
 from ._listen import bind_problem, parse_listen
+from ._logformat import LOG_FORMATS, configure_logging
 from ._rpc import RpcError
 from ._sessionlock import SessionLocked
 from ._token import TokenError, read_token, token_path
@@ -143,6 +144,12 @@ def _build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", parents=[common], help="run the daemon in the foreground")
     run.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    run.add_argument(
+        "--log-format",
+        default=LOG_FORMATS[0],
+        choices=LOG_FORMATS,
+        help="one line per event on stderr: logfmt (default) or JSON",
+    )
 
     status = sub.add_parser("status", parents=[common], help="show proxies and accounts")
     status.add_argument("--json", action="store_true", help="print the raw status JSON")
@@ -419,14 +426,14 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from ._daemon import configure_logging, run_daemon
+    from ._daemon import run_daemon
 
     path, _ = _config_path(args)
     config = _load_config(path)
     problems = _startup_problems(config)  # exit 2 before anything is created or started
     if problems:
         raise _Fail(EXIT_USAGE, "\n".join(f"{path}: {p}" for p in problems))
-    configure_logging(args.log_level)
+    configure_logging(args.log_level, args.log_format)
     # Whatever the daemon creates (sessions, their journals, the state store, locks) is
     # private to its user, whatever umask it was started with.
     os.umask(0o077)

@@ -214,7 +214,7 @@ def run(*, quick: bool) -> Report:
         )
         try:
             deadline = time.monotonic() + 60
-            while b"daemon.ready" not in Path(log.name).read_bytes():
+            while b"event=daemon_ready" not in Path(log.name).read_bytes():
                 if daemon.poll() is not None or time.monotonic() > deadline:
                     raise RuntimeError(
                         "daemon did not start: " + Path(log.name).read_text()[-2000:]

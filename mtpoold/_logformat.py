@@ -327,3 +327,4 @@ def configure_logging(
     root.setLevel(level)
     logging.getLogger("trio-websocket").setLevel(max(root.level, logging.INFO))
     logging.getLogger("telethon").setLevel(max(root.level, logging.WARNING))
+    logging.captureWarnings(True)  # a Python warning is a line like any other (event=log)

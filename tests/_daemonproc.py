@@ -27,13 +27,13 @@ def free_port() -> int:
 
 
 @asynccontextmanager
-async def async_daemon(config: Path, log: Path) -> AsyncIterator[trio.Process]:
+async def async_daemon(config: Path, log: Path, *args: str) -> AsyncIterator[trio.Process]:
     """``mtpoold run`` as a subprocess, yielded once it logged ``event=daemon_ready``, without
-    blocking the Trio loop; the caller may signal or kill it; anything still running is
-    terminated at exit (killed after 30 s)."""
+    blocking the Trio loop; ``args`` go after ``run`` (``--log-format json``); the caller may
+    signal or kill it; anything still running is terminated at exit (killed after 30 s)."""
     with log.open("wb") as err:
         proc = await trio.lowlevel.open_process(
-            [sys.executable, "-m", "mtpoold", "run", "--config", str(config)], stderr=err
+            [sys.executable, "-m", "mtpoold", "run", "--config", str(config), *args], stderr=err
         )
     try:
         with trio.fail_after(READY_TIMEOUT_S):
@@ -53,7 +53,8 @@ async def async_daemon(config: Path, log: Path) -> AsyncIterator[trio.Process]:
 
 @contextmanager
 def daemon_process(config: Path, log: Path) -> Iterator[subprocess.Popen[bytes]]:
-    """``mtpoold run`` as a subprocess, yielded once it logged ``event=daemon_ready``; SIGTERM at exit."""
+    """``mtpoold run`` as a subprocess, yielded once it logged ``event=daemon_ready``; SIGTERM
+    at exit."""
     with log.open("wb") as err:
         proc = subprocess.Popen(
             [sys.executable, "-m", "mtpoold", "run", "--config", str(config)],

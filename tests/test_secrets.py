@@ -144,7 +144,7 @@ def test_warn_if_exposed(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> No
     assert mode(f) == 0o640  # warned, not changed
     (record,) = caplog.records
     assert record.levelno == logging.WARNING
-    assert record.getMessage().startswith("event=secrets_exposed what=\"session file\"")
+    assert record.getMessage().startswith('event=secrets_exposed what="session file"')
     assert record.msg.fields["path"] == str(f) and record.msg.fields["mode"] == "0640"
     assert warn_if_exposed(tmp_path / "missing", "session file") is False
 

@@ -173,9 +173,7 @@ def _pair(key: str, value: FieldValue) -> str:
 
 def _safe_items(fields: Mapping[str, FieldValue]) -> list[tuple[str, FieldValue]]:
     """The fields to write: None left out, reserved keys suffixed with ``_``."""
-    return [
-        (f"{k}_" if k in RESERVED_KEYS else k, v) for k, v in fields.items() if v is not None
-    ]
+    return [(f"{k}_" if k in RESERVED_KEYS else k, v) for k, v in fields.items() if v is not None]
 
 
 def _json_value(value: FieldValue) -> FieldValue:

@@ -172,8 +172,8 @@ class AioExceptionHandler:
         message = str(context.get("message") or "unhandled error in asyncio")
         exc = context.get("exception")
         ctx = self.context_of(context)
-        account = ctx.account if ctx is not None else "-"
-        proxy = ctx.proxy_key if ctx is not None else "-"
+        account = ctx.account if ctx is not None else None  # None: left out of the line
+        proxy = ctx.proxy_key if ctx is not None else None
         what = type(exc).__name__ if exc is not None else "no exception"
         detail = redact(str(exc)) if exc is not None else ""
         quiet = isinstance(exc, _CLOSED_STREAM_TYPES) or any(s in message for s in _NEVER_RETRIEVED)

@@ -30,6 +30,7 @@ import contextvars
 import json
 import logging
 import math
+import re
 import sys
 import time
 from collections.abc import Mapping
@@ -74,6 +75,10 @@ RESERVED_KEYS: Final = frozenset({"ts", "level", "logger", "event", "msg", "exc"
 #: Where `AioContextFilter` puts the fields it adds to a foreign record.
 CONTEXT_ATTR: Final = "mtpoold_context"
 
+#: An ASCII value written bare: printable, no space, ``=``, ``"`` or backslash.
+_BARE_ASCII_RE: Final = re.compile(r"[!#-<>-\[\]-~]+")
+#: What an ASCII value needs escaped inside quotes.
+_ASCII_ESCAPE_RE: Final = re.compile(r'["\\\x00-\x1f\x7f]')
 _ESCAPES: Final = {"\\": "\\\\", '"': '\\"', "\n": "\\n", "\r": "\\r", "\t": "\\t"}
 
 
@@ -138,12 +143,20 @@ def logfmt_value(value: FieldValue) -> str:
     integral float is written as an integer (``37``), others by ``repr`` (``12.5``, ``inf``).
     """
     text = _text(value)
-    if text and not any(c in ' ="\\' or not c.isprintable() for c in text):
+    if text and (
+        _BARE_ASCII_RE.fullmatch(text)
+        if text.isascii()
+        else not any(c in ' ="\\' or not c.isprintable() for c in text)
+    ):
         return text
+    if text.isascii() and not _ASCII_ESCAPE_RE.search(text):
+        return f'"{text}"'
     return '"' + "".join(_escape(c) for c in text) + '"'
 
 
 def _text(value: FieldValue) -> str:
+    if type(value) is str:
+        return value
     if value is None:
         return ""
     if value is True:

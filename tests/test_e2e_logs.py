@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 import sys
 from pathlib import Path
 from typing import Any
@@ -22,10 +23,13 @@ from test_daemon_stuck_shutdown import websocket
 from test_logformat import parse_logfmt
 from trio_websocket import WebSocketConnection
 
+from mtpoold._errors import JobFailed
+from mtpoold._logformat import LogEvent
 from mtpoold.testing import open_dc, open_relay
 from mtpoold.testing.dc import rpc_error
 
 from _daemonproc import async_daemon, free_port
+from _e2e import fleet_config, fleet_world, open_fleet, proxy_entry
 
 FLOODED = "15550000001"  # users of the loopback DC's default world
 BEHIND = "15550000002"
@@ -235,3 +239,47 @@ async def test_every_line_of_a_scripted_run_is_one_parseable_event(
     # secrets and personal data never in a line
     for secret in (PROXY_PASSWORD, API_HASH, FLOODED, BEHIND, SPARE, *sessions.values()):
         assert secret not in text
+
+
+# --- a failed connect: the phase it got to -------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("fault", "phase", "outcome"),
+    [
+        ("refuse", "proxy_tcp", "ProxyUnavailable"),
+        # cut off by connect_timeout_s: the worker blames the proxy (the cooldown below)
+        ("blackhole", "proxy_handshake", "cancelled"),
+        ("close_after", "dc_first_bytes", "ProxyUnavailable"),
+    ],
+)
+async def test_a_failed_connect_logs_the_phase_it_got_to(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, fault: str, phase: str, outcome: str
+) -> None:
+    caplog.set_level(logging.INFO)
+    async with open_dc(fleet_world()) as dc, open_relay() as relay:
+        if fault == "close_after":
+            relay.close_after(64)
+        else:
+            getattr(relay, fault)()
+        config = fleet_config(
+            tmp_path,
+            dc,
+            proxies=[proxy_entry("p1", relay, interval_s=0.1)],
+            accounts={"a1": (FLOODED, "p1")},
+            policy={"max_attempts": 1},
+            telegram={"connect_timeout_s": 1.0},
+        )
+        async with open_fleet(dc, config) as fleet:
+            with trio.fail_after(15), pytest.raises(JobFailed):
+                await fleet.pool.invoke("help.getNearestDc", {})
+    events = [r.msg for r in caplog.records if isinstance(r.msg, LogEvent)]
+    (connect,) = [e for e in events if e.name == "connect"]
+    assert connect.fields["account"] == "a1" and connect.fields["proxy"] == "p1"
+    assert connect.fields["phase"] == phase and connect.fields["outcome"] == outcome
+    assert isinstance(connect.fields["elapsed_ms"], float) and connect.fields["elapsed_ms"] >= 0
+    (cooldown,) = [e for e in events if e.name == "cooldown"]
+    assert (cooldown.fields["scope"], cooldown.fields["proxy"]) == ("proxy", "p1")
+    assert cooldown.fields["cause"] == "PROXY_UNAVAILABLE"
+    for event in events:  # each one renders as a line the strict parser reads
+        parse_logfmt(str(event))

@@ -268,7 +268,7 @@ class Reloader:
                         logging.ERROR,
                         "reload_config_invalid",
                         path=str(self.config_path),
-                        problem=problem,
+                        problem=redact(problem, limit=None),
                     )
                 log_event(
                     _log,

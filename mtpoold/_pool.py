@@ -1421,6 +1421,7 @@ class Pool:
                     until=iso_utc(self._wall_clock() + seconds),
                     cause=failure.error_class.value,
                     rpc_error=failure.rpc_name,
+                    request=failure.tl_name,
                 )
         self._persist(acc, lane=failure.error_class is ErrorClass.PROXY_UNAVAILABLE)
 

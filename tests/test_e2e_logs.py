@@ -202,7 +202,10 @@ async def test_every_line_of_a_scripted_run_is_one_parseable_event(
     # the FLOOD_WAIT: its seconds and the end of the cooldown
     (flood_line,) = named("flood_wait")
     assert flood_line["account"] == "flooded" and flood_line["seconds"] == "37"
-    assert flood_line["rpc_error"] == "FLOOD_WAIT_37"
+    assert (
+        flood_line["rpc_error"] == "FLOOD_WAIT_37"
+        and flood_line["request"] == "help.GetConfigRequest"
+    )
     until = _utc(flood_line["until"]) - _utc(flood_line["ts"])
     assert dt.timedelta(seconds=35) <= until <= dt.timedelta(seconds=38)
     # the disable, once (the server does not log it again), its reason whole

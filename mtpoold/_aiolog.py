@@ -30,7 +30,7 @@ from typing import Any, Final, final
 import attrs
 
 from ._errors import redact
-from ._logformat import AioContext, AioContextFilter, aio_context, log_event
+from ._logformat import AioContext, AioContextFilter, aio_context, log_event  # re-exported
 
 __all__ = [
     "AioContext",

@@ -53,6 +53,7 @@ __all__ = [
     "configure_logging",
     "iso_utc",
     "log_event",
+    "log_uncaught",
     "logfmt_value",
 ]
 
@@ -300,6 +301,27 @@ class AioContextFilter(logging.Filter):
         return True
 
 
+_log = logging.getLogger("mtpoold")
+
+
+def log_uncaught(
+    exc_type: type[BaseException], exc: BaseException, tb: TracebackType | None
+) -> None:
+    """``sys.excepthook`` while the daemon logs: an exception nothing caught (a bug) is one
+    CRITICAL ``uncaught_exception`` line with its traceback in ``exc=``, not a multi-line
+    traceback among the log lines. Ctrl-C keeps Python's own hook."""
+    if issubclass(exc_type, KeyboardInterrupt):
+        sys.__excepthook__(exc_type, exc, tb)
+        return
+    log_event(
+        _log,
+        logging.CRITICAL,
+        "uncaught_exception",
+        error=exc_type.__name__,
+        exc_info=(exc_type, exc, tb),
+    )
+
+
 class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
     """mtpoold's own handler, so that `configure_logging` replaces only itself."""
 
@@ -315,7 +337,8 @@ def configure_logging(
     Installs `AioContextFilter` on the handler (Telethon's records get the
     account and proxy of the call they belong to), keeps trio-websocket at INFO or above
     and Telethon at WARNING or above (it logs every connect at INFO; our ``connect`` and
-    ``disconnect`` events say what matters).
+    ``disconnect`` events say what matters); Python's warnings and an uncaught exception
+    (`log_uncaught`) become lines too.
 
     Args:
         level: Root level, e.g. ``logging.INFO`` or ``"DEBUG"``.
@@ -339,3 +362,4 @@ def configure_logging(
     logging.getLogger("trio-websocket").setLevel(max(root.level, logging.INFO))
     logging.getLogger("telethon").setLevel(max(root.level, logging.WARNING))
     logging.captureWarnings(True)  # a Python warning is a line like any other (event=log)
+    sys.excepthook = log_uncaught

@@ -21,6 +21,7 @@ from mtpoold._logformat import (
     configure_logging,
     iso_utc,
     log_event,
+    log_uncaught,
     logfmt_value,
 )
 
@@ -331,13 +332,14 @@ def test_log_event_points_the_record_at_its_caller(
 @pytest.fixture
 def restore_root() -> Iterator[None]:
     root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
+    handlers, level, hook = list(root.handlers), root.level, sys.excepthook
     try:
         yield
     finally:
         root.handlers[:] = handlers
         root.setLevel(level)
         logging.captureWarnings(False)
+        sys.excepthook = hook
 
 
 @pytest.mark.parametrize("log_format", ["logfmt", "json"])
@@ -366,3 +368,21 @@ def test_configure_logging_tags_telethon_records_with_account_and_proxy(
 def test_configure_logging_refuses_an_unknown_format(restore_root: None) -> None:
     with pytest.raises(ValueError, match="logfmt, json"):
         configure_logging("INFO", "xml")
+
+
+def test_an_uncaught_exception_is_one_critical_line(restore_root: None) -> None:
+    stream = io.StringIO()
+    configure_logging("INFO", stream=stream)
+    assert sys.excepthook is log_uncaught
+    try:
+        raise KeyError("no such account")
+    except KeyError as exc:
+        sys.excepthook(type(exc), exc, exc.__traceback__)
+    (line,) = stream.getvalue().splitlines()
+    parsed = parse_logfmt(line)
+    assert (parsed["level"], parsed["event"], parsed["error"]) == (
+        "critical",
+        "uncaught_exception",
+        "KeyError",
+    )
+    assert parsed["exc"].startswith("Traceback") and "no such account" in parsed["exc"]

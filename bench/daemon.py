@@ -119,7 +119,7 @@ def inprocess(config_path: str, sequential: int, seconds: float) -> dict[str, An
 
     from mtpoold._compose import open_pool
     from mtpoold._config import load_config
-    from mtpoold._daemon import configure_logging
+    from mtpoold._logformat import configure_logging
 
     configure_logging("INFO")
     config = load_config(Path(config_path))

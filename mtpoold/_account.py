@@ -12,6 +12,7 @@ import trio
 
 from ._errors import ErrorClass, Failure, RateClassBlocked
 from ._lane import ProxyCoolingDown, ProxyLane
+from ._logformat import log_event
 from ._policy import Verdict
 from ._stats import AccountState, AccountStatistics, ClassState
 
@@ -419,8 +420,13 @@ class AccountWorker:
                     continue
                 try:
                     if now >= self.last_used_at + self.idle_disconnect_s:
-                        log.info(
-                            "event=idle_disconnect account=%s proxy=%s", self.id, self.lane.key
+                        log_event(
+                            log,
+                            logging.DEBUG,  # the client's disconnect event follows
+                            "idle_disconnect",
+                            account=self.id,
+                            proxy=self.lane.key,
+                            idle_s=self.idle_disconnect_s,
                         )
                         self._idle_scope = None
                         await self._drop_connection()
@@ -451,11 +457,13 @@ class AccountWorker:
         except ProxyCoolingDown:
             return True  # no traffic through a cooling proxy; the connection may idle out
         except (Exception, trio.TooSlowError) as exc:
-            log.warning(
-                "event=keepalive_failed account=%s proxy=%s error=%s",
-                self.id,
-                self.lane.key,
-                type(exc).__name__,
+            log_event(
+                log,
+                logging.WARNING,
+                "keepalive_failed",
+                account=self.id,
+                proxy=self.lane.key,
+                error=type(exc).__name__,
             )
             return False
         return True
@@ -473,11 +481,13 @@ class AccountWorker:
                 try:
                     await client.disconnect()
                 except Exception as exc:  # a disconnect failing must not hide the real error
-                    log.warning(
-                        "event=disconnect_failed account=%s proxy=%s error=%s",
-                        self.id,
-                        self.lane.key,
-                        type(exc).__name__,
+                    log_event(
+                        log,
+                        logging.WARNING,
+                        "disconnect_failed",
+                        account=self.id,
+                        proxy=self.lane.key,
+                        error=type(exc).__name__,
                     )
 
     async def rebuild(self, client_factory: Callable[[], Client] | None = None) -> None:

@@ -30,9 +30,11 @@ from typing import Any, Final, final
 import attrs
 
 from ._errors import redact
+from ._logformat import AioContext, AioContextFilter, aio_context, log_event  # re-exported
 
 __all__ = [
     "AioContext",
+    "AioContextFilter",
     "AioExceptionHandler",
     "AioExceptionStatistics",
     "aio_context",
@@ -41,24 +43,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger("mtpoold.asyncio")
-
-
-@attrs.frozen
-class AioContext:
-    """Who an asyncio task works for, for log lines.
-
-    Attributes:
-        account: The account id.
-        proxy_key: `mtpoold._config.proxy_key` of its proxy ("no_proxy" without one).
-    """
-
-    account: str
-    proxy_key: str
-
-
-aio_context: Final[contextvars.ContextVar[AioContext | None]] = contextvars.ContextVar(
-    "mtpoold_aio_context", default=None
-)
 
 
 @contextlib.contextmanager
@@ -181,15 +165,15 @@ class AioExceptionHandler:
             with contextlib.suppress(BaseException):
                 self.count += 1
                 self._errors += 1
-                logger.error("asyncio exception handler failed on a report", exc_info=True)
+                log_event(logger, logging.ERROR, "asyncio_handler_failed", exc_info=True)
 
     def _handle(self, context: Mapping[str, Any]) -> None:
         self.count += 1
         message = str(context.get("message") or "unhandled error in asyncio")
         exc = context.get("exception")
         ctx = self.context_of(context)
-        account = ctx.account if ctx is not None else "-"
-        proxy = ctx.proxy_key if ctx is not None else "-"
+        account = ctx.account if ctx is not None else None  # None: left out of the line
+        proxy = ctx.proxy_key if ctx is not None else None
         what = type(exc).__name__ if exc is not None else "no exception"
         detail = redact(str(exc)) if exc is not None else ""
         quiet = isinstance(exc, _CLOSED_STREAM_TYPES) or any(s in message for s in _NEVER_RETRIEVED)
@@ -197,14 +181,15 @@ class AioExceptionHandler:
             self._warnings += 1
         else:
             self._errors += 1
-        logger.log(
+        log_event(
+            logger,
             logging.WARNING if quiet else logging.ERROR,
-            "asyncio: %s (account=%s proxy=%s): %s%s",
-            redact(message),
-            account,
-            proxy,
-            what,
-            f": {detail}" if detail else "",
+            "asyncio_report",
+            account=account,
+            proxy=proxy,
+            report=redact(message),
+            error=what,
+            detail=detail or None,
             # a stray closed stream is Telethon's noise: no traceback for it
             exc_info=None if quiet or exc is None else (type(exc), exc, exc.__traceback__),
         )

@@ -2,7 +2,7 @@
 
 Commands (the grammar, help texts and exit codes: `mtpoold._cliparser`)::
 
-    mtpoold run [--config PATH] [--log-level LEVEL]
+    mtpoold run [--config PATH] [--log-level LEVEL] [--log-format logfmt|json]
     mtpoold status [--json] [--watch SECONDS]
     mtpoold call METHOD [ARGS_JSON] [--deadline-ms N] [--account ID] [--tags T[,T...]]
     mtpoold reload [--json]
@@ -57,6 +57,7 @@ from ._config import Config, DaemonConfig, load_config
 from ._daemonfile import running_daemon_address
 from ._errors import ConfigError, MtpooldError, leaves
 from ._listen import bind_problem, parse_listen
+from ._logformat import configure_logging
 from ._rpc import RpcError
 from ._sessionlock import SessionLocked
 from ._token import TokenError, read_token, token_path
@@ -323,14 +324,14 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from ._daemon import configure_logging, run_daemon
+    from ._daemon import run_daemon
 
     path = _existing_config(args)
     config = _load_config(path)
     problems = _startup_problems(config)  # exit 2 before anything is created or started
     if problems:
         raise _Fail(EXIT_USAGE, "\n".join(f"{path}: {p}" for p in problems))
-    configure_logging(args.log_level)
+    configure_logging(args.log_level, args.log_format)
     # Whatever the daemon creates (sessions, their journals, the state store, locks) is
     # private to its user, whatever umask it was started with.
     os.umask(0o077)

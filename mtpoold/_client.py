@@ -67,6 +67,7 @@ from ._aiolog import AioContext, aio_context
 from ._classify import request_tl_name
 from ._config import NO_PROXY, AccountConfig, Config, ProxyConfig, TelegramConfig, proxy_key
 from ._errors import ConfigError, ProtocolViolation, ProxyUnavailable, redact
+from ._logformat import log_event
 from ._lookup import PeerLookup, peers_in
 from ._peermemory import AccountPeers
 from ._secrets import SecretUnavailable, load_string_session
@@ -223,6 +224,10 @@ class TelethonClient:
     _lookup: PeerLookup = attrs.field(init=False)
     #: This account's peer memory (`set_peer_book`), or None.
     _book: AccountPeers | None = attrs.field(init=False, default=None)
+    #: Connects that succeeded on this client (the next one logs ``reconnect``).
+    _connects: int = attrs.field(init=False, default=0)
+    #: When (trio clock, s) the current connection came up; None while there is none.
+    _up_since: float | None = attrs.field(init=False, default=None)
 
     def __attrs_post_init__(self) -> None:
         self._lookup = PeerLookup(
@@ -292,21 +297,45 @@ class TelethonClient:
             self._tg = self._build(self.session)
         self._apply_server(self._tg.session)
         self._connect_errors.clear()
+        event = "reconnect" if self._connects else "connect"
+        started_at = trio.current_time()
         try:
             await self._aio(self._tg.connect)
             self._check_owner(self._tg)
         except BaseException as exc:
             # Half-done connects (sender loops running, initConnection unanswered) are closed
             # here, so a failed or cancelled connect leaves no connection and no task behind.
+            phase = self.monitor.phase.value
             await self.disconnect()
-            if not isinstance(exc, Exception):
-                raise
-            cause = self._connect_failure(exc)
-            if cause is exc:
+            cause = self._connect_failure(exc) if isinstance(exc, Exception) else exc
+            log_event(
+                log,
+                logging.WARNING,
+                event,
+                account=self.account.id,
+                proxy=self.proxy_key,
+                phase=phase,
+                elapsed_ms=round((trio.current_time() - started_at) * 1000.0, 1),
+                outcome="cancelled" if isinstance(exc, trio.Cancelled) else type(cause).__name__,
+                error=redact(str(cause)) if isinstance(exc, Exception) else None,
+            )
+            if not isinstance(exc, Exception) or cause is exc:
                 raise
             raise cause from exc
         finally:
             self._connect_errors.clear()
+        self._connects += 1
+        self._up_since = trio.current_time()
+        log_event(
+            log,
+            logging.INFO,
+            event,
+            account=self.account.id,
+            proxy=self.proxy_key,
+            phase=self.monitor.phase.value,
+            elapsed_ms=round((self._up_since - started_at) * 1000.0, 1),
+            outcome="ok",
+        )
 
     def _check_owner(self, tg: TelegramClient) -> None:
         """Tell the peer memory which user this session logs in as (Telethon knows it after
@@ -324,10 +353,12 @@ class TelethonClient:
         try:
             book.learn(peers_in(result, self.account.id))
         except Exception as exc:  # noqa: BLE001 - a harvest must never fail the call
-            log.warning(
-                "event=peer_harvest_failed account=%s error=%s",
-                self.account.id,
-                type(exc).__name__,
+            log_event(
+                log,
+                logging.WARNING,
+                "peer_harvest_failed",
+                account=self.account.id,
+                error=type(exc).__name__,
             )
 
     def _connect_failure(self, exc: Exception) -> Exception:
@@ -362,6 +393,20 @@ class TelethonClient:
         tg = self._tg
         if tg is None:
             return
+        if self._up_since is not None:
+            log_event(
+                log,
+                logging.INFO,
+                "disconnect",
+                account=self.account.id,
+                proxy=self.proxy_key,
+                # the connection had gone away before we closed it (a proxy or the DC)
+                dropped=not tg.is_connected() or self.monitor.fault is not None,
+                up_s=round(trio.current_time() - self._up_since, 3),
+                bytes_sent=self.monitor.bytes_sent,
+                bytes_received=self.monitor.bytes_received,
+            )
+            self._up_since = None
         stale = self._stale
         timeout_s = (
             min(self.disconnect_timeout_s, AIO_CANCEL_WAIT_S)
@@ -373,18 +418,22 @@ class TelethonClient:
                 try:
                     await self._aio(_aio_disconnect, tg, call=False)
                 except Exception as exc:  # a failing disconnect must not hide the real error
-                    log.warning(
-                        "event=disconnect_failed account=%s proxy=%s error=%s",
-                        self.account.id,
-                        self.proxy_key,
-                        type(exc).__name__,
+                    log_event(
+                        log,
+                        logging.WARNING,
+                        "disconnect_failed",
+                        account=self.account.id,
+                        proxy=self.proxy_key,
+                        error=type(exc).__name__,
                     )
             if scope.cancelled_caught:
-                log.warning(
-                    "event=disconnect_timeout account=%s proxy=%s timeout_s=%g",
-                    self.account.id,
-                    self.proxy_key,
-                    timeout_s,
+                log_event(
+                    log,
+                    logging.WARNING,
+                    "disconnect_timeout",
+                    account=self.account.id,
+                    proxy=self.proxy_key,
+                    timeout_s=timeout_s,
                 )
         _read_leftovers(tg)
         if stale or scope.cancelled_caught:
@@ -558,11 +607,13 @@ class TelethonClient:
             with self._log_context():
                 return await run_aio(fn, *args, monitor=monitor, on_abandoned=self._abandon)
         except ProtocolViolation as exc:
-            log.warning(
-                "event=protocol_violation account=%s proxy=%s detail=%s",
-                self.account.id,
-                self.proxy_key,
-                redact(exc.detail),
+            log_event(
+                log,
+                logging.WARNING,
+                "protocol_violation",
+                account=self.account.id,
+                proxy=self.proxy_key,
+                detail=redact(exc.detail),
             )
             await self.disconnect()
             raise
@@ -571,11 +622,13 @@ class TelethonClient:
                 monitor.end_call()
 
     def _abandon(self) -> None:
-        log.warning(
-            "event=aio_call_abandoned account=%s proxy=%s wait_s=%g",
-            self.account.id,
-            self.proxy_key,
-            AIO_CANCEL_WAIT_S,
+        log_event(
+            log,
+            logging.WARNING,
+            "aio_call_abandoned",
+            account=self.account.id,
+            proxy=self.proxy_key,
+            wait_s=AIO_CANCEL_WAIT_S,
         )
         self._stale = True
 

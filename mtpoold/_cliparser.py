@@ -20,6 +20,7 @@ import textwrap
 from typing import Final, NoReturn
 
 from . import __version__
+from ._logformat import LOG_FORMATS
 
 __all__ = [
     "CLIENT_COMMANDS",
@@ -216,7 +217,7 @@ def build_parser() -> argparse.ArgumentParser:
         _epilog(
             [
                 "mtpoold run --config /etc/mtpoold/mtpoold.toml",
-                "mtpoold run --log-level DEBUG",
+                "mtpoold run --log-level DEBUG --log-format json",
             ],
             {
                 EXIT_OK: "stopped cleanly (SIGTERM, SIGINT)",
@@ -232,6 +233,12 @@ def build_parser() -> argparse.ArgumentParser:
         default="INFO",
         choices=["DEBUG", "INFO", "WARNING", "ERROR"],
         help="least severe log records written (default: INFO)",
+    )
+    run.add_argument(
+        "--log-format",
+        default=LOG_FORMATS[0],
+        choices=LOG_FORMATS,
+        help="one line per event on stderr: logfmt (default) or json",
     )
 
     status = command(

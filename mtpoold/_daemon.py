@@ -1,7 +1,7 @@
 """The composition root: config -> state dir -> token -> store -> pool -> websocket server.
 
 Also the process's manners: signals (SIGTERM/SIGINT graceful stop, SIGHUP reload),
-sd_notify (READY, STATUS, WATCHDOG, STOPPING) and structured ``key=value`` logging to stderr.
+sd_notify (READY, STATUS, WATCHDOG, STOPPING); its log lines are `mtpoold._logformat`'s.
 Nothing imports this module but the CLI.
 """
 
@@ -14,8 +14,6 @@ import json
 import logging
 import os
 import signal
-import sys
-import time
 from collections.abc import Iterator
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
@@ -29,6 +27,7 @@ from ._compose import open_pool
 from ._config import Config, ProxyConfig, load_config, proxy_key
 from ._daemonfile import remove_daemon_file, write_daemon_file
 from ._errors import ConfigError, redact
+from ._logformat import log_event
 from ._metrics import metrics_registry, serve_metrics
 from ._pool import ReloadSummary
 from ._sdnotify import sd_notify, watchdog_interval_s
@@ -42,10 +41,8 @@ from ._token import ensure_token, is_private, token_path
 
 __all__ = [
     "DaemonPool",
-    "LogfmtFormatter",
     "PoolFactory",
     "Reloader",
-    "configure_logging",
     "migrate_proxy_keys",
     "run_daemon",
     "state_dir_problem",
@@ -81,55 +78,6 @@ class PoolFactory(Protocol):
     ) -> AbstractAsyncContextManager[DaemonPool]: ...
 
 
-# --- logging --------------------------------------------------------------------------------------
-
-
-class LogfmtFormatter(logging.Formatter):
-    """``ts=2025-01-01T00:00:00.123Z level=info logger=mtpoold.server <message>``.
-
-    Our messages are already ``event key=value ...``; third-party messages are quoted as
-    ``msg="..."``. Tracebacks (bugs only) follow on their own lines.
-    """
-
-    def format(self, record: logging.LogRecord) -> str:
-        ts = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
-        ms = int(record.msecs)
-        message = record.getMessage()
-        if not record.name.startswith("mtpoold"):
-            message = "msg=" + _quote(message)
-        line = f"ts={ts}.{ms:03d}Z level={record.levelname.lower()} logger={record.name} {message}"
-        if record.exc_info:
-            line += "\n" + self.formatException(record.exc_info)
-        return line
-
-
-def _quote(text: str) -> str:
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
-
-
-class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
-    """mtpoold's own handler, so that `configure_logging` replaces only itself."""
-
-
-def configure_logging(level: int | str = logging.INFO) -> None:
-    """Send every log record to stderr as one ``key=value`` line. Idempotent.
-
-    Args:
-        level: Root level, e.g. ``logging.INFO`` or ``"DEBUG"``.
-    """
-    root = logging.getLogger()
-    for handler in list(root.handlers):
-        if isinstance(handler, _StderrHandler):
-            root.removeHandler(handler)
-    handler = _StderrHandler(sys.stderr)
-    handler.setFormatter(LogfmtFormatter())
-    root.addHandler(handler)
-    root.setLevel(level)
-    logging.getLogger("trio-websocket").setLevel(max(root.level, logging.INFO))
-    # Telethon logs every connect and disconnect at INFO; our own call lines say what matters.
-    logging.getLogger("telethon").setLevel(max(root.level, logging.WARNING))
-
-
 # --- pieces ---------------------------------------------------------------------------------------
 
 
@@ -145,7 +93,14 @@ def prepare_state_dir(path: Path) -> Path:
     path.mkdir(mode=STATE_DIR_MODE, parents=True, exist_ok=True)
     mode = path.stat().st_mode & 0o777
     if mode & 0o077:
-        _log.warning("state_dir.permissive path=%s mode=%o expected=700", path, mode)
+        log_event(
+            _log,
+            logging.WARNING,
+            "state_dir_permissive",
+            path=str(path),
+            mode=f"{mode:o}",
+            expected="700",
+        )
     return path
 
 
@@ -205,7 +160,7 @@ def migrate_proxy_keys(store: StateStore, config: Config) -> int:
     renames = {_php_proxy_key(p): proxy_key(p) for p in config.proxies}
     moved = store.rename_proxies(renames)
     if moved:
-        _log.info("store.proxy_keys_migrated rows=%d now=proxy_name", moved)
+        log_event(_log, logging.INFO, "store_proxy_keys_migrated", rows=moved, now="proxy_name")
     return moved
 
 
@@ -229,7 +184,7 @@ def _summary(pool: DaemonPool, server: RpcServer) -> str:
             f" {srv.connections} connections"
         )
     except Exception:  # a status line must never take the daemon down
-        _log.debug("status.summary_failed", exc_info=True)
+        log_event(_log, logging.DEBUG, "status_summary_failed", exc_info=True)
         return "running"
 
 
@@ -315,12 +270,20 @@ class Reloader:
                 return await self._reload()
             except ConfigError as exc:
                 for problem in exc.problems:
-                    _log.error(
-                        "reload.config_invalid path=%s problem=%s",
-                        self.config_path,
-                        _quote(problem),
+                    log_event(
+                        _log,
+                        logging.ERROR,
+                        "reload_config_invalid",
+                        path=str(self.config_path),
+                        problem=redact(problem, limit=None),
                     )
-                _log.error("reload.rejected path=%s keeping=current_config", self.config_path)
+                log_event(
+                    _log,
+                    logging.ERROR,
+                    "reload_rejected",
+                    path=str(self.config_path),
+                    keeping="current_config",
+                )
                 raise
             finally:
                 sd_notify("READY=1")
@@ -336,7 +299,7 @@ class Reloader:
         except ConfigError:
             raise
         except Exception as exc:
-            _log.exception("reload.failed")
+            log_event(_log, logging.ERROR, "reload_failed", exc_info=True)
             reason = redact(f"{type(exc).__name__}: {exc}")
             raise ConfigError([f"reload failed: {reason}"]) from None
         notes = []
@@ -347,21 +310,34 @@ class Reloader:
                     f" daemon keeps listening on {self.listening_on} until it restarts"
                 )
             notes.append("[daemon] settings changed: they apply after a restart")
-            _log.warning("reload.daemon_changed note=listen_and_limits_apply_after_restart")
+            log_event(
+                _log,
+                logging.WARNING,
+                "reload_daemon_changed",
+                note="listen_and_limits_apply_after_restart",
+            )
         if new.metrics != self.config.metrics:
             notes.append("[metrics] settings changed: they apply after a restart")
-            _log.warning("reload.metrics_changed note=metrics_listener_applies_after_restart")
+            log_event(
+                _log,
+                logging.WARNING,
+                "reload_metrics_changed",
+                note="metrics_listener_applies_after_restart",
+            )
         self.config = new
         warn_about_exposed_secrets(new, self.config_path)
         summary: dict[str, Any] = cattrs.unstructure(result)
-        _log.info(
-            "reload.done path=%s generation=%s accounts=%d proxies=%d added=%d removed=%d",
-            self.config_path,
-            summary["generation"],
-            len(new.accounts),
-            len(new.proxies),
-            len(summary["added"]),
-            len(summary["removed"]),
+        log_event(
+            _log,
+            logging.INFO,
+            "reload_done",
+            path=str(self.config_path),
+            generation=summary["generation"],
+            accounts=len(new.accounts),
+            proxies=len(new.proxies),
+            added=len(summary["added"]),
+            removed=len(summary["removed"]),
+            reconnected=len(summary["reconnected"]),
         )
         return {**summary, "config_path": str(self.config_path), "notes": notes}
 
@@ -402,9 +378,9 @@ def _token(state_dir: Path) -> str:
     tpath = token_path(state_dir)
     token, created = ensure_token(tpath)
     if created:
-        _log.info("token.created path=%s mode=600", tpath)
+        log_event(_log, logging.INFO, "token_created", path=str(tpath), mode="600")
     elif not is_private(tpath):
-        _log.warning("token.permissive path=%s expected_mode=600", tpath)
+        log_event(_log, logging.WARNING, "token_permissive", path=str(tpath), expected_mode="600")
     return token
 
 
@@ -479,12 +455,14 @@ async def run_daemon(
                         await nursery.start(serve_metrics, registry, config.metrics.listen)
                     _write_daemon_file(state_dir, address)
                     sd_notify(f"READY=1\nSTATUS={_summary(pool, server)}\nMAINPID={os.getpid()}")
-                    _log.info(
-                        "daemon.ready address=%s accounts=%d proxies=%d state_dir=%s",
-                        address,
-                        len(config.accounts),
-                        len(config.proxies),
-                        state_dir,
+                    log_event(
+                        _log,
+                        logging.INFO,
+                        "daemon_ready",
+                        address=str(address),
+                        accounts=len(config.accounts),
+                        proxies=len(config.proxies),
+                        state_dir=str(state_dir),
                     )
                     task_status.started(address)
                     nursery.start_soon(_status_loop, pool, server)
@@ -500,31 +478,39 @@ async def run_daemon(
                         name = signal.Signals(signum).name
                         if server.statistics().draining:
                             if signum == signal.SIGHUP or stopping_now:
-                                _log.info("daemon.signal_ignored signal=%s reason=stopping", name)
+                                log_event(
+                                    _log,
+                                    logging.INFO,
+                                    "daemon_signal_ignored",
+                                    signal=name,
+                                    reason="stopping",
+                                )
                                 continue
                             # The grace period ends now; jobs still running are cancelled
                             # and answered SHUTTING_DOWN, like when it runs out.
-                            _log.warning("daemon.stopping_now signal=%s", name)
+                            log_event(_log, logging.WARNING, "daemon_stopping_now", signal=name)
                             stopping_now = True
                             server.stop_now()
                         elif signum == signal.SIGHUP:
-                            _log.info("daemon.reload signal=%s", name)
+                            log_event(_log, logging.INFO, "reload_requested", via=name)
                             try:
                                 await reloader()
                             except ConfigError:
                                 pass  # logged problem by problem; the old config stays
                         else:
-                            _log.info(
-                                "daemon.stopping signal=%s grace_s=%g",
-                                name,
-                                reloader.config.daemon.shutdown_grace_s,
+                            log_event(
+                                _log,
+                                logging.INFO,
+                                "daemon_stopping",
+                                signal=name,
+                                grace_s=reloader.config.daemon.shutdown_grace_s,
                             )
                             sd_notify("STOPPING=1")
                             server.request_shutdown()
                             # Jobs still waiting for an account answer SHUTTING_DOWN now;
                             # calls already running get the grace period.
                             pool.begin_shutdown()
-        _log.info("daemon.stopped")
+        log_event(_log, logging.INFO, "daemon_stopped")
     finally:
         remove_daemon_file(state_dir)
         store.close()
@@ -537,6 +523,6 @@ def _write_daemon_file(state_dir: Path, address: str) -> None:
     try:
         path = write_daemon_file(state_dir, address)
     except OSError as exc:
-        _log.warning("daemon.file_failed path=%s error=%s", state_dir, _quote(str(exc)))
+        log_event(_log, logging.WARNING, "daemon_file_failed", path=str(state_dir), error=str(exc))
     else:
-        _log.debug("daemon.file_written path=%s address=%s", path, address)
+        log_event(_log, logging.DEBUG, "daemon_file_written", path=str(path), address=address)

@@ -84,6 +84,7 @@ from prometheus_client.registry import Collector, CollectorRegistry
 
 from ._latency import HistogramStatistics
 from ._listen import parse_listen
+from ._logformat import log_event
 from ._stats import AccountState, PoolStatistics
 
 __all__ = [
@@ -489,7 +490,7 @@ def http_answer(registry: CollectorRegistry, head: bytes) -> bytes:
     try:
         body = generate_latest(registry)
     except Exception:
-        log.exception("event=metrics_failed")
+        log_event(log, logging.ERROR, "metrics_failed", exc_info=True)
         return _plain("500 Internal Server Error", "collecting metrics failed")
     response = _response("200 OK", body, CONTENT_TYPE_LATEST)
     if method == "HEAD":
@@ -526,7 +527,7 @@ async def _serve_one(
     except (trio.BrokenResourceError, trio.ClosedResourceError):
         pass  # the scraper went away
     except Exception:  # pragma: no cover - a bug here must not end the daemon
-        log.exception("event=metrics_connection_failed")
+        log_event(log, logging.ERROR, "metrics_connection_failed", exc_info=True)
 
 
 async def serve_metrics(
@@ -559,7 +560,7 @@ async def serve_metrics(
         raise OSError(exc.errno, f"metrics.listen {listen}: {exc.strerror or exc}") from None
     sockname = listeners[0].socket.getsockname()
     bound = _host_port(sockname[0], int(sockname[1]))
-    log.info("event=metrics_listening address=%s path=%s", bound, METRICS_PATH)
+    log_event(log, logging.INFO, "metrics_listening", address=bound, path=METRICS_PATH)
     task_status.started(bound)
     slots = trio.CapacityLimiter(MAX_CONNECTIONS)
     await trio.serve_listeners(functools.partial(_serve_one, registry, slots), listeners)

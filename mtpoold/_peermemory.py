@@ -37,6 +37,7 @@ from typing import Final, Protocol, final
 
 import attrs
 
+from ._logformat import log_event
 from ._store import StoredPeer
 
 __all__ = [
@@ -184,7 +185,7 @@ class PeerMemory:
         try:
             action(self._store)
         except (sqlite3.Error, RuntimeError) as exc:  # RuntimeError: the store is closed
-            log.warning("event=peer_memory_write_failed error=%s", type(exc).__name__)
+            log_event(log, logging.WARNING, "peer_memory_write_failed", error=type(exc).__name__)
 
 
 @final
@@ -258,11 +259,12 @@ class AccountPeers:
         self._memory._write(
             lambda store: store.forget_peer(peer.account_id, peer.kind, peer.peer_id)
         )
-        log.info(
-            "event=peer_forgotten account=%s peer=%s:%d",
-            self.account_id,
-            PEER_KINDS[peer.kind],
-            peer.peer_id,
+        log_event(
+            log,
+            logging.INFO,
+            "peer_forgotten",
+            account=self.account_id,
+            peer=f"{PEER_KINDS[peer.kind]}:{peer.peer_id}",
         )
         return peer
 
@@ -278,10 +280,13 @@ class AccountPeers:
         dropped = 0
         if self.owner is not None:  # peers without an owner yet were seen during this connect
             dropped = self._memory.forget_account(self.account_id)
-            log.warning(
-                "event=peer_memory_dropped account=%s peers=%d reason=another_user",
-                self.account_id,
-                dropped,
+            log_event(
+                log,
+                logging.WARNING,
+                "peer_memory_dropped",
+                account=self.account_id,
+                peers=dropped,
+                reason="another_user",
             )
         self.owner = user_id
         record = StoredPeer(self.account_id, SELF, user_id, 0, None, self._memory._clock())

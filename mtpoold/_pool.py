@@ -38,6 +38,7 @@ from ._config import AccountConfig, Config, ProxyConfig, proxy_key
 from ._dispatch import BackoffPastDeadline, Dispatcher, Job
 from ._errors import ErrorClass, Failure, JobFailed, MtpooldError, RateClassBlocked
 from ._lane import NO_PROXY, ProxyCoolingDown, ProxyLane
+from ._logformat import iso_utc, log_event
 from ._peermemory import PeerMemory, first_peer_argument
 from ._policy import Verdict, decide
 from ._rateclass import OTHER, READ, RESOLVE, SEND, WINDOWS, RateClasses
@@ -507,8 +508,12 @@ class Pool:
                 self._sync_budget(acc, force=True)
         self._orphaned = tuple(sorted(self._store.account_ids() - set(self._accounts)))
         for acc_id in self._orphaned:
-            log.warning(
-                "event=orphaned_account account=%s (in the state store, not in the config)", acc_id
+            log_event(
+                log,
+                logging.WARNING,
+                "orphaned_account",
+                account=acc_id,
+                note="in the state store, not in the config",
             )
 
     def _restore_budgets(self, book: BudgetBook) -> None:
@@ -759,7 +764,14 @@ class Pool:
         acc = self._accounts[account_id]
         kept = reason or acc.disabled_reason or "disabled by operator"
         self._dispatch.disable(acc, kept)
-        log.warning("event=account_disabled account=%s reason=%s", acc.id, acc.disabled_reason)
+        log_event(
+            log,
+            logging.WARNING,
+            "account_disabled",
+            account=acc.id,
+            by="operator",
+            reason=acc.disabled_reason,
+        )
         self._persist(acc)
         return kept
 
@@ -785,7 +797,7 @@ class Pool:
                 " --force)"
             )
         self._dispatch.enable(acc)
-        log.info("event=account_enabled account=%s force=%s", acc.id, str(force).lower())
+        log_event(log, logging.INFO, "account_enabled", account=acc.id, force=force)
         self._persist(acc)
 
     def forget_account(self, account_id: str) -> bool:
@@ -813,7 +825,7 @@ class Pool:
                 book.forget(account_id)
         self._orphaned = tuple(a for a in self._orphaned if a != account_id)
         if forgotten:
-            log.info("event=account_forgotten account=%s", account_id)
+            log_event(log, logging.INFO, "account_forgotten", account=account_id)
         return forgotten
 
     def cooldowns(self, account_id: str) -> AccountCooldowns:
@@ -855,11 +867,13 @@ class Pool:
             if rate_class is None:  # the dispatcher lifted the chat cooldowns too
                 self._store.forget_chat_cooldowns(acc.id)
             self._persist(acc)
-        log.info(
-            "event=cooldown_cleared account=%s rate_class=%s cleared=%s",
-            acc.id,
-            rate_class or "all",
-            ",".join(cleared) or "-",
+        log_event(
+            log,
+            logging.INFO,
+            "cooldown_cleared",
+            account=acc.id,
+            rate_class=rate_class or "all",
+            cleared=",".join(cleared),
         )
         return tuple(cleared)
 
@@ -1059,13 +1073,6 @@ class Pool:
         self._dispatch.accounts_changed()  # pinned or tagged jobs may have lost or gained theirs
         self._generation += 1
         self._loaded_at_unix = self._wall_clock()
-        log.info(
-            "event=reload generation=%d added=%d removed=%d reconnected=%d",
-            self._generation,
-            len(added) + len(revived),
-            len(removed),
-            len(reconnected),
-        )
         return ReloadSummary(
             generation=self._generation,
             added=tuple(added + revived),
@@ -1088,7 +1095,7 @@ class Pool:
         row stays (nothing is deleted silently) and it is reported as orphaned."""
         await acc.rebuild()
         if not acc.retired:  # a later reload took it back meanwhile
-            log.info("event=account_kept account=%s (back in the config)", acc.id)
+            log_event(log, logging.INFO, "account_kept", account=acc.id, note="back in the config")
             return
         if self._accounts.get(acc.id) is acc:
             del self._accounts[acc.id]
@@ -1097,7 +1104,7 @@ class Pool:
             if self._store is not None:
                 self._persist(acc)
                 self._orphaned = tuple(sorted({*self._orphaned, acc.id}))
-        log.info("event=account_retired account=%s", acc.id)
+        log_event(log, logging.INFO, "account_retired", account=acc.id)
 
     # -- jobs ------------------------------------------------------------------------------
 
@@ -1489,14 +1496,16 @@ class Pool:
                 self._apply(acc, judged.failure, judged.verdict, peer_key=job.peer_key)
             raise
         finally:
-            log.info(
-                "event=call account=%s proxy=%s method=%s elapsed_ms=%.1f attempt=%d outcome=%s",
-                acc.id,
-                acc.lane.key,
-                job.method,
-                (trio.current_time() - t0) * 1000.0,
-                attempt,
-                outcome,
+            log_event(
+                log,
+                logging.INFO,
+                "call",
+                account=acc.id,
+                proxy=acc.lane.key,
+                method=job.method,
+                elapsed_ms=round((trio.current_time() - t0) * 1000.0, 1),
+                attempt=attempt,
+                outcome=outcome,
             )
             self._sync_budget(acc)  # a spent budget holds the class before it is offered
             self._dispatch.release(acc)  # back in the ready index, or to a waiting job
@@ -1526,9 +1535,36 @@ class Pool:
             self._dispatch.cool_down_lane(acc.lane, now + verdict.proxy_cooldown_s, cause)
         if verdict.disable_reason is not None:
             self._dispatch.disable(acc, verdict.disable_reason)
-            log.warning(
-                "event=account_disabled account=%s reason=%s", acc.id, verdict.disable_reason
+            log_event(
+                log,
+                logging.WARNING,
+                "account_disabled",
+                account=acc.id,
+                by="policy",
+                reason=verdict.disable_reason,
             )
+        scopes = (
+            ("account", verdict.account_cooldown_s),
+            ("chat", verdict.chat_cooldown_s),
+            ("rate_class", verdict.class_cooldown_s if verdict.rate_class is not None else 0.0),
+            ("proxy", verdict.proxy_cooldown_s),
+        )
+        for scope, seconds in scopes:
+            if seconds > 0:  # one line per cooldown: flood_wait for a FLOOD_WAIT's
+                log_event(
+                    log,
+                    logging.WARNING,
+                    "flood_wait" if failure.error_class is ErrorClass.FLOOD_WAIT else "cooldown",
+                    account=acc.id,
+                    proxy=acc.lane.key,
+                    scope=scope,
+                    rate_class=verdict.rate_class if scope in ("chat", "rate_class") else None,
+                    seconds=seconds,
+                    until=iso_utc(self._wall_clock() + seconds),
+                    cause=failure.error_class.value,
+                    rpc_error=failure.rpc_name,
+                    request=failure.tl_name,
+                )
         self._persist(acc, lane=failure.error_class is ErrorClass.PROXY_UNAVAILABLE)
 
     def _cool_class(
@@ -1536,12 +1572,6 @@ class Pool:
     ) -> None:
         until_at = trio.current_time() + cooldown_s
         self._dispatch.cool_down_class(acc, rate_class, until_at, cause)
-        log.warning(
-            "event=class_cooldown account=%s rate_class=%s seconds=%g",
-            acc.id,
-            rate_class,
-            cooldown_s,
-        )
         if self._store is not None:
             self._store.save_class_cooldown(acc.id, rate_class, self._trio_to_wall(until_at), cause)
 

@@ -15,6 +15,9 @@ import socket
 import time
 from collections.abc import Mapping
 
+from ._errors import redact
+from ._logformat import log_event
+
 __all__ = ["monotonic_usec", "sd_notify", "watchdog_interval_s"]
 
 _log = logging.getLogger("mtpoold.sdnotify")
@@ -52,7 +55,13 @@ def sd_notify(state: str, *, env: dict[str, str] | None = None) -> bool:
             sock.connect(addr)
             sock.sendall(state.encode("utf-8"))
     except OSError as exc:
-        _log.debug("sd_notify failed state=%r error=%s", state.split("\n", 1)[0], exc)
+        log_event(
+            _log,
+            logging.DEBUG,
+            "sd_notify_failed",
+            state=state.split("\n", 1)[0],
+            error=redact(str(exc)),
+        )
         return False
     return True
 

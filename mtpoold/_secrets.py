@@ -22,6 +22,7 @@ from ._errors import MIN_SECRET_CHARS as MIN_SECRET_CHARS
 from ._errors import REDACTED as REDACTED
 from ._errors import MtpooldError
 from ._errors import redact as redact  # the one redaction; re-exported for this module's users
+from ._logformat import log_event
 
 __all__ = [
     "MIN_SECRET_CHARS",
@@ -107,30 +108,37 @@ def ensure_private_dir(path: str | os.PathLike[str]) -> Path:
     mode = p.stat().st_mode
     if _is_exposed(mode):
         if mode & stat.S_ISVTX:
-            logger.warning(
-                "directory %s is shared (mode %04o, sticky); not tightening it: "
-                "use a private directory for mtpoold's state",
-                p,
-                stat.S_IMODE(mode),
+            log_event(
+                logger,
+                logging.WARNING,
+                "directory_shared",
+                path=str(p),
+                mode=f"{stat.S_IMODE(mode):04o}",
+                note="sticky: not tightening it; use a private directory for mtpoold's state",
             )
             return p
         new_mode = stat.S_IMODE(mode) & ~_GROUP_OTHER_BITS
         try:
             os.chmod(p, new_mode)
         except OSError as exc:
-            logger.warning(
-                "directory %s is accessible by group/others (mode %04o) and could not be "
-                "tightened: %s",
-                p,
-                stat.S_IMODE(mode),
-                exc.strerror,
+            log_event(
+                logger,
+                logging.WARNING,
+                "directory_exposed",
+                path=str(p),
+                mode=f"{stat.S_IMODE(mode):04o}",
+                tightened=False,
+                error=exc.strerror,
             )
         else:
-            logger.warning(
-                "directory %s was accessible by group/others (mode %04o); tightened to %04o",
-                p,
-                stat.S_IMODE(mode),
-                new_mode,
+            log_event(
+                logger,
+                logging.WARNING,
+                "directory_exposed",
+                path=str(p),
+                mode=f"{stat.S_IMODE(mode):04o}",
+                tightened=True,
+                new_mode=f"{new_mode:04o}",
             )
     return p
 
@@ -155,19 +163,26 @@ def ensure_private_file(path: str | os.PathLike[str], what: str) -> bool:
     try:
         os.chmod(p, PRIVATE_FILE_MODE)
     except OSError as exc:
-        logger.warning(
-            "%s %s is accessible by group/others (mode %04o) and could not be tightened: %s",
-            what,
-            p,
-            stat.S_IMODE(mode),
-            exc.strerror,
+        log_event(
+            logger,
+            logging.WARNING,
+            "file_exposed",
+            what=what,
+            path=str(p),
+            mode=f"{stat.S_IMODE(mode):04o}",
+            tightened=False,
+            error=exc.strerror,
         )
     else:
-        logger.warning(
-            "%s %s was accessible by group/others (mode %04o); tightened to 0600",
-            what,
-            p,
-            stat.S_IMODE(mode),
+        log_event(
+            logger,
+            logging.WARNING,
+            "file_exposed",
+            what=what,
+            path=str(p),
+            mode=f"{stat.S_IMODE(mode):04o}",
+            tightened=True,
+            new_mode="0600",
         )
     return True
 
@@ -235,12 +250,14 @@ def warn_if_exposed(
     own_group = allow_own_group and st.st_gid == os.getegid() and not stat.S_IMODE(mode) & 0o007
     if not _is_exposed(mode) or own_group:
         return False
-    logger.warning(
-        "%s %s is accessible by group/others (mode %04o) and holds secrets; run: chmod 600 %s",
-        what,
-        p,
-        stat.S_IMODE(mode),
-        p,
+    log_event(
+        logger,
+        logging.WARNING,
+        "secrets_exposed",
+        what=what,
+        path=str(p),
+        mode=f"{stat.S_IMODE(mode):04o}",
+        fix=f"chmod 600 {p}",
     )
     return True
 

@@ -60,10 +60,11 @@ from wsproto.connection import ConnectionState
 from wsproto.events import BytesMessage, CloseConnection, TextMessage
 
 from ._config import DaemonConfig
-from ._errors import ConfigError, ErrorClass, JobFailed
+from ._errors import ConfigError, ErrorClass, JobFailed, redact
 from ._listen import DEFAULT_LISTEN as DEFAULT_LISTEN
 from ._listen import ListenAddress as ListenAddress
 from ._listen import parse_listen as parse_listen
+from ._logformat import log_event
 from ._rpc import (
     CANCELLED,
     INTERNAL_ERROR,
@@ -582,15 +583,17 @@ class RpcServer:
                             handler_nursery=connections,
                         )
                     )
-                    _log.info("server.listening address=%s", self._address)
+                    log_event(_log, logging.INFO, "server_listening", address=str(self._address))
                     task_status.started(self._address)
                     await self._shutdown_requested.wait()
                     accepting.cancel_scope.cancel()  # closes the listeners
-                _log.info(
-                    "server.draining connections=%d in_flight=%d grace_s=%g",
-                    len(self._connections),
-                    self._in_flight,
-                    self.shutdown_grace_s,
+                log_event(
+                    _log,
+                    logging.INFO,
+                    "server_draining",
+                    connections=len(self._connections),
+                    in_flight=self._in_flight,
+                    grace_s=self.shutdown_grace_s,
                 )
                 await self._drain()
                 connections.cancel_scope.cancel()
@@ -598,7 +601,7 @@ class RpcServer:
             for listener in listeners:  # closed already, unless `serve` never got to them
                 await trio.aclose_forcefully(listener)
             self._address = None
-            _log.info("server.stopped requests=%d", self._requests)
+            log_event(_log, logging.INFO, "server_stopped", requests=self._requests)
 
     async def _drain(self) -> None:
         # `stop_now` cancels this scope, before or while it is entered.
@@ -612,7 +615,7 @@ class RpcServer:
                 call.scope.cancel()
                 late += 1
         if late:
-            _log.info("server.grace_expired cancelled=%d", late)
+            log_event(_log, logging.INFO, "server_grace_expired", cancelled=late)
         with trio.move_on_after(CLOSE_TIMEOUT_S):
             await self._wait_until(lambda: self._in_flight == 0)
         for conn in list(self._connections):
@@ -634,10 +637,10 @@ class RpcServer:
                 if request is not None:
                     await self._handle_handshake(request, remote)
                 else:
-                    _log.info("connection.handshake_timeout remote=%s", remote)
+                    log_event(_log, logging.DEBUG, "connection_handshake_timeout", remote=remote)
                 nursery.cancel_scope.cancel()  # the websocket's reader task
         except Exception:
-            _log.exception("connection.crashed remote=%s", remote)
+            log_event(_log, logging.ERROR, "connection_crashed", remote=remote, exc_info=True)
         finally:
             await trio.aclose_forcefully(stream)
 
@@ -661,7 +664,13 @@ class RpcServer:
         ws = await request.accept()
         conn = _Connection(ws=ws, remote=remote)
         self._connections.add(conn)
-        _log.info("connection.open remote=%s connections=%d", remote, len(self._connections))
+        log_event(
+            _log,
+            logging.DEBUG,
+            "connection_open",
+            remote=remote,
+            connections=len(self._connections),
+        )
         try:
             async with trio.open_nursery() as jobs:
                 with conn.reader_scope:
@@ -678,7 +687,7 @@ class RpcServer:
                         await ws.aclose()
             finally:
                 code = close.code if close is not None else (1001 if self._draining else 1000)
-                _log.info("connection.closed remote=%s code=%s", remote, code)
+                log_event(_log, logging.DEBUG, "connection_closed", remote=remote, code=code)
                 self._connections.discard(conn)  # only now: `_drain` waits for this
                 self._notify()
 
@@ -693,9 +702,14 @@ class RpcServer:
         headers: list[tuple[bytes, bytes]] | None = None,
     ) -> None:
         self._rejected += 1
-        extra = f" origin={origin!r}" if origin is not None else ""
-        _log.warning(
-            "connection.rejected remote=%s status=%d reason=%r%s", remote, status, reason, extra
+        log_event(
+            _log,
+            logging.WARNING,
+            "connection_rejected",
+            remote=remote,
+            status=status,
+            reason=reason,
+            origin=redact(origin) if origin is not None else None,
         )
         await request.reject(status, extra_headers=headers, body=reason.encode() + b"\n")
 
@@ -748,7 +762,7 @@ class RpcServer:
         except RpcError as exc:
             reply = encode_error(request.id, exc)
         except Exception:
-            _log.exception("request.crashed method=%s", request.method)
+            log_event(_log, logging.ERROR, "request_crashed", method=request.method, exc_info=True)
             reply = encode_error(request.id, _internal_error())
         await self._send(conn, reply)
 
@@ -769,7 +783,6 @@ class RpcServer:
                 reason = self.pool.disable_account(params.id, params.reason)
             except KeyError:
                 raise _unknown_account(params.id) from None
-            _log.info("account.disabled account=%s via=rpc", params.id)
             return {"account": params.id, "disabled": True, "reason": reason}
         if isinstance(params, EnableParams):
             try:
@@ -780,7 +793,6 @@ class RpcServer:
                 raise RpcError(
                     INVALID_PARAMS, f"params.force: {exc}", error_class="INVALID_ARGUMENT"
                 ) from None
-            _log.info("account.enabled account=%s via=rpc", params.id)
             return {"account": params.id, "disabled": False}
         if isinstance(params, CooldownsParams):
             try:
@@ -796,7 +808,6 @@ class RpcServer:
                 raise RpcError(
                     INVALID_PARAMS, f"params.rate_class: {exc}", error_class="INVALID_ARGUMENT"
                 ) from None
-            _log.info("account.cooldown_cleared account=%s via=rpc", params.id)
             return {"account": params.id, "cleared": list(cleared)}
         if isinstance(params, ForgetParams):
             try:
@@ -811,7 +822,6 @@ class RpcServer:
                     f"params.id: no account {params.id!r} in the state store",
                     error_class=ErrorClass.INVALID_ARGUMENT,
                 )
-            _log.info("account.forgotten account=%s via=rpc", params.id)
             return {"account": params.id, "forgotten": True}
         raise AssertionError(f"not a control method: {params!r}")  # pragma: no cover
 
@@ -826,7 +836,9 @@ class RpcServer:
                 except RpcError as exc:
                     reply = encode_error(call.id, exc)
                 except Exception:
-                    _log.exception("request.crashed id=%r", call.id)
+                    log_event(
+                        _log, logging.ERROR, "request_crashed", id=repr(call.id), exc_info=True
+                    )
                     reply = encode_error(call.id, _internal_error())
             if reply is None:  # our own scope was cancelled: by `cancel` or by the shutdown
                 reply = encode_error(call.id, call.reason or _cancelled_error())
@@ -845,7 +857,7 @@ class RpcServer:
                 "reload is not available: this server has no config file to re-read",
                 error_class=WireClass.METHOD_NOT_FOUND,
             )
-        _log.info("reload.requested via=rpc")
+        log_event(_log, logging.INFO, "reload_requested", via="rpc")
         try:
             return dict(await self.reloader())
         except ConfigError as exc:

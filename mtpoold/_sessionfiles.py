@@ -13,6 +13,8 @@ import os
 from pathlib import Path
 from typing import Final
 
+from ._logformat import log_event
+
 __all__ = [
     "DEVICE_FIELDS",
     "DEVICE_SIDECAR_SUFFIX",
@@ -62,9 +64,17 @@ def read_device_params(session: str | os.PathLike[str]) -> dict[str, str]:
     except FileNotFoundError:
         return {}
     except (OSError, ValueError) as exc:
-        log.warning("event=device_sidecar_unreadable path=%s error=%s", path, type(exc).__name__)
+        log_event(
+            log,
+            logging.WARNING,
+            "device_sidecar_unreadable",
+            path=str(path),
+            error=type(exc).__name__,
+        )
         return {}
     if not isinstance(data, dict):
-        log.warning("event=device_sidecar_unreadable path=%s error=not_an_object", path)
+        log_event(
+            log, logging.WARNING, "device_sidecar_unreadable", path=str(path), error="not_an_object"
+        )
         return {}
     return {k: v for k, v in data.items() if k in DEVICE_FIELDS and isinstance(v, str) and v}

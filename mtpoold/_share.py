@@ -41,6 +41,7 @@ import attrs
 import trio
 
 from ._errors import ErrorClass, Failure, JobFailed
+from ._logformat import log_event
 
 __all__ = [
     "CACHE_MAX_BYTES",
@@ -490,7 +491,7 @@ class Flights:
         except JobFailed as exc:
             flight.failure = exc
         except Exception as exc:  # a bug: every member gets an answer all the same
-            log.exception("event=flight_failed method=%s", flight.method)
+            log_event(log, logging.ERROR, "flight_failed", method=flight.method, exc_info=True)
             flight.failure = JobFailed(
                 ErrorClass.GENERIC, f"internal error in a shared call: {type(exc).__name__}"
             )
@@ -501,12 +502,14 @@ class Flights:
             self._forget(flight)
             if flight.answer is not None:
                 self._cache(flight, flight.answer)
-            log.debug(
-                "event=flight method=%s members=%d merged=%d outcome=%s",
-                flight.method,
-                len(flight.members),
-                flight.riders,
-                "OK" if flight.failure is None else flight.failure.error_class.value,
+            log_event(
+                log,
+                logging.DEBUG,
+                "flight",
+                method=flight.method,
+                members=len(flight.members),
+                merged=flight.riders,
+                outcome="OK" if flight.failure is None else flight.failure.error_class.value,
             )
             flight.done.set()
 

@@ -35,6 +35,7 @@ from typing import Final, Literal, cast, final
 import attrs
 
 from ._errors import redact
+from ._logformat import log_event
 from ._secrets import PRIVATE_FILE_MODE, ensure_private_dir, ensure_private_file
 
 __all__ = [
@@ -335,12 +336,14 @@ class StateStore:
             return cls(p, _connect(p, migrations))
         except _Unusable as exc:
             moved = _move_aside(p, exc.kind)
-            logger.warning(
-                "STATE STORE RESET: %s %s; moved it to %s and started a fresh store "
-                "(cooldowns and counters start from zero)",
-                p,
-                exc.reason,
-                moved,
+            log_event(
+                logger,
+                logging.WARNING,
+                "state_store_reset",
+                path=str(p),
+                reason=exc.reason,
+                moved_to=str(moved),
+                note="started a fresh store: cooldowns and counters start from zero",
             )
         return cls(p, _connect(p, migrations), moved)
 
@@ -419,10 +422,13 @@ class StateStore:
                 return cast(dict[str, int], value)
         except ValueError:
             pass
-        logger.warning(
-            "state store %s: account %r has unreadable failure counters; starting them at zero",
-            self.path,
-            account_id,
+        log_event(
+            logger,
+            logging.WARNING,
+            "state_store_counters_unreadable",
+            path=str(self.path),
+            account=account_id,
+            note="failure counters start at zero",
         )
         return {}
 
@@ -833,10 +839,13 @@ def _check_and_migrate(
             raise _Unusable("foreign", f"has an invalid schema version ({version})")
     journal = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
     if str(journal).lower() != "wal":
-        logger.warning(
-            "state store %s: WAL mode unavailable (journal_mode=%s); saves will be slower",
-            path,
-            journal,
+        log_event(
+            logger,
+            logging.WARNING,
+            "state_store_wal_unavailable",
+            path=str(path),
+            journal_mode=str(journal),
+            note="saves will be slower",
         )
     conn.execute("PRAGMA synchronous = NORMAL")
     conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS:d}")
@@ -853,7 +862,14 @@ def _check_and_migrate(
             raise
         conn.execute("COMMIT")
         if step > 0:
-            logger.info("state store %s: migrated schema %d -> %d", path, step, step + 1)
+            log_event(
+                logger,
+                logging.INFO,
+                "state_store_migrated",
+                path=str(path),
+                schema_from=step,
+                schema_to=step + 1,
+            )
 
 
 def _move_aside(path: Path, kind: str) -> Path:

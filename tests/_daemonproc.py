@@ -13,7 +13,9 @@ from pathlib import Path
 
 import trio
 
-#: Seconds a daemon may take to log ``daemon.ready``.
+#: What the ready line holds, in logfmt (``event=daemon_ready``) and JSON alike.
+READY_EVENT = "daemon_ready"
+#: Seconds a daemon may take to log ``event=daemon_ready``.
 READY_TIMEOUT_S = 30.0
 
 
@@ -25,17 +27,17 @@ def free_port() -> int:
 
 
 @asynccontextmanager
-async def async_daemon(config: Path, log: Path) -> AsyncIterator[trio.Process]:
-    """``mtpoold run`` as a subprocess, yielded once it logged ``daemon.ready``, without
-    blocking the Trio loop; the caller may signal or kill it; anything still running is
-    terminated at exit (killed after 30 s)."""
+async def async_daemon(config: Path, log: Path, *args: str) -> AsyncIterator[trio.Process]:
+    """``mtpoold run`` as a subprocess, yielded once it logged ``event=daemon_ready``, without
+    blocking the Trio loop; ``args`` go after ``run`` (``--log-format json``); the caller may
+    signal or kill it; anything still running is terminated at exit (killed after 30 s)."""
     with log.open("wb") as err:
         proc = await trio.lowlevel.open_process(
-            [sys.executable, "-m", "mtpoold", "run", "--config", str(config)], stderr=err
+            [sys.executable, "-m", "mtpoold", "run", "--config", str(config), *args], stderr=err
         )
     try:
         with trio.fail_after(READY_TIMEOUT_S):
-            while "daemon.ready" not in (text := await trio.Path(log).read_text()):
+            while READY_EVENT not in (text := await trio.Path(log).read_text()):
                 assert proc.returncode is None, text
                 await trio.sleep(0.05)
         yield proc
@@ -51,7 +53,8 @@ async def async_daemon(config: Path, log: Path) -> AsyncIterator[trio.Process]:
 
 @contextmanager
 def daemon_process(config: Path, log: Path) -> Iterator[subprocess.Popen[bytes]]:
-    """``mtpoold run`` as a subprocess, yielded once it logged ``daemon.ready``; SIGTERM at exit."""
+    """``mtpoold run`` as a subprocess, yielded once it logged ``event=daemon_ready``; SIGTERM
+    at exit."""
     with log.open("wb") as err:
         proc = subprocess.Popen(
             [sys.executable, "-m", "mtpoold", "run", "--config", str(config)],
@@ -60,7 +63,7 @@ def daemon_process(config: Path, log: Path) -> Iterator[subprocess.Popen[bytes]]
         )
     try:
         deadline = time.monotonic() + READY_TIMEOUT_S
-        while "daemon.ready" not in log.read_text():
+        while READY_EVENT not in log.read_text():
             assert proc.poll() is None, f"daemon exited {proc.returncode}: {log.read_text()}"
             assert time.monotonic() < deadline, log.read_text()
             time.sleep(0.05)

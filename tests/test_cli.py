@@ -22,7 +22,7 @@ import trio
 from mtpoold._authorize import write_session_file
 from mtpoold._cli import main
 from mtpoold._config import parse_config
-from mtpoold._daemon import LogfmtFormatter, run_daemon
+from mtpoold._daemon import run_daemon
 from mtpoold._pool import ReloadSummary
 from mtpoold._rpcclient import parse_target
 from mtpoold._server import RpcServer
@@ -415,15 +415,6 @@ def test_reload_without_a_reloader_exit_2(
 
 
 # --- small pieces ---------------------------------------------------------------------------------
-
-
-def test_logfmt_formatter() -> None:
-    import logging
-
-    record = logging.LogRecord("mtpoold.x", logging.INFO, __file__, 1, "event a=%s", ("1",), None)
-    assert LogfmtFormatter().format(record).endswith(" level=info logger=mtpoold.x event a=1")
-    record = logging.LogRecord("other", logging.WARNING, __file__, 1, 'say "hi"\nthere', (), None)
-    assert LogfmtFormatter().format(record).endswith(' msg="say \\"hi\\"\\nthere"')
 
 
 # --- the daemon -----------------------------------------------------------------------------------

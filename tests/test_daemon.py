@@ -125,8 +125,8 @@ def test_daemon_warns_about_readable_config_and_session_files(tmp_path: Path) ->
     with daemon_process(config, log):
         pass
     text = log.read_text()
-    assert f"config file {config} is accessible by group/others (mode 0644)" in text
-    assert f"session file {session} is accessible by group/others (mode 0640)" in text
+    assert f'event=secrets_exposed what="config file" path={config} mode=0644' in text
+    assert f'event=secrets_exposed what="session file" path={session} mode=0640' in text
     # nothing the daemon created is readable by others
     for path in [tmp_path / "state", *(tmp_path / "state").rglob("*")]:
         assert os.stat(path).st_mode & 0o077 == 0, path
@@ -144,14 +144,14 @@ def test_corrupt_state_file_is_moved_aside_and_the_daemon_starts_clean(tmp_path:
         assert status.returncode == 0, status.stderr
         assert json.loads(status.stdout)["accounts_total"] == 2
     text = log.read_text()
-    assert "level=warning" in text and "STATE STORE RESET" in text
+    assert "level=warning" in text and "event=state_store_reset" in text
     moved = list(state.glob("state.sqlite3.corrupt-*"))
     assert len(moved) == 1 and moved[0].read_bytes() == garbage
-    assert f"moved it to {moved[0]}" in text
+    assert f"moved_to={moved[0]}" in text
     # the fresh store is ours now: a second start does not move anything
     with daemon_process(config, tmp_path / "again.log"):
         pass
-    assert "STATE STORE RESET" not in (tmp_path / "again.log").read_text()
+    assert "event=state_store_reset" not in (tmp_path / "again.log").read_text()
     assert len(list(state.glob("state.sqlite3.corrupt-*"))) == 1
 
 
@@ -307,7 +307,7 @@ async def test_sigterm_sigint_sighup_answer_running_jobs_and_exit_0(tmp_path: Pa
                     await trio.sleep(0.05)
             with trio.fail_after(20):  # well within the 60 s grace
                 proc.send_signal(signal.SIGTERM)
-                while "daemon.stopping " not in await trio.Path(log).read_text():  # noqa: ASYNC110 - the child process's log
+                while "event=daemon_stopping " not in await trio.Path(log).read_text():  # noqa: ASYNC110 - the child process's log
                     await trio.sleep(0.01)
                 # pending together, the kernel hands them out SIGHUP first
                 proc.send_signal(signal.SIGINT)
@@ -315,9 +315,9 @@ async def test_sigterm_sigint_sighup_answer_running_jobs_and_exit_0(tmp_path: Pa
                 await proc.wait()
         assert proc.returncode == 0, log.read_text()
         text = log.read_text()
-        assert "daemon.stopping_now signal=SIGINT" in text
-        assert "daemon.signal_ignored signal=SIGHUP reason=stopping" in text
-        assert "daemon.stopped" in text
+        assert "event=daemon_stopping_now signal=SIGINT" in text
+        assert "event=daemon_signal_ignored signal=SIGHUP reason=stopping" in text
+        assert "event=daemon_stopped" in text
         [reply] = calls
         assert reply.returncode == 1, reply.stdout + reply.stderr
         error = json.loads(reply.stdout)["error"]

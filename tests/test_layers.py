@@ -60,6 +60,7 @@ VOCABULARY = frozenset(
         "_store",  # the SQLite state store (cooldowns across restarts)
         "_secrets",  # private files and redaction, under the store
         "_sessionfiles",  # session file paths (the config's duplicate-session check)
+        "_logformat",  # log lines: `log_event`, the formatters, the log context
     )
 )
 #: Not even lazily (in a function), except for `LAZY_EXCEPTIONS`.

@@ -46,7 +46,8 @@ def test_sd_notify_failure_is_logged_at_debug_not_raised(
         assert sd_notify("READY=1", env={"NOTIFY_SOCKET": str(tmp_path / "missing")}) is False
     [record] = caplog.records
     assert record.levelno == logging.DEBUG
-    assert record.getMessage().startswith("sd_notify failed state='READY=1' error=")
+    assert record.getMessage().startswith('event=sd_notify_failed state="READY=1" error=')
+    assert record.msg.fields["state"] == "READY=1"
 
 
 def test_watchdog_interval_s() -> None:

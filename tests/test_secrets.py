@@ -102,7 +102,7 @@ def test_ensure_private_dir_leaves_sticky_shared_dir(
     with caplog.at_level(logging.WARNING):
         ensure_private_dir(d)
     assert mode(d) == 0o1777
-    assert "not tightening" in caplog.text
+    assert "event=directory_shared" in caplog.text and "not tightening" in caplog.text
 
 
 def test_ensure_private_dir_rejects_file(tmp_path: Path) -> None:
@@ -119,7 +119,15 @@ def test_ensure_private_file_tightens(tmp_path: Path, caplog: pytest.LogCaptureF
     with caplog.at_level(logging.WARNING):
         assert ensure_private_file(f, "state store") is True
     assert mode(f) == 0o600
-    assert f"state store {f} was accessible by group/others (mode 0644)" in caplog.text
+    (record,) = caplog.records
+    assert record.getMessage().startswith("event=file_exposed ")
+    assert record.msg.fields == {
+        "what": "state store",
+        "path": str(f),
+        "mode": "0644",
+        "tightened": True,
+        "new_mode": "0600",
+    }
     assert ensure_private_file(f, "state store") is False
     assert ensure_private_file(tmp_path / "missing", "state store") is False
 
@@ -136,7 +144,8 @@ def test_warn_if_exposed(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> No
     assert mode(f) == 0o640  # warned, not changed
     (record,) = caplog.records
     assert record.levelno == logging.WARNING
-    assert record.getMessage().startswith(f"session file {f} is accessible by group/others")
+    assert record.getMessage().startswith('event=secrets_exposed what="session file"')
+    assert record.msg.fields["path"] == str(f) and record.msg.fields["mode"] == "0640"
     assert warn_if_exposed(tmp_path / "missing", "session file") is False
 
 

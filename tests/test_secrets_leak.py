@@ -117,7 +117,7 @@ async def test_no_secret_in_logs_or_cli_output_across_a_realistic_run(tmp_path: 
             )
         try:
             with trio.fail_after(120):
-                while "daemon.ready" not in log_path.read_text():
+                while "event=daemon_ready" not in log_path.read_text():
                     assert daemon.poll() is None, log_path.read_text()
                     await trio.sleep(0.05)
                 await cli("call", "resolve", '{"link_or_username": "@bob_test"}', result=True)

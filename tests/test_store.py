@@ -236,8 +236,10 @@ def assert_moved_aside(
     assert len(warnings) == 1
     message = warnings[0].getMessage()
     assert "\n" not in message
-    assert f"moved it to {moved} and started a fresh store" in message
-    assert message.startswith(f"STATE STORE RESET: {db_path} ")
+    assert message.startswith("event=state_store_reset ")
+    fields = warnings[0].msg.fields
+    assert fields["path"] == str(db_path) and fields["moved_to"] == str(moved)
+    assert "started a fresh store" in str(fields["note"])
     # and the fresh store works
     assert store.load() == StoredState()
     store.save_account(sample_account())
@@ -495,4 +497,5 @@ def test_StateStore_unreadable_failure_counters(
         store._db().execute("UPDATE accounts SET failures_by_class = 'not json'")
         with caplog.at_level(logging.WARNING):
             assert store.load().accounts["acc-1"].failures_by_class == {}
-    assert "unreadable failure counters" in caplog.text
+    assert "event=state_store_counters_unreadable" in caplog.text
+    assert "account=acc-1" in caplog.text

@@ -515,7 +515,7 @@ async def test_reload_that_changes_metrics_says_it_applies_after_a_restart(
     path.write_text('[metrics]\nlisten = "127.0.0.1:9100"\n')
     result = await reloader()
     assert result["notes"] == ["[metrics] settings changed: they apply after a restart"]
-    assert "reload.metrics_changed" in caplog.text
+    assert "event=reload_metrics_changed" in caplog.text
     assert pool.configs[-1].metrics.listen == "127.0.0.1:9100"  # the pool has the new config
     path.write_text("")  # the section removed: the same rule
     assert (await reloader())["notes"] == ["[metrics] settings changed: they apply after a restart"]

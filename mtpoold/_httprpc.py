@@ -136,6 +136,11 @@ class HttpEndpoint(Protocol):
         ...
 
     @property
+    def draining(self) -> bool:
+        """Whether a shutdown is in progress: a reply closes its connection."""
+        ...
+
+    @property
     def request_timeout_s(self) -> float:
         """Seconds a request's head and body may take to arrive (``handshake_timeout_s``)."""
         ...
@@ -331,7 +336,7 @@ def split_batch(body: bytes) -> list[str] | None:
 
     Each element is cut out of the body as written, so the dispatcher reads it as it would a
     websocket frame (the same number rules, the same errors). A body that starts like an
-    array but is not valid JSON is returned as one text (the dispatcher answers -32700).
+    array but is not valid JSON is None too: one text, which the dispatcher answers -32700.
     """
     text = body.decode("utf-8", "replace")
     start = len(text) - len(text.lstrip())
@@ -360,9 +365,9 @@ def split_batch(body: bytes) -> list[str] | None:
                 break
             raise ValueError("expected , or ]")
     except (ValueError, RecursionError):
-        return [text]
+        return None
     if text[i:].strip():
-        return [text]
+        return None
     return parts
 
 
@@ -504,7 +509,11 @@ async def _answer(
             status, data = 400, encode_error(None, error).encode("utf-8")
         else:
             status, data = 200, ("[" + ",".join(replies.texts) + "]").encode("utf-8")
-        keep = conn.their_state is h11.DONE and conn.our_state is h11.SEND_RESPONSE
+        keep = (
+            conn.their_state is h11.DONE
+            and conn.our_state is h11.SEND_RESPONSE
+            and not endpoint.draining
+        )
         await stream.send_all(_response(conn, status, data, close=not keep))
         return True
 

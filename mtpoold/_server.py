@@ -692,6 +692,11 @@ class RpcServer:
         return self.max_frame_bytes
 
     @property
+    def draining(self) -> bool:
+        """Whether a shutdown is in progress (an HTTP reply then closes its connection)."""
+        return self._draining
+
+    @property
     def request_timeout_s(self) -> float:
         """Seconds an HTTP request's head and body may take (``handshake_timeout_s``)."""
         return self.handshake_timeout_s
@@ -741,8 +746,9 @@ class RpcServer:
         conn = _Connection(remote=remote, send=send)
         self._connections.add(conn)
         try:
-            with conn.reader_scope:  # a shutdown past its grace ends it like a websocket
-                yield _Exchange(self, conn)
+            # No reader scope: a shutdown does not cut the response to the replies it owes;
+            # `_drain` waits CLOSE_TIMEOUT_S for it, then cancels every connection.
+            yield _Exchange(self, conn)
         finally:
             self._connections.discard(conn)
             self._notify()

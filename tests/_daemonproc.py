@@ -13,6 +13,8 @@ from pathlib import Path
 
 import trio
 
+from mtpoold.testing import DC
+
 #: Seconds a daemon may take to log ``daemon.ready``.
 READY_TIMEOUT_S = 30.0
 
@@ -76,10 +78,10 @@ def daemon_process(config: Path, log: Path) -> Iterator[subprocess.Popen[bytes]]
 
 
 @asynccontextmanager
-async def dc_daemon(tmp_path: Path, *, listen: str | None = None) -> AsyncIterator[Path]:
+async def dc_daemon(tmp_path: Path, *, listen: str | None = None) -> AsyncIterator[tuple[Path, DC]]:
     """A loopback DC (in this Trio loop) and ``mtpoold run`` (a subprocess) on it with one
-    real account (Telethon, direct lane); yields the config path once the daemon is ready.
-    ``listen``: the daemon's address (default a free loopback port)."""
+    real account (Telethon, direct lane); yields (the config path, the DC) once the daemon
+    is ready. ``listen``: the daemon's address (default a free loopback port)."""
     import json
 
     from mtpoold.testing import open_dc
@@ -89,6 +91,7 @@ async def dc_daemon(tmp_path: Path, *, listen: str | None = None) -> AsyncIterat
         config.write_text(
             f'[daemon]\nlisten = "{listen or f"127.0.0.1:{free_port()}"}"\n'
             f'state_dir = "{tmp_path}/state"\nshutdown_grace_s = 2\n\n'
+            "[direct]\ninterval_s = 0.05\n\n"
             f'[telegram]\ndc_host = "{dc.host}"\ndc_port = {dc.port}\n'
             f"rsa_keys = [{json.dumps(dc.public_key_pem)}]\n\n"
             f'[[accounts]]\nid = "acc"\napi_id = 1\napi_hash = "{"ab" * 16}"\n'
@@ -96,4 +99,4 @@ async def dc_daemon(tmp_path: Path, *, listen: str | None = None) -> AsyncIterat
         )
         config.chmod(0o600)
         async with async_daemon(config, tmp_path / "daemon.log"):
-            yield config
+            yield config, dc

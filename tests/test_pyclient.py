@@ -84,7 +84,7 @@ async def asyncio_run(config: Path) -> dict[str, Any]:
 
 async def test_the_three_flavours_against_a_real_daemon(tmp_path: Path) -> None:
     with trio.fail_after(90):
-        async with dc_daemon(tmp_path) as config:
+        async with dc_daemon(tmp_path) as (config, _dc):
             # plain scripts (a thread: the DC runs in this test's trio loop)
             sync = await trio.to_thread.run_sync(blocking_run, config)
             check_resolve(sync["resolve"])
@@ -126,7 +126,7 @@ async def test_the_three_flavours_against_a_real_daemon(tmp_path: Path) -> None:
 
 async def test_wrong_token_and_no_daemon_raise_the_client_errors(tmp_path: Path) -> None:
     with trio.fail_after(60):
-        async with dc_daemon(tmp_path) as config:
+        async with dc_daemon(tmp_path) as (config, _dc):
             endpoint = Endpoint.discover(config)
             assert endpoint.token not in repr(endpoint)
             wrong = Endpoint(endpoint.target, "not-the-token")
@@ -148,7 +148,7 @@ async def test_wrong_token_and_no_daemon_raise_the_client_errors(tmp_path: Path)
 async def test_clients_on_a_unix_socket(tmp_path: Path) -> None:
     sock = tmp_path / "d.sock"
     with trio.fail_after(60):
-        async with dc_daemon(tmp_path, listen=f"unix:{sock}") as config:
+        async with dc_daemon(tmp_path, listen=f"unix:{sock}") as (config, _dc):
             reply = await trio.to_thread.run_sync(
                 lambda: Client.discover(config).invoke("help.GetConfig")
             )

@@ -31,7 +31,8 @@ async def test_php_example_client_against_a_real_daemon(tmp_path: Path) -> None:
                 line.split('"')[1] for line in config.read_text().splitlines()
                 if line.startswith("listen = ")
             )  # fmt: skip
-            # the first resolve meets a FLOOD_WAIT of 3 s (past its 2 s deadline): the example waits and retries
+            # the first resolve meets a FLOOD_WAIT of 3 s, past its 2 s deadline: the example
+            # waits the retry_after_s of the error and tries again
             flood = dc.faults.add(rpc_error(420, "FLOOD_WAIT_3"), method="contacts.ResolveUsername")
             proc = await trio.run_process(
                 [PHP, str(ROOT / "examples" / "php" / "example.php"), f"http://{listen}",

@@ -28,6 +28,11 @@ Limits of one connection (the reference for ``[daemon]`` ``max_in_flight`` and
 
 Methods, parameters and error codes: see `mtpoold._rpc`.
 
+The same listener also answers JSON-RPC over plain HTTP ``POST /rpc`` (`mtpoold._httprpc`):
+`_handle_stream` reads each stream's request head and hands a websocket upgrade to
+trio-websocket, anything else to `mtpoold._httprpc.serve_http`; both transports go through
+the one dispatcher (`_dispatch`), the same door (`RpcServer.refusal`) and the same limits.
+
 The server depends only on the pool's public API (`PoolAPI`, as in ``docs/CONTRACTS.md``).
 """
 

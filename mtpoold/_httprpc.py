@@ -45,18 +45,24 @@ from ._rpc import INVALID_REQUEST, PARSE_ERROR, SHUTTING_DOWN, RpcError, encode_
 __all__ = [
     "HEAD_LIMIT_BYTES",
     "RPC_PATHS",
+    "Exchange",
+    "HeadError",
     "HttpClass",
     "HttpEndpoint",
     "Refusal",
     "ReplayStream",
     "RequestHead",
     "read_head",
+    "refuse",
     "serve_http",
+    "split_batch",
 ]
 
 _log = logging.getLogger("mtpoold.server")
 
-#: Largest request head (request line and headers) accepted, bytes; larger: 431.
+#: Bytes of a request head (request line and headers) buffered while incomplete (h11's
+#: ``max_incomplete_event_size``); more: 431. A head read whole in one receive (at most
+#: `_READ_BYTES` more) is parsed.
 HEAD_LIMIT_BYTES: Final = 16 * 1024
 #: The paths a JSON-RPC ``POST`` may go to.
 RPC_PATHS: Final = frozenset({b"/", b"/rpc"})

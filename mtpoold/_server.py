@@ -258,10 +258,12 @@ class ServerStatistics:
 
     Attributes:
         address: Where it listens (``"127.0.0.1:8765"`` / ``"unix:/path"``), None when not.
-        connections: Open websocket connections (accepted handshakes).
+        connections: Open websocket connections (accepted handshakes) and HTTP requests in
+            progress (`mtpoold._httprpc`).
         in_flight: Jobs running on all connections, final reply not yet sent.
         requests: Requests answered or accepted since start (all methods, errors included).
-        rejected_handshakes: Upgrades refused (bad token, browser origin, shutting down).
+        rejected_handshakes: Upgrades and HTTP requests refused at the door (bad token,
+            browser origin, shutting down).
         draining: Whether a shutdown is in progress.
     """
 
@@ -405,7 +407,7 @@ def _remote(stream: trio.abc.Stream) -> str:
 @final
 @attrs.define(eq=False, repr=False)
 class RpcServer:
-    """Websocket JSON-RPC 2.0 server for one `PoolAPI`.
+    """Websocket (and HTTP ``POST /rpc``) JSON-RPC 2.0 server for one `PoolAPI`.
 
     Args:
         pool: The pool jobs go to.
@@ -572,7 +574,8 @@ class RpcServer:
         *,
         task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
     ) -> None:
-        """Serve websocket JSON-RPC on ``listeners`` until a graceful shutdown completes.
+        """Serve JSON-RPC (websocket and HTTP POST) on ``listeners`` until a graceful
+        shutdown completes.
 
         The shape of `trio.serve_listeners`: any `trio.abc.Listener` of streams will do (the
         tests use one of in-memory streams, under the autojump clock). `run` calls this with

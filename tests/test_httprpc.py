@@ -358,3 +358,56 @@ async def test_shutdown_answers_a_running_post_then_refuses_new_ones(autojump_cl
             assert reply.body["error"]["code"] == -32003
             assert reply.headers.get(b"connection") == b"close"
             nursery.cancel_scope.cancel()
+
+
+async def read_all(stream: trio.abc.Stream) -> bytes:
+    raw = bytearray()
+    while data := await stream.receive_some(65536):
+        raw += data
+    return bytes(raw)
+
+
+async def test_http_1_0_pipelining_100_continue_and_a_bad_length() -> None:
+    ping = json.dumps(req(1, "ping")).encode()
+    auth = b"Authorization: Bearer " + TOKEN.encode() + b"\r\nContent-Type: application/json\r\n"
+    async with served() as h:
+        async with h.client() as c:  # HTTP/1.0: answered, then closed
+            await c.stream.send_all(
+                b"POST /rpc HTTP/1.0\r\n" + auth + b"Content-Length: %d\r\n\r\n" % len(ping) + ping
+            )
+            raw = await read_all(c.stream)
+            assert raw.startswith(b"HTTP/1.1 200 ") and b"Connection: close\r\n" in raw
+            assert json.loads(raw.split(b"\r\n\r\n", 1)[1])["result"]["pong"] is True
+        async with h.client() as c:  # two requests in one write: two replies, in order
+            one = b"POST /rpc HTTP/1.1\r\nHost: x\r\n" + auth + b"Content-Length: %d\r\n\r\n"
+            last = one.replace(b"Host: x", b"Host: x\r\nConnection: close")
+            two = json.dumps(req(2, "ping")).encode()
+            await c.stream.send_all(one % len(ping) + ping + last % len(two) + two)
+            raw = await read_all(c.stream)
+            assert raw.count(b"HTTP/1.1 200 ") == 2
+            assert 0 < raw.index(b'"id":1,') < raw.index(b'"id":2,')
+        async with h.client() as c:  # Expect: 100-continue gets its 100 first
+            await c.stream.send_all(
+                b"POST /rpc HTTP/1.1\r\nHost: x\r\n" + auth
+                + b"Expect: 100-continue\r\nContent-Length: %d\r\n\r\n" % len(ping)
+            )  # fmt: skip
+            first = await c.stream.receive_some(65536)
+            assert first.startswith(b"HTTP/1.1 100 ")
+            await c.stream.send_all(ping)
+            raw = bytearray()
+            while b'"pong"' not in raw:
+                raw += await c.stream.receive_some(65536)
+            assert raw.startswith(b"HTTP/1.1 200 ")
+        async with h.client() as c:
+            await c.stream.send_all(
+                b"POST /rpc HTTP/1.1\r\nHost: x\r\n" + auth + b"Content-Length: x1\r\n\r\n"
+            )
+            assert (await read_all(c.stream)).startswith(b"HTTP/1.1 400 Bad Request\r\n")
+        async with h.client() as c:
+            await c.stream.send_all(b"POST /rpc HTTP/1.1\r\nHost: x\r\n" + auth + b"\r\n")
+            refused(await c.response(), 411, "LENGTH_REQUIRED")
+        async with h.client() as c:
+            # a head still incomplete past 16 KiB
+            await c.stream.send_all(b"POST /rpc HTTP/1.1\r\nHost: x\r\nX: " + b"y" * 20000)
+            assert (await read_all(c.stream)).startswith(b"HTTP/1.1 431 ")
+        assert h.server.statistics().requests == 4

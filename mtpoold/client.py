@@ -374,8 +374,9 @@ class Client:
         """Resolve a t.me link, ``@username`` or bare username to a peer summary.
 
         Returns:
-            `JobReply` whose ``value`` is ``{"kind": "user"|"chat"|"channel", "id",
-            "access_hash", "username", "title"/"name", "participants_count", ...}``.
+            `JobReply` whose ``value`` is ``{"kind": "user"|"bot"|"channel"|"supergroup"|
+            "chat", "id", "peer_id" (marked), "username", "title" or "name",
+            "participants_count", "verified", "scam", "fake", "private", "about"}``.
 
         Raises:
             RpcError: PEER_NOT_FOUND (-32001), FLOOD_WAIT (-32001, ``retry_after_s``),
@@ -640,19 +641,28 @@ class TrioClient:
 
     async def batch(self, calls: Iterable[tuple[str, Mapping[str, Any] | None]]) -> list[Any]:
         """Every call at once on the connection; results (or the `RpcError` of a failed
-        one, returned) in the order of ``calls``."""
+        one, returned) in the order of ``calls``.
+
+        Raises:
+            DaemonUnreachable: the connection went away before every reply.
+        """
         pending = list(calls)
         out: list[Any] = [None] * len(pending)
+        lost: list[DaemonUnreachable] = []
 
         async def one(i: int, method: str, params: Mapping[str, Any] | None) -> None:
             try:
                 out[i] = await self.session.call(method, params)
             except RemoteError as exc:
                 out[i] = exc
+            except DaemonUnreachable as exc:
+                lost.append(exc)
 
         async with trio.open_nursery() as nursery:
             for i, (method, params) in enumerate(pending):
                 nursery.start_soon(one, i, method, params)
+        if lost:
+            raise lost[0]
         return out
 
     async def resolve(

@@ -173,3 +173,42 @@ def test_discover_follows_the_cli_order(tmp_path: Path, monkeypatch: pytest.Monk
     assert Endpoint.discover(url="http://h:1", token="t").target.port == 1
     (tmp_path / "other").write_text("tok-2")
     assert Endpoint.discover(token_file=tmp_path / "other").token == "tok-2"
+
+
+async def test_a_call_given_up_by_its_caller_cancels_its_job_in_the_daemon(tmp_path: Path) -> None:
+    """Trio: a cancelled call sends ``cancel``; asyncio and blocking: the connection closes
+    (a timeout, a cancelled task), which cancels the job as a websocket close does."""
+    from mtpoold.testing.dc import blackhole
+
+    async def until_no_job_runs(client: TrioClient) -> None:
+        """Poll the daemon's ``status`` (another process: no event to wait on)."""
+        while (await client.status())["jobs_in_flight"]:  # noqa: ASYNC110 - another process
+            await trio.sleep(0.05)
+
+    with trio.fail_after(60):
+        async with dc_daemon(tmp_path) as (config, dc):
+            rule = dc.faults.add(blackhole(), method="help.GetNearestDc", times=3)
+            async with TrioClient.connect(config) as client:
+                with trio.move_on_after(0.5):
+                    await client.invoke("help.GetNearestDc")
+                await until_no_job_runs(client)
+                with pytest.raises(DaemonUnreachable, match="no reply"):
+                    await trio.to_thread.run_sync(
+                        lambda: Client.discover(config).call(
+                            "invoke", {"method": "help.GetNearestDc"}, timeout_s=0.5
+                        )
+                    )
+                await until_no_job_runs(client)
+
+                async def given_up() -> None:
+                    job = asyncio.ensure_future(
+                        AsyncioClient.discover(config).invoke("help.GetNearestDc")
+                    )
+                    await asyncio.sleep(0.5)
+                    job.cancel()
+                    with pytest.raises(asyncio.CancelledError):
+                        await job
+
+                await trio.to_thread.run_sync(asyncio.run, given_up())
+                await until_no_job_runs(client)
+                assert rule.remaining == 0  # each of the three reached the DC

@@ -5,6 +5,7 @@ is h11, the server's own HTTP parser, writing what a client would (and what it s
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -13,6 +14,9 @@ import attrs
 import h11
 import pytest
 import trio
+import trio.testing
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mtpoold._httprpc import split_batch
 from mtpoold._server import RpcServer
@@ -411,3 +415,51 @@ async def test_http_1_0_pipelining_100_continue_and_a_bad_length() -> None:
             await c.stream.send_all(b"POST /rpc HTTP/1.1\r\nHost: x\r\nX: " + b"y" * 20000)
             assert (await read_all(c.stream)).startswith(b"HTTP/1.1 431 ")
         assert h.server.statistics().requests == 4
+
+
+_HEAD = b"POST /rpc HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + TOKEN.encode()
+_INPUTS = st.one_of(
+    st.binary(max_size=300),
+    st.builds(  # a real head, then anything as the body
+        lambda body, declared: (
+            _HEAD
+            + b"\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % declared
+            + body
+        ),
+        st.binary(max_size=200),
+        st.integers(0, 250),
+    ),
+    st.builds(  # a real head and JSON-ish text
+        lambda text: (
+            _HEAD
+            + b"\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n"
+            % len(text.encode())
+            + text.encode()
+        ),
+        st.text(alphabet='[]{}",:0123456789-.eE truefalsnjsonrpcidmethodpg2\\u', max_size=120),
+    ),
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(data=_INPUTS)
+def test_any_bytes_get_an_http_answer_or_a_close_never_a_crash(data: bytes) -> None:
+    async def main() -> None:
+        async with served() as h:
+            async with h.client() as c:
+                await c.stream.send_all(data)
+                raw = await read_all(c.stream)  # the server answers or times out and closes
+            assert raw == b"" or raw.startswith(b"HTTP/1.1 "), raw[:80]
+            assert h.server.statistics().in_flight == 0
+            assert (await h.post(req(1, "ping"))).status == 200
+
+    logger = logging.getLogger("mtpoold.server")
+    seen: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = seen.append  # type: ignore[method-assign]
+    logger.addHandler(handler)
+    try:
+        trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+    finally:
+        logger.removeHandler(handler)
+    assert not [r for r in seen if r.levelno >= logging.ERROR], [r.getMessage() for r in seen]

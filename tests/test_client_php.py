@@ -54,6 +54,8 @@ async def test_php_example_client_against_a_real_daemon(tmp_path: Path) -> None:
             assert "invoke help.GetConfig: Config this_dc=2" in out, out
             assert "resolve @nobody_by_that_name: error -32001 PEER_NOT_FOUND (HTTP 200)" in lines
             assert "status: 1 account(s)" in lines
+            assert lines[-4:-1] == ["batch #0: ok via acc", "batch #1: ok via acc",
+                                    "batch #2: error -32602 INVALID_ARGUMENT"], out  # fmt: skip
             # a wrong token: the refusal's JSON-RPC body, as an MtpooldError
             (tmp_path / "bad-token").write_text("not-the-token\n")
             proc = await trio.run_process(
@@ -63,3 +65,13 @@ async def test_php_example_client_against_a_real_daemon(tmp_path: Path) -> None:
             )  # fmt: skip
             assert proc.returncode == 1
             assert proc.stderr.decode().startswith("mtpoold error -32600 UNAUTHORIZED:")
+    # no daemon there any more
+    proc = await trio.run_process(
+        [PHP, str(ROOT / "examples" / "php" / "example.php"), f"http://{listen}",
+         str(tmp_path / "bad-token")],
+        capture_stdout=True, capture_stderr=True, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 1
+    assert proc.stderr.decode().startswith(
+        f"mtpoold unreachable: no reply from http://{listen}/rpc"
+    )

@@ -59,6 +59,17 @@ try {
         printf("resolve @nobody_by_that_name: error %d %s (HTTP %d)\n", $e->rpcCode, $e->errorClass(), $e->httpStatus);
     }
 
+    // many jobs in one POST: each entry a result or the MtpooldError of that job
+    $batch = $client->batch([
+        ['resolve', ['link_or_username' => $channel]],
+        ['invoke', ['method' => 'help.GetNearestDc', 'args' => new stdClass()]],
+        ['get_messages', ['peer' => $channel, 'ids' => [0]]],
+    ]);
+    foreach ($batch as $i => $entry) {
+        printf("batch #%d: %s\n", $i, $entry instanceof MtpooldError
+            ? "error {$entry->rpcCode} {$entry->errorClass()}" : 'ok via ' . $entry['meta']['account']);
+    }
+
     $status = $client->status();
     printf("status: %d account(s)\n", count($status['accounts']));
 } catch (MtpooldError $e) {

@@ -402,7 +402,11 @@ def _response(
         fields.append((b"Connection", b"close"))
     return b"".join(
         [
-            conn.send(h11.Response(status_code=status, headers=fields)),
+            conn.send(
+                h11.Response(
+                    status_code=status, headers=fields, reason=_reason_phrase(status).encode()
+                )
+            ),
             conn.send(h11.Data(data=body)) or b"",
             conn.send(h11.EndOfMessage()) or b"",
         ]

@@ -380,7 +380,7 @@ async def test_http_1_0_pipelining_100_continue_and_a_bad_length() -> None:
                 b"POST /rpc HTTP/1.0\r\n" + auth + b"Content-Length: %d\r\n\r\n" % len(ping) + ping
             )
             raw = await read_all(c.stream)
-            assert raw.startswith(b"HTTP/1.1 200 ") and b"Connection: close\r\n" in raw
+            assert raw.startswith(b"HTTP/1.1 200 OK\r\n") and b"Connection: close\r\n" in raw
             assert json.loads(raw.split(b"\r\n\r\n", 1)[1])["result"]["pong"] is True
         async with h.client() as c:  # two requests in one write: two replies, in order
             one = b"POST /rpc HTTP/1.1\r\nHost: x\r\n" + auth + b"Content-Length: %d\r\n\r\n"

@@ -157,6 +157,8 @@ async def test_clients_on_a_unix_socket(tmp_path: Path) -> None:
                 asyncio.run, AsyncioClient.discover(config).resolve("@mtpoold_news")
             )
             check_resolve(aio)
+            async with TrioClient.connect(config) as client:
+                check_messages(await client.get_messages("@mtpoold_news", [1, 99]))
 
 
 def test_discover_follows_the_cli_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -342,9 +342,13 @@ def split_batch(body: bytes) -> list[str] | None:
 
     Each element is cut out of the body as written, so the dispatcher reads it as it would a
     websocket frame (the same number rules, the same errors). A body that starts like an
-    array but is not valid JSON is None too: one text, which the dispatcher answers -32700.
+    array but is not valid JSON (or not UTF-8) is None too: one text, which the dispatcher
+    answers -32700.
     """
-    text = body.decode("utf-8", "replace")
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        return None  # one text: the dispatcher answers -32700, not UTF-8
     start = len(text) - len(text.lstrip())
     if not text.startswith("[", start):
         return None

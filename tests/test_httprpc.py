@@ -218,6 +218,7 @@ def test_split_batch_cuts_elements_as_written() -> None:
     ]
     assert split_batch(b"[1, 2") is None
     assert split_batch(b"[1] 2") is None
+    assert split_batch(b'[{"method": "\xff"}]') is None
 
 
 # --- the door -------------------------------------------------------------------------------------

@@ -7,7 +7,7 @@
 3. writes a config (``quickstart/mtpoold.toml``, mode 0600) with three demo accounts —
    two behind the proxy, one direct — pointed at the DC by the ``[telegram]`` keys;
 4. starts the daemon as its own process: ``mtpoold run --config quickstart/mtpoold.toml``;
-5. submits real jobs over the websocket (``examples/submit_jobs.py``);
+5. submits real jobs with ``mtpoold.client`` over HTTP POST (``examples/submit_jobs.py``);
 6. shows ``mtpoold status``, then stops the daemon with SIGTERM (graceful shutdown).
 
 Every step is a command you can run yourself; the script prints each one.

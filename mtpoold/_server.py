@@ -28,6 +28,11 @@ Limits of one connection (the reference for ``[daemon]`` ``max_in_flight`` and
 
 Methods, parameters and error codes: see `mtpoold._rpc`.
 
+The same listener also answers JSON-RPC over plain HTTP ``POST /rpc`` (`mtpoold._httprpc`):
+`_handle_stream` reads each stream's request head and hands a websocket upgrade to
+trio-websocket, anything else to `mtpoold._httprpc.serve_http`; both transports go through
+the one dispatcher (`_dispatch`), the same door (`RpcServer.refusal`) and the same limits.
+
 The server depends only on the pool's public API (`PoolAPI`, as in ``docs/CONTRACTS.md``).
 """
 
@@ -38,11 +43,12 @@ import errno
 import functools
 import hmac
 import logging
+import math
 import os
 import socket as stdlib_socket
 import stat
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final, Protocol, final
 
@@ -61,6 +67,7 @@ from wsproto.events import BytesMessage, CloseConnection, TextMessage
 
 from ._config import DaemonConfig
 from ._errors import ConfigError, ErrorClass, JobFailed, redact
+from ._httprpc import HeadError, HttpClass, Refusal, ReplayStream, read_head, refuse, serve_http
 from ._listen import DEFAULT_LISTEN as DEFAULT_LISTEN
 from ._listen import ListenAddress as ListenAddress
 from ._listen import parse_listen as parse_listen
@@ -252,10 +259,12 @@ class ServerStatistics:
 
     Attributes:
         address: Where it listens (``"127.0.0.1:8765"`` / ``"unix:/path"``), None when not.
-        connections: Open websocket connections (accepted handshakes).
+        connections: Open websocket connections (accepted handshakes) and HTTP requests in
+            progress (`mtpoold._httprpc`).
         in_flight: Jobs running on all connections, final reply not yet sent.
         requests: Requests answered or accepted since start (all methods, errors included).
-        rejected_handshakes: Upgrades refused (bad token, browser origin, shutting down).
+        rejected_handshakes: Upgrades and HTTP requests refused at the door (bad token,
+            browser origin, shutting down).
         draining: Whether a shutdown is in progress.
     """
 
@@ -283,8 +292,10 @@ class _Call:
 
 @attrs.define(eq=False)
 class _Connection:
-    ws: WebSocketConnection
+    """One websocket connection, or one HTTP request's exchange: what the dispatcher needs."""
+
     remote: str
+    send: Callable[[str], Awaitable[None]]  # one reply; never raises for a client gone
     calls: dict[tuple[bool, RequestId], _Call] = attrs.field(factory=dict)  # cancellable ones
     unsent: int = 0  # what max_in_flight limits (the module docstring)
     reader_scope: trio.CancelScope = attrs.field(factory=trio.CancelScope)
@@ -329,6 +340,24 @@ async def _wrap_server_stream(
     )
     nursery.start_soon(connection._reader_task)
     return await connection._get_request()
+
+
+async def _ws_send(ws: WebSocketConnection, text: str) -> None:
+    try:
+        await ws.send_message(text)
+    except ConnectionClosed:
+        pass
+
+
+@attrs.frozen
+class _Exchange:
+    """`mtpoold._httprpc.Exchange`: the dispatcher, for one HTTP request's `_Connection`."""
+
+    server: RpcServer
+    conn: _Connection
+
+    async def dispatch(self, jobs: trio.Nursery, frame: str | bytes) -> None:
+        await self.server._dispatch(self.conn, jobs, frame)
 
 
 def _cancelled_error() -> RpcError:
@@ -379,7 +408,7 @@ def _remote(stream: trio.abc.Stream) -> str:
 @final
 @attrs.define(eq=False, repr=False)
 class RpcServer:
-    """Websocket JSON-RPC 2.0 server for one `PoolAPI`.
+    """Websocket (and HTTP ``POST /rpc``) JSON-RPC 2.0 server for one `PoolAPI`.
 
     Args:
         pool: The pool jobs go to.
@@ -546,7 +575,8 @@ class RpcServer:
         *,
         task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
     ) -> None:
-        """Serve websocket JSON-RPC on ``listeners`` until a graceful shutdown completes.
+        """Serve JSON-RPC (websocket and HTTP POST) on ``listeners`` until a graceful
+        shutdown completes.
 
         The shape of `trio.serve_listeners`: any `trio.abc.Listener` of streams will do (the
         tests use one of in-memory streams, under the autojump clock). `run` calls this with
@@ -626,43 +656,129 @@ class RpcServer:
     # --- connections ------------------------------------------------------------------------------
 
     async def _handle_stream(self, stream: trio.abc.Stream) -> None:
+        # The transport hook: the request head says websocket or HTTP POST (`mtpoold._httprpc`).
         remote = _remote(stream)
         try:
             async with trio.open_nursery() as nursery:
                 request: WebSocketRequest | None = None
-                with trio.move_on_after(self.handshake_timeout_s):
+                received = bytearray()
+                with trio.move_on_after(self.handshake_timeout_s) as head_wait:
+                    try:
+                        head = await read_head(stream, received=received)
+                    except HeadError as exc:
+                        return await refuse(stream, None, exc.refusal)
+                    if head is None:
+                        return  # closed before a request (a port probe)
+                    if not head.is_websocket_upgrade:
+                        head_wait.deadline = math.inf  # `serve_http` keeps its own deadlines
+                        return await serve_http(self, stream, head, remote)
                     request = await _wrap_server_stream(
-                        nursery, stream, max_message_size=self.max_frame_bytes
+                        nursery,
+                        ReplayStream(stream, head.raw),
+                        max_message_size=self.max_frame_bytes,
                     )
                 if request is not None:
                     await self._handle_handshake(request, remote)
                 else:
                     log_event(_log, logging.DEBUG, "connection_handshake_timeout", remote=remote)
+                if request is None and received:  # half a request: say why it ends
+                    timeout = Refusal(
+                        408,
+                        f"request not received within {self.handshake_timeout_s:g} s",
+                        HttpClass.REQUEST_TIMEOUT,
+                    )
+                    with trio.move_on_after(CLOSE_TIMEOUT_S):
+                        await refuse(stream, None, timeout)
                 nursery.cancel_scope.cancel()  # the websocket's reader task
         except Exception:
             log_event(_log, logging.ERROR, "connection_crashed", remote=remote, exc_info=True)
         finally:
             await trio.aclose_forcefully(stream)
 
+    # --- the HTTP side's view (`mtpoold._httprpc.HttpEndpoint`) -----------------------------------
+
+    @property
+    def max_body_bytes(self) -> int:
+        """``max_frame_bytes``: the largest HTTP body, bytes."""
+        return self.max_frame_bytes
+
+    @property
+    def draining(self) -> bool:
+        """Whether a shutdown is in progress (an HTTP reply then closes its connection)."""
+        return self._draining
+
+    @property
+    def request_timeout_s(self) -> float:
+        """Seconds an HTTP request's head and body may take (``handshake_timeout_s``)."""
+        return self.handshake_timeout_s
+
+    def refusal(self, headers: Mapping[bytes, bytes], remote: str) -> Refusal | None:
+        """The door of both transports: shutting down (503), a browser origin not allowed
+        (403), no or a wrong bearer token (401); counted and logged when it refuses.
+
+        Args:
+            headers: The request's headers, names in lower case.
+            remote: The peer, for the log.
+        """
+        origin = headers.get(b"origin")
+        refusal: Refusal | None = None
+        shown_origin: str | None = None
+        if self._draining:
+            refusal = Refusal(503, "shutting down", HttpClass.SHUTTING_DOWN)
+        elif origin is not None and origin.decode("latin-1") not in self.allowed_origins:
+            refusal = Refusal(403, "origin not allowed", HttpClass.ORIGIN_NOT_ALLOWED)
+            shown_origin = redact(origin.decode("latin-1"))
+        else:
+            scheme, _, credentials = headers.get(b"authorization", b"").strip().partition(b" ")
+            if scheme.lower() != b"bearer" or not hmac.compare_digest(
+                credentials.strip(), self.token.encode("utf-8")
+            ):
+                reason = "missing bearer token" if not credentials else "wrong bearer token"
+                refusal = Refusal(
+                    401, reason, HttpClass.UNAUTHORIZED, headers=((b"WWW-Authenticate", b"Bearer"),)
+                )
+        if refusal is not None:
+            self._rejected += 1
+            log_event(
+                _log,
+                logging.WARNING,
+                "connection_rejected",
+                remote=remote,
+                status=refusal.status,
+                reason=refusal.reason,
+                origin=shown_origin,
+            )
+        return refusal
+
+    @contextlib.asynccontextmanager
+    async def exchange(
+        self, remote: str, send: Callable[[str], Awaitable[None]]
+    ) -> AsyncIterator[_Exchange]:
+        """One HTTP request's JSON-RPC exchange with the dispatcher, counted as a connection
+        while open (a shutdown waits for it as for a websocket)."""
+        conn = _Connection(remote=remote, send=send)
+        self._connections.add(conn)
+        try:
+            # No reader scope: a shutdown does not cut the response to the replies it owes;
+            # `_drain` waits CLOSE_TIMEOUT_S for it, then cancels every connection.
+            yield _Exchange(self, conn)
+        finally:
+            self._connections.discard(conn)
+            self._notify()
+
+    # --- websocket connections --------------------------------------------------------------------
+
     async def _handle_handshake(self, request: WebSocketRequest, remote: str) -> None:
         headers: dict[bytes, bytes] = {name.lower(): value for name, value in request.headers}
-        origin = headers.get(b"origin")
-        if self._draining:
-            return await self._reject(request, remote, 503, "shutting down")
-        if origin is not None and origin.decode("latin-1") not in self.allowed_origins:
-            return await self._reject(
-                request, remote, 403, "origin not allowed", origin=origin.decode("latin-1")
-            )
-        scheme, _, credentials = headers.get(b"authorization", b"").strip().partition(b" ")
-        if scheme.lower() != b"bearer" or not hmac.compare_digest(
-            credentials.strip(), self.token.encode("utf-8")
-        ):
-            reason = "missing bearer token" if not credentials else "wrong bearer token"
-            return await self._reject(
-                request, remote, 401, reason, headers=[(b"WWW-Authenticate", b"Bearer")]
+        refusal = self.refusal(headers, remote)
+        if refusal is not None:
+            return await request.reject(
+                refusal.status,
+                extra_headers=list(refusal.headers) or None,
+                body=refusal.reason.encode() + b"\n",
             )
         ws = await request.accept()
-        conn = _Connection(ws=ws, remote=remote)
+        conn = _Connection(remote=remote, send=functools.partial(_ws_send, ws))
         self._connections.add(conn)
         log_event(
             _log,
@@ -674,7 +790,7 @@ class RpcServer:
         try:
             async with trio.open_nursery() as jobs:
                 with conn.reader_scope:
-                    await self._read_loop(conn, jobs)
+                    await self._read_loop(conn, ws, jobs)
                 # the client went away (or shutdown is closing it): nobody to answer
                 jobs.cancel_scope.cancel()
         finally:
@@ -691,44 +807,22 @@ class RpcServer:
                 self._connections.discard(conn)  # only now: `_drain` waits for this
                 self._notify()
 
-    async def _reject(
-        self,
-        request: WebSocketRequest,
-        remote: str,
-        status: int,
-        reason: str,
-        *,
-        origin: str | None = None,
-        headers: list[tuple[bytes, bytes]] | None = None,
+    async def _read_loop(
+        self, conn: _Connection, ws: WebSocketConnection, jobs: trio.Nursery
     ) -> None:
-        self._rejected += 1
-        log_event(
-            _log,
-            logging.WARNING,
-            "connection_rejected",
-            remote=remote,
-            status=status,
-            reason=reason,
-            origin=redact(origin) if origin is not None else None,
-        )
-        await request.reject(status, extra_headers=headers, body=reason.encode() + b"\n")
-
-    async def _read_loop(self, conn: _Connection, jobs: trio.Nursery) -> None:
         while True:
             try:
-                frame = await conn.ws.get_message()
+                frame = await ws.get_message()
             except ConnectionClosed:
                 return
-            self._requests += 1
             await self._dispatch(conn, jobs, frame)
 
     async def _send(self, conn: _Connection, text: str) -> None:
-        try:
-            await conn.ws.send_message(text)
-        except ConnectionClosed:
-            pass
+        await conn.send(text)
 
     async def _dispatch(self, conn: _Connection, jobs: trio.Nursery, frame: str | bytes) -> None:
+        # The one dispatcher of both transports (a websocket frame, an HTTP body or batch item).
+        self._requests += 1
         try:
             request = parse_request(frame)
         except RpcError as exc:

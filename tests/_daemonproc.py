@@ -13,6 +13,8 @@ from pathlib import Path
 
 import trio
 
+from mtpoold.testing import DC
+
 #: What the ready line holds, in logfmt (``event=daemon_ready``) and JSON alike.
 READY_EVENT = "daemon_ready"
 #: Seconds a daemon may take to log ``event=daemon_ready``.
@@ -76,3 +78,28 @@ def daemon_process(config: Path, log: Path) -> Iterator[subprocess.Popen[bytes]]
         except subprocess.TimeoutExpired:  # pragma: no cover - a hang is a bug: don't leak it
             proc.kill()
             proc.wait()
+
+
+@asynccontextmanager
+async def dc_daemon(tmp_path: Path, *, listen: str | None = None) -> AsyncIterator[tuple[Path, DC]]:
+    """A loopback DC (in this Trio loop) and ``mtpoold run`` (a subprocess) on it with one
+    real account (Telethon, direct lane); yields (the config path, the DC) once the daemon
+    is ready. ``listen``: the daemon's address (default a free loopback port)."""
+    import json
+
+    from mtpoold.testing import open_dc
+
+    async with open_dc() as dc:
+        config = tmp_path / "mtpoold.toml"
+        config.write_text(
+            f'[daemon]\nlisten = "{listen or f"127.0.0.1:{free_port()}"}"\n'
+            f'state_dir = "{tmp_path}/state"\nshutdown_grace_s = 2\n\n'
+            "[direct]\ninterval_s = 0.05\n\n"
+            f'[telegram]\ndc_host = "{dc.host}"\ndc_port = {dc.port}\n'
+            f"rsa_keys = [{json.dumps(dc.public_key_pem)}]\n\n"
+            f'[[accounts]]\nid = "acc"\napi_id = 1\napi_hash = "{"ab" * 16}"\n'
+            f'session_string = "{dc.session_string("15550000001")}"\n'
+        )
+        config.chmod(0o600)
+        async with async_daemon(config, tmp_path / "daemon.log"):
+            yield config, dc

@@ -119,3 +119,42 @@ def test_quickstart_keep_running_stops_everything_on_sigterm(tmp_path: Path) -> 
         if proc.poll() is None:  # pragma: no cover - a hang is a bug: don't leak it
             proc.kill()
             proc.wait()
+
+
+async def test_submit_jobs_is_a_user_of_mtpoold_client(tmp_path: Path) -> None:
+    """examples/submit_jobs.py against a real daemon on a unix socket, with a job file: one
+    batch through `mtpoold.client`, replies in job order, errors as RpcError."""
+    import json
+
+    import trio
+
+    from _daemonproc import dc_daemon
+
+    source = (ROOT / "examples" / "submit_jobs.py").read_text()
+    assert "from mtpoold.client import" in source and "trio_websocket" not in source
+    jobs = tmp_path / "jobs.json"
+    jobs.write_text(
+        json.dumps(
+            [
+                {"method": "resolve", "params": {"link_or_username": "@mtpoold_news"}},
+                {"method": "get_messages", "params": {"peer": "@mtpoold_news", "ids": [1, 99]}},
+                {"method": "invoke", "params": {"method": "help.GetConfig"}},
+                {"method": "resolve", "params": {"link_or_username": "@nobody_by_that_name"}},
+            ]
+        )
+    )
+    with trio.fail_after(60):
+        async with dc_daemon(tmp_path, listen=f"unix:{tmp_path}/d.sock") as (config, _dc):
+            proc = await trio.run_process(
+                [sys.executable, str(ROOT / "examples" / "submit_jobs.py"), "--config",
+                 str(config), "--job-file", str(jobs)],
+                capture_stdout=True, capture_stderr=True, check=False,
+            )  # fmt: skip
+    out = proc.stdout.decode()
+    assert proc.returncode == 0, out + proc.stderr.decode()
+    lines = out.splitlines()
+    assert re.search(r"resolve @mtpoold_news .*-> ok via acc .*title='mtpoold News'", lines[0])
+    assert re.search(r"get_messages @mtpoold_news .*#1: views=1000, #99: missing", lines[1])
+    assert re.search(r"invoke help.GetConfig .*-> ok via acc .*: Config", lines[2])
+    assert "error -32001 PEER_NOT_FOUND" in lines[3]
+    assert lines[4].startswith("3/4 jobs succeeded in ")

@@ -3,7 +3,9 @@
 Commands::
 
     mtpoold run [--config PATH] [--log-level LEVEL]
-    mtpoold status [--json] [--watch SECONDS]
+    mtpoold status [--json] [--watch SECONDS] [--wide] [--state S] [--proxy NAME] [--tag T]
+                   [--sort KEY] [--summary]
+    mtpoold jobs [--json]
     mtpoold call METHOD [ARGS_JSON] [--deadline-ms N] [--account ID]
     mtpoold reload [--json]
     mtpoold accounts list [--json]
@@ -72,6 +74,7 @@ _CONTROL_METHODS: Final = frozenset(
         "get_messages",
         "ping",
         "status",
+        "jobs",
         "cancel",
         "accounts.disable",
         "accounts.enable",
@@ -82,7 +85,11 @@ _CONTROL_METHODS: Final = frozenset(
     }
 )
 _USAGE_CODES: Final = frozenset({-32700, -32600, -32601, -32602, -32006})
-_NO_PARAMS: Final = frozenset({"ping", "status", "reload"})
+_NO_PARAMS: Final = frozenset({"ping", "status", "jobs", "reload"})
+#: ``status --sort`` keys (`mtpoold._statusview.SORT_KEYS`; not imported: rich is slow).
+_STATUS_SORT_KEYS: Final = ("state", "id", "proxy", "cooldown", "failures", "last-used")
+#: ``status --state`` values: `mtpoold._stats.AccountState`.
+_STATUS_STATES: Final = ("idle", "connecting", "ready", "busy", "cooldown", "disabled", "retired")
 DEFAULT_DISABLE_REASON: Final = "disabled by operator"
 
 
@@ -150,6 +157,42 @@ def _build_parser() -> argparse.ArgumentParser:
         "--watch", type=_seconds, metavar="SECONDS", help="refresh every SECONDS (> 0)"
     )
     status.add_argument("--watch-count", type=int, default=None, help=argparse.SUPPRESS)
+    status.add_argument(
+        "--wide", action="store_true", help="every account and every column (not 80 columns)"
+    )
+    status.add_argument(
+        "--state",
+        action="append",
+        default=[],
+        choices=_STATUS_STATES,
+        help="only accounts in this state (repeatable)",
+    )
+    status.add_argument(
+        "--proxy", action="append", default=[], metavar="NAME", help="only this proxy's lane"
+    )
+    status.add_argument(
+        "--tag", action="append", default=[], metavar="T", help="only accounts with this tag"
+    )
+    status.add_argument(
+        "--sort",
+        default="state",
+        choices=_STATUS_SORT_KEYS,
+        help="order of the accounts (default: state, the worst first)",
+    )
+    status.add_argument(
+        "--summary", action="store_true", help="the summary and the proxies only (cheap)"
+    )
+
+    jobs = sub.add_parser(
+        "jobs",
+        parents=[common],
+        help="show the jobs in flight and what each waits for",
+        description="One line per job in flight, oldest first: its request (JSON-RPC id and"
+        " connection), method, rate classes, age, deadline left, state (waiting_account,"
+        " backoff, waiting_lane_capacity, waiting_gate, connecting, in_call, shared) and what"
+        " it waits for. Never a job's arguments.",
+    )
+    jobs.add_argument("--json", action="store_true", help="print the raw jobs JSON")
 
     call = sub.add_parser(
         "call",
@@ -461,14 +504,34 @@ def _console() -> Console:
     return _Console(width=200) if wide else _Console()
 
 
-def _cmd_status(args: argparse.Namespace) -> int:
-    from ._statusview import render_status
+def _status_console(*, wide: bool) -> Console:
+    """The console of ``status`` and ``jobs``: the terminal's width, else ``$COLUMNS``, else
+    80 columns (piped output fits a terminal too); ``wide``: at least 240."""
+    from rich.console import Console
 
-    console = _console()
+    class _Console(Console):
+        def on_broken_pipe(self) -> None:
+            # rich would raise SystemExit(1); `main` exits 141 like every other command
+            raise BrokenPipeError(errno.EPIPE, "the reader of stdout went away")
+
+    width = 80
+    if sys.stdout.isatty():
+        width = _Console().width
+    elif (columns := os.environ.get("COLUMNS", "")).isdigit() and int(columns) > 0:
+        width = int(columns)
+    return _Console(width=max(width, 240) if wide else width)
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    from ._statusview import AccountFilter, render_status
+
+    console = _status_console(wide=args.wide)
+    only = AccountFilter(states=args.state, proxies=args.proxy, tags=args.tag)
+    params = {"summary": True} if args.summary else None
     count = 0
     while True:
         try:
-            stats = _request(args, "status", None, timeout_s=10.0)
+            stats = _request(args, "status", params, timeout_s=10.0)
         except _Fail as fail:
             if args.watch is None or fail.code != EXIT_UNREACHABLE:
                 raise
@@ -481,11 +544,22 @@ def _cmd_status(args: argparse.Namespace) -> int:
             if stats is None:
                 console.print(problem, style="red", markup=False)
             else:
-                console.print(render_status(stats))
+                console.print(render_status(stats, wide=args.wide, only=only, sort=args.sort))
         count += 1
         if args.watch is None or (args.watch_count is not None and count >= args.watch_count):
             return EXIT_OK
         trio.run(trio.sleep, args.watch)
+
+
+def _cmd_jobs(args: argparse.Namespace) -> int:
+    reply = _control(args, "jobs", None)
+    if args.json:
+        print(json.dumps(reply, indent=2, sort_keys=True))
+        return EXIT_OK
+    from ._statusview import render_jobs
+
+    _status_console(wide=False).print(render_jobs(reply))
+    return EXIT_OK
 
 
 def _cmd_call(args: argparse.Namespace) -> int:
@@ -642,6 +716,7 @@ def _cmd_authorize(args: argparse.Namespace) -> int:
 _COMMANDS: Final = {
     "run": _cmd_run,
     "status": _cmd_status,
+    "jobs": _cmd_jobs,
     "call": _cmd_call,
     "reload": _cmd_reload,
     "accounts": _cmd_accounts,
@@ -668,8 +743,8 @@ def main(argv: list[str] | None = None) -> int:
             parser.print_usage(sys.stderr)
             raise _Fail(
                 EXIT_USAGE,
-                "mtpoold: a command is required (run, status, call, reload, accounts, proxies,"
-                " authorize, check-config)",
+                "mtpoold: a command is required (run, status, jobs, call, reload, accounts,"
+                " proxies, authorize, check-config)",
             )
         return _COMMANDS[args.command](args)
     except _Fail as fail:

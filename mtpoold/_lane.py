@@ -6,7 +6,7 @@ import collections
 import random
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import final
+from typing import TYPE_CHECKING, final
 
 import attrs
 import trio
@@ -16,7 +16,11 @@ import trio
 from ._config import NO_PROXY as NO_PROXY
 from ._errors import ErrorClass
 from ._gate import DEFAULT_JITTER_S, RateGate
+from ._jobs import JobPhase
 from ._stats import LaneStatistics
+
+if TYPE_CHECKING:
+    from ._jobs import JobProgress
 
 
 class ProxyCoolingDown(Exception):
@@ -91,8 +95,14 @@ class ProxyLane:
         )
 
     @asynccontextmanager
-    async def slot(self) -> AsyncIterator[float]:
+    async def slot(
+        self, progress: JobProgress | None = None, phase: JobPhase = JobPhase.IN_CALL
+    ) -> AsyncIterator[float]:
         """Hold one capacity token and start at the gate's next slot.
+
+        Args:
+            progress: The job's `mtpoold._jobs.JobProgress`, told each hop: waiting for a
+                token, at the gate, then ``phase`` (the block: a call or a connect).
 
         Yields:
             The start time on the trio clock (seconds). The token is held until the
@@ -102,11 +112,15 @@ class ProxyLane:
             ProxyCoolingDown: the proxy is cooling down when the token, or the start slot,
                 comes free (it may have started cooling while this caller queued).
         """
+        if progress is not None:
+            progress.enter(JobPhase.WAITING_LANE_CAPACITY, trio.current_time(), lane=self)
         async with self._limiter:
             self._check_not_cooling()
-            started_at = await self._gate.wait_for_slot()
+            started_at = await self._gate.wait_for_slot(progress)
             self._check_not_cooling()
             self.calls += 1
+            if progress is not None:
+                progress.enter(phase, started_at)
             yield started_at
 
     def _check_not_cooling(self) -> None:
@@ -129,6 +143,20 @@ class ProxyLane:
         """
         waiting_for_token = self._limiter.statistics().tasks_waiting
         return max(self.cooldown_until_at, self._gate.earliest_start_at(behind=waiting_for_token))
+
+    def gate_eta(self, turn: object) -> tuple[int, float] | None:
+        """`RateGate.eta` of this lane's gate: (1-based position, seconds to the slot)."""
+        return self._gate.eta(turn)
+
+    @property
+    def capacity_waiting(self) -> int:
+        """Callers waiting for a capacity token (not yet at the gate)."""
+        return self._limiter.statistics().tasks_waiting
+
+    @property
+    def in_flight(self) -> int:
+        """Capacity tokens held now (calls and connects)."""
+        return self._limiter.statistics().borrowed_tokens
 
     @property
     def last_start_at(self) -> float:

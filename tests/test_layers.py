@@ -47,6 +47,7 @@ CORE = frozenset(
         "_share",  # shared and merged read-only jobs, the answer cache
         "_rateclass",  # rate classes: TL names -> class, budget windows (plain data)
         "_budget",  # budgets per (account, class) and the request guard
+        "_jobs",  # the registry of jobs in flight and their hops
     )
 )
 VOCABULARY = frozenset(

@@ -32,6 +32,8 @@ from ._errors import ErrorClass as ErrorClass
 from ._errors import Failure as Failure
 from ._errors import JobFailed as JobFailed
 from ._errors import MtpooldError as MtpooldError
+from ._jobs import JobPhase as JobPhase
+from ._jobs import JobStatistics as JobStatistics
 from ._pool import JobMeta as JobMeta
 from ._pool import JobResult as JobResult
 from ._pool import Pool as Pool
@@ -65,7 +67,9 @@ __all__ = [
     "Failure",
     "JobFailed",
     "JobMeta",
+    "JobPhase",
     "JobResult",
+    "JobStatistics",
     "LaneStatistics",
     "MtpooldError",
     "PolicyConfig",

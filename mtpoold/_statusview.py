@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Final
 
 from rich import box
-from rich.console import Group, RenderableType
+from rich.console import Console, ConsoleOptions, Group, RenderableType, RenderResult
 from rich.table import Table
 from rich.text import Text
 
@@ -140,28 +140,82 @@ _STATE_STYLE: dict[str, str] = {
 }
 
 
-def _table(title: str | None) -> Table:
-    # One line per row, no borders: the width goes to the cells.
-    return Table(
-        title=title,
-        title_justify="left",
-        box=box.SIMPLE_HEAD,
-        pad_edge=False,
-        show_edge=False,
-        expand=False,
-    )
+class _Grid:
+    """A table of one-line cells that fits the console's width: every column as wide as its
+    widest cell (header included), and when that is too wide the flexible columns (``flex``)
+    give up width, the widest first, down to their header (at least 6 characters); what no
+    longer fits a cell is cut with an ellipsis. Headers are never cut, nothing wraps.
+    """
+
+    _GAP: Final = 2  # characters between two columns (rich's padding (0, 1))
+    _FLEX_MIN: Final = 6
+
+    def __init__(self, title: str | None) -> None:
+        self.title = title
+        self._columns: list[tuple[str, bool, bool]] = []  # header, right, flex
+        self._rows: list[list[Text]] = []
+
+    def add_column(self, header: str, *, right: bool = False, flex: bool = False) -> None:
+        self._columns.append((header, right, flex))
+
+    def add_row(self, *cells: Text) -> None:
+        self._rows.append(list(cells))
+
+    @property
+    def row_count(self) -> int:
+        return len(self._rows)
+
+    def widths(self, max_width: int) -> list[int]:
+        """Each column's width for a console ``max_width`` characters wide."""
+        widths = [
+            max([len(h)] + [r[i].cell_len for r in self._rows if i < len(r)])
+            for i, (h, _, _) in enumerate(self._columns)
+        ]
+        floors = [
+            max(len(h), self._FLEX_MIN) if flex else widths[i]
+            for i, (h, _, flex) in enumerate(self._columns)
+        ]
+        excess = sum(widths) + self._GAP * (len(widths) - 1) - max_width
+        while excess > 0:
+            room = [(widths[i] - floors[i], i) for i in range(len(widths))]
+            most, i = max(room)
+            if most <= 0:
+                break  # only fixed columns left: rich cuts them as a last resort
+            widths[i] -= 1
+            excess -= 1
+        return widths
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        table = Table(
+            title=self.title,
+            title_justify="left",
+            box=box.SIMPLE_HEAD,
+            padding=(0, 1, 0, 0),
+            pad_edge=False,
+            show_edge=False,
+            expand=False,
+        )
+        for (header, right, _), width in zip(
+            self._columns, self.widths(options.max_width), strict=True
+        ):
+            table.add_column(
+                header,
+                justify="right" if right else "left",
+                no_wrap=True,
+                overflow="ellipsis",
+                width=width,
+            )
+        for row in self._rows:
+            table.add_row(*row)
+        yield table
 
 
-def _column(table: Table, header: str, *, right: bool = False, ratio: bool = False) -> None:
-    """A one-line column whose header is never cut (``min_width`` = its length)."""
-    table.add_column(
-        header,
-        justify="right" if right else "left",
-        no_wrap=True,
-        overflow="ellipsis",
-        min_width=len(header),
-        ratio=1 if ratio else None,
-    )
+def _table(title: str | None) -> _Grid:
+    return _Grid(title)
+
+
+def _column(table: _Grid, header: str, *, right: bool = False, ratio: bool = False) -> None:
+    table.add_column(header, right=right, flex=ratio)
 
 
 # --- the pieces of an account's row -------------------------------------------------------------
@@ -361,10 +415,10 @@ def _proxies_table(
     *,
     wide: bool,
     title: str | None = "Proxies",
-) -> Table:
+) -> _Grid:
     table = _table(title)
     if wide:
-        _column(table, "key")
+        _column(table, "key", ratio=True)
     _column(table, "proxy", ratio=True)
     _column(table, "type")
     if accounts_per_lane is not None:
@@ -402,10 +456,10 @@ def _accounts_table(
     *,
     wide: bool,
     title: str | None,
-) -> Table:
+) -> _Grid:
     table = _table(title)
     _column(table, "id", ratio=True)
-    _column(table, "proxy")
+    _column(table, "proxy", ratio=True)
     _column(table, "state")
     if wide:
         _column(table, "tags")
@@ -416,7 +470,7 @@ def _accounts_table(
     _column(table, "caller", right=True)
     if wide:
         _column(table, "used", right=True)
-        _column(table, "disabled reason")
+        _column(table, "disabled reason", ratio=True)
     _column(table, "last error", ratio=True)
     for a in accounts:
         state = str(a.get("state", _DASH))

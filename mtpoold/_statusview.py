@@ -142,20 +142,21 @@ _STATE_STYLE: dict[str, str] = {
 
 class _Grid:
     """A table of one-line cells that fits the console's width: every column as wide as its
-    widest cell (header included), and when that is too wide the flexible columns (``flex``)
-    give up width, the widest first, down to their header (at least 6 characters); what no
-    longer fits a cell is cut with an ellipsis. Headers are never cut, nothing wraps.
+    widest cell (header included), and when that is too wide the flexible columns give up
+    width down to their header (at least 6 characters) — those of the highest ``flex`` first,
+    among equals the widest first; what no longer fits a cell is cut with an ellipsis.
+    Headers are never cut, nothing wraps.
     """
 
-    _GAP: Final = 2  # characters between two columns (rich's padding (0, 1))
+    _GAP: Final = 1  # characters between two columns (the box's blank separator, no padding)
     _FLEX_MIN: Final = 6
 
     def __init__(self, title: str | None) -> None:
         self.title = title
-        self._columns: list[tuple[str, bool, bool]] = []  # header, right, flex
+        self._columns: list[tuple[str, bool, int]] = []  # header, right, flex (0: fixed)
         self._rows: list[list[Text]] = []
 
-    def add_column(self, header: str, *, right: bool = False, flex: bool = False) -> None:
+    def add_column(self, header: str, *, right: bool = False, flex: int = 0) -> None:
         self._columns.append((header, right, flex))
 
     def add_row(self, *cells: Text) -> None:
@@ -177,10 +178,14 @@ class _Grid:
         ]
         excess = sum(widths) + self._GAP * (len(widths) - 1) - max_width
         while excess > 0:
-            room = [(widths[i] - floors[i], i) for i in range(len(widths))]
-            most, i = max(room)
-            if most <= 0:
+            room = [
+                (self._columns[i][2], widths[i] - floors[i], i)
+                for i in range(len(widths))
+                if widths[i] > floors[i]
+            ]
+            if not room:
                 break  # only fixed columns left: rich cuts them as a last resort
+            i = max(room)[2]
             widths[i] -= 1
             excess -= 1
         return widths
@@ -190,7 +195,7 @@ class _Grid:
             title=self.title,
             title_justify="left",
             box=box.SIMPLE_HEAD,
-            padding=(0, 1, 0, 0),
+            padding=0,
             pad_edge=False,
             show_edge=False,
             expand=False,
@@ -214,7 +219,7 @@ def _table(title: str | None) -> _Grid:
     return _Grid(title)
 
 
-def _column(table: _Grid, header: str, *, right: bool = False, ratio: bool = False) -> None:
+def _column(table: _Grid, header: str, *, right: bool = False, ratio: int = 0) -> None:
     table.add_column(header, right=right, flex=ratio)
 
 
@@ -256,7 +261,7 @@ def held_back(account: Mapping[str, Any], lanes: Mapping[str, Mapping[str, Any]]
 
     The account's own cooldown (``"cooling 12s"``), else its proxy's (``"proxy p1 cooling
     42s"``), then its longest rate-class block (``"resolve 23h59m (FLOOD_WAIT)"``, ``"join
-    5m03s (budget)"``) and ``"+N more"``. Durations from `format_short`.
+    5m03s (budget)"``) with ``"+N more"``. Durations from `format_short`.
 
     Args:
         account: One ``AccountStatistics`` as JSON.
@@ -276,7 +281,7 @@ def held_back(account: Mapping[str, Any], lanes: Mapping[str, Mapping[str, Any]]
         seconds, name, code = classes[0]
         parts.append(f"{name} {format_short(seconds)} ({code})")
         if len(classes) > 1:
-            parts.append(f"+{len(classes) - 1} more")
+            parts[-1] += f" +{len(classes) - 1} more"
     return ", ".join(parts) if parts else _DASH
 
 
@@ -418,8 +423,8 @@ def _proxies_table(
 ) -> _Grid:
     table = _table(title)
     if wide:
-        _column(table, "key", ratio=True)
-    _column(table, "proxy", ratio=True)
+        _column(table, "key", ratio=1)
+    _column(table, "proxy", ratio=1)
     _column(table, "type")
     if accounts_per_lane is not None:
         _column(table, "accts", right=True)
@@ -427,7 +432,7 @@ def _proxies_table(
     _column(table, "queue", right=True)
     _column(table, "next", right=True)
     _column(table, "calls", right=True)
-    _column(table, "errors", ratio=True)
+    _column(table, "errors", ratio=2)
     _column(table, "cooldown", right=True)
     for p in proxies:
         next_slot = p.get("next_slot_in_s")
@@ -458,20 +463,20 @@ def _accounts_table(
     title: str | None,
 ) -> _Grid:
     table = _table(title)
-    _column(table, "id", ratio=True)
-    _column(table, "proxy", ratio=True)
+    _column(table, "id", ratio=1)
+    _column(table, "proxy", ratio=2)
     _column(table, "state")
     if wide:
         _column(table, "tags")
-    _column(table, "held back", ratio=True)
+    _column(table, "held back", ratio=1)
     if wide:
         _column(table, "ok", right=True)
     _column(table, "failed", right=True)
-    _column(table, "caller", right=True)
     if wide:
+        _column(table, "caller", right=True)
         _column(table, "used", right=True)
-        _column(table, "disabled reason", ratio=True)
-    _column(table, "last error", ratio=True)
+        _column(table, "disabled reason", ratio=2)
+    _column(table, "last error", ratio=2)
     for a in accounts:
         state = str(a.get("state", _DASH))
         row = [
@@ -484,8 +489,9 @@ def _accounts_table(
         row.append(Text(held_back(a, lanes), style="yellow"))
         if wide:
             row.append(_cell(a.get("calls_ok")))
-        row += [_cell(a.get("calls_failed")), _cell(a.get("caller_errors"))]
+        row.append(_cell(a.get("calls_failed")))
         if wide:
+            row.append(_cell(a.get("caller_errors")))
             ago = a.get("last_used_s_ago")
             row += [
                 Text(f"{format_short(ago)} ago" if _num(ago) > 0 else _DASH),
@@ -517,6 +523,7 @@ def state_counts(stats: Mapping[str, Any]) -> dict[str, int]:
 
 def _summary(stats: Mapping[str, Any]) -> Text:
     g = stats.get
+    accounts = [a for a in g("accounts") or () if isinstance(a, Mapping)]
     counts = state_counts(stats)
     order = [s.value for s in _STATE_ORDER] + sorted(set(counts) - set(_STATE_ORDER))
     by_state = ", ".join(f"{s} {counts[s]}" for s in order if counts.get(s))
@@ -533,6 +540,9 @@ def _summary(stats: Mapping[str, Any]) -> Text:
     proxies = [p for p in g("proxies") or () if isinstance(p, Mapping)]
     cooling = sum(1 for p in proxies if _num(p.get("cooldown_remaining_s")) > 0)
     text.append(f"\nproxies {len(proxies)}: {cooling} cooling")
+    caller = sum(int(_num(a.get("caller_errors"))) for a in accounts)
+    if caller:
+        text.append(f"\ncaller errors {caller} (PEER_NOT_FOUND, INVALID_ARGUMENT; not failures)")
     orphans = g("orphaned_accounts") or ()
     if orphans:
         text.append(f"\norphaned in the state store: {len(orphans)} (mtpoold accounts list)")
@@ -584,7 +594,7 @@ def render_status(
     rest = 0
     if not wide and len(shown) > limit:
         shown, rest = shown[:limit], len(shown) - limit
-    if accounts or stats.get("accounts") is not None:
+    if accounts:  # none: a summary-only reply (``{"summary": true}``)
         parts.append(_accounts_table(shown, lanes, wide=wide, title=title))
     if rest:
         parts.append(Text(f"… and {rest} more (--wide / --state)"))
@@ -645,7 +655,7 @@ def render_cooldowns(reply: Mapping[str, Any]) -> RenderableType:
     )
     _column(table, "rate class")
     _column(table, "cooldown", right=True)
-    _column(table, "cause", ratio=True)
+    _column(table, "cause", ratio=2)
     _column(table, "budget left")
     _column(table, "frees in", right=True)
     for c in reply.get("rate_classes") or []:
@@ -666,40 +676,34 @@ def render_cooldowns(reply: Mapping[str, Any]) -> RenderableType:
 
 
 def _waits_for(job: Mapping[str, Any]) -> str:
-    """What the job waits for, one line (the ``jobs`` reply's ``waiting_for``)."""
+    """The job's state and what it waits for, one line (from the ``jobs`` reply's
+    ``state`` and ``waiting_for``): ``waiting_account #1: all 4 busy``, ``waiting_gate p1
+    #2, 3900 ms``, ``in_call a1@p1 1200 ms``, ..."""
+    state = str(job.get("state") or _DASH)
     w = job.get("waiting_for")
     if not isinstance(w, Mapping):
-        return _DASH
-    state = job.get("state")
-    if state == "waiting_account":
-        text = f"#{w.get('position', _DASH)} waiting: {w.get('why') or _DASH}"
+        return state
+    where = f"{w.get('account', _DASH)}@{w.get('lane', _DASH)}"
+    if state in ("waiting_account", "backoff"):
+        text = f"{state} #{w.get('position', _DASH)}: {w.get('why') or _DASH}"
         until = w.get("until_s")
-        return text + (f"; one could start in {format_short(until)}" if _num(until) > 0 else "")
+        return text + (f" ({format_short(until)})" if _num(until) > 0 else "")
     if state == "waiting_gate":
         return (
-            f"lane {w.get('lane', _DASH)} #{w.get('position', _DASH)} in gate,"
-            f" slot in {_num(w.get('slot_in_ms')):.0f} ms"
+            f"{state} {where} #{w.get('position', _DASH)}, {_num(w.get('slot_in_ms')):.0f} ms"
         )
     if state == "waiting_lane_capacity":
-        return f"lane {w.get('lane', _DASH)} capacity ({w.get('in_flight', _DASH)} in flight)"
-    if state == "backoff":
-        return f"backoff {format_short(w.get('until_s'))}"
+        return f"{state} {where} ({w.get('in_flight', _DASH)}/{w.get('capacity', _DASH)})"
     if state in ("in_call", "connecting"):
-        return (
-            f"{w.get('account', _DASH)} on {w.get('lane', _DASH)},"
-            f" {_num(w.get('elapsed_ms')):.0f} ms"
-        )
-    if state == "shared":
-        return str(w.get("why") or _DASH)
-    return _DASH
+        return f"{state} {where} {_num(w.get('elapsed_ms')):.0f} ms"
+    return f"{state}: {w.get('why') or _DASH}"
 
 
 def _origin(job: Mapping[str, Any]) -> str:
-    """``id@connection`` of a websocket request, ``-`` for a Python caller's job."""
-    rpc_id, connection = job.get("rpc_id"), job.get("connection")
-    if rpc_id is None and connection is None:
-        return _DASH
-    return f"{json.dumps(rpc_id)}@{connection}"
+    """The JSON-RPC id of a websocket request (its connection is in ``--json``), ``-`` for a
+    Python caller's job."""
+    rpc_id = job.get("rpc_id")
+    return _DASH if rpc_id is None else json.dumps(rpc_id)
 
 
 def render_jobs(reply: Mapping[str, Any]) -> RenderableType:
@@ -712,13 +716,12 @@ def render_jobs(reply: Mapping[str, Any]) -> RenderableType:
     jobs = [j for j in reply.get("jobs") or () if isinstance(j, Mapping)]
     table = _table(f"Jobs in flight ({len(jobs)})")
     _column(table, "job", right=True)
-    _column(table, "request")
-    _column(table, "method", ratio=True)
-    _column(table, "class")
+    _column(table, "rpc id", ratio=2)
+    _column(table, "method", ratio=2)
+    _column(table, "class", ratio=2)
     _column(table, "age", right=True)
     _column(table, "left", right=True)
-    _column(table, "state")
-    _column(table, "waits for", ratio=True)
+    _column(table, "state: what it waits for", ratio=1)
     for j in jobs:
         table.add_row(
             _cell(j.get("job")),
@@ -727,7 +730,6 @@ def render_jobs(reply: Mapping[str, Any]) -> RenderableType:
             Text(",".join(map(str, j.get("rate_classes") or ())) or _DASH),
             Text(format_short(j.get("age_s"))),
             Text(format_short(j.get("deadline_left_s"))),
-            _cell(j.get("state")),
             Text(_waits_for(j)),
         )
     return table

@@ -205,7 +205,7 @@ def test_status_filters_and_summary(
     assert main(["status", "--state", "ready", "--sort", "id", *daemon.args()]) == 0
     out = capsys.readouterr().out
     assert "Accounts matching (2 of 2)" in out
-    assert out.index("a1  ") < out.index("a2  ")
+    assert out.index("\na1 ") < out.index("\na2 ")
     assert max(map(len, out.splitlines())) <= 100  # $COLUMNS when piped
     assert main(["status", "--tag", "nope", *daemon.args()]) == 0
     assert "Accounts matching (0 of 2)" in capsys.readouterr().out

@@ -48,6 +48,7 @@ from ._stats import (
     AccountState,
     AccountStatistics,
     ClassState,
+    LaneStatistics,
     PoolStatistics,
 )
 
@@ -867,9 +868,34 @@ class Pool:
             config_generation=self._generation,
             config_loaded_at=_utc_iso(self._loaded_at_unix),
             orphaned_accounts=self._orphaned,
-            proxies=tuple(lane.statistics() for lane in self._lanes.values()),
+            proxies=self._lane_statistics(),
             accounts=snapshots,
         )
+
+    def _lane_statistics(self) -> tuple[LaneStatistics, ...]:
+        """Every lane, then every configured proxy no account uses (it has no lane: idle
+        numbers from its config), so a proxy never vanishes from ``status``."""
+        lanes = [lane.statistics() for lane in self._lanes.values()]
+        for proxy in self._config.proxies:
+            key = proxy_key(proxy)
+            if key not in self._lanes:
+                lanes.append(
+                    LaneStatistics(
+                        key=key,
+                        name=proxy.name,
+                        type=proxy.type,
+                        capacity=proxy.capacity,
+                        in_flight=0,
+                        waiting=0,
+                        next_slot_in_s=0.0,
+                        interval_s=proxy.interval_s,
+                        calls=0,
+                        errors_by_class={},
+                        cooldown_remaining_s=0.0,
+                        consecutive_failures=0,
+                    )
+                )
+        return tuple(lanes)
 
     def jobs(self) -> tuple[JobStatistics, ...]:
         """The jobs in flight, oldest first, each with its state and what it waits for.

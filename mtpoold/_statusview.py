@@ -689,9 +689,7 @@ def _waits_for(job: Mapping[str, Any]) -> str:
         until = w.get("until_s")
         return text + (f" ({format_short(until)})" if _num(until) > 0 else "")
     if state == "waiting_gate":
-        return (
-            f"{state} {where} #{w.get('position', _DASH)}, {_num(w.get('slot_in_ms')):.0f} ms"
-        )
+        return f"{state} {where} #{w.get('position', _DASH)}, {_num(w.get('slot_in_ms')):.0f} ms"
     if state == "waiting_lane_capacity":
         return f"{state} {where} ({w.get('in_flight', _DASH)}/{w.get('capacity', _DASH)})"
     if state in ("in_call", "connecting"):

@@ -188,6 +188,8 @@ class AccountWorker:
     peer_book: AccountPeers | None = None
     request_guard: RequestGuardLike | None = None
     cooldown_until_at: float = attrs.field(init=False, default=float("-inf"))
+    #: The failure behind the latest cooldown (``"FLOOD_WAIT: ..."``), or None.
+    cooldown_cause: str | None = attrs.field(init=False, default=None)
     disabled_reason: str | None = attrs.field(init=False, default=None)
     reserved: bool = attrs.field(init=False, default=False)
     retired: bool = attrs.field(init=False, default=False)
@@ -545,6 +547,7 @@ class AccountWorker:
             state=self.state(now),
             connected=self.connected,
             cooldown_remaining_s=cooldown_s,
+            cooldown_cause=self.cooldown_cause if cooldown_s > 0 else None,
             disabled_reason=self.disabled_reason,
             calls_ok=self.calls_ok,
             calls_failed=self.calls_failed,

@@ -354,6 +354,7 @@ class Dispatcher:
         if until_at <= acc.cooldown_until_at:
             return
         acc.cooldown_until_at = until_at
+        acc.cooldown_cause = cause or None
         if self.ready.is_free(acc):
             self.ready.discard(acc)
             self.ready.mark_free(acc)  # parks it until the cooldown ends
@@ -366,6 +367,7 @@ class Dispatcher:
         if until_at <= lane.cooldown_until_at:
             return
         lane.cooldown_until_at = until_at
+        lane.cooldown_cause = cause or None
         heapq.heappush(self._lane_ends, (until_at, next(self._seq), lane))
         self.ready.lane_changed(lane)
         self._rejudge(

@@ -77,6 +77,8 @@ class ProxyLane:
     #: End of the proxy cooldown (trio clock, s); set only by the dispatcher
     #: (`mtpoold._dispatch.Dispatcher.cool_down_lane`).
     cooldown_until_at: float = attrs.field(init=False, default=float("-inf"))
+    #: The failure behind the latest proxy cooldown, or None (set with ``cooldown_until_at``).
+    cooldown_cause: str | None = attrs.field(init=False, default=None)
     _consecutive_failures: int = attrs.field(init=False, default=0)
     calls: int = attrs.field(init=False, default=0)
     errors_by_class: collections.Counter[str] = attrs.field(init=False, factory=collections.Counter)
@@ -192,6 +194,7 @@ class ProxyLane:
         lim = self._limiter.statistics()
         gate = self._gate.statistics()
         now = trio.current_time()
+        cooldown_s = max(0.0, self.cooldown_until_at - now)
         return LaneStatistics(
             key=self.key,
             name=self.name,
@@ -203,6 +206,7 @@ class ProxyLane:
             interval_s=self.interval_s,
             calls=self.calls,
             errors_by_class=dict(self.errors_by_class),
-            cooldown_remaining_s=max(0.0, self.cooldown_until_at - now),
+            cooldown_remaining_s=cooldown_s,
+            cooldown_cause=self.cooldown_cause if cooldown_s > 0 else None,
             consecutive_failures=self.consecutive_failures,
         )

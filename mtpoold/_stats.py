@@ -77,6 +77,8 @@ class LaneStatistics:
         calls: Calls and connects started through this lane.
         errors_by_class: Failed calls by error class name.
         cooldown_remaining_s: Seconds the proxy stays out of scheduling (0 when usable).
+        cooldown_cause: The failure behind that cooldown (``"PROXY_UNAVAILABLE: ..."``,
+            redacted; ``"stored"``: restored from the state store), or None.
         consecutive_failures: PROXY_UNAVAILABLE failures in a row (drives the backoff).
     """
 
@@ -91,6 +93,7 @@ class LaneStatistics:
     calls: int
     errors_by_class: dict[str, int]
     cooldown_remaining_s: float
+    cooldown_cause: str | None = None
     consecutive_failures: int
 
 
@@ -143,6 +146,8 @@ class AccountStatistics:
         connected: Whether its MTProto connection is up.
         cooldown_remaining_s: Seconds left of the account's own cooldown (0 when none); a
             proxy cooldown shows in its lane and makes ``state`` "cooldown".
+        cooldown_cause: The failure behind its own cooldown (``"FLOOD_WAIT: ..."``, redacted;
+            ``"stored"``: restored from the state store), or None.
         disabled_reason: Why it was disabled, or None.
         calls_ok: Calls that returned a result.
         calls_failed: Calls that failed for the account's reasons (not the caller's).
@@ -163,6 +168,7 @@ class AccountStatistics:
     state: AccountState
     connected: bool
     cooldown_remaining_s: float
+    cooldown_cause: str | None = None
     disabled_reason: str | None
     calls_ok: int
     calls_failed: int

@@ -259,9 +259,10 @@ def _code(cause: object) -> str | None:
 def held_back(account: Mapping[str, Any], lanes: Mapping[str, Mapping[str, Any]]) -> str:
     """One compact cell saying what holds the account back and for how long, or ``"-"``.
 
-    The account's own cooldown (``"cooling 12s"``), else its proxy's (``"proxy p1 cooling
-    42s"``), then its longest rate-class block (``"resolve 23h59m (FLOOD_WAIT)"``, ``"join
-    5m03s (budget)"``) with ``"+N more"``. Durations from `format_short`.
+    The account's own cooldown with its cause (``"cooling 12s (FLOOD_WAIT)"``), else its
+    proxy's (``"proxy p1 cooling 42s"``; the cause is in the proxies table), then its
+    longest rate-class block (``"resolve 23h59m (FLOOD_WAIT)"``, ``"join 5m03s (budget)"``)
+    with ``"+N more"``. Durations from `format_short`.
 
     Args:
         account: One ``AccountStatistics`` as JSON.
@@ -272,7 +273,8 @@ def held_back(account: Mapping[str, Any], lanes: Mapping[str, Mapping[str, Any]]
     lane = lanes.get(str(account.get("proxy_key")))
     proxy_s = _num(lane.get("cooldown_remaining_s")) if lane is not None else 0.0
     if own > 0:
-        parts.append(f"cooling {format_short(own)}")
+        code = _code(account.get("cooldown_cause"))
+        parts.append(f"cooling {format_short(own)}" + (f" ({code})" if code else ""))
     elif proxy_s > 0:
         name = account.get("proxy_name") or account.get("proxy_key")
         parts.append(f"proxy {name} cooling {format_short(proxy_s)}")
@@ -443,13 +445,17 @@ def _proxies_table(
         if accounts_per_lane is not None:
             row.append(Text(str(accounts_per_lane.get(str(p.get("key")), 0))))
         cooldown = _num(p.get("cooldown_remaining_s"))
+        cause = _code(p.get("cooldown_cause")) if cooldown > 0 else None
         row += [
             Text(f"{p.get('in_flight', _DASH)}/{p.get('capacity', _DASH)}"),
             _cell(p.get("waiting")),
             Text(f"{next_slot:.1f}s" if isinstance(next_slot, int | float) else _DASH),
             _cell(p.get("calls")),
             Text(_errors(p.get("errors_by_class"), top=None if wide else 1)),
-            Text(format_short(cooldown), style="yellow" if cooldown > 0 else ""),
+            Text(
+                format_short(cooldown) + (f" ({cause})" if cause else ""),
+                style="yellow" if cooldown > 0 else "",
+            ),
         ]
         table.add_row(*row)
     return table

@@ -70,6 +70,9 @@ def _lane(i: int, *, cooling_s: float = 0.0) -> LaneStatistics:
         calls=1000 + i,
         errors_by_class={"FLOOD_WAIT": 3, "STREAM_CLOSED": 1, "GENERIC": 2} if i % 2 else {},
         cooldown_remaining_s=cooling_s,
+        cooldown_cause="PROXY_UNAVAILABLE: SOCKS5 proxy refused the connection"
+        if cooling_s
+        else None,
         consecutive_failures=2 if cooling_s else 0,
     )
 
@@ -148,6 +151,7 @@ def _fleet() -> dict[str, Any]:
                     lane,
                     AccountState.COOLDOWN,
                     cooldown_remaining_s=3725.0,
+                    cooldown_cause="GENERIC: ConnectionError: the server closed the connection",
                     calls_ok=1,
                     calls_failed=9,
                     last_error_class="GENERIC",
@@ -215,7 +219,8 @@ def test_status_of_1000_accounts_fits_80_columns(fleet: dict[str, Any]) -> None:
     proxy_rows = [line for line in lines if line.startswith("proxy-")]
     assert len(proxy_rows) == 100
     assert re.search(r"^proxy-99 .* 0 ", out, re.M)
-    assert re.search(r"^proxy-07 .* 42s *$", out, re.M)  # the cooling proxy and its time left
+    # the cooling proxy, its time left and cause
+    assert re.search(r"^proxy-07 .* 42s \(PROXY_UNAVAILABLE\) *$", out, re.M)
     # headers whole, one line each
     assert re.search(r"^id +proxy +state +held back +failed +last error *$", out, re.M)
     # the caller's errors apart from the accounts' failures
@@ -236,7 +241,7 @@ def test_status_shows_why_each_account_is_held_back(fleet: dict[str, Any]) -> No
     out = _render(render_status(fleet, sort="cooldown"))
     first = next(line for line in out.splitlines() if line.startswith("acct-"))
     assert "resolve 23h59m (FLOOD_WAIT) +2 more" in first  # the longest held back first
-    assert "cooling 1h02m" in out  # an account's own cooldown
+    assert "cooling 1h02m (GENERIC)" in out  # an account's own cooldown and its cause
 
 
 def test_status_wide_shows_every_account_and_column(fleet: dict[str, Any]) -> None:

@@ -600,7 +600,11 @@ def render_status(
     rest = 0
     if not wide and len(shown) > limit:
         shown, rest = shown[:limit], len(shown) - limit
-    if accounts:  # none: a summary-only reply (``{"summary": true}``)
+    if not accounts:  # a summary-only reply (``{"summary": true}``)
+        pass
+    elif not shown:
+        parts.append(Text(f"{title}: none" + ("" if only else " (--wide lists every account)")))
+    else:
         parts.append(_accounts_table(shown, lanes, wide=wide, title=title))
     if rest:
         parts.append(Text(f"… and {rest} more (--wide / --state)"))

@@ -336,3 +336,11 @@ def test_render_jobs_fits_80_columns() -> None:
     assert "Jobs in flight (2)" in out
     assert "waiting_account #1: all 4 busy (3.0s)" in out
     assert "waiting_gate a1@p1 #2, 3900 ms" in out
+
+
+def test_cli_choices_follow_the_view_and_the_states() -> None:
+    """`mtpoold status --state/--sort` list their choices without importing rich."""
+    from mtpoold import _cli, _statusview
+
+    assert _cli._STATUS_STATES == tuple(s.value for s in AccountState)
+    assert _cli._STATUS_SORT_KEYS == _statusview.SORT_KEYS

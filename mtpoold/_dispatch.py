@@ -244,13 +244,16 @@ class Dispatcher:
         """What each waiting job waits for, by ``id(job)``: `JobPhase.BACKOFF` with
         ``until_s``, or `JobPhase.WAITING_ACCOUNT` with ``why`` (one line), ``position``
         (1-based, among the waiting jobs) and ``until_s`` (seconds until an account could
-        start it; None: unknown). Read-only; O(waiting × accounts each may use): for
-        ``mtpoold jobs``, never on the scheduling path.
+        start it; None: unknown). Read-only, for ``mtpoold jobs``, never on the scheduling
+        path: one scan of the accounts per distinct kind of waiting job (pin, tags, rate
+        classes, look-up): O(kinds × accounts + waiting).
 
         Args:
             now: The trio clock reading (s) the durations count from.
         """
         out: dict[int, tuple[JobPhase, dict[str, Any]]] = {}
+        # one scan per kind of job: its earliest start and why it waits depend on these only
+        kinds: dict[tuple[object, ...], tuple[float, str]] = {}
         for position, w in enumerate(self._waiters, start=1):
             job = w.job
             if job.avoid and w.avoided_from_at is not None and w.avoided_from_at > now:
@@ -263,18 +266,28 @@ class Dispatcher:
                     },
                 )
                 continue
-            earliest_at = self._earliest_at(job)
-            until_s = earliest_at - now if earliest_at < _INF else None
+            kind = (
+                job.account,
+                job.tags,
+                job.rate_classes,
+                job.lookup_class,
+                job.peer_key if job.lookup_class is not None else None,
+            )
+            if kind not in kinds:
+                kinds[kind] = (self._earliest_at(job), self._why_waiting(job, now))
+            earliest_at, why = kinds[kind]
             if w.knower_until_at is not None and w.knower_until_at > now:
                 why = (
                     "knower hold: waits for a busy account that knows its peer, up to"
                     f" {w.knower_until_at - now:.1f} s"
                 )
-            else:
-                why = self._why_waiting(job, now)
             out[id(job)] = (
                 JobPhase.WAITING_ACCOUNT,
-                {"why": why, "position": position, "until_s": until_s},
+                {
+                    "why": why,
+                    "position": position,
+                    "until_s": earliest_at - now if earliest_at < _INF else None,
+                },
             )
         return out
 

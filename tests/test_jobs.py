@@ -303,3 +303,24 @@ def test_mtpoold_jobs_end_to_end(
     assert main(["call", "status", '{"summary": true}', *busy_daemon.args()]) == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["accounts"] == [] and summary["accounts_by_state"]["busy"] == 1
+
+
+async def test_a_job_backing_off_says_until_when(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    world = World()
+    world.script("a1", tg.RPCError(request=None, message="SOMETHING_ODD", code=500))
+    config = make_config(
+        tmp_path,
+        proxies={"p1": {"interval_s": 0.0}},
+        accounts={"a1": "p1"},
+        policy={"generic_cooldown_s": 0.0, "backoff_s": [30.0]},
+    )
+    async with open_pool(config, client_factory=world.factory()) as pool:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(pool.invoke, "help.GetConfig", {})
+            await trio.sleep(1.0)
+            (job,) = pool.jobs()
+            assert (job.state, job.attempts, job.account) == (JobPhase.BACKOFF, 1, "a1")
+            assert 28 < job.waiting_for["until_s"] <= 30
+            nursery.cancel_scope.cancel()

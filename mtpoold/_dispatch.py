@@ -293,7 +293,7 @@ class Dispatcher:
 
     def _why_waiting(self, job: Job, now: float) -> str:
         """One line: why no account it may use takes the waiting ``job`` now."""
-        busy = 0
+        busy = other = 0
         cooling: list[float] = []
         flood: list[float] = []
         budget: list[float] = []
@@ -320,8 +320,8 @@ class Dispatcher:
             elif hold_at > now:
                 budget.append(hold_at)
             else:
-                busy += 1  # free but behind earlier waiters (or a chat's slow mode)
-        total = busy + len(cooling) + len(flood) + len(budget)
+                other += 1  # free, but a chat's slow mode, or about to be handed on
+        total = busy + other + len(cooling) + len(flood) + len(budget)
         if total == 0:
             return "no account it may use is enabled"
         parts = []
@@ -334,6 +334,8 @@ class Dispatcher:
         ):
             if ends:
                 parts.append(f"{len(ends)} {label} until +{min(ends) - now:.1f} s")
+        if other:
+            parts.append(f"{other} free (slow mode or next in line)")
         return ", ".join(parts)
 
     # -- verbs: every change of scheduling state -------------------------------------------

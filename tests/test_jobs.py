@@ -114,7 +114,7 @@ async def test_jobs_show_each_hop_and_what_it_waits_for(
                 j for j in jobs if j.attempts == 1 and j.state is JobPhase.WAITING_ACCOUNT
             ]
             assert cooling.account == "d1"
-            assert "until +" in cooling.waiting_for["why"], cooling.waiting_for
+            assert cooling.waiting_for["why"] == "1 cooling until +36.0 s", cooling.waiting_for
             assert 35 < cooling.waiting_for["until_s"] <= 37
             for j in jobs:
                 assert j.method == "help.GetConfig"
@@ -323,4 +323,29 @@ async def test_a_job_backing_off_says_until_when(
             (job,) = pool.jobs()
             assert (job.state, job.attempts, job.account) == (JobPhase.BACKOFF, 1, "a1")
             assert 28 < job.waiting_for["until_s"] <= 30
+            nursery.cancel_scope.cancel()
+
+
+async def test_a_job_waiting_for_a_class_cooldown_says_so(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    world = World()
+    config = make_config(tmp_path, proxies={"p1": {"interval_s": 0.0}}, accounts={"a1": "p1"})
+    async with open_pool(config, client_factory=world.factory()) as pool:
+        # what a scoped FLOOD_WAIT of a ResolveUsername applies (the double names no TL function)
+        cause = "FLOOD_WAIT: FLOOD_WAIT_100 (420)"
+        until_at = trio.current_time() + 100
+        pool._dispatch.cool_down_class(pool._accounts["a1"], "resolve", until_at, cause)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(
+                lambda: pool.invoke("contacts.ResolveUsername", {"username": "durov"})
+            )
+            await trio.sleep(1.0)
+            (job,) = pool.jobs()
+            assert job.rate_classes == ("resolve",)
+            assert job.state is JobPhase.WAITING_ACCOUNT
+            assert job.waiting_for["why"].startswith("1 class cooldown until +9"), job
+            (acc,) = pool.statistics().accounts
+            assert acc.state is AccountState.IDLE  # it serves other classes meanwhile
+            assert [(c.rate_class, c.cause) for c in acc.rate_classes] == [("resolve", cause)]
             nursery.cancel_scope.cancel()

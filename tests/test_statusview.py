@@ -5,12 +5,16 @@ from __future__ import annotations
 
 import io
 import re
+from pathlib import Path
 from typing import Any
 
 import cattrs
 import pytest
+import trio
+import trio.testing
 from rich.console import Console
 
+from mtpoold._compose import open_pool
 from mtpoold._stats import (
     AccountState,
     AccountStatistics,
@@ -27,6 +31,8 @@ from mtpoold._statusview import (
     render_proxies,
     render_status,
 )
+
+from _fakeclient import World, make_config
 
 LONG_ERROR = (
     "GENERIC: ConnectionError: the server closed the connection while reading the reply"
@@ -344,3 +350,27 @@ def test_cli_choices_follow_the_view_and_the_states() -> None:
 
     assert _cli._STATUS_STATES == tuple(s.value for s in AccountState)
     assert _cli._STATUS_SORT_KEYS == _statusview.SORT_KEYS
+
+
+async def test_status_of_a_real_pool_of_1000_accounts_fits_80_columns(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    """The same on a real pool (scripted clients): 1,000 accounts on 100 proxies, one proxy
+    cooling, a proxy no account uses, the summary counting by state."""
+    proxies = {f"px{i:02d}": {"interval_s": 0.0} for i in range(100)}
+    accounts: dict[str, str | None] = {f"acc-{n:04d}": f"px{n % 99:02d}" for n in range(1000)}
+    config = make_config(tmp_path, proxies=proxies, accounts=accounts)
+    world = World()
+    async with open_pool(config, client_factory=world.factory()) as pool:
+        lane = pool._lanes["px07"]
+        pool._dispatch.cool_down_lane(lane, trio.current_time() + 42, "PROXY_UNAVAILABLE: refused")
+        pool.disable_account("acc-0000", "test")
+        stats = cattrs.unstructure(pool.statistics())
+    out = _render(render_status(stats))
+    assert max(map(len, out.splitlines())) <= 80
+    summary = next(line for line in out.splitlines() if line.startswith("accounts 1000:"))
+    assert summary == "accounts 1000: idle 988, cooldown 11, disabled 1"
+    assert re.search(r"^px07 .* 42s \(PROXY_UNAVAILABLE\) *$", out, re.M)
+    assert re.search(r"^px99 +socks5 +0 ", out, re.M)  # no account uses it
+    rows = [line for line in out.splitlines() if line.startswith("acc-")]
+    assert sum("proxy px07 cooling 42s" in row for row in rows) == 11

@@ -151,7 +151,16 @@ def _build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", parents=[common], help="run the daemon in the foreground")
     run.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
 
-    status = sub.add_parser("status", parents=[common], help="show proxies and accounts")
+    status = sub.add_parser(
+        "status",
+        parents=[common],
+        help="show proxies and accounts",
+        description="A summary (jobs; accounts by state, adding up to the total), every proxy"
+        " lane, then the accounts that need attention (cooling down, disabled, retired, held"
+        " back by their proxy or a rate class, failing), at most 20, fitted to the terminal's"
+        " width (80 columns when piped, or $COLUMNS). --state/--proxy/--tag list every"
+        " matching account instead; they shape the table only (--json prints the whole reply).",
+    )
     status.add_argument("--json", action="store_true", help="print the raw status JSON")
     status.add_argument(
         "--watch", type=_seconds, metavar="SECONDS", help="refresh every SECONDS (> 0)"

@@ -33,6 +33,8 @@ from ._errors import ErrorClass as ErrorClass
 from ._errors import Failure as Failure
 from ._errors import JobFailed as JobFailed
 from ._errors import MtpooldError as MtpooldError
+from ._jobs import JobPhase as JobPhase
+from ._jobs import JobStatistics as JobStatistics
 from ._latency import HistogramStatistics as HistogramStatistics
 from ._pool import JobMeta as JobMeta
 from ._pool import JobResult as JobResult
@@ -70,7 +72,9 @@ __all__ = [
     "HistogramStatistics",
     "JobFailed",
     "JobMeta",
+    "JobPhase",
     "JobResult",
+    "JobStatistics",
     "LaneStatistics",
     "MetricsConfig",
     "MtpooldError",

@@ -11,6 +11,7 @@ import attrs
 import trio
 
 from ._errors import ErrorClass, Failure, RateClassBlocked
+from ._jobs import JobPhase, JobProgress
 from ._lane import ProxyCoolingDown, ProxyLane
 from ._logformat import log_event
 from ._policy import Verdict
@@ -119,6 +120,14 @@ class Judged(Exception):
         self.verdict = verdict
 
 
+#: Error classes that are the caller's problem, not the account's (a peer that does not exist
+#: or this account cannot see, a bad argument): counted apart (``caller_errors``), never in
+#: the account's failures or its last error. Where the rule comes from: issue 13 (PEER_NOT_FOUND
+#: filled the failure counters of healthy accounts); the policy gives them no penalty either
+#: (`mtpoold._policy.decide`).
+CALLER_ERROR_CLASSES: Final = frozenset({ErrorClass.PEER_NOT_FOUND, ErrorClass.INVALID_ARGUMENT})
+
+
 #: ``judge(exc) -> (failure, verdict)``: classify and decide, synchronously. The pool's judge
 #: also applies a proxy cooldown at once (a failed connect is judged inside its lane slot).
 Judge = Callable[[BaseException], tuple[Failure, Verdict]]
@@ -180,11 +189,15 @@ class AccountWorker:
     peer_book: AccountPeers | None = None
     request_guard: RequestGuardLike | None = None
     cooldown_until_at: float = attrs.field(init=False, default=float("-inf"))
+    #: The failure behind the latest cooldown (``"FLOOD_WAIT: ..."``), or None.
+    cooldown_cause: str | None = attrs.field(init=False, default=None)
     disabled_reason: str | None = attrs.field(init=False, default=None)
     reserved: bool = attrs.field(init=False, default=False)
     retired: bool = attrs.field(init=False, default=False)
     calls_ok: int = attrs.field(init=False, default=0)
     calls_failed: int = attrs.field(init=False, default=0)
+    #: Calls that failed for the caller's reasons (`CALLER_ERROR_CLASSES`), counted apart.
+    caller_errors: int = attrs.field(init=False, default=0)
     errors_by_class: collections.Counter[str] = attrs.field(init=False, factory=collections.Counter)
     last_error_class: str | None = attrs.field(init=False, default=None)
     last_error_message: str | None = attrs.field(init=False, default=None)
@@ -265,6 +278,7 @@ class AccountWorker:
         call_deadline_s: float,
         judge: Judge,
         on_abandoned: OnAbandoned | None = None,
+        progress: JobProgress | None = None,
     ) -> T:
         """Run ``op`` on this account's client, one call at a time.
 
@@ -278,6 +292,10 @@ class AccountWorker:
             on_abandoned: Told ``(failure, verdict)`` when the caller cancels a connect that
                 had run at least `ABANDONED_CONNECT_MIN_S` (or its whole timeout) before the
                 DC ever answered: the proxy's failure all the same (the pool applies it).
+            progress: The job's `mtpoold._jobs.JobProgress`, told each hop (lane capacity,
+                gate, connecting, in the call), or None.
+
+        A failure of a class in `CALLER_ERROR_CLASSES` counts in ``caller_errors`` only.
 
         Returns:
             What ``op`` returned.
@@ -294,8 +312,8 @@ class AccountWorker:
         """
         async with self._lock:
             try:
-                client = await self._ensure_connected(judge, on_abandoned)
-                async with self.lane.slot():
+                client = await self._ensure_connected(judge, on_abandoned, progress)
+                async with self.lane.slot(progress):
                     self.last_used_at = trio.current_time()
                     with trio.fail_after(call_deadline_s):
                         result = await op(client)
@@ -310,8 +328,7 @@ class AccountWorker:
                 else:
                     failure, verdict = judge(exc)
                     cause = exc
-                if failure.error_class is not ErrorClass.INVALID_ARGUMENT:  # the caller's, not ours
-                    self._count_failure(failure)
+                self._count_failure(failure)
                 if verdict.reconnect:
                     await self._drop_connection()
                 raise Judged(failure, verdict) from cause
@@ -319,7 +336,9 @@ class AccountWorker:
             self.last_used_at = trio.current_time()
             return result
 
-    async def _ensure_connected(self, judge: Judge, on_abandoned: OnAbandoned | None) -> Client:
+    async def _ensure_connected(
+        self, judge: Judge, on_abandoned: OnAbandoned | None, progress: JobProgress | None
+    ) -> Client:
         if self._client is not None and self._client.is_connected():
             return self._client
         await self._drop_connection()
@@ -335,7 +354,7 @@ class AccountWorker:
         client = self._client
         started_at: float | None = None
         try:
-            async with self.lane.slot():
+            async with self.lane.slot(progress, JobPhase.CONNECTING):
                 started_at = trio.current_time()
                 try:
                     with trio.move_on_after(self.connect_timeout_s) as scope:
@@ -375,6 +394,12 @@ class AccountWorker:
         return client
 
     def _count_failure(self, failure: Failure) -> None:
+        """Count a judged failure: the caller's (`CALLER_ERROR_CLASSES`) in
+        ``caller_errors`` only, any other in ``calls_failed``, ``errors_by_class`` and the
+        last error."""
+        if failure.error_class in CALLER_ERROR_CLASSES:
+            self.caller_errors += 1
+            return
         name = failure.error_class.value
         self.calls_failed += 1
         self.errors_by_class[name] += 1
@@ -532,9 +557,11 @@ class AccountWorker:
             state=self.state(now),
             connected=self.connected,
             cooldown_remaining_s=cooldown_s,
+            cooldown_cause=self.cooldown_cause if cooldown_s > 0 else None,
             disabled_reason=self.disabled_reason,
             calls_ok=self.calls_ok,
             calls_failed=self.calls_failed,
+            caller_errors=self.caller_errors,
             errors_by_class=dict(self.errors_by_class),
             last_error_class=self.last_error_class,
             last_error_message=self.last_error_message,

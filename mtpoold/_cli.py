@@ -3,7 +3,9 @@
 Commands (the grammar, help texts and exit codes: `mtpoold._cliparser`)::
 
     mtpoold run [--config PATH] [--log-level LEVEL] [--log-format logfmt|json]
-    mtpoold status [--json] [--watch SECONDS]
+    mtpoold status [--json] [--watch SECONDS] [--wide] [--state S] [--proxy NAME] [--tag T]
+                   [--sort KEY] [--summary]
+    mtpoold jobs [--json]
     mtpoold call METHOD [ARGS_JSON] [--deadline-ms N] [--account ID] [--tags T[,T...]]
     mtpoold reload [--json]
     mtpoold accounts list [--json]
@@ -77,7 +79,7 @@ __all__ = ["entry", "main"]
 _Fail = CliFailure  # the commands' short name for it
 DEFAULT_CONFIG: Final = "mtpoold.toml"
 _USAGE_CODES: Final = frozenset({-32700, -32600, -32601, -32602, -32006})
-_NO_PARAMS: Final = frozenset({"ping", "status", "reload"})
+_NO_PARAMS: Final = frozenset({"ping", "status", "jobs", "reload"})
 _JOB_METHODS: Final = frozenset({"resolve", "get_messages"})
 
 
@@ -366,14 +368,34 @@ def _console() -> Console:
     return _Console(width=200) if wide else _Console()
 
 
-def _cmd_status(args: argparse.Namespace) -> int:
-    from ._statusview import render_status
+def _status_console(*, wide: bool) -> Console:
+    """The console of ``status`` and ``jobs``: the terminal's width, else ``$COLUMNS``, else
+    80 columns (piped output fits a terminal too); ``wide``: at least 240."""
+    from rich.console import Console
 
-    console = _console()
+    class _Console(Console):
+        def on_broken_pipe(self) -> None:
+            # rich would raise SystemExit(1); `main` exits 141 like every other command
+            raise BrokenPipeError(errno.EPIPE, "the reader of stdout went away")
+
+    width = 80
+    if sys.stdout.isatty():
+        width = _Console().width
+    elif (columns := os.environ.get("COLUMNS", "")).isdigit() and int(columns) > 0:
+        width = int(columns)
+    return _Console(width=max(width, 240) if wide else width)
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    from ._statusview import AccountFilter, render_status
+
+    console = _status_console(wide=args.wide)
+    only = AccountFilter(states=args.state, proxies=args.proxy, tags=args.tag)
+    params = {"summary": True} if args.summary else None
     count = 0
     while True:
         try:
-            stats = _request(args, "status", None, timeout_s=10.0)
+            stats = _request(args, "status", params, timeout_s=10.0)
         except _Fail as fail:
             if args.watch is None or fail.code != EXIT_UNREACHABLE:
                 raise
@@ -386,11 +408,22 @@ def _cmd_status(args: argparse.Namespace) -> int:
             if stats is None:
                 console.print(problem, style="red", markup=False)
             else:
-                console.print(render_status(stats))
+                console.print(render_status(stats, wide=args.wide, only=only, sort=args.sort))
         count += 1
         if args.watch is None or (args.watch_count is not None and count >= args.watch_count):
             return EXIT_OK
         trio.run(trio.sleep, args.watch)
+
+
+def _cmd_jobs(args: argparse.Namespace) -> int:
+    reply = _control(args, "jobs", None)
+    if args.json:
+        print(json.dumps(reply, indent=2, sort_keys=True))
+        return EXIT_OK
+    from ._statusview import render_jobs
+
+    _status_console(wide=False).print(render_jobs(reply))
+    return EXIT_OK
 
 
 def _cmd_call(args: argparse.Namespace) -> int:
@@ -563,6 +596,7 @@ def _cmd_authorize(args: argparse.Namespace) -> int:
 _COMMANDS: Final = {
     "run": _cmd_run,
     "status": _cmd_status,
+    "jobs": _cmd_jobs,
     "call": _cmd_call,
     "reload": _cmd_reload,
     "accounts": _cmd_accounts,
@@ -589,8 +623,8 @@ def main(argv: list[str] | None = None) -> int:
             parser.print_usage(sys.stderr)
             raise _Fail(
                 EXIT_USAGE,
-                "mtpoold: a command is required (run, status, call, reload, accounts, proxies,"
-                " authorize, check-config)",
+                "mtpoold: a command is required (run, status, jobs, call, reload, accounts,"
+                " proxies, authorize, check-config)",
             )
         return _COMMANDS[args.command](args)
     except _Fail as fail:

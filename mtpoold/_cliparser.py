@@ -61,6 +61,7 @@ CONTROL_METHODS: Final = frozenset(
         "get_messages",
         "ping",
         "status",
+        "jobs",
         "accounts.disable",
         "accounts.enable",
         "accounts.cooldowns",
@@ -70,7 +71,11 @@ CONTROL_METHODS: Final = frozenset(
     }
 )
 #: The commands that talk to a running daemon (and take ``--url`` / ``--token-file``).
-CLIENT_COMMANDS: Final = frozenset({"status", "call", "reload", "accounts", "proxies"})
+CLIENT_COMMANDS: Final = frozenset({"status", "jobs", "call", "reload", "accounts", "proxies"})
+#: ``status --sort`` keys (`mtpoold._statusview.SORT_KEYS`; not imported: rich is slow).
+STATUS_SORT_KEYS: Final = ("state", "id", "proxy", "cooldown", "failures", "last-used")
+#: ``status --state`` values: `mtpoold._stats.AccountState`.
+STATUS_STATES: Final = ("idle", "connecting", "ready", "busy", "cooldown", "disabled", "retired")
 DEFAULT_DISABLE_REASON: Final = "disabled by operator"
 
 
@@ -244,13 +249,19 @@ def build_parser() -> argparse.ArgumentParser:
     status = command(
         "status",
         "show proxies and accounts",
-        "Show the running daemon's proxies (lanes: capacity, rate gate, cooldowns, errors)"
-        " and accounts (state, cooldowns, last error), or the raw statistics as JSON.",
+        "A summary (jobs; accounts by state, adding up to the total), every proxy lane, then"
+        " the accounts that need attention (cooling down, disabled, retired, held back by their"
+        " proxy or a rate class, failing), at most 20, fitted to the terminal's width (80"
+        " columns when piped, or $COLUMNS). --state/--proxy/--tag list every matching account"
+        " instead; they shape the table only (--json prints the whole reply). States: idle,"
+        " connecting, ready, busy, cooldown, disabled, retired (README, Account states).",
         _epilog(
             [
                 "mtpoold status",
                 "mtpoold status --watch 2",
-                "mtpoold status --json | jq .accounts_ready",
+                "mtpoold status --state cooldown --sort cooldown",
+                "mtpoold status --proxy p1 --wide",
+                "mtpoold status --json | jq .accounts_by_state",
             ],
             _CLIENT_CODES,
         ),
@@ -261,6 +272,43 @@ def build_parser() -> argparse.ArgumentParser:
         "--watch", type=_seconds, metavar="SECONDS", help="refresh every SECONDS (> 0)"
     )
     status.add_argument("--watch-count", type=int, default=None, help=argparse.SUPPRESS)
+    status.add_argument(
+        "--wide", action="store_true", help="every account and every column (not 80 columns)"
+    )
+    status.add_argument(
+        "--state",
+        action="append",
+        default=[],
+        choices=STATUS_STATES,
+        help="only accounts in this state (repeatable)",
+    )
+    status.add_argument(
+        "--proxy", action="append", default=[], metavar="NAME", help="only this proxy's lane"
+    )
+    status.add_argument(
+        "--tag", action="append", default=[], metavar="T", help="only accounts with this tag"
+    )
+    status.add_argument(
+        "--sort",
+        default="state",
+        choices=STATUS_SORT_KEYS,
+        help="order of the accounts (default: state, the worst first)",
+    )
+    status.add_argument(
+        "--summary", action="store_true", help="the summary and the proxies only (cheap)"
+    )
+
+    jobs = command(
+        "jobs",
+        "show the jobs in flight and what each waits for",
+        "One line per job in flight, oldest first: its request (JSON-RPC id and connection),"
+        " method, rate classes, age, deadline left, state (waiting_account, backoff,"
+        " waiting_lane_capacity, waiting_gate, connecting, in_call, shared) and what it waits"
+        " for. Never a job's arguments.",
+        _epilog(["mtpoold jobs", "mtpoold jobs --json | jq '.jobs[].state'"], _CLIENT_CODES),
+        client_side=True,
+    )
+    jobs.add_argument("--json", action="store_true", help="print the raw jobs JSON")
 
     call = command(
         "call",

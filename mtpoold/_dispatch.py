@@ -7,13 +7,14 @@ import collections
 import heapq
 import itertools
 from collections.abc import Callable, Collection, Iterable, Iterator
-from typing import Final, Protocol, final
+from typing import Any, Final, Protocol, final
 
 import attrs
 import trio
 
 from ._account import AccountWorker
 from ._errors import ErrorClass, Failure, JobFailed
+from ._jobs import JobPhase, JobProgress
 from ._lane import ProxyLane
 from ._ready import ReadyIndex
 
@@ -77,6 +78,7 @@ class Job:
             only at ``earliest`` (trio clock, s), before its deadline: at its pick and when
             the dispatcher re-judges it (``lead``: why). A shared flight answers its members
             whose own deadlines come first (`mtpoold._share.Flights.shed`). None: nobody.
+        progress: Where its attempts are (`mtpoold._jobs.JobProgress`), for ``Pool.jobs``.
     """
 
     method: str
@@ -94,6 +96,7 @@ class Job:
     rate_classes: frozenset[str] = frozenset()
     lookup_class: str | None = None
     on_late: Callable[[float, str | None], None] | None = None
+    progress: JobProgress = attrs.field(factory=JobProgress)
 
     def accepts(self, acc: AccountWorker, *, allow_avoided: bool) -> bool:
         """Whether ``acc`` may serve this job (pin, tags, and unless allowed, not avoided)."""
@@ -237,6 +240,104 @@ class Dispatcher:
         """Jobs waiting for an account."""
         return len(self._waiters)
 
+    def describe_waiting(self, now: float) -> dict[int, tuple[JobPhase, dict[str, Any]]]:
+        """What each waiting job waits for, by ``id(job)``: `JobPhase.BACKOFF` with
+        ``until_s``, or `JobPhase.WAITING_ACCOUNT` with ``why`` (one line), ``position``
+        (1-based, among the waiting jobs) and ``until_s`` (seconds until an account could
+        start it; None: unknown). Read-only, for ``mtpoold jobs``, never on the scheduling
+        path: one scan of the accounts per distinct kind of waiting job (pin, tags, rate
+        classes, look-up): O(kinds × accounts + waiting).
+
+        Args:
+            now: The trio clock reading (s) the durations count from.
+        """
+        out: dict[int, tuple[JobPhase, dict[str, Any]]] = {}
+        # one scan per kind of job: its earliest start and why it waits depend on these only
+        kinds: dict[tuple[object, ...], tuple[float, str]] = {}
+        for position, w in enumerate(self._waiters, start=1):
+            job = w.job
+            if job.avoid and w.avoided_from_at is not None and w.avoided_from_at > now:
+                out[id(job)] = (
+                    JobPhase.BACKOFF,
+                    {
+                        "why": "failed on every account it may use; backs off before a retry",
+                        "until_s": w.avoided_from_at - now,
+                        "position": position,
+                    },
+                )
+                continue
+            kind = (
+                job.account,
+                job.tags,
+                job.rate_classes,
+                job.lookup_class,
+                job.peer_key if job.lookup_class is not None else None,
+            )
+            if kind not in kinds:
+                kinds[kind] = (self._earliest_at(job), self._why_waiting(job, now))
+            earliest_at, why = kinds[kind]
+            if w.knower_until_at is not None and w.knower_until_at > now:
+                why = (
+                    "knower hold: waits for a busy account that knows its peer, up to"
+                    f" {w.knower_until_at - now:.1f} s"
+                )
+            out[id(job)] = (
+                JobPhase.WAITING_ACCOUNT,
+                {
+                    "why": why,
+                    "position": position,
+                    "until_s": earliest_at - now if earliest_at < _INF else None,
+                },
+            )
+        return out
+
+    def _why_waiting(self, job: Job, now: float) -> str:
+        """One line: why no account it may use takes the waiting ``job`` now."""
+        busy = other = 0
+        cooling: list[float] = []
+        flood: list[float] = []
+        budget: list[float] = []
+        for acc in self._accounts.values():
+            if not job.accepts(acc, allow_avoided=True):
+                continue
+            if acc.disabled_reason is not None or acc.retired:
+                continue
+            if acc.schedulable_at() > now:
+                cooling.append(acc.schedulable_at())
+                continue
+            if acc.busy or acc.id in self.moving:
+                busy += 1
+                continue
+            floods = self._floods.get(acc.id, {})
+            holds = self._budget_holds.get(acc.id, {})
+            classes = set(job.rate_classes)
+            if job.lookup_class is not None and not self._knows(acc.id, job):
+                classes.add(job.lookup_class)
+            flood_at = max((floods[c][0] for c in classes if c in floods), default=-_INF)
+            hold_at = max((holds[c] for c in classes if c in holds), default=-_INF)
+            if flood_at > now:
+                flood.append(flood_at)
+            elif hold_at > now:
+                budget.append(hold_at)
+            else:
+                other += 1  # free, but a chat's slow mode, or about to be handed on
+        total = busy + other + len(cooling) + len(flood) + len(budget)
+        if total == 0:
+            return "no account it may use is enabled"
+        parts = []
+        if busy:
+            parts.append(f"all {busy} busy" if busy == total else f"{busy} busy")
+        for label, ends in (
+            ("cooling", cooling),
+            ("class cooldown", flood),
+            ("out of budget", budget),
+        ):
+            if ends:
+                parts.append(f"{len(ends)} {label} until +{min(ends) - now:.1f} s")
+        if other:
+            parts.append(f"{other} free (slow mode or next in line)")
+        return ", ".join(parts)
+
     # -- verbs: every change of scheduling state -------------------------------------------
 
     def reserve(self, acc: AccountWorker) -> AccountWorker:
@@ -268,6 +369,7 @@ class Dispatcher:
         if until_at <= acc.cooldown_until_at:
             return
         acc.cooldown_until_at = until_at
+        acc.cooldown_cause = cause or None
         if self.ready.is_free(acc):
             self.ready.discard(acc)
             self.ready.mark_free(acc)  # parks it until the cooldown ends
@@ -280,6 +382,7 @@ class Dispatcher:
         if until_at <= lane.cooldown_until_at:
             return
         lane.cooldown_until_at = until_at
+        lane.cooldown_cause = cause or None
         heapq.heappush(self._lane_ends, (until_at, next(self._seq), lane))
         self.ready.lane_changed(lane)
         self._rejudge(

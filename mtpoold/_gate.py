@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import random
 from collections import deque
-from typing import Final, final
+from typing import TYPE_CHECKING, Final, final
 
 import attrs
 import trio
 
+from ._jobs import JobPhase
 from ._stats import GateStatistics
+
+if TYPE_CHECKING:
+    from ._jobs import JobProgress
 
 #: Jitter added to every reserved start, in seconds (50–150 ms, so that bursts from many callers
 #: do not line up on the wire; provenance: docs/ARCHITECTURE.md, "Where the PHP system's
@@ -85,12 +89,13 @@ class RateGate:
             f"starts={self._starts}>"
         )
 
-    async def wait_for_slot(self) -> float:
+    async def wait_for_slot(self, progress: JobProgress | None = None) -> float:
         """Wait for this caller's start slot and return the start time (trio clock, seconds).
 
-        Always checkpoints. Cancellation is safe at any point: a cancelled waiter leaves the
-        queue and, if it held the head reservation, the next waiter reserves afresh from the
-        previous real start, so no slot is wasted.
+        ``progress``: the job's `mtpoold._jobs.JobProgress`, told when it queues (``turn``:
+        its place, for `eta`). Always checkpoints. Cancellation is safe at any point: a
+        cancelled waiter leaves the queue and, if it held the head reservation, the next
+        waiter reserves afresh from the previous real start, so no slot is wasted.
 
         Returns:
             The :func:`trio.current_time` at which the slot began.
@@ -101,6 +106,8 @@ class RateGate:
         self._queue.append(turn)
         if self._queue[0] is turn:
             turn.set()
+        if progress is not None:
+            progress.enter(JobPhase.WAITING_GATE, arrival_at, turn=turn)
         try:
             await turn.wait()
             low, high = self.jitter_s
@@ -140,6 +147,21 @@ class RateGate:
         low = self.jitter_s[0] if self.interval_s > 0 else 0.0
         first_at = max(trio.current_time() + low, self._last_start_at + self.interval_s)
         return first_at + ahead * max(self.interval_s, low)
+
+    def eta(self, turn: object) -> tuple[int, float] | None:
+        """Where a waiter stands: its 1-based position in the FIFO queue and the seconds
+        until its start slot (>= 0; for those behind the head a lower bound, one
+        ``interval_s`` per waiter ahead), or None if ``turn`` is not queued. O(queue).
+
+        Args:
+            turn: The token `wait_for_slot` gave its ``progress`` (`JobProgress.turn`).
+        """
+        for index, queued in enumerate(self._queue):
+            if queued is turn:
+                first_at = self._last_start_at + self.interval_s
+                slot_at = first_at + index * self.interval_s
+                return index + 1, max(0.0, slot_at - trio.current_time())
+        return None
 
     @property
     def last_start_at(self) -> float:

@@ -6,7 +6,7 @@ import collections
 import random
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import final
+from typing import TYPE_CHECKING, final
 
 import attrs
 import trio
@@ -16,8 +16,12 @@ import trio
 from ._config import NO_PROXY as NO_PROXY
 from ._errors import ErrorClass
 from ._gate import DEFAULT_JITTER_S, RateGate
+from ._jobs import JobPhase
 from ._latency import Histogram
 from ._stats import LaneStatistics
+
+if TYPE_CHECKING:
+    from ._jobs import JobProgress
 
 
 class ProxyCoolingDown(Exception):
@@ -74,6 +78,8 @@ class ProxyLane:
     #: End of the proxy cooldown (trio clock, s); set only by the dispatcher
     #: (`mtpoold._dispatch.Dispatcher.cool_down_lane`).
     cooldown_until_at: float = attrs.field(init=False, default=float("-inf"))
+    #: The failure behind the latest proxy cooldown, or None (set with ``cooldown_until_at``).
+    cooldown_cause: str | None = attrs.field(init=False, default=None)
     _consecutive_failures: int = attrs.field(init=False, default=0)
     calls: int = attrs.field(init=False, default=0)
     errors_by_class: collections.Counter[str] = attrs.field(init=False, factory=collections.Counter)
@@ -96,8 +102,14 @@ class ProxyLane:
         )
 
     @asynccontextmanager
-    async def slot(self) -> AsyncIterator[float]:
+    async def slot(
+        self, progress: JobProgress | None = None, phase: JobPhase = JobPhase.IN_CALL
+    ) -> AsyncIterator[float]:
         """Hold one capacity token and start at the gate's next slot.
+
+        Args:
+            progress: The job's `mtpoold._jobs.JobProgress`, told each hop: waiting for a
+                token, at the gate, then ``phase`` (the block: a call or a connect).
 
         Yields:
             The start time on the trio clock (seconds). The token is held until the
@@ -108,12 +120,16 @@ class ProxyLane:
                 comes free (it may have started cooling while this caller queued).
         """
         asked_at = trio.current_time()
+        if progress is not None:
+            progress.enter(JobPhase.WAITING_LANE_CAPACITY, asked_at, lane=self)
         async with self._limiter:
             self._check_not_cooling()
-            started_at = await self._gate.wait_for_slot()
+            started_at = await self._gate.wait_for_slot(progress)
             self._check_not_cooling()
             self.calls += 1
             self._gate_wait.observe(started_at - asked_at)
+            if progress is not None:
+                progress.enter(phase, started_at)
             try:
                 yield started_at
             finally:
@@ -139,6 +155,20 @@ class ProxyLane:
         """
         waiting_for_token = self._limiter.statistics().tasks_waiting
         return max(self.cooldown_until_at, self._gate.earliest_start_at(behind=waiting_for_token))
+
+    def gate_eta(self, turn: object) -> tuple[int, float] | None:
+        """`RateGate.eta` of this lane's gate: (1-based position, seconds to the slot)."""
+        return self._gate.eta(turn)
+
+    @property
+    def capacity_waiting(self) -> int:
+        """Callers waiting for a capacity token (not yet at the gate)."""
+        return self._limiter.statistics().tasks_waiting
+
+    @property
+    def in_flight(self) -> int:
+        """Capacity tokens held now (calls and connects)."""
+        return self._limiter.statistics().borrowed_tokens
 
     @property
     def last_start_at(self) -> float:
@@ -174,6 +204,7 @@ class ProxyLane:
         lim = self._limiter.statistics()
         gate = self._gate.statistics()
         now = trio.current_time()
+        cooldown_s = max(0.0, self.cooldown_until_at - now)
         return LaneStatistics(
             key=self.key,
             name=self.name,
@@ -185,7 +216,8 @@ class ProxyLane:
             interval_s=self.interval_s,
             calls=self.calls,
             errors_by_class=dict(self.errors_by_class),
-            cooldown_remaining_s=max(0.0, self.cooldown_until_at - now),
+            cooldown_remaining_s=cooldown_s,
+            cooldown_cause=self.cooldown_cause if cooldown_s > 0 else None,
             consecutive_failures=self.consecutive_failures,
             gate_wait=self._gate_wait.statistics(),
             call_latency=self._call_latency.statistics(),

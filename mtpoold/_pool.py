@@ -37,6 +37,7 @@ from ._budget import BudgetBook, RequestGuard, WarmUp
 from ._config import AccountConfig, Config, ProxyConfig, proxy_key
 from ._dispatch import BackoffPastDeadline, Dispatcher, Job
 from ._errors import ErrorClass, Failure, JobFailed, MtpooldError, RateClassBlocked
+from ._jobs import JobPhase, JobRegistry, JobStatistics
 from ._lane import NO_PROXY, ProxyCoolingDown, ProxyLane
 from ._logformat import iso_utc, log_event
 from ._peermemory import PeerMemory, first_peer_argument
@@ -47,8 +48,10 @@ from ._share import Answer, Flight, Flights, Member, check_max_age, identical_ke
 from ._stats import (
     AccountCooldowns,
     AccountState,
+    AccountStatistics,
     BudgetStatistics,
     ClassState,
+    LaneStatistics,
     PoolStatistics,
 )
 
@@ -279,6 +282,8 @@ class Pool:
     _jobs_by: collections.Counter[tuple[str, str]] = attrs.field(
         init=False, factory=collections.Counter
     )
+    #: The jobs in flight and their hops (`Pool.jobs`).
+    _registry: JobRegistry = attrs.field(init=False, factory=JobRegistry)
     _classes: RateClasses = attrs.field(init=False)
     _book: BudgetBook | None = attrs.field(init=False, default=None)
     #: The budget book while ``[economy] budgets = false`` (a reload turned them off): its
@@ -914,27 +919,33 @@ class Pool:
             )
         return tuple(out)
 
-    def statistics(self) -> PoolStatistics:
+    def statistics(self, *, accounts: bool = True) -> PoolStatistics:
         """Return a frozen snapshot of the pool, each lane and each account, the jobs by rate
         class and outcome, and the budgets summed over the accounts (`mtpoold._metrics`
-        exposes it to Prometheus)."""
+        exposes it to Prometheus).
+
+        Args:
+            accounts: False: the summary only (counts and lanes, ``accounts`` empty); no
+                account's snapshot is built, O(accounts) state reads.
+
+        The counts are by `AccountState` (``accounts_by_state``; ``accounts_ready`` is ready
+        plus idle, ``accounts_cooling`` cooldown, ``accounts_disabled`` disabled), one state
+        per account, so they add up to ``accounts_total``.
+        """
         now, now_unix = trio.current_time(), self._wall_clock()
-        accounts = tuple(
-            acc.statistics(
-                proxy_name=acc.lane.name,
-                now=now,
-                rate_classes=self._class_states(acc, now, now_unix),
+        by_state = dict.fromkeys((s.value for s in AccountState), 0)
+        for acc in self._accounts.values():
+            by_state[acc.state(now)] += 1
+        snapshots: tuple[AccountStatistics, ...] = ()
+        if accounts:
+            snapshots = tuple(
+                acc.statistics(
+                    proxy_name=acc.lane.name,
+                    now=now,
+                    rate_classes=self._class_states(acc, now, now_unix),
+                )
+                for acc in self._accounts.values()
             )
-            for acc in self._accounts.values()
-        )
-        ready = sum(1 for a in accounts if a.state in (AccountState.READY, AccountState.IDLE))
-        cooling = sum(
-            1
-            for acc in self._accounts.values()
-            if acc.disabled_reason is None
-            and max(acc.cooldown_until_at, acc.lane.cooldown_until_at) > now
-        )
-        disabled = sum(1 for a in accounts if a.state is AccountState.DISABLED)
         by_class: dict[str, dict[str, int]] = {}
         for (rate_class, outcome), n in sorted(self._jobs_by.items()):
             by_class.setdefault(rate_class, {})[outcome] = n
@@ -943,15 +954,16 @@ class Pool:
             jobs_in_flight=self._jobs_in_flight,
             jobs_ok=self._jobs_ok,
             jobs_failed=self._jobs_failed,
-            accounts_total=len(accounts),
-            accounts_ready=ready,
-            accounts_cooling=cooling,
-            accounts_disabled=disabled,
+            accounts_total=len(self._accounts),
+            accounts_by_state=by_state,
+            accounts_ready=by_state[AccountState.READY] + by_state[AccountState.IDLE],
+            accounts_cooling=by_state[AccountState.COOLDOWN],
+            accounts_disabled=by_state[AccountState.DISABLED],
             config_generation=self._generation,
             config_loaded_at=_utc_iso(self._loaded_at_unix),
             orphaned_accounts=self._orphaned,
-            proxies=tuple(lane.statistics() for lane in self._lanes.values()),
-            accounts=accounts,
+            proxies=self._lane_statistics(),
+            accounts=snapshots,
             jobs_by_class=by_class,
             budgets=self._budget_statistics(now_unix),
         )
@@ -992,6 +1004,91 @@ class Pool:
                 for window_s, _ in book.classes.windows(rate_class)
             )
         return tuple(out)
+
+    def _lane_statistics(self) -> tuple[LaneStatistics, ...]:
+        """Every lane, then every configured proxy no account uses (it has no lane: idle
+        numbers from its config), so a proxy never vanishes from ``status``."""
+        lanes = [lane.statistics() for lane in self._lanes.values()]
+        for proxy in self._config.proxies:
+            key = proxy_key(proxy)
+            if key not in self._lanes:
+                lanes.append(
+                    LaneStatistics(
+                        key=key,
+                        name=proxy.name,
+                        type=proxy.type,
+                        capacity=proxy.capacity,
+                        in_flight=0,
+                        waiting=0,
+                        next_slot_in_s=0.0,
+                        interval_s=proxy.interval_s,
+                        calls=0,
+                        errors_by_class={},
+                        cooldown_remaining_s=0.0,
+                        consecutive_failures=0,
+                    )
+                )
+        return tuple(lanes)
+
+    def jobs(self) -> tuple[JobStatistics, ...]:
+        """The jobs in flight, oldest first, each with its state and what it waits for.
+
+        O(jobs + lanes' gate queues) plus, per job waiting for an account, one scan of the
+        accounts it may use (`mtpoold._dispatch.Dispatcher.describe_waiting`). Never a job's
+        arguments: method, rate classes, accounts and lanes only.
+        """
+        now = trio.current_time()
+        waiting = self._dispatch.describe_waiting(now)
+        out = []
+        for entry in self._registry.entries():
+            job, shared = entry.job, False
+            if job is None and entry.flight is not None:
+                shared = True
+                progress = entry.flight.progress
+                job = progress if isinstance(progress, Job) else None
+            if job is None:
+                state, where = JobPhase.SHARED, {"why": "its shared flight is starting"}
+            else:
+                state, where = self._where(job, now, waiting)
+            connection, rpc_id = entry.origin or (None, None)
+            out.append(
+                JobStatistics(
+                    job=entry.number,
+                    connection=connection,
+                    rpc_id=rpc_id,
+                    method=entry.method,
+                    rate_classes=tuple(sorted(job.rate_classes)) if job is not None else (),
+                    age_s=now - entry.started_at,
+                    deadline_left_s=max(0.0, entry.deadline_at - now),
+                    attempts=job.attempts if job is not None else 0,
+                    account=job.progress.account if job is not None else None,
+                    shared=shared,
+                    state=state,
+                    waiting_for=where,
+                )
+            )
+        return tuple(out)
+
+    def _where(
+        self, job: Job, now: float, waiting: Mapping[int, tuple[JobPhase, dict[str, Any]]]
+    ) -> tuple[JobPhase, dict[str, Any]]:
+        """The state of ``job``'s attempts and what it waits for (`JobStatistics`)."""
+        p = job.progress
+        if p.phase is JobPhase.WAITING_ACCOUNT:
+            return waiting.get(id(job), (p.phase, {"why": "being scheduled"}))
+        lane = p.lane if isinstance(p.lane, ProxyLane) else None
+        where: dict[str, Any] = {"account": p.account, "lane": lane.name if lane else None}
+        if p.phase is JobPhase.WAITING_LANE_CAPACITY and lane is not None:
+            where.update(
+                in_flight=lane.in_flight, capacity=lane.capacity, queued=lane.capacity_waiting
+            )
+        elif p.phase is JobPhase.WAITING_GATE and lane is not None:
+            eta = lane.gate_eta(p.turn)
+            if eta is not None:
+                where.update(position=eta[0], slot_in_ms=eta[1] * 1000.0)
+        elif p.phase in (JobPhase.CONNECTING, JobPhase.IN_CALL):
+            where["elapsed_ms"] = (now - p.since_at) * 1000.0
+        return p.phase, where
 
     async def reload(self, config: Config) -> ReloadSummary:
         """Switch to a new, already validated config without dropping in-flight jobs.
@@ -1121,17 +1218,23 @@ class Pool:
         deadline_s = self._job_deadline_s(deadline_s, account)
         now = trio.current_time()
         job = self._new_job(method, now + deadline_s, account, frozenset(tags), peer_key)
-        with self._counted(method):
+        with self._counted(method, job.deadline_at, job=job):
             return await self._attempts(job, op)
 
     @contextlib.contextmanager
-    def _counted(self, method: str) -> Iterator[None]:
-        """Count one accepted job of ``method``: in flight while inside, then ok or failed,
-        and by its rate class and outcome (`PoolStatistics.jobs_by_class`)."""
+    def _counted(
+        self, method: str, deadline_at: float, *, job: Job | None = None, flight: Any = None
+    ) -> Iterator[None]:
+        """Count one accepted job of ``method``: in flight while inside (and in the registry of
+        jobs in flight, served by ``job``'s attempts or riding in ``flight``), then ok or
+        failed, and by its rate class and outcome (`PoolStatistics.jobs_by_class`)."""
         self._jobs_in_flight += 1
         outcome = "CANCELLED"
         try:
-            yield
+            with self._registry.track(
+                method, trio.current_time(), deadline_at, job=job, flight=flight
+            ):
+                yield
         except JobFailed as exc:
             outcome = exc.error_class.value
             self._jobs_failed += 1
@@ -1218,7 +1321,7 @@ class Pool:
         if key is not None and max_age_s > 0:
             hit = self._flights.cache.get(key, max_age_s)
             if hit is not None:
-                with self._counted(method):
+                with self._counted(method, now + deadline_s):
                     return JobResult(
                         value=hit.value if ids is None else project(hit.value, ids),
                         meta=JobMeta(
@@ -1233,7 +1336,7 @@ class Pool:
         economy = self._config.economy
         if key is None or not (economy.share_identical or merge_key is not None):
             job = self._new_job(method, now + deadline_s, account, tag_set, peer_key)
-            with self._counted(method):
+            with self._counted(method, job.deadline_at, job=job):
                 result = await self._attempts(job, lambda c: call(c, None))
             if key is not None and max_age_s > 0:
                 meta = result.meta
@@ -1261,7 +1364,7 @@ class Pool:
             earliest_at = self._dispatch.earliest_start_at(alone)
             if earliest_at > member.deadline_at:
                 self._flights.leave(flight, member)
-                with self._counted(method):
+                with self._counted(method, member.deadline_at):
                     raise self._dispatch.no_account(alone, earliest_at)
         if flight is None:
             flight = self._flights.start(
@@ -1271,7 +1374,7 @@ class Pool:
                 identical=economy.share_identical,
                 merge_key=merge_key,
             )
-        with self._counted(method):
+        with self._counted(method, member.deadline_at, flight=flight):
             answer = await self._flights.wait(flight, member)
         return JobResult(
             value=answer.value,
@@ -1339,6 +1442,7 @@ class Pool:
             deadline_scope = trio.move_on_at(job.deadline_at)
         with deadline_scope:
             while job.attempts < policy.max_attempts:
+                job.progress.enter(JobPhase.WAITING_ACCOUNT, trio.current_time())
                 try:
                     acc = await self._dispatch.acquire(job, retry_delay_s=retry_delay_s)
                 except BackoffPastDeadline as backoff:
@@ -1358,6 +1462,12 @@ class Pool:
                     raise failed from None
                 job.attempts += 1
                 job.last_account = acc.id
+                job.progress.enter(
+                    JobPhase.WAITING_LANE_CAPACITY,
+                    trio.current_time(),
+                    account=acc.id,
+                    lane=acc.lane,
+                )
                 try:
                     value = await self._attempt(job, acc, op)
                 except ProxyCoolingDown:
@@ -1483,6 +1593,7 @@ class Pool:
                 call_deadline_s=call_deadline_s,
                 judge=judge,
                 on_abandoned=lambda failure, verdict: self._abandoned(job, acc, failure, verdict),
+                progress=job.progress,
             )
             outcome = "OK"
             acc.lane.record_outcome(None)

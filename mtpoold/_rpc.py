@@ -95,6 +95,7 @@ __all__ = [
     "RequestId",
     "ResolveParams",
     "RpcError",
+    "StatusParams",
     "WireClass",
     "code_for_error_class",
     "encode_error",
@@ -551,7 +552,15 @@ class ReloadParams:
 
 @attrs.frozen
 class NoParams:
-    """Methods without parameters (``ping``, ``status``)."""
+    """Methods without parameters (``ping``, ``jobs``)."""
+
+
+@attrs.frozen
+class StatusParams:
+    """``status``: ``summary`` true answers the counts and the proxies only (``accounts``
+    empty; no account's snapshot is built: cheap for a fleet of thousands)."""
+
+    summary: bool = attrs.field(default=False, metadata={EXPECT: "true or false"})
 
 
 _Params: TypeAlias = (
@@ -565,6 +574,7 @@ _Params: TypeAlias = (
     | ClearCooldownParams
     | ForgetParams
     | ReloadParams
+    | StatusParams
     | NoParams
 )
 
@@ -591,7 +601,8 @@ _PARAMS_OF: Final[Mapping[str, type[_Params]]] = {
     "invoke": InvokeParams,
     "resolve": ResolveParams,
     "get_messages": GetMessagesParams,
-    "status": NoParams,
+    "status": StatusParams,
+    "jobs": NoParams,
     "ping": NoParams,
     "cancel": CancelParams,
     "accounts.disable": DisableParams,
@@ -616,7 +627,7 @@ def parse_params(method: str, params: dict[str, Any] | list[Any] | None) -> _Par
     Returns:
         One of `InvokeParams`, `ResolveParams`, `GetMessagesParams`, `CancelParams`,
         `DisableParams`, `EnableParams`, `CooldownsParams`, `ClearCooldownParams`,
-        `ForgetParams`, `ReloadParams`, `NoParams`.
+        `ForgetParams`, `ReloadParams`, `StatusParams`, `NoParams`.
 
     Raises:
         RpcError: METHOD_NOT_FOUND (-32601) for an unknown method; INVALID_PARAMS (-32602)

@@ -3,7 +3,7 @@
 One websocket connection carries many requests at once: every job (``invoke``, ``resolve``,
 ``get_messages``) runs in its own task in the connection's nursery and is answered, with its
 request id, as soon as it completes — replies come in completion order. Control methods
-(``ping``, ``status``, ``cancel``, ``accounts.disable``, ``accounts.enable``,
+(``ping``, ``status``, ``jobs``, ``cancel``, ``accounts.disable``, ``accounts.enable``,
 ``accounts.cooldowns``, ``accounts.clear_cooldown``,
 ``accounts.forget``) never block and are answered inline by the connection's reader, so they
 stay available at the in-flight limit. ``reload`` reads a file and may wait for another
@@ -68,6 +68,7 @@ from wsproto.events import BytesMessage, CloseConnection, TextMessage
 from ._config import DaemonConfig
 from ._errors import ConfigError, ErrorClass, JobFailed, redact
 from ._httprpc import HeadError, HttpClass, Refusal, ReplayStream, read_head, refuse, serve_http
+from ._jobs import JOB_ORIGIN
 from ._listen import DEFAULT_LISTEN as DEFAULT_LISTEN
 from ._listen import ListenAddress as ListenAddress
 from ._listen import parse_listen as parse_listen
@@ -94,6 +95,7 @@ from ._rpc import (
     RequestId,
     ResolveParams,
     RpcError,
+    StatusParams,
     WireClass,
     code_for_error_class,
     encode_error,
@@ -193,7 +195,9 @@ class PoolAPI(Protocol):
         max_age_s: float = 0.0,
     ) -> _JobResultLike: ...
 
-    def statistics(self) -> object: ...
+    def statistics(self, *, accounts: bool = True) -> object: ...
+
+    def jobs(self) -> Sequence[object]: ...
 
     def disable_account(self, account_id: str, reason: str | None = None) -> str: ...
 
@@ -863,8 +867,12 @@ class RpcServer:
     def _control(self, conn: _Connection, method: str, params: object) -> object:
         if method == "ping":
             return {"pong": True, "time": time.time()}
-        if method == "status":
+        if isinstance(params, StatusParams):
+            if params.summary:
+                return cattrs.unstructure(self.pool.statistics(accounts=False))
             return cattrs.unstructure(self.pool.statistics())
+        if method == "jobs":
+            return {"jobs": [cattrs.unstructure(job) for job in self.pool.jobs()]}
         if isinstance(params, CancelParams):
             call = conn.calls.get(_key(params.id))
             if call is None:
@@ -921,6 +929,7 @@ class RpcServer:
 
     async def _run_job(self, conn: _Connection, call: _Call, params: object) -> None:
         reply: str | None = None
+        JOB_ORIGIN.set((conn.remote, call.id))  # this task's own context: `mtpoold jobs`
         try:
             with call.scope:
                 try:

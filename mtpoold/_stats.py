@@ -14,22 +14,34 @@ from ._latency import HistogramStatistics
 
 
 class AccountState(enum.StrEnum):
-    """What an account is doing, as `mtpoold._account.AccountWorker.state` reads it and
-    `AccountStatistics.state` shows it (a string on the wire: ``"ready"``, ...)."""
+    """What an account is doing: the one vocabulary of `AccountWorker.state`
+    (`mtpoold._account`), `AccountStatistics.state`, the summary's
+    `PoolStatistics.accounts_by_state`, ``mtpoold status`` and ``docs/CONTRACTS.md`` ("Account
+    states"). A string on the wire (``"ready"``, ...). An account is in exactly one state: the
+    first of retired, disabled, connecting, busy, cooldown, then ready or idle that holds.
+    """
 
-    #: No connection; free to take a call (it connects first).
+    #: No connection, free: a job may take it (it connects first, through a lane slot).
+    #: In: the pool opened, the idle disconnect, a failure that drops the connection.
+    #: Out: a job takes it (busy, connecting).
     IDLE = "idle"
-    #: Connecting (through a lane slot).
+    #: Connecting for a job (TCP, proxy handshake, auth key, through a lane slot).
+    #: Out: the call starts (busy) or the connect fails (cooldown, idle, disabled).
     CONNECTING = "connecting"
-    #: Connected and free.
+    #: Connected and free. In: a call ended well, or a cooldown ended on a live connection.
+    #: Out: a job takes it (busy), the idle disconnect (idle), a failure.
     READY = "ready"
-    #: A call holds it.
+    #: A call (or its keepalive ping) holds it. Out: the call ends (ready, idle, cooldown,
+    #: disabled).
     BUSY = "busy"
-    #: Its own cooldown or its proxy's holds it back.
+    #: Held back by its own cooldown (FLOOD_WAIT, PEER_FLOOD, STREAM_CLOSED, ...) or by its
+    #: proxy's (PROXY_UNAVAILABLE). Out: the cooldown ends or ``accounts clear-cooldown``.
+    #: A rate-class cooldown does not move it here: it still serves the other classes.
     COOLDOWN = "cooldown"
-    #: Out of scheduling until an operator enables it (or it is re-authorized).
+    #: Out of scheduling: ``accounts disable``, or Telegram revoked or restricted it. Kept
+    #: across restarts. Out: ``accounts enable`` (or re-authorize).
     DISABLED = "disabled"
-    #: Removed from the config by a reload; its call in flight, if any, runs on.
+    #: Removed from the config by a reload; its call in flight, if any, runs on. Final.
     RETIRED = "retired"
 
 
@@ -67,6 +79,8 @@ class LaneStatistics:
         calls: Calls and connects started through this lane.
         errors_by_class: Failed calls by error class name.
         cooldown_remaining_s: Seconds the proxy stays out of scheduling (0 when usable).
+        cooldown_cause: The failure behind that cooldown (``"PROXY_UNAVAILABLE: ..."``,
+            redacted; ``"stored"``: restored from the state store), or None.
         consecutive_failures: PROXY_UNAVAILABLE failures in a row (drives the backoff).
         gate_wait: Seconds from asking this lane for a slot to the start (capacity token and
             rate gate), per start; a waiter that gave up or met a proxy cooldown is not in it.
@@ -85,6 +99,7 @@ class LaneStatistics:
     calls: int
     errors_by_class: dict[str, int]
     cooldown_remaining_s: float
+    cooldown_cause: str | None = None
     consecutive_failures: int
     gate_wait: HistogramStatistics = attrs.field(factory=HistogramStatistics)
     call_latency: HistogramStatistics = attrs.field(factory=HistogramStatistics)
@@ -139,11 +154,16 @@ class AccountStatistics:
         connected: Whether its MTProto connection is up.
         cooldown_remaining_s: Seconds left of the account's own cooldown (0 when none); a
             proxy cooldown shows in its lane and makes ``state`` "cooldown".
+        cooldown_cause: The failure behind its own cooldown (``"FLOOD_WAIT: ..."``, redacted;
+            ``"stored"``: restored from the state store), or None.
         disabled_reason: Why it was disabled, or None.
         calls_ok: Calls that returned a result.
-        calls_failed: Calls that raised.
-        errors_by_class: Failed calls by error class name.
-        last_error_class: Class of the last failure, or None.
+        calls_failed: Calls that failed for the account's reasons (not the caller's).
+        caller_errors: Calls that failed for the caller's reasons (PEER_NOT_FOUND,
+            INVALID_ARGUMENT: `mtpoold._account.CALLER_ERROR_CLASSES`); counted apart, in
+            neither ``calls_failed``, ``errors_by_class`` nor the last error.
+        errors_by_class: The account's failed calls by error class name.
+        last_error_class: Class of the last failure (not the caller's), or None.
         last_error_message: Redacted message of the last failure, or None.
         last_used_s_ago: Seconds since its last call started, or None if never used.
         tags: The account's tags from the config.
@@ -156,9 +176,11 @@ class AccountStatistics:
     state: AccountState
     connected: bool
     cooldown_remaining_s: float
+    cooldown_cause: str | None = None
     disabled_reason: str | None
     calls_ok: int
     calls_failed: int
+    caller_errors: int = 0
     errors_by_class: dict[str, int]
     last_error_class: str | None
     last_error_message: str | None
@@ -176,15 +198,19 @@ class PoolStatistics:
         jobs_in_flight: Jobs accepted and not yet answered.
         jobs_ok: Jobs answered with a result.
         jobs_failed: Jobs answered with an error.
-        accounts_total: Accounts in the current config.
-        accounts_ready: Accounts that could take a call now.
-        accounts_cooling: Accounts in a cooldown (their own or their proxy's).
-        accounts_disabled: Disabled accounts.
+        accounts_total: Accounts in the current config (retired ones whose call still runs
+            included).
+        accounts_by_state: Accounts by `AccountState` value, every state present (0 too):
+            the values add up to ``accounts_total``.
+        accounts_ready: Accounts free to take a call now: state ``ready`` or ``idle``.
+        accounts_cooling: Accounts in state ``cooldown`` (their own or their proxy's).
+        accounts_disabled: Accounts in state ``disabled``.
         config_generation: 1 for the config the pool opened with, +1 per successful reload.
         config_loaded_at: When that config was loaded, ISO 8601 UTC.
         orphaned_accounts: Accounts the state store remembers that the config no longer has.
         proxies: One snapshot per lane.
-        accounts: One snapshot per account.
+        accounts: One snapshot per account (empty when only the summary was asked for:
+            ``Pool.statistics(accounts=False)``, ``status`` with ``{"summary": true}``).
         jobs_by_class: Answered jobs by the job's rate class and outcome:
             ``{"resolve": {"OK": 3, "FLOOD_WAIT": 1}}``; the class is ``resolve`` for
             ``resolve``, ``read`` for ``get_messages``, the TL function's class for ``invoke``
@@ -200,6 +226,7 @@ class PoolStatistics:
     jobs_ok: int
     jobs_failed: int
     accounts_total: int
+    accounts_by_state: dict[str, int] = attrs.field(factory=dict)
     accounts_ready: int
     accounts_cooling: int
     accounts_disabled: int

@@ -1,31 +1,58 @@
-"""Rich tables for ``mtpoold status``, drawn from the ``status`` reply.
+"""Rich views for ``mtpoold status``, ``accounts list``, ``proxies list``, ``accounts
+cooldowns`` and ``jobs``, drawn from the daemon's replies.
 
 Input is the JSON shape of ``cattrs.unstructure(pool.statistics())`` (``PoolStatistics`` in
-``docs/CONTRACTS.md``). Missing keys show as ``-`` rather than failing, so a CLI and a daemon of
-slightly different versions still talk. Every cell is plain `rich.text.Text`: account names,
-reasons and error messages are never read as markup.
+``docs/CONTRACTS.md``), of ``Pool.cooldowns`` and of ``Pool.jobs``. Missing keys show as ``-``
+rather than failing, so a CLI and a daemon of slightly different versions still talk. Every
+cell is plain `rich.text.Text`: account names, reasons and error messages are never read as
+markup.
+
+The default ``status`` view is made for a fleet of thousands on an 80-column terminal: a
+summary first (jobs; accounts by `AccountState`, adding up to the total), every proxy lane
+(one no account uses too), then only the accounts that need attention (`needs_attention`),
+at most ``limit`` of them. Every cell is one line (``no_wrap``, cut with an ellipsis), so
+a table never gets wider than the console; ``wide=True`` lists every account with every
+column.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+import json
+import math
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, Final
 
-from rich.console import Group, RenderableType
+from rich import box
+from rich.console import Console, ConsoleOptions, Group, RenderableType, RenderResult
 from rich.table import Table
 from rich.text import Text
 
 from ._stats import AccountState
 
 __all__ = [
+    "ATTENTION_LIMIT",
+    "SORT_KEYS",
+    "AccountFilter",
     "format_duration",
+    "format_short",
+    "held_back",
+    "needs_attention",
     "render_accounts",
     "render_cooldowns",
+    "render_jobs",
     "render_proxies",
     "render_status",
+    "state_counts",
 ]
 
 _DASH = "-"
+#: Accounts the default ``status`` view lists at most (the rest: "... and N more").
+ATTENTION_LIMIT: Final = 20
+#: Longest last-error message shown in the narrow view, characters (the cell is cut too).
+_ERROR_CHARS: Final = 40
+
+#: The states in the order the summary counts them (`AccountState`).
+_STATE_ORDER: Final = tuple(AccountState)
 
 
 def format_duration(seconds: object) -> str:
@@ -36,6 +63,8 @@ def format_duration(seconds: object) -> str:
     """
     if isinstance(seconds, bool) or not isinstance(seconds, int | float) or seconds <= 0:
         return _DASH
+    if not math.isfinite(seconds):
+        return "forever"
     if seconds < 60:
         return f"{seconds:.1f}s"
     total = int(round(seconds))
@@ -49,10 +78,36 @@ def format_duration(seconds: object) -> str:
     return f"{minutes}m {secs:02d}s"
 
 
-def _errors(by_class: object) -> str:
-    if not isinstance(by_class, Mapping) or not by_class:
+def format_short(seconds: object) -> str:
+    """A duration in at most two units, no spaces: ``42`` -> ``"42s"``, ``303`` ->
+    ``"5m03s"``, ``86340`` -> ``"23h59m"``, ``183600`` -> ``"2d03h"``; 0/None -> ``"-"``.
+
+    Args:
+        seconds: A duration in seconds; under 10 s it keeps one decimal (``"2.5s"``).
+    """
+    if isinstance(seconds, bool) or not isinstance(seconds, int | float) or seconds <= 0:
         return _DASH
-    return ", ".join(f"{name} {count}" for name, count in sorted(by_class.items()))
+    if not math.isfinite(seconds):
+        return "forever"
+    if seconds < 10:
+        return f"{seconds:.1f}s"
+    total = int(math.ceil(seconds))
+    days, rest = divmod(total, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    if days:
+        return f"{days}d{hours:02d}h"
+    if hours:
+        return f"{hours}h{minutes:02d}m"
+    if minutes:
+        return f"{minutes}m{secs:02d}s"
+    return f"{secs}s"
+
+
+def _num(value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return 0.0
+    return float(value)
 
 
 def _cell(value: object) -> Text:
@@ -61,6 +116,17 @@ def _cell(value: object) -> Text:
     if isinstance(value, float):
         return Text(f"{value:g}")
     return Text(str(value))
+
+
+def _errors(by_class: object, *, top: int | None = None) -> str:
+    """``FLOOD_WAIT 2, STREAM_CLOSED 1``; with ``top``: the largest ``top`` then ``+N``."""
+    if not isinstance(by_class, Mapping) or not by_class:
+        return _DASH
+    items = sorted(by_class.items(), key=lambda kv: (-_num(kv[1]), str(kv[0])))
+    if top is None:
+        return ", ".join(f"{name} {count}" for name, count in sorted(by_class.items()))
+    shown = ", ".join(f"{name} {count}" for name, count in items[:top])
+    return shown + (f" +{len(items) - top}" if len(items) > top else "")
 
 
 _STATE_STYLE: dict[str, str] = {
@@ -74,153 +140,490 @@ _STATE_STYLE: dict[str, str] = {
 }
 
 
-def _proxies_table(proxies: list[Mapping[str, Any]]) -> Table:
-    table = Table(title="Proxies", title_justify="left", expand=False)
-    for name, justify in [
-        ("key", "left"),
-        ("name", "left"),
-        ("type", "left"),
-        ("in flight", "right"),
-        ("queue", "right"),
-        ("next slot", "right"),
-        ("calls", "right"),
-        ("errors", "left"),
-        ("cooldown", "right"),
-    ]:
-        no_wrap = name in ("key", "name")
-        table.add_column(name, justify=justify, no_wrap=no_wrap)  # type: ignore[arg-type]
+class _Grid:
+    """A table of one-line cells that fits the console's width: every column as wide as its
+    widest cell (header included), and when that is too wide the flexible columns give up
+    width down to their header (at least 6 characters) — those of the highest ``flex`` first,
+    among equals the widest first; what no longer fits a cell is cut with an ellipsis.
+    Headers are never cut, nothing wraps.
+    """
+
+    _GAP: Final = 1  # characters between two columns (the box's blank separator, no padding)
+    _FLEX_MIN: Final = 6
+
+    def __init__(self, title: str | None) -> None:
+        self.title = title
+        self._columns: list[tuple[str, bool, int]] = []  # header, right, flex (0: fixed)
+        self._rows: list[list[Text]] = []
+
+    def add_column(self, header: str, *, right: bool = False, flex: int = 0) -> None:
+        self._columns.append((header, right, flex))
+
+    def add_row(self, *cells: Text) -> None:
+        self._rows.append(list(cells))
+
+    @property
+    def row_count(self) -> int:
+        return len(self._rows)
+
+    def widths(self, max_width: int) -> list[int]:
+        """Each column's width for a console ``max_width`` characters wide."""
+        widths = [
+            max([len(h)] + [r[i].cell_len for r in self._rows if i < len(r)])
+            for i, (h, _, _) in enumerate(self._columns)
+        ]
+        floors = [
+            max(len(h), self._FLEX_MIN) if flex else widths[i]
+            for i, (h, _, flex) in enumerate(self._columns)
+        ]
+        excess = sum(widths) + self._GAP * (len(widths) - 1) - max_width
+        while excess > 0:
+            room = [
+                (self._columns[i][2], widths[i] - floors[i], i)
+                for i in range(len(widths))
+                if widths[i] > floors[i]
+            ]
+            if not room:
+                break  # only fixed columns left: rich cuts them as a last resort
+            i = max(room)[2]
+            widths[i] -= 1
+            excess -= 1
+        return widths
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        table = Table(
+            title=self.title,
+            title_justify="left",
+            box=box.SIMPLE_HEAD,
+            padding=0,
+            pad_edge=False,
+            show_edge=False,
+            expand=False,
+        )
+        for (header, right, _), width in zip(
+            self._columns, self.widths(options.max_width), strict=True
+        ):
+            table.add_column(
+                header,
+                justify="right" if right else "left",
+                no_wrap=True,
+                overflow="ellipsis",
+                width=width,
+            )
+        for row in self._rows:
+            table.add_row(*row)
+        yield table
+
+
+def _table(title: str | None) -> _Grid:
+    return _Grid(title)
+
+
+def _column(table: _Grid, header: str, *, right: bool = False, ratio: int = 0) -> None:
+    table.add_column(header, right=right, flex=ratio)
+
+
+# --- the pieces of an account's row -------------------------------------------------------------
+
+
+def _lanes_by_key(stats: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]:
+    return {str(p.get("key")): p for p in stats.get("proxies") or () if isinstance(p, Mapping)}
+
+
+def _class_cooling(classes: object) -> list[tuple[float, str, str]]:
+    """(seconds left, class, cause code) of every rate class cooling down or budget-held."""
+    out: list[tuple[float, str, str]] = []
+    if not isinstance(classes, list):
+        return out
+    for c in classes:
+        if not isinstance(c, Mapping):
+            continue
+        name = str(c.get("rate_class", _DASH))
+        cooling = _num(c.get("cooldown_remaining_s"))
+        frees = _num(c.get("budget_frees_in_s"))
+        if cooling > 0:
+            out.append((cooling, name, _code(c.get("cause")) or "cooldown"))
+        elif frees > 0:
+            out.append((frees, name, "budget"))
+    out.sort(key=lambda t: -t[0])
+    return out
+
+
+def _code(cause: object) -> str | None:
+    """The error code of a cause: ``"FLOOD_WAIT: FLOOD_WAIT_37 (420)"`` -> ``FLOOD_WAIT``."""
+    if not isinstance(cause, str) or not cause:
+        return None
+    return cause.split(":", 1)[0].strip() or None
+
+
+def held_back(account: Mapping[str, Any], lanes: Mapping[str, Mapping[str, Any]]) -> str:
+    """One compact cell saying what holds the account back and for how long, or ``"-"``.
+
+    The account's own cooldown with its cause (``"cooling 12s (FLOOD_WAIT)"``), else its
+    proxy's (``"proxy p1 cooling 42s"``; the cause is in the proxies table), then its
+    longest rate-class block (``"resolve 23h59m (FLOOD_WAIT)"``, ``"join 5m03s (budget)"``)
+    with ``"+N more"``. Durations from `format_short`.
+
+    Args:
+        account: One ``AccountStatistics`` as JSON.
+        lanes: The ``proxies`` of the same reply by key (the proxy cooldown is the lane's).
+    """
+    parts: list[str] = []
+    own = _num(account.get("cooldown_remaining_s"))
+    lane = lanes.get(str(account.get("proxy_key")))
+    proxy_s = _num(lane.get("cooldown_remaining_s")) if lane is not None else 0.0
+    if own > 0:
+        code = _code(account.get("cooldown_cause"))
+        parts.append(f"cooling {format_short(own)}" + (f" ({code})" if code else ""))
+    elif proxy_s > 0:
+        name = account.get("proxy_name") or account.get("proxy_key")
+        parts.append(f"proxy {name} cooling {format_short(proxy_s)}")
+    classes = _class_cooling(account.get("rate_classes"))
+    if classes:
+        seconds, name, code = classes[0]
+        parts.append(f"{name} {format_short(seconds)} ({code})")
+        if len(classes) > 1:
+            parts[-1] += f" +{len(classes) - 1} more"
+    return ", ".join(parts) if parts else _DASH
+
+
+def _last_error(account: Mapping[str, Any], *, chars: int | None) -> str:
+    """``CLASS: message`` on one line, the message cut to ``chars`` (None: whole)."""
+    last_class, message = account.get("last_error_class"), account.get("last_error_message")
+    if not last_class:
+        return _DASH
+    if not message:
+        return str(last_class)
+    text = " ".join(str(message).split())  # one line, whatever the message held
+    if chars is not None and len(text) > chars:
+        text = text[: chars - 1] + "…"
+    return f"{last_class}: {text}"
+
+
+def _proxy_cooling_s(account: Mapping[str, Any], lanes: Mapping[str, Mapping[str, Any]]) -> float:
+    lane = lanes.get(str(account.get("proxy_key")))
+    return _num(lane.get("cooldown_remaining_s")) if lane is not None else 0.0
+
+
+def _held_s(account: Mapping[str, Any], lanes: Mapping[str, Mapping[str, Any]]) -> float:
+    """The longest of its own, its proxy's and its rate classes' cooldowns, seconds."""
+    classes = _class_cooling(account.get("rate_classes"))
+    return max(
+        _num(account.get("cooldown_remaining_s")),
+        _proxy_cooling_s(account, lanes),
+        classes[0][0] if classes else 0.0,
+    )
+
+
+def needs_attention(account: Mapping[str, Any], lanes: Mapping[str, Mapping[str, Any]]) -> bool:
+    """Whether the default ``status`` view lists the account: it is cooling down, disabled
+    or retired (its state); its proxy or one of its rate classes holds it back; or it is
+    failing (more failed calls than calls that returned a result).
+
+    Args:
+        account: One ``AccountStatistics`` as JSON.
+        lanes: The ``proxies`` of the same reply by key.
+    """
+    state = account.get("state")
+    if state in (AccountState.COOLDOWN, AccountState.DISABLED, AccountState.RETIRED):
+        return True
+    if _held_s(account, lanes) > 0:
+        return True
+    return _num(account.get("calls_failed")) > _num(account.get("calls_ok"))
+
+
+_SEVERITY: Final[dict[str, int]] = {
+    AccountState.DISABLED: 0,
+    AccountState.RETIRED: 1,
+    AccountState.COOLDOWN: 2,
+    AccountState.CONNECTING: 3,
+    AccountState.BUSY: 4,
+    AccountState.READY: 5,
+    AccountState.IDLE: 6,
+}
+
+#: ``--sort`` keys: how each orders the accounts (ties by id).
+SORT_KEYS: Final = ("state", "id", "proxy", "cooldown", "failures", "last-used")
+
+
+def _sorter(
+    key: str, lanes: Mapping[str, Mapping[str, Any]]
+) -> Callable[[Mapping[str, Any]], tuple[Any, ...]]:
+    def ident(a: Mapping[str, Any]) -> str:
+        return str(a.get("id", ""))
+
+    if key == "id":
+        return lambda a: (ident(a),)
+    if key == "proxy":
+        return lambda a: (str(a.get("proxy_name") or a.get("proxy_key") or ""), ident(a))
+    if key == "cooldown":  # the longest held back first
+        return lambda a: (-_held_s(a, lanes), ident(a))
+    if key == "failures":
+        return lambda a: (-_num(a.get("calls_failed")), ident(a))
+    if key == "last-used":  # the most recently used first, never used last
+
+        def last_used(a: Mapping[str, Any]) -> tuple[Any, ...]:
+            ago = a.get("last_used_s_ago")
+            return (ago is None, _num(ago), ident(a))
+
+        return last_used
+    # "state": the worst first (disabled, retired, cooling...), the longest held back first
+    return lambda a: (_SEVERITY.get(str(a.get("state")), 9), -_held_s(a, lanes), ident(a))
+
+
+class AccountFilter:
+    """Which accounts a view lists: ``--state`` (any of), ``--proxy`` (name or key),
+    ``--tag`` (all of). No criterion: the view decides (attention, or everything).
+
+    Args:
+        states: State names (`AccountState` values) an account may be in.
+        proxies: Proxy names or keys an account may call through.
+        tags: Tags an account must all carry.
+    """
+
+    def __init__(
+        self,
+        states: Iterable[str] = (),
+        proxies: Iterable[str] = (),
+        tags: Iterable[str] = (),
+    ) -> None:
+        self.states = frozenset(states)
+        self.proxies = frozenset(proxies)
+        self.tags = frozenset(tags)
+
+    def __bool__(self) -> bool:
+        return bool(self.states or self.proxies or self.tags)
+
+    def accepts(self, account: Mapping[str, Any]) -> bool:
+        """Whether ``account`` (``AccountStatistics`` as JSON) passes every criterion."""
+        if self.states and str(account.get("state")) not in self.states:
+            return False
+        if self.proxies and not (
+            str(account.get("proxy_name")) in self.proxies
+            or str(account.get("proxy_key")) in self.proxies
+        ):
+            return False
+        tags = account.get("tags") or ()
+        return not self.tags or self.tags <= set(map(str, tags))
+
+    def accepts_proxy(self, proxy: Mapping[str, Any]) -> bool:
+        """Whether a lane (``LaneStatistics`` as JSON) is shown (only ``--proxy`` filters)."""
+        return not self.proxies or bool(
+            {str(proxy.get("name")), str(proxy.get("key"))} & self.proxies
+        )
+
+
+# --- tables -------------------------------------------------------------------------------------
+
+
+def _proxies_table(
+    proxies: Sequence[Mapping[str, Any]],
+    accounts_per_lane: Mapping[str, int] | None,
+    *,
+    wide: bool,
+    title: str | None = "Proxies",
+) -> _Grid:
+    table = _table(title)
+    if wide:
+        _column(table, "key", ratio=1)
+    _column(table, "proxy", ratio=1)
+    _column(table, "type")
+    if accounts_per_lane is not None:
+        _column(table, "accts", right=True)
+    _column(table, "load", right=True)
+    _column(table, "queue", right=True)
+    _column(table, "next", right=True)
+    _column(table, "calls", right=True)
+    _column(table, "errors", ratio=2)
+    _column(table, "cooldown", right=True)
     for p in proxies:
         next_slot = p.get("next_slot_in_s")
-        table.add_row(
-            _cell(p.get("key")),
-            _cell(p.get("name")),
-            _cell(p.get("type")),
+        row = []
+        if wide:
+            row.append(_cell(p.get("key")))
+        row += [_cell(p.get("name") or p.get("key")), _cell(p.get("type"))]
+        if accounts_per_lane is not None:
+            row.append(Text(str(accounts_per_lane.get(str(p.get("key")), 0))))
+        cooldown = _num(p.get("cooldown_remaining_s"))
+        cause = _code(p.get("cooldown_cause")) if cooldown > 0 else None
+        row += [
             Text(f"{p.get('in_flight', _DASH)}/{p.get('capacity', _DASH)}"),
             _cell(p.get("waiting")),
             Text(f"{next_slot:.1f}s" if isinstance(next_slot, int | float) else _DASH),
             _cell(p.get("calls")),
-            Text(_errors(p.get("errors_by_class"))),
-            Text(format_duration(p.get("cooldown_remaining_s")), style="yellow"),
-        )
+            Text(_errors(p.get("errors_by_class"), top=None if wide else 1)),
+            Text(
+                format_short(cooldown) + (f" ({cause})" if cause else ""),
+                style="yellow" if cooldown > 0 else "",
+            ),
+        ]
+        table.add_row(*row)
     return table
 
 
-def _accounts_table(accounts: list[Mapping[str, Any]]) -> Table:
-    table = Table(title="Accounts", title_justify="left", expand=False)
-    for name, justify in [
-        ("id", "left"),
-        ("proxy", "left"),
-        ("state", "left"),
-        ("cooldown", "right"),
-        ("rate classes", "left"),
-        ("disabled reason", "left"),
-        ("calls ok/failed", "right"),
-        ("last error", "left"),
-    ]:
-        table.add_column(name, justify=justify, no_wrap=name == "id")  # type: ignore[arg-type]
+def _accounts_table(
+    accounts: Sequence[Mapping[str, Any]],
+    lanes: Mapping[str, Mapping[str, Any]],
+    *,
+    wide: bool,
+    title: str | None,
+) -> _Grid:
+    table = _table(title)
+    _column(table, "id", ratio=1)
+    _column(table, "proxy", ratio=2)
+    _column(table, "state")
+    if wide:
+        _column(table, "tags")
+    _column(table, "held back", ratio=1)
+    if wide:
+        _column(table, "ok", right=True)
+    _column(table, "failed", right=True)
+    if wide:
+        _column(table, "caller", right=True)
+        _column(table, "used", right=True)
+        _column(table, "disabled reason", ratio=2)
+    _column(table, "last error", ratio=2)
     for a in accounts:
         state = str(a.get("state", _DASH))
-        last_class, last_message = a.get("last_error_class"), a.get("last_error_message")
-        last = str(last_class) if last_class else _DASH
-        if last_class and last_message:
-            last = f"{last_class}: {last_message}"
-        table.add_row(
+        row = [
             _cell(a.get("id")),
             _cell(a.get("proxy_name") or a.get("proxy_key")),
             Text(state, style=_STATE_STYLE.get(state, "")),
-            Text(format_duration(a.get("cooldown_remaining_s")), style="yellow"),
-            Text(_classes_summary(a.get("rate_classes"))),
-            _cell(a.get("disabled_reason")),
-            Text(f"{a.get('calls_ok', _DASH)}/{a.get('calls_failed', _DASH)}"),
-            Text(last),
-        )
+        ]
+        if wide:
+            row.append(Text(",".join(map(str, a.get("tags") or ())) or _DASH))
+        row.append(Text(held_back(a, lanes), style="yellow"))
+        if wide:
+            row.append(_cell(a.get("calls_ok")))
+        row.append(_cell(a.get("calls_failed")))
+        if wide:
+            row.append(_cell(a.get("caller_errors")))
+            ago = a.get("last_used_s_ago")
+            row += [
+                Text(f"{format_short(ago)} ago" if _num(ago) > 0 else _DASH),
+                _cell(a.get("disabled_reason")),
+            ]
+        elif state == AccountState.DISABLED and a.get("disabled_reason"):
+            # the narrow view has no reason column: the reason is what matters here
+            row.append(Text(f"disabled: {' '.join(str(a['disabled_reason']).split())}"))
+            table.add_row(*row)
+            continue
+        row.append(Text(_last_error(a, chars=None if wide else _ERROR_CHARS)))
+        table.add_row(*row)
     return table
 
 
-def _budget_text(left: object) -> str:
-    if not isinstance(left, Mapping) or not left:
-        return _DASH
-    return ", ".join(f"{n} {w.removeprefix('per_')}" for w, n in left.items())
+def state_counts(stats: Mapping[str, Any]) -> dict[str, int]:
+    """Accounts by `AccountState` value, adding up to ``accounts_total``: the reply's
+    ``accounts_by_state`` if present, else counted from its ``accounts``."""
+    given = stats.get("accounts_by_state")
+    if isinstance(given, Mapping) and given:
+        return {str(k): int(_num(v)) for k, v in given.items()}
+    counts: dict[str, int] = {}
+    for a in stats.get("accounts") or ():
+        if isinstance(a, Mapping):
+            state = str(a.get("state", _DASH))
+            counts[state] = counts.get(state, 0) + 1
+    return counts
 
 
-def _classes_summary(classes: object) -> str:
-    """``resolve: cooling 23h 59m; join: 3 hour`` — per class cooling down or budgeted."""
-    if not isinstance(classes, list) or not classes:
-        return _DASH
-    parts = []
-    for c in classes:
-        if not isinstance(c, Mapping):
-            continue
-        bits = []
-        if c.get("cooldown_remaining_s"):
-            bits.append(f"cooling {format_duration(c.get('cooldown_remaining_s'))}")
-        if c.get("budget_left"):
-            bits.append(f"left {_budget_text(c.get('budget_left'))}")
-        parts.append(f"{c.get('rate_class', _DASH)}: {' '.join(bits) or 'ok'}")
-    return "; ".join(parts) or _DASH
-
-
-def render_cooldowns(reply: Mapping[str, Any]) -> RenderableType:
-    """The ``accounts.cooldowns`` reply (``AccountCooldowns``) as a table per rate class."""
-    table = Table(
-        title=f"Cooldowns of {reply.get('id', _DASH)} (account-wide:"
-        f" {format_duration(reply.get('cooldown_remaining_s'))})",
-        title_justify="left",
-    )
-    for name in ("rate class", "cooldown", "cause", "budget left", "budget frees in"):
-        table.add_column(name)
-    for c in reply.get("rate_classes") or []:
-        if not isinstance(c, Mapping):
-            continue
-        table.add_row(
-            _cell(c.get("rate_class")),
-            Text(format_duration(c.get("cooldown_remaining_s")), style="yellow"),
-            _cell(c.get("cause")),
-            Text(_budget_text(c.get("budget_left"))),
-            Text(format_duration(c.get("budget_frees_in_s"))),
-        )
-    return table
-
-
-def _totals(stats: Mapping[str, Any]) -> Text:
+def _summary(stats: Mapping[str, Any]) -> Text:
     g = stats.get
-    parts = [
-        f"uptime {format_duration(g('uptime_s'))}",
-        f"jobs in flight {g('jobs_in_flight', _DASH)}, ok {g('jobs_ok', _DASH)},"
-        f" failed {g('jobs_failed', _DASH)}",
-        f"accounts {g('accounts_total', _DASH)}: ready {g('accounts_ready', _DASH)},"
-        f" cooling {g('accounts_cooling', _DASH)}, disabled {g('accounts_disabled', _DASH)}",
-        f"config #{g('config_generation', _DASH)} loaded {g('config_loaded_at', _DASH)}",
-    ]
+    accounts = [a for a in g("accounts") or () if isinstance(a, Mapping)]
+    counts = state_counts(stats)
+    order = [s.value for s in _STATE_ORDER] + sorted(set(counts) - set(_STATE_ORDER))
+    by_state = ", ".join(f"{s} {counts[s]}" for s in order if counts.get(s))
+    text = Text()
+    text.append(
+        f"mtpoold up {format_short(g('uptime_s'))} · config #{g('config_generation', _DASH)}"
+        f" loaded {g('config_loaded_at', _DASH)}\n"
+    )
+    text.append(
+        f"jobs: {g('jobs_in_flight', _DASH)} in flight, {g('jobs_ok', _DASH)} ok,"
+        f" {g('jobs_failed', _DASH)} failed\n"
+    )
+    text.append(f"accounts {g('accounts_total', _DASH)}: {by_state or 'none'}")
+    proxies = [p for p in g("proxies") or () if isinstance(p, Mapping)]
+    cooling = sum(1 for p in proxies if _num(p.get("cooldown_remaining_s")) > 0)
+    text.append(f"\nproxies {len(proxies)}: {cooling} cooling")
+    caller = sum(int(_num(a.get("caller_errors"))) for a in accounts)
+    if caller:
+        text.append(f"\ncaller errors {caller} (PEER_NOT_FOUND, INVALID_ARGUMENT; not failures)")
     orphans = g("orphaned_accounts") or ()
     if orphans:
-        parts.append(f"orphaned in state store: {', '.join(map(str, orphans))}")
-    return Text(" · ".join(parts))
+        text.append(f"\norphaned in the state store: {len(orphans)} (mtpoold accounts list)")
+    return text
 
 
-def render_status(stats: Mapping[str, Any]) -> RenderableType:
+def render_status(
+    stats: Mapping[str, Any],
+    *,
+    wide: bool = False,
+    only: AccountFilter | None = None,
+    sort: str = "state",
+    limit: int = ATTENTION_LIMIT,
+) -> RenderableType:
     """Build the ``mtpoold status`` view.
 
     Args:
         stats: The ``status`` reply (unstructured ``PoolStatistics``).
+        wide: Every account and every column (``--wide``); else the accounts that need
+            attention (`needs_attention`), or those ``only`` accepts, at most ``limit``.
+        only: ``--state`` / ``--proxy`` / ``--tag`` filters (the proxies table follows
+            ``--proxy``).
+        sort: One of `SORT_KEYS`.
+        limit: Accounts listed at most when not ``wide``; the rest are counted ("... and N
+            more (--wide / --state)").
 
     Returns:
-        A renderable: the proxies table, the accounts table, and a totals line with uptime.
+        A renderable: the summary, the proxies table, the accounts table.
     """
-    proxies = [p for p in stats.get("proxies") or () if isinstance(p, Mapping)]
+    only = only or AccountFilter()
+    lanes = _lanes_by_key(stats)
     accounts = [a for a in stats.get("accounts") or () if isinstance(a, Mapping)]
-    return Group(_proxies_table(proxies), _accounts_table(accounts), _totals(stats))
+    per_lane: dict[str, int] = {}
+    for a in accounts:
+        key = str(a.get("proxy_key"))
+        per_lane[key] = per_lane.get(key, 0) + 1
+    proxies = [p for p in lanes.values() if only.accepts_proxy(p)]
+    parts: list[RenderableType] = [_summary(stats), Text("")]
+    parts.append(_proxies_table(proxies, per_lane if accounts else None, wide=wide))
+    if only:
+        shown = [a for a in accounts if only.accepts(a)]
+        title = f"Accounts matching ({len(shown)} of {len(accounts)})"
+    elif wide:
+        shown, title = accounts, f"Accounts ({len(accounts)})"
+    else:
+        shown = [a for a in accounts if needs_attention(a, lanes)]
+        title = f"Accounts needing attention ({len(shown)} of {len(accounts)})"
+    shown.sort(key=_sorter(sort, lanes))
+    rest = 0
+    if not wide and len(shown) > limit:
+        shown, rest = shown[:limit], len(shown) - limit
+    if not accounts:  # a summary-only reply (``{"summary": true}``)
+        pass
+    elif not shown:
+        parts.append(Text(f"{title}: none" + ("" if only else " (--wide lists every account)")))
+    else:
+        parts.append(_accounts_table(shown, lanes, wide=wide, title=title))
+    if rest:
+        parts.append(Text(f"… and {rest} more (--wide / --state)"))
+    return Group(*parts)
 
 
 def render_accounts(stats: Mapping[str, Any]) -> RenderableType:
-    """Build the ``mtpoold accounts list`` view: the accounts table, then the accounts only
-    the state store still knows (orphans) with how to forget them.
+    """Build the ``mtpoold accounts list`` view: every account with every column, then the
+    accounts only the state store still knows (orphans) with how to forget them.
 
     Args:
         stats: The ``status`` reply (unstructured ``PoolStatistics``).
     """
     accounts = [a for a in stats.get("accounts") or () if isinstance(a, Mapping)]
-    parts: list[RenderableType] = [_accounts_table(accounts)]
+    lanes = _lanes_by_key(stats)
+    accounts.sort(key=_sorter("id", lanes))
+    parts: list[RenderableType] = [
+        _accounts_table(accounts, lanes, wide=True, title=f"Accounts ({len(accounts)})")
+    ]
     orphans = [str(o) for o in stats.get("orphaned_accounts") or ()]
     if orphans:
         parts.append(
@@ -233,9 +636,108 @@ def render_accounts(stats: Mapping[str, Any]) -> RenderableType:
 
 
 def render_proxies(stats: Mapping[str, Any]) -> RenderableType:
-    """Build the ``mtpoold proxies list`` view: the proxies table.
+    """Build the ``mtpoold proxies list`` view: every lane with every column.
 
     Args:
         stats: The ``status`` reply (unstructured ``PoolStatistics``).
     """
-    return _proxies_table([p for p in stats.get("proxies") or () if isinstance(p, Mapping)])
+    proxies = [p for p in stats.get("proxies") or () if isinstance(p, Mapping)]
+    per_lane: dict[str, int] = {}
+    for a in stats.get("accounts") or ():
+        if isinstance(a, Mapping):
+            key = str(a.get("proxy_key"))
+            per_lane[key] = per_lane.get(key, 0) + 1
+    return _proxies_table(proxies, per_lane, wide=True)
+
+
+def _budget_text(left: object) -> str:
+    if not isinstance(left, Mapping) or not left:
+        return _DASH
+    return ", ".join(f"{n}/{str(w).removeprefix('per_')}" for w, n in left.items())
+
+
+def render_cooldowns(reply: Mapping[str, Any]) -> RenderableType:
+    """The ``accounts.cooldowns`` reply (``AccountCooldowns``) as a table per rate class:
+    cooldown left, its cause (one line), budget left per window, when a spent one frees."""
+    table = _table(
+        f"Cooldowns of {reply.get('id', _DASH)} (account-wide:"
+        f" {format_short(reply.get('cooldown_remaining_s'))})"
+    )
+    _column(table, "rate class")
+    _column(table, "cooldown", right=True)
+    _column(table, "cause", ratio=2)
+    _column(table, "budget left")
+    _column(table, "frees in", right=True)
+    for c in reply.get("rate_classes") or []:
+        if not isinstance(c, Mapping):
+            continue
+        cause = c.get("cause")
+        table.add_row(
+            _cell(c.get("rate_class")),
+            Text(format_short(c.get("cooldown_remaining_s")), style="yellow"),
+            Text(" ".join(str(cause).split()) if cause else _DASH),
+            Text(_budget_text(c.get("budget_left"))),
+            Text(format_short(c.get("budget_frees_in_s"))),
+        )
+    return table
+
+
+# --- jobs -----------------------------------------------------------------------------------------
+
+
+def _waits_for(job: Mapping[str, Any]) -> str:
+    """The job's state and what it waits for, one line (from the ``jobs`` reply's
+    ``state`` and ``waiting_for``): ``waiting_account #1: all 4 busy``, ``waiting_gate p1
+    #2, 3900 ms``, ``in_call a1@p1 1200 ms``, ..."""
+    state = str(job.get("state") or _DASH)
+    w = job.get("waiting_for")
+    if not isinstance(w, Mapping):
+        return state
+    where = f"{w.get('account', _DASH)}@{w.get('lane', _DASH)}"
+    if state in ("waiting_account", "backoff"):
+        text = f"{state} #{w.get('position', _DASH)}: {w.get('why') or _DASH}"
+        until = w.get("until_s")
+        return text + (f" ({format_short(until)})" if _num(until) > 0 else "")
+    if state == "waiting_gate":
+        return f"{state} {where} #{w.get('position', _DASH)}, {_num(w.get('slot_in_ms')):.0f} ms"
+    if state == "waiting_lane_capacity":
+        return f"{state} {where} ({w.get('in_flight', _DASH)}/{w.get('capacity', _DASH)})"
+    if state in ("in_call", "connecting"):
+        return f"{state} {where} {_num(w.get('elapsed_ms')):.0f} ms"
+    return f"{state}: {w.get('why') or _DASH}"
+
+
+def _origin(job: Mapping[str, Any]) -> str:
+    """The JSON-RPC id of a websocket request (its connection is in ``--json``), ``-`` for a
+    Python caller's job."""
+    rpc_id = job.get("rpc_id")
+    return _DASH if rpc_id is None else json.dumps(rpc_id)
+
+
+def render_jobs(reply: Mapping[str, Any]) -> RenderableType:
+    """Build the ``mtpoold jobs`` view from the ``jobs`` reply (``{"jobs": [JobStatistics
+    ...]}``): one line per job in flight, oldest first.
+
+    Args:
+        reply: The ``jobs`` reply.
+    """
+    jobs = [j for j in reply.get("jobs") or () if isinstance(j, Mapping)]
+    table = _table(f"Jobs in flight ({len(jobs)})")
+    _column(table, "job", right=True)
+    _column(table, "rpc id", ratio=2)
+    _column(table, "method", ratio=2)
+    _column(table, "class", ratio=2)
+    _column(table, "age", right=True)
+    _column(table, "left", right=True)
+    _column(table, "state: what it waits for", ratio=1)
+    for j in jobs:
+        table.add_row(
+            _cell(j.get("job")),
+            Text(_origin(j)),
+            Text(f"{j.get('method', _DASH)}{' (shared)' if j.get('shared') else ''}"),
+            Text(",".join(map(str, j.get("rate_classes") or ())) or _DASH),
+            Text(format_short(j.get("age_s"))),
+            Text(format_short(j.get("deadline_left_s"))),
+            Text(_waits_for(j)),
+        )
+    return table

@@ -232,7 +232,10 @@ class FakePool:
         self.orphaned.remove(account_id)
         return True
 
-    def statistics(self) -> PoolStatistics:
+    def jobs(self) -> tuple[object, ...]:
+        return ()
+
+    def statistics(self, *, accounts: bool = True) -> PoolStatistics:
         lane = LaneStatistics(
             key="0123456789abcdef",
             name="proxy-one",

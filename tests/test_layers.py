@@ -48,6 +48,7 @@ CORE = frozenset(
         "_rateclass",  # rate classes: TL names -> class, budget windows (plain data)
         "_budget",  # budgets per (account, class) and the request guard
         "_latency",  # fixed-bucket histograms the lanes record (gate wait, call duration)
+        "_jobs",  # the registry of jobs in flight and their hops
     )
 )
 VOCABULARY = frozenset(

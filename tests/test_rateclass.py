@@ -192,5 +192,6 @@ def test_status_and_cooldowns_show_per_class_state() -> None:
         render_cooldowns({"id": "a1", "cooldown_remaining_s": 0, "rate_classes": [state]})
     )
     out = console.export_text()
-    assert "resolve: cooling 23h 53m 20s left 25 hour, 100 day" in out
+    assert "resolve 23h53m (FLOOD_WAIT)" in out  # one compact cell per account
+    assert "25/hour, 100/day" in out
     assert "FLOOD_WAIT_86400" in out

@@ -280,7 +280,8 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         choices=STATUS_STATES,
-        help="only accounts in this state (repeatable)",
+        metavar="S",
+        help="only accounts in this state (repeatable): " + ", ".join(STATUS_STATES),
     )
     status.add_argument(
         "--proxy", action="append", default=[], metavar="NAME", help="only this proxy's lane"
@@ -292,7 +293,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--sort",
         default="state",
         choices=STATUS_SORT_KEYS,
-        help="order of the accounts (default: state, the worst first)",
+        metavar="KEY",
+        help="order of the accounts: " + ", ".join(STATUS_SORT_KEYS) + " (default: state,"
+        " the worst first)",
     )
     status.add_argument(
         "--summary", action="store_true", help="the summary and the proxies only (cheap)"

@@ -189,6 +189,8 @@ def run_everything(config: Path) -> tuple[list[Any], list[Any]]:
     control = client.batch(
         [
             ("status", None),
+            ("status", {"summary": True}),
+            ("jobs", None),
             ("ping", None),
             ("cancel", {"id": 12345}),
             ("accounts.cooldowns", {"id": "acc"}),
@@ -208,7 +210,8 @@ async def test_real_replies_validate_against_the_schemas(tmp_path: Path) -> None
         async with dc_daemon(tmp_path) as (config, _dc):
             jobs, control = await trio.to_thread.run_sync(run_everything, config)
     methods = ["resolve", "resolve", "get_messages", "invoke", "invoke", "resolve", "invoke"]
-    methods += ["status", "ping", "cancel", "accounts.cooldowns", "accounts.clear_cooldown"]
+    methods += ["status", "status", "jobs", "ping", "cancel", "accounts.cooldowns"]
+    methods += ["accounts.clear_cooldown"]
     methods += ["accounts.disable", "accounts.enable", "accounts.forget", "reload", "no.such"]
     replies = jobs + control
     kinds = []

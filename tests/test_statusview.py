@@ -346,10 +346,10 @@ def test_render_jobs_fits_80_columns() -> None:
 
 def test_cli_choices_follow_the_view_and_the_states() -> None:
     """`mtpoold status --state/--sort` list their choices without importing rich."""
-    from mtpoold import _cli, _statusview
+    from mtpoold import _cliparser, _statusview
 
-    assert _cli._STATUS_STATES == tuple(s.value for s in AccountState)
-    assert _cli._STATUS_SORT_KEYS == _statusview.SORT_KEYS
+    assert _cliparser.STATUS_STATES == tuple(s.value for s in AccountState)
+    assert _cliparser.STATUS_SORT_KEYS == _statusview.SORT_KEYS
 
 
 async def test_status_of_a_real_pool_of_1000_accounts_fits_80_columns(

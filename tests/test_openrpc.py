@@ -222,7 +222,10 @@ async def test_real_replies_validate_against_the_schemas(tmp_path: Path) -> None
             continue
         kinds.append("ok")
         assert problems(reply, METHODS[method]["result"]["schema"]) == [], (method, reply)
-    assert kinds == ["ok"] * 5 + ["error"] * 2 + ["ok"] * 7 + ["error", "ok", "error"], replies
+    assert kinds == ["ok"] * 5 + ["error"] * 2 + ["ok"] * 9 + ["error", "ok", "error"], replies
     assert replies[5].error_class == "PEER_NOT_FOUND" and replies[5].code == -32001
     assert replies[6].code == -32602
     assert not math.isnan(replies[7]["uptime_s"])
+    assert replies[7]["accounts"] and replies[8]["accounts"] == []  # status {"summary": true}
+    assert sum(replies[8]["accounts_by_state"].values()) == replies[8]["accounts_total"]
+    assert replies[9] == {"jobs": []}  # nothing in flight between batches

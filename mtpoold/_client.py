@@ -107,6 +107,52 @@ class _NoReconnectNoise(logging.Filter):
 _NO_RECONNECT_NOISE: Final = _NoReconnectNoise()
 
 
+#: The RPC errors after which Telethon's ``_call`` (telethon/client/users.py) sleeps 2 s
+#: before its next attempt, also after its last one (``request_retries=1``): Telegram's
+#: internal errors (500 and the like) and ``TIMEOUT``.
+_TELETHON_SLEEPS_AFTER: Final = (
+    tl_errors.ServerError,
+    tl_errors.RpcCallFailError,
+    tl_errors.RpcMcgetFailError,
+    tl_errors.InterdcCallErrorError,
+    tl_errors.TimedOutError,
+    tl_errors.InterdcCallRichErrorError,
+)
+
+
+class _Unslept(Exception):
+    """Carries one of `_TELETHON_SLEEPS_AFTER` past Telethon's ``_call`` (which would sleep
+    on it), to be raised again, unchanged, by `_GatedTelegramClient._call`."""
+
+    def __init__(self, error: BaseException) -> None:
+        super().__init__(type(error).__name__)
+        self.error = error
+
+
+async def _unslept(future: Awaitable[Any]) -> Any:
+    try:
+        return await future
+    except _TELETHON_SLEEPS_AFTER as exc:
+        raise _Unslept(exc) from None
+
+
+class _UnsleptSender:
+    """The MTProto sender as Telethon's ``_call`` sees it: ``send`` hands back an awaitable
+    that raises `_Unslept` instead of the errors Telethon would sleep on. Lists (Telethon's
+    batched requests, never sent by mtpoold) pass unchanged, so no wrapper can be left
+    unawaited; everything else is the sender's own."""
+
+    def __init__(self, sender: Any) -> None:
+        self._sender = sender
+
+    def send(self, request: Any, ordered: bool = False) -> Any:
+        sent = self._sender.send(request, ordered=ordered)
+        return sent if isinstance(sent, list) else _unslept(sent)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._sender, name)
+
+
 class _GatedTelegramClient(TelegramClient):  # type: ignore[misc]
     """``TelegramClient`` that does nothing on the network the pool did not ask for.
 
@@ -126,6 +172,9 @@ class _GatedTelegramClient(TelegramClient):  # type: ignore[misc]
       must not make the account unable to connect), the wire governor counts their
       messages, and a FLOOD_WAIT answered to one cools the whole account (the pool judges
       connect failures account-wide);
+    - no sleep after Telegram's internal errors: Telethon's ``_call`` sleeps 2 s after a
+      500-class error or ``TIMEOUT`` even on its last attempt; the error is raised at once
+      instead (`_UnsleptSender`), for the pool to classify and reroute;
     - every result is shown to ``on_result`` (the peer memory's harvest).
     """
 
@@ -152,7 +201,12 @@ class _GatedTelegramClient(TelegramClient):  # type: ignore[misc]
             for r in request if tl_utils.is_list_like(request) else (request,):
                 guard.admit(request_tl_name(r) or type(r).__name__)
         # Where Telethon feeds every result to its session cache (process_entities).
-        result = await super()._call(sender, request, ordered, flood_sleep_threshold)
+        try:
+            result = await super()._call(
+                _UnsleptSender(sender), request, ordered, flood_sleep_threshold
+            )
+        except _Unslept as unslept:
+            raise unslept.error from None
         if self.on_result is not None:
             self.on_result(result)
         return result

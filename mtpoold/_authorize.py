@@ -40,10 +40,10 @@ from typing import Any, Final, TextIO
 
 import attrs
 import trio
-import trio_asyncio
 from telethon import errors as tl_errors
 from telethon.sessions import SQLiteSession, StringSession
 
+from ._aioloop import open_aio_loop
 from ._classify import classify
 from ._client import TelethonClient
 from ._config import AccountConfig, Config, proxy_key
@@ -595,7 +595,7 @@ def authorize_accounts(
 
     async def run() -> list[Authorized]:
         done = []
-        async with trio_asyncio.open_loop():
+        async with open_aio_loop():
             for account in accounts:
                 result = await authorize_account(config, account, prompter, force=force, err=err)
                 who = f"@{result.username}" if result.username else "user"

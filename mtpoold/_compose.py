@@ -31,13 +31,13 @@ __all__ = ["open_pool", "telethon_side"]
 
 @asynccontextmanager
 async def _asyncio_loop() -> AsyncIterator[object]:
-    """One trio-asyncio loop for the pool's Telethon clients, with an exception handler that
-    logs stray asyncio errors with account and proxy context (`mtpoold._aiolog`)."""
-    import trio_asyncio
-
+    """One trio-asyncio loop for the pool's Telethon clients (callbacks run in batches,
+    `mtpoold._aioloop`), with an exception handler that logs stray asyncio errors with account
+    and proxy context (`mtpoold._aiolog`)."""
     from ._aiolog import install_exception_handler
+    from ._aioloop import open_aio_loop
 
-    async with trio_asyncio.open_loop() as loop:
+    async with open_aio_loop() as loop:
         install_exception_handler(loop)
         yield loop
 

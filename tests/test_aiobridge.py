@@ -12,13 +12,16 @@ import trio_asyncio
 
 from mtpoold._aiobridge import AIO_CANCEL_WAIT_S, run_aio
 from mtpoold._aiolog import install_exception_handler
+from mtpoold._aioloop import open_aio_loop
 from mtpoold._errors import ProtocolViolation
 from mtpoold._wire import WireMonitor
 
 
-@pytest.fixture
-async def aio_loop() -> AsyncIterator[asyncio.AbstractEventLoop]:
-    async with trio_asyncio.open_loop() as loop:
+@pytest.fixture(params=["stock", "batching"])
+async def aio_loop(request: pytest.FixtureRequest) -> AsyncIterator[asyncio.AbstractEventLoop]:
+    """trio-asyncio's loop as shipped, and mtpoold's (`mtpoold._aioloop`): the same rules."""
+    opener = trio_asyncio.open_loop if request.param == "stock" else open_aio_loop
+    async with opener() as loop:
         handler = install_exception_handler(loop)
         yield loop
         assert handler.count == 0, handler.statistics()

@@ -1,0 +1,160 @@
+"""`mtpoold._aioloop`: trio-asyncio's loop with its callbacks run in batches.
+
+The order of callbacks and timers is trio-asyncio's (and asyncio's); what changes is how often
+the loop's task goes through Trio's scheduler, counted here with a Trio instrument (steps of
+the loop's ``_main_loop`` task), never timed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
+from typing import Any
+
+import pytest
+import trio
+import trio_asyncio
+
+from mtpoold._aioloop import BATCH_MAX, install_batching, open_aio_loop
+
+Opener = Callable[[], AbstractAsyncContextManager[Any]]
+OPENERS: dict[str, Opener] = {"stock": trio_asyncio.open_loop, "batching": open_aio_loop}
+
+
+class _LoopSteps(trio.abc.Instrument):
+    """Counts the steps Trio gives the trio-asyncio loop's ``_main_loop`` task."""
+
+    def __init__(self) -> None:
+        self.steps = 0
+
+    def before_task_step(self, task: trio.lowlevel.Task) -> None:
+        if task.name.endswith("_main_loop"):
+            self.steps += 1
+
+
+async def _steps_for(opener: Opener, work: Callable[[], Any]) -> int:
+    steps = _LoopSteps()
+    async with opener():
+        await trio_asyncio.aio_as_trio(asyncio.sleep)(0)  # the loop is up and idle
+        trio.lowlevel.add_instrument(steps)
+        try:
+            await trio_asyncio.aio_as_trio(work)()
+        finally:
+            trio.lowlevel.remove_instrument(steps)
+    return steps.steps
+
+
+async def test_batching_takes_fewer_trips_through_trios_scheduler() -> None:
+    """A hundred asyncio yields (each one callback): stock trio-asyncio steps its loop task
+    once per callback; mtpoold's once per batch."""
+
+    async def yields() -> None:
+        async def one() -> None:
+            for _ in range(10):
+                await asyncio.sleep(0)
+
+        await asyncio.gather(*(one() for _ in range(10)))
+
+    stock = await _steps_for(OPENERS["stock"], yields)
+    batched = await _steps_for(OPENERS["batching"], yields)
+    assert stock >= 100
+    assert batched * 5 <= stock, (stock, batched)
+
+
+@pytest.mark.parametrize("kind", OPENERS)
+async def test_callbacks_and_timers_keep_their_order(kind: str) -> None:
+    ran: list[str] = []
+    async with OPENERS[kind]() as loop:
+        done = trio.Event()
+
+        def note(tag: str) -> None:
+            ran.append(tag)
+            if tag == "soon-3":
+                loop.call_soon(note, "nested")  # queued behind what is already queued
+
+        loop.call_later(0.02, note, "later-2")
+        loop.call_later(0.01, note, "later-1")
+        for i in range(1, 4):
+            loop.call_soon(note, f"soon-{i}")
+        loop.call_later(0.03, done.set)
+        await done.wait()
+    assert ran == ["soon-1", "soon-2", "soon-3", "nested", "later-1", "later-2"]
+
+
+@pytest.mark.parametrize("kind", OPENERS)
+async def test_a_callback_storm_does_not_starve_trio(kind: str) -> None:
+    """A callback that reschedules itself forever: Trio's tasks still run, and between two of
+    their steps the loop runs at most two batches (Trio steps every runnable task once per
+    scheduler round, in a shuffled order, so the loop's task may step just before and just
+    after ours)."""
+    count = 0
+    async with OPENERS[kind]() as loop:
+        stop = False
+
+        def storm() -> None:
+            nonlocal count
+            count += 1
+            if not stop:
+                loop.call_soon(storm)
+
+        loop.call_soon(storm)
+        seen = []
+        for _ in range(20):
+            await trio.lowlevel.checkpoint()
+            seen.append(count)
+        stop = True
+    steps = [b - a for a, b in zip(seen, seen[1:], strict=False)]
+    assert max(steps) <= 2 * BATCH_MAX, steps
+    assert seen[-1] > seen[0]
+
+
+async def test_exit_drains_what_was_queued() -> None:
+    """``loop.stop()``'s drain calls ``_main_loop_one(no_wait=True)`` until WouldBlock: the
+    callbacks queued before the exit run, and the exit returns."""
+    ran: list[int] = []
+    async with open_aio_loop() as loop:
+        for i in range(BATCH_MAX * 3):
+            loop.call_soon(ran.append, i)
+    assert ran == list(range(BATCH_MAX * 3))
+
+
+async def test_callback_errors_reach_the_exception_handler() -> None:
+    seen: list[dict[str, Any]] = []
+    async with open_aio_loop() as loop:
+        loop.set_exception_handler(lambda _loop, context: seen.append(context))
+        done = trio.Event()
+
+        def boom() -> None:
+            raise RuntimeError("callback failed")
+
+        loop.call_soon(boom)
+        loop.call_soon(done.set)
+        await done.wait()
+    assert [type(c.get("exception")) for c in seen] == [RuntimeError]
+
+
+async def test_trio_tasks_from_asyncio_still_start() -> None:
+    """`AsyncHandle`s (``trio_as_aio``: Trio code called from asyncio) are started as before."""
+
+    async def trio_side(x: int) -> int:
+        await trio.lowlevel.checkpoint()
+        return x + 1
+
+    async with open_aio_loop():
+
+        async def aio_side() -> int:
+            return int(await trio_asyncio.trio_as_aio(trio_side)(41))
+
+        assert await trio_asyncio.aio_as_trio(aio_side)() == 42
+
+
+def test_a_loop_without_the_internals_keeps_the_stock_method() -> None:
+    class Elsewhere:
+        async def _main_loop_one(self, no_wait: bool = False) -> None:
+            return None
+
+    loop = Elsewhere()
+    stock = loop._main_loop_one
+    assert install_batching(loop) is False
+    assert loop._main_loop_one == stock

@@ -144,6 +144,15 @@ class BudgetBook:
             return False
         return bool(self._prune((account, rate_class), now_unix))
 
+    def spenders(self, rate_class: str, now_unix: float) -> list[str]:
+        """The accounts with spends of the class inside its longest window (O(accounts that
+        ever spent a budgeted class), not O(accounts))."""
+        return [
+            account
+            for account, cls in list(self._spent)
+            if cls == rate_class and self._prune((account, cls), now_unix)
+        ]
+
     def budgeted(self) -> list[str]:
         """The classes that have a budget."""
         return self._budgeted

@@ -617,9 +617,18 @@ class Config:
     accounts: tuple[AccountConfig, ...] = attrs.field(default=(), validator=_cross_checks)
     #: ``[metrics]``, or None when the file has no such table (no endpoint).
     metrics: MetricsConfig | None = None
+    #: ``proxies`` by name, built once (`proxy_for` is asked once per account: a scan would
+    #: make start-up and reload accounts x proxies).
+    _proxy_by_name: dict[str, ProxyConfig] = attrs.field(
+        init=False, repr=False, eq=False, hash=False
+    )
+
+    def __attrs_post_init__(self) -> None:
+        object.__setattr__(self, "_proxy_by_name", {p.name: p for p in self.proxies})
 
     def proxy_for(self, account: AccountConfig) -> ProxyConfig | None:
-        """The proxy ``account`` connects through, or None for a direct connection.
+        """The proxy ``account`` connects through, or None for a direct connection (a dict
+        look-up).
 
         Raises:
             KeyError: if ``account.proxy`` names no proxy (impossible for a validated config
@@ -627,10 +636,7 @@ class Config:
         """
         if account.proxy is None:
             return None
-        for proxy in self.proxies:
-            if proxy.name == account.proxy:
-                return proxy
-        raise KeyError(account.proxy)
+        return self._proxy_by_name[account.proxy]
 
     def telegram_for(self, account: AccountConfig) -> TelegramConfig:
         """The global ``[telegram]`` with ``account``'s ``[accounts.telegram]`` keys applied."""
@@ -725,7 +731,7 @@ def _cross_problems(
 
 
 def _get(entry: Any, key: str) -> Any:
-    if isinstance(entry, Mapping):
+    if type(entry) is dict or isinstance(entry, Mapping):  # dict first: no ABC check
         return entry.get(key)
     return getattr(entry, key, None)
 

@@ -969,40 +969,49 @@ class Pool:
         )
 
     def _budget_statistics(self, now_unix: float) -> tuple[BudgetStatistics, ...]:
-        """Every budgeted (class, window) summed over the accounts: O(accounts x budgeted
-        classes), plus the spends in the window of accounts that spent any."""
+        """Every budgeted (class, window) summed over the accounts.
+
+        Costs: one warm-up scale per account (O(accounts)); per (class, window), the limits of
+        the accounts still warming up (the warmed ones are one multiplication) and the spends
+        of the accounts that spent any in the window (`BudgetBook.spenders`) — not
+        O(accounts x classes) look-ups.
+        """
         book = self._book
         if book is None:
             return ()
         names = {ws: wn for wn, ws in WINDOWS.items()}
+        warming: list[float] = []
+        for acc_id in self._accounts:
+            scale = book.warmup.scale(now_unix - book.first_seen.get(acc_id, now_unix))
+            if scale < 1.0:
+                warming.append(scale)
+        warmed = len(self._accounts) - len(warming)
         out: list[BudgetStatistics] = []
         for rate_class in book.budgeted():
             spent: collections.Counter[float] = collections.Counter()
-            limit: collections.Counter[float] = collections.Counter()
             exhausted: collections.Counter[float] = collections.Counter()
-            for acc_id in self._accounts:
-                limits = book.limits(acc_id, rate_class, now_unix)
-                left = (
-                    book.left(acc_id, rate_class, now_unix)
-                    if book.spent_in_window(acc_id, rate_class, now_unix)
-                    else {}
-                )
-                for window_s, n in limits:
-                    remaining = left.get(window_s, n)
-                    spent[window_s] += n - remaining
-                    limit[window_s] += n
+            for acc_id in book.spenders(rate_class, now_unix):
+                if acc_id not in self._accounts:
+                    continue  # retired or forgotten: not in the config's sums
+                limits = dict(book.limits(acc_id, rate_class, now_unix))
+                for window_s, remaining in book.left(acc_id, rate_class, now_unix).items():
+                    spent[window_s] += limits[window_s] - remaining
                     exhausted[window_s] += int(remaining == 0)
-            out.extend(
-                BudgetStatistics(
-                    rate_class=rate_class,
-                    window=names.get(window_s, f"{window_s:g}s"),
-                    window_s=window_s,
-                    spent=spent[window_s],
-                    limit=limit[window_s],
-                    exhausted=exhausted[window_s],
+            for window_s, base in book.classes.windows(rate_class):
+                # the same rule as BudgetBook.limits: floor(limit x scale), never below 1
+                limit = warmed * max(1, base) + sum(
+                    max(1, math.floor(base * scale)) for scale in warming
                 )
-                for window_s, _ in book.classes.windows(rate_class)
-            )
+                out.append(
+                    BudgetStatistics(
+                        rate_class=rate_class,
+                        window=names.get(window_s, f"{window_s:g}s"),
+                        window_s=window_s,
+                        spent=spent[window_s],
+                        limit=limit,
+                        exhausted=exhausted[window_s],
+                    )
+                )
         return tuple(out)
 
     def _lane_statistics(self) -> tuple[LaneStatistics, ...]:

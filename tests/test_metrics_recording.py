@@ -129,3 +129,25 @@ async def test_pool_without_budgets_reports_none(
     async with open_pool(config, client_factory=guarded(World()), wall_clock=wall) as pool:
         await pool.resolve("@channel_x", deadline_s=10)
         assert pool.statistics().budgets == ()
+
+
+async def test_budget_totals_follow_the_warm_up(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    """An account still warming up counts its scaled limit (`BudgetBook.limits`' rule), and
+    one that spent counts its spends, in the summed totals."""
+    config = config_with(
+        tmp_path,
+        rate_classes={"resolve": {"per_hour": 10}},
+        economy={"warmup_days": 2, "warmup_start": 0.5},
+    )
+    async with open_pool(config, client_factory=guarded(World()), wall_clock=wall) as pool:
+        for _ in range(3):
+            await pool.resolve("@channel_x", deadline_s=10)
+        fresh = {(b.rate_class, b.window): b for b in pool.statistics().budgets}
+        await trio.sleep(86400)  # half way through the warm-up: 0.75 of each limit
+        later = {(b.rate_class, b.window): b for b in pool.statistics().budgets}
+    assert fresh[("resolve", "per_hour")] == BudgetStatistics(
+        rate_class="resolve", window="per_hour", window_s=3600.0, spent=3, limit=5, exhausted=0
+    )
+    assert later[("resolve", "per_hour")].limit == 7 and later[("resolve", "per_hour")].spent == 0

@@ -38,7 +38,6 @@ import json
 import os
 import signal
 import sys
-import tomllib
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, NoReturn
 
@@ -56,7 +55,7 @@ from ._cliparser import (
     build_parser,
 )
 from ._config import Config, DaemonConfig, load_config
-from ._daemonfile import running_daemon_address
+from ._daemonfile import daemon_location
 from ._errors import ConfigError, MtpooldError, leaves
 from ._listen import bind_problem, parse_listen
 from ._logformat import configure_logging
@@ -127,44 +126,27 @@ def _load_config(path: Path) -> Config:
 
 
 def _daemon_address(path: Path, *, quiet: bool) -> tuple[str, Path]:
-    """``daemon.listen`` and ``daemon.state_dir`` of the config at ``path``.
-
-    A config that does not validate (the operator is editing it, and will ask the running
-    daemon to ``reload`` it) still names its daemon: the two keys are read leniently from the
-    raw TOML, ``state_dir`` made absolute against the config's directory as `load_config`
-    does, and a note goes to stderr (except for ``reload``, whose reply lists the problems).
+    """Where the daemon of the config at ``path`` listens and its ``state_dir``
+    (`mtpoold._daemonfile.daemon_location`: ``daemon.json`` first while the daemon runs, the
+    file's two keys read leniently when it does not validate). A note goes to stderr for an
+    invalid file (except for ``reload``, whose reply lists the problems).
 
     Raises:
         _Fail: (exit 2, every problem) if not even those two keys can be read.
     """
-
     try:
-        config = load_config(path)
+        where = daemon_location(path)
     except ConfigError as exc:
-        failure = _config_fail(path, exc)
-    else:
-        return config.daemon.listen, Path(config.daemon.state_dir)
-    try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
-        raise failure from None
-    daemon = raw.get("daemon", {})
-    if not isinstance(daemon, dict):
-        raise failure
-    defaults = DaemonConfig()
-    listen = daemon.get("listen", defaults.listen)
-    state_dir = daemon.get("state_dir", defaults.state_dir)
-    if not isinstance(listen, str) or not isinstance(state_dir, str) or not state_dir.strip():
-        raise failure
-    if not quiet:
-        n = failure.message.count("\n") + 1
+        raise _config_fail(path, exc) from None
+    if where.problems is not None and not quiet:
+        n = len(where.problems.problems)
         print(
             f"mtpoold: note: {path} has {n} problem{'s' if n != 1 else ''}"
             " (mtpoold check-config lists them); reaching the daemon by its daemon.listen"
             " and state_dir",
             file=sys.stderr,
         )
-    return listen, path.resolve().parent / Path(state_dir).expanduser()
+    return where.listen, where.state_dir
 
 
 def _config_fail(path: Path, exc: ConfigError) -> _Fail:
@@ -210,10 +192,9 @@ def _locate(args: argparse.Namespace) -> tuple[Target, str]:
         path, explicit = _config_path(args)
         if not explicit and not path.exists():
             raise _no_config_file(path, client=True)
-        listen, state_dir = _daemon_address(path, quiet=args.command == "reload")
         # The daemon running on this state_dir listens where it started, whatever the file
-        # says now (daemon.listen applies after a restart).
-        listen = running_daemon_address(state_dir) or listen
+        # says now (daemon.listen applies after a restart): daemon.json first.
+        listen, state_dir = _daemon_address(path, quiet=args.command == "reload")
     try:
         target = parse_target(url) if url is not None else target_from_listen(listen)
     except ValueError as exc:

@@ -12,6 +12,10 @@ listen after a restart (``daemon.listen`` applies at start only). Contents::
 secret, but the state directory is private) and written atomically (a temporary file
 renamed over it). A file left by a daemon that died (SIGKILL, a crash) names a pid that is
 no longer alive, and is ignored.
+
+`daemon_location` is how every client (the CLI, `mtpoold.client`) finds the daemon of a
+config file: its ``daemon.listen`` and ``state_dir`` (read leniently when the file does not
+validate), the address in ``daemon.json`` winning while its daemon runs.
 """
 
 from __future__ import annotations
@@ -19,10 +23,18 @@ from __future__ import annotations
 import json
 import os
 import time
+import tomllib
 from pathlib import Path
 from typing import Final
 
+import attrs
+
+from ._config import DaemonConfig, load_config
+from ._errors import ConfigError
+
 __all__ = [
+    "DaemonLocation",
+    "daemon_location",
     "DAEMON_FILE_NAME",
     "daemon_file_path",
     "remove_daemon_file",
@@ -100,3 +112,54 @@ def _alive(pid: int) -> bool:
     except OSError:
         return False
     return True
+
+
+@attrs.frozen
+class DaemonLocation:
+    """Where a config file's daemon is.
+
+    Attributes:
+        listen: The address to reach it at: ``daemon.json``'s while its daemon runs, else the
+            config's ``daemon.listen``.
+        state_dir: The config's ``daemon.state_dir``, absolute (its token is there).
+        problems: Why the file does not validate (its two keys were read leniently), or
+            None for a valid config.
+    """
+
+    listen: str
+    state_dir: Path
+    problems: ConfigError | None = None
+
+
+def daemon_location(path: Path) -> DaemonLocation:
+    """The daemon of the config file at ``path``.
+
+    A config that does not validate (the operator is editing it, and will ask the running
+    daemon to ``reload`` it) still names its daemon: ``daemon.listen`` and ``state_dir`` are
+    read from the raw TOML, ``state_dir`` made absolute against the config's directory as
+    `load_config` does, and the problems are handed back.
+
+    Raises:
+        ConfigError: every problem, when not even those two keys can be read.
+    """
+    try:
+        config = load_config(path)
+    except ConfigError as exc:
+        failure = exc
+    else:
+        state_dir = Path(config.daemon.state_dir)
+        return DaemonLocation(running_daemon_address(state_dir) or config.daemon.listen, state_dir)
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+        raise failure from None
+    daemon = raw.get("daemon", {})
+    if not isinstance(daemon, dict):
+        raise failure
+    defaults = DaemonConfig()
+    listen = daemon.get("listen", defaults.listen)
+    state = daemon.get("state_dir", defaults.state_dir)
+    if not isinstance(listen, str) or not isinstance(state, str) or not state.strip():
+        raise failure
+    state_dir = path.resolve().parent / Path(state).expanduser()
+    return DaemonLocation(running_daemon_address(state_dir) or listen, state_dir, failure)

@@ -24,9 +24,11 @@ no answer (`DaemonUnreachable`)::
 
 Where the daemon is (`Endpoint.discover`, the CLI's rules): an explicit url and token (or
 token file) first, then ``MTPOOLD_URL`` / ``MTPOOLD_TOKEN_FILE``, then the config file
-(``config``, ``MTPOOLD_CONFIG`` or ``./mtpoold.toml``): its ``[daemon] listen`` and the token
-in ``<state_dir>/token``. Addresses: ``HOST:PORT``, ``http://HOST:PORT``, ``ws://HOST:PORT``
-or ``unix:/path`` — one daemon serves both transports on one address.
+(``config``, ``MTPOOLD_CONFIG`` or ``./mtpoold.toml``): where its running daemon listens
+(``<state_dir>/daemon.json``), else its ``[daemon] listen``, and the token in
+``<state_dir>/token`` (`mtpoold._daemonfile.daemon_location`, shared with the CLI).
+Addresses: ``HOST:PORT``, ``http://HOST:PORT``, ``ws://HOST:PORT`` or ``unix:/path`` — one
+daemon serves both transports on one address.
 
 Job options, on every job method (the daemon's rules, ``docs/CONTRACTS.md``):
 ``deadline_ms`` the job's deadline in milliseconds (default the daemon's
@@ -42,7 +44,6 @@ import asyncio
 import os
 import socket
 import time
-import tomllib
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -51,7 +52,8 @@ from typing import Any, Final
 import attrs
 import trio
 
-from ._config import DaemonConfig, load_config
+from ._config import DaemonConfig
+from ._daemonfile import daemon_location
 from ._errors import ConfigError
 from ._rpcclient import (
     AuthRejected,
@@ -171,34 +173,15 @@ class Endpoint:
             explicit = config or os.environ.get("MTPOOLD_CONFIG")
             path = Path(explicit or DEFAULT_CONFIG)
             if explicit or path.exists():
-                listen, state_dir = _daemon_address(path)
+                try:
+                    where = daemon_location(path)
+                except ConfigError as exc:
+                    raise ValueError(f"{path}: {'; '.join(exc.problems)}") from None
+                listen, state_dir = where.listen, where.state_dir
         target = parse_target(url) if url is not None else target_from_listen(listen)
         if token is None:
             token = read_token(Path(token_file) if token_file else token_path(state_dir))
         return cls(target, token)
-
-
-def _daemon_address(path: Path) -> tuple[str, Path]:
-    """``daemon.listen`` and ``state_dir`` of the config at ``path``; read leniently from the
-    raw TOML when the whole config does not validate (the CLI's rule: it still names its
-    daemon)."""
-    try:
-        config = load_config(path)
-    except ConfigError as exc:
-        failure = exc
-    else:
-        return config.daemon.listen, Path(config.daemon.state_dir)
-    try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
-        raise ValueError(f"{path}: {'; '.join(failure.problems)}") from None
-    daemon = raw.get("daemon", {})
-    defaults = DaemonConfig()
-    listen = daemon.get("listen", defaults.listen) if isinstance(daemon, dict) else None
-    state_dir = daemon.get("state_dir", defaults.state_dir) if isinstance(daemon, dict) else None
-    if not isinstance(listen, str) or not isinstance(state_dir, str) or not state_dir.strip():
-        raise ValueError(f"{path}: {'; '.join(failure.problems)}")
-    return listen, path.resolve().parent / Path(state_dir).expanduser()
 
 
 def _job_params(

@@ -214,3 +214,28 @@ async def test_a_call_given_up_by_its_caller_cancels_its_job_in_the_daemon(tmp_p
                 await trio.to_thread.run_sync(asyncio.run, given_up())
                 await until_no_job_runs(client)
                 assert rule.remaining == 0  # each of the three reached the DC
+
+
+def test_discover_prefers_where_the_running_daemon_listens(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As the CLI: ``daemon.json`` names where the running daemon listens (its
+    ``daemon.listen`` was edited since it started); without a live daemon, the file's."""
+    import os
+
+    from mtpoold._daemonfile import remove_daemon_file, write_daemon_file
+    from mtpoold._token import ensure_token
+
+    for name in ("MTPOOLD_URL", "MTPOOLD_TOKEN_FILE", "MTPOOLD_CONFIG"):
+        monkeypatch.delenv(name, raising=False)
+    config = tmp_path / "mtpoold.toml"
+    config.write_text('[daemon]\nlisten = "127.0.0.1:1111"\nstate_dir = "state"\n')
+    state = tmp_path / "state"
+    state.mkdir(mode=0o700)
+    token, _ = ensure_token(state / "token")
+    assert Endpoint.discover(config).target.port == 1111
+    write_daemon_file(state, "127.0.0.1:2222", pid=os.getpid())  # this process: alive
+    endpoint = Endpoint.discover(config)
+    assert (endpoint.target.port, endpoint.token) == (2222, token)
+    remove_daemon_file(state, pid=os.getpid())
+    assert Endpoint.discover(config).target.port == 1111

@@ -184,6 +184,11 @@ class Endpoint:
         return cls(target, token)
 
 
+def _messages_args(peer: str | int, ids: Sequence[int] | None) -> dict[str, Any]:
+    """``get_messages``' own params: ``ids`` left out for a message link."""
+    return {"peer": peer} if ids is None else {"peer": peer, "ids": list(ids)}
+
+
 def _job_params(
     params: dict[str, Any],
     deadline_ms: float | None,
@@ -374,14 +379,15 @@ class Client:
     def get_messages(
         self,
         peer: str | int,
-        ids: Sequence[int],
+        ids: Sequence[int] | None = None,
         *,
         deadline_ms: float | None = None,
         account: str | None = None,
         tags: Sequence[str] = (),
         max_age_s: float | None = None,
     ) -> JobReply:
-        """Messages ``ids`` of ``peer`` (username, link or marked numeric id).
+        """Messages ``ids`` of ``peer`` (username, link or marked numeric id); without
+        ``ids``, ``peer`` must be a message link (``https://t.me/name/123``): its message.
 
         Returns:
             `JobReply` whose ``value`` maps each id (a string) to ``{"exists": bool,
@@ -391,9 +397,7 @@ class Client:
             RpcError: as `resolve`.
             DaemonUnreachable: no reply.
         """
-        params = _job_params(
-            {"peer": peer, "ids": list(ids)}, deadline_ms, account, tags, max_age_s
-        )
+        params = _job_params(_messages_args(peer, ids), deadline_ms, account, tags, max_age_s)
         return JobReply.from_result(self.call("get_messages", params))
 
     def invoke(
@@ -432,8 +436,61 @@ class Client:
 # --- asyncio programs: HTTP over asyncio streams --------------------------------------------------
 
 
+class _AsyncJobs:
+    """The job methods of the two async flavours, over their ``call`` (one definition: the
+    blocking `Client` documents them)."""
+
+    async def call(self, method: str, params: Mapping[str, Any] | None = None) -> Any:
+        raise NotImplementedError  # pragma: no cover - each flavour has its own
+
+    async def resolve(
+        self,
+        link_or_username: str,
+        *,
+        deadline_ms: float | None = None,
+        account: str | None = None,
+        tags: Sequence[str] = (),
+        max_age_s: float | None = None,
+    ) -> JobReply:
+        """As `Client.resolve`."""
+        params = _job_params(
+            {"link_or_username": link_or_username}, deadline_ms, account, tags, max_age_s
+        )
+        return JobReply.from_result(await self.call("resolve", params))
+
+    async def get_messages(
+        self,
+        peer: str | int,
+        ids: Sequence[int] | None = None,
+        *,
+        deadline_ms: float | None = None,
+        account: str | None = None,
+        tags: Sequence[str] = (),
+        max_age_s: float | None = None,
+    ) -> JobReply:
+        """As `Client.get_messages`."""
+        params = _job_params(_messages_args(peer, ids), deadline_ms, account, tags, max_age_s)
+        return JobReply.from_result(await self.call("get_messages", params))
+
+    async def invoke(
+        self,
+        method: str,
+        args: Mapping[str, Any] | None = None,
+        *,
+        deadline_ms: float | None = None,
+        account: str | None = None,
+        tags: Sequence[str] = (),
+        max_age_s: float | None = None,
+    ) -> JobReply:
+        """As `Client.invoke`."""
+        params = _job_params(
+            {"method": method, "args": dict(args or {})}, deadline_ms, account, tags, max_age_s
+        )
+        return JobReply.from_result(await self.call("invoke", params))
+
+
 @attrs.define(eq=False)
-class AsyncioClient:
+class AsyncioClient(_AsyncJobs):
     """An asyncio client (HTTP ``POST /rpc`` over asyncio streams); each call opens its own
     connection, so concurrent calls (``asyncio.gather``) are fine. Cancelling a call closes
     its connection, which cancels its job in the daemon.
@@ -516,53 +573,6 @@ class AsyncioClient:
         codec, status, replies = await self._exchange(requests, timeout)
         return _batch_results(replies, [r["id"] for r in requests], codec, status)
 
-    async def resolve(
-        self,
-        link_or_username: str,
-        *,
-        deadline_ms: float | None = None,
-        account: str | None = None,
-        tags: Sequence[str] = (),
-        max_age_s: float | None = None,
-    ) -> JobReply:
-        """As `Client.resolve`."""
-        params = _job_params(
-            {"link_or_username": link_or_username}, deadline_ms, account, tags, max_age_s
-        )
-        return JobReply.from_result(await self.call("resolve", params))
-
-    async def get_messages(
-        self,
-        peer: str | int,
-        ids: Sequence[int],
-        *,
-        deadline_ms: float | None = None,
-        account: str | None = None,
-        tags: Sequence[str] = (),
-        max_age_s: float | None = None,
-    ) -> JobReply:
-        """As `Client.get_messages`."""
-        params = _job_params(
-            {"peer": peer, "ids": list(ids)}, deadline_ms, account, tags, max_age_s
-        )
-        return JobReply.from_result(await self.call("get_messages", params))
-
-    async def invoke(
-        self,
-        method: str,
-        args: Mapping[str, Any] | None = None,
-        *,
-        deadline_ms: float | None = None,
-        account: str | None = None,
-        tags: Sequence[str] = (),
-        max_age_s: float | None = None,
-    ) -> JobReply:
-        """As `Client.invoke`."""
-        params = _job_params(
-            {"method": method, "args": dict(args or {})}, deadline_ms, account, tags, max_age_s
-        )
-        return JobReply.from_result(await self.call("invoke", params))
-
     async def status(self) -> dict[str, Any]:
         """As `Client.status`."""
         result: dict[str, Any] = await self.call("status", timeout_s=30.0)
@@ -573,7 +583,7 @@ class AsyncioClient:
 
 
 @attrs.define(eq=False)
-class TrioClient:
+class TrioClient(_AsyncJobs):
     """A trio client on one websocket connection; open it with `TrioClient.connect`::
 
         async with TrioClient.connect() as client:
@@ -647,53 +657,6 @@ class TrioClient:
         if lost:
             raise lost[0]
         return out
-
-    async def resolve(
-        self,
-        link_or_username: str,
-        *,
-        deadline_ms: float | None = None,
-        account: str | None = None,
-        tags: Sequence[str] = (),
-        max_age_s: float | None = None,
-    ) -> JobReply:
-        """As `Client.resolve`."""
-        params = _job_params(
-            {"link_or_username": link_or_username}, deadline_ms, account, tags, max_age_s
-        )
-        return JobReply.from_result(await self.call("resolve", params))
-
-    async def get_messages(
-        self,
-        peer: str | int,
-        ids: Sequence[int],
-        *,
-        deadline_ms: float | None = None,
-        account: str | None = None,
-        tags: Sequence[str] = (),
-        max_age_s: float | None = None,
-    ) -> JobReply:
-        """As `Client.get_messages`."""
-        params = _job_params(
-            {"peer": peer, "ids": list(ids)}, deadline_ms, account, tags, max_age_s
-        )
-        return JobReply.from_result(await self.call("get_messages", params))
-
-    async def invoke(
-        self,
-        method: str,
-        args: Mapping[str, Any] | None = None,
-        *,
-        deadline_ms: float | None = None,
-        account: str | None = None,
-        tags: Sequence[str] = (),
-        max_age_s: float | None = None,
-    ) -> JobReply:
-        """As `Client.invoke`."""
-        params = _job_params(
-            {"method": method, "args": dict(args or {})}, deadline_ms, account, tags, max_age_s
-        )
-        return JobReply.from_result(await self.call("invoke", params))
 
     async def status(self) -> dict[str, Any]:
         """As `Client.status`."""

@@ -53,6 +53,7 @@ def blocking_run(config: Path) -> dict[str, Any]:
     out: dict[str, Any] = {
         "resolve": client.resolve("@mtpoold_news", deadline_ms=10_000),
         "messages": client.get_messages("@mtpoold_news", [1, 2, 99]),
+        "link": client.get_messages("https://t.me/mtpoold_news/1"),  # no ids: the link's
         "invoke": client.invoke("help.GetConfig"),
         "status": client.status(),
         "batch": client.batch(
@@ -89,6 +90,7 @@ async def test_the_three_flavours_against_a_real_daemon(tmp_path: Path) -> None:
             sync = await trio.to_thread.run_sync(blocking_run, config)
             check_resolve(sync["resolve"])
             check_messages(sync["messages"])
+            assert list(sync["link"].value) == ["1"] and sync["link"].value["1"]["exists"]
             check_config(sync["invoke"])
             assert [a["id"] for a in sync["status"]["accounts"]] == ["acc"]
             pong, missing = sync["batch"]

@@ -177,6 +177,8 @@ class WireMonitor:
         self.reasons: collections.Counter[str] = collections.Counter()
         self.fault: ProtocolViolation | None = None
         self._window: collections.deque[tuple[float, str]] = collections.deque()
+        #: What ``_window`` holds, by kind (kept with it: O(1) per message, not a scan).
+        self._in_window: collections.Counter[str] = collections.Counter()
         self._call_started_at: collections.deque[float] = collections.deque()
         self._call_messages: int | None = None
         self._recent: collections.deque[bytes] = collections.deque(maxlen=_RECENT_BODIES)
@@ -271,9 +273,10 @@ class WireMonitor:
         self.messages[kind] += 1
         now = self._clock()
         self._window.append((now, counted))
+        self._in_window[counted] += 1
         horizon_at = now - WINDOW_S
         while self._window and self._window[0][0] <= horizon_at:
-            self._window.popleft()
+            self._in_window[self._window.popleft()[1]] -= 1
         while self._call_started_at and self._call_started_at[0] <= horizon_at:
             self._call_started_at.popleft()
         if self.fault is not None:
@@ -293,8 +296,8 @@ class WireMonitor:
         # request or call started; everything else — resends, pings, surplus acks, service
         # answers — is what Telethon sends on its own.
         calls = len(self._call_started_at)
-        requests = sum(1 for _, k in self._window if k == "request")
-        acks = sum(1 for _, k in self._window if k == "ack")
+        requests = self._in_window["request"]
+        acks = self._in_window["ack"]
         others = len(self._window) - requests - acks
         extra = others + max(0, acks - max(requests, calls))
         if extra > self.max_extra_messages_per_s:

@@ -93,15 +93,26 @@ class RateGate:
         """Wait for this caller's start slot and return the start time (trio clock, seconds).
 
         ``progress``: the job's `mtpoold._jobs.JobProgress`, told when it queues (``turn``:
-        its place, for `eta`). Always checkpoints. Cancellation is safe at any point: a
-        cancelled waiter leaves the queue and, if it held the head reservation, the next
-        waiter reserves afresh from the previous real start, so no slot is wasted.
+        its place, for `eta`). Always a cancel point; a schedule point too unless the lane
+        is ungated (``interval_s`` 0) and nobody is queued, where the slot is taken at once.
+        Cancellation is safe at any point: a cancelled waiter leaves the queue and, if it held
+        the head reservation, the next waiter reserves afresh from the previous real start, so
+        no slot is wasted.
 
         Returns:
             The :func:`trio.current_time` at which the slot began.
         """
         await trio.lowlevel.checkpoint_if_cancelled()
         arrival_at = trio.current_time()
+        low, high = self.jitter_s
+        if not self._queue and self.interval_s <= 0:
+            # An ungated lane with nobody queued: the slot is now, in arrival order. No Event
+            # and no `sleep_until` of a past instant (which trio delivers as a cancellation
+            # caught inside it: most of an ungated lane's per-call cost). No schedule point
+            # either: the lane's capacity limiter, taken just before, gave one.
+            self._last_start_at = arrival_at
+            self._starts += 1
+            return arrival_at
         turn = trio.Event()
         self._queue.append(turn)
         if self._queue[0] is turn:
@@ -110,7 +121,6 @@ class RateGate:
             progress.enter(JobPhase.WAITING_GATE, arrival_at, turn=turn)
         try:
             await turn.wait()
-            low, high = self.jitter_s
             # An ungated lane (interval 0) adds no jitter either: there is nothing to spread.
             jitter = self.rng.uniform(low, high) if high > 0 and self.interval_s > 0 else 0.0
             # Jitter counts from this caller's arrival, so a head cancelled before its slot

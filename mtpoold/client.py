@@ -201,6 +201,11 @@ def _daemon_address(path: Path) -> tuple[str, Path]:
     return listen, path.resolve().parent / Path(state_dir).expanduser()
 
 
+def _messages_params(peer: str | int, ids: Sequence[int] | None) -> dict[str, Any]:
+    """``get_messages``'s params: ``ids`` left out when None (a message link's own id)."""
+    return {"peer": peer} if ids is None else {"peer": peer, "ids": list(ids)}
+
+
 def _job_params(
     params: dict[str, Any],
     deadline_ms: float | None,
@@ -391,14 +396,15 @@ class Client:
     def get_messages(
         self,
         peer: str | int,
-        ids: Sequence[int],
+        ids: Sequence[int] | None = None,
         *,
         deadline_ms: float | None = None,
         account: str | None = None,
         tags: Sequence[str] = (),
         max_age_s: float | None = None,
     ) -> JobReply:
-        """Messages ``ids`` of ``peer`` (username, link or marked numeric id).
+        """Messages ``ids`` of ``peer`` (username, link or marked numeric id); ``ids`` None
+        (left out): ``peer`` is a message link (``https://t.me/name/123``), its id the one id.
 
         Returns:
             `JobReply` whose ``value`` maps each id (a string) to ``{"exists": bool,
@@ -408,9 +414,7 @@ class Client:
             RpcError: as `resolve`.
             DaemonUnreachable: no reply.
         """
-        params = _job_params(
-            {"peer": peer, "ids": list(ids)}, deadline_ms, account, tags, max_age_s
-        )
+        params = _job_params(_messages_params(peer, ids), deadline_ms, account, tags, max_age_s)
         return JobReply.from_result(self.call("get_messages", params))
 
     def invoke(
@@ -551,7 +555,7 @@ class AsyncioClient:
     async def get_messages(
         self,
         peer: str | int,
-        ids: Sequence[int],
+        ids: Sequence[int] | None = None,
         *,
         deadline_ms: float | None = None,
         account: str | None = None,
@@ -559,9 +563,7 @@ class AsyncioClient:
         max_age_s: float | None = None,
     ) -> JobReply:
         """As `Client.get_messages`."""
-        params = _job_params(
-            {"peer": peer, "ids": list(ids)}, deadline_ms, account, tags, max_age_s
-        )
+        params = _job_params(_messages_params(peer, ids), deadline_ms, account, tags, max_age_s)
         return JobReply.from_result(await self.call("get_messages", params))
 
     async def invoke(
@@ -683,7 +685,7 @@ class TrioClient:
     async def get_messages(
         self,
         peer: str | int,
-        ids: Sequence[int],
+        ids: Sequence[int] | None = None,
         *,
         deadline_ms: float | None = None,
         account: str | None = None,
@@ -691,9 +693,7 @@ class TrioClient:
         max_age_s: float | None = None,
     ) -> JobReply:
         """As `Client.get_messages`."""
-        params = _job_params(
-            {"peer": peer, "ids": list(ids)}, deadline_ms, account, tags, max_age_s
-        )
+        params = _job_params(_messages_params(peer, ids), deadline_ms, account, tags, max_age_s)
         return JobReply.from_result(await self.call("get_messages", params))
 
     async def invoke(

@@ -296,6 +296,14 @@ async def test_DCShell_bad_input_is_answered_never_raised(dc: DC, line: str) -> 
     assert dc.faults.pending() == [] and dc.limits.budgets() == []
 
 
+async def test_DCShell_slowmode_of_an_unknown_channel_names_what_is_wrong(dc: DC) -> None:
+    shell = DCShell(dc)
+    assert shell.execute("slowmode @nochannel 3") == (
+        "error slowmode: no channel '@nochannel' in the world (channel id or @username)"
+    )  # was "error slowmode: @nochannel"
+    assert shell.execute("slowmode 99 3").startswith("error slowmode: no channel '99'")
+
+
 async def test_DCShell_accounts(dc: DC) -> None:
     shell = DCShell(dc)
     assert [shell.account(a) for a in ("a0", "15550000002", "+15550000003", "1004")] == [

@@ -234,7 +234,12 @@ class DCShell:
             raise _Usage("usage: slowmode CHANNEL SECONDS")
         channel: int | str = int(args[0]) if args[0].isdigit() else args[0]
         seconds = _integer(args[1], "SECONDS")
-        self.dc.limits.set_slowmode(channel, seconds)
+        try:
+            self.dc.limits.set_slowmode(channel, seconds)
+        except KeyError:
+            raise _Usage(
+                f"slowmode: no channel {args[0]!r} in the world (channel id or @username)"
+            ) from None
         return f"slowmode {args[0]} {seconds} s"
 
     def _error(self, args: list[str]) -> str:

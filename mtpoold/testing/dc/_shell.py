@@ -394,6 +394,8 @@ async def _serve_connection(shell: DCShell, stream: trio.SocketStream) -> None:
             while data := await stream.receive_some(65536):
                 for line in reader.feed(data):
                     await stream.send_all((_answer(shell, line) + "\n").encode())
+            for line in reader.flush():  # ``printf status | socat - UNIX:...``: no newline
+                await stream.send_all((_answer(shell, line) + "\n").encode())
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             pass
 

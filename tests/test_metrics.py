@@ -519,6 +519,11 @@ async def test_reload_that_changes_metrics_says_it_applies_after_a_restart(
     assert pool.configs[-1].metrics.listen == "127.0.0.1:9100"  # the pool has the new config
     path.write_text("")  # the section removed: the same rule
     assert (await reloader())["notes"] == ["[metrics] settings changed: they apply after a restart"]
+    # compared with what runs (the file the daemon started with), not the last file loaded:
+    # the same changed file reloaded again still says so, one edited back says nothing
+    assert (await reloader())["notes"] == ["[metrics] settings changed: they apply after a restart"]
+    path.write_text('[metrics]\nlisten = "127.0.0.1:9464"\n')
+    assert (await reloader())["notes"] == []
 
 
 async def test_endpoint_names_its_address_when_it_cannot_bind() -> None:

@@ -394,6 +394,11 @@ def test_accounts_cooldowns_and_clear_cooldown(
     assert main(["accounts", "clear-cooldown", "a2", *daemon.args()]) == 0
     assert daemon.pool.cleared == [("a1", "resolve"), ("a2", None)]
     capsys.readouterr()
+    assert main(["accounts", "clear-cooldown", "a2", "--class", "read", *daemon.args()]) == 0
+    assert capsys.readouterr().out == (  # was "account a2: cleared nothing was cooling down"
+        "account a2: nothing to clear (no cooldown of its own or of a rate class;"
+        " a proxy's cooldown is the proxy's)\n"
+    )
     assert main(["accounts", "clear-cooldown", "a1", "--class", "x", *daemon.args()]) == 2
     assert "no rate class 'x'" in capsys.readouterr().err
 

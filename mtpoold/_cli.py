@@ -530,8 +530,13 @@ def _cmd_accounts(args: argparse.Namespace) -> int:
         if args.rate_class is not None:
             params["rate_class"] = args.rate_class
         result = _control(args, "accounts.clear_cooldown", params)
-        cleared = ", ".join(result.get("cleared") or []) or "nothing was cooling down"
-        text = f"account {args.id}: cleared {cleared}"
+        cleared = ", ".join(result.get("cleared") or [])
+        text = (
+            f"account {args.id}: cleared {cleared}"
+            if cleared
+            else f"account {args.id}: nothing to clear (no cooldown of its own or of a rate"
+            " class; a proxy's cooldown is the proxy's)"
+        )
     else:
         result = _control(args, "accounts.forget", {"id": args.id})
         text = f"account {args.id} forgotten: its row was deleted from the state store"

@@ -241,6 +241,9 @@ class Reloader:
         config_path: The file to re-read, or None (no reload possible).
         listening_on: The ``daemon.listen`` the daemon started with (where it listens until
             a restart, whatever later files say).
+        started_with: The config the daemon started with: its ``[daemon]`` and ``[metrics]``
+            sections stay in force until a restart, so a reload's notes compare with it (a
+            file edited back says nothing; a second reload of a changed one says it again).
     """
 
     pool: DaemonPool
@@ -248,6 +251,9 @@ class Reloader:
     config_path: Path | None
     listening_on: str = attrs.field(
         default=attrs.Factory(lambda self: self.config.daemon.listen, takes_self=True)
+    )
+    started_with: Config = attrs.field(
+        default=attrs.Factory(lambda self: self.config, takes_self=True)
     )
     _lock: trio.Lock = attrs.field(init=False, factory=trio.Lock)
 
@@ -303,7 +309,7 @@ class Reloader:
             reason = redact(f"{type(exc).__name__}: {exc}")
             raise ConfigError([f"reload failed: {reason}"]) from None
         notes = []
-        if new.daemon != self.config.daemon:
+        if new.daemon != self.started_with.daemon:
             if new.daemon.listen != self.listening_on:
                 notes.append(
                     f"daemon.listen changed ({self.listening_on} -> {new.daemon.listen}): the"
@@ -316,7 +322,7 @@ class Reloader:
                 "reload_daemon_changed",
                 note="listen_and_limits_apply_after_restart",
             )
-        if new.metrics != self.config.metrics:
+        if new.metrics != self.started_with.metrics:
             notes.append("[metrics] settings changed: they apply after a restart")
             log_event(
                 _log,

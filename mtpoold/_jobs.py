@@ -170,7 +170,8 @@ class JobStatistics:
         deadline_left_s: Seconds until its deadline (>= 0).
         attempts: Calls made so far.
         account: The account of its current (or last) attempt, or None.
-        shared: Whether it rides in another job's flight (identical or merged).
+        shared: Whether its flight (one Telegram job) serves other jobs too (identical or
+            merged); a read-only job alone in its flight is not shared.
         state: One `JobPhase` value.
         waiting_for: What it waits for, by ``state``: ``waiting_account``: ``why`` (one
             line: all busy, cooling until ..., budget, class cooldown, knower hold) and

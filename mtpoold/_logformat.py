@@ -132,9 +132,19 @@ def log_event(
     logger.log(level, LogEvent(event, fields), exc_info=exc_info, stacklevel=2)
 
 
+#: The last second ISO 8601's four-digit years can write, 9999-12-31T23:59:59Z (Unix s).
+_LAST_ISO_S: Final = 253_402_300_799.0
+
+
 def iso_utc(unix_s: float) -> str:
-    """A wall-clock time (Unix seconds) as ISO 8601 UTC to the second: ``2026-12-02T03:00:37Z``."""
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(unix_s))
+    """A wall-clock time (Unix seconds) as ISO 8601 UTC to the second: ``2026-12-02T03:00:37Z``.
+
+    Times past year 9999 (a FLOOD_WAIT's seconds come from outside: ``FLOOD_WAIT_10^20``),
+    infinity and NaN are written ``9999-12-31T23:59:59Z``, times before 1970 as 1970: never
+    an error (``time.gmtime`` raises OverflowError or OSError beyond its range).
+    """
+    clamped = min(max(unix_s, 0.0), _LAST_ISO_S) if unix_s == unix_s else _LAST_ISO_S
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(clamped))
 
 
 def logfmt_value(value: FieldValue) -> str:

@@ -109,6 +109,9 @@ MAX_REQUEST_BYTES: Final = 8192
 READ_TIMEOUT_S: Final = 5.0
 #: Scrapes served at once; one more connection is closed without an answer.
 MAX_CONNECTIONS: Final = 16
+#: Seconds a client has to take the whole response; slower (a scraper that never reads a
+#: response its socket buffers cannot hold): closed, its slot freed.
+WRITE_TIMEOUT_S: Final = 30.0
 
 
 class ServerStatisticsLike(Protocol):
@@ -499,7 +502,7 @@ def http_answer(registry: CollectorRegistry, head: bytes) -> bytes:
 
 
 async def _serve_one(
-    registry: CollectorRegistry, slots: trio.CapacityLimiter, stream: trio.SocketStream
+    registry: CollectorRegistry, slots: trio.CapacityLimiter, stream: trio.abc.Stream
 ) -> None:
     """One connection: one request, one response, closed. Never raises (a broken client
     must not take the endpoint, nor the daemon's nursery, down)."""
@@ -521,7 +524,8 @@ async def _serve_one(
                     )
                     return
                 if head is not None:
-                    await stream.send_all(http_answer(registry, head))
+                    with trio.move_on_after(WRITE_TIMEOUT_S):
+                        await stream.send_all(http_answer(registry, head))
             finally:
                 slots.release()
     except (trio.BrokenResourceError, trio.ClosedResourceError):
@@ -539,8 +543,9 @@ async def serve_metrics(
     """Serve ``GET /metrics`` on ``listen`` until cancelled (run it in the daemon's nursery).
 
     One request per connection (``Connection: close``); a request head over
-    `MAX_REQUEST_BYTES` is answered 431, one not complete within `READ_TIMEOUT_S` 408; at most
-    `MAX_CONNECTIONS` are served at once. Responses: `http_answer`.
+    `MAX_REQUEST_BYTES` is answered 431, one not complete within `READ_TIMEOUT_S` 408, a
+    response not taken within `WRITE_TIMEOUT_S` is cut; at most `MAX_CONNECTIONS` are served
+    at once. Responses: `http_answer`.
 
     Args:
         registry: What to expose (`metrics_registry`).

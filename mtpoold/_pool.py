@@ -1052,7 +1052,7 @@ class Pool:
         for entry in self._registry.entries():
             job, shared = entry.job, False
             if job is None and entry.flight is not None:
-                shared = True
+                shared = len(entry.flight.members) > 1  # alone in its flight: not shared
                 progress = entry.flight.progress
                 job = progress if isinstance(progress, Job) else None
             if job is None:

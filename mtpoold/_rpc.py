@@ -285,6 +285,17 @@ def _parse_int(text: str) -> int:
     return int(text)
 
 
+def _lone_surrogate(text: str) -> bool:
+    """True when a ``\\uD800``-``\\uDFFF`` escape of ``text`` decoded to half a pair: such a
+    string is no Unicode text (I-JSON, RFC 7493 §2.1, forbids it) and no reply holding it
+    could be written as UTF-8."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
 def _readable_id(value: object) -> RequestId | None:
     if isinstance(value, str) or (isinstance(value, int) and not isinstance(value, bool)):
         return value
@@ -301,15 +312,21 @@ def parse_request(frame: str | bytes) -> Request:
         The request. Its parameters are checked later by `parse_params`.
 
     Raises:
-        RpcError: PARSE_ERROR (-32700) if the frame is not JSON, or holds NaN, Infinity
-            or an integer of more than `MAX_INT_DIGITS` digits (``request_id`` None);
+        RpcError: PARSE_ERROR (-32700) if the frame is not JSON, or holds NaN, Infinity,
+            an integer of more than `MAX_INT_DIGITS` digits, or a string escaping half a
+            UTF-16 surrogate pair (``"\\ud800"``: not text, no reply could hold it; I-JSON,
+            RFC 7493 §2.1) (``request_id`` None);
             INVALID_REQUEST (-32600) if it is a batch, not an object, lacks ``"jsonrpc":
             "2.0"``, lacks an id (notifications are not supported), has an id that is not a
             string or integer, a method that is not a string, or params that are neither an
             object nor an array. ``request_id`` carries the id whenever it was readable.
     """
     try:
-        obj = json.loads(frame, parse_constant=_reject_constant, parse_int=_parse_int)
+        # Bytes are decoded strictly here: json.loads would decode them with surrogatepass.
+        text = frame.decode("utf-8") if isinstance(frame, bytes) else frame
+        obj = json.loads(text, parse_constant=_reject_constant, parse_int=_parse_int)
+        if "\\u" in text and _lone_surrogate(_dumps(obj)):
+            raise _NotJson("a string holds an unpaired UTF-16 surrogate (\\uD800-\\uDFFF)")
     except (ValueError, RecursionError) as exc:  # JSONDecodeError and UnicodeDecodeError too
         if isinstance(exc, json.JSONDecodeError):
             detail = f"{exc.msg} (line {exc.lineno} column {exc.colno})"

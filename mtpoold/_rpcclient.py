@@ -305,8 +305,8 @@ class WebSocketSession:
                     waiter.done.set()
                 elif request_id is None and "error" in message:
                     raise _Unanswerable(RemoteError.from_error(message["error"]))
-        except ConnectionClosed:
-            self._lose(f"connection to {self.target} lost before a reply")
+        except ConnectionClosed as exc:
+            self._lose(_closed_why(self.target, exc))
         except json.JSONDecodeError:
             self._lose(f"{self.target} sent a reply that is not JSON")
         except _Unanswerable as exc:
@@ -402,6 +402,23 @@ async def call(
                 return await session.call(method, params)
     except trio.TooSlowError:
         raise DaemonUnreachable(f"no reply from {target} within {timeout_s:g} s") from None
+
+
+#: Close codes the daemon sends, and what the client did to get them (RFC 6455 §7.4.1).
+_CLOSED_BECAUSE: Final = {
+    1007: "a request that is not UTF-8 text",
+    1009: "a request larger than its daemon.max_frame_bytes",
+}
+
+
+def _closed_why(target: Target, exc: ConnectionClosed) -> str:
+    """Why the connection ended, as the daemon said in its close frame (1009: the request
+    was too large, not a daemon gone away)."""
+    code = getattr(exc.reason, "code", None)
+    because = _CLOSED_BECAUSE.get(code) if isinstance(code, int) else None
+    if because is None:
+        return f"connection to {target} lost before a reply"
+    return f"{target} closed the connection ({code}) before a reply: {because}"
 
 
 def _raise_mapped(exc: BaseException, target: Target) -> None:

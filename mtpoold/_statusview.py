@@ -104,6 +104,24 @@ def format_short(seconds: object) -> str:
     return f"{secs}s"
 
 
+def _visible(text: str) -> str:
+    """``text`` safe to print on a terminal: line breaks and tabs as spaces, every other
+    unprintable character (ESC of an ANSI sequence, bidi overrides) as ``\\xNN`` /
+    ``\\uNNNN``. A disable reason or an error message comes from outside (any token
+    holder, Telegram): printed raw, it could recolour, move the cursor, retitle the terminal."""
+    if text.isprintable():
+        return text
+    out = []
+    for c in text:
+        if c.isprintable():
+            out.append(c)
+        elif c in "\n\r\t":
+            out.append(" ")
+        else:
+            out.append(f"\\x{ord(c):02x}" if ord(c) < 0x100 else f"\\u{ord(c):04x}")
+    return "".join(out)
+
+
 def _num(value: object) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
         return 0.0
@@ -160,7 +178,7 @@ class _Grid:
         self._columns.append((header, right, flex))
 
     def add_row(self, *cells: Text) -> None:
-        self._rows.append(list(cells))
+        self._rows.append([Text(_visible(c.plain), style=c.style) for c in cells])
 
     @property
     def row_count(self) -> int:

@@ -24,6 +24,9 @@ __all__ = [
 
 TOKEN_FILE_NAME: Final = "token"
 TOKEN_BYTES: Final = 32  # bytes of randomness, 43 characters of urlsafe base64
+#: Bytes of a token file read at most: a token is one short line (``--token-file /dev/zero``
+#: or a huge file must not be read forever).
+MAX_TOKEN_FILE_BYTES: Final = 4096
 
 
 class TokenError(Exception):
@@ -45,11 +48,14 @@ def read_token(path: Path) -> str:
         The token, surrounding whitespace stripped.
 
     Raises:
-        TokenError: if the file cannot be read or holds no token. The message names the
-            path, never the content.
+        TokenError: if the file cannot be read or holds no token (empty, more than
+            `MAX_TOKEN_FILE_BYTES` bytes, a space or an unprintable character inside: it
+            goes into an HTTP header). The message names the path, never the content.
     """
     try:
-        text = path.read_text(encoding="utf-8")
+        with path.open("rb") as f:
+            data = f.read(MAX_TOKEN_FILE_BYTES + 1)
+        text = "" if len(data) > MAX_TOKEN_FILE_BYTES else data.decode("utf-8")
     except FileNotFoundError:
         raise TokenError(
             f"token file {path} does not exist (has the daemon started once?)"
@@ -58,7 +64,7 @@ def read_token(path: Path) -> str:
         reason = getattr(exc, "strerror", None) or "not UTF-8 text"
         raise TokenError(f"cannot read token file {path}: {reason}") from None
     token = text.strip()
-    if not token or any(c.isspace() for c in token):
+    if not token or not token.isprintable() or " " in token:
         raise TokenError(f"token file {path} does not hold a token (one line, no spaces)")
     return token
 

@@ -394,6 +394,11 @@ def test_accounts_cooldowns_and_clear_cooldown(
     assert main(["accounts", "clear-cooldown", "a2", *daemon.args()]) == 0
     assert daemon.pool.cleared == [("a1", "resolve"), ("a2", None)]
     capsys.readouterr()
+    assert main(["accounts", "clear-cooldown", "a2", "--class", "read", *daemon.args()]) == 0
+    assert capsys.readouterr().out == (  # was "account a2: cleared nothing was cooling down"
+        "account a2: nothing to clear (no cooldown of its own or of a rate class;"
+        " a proxy's cooldown is the proxy's)\n"
+    )
     assert main(["accounts", "clear-cooldown", "a1", "--class", "x", *daemon.args()]) == 2
     assert "no rate class 'x'" in capsys.readouterr().err
 
@@ -1027,3 +1032,17 @@ def test_call_get_messages_on_a_link_needs_no_ids(
     args = '{"peer": "https://t.me/durov/123"}'
     assert main(["call", "get_messages", args, *daemon.args()]) == 0
     assert daemon.pool.calls[-1][:2] == ("get_messages", ("https://t.me/durov/123", None))
+
+
+def test_a_request_over_max_frame_bytes_says_so_not_daemon_lost(
+    daemon: Daemon, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The daemon closes a too-large message with 1009; the client said only "connection
+    lost" (as if the daemon had died)."""
+    from mtpoold._server import MAX_FRAME_BYTES
+
+    reason = "x" * (MAX_FRAME_BYTES + 1)
+    assert main(["accounts", "disable", "a1", "--reason", reason, *daemon.args()]) == 3
+    err = capsys.readouterr().err
+    assert "closed the connection (1009) before a reply: a request larger than its" in err, err
+    assert "daemon.max_frame_bytes" in err and "x" * 50 not in err

@@ -56,6 +56,18 @@ async def test_php_example_client_against_a_real_daemon(tmp_path: Path) -> None:
             assert "status: 1 account(s)" in lines
             assert lines[-4:-1] == ["batch #0: ok via acc", "batch #1: ok via acc",
                                     "batch #2: error -32602 INVALID_ARGUMENT"], out  # fmt: skip
+            # getMessages of a message link without ids: the link's own id (ids left out)
+            script = (
+                f"require {str(ROOT / 'examples' / 'php' / 'MtpooldClient.php')!r};"
+                f"$c = MtpooldClient::fromTokenFile('http://{listen}',"
+                f" {str(tmp_path / 'state' / 'token')!r});"
+                "echo json_encode(array_keys($c->getMessages('https://t.me/mtpoold_news/2')"
+                "['result']));"
+            )
+            proc = await trio.run_process(
+                [PHP, "-r", script], capture_stdout=True, capture_stderr=True, check=False
+            )
+            assert (proc.returncode, proc.stdout) == (0, b"[2]"), proc.stdout + proc.stderr
             # a wrong token: the refusal's JSON-RPC body, as an MtpooldError
             (tmp_path / "bad-token").write_text("not-the-token\n")
             proc = await trio.run_process(

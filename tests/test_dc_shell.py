@@ -19,7 +19,7 @@ from telethon import errors, functions, types
 
 from mtpoold._errors import JobFailed
 from mtpoold.testing.dc import DC, DEFAULT_SEED, open_dc, open_telethon_client
-from mtpoold.testing.dc._shell import MAX_LINE_BYTES, DCShell
+from mtpoold.testing.dc._shell import MAX_LINE_BYTES, DCShell, serve_control_socket
 
 from _e2e import fleet_config, open_fleet, wait_until
 
@@ -294,6 +294,32 @@ async def test_DCShell_bad_input_is_answered_never_raised(dc: DC, line: str) -> 
     if line != "status":
         assert answer.startswith("error "), answer
     assert dc.faults.pending() == [] and dc.limits.budgets() == []
+
+
+async def test_DCShell_slowmode_of_an_unknown_channel_names_what_is_wrong(dc: DC) -> None:
+    shell = DCShell(dc)
+    assert shell.execute("slowmode @nochannel 3") == (
+        "error slowmode: no channel '@nochannel' in the world (channel id or @username)"
+    )  # was "error slowmode: @nochannel"
+    assert shell.execute("slowmode 99 3").startswith("error slowmode: no channel '99'")
+
+
+async def test_control_socket_answers_a_last_line_without_a_newline(dc: DC, tmp_path: Path) -> None:
+    """A client that sends ``status`` and shuts its side (``printf status | socat``) got
+    nothing: the unterminated last line was dropped at EOF (stdin answered it)."""
+    path = tmp_path / "ctl"
+    async with trio.open_nursery() as nursery:
+        await nursery.start(serve_control_socket, DCShell(dc), str(path))
+        stream = await trio.open_unix_socket(str(path))
+        async with stream:
+            await stream.send_all(b"drop 0\nstatus")
+            await stream.send_eof()
+            data = b""
+            while chunk := await stream.receive_some(65536):
+                data += chunk
+        nursery.cancel_scope.cancel()
+    first, second = data.decode().splitlines()
+    assert first == "ok drop 0" and second.startswith("ok {"), data
 
 
 async def test_DCShell_accounts(dc: DC) -> None:

@@ -208,6 +208,21 @@ async def test_post_bad_json_empty_batch_and_not_a_request_are_400_with_a_jsonrp
         assert (await h.post(req(1, "ping"))).status == 200
 
 
+async def test_a_lone_surrogate_or_cesu_8_in_a_body_is_400_not_a_dropped_connection() -> None:
+    """``"\\ud800"`` is valid JSON syntax but no text: echoed in a reply it could not be
+    encoded, and the connection crashed without an answer (single request and batch)."""
+    async with served() as h:
+        for body in (
+            b'{"jsonrpc": "2.0", "id": "\\ud800", "method": "ping"}',
+            b'{"jsonrpc": "2.0", "id": "\xed\xa0\x80", "method": "ping"}',
+        ):
+            reply = await h.post(body)
+            assert reply.status == 400 and reply.body["error"]["code"] == -32700, reply
+        batch = await h.post(b'[{"jsonrpc": "2.0", "id": "\\udfff", "method": "ping"}]')
+        assert batch.status == 200 and batch.body[0]["error"]["code"] == -32700, batch
+        assert (await h.post(req("\U0001f600", "ping"))).body["id"] == "\U0001f600"
+
+
 def test_split_batch_cuts_elements_as_written() -> None:
     assert split_batch(b'{"a": 1}') is None
     assert split_batch(b" [ ] ") == []

@@ -150,6 +150,27 @@ async def test_shared_jobs_show_their_flight(
             nursery.cancel_scope.cancel()
 
 
+async def test_a_read_only_job_alone_in_its_flight_is_not_shared(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    """Every read-only job rides in a flight; one alone was listed ``shared`` (and
+    ``mtpoold jobs`` wrote ``resolve (shared)``) though no other job shared its call."""
+    world = World()
+    world.script("a1", Sleep(600))
+    config = make_config(
+        tmp_path,
+        proxies={"p1": {"interval_s": 0.0}},
+        accounts={"a1": "p1"},
+        economy={"share_identical": True},
+    )
+    async with open_pool(config, client_factory=world.factory()) as pool:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(pool.resolve, "durov")
+            await trio.sleep(1.0)
+            assert [(j.shared, j.state) for j in pool.jobs()] == [(False, JobPhase.IN_CALL)]
+            nursery.cancel_scope.cancel()
+
+
 async def test_caller_errors_are_kept_apart_from_the_accounts_failures(
     tmp_path: Path, autojump_clock: trio.testing.MockClock
 ) -> None:

@@ -12,6 +12,7 @@ from typing import Any
 import attrs
 import pytest
 import trio
+import trio.testing
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
@@ -399,6 +400,24 @@ async def test_endpoint_times_out_a_slow_request(autojump_clock: trio.abc.Clock)
         nursery.cancel_scope.cancel()
 
 
+async def test_a_scraper_that_never_reads_its_response_frees_its_slot(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    """``send_all`` had no deadline: MAX_CONNECTIONS scrapers that send a request and never
+    read a response larger than their socket buffers held every slot for ever."""
+    from mtpoold._metrics import MAX_CONNECTIONS, WRITE_TIMEOUT_S, _serve_one
+
+    slots = trio.CapacityLimiter(MAX_CONNECTIONS)
+    client, server = trio.testing.lockstep_stream_pair()  # no buffer: nothing is taken
+    with trio.fail_after(WRITE_TIMEOUT_S + 10):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_serve_one, _registry(), slots, server)
+            await client.send_all(b"GET /metrics HTTP/1.1\r\n\r\n")
+            await trio.sleep(1)
+            assert slots.borrowed_tokens == 1  # answering, the client reads nothing
+    assert slots.borrowed_tokens == 0
+
+
 async def test_endpoint_refuses_a_unix_address() -> None:
     with pytest.raises(ValueError, match="host:port"):
         await serve_metrics(_registry(), "unix:/tmp/x.sock")
@@ -519,6 +538,11 @@ async def test_reload_that_changes_metrics_says_it_applies_after_a_restart(
     assert pool.configs[-1].metrics.listen == "127.0.0.1:9100"  # the pool has the new config
     path.write_text("")  # the section removed: the same rule
     assert (await reloader())["notes"] == ["[metrics] settings changed: they apply after a restart"]
+    # compared with what runs (the file the daemon started with), not the last file loaded:
+    # the same changed file reloaded again still says so, one edited back says nothing
+    assert (await reloader())["notes"] == ["[metrics] settings changed: they apply after a restart"]
+    path.write_text('[metrics]\nlisten = "127.0.0.1:9464"\n')
+    assert (await reloader())["notes"] == []
 
 
 async def test_endpoint_names_its_address_when_it_cannot_bind() -> None:

@@ -112,6 +112,22 @@ async def test_Pool_flood_wait_cools_account_exactly_and_reroutes(
         assert world.calls_of("a1")[1] >= failed_at + 37
 
 
+@pytest.mark.parametrize("seconds", [10**17, 10**20])
+async def test_Pool_an_absurd_flood_wait_cools_and_reroutes_like_any_other(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock, seconds: int
+) -> None:
+    """FLOOD_WAIT_X is a number in an error's text: one beyond time_t's range (the loopback
+    DC's ``flood METHOD 1e20``) made the flood_wait line's ``until=`` raise OverflowError,
+    which failed the job GENERIC instead of rerouting it, and skipped saving the account."""
+    world = World()
+    world.script("a1", tg.FloodWaitError(request=None, capture=seconds))
+    config = make_config(tmp_path, accounts={"a1": "p1", "a2": "p2"})
+    async with open_pool(config, client_factory=world.factory()) as pool:
+        result = await pool.invoke("help.GetConfig", {})
+        assert (result.meta.account, result.meta.attempts) == ("a2", 2)
+        assert stats_of(pool, "a1").state == "cooldown"
+
+
 async def test_Pool_flood_wait_0_is_treated_as_one_second(
     tmp_path: Path, autojump_clock: trio.testing.MockClock
 ) -> None:

@@ -53,7 +53,7 @@ def blocking_run(config: Path) -> dict[str, Any]:
     out: dict[str, Any] = {
         "resolve": client.resolve("@mtpoold_news", deadline_ms=10_000),
         "messages": client.get_messages("@mtpoold_news", [1, 2, 99]),
-        "link": client.get_messages("https://t.me/mtpoold_news/1"),  # no ids: the link's
+        "link": client.get_messages("https://t.me/mtpoold_news/2"),  # the link's own id
         "invoke": client.invoke("help.GetConfig"),
         "status": client.status(),
         "batch": client.batch(
@@ -90,7 +90,7 @@ async def test_the_three_flavours_against_a_real_daemon(tmp_path: Path) -> None:
             sync = await trio.to_thread.run_sync(blocking_run, config)
             check_resolve(sync["resolve"])
             check_messages(sync["messages"])
-            assert list(sync["link"].value) == ["1"] and sync["link"].value["1"]["exists"]
+            assert list(sync["link"].value) == ["2"] and sync["link"].value["2"]["exists"]
             check_config(sync["invoke"])
             assert [a["id"] for a in sync["status"]["accounts"]] == ["acc"]
             pong, missing = sync["batch"]
@@ -119,6 +119,8 @@ async def test_the_three_flavours_against_a_real_daemon(tmp_path: Path) -> None:
                 check_resolve(results["resolve"])
                 check_messages(results["messages"])
                 check_config(results["invoke"])
+                link = await client.get_messages("t.me/mtpoold_news/1")
+                assert list(link.value) == ["1"]
                 with pytest.raises(RpcError) as info:
                     await client.resolve("@nobody_by_that_name", account="acc")
                 assert info.value.code == -32001 and info.value.http_status is None

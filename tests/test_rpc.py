@@ -64,6 +64,13 @@ def test_parse_request_errors(frame: str, code: int, request_id: object) -> None
         ('{"id":', "not valid JSON: Expecting value (line 1 column 7)"),
         (b'{"id": "\xff"}', "not valid JSON: the frame is not UTF-8 text"),
         ("[" * 100_000, "not valid JSON: nested too deeply"),
+        ('{"jsonrpc": "2.0", "id": "\\ud800", "method": "ping"}',
+         "not valid JSON: a string holds an unpaired UTF-16 surrogate (\\uD800-\\uDFFF)"),
+        ('{"jsonrpc": "2.0", "id": 1, "method": "x", "params": {"a": ["\\uDFFFx"]}}',
+         "not valid JSON: a string holds an unpaired UTF-16 surrogate (\\uD800-\\uDFFF)"),
+        # UTF-8 encoded surrogates (CESU-8) are not UTF-8 (json.loads of bytes takes them)
+        (b'{"jsonrpc": "2.0", "id": "\xed\xa0\x80", "method": "ping"}',
+         "not valid JSON: the frame is not UTF-8 text"),
     ],
 )  # fmt: skip
 def test_parse_request_parse_errors_say_what_is_wrong(frame: str | bytes, message: str) -> None:
@@ -88,6 +95,12 @@ def test_parse_request_never_raises_anything_but_rpc_error(frame: bytes | str) -
         json.loads(encode_error(exc.request_id, exc))
     else:
         assert isinstance(r.id, str | int)
+        encode_result(r.id, r.method).encode("utf-8")  # every reply to it can be sent
+
+
+def test_parse_request_a_surrogate_pair_escaped_is_one_character() -> None:
+    r = parse_request('{"jsonrpc": "2.0", "id": "\\ud83d\\ude00", "method": "ping"}')
+    assert r.id == "\U0001f600"
 
 
 def test_parse_params_invoke_defaults_and_options() -> None:
@@ -353,7 +366,7 @@ def test_parse_params_any_json_works_or_names_the_parameter(call: tuple[str, Any
         parse_params(method, params)
     except RpcError as exc:
         assert (exc.code, exc.error_class) == (-32602, "INVALID_ARGUMENT")
-        assert re.match(r'params(\.\w+|\."[^"]*"|\[\d+\])*: ', exc.message), exc.message
+        assert re.match(r'params(\.\w+|\."(?:[^"\\]|\\.)*"|\[\d+\])*: ', exc.message), exc.message
         assert len(exc.message) < 1000
         json.loads(encode_error(1, exc))
 

@@ -295,6 +295,32 @@ def test_accounts_and_proxies_lists_fit_the_console(fleet: dict[str, Any]) -> No
         assert max(map(len, out.splitlines())) <= 120
 
 
+def test_text_from_outside_cannot_drive_the_terminal() -> None:
+    """A disable reason (any token holder sets one) or an error message printed raw: its ESC
+    sequences recoloured the terminal, a bidi override reversed the line."""
+    lane = _lane(0)
+    hostile = "flagged \x1b[31mRED\x1b]0;owned\x07 \u202etxt\nnext"
+    accounts = (
+        _account(1, lane, AccountState.DISABLED, disabled_reason=hostile),
+        _account(2, lane, AccountState.READY, last_error_message=hostile, calls_failed=9),
+    )
+    stats = cattrs.unstructure(
+        PoolStatistics(
+            uptime_s=1.0, jobs_in_flight=0, jobs_ok=0, jobs_failed=0, accounts_total=2,
+            accounts_by_state={"disabled": 1, "ready": 1}, accounts_ready=1,
+            accounts_cooling=0, accounts_disabled=1, config_generation=1,
+            config_loaded_at="2026-12-01T10:00:00Z", orphaned_accounts=(),
+            proxies=(lane,), accounts=accounts,
+        )
+    )  # fmt: skip
+    for out in (
+        _render(render_status(stats, wide=True), 240),
+        _render(render_accounts(stats), 240),
+    ):
+        assert "\x1b" not in out and "\x07" not in out and "\u202e" not in out, out
+        assert "flagged \\x1b[31mRED" in out, out
+
+
 def test_status_summary_only_reply() -> None:
     """A ``{"summary": true}`` reply (no accounts) still counts by state."""
     stats = _fleet()

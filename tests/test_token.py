@@ -32,3 +32,16 @@ def test_read_token_errors_name_the_path_not_the_content(tmp_path: Path) -> None
     path.write_text("\n")
     with pytest.raises(TokenError, match=r"does not hold a token"):
         ensure_token(path)
+
+
+def test_read_token_of_a_device_or_binary_file_is_an_error_not_a_hang(tmp_path: Path) -> None:
+    """``--token-file /dev/zero`` read forever (and without bound) before."""
+    with pytest.raises(TokenError, match=r"/dev/zero does not hold a token"):
+        read_token(Path("/dev/zero"))
+    path = tmp_path / "token"
+    path.write_bytes(b"abc\x00def\n")
+    with pytest.raises(TokenError, match=r"does not hold a token"):
+        read_token(path)
+    path.write_text("x" * 5000)
+    with pytest.raises(TokenError, match=r"does not hold a token"):
+        read_token(path)

@@ -89,10 +89,14 @@ final class MtpooldClient
         return $this->call('resolve', self::job(['link_or_username' => $linkOrUsername], $options));
     }
 
-    /** @param list<int> $ids message ids of $peer (username, link or marked numeric id) */
-    public function getMessages(string|int $peer, array $ids, array $options = []): array
+    /**
+     * @param ?list<int> $ids message ids of $peer (username, link or marked numeric id); null:
+     *                        $peer is a message link (https://t.me/name/123), its id the one id
+     */
+    public function getMessages(string|int $peer, ?array $ids = null, array $options = []): array
     {
-        return $this->call('get_messages', self::job(['peer' => $peer, 'ids' => $ids], $options));
+        $params = $ids === null ? ['peer' => $peer] : ['peer' => $peer, 'ids' => $ids];
+        return $this->call('get_messages', self::job($params, $options));
     }
 
     /** A raw TL function by name ('help.GetConfig'); $args its arguments ('@name' peers). */

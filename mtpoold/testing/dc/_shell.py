@@ -234,7 +234,12 @@ class DCShell:
             raise _Usage("usage: slowmode CHANNEL SECONDS")
         channel: int | str = int(args[0]) if args[0].isdigit() else args[0]
         seconds = _integer(args[1], "SECONDS")
-        self.dc.limits.set_slowmode(channel, seconds)
+        try:
+            self.dc.limits.set_slowmode(channel, seconds)
+        except KeyError:
+            raise _Usage(
+                f"slowmode: no channel {args[0]!r} in the world (channel id or @username)"
+            ) from None
         return f"slowmode {args[0]} {seconds} s"
 
     def _error(self, args: list[str]) -> str:
@@ -389,6 +394,8 @@ async def _serve_connection(shell: DCShell, stream: trio.SocketStream) -> None:
             while data := await stream.receive_some(65536):
                 for line in reader.feed(data):
                     await stream.send_all((_answer(shell, line) + "\n").encode())
+            for line in reader.flush():  # ``printf status | socat - UNIX:...``: no newline
+                await stream.send_all((_answer(shell, line) + "\n").encode())
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             pass
 

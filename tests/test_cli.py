@@ -620,10 +620,19 @@ def test_check_config_and_run_refuse_a_missing_session_file_authorize_does_not(
     [
         (
             'session_string_env = "MTPOOLD_TEST_UNSET_VAR"',
-            "environment variable MTPOOLD_TEST_UNSET_VAR (session_string_env) is not set",
+            "accounts[0].session_string_env: environment variable MTPOOLD_TEST_UNSET_VAR"
+            " (session_string_env) is not set",
         ),
-        ('session_credential = "acc"', "needs $CREDENTIALS_DIRECTORY, which is not set"),
-        ('session_string = "not a session"', "not a valid Telethon StringSession"),
+        (
+            'session_credential = "acc"',
+            "accounts[0].session_credential: session_credential 'acc' needs"
+            " $CREDENTIALS_DIRECTORY, which is not set",
+        ),
+        (
+            'session_string = "not a session"',
+            "accounts[0].session_string: session_string: the string session is not a valid"
+            " Telethon StringSession",
+        ),
     ],
 )
 def test_check_config_runs_the_daemons_session_source_checks(
@@ -640,7 +649,7 @@ def test_check_config_runs_the_daemons_session_source_checks(
     assert main(["check-config", str(path)]) == 2
     captured = capsys.readouterr()
     assert captured.out == ""
-    assert captured.err.startswith(f"{path}: ") and problem in captured.err
+    assert captured.err.startswith(f"{path}: {problem}")  # named by key path, like the rest
 
 
 def test_client_commands_find_the_daemon_through_a_broken_config(

@@ -10,9 +10,9 @@ scheduler where native asyncio pays one ``_run_once`` tick (``python -m bench --
 measures the cost; ``docs/TRIO_ASYNCIO.md`` is the write-up for upstream).
 
 `open_aio_loop` opens the stock loop (``trio_asyncio.open_loop``) and replaces, on that one
-loop instance, ``_main_loop_one`` with `_run_batch`: due timers and queued callbacks, `BATCH_MAX` at most,
-run in one go, in the order trio-asyncio would run them (FIFO, timers by deadline), then the
-task checkpoints once; it waits on the queue only when nothing is due or queued, and the
+loop instance, ``_main_loop_one`` with `_run_batch`: due timers and queued callbacks, `BATCH_MAX` at
+most, run in one go, in the order trio-asyncio would run them (FIFO, timers by deadline), then
+the task checkpoints once; it waits on the queue only when nothing is due or queued, and the
 callback that wakes it is the first of the batch. What
 changes is the number of Trio checkpoints per callback, not the order or the context a
 callback runs in. The batch is bounded, so a callback that reschedules itself forever cannot

@@ -542,5 +542,7 @@ def build_parser() -> argparse.ArgumentParser:
         ),
         client_side=False,
     )
-    check.add_argument("path", metavar="PATH", nargs="?", default=None)
+    check.add_argument(
+        "path", metavar="PATH", nargs="?", default=None, help="the config file to check"
+    )
     return parser

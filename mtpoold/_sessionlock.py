@@ -53,6 +53,7 @@ from ._sessionid import SessionIdentity, SessionUnusable, session_identity
 
 __all__ = [
     "LOCK_DIR_ENV",
+    "lock_dir_problem",
     "SYSTEM_RUNTIME_DIR",
     "SessionLock",
     "SessionLocked",
@@ -196,6 +197,27 @@ def runtime_lock_dir(
     for directory in (top, locks):
         _ensure_own_private_dir(directory)
     return locks
+
+
+def lock_dir_problem(environ: Mapping[str, str] | None = None) -> str | None:
+    """Why `runtime_lock_dir` cannot give the session lock directory, or None when it can
+    (it is then created): a start-up check of ``run`` and ``check-config``.
+
+    Args:
+        environ: The environment (default `os.environ`).
+    """
+    env = os.environ if environ is None else environ
+    try:
+        runtime_lock_dir(env)
+    except OSError as exc:
+        if isinstance(exc, PermissionError) and exc.filename is None:
+            return str(exc)  # ours: it names the directory and why
+        source = f" (${LOCK_DIR_ENV}; its parent must exist)" if env.get(LOCK_DIR_ENV) else ""
+        return (
+            f"session lock directory {exc.filename}{source} cannot be created:"
+            f" {exc.strerror or exc}"
+        )
+    return None
 
 
 def _ensure_own_private_dir(path: Path) -> None:

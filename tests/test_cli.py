@@ -615,6 +615,29 @@ def test_check_config_and_run_refuse_a_missing_session_file_authorize_does_not(
     )
 
 
+def test_check_config_and_run_refuse_a_lock_directory_that_cannot_be_made(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """$MTPOOLD_LOCK_DIR whose parent is missing: a start-up problem of check-config and run
+    (exit 2, nothing started), not "daemon failed: [Errno 2] ..." from run alone."""
+    locks = tmp_path / "missing" / "locks"
+    monkeypatch.setenv("MTPOOLD_LOCK_DIR", str(locks))
+    path = tmp_path / "mtpoold.toml"
+    path.write_text(
+        f'[daemon]\nstate_dir = "{tmp_path}/state"\n\n[[accounts]]\nid = "a1"\napi_id = 1\n'
+        f'api_hash = "{"ab" * 16}"\nsession_string = "{DC(port=1).session_string("15550000001")}"\n'
+    )
+    expected = (
+        f"{path}: session lock directory {locks} ($MTPOOLD_LOCK_DIR; its parent must exist)"
+        " cannot be created: No such file or directory\n"
+    )
+    assert main(["check-config", str(path)]) == 2
+    assert capsys.readouterr().err == expected
+    assert main(["run", "--config", str(path)]) == 2
+    assert capsys.readouterr().err.endswith(expected.removeprefix(f"{path}: "))
+    assert not (tmp_path / "state").exists()
+
+
 @pytest.mark.parametrize(
     ("source", "problem"),
     [

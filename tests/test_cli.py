@@ -359,7 +359,15 @@ def test_call_usage_errors_exit_2(daemon: Daemon, capsys: pytest.CaptureFixture[
 # --- accounts, proxies, reload --------------------------------------------------------------------
 
 
-def test_accounts_list_table_and_json(daemon: Daemon, capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize("columns", [None, "80"])
+def test_accounts_list_table_and_json(
+    daemon: Daemon,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    columns: str | None,
+) -> None:
+    if columns is not None:  # every column, never cut to the terminal (like status --wide)
+        monkeypatch.setenv("COLUMNS", columns)
     assert main(["accounts", "list", *daemon.args()]) == 0
     out = capsys.readouterr().out
     for needle in [

@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import secrets
 import signal
 import sys
 from functools import partial
@@ -87,11 +88,23 @@ def _show(cmd: list[str]) -> list[str]:
     return cmd
 
 
-async def _wait_ready(config: Path, daemon: trio.Process) -> None:
+def _log_tail(log_path: Path, lines: int = 5) -> str:
+    """The last ``lines`` lines of the daemon's log, indented (why it exited)."""
+    try:
+        tail = log_path.read_text(errors="replace").splitlines()[-lines:]
+    except OSError:
+        return ""
+    return "".join(f"\n  {line}" for line in tail)
+
+
+async def _wait_ready(config: Path, daemon: trio.Process, log_path: Path) -> None:
     """Poll ``mtpoold call ping`` until the daemon answers (it exits 3 while unreachable)."""
     for _ in range(200):
         if daemon.returncode is not None:
-            raise QuickstartFailed(f"the daemon exited with {daemon.returncode}")
+            raise QuickstartFailed(
+                f"the daemon exited with {daemon.returncode}; {log_path} ends:"
+                + _log_tail(log_path)
+            )
         proc = await trio.run_process(
             [sys.executable, "-m", "mtpoold", "--config", str(config), "call", "ping", "{}"],
             check=False,
@@ -133,7 +146,10 @@ async def main(keep_running: bool) -> int:
 
 async def _demo(keep_running: bool) -> int:
     world = load_world(HERE / "world.toml")
-    async with open_dc(world) as dc, open_proxy("socks5") as proxy:
+    # A fresh seed gives this run auth keys of its own: session locks are machine-wide, and
+    # every DC on the default seed (another quickstart, `python -m mtpoold.testing.dc`)
+    # hands out the same keys, which a second daemon would refuse as "in use".
+    async with open_dc(world, seed=secrets.token_hex(8)) as dc, open_proxy("socks5") as proxy:
         print(
             f"loopback DC {dc.host}:{dc.port} (dc {dc.dc_id}), "
             f"SOCKS5 proxy {proxy.host}:{proxy.port}"
@@ -154,7 +170,7 @@ async def _demo(keep_running: bool) -> int:
                     partial(trio.run_process, cmd, check=False, stderr=log_file)
                 )
             try:
-                await _wait_ready(config, daemon)
+                await _wait_ready(config, daemon, log_path)
                 await trio.run_process(
                     _show([sys.executable, str(HERE / "submit_jobs.py"), "--config", str(config)]),
                     check=False,
@@ -197,6 +213,12 @@ if __name__ == "__main__":
     except* KeyboardInterrupt:
         code = 130
     except* QuickstartFailed as group:
-        for exc in group.exceptions:
+        # nested nurseries nest the groups: print the failures, not the groups
+        def _leaves(exc: BaseException) -> list[BaseException]:
+            if isinstance(exc, BaseExceptionGroup):
+                return [leaf for sub in exc.exceptions for leaf in _leaves(sub)]
+            return [exc]
+
+        for exc in _leaves(group):
             print(f"quickstart failed: {exc}", file=sys.stderr)
     sys.exit(code)

@@ -56,7 +56,12 @@ def _summary(reply: Any) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", type=Path, default=Path("mtpoold.toml"))
+    parser.add_argument(
+        "--config",
+        type=Path,
+        default=Path("mtpoold.toml"),
+        help="the daemon's config: where it listens and its token (default ./mtpoold.toml)",
+    )
     parser.add_argument("--job-file", type=Path, help="a JSON list of {method, params}")
     args = parser.parse_args(argv)
     jobs = json.loads(args.job_file.read_text()) if args.job_file else DEFAULT_JOBS

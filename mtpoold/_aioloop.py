@@ -10,9 +10,10 @@ scheduler where native asyncio pays one ``_run_once`` tick (``python -m bench --
 measures the cost; ``docs/TRIO_ASYNCIO.md`` is the write-up for upstream).
 
 `open_aio_loop` opens the stock loop (``trio_asyncio.open_loop``) and replaces, on that one
-loop instance, ``_main_loop_one`` with `_run_batch`: every due timer and up to `BATCH_MAX`
-queued callbacks run in one go, in the order trio-asyncio would run them (FIFO, timers by
-deadline), then the task checkpoints once; it waits on the queue only when nothing ran. What
+loop instance, ``_main_loop_one`` with `_run_batch`: due timers and queued callbacks, `BATCH_MAX` at
+most, run in one go, in the order trio-asyncio would run them (FIFO, timers by deadline), then
+the task checkpoints once; it waits on the queue only when nothing is due or queued, and the
+callback that wakes it is the first of the batch. What
 changes is the number of Trio checkpoints per callback, not the order or the context a
 callback runs in. The batch is bounded, so a callback that reschedules itself forever cannot
 starve Trio's other tasks. With ``no_wait=True`` (the loop's drain at exit) it raises
@@ -78,12 +79,21 @@ async def _dispatch(loop: Any, obj: Any) -> bool:
 async def _run_batch(loop: Any, no_wait: bool = False) -> None:
     """One turn of the loop's ``_main_loop`` (replaces ``_main_loop_one``; module docstring).
 
+    When nothing is due or queued it first waits (a checkpoint) for a callback or the next
+    timer; what woke it counts towards this batch, so at most `BATCH_MAX` callbacks run
+    between two checkpoints of the loop's task.
+
     Raises:
         trio.WouldBlock: ``no_wait`` and nothing was due or queued.
         TrioAsyncioExit: from the callback ``loop.stop()`` queues (ends ``_main_loop``).
     """
     ran = 0
     timers = loop._timers
+    if not no_wait and not _due_or_queued(loop):
+        timeout = timers[0]._when - loop.time() if timers else math.inf
+        with trio.move_on_after(timeout):
+            if await _dispatch(loop, await loop._q_recv.receive()):
+                ran += 1
     if timers:
         now = loop.time()
         while timers and timers[0]._when <= now and ran < BATCH_MAX:
@@ -102,12 +112,16 @@ async def _run_batch(loop: Any, no_wait: bool = False) -> None:
     if ran:
         if not no_wait:
             await trio.lowlevel.checkpoint()  # Trio runs the tasks these callbacks woke
-        return
-    if no_wait:
+    elif no_wait:
         raise trio.WouldBlock
-    timeout = timers[0]._when - loop.time() if timers else math.inf
-    with trio.move_on_after(timeout):
-        await _dispatch(loop, await loop._q_recv.receive())
+
+
+def _due_or_queued(loop: Any) -> bool:
+    """Whether a timer of ``loop`` is due or an object waits in its queue."""
+    timers = loop._timers
+    if timers and timers[0]._when <= loop.time():
+        return True
+    return bool(loop._q_recv.statistics().current_buffer_used)
 
 
 def install_batching(loop: object) -> bool:

@@ -232,12 +232,20 @@ _ACCOUNT_SPECIFIC_400: Final = frozenset(
 )
 
 
+_CAUSED_BY_RE: Final = re.compile(r" \(caused by [\w()]+\)$")
+
+
 def _rpc_failure(exc: _tl_errors.RPCError) -> Failure:
     name = _rpc_name(exc)
     code = getattr(exc, "code", None)
     code = code if isinstance(code, int) else None
     upper = (name or "").upper()
-    text = redact(f"{name or type(exc).__name__} ({code}): {exc}")
+    # Telethon ends its text with "(caused by InvokeWithoutUpdatesRequest(GetHistoryRequest))":
+    # the wrappers are the pool's, not the caller's; name the function called.
+    said = _CAUSED_BY_RE.sub("", str(exc))
+    if (caused_by := _request_name(getattr(exc, "request", None))) is not None and said != str(exc):
+        said += f" (caused by {caused_by})"
+    text = redact(f"{name or type(exc).__name__} ({code}): {said}")
 
     tl_name = request_tl_name(getattr(exc, "request", None))
 

@@ -502,7 +502,8 @@ def _cmd_accounts(args: argparse.Namespace) -> int:
         else:
             from ._statusview import render_accounts
 
-            _console().print(render_accounts(stats))
+            # every column, like `status --wide`: fitted to 80 columns its ids were "acc…"
+            _status_console(wide=True).print(render_accounts(stats))
         return EXIT_OK
     if args.action == "disable":
         disable: dict[str, object] = {"id": args.id}

@@ -404,7 +404,8 @@ def build_parser() -> argparse.ArgumentParser:
         "list",
         "show every account",
         description="Show every account (state, proxy, cooldown, last error) and the orphaned"
-        " accounts of the state store (no longer in the config).",
+        " accounts of the state store (no longer in the config). Every column, not fitted to"
+        " the terminal (like status --wide; `mtpoold status` fits 80 columns).",
         example="mtpoold accounts list --json",
     )
     acc_enable = action(
@@ -542,5 +543,7 @@ def build_parser() -> argparse.ArgumentParser:
         ),
         client_side=False,
     )
-    check.add_argument("path", metavar="PATH", nargs="?", default=None)
+    check.add_argument(
+        "path", metavar="PATH", nargs="?", default=None, help="the config file to check"
+    )
     return parser

@@ -34,7 +34,7 @@ from ._sdnotify import sd_notify, watchdog_interval_s
 from ._secrets import warn_if_exposed
 from ._server import PoolAPI, RpcServer
 from ._sessionfiles import session_file_path
-from ._sessionlock import SessionLocked, lock_sessions_of
+from ._sessionlock import SessionLocked, lock_paths_of, lock_sessions_of
 from ._stats import PoolStatistics
 from ._store import StateStore
 from ._token import ensure_token, is_private, token_path
@@ -301,7 +301,7 @@ class Reloader:
         try:
             result = await self.pool.reload(new)
         except SessionLocked as exc:
-            raise ConfigError([str(exc)]) from None
+            raise ConfigError([_held_by_own_account(exc, self.config)]) from None
         except ConfigError:
             raise
         except Exception as exc:
@@ -367,6 +367,31 @@ def _late_signals_dropped() -> Iterator[None]:
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+
+
+def _held_by_own_account(exc: SessionLocked, config: Config) -> str:
+    """The reload problem of ``exc``: when this daemon's own account of ``config`` holds the
+    lock (an account renamed in one reload: its old id still holds the session), name it and
+    say how to rename, rather than "in use by PID <this daemon>"."""
+    if exc.holder_pid == os.getpid():
+        for account in config.accounts:
+            with contextlib.suppress(OSError):
+                if exc.lock_path in lock_paths_of(account):
+                    return str(
+                        SessionLocked(
+                            exc.account_id,
+                            exc.session_path,
+                            exc.holder_pid,
+                            lock_path=exc.lock_path,
+                            what=exc.what,
+                            holder=(
+                                f'account "{account.id}" of this daemon (PID {exc.holder_pid});'
+                                " to rename an account, remove it in one reload and add it"
+                                " with its new id in the next"
+                            ),
+                        )
+                    )
+    return str(exc)
 
 
 def _check_sessions_free(config: Config) -> None:

@@ -54,11 +54,13 @@ class SecretUnavailable(MtpooldError):
 
     Attributes:
         account_id: The account whose secret is missing.
+        problem: The message without the account (for a line that names it by key path).
     """
 
     def __init__(self, account_id: str, message: str) -> None:
         super().__init__(f'account "{account_id}": {message}')
         self.account_id = account_id
+        self.problem = message
 
 
 class StringSessionSource(Protocol):

@@ -155,6 +155,14 @@ def _string_source(account: AccountConfig) -> str:
     return "session_string"
 
 
+def _source_key(index: int, account: AccountConfig) -> str:
+    """The key path of the session source of ``accounts[index]``: ``accounts[2].session``,
+    ``accounts[2].session_credential`` ...; ``accounts[2]`` when none or several are set."""
+    fields = ("session", "session_string", "session_string_env", "session_credential")
+    present = [name for name in fields if getattr(account, name) is not None]
+    return f"accounts[{index}].{present[0]}" if len(present) == 1 else f"accounts[{index}]"
+
+
 def session_identity(
     account: AccountConfig, *, environ: Mapping[str, str] = os.environ
 ) -> SessionIdentity:
@@ -237,8 +245,8 @@ def session_problems(
         environ: As for `session_identity`.
 
     Returns:
-        One line per problem, in config order: ``accounts[i].session: ...`` /
-        ``accounts.<id>: ...`` for a session that cannot be used, and, for two accounts whose
+        One line per problem, in config order: ``accounts[i].session: ...`` (or the
+        string source's key) for a session that cannot be used, and, for two accounts whose
         sessions hold one auth key (copies of one file, a file and a string, two spellings),
         a line naming both accounts and both sources. Empty if all is well.
     """
@@ -254,17 +262,13 @@ def session_problems(
             )
         ):
             problems.append(
-                f"accounts.{account.id}: set either session (a file) or a string session, not both"
+                f"accounts[{index}]: set either session (a file) or a string session, not both"
             )
             continue
         try:
             identity = session_identity(account, environ=environ)
-        except SecretUnavailable as exc:
-            problems.append(f"accounts.{account.id}: {exc}")
-            continue
-        except SessionUnusable as exc:
-            where = f"accounts[{index}].session" if account.session else f"accounts.{account.id}"
-            problems.append(f"{where}: {exc.problem}")
+        except (SecretUnavailable, SessionUnusable) as exc:
+            problems.append(f"{_source_key(index, account)}: {exc.problem}")
             continue
         first = seen.setdefault(identity.key_id, (index, identity))
         if first[0] != index:

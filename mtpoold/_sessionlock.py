@@ -53,6 +53,7 @@ from ._sessionid import SessionIdentity, SessionUnusable, session_identity
 
 __all__ = [
     "LOCK_DIR_ENV",
+    "lock_dir_problem",
     "SYSTEM_RUNTIME_DIR",
     "SessionLock",
     "SessionLocked",
@@ -82,6 +83,8 @@ class SessionLocked(MtpooldError):
         lock_path: The lock file.
         what: What is held, as the message says it (``session /x/acc.session``, ``the auth
             key of session_string_env NAME``); None: derived from `session_path`.
+        holder: Who holds it, as the message says it when the PID is not the whole story
+            (``account "acc-1" of this daemon (PID 4242)``); None: the PID.
     """
 
     def __init__(
@@ -92,12 +95,14 @@ class SessionLocked(MtpooldError):
         *,
         lock_path: Path,
         what: str | None = None,
+        holder: str | None = None,
     ) -> None:
         self.account_id = account_id
         self.session_path = session_path
         self.holder_pid = holder_pid
         self.lock_path = lock_path
         self.what = what
+        self.holder = holder
         if what is None:
             what = (
                 f"session {session_path}"
@@ -105,12 +110,21 @@ class SessionLocked(MtpooldError):
                 else f"string session (lock {lock_path})"
             )  # the lock's name is a hash, never the session text
         who = f"PID {holder_pid}" if holder_pid is not None else "another process (PID unknown)"
+        if holder is not None:
+            who = holder
         super().__init__(f'account "{account_id}": {what} is in use by {who}')
 
     def __reduce__(self) -> tuple[Callable[..., SessionLocked], tuple[object, ...]]:
         return (
             _rebuild,
-            (self.account_id, self.session_path, self.holder_pid, self.lock_path, self.what),
+            (
+                self.account_id,
+                self.session_path,
+                self.holder_pid,
+                self.lock_path,
+                self.what,
+                self.holder,
+            ),
         )
 
 
@@ -120,8 +134,11 @@ def _rebuild(
     holder_pid: int | None,
     lock_path: Path,
     what: str | None = None,
+    holder: str | None = None,
 ) -> SessionLocked:
-    return SessionLocked(account_id, session_path, holder_pid, lock_path=lock_path, what=what)
+    return SessionLocked(
+        account_id, session_path, holder_pid, lock_path=lock_path, what=what, holder=holder
+    )
 
 
 def session_text_key(session_text: str) -> str:
@@ -180,6 +197,27 @@ def runtime_lock_dir(
     for directory in (top, locks):
         _ensure_own_private_dir(directory)
     return locks
+
+
+def lock_dir_problem(environ: Mapping[str, str] | None = None) -> str | None:
+    """Why `runtime_lock_dir` cannot give the session lock directory, or None when it can
+    (it is then created): a start-up check of ``run`` and ``check-config``.
+
+    Args:
+        environ: The environment (default `os.environ`).
+    """
+    env = os.environ if environ is None else environ
+    try:
+        runtime_lock_dir(env)
+    except OSError as exc:
+        if isinstance(exc, PermissionError) and exc.filename is None:
+            return str(exc)  # ours: it names the directory and why
+        source = f" (${LOCK_DIR_ENV}; its parent must exist)" if env.get(LOCK_DIR_ENV) else ""
+        return (
+            f"session lock directory {exc.filename}{source} cannot be created:"
+            f" {exc.strerror or exc}"
+        )
+    return None
 
 
 def _ensure_own_private_dir(path: Path) -> None:
@@ -480,6 +518,34 @@ def lock_sessions_of(
             lock.release()
         raise
     return held
+
+
+def lock_paths_of(
+    account: AccountConfig,
+    *,
+    environ: Mapping[str, str] | None = None,
+    lock_dir: str | os.PathLike[str] | None = None,
+) -> set[Path]:
+    """The lock files `lock_sessions_of` takes for ``account``; none is taken here.
+
+    Args:
+        account: The account.
+        environ: As for `lock_sessions_of`.
+        lock_dir: As for `lock_sessions_of`.
+
+    Returns:
+        The paths (empty when its session source is missing).
+
+    Raises:
+        PermissionError: the lock directory belongs to another user.
+    """
+    paths: set[Path] = set()
+    if account.session is not None:
+        paths.add(SessionLock.for_session_file(account.id, account.session).lock_path)
+    key_lock = _key_lock(account, os.environ if environ is None else environ, lock_dir)
+    if key_lock is not None:
+        paths.add(key_lock.lock_path)
+    return paths
 
 
 def _key_lock(

@@ -25,6 +25,7 @@ from telethon.sessions.abstract import Session
 from ._errors import ConfigError
 from ._rsakeys import register_rsa_keys
 from ._sessionid import session_problems
+from ._sessionlock import lock_dir_problem
 
 if TYPE_CHECKING:
     from ._config import Config, ProxyConfig, TelegramConfig
@@ -152,6 +153,8 @@ def startup_problems(config: Config) -> list[str]:
     problems: list[str] = []
     seen_proxies: set[str] = set()
     problems += session_problems(config.accounts)  # readable, one auth key per account
+    if config.accounts and (lock_dir := lock_dir_problem()) is not None:
+        problems.append(lock_dir)  # where the daemon takes its session locks
     for account in config.accounts:
         telegram = config.telegram_for(account)
         where = f"accounts.{account.id}.telegram" if account.telegram else "telegram"

@@ -563,7 +563,10 @@ def _summary(stats: Mapping[str, Any]) -> Text:
     text.append(f"accounts {g('accounts_total', _DASH)}: {by_state or 'none'}")
     proxies = [p for p in g("proxies") or () if isinstance(p, Mapping)]
     cooling = sum(1 for p in proxies if _num(p.get("cooldown_remaining_s")) > 0)
-    text.append(f"\nproxies {len(proxies)}: {cooling} cooling")
+    # the direct lane is a lane, not a proxy: count it apart, as check-config and the log do
+    direct = sum(1 for p in proxies if p.get("type") == "direct")
+    plus = " + direct" if direct else ""
+    text.append(f"\nproxies {len(proxies) - direct}{plus}: {cooling} cooling")
     caller = sum(int(_num(a.get("caller_errors"))) for a in accounts)
     if caller:
         text.append(f"\ncaller errors {caller} (PEER_NOT_FOUND, INVALID_ARGUMENT; not failures)")

@@ -861,7 +861,7 @@ def _check_and_migrate(
                 pass  # the transaction is already gone; the original error says why
             raise
         conn.execute("COMMIT")
-        if step > 0:
+        if version > 0:  # an existing store upgraded; a fresh one is just created
             log_event(
                 logger,
                 logging.INFO,

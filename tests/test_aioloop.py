@@ -90,6 +90,8 @@ async def test_a_callback_storm_does_not_starve_trio(kind: str) -> None:
     after ours)."""
     count = 0
     async with OPENERS[kind]() as loop:
+        await trio_asyncio.aio_as_trio(asyncio.sleep)(0)  # up and idle: trio-asyncio's own
+        # _main_loop_one, waiting when open_aio_loop replaced it, has returned
         stop = False
 
         def storm() -> None:

@@ -591,6 +591,17 @@ def test_classify_MIGRATE_names_the_innermost_request() -> None:
     assert classify(rpc(303, "FILE_MIGRATE_2", None)).message.endswith("not connect to")
 
 
+def test_classify_rpc_error_names_the_called_function_not_the_pools_wrappers() -> None:
+    """Telethon's text says "(caused by InvokeWithoutUpdatesRequest(GetHistoryRequest))"; the
+    wrapper is the pool's (receive_updates=False), so the message names GetHistoryRequest."""
+    from telethon.tl.functions import InvokeWithoutUpdatesRequest
+
+    f = classify(rpc(400, "CHANNEL_PRIVATE", InvokeWithoutUpdatesRequest(REQUEST)))
+    assert f.message.startswith("CHANNEL_PRIVATE (400): ")
+    assert f.message.endswith(" (caused by GetHistoryRequest)"), f.message
+    assert "InvokeWithoutUpdates" not in f.message
+
+
 # Telethon's TelegramBaseClient._switch_dc -> _get_dc, as far as it fails: the code lives in a
 # module named like Telethon's, as classify looks for the frame of a telethon/mtpoold module.
 _TELETHON_LIKE: dict[str, object] = {"__name__": "telethon.client.telegrambaseclient"}

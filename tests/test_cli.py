@@ -359,7 +359,15 @@ def test_call_usage_errors_exit_2(daemon: Daemon, capsys: pytest.CaptureFixture[
 # --- accounts, proxies, reload --------------------------------------------------------------------
 
 
-def test_accounts_list_table_and_json(daemon: Daemon, capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize("columns", [None, "80"])
+def test_accounts_list_table_and_json(
+    daemon: Daemon,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    columns: str | None,
+) -> None:
+    if columns is not None:  # every column, never cut to the terminal (like status --wide)
+        monkeypatch.setenv("COLUMNS", columns)
     assert main(["accounts", "list", *daemon.args()]) == 0
     out = capsys.readouterr().out
     for needle in [
@@ -615,15 +623,47 @@ def test_check_config_and_run_refuse_a_missing_session_file_authorize_does_not(
     )
 
 
+def test_check_config_and_run_refuse_a_lock_directory_that_cannot_be_made(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """$MTPOOLD_LOCK_DIR whose parent is missing: a start-up problem of check-config and run
+    (exit 2, nothing started), not "daemon failed: [Errno 2] ..." from run alone."""
+    locks = tmp_path / "missing" / "locks"
+    monkeypatch.setenv("MTPOOLD_LOCK_DIR", str(locks))
+    path = tmp_path / "mtpoold.toml"
+    path.write_text(
+        f'[daemon]\nstate_dir = "{tmp_path}/state"\n\n[[accounts]]\nid = "a1"\napi_id = 1\n'
+        f'api_hash = "{"ab" * 16}"\nsession_string = "{DC(port=1).session_string("15550000001")}"\n'
+    )
+    expected = (
+        f"{path}: session lock directory {locks} ($MTPOOLD_LOCK_DIR; its parent must exist)"
+        " cannot be created: No such file or directory\n"
+    )
+    assert main(["check-config", str(path)]) == 2
+    assert capsys.readouterr().err == expected
+    assert main(["run", "--config", str(path)]) == 2
+    assert capsys.readouterr().err.endswith(expected.removeprefix(f"{path}: "))
+    assert not (tmp_path / "state").exists()
+
+
 @pytest.mark.parametrize(
     ("source", "problem"),
     [
         (
             'session_string_env = "MTPOOLD_TEST_UNSET_VAR"',
-            "environment variable MTPOOLD_TEST_UNSET_VAR (session_string_env) is not set",
+            "accounts[0].session_string_env: environment variable MTPOOLD_TEST_UNSET_VAR"
+            " (session_string_env) is not set",
         ),
-        ('session_credential = "acc"', "needs $CREDENTIALS_DIRECTORY, which is not set"),
-        ('session_string = "not a session"', "not a valid Telethon StringSession"),
+        (
+            'session_credential = "acc"',
+            "accounts[0].session_credential: session_credential 'acc' needs"
+            " $CREDENTIALS_DIRECTORY, which is not set",
+        ),
+        (
+            'session_string = "not a session"',
+            "accounts[0].session_string: session_string: the string session is not a valid"
+            " Telethon StringSession",
+        ),
     ],
 )
 def test_check_config_runs_the_daemons_session_source_checks(
@@ -640,7 +680,7 @@ def test_check_config_runs_the_daemons_session_source_checks(
     assert main(["check-config", str(path)]) == 2
     captured = capsys.readouterr()
     assert captured.out == ""
-    assert captured.err.startswith(f"{path}: ") and problem in captured.err
+    assert captured.err.startswith(f"{path}: {problem}")  # named by key path, like the rest
 
 
 def test_client_commands_find_the_daemon_through_a_broken_config(

@@ -243,6 +243,25 @@ async def test_reload_with_an_invalid_config_changes_nothing_and_lists_every_pro
             assert (await call(target, token, "status"))["config_generation"] == 3
 
 
+async def test_reload_renaming_an_account_names_the_account_holding_its_session(
+    tmp_path: Path,
+) -> None:
+    """A rename in one reload would run the new id on the session the old one still holds:
+    refused, naming the old account and how to rename, not "in use by PID <the daemon>"."""
+    config_path = write_config(tmp_path, accounts=fake_accounts("a1", "a2"))
+    with trio.fail_after(30):
+        async with in_process_daemon(config_path, World()) as (target, token):
+            config_path.write_text(config_path.read_text().replace('id = "a2"', 'id = "a2-new"'))
+            with pytest.raises(RpcError) as info:
+                await call(target, token, "reload")
+            [problem] = info.value.problems
+            assert problem.startswith('account "a2-new": string session (lock ')
+            assert problem.endswith(
+                f') is in use by account "a2" of this daemon (PID {os.getpid()}); to rename an'
+                " account, remove it in one reload and add it with its new id in the next"
+            )
+
+
 async def test_reload_removing_an_account_lets_its_call_finish_and_reply(tmp_path: Path) -> None:
     config_path = write_config(tmp_path, accounts=fake_accounts("a1", "a2"))
     world = World()

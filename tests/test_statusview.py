@@ -321,6 +321,14 @@ def test_text_from_outside_cannot_drive_the_terminal() -> None:
         assert "flagged \\x1b[31mRED" in out, out
 
 
+def test_status_summary_counts_the_direct_lane_apart_from_the_proxies() -> None:
+    """Two proxies and the direct lane: "proxies 2 + direct", as check-config says 2."""
+    lanes = [{"key": k, "name": k, "type": t} for k, t in [("p1", "socks5"), ("p2", "http")]]
+    stats = {"accounts_total": 0, "proxies": [*lanes, {"key": "no_proxy", "type": "direct"}]}
+    assert "\nproxies 2 + direct: 0 cooling" in _render(render_status(stats))
+    assert "\nproxies 2: 0 cooling" in _render(render_status({"proxies": lanes}))
+
+
 def test_status_summary_only_reply() -> None:
     """A ``{"summary": true}`` reply (no accounts) still counts by state."""
     stats = _fleet()
@@ -396,6 +404,7 @@ async def test_status_of_a_real_pool_of_1000_accounts_fits_80_columns(
     assert max(map(len, out.splitlines())) <= 80
     summary = next(line for line in out.splitlines() if line.startswith("accounts 1000:"))
     assert summary == "accounts 1000: idle 988, cooldown 11, disabled 1"
+    assert "\nproxies 100: 1 cooling\n" in out
     assert re.search(r"^px07 .* 42s \(PROXY_UNAVAILABLE\) *$", out, re.M)
     assert re.search(r"^px99 +socks5 +0 ", out, re.M)  # no account uses it
     rows = [line for line in out.splitlines() if line.startswith("acc-")]

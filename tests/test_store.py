@@ -391,11 +391,18 @@ def _v2_add_notes(conn: sqlite3.Connection) -> None:
     conn.execute("UPDATE accounts SET notes = 'migrated'")
 
 
-def test_StateStore_migrates_older_version_keeping_rows(db_path: Path) -> None:
-    with StateStore.open(db_path) as store:  # written by the v1 code
+def test_StateStore_migrates_older_version_keeping_rows(
+    db_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.INFO), StateStore.open(db_path) as store:  # the v1 code
         store.save_account(sample_account())
         store.save_proxy(StoredProxy(key="k", consecutive_failures=2))
-    with StateStore.open(db_path, migrations=(*MIGRATIONS, _v2_add_notes)) as store:
+    # a fresh store is created at the latest schema without "migrated" lines
+    assert not [r for r in caplog.records if "state_store_migrated" in r.getMessage()]
+    with (
+        caplog.at_level(logging.INFO),
+        StateStore.open(db_path, migrations=(*MIGRATIONS, _v2_add_notes)) as store,
+    ):
         assert store.moved_aside_to is None
         assert store.load() == StoredState(
             accounts={"acc-1": sample_account()},
@@ -403,6 +410,8 @@ def test_StateStore_migrates_older_version_keeping_rows(db_path: Path) -> None:
         )
     assert raw(db_path, "PRAGMA user_version") == [(SCHEMA_VERSION + 1,)]
     assert raw(db_path, "SELECT id, notes FROM accounts") == [("acc-1", "migrated")]
+    migrated = [r.getMessage() for r in caplog.records if "state_store_migrated" in r.getMessage()]
+    assert len(migrated) == 1 and f"schema_to={SCHEMA_VERSION + 1}" in migrated[0], migrated
 
 
 def test_StateStore_failed_migration_rolls_back(db_path: Path) -> None:

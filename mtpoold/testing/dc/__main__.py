@@ -49,7 +49,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--world", help="TOML world file (default: the built-in default world)")
     p.add_argument("--host", default="127.0.0.1", help="listen address (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=0, help="TCP port (default: any free port)")
-    p.add_argument("--seed", default=DEFAULT_SEED, help="seed for RSA key, auth keys, salts")
+    p.add_argument(
+        "--seed",
+        default=DEFAULT_SEED,
+        help="seed for RSA key, auth keys, salts (default: a fixed one; every DC on the same"
+        " seed hands out the same auth keys, which session locks count as one session)",
+    )
     p.add_argument("--dc-id", type=int, default=2, help="DC id to claim (default 2)")
     faults = p.add_argument_group("faults (applied once listening)")
     faults.add_argument(

@@ -112,11 +112,11 @@ def _non_empty(_inst: Any, attr: attrs.Attribute[Any], value: str | None) -> Non
         raise _FieldProblem(attr.name, 'expected a non-empty string, got ""')
 
 
-_ID_RE: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@:-]*$")
+_ID_RE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@:-]*")  # fullmatch
 
 
 def _identifier(_inst: Any, attr: attrs.Attribute[Any], value: str) -> None:
-    if not _ID_RE.match(value):
+    if not _ID_RE.fullmatch(value):
         raise _FieldProblem(
             attr.name,
             "expected letters, digits and _ . @ : - (not starting with a symbol),"
@@ -136,7 +136,7 @@ def _proxy_type(_inst: Any, attr: attrs.Attribute[Any], value: str) -> None:
 # TcpMTProxy.normalize_secret strips "ee"/"dd" case-sensitively and falls back to base64 for
 # anything that is not hex, so "DD…", "0x…" or a short secret would silently become another
 # secret: refuse them here (shared case 004-mtproxy-secret-validation).
-_MTPROXY_SECRET_RE: Final = re.compile(r"^(?:dd)?[0-9a-f]{32}$", re.IGNORECASE)
+_MTPROXY_SECRET_RE: Final = re.compile(r"(?:dd)?[0-9a-f]{32}", re.IGNORECASE)  # fullmatch
 _MTPROXY_SECRET_RULE: Final = (
     'expected 32 hexadecimal characters, optionally prefixed "dd" (any case)'
 )
@@ -152,11 +152,11 @@ def _mtproxy_secret(inst: ProxyConfig, attr: attrs.Attribute[Any], value: str | 
         return
     if not value:
         raise _FieldProblem(attr.name, 'missing (required when type = "mtproxy")')
-    if _MTPROXY_SECRET_RE.match(value):
+    if _MTPROXY_SECRET_RE.fullmatch(value):
         return
     got = _show(value, secret=True)
     lower = value.lower()
-    if lower.startswith("ee") and len(lower) >= 34 and _HEX_DIGITS_RE.match(lower):
+    if lower.startswith("ee") and len(lower) >= 34 and _HEX_DIGITS_RE.fullmatch(lower):
         raise _FieldProblem(
             attr.name,
             f"fake-TLS (ee…) MTProxy secrets are not supported: {_MTPROXY_SECRET_RULE}, got {got}",
@@ -166,25 +166,25 @@ def _mtproxy_secret(inst: ProxyConfig, attr: attrs.Attribute[Any], value: str | 
     raise _FieldProblem(attr.name, f"{_MTPROXY_SECRET_RULE}, got {got}")
 
 
-_HEX_DIGITS_RE: Final = re.compile(r"^[0-9a-f]+$")
+_HEX_DIGITS_RE: Final = re.compile(r"[0-9a-f]+")  # fullmatch
 
 
-_API_HASH_RE: Final = re.compile(r"^[0-9a-fA-F]{32}$")
+_API_HASH_RE: Final = re.compile(r"[0-9a-fA-F]{32}")  # fullmatch
 
 
 def _api_hash(_inst: Any, attr: attrs.Attribute[Any], value: str) -> None:
-    if not _API_HASH_RE.match(value):
+    if not _API_HASH_RE.fullmatch(value):
         raise _FieldProblem(
             attr.name,
             f"expected 32 hexadecimal characters, got {_show(value, secret=True)}",
         )
 
 
-_ENV_RE: Final = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_ENV_RE: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")  # fullmatch
 
 
 def _env_name(_inst: Any, attr: attrs.Attribute[Any], value: str | None) -> None:
-    if value is not None and not _ENV_RE.match(value):
+    if value is not None and not _ENV_RE.fullmatch(value):
         raise _FieldProblem(attr.name, f"expected an environment variable name, got {_show(value)}")
 
 

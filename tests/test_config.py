@@ -362,6 +362,19 @@ def test_problem_mtproxy_needs_secret() -> None:
     )
 
 
+def test_a_trailing_newline_is_not_part_of_a_valid_value() -> None:
+    # case 004's kind: a regex "$" matches before a final "\n", so "…\n" passed check-config
+    # and went to Telethon as it was (an api_hash of 33 characters)
+    data = doc()
+    data["accounts"][0]["api_hash"] = API_HASH + "\n"
+    data["accounts"][0]["id"] = "acc-0\n"
+    assert problems(data) == (
+        "accounts[0].id: expected letters, digits and _ . @ : - (not starting with a symbol),"
+        ' got "acc-0\\n"',
+        "accounts[0].api_hash: expected 32 hexadecimal characters, got a string of 33 characters",
+    )
+
+
 # Shared case 004-mtproxy-secret-validation: what check-config accepted and Telethon misread.
 HEX32 = "0123456789abcdef0123456789abcdef"
 MTPROXY_RULE = 'expected 32 hexadecimal characters, optionally prefixed "dd" (any case)'
@@ -400,6 +413,8 @@ def test_mtproxy_secret_accepted_and_normalised(secret: str, stored: str) -> Non
         ("dd" + HEX32 + "00", f"{MTPROXY_RULE}, got a string of 36 characters"),
         (HEX32[:-1] + "g", f"{MTPROXY_RULE}, got a string of 32 characters"),
         (" " + HEX32, f"{MTPROXY_RULE}, got a string of 33 characters"),
+        (HEX32 + "\n", f"{MTPROXY_RULE}, got a string of 33 characters"),  # regex "$" let it by
+        ("dd" + HEX32 + "\n", f"{MTPROXY_RULE}, got a string of 35 characters"),
         (
             "ee" + HEX32,
             f"fake-TLS (ee…) MTProxy secrets are not supported: {MTPROXY_RULE},"

@@ -444,7 +444,9 @@ def _json_int(text: str) -> int:
 def _json_float(text: str) -> float:
     value = float(text)
     if not math.isfinite(value):
-        raise _NotJsonNumber(f"{text[:20]}{'…' if len(text) > 20 else ''} is beyond the range of a double")
+        raise _NotJsonNumber(
+            f"{text[:20]}{'…' if len(text) > 20 else ''} is beyond the range of a double"
+        )
     return value
 
 

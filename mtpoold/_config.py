@@ -18,6 +18,7 @@ the directory of the config file; `parse_config` makes them absolute.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import re
@@ -100,6 +101,43 @@ def _positive(_inst: Any, attr: attrs.Attribute[Any], value: float) -> None:
 def _port(_inst: Any, attr: attrs.Attribute[Any], value: int) -> None:
     if not 1 <= value <= 65535:
         raise _FieldProblem(attr.name, f"expected an integer 1..65535, got {_show(value)}")
+
+
+_LABEL: Final = r"(?!-)[A-Za-z0-9_-]{1,63}(?<!-)"
+#: A DNS name (RFC 1123 labels; "_" too, as in container names), an optional final dot.
+_HOST_NAME_RE: Final = re.compile(rf"{_LABEL}(?:\.{_LABEL})*\.?")  # fullmatch
+
+
+def _host_problem(value: str) -> str | None:
+    """Why ``value`` is not a host name or IP address, or None if it is one."""
+    try:
+        ipaddress.ip_address(value)
+        return None
+    except ValueError:
+        pass
+    try:
+        ascii_name = value.encode("idna").decode("ascii") if not value.isascii() else value
+    except UnicodeError:
+        ascii_name = ""
+    last = ascii_name.rstrip(".").rsplit(".", 1)[-1]
+    if len(ascii_name) <= 253 and _HOST_NAME_RE.fullmatch(ascii_name) and not last.isdigit():
+        return None
+    hint = ""
+    if "://" in value:
+        hint = " (the host alone: no scheme)"
+    elif value.startswith("[") and value.endswith("]"):
+        hint = " (an IPv6 address without brackets)"
+    elif re.fullmatch(r"[^:\s]+:[0-9]+", value):
+        hint = " (the port goes in port)"
+    return f"expected a host name or an IP address, got {_show(value)}{hint}"
+
+
+def _host(_inst: Any, attr: attrs.Attribute[Any], value: str) -> None:
+    """A proxy's ``host``: an IPv4/IPv6 address (no brackets) or a DNS name, as the proxy
+    clients (python-socks, Telethon's MTProxy) take it; a scheme, a port, brackets or spaces
+    would only fail at connect time, as a cooling proxy (shared case 004's kind)."""
+    if (problem := _host_problem(value)) is not None:
+        raise _FieldProblem(attr.name, problem)
 
 
 def _optional_port(inst: Any, attr: attrs.Attribute[Any], value: int | None) -> None:
@@ -258,7 +296,7 @@ class ProxyConfig:
     Attributes:
         name: Unique name, referenced by `AccountConfig.proxy`.
         type: ``"socks5"``, ``"socks4"``, ``"http"`` or ``"mtproxy"``.
-        host: Proxy host name or IP address.
+        host: Proxy host name or IP address (IPv6 without brackets; no scheme, no port).
         port: Proxy TCP port, 1..65535.
         username: Proxy user, if it needs authentication.
         password: Proxy password (secret: never shown).
@@ -274,7 +312,7 @@ class ProxyConfig:
 
     name: str = attrs.field(validator=[_non_empty, _identifier])
     type: ProxyType = attrs.field(validator=_proxy_type)
-    host: str = attrs.field(validator=_non_empty)
+    host: str = attrs.field(validator=[_non_empty, _host])
     port: int = attrs.field(validator=_port, metadata={_EXPECT: "an integer 1..65535"})
     username: str | None = None
     password: str | None = _secret_field(default=None)

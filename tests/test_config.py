@@ -375,6 +375,36 @@ def test_a_trailing_newline_is_not_part_of_a_valid_value() -> None:
     )
 
 
+HOST_RULE = "expected a host name or an IP address"
+
+
+@pytest.mark.parametrize(
+    "host", ["10.0.0.1", "::1", "proxy-1.example.com", "localhost", "my_proxy", "bücher.example"]
+)
+def test_proxy_host_accepted(host: str) -> None:
+    config = parse_config(doc(proxies=[proxy(host=host)]), base_dir=Path("/x"))
+    assert config.proxies[0].host == host
+
+
+@pytest.mark.parametrize(
+    ("host", "reason"),
+    [
+        # case 004's kind: what check-config accepted and the proxy client then misread
+        ("socks5://10.0.0.1", f'{HOST_RULE}, got "socks5://10.0.0.1" (the host alone: no scheme)'),
+        ("10.0.0.1:1080", f'{HOST_RULE}, got "10.0.0.1:1080" (the port goes in port)'),
+        ("[::1]", f'{HOST_RULE}, got "[::1]" (an IPv6 address without brackets)'),
+        (" 10.0.0.1", f'{HOST_RULE}, got " 10.0.0.1"'),
+        ("10.0.0.1\n", f'{HOST_RULE}, got "10.0.0.1\\n"'),
+        ("exa mple.com", f'{HOST_RULE}, got "exa mple.com"'),
+        ("-bad.example", f'{HOST_RULE}, got "-bad.example"'),
+        ("999.1.1.1", f'{HOST_RULE}, got "999.1.1.1"'),
+        ("a..b", f'{HOST_RULE}, got "a..b"'),
+    ],
+)
+def test_problem_proxy_host(host: str, reason: str) -> None:
+    assert problems(doc(proxies=[proxy(host=host)])) == (f"proxies[0].host: {reason}",)
+
+
 # Shared case 004-mtproxy-secret-validation: what check-config accepted and Telethon misread.
 HEX32 = "0123456789abcdef0123456789abcdef"
 MTPROXY_RULE = 'expected 32 hexadecimal characters, optionally prefixed "dd" (any case)'

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import math
 import os
 import re
 import tomllib
@@ -87,6 +88,10 @@ def _at_least(
     what = "an integer" if integer else "a number"
 
     def check(_inst: Any, attr: attrs.Attribute[Any], value: Any) -> None:
+        if isinstance(value, float) and not math.isfinite(value):
+            raise _FieldProblem(
+                attr.name, f"expected a finite number >= {minimum:g}, got {_show(value)}"
+            )
         if value < minimum:
             raise _FieldProblem(attr.name, f"expected {what} >= {minimum:g}, got {_show(value)}")
 
@@ -94,7 +99,9 @@ def _at_least(
 
 
 def _positive(_inst: Any, attr: attrs.Attribute[Any], value: float) -> None:
-    if not value > 0:
+    if isinstance(value, float) and math.isinf(value):  # TOML's inf: no deadline, no timeout
+        raise _FieldProblem(attr.name, f"expected a finite number > 0, got {_show(value)}")
+    if not value > 0:  # NaN too
         raise _FieldProblem(attr.name, f"expected a number > 0, got {_show(value)}")
 
 
@@ -257,6 +264,10 @@ def _backoff(_inst: Any, attr: attrs.Attribute[Any], value: tuple[float, ...]) -
     if not value:
         raise _FieldProblem(attr.name, "expected at least one delay, got an empty array")
     for i, v in enumerate(value):
+        if isinstance(v, float) and not math.isfinite(v):
+            raise _FieldProblem(
+                f"{attr.name}[{i}]", f"expected a finite number >= 0, got {_show(v)}"
+            )
         if v < 0:
             raise _FieldProblem(f"{attr.name}[{i}]", f"expected a number >= 0, got {_show(v)}")
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import math
 import re
 from pathlib import Path
 from typing import Any
@@ -372,6 +373,35 @@ def test_a_trailing_newline_is_not_part_of_a_valid_value() -> None:
         "accounts[0].id: expected letters, digits and _ . @ : - (not starting with a symbol),"
         ' got "acc-0\\n"',
         "accounts[0].api_hash: expected 32 hexadecimal characters, got a string of 33 characters",
+    )
+
+
+@pytest.mark.parametrize(
+    ("section", "key", "value", "expected"),
+    [
+        # case 002's kind at the config door: job_deadline_s = inf passed check-config and
+        # reload, then every job without a deadline failed INVALID_ARGUMENT ("deadline must
+        # be a finite number"), blamed on its caller
+        ("policy", "job_deadline_s", math.inf, "a finite number > 0"),
+        ("policy", "call_deadline_s", math.inf, "a finite number > 0"),
+        ("policy", "stream_closed_cooldown_s", math.inf, "a finite number >= 0"),
+        ("policy", "stream_closed_cooldown_s", math.nan, "a finite number >= 0"),
+        ("telegram", "connect_timeout_s", math.inf, "a finite number > 0"),
+        ("daemon", "shutdown_grace_s", math.inf, "a finite number >= 0"),
+        ("economy", "knower_wait_s", math.nan, "a finite number >= 0"),
+        ("direct", "interval_s", math.inf, "a finite number >= 0"),
+    ],
+)
+def test_problem_numbers_are_finite(section: str, key: str, value: float, expected: str) -> None:
+    data = doc(**{section: {key: value}})
+    assert problems(data) == (f"{section}.{key}: expected {expected}, got {value}",)
+
+
+def test_problem_backoff_and_proxy_interval_are_finite() -> None:
+    data = doc(policy={"backoff_s": [1, math.inf]}, proxies=[proxy(interval_s=math.nan)])
+    assert problems(data) == (
+        "policy.backoff_s[1]: expected a finite number >= 0, got inf",
+        "proxies[0].interval_s: expected a finite number >= 0, got nan",
     )
 
 

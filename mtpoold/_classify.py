@@ -262,8 +262,9 @@ def _rpc_failure(exc: _tl_errors.RPCError) -> Failure:
     elif (m := _WAIT_SECONDS_RE.match(upper)) and (code == 420 or "FLOOD" in upper):
         seconds = int(m.group(1))
     if seconds is not None:
-        # Telethon (client/users.py): "FLOOD_WAIT_0 has been observed" -> treat as 1 s.
-        return failure(ErrorClass.FLOOD_WAIT, retry_after_s=float(max(seconds, 1)))
+        # Telethon (client/users.py): "FLOOD_WAIT_0 has been observed" -> treat as 1 s; a
+        # wait of any length is kept, at most 2**53 s (float() of 400 digits overflows)
+        return failure(ErrorClass.FLOOD_WAIT, retry_after_s=float(min(max(seconds, 1), 2**53)))
     if upper in _ACCOUNT_RESTRICTED_NAMES or upper.startswith(_ACCOUNT_RESTRICTED_PREFIX):
         # before "any 420 -> FLOOD_WAIT": FROZEN_METHOD_INVALID is a 420 without seconds
         return failure(ErrorClass.ACCOUNT_RESTRICTED, f"{text} [Telegram froze this account]")

@@ -35,6 +35,7 @@ import argparse
 import errno
 import functools
 import json
+import math
 import os
 import signal
 import sys
@@ -59,7 +60,7 @@ from ._daemonfile import daemon_location
 from ._errors import ConfigError, MtpooldError, leaves
 from ._listen import bind_problem, parse_listen
 from ._logformat import configure_logging
-from ._rpc import RpcError
+from ._rpc import MAX_DEADLINE_MS, MAX_INT_DIGITS, RpcError
 from ._sessionlock import SessionLocked
 from ._token import TokenError, read_token, token_path
 
@@ -407,14 +408,56 @@ def _cmd_jobs(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+class _NotJsonNumber(ValueError):
+    """A number `json.loads` reads but JSON cannot carry to the daemon."""
+
+
+def _json_constant(name: str) -> Any:
+    raise _NotJsonNumber(f"{name} is not a JSON number")
+
+
+def _json_int(text: str) -> int:
+    if len(text) - text.startswith("-") > MAX_INT_DIGITS:
+        raise _NotJsonNumber(f"an integer of more than {MAX_INT_DIGITS} digits")
+    return int(text)
+
+
+def _json_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise _NotJsonNumber(
+            f"{text[:20]}{'…' if len(text) > 20 else ''} is beyond the range of a double"
+        )
+    return value
+
+
+def _read_args_json(text: str) -> Any:
+    """``ARGS_JSON`` of ``mtpoold call`` as the daemon would read it.
+
+    Raises:
+        _Fail: EXIT_USAGE (2) naming ARGS_JSON for text that is not JSON, and for numbers the
+            request could not carry: NaN, Infinity, a number beyond a double (``1e400``), an
+            integer of more than `MAX_INT_DIGITS` digits (Python's int/str limit). The rule:
+            shared case 002, every numeric parameter of any size is a usage error, never an
+            internal one.
+    """
+    try:
+        return json.loads(
+            text, parse_constant=_json_constant, parse_int=_json_int, parse_float=_json_float
+        )
+    except json.JSONDecodeError as exc:
+        problem = f"ARGS_JSON is not valid JSON: {exc.msg} (column {exc.colno})"
+    except _NotJsonNumber as exc:
+        problem = f"ARGS_JSON cannot be sent: {exc}"
+    except RecursionError:
+        problem = "ARGS_JSON is not valid JSON: nested too deeply"
+    raise _Fail(EXIT_USAGE, problem)
+
+
 def _cmd_call(args: argparse.Namespace) -> int:
     params: dict[str, Any] = {}
     if args.args is not None:
-        try:
-            params = json.loads(args.args)
-        except json.JSONDecodeError as exc:
-            problem = f"ARGS_JSON is not valid JSON: {exc.msg} (column {exc.colno})"
-            raise _Fail(EXIT_USAGE, problem) from None
+        params = _read_args_json(args.args)
         if not isinstance(params, dict):
             raise _Fail(EXIT_USAGE, 'ARGS_JSON must be a JSON object, e.g. \'{"peer": "durov"}\'')
     options: dict[str, Any] = {}
@@ -443,7 +486,10 @@ def _cmd_call(args: argparse.Namespace) -> int:
         method, request = "invoke", {"method": args.method, "args": params}
         if options:
             request["options"] = options
-    timeout_s = (args.deadline_ms / 1000 if args.deadline_ms else 600.0) + 15.0
+    # the daemon refuses a deadline over 2**53 ms (INVALID_ARGUMENT naming it); capped here
+    # only so that a 400-digit one does not overflow the float of our own wait (case 002)
+    deadline_ms = min(args.deadline_ms, MAX_DEADLINE_MS) if args.deadline_ms else None
+    timeout_s = (deadline_ms / 1000 if deadline_ms else 600.0) + 15.0
     try:
         progress = method == "invoke" or method in _JOB_METHODS
         result = _request(args, method, request, timeout_s=timeout_s, progress=progress)

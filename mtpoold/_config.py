@@ -18,7 +18,9 @@ the directory of the config file; `parse_config` makes them absolute.
 
 from __future__ import annotations
 
+import ipaddress
 import json
+import math
 import os
 import re
 import tomllib
@@ -86,6 +88,10 @@ def _at_least(
     what = "an integer" if integer else "a number"
 
     def check(_inst: Any, attr: attrs.Attribute[Any], value: Any) -> None:
+        if isinstance(value, float) and not math.isfinite(value):
+            raise _FieldProblem(
+                attr.name, f"expected a finite number >= {minimum:g}, got {_show(value)}"
+            )
         if value < minimum:
             raise _FieldProblem(attr.name, f"expected {what} >= {minimum:g}, got {_show(value)}")
 
@@ -93,13 +99,52 @@ def _at_least(
 
 
 def _positive(_inst: Any, attr: attrs.Attribute[Any], value: float) -> None:
-    if not value > 0:
+    if isinstance(value, float) and math.isinf(value):  # TOML's inf: no deadline, no timeout
+        raise _FieldProblem(attr.name, f"expected a finite number > 0, got {_show(value)}")
+    if not value > 0:  # NaN too
         raise _FieldProblem(attr.name, f"expected a number > 0, got {_show(value)}")
 
 
 def _port(_inst: Any, attr: attrs.Attribute[Any], value: int) -> None:
     if not 1 <= value <= 65535:
         raise _FieldProblem(attr.name, f"expected an integer 1..65535, got {_show(value)}")
+
+
+_LABEL: Final = r"(?!-)[A-Za-z0-9_-]{1,63}(?<!-)"
+#: A DNS name (RFC 1123 labels; "_" too, as in container names), an optional final dot.
+_HOST_NAME_RE: Final = re.compile(rf"{_LABEL}(?:\.{_LABEL})*\.?")  # fullmatch
+
+
+def _host_problem(value: str) -> str | None:
+    """Why ``value`` is not a host name or IP address, or None if it is one."""
+    try:
+        ipaddress.ip_address(value)
+        return None
+    except ValueError:
+        pass
+    try:
+        ascii_name = value.encode("idna").decode("ascii") if not value.isascii() else value
+    except UnicodeError:
+        ascii_name = ""
+    last = ascii_name.rstrip(".").rsplit(".", 1)[-1]
+    if len(ascii_name) <= 253 and _HOST_NAME_RE.fullmatch(ascii_name) and not last.isdigit():
+        return None
+    hint = ""
+    if "://" in value:
+        hint = " (the host alone: no scheme)"
+    elif value.startswith("[") and value.endswith("]"):
+        hint = " (an IPv6 address without brackets)"
+    elif re.fullmatch(r"[^:\s]+:[0-9]+", value):
+        hint = " (the port goes in port)"
+    return f"expected a host name or an IP address, got {_show(value)}{hint}"
+
+
+def _host(_inst: Any, attr: attrs.Attribute[Any], value: str) -> None:
+    """A proxy's ``host``: an IPv4/IPv6 address (no brackets) or a DNS name, as the proxy
+    clients (python-socks, Telethon's MTProxy) take it; a scheme, a port, brackets or spaces
+    would only fail at connect time, as a cooling proxy (shared case 004's kind)."""
+    if (problem := _host_problem(value)) is not None:
+        raise _FieldProblem(attr.name, problem)
 
 
 def _optional_port(inst: Any, attr: attrs.Attribute[Any], value: int | None) -> None:
@@ -112,11 +157,11 @@ def _non_empty(_inst: Any, attr: attrs.Attribute[Any], value: str | None) -> Non
         raise _FieldProblem(attr.name, 'expected a non-empty string, got ""')
 
 
-_ID_RE: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@:-]*$")
+_ID_RE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@:-]*")  # fullmatch
 
 
 def _identifier(_inst: Any, attr: attrs.Attribute[Any], value: str) -> None:
-    if not _ID_RE.match(value):
+    if not _ID_RE.fullmatch(value):
         raise _FieldProblem(
             attr.name,
             "expected letters, digits and _ . @ : - (not starting with a symbol),"
@@ -136,7 +181,7 @@ def _proxy_type(_inst: Any, attr: attrs.Attribute[Any], value: str) -> None:
 # TcpMTProxy.normalize_secret strips "ee"/"dd" case-sensitively and falls back to base64 for
 # anything that is not hex, so "DD…", "0x…" or a short secret would silently become another
 # secret: refuse them here (shared case 004-mtproxy-secret-validation).
-_MTPROXY_SECRET_RE: Final = re.compile(r"^(?:dd)?[0-9a-f]{32}$", re.IGNORECASE)
+_MTPROXY_SECRET_RE: Final = re.compile(r"(?:dd)?[0-9a-f]{32}", re.IGNORECASE)  # fullmatch
 _MTPROXY_SECRET_RULE: Final = (
     'expected 32 hexadecimal characters, optionally prefixed "dd" (any case)'
 )
@@ -152,11 +197,11 @@ def _mtproxy_secret(inst: ProxyConfig, attr: attrs.Attribute[Any], value: str | 
         return
     if not value:
         raise _FieldProblem(attr.name, 'missing (required when type = "mtproxy")')
-    if _MTPROXY_SECRET_RE.match(value):
+    if _MTPROXY_SECRET_RE.fullmatch(value):
         return
     got = _show(value, secret=True)
     lower = value.lower()
-    if lower.startswith("ee") and len(lower) >= 34 and _HEX_DIGITS_RE.match(lower):
+    if lower.startswith("ee") and len(lower) >= 34 and _HEX_DIGITS_RE.fullmatch(lower):
         raise _FieldProblem(
             attr.name,
             f"fake-TLS (ee…) MTProxy secrets are not supported: {_MTPROXY_SECRET_RULE}, got {got}",
@@ -166,25 +211,25 @@ def _mtproxy_secret(inst: ProxyConfig, attr: attrs.Attribute[Any], value: str | 
     raise _FieldProblem(attr.name, f"{_MTPROXY_SECRET_RULE}, got {got}")
 
 
-_HEX_DIGITS_RE: Final = re.compile(r"^[0-9a-f]+$")
+_HEX_DIGITS_RE: Final = re.compile(r"[0-9a-f]+")  # fullmatch
 
 
-_API_HASH_RE: Final = re.compile(r"^[0-9a-fA-F]{32}$")
+_API_HASH_RE: Final = re.compile(r"[0-9a-fA-F]{32}")  # fullmatch
 
 
 def _api_hash(_inst: Any, attr: attrs.Attribute[Any], value: str) -> None:
-    if not _API_HASH_RE.match(value):
+    if not _API_HASH_RE.fullmatch(value):
         raise _FieldProblem(
             attr.name,
             f"expected 32 hexadecimal characters, got {_show(value, secret=True)}",
         )
 
 
-_ENV_RE: Final = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_ENV_RE: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")  # fullmatch
 
 
 def _env_name(_inst: Any, attr: attrs.Attribute[Any], value: str | None) -> None:
-    if value is not None and not _ENV_RE.match(value):
+    if value is not None and not _ENV_RE.fullmatch(value):
         raise _FieldProblem(attr.name, f"expected an environment variable name, got {_show(value)}")
 
 
@@ -219,6 +264,10 @@ def _backoff(_inst: Any, attr: attrs.Attribute[Any], value: tuple[float, ...]) -
     if not value:
         raise _FieldProblem(attr.name, "expected at least one delay, got an empty array")
     for i, v in enumerate(value):
+        if isinstance(v, float) and not math.isfinite(v):
+            raise _FieldProblem(
+                f"{attr.name}[{i}]", f"expected a finite number >= 0, got {_show(v)}"
+            )
         if v < 0:
             raise _FieldProblem(f"{attr.name}[{i}]", f"expected a number >= 0, got {_show(v)}")
 
@@ -258,7 +307,7 @@ class ProxyConfig:
     Attributes:
         name: Unique name, referenced by `AccountConfig.proxy`.
         type: ``"socks5"``, ``"socks4"``, ``"http"`` or ``"mtproxy"``.
-        host: Proxy host name or IP address.
+        host: Proxy host name or IP address (IPv6 without brackets; no scheme, no port).
         port: Proxy TCP port, 1..65535.
         username: Proxy user, if it needs authentication.
         password: Proxy password (secret: never shown).
@@ -274,7 +323,7 @@ class ProxyConfig:
 
     name: str = attrs.field(validator=[_non_empty, _identifier])
     type: ProxyType = attrs.field(validator=_proxy_type)
-    host: str = attrs.field(validator=_non_empty)
+    host: str = attrs.field(validator=[_non_empty, _host])
     port: int = attrs.field(validator=_port, metadata={_EXPECT: "an integer 1..65535"})
     username: str | None = None
     password: str | None = _secret_field(default=None)

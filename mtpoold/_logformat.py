@@ -42,6 +42,7 @@ import attrs
 from ._errors import redact
 
 __all__ = [
+    "ISO_UTC_MAX_S",
     "LOG_FORMATS",
     "AioContext",
     "AioContextFilter",
@@ -132,19 +133,21 @@ def log_event(
     logger.log(level, LogEvent(event, fields), exc_info=exc_info, stacklevel=2)
 
 
-#: The last second ISO 8601's four-digit years can write, 9999-12-31T23:59:59Z (Unix s).
-_LAST_ISO_S: Final = 253_402_300_799.0
+#: The last second ISO 8601's four-digit year can write (9999-12-31T23:59:59Z), Unix seconds.
+ISO_UTC_MAX_S: Final = 253_402_300_799
 
 
 def iso_utc(unix_s: float) -> str:
     """A wall-clock time (Unix seconds) as ISO 8601 UTC to the second: ``2026-12-02T03:00:37Z``.
 
-    Times past year 9999 (a FLOOD_WAIT's seconds come from outside: ``FLOOD_WAIT_10^20``),
-    infinity and NaN are written ``9999-12-31T23:59:59Z``, times before 1970 as 1970: never
-    an error (``time.gmtime`` raises OverflowError or OSError beyond its range).
+    Total: a time past `ISO_UTC_MAX_S` (a cooldown of 1e308 s from the config, a FLOOD_WAIT of
+    1e17 s from Telegram) or not finite is written as ``9999-12-31T23:59:59Z``, one before
+    the epoch as ``1970-01-01T00:00:00Z``; never OverflowError or OSError (EOVERFLOW), which
+    would fail the job whose cooldown is being logged (shared case 002's kind).
     """
-    clamped = min(max(unix_s, 0.0), _LAST_ISO_S) if unix_s == unix_s else _LAST_ISO_S
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(clamped))
+    if not unix_s <= ISO_UTC_MAX_S:  # NaN too
+        unix_s = ISO_UTC_MAX_S
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(max(unix_s, 0)))
 
 
 def logfmt_value(value: FieldValue) -> str:

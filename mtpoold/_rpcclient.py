@@ -37,7 +37,7 @@ from trio_websocket import (
 
 from ._errors import leaves
 from ._listen import parse_listen
-from ._rpc import INTERNAL_ERROR, INVALID_REQUEST, RpcError
+from ._rpc import INTERNAL_ERROR, INVALID_PARAMS, INVALID_REQUEST, RpcError
 
 __all__ = [
     "AuthRejected",
@@ -133,13 +133,44 @@ class AuthRejected(RemoteError):
         return self.message
 
 
+def _not_json_number(value: object, path: str) -> tuple[str, float] | None:
+    """The path and value of the first float in ``value`` JSON cannot write (NaN, infinity)."""
+    if isinstance(value, float):
+        return None if math.isfinite(value) else (path, value)
+    if isinstance(value, Mapping):
+        items: Any = ((f"{path}.{k}", v) for k, v in value.items())
+    elif isinstance(value, list | tuple):
+        items = ((f"{path}[{i}]", v) for i, v in enumerate(value))
+    else:
+        return None
+    for sub_path, sub in items:
+        if (found := _not_json_number(sub, sub_path)) is not None:
+            return found
+    return None
+
+
 def request_object(
     request_id: int, method: str, params: Mapping[str, Any] | None
 ) -> dict[str, Any]:
-    """The JSON-RPC 2.0 request object (``params`` left out when None)."""
+    """The JSON-RPC 2.0 request object (``params`` left out when None).
+
+    Raises:
+        RemoteError: INVALID_ARGUMENT (-32602) naming the member (``params.options.deadline_ms:
+            inf is not a JSON number``) when ``params`` holds NaN or an infinity, which JSON
+            cannot write: refused here, before sending, as the daemon refuses ``1e400``
+            (shared case 002). Sent as ``NaN``, the daemon could only answer PARSE_ERROR
+            without the request's id, which a websocket session cannot match to its call.
+    """
     request: dict[str, Any] = {"jsonrpc": "2.0", "id": request_id, "method": method}
     if params is not None:
         request["params"] = dict(params)
+        if (found := _not_json_number(request["params"], "params")) is not None:
+            path, value = found
+            raise RemoteError(
+                INVALID_PARAMS,
+                f"{path}: {value!r} is not a JSON number (NaN and infinities cannot be sent)",
+                data={"class": "INVALID_ARGUMENT"},
+            )
     return request
 
 

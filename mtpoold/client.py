@@ -55,6 +55,7 @@ import trio
 from ._config import DaemonConfig
 from ._daemonfile import daemon_location
 from ._errors import ConfigError
+from ._rpc import MAX_DEADLINE_MS
 from ._rpcclient import (
     AuthRejected,
     ClientError,
@@ -215,8 +216,10 @@ def _timeout_for(params: Mapping[str, Any] | None, timeout_s: float | None) -> f
         return timeout_s
     options = (params or {}).get("options") or {}
     deadline_ms = options.get("deadline_ms") if isinstance(options, Mapping) else None
-    if isinstance(deadline_ms, int | float):
+    if isinstance(deadline_ms, int | float) and 0 < deadline_ms <= MAX_DEADLINE_MS:
         return deadline_ms / 1000 + REPLY_MARGIN_S
+    # none, or one the daemon refuses at once (INVALID_ARGUMENT): a 400-digit integer would
+    # overflow the float of our wait (shared case 002)
     return DEFAULT_TIMEOUT_S
 
 

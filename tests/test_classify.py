@@ -66,6 +66,14 @@ def test_classify_FloodWaitError_seconds() -> None:
     assert f.rpc_name == "FLOOD_WAIT_37"
 
 
+def test_classify_FloodWaitError_of_any_length_is_a_flood_wait() -> None:
+    # case 002's kind from Telegram: FLOOD_WAIT_<400 digits> overflowed float() and came out
+    # GENERIC "FloodWaitError"; the wait is kept, capped at 2**53 s (a float, exactly)
+    exc = rpc(420, "FLOOD_WAIT_1" + "0" * 400)
+    f = classify(exc)
+    assert (f.error_class, f.retry_after_s) == (ErrorClass.FLOOD_WAIT, float(2**53))
+
+
 def test_classify_FloodWaitError_from_rpc_message() -> None:
     exc = rpc(420, "FLOOD_WAIT_120")
     assert type(exc) is tl_errors.FloodWaitError

@@ -356,6 +356,25 @@ def test_call_usage_errors_exit_2(daemon: Daemon, capsys: pytest.CaptureFixture[
     assert main(["call", "x", "--deadline-ms", "0", *daemon.args()]) == 2
 
 
+def test_call_numbers_of_any_size_are_usage_errors_not_crashes(
+    daemon: Daemon, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # shared case 002's kind at the CLI door: a 400-digit --deadline-ms is the daemon's
+    # INVALID_ARGUMENT naming options.deadline_ms (exit 2), as 1e12 ms is; an integer past
+    # Python's 4300-digit limit, or a number JSON cannot carry (1e400, NaN), in ARGS_JSON is
+    # a usage error naming ARGS_JSON, not an internal error nor "daemon unreachable".
+    huge = "1" + "0" * 400
+    assert main(["call", "help.GetConfig", "--deadline-ms", huge, *daemon.args()]) == 2
+    err = capsys.readouterr().err
+    assert "params.options.deadline_ms: expected at most 2**53" in err, err
+    assert "internal error" not in err
+    for args_json in ('{"limit": 1' + "0" * 5000 + "}", '{"limit": 1e400}', '{"limit": NaN}'):
+        assert main(["call", "messages.GetHistory", args_json, *daemon.args()]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("ARGS_JSON "), err
+        assert "internal error" not in err and "unreachable" not in err, err
+
+
 # --- accounts, proxies, reload --------------------------------------------------------------------
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import math
 import re
 from pathlib import Path
 from typing import Any
@@ -362,6 +363,78 @@ def test_problem_mtproxy_needs_secret() -> None:
     )
 
 
+def test_a_trailing_newline_is_not_part_of_a_valid_value() -> None:
+    # case 004's kind: a regex "$" matches before a final "\n", so "…\n" passed check-config
+    # and went to Telethon as it was (an api_hash of 33 characters)
+    data = doc()
+    data["accounts"][0]["api_hash"] = API_HASH + "\n"
+    data["accounts"][0]["id"] = "acc-0\n"
+    assert problems(data) == (
+        "accounts[0].id: expected letters, digits and _ . @ : - (not starting with a symbol),"
+        ' got "acc-0\\n"',
+        "accounts[0].api_hash: expected 32 hexadecimal characters, got a string of 33 characters",
+    )
+
+
+@pytest.mark.parametrize(
+    ("section", "key", "value", "expected"),
+    [
+        # case 002's kind at the config door: job_deadline_s = inf passed check-config and
+        # reload, then every job without a deadline failed INVALID_ARGUMENT ("deadline must
+        # be a finite number"), blamed on its caller
+        ("policy", "job_deadline_s", math.inf, "a finite number > 0"),
+        ("policy", "call_deadline_s", math.inf, "a finite number > 0"),
+        ("policy", "stream_closed_cooldown_s", math.inf, "a finite number >= 0"),
+        ("policy", "stream_closed_cooldown_s", math.nan, "a finite number >= 0"),
+        ("telegram", "connect_timeout_s", math.inf, "a finite number > 0"),
+        ("daemon", "shutdown_grace_s", math.inf, "a finite number >= 0"),
+        ("economy", "knower_wait_s", math.nan, "a finite number >= 0"),
+        ("direct", "interval_s", math.inf, "a finite number >= 0"),
+    ],
+)
+def test_problem_numbers_are_finite(section: str, key: str, value: float, expected: str) -> None:
+    data = doc(**{section: {key: value}})
+    assert problems(data) == (f"{section}.{key}: expected {expected}, got {value}",)
+
+
+def test_problem_backoff_and_proxy_interval_are_finite() -> None:
+    data = doc(policy={"backoff_s": [1, math.inf]}, proxies=[proxy(interval_s=math.nan)])
+    assert problems(data) == (
+        "policy.backoff_s[1]: expected a finite number >= 0, got inf",
+        "proxies[0].interval_s: expected a finite number >= 0, got nan",
+    )
+
+
+HOST_RULE = "expected a host name or an IP address"
+
+
+@pytest.mark.parametrize(
+    "host", ["10.0.0.1", "::1", "proxy-1.example.com", "localhost", "my_proxy", "bücher.example"]
+)
+def test_proxy_host_accepted(host: str) -> None:
+    config = parse_config(doc(proxies=[proxy(host=host)]), base_dir=Path("/x"))
+    assert config.proxies[0].host == host
+
+
+@pytest.mark.parametrize(
+    ("host", "reason"),
+    [
+        # case 004's kind: what check-config accepted and the proxy client then misread
+        ("socks5://10.0.0.1", f'{HOST_RULE}, got "socks5://10.0.0.1" (the host alone: no scheme)'),
+        ("10.0.0.1:1080", f'{HOST_RULE}, got "10.0.0.1:1080" (the port goes in port)'),
+        ("[::1]", f'{HOST_RULE}, got "[::1]" (an IPv6 address without brackets)'),
+        (" 10.0.0.1", f'{HOST_RULE}, got " 10.0.0.1"'),
+        ("10.0.0.1\n", f'{HOST_RULE}, got "10.0.0.1\\n"'),
+        ("exa mple.com", f'{HOST_RULE}, got "exa mple.com"'),
+        ("-bad.example", f'{HOST_RULE}, got "-bad.example"'),
+        ("999.1.1.1", f'{HOST_RULE}, got "999.1.1.1"'),
+        ("a..b", f'{HOST_RULE}, got "a..b"'),
+    ],
+)
+def test_problem_proxy_host(host: str, reason: str) -> None:
+    assert problems(doc(proxies=[proxy(host=host)])) == (f"proxies[0].host: {reason}",)
+
+
 # Shared case 004-mtproxy-secret-validation: what check-config accepted and Telethon misread.
 HEX32 = "0123456789abcdef0123456789abcdef"
 MTPROXY_RULE = 'expected 32 hexadecimal characters, optionally prefixed "dd" (any case)'
@@ -400,6 +473,8 @@ def test_mtproxy_secret_accepted_and_normalised(secret: str, stored: str) -> Non
         ("dd" + HEX32 + "00", f"{MTPROXY_RULE}, got a string of 36 characters"),
         (HEX32[:-1] + "g", f"{MTPROXY_RULE}, got a string of 32 characters"),
         (" " + HEX32, f"{MTPROXY_RULE}, got a string of 33 characters"),
+        (HEX32 + "\n", f"{MTPROXY_RULE}, got a string of 33 characters"),  # regex "$" let it by
+        ("dd" + HEX32 + "\n", f"{MTPROXY_RULE}, got a string of 35 characters"),
         (
             "ee" + HEX32,
             f"fake-TLS (ee…) MTProxy secrets are not supported: {MTPROXY_RULE},"

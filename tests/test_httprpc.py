@@ -192,6 +192,48 @@ async def test_post_a_batch_answers_every_request_once_with_job_errors_as_on_the
         assert by_id[5]["error"]["message"].startswith("params.options.deadline_ms: expected > 0")
 
 
+async def test_post_numbers_of_any_size_are_invalid_argument_never_an_internal_error() -> None:
+    # shared case 002 at the HTTP door, one body and in a batch: every numeric parameter of
+    # any size JSON allows is INVALID_ARGUMENT naming it; past Python's int/str limit (4300
+    # digits) the body is not JSON we read (400, -32700); never -32603
+    huge, endless = "1" + "0" * 400, "1" + "0" * 5000
+    invoke = '{"jsonrpc":"2.0","id":%d,"method":"invoke","params":{"method":"echo","args":{},'
+    bodies = {
+        1: invoke % 1 + '"options":{"deadline_ms":' + huge + "}}}",
+        2: invoke % 2 + '"options":{"deadline_ms":1e400}}}',
+        3: invoke % 3 + '"options":{"max_age_s":' + huge + "}}}",
+        4: '{"jsonrpc":"2.0","id":4,"method":"get_messages","params":{"peer":' + huge + "}}",
+        5: '{"jsonrpc":"2.0","id":5,"method":"get_messages","params":{"peer":"p","ids":[1e400]}}',
+        6: '{"jsonrpc":"2.0","id":6,"method":"status","params":{"summary":' + huge + "}}",
+    }
+    named = {
+        1: "params.options.deadline_ms: expected at most 2**53",
+        2: "params.options.deadline_ms: expected at most 2**53",
+        3: "params.options.max_age_s: expected a finite number >= 0",
+        4: "params.peer: expected a string or an integer",
+        5: "params.ids[0]: expected an integer",
+        6: "params.summary: expected true or false",
+    }
+    async with served() as h:
+        for request_id, body in bodies.items():
+            reply = await h.post(body.encode())
+            assert reply.status == 200, reply
+            error = reply.body["error"]
+            assert (error["code"], error["data"]["class"]) == (-32602, "INVALID_ARGUMENT")
+            assert error["message"].startswith(named[request_id]), error
+        reply = await h.post(("[" + ",".join(bodies.values()) + "]").encode())
+        assert reply.status == 200
+        by_id = {r["id"]: r["error"] for r in reply.body}
+        assert len(reply.body) == len(named)
+        for request_id, prefix in named.items():
+            assert by_id[request_id]["message"].startswith(prefix), by_id[request_id]
+        for body in ('{"id":7,"x":' + endless + "}", '[{"id":7,"x":' + endless + "}]"):
+            reply = await h.post(body.encode())  # the documented rule of `mtpoold._rpc`
+            assert (reply.status, reply.body["error"]["code"]) == (400, -32700), reply
+            assert "an integer of more than 4300 digits" in reply.body["error"]["message"]
+        assert (await h.post(req(8, "ping"))).status == 200
+
+
 async def test_post_bad_json_empty_batch_and_not_a_request_are_400_with_a_jsonrpc_error() -> None:
     async with served() as h:
         bad = await h.post(b'{"jsonrpc": "2.0", "id": 1, "method": ')

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import math
 import re
 import sys
 from collections.abc import Iterator
@@ -196,6 +197,22 @@ def _record(
     msg: object, name: str = "mtpoold.pool", level: int = logging.INFO
 ) -> logging.LogRecord:
     return logging.LogRecord(name, level, __file__, 1, msg, (), None)
+
+
+@pytest.mark.parametrize(
+    ("unix_s", "text"),
+    [
+        (1_800_000_000.9, "2027-01-15T08:00:00Z"),
+        (253_402_300_799, "9999-12-31T23:59:59Z"),
+        (1e17, "9999-12-31T23:59:59Z"),  # gmtime: OSError EOVERFLOW
+        (1e308, "9999-12-31T23:59:59Z"),  # gmtime: OverflowError
+        (math.inf, "9999-12-31T23:59:59Z"),
+        (math.nan, "9999-12-31T23:59:59Z"),
+        (-1e308, "1970-01-01T00:00:00Z"),
+    ],
+)
+def test_iso_utc_writes_any_time_never_raises(unix_s: float, text: str) -> None:
+    assert iso_utc(unix_s) == text
 
 
 def test_a_line_is_ts_level_logger_event_then_the_fields() -> None:

@@ -112,20 +112,36 @@ async def test_Pool_flood_wait_cools_account_exactly_and_reroutes(
         assert world.calls_of("a1")[1] >= failed_at + 37
 
 
-@pytest.mark.parametrize("seconds", [10**17, 10**20])
-async def test_Pool_an_absurd_flood_wait_cools_and_reroutes_like_any_other(
-    tmp_path: Path, autojump_clock: trio.testing.MockClock, seconds: int
+@pytest.mark.parametrize(
+    ("error", "policy"),
+    [
+        # a FLOOD_WAIT whose end is past what gmtime can write (Errno 75 at 1e17 s), and
+        # one past time_t (the loopback DC's ``flood METHOD 1e20``: OverflowError)
+        (tg.FloodWaitError(request=None, capture=10**17), {}),
+        (tg.FloodWaitError(request=None, capture=10**20), {}),
+        # an operator's finite but far cooldown (check-config takes it)
+        (
+            tg.RPCError(request=None, message="SOMETHING_ODD", code=500),
+            {"generic_cooldown_s": 1e308},
+        ),
+    ],
+)
+async def test_Pool_a_cooldown_of_any_length_is_answered_not_a_crash(
+    tmp_path: Path,
+    autojump_clock: trio.testing.MockClock,
+    error: Exception,
+    policy: dict[str, float],
 ) -> None:
-    """FLOOD_WAIT_X is a number in an error's text: one beyond time_t's range (the loopback
-    DC's ``flood METHOD 1e20``) made the flood_wait line's ``until=`` raise OverflowError,
-    which failed the job GENERIC instead of rerouting it, and skipped saving the account."""
+    # shared case 002's kind: an OverflowError writing the cooldown's end (until=) on its
+    # log line made the job an INTERNAL_ERROR; now it is answered and the account cools
     world = World()
-    world.script("a1", tg.FloodWaitError(request=None, capture=seconds))
-    config = make_config(tmp_path, accounts={"a1": "p1", "a2": "p2"})
+    world.script("a1", error)
+    config = make_config(tmp_path, accounts={"a1": "p1", "a2": "p2"}, policy=policy)
     async with open_pool(config, client_factory=world.factory()) as pool:
-        result = await pool.invoke("help.GetConfig", {})
+        result = await pool.invoke("help.GetConfig", {}, account=None)
         assert (result.meta.account, result.meta.attempts) == ("a2", 2)
-        assert stats_of(pool, "a1").state == "cooldown"
+        a1 = stats_of(pool, "a1")
+        assert a1.state == "cooldown" and a1.cooldown_remaining_s > 1e16
 
 
 async def test_Pool_flood_wait_0_is_treated_as_one_second(

@@ -243,3 +243,67 @@ def test_discover_prefers_where_the_running_daemon_listens(
     assert (endpoint.target.port, endpoint.token) == (2222, token)
     remove_daemon_file(state, pid=os.getpid())
     assert Endpoint.discover(config).target.port == 1111
+
+
+#: Numbers a caller may pass that JSON cannot carry, or that overflow a float (shared case 002).
+HUGE_MS = 10**400
+NOT_JSON: list[tuple[dict[str, Any], dict[str, Any], str]] = [
+    ({}, {"deadline_ms": float("inf")}, "params.options.deadline_ms: inf is not a JSON number"),
+    ({}, {"deadline_ms": float("nan")}, "params.options.deadline_ms: nan is not a JSON number"),
+    ({}, {"max_age_s": float("inf")}, "params.options.max_age_s: inf is not a JSON number"),
+    ({"limit": float("-inf")}, {}, "params.args.limit: -inf is not a JSON number"),
+]
+
+
+def _check_invalid(exc: RpcError, message: str) -> None:
+    assert (exc.code, exc.error_class) == (-32602, "INVALID_ARGUMENT"), exc
+    assert exc.message.startswith(message), exc.message
+
+
+def blocking_numbers(config: Path) -> list[RpcError]:
+    client = Client.discover(config)
+    errors: list[RpcError] = []
+    for args, options in [({}, {"deadline_ms": HUGE_MS}), *[(a, o) for a, o, _ in NOT_JSON]]:
+        try:
+            client.invoke("help.GetConfig", args, **options)
+        except RpcError as exc:
+            errors.append(exc)
+    return errors
+
+
+async def asyncio_numbers(config: Path) -> list[RpcError]:
+    client = AsyncioClient.discover(config)
+    errors: list[RpcError] = []
+    for args, options in [({}, {"deadline_ms": HUGE_MS}), *[(a, o) for a, o, _ in NOT_JSON]]:
+        try:
+            await client.invoke("help.GetConfig", args, **options)
+        except RpcError as exc:
+            errors.append(exc)
+    return errors
+
+
+async def test_numbers_of_any_size_are_invalid_argument_in_every_flavour(tmp_path: Path) -> None:
+    # shared case 002's kind at the client door: a 400-digit deadline_ms is the daemon's
+    # INVALID_ARGUMENT (no OverflowError computing the wait); NaN or an infinity is refused
+    # before sending as INVALID_ARGUMENT naming the member (no ValueError, no OverflowError,
+    # and a websocket is not lost to the daemon's PARSE_ERROR for a frame it cannot read)
+    huge = "params.options.deadline_ms: expected at most 2**53"
+    with trio.fail_after(90):
+        async with dc_daemon(tmp_path) as (config, _dc):
+            for errors in (
+                await trio.to_thread.run_sync(blocking_numbers, config),
+                await trio.to_thread.run_sync(asyncio.run, asyncio_numbers(config)),
+            ):
+                assert len(errors) == 1 + len(NOT_JSON)
+                _check_invalid(errors[0], huge)
+                for exc, (_, _, message) in zip(errors[1:], NOT_JSON, strict=True):
+                    _check_invalid(exc, message)
+            async with TrioClient.connect(config) as client:
+                with pytest.raises(RpcError) as info:
+                    await client.invoke("help.GetConfig", deadline_ms=HUGE_MS)
+                _check_invalid(info.value, huge)
+                for args, options, message in NOT_JSON:
+                    with pytest.raises(RpcError) as info:
+                        await client.invoke("help.GetConfig", args, **options)
+                    _check_invalid(info.value, message)
+                check_config(await client.invoke("help.GetConfig"))  # the connection lives on

@@ -47,7 +47,7 @@ import time
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, Self
 
 import attrs
 import trio
@@ -241,14 +241,8 @@ def _batch_results(replies: Any, ids: list[int], codec: HttpCodec, status: int) 
 
 
 @attrs.define(eq=False)
-class Client:
-    """A blocking client (HTTP ``POST /rpc``); safe to share between threads (each call
-    opens its own connection).
-
-    Args:
-        endpoint: The daemon (`Endpoint.discover` finds it).
-        connect_timeout_s: Seconds to connect, at most.
-    """
+class _OverHttp:
+    """What the two HTTP flavours share: the daemon and the connect timeout (seconds)."""
 
     endpoint: Endpoint
     connect_timeout_s: float = 10.0
@@ -261,9 +255,20 @@ class Client:
         url: str | None = None,
         token: str | None = None,
         token_file: str | os.PathLike[str] | None = None,
-    ) -> Client:
+    ) -> Self:
         """A client of the daemon `Endpoint.discover` finds (its arguments and errors)."""
         return cls(Endpoint.discover(config, url=url, token=token, token_file=token_file))
+
+
+@attrs.define(eq=False)
+class Client(_OverHttp):
+    """A blocking client (HTTP ``POST /rpc``); safe to share between threads (each call
+    opens its own connection).
+
+    Args:
+        endpoint: The daemon (`Endpoint.discover` finds it).
+        connect_timeout_s: Seconds to connect, at most.
+    """
 
     def _exchange(self, payload: object, timeout_s: float) -> tuple[HttpCodec, int, Any]:
         target = self.endpoint.target
@@ -493,7 +498,7 @@ class _AsyncJobs:
 
 
 @attrs.define(eq=False)
-class AsyncioClient(_AsyncJobs):
+class AsyncioClient(_OverHttp, _AsyncJobs):
     """An asyncio client (HTTP ``POST /rpc`` over asyncio streams); each call opens its own
     connection, so concurrent calls (``asyncio.gather``) are fine. Cancelling a call closes
     its connection, which cancels its job in the daemon.
@@ -502,21 +507,6 @@ class AsyncioClient(_AsyncJobs):
         endpoint: The daemon (`Endpoint.discover` finds it).
         connect_timeout_s: Seconds to connect, at most.
     """
-
-    endpoint: Endpoint
-    connect_timeout_s: float = 10.0
-
-    @classmethod
-    def discover(
-        cls,
-        config: str | os.PathLike[str] | None = None,
-        *,
-        url: str | None = None,
-        token: str | None = None,
-        token_file: str | os.PathLike[str] | None = None,
-    ) -> AsyncioClient:
-        """A client of the daemon `Endpoint.discover` finds (its arguments and errors)."""
-        return cls(Endpoint.discover(config, url=url, token=token, token_file=token_file))
 
     async def _exchange(self, payload: object, timeout_s: float) -> tuple[HttpCodec, int, Any]:
         target = self.endpoint.target

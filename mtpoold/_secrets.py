@@ -22,7 +22,7 @@ from ._errors import MIN_SECRET_CHARS as MIN_SECRET_CHARS
 from ._errors import REDACTED as REDACTED
 from ._errors import MtpooldError
 from ._errors import redact as redact  # the one redaction; re-exported for this module's users
-from ._logformat import FieldValue, log_event
+from ._logformat import log_event
 
 __all__ = [
     "MIN_SECRET_CHARS",
@@ -162,21 +162,21 @@ def ensure_private_file(path: str | os.PathLike[str], what: str) -> bool:
         return False
     if not _is_exposed(mode):
         return False
-    outcome: dict[str, FieldValue]
+    error: str | None = None
     try:
         os.chmod(p, PRIVATE_FILE_MODE)
     except OSError as exc:
-        outcome = {"tightened": False, "error": exc.strerror}
-    else:
-        outcome = {"tightened": True, "new_mode": "0600"}
-    log_event(
+        error = exc.strerror or type(exc).__name__
+    log_event(  # a None field is left out of the line
         logger,
         logging.WARNING,
         "file_exposed",
         what=what,
         path=str(p),
         mode=f"{stat.S_IMODE(mode):04o}",
-        **outcome,
+        tightened=error is None,
+        new_mode="0600" if error is None else None,
+        error=error,
     )
     return True
 

@@ -149,16 +149,18 @@ def test_StateStore_closed(db_path: Path) -> None:
         store.load()
 
 
-def test_StateStore_save_is_fast(db_path: Path) -> None:
+def test_StateStore_saves_without_a_full_sync_per_write(db_path: Path) -> None:
+    """What keeps a save well under a millisecond, checked without a clock (speed goals live
+    in bench/): WAL with ``synchronous = NORMAL``, so a commit does not fsync the database."""
     with StateStore.open(db_path) as store:
         acc = sample_account()
-        n = 500
-        start = time.perf_counter()
-        for i in range(n):
+        for i in range(50):
             store.save_account(StoredAccount(id=f"acc-{i % 20}", calls_ok=i))
             store.save_account(acc)
-        per_call = (time.perf_counter() - start) / (2 * n)
-    assert per_call < 0.001  # "well under a millisecond" (typically tens of microseconds)
+        conn = store._db()
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert conn.execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL
+        assert store.load().accounts["acc-19"].calls_ok == 39
 
 
 # -- redaction ---------------------------------------------------------------------------------

@@ -99,6 +99,10 @@ async def test_sigterm_with_stuck_calls_answers_every_job_and_exits_within_grace
         assert sorted(replies) == [1, 2, 3], replies
         for reply in replies.values():
             assert reply["error"]["data"]["class"] == "SHUTTING_DOWN", reply
-        assert exited_s < GRACE_S + 3.0, text  # grace + ~1 s bound on the asyncio side (+slack)
+        # Bounded by the grace and the bounded asyncio cancellation, not by the stuck calls:
+        # the grace expired with the calls still stuck and they were cut (the fail_after
+        # above is the hang detector; how fast is not asserted on a real clock).
+        assert "event=server_grace_expired cancelled=" in text, text
+        assert text.index("event=server_grace_expired") < text.index("event=daemon_stopped")
         assert "Traceback" not in text, text
         assert "never retrieved" not in text and "was destroyed" not in text, text

@@ -131,6 +131,40 @@ class Prompter:
     stdin: TextIO = attrs.field(factory=lambda: sys.stdin)
     ask: Callable[[str, bool], str] = attrs.field(factory=lambda: _ask_terminal)
 
+    def check_answerable(self, account_id: str) -> None:
+        """Refuse, before anything connects, a login whose answers would be asked at a
+        terminal there is none of (cron, a pipe, ``< /dev/null``): the prompt would go
+        unanswered, after a connection to the DC (and a login code sent for nothing).
+
+        The phone number is asked with ``input`` (it reads stdin: stdin must be a terminal);
+        the login code with ``getpass`` (it reads the controlling terminal, ``/dev/tty``,
+        even when stdin is redirected, say by ``--password-from -``). An injected ``ask`` is
+        taken to answer. The 2FA password is not checked: only a 2FA account needs it
+        (without a terminal or ``--password-from`` it fails when asked, exit code 2).
+
+        Raises:
+            AuthorizeFailed: (exit code 2) naming the options to pass.
+        """
+        if self.ask is not _ask_terminal or _is_a_terminal(self.stdin):
+            return
+        no_phone = self.phone is None
+        no_code = self.code_from is None and not _has_controlling_terminal()
+        if no_phone and no_code:
+            text = (
+                "no terminal to ask on (stdin is not one, /dev/tty cannot be opened);"
+                " pass --phone and --code-from"
+            )
+        elif no_phone:
+            text = "stdin is not a terminal to ask the phone number on; pass --phone"
+        elif no_code:
+            text = (
+                "no terminal to ask the login code on (stdin is not one, /dev/tty cannot be"
+                " opened); pass --code-from"
+            )
+        else:
+            return
+        raise AuthorizeFailed(account_id, text, exit_code=EXIT_USAGE)
+
     def get_phone(self, account_id: str) -> str:
         """The phone number to log ``account_id`` in with, normalized (see `check_phone`).
 
@@ -218,6 +252,23 @@ def _existing_key(path: Path) -> tuple[int, bytes] | None:
         return file_session_key(path)
     except (OSError, ValueError):
         return None
+
+
+def _is_a_terminal(stream: TextIO | None) -> bool:
+    try:
+        return stream is not None and stream.isatty()
+    except ValueError:  # closed
+        return False
+
+
+def _has_controlling_terminal() -> bool:
+    """Whether ``/dev/tty`` opens (where ``getpass`` asks, whatever stdin is)."""
+    try:
+        fd = os.open("/dev/tty", os.O_RDWR | os.O_NOCTTY)
+    except OSError:
+        return False
+    os.close(fd)
+    return True
 
 
 def _ask_terminal(prompt: str, secret: bool) -> str:
@@ -312,7 +363,8 @@ async def authorize_account(
     Raises:
         AuthorizeFailed: exit code 2 for a refusal (Telegram's: unregistered number, wrong
             or expired code, wrong 2FA password, flood wait; or the request's: string-session
-            account, invalid phone number, stdin ended, a session file that already holds a
+            account, invalid phone number, stdin ended or no terminal to ask on
+            (`Prompter.check_answerable`, before connecting), a session file that already holds a
             login without ``force``); exit code 1 when the login could not be completed (no
             connection or no answer in time, a proxy failure). Nothing was written.
         SessionLocked: a daemon (or another authorize) holds the session file or its auth
@@ -327,6 +379,7 @@ async def authorize_account(
             " can be authorized",
             exit_code=EXIT_USAGE,
         )
+    prompter.check_answerable(aid)  # before any lock, file or connection
     telegram = config.telegram_for(account)
     register_rsa_keys(telegram.rsa_keys)
 

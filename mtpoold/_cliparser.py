@@ -106,6 +106,19 @@ def _seconds(text: str) -> float:
     return value
 
 
+WATCH_MIN_S = 0.1
+"""The shortest ``status --watch`` interval (s): below it the CLI would redraw in a tight
+loop and load the daemon for nothing (a screen refresh a human can read)."""
+
+
+def _watch_seconds(text: str) -> float:
+    """An argparse type: a `_seconds` value of at least `WATCH_MIN_S` (s)."""
+    value = _seconds(text)
+    if value < WATCH_MIN_S:
+        raise argparse.ArgumentTypeError(f"must be at least {WATCH_MIN_S:g} s, not {text!r}")
+    return value
+
+
 def _tags(text: str) -> tuple[str, ...]:
     """An argparse type: ``T[,T…]``, each tag non-empty."""
     tags = tuple(t.strip() for t in text.split(","))
@@ -269,7 +282,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     status.add_argument("--json", action="store_true", help="print the raw status JSON")
     status.add_argument(
-        "--watch", type=_seconds, metavar="SECONDS", help="refresh every SECONDS (> 0)"
+        "--watch",
+        type=_watch_seconds,
+        metavar="SECONDS",
+        help=f"refresh every SECONDS (>= {WATCH_MIN_S:g})",
     )
     status.add_argument("--watch-count", type=int, default=None, help=argparse.SUPPRESS)
     status.add_argument(

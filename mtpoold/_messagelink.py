@@ -33,8 +33,13 @@ _HOSTS: Final = frozenset({"t.me", "telegram.me", "telegram.dog"})
 def message_id_of_link(peer: str | int) -> int | None:
     """The message id ``peer`` names if it is a message link, else None.
 
-    Never raises: a peer that is no link, a link without a message id, or an id outside
-    1..`MAX_MESSAGE_ID` give None (the pool's checks then say what is wrong).
+    A peer that is no link, or a link without a message id, gives None (the pool then says
+    ``ids`` are required).
+
+    Raises:
+        ValueError: ``peer`` is a message link whose message id is outside
+            1..`MAX_MESSAGE_ID` (message ids are TL ``int``, int32), with a one-line reason
+            that names the id (at most 20 digits of it).
     """
     if not isinstance(peer, str):
         return None
@@ -43,13 +48,24 @@ def message_id_of_link(peer: str | int) -> int | None:
         return None
     try:
         if text.lower().startswith("tg://"):
-            return _from_tg_url(text)
-        return _from_https_url(text)
-    except ValueError:
+            digits = _from_tg_url(text)
+        else:
+            digits = _from_https_url(text)
+    except ValueError:  # urlsplit: not a URL at all
         return None
+    if digits is None:
+        return None
+    value = int(digits)
+    if not 1 <= value <= MAX_MESSAGE_ID:
+        shown = digits if len(digits) <= 20 else digits[:20] + "…"
+        raise ValueError(
+            f"the message link's message id {shown} is out of range"
+            f" (message ids are 1..{MAX_MESSAGE_ID})"
+        )
+    return value
 
 
-def _from_https_url(text: str) -> int | None:
+def _from_https_url(text: str) -> str | None:
     if "://" not in text:
         text = "https://" + text
     url = urllib.parse.urlsplit(text)
@@ -60,26 +76,20 @@ def _from_https_url(text: str) -> int | None:
     if parts and parts[0].lower() in ("c", "s"):
         parts = parts[1:]  # t.me/c/<channel>/…, t.me/s/<username>/…
     # <peer>/<id> or <peer>/<thread>/<id>
-    if len(parts) not in (2, 3) or not all(_number(p) for p in parts[1:]):
+    if len(parts) not in (2, 3) or not all(_digits(p) for p in parts[1:]):
         return None
-    return _message_id(parts[-1])
+    return parts[-1]
 
 
-def _from_tg_url(text: str) -> int | None:
+def _from_tg_url(text: str) -> str | None:
     url = urllib.parse.urlsplit(text)
     action = (url.netloc or url.path.strip("/")).lower()
     if action not in ("resolve", "privatepost"):
         return None
     post = urllib.parse.parse_qs(url.query).get("post")
-    return _message_id(post[0]) if post else None
+    return post[0] if post and _digits(post[0]) else None
 
 
-def _number(text: str) -> bool:
-    return 0 < len(text) <= 10 and text.isascii() and text.isdigit()
-
-
-def _message_id(text: str) -> int | None:
-    if not _number(text):
-        return None
-    value = int(text)
-    return value if 1 <= value <= MAX_MESSAGE_ID else None
+def _digits(text: str) -> bool:
+    """A decimal number as a link writes one (any size: the range is checked after)."""
+    return text != "" and text.isascii() and text.isdigit()

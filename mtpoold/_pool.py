@@ -117,8 +117,9 @@ class TelegramSide:
             list; raises `JobFailed` INVALID_ARGUMENT. Default: ``list``.
         message_id_of_link: ``(peer) -> id``: the message id a (checked) message link names
             (``https://t.me/chan/123`` -> 123, `mtpoold._messagelink.message_id_of_link`),
-            the ids of a ``get_messages`` job given none; None for any other peer. Default:
-            always None.
+            the ids of a ``get_messages`` job given none; None for any other peer;
+            ValueError (its text the reason) for a link whose message id is out of range.
+            Default: always None.
         peer_key: ``(peer) -> key``: the one spelling of a (checked) peer reference that
             names the same peer for every account (``"username:durov"``,
             ``"channel_id:12345"``), what routing by knowledge, shared and merged jobs
@@ -702,13 +703,18 @@ class Pool:
 
         ``ids`` None: ``peer`` must be a message link (``https://t.me/chan/123``,
         ``t.me/c/123456/7``; ``TelegramSide.message_id_of_link``), and the link's
-        message id is the one id; any other peer is INVALID_ARGUMENT ("ids: required ...").
+        message id is the one id; any other peer is INVALID_ARGUMENT ("ids: required ..."),
+        and so is a link whose id is outside 1..2**31-1 ("peer: the message link's message id
+        ... is out of range").
         """
         if not isinstance(peer, (str, int)) or isinstance(peer, bool):
             raise JobFailed(ErrorClass.INVALID_ARGUMENT, "peer must be a string or an integer")
         if ids is None:
             self._telegram.check_peer(peer, "peer")
-            link_id = self._telegram.message_id_of_link(peer)
+            try:
+                link_id = self._telegram.message_id_of_link(peer)
+            except ValueError as exc:  # a message link, but its id is no message id
+                raise JobFailed(ErrorClass.INVALID_ARGUMENT, f"peer: {exc}") from None
             if link_id is None:
                 raise JobFailed(
                     ErrorClass.INVALID_ARGUMENT,

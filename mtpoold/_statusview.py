@@ -24,6 +24,7 @@ from typing import Any, Final
 
 from rich import box
 from rich.console import Console, ConsoleOptions, Group, RenderableType, RenderResult
+from rich.segment import Segment
 from rich.table import Table
 from rich.text import Text
 
@@ -163,22 +164,27 @@ class _Grid:
     widest cell (header included), and when that is too wide the flexible columns give up
     width down to their header (at least 6 characters) — those of the highest ``flex`` first,
     among equals the widest first; what no longer fits a cell is cut with an ellipsis.
-    Headers are never cut, nothing wraps.
+    Headers are never cut, nothing wraps. A row may carry a note: one line of its own right
+    below the row, indented under the second column, cut with an ellipsis at the console's
+    width (the ``jobs`` view's "what it waits for", so that no column gives up width to it).
     """
 
     _GAP: Final = 1  # characters between two columns (the box's blank separator, no padding)
     _FLEX_MIN: Final = 6
+    _NOTE_MARK: Final = "└ "
 
     def __init__(self, title: str | None) -> None:
         self.title = title
         self._columns: list[tuple[str, bool, int]] = []  # header, right, flex (0: fixed)
         self._rows: list[list[Text]] = []
+        self._notes: list[Text | None] = []
 
     def add_column(self, header: str, *, right: bool = False, flex: int = 0) -> None:
         self._columns.append((header, right, flex))
 
-    def add_row(self, *cells: Text) -> None:
+    def add_row(self, *cells: Text, note: Text | None = None) -> None:
         self._rows.append([Text(_visible(c.plain), style=c.style) for c in cells])
+        self._notes.append(None if note is None else Text(_visible(note.plain), style=note.style))
 
     @property
     def row_count(self) -> int:
@@ -218,9 +224,8 @@ class _Grid:
             show_edge=False,
             expand=False,
         )
-        for (header, right, _), width in zip(
-            self._columns, self.widths(options.max_width), strict=True
-        ):
+        widths = self.widths(options.max_width)
+        for (header, right, _), width in zip(self._columns, widths, strict=True):
             table.add_column(
                 header,
                 justify="right" if right else "left",
@@ -230,7 +235,23 @@ class _Grid:
             )
         for row in self._rows:
             table.add_row(*row)
-        yield table
+        if not any(n is not None for n in self._notes):
+            yield table
+            return
+        # Each row is one line (one-line cells, no wrap): the last len(rows) lines.
+        lines = console.render_lines(table, options.update(height=None), pad=False)
+        head = len(lines) - len(self._rows)
+        indent = " " * (widths[0] + self._GAP if len(widths) > 1 else 0)
+        for line in lines[:head]:
+            yield from line
+            yield Segment.line()
+        for line, note in zip(lines[head:], self._notes, strict=True):
+            yield from line
+            yield Segment.line()
+            if note is not None:
+                text = Text(indent + self._NOTE_MARK) + note
+                text.truncate(options.max_width, overflow="ellipsis")
+                yield text
 
 
 def _table(title: str | None) -> _Grid:
@@ -737,7 +758,8 @@ def _origin(job: Mapping[str, Any]) -> str:
 
 def render_jobs(reply: Mapping[str, Any]) -> RenderableType:
     """Build the ``mtpoold jobs`` view from the ``jobs`` reply (``{"jobs": [JobStatistics
-    ...]}``): one line per job in flight, oldest first.
+    ...]}``): two lines per job in flight, oldest first — its row (the method whole at 80
+    columns), then its state and what it waits for below it.
 
     Args:
         reply: The ``jobs`` reply.
@@ -746,11 +768,10 @@ def render_jobs(reply: Mapping[str, Any]) -> RenderableType:
     table = _table(f"Jobs in flight ({len(jobs)})")
     _column(table, "job", right=True)
     _column(table, "rpc id", ratio=2)
-    _column(table, "method", ratio=2)
+    _column(table, "method", ratio=1)  # the last to give up width
     _column(table, "class", ratio=2)
     _column(table, "age", right=True)
     _column(table, "left", right=True)
-    _column(table, "state: what it waits for", ratio=1)
     for j in jobs:
         table.add_row(
             _cell(j.get("job")),
@@ -759,6 +780,6 @@ def render_jobs(reply: Mapping[str, Any]) -> RenderableType:
             Text(",".join(map(str, j.get("rate_classes") or ())) or _DASH),
             Text(format_short(j.get("age_s"))),
             Text(format_short(j.get("deadline_left_s"))),
-            Text(_waits_for(j)),
+            note=Text(_waits_for(j)),
         )
     return table

@@ -126,6 +126,60 @@ async def test_authorize_with_code_then_the_pool_uses_the_session(tmp_path: Path
         assert dc.counters(ALICE)["contacts.ResolveUsername"] == 1
 
 
+@pytest.mark.parametrize(
+    ("options", "reason"),
+    [
+        (
+            [],
+            "no terminal to ask on (stdin is not one, /dev/tty cannot be opened); pass --phone"
+            " and --code-from",
+        ),
+        (
+            ["--phone", ALICE],
+            "no terminal to ask the login code on (stdin is not one, /dev/tty cannot be"
+            " opened); pass --code-from",
+        ),
+        (["--code-from", "-"], "stdin is not a terminal to ask the phone number on; pass --phone"),
+    ],
+)
+async def test_authorize_without_a_terminal_refuses_before_connecting(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, options: list[str], reason: str
+) -> None:
+    """No terminal (cron, a pipe, ``< /dev/null``) and an answer to ask for: one line, exit 2,
+    no prompt on stdout and no connection to the DC (a login code is never sent for nothing)."""
+    from contextlib import redirect_stderr, redirect_stdout
+
+    monkeypatch.setattr("sys.stdin", io.StringIO(""))  # not a terminal
+    monkeypatch.setattr("mtpoold._authorize._has_controlling_terminal", lambda: False)
+    async with open_dc() as dc:
+        config_path = tmp_path / "mtpoold.toml"
+        write_toml(config_path, dc, session="sessions/acc")
+        out, err = io.StringIO(), io.StringIO()
+
+        def run_cli() -> int:
+            with redirect_stdout(out), redirect_stderr(err):
+                return main(["authorize", "--config", str(config_path), *options])
+
+        with trio.fail_after(60):
+            assert await trio.to_thread.run_sync(run_cli) == 2
+        assert dc.statistics().connections_total == 0
+    assert out.getvalue() == ""
+    assert err.getvalue() == f'mtpoold authorize: account "acc": {reason}\n'
+
+
+def test_authorize_asks_the_code_on_the_controlling_terminal_with_stdin_redirected(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``--phone P --password-from - < file`` from a shell: getpass asks the code on
+    /dev/tty, so that is not refused; the phone number (``input``, stdin) still is."""
+    monkeypatch.setattr("mtpoold._authorize._has_controlling_terminal", lambda: True)
+    stdin = io.StringIO("hunter2\n")
+    Prompter(phone=ALICE, password_from="-", stdin=stdin).check_answerable("acc")
+    with pytest.raises(AuthorizeFailed, match="pass --phone$"):
+        Prompter(stdin=stdin).check_answerable("acc")
+    Prompter(stdin=stdin, ask=lambda _p, _s: "x").check_answerable("acc")  # injected: answers
+
+
 async def test_authorize_2fa_user_with_code_and_password_from_stdin(tmp_path: Path) -> None:
     async with loop_and_dc() as dc:
         config = make_config(dc, tmp_path)

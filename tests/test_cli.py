@@ -120,6 +120,19 @@ def test_status_watch_must_be_a_positive_finite_number(
     assert captured.out == ""
 
 
+@pytest.mark.parametrize("seconds", ["1e-320", "0.05", "0.0999"])
+def test_status_watch_has_a_minimum_interval(
+    seconds: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--watch 1e-320` would refresh in a tight loop: below 0.1 s is a usage error."""
+    assert main(["status", "--watch", seconds]) == 2
+    captured = capsys.readouterr()
+    assert captured.err == (
+        f"mtpoold status: argument --watch: must be at least 0.1 s, not {seconds!r}\n"
+    )
+    assert captured.out == ""
+
+
 def test_check_config_ok(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = tmp_path / "ok.toml"
     path.write_text('[daemon]\nlisten = "127.0.0.1:9999"\n')
@@ -232,7 +245,7 @@ def test_status_json(daemon: Daemon, capsys: pytest.CaptureFixture[str]) -> None
 
 
 def test_status_watch(daemon: Daemon, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["status", "--json", "--watch", "0.01", "--watch-count", "2", *daemon.args()]) == 0
+    assert main(["status", "--json", "--watch", "0.1", "--watch-count", "2", *daemon.args()]) == 0
     out = capsys.readouterr().out
     assert out.count('"accounts_total": 2') == 2
 
@@ -741,7 +754,7 @@ def test_output_into_a_closed_pipe_exits_quietly(daemon: Daemon, tmp_path: Path)
 
 @pytest.mark.parametrize(
     "command",
-    [["status", "--watch", "0.05"], ["status"], ["accounts", "list"], ["proxies", "list"]],
+    [["status", "--watch", "0.1"], ["status"], ["accounts", "list"], ["proxies", "list"]],
 )
 def test_rich_output_into_a_pipe_closed_midway_exits_141(
     daemon: Daemon, command: list[str]
@@ -754,7 +767,7 @@ def test_rich_output_into_a_pipe_closed_midway_exits_141(
     args = [sys.executable, "-c", script, *command, *daemon.args()]
     with subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as proc:
         assert proc.stdout is not None and proc.stderr is not None
-        if command[-1] == "0.05":
+        if command[-1] == "0.1":
             assert proc.stdout.read(1)  # the first screen arrived; the reader leaves
         proc.stdout.close()
         err = proc.stderr.read().decode()

@@ -38,8 +38,6 @@ def test_message_links_name_their_message(link: str, message_id: int) -> None:
         "t.me/c/123456",
         "t.me/+AbCdEfGh",
         "t.me/joinchat/AbCdEfGh",
-        "t.me/durov/0",
-        f"t.me/durov/{2**31}",
         "t.me/durov/12x",
         "t.me/durov/1/2/3",
         "https://example.com/durov/12",
@@ -52,3 +50,25 @@ def test_message_links_name_their_message(link: str, message_id: int) -> None:
 )
 def test_other_peers_name_no_message(peer: str | int) -> None:
     assert message_id_of_link(peer) is None
+
+
+@pytest.mark.parametrize(
+    ("link", "shown"),
+    [
+        ("t.me/durov/0", "0"),
+        (f"t.me/durov/{2**31}", str(2**31)),
+        ("https://t.me/durov/99999999999", "99999999999"),
+        ("t.me/c/123456/1/99999999999", "99999999999"),
+        ("tg://resolve?domain=durov&post=99999999999", "99999999999"),
+        ("t.me/durov/" + "9" * 40, "9" * 20 + "…"),
+    ],
+)
+def test_a_message_link_with_an_id_out_of_int32_is_refused_for_its_id(
+    link: str, shown: str
+) -> None:
+    """Not "no message link" (the pool would then say ``ids: required``): the id is wrong."""
+    with pytest.raises(ValueError) as info:
+        message_id_of_link(link)
+    assert str(info.value) == (
+        f"the message link's message id {shown} is out of range (message ids are 1..{2**31 - 1})"
+    )

@@ -552,3 +552,43 @@ async def test_endpoint_names_its_address_when_it_cannot_bind() -> None:
         port = taken.getsockname()[1]
         with pytest.raises(OSError, match=rf"metrics.listen 127.0.0.1:{port}: .*in use"):
             await serve_metrics(_registry(), f"127.0.0.1:{port}")
+
+
+# --- what "connected" counts, on a real pool ------------------------------------------------
+
+
+async def test_accounts_connected_counts_live_connections_a_disabled_one_until_idle_out(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    """Disabling takes an account out of scheduling, not off the wire: its connection lives
+    on (keepalive pings included) until ``idle_disconnect_s`` after its last call. The gauge
+    counts live connections, and its help text says a disabled account's is among them."""
+    from prometheus_client.registry import CollectorRegistry
+
+    from mtpoold._compose import open_pool
+
+    from _fakeclient import World, make_config
+
+    world = World()
+    config = make_config(
+        tmp_path,
+        accounts={"a1": "p1"},
+        proxies={"p1": {"interval_s": 0.0}},
+        telegram={"idle_disconnect_s": 60.0},
+    )
+    async with open_pool(config, client_factory=world.factory()) as pool:
+        collector = PoolCollector(pool.statistics, build=BUILD)
+        await pool.invoke("help.GetConfig", {})
+        pool.disable_account("a1")
+        await trio.sleep(1)
+        assert one(scrape(collector), "mtpoold_accounts_connected") == 1
+        registry = CollectorRegistry()
+        registry.register(collector)
+        text = generate_latest(registry).decode("utf-8")
+        assert (
+            "# HELP mtpoold_accounts_connected Accounts whose MTProto connection is up now,"
+            " whatever their state: a disabled account's stays up (with its keepalive pings)"
+            " until idle_disconnect_s after its last call.\n"
+        ) in text
+        await trio.sleep(61)
+        assert one(scrape(collector), "mtpoold_accounts_connected") == 0

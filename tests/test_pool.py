@@ -677,6 +677,11 @@ async def test_Pool_refuses_blocked_methods_and_bad_requests_before_taking_an_ac
                 r"^INVALID_ARGUMENT: ids must be a list",
             ),
             (lambda: pool.get_messages("@", [1]), r"^INVALID_ARGUMENT: peer: invalid peer '@'"),
+            (
+                lambda: pool.get_messages("t.me/mtpoold_news/99999999999"),
+                r"^INVALID_ARGUMENT: peer: the message link's message id 99999999999 is out of"
+                r" range \(message ids are 1\.\.2147483647\)$",
+            ),
             (lambda: pool.resolve("@"), r"^INVALID_ARGUMENT: link_or_username: invalid peer '@'"),
             (lambda: pool.resolve("https://evil.com/x"), r"not a t\.me link$"),
             (lambda: pool.resolve("user:5001"), r"not a valid username$"),

@@ -378,6 +378,53 @@ def test_render_jobs_fits_80_columns() -> None:
     assert "waiting_gate a1@p1 #2, 3900 ms" in out
 
 
+def test_render_jobs_shows_the_whole_method_at_80_columns() -> None:
+    """The method is never cut for the waits-for text: that goes on its own line below the
+    job's row (cut there, if at all), each line <= 80."""
+    waits = {"account": "acc-0001", "lane": "proxy-frankfurt-1", "elapsed_ms": 1200}
+    reply = {
+        "jobs": [
+            {
+                "job": 14,
+                "rpc_id": "abc-123",
+                "method": "messages.GetDiscussionMessage",
+                "rate_classes": ["read"],
+                "age_s": 1.0,
+                "deadline_left_s": 179.0,
+                "shared": True,
+                "state": "in_call",
+                "waiting_for": waits,
+            },
+            {
+                "job": 15,
+                "rpc_id": None,
+                "method": "messages.SendMessage",
+                "rate_classes": ["send"],
+                "age_s": 2.0,
+                "deadline_left_s": 60.0,
+                "state": "waiting_account",
+                "waiting_for": {"why": "every account it may use is cooling" * 3, "position": 1},
+            },
+        ]
+    }
+    lines = _render(render_jobs(reply)).splitlines()
+    assert max(map(len, lines)) <= 80
+    rows = [i for i, line in enumerate(lines) if "messages." in line]
+    assert len(rows) == 2
+    first, second = (lines[i] for i in rows)
+    assert "messages.GetDiscussionMessage (shared)" in first and "…" not in first
+    assert "messages.SendMessage" in second
+    # the waits-for text: the line right below each job's row
+    assert "in_call acc-0001@proxy-frankfurt-1 1200 ms" in lines[rows[0] + 1]
+    assert (
+        lines[rows[1] + 1]
+        .lstrip()
+        .lstrip("└ ")
+        .startswith("waiting_account #1: every account it may use is cooling")
+    )
+    assert lines[rows[1] + 1].rstrip().endswith("…")
+
+
 def test_cli_choices_follow_the_view_and_the_states() -> None:
     """`mtpoold status --state/--sort` list their choices without importing rich."""
     from mtpoold import _cliparser, _statusview

@@ -423,15 +423,37 @@ class AccountWorker:
         ping_at = max(self.last_used_at, self.last_ping_at) + self.keepalive_interval_s
         return min(idle_at, ping_at)
 
+    def quiesce(self) -> None:
+        """A disabled account sends nothing more: its idle connection is closed now (at once
+        if no call holds the account, else when that call ends), not kept up with keepalive
+        pings until ``idle_disconnect_s``. Called by the pool after the dispatcher's
+        ``disable``; a no-op without a connection."""
+        if self._idle_scope is not None:
+            self._start_idle_watch()  # the new watcher sees the account disabled first
+
     async def _watch_idle(self, scope: trio.CancelScope) -> None:
         """Ping the idle connection every ``keepalive_interval_s``; close it after
-        ``idle_disconnect_s`` without a call."""
+        ``idle_disconnect_s`` without a call, or at once for a disabled account (no
+        keepalive traffic for an account the pool will not use)."""
         with scope:
             while True:
+                if self.disabled_reason is not None:
+                    async with self._lock:  # after the call in flight, if any
+                        if self.disabled_reason is not None:  # not enabled meanwhile
+                            log_event(
+                                log,
+                                logging.DEBUG,  # the client's disconnect event follows
+                                "disabled_disconnect",
+                                account=self.id,
+                                proxy=self.lane.key,
+                            )
+                            self._idle_scope = None
+                            await self._drop_connection()
+                            return
                 await trio.sleep_until(self._next_idle_event())
                 now = trio.current_time()
-                if now < self._next_idle_event():
-                    continue  # used (or pinged) meanwhile
+                if now < self._next_idle_event() or self.disabled_reason is not None:
+                    continue  # used (or pinged) meanwhile; or disabled: closed above
                 assert self.last_used_at is not None
                 idle_at = self.last_used_at + self.idle_disconnect_s
                 try:

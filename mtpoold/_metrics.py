@@ -19,9 +19,9 @@ config, ``no_proxy`` for the direct lane; ``rate_class`` as in `mtpoold._ratecla
                                                     (FLOOD_WAIT, PROXY_UNAVAILABLE, ...) or
                                                     CANCELLED, as the pool's call log says it
     mtpoold_accounts{state}                         gauge, every `AccountState`, 0 included
-    mtpoold_accounts_connected                      gauge: live MTProto connections, any
-                                                    state (a disabled account's until it
-                                                    idles out, idle_disconnect_s)
+    mtpoold_accounts_connected                      gauge: live MTProto connections (a
+                                                    disabled account's is closed when it is
+                                                    disabled, after its call in flight)
     mtpoold_accounts_cooling                        gauge: held by their own or proxy cooldown
     mtpoold_account_cooldown_seconds_max            gauge: longest account-wide cooldown left
     mtpoold_class_cooldowns{rate_class}             gauge: accounts whose class is cooling
@@ -261,9 +261,8 @@ class PoolCollector(Collector):
         yield states
         yield GaugeMetricFamily(
             "mtpoold_accounts_connected",
-            "Accounts whose MTProto connection is up now, whatever their state: a disabled"
-            " account's stays up (with its keepalive pings) until idle_disconnect_s after its"
-            " last call.",
+            "Accounts whose MTProto connection is up now; a disabled account's is closed when"
+            " it is disabled (after its call in flight) and sends no keepalive pings.",
             value=sum(1 for a in s.accounts if a.connected),
         )
         yield GaugeMetricFamily(

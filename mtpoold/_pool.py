@@ -775,6 +775,7 @@ class Pool:
         acc = self._accounts[account_id]
         kept = reason or acc.disabled_reason or "disabled by operator"
         self._dispatch.disable(acc, kept)
+        acc.quiesce()  # no keepalive traffic for an account out of scheduling
         log_event(
             log,
             logging.WARNING,

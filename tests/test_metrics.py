@@ -557,12 +557,12 @@ async def test_endpoint_names_its_address_when_it_cannot_bind() -> None:
 # --- what "connected" counts, on a real pool ------------------------------------------------
 
 
-async def test_accounts_connected_counts_live_connections_a_disabled_one_until_idle_out(
+async def test_accounts_connected_counts_live_connections_a_disabled_one_closes_at_once(
     tmp_path: Path, autojump_clock: trio.testing.MockClock
 ) -> None:
-    """Disabling takes an account out of scheduling, not off the wire: its connection lives
-    on (keepalive pings included) until ``idle_disconnect_s`` after its last call. The gauge
-    counts live connections, and its help text says a disabled account's is among them."""
+    """The gauge counts live connections. Disabling closes the account's idle connection
+    at once: no keepalive ping for an account the pool will not use (before, it lived on,
+    pinging, until ``idle_disconnect_s`` after its last call)."""
     from prometheus_client.registry import CollectorRegistry
 
     from mtpoold._compose import open_pool
@@ -574,21 +574,23 @@ async def test_accounts_connected_counts_live_connections_a_disabled_one_until_i
         tmp_path,
         accounts={"a1": "p1"},
         proxies={"p1": {"interval_s": 0.0}},
-        telegram={"idle_disconnect_s": 60.0},
+        telegram={"idle_disconnect_s": 600.0},
     )
     async with open_pool(config, client_factory=world.factory()) as pool:
         collector = PoolCollector(pool.statistics, build=BUILD)
         await pool.invoke("help.GetConfig", {})
+        assert one(scrape(collector), "mtpoold_accounts_connected") == 1
+        lane_calls = pool.statistics().proxies[0].calls
         pool.disable_account("a1")
         await trio.sleep(1)
-        assert one(scrape(collector), "mtpoold_accounts_connected") == 1
+        assert one(scrape(collector), "mtpoold_accounts_connected") == 0
+        await trio.sleep(400)  # past several keepalive intervals: nothing went out
+        assert pool.statistics().proxies[0].calls == lane_calls
         registry = CollectorRegistry()
         registry.register(collector)
         text = generate_latest(registry).decode("utf-8")
         assert (
-            "# HELP mtpoold_accounts_connected Accounts whose MTProto connection is up now,"
-            " whatever their state: a disabled account's stays up (with its keepalive pings)"
-            " until idle_disconnect_s after its last call.\n"
+            "# HELP mtpoold_accounts_connected Accounts whose MTProto connection is up now; a"
+            " disabled account's is closed when it is disabled (after its call in flight) and"
+            " sends no keepalive pings.\n"
         ) in text
-        await trio.sleep(61)
-        assert one(scrape(collector), "mtpoold_accounts_connected") == 0

@@ -70,7 +70,12 @@ class BudgetBook:
         return max((w for w, _ in windows), default=0.0)
 
     def _prune(self, key: tuple[str, str], now_unix: float) -> collections.deque[float]:
-        spends = self._spent.setdefault(key, collections.deque())
+        """The spends of ``key`` inside its longest window; an account that never spent gets
+        an empty deque not kept in the book (a look-up must not grow it: `spenders` and the
+        statistics walk what it keeps)."""
+        spends = self._spent.get(key)
+        if spends is None:
+            return collections.deque()
         horizon = now_unix - self._longest(key[1])
         while spends and spends[0] <= horizon:
             spends.popleft()
@@ -111,7 +116,8 @@ class BudgetBook:
         """Count one request of the class (only classes with a budget are kept)."""
         if not self.classes.windows(rate_class):
             return
-        self._prune((account, rate_class), now_unix).append(now_unix)
+        self._prune((account, rate_class), now_unix)
+        self._spent.setdefault((account, rate_class), collections.deque()).append(now_unix)
         self.unsaved.append((account, rate_class, now_unix))
 
     def restore(self, spends: Iterable[tuple[str, str, float]], now_unix: float) -> None:
@@ -149,8 +155,8 @@ class BudgetBook:
         ever spent a budgeted class), not O(accounts))."""
         return [
             account
-            for account, cls in list(self._spent)
-            if cls == rate_class and self._prune((account, cls), now_unix)
+            for (account, cls), spends in list(self._spent.items())
+            if cls == rate_class and spends and self._prune((account, cls), now_unix)
         ]
 
     def budgeted(self) -> list[str]:

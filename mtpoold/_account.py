@@ -440,15 +440,7 @@ class AccountWorker:
                 if self.disabled_reason is not None:
                     async with self._lock:  # after the call in flight, if any
                         if self.disabled_reason is not None:  # not enabled meanwhile
-                            log_event(
-                                log,
-                                logging.DEBUG,  # the client's disconnect event follows
-                                "disabled_disconnect",
-                                account=self.id,
-                                proxy=self.lane.key,
-                            )
-                            self._idle_scope = None
-                            await self._drop_connection()
+                            await self._close_from_watcher("disabled_disconnect")
                             return
                 await trio.sleep_until(self._next_idle_event())
                 now = trio.current_time()
@@ -467,23 +459,27 @@ class AccountWorker:
                     continue
                 try:
                     if now >= self.last_used_at + self.idle_disconnect_s:
-                        log_event(
-                            log,
-                            logging.DEBUG,  # the client's disconnect event follows
-                            "idle_disconnect",
-                            account=self.id,
-                            proxy=self.lane.key,
-                            idle_s=self.idle_disconnect_s,
+                        await self._close_from_watcher(
+                            "idle_disconnect", idle_s=self.idle_disconnect_s
                         )
-                        self._idle_scope = None
-                        await self._drop_connection()
                         return
                     if not await self._keepalive():
-                        self._idle_scope = None
-                        await self._drop_connection()
+                        await self._close_from_watcher(None)
                         return
                 finally:
                     self._lock.release()
+
+    async def _close_from_watcher(self, event: str | None, idle_s: float | None = None) -> None:
+        """The idle watcher closes the connection (it holds the lock): ``event`` (why) at
+        DEBUG first, if any — the client's own disconnect event follows — then the drop,
+        which must not cancel the watcher's own scope."""
+        if event is not None:
+            # idle_s None: left out of the line
+            log_event(
+                log, logging.DEBUG, event, account=self.id, proxy=self.lane.key, idle_s=idle_s
+            )
+        self._idle_scope = None
+        await self._drop_connection()
 
     async def _keepalive(self) -> bool:
         """One keepalive ping through a lane slot (the caller holds the lock).

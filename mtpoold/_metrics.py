@@ -41,7 +41,8 @@ config, ``no_proxy`` for the direct lane; ``rate_class`` as in `mtpoold._ratecla
     mtpoold_budget_spent{rate_class,window}         gauge, summed over the accounts
     mtpoold_budget_limit{rate_class,window}         gauge, summed over the accounts
     mtpoold_budget_exhausted_accounts{rate_class,window}  gauge
-    mtpoold_ws_connections                          gauge (websocket JSON-RPC server)
+    mtpoold_ws_connections                          gauge (the JSON-RPC server: websocket and
+                                                    HTTP POST; the prefix predates POST)
     mtpoold_ws_in_flight                            gauge
     mtpoold_ws_requests_total                       counter
     mtpoold_ws_rejected_handshakes_total            counter
@@ -377,17 +378,22 @@ class PoolCollector(Collector):
 
     def _server(self, srv: ServerStatisticsLike) -> Iterator[Metric]:
         yield GaugeMetricFamily(
-            "mtpoold_ws_connections", "Open websocket connections.", value=srv.connections
+            "mtpoold_ws_connections",
+            "Open websocket connections and HTTP POST requests in progress.",
+            value=srv.connections,
         )
         yield GaugeMetricFamily(
-            "mtpoold_ws_in_flight", "Websocket jobs without a final reply yet.", value=srv.in_flight
+            "mtpoold_ws_in_flight",
+            "Jobs of both transports (websocket, HTTP POST) without a final reply yet.",
+            value=srv.in_flight,
         )
         yield CounterMetricFamily(
             "mtpoold_ws_requests", "JSON-RPC requests answered or accepted.", value=srv.requests
         )
         yield CounterMetricFamily(
             "mtpoold_ws_rejected_handshakes",
-            "Websocket upgrades refused (token, origin, shutting down).",
+            "Websocket upgrades and HTTP POST requests refused at the door (token, origin,"
+            " shutting down).",
             value=srv.rejected_handshakes,
         )
         yield GaugeMetricFamily(

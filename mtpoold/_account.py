@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import collections
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Any, Final, Protocol, TypeVar, final, runtime_checkable
 
 import attrs
@@ -580,10 +580,45 @@ class AccountWorker:
             calls_ok=self.calls_ok,
             calls_failed=self.calls_failed,
             caller_errors=self.caller_errors,
-            errors_by_class=dict(self.errors_by_class),
+            errors_by_class=dict(self.errors_by_class) if self.errors_by_class else {},
             last_error_class=self.last_error_class,
             last_error_message=self.last_error_message,
             last_used_s_ago=None if self.last_used_at is None else now - self.last_used_at,
             tags=self.sorted_tags,
             rate_classes=rate_classes,
         )
+
+
+def count_states(workers: Iterable[AccountWorker], now: float) -> dict[str, int]:
+    """How many of ``workers`` are in each `AccountState` at ``now`` (trio clock, s): every
+    state's value a key (0 too), the counts adding up to the workers given.
+
+    The same rule as `AccountWorker.state`, in one loop without a method call per account:
+    the pool's summary counts 100,000 accounts with it (``tests/test_account.py`` checks it
+    against ``state`` account by account).
+    """
+    counts = dict.fromkeys((s.value for s in AccountState), 0)
+    retired = disabled = connecting = busy = cooling = ready = idle = 0
+    for w in workers:
+        if w.retired:
+            retired += 1
+        elif w.disabled_reason is not None:
+            disabled += 1
+        elif w._connecting:
+            connecting += 1
+        elif w._lock.locked():
+            busy += 1
+        elif w.cooldown_until_at > now or w.lane.cooldown_until_at > now:
+            cooling += 1
+        elif w._client is not None and w._client.is_connected():
+            ready += 1
+        else:
+            idle += 1
+    counts[AccountState.RETIRED] += retired
+    counts[AccountState.DISABLED] += disabled
+    counts[AccountState.CONNECTING] += connecting
+    counts[AccountState.BUSY] += busy
+    counts[AccountState.COOLDOWN] += cooling
+    counts[AccountState.READY] += ready
+    counts[AccountState.IDLE] += idle
+    return counts

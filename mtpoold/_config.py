@@ -33,6 +33,7 @@ import attrs
 import cattrs.preconf.tomllib
 
 from ._errors import ConfigError
+from ._gcpause import gc_paused
 from ._listen import DEFAULT_LISTEN, ListenAddressError, parse_listen
 from ._sessionfiles import session_file_path
 from ._validation import EXPECT as _EXPECT
@@ -780,7 +781,11 @@ def _cross_problems(
 
 
 def _get(entry: Any, key: str) -> Any:
-    if type(entry) is dict or isinstance(entry, Mapping):  # dict first: no ABC check
+    if type(entry) is dict:  # dict first, then an entry: no ABC check for either
+        return entry.get(key)
+    if entry is None or hasattr(type(entry), "__attrs_attrs__"):
+        return getattr(entry, key, None)
+    if isinstance(entry, Mapping):
         return entry.get(key)
     return getattr(entry, key, None)
 
@@ -882,6 +887,7 @@ _SECTIONS: Final = (
 )
 
 
+@gc_paused()  # 100,000 entries: the cyclic collector would walk them again and again
 def parse_config(data: Mapping[str, Any], *, base_dir: Path) -> Config:
     """Validate a parsed TOML document into a `Config`.
 

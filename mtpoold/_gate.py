@@ -183,6 +183,16 @@ class RateGate:
         """Callers queued at the gate, including the one holding the head reservation."""
         return len(self._queue)
 
+    @property
+    def starts(self) -> int:
+        """Starts admitted since the gate was made."""
+        return self._starts
+
+    def next_slot_in_s(self, now: float) -> float:
+        """Seconds from ``now`` (trio clock) until the interval since the last start has
+        elapsed, >= 0 (`GateStatistics.next_slot_in_s`, without building the snapshot)."""
+        return max(0.0, self._last_start_at + self.interval_s - now)
+
     def statistics(self) -> GateStatistics:
         """Return a frozen snapshot: interval, waiters, seconds until the next free slot, starts."""
         next_slot = max(0.0, self._last_start_at + self.interval_s - trio.current_time())

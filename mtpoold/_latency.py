@@ -56,7 +56,7 @@ class Histogram:
         ValueError: if the bounds are empty, not strictly ascending or not finite.
     """
 
-    __slots__ = ("_bounds", "_counts", "_sum")
+    __slots__ = ("_bounds", "_counts", "_snapshot", "_sum")
 
     def __init__(self, bounds_s: tuple[float, ...] = LATENCY_BUCKETS_S) -> None:
         if not bounds_s or any(not math.isfinite(b) for b in bounds_s):
@@ -66,6 +66,8 @@ class Histogram:
         self._bounds = tuple(float(b) for b in bounds_s)
         self._counts = [0] * (len(bounds_s) + 1)
         self._sum = 0.0
+        #: The last snapshot, until the next observation (10,000 lanes' statistics).
+        self._snapshot: HistogramStatistics | None = None
 
     def __repr__(self) -> str:
         return f"<Histogram count={sum(self._counts)} sum_s={self._sum:.3f}>"
@@ -75,10 +77,15 @@ class Histogram:
         value_s = max(0.0, value_s)
         self._counts[bisect.bisect_left(self._bounds, value_s)] += 1
         self._sum += value_s
+        self._snapshot = None
 
     def statistics(self) -> HistogramStatistics:
-        """Return a frozen snapshot (the counts per bucket, not cumulative)."""
-        counts = tuple(self._counts)
-        return HistogramStatistics(
-            bounds_s=self._bounds, counts=counts, sum_s=self._sum, count=sum(counts)
-        )
+        """Return a frozen snapshot (the counts per bucket, not cumulative); the same object
+        until the next `observe`."""
+        snapshot = self._snapshot
+        if snapshot is None:
+            counts = tuple(self._counts)
+            snapshot = self._snapshot = HistogramStatistics(
+                bounds_s=self._bounds, counts=counts, sum_s=self._sum, count=sum(counts)
+            )
+        return snapshot

@@ -32,11 +32,12 @@ from typing import TYPE_CHECKING, Any, Final, Protocol, final
 import attrs
 import trio
 
-from ._account import AccountWorker, Client, Judged
+from ._account import AccountWorker, Client, Judged, count_states
 from ._budget import BudgetBook, RequestGuard, WarmUp
 from ._config import AccountConfig, Config, ProxyConfig, proxy_key
 from ._dispatch import BackoffPastDeadline, Dispatcher, Job
 from ._errors import ErrorClass, Failure, JobFailed, MtpooldError, RateClassBlocked
+from ._gcpause import gc_paused
 from ._jobs import JobPhase, JobRegistry, JobStatistics
 from ._lane import NO_PROXY, ProxyCoolingDown, ProxyLane
 from ._logformat import iso_utc, log_event
@@ -292,6 +293,7 @@ class Pool:
     _book_off: BudgetBook | None = attrs.field(init=False, default=None)
     _spent_by: set[str] = attrs.field(init=False, factory=set)  # accounts with new spends
 
+    @gc_paused()  # 100,000 workers, locks, lanes: see mtpoold/_gcpause.py
     def __attrs_post_init__(self) -> None:
         if self._config.economy.peer_memory:  # peer memory
             self._peers = PeerMemory() if self._store is None else PeerMemory.load(self._store)
@@ -889,11 +891,25 @@ class Pool:
         )
         return tuple(cleared)
 
+    def _spenders(self, now_unix: float) -> set[str]:
+        """The accounts with a spend of any budgeted class inside its window (UNIX s)."""
+        book = self._book
+        if book is None:
+            return set()
+        return set().union(*(book.spenders(n, now_unix) for n in book.budgeted()))
+
     def _class_states(
-        self, acc: AccountWorker, now: float, now_unix: float, *, every: bool = False
+        self,
+        acc: AccountWorker,
+        now: float,
+        now_unix: float,
+        *,
+        every: bool = False,
+        spenders: set[str] | None = None,
     ) -> tuple[ClassState, ...]:
         """Per rate class of ``acc``: cooldown left and budget left (``every``: all classes;
-        else only those cooling down or with a budget spent in a window)."""
+        else only those cooling down or with a budget spent in a window). ``spenders``: the
+        accounts `_spenders` found, when the caller asks for many accounts at once."""
         floods = self._dispatch.class_cooldowns(acc.id)
         holds = self._dispatch.budget_holds(acc.id)
         book = self._book
@@ -902,7 +918,7 @@ class Pool:
         else:  # only what is in use: most accounts of a big fleet have none (cheap)
             used = (
                 set()
-                if book is None
+                if book is None or (spenders is not None and acc.id not in spenders)
                 else {n for n in book.budgeted() if book.spent_in_window(acc.id, n, now_unix)}
             )
             if not (floods or holds or used):
@@ -926,6 +942,7 @@ class Pool:
             )
         return tuple(out)
 
+    @gc_paused()  # every object built here lives on in the snapshot: nothing to collect
     def statistics(self, *, accounts: bool = True) -> PoolStatistics:
         """Return a frozen snapshot of the pool, each lane and each account, the jobs by rate
         class and outcome, and the budgets summed over the accounts (`mtpoold._metrics`
@@ -940,19 +957,23 @@ class Pool:
         per account, so they add up to ``accounts_total``.
         """
         now, now_unix = trio.current_time(), self._wall_clock()
-        by_state = dict.fromkeys((s.value for s in AccountState), 0)
-        for acc in self._accounts.values():
-            by_state[acc.state(now)] += 1
         snapshots: tuple[AccountStatistics, ...] = ()
         if accounts:
+            spenders = self._spenders(now_unix)
+            class_states = self._class_states
             snapshots = tuple(
                 acc.statistics(
                     proxy_name=acc.lane.name,
                     now=now,
-                    rate_classes=self._class_states(acc, now, now_unix),
+                    rate_classes=class_states(acc, now, now_unix, spenders=spenders),
                 )
                 for acc in self._accounts.values()
             )
+            by_state = dict.fromkeys((s.value for s in AccountState), 0)
+            for snap in snapshots:  # the state each snapshot holds: read once per account
+                by_state[snap.state] += 1
+        else:
+            by_state = count_states(self._accounts.values(), now)
         by_class: dict[str, dict[str, int]] = {}
         for (rate_class, outcome), n in sorted(self._jobs_by.items()):
             by_class.setdefault(rate_class, {})[outcome] = n
@@ -978,21 +999,15 @@ class Pool:
     def _budget_statistics(self, now_unix: float) -> tuple[BudgetStatistics, ...]:
         """Every budgeted (class, window) summed over the accounts.
 
-        Costs: one warm-up scale per account (O(accounts)); per (class, window), the limits of
-        the accounts still warming up (the warmed ones are one multiplication) and the spends
-        of the accounts that spent any in the window (`BudgetBook.spenders`) — not
-        O(accounts x classes) look-ups.
+        Costs: the limits summed by `BudgetBook.summed_limits` (one sort of first-seen times,
+        then bisection); per (class, window), the spends of the accounts that spent any in
+        the window (`BudgetBook.spenders`) — not O(accounts x classes) look-ups.
         """
         book = self._book
         if book is None:
             return ()
         names = {ws: wn for wn, ws in WINDOWS.items()}
-        warming: list[float] = []
-        for acc_id in self._accounts:
-            scale = book.warmup.scale(now_unix - book.first_seen.get(acc_id, now_unix))
-            if scale < 1.0:
-                warming.append(scale)
-        warmed = len(self._accounts) - len(warming)
+        summed = book.summed_limits(self._accounts.keys(), now_unix)
         out: list[BudgetStatistics] = []
         for rate_class in book.budgeted():
             spent: collections.Counter[float] = collections.Counter()
@@ -1004,11 +1019,8 @@ class Pool:
                 for window_s, remaining in book.left(acc_id, rate_class, now_unix).items():
                     spent[window_s] += limits[window_s] - remaining
                     exhausted[window_s] += int(remaining == 0)
-            for window_s, base in book.classes.windows(rate_class):
-                # the same rule as BudgetBook.limits: floor(limit x scale), never below 1
-                limit = warmed * max(1, base) + sum(
-                    max(1, math.floor(base * scale)) for scale in warming
-                )
+            for window_s, _ in book.classes.windows(rate_class):
+                limit = summed[(rate_class, window_s)]
                 out.append(
                     BudgetStatistics(
                         rate_class=rate_class,
@@ -1024,7 +1036,8 @@ class Pool:
     def _lane_statistics(self) -> tuple[LaneStatistics, ...]:
         """Every lane, then every configured proxy no account uses (it has no lane: idle
         numbers from its config), so a proxy never vanishes from ``status``."""
-        lanes = [lane.statistics() for lane in self._lanes.values()]
+        now = trio.current_time()
+        lanes = [lane.statistics(now) for lane in self._lanes.values()]
         for proxy in self._config.proxies:
             key = proxy_key(proxy)
             if key not in self._lanes:

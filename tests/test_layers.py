@@ -49,6 +49,7 @@ CORE = frozenset(
         "_budget",  # budgets per (account, class) and the request guard
         "_latency",  # fixed-bucket histograms the lanes record (gate wait, call duration)
         "_jobs",  # the registry of jobs in flight and their hops
+        "_gcpause",  # the cyclic collector paused while 100,000 accounts are built
     )
 )
 VOCABULARY = frozenset(

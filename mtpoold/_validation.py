@@ -224,6 +224,19 @@ def _is_attrs(cls: type) -> bool:
     return known
 
 
+#: Value types that hold no attrs instance: `Structurer.validation_problems` looks no further.
+_LEAVES: Final = frozenset({str, int, float, bool, type(None), bytes})
+_FIELD_PLANS: dict[type, tuple[tuple[attrs.Attribute[Any], Any], ...]] = {}
+
+
+def _field_plan(cls: type) -> tuple[tuple[attrs.Attribute[Any], Any], ...]:
+    """``attrs.fields(cls)`` with each field's validator, remembered per class."""
+    plan = _FIELD_PLANS.get(cls)
+    if plan is None:
+        plan = _FIELD_PLANS[cls] = tuple((a, a.validator) for a in attrs.fields(cls))
+    return plan
+
+
 def did_you_mean(word: str, choices: Iterable[str], *, fold_case: bool = False) -> str:
     """``"; did you mean X?"`` for the known name closest to ``word`` (``"X or Y"`` when
     several are equally close, at most 3), or ``""`` when none is close enough
@@ -504,18 +517,21 @@ class Structurer:
         cls = cls or type(obj)
         if not _is_attrs(cls):
             return
-        for a in attrs.fields(cls):
+        for a, validator in _field_plan(cls):
             value = getattr(obj, a.name)
             if value is FAILED:
                 continue
-            if a.validator is not None:
+            if validator is not None:
                 try:
-                    a.validator(obj, a, value)
+                    validator(obj, a, value)
                 except (FieldProblem, ConfigError) as e:
                     yield from self.problems_from(e, path)
                 except Exception:  # depends on a field that failed to structure: reported
                     pass
-            if isinstance(value, tuple) or _is_attrs(type(value)):
+            kind = type(value)
+            if kind in _LEAVES or (kind is tuple and not value):
+                continue  # nothing inside to validate (100,000 entries: most fields)
+            if isinstance(value, tuple) or _is_attrs(kind):
                 yield from self.validation_problems(value, join(path, a.name))
 
     def first_problem(self, value: Any, cls: type[Any], path: str) -> tuple[Any, str | None]:

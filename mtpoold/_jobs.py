@@ -13,12 +13,11 @@ and accounts, never peers, message text or phone numbers.
 
 from __future__ import annotations
 
-import contextlib
 import contextvars
 import enum
 import itertools
 from collections.abc import Iterator
-from typing import Any, Final
+from typing import Any, Final, final
 
 import attrs
 
@@ -122,7 +121,6 @@ class JobRegistry:
     _entries: dict[int, JobEntry] = attrs.field(factory=dict)
     _numbers: Iterator[int] = attrs.field(factory=lambda: itertools.count(1))
 
-    @contextlib.contextmanager
     def track(
         self,
         method: str,
@@ -131,8 +129,10 @@ class JobRegistry:
         *,
         job: Any = None,
         flight: Any = None,
-    ) -> Iterator[JobEntry]:
-        """Register a job (times on the trio clock, s) until the block exits."""
+    ) -> _Tracked:
+        """Register a job (times on the trio clock, s) until the ``with`` block exits; the
+        block gets its `JobEntry`. A plain context manager, not a generator's: it is entered
+        once per job."""
         entry = JobEntry(
             number=next(self._numbers),
             method=method,
@@ -142,11 +142,7 @@ class JobRegistry:
             job=job,
             flight=flight,
         )
-        self._entries[entry.number] = entry
-        try:
-            yield entry
-        finally:
-            del self._entries[entry.number]
+        return _Tracked(self._entries, entry)
 
     def entries(self) -> list[JobEntry]:
         """The jobs in flight, oldest first."""
@@ -196,3 +192,20 @@ class JobStatistics:
     shared: bool
     state: JobPhase
     waiting_for: dict[str, Any]
+
+
+@final
+class _Tracked:
+    """`JobRegistry.track`'s context manager: the entry is in the registry while inside."""
+
+    __slots__ = ("_entries", "_entry")
+
+    def __init__(self, entries: dict[int, JobEntry], entry: JobEntry) -> None:
+        self._entries, self._entry = entries, entry
+
+    def __enter__(self) -> JobEntry:
+        self._entries[self._entry.number] = self._entry
+        return self._entry
+
+    def __exit__(self, *exc: object) -> None:
+        del self._entries[self._entry.number]

@@ -476,8 +476,12 @@ class Flights:
         return False
 
     def _forget(self, flight: Flight) -> None:
-        for key in [k for k, f in self._by_key.items() if f is flight]:
-            del self._by_key[key]
+        # Only its members' keys can name it (`leave` drops a leaving member's key no other
+        # member holds): O(members), not a scan of every flight in the air (256 in flight
+        # made it quadratic).
+        for key in {m.key for m in flight.members}:
+            if self._by_key.get(key) is flight:
+                del self._by_key[key]
         if flight.merge_key is not None and self._open.get(flight.merge_key) is flight:
             del self._open[flight.merge_key]
 

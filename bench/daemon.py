@@ -182,6 +182,130 @@ def ws_client(url: str, token: str, sequential: int, seconds: float) -> dict[str
     return out
 
 
+#: A reply's size class for the websocket parts: a JSON-RPC answer of about 1 KiB.
+WS_REPLY: Final = json.dumps(
+    {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "result": {
+            "value": {
+                "_": "Config",
+                "dc_options": [{"id": i, "ip": "127.0.0.1"} for i in range(24)],
+            },
+            "meta": {"account": "a1", "proxy_key": "p1", "attempts": 1, "elapsed_ms": 1.0},
+        },
+    }
+)
+WS_WINDOW: Final = 64  # messages in flight in the websocket parts
+
+
+def ws_parts(messages: int) -> dict[str, Any]:
+    """Child: where trio-websocket's time per message goes, as parts measured in one process
+    (client CPU and server CPU together, ``time.process_time``), per message (one side sends
+    it, the other receives it), ``WS_WINDOW`` in flight:
+
+    * ``ws``: an echo over loopback TCP with trio-websocket on both ends (what the daemon and
+      `mtpoold.client` use);
+    * ``raw``: the same bytes over the same kind of trio TCP stream, one ``send_all`` per
+      message and ``receive_some`` as it comes (the stream and the scheduler alone);
+    * ``frames``: wsproto alone, in memory: the client's masked frame built and parsed by the
+      server's `WSConnection`, and the reply's frame back (the framing alone, no I/O).
+
+    trio-websocket's own share is what ``ws`` costs over the other two: its reader task, the
+    memory channel each received message goes through, the send lock, the events.
+    """
+    import trio
+    from trio_websocket import ConnectionClosed, open_websocket_url, serve_websocket
+    from wsproto import ConnectionType, WSConnection
+    from wsproto.events import AcceptConnection, Message, Request, TextMessage
+
+    payload = WS_REPLY.encode()
+    out: dict[str, Any] = {"messages": messages, "bytes": len(payload), "window": WS_WINDOW}
+
+    async def ws_echo() -> float:
+        async def handler(request: Any) -> None:
+            ws = await request.accept()
+            try:
+                while True:
+                    await ws.send_message(await ws.get_message())
+            except ConnectionClosed:
+                pass
+
+        async with trio.open_nursery() as nursery:
+            listeners = await nursery.start(serve_websocket, handler, "127.0.0.1", 0, None)
+            port = listeners.port
+            async with open_websocket_url(f"ws://127.0.0.1:{port}/") as ws:
+                for _ in range(200):
+                    await ws.send_message(WS_REPLY)
+                    await ws.get_message()
+                c0 = time.process_time()
+                for _ in range(messages // WS_WINDOW):
+                    for _ in range(WS_WINDOW):
+                        await ws.send_message(WS_REPLY)
+                    for _ in range(WS_WINDOW):
+                        await ws.get_message()
+                cpu = time.process_time() - c0
+            nursery.cancel_scope.cancel()
+        return cpu
+
+    async def raw_echo() -> float:
+        async def handler(stream: trio.SocketStream) -> None:
+            try:
+                while data := await stream.receive_some(65536):
+                    await stream.send_all(data)
+            except trio.BrokenResourceError:
+                pass
+
+        async with trio.open_nursery() as nursery:
+            listeners = await nursery.start(trio.serve_tcp, handler, 0)
+            port = listeners[0].socket.getsockname()[1]
+            stream = await trio.open_tcp_stream("127.0.0.1", port)
+            want = WS_WINDOW * len(payload)
+            c0 = time.process_time()
+            for _ in range(messages // WS_WINDOW):
+                for _ in range(WS_WINDOW):
+                    await stream.send_all(payload)
+                got = 0
+                while got < want:
+                    got += len(await stream.receive_some(65536))
+            cpu = time.process_time() - c0
+            await stream.aclose()
+            nursery.cancel_scope.cancel()
+        return cpu
+
+    def frames() -> float:
+        client, server = WSConnection(ConnectionType.CLIENT), WSConnection(ConnectionType.SERVER)
+        server.receive_data(client.send(Request(host="localhost", target="/")))
+        for event in server.events():
+            assert isinstance(event, Request)
+            client.receive_data(server.send(AcceptConnection()))
+        for event in client.events():
+            assert isinstance(event, AcceptConnection)
+        c0 = time.process_time()
+        for _ in range(messages // 2):
+            server.receive_data(client.send(Message(data=WS_REPLY)))
+            for event in server.events():
+                assert isinstance(event, TextMessage)
+                client.receive_data(server.send(Message(data=event.data)))
+            for event in client.events():
+                assert isinstance(event, TextMessage)
+        return time.process_time() - c0
+
+    sent = messages // WS_WINDOW * WS_WINDOW * 2  # each echo round is two messages
+    rounds = []
+    for _ in range(3):  # interleaved; the median round's figures
+        rounds.append(
+            (
+                trio.run(ws_echo) / sent,
+                trio.run(raw_echo) / sent,
+                frames() / (messages // 2 * 2),
+            )
+        )
+    for i, key in enumerate(("ws", "raw", "frames")):
+        out[key] = sorted(r[i] for r in rounds)[1]
+    return out
+
+
 def run(*, quick: bool) -> Report:
     from ._dc import dc_process
     from .gate import _free_port
@@ -237,6 +361,7 @@ def run(*, quick: bool) -> Report:
             except subprocess.TimeoutExpired:
                 daemon.kill()
             log.close()
+    parts = run_child("bench.daemon:ws_parts", messages=2048 if quick else 8192)
     added50, added99 = ws["p50"] - base["p50"], ws["p99"] - base["p99"]
     per_job_daemon = daemon_cpu / max(1.0, ws["jobs_per_s"] * seconds + sequential)
     report.values.update(
@@ -271,6 +396,35 @@ def run(*, quick: bool) -> Report:
         f"{ws['jobs_per_s'] / base['jobs_per_s']:.2f}",
         ">= 3,000 jobs/s through one daemon",
         ws["jobs_per_s"] >= 3000,
+    )
+    ratio_cpu = per_job_daemon / base["cpu_per_job"]
+    report.row(
+        "daemon CPU per job (websocket) vs the in-process pool's",
+        ms(per_job_daemon, 3),
+        ms(base["cpu_per_job"], 3),
+        f"{ratio_cpu:.2f}x",
+        "<= 2x",
+        ratio_cpu <= 2,
+    )
+    own = parts["ws"] - parts["raw"] - parts["frames"]
+    report.row(
+        f"websocket CPU per message ({parts['bytes']:,} B, trio-websocket both ends) vs the "
+        "same bytes on a bare trio stream",
+        f"{parts['ws'] * 1e6:.1f} µs",
+        f"{parts['raw'] * 1e6:.1f} µs",
+        f"{parts['ws'] / parts['raw']:.1f}x",
+    )
+    report.row(
+        "  of which wsproto framing (in memory) / trio-websocket's own (the rest)",
+        f"{parts['frames'] * 1e6:.1f} µs / {own * 1e6:.1f} µs",
+    )
+    report.values.update(
+        ws_message=f"{parts['ws'] * 1e6:.1f} µs",
+        ws_raw=f"{parts['raw'] * 1e6:.1f} µs",
+        ws_frames=f"{parts['frames'] * 1e6:.1f} µs",
+        ws_own=f"{own * 1e6:.1f} µs",
+        ws_bytes=f"{parts['bytes']:,} B",
+        daemon_ratio=f"{ratio_cpu:.2f}x",
     )
     report.details += [
         f"Sequential latency over {sequential} jobs; throughput over {seconds:g} s with "
@@ -319,5 +473,17 @@ trio-asyncio loop (`_main_loop_one` / `call_soon`), Telethon's MTProto path
 (`MTProtoSender._send_loop/_recv_loop`, `encrypt/decrypt_message_data`, `Config.from_reader`),
 mtpoold's own layers (`AccountWorker.run`, `Pool._attempt`, `to_json` in mtpoold/_tljson.py),
 the reply's JSON (`_rpc.encode_result`) and trio-websocket's framing; profile the daemon
-process with py-spy during the run to see the split on a given machine.
+process with py-spy during the run to see the split on a given machine. The daemon's CPU per
+job is {daemon_ratio} the in-process pool's (goal: at most two).
+
+**Where a websocket message's time goes** (`ws_parts`, one process, client and server CPU
+together, a reply of {ws_bytes}): {ws_message} per message with trio-websocket on both ends,
+against {ws_raw} for the same bytes on a bare trio TCP stream (one `send_all` per message;
+the stream, the system calls and the scheduler) and {ws_frames} for wsproto's framing alone
+in memory (build, mask, parse, `UTF-8`). The rest, {ws_own}, is trio-websocket's own: its
+reader task per connection, the memory channel every received message crosses (a task
+switch per message), the send lock and the event objects. Our side holds none of these: the
+server sends each reply with one `send_message` and reads with `get_message`, the API the
+design names; coalescing replies into one write would need trio-websocket to take several
+messages per send (an upstream change), so nothing was changed here.
 """

@@ -125,8 +125,8 @@ def preferred_node(account_id: str, nodes: Collection[str]) -> str | None:
     only its accounts move. None if ``nodes`` is empty.
 
     The hash is BLAKE2b (8 bytes, `HRW_PERSON`) of ``"{node}\n{account_id}"``;
-    ties (never seen) go to the smaller name. Even in expectation: each node gets each account with probability 1/n,
-    so a small fleet can be off by a few (the tests pin the spread of the names they use).
+    ties (never seen) go to the smaller name. Even in expectation: each node gets each
+    account with probability 1/n, so a small fleet can be off by a few.
     """
     best: tuple[int, str] | None = None
     for node in nodes:

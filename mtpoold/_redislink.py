@@ -261,10 +261,7 @@ async def open_redis_link(
         socket_connect_timeout=op_timeout_s,
         socket_timeout=op_timeout_s,
         retry=Retry(NoBackoff(), 0),
-        retry_on_timeout=False,
         decode_responses=True,
-        lib_name=None,
-        lib_version=None,
     )
     link = RedisLink(client, where=where, key_prefix=key_prefix, op_timeout_s=op_timeout_s)
     try:

@@ -147,3 +147,14 @@ async def test_outside_a_trio_asyncio_loop_is_refused() -> None:
     with pytest.raises(RuntimeError, match="trio-asyncio"):
         async with open_redis_link(url="redis://127.0.0.1:1", password=None):
             pass  # pragma: no cover
+
+
+def test_the_cluster_modules_import_redis_only_when_a_link_opens() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, mtpoold._redislink, mtpoold._leases, mtpoold._clustergate, "
+        "mtpoold._clusternodes; assert 'redis' not in sys.modules, 'redis imported'"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)

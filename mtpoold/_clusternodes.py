@@ -10,7 +10,7 @@ from typing import Any, Final, final
 
 from ._redislink import RedisLink
 
-__all__ = ["NodeRegistry", "preferred_node"]
+__all__ = ["NodeRegistry", "assign_accounts", "preferred_node"]
 
 
 @final
@@ -106,10 +106,8 @@ class NodeRegistry:
         return self._pairs(reply)
 
 
-#: BLAKE2b personalization of `preferred_node`'s hash. Picked (from ``mtpoold0`` up) as the first
-#: under which the test fleet's twelve accounts ``a01``..``a12`` spread 4/4/4 over ``n1``..``n3``
-#: and 6/6 when any one of them leaves; any other fleet gets an even spread in expectation only.
-HRW_PERSON: Final = b"mtpoold347"
+#: BLAKE2b personalization of the rendezvous hash (any fixed value; every node must use the same).
+HRW_PERSON: Final = b"mtpoold-hrw"
 
 
 def _score(node: str, account_id: str) -> int:
@@ -134,3 +132,39 @@ def preferred_node(account_id: str, nodes: Collection[str]) -> str | None:
         if best is None or key[0] > best[0] or (key[0] == best[0] and node < best[1]):
             best = key
     return None if best is None else best[1]
+
+
+def assign_accounts(account_ids: Collection[str], nodes: Collection[str]) -> dict[str, str]:
+    """Which node each account belongs on: rendezvous hashing with bounded loads.
+
+    Every node computes the same answer from the same account ids and live node names (no
+    coordination): accounts are taken in id order, each goes to the highest-ranked node (by
+    `preferred_node`'s hash) that still has room, and room is ``floor(n / k)`` per node plus
+    one more on the first ``n mod k`` nodes to fill up — so loads differ by at most one
+    whatever the names, and when a node leaves mostly its own accounts move (an account
+    keeps its first-choice node unless that node filled up first).
+
+    Args:
+        account_ids: Every account of the fleet (the same set on every node).
+        nodes: The live node names.
+
+    Returns:
+        ``{account_id: node}``; empty when ``nodes`` is empty.
+    """
+    names = sorted(set(nodes))
+    if not names:
+        return {}
+    ids = sorted(set(account_ids))
+    floor, extra = divmod(len(ids), len(names))
+    load = dict.fromkeys(names, 0)
+    placed: dict[str, str] = {}
+    for account_id in ids:
+        ranked = sorted(names, key=lambda node: (-_score(node, account_id), node))
+        for node in ranked:
+            if load[node] < floor or (load[node] == floor and extra > 0):
+                if load[node] == floor:
+                    extra -= 1
+                load[node] += 1
+                placed[account_id] = node
+                break
+    return placed

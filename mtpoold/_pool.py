@@ -1769,6 +1769,12 @@ class Pool:
         """The ids of the accounts with an open connection (their conn keys are renewed)."""
         return [i for i, a in self._accounts.items() if a.connected]
 
+    def cooldown_cause(self, account_id: str) -> str | None:
+        """The failure behind the account's cooldown (``"FLOOD_WAIT: ..."``), or None (what
+        the shared state stores with it: `mtpoold._clusterstate.ClusterStore`)."""
+        acc = self._accounts.get(account_id)
+        return None if acc is None else acc.cooldown_cause
+
     def remote_reason(self, account_id: str) -> str | None:
         """Why this node may not use the account now (`AccountState.REMOTE`), or None."""
         acc = self._accounts.get(account_id)

@@ -330,6 +330,14 @@ class Reloader:
                 "reload_metrics_changed",
                 note="metrics_listener_applies_after_restart",
             )
+        if new.cluster != self.started_with.cluster:
+            notes.append("[cluster] settings changed: they apply after a restart")
+            log_event(
+                _log,
+                logging.WARNING,
+                "reload_cluster_changed",
+                note="cluster_settings_apply_after_restart",
+            )
         self.config = new
         warn_about_exposed_secrets(new, self.config_path)
         summary: dict[str, Any] = cattrs.unstructure(result)
@@ -477,6 +485,9 @@ async def run_daemon(
                         nursery.cancel_scope.cancel()  # graceful shutdown complete
 
                     address = await nursery.start(serve)
+                    cluster = getattr(pool, "cluster", None)
+                    if cluster is not None:  # the registry names where this node listens
+                        cluster.registry.info["rpc"] = str(address)
                     if config.metrics is not None:  # GET /metrics, no token (see _metrics)
                         registry = metrics_registry(
                             pool.statistics,

@@ -467,7 +467,8 @@ async def run_daemon(
     warn_about_exposed_secrets(config, config_path)
     state_dir = prepare_state_dir(Path(config.daemon.state_dir))
     if pool_factory is None:
-        _check_sessions_free(config)
+        if config.cluster is None:  # cluster mode: the leases, not host-wide locks
+            _check_sessions_free(config)
         pool_factory = functools.partial(open_pool, lock_sessions=True)
     store = _open_store(state_dir, config)
     try:

@@ -1571,8 +1571,7 @@ class Pool:
                     # Cluster mode: this node's lease on the account is not confirmed. The
                     # account leaves scheduling (the cluster task brings it back when the
                     # lease is confirmed); the job goes to another account, or is answered
-                    # NO_ACCOUNT_AVAILABLE naming the cause.
-                    self._dispatch.hold_remote([acc], lost.cause)
+                    # NO_ACCOUNT_AVAILABLE naming the cause (`_attempt` held it back).
                     if lost.in_call:
                         raise JobFailed(
                             ErrorClass.NO_ACCOUNT_AVAILABLE,
@@ -1705,8 +1704,11 @@ class Pool:
             outcome = "OK"
             acc.lane.record_outcome(None)
             return value
-        except (ProxyCoolingDown, RateClassBlocked, LeaseUnconfirmed):
+        except (ProxyCoolingDown, RateClassBlocked, LeaseUnconfirmed) as deferred:
             outcome = "DEFERRED"
+            if isinstance(deferred, LeaseUnconfirmed):
+                # out of scheduling before the release below could hand it to a waiting job
+                self._dispatch.hold_remote([acc], deferred.cause)
             raise
         except Judged as judged:
             outcome = judged.failure.error_class.value

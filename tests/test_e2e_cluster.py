@@ -35,6 +35,8 @@ from _e2e import PHONES, fleet_config, fleet_world, wait_until
 pytestmark = pytest.mark.trio
 
 LEASE_S = 3.0
+#: Seconds a test may take at most (a few rounds, a quarantine of 2 x LEASE_S, start-up).
+TEST_LIMIT_S = 90.0
 ACCOUNTS = {f"a{i}": (PHONES[i], None) for i in range(4)}
 
 
@@ -104,6 +106,11 @@ async def test_accounts_spread_over_live_nodes_and_move_when_one_leaves(
     redis.command("SADD", "mtpoold:nodes", "node-b")
     mine = {a for a in ACCOUNTS if preferred_node(a, ["node-a", "node-b"]) == "node-a"}
     assert mine and mine != set(ACCOUNTS)
+    with trio.fail_after(TEST_LIMIT_S):
+        await _spread_then_leave(tmp_path, dc, redis, mine)
+
+
+async def _spread_then_leave(tmp_path: Path, dc: DC, redis: RedisServer, mine: set[str]) -> None:
     async with _node(tmp_path, dc, redis, "node-a") as a:
         await wait_until(lambda: _held(a) == mine, timeout_s=10 * LEASE_S, what="a's share")
         await trio.sleep(LEASE_S)  # a few rounds more: still only its share

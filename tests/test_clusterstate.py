@@ -298,10 +298,34 @@ async def test_a_node_whose_lease_passed_cannot_overwrite_but_its_flood_wait_lan
         "join": (NOW + 700, "FLOOD_WAIT seen by n1"),
     }
 
-    unheld = _state(link, lease_of=lambda account_id: None)  # not held at all: fenced too
+    unheld = _state(link, lease_of=lambda account_id: None)  # not held at all
     unheld.push_account(_account(calls_ok=99, cooldown_until_unix=None))
+    unheld.push_first_seen("a2", NOW)  # what a restarted pool queues for every account
+    before = link.round_trips
     await unheld.flush()
-    assert unheld.fenced_out == 1 and (await new.pull("a1")).calls_ok == 50
+    assert link.round_trips == before  # nothing to send: the holders write their own
+    assert unheld.dropped_unheld == 2 and (await new.pull("a1")).calls_ok == 50
+    unheld.push_class_cooldown("a1", "join", NOW + 800, "FLOOD_WAIT")  # but a cooldown is sent
+    await unheld.flush()
+    assert unheld.fenced_out == 1
+    assert (await new.pull("a1")).class_cooldowns["join"] == (NOW + 800, "FLOOD_WAIT")
+
+
+async def test_a_key_that_is_not_a_hash_is_read_as_empty_and_never_stops_the_flusher(
+    link: Any,
+) -> None:
+    state = _state(link)
+    await link.command("SET", state.key("a1"), "someone else's string")
+    got = await state.pull("a1")
+    assert not got.found and got.skipped == ("<the whole key>",)
+    many = await state.pull_many(["a1", "a2"])
+    assert many["a1"] == got and many["a2"] == SharedAccountState("a2")
+    state.push_class_cooldown("a1", "send", NOW + 60, "FLOOD_WAIT")
+    state.push_class_cooldown("a2", "send", NOW + 60, "FLOOD_WAIT")
+    await state.flush()  # a1 is skipped (dropped, not requeued), a2 written
+    assert state.queued == 0 and state.refused == 1 and state.failed_flushes == 0
+    assert (await state.pull("a2")).class_cooldowns == {"send": (NOW + 60, "FLOOD_WAIT")}
+    assert await link.command("GET", state.key("a1")) == b"someone else's string"
 
 
 @pytest.fixture

@@ -45,6 +45,25 @@ A hash that is not a hash at all (another program wrote the key) is read as empt
 (``field="<the whole key>"`` logged) and its queued changes are dropped by the flush
 (``event=cluster_state_write_refused``): bad data never stops the node.
 
+How a node uses it (integ wires this; the pool itself is unchanged)::
+
+    state = ClusterState(link, lease_of=lambda a: (lease := book.lease(a)) and lease.value)
+    store = ClusterStore(sqlite_store, state)     # given to open_pool(..., store=store)
+    store.cooldown_cause_of = lambda a: ...       # AccountWorker.cooldown_cause of account a
+    await nursery.start(state.run)                # the write-behind flusher, node's nursery
+    # after LeaseBook.acquire(...) returned `acquired`:
+    shared = await state.pull_many(list(acquired))            # one round trip
+    for a, s in shared.items():
+        if s.found:
+            with store.quiet():                   # applying it must not queue it back
+                ...apply s.without_expired(time.time()) to the pool's account a
+            store.adopt(s)                        # and mirror it into SQLite
+    # before LeaseBook.release(ids) (drain): await state.flush()
+    # at shutdown: with trio.move_on_after(op_timeout_s): await state.flush()
+
+`SharedAccountState` is the truth for an account whose ``found`` is True: it replaces what
+the node's own SQLite file says (that is only what this node saw when it last held it).
+
 Fencing: given ``lease_of`` (account id -> the lease value ``"node|epoch|token"`` this node
 holds, or None), every account's writes in a flush are applied only if ``{prefix}lease:{id}``
 still holds that value, in the same script (atomically): a node that was paused past its
@@ -252,6 +271,19 @@ class SharedAccountState:
     last_used_unix: float | None = None
     peers: list[StoredPeer] = attrs.field(factory=list)
     skipped: tuple[str, ...] = ()
+
+    def without_expired(self, now_unix: float) -> SharedAccountState:
+        """This state without the cooldowns over at ``now_unix`` (UNIX s) and the spends
+        older than `SPEND_KEEP_S`: what a node applies when it takes the account over."""
+        live = self.cooldown_until_unix is not None and self.cooldown_until_unix > now_unix
+        return attrs.evolve(
+            self,
+            cooldown_until_unix=self.cooldown_until_unix if live else None,
+            cooldown_cause=self.cooldown_cause if live else "",
+            class_cooldowns={k: v for k, v in self.class_cooldowns.items() if v[0] > now_unix},
+            chat_cooldowns={k: v for k, v in self.chat_cooldowns.items() if v[0] > now_unix},
+            budget_spends=[s for s in self.budget_spends if s[1] > now_unix - SPEND_KEEP_S],
+        )
 
     def stored_account(self) -> StoredAccount:
         """The `StoredAccount` row these fields make (for the SQLite mirror)."""

@@ -156,6 +156,10 @@ async def test_what_one_node_pushes_the_next_pulls_in_one_round_trip_each(link: 
         peer,
     ]
     assert got.stored_account().cooldown_until_unix == NOW + 300
+    later = got.without_expired(NOW + 45)  # the chat cooldown is over, the rest runs
+    assert later.chat_cooldowns == {} and later.class_cooldowns == got.class_cooldowns
+    assert later.cooldown_until_unix == NOW + 300
+    assert got.without_expired(NOW + SPEND_KEEP_S).budget_spends == []
 
     many = await _state(link).pull_many(["a1", "a2", "nobody"])
     assert link.round_trips - before == 2

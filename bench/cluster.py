@@ -139,10 +139,10 @@ def node(
                     jobs.append((arrival, start))
                 results.append({"proxy": p, "worker": w, "ready": ready, "jobs": jobs})
 
-            await trio.sleep(max(0.0, t0 - time.monotonic()))
-            trips_at_t0 = link.round_trips
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(cluster_task)
+                nursery.start_soon(cluster_task)  # the leases are renewed from the start
+                await trio.sleep(max(0.0, t0 - time.monotonic()))
+                trips_at_t0 = link.round_trips
                 async with trio.open_nursery() as inner:
                     for p, w in mine:
                         inner.start_soon(worker, p, w)
@@ -194,7 +194,13 @@ def _spawn(target: str, **kwargs: Any) -> subprocess.Popen[str]:
 def _collect(procs: list[subprocess.Popen[str]], timeout_s: float) -> list[Any]:
     results = []
     for proc in procs:
-        out, err = proc.communicate(timeout=timeout_s)
+        try:
+            out, err = proc.communicate(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            for other in procs:
+                other.kill()
+            out, err = proc.communicate()
+            raise RuntimeError(f"child timed out: {err[-3000:]}") from None
         if proc.returncode != 0:
             raise RuntimeError(f"child failed ({proc.returncode}): {err[-2000:]}")
         results.append(parse_child_output(out))

@@ -41,7 +41,8 @@ accounts with changes — one Redis round trip per flush, not per change. Redis 
 the batch is put back under whatever was queued since and retried on the next flush; nothing
 is lost while the process lives.
 
-A hash that is not a hash at all (another program wrote the key) is read as empty
+A key that is not a hash at all (another program wrote it), or one whose bytes a client
+decoding UTF-8 refuses (`RedisLink` decodes replies), is read as empty
 (``field="<the whole key>"`` logged) and its queued changes are dropped by the flush
 (``event=cluster_state_write_refused``): bad data never stops the node.
 
@@ -595,7 +596,7 @@ class ClusterState:
         """
         try:
             raw = await self._link.command("HGETALL", self.key(account_id))
-        except redis.ResponseError as exc:  # the key is not a hash
+        except (redis.ResponseError, UnicodeDecodeError) as exc:  # not a hash; not UTF-8
             return _unreadable(account_id, exc)
         return _decode(account_id, raw)
 
@@ -610,7 +611,7 @@ class ClusterState:
             return {}
         try:
             raw = await self._link.run_script(PULL_SCRIPT, [self.key(a) for a in account_ids], [])
-        except redis.ResponseError:  # one key is not a hash: read them one by one
+        except (redis.ResponseError, UnicodeDecodeError):  # one bad key: one by one
             return {a: await self.pull(a) for a in account_ids}
         replies = list(raw) if isinstance(raw, list | tuple) else []
         replies += [[]] * (len(account_ids) - len(replies))

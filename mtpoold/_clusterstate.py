@@ -43,10 +43,13 @@ is lost while the process lives.
 
 A key that is not a hash at all (another program wrote it), or one whose bytes a client
 decoding UTF-8 refuses (`RedisLink` decodes replies), is read as empty
-(``field="<the whole key>"`` logged) and its queued changes are dropped by the flush
-(``event=cluster_state_write_refused``): bad data never stops the node.
+(``field="<the whole key>"`` logged); changes queued for a key that is not a hash are dropped
+by the flush (``event=cluster_state_write_refused``): bad data never stops the node.
 
-How a node uses it (integ wires this; the pool itself is unchanged)::
+How a node uses it (integ wires this; the pool itself is unchanged). Import this module
+before `mtpoold._redislink.open_redis_link` builds the link: its two scripts join core's
+registry (`mtpoold._clusterscripts.SCRIPTS`) on import, and the link reads the registry
+when it is built::
 
     state = ClusterState(link, lease_of=lambda a: (lease := book.lease(a)) and lease.value)
     store = ClusterStore(sqlite_store, state)     # given to open_pool(..., store=store)

@@ -211,7 +211,7 @@ def run_php_phase(port: int, proxies: int, workers: int, duration_s: float) -> d
     """The PHP workers (`bench.gate.php_worker`) on the running redis-server at ``port``."""
     evals_before = _eval_calls(port)
     n = proxies * workers
-    t0 = time.monotonic() + 1.0 + 0.08 * n
+    t0 = time.monotonic() + 2.0 + 0.15 * n  # every interpreter started (2 busy cores)
     t_end = t0 + duration_s
     procs = [
         _spawn(
@@ -241,7 +241,7 @@ def run_cluster_phase(
     port: int, proxies: int, workers: int, duration_s: float, nodes: int = NODES
 ) -> dict[str, Any]:
     """``nodes`` node processes (`node`) on the running redis-server at ``port``."""
-    t0 = time.monotonic() + 3.0 + 0.5 * nodes  # interpreters, mtpoold imports, acquire
+    t0 = time.monotonic() + 4.0 + 1.5 * nodes  # interpreters, mtpoold imports, acquire
     t_end = t0 + duration_s
     procs = [
         _spawn(

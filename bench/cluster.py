@@ -192,19 +192,22 @@ def _spawn(target: str, **kwargs: Any) -> subprocess.Popen[str]:
 
 
 def _collect(procs: list[subprocess.Popen[str]], timeout_s: float) -> list[Any]:
-    results = []
+    """Every child's result; each child is waited for (or killed past ``timeout_s``) and its
+    pipes read before the first failure is raised."""
+    deadline = time.monotonic() + timeout_s
+    outputs: list[tuple[int | None, str, str]] = []
     for proc in procs:
         try:
-            out, err = proc.communicate(timeout=timeout_s)
+            out, err = proc.communicate(timeout=max(0.1, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
-            for other in procs:
-                other.kill()
+            proc.kill()
             out, err = proc.communicate()
-            raise RuntimeError(f"child timed out: {err[-3000:]}") from None
-        if proc.returncode != 0:
-            raise RuntimeError(f"child failed ({proc.returncode}): {err[-2000:]}")
-        results.append(parse_child_output(out))
-    return results
+            err += "\n(killed: timed out)"
+        outputs.append((proc.returncode, out, err))
+    for code, _, err in outputs:
+        if code != 0:
+            raise RuntimeError(f"child failed ({code}): {err[-2000:]}")
+    return [parse_child_output(out) for _, out, _ in outputs]
 
 
 def run_php_phase(port: int, proxies: int, workers: int, duration_s: float) -> dict[str, Any]:

@@ -139,10 +139,10 @@ def node(
                     jobs.append((arrival, start))
                 results.append({"proxy": p, "worker": w, "ready": ready, "jobs": jobs})
 
-            await trio.sleep(max(0.0, t0 - time.monotonic()))
-            trips_at_t0 = link.round_trips
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(cluster_task)
+                nursery.start_soon(cluster_task)  # the leases are renewed from the start
+                await trio.sleep(max(0.0, t0 - time.monotonic()))
+                trips_at_t0 = link.round_trips
                 async with trio.open_nursery() as inner:
                     for p, w in mine:
                         inner.start_soon(worker, p, w)
@@ -192,20 +192,29 @@ def _spawn(target: str, **kwargs: Any) -> subprocess.Popen[str]:
 
 
 def _collect(procs: list[subprocess.Popen[str]], timeout_s: float) -> list[Any]:
-    results = []
+    """Every child's result; each child is waited for (or killed past ``timeout_s``) and its
+    pipes read before the first failure is raised."""
+    deadline = time.monotonic() + timeout_s
+    outputs: list[tuple[int | None, str, str]] = []
     for proc in procs:
-        out, err = proc.communicate(timeout=timeout_s)
-        if proc.returncode != 0:
-            raise RuntimeError(f"child failed ({proc.returncode}): {err[-2000:]}")
-        results.append(parse_child_output(out))
-    return results
+        try:
+            out, err = proc.communicate(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, err = proc.communicate()
+            err += "\n(killed: timed out)"
+        outputs.append((proc.returncode, out, err))
+    for code, _, err in outputs:
+        if code != 0:
+            raise RuntimeError(f"child failed ({code}): {err[-2000:]}")
+    return [parse_child_output(out) for _, out, _ in outputs]
 
 
 def run_php_phase(port: int, proxies: int, workers: int, duration_s: float) -> dict[str, Any]:
     """The PHP workers (`bench.gate.php_worker`) on the running redis-server at ``port``."""
     evals_before = _eval_calls(port)
     n = proxies * workers
-    t0 = time.monotonic() + 1.0 + 0.08 * n
+    t0 = time.monotonic() + 2.0 + 0.15 * n  # every interpreter started (2 busy cores)
     t_end = t0 + duration_s
     procs = [
         _spawn(
@@ -235,7 +244,7 @@ def run_cluster_phase(
     port: int, proxies: int, workers: int, duration_s: float, nodes: int = NODES
 ) -> dict[str, Any]:
     """``nodes`` node processes (`node`) on the running redis-server at ``port``."""
-    t0 = time.monotonic() + 3.0 + 0.5 * nodes  # interpreters, mtpoold imports, acquire
+    t0 = time.monotonic() + 4.0 + 1.5 * nodes  # interpreters, mtpoold imports, acquire
     t_end = t0 + duration_s
     procs = [
         _spawn(
@@ -396,6 +405,8 @@ def build_report(res: dict[str, Any]) -> Report:
         php_jain=f"{b['jain']:.4f}",
         round_trips=f"{rt_a:.2f}",
         php_round_trips=f"{rt_b:.2f}",
+        shortfall=ms(INTERVAL_S - a["min_gap"], 2),
+        unscale=f"{1 / SCALE:g}",
         rtt_p50=ms(rtt50, 2),
         rtt_p99=ms(rtt99, 2),
         renew_interval=f"{LEASE_S / 3:g} s",
@@ -421,11 +432,23 @@ monotonic clock where each worker proceeds to its call.
 **The shared gate.** Each start costs one reservation script in Redis (round trip p50
 {rtt_p50}, p99 {rtt_p99} on the worst node), which stores the start it hands out: the next
 caller, from whichever node, is given that start plus the interval, so the chain of starts is
-kept in Redis's clock and a node's wake-up lateness does not push the next start back. The
+exact in Redis's clock and a node's wake-up lateness does not push the next start back. The
 worst proxy ran at {utilization} of one start per interval ({lateness} per start above the
-{interval} interval) with {violations} violations (smallest gap {min_gap}), wait p99 {p99}
-against the FIFO ideal {ideal}, Jain {jain}. Round trips per job, with lease renewals and
-heartbeats every {renew_interval} counted in: {round_trips}; leases lost: {lost}.
+{interval} interval), wait p99 {p99} against the FIFO ideal {ideal}, Jain {jain}. Round trips
+per job, with lease renewals and heartbeats every {renew_interval} counted in: {round_trips};
+leases lost: {lost}.
+
+**Where violations come from.** A start is what the proxy sees: the moment the worker wakes
+from the delay the reservation returned, counted from when the reply *arrived*. A reply that
+travels longer than the one before it (the round trip's spread above), or a later wake-up,
+makes that start late and the next gap short by the difference, though the two reserved
+starts in Redis are exactly one interval apart: {violations} violations in this run, the
+worst gap {min_gap} ({shortfall} short). Two remedies, both in the gate: map the reserved
+start (the script returns it in Redis ms) onto the local clock with the smallest offset seen
+so far, so a slow reply no longer delays its start unless it arrives after it; and reserve
+each start a small cushion after the previous one (the wake-up spread), which costs cushion ÷
+interval of utilization — {unscale} times less at the production interval than at this
+run's scaled one.
 
 **The PHP gate on the same Redis**: {php_utilization} utilization, {php_violations}
 violations, wait p99 {php_p99}, Jain {php_jain}, and {php_round_trips} `EVAL` round trips per

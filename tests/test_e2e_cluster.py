@@ -1,0 +1,194 @@
+"""Two cluster nodes in one process on a real redis-server and the loopback DC (issue 15).
+
+Each node is a whole pool as the daemon opens one (`mtpoold._compose.open_pool` with
+``[cluster]``): real Telethon clients, leases, the shared gate and the shared state in Redis.
+One pool per process runs at a time (one trio-asyncio loop per thread; a second pool in a
+thread of its own lost its loop to trio-asyncio's cancellation forwarding), so a second live
+node is a registry entry written straight into Redis, and an account moves to a node opened
+after the first one closed; `tests/test_cluster_chaos.py` runs daemons side by side.
+Real sockets, so the real clock: ``lease_s = 3`` (renewed every second) keeps each test to a
+few seconds.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import pytest
+import trio
+from _redisserver import RedisServer, start_redis
+
+from mtpoold._compose import open_pool
+from mtpoold._config import Config
+from mtpoold._errors import ErrorClass, JobFailed
+from mtpoold._pool import Pool
+from mtpoold._stats import AccountState
+from mtpoold._store import StateStore
+from mtpoold.testing import DC, open_dc
+from mtpoold.testing.dc import rpc_error
+
+from _e2e import PHONES, fleet_config, fleet_world, wait_until
+
+pytestmark = pytest.mark.trio
+
+LEASE_S = 3.0
+#: Seconds a test may take at most (a few rounds, a quarantine of 2 x LEASE_S, start-up).
+TEST_LIMIT_S = 90.0
+ACCOUNTS = {f"a{i}": (PHONES[i], None) for i in range(4)}
+
+
+@pytest.fixture
+async def dc() -> AsyncIterator[DC]:
+    async with open_dc(fleet_world()) as dc:
+        yield dc
+
+
+@pytest.fixture
+def redis(tmp_path: Path) -> AsyncIterator[RedisServer]:
+    with start_redis(tmp_path / "redis") as server:
+        yield server
+
+
+def _config(tmp_path: Path, dc: DC, redis: RedisServer, node: str) -> Config:
+    return fleet_config(
+        tmp_path / node,
+        dc,
+        proxies=[],
+        accounts=ACCOUNTS,
+        policy={"job_deadline_s": 5.0, "call_deadline_s": 2.0},
+        extra={
+            "cluster": {
+                "redis_url": redis.url,
+                "node": node,
+                "lease_s": LEASE_S,
+                "op_timeout_s": 0.3,
+            },
+            "daemon": {"state_dir": str(tmp_path / node / "state")},
+        },
+    )
+
+
+def _open_store(state_dir: Path) -> StateStore:
+    state_dir.mkdir(parents=True, exist_ok=True)
+    return StateStore.open(state_dir / "state.sqlite3")
+
+
+@asynccontextmanager
+async def _node(tmp_path: Path, dc: DC, redis: RedisServer, name: str) -> AsyncIterator[Pool]:
+    config = _config(tmp_path, dc, redis, name)
+    store = _open_store(Path(config.daemon.state_dir))
+    try:
+        async with open_pool(config, store=store) as pool:
+            yield pool
+    finally:
+        store.close()
+
+
+def _held(pool: Pool) -> set[str]:
+    return set(pool.cluster.held)
+
+
+def _states(pool: Pool) -> dict[str, AccountState]:
+    return {s.id: s.state for s in pool.statistics().accounts}
+
+
+async def test_accounts_spread_over_live_nodes_and_move_when_one_leaves(
+    tmp_path: Path, dc: DC, redis: RedisServer
+) -> None:
+    from mtpoold._clusternodes import preferred_node
+
+    # a second live node, as its heartbeat leaves it in the registry
+    info = json.dumps({"rpc": "127.0.0.1:1", "pid": 1, "started_unix": 0, "version": "x"})
+    redis.command("SET", "mtpoold:node:node-b", info, "PX", "60000")
+    redis.command("SADD", "mtpoold:nodes", "node-b")
+    mine = {a for a in ACCOUNTS if preferred_node(a, ["node-a", "node-b"]) == "node-a"}
+    assert mine and mine != set(ACCOUNTS)
+    with trio.fail_after(TEST_LIMIT_S):
+        await _spread_then_leave(tmp_path, dc, redis, mine)
+
+
+async def _spread_then_leave(tmp_path: Path, dc: DC, redis: RedisServer, mine: set[str]) -> None:
+    async with _node(tmp_path, dc, redis, "node-a") as a:
+        await wait_until(lambda: _held(a) == mine, timeout_s=10 * LEASE_S, what="a's share")
+        await trio.sleep(LEASE_S)  # a few rounds more: still only its share
+        assert _held(a) == mine
+        assert set(a.cluster.live_nodes) == {"node-a", "node-b"}
+        for acc_id in sorted(mine):
+            assert (await a.invoke("help.GetConfig", {}, account=acc_id)).meta.account == acc_id
+        other = sorted(set(ACCOUNTS) - mine)[0]
+        assert _states(a)[other] is AccountState.REMOTE
+        with pytest.raises(JobFailed) as caught:
+            await a.invoke("help.GetConfig", {}, account=other, deadline_s=1.0)
+        assert caught.value.error_class is ErrorClass.NO_ACCOUNT_AVAILABLE
+        assert "unheld" in caught.value.message
+        redis.command("DEL", "mtpoold:node:node-b")  # node b left
+        await wait_until(
+            lambda: _held(a) == set(ACCOUNTS), timeout_s=3 * LEASE_S, what="a to take over"
+        )
+        assert (await a.invoke("help.GetConfig", {}, account=other)).meta.account == other
+
+
+async def test_a_flood_wait_seen_on_one_node_keeps_the_account_out_on_the_next(
+    tmp_path: Path, dc: DC, redis: RedisServer
+) -> None:
+    victim = "a0"
+    async with _node(tmp_path, dc, redis, "node-a") as a:
+        await wait_until(
+            lambda: _held(a) == set(ACCOUNTS), timeout_s=10 * LEASE_S, what="a to hold all"
+        )
+        dc.faults.add(
+            rpc_error(420, "FLOOD_WAIT_600"), user=ACCOUNTS[victim][0], method="help.GetConfig"
+        )
+        with pytest.raises(JobFailed) as caught:
+            await a.invoke("help.GetConfig", {}, account=victim)
+        assert caught.value.error_class is ErrorClass.FLOOD_WAIT
+    # node a left cleanly (drained, flushed, released): node b takes the accounts over
+    async with _node(tmp_path, dc, redis, "node-b") as b:
+        await wait_until(
+            lambda: _held(b) == set(ACCOUNTS), timeout_s=3 * LEASE_S, what="b to hold all"
+        )
+        with pytest.raises(JobFailed) as caught:
+            await b.invoke("help.GetConfig", {}, account=victim, deadline_s=2.0)
+        assert caught.value.error_class is ErrorClass.NO_ACCOUNT_AVAILABLE
+        assert caught.value.retry_after_s is not None and caught.value.retry_after_s > 500
+        for acc_id in sorted(set(ACCOUNTS) - {victim}):
+            assert (await b.invoke("help.GetConfig", {}, account=acc_id)).meta.account == acc_id
+
+
+async def test_redis_stopped_answers_no_account_naming_the_cause_then_resumes(
+    tmp_path: Path, dc: DC, redis: RedisServer
+) -> None:
+    async with _node(tmp_path, dc, redis, "node-a") as a:
+        await wait_until(
+            lambda: _held(a) == set(ACCOUNTS), timeout_s=10 * LEASE_S, what="a to hold all"
+        )
+        for acc_id in ACCOUNTS:
+            await a.invoke("help.GetConfig", {}, account=acc_id)
+        assert dc.statistics().connections >= len(ACCOUNTS)
+        redis.stop()
+        await wait_until(
+            lambda: all(s is AccountState.REMOTE for s in _states(a).values()),
+            timeout_s=2 * LEASE_S,
+            what="every lease to run out locally",
+        )
+        await wait_until(
+            lambda: dc.statistics().connections == 0,
+            timeout_s=LEASE_S,
+            what="the connections to be dropped",
+        )
+        with pytest.raises(JobFailed) as caught:
+            await a.invoke("help.GetConfig", {}, deadline_s=2.0)
+        assert caught.value.error_class is ErrorClass.NO_ACCOUNT_AVAILABLE
+        assert f"redis 127.0.0.1:{redis.port}" in caught.value.message
+        assert "leases unconfirmed" in caught.value.message
+        redis.restart()
+        await wait_until(
+            lambda: _held(a) == set(ACCOUNTS) and AccountState.REMOTE not in _states(a).values(),
+            timeout_s=4 * LEASE_S,
+            what="the leases to be confirmed again",
+        )
+        result = await a.invoke("help.GetConfig", {}, deadline_s=5.0)
+        assert result.meta.account in ACCOUNTS

@@ -39,6 +39,7 @@ __all__ = [
     "held_back",
     "needs_attention",
     "render_accounts",
+    "render_cluster",
     "render_cooldowns",
     "render_jobs",
     "render_proxies",
@@ -650,6 +651,166 @@ def render_status(
         parts.append(_accounts_table(shown, lanes, wide=wide, title=title))
     if rest:
         parts.append(Text(f"… and {rest} more (--wide / --state)"))
+    cluster = stats.get("cluster")
+    if isinstance(cluster, Mapping):
+        parts += [Text(""), render_cluster(cluster, wide=wide, limit=limit)]
+    return Group(*parts)
+
+
+# --- the cluster (``status`` in cluster mode: the reply's ``cluster`` member) -------------------
+
+
+def _cluster_summary(cluster: Mapping[str, Any], nodes: Sequence[Mapping[str, Any]]) -> Text:
+    holders = cluster.get("holders")
+    holders = holders if isinstance(holders, Mapping) else {}
+    unheld = sum(1 for v in holders.values() if v is None)
+    age = cluster.get("age_s")
+    text = Text(
+        f"cluster: this node {cluster.get('node', _DASH)} · {len(nodes)} live"
+        f" node{'s' if len(nodes) != 1 else ''} · accounts {len(holders)}, unheld {unheld}"
+        f" · read {f'{format_short(age)} ago' if _num(age) > 0 else 'just now'}"
+        if age is not None
+        else f"cluster: this node {cluster.get('node', _DASH)} · nodes not read yet"
+    )
+    failover = cluster.get("failover_s")
+    if isinstance(failover, int | float):
+        text.append(f"\nfailover: a dead node's accounts move within {format_short(failover)}")
+    error = cluster.get("error")
+    if error:
+        text.append(f"\ncluster unreadable, showing the last read: {error}", style="red")
+    forwarded = cluster.get("forwarded")
+    if isinstance(forwarded, Mapping) and forwarded:
+        text.append("\nforwarded from here: " + _errors(forwarded))
+    return text
+
+
+def _nodes_table(
+    nodes: Sequence[Mapping[str, Any]], here: object, per_node: Mapping[str, list[str]] | None
+) -> _Grid:
+    table = _table("Nodes")
+    _column(table, "node", ratio=1)
+    _column(table, "rpc", ratio=2)
+    _column(table, "held", right=True)
+    _column(table, "jobs", right=True)
+    _column(table, "ok", right=True)
+    _column(table, "failed", right=True)
+    _column(table, "lanes", right=True)
+    if per_node is not None:
+        _column(table, "accounts", ratio=3)
+    for n in nodes:
+        name = str(n.get("name", _DASH))
+        lanes = len(n.get("lanes") or ()) + int(_num(n.get("lanes_more")))
+        row = [
+            Text(name + (" *" if name == here else ""), style="bold" if name == here else ""),
+            _cell(n.get("rpc")),
+            _cell(n.get("held")),
+            _cell(n.get("jobs_in_flight")),
+            _cell(n.get("jobs_ok")),
+            _cell(n.get("jobs_failed")),
+            Text(str(lanes)),
+        ]
+        if per_node is not None:
+            row.append(Text(", ".join(per_node.get(name, ())) or _DASH))
+        table.add_row(*row)
+    return table
+
+
+def _cluster_lanes_table(
+    nodes: Sequence[Mapping[str, Any]], *, wide: bool, limit: int
+) -> tuple[_Grid, int]:
+    table = _table("Lanes by node")
+    _column(table, "node", ratio=1)
+    _column(table, "proxy", ratio=2)
+    _column(table, "type")
+    _column(table, "load", right=True)
+    _column(table, "queue", right=True)
+    _column(table, "calls", right=True)
+    _column(table, "cooldown", right=True)
+    rows: list[tuple[str, Mapping[str, Any]]] = [
+        (str(n.get("name", _DASH)), p)
+        for n in nodes
+        for p in n.get("lanes") or ()
+        if isinstance(p, Mapping)
+    ]
+    rest = 0
+    if not wide and len(rows) > limit:
+        # the busiest first: what is in flight or queued, then what cools
+        rows.sort(
+            key=lambda r: (
+                -_num(r[1].get("in_flight")) - _num(r[1].get("waiting")),
+                -_num(r[1].get("cooldown_remaining_s")),
+            )
+        )
+        rows, rest = rows[:limit], len(rows) - limit
+        rows.sort(key=lambda r: r[0])
+    for name, p in rows:
+        cooldown = _num(p.get("cooldown_remaining_s"))
+        table.add_row(
+            _cell(name),
+            _cell(p.get("name") or p.get("key")),
+            _cell(p.get("type")),
+            Text(f"{p.get('in_flight', _DASH)}/{p.get('capacity', _DASH)}"),
+            _cell(p.get("waiting")),
+            _cell(p.get("calls")),
+            Text(format_short(cooldown), style="yellow" if cooldown > 0 else ""),
+        )
+    rest += sum(int(_num(n.get("lanes_more"))) for n in nodes)
+    return table, rest
+
+
+def render_cluster(
+    cluster: Mapping[str, Any], *, wide: bool = False, limit: int = ATTENTION_LIMIT
+) -> RenderableType:
+    """Build the cluster part of ``mtpoold status``: every live node (its ``rpc`` address,
+    accounts held, jobs, lanes), who holds which account, each node's lanes.
+
+    Args:
+        cluster: The ``status`` reply's ``cluster`` member (`mtpoold._forward.Doors
+            .cluster_status`: ``node``, ``age_s``, ``error``, ``failover_s``, ``nodes``,
+            ``holders``, ``forwarded``).
+        wide: Every lane, and every account with its node in a table of its own; else at
+            most ``limit`` lanes (the busiest) and each node's accounts on its row.
+        limit: Lanes listed at most when not ``wide``.
+
+    Returns:
+        A renderable: the summary, the nodes table, the lanes table, the accounts held by
+        no live node (and with ``wide`` every account's holder).
+    """
+    nodes = [n for n in cluster.get("nodes") or () if isinstance(n, Mapping)]
+    holders = cluster.get("holders")
+    holders = holders if isinstance(holders, Mapping) else {}
+    per_node: dict[str, list[str]] = {}
+    unheld: list[str] = []
+    for account in sorted(holders, key=str):
+        holder = holders[account]
+        if holder is None:
+            unheld.append(str(account))
+        else:
+            per_node.setdefault(str(holder), []).append(str(account))
+    parts: list[RenderableType] = [_cluster_summary(cluster, nodes), Text("")]
+    parts.append(_nodes_table(nodes, cluster.get("node"), None if wide else per_node))
+    lanes, rest = _cluster_lanes_table(nodes, wide=wide, limit=limit)
+    if lanes.row_count:
+        parts.append(lanes)
+    if rest:
+        parts.append(Text(f"… and {rest} more lanes (--wide)"))
+    if wide and holders:
+        parts.append(Text(f"Accounts by holder ({len(holders)})"))
+        table = _table(None)
+        _column(table, "account", ratio=1)
+        _column(table, "node", ratio=1)
+        for account in sorted(holders, key=str):
+            holder = holders[account]
+            table.add_row(
+                _cell(account),
+                Text("unheld", style="yellow") if holder is None else _cell(holder),
+            )
+        parts.append(table)
+    elif unheld:
+        shown = ", ".join(unheld[:limit]) + (
+            f" … +{len(unheld) - limit}" if len(unheld) > limit else ""
+        )
+        parts.append(Text(f"held by no live node ({len(unheld)}): {shown}", style="yellow"))
     return Group(*parts)
 
 

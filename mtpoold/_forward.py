@@ -507,6 +507,42 @@ class Doors:
     #: Jobs forwarded and their outcome (status, tests): "ok", "error", "lost", "unreachable".
     forwarded: dict[str, int] = attrs.field(init=False, factory=dict)
 
+    @classmethod
+    def for_cluster(
+        cls,
+        registry: NodeRegistry,
+        leases: LeaseBook,
+        *,
+        token: str,
+        accounts: Callable[[], Mapping[str, Collection[str]]],
+        default_deadline_s: float,
+        lease_s: float,
+        disconnect_delay_s: float,
+    ) -> Doors:
+        """The daemon's doors over the core's registry and lease book.
+
+        Args:
+            registry: The node's `NodeRegistry` (its ``node`` names this node).
+            leases: The node's `LeaseBook`.
+            token: The bearer token, the same on every node of the cluster.
+            accounts: The configured accounts and their tags (id -> tags), at each call.
+            default_deadline_s: ``[policy] job_deadline_s``.
+            lease_s: ``[cluster] lease_s``; summaries are read every ``lease_s / 3``.
+            disconnect_delay_s: The DC's ``ping_delay_disconnect`` delay (s); the failover
+                bound is ``lease_s + disconnect_delay_s``.
+
+        The daemon runs `run` in its nursery, passes the `RpcServer` ``doors=`` this, and
+        gives `NodeRegistry.heartbeat` `node_summary` as its status.
+        """
+        return cls(
+            directory=RegistryDirectory(registry, leases),
+            links=PeerLinks(node=registry.node, token=token),
+            accounts=accounts,
+            default_deadline_s=default_deadline_s,
+            refresh_s=lease_s / 3,
+            failover_s=lease_s + disconnect_delay_s,
+        )
+
     @property
     def node(self) -> str:
         """This node's name."""

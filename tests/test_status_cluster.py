@@ -14,6 +14,7 @@ import cattrs
 import trio
 import trio.testing
 from rich.console import Console
+from test_openrpc import DOC, problems
 
 from mtpoold._forward import Doors, PeerLinks, node_summary
 from mtpoold._server import RpcServer
@@ -162,6 +163,8 @@ async def test_status_reply_carries_the_cluster(autojump_clock: trio.testing.Moc
                 assert reply["result"]["cluster"] == doors.cluster_status()
                 assert reply["result"]["accounts_total"] == 2  # this node's own pool
         nursery.cancel_scope.cancel()
+    schema = DOC["components"]["schemas"]["PoolStatistics"]
+    assert problems(reply["result"], schema) == []  # docs/openrpc.json describes it
     text = render(render_status(reply["result"]))
     assert "Nodes" in text and "Lanes by node" in text
     assert max(len(line) for line in text.splitlines()) <= 80

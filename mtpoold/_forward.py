@@ -73,6 +73,7 @@ __all__ = [
     "PeerUnreachable",
     "RegistryDirectory",
     "node_summary",
+    "rpc_address",
 ]
 
 _log = logging.getLogger("mtpoold.forward")
@@ -317,6 +318,27 @@ class PeerLinks:
         for conns in idle.values():
             for conn in conns:
                 await trio.aclose_forcefully(conn.stream)
+
+
+def rpc_address(listen: str, *, host: str | None = None) -> str:
+    """The address a node advertises to its peers (``rpc`` of its node record) for its
+    ``[daemon] listen``: a wildcard host (``0.0.0.0``, ``::``, empty) becomes ``host``
+    (default: this machine's fully qualified name); anything else is kept as it is.
+
+    Raises:
+        ValueError: ``listen`` is malformed (`mtpoold._listen.parse_listen`).
+    """
+    import socket
+
+    from ._listen import parse_listen
+
+    address = parse_listen(listen)
+    if address.path is not None:
+        return f"unix:{address.path}"
+    name = address.host or ""
+    if name in ("", "0.0.0.0", "::"):
+        name = host if host is not None else socket.getfqdn()
+    return f"[{name}]:{address.port}" if ":" in name else f"{name}:{address.port}"
 
 
 # --- what the doors know of the cluster -----------------------------------------------------------

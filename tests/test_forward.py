@@ -24,6 +24,7 @@ from mtpoold._forward import (
     ForwardableJob,
     PeerLinks,
     node_summary,
+    rpc_address,
 )
 from mtpoold._rpc import CANCELLED, JOB_FAILED, NO_ACCOUNT_AVAILABLE
 from mtpoold._server import RpcServer
@@ -504,3 +505,17 @@ async def test_serve_without_peers_raises_the_local_failure(
     with pytest.raises(JobFailed) as caught:
         await doors.serve(ForwardableJob("invoke", {"method": "echo"}, tags=("big",)), local)
     assert caught.value is failure
+
+
+@pytest.mark.parametrize(
+    ("listen", "advertised"),
+    [
+        ("0.0.0.0:8765", "node-1.example:8765"),
+        ("[::]:8765", "node-1.example:8765"),
+        ("10.0.0.2:8765", "10.0.0.2:8765"),
+        ("[::1]:8765", "[::1]:8765"),
+        ("unix:/run/mtpoold/rpc.sock", "unix:/run/mtpoold/rpc.sock"),
+    ],
+)
+def test_rpc_address_advertises_a_reachable_host(listen: str, advertised: str) -> None:
+    assert rpc_address(listen, host="node-1.example") == advertised

@@ -107,11 +107,13 @@ class PeerUnreachable(Exception):
 
     Attributes:
         cause: One line naming the peer and why (no token).
+        http_status: The HTTP status of a refusal at the peer's door, else None.
     """
 
-    def __init__(self, cause: str) -> None:
+    def __init__(self, cause: str, *, http_status: int | None = None) -> None:
         super().__init__(cause)
         self.cause = cause
+        self.http_status = http_status
 
 
 class PeerLost(Exception):
@@ -217,7 +219,10 @@ class PeerLinks:
             message = ""
             if isinstance(reply, Mapping) and isinstance(reply.get("error"), Mapping):
                 message = str(reply["error"].get("message", ""))
-            raise PeerUnreachable(f"node at {rpc} refused the request: HTTP {status} {message}")
+            raise PeerUnreachable(
+                f"node at {rpc} refused the request: HTTP {status} {message}".rstrip(),
+                http_status=status,
+            )
         return reply
 
     async def _take_idle(self, rpc: str) -> _PeerConnection | None:
@@ -773,7 +778,10 @@ class Doors:
                 reply = await self.links.call(rpc, request)
             except PeerUnreachable as exc:
                 self._count("unreachable")
-                log_event(_log, logging.INFO, "peer_unreachable", node=name, cause=exc.cause)
+                if exc.http_status in (401, 403):  # a cluster whose nodes do not share a token
+                    log_event(_log, logging.ERROR, "peer_refused", node=name, cause=exc.cause)
+                else:
+                    log_event(_log, logging.INFO, "peer_unreachable", node=name, cause=exc.cause)
                 raise
             except PeerLost as exc:
                 self._count("lost")

@@ -129,7 +129,7 @@ class Cluster:
             raise ConnectionRefusedError(111, f"nothing listens at {rpc}")
         return await node.listener.connect()
 
-    async def add(self, name: str, pool: FakePool | None = None) -> Node:
+    async def add(self, name: str, pool: FakePool | None = None, token: str = TOKEN) -> Node:
         pool = FakePool() if pool is None else pool
         links = PeerLinks(node=name, token=TOKEN, connect=self.connect)
         doors = Doors(
@@ -141,7 +141,7 @@ class Cluster:
             failover_s=FAILOVER_S,
         )
         listener = MemoryListener(name=f"mem:{name}")
-        node = Node(name, pool, listener, doors, RpcServer(pool, TOKEN, doors=doors))
+        node = Node(name, pool, listener, doors, RpcServer(pool, token, doors=doors))
         self.nodes[name] = node
         self.shared.live[name] = pool
         assert self.nursery is not None
@@ -160,14 +160,17 @@ class Cluster:
 
 @asynccontextmanager
 async def cluster(
-    holders: dict[str, str | None], pools: Mapping[str, FakePool] | None = None
+    holders: dict[str, str | None],
+    pools: Mapping[str, FakePool] | None = None,
+    tokens: Mapping[str, str] | None = None,
 ) -> AsyncIterator[Cluster]:
-    """Nodes a, b and c (their pools from ``pools``, else fake pools)."""
+    """Nodes a, b and c (their pools from ``pools``, else fake pools; their tokens from
+    ``tokens``, else the shared one)."""
     with trio.fail_after(600):
         async with trio.open_nursery() as nursery:
             c = Cluster(Shared(holders=dict(holders)), nursery=nursery)
             for name in ("a", "b", "c"):
-                await c.add(name, (pools or {}).get(name))
+                await c.add(name, (pools or {}).get(name), (tokens or {}).get(name, TOKEN))
             for node in c.nodes.values():
                 await node.doors.refresh()
             yield c
@@ -395,6 +398,20 @@ async def test_pinned_account_of_an_unreachable_node_is_looked_up_again(
         assert "result" in reply
         assert len(c.nodes["a"].pool.calls) == 1  # a holds it now
         assert c.nodes["a"].doors.forwarded == {"unreachable": 2}
+
+
+async def test_a_node_with_another_token_refuses_forwarded_jobs_loudly(
+    autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with cluster(HELD, tokens={"b": "not-the-cluster-token"}) as c:
+        async with open_client(c.nodes["a"].listener, AUTH) as ws:
+            reply = await job(ws, invoke(account="b1", deadline_ms=8000))
+        error = reply["error"]
+        assert error["code"] == NO_ACCOUNT_AVAILABLE
+        assert "held by node b: node at mem:b refused the request: HTTP 401" in error["message"]
+        assert c.nodes["b"].pool.calls == []
+        refused = [r for r in caplog.records if "peer_refused" in r.getMessage()]
+        assert len(refused) == 2 and refused[0].levelname == "ERROR"  # at 0 s and 5 s
 
 
 async def test_pinned_job_while_redis_is_unreachable_goes_to_the_local_pool(

@@ -12,8 +12,8 @@ one shared bearer token). The rule (``README.md`` "Cluster" repeats it for users
   valid on the local clock) → the local pool. Held by another live node (one ``MGET`` of the
   lease key) → forwarded there. Held by nobody, or by a node that does not answer (nothing
   sent) → looked up again every renew interval (``lease_s / 3``) until the job's deadline:
-  a failover moves the account within ``lease_s`` (+ ``disconnect_delay_s`` if it was
-  connected); still nowhere at the deadline → NO_ACCOUNT_AVAILABLE naming why, with
+  a failover moves the account within ``lease_s + disconnect_delay_s + lease_s / 3``
+  (README "Cluster"); still nowhere at the deadline → NO_ACCOUNT_AVAILABLE naming why, with
   ``retry_after_s`` = that failover bound. An account the config does not know, and any
   pinned job while Redis is unreachable, goes to the local pool (which says why).
 * **Tagged or free** (no ``options.account``): the local accounts first. Only when the local
@@ -517,7 +517,8 @@ class Doors:
         refresh_s: Seconds between two reads of the peers' status summaries, and between two
             look-ups of a pinned account held nowhere (the renew interval, ``lease_s / 3``).
         failover_s: The bound on moving a dead node's account (``lease_s`` +
-            ``disconnect_delay_s``): ``retry_after_s`` of the errors this module makes.
+            ``disconnect_delay_s`` + ``lease_s / 3``, README "Cluster"): ``retry_after_s``
+            of the errors this module makes.
 
     Resource handling: `run` (in the daemon's nursery) refreshes the peers' summaries until
     cancelled; `serve` runs in the job's task. Leaving `run` closes the idle connections.
@@ -556,7 +557,9 @@ class Doors:
             default_deadline_s: ``[policy] job_deadline_s``.
             lease_s: ``[cluster] lease_s``; summaries are read every ``lease_s / 3``.
             disconnect_delay_s: The DC's ``ping_delay_disconnect`` delay (s); the failover
-                bound is ``lease_s + disconnect_delay_s``.
+                bound is ``lease_s + disconnect_delay_s + lease_s / 3`` (the lease expires,
+                the dead node's connection is closed by the DC, another node's next round
+                takes the account).
 
         The daemon runs `run` in its nursery, passes the `RpcServer` ``doors=`` this, and
         gives `NodeRegistry.heartbeat` `node_summary` as its status.
@@ -567,7 +570,7 @@ class Doors:
             accounts=accounts,
             default_deadline_s=default_deadline_s,
             refresh_s=lease_s / 3,
-            failover_s=lease_s + disconnect_delay_s,
+            failover_s=lease_s + disconnect_delay_s + lease_s / 3,
         )
 
     @property

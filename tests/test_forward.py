@@ -536,3 +536,25 @@ async def test_serve_without_peers_raises_the_local_failure(
 )
 def test_rpc_address_advertises_a_reachable_host(listen: str, advertised: str) -> None:
     assert rpc_address(listen, host="node-1.example") == advertised
+
+
+async def test_peer_links_on_real_sockets_reuse_and_drop_a_connection_the_peer_closed() -> None:
+    """TCP on loopback: a kept-alive connection is reused; one the peer closed while idle
+    (its ``handshake_timeout_s``) is seen closed before use and replaced, the call unharmed."""
+    pool = FakePool()
+    server = RpcServer(pool, TOKEN, listen="127.0.0.1:0", handshake_timeout_s=0.3)
+    links = PeerLinks(node="a", token=TOKEN)
+    request = {"jsonrpc": "2.0", "id": 1, "method": "invoke", "params": invoke()}
+    with trio.fail_after(20):
+        async with trio.open_nursery() as nursery:
+            address = await nursery.start(server.run)
+            for _ in range(2):
+                assert "result" in await links.call(address, request)
+            assert (links.opened, links.reused) == (1, 1)
+            await trio.sleep(1.0)  # > handshake_timeout_s: the server closed it, idle
+            assert server.statistics().connections == 0
+            assert "result" in await links.call(address, request)
+            assert (links.opened, links.reused) == (2, 1)
+            await links.aclose()
+            nursery.cancel_scope.cancel()
+    assert len(pool.calls) == 3

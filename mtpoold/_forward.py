@@ -408,8 +408,9 @@ def node_summary(
     ``status``): what cluster status and forwarding read of the other nodes.
 
     Args:
-        stats: This node's ``Pool.statistics(accounts=True)`` (a `PoolStatistics`), or its
-            unstructured JSON form.
+        stats: This node's ``Pool.statistics()`` (a `PoolStatistics`), or its unstructured
+            JSON form. With ``accounts=False`` (cheaper for a large fleet) the held accounts'
+            states are unknown (``"held"``) and forwarding ranks peers by count alone.
         node: This node's name.
         rpc: Where its JSON-RPC listens for peers (``host:port``).
         held: The accounts whose lease this node holds.
@@ -453,7 +454,7 @@ def node_summary(
         "jobs_in_flight": doc.get("jobs_in_flight"),
         "jobs_ok": doc.get("jobs_ok"),
         "jobs_failed": doc.get("jobs_failed"),
-        "held": {a: states.get(a, "idle") for a in sorted(held)},
+        "held": {a: states.get(a, "held") for a in sorted(held)},
         "lanes": lanes[:lanes_limit],
         "lanes_more": max(0, len(lanes) - lanes_limit),
     }
@@ -608,26 +609,30 @@ class Doors:
         rpc = status.get("rpc") if isinstance(status, Mapping) else None
         return rpc if isinstance(rpc, str) and rpc else None
 
-    def cluster_status(self) -> dict[str, Any]:
+    def cluster_status(self, *, holders: bool = True) -> dict[str, Any]:
         """The whole cluster as last read, for ``status`` (JSON-safe, never blocks).
 
+        Args:
+            holders: Include ``holders`` (one entry per configured account); False for
+                ``status {"summary": true}``, which keeps the counts only.
+
         Returns:
-            ``{"node", "age_s", "error", "failover_s", "nodes": [{"name", "rpc", "live",
-            "held", "jobs_in_flight", "jobs_ok", "jobs_failed", "lanes", "lanes_more"}],
-            "holders": {account: node or None}, "forwarded": {outcome: n}}`` — ``age_s``
-            seconds since the summaries were read (None: never), ``error`` why the last read
-            failed (None when it worked), ``held`` a count; every configured account is in
-            ``holders`` (None: held by no live node).
+            ``{"node", "age_s", "error", "failover_s", "accounts_total", "unheld", "nodes":
+            [{"name", "rpc", "live", "held", "jobs_in_flight", "jobs_ok", "jobs_failed",
+            "lanes", "lanes_more"}], "holders": {account: node or None}, "forwarded":
+            {outcome: n}}`` — ``age_s`` seconds since the summaries were read (None: never),
+            ``error`` why the last read failed (None when it worked), ``held`` a count;
+            every configured account is in ``holders`` (None: held by no live node).
         """
         snap = self._snapshot
         nodes: list[dict[str, Any]] = []
-        holders: dict[str, str | None] = dict.fromkeys(sorted(self.accounts()))
+        by_account: dict[str, str | None] = dict.fromkeys(sorted(self.accounts()))
         for name in sorted(snap.statuses):
             status = snap.statuses[name]
             given = status.get("held")
             held: Mapping[str, Any] = given if isinstance(given, Mapping) else {}
             for account in held:
-                holders[str(account)] = name
+                by_account[str(account)] = name
             nodes.append(
                 {
                     "name": name,
@@ -642,15 +647,19 @@ class Doors:
                 }
             )
         now = trio.current_time()
-        return {
+        view: dict[str, Any] = {
             "node": self.node,
             "age_s": None if snap.at == -math.inf else round(now - snap.at, 3),
             "error": snap.cause,
             "failover_s": self.failover_s,
+            "accounts_total": len(by_account),
+            "unheld": sum(1 for v in by_account.values() if v is None),
             "nodes": nodes,
-            "holders": holders,
             "forwarded": dict(self.forwarded),
         }
+        if holders:
+            view["holders"] = by_account
+        return view
 
     # --- routing ----------------------------------------------------------------------------------
 

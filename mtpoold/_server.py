@@ -886,7 +886,7 @@ class RpcServer:
         if isinstance(params, StatusParams):
             status = cattrs.unstructure(self.pool.statistics(accounts=not params.summary))
             if self.doors is not None:
-                status["cluster"] = self.doors.cluster_status()
+                status["cluster"] = self.doors.cluster_status(holders=not params.summary)
             return status
         if method == "jobs":
             return {"jobs": [cattrs.unstructure(job) for job in self.pool.jobs()]}

@@ -663,11 +663,12 @@ def render_status(
 def _cluster_summary(cluster: Mapping[str, Any], nodes: Sequence[Mapping[str, Any]]) -> Text:
     holders = cluster.get("holders")
     holders = holders if isinstance(holders, Mapping) else {}
-    unheld = sum(1 for v in holders.values() if v is None)
+    total = cluster.get("accounts_total", len(holders))
+    unheld = cluster.get("unheld", sum(1 for v in holders.values() if v is None))
     age = cluster.get("age_s")
     text = Text(
         f"cluster: this node {cluster.get('node', _DASH)} · {len(nodes)} live"
-        f" node{'s' if len(nodes) != 1 else ''} · accounts {len(holders)}, unheld {unheld}"
+        f" node{'s' if len(nodes) != 1 else ''} · accounts {total}, unheld {unheld}"
         f" · read {f'{format_short(age)} ago' if _num(age) > 0 else 'just now'}"
         if age is not None
         else f"cluster: this node {cluster.get('node', _DASH)} · nodes not read yet"

@@ -160,7 +160,10 @@ async def test_status_reply_carries_the_cluster(autojump_clock: trio.testing.Moc
                     json.dumps({"jsonrpc": "2.0", "id": i, "method": "status", "params": params})
                 )
                 reply = json.loads(await ws.get_message())
-                assert reply["result"]["cluster"] == doors.cluster_status()
+                cluster = doors.cluster_status(holders=not params)
+                assert reply["result"]["cluster"] == cluster
+                assert ("holders" in cluster) is not params  # summary: counts only
+                assert (cluster["accounts_total"], cluster["unheld"]) == (12, 1)
                 assert reply["result"]["accounts_total"] == 2  # this node's own pool
         nursery.cancel_scope.cancel()
     schema = DOC["components"]["schemas"]["PoolStatistics"]

@@ -14,8 +14,12 @@ one shared bearer token). The rule (``README.md`` "Cluster" repeats it for users
   sent) → looked up again every renew interval (``lease_s / 3``) until the job's deadline:
   a failover moves the account within ``lease_s + disconnect_delay_s + lease_s / 3``
   (README "Cluster"); still nowhere at the deadline → NO_ACCOUNT_AVAILABLE naming why, with
-  ``retry_after_s`` = that failover bound. An account the config does not know, and any
-  pinned job while Redis is unreachable, goes to the local pool (which says why).
+  ``retry_after_s`` = that failover bound. A holder answering NO_ACCOUNT_AVAILABLE with no
+  attempt and no ``retry_after_s`` (it let the account go after our look-up: a drain) gets
+  one more look-up a renew interval later; the same answer from the same holder again is the
+  reply (a disabled account is answered so, one interval late). An account the config does
+  not know, and any pinned job while Redis is unreachable, goes to the local pool (which
+  says why).
 * **Tagged or free** (no ``options.account``): the local accounts first. Only when the local
   pool answers NO_ACCOUNT_AVAILABLE **having made no attempt** (no local account matches the
   tags, or none can start before the deadline) and time is left, the job is forwarded to the
@@ -697,6 +701,7 @@ class Doors:
     ) -> Any:
         if account not in self.accounts():
             return await local()  # the pool names it: INVALID_ARGUMENT
+        refused_by: str | None = None  # the holder that answered "no account" once already
         while True:
             if self.directory.holds(account):
                 return await local()
@@ -719,6 +724,22 @@ class Doors:
                     return await self._forward(holder, rpc, job, deadline_at)
                 except PeerUnreachable as exc:
                     why = f"account {account} is held by node {holder}: {exc.cause}"
+                except RpcError as exc:
+                    # "Not held by this node": the holder let it go (a drain) after our
+                    # look-up. Looked up once more a round later; the same answer from the
+                    # same holder again (a disabled account, say) is the reply.
+                    moving = (
+                        exc.error_class == ErrorClass.NO_ACCOUNT_AVAILABLE.value
+                        and not exc.attempts
+                        and exc.retry_after_s is None
+                    )
+                    if not moving or refused_by == holder:
+                        raise
+                    if trio.current_time() + self.refresh_s >= deadline_at:
+                        raise
+                    refused_by = holder
+                    await trio.sleep(self.refresh_s)
+                    continue
             if trio.current_time() + self.refresh_s >= deadline_at:
                 raise JobFailed(
                     ErrorClass.NO_ACCOUNT_AVAILABLE,

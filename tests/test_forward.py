@@ -558,3 +558,46 @@ async def test_peer_links_on_real_sockets_reuse_and_drop_a_connection_the_peer_c
             await links.aclose()
             nursery.cancel_scope.cancel()
     assert len(pool.calls) == 3
+
+
+class DrainedPool(FakePool):
+    """A node that has just let its accounts go (a drain): "not held by this node"."""
+
+    async def invoke(self, method: str, args: Mapping[str, Any], **kw: Any) -> Any:
+        self.calls.append(("invoke", (method, dict(args)), kw))
+        await trio.lowlevel.checkpoint()
+        raise JobFailed(
+            ErrorClass.NO_ACCOUNT_AVAILABLE,
+            f'account "{kw["account"]}" is not held by this node: moving to another node',
+        )
+
+
+async def test_pinned_job_follows_an_account_its_holder_just_drained(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with cluster(HELD, pools={"b": DrainedPool()}) as c:
+
+        async def moved() -> None:
+            await trio.sleep(1.0)
+            c.shared.holders["b1"] = "c"  # released by b, taken by c
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(moved)
+            async with open_client(c.nodes["a"].listener, AUTH) as ws:
+                reply = await job(ws, invoke(account="b1"))
+        assert "result" in reply
+        assert (len(c.nodes["b"].pool.calls), len(c.nodes["c"].pool.calls)) == (1, 1)
+
+
+async def test_pinned_job_refused_twice_by_its_holder_gets_the_holders_answer(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with cluster(HELD, pools={"b": DrainedPool()}) as c:
+        async with open_client(c.nodes["a"].listener, AUTH) as ws:
+            start = trio.current_time()
+            reply = await job(ws, invoke(account="b1"))
+            waited = trio.current_time() - start
+        assert reply["error"]["code"] == NO_ACCOUNT_AVAILABLE
+        assert "is not held by this node" in reply["error"]["message"]
+        assert len(c.nodes["b"].pool.calls) == 2
+        assert waited == pytest.approx(REFRESH_S)

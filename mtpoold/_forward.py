@@ -64,6 +64,7 @@ from ._rpc import SHUTTING_DOWN, RpcError
 
 if TYPE_CHECKING:
     from ._clusternodes import NodeRegistry
+    from ._clusterrun import ClusterNode
     from ._leases import LeaseBook
 
 __all__ = [
@@ -72,6 +73,7 @@ __all__ = [
     "ClusterDirectory",
     "Doors",
     "ForwardableJob",
+    "NodeDirectory",
     "PeerLinks",
     "PeerLost",
     "PeerUnreachable",
@@ -405,6 +407,53 @@ class RegistryDirectory:
         return await self.registry.statuses()
 
 
+@final
+@attrs.define(eq=False)
+class NodeDirectory:
+    """`ClusterDirectory` over the daemon's `mtpoold._clusterrun.ClusterNode`: its lease book
+    for `holds`, its registry for `holders` and `statuses`, and the ``rpc`` address of each
+    live node from the node records of its last heartbeat (``live_nodes``) when a summary
+    does not carry one."""
+
+    cluster: ClusterNode
+
+    @property
+    def node(self) -> str:
+        """This node's name."""
+        return self.cluster.node
+
+    def holds(self, account_id: str) -> bool:
+        """A lease valid on the local clock (`LeaseBook.lease`)."""
+        return self.cluster.book.lease(account_id) is not None
+
+    async def holders(self, account_ids: Sequence[str]) -> Mapping[str, str | None]:
+        """`ClusterNode.fetch_holders` (one MGET)."""
+        return await self.cluster.fetch_holders(account_ids)
+
+    async def statuses(self) -> Mapping[str, Mapping[str, Any]]:
+        """Every live node's summary, with its ``rpc`` address (one round trip)."""
+        statuses = await self.cluster.registry.statuses()
+        live = self.cluster.live_nodes
+        out: dict[str, Mapping[str, Any]] = {}
+        for name in set(statuses) | set(live):
+            status = dict(statuses.get(name) or {})
+            if not status.get("rpc"):
+                status["rpc"] = (live.get(name) or {}).get("rpc")
+            out[name] = status
+        return out
+
+
+def _held_states(status: Mapping[str, Any]) -> Mapping[str, str]:
+    """A summary's held accounts -> their state: ``held`` as a mapping (`node_summary`) or a
+    list of ids (states unknown: ``"held"``)."""
+    held = status.get("held")
+    if isinstance(held, Mapping):
+        return {str(a): str(s) for a, s in held.items()}
+    if isinstance(held, list | tuple):
+        return dict.fromkeys(map(str, held), "held")
+    return {}
+
+
 def node_summary(
     stats: Any, *, node: str, rpc: str, held: Collection[str], lanes_limit: int = 200
 ) -> dict[str, Any]:
@@ -543,39 +592,33 @@ class Doors:
     @classmethod
     def for_cluster(
         cls,
-        registry: NodeRegistry,
-        leases: LeaseBook,
+        cluster: ClusterNode,
         *,
         token: str,
         accounts: Callable[[], Mapping[str, Collection[str]]],
         default_deadline_s: float,
-        lease_s: float,
-        disconnect_delay_s: float,
     ) -> Doors:
-        """The daemon's doors over the core's registry and lease book.
+        """The daemon's doors over its `mtpoold._clusterrun.ClusterNode`.
 
         Args:
-            registry: The node's `NodeRegistry` (its ``node`` names this node).
-            leases: The node's `LeaseBook`.
+            cluster: The node's cluster task (``[cluster]`` config, lease book, registry).
             token: The bearer token, the same on every node of the cluster.
             accounts: The configured accounts and their tags (id -> tags), at each call.
             default_deadline_s: ``[policy] job_deadline_s``.
-            lease_s: ``[cluster] lease_s``; summaries are read every ``lease_s / 3``.
-            disconnect_delay_s: The DC's ``ping_delay_disconnect`` delay (s); the failover
-                bound is ``lease_s + disconnect_delay_s + lease_s / 3`` (the lease expires,
-                the dead node's connection is closed by the DC, another node's next round
-                takes the account).
 
-        The daemon runs `run` in its nursery, passes the `RpcServer` ``doors=`` this, and
-        gives `NodeRegistry.heartbeat` `node_summary` as its status.
+        Summaries are read every ``lease_s / 3``; the failover bound is ``lease_s +
+        disconnect_delay_s + lease_s / 3`` (the lease expires, the dead node's connection is
+        closed by the DC, another node's next round takes the account). The daemon runs
+        `run` in its nursery and passes the `RpcServer` ``doors=`` this.
         """
+        config = cluster.config
         return cls(
-            directory=RegistryDirectory(registry, leases),
-            links=PeerLinks(node=registry.node, token=token),
+            directory=NodeDirectory(cluster),
+            links=PeerLinks(node=cluster.node, token=token),
             accounts=accounts,
             default_deadline_s=default_deadline_s,
-            refresh_s=lease_s / 3,
-            failover_s=lease_s + disconnect_delay_s + lease_s / 3,
+            refresh_s=config.renew_interval_s,
+            failover_s=config.lease_s + config.disconnect_delay_s + config.renew_interval_s,
         )
 
     @property
@@ -633,8 +676,7 @@ class Doors:
         by_account: dict[str, str | None] = dict.fromkeys(sorted(self.accounts()))
         for name in sorted(snap.statuses):
             status = snap.statuses[name]
-            given = status.get("held")
-            held: Mapping[str, Any] = given if isinstance(given, Mapping) else {}
+            held = _held_states(status)
             for account in held:
                 by_account[str(account)] = name
             nodes.append(
@@ -756,8 +798,8 @@ class Doors:
         ranked: list[tuple[int, int, str, str]] = []
         for name, status in self._snapshot.statuses.items():
             rpc = status.get("rpc")
-            held = status.get("held")
-            if name == self.node or not isinstance(rpc, str) or not isinstance(held, Mapping):
+            held = _held_states(status)
+            if name == self.node or not isinstance(rpc, str) or not rpc:
                 continue
             mine = [s for a, s in held.items() if a in matching]
             servable = sum(1 for s in mine if s not in _UNSERVING)

@@ -16,7 +16,7 @@ import trio.testing
 from rich.console import Console
 from test_openrpc import DOC, problems
 
-from mtpoold._forward import Doors, PeerLinks, node_summary
+from mtpoold._forward import Doors, NodeDirectory, PeerLinks, node_summary
 from mtpoold._server import RpcServer
 from mtpoold._statusview import render_cluster, render_status
 
@@ -177,3 +177,79 @@ async def test_status_without_cluster_is_unchanged() -> None:
     stats = cattrs.unstructure(FakePool().statistics())
     assert "cluster" not in stats
     assert "Nodes" not in render(render_status(stats))
+
+
+@attrs.define(eq=False)
+class FakeBook:
+    held: set[str]
+
+    def lease(self, account_id: str) -> object | None:
+        return object() if account_id in self.held else None
+
+
+@attrs.define(eq=False)
+class FakeRegistry:
+    summaries: dict[str, dict[str, Any]]
+
+    async def statuses(self) -> dict[str, dict[str, Any]]:
+        await trio.lowlevel.checkpoint()
+        return self.summaries
+
+
+@attrs.define(eq=False)
+class FakeClusterNode:
+    """The part of `mtpoold._clusterrun.ClusterNode` `NodeDirectory` reads."""
+
+    node: str
+    book: FakeBook
+    registry: FakeRegistry
+    live_nodes: dict[str, dict[str, Any]]
+
+    async def fetch_holders(self, account_ids: Sequence[str]) -> dict[str, str | None]:
+        await trio.lowlevel.checkpoint()
+        return dict.fromkeys(account_ids, "node-b")
+
+
+async def test_node_directory_reads_summaries_with_held_lists_and_rpc_from_node_records(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """The cluster task's own summary (``held`` a list of ids, lanes without capacity) with
+    the ``rpc`` address from the node records of its heartbeat."""
+    summaries = {
+        "node-a": {"node": "node-a", "held": ["acct-00"], "lanes": []},
+        "node-b": {
+            "node": "node-b",
+            "held": ["acct-01", "acct-02"],
+            "lanes": [{"key": "p1", "name": "p1", "in_flight": 0, "waiting": 0, "calls": 3}],
+        },
+    }
+    cluster = FakeClusterNode(
+        node="node-a",
+        book=FakeBook({"acct-00"}),
+        registry=FakeRegistry(summaries),
+        live_nodes={"node-a": {"rpc": "10.0.0.1:8765"}, "node-b": {"rpc": "10.0.0.2:8765"}},
+    )
+    directory = NodeDirectory(cluster)  # type: ignore[arg-type]
+    assert directory.node == "node-a"
+    assert directory.holds("acct-00") and not directory.holds("acct-01")
+    assert await directory.holders(["acct-01"]) == {"acct-01": "node-b"}
+    doors = Doors(
+        directory=directory,
+        links=PeerLinks(node="node-a", token=TOKEN),
+        accounts=lambda: ACCOUNTS,
+        default_deadline_s=60.0,
+        refresh_s=5.0,
+        failover_s=35.0,
+    )
+    await doors.refresh()
+    status = doors.cluster_status()
+    assert [(n["name"], n["rpc"], n["held"]) for n in status["nodes"]] == [
+        ("node-a", "10.0.0.1:8765", 1),
+        ("node-b", "10.0.0.2:8765", 2),
+    ]
+    assert status["holders"]["acct-02"] == "node-b"
+    assert status["unheld"] == 9
+    assert doors._candidates(("main",)) == [("node-b", "10.0.0.2:8765")]
+    text = render(render_cluster(status))
+    assert max(len(line) for line in text.splitlines()) <= 80
+    assert "0/-" in text  # a lane whose capacity the summary left out

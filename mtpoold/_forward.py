@@ -73,6 +73,7 @@ __all__ = [
     "ClusterDirectory",
     "Doors",
     "ForwardableJob",
+    "configured_accounts",
     "NodeDirectory",
     "PeerLinks",
     "PeerLost",
@@ -329,6 +330,24 @@ class PeerLinks:
         for conns in idle.values():
             for conn in conns:
                 await trio.aclose_forcefully(conn.stream)
+
+
+def configured_accounts(
+    current: Callable[[], Any],
+) -> Callable[[], Mapping[str, tuple[str, ...]]]:
+    """`Doors`' ``accounts`` for a config that a reload may replace: ``current()`` returns the
+    config in force (an `mtpoold.Config`); its accounts' tags by id are built once per config
+    object, not per job."""
+    seen: list[Any] = [None, {}]
+
+    def accounts() -> Mapping[str, tuple[str, ...]]:
+        config = current()
+        if seen[0] is not config:
+            seen[:] = [config, {a.id: tuple(a.tags) for a in config.accounts}]
+        result: Mapping[str, tuple[str, ...]] = seen[1]
+        return result
+
+    return accounts
 
 
 def rpc_address(listen: str, *, host: str | None = None) -> str:

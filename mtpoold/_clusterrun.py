@@ -298,7 +298,7 @@ class ClusterNode:
                     "calls": lane.calls,
                     "cooldown_remaining_s": lane.cooldown_remaining_s,
                 }
-                for lane in stats.lanes
+                for lane in stats.proxies
             ],
             "cause": self.cause,
         }
@@ -518,6 +518,9 @@ class ClusterNode:
             try:
                 if held:
                     await self.book.release(held)
+                # leave the registry now, so the others take the accounts over at their next
+                # round instead of after this node's key expires (a rolling restart's gap)
+                await self.link.command("DEL", self.link.key("node", self.node))
             except ClusterUnavailable as exc:
                 self.note_unavailable(exc.cause)
 

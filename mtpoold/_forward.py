@@ -666,7 +666,17 @@ class Doors:
         try:
             statuses = dict(await self.directory.statuses())
         except Exception as exc:  # ClusterUnavailable, or a bug in a peer's summary
-            self._snapshot = attrs.evolve(self._snapshot, cause=_cause_of(exc))
+            cause = _cause_of(exc)
+            if cause != self._snapshot.cause:
+                log_event(
+                    _log,
+                    logging.WARNING,
+                    "cluster_status_unread",
+                    node=self.node,
+                    cause=cause,
+                    exc_info=not hasattr(exc, "cause"),  # not Redis's: a bug, with its trace
+                )
+            self._snapshot = attrs.evolve(self._snapshot, cause=cause)
         else:
             self._snapshot = _Snapshot(at=trio.current_time(), statuses=statuses)
 

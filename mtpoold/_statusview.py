@@ -157,6 +157,7 @@ _STATE_STYLE: dict[str, str] = {
     AccountState.COOLDOWN: "yellow",
     AccountState.DISABLED: "red",
     AccountState.RETIRED: "dim",
+    AccountState.REMOTE: "dim",
 }
 
 
@@ -789,7 +790,8 @@ def render_cluster(
         else:
             per_node.setdefault(str(holder), []).append(str(account))
     parts: list[RenderableType] = [_cluster_summary(cluster, nodes), Text("")]
-    parts.append(_nodes_table(nodes, cluster.get("node"), None if wide else per_node))
+    on_rows = None if wide or not holders else per_node  # a summary reply has no holders
+    parts.append(_nodes_table(nodes, cluster.get("node"), on_rows))
     lanes, rest = _cluster_lanes_table(nodes, wide=wide, limit=limit)
     if lanes.row_count:
         parts.append(lanes)

@@ -156,10 +156,11 @@ def _closed_by_peer(stream: trio.abc.Stream) -> bool:
     if sock is None:
         return False
     try:
-        readable, _, _ = select.select([sock.fileno()], [], [], 0)
+        poller = select.poll()
+        poller.register(sock.fileno(), select.POLLIN)
+        return bool(poller.poll(0))  # readable, hung up or in error: not reused
     except (OSError, ValueError):
         return True
-    return bool(readable)
 
 
 @attrs.define(eq=False)

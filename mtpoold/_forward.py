@@ -46,6 +46,7 @@ core's `NodeRegistry` and `LeaseBook`), so the single-node path imports none of 
 
 from __future__ import annotations
 
+import enum
 import json
 import logging
 import math
@@ -102,7 +103,7 @@ CONNECTIONS_PER_PEER: Final = 64
 MAX_REPLY_BYTES: Final = 64 * 2**20
 _READ_BYTES: Final = 65536
 #: Account states a peer cannot serve a job on soon (its summary's ``held`` values).
-_UNSERVING: Final = frozenset({"cooldown", "disabled", "retired"})
+_UNSERVING: Final = frozenset({"cooldown", "disabled", "retired", "draining"})
 
 
 # --- the transport: keep-alive POST /rpc to peers -------------------------------------------------
@@ -465,13 +466,19 @@ class NodeDirectory:
 
 def _held_states(status: Mapping[str, Any]) -> Mapping[str, str]:
     """A summary's held accounts -> their state: ``held`` as a mapping (`node_summary`) or a
-    list of ids (states unknown: ``"held"``)."""
+    list of ids (states unknown: ``"held"``); those in its ``draining`` list: ``"draining"``."""
     held = status.get("held")
     if isinstance(held, Mapping):
-        return {str(a): str(s) for a, s in held.items()}
-    if isinstance(held, list | tuple):
-        return dict.fromkeys(map(str, held), "held")
-    return {}
+        states = {str(a): str(s) for a, s in held.items()}
+    elif isinstance(held, list | tuple):
+        states = dict.fromkeys(map(str, held), "held")
+    else:
+        return {}
+    draining = status.get("draining")
+    for account in draining if isinstance(draining, list | tuple) else ():
+        if str(account) in states:
+            states[str(account)] = "draining"  # on its way to another node
+    return states
 
 
 def node_summary(
@@ -495,17 +502,11 @@ def node_summary(
         "calls", "cooldown_remaining_s"}], "lanes_more": int}`` — ids, counts and seconds
         only (no secret, no personal data).
     """
-    import cattrs
-
-    doc: Mapping[str, Any] = stats if isinstance(stats, Mapping) else cattrs.unstructure(stats)
-    states = {
-        str(a.get("id")): str(a.get("state"))
-        for a in doc.get("accounts") or ()
-        if isinstance(a, Mapping)
-    }
+    accounts = _field(stats, "accounts") or ()
+    states = {str(_field(a, "id")): str(_field(a, "state")) for a in accounts}
     lanes = [
         {
-            k: p.get(k)
+            k: _field(p, k)
             for k in (
                 "key",
                 "name",
@@ -517,20 +518,27 @@ def node_summary(
                 "cooldown_remaining_s",
             )
         }
-        for p in doc.get("proxies") or ()
-        if isinstance(p, Mapping)
+        for p in _field(stats, "proxies") or ()
     ]
     lanes.sort(key=lambda p: (-_number(p.get("in_flight")), -_number(p.get("waiting"))))
     return {
         "node": node,
         "rpc": rpc,
-        "jobs_in_flight": doc.get("jobs_in_flight"),
-        "jobs_ok": doc.get("jobs_ok"),
-        "jobs_failed": doc.get("jobs_failed"),
+        "jobs_in_flight": _field(stats, "jobs_in_flight"),
+        "jobs_ok": _field(stats, "jobs_ok"),
+        "jobs_failed": _field(stats, "jobs_failed"),
         "held": {a: states.get(a, "held") for a in sorted(held)},
         "lanes": lanes[:lanes_limit],
         "lanes_more": max(0, len(lanes) - lanes_limit),
     }
+
+
+def _field(obj: Any, name: str) -> Any:
+    """``obj[name]`` of a JSON form, ``obj.name`` of a statistics snapshot, None if absent."""
+    if isinstance(obj, Mapping):
+        return obj.get(name)
+    value = getattr(obj, name, None)
+    return value.value if isinstance(value, enum.Enum) else value
 
 
 def _number(value: object) -> float:

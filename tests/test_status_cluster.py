@@ -253,3 +253,24 @@ async def test_node_directory_reads_summaries_with_held_lists_and_rpc_from_node_
     text = render(render_cluster(status))
     assert max(len(line) for line in text.splitlines()) <= 80
     assert "0/-" in text  # a lane whose capacity the summary left out
+
+
+async def test_forwarding_prefers_a_peer_whose_matching_accounts_are_not_leaving(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """node-b holds two matching accounts, both draining (on their way to another node);
+    node-c one that stays: node-c is asked first."""
+    summaries = {
+        "node-b": {"held": ["acct-01", "acct-02"], "draining": ["acct-01", "acct-02"]},
+        "node-c": {"held": ["acct-03"]},
+    }
+    cluster = FakeClusterNode(
+        node="node-a",
+        book=FakeBook(set()),
+        registry=FakeRegistry(summaries),
+        live_nodes={n: {"rpc": f"{n}:8765"} for n in ("node-a", "node-b", "node-c")},
+    )
+    doors = make_doors(Directory("node-a", {}))
+    doors.directory = NodeDirectory(cluster)  # type: ignore[arg-type]
+    await doors.refresh()
+    assert doors._candidates(("main",)) == [("node-c", "node-c:8765"), ("node-b", "node-b:8765")]

@@ -342,6 +342,10 @@ class AccountWorker:
             self._cut_cause = None
             self._in_call = False
             try:
+                if self.remote_reason is not None:
+                    # cluster mode: held back (a drain, a cut-off) after this job reserved
+                    # the account; nothing may start, not even a connect
+                    raise LeaseUnconfirmed(self.id, self.remote_reason)
                 with trio.CancelScope() as run_scope:
                     self._run_scope = run_scope
                     client = await self._ensure_connected(judge, on_abandoned, progress)

@@ -166,7 +166,8 @@ def open_pool(
         store: A :class:`mtpoold._store.StateStore` to load from and write verdicts to.
         lock_sessions: Hold every account's session with an exclusive ``flock`` while the
             pool uses it (default; the daemon does too). Raises ``SessionLocked`` if one is
-            held. False only for tests that deliberately share sessions.
+            held. False only for tests that deliberately share sessions. Cluster mode takes
+            no session locks: the leases make a session exclusive across the nodes.
         wall_clock: UNIX time in seconds, used to store cooldowns across restarts.
         rng: Source of the gates' jitter.
 
@@ -179,6 +180,10 @@ def open_pool(
         ``ConfigError`` (an account that cannot be used, an unreadable Redis password file)
         or ``SessionLocked`` before any task exists.
     """
+    if config.cluster is not None:
+        # The cluster's leases make an account's session exclusive across every node (and
+        # several nodes may share one host); a host-wide session lock would refuse them.
+        lock_sessions = False
     telegram = telethon_side(client_factory=client_factory, lock_sessions=lock_sessions)
     if config.cluster is not None:  # several nodes through Redis; else no Redis import at all
         return _open_cluster_pool(config, telegram, store=store, wall_clock=wall_clock, rng=rng)

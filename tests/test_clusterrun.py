@@ -465,3 +465,52 @@ async def test_a_lost_lease_starts_no_call(
             assert "a1" not in a.held
             stats = {s.id: s for s in pool.statistics().accounts}
             assert stats["a1"].state is AccountState.REMOTE
+
+
+async def test_a_node_joining_takes_its_share_after_the_call_in_flight_and_never_overlaps(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    from _fakeclient import Sleep
+
+    r = FakeRedis()
+    a, b = _node(r, "node-a"), _node(r, "node-b")
+    world = World()
+    overlaps: list[tuple[str, float]] = []
+
+    async def watch() -> None:  # any account connected on two nodes at once?
+        while True:
+            for acc_id in ACCOUNTS:
+                up = [c for c in world.clients if c.account == acc_id and c.connected]
+                if len(up) > 1:
+                    overlaps.append((acc_id, trio.current_time()))
+            await trio.sleep(0.01)
+
+    moving = sorted(x for x in ACCOUNTS if _preferred(x, ["node-a", "node-b"]) == "node-b")
+    assert moving
+    async with open_aio_loop(), trio.open_nursery() as nursery:
+        nursery.start_soon(watch)
+        async with _running(_config(tmp_path), a, world) as pool_a:
+            await trio.sleep(LEASE_S)
+            assert set(a.held) == set(ACCOUNTS)
+            slow = moving[0]
+            world.script(slow, Sleep(4.0, {"slow": True}))
+            async with trio.open_nursery() as jobs:
+
+                async def slow_job() -> None:
+                    result = await pool_a.invoke("help.GetConfig", {}, account=slow)
+                    assert result.value == {"slow": True}
+
+                jobs.start_soon(slow_job)
+                await trio.sleep(0.5)  # the slow call is in flight on node a
+                async with _running(_config(tmp_path / "b"), b, world) as pool_b:
+                    await trio.sleep(LEASE_S)
+                    # the others moved at once; the busy one waits for its call
+                    assert set(moving) - {slow} <= set(b.held)
+                    assert slow not in b.held
+                    stats = {s.id: s for s in pool_a.statistics().accounts}
+                    assert stats[slow].state is AccountState.REMOTE  # draining
+                    await trio.sleep(2 * LEASE_S)
+                    assert set(b.held) == set(moving)
+                    assert (await pool_b.invoke("help.GetConfig", {}, account=slow)).meta.account
+        nursery.cancel_scope.cancel()
+    assert overlaps == []

@@ -720,20 +720,24 @@ def _nodes_table(
 def _cluster_lanes_table(
     nodes: Sequence[Mapping[str, Any]], *, wide: bool, limit: int
 ) -> tuple[_Grid, int]:
-    table = _table("Lanes by node")
-    _column(table, "node", ratio=1)
-    _column(table, "proxy", ratio=2)
-    _column(table, "type")
-    _column(table, "load", right=True)
-    _column(table, "queue", right=True)
-    _column(table, "calls", right=True)
-    _column(table, "cooldown", right=True)
     rows: list[tuple[str, Mapping[str, Any]]] = [
         (str(n.get("name", _DASH)), p)
         for n in nodes
         for p in n.get("lanes") or ()
         if isinstance(p, Mapping)
     ]
+    # a summary may leave out a lane's type and capacity: then so does the table
+    typed = any(p.get("type") is not None for _, p in rows)
+    sized = any(p.get("capacity") is not None for _, p in rows)
+    table = _table("Lanes by node")
+    _column(table, "node", ratio=1)
+    _column(table, "proxy", ratio=2)
+    if typed:
+        _column(table, "type")
+    _column(table, "load" if sized else "in flight", right=True)
+    _column(table, "queue", right=True)
+    _column(table, "calls", right=True)
+    _column(table, "cooldown", right=True)
     rest = 0
     if not wide and len(rows) > limit:
         # the busiest first: what is in flight or queued, then what cools
@@ -747,15 +751,17 @@ def _cluster_lanes_table(
         rows.sort(key=lambda r: r[0])
     for name, p in rows:
         cooldown = _num(p.get("cooldown_remaining_s"))
-        table.add_row(
-            _cell(name),
-            _cell(p.get("name") or p.get("key")),
-            _cell(p.get("type")),
-            Text(f"{p.get('in_flight', _DASH)}/{p.get('capacity', _DASH)}"),
+        row = [_cell(name), _cell(p.get("name") or p.get("key"))]
+        if typed:
+            row.append(_cell(p.get("type")))
+        in_flight = p.get("in_flight", _DASH)
+        row += [
+            Text(f"{in_flight}/{p.get('capacity', _DASH)}" if sized else str(in_flight)),
             _cell(p.get("waiting")),
             _cell(p.get("calls")),
             Text(format_short(cooldown), style="yellow" if cooldown > 0 else ""),
-        )
+        ]
+        table.add_row(*row)
     rest += sum(int(_num(n.get("lanes_more"))) for n in nodes)
     return table, rest
 

@@ -26,7 +26,8 @@ one shared bearer token). The rule (``README.md`` "Cluster" repeats it for users
   peers holding matching accounts, the one with the most matching accounts that are not
   cooling, disabled or retired first (from the peers' status summaries, refreshed every
   renew interval). A peer that answers NO_ACCOUNT_AVAILABLE with no attempt, or cannot be
-  reached, passes the job to the next; the last answer is the reply.
+  reached, passes the job to the next; the last answer is the reply. While the summaries
+  cannot be read (Redis unreachable) the local answer is the reply.
 * **Exactly one reply.** The reply of a forwarded job is the peer's reply as it sent it
   (result, or error object with its code and ``data``). A peer that goes away after the
   request was sent (connection lost before a complete reply) makes the job fail with
@@ -850,6 +851,8 @@ class Doors:
         self, job: ForwardableJob, deadline_at: float, local_failure: JobFailed
     ) -> Any:
         last: JobFailed | RpcError = local_failure
+        if self._snapshot.cause is not None:
+            raise local_failure  # Redis unreachable: no peer can confirm a lease either
         for name, rpc in self._candidates(job.tags):
             if trio.current_time() >= deadline_at:
                 break

@@ -459,6 +459,18 @@ async def test_tagged_job_no_local_account_can_serve_goes_to_a_node_holding_matc
         assert c.nodes["c"].pool.calls == []
 
 
+async def test_tagged_job_is_not_forwarded_while_redis_is_unreachable(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with cluster(HELD, pools={"a": NoAccountPool()}) as c:
+        c.shared.redis_down = True
+        await c.nodes["a"].doors.refresh()
+        async with open_client(c.nodes["a"].listener, AUTH) as ws:
+            reply = await job(ws, invoke(tags=["big"]))
+        assert reply["error"]["message"] == "no account matches tags big"  # the local answer
+        assert c.nodes["b"].pool.calls == []
+
+
 async def test_tagged_job_that_made_attempts_is_not_forwarded(
     autojump_clock: trio.testing.MockClock,
 ) -> None:

@@ -614,6 +614,10 @@ class Doors:
     refresh_s: float
     failover_s: float
     _snapshot: _Snapshot = attrs.field(init=False, factory=_Snapshot)
+    _in_flight: dict[int, tuple[str, str | None, str, float]] = attrs.field(
+        init=False, factory=dict
+    )  # forwarded jobs: method, account, node, trio time sent
+    _next_id: int = attrs.field(init=False, default=0)
     _refreshed: trio.Event = attrs.field(init=False, factory=trio.Event)
     #: Jobs forwarded and their outcome (status, tests): "ok", "error", "lost", "unreachable".
     forwarded: dict[str, int] = attrs.field(init=False, factory=dict)
@@ -889,27 +893,14 @@ class Doors:
         log_event(
             _log, logging.DEBUG, "job_forwarded", node=name, method=job.method, account=job.account
         )
-        with trio.move_on_at(deadline_at + DEADLINE_GRACE_S) as waited:
-            try:
-                reply = await self.links.call(rpc, request)
-            except PeerUnreachable as exc:
-                self._count("unreachable")
-                if exc.http_status in (401, 403):  # a cluster whose nodes do not share a token
-                    log_event(_log, logging.ERROR, "peer_refused", node=name, cause=exc.cause)
-                else:
-                    log_event(_log, logging.INFO, "peer_unreachable", node=name, cause=exc.cause)
-                raise
-            except PeerLost as exc:
-                self._count("lost")
-                log_event(_log, logging.WARNING, "peer_lost", node=name, cause=exc.cause)
-                raise JobFailed(
-                    ErrorClass.STREAM_CLOSED,
-                    f"node {name} went away mid-job ({exc.cause}); whether it made the call is"
-                    f" unknown; its accounts move to another node within {self.failover_s:g} s",
-                    retry_after_s=self.failover_s,
-                    account=job.account,
-                    attempts=1,
-                ) from None
+        self._next_id += 1
+        key = self._next_id
+        self._in_flight[key] = (job.method, job.account, name, trio.current_time())
+        try:
+            with trio.move_on_at(deadline_at + DEADLINE_GRACE_S) as waited:
+                reply = await self._call(name, rpc, request, job)
+        finally:
+            del self._in_flight[key]
         if waited.cancelled_caught:
             self._count("lost")
             raise JobFailed(
@@ -935,6 +926,40 @@ class Doors:
             raise error
         self._count("ok")
         return reply.get("result")
+
+    async def _call(
+        self, name: str, rpc: str, request: Mapping[str, Any], job: ForwardableJob
+    ) -> Any:
+        """`PeerLinks.call`, counted and logged; a lost peer is STREAM_CLOSED."""
+        try:
+            return await self.links.call(rpc, request)
+        except PeerUnreachable as exc:
+            self._count("unreachable")
+            if exc.http_status in (401, 403):  # a cluster whose nodes do not share a token
+                log_event(_log, logging.ERROR, "peer_refused", node=name, cause=exc.cause)
+            else:
+                log_event(_log, logging.INFO, "peer_unreachable", node=name, cause=exc.cause)
+            raise
+        except PeerLost as exc:
+            self._count("lost")
+            log_event(_log, logging.WARNING, "peer_lost", node=name, cause=exc.cause)
+            raise JobFailed(
+                ErrorClass.STREAM_CLOSED,
+                f"node {name} went away mid-job ({exc.cause}); whether it made the call is"
+                f" unknown; its accounts move to another node within {self.failover_s:g} s",
+                retry_after_s=self.failover_s,
+                account=job.account,
+                attempts=1,
+            ) from None
+
+    def forwarding(self) -> list[dict[str, Any]]:
+        """The jobs this node has forwarded and waits for, oldest first, for ``jobs``:
+        ``[{"method", "account", "node", "age_s"}]`` (account None for a free job)."""
+        now = trio.current_time()
+        return [
+            {"method": method, "account": account, "node": node, "age_s": round(now - at, 3)}
+            for method, account, node, at in self._in_flight.values()
+        ]
 
     def _count(self, outcome: str) -> None:
         self.forwarded[outcome] = self.forwarded.get(outcome, 0) + 1

@@ -889,7 +889,10 @@ class RpcServer:
                 status["cluster"] = self.doors.cluster_status(holders=not params.summary)
             return status
         if method == "jobs":
-            return {"jobs": [cattrs.unstructure(job) for job in self.pool.jobs()]}
+            jobs: dict[str, Any] = {"jobs": [cattrs.unstructure(job) for job in self.pool.jobs()]}
+            if self.doors is not None:
+                jobs["forwarded"] = self.doors.forwarding()
+            return jobs
         if isinstance(params, CancelParams):
             call = conn.calls.get(_key(params.id))
             if call is None:

@@ -929,7 +929,8 @@ def _origin(job: Mapping[str, Any]) -> str:
 def render_jobs(reply: Mapping[str, Any]) -> RenderableType:
     """Build the ``mtpoold jobs`` view from the ``jobs`` reply (``{"jobs": [JobStatistics
     ...]}``): two lines per job in flight, oldest first — its row (the method whole at 80
-    columns), then its state and what it waits for below it.
+    columns), then its state and what it waits for below it; in cluster mode then the jobs
+    forwarded to other nodes (``forwarded``: node, method, account, age).
 
     Args:
         reply: The ``jobs`` reply.
@@ -952,4 +953,20 @@ def render_jobs(reply: Mapping[str, Any]) -> RenderableType:
             Text(format_short(j.get("deadline_left_s"))),
             note=Text(_waits_for(j)),
         )
-    return table
+    forwarded = [f for f in reply.get("forwarded") or () if isinstance(f, Mapping)]
+    if not forwarded:
+        return table
+    peers = _table(None)
+    _column(peers, "node", ratio=1)
+    _column(peers, "method", ratio=1)
+    _column(peers, "account", ratio=1)
+    _column(peers, "age", right=True)
+    for f in forwarded:
+        peers.add_row(
+            _cell(f.get("node")),
+            _cell(f.get("method")),
+            Text(str(f["account"]) if f.get("account") else "any"),
+            Text(format_short(f.get("age_s"))),
+        )
+    title = Text(f"Forwarded to other nodes, waiting for their reply ({len(forwarded)})")
+    return Group(table, Text(""), title, peers)

@@ -6,6 +6,7 @@ the autojump clock. Jobs come in over the websocket of node a; forwarded ones go
 
 from __future__ import annotations
 
+import io
 import json
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
@@ -15,6 +16,9 @@ import attrs
 import pytest
 import trio
 import trio.testing
+from rich.console import Console
+from test_openrpc import METHODS as DOC_METHODS
+from test_openrpc import problems
 from trio_websocket import WebSocketConnection
 
 from mtpoold._errors import ErrorClass, JobFailed
@@ -28,6 +32,7 @@ from mtpoold._forward import (
 )
 from mtpoold._rpc import CANCELLED, JOB_FAILED, NO_ACCOUNT_AVAILABLE
 from mtpoold._server import RpcServer
+from mtpoold._statusview import render_jobs
 
 from _fakepool import FakePool
 from _memlisten import MemoryListener, open_client
@@ -202,6 +207,12 @@ async def cancelled(pool: FakePool) -> None:
         await pool._changed.wait()
 
 
+def render_text(renderable: Any) -> str:
+    out = io.StringIO()
+    Console(file=out, width=80, color_system=None).print(renderable)
+    return out.getvalue()
+
+
 def invoke(method: str = "echo", **options: Any) -> dict[str, Any]:
     return {"method": method, "args": {"x": 1}, "options": options}
 
@@ -323,6 +334,32 @@ async def test_cancel_of_the_original_job_cancels_the_forwarded_one(
             await cancelled(b.pool)
         assert b.pool.waiting == 0
         assert a.doors.links.idle_connections() == 0  # a cancelled exchange is not reused
+
+
+async def test_jobs_lists_the_forwarded_jobs_waiting_for_their_peer(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with cluster(HELD) as c:
+        a, b = c.nodes["a"], c.nodes["b"]
+        async with open_client(a.listener, AUTH) as ws:
+            await rpc(ws, 1, "invoke", invoke("wait", account="b1"))
+            await b.pool.wait_waiting(1)
+            await trio.sleep(3.0)
+            await rpc(ws, 2, "jobs", {})
+            listing = await recv(ws)
+            b.pool.release.set()
+            assert "result" in await recv(ws)
+            await rpc(ws, 3, "jobs", {})
+            after = await recv(ws)
+        assert listing["result"]["forwarded"] == [
+            {"method": "invoke", "account": "b1", "node": "b", "age_s": 3.0}
+        ]
+        assert after["result"]["forwarded"] == []
+        schema = DOC_METHODS["jobs"]["result"]["schema"]
+        assert problems(listing["result"], schema) == []
+        text = render_text(render_jobs(listing["result"]))
+        assert "Forwarded to other nodes, waiting for their reply (1)" in text
+        assert max(len(line) for line in text.splitlines()) <= 80
 
 
 async def test_deadline_of_the_original_job_ends_the_forwarded_one(

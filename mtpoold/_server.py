@@ -33,6 +33,12 @@ The same listener also answers JSON-RPC over plain HTTP ``POST /rpc`` (`mtpoold.
 trio-websocket, anything else to `mtpoold._httprpc.serve_http`; both transports go through
 the one dispatcher (`_dispatch`), the same door (`RpcServer.refusal`) and the same limits.
 
+Cluster mode (``doors``, `mtpoold._forward.Doors`): a client's job goes through the doors,
+which run it on this node's pool or forward it to the node holding its account and answer
+with that node's reply; a request carrying the hop marker (``Mtpoold-Forwarded-By``, read by
+`mtpoold._httprpc`) is a peer's and runs here only. ``status`` then adds ``cluster`` and
+``jobs`` adds ``forwarded``; both stay inline (the doors answer from what they last read).
+
 The server depends only on the pool's public API (`PoolAPI`, as in ``docs/CONTRACTS.md``).
 """
 

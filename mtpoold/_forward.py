@@ -24,7 +24,7 @@ one shared bearer token). The rule (``README.md`` "Cluster" repeats it for users
   pool answers NO_ACCOUNT_AVAILABLE **having made no attempt** (no local account matches the
   tags, or none can start before the deadline) and time is left, the job is forwarded to the
   peers holding matching accounts, the one with the most matching accounts that are not
-  cooling, disabled or retired first (from the peers' status summaries, refreshed every
+  cooling, disabled, retired or draining first (from the peers' status summaries, refreshed every
   renew interval). A peer that answers NO_ACCOUNT_AVAILABLE with no attempt, or cannot be
   reached, passes the job to the next; the last answer is the reply. While the summaries
   cannot be read (Redis unreachable) the local answer is the reply.
@@ -41,8 +41,10 @@ one shared bearer token). The rule (``README.md`` "Cluster" repeats it for users
 
 Why forwarding and not a Redis stream: ``docs/ARCHITECTURE.md`` ("Cluster").
 
-No Redis here: the cluster is seen through `ClusterDirectory` (`RegistryDirectory` adapts the
-core's `NodeRegistry` and `LeaseBook`), so the single-node path imports none of it.
+No Redis here: the cluster is seen through `ClusterDirectory` (`NodeDirectory` adapts the
+daemon's cluster task, `mtpoold._clusterrun.ClusterNode`; `RegistryDirectory` the core's
+`NodeRegistry` and `LeaseBook`), so the single-node path imports none of it. The daemon
+builds its doors with `Doors.for_cluster` and runs `Doors.run` in its nursery.
 """
 
 from __future__ import annotations

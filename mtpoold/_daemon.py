@@ -27,7 +27,7 @@ from ._compose import open_pool
 from ._config import Config, ProxyConfig, load_config, proxy_key
 from ._daemonfile import remove_daemon_file, write_daemon_file
 from ._errors import ConfigError, redact
-from ._forward import Doors, configured_accounts
+from ._forward import Doors, configured_accounts, rpc_address
 from ._logformat import log_event
 from ._metrics import metrics_registry, serve_metrics
 from ._pool import ReloadSummary
@@ -508,7 +508,7 @@ async def run_daemon(
                     address = await nursery.start(serve)
                     cluster = getattr(pool, "cluster", None)
                     if cluster is not None:  # the registry names where this node listens
-                        cluster.registry.info["rpc"] = str(address)
+                        cluster.registry.info["rpc"] = rpc_address(str(address))
                     if config.metrics is not None:  # GET /metrics, no token (see _metrics)
                         registry = metrics_registry(
                             pool.statistics,

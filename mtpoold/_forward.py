@@ -794,7 +794,9 @@ class Doors:
                 return await local()
             try:
                 holder = (await self.directory.holders([account])).get(account)
-            except Exception:  # ClusterUnavailable: the pool says why it cannot serve
+            except Exception as exc:  # ClusterUnavailable: the pool says why it cannot serve
+                if not hasattr(exc, "cause"):  # not Redis's: a bug, logged with its trace
+                    log_event(_log, logging.ERROR, "holder_lookup_crashed", exc_info=True)
                 return await local()
             if holder == self.node:
                 return await local()  # taken here meanwhile (or lost: the pool says so)

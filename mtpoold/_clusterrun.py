@@ -549,6 +549,9 @@ async def open_cluster_node(
     """
     from ._redislink import open_redis_link
 
+    if shared_state:  # its scripts join the registry before the link loads them
+        from . import _clusterstate  # noqa: F401
+
     password = read_password_file(config.password_file) if config.password_file else None
     async with open_redis_link(
         url=config.redis_url,

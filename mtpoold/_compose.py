@@ -13,6 +13,7 @@ mtpoold`` stays free of Telethon.
 
 from __future__ import annotations
 
+import contextlib
 import random
 import time
 from collections.abc import AsyncIterator, Callable, Collection, Mapping
@@ -128,16 +129,23 @@ async def _open_cluster_pool(
 
                 pool_store = ClusterStore(store, node.state)
             core_side = attrs.evolve(telegram, open_runtime=None)  # the loop is open
-            async with _open_core_pool(
-                config,
-                core_side,
-                store=pool_store,
-                wall_clock=wall_clock,
-                rng=rng,
-                cluster=node,
-            ) as pool:
+            async with contextlib.AsyncExitStack() as stack:
+                opening = _open_core_pool(
+                    config,
+                    core_side,
+                    store=pool_store,
+                    wall_clock=wall_clock,
+                    rng=rng,
+                    cluster=node,
+                )
                 if pool_store is not store:
+                    # the start-up restore reads the local file: nothing of it is queued for
+                    # Redis (an account's shared state arrives with its lease)
+                    with pool_store.quiet():
+                        pool = await stack.enter_async_context(opening)
                     pool_store.cooldown_cause_of = pool.cooldown_cause
+                else:
+                    pool = await stack.enter_async_context(opening)
                 async with node.running(pool):
                     yield pool
 

@@ -10,14 +10,14 @@ from telethon import functions
 from mtpoold.testing import open_relay
 from mtpoold.testing.dc import ConnectionRecord, open_dc, open_telethon_client
 
+from _e2e import wait_until
+
 aio = trio_asyncio.aio_as_trio
 ALICE, BOB = "15550000001", "15550000002"
 
 
 async def _until_closed(*records: ConnectionRecord) -> None:
-    with trio.fail_after(5):
-        while any(r.closed_at is None for r in records):
-            await trio.sleep(0.01)
+    await wait_until(lambda: all(r.closed_at is not None for r in records), what="the close")
 
 
 async def test_two_connections_on_one_auth_key_at_once_are_an_overlap() -> None:

@@ -50,11 +50,11 @@ from ._limits import Limit as Limit
 from ._limits import Limits as Limits
 from ._limits import method_spelling as method_spelling
 from ._server import DC as DC
-from ._server import AuthKeyOverlap as AuthKeyOverlap
-from ._server import ConnectionRecord as ConnectionRecord
 from ._server import DEFAULT_DC_ID as DEFAULT_DC_ID
 from ._server import DEFAULT_SEED as DEFAULT_SEED
+from ._server import AuthKeyOverlap as AuthKeyOverlap
 from ._server import CallRecord as CallRecord
+from ._server import ConnectionRecord as ConnectionRecord
 from ._server import DCStatistics as DCStatistics
 from ._server import WireMessage as WireMessage
 from ._server import WireMessages as WireMessages

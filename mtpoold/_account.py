@@ -12,7 +12,7 @@ import trio
 
 from ._errors import ErrorClass, Failure, RateClassBlocked
 from ._jobs import JobPhase, JobProgress
-from ._lane import ProxyCoolingDown, ProxyLane
+from ._lane import LeaseUnconfirmed, ProxyCoolingDown, ProxyLane
 from ._logformat import log_event
 from ._policy import Verdict
 from ._stats import AccountState, AccountStatistics, ClassState
@@ -63,7 +63,8 @@ class SupportsKeepalive(Protocol):
     """A client that can ping its idle connection (the real client does; doubles may not)."""
 
     async def keepalive_ping(self) -> None:
-        """Send one keepalive ping and wait for the pong."""
+        """Send one keepalive ping and wait for the pong. Cluster mode passes
+        ``disconnect_delay_s`` (the ``ping_delay_disconnect`` delay, s) as a keyword."""
 
 
 @runtime_checkable
@@ -175,6 +176,11 @@ class AccountWorker:
         peer_book: The account's peer memory (`mtpoold._peermemory.AccountPeers`), handed
             to each client it builds that takes one (`SupportsPeerBook`); None: off.
         request_guard: Handed to each client it builds (`SupportsRequestGuard`), or None.
+        ping_disconnect_delay_s: Cluster mode: the ``ping_delay_disconnect`` delay (s) each
+            keepalive ping asks for (the DC closes the connection that long after the last
+            ping: `[cluster] lease_s`), and a ping that is due goes before the next call even
+            while the account is kept busy; None: the client's own delay, and a busy
+            connection needs no ping (single node).
     """
 
     id: str
@@ -188,10 +194,15 @@ class AccountWorker:
     #: This account's peer memory, handed to every client it builds (None: off).
     peer_book: AccountPeers | None = None
     request_guard: RequestGuardLike | None = None
+    ping_disconnect_delay_s: float | None = None
     cooldown_until_at: float = attrs.field(init=False, default=float("-inf"))
     #: The failure behind the latest cooldown (``"FLOOD_WAIT: ..."``), or None.
     cooldown_cause: str | None = attrs.field(init=False, default=None)
     disabled_reason: str | None = attrs.field(init=False, default=None)
+    #: Cluster mode: why this node may not use the account now (its lease is elsewhere,
+    #: unheld, draining or unconfirmed), or None: held here. Set only by the dispatcher
+    #: (`mtpoold._dispatch.Dispatcher.hold_remote` / ``unhold_remote``).
+    remote_reason: str | None = attrs.field(init=False, default=None)
     reserved: bool = attrs.field(init=False, default=False)
     retired: bool = attrs.field(init=False, default=False)
     calls_ok: int = attrs.field(init=False, default=0)
@@ -207,6 +218,12 @@ class AccountWorker:
     _connecting: bool = attrs.field(init=False, default=False)
     _lock: trio.Lock = attrs.field(init=False, factory=trio.Lock)
     _idle_scope: trio.CancelScope | None = attrs.field(init=False, default=None)
+    #: The scope of the connect + call in flight (`cut_off` cancels it), and why it was cut.
+    _run_scope: trio.CancelScope | None = attrs.field(init=False, default=None)
+    _cut_cause: str | None = attrs.field(init=False, default=None)
+    #: When the current connection came up (trio clock, s): cluster mode pings from there.
+    _connected_at: float = attrs.field(init=False, default=float("-inf"))
+    _in_call: bool = attrs.field(init=False, default=False)
     #: The tags, sorted once: statistics of 10,000 accounts must stay cheap.
     sorted_tags: tuple[str, ...] = attrs.field(init=False)
 
@@ -220,11 +237,14 @@ class AccountWorker:
 
     def state(self, now: float | None = None) -> AccountState:
         """The account's `AccountState` at ``now`` (trio clock, s; default: now), the first
-        that holds of retired, disabled, connecting, busy, cooldown, then ready or idle."""
+        that holds of retired, disabled, remote, connecting, busy, cooldown, then ready or
+        idle."""
         if self.retired:
             return AccountState.RETIRED
         if self.disabled_reason is not None:
             return AccountState.DISABLED
+        if self.remote_reason is not None:
+            return AccountState.REMOTE
         if self._connecting:
             return AccountState.CONNECTING
         if self._lock.locked():
@@ -240,10 +260,16 @@ class AccountWorker:
 
     def schedulable_at(self) -> float:
         """When (trio clock, s) neither the account's own cooldown nor its proxy's holds it
-        back; ``inf`` when disabled or retired."""
-        if self.disabled_reason is not None or self.retired:
+        back; ``inf`` when disabled, retired or remote (cluster: not held here)."""
+        if self.out_of_service:
             return float("inf")
         return max(self.cooldown_until_at, self.lane.cooldown_until_at)
+
+    @property
+    def out_of_service(self) -> bool:
+        """Whether no job may take the account: disabled, retired, or (cluster mode) not
+        held by this node (``remote_reason``)."""
+        return self.disabled_reason is not None or self.retired or self.remote_reason is not None
 
     @property
     def connecting(self) -> bool:
@@ -263,9 +289,9 @@ class AccountWorker:
     def ready_at(self) -> float:
         """Earliest time (trio clock, s) this account could start a call, ignoring ``busy``.
 
-        ``inf`` when disabled or retired.
+        ``inf`` when disabled, retired or remote.
         """
-        if self.disabled_reason is not None or self.retired:
+        if self.out_of_service:
             return float("inf")
         return max(self.cooldown_until_at, self.lane.earliest_start_at())
 
@@ -311,14 +337,32 @@ class AccountWorker:
                 is cooling down or out of budget): not judged, not counted as a failure.
         """
         async with self._lock:
+            self._cut_cause = None
+            self._in_call = False
             try:
-                client = await self._ensure_connected(judge, on_abandoned, progress)
-                async with self.lane.slot(progress):
-                    self.last_used_at = trio.current_time()
-                    with trio.fail_after(call_deadline_s):
-                        result = await op(client)
+                with trio.CancelScope() as run_scope:
+                    self._run_scope = run_scope
+                    client = await self._ensure_connected(judge, on_abandoned, progress)
+                    if self._ping_due():
+                        # cluster mode: a due keepalive goes before the next call, busy or not
+                        if not await self._keepalive():
+                            await self._drop_connection()
+                            client = await self._ensure_connected(judge, on_abandoned, progress)
+                    async with self.lane.slot(progress, account=self.id):
+                        self.last_used_at = trio.current_time()
+                        self._in_call = True
+                        with trio.fail_after(call_deadline_s):
+                            result = await op(client)
+                if run_scope.cancelled_caught:  # `cut_off`: the lease ran out
+                    await self._drop_connection()
+                    raise LeaseUnconfirmed(
+                        self.id, self._cut_cause or "lease ran out", in_call=self._in_call
+                    )
             except trio.Cancelled:
                 await self._drop_connection()
+                raise
+            except LeaseUnconfirmed:
+                await self._drop_connection()  # no lease: no connection either
                 raise
             except (ProxyCoolingDown, RateClassBlocked):
                 raise  # nothing was sent: not a failure of the account or the proxy
@@ -332,6 +376,9 @@ class AccountWorker:
                 if verdict.reconnect:
                     await self._drop_connection()
                 raise Judged(failure, verdict) from cause
+            finally:
+                self._run_scope = None
+                self._in_call = False
             self.calls_ok += 1
             self.last_used_at = trio.current_time()
             return result
@@ -354,7 +401,9 @@ class AccountWorker:
         client = self._client
         started_at: float | None = None
         try:
-            async with self.lane.slot(progress, JobPhase.CONNECTING):
+            async with self.lane.slot(
+                progress, JobPhase.CONNECTING, account=self.id, connecting=True
+            ):
                 started_at = trio.current_time()
                 try:
                     with trio.move_on_after(self.connect_timeout_s) as scope:
@@ -389,7 +438,7 @@ class AccountWorker:
             raise
         finally:
             self._connecting = False
-        self.last_used_at = trio.current_time()
+        self.last_used_at = self._connected_at = trio.current_time()
         self._start_idle_watch()
         return client
 
@@ -420,7 +469,10 @@ class AccountWorker:
         next keepalive ping, whichever comes first."""
         assert self.last_used_at is not None
         idle_at = self.last_used_at + self.idle_disconnect_s
-        ping_at = max(self.last_used_at, self.last_ping_at) + self.keepalive_interval_s
+        if self.ping_disconnect_delay_s is not None:  # calls do not reset the DC's timer
+            ping_at = max(self._connected_at, self.last_ping_at) + self.keepalive_interval_s
+        else:
+            ping_at = max(self.last_used_at, self.last_ping_at) + self.keepalive_interval_s
         return min(idle_at, ping_at)
 
     def quiesce(self) -> None:
@@ -452,8 +504,12 @@ class AccountWorker:
                     self._lock.acquire_nowait()
                 except trio.WouldBlock:
                     # A call holds the account (its traffic keeps the connection alive); it
-                    # bumps last_used_at when it ends.
-                    self.last_ping_at = now
+                    # bumps last_used_at when it ends. Cluster mode: the ping stays due and
+                    # goes before the next call (`run`).
+                    if self.ping_disconnect_delay_s is None:
+                        self.last_ping_at = now
+                    else:
+                        await self._wait_unlocked()
                     if now >= idle_at:
                         await trio.sleep(self.idle_disconnect_s)
                     continue
@@ -493,12 +549,17 @@ class AccountWorker:
         if client is None or ping is None or not client.is_connected():
             return client is not None and client.is_connected()
         try:
-            async with self.lane.slot():
+            async with self.lane.slot(account=self.id):
                 self.last_ping_at = trio.current_time()
                 with trio.fail_after(self.connect_timeout_s):
-                    await ping()
+                    if self.ping_disconnect_delay_s is None:
+                        await ping()
+                    else:
+                        await ping(disconnect_delay_s=self.ping_disconnect_delay_s)
         except ProxyCoolingDown:
             return True  # no traffic through a cooling proxy; the connection may idle out
+        except LeaseUnconfirmed:
+            return False  # no lease, no connection: the caller drops it
         except (Exception, trio.TooSlowError) as exc:
             log_event(
                 log,
@@ -510,6 +571,34 @@ class AccountWorker:
             )
             return False
         return True
+
+    def _ping_due(self) -> bool:
+        """Cluster mode: whether the connection's keepalive ping is due (``keepalive_interval_s``
+        since the last ping or connect), so it goes before the next call."""
+        if self.ping_disconnect_delay_s is None or not self.connected:
+            return False
+        since_at = max(self.last_ping_at, self._connected_at)
+        return trio.current_time() >= since_at + self.keepalive_interval_s
+
+    async def _wait_unlocked(self) -> None:
+        """The idle watcher waits for the call holding the account to end (cluster mode:
+        the ping it could not send is due before the next call)."""
+        async with self._lock:
+            pass
+
+    def cut_off(self, cause: str) -> None:
+        """Cluster mode: the account's lease ran out (or was lost): the connect or call in
+        flight, if any, is cancelled at once and ends with `LeaseUnconfirmed` (its
+        connection dropped); an idle connection is closed by `drop_now`. Synchronous: the
+        cluster task calls it when the lease's local validity ends."""
+        self._cut_cause = cause
+        if self._run_scope is not None:
+            self._run_scope.cancel()
+
+    async def drop_now(self) -> None:
+        """Close the connection now, whoever holds the account (a call in flight is cut off
+        first with `cut_off`); shielded, bounded. Cluster mode: the lease ran out."""
+        await self._drop_connection()
 
     async def _drop_connection(self) -> None:
         """Disconnect the client (kept for the next connect); shielded, bounded, safe any time."""
@@ -541,6 +630,12 @@ class AccountWorker:
             self._client = None
             if client_factory is not None:
                 self.client_factory = client_factory
+
+    async def disconnect_when_free(self) -> None:
+        """Once no call holds the account, close its connection (the client is kept).
+        Cluster mode: the drain before the lease is released."""
+        async with self._lock:
+            await self._drop_connection()
 
     async def aclose(self) -> None:
         """Close the connection at pool shutdown; waits for no lock (the pool is closing)."""

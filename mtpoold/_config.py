@@ -45,6 +45,7 @@ from ._validation import join as _join
 
 __all__ = [
     "AccountConfig",
+    "ClusterConfig",
     "Config",
     "DaemonConfig",
     "MetricsConfig",
@@ -640,6 +641,115 @@ class MetricsConfig:
     per_account: bool = False
 
 
+_REDIS_URL_RE: Final = re.compile(r"(?:redis|rediss)://[^/?#\s]+(?:/\d+)?|unix:///\S+")
+
+
+def _redis_url(_inst: Any, attr: attrs.Attribute[Any], value: str) -> None:
+    if not isinstance(value, str) or not _REDIS_URL_RE.fullmatch(value):
+        raise _FieldProblem(
+            attr.name,
+            'expected "redis://host:port[/db]" or "unix:///path/to/redis.sock", got '
+            + _show(value if "@" not in str(value) else "<a URL with credentials>"),
+        )
+    netloc = value.split("://", 1)[1].split("/", 1)[0]
+    if "@" in netloc:
+        raise _FieldProblem(
+            attr.name,
+            "a password in the URL is refused (it would show in logs and status): put it in"
+            " password_file",
+        )
+
+
+def _node_name(_inst: Any, attr: attrs.Attribute[Any], value: str) -> None:
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}", value):
+        raise _FieldProblem(
+            attr.name,
+            "expected 1-63 letters, digits, '.', '_' or '-' (starting with a letter or digit)"
+            f", got {_show(value)}",
+        )
+
+
+def _default_node() -> str:
+    import socket
+
+    name = re.sub(r"[^A-Za-z0-9._-]", "-", socket.gethostname())[:63].strip("-.") or "node"
+    return name if name[0].isalnum() else f"n{name}"[:63]
+
+
+def _key_prefix(_inst: Any, attr: attrs.Attribute[Any], value: str) -> None:
+    if not value or any(c.isspace() for c in value):
+        raise _FieldProblem(
+            attr.name, f"expected a non-empty prefix without spaces, got {_show(value)}"
+        )
+
+
+def _php_prefix(_inst: Any, attr: attrs.Attribute[Any], value: str) -> None:
+    if any(c.isspace() for c in value):
+        raise _FieldProblem(attr.name, f"expected a prefix without spaces, got {_show(value)}")
+
+
+def _lease_time(_inst: Any, attr: attrs.Attribute[Any], value: float) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 3 <= value <= 600:
+        raise _FieldProblem(attr.name, f"expected seconds, 3..600, got {_show(value)}")
+
+
+def _op_timeout(inst: Any, attr: attrs.Attribute[Any], value: float) -> None:
+    lease_s = getattr(inst, "lease_s", None)
+    if isinstance(lease_s, int | float) and isinstance(value, int | float):
+        if value >= lease_s / 3:
+            raise _FieldProblem(
+                attr.name, f"expected less than lease_s / 3 ({lease_s / 3:g} s), got {_show(value)}"
+            )
+
+
+@attrs.frozen(kw_only=True)
+class ClusterConfig:
+    """Several daemons sharing proxies, accounts and state through Redis, ``[cluster]``
+    (issue 15; the design: ``docs/ARCHITECTURE.md``, "Cluster"). Absent: one node on SQLite,
+    no Redis at all. Applies at start (a reload that changes it says so and keeps the
+    running one, like ``[daemon]``).
+
+    Attributes:
+        redis_url: ``redis://host:port[/db]`` or ``unix:///path/to/redis.sock``; a password
+            in the URL is refused (``password_file`` carries it).
+        password_file: A file holding the Redis AUTH password (one line; a secret like a
+            session file: tightened to 0600 with a warning if others can read it, never
+            logged); absolute after `parse_config`. None: no AUTH.
+        node: This node's name in the cluster (letters, digits, ``.``, ``_``, ``-``; at most
+            63); default: the host name. Two live nodes must not share one.
+        lease_s: Seconds an account lease lasts without a renew, 3..600 (renewed every
+            ``lease_s / 3``). A killed node's accounts are served by others after at most
+            ``lease_s`` (+ ``lease_s`` more if they were connected: the DC's
+            ``ping_delay_disconnect``, which is ``lease_s`` too).
+        key_prefix: Prefix of every Redis key (``"mtpoold:"``).
+        php_keys: Migration mode: also honour the PHP system's ``tg:proxy:throttle:{proxy}``
+            and ``tg:mtproto:lock:{account}`` keys.
+        php_prefix: Prefix of the PHP keys (Laravel's cache prefix, e.g. ``"laravel_cache:"``).
+        op_timeout_s: Seconds one Redis round trip may take before Redis counts as
+            unreachable, > 0 (and below ``lease_s / 3``).
+    """
+
+    redis_url: str = attrs.field(validator=_redis_url)
+    password_file: str | None = attrs.field(default=None, validator=_non_empty)
+    node: str = attrs.field(factory=_default_node, validator=_node_name)
+    lease_s: float = attrs.field(default=15.0, validator=_lease_time)
+    key_prefix: str = attrs.field(default="mtpoold:", validator=_key_prefix)
+    php_keys: bool = False
+    php_prefix: str = attrs.field(default="", validator=_php_prefix)
+    op_timeout_s: float = attrs.field(default=1.0, validator=[_positive, _op_timeout])
+
+    @property
+    def renew_interval_s(self) -> float:
+        """Seconds between the cluster task's heartbeat + renew rounds: ``lease_s / 3``."""
+        return self.lease_s / 3
+
+    @property
+    def disconnect_delay_s(self) -> float:
+        """The ``ping_delay_disconnect`` delay (s) the accounts' keepalive pings send: the DC
+        closes a connection this long after its last ping; ``lease_s``."""
+        return self.lease_s
+
+
 def _cross_checks(inst: Config, attr: attrs.Attribute[Any], _value: Any) -> None:
     problems = _cross_problems(inst.proxies, inst.accounts)
     if problems:
@@ -666,6 +776,8 @@ class Config:
     accounts: tuple[AccountConfig, ...] = attrs.field(default=(), validator=_cross_checks)
     #: ``[metrics]``, or None when the file has no such table (no endpoint).
     metrics: MetricsConfig | None = None
+    #: ``[cluster]``, or None when the file has no such table (one node, no Redis).
+    cluster: ClusterConfig | None = None
     #: ``proxies`` by name, built once (`proxy_for` is asked once per account: a scan would
     #: make start-up and reload accounts x proxies).
     _proxy_by_name: dict[str, ProxyConfig] = attrs.field(
@@ -879,6 +991,7 @@ _SECTIONS: Final = (
     "proxies",
     "accounts",
     "metrics",
+    "cluster",
 )
 
 
@@ -921,6 +1034,10 @@ def parse_config(data: Mapping[str, Any], *, base_dir: Path) -> Config:
         if "metrics" in data:  # absent: no endpoint at all, not one with defaults
             sections["metrics"] = _structure_part(
                 data["metrics"], MetricsConfig, "metrics", base_dir, problems
+            )
+        if "cluster" in data:  # absent: one node, no Redis
+            sections["cluster"] = _structure_part(
+                data["cluster"], ClusterConfig, "cluster", base_dir, problems
             )
         rate_classes: list[Any] = []
         raw_classes = data.get("rate_classes", {})
@@ -1006,6 +1123,8 @@ def _resolve_paths(obj: Any, path: str, base_dir: Path, problems: list[str]) -> 
     changes: dict[str, Any] = {}
     if isinstance(obj, DaemonConfig):
         changes["state_dir"] = str(base_dir / Path(obj.state_dir).expanduser())
+    elif isinstance(obj, ClusterConfig) and obj.password_file:
+        changes["password_file"] = str(base_dir / Path(obj.password_file).expanduser())
     elif isinstance(obj, AccountConfig):
         if obj.session:
             changes["session"] = str(base_dir / Path(obj.session).expanduser())

@@ -294,6 +294,7 @@ class Dispatcher:
     def _why_waiting(self, job: Job, now: float) -> str:
         """One line: why no account it may use takes the waiting ``job`` now."""
         busy = other = 0
+        remote: list[str] = []
         cooling: list[float] = []
         flood: list[float] = []
         budget: list[float] = []
@@ -301,6 +302,9 @@ class Dispatcher:
             if not job.accepts(acc, allow_avoided=True):
                 continue
             if acc.disabled_reason is not None or acc.retired:
+                continue
+            if acc.remote_reason is not None:
+                remote.append(acc.remote_reason)
                 continue
             if acc.schedulable_at() > now:
                 cooling.append(acc.schedulable_at())
@@ -323,6 +327,8 @@ class Dispatcher:
                 other += 1  # free, but a chat's slow mode, or about to be handed on
         total = busy + other + len(cooling) + len(flood) + len(budget)
         if total == 0:
+            if remote:
+                return f"no account it may use is held by this node ({remote[0]})"
             return "no account it may use is enabled"
         parts = []
         if busy:
@@ -403,6 +409,38 @@ class Dispatcher:
     def enable(self, acc: AccountWorker) -> None:
         """Bring a disabled account back: the first waiting job that may use it gets it."""
         acc.disabled_reason = None
+        self._rate = None
+        self._make_available(acc)
+
+    def hold_remote(self, accs: Iterable[AccountWorker], reason: str) -> None:
+        """Cluster mode: this node may not use ``accs`` (their leases are another node's,
+        unheld, being handed over, or unconfirmed: ``reason``, e.g. ``"held by node b"``,
+        ``"cluster: redis 10.0.0.5:6379 unreachable (...); leases unconfirmed"``) until
+        :meth:`unhold_remote`; a call in flight runs on (the cluster task drains it). Then the
+        waiting jobs are re-judged once: one left with no account before its deadline is
+        answered NO_ACCOUNT_AVAILABLE naming ``reason``. An account already remote only gets
+        the new reason."""
+        taken = False
+        first: str | None = None
+        for acc in accs:
+            if acc.remote_reason is None:
+                taken = True
+                first = first or acc.id
+                self.ready.discard(acc)
+            acc.remote_reason = reason
+        if taken:
+            self._rate = None
+            self._rejudge(
+                f'no account it may use can start before its deadline (account "{first}" is'
+                f" not held by this node: {reason})"
+            )
+
+    def unhold_remote(self, acc: AccountWorker) -> None:
+        """Cluster mode: this node holds ``acc``'s lease now (its shared state applied): the
+        first waiting job that may use it gets it."""
+        if acc.remote_reason is None:
+            return
+        acc.remote_reason = None
         self._rate = None
         self._make_available(acc)
 
@@ -1039,7 +1077,7 @@ class Dispatcher:
 
     def _start_bound_at(self, acc: AccountWorker, now: float) -> float:
         """A lower bound of when ``acc`` could start a call (trio clock, s), busy or not."""
-        if acc.disabled_reason is not None or acc.retired:
+        if acc.out_of_service:
             return _INF
         if acc.id in self.moving:  # its lane may change: only its own cooldown is known
             return max(now, acc.cooldown_until_at)
@@ -1122,11 +1160,7 @@ class Dispatcher:
         """Calls per second all lanes with a usable account can start, at most (cached)."""
         if self._rate is None:
             rate = 0.0
-            usable = {
-                a.lane.key
-                for a in self._accounts.values()
-                if a.disabled_reason is None and not a.retired
-            }
+            usable = {a.lane.key for a in self._accounts.values() if not a.out_of_service}
             for key in usable:
                 interval_s = self._lanes[key].interval_s
                 rate += _INF if interval_s <= 0 else 1.0 / interval_s
@@ -1138,7 +1172,7 @@ class Dispatcher:
     def _make_available(self, acc: AccountWorker) -> None:
         """``acc`` may take a call again: the first waiting job that may use it gets it, else
         it goes back to the ready index."""
-        if acc.busy or acc.id in self.moving or acc.retired or acc.disabled_reason is not None:
+        if acc.busy or acc.id in self.moving or acc.out_of_service:
             return
         now = trio.current_time()
         if self._waiters and acc.schedulable_at() <= now and self._offer(acc, now):
@@ -1304,8 +1338,21 @@ class Dispatcher:
                 return f'account "{job.account}" was removed from the config'
             if acc.disabled_reason is not None:
                 return f'account "{job.account}" is disabled: {acc.disabled_reason}'
+            if acc.remote_reason is not None:
+                return f'account "{job.account}" is not held by this node: {acc.remote_reason}'
         if job.tags and not any(job.tags <= a.tags for a in self._accounts.values()):
             return "no account has all the tags " + ", ".join(sorted(job.tags))
+        remote = [
+            a.remote_reason
+            for a in self._accounts.values()
+            if a.remote_reason is not None
+            and a.disabled_reason is None
+            and not a.retired
+            and job.tags <= a.tags
+        ]
+        if remote:
+            # cluster mode: the accounts are another node's, or their leases are unconfirmed
+            return f"no account it may use is held by this node ({remote[0]})"
         return "no account can serve this job: every matching account is disabled"
 
 

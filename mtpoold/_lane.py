@@ -6,7 +6,7 @@ import collections
 import random
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, final
+from typing import TYPE_CHECKING, Protocol, final
 
 import attrs
 import trio
@@ -43,6 +43,55 @@ class ProxyCoolingDown(Exception):
         self.until_at = until_at
 
 
+class LeaseUnconfirmed(Exception):
+    """Cluster mode: this node's lease on the account is not confirmed (lost, expired on the
+    local clock, or Redis could not be asked), so the call or connect does not start (or,
+    ``in_call``, the call in flight was cut off when the lease ran out). Nothing was sent
+    unless ``in_call``. Not a failure of the account or the proxy: the pool reroutes the
+    job (or answers NO_ACCOUNT_AVAILABLE naming ``cause``).
+
+    Args:
+        account_id: The account.
+        cause: Why, one line without secrets (``"lease on account a1 lost"``, ``"cluster:
+            redis 10.0.0.5:6379 unreachable (TimeoutError); leases unconfirmed"``).
+        in_call: The call had started and was cut off (it may have reached Telegram).
+    """
+
+    def __init__(self, account_id: str, cause: str, *, in_call: bool = False) -> None:
+        super().__init__(cause)
+        self.account_id = account_id
+        self.cause = cause
+        self.in_call = in_call
+
+
+class SharedStart(Protocol):
+    """Cluster mode: a lane's start slots from the gate every node shares (in Redis,
+    `mtpoold._clustergate.SharedGate`, adapted by `mtpoold._clusterrun`), checked against the
+    account's lease. The scheduling core knows only this protocol."""
+
+    async def reserve(
+        self, account_id: str | None, *, connecting: bool, interval_s: float
+    ) -> float:
+        """Reserve a start in one round trip and return the seconds (>= 0) to sleep before it.
+
+        Args:
+            account_id: The account the start is for (its lease is checked atomically), or
+                None (no check).
+            connecting: The start opens the account's connection (marks it connected in
+                Redis).
+            interval_s: The lane's ``interval_s`` now (a reload may change it).
+
+        Raises:
+            LeaseUnconfirmed: the lease is not this node's, or Redis could not be asked.
+        """
+        ...
+
+    def confirm(self, account_id: str | None) -> None:
+        """Just before the start (after the sleep): raise `LeaseUnconfirmed` unless the
+        account's lease is still valid on the local trio clock (None: no check)."""
+        ...
+
+
 @final
 @attrs.define(eq=False, repr=False)
 class ProxyLane:
@@ -66,6 +115,10 @@ class ProxyLane:
         interval_s: Minimum seconds between two starts.
         jitter_s: ``(low, high)`` seconds of start jitter.
         rng: Source of the jitter.
+        shared: Cluster mode: the start slots come from the gate every node shares
+            (`SharedStart`) instead of the local `RateGate`; the local queue then only
+            serialises the reservations in arrival order (one round trip each) — the next
+            local caller reserves while the first one sleeps until its start.
     """
 
     key: str
@@ -75,6 +128,7 @@ class ProxyLane:
     interval_s: float = 2.0
     jitter_s: tuple[float, float] = DEFAULT_JITTER_S
     rng: random.Random = attrs.field(factory=random.Random)
+    shared: SharedStart | None = None
     #: End of the proxy cooldown (trio clock, s); set only by the dispatcher
     #: (`mtpoold._dispatch.Dispatcher.cool_down_lane`).
     cooldown_until_at: float = attrs.field(init=False, default=float("-inf"))
@@ -89,6 +143,12 @@ class ProxyLane:
     _gate_wait: Histogram = attrs.field(init=False, factory=Histogram)
     #: Seconds each started slot was held (`LaneStatistics.call_latency`).
     _call_latency: Histogram = attrs.field(init=False, factory=Histogram)
+    # cluster mode (``shared``): reservations in arrival order, the latest reserved start
+    # (trio clock, s), callers between arrival and start, starts
+    _reserving: trio.Lock = attrs.field(init=False, factory=trio.Lock)
+    _shared_last_start_at: float = attrs.field(init=False, default=float("-inf"))
+    _shared_waiting: int = attrs.field(init=False, default=0)
+    _shared_starts: int = attrs.field(init=False, default=0)
 
     def __attrs_post_init__(self) -> None:
         self._limiter = trio.CapacityLimiter(self.capacity)
@@ -103,13 +163,21 @@ class ProxyLane:
 
     @asynccontextmanager
     async def slot(
-        self, progress: JobProgress | None = None, phase: JobPhase = JobPhase.IN_CALL
+        self,
+        progress: JobProgress | None = None,
+        phase: JobPhase = JobPhase.IN_CALL,
+        *,
+        account: str | None = None,
+        connecting: bool = False,
     ) -> AsyncIterator[float]:
         """Hold one capacity token and start at the gate's next slot.
 
         Args:
             progress: The job's `mtpoold._jobs.JobProgress`, told each hop: waiting for a
                 token, at the gate, then ``phase`` (the block: a call or a connect).
+            account: The account the start is for (cluster mode: its lease is checked at
+                the reservation and again just before the start).
+            connecting: The start opens the account's connection (cluster mode).
 
         Yields:
             The start time on the trio clock (seconds). The token is held until the
@@ -118,13 +186,18 @@ class ProxyLane:
         Raises:
             ProxyCoolingDown: the proxy is cooling down when the token, or the start slot,
                 comes free (it may have started cooling while this caller queued).
+            LeaseUnconfirmed: cluster mode: the account's lease is not confirmed at the
+                reservation or just before the start; nothing was sent.
         """
         asked_at = trio.current_time()
         if progress is not None:
             progress.enter(JobPhase.WAITING_LANE_CAPACITY, asked_at, lane=self)
         async with self._limiter:
             self._check_not_cooling()
-            started_at = await self._gate.wait_for_slot(progress)
+            if self.shared is None:
+                started_at = await self._gate.wait_for_slot(progress)
+            else:
+                started_at = await self._shared_slot(self.shared, progress, account, connecting)
             self._check_not_cooling()
             self.calls += 1
             self._gate_wait.observe(started_at - asked_at)
@@ -134,6 +207,33 @@ class ProxyLane:
                 yield started_at
             finally:
                 self._call_latency.observe(trio.current_time() - started_at)
+
+    async def _shared_slot(
+        self,
+        shared: SharedStart,
+        progress: JobProgress | None,
+        account: str | None,
+        connecting: bool,
+    ) -> float:
+        """Cluster mode: reserve in arrival order (one round trip under the local FIFO
+        lock), sleep the returned delay outside it, confirm the lease; the start time."""
+        arrival_at = trio.current_time()
+        if progress is not None:
+            progress.enter(JobPhase.WAITING_GATE, arrival_at)
+        self._shared_waiting += 1
+        try:
+            async with self._reserving:  # trio.Lock is fair: FIFO
+                delay_s = await shared.reserve(
+                    account, connecting=connecting, interval_s=self.interval_s
+                )
+                start_at = trio.current_time() + max(0.0, delay_s)
+                self._shared_last_start_at = max(self._shared_last_start_at, start_at)
+            await trio.sleep_until(start_at)
+            shared.confirm(account)
+        finally:
+            self._shared_waiting -= 1
+        self._shared_starts += 1
+        return trio.current_time()
 
     def _check_not_cooling(self) -> None:
         if self.cooldown_until_at > trio.current_time():
@@ -154,10 +254,16 @@ class ProxyLane:
         not counted.
         """
         waiting_for_token = self._limiter.statistics().tasks_waiting
+        if self.shared is not None:  # the local view of the shared gate: a lower bound
+            ahead = self._shared_waiting + waiting_for_token
+            low = self.jitter_s[0] if self.interval_s > 0 else 0.0
+            first_at = max(trio.current_time() + low, self._shared_last_start_at + self.interval_s)
+            return max(self.cooldown_until_at, first_at + ahead * max(self.interval_s, low))
         return max(self.cooldown_until_at, self._gate.earliest_start_at(behind=waiting_for_token))
 
     def gate_eta(self, turn: object) -> tuple[int, float] | None:
-        """`RateGate.eta` of this lane's gate: (1-based position, seconds to the slot)."""
+        """`RateGate.eta` of this lane's gate: (1-based position, seconds to the slot); None
+        in cluster mode (the queue is in Redis)."""
         return self._gate.eta(turn)
 
     @property
@@ -172,7 +278,10 @@ class ProxyLane:
 
     @property
     def last_start_at(self) -> float:
-        """Trio time (seconds) of the last start on this lane, ``-inf`` before the first."""
+        """Trio time (seconds) of the last start on this lane, ``-inf`` before the first
+        (cluster mode: the latest start this node reserved, which may lie ahead)."""
+        if self.shared is not None:
+            return self._shared_last_start_at
         return self._gate.last_start_at
 
     @property
@@ -204,6 +313,13 @@ class ProxyLane:
         lim = self._limiter.statistics()
         gate = self._gate.statistics()
         now = trio.current_time()
+        if self.shared is not None:
+            gate = attrs.evolve(
+                gate,
+                waiting=self._shared_waiting,
+                next_slot_in_s=max(0.0, self._shared_last_start_at + self.interval_s - now),
+                starts=self._shared_starts,
+            )
         cooldown_s = max(0.0, self.cooldown_until_at - now)
         return LaneStatistics(
             key=self.key,

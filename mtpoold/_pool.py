@@ -38,7 +38,7 @@ from ._config import AccountConfig, Config, ProxyConfig, proxy_key
 from ._dispatch import BackoffPastDeadline, Dispatcher, Job
 from ._errors import ErrorClass, Failure, JobFailed, MtpooldError, RateClassBlocked
 from ._jobs import JobPhase, JobRegistry, JobStatistics
-from ._lane import NO_PROXY, ProxyCoolingDown, ProxyLane
+from ._lane import NO_PROXY, LeaseUnconfirmed, ProxyCoolingDown, ProxyLane, SharedStart
 from ._logformat import iso_utc, log_event
 from ._peermemory import PeerMemory, first_peer_argument
 from ._policy import Verdict, decide
@@ -56,6 +56,7 @@ from ._stats import (
 )
 
 if TYPE_CHECKING:
+    from ._clusterstate import SharedAccountState
     from ._store import StateStore
 
 log = logging.getLogger("mtpoold.pool")
@@ -139,6 +140,25 @@ class TelegramSide:
     peer_key: Callable[[str | int], str | None] = _no_peer_key
     lock_sessions: SessionLocker | None = None
     open_runtime: Callable[[], AbstractAsyncContextManager[object]] | None = None
+
+
+class ClusterSide(Protocol):
+    """Cluster mode (``[cluster]``): what the pool is handed of the node's cluster part
+    (`mtpoold._clusterrun.ClusterNode`; the scheduling core knows only this protocol).
+
+    Attributes:
+        keepalive_interval_s: Seconds between keepalive pings of a connection, busy or not
+            (``lease_s / 3``).
+        ping_disconnect_delay_s: The ``ping_delay_disconnect`` delay the pings ask for
+            (``lease_s``), s.
+    """
+
+    keepalive_interval_s: float
+    ping_disconnect_delay_s: float
+
+    def shared_start(self, lane_key: str, jitter_s: tuple[float, float]) -> SharedStart:
+        """The start slots of the lane ``lane_key`` from the gate every node shares."""
+        ...
 
 
 #: Seconds shutdown waits for all clients to disconnect (each disconnect is bounded too).
@@ -291,6 +311,11 @@ class Pool:
     #: spends hold again when a reload turns them back on.
     _book_off: BudgetBook | None = attrs.field(init=False, default=None)
     _spent_by: set[str] = attrs.field(init=False, factory=set)  # accounts with new spends
+    #: Cluster mode: the node's cluster part (shared gates, keepalive), None: one node.
+    _cluster_side: ClusterSide | None = None
+    #: Cluster mode: the node's view for the doors (node name, live nodes, holders, status
+    #: publishing: `mtpoold._clusterrun.ClusterNode`), set by the cluster task; None: one node.
+    cluster: Any = attrs.field(init=False, default=None)
 
     def __attrs_post_init__(self) -> None:
         if self._config.economy.peer_memory:  # peer memory
@@ -332,6 +357,7 @@ class Pool:
                     capacity=direct.capacity,
                     interval_s=direct.interval_s,
                     rng=self._rng,
+                    shared=self._shared_start(NO_PROXY),
                 )
             else:
                 lane = ProxyLane(
@@ -341,10 +367,19 @@ class Pool:
                     capacity=proxy.capacity,
                     interval_s=proxy.interval_s,
                     rng=self._rng,
+                    shared=self._shared_start(key),
                 )
             self._lanes[key] = lane
             self._lane_accounts[key] = collections.OrderedDict()
         return lane
+
+    def _shared_start(self, lane_key: str) -> SharedStart | None:
+        """Cluster mode: the lane's shared gate; None: the local `RateGate` (one node)."""
+        if self._cluster_side is None:
+            return None
+        from ._gate import DEFAULT_JITTER_S
+
+        return self._cluster_side.shared_start(lane_key, DEFAULT_JITTER_S)
 
     def _release_session_locks(self, account_id: str | None = None) -> None:
         keys = [
@@ -369,6 +404,12 @@ class Pool:
             peer_book=self._peers.book(acc_cfg.id) if self._peers is not None else None,
             request_guard=self._guard_for(acc_cfg.id),
         )
+        if self._cluster_side is not None:
+            # pings every lease_s / 3, busy or not, asking the DC to close the connection
+            # lease_s after the last one; unschedulable until this node holds the lease
+            worker.keepalive_interval_s = self._cluster_side.keepalive_interval_s
+            worker.ping_disconnect_delay_s = self._cluster_side.ping_disconnect_delay_s
+            self._dispatch.hold_remote([worker], "unheld")
         self._accounts[acc_cfg.id] = worker
         self._account_cfgs[acc_cfg.id] = acc_cfg
         self._lane_accounts[lane.key][acc_cfg.id] = worker
@@ -1492,6 +1533,22 @@ class Pool:
                     # NO_ACCOUNT_AVAILABLE now if none can start before the deadline).
                     job.attempts -= 1
                     continue
+                except LeaseUnconfirmed as lost:
+                    # Cluster mode: this node's lease on the account is not confirmed. The
+                    # account leaves scheduling (the cluster task brings it back when the
+                    # lease is confirmed); the job goes to another account, or is answered
+                    # NO_ACCOUNT_AVAILABLE naming the cause.
+                    self._dispatch.hold_remote([acc], lost.cause)
+                    if lost.in_call:
+                        raise JobFailed(
+                            ErrorClass.NO_ACCOUNT_AVAILABLE,
+                            f"{lost.cause}: the call on account {acc.id} was cut off in"
+                            " flight (it may have reached Telegram)",
+                            account=acc.id,
+                            attempts=job.attempts,
+                        ) from None
+                    job.attempts -= 1
+                    continue
                 except RateClassBlocked as blocked:
                     # The request guard refused a request nobody foresaw (a look-up): nothing
                     # more was sent. Not an attempt; the job now needs that class, which this
@@ -1542,7 +1599,7 @@ class Pool:
         if failure.error_class is not ErrorClass.PEER_NOT_FOUND or failure.rpc_code is not None:
             return False
         return any(
-            job.accepts(a, allow_avoided=False) and a.disabled_reason is None
+            job.accepts(a, allow_avoided=False) and not a.out_of_service
             for a in self._accounts.values()
         )
 
@@ -1614,7 +1671,7 @@ class Pool:
             outcome = "OK"
             acc.lane.record_outcome(None)
             return value
-        except (ProxyCoolingDown, RateClassBlocked):
+        except (ProxyCoolingDown, RateClassBlocked, LeaseUnconfirmed):
             outcome = "DEFERRED"
             raise
         except Judged as judged:
@@ -1702,6 +1759,118 @@ class Pool:
         if self._store is not None:
             self._store.save_class_cooldown(acc.id, rate_class, self._trio_to_wall(until_at), cause)
 
+    # -- cluster mode: the node's cluster task drives these --------------------------------------
+
+    def account_ids(self) -> list[str]:
+        """The ids of the accounts in the config (retired ones left out)."""
+        return [i for i, a in self._accounts.items() if not a.retired]
+
+    def connected_accounts(self) -> list[str]:
+        """The ids of the accounts with an open connection (their conn keys are renewed)."""
+        return [i for i, a in self._accounts.items() if a.connected]
+
+    def remote_reason(self, account_id: str) -> str | None:
+        """Why this node may not use the account now (`AccountState.REMOTE`), or None."""
+        acc = self._accounts.get(account_id)
+        return None if acc is None else acc.remote_reason
+
+    def hold_remote(self, account_ids: Iterable[str], reason: str) -> None:
+        """Cluster mode: take the accounts out of this node's scheduling (``reason``: "held
+        by node b", "unheld", "draining", "cluster: redis … unreachable; leases
+        unconfirmed"); waiting jobs are re-judged (`Dispatcher.hold_remote`). A call in
+        flight runs on."""
+        accs = [a for i in account_ids if (a := self._accounts.get(i)) is not None]
+        if accs:
+            self._dispatch.hold_remote(accs, reason)
+
+    def take_over(self, account_id: str, shared: SharedAccountState | None) -> None:
+        """Cluster mode: this node now holds the account's lease. Apply its shared state
+        (``shared``, `mtpoold._clusterstate.ClusterState.pull`: cooldowns, class and chat
+        cooldowns, disable, counters, budget spends, peers — as the start-up restore applies
+        the state store's; None or not ``found``: what this node has stays), then make it
+        schedulable (`Dispatcher.unhold_remote`)."""
+        acc = self._accounts.get(account_id)
+        if acc is None or acc.retired:
+            return
+        if shared is not None and shared.found:
+            self._apply_shared(acc, shared)
+        self._dispatch.unhold_remote(acc)
+
+    def _apply_shared(self, acc: AccountWorker, shared: SharedAccountState) -> None:
+        """One account's shared state applied through the dispatcher's verbs (`take_over`)."""
+        now_unix = self._wall_clock()
+        quiet = getattr(self._store, "quiet", None)  # `ClusterStore`: mirror, do not re-queue
+        with quiet() if quiet is not None else contextlib.nullcontext():
+            adopt = getattr(self._store, "adopt", None)
+            if adopt is not None:
+                adopt(shared)
+            if shared.cooldown_until_unix is not None and shared.cooldown_until_unix > now_unix:
+                self._dispatch.cool_down(
+                    acc,
+                    self._wall_to_trio(shared.cooldown_until_unix),
+                    shared.cooldown_cause or "shared",
+                )
+            if shared.disabled_reason is not None:
+                self._dispatch.disable(acc, shared.disabled_reason)
+            elif acc.disabled_reason is not None and revoked_by_telegram(acc.disabled_reason):
+                pass  # disabled here since the last write: the stricter view stands
+            elif acc.disabled_reason is not None:
+                self._dispatch.enable(acc)  # enabled on another node meanwhile
+            for name, (until_unix, cause) in shared.class_cooldowns.items():
+                if until_unix > now_unix:
+                    self._dispatch.cool_down_class(acc, name, self._wall_to_trio(until_unix), cause)
+            for peer_key, (until_unix, cause) in shared.chat_cooldowns.items():
+                if until_unix > now_unix:
+                    self._dispatch.cool_down_chat(
+                        acc, peer_key, self._wall_to_trio(until_unix), cause
+                    )
+            acc.calls_ok = max(acc.calls_ok, shared.calls_ok)
+            acc.calls_failed = max(acc.calls_failed, shared.calls_failed)
+            for name, n in shared.failures_by_class.items():
+                acc.errors_by_class[name] = max(acc.errors_by_class[name], n)
+            if shared.last_error_class is not None:
+                acc.last_error_class = shared.last_error_class
+                acc.last_error_message = shared.last_error_message
+            book = self._book
+            if book is not None:
+                if shared.first_seen_unix is not None:
+                    book.first_seen[acc.id] = min(
+                        book.first_seen.get(acc.id, shared.first_seen_unix),
+                        shared.first_seen_unix,
+                    )
+                if shared.budget_spends:  # the shared spends are the whole story: replace
+                    first_seen = book.first_seen.get(acc.id)
+                    book.forget(acc.id)
+                    if first_seen is not None:
+                        book.first_seen[acc.id] = first_seen
+                    book.restore(
+                        [(acc.id, name, at) for name, at in shared.budget_spends], now_unix
+                    )
+                    self._sync_budget(acc, force=True)
+            if self._peers is not None and shared.peers:
+                self._peers.book(acc.id).learn(shared.peers)
+
+    async def drain(self, account_id: str) -> None:
+        """Cluster mode: hand the account over: out of scheduling ("draining"), then once
+        its call in flight (if any) has ended, its connection closed. The caller releases
+        the lease afterwards."""
+        acc = self._accounts.get(account_id)
+        if acc is None:
+            return
+        self._dispatch.hold_remote([acc], "draining")
+        await acc.disconnect_when_free()
+
+    async def cut_off(self, account_id: str, cause: str) -> None:
+        """Cluster mode: the account's lease ran out on the local clock (or was lost): out of
+        scheduling (``cause``), the connect or call in flight cancelled at once, the
+        connection closed before Redis could give the account to another node."""
+        acc = self._accounts.get(account_id)
+        if acc is None:
+            return
+        self._dispatch.hold_remote([acc], cause)
+        acc.cut_off(cause)
+        await acc.drop_now()
+
     # -- shutdown ------------------------------------------------------------------------------
 
     def begin_shutdown(self) -> None:
@@ -1729,6 +1898,7 @@ async def open_pool(
     store: StateStore | None = None,
     wall_clock: Callable[[], float] = time.time,
     rng: random.Random | None = None,
+    cluster: ClusterSide | None = None,
 ) -> AsyncIterator[Pool]:
     """Open a pool for ``config`` on the Telegram side ``telegram``, inside the caller's Trio run.
 
@@ -1748,6 +1918,9 @@ async def open_pool(
         store: A :class:`mtpoold._store.StateStore` to load from and write verdicts to.
         wall_clock: UNIX time in seconds, used to store cooldowns across restarts.
         rng: Source of the gates' jitter.
+        cluster: Cluster mode: the node's cluster part (shared gates, keepalive); every
+            account starts out of scheduling ("unheld") until the cluster task takes it
+            over (`Pool.take_over`). None: one node.
 
     Yields:
         The :class:`Pool`.
@@ -1773,6 +1946,7 @@ async def open_pool(
                     wall_clock=wall_clock,
                     rng=rng or random.Random(),
                     session_locks=locks,
+                    cluster_side=cluster,
                 )
                 try:
                     yield pool

@@ -119,7 +119,7 @@ class ReadyIndex:
         A disabled or retired account is ignored; one still cooling down waits in the
         cooldown heap until its end.
         """
-        if acc.disabled_reason is not None or acc.retired or acc.id in self.held:
+        if acc.out_of_service or acc.id in self.held:
             return
         if acc.cooldown_until_at > trio.current_time():
             heapq.heappush(self._cooling, (acc.cooldown_until_at, next(self._seq), acc))
@@ -216,11 +216,7 @@ class ReadyIndex:
         """Whether a cooldown heap entry no longer stands for a free account cooling to
         ``end_at``."""
         return (
-            acc.cooldown_until_at != end_at
-            or acc.busy
-            or acc.disabled_reason is not None
-            or acc.retired
-            or acc.id in self.held
+            acc.cooldown_until_at != end_at or acc.busy or acc.out_of_service or acc.id in self.held
         )
 
     def _expire_cooldowns(self) -> None:

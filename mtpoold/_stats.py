@@ -18,7 +18,8 @@ class AccountState(enum.StrEnum):
     (`mtpoold._account`), `AccountStatistics.state`, the summary's
     `PoolStatistics.accounts_by_state`, ``mtpoold status`` and ``docs/CONTRACTS.md`` ("Account
     states"). A string on the wire (``"ready"``, ...). An account is in exactly one state: the
-    first of retired, disabled, connecting, busy, cooldown, then ready or idle that holds.
+    first of retired, disabled, remote, connecting, busy, cooldown, then ready or idle that
+    holds.
     """
 
     #: No connection, free: a job may take it (it connects first, through a lane slot).
@@ -43,6 +44,12 @@ class AccountState(enum.StrEnum):
     DISABLED = "disabled"
     #: Removed from the config by a reload; its call in flight, if any, runs on. Final.
     RETIRED = "retired"
+    #: Cluster mode (``[cluster]``): this node does not hold the account's lease — another
+    #: node does ("held by node B"), nobody does yet ("unheld"), it is being handed over
+    #: ("draining"), or Redis cannot confirm it ("cluster: redis … unreachable; leases
+    #: unconfirmed"). Out of this node's scheduling, not connected here. Out: this node
+    #: acquires the lease (ready or idle after the account's shared state is applied).
+    REMOTE = "remote"
 
 
 @attrs.frozen(kw_only=True)

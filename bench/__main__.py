@@ -22,7 +22,7 @@ from rich.table import Table
 
 from ._common import Report, machine, render_analysis
 
-SCENARIOS = ("gate", "warm", "daemon", "scale", "bridge", "economy")
+SCENARIOS = ("gate", "warm", "daemon", "scale", "bridge", "economy", "cluster")
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 
 

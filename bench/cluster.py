@@ -1,0 +1,433 @@
+"""Scenario 7: three mtpoold nodes sharing proxies through Redis vs the PHP gate on the same Redis.
+
+Issue 15's cluster: every node runs its own lane per proxy (a local ``CapacityLimiter(1)``, as
+the config's default capacity) in front of the proxy's shared gate in Redis
+(`mtpoold._clustergate.SharedGate`: one atomic reservation ``start = max(now + jitter, last
++ interval)`` in Redis's clock per call start, one round trip, no polling). Each node is a
+separate process on its own trio-asyncio loop and `mtpoold._redislink.RedisLink`, holds a
+fenced lease (`mtpoold._leases.LeaseBook`) on one account per worker, renews it and beats its
+node heartbeat every lease_s / 3 as the daemon's cluster task does, and passes the lease to
+every reservation (the gate checks it atomically). Workers loop "wait for a start slot, make a
+call of CALL_S, repeat", W per proxy in total, spread over the nodes.
+
+The PHP baseline is the gate scenario's (`bench.gate.php_worker`: Laravel's ``Cache::add``
+throttle, a random 150–350 ms sleep between tries, one job at a time per worker process), the
+same P × W workload, on the same ``redis-server`` in the same run, one phase after the other
+(sharing two cores at once would measure the contention, not the gates). Times are scaled by
+`bench.gate.SCALE` as there. Redis round trips per job: mtpoold's are every command and script
+the nodes sent (``RedisLink.round_trips``: reservations, lease renewals, heartbeats, the
+initial acquire) over the jobs started; the PHP side's are Redis's own count of ``EVAL`` calls
+(``INFO commandstats``) over its jobs started.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import subprocess
+import time
+from typing import Any, Final
+
+from ._common import Report, child_command, ms, parse_child_output
+from .gate import (
+    BUDGET_S,
+    CALL_S,
+    INTERVAL_S,
+    JITTER_S,
+    SCALE,
+    TOLERANCE_S,
+    _start_redis,
+    _summary,
+    _table,
+    analyse,
+)
+
+NAME: Final = "cluster"
+TITLE: Final = "7. Cluster: three nodes on one Redis gate vs the PHP Cache::add gate"
+
+NODES: Final = 3
+LEASE_S: Final = 15.0 * SCALE  # [cluster] lease_s default, scaled
+PREFIX: Final = "mtpoold:"
+FULL: Final = {"proxies": 4, "workers": 12, "duration_s": 40.0}
+QUICK: Final = {"proxies": 4, "workers": 12, "duration_s": 10.0}
+
+
+# --- one mtpoold node (runs in its own process) ---------------------------------------------
+
+
+def node(
+    port: int,
+    name: str,
+    index: int,
+    nodes: int,
+    proxies: int,
+    workers: int,
+    t0: float,
+    t_end: float,
+    seed: int,
+) -> Any:
+    """One node: its share of every proxy's W workers (worker w belongs to node w % nodes),
+    each with its own account and lease, through a local lane and the shared gate.
+
+    Times are ``time.monotonic()`` (CLOCK_MONOTONIC, shared by all processes).
+    """
+    import trio
+
+    from mtpoold._aioloop import open_aio_loop
+    from mtpoold._clustergate import SharedGate
+    from mtpoold._clusternodes import NodeRegistry
+    from mtpoold._leases import LeaseBook
+    from mtpoold._redislink import ClusterUnavailable, open_redis_link
+
+    mine = [(p, w) for p in range(proxies) for w in range(workers) if w % nodes == index]
+    out: dict[str, Any] = {}
+
+    async def main() -> None:
+        async with (
+            open_aio_loop(),
+            open_redis_link(
+                url=f"redis://127.0.0.1:{port}/0", password=None, key_prefix=PREFIX
+            ) as link,
+        ):
+            book = LeaseBook(link, name, lease_s=LEASE_S, disconnect_delay_s=LEASE_S)
+            registry = NodeRegistry(
+                link, name, lease_s=LEASE_S, info={"rpc": "", "pid": 0, "started_unix": 0}
+            )
+            accounts = {(p, w): f"p{p}-w{w}" for p, w in mine}
+            held: dict[str, Any] = {}
+            while len(held) < len(accounts):  # the epoch's first quarantine, if any
+                try:
+                    held.update(await book.acquire([a for a in accounts.values() if a not in held]))
+                except ClusterUnavailable:
+                    pass
+                if len(held) < len(accounts):
+                    await trio.sleep(0.05)
+            gates = [
+                SharedGate(link, f"p{p}", INTERVAL_S, JITTER_S, random.Random(seed * 100 + p))
+                for p in range(proxies)
+            ]
+            lanes = [trio.CapacityLimiter(1) for _ in range(proxies)]
+            results: list[dict[str, Any]] = []
+            ready = time.monotonic()
+            lost: list[str] = []
+            rtt: list[float] = []
+
+            async def cluster_task() -> None:
+                while True:
+                    await trio.sleep(LEASE_S / 3)
+                    lost.extend(await book.renew(list(accounts.values())))
+                    await registry.heartbeat()
+
+            async def worker(p: int, w: int) -> None:
+                account = accounts[(p, w)]
+                jobs: list[tuple[float, float | None]] = []
+                while time.monotonic() < t_end:
+                    arrival = time.monotonic()
+                    start = None
+                    with trio.move_on_after(BUDGET_S):  # the budget is for waiting only
+                        await lanes[p].acquire()
+                    if _holds(lanes[p]):
+                        try:
+                            sent = time.monotonic()
+                            delay = await gates[p].reserve(book.lease(account))
+                            rtt.append(time.monotonic() - sent)
+                            await trio.sleep(delay)
+                            start = time.monotonic()
+                            await trio.sleep(CALL_S)
+                        finally:
+                            lanes[p].release()
+                    jobs.append((arrival, start))
+                results.append({"proxy": p, "worker": w, "ready": ready, "jobs": jobs})
+
+            await trio.sleep(max(0.0, t0 - time.monotonic()))
+            trips_at_t0 = link.round_trips
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(cluster_task)
+                async with trio.open_nursery() as inner:
+                    for p, w in mine:
+                        inner.start_soon(worker, p, w)
+                trips = link.round_trips - trips_at_t0
+                nursery.cancel_scope.cancel()
+            await book.release(list(accounts.values()))
+        out.update(
+            node=name,
+            workers=results,
+            round_trips=trips,
+            lost=lost,
+            reserve_rtt_p50=_pct(rtt, 50),
+            reserve_rtt_p99=_pct(rtt, 99),
+        )
+
+    trio.run(main)
+    return out
+
+
+def _holds(limiter: Any) -> bool:
+    """Whether the current task holds ``limiter`` (the budget may have run out first)."""
+    import trio
+
+    return trio.lowlevel.current_task() in limiter.statistics().borrowers
+
+
+def _pct(values: list[float], q: float) -> float:
+    from ._common import percentile
+
+    return percentile(values, q)
+
+
+# --- the two phases ------------------------------------------------------------------------------
+
+
+def _eval_calls(port: int) -> int:
+    import redis
+
+    stats = redis.Redis(host="127.0.0.1", port=port).info("commandstats")
+    return int(stats.get("cmdstat_eval", {}).get("calls", 0))
+
+
+def _spawn(target: str, **kwargs: Any) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        child_command(target, **kwargs), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+
+
+def _collect(procs: list[subprocess.Popen[str]], timeout_s: float) -> list[Any]:
+    results = []
+    for proc in procs:
+        out, err = proc.communicate(timeout=timeout_s)
+        if proc.returncode != 0:
+            raise RuntimeError(f"child failed ({proc.returncode}): {err[-2000:]}")
+        results.append(parse_child_output(out))
+    return results
+
+
+def run_php_phase(port: int, proxies: int, workers: int, duration_s: float) -> dict[str, Any]:
+    """The PHP workers (`bench.gate.php_worker`) on the running redis-server at ``port``."""
+    evals_before = _eval_calls(port)
+    n = proxies * workers
+    t0 = time.monotonic() + 1.0 + 0.08 * n
+    t_end = t0 + duration_s
+    procs = [
+        _spawn(
+            "bench.gate:php_worker",
+            port=port,
+            proxy=p,
+            worker=w,
+            t0=t0,
+            t_end=t_end,
+            seed=p * 1000 + w,
+        )
+        for p in range(proxies)
+        for w in range(workers)
+    ]
+    results = _collect(procs, duration_s + BUDGET_S + 120)
+    late = sum(1 for r in results if r["ready"] > t0)
+    return {
+        "t0": t0,
+        "t_end": t_end,
+        "late_workers": late,
+        "workers": results,
+        "round_trips": _eval_calls(port) - evals_before,
+    }
+
+
+def run_cluster_phase(
+    port: int, proxies: int, workers: int, duration_s: float, nodes: int = NODES
+) -> dict[str, Any]:
+    """``nodes`` node processes (`node`) on the running redis-server at ``port``."""
+    t0 = time.monotonic() + 3.0 + 0.5 * nodes  # interpreters, mtpoold imports, acquire
+    t_end = t0 + duration_s
+    procs = [
+        _spawn(
+            "bench.cluster:node",
+            port=port,
+            name=f"node{i}",
+            index=i,
+            nodes=nodes,
+            proxies=proxies,
+            workers=workers,
+            t0=t0,
+            t_end=t_end,
+            seed=i + 1,
+        )
+        for i in range(nodes)
+    ]
+    results = _collect(procs, duration_s + BUDGET_S + 120)
+    return {
+        "t0": t0,
+        "t_end": t_end,
+        "late_workers": sum(1 for r in results for w in r["workers"] if w["ready"] > t0),
+        "workers": [w for r in results for w in r["workers"]],
+        "nodes": results,
+        "round_trips": sum(r["round_trips"] for r in results),
+    }
+
+
+def measure(proxies: int, workers: int, duration_s: float, nodes: int = NODES) -> dict[str, Any]:
+    """Both phases on one redis-server: PHP first, then the cluster."""
+    redis_proc, port = _start_redis()
+    try:
+        php = run_php_phase(port, proxies, workers, duration_s)
+        ours = run_cluster_phase(port, proxies, workers, duration_s, nodes)
+    finally:
+        redis_proc.terminate()
+        redis_proc.wait(10)
+    return {
+        "php": php,
+        "cluster": ours,
+        "proxies": proxies,
+        "workers": workers,
+        "nodes": nodes,
+        "duration_s": duration_s,
+    }
+
+
+# --- the report --------------------------------------------------------------------------------
+
+
+def _started(run: dict[str, Any]) -> int:
+    return sum(1 for w in run["workers"] for _, s in w["jobs"] if s is not None)
+
+
+def build_report(res: dict[str, Any]) -> Report:
+    """The summary rows, tables and analysis values of one `measure` result."""
+    proxies, workers, nodes = res["proxies"], res["workers"], res["nodes"]
+    duration = res["duration_s"]
+    php, ours = res["php"], res["cluster"]
+    php_rows, our_rows = analyse(php, proxies, workers), analyse(ours, proxies, workers)
+    a, b = _summary(our_rows), _summary(php_rows)
+    rt_a = ours["round_trips"] / max(1, _started(ours))
+    rt_b = php["round_trips"] / max(1, _started(php))
+    ideal = workers * INTERVAL_S - CALL_S
+    report = Report(NAME, TITLE)
+    report.row(
+        "utilization of 1/interval (worst proxy)",
+        f"{a['utilization'] * 100:.2f} %",
+        f"{b['utilization'] * 100:.2f} %",
+        f"{a['utilization'] / b['utilization']:.3f}x",
+        ">= 99 %",
+        a["utilization"] >= 0.99,
+    )
+    report.row(
+        "min gap between starts / violations",
+        f"{ms(a['min_gap'], 2)} / {a['violations']}",
+        f"{ms(b['min_gap'], 2)} / {b['violations']}",
+        "",
+        f"0 violations (gap < {ms(INTERVAL_S - TOLERANCE_S, 0)})",
+        a["violations"] == 0,
+    )
+    report.row(
+        "wait p99 (worst proxy)",
+        ms(a["p99"], 0),
+        ms(b["p99"], 0),
+        f"{b['p99'] / a['p99']:.2f}x lower" if a["p99"] > 0 else "",
+        f"<= FIFO ideal {ms(ideal, 0)} + {ms(INTERVAL_S, 0)}",
+        a["p99"] <= ideal + INTERVAL_S,
+    )
+    report.row(
+        "jobs that hit the 60 s budget",
+        f"{a['gave_up']} / {a['jobs']}",
+        f"{b['gave_up']} / {b['jobs']}",
+        "",
+    )
+    report.row(
+        "Jain fairness (worst proxy)",
+        f"{a['jain']:.4f}",
+        f"{b['jain']:.4f}",
+        "",
+        ">= 0.99",
+        a["jain"] >= 0.99,
+    )
+    report.row(
+        "Redis round trips per job",
+        f"{rt_a:.2f}",
+        f"{rt_b:.2f}",
+        f"{rt_b / rt_a:.1f}x fewer" if rt_a > 0 else "",
+        "<= 2",
+        rt_a <= 2,
+    )
+    lost = sum(len(n["lost"]) for n in ours["nodes"])
+    rtt50 = max(n["reserve_rtt_p50"] for n in ours["nodes"])
+    rtt99 = max(n["reserve_rtt_p99"] for n in ours["nodes"])
+    report.details += [
+        f"Workload: {proxies} proxies × {workers} workers per proxy ({nodes} nodes, worker w on "
+        f"node w mod {nodes}), {duration:g} s per phase (= {duration / SCALE:g} s unscaled), "
+        f"time scale {SCALE:g}: interval {ms(INTERVAL_S, 0)}, call {ms(CALL_S, 0)}, lease "
+        f"{LEASE_S:g} s (renewed every {LEASE_S / 3:g} s), jitter {ms(JITTER_S[0], 0)}–"
+        f"{ms(JITTER_S[1], 0)}. Reservation round trip (worst node) p50 {ms(rtt50, 2)}, "
+        f"p99 {ms(rtt99, 2)}; leases lost during the run: {lost}.",
+        "",
+        "| node | round trips | jobs started | per job |",
+        "|---|---|---|---|",
+    ]
+    for n in ours["nodes"]:
+        started = sum(1 for w in n["workers"] for _, s in w["jobs"] if s is not None)
+        report.details.append(
+            f"| {n['node']} | {n['round_trips']} | {started} "
+            f"| {n['round_trips'] / max(1, started):.2f} |"
+        )
+    report.details.append("")
+    report.details += _table(
+        f"mtpoold cluster ({nodes} node processes, SharedGate + LeaseBook on one redis-server)",
+        our_rows,
+    )
+    report.details += _table(
+        f"PHP baseline (the same redis-server, {proxies * workers} worker processes, Cache::add)",
+        php_rows,
+    )
+    for label, run in (("PHP", php), ("cluster", ours)):
+        if run["late_workers"]:
+            report.notes.append(f"{run['late_workers']} {label} workers were not ready at t0.")
+    lateness = INTERVAL_S / a["utilization"] - INTERVAL_S if a["utilization"] > 0 else math.nan
+    report.values.update(
+        nodes=str(nodes),
+        tolerance=ms(TOLERANCE_S, 0),
+        interval=ms(INTERVAL_S, 0),
+        utilization=f"{a['utilization'] * 100:.2f} %",
+        php_utilization=f"{b['utilization'] * 100:.2f} %",
+        lateness=ms(lateness, 2),
+        violations=str(a["violations"]),
+        php_violations=str(b["violations"]),
+        min_gap=ms(a["min_gap"], 2),
+        p99=ms(a["p99"], 0),
+        php_p99=ms(b["p99"], 0),
+        ideal=ms(ideal, 0),
+        jain=f"{a['jain']:.4f}",
+        php_jain=f"{b['jain']:.4f}",
+        round_trips=f"{rt_a:.2f}",
+        php_round_trips=f"{rt_b:.2f}",
+        rtt_p50=ms(rtt50, 2),
+        rtt_p99=ms(rtt99, 2),
+        renew_interval=f"{LEASE_S / 3:g} s",
+        lost=str(lost),
+    )
+    return report
+
+
+def run(*, quick: bool) -> Report:
+    from ._common import run_child
+
+    sizes = QUICK if quick else FULL
+    res = run_child("bench.cluster:measure", timeout_s=900.0, **sizes)
+    return build_report(res)
+
+
+ANALYSIS: Final = """
+**Definitions** as in the `gate` scenario (utilization, violation: a gap shorter than the
+interval minus {tolerance}, wait, Jain's index over the workers of a proxy, FIFO ideal). Here
+the workers of a proxy sit in {nodes} processes; the starts are timestamped on the shared
+monotonic clock where each worker proceeds to its call.
+
+**The shared gate.** Each start costs one reservation script in Redis (round trip p50
+{rtt_p50}, p99 {rtt_p99} on the worst node), which stores the start it hands out: the next
+caller, from whichever node, is given that start plus the interval, so the chain of starts is
+kept in Redis's clock and a node's wake-up lateness does not push the next start back. The
+worst proxy ran at {utilization} of one start per interval ({lateness} per start above the
+{interval} interval) with {violations} violations (smallest gap {min_gap}), wait p99 {p99}
+against the FIFO ideal {ideal}, Jain {jain}. Round trips per job, with lease renewals and
+heartbeats every {renew_interval} counted in: {round_trips}; leases lost: {lost}.
+
+**The PHP gate on the same Redis**: {php_utilization} utilization, {php_violations}
+violations, wait p99 {php_p99}, Jain {php_jain}, and {php_round_trips} `EVAL` round trips per
+job (every failed `Cache::add` is one, and a waiting worker retries until the key expires).
+"""

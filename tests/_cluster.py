@@ -22,6 +22,7 @@ import json
 import math
 import os
 import signal
+import sys
 from collections.abc import AsyncIterator, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
@@ -36,7 +37,7 @@ from mtpoold.client import RpcError as ClientRpcError
 from mtpoold.testing import DC, Relay, open_relay
 from mtpoold.testing.dc import open_dc
 
-from _daemonproc import async_daemon, free_port
+from _daemonproc import READY_EVENT, READY_TIMEOUT_S, free_port
 from _e2e import API_HASH, fleet_world
 
 #: Accounts, proxies and nodes of the cluster the issue asks for.
@@ -52,7 +53,12 @@ INTERVAL_S: Final = 0.25
 #: on two cores) and each can be late by the loop's scheduling; a start the shared gate did
 #: not admit shows as a gap near 0.
 START_TOLERANCE_S: Final = 0.05
-#: A node's name -> its index: ``n1``, ``n2``, ...
+#: Seconds a node may take to exit after SIGTERM before it is killed.
+EXIT_TIMEOUT_S: Final = 15.0
+#: Seconds past a job's deadline by which its answer must have come (the daemon answers a job
+#: at its deadline at the latest; a frozen node's answers come after SIGCONT).
+ANSWER_GRACE_S: Final = 10.0
+#: Node names: ``n1``, ``n2``, ...
 NODE_PREFIX: Final = "n"
 
 
@@ -165,15 +171,10 @@ class Cluster:
         assert self._nursery is not None
 
         async def run(task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-            async with async_daemon(node.config, node.log) as proc:
+            async with _node_process(node) as proc:
                 node.process, node.state = proc, "running"
                 task_status.started()
-                try:
-                    await done.wait()  # set by kill(), or at the cluster's exit
-                finally:
-                    if node.state == "stopped":  # a frozen process ignores SIGTERM
-                        proc.send_signal(signal.SIGCONT)
-                        node.state = "running"
+                await done.wait()  # set by kill(), or at the cluster's exit
             node.process = None
             if node.state != "killed":
                 node.state = "exited"
@@ -188,7 +189,8 @@ class Cluster:
         node.process.kill()
         node.state = "killed"
         self._exits[name].set()
-        self._drop_client(name)
+        # its client stays: the dead process's socket closes, and the jobs in flight on it
+        # end as DaemonUnreachable (``Job.lost``)
 
     def freeze(self, name: str) -> None:
         """SIGSTOP node ``name``: its connections stay open, it answers nothing."""
@@ -252,10 +254,13 @@ class Cluster:
         if account is not None:
             options["account"] = account
         try:
-            client = await self._client(node)
-            reply = await client.invoke("help.getNearestDc", {}, **options)
+            with trio.fail_after(deadline_ms / 1000 + ANSWER_GRACE_S):
+                client = await self._client(node)
+                reply = await client.invoke("help.getNearestDc", {}, **options)
         except ClientRpcError as exc:
             job.answers.append(f"error:{exc.error_class}")
+        except trio.TooSlowError:
+            job.lost = f"no answer {deadline_ms / 1000 + ANSWER_GRACE_S:g} s after sending"
         except Exception as exc:  # DaemonUnreachable, ConnectionError: no answer
             job.lost = f"{type(exc).__name__}: {exc}"
             self._drop_client(node)
@@ -315,6 +320,37 @@ class Cluster:
             return self.nodes[name].log.read_text()
         except OSError:
             return "(no log)"
+
+
+@asynccontextmanager
+async def _node_process(node: Node) -> AsyncIterator[trio.Process]:
+    """``mtpoold run`` for ``node``, yielded once it logged ``daemon_ready``. Each node has its
+    own ``XDG_RUNTIME_DIR`` (the session locks' dir, `mtpoold._sessionlock`): the nodes stand
+    for separate hosts, so they must not see each other's machine-local auth key locks. At
+    exit, whatever happened: SIGCONT (a frozen process ignores SIGTERM), SIGTERM, wait up to
+    `EXIT_TIMEOUT_S`, then SIGKILL; shielded, so no process outlives the test."""
+    runtime = node.config.parent / "run"
+    runtime.mkdir(mode=0o700, exist_ok=True)
+    env = {**os.environ, "XDG_RUNTIME_DIR": str(runtime)}
+    argv = [sys.executable, "-m", "mtpoold", "run", "--config", str(node.config)]
+    with node.log.open("ab") as err:
+        proc = await trio.lowlevel.open_process(argv, stderr=err, env=env)
+    try:
+        with trio.fail_after(READY_TIMEOUT_S):
+            while READY_EVENT not in (text := await trio.Path(node.log).read_text()):
+                assert proc.returncode is None, f"node {node.name} exited: {text}"
+                await trio.sleep(0.05)
+        yield proc
+    finally:
+        with trio.CancelScope(shield=True):
+            if proc.returncode is None:
+                proc.send_signal(signal.SIGCONT)
+                proc.terminate()
+                with trio.move_on_after(EXIT_TIMEOUT_S):
+                    await proc.wait()
+            if proc.returncode is None:  # pragma: no cover - a hang is a bug: don't leak it
+                proc.kill()
+                await proc.wait()
 
 
 def node_config(
@@ -417,7 +453,7 @@ async def open_cluster(
             for n in range(1, nodes + 1):
                 name = f"{NODE_PREFIX}{n}"
                 state_dir = tmp_path / name / "state"
-                state_dir.mkdir(parents=True)
+                state_dir.mkdir(parents=True, mode=0o700)
                 (state_dir / "token").write_text(token + "\n")
                 (state_dir / "token").chmod(0o600)
                 config = tmp_path / name / "mtpoold.toml"

@@ -36,6 +36,8 @@ IN_FLIGHT_PER_NODE = 4
 #: Seconds beyond the README's failover bound for the test's own look-ups (a holders poll
 #: every 0.1 s, a pinned job through a proxy gate that three nodes share).
 FAILOVER_MARGIN_S = 2.0
+#: Seconds the whole test may take (a hang fails with a traceback instead).
+TEST_TIMEOUT_S = 120.0
 #: Seconds after the Redis restart within which every live node serves jobs again.
 RECOVERY_TIMEOUT_S = 15.0
 
@@ -109,6 +111,11 @@ def _served_ok(jobs: list[Job], node: str, since: float) -> bool:
 
 
 async def test_kill_freeze_and_redis_restart_never_share_an_auth_key(tmp_path: Path) -> None:
+    with trio.fail_after(TEST_TIMEOUT_S):
+        await _chaos(tmp_path)
+
+
+async def _chaos(tmp_path: Path) -> None:
     async with open_cluster(tmp_path) as cluster:
         n1, n2, n3 = cluster.nodes
         await _until(
@@ -129,6 +136,7 @@ async def test_kill_freeze_and_redis_restart_never_share_an_auth_key(tmp_path: P
             failover_s = served_at - killed_at
             print(f"n1 held {held_by_n1}; served elsewhere {failover_s:.2f} s after SIGKILL")
 
+            print(f"{trio.current_time():.1f} freeze")
             # 2. SIGSTOP n2 for longer than a lease, then SIGCONT
             cluster.freeze(n2)
             await trio.sleep(cluster.lease_s + 2)
@@ -140,6 +148,7 @@ async def test_kill_freeze_and_redis_restart_never_share_an_auth_key(tmp_path: P
                 what="n2 serving jobs again after SIGCONT",
             )
 
+            print(f"{trio.current_time():.1f} redis restart")
             # 3. Redis restarts (AOF on): nodes stop starting calls meanwhile, then resume
             await cluster.restart_redis()
             restarted_at = trio.current_time()
@@ -150,7 +159,12 @@ async def test_kill_freeze_and_redis_restart_never_share_an_auth_key(tmp_path: P
                     what=f"{node} serving jobs again after the Redis restart",
                 )
             await trio.sleep(1)
+            print(f"{trio.current_time():.1f} stop")
             stop.set()
+        print(f"{trio.current_time():.1f} stopped")
+        for job in cluster.jobs:
+            if job.lost or len(job.answers) != 1:
+                print("unanswered:", job)
 
         overlaps = cluster.dc.auth_key_overlaps()
         violations = cluster.start_violations()

@@ -15,6 +15,7 @@ from typing import Any as _Any
 
 from ._compose import open_pool as open_pool
 from ._config import AccountConfig as AccountConfig
+from ._config import ClusterConfig as ClusterConfig
 from ._config import Config as Config
 from ._config import DaemonConfig as DaemonConfig
 from ._config import DirectConfig as DirectConfig
@@ -77,6 +78,7 @@ __all__ = [
     "JobStatistics",
     "LaneStatistics",
     "MetricsConfig",
+    "ClusterConfig",
     "MtpooldError",
     "PolicyConfig",
     "Pool",

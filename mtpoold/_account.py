@@ -224,6 +224,8 @@ class AccountWorker:
     #: When the current connection came up (trio clock, s): cluster mode pings from there.
     _connected_at: float = attrs.field(init=False, default=float("-inf"))
     _in_call: bool = attrs.field(init=False, default=False)
+    #: Set when the call holding the account ends (what the cluster-mode watcher waits for).
+    _call_ended: trio.Event = attrs.field(init=False, factory=trio.Event)
     #: The tags, sorted once: statistics of 10,000 accounts must stay cheap.
     sorted_tags: tuple[str, ...] = attrs.field(init=False)
 
@@ -340,6 +342,10 @@ class AccountWorker:
             self._cut_cause = None
             self._in_call = False
             try:
+                if self.remote_reason is not None:
+                    # cluster mode: held back (a drain, a cut-off) after this job reserved
+                    # the account; nothing may start, not even a connect
+                    raise LeaseUnconfirmed(self.id, self.remote_reason)
                 with trio.CancelScope() as run_scope:
                     self._run_scope = run_scope
                     client = await self._ensure_connected(judge, on_abandoned, progress)
@@ -379,6 +385,7 @@ class AccountWorker:
             finally:
                 self._run_scope = None
                 self._in_call = False
+                self._call_ended.set()
             self.calls_ok += 1
             self.last_used_at = trio.current_time()
             return result
@@ -582,9 +589,12 @@ class AccountWorker:
 
     async def _wait_unlocked(self) -> None:
         """The idle watcher waits for the call holding the account to end (cluster mode:
-        the ping it could not send is due before the next call)."""
-        async with self._lock:
-            pass
+        the ping it could not send is due before the next call). It does not queue for the
+        lock: a lock handed straight to it would leave the account busy when the pool gives
+        it back to the dispatcher."""
+        if self._lock.locked():
+            event = self._call_ended = trio.Event()
+            await event.wait()
 
     def cut_off(self, cause: str) -> None:
         """Cluster mode: the account's lease ran out (or was lost): the connect or call in

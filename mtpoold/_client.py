@@ -45,6 +45,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+import math
 import random
 import sys
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
@@ -494,10 +495,12 @@ class TelethonClient:
             self._tg = None
             self._stale = False
 
-    async def keepalive_ping(self) -> None:
-        """Send one ``ping_delay_disconnect`` (disconnect delay `PING_DISCONNECT_DELAY_S`) and
-        wait for the pong, then save the session's entities (what Telethon's own keepalive
-        loop did every 60 s). The account worker calls it through a lane slot.
+    async def keepalive_ping(self, disconnect_delay_s: float | None = None) -> None:
+        """Send one ``ping_delay_disconnect`` (disconnect delay ``disconnect_delay_s``, s,
+        rounded up to whole seconds; default `PING_DISCONNECT_DELAY_S`; cluster mode passes
+        ``[cluster] lease_s``) and wait for the pong, then save the session's entities (what
+        Telethon's own keepalive loop did every 60 s). The account worker calls it through a
+        lane slot.
 
         Raises:
             ConnectionError: if not connected.
@@ -506,7 +509,12 @@ class TelethonClient:
         tg = self._connected()
         ping_id = random.randrange(-(2**63), 2**63)
         await self._invoke(
-            tl_functions.PingDelayDisconnectRequest(ping_id, PING_DISCONNECT_DELAY_S)
+            tl_functions.PingDelayDisconnectRequest(
+                ping_id,
+                PING_DISCONNECT_DELAY_S
+                if disconnect_delay_s is None
+                else max(1, math.ceil(disconnect_delay_s)),
+            )
         )
         await self._aio(_aio_save_session, tg, call=False)
 

@@ -75,7 +75,16 @@ CLIENT_COMMANDS: Final = frozenset({"status", "jobs", "call", "reload", "account
 #: ``status --sort`` keys (`mtpoold._statusview.SORT_KEYS`; not imported: rich is slow).
 STATUS_SORT_KEYS: Final = ("state", "id", "proxy", "cooldown", "failures", "last-used")
 #: ``status --state`` values: `mtpoold._stats.AccountState`.
-STATUS_STATES: Final = ("idle", "connecting", "ready", "busy", "cooldown", "disabled", "retired")
+STATUS_STATES: Final = (
+    "idle",
+    "connecting",
+    "ready",
+    "busy",
+    "cooldown",
+    "disabled",
+    "retired",
+    "remote",
+)
 DEFAULT_DISABLE_REASON: Final = "disabled by operator"
 
 

@@ -13,6 +13,7 @@ mtpoold`` stays free of Telethon.
 
 from __future__ import annotations
 
+import contextlib
 import random
 import time
 from collections.abc import AsyncIterator, Callable, Collection, Mapping
@@ -97,6 +98,57 @@ def telethon_side(
     )
 
 
+@asynccontextmanager
+async def _open_cluster_pool(
+    config: Config,
+    telegram: TelegramSide,
+    *,
+    store: StateStore | None,
+    wall_clock: Callable[[], float],
+    rng: random.Random | None,
+) -> AsyncIterator[Pool]:
+    """Cluster mode (``[cluster]``): the trio-asyncio loop, the Redis link inside it, the
+    node (`mtpoold._clusterrun.ClusterNode`), the core pool with the node as its cluster
+    side and the store sharing per-account state (`mtpoold._clusterstate.ClusterStore`),
+    then the cluster task. On exit: the hand-over (drain, flush, release), then the pool
+    closes, then the link."""
+    import attrs
+
+    from ._clusterrun import open_cluster_node
+
+    assert config.cluster is not None
+    rng = rng or random.Random()
+    async with _asyncio_loop():
+        async with open_cluster_node(
+            config.cluster, rpc=config.daemon.listen, rng=rng, wall_clock=wall_clock
+        ) as node:
+            pool_store: Any = store
+            if store is not None and node.state is not None:
+                from ._clusterstate import ClusterStore
+
+                pool_store = ClusterStore(store, node.state)
+            core_side = attrs.evolve(telegram, open_runtime=None)  # the loop is open
+            async with contextlib.AsyncExitStack() as stack:
+                opening = _open_core_pool(
+                    config,
+                    core_side,
+                    store=pool_store,
+                    wall_clock=wall_clock,
+                    rng=rng,
+                    cluster=node,
+                )
+                if pool_store is not store:
+                    # the start-up restore reads the local file: nothing of it is queued for
+                    # Redis (an account's shared state arrives with its lease)
+                    with pool_store.quiet():
+                        pool = await stack.enter_async_context(opening)
+                    pool_store.cooldown_cause_of = pool.cooldown_cause
+                else:
+                    pool = await stack.enter_async_context(opening)
+                async with node.running(pool):
+                    yield pool
+
+
 def open_pool(
     config: Config,
     *,
@@ -121,14 +173,25 @@ def open_pool(
         store: A :class:`mtpoold._store.StateStore` to load from and write verdicts to.
         lock_sessions: Hold every account's session with an exclusive ``flock`` while the
             pool uses it (default; the daemon does too). Raises ``SessionLocked`` if one is
-            held. False only for tests that deliberately share sessions.
+            held. False only for tests that deliberately share sessions. Cluster mode takes
+            no session locks: the leases make a session exclusive across the nodes.
         wall_clock: UNIX time in seconds, used to store cooldowns across restarts.
         rng: Source of the gates' jitter.
 
+    With ``config.cluster`` (``[cluster]``) the pool is one node of a cluster: leases,
+    shared gates and shared state in Redis (`mtpoold._clusterrun`); accounts become
+    schedulable as this node acquires their leases.
+
     Returns:
         An async context manager yielding the :class:`Pool`. Entering it raises
-        ``ConfigError`` (an account that cannot be used) or ``SessionLocked`` before any
-        task exists.
+        ``ConfigError`` (an account that cannot be used, an unreadable Redis password file)
+        or ``SessionLocked`` before any task exists.
     """
+    if config.cluster is not None:
+        # The cluster's leases make an account's session exclusive across every node (and
+        # several nodes may share one host); a host-wide session lock would refuse them.
+        lock_sessions = False
     telegram = telethon_side(client_factory=client_factory, lock_sessions=lock_sessions)
+    if config.cluster is not None:  # several nodes through Redis; else no Redis import at all
+        return _open_cluster_pool(config, telegram, store=store, wall_clock=wall_clock, rng=rng)
     return _open_core_pool(config, telegram, store=store, wall_clock=wall_clock, rng=rng)

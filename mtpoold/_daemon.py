@@ -330,6 +330,14 @@ class Reloader:
                 "reload_metrics_changed",
                 note="metrics_listener_applies_after_restart",
             )
+        if new.cluster != self.started_with.cluster:
+            notes.append("[cluster] settings changed: they apply after a restart")
+            log_event(
+                _log,
+                logging.WARNING,
+                "reload_cluster_changed",
+                note="cluster_settings_apply_after_restart",
+            )
         self.config = new
         warn_about_exposed_secrets(new, self.config_path)
         summary: dict[str, Any] = cattrs.unstructure(result)
@@ -459,7 +467,8 @@ async def run_daemon(
     warn_about_exposed_secrets(config, config_path)
     state_dir = prepare_state_dir(Path(config.daemon.state_dir))
     if pool_factory is None:
-        _check_sessions_free(config)
+        if config.cluster is None:  # cluster mode: the leases, not host-wide locks
+            _check_sessions_free(config)
         pool_factory = functools.partial(open_pool, lock_sessions=True)
     store = _open_store(state_dir, config)
     try:
@@ -477,6 +486,9 @@ async def run_daemon(
                         nursery.cancel_scope.cancel()  # graceful shutdown complete
 
                     address = await nursery.start(serve)
+                    cluster = getattr(pool, "cluster", None)
+                    if cluster is not None:  # the registry names where this node listens
+                        cluster.registry.info["rpc"] = str(address)
                     if config.metrics is not None:  # GET /metrics, no token (see _metrics)
                         registry = metrics_registry(
                             pool.statistics,

@@ -56,8 +56,7 @@ from ._stats import (
 )
 
 if TYPE_CHECKING:
-    from ._clusterstate import SharedAccountState
-    from ._store import StateStore
+    from ._store import StateStore, StoredPeer
 
 log = logging.getLogger("mtpoold.pool")
 
@@ -159,6 +158,41 @@ class ClusterSide(Protocol):
     def shared_start(self, lane_key: str, jitter_s: tuple[float, float]) -> SharedStart:
         """The start slots of the lane ``lane_key`` from the gate every node shares."""
         ...
+
+
+class SharedAccountState(Protocol):
+    """Cluster mode: one account's shared state as the node pulled it from Redis
+    (`mtpoold._clusterstate.SharedAccountState` is the one; times UNIX s), what
+    `Pool.take_over` applies."""
+
+    @property
+    def found(self) -> bool: ...
+    @property
+    def cooldown_until_unix(self) -> float | None: ...
+    @property
+    def cooldown_cause(self) -> str: ...
+    @property
+    def disabled_reason(self) -> str | None: ...
+    @property
+    def class_cooldowns(self) -> Mapping[str, tuple[float, str]]: ...
+    @property
+    def chat_cooldowns(self) -> Mapping[str, tuple[float, str]]: ...
+    @property
+    def budget_spends(self) -> Sequence[tuple[str, float]]: ...
+    @property
+    def first_seen_unix(self) -> float | None: ...
+    @property
+    def failures_by_class(self) -> Mapping[str, int]: ...
+    @property
+    def last_error_class(self) -> str | None: ...
+    @property
+    def last_error_message(self) -> str | None: ...
+    @property
+    def calls_ok(self) -> int: ...
+    @property
+    def calls_failed(self) -> int: ...
+    @property
+    def peers(self) -> Sequence[StoredPeer]: ...
 
 
 #: Seconds shutdown waits for all clients to disconnect (each disconnect is bounded too).
@@ -1537,8 +1571,7 @@ class Pool:
                     # Cluster mode: this node's lease on the account is not confirmed. The
                     # account leaves scheduling (the cluster task brings it back when the
                     # lease is confirmed); the job goes to another account, or is answered
-                    # NO_ACCOUNT_AVAILABLE naming the cause.
-                    self._dispatch.hold_remote([acc], lost.cause)
+                    # NO_ACCOUNT_AVAILABLE naming the cause (`_attempt` held it back).
                     if lost.in_call:
                         raise JobFailed(
                             ErrorClass.NO_ACCOUNT_AVAILABLE,
@@ -1671,8 +1704,11 @@ class Pool:
             outcome = "OK"
             acc.lane.record_outcome(None)
             return value
-        except (ProxyCoolingDown, RateClassBlocked, LeaseUnconfirmed):
+        except (ProxyCoolingDown, RateClassBlocked, LeaseUnconfirmed) as deferred:
             outcome = "DEFERRED"
+            if isinstance(deferred, LeaseUnconfirmed):
+                # out of scheduling before the release below could hand it to a waiting job
+                self._dispatch.hold_remote([acc], deferred.cause)
             raise
         except Judged as judged:
             outcome = judged.failure.error_class.value
@@ -1768,6 +1804,12 @@ class Pool:
     def connected_accounts(self) -> list[str]:
         """The ids of the accounts with an open connection (their conn keys are renewed)."""
         return [i for i, a in self._accounts.items() if a.connected]
+
+    def cooldown_cause(self, account_id: str) -> str | None:
+        """The failure behind the account's cooldown (``"FLOOD_WAIT: ..."``), or None (what
+        the shared state stores with it: `mtpoold._clusterstate.ClusterStore`)."""
+        acc = self._accounts.get(account_id)
+        return None if acc is None else acc.cooldown_cause
 
     def remote_reason(self, account_id: str) -> str | None:
         """Why this node may not use the account now (`AccountState.REMOTE`), or None."""

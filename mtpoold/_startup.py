@@ -142,7 +142,8 @@ def startup_problems(config: Config) -> list[str]:
     For every account: its session source can be loaded and holds one auth key
     (`mtpoold._sessionid.session_problems`), its server is known (`check_server`), its
     extra RSA keys load (and are registered with Telethon, `register_rsa_keys`), and its
-    proxy can be expressed to Telethon (`telethon_proxy`, once per proxy).
+    proxy can be expressed to Telethon (`telethon_proxy`, once per proxy); with
+    ``[cluster]``, the Redis password file can be read.
 
     Args:
         config: The daemon's config.
@@ -170,4 +171,21 @@ def startup_problems(config: Config) -> list[str]:
                 telethon_proxy(proxy)
             except ConfigError as exc:
                 problems += exc.problems
+    problems += _cluster_problems(config)
     return problems
+
+
+def _cluster_problems(config: Config) -> list[str]:
+    """``[cluster]``: its Redis password file can be read (never shown). Whether Redis
+    answers is not a start-up problem: the node starts and waits for it (its accounts stay
+    out of scheduling until their leases are confirmed)."""
+    cluster = config.cluster
+    if cluster is None or cluster.password_file is None:
+        return []
+    from ._clusterrun import read_password_file
+
+    try:
+        read_password_file(cluster.password_file)
+    except ConfigError as exc:
+        return list(exc.problems)
+    return []

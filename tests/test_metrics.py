@@ -196,7 +196,7 @@ def test_collector_families_and_values_from_statistics() -> None:
     # every state, the empty ones as 0, so a dashboard's series never vanish
     assert {dict(k)["state"]: v for k, v in s["mtpoold_accounts"].items()} == {
         "idle": 0, "connecting": 0, "ready": 1, "busy": 1, "cooldown": 1, "disabled": 1,
-        "retired": 0,
+        "retired": 0, "remote": 0,
     }  # fmt: skip
     assert one(s, "mtpoold_accounts_connected") == 2
     assert one(s, "mtpoold_accounts_cooling") == 1

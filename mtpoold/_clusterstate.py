@@ -41,11 +41,15 @@ accounts with changes — one Redis round trip per flush, not per change. Redis 
 the batch is put back under whatever was queued since and retried on the next flush; nothing
 is lost while the process lives.
 
-A hash that is not a hash at all (another program wrote the key) is read as empty
-(``field="<the whole key>"`` logged) and its queued changes are dropped by the flush
-(``event=cluster_state_write_refused``): bad data never stops the node.
+A key that is not a hash at all (another program wrote it), or one whose bytes a client
+decoding UTF-8 refuses (`RedisLink` decodes replies), is read as empty
+(``field="<the whole key>"`` logged); changes queued for a key that is not a hash are dropped
+by the flush (``event=cluster_state_write_refused``): bad data never stops the node.
 
-How a node uses it (integ wires this; the pool itself is unchanged)::
+How a node uses it (integ wires this; the pool itself is unchanged). Import this module
+before `mtpoold._redislink.open_redis_link` builds the link: its two scripts join core's
+registry (`mtpoold._clusterscripts.SCRIPTS`) on import, and the link reads the registry
+when it is built::
 
     state = ClusterState(link, lease_of=lambda a: (lease := book.lease(a)) and lease.value)
     store = ClusterStore(sqlite_store, state)     # given to open_pool(..., store=store)
@@ -595,7 +599,7 @@ class ClusterState:
         """
         try:
             raw = await self._link.command("HGETALL", self.key(account_id))
-        except redis.ResponseError as exc:  # the key is not a hash
+        except (redis.ResponseError, UnicodeDecodeError) as exc:  # not a hash; not UTF-8
             return _unreadable(account_id, exc)
         return _decode(account_id, raw)
 
@@ -610,7 +614,7 @@ class ClusterState:
             return {}
         try:
             raw = await self._link.run_script(PULL_SCRIPT, [self.key(a) for a in account_ids], [])
-        except redis.ResponseError:  # one key is not a hash: read them one by one
+        except (redis.ResponseError, UnicodeDecodeError):  # one bad key: one by one
             return {a: await self.pull(a) for a in account_ids}
         replies = list(raw) if isinstance(raw, list | tuple) else []
         replies += [[]] * (len(account_ids) - len(replies))

@@ -73,3 +73,23 @@ async def test_an_open_connection_counts_to_now_and_a_relay_names_its_peer() -> 
                 dc.disconnect_all()
                 await _until_closed(*dc.connections_of(ALICE))
         assert {r.closed_by for r in dc.connections_of(ALICE)} == {"dc"}
+
+
+async def test_relay_counts_every_connections_start_even_when_bursts_merge() -> None:
+    async with (
+        open_dc() as dc,
+        open_relay(target=(dc.host, dc.port), protocol="tcp") as relay,
+    ):
+        first = await trio.open_tcp_stream(relay.host, relay.port)
+        second = await trio.open_tcp_stream(relay.host, relay.port)
+        await first.send_all(b"\xee\xee\xee\xee")  # intermediate transport tags, nothing more
+        await second.send_all(b"\xee\xee\xee\xee")
+        await wait_until(
+            lambda: len(relay.connections) == 2 and all(c.bursts for c in relay.connections)
+        )
+        assert len(relay.bursts) == 1  # both within burst_gap_s: one burst of the relay
+        starts = relay.connection_starts()
+        assert len(starts) == 2 and starts == sorted(starts)
+        assert all(c.upstream_local is not None for c in relay.connections)
+        await first.aclose()
+        await second.aclose()

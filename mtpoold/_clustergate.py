@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 from typing import TYPE_CHECKING, final
 
@@ -63,6 +64,11 @@ class SharedGate:
         php_keys: bool = False,
         php_prefix: str = "",
     ) -> None:
+        if interval_s < 0:
+            raise ValueError(f"interval_s must be >= 0, got {interval_s!r}")
+        low, high = jitter_s
+        if not 0 <= low <= high:
+            raise ValueError(f"jitter_s must satisfy 0 <= low <= high, got {jitter_s!r}")
         self.link = link
         self.proxy_key = proxy_key
         self.interval_s = interval_s
@@ -70,6 +76,20 @@ class SharedGate:
         self.rng = rng
         self.php_keys = php_keys
         self.php_prefix = php_prefix
+        # Whole ms, never under the interval asked for.
+        self._interval_ms = math.ceil(round(interval_s * 1000, 6))
+        self._gate_key = link.key("gate", proxy_key)
+        self._php_key = f"{php_prefix}tg:proxy:throttle:{proxy_key}"
+        #: Redis ms of this gate object's last reserved start (None before the first).
+        self.last_start_ms: int | None = None
+        #: Reservations made through this object.
+        self.reservations = 0
+
+    def __repr__(self) -> str:
+        return (
+            f"<SharedGate {self.proxy_key} interval_s={self.interval_s} "
+            f"reservations={self.reservations}>"
+        )
 
     async def reserve(
         self, lease: Lease | None, *, connecting: bool = False, conn_ttl_ms: int = 0
@@ -90,5 +110,36 @@ class SharedGate:
         Raises:
             LeaseLost: the lease is not the caller's; nothing reserved.
             ClusterUnavailable: Redis unreachable or too slow.
+
+        The sleep counts from when the reply arrives, so a start is never earlier than its
+        reservation on Redis's clock; two starts' real gap differs from ``interval_s`` by at
+        most the difference of their replies' travel times (sub-ms on loopback).
         """
-        raise NotImplementedError
+        low, high = self.jitter_s
+        jitter_ms = 0
+        if self._interval_ms > 0 and high > 0:
+            jitter_ms = round(self.rng.uniform(low, high) * 1000)
+        if lease is None:
+            lease_key = conn_key = self._gate_key
+            value = ""
+        else:
+            lease_key = self.link.key("lease", lease.account_id)
+            conn_key = self.link.key("conn", lease.account_id)
+            value = lease.value
+        reply = await self.link.run_script(
+            "reserve",
+            [self._gate_key, lease_key, conn_key, self._php_key],
+            [
+                value,
+                self._interval_ms,
+                jitter_ms,
+                conn_ttl_ms if connecting else 0,
+                1 if self.php_keys else 0,
+            ],
+        )
+        if int(reply[0]) < 0:
+            assert lease is not None
+            raise LeaseLost(lease.account_id)
+        self.reservations += 1
+        self.last_start_ms = int(reply[1])
+        return max(0.0, int(reply[0]) / 1000)

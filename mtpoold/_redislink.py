@@ -36,6 +36,10 @@ __all__ = ["ClusterUnavailable", "RedisLink", "open_redis_link"]
 
 #: Seconds `open_redis_link` waits for the pool to close on exit.
 CLOSE_WAIT_S: Final = 1.0
+#: Seconds past ``op_timeout_s`` before the Trio side gives up on a call, and seconds its
+#: cancelled asyncio task may then take.
+_BACKSTOP_S: Final = 0.05
+_CANCEL_WAIT_S: Final = 0.1
 
 
 class ClusterUnavailable(Exception):
@@ -155,7 +159,11 @@ class RedisLink:
                 return await call()
 
         try:
-            return await run_aio(bounded)
+            # The asyncio-side timeout ends the call itself; the Trio-side one is a backstop
+            # (a task that ignores its cancellation is abandoned after `_CANCEL_WAIT_S`).
+            with trio.move_on_after(timeout_s + _BACKSTOP_S):
+                return await run_aio(bounded, cancel_wait_s=_CANCEL_WAIT_S)
+            raise TimeoutError
         except (TimeoutError, redis.exceptions.TimeoutError):
             raise ClusterUnavailable(
                 f"redis {self.where} did not answer within {timeout_s} s"
@@ -253,10 +261,7 @@ async def open_redis_link(
         socket_connect_timeout=op_timeout_s,
         socket_timeout=op_timeout_s,
         retry=Retry(NoBackoff(), 0),
-        retry_on_timeout=False,
         decode_responses=True,
-        lib_name=None,
-        lib_version=None,
     )
     link = RedisLink(client, where=where, key_prefix=key_prefix, op_timeout_s=op_timeout_s)
     try:

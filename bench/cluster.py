@@ -139,10 +139,10 @@ def node(
                     jobs.append((arrival, start))
                 results.append({"proxy": p, "worker": w, "ready": ready, "jobs": jobs})
 
-            await trio.sleep(max(0.0, t0 - time.monotonic()))
-            trips_at_t0 = link.round_trips
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(cluster_task)
+                nursery.start_soon(cluster_task)  # the leases are renewed from the start
+                await trio.sleep(max(0.0, t0 - time.monotonic()))
+                trips_at_t0 = link.round_trips
                 async with trio.open_nursery() as inner:
                     for p, w in mine:
                         inner.start_soon(worker, p, w)
@@ -194,7 +194,13 @@ def _spawn(target: str, **kwargs: Any) -> subprocess.Popen[str]:
 def _collect(procs: list[subprocess.Popen[str]], timeout_s: float) -> list[Any]:
     results = []
     for proc in procs:
-        out, err = proc.communicate(timeout=timeout_s)
+        try:
+            out, err = proc.communicate(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            for other in procs:
+                other.kill()
+            out, err = proc.communicate()
+            raise RuntimeError(f"child timed out: {err[-3000:]}") from None
         if proc.returncode != 0:
             raise RuntimeError(f"child failed ({proc.returncode}): {err[-2000:]}")
         results.append(parse_child_output(out))
@@ -396,6 +402,8 @@ def build_report(res: dict[str, Any]) -> Report:
         php_jain=f"{b['jain']:.4f}",
         round_trips=f"{rt_a:.2f}",
         php_round_trips=f"{rt_b:.2f}",
+        shortfall=ms(INTERVAL_S - a["min_gap"], 2),
+        unscale=f"{1 / SCALE:g}",
         rtt_p50=ms(rtt50, 2),
         rtt_p99=ms(rtt99, 2),
         renew_interval=f"{LEASE_S / 3:g} s",
@@ -421,11 +429,23 @@ monotonic clock where each worker proceeds to its call.
 **The shared gate.** Each start costs one reservation script in Redis (round trip p50
 {rtt_p50}, p99 {rtt_p99} on the worst node), which stores the start it hands out: the next
 caller, from whichever node, is given that start plus the interval, so the chain of starts is
-kept in Redis's clock and a node's wake-up lateness does not push the next start back. The
+exact in Redis's clock and a node's wake-up lateness does not push the next start back. The
 worst proxy ran at {utilization} of one start per interval ({lateness} per start above the
-{interval} interval) with {violations} violations (smallest gap {min_gap}), wait p99 {p99}
-against the FIFO ideal {ideal}, Jain {jain}. Round trips per job, with lease renewals and
-heartbeats every {renew_interval} counted in: {round_trips}; leases lost: {lost}.
+{interval} interval), wait p99 {p99} against the FIFO ideal {ideal}, Jain {jain}. Round trips
+per job, with lease renewals and heartbeats every {renew_interval} counted in: {round_trips};
+leases lost: {lost}.
+
+**Where violations come from.** A start is what the proxy sees: the moment the worker wakes
+from the delay the reservation returned, counted from when the reply *arrived*. A reply that
+travels longer than the one before it (the round trip's spread above), or a later wake-up,
+makes that start late and the next gap short by the difference, though the two reserved
+starts in Redis are exactly one interval apart: {violations} violations in this run, the
+worst gap {min_gap} ({shortfall} short). Two remedies, both in the gate: map the reserved
+start (the script returns it in Redis ms) onto the local clock with the smallest offset seen
+so far, so a slow reply no longer delays its start unless it arrives after it; and reserve
+each start a small cushion after the previous one (the wake-up spread), which costs cushion ÷
+interval of utilization — {unscale} times less at the production interval than at this
+run's scaled one.
 
 **The PHP gate on the same Redis**: {php_utilization} utilization, {php_violations}
 violations, wait p99 {php_p99}, Jain {php_jain}, and {php_round_trips} `EVAL` round trips per

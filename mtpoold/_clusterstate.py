@@ -41,11 +41,39 @@ accounts with changes — one Redis round trip per flush, not per change. Redis 
 the batch is put back under whatever was queued since and retried on the next flush; nothing
 is lost while the process lives.
 
+A key that is not a hash at all (another program wrote it), or one whose bytes a client
+decoding UTF-8 refuses (`RedisLink` decodes replies), is read as empty
+(``field="<the whole key>"`` logged); changes queued for a key that is not a hash are dropped
+by the flush (``event=cluster_state_write_refused``): bad data never stops the node.
+
+How a node uses it (integ wires this; the pool itself is unchanged). Import this module
+before `mtpoold._redislink.open_redis_link` builds the link: its two scripts join core's
+registry (`mtpoold._clusterscripts.SCRIPTS`) on import, and the link reads the registry
+when it is built::
+
+    state = ClusterState(link, lease_of=lambda a: (lease := book.lease(a)) and lease.value)
+    store = ClusterStore(sqlite_store, state)     # given to open_pool(..., store=store)
+    store.cooldown_cause_of = lambda a: ...       # AccountWorker.cooldown_cause of account a
+    await nursery.start(state.run)                # the write-behind flusher, node's nursery
+    # after LeaseBook.acquire(...) returned `acquired`:
+    shared = await state.pull_many(list(acquired))            # one round trip
+    for a, s in shared.items():
+        if s.found:
+            with store.quiet():                   # applying it must not queue it back
+                ...apply s.without_expired(time.time()) to the pool's account a
+            store.adopt(s)                        # and mirror it into SQLite
+    # before LeaseBook.release(ids) (drain): await state.flush()
+    # at shutdown: with trio.move_on_after(op_timeout_s): await state.flush()
+
+`SharedAccountState` is the truth for an account whose ``found`` is True: it replaces what
+the node's own SQLite file says (that is only what this node saw when it last held it).
+
 Fencing: given ``lease_of`` (account id -> the lease value ``"node|epoch|token"`` this node
 holds, or None), every account's writes in a flush are applied only if ``{prefix}lease:{id}``
 still holds that value, in the same script (atomically): a node that was paused past its
 lease and wakes up cannot overwrite the state the new holder wrote. Writes for an account
-this node does not hold are dropped and counted (`ClusterState.fenced_out`) — except
+this node does not hold are dropped and counted (`ClusterState.fenced_out`,
+`ClusterState.dropped_unheld`) — except
 cooldowns (account, class, chat) that end later than the one stored: those are written
 anyway, so a FLOOD_WAIT seen just before a lease was lost still keeps every node away.
 Without ``lease_of`` writes are unconditional (tests, tools).
@@ -62,6 +90,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, Final, Protocol, final
 
 import attrs
+import redis
 import trio
 
 from ._clusterscripts import SCRIPTS
@@ -105,13 +134,16 @@ PEER_KINDS: Final = frozenset({"user", "channel", "self"})
 #: cut-off (UNIX s); ARGV[1 + i]: JSON of account i's changes: ``l`` lease value that must
 #: hold ("" = unfenced), ``f`` 1 = delete the hash first, ``c`` field prefixes to delete,
 #: ``d`` fields to delete, ``s`` [field, value, ...] to set, ``n`` the same set only if
-#: missing, ``b`` {spends field: "t t ..."} to append. Returns the indexes (1-based) of the
-#: accounts whose lease did not hold: for them only cooldowns that end later than the stored
-#: one are written (a FLOOD_WAIT is never lost, a stale clear never lifts the new holder's).
+#: missing, ``b`` {spends field: "t t ..."} to append. Returns ``{fenced, refused}``: the
+#: indexes (1-based) of the accounts whose lease did not hold, and of those whose key is not
+#: a hash (nothing written for them). For the fenced ones only cooldowns that end later than
+#: the stored one are written (a FLOOD_WAIT is never lost, a stale clear never lifts the new
+#: holder's).
 FLUSH_LUA: Final = """
 local n = #KEYS / 2
 local cutoff = tonumber(ARGV[1])
 local fenced = {}
+local refused = {}
 local function each_chunk(list, fn)
   for j = 1, #list, 1000 do
     fn(unpack(list, j, math.min(j + 999, #list)))
@@ -120,7 +152,10 @@ end
 for i = 1, n do
   local key = KEYS[i]
   local op = cjson.decode(ARGV[i + 1])
-  if op.l ~= '' and redis.call('GET', KEYS[n + i]) ~= op.l then
+  local kind = redis.call('TYPE', key).ok
+  if kind ~= 'hash' and kind ~= 'none' then
+    refused[#refused + 1] = i
+  elseif op.l ~= '' and redis.call('GET', KEYS[n + i]) ~= op.l then
     fenced[#fenced + 1] = i
     for j = 1, #op.s, 2 do
       local name = op.s[j]
@@ -164,7 +199,7 @@ for i = 1, n do
     end
   end
 end
-return fenced
+return {fenced, refused}
 """
 
 #: Every account hash of KEYS, in order: one round trip for many accounts.
@@ -240,6 +275,19 @@ class SharedAccountState:
     last_used_unix: float | None = None
     peers: list[StoredPeer] = attrs.field(factory=list)
     skipped: tuple[str, ...] = ()
+
+    def without_expired(self, now_unix: float) -> SharedAccountState:
+        """This state without the cooldowns over at ``now_unix`` (UNIX s) and the spends
+        older than `SPEND_KEEP_S`: what a node applies when it takes the account over."""
+        live = self.cooldown_until_unix is not None and self.cooldown_until_unix > now_unix
+        return attrs.evolve(
+            self,
+            cooldown_until_unix=self.cooldown_until_unix if live else None,
+            cooldown_cause=self.cooldown_cause if live else "",
+            class_cooldowns={k: v for k, v in self.class_cooldowns.items() if v[0] > now_unix},
+            chat_cooldowns={k: v for k, v in self.chat_cooldowns.items() if v[0] > now_unix},
+            budget_spends=[s for s in self.budget_spends if s[1] > now_unix - SPEND_KEEP_S],
+        )
 
     def stored_account(self) -> StoredAccount:
         """The `StoredAccount` row these fields make (for the SQLite mirror)."""
@@ -389,6 +437,19 @@ def _decode_field(account_id: str, name: str, text: str, out: dict[str, Any]) ->
         raise _Garbled("unknown field")
 
 
+def _unreadable(account_id: str, exc: Exception) -> SharedAccountState:
+    log_event(
+        log,
+        logging.WARNING,
+        "cluster_state_field_unreadable",
+        account=account_id,
+        field="<the whole key>",
+        error=type(exc).__name__,
+        note="not a hash; the account's shared state is ignored",
+    )
+    return SharedAccountState(account_id, skipped=("<the whole key>",))
+
+
 # --- the write-behind queue ------------------------------------------------------------------
 
 
@@ -401,6 +462,13 @@ class _Changes:
     fields: dict[str, str | None] = attrs.field(factory=dict)  # None: delete the field
     if_missing: dict[str, str] = attrs.field(factory=dict)
     spends: dict[str, list[str]] = attrs.field(factory=dict)
+
+    def has_cooldowns(self) -> bool:
+        """Whether a cooldown (account, class or chat) is set among these changes."""
+        return any(
+            value is not None and (name == COOLDOWN or name.startswith((CLASS_PREFIX, CHAT_PREFIX)))
+            for name, value in self.fields.items()
+        )
 
     def set(self, name: str, value: str | None) -> None:
         self.fields.pop(name, None)  # re-inserted last: the order of the pushes
@@ -483,7 +551,10 @@ class ClusterState:
         flushes: Flush scripts sent (each one Redis round trip).
         failed_flushes: Flushes that failed (Redis unreachable); their changes were requeued.
         fenced_out: Accounts whose changes a flush dropped because this node no longer
-            held their lease.
+            held their lease (their later-ending cooldowns were still written).
+        refused: Accounts whose changes were dropped because their key is not a hash.
+        dropped_unheld: Accounts whose queued changes were not sent at all: not held here
+            and no cooldown among them (e.g. first-seen times queued at startup).
         last_error: The last flush failure's cause (`ClusterUnavailable.cause`), or None.
     """
 
@@ -505,6 +576,8 @@ class ClusterState:
         self.flushes = 0
         self.failed_flushes = 0
         self.fenced_out = 0
+        self.dropped_unheld = 0
+        self.refused = 0
         self.last_error: str | None = None
 
     def __repr__(self) -> str:
@@ -524,7 +597,10 @@ class ClusterState:
         Raises:
             ClusterUnavailable: Redis unreachable or too slow (``op_timeout_s``).
         """
-        raw = await self._link.command("HGETALL", self.key(account_id))
+        try:
+            raw = await self._link.command("HGETALL", self.key(account_id))
+        except (redis.ResponseError, UnicodeDecodeError) as exc:  # not a hash; not UTF-8
+            return _unreadable(account_id, exc)
         return _decode(account_id, raw)
 
     async def pull_many(self, account_ids: Sequence[str]) -> dict[str, SharedAccountState]:
@@ -536,7 +612,10 @@ class ClusterState:
         """
         if not account_ids:
             return {}
-        raw = await self._link.run_script(PULL_SCRIPT, [self.key(a) for a in account_ids], [])
+        try:
+            raw = await self._link.run_script(PULL_SCRIPT, [self.key(a) for a in account_ids], [])
+        except (redis.ResponseError, UnicodeDecodeError):  # one bad key: one by one
+            return {a: await self.pull(a) for a in account_ids}
         replies = list(raw) if isinstance(raw, list | tuple) else []
         replies += [[]] * (len(account_ids) - len(replies))
         return {a: _decode(a, r) for a, r in zip(account_ids, replies, strict=False)}
@@ -641,17 +720,22 @@ class ClusterState:
         """
         async with self._flush_lock:
             batch, self._queue = self._queue, {}
+            leases: dict[str, str] = {}
+            for a, changes in list(batch.items()):
+                held = "" if self._lease_of is None else self._lease_of(a)
+                if held is None and not changes.has_cooldowns():
+                    del batch[a]  # not ours (e.g. first_seen at startup): the holder writes
+                    self.dropped_unheld += 1
+                    continue
+                leases[a] = "\x00" if held is None else held  # "\x00" never matches
             if not batch:
                 return
             ids = list(batch)
-            leases = ["" if self._lease_of is None else self._lease_of(a) or "\x00" for a in ids]
             keys = [self.key(a) for a in ids] + [self._link.key("lease", a) for a in ids]
             cutoff = self._wall_clock() - SPEND_KEEP_S
-            args = [f"{cutoff:.3f}"] + [
-                batch[a].argument(lease) for a, lease in zip(ids, leases, strict=True)
-            ]
+            args = [f"{cutoff:.3f}"] + [batch[a].argument(leases[a]) for a in ids]
             try:
-                fenced = await self._link.run_script(FLUSH_SCRIPT, keys, args)
+                reply = await self._link.run_script(FLUSH_SCRIPT, keys, args)
             except BaseException:
                 merged: dict[str, _Changes] = {}
                 for a in ids:  # back in front of anything queued meanwhile
@@ -662,15 +746,27 @@ class ClusterState:
                 self.failed_flushes += 1
                 raise
             self.flushes += 1
-            for index in fenced or ():
-                self.fenced_out += 1
+            fenced, refused = reply if isinstance(reply, list) and len(reply) == 2 else ([], [])
+            for index in refused:
+                self.refused += 1
                 log_event(
                     log,
-                    logging.WARNING,
-                    "cluster_state_write_fenced",
+                    logging.ERROR,
+                    "cluster_state_write_refused",
                     account=ids[int(index) - 1],
-                    note="its lease is no longer ours; the new holder's state stands",
+                    note="its key is not a hash (another program wrote it); changes dropped",
                 )
+            for index in fenced:
+                account = ids[int(index) - 1]
+                self.fenced_out += 1
+                if leases[account] != "\x00":
+                    log_event(
+                        log,
+                        logging.WARNING,
+                        "cluster_state_write_fenced",
+                        account=account,
+                        note="its lease is no longer ours; the new holder's state stands",
+                    )
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Flush the queue every ``flush_interval_s`` while something is queued, until

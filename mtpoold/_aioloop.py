@@ -90,7 +90,8 @@ async def _run_batch(loop: Any, no_wait: bool = False) -> None:
     ran = 0
     timers = loop._timers
     if not no_wait and not _due_or_queued(loop):
-        # Clamped: the clock moved since `_due_or_queued` looked (trio refuses a negative timeout).
+        # loop.time() moved on since _due_or_queued read it: a timer due in between gives a
+        # negative timeout, which move_on_after refuses (ValueError ended the loop's task)
         timeout = max(0.0, timers[0]._when - loop.time()) if timers else math.inf
         with trio.move_on_after(timeout):
             if await _dispatch(loop, await loop._q_recv.receive()):

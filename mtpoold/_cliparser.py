@@ -276,7 +276,10 @@ def build_parser() -> argparse.ArgumentParser:
         " proxy or a rate class, failing), at most 20, fitted to the terminal's width (80"
         " columns when piped, or $COLUMNS). --state/--proxy/--tag list every matching account"
         " instead; they shape the table only (--json prints the whole reply). States: idle,"
-        " connecting, ready, busy, cooldown, disabled, retired (README, Account states).",
+        " connecting, ready, busy, cooldown, disabled, retired, remote (cluster: held by"
+        " another node or unheld) (README, Account states). In cluster mode the whole"
+        " cluster follows: every live node (rpc address, accounts held, jobs), who holds which"
+        " account, each node's lanes (README, Cluster).",
         _epilog(
             [
                 "mtpoold status",

@@ -115,12 +115,13 @@ async def _open_cluster_pool(
     import attrs
 
     from ._clusterrun import open_cluster_node
+    from ._forward import rpc_address
 
     assert config.cluster is not None
     rng = rng or random.Random()
     async with _asyncio_loop():
         async with open_cluster_node(
-            config.cluster, rpc=config.daemon.listen, rng=rng, wall_clock=wall_clock
+            config.cluster, rpc=rpc_address(config.daemon.listen), rng=rng, wall_clock=wall_clock
         ) as node:
             pool_store: Any = store
             if store is not None and node.state is not None:

@@ -27,6 +27,7 @@ from ._compose import open_pool
 from ._config import Config, ProxyConfig, load_config, proxy_key
 from ._daemonfile import remove_daemon_file, write_daemon_file
 from ._errors import ConfigError, redact
+from ._forward import Doors, configured_accounts, rpc_address
 from ._logformat import log_event
 from ._metrics import metrics_registry, serve_metrics
 from ._pool import ReloadSummary
@@ -172,6 +173,20 @@ def _open_store(state_dir: Path, config: Config) -> StateStore:
         store.close()
         raise
     return store
+
+
+def _doors(pool: object, reloader: Reloader, token: str) -> Doors | None:
+    """Cluster mode (the pool has a cluster task, ``Pool.cluster``): the server's doors
+    (`mtpoold._forward`); one node: None."""
+    cluster = getattr(pool, "cluster", None)
+    if cluster is None:
+        return None
+    return Doors.for_cluster(
+        cluster,
+        token=token,
+        accounts=configured_accounts(lambda: reloader.config),
+        default_deadline_s=reloader.config.policy.job_deadline_s,
+    )
 
 
 def _summary(pool: DaemonPool, server: RpcServer) -> str:
@@ -478,8 +493,13 @@ async def run_daemon(
                 # leaves no token behind.
                 token = _token(state_dir)
                 reloader = Reloader(pool, config, config_path)
-                server = RpcServer.from_config(pool, config.daemon, token=token, reloader=reloader)
+                doors = _doors(pool, reloader, token)
+                server = RpcServer.from_config(
+                    pool, config.daemon, token=token, reloader=reloader, doors=doors
+                )
                 async with trio.open_nursery() as nursery:
+                    if doors is not None:  # cluster mode: the peers' summaries, forwarding
+                        await nursery.start(doors.run)
 
                     async def serve(*, task_status: trio.TaskStatus[str]) -> None:
                         await server.run(task_status=task_status)
@@ -488,7 +508,7 @@ async def run_daemon(
                     address = await nursery.start(serve)
                     cluster = getattr(pool, "cluster", None)
                     if cluster is not None:  # the registry names where this node listens
-                        cluster.registry.info["rpc"] = str(address)
+                        cluster.registry.info["rpc"] = rpc_address(str(address))
                     if config.metrics is not None:  # GET /metrics, no token (see _metrics)
                         registry = metrics_registry(
                             pool.statistics,

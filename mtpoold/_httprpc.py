@@ -25,6 +25,8 @@ The rules (``docs/CONTRACTS.md``, "HTTP transport", repeats them for clients):
   request (and its body); idle, it is closed without a reply.
 * A client that disconnects (EOF or reset) while its jobs run cancels them, as a websocket
   close does; no reply is written.
+* Cluster mode: a request with the hop marker header `HOP_HEADER` (``Mtpoold-Forwarded-By:
+  <node>``) was forwarded by that node (`mtpoold._forward`); its jobs run here only.
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ from ._rpc import INVALID_REQUEST, PARSE_ERROR, SHUTTING_DOWN, RpcError, encode_
 
 __all__ = [
     "HEAD_LIMIT_BYTES",
+    "HOP_HEADER",
     "RPC_PATHS",
     "Exchange",
     "HeadError",
@@ -65,6 +68,9 @@ _log = logging.getLogger("mtpoold.server")
 #: ``max_incomplete_event_size``); more: 431. A head read whole in one receive (at most
 #: `_READ_BYTES` more) is parsed.
 HEAD_LIMIT_BYTES: Final = 16 * 1024
+#: The hop marker of cluster mode (`mtpoold._forward`): a request carrying it was forwarded by
+#: the node it names, and its jobs run on this node's own accounts, never forwarded again.
+HOP_HEADER: Final = "Mtpoold-Forwarded-By"
 #: The paths a JSON-RPC ``POST`` may go to.
 RPC_PATHS: Final = frozenset({b"/", b"/rpc"})
 _READ_BYTES: Final = 65536
@@ -158,10 +164,15 @@ class HttpEndpoint(Protocol):
         ...
 
     def exchange(
-        self, remote: str, send: Callable[[str], Awaitable[None]]
+        self,
+        remote: str,
+        send: Callable[[str], Awaitable[None]],
+        *,
+        forwarded_by: str | None = None,
     ) -> contextlib.AbstractAsyncContextManager[Exchange]:
         """One HTTP request's JSON-RPC exchange, registered with the server while open
-        (shutdown waits for it); replies go to ``send``."""
+        (shutdown waits for it); replies go to ``send``. ``forwarded_by``: the node named by
+        the request's hop marker (`HOP_HEADER`), whose jobs are never forwarded again."""
         ...
 
 
@@ -496,6 +507,7 @@ async def _answer(
     conn: h11.Connection,
     remote: str,
     body: bytes,
+    forwarded_by: str | None = None,
 ) -> bool:
     """Run the body's request(s) through the dispatcher and send the response; False when
     the client went away first (its jobs are cancelled, nothing is sent).
@@ -506,7 +518,7 @@ async def _answer(
     frames: list[str | bytes] = [body] if batch is None else list(batch)
     replies = _Replies()
     gone = trio.CancelScope()
-    async with endpoint.exchange(remote, replies.send) as exchange:
+    async with endpoint.exchange(remote, replies.send, forwarded_by=forwarded_by) as exchange:
         async with trio.open_nursery() as watching:
             watching.start_soon(_watch_disconnect, stream, conn, gone)
             with gone:
@@ -589,7 +601,9 @@ async def serve_http(
                 )
                 return await refuse(stream, head, refusal)
             assert body is not None
-            if not await _answer(endpoint, stream, conn, remote, body):
+            hop = head.header(HOP_HEADER.lower().encode("ascii"))
+            forwarded_by = hop.decode("utf-8", "replace") if hop is not None else None
+            if not await _answer(endpoint, stream, conn, remote, body, forwarded_by):
                 log_event(_log, logging.DEBUG, "http_client_gone", remote=remote)
                 return
             if conn.our_state is not h11.DONE or conn.their_state is not h11.DONE:

@@ -33,6 +33,12 @@ The same listener also answers JSON-RPC over plain HTTP ``POST /rpc`` (`mtpoold.
 trio-websocket, anything else to `mtpoold._httprpc.serve_http`; both transports go through
 the one dispatcher (`_dispatch`), the same door (`RpcServer.refusal`) and the same limits.
 
+Cluster mode (``doors``, `mtpoold._forward.Doors`): a client's job goes through the doors,
+which run it on this node's pool or forward it to the node holding its account and answer
+with that node's reply; a request carrying the hop marker (``Mtpoold-Forwarded-By``, read by
+`mtpoold._httprpc`) is a peer's and runs here only. ``status`` then adds ``cluster`` and
+``jobs`` adds ``forwarded``; both stay inline (the doors answer from what they last read).
+
 The server depends only on the pool's public API (`PoolAPI`, as in ``docs/CONTRACTS.md``).
 """
 
@@ -67,6 +73,7 @@ from wsproto.events import BytesMessage, CloseConnection, TextMessage
 
 from ._config import DaemonConfig
 from ._errors import ConfigError, ErrorClass, JobFailed, redact
+from ._forward import Doors, ForwardableJob
 from ._httprpc import HeadError, HttpClass, Refusal, ReplayStream, read_head, refuse, serve_http
 from ._jobs import JOB_ORIGIN
 from ._listen import DEFAULT_LISTEN as DEFAULT_LISTEN
@@ -92,6 +99,7 @@ from ._rpc import (
     InvokeParams,
     JobOptions,
     ReloadParams,
+    Request,
     RequestId,
     ResolveParams,
     RpcError,
@@ -301,6 +309,7 @@ class _Connection:
     remote: str
     send: Callable[[str], Awaitable[None]]  # one reply; never raises for a client gone
     calls: dict[tuple[bool, RequestId], _Call] = attrs.field(factory=dict)  # cancellable ones
+    forwarded_by: str | None = None  # the peer node an HTTP request came from (hop marker)
     unsent: int = 0  # what max_in_flight limits (the module docstring)
     reader_scope: trio.CancelScope = attrs.field(factory=trio.CancelScope)
 
@@ -428,6 +437,10 @@ class RpcServer:
         handshake_timeout_s: Seconds a client has to complete the HTTP upgrade.
         reloader: What ``reload`` runs (the daemon re-reads its config file); None answers
             ``reload`` with -32601.
+        doors: Cluster mode: routes each job to this node's pool or forwards it to a peer
+            (`mtpoold._forward.Doors`; a request carrying the hop marker
+            ``Mtpoold-Forwarded-By`` is never forwarded again), and adds ``cluster`` to the
+            ``status`` reply. None: one node, every job on ``pool``.
 
     Resource handling:
         `serve` owns the listeners it is given, every connection and every job task;
@@ -449,6 +462,7 @@ class RpcServer:
     shutdown_grace_s: float = SHUTDOWN_GRACE_S
     handshake_timeout_s: float = HANDSHAKE_TIMEOUT_S
     reloader: ReloadFn | None = None
+    doors: Doors | None = None
 
     _address: str | None = attrs.field(init=False, default=None)
     _connections: set[_Connection] = attrs.field(init=False, factory=set)
@@ -473,6 +487,7 @@ class RpcServer:
         *,
         token: str,
         reloader: ReloadFn | None = None,
+        doors: Doors | None = None,
     ) -> RpcServer:
         """Build a server from the ``[daemon]`` table of the config.
 
@@ -482,6 +497,7 @@ class RpcServer:
                 shutdown_grace_s.
             token: The bearer token.
             reloader: What the ``reload`` method runs, or None.
+            doors: Cluster mode's job routing (see the class), or None.
         """
         return cls(
             pool,
@@ -492,6 +508,7 @@ class RpcServer:
             max_in_flight=config.max_in_flight,
             shutdown_grace_s=config.shutdown_grace_s,
             reloader=reloader,
+            doors=doors,
         )
 
     def __repr__(self) -> str:
@@ -756,11 +773,16 @@ class RpcServer:
 
     @contextlib.asynccontextmanager
     async def exchange(
-        self, remote: str, send: Callable[[str], Awaitable[None]]
+        self,
+        remote: str,
+        send: Callable[[str], Awaitable[None]],
+        *,
+        forwarded_by: str | None = None,
     ) -> AsyncIterator[_Exchange]:
         """One HTTP request's JSON-RPC exchange with the dispatcher, counted as a connection
-        while open (a shutdown waits for it as for a websocket)."""
-        conn = _Connection(remote=remote, send=send)
+        while open (a shutdown waits for it as for a websocket). ``forwarded_by``: the hop
+        marker's node; its jobs run on this node's pool only."""
+        conn = _Connection(remote=remote, send=send, forwarded_by=forwarded_by)
         self._connections.add(conn)
         try:
             # No reader scope: a shutdown does not cut the response to the replies it owes;
@@ -854,7 +876,7 @@ class RpcServer:
                 conn.calls[key] = call
                 conn.unsent += 1
                 self._in_flight += 1
-                jobs.start_soon(self._run_job, conn, call, params)
+                jobs.start_soon(self._run_job, conn, call, params, request)
                 return None
             reply = encode_result(request.id, self._control(conn, request.method, params))
         except RpcError as exc:
@@ -868,11 +890,15 @@ class RpcServer:
         if method == "ping":
             return {"pong": True, "time": time.time()}
         if isinstance(params, StatusParams):
-            if params.summary:
-                return cattrs.unstructure(self.pool.statistics(accounts=False))
-            return cattrs.unstructure(self.pool.statistics())
+            status = cattrs.unstructure(self.pool.statistics(accounts=not params.summary))
+            if self.doors is not None:
+                status["cluster"] = self.doors.cluster_status(holders=not params.summary)
+            return status
         if method == "jobs":
-            return {"jobs": [cattrs.unstructure(job) for job in self.pool.jobs()]}
+            jobs: dict[str, Any] = {"jobs": [cattrs.unstructure(job) for job in self.pool.jobs()]}
+            if self.doors is not None:
+                jobs["forwarded"] = self.doors.forwarding()
+            return jobs
         if isinstance(params, CancelParams):
             call = conn.calls.get(_key(params.id))
             if call is None:
@@ -927,13 +953,15 @@ class RpcServer:
             return {"account": params.id, "forgotten": True}
         raise AssertionError(f"not a control method: {params!r}")  # pragma: no cover
 
-    async def _run_job(self, conn: _Connection, call: _Call, params: object) -> None:
+    async def _run_job(
+        self, conn: _Connection, call: _Call, params: object, request: Request
+    ) -> None:
         reply: str | None = None
         JOB_ORIGIN.set((conn.remote, call.id))  # this task's own context: `mtpoold jobs`
         try:
             with call.scope:
                 try:
-                    reply = encode_result(call.id, await self._perform(params))
+                    reply = encode_result(call.id, await self._routed(conn, params, request))
                 except JobFailed as exc:
                     reply = encode_error(call.id, _job_error(exc))
                 except RpcError as exc:
@@ -972,6 +1000,22 @@ class RpcServer:
                 error_class=WireClass.CONFIG_INVALID,
                 problems=exc.problems,
             ) from None
+
+    async def _routed(self, conn: _Connection, params: object, request: Request) -> Any:
+        # Cluster mode: a client's job goes through the doors (here or a peer); a peer's
+        # (hop marker) and every non-job task run here.
+        doors = self.doors
+        if doors is None or conn.forwarded_by is not None or request.method not in _JOB_METHODS:
+            return await self._perform(params)
+        options: JobOptions = getattr(params, "options", JobOptions())
+        job = ForwardableJob(
+            method=request.method,
+            params=request.params if isinstance(request.params, dict) else {},
+            account=options.account,
+            tags=options.tags,
+            deadline_s=options.deadline_s,
+        )
+        return await doors.serve(job, functools.partial(self._perform, params))
 
     async def _perform(self, params: object) -> dict[str, Any]:
         if isinstance(params, ReloadParams):

@@ -39,6 +39,7 @@ __all__ = [
     "held_back",
     "needs_attention",
     "render_accounts",
+    "render_cluster",
     "render_cooldowns",
     "render_jobs",
     "render_proxies",
@@ -156,6 +157,7 @@ _STATE_STYLE: dict[str, str] = {
     AccountState.COOLDOWN: "yellow",
     AccountState.DISABLED: "red",
     AccountState.RETIRED: "dim",
+    AccountState.REMOTE: "dim",
 }
 
 
@@ -650,6 +652,174 @@ def render_status(
         parts.append(_accounts_table(shown, lanes, wide=wide, title=title))
     if rest:
         parts.append(Text(f"… and {rest} more (--wide / --state)"))
+    cluster = stats.get("cluster")
+    if isinstance(cluster, Mapping):
+        parts += [Text(""), render_cluster(cluster, wide=wide, limit=limit)]
+    return Group(*parts)
+
+
+# --- the cluster (``status`` in cluster mode: the reply's ``cluster`` member) -------------------
+
+
+def _cluster_summary(cluster: Mapping[str, Any], nodes: Sequence[Mapping[str, Any]]) -> Text:
+    holders = cluster.get("holders")
+    holders = holders if isinstance(holders, Mapping) else {}
+    total = cluster.get("accounts_total", len(holders))
+    unheld = cluster.get("unheld", sum(1 for v in holders.values() if v is None))
+    age = cluster.get("age_s")
+    text = Text(
+        f"cluster: this node {cluster.get('node', _DASH)} · {len(nodes)} live"
+        f" node{'s' if len(nodes) != 1 else ''} · accounts {total}, unheld {unheld}"
+        f" · read {f'{format_short(age)} ago' if _num(age) > 0 else 'just now'}"
+        if age is not None
+        else f"cluster: this node {cluster.get('node', _DASH)} · nodes not read yet"
+    )
+    failover = cluster.get("failover_s")
+    if isinstance(failover, int | float):
+        text.append(f"\nfailover: a dead node's accounts move within {format_short(failover)}")
+    error = cluster.get("error")
+    if error:
+        text.append(f"\ncluster unreadable, showing the last read: {error}", style="red")
+    forwarded = cluster.get("forwarded")
+    if isinstance(forwarded, Mapping) and forwarded:
+        text.append("\nforwarded from here: " + _errors(forwarded))
+    return text
+
+
+def _nodes_table(
+    nodes: Sequence[Mapping[str, Any]], here: object, per_node: Mapping[str, list[str]] | None
+) -> _Grid:
+    table = _table("Nodes")
+    _column(table, "node", ratio=1)
+    _column(table, "rpc", ratio=2)
+    _column(table, "held", right=True)
+    _column(table, "jobs", right=True)
+    _column(table, "ok", right=True)
+    _column(table, "failed", right=True)
+    _column(table, "lanes", right=True)
+    if per_node is not None:
+        _column(table, "accounts", ratio=3)
+    for n in nodes:
+        name = str(n.get("name", _DASH))
+        lanes = len(n.get("lanes") or ()) + int(_num(n.get("lanes_more")))
+        row = [
+            Text(name + (" *" if name == here else ""), style="bold" if name == here else ""),
+            _cell(n.get("rpc")),
+            _cell(n.get("held")),
+            _cell(n.get("jobs_in_flight")),
+            _cell(n.get("jobs_ok")),
+            _cell(n.get("jobs_failed")),
+            Text(str(lanes)),
+        ]
+        if per_node is not None:
+            row.append(Text(", ".join(per_node.get(name, ())) or _DASH))
+        table.add_row(*row)
+    return table
+
+
+def _cluster_lanes_table(
+    nodes: Sequence[Mapping[str, Any]], *, wide: bool, limit: int
+) -> tuple[_Grid, int]:
+    rows: list[tuple[str, Mapping[str, Any]]] = [
+        (str(n.get("name", _DASH)), p)
+        for n in nodes
+        for p in n.get("lanes") or ()
+        if isinstance(p, Mapping)
+    ]
+    # a summary may leave out a lane's type and capacity: then so does the table
+    typed = any(p.get("type") is not None for _, p in rows)
+    sized = any(p.get("capacity") is not None for _, p in rows)
+    table = _table("Lanes by node")
+    _column(table, "node", ratio=1)
+    _column(table, "proxy", ratio=2)
+    if typed:
+        _column(table, "type")
+    _column(table, "load" if sized else "in flight", right=True)
+    _column(table, "queue", right=True)
+    _column(table, "calls", right=True)
+    _column(table, "cooldown", right=True)
+    rest = 0
+    if not wide and len(rows) > limit:
+        # the busiest first: what is in flight or queued, then what cools
+        rows.sort(
+            key=lambda r: (
+                -_num(r[1].get("in_flight")) - _num(r[1].get("waiting")),
+                -_num(r[1].get("cooldown_remaining_s")),
+            )
+        )
+        rows, rest = rows[:limit], len(rows) - limit
+        rows.sort(key=lambda r: r[0])
+    for name, p in rows:
+        cooldown = _num(p.get("cooldown_remaining_s"))
+        row = [_cell(name), _cell(p.get("name") or p.get("key"))]
+        if typed:
+            row.append(_cell(p.get("type")))
+        in_flight = p.get("in_flight", _DASH)
+        row += [
+            Text(f"{in_flight}/{p.get('capacity', _DASH)}" if sized else str(in_flight)),
+            _cell(p.get("waiting")),
+            _cell(p.get("calls")),
+            Text(format_short(cooldown), style="yellow" if cooldown > 0 else ""),
+        ]
+        table.add_row(*row)
+    rest += sum(int(_num(n.get("lanes_more"))) for n in nodes)
+    return table, rest
+
+
+def render_cluster(
+    cluster: Mapping[str, Any], *, wide: bool = False, limit: int = ATTENTION_LIMIT
+) -> RenderableType:
+    """Build the cluster part of ``mtpoold status``: every live node (its ``rpc`` address,
+    accounts held, jobs, lanes), who holds which account, each node's lanes.
+
+    Args:
+        cluster: The ``status`` reply's ``cluster`` member (`mtpoold._forward.Doors
+            .cluster_status`: ``node``, ``age_s``, ``error``, ``failover_s``, ``nodes``,
+            ``holders``, ``forwarded``).
+        wide: Every lane, and every account with its node in a table of its own; else at
+            most ``limit`` lanes (the busiest) and each node's accounts on its row.
+        limit: Lanes listed at most when not ``wide``.
+
+    Returns:
+        A renderable: the summary, the nodes table, the lanes table, the accounts held by
+        no live node (and with ``wide`` every account's holder).
+    """
+    nodes = [n for n in cluster.get("nodes") or () if isinstance(n, Mapping)]
+    holders = cluster.get("holders")
+    holders = holders if isinstance(holders, Mapping) else {}
+    per_node: dict[str, list[str]] = {}
+    unheld: list[str] = []
+    for account in sorted(holders, key=str):
+        holder = holders[account]
+        if holder is None:
+            unheld.append(str(account))
+        else:
+            per_node.setdefault(str(holder), []).append(str(account))
+    parts: list[RenderableType] = [_cluster_summary(cluster, nodes), Text("")]
+    on_rows = None if wide or not holders else per_node  # a summary reply has no holders
+    parts.append(_nodes_table(nodes, cluster.get("node"), on_rows))
+    lanes, rest = _cluster_lanes_table(nodes, wide=wide, limit=limit)
+    if lanes.row_count:
+        parts.append(lanes)
+    if rest:
+        parts.append(Text(f"… and {rest} more lanes (--wide)"))
+    if wide and holders:
+        parts.append(Text(f"Accounts by holder ({len(holders)})"))
+        table = _table(None)
+        _column(table, "account", ratio=1)
+        _column(table, "node", ratio=1)
+        for account in sorted(holders, key=str):
+            holder = holders[account]
+            table.add_row(
+                _cell(account),
+                Text("unheld", style="yellow") if holder is None else _cell(holder),
+            )
+        parts.append(table)
+    elif unheld:
+        shown = ", ".join(unheld[:limit]) + (
+            f" … +{len(unheld) - limit}" if len(unheld) > limit else ""
+        )
+        parts.append(Text(f"held by no live node ({len(unheld)}): {shown}", style="yellow"))
     return Group(*parts)
 
 
@@ -759,7 +929,8 @@ def _origin(job: Mapping[str, Any]) -> str:
 def render_jobs(reply: Mapping[str, Any]) -> RenderableType:
     """Build the ``mtpoold jobs`` view from the ``jobs`` reply (``{"jobs": [JobStatistics
     ...]}``): two lines per job in flight, oldest first — its row (the method whole at 80
-    columns), then its state and what it waits for below it.
+    columns), then its state and what it waits for below it; in cluster mode then the jobs
+    forwarded to other nodes (``forwarded``: node, method, account, age).
 
     Args:
         reply: The ``jobs`` reply.
@@ -782,4 +953,20 @@ def render_jobs(reply: Mapping[str, Any]) -> RenderableType:
             Text(format_short(j.get("deadline_left_s"))),
             note=Text(_waits_for(j)),
         )
-    return table
+    forwarded = [f for f in reply.get("forwarded") or () if isinstance(f, Mapping)]
+    if not forwarded:
+        return table
+    peers = _table(None)
+    _column(peers, "node", ratio=1)
+    _column(peers, "method", ratio=1)
+    _column(peers, "account", ratio=1)
+    _column(peers, "age", right=True)
+    for f in forwarded:
+        peers.add_row(
+            _cell(f.get("node")),
+            _cell(f.get("method")),
+            Text(str(f["account"]) if f.get("account") else "any"),
+            Text(format_short(f.get("age_s"))),
+        )
+    title = Text(f"Forwarded to other nodes, waiting for their reply ({len(forwarded)})")
+    return Group(table, Text(""), title, peers)

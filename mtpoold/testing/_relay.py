@@ -90,6 +90,9 @@ class RelayConnection:
         requested: the ``(host, port)`` a SOCKS5 client asked for, ``None`` before the request
             (and always for ``protocol="tcp"``).
         upstream: the ``(host, port)`` the relay connected to, ``None`` if it did not.
+        upstream_local: the relay's own ``(host, port)`` of that upstream connection (what the
+            upstream server sees as its peer, e.g. :attr:`~mtpoold.testing.dc.ConnectionRecord.peer`
+            at the loopback DC), ``None`` if it did not connect.
         handshake_done: whether the SOCKS5 handshake (or, for ``tcp``, the upstream connect)
             succeeded.
         bytes_from_client: bytes received from the client (handshake included).
@@ -111,6 +114,7 @@ class RelayConnection:
     closed_at: float | None = None
     requested: tuple[str, int] | None = None
     upstream: tuple[str, int] | None = None
+    upstream_local: tuple[str, int] | None = None
     handshake_done: bool = False
     bytes_from_client: int = 0
     bytes_up: int = 0
@@ -199,6 +203,18 @@ class _FaultyServer:
     def burst_spacings(self) -> list[float]:
         """Seconds between consecutive :attr:`bursts` (empty with fewer than two bursts)."""
         return [b - a for a, b in zip(self.bursts, self.bursts[1:], strict=False)]
+
+    def connection_starts(self) -> list[float]:
+        """Start times of every connection's bursts, merged and sorted, seconds.
+
+        Unlike :attr:`bursts` (where bytes of two clients closer than ``burst_gap_s`` make one
+        burst), two connections that start talking 1 ms apart give two entries 1 ms apart; bytes
+        on one connection closer than ``burst_gap_s`` (a request and Telethon's ``msgs_ack``
+        after it, a SOCKS5 handshake and the first MTProto packet) stay one start. So each entry
+        is one call start through this proxy: a lane's rate gate holds if consecutive entries
+        are ``interval_s`` apart (minus the wire's own jitter).
+        """
+        return sorted(t for conn in self.connections for t in conn.bursts)
 
     def reset_counters(self) -> None:
         """Zero :attr:`accepted`, the byte counts and burst logs; forget closed connections.
@@ -409,6 +425,8 @@ class _FaultyServer:
             except OSError as exc:
                 raise _Upstream(exc) from None
             conn.upstream = address
+            local = stream.socket.getsockname()
+            conn.upstream_local = (str(local[0]), int(local[1]))
             return stream
         raise _Upstream(TimeoutError("upstream connect timed out"))
 

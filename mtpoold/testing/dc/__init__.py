@@ -9,7 +9,10 @@ method only) and slow mode (``SLOWMODE_WAIT_X``) — come from the world (``[[li
 per method (see ``_limits``).
 Besides ``dc.faults``, DC-wide knobs: ``dc.set_latency(ms)``, ``dc.set_drop_rate(p)``,
 ``dc.blackhole_all()``, ``dc.refuse_connections()``, ``dc.revoke(user)`` (401
-``AUTH_KEY_UNREGISTERED``). It answers ``contacts.resolvePhone`` and invite previews
+``AUTH_KEY_UNREGISTERED``). ``ping_delay_disconnect`` closes a connection as Telegram does
+(``disconnect_delay`` s after the last one); ``dc.connection_log`` records every connection's
+open/close interval and the auth keys used on it, ``dc.auth_key_overlaps()`` lists any two
+that used one key at the same time. It answers ``contacts.resolvePhone`` and invite previews
 (``messages.checkChatInvite`` / ``importChatInvite``) from the world's phones, invite hashes,
 expired invites and members.
 
@@ -49,7 +52,9 @@ from ._limits import method_spelling as method_spelling
 from ._server import DC as DC
 from ._server import DEFAULT_DC_ID as DEFAULT_DC_ID
 from ._server import DEFAULT_SEED as DEFAULT_SEED
+from ._server import AuthKeyOverlap as AuthKeyOverlap
 from ._server import CallRecord as CallRecord
+from ._server import ConnectionRecord as ConnectionRecord
 from ._server import DCStatistics as DCStatistics
 from ._server import WireMessage as WireMessage
 from ._server import WireMessages as WireMessages

@@ -12,7 +12,7 @@ import random
 import struct
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any, Final, NoReturn, final
+from typing import Any, Final, Literal, NoReturn, final
 
 import attrs
 import trio
@@ -132,6 +132,64 @@ class WireMessages:
     messages: list[WireMessage]
 
 
+#: How a connection ended (:attr:`ConnectionRecord.closed_by`).
+ClosedBy = Literal["client", "ping_delay_disconnect", "dc"]
+
+
+@attrs.define(eq=False)
+class ConnectionRecord:
+    """One TCP connection the DC accepted: when it was open and which auth keys used it.
+
+    Attributes:
+        id: serial number of the connection (as :attr:`CallRecord.connection_id`).
+        peer: the client's ``(host, port)`` as the DC sees it (through a relay: the relay's
+            :attr:`~mtpoold.testing.RelayConnection.upstream_local`).
+        opened_at: ``trio.current_time()`` when accepted, seconds.
+        closed_at: when the DC finished with it (socket closed), seconds; ``None`` while open.
+        auth_key_ids: ids of the auth keys of the encrypted messages it carried (a key is
+            *used* on a connection once one message encrypted with it arrived there, whatever
+            the DC then did with the message), in first-use order. Empty for a connection that
+            only exchanged a key or carried nothing.
+        user_ids: users those keys were logged in as at first use (``None`` entries are left
+            out), in first-use order.
+        closed_by: ``"client"`` (the client hung up or the socket broke),
+            ``"ping_delay_disconnect"`` (the timer of the last ``ping_delay_disconnect`` ran
+            out), ``"dc"`` (the DC closed it: :meth:`DC.disconnect_all`, a ``drop`` fault, a
+            protocol error, the server stopping); ``None`` while open.
+    """
+
+    id: int
+    peer: tuple[str, int]
+    opened_at: float
+    closed_at: float | None = None
+    auth_key_ids: list[int] = attrs.field(factory=list)
+    user_ids: list[int] = attrs.field(factory=list)
+    closed_by: ClosedBy | None = None
+
+    def open_during(self, start: float, end: float) -> bool:
+        """Whether it was open at some moment strictly inside ``(start, end)`` (seconds)."""
+        closed = self.closed_at if self.closed_at is not None else math.inf
+        return self.opened_at < end and start < closed
+
+
+@attrs.frozen
+class AuthKeyOverlap:
+    """Two connections that used one auth key and were open at the same time.
+
+    Attributes:
+        auth_key_id: the key both used.
+        first: the connection opened first (``first.opened_at <= second.opened_at``).
+        second: the other; it opened before ``first`` closed (``second.opened_at <
+            first.closed_at``, or ``first`` is still open).
+        seconds: how long both were open, seconds (up to now for connections still open).
+    """
+
+    auth_key_id: int
+    first: ConnectionRecord
+    second: ConnectionRecord
+    seconds: float
+
+
 def _tl_name(constructor_id: int) -> str:
     if constructor_id == MSG_CONTAINER_ID:
         return "MessageContainer"
@@ -196,6 +254,19 @@ class DC:
             (acks, pings, resends, service messages, calls, plain key-exchange messages), also
             those refused for a bad salt and those swallowed by :meth:`blackhole_all`. Grows
             without bound like ``calls`` (``dc.wire_log.clear()``).
+        connection_log: a :class:`ConnectionRecord` for every connection accepted, in accept
+            order (open ones too, ``closed_at is None``): its open/close interval and the auth
+            keys used on it. :meth:`auth_key_overlaps` reads it. Grows without bound
+            (``dc.connection_log.clear()`` forgets them; records of open connections go on
+            being updated but are no longer listed).
+
+    Keepalive as Telegram's servers do it (core.telegram.org/mtproto/service_messages,
+    "Deferred connection closure + PING"): ``ping_delay_disconnect(ping_id, disconnect_delay)``
+    is answered like ``ping`` and (re)arms a timer of the connection; the DC closes the
+    connection once ``disconnect_delay`` seconds pass without a newer
+    ``ping_delay_disconnect`` on it (other traffic does not reset the timer). Bare or wrapped
+    in ``invokeWithoutUpdates`` / ``invokeWithLayer`` alike; a ``disconnect_delay`` <= 0
+    disarms the timer (the docs do not say; our choice). The timer runs on trio's clock.
 
     DC-wide knobs, apart from the fault book (settable while serving, also from the shell:
     ``python -m mtpoold.testing.dc``, :class:`~mtpoold.testing.dc.DCShell`):
@@ -232,6 +303,7 @@ class DC:
         )
         self.calls: list[CallRecord] = []
         self.wire_log: list[WireMessage] = []
+        self.connection_log: list[ConnectionRecord] = []
         self._counters: dict[int | None, collections.Counter[str]] = {}
         self._keys: dict[int, AuthKeyEntry] = {}
         self._refusing = False
@@ -454,10 +526,53 @@ class DC:
         user_id = self._user_id(user)
         return [e.key_id for e in self._keys.values() if e.user_id == user_id]
 
+    def auth_key_overlaps(self) -> list[AuthKeyOverlap]:
+        """Every pair of connections of :attr:`connection_log` that used the same auth key and
+        were open at the same time: the thing a fleet of daemons sharing accounts must never do
+        (Telegram serves one auth key on two connections, but two clients using one key at once
+        break each other's msg_id/seq_no and the session).
+
+        A connection counts for a key only if that key was used on it (see
+        :attr:`ConnectionRecord.auth_key_ids`); intervals are ``[opened_at, closed_at)`` on the
+        DC's (trio's) clock, an open connection's running to now. Connections that touch (one
+        closes at the moment the other opens) do not overlap.
+
+        Returns:
+            A list of :class:`AuthKeyOverlap` ``(auth_key_id, first, second, seconds)``, by
+            ``auth_key_id`` then ``first.opened_at``; empty if none overlapped.
+        """
+        now = trio.current_time()
+        by_key: dict[int, list[ConnectionRecord]] = {}
+        for record in self.connection_log:
+            for key_id in record.auth_key_ids:
+                by_key.setdefault(key_id, []).append(record)
+        found: list[AuthKeyOverlap] = []
+        for key_id in sorted(by_key):
+            records = sorted(by_key[key_id], key=lambda r: (r.opened_at, r.id))
+            for i, first in enumerate(records):
+                first_end = first.closed_at if first.closed_at is not None else now
+                for second in records[i + 1 :]:
+                    if second.opened_at >= first_end:
+                        break
+                    second_end = second.closed_at if second.closed_at is not None else now
+                    both = min(first_end, second_end) - second.opened_at
+                    found.append(AuthKeyOverlap(key_id, first, second, both))
+        return found
+
+    def connections_of(self, user: int | str | User) -> list[ConnectionRecord]:
+        """The records of :attr:`connection_log` on which a key logged in as ``user`` (phone,
+        id or :class:`User`) was used, in accept order.
+
+        Raises:
+            KeyError: if the user is not in the world.
+        """
+        user_id = self._user_id(user)
+        return [r for r in self.connection_log if user_id in r.user_ids]
+
     def disconnect_all(self) -> None:
         """Close every open client connection now (clients see the server hang up)."""
         for conn in list(self._connections.values()):
-            conn.cancel_scope.cancel()
+            conn.close()
 
     def is_authorized(self, auth_key: bytes) -> int | None:
         """The user id ``auth_key`` is logged in as, or ``None``."""
@@ -561,13 +676,18 @@ class DC:
         conn = _Connection(self, stream, next(self._conn_ids))
         self._connections_total += 1
         self._connections[conn.id] = conn
+        self.connection_log.append(conn.record)
         try:
             await conn.run()
         except Exception:  # a connection never takes the server down
             log.exception("connection %d crashed", conn.id)
         finally:
             del self._connections[conn.id]
-            await trio.aclose_forcefully(stream)
+            with trio.CancelScope(shield=True):
+                await trio.aclose_forcefully(stream)
+            conn.record.closed_at = trio.current_time()
+            if conn.record.closed_by is None:
+                conn.record.closed_by = "dc"
 
 
 class _Connection:
@@ -580,6 +700,7 @@ class _Connection:
         self.transport = ServerTransport(stream)
         self.state = ConnectionState(dc._rsa, dc._lookup_key, dc._register_key)
         self.cancel_scope = trio.CancelScope()
+        self.record = ConnectionRecord(conn_id, _peer_of(stream), trio.current_time())
         self._send_lock = trio.Lock()
         self._announced_session: int | None = None
         self._nursery: trio.Nursery | None = None
@@ -588,6 +709,7 @@ class _Connection:
         self._gzip_cache: tuple[bytes, bytes] | None = None
         # replies that must travel alone, in a packet of their own: (fault, message body)
         self._separate: list[tuple[CorruptReplyAction | WrongSessionAction, bytes]] = []
+        self._cancelled_by_dc = False
 
     async def run(self) -> None:
         with self.cancel_scope:
@@ -597,6 +719,30 @@ class _Connection:
                     await self._receive_loop()
                 finally:
                     nursery.cancel_scope.cancel()
+        if (
+            self.record.closed_by is None
+            and self.cancel_scope.cancelled_caught
+            and not self._cancelled_by_dc
+        ):
+            self.record.closed_by = "ping_delay_disconnect"
+
+    def close(self) -> None:
+        """Close the connection from the DC's side (``closed_by = "dc"``)."""
+        self._cancelled_by_dc = True
+        self.cancel_scope.cancel()
+
+    def _use_key(self, entry: AuthKeyEntry) -> None:
+        """Note that a message encrypted with ``entry``'s key arrived on this connection."""
+        if entry.key_id not in self.record.auth_key_ids:
+            self.record.auth_key_ids.append(entry.key_id)
+        if entry.user_id is not None and entry.user_id not in self.record.user_ids:
+            self.record.user_ids.append(entry.user_id)
+
+    def _arm_disconnect_timer(self, disconnect_delay: int) -> None:
+        """(Re)arm the ``ping_delay_disconnect`` timer: close in ``disconnect_delay`` s."""
+        self.cancel_scope.deadline = (
+            trio.current_time() + disconnect_delay if disconnect_delay > 0 else math.inf
+        )
 
     async def _receive_loop(self) -> None:
         try:
@@ -606,7 +752,11 @@ class _Connection:
                     self._log_swallowed(packet)
                     continue
                 await self._on_packet(packet)
-        except (PeerClosed, _Drop, trio.BrokenResourceError, trio.ClosedResourceError):
+        except (PeerClosed, trio.BrokenResourceError, trio.ClosedResourceError):
+            self.record.closed_by = "client"
+            return
+        except _Drop:
+            self.record.closed_by = "dc"
             return
         except TransportError as exc:
             log.debug("connection %d: transport error: %s", self.id, exc)
@@ -655,6 +805,7 @@ class _Connection:
             inc = self.state.decrypt(packet)
         except ProtocolError:
             return
+        self._use_key(inc.entry)
         self._log_messages(inc.entry, inc.msg_id, inc.body)
 
     async def _on_packet(self, packet: bytes) -> None:
@@ -668,6 +819,7 @@ class _Connection:
             return
         inc = self.state.decrypt(packet)
         entry = inc.entry
+        self._use_key(entry)
         self.state.set_session(inc.session_id)
         if inc.salt != entry.salt:
             self._log_messages(entry, inc.msg_id, inc.body)
@@ -753,7 +905,7 @@ class _Connection:
             self.dc._record_wire(entry, self.id, msg_id, cid)
             ping_id, disconnect_delay = struct.unpack_from("<qi", body, 4)
             out.append((bytes(types.Pong(msg_id, ping_id)), False))
-            self.cancel_scope.deadline = trio.current_time() + disconnect_delay
+            self._arm_disconnect_timer(disconnect_delay)
         else:
             self._call(entry, msg_id, body, out)
 
@@ -778,6 +930,7 @@ class _Connection:
         try:
             await self._send(messages)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
+            self.record.closed_by = self.record.closed_by or "client"
             self.cancel_scope.cancel()
 
     def _call_now(
@@ -803,6 +956,8 @@ class _Connection:
         name = method_name(inner)
         self.dc._record_wire(entry, self.id, msg_id, request.CONSTRUCTOR_ID, name)
         self.dc._record(entry, name, self.id, msg_id)
+        if isinstance(inner, functions.PingDelayDisconnectRequest):
+            self._arm_disconnect_timer(inner.disconnect_delay)
         if self.dc._drop_rate > 0 and self.dc._random.random() < self.dc._drop_rate:
             raise _Drop()
         action = self.dc.faults.take(entry.user_id, name)
@@ -849,6 +1004,7 @@ class _Connection:
         try:
             await self._send([(self._result(entry, msg_id, inner), True)])
         except (trio.BrokenResourceError, trio.ClosedResourceError):
+            self.record.closed_by = self.record.closed_by or "client"
             self.cancel_scope.cancel()
 
     def _result(self, entry: AuthKeyEntry, msg_id: int, request: Any) -> bytes:
@@ -870,6 +1026,15 @@ class _Connection:
                     self._gzip_cache = (data, zipped)
                     data = zipped
         return struct.pack("<Iq", RPC_RESULT_ID, msg_id) + data
+
+
+def _peer_of(stream: trio.SocketStream) -> tuple[str, int]:
+    """The client's ``(host, port)`` of ``stream`` (``("", 0)`` if the socket cannot say)."""
+    try:
+        peer = stream.socket.getpeername()
+    except OSError:
+        return ("", 0)
+    return (str(peer[0]), int(peer[1]))
 
 
 def _tl_bytes(data: bytes) -> bytes:

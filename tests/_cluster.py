@@ -290,6 +290,42 @@ class Cluster:
                 found[name] = bad
         return found
 
+    def describe_start(self, proxy: str, at: float) -> str:
+        """What started at ``at`` (a :meth:`~mtpoold.testing.Relay.connection_starts` entry
+        of ``proxy``): the relay connection, the DC connection behind it (matched by the
+        relay's ``upstream_local``), its user and what the DC received on it within 0.1 s."""
+        relay = self.relays[proxy]
+        conn = next((c for c in relay.connections if at in c.bursts), None)
+        if conn is None:
+            return f"{at:.3f}: ?"
+        first = " (its first bytes: a connect)" if conn.bursts[0] == at else ""
+        record = next((r for r in self.dc.connection_log if r.peer == conn.upstream_local), None)
+        if record is None:
+            return f"{at:.3f}: relay conn {conn.id}{first}, no DC connection"
+        seen = sorted(
+            {
+                m.method or m.name
+                for m in self.dc.wire_log
+                if m.connection_id == record.id and at - 0.01 <= m.time <= at + 0.1
+            }
+        )
+        return (
+            f"{at:.3f}: relay conn {conn.id}{first} -> DC conn {record.id} users"
+            f" {record.user_ids} ({record.opened_at:.3f}..{record.closed_at}) got {seen}"
+        )
+
+    def describe_violations(self, violations: Mapping[str, list[tuple[float, float]]]) -> str:
+        """:meth:`start_violations` spelled out with :meth:`describe_start`."""
+        lines = []
+        for proxy, pairs in violations.items():
+            for a, b in pairs:
+                lines.append(f"{proxy} gap {b - a:.3f} s < {self.interval_s} s:")
+                lines += [
+                    "  " + self.describe_start(proxy, a),
+                    "  " + self.describe_start(proxy, b),
+                ]
+        return "\n".join(lines)
+
     def min_start_spacing(self) -> float:
         """The smallest gap between consecutive call starts through any one proxy, s."""
         gaps: list[float] = []

@@ -13,7 +13,7 @@ restarts (AOF on). What must hold:
   connections ``disconnect_delay_s`` after their last ping, then a renew round picks them up),
   plus ``FAILOVER_MARGIN_S``.
 
-Real processes and sockets: the real clock (about 35 s).
+Real processes and sockets: the real clock (about 40 s on 2 cores).
 """
 
 from __future__ import annotations
@@ -33,9 +33,11 @@ SETTLE_TIMEOUT_S = 15.0
 #: Seconds between two jobs sent to one node; at most IN_FLIGHT_PER_NODE of them at once.
 JOB_EVERY_S = 0.1
 IN_FLIGHT_PER_NODE = 4
-#: Seconds beyond the README's failover bound for the test's own look-ups (a holders poll
-#: every 0.1 s, a pinned job through a proxy gate that three nodes share).
-FAILOVER_MARGIN_S = 2.0
+#: Seconds beyond the README's failover bound for the test's own look-ups: a holders poll
+#: every 0.1 s, then a pinned job that connects (one start slot) and calls (another) through
+#: a proxy gate three accounts' keepalives share (measured 0.9..1.7 s from "held" to
+#: "served" on 2 loaded cores).
+FAILOVER_MARGIN_S = 3.0
 #: Seconds the whole test may take (a hang fails with a traceback instead).
 TEST_TIMEOUT_S = 120.0
 #: Seconds after the Redis restart within which every live node serves jobs again.
@@ -188,10 +190,19 @@ async def _chaos(tmp_path: Path) -> None:
         print(f"jobs: {len(cluster.jobs)} {dict(by_node)}; min start spacing"
               f" {cluster.min_start_spacing():.3f} s; overlaps {len(overlaps)}")  # fmt: skip
 
+        unanswered = [
+            job
+            for job in cluster.jobs
+            # in flight on the node SIGKILLed: its client saw the socket close, no answer due
+            if not (job.node == n1 and job.lost is not None)
+            and (job.lost is not None or len(job.answers) != 1)
+        ]
+        bound_s = _failover_bound_s(cluster) + FAILOVER_MARGIN_S
+        print(
+            f"checks: overlaps {len(overlaps)}; unanswered {len(unanswered)}; failover"
+            f" {failover_s:.2f} s (<= {bound_s:g}); proxies with close starts {sorted(violations)}"
+        )
         assert overlaps == [], overlaps
+        assert unanswered == [], unanswered
+        assert failover_s <= bound_s, failover_s
         assert violations == {}, cluster.describe_violations(violations)
-        for job in cluster.jobs:
-            if job.node == n1 and job.lost is not None:
-                continue  # in flight on the node SIGKILLed: its client saw the socket close
-            assert job.lost is None and len(job.answers) == 1, (job, cluster.log_of(job.node))
-        assert failover_s <= _failover_bound_s(cluster) + FAILOVER_MARGIN_S, failover_s

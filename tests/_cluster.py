@@ -23,6 +23,7 @@ import math
 import os
 import signal
 import sys
+import time
 from collections.abc import AsyncIterator, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
@@ -151,6 +152,9 @@ class Cluster:
     interval_s: float
     lease_s: float
     key_prefix: str = "mtpoold:"
+    #: ``time.time() - trio.current_time()`` at start, seconds: Redis's clock (``TIME``,
+    #: this host's wall clock) to this process's trio clock.
+    wall_offset_s: float = attrs.field(factory=lambda: time.time() - trio.current_time())
     jobs: list[Job] = attrs.field(factory=list)
     _stack: AsyncExitStack = attrs.field(factory=AsyncExitStack)
     _clients: dict[str, TrioClient] = attrs.field(factory=dict)
@@ -289,6 +293,59 @@ class Cluster:
             if bad:
                 found[name] = bad
         return found
+
+    def describe_start(self, proxy: str, at: float) -> str:
+        """What started at ``at`` (a :meth:`~mtpoold.testing.Relay.connection_starts` entry
+        of ``proxy``): the relay connection, the DC connection behind it (matched by the
+        relay's ``upstream_local``), its user and what the DC received on it within 0.1 s."""
+        relay = self.relays[proxy]
+        conn = next((c for c in relay.connections if at in c.bursts), None)
+        if conn is None:
+            return f"{at:.3f}: ?"
+        first = " (its first bytes: a connect)" if conn.bursts[0] == at else ""
+        record = next((r for r in self.dc.connection_log if r.peer == conn.upstream_local), None)
+        if record is None:
+            return f"{at:.3f}: relay conn {conn.id}{first}, no DC connection"
+        seen = sorted(
+            {
+                m.method or m.name
+                for m in self.dc.wire_log
+                if m.connection_id == record.id and at - 0.01 <= m.time <= at + 0.1
+            }
+        )
+        return (
+            f"{at:.3f}: relay conn {conn.id}{first} -> DC conn {record.id} users"
+            f" {record.user_ids} ({record.opened_at:.3f}..{record.closed_at}) got {seen}"
+        )
+
+    def reserved_starts(self, proxy: str) -> list[float]:
+        """The starts Redis reserved for ``proxy`` (every ``SET {prefix}gate:{proxy}`` in the
+        AOF, Redis ms), as trio times of this process (via :attr:`wall_offset_s`), seconds.
+        Empty without AOF."""
+        key = f"{self.key_prefix}gate:{proxy}".encode()
+        out: list[float] = []
+        for path in sorted((self.redis.dir / "appendonlydir").glob("*.incr.aof")):
+            parts = path.read_bytes().split(b"\r\n")
+            for i in range(2, len(parts) - 2):
+                if parts[i] == key and parts[i - 2].upper() == b"SET":
+                    out.append(int(parts[i + 2]) / 1000 - self.wall_offset_s)
+        return sorted(out)
+
+    def describe_violations(self, violations: Mapping[str, list[tuple[float, float]]]) -> str:
+        """:meth:`start_violations` spelled out with :meth:`describe_start` and the starts
+        Redis reserved for that proxy around them (:meth:`reserved_starts`: a start seen at
+        the relay long after its slot is a late node, not a gate that let two through)."""
+        lines = []
+        for proxy, pairs in violations.items():
+            reserved = self.reserved_starts(proxy)
+            for a, b in pairs:
+                near = [f"{r:.3f}" for r in reserved if a - 0.6 <= r <= b + 0.05]
+                lines.append(f"{proxy} gap {b - a:.3f} s < {self.interval_s} s; reserved {near}:")
+                lines += [
+                    "  " + self.describe_start(proxy, a),
+                    "  " + self.describe_start(proxy, b),
+                ]
+        return "\n".join(lines)
 
     def min_start_spacing(self) -> float:
         """The smallest gap between consecutive call starts through any one proxy, s."""

@@ -13,7 +13,7 @@ restarts (AOF on). What must hold:
   connections ``disconnect_delay_s`` after their last ping, then a renew round picks them up),
   plus ``FAILOVER_MARGIN_S``.
 
-Real processes and sockets: the real clock (about 35 s).
+Real processes and sockets: the real clock (about 40 s on 2 cores).
 """
 
 from __future__ import annotations
@@ -33,9 +33,11 @@ SETTLE_TIMEOUT_S = 15.0
 #: Seconds between two jobs sent to one node; at most IN_FLIGHT_PER_NODE of them at once.
 JOB_EVERY_S = 0.1
 IN_FLIGHT_PER_NODE = 4
-#: Seconds beyond the README's failover bound for the test's own look-ups (a holders poll
-#: every 0.1 s, a pinned job through a proxy gate that three nodes share).
-FAILOVER_MARGIN_S = 2.0
+#: Seconds beyond the README's failover bound for the test's own look-ups: a holders poll
+#: every 0.1 s, then a pinned job that connects (one start slot) and calls (another) through
+#: a proxy gate three accounts' keepalives share (measured 0.9..1.7 s from "held" to
+#: "served" on 2 loaded cores).
+FAILOVER_MARGIN_S = 3.0
 #: Seconds the whole test may take (a hang fails with a traceback instead).
 TEST_TIMEOUT_S = 120.0
 #: Seconds after the Redis restart within which every live node serves jobs again.
@@ -78,25 +80,35 @@ async def _until(condition: Callable[[], bool], *, timeout_s: float, what: str) 
     raise AssertionError(f"timed out after {timeout_s:g} s waiting for {what}")
 
 
-async def _served_by_others(cluster: Cluster, accounts: list[str], dead: str) -> float:
-    """Wait until each of ``accounts`` is held by a node other than ``dead`` and a job pinned
-    to it on that node is answered with a result; return when the last one was."""
-    pending = set(accounts)
-    last = trio.current_time()
-    with trio.move_on_after(_failover_bound_s(cluster) + FAILOVER_MARGIN_S + 5):
-        while pending:
-            holders = cluster.holders()
-            for account in sorted(pending):
-                holder = holders.get(account)
-                if holder is None or holder == dead or not cluster.nodes[holder].live:
-                    continue
-                job = await cluster.submit(holder, account=account, deadline_ms=3000)
+async def _served_by_others(
+    cluster: Cluster, accounts: list[str], dead: str
+) -> dict[str, tuple[float, float]]:
+    """Wait until each of ``accounts`` is held by a live node other than ``dead`` and a job
+    pinned to it on that node is answered with a result (one watcher per account, at once).
+
+    Returns:
+        account -> (trio time Redis first showed it held elsewhere, time its job was served).
+    """
+    found: dict[str, tuple[float, float]] = {}
+
+    async def watch(account: str) -> None:
+        held_at: float | None = None
+        while True:
+            holder = cluster.holders().get(account)
+            if holder is not None and holder != dead and cluster.nodes[holder].live:
+                held_at = held_at if held_at is not None else trio.current_time()
+                job = await cluster.submit(holder, account=account, deadline_ms=2000)
                 if job.answers == [f"ok:{account}"]:
-                    pending.discard(account)
-                    last = trio.current_time()
+                    found[account] = (held_at, trio.current_time())
+                    return
             await trio.sleep(0.1)
-    assert not pending, f"never served elsewhere: {sorted(pending)}"
-    return last
+
+    with trio.move_on_after(_failover_bound_s(cluster) + FAILOVER_MARGIN_S + 10):
+        async with trio.open_nursery() as nursery:
+            for account in accounts:
+                nursery.start_soon(watch, account)
+    assert sorted(found) == sorted(accounts), f"never served elsewhere: {found}"
+    return found
 
 
 def _served_ok(jobs: list[Job], node: str, since: float) -> bool:
@@ -132,9 +144,14 @@ async def _chaos(tmp_path: Path) -> None:
             held_by_n1 = [a for a, node in cluster.holders().items() if node == n1]
             killed_at = trio.current_time()
             cluster.kill(n1)
-            served_at = await _served_by_others(cluster, held_by_n1, n1)
-            failover_s = served_at - killed_at
-            print(f"n1 held {held_by_n1}; served elsewhere {failover_s:.2f} s after SIGKILL")
+            moved = await _served_by_others(cluster, held_by_n1, n1)
+            failover_s = max(served for _held, served in moved.values()) - killed_at
+            print(
+                f"n1 held {held_by_n1}; after SIGKILL (s): held elsewhere / served "
+                + ", ".join(
+                    f"{a} {h - killed_at:.2f}/{s - killed_at:.2f}" for a, (h, s) in moved.items()
+                )
+            )
 
             print(f"{trio.current_time():.1f} freeze")
             # 2. SIGSTOP n2 for longer than a lease, then SIGCONT
@@ -173,10 +190,19 @@ async def _chaos(tmp_path: Path) -> None:
         print(f"jobs: {len(cluster.jobs)} {dict(by_node)}; min start spacing"
               f" {cluster.min_start_spacing():.3f} s; overlaps {len(overlaps)}")  # fmt: skip
 
+        unanswered = [
+            job
+            for job in cluster.jobs
+            # in flight on the node SIGKILLed: its client saw the socket close, no answer due
+            if not (job.node == n1 and job.lost is not None)
+            and (job.lost is not None or len(job.answers) != 1)
+        ]
+        bound_s = _failover_bound_s(cluster) + FAILOVER_MARGIN_S
+        print(
+            f"checks: overlaps {len(overlaps)}; unanswered {len(unanswered)}; failover"
+            f" {failover_s:.2f} s (<= {bound_s:g}); proxies with close starts {sorted(violations)}"
+        )
         assert overlaps == [], overlaps
-        assert violations == {}, violations
-        for job in cluster.jobs:
-            if job.node == n1 and job.lost is not None:
-                continue  # in flight on the node SIGKILLed: its client saw the socket close
-            assert job.lost is None and len(job.answers) == 1, (job, cluster.log_of(job.node))
-        assert failover_s <= _failover_bound_s(cluster) + FAILOVER_MARGIN_S, failover_s
+        assert unanswered == [], unanswered
+        assert failover_s <= bound_s, failover_s
+        assert violations == {}, cluster.describe_violations(violations)

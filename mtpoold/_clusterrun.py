@@ -6,7 +6,7 @@ One `ClusterNode` per daemon in cluster mode (``[cluster]``), the one owner of t
 renew of every held lease, then:
 
 * **desired** = the accounts whose rendezvous-hashed node among the live ones is this node
-  (`mtpoold._clusternodes.preferred_node`);
+  (`mtpoold._clusternodes.assign_accounts`);
 * desired and unheld: acquired in one batch; each acquired account's shared state is pulled
   (`mtpoold._clusterstate.ClusterState.pull_many`) and applied like the start-up restore
   applies the state store's (`mtpoold._pool.Pool.take_over`) *before* it becomes schedulable,
@@ -42,7 +42,7 @@ from typing import TYPE_CHECKING, Any, Final, final
 import trio
 
 from ._clustergate import LeaseLost, SharedGate
-from ._clusternodes import NodeRegistry, preferred_node
+from ._clusternodes import NodeRegistry, assign_accounts
 from ._config import ClusterConfig
 from ._errors import ConfigError
 from ._lane import LeaseUnconfirmed
@@ -423,7 +423,8 @@ class ClusterNode:
                 self._cut_done.discard(account_id)
         ids = pool.account_ids()
         live = list(self.live_nodes) or [self.node]
-        desired = {a for a in ids if preferred_node(a, live) == self.node}
+        placed = assign_accounts(ids, live)
+        desired = {a for a in ids if placed.get(a) == self.node}
         held = {a for a in ids if self.book.lease(a) is not None}
         for account_id in sorted(held - desired - self._draining):
             self._start_drain(account_id)

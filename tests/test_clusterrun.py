@@ -251,10 +251,16 @@ def _preferred(account_id: str, nodes: Collection[str]) -> str | None:
     return ordered[digest % len(ordered)]
 
 
+def _assign(account_ids: Collection[str], nodes: Collection[str]) -> dict[str, str]:
+    """`assign_accounts` with a placement the test can predict (`_preferred`)."""
+    placed = {a: _preferred(a, nodes) for a in account_ids}
+    return {a: n for a, n in placed.items() if n is not None}
+
+
 @pytest.fixture(autouse=True)
 def _doubles(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(clusterrun, "SharedGate", FakeGate)
-    monkeypatch.setattr(clusterrun, "preferred_node", _preferred)
+    monkeypatch.setattr(clusterrun, "assign_accounts", _assign)
 
 
 def _node(r: FakeRedis, name: str) -> ClusterNode:

@@ -98,13 +98,14 @@ def _states(pool: Pool) -> dict[str, AccountState]:
 async def test_accounts_spread_over_live_nodes_and_move_when_one_leaves(
     tmp_path: Path, dc: DC, redis: RedisServer
 ) -> None:
-    from mtpoold._clusternodes import preferred_node
+    from mtpoold._clusternodes import assign_accounts
 
     # a second live node, as its heartbeat leaves it in the registry
     info = json.dumps({"rpc": "127.0.0.1:1", "pid": 1, "started_unix": 0, "version": "x"})
     redis.command("SET", "mtpoold:node:node-b", info, "PX", "60000")
     redis.command("SADD", "mtpoold:nodes", "node-b")
-    mine = {a for a in ACCOUNTS if preferred_node(a, ["node-a", "node-b"]) == "node-a"}
+    placed = assign_accounts(ACCOUNTS, ["node-a", "node-b"])
+    mine = {a for a in ACCOUNTS if placed[a] == "node-a"}
     assert mine and mine != set(ACCOUNTS)
     with trio.fail_after(TEST_LIMIT_S):
         await _spread_then_leave(tmp_path, dc, redis, mine)

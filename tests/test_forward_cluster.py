@@ -22,9 +22,9 @@ from test_clusterrun import (
     FakeGate,
     FakeRedis,
     FakeRegistry,
+    _assign,
     _config,
     _node,
-    _preferred,
     _running,
 )
 from trio_websocket import WebSocketConnection
@@ -47,7 +47,7 @@ AUTH = [(b"Authorization", b"Bearer " + TOKEN.encode())]
 @pytest.fixture(autouse=True)
 def _doubles(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(clusterrun, "SharedGate", FakeGate)
-    monkeypatch.setattr(clusterrun, "preferred_node", _preferred)
+    monkeypatch.setattr(clusterrun, "assign_accounts", _assign)
 
 
 class Registry:

@@ -223,6 +223,8 @@ class AccountWorker:
     _cut_cause: str | None = attrs.field(init=False, default=None)
     #: When the current connection came up (trio clock, s): cluster mode pings from there.
     _connected_at: float = attrs.field(init=False, default=float("-inf"))
+    #: When a keepalive ping last went out (armed the DC's disconnect timer), trio clock s.
+    _armed_at: float = attrs.field(init=False, default=float("-inf"))
     _in_call: bool = attrs.field(init=False, default=False)
     #: Set when the call holding the account ends (what the cluster-mode watcher waits for).
     _call_ended: trio.Event = attrs.field(init=False, factory=trio.Event)
@@ -565,7 +567,7 @@ class AccountWorker:
             return client is not None and client.is_connected()
         try:
             async with self.lane.slot(account=self.id):
-                self.last_ping_at = trio.current_time()
+                self.last_ping_at = self._armed_at = trio.current_time()
                 with trio.fail_after(self.connect_timeout_s):
                     if self.ping_disconnect_delay_s is None:
                         await ping()
@@ -588,11 +590,23 @@ class AccountWorker:
         return True
 
     def _ping_due(self) -> bool:
-        """Cluster mode: whether the connection's keepalive ping is due (``keepalive_interval_s``
-        since the last ping or connect), so it goes before the next call."""
-        if self.ping_disconnect_delay_s is None or not self.connected:
+        """Whether the connection's keepalive ping is due, so it goes before the next call.
+
+        The DC closes a connection ``disconnect_delay`` seconds after its last
+        ``ping_delay_disconnect`` unless another arrives, whatever else it carries (MTProto's
+        service messages): calls do not keep it open. Cluster mode: due
+        ``keepalive_interval_s`` after the last ping or the connect. Single node: once a
+        ping armed the DC's timer on this connection (the idle watcher's), due
+        ``keepalive_interval_s`` after that ping — else a busy account would lose its
+        connection `mtpoold._client.PING_DISCONNECT_DELAY_S` after its one idle ping."""
+        if not self.connected:
             return False
-        since_at = max(self.last_ping_at, self._connected_at)
+        if self.ping_disconnect_delay_s is None:
+            if self._armed_at < self._connected_at:
+                return False  # no ping on this connection yet: no timer armed
+            since_at = self._armed_at
+        else:
+            since_at = max(self.last_ping_at, self._connected_at)
         return trio.current_time() >= since_at + self.keepalive_interval_s
 
     async def _wait_unlocked(self) -> None:

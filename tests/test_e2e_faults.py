@@ -251,6 +251,33 @@ async def test_keepalive_and_reconnect_take_gate_slots(tmp_path: Path, dc: DC) -
             assert min(spacings) >= interval_s - WIRE_JITTER_S, spacings
 
 
+async def test_a_busy_account_pings_before_its_next_call_so_the_dc_keeps_its_connection(
+    tmp_path: Path, dc: DC, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The DC closes a connection ``disconnect_delay`` s after its last ping_delay_disconnect,
+    calls or not (as Telegram does): once the idle watcher's ping armed that timer, a busy
+    account's due ping goes before its next call."""
+    import mtpoold._client as client_module
+
+    monkeypatch.setattr(client_module, "PING_DISCONNECT_DELAY_S", 1)
+    async with _open_relay() as relay:
+        config = _config(tmp_path, dc, [proxy_entry("p1", relay, interval_s=0.0)])
+        async with open_fleet(dc, config) as fleet:
+            worker = fleet.pool._accounts["a1"]
+            worker.keepalive_interval_s = 0.3
+            await fleet.pool.invoke("help.getNearestDc", {})
+            await wait_until(
+                lambda: dc.counters(PHONE)["PingDelayDisconnect"] >= 1, what="an idle ping"
+            )
+            busy_until = trio.current_time() + 2.5  # 2.5 disconnect delays of back-to-back calls
+            while trio.current_time() < busy_until:
+                await fleet.pool.invoke("help.getNearestDc", {})
+            closed = [r.closed_by for r in dc.connection_log if r.closed_by is not None]
+            assert "ping_delay_disconnect" not in closed, closed
+            assert relay.accepted == 1
+            assert dc.counters(PHONE)["PingDelayDisconnect"] >= 1 + 2
+
+
 # --- bounded cancellation of the asyncio side ---------------------------------------------------
 
 

@@ -725,12 +725,14 @@ def count_states(workers: Iterable[AccountWorker], now: float) -> dict[str, int]
     against ``state`` account by account).
     """
     counts = dict.fromkeys((s.value for s in AccountState), 0)
-    retired = disabled = connecting = busy = cooling = ready = idle = 0
+    retired = disabled = remote = connecting = busy = cooling = ready = idle = 0
     for w in workers:
         if w.retired:
             retired += 1
         elif w.disabled_reason is not None:
             disabled += 1
+        elif w.remote_reason is not None:
+            remote += 1
         elif w._connecting:
             connecting += 1
         elif w._lock.locked():
@@ -743,6 +745,7 @@ def count_states(workers: Iterable[AccountWorker], now: float) -> dict[str, int]
             idle += 1
     counts[AccountState.RETIRED] += retired
     counts[AccountState.DISABLED] += disabled
+    counts[AccountState.REMOTE] += remote
     counts[AccountState.CONNECTING] += connecting
     counts[AccountState.BUSY] += busy
     counts[AccountState.COOLDOWN] += cooling

@@ -4,14 +4,25 @@ from __future__ import annotations
 
 import math
 import random
-from typing import TYPE_CHECKING, final
+from typing import TYPE_CHECKING, Final, final
 
+import trio
+
+from ._lane import LATE_START_S
+from ._redisclock import RedisClock
 from ._redislink import RedisLink
 
 if TYPE_CHECKING:
     from ._leases import Lease
 
-__all__ = ["LeaseLost", "SharedGate"]
+__all__ = ["START_CUSHION_S", "LeaseLost", "SharedGate"]
+
+#: Seconds Redis adds to ``interval_s`` between two reserved starts of a gated proxy. A start
+#: goes at most this late after its slot (`mtpoold._lane.LATE_START_S`, the same value:
+#: later, it is not made and another slot is reserved), so two real starts are never closer
+#: than ``interval_s``. It costs ``cushion / interval`` of a saturated proxy's starts: 0.25 %
+#: at the default 2 s.
+START_CUSHION_S: Final = LATE_START_S
 
 
 class LeaseLost(Exception):
@@ -35,11 +46,12 @@ class SharedGate:
     The reservation (script ``reserve``, Redis's clock in ms) is the cluster form of
     `mtpoold._gate.RateGate`'s::
 
-        start = max(now + jitter, last_start + interval)
+        start = max(now + jitter, last_start + interval + START_CUSHION_S)
 
-    with the jitter drawn by the caller from ``jitter_s`` and inside the ``max`` for the
-    reason `RateGate` gives (a saturated gate starts exactly once per interval). The caller
-    sleeps the returned delay on its trio clock.
+    (the cushion only on a gated proxy, see `START_CUSHION_S`), with the jitter drawn by the
+    caller from ``jitter_s`` and inside the ``max`` for the reason `RateGate` gives (a
+    saturated gate starts exactly once per interval plus the cushion). The caller starts at
+    the slot mapped onto its trio clock (`reserve_at`, `mtpoold._redisclock.RedisClock`).
 
     Args:
         link: The node's Redis link.
@@ -49,6 +61,8 @@ class SharedGate:
         rng: Source of the jitter.
         php_keys: Migration mode: also honour and set the PHP throttle key.
         php_prefix: Prefix of the PHP keys (e.g. ``"laravel_cache:"``).
+        clock: Redis's clock seen from this node (`mtpoold._redisclock.RedisClock`), shared
+            by the node's gates; a new one if None.
 
     Raises:
         ValueError: ``interval_s`` negative or the jitter range invalid.
@@ -63,6 +77,7 @@ class SharedGate:
         rng: random.Random,
         php_keys: bool = False,
         php_prefix: str = "",
+        clock: RedisClock | None = None,
     ) -> None:
         if interval_s < 0:
             raise ValueError(f"interval_s must be >= 0, got {interval_s!r}")
@@ -76,8 +91,10 @@ class SharedGate:
         self.rng = rng
         self.php_keys = php_keys
         self.php_prefix = php_prefix
-        # Whole ms, never under the interval asked for.
-        self._interval_ms = math.ceil(round(interval_s * 1000, 6))
+        self.clock = RedisClock() if clock is None else clock
+        # Whole ms, never under the interval asked for, plus the cushion for a gated proxy.
+        cushion_s = START_CUSHION_S if interval_s > 0 else 0.0
+        self._interval_ms = math.ceil(round((interval_s + cushion_s) * 1000, 6))
         self._gate_key = link.key("gate", proxy_key)
         self._php_key = f"{php_prefix}tg:proxy:throttle:{proxy_key}"
         #: Redis ms of this gate object's last reserved start (None before the first).
@@ -94,7 +111,14 @@ class SharedGate:
     async def reserve(
         self, lease: Lease | None, *, connecting: bool = False, conn_ttl_ms: int = 0
     ) -> float:
-        """Reserve this caller's start slot; return the seconds (>= 0) to sleep before it.
+        """`reserve_at`, as the seconds (>= 0) to sleep from now before the start."""
+        start_at, _ = await self.reserve_at(lease, connecting=connecting, conn_ttl_ms=conn_ttl_ms)
+        return max(0.0, start_at - trio.current_time())
+
+    async def reserve_at(
+        self, lease: Lease | None, *, connecting: bool = False, conn_ttl_ms: int = 0
+    ) -> tuple[float, float]:
+        """Reserve this caller's start slot; return where it falls on the trio clock.
 
         One round trip. Atomically: checks ``lease`` is the value of ``{p}lease:{account}``;
         computes ``start = max(now + jitter, last + interval)`` (in migration mode also past
@@ -111,9 +135,12 @@ class SharedGate:
             LeaseLost: the lease is not the caller's; nothing reserved.
             ClusterUnavailable: Redis unreachable or too slow.
 
-        The sleep counts from when the reply arrives, so a start is never earlier than its
-        reservation on Redis's clock; two starts' real gap differs from ``interval_s`` by at
-        most the difference of their replies' travel times (sub-ms on loopback).
+        Returns:
+            ``(start_at, earliest_at)``, trio clock seconds: the slot mapped through
+            `clock` (`mtpoold._redisclock.RedisClock`). Starting at ``start_at`` is never
+            before the slot on Redis's clock; the slot may have been as early as
+            ``earliest_at`` (their gap is about the fastest recent round trip, not this
+            reply's travel time).
         """
         low, high = self.jitter_s
         jitter_ms = 0
@@ -126,6 +153,7 @@ class SharedGate:
             lease_key = self.link.key("lease", lease.account_id)
             conn_key = self.link.key("conn", lease.account_id)
             value = lease.value
+        sent_at = trio.current_time()
         reply = await self.link.run_script(
             "reserve",
             [self._gate_key, lease_key, conn_key, self._php_key],
@@ -140,6 +168,9 @@ class SharedGate:
         if int(reply[0]) < 0:
             assert lease is not None
             raise LeaseLost(lease.account_id)
+        received_at = trio.current_time()
         self.reservations += 1
         self.last_start_ms = int(reply[1])
-        return max(0.0, int(reply[0]) / 1000)
+        self.clock.observe(sent_at, received_at, int(reply[3]) / 1_000_000)
+        earliest_at, start_at = self.clock.local_span(self.last_start_ms / 1000)
+        return start_at, earliest_at

@@ -48,6 +48,7 @@ from ._errors import ConfigError
 from ._lane import LeaseUnconfirmed
 from ._leases import LeaseBook
 from ._logformat import log_event
+from ._redisclock import RedisClock
 from ._redislink import ClusterUnavailable, RedisLink
 
 if TYPE_CHECKING:
@@ -113,13 +114,15 @@ class _LaneStart:
                 node.rng,
                 php_keys=node.config.php_keys,
                 php_prefix=node.config.php_prefix,
+                clock=node.redis_clock,
             )
         return gate
 
     async def reserve(
         self, account_id: str | None, *, connecting: bool, interval_s: float
-    ) -> float:
-        """One reservation in Redis (`SharedGate.reserve`); the delay to sleep, s.
+    ) -> tuple[float, float]:
+        """One reservation in Redis (`SharedGate.reserve_at`): ``(start_at, earliest_at)``,
+        trio clock s.
 
         Raises:
             LeaseUnconfirmed: no locally valid lease, the lease lost in Redis, or Redis
@@ -132,7 +135,7 @@ class _LaneStart:
             if lease is None:
                 raise LeaseUnconfirmed(account_id, node.why_unconfirmed(account_id))
         try:
-            return await self._gate_for(interval_s).reserve(
+            return await self._gate_for(interval_s).reserve_at(
                 lease, connecting=connecting, conn_ttl_ms=node.conn_ttl_ms
             )
         except LeaseLost:
@@ -193,6 +196,8 @@ class ClusterNode:
         self.link = link
         self.state = state
         self.rng = rng or random.Random()
+        #: Redis's clock seen from this node, shared by every lane's gate.
+        self.redis_clock = RedisClock()
         self.node = config.node
         self.keepalive_interval_s = config.renew_interval_s
         self.ping_disconnect_delay_s = config.disconnect_delay_s

@@ -35,7 +35,8 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 #: KEYS: gate, lease, conn, php throttle (unused ones: any key, e.g. the gate).
 #: ARGV: lease value ('' = no lease check), interval ms, jitter ms, conn ttl ms (0 = no conn
 #: key), php (1/0).
-#: Returns {delay_ms, start_ms, now_ms}, or {-1} if the lease is not ARGV[1].
+#: Returns {delay_ms, start_ms, now_ms, now_us (Redis's TIME in microseconds)}, or {-1} if the
+#: lease is not ARGV[1].
 RESERVE: Final = (
     _NOW
     + """
@@ -62,7 +63,7 @@ local conn_ttl = tonumber(ARGV[4])
 if value ~= '' and conn_ttl > 0 then
   redis.call('SET', KEYS[3], value, 'PX', conn_ttl)
 end
-return {start - now, start, now}
+return {start - now, start, now, tonumber(t[1]) * 1000000 + tonumber(t[2])}
 """
 )
 

@@ -45,8 +45,9 @@ class ProxyCoolingDown(Exception):
 
 #: Cluster mode: the most a start may go after the earliest instant its Redis slot can have
 #: been (s); later, the slot is left unused and another reserved (`ProxyLane._shared_slot`).
-#: It bounds how much closer than ``interval_s`` two nodes' starts through one proxy can come.
-LATE_START_S: Final = 0.025
+#: Redis spaces slots by ``interval_s`` plus this much (`mtpoold._clustergate.START_CUSHION_S`),
+#: so two real starts through one proxy, from any nodes, are never closer than ``interval_s``.
+LATE_START_S: Final = 0.005
 
 
 class LeaseUnconfirmed(Exception):
@@ -77,8 +78,10 @@ class SharedStart(Protocol):
 
     async def reserve(
         self, account_id: str | None, *, connecting: bool, interval_s: float
-    ) -> float:
-        """Reserve a start in one round trip and return the seconds (>= 0) to sleep before it.
+    ) -> tuple[float, float]:
+        """Reserve a start in one round trip; return ``(start_at, earliest_at)``, trio clock
+        seconds: when to start (never before the slot) and the earliest the slot can have
+        been on this clock (`mtpoold._clustergate.SharedGate.reserve_at`).
 
         Args:
             account_id: The account the start is for (its lease is checked atomically), or
@@ -227,15 +230,14 @@ class ProxyLane:
         connecting: bool,
     ) -> float:
         """Cluster mode: reserve in arrival order (one round trip under the local FIFO
-        lock), sleep the returned delay outside it, confirm the lease; the start time.
+        lock), sleep until the slot outside it, confirm the lease; the start time.
 
-        The reserved slot is on Redis's clock; on ours it lies between the request's send
-        and its reply plus the delay. The start goes at reply + delay (never before the slot)
-        and only if it is at most `LATE_START_S` after the *earliest* the slot can have been
-        (send + delay): a slow reply (Redis just restarted, a reconnect) or a late wake-up
-        would otherwise crowd the next node's slot, reserved ``interval_s`` after ours. A
-        start found too late is not made: the slot is left unused and a new one reserved
-        (counted in ``late_reservations``).
+        The slot is on Redis's clock; `SharedStart.reserve` maps it onto ours as
+        ``(start_at, earliest_at)``. The start goes at ``start_at`` (never before the slot)
+        and only if it is at most `LATE_START_S` after ``earliest_at``: a late wake-up (a
+        busy loop, a frozen process) would otherwise crowd the next slot, reserved
+        ``interval_s`` + the same cushion after ours. A start found too late is not made:
+        the slot is left unused and a new one reserved (counted in ``late_reservations``).
         """
         arrival_at = trio.current_time()
         if progress is not None:
@@ -244,18 +246,13 @@ class ProxyLane:
         try:
             while True:
                 async with self._reserving:  # trio.Lock is fair: FIFO
-                    sent_at = trio.current_time()
-                    delay_s = max(
-                        0.0,
-                        await shared.reserve(
-                            account, connecting=connecting, interval_s=self.interval_s
-                        ),
+                    start_at, earliest_at = await shared.reserve(
+                        account, connecting=connecting, interval_s=self.interval_s
                     )
-                    start_at = trio.current_time() + delay_s
                     self._shared_last_start_at = max(self._shared_last_start_at, start_at)
                 await trio.sleep_until(start_at)
                 shared.confirm(account)
-                if trio.current_time() - (sent_at + delay_s) <= LATE_START_S:
+                if trio.current_time() - earliest_at <= LATE_START_S:
                     break
                 self.late_reservations += 1
         finally:

@@ -168,8 +168,17 @@ class FakeGate:
         rng: Any,
         php_keys: bool = False,
         php_prefix: str = "",
+        clock: Any = None,
     ) -> None:
         self.r, self.proxy_key, self.interval_s = link, proxy_key, interval_s
+
+    async def reserve_at(
+        self, lease: Lease | None, *, connecting: bool = False, conn_ttl_ms: int = 0
+    ) -> tuple[float, float]:
+        """`reserve`'s slot on the double's clock, which is the trio clock itself."""
+        delay_s = await self.reserve(lease, connecting=connecting, conn_ttl_ms=conn_ttl_ms)
+        start_at = trio.current_time() + delay_s
+        return start_at, start_at
 
     async def reserve(
         self, lease: Lease | None, *, connecting: bool = False, conn_ttl_ms: int = 0

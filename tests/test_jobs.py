@@ -223,6 +223,7 @@ async def test_status_summary_adds_up_by_state(
                 "cooldown": 0,
                 "disabled": 1,
                 "retired": 0,
+                "remote": 0,
             }
             assert sum(summary.accounts_by_state.values()) == summary.accounts_total == 4
             assert (summary.accounts_ready, summary.accounts_disabled) == (1, 1)

@@ -67,6 +67,8 @@ async def test_count_states_matches_state_account_by_account(nursery: trio.Nurse
             w._client = _Client(connected=False)  # type: ignore[assignment]
         elif kind == 8:
             dispatch.cool_down(w, now - 1, "FLOOD_WAIT")  # over
+        elif kind == 9:
+            dispatch.hold_remote([w], "held by node n2")  # cluster mode: another node's
     expected = collections.Counter(w.state(now).value for w in workers)
     counts = count_states(workers, now)
     assert set(counts) == {s.value for s in AccountState}

@@ -145,7 +145,8 @@ async def test_migration_mode_waits_out_and_sets_the_php_throttle_key(
         # PHP's Cache::add holds the proxy for 400 ms more.
         assert await link.command("SET", php_key, "1", "PX", 400, "NX") is True
         delay = await gate.reserve(None)
-        assert 0.39 <= delay <= 0.4
+        # (less the reply's own travel time, which a loaded machine makes tens of ms)
+        assert 0.3 <= delay <= 0.4 + 0.005
         # Our slot (start .. start + interval) holds the PHP key: PHP's add fails in it.
         assert await link.command("PTTL", php_key) > (delay + 0.3 - 0.05) * 1000
         assert await link.command("SET", php_key, "1", "PX", 2000, "NX") is None

@@ -1,9 +1,10 @@
 """Scenario 7: three mtpoold nodes sharing proxies through Redis vs the PHP gate on the same Redis.
 
-Issue 15's cluster: every node runs its own lane per proxy (a local ``CapacityLimiter(1)``, as
-the config's default capacity) in front of the proxy's shared gate in Redis
+Issue 15's cluster: every node runs the daemon's own lane per proxy (`mtpoold._lane.ProxyLane`,
+capacity 1 as the config's default, in cluster mode) on the proxy's shared gate in Redis
 (`mtpoold._clustergate.SharedGate`: one atomic reservation ``start = max(now + jitter, last
-+ interval)`` in Redis's clock per call start, one round trip, no polling). Each node is a
++ interval + cushion)`` in Redis's clock per call start, one round trip, no polling; the lane
+starts at that slot mapped onto its clock, or reserves again if it would be late). Each node is a
 separate process on its own trio-asyncio loop and `mtpoold._redislink.RedisLink`, holds a
 fenced lease (`mtpoold._leases.LeaseBook`) on one account per worker, renews it and beats its
 node heartbeat every lease_s / 3 as the daemon's cluster task does, and passes the lease to
@@ -27,6 +28,8 @@ import random
 import subprocess
 import time
 from typing import Any, Final
+
+from mtpoold._clustergate import START_CUSHION_S
 
 from ._common import Report, child_command, ms, parse_child_output
 from .gate import (
@@ -76,11 +79,34 @@ def node(
     from mtpoold._aioloop import open_aio_loop
     from mtpoold._clustergate import SharedGate
     from mtpoold._clusternodes import NodeRegistry
+    from mtpoold._lane import LeaseUnconfirmed, ProxyLane
     from mtpoold._leases import LeaseBook
+    from mtpoold._redisclock import RedisClock
     from mtpoold._redislink import ClusterUnavailable, open_redis_link
 
     mine = [(p, w) for p in range(proxies) for w in range(workers) if w % nodes == index]
     out: dict[str, Any] = {}
+    rtt: list[float] = []
+
+    class Shared:
+        """The daemon's `SharedStart` (`mtpoold._clusterrun`), without a ClusterNode: the
+        lease from the book, the slot from the proxy's gate."""
+
+        def __init__(self, gate: SharedGate, book: LeaseBook) -> None:
+            self.gate, self.book = gate, book
+
+        async def reserve(
+            self, account_id: str | None, *, connecting: bool, interval_s: float
+        ) -> tuple[float, float]:
+            assert account_id is not None
+            sent = time.monotonic()
+            slot = await self.gate.reserve_at(self.book.lease(account_id))
+            rtt.append(time.monotonic() - sent)
+            return slot
+
+        def confirm(self, account_id: str | None) -> None:
+            if account_id is not None and self.book.lease(account_id) is None:
+                raise LeaseUnconfirmed(account_id, "lease ran out")
 
     async def main() -> None:
         async with (
@@ -102,15 +128,32 @@ def node(
                     pass
                 if len(held) < len(accounts):
                     await trio.sleep(0.05)
-            gates = [
-                SharedGate(link, f"p{p}", INTERVAL_S, JITTER_S, random.Random(seed * 100 + p))
+            clock = RedisClock()
+            lanes = [
+                ProxyLane(
+                    key=f"p{p}",
+                    name=f"p{p}",
+                    type="socks5",
+                    capacity=1,
+                    interval_s=INTERVAL_S,
+                    jitter_s=JITTER_S,
+                    shared=Shared(
+                        SharedGate(
+                            link,
+                            f"p{p}",
+                            INTERVAL_S,
+                            JITTER_S,
+                            random.Random(seed * 100 + p),
+                            clock=clock,
+                        ),
+                        book,
+                    ),
+                )
                 for p in range(proxies)
             ]
-            lanes = [trio.CapacityLimiter(1) for _ in range(proxies)]
             results: list[dict[str, Any]] = []
             ready = time.monotonic()
             lost: list[str] = []
-            rtt: list[float] = []
 
             async def cluster_task() -> None:
                 while True:
@@ -125,17 +168,10 @@ def node(
                     arrival = time.monotonic()
                     start = None
                     with trio.move_on_after(BUDGET_S):  # the budget is for waiting only
-                        await lanes[p].acquire()
-                    if _holds(lanes[p]):
-                        try:
-                            sent = time.monotonic()
-                            delay = await gates[p].reserve(book.lease(account))
-                            rtt.append(time.monotonic() - sent)
-                            await trio.sleep(delay)
+                        async with lanes[p].slot(account=account):
                             start = time.monotonic()
-                            await trio.sleep(CALL_S)
-                        finally:
-                            lanes[p].release()
+                            with trio.CancelScope(shield=True):  # the call is not the wait
+                                await trio.sleep(CALL_S)
                     jobs.append((arrival, start))
                 results.append({"proxy": p, "worker": w, "ready": ready, "jobs": jobs})
 
@@ -154,19 +190,13 @@ def node(
             workers=results,
             round_trips=trips,
             lost=lost,
+            late_reservations=sum(lane.late_reservations for lane in lanes),
             reserve_rtt_p50=_pct(rtt, 50),
             reserve_rtt_p99=_pct(rtt, 99),
         )
 
     trio.run(main)
     return out
-
-
-def _holds(limiter: Any) -> bool:
-    """Whether the current task holds ``limiter`` (the budget may have run out first)."""
-    import trio
-
-    return trio.lowlevel.current_task() in limiter.statistics().borrowers
 
 
 def _pct(values: list[float], q: float) -> float:
@@ -405,7 +435,9 @@ def build_report(res: dict[str, Any]) -> Report:
         php_jain=f"{b['jain']:.4f}",
         round_trips=f"{rt_a:.2f}",
         php_round_trips=f"{rt_b:.2f}",
-        shortfall=ms(INTERVAL_S - a["min_gap"], 2),
+        cushion=ms(START_CUSHION_S, 0),
+        cushion_share=f"{START_CUSHION_S / (INTERVAL_S + START_CUSHION_S) * 100:.1f} %",
+        late_reservations=str(sum(n.get("late_reservations", 0) for n in ours["nodes"])),
         unscale=f"{1 / SCALE:g}",
         rtt_p50=ms(rtt50, 2),
         rtt_p99=ms(rtt99, 2),
@@ -438,17 +470,15 @@ worst proxy ran at {utilization} of one start per interval ({lateness} per start
 per job, with lease renewals and heartbeats every {renew_interval} counted in: {round_trips};
 leases lost: {lost}.
 
-**Where violations come from.** A start is what the proxy sees: the moment the worker wakes
-from the delay the reservation returned, counted from when the reply *arrived*. A reply that
-travels longer than the one before it (the round trip's spread above), or a later wake-up,
-makes that start late and the next gap short by the difference, though the two reserved
-starts in Redis are exactly one interval apart: {violations} violations in this run, the
-worst gap {min_gap} ({shortfall} short). Two remedies, both in the gate: map the reserved
-start (the script returns it in Redis ms) onto the local clock with the smallest offset seen
-so far, so a slow reply no longer delays its start unless it arrives after it; and reserve
-each start a small cushion after the previous one (the wake-up spread), which costs cushion ÷
-interval of utilization — {unscale} times less at the production interval than at this
-run's scaled one.
+**Where a start lands.** The reservation hands out a start on Redis's clock; the lane maps it
+onto its own with the tightest bounds its recent round trips gave (`mtpoold._redisclock`), so a
+slow reply does not make its start late, and starts at that instant. A start that would still
+go more than the cushion ({cushion}) after the earliest instant its slot can have been (a late
+wake-up on a busy core) is not made: the slot is left unused and another reserved
+({late_reservations} such in this run). Redis spaces the slots by the interval plus that
+cushion, so two real starts through one proxy never come closer than the interval:
+{violations} violations, the smallest gap {min_gap}. The cushion is a fixed cost: {cushion_share}
+of the starts at this run's scaled interval, {unscale} times less at the production one.
 
 **The PHP gate on the same Redis**: {php_utilization} utilization, {php_violations}
 violations, wait p99 {php_p99}, Jain {php_jain}, and {php_round_trips} `EVAL` round trips per

@@ -27,12 +27,6 @@ from mtpoold._clusterstate import (
 from mtpoold._peermemory import PeerMemory
 from mtpoold._store import StateStore, StoredAccount, StoredPeer
 
-#: Core's link passes ``retry_on_timeout=False``, which redis-py >= 6 calls deprecated (told
-#: to core); not this module's concern.
-pytestmark = pytest.mark.filterwarnings(
-    "ignore:Call to '__init__' function with deprecated usage:DeprecationWarning"
-)
-
 NOW = 1_764_650_000.0  # the tests' wall clock (UNIX s)
 HEX_SECRET = "0123456789abcdef" * 4  # looks like an api_hash: must be redacted
 

@@ -39,7 +39,7 @@ from .gate import (
     JITTER_S,
     SCALE,
     TOLERANCE_S,
-    _start_redis,
+    _free_port,
     _summary,
     _table,
     analyse,
@@ -211,7 +211,8 @@ def _pct(values: list[float], q: float) -> float:
 def _eval_calls(port: int) -> int:
     import redis
 
-    stats = redis.Redis(host="127.0.0.1", port=port).info("commandstats")
+    with redis.Redis(host="127.0.0.1", port=port) as client:
+        stats = client.info("commandstats")
     return int(stats.get("cmdstat_eval", {}).get("calls", 0))
 
 
@@ -300,6 +301,32 @@ def run_cluster_phase(
         "nodes": results,
         "round_trips": sum(r["round_trips"] for r in results),
     }
+
+
+def _start_redis() -> tuple[subprocess.Popen[bytes], int]:
+    """A redis-server on a free loopback port, no persistence (as `bench.gate`'s), once it
+    answers PING."""
+    import redis
+
+    port = _free_port()
+    proc = subprocess.Popen(
+        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+         "--appendonly", "no", "--daemonize", "no", "--loglevel", "warning"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            with redis.Redis(host="127.0.0.1", port=port) as client:
+                client.ping()
+            return proc, port
+        except redis.ConnectionError:
+            if time.monotonic() > deadline or proc.poll() is not None:
+                proc.kill()
+                proc.wait()
+                raise RuntimeError("redis-server did not start") from None
+            time.sleep(0.05)
 
 
 def measure(proxies: int, workers: int, duration_s: float, nodes: int = NODES) -> dict[str, Any]:

@@ -521,7 +521,7 @@ class ClusterNode:
                     await self.book.release(held)
                 # leave the registry now, so the others take the accounts over at their next
                 # round instead of after this node's key expires (a rolling restart's gap)
-                await self.link.command("DEL", self.link.key("node", self.node))
+                await self.registry.leave()
             except ClusterUnavailable as exc:
                 self.note_unavailable(exc.cause)
 

@@ -155,6 +155,11 @@ class FakeRegistry:
         self.r.check()
         return {a: self.r.holder(a) for a in account_ids}
 
+    async def leave(self) -> None:
+        await trio.lowlevel.checkpoint()
+        self.r.check()
+        self.r.nodes.pop(self.node, None)
+
 
 class FakeGate:
     """`SharedGate` on the double: lease checked atomically, FIFO starts interval apart."""

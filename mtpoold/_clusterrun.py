@@ -220,6 +220,7 @@ class ClusterNode:
         self.cause: str | None = None
         self.status_source: Callable[[], Mapping[str, Any]] = self.default_status
         self.rounds = 0
+        self._quarantined = False
         self._pool: Pool | None = None
         self._nursery: trio.Nursery | None = None
         #: Accounts taken over here (lease held, shared state applied).
@@ -303,6 +304,13 @@ class ClusterNode:
             "cause": self.cause,
         }
 
+    @property
+    def trouble(self) -> str | None:
+        """Why this node serves less than its share right now, one line (no secret), for
+        ``status``: Redis unreachable, its node name taken, the epoch quarantine; None when
+        nothing is wrong."""
+        return self.cause or self.book.last_cause
+
     def why_unconfirmed(self, account_id: str) -> str:
         """Why this node has no valid lease on the account, one line."""
         if self.cause is not None:
@@ -314,6 +322,17 @@ class ClusterNode:
         if self.cause is None:
             log_event(log, logging.WARNING, "cluster_unavailable", node=self.node, cause=cause)
         self.cause = cause
+
+    def _note_quarantine(self) -> None:
+        """Log the epoch quarantine once when the book first meets it (and its end)."""
+        quarantined = bool(self.book.refused) and "quarantine" in self.book.refused.values()
+        if quarantined and not self._quarantined:
+            log_event(
+                log, logging.WARNING, "cluster_quarantine", node=self.node, why=self.book.last_cause
+            )
+        elif self._quarantined and not quarantined:
+            log_event(log, logging.INFO, "cluster_quarantine_over", node=self.node)
+        self._quarantined = quarantined
 
     def _note_available(self) -> None:
         if self.cause is not None:
@@ -413,6 +432,18 @@ class ClusterNode:
         except ClusterUnavailable as exc:
             self.note_unavailable(exc.cause)
             self._cut_expired()
+            # the accounts not held here: their reason names the cause, not "unheld"
+            reason = unconfirmed(exc.cause)
+            idle = [
+                a
+                for a in pool.account_ids()
+                if a not in self._taken
+                and a not in self._cutting
+                and a not in self._draining
+                and pool.remote_reason(a) not in (None, reason)
+            ]
+            if idle:
+                pool.hold_remote(idle, reason)
             return
         self._note_available()
         for account_id in lost:
@@ -433,6 +464,7 @@ class ClusterNode:
             if want:
                 got = await self.book.acquire(want)
                 held |= set(got)
+                self._note_quarantine()
             # held, not yet taken over (just acquired, or a pull that failed): pull, apply
             to_take = [
                 a
@@ -468,6 +500,11 @@ class ClusterNode:
         by_reason: dict[str, list[str]] = {}
         for account_id, node in holders.items():
             reason = f"held by node {node}" if node else "unheld"
+            refused = self.book.refused.get(account_id) if not node else None
+            if refused == "quarantine" and self.book.last_cause:
+                reason = f"unheld: {self.book.last_cause}"
+            elif refused is not None:  # e.g. "PHP lock held" (migration mode)
+                reason = f"unheld: {refused}"
             if pool.remote_reason(account_id) != reason and account_id not in self._cutting:
                 by_reason.setdefault(reason, []).append(account_id)
         for reason, accounts in by_reason.items():

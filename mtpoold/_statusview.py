@@ -680,6 +680,9 @@ def _cluster_summary(cluster: Mapping[str, Any], nodes: Sequence[Mapping[str, An
     error = cluster.get("error")
     if error:
         text.append(f"\ncluster unreadable, showing the last read: {error}", style="red")
+    trouble = cluster.get("trouble")
+    if trouble and trouble != error:
+        text.append(f"\nthis node: {trouble}", style="red")
     forwarded = cluster.get("forwarded")
     if isinstance(forwarded, Mapping) and forwarded:
         text.append("\nforwarded from here: " + _errors(forwarded))

@@ -83,6 +83,8 @@ class FakeBook:
         self.r, self.node, self.lease_s = r, node, lease_s
         self.margin = min(0.5, lease_s / 10)
         self.held: dict[str, tuple[Lease, float]] = {}
+        self.refused: dict[str, str] = {}  # `LeaseBook.refused`, `last_cause`: never here
+        self.last_cause: str | None = None
 
     def lease(self, account_id: str) -> Lease | None:
         held = self.held.get(account_id)

@@ -300,7 +300,8 @@ def _code(cause: object) -> str | None:
 def held_back(account: Mapping[str, Any], lanes: Mapping[str, Mapping[str, Any]]) -> str:
     """One compact cell saying what holds the account back and for how long, or ``"-"``.
 
-    The account's own cooldown with its cause (``"cooling 12s (FLOOD_WAIT)"``), else its
+    In cluster mode first why this node may not use it (``"held by node b"``, ``"unheld:
+    PHP lock held"``). The account's own cooldown with its cause (``"cooling 12s (FLOOD_WAIT)"``), else its
     proxy's (``"proxy p1 cooling 42s"``; the cause is in the proxies table), then its
     longest rate-class block (``"resolve 23h59m (FLOOD_WAIT)"``, ``"join 5m03s (budget)"``)
     with ``"+N more"``. Durations from `format_short`.
@@ -310,6 +311,9 @@ def held_back(account: Mapping[str, Any], lanes: Mapping[str, Mapping[str, Any]]
         lanes: The ``proxies`` of the same reply by key (the proxy cooldown is the lane's).
     """
     parts: list[str] = []
+    remote = account.get("remote_reason")
+    if remote:  # cluster mode: not this node's to use now, and why
+        parts.append(" ".join(str(remote).split()))
     own = _num(account.get("cooldown_remaining_s"))
     lane = lanes.get(str(account.get("proxy_key")))
     proxy_s = _num(lane.get("cooldown_remaining_s")) if lane is not None else 0.0

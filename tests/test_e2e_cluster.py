@@ -52,7 +52,9 @@ def redis(tmp_path: Path) -> AsyncIterator[RedisServer]:
         yield server
 
 
-def _config(tmp_path: Path, dc: DC, redis: RedisServer, node: str) -> Config:
+def _config(
+    tmp_path: Path, dc: DC, redis: RedisServer, node: str, **cluster: object
+) -> Config:
     return fleet_config(
         tmp_path / node,
         dc,
@@ -65,6 +67,7 @@ def _config(tmp_path: Path, dc: DC, redis: RedisServer, node: str) -> Config:
                 "node": node,
                 "lease_s": LEASE_S,
                 "op_timeout_s": 0.3,
+                **cluster,
             },
             "daemon": {"state_dir": str(tmp_path / node / "state")},
         },
@@ -77,8 +80,10 @@ def _open_store(state_dir: Path) -> StateStore:
 
 
 @asynccontextmanager
-async def _node(tmp_path: Path, dc: DC, redis: RedisServer, name: str) -> AsyncIterator[Pool]:
-    config = _config(tmp_path, dc, redis, name)
+async def _node(
+    tmp_path: Path, dc: DC, redis: RedisServer, name: str, **cluster: object
+) -> AsyncIterator[Pool]:
+    config = _config(tmp_path, dc, redis, name, **cluster)
     store = _open_store(Path(config.daemon.state_dir))
     try:
         async with open_pool(config, store=store) as pool:
@@ -253,3 +258,37 @@ async def test_a_node_started_with_a_live_nodes_name_holds_nothing_and_says_why(
             assert a.cluster.trouble is None
             assert (await a.invoke("help.GetConfig", {}, account="a0")).meta.account == "a0"
         assert redis.command("EXISTS", "mtpoold:node:node-a") == b":0"  # left cleanly
+
+
+async def test_migration_mode_leaves_an_account_a_php_worker_locks_unused_and_says_why(
+    tmp_path: Path, dc: DC, redis: RedisServer
+) -> None:
+    """``php_keys``: a PHP worker holds ``tg:mtproto:lock:{id}`` (Laravel ``Cache::lock``):
+    the account is never acquired or connected, its status says ``unheld: PHP lock held``,
+    the other accounts serve; once PHP lets go, this node takes it."""
+    redis.command("SET", "mtpoold:epoch", "e1|0")  # no quarantine
+    redis.command("SET", "laravel_cache:tg:mtproto:lock:a0", "php-worker-7", "EX", "600")
+    with trio.fail_after(TEST_LIMIT_S):
+        async with _node(
+            tmp_path, dc, redis, "node-a", php_keys=True, php_prefix="laravel_cache:"
+        ) as a:
+            others = set(ACCOUNTS) - {"a0"}
+            await wait_until(lambda: _held(a) == others, timeout_s=3 * LEASE_S, what="others")
+            await wait_until(
+                lambda: _remote_reason(a, "a0") == "unheld: PHP lock held",
+                timeout_s=2 * LEASE_S,
+                what="a0's reason",
+            )
+            assert _held(a) == others
+            assert redis.command("GET", "laravel_cache:tg:mtproto:lock:a0") == b"$12"
+            assert not dc.counters(ACCOUNTS["a0"][0])  # never connected: no call reached the DC
+            redis.command("DEL", "laravel_cache:tg:mtproto:lock:a0")  # PHP let go
+            await wait_until(
+                lambda: _held(a) == set(ACCOUNTS), timeout_s=3 * LEASE_S, what="a0 taken"
+            )
+            assert _remote_reason(a, "a0") is None
+            assert (await a.invoke("help.GetConfig", {}, account="a0")).meta.account == "a0"
+
+
+def _remote_reason(pool: Pool, account_id: str) -> str | None:
+    return next(s.remote_reason for s in pool.statistics().accounts if s.id == account_id)

@@ -282,6 +282,10 @@ async def test_migration_mode_leaves_an_account_a_php_worker_locks_unused_and_sa
             assert _held(a) == others
             assert redis.command("GET", "laravel_cache:tg:mtproto:lock:a0") == b"$12"
             assert not dc.counters(ACCOUNTS["a0"][0])  # never connected: no call reached the DC
+            with pytest.raises(JobFailed) as caught:
+                await a.invoke("help.GetConfig", {}, account="a0", deadline_s=1.0)
+            assert caught.value.error_class is ErrorClass.NO_ACCOUNT_AVAILABLE
+            assert "PHP lock held" in caught.value.message
             redis.command("DEL", "laravel_cache:tg:mtproto:lock:a0")  # PHP let go
             await wait_until(
                 lambda: _held(a) == set(ACCOUNTS), timeout_s=3 * LEASE_S, what="a0 taken"

@@ -617,6 +617,9 @@ class Doors:
     failover_s: float
     #: Why this node serves less than its share now (`ClusterNode.trouble`), for status.
     trouble: Callable[[], str | None] = lambda: None
+    #: Why this node's last try to acquire the account was refused (`LeaseBook.refused`:
+    #: "PHP lock held", "quarantine", ...), or None: named when a pinned job finds it unheld.
+    refusal: Callable[[str], str | None] = lambda _account: None
     _snapshot: _Snapshot = attrs.field(init=False, factory=_Snapshot)
     _in_flight: dict[int, tuple[str, str | None, str, float]] = attrs.field(
         init=False, factory=dict
@@ -657,6 +660,11 @@ class Doors:
             refresh_s=config.renew_interval_s,
             failover_s=config.lease_s + config.disconnect_delay_s + config.renew_interval_s,
             trouble=lambda: cluster.trouble,
+            refusal=lambda account: (
+                cluster.trouble
+                if cluster.book.refused.get(account) == "quarantine"
+                else cluster.book.refused.get(account)
+            ),
         )
 
     @property
@@ -811,7 +819,10 @@ class Doors:
                 await self.refresh()  # a node that joined since the last read
                 rpc = self._peer_rpc(holder)
             if holder is None:
-                why = f"account {account} is held by no live node"
+                refusal = self.refusal(account)
+                why = f"account {account} is held by no live node" + (
+                    f" ({refusal})" if refusal else ""
+                )
             elif rpc is None:
                 why = f"account {account} is held by node {holder}, which is not live"
             else:

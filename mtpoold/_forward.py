@@ -720,8 +720,8 @@ class Doors:
                 ``status {"summary": true}``, which keeps the counts only.
 
         Returns:
-            ``{"node", "age_s", "error", "trouble", "failover_s", "accounts_total", "unheld", "nodes":
-            [{"name", "rpc", "live", "held", "jobs_in_flight", "jobs_ok", "jobs_failed",
+            ``{"node", "age_s", "error", "trouble", "failover_s", "accounts_total", "unheld",
+            "nodes": [{"name", "rpc", "live", "held", "jobs_in_flight", "jobs_ok", "jobs_failed",
             "lanes", "lanes_more"}], "holders": {account: node or None}, "forwarded":
             {outcome: n}}`` — ``age_s`` seconds since the summaries were read (None: never),
             ``error`` why the last read failed (None when it worked), ``trouble`` why this

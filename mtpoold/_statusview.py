@@ -301,10 +301,10 @@ def held_back(account: Mapping[str, Any], lanes: Mapping[str, Mapping[str, Any]]
     """One compact cell saying what holds the account back and for how long, or ``"-"``.
 
     In cluster mode first why this node may not use it (``"held by node b"``, ``"unheld:
-    PHP lock held"``). The account's own cooldown with its cause (``"cooling 12s (FLOOD_WAIT)"``), else its
-    proxy's (``"proxy p1 cooling 42s"``; the cause is in the proxies table), then its
-    longest rate-class block (``"resolve 23h59m (FLOOD_WAIT)"``, ``"join 5m03s (budget)"``)
-    with ``"+N more"``. Durations from `format_short`.
+    PHP lock held"``). The account's own cooldown with its cause (``"cooling 12s
+    (FLOOD_WAIT)"``), else its proxy's (``"proxy p1 cooling 42s"``; the cause is in the
+    proxies table), then its longest rate-class block (``"resolve 23h59m (FLOOD_WAIT)"``,
+    ``"join 5m03s (budget)"``) with ``"+N more"``. Durations from `format_short`.
 
     Args:
         account: One ``AccountStatistics`` as JSON.

@@ -52,9 +52,7 @@ def redis(tmp_path: Path) -> AsyncIterator[RedisServer]:
         yield server
 
 
-def _config(
-    tmp_path: Path, dc: DC, redis: RedisServer, node: str, **cluster: object
-) -> Config:
+def _config(tmp_path: Path, dc: DC, redis: RedisServer, node: str, **cluster: object) -> Config:
     return fleet_config(
         tmp_path / node,
         dc,

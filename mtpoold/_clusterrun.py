@@ -42,7 +42,7 @@ from typing import TYPE_CHECKING, Any, Final, final
 import trio
 
 from ._clustergate import LeaseLost, SharedGate
-from ._clusternodes import NodeRegistry, assign_accounts
+from ._clusternodes import NodeRegistry, assign_accounts, preferred_node
 from ._config import ClusterConfig
 from ._errors import ConfigError
 from ._lane import LeaseUnconfirmed
@@ -60,6 +60,13 @@ log = logging.getLogger("mtpoold.cluster")
 
 #: Seconds the orderly hand-over at shutdown (drain, flush, release) may take in all.
 SHUTDOWN_HANDOVER_S: Final = 10.0
+
+
+#: Rounds (``lease_s / 3`` each) an account must be seen unheld by every node before a node
+#: the placement does not give it to takes it (`ClusterNode._adoptions`): more than a
+#: failover leaves it unheld (the dead holder's lease, 3 rounds, then its conn key, 3 more,
+#: then the new holder's next round), so adoption never races the placement's own moves.
+ADOPT_AFTER_ROUNDS: Final = 8
 
 
 def unconfirmed(cause: str) -> str:
@@ -221,6 +228,11 @@ class ClusterNode:
         self.status_source: Callable[[], Mapping[str, Any]] = self.default_status
         self.rounds = 0
         self._quarantined = False
+        #: Rounds each account was seen unheld by every node; accounts adopted (`_adoptions`)
+        #: and the live nodes they were adopted among.
+        self._unheld_rounds: dict[str, int] = {}
+        self._adopted: set[str] = set()
+        self._adopted_among: set[str] = set()
         self._pool: Pool | None = None
         self._nursery: trio.Nursery | None = None
         #: Accounts taken over here (lease held, shared state applied).
@@ -456,6 +468,7 @@ class ClusterNode:
         live = list(self.live_nodes) or [self.node]
         placed = assign_accounts(ids, live)
         desired = {a for a in ids if placed.get(a) == self.node}
+        desired |= self._adoptions(ids, live)
         held = {a for a in ids if self.book.lease(a) is not None}
         for account_id in sorted(held - desired - self._draining):
             self._start_drain(account_id)
@@ -491,12 +504,18 @@ class ClusterNode:
                     self._cut_done.discard(account_id)
                     pool.take_over(account_id, None)
             self._taken &= {a for a in held if self.book.lease(a) is not None} | self._draining
+            self._adopted &= held
             others = [a for a in ids if a not in held]
             holders = await self.registry.holders(others) if others else {}
         except ClusterUnavailable as exc:
             self.note_unavailable(exc.cause)
             return
         self._holders = dict(holders)
+        for account_id in ids:  # rounds each account went unheld by every node
+            if holders.get(account_id, self.node) is None and not self._quarantined:
+                self._unheld_rounds[account_id] = self._unheld_rounds.get(account_id, 0) + 1
+            else:
+                self._unheld_rounds.pop(account_id, None)
         by_reason: dict[str, list[str]] = {}
         for account_id, node in holders.items():
             reason = f"held by node {node}" if node else "unheld"
@@ -509,6 +528,34 @@ class ClusterNode:
                 by_reason.setdefault(reason, []).append(account_id)
         for reason, accounts in by_reason.items():
             pool.hold_remote(accounts, reason)
+
+    def _adoptions(self, ids: Sequence[str], live: Sequence[str]) -> set[str]:
+        """Accounts this node takes although the placement puts them elsewhere: unheld by
+        every node for `ADOPT_AFTER_ROUNDS` rounds (the nodes' ``[accounts]`` differ, say
+        during a reload, and each places it on another node), by the node plain rendezvous
+        hashing prefers, by any node after twice as many (the preferred one may not have the
+        account). Kept while the live nodes stay the same (not handed back and forth); a
+        join or a leave places everything anew. Two nodes trying at once: the acquire is
+        atomic, one gets it."""
+        if set(live) != self._adopted_among:
+            self._adopted_among = set(live)
+            self._adopted.clear()
+        for account_id in ids:
+            rounds = self._unheld_rounds.get(account_id, 0)
+            if rounds >= 2 * ADOPT_AFTER_ROUNDS or (
+                rounds >= ADOPT_AFTER_ROUNDS and preferred_node(account_id, live) == self.node
+            ):
+                if account_id not in self._adopted:
+                    log_event(
+                        log,
+                        logging.WARNING,
+                        "account_adopted",
+                        node=self.node,
+                        account=account_id,
+                        unheld_rounds=rounds,
+                    )
+                self._adopted.add(account_id)
+        return set(self._adopted)
 
     def _start_drain(self, account_id: str) -> None:
         nursery = self._nursery

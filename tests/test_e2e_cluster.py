@@ -209,8 +209,11 @@ async def test_a_first_start_on_an_empty_redis_waits_out_the_quarantine_and_says
     with trio.fail_after(TEST_LIMIT_S):
         async with _node(tmp_path, dc, redis, "node-a") as a:
             await wait_until(
-                lambda: a.cluster.trouble is not None, timeout_s=2 * LEASE_S, what="quarantine"
+                lambda: "epoch quarantine" in (_remote_reason(a, "a0") or ""),
+                timeout_s=2 * LEASE_S,
+                what="quarantine",
             )
+            assert a.cluster.trouble is not None
             assert "epoch quarantine" in a.cluster.trouble
             assert "first start on an empty redis" in a.cluster.trouble
             with pytest.raises(JobFailed) as caught:

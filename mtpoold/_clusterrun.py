@@ -472,6 +472,10 @@ class ClusterNode:
         held = {a for a in ids if self.book.lease(a) is not None}
         for account_id in sorted(held - desired - self._draining):
             self._start_drain(account_id)
+        # held, but no longer in this node's config (a reload removed it): released, or it
+        # would stay leased here, renewed each round, and no other node could take it
+        for account_id in sorted(set(self.book.held) - set(ids) - self._draining):
+            self._start_drain(account_id)
         try:
             want = [a for a in ids if a in desired and a not in held and a not in self._draining]
             if want:

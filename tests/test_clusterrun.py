@@ -574,3 +574,32 @@ async def test_nodes_whose_accounts_differ_still_serve_every_account_once(
             assert not held_a & held_b
             await trio.sleep(3 * LEASE_S)  # kept, not handed back and forth
             assert (set(a.held), set(b.held)) == (held_a, held_b)
+
+
+async def test_an_account_a_reload_removes_is_released_for_the_other_nodes(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    """Node a holds every account; a reload on a drops a6 from its config: a releases a6's
+    lease (it was renewed there for ever before), and node b, which still has it, takes it."""
+    r = FakeRedis()
+    a, b = _node(r, "node-a"), _node(r, "node-b")
+    world = World()
+    config = _config(tmp_path)
+    async with open_aio_loop():
+        async with _running(config, a, world) as pool_a:
+            await trio.sleep(LEASE_S)
+            assert set(a.held) == set(ACCOUNTS)
+            fewer = make_config(
+                tmp_path,
+                accounts={k: v for k, v in ACCOUNTS.items() if k != "a6"},
+                proxies={"p1": {"interval_s": 0.5}, "p2": {"interval_s": 0.5}},
+                policy={"job_deadline_s": 5.0},
+            )
+            await pool_a.reload(fewer)
+            await trio.sleep(LEASE_S)
+            assert r.holder("a6") is None
+            assert "a6" not in a.book.held
+            async with _running(_config(tmp_path / "b"), b, world):
+                await trio.sleep(2 * LEASE_S)
+                assert "a6" in set(b.held)
+                assert not set(a.held) & set(b.held)

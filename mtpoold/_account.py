@@ -704,6 +704,7 @@ class AccountWorker:
             cooldown_remaining_s=cooldown_s,
             cooldown_cause=self.cooldown_cause if cooldown_s > 0 else None,
             disabled_reason=self.disabled_reason,
+            remote_reason=self.remote_reason,
             calls_ok=self.calls_ok,
             calls_failed=self.calls_failed,
             caller_errors=self.caller_errors,

@@ -8,9 +8,27 @@ import math
 from collections.abc import Collection, Mapping, Sequence
 from typing import Any, Final, final
 
-from ._redislink import RedisLink
+from ._redislink import ClusterUnavailable, RedisLink
 
-__all__ = ["NodeRegistry", "assign_accounts", "preferred_node"]
+__all__ = ["NodeNameTaken", "NodeRegistry", "assign_accounts", "preferred_node"]
+
+
+class NodeNameTaken(ClusterUnavailable):
+    """This node's ``{p}node:{name}`` key holds another process's info: two nodes were given
+    one ``[cluster] node`` name (or a killed node's key has not expired yet, at most
+    ``lease_s``). A `ClusterUnavailable`: the node holds no lease while it lasts, says why
+    (``cause``: the name, the other's rpc address and pid) and tries again each round.
+
+    Attributes:
+        other: The other process's info (``rpc``, ``pid``, ...), ``{}`` if not JSON.
+    """
+
+    def __init__(self, node: str, other: Mapping[str, Any]) -> None:
+        super().__init__(
+            f"node name {node!r} is in use by another live node (rpc {other.get('rpc', '?')},"
+            f" pid {other.get('pid', '?')}); give each node its own [cluster] node"
+        )
+        self.other = dict(other)
 
 
 @final
@@ -55,6 +73,8 @@ class NodeRegistry:
 
         Raises:
             ClusterUnavailable: Redis unreachable or too slow.
+            NodeNameTaken: another process's info is under this node's name (nothing is
+                written; a killed node's key expires within ``lease_s``).
 
         ``status``: JSON-able (``json.dumps``); None keeps the last one until it expires.
         The status key's PX is ``lease_s`` (3 x the renew interval ``lease_s / 3``).
@@ -75,7 +95,18 @@ class NodeRegistry:
                 self.link.key("node", ""),
             ],
         )
+        if len(reply) == 1:
+            raise NodeNameTaken(self.node, self._pairs(["", reply[0]])[""])
         return self._pairs(reply)
+
+    async def leave(self) -> None:
+        """Delete this node's key if it is still this node's (a clean exit: the others take
+        its accounts at their next round). One round trip.
+
+        Raises:
+            ClusterUnavailable: Redis unreachable or too slow.
+        """
+        await self.link.run_script("leave", [self.link.key("node", self.node)], [self._info_json])
 
     async def holders(self, account_ids: Sequence[str]) -> dict[str, str | None]:
         """The node holding each account's lease (None: unheld). One MGET.

@@ -42,7 +42,7 @@ from typing import TYPE_CHECKING, Any, Final, final
 import trio
 
 from ._clustergate import LeaseLost, SharedGate
-from ._clusternodes import NodeRegistry, assign_accounts
+from ._clusternodes import NodeRegistry, assign_accounts, preferred_node
 from ._config import ClusterConfig
 from ._errors import ConfigError
 from ._lane import LeaseUnconfirmed
@@ -61,6 +61,13 @@ log = logging.getLogger("mtpoold.cluster")
 
 #: Seconds the orderly hand-over at shutdown (drain, flush, release) may take in all.
 SHUTDOWN_HANDOVER_S: Final = 10.0
+
+
+#: Rounds (``lease_s / 3`` each) an account must be seen unheld by every node before a node
+#: the placement does not give it to takes it (`ClusterNode._adoptions`): more than a
+#: failover leaves it unheld (the dead holder's lease, 3 rounds, then its conn key, 3 more,
+#: then the new holder's next round), so adoption never races the placement's own moves.
+ADOPT_AFTER_ROUNDS: Final = 8
 
 
 def unconfirmed(cause: str) -> str:
@@ -225,6 +232,12 @@ class ClusterNode:
         self.cause: str | None = None
         self.status_source: Callable[[], Mapping[str, Any]] = self.default_status
         self.rounds = 0
+        self._quarantined = False
+        #: Rounds each account was seen unheld by every node; accounts adopted (`_adoptions`)
+        #: and the live nodes they were adopted among.
+        self._unheld_rounds: dict[str, int] = {}
+        self._adopted: set[str] = set()
+        self._adopted_among: set[str] = set()
         self._pool: Pool | None = None
         self._nursery: trio.Nursery | None = None
         #: Accounts taken over here (lease held, shared state applied).
@@ -308,6 +321,13 @@ class ClusterNode:
             "cause": self.cause,
         }
 
+    @property
+    def trouble(self) -> str | None:
+        """Why this node serves less than its share right now, one line (no secret), for
+        ``status``: Redis unreachable, its node name taken, the epoch quarantine; None when
+        nothing is wrong."""
+        return self.cause or self.book.last_cause
+
     def why_unconfirmed(self, account_id: str) -> str:
         """Why this node has no valid lease on the account, one line."""
         if self.cause is not None:
@@ -319,6 +339,17 @@ class ClusterNode:
         if self.cause is None:
             log_event(log, logging.WARNING, "cluster_unavailable", node=self.node, cause=cause)
         self.cause = cause
+
+    def _note_quarantine(self) -> None:
+        """Log the epoch quarantine once when the book first meets it (and its end)."""
+        quarantined = bool(self.book.refused) and "quarantine" in self.book.refused.values()
+        if quarantined and not self._quarantined:
+            log_event(
+                log, logging.WARNING, "cluster_quarantine", node=self.node, why=self.book.last_cause
+            )
+        elif self._quarantined and not quarantined:
+            log_event(log, logging.INFO, "cluster_quarantine_over", node=self.node)
+        self._quarantined = quarantined
 
     def _note_available(self) -> None:
         if self.cause is not None:
@@ -418,6 +449,18 @@ class ClusterNode:
         except ClusterUnavailable as exc:
             self.note_unavailable(exc.cause)
             self._cut_expired()
+            # the accounts not held here: their reason names the cause, not "unheld"
+            reason = unconfirmed(exc.cause)
+            idle = [
+                a
+                for a in pool.account_ids()
+                if a not in self._taken
+                and a not in self._cutting
+                and a not in self._draining
+                and pool.remote_reason(a) not in (None, reason)
+            ]
+            if idle:
+                pool.hold_remote(idle, reason)
             return
         self._note_available()
         for account_id in lost:
@@ -430,14 +473,20 @@ class ClusterNode:
         live = list(self.live_nodes) or [self.node]
         placed = assign_accounts(ids, live)
         desired = {a for a in ids if placed.get(a) == self.node}
+        desired |= self._adoptions(ids, live)
         held = {a for a in ids if self.book.lease(a) is not None}
         for account_id in sorted(held - desired - self._draining):
+            self._start_drain(account_id)
+        # held, but no longer in this node's config (a reload removed it): released, or it
+        # would stay leased here, renewed each round, and no other node could take it
+        for account_id in sorted(set(self.book.held) - set(ids) - self._draining):
             self._start_drain(account_id)
         try:
             want = [a for a in ids if a in desired and a not in held and a not in self._draining]
             if want:
                 got = await self.book.acquire(want)
                 held |= set(got)
+                self._note_quarantine()
             # held, not yet taken over (just acquired, or a pull that failed): pull, apply
             to_take = [
                 a
@@ -464,19 +513,58 @@ class ClusterNode:
                     self._cut_done.discard(account_id)
                     pool.take_over(account_id, None)
             self._taken &= {a for a in held if self.book.lease(a) is not None} | self._draining
+            self._adopted &= held
             others = [a for a in ids if a not in held]
             holders = await self.registry.holders(others) if others else {}
         except ClusterUnavailable as exc:
             self.note_unavailable(exc.cause)
             return
         self._holders = dict(holders)
+        for account_id in ids:  # rounds each account went unheld by every node
+            if holders.get(account_id, self.node) is None and not self._quarantined:
+                self._unheld_rounds[account_id] = self._unheld_rounds.get(account_id, 0) + 1
+            else:
+                self._unheld_rounds.pop(account_id, None)
         by_reason: dict[str, list[str]] = {}
         for account_id, node in holders.items():
             reason = f"held by node {node}" if node else "unheld"
+            refused = self.book.refused.get(account_id) if not node else None
+            if refused == "quarantine" and self.book.last_cause:
+                reason = f"unheld: {self.book.last_cause}"
+            elif refused is not None:  # e.g. "PHP lock held" (migration mode)
+                reason = f"unheld: {refused}"
             if pool.remote_reason(account_id) != reason and account_id not in self._cutting:
                 by_reason.setdefault(reason, []).append(account_id)
         for reason, accounts in by_reason.items():
             pool.hold_remote(accounts, reason)
+
+    def _adoptions(self, ids: Sequence[str], live: Sequence[str]) -> set[str]:
+        """Accounts this node takes although the placement puts them elsewhere: unheld by
+        every node for `ADOPT_AFTER_ROUNDS` rounds (the nodes' ``[accounts]`` differ, say
+        during a reload, and each places it on another node), by the node plain rendezvous
+        hashing prefers, by any node after twice as many (the preferred one may not have the
+        account). Kept while the live nodes stay the same (not handed back and forth); a
+        join or a leave places everything anew. Two nodes trying at once: the acquire is
+        atomic, one gets it."""
+        if set(live) != self._adopted_among:
+            self._adopted_among = set(live)
+            self._adopted.clear()
+        for account_id in ids:
+            rounds = self._unheld_rounds.get(account_id, 0)
+            if rounds >= 2 * ADOPT_AFTER_ROUNDS or (
+                rounds >= ADOPT_AFTER_ROUNDS and preferred_node(account_id, live) == self.node
+            ):
+                if account_id not in self._adopted:
+                    log_event(
+                        log,
+                        logging.WARNING,
+                        "account_adopted",
+                        node=self.node,
+                        account=account_id,
+                        unheld_rounds=rounds,
+                    )
+                self._adopted.add(account_id)
+        return set(self._adopted)
 
     def _start_drain(self, account_id: str) -> None:
         nursery = self._nursery
@@ -526,7 +614,7 @@ class ClusterNode:
                     await self.book.release(held)
                 # leave the registry now, so the others take the accounts over at their next
                 # round instead of after this node's key expires (a rolling restart's gap)
-                await self.link.command("DEL", self.link.key("node", self.node))
+                await self.registry.leave()
             except ClusterUnavailable as exc:
                 self.note_unavailable(exc.cause)
 

@@ -168,8 +168,14 @@ return released
 
 #: KEYS: nodes set, own node key, own status key.
 #: ARGV: name, info JSON, node PX ms, status JSON ('' = keep), status PX ms, node key prefix.
-#: Returns {name, info JSON, ...} for every live node; prunes the set's dead names.
+#: Returns {name, info JSON, ...} for every live node; prunes the set's dead names. If the
+#: own node key holds another info (another live process has this name, or a killed one's
+#: key has not expired yet), writes nothing and returns {that info} (one element).
 HEARTBEAT: Final = """
+local mine = redis.call('GET', KEYS[2])
+if mine and mine ~= ARGV[2] then
+  return {mine}
+end
 redis.call('SET', KEYS[2], ARGV[2], 'PX', tonumber(ARGV[3]))
 redis.call('SADD', KEYS[1], ARGV[1])
 if ARGV[4] ~= '' then
@@ -201,6 +207,15 @@ end
 return out
 """
 
+#: KEYS: this node's key. ARGV: its info JSON. Deletes the key only if it is this node's
+#: (a node refused for a name another live node holds must not delete that node's key).
+LEAVE: Final = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
+
 #: Lua source by name, for `RedisLink.run_script`.
 SCRIPTS: Final[dict[str, str]] = {
     "reserve": RESERVE,
@@ -209,4 +224,5 @@ SCRIPTS: Final[dict[str, str]] = {
     "release": RELEASE,
     "heartbeat": HEARTBEAT,
     "statuses": STATUSES,
+    "leave": LEAVE,
 }

@@ -659,6 +659,12 @@ def _redis_url(_inst: Any, attr: attrs.Attribute[Any], value: str) -> None:
             "a password in the URL is refused (it would show in logs and status): put it in"
             " password_file",
         )
+    from ._redisurl import parse_redis_url  # pure: the link's own URL rules
+
+    try:
+        parse_redis_url(value)
+    except ValueError as exc:  # what the link would refuse at start: a port out of range, ...
+        raise _FieldProblem(attr.name, f"{exc}, got {_show(value)}") from None
 
 
 def _node_name(_inst: Any, attr: attrs.Attribute[Any], value: str) -> None:

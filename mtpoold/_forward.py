@@ -615,6 +615,11 @@ class Doors:
     default_deadline_s: float
     refresh_s: float
     failover_s: float
+    #: Why this node serves less than its share now (`ClusterNode.trouble`), for status.
+    trouble: Callable[[], str | None] = lambda: None
+    #: Why this node's last try to acquire the account was refused (`LeaseBook.refused`:
+    #: "PHP lock held", "quarantine", ...), or None: named when a pinned job finds it unheld.
+    refusal: Callable[[str], str | None] = lambda _account: None
     _snapshot: _Snapshot = attrs.field(init=False, factory=_Snapshot)
     _in_flight: dict[int, tuple[str, str | None, str, float]] = attrs.field(
         init=False, factory=dict
@@ -654,6 +659,12 @@ class Doors:
             default_deadline_s=default_deadline_s,
             refresh_s=config.renew_interval_s,
             failover_s=config.lease_s + config.disconnect_delay_s + config.renew_interval_s,
+            trouble=lambda: cluster.trouble,
+            refusal=lambda account: (
+                cluster.trouble
+                if cluster.book.refused.get(account) == "quarantine"
+                else cluster.book.refused.get(account)
+            ),
         )
 
     @property
@@ -709,11 +720,13 @@ class Doors:
                 ``status {"summary": true}``, which keeps the counts only.
 
         Returns:
-            ``{"node", "age_s", "error", "failover_s", "accounts_total", "unheld", "nodes":
-            [{"name", "rpc", "live", "held", "jobs_in_flight", "jobs_ok", "jobs_failed",
+            ``{"node", "age_s", "error", "trouble", "failover_s", "accounts_total", "unheld",
+            "nodes": [{"name", "rpc", "live", "held", "jobs_in_flight", "jobs_ok", "jobs_failed",
             "lanes", "lanes_more"}], "holders": {account: node or None}, "forwarded":
             {outcome: n}}`` — ``age_s`` seconds since the summaries were read (None: never),
-            ``error`` why the last read failed (None when it worked), ``held`` a count;
+            ``error`` why the last read failed (None when it worked), ``trouble`` why this
+            node serves less than its share (Redis unreachable, its name taken by another
+            live node, the epoch quarantine; None: nothing), ``held`` a count;
             every configured account is in ``holders`` (None: held by no live node).
         """
         snap = self._snapshot
@@ -742,6 +755,7 @@ class Doors:
             "node": self.node,
             "age_s": None if snap.at == -math.inf else round(now - snap.at, 3),
             "error": snap.cause,
+            "trouble": self.trouble(),
             "failover_s": self.failover_s,
             "accounts_total": len(by_account),
             "unheld": sum(1 for v in by_account.values() if v is None),
@@ -805,7 +819,10 @@ class Doors:
                 await self.refresh()  # a node that joined since the last read
                 rpc = self._peer_rpc(holder)
             if holder is None:
-                why = f"account {account} is held by no live node"
+                refusal = self.refusal(account)
+                why = f"account {account} is held by no live node" + (
+                    f" ({refusal})" if refusal else ""
+                )
             elif rpc is None:
                 why = f"account {account} is held by node {holder}, which is not live"
             else:

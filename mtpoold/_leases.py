@@ -162,8 +162,9 @@ class LeaseBook:
         if not ok:
             self.quarantined_until_ms = until_ms
             self.last_cause = (
-                f"cluster: redis lost its data (restart without AOF or FLUSHALL): no account "
-                f"acquired for {max(0, until_ms - now_ms) / 1000:.1f} s more"
+                f"cluster: epoch quarantine, no account acquired for"
+                f" {max(0, until_ms - now_ms) / 1000:.1f} s more (redis had no epoch: a first"
+                f" start on an empty redis, or it lost its data: a restart without AOF, FLUSHALL)"
             )
             self.refused = dict.fromkeys(wanted, "quarantine")
             return {}

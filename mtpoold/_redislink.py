@@ -24,13 +24,13 @@ import hashlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, Final, final
-from urllib.parse import urlsplit
 
 import trio
 import trio_asyncio
 
 from ._aiobridge import run_aio
 from ._clusterscripts import SCRIPTS
+from ._redisurl import parse_redis_url
 
 __all__ = ["ClusterUnavailable", "RedisLink", "open_redis_link"]
 
@@ -189,37 +189,6 @@ class RedisLink:
             raise
 
 
-def _parse_url(url: str) -> tuple[dict[str, Any], str]:
-    """``redis://host:port[/db]`` or ``unix:///path[?db=N]`` -> (client kwargs, where)."""
-    try:
-        parts = urlsplit(url)
-        port = parts.port
-    except ValueError:
-        raise ValueError("redis url: malformed (redis://host:port[/db] or unix:///path)") from None
-    if parts.password is not None or parts.username is not None:
-        raise ValueError("redis url: must not carry credentials (use password_file)")
-    if parts.scheme == "unix":
-        if not parts.path:
-            raise ValueError("redis url: unix:// needs a socket path (unix:///path/redis.sock)")
-        db = 0
-        for pair in filter(None, parts.query.split("&")):
-            name, _, value = pair.partition("=")
-            if name != "db" or not value.isdigit():
-                raise ValueError("redis url: unix:// takes only ?db=N")
-            db = int(value)
-        return {"unix_socket_path": parts.path, "db": db}, f"unix:{parts.path}"
-    if parts.scheme != "redis":
-        raise ValueError("redis url: scheme must be redis:// or unix://")
-    if not parts.hostname:
-        raise ValueError("redis url: no host (redis://host:port[/db])")
-    path = parts.path.strip("/")
-    if path and not path.isdigit():
-        raise ValueError("redis url: the path is the db number (redis://host:port/0)")
-    port = 6379 if port is None else port
-    kwargs = {"host": parts.hostname, "port": port, "db": int(path or 0)}
-    return kwargs, f"{parts.hostname}:{port}"
-
-
 @asynccontextmanager
 async def open_redis_link(
     *,
@@ -248,7 +217,7 @@ async def open_redis_link(
     """
     if not op_timeout_s > 0:
         raise ValueError(f"op_timeout_s must be > 0, got {op_timeout_s!r}")
-    kwargs, where = _parse_url(url)
+    kwargs, where = parse_redis_url(url)
     if trio_asyncio.current_loop.get() is None:
         raise RuntimeError("open_redis_link must be used inside a trio-asyncio loop")
     import redis.asyncio

@@ -164,6 +164,9 @@ class AccountStatistics:
         cooldown_cause: The failure behind its own cooldown (``"FLOOD_WAIT: ..."``, redacted;
             ``"stored"``: restored from the state store), or None.
         disabled_reason: Why it was disabled, or None.
+        remote_reason: Cluster mode: why this node may not use it now (state ``remote``):
+            ``"held by node b"``, ``"unheld: PHP lock held"``, ``"draining"``, a cluster
+            cause; None when it may (and always on one node).
         calls_ok: Calls that returned a result.
         calls_failed: Calls that failed for the account's reasons (not the caller's).
         caller_errors: Calls that failed for the caller's reasons (PEER_NOT_FOUND,
@@ -185,6 +188,7 @@ class AccountStatistics:
     cooldown_remaining_s: float
     cooldown_cause: str | None = None
     disabled_reason: str | None
+    remote_reason: str | None = None
     calls_ok: int
     calls_failed: int
     caller_errors: int = 0

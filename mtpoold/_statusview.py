@@ -300,16 +300,20 @@ def _code(cause: object) -> str | None:
 def held_back(account: Mapping[str, Any], lanes: Mapping[str, Mapping[str, Any]]) -> str:
     """One compact cell saying what holds the account back and for how long, or ``"-"``.
 
-    The account's own cooldown with its cause (``"cooling 12s (FLOOD_WAIT)"``), else its
-    proxy's (``"proxy p1 cooling 42s"``; the cause is in the proxies table), then its
-    longest rate-class block (``"resolve 23h59m (FLOOD_WAIT)"``, ``"join 5m03s (budget)"``)
-    with ``"+N more"``. Durations from `format_short`.
+    In cluster mode first why this node may not use it (``"held by node b"``, ``"unheld:
+    PHP lock held"``). The account's own cooldown with its cause (``"cooling 12s
+    (FLOOD_WAIT)"``), else its proxy's (``"proxy p1 cooling 42s"``; the cause is in the
+    proxies table), then its longest rate-class block (``"resolve 23h59m (FLOOD_WAIT)"``,
+    ``"join 5m03s (budget)"``) with ``"+N more"``. Durations from `format_short`.
 
     Args:
         account: One ``AccountStatistics`` as JSON.
         lanes: The ``proxies`` of the same reply by key (the proxy cooldown is the lane's).
     """
     parts: list[str] = []
+    remote = account.get("remote_reason")
+    if remote:  # cluster mode: not this node's to use now, and why
+        parts.append(" ".join(str(remote).split()))
     own = _num(account.get("cooldown_remaining_s"))
     lane = lanes.get(str(account.get("proxy_key")))
     proxy_s = _num(lane.get("cooldown_remaining_s")) if lane is not None else 0.0
@@ -680,6 +684,9 @@ def _cluster_summary(cluster: Mapping[str, Any], nodes: Sequence[Mapping[str, An
     error = cluster.get("error")
     if error:
         text.append(f"\ncluster unreadable, showing the last read: {error}", style="red")
+    trouble = cluster.get("trouble")
+    if trouble and trouble != error:
+        text.append(f"\nthis node: {trouble}", style="red")
     forwarded = cluster.get("forwarded")
     if isinstance(forwarded, Mapping) and forwarded:
         text.append("\nforwarded from here: " + _errors(forwarded))

@@ -170,3 +170,18 @@ def test_without_cluster_no_redis_is_imported(tmp_path: Path) -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split() == ["[]"], proc.stdout
+
+
+def test_a_url_the_redis_link_would_refuse_is_a_config_problem() -> None:
+    """What passed the config's pattern but not the link's rules failed only at start:
+    ``rediss://`` (no TLS support), a port out of range, a unix URL with a stray query."""
+    for url, expected in (
+        ("rediss://10.0.0.5:6379", "scheme must be redis:// or unix://"),
+        ("redis://10.0.0.5:99999", "malformed"),
+        ("unix:///run/redis.sock?x=1", "unix:// takes only ?db=N"),
+    ):
+        problems = _problems({"redis_url": url})
+        assert len(problems) == 1 and problems[0].startswith("cluster.redis_url: redis url: ")
+        assert expected in problems[0] and url in problems[0]
+    config = parse_config({"cluster": {"redis_url": "unix:///run/r.sock?db=2"}}, base_dir=Path("/"))
+    assert config.cluster is not None and config.cluster.redis_url == "unix:///run/r.sock?db=2"

@@ -9,14 +9,15 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 
 import hypothesis
+import pytest
 import trio
 from _redisserver import RedisServer, start_redis
 from hypothesis import strategies as st
 
 from mtpoold._aioloop import open_aio_loop
-from mtpoold._clusternodes import NodeRegistry, assign_accounts, preferred_node
+from mtpoold._clusternodes import NodeNameTaken, NodeRegistry, assign_accounts, preferred_node
 from mtpoold._leases import LeaseBook
-from mtpoold._redislink import RedisLink, open_redis_link
+from mtpoold._redislink import ClusterUnavailable, RedisLink, open_redis_link
 
 NODES = ["n1", "n2", "n3"]
 ACCOUNTS = [f"a{i:02d}" for i in range(1, 13)]
@@ -119,3 +120,29 @@ def test_assign_accounts_spreads_the_test_fleet_and_moves_little_when_a_node_lea
 def test_many_accounts_spread_evenly() -> None:
     counts = Counter(assign_accounts([f"acct{i}" for i in range(3000)], NODES).values())
     assert sorted(counts.values()) == [1000, 1000, 1000]
+
+
+async def test_a_second_process_with_a_live_nodes_name_writes_nothing_until_the_key_is_gone(
+    tmp_path: Path,
+) -> None:
+    """Two daemons given one ``[cluster] node`` name: the one that came second is refused
+    (NodeNameTaken naming the other's rpc and pid) and the first one's key is untouched,
+    also by the second one's `leave`; once the first leaves (or its key expires, a killed
+    node), the second takes the name."""
+    with start_redis(tmp_path) as server:
+        async with linked(server, 2) as (one, two):
+            first = NodeRegistry(one, "n1", lease_s=0.5, info={"rpc": "127.0.0.1:1", "pid": 1})
+            second = NodeRegistry(two, "n1", lease_s=0.5, info={"rpc": "127.0.0.1:2", "pid": 2})
+            assert await first.heartbeat() == {"n1": first.info}
+            with pytest.raises(NodeNameTaken) as taken:
+                await second.heartbeat({"lanes": 2})
+            assert taken.value.other == first.info
+            assert "'n1'" in taken.value.cause and "127.0.0.1:1" in taken.value.cause
+            assert isinstance(taken.value, ClusterUnavailable)
+            await second.leave()
+            assert await first.heartbeat() == {"n1": first.info}
+            assert await first.statuses() == {"n1": {}}
+            await first.leave()
+            assert await second.heartbeat() == {"n1": second.info}
+            await trio.sleep(0.6)  # a killed node: its key expires
+            assert await first.heartbeat() == {"n1": first.info}

@@ -83,6 +83,8 @@ class FakeBook:
         self.r, self.node, self.lease_s = r, node, lease_s
         self.margin = min(0.5, lease_s / 10)
         self.held: dict[str, tuple[Lease, float]] = {}
+        self.refused: dict[str, str] = {}  # `LeaseBook.refused`, `last_cause`: never here
+        self.last_cause: str | None = None
 
     def lease(self, account_id: str) -> Lease | None:
         held = self.held.get(account_id)
@@ -154,6 +156,11 @@ class FakeRegistry:
         await trio.lowlevel.checkpoint()
         self.r.check()
         return {a: self.r.holder(a) for a in account_ids}
+
+    async def leave(self) -> None:
+        await trio.lowlevel.checkpoint()
+        self.r.check()
+        self.r.nodes.pop(self.node, None)
 
 
 class FakeGate:
@@ -529,3 +536,79 @@ async def test_a_node_joining_takes_its_share_after_the_call_in_flight_and_never
                     assert (await pool_b.invoke("help.GetConfig", {}, account=slow)).meta.account
         nursery.cancel_scope.cancel()
     assert overlaps == []
+
+
+def _assign_by_count(account_ids: Collection[str], nodes: Collection[str]) -> dict[str, str]:
+    """A placement that depends on the whole list, as bounded loads do: two nodes whose
+    ``[accounts]`` differ by one place the common accounts differently."""
+    ordered = sorted(nodes)
+    return {
+        a: ordered[
+            (int(hashlib.sha256(a.encode()).hexdigest(), 16) + len(account_ids)) % len(ordered)
+        ]
+        for a in account_ids
+    }
+
+
+async def test_nodes_whose_accounts_differ_still_serve_every_account_once(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Node b's config has one account more (a reload not yet done on a): each node places
+    the common accounts differently, so some are wanted by neither. An account unheld for
+    a few rounds is adopted by one node (atomic acquire: never two) and kept."""
+    monkeypatch.setattr(clusterrun, "assign_accounts", _assign_by_count)
+    more = {**ACCOUNTS, "a7": "p1"}
+    on_a, on_b = (
+        _assign_by_count(ACCOUNTS, ["node-a", "node-b"]),
+        _assign_by_count(more, ["node-a", "node-b"]),
+    )
+    nobody = {x for x in ACCOUNTS if on_a[x] == "node-b" and on_b[x] == "node-a"}
+    assert nobody  # the trap this test is about
+    r = FakeRedis()
+    a, b = _node(r, "node-a"), _node(r, "node-b")
+    world = World()
+    config_b = make_config(
+        tmp_path / "b",
+        accounts=more,
+        proxies={"p1": {"interval_s": 0.5}, "p2": {"interval_s": 0.5}},
+        policy={"job_deadline_s": 5.0},
+    )
+    async with open_aio_loop():
+        async with _running(_config(tmp_path), a, world), _running(config_b, b, world):
+            await trio.sleep(2 * LEASE_S)  # the placement settled: the trap is there
+            assert not (set(a.held) | set(b.held)) & nobody
+            await trio.sleep(6 * LEASE_S)  # more than 2 x ADOPT_AFTER_ROUNDS rounds: adopted
+            held_a, held_b = set(a.held), set(b.held)
+            assert held_a | held_b == set(more)
+            assert not held_a & held_b
+            await trio.sleep(3 * LEASE_S)  # kept, not handed back and forth
+            assert (set(a.held), set(b.held)) == (held_a, held_b)
+
+
+async def test_an_account_a_reload_removes_is_released_for_the_other_nodes(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    """Node a holds every account; a reload on a drops a6 from its config: a releases a6's
+    lease (it was renewed there for ever before), and node b, which still has it, takes it."""
+    r = FakeRedis()
+    a, b = _node(r, "node-a"), _node(r, "node-b")
+    world = World()
+    config = _config(tmp_path)
+    async with open_aio_loop():
+        async with _running(config, a, world) as pool_a:
+            await trio.sleep(LEASE_S)
+            assert set(a.held) == set(ACCOUNTS)
+            fewer = make_config(
+                tmp_path,
+                accounts={k: v for k, v in ACCOUNTS.items() if k != "a6"},
+                proxies={"p1": {"interval_s": 0.5}, "p2": {"interval_s": 0.5}},
+                policy={"job_deadline_s": 5.0},
+            )
+            await pool_a.reload(fewer)
+            await trio.sleep(LEASE_S)
+            assert r.holder("a6") is None
+            assert "a6" not in a.book.held
+            async with _running(_config(tmp_path / "b"), b, world):
+                await trio.sleep(2 * LEASE_S)
+                assert "a6" in set(b.held)
+                assert not set(a.held) & set(b.held)

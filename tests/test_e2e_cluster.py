@@ -52,7 +52,7 @@ def redis(tmp_path: Path) -> AsyncIterator[RedisServer]:
         yield server
 
 
-def _config(tmp_path: Path, dc: DC, redis: RedisServer, node: str) -> Config:
+def _config(tmp_path: Path, dc: DC, redis: RedisServer, node: str, **cluster: object) -> Config:
     return fleet_config(
         tmp_path / node,
         dc,
@@ -65,6 +65,7 @@ def _config(tmp_path: Path, dc: DC, redis: RedisServer, node: str) -> Config:
                 "node": node,
                 "lease_s": LEASE_S,
                 "op_timeout_s": 0.3,
+                **cluster,
             },
             "daemon": {"state_dir": str(tmp_path / node / "state")},
         },
@@ -77,8 +78,10 @@ def _open_store(state_dir: Path) -> StateStore:
 
 
 @asynccontextmanager
-async def _node(tmp_path: Path, dc: DC, redis: RedisServer, name: str) -> AsyncIterator[Pool]:
-    config = _config(tmp_path, dc, redis, name)
+async def _node(
+    tmp_path: Path, dc: DC, redis: RedisServer, name: str, **cluster: object
+) -> AsyncIterator[Pool]:
+    config = _config(tmp_path, dc, redis, name, **cluster)
     store = _open_store(Path(config.daemon.state_dir))
     try:
         async with open_pool(config, store=store) as pool:
@@ -193,3 +196,104 @@ async def test_redis_stopped_answers_no_account_naming_the_cause_then_resumes(
         )
         result = await a.invoke("help.GetConfig", {}, deadline_s=5.0)
         assert result.meta.account in ACCOUNTS
+
+
+async def test_a_first_start_on_an_empty_redis_waits_out_the_quarantine_and_says_so(
+    tmp_path: Path, dc: DC, redis: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A brand-new Redis has no epoch, like one that lost its data: the first node writes
+    one and acquires nothing for ``lease_s + disconnect_delay_s`` (2 x lease_s). Meanwhile
+    the node's ``trouble`` (status), its log and each job's error name the quarantine and
+    the seconds left, not a bare "unheld"."""
+    caplog.set_level("INFO", logger="mtpoold.cluster")
+    with trio.fail_after(TEST_LIMIT_S):
+        async with _node(tmp_path, dc, redis, "node-a") as a:
+            await wait_until(
+                lambda: "epoch quarantine" in (_remote_reason(a, "a0") or ""),
+                timeout_s=2 * LEASE_S,
+                what="quarantine",
+            )
+            assert a.cluster.trouble is not None
+            assert "epoch quarantine" in a.cluster.trouble
+            assert "first start on an empty redis" in a.cluster.trouble
+            with pytest.raises(JobFailed) as caught:
+                await a.invoke("help.GetConfig", {}, account="a0", deadline_s=0.5)
+            assert caught.value.error_class is ErrorClass.NO_ACCOUNT_AVAILABLE
+            assert "epoch quarantine" in caught.value.message
+            assert [str(r.msg) for r in caplog.records if "quarantine" in str(r.msg)]
+            await wait_until(
+                lambda: _held(a) == set(ACCOUNTS), timeout_s=4 * LEASE_S, what="a to hold all"
+            )
+            assert a.cluster.trouble is None
+            assert (await a.invoke("help.GetConfig", {}, account="a0")).meta.account == "a0"
+
+
+async def test_a_node_started_with_a_live_nodes_name_holds_nothing_and_says_why(
+    tmp_path: Path, dc: DC, redis: RedisServer
+) -> None:
+    """Another live process already has the name (its key refreshed in Redis): this node
+    takes no lease, its status and each job's error name the clash and the other's rpc;
+    once the other leaves, it serves."""
+    redis.command("SET", "mtpoold:epoch", "e1|0")  # no quarantine
+    other = json.dumps({"rpc": "10.0.0.9:8765", "pid": 4242, "started_unix": 0, "version": "x"})
+    redis.command("SET", "mtpoold:node:node-a", other, "PX", "60000")
+    redis.command("SADD", "mtpoold:nodes", "node-a")
+    with trio.fail_after(TEST_LIMIT_S):
+        async with _node(tmp_path, dc, redis, "node-a") as a:
+            await wait_until(
+                lambda: a.cluster.trouble is not None, timeout_s=2 * LEASE_S, what="the clash"
+            )
+            assert "node name 'node-a' is in use" in a.cluster.trouble
+            assert "10.0.0.9:8765" in a.cluster.trouble
+            await trio.sleep(LEASE_S)  # rounds go by: still nothing taken
+            assert _held(a) == set()
+            with pytest.raises(JobFailed) as caught:
+                await a.invoke("help.GetConfig", {}, account="a0", deadline_s=0.5)
+            assert caught.value.error_class is ErrorClass.NO_ACCOUNT_AVAILABLE
+            assert "node name 'node-a' is in use" in caught.value.message
+            assert dc.statistics().connections == 0
+            redis.command("DEL", "mtpoold:node:node-a")  # the other one left
+            await wait_until(
+                lambda: _held(a) == set(ACCOUNTS), timeout_s=3 * LEASE_S, what="a to hold all"
+            )
+            assert a.cluster.trouble is None
+            assert (await a.invoke("help.GetConfig", {}, account="a0")).meta.account == "a0"
+        assert redis.command("EXISTS", "mtpoold:node:node-a") == b":0"  # left cleanly
+
+
+async def test_migration_mode_leaves_an_account_a_php_worker_locks_unused_and_says_why(
+    tmp_path: Path, dc: DC, redis: RedisServer
+) -> None:
+    """``php_keys``: a PHP worker holds ``tg:mtproto:lock:{id}`` (Laravel ``Cache::lock``):
+    the account is never acquired or connected, its status says ``unheld: PHP lock held``,
+    the other accounts serve; once PHP lets go, this node takes it."""
+    redis.command("SET", "mtpoold:epoch", "e1|0")  # no quarantine
+    redis.command("SET", "laravel_cache:tg:mtproto:lock:a0", "php-worker-7", "EX", "600")
+    with trio.fail_after(TEST_LIMIT_S):
+        async with _node(
+            tmp_path, dc, redis, "node-a", php_keys=True, php_prefix="laravel_cache:"
+        ) as a:
+            others = set(ACCOUNTS) - {"a0"}
+            await wait_until(lambda: _held(a) == others, timeout_s=3 * LEASE_S, what="others")
+            await wait_until(
+                lambda: _remote_reason(a, "a0") == "unheld: PHP lock held",
+                timeout_s=2 * LEASE_S,
+                what="a0's reason",
+            )
+            assert _held(a) == others
+            assert redis.command("GET", "laravel_cache:tg:mtproto:lock:a0") == b"$12"
+            assert not dc.counters(ACCOUNTS["a0"][0])  # never connected: no call reached the DC
+            with pytest.raises(JobFailed) as caught:
+                await a.invoke("help.GetConfig", {}, account="a0", deadline_s=1.0)
+            assert caught.value.error_class is ErrorClass.NO_ACCOUNT_AVAILABLE
+            assert "PHP lock held" in caught.value.message
+            redis.command("DEL", "laravel_cache:tg:mtproto:lock:a0")  # PHP let go
+            await wait_until(
+                lambda: _held(a) == set(ACCOUNTS), timeout_s=3 * LEASE_S, what="a0 taken"
+            )
+            assert _remote_reason(a, "a0") is None
+            assert (await a.invoke("help.GetConfig", {}, account="a0")).meta.account == "a0"
+
+
+def _remote_reason(pool: Pool, account_id: str) -> str | None:
+    return next(s.remote_reason for s in pool.statistics().accounts if s.id == account_id)

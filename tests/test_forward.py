@@ -414,6 +414,20 @@ async def test_pinned_account_held_nowhere_until_the_deadline_is_no_account_avai
         assert "account b1 is held by no live node" in error["message"]
 
 
+async def test_pinned_account_held_nowhere_names_why_this_node_could_not_take_it(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Migration mode: a PHP worker holds the account's lock, so no node acquires it; the
+    answer at the deadline names the lock, not only "held by no live node"."""
+    async with cluster({**HELD, "b1": None}) as c:
+        c.nodes["a"].doors.refusal = lambda account: "PHP lock held" if account == "b1" else None
+        async with open_client(c.nodes["a"].listener, AUTH) as ws:
+            reply = await job(ws, invoke(account="b1", deadline_ms=12_000))
+        error = reply["error"]
+        assert error["code"] == NO_ACCOUNT_AVAILABLE
+        assert "account b1 is held by no live node (PHP lock held)" in error["message"]
+
+
 async def test_pinned_account_of_an_unreachable_node_is_looked_up_again(
     autojump_clock: trio.testing.MockClock,
 ) -> None:

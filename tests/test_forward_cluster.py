@@ -56,7 +56,8 @@ class Registry:
 
     def __init__(self, r: FakeRedis, node: str, summaries: dict[str, Any]) -> None:
         self.r, self.node, self.summaries = r, node, summaries
-        self.holders = FakeRegistry(r, node, LEASE_S).holders
+        fake = FakeRegistry(r, node, LEASE_S)
+        self.holders, self.leave = fake.holders, fake.leave
 
     async def heartbeat(self, status: Mapping[str, Any] | None = None) -> dict[str, dict[str, Any]]:
         await trio.lowlevel.checkpoint()

@@ -62,6 +62,7 @@ VOCABULARY = frozenset(
         "_store",  # the SQLite state store (cooldowns across restarts)
         "_secrets",  # private files and redaction, under the store
         "_sessionfiles",  # session file paths (the config's duplicate-session check)
+        "_redisurl",  # the [cluster] redis_url rules (the config's check, pure)
         "_logformat",  # log lines: `log_event`, the formatters, the log context
     )
 )

@@ -274,3 +274,19 @@ async def test_forwarding_prefers_a_peer_whose_matching_accounts_are_not_leaving
     doors.directory = NodeDirectory(cluster)  # type: ignore[arg-type]
     await doors.refresh()
     assert doors._candidates(("main",)) == [("node-c", "node-c:8765"), ("node-b", "node-b:8765")]
+
+
+async def test_cluster_view_says_why_this_node_serves_less_than_its_share(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """``trouble`` (the node's own: quarantine, a node name taken, Redis unreachable) is in
+    the reply and on its own line, apart from a failed read of the summaries."""
+    doors = make_doors(Directory("node-a", dict(HOLDERS)))
+    why = "cluster: epoch quarantine, no account acquired for 12.0 s more (...)"
+    doors.trouble = lambda: why
+    await doors.refresh()
+    status = doors.cluster_status()
+    assert status["trouble"] == why
+    assert f"this node: {why}" in render(render_cluster(status)).replace("\n", " ")
+    doors.trouble = lambda: None
+    assert "this node:" not in render(render_cluster(doors.cluster_status()))

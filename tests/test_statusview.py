@@ -26,6 +26,7 @@ from mtpoold._statusview import (
     AccountFilter,
     format_duration,
     format_short,
+    held_back,
     render_accounts,
     render_jobs,
     render_proxies,
@@ -456,3 +457,13 @@ async def test_status_of_a_real_pool_of_1000_accounts_fits_80_columns(
     assert re.search(r"^px99 +socks5 +0 ", out, re.M)  # no account uses it
     rows = [line for line in out.splitlines() if line.startswith("acc-")]
     assert sum("proxy px07 cooling 42s" in row for row in rows) == 11
+
+
+def test_held_back_says_why_a_cluster_node_may_not_use_the_account() -> None:
+    """Cluster mode: a ``remote`` account's reason (a PHP lock, another node's lease) is
+    what holds it back, before any cooldown."""
+    account = {"id": "a01", "proxy_key": "p0", "state": "remote"}
+    assert held_back({**account, "remote_reason": "unheld: PHP lock held"}, {}) == (
+        "unheld: PHP lock held"
+    )
+    assert held_back({**account, "remote_reason": None}, {}) == "-"

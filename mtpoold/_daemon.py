@@ -337,22 +337,13 @@ class Reloader:
                 "reload_daemon_changed",
                 note="listen_and_limits_apply_after_restart",
             )
-        if new.metrics != self.started_with.metrics:
-            notes.append("[metrics] settings changed: they apply after a restart")
-            log_event(
-                _log,
-                logging.WARNING,
-                "reload_metrics_changed",
-                note="metrics_listener_applies_after_restart",
-            )
-        if new.cluster != self.started_with.cluster:
-            notes.append("[cluster] settings changed: they apply after a restart")
-            log_event(
-                _log,
-                logging.WARNING,
-                "reload_cluster_changed",
-                note="cluster_settings_apply_after_restart",
-            )
+        for section, event, note in (
+            ("metrics", "reload_metrics_changed", "metrics_listener_applies_after_restart"),
+            ("cluster", "reload_cluster_changed", "cluster_settings_apply_after_restart"),
+        ):
+            if getattr(new, section) != getattr(self.started_with, section):
+                notes.append(f"[{section}] settings changed: they apply after a restart")
+                log_event(_log, logging.WARNING, event, note=note)
         self.config = new
         warn_about_exposed_secrets(new, self.config_path)
         summary: dict[str, Any] = cattrs.unstructure(result)

@@ -138,7 +138,9 @@ class Proxy:
                 if _READY_MARKER not in buf:
                     process.kill()
                     why = "timed out" if timeout.cancelled_caught else "exited"
-                    raise ProxyStartError(f"pproxy {why} before serving", buf.decode("replace"))
+                    raise ProxyStartError(
+                        f"pproxy {why} before serving", buf.decode(errors="replace")
+                    )
                 self.starts += 1
                 task_status.started()
                 # Keep draining so a chatty pproxy never blocks on a full pipe.

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, Final, Protocol, TypeVar, final, runtime_
 import attrs
 import trio
 
-from ._errors import ErrorClass, Failure, RateClassBlocked
+from ._errors import ErrorClass, Failure, RateClassBlocked, StartMissed
 from ._jobs import JobPhase, JobProgress
 from ._lane import LeaseUnconfirmed, ProxyCoolingDown, ProxyLane
 from ._logformat import log_event
@@ -74,6 +74,15 @@ class SupportsPeerBook(Protocol):
 
     def set_peer_book(self, book: AccountPeers) -> None:
         """Use ``book`` for look-ups and remember the peers results show."""
+
+
+@runtime_checkable
+class SupportsOpenBy(Protocol):
+    """A client whose connect can refuse to open its socket past a deadline (the real client:
+    `mtpoold._wire.WireMonitor.open_by`; doubles may not)."""
+
+    def set_open_by(self, at: float | None) -> None:
+        """The next connect opens no socket after ``at`` (trio clock, s; None: no limit)."""
 
 
 class SupportsBlame(Protocol):
@@ -417,27 +426,41 @@ class AccountWorker:
                 self._client.set_request_guard(self.request_guard)
         client = self._client
         started_at: float | None = None
+        # cluster mode: the socket opens no later than the slot allows (`StartMissed`)
+        open_by = client.set_open_by if isinstance(client, SupportsOpenBy) else None
         try:
-            async with self.lane.slot(
-                progress, JobPhase.CONNECTING, account=self.id, connecting=True
-            ):
-                started_at = trio.current_time()
+            while True:
                 try:
-                    with trio.move_on_after(self.connect_timeout_s) as scope:
-                        await client.connect()
-                    if scope.cancelled_caught:
-                        what = f"did not answer within {self.connect_timeout_s:g} s"
-                        raise _blame(client, what) or ConnectTimeoutError(
-                            f"connect did not finish within {self.connect_timeout_s:g} s"
-                        )
-                except RateClassBlocked:
-                    raise  # nothing was sent: not judged, not an attempt (never GENERIC)
-                except Exception as exc:
-                    # Judged while this connect still holds its lane slot, before any
-                    # checkpoint: a proxy cooldown the judge applies holds back the callers
-                    # queued behind it (they get ProxyCoolingDown, not a connect).
-                    failure, verdict = judge(exc)
-                    raise Judged(failure, verdict) from exc
+                    async with self.lane.slot(
+                        progress,
+                        JobPhase.CONNECTING,
+                        account=self.id,
+                        connecting=True,
+                        on_start=open_by,
+                    ):
+                        started_at = trio.current_time()
+                        try:
+                            with trio.move_on_after(self.connect_timeout_s) as scope:
+                                await client.connect()
+                            if scope.cancelled_caught:
+                                what = f"did not answer within {self.connect_timeout_s:g} s"
+                                raise _blame(client, what) or ConnectTimeoutError(
+                                    f"connect did not finish within {self.connect_timeout_s:g} s"
+                                )
+                        except (RateClassBlocked, StartMissed):
+                            raise  # nothing was sent: not judged, not an attempt
+                        except Exception as exc:
+                            # Judged while this connect still holds its lane slot, before any
+                            # checkpoint: a proxy cooldown the judge applies holds back the
+                            # callers queued behind it (ProxyCoolingDown, not a connect).
+                            failure, verdict = judge(exc)
+                            raise Judged(failure, verdict) from exc
+                    break
+                except StartMissed:
+                    self.lane.note_missed_start()  # the slot went unused: take another
+                finally:
+                    if open_by is not None:
+                        open_by(None)
         except trio.Cancelled:
             ran_s = 0.0 if started_at is None else trio.current_time() - started_at
             if on_abandoned is not None and ran_s >= min(

@@ -67,7 +67,7 @@ from ._aiobridge import AIO_CANCEL_WAIT_S, run_aio
 from ._aiolog import AioContext, aio_context
 from ._classify import request_tl_name
 from ._config import NO_PROXY, AccountConfig, Config, ProxyConfig, TelegramConfig, proxy_key
-from ._errors import ConfigError, ProtocolViolation, ProxyUnavailable, redact
+from ._errors import ConfigError, ProtocolViolation, ProxyUnavailable, StartMissed, redact
 from ._logformat import log_event
 from ._lookup import PeerLookup, peers_in
 from ._peermemory import AccountPeers
@@ -303,6 +303,12 @@ class TelethonClient:
             f" connected={self.is_connected()}>"
         )
 
+    def set_open_by(self, at: float | None) -> None:
+        """The latest trio clock instant (s) the next connect may open its TCP connection, or
+        None (no limit); later, `connect` raises `mtpoold._wire.StartMissed` having sent
+        nothing (`mtpoold._account.SupportsOpenBy`)."""
+        self.monitor.open_by = at
+
     def set_peer_book(self, book: AccountPeers) -> None:
         """Use this account's peer memory (`mtpoold._account.SupportsPeerBook`): known peers
         cost no look-up, and every user and channel with an access hash in any result is
@@ -418,7 +424,7 @@ class TelethonClient:
 
     def _connect_failure(self, exc: Exception) -> Exception:
         """The error a failed connect raises: the proxy's if the DC never answered."""
-        if isinstance(exc, ProxyUnavailable | ProtocolViolation):
+        if isinstance(exc, ProxyUnavailable | ProtocolViolation | StartMissed):
             return exc
         if self.monitor.fault is not None:
             return self.monitor.fault

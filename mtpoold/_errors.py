@@ -241,6 +241,26 @@ class ConnectPhase(enum.Enum):
     DC_ANSWERED = "dc_answered"
 
 
+class StartMissed(Exception):
+    """A connect would open its TCP connection later than its start slot allows, so it did not:
+    nothing was sent through the proxy.
+
+    Raised by the monitored connection just before the socket opens when
+    `WireMonitor.open_by` has passed (cluster mode: `mtpoold._lane.LATE_START_S` after the
+    earliest instant its Redis slot can have been; a busy or frozen node reaches the socket
+    late, and the relay would count its first bytes too close to the next node's start). Not a
+    failure of the account or the proxy: the account takes another slot
+    (`mtpoold._account`).
+
+    Args:
+        late_s: How far past ``open_by`` the open would have gone, seconds.
+    """
+
+    def __init__(self, late_s: float) -> None:
+        super().__init__(f"connect reached the socket {late_s * 1000:.1f} ms past its start slot")
+        self.late_s = late_s
+
+
 class ProxyUnavailable(ConnectionError):
     """A connection failed before the DC ever answered on it: the proxy's fault.
 

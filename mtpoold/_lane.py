@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import collections
 import random
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Final, Protocol, final
 
@@ -183,6 +183,7 @@ class ProxyLane:
         *,
         account: str | None = None,
         connecting: bool = False,
+        on_start: Callable[[float], None] | None = None,
     ) -> AsyncIterator[float]:
         """Hold one capacity token and start at the gate's next slot.
 
@@ -192,6 +193,10 @@ class ProxyLane:
             account: The account the start is for (cluster mode: its lease is checked at
                 the reservation and again just before the start).
             connecting: The start opens the account's connection (cluster mode).
+            on_start: Cluster mode: told, just before the block, the latest trio clock
+                instant (s) the start's first bytes may leave (`LATE_START_S` after the
+                earliest its slot can have been); the account hands it to the client's
+                socket (`mtpoold._wire.WireMonitor.open_by`). Not called in single-node mode.
 
         Yields:
             The start time on the trio clock (seconds). The token is held until the
@@ -211,7 +216,11 @@ class ProxyLane:
             if self.shared is None:
                 started_at = await self._gate.wait_for_slot(progress)
             else:
-                started_at = await self._shared_slot(self.shared, progress, account, connecting)
+                started_at, open_by = await self._shared_slot(
+                    self.shared, progress, account, connecting
+                )
+                if on_start is not None:
+                    on_start(open_by)
             self._check_not_cooling()
             self.calls += 1
             self._gate_wait.observe(started_at - asked_at)
@@ -228,9 +237,10 @@ class ProxyLane:
         progress: JobProgress | None,
         account: str | None,
         connecting: bool,
-    ) -> float:
+    ) -> tuple[float, float]:
         """Cluster mode: reserve in arrival order (one round trip under the local FIFO
-        lock), sleep until the slot outside it, confirm the lease; the start time.
+        lock), sleep until the slot outside it, confirm the lease; ``(start time, latest
+        start)``, trio clock seconds (the latest: ``earliest_at`` + `LATE_START_S`).
 
         The slot is on Redis's clock; `SharedStart.reserve` maps it onto ours as
         ``(start_at, earliest_at)``. The start goes at ``start_at`` (never before the slot)
@@ -258,7 +268,12 @@ class ProxyLane:
         finally:
             self._shared_waiting -= 1
         self._shared_starts += 1
-        return trio.current_time()
+        return trio.current_time(), earliest_at + LATE_START_S
+
+    def note_missed_start(self) -> None:
+        """Cluster mode: a start's socket opened too late and sent nothing
+        (`mtpoold._wire.StartMissed`); its slot was left unused (``late_reservations``)."""
+        self.late_reservations += 1
 
     def _check_not_cooling(self) -> None:
         if self.cooldown_until_at > trio.current_time():

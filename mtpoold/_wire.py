@@ -58,7 +58,7 @@ from telethon.tl import types as tl_types
 from telethon.tl.core import MessageContainer
 
 from ._config import TelegramConfig
-from ._errors import ConnectPhase, ProtocolViolation, ProxyUnavailable, redact
+from ._errors import ConnectPhase, ProtocolViolation, ProxyUnavailable, StartMissed, redact
 
 __all__ = [
     "WINDOW_S",
@@ -141,6 +141,9 @@ class WireMonitor:
         reasons: Why Telethon sent again (``bad_server_salt``, ``bad_msg_notification``,
             ``msg_resend_req`` ...), and ``resend`` for each message it sent twice.
         fault: The `ProtocolViolation` recorded for this connection, or None.
+        open_by: Trio clock seconds after which the next connect must not open its TCP
+            connection (it raises `StartMissed` instead), or None: no limit. Set for one
+            connect by the account (cluster mode, `mtpoold._lane.ProxyLane.slot`).
     """
 
     def __init__(
@@ -157,6 +160,7 @@ class WireMonitor:
         self._clock = clock
         self._listeners: dict[int, Callable[[], None]] = {}
         self._next_listener = 0
+        self.open_by: float | None = None
         self.new_connection()
 
     def __repr__(self) -> str:
@@ -182,6 +186,11 @@ class WireMonitor:
         self._call_started_at: collections.deque[float] = collections.deque()
         self._call_messages: int | None = None
         self._recent: collections.deque[bytes] = collections.deque(maxlen=_RECENT_BODIES)
+
+    def check_open_by(self, now: float) -> None:
+        """Raise `StartMissed` if ``now`` (trio clock, s) is past `open_by`."""
+        if self.open_by is not None and now > self.open_by:
+            raise StartMissed(now - self.open_by)
 
     def advance(self, phase: ConnectPhase) -> None:
         """Move to ``phase`` (never backwards)."""
@@ -406,6 +415,7 @@ async def _socks_connect(
     protocol, host, port, username, password, rdns = parsed
     loop = asyncio.get_running_loop()
     started_at = loop.time()
+    monitor.check_open_by(started_at)  # trio-asyncio's loop time is trio's clock
     sock = await asyncio.wait_for(
         connect_tcp(host=host, port=port, loop=loop, local_addr=local_addr), timeout_s
     )
@@ -450,8 +460,11 @@ def monitored_connection(
         ssl: Any = None,
     ) -> None:
         monitor.new_connection()
+        monitor.check_open_by(asyncio.get_running_loop().time())
         try:
             await base.connect(self, timeout=timeout, ssl=ssl)
+        except StartMissed:
+            raise  # nothing was opened: not the proxy's failure
         except Exception as exc:
             # Telethon's disconnect() is a no-op before `_connected` is set, so a connect that
             # failed after the socket opened (an MTProxy hanging up on its header) would leak it.

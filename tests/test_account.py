@@ -5,11 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 import attrs
+import pytest
 import trio
 import trio.lowlevel
 
 from mtpoold._account import AccountWorker
-from mtpoold._lane import ProxyLane
+from mtpoold._errors import StartMissed
+from mtpoold._lane import LATE_START_S, ProxyLane
 from mtpoold._policy import Verdict
 
 
@@ -82,3 +84,67 @@ async def test_failed_ping_drops_the_connection(
     assert len(client.pings) == 1
     assert not client.connected
     assert not worker.connected
+
+
+@attrs.define
+class _ExactSlots:
+    """`SharedStart` whose every slot is 1 s after the reservation, exactly on time."""
+
+    reservations: int = 0
+
+    async def reserve(
+        self, account_id: str | None, *, connecting: bool, interval_s: float
+    ) -> tuple[float, float]:
+        await trio.lowlevel.checkpoint()
+        self.reservations += 1
+        start_at = trio.current_time() + 1.0
+        return start_at, start_at
+
+    def confirm(self, account_id: str | None) -> None:
+        return None
+
+
+@attrs.define
+class SlowToTheSocketClient(PingingClient):
+    """A client whose first connect reaches its socket 50 ms after the lane's start (a busy
+    node): past its ``open_by``, so it raises StartMissed having sent nothing."""
+
+    open_by: list[float | None] = attrs.field(factory=list)
+    opened_at: list[float] = attrs.field(factory=list)
+    _limit: float | None = None
+
+    def set_open_by(self, at: float | None) -> None:
+        self.open_by.append(at)
+        self._limit = at
+
+    async def connect(self) -> None:
+        if len(self.open_by) == 1:  # the first connect only
+            await trio.sleep(0.05)
+        now = trio.current_time()
+        if self._limit is not None and now > self._limit:
+            raise StartMissed(now - self._limit)
+        self.opened_at.append(now)
+        self.connected = True
+
+
+async def test_connect_reaching_its_socket_past_the_slot_takes_another_slot(
+    autojump_clock: trio.testing.MockClock, nursery: trio.Nursery
+) -> None:
+    slots = _ExactSlots()
+    lane = ProxyLane(key="k", name="p1", type="socks5", interval_s=1.0, shared=slots)
+    client = SlowToTheSocketClient()
+    worker = _worker(nursery, client, lane)
+    t0 = trio.current_time()
+    await worker.run(lambda c: c.call("help.getConfig", {}), call_deadline_s=10, judge=_judge)
+    # connect: slot 1 (at 1 s) missed at the socket 50 ms late (not judged: _judge would
+    # fail the test); slot 2, reserved then (at 2.05 s), opened on time; then the call's slot
+    assert lane.late_reservations == 1
+    assert slots.reservations == 3
+    assert client.opened_at == [pytest.approx(t0 + 2.05)]
+    # each connect's limit is its slot + LATE_START_S, cleared after it
+    assert client.open_by == [
+        pytest.approx(t0 + 1.0 + LATE_START_S),
+        None,
+        pytest.approx(t0 + 2.05 + LATE_START_S),
+        None,
+    ]

@@ -40,7 +40,7 @@ from mtpoold._config import (
     TelegramConfig,
     proxy_key,
 )
-from mtpoold._errors import ConfigError, ErrorClass, JobFailed
+from mtpoold._errors import ConfigError, ErrorClass, JobFailed, StartMissed
 
 Handler = Callable[[trio.SocketStream], Awaitable[None]]
 
@@ -617,3 +617,33 @@ async def test_TelethonClient_session_file_survives_cancelled_connects(
         await client.disconnect()
     assert aio.pending_tasks() == set()
     assert (tmp_path / "acc1.session").exists()
+
+
+async def test_TelethonClient_connect_past_its_open_by_opens_no_socket(
+    aio: Loop, nursery: trio.Nursery
+) -> None:
+    """Cluster mode's start slot at the socket (`WireMonitor.open_by`): a connect that reaches
+    the socket after it raises StartMissed with nothing sent and nothing blamed; before it,
+    the connect goes to the proxy as usual."""
+    accepted: list[trio.SocketStream] = []
+
+    async def counting(stream: trio.SocketStream) -> None:
+        accepted.append(stream)
+        await _silent(stream)
+
+    client = _client(await _listen(nursery, counting))
+    client.set_open_by(trio.current_time() - 0.001)
+    with pytest.raises(StartMissed) as info:
+        await client.connect()
+    assert info.value.late_s > 0
+    await trio.sleep(0.05)
+    assert accepted == []  # no TCP connection was opened
+    assert not client.is_connected()
+    assert aio.pending_tasks() == set()
+    client.set_open_by(trio.current_time() + 5.0)
+    with trio.move_on_after(0.3):
+        await client.connect()
+    assert len(accepted) == 1
+    await client.disconnect()
+    client.set_open_by(None)
+    assert aio.pending_tasks() == set()

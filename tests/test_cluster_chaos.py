@@ -40,8 +40,6 @@ FAILOVER_MARGIN_S = 1.0
 #: Deadline (ms) of the pinned job sent to a moved account's new holder: it queues at that
 #: proxy's gate behind the load's jobs and the keepalive pings (interval 0.25 s).
 SERVE_DEADLINE_MS = 6000
-#: Seconds after the Redis restart returns that count as its recovery (see the start check).
-RECOVERY_WINDOW_S = 2.0
 #: Seconds the whole test may take (a hang fails with a traceback instead).
 TEST_TIMEOUT_S = 120.0
 #: Seconds after the Redis restart within which every live node serves jobs again.
@@ -177,7 +175,6 @@ async def _chaos(tmp_path: Path) -> None:
 
             print(f"{trio.current_time():.1f} redis restart")
             # 3. Redis restarts (AOF on): nodes stop starting calls meanwhile, then resume
-            restart_began = trio.current_time()
             await cluster.restart_redis()
             restarted_at = trio.current_time()
             for node in (n2, n3):
@@ -196,31 +193,6 @@ async def _chaos(tmp_path: Path) -> None:
 
         overlaps = cluster.dc.auth_key_overlaps()
         violations = cluster.start_violations()
-        # Known limit (closing note, round 5): in the recovery right after a Redis restart,
-        # on 2 loaded cores, a reconnect's first bytes reach the relay 94-116 ms after its slot
-        # (the lane checks lateness before Telethon opens the TCP connection, not at the
-        # socket). Those starts are held to a quarter of the interval, all others to the full.
-        recovery = (restart_began, restarted_at + RECOVERY_WINDOW_S)
-        in_recovery = {
-            proxy: [(a, b) for a, b in pairs if recovery[0] <= b <= recovery[1]]
-            for proxy, pairs in violations.items()
-        }
-        late_in_recovery = {p: pairs for p, pairs in in_recovery.items() if pairs}
-        if late_in_recovery:
-            print(
-                "close starts in the Redis recovery:", cluster.describe_violations(late_in_recovery)
-            )
-        violations = {
-            proxy: kept
-            for proxy, pairs in violations.items()
-            if (kept := [pair for pair in pairs if pair not in in_recovery[proxy]])
-        }
-        too_close = [
-            (a, b)
-            for pairs in late_in_recovery.values()
-            for a, b in pairs
-            if b - a < cluster.interval_s / 4
-        ]
         by_node = collections.Counter((j.node, (j.answers or ["lost"])[0].split(":")[0])
                                       for j in cluster.jobs)  # fmt: skip
         print(f"jobs: {len(cluster.jobs)} {dict(by_node)}; min start spacing"
@@ -242,4 +214,3 @@ async def _chaos(tmp_path: Path) -> None:
         assert unanswered == [], unanswered
         assert failover_s <= bound_s, failover_s
         assert violations == {}, cluster.describe_violations(violations)
-        assert too_close == [], too_close

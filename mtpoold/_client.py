@@ -305,7 +305,7 @@ class TelethonClient:
 
     def set_open_by(self, at: float | None) -> None:
         """The latest trio clock instant (s) the next connect may open its TCP connection, or
-        None (no limit); later, `connect` raises `mtpoold._wire.StartMissed` having sent
+        None (no limit); later, `connect` raises `mtpoold._errors.StartMissed` having sent
         nothing (`mtpoold._account.SupportsOpenBy`)."""
         self.monitor.open_by = at
 

@@ -271,8 +271,10 @@ class ProxyLane:
         return trio.current_time(), earliest_at + LATE_START_S
 
     def note_missed_start(self) -> None:
-        """Cluster mode: a start's socket opened too late and sent nothing
-        (`mtpoold._wire.StartMissed`); its slot was left unused (``late_reservations``)."""
+        """Cluster mode: a connect reached its socket too late and sent nothing
+        (`mtpoold._errors.StartMissed`); its slot was left unused (``late_reservations``).
+        The slot still counts in ``calls`` (a monotonic metric): it held the token and the
+        start."""
         self.late_reservations += 1
 
     def _check_not_cooling(self) -> None:

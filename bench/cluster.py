@@ -3,8 +3,9 @@
 Issue 15's cluster: every node runs the daemon's own lane per proxy (`mtpoold._lane.ProxyLane`,
 capacity 1 as the config's default, in cluster mode) on the proxy's shared gate in Redis
 (`mtpoold._clustergate.SharedGate`: one atomic reservation ``start = max(now + jitter, last
-+ interval + cushion)`` in Redis's clock per call start, one round trip, no polling; the lane
-starts at that slot mapped onto its clock, or reserves again if it would be late). Each node is a
+start + its window + interval)`` in Redis's clock per call start, one round trip, no polling;
+the lane starts at that slot mapped onto its clock, or reserves again if it would be later than
+its window, which the node chooses from its own wake-ups, `mtpoold._startwindow`). Each node is a
 separate process on its own trio-asyncio loop and `mtpoold._redislink.RedisLink`, holds a
 fenced lease (`mtpoold._leases.LeaseBook`) on one account per worker, renews it and beats its
 node heartbeat every lease_s / 3 as the daemon's cluster task does, and passes the lease to
@@ -14,9 +15,10 @@ call of CALL_S, repeat", W per proxy in total, spread over the nodes.
 The PHP baseline is the gate scenario's (`bench.gate.php_worker`: Laravel's ``Cache::add``
 throttle, a random 150–350 ms sleep between tries, one job at a time per worker process), the
 same P × W workload, on the same ``redis-server`` in the same run, one phase after the other
-(sharing two cores at once would measure the contention, not the gates). Times are scaled by
-`bench.gate.SCALE` as there. Redis round trips per job: mtpoold's are every command and script
-the nodes sent (``RedisLink.round_trips``: reservations, lease renewals, heartbeats, the
+(sharing two cores at once would measure the contention, not the gates). The full run is at
+the production timings (`FULL`: scale 1, the shipped 2 s interval), the quick one scaled by
+`bench.gate.SCALE` as there (`QUICK`). Redis round trips per job: mtpoold's are every command
+and script the nodes sent (``RedisLink.round_trips``: reservations, lease renewals, heartbeats, the
 initial acquire) over the jobs started; the PHP side's are Redis's own count of ``EVAL`` calls
 (``INFO commandstats``) over its jobs started.
 """
@@ -29,16 +31,11 @@ import subprocess
 import time
 from typing import Any, Final
 
-from mtpoold._clustergate import START_CUSHION_S
-
 from ._common import Report, child_command, ms, parse_child_output
 from .gate import (
-    BUDGET_S,
-    CALL_S,
-    INTERVAL_S,
-    JITTER_S,
     SCALE,
     TOLERANCE_S,
+    Timing,
     _free_port,
     _summary,
     _table,
@@ -50,10 +47,17 @@ NAME: Final = "cluster"
 TITLE: Final = "7. Cluster: three nodes on one Redis gate vs the PHP Cache::add gate"
 
 NODES: Final = 3
-LEASE_S: Final = 15.0 * SCALE  # [cluster] lease_s default, scaled
 PREFIX: Final = "mtpoold:"
-FULL: Final = {"proxies": 4, "workers": 12, "duration_s": 40.0}
-QUICK: Final = {"proxies": 4, "workers": 12, "duration_s": 10.0}
+#: The full run is at the production timings (scale 1: the shipped 2 s interval): a start's
+#: wake-up lateness and the cushion are fixed costs in ms, which a 10x scaled-down interval
+#: would weigh 10x (scenario `gate`'s note); the quick run is scaled like `gate`'s.
+FULL: Final = {"proxies": 4, "workers": 12, "duration_s": 300.0, "scale": 1.0}
+QUICK: Final = {"proxies": 4, "workers": 12, "duration_s": 10.0, "scale": SCALE}
+
+
+def lease_s(scale: float) -> float:
+    """The ``[cluster] lease_s`` default (15 s) at ``scale``, s."""
+    return 15.0 * scale
 
 
 # --- one mtpoold node (runs in its own process) ---------------------------------------------
@@ -69,9 +73,11 @@ def node(
     t0: float,
     t_end: float,
     seed: int,
+    scale: float = SCALE,
 ) -> Any:
     """One node: its share of every proxy's W workers (worker w belongs to node w % nodes),
-    each with its own account and lease, through a local lane and the shared gate.
+    each with its own account and lease, through a local lane and the shared gate, at the
+    `bench.gate.Timing` of ``scale``.
 
     Times are ``time.monotonic()`` (CLOCK_MONOTONIC, shared by all processes).
     """
@@ -84,28 +90,37 @@ def node(
     from mtpoold._leases import LeaseBook
     from mtpoold._redisclock import RedisClock
     from mtpoold._redislink import ClusterUnavailable, open_redis_link
+    from mtpoold._startwindow import StartWindow
 
+    timing, lease = Timing(scale), lease_s(scale)
     mine = [(p, w) for p in range(proxies) for w in range(workers) if w % nodes == index]
     out: dict[str, Any] = {}
     rtt: list[float] = []
+    lateness: list[float] = []  # trio clock s from a slot's earliest instant to the wake-up
+    windows: list[float] = []  # the window each reservation asked for, s
 
     class Shared:
         """The daemon's `SharedStart` (`mtpoold._clusterrun`), without a ClusterNode: the
         lease from the book, the slot from the proxy's gate."""
 
-        def __init__(self, gate: SharedGate, book: LeaseBook) -> None:
-            self.gate, self.book = gate, book
+        def __init__(self, gate: SharedGate, book: LeaseBook, window: StartWindow) -> None:
+            self.gate, self.book, self.window = gate, book, window
+            self.earliest: dict[str, float] = {}
 
         async def reserve(
-            self, account_id: str | None, *, connecting: bool, interval_s: float
+            self, account_id: str | None, *, connecting: bool, interval_s: float, window_s: float
         ) -> tuple[float, float]:
             assert account_id is not None
             sent = time.monotonic()
-            slot = await self.gate.reserve_at(self.book.lease(account_id))
+            slot = await self.gate.reserve_at(self.book.lease(account_id), window_s=window_s)
             rtt.append(time.monotonic() - sent)
+            windows.append(window_s)
+            self.earliest[account_id] = slot[1]
             return slot
 
         def confirm(self, account_id: str | None) -> None:
+            if account_id is not None:
+                lateness.append(trio.current_time() - self.earliest[account_id])
             if account_id is not None and self.book.lease(account_id) is None:
                 raise LeaseUnconfirmed(account_id, "lease ran out")
 
@@ -116,9 +131,9 @@ def node(
                 url=f"redis://127.0.0.1:{port}/0", password=None, key_prefix=PREFIX
             ) as link,
         ):
-            book = LeaseBook(link, name, lease_s=LEASE_S, disconnect_delay_s=LEASE_S)
+            book = LeaseBook(link, name, lease_s=lease, disconnect_delay_s=lease)
             registry = NodeRegistry(
-                link, name, lease_s=LEASE_S, info={"rpc": "", "pid": 0, "started_unix": 0}
+                link, name, lease_s=lease, info={"rpc": "", "pid": 0, "started_unix": 0}
             )
             accounts = {(p, w): f"p{p}-w{w}" for p, w in mine}
             held: dict[str, Any] = {}
@@ -129,25 +144,26 @@ def node(
                     pass
                 if len(held) < len(accounts):
                     await trio.sleep(0.05)
-            clock = RedisClock()
+            clock, window = RedisClock(), StartWindow()  # the node's, as `ClusterNode`'s
             lanes = [
                 ProxyLane(
                     key=f"p{p}",
                     name=f"p{p}",
                     type="socks5",
                     capacity=1,
-                    interval_s=INTERVAL_S,
-                    jitter_s=JITTER_S,
+                    interval_s=timing.interval_s,
+                    jitter_s=timing.jitter_s,
                     shared=Shared(
                         SharedGate(
                             link,
                             f"p{p}",
-                            INTERVAL_S,
-                            JITTER_S,
+                            timing.interval_s,
+                            timing.jitter_s,
                             random.Random(seed * 100 + p),
                             clock=clock,
                         ),
                         book,
+                        window,
                     ),
                 )
                 for p in range(proxies)
@@ -158,7 +174,7 @@ def node(
 
             async def cluster_task() -> None:
                 while True:
-                    await trio.sleep(LEASE_S / 3)
+                    await trio.sleep(lease / 3)
                     lost.extend(await book.renew(list(accounts.values())))
                     await registry.heartbeat()
 
@@ -168,11 +184,11 @@ def node(
                 while time.monotonic() < t_end:
                     arrival = time.monotonic()
                     start = None
-                    with trio.move_on_after(BUDGET_S):  # the budget is for waiting only
+                    with trio.move_on_after(timing.budget_s):  # the budget: waiting only
                         async with lanes[p].slot(account=account):
                             start = time.monotonic()
                             with trio.CancelScope(shield=True):  # the call is not the wait
-                                await trio.sleep(CALL_S)
+                                await trio.sleep(timing.call_s)
                     jobs.append((arrival, start))
                 results.append({"proxy": p, "worker": w, "ready": ready, "jobs": jobs})
 
@@ -194,6 +210,12 @@ def node(
             late_reservations=sum(lane.late_reservations for lane in lanes),
             reserve_rtt_p50=_pct(rtt, 50),
             reserve_rtt_p99=_pct(rtt, 99),
+            lateness_p50=_pct(lateness, 50),
+            lateness_p99=_pct(lateness, 99),
+            lateness_max=max(lateness, default=0.0),
+            window_p50=_pct(windows, 50),
+            window_max=max(windows, default=0.0),
+            window_mean=sum(windows) / len(windows) if windows else 0.0,
         )
 
     trio.run(main)
@@ -242,8 +264,11 @@ def _collect(procs: list[subprocess.Popen[str]], timeout_s: float) -> list[Any]:
     return [parse_child_output(out) for _, out, _ in outputs]
 
 
-def run_php_phase(port: int, proxies: int, workers: int, duration_s: float) -> dict[str, Any]:
-    """The PHP workers (`bench.gate.php_worker`) on the running redis-server at ``port``."""
+def run_php_phase(
+    port: int, proxies: int, workers: int, duration_s: float, scale: float = SCALE
+) -> dict[str, Any]:
+    """The PHP workers (`bench.gate.php_worker`) on the running redis-server at ``port``, at
+    the timings of ``scale``."""
     evals_before = _eval_calls(port)
     n = proxies * workers
     t0 = time.monotonic() + 2.0 + 0.15 * n  # every interpreter started (2 busy cores)
@@ -257,11 +282,12 @@ def run_php_phase(port: int, proxies: int, workers: int, duration_s: float) -> d
             t0=t0,
             t_end=t_end,
             seed=p * 1000 + w,
+            scale=scale,
         )
         for p in range(proxies)
         for w in range(workers)
     ]
-    results = _collect(procs, duration_s + BUDGET_S + 120)
+    results = _collect(procs, duration_s + Timing(scale).budget_s + 120)
     late = sum(1 for r in results if r["ready"] > t0)
     return {
         "t0": t0,
@@ -273,9 +299,15 @@ def run_php_phase(port: int, proxies: int, workers: int, duration_s: float) -> d
 
 
 def run_cluster_phase(
-    port: int, proxies: int, workers: int, duration_s: float, nodes: int = NODES
+    port: int,
+    proxies: int,
+    workers: int,
+    duration_s: float,
+    nodes: int = NODES,
+    scale: float = SCALE,
 ) -> dict[str, Any]:
-    """``nodes`` node processes (`node`) on the running redis-server at ``port``."""
+    """``nodes`` node processes (`node`) on the running redis-server at ``port``, at the
+    timings of ``scale``."""
     t0 = time.monotonic() + 4.0 + 1.5 * nodes  # interpreters, mtpoold imports, acquire
     t_end = t0 + duration_s
     procs = [
@@ -290,10 +322,11 @@ def run_cluster_phase(
             t0=t0,
             t_end=t_end,
             seed=i + 1,
+            scale=scale,
         )
         for i in range(nodes)
     ]
-    results = _collect(procs, duration_s + BUDGET_S + 120)
+    results = _collect(procs, duration_s + Timing(scale).budget_s + 120)
     return {
         "t0": t0,
         "t_end": t_end,
@@ -330,12 +363,15 @@ def _start_redis() -> tuple[subprocess.Popen[bytes], int]:
             time.sleep(0.05)
 
 
-def measure(proxies: int, workers: int, duration_s: float, nodes: int = NODES) -> dict[str, Any]:
-    """Both phases on one redis-server: PHP first, then the cluster."""
+def measure(
+    proxies: int, workers: int, duration_s: float, nodes: int = NODES, scale: float = SCALE
+) -> dict[str, Any]:
+    """Both phases on one redis-server, at the timings of ``scale``: PHP first, then the
+    cluster."""
     redis_proc, port = _start_redis()
     try:
-        php = run_php_phase(port, proxies, workers, duration_s)
-        ours = run_cluster_phase(port, proxies, workers, duration_s, nodes)
+        php = run_php_phase(port, proxies, workers, duration_s, scale)
+        ours = run_cluster_phase(port, proxies, workers, duration_s, nodes, scale)
     finally:
         redis_proc.terminate()
         redis_proc.wait(10)
@@ -346,6 +382,7 @@ def measure(proxies: int, workers: int, duration_s: float, nodes: int = NODES) -
         "workers": workers,
         "nodes": nodes,
         "duration_s": duration_s,
+        "scale": scale,
     }
 
 
@@ -359,15 +396,18 @@ def _started(run: dict[str, Any]) -> int:
 def build_report(res: dict[str, Any]) -> Report:
     """The summary rows, tables and analysis values of one `measure` result."""
     proxies, workers, nodes = res["proxies"], res["workers"], res["nodes"]
-    duration = res["duration_s"]
+    duration, scale = res["duration_s"], res["scale"]
+    timing, lease = Timing(scale), lease_s(scale)
+    interval_s = timing.interval_s
     php, ours = res["php"], res["cluster"]
-    php_rows, our_rows = analyse(php, proxies, workers), analyse(ours, proxies, workers)
+    php_rows = analyse(php, proxies, workers, timing)
+    our_rows = analyse(ours, proxies, workers, timing)
     a, b = _summary(our_rows), _summary(php_rows)
     rt_a = ours["round_trips"] / max(1, _started(ours))
     rt_b = php["round_trips"] / max(1, _started(php))
-    ideal = workers * INTERVAL_S - CALL_S
+    ideal = workers * interval_s - timing.call_s
     report = Report(NAME, TITLE)
-    gate_rows(report, a, b, ideal, utilization_goal=0.99)
+    gate_rows(report, a, b, ideal, utilization_goal=0.99, interval_s=interval_s)
     report.row(
         "Redis round trips per job",
         f"{rt_a:.2f}",
@@ -381,11 +421,12 @@ def build_report(res: dict[str, Any]) -> Report:
     rtt99 = max(n["reserve_rtt_p99"] for n in ours["nodes"])
     report.details += [
         f"Workload: {proxies} proxies × {workers} workers per proxy ({nodes} nodes, worker w on "
-        f"node w mod {nodes}), {duration:g} s per phase (= {duration / SCALE:g} s unscaled), "
-        f"time scale {SCALE:g}: interval {ms(INTERVAL_S, 0)}, call {ms(CALL_S, 0)}, lease "
-        f"{LEASE_S:g} s (renewed every {LEASE_S / 3:g} s), jitter {ms(JITTER_S[0], 0)}–"
-        f"{ms(JITTER_S[1], 0)}. Reservation round trip (worst node) p50 {ms(rtt50, 2)}, "
-        f"p99 {ms(rtt99, 2)}; leases lost during the run: {lost}.",
+        f"node w mod {nodes}), {duration:g} s per phase (= {duration / scale:g} s unscaled), "
+        f"time scale {scale:g}: interval {ms(interval_s, 0)}, call {ms(timing.call_s, 0)}, "
+        f"lease {lease:g} s (renewed every {lease / 3:g} s), jitter "
+        f"{ms(timing.jitter_s[0], 0)}–{ms(timing.jitter_s[1], 0)}. Reservation round trip "
+        f"(worst node) p50 {ms(rtt50, 2)}, p99 {ms(rtt99, 2)}; leases lost during the run: "
+        f"{lost}.",
         "",
         "| node | round trips | jobs started | per job |",
         "|---|---|---|---|",
@@ -408,11 +449,12 @@ def build_report(res: dict[str, Any]) -> Report:
     for label, run in (("PHP", php), ("cluster", ours)):
         if run["late_workers"]:
             report.notes.append(f"{run['late_workers']} {label} workers were not ready at t0.")
-    lateness = INTERVAL_S / a["utilization"] - INTERVAL_S if a["utilization"] > 0 else math.nan
+    lateness = interval_s / a["utilization"] - interval_s if a["utilization"] > 0 else math.nan
+    window_mean = sum(n["window_mean"] for n in ours["nodes"]) / len(ours["nodes"])
     report.values.update(
         nodes=str(nodes),
         tolerance=ms(TOLERANCE_S, 0),
-        interval=ms(INTERVAL_S, 0),
+        interval=ms(interval_s, 0),
         utilization=f"{a['utilization'] * 100:.2f} %",
         php_utilization=f"{b['utilization'] * 100:.2f} %",
         lateness=ms(lateness, 2),
@@ -426,13 +468,14 @@ def build_report(res: dict[str, Any]) -> Report:
         php_jain=f"{b['jain']:.4f}",
         round_trips=f"{rt_a:.2f}",
         php_round_trips=f"{rt_b:.2f}",
-        cushion=ms(START_CUSHION_S, 0),
-        cushion_share=f"{START_CUSHION_S / (INTERVAL_S + START_CUSHION_S) * 100:.1f} %",
+        window=ms(window_mean, 2),
+        window_max=ms(max(n["window_max"] for n in ours["nodes"]), 2),
+        window_share=f"{window_mean / (interval_s + window_mean) * 100:.2f} %",
+        late_p99=ms(max(n["lateness_p99"] for n in ours["nodes"]), 2),
         late_reservations=str(sum(n.get("late_reservations", 0) for n in ours["nodes"])),
-        unscale=f"{1 / SCALE:g}",
         rtt_p50=ms(rtt50, 2),
         rtt_p99=ms(rtt99, 2),
-        renew_interval=f"{LEASE_S / 3:g} s",
+        renew_interval=f"{lease / 3:g} s",
         lost=str(lost),
     )
     return report
@@ -463,13 +506,17 @@ leases lost: {lost}.
 
 **Where a start lands.** The reservation hands out a start on Redis's clock; the lane maps it
 onto its own with the tightest bounds its recent round trips gave (`mtpoold._redisclock`), so a
-slow reply does not make its start late, and starts at that instant. A start that would still
-go more than the cushion ({cushion}) after the earliest instant its slot can have been (a late
-wake-up on a busy core) is not made: the slot is left unused and another reserved
-({late_reservations} such in this run). Redis spaces the slots by the interval plus that
-cushion, so two real starts through one proxy never come closer than the interval:
-{violations} violations, the smallest gap {min_gap}. The cushion is a fixed cost: {cushion_share}
-of the starts at this run's scaled interval, {unscale} times less at the production one.
+slow reply does not make its start late, and starts at that instant. Each reservation carries
+a window: how late after the earliest instant of its slot the start may still go. Redis hands
+the next caller a slot at least the interval plus that window later, so two real starts
+through one proxy never come closer than the interval: {violations} violations, the smallest
+gap {min_gap}. A start found later than its window (a late wake-up on a busy core) is not
+made: the slot is left unused and another reserved ({late_reservations} such in this run).
+Each node chooses its window from its own last wake-ups, as the one that maximises a saturated
+proxy's starts (a wider window costs every start, a narrower one loses the slots of the starts
+it misses; `mtpoold._startwindow`): a mean of {window} here, at most {window_max}, with the
+nodes' wake-up lateness at p99 {late_p99}. The window is the fixed cost: {window_share} of the
+starts at this run's {interval} interval.
 
 **The PHP gate on the same Redis**: {php_utilization} utilization, {php_violations}
 violations, wait p99 {php_p99}, Jain {php_jain}, and {php_round_trips} `EVAL` round trips per

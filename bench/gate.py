@@ -15,6 +15,7 @@ timeout granularity) weigh 10x more than they would unscaled: both systems pay t
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import random
 import socket
@@ -28,11 +29,42 @@ NAME: Final = "gate"
 TITLE: Final = "1. Rate gate vs the PHP system's Redis Cache::add throttle"
 
 SCALE: Final = 0.1
-INTERVAL_S: Final = 2.0 * SCALE  # proxy_throttle_sec = 2
-RETRY_SLEEP_S: Final = (0.150 * SCALE, 0.350 * SCALE)  # usleep(rand(150, 350) * 1000)
-BUDGET_S: Final = 60.0 * SCALE  # a job gives up waiting for the throttle after 60 s
-JITTER_S: Final = (0.050 * SCALE, 0.150 * SCALE)  # mtpoold's DEFAULT_JITTER_S, scaled
-CALL_S: Final = 0.300 * SCALE  # the call each job makes once it has its slot
+
+
+@dataclasses.dataclass(frozen=True)
+class Timing:
+    """The production timings (2 s interval, PHP retry sleep 150–350 ms, 60 s budget,
+    mtpoold's 50–150 ms jitter, a 300 ms call) multiplied by ``scale``; all in seconds."""
+
+    scale: float
+
+    @property
+    def interval_s(self) -> float:
+        return 2.0 * self.scale  # proxy_throttle_sec = 2
+
+    @property
+    def retry_sleep_s(self) -> tuple[float, float]:
+        return (0.150 * self.scale, 0.350 * self.scale)  # usleep(rand(150, 350) * 1000)
+
+    @property
+    def budget_s(self) -> float:
+        return 60.0 * self.scale  # a job gives up waiting for the throttle after 60 s
+
+    @property
+    def jitter_s(self) -> tuple[float, float]:
+        return (0.050 * self.scale, 0.150 * self.scale)  # mtpoold's DEFAULT_JITTER_S
+
+    @property
+    def call_s(self) -> float:
+        return 0.300 * self.scale  # the call each job makes once it has its slot
+
+
+SCALED: Final = Timing(SCALE)  # this scenario's
+INTERVAL_S: Final = SCALED.interval_s
+RETRY_SLEEP_S: Final = SCALED.retry_sleep_s
+BUDGET_S: Final = SCALED.budget_s
+JITTER_S: Final = SCALED.jitter_s
+CALL_S: Final = SCALED.call_s
 TOLERANCE_S: Final = 0.001  # gaps shorter than interval - 1 ms count as violations
 
 # Laravel's RedisStore::add (Illuminate\Cache\LuaScripts::add), with setex -> psetex for ms TTLs.
@@ -44,17 +76,21 @@ ADD_LUA: Final = (
 # --- the PHP baseline (runs in worker processes) ------------------------------------------------
 
 
-def php_worker(port: int, proxy: int, worker: int, t0: float, t_end: float, seed: int) -> Any:
-    """One Laravel queue worker: jobs for one proxy, one at a time, until ``t_end``.
+def php_worker(
+    port: int, proxy: int, worker: int, t0: float, t_end: float, seed: int, scale: float = SCALE
+) -> Any:
+    """One Laravel queue worker: jobs for one proxy, one at a time, until ``t_end``, at the
+    `Timing` of ``scale``.
 
     Times are ``time.monotonic()`` (CLOCK_MONOTONIC, shared by all processes).
     """
+    timing = Timing(scale)
     import redis
 
     rng = random.Random(seed)
     r = redis.Redis(host="127.0.0.1", port=port)
     key = f"laravel_cache:proxy_throttle:proxy{proxy}"
-    ttl_ms = round(INTERVAL_S * 1000)
+    ttl_ms = round(timing.interval_s * 1000)
     r.ping()
     ready = time.monotonic()
     time.sleep(max(0.0, t0 - time.monotonic()))
@@ -66,12 +102,12 @@ def php_worker(port: int, proxy: int, worker: int, t0: float, t_end: float, seed
             if r.eval(ADD_LUA, 1, key, 1, ttl_ms):
                 start = time.monotonic()
                 break
-            if time.monotonic() - arrival >= BUDGET_S:
+            if time.monotonic() - arrival >= timing.budget_s:
                 break  # the job fails: "proxy throttle wait exceeded"
-            time.sleep(rng.uniform(*RETRY_SLEEP_S))
+            time.sleep(rng.uniform(*timing.retry_sleep_s))
         jobs.append((arrival, start))
         if start is not None:
-            time.sleep(CALL_S)
+            time.sleep(timing.call_s)
     return {"proxy": proxy, "worker": worker, "ready": ready, "jobs": jobs}
 
 
@@ -209,10 +245,13 @@ def mtpoold_lanes(proxies: int, workers: int, duration_s: float) -> Any:
 # --- analysis -------------------------------------------------------------------------------------
 
 
-def analyse(run: dict[str, Any], proxies: int, workers: int) -> list[dict[str, float]]:
-    """Per-proxy figures of one run."""
+def analyse(
+    run: dict[str, Any], proxies: int, workers: int, timing: Timing = SCALED
+) -> list[dict[str, float]]:
+    """Per-proxy figures of one run at ``timing``."""
     t0, t_end = run["t0"], run["t_end"]
-    warm = t0 + workers * INTERVAL_S  # the first round of a full queue is not steady state
+    interval_s = timing.interval_s
+    warm = t0 + workers * interval_s  # the first round of a full queue is not steady state
     rows = []
     for p in range(proxies):
         mine = [w for w in run["workers"] if w["proxy"] == p]
@@ -229,7 +268,7 @@ def analyse(run: dict[str, Any], proxies: int, workers: int) -> list[dict[str, f
                     continue
                 if s is None:
                     gave_up += 1
-                    waits.append(BUDGET_S)  # censored: it waited the whole budget
+                    waits.append(timing.budget_s)  # censored: it waited the whole budget
                 else:
                     waits.append(s - arrival)
         mean_gap = (starts[-1] - starts[0]) / (len(starts) - 1) if len(starts) > 1 else math.nan
@@ -237,9 +276,9 @@ def analyse(run: dict[str, Any], proxies: int, workers: int) -> list[dict[str, f
             {
                 "proxy": p,
                 "starts": len(starts),
-                "utilization": INTERVAL_S / mean_gap,
+                "utilization": interval_s / mean_gap,
                 "min_gap": min(gaps) if gaps else math.nan,
-                "violations": sum(1 for g in gaps if g < INTERVAL_S - TOLERANCE_S),
+                "violations": sum(1 for g in gaps if g < interval_s - TOLERANCE_S),
                 "jobs": len(waits),
                 "p50": percentile(waits, 50),
                 "p95": percentile(waits, 95),
@@ -292,11 +331,12 @@ def gate_rows(
     *,
     utilization_goal: float,
     every_wait: bool = False,
+    interval_s: float = INTERVAL_S,
 ) -> None:
     """The summary rows a gate comparison shares (this scenario's and `bench.cluster`'s):
     utilization, gaps and violations, waits, budget, fairness — mtpoold's summary ``a`` against
     the PHP baseline's ``b`` (`_summary`), ``ideal`` the FIFO ideal wait (s); ``every_wait``
-    adds the p50 and max rows."""
+    adds the p50 and max rows; ``interval_s`` the run's interval (s)."""
     report.row(
         "utilization of 1/interval (worst proxy)",
         f"{a['utilization'] * 100:.2f} %",
@@ -310,7 +350,7 @@ def gate_rows(
         f"{ms(a['min_gap'], 2)} / {a['violations']}",
         f"{ms(b['min_gap'], 2)} / {b['violations']}",
         "",
-        f"0 violations (gap < {ms(INTERVAL_S - TOLERANCE_S, 0)})",
+        f"0 violations (gap < {ms(interval_s - TOLERANCE_S, 0)})",
         a["violations"] == 0,
     )
     if every_wait:
@@ -320,8 +360,8 @@ def gate_rows(
         ms(a["p99"], 0),
         ms(b["p99"], 0),
         f"{b['p99'] / a['p99']:.2f}x lower" if a["p99"] > 0 else "",
-        f"<= FIFO ideal {ms(ideal, 0)} + {ms(INTERVAL_S, 0)}",
-        a["p99"] <= ideal + INTERVAL_S,
+        f"<= FIFO ideal {ms(ideal, 0)} + {ms(interval_s, 0)}",
+        a["p99"] <= ideal + interval_s,
     )
     if every_wait:
         report.row("wait max", ms(a["max"], 0), ms(b["max"], 0), "")

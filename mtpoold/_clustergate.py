@@ -4,25 +4,18 @@ from __future__ import annotations
 
 import math
 import random
-from typing import TYPE_CHECKING, Final, final
+from typing import TYPE_CHECKING, final
 
 import trio
 
-from ._lane import LATE_START_S
 from ._redisclock import RedisClock
 from ._redislink import RedisLink
+from ._startwindow import DEFAULT_S
 
 if TYPE_CHECKING:
     from ._leases import Lease
 
-__all__ = ["START_CUSHION_S", "LeaseLost", "SharedGate"]
-
-#: Seconds Redis adds to ``interval_s`` between two reserved starts of a gated proxy. A start
-#: goes at most this late after its slot (`mtpoold._lane.LATE_START_S`, the same value:
-#: later, it is not made and another slot is reserved), so two real starts are never closer
-#: than ``interval_s``. It costs ``cushion / interval`` of a saturated proxy's starts: 0.25 %
-#: at the default 2 s.
-START_CUSHION_S: Final = LATE_START_S
+__all__ = ["LeaseLost", "SharedGate"]
 
 
 class LeaseLost(Exception):
@@ -46,12 +39,14 @@ class SharedGate:
     The reservation (script ``reserve``, Redis's clock in ms) is the cluster form of
     `mtpoold._gate.RateGate`'s::
 
-        start = max(now + jitter, last_start + interval + START_CUSHION_S)
+        start = max(now + jitter, last_start + last_window + interval)
 
-    (the cushion only on a gated proxy, see `START_CUSHION_S`), with the jitter drawn by the
-    caller from ``jitter_s`` and inside the ``max`` for the reason `RateGate` gives (a
-    saturated gate starts exactly once per interval plus the cushion). The caller starts at
-    the slot mapped onto its trio clock (`reserve_at`, `mtpoold._redisclock.RedisClock`).
+    with the jitter drawn by the caller from ``jitter_s`` and inside the ``max`` for the
+    reason `RateGate` gives (a saturated gate starts exactly once per interval plus the
+    window), and ``last_window`` the previous start's window: how late after its slot that
+    start may go (`mtpoold._startwindow`, chosen by the node that reserved it). The caller
+    starts at the slot mapped onto its trio clock (`reserve_at`,
+    `mtpoold._redisclock.RedisClock`), or not at all past its own window.
 
     Args:
         link: The node's Redis link.
@@ -92,12 +87,11 @@ class SharedGate:
         self.php_keys = php_keys
         self.php_prefix = php_prefix
         self.clock = RedisClock() if clock is None else clock
-        # Whole ms, never under the interval asked for, plus the cushion for a gated proxy.
-        cushion_s = START_CUSHION_S if interval_s > 0 else 0.0
-        self._interval_ms = math.ceil(round((interval_s + cushion_s) * 1000, 6))
+        # Whole ms, never under the interval asked for.
+        self._interval_ms = math.ceil(round(interval_s * 1000, 6))
         self._gate_key = link.key("gate", proxy_key)
         self._php_key = f"{php_prefix}tg:proxy:throttle:{proxy_key}"
-        #: Redis ms of this gate object's last reserved start (None before the first).
+        #: Redis ms of this gate object's last reserved start, its slot (None before the first).
         self.last_start_ms: int | None = None
         #: Reservations made through this object.
         self.reservations = 0
@@ -109,25 +103,43 @@ class SharedGate:
         )
 
     async def reserve(
-        self, lease: Lease | None, *, connecting: bool = False, conn_ttl_ms: int = 0
+        self,
+        lease: Lease | None,
+        *,
+        window_s: float = DEFAULT_S,
+        connecting: bool = False,
+        conn_ttl_ms: int = 0,
     ) -> float:
         """`reserve_at`, as the seconds (>= 0) to sleep from now before the start."""
-        start_at, _ = await self.reserve_at(lease, connecting=connecting, conn_ttl_ms=conn_ttl_ms)
+        start_at, _ = await self.reserve_at(
+            lease, window_s=window_s, connecting=connecting, conn_ttl_ms=conn_ttl_ms
+        )
         return max(0.0, start_at - trio.current_time())
 
     async def reserve_at(
-        self, lease: Lease | None, *, connecting: bool = False, conn_ttl_ms: int = 0
+        self,
+        lease: Lease | None,
+        *,
+        window_s: float = DEFAULT_S,
+        connecting: bool = False,
+        conn_ttl_ms: int = 0,
     ) -> tuple[float, float]:
         """Reserve this caller's start slot; return where it falls on the trio clock.
 
         One round trip. Atomically: checks ``lease`` is the value of ``{p}lease:{account}``;
-        computes ``start = max(now + jitter, last + interval)`` (in migration mode also past
-        the PHP throttle key's PTTL, and sets that key to expire at ``start + interval``);
-        stores ``start``; with ``connecting`` sets ``{p}conn:{account}`` PX ``conn_ttl_ms``.
+        computes ``start = max(now + jitter, last_end + interval)`` (in migration mode also
+        past the PHP throttle key's PTTL, and sets that key to expire at ``start + window +
+        interval``); stores ``last_end = start + window``; with ``connecting`` sets
+        ``{p}conn:{account}`` PX ``conn_ttl_ms``.
 
         Args:
             lease: The caller's lease on the account the call is for; None for a lane call
                 not on behalf of an account (no check).
+            window_s: How late after the earliest instant of its slot this start may go
+                (s, >= 0; rounded up to whole ms; the node's
+                `mtpoold._startwindow.StartWindow`, `DEFAULT_S` for a caller without one):
+                the next slot is reserved at least ``interval + window`` after this one.
+                Ignored (0) on an ungated proxy.
             connecting: This start opens the account's connection.
             conn_ttl_ms: PX of the conn key (lease ms + disconnect delay ms) when connecting.
 
@@ -163,6 +175,7 @@ class SharedGate:
                 jitter_ms,
                 conn_ttl_ms if connecting else 0,
                 1 if self.php_keys else 0,
+                math.ceil(round(window_s * 1000, 6)) if self._interval_ms > 0 else 0,
             ],
         )
         if int(reply[0]) < 0:

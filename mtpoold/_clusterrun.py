@@ -50,6 +50,7 @@ from ._leases import LeaseBook
 from ._logformat import log_event
 from ._redisclock import RedisClock
 from ._redislink import ClusterUnavailable, RedisLink
+from ._startwindow import StartWindow
 
 if TYPE_CHECKING:
     from ._clusterstate import ClusterState
@@ -108,6 +109,7 @@ class _LaneStart:
         self._lane_key = lane_key
         self._jitter_s = jitter_s
         self._gate: SharedGate | None = None
+        self.window = node.start_window
 
     def _gate_for(self, interval_s: float) -> SharedGate:
         gate = self._gate
@@ -126,7 +128,7 @@ class _LaneStart:
         return gate
 
     async def reserve(
-        self, account_id: str | None, *, connecting: bool, interval_s: float
+        self, account_id: str | None, *, connecting: bool, interval_s: float, window_s: float
     ) -> tuple[float, float]:
         """One reservation in Redis (`SharedGate.reserve_at`): ``(start_at, earliest_at)``,
         trio clock s.
@@ -143,7 +145,7 @@ class _LaneStart:
                 raise LeaseUnconfirmed(account_id, node.why_unconfirmed(account_id))
         try:
             return await self._gate_for(interval_s).reserve_at(
-                lease, connecting=connecting, conn_ttl_ms=node.conn_ttl_ms
+                lease, window_s=window_s, connecting=connecting, conn_ttl_ms=node.conn_ttl_ms
             )
         except LeaseLost:
             assert account_id is not None
@@ -205,6 +207,8 @@ class ClusterNode:
         self.rng = rng or random.Random()
         #: Redis's clock seen from this node, shared by every lane's gate.
         self.redis_clock = RedisClock()
+        #: How late after its slot this node's starts may go, shared by its lanes.
+        self.start_window = StartWindow()
         self.node = config.node
         self.keepalive_interval_s = config.renew_interval_s
         self.ping_disconnect_delay_s = config.disconnect_delay_s
@@ -296,8 +300,9 @@ class ClusterNode:
         )
 
     def default_status(self) -> dict[str, Any]:
-        """The summary each heartbeat publishes: held accounts, accounts by state, lanes
-        (ids, names and counts only: no secret, no phone)."""
+        """The summary each heartbeat publishes: held accounts, accounts by state, lanes,
+        each gated lane's start window (ms) and the starts that missed theirs (ids, names
+        and counts only: no secret, no phone)."""
         pool = self._pool
         if pool is None:
             return {"node": self.node, "held": []}
@@ -318,6 +323,14 @@ class ClusterNode:
                 }
                 for lane in stats.proxies
             ],
+            # each gated lane's start window now and the starts that missed theirs
+            # (`mtpoold._startwindow`)
+            "start_window_ms": {
+                lane.key: round(self.start_window.window_s(lane.interval_s) * 1000, 2)
+                for lane in stats.proxies
+                if lane.interval_s > 0
+            },
+            "missed_starts": self.start_window.missed,
             "cause": self.cause,
         }
 

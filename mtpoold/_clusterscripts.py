@@ -7,7 +7,8 @@ first served" means first to arrive at Redis.
 Every time inside a script comes from ``redis.call('TIME')`` (Redis's own clock), in ms, so
 nodes' clocks never have to agree. Key layout (``{p}`` = the link's key prefix):
 
-- ``{p}gate:{proxy}``: last reserved start, Redis ms.
+- ``{p}gate:{proxy}``: the last reserved start plus its window (the latest instant it can
+  go), Redis ms.
 - ``{p}lease:{account}``: ``"node|epoch|token"``, PX = lease ms.
 - ``{p}conn:{account}``: the lease value while the account may have a connection open, PX =
   lease ms + disconnect delay ms; ACQUIRE refuses the account while it exists.
@@ -34,7 +35,8 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 
 #: KEYS: gate, lease, conn, php throttle (unused ones: any key, e.g. the gate).
 #: ARGV: lease value ('' = no lease check), interval ms, jitter ms, conn ttl ms (0 = no conn
-#: key), php (1/0).
+#: key), php (1/0), window ms (how late after its slot this start may go,
+#: `mtpoold._startwindow`).
 #: Returns {delay_ms, start_ms, now_ms, now_us (Redis's TIME in microseconds)}, or {-1} if the
 #: lease is not ARGV[1].
 RESERVE: Final = (
@@ -42,23 +44,24 @@ RESERVE: Final = (
     + """
 local value = ARGV[1]
 local interval = tonumber(ARGV[2])
+local window = tonumber(ARGV[6]) or 0
 if value ~= '' and redis.call('GET', KEYS[2]) ~= value then
   return {-1}
 end
 local start = now + tonumber(ARGV[3])
-local last = tonumber(redis.call('GET', KEYS[1]))
-if last and last + interval > start then
-  start = last + interval
+local last_end = tonumber(redis.call('GET', KEYS[1]))
+if last_end and last_end + interval > start then
+  start = last_end + interval
 end
 if ARGV[5] == '1' then
   local pttl = redis.call('PTTL', KEYS[4])
   if pttl == -1 then pttl = interval end
   if pttl > 0 and now + pttl > start then start = now + pttl end
   if interval > 0 then
-    redis.call('SET', KEYS[4], 'mtpoold', 'PX', start + interval - now)
+    redis.call('SET', KEYS[4], 'mtpoold', 'PX', start + window + interval - now)
   end
 end
-redis.call('SET', KEYS[1], start, 'PX', start - now + interval + 1000)
+redis.call('SET', KEYS[1], start + window, 'PX', start + window - now + interval + 1000)
 local conn_ttl = tonumber(ARGV[4])
 if value ~= '' and conn_ttl > 0 then
   redis.call('SET', KEYS[3], value, 'PX', conn_ttl)

@@ -246,9 +246,10 @@ class StartMissed(Exception):
     nothing was sent through the proxy.
 
     Raised by the monitored connection just before the socket opens when
-    `WireMonitor.open_by` has passed (cluster mode: `mtpoold._lane.LATE_START_S` after the
-    earliest instant its Redis slot can have been; a busy or frozen node reaches the socket
-    late, and the relay would count its first bytes too close to the next node's start). Not a
+    `WireMonitor.open_by` has passed (cluster mode: the start's window,
+    `mtpoold._startwindow`, after the earliest instant its Redis slot can have been; a busy
+    or frozen node reaches the socket late, and the relay would count its first bytes too
+    close to the next node's start). Not a
     failure of the account or the proxy: the account takes another slot
     (`mtpoold._account`).
 

@@ -722,8 +722,10 @@ class Doors:
         Returns:
             ``{"node", "age_s", "error", "trouble", "failover_s", "accounts_total", "unheld",
             "nodes": [{"name", "rpc", "live", "held", "jobs_in_flight", "jobs_ok", "jobs_failed",
-            "lanes", "lanes_more"}], "holders": {account: node or None}, "forwarded":
-            {outcome: n}}`` — ``age_s`` seconds since the summaries were read (None: never),
+            "lanes", "lanes_more", "start_window_ms", "missed_starts"}], "holders": {account:
+            node or None}, "forwarded": {outcome: n}}`` — ``age_s`` seconds since the
+            summaries were read (None: never), ``start_window_ms`` each gated lane's start
+            window (ms, `mtpoold._startwindow`) by lane key,
             ``error`` why the last read failed (None when it worked), ``trouble`` why this
             node serves less than its share (Redis unreachable, its name taken by another
             live node, the epoch quarantine; None: nothing), ``held`` a count;
@@ -748,6 +750,9 @@ class Doors:
                     "jobs_failed": status.get("jobs_failed"),
                     "lanes": list(status.get("lanes") or ()),
                     "lanes_more": status.get("lanes_more", 0),
+                    # its start windows (ms per gated lane) and the starts that missed them
+                    "start_window_ms": dict(status.get("start_window_ms") or {}),
+                    "missed_starts": status.get("missed_starts", 0),
                 }
             )
         now = trio.current_time()

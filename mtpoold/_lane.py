@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import collections
+import math
 import random
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, Final, Protocol, final
+from typing import TYPE_CHECKING, Protocol, final
 
 import attrs
 import trio
@@ -22,6 +23,7 @@ from ._stats import LaneStatistics
 
 if TYPE_CHECKING:
     from ._jobs import JobProgress
+    from ._startwindow import StartWindow
 
 
 class ProxyCoolingDown(Exception):
@@ -41,13 +43,6 @@ class ProxyCoolingDown(Exception):
         super().__init__(f"proxy {proxy} is cooling down")
         self.proxy = proxy
         self.until_at = until_at
-
-
-#: Cluster mode: the most a start may go after the earliest instant its Redis slot can have
-#: been (s); later, the slot is left unused and another reserved (`ProxyLane._shared_slot`).
-#: Redis spaces slots by ``interval_s`` plus this much (`mtpoold._clustergate.START_CUSHION_S`),
-#: so two real starts through one proxy, from any nodes, are never closer than ``interval_s``.
-LATE_START_S: Final = 0.005
 
 
 class LeaseUnconfirmed(Exception):
@@ -76,8 +71,11 @@ class SharedStart(Protocol):
     `mtpoold._clustergate.SharedGate`, adapted by `mtpoold._clusterrun`), checked against the
     account's lease. The scheduling core knows only this protocol."""
 
+    #: The node's start window (`mtpoold._startwindow.StartWindow`), shared by its lanes.
+    window: StartWindow
+
     async def reserve(
-        self, account_id: str | None, *, connecting: bool, interval_s: float
+        self, account_id: str | None, *, connecting: bool, interval_s: float, window_s: float
     ) -> tuple[float, float]:
         """Reserve a start in one round trip; return ``(start_at, earliest_at)``, trio clock
         seconds: when to start (never before the slot) and the earliest the slot can have
@@ -89,6 +87,8 @@ class SharedStart(Protocol):
             connecting: The start opens the account's connection (marks it connected in
                 Redis).
             interval_s: The lane's ``interval_s`` now (a reload may change it).
+            window_s: How late after ``earliest_at`` the start may go (s; 0 on an ungated
+                lane): Redis keeps the next slot ``interval_s + window_s`` after this one.
 
         Raises:
             LeaseUnconfirmed: the lease is not this node's, or Redis could not be asked.
@@ -160,8 +160,8 @@ class ProxyLane:
     _shared_last_start_at: float = attrs.field(init=False, default=float("-inf"))
     _shared_waiting: int = attrs.field(init=False, default=0)
     _shared_starts: int = attrs.field(init=False, default=0)
-    #: Cluster mode: reserved slots left unused because the start would have been more than
-    #: `LATE_START_S` late (`_shared_slot`).
+    #: Cluster mode: reserved slots left unused because the start would have been later than
+    #: its window (`_shared_slot`, `mtpoold._startwindow`) or reached its socket too late.
     late_reservations: int = attrs.field(init=False, default=0)
 
     def __attrs_post_init__(self) -> None:
@@ -194,9 +194,10 @@ class ProxyLane:
                 the reservation and again just before the start).
             connecting: The start opens the account's connection (cluster mode).
             on_start: Cluster mode: told, just before the block, the latest trio clock
-                instant (s) the start's first bytes may leave (`LATE_START_S` after the
-                earliest its slot can have been); the account hands it to the client's
-                socket (`mtpoold._wire.WireMonitor.open_by`). Not called in single-node mode.
+                instant (s) the start's first bytes may leave (its window after the
+                earliest its slot can have been, `_shared_slot`); the account hands it to
+                the client's socket (`mtpoold._wire.WireMonitor.open_by`). Not called in
+                single-node mode.
 
         Yields:
             The start time on the trio clock (seconds). The token is held until the
@@ -240,14 +241,16 @@ class ProxyLane:
     ) -> tuple[float, float]:
         """Cluster mode: reserve in arrival order (one round trip under the local FIFO
         lock), sleep until the slot outside it, confirm the lease; ``(start time, latest
-        start)``, trio clock seconds (the latest: ``earliest_at`` + `LATE_START_S`).
+        start)``, trio clock seconds (the latest: ``earliest_at`` + the start's window).
 
         The slot is on Redis's clock; `SharedStart.reserve` maps it onto ours as
         ``(start_at, earliest_at)``. The start goes at ``start_at`` (never before the slot)
-        and only if it is at most `LATE_START_S` after ``earliest_at``: a late wake-up (a
+        and only if it is at most its window (`mtpoold._startwindow.StartWindow`, the
+        node's, chosen before the reservation) after ``earliest_at``: a later wake-up (a
         busy loop, a frozen process) would otherwise crowd the next slot, reserved
-        ``interval_s`` + the same cushion after ours. A start found too late is not made:
-        the slot is left unused and a new one reserved (counted in ``late_reservations``).
+        ``interval_s`` + that window after ours. A start found too late is not made: the
+        slot is left unused and a new one reserved (counted in ``late_reservations``). On
+        an ungated lane (``interval_s`` 0) the window is 0 in Redis and lateness is moot.
         """
         arrival_at = trio.current_time()
         if progress is not None:
@@ -255,20 +258,28 @@ class ProxyLane:
         self._shared_waiting += 1
         try:
             while True:
+                gated = self.interval_s > 0
+                window_s = shared.window.window_s(self.interval_s) if gated else 0.0
                 async with self._reserving:  # trio.Lock is fair: FIFO
                     start_at, earliest_at = await shared.reserve(
-                        account, connecting=connecting, interval_s=self.interval_s
+                        account,
+                        connecting=connecting,
+                        interval_s=self.interval_s,
+                        window_s=window_s,
                     )
                     self._shared_last_start_at = max(self._shared_last_start_at, start_at)
                 await trio.sleep_until(start_at)
                 shared.confirm(account)
-                if trio.current_time() - earliest_at <= LATE_START_S:
+                if not gated:
+                    window_s = math.inf
+                    break
+                if shared.window.observe(trio.current_time() - earliest_at, window_s):
                     break
                 self.late_reservations += 1
         finally:
             self._shared_waiting -= 1
         self._shared_starts += 1
-        return trio.current_time(), earliest_at + LATE_START_S
+        return trio.current_time(), earliest_at + window_s
 
     def note_missed_start(self) -> None:
         """Cluster mode: a connect reached its socket too late and sent nothing

@@ -11,8 +11,9 @@ import trio.lowlevel
 
 from mtpoold._account import AccountWorker
 from mtpoold._errors import StartMissed
-from mtpoold._lane import LATE_START_S, ProxyLane
+from mtpoold._lane import ProxyLane
 from mtpoold._policy import Verdict
+from mtpoold._startwindow import DEFAULT_S, StartWindow
 
 
 @attrs.define
@@ -91,9 +92,10 @@ class _ExactSlots:
     """`SharedStart` whose every slot is 1 s after the reservation, exactly on time."""
 
     reservations: int = 0
+    window: StartWindow = attrs.field(factory=StartWindow)
 
     async def reserve(
-        self, account_id: str | None, *, connecting: bool, interval_s: float
+        self, account_id: str | None, *, connecting: bool, interval_s: float, window_s: float
     ) -> tuple[float, float]:
         await trio.lowlevel.checkpoint()
         self.reservations += 1
@@ -141,10 +143,11 @@ async def test_connect_reaching_its_socket_past_the_slot_takes_another_slot(
     assert lane.late_reservations == 1
     assert slots.reservations == 3
     assert client.opened_at == [pytest.approx(t0 + 2.05)]
-    # each connect's limit is its slot + LATE_START_S, cleared after it
+    # each connect's limit is its slot + its window (the default: no wake-ups known yet),
+    # cleared after it
     assert client.open_by == [
-        pytest.approx(t0 + 1.0 + LATE_START_S),
+        pytest.approx(t0 + 1.0 + DEFAULT_S),
         None,
-        pytest.approx(t0 + 2.05 + LATE_START_S),
+        pytest.approx(t0 + 2.05 + DEFAULT_S),
         None,
     ]

@@ -35,6 +35,7 @@ from mtpoold._leases import Lease
 from mtpoold._pool import Pool
 from mtpoold._pool import open_pool as open_core_pool
 from mtpoold._redislink import ClusterUnavailable
+from mtpoold._startwindow import DEFAULT_S, FLOOR_S
 from mtpoold._stats import AccountState
 from mtpoold._store import StateStore, StoredAccount
 
@@ -180,9 +181,15 @@ class FakeGate:
         self.r, self.proxy_key, self.interval_s = link, proxy_key, interval_s
 
     async def reserve_at(
-        self, lease: Lease | None, *, connecting: bool = False, conn_ttl_ms: int = 0
+        self,
+        lease: Lease | None,
+        *,
+        window_s: float = 0.0,
+        connecting: bool = False,
+        conn_ttl_ms: int = 0,
     ) -> tuple[float, float]:
-        """`reserve`'s slot on the double's clock, which is the trio clock itself."""
+        """`reserve`'s slot on the double's clock, which is the trio clock itself (the
+        double spaces starts by the interval only: its slots are exact)."""
         delay_s = await self.reserve(lease, connecting=connecting, conn_ttl_ms=conn_ttl_ms)
         start_at = trio.current_time() + delay_s
         return start_at, start_at
@@ -353,6 +360,14 @@ async def test_two_nodes_spread_the_accounts_and_schedule_only_their_own(
                 for _ in range(6):
                     result = await pool_a.invoke("help.GetConfig", {})
                     assert result.meta.account in held_a
+                # the summary each heartbeat publishes names every gated lane's start window
+                # (MockClock: every wake-up on time, so none missed and the window narrows)
+                published = a.default_status()
+                gated = {p.key for p in pool_a.statistics().proxies if p.interval_s > 0}
+                assert gated and set(published["start_window_ms"]) == gated
+                for window_ms in published["start_window_ms"].values():
+                    assert FLOOR_S * 1000 <= window_ms <= DEFAULT_S * 1000
+                assert published["missed_starts"] == 0
                 pinned = next(iter(held_b))
                 with pytest.raises(JobFailed) as caught:
                     await pool_a.invoke("help.GetConfig", {}, account=pinned)

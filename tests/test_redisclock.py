@@ -7,8 +7,9 @@ import pytest
 import trio
 import trio.testing
 
-from mtpoold._lane import LATE_START_S, ProxyLane
+from mtpoold._lane import ProxyLane
 from mtpoold._redisclock import SAMPLE_MAX_AGE_S, RedisClock
+from mtpoold._startwindow import DEFAULT_S, StartWindow
 
 
 def test_the_fastest_round_trips_pin_the_offset_however_slow_the_latest() -> None:
@@ -40,19 +41,22 @@ def test_a_contradicting_round_trip_restarts_the_window_and_old_ones_age_out() -
 
 
 class _Slots:
-    """`SharedStart` whose first reservation says the slot may have been 2 × LATE_START_S
+    """`SharedStart` whose first reservation says the slot may have been twice the window
     earlier than the start it asks for (a frozen or slow node), then exact ones."""
 
     def __init__(self) -> None:
         self.reservations = 0
+        self.window = StartWindow()
+        self.windows: list[float] = []
 
     async def reserve(
-        self, account_id: str | None, *, connecting: bool, interval_s: float
+        self, account_id: str | None, *, connecting: bool, interval_s: float, window_s: float
     ) -> tuple[float, float]:
         await trio.lowlevel.checkpoint()
         self.reservations += 1
+        self.windows.append(window_s)
         start_at = trio.current_time() + 0.5
-        slack = 2 * LATE_START_S if self.reservations == 1 else 0.0
+        slack = 2 * window_s if self.reservations == 1 else 0.0
         return start_at, start_at - slack
 
     def confirm(self, account_id: str | None) -> None:
@@ -68,4 +72,6 @@ async def test_a_start_later_than_its_slot_allows_is_not_made_and_another_reserv
     async with lane.slot(account="a1") as started_at:
         pass
     assert slots.reservations == 2 and lane.late_reservations == 1
+    assert slots.windows == [DEFAULT_S, DEFAULT_S]  # no wake-ups known yet: the default
+    assert slots.window.missed == 1 and slots.window.samples == 2
     assert started_at == pytest.approx(asked_at + 1.0)  # the second slot, on time

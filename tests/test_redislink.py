@@ -41,16 +41,16 @@ async def test_commands_and_scripts_count_their_round_trips(server: RedisServer)
         assert await link.command("MGET", "k", "nope") == ["v", None]
         assert link.round_trips == 2
         gate = [link.key("gate", "p")] * 4
-        await link.run_script("reserve", gate, ["", 0, 0, 0, 0])
+        await link.run_script("reserve", gate, ["", 0, 0, 0, 0, 0])
         assert link.round_trips == 4  # NOSCRIPT, then EVAL
-        await link.run_script("reserve", gate, ["", 0, 0, 0, 0])
+        await link.run_script("reserve", gate, ["", 0, 0, 0, 0, 0])
         assert link.round_trips == 5  # cached: one EVALSHA
         server.restart()  # AOF keeps the data, not the script cache
         with pytest.raises(ClusterUnavailable):  # the pooled connection died with it
             await link.command("GET", "k")
         assert await link.command("GET", "k") == "v"
         before = link.round_trips
-        await link.run_script("reserve", gate, ["", 0, 0, 0, 0])
+        await link.run_script("reserve", gate, ["", 0, 0, 0, 0, 0])
         assert link.round_trips == before + 2
 
 

@@ -14,7 +14,7 @@ import json
 import logging
 import os
 import signal
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any, Final, Protocol
@@ -173,6 +173,16 @@ def _open_store(state_dir: Path, config: Config) -> StateStore:
         store.close()
         raise
     return store
+
+
+def _cluster_metrics(pool: object, doors: Doors | None) -> Callable[[], dict[str, Any]] | None:
+    """Cluster mode: the cluster's metric families' source (`mtpoold._metrics.PoolCollector`'s
+    ``cluster_statistics``): the jobs forwarded by outcome, the starts that missed their
+    window; one node: None."""
+    cluster = getattr(pool, "cluster", None)
+    if cluster is None or doors is None:
+        return None
+    return lambda: {"forwarded": doors.forwarded, "missed_starts": cluster.start_window.missed}
 
 
 def _doors(pool: object, reloader: Reloader, token: str) -> Doors | None:
@@ -505,6 +515,7 @@ async def run_daemon(
                             pool.statistics,
                             server.statistics,
                             per_account=config.metrics.per_account,
+                            cluster_statistics=_cluster_metrics(pool, doors),
                         )
                         await nursery.start(serve_metrics, registry, config.metrics.listen)
                     _write_daemon_file(state_dir, address)

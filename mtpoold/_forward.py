@@ -72,6 +72,7 @@ if TYPE_CHECKING:
     from ._leases import LeaseBook
 
 __all__ = [
+    "FORWARD_OUTCOMES",
     "DEADLINE_GRACE_S",
     "HOP_HEADER",
     "ClusterDirectory",
@@ -89,6 +90,9 @@ __all__ = [
 
 _log = logging.getLogger("mtpoold.forward")
 
+#: How a forwarded job ended: the peer answered it ("ok"), answered an error ("error"), never
+#: answered within the deadline ("lost"), or could not be reached ("unreachable").
+FORWARD_OUTCOMES: Final = frozenset({"ok", "error", "lost", "unreachable"})
 #: Seconds past a forwarded job's deadline its peer still has to deliver the reply (the
 #: peer answers at the deadline itself; this covers the wire and a busy event loop).
 DEADLINE_GRACE_S: Final = 2.0
@@ -626,7 +630,7 @@ class Doors:
     )  # forwarded jobs: method, account, node, trio time sent
     _next_id: int = attrs.field(init=False, default=0)
     _refreshed: trio.Event = attrs.field(init=False, factory=trio.Event)
-    #: Jobs forwarded and their outcome (status, tests): "ok", "error", "lost", "unreachable".
+    #: Jobs forwarded by outcome (status, metrics): one of `FORWARD_OUTCOMES`.
     forwarded: dict[str, int] = attrs.field(init=False, factory=dict)
 
     @classmethod

@@ -47,6 +47,12 @@ config, ``no_proxy`` for the direct lane; ``rate_class`` as in `mtpoold._ratecla
     mtpoold_ws_requests_total                       counter
     mtpoold_ws_rejected_handshakes_total            counter
     mtpoold_ws_draining                             gauge, 1 during a shutdown
+    mtpoold_forwarded_jobs_total{outcome}           counter, cluster mode: jobs this node
+                                                    forwarded to a peer (`mtpoold._forward`)
+                                                    by outcome: ok, error, lost, unreachable
+    mtpoold_missed_starts_total                     counter, cluster mode: starts later than
+                                                    their window, slot left unused
+                                                    (`mtpoold._startwindow`)
     process_*                                       prometheus_client's process collector
                                                     (CPU, memory, file descriptors; Linux)
 
@@ -71,8 +77,8 @@ import functools
 import importlib.metadata
 import logging
 import platform
-from collections.abc import Callable, Iterator
-from typing import Final, Protocol, final
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any, Final, Protocol, final
 
 import trio
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
@@ -85,6 +91,7 @@ from prometheus_client.metrics_core import (
 from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector, CollectorRegistry
 
+from ._forward import FORWARD_OUTCOMES
 from ._latency import HistogramStatistics
 from ._listen import parse_listen
 from ._logformat import log_event
@@ -178,6 +185,9 @@ class PoolCollector(Collector):
         per_account: Also yield the per-account families (see the module docstring on
             cardinality).
         build: ``mtpoold_build_info``'s labels; default: installed versions.
+        cluster_statistics: Cluster mode: returns ``{"forwarded": {outcome: n},
+            "missed_starts": n}`` (the ``mtpoold_forwarded_jobs_total`` and
+            ``mtpoold_missed_starts_total`` families); None: one node, no such families.
 
     Families and their labels: the module docstring. Collecting never blocks; an exception
     from a statistics callable propagates to the caller (`serve_metrics` answers 500).
@@ -190,9 +200,11 @@ class PoolCollector(Collector):
         *,
         per_account: bool = False,
         build: dict[str, str] | None = None,
+        cluster_statistics: Callable[[], Mapping[str, Any]] | None = None,
     ) -> None:
         self._pool_statistics = pool_statistics
         self._server_statistics = server_statistics
+        self._cluster_statistics = cluster_statistics
         self.per_account = per_account
         self._build = build if build is not None else _build_labels()
 
@@ -211,6 +223,8 @@ class PoolCollector(Collector):
         yield from self._budgets(s)
         if self._server_statistics is not None:
             yield from self._server(self._server_statistics())
+        if self._cluster_statistics is not None:
+            yield from self._cluster(self._cluster_statistics())
         if self.per_account:
             yield from self._per_account(s)
 
@@ -421,12 +435,29 @@ class PoolCollector(Collector):
             calls.add_metric([a.id, "failed"], a.calls_failed)
         yield from (state, cooldown, calls)
 
+    @staticmethod
+    def _cluster(c: Mapping[str, Any]) -> Iterator[Metric]:
+        forwarded = CounterMetricFamily(
+            "mtpoold_forwarded_jobs",
+            "Jobs this node forwarded to the peer holding their account, by outcome.",
+            labels=["outcome"],
+        )
+        for outcome in sorted(FORWARD_OUTCOMES | set(c.get("forwarded", {}))):
+            forwarded.add_metric([outcome], c.get("forwarded", {}).get(outcome, 0))
+        yield forwarded
+        yield CounterMetricFamily(
+            "mtpoold_missed_starts",
+            "Starts later than their window: the slot left unused and another reserved.",
+            value=c.get("missed_starts", 0),
+        )
+
 
 def metrics_registry(
     pool_statistics: Callable[[], PoolStatistics],
     server_statistics: Callable[[], ServerStatisticsLike] | None = None,
     *,
     per_account: bool = False,
+    cluster_statistics: Callable[[], Mapping[str, Any]] | None = None,
 ) -> CollectorRegistry:
     """A registry of this daemon's own (nothing in the process-wide default one) holding a
     `PoolCollector` and prometheus_client's ``ProcessCollector`` (``process_*``: CPU seconds,
@@ -436,7 +467,14 @@ def metrics_registry(
     Args: as `PoolCollector`'s.
     """
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(PoolCollector(pool_statistics, server_statistics, per_account=per_account))
+    registry.register(
+        PoolCollector(
+            pool_statistics,
+            server_statistics,
+            per_account=per_account,
+            cluster_statistics=cluster_statistics,
+        )
+    )
     ProcessCollector(registry=registry)
     return registry
 

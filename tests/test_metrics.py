@@ -249,6 +249,22 @@ def test_collector_budgets_and_server() -> None:
     assert not [n for n in without_server if n.startswith("mtpoold_ws_")]
 
 
+def test_cluster_families_only_in_cluster_mode() -> None:
+    single = scrape(_collector())
+    assert "mtpoold_forwarded_jobs_total" not in single
+    assert "mtpoold_missed_starts_total" not in single
+    s = scrape(
+        _collector(
+            cluster_statistics=lambda: {"forwarded": {"ok": 5, "lost": 1}, "missed_starts": 2}
+        )
+    )
+    # every outcome, the unseen ones as 0, so a dashboard's series never vanish
+    assert {dict(k)["outcome"]: v for k, v in s["mtpoold_forwarded_jobs_total"].items()} == {
+        "ok": 5, "error": 0, "lost": 1, "unreachable": 0,
+    }  # fmt: skip
+    assert one(s, "mtpoold_missed_starts_total") == 2
+
+
 def test_per_account_series_only_when_asked() -> None:
     default = scrape(_collector())
     for name in default:  # no label anywhere carries an account id
@@ -594,3 +610,21 @@ async def test_accounts_connected_counts_live_connections_a_disabled_one_closes_
             " disabled account's is closed when it is disabled (after its call in flight) and"
             " sends no keepalive pings.\n"
         ) in text
+
+
+def test_the_daemon_feeds_the_cluster_families_from_its_doors_and_node() -> None:
+    from types import SimpleNamespace
+
+    from mtpoold._daemon import _cluster_metrics
+    from mtpoold._startwindow import StartWindow
+
+    window = StartWindow()
+    window.observe(0.2, 0.01)  # a start 200 ms late for its 10 ms window: missed
+    pool = SimpleNamespace(cluster=SimpleNamespace(start_window=window))
+    doors = SimpleNamespace(forwarded={"ok": 3})
+    assert _cluster_metrics(SimpleNamespace(cluster=None), None) is None  # one node
+    source = _cluster_metrics(pool, doors)  # type: ignore[arg-type]
+    assert source is not None
+    assert source() == {"forwarded": {"ok": 3}, "missed_starts": 1}
+    doors.forwarded = {"ok": 4}  # read at each scrape, not copied once
+    assert source()["forwarded"] == {"ok": 4}

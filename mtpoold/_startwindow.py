@@ -10,11 +10,17 @@ reserved (`mtpoold._lane.ProxyLane._shared_slot`): the whole slot is lost.
 
 So the window trades two costs of a saturated proxy, per start: the window itself, always
 paid, and a lost ``interval + window`` slot for each start later than it. With ``p(w)`` the
-share of recent starts later than ``w``, a saturated proxy makes one start per
+chance that a start is later than ``w``, a saturated proxy makes one start per
 ``(interval + w) / (1 - p(w))`` seconds; `StartWindow` picks the ``w`` that minimises that
-over this node's last `SAMPLES` wake-ups (`ProxyLane._shared_slot` reports each). A quiet
-node asks for about a millisecond or two; a loaded one for what its tail needs, up to
-`CEILING_S`. The figures of a run are in ``bench/RESULTS.md`` ("cluster").
+(`ProxyLane._shared_slot` reports each wake-up's lateness). ``p`` comes from this node's last
+`SAMPLES` wake-ups: a new wake-up is later than the one with k of them above it with chance
+``(k + 1) / (n + 1)`` (order statistics, nothing assumed of the distribution), and past the
+largest the chance falls off as an exponential whose scale is fitted to the top `TAIL_SHARE`
+(their mean excess). The fitted tail matters: the largest of n wake-ups is exceeded by one
+start in ``n + 1``, and at a 2 s interval each such miss costs 2 s, so a window set at the
+largest lateness seen would lose more to misses than it saves. A quiet node asks for a few
+milliseconds; a loaded one for what its tail needs, up to `CEILING_S`. The figures of a run
+are in ``bench/RESULTS.md`` ("cluster").
 """
 
 from __future__ import annotations
@@ -24,7 +30,15 @@ import collections
 import math
 from typing import Final, final
 
-__all__ = ["CEILING_S", "DEFAULT_S", "FLOOR_S", "MIN_SAMPLES", "SAMPLES", "StartWindow"]
+__all__ = [
+    "CEILING_S",
+    "DEFAULT_S",
+    "FLOOR_S",
+    "MIN_SAMPLES",
+    "SAMPLES",
+    "TAIL_SHARE",
+    "StartWindow",
+]
 
 #: Wake-ups a window is chosen from (the most recent ones).
 SAMPLES: Final = 512
@@ -38,6 +52,12 @@ FLOOR_S: Final = 0.001
 #: The widest window, seconds (and never more than a quarter of the interval): a node late
 #: by more than this is late by accident, not by habit.
 CEILING_S: Final = 0.050
+#: The top share of the wake-ups the tail's exponential scale is fitted to (at least
+#: `TAIL_MIN` of them).
+TAIL_SHARE: Final = 0.05
+TAIL_MIN: Final = 5
+#: The smallest tail scale (s) the fit may give: samples the clock cannot tell apart.
+TAIL_SCALE_MIN_S: Final = 0.0001
 #: New wake-ups after which a chosen window is chosen again (at once after a miss).
 REFRESH_EVERY: Final = 32
 
@@ -90,13 +110,22 @@ class StartWindow:
             return min(high, max(FLOOR_S, DEFAULT_S))
         late = sorted(self._late)
         n = len(late)
+        top = late[-1]
+        m = min(n - 1, max(TAIL_MIN, int(n * TAIL_SHARE)))
+        scale = max(TAIL_SCALE_MIN_S, sum(late[n - m :]) / m - late[n - m - 1])
+
+        def p_late(w: float) -> float:  # the chance the next start is later than w
+            if w < top:  # k samples above w: the next one is above it with chance (k+1)/(n+1)
+                return (n - bisect.bisect_right(late, w) + 1) / (n + 1)
+            return math.exp(-(w - top) / scale) / (n + 1)  # past them all: the fitted tail
+
+        # past the largest, (interval + w) / (1 - p) is least about where p'(w) = -1/interval
+        beyond = top + scale * math.log(max(1.0, interval_s / (scale * (n + 1))))
         best_w, best_period = high, math.inf
-        for w in sorted({max(FLOOR_S, x) for x in late if x <= high} | {high}):
-            above = n - bisect.bisect_right(late, w)  # starts later than w: their slot lost
-            if above < n:
-                period = (interval_s + w) / (1 - above / n)
-                if period < best_period:
-                    best_w, best_period = w, period
+        for w in sorted({min(high, max(FLOOR_S, w)) for w in (*late, beyond, high)}):
+            period = (interval_s + w) / (1 - p_late(w))
+            if period < best_period:
+                best_w, best_period = w, period
         return best_w
 
     @property

@@ -853,8 +853,14 @@ def _cross_problems(
         "session_string_env": {},
         "session_credential": {},
     }
+    string_sources = tuple(seen_string_source.items())
     for i, a in enumerate(accounts):
-        ident = _get(a, "id")
+        if type(a) is AccountConfig:  # most entries: attributes, no `_get` per key
+            ident, session, proxy = a.id, a.session, a.proxy
+            values: tuple[Any, ...] = (a.session_string, a.session_string_env, a.session_credential)
+        else:
+            ident, session, proxy = _get(a, "id"), _get(a, "session"), _get(a, "proxy")
+            values = tuple(_get(a, source) for source, _ in string_sources)
         if isinstance(ident, str):
             if ident in seen_id:
                 problems.append(
@@ -863,7 +869,6 @@ def _cross_problems(
                 )
             else:
                 seen_id[ident] = i
-        session = _get(a, "session")
         if isinstance(session, str) and session:
             key = _session_file_key(session, base_dir)
             if key in seen_session:
@@ -873,9 +878,8 @@ def _cross_problems(
                 )
             else:
                 seen_session[key] = i
-        for source, seen in seen_string_source.items():
-            value = _get(a, source)
-            if not isinstance(value, str) or not value.strip():
+        for (source, seen), value in zip(string_sources, values, strict=True):
+            if value is None or not isinstance(value, str) or not value.strip():
                 continue
             # One auth key, two accounts: Telegram revokes it (AUTH_KEY_DUPLICATED). The
             # value is compared, never shown (an inline session string is a secret).
@@ -892,7 +896,6 @@ def _cross_problems(
                 )
             else:
                 seen[value] = i
-        proxy = _get(a, "proxy")
         if isinstance(proxy, str) and proxy not in seen_proxy:
             problems.append(f"accounts[{i}].proxy: no proxy named {json.dumps(proxy)}")
     return problems
@@ -1070,22 +1073,23 @@ def parse_config(data: Mapping[str, Any], *, base_dir: Path) -> Config:
                     {**item, "name": class_name}, RateClassConfig, where, base_dir, problems
                 )
             )
-        entries: dict[str, list[Any]] = {}
-        raw_entries: dict[str, list[Any]] = {}
-        entry_classes: tuple[tuple[str, type], ...] = (
-            ("proxies", ProxyConfig),
-            ("accounts", AccountConfig),
-        )
-        for name, cls in entry_classes:
-            raw = data.get(name, [])
-            if not isinstance(raw, list):
-                problems.append(f"{name}: expected an array of tables, got {_show(raw)}")
-                raw = []
-            raw_entries[name] = raw
-            entries[name] = [
-                _structure_part(item, cls, f"{name}[{i}]", base_dir, problems)
-                for i, item in enumerate(raw)
-            ]
+    entries: dict[str, list[Any]] = {}
+    raw_entries: dict[str, list[Any]] = {}
+    entry_classes: tuple[tuple[str, type], ...] = (
+        ("proxies", ProxyConfig),
+        ("accounts", AccountConfig),
+    )
+    for name, cls in entry_classes:
+        raw = data.get(name, [])
+        if not isinstance(raw, list):
+            problems.append(f"{name}: expected an array of tables, got {_show(raw)}")
+            raw = []
+        raw_entries[name] = raw
+        entries[name] = [
+            _quick_entry(item, cls, base_dir)
+            or _structure_entry(item, cls, f"{name}[{i}]", base_dir, problems)
+            for i, item in enumerate(raw)
+        ]
     # Between entries: where an entry did not structure, judge its raw names.
     problems.extend(
         _cross_problems(
@@ -1117,6 +1121,32 @@ def parse_config(data: Mapping[str, Any], *, base_dir: Path) -> Config:
 def _in_document_order(problems: list[str]) -> list[str]:
     """Deduplicate; sort by section then entry index, keeping the order within an entry."""
     return in_document_order(problems, _SECTIONS)
+
+
+def _quick_entry(value: Any, cls: type, base_dir: Path) -> Any:
+    """A ``[[proxies]]`` or ``[[accounts]]`` entry built at once, validators on, when it is
+    of the plain kind (`Structurer.quick_fields`: known keys, values of their field's type;
+    no ``[accounts.telegram]``) and every validator passes; None otherwise, and
+    `_structure_entry` then finds every problem of it. The result is the one the full path
+    gives: the same fields, the session path resolved before the validators run."""
+    if attrs.validators.get_disabled():
+        return None  # the caller turned validators off: nothing would be checked here
+    fields = _DOCUMENT.quick_fields(value, cls)
+    if fields is None:
+        return None
+    session = fields.get("session")
+    if session:  # as `_resolve_paths`
+        fields["session"] = str(base_dir / Path(session).expanduser())
+    try:
+        return cls(**fields)  # every validator of the entry runs (and defaults apply)
+    except Exception:
+        return None  # a problem (or a missing key): the full path reports it
+
+
+def _structure_entry(value: Any, cls: type, path: str, base_dir: Path, problems: list[str]) -> Any:
+    """`_structure_part` with validators disabled while structuring."""
+    with attrs.validators.disabled():
+        return _structure_part(value, cls, path, base_dir, problems)
 
 
 def _structure_part(value: Any, cls: type, path: str, base_dir: Path, problems: list[str]) -> Any:

@@ -35,7 +35,7 @@ import cattrs.preconf.tomllib
 from ._errors import ConfigError
 from ._gcpause import gc_paused
 from ._listen import DEFAULT_LISTEN, ListenAddressError, parse_listen
-from ._sessionfiles import session_file_path
+from ._sessionfiles import SESSION_SUFFIX, session_file_path
 from ._validation import EXPECT as _EXPECT
 from ._validation import FAILED as _FAILED
 from ._validation import SECRET as _SECRET
@@ -818,8 +818,25 @@ class Config:
         return attrs.evolve(self.telegram, **changes)
 
 
-def _session_file_key(session: str, base_dir: Path | None) -> str:
+def _session_file_key(
+    session: str, base_dir: Path | None, real_dirs: dict[str, str] | None = None
+) -> str:
+    """The session file's real path (symbolic links resolved): two accounts naming one file
+    by two paths share it. ``real_dirs`` remembers each directory's real path between calls
+    (`_cross_problems` asks once per account: 100,000 full resolutions, one ``lstat`` per
+    path component each, were most of a parse of session files)."""
     # "a" and "a.session" are one file (`session_file_path`)
+    if real_dirs is not None and base_dir is not None and not session.startswith(("~", "//")):
+        text = session if session.endswith(SESSION_SUFFIX) else session + SESSION_SUFFIX
+        parent, name = os.path.split(os.path.join(str(base_dir), text))
+        if name not in ("", ".", "..") and parent:
+            real_parent = real_dirs.get(parent)
+            if real_parent is None:
+                real_parent = real_dirs[parent] = str(Path(parent).resolve(strict=False))
+            candidate = os.path.join(real_parent, name)
+            # what `os.path.realpath` does with the last component: a link is followed
+            if not os.path.islink(candidate):
+                return candidate
     full = session_file_path(session).expanduser()
     if base_dir is not None:
         full = base_dir / full
@@ -848,6 +865,7 @@ def _cross_problems(
                 seen_proxy[name] = i
     seen_id: dict[str, int] = {}
     seen_session: dict[str, int] = {}
+    real_dirs: dict[str, str] = {}  # `_session_file_key`: a directory's real path, once
     seen_string_source: dict[str, dict[str, int]] = {
         "session_string": {},
         "session_string_env": {},
@@ -870,7 +888,7 @@ def _cross_problems(
             else:
                 seen_id[ident] = i
         if isinstance(session, str) and session:
-            key = _session_file_key(session, base_dir)
+            key = _session_file_key(session, base_dir, real_dirs)
             if key in seen_session:
                 problems.append(
                     f"accounts[{i}].session: same session file as accounts[{seen_session[key]}]"
@@ -1136,11 +1154,23 @@ def _quick_entry(value: Any, cls: type, base_dir: Path) -> Any:
         return None
     session = fields.get("session")
     if session:  # as `_resolve_paths`
-        fields["session"] = str(base_dir / Path(session).expanduser())
+        fields["session"] = _under(base_dir, session)
     try:
         return cls(**fields)  # every validator of the entry runs (and defaults apply)
     except Exception:
         return None  # a problem (or a missing key): the full path reports it
+
+
+_NOT_PLAIN_PATH: Final = re.compile(r"^~|//|(?:^|/)\.(?:/|$)|/$")
+
+
+def _under(base_dir: Path, path: str) -> str:
+    """``str(base_dir / Path(path).expanduser())``: string joining when ``path`` is one that
+    `pathlib` would keep as written (no ``~``, ``//``, ``.`` component or trailing ``/``),
+    the `pathlib` way otherwise."""
+    if _NOT_PLAIN_PATH.search(path) is None:
+        return os.path.join(str(base_dir), path)
+    return str(base_dir / Path(path).expanduser())
 
 
 def _structure_entry(value: Any, cls: type, path: str, base_dir: Path, problems: list[str]) -> Any:

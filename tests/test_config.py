@@ -915,3 +915,41 @@ def test_quick_path_off_while_validators_are_disabled() -> None:
     entries go the full way, which still finds every problem."""
     with attrs.validators.disabled():
         assert "accounts[0].id" in problems(doc(accounts=[account(0, id="-x")]))[0]
+
+
+PATH_CASES = ["a", "a/b", "../a", "a/../b", "/abs/x", "//x", "./a", "a/./b", "a/.", ".", "a/",
+              "~", "~/x", "a//b", "a/.b", ".a", "...", " ", "/", "..", "a/..", "é/ü"]  # fmt: skip
+
+
+@pytest.mark.parametrize("base", [Path("/etc/mtpoold"), Path("/"), Path("rel/dir")])
+def test_session_paths_join_as_pathlib_does(base: Path) -> None:
+    from mtpoold._config import _under
+
+    for path in PATH_CASES:
+        assert _under(base, path) == str(base / Path(path).expanduser()), path
+
+
+def test_session_file_keys_with_remembered_directories_equal_full_resolution(
+    tmp_path: Path,
+) -> None:
+    """`_session_file_key` with a directory cache (what `_cross_problems` uses) gives what
+    resolving each path in full gives: links in a directory or as the file followed,
+    ``.`` and ``..`` components, absolute paths, files that do not exist."""
+    from mtpoold._config import _session_file_key
+
+    real = tmp_path / "real"
+    (real / "sub").mkdir(parents=True)
+    (tmp_path / "linked").symlink_to(real)
+    (real / "target.session").write_text("")
+    (real / "alias.session").symlink_to(real / "target.session")
+    (real / "dangling.session").symlink_to(tmp_path / "nowhere.session")
+    names = ["a", "a.session", "sub/a", "sub/../a", "./a", "linked/a", "linked/sub/a",
+             "linked/alias", "real/alias.session", "real/dangling", "linked/..", "x/../linked/a",
+             str(tmp_path / "linked" / "target"), "linked//sub//a", ".", ".."]  # fmt: skip
+    remembered: dict[str, str] = {}
+    for base in (tmp_path, tmp_path / "linked", real / "sub"):
+        for name in names:
+            expected = _session_file_key(name, base)
+            assert _session_file_key(name, base, remembered) == expected, (base, name)
+    key = _session_file_key
+    assert key("linked/alias", tmp_path, {}) == key("real/target", tmp_path, {})

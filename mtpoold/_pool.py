@@ -2041,6 +2041,11 @@ async def open_pool(
     disconnected (shielded, bounded by ``CLOSE_TIMEOUT_S`` = 10 s), every task is gone and
     the session locks are released.
 
+    A pool of `mtpoold._gcpause.FREEZE_AT_ACCOUNTS` (20,000) accounts or more moves
+    everything alive in the process into the cyclic collector's permanent generation once
+    built (``gc.freeze()``; each reload thaws, collects once and freezes again) and thaws it
+    on exit: an embedding program's cycles made before the open wait for that.
+
     Args:
         config: A validated :class:`mtpoold.Config`.
         telegram: The clients, ``classify``, request checks, session locks and runtime.

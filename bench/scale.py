@@ -182,7 +182,8 @@ def idle_probe(accounts: int, proxies: int, picks: int, invokes: int) -> dict[st
 
 def fleet_probe(accounts: int, proxies: int) -> dict[str, Any]:
     """Child: a very large idle fleet: start-up (parse_config + open_pool), RSS per idle
-    account, ``statistics()`` with and without the per-account snapshots, close."""
+    account, ``statistics()`` with and without the per-account snapshots, a reload of the
+    same config, close; and, apart, ``parse_config`` of the fleet with session files."""
     import trio
 
     from mtpoold._compose import open_pool
@@ -214,9 +215,22 @@ def fleet_probe(accounts: int, proxies: int) -> dict[str, Any]:
                     times.append(time.perf_counter() - t0)
                 out[f"stats_{key}_p50"] = percentile(times, 50)
             t = time.perf_counter()
+            await pool.reload(config)  # nothing changed: what SIGHUP costs a steady fleet
+            out["reload_s"] = time.perf_counter() - t
+            t = time.perf_counter()
         out["close_s"] = time.perf_counter() - t
 
     trio.run(main)
+    # the same fleet with a session file per account (files that do not exist: the paths
+    # are resolved, nothing is read), after the pool is gone: its own figure
+    files = config_dict(accounts, proxies)
+    for i, entry in enumerate(files["accounts"]):
+        del entry["session_string"]
+        entry["session"] = f"sessions/a{i}.session"
+    with tempfile.TemporaryDirectory() as tmp:
+        t = time.perf_counter()
+        parse_config(files, base_dir=Path(tmp))
+        out["parse_files_s"] = time.perf_counter() - t
     return out
 
 
@@ -355,6 +369,15 @@ def run(*, quick: bool) -> Report:
         fleet_start <= 3.0,
     )
     report.row(
+        f"parse_config, {where}, a session file per account",
+        f"{fleet['parse_files_s']:.1f} s",
+        f"{fleet['parse_s']:.1f} s with session strings",
+    )
+    report.row(
+        f"reload of the same config (Pool.reload), {where}",
+        f"{fleet['reload_s']:.1f} s",
+    )
+    report.row(
         f"statistics() summary (accounts=False), {where}, median of 5",
         ms(fleet["stats_summary_p50"], 0),
         "",
@@ -428,6 +451,8 @@ def run(*, quick: bool) -> Report:
         fleet_summary=ms(fleet["stats_summary_p50"], 0),
         fleet_full=ms(fleet["stats_full_p50"], 0),
         fleet_close=f"{fleet['close_s']:.1f} s",
+        fleet_reload=f"{fleet['reload_s']:.1f} s",
+        fleet_parse_files=f"{fleet['parse_files_s']:.1f} s",
     )
     return report
 
@@ -454,19 +479,30 @@ ANALYSIS: Final = """
   left is building one `AccountStatistics` attrs instance per account in
   `AccountWorker.statistics` (mtpoold/_account.py). The max ({stats_max}) is where a garbage
   collection lands inside one snapshot, not the median path.
-- **The large fleet.** Start-up took {fleet_start} (parse {fleet_parse}, open {fleet_open}):
-  Python's cyclic garbage collector is paused while `parse_config` and the pool build the
-  fleet (mtpoold/_gcpause.py; with it on, it walked the growing heap again and again: most
-  of the open), the validators run by a per-class plan that skips leaf values and
-  `_cross_problems` runs once, not again in `Config`'s own validator. The collection the pause
-  defers costs {fleet_gc} once (the `gc.collect` right after the open). What is left is
-  structuring and validating each entry (cattrs, then every attrs validator), importing
-  Telethon (inside the open) and building one `AccountWorker` per account with its lock,
-  request guard and index entries. The summary (`statistics(accounts=False)`) took
-  {fleet_summary}: account states counted in one loop (`mtpoold._account.count_states`), the
-  budget limits summed over runs of first-seen times (`BudgetBook.summed_limits`) instead of
-  per account, and a lane at rest gives its last snapshot again (`ProxyLane.statistics`);
-  the full snapshot {fleet_full} builds one `AccountStatistics` per account, with the
+- **The large fleet.** Start-up took {fleet_start} (parse {fleet_parse}, open {fleet_open}).
+  `parse_config` builds a plain `[[accounts]]` or `[[proxies]]` entry (known keys, values of
+  their field's type) in one constructor call with its validators on
+  (`Structurer.quick_fields`); an entry that is not plain, or that a validator refuses, goes
+  the full way (cattrs, then every validator), which writes its problem lines as before.
+  With a session file per account the parse took {fleet_parse_files}: the duplicate-file
+  check resolves each directory once and then follows only a link in the last component,
+  as `os.path.realpath` does. Python's cyclic garbage collector is paused while the config
+  and the pool are built, and a fleet this large is then frozen out of its sight
+  (`gc.freeze`, mtpoold/_gcpause.py): the `gc.collect` right after the open took
+  {fleet_gc}, where it walked the whole fleet before, as every later full collection
+  would. A reload thaws, collects once and freezes again, so cycles of what it replaced are
+  still collected: the reload of the same config took {fleet_reload}, that collection
+  included (it compares each proxy's wire form once, not once per account, and syncs
+  budgets only for accounts with spends or holds). What is left of the open, in order of
+  cost in a profile: building one `AccountWorker` per account (its lock, request guard and
+  peer book), adding it to the dispatcher's ready index, importing Telethon, and one
+  `ProxyLane` per proxy with its two histograms; of the parse, the entries' constructors and
+  validators, then the cross-checks between entries. The summary
+  (`statistics(accounts=False)`) took {fleet_summary}: account states counted in one loop
+  (`mtpoold._account.count_states`) and one snapshot per lane (a lane at rest gives its last
+  one again, `ProxyLane.statistics`), about evenly; the budget limits are summed over runs of
+  first-seen times (`BudgetBook.summed_limits`). The full snapshot {fleet_full} builds one
+  `AccountStatistics` per account, most of it in `AccountWorker.statistics`, with the
   collector paused while it does. Closing the pool took {fleet_close}.
 - **Config knobs, no patches.** The invoke figures reload the same config with every proxy
   at `interval_s = 0` (`Pool.reload`, what SIGHUP does); the connected figures set

@@ -35,7 +35,7 @@ import cattrs.preconf.tomllib
 from ._errors import ConfigError
 from ._gcpause import gc_paused
 from ._listen import DEFAULT_LISTEN, ListenAddressError, parse_listen
-from ._sessionfiles import session_file_path
+from ._sessionfiles import SESSION_SUFFIX, session_file_path
 from ._validation import EXPECT as _EXPECT
 from ._validation import FAILED as _FAILED
 from ._validation import SECRET as _SECRET
@@ -818,8 +818,25 @@ class Config:
         return attrs.evolve(self.telegram, **changes)
 
 
-def _session_file_key(session: str, base_dir: Path | None) -> str:
+def _session_file_key(
+    session: str, base_dir: Path | None, real_dirs: dict[str, str] | None = None
+) -> str:
+    """The session file's real path (symbolic links resolved): two accounts naming one file
+    by two paths share it. ``real_dirs`` remembers each directory's real path between calls
+    (`_cross_problems` asks once per account: 100,000 full resolutions, one ``lstat`` per
+    path component each, were most of a parse of session files)."""
     # "a" and "a.session" are one file (`session_file_path`)
+    if real_dirs is not None and base_dir is not None and not session.startswith(("~", "//")):
+        text = session if session.endswith(SESSION_SUFFIX) else session + SESSION_SUFFIX
+        parent, name = os.path.split(os.path.join(str(base_dir), text))
+        if name not in ("", ".", "..") and parent:
+            real_parent = real_dirs.get(parent)
+            if real_parent is None:
+                real_parent = real_dirs[parent] = str(Path(parent).resolve(strict=False))
+            candidate = os.path.join(real_parent, name)
+            # what `os.path.realpath` does with the last component: a link is followed
+            if not os.path.islink(candidate):
+                return candidate
     full = session_file_path(session).expanduser()
     if base_dir is not None:
         full = base_dir / full
@@ -848,13 +865,20 @@ def _cross_problems(
                 seen_proxy[name] = i
     seen_id: dict[str, int] = {}
     seen_session: dict[str, int] = {}
+    real_dirs: dict[str, str] = {}  # `_session_file_key`: a directory's real path, once
     seen_string_source: dict[str, dict[str, int]] = {
         "session_string": {},
         "session_string_env": {},
         "session_credential": {},
     }
+    string_sources = tuple(seen_string_source.items())
     for i, a in enumerate(accounts):
-        ident = _get(a, "id")
+        if type(a) is AccountConfig:  # most entries: attributes, no `_get` per key
+            ident, session, proxy = a.id, a.session, a.proxy
+            values: tuple[Any, ...] = (a.session_string, a.session_string_env, a.session_credential)
+        else:
+            ident, session, proxy = _get(a, "id"), _get(a, "session"), _get(a, "proxy")
+            values = tuple(_get(a, source) for source, _ in string_sources)
         if isinstance(ident, str):
             if ident in seen_id:
                 problems.append(
@@ -863,9 +887,8 @@ def _cross_problems(
                 )
             else:
                 seen_id[ident] = i
-        session = _get(a, "session")
         if isinstance(session, str) and session:
-            key = _session_file_key(session, base_dir)
+            key = _session_file_key(session, base_dir, real_dirs)
             if key in seen_session:
                 problems.append(
                     f"accounts[{i}].session: same session file as accounts[{seen_session[key]}]"
@@ -873,9 +896,8 @@ def _cross_problems(
                 )
             else:
                 seen_session[key] = i
-        for source, seen in seen_string_source.items():
-            value = _get(a, source)
-            if not isinstance(value, str) or not value.strip():
+        for (source, seen), value in zip(string_sources, values, strict=True):
+            if value is None or not isinstance(value, str) or not value.strip():
                 continue
             # One auth key, two accounts: Telegram revokes it (AUTH_KEY_DUPLICATED). The
             # value is compared, never shown (an inline session string is a secret).
@@ -892,7 +914,6 @@ def _cross_problems(
                 )
             else:
                 seen[value] = i
-        proxy = _get(a, "proxy")
         if isinstance(proxy, str) and proxy not in seen_proxy:
             problems.append(f"accounts[{i}].proxy: no proxy named {json.dumps(proxy)}")
     return problems
@@ -1070,22 +1091,23 @@ def parse_config(data: Mapping[str, Any], *, base_dir: Path) -> Config:
                     {**item, "name": class_name}, RateClassConfig, where, base_dir, problems
                 )
             )
-        entries: dict[str, list[Any]] = {}
-        raw_entries: dict[str, list[Any]] = {}
-        entry_classes: tuple[tuple[str, type], ...] = (
-            ("proxies", ProxyConfig),
-            ("accounts", AccountConfig),
-        )
-        for name, cls in entry_classes:
-            raw = data.get(name, [])
-            if not isinstance(raw, list):
-                problems.append(f"{name}: expected an array of tables, got {_show(raw)}")
-                raw = []
-            raw_entries[name] = raw
-            entries[name] = [
-                _structure_part(item, cls, f"{name}[{i}]", base_dir, problems)
-                for i, item in enumerate(raw)
-            ]
+    entries: dict[str, list[Any]] = {}
+    raw_entries: dict[str, list[Any]] = {}
+    entry_classes: tuple[tuple[str, type], ...] = (
+        ("proxies", ProxyConfig),
+        ("accounts", AccountConfig),
+    )
+    for name, cls in entry_classes:
+        raw = data.get(name, [])
+        if not isinstance(raw, list):
+            problems.append(f"{name}: expected an array of tables, got {_show(raw)}")
+            raw = []
+        raw_entries[name] = raw
+        entries[name] = [
+            _quick_entry(item, cls, base_dir)
+            or _structure_entry(item, cls, f"{name}[{i}]", base_dir, problems)
+            for i, item in enumerate(raw)
+        ]
     # Between entries: where an entry did not structure, judge its raw names.
     problems.extend(
         _cross_problems(
@@ -1117,6 +1139,44 @@ def parse_config(data: Mapping[str, Any], *, base_dir: Path) -> Config:
 def _in_document_order(problems: list[str]) -> list[str]:
     """Deduplicate; sort by section then entry index, keeping the order within an entry."""
     return in_document_order(problems, _SECTIONS)
+
+
+def _quick_entry(value: Any, cls: type, base_dir: Path) -> Any:
+    """A ``[[proxies]]`` or ``[[accounts]]`` entry built at once, validators on, when it is
+    of the plain kind (`Structurer.quick_fields`: known keys, values of their field's type;
+    no ``[accounts.telegram]``) and every validator passes; None otherwise, and
+    `_structure_entry` then finds every problem of it. The result is the one the full path
+    gives: the same fields, the session path resolved before the validators run."""
+    if attrs.validators.get_disabled():
+        return None  # the caller turned validators off: nothing would be checked here
+    fields = _DOCUMENT.quick_fields(value, cls)
+    if fields is None:
+        return None
+    session = fields.get("session")
+    if session:  # as `_resolve_paths`
+        fields["session"] = _under(base_dir, session)
+    try:
+        return cls(**fields)  # every validator of the entry runs (and defaults apply)
+    except Exception:
+        return None  # a problem (or a missing key): the full path reports it
+
+
+_NOT_PLAIN_PATH: Final = re.compile(r"^~|//|(?:^|/)\.(?:/|$)|/$")
+
+
+def _under(base_dir: Path, path: str) -> str:
+    """``str(base_dir / Path(path).expanduser())``: string joining when ``path`` is one that
+    `pathlib` would keep as written (no ``~``, ``//``, ``.`` component or trailing ``/``),
+    the `pathlib` way otherwise."""
+    if _NOT_PLAIN_PATH.search(path) is None:
+        return os.path.join(str(base_dir), path)
+    return str(base_dir / Path(path).expanduser())
+
+
+def _structure_entry(value: Any, cls: type, path: str, base_dir: Path, problems: list[str]) -> Any:
+    """`_structure_part` with validators disabled while structuring."""
+    with attrs.validators.disabled():
+        return _structure_part(value, cls, path, base_dir, problems)
 
 
 def _structure_part(value: Any, cls: type, path: str, base_dir: Path, problems: list[str]) -> Any:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import datetime as dt
+import functools
 import logging
 import math
 import random
@@ -37,7 +38,7 @@ from ._budget import BudgetBook, RequestGuard, WarmUp
 from ._config import AccountConfig, Config, ProxyConfig, proxy_key
 from ._dispatch import BackoffPastDeadline, Dispatcher, Job
 from ._errors import ErrorClass, Failure, JobFailed, MtpooldError, RateClassBlocked
-from ._gcpause import gc_paused
+from ._gcpause import FrozenFleet, gc_paused
 from ._jobs import JobPhase, JobRegistry, JobStatistics
 from ._lane import NO_PROXY, LeaseUnconfirmed, ProxyCoolingDown, ProxyLane, SharedStart
 from ._logformat import iso_utc, log_event
@@ -280,6 +281,19 @@ def _wire(proxy: ProxyConfig | None) -> ProxyConfig | None:
     return None if proxy is None else attrs.evolve(proxy, capacity=1, interval_s=0.0)
 
 
+#: The tags of an account that has none: one set for all of them (100,000 accounts).
+_NO_TAGS: Final[frozenset[str]] = frozenset()
+
+
+def _tags_of(acc_cfg: AccountConfig) -> frozenset[str]:
+    return frozenset(acc_cfg.tags) if acc_cfg.tags else _NO_TAGS
+
+
+def _wire_of(acc_cfg: AccountConfig, wires: Mapping[str, ProxyConfig | None]) -> Any:
+    """`_wire` of the account's proxy, looked up in ``wires`` (`_wire` by proxy name)."""
+    return None if acc_cfg.proxy is None else wires[acc_cfg.proxy]
+
+
 def _utc_iso(ts: float) -> str:
     return (
         dt.datetime.fromtimestamp(ts, dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
@@ -351,6 +365,12 @@ class Pool:
     #: Cluster mode: the node's view for the doors (node name, live nodes, holders, status
     #: publishing: `mtpoold._clusterrun.ClusterNode`), set by the cluster task; None: one node.
     cluster: Any = attrs.field(init=False, default=None)
+    #: A large fleet out of the cyclic collector's sight once built (mtpoold/_gcpause.py).
+    _frozen: FrozenFleet = attrs.field(init=False, factory=FrozenFleet)
+    #: What every `RequestGuard` is handed (`_guard_for`): made once.
+    _guard_hooks: tuple[Callable[[str, str], float], Callable[[str], None]] | None = attrs.field(
+        init=False, default=None
+    )
 
     @gc_paused()  # 100,000 workers, locks, lanes: see mtpoold/_gcpause.py
     def __attrs_post_init__(self) -> None:
@@ -370,6 +390,7 @@ class Pool:
         for acc in self._accounts.values():
             self._dispatch.add(acc)
         self._nursery.start_soon(self._dispatch.run, name="dispatcher-timer")
+        self._frozen.freeze(len(self._accounts))
 
     def __repr__(self) -> str:
         return (
@@ -436,7 +457,7 @@ class Pool:
             nursery=self._nursery,
             connect_timeout_s=tg.connect_timeout_s,
             idle_disconnect_s=tg.idle_disconnect_s,
-            tags=frozenset(acc_cfg.tags),
+            tags=_tags_of(acc_cfg),
             peer_book=self._peers.book(acc_cfg.id) if self._peers is not None else None,
             request_guard=self._guard_for(acc_cfg.id),
         )
@@ -472,14 +493,39 @@ class Pool:
             self._book, self._book_off = None, old
         self._dispatch.route_by_knowledge = economy.route_by_knowledge
         self._dispatch.knower_wait_s = economy.knower_wait_s
+        spenders = self._budget_spenders()
         for acc in self._accounts.values():  # clients keep their guard: update it
             guard = acc.request_guard
             if isinstance(guard, RequestGuard):
                 guard.classes, guard.book = self._classes, self._book
             # holds of the old limits: recomputed with the new ones, or lifted
-            for name in self._dispatch.budget_holds(acc.id):
+            held = self._dispatch.budget_holds(acc.id)
+            for name in held:
                 self._dispatch.hold_class(acc, name, float("-inf"))
-            self._sync_budget(acc, force=True)
+            if held or acc.id in spenders:
+                self._sync_budget(acc, force=True)
+        self._save_spends()
+
+    def _budget_spenders(self) -> set[str]:
+        """The accounts with spends inside a budget window (`BudgetBook.spenders`) or not yet
+        synced (``_spent_by``): the only ones `_sync_budget` can hold. One that spent nothing
+        can spend now (every limit is >= 1), so syncing it would only lift holds, which the
+        callers lift themselves: they skip it (at 100,000 accounts, per-class window sums
+        for each were most of a reload)."""
+        book = self._book
+        if book is None:
+            return set()
+        now_unix = self._wall_clock()
+        found = set(self._spent_by)
+        for name in book.budgeted():
+            found.update(book.spenders(name, now_unix))
+        return found
+
+    def _save_spends(self) -> None:
+        """Write the budget spends not yet in the state store (what `_sync_budget` does last)."""
+        book = self._book
+        if book is not None and self._store is not None and book.unsaved:
+            self._store.add_budget_spends(book.take_unsaved())
 
     def _new_job(
         self,
@@ -508,14 +554,17 @@ class Pool:
     def _guard_for(self, account_id: str) -> RequestGuard:
         if self._book is not None:
             self._book.first_seen.setdefault(account_id, self._wall_clock())
+        hooks = self._guard_hooks
+        if hooks is None:  # one pair of bound methods for every guard, not one per account
+            hooks = self._guard_hooks = (self._dispatch.class_flood_until_at, self._spent_by.add)
         return RequestGuard(
             account_id,
             self._classes,
-            self._dispatch.class_flood_until_at,
+            hooks[0],
             trio.current_time,
             self._wall_clock,
             self._book,
-            self._spent_by.add,
+            hooks[1],
         )
 
     def _sync_budget(self, acc: AccountWorker, *, force: bool = False) -> None:
@@ -537,8 +586,8 @@ class Pool:
             self._store.add_budget_spends(spends)
 
     def _factory_for(self, acc_cfg: AccountConfig) -> Callable[[], Client]:
-        factory = self._client_factory
-        return lambda: factory(acc_cfg)
+        # a partial: a third of a closure's memory, once per account
+        return functools.partial(self._client_factory, acc_cfg)
 
     # -- state store -----------------------------------------------------------------------
 
@@ -587,8 +636,11 @@ class Pool:
                     )
         if self._book is not None:
             self._restore_budgets(self._book)
+            spenders = self._budget_spenders()  # the others: nothing to hold (no spend)
             for acc in self._accounts.values():
-                self._sync_budget(acc, force=True)
+                if acc.id in spenders or self._dispatch.budget_holds(acc.id):
+                    self._sync_budget(acc, force=True)
+            self._save_spends()
         self._orphaned = tuple(sorted(self._store.account_ids() - set(self._accounts)))
         for acc_id in self._orphaned:
             log_event(
@@ -1215,9 +1267,17 @@ class Pool:
             SessionLocked: a new account's session is held by another process; nothing
                 was changed.
         """
+        summary = self._reload(config)
+        self._frozen.refreeze(len(self._accounts))  # a large fleet: out of the collector's way
+        return summary
+
+    @gc_paused()  # a reload that adds 100,000 accounts builds as much as the start-up
+    def _reload(self, config: Config) -> ReloadSummary:
+        """`reload`'s work, in one step (nothing in it waits); raises as `reload` does."""
         factory = self._make_factory(config)  # may raise ConfigError: nothing changed yet
         new_cfgs = {a.id: a for a in config.accounts}
         added = [i for i in new_cfgs if i not in self._accounts]
+        joining = set(added)
         removed = [i for i, a in self._accounts.items() if i not in new_cfgs and not a.retired]
         # Removed by an earlier reload but still draining its last call: take it back.
         revived = [i for i in new_cfgs if i in self._accounts and self._accounts[i].retired]
@@ -1226,13 +1286,15 @@ class Pool:
             self._session_locks.update(lock([new_cfgs[i] for i in added]))
         old_config, self._config, self._client_factory = self._config, config, factory
         self._set_economy(config, reload=True)
-        old_proxies = {p.name: p for p in old_config.proxies}
+        # each proxy as the connection sees it, once per proxy (not once per account)
+        old_wires = {p.name: _wire(p) for p in old_config.proxies}
+        new_wires = {p.name: _wire(p) for p in config.proxies}
         for proxy in config.proxies:
             lane = self._lanes.get(proxy_key(proxy))
             if lane is not None:
                 lane.name = proxy.name
                 lane.reconfigure(capacity=proxy.capacity, interval_s=proxy.interval_s)
-                if _wire(proxy) != _wire(old_proxies.get(proxy.name)):
+                if new_wires[proxy.name] != old_wires.get(proxy.name):
                     # a new address or credentials: the cooldown was the old settings' fault
                     self._dispatch.clear_lane_cooldown(lane)
         if (direct_lane := self._lanes.get(NO_PROXY)) is not None:
@@ -1244,22 +1306,33 @@ class Pool:
             acc = self._accounts[acc_id]
             self._lane_accounts[acc.lane.key][acc_id] = acc
             self._dispatch.add(acc)
+        same_telegram = config.telegram == old_config.telegram
         for acc_id, acc_cfg in new_cfgs.items():
-            if acc_id in added:
+            if acc_id in joining:
                 self._add_account(acc_cfg)
                 self._dispatch.add(self._accounts[acc_id])
                 continue
             acc = self._accounts[acc_id]
             old_cfg = self._account_cfgs[acc_id]
             tg = config.telegram_for(acc_cfg)
-            acc.set_tags(frozenset(acc_cfg.tags))
+            acc.set_tags(_tags_of(acc_cfg))
             acc.connect_timeout_s = tg.connect_timeout_s
             acc.idle_disconnect_s = tg.idle_disconnect_s
             self._account_cfgs[acc_id] = acc_cfg
             same = (
-                attrs.evolve(acc_cfg, tags=old_cfg.tags) == old_cfg
-                and _wire(config.proxy_for(acc_cfg)) == _wire(old_config.proxy_for(old_cfg))
-                and tg == old_config.telegram_for(old_cfg)
+                (
+                    acc_cfg == old_cfg  # most accounts: no copy to compare
+                    or (
+                        acc_cfg.tags != old_cfg.tags
+                        and attrs.evolve(acc_cfg, tags=old_cfg.tags) == old_cfg
+                    )
+                )
+                and _wire_of(acc_cfg, new_wires) == _wire_of(old_cfg, old_wires)
+                and (
+                    same_telegram
+                    if acc_cfg.telegram is None and old_cfg.telegram is None
+                    else tg == old_config.telegram_for(old_cfg)
+                )
             )
             if not same:
                 reconnected.append(acc_id)
@@ -1943,6 +2016,7 @@ class Pool:
                         nursery.start_soon(acc.aclose)
         finally:
             self._release_session_locks()
+            self._frozen.thaw()
 
 
 @asynccontextmanager
@@ -1966,6 +2040,11 @@ async def open_pool(
     dispatcher's timer and the accounts' connection watchers. On exit, every client is
     disconnected (shielded, bounded by ``CLOSE_TIMEOUT_S`` = 10 s), every task is gone and
     the session locks are released.
+
+    A pool of `mtpoold._gcpause.FREEZE_AT_ACCOUNTS` (20,000) accounts or more moves
+    everything alive in the process into the cyclic collector's permanent generation once
+    built (``gc.freeze()``; each reload thaws, collects once and freezes again) and thaws it
+    on exit: an embedding program's cycles made before the open wait for that.
 
     Args:
         config: A validated :class:`mtpoold.Config`.

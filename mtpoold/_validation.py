@@ -237,6 +237,53 @@ def _field_plan(cls: type) -> tuple[tuple[attrs.Attribute[Any], Any], ...]:
     return plan
 
 
+#: What a quick check (`Structurer.quick_fields`) answers for a value it does not take.
+_NOT_QUICK: Final = object()
+
+
+def _quick_check(t: Any) -> Callable[[Any], Any] | None:
+    """A check of one field's value taking exactly what the strict hooks take without a
+    problem, for the common types (``str``, ``int``, ``float``, ``bool``, a ``Literal`` of
+    strings, ``X | None``, ``tuple[str, ...]``); it returns the structured value or
+    `_NOT_QUICK`. None: no quick check for this type (an entry using the field takes the
+    full path)."""
+    if t is str:
+        return lambda v: v if type(v) is str else _NOT_QUICK
+    if t is int:
+        return lambda v: v if type(v) is int else _NOT_QUICK
+    if t is bool:
+        return lambda v: v if type(v) is bool else _NOT_QUICK
+    if t is float:
+        return lambda v: v if type(v) is float else float(v) if type(v) is int else _NOT_QUICK
+    if _is_literal(t):
+        allowed = get_args(t)
+        if not all(type(a) is str for a in allowed):
+            return None
+        choices = frozenset(allowed)
+        return lambda v: v if type(v) is str and v in choices else _NOT_QUICK
+    if _is_union(t):
+        members = get_args(t)
+        others = [m for m in members if m is not type(None)]
+        if len(members) != 2 or len(others) != 1:
+            return None
+        inner = _quick_check(others[0])
+        if inner is None:
+            return None
+        return lambda v: None if v is None else inner(v)
+    if _is_homogeneous_tuple(t) and get_args(t)[0] is str:
+
+        def str_tuple(v: Any) -> Any:
+            if type(v) is not list and type(v) is not tuple:
+                return _NOT_QUICK
+            for item in v:
+                if type(item) is not str:
+                    return _NOT_QUICK
+            return tuple(v)
+
+        return str_tuple
+    return None
+
+
 def did_you_mean(word: str, choices: Iterable[str], *, fold_case: bool = False) -> str:
     """``"; did you mean X?"`` for the known name closest to ``word`` (``"X or Y"`` when
     several are equally close, at most 3), or ``""`` when none is close enough
@@ -393,6 +440,46 @@ class Structurer:
         conv.register_structure_hook_func(_is_str_dict, self._structure_str_dict)
         conv.register_structure_hook_factory(attrs.has, self._attrs_factory)
         self.converter: Final = conv
+        self._quick_plans: dict[type, dict[str, Callable[[Any], Any]]] = {}
+
+    def quick_fields(self, value: Any, cls: type) -> dict[str, Any] | None:
+        """The keyword arguments of ``cls`` for ``value`` when every key of it is a field of
+        ``cls`` whose type has a quick check (`_quick_check`) and every value passes it:
+        exactly what structuring through the converter gives for such a value, without its
+        per-field dispatch (at 100,000 accounts most of ``parse_config``). None otherwise:
+        a key the class does not have, a value of another type, or a field without a quick
+        check; the caller then structures ``value`` the full way, which reports why.
+
+        Neither validators nor defaults are applied here: constructing ``cls(**fields)``
+        does both (and fails on a missing required key).
+        """
+        if type(value) is not dict:
+            return None
+        plan = self._quick_plans.get(cls)
+        if plan is None:
+            plan = self._quick_plans[cls] = self._quick_plan(cls)
+        fields: dict[str, Any] = {}
+        for key, v in value.items():
+            check = plan.get(key)
+            if check is None:
+                return None
+            v = check(v)
+            if v is _NOT_QUICK:
+                return None
+            fields[key] = v
+        return fields
+
+    @staticmethod
+    def _quick_plan(cls: type) -> dict[str, Callable[[Any], Any]]:
+        attrs.resolve_types(cls)
+        plan: dict[str, Callable[[Any], Any]] = {}
+        for a in attrs.fields(cls):
+            if not a.init or a.alias != a.name:
+                return {}  # keys that are not plain field names: never quick
+            check = _quick_check(a.type)
+            if check is not None:
+                plan[a.name] = check
+        return plan
 
     def _structure_union(self, value: Any, t: Any) -> Any:
         members = get_args(t)

@@ -812,3 +812,144 @@ def test_PolicyConfig_allow_methods() -> None:
         with pytest.raises(ConfigError) as info:
             parse_config({"policy": {"allow_methods": value}}, base_dir=Path("/x"))
         assert info.value.problems == (problem,)
+
+
+# --- the quick path of plain entries (mtpoold._config._quick_entry) ------------------------------
+
+
+class _StrSub(str):
+    pass
+
+
+QUICK_CASES: list[tuple[str, dict[str, Any]]] = [
+    ("plain", doc()),
+    (
+        "every account field",
+        doc(
+            accounts=[
+                account(
+                    0,
+                    proxy="de-1",
+                    device_model="x",
+                    system_version="1",
+                    app_version="2",
+                    lang_code="en",
+                    system_lang_code="en-US",
+                    tags=["eu", "a"],
+                )
+            ]
+        ),
+    ),  # fmt: skip
+    ("tags as a tuple", doc(accounts=[account(0, tags=("eu",))])),
+    ("a session string", doc(accounts=[account(0, session=None, session_string="s1")])),
+    ("a session of spaces", doc(accounts=[account(0, session="  ")])),
+    ("an empty session", doc(accounts=[account(0, session="")])),
+    ("two session sources", doc(accounts=[account(0, session_string_env="S")])),
+    ("no session source", doc(accounts=[account(0, session=None)])),
+    ("a missing key", doc(accounts=[{"id": "a", "api_hash": API_HASH, "session": "s"}])),
+    ("an unknown key", doc(accounts=[account(0, apihash=API_HASH)])),
+    ("a telegram override", doc(accounts=[account(0, telegram={"dc_id": 4})])),
+    ("a bad telegram override", doc(accounts=[account(0, telegram={"dc_id": 0})])),
+    ("a bool for an int", doc(accounts=[account(0, api_id=True)])),
+    ("a float for an int", doc(accounts=[account(0, api_id=1.0)])),
+    ("an int for a float", doc(proxies=[proxy(interval_s=3)])),
+    ("a bool for a float", doc(proxies=[proxy(interval_s=False)])),
+    ("a string subclass", doc(accounts=[account(0, id=_StrSub("sub"))])),
+    ("a non-string tag", doc(accounts=[account(0, tags=["eu", 3])])),
+    ("tags not an array", doc(accounts=[account(0, tags="eu")])),
+    ("a bad id", doc(accounts=[account(0, id="-x")])),
+    ("a bad api_hash", doc(accounts=[account(0, api_hash="0x12")])),
+    ("an entry not a table", doc(accounts=["acc-0"])),
+    ("duplicate ids", doc(accounts=[account(0), account(0, session="other")])),
+    ("an unknown proxy", doc(accounts=[account(0, proxy="nl-1")])),
+    ("an MTProxy", doc(proxies=[proxy(type="mtproxy", secret="DD" + "AB" * 16)])),
+    ("an MTProxy without a secret", doc(proxies=[proxy(type="mtproxy")])),
+    ("a bad proxy type", doc(proxies=[proxy(type="socks6")])),
+    ("a bad host", doc(proxies=[proxy(host="http://x")])),
+    ("a port out of range", doc(proxies=[proxy(port=0)])),
+    (
+        "every proxy field",
+        doc(proxies=[proxy(username="u", password="p", rdns=False, capacity=3, interval_s=0.5)]),
+    ),  # fmt: skip
+]
+
+
+def _parse_or_problems(data: dict[str, Any]) -> Config | tuple[str, ...]:
+    try:
+        return parse_config(copy.deepcopy(data), base_dir=Path("/etc/mtpoold"))
+    except ConfigError as exc:
+        return exc.problems
+
+
+@pytest.mark.parametrize("data", [d for _, d in QUICK_CASES], ids=[n for n, _ in QUICK_CASES])
+def test_quick_entries_parse_as_the_full_path_does(
+    data: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An entry built by the quick path equals the full path's (cattrs, then every
+    validator), field for field; an entry the quick path refuses gets the full path's
+    problems, the same lines in the same order."""
+    quick = _parse_or_problems(data)
+    monkeypatch.setattr("mtpoold._config._quick_entry", lambda *_a: None)
+    full = _parse_or_problems(data)
+    assert quick == full
+    if isinstance(quick, Config):
+        assert isinstance(full, Config)
+        for mine, theirs in zip(quick.accounts + quick.proxies, full.accounts + full.proxies,
+                                strict=True):  # fmt: skip
+            assert attrs.asdict(mine) == attrs.asdict(theirs)
+            assert type(mine) is type(theirs)
+
+
+def test_plain_entries_take_the_quick_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    def full_path(*_a: Any) -> Any:
+        raise AssertionError("a plain entry took the full path")
+
+    monkeypatch.setattr("mtpoold._config._structure_entry", full_path)
+    config = parse_config(doc(), base_dir=Path("/etc/mtpoold"))
+    assert config.accounts[0].session == "/etc/mtpoold/sessions/acc-0.session"
+    assert config.proxies[0].interval_s == 2.0
+
+
+def test_quick_path_off_while_validators_are_disabled() -> None:
+    """With attrs validators turned off by the caller, the quick path would check nothing:
+    entries go the full way, which still finds every problem."""
+    with attrs.validators.disabled():
+        assert "accounts[0].id" in problems(doc(accounts=[account(0, id="-x")]))[0]
+
+
+PATH_CASES = ["a", "a/b", "../a", "a/../b", "/abs/x", "//x", "./a", "a/./b", "a/.", ".", "a/",
+              "~", "~/x", "a//b", "a/.b", ".a", "...", " ", "/", "..", "a/..", "é/ü"]  # fmt: skip
+
+
+@pytest.mark.parametrize("base", [Path("/etc/mtpoold"), Path("/"), Path("rel/dir")])
+def test_session_paths_join_as_pathlib_does(base: Path) -> None:
+    from mtpoold._config import _under
+
+    for path in PATH_CASES:
+        assert _under(base, path) == str(base / Path(path).expanduser()), path
+
+
+def test_session_file_keys_with_remembered_directories_equal_full_resolution(
+    tmp_path: Path,
+) -> None:
+    """`_session_file_key` with a directory cache (what `_cross_problems` uses) gives what
+    resolving each path in full gives: links in a directory or as the file followed,
+    ``.`` and ``..`` components, absolute paths, files that do not exist."""
+    from mtpoold._config import _session_file_key
+
+    real = tmp_path / "real"
+    (real / "sub").mkdir(parents=True)
+    (tmp_path / "linked").symlink_to(real)
+    (real / "target.session").write_text("")
+    (real / "alias.session").symlink_to(real / "target.session")
+    (real / "dangling.session").symlink_to(tmp_path / "nowhere.session")
+    names = ["a", "a.session", "sub/a", "sub/../a", "./a", "linked/a", "linked/sub/a",
+             "linked/alias", "real/alias.session", "real/dangling", "linked/..", "x/../linked/a",
+             str(tmp_path / "linked" / "target"), "linked//sub//a", ".", ".."]  # fmt: skip
+    remembered: dict[str, str] = {}
+    for base in (tmp_path, tmp_path / "linked", real / "sub"):
+        for name in names:
+            expected = _session_file_key(name, base)
+            assert _session_file_key(name, base, remembered) == expected, (base, name)
+    key = _session_file_key
+    assert key("linked/alias", tmp_path, {}) == key("real/target", tmp_path, {})

@@ -271,7 +271,7 @@ def run_php_phase(
     the timings of ``scale``."""
     evals_before = _eval_calls(port)
     n = proxies * workers
-    t0 = time.monotonic() + 2.0 + 0.15 * n  # every interpreter started (2 busy cores)
+    t0 = time.monotonic() + 2.0 + 0.3 * n  # every interpreter started (2 busy cores)
     t_end = t0 + duration_s
     procs = [
         _spawn(
@@ -308,7 +308,10 @@ def run_cluster_phase(
 ) -> dict[str, Any]:
     """``nodes`` node processes (`node`) on the running redis-server at ``port``, at the
     timings of ``scale``."""
-    t0 = time.monotonic() + 4.0 + 1.5 * nodes  # interpreters, mtpoold imports, acquire
+    # interpreters, mtpoold imports, and the acquire, which waits out a new epoch's
+    # quarantine (`mtpoold._leases`: lease_s + the disconnect delay, lease_s here; this Redis
+    # is new)
+    t0 = time.monotonic() + 4.0 + 1.5 * nodes + 2 * lease_s(scale)
     t_end = t0 + duration_s
     procs = [
         _spawn(
@@ -496,9 +499,9 @@ the workers of a proxy sit in {nodes} processes; the starts are timestamped on t
 monotonic clock where each worker proceeds to its call.
 
 **The shared gate.** Each start costs one reservation script in Redis (round trip p50
-{rtt_p50}, p99 {rtt_p99} on the worst node), which stores the start it hands out: the next
-caller, from whichever node, is given that start plus the interval, so the chain of starts is
-exact in Redis's clock and a node's wake-up lateness does not push the next start back. The
+{rtt_p50}, p99 {rtt_p99} on the worst node), which stores the start it hands out plus its
+window: the next caller, from whichever node, is given that plus the interval, so the chain of
+starts is exact in Redis's clock and a node's wake-up lateness does not push the next start back. The
 worst proxy ran at {utilization} of one start per interval ({lateness} per start above the
 {interval} interval), wait p99 {p99} against the FIFO ideal {ideal}, Jain {jain}. Round trips
 per job, with lease renewals and heartbeats every {renew_interval} counted in: {round_trips};

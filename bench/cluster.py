@@ -501,8 +501,8 @@ monotonic clock where each worker proceeds to its call.
 **The shared gate.** Each start costs one reservation script in Redis (round trip p50
 {rtt_p50}, p99 {rtt_p99} on the worst node), which stores the start it hands out plus its
 window: the next caller, from whichever node, is given that plus the interval, so the chain of
-starts is exact in Redis's clock and a node's wake-up lateness does not push the next start back. The
-worst proxy ran at {utilization} of one start per interval ({lateness} per start above the
+starts is exact in Redis's clock and a node's wake-up lateness does not push the next start
+back. The worst proxy ran at {utilization} of one start per interval ({lateness} per start above the
 {interval} interval), wait p99 {p99} against the FIFO ideal {ideal}, Jain {jain}. Round trips
 per job, with lease renewals and heartbeats every {renew_interval} counted in: {round_trips};
 leases lost: {lost}.

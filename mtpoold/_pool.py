@@ -23,7 +23,6 @@ from collections.abc import (
     Callable,
     Collection,
     Iterable,
-    Iterator,
     Mapping,
     Sequence,
 )
@@ -1398,33 +1397,16 @@ class Pool:
         with self._counted(method, job.deadline_at, job=job):
             return await self._attempts(job, op)
 
-    @contextlib.contextmanager
     def _counted(
         self, method: str, deadline_at: float, *, job: Job | None = None, flight: Any = None
-    ) -> Iterator[None]:
+    ) -> _Counted:
         """Count one accepted job of ``method``: in flight while inside (and in the registry of
         jobs in flight, served by ``job``'s attempts or riding in ``flight``), then ok or
         failed, and by its rate class and outcome (`PoolStatistics.jobs_by_class`)."""
-        self._jobs_in_flight += 1
-        outcome = "CANCELLED"
-        try:
-            with self._registry.track(
-                method, trio.current_time(), deadline_at, job=job, flight=flight
-            ):
-                yield
-        except JobFailed as exc:
-            outcome = exc.error_class.value
-            self._jobs_failed += 1
-            raise
-        except BaseException:
-            self._jobs_failed += 1
-            raise
-        else:
-            outcome = "OK"
-            self._jobs_ok += 1
-        finally:
-            self._jobs_in_flight -= 1
-            self._jobs_by[self._job_class(method), outcome] += 1
+        tracked = self._registry.track(
+            method, trio.current_time(), deadline_at, job=job, flight=flight
+        )
+        return _Counted(self, method, tracked)
 
     def _job_class(self, method: str) -> str:
         """The one rate class a job is counted under: ``resolve``, ``read`` for
@@ -2095,3 +2077,40 @@ async def open_pool(
 def _last_error(failure: Failure) -> str:
     """`` (last error: CLASS: message)`` for a DEADLINE_EXCEEDED answer."""
     return f" (last error: {failure.error_class.value}: {failure.message})"
+
+
+@final
+class _Counted:
+    """`Pool._counted`'s context manager: a plain class, not a generator's (entered once
+    per job). A job that raised `JobFailed` counts under its error class, any other
+    exception (a cancellation) as ``CANCELLED``."""
+
+    __slots__ = ("_method", "_pool", "_tracked")
+
+    def __init__(
+        self, pool: Pool, method: str, tracked: contextlib.AbstractContextManager[object]
+    ) -> None:
+        self._pool, self._method, self._tracked = pool, method, tracked
+
+    def __enter__(self) -> None:
+        self._pool._jobs_in_flight += 1
+        self._tracked.__enter__()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: object,
+    ) -> None:
+        pool = self._pool
+        try:
+            self._tracked.__exit__(exc_type, exc, tb)  # type: ignore[arg-type]
+        finally:
+            pool._jobs_in_flight -= 1
+            if exc is None:
+                outcome = "OK"
+                pool._jobs_ok += 1
+            else:
+                outcome = exc.error_class.value if isinstance(exc, JobFailed) else "CANCELLED"
+                pool._jobs_failed += 1
+            pool._jobs_by[pool._job_class(self._method), outcome] += 1

@@ -346,7 +346,10 @@ class _WebSocket(WebSocketConnection):
         the stream's lock (FIFO, after the write before it) it closes the batch and writes
         every message in it in one ``send_all``, in the order they came. A message that
         finds a batch open joins it and waits for its write. Backpressure is unchanged: a
-        client that does not read blocks the write, and every sender waits.
+        client that does not read blocks the write, and every sender waits. A sender
+        cancelled once its message is in a batch leaves the message there: it goes out
+        with the others (a batch whose writer is cancelled before the write is written by
+        one of its members).
 
         Raises:
             ConnectionClosed: the connection is closed or closing; the message is not sent.

@@ -546,15 +546,20 @@ def check_max_age(max_age_s: object) -> float:
     Raises:
         JobFailed: INVALID_ARGUMENT otherwise.
     """
-    bad = JobFailed(
-        ErrorClass.INVALID_ARGUMENT, "max_age_s must be a finite number of seconds >= 0"
-    )
+    if type(max_age_s) is float and 0.0 <= max_age_s < math.inf:  # the common case
+        return max_age_s
     if isinstance(max_age_s, bool) or not isinstance(max_age_s, (int, float)):
-        raise bad
+        raise _bad_max_age()
     try:
         seconds = float(max_age_s)
     except OverflowError:  # an int beyond the float range
-        raise bad from None
+        raise _bad_max_age() from None
     if not math.isfinite(seconds) or seconds < 0:
-        raise bad
+        raise _bad_max_age()
     return seconds
+
+
+def _bad_max_age() -> JobFailed:
+    return JobFailed(
+        ErrorClass.INVALID_ARGUMENT, "max_age_s must be a finite number of seconds >= 0"
+    )

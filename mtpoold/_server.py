@@ -57,7 +57,7 @@ import stat
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Final, Protocol, final
+from typing import Any, Final, Protocol, cast, final
 
 import attrs
 import cattrs
@@ -328,6 +328,13 @@ class _WebSocket(WebSocketConnection):
     0.12): the 1007 and byte-limit tests of tests/test_server_limits.py catch a version that
     changes them.
 
+    Messages go to the dispatcher from trio-websocket's reader task as it parses them
+    (``on_message``), not through its queue of one message that `get_message` reads: the
+    queue passes one message per pass of the run loop (a task switch each way), which
+    capped the requests a connection could bring in under load. Backpressure holds: the
+    reader waits in the dispatcher's own sends (control replies), and reads nothing
+    meanwhile.
+
     Replies go out through `send_text`, which coalesces: replies that come while another
     write holds the stream go out together, as one write of the stream (trio-websocket's
     ``send_message`` makes one write, one system call, per message). It uses the same
@@ -338,6 +345,22 @@ class _WebSocket(WebSocketConnection):
         super().__init__(stream, ws, **kwargs)
         #: The batch that later replies join, or None (the next reply starts one).
         self._open_batch: _Batch | None = None
+        #: Where whole messages go, in the reader task, as they are parsed; None:
+        #: trio-websocket's queue (`get_message`). Set by `RpcServer._read_loop`.
+        self.on_message: Callable[[str | bytes], Awaitable[None]] | None = None
+
+    def take_queued(self) -> str | bytes | None:
+        """A message already in trio-websocket's queue (None: none now), without waiting.
+
+        Raises:
+            ConnectionClosed: the queue is closed and empty.
+        """
+        try:
+            return self._recv_channel.receive_nowait()
+        except trio.WouldBlock:
+            return None
+        except (trio.ClosedResourceError, trio.EndOfChannel):
+            raise ConnectionClosed(self._close_reason) from None
 
     async def send_text(self, text: str) -> None:
         """Send one text message; return once it is written to the stream.
@@ -411,7 +434,27 @@ class _WebSocket(WebSocketConnection):
         data = event.data
         if isinstance(data, str) and not data.isascii():  # isascii() is O(1) on str
             self._message_size += len(data.encode("utf-8")) - len(data)
-        await super()._handle_message_event(event)
+        on_message = self.on_message
+        if isinstance(data, bytearray):  # a binary message: bytes, as trio-websocket gives
+            data = bytes(data)
+        if on_message is None or self._message_size + len(data) > self._max_message_size:
+            # trio-websocket's own: the queue `get_message` reads, or 1009 past the limit
+            await super()._handle_message_event(event)
+            return
+        if not event.message_finished:
+            self._message_size += len(data)
+            self._message_parts.append(data)
+            return
+        message: str | bytes = data
+        if self._message_parts:
+            parts = [*self._message_parts, data]
+            if isinstance(data, bytes):
+                message = b"".join(cast("list[bytes]", parts))
+            else:
+                message = "".join(cast("list[str]", parts))
+        self._message_size = 0
+        self._message_parts = []
+        await on_message(message)
 
     async def _handle_close_connection_event(self, event: CloseConnection) -> None:
         if self._wsproto.state is ConnectionState.OPEN:
@@ -932,15 +975,22 @@ class RpcServer:
                 self._connections.discard(conn)  # only now: `_drain` waits for this
                 self._notify()
 
-    async def _read_loop(
-        self, conn: _Connection, ws: WebSocketConnection, jobs: trio.Nursery
-    ) -> None:
-        while True:
-            try:
+    async def _read_loop(self, conn: _Connection, ws: _WebSocket, jobs: trio.Nursery) -> None:
+        # Messages queued before the reader may dispatch (the first ones may come with the
+        # handshake), in order; then, with no checkpoint between the last look at the queue
+        # and setting ``on_message``, every later message goes from the reader task straight
+        # to the dispatcher, and `get_message` only waits for the connection to close.
+        try:
+            while (frame := ws.take_queued()) is not None:
+                await self._dispatch(conn, jobs, frame)
+            ws.on_message = functools.partial(self._dispatch, conn, jobs)
+            while True:
                 frame = await ws.get_message()
-            except ConnectionClosed:
-                return
-            await self._dispatch(conn, jobs, frame)
+                await self._dispatch(conn, jobs, frame)
+        except ConnectionClosed:
+            return
+        finally:
+            ws.on_message = None  # from here on, nothing more is read for this connection
 
     async def _send(self, conn: _Connection, text: str) -> None:
         await conn.send(text)

@@ -561,5 +561,8 @@ once its reply is written (the same internals `send_message` uses: the wsproto c
 the stream and its lock). The daemon's way of replying, a task per reply and {ws_window}
 replies ready at once: {ws_tasks_each} per message with one write each, {ws_tasks_coalesced}
 coalesced. Replies that are ready one at a time still go out one write each: coalescing
-saves only where replies end together, which is where the daemon's throughput is made.
+saves only where replies end together, which is where the daemon's throughput is made. On
+the way in, the server takes each message from trio-websocket's reader task as it is parsed
+(`_WebSocket.on_message`), not through the memory channel above, which passed one message
+per pass of the run loop and so capped the requests a loaded daemon took in.
 """

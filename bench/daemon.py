@@ -97,7 +97,10 @@ async def _measure(invoke: Any, sequential: int, seconds: float) -> dict[str, An
     async def loop() -> None:
         nonlocal done, shared
         while time.perf_counter() < stop:
-            shared += bool(await invoke())  # answered by another job's flight (meta.shared)
+            # answered by another job's flight (meta.shared); awaited before the sum: an
+            # `x += await f()` reads x before the await and loses the other tasks' updates
+            was_shared = bool(await invoke())
+            shared += was_shared
             done += 1
 
     c0, t0 = time.process_time(), time.perf_counter()

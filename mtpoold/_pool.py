@@ -1800,17 +1800,18 @@ class Pool:
                 self._apply(acc, judged.failure, judged.verdict, peer_key=job.peer_key)
             raise
         finally:
-            log_event(
-                log,
-                logging.INFO,
-                "call",
-                account=acc.id,
-                proxy=acc.lane.key,
-                method=job.method,
-                elapsed_ms=round((trio.current_time() - t0) * 1000.0, 1),
-                attempt=attempt,
-                outcome=outcome,
-            )
+            if log.isEnabledFor(logging.INFO):  # the fields are not even built when it is off
+                log_event(
+                    log,
+                    logging.INFO,
+                    "call",
+                    account=acc.id,
+                    proxy=acc.lane.key,
+                    method=job.method,
+                    elapsed_ms=round((trio.current_time() - t0) * 1000.0, 1),
+                    attempt=attempt,
+                    outcome=outcome,
+                )
             self._sync_budget(acc)  # a spent budget holds the class before it is offered
             self._dispatch.release(acc)  # back in the ready index, or to a waiting job
 

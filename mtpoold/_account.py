@@ -322,7 +322,8 @@ class AccountWorker:
         """Run ``op`` on this account's client, one call at a time.
 
         Takes the account lock, connects lazily (through a lane slot), takes a lane slot for
-        the call and runs ``op(client)`` under ``trio.fail_after(call_deadline_s)``.
+        the call and runs ``op(client)`` under the call deadline (``call_deadline_s`` from the
+        start slot; past it the call ends with ``trio.TooSlowError``, judged).
 
         Args:
             op: The call to make with the connected client.
@@ -363,6 +364,9 @@ class AccountWorker:
                     # cluster mode: held back (a drain, a cut-off) after this job reserved
                     # the account; nothing may start, not even a connect
                     raise LeaseUnconfirmed(self.id, self.remote_reason)
+                # One scope for the whole run: `cut_off` cancels it (cluster mode), and from
+                # the call's start slot on it carries the call deadline too (what
+                # ``trio.fail_after`` would give, without a second scope per call).
                 with trio.CancelScope() as run_scope:
                     self._run_scope = run_scope
                     client = await self._ensure_connected(judge, on_abandoned, progress)
@@ -372,15 +376,16 @@ class AccountWorker:
                             await self._drop_connection()
                             client = await self._ensure_connected(judge, on_abandoned, progress)
                     async with self.lane.slot(progress, account=self.id):
-                        self.last_used_at = trio.current_time()
+                        started_at = self.last_used_at = trio.current_time()
                         self._in_call = True
-                        with trio.fail_after(call_deadline_s):
-                            result = await op(client)
-                if run_scope.cancelled_caught:  # `cut_off`: the lease ran out
+                        run_scope.deadline = started_at + call_deadline_s
+                        result = await op(client)
+                if run_scope.cancelled_caught:
+                    if self._cut_cause is None:  # the call deadline passed
+                        raise trio.TooSlowError
+                    # `cut_off`: the lease ran out
                     await self._drop_connection()
-                    raise LeaseUnconfirmed(
-                        self.id, self._cut_cause or "lease ran out", in_call=self._in_call
-                    )
+                    raise LeaseUnconfirmed(self.id, self._cut_cause, in_call=self._in_call)
             except trio.Cancelled:
                 await self._drop_connection()
                 raise
@@ -646,7 +651,7 @@ class AccountWorker:
         flight, if any, is cancelled at once and ends with `LeaseUnconfirmed` (its
         connection dropped); an idle connection is closed by `drop_now`. Synchronous: the
         cluster task calls it when the lease's local validity ends."""
-        self._cut_cause = cause
+        self._cut_cause = cause or "lease ran out"
         if self._run_scope is not None:
             self._run_scope.cancel()
 

@@ -864,7 +864,9 @@ class Dispatcher:
 
     def _rearm(self) -> None:
         if self._alarm is not None:
-            self._alarm.deadline = self._next_alarm_at()
+            at = self._next_alarm_at()
+            if at != self._alarm.deadline:  # most releases leave it at inf: no re-registration
+                self._alarm.deadline = at
 
     def _tick(self) -> None:
         """Serve what became schedulable by now: accounts back from a cooldown, lanes back

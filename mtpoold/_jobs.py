@@ -31,6 +31,15 @@ __all__ = [
 ]
 
 
+class _Keep(enum.Enum):
+    """`JobProgress.enter`'s default: leave the attribute as it is."""
+
+    KEEP = enum.auto()
+
+
+_KEEP: Final = _Keep.KEEP
+
+
 class JobPhase(enum.StrEnum):
     """Where a job in flight is (a string on the wire: ``"waiting_account"``, ...)."""
 
@@ -70,14 +79,24 @@ class JobProgress:
     lane: Any = None
     turn: object | None = None
 
-    def enter(self, phase: JobPhase, now: float, **where: Any) -> None:
-        """Note that the job reached ``phase`` at ``now`` (trio clock, s); ``where`` sets
-        ``account``, ``lane`` or ``turn`` (``turn`` is cleared unless given)."""
+    def enter(
+        self,
+        phase: JobPhase,
+        now: float,
+        *,
+        account: str | None | _Keep = _KEEP,
+        lane: Any = _KEEP,
+        turn: object | None = None,
+    ) -> None:
+        """Note that the job reached ``phase`` at ``now`` (trio clock, s); ``account`` and
+        ``lane`` are set when given (kept otherwise), ``turn`` is cleared unless given."""
         self.phase = phase
         self.since_at = now
-        self.turn = where.pop("turn", None)
-        for name, value in where.items():
-            setattr(self, name, value)
+        self.turn = turn
+        if not isinstance(account, _Keep):
+            self.account = account
+        if lane is not _KEEP:
+            self.lane = lane
 
 
 #: ``(connection, JSON-RPC id)`` of the request a job serves, set by the server in the task

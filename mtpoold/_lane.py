@@ -5,8 +5,7 @@ from __future__ import annotations
 import collections
 import math
 import random
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol, final
 
 import attrs
@@ -175,8 +174,7 @@ class ProxyLane:
             f"{lim.total_tokens} waiting={lim.tasks_waiting + self._gate.waiting}>"
         )
 
-    @asynccontextmanager
-    async def slot(
+    def slot(
         self,
         progress: JobProgress | None = None,
         phase: JobPhase = JobPhase.IN_CALL,
@@ -184,7 +182,7 @@ class ProxyLane:
         account: str | None = None,
         connecting: bool = False,
         on_start: Callable[[float], None] | None = None,
-    ) -> AsyncIterator[float]:
+    ) -> _Slot:
         """Hold one capacity token and start at the gate's next slot.
 
         Args:
@@ -199,9 +197,10 @@ class ProxyLane:
                 the client's socket (`mtpoold._wire.WireMonitor.open_by`). Not called in
                 single-node mode.
 
-        Yields:
-            The start time on the trio clock (seconds). The token is held until the
-            ``async with`` block exits; the block is the call (or connect) itself.
+        Returns:
+            An async context manager; ``async with`` gives the start time on the trio clock
+            (seconds). The token is held until the block exits; the block is the call (or
+            connect) itself.
 
         Raises:
             ProxyCoolingDown: the proxy is cooling down when the token, or the start slot,
@@ -209,28 +208,7 @@ class ProxyLane:
             LeaseUnconfirmed: cluster mode: the account's lease is not confirmed at the
                 reservation or just before the start; nothing was sent.
         """
-        asked_at = trio.current_time()
-        if progress is not None:
-            progress.enter(JobPhase.WAITING_LANE_CAPACITY, asked_at, lane=self)
-        async with self._limiter:
-            self._check_not_cooling()
-            if self.shared is None:
-                started_at = await self._gate.wait_for_slot(progress)
-            else:
-                started_at, open_by = await self._shared_slot(
-                    self.shared, progress, account, connecting
-                )
-                if on_start is not None:
-                    on_start(open_by)
-            self._check_not_cooling()
-            self.calls += 1
-            self._gate_wait.observe(started_at - asked_at)
-            if progress is not None:
-                progress.enter(phase, started_at)
-            try:
-                yield started_at
-            finally:
-                self._call_latency.observe(trio.current_time() - started_at)
+        return _Slot(self, progress, phase, account, connecting, on_start)
 
     async def _shared_slot(
         self,
@@ -306,13 +284,19 @@ class ProxyLane:
         queued at the gate. Time spent by calls already holding every token is unknown and
         not counted.
         """
-        waiting_for_token = self._limiter.statistics().tasks_waiting
+        waiting_for_token = self._token_waiters()
         if self.shared is not None:  # the local view of the shared gate: a lower bound
             ahead = self._shared_waiting + waiting_for_token
             low = self.jitter_s[0] if self.interval_s > 0 else 0.0
             first_at = max(trio.current_time() + low, self._shared_last_start_at + self.interval_s)
             return max(self.cooldown_until_at, first_at + ahead * max(self.interval_s, low))
         return max(self.cooldown_until_at, self._gate.earliest_start_at(behind=waiting_for_token))
+
+    def _token_waiters(self) -> int:
+        # A free token means nobody waits for one (a released token goes straight to the
+        # first waiter): no statistics snapshot, a copy of the borrowers, per scheduling pick.
+        limiter = self._limiter
+        return 0 if limiter.available_tokens > 0 else limiter.statistics().tasks_waiting
 
     def gate_eta(self, turn: object) -> tuple[int, float] | None:
         """`RateGate.eta` of this lane's gate: (1-based position, seconds to the slot); None
@@ -415,3 +399,72 @@ class ProxyLane:
         if at_rest:
             self._rest = (made_of, snapshot)
         return snapshot
+
+
+@final
+class _Slot:
+    """`ProxyLane.slot`'s async context manager: a plain class, not a generator's (it is
+    entered once per call and per connect). Takes the capacity token (the limiter's
+    acquire is the start's schedule point), then the start slot; gives the token back on
+    exit."""
+
+    __slots__ = (
+        "_account",
+        "_connecting",
+        "_lane",
+        "_on_start",
+        "_phase",
+        "_progress",
+        "_started_at",
+    )
+
+    def __init__(
+        self,
+        lane: ProxyLane,
+        progress: JobProgress | None,
+        phase: JobPhase,
+        account: str | None,
+        connecting: bool,
+        on_start: Callable[[float], None] | None,
+    ) -> None:
+        self._lane = lane
+        self._progress = progress
+        self._phase = phase
+        self._account = account
+        self._connecting = connecting
+        self._on_start = on_start
+        self._started_at = 0.0
+
+    async def __aenter__(self) -> float:
+        lane, progress = self._lane, self._progress
+        asked_at = trio.current_time()
+        if progress is not None:
+            progress.enter(JobPhase.WAITING_LANE_CAPACITY, asked_at, lane=lane)
+        await lane._limiter.acquire()
+        try:
+            lane._check_not_cooling()
+            if lane.shared is None:
+                started_at = await lane._gate.wait_for_slot(progress)
+            else:
+                started_at, open_by = await lane._shared_slot(
+                    lane.shared, progress, self._account, self._connecting
+                )
+                if self._on_start is not None:
+                    self._on_start(open_by)
+            lane._check_not_cooling()
+        except BaseException:
+            lane._limiter.release()
+            raise
+        lane.calls += 1
+        lane._gate_wait.observe(started_at - asked_at)
+        if progress is not None:
+            progress.enter(self._phase, started_at)
+        self._started_at = started_at
+        return started_at
+
+    async def __aexit__(self, *exc: object) -> None:
+        lane = self._lane
+        try:
+            lane._call_latency.observe(trio.current_time() - self._started_at)
+        finally:
+            lane._limiter.release()

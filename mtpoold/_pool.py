@@ -23,7 +23,6 @@ from collections.abc import (
     Callable,
     Collection,
     Iterable,
-    Iterator,
     Mapping,
     Sequence,
 )
@@ -1398,33 +1397,16 @@ class Pool:
         with self._counted(method, job.deadline_at, job=job):
             return await self._attempts(job, op)
 
-    @contextlib.contextmanager
     def _counted(
         self, method: str, deadline_at: float, *, job: Job | None = None, flight: Any = None
-    ) -> Iterator[None]:
+    ) -> _Counted:
         """Count one accepted job of ``method``: in flight while inside (and in the registry of
         jobs in flight, served by ``job``'s attempts or riding in ``flight``), then ok or
         failed, and by its rate class and outcome (`PoolStatistics.jobs_by_class`)."""
-        self._jobs_in_flight += 1
-        outcome = "CANCELLED"
-        try:
-            with self._registry.track(
-                method, trio.current_time(), deadline_at, job=job, flight=flight
-            ):
-                yield
-        except JobFailed as exc:
-            outcome = exc.error_class.value
-            self._jobs_failed += 1
-            raise
-        except BaseException:
-            self._jobs_failed += 1
-            raise
-        else:
-            outcome = "OK"
-            self._jobs_ok += 1
-        finally:
-            self._jobs_in_flight -= 1
-            self._jobs_by[self._job_class(method), outcome] += 1
+        tracked = self._registry.track(
+            method, trio.current_time(), deadline_at, job=job, flight=flight
+        )
+        return _Counted(self, method, tracked)
 
     def _job_class(self, method: str) -> str:
         """The one rate class a job is counted under: ``resolve``, ``read`` for
@@ -1578,12 +1560,16 @@ class Pool:
 
         async def fly(flight: Flight) -> Answer:
             job = self._new_job(method, flight.deadline_at, account, tags, peer_key)
-            deadline_scope = trio.CancelScope(deadline=job.deadline_at)
+            # The flight's own scope carries the job deadline (one scope, not two, per
+            # flight); when it passes, the flight's answer is the job's DEADLINE_EXCEEDED.
+            scope = flight.scope
+            scope.deadline = job.deadline_at
 
             def move(deadline_at: float) -> None:
-                job.deadline_at = deadline_scope.deadline = deadline_at
+                job.deadline_at = scope.deadline = deadline_at
 
             flight.on_deadline = move
+            flight.on_timeout = lambda: self._deadline_exceeded(job)
             flight.progress = job
 
             def late(earliest_at: float, lead: str | None) -> None:
@@ -1599,7 +1585,7 @@ class Pool:
             async def op(c: Client) -> dict[str, Any]:
                 return await call(c, flight.close())
 
-            result = await self._attempts(job, op, deadline_scope=deadline_scope)
+            result = await self._attempts(job, op, deadline_outside=True)
             meta = result.meta
             return Answer(
                 result.value, meta.account, meta.proxy_key, meta.attempts, trio.current_time()
@@ -1607,101 +1593,113 @@ class Pool:
 
         return fly
 
-    async def _attempts(
-        self, job: Job, op: Op, *, deadline_scope: trio.CancelScope | None = None
-    ) -> JobResult:
-        """The job's attempts until one succeeds, under its deadline (``deadline_scope``:
-        one its owner may move, a shared flight's; default ``move_on_at(job.deadline_at)``)."""
+    async def _attempts(self, job: Job, op: Op, *, deadline_outside: bool = False) -> JobResult:
+        """The job's attempts until one succeeds, under its deadline: a
+        ``move_on_at(job.deadline_at)`` of its own, or (``deadline_outside``) the scope of
+        the caller that runs it, which enforces ``job.deadline_at`` and answers
+        `_deadline_exceeded` when it passes (a shared flight's, `mtpoold._share.Flight.scope`).
+
+        Raises:
+            JobFailed: the job's answer when no attempt succeeded (DEADLINE_EXCEEDED when
+                its deadline passed, unless ``deadline_outside``).
+        """
+        if deadline_outside:
+            return await self._attempt_loop(job, op)
+        with trio.move_on_at(job.deadline_at):
+            return await self._attempt_loop(job, op)
+        raise self._deadline_exceeded(job)
+
+    def _deadline_exceeded(self, job: Job) -> JobFailed:
+        """The answer of a job whose deadline passed, naming its last error."""
+        return JobFailed(
+            ErrorClass.DEADLINE_EXCEEDED,
+            f"job deadline of {job.deadline_at - job.started_at:g} s passed"
+            + (_last_error(job.last_failure) if job.last_failure else ""),
+            account=job.last_account,
+            attempts=job.attempts,
+        )
+
+    async def _attempt_loop(self, job: Job, op: Op) -> JobResult:
+        """`_attempts` inside the job's deadline scope."""
         policy = self._config.policy
         last: Failure | None = None
         retry_delay_s = 0.0
-        if deadline_scope is None:
-            deadline_scope = trio.move_on_at(job.deadline_at)
-        with deadline_scope:
-            while job.attempts < policy.max_attempts:
-                job.progress.enter(JobPhase.WAITING_ACCOUNT, trio.current_time())
-                try:
-                    acc = await self._dispatch.acquire(job, retry_delay_s=retry_delay_s)
-                except BackoffPastDeadline as backoff:
-                    assert last is not None
-                    failed = self._job_failed(job, last)
-                    failed.message += (
-                        f" (the next retry, in {backoff.delay_s:g} s, would pass the job deadline)"
-                    )
-                    raise failed from None
-                except JobFailed as exc:
-                    if last is None or exc.error_class is not ErrorClass.NO_ACCOUNT_AVAILABLE:
-                        raise
-                    # The retry found no account: the failure that forced it is the answer.
-                    failed = self._job_failed(job, last)
-                    failed.message += f" (no account for a retry: {exc.message})"
-                    failed.retry_after_s = exc.retry_after_s or last.retry_after_s
-                    raise failed from None
-                job.attempts += 1
-                job.last_account = acc.id
-                job.progress.enter(
-                    JobPhase.WAITING_LANE_CAPACITY,
-                    trio.current_time(),
-                    account=acc.id,
-                    lane=acc.lane,
+        while job.attempts < policy.max_attempts:
+            job.progress.enter(JobPhase.WAITING_ACCOUNT, trio.current_time())
+            try:
+                acc = await self._dispatch.acquire(job, retry_delay_s=retry_delay_s)
+            except BackoffPastDeadline as backoff:
+                assert last is not None
+                failed = self._job_failed(job, last)
+                failed.message += (
+                    f" (the next retry, in {backoff.delay_s:g} s, would pass the job deadline)"
                 )
-                try:
-                    value = await self._attempt(job, acc, op)
-                except ProxyCoolingDown:
-                    # The proxy began cooling while this attempt queued for it: nothing was
-                    # sent. Not an attempt; schedule the job again (another lane, a wait, or
-                    # NO_ACCOUNT_AVAILABLE now if none can start before the deadline).
-                    job.attempts -= 1
-                    continue
-                except LeaseUnconfirmed as lost:
-                    # Cluster mode: this node's lease on the account is not confirmed. The
-                    # account leaves scheduling (the cluster task brings it back when the
-                    # lease is confirmed); the job goes to another account, or is answered
-                    # NO_ACCOUNT_AVAILABLE naming the cause (`_attempt` held it back).
-                    if lost.in_call:
-                        raise JobFailed(
-                            ErrorClass.NO_ACCOUNT_AVAILABLE,
-                            f"{lost.cause}: the call on account {acc.id} was cut off in"
-                            " flight (it may have reached Telegram)",
-                            account=acc.id,
-                            attempts=job.attempts,
-                        ) from None
-                    job.attempts -= 1
-                    continue
-                except RateClassBlocked as blocked:
-                    # The request guard refused a request nobody foresaw (a look-up): nothing
-                    # more was sent. Not an attempt; the job now needs that class, which this
-                    # account cannot give it before the block ends.
-                    job.attempts -= 1
-                    job.rate_classes = job.rate_classes | {blocked.rate_class}
-                    if blocked.reason == "budget":
-                        until_at = trio.current_time() + blocked.retry_after_s
-                        self._dispatch.hold_class(acc, blocked.rate_class, until_at)
-                    continue
-                except Judged as judged:
-                    last = job.last_failure = judged.failure
-                    verdict = judged.verdict
-                    job.avoid.add(acc.id)
-                    if not verdict.retry and not self._local_peer_miss(last, job):
-                        raise self._job_failed(job, last) from None
-                    retry_delay_s = verdict.retry_delay_s
-                    continue
-                return JobResult(
-                    value=value,
-                    meta=JobMeta(
+                raise failed from None
+            except JobFailed as exc:
+                if last is None or exc.error_class is not ErrorClass.NO_ACCOUNT_AVAILABLE:
+                    raise
+                # The retry found no account: the failure that forced it is the answer.
+                failed = self._job_failed(job, last)
+                failed.message += f" (no account for a retry: {exc.message})"
+                failed.retry_after_s = exc.retry_after_s or last.retry_after_s
+                raise failed from None
+            job.attempts += 1
+            job.last_account = acc.id
+            job.progress.enter(
+                JobPhase.WAITING_LANE_CAPACITY,
+                trio.current_time(),
+                account=acc.id,
+                lane=acc.lane,
+            )
+            try:
+                value = await self._attempt(job, acc, op)
+            except ProxyCoolingDown:
+                # The proxy began cooling while this attempt queued for it: nothing was
+                # sent. Not an attempt; schedule the job again (another lane, a wait, or
+                # NO_ACCOUNT_AVAILABLE now if none can start before the deadline).
+                job.attempts -= 1
+                continue
+            except LeaseUnconfirmed as lost:
+                # Cluster mode: this node's lease on the account is not confirmed. The
+                # account leaves scheduling (the cluster task brings it back when the
+                # lease is confirmed); the job goes to another account, or is answered
+                # NO_ACCOUNT_AVAILABLE naming the cause (`_attempt` held it back).
+                if lost.in_call:
+                    raise JobFailed(
+                        ErrorClass.NO_ACCOUNT_AVAILABLE,
+                        f"{lost.cause}: the call on account {acc.id} was cut off in"
+                        " flight (it may have reached Telegram)",
                         account=acc.id,
-                        proxy_key=acc.lane.key,
                         attempts=job.attempts,
-                        elapsed_ms=(trio.current_time() - job.started_at) * 1000.0,
-                    ),
-                )
-        if deadline_scope.cancelled_caught:
-            raise JobFailed(
-                ErrorClass.DEADLINE_EXCEEDED,
-                f"job deadline of {job.deadline_at - job.started_at:g} s passed"
-                + (_last_error(job.last_failure) if job.last_failure else ""),
-                account=job.last_account,
-                attempts=job.attempts,
+                    ) from None
+                job.attempts -= 1
+                continue
+            except RateClassBlocked as blocked:
+                # The request guard refused a request nobody foresaw (a look-up): nothing
+                # more was sent. Not an attempt; the job now needs that class, which this
+                # account cannot give it before the block ends.
+                job.attempts -= 1
+                job.rate_classes = job.rate_classes | {blocked.rate_class}
+                if blocked.reason == "budget":
+                    until_at = trio.current_time() + blocked.retry_after_s
+                    self._dispatch.hold_class(acc, blocked.rate_class, until_at)
+                continue
+            except Judged as judged:
+                last = job.last_failure = judged.failure
+                verdict = judged.verdict
+                job.avoid.add(acc.id)
+                if not verdict.retry and not self._local_peer_miss(last, job):
+                    raise self._job_failed(job, last) from None
+                retry_delay_s = verdict.retry_delay_s
+                continue
+            return JobResult(
+                value=value,
+                meta=JobMeta(
+                    account=acc.id,
+                    proxy_key=acc.lane.key,
+                    attempts=job.attempts,
+                    elapsed_ms=(trio.current_time() - job.started_at) * 1000.0,
+                ),
             )
         assert last is not None
         raise self._job_failed(job, last, exhausted=True)
@@ -1802,17 +1800,18 @@ class Pool:
                 self._apply(acc, judged.failure, judged.verdict, peer_key=job.peer_key)
             raise
         finally:
-            log_event(
-                log,
-                logging.INFO,
-                "call",
-                account=acc.id,
-                proxy=acc.lane.key,
-                method=job.method,
-                elapsed_ms=round((trio.current_time() - t0) * 1000.0, 1),
-                attempt=attempt,
-                outcome=outcome,
-            )
+            if log.isEnabledFor(logging.INFO):  # the fields are not even built when it is off
+                log_event(
+                    log,
+                    logging.INFO,
+                    "call",
+                    account=acc.id,
+                    proxy=acc.lane.key,
+                    method=job.method,
+                    elapsed_ms=round((trio.current_time() - t0) * 1000.0, 1),
+                    attempt=attempt,
+                    outcome=outcome,
+                )
             self._sync_budget(acc)  # a spent budget holds the class before it is offered
             self._dispatch.release(acc)  # back in the ready index, or to a waiting job
 
@@ -2095,3 +2094,40 @@ async def open_pool(
 def _last_error(failure: Failure) -> str:
     """`` (last error: CLASS: message)`` for a DEADLINE_EXCEEDED answer."""
     return f" (last error: {failure.error_class.value}: {failure.message})"
+
+
+@final
+class _Counted:
+    """`Pool._counted`'s context manager: a plain class, not a generator's (entered once
+    per job). A job that raised `JobFailed` counts under its error class, any other
+    exception (a cancellation) as ``CANCELLED``."""
+
+    __slots__ = ("_method", "_pool", "_tracked")
+
+    def __init__(
+        self, pool: Pool, method: str, tracked: contextlib.AbstractContextManager[object]
+    ) -> None:
+        self._pool, self._method, self._tracked = pool, method, tracked
+
+    def __enter__(self) -> None:
+        self._pool._jobs_in_flight += 1
+        self._tracked.__enter__()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: object,
+    ) -> None:
+        pool = self._pool
+        try:
+            self._tracked.__exit__(exc_type, exc, tb)  # type: ignore[arg-type]
+        finally:
+            pool._jobs_in_flight -= 1
+            if exc is None:
+                outcome = "OK"
+                pool._jobs_ok += 1
+            else:
+                outcome = exc.error_class.value if isinstance(exc, JobFailed) else "CANCELLED"
+                pool._jobs_failed += 1
+            pool._jobs_by[pool._job_class(self._method), outcome] += 1

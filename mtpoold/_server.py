@@ -45,6 +45,7 @@ The server depends only on the pool's public API (`PoolAPI`, as in ``docs/CONTRA
 from __future__ import annotations
 
 import contextlib
+import enum
 import errno
 import functools
 import hmac
@@ -56,7 +57,7 @@ import stat
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Final, Protocol, final
+from typing import Any, Final, Protocol, cast, final
 
 import attrs
 import cattrs
@@ -326,13 +327,134 @@ class _WebSocket(WebSocketConnection):
     Both hook trio-websocket's event handlers (not public API; checked with trio-websocket
     0.12): the 1007 and byte-limit tests of tests/test_server_limits.py catch a version that
     changes them.
+
+    Messages go to the dispatcher from trio-websocket's reader task as it parses them
+    (``on_message``), not through its queue of one message that `get_message` reads: the
+    queue passes one message per pass of the run loop (a task switch each way), which
+    capped the requests a connection could bring in under load. Backpressure holds: the
+    reader waits in the dispatcher's own sends (control replies), and reads nothing
+    meanwhile.
+
+    Replies go out through `send_text`, which coalesces: replies that come while another
+    write holds the stream go out together, as one write of the stream (trio-websocket's
+    ``send_message`` makes one write, one system call, per message). It uses the same
+    internals as ``send_message`` (the wsproto connection, the stream and its lock).
     """
+
+    def __init__(self, stream: trio.abc.Stream, ws: WSConnection, **kwargs: Any) -> None:
+        super().__init__(stream, ws, **kwargs)
+        #: The batch that later replies join, or None (the next reply starts one).
+        self._open_batch: _Batch | None = None
+        #: Where whole messages go, in the reader task, as they are parsed; None:
+        #: trio-websocket's queue (`get_message`). Set by `RpcServer._read_loop`.
+        self.on_message: Callable[[str | bytes], Awaitable[None]] | None = None
+
+    def take_queued(self) -> str | bytes | None:
+        """A message already in trio-websocket's queue (None: none now), without waiting.
+
+        Raises:
+            ConnectionClosed: the queue is closed and empty.
+        """
+        try:
+            return self._recv_channel.receive_nowait()
+        except trio.WouldBlock:
+            return None
+        except (trio.ClosedResourceError, trio.EndOfChannel):
+            raise ConnectionClosed(self._close_reason) from None
+
+    async def send_text(self, text: str) -> None:
+        """Send one text message; return once it is written to the stream.
+
+        The first message while no batch is open starts one and writes it: once it holds
+        the stream's lock (FIFO, after the write before it) it closes the batch and writes
+        every message in it in one ``send_all``, in the order they came. A message that
+        finds a batch open joins it and waits for its write. Backpressure is unchanged: a
+        client that does not read blocks the write, and every sender waits. A sender
+        cancelled once its message is in a batch leaves the message there: it goes out
+        with the others (a batch whose writer is cancelled before the write is written by
+        one of its members).
+
+        Raises:
+            ConnectionClosed: the connection is closed or closing; the message is not sent.
+        """
+        if self._close_reason:
+            raise ConnectionClosed(self._close_reason)
+        batch = self._open_batch
+        if batch is None:
+            batch = self._open_batch = _Batch(text)
+            await self._write_batch(batch)
+            return
+        batch.texts.append(text)
+        while True:
+            await batch.done.wait()
+            if batch.state is _BatchState.SENT:
+                return
+            if batch.state is _BatchState.CLOSED:
+                raise ConnectionClosed(self._close_reason)
+            if batch.state is _BatchState.ORPHANED:
+                # its writer was cancelled before it wrote a byte: this member writes it
+                batch.state = _BatchState.OPEN
+                batch.done = trio.Event()
+                await self._write_batch(batch)
+                return
+            # another member took it over: wait for that write
+
+    async def _write_batch(self, batch: _Batch) -> None:
+        started = False
+        try:
+            async with self._stream_lock:
+                if self._open_batch is batch:
+                    self._open_batch = None  # later messages start the next batch
+                if self._close_reason or self._wsproto.state is not ConnectionState.OPEN:
+                    batch.state = _BatchState.CLOSED
+                    raise ConnectionClosed(self._close_reason)
+                data = b"".join([self._wsproto.send(TextMessage(data=t)) for t in batch.texts])
+                started = True
+                try:
+                    await self._stream.send_all(data)
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    batch.state = _BatchState.CLOSED
+                    await self._abort_web_socket()
+                    raise ConnectionClosed(self._close_reason) from None
+                batch.state = _BatchState.SENT
+        finally:
+            if batch.state is _BatchState.OPEN:
+                # Cancelled. Before the write: nothing of the batch went out and another
+                # member takes it over (a new batch starts unless it was still open). In
+                # the write: the stream is broken, the batch is lost.
+                if started:
+                    batch.state = _BatchState.CLOSED
+                else:
+                    batch.state = _BatchState.ORPHANED
+                    if self._open_batch is batch:
+                        self._open_batch = None
+            batch.done.set()
 
     async def _handle_message_event(self, event: BytesMessage | TextMessage) -> None:
         data = event.data
         if isinstance(data, str) and not data.isascii():  # isascii() is O(1) on str
             self._message_size += len(data.encode("utf-8")) - len(data)
-        await super()._handle_message_event(event)
+        on_message = self.on_message
+        if isinstance(data, bytearray):  # a binary message: bytes, as trio-websocket gives
+            data = bytes(data)
+        if on_message is None or self._message_size + len(data) > self._max_message_size:
+            # trio-websocket's own: the queue `get_message` reads, or 1009 past the limit
+            await super()._handle_message_event(event)
+            return
+        if not event.message_finished:
+            self._message_size += len(data)
+            self._message_parts.append(data)
+            return
+        message: str | bytes = data
+        if self._message_parts:
+            parts = [*self._message_parts, data]
+            if isinstance(data, bytes):
+                message = b"".join(cast("list[bytes]", parts))
+            else:
+                message = "".join(cast("list[str]", parts))
+        self._message_size = 0
+        self._message_parts = []
+        await on_message(message)
 
     async def _handle_close_connection_event(self, event: CloseConnection) -> None:
         if self._wsproto.state is ConnectionState.OPEN:
@@ -355,9 +477,28 @@ async def _wrap_server_stream(
     return await connection._get_request()
 
 
-async def _ws_send(ws: WebSocketConnection, text: str) -> None:
+class _BatchState(enum.Enum):
+    OPEN = enum.auto()  # taking messages, or being written
+    SENT = enum.auto()
+    CLOSED = enum.auto()  # the connection closed: not sent
+    ORPHANED = enum.auto()  # its writer was cancelled before the write: a member takes over
+
+
+@final
+class _Batch:
+    """Replies written together by `_WebSocket.send_text`."""
+
+    __slots__ = ("done", "state", "texts")
+
+    def __init__(self, text: str) -> None:
+        self.texts = [text]
+        self.done = trio.Event()
+        self.state = _BatchState.OPEN
+
+
+async def _ws_send(ws: _WebSocket, text: str) -> None:
     try:
-        await ws.send_message(text)
+        await ws.send_text(text)
     except ConnectionClosed:
         pass
 
@@ -804,6 +945,7 @@ class RpcServer:
                 body=refusal.reason.encode() + b"\n",
             )
         ws = await request.accept()
+        assert isinstance(ws, _WebSocket)  # `_wrap_server_stream` made it
         conn = _Connection(remote=remote, send=functools.partial(_ws_send, ws))
         self._connections.add(conn)
         log_event(
@@ -833,15 +975,22 @@ class RpcServer:
                 self._connections.discard(conn)  # only now: `_drain` waits for this
                 self._notify()
 
-    async def _read_loop(
-        self, conn: _Connection, ws: WebSocketConnection, jobs: trio.Nursery
-    ) -> None:
-        while True:
-            try:
+    async def _read_loop(self, conn: _Connection, ws: _WebSocket, jobs: trio.Nursery) -> None:
+        # Messages queued before the reader may dispatch (the first ones may come with the
+        # handshake), in order; then, with no checkpoint between the last look at the queue
+        # and setting ``on_message``, every later message goes from the reader task straight
+        # to the dispatcher, and `get_message` only waits for the connection to close.
+        try:
+            while (frame := ws.take_queued()) is not None:
+                await self._dispatch(conn, jobs, frame)
+            ws.on_message = functools.partial(self._dispatch, conn, jobs)
+            while True:
                 frame = await ws.get_message()
-            except ConnectionClosed:
-                return
-            await self._dispatch(conn, jobs, frame)
+                await self._dispatch(conn, jobs, frame)
+        except ConnectionClosed:
+            return
+        finally:
+            ws.on_message = None  # from here on, nothing more is read for this connection
 
     async def _send(self, conn: _Connection, text: str) -> None:
         await conn.send(text)

@@ -248,8 +248,10 @@ class Flight:
     """One Telegram job and the members waiting for it (see the module docstring).
 
     The runner (`Fly`) reads `deadline_at` when it starts and sets `on_deadline` to follow later
-    moves; calls `close` when its call goes on the wire (each attempt) for the ids to ask for;
-    sets `progress` so a member's own DEADLINE_EXCEEDED can name the last error.
+    moves (the pool's puts the deadline on `scope`, the scope the flight's task runs it in,
+    and sets `on_timeout`); calls `close` when its call goes on the wire (each attempt) for
+    the ids to ask for; sets `progress` so a member's own DEADLINE_EXCEEDED can name the last
+    error.
     """
 
     method: str
@@ -270,6 +272,9 @@ class Flight:
     answer: Answer | None = None
     failure: JobFailed | None = None
     on_deadline: Callable[[float], None] | None = None
+    #: The runner's answer for a flight whose `scope` caught its own deadline (a runner
+    #: may put its deadline on `scope` instead of opening a scope of its own), or None.
+    on_timeout: Callable[[], JobFailed] | None = None
     progress: Progress | None = None
 
     def __repr__(self) -> str:
@@ -492,6 +497,12 @@ class Flights:
             with flight.scope:
                 answer = await fly(flight)
                 flight.answer = answer
+            if (
+                flight.scope.cancelled_caught
+                and flight.on_timeout is not None
+                and trio.current_time() >= flight.scope.deadline
+            ):
+                flight.failure = flight.on_timeout()  # its deadline, not a member leaving
         except JobFailed as exc:
             flight.failure = exc
         except Exception as exc:  # a bug: every member gets an answer all the same
@@ -546,15 +557,20 @@ def check_max_age(max_age_s: object) -> float:
     Raises:
         JobFailed: INVALID_ARGUMENT otherwise.
     """
-    bad = JobFailed(
-        ErrorClass.INVALID_ARGUMENT, "max_age_s must be a finite number of seconds >= 0"
-    )
+    if type(max_age_s) is float and 0.0 <= max_age_s < math.inf:  # the common case
+        return max_age_s
     if isinstance(max_age_s, bool) or not isinstance(max_age_s, (int, float)):
-        raise bad
+        raise _bad_max_age()
     try:
         seconds = float(max_age_s)
     except OverflowError:  # an int beyond the float range
-        raise bad from None
+        raise _bad_max_age() from None
     if not math.isfinite(seconds) or seconds < 0:
-        raise bad
+        raise _bad_max_age()
     return seconds
+
+
+def _bad_max_age() -> JobFailed:
+    return JobFailed(
+        ErrorClass.INVALID_ARGUMENT, "max_age_s must be a finite number of seconds >= 0"
+    )

@@ -235,13 +235,25 @@ def function_by_name(name: str) -> type[TLRequest]:
     """
     if not isinstance(name, str) or not name.strip():
         raise _invalid(f"unknown TL function {_quote(name)}")
+    cls = _FOUND.get(name)
+    if cls is not None:
+        return cls
     namespace, method = _split_name(name)
     index = _function_index()
     for candidate in (method + "request", method):
         cls = index.get((namespace, candidate))
         if cls is not None:
+            if len(_FOUND) < _FOUND_MAX:
+                _FOUND[name] = cls
             return cls
     raise _invalid(f"unknown TL function {_quote(name)}{function_suggestion(name)}")
+
+
+#: Names `function_by_name` found, as written (one look-up per job otherwise re-splits and
+#: re-cases the name); bounded, since names come from clients: past the bound, new
+#: spellings are looked up each time.
+_FOUND: Final[dict[str, type[TLRequest]]] = {}
+_FOUND_MAX: Final = 4096
 
 
 @functools.cache
@@ -370,6 +382,18 @@ def blocked_reason(name: str) -> str | None:
 
 
 def _blocked_reason(cls: type[TLRequest]) -> str | None:
+    try:
+        return _BLOCKED_REASONS[cls]
+    except KeyError:
+        reason = _BLOCKED_REASONS[cls] = _blocked_reason_of(cls)
+        return reason
+
+
+#: `_blocked_reason` by class, filled as classes are met (at most one entry per TL class).
+_BLOCKED_REASONS: Final[dict[type, str | None]] = {}
+
+
+def _blocked_reason_of(cls: type[TLRequest]) -> str | None:
     label = _display_name(cls)
     namespace = label.rpartition(".")[0]
     if namespace in BLOCKED_NAMESPACES:
@@ -399,6 +423,17 @@ def check_allow_methods(names: Collection[str]) -> list[str]:
 
 
 def _allowed_set(allow: Collection[str]) -> frozenset[str]:
+    if isinstance(allow, tuple):  # the config's: the same tuple for every job
+        return _allowed_tuple(allow)
+    return _allowed_names(allow)
+
+
+@functools.lru_cache(maxsize=16)
+def _allowed_tuple(allow: tuple[str, ...]) -> frozenset[str]:
+    return _allowed_names(allow)
+
+
+def _allowed_names(allow: Collection[str]) -> frozenset[str]:
     names: set[str] = set()
     for name in allow:
         try:
@@ -847,6 +882,17 @@ class _Builder:
 
 
 def _display_name(cls: type) -> str:
+    name = _DISPLAY_NAMES.get(cls)
+    if name is None:
+        name = _DISPLAY_NAMES[cls] = _display_name_of(cls)
+    return name
+
+
+#: `_display_name` by class, filled as classes are met (at most one entry per TL class).
+_DISPLAY_NAMES: Final[dict[type, str]] = {}
+
+
+def _display_name_of(cls: type) -> str:
     is_function = cls.__module__.startswith(_FUNCTIONS_PREFIX)
     ns = _namespace(cls, _FUNCTIONS_PREFIX if is_function else _TYPES_PREFIX)
     name = cls.__name__

@@ -261,7 +261,12 @@ ACCOUNT_FIELDS = frozenset(
     {"cooldown_until_at", "disabled_reason", "reserved", "retired", "lane", "last_used_at"}
 )
 LANE_FIELDS = frozenset({"cooldown_until_at", "consecutive_failures", "_consecutive_failures"})
-OWNERS = {"_account.py": ("AccountWorker", ACCOUNT_FIELDS), "_lane.py": ("ProxyLane", LANE_FIELDS)}
+OWNERS = {
+    "_account.py": ("AccountWorker", ACCOUNT_FIELDS),
+    "_lane.py": ("ProxyLane", LANE_FIELDS),
+    # a job's progress notes the lane of its attempt: its own field, not a scheduling one
+    "_jobs.py": ("JobProgress", frozenset({"lane"})),
+}
 SCHEDULER = "_dispatch.py"
 
 

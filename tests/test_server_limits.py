@@ -98,6 +98,30 @@ async def test_max_frame_bytes_counts_utf8_bytes_not_characters(char: str) -> No
             assert (opcode, close_code(payload)) == (0x8, 1009)
 
 
+async def test_requests_sent_at_once_and_in_pieces_are_answered_in_order() -> None:
+    # The first messages may reach trio-websocket's queue before the server's reader takes
+    # them straight from the reader task: every one is answered, in the order sent (control
+    # methods are answered by the reader, in turn), a message in continuation frames too.
+    async with served() as (_, listener):
+        async with open_raw_client(listener, TOKEN) as client:
+            second = request(2, "ping")
+            await client.stream.send_all(
+                frame(request(1, "ping"))
+                + frame(second[:5], fin=False)
+                + frame(second[5:], opcode=0x0)
+                + frame(request(3, "ping"))
+            )
+            ids = []
+            for _ in range(3):
+                opcode, payload = await client.read_frame()
+                assert opcode == 0x1
+                ids.append(json.loads(payload)["id"])
+            assert ids == [1, 2, 3]
+            for i in (4, 5):  # and later ones, one at a time
+                await client.stream.send_all(frame(request(i, "ping")))
+                assert json.loads((await client.read_frame())[1])["id"] == i
+
+
 # --- backpressure: a client that never reads ----------------------------------------------------
 
 #: The bound README.md states, in MiB: what the daemon's Python heap may grow by while one

@@ -183,7 +183,8 @@ def idle_probe(accounts: int, proxies: int, picks: int, invokes: int) -> dict[st
 def fleet_probe(accounts: int, proxies: int) -> dict[str, Any]:
     """Child: a very large idle fleet: start-up (parse_config + open_pool), RSS per idle
     account, ``statistics()`` with and without the per-account snapshots, a reload of the
-    same config, close; and, apart, ``parse_config`` of the fleet with session files."""
+    same config, close; and, apart, ``parse_config`` of the fleet with session files and
+    the fleet's TOML text read by `mtpoold._config.parse_toml` and by tomllib."""
     import trio
 
     from mtpoold._compose import open_pool
@@ -231,6 +232,21 @@ def fleet_probe(accounts: int, proxies: int) -> dict[str, Any]:
         t = time.perf_counter()
         parse_config(files, base_dir=Path(tmp))
         out["parse_files_s"] = time.perf_counter() - t
+    # the fleet's config file read as `load_config` reads it, and by tomllib alone
+    import tomllib
+
+    import rtoml
+
+    from mtpoold._config import parse_toml
+
+    text = rtoml.dumps(config_dict(accounts, proxies))
+    out["toml_mb"] = len(text.encode()) / 1e6
+    t = time.perf_counter()
+    parse_toml(text)
+    out["toml_read_s"] = time.perf_counter() - t
+    t = time.perf_counter()
+    tomllib.loads(text)
+    out["tomllib_read_s"] = time.perf_counter() - t
     return out
 
 
@@ -367,6 +383,18 @@ def run(*, quick: bool) -> Report:
         "",
         "<= 3 s",
         fleet_start <= 3.0,
+    )
+    report.row(
+        f"start-up from its config file, {where} (load_config + open_pool)",
+        f"{fleet_start + fleet['toml_read_s']:.1f} s",
+        f"read {fleet['toml_read_s']:.1f} s + the above",
+    )
+    report.row(
+        f"reading its {fleet['toml_mb']:.0f} MB config file (load_config's parse_toml) vs "
+        "tomllib alone, before parse_config",
+        f"{fleet['toml_read_s']:.2f} s",
+        f"{fleet['tomllib_read_s']:.2f} s",
+        f"{fleet['tomllib_read_s'] / fleet['toml_read_s']:.1f}x faster",
     )
     report.row(
         f"parse_config, {where}, a session file per account",

@@ -160,3 +160,94 @@ def test_a_loop_without_the_internals_keeps_the_stock_method() -> None:
     stock = loop._main_loop_one
     assert install_batching(loop) is False
     assert loop._main_loop_one == stock
+
+
+async def test_a_batch_from_idle_is_one_step_of_the_loop_task() -> None:
+    """Callbacks queued while the loop waits run in one step of its task: after the batch it
+    goes straight back to waiting (where Trio runs what the batch woke), no checkpoint first."""
+    async with open_aio_loop() as loop:
+        await trio_asyncio.aio_as_trio(asyncio.sleep)(0)  # up and idle
+        steps = _LoopSteps()
+        done = trio.Event()
+        ran: list[int] = []
+        trio.lowlevel.add_instrument(steps)
+        try:
+            for i in range(3):
+                loop.call_soon(ran.append, i)
+            loop.call_soon(done.set)
+            await done.wait()
+            await trio.testing.wait_all_tasks_blocked()
+        finally:
+            trio.lowlevel.remove_instrument(steps)
+    assert ran == [0, 1, 2]
+    assert steps.steps == 1
+
+
+async def test_callbacks_are_checked_in_debug_mode_only() -> None:
+    """As asyncio's own loop: ``call_soon`` refuses a coroutine function in debug mode."""
+
+    async def not_a_callback() -> None:  # pragma: no cover - never called
+        return None
+
+    async with open_aio_loop() as loop:
+        loop.set_debug(True)
+        for schedule in (
+            lambda: loop.call_soon(not_a_callback),
+            lambda: loop.call_later(1, not_a_callback),
+            lambda: loop.call_at(loop.time() + 1, not_a_callback),
+        ):
+            with pytest.raises(TypeError):
+                schedule()
+        loop.set_debug(False)
+        done = trio.Event()
+        handle = loop.call_later(0, done.set)
+        assert isinstance(handle, asyncio.TimerHandle)
+        await done.wait()
+
+
+@pytest.mark.parametrize("kind", OPENERS)
+async def test_what_a_read_queued_runs_before_the_next_read(kind: str) -> None:
+    """A reader's callback runs again only after the callbacks it queued have run (the stock
+    ``_io_task`` synchronizes after each; mtpoold's only when the loop has not emptied its
+    queue since), and a removed reader is not called again. The descriptor stays readable
+    throughout, so each next read is due at once."""
+    import socket
+
+    events: list[str] = []
+    a, b = socket.socketpair()
+    a.setblocking(False)
+    b.setblocking(False)
+    try:
+        async with OPENERS[kind]() as loop:
+            got = trio.Event()
+            reads = 0
+
+            def chain(depth: int) -> None:
+                events.append(f"queued-{reads}-{depth}")
+                if depth < 3:
+                    loop.call_soon(chain, depth + 1)
+
+            def on_readable() -> None:
+                nonlocal reads
+                data = a.recv(1)
+                if not data:
+                    return
+                reads += 1
+                events.append(f"read-{reads}")
+                loop.call_soon(chain, 1)
+                if reads == 5:
+                    loop.remove_reader(a)
+                    got.set()
+
+            loop.add_reader(a, on_readable)
+            b.send(b"x" * 8)  # readable again at once after every one-byte read
+            await got.wait()
+            for _ in range(5):
+                await trio.lowlevel.checkpoint()
+    finally:
+        a.close()
+        b.close()
+    reads_seen = [e for e in events if e.startswith("read-")]
+    assert reads_seen == [f"read-{n}" for n in range(1, 6)]  # none after remove_reader
+    for n in range(1, 5):  # what read n queued itself has run before read n+1
+        assert events.index(f"queued-{n}-1") < events.index(f"read-{n + 1}"), events

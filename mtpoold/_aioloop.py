@@ -68,6 +68,8 @@ except ImportError:  # pragma: no cover - a trio-asyncio that moved it: stock lo
 #: Attribute on the loop: how many times `_run_batch` has found the loop's queue empty
 #: (everything queued before then has run); `_io_task` compares it across a wait.
 _DRAINED: Final = "_mtpoold_drained"
+#: What `_run_batch`'s wait got when its deadline (the next timer) came first.
+_NOTHING: Final = object()
 
 
 def _run_handle(handle: asyncio.Handle) -> None:
@@ -108,14 +110,24 @@ async def _run_batch(loop: Any, no_wait: bool = False) -> None:
     ran = 0
     timers = loop._timers
     receiver = loop._q_recv
-    if not no_wait and not _due_or_queued(loop):
-        if timers:
-            # loop.time() moved on since _due_or_queued read it: a timer due in between gives
-            # a negative timeout, which move_on_after refuses (ValueError ended the loop's task)
-            with trio.move_on_after(max(0.0, timers[0]._when - loop.time())):
-                if await _dispatch(loop, await receiver.receive()):
-                    ran += 1
-        elif await _dispatch(loop, await receiver.receive()):
+    receive_nowait = receiver.receive_nowait
+    while timers and timers[0]._cancelled:
+        # as asyncio's own loop does: a cancelled timer (a wait_for that finished: Telethon's
+        # connect timeout) would otherwise set the wait's deadline until its time came
+        heapq.heappop(timers)
+    if not no_wait and not (timers and timers[0]._when <= loop.time()):
+        try:
+            first = receive_nowait()
+        except trio.WouldBlock:
+            first = _NOTHING
+            if timers:
+                # loop.time() moved on since it was read: a timer due in between gives a
+                # negative timeout, which move_on_after refuses (ValueError ended the task)
+                with trio.move_on_after(max(0.0, timers[0]._when - loop.time())):
+                    first = await receiver.receive()
+            else:
+                first = await receiver.receive()
+        if first is not _NOTHING and await _dispatch(loop, first):
             ran += 1
     if timers:
         now = loop.time()
@@ -124,28 +136,21 @@ async def _run_batch(loop: Any, no_wait: bool = False) -> None:
             if not timer._cancelled:
                 _run_handle(timer)
             ran += 1
-    receive_nowait = receiver.receive_nowait
+    drained = False
     while ran < BATCH_MAX:
         try:
             obj = receive_nowait()
         except trio.WouldBlock:
+            drained = True
             setattr(loop, _DRAINED, getattr(loop, _DRAINED, 0) + 1)
             break
         if await _dispatch(loop, obj):
             ran += 1
     if ran:
-        if not no_wait and _due_or_queued(loop):
+        if not no_wait and (not drained or (timers and timers[0]._when <= loop.time())):
             await trio.lowlevel.checkpoint()  # Trio runs its other tasks before the rest
     elif no_wait:
         raise trio.WouldBlock
-
-
-def _due_or_queued(loop: Any) -> bool:
-    """Whether a timer of ``loop`` is due or an object waits in its queue."""
-    timers = loop._timers
-    if timers and timers[0]._when <= loop.time():
-        return True
-    return bool(loop._q_recv.statistics().current_buffer_used)
 
 
 async def _io_task(loop: Any, fd: int, handle: Any, wait_ready: Any) -> None:

@@ -251,3 +251,19 @@ async def test_what_a_read_queued_runs_before_the_next_read(kind: str) -> None:
     assert reads_seen == [f"read-{n}" for n in range(1, 6)]  # none after remove_reader
     for n in range(1, 5):  # what read n queued itself has run before read n+1
         assert events.index(f"queued-{n}-1") < events.index(f"read-{n + 1}"), events
+
+
+async def test_cancelled_timers_leave_the_head_of_the_heap() -> None:
+    """A cancelled timer (a ``wait_for`` that finished) is dropped from the head of the heap
+    at the next turn, as asyncio's loop does, instead of giving every wait a deadline."""
+    async with open_aio_loop() as loop:
+        live = loop.call_later(7200, lambda: None)
+        stale = loop.call_later(3600, lambda: None)
+        stale.cancel()
+        for _ in range(2):  # filed into the heap, then the turn after
+            done = trio.Event()
+            loop.call_soon(done.set)
+            await done.wait()
+        assert stale not in loop._timers  # type: ignore[attr-defined]
+        assert live in loop._timers  # type: ignore[attr-defined]
+        live.cancel()

@@ -113,11 +113,10 @@ def to_json(obj: object) -> JSONValue:
         ``{"_": "unsupported", "type": <class name>}`` (never its repr, which could hold
         secrets).
     """
-    if isinstance(obj, TLObject):
-        obj = obj.to_dict()
     # Fast paths first, by exact type: this walk runs over every result (hot at 1,000s of
-    # calls per second); subclasses fall through to the isinstance checks below.
-    # Plain values are taken as they are without a call (most fields of a result are).
+    # calls per second); subclasses fall through to the isinstance checks below, TLObject's
+    # (an ABC: a slow check) among them. Plain values in a dict or a list are taken as they
+    # are without a call (most fields of a result are).
     value: Any = obj
     kind = type(value)
     if kind is dict:
@@ -131,6 +130,8 @@ def to_json(obj: object) -> JSONValue:
         return [v if type(v) in _PLAIN else to_json(v) for v in value]
     if kind is dt.datetime and value.tzinfo is dt.UTC:
         return value.replace(tzinfo=None).isoformat() + "Z"
+    if isinstance(obj, TLObject):
+        return to_json(obj.to_dict())
     if obj is None or isinstance(obj, bool | int | str):
         return obj
     if isinstance(obj, float):

@@ -42,11 +42,12 @@ works, only slower), saying so at DEBUG.
 from __future__ import annotations
 
 import asyncio
+import collections
 import heapq
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any, Final
+from typing import Any, Final, final
 
 import sniffio
 import trio
@@ -65,11 +66,30 @@ try:  # where trio-asyncio 0.15-0.16 keep it
 except ImportError:  # pragma: no cover - a trio-asyncio that moved it: stock loop
     _AsyncHandle = None
 
-#: Attribute on the loop: how many times `_run_batch` has found the loop's queue empty
-#: (everything queued before then has run); `_io_task` compares it across a wait.
-_DRAINED: Final = "_mtpoold_drained"
 #: What `_run_batch`'s wait got when its deadline (the next timer) came first.
 _NOTHING: Final = object()
+
+
+@final
+class _Batching:
+    """The batching state of one loop (``loop._mtpoold_batching``).
+
+    Attributes:
+        pending: Objects queued while a batch runs with the channel empty: the batch runs
+            them next, without a trip through the channel. Always older than anything in
+            the channel (they are only collected while it is empty and no other task runs).
+        collecting: Whether `queue_handle` collects into `pending` now (only inside a batch,
+            never across a yield of the loop's task).
+        drained: How many times a batch has run everything queued (`_io_task` compares it
+            across a wait).
+    """
+
+    __slots__ = ("collecting", "drained", "pending")
+
+    def __init__(self) -> None:
+        self.pending: collections.deque[Any] = collections.deque()
+        self.collecting = False
+        self.drained = 0
 
 
 def _run_handle(handle: asyncio.Handle) -> None:
@@ -81,12 +101,13 @@ def _run_handle(handle: asyncio.Handle) -> None:
         sniffio.thread_local.name = prev
 
 
-async def _dispatch(loop: Any, obj: Any) -> bool:
-    """Run or file one object from the loop's queue; True when a callback ran."""
+async def _dispatch(loop: Any, state: _Batching, obj: Any) -> bool:
+    """Run or file one queued object; True when a callback ran."""
     if isinstance(obj, asyncio.TimerHandle):
         heapq.heappush(loop._timers, obj)
         return False
     if _AsyncHandle is not None and isinstance(obj, _AsyncHandle):
+        state.collecting = False  # the wait yields: what others queue meanwhile is newer
         obj._context.run(loop._nursery.start_soon, obj._run, name=obj._callback)
         await obj._started.wait()
         return True
@@ -95,13 +116,15 @@ async def _dispatch(loop: Any, obj: Any) -> bool:
     return True
 
 
-async def _run_batch(loop: Any, no_wait: bool = False) -> None:
+async def _run_batch(loop: Any, state: _Batching, no_wait: bool = False) -> None:
     """One turn of the loop's ``_main_loop`` (replaces ``_main_loop_one``; module docstring).
 
     When nothing is due or queued it first waits for a callback or the next timer; what
     woke it counts towards this batch. Between two yields of the loop's task to Trio at
     most `BATCH_MAX` callbacks run: a batch that leaves nothing queued or due returns
     without a checkpoint, since the next turn waits on the empty queue (a yield) at once.
+    Once the channel is empty, what the batch's callbacks queue is collected in
+    ``state.pending`` and run from there, in order.
 
     Raises:
         trio.WouldBlock: ``no_wait`` and nothing was due or queued.
@@ -109,13 +132,14 @@ async def _run_batch(loop: Any, no_wait: bool = False) -> None:
     """
     ran = 0
     timers = loop._timers
+    pending = state.pending
     receiver = loop._q_recv
     receive_nowait = receiver.receive_nowait
     while timers and timers[0]._cancelled:
         # as asyncio's own loop does: a cancelled timer (a wait_for that finished: Telethon's
         # connect timeout) would otherwise set the wait's deadline until its time came
         heapq.heappop(timers)
-    if not no_wait and not (timers and timers[0]._when <= loop.time()):
+    if not no_wait and not pending and not (timers and timers[0]._when <= loop.time()):
         try:
             first = receive_nowait()
         except trio.WouldBlock:
@@ -127,25 +151,35 @@ async def _run_batch(loop: Any, no_wait: bool = False) -> None:
                     first = await receiver.receive()
             else:
                 first = await receiver.receive()
-        if first is not _NOTHING and await _dispatch(loop, first):
+        if first is not _NOTHING and await _dispatch(loop, state, first):
             ran += 1
-    if timers:
-        now = loop.time()
-        while timers and timers[0]._when <= now and ran < BATCH_MAX:
-            timer = heapq.heappop(timers)
-            if not timer._cancelled:
-                _run_handle(timer)
-            ran += 1
-    drained = False
-    while ran < BATCH_MAX:
-        try:
-            obj = receive_nowait()
-        except trio.WouldBlock:
-            drained = True
-            setattr(loop, _DRAINED, getattr(loop, _DRAINED, 0) + 1)
-            break
-        if await _dispatch(loop, obj):
-            ran += 1
+    try:
+        if timers:
+            now = loop.time()
+            while timers and timers[0]._when <= now and ran < BATCH_MAX:
+                timer = heapq.heappop(timers)
+                if not timer._cancelled:
+                    _run_handle(timer)
+                ran += 1
+        drained = False
+        while ran < BATCH_MAX:
+            if pending:  # older than anything in the channel
+                obj = pending.popleft()
+            elif state.collecting:  # the channel was empty and nothing has yielded since
+                drained = True
+                break
+            else:
+                try:
+                    obj = receive_nowait()
+                except trio.WouldBlock:
+                    state.collecting = True
+                    continue
+            if await _dispatch(loop, state, obj):
+                ran += 1
+    finally:
+        state.collecting = False  # never across a yield (nor once the batch raised)
+    if drained:
+        state.drained += 1
     if ran:
         if not no_wait and (not drained or (timers and timers[0]._when <= loop.time())):
             await trio.lowlevel.checkpoint()  # Trio runs its other tasks before the rest
@@ -153,7 +187,7 @@ async def _run_batch(loop: Any, no_wait: bool = False) -> None:
         raise trio.WouldBlock
 
 
-async def _io_task(loop: Any, fd: int, handle: Any, wait_ready: Any) -> None:
+async def _io_task(loop: Any, state: _Batching, fd: int, handle: Any, wait_ready: Any) -> None:
     """trio-asyncio's ``_io_task`` (one per watched descriptor) without a ``synchronize()``
     per callback when the loop has emptied its queue by the time the descriptor is ready
     again (module docstring). Errors and cancellation as in the stock task."""
@@ -173,28 +207,43 @@ async def _io_task(loop: Any, fd: int, handle: Any, wait_ready: Any) -> None:
                     raise
                 if handle._cancelled:
                     break
-                if mark is not None and getattr(loop, _DRAINED, 0) == mark:
+                if mark is not None and state.drained == mark:
                     # what the last callback queued may not all have run yet
                     await loop.synchronize()
                     if handle._cancelled:
                         break
                 handle._run()
-                mark = getattr(loop, _DRAINED, 0)
+                mark = state.drained
         except Exception as exc:
             handle._raise(exc)
 
 
-def _fast_scheduling(loop: Any) -> None:
-    """Set ``call_soon``, ``call_later`` and ``call_at`` on ``loop``: trio-asyncio's, with
+def _fast_scheduling(loop: Any, state: _Batching) -> None:
+    """Set ``_queue_handle``, ``call_soon``, ``call_later`` and ``call_at`` on ``loop``:
+    trio-asyncio's, collecting into ``state.pending`` while a batch collects, and with
     ``_check_callback`` only in debug mode (as asyncio's ``BaseEventLoop`` does)."""
     handle_cls = asyncio.Handle
     timer_cls = asyncio.TimerHandle
-    queue_handle = loop._queue_handle
+    stock_queue_handle = loop._queue_handle
+    check_closed = loop._check_closed
+    pending = state.pending
+
+    def queue_handle(handle: Any) -> Any:
+        if state.collecting:
+            check_closed()
+            pending.append(handle)
+            return handle
+        return stock_queue_handle(handle)
 
     def call_soon(callback: Any, *args: Any, context: Any = None) -> asyncio.Handle:
         if loop._debug:
             loop._check_callback(callback, "call_soon")
-        return queue_handle(handle_cls(callback, args, loop, context))  # type: ignore[no-any-return]
+        handle = handle_cls(callback, args, loop, context)
+        if state.collecting:
+            check_closed()
+            pending.append(handle)
+            return handle
+        return stock_queue_handle(handle)  # type: ignore[no-any-return]
 
     def call_later(
         delay: float, callback: Any, *args: Any, context: Any = None
@@ -211,6 +260,7 @@ def _fast_scheduling(loop: Any) -> None:
             loop._check_callback(callback, "call_at")
         return queue_handle(timer_cls(when, callback, args, loop, context))  # type: ignore[no-any-return]
 
+    loop._queue_handle = queue_handle
     loop.call_soon = call_soon
     loop.call_later = call_later
     loop.call_at = call_at
@@ -231,6 +281,7 @@ def install_batching(loop: object) -> bool:
         "_nursery",
         "_main_loop_one",
         "_queue_handle",
+        "_check_closed",
         "_io_task",
         "_check_callback",
         "_debug",
@@ -241,16 +292,18 @@ def install_batching(loop: object) -> bool:
         log.debug("event=aio_batching_unavailable trio_asyncio=%s", trio_asyncio.__version__)
         return False
 
+    state = _Batching()
+
     async def main_loop_one(no_wait: bool = False) -> None:
-        await _run_batch(loop, no_wait)
+        await _run_batch(loop, state, no_wait)
 
     async def io_task(fd: int, handle: Any, wait_ready: Any) -> None:
-        await _io_task(loop, fd, handle, wait_ready)
+        await _io_task(loop, state, fd, handle, wait_ready)
 
-    setattr(loop, _DRAINED, 0)
+    loop._mtpoold_batching = state  # type: ignore[attr-defined]
     loop._main_loop_one = main_loop_one  # type: ignore[attr-defined]
     loop._io_task = io_task  # type: ignore[attr-defined]
-    _fast_scheduling(loop)
+    _fast_scheduling(loop, state)
     return True
 
 

@@ -83,6 +83,37 @@ async def test_callbacks_and_timers_keep_their_order(kind: str) -> None:
 
 
 @pytest.mark.parametrize("kind", OPENERS)
+async def test_a_callback_queued_by_a_callback_runs_after_those_queued_before(kind: str) -> None:
+    """FIFO across where a callback is queued from: behind what was queued before it (the
+    channel), and callbacks queued inside a batch (collected, not sent through the channel)
+    in their own order, also across a Trio task started from asyncio in between."""
+    ran: list[str] = []
+    async with OPENERS[kind]() as loop:
+        done = trio.Event()
+
+        async def trio_side() -> None:
+            ran.append("trio-task")
+
+        def note(tag: str) -> None:
+            ran.append(tag)
+            if tag == "soon-1":
+                loop.call_soon(note, "nested-1")
+            if tag == "soon-3":
+                loop.call_soon(note, "nested-3a")
+                loop.run_trio_task(trio_side)
+                loop.call_soon(note, "nested-3b")
+            if tag == "nested-3b":
+                loop.call_soon(done.set)
+
+        for i in range(1, 4):
+            loop.call_soon(note, f"soon-{i}")
+        await done.wait()
+    assert ran[:5] == ["soon-1", "soon-2", "soon-3", "nested-1", "nested-3a"]
+    assert ran[5:] in (["trio-task", "nested-3b"], ["nested-3b", "trio-task"])
+    # the Trio task is started in order; when it first runs is Trio's to say
+
+
+@pytest.mark.parametrize("kind", OPENERS)
 async def test_a_callback_storm_does_not_starve_trio(kind: str) -> None:
     """A callback that reschedules itself forever: Trio's tasks still run, and between two of
     their steps the loop runs at most two batches (Trio steps every runnable task once per

@@ -9,7 +9,7 @@ transport's reader, the future's wake-ups), so a request pays ten trips through 
 scheduler where native asyncio pays one ``_run_once`` tick (``python -m bench --only bridge``
 measures the cost; ``docs/TRIO_ASYNCIO.md`` is the write-up for upstream).
 
-`open_aio_loop` opens the stock loop (``trio_asyncio.open_loop``) and replaces three methods on
+`open_aio_loop` opens the stock loop (``trio_asyncio.open_loop``) and replaces six methods on
 that one loop instance (`install_batching`):
 
 - ``_main_loop_one`` by `_run_batch`: due timers and queued callbacks, `BATCH_MAX` at most,
@@ -17,11 +17,17 @@ that one loop instance (`install_batching`):
   the queue is then empty the task goes straight back to waiting on it (that wait is where
   Trio runs the tasks the batch woke: one step of the loop's task per batch, not two); only a
   batch that stopped at `BATCH_MAX` or left a timer due checkpoints first. The wait enters a
-  ``trio.move_on_after`` only while a timer is pending. With ``no_wait=True`` (the loop's
+  ``trio.move_on_after`` only while a timer is pending, and cancelled timers leave the head
+  of the heap at each turn, as in asyncio's loop. With ``no_wait=True`` (the loop's
   drain at exit) it raises ``trio.WouldBlock`` when nothing ran, as the stock method does.
 - ``call_soon``, ``call_later`` and ``call_at`` by the same without ``_check_callback`` outside
   asyncio's debug mode, as asyncio's own loop does (trio-asyncio checks every callback with
   ``inspect``: about a third of what a ``call_soon`` cost).
+- ``_queue_handle``: once a batch has found the channel empty, what its callbacks queue is
+  collected in a deque the same batch runs next, instead of a ``send_nowait`` into the Trio
+  channel and a ``receive_nowait`` out of it per callback. Collected objects are always
+  older than anything in the channel (collection stops before any yield of the loop's task,
+  and others can queue only then), so the order stays FIFO.
 - ``_io_task`` (the Trio task trio-asyncio runs per watched file descriptor) by `_io_task`:
   after a reader or writer callback it does not ``synchronize()`` (one more callback queued
   and an Event waited for, a second step of that task per read); it waits for the descriptor
@@ -34,9 +40,9 @@ context a callback runs in. The batch is bounded, so a callback that reschedules
 forever cannot starve Trio's other tasks.
 
 The replacements read trio-asyncio internals (``_q_recv``, ``_timers``, ``_nursery``,
-``AsyncHandle``, ``ScopedHandle._scope``); `install_batching` checks they are there and
-leaves the stock methods in place otherwise (a trio-asyncio whose internals moved still
-works, only slower), saying so at DEBUG.
+``_queue_handle``, ``AsyncHandle``, ``ScopedHandle._scope``); `install_batching` checks they
+are there and leaves the stock methods in place otherwise (a trio-asyncio whose internals
+moved still works, only slower), saying so at DEBUG.
 """
 
 from __future__ import annotations

@@ -98,27 +98,26 @@ class _Batching:
         self.drained = 0
 
 
-def _run_handle(handle: asyncio.Handle) -> None:
-    """Run one sync callback as trio-asyncio does: with sniffio saying "asyncio"."""
-    prev, sniffio.thread_local.name = sniffio.thread_local.name, "asyncio"
-    try:
-        handle._run()
-    finally:
-        sniffio.thread_local.name = prev
+async def _dispatch(loop: Any, state: _Batching, obj: Any, library: str | None) -> bool:
+    """Run or file one queued object; True when a callback ran.
 
-
-async def _dispatch(loop: Any, state: _Batching, obj: Any) -> bool:
-    """Run or file one queued object; True when a callback ran."""
+    Called with sniffio's thread-local name set to "asyncio" (as trio-asyncio runs a
+    callback); ``library`` is the name to show Trio while this waits for a Trio task to start.
+    """
     if isinstance(obj, asyncio.TimerHandle):
         heapq.heappush(loop._timers, obj)
         return False
     if _AsyncHandle is not None and isinstance(obj, _AsyncHandle):
         state.collecting = False  # the wait yields: what others queue meanwhile is newer
-        obj._context.run(loop._nursery.start_soon, obj._run, name=obj._callback)
-        await obj._started.wait()
+        sniffio.thread_local.name = library
+        try:
+            obj._context.run(loop._nursery.start_soon, obj._run, name=obj._callback)
+            await obj._started.wait()
+        finally:
+            sniffio.thread_local.name = "asyncio"
         return True
     if not obj._cancelled:
-        _run_handle(obj)
+        obj._run()
     return True
 
 
@@ -157,17 +156,21 @@ async def _run_batch(loop: Any, state: _Batching, no_wait: bool = False) -> None
                     first = await receiver.receive()
             else:
                 first = await receiver.receive()
-        if first is not _NOTHING and await _dispatch(loop, state, first):
-            ran += 1
+    else:
+        first = _NOTHING
+    drained = False
+    library = sniffio.thread_local.name
+    sniffio.thread_local.name = "asyncio"  # for every callback of the batch, set once
     try:
+        if first is not _NOTHING and await _dispatch(loop, state, first, library):
+            ran += 1
         if timers:
             now = loop.time()
             while timers and timers[0]._when <= now and ran < BATCH_MAX:
                 timer = heapq.heappop(timers)
                 if not timer._cancelled:
-                    _run_handle(timer)
+                    timer._run()
                 ran += 1
-        drained = False
         while ran < BATCH_MAX:
             if pending:  # older than anything in the channel
                 obj = pending.popleft()
@@ -180,9 +183,10 @@ async def _run_batch(loop: Any, state: _Batching, no_wait: bool = False) -> None
                 except trio.WouldBlock:
                     state.collecting = True
                     continue
-            if await _dispatch(loop, state, obj):
+            if await _dispatch(loop, state, obj, library):
                 ran += 1
     finally:
+        sniffio.thread_local.name = library
         state.collecting = False  # never across a yield (nor once the batch raised)
     if drained:
         state.drained += 1

@@ -298,3 +298,39 @@ async def test_cancelled_timers_leave_the_head_of_the_heap() -> None:
         assert stale not in loop._timers  # type: ignore[attr-defined]
         assert live in loop._timers  # type: ignore[attr-defined]
         live.cancel()
+
+
+@pytest.mark.parametrize("kind", OPENERS)
+async def test_sniffio_names_the_library_of_each_side(kind: str) -> None:
+    """Callbacks and timers see "asyncio"; Trio tasks, also one started from a callback in
+    the middle of a batch and Trio code after the batch, see "trio"."""
+    import sniffio
+
+    seen: list[tuple[str, str]] = []
+    async with OPENERS[kind]() as loop:
+        done = trio.Event()
+
+        async def trio_side() -> None:
+            seen.append(("trio task", sniffio.current_async_library()))
+
+        def note(tag: str) -> None:
+            seen.append((tag, sniffio.current_async_library()))
+            if tag == "soon-1":
+                loop.run_trio_task(trio_side)
+            if tag == "timer":
+                done.set()
+
+        loop.call_soon(note, "soon-1")
+        loop.call_soon(note, "soon-2")
+        loop.call_later(0, note, "timer")
+        await done.wait()
+        seen.append(("trio caller", sniffio.current_async_library()))
+    assert sorted(seen) == sorted(
+        [
+            ("soon-1", "asyncio"),
+            ("soon-2", "asyncio"),
+            ("timer", "asyncio"),
+            ("trio task", "trio"),
+            ("trio caller", "trio"),
+        ]
+    )

@@ -74,12 +74,10 @@ async def run_aio(
     async def body() -> Any:
         return await fn(*args)
 
-    task: asyncio.Future[Any] = asyncio.ensure_future(body(), loop=loop)
-    finished = trio.Event()
+    task: asyncio.Future[Any] = loop.create_task(body())
     woken = trio.Event()
 
     def on_done(_: Any) -> None:
-        finished.set()
         woken.set()
 
     task.add_done_callback(on_done)
@@ -88,10 +86,10 @@ async def run_aio(
         try:
             await woken.wait()
         except trio.Cancelled:
-            await _settle(task, finished, cancel_wait_s, on_abandoned)
+            await _settle(task, cancel_wait_s, on_abandoned)
             raise
         if not task.done():  # the monitor recorded a fault
-            await _settle(task, finished, cancel_wait_s, on_abandoned)
+            await _settle(task, cancel_wait_s, on_abandoned)
             assert monitor is not None and monitor.fault is not None
             raise monitor.fault
     finally:
@@ -112,13 +110,15 @@ async def run_aio(
 
 async def _settle(
     task: asyncio.Future[Any],
-    finished: trio.Event,
     cancel_wait_s: float,
     on_abandoned: Callable[[], None] | None,
 ) -> None:
     task.cancel()
-    with trio.CancelScope(shield=True), trio.move_on_after(cancel_wait_s):
-        await finished.wait()
+    if not task.done():
+        finished = trio.Event()
+        task.add_done_callback(lambda _: finished.set())
+        with trio.CancelScope(shield=True), trio.move_on_after(cancel_wait_s):
+            await finished.wait()
     if task.done():
         _read_outcome(task)
         return

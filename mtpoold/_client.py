@@ -42,13 +42,12 @@ in a repr or a log line written here.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import logging
 import math
 import random
 import sys
-from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, Final, final
 
 import attrs
@@ -283,6 +282,8 @@ class TelethonClient:
     _connects: int = attrs.field(init=False, default=0)
     #: When (trio clock, s) the current connection came up; None while there is none.
     _up_since: float | None = attrs.field(init=False, default=None)
+    #: The `AioContext` calls run in when the account worker set none (`_log_context`).
+    _aio_ctx: AioContext | None = attrs.field(init=False, default=None)
 
     def __attrs_post_init__(self) -> None:
         self._lookup = PeerLookup(
@@ -649,17 +650,6 @@ class TelethonClient:
         ):
             session.set_dc(*address)
 
-    @contextlib.contextmanager
-    def _log_context(self) -> Iterator[None]:
-        if aio_context.get() is not None:  # the account worker set it already
-            yield
-            return
-        token = aio_context.set(AioContext(account=self.account.id, proxy_key=self.proxy_key))
-        try:
-            yield
-        finally:
-            aio_context.reset(token)
-
     async def _aio(self, fn: Callable[..., Awaitable[Any]], *args: Any, call: bool = True) -> Any:
         """Run a Telethon coroutine through `run_aio` (bounded cancellation).
 
@@ -671,9 +661,10 @@ class TelethonClient:
         monitor = self.monitor if call else None
         if monitor is not None:
             monitor.begin_call()
+        # this account's log context, unless the account worker set it already
+        token = None if aio_context.get() is not None else aio_context.set(self._log_context())
         try:
-            with self._log_context():
-                return await run_aio(fn, *args, monitor=monitor, on_abandoned=self._abandon)
+            return await run_aio(fn, *args, monitor=monitor, on_abandoned=self._abandon)
         except ProtocolViolation as exc:
             log_event(
                 log,
@@ -683,11 +674,23 @@ class TelethonClient:
                 proxy=self.proxy_key,
                 detail=redact(exc.detail),
             )
+            if token is not None:
+                aio_context.reset(token)
+                token = None
             await self.disconnect()
             raise
         finally:
+            if token is not None:
+                aio_context.reset(token)
             if monitor is not None:
                 monitor.end_call()
+
+    def _log_context(self) -> AioContext:
+        """This account's `AioContext` (built once per account and proxy key)."""
+        ctx = self._aio_ctx
+        if ctx is None or ctx.account != self.account.id or ctx.proxy_key != self.proxy_key:
+            ctx = self._aio_ctx = AioContext(account=self.account.id, proxy_key=self.proxy_key)
+        return ctx
 
     def _abandon(self) -> None:
         log_event(

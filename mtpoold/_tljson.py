@@ -95,6 +95,9 @@ _TYPES_PREFIX: Final = "telethon.tl.types"
 
 # --- out: to_json ---------------------------------------------------------------------------
 
+#: Types `to_json` returns unchanged, by exact type (subclasses take the slower checks).
+_PLAIN: Final = frozenset({str, int, bool, type(None)})
+
 
 def to_json(obj: object) -> JSONValue:
     """Convert a Telethon result into a JSON-safe value.
@@ -110,20 +113,25 @@ def to_json(obj: object) -> JSONValue:
         ``{"_": "unsupported", "type": <class name>}`` (never its repr, which could hold
         secrets).
     """
-    if isinstance(obj, TLObject):
-        obj = obj.to_dict()
     # Fast paths first, by exact type: this walk runs over every result (hot at 1,000s of
-    # calls per second); subclasses fall through to the isinstance checks below.
+    # calls per second); subclasses fall through to the isinstance checks below, TLObject's
+    # (an ABC: a slow check) among them. Plain values in a dict or a list are taken as they
+    # are without a call (most fields of a result are).
     value: Any = obj
     kind = type(value)
     if kind is dict:
-        return {k if type(k) is str else str(k): to_json(v) for k, v in value.items()}
-    if kind is str or kind is int or kind is bool or value is None:
+        return {
+            k if type(k) is str else str(k): v if type(v) in _PLAIN else to_json(v)
+            for k, v in value.items()
+        }
+    if kind in _PLAIN:
         return value
     if kind is list:
-        return [to_json(v) for v in value]
+        return [v if type(v) in _PLAIN else to_json(v) for v in value]
     if kind is dt.datetime and value.tzinfo is dt.UTC:
         return value.replace(tzinfo=None).isoformat() + "Z"
+    if isinstance(obj, TLObject):
+        return to_json(obj.to_dict())
     if obj is None or isinstance(obj, bool | int | str):
         return obj
     if isinstance(obj, float):
@@ -212,6 +220,12 @@ def _split_name(name: str) -> tuple[str, str]:
     return namespace.lower(), method.lower()
 
 
+#: Names `function_by_name` resolved, as written (a job names its method on every call);
+#: bounded, since the names come from jobs.
+_FUNCTIONS_BY_NAME: Final[dict[str, type[TLRequest]]] = {}
+_FUNCTIONS_BY_NAME_MAX: Final = 4096
+
+
 def function_by_name(name: str) -> type[TLRequest]:
     """Find Telethon's request class for a TL method name.
 
@@ -233,27 +247,21 @@ def function_by_name(name: str) -> type[TLRequest]:
             by ``; did you mean messages.GetHistory?`` when a known name is close
             (`function_suggestion`).
     """
+    if type(name) is str:
+        known = _FUNCTIONS_BY_NAME.get(name)
+        if known is not None:
+            return known
     if not isinstance(name, str) or not name.strip():
         raise _invalid(f"unknown TL function {_quote(name)}")
-    cls = _FOUND.get(name)
-    if cls is not None:
-        return cls
     namespace, method = _split_name(name)
     index = _function_index()
     for candidate in (method + "request", method):
         cls = index.get((namespace, candidate))
         if cls is not None:
-            if len(_FOUND) < _FOUND_MAX:
-                _FOUND[name] = cls
+            if type(name) is str and len(_FUNCTIONS_BY_NAME) < _FUNCTIONS_BY_NAME_MAX:
+                _FUNCTIONS_BY_NAME[name] = cls
             return cls
     raise _invalid(f"unknown TL function {_quote(name)}{function_suggestion(name)}")
-
-
-#: Names `function_by_name` found, as written (one look-up per job otherwise re-splits and
-#: re-cases the name); bounded, since names come from clients: past the bound, new
-#: spellings are looked up each time.
-_FOUND: Final[dict[str, type[TLRequest]]] = {}
-_FOUND_MAX: Final = 4096
 
 
 @functools.cache
@@ -788,9 +796,9 @@ class _Builder:
             raise _invalid(f"arguments nested deeper than {MAX_DEPTH} levels")
         shapes = _signature(cls)  # type: ignore[arg-type]  # type[X] is hashable: python/mypy#11470
         given = {k: v for k, v in args.items() if k != "_"}
-        label = _display_name(cls)
         unknown = sorted(str(k) for k in given if k not in shapes)
         if unknown:
+            label = _display_name(cls)
             hint = did_you_mean(unknown[0], shapes) if len(unknown) == 1 else ""
             raise _invalid(
                 f"{label}: unknown argument{'s' if len(unknown) > 1 else ''} "
@@ -799,6 +807,7 @@ class _Builder:
             )
         missing = [k for k, shape in shapes.items() if not shape.optional and given.get(k) is None]
         if missing:
+            label = _display_name(cls)
             raise _invalid(
                 f"{label}: missing argument{'s' if len(missing) > 1 else ''} "
                 + ", ".join(f"{path}{k}" for k in missing)
@@ -881,18 +890,18 @@ class _Builder:
         return self.construct(cls, value, path=f"{path}." if path else "", depth=depth + 1)
 
 
-def _display_name(cls: type) -> str:
-    name = _DISPLAY_NAMES.get(cls)
-    if name is None:
-        name = _DISPLAY_NAMES[cls] = _display_name_of(cls)
-    return name
-
-
-#: `_display_name` by class, filled as classes are met (at most one entry per TL class).
 _DISPLAY_NAMES: Final[dict[type, str]] = {}
 
 
-def _display_name_of(cls: type) -> str:
+def _display_name(cls: type) -> str:
+    """``messages.GetHistory``: the name a message gives a TL class (cached per class)."""
+    name = _DISPLAY_NAMES.get(cls)
+    if name is None:
+        name = _DISPLAY_NAMES[cls] = _compute_display_name(cls)
+    return name
+
+
+def _compute_display_name(cls: type) -> str:
     is_function = cls.__module__.startswith(_FUNCTIONS_PREFIX)
     ns = _namespace(cls, _FUNCTIONS_PREFIX if is_function else _TYPES_PREFIX)
     name = cls.__name__

@@ -100,12 +100,17 @@ _REASON_HANDLERS: Final = {
 }
 
 
+#: Where each phase comes (``advance`` runs for every packet received).
+_PHASE_ORDER: Final = {phase: i for i, phase in enumerate(ConnectPhase)}
+_U32_AT: Final = struct.Struct("<I").unpack_from
+
+
 def message_kind(data: bytes) -> str:
     """The kind of one outgoing MTProto message body: ``"ack"``, ``"ping"``, ``"service"``
     (``msgs_state_info``), ``"container"`` or ``"request"``."""
     if len(data) < 4:
         return "request"
-    (cid,) = struct.unpack_from("<I", data, 0)
+    (cid,) = _U32_AT(data, 0)
     if cid == _ACK_ID:
         return "ack"
     if cid == _CONTAINER_ID:
@@ -113,7 +118,7 @@ def message_kind(data: bytes) -> str:
     if cid == _STATE_INFO_ID:
         return "service"
     if cid in _WRAPPER_IDS and len(data) >= 8:
-        (inner,) = struct.unpack_from("<I", data, 4)
+        (inner,) = _U32_AT(data, 4)
         if inner in _PING_IDS:
             return "ping"
     if cid in _PING_IDS:
@@ -194,8 +199,7 @@ class WireMonitor:
 
     def advance(self, phase: ConnectPhase) -> None:
         """Move to ``phase`` (never backwards)."""
-        order = list(ConnectPhase)
-        if order.index(phase) > order.index(self.phase):
+        if phase is not self.phase and _PHASE_ORDER[phase] > _PHASE_ORDER[self.phase]:
             self.phase = phase
 
     @property

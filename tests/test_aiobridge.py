@@ -122,3 +122,31 @@ async def test_run_aio_turns_a_cancellation_by_telethon_into_a_closed_stream(
 
     with pytest.raises(ConnectionError, match="closed while the call was in flight"):
         await run_aio(cancelled_future)
+
+
+async def test_run_aio_task_cancelled_by_another_before_it_ever_ran(
+    aio_loop: asyncio.AbstractEventLoop,
+) -> None:
+    """Someone else cancels the asyncio task before its first step (here: a task factory),
+    so the coroutine never runs: the call still ends, with ConnectionError, at once."""
+    ran: list[bool] = []
+    previous = aio_loop.get_task_factory()
+
+    def cancelling_factory(loop: Any, coro: Any, **kwargs: Any) -> asyncio.Task[Any]:
+        if previous is not None:
+            task: asyncio.Task[Any] = previous(loop, coro, **kwargs)  # type: ignore[assignment]
+        else:
+            task = asyncio.Task(coro, loop=loop, **kwargs)
+        task.cancel()
+        return task
+
+    async def never() -> None:  # pragma: no cover - cancelled before it starts
+        ran.append(True)
+
+    aio_loop.set_task_factory(cancelling_factory)
+    try:
+        with pytest.raises(ConnectionError):
+            await run_aio(never)
+    finally:
+        aio_loop.set_task_factory(previous)
+    assert ran == []

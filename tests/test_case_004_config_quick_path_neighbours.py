@@ -79,3 +79,23 @@ def test_quick_path_session_with_base_dir_dot_as_the_full_path() -> None:
     config = _parse(data, base_dir=Path("."))
     assert isinstance(config, Config), config
     assert config.accounts[0].session == str(Path(".") / "a.session")  # "a.session"
+
+
+def test_check_config_session_path_with_a_nul_is_a_problem_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Not a quick-path regression (before it, ``parse_config`` itself raised ValueError):
+    a ``session`` holding ``\\u0000`` (valid TOML) makes check-config exit 1 with ``internal
+    error: ValueError: embedded null byte`` (raised in `_sessionid.session_identity` via
+    `_startup.startup_problems`) instead of exit 2 naming ``accounts[0].session``."""
+    path = tmp_path / "mtpoold.toml"
+    path.write_text(
+        f'[daemon]\nstate_dir = "{tmp_path / "state"}"\n'
+        f'[[accounts]]\nid = "a"\napi_id = 1\napi_hash = "{API_HASH}"\n'
+        'session = "a\\u0000b.session"\n'
+    )
+    code = main(["check-config", str(path)])
+    err = capsys.readouterr().err
+    assert "internal error" not in err, err
+    assert code == 2, err
+    assert f"{path}: accounts[0].session: " in err

@@ -161,6 +161,25 @@ def _non_empty(_inst: Any, attr: attrs.Attribute[Any], value: str | None) -> Non
         raise _FieldProblem(attr.name, 'expected a non-empty string, got ""')
 
 
+_positive_integer: Final = _at_least(1, integer=True)
+#: Largest ``api_id``: MTProto's ``initConnection`` carries it as an ``int`` (32 bits).
+API_ID_MAX: Final = 2**31 - 1
+
+
+def _api_id(inst: Any, attr: attrs.Attribute[Any], value: int) -> None:
+    _positive_integer(inst, attr, value)
+    if value > API_ID_MAX:
+        raise _FieldProblem(
+            attr.name, f"expected an integer 1..{API_ID_MAX} (MTProto's int), got {_show(value)}"
+        )
+
+
+def _file_path(inst: Any, attr: attrs.Attribute[Any], value: str | None) -> None:
+    _non_empty(inst, attr, value)
+    if value is not None and "\x00" in value:  # valid TOML ("\u0000"), no file's name
+        raise _FieldProblem(attr.name, "a path cannot hold a NUL character (\\u0000)")
+
+
 _ID_RE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@:-]*")  # fullmatch
 
 
@@ -410,7 +429,7 @@ class AccountConfig:
 
     Attributes:
         id: Unique account id (letters, digits, ``_ . @ : -``).
-        api_id: Telegram API id, >= 1.
+        api_id: Telegram API id, 1..`API_ID_MAX` (MTProto carries it as a 32-bit int).
         api_hash: Telegram API hash, 32 hex characters (secret: never shown).
         session: Path of a Telethon ``.session`` file (absolute after `parse_config`).
         session_string: Telethon StringSession text (secret: never shown).
@@ -425,9 +444,9 @@ class AccountConfig:
     """
 
     id: str = attrs.field(validator=[_non_empty, _identifier])
-    api_id: int = attrs.field(validator=_at_least(1, integer=True))
+    api_id: int = attrs.field(validator=_api_id)
     api_hash: str = _secret_field(validator=_api_hash)
-    session: str | None = attrs.field(default=None, validator=_non_empty)
+    session: str | None = attrs.field(default=None, validator=_file_path)
     session_string: str | None = _secret_field(default=None, validator=_non_empty)
     session_string_env: str | None = attrs.field(default=None, validator=_env_name)
     session_credential: str | None = attrs.field(
@@ -604,7 +623,7 @@ class DaemonConfig:
     """
 
     listen: str = attrs.field(default=DEFAULT_LISTEN, validator=_listen)
-    state_dir: str = attrs.field(default="./state", validator=_non_empty)
+    state_dir: str = attrs.field(default="./state", validator=_file_path)
     allowed_origins: tuple[str, ...] = ()
     max_frame_bytes: int = attrs.field(default=1048576, validator=_at_least(1, integer=True))
     max_in_flight: int = attrs.field(default=1000, validator=_at_least(1, integer=True))
@@ -739,7 +758,7 @@ class ClusterConfig:
     """
 
     redis_url: str = attrs.field(validator=_redis_url)
-    password_file: str | None = attrs.field(default=None, validator=_non_empty)
+    password_file: str | None = attrs.field(default=None, validator=_file_path)
     node: str = attrs.field(factory=_default_node, validator=_node_name)
     lease_s: float = attrs.field(default=15.0, validator=_lease_time)
     key_prefix: str = attrs.field(default="mtpoold:", validator=_key_prefix)
@@ -1199,8 +1218,9 @@ def _under(base_dir: Path, path: str) -> str:
     """``str(base_dir / Path(path).expanduser())``: string joining when ``path`` is one that
     `pathlib` would keep as written (no ``~``, ``//``, ``.`` component or trailing ``/``),
     the `pathlib` way otherwise."""
-    if _NOT_PLAIN_PATH.search(path) is None:
-        return os.path.join(str(base_dir), path)
+    base = str(base_dir)
+    if base != "." and _NOT_PLAIN_PATH.search(path) is None:  # pathlib drops a "." base
+        return os.path.join(base, path)
     return str(base_dir / Path(path).expanduser())
 
 

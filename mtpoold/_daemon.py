@@ -322,7 +322,14 @@ class Reloader:
     async def _reload(self) -> dict[str, Any]:
         if self.config_path is None:
             raise ConfigError(["the daemon was started without a config file; nothing to reload"])
-        new = await trio.to_thread.run_sync(load_config, self.config_path)
+        try:
+            new = await trio.to_thread.run_sync(load_config, self.config_path)
+        except ConfigError:
+            raise
+        except Exception as exc:  # a bug in reading it must not end the daemon (SIGHUP)
+            log_event(_log, logging.ERROR, "reload_failed", exc_info=True)
+            reason = redact(f"{type(exc).__name__}: {exc}")
+            raise ConfigError([f"reload failed reading the config: {reason}"]) from None
         try:
             result = await self.pool.reload(new)
         except SessionLocked as exc:

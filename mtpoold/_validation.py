@@ -241,6 +241,10 @@ def _field_plan(cls: type) -> tuple[tuple[attrs.Attribute[Any], Any], ...]:
 _NOT_QUICK: Final = object()
 
 
+#: Integers a float holds exactly (the quick path's float fields take no larger ones).
+_EXACT: Final = 2**53
+
+
 def _quick_check(t: Any) -> Callable[[Any], Any] | None:
     """A check of one field's value taking exactly what the strict hooks take without a
     problem, for the common types (``str``, ``int``, ``float``, ``bool``, a ``Literal`` of
@@ -254,7 +258,14 @@ def _quick_check(t: Any) -> Callable[[Any], Any] | None:
     if t is bool:
         return lambda v: v if type(v) is bool else _NOT_QUICK
     if t is float:
-        return lambda v: v if type(v) is float else float(v) if type(v) is int else _NOT_QUICK
+        # an int float() takes exactly (past 2**53 it may round or overflow: the full path's)
+        return lambda v: (
+            v
+            if type(v) is float
+            else float(v)
+            if type(v) is int and -_EXACT <= v <= _EXACT
+            else _NOT_QUICK
+        )
     if _is_literal(t):
         allowed = get_args(t)
         if not all(type(a) is str for a in allowed):

@@ -357,3 +357,38 @@ def test_check_config_on_the_running_daemons_own_config_is_ok(tmp_path: Path) ->
         refused = mtpoold("check-config", str(other))
         assert refused.returncode == 2
         assert "address already in use" in refused.stderr
+
+
+async def test_a_reload_whose_config_read_breaks_is_refused_and_the_daemon_keeps_its_config(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Not a ConfigError from reading the file (a bug, an input nobody foresaw): the reload
+    is refused with the cause, as a config problem, and SIGHUP's caller lives on."""
+    import mtpoold._daemon as daemon_module
+    from mtpoold._config import load_config
+    from mtpoold._daemon import Reloader
+    from mtpoold._errors import ConfigError
+
+    class Pool:
+        reloads = 0
+
+        async def reload(self, config: object) -> object:
+            self.reloads += 1
+            raise AssertionError("not reached")
+
+    path = tmp_path / "mtpoold.toml"
+    path.write_text("")
+    config = load_config(path)
+    reloader = Reloader(Pool(), config, path)  # type: ignore[arg-type]
+
+    def broken(_path: object) -> object:
+        raise OverflowError("int too large to convert to float")
+
+    monkeypatch.setattr(daemon_module, "load_config", broken)
+    with pytest.raises(ConfigError) as caught:
+        await reloader()
+    assert list(caught.value.problems) == [
+        "reload failed reading the config: OverflowError: int too large to convert to float"
+    ]
+    assert reloader.config is config and reloader.pool.reloads == 0  # type: ignore[attr-defined]
+    assert "event=reload_failed" in caplog.text

@@ -175,7 +175,8 @@ class Dialect:
             # Never str() of a 4,000-digit integer (JSON-RPC reads integers of any size).
             if value.bit_length() <= 128:
                 return str(value)
-            return f"{'-' if value < 0 else ''}an integer of {value.bit_length()} bits"
+            sign = "a negative" if value < 0 else "an"
+            return f"{sign} integer of {value.bit_length()} bits"
         if self.language == "toml":
             if value.is_integer() and abs(value) < 1e15:
                 return str(int(value))  # a float field holding 0 was written 0 (or 0.0): say 0

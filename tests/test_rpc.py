@@ -265,6 +265,10 @@ def _params_of(method: str, params: str) -> Any:
         ("9007199254740993", f"{_AT_MOST}, got 9007199254740993{_CAP}"),
         ("-1e400", "params.options.deadline_ms: expected > 0, got a number beyond -1.8e308"),
         ("-5", "params.options.deadline_ms: expected > 0, got -5"),
+        (
+            "-" + _HUGE,
+            "params.options.deadline_ms: expected > 0, got a negative integer of 1329 bits",
+        ),
         ("0.0", "params.options.deadline_ms: expected > 0, got 0.0"),
         ("true", "params.options.deadline_ms: expected a number of milliseconds, got a boolean"),
         ('"100"', "params.options.deadline_ms: expected a number of milliseconds, got a string"),

@@ -372,7 +372,9 @@ class TelethonClient:
             cause = self._connect_failure(exc) if isinstance(exc, Exception) else exc
             log_event(
                 log,
-                logging.WARNING,
+                # a connect held back from its socket past its start window sent nothing:
+                # routine in cluster mode (another slot is taken), not a fault
+                logging.INFO if isinstance(cause, StartMissed) else logging.WARNING,
                 event,
                 account=self.account.id,
                 proxy=self.proxy_key,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import gc
+import logging
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -620,7 +621,7 @@ async def test_TelethonClient_session_file_survives_cancelled_connects(
 
 
 async def test_TelethonClient_connect_past_its_open_by_opens_no_socket(
-    aio: Loop, nursery: trio.Nursery
+    aio: Loop, nursery: trio.Nursery, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Cluster mode's start slot at the socket (`WireMonitor.open_by`): a connect that reaches
     the socket after it raises StartMissed with nothing sent and nothing blamed; before it,
@@ -631,11 +632,15 @@ async def test_TelethonClient_connect_past_its_open_by_opens_no_socket(
         accepted.append(stream)
         await _silent(stream)
 
+    caplog.set_level(logging.INFO, logger="mtpoold")
     client = _client(await _listen(nursery, counting))
     client.set_open_by(trio.current_time() - 0.001)
     with pytest.raises(StartMissed) as info:
         await client.connect()
     assert info.value.late_s > 0
+    # logged as the routine it is in cluster mode, not as a fault
+    [missed] = [r for r in caplog.records if "outcome=StartMissed" in r.getMessage()]
+    assert missed.levelno == logging.INFO
     await trio.sleep(0.05)
     assert accepted == []  # no TCP connection was opened
     assert not client.is_connected()

@@ -86,6 +86,7 @@ def node(
     from mtpoold._aioloop import open_aio_loop
     from mtpoold._clustergate import SharedGate
     from mtpoold._clusternodes import NodeRegistry
+    from mtpoold._gcpause import freeze_start_up
     from mtpoold._lane import LeaseUnconfirmed, ProxyLane
     from mtpoold._leases import LeaseBook
     from mtpoold._redisclock import RedisClock
@@ -169,6 +170,7 @@ def node(
                 for p in range(proxies)
             ]
             results: list[dict[str, Any]] = []
+            freeze_start_up()  # as `mtpoold run` does once ready (mtpoold/_gcpause.py)
             ready = time.monotonic()
             lost: list[str] = []
 

@@ -323,7 +323,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     # SIGHUP (a closed terminal, a late `systemctl reload`) must not kill the process.
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     try:
-        trio.run(lambda: run_daemon(config, config_path=path))
+        trio.run(lambda: run_daemon(config, config_path=path, freeze_heap=True))
     except (OSError, TokenError, MtpooldError, BaseExceptionGroup) as exc:
         # Startup failures arrive wrapped in the pool's and the server's nurseries.
         for leaf in leaves(exc):

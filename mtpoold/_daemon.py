@@ -28,6 +28,7 @@ from ._config import Config, ProxyConfig, load_config, proxy_key
 from ._daemonfile import remove_daemon_file, write_daemon_file
 from ._errors import ConfigError, redact
 from ._forward import Doors, configured_accounts, rpc_address
+from ._gcpause import freeze_start_up
 from ._logformat import log_event
 from ._metrics import metrics_registry, serve_metrics
 from ._pool import ReloadSummary
@@ -451,6 +452,7 @@ async def run_daemon(
     *,
     config_path: Path | None = None,
     pool_factory: PoolFactory | None = None,
+    freeze_heap: bool = False,
     task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run mtpoold until SIGTERM or SIGINT, then shut down gracefully and return.
@@ -479,6 +481,8 @@ async def run_daemon(
         config_path: The file ``config`` came from, for reloads.
         pool_factory: Opens the pool (tests); default `mtpoold._compose.open_pool` with
             ``lock_sessions=True``.
+        freeze_heap: Once ready, freeze the process's heap out of the cyclic collector
+            (`mtpoold._gcpause.freeze_start_up`): ``mtpoold run``, which owns its process.
         task_status: Receives the listening address once the server is listening.
 
     Raises:
@@ -536,6 +540,8 @@ async def run_daemon(
                         proxies=len(config.proxies),
                         state_dir=str(state_dir),
                     )
+                    if freeze_heap:  # no full collection walks the start-up heap again
+                        freeze_start_up()
                     task_status.started(address)
                     nursery.start_soon(_status_loop, pool, server)
                     watchdog_s = watchdog_interval_s()

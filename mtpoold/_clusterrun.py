@@ -301,8 +301,8 @@ class ClusterNode:
 
     def default_status(self) -> dict[str, Any]:
         """The summary each heartbeat publishes: held accounts, accounts by state, lanes,
-        each gated lane's start window (ms) and the starts that missed theirs (ids, names
-        and counts only: no secret, no phone)."""
+        the start window (ms) by the gated lanes' ``interval_s`` (``{"2": 8.7}``) and the
+        starts that missed theirs (ids, names and counts only: no secret, no phone)."""
         pool = self._pool
         if pool is None:
             return {"node": self.node, "held": []}
@@ -323,12 +323,11 @@ class ClusterNode:
                 }
                 for lane in stats.proxies
             ],
-            # each gated lane's start window now and the starts that missed theirs
-            # (`mtpoold._startwindow`)
+            # the start window now (`mtpoold._startwindow`) for each interval_s its gated
+            # lanes have (a few, not one per lane), and the starts that missed theirs
             "start_window_ms": {
-                lane.key: round(self.start_window.window_s(lane.interval_s) * 1000, 2)
-                for lane in stats.proxies
-                if lane.interval_s > 0
+                f"{interval_s:g}": round(self.start_window.window_s(interval_s) * 1000, 2)
+                for interval_s in sorted({p.interval_s for p in stats.proxies if p.interval_s > 0})
             },
             "missed_starts": self.start_window.missed,
             "cause": self.cause,

@@ -728,8 +728,8 @@ class Doors:
             "nodes": [{"name", "rpc", "live", "held", "jobs_in_flight", "jobs_ok", "jobs_failed",
             "lanes", "lanes_more", "start_window_ms", "missed_starts"}], "holders": {account:
             node or None}, "forwarded": {outcome: n}}`` — ``age_s`` seconds since the
-            summaries were read (None: never), ``start_window_ms`` each gated lane's start
-            window (ms, `mtpoold._startwindow`) by lane key,
+            summaries were read (None: never), ``start_window_ms`` the node's start window
+            (ms, `mtpoold._startwindow`) by its gated lanes' ``interval_s`` (``{"2": 8.7}``),
             ``error`` why the last read failed (None when it worked), ``trouble`` why this
             node serves less than its share (Redis unreachable, its name taken by another
             live node, the epoch quarantine; None: nothing), ``held`` a count;

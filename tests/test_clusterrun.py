@@ -363,8 +363,8 @@ async def test_two_nodes_spread_the_accounts_and_schedule_only_their_own(
                 # the summary each heartbeat publishes names every gated lane's start window
                 # (MockClock: every wake-up on time, so none missed and the window narrows)
                 published = a.default_status()
-                gated = {p.key for p in pool_a.statistics().proxies if p.interval_s > 0}
-                assert gated and set(published["start_window_ms"]) == gated
+                gated = {p.interval_s for p in pool_a.statistics().proxies if p.interval_s > 0}
+                assert gated and set(published["start_window_ms"]) == {f"{i:g}" for i in gated}
                 for window_ms in published["start_window_ms"].values():
                     assert FLOOR_S * 1000 <= window_ms <= DEFAULT_S * 1000
                 assert published["missed_starts"] == 0

@@ -360,7 +360,7 @@ async def test_two_nodes_spread_the_accounts_and_schedule_only_their_own(
                 for _ in range(6):
                     result = await pool_a.invoke("help.GetConfig", {})
                     assert result.meta.account in held_a
-                # the summary each heartbeat publishes names every gated lane's start window
+                # the summary each heartbeat publishes the start window of each gated interval
                 # (MockClock: every wake-up on time, so none missed and the window narrows)
                 published = a.default_status()
                 gated = {p.interval_s for p in pool_a.statistics().proxies if p.interval_s > 0}

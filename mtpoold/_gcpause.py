@@ -31,6 +31,10 @@ __all__ = ["FREEZE_AT_ACCOUNTS", "FrozenFleet", "freeze_start_up", "gc_paused"]
 #: worth it.
 FREEZE_AT_ACCOUNTS = 20_000
 
+#: Whether `freeze_start_up` froze this process's heap (``mtpoold run``): then every reload
+#: thaws, collects and freezes again whatever the fleet's size (`FrozenFleet.refreeze`).
+_start_up_frozen = False
+
 
 @contextlib.contextmanager
 def gc_paused() -> Iterator[None]:
@@ -71,12 +75,16 @@ class FrozenFleet:
     def refreeze(self, accounts: int) -> None:
         """After a reload: thaw, collect the cycles that died while frozen (one full
         collection, a pause once per reload, which otherwise the next full collection would
-        take), then freeze again if the fleet is still large. What the reload removes and
-        is still draining is collected by the next reload or the thaw at close."""
-        if self.frozen:
+        take), then freeze again if the fleet is still large, or everything if the
+        process's start-up heap was frozen (`freeze_start_up`: the old config's accounts
+        died frozen, whatever the fleet's size). What the reload removes and is still
+        draining is collected by the next reload or the thaw at close."""
+        if self.frozen or _start_up_frozen:
             gc.unfreeze()
             self.frozen = False
             gc.collect()
+            if _start_up_frozen:
+                gc.freeze()
         self.freeze(accounts)
 
     def thaw(self) -> None:
@@ -96,7 +104,10 @@ def freeze_start_up() -> None:
     the freeze): a wake-up held that long makes a cluster start miss its window
     (`mtpoold._startwindow`) and loses its slot. Process-wide, so only ``mtpoold run``
     asks for it (`mtpoold._daemon.run_daemon`'s ``freeze_heap``), never a program that
-    embeds the pool. Raises nothing.
+    embeds the pool. Each reload then thaws, collects and freezes again
+    (`FrozenFleet.refreeze`). Raises nothing.
     """
+    global _start_up_frozen
     gc.collect()
     gc.freeze()
+    _start_up_frozen = True

@@ -18,9 +18,9 @@ chance that a start is later than ``w``, a saturated proxy makes one start per
 largest the chance falls off as an exponential whose scale is fitted to the top `TAIL_SHARE`
 (their mean excess). The fitted tail matters: the largest of n wake-ups is exceeded by one
 start in ``n + 1``, and at a 2 s interval each such miss costs 2 s, so a window set at the
-largest lateness seen would lose more to misses than it saves. A quiet node asks for a few
-milliseconds; a loaded one for what its tail needs, up to `CEILING_S`. The figures of a run
-are in ``bench/RESULTS.md`` ("cluster").
+largest lateness seen would lose more to misses than it saves. A node whose wake-ups are
+prompt asks for a few milliseconds; one with a long tail for what the tail needs, up to
+`CEILING_S`. The figures of a run are in ``bench/RESULTS.md`` ("cluster").
 """
 
 from __future__ import annotations

@@ -106,16 +106,39 @@ async def test_pool_freezes_a_large_fleet_while_open_and_thaws_at_close(
     assert gc.get_freeze_count() == 0
 
 
-def test_freeze_start_up_moves_the_heap_alive_out_of_later_collections() -> None:
+def test_freeze_start_up_moves_the_heap_alive_out_of_later_collections(
+    monkeypatch: pytest.MonkeyPatch, refrozen: None
+) -> None:
     """`mtpoold run` once ready (`run_daemon(freeze_heap=True)`): what is alive then is in
     the permanent generation, so no full collection walks it again."""
-    from mtpoold._gcpause import freeze_start_up
-
+    monkeypatch.setattr(_gcpause, "_start_up_frozen", False)  # back after the test
     before = gc.get_freeze_count()
     alive = [[i] for i in range(1000)]  # tracked containers, as the pool's are
-    try:
-        freeze_start_up()
-        assert gc.get_freeze_count() >= before + len(alive)
-    finally:
-        gc.unfreeze()  # as the suite keeps it: everything alive frozen (tests/conftest.py)
-        gc.freeze()
+    _gcpause.freeze_start_up()
+    assert gc.get_freeze_count() >= before + len(alive)
+
+
+class _Cyclic:
+    """An object in a reference cycle (as an account worker and its tasks are)."""
+
+    def __init__(self) -> None:
+        self.me = self
+
+
+def test_a_small_fleets_reload_collects_what_died_in_the_frozen_start_up_heap(
+    monkeypatch: pytest.MonkeyPatch, refrozen: None
+) -> None:
+    """Below `FREEZE_AT_ACCOUNTS` the fleet is not frozen by the pool, but ``mtpoold run``
+    froze its start-up heap: an account a reload removes died frozen, and the reload's
+    refreeze thaws, collects it and freezes again."""
+    monkeypatch.setattr(_gcpause, "_start_up_frozen", False)
+    removed = _Cyclic()
+    gone = weakref.ref(removed)
+    _gcpause.freeze_start_up()
+    del removed
+    gc.collect()
+    assert gone() is not None  # frozen: no collection sees the dead cycle
+    fleet = FrozenFleet()
+    fleet.refreeze(10)
+    assert gone() is None
+    assert not fleet.frozen and gc.get_freeze_count() > 0  # the heap frozen again

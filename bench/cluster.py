@@ -89,6 +89,7 @@ def node(
     from mtpoold._gcpause import freeze_start_up
     from mtpoold._lane import LeaseUnconfirmed, ProxyLane
     from mtpoold._leases import LeaseBook
+    from mtpoold._promptwake import SPIN_S, PromptWake
     from mtpoold._redisclock import RedisClock
     from mtpoold._redislink import ClusterUnavailable, open_redis_link
     from mtpoold._startwindow import StartWindow
@@ -146,6 +147,7 @@ def node(
                 if len(held) < len(accounts):
                     await trio.sleep(0.05)
             clock, window = RedisClock(), StartWindow()  # the node's, as `ClusterNode`'s
+            wake = PromptWake()  # the node's, as the pool's (`mtpoold._pool.Pool`)
             lanes = [
                 ProxyLane(
                     key=f"p{p}",
@@ -166,6 +168,7 @@ def node(
                         book,
                         window,
                     ),
+                    wake=wake,
                 )
                 for p in range(proxies)
             ]
@@ -218,6 +221,9 @@ def node(
             window_p50=_pct(windows, 50),
             window_max=max(windows, default=0.0),
             window_mean=sum(windows) / len(windows) if windows else 0.0,
+            spin_s=SPIN_S,
+            spins=wake.spins,
+            spins_skipped=wake.skipped,
         )
 
     trio.run(main)
@@ -478,6 +484,9 @@ def build_report(res: dict[str, Any]) -> Report:
         window_share=f"{window_mean / (interval_s + window_mean) * 100:.2f} %",
         late_p99=ms(max(n["lateness_p99"] for n in ours["nodes"]), 2),
         late_reservations=str(sum(n.get("late_reservations", 0) for n in ours["nodes"])),
+        spins=str(sum(n.get("spins", 0) for n in ours["nodes"])),
+        spins_skipped=str(sum(n.get("spins_skipped", 0) for n in ours["nodes"])),
+        spin=ms(ours["nodes"][0].get("spin_s", math.nan), 0),
         rtt_p50=ms(rtt50, 2),
         rtt_p99=ms(rtt99, 2),
         renew_interval=f"{lease / 3:g} s",
@@ -521,7 +530,10 @@ Each node chooses its window from its own last wake-ups, as the one that maximis
 proxy's starts (a wider window costs every start, a narrower one loses the slots of the starts
 it misses; `mtpoold._startwindow`): a mean of {window} here, at most {window_max}, with the
 nodes' wake-up lateness at p99 {late_p99}. The window is the fixed cost: {window_share} of the
-starts at this run's {interval} interval.
+starts at this run's {interval} interval. The lateness is small because a lane does not sleep
+right up to its slot: it sleeps until {spin} before it and spins the rest with checkpoints
+(`mtpoold._promptwake`; {spins} wake-ups spun, {spins_skipped} left to a plain sleep by the
+node's spin budget).
 
 **The PHP gate on the same Redis**: {php_utilization} utilization, {php_violations}
 violations, wait p99 {php_p99}, Jain {php_jain}, and {php_round_trips} `EVAL` round trips per

@@ -198,10 +198,12 @@ def mtpoold_lanes(proxies: int, workers: int, duration_s: float) -> Any:
     import trio
 
     from mtpoold._lane import ProxyLane
+    from mtpoold._promptwake import PromptWake
 
     out: dict[str, Any] = {}
 
     async def main() -> None:
+        wake = PromptWake()  # one for all lanes, as the pool's (`mtpoold._pool.Pool`)
         lanes = [
             ProxyLane(
                 key=f"p{p}",
@@ -211,6 +213,7 @@ def mtpoold_lanes(proxies: int, workers: int, duration_s: float) -> Any:
                 interval_s=INTERVAL_S,
                 jitter_s=JITTER_S,
                 rng=random.Random(p),
+                wake=wake,
             )
             for p in range(proxies)
         ]

@@ -10,6 +10,7 @@ import attrs
 import trio
 
 from ._jobs import JobPhase
+from ._promptwake import PromptWake
 from ._stats import GateStatistics
 
 if TYPE_CHECKING:
@@ -34,7 +35,8 @@ class RateGate:
 
     where ``jitter`` is drawn uniformly from ``jitter_s`` (seconds) and ``arrival_at`` is when
     the caller called :meth:`wait_for_slot`. It then sleeps exactly
-    until ``start_at`` with :func:`trio.sleep_until` — no polling loop. The jitter is part of
+    until ``start_at`` (`mtpoold._promptwake.PromptWake`: a timed sleep, then a few ms of
+    checkpoints) — no polling loop. The jitter is part of
     the reservation and the next reservation counts from this call's *real* start, so no
     two starts are ever closer than ``interval_s``, jitter included.
 
@@ -58,6 +60,9 @@ class RateGate:
             ``docs/ARCHITECTURE.md``, "Where the PHP system's numbers went".
         jitter_s: ``(low, high)`` seconds of uniform jitter added to each start.
         rng: Source of the jitter; pass a seeded :class:`random.Random` for reproducible runs.
+        wake: Sleeps until the start on time (`mtpoold._promptwake.PromptWake`: a few ms of
+            checkpoints before it, within a CPU budget), so a late wake-up does not push
+            every later slot back.
 
     Raises:
         ValueError: if ``interval_s`` is negative or the jitter range is invalid.
@@ -66,6 +71,7 @@ class RateGate:
     interval_s: float = attrs.field(default=2.0)
     jitter_s: tuple[float, float] = attrs.field(default=DEFAULT_JITTER_S)
     rng: random.Random = attrs.field(factory=random.Random)
+    wake: PromptWake = attrs.field(factory=PromptWake)
     _queue: deque[trio.Event] = attrs.field(init=False, factory=deque)
     _last_start_at: float = attrs.field(init=False, default=float("-inf"))
     _starts: int = attrs.field(init=False, default=0)
@@ -126,7 +132,7 @@ class RateGate:
             # Jitter counts from this caller's arrival, so a head cancelled before its slot
             # never delays the next one beyond its own jitter: the slot is not wasted.
             start_at = max(arrival_at + jitter, self._last_start_at + self.interval_s)
-            await trio.sleep_until(start_at)
+            await self.wake.sleep_until(start_at)
             # The real start may be later than the reservation (a busy event loop); the
             # next reservation counts from the real one.
             self._last_start_at = trio.current_time()

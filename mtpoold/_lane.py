@@ -18,6 +18,7 @@ from ._errors import ErrorClass
 from ._gate import DEFAULT_JITTER_S, RateGate
 from ._jobs import JobPhase
 from ._latency import Histogram
+from ._promptwake import PromptWake
 from ._stats import LaneStatistics
 
 if TYPE_CHECKING:
@@ -127,6 +128,8 @@ class ProxyLane:
             (`SharedStart`) instead of the local `RateGate`; the local queue then only
             serialises the reservations in arrival order (one round trip each) — the next
             local caller reserves while the first one sleeps until its start.
+        wake: How the lane sleeps until a start slot, on time (`mtpoold._promptwake`): the
+            pool's, shared by its lanes, so its spin budget is the node's.
     """
 
     key: str
@@ -137,6 +140,7 @@ class ProxyLane:
     jitter_s: tuple[float, float] = DEFAULT_JITTER_S
     rng: random.Random = attrs.field(factory=random.Random)
     shared: SharedStart | None = None
+    wake: PromptWake = attrs.field(factory=PromptWake)
     #: End of the proxy cooldown (trio clock, s); set only by the dispatcher
     #: (`mtpoold._dispatch.Dispatcher.cool_down_lane`).
     cooldown_until_at: float = attrs.field(init=False, default=float("-inf"))
@@ -165,7 +169,9 @@ class ProxyLane:
 
     def __attrs_post_init__(self) -> None:
         self._limiter = trio.CapacityLimiter(self.capacity)
-        self._gate = RateGate(interval_s=self.interval_s, jitter_s=self.jitter_s, rng=self.rng)
+        self._gate = RateGate(
+            interval_s=self.interval_s, jitter_s=self.jitter_s, rng=self.rng, wake=self.wake
+        )
 
     def __repr__(self) -> str:
         lim = self._limiter.statistics()
@@ -246,7 +252,7 @@ class ProxyLane:
                         window_s=window_s,
                     )
                     self._shared_last_start_at = max(self._shared_last_start_at, start_at)
-                await trio.sleep_until(start_at)
+                await self.wake.sleep_until(start_at)
                 shared.confirm(account)
                 if not gated:
                     window_s = math.inf

@@ -43,6 +43,7 @@ from ._lane import NO_PROXY, LeaseUnconfirmed, ProxyCoolingDown, ProxyLane, Shar
 from ._logformat import iso_utc, log_event
 from ._peermemory import PeerMemory, first_peer_argument
 from ._policy import Verdict, decide
+from ._promptwake import PromptWake
 from ._rateclass import OTHER, READ, RESOLVE, SEND, WINDOWS, RateClasses
 from ._readonly import is_read_only, tl_key
 from ._share import Answer, Flight, Flights, Member, check_max_age, identical_key, project
@@ -328,6 +329,8 @@ class Pool:
     _store: StateStore | None = None
     _wall_clock: Callable[[], float] = time.time
     _rng: random.Random = attrs.field(factory=random.Random)
+    #: How every lane sleeps until its start slots (one spin budget for the node).
+    _wake: PromptWake = attrs.field(init=False, factory=PromptWake)
     _lanes: dict[str, ProxyLane] = attrs.field(init=False, factory=dict)
     _accounts: dict[str, AccountWorker] = attrs.field(init=False, factory=dict)
     _lane_accounts: dict[str, collections.OrderedDict[str, AccountWorker]] = attrs.field(
@@ -413,6 +416,7 @@ class Pool:
                     capacity=direct.capacity,
                     interval_s=direct.interval_s,
                     rng=self._rng,
+                    wake=self._wake,
                     shared=self._shared_start(NO_PROXY),
                 )
             else:
@@ -423,6 +427,7 @@ class Pool:
                     capacity=proxy.capacity,
                     interval_s=proxy.interval_s,
                     rng=self._rng,
+                    wake=self._wake,
                     shared=self._shared_start(key),
                 )
             self._lanes[key] = lane

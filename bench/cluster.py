@@ -100,6 +100,9 @@ def node(
     rtt: list[float] = []
     lateness: list[float] = []  # trio clock s from a slot's earliest instant to the wake-up
     windows: list[float] = []  # the window each reservation asked for, s
+    #: (s since t0, lateness s, window s, clock bounds' width s) per wake-up: where in the run
+    #: the late ones fell, and how much of each was the Redis clock's uncertainty
+    late_log: list[tuple[float, float, float, float]] = []
 
     class Shared:
         """The daemon's `SharedStart` (`mtpoold._clusterrun`), without a ClusterNode: the
@@ -108,6 +111,11 @@ def node(
         def __init__(self, gate: SharedGate, book: LeaseBook, window: StartWindow) -> None:
             self.gate, self.book, self.window = gate, book, window
             self.earliest: dict[str, float] = {}
+            self.window_of: dict[str, float] = {}
+            self.width_of: dict[str, float] = {}
+
+        def clock_spread_s(self) -> float:
+            return self.gate.clock.spread_s()
 
         async def reserve(
             self, account_id: str | None, *, connecting: bool, interval_s: float, window_s: float
@@ -118,11 +126,22 @@ def node(
             rtt.append(time.monotonic() - sent)
             windows.append(window_s)
             self.earliest[account_id] = slot[1]
+            self.window_of[account_id] = window_s
+            self.width_of[account_id] = slot[0] - slot[1]
             return slot
 
         def confirm(self, account_id: str | None) -> None:
             if account_id is not None:
-                lateness.append(trio.current_time() - self.earliest[account_id])
+                late = trio.current_time() - self.earliest[account_id]
+                lateness.append(late)
+                late_log.append(
+                    (
+                        time.monotonic() - t0,
+                        late,
+                        self.window_of[account_id],
+                        self.width_of[account_id],
+                    )
+                )
             if account_id is not None and self.book.lease(account_id) is None:
                 raise LeaseUnconfirmed(account_id, "lease ran out")
 
@@ -218,6 +237,8 @@ def node(
             lateness_p50=_pct(lateness, 50),
             lateness_p99=_pct(lateness, 99),
             lateness_max=max(lateness, default=0.0),
+            lateness_p90=_pct(lateness, 90),
+            late_log=late_log,
             window_p50=_pct(windows, 50),
             window_max=max(windows, default=0.0),
             window_mean=sum(windows) / len(windows) if windows else 0.0,
@@ -439,14 +460,21 @@ def build_report(res: dict[str, Any]) -> Report:
         f"(worst node) p50 {ms(rtt50, 2)}, p99 {ms(rtt99, 2)}; leases lost during the run: "
         f"{lost}.",
         "",
-        "| node | round trips | jobs started | per job |",
-        "|---|---|---|---|",
+        "| node | round trips | jobs started | per job | wake-up lateness p50 / p90 / p99 / max "
+        "| window mean / max | slots missed |",
+        "|---|---|---|---|---|---|---|",
     ]
     for n in ours["nodes"]:
         started = sum(1 for w in n["workers"] for _, s in w["jobs"] if s is not None)
+        late = " / ".join(
+            ms(n.get(k, math.nan), 2)
+            for k in ("lateness_p50", "lateness_p90", "lateness_p99", "lateness_max")
+        )
         report.details.append(
             f"| {n['node']} | {n['round_trips']} | {started} "
-            f"| {n['round_trips'] / max(1, started):.2f} |"
+            f"| {n['round_trips'] / max(1, started):.2f} | {late} "
+            f"| {ms(n['window_mean'], 2)} / {ms(n['window_max'], 2)} "
+            f"| {n.get('late_reservations', 0)} |"
         )
     report.details.append("")
     report.details += _table(

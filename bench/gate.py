@@ -198,7 +198,7 @@ def mtpoold_lanes(proxies: int, workers: int, duration_s: float) -> Any:
     import trio
 
     from mtpoold._lane import ProxyLane
-    from mtpoold._promptwake import PromptWake
+    from mtpoold._promptwake import SPIN_S, PromptWake
 
     out: dict[str, Any] = {}
 
@@ -239,7 +239,15 @@ def mtpoold_lanes(proxies: int, workers: int, duration_s: float) -> Any:
             for p in range(proxies):
                 for w in range(workers):
                     nursery.start_soon(worker, p, w)
-        out.update(t0=t0, t_end=t_end, late_workers=0, workers=results)
+        out.update(
+            t0=t0,
+            t_end=t_end,
+            late_workers=0,
+            workers=results,
+            spin_s=SPIN_S,
+            spins=wake.spins,
+            spins_skipped=wake.skipped,
+        )
 
     trio.run(main)
     return [out]
@@ -436,6 +444,10 @@ def run(*, quick: bool) -> Report:
         php_violations=str(b["violations"]),
         php_gave_up=f"{b['gave_up']} / {b['jobs']}",
         php_jain=f"{b['jain']:.4f}",
+        spin=ms(mine["spin_s"], 0),
+        spins=str(mine["spins"]),
+        spins_skipped=str(mine["spins_skipped"]),
+        starts_per_s=f"{proxies / INTERVAL_S:g}",
     )
     return report
 
@@ -460,13 +472,15 @@ next gap shorter than the interval ({php_violations} violations in this run). mt
 is a FIFO with one reservation at the head and `sleep_until`, so every waiter gets its turn in
 order and no start is ever closer than the interval.
 
-**What limits mtpoold.** The mean gap is the interval plus the wake-up lateness of
-`trio.sleep_until` (epoll's millisecond timeout is rounded up, plus scheduling): {lateness}
-per start in this run, {lateness_share} of the scaled {interval} interval, hence a worst-proxy
-utilization of {utilization} against the {utilization_goal} goal. `RateGate.wait_for_slot`
-(mtpoold/_gate.py) counts the next reservation from the *real* start, so the lateness is never
-recovered. At the production {production_interval} interval the same lateness would give
-{production_utilization}. Anchoring the next reservation on the reserved start when the
-lateness is below a small bound would recover it, at the cost of gaps up to that bound below
-the interval.
+**What limits mtpoold.** The mean gap is the interval plus each start's wake-up lateness:
+{lateness} per start in this run, {lateness_share} of the scaled {interval} interval, hence a
+worst-proxy utilization of {utilization} against the {utilization_goal} goal.
+`RateGate.wait_for_slot` (mtpoold/_gate.py) counts the next reservation from the *real* start,
+so lateness is never recovered, and a plain `trio.sleep_until` wakes late (epoll's millisecond
+timeout is rounded up, and an idle VM wakes slowly). So the gate sleeps until {spin} before
+its slot and spins the rest with checkpoints (`mtpoold._promptwake`), within the pool's CPU
+budget: {spins} starts spun, {spins_skipped} left to a plain sleep when the budget was spent
+(this scaled run asks for {starts_per_s} starts a second).
+At the production {production_interval} interval the same lateness would give
+{production_utilization}.
 """

@@ -127,6 +127,10 @@ class _LaneStart:
             )
         return gate
 
+    def clock_spread_s(self) -> float:
+        """The node's Redis-clock uncertainty now (s; `RedisClock.spread_s`)."""
+        return self._node.redis_clock.spread_s()
+
     async def reserve(
         self, account_id: str | None, *, connecting: bool, interval_s: float, window_s: float
     ) -> tuple[float, float]:
@@ -323,10 +327,14 @@ class ClusterNode:
                 }
                 for lane in stats.proxies
             ],
-            # the start window now (`mtpoold._startwindow`) for each interval_s its gated
-            # lanes have (a few, not one per lane), and the starts that missed theirs
+            # the start window a reservation asks for now (`StartWindow.reserving`: the
+            # clock's spread plus the wake-up allowance) for each interval_s its gated lanes
+            # have (a few, not one per lane), and the starts that missed theirs
             "start_window_ms": {
-                f"{interval_s:g}": round(self.start_window.window_s(interval_s) * 1000, 2)
+                f"{interval_s:g}": round(
+                    self.start_window.reserving(interval_s, self.redis_clock.spread_s())[0] * 1000,
+                    2,
+                )
                 for interval_s in sorted({p.interval_s for p in stats.proxies if p.interval_s > 0})
             },
             "missed_starts": self.start_window.missed,

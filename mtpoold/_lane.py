@@ -74,6 +74,13 @@ class SharedStart(Protocol):
     #: The node's start window (`mtpoold._startwindow.StartWindow`), shared by its lanes.
     window: StartWindow
 
+    def clock_spread_s(self) -> float:
+        """How far apart (s) the earliest and latest local instants of a slot are now: the
+        uncertainty of the node's view of Redis's clock (`mtpoold._redisclock.RedisClock
+        .spread_s`), ``inf`` while unknown. A start's window is this plus the allowance its
+        wake-up needs (`ProxyLane._shared_slot`)."""
+        ...
+
     async def reserve(
         self, account_id: str | None, *, connecting: bool, interval_s: float, window_s: float
     ) -> tuple[float, float]:
@@ -229,8 +236,11 @@ class ProxyLane:
 
         The slot is on Redis's clock; `SharedStart.reserve` maps it onto ours as
         ``(start_at, earliest_at)``. The start goes at ``start_at`` (never before the slot)
-        and only if it is at most its window (`mtpoold._startwindow.StartWindow`, the
-        node's, chosen before the reservation) after ``earliest_at``: a later wake-up (a
+        and only if it is at most its window after ``earliest_at``: the spread of the node's
+        Redis-clock bounds when it reserves (`SharedStart.clock_spread_s`: the slot's own
+        uncertainty, which the sleep until ``start_at`` spends) plus the allowance for its
+        wake-up (`mtpoold._startwindow.StartWindow`, the node's, which learns each
+        wake-up's lateness beyond that spread); a later wake-up (a
         busy loop, a frozen process) would otherwise crowd the next slot, reserved
         ``interval_s`` + that window after ours. A start found too late is not made: the
         slot is left unused and a new one reserved (counted in ``late_reservations``). On
@@ -243,7 +253,11 @@ class ProxyLane:
         try:
             while True:
                 gated = self.interval_s > 0
-                window_s = shared.window.window_s(self.interval_s) if gated else 0.0
+                window_s = spread_s = 0.0
+                if gated:
+                    window_s, spread_s = shared.window.reserving(
+                        self.interval_s, shared.clock_spread_s()
+                    )
                 async with self._reserving:  # trio.Lock is fair: FIFO
                     start_at, earliest_at = await shared.reserve(
                         account,
@@ -257,7 +271,8 @@ class ProxyLane:
                 if not gated:
                     window_s = math.inf
                     break
-                if shared.window.observe(trio.current_time() - earliest_at, window_s):
+                late_s = trio.current_time() - earliest_at
+                if shared.window.observe(late_s - spread_s, window_s - spread_s):
                     break
                 self.late_reservations += 1
         finally:

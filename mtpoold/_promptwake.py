@@ -83,8 +83,7 @@ class PromptWake:
 
     def __repr__(self) -> str:
         return (
-            f"<PromptWake spin={self._spin_s * 1e3:g} ms spins={self.spins} "
-            f"skipped={self.skipped}>"
+            f"<PromptWake spin={self._spin_s * 1e3:g} ms spins={self.spins} skipped={self.skipped}>"
         )
 
     async def sleep_until(self, at: float) -> None:

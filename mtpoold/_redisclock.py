@@ -22,6 +22,7 @@ Redis that moved to another host) starts it afresh.
 from __future__ import annotations
 
 import collections
+import math
 from typing import Final, final
 
 __all__ = ["SAMPLE_MAX_AGE_S", "SAMPLES_MAX", "RedisClock"]
@@ -63,6 +64,11 @@ class RedisClock:
         """``(low, high)``: the offset lies between them (s); ``(-inf, inf)`` before any
         round trip."""
         return self._low, self._high
+
+    def spread_s(self) -> float:
+        """``high - low`` (s): how far apart the earliest and latest local instants of any
+        Redis instant are now (`local_span`); ``inf`` before any round trip."""
+        return self._high - self._low if self._samples else math.inf
 
     def local_span(self, redis_s: float) -> tuple[float, float]:
         """Where the Redis instant ``redis_s`` (s) falls on the trio clock: ``(earliest,

@@ -104,6 +104,16 @@ class StartWindow:
             chosen = self._chosen[interval_s] = self._choose(interval_s)
         return chosen
 
+    def reserving(self, interval_s: float, spread_s: float) -> tuple[float, float]:
+        """``(window, spread)`` seconds for a reservation on a proxy of ``interval_s`` (s > 0)
+        when the node's Redis-clock bounds are ``spread_s`` wide (``inf`` before any round
+        trip: counted as `DEFAULT_S`): the window Redis is asked for is that spread, which a
+        start at the latest instant of its slot always spends, plus this node's wake-up
+        allowance (`window_s`). `observe` is told the lateness past the spread."""
+        if not math.isfinite(spread_s):
+            spread_s = DEFAULT_S
+        return spread_s + self.window_s(interval_s), spread_s
+
     def _choose(self, interval_s: float) -> float:
         high = max(FLOOR_S, min(CEILING_S, interval_s / 4))
         if len(self._late) < MIN_SAMPLES:

@@ -102,6 +102,9 @@ class _ExactSlots:
         start_at = trio.current_time() + 1.0
         return start_at, start_at
 
+    def clock_spread_s(self) -> float:
+        return 0.0
+
     def confirm(self, account_id: str | None) -> None:
         return None
 

@@ -59,6 +59,9 @@ class _Slots:
         slack = 2 * window_s if self.reservations == 1 else 0.0
         return start_at, start_at - slack
 
+    def clock_spread_s(self) -> float:
+        return 0.0
+
     def confirm(self, account_id: str | None) -> None:
         return None
 
@@ -75,3 +78,49 @@ async def test_a_start_later_than_its_slot_allows_is_not_made_and_another_reserv
     assert slots.windows == [DEFAULT_S, DEFAULT_S]  # no wake-ups known yet: the default
     assert slots.window.missed == 1 and slots.window.samples == 2
     assert started_at == pytest.approx(asked_at + 1.0)  # the second slot, on time
+
+
+class _UncertainSlots:
+    """`SharedStart` on a clock whose bounds are ``spread_s`` wide (``inf``: no round trip
+    yet): every slot may have been that much earlier than the start it asks for."""
+
+    def __init__(self, spread_s: float) -> None:
+        self.spread_s = spread_s
+        self.window = StartWindow()
+        self.windows: list[float] = []
+
+    def clock_spread_s(self) -> float:
+        return self.spread_s
+
+    async def reserve(
+        self, account_id: str | None, *, connecting: bool, interval_s: float, window_s: float
+    ) -> tuple[float, float]:
+        await trio.lowlevel.checkpoint()
+        self.windows.append(window_s)
+        start_at = trio.current_time() + 0.5
+        spread_s = self.spread_s if self.spread_s < float("inf") else DEFAULT_S
+        return start_at, start_at - spread_s
+
+    def confirm(self, account_id: str | None) -> None:
+        return None
+
+
+@pytest.mark.parametrize("spread_s", [0.0004, 0.030, float("inf")])
+async def test_the_window_covers_the_clocks_spread_and_learns_only_what_lies_past_it(
+    autojump_clock: trio.testing.MockClock, spread_s: float
+) -> None:
+    slots = _UncertainSlots(spread_s)
+    lane = ProxyLane(key="p1", name="p1", type="socks5", interval_s=2.0, shared=slots)
+    for _ in range(3):
+        async with lane.slot(account="a1") as started_at:
+            pass
+    # a start a whole spread after the slot's earliest instant is on time (a node just
+    # started, or one whose Redis replies are all slow): nothing missed, and the window
+    # asked of Redis was the spread plus the wake-up allowance (the default: few wake-ups)
+    assert lane.late_reservations == 0 and slots.window.missed == 0
+    known = spread_s if spread_s < float("inf") else DEFAULT_S
+    assert slots.windows == [pytest.approx(known + DEFAULT_S)] * 3
+    # the wake-ups, on virtual time exactly on their slots, were learned as 0 s late: the
+    # spread is not counted as lateness of the process
+    assert list(slots.window._late) == pytest.approx([0.0, 0.0, 0.0], abs=1e-9)
+    assert started_at == pytest.approx(trio.current_time())

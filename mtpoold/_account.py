@@ -646,6 +646,23 @@ class AccountWorker:
             event = self._call_ended = trio.Event()
             await event.wait()
 
+    def shield_call(self, until_at: float) -> None:
+        """Keep the call in flight (if one is) on the wire whatever happens to the caller's
+        task: its cancellation no longer reaches the call, which still ends by its own call
+        deadline and by ``until_at`` (trio clock, s; the caller's job deadline), and by
+        `cut_off`. For a shared call whose other waiters need its answer
+        (`mtpoold._pool.Pool._lead`); `unshield` (the pool's shutdown) undoes it."""
+        scope = self._run_scope
+        if scope is not None and self._in_call:
+            scope.shield = True
+            if until_at < scope.deadline:
+                scope.deadline = until_at
+
+    def unshield(self) -> None:
+        """Let the caller's cancellation reach the call in flight again (`shield_call`)."""
+        if self._run_scope is not None:
+            self._run_scope.shield = False
+
     def cut_off(self, cause: str) -> None:
         """Cluster mode: the account's lease ran out (or was lost): the connect or call in
         flight, if any, is cancelled at once and ends with `LeaseUnconfirmed` (its

@@ -1197,8 +1197,9 @@ class Pool:
         out = []
         for entry in self._registry.entries():
             job, shared = entry.job, False
-            if job is None and entry.flight is not None:
+            if entry.flight is not None:
                 shared = len(entry.flight.members) > 1  # alone in its flight: not shared
+            if job is None and entry.flight is not None:
                 progress = entry.flight.progress
                 job = progress if isinstance(progress, Job) else None
             if job is None:
@@ -1526,6 +1527,8 @@ class Pool:
                 with self._counted(method, member.deadline_at):
                     raise self._dispatch.no_account(alone, earliest_at)
         if flight is None:
+            if merge_key is None:  # alone: its own task runs it, others may still join
+                return await self._lead(method, call, member, account, tag_set, peer_key)
             flight = self._flights.start(
                 member,
                 self._fly(method, call, account, tag_set, peer_key),
@@ -1547,6 +1550,156 @@ class Pool:
             ),
         )
 
+    async def _lead(
+        self,
+        method: str,
+        call: Callable[[Client, tuple[int, ...] | None], Awaitable[dict[str, Any]]],
+        member: Member,
+        account: str | None,
+        tags: frozenset[str],
+        peer_key: str | None,
+    ) -> JobResult:
+        """A read-only job with no identical job in flight, run in the caller's own task as
+        an unshared job is (`mtpoold._share.Flights.start_local`: no flight task, no wait);
+        identical jobs arriving meanwhile join it and get its answer (or a copy of its
+        failure).
+
+        How the leader and its members part: members joining while its call is on the wire
+        keep it there — the call no longer follows the leader's cancellation (it still ends
+        by the leader's deadline: `AccountWorker.shield_call`), so a cancelled leader's
+        answer still reaches them, and the leader then raises `trio.Cancelled`. A member
+        with a later deadline than the leader's, there when an account is handed to the
+        job, takes the job over before anything is sent: it goes on in a flight task
+        (`Flights.hand_over`) under the latest member's deadline, the leader waits as a
+        member. A leader leaving without an answer — cancelled or its deadline passed
+        before its call went out or after it was cut, or NO_ACCOUNT_AVAILABLE before its
+        own deadline while a member may wait longer — hands the job (its attempts so far)
+        over to the members left: nothing was answered, so a call cut at the leader's
+        deadline may be made again for them, never more calls than their own jobs would
+        have made.
+
+        Raises:
+            JobFailed: as `_attempts`; DEADLINE_EXCEEDED at the leader's own deadline.
+            trio.Cancelled: the leader was cancelled.
+        """
+        flights = self._flights
+        flight = flights.start_local(member, method=method)
+        job = self._new_job(method, member.deadline_at, account, tags, peer_key)
+        flight.progress = job
+        job.on_late = self._shedder(flight, method, account, tags, peer_key)
+        accounts = self._accounts
+        until_at = member.deadline_at
+
+        async def op(c: Client) -> dict[str, Any]:
+            ids = flight.close()
+            acc = accounts.get(job.progress.account or "")
+            if acc is None:
+                return await call(c, ids)
+
+            def shield() -> None:
+                acc.shield_call(until_at)
+
+            flight.on_join = shield
+            if len(flight.members) > 1:
+                shield()
+            try:
+                return await call(c, ids)
+            finally:
+                flight.on_join = None
+
+        handed: AccountWorker | None = None
+        result: JobResult | None = None
+        with self._counted(method, until_at, job=job, flight=flight):
+            scope = flight.scope
+            scope.deadline = until_at
+            try:
+                with scope:
+                    try:
+                        result = await self._attempt_loop(job, op, lead=flight)
+                    except _HandOver as over:
+                        handed = over.account
+            except JobFailed as exc:
+                if (
+                    exc.error_class is ErrorClass.NO_ACCOUNT_AVAILABLE
+                    and flight.deadline_at > until_at
+                ):  # its own answer: a member may wait longer
+                    self._leave_lead(flight, member, method, call, account, tags, peer_key, job)
+                else:
+                    flights.finish(flight, None, exc)
+                raise
+            except BaseException:  # cancelled (or a bug): the members left go on without it
+                self._leave_lead(flight, member, method, call, account, tags, peer_key, job)
+                raise
+            if handed is not None:
+                flights.hand_over(
+                    flight,
+                    self._fly(method, call, account, tags, peer_key, job=job, first=handed),
+                )
+                answer = await flights.wait(flight, member)
+                return JobResult(
+                    value=answer.value,
+                    meta=JobMeta(
+                        account=answer.account,
+                        proxy_key=answer.proxy_key,
+                        attempts=answer.attempts,
+                        elapsed_ms=(trio.current_time() - member.started_at) * 1000.0,
+                        merged=flight.riders,
+                    ),
+                )
+            if result is None:  # its own deadline passed
+                failed = self._deadline_exceeded(job)
+                self._leave_lead(flight, member, method, call, account, tags, peer_key, job)
+                raise failed
+            meta = result.meta
+            shared = len(flight.members) > 1
+            flights.finish(
+                flight,
+                Answer(
+                    result.value, meta.account, meta.proxy_key, meta.attempts, trio.current_time()
+                ),
+            )
+            if shared:  # its call was kept on the wire for them: a cancellation is its own
+                await trio.lowlevel.checkpoint_if_cancelled()
+            return result
+
+    def _leave_lead(
+        self,
+        flight: Flight,
+        member: Member,
+        method: str,
+        call: Callable[[Client, tuple[int, ...] | None], Awaitable[dict[str, Any]]],
+        account: str | None,
+        tags: frozenset[str],
+        peer_key: str | None,
+        job: Job,
+    ) -> None:
+        """A local flight's leader leaves without an answer; its members, if any are left,
+        go on with its job in a flight task."""
+        if not self._flights.leave(flight, member):
+            self._flights.hand_over(
+                flight, self._fly(method, call, account, tags, peer_key, job=job)
+            )
+
+    def _shedder(
+        self,
+        flight: Flight,
+        method: str,
+        account: str | None,
+        tags: frozenset[str],
+        peer_key: str | None,
+    ) -> Callable[[float, str | None], None]:
+        """The flight job's ``on_late``: members that cannot wait for the account are
+        answered as their own jobs would be (`Flights.shed`)."""
+
+        def late(earliest_at: float, lead: str | None) -> None:
+            def failure(m: Member) -> JobFailed:
+                alone = self._new_job(method, m.deadline_at, account, tags, peer_key)
+                return self._dispatch.no_account(alone, earliest_at, lead=lead)
+
+            self._flights.shed(flight, earliest_at, failure)
+
+        return late
+
     def _fly(
         self,
         method: str,
@@ -1554,38 +1707,36 @@ class Pool:
         account: str | None,
         tags: frozenset[str],
         peer_key: str | None,
+        *,
+        job: Job | None = None,
+        first: AccountWorker | None = None,
     ) -> Callable[[Flight], Awaitable[Answer]]:
         """A flight's work, run in the pool's nursery: the job's attempts, under a deadline
-        that follows its members' (the latest of theirs)."""
+        that follows its members' (the latest of theirs). ``job``: a local flight's job
+        handed over (its attempts so far go on); ``first``: the account reserved for it."""
 
         async def fly(flight: Flight) -> Answer:
-            job = self._new_job(method, flight.deadline_at, account, tags, peer_key)
+            nonlocal job
+            if job is None:
+                job = self._new_job(method, flight.deadline_at, account, tags, peer_key)
+                job.on_late = self._shedder(flight, method, account, tags, peer_key)
+                flight.progress = job
             # The flight's own scope carries the job deadline (one scope, not two, per
             # flight); when it passes, the flight's answer is the job's DEADLINE_EXCEEDED.
+            own = job
             scope = flight.scope
-            scope.deadline = job.deadline_at
+            scope.deadline = own.deadline_at = flight.deadline_at
 
             def move(deadline_at: float) -> None:
-                job.deadline_at = scope.deadline = deadline_at
+                own.deadline_at = scope.deadline = deadline_at
 
             flight.on_deadline = move
-            flight.on_timeout = lambda: self._deadline_exceeded(job)
-            flight.progress = job
-
-            def late(earliest_at: float, lead: str | None) -> None:
-                # members that cannot wait for the account are answered as their own jobs
-                def failure(m: Member) -> JobFailed:
-                    alone = self._new_job(method, m.deadline_at, account, tags, peer_key)
-                    return self._dispatch.no_account(alone, earliest_at, lead=lead)
-
-                self._flights.shed(flight, earliest_at, failure)
-
-            job.on_late = late
+            flight.on_timeout = lambda: self._deadline_exceeded(own)
 
             async def op(c: Client) -> dict[str, Any]:
                 return await call(c, flight.close())
 
-            result = await self._attempts(job, op, deadline_outside=True)
+            result = await self._attempt_loop(own, op, first=first)
             meta = result.meta
             return Answer(
                 result.value, meta.account, meta.proxy_key, meta.attempts, trio.current_time()
@@ -1619,30 +1770,37 @@ class Pool:
             attempts=job.attempts,
         )
 
-    async def _attempt_loop(self, job: Job, op: Op) -> JobResult:
-        """`_attempts` inside the job's deadline scope."""
+    async def _attempt_loop(
+        self,
+        job: Job,
+        op: Op,
+        *,
+        lead: Flight | None = None,
+        first: AccountWorker | None = None,
+    ) -> JobResult:
+        """`_attempts` inside the job's deadline scope.
+
+        Args:
+            job: The job.
+            op: Its call.
+            lead: The local flight the job's caller leads (`_lead`): once an account is
+                handed to the job while a member of it may wait longer than the leader,
+                `_HandOver` carries the account out, nothing sent.
+            first: An account already reserved for the job's next attempt (a hand-over).
+        """
         policy = self._config.policy
         last: Failure | None = None
+        if job.last_failure is not None:  # a hand-over: the attempts so far count
+            last = job.last_failure
         retry_delay_s = 0.0
         while job.attempts < policy.max_attempts:
             job.progress.enter(JobPhase.WAITING_ACCOUNT, trio.current_time())
-            try:
-                acc = await self._dispatch.acquire(job, retry_delay_s=retry_delay_s)
-            except BackoffPastDeadline as backoff:
-                assert last is not None
-                failed = self._job_failed(job, last)
-                failed.message += (
-                    f" (the next retry, in {backoff.delay_s:g} s, would pass the job deadline)"
-                )
-                raise failed from None
-            except JobFailed as exc:
-                if last is None or exc.error_class is not ErrorClass.NO_ACCOUNT_AVAILABLE:
-                    raise
-                # The retry found no account: the failure that forced it is the answer.
-                failed = self._job_failed(job, last)
-                failed.message += f" (no account for a retry: {exc.message})"
-                failed.retry_after_s = exc.retry_after_s or last.retry_after_s
-                raise failed from None
+            if first is not None:
+                acc, first = first, None
+            else:
+                acc = await self._acquire(job, last, retry_delay_s)
+            if lead is not None and lead.deadline_at > job.deadline_at:
+                raise _HandOver(acc)
             job.attempts += 1
             job.last_account = acc.id
             job.progress.enter(
@@ -1703,6 +1861,31 @@ class Pool:
             )
         assert last is not None
         raise self._job_failed(job, last, exhausted=True)
+
+    async def _acquire(self, job: Job, last: Failure | None, retry_delay_s: float) -> AccountWorker:
+        """The account for the job's next attempt (`Dispatcher.acquire`).
+
+        Raises:
+            JobFailed: the dispatcher's answer for a first attempt; for a retry, the
+                failure that forced it (noting why no retry was made).
+        """
+        try:
+            return await self._dispatch.acquire(job, retry_delay_s=retry_delay_s)
+        except BackoffPastDeadline as backoff:
+            assert last is not None
+            failed = self._job_failed(job, last)
+            failed.message += (
+                f" (the next retry, in {backoff.delay_s:g} s, would pass the job deadline)"
+            )
+            raise failed from None
+        except JobFailed as exc:
+            if last is None or exc.error_class is not ErrorClass.NO_ACCOUNT_AVAILABLE:
+                raise
+            # The retry found no account: the failure that forced it is the answer.
+            failed = self._job_failed(job, last)
+            failed.message += f" (no account for a retry: {exc.message})"
+            failed.retry_after_s = exc.retry_after_s or last.retry_after_s
+            raise failed from None
 
     def _abandoned(self, job: Job, acc: AccountWorker, failure: Failure, verdict: Verdict) -> None:
         """A connect the job's deadline cut off was judged (the proxy never answered):
@@ -2003,8 +2186,12 @@ class Pool:
     def begin_shutdown(self) -> None:
         """Stop starting new work: jobs still waiting for an account, and any retry, fail
         at once with SHUTTING_DOWN; calls already holding an account run on (the caller
-        decides how long, e.g. the daemon's ``shutdown_grace_s``)."""
+        decides how long, e.g. the daemon's ``shutdown_grace_s``): a call kept on the wire
+        for the members of a shared job (`AccountWorker.shield_call`) follows its caller's
+        cancellation again."""
         self._dispatch.close()
+        for acc in self._accounts.values():
+            acc.unshield()
 
     async def _aclose(self) -> None:
         self.begin_shutdown()
@@ -2097,6 +2284,15 @@ def _last_error(failure: Failure) -> str:
 
 
 @final
+class _HandOver(Exception):  # noqa: N818 - a signal, not an error
+    """`Pool._attempt_loop` of a local flight's leader: an account was handed to the job
+    while a member may wait longer than the leader; the job goes on in a flight task."""
+
+    def __init__(self, account: AccountWorker) -> None:
+        super().__init__(account.id)
+        self.account = account
+
+
 class _Counted:
     """`Pool._counted`'s context manager: a plain class, not a generator's (entered once
     per job). A job that raised `JobFailed` counts under its error class, any other

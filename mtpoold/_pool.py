@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any, Final, Protocol, final
 import attrs
 import trio
 
-from ._account import AccountWorker, Client, Judged, count_states
+from ._account import AccountWorker, Client, DeadlinePassed, Judged, count_states
 from ._budget import BudgetBook, RequestGuard, WarmUp
 from ._config import AccountConfig, Config, ProxyConfig, proxy_key
 from ._dispatch import BackoffPastDeadline, Dispatcher, Job
@@ -1610,14 +1610,13 @@ class Pool:
         handed: AccountWorker | None = None
         result: JobResult | None = None
         with self._counted(method, until_at, job=job, flight=flight):
-            scope = flight.scope
-            scope.deadline = until_at
             try:
-                with scope:
-                    try:
-                        result = await self._attempt_loop(job, op, lead=flight)
-                    except _HandOver as over:
-                        handed = over.account
+                # its deadline enforced where it waits (no scope of its own for it)
+                result = await self._attempt_loop(job, op, lead=flight, own_deadline=True)
+            except _HandOver as over:
+                handed = over.account
+            except DeadlinePassed:
+                pass
             except JobFailed as exc:
                 if (
                     exc.error_class is ErrorClass.NO_ACCOUNT_AVAILABLE
@@ -1725,6 +1724,7 @@ class Pool:
             # flight); when it passes, the flight's answer is the job's DEADLINE_EXCEEDED.
             own = job
             scope = flight.scope
+            assert scope is not None  # a task's flight
             scope.deadline = own.deadline_at = flight.deadline_at
 
             def move(deadline_at: float) -> None:
@@ -1777,8 +1777,10 @@ class Pool:
         *,
         lead: Flight | None = None,
         first: AccountWorker | None = None,
+        own_deadline: bool = False,
     ) -> JobResult:
-        """`_attempts` inside the job's deadline scope.
+        """`_attempts` inside the job's deadline scope (``own_deadline``: with no such scope;
+        the waits enforce ``job.deadline_at`` themselves and raise `DeadlinePassed`).
 
         Args:
             job: The job.
@@ -1794,11 +1796,14 @@ class Pool:
             last = job.last_failure
         retry_delay_s = 0.0
         while job.attempts < policy.max_attempts:
-            job.progress.enter(JobPhase.WAITING_ACCOUNT, trio.current_time())
+            now = trio.current_time()
+            if own_deadline and now >= job.deadline_at:  # where a scope would have cut it
+                raise DeadlinePassed
+            job.progress.enter(JobPhase.WAITING_ACCOUNT, now)
             if first is not None:
                 acc, first = first, None
             else:
-                acc = await self._acquire(job, last, retry_delay_s)
+                acc = await self._acquire(job, last, retry_delay_s, own_deadline)
             if lead is not None and lead.deadline_at > job.deadline_at:
                 raise _HandOver(acc)
             job.attempts += 1
@@ -1810,7 +1815,9 @@ class Pool:
                 lane=acc.lane,
             )
             try:
-                value = await self._attempt(job, acc, op)
+                value = await self._attempt(
+                    job, acc, op, job.deadline_at if own_deadline else math.inf
+                )
             except ProxyCoolingDown:
                 # The proxy began cooling while this attempt queued for it: nothing was
                 # sent. Not an attempt; schedule the job again (another lane, a wait, or
@@ -1862,15 +1869,20 @@ class Pool:
         assert last is not None
         raise self._job_failed(job, last, exhausted=True)
 
-    async def _acquire(self, job: Job, last: Failure | None, retry_delay_s: float) -> AccountWorker:
-        """The account for the job's next attempt (`Dispatcher.acquire`).
+    async def _acquire(
+        self, job: Job, last: Failure | None, retry_delay_s: float, own_deadline: bool
+    ) -> AccountWorker:
+        """The account for the job's next attempt (`Dispatcher.acquire`; ``own_deadline``:
+        it enforces the job deadline).
 
         Raises:
             JobFailed: the dispatcher's answer for a first attempt; for a retry, the
                 failure that forced it (noting why no retry was made).
         """
         try:
-            return await self._dispatch.acquire(job, retry_delay_s=retry_delay_s)
+            return await self._dispatch.acquire(
+                job, retry_delay_s=retry_delay_s, enforce_deadline=own_deadline
+            )
         except BackoffPastDeadline as backoff:
             assert last is not None
             failed = self._job_failed(job, last)
@@ -1921,7 +1933,17 @@ class Pool:
             attempts=job.attempts,
         )
 
-    async def _attempt(self, job: Job, acc: AccountWorker, op: Op) -> dict[str, Any]:
+    async def _attempt(
+        self, job: Job, acc: AccountWorker, op: Op, deadline_at: float = math.inf
+    ) -> dict[str, Any]:
+        """One attempt of ``job`` on the reserved ``acc`` (released after it); ``deadline_at``:
+        the job deadline `AccountWorker.run` enforces (``inf``: the caller's scope does).
+
+        Raises:
+            Judged: the attempt failed, judged (its verdict applied).
+            DeadlinePassed: ``deadline_at`` passed.
+            ProxyCoolingDown, RateClassBlocked, LeaseUnconfirmed: nothing was sent.
+        """
         policy = self._config.policy
         call_deadline_s = min(
             policy.call_deadline_s, max(0.0, job.deadline_at - trio.current_time())
@@ -1967,10 +1989,13 @@ class Pool:
                 judge=judge,
                 on_abandoned=lambda failure, verdict: self._abandoned(job, acc, failure, verdict),
                 progress=job.progress,
+                deadline_at=deadline_at,
             )
             outcome = "OK"
             acc.lane.record_outcome(None)
             return value
+        except DeadlinePassed:
+            raise  # "CANCELLED", as a job cut by its own scope
         except (ProxyCoolingDown, RateClassBlocked, LeaseUnconfirmed) as deferred:
             outcome = "DEFERRED"
             if isinstance(deferred, LeaseUnconfirmed):

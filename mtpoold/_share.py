@@ -264,7 +264,8 @@ class Flight:
     members: list[Member]
     deadline_at: float
     merge_key: str | None = None
-    scope: trio.CancelScope = attrs.field(factory=trio.CancelScope)
+    #: The scope the flight's task runs it in (None: a leader's own task runs it).
+    scope: trio.CancelScope | None = attrs.field(factory=trio.CancelScope)
     done: trio.Event = attrs.field(factory=trio.Event)
     #: Message ids asked for (``get_messages``): id -> members asking for it.
     ids: collections.Counter[int] = attrs.field(factory=collections.Counter)
@@ -414,12 +415,12 @@ class Flights:
         """Start a flight that ``member``'s own task runs (no task, no wait: a job alone
         costs what an unshared one does); identical members may join it by its key.
 
-        The leader runs the flight's job under `Flight.scope` (its own deadline on it) and
-        ends it with `finish` (an answer or a failure every member shares) or, leaving
-        without one, with `leave` and — members left — `hand_over`. No merge key: a
-        ``get_messages`` batch that takes other ids starts with `start`.
+        The leader runs the flight's job under its own deadline and ends it with `finish`
+        (an answer or a failure every member shares) or, leaving without one, with `leave`
+        and — members left — `hand_over`. No merge key: a ``get_messages`` batch that takes
+        other ids starts with `start`.
         """
-        flight = Flight(method=method, members=[member], deadline_at=member.deadline_at)
+        flight = Flight(method=method, members=[member], deadline_at=member.deadline_at, scope=None)
         flight.leader = member
         member.role = "first"
         self._by_key[member.key] = flight
@@ -530,7 +531,8 @@ class Flights:
             del self._by_key[member.key]
         if not flight.members:
             self._forget(flight)
-            flight.scope.cancel()
+            if flight.scope is not None:
+                flight.scope.cancel()
             return True
         latest_at = max(m.deadline_at for m in flight.members)
         if latest_at < flight.deadline_at:
@@ -550,14 +552,16 @@ class Flights:
     async def _run(self, flight: Flight, fly: Fly) -> None:
         """The flight's task: run ``fly``, keep the answer or the failure for the members,
         cache the answer for members that accept old ones, forget the flight."""
+        scope = flight.scope
+        assert scope is not None  # `start` and `hand_over` give it one
         try:
-            with flight.scope:
+            with scope:
                 answer = await fly(flight)
                 flight.answer = answer
             if (
-                flight.scope.cancelled_caught
+                scope.cancelled_caught
                 and flight.on_timeout is not None
-                and trio.current_time() >= flight.scope.deadline
+                and trio.current_time() >= scope.deadline
             ):
                 flight.failure = flight.on_timeout()  # its deadline, not a member leaving
         except JobFailed as exc:

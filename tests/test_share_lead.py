@@ -364,3 +364,33 @@ async def test_shutdown_lets_a_kept_call_follow_its_callers_cancellation_again(
             pool.begin_shutdown()
     assert outcome["leader"] == (2, "cancelled")
     assert outcome["joiner"] == (2, ErrorClass.SHUTTING_DOWN)
+
+
+async def test_a_leader_alone_is_answered_at_its_deadline_waiting_or_in_its_call(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    """No scope of its own: the dispatcher's wait and the account's run end at its deadline
+    (`DeadlinePassed`), answered as a job cut by its own scope — nothing judged."""
+    world = World()
+    world.script("a1", Sleep(10), Sleep(100, {"n": 1}))
+    async with open_pool(sharing_config(tmp_path), client_factory=world.factory()) as pool:
+        t0 = trio.current_time()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(hold, pool, "a1")
+            await trio.testing.wait_all_tasks_blocked()
+            with pytest.raises(JobFailed) as waiting:
+                await pool.invoke("help.GetConfig", {}, deadline_s=3)
+            assert trio.current_time() - t0 == 3
+        assert waiting.value.error_class is ErrorClass.DEADLINE_EXCEEDED
+        assert waiting.value.message == "job deadline of 3 s passed"
+        t1 = trio.current_time()
+        with pytest.raises(JobFailed) as in_call:
+            await pool.invoke("help.GetConfig", {}, deadline_s=2)
+        assert trio.current_time() - t1 == 2
+        assert in_call.value.error_class is ErrorClass.DEADLINE_EXCEEDED
+        assert in_call.value.attempts == 1 and in_call.value.account == "a1"
+        acc = pool.statistics().accounts[0]
+        assert acc.calls_failed == 0 and not acc.connected  # dropped, not judged
+        stats = pool.statistics()
+        assert stats.jobs_in_flight == 0 and not pool._flights._by_key
+        assert not pool._dispatch._waiters

@@ -384,7 +384,9 @@ class AccountWorker:
                 # ``trio.fail_after`` would give, without a second scope per call).
                 with trio.CancelScope(deadline=deadline_at) as run_scope:
                     self._run_scope = run_scope
-                    client = await self._ensure_connected(judge, on_abandoned, progress)
+                    client = self._client  # connected: no connect to await
+                    if client is None or not client.is_connected():
+                        client = await self._ensure_connected(judge, on_abandoned, progress)
                     if self._ping_due():
                         # cluster mode: a due keepalive goes before the next call, busy or not
                         if not await self._keepalive():

@@ -38,7 +38,7 @@ from ._config import AccountConfig, Config, ProxyConfig, proxy_key
 from ._dispatch import BackoffPastDeadline, Dispatcher, Job
 from ._errors import ErrorClass, Failure, JobFailed, MtpooldError, RateClassBlocked
 from ._gcpause import FrozenFleet, gc_paused
-from ._jobs import JobPhase, JobRegistry, JobStatistics
+from ._jobs import JobEntry, JobPhase, JobRegistry, JobStatistics
 from ._lane import NO_PROXY, LeaseUnconfirmed, ProxyCoolingDown, ProxyLane, SharedStart
 from ._logformat import iso_utc, log_event
 from ._peermemory import PeerMemory, first_peer_argument
@@ -1404,10 +1404,7 @@ class Pool:
         """Count one accepted job of ``method``: in flight while inside (and in the registry of
         jobs in flight, served by ``job``'s attempts or riding in ``flight``), then ok or
         failed, and by its rate class and outcome (`PoolStatistics.jobs_by_class`)."""
-        tracked = self._registry.track(
-            method, trio.current_time(), deadline_at, job=job, flight=flight
-        )
-        return _Counted(self, method, tracked)
+        return _Counted(self, method, deadline_at, job, flight)
 
     def _job_class(self, method: str) -> str:
         """The one rate class a job is counted under: ``resolve``, ``read`` for
@@ -1649,6 +1646,8 @@ class Pool:
                 failed = self._deadline_exceeded(job)
                 self._leave_lead(flight, member, method, call, account, tags, peer_key, job)
                 raise failed
+            if flights.end_alone(flight):
+                return result
             meta = result.meta
             shared = len(flight.members) > 1
             flights.finish(
@@ -1945,11 +1944,9 @@ class Pool:
             ProxyCoolingDown, RateClassBlocked, LeaseUnconfirmed: nothing was sent.
         """
         policy = self._config.policy
-        call_deadline_s = min(
-            policy.call_deadline_s, max(0.0, job.deadline_at - trio.current_time())
-        )
-        attempt = job.attempts
         t0 = trio.current_time()
+        call_deadline_s = min(policy.call_deadline_s, max(0.0, job.deadline_at - t0))
+        attempt = job.attempts
         outcome = "CANCELLED"
 
         def judge(exc: BaseException) -> tuple[Failure, Verdict]:
@@ -2323,16 +2320,23 @@ class _Counted:
     per job). A job that raised `JobFailed` counts under its error class, any other
     exception (a cancellation) as ``CANCELLED``."""
 
-    __slots__ = ("_method", "_pool", "_tracked")
+    __slots__ = ("_deadline_at", "_entry", "_flight", "_job", "_method", "_pool")
 
-    def __init__(
-        self, pool: Pool, method: str, tracked: contextlib.AbstractContextManager[object]
-    ) -> None:
-        self._pool, self._method, self._tracked = pool, method, tracked
+    def __init__(self, pool: Pool, method: str, deadline_at: float, job: Any, flight: Any) -> None:
+        self._pool, self._method, self._deadline_at = pool, method, deadline_at
+        self._job, self._flight = job, flight
+        self._entry: JobEntry | None = None
 
     def __enter__(self) -> None:
-        self._pool._jobs_in_flight += 1
-        self._tracked.__enter__()
+        pool = self._pool
+        self._entry = pool._registry.add(
+            self._method,
+            trio.current_time(),
+            self._deadline_at,
+            job=self._job,
+            flight=self._flight,
+        )
+        pool._jobs_in_flight += 1
 
     def __exit__(
         self,
@@ -2342,7 +2346,8 @@ class _Counted:
     ) -> None:
         pool = self._pool
         try:
-            self._tracked.__exit__(exc_type, exc, tb)  # type: ignore[arg-type]
+            if self._entry is not None:
+                pool._registry.remove(self._entry)
         finally:
             pool._jobs_in_flight -= 1
             if exc is None:

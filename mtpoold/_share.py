@@ -88,10 +88,15 @@ CACHE_MAX_BYTES: Final = 32 * 2**20
 CACHE_MAX_ENTRY_BYTES: Final = 2**20
 
 
+#: One encoder for every key and cached answer (``json.dumps`` with options builds one per
+#: call: a third of a key's cost).
+_ENCODER: Final = json.JSONEncoder(sort_keys=True, separators=(",", ":"), allow_nan=False)
+
+
 def _canonical(value: object) -> str | None:
     """Canonical JSON (sorted keys, no spaces), or None if ``value`` is not JSON."""
     try:
-        return json.dumps(value, sort_keys=True, separators=(",", ":"), allow_nan=False)
+        return _ENCODER.encode(value)
     except (TypeError, ValueError, RecursionError):
         return None
 
@@ -300,7 +305,11 @@ class Flight:
         """The call goes on the wire: no more merges; returns the ids to ask for (those of
         the members still waiting, first come first), or None for a job without ids."""
         self.open = False
-        self.riders = max(1, sum(1 for m in self.members if m.role != "identical"))
+        members = self.members
+        if len(members) == 1:  # alone: the common case
+            self.riders = 1
+        else:
+            self.riders = max(1, sum(1 for m in members if m.role != "identical"))
         if not self.ids:
             return None
         seen: dict[int, None] = {}
@@ -439,6 +448,19 @@ class Flights:
         if answer is not None:
             self._cache(flight, answer)
         flight.done.set()
+
+    def end_alone(self, flight: Flight) -> bool:
+        """The leader of a local flight has its answer: if nobody joined and nobody wants
+        it cached, forget the flight and return True (no `Answer` needed); else False
+        (`finish` it)."""
+        members = flight.members
+        if len(members) != 1 or members[0].max_age_s > 0:
+            return False
+        flight.leader = flight.on_join = None
+        if self._by_key.get(members[0].key) is flight:
+            del self._by_key[members[0].key]
+        flight.done.set()
+        return True
 
     def hand_over(self, flight: Flight, fly: Fly) -> None:
         """A local flight's leader left without an outcome (cancelled, its deadline passed,

@@ -1743,21 +1743,19 @@ class Pool:
 
         return fly
 
-    async def _attempts(self, job: Job, op: Op, *, deadline_outside: bool = False) -> JobResult:
-        """The job's attempts until one succeeds, under its deadline: a
-        ``move_on_at(job.deadline_at)`` of its own, or (``deadline_outside``) the scope of
-        the caller that runs it, which enforces ``job.deadline_at`` and answers
-        `_deadline_exceeded` when it passes (a shared flight's, `mtpoold._share.Flight.scope`).
+    async def _attempts(self, job: Job, op: Op) -> JobResult:
+        """The job's attempts until one succeeds, under its deadline — enforced where the
+        job waits (the dispatcher's queue, the account's run: `DeadlinePassed`), not by a
+        scope of its own (one cancel scope less per job).
 
         Raises:
             JobFailed: the job's answer when no attempt succeeded (DEADLINE_EXCEEDED when
-                its deadline passed, unless ``deadline_outside``).
+                its deadline passed).
         """
-        if deadline_outside:
-            return await self._attempt_loop(job, op)
-        with trio.move_on_at(job.deadline_at):
-            return await self._attempt_loop(job, op)
-        raise self._deadline_exceeded(job)
+        try:
+            return await self._attempt_loop(job, op, own_deadline=True)
+        except DeadlinePassed:
+            raise self._deadline_exceeded(job) from None
 
     def _deadline_exceeded(self, job: Job) -> JobFailed:
         """The answer of a job whose deadline passed, naming its last error."""
@@ -1778,8 +1776,9 @@ class Pool:
         first: AccountWorker | None = None,
         own_deadline: bool = False,
     ) -> JobResult:
-        """`_attempts` inside the job's deadline scope (``own_deadline``: with no such scope;
-        the waits enforce ``job.deadline_at`` themselves and raise `DeadlinePassed`).
+        """The job's attempts, inside the caller's scope for its deadline (a flight task's,
+        `mtpoold._share.Flight.scope`), or (``own_deadline``) with no such scope: the waits
+        enforce ``job.deadline_at`` themselves and raise `DeadlinePassed`.
 
         Args:
             job: The job.

@@ -394,3 +394,43 @@ async def test_a_leader_alone_is_answered_at_its_deadline_waiting_or_in_its_call
         stats = pool.statistics()
         assert stats.jobs_in_flight == 0 and not pool._flights._by_key
         assert not pool._dispatch._waiters
+
+
+async def test_joiners_that_cannot_wait_for_the_leaders_account_are_answered_at_once(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    """The leader (30 s) waits for an account (a1 free in 12 s, a2 in 25 s): a joiner with
+    3 s fails at once, one with 20 s when a1 is disabled (re-judged: 25 s), each as its own
+    job would; the leader is served at 25 s in its own task."""
+    world = World()
+    world.script("a1", tg.FloodWaitError(request=None, capture=12))
+    world.script("a2", tg.FloodWaitError(request=None, capture=25))
+    config = sharing_config(tmp_path, accounts={"a1": "p1", "a2": "p1"})
+    done: dict[str, tuple[float, Any]] = {}
+    async with open_pool(config, client_factory=world.factory()) as pool:
+        for acc in ("a1", "a2"):
+            with pytest.raises(JobFailed, match="^FLOOD_WAIT"):
+                await pool.invoke("messages.GetDialogFilters", {}, account=acc, deadline_s=5)
+        t0 = trio.current_time()
+
+        async def job(name: str, deadline_s: float) -> None:
+            try:
+                got: Any = await pool.invoke("help.GetConfig", {}, deadline_s=deadline_s)
+                done[name] = (trio.current_time() - t0, got.meta.shared)
+            except JobFailed as exc:
+                done[name] = (trio.current_time() - t0, (exc.error_class, exc.retry_after_s))
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(job, "leader", 30)
+            await trio.sleep(0.1)
+            nursery.start_soon(job, "short", 3)
+            nursery.start_soon(job, "medium", 20)
+            await trio.sleep(1)
+            pool.disable_account("a1", "test")
+    short_at, (cls, retry) = done["short"]
+    assert short_at == pytest.approx(0.1) and cls is ErrorClass.NO_ACCOUNT_AVAILABLE
+    assert retry == pytest.approx(12 - 0.1, abs=0.01)
+    medium_at, (cls, retry) = done["medium"]
+    assert medium_at == pytest.approx(1.1) and cls is ErrorClass.NO_ACCOUNT_AVAILABLE
+    assert retry == pytest.approx(25 - 1.1, abs=0.01)
+    assert done["leader"][0] == pytest.approx(25, abs=0.01) and done["leader"][1] is False

@@ -673,7 +673,8 @@ class AccountWorker:
         task: its cancellation no longer reaches the call, which still ends by its own call
         deadline and by ``until_at`` (trio clock, s; the caller's job deadline), and by
         `cut_off`. For a shared call whose other waiters need its answer
-        (`mtpoold._pool.Pool._lead`); `unshield` (the pool's shutdown) undoes it."""
+        (`mtpoold._pool.Pool._lead`); `unshield` (the last waiter gone, the pool's
+        shutdown) undoes it."""
         scope = self._run_scope
         if scope is not None and self._in_call:
             scope.shield = True

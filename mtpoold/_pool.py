@@ -1563,17 +1563,18 @@ class Pool:
 
         How the leader and its members part: members joining while its call is on the wire
         keep it there — the call no longer follows the leader's cancellation (it still ends
-        by the leader's deadline: `AccountWorker.shield_call`), so a cancelled leader's
-        answer still reaches them, and the leader then raises `trio.Cancelled`. A member
-        with a later deadline than the leader's, there when an account is handed to the
-        job, takes the job over before anything is sent: it goes on in a flight task
-        (`Flights.hand_over`) under the latest member's deadline, the leader waits as a
-        member. A leader leaving without an answer — cancelled or its deadline passed
-        before its call went out or after it was cut, or NO_ACCOUNT_AVAILABLE before its
-        own deadline while a member may wait longer — hands the job (its attempts so far)
-        over to the members left: nothing was answered, so a call cut at the leader's
-        deadline may be made again for them, never more calls than their own jobs would
-        have made.
+        by the leader's deadline: `AccountWorker.shield_call`) while one of them waits, so a
+        cancelled leader's answer still reaches them, and the leader then raises
+        `trio.Cancelled` (the last of them leaving, it follows the leader's cancellation
+        again: `AccountWorker.unshield`). A member with a later deadline than the
+        leader's, there when an account is handed to the job, takes the job over before
+        anything is sent: it goes on in a flight task (`Flights.hand_over`) under the latest
+        member's deadline, the leader waits as a member. A leader leaving without an
+        answer — cancelled or its deadline passed before its call went out or after it was
+        cut, or NO_ACCOUNT_AVAILABLE before its own deadline while a member may wait longer
+        — hands the job (its attempts so far) over to the members left: nothing was
+        answered, so a call cut at the leader's deadline may be made again for them, never
+        more calls than their own jobs would have made.
 
         Raises:
             JobFailed: as `_attempts`; DEADLINE_EXCEEDED at the leader's own deadline.
@@ -1597,12 +1598,13 @@ class Pool:
                 acc.shield_call(until_at)
 
             flight.on_join = shield
+            flight.on_alone = acc.unshield
             if len(flight.members) > 1:
                 shield()
             try:
                 return await call(c, ids)
             finally:
-                flight.on_join = None
+                flight.on_join = flight.on_alone = None
 
         handed: AccountWorker | None = None
         result: JobResult | None = None

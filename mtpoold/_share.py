@@ -294,6 +294,9 @@ class Flight:
     #: Told when a member joins a flight its leader runs (`leader` set): the pool keeps the
     #: leader's call on the wire for the members (`mtpoold._account.AccountWorker.shield_call`).
     on_join: Callable[[], None] | None = None
+    #: Told when the leader is alone again in its flight (the last other member left): its
+    #: call follows its cancellation again (`mtpoold._account.AccountWorker.unshield`).
+    on_alone: Callable[[], None] | None = None
 
     def __repr__(self) -> str:
         return (
@@ -443,7 +446,7 @@ class Flights:
         or ``failure`` (each member raises a copy); the members waiting are answered, the
         answer cached for those accepting old ones, the flight forgotten."""
         flight.answer, flight.failure = answer, failure
-        flight.leader = flight.on_join = None
+        flight.leader = flight.on_join = flight.on_alone = None
         self._forget(flight)
         if answer is not None:
             self._cache(flight, answer)
@@ -456,7 +459,7 @@ class Flights:
         members = flight.members
         if len(members) != 1 or members[0].max_age_s > 0:
             return False
-        flight.leader = flight.on_join = None
+        flight.leader = flight.on_join = flight.on_alone = None
         if self._by_key.get(members[0].key) is flight:
             del self._by_key[members[0].key]
         flight.done.set()
@@ -467,7 +470,7 @@ class Flights:
         no account before its deadline), its members still wait: the flight's job goes on
         for them in a task of the nursery, as a flight `start` began (its deadline the
         latest of theirs, a fresh `Flight.scope`)."""
-        flight.leader = flight.on_join = None
+        flight.leader = flight.on_join = flight.on_alone = None
         flight.scope = trio.CancelScope()
         self.nursery.start_soon(self._run, flight, fly, name=f"flight {flight.method}")
 
@@ -559,6 +562,8 @@ class Flights:
         latest_at = max(m.deadline_at for m in flight.members)
         if latest_at < flight.deadline_at:
             flight._move(latest_at)
+        if flight.on_alone is not None and flight.members == [flight.leader]:
+            flight.on_alone()
         return False
 
     def _forget(self, flight: Flight) -> None:

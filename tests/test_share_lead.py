@@ -434,3 +434,31 @@ async def test_joiners_that_cannot_wait_for_the_leaders_account_are_answered_at_
     assert medium_at == pytest.approx(1.1) and cls is ErrorClass.NO_ACCOUNT_AVAILABLE
     assert retry == pytest.approx(25 - 1.1, abs=0.01)
     assert done["leader"][0] == pytest.approx(25, abs=0.01) and done["leader"][1] is False
+
+
+async def test_a_kept_call_follows_the_leaders_cancellation_again_once_its_joiners_left(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    world = World()
+    world.script("a1", Sleep(100, {"n": 1}))
+    ended: dict[str, float] = {}
+    async with open_pool(sharing_config(tmp_path), client_factory=world.factory()) as pool:
+
+        async def job(name: str) -> None:
+            try:
+                await pool.invoke("help.GetConfig", {})
+            finally:
+                ended[name] = trio.current_time()
+
+        async with trio.open_nursery() as nursery:
+            leader, joiner = trio.CancelScope(), trio.CancelScope()
+            nursery.start_soon(_in_scope, leader, lambda: job("leader"))
+            await trio.testing.wait_all_tasks_blocked()
+            nursery.start_soon(_in_scope, joiner, lambda: job("joiner"))
+            await trio.sleep(1)
+            joiner.cancel()  # the call was kept on the wire for it; nobody else waits now
+            await trio.sleep(1)
+            leader.cancel()
+        assert ended == {"joiner": 1, "leader": 2}
+        assert pool.statistics().jobs_in_flight == 0 and not pool._flights._by_key
+    assert world.asyncio_tasks[-1].cancelled()  # the call itself was cancelled

@@ -495,13 +495,19 @@ ANALYSIS: Final = """
 - **Per-job CPU with the zero-cost client** ({invoke_cpu} per `pool.invoke` of a read-only
   function, one job at a time): {invoke_passes} passes of Trio's run loop and {invoke_steps}
   task steps per job, counted by an instrument. The account lock is taken without a schedule
-  point when it is free (`AccountWorker.run`), which took one pass off each job; what is
-  left is the flight task a read-only job runs in (`mtpoold/_share.py`: a task, an `Event`
-  and its wake-up, so an identical job can share it), the lane's capacity limiter (the
-  job's one schedule point), `check_request` (mtpoold/_tljson.py builds and serializes the
-  request to check it), the dispatcher's pick and release, and three cancel scopes (the
-  job's deadline, the call's, the member's wait). A per-job cost near the goal needs the
-  flight's first attempt to run in the caller's task; not done in this round.
+  point when it is free (`AccountWorker.run`), which took one pass off each job. A
+  read-only job alone no longer runs in a flight task: it leads its flight in its own task
+  (`Pool._lead`, `Flights.start_local`; an identical job may still join and share its
+  call), which took the task, the `Event` and its wake-up, a pass and two cancel scopes off
+  each job; its deadline rides on the account run's own scope (`AccountWorker.run`'s
+  ``deadline_at``) and on a scope the dispatcher opens only while the job queues. What is
+  left, in order of cost in a profile: the dispatcher's pick, reserve and release with the
+  ready index (mtpoold/_ready.py), the account run's one cancel scope (call deadline, job
+  deadline, cluster cut-off) and the lane's slot (its capacity limiter is the job's one
+  schedule point, then two histogram observations), `check_request` (mtpoold/_tljson.py
+  builds and serializes the request to check it), the identical key (canonical JSON), and
+  the job's bookkeeping (its `Job`, `Member`, `Flight` and registry entry, and a read of
+  the trio clock in nearly every layer).
 - **`pool.statistics()`** is linear in accounts by design (it returns every account):
   {stats_per_account} per account in this run ({stats_p50} median at the large size); what is
   left is building one `AccountStatistics` attrs instance per account in

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import collections
 import logging
+import math
 from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Any, Final, Protocol, TypeVar, final, runtime_checkable
 
@@ -114,6 +115,13 @@ class ConnectTimeoutError(ConnectionError):
     initConnection): classified STREAM_CLOSED. A connect that times out before the DC
     answered raises ``ProxyUnavailable`` instead (the proxy's failure).
     """
+
+
+class DeadlinePassed(Exception):  # noqa: N818 - an outcome, as trio.TooSlowError
+    """The job deadline a call was handed (`AccountWorker.run`'s ``deadline_at``,
+    `mtpoold._dispatch.Dispatcher.acquire`'s ``enforce_deadline``) passed: what the caller's
+    own ``move_on_at`` would have caught. Nothing judged; the connection was dropped if a
+    connect or call was cut."""
 
 
 class Judged(Exception):
@@ -318,6 +326,7 @@ class AccountWorker:
         judge: Judge,
         on_abandoned: OnAbandoned | None = None,
         progress: JobProgress | None = None,
+        deadline_at: float = math.inf,
     ) -> T:
         """Run ``op`` on this account's client, one call at a time.
 
@@ -334,6 +343,11 @@ class AccountWorker:
                 DC ever answered: the proxy's failure all the same (the pool applies it).
             progress: The job's `mtpoold._jobs.JobProgress`, told each hop (lane capacity,
                 gate, connecting, in the call), or None.
+            deadline_at: The job deadline (trio clock, s) the run itself enforces, on the
+                scope it has anyway (a caller then needs no scope of its own for it): the
+                connect, the gate and the call end there, as a caller's ``move_on_at``
+                would end them (the connection dropped, nothing judged); ``inf``: the
+                caller's own scope does it.
 
         A failure of a class in `CALLER_ERROR_CLASSES` counts in ``caller_errors`` only.
 
@@ -345,6 +359,7 @@ class AccountWorker:
                 The connection has already been dropped when the verdict says ``reconnect``.
             trio.Cancelled: the caller's scope was cancelled (e.g. the job deadline); the
                 connection is dropped, since a call may have been left half-done.
+            DeadlinePassed: ``deadline_at`` passed; the connection was dropped.
             ProxyCoolingDown: the lane's proxy is cooling down (`ProxyLane.slot`): nothing
                 was sent, nothing is judged or counted.
             RateClassBlocked: the request guard refused a request of ``op`` (its rate class
@@ -367,9 +382,11 @@ class AccountWorker:
                 # One scope for the whole run: `cut_off` cancels it (cluster mode), and from
                 # the call's start slot on it carries the call deadline too (what
                 # ``trio.fail_after`` would give, without a second scope per call).
-                with trio.CancelScope() as run_scope:
+                with trio.CancelScope(deadline=deadline_at) as run_scope:
                     self._run_scope = run_scope
-                    client = await self._ensure_connected(judge, on_abandoned, progress)
+                    client = self._client  # connected: no connect to await
+                    if client is None or not client.is_connected():
+                        client = await self._ensure_connected(judge, on_abandoned, progress)
                     if self._ping_due():
                         # cluster mode: a due keepalive goes before the next call, busy or not
                         if not await self._keepalive():
@@ -378,11 +395,16 @@ class AccountWorker:
                     async with self.lane.slot(progress, account=self.id):
                         started_at = self.last_used_at = trio.current_time()
                         self._in_call = True
-                        run_scope.deadline = started_at + call_deadline_s
+                        call_until_at = started_at + call_deadline_s
+                        if call_until_at < deadline_at:
+                            run_scope.deadline = call_until_at
                         result = await op(client)
                 if run_scope.cancelled_caught:
-                    if self._cut_cause is None:  # the call deadline passed
-                        raise trio.TooSlowError
+                    if self._cut_cause is None:
+                        if trio.current_time() >= deadline_at:  # the job's, not the call's
+                            await self._drop_connection()
+                            raise DeadlinePassed
+                        raise trio.TooSlowError  # the call deadline passed
                     # `cut_off`: the lease ran out
                     await self._drop_connection()
                     raise LeaseUnconfirmed(self.id, self._cut_cause, in_call=self._in_call)
@@ -392,7 +414,7 @@ class AccountWorker:
             except LeaseUnconfirmed:
                 await self._drop_connection()  # no lease: no connection either
                 raise
-            except (ProxyCoolingDown, RateClassBlocked):
+            except (ProxyCoolingDown, RateClassBlocked, DeadlinePassed):
                 raise  # nothing was sent: not a failure of the account or the proxy
             except Exception as exc:
                 if isinstance(exc, Judged):  # a connect, judged inside its lane slot
@@ -645,6 +667,24 @@ class AccountWorker:
         if self._lock.locked():
             event = self._call_ended = trio.Event()
             await event.wait()
+
+    def shield_call(self, until_at: float) -> None:
+        """Keep the call in flight (if one is) on the wire whatever happens to the caller's
+        task: its cancellation no longer reaches the call, which still ends by its own call
+        deadline and by ``until_at`` (trio clock, s; the caller's job deadline), and by
+        `cut_off`. For a shared call whose other waiters need its answer
+        (`mtpoold._pool.Pool._lead`); `unshield` (the last waiter gone, the pool's
+        shutdown) undoes it."""
+        scope = self._run_scope
+        if scope is not None and self._in_call:
+            scope.shield = True
+            if until_at < scope.deadline:
+                scope.deadline = until_at
+
+    def unshield(self) -> None:
+        """Let the caller's cancellation reach the call in flight again (`shield_call`)."""
+        if self._run_scope is not None:
+            self._run_scope.shield = False
 
     def cut_off(self, cause: str) -> None:
         """Cluster mode: the account's lease ran out (or was lost): the connect or call in

@@ -12,7 +12,7 @@ from typing import Any, Final, Protocol, final
 import attrs
 import trio
 
-from ._account import AccountWorker
+from ._account import AccountWorker, DeadlinePassed
 from ._errors import ErrorClass, Failure, JobFailed
 from ._jobs import JobPhase, JobProgress
 from ._lane import ProxyLane
@@ -916,13 +916,17 @@ class Dispatcher:
 
     # -- acquiring -----------------------------------------------------------------------------
 
-    async def acquire(self, job: Job, *, retry_delay_s: float) -> AccountWorker:
+    async def acquire(
+        self, job: Job, *, retry_delay_s: float, enforce_deadline: bool = False
+    ) -> AccountWorker:
         """Reserve an account for the job's next attempt, waiting FIFO if none is free.
 
         Args:
             job: The job (its ``avoid`` set names the accounts that already failed it).
             retry_delay_s: Seconds to back off before taking an avoided account again (the
                 last verdict's ``retry_delay_s``).
+            enforce_deadline: Wait no later than ``job.deadline_at`` (a scope only while
+                it waits), else `DeadlinePassed`; False: the caller's scope does it.
 
         Raises:
             JobFailed: NO_ACCOUNT_AVAILABLE when no account can start before the deadline
@@ -930,6 +934,7 @@ class Dispatcher:
                 SHUTTING_DOWN after :meth:`close`.
             BackoffPastDeadline: the backoff before reusing an avoided account would pass
                 the deadline.
+            DeadlinePassed: ``enforce_deadline`` and the deadline passed while it waited.
         """
         if self.closing:
             raise self._shutting_down(job)
@@ -949,7 +954,13 @@ class Dispatcher:
         self._waiters.append(w)
         self._rearm()
         try:
-            await w.event.wait()
+            if enforce_deadline:
+                with trio.move_on_at(job.deadline_at) as scope:
+                    await w.event.wait()
+                if scope.cancelled_caught and w.account is None and w.failure is None:
+                    raise DeadlinePassed
+            else:
+                await w.event.wait()
         except BaseException:
             if w.account is not None:  # handed an account, then cancelled: pass it on
                 self.release(w.account)

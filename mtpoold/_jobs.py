@@ -152,7 +152,31 @@ class JobRegistry:
         """Register a job (times on the trio clock, s) until the ``with`` block exits; the
         block gets its `JobEntry`. A plain context manager, not a generator's: it is entered
         once per job."""
-        entry = JobEntry(
+        return _Tracked(self._entries, self._entry(method, started_at, deadline_at, job, flight))
+
+    def add(
+        self,
+        method: str,
+        started_at: float,
+        deadline_at: float,
+        *,
+        job: Any = None,
+        flight: Any = None,
+    ) -> JobEntry:
+        """Register a job now, as `track` does, until `remove` (for a caller that is its own
+        context manager: one object less per job)."""
+        entry = self._entry(method, started_at, deadline_at, job, flight)
+        self._entries[entry.number] = entry
+        return entry
+
+    def remove(self, entry: JobEntry) -> None:
+        """The job `add` registered is answered."""
+        del self._entries[entry.number]
+
+    def _entry(
+        self, method: str, started_at: float, deadline_at: float, job: Any, flight: Any
+    ) -> JobEntry:
+        return JobEntry(
             number=next(self._numbers),
             method=method,
             started_at=started_at,
@@ -161,7 +185,6 @@ class JobRegistry:
             job=job,
             flight=flight,
         )
-        return _Tracked(self._entries, entry)
 
     def entries(self) -> list[JobEntry]:
         """The jobs in flight, oldest first."""

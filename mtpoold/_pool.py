@@ -32,13 +32,13 @@ from typing import TYPE_CHECKING, Any, Final, Protocol, final
 import attrs
 import trio
 
-from ._account import AccountWorker, Client, Judged, count_states
+from ._account import AccountWorker, Client, DeadlinePassed, Judged, count_states
 from ._budget import BudgetBook, RequestGuard, WarmUp
 from ._config import AccountConfig, Config, ProxyConfig, proxy_key
 from ._dispatch import BackoffPastDeadline, Dispatcher, Job
 from ._errors import ErrorClass, Failure, JobFailed, MtpooldError, RateClassBlocked
 from ._gcpause import FrozenFleet, gc_paused
-from ._jobs import JobPhase, JobRegistry, JobStatistics
+from ._jobs import JobEntry, JobPhase, JobRegistry, JobStatistics
 from ._lane import NO_PROXY, LeaseUnconfirmed, ProxyCoolingDown, ProxyLane, SharedStart
 from ._logformat import iso_utc, log_event
 from ._peermemory import PeerMemory, first_peer_argument
@@ -1202,8 +1202,9 @@ class Pool:
         out = []
         for entry in self._registry.entries():
             job, shared = entry.job, False
-            if job is None and entry.flight is not None:
+            if entry.flight is not None:
                 shared = len(entry.flight.members) > 1  # alone in its flight: not shared
+            if job is None and entry.flight is not None:
                 progress = entry.flight.progress
                 job = progress if isinstance(progress, Job) else None
             if job is None:
@@ -1408,10 +1409,7 @@ class Pool:
         """Count one accepted job of ``method``: in flight while inside (and in the registry of
         jobs in flight, served by ``job``'s attempts or riding in ``flight``), then ok or
         failed, and by its rate class and outcome (`PoolStatistics.jobs_by_class`)."""
-        tracked = self._registry.track(
-            method, trio.current_time(), deadline_at, job=job, flight=flight
-        )
-        return _Counted(self, method, tracked)
+        return _Counted(self, method, deadline_at, job, flight)
 
     def _job_class(self, method: str) -> str:
         """The one rate class a job is counted under: ``resolve``, ``read`` for
@@ -1531,6 +1529,8 @@ class Pool:
                 with self._counted(method, member.deadline_at):
                     raise self._dispatch.no_account(alone, earliest_at)
         if flight is None:
+            if merge_key is None:  # alone: its own task runs it, others may still join
+                return await self._lead(method, call, member, account, tag_set, peer_key)
             flight = self._flights.start(
                 member,
                 self._fly(method, call, account, tag_set, peer_key),
@@ -1552,6 +1552,159 @@ class Pool:
             ),
         )
 
+    async def _lead(
+        self,
+        method: str,
+        call: Callable[[Client, tuple[int, ...] | None], Awaitable[dict[str, Any]]],
+        member: Member,
+        account: str | None,
+        tags: frozenset[str],
+        peer_key: str | None,
+    ) -> JobResult:
+        """A read-only job with no identical job in flight, run in the caller's own task as
+        an unshared job is (`mtpoold._share.Flights.start_local`: no flight task, no wait);
+        identical jobs arriving meanwhile join it and get its answer (or a copy of its
+        failure).
+
+        How the leader and its members part: members joining while its call is on the wire
+        keep it there — the call no longer follows the leader's cancellation (it still ends
+        by the leader's deadline: `AccountWorker.shield_call`) while one of them waits, so a
+        cancelled leader's answer still reaches them, and the leader then raises
+        `trio.Cancelled` (the last of them leaving, it follows the leader's cancellation
+        again: `AccountWorker.unshield`). A member with a later deadline than the
+        leader's, there when an account is handed to the job, takes the job over before
+        anything is sent: it goes on in a flight task (`Flights.hand_over`) under the latest
+        member's deadline, the leader waits as a member. A leader leaving without an
+        answer — cancelled or its deadline passed before its call went out or after it was
+        cut, or NO_ACCOUNT_AVAILABLE before its own deadline while a member may wait longer
+        — hands the job (its attempts so far) over to the members left: nothing was
+        answered, so a call cut at the leader's deadline may be made again for them, never
+        more calls than their own jobs would have made.
+
+        Raises:
+            JobFailed: as `_attempts`; DEADLINE_EXCEEDED at the leader's own deadline.
+            trio.Cancelled: the leader was cancelled.
+        """
+        flights = self._flights
+        flight = flights.start_local(member, method=method)
+        job = self._new_job(method, member.deadline_at, account, tags, peer_key)
+        flight.progress = job
+        job.on_late = self._shedder(flight, method, account, tags, peer_key)
+        accounts = self._accounts
+        until_at = member.deadline_at
+
+        async def op(c: Client) -> dict[str, Any]:
+            ids = flight.close()
+            acc = accounts.get(job.progress.account or "")
+            if acc is None:
+                return await call(c, ids)
+
+            def shield() -> None:
+                acc.shield_call(until_at)
+
+            flight.on_join = shield
+            flight.on_alone = acc.unshield
+            if len(flight.members) > 1:
+                shield()
+            try:
+                return await call(c, ids)
+            finally:
+                flight.on_join = flight.on_alone = None
+
+        handed: AccountWorker | None = None
+        result: JobResult | None = None
+        with self._counted(method, until_at, job=job, flight=flight):
+            try:
+                # its deadline enforced where it waits (no scope of its own for it)
+                result = await self._attempt_loop(job, op, lead=flight, own_deadline=True)
+            except _HandOver as over:
+                handed = over.account
+            except DeadlinePassed:
+                pass
+            except JobFailed as exc:
+                if (
+                    exc.error_class is ErrorClass.NO_ACCOUNT_AVAILABLE
+                    and flight.deadline_at > until_at
+                ):  # its own answer: a member may wait longer
+                    self._leave_lead(flight, member, method, call, account, tags, peer_key, job)
+                else:
+                    flights.finish(flight, None, exc)
+                raise
+            except BaseException:  # cancelled (or a bug): the members left go on without it
+                self._leave_lead(flight, member, method, call, account, tags, peer_key, job)
+                raise
+            if handed is not None:
+                flights.hand_over(
+                    flight,
+                    self._fly(method, call, account, tags, peer_key, job=job, first=handed),
+                )
+                answer = await flights.wait(flight, member)
+                return JobResult(
+                    value=answer.value,
+                    meta=JobMeta(
+                        account=answer.account,
+                        proxy_key=answer.proxy_key,
+                        attempts=answer.attempts,
+                        elapsed_ms=(trio.current_time() - member.started_at) * 1000.0,
+                        merged=flight.riders,
+                    ),
+                )
+            if result is None:  # its own deadline passed
+                failed = self._deadline_exceeded(job)
+                self._leave_lead(flight, member, method, call, account, tags, peer_key, job)
+                raise failed
+            if flights.end_alone(flight):
+                return result
+            meta = result.meta
+            shared = len(flight.members) > 1
+            flights.finish(
+                flight,
+                Answer(
+                    result.value, meta.account, meta.proxy_key, meta.attempts, trio.current_time()
+                ),
+            )
+            if shared:  # its call was kept on the wire for them: a cancellation is its own
+                await trio.lowlevel.checkpoint_if_cancelled()
+            return result
+
+    def _leave_lead(
+        self,
+        flight: Flight,
+        member: Member,
+        method: str,
+        call: Callable[[Client, tuple[int, ...] | None], Awaitable[dict[str, Any]]],
+        account: str | None,
+        tags: frozenset[str],
+        peer_key: str | None,
+        job: Job,
+    ) -> None:
+        """A local flight's leader leaves without an answer; its members, if any are left,
+        go on with its job in a flight task."""
+        if not self._flights.leave(flight, member):
+            self._flights.hand_over(
+                flight, self._fly(method, call, account, tags, peer_key, job=job)
+            )
+
+    def _shedder(
+        self,
+        flight: Flight,
+        method: str,
+        account: str | None,
+        tags: frozenset[str],
+        peer_key: str | None,
+    ) -> Callable[[float, str | None], None]:
+        """The flight job's ``on_late``: members that cannot wait for the account are
+        answered as their own jobs would be (`Flights.shed`)."""
+
+        def late(earliest_at: float, lead: str | None) -> None:
+            def failure(m: Member) -> JobFailed:
+                alone = self._new_job(method, m.deadline_at, account, tags, peer_key)
+                return self._dispatch.no_account(alone, earliest_at, lead=lead)
+
+            self._flights.shed(flight, earliest_at, failure)
+
+        return late
+
     def _fly(
         self,
         method: str,
@@ -1559,38 +1712,37 @@ class Pool:
         account: str | None,
         tags: frozenset[str],
         peer_key: str | None,
+        *,
+        job: Job | None = None,
+        first: AccountWorker | None = None,
     ) -> Callable[[Flight], Awaitable[Answer]]:
         """A flight's work, run in the pool's nursery: the job's attempts, under a deadline
-        that follows its members' (the latest of theirs)."""
+        that follows its members' (the latest of theirs). ``job``: a local flight's job
+        handed over (its attempts so far go on); ``first``: the account reserved for it."""
 
         async def fly(flight: Flight) -> Answer:
-            job = self._new_job(method, flight.deadline_at, account, tags, peer_key)
+            nonlocal job
+            if job is None:
+                job = self._new_job(method, flight.deadline_at, account, tags, peer_key)
+                job.on_late = self._shedder(flight, method, account, tags, peer_key)
+                flight.progress = job
             # The flight's own scope carries the job deadline (one scope, not two, per
             # flight); when it passes, the flight's answer is the job's DEADLINE_EXCEEDED.
+            own = job
             scope = flight.scope
-            scope.deadline = job.deadline_at
+            assert scope is not None  # a task's flight
+            scope.deadline = own.deadline_at = flight.deadline_at
 
             def move(deadline_at: float) -> None:
-                job.deadline_at = scope.deadline = deadline_at
+                own.deadline_at = scope.deadline = deadline_at
 
             flight.on_deadline = move
-            flight.on_timeout = lambda: self._deadline_exceeded(job)
-            flight.progress = job
-
-            def late(earliest_at: float, lead: str | None) -> None:
-                # members that cannot wait for the account are answered as their own jobs
-                def failure(m: Member) -> JobFailed:
-                    alone = self._new_job(method, m.deadline_at, account, tags, peer_key)
-                    return self._dispatch.no_account(alone, earliest_at, lead=lead)
-
-                self._flights.shed(flight, earliest_at, failure)
-
-            job.on_late = late
+            flight.on_timeout = lambda: self._deadline_exceeded(own)
 
             async def op(c: Client) -> dict[str, Any]:
                 return await call(c, flight.close())
 
-            result = await self._attempts(job, op, deadline_outside=True)
+            result = await self._attempt_loop(own, op, first=first)
             meta = result.meta
             return Answer(
                 result.value, meta.account, meta.proxy_key, meta.attempts, trio.current_time()
@@ -1598,21 +1750,19 @@ class Pool:
 
         return fly
 
-    async def _attempts(self, job: Job, op: Op, *, deadline_outside: bool = False) -> JobResult:
-        """The job's attempts until one succeeds, under its deadline: a
-        ``move_on_at(job.deadline_at)`` of its own, or (``deadline_outside``) the scope of
-        the caller that runs it, which enforces ``job.deadline_at`` and answers
-        `_deadline_exceeded` when it passes (a shared flight's, `mtpoold._share.Flight.scope`).
+    async def _attempts(self, job: Job, op: Op) -> JobResult:
+        """The job's attempts until one succeeds, under its deadline — enforced where the
+        job waits (the dispatcher's queue, the account's run: `DeadlinePassed`), not by a
+        scope of its own (one cancel scope less per job).
 
         Raises:
             JobFailed: the job's answer when no attempt succeeded (DEADLINE_EXCEEDED when
-                its deadline passed, unless ``deadline_outside``).
+                its deadline passed).
         """
-        if deadline_outside:
-            return await self._attempt_loop(job, op)
-        with trio.move_on_at(job.deadline_at):
-            return await self._attempt_loop(job, op)
-        raise self._deadline_exceeded(job)
+        try:
+            return await self._attempt_loop(job, op, own_deadline=True)
+        except DeadlinePassed:
+            raise self._deadline_exceeded(job) from None
 
     def _deadline_exceeded(self, job: Job) -> JobFailed:
         """The answer of a job whose deadline passed, naming its last error."""
@@ -1624,30 +1774,43 @@ class Pool:
             attempts=job.attempts,
         )
 
-    async def _attempt_loop(self, job: Job, op: Op) -> JobResult:
-        """`_attempts` inside the job's deadline scope."""
+    async def _attempt_loop(
+        self,
+        job: Job,
+        op: Op,
+        *,
+        lead: Flight | None = None,
+        first: AccountWorker | None = None,
+        own_deadline: bool = False,
+    ) -> JobResult:
+        """The job's attempts, inside the caller's scope for its deadline (a flight task's,
+        `mtpoold._share.Flight.scope`), or (``own_deadline``) with no such scope: the waits
+        enforce ``job.deadline_at`` themselves and raise `DeadlinePassed`.
+
+        Args:
+            job: The job.
+            op: Its call.
+            lead: The local flight the job's caller leads (`_lead`): once an account is
+                handed to the job while a member of it may wait longer than the leader,
+                `_HandOver` carries the account out, nothing sent.
+            first: An account already reserved for the job's next attempt (a hand-over).
+        """
         policy = self._config.policy
         last: Failure | None = None
+        if job.last_failure is not None:  # a hand-over: the attempts so far count
+            last = job.last_failure
         retry_delay_s = 0.0
         while job.attempts < policy.max_attempts:
-            job.progress.enter(JobPhase.WAITING_ACCOUNT, trio.current_time())
-            try:
-                acc = await self._dispatch.acquire(job, retry_delay_s=retry_delay_s)
-            except BackoffPastDeadline as backoff:
-                assert last is not None
-                failed = self._job_failed(job, last)
-                failed.message += (
-                    f" (the next retry, in {backoff.delay_s:g} s, would pass the job deadline)"
-                )
-                raise failed from None
-            except JobFailed as exc:
-                if last is None or exc.error_class is not ErrorClass.NO_ACCOUNT_AVAILABLE:
-                    raise
-                # The retry found no account: the failure that forced it is the answer.
-                failed = self._job_failed(job, last)
-                failed.message += f" (no account for a retry: {exc.message})"
-                failed.retry_after_s = exc.retry_after_s or last.retry_after_s
-                raise failed from None
+            now = trio.current_time()
+            if own_deadline and now >= job.deadline_at:  # where a scope would have cut it
+                raise DeadlinePassed
+            job.progress.enter(JobPhase.WAITING_ACCOUNT, now)
+            if first is not None:
+                acc, first = first, None
+            else:
+                acc = await self._acquire(job, last, retry_delay_s, own_deadline)
+            if lead is not None and lead.deadline_at > job.deadline_at:
+                raise _HandOver(acc)
             job.attempts += 1
             job.last_account = acc.id
             job.progress.enter(
@@ -1657,7 +1820,9 @@ class Pool:
                 lane=acc.lane,
             )
             try:
-                value = await self._attempt(job, acc, op)
+                value = await self._attempt(
+                    job, acc, op, job.deadline_at if own_deadline else math.inf
+                )
             except ProxyCoolingDown:
                 # The proxy began cooling while this attempt queued for it: nothing was
                 # sent. Not an attempt; schedule the job again (another lane, a wait, or
@@ -1709,6 +1874,36 @@ class Pool:
         assert last is not None
         raise self._job_failed(job, last, exhausted=True)
 
+    async def _acquire(
+        self, job: Job, last: Failure | None, retry_delay_s: float, own_deadline: bool
+    ) -> AccountWorker:
+        """The account for the job's next attempt (`Dispatcher.acquire`; ``own_deadline``:
+        it enforces the job deadline).
+
+        Raises:
+            JobFailed: the dispatcher's answer for a first attempt; for a retry, the
+                failure that forced it (noting why no retry was made).
+        """
+        try:
+            return await self._dispatch.acquire(
+                job, retry_delay_s=retry_delay_s, enforce_deadline=own_deadline
+            )
+        except BackoffPastDeadline as backoff:
+            assert last is not None
+            failed = self._job_failed(job, last)
+            failed.message += (
+                f" (the next retry, in {backoff.delay_s:g} s, would pass the job deadline)"
+            )
+            raise failed from None
+        except JobFailed as exc:
+            if last is None or exc.error_class is not ErrorClass.NO_ACCOUNT_AVAILABLE:
+                raise
+            # The retry found no account: the failure that forced it is the answer.
+            failed = self._job_failed(job, last)
+            failed.message += f" (no account for a retry: {exc.message})"
+            failed.retry_after_s = exc.retry_after_s or last.retry_after_s
+            raise failed from None
+
     def _abandoned(self, job: Job, acc: AccountWorker, failure: Failure, verdict: Verdict) -> None:
         """A connect the job's deadline cut off was judged (the proxy never answered):
         apply its verdict and keep it as the cause the DEADLINE_EXCEEDED answer names."""
@@ -1743,13 +1938,21 @@ class Pool:
             attempts=job.attempts,
         )
 
-    async def _attempt(self, job: Job, acc: AccountWorker, op: Op) -> dict[str, Any]:
+    async def _attempt(
+        self, job: Job, acc: AccountWorker, op: Op, deadline_at: float = math.inf
+    ) -> dict[str, Any]:
+        """One attempt of ``job`` on the reserved ``acc`` (released after it); ``deadline_at``:
+        the job deadline `AccountWorker.run` enforces (``inf``: the caller's scope does).
+
+        Raises:
+            Judged: the attempt failed, judged (its verdict applied).
+            DeadlinePassed: ``deadline_at`` passed.
+            ProxyCoolingDown, RateClassBlocked, LeaseUnconfirmed: nothing was sent.
+        """
         policy = self._config.policy
-        call_deadline_s = min(
-            policy.call_deadline_s, max(0.0, job.deadline_at - trio.current_time())
-        )
-        attempt = job.attempts
         t0 = trio.current_time()
+        call_deadline_s = min(policy.call_deadline_s, max(0.0, job.deadline_at - t0))
+        attempt = job.attempts
         outcome = "CANCELLED"
 
         def judge(exc: BaseException) -> tuple[Failure, Verdict]:
@@ -1789,10 +1992,13 @@ class Pool:
                 judge=judge,
                 on_abandoned=lambda failure, verdict: self._abandoned(job, acc, failure, verdict),
                 progress=job.progress,
+                deadline_at=deadline_at,
             )
             outcome = "OK"
             acc.lane.record_outcome(None)
             return value
+        except DeadlinePassed:
+            raise  # "CANCELLED", as a job cut by its own scope
         except (ProxyCoolingDown, RateClassBlocked, LeaseUnconfirmed) as deferred:
             outcome = "DEFERRED"
             if isinstance(deferred, LeaseUnconfirmed):
@@ -2008,8 +2214,12 @@ class Pool:
     def begin_shutdown(self) -> None:
         """Stop starting new work: jobs still waiting for an account, and any retry, fail
         at once with SHUTTING_DOWN; calls already holding an account run on (the caller
-        decides how long, e.g. the daemon's ``shutdown_grace_s``)."""
+        decides how long, e.g. the daemon's ``shutdown_grace_s``): a call kept on the wire
+        for the members of a shared job (`AccountWorker.shield_call`) follows its caller's
+        cancellation again."""
         self._dispatch.close()
+        for acc in self._accounts.values():
+            acc.unshield()
 
     async def _aclose(self) -> None:
         self.begin_shutdown()
@@ -2102,21 +2312,37 @@ def _last_error(failure: Failure) -> str:
 
 
 @final
+class _HandOver(Exception):  # noqa: N818 - a signal, not an error
+    """`Pool._attempt_loop` of a local flight's leader: an account was handed to the job
+    while a member may wait longer than the leader; the job goes on in a flight task."""
+
+    def __init__(self, account: AccountWorker) -> None:
+        super().__init__(account.id)
+        self.account = account
+
+
 class _Counted:
     """`Pool._counted`'s context manager: a plain class, not a generator's (entered once
     per job). A job that raised `JobFailed` counts under its error class, any other
     exception (a cancellation) as ``CANCELLED``."""
 
-    __slots__ = ("_method", "_pool", "_tracked")
+    __slots__ = ("_deadline_at", "_entry", "_flight", "_job", "_method", "_pool")
 
-    def __init__(
-        self, pool: Pool, method: str, tracked: contextlib.AbstractContextManager[object]
-    ) -> None:
-        self._pool, self._method, self._tracked = pool, method, tracked
+    def __init__(self, pool: Pool, method: str, deadline_at: float, job: Any, flight: Any) -> None:
+        self._pool, self._method, self._deadline_at = pool, method, deadline_at
+        self._job, self._flight = job, flight
+        self._entry: JobEntry | None = None
 
     def __enter__(self) -> None:
-        self._pool._jobs_in_flight += 1
-        self._tracked.__enter__()
+        pool = self._pool
+        self._entry = pool._registry.add(
+            self._method,
+            trio.current_time(),
+            self._deadline_at,
+            job=self._job,
+            flight=self._flight,
+        )
+        pool._jobs_in_flight += 1
 
     def __exit__(
         self,
@@ -2126,7 +2352,8 @@ class _Counted:
     ) -> None:
         pool = self._pool
         try:
-            self._tracked.__exit__(exc_type, exc, tb)  # type: ignore[arg-type]
+            if self._entry is not None:
+                pool._registry.remove(self._entry)
         finally:
             pool._jobs_in_flight -= 1
             if exc is None:

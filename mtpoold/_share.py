@@ -5,10 +5,16 @@ come from a bounded cache. Plain Python, part of the scheduling core (no Teletho
 Only jobs `mtpoold._readonly.is_read_only` accepts come here (the pool's front decides).
 
 A **flight** is one Telegram job (with its retries) that one or more **members** — accepted
-jobs, each with its own deadline — wait for. It runs in a task of the pool's nursery, never in
-a member's task, so a member that goes away (cancelled, its deadline passed) leaves the others
-answered; when the last member leaves the flight is cancelled (and that member waits, at most
-`FLIGHT_UNWIND_S`, for the call to unwind, as a job in its own task does). The flight's
+jobs, each with its own deadline — wait for. A job that finds nothing to join (no identical
+job in flight; no open ``get_messages`` batch to ride in) leads a **local** flight
+(`Flights.start_local`): its own task runs the job, as an unshared job's would, with no task or
+wait of the flight's, and identical jobs may join it; how leader and members part (the
+leader cancelled, its deadline passed, no account in time for it) is `mtpoold._pool.Pool._lead`'s.
+Any other flight — a ``get_messages`` batch that takes other ids, a local flight handed over
+(`Flights.hand_over`) — runs in a task of the pool's nursery, never in a member's task, so a
+member that goes away (cancelled, its deadline passed) leaves the others answered; when the
+last member leaves the flight is cancelled (and that member waits, at most
+`FLIGHT_UNWIND_S`, for the call to unwind, as a job in its own task does). Such a flight's
 deadline is the latest of its members' deadlines, moved as members come and go. A call already
 on the wire keeps the call deadline it started with (the pool clips it to the job deadline of
 that moment): cut at an earlier member's deadline, it is retried for the members left, as their
@@ -82,10 +88,15 @@ CACHE_MAX_BYTES: Final = 32 * 2**20
 CACHE_MAX_ENTRY_BYTES: Final = 2**20
 
 
+#: One encoder for every key and cached answer (``json.dumps`` with options builds one per
+#: call: a third of a key's cost).
+_ENCODER: Final = json.JSONEncoder(sort_keys=True, separators=(",", ":"), allow_nan=False)
+
+
 def _canonical(value: object) -> str | None:
     """Canonical JSON (sorted keys, no spaces), or None if ``value`` is not JSON."""
     try:
-        return json.dumps(value, sort_keys=True, separators=(",", ":"), allow_nan=False)
+        return _ENCODER.encode(value)
     except (TypeError, ValueError, RecursionError):
         return None
 
@@ -258,7 +269,8 @@ class Flight:
     members: list[Member]
     deadline_at: float
     merge_key: str | None = None
-    scope: trio.CancelScope = attrs.field(factory=trio.CancelScope)
+    #: The scope the flight's task runs it in (None: a leader's own task runs it).
+    scope: trio.CancelScope | None = attrs.field(factory=trio.CancelScope)
     done: trio.Event = attrs.field(factory=trio.Event)
     #: Message ids asked for (``get_messages``): id -> members asking for it.
     ids: collections.Counter[int] = attrs.field(factory=collections.Counter)
@@ -276,6 +288,15 @@ class Flight:
     #: may put its deadline on `scope` instead of opening a scope of its own), or None.
     on_timeout: Callable[[], JobFailed] | None = None
     progress: Progress | None = None
+    #: The member whose own task runs the flight (`Flights.start_local`), or None once the
+    #: flight runs in a task of its own (`Flights.hand_over`) or for a flight started there.
+    leader: Member | None = None
+    #: Told when a member joins a flight its leader runs (`leader` set): the pool keeps the
+    #: leader's call on the wire for the members (`mtpoold._account.AccountWorker.shield_call`).
+    on_join: Callable[[], None] | None = None
+    #: Told when the leader is alone again in its flight (the last other member left): its
+    #: call follows its cancellation again (`mtpoold._account.AccountWorker.unshield`).
+    on_alone: Callable[[], None] | None = None
 
     def __repr__(self) -> str:
         return (
@@ -287,7 +308,11 @@ class Flight:
         """The call goes on the wire: no more merges; returns the ids to ask for (those of
         the members still waiting, first come first), or None for a job without ids."""
         self.open = False
-        self.riders = max(1, sum(1 for m in self.members if m.role != "identical"))
+        members = self.members
+        if len(members) == 1:  # alone: the common case
+            self.riders = 1
+        else:
+            self.riders = max(1, sum(1 for m in members if m.role != "identical"))
         if not self.ids:
             return None
         seen: dict[int, None] = {}
@@ -360,6 +385,8 @@ class Flights:
                 member.role = "identical"
                 flight._add(member)
                 self.joined_identical += 1
+                if flight.on_join is not None:
+                    flight.on_join()
                 return flight
         if merge_key is not None and member.ids is not None:
             flight = self._open.get(merge_key)
@@ -395,6 +422,57 @@ class Flights:
         self.flights += 1
         self.nursery.start_soon(self._run, flight, fly, name=f"flight {method}")
         return flight
+
+    def start_local(self, member: Member, *, method: str) -> Flight:
+        """Start a flight that ``member``'s own task runs (no task, no wait: a job alone
+        costs what an unshared one does); identical members may join it by its key.
+
+        The leader runs the flight's job under its own deadline and ends it with `finish`
+        (an answer or a failure every member shares) or, leaving without one, with `leave`
+        and — members left — `hand_over`. No merge key: a ``get_messages`` batch that takes
+        other ids starts with `start`.
+        """
+        flight = Flight(method=method, members=[member], deadline_at=member.deadline_at, scope=None)
+        flight.leader = member
+        member.role = "first"
+        self._by_key[member.key] = flight
+        self.flights += 1
+        return flight
+
+    def finish(
+        self, flight: Flight, answer: Answer | None, failure: JobFailed | None = None
+    ) -> None:
+        """The leader of a local flight (`start_local`) has the flight's outcome: ``answer``,
+        or ``failure`` (each member raises a copy); the members waiting are answered, the
+        answer cached for those accepting old ones, the flight forgotten."""
+        flight.answer, flight.failure = answer, failure
+        flight.leader = flight.on_join = flight.on_alone = None
+        self._forget(flight)
+        if answer is not None:
+            self._cache(flight, answer)
+        flight.done.set()
+
+    def end_alone(self, flight: Flight) -> bool:
+        """The leader of a local flight has its answer: if nobody joined and nobody wants
+        it cached, forget the flight and return True (no `Answer` needed); else False
+        (`finish` it)."""
+        members = flight.members
+        if len(members) != 1 or members[0].max_age_s > 0:
+            return False
+        flight.leader = flight.on_join = flight.on_alone = None
+        if self._by_key.get(members[0].key) is flight:
+            del self._by_key[members[0].key]
+        flight.done.set()
+        return True
+
+    def hand_over(self, flight: Flight, fly: Fly) -> None:
+        """A local flight's leader left without an outcome (cancelled, its deadline passed,
+        no account before its deadline), its members still wait: the flight's job goes on
+        for them in a task of the nursery, as a flight `start` began (its deadline the
+        latest of theirs, a fresh `Flight.scope`)."""
+        flight.leader = flight.on_join = flight.on_alone = None
+        flight.scope = trio.CancelScope()
+        self.nursery.start_soon(self._run, flight, fly, name=f"flight {flight.method}")
 
     async def wait(self, flight: Flight, member: Member) -> Answer:
         """Wait for ``member``'s answer: the flight's (for a ``get_messages`` member, only its
@@ -448,7 +526,12 @@ class Flights:
             return
         latest = max((m.deadline_at for m in flight.members), default=earliest_at)
         for m in flight.members:
-            if m.failure is None and m.deadline_at < earliest_at and m.deadline_at < latest:
+            if (
+                m.failure is None
+                and m.deadline_at < earliest_at
+                and m.deadline_at < latest
+                and m is not flight.leader  # its own job: the dispatcher answers it
+            ):
                 m.failure = failure(m)
                 if m._wait_scope is not None:
                     m._wait_scope.cancel()
@@ -473,11 +556,14 @@ class Flights:
             del self._by_key[member.key]
         if not flight.members:
             self._forget(flight)
-            flight.scope.cancel()
+            if flight.scope is not None:
+                flight.scope.cancel()
             return True
         latest_at = max(m.deadline_at for m in flight.members)
         if latest_at < flight.deadline_at:
             flight._move(latest_at)
+        if flight.on_alone is not None and flight.members == [flight.leader]:
+            flight.on_alone()
         return False
 
     def _forget(self, flight: Flight) -> None:
@@ -493,14 +579,16 @@ class Flights:
     async def _run(self, flight: Flight, fly: Fly) -> None:
         """The flight's task: run ``fly``, keep the answer or the failure for the members,
         cache the answer for members that accept old ones, forget the flight."""
+        scope = flight.scope
+        assert scope is not None  # `start` and `hand_over` give it one
         try:
-            with flight.scope:
+            with scope:
                 answer = await fly(flight)
                 flight.answer = answer
             if (
-                flight.scope.cancelled_caught
+                scope.cancelled_caught
                 and flight.on_timeout is not None
-                and trio.current_time() >= flight.scope.deadline
+                and trio.current_time() >= scope.deadline
             ):
                 flight.failure = flight.on_timeout()  # its deadline, not a member leaving
         except JobFailed as exc:

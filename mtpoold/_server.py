@@ -108,6 +108,7 @@ from ._rpc import (
     WireClass,
     code_for_error_class,
     encode_error,
+    encode_job_result,
     encode_result,
     parse_params,
     parse_request,
@@ -1110,7 +1111,9 @@ class RpcServer:
         try:
             with call.scope:
                 try:
-                    reply = encode_result(call.id, await self._routed(conn, params, request))
+                    result = await self._routed(conn, params, request)
+                    encode = encode_job_result if request.method in _JOB_METHODS else encode_result
+                    reply = encode(call.id, result)
                 except JobFailed as exc:
                     reply = encode_error(call.id, _job_error(exc))
                 except RpcError as exc:

@@ -57,7 +57,6 @@ from __future__ import annotations
 import enum
 import json
 import math
-import re
 from collections.abc import Mapping
 from typing import Any, Final, TypeAlias
 
@@ -332,10 +331,12 @@ def parse_request(frame: str | bytes) -> Request:
 
 #: What `_quick_loads` answers for a frame it leaves to `_full_loads`.
 _NOT_QUICK: Final = object()
+#: Bytes to `_DIGIT_RUN`'s alphabet: ASCII digits (in UTF-8 no other byte is one) to ``0``,
+#: every other byte to a space.
+_DIGITS_ONLY: Final = bytes(0x30 if 0x30 <= b <= 0x39 else 0x20 for b in range(256))
 #: A run of 19 digits: an integer that may not fit in 64 bits, which orjson would read as a
 #: float (`_quick_loads` leaves such frames to the standard library, which reads it exactly).
-_LONG_DIGITS: Final = re.compile(r"\d{19}")
-_LONG_DIGITS_BYTES: Final = re.compile(rb"\d{19}")
+_DIGIT_RUN: Final = b"0" * 19
 
 
 def _quick_loads(frame: str | bytes) -> Any:
@@ -347,10 +348,8 @@ def _quick_loads(frame: str | bytes) -> Any:
     problem. What it takes it reads as the standard library does, but for an integer beyond
     64 bits (read as a float): a frame with a run of 19 digits goes to `_full_loads` too.
     """
-    if isinstance(frame, str):
-        if _LONG_DIGITS.search(frame) is not None:
-            return _NOT_QUICK
-    elif _LONG_DIGITS_BYTES.search(frame) is not None:
+    data = frame.encode("utf-8", "surrogatepass") if isinstance(frame, str) else frame
+    if _DIGIT_RUN in data.translate(_DIGITS_ONLY):  # a regular expression takes twice as long
         return _NOT_QUICK
     try:
         return orjson.loads(frame)
@@ -722,7 +721,12 @@ def parse_params(method: str, params: dict[str, Any] | list[Any] | None) -> _Par
         if params:
             raise _invalid_params("params: expected an object (named parameters), got an array")
         params = None
-    named = {k: v for k, v in (params or {}).items() if not (v is None and k in _NULL_IS_ABSENT)}
+    if params is None:
+        named = {}
+    elif params.get("args", 0) is None or params.get("options", 0) is None:
+        named = {k: v for k, v in params.items() if not (v is None and k in _NULL_IS_ABSENT)}
+    else:
+        named = params  # read, never changed
     quick = _quick_params(cls, named)
     if quick is not None:
         return quick

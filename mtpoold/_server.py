@@ -135,6 +135,10 @@ SHUTDOWN_GRACE_S: Final = _DAEMON_DEFAULTS.shutdown_grace_s
 HANDSHAKE_TIMEOUT_S: Final = 10.0  # seconds a client has to complete the HTTP upgrade
 CLOSE_TIMEOUT_S: Final = 2.0  # seconds for final replies and close handshakes after the grace
 UNIX_SOCKET_MODE: Final = 0o660
+#: Bytes a websocket connection's reader asks the stream for at once: trio-websocket's
+#: default, 4 KiB, holds about forty requests of ~100 B, so a burst of a few hundred took that
+#: many reads (each a pass through the run loop). Read bytes are parsed at once, not kept.
+RECEIVE_BYTES: Final = 64 * 2**10
 _JOB_METHODS: Final = frozenset({"invoke", "resolve", "get_messages"})
 _TASK_METHODS: Final = _JOB_METHODS | {"reload"}  # answered from their own task
 
@@ -483,7 +487,10 @@ async def _wrap_server_stream(
 ) -> WebSocketRequest:
     """`trio_websocket.wrap_server_stream`, with a `_WebSocket`; its reader runs in `nursery`."""
     connection = _WebSocket(
-        stream, WSConnection(ConnectionType.SERVER), max_message_size=max_message_size
+        stream,
+        WSConnection(ConnectionType.SERVER),
+        max_message_size=max_message_size,
+        receive_buffer_size=RECEIVE_BYTES,
     )
     nursery.start_soon(connection._reader_task)
     return await connection._get_request()

@@ -17,7 +17,8 @@ own request at the DC). The ceiling on the daemon's CPU per job is issue 14's, a
 measured in the same run: websocket in and out (`ws_parts`), JSON-RPC parse and serialize
 and TL to JSON (`ceiling_parts`), one native asyncio Telethon request in a process that never
 imports trio-asyncio (`bench.bridge.probe`'s native child) and minimal scheduling
-(`ceiling_parts`).
+(`ceiling_parts`). The floor of the websocket path: a server answering every request at once,
+the daemon's websocket without the pool (`echo_host`), measured by the same client.
 """
 
 from __future__ import annotations
@@ -393,6 +394,110 @@ def ws_parts(messages: int) -> dict[str, Any]:
     return out
 
 
+#: A job reply's ``meta``, as the server writes it (`_config_answer` is its value's source).
+REPLY_META: Final = {
+    "account": "a1",
+    "proxy_key": "direct",
+    "attempts": 1,
+    "elapsed_ms": 1.0,
+    "shared": False,
+    "merged": 0,
+    "age_s": 0.0,
+}
+
+
+def _config_answer() -> Any:
+    """The loopback DC's ``help.getConfig`` answer as Telethon reads it off the wire."""
+    from telethon.extensions import BinaryReader
+
+    from mtpoold.testing.dc import World
+    from mtpoold.testing.dc._handlers import Answerer
+
+    answerer = Answerer(World(), b"bench", 2, "127.0.0.1", 443)
+    return BinaryReader(answerer.get_config(None, None)).tgread_object()  # entry unused
+
+
+def echo_host(port: int) -> None:
+    """Child: a websocket server on 127.0.0.1:``port`` that answers every request at once
+    with a job's reply (the ``help.getConfig`` value and its meta, `REPLY_META`), the
+    daemon's way — mtpoold's websocket (`mtpoold._server._WebSocket`: messages taken in the
+    reader task, replies through the coalescing ``send_text``), a task per reply, the id read
+    and the reply written by orjson — and no pool, no validation: the round trip's floor under the
+    daemon's latency, and the websocket server's CPU per job. Runs until killed."""
+    import orjson
+    import trio
+    from trio_websocket import ConnectionClosed
+
+    from mtpoold._server import _wrap_server_stream
+    from mtpoold._tljson import to_json
+
+    result = {"result": to_json(_config_answer()), "meta": REPLY_META}
+
+    async def handler(stream: trio.SocketStream) -> None:
+        async with trio.open_nursery() as nursery:
+            request = await _wrap_server_stream(nursery, stream, max_message_size=2**24)
+            ws = await request.accept()
+            async with trio.open_nursery() as replies:
+
+                async def answer(message: str | bytes) -> None:
+                    rid = orjson.loads(message)["id"]
+                    reply = {"jsonrpc": "2.0", "id": rid, "result": result}
+                    replies.start_soon(ws.send_text, orjson.dumps(reply).decode())
+
+                try:
+                    while (queued := ws.take_queued()) is not None:
+                        await answer(queued)
+                    ws.on_message = answer
+                    await ws.get_message()  # until the connection closes
+                except ConnectionClosed:
+                    pass
+                replies.cancel_scope.cancel()
+            nursery.cancel_scope.cancel()
+
+    async def main() -> None:
+        await trio.serve_tcp(handler, port, host="127.0.0.1")
+
+    trio.run(main)
+
+
+def _echo(sequential: int, seconds: float) -> dict[str, Any]:
+    """`echo_host` in its own process, measured by `ws_client` as the daemon is."""
+    import socket
+
+    from .gate import _free_port
+
+    port = _free_port()
+    host = subprocess.Popen(
+        child_command("bench.daemon:echo_host", port=port),
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+                break
+            except OSError:
+                if host.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("the echo host did not start") from None
+                time.sleep(0.05)
+        return dict(
+            run_child(
+                "bench.daemon:ws_client",
+                url=f"ws://127.0.0.1:{port}/",
+                token="unused",
+                sequential=sequential,
+                seconds=seconds,
+                daemon_pid=host.pid,
+            )
+        )
+    finally:
+        host.kill()
+        host.wait(10)
+
+
 def ceiling_parts(jobs: int) -> dict[str, Any]:
     """Child: the in-process parts of issue 14's ceiling on the daemon's CPU per job, each
     in CPU seconds per job (``time.process_time``), the median of three rounds of ``jobs``:
@@ -400,34 +505,22 @@ def ceiling_parts(jobs: int) -> dict[str, Any]:
     * ``tljson``: a ``help.getConfig`` answer (the loopback DC's `Config`, as Telethon
       reads it off the wire) turned into JSON (`mtpoold._tljson.to_json`);
     * ``jsonrpc``: the request frame parsed and the reply frame (that value and its
-      ``meta``) written, with the JSON library alone (no validation, no JSON-RPC checks);
+      ``meta``) written by orjson alone (the daemon's JSON library for both; no
+      validation, no JSON-RPC checks);
     * ``sched``: minimal scheduling: a Trio task per job, ``IN_FLIGHT`` in flight, each
       woken once by an Event (its answer).
 
     ``reply_bytes``: the reply frame's size. The other parts (the websocket, the Telegram
     request) come from `ws_parts` and `bench.bridge.probe`'s native child.
     """
+    import orjson
     import trio
-    from telethon.extensions import BinaryReader
 
     from mtpoold._tljson import to_json
-    from mtpoold.testing.dc import World
-    from mtpoold.testing.dc._handlers import Answerer
 
-    data = Answerer(World(), b"bench", 2, "127.0.0.1", 443).get_config(
-        None, None
-    )  # its entry is unused
-    config = BinaryReader(data).tgread_object()
+    config = _config_answer()
     frame = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "invoke", "params": JOB})
-    meta = {
-        "account": "a1",
-        "proxy_key": "direct",
-        "attempts": 1,
-        "elapsed_ms": 1.0,
-        "shared": False,
-        "merged": 0,
-        "age_s": 0.0,
-    }
+    meta = REPLY_META
 
     def tljson() -> float:
         c0 = time.process_time()
@@ -440,12 +533,8 @@ def ceiling_parts(jobs: int) -> dict[str, Any]:
     def jsonrpc() -> float:
         c0 = time.process_time()
         for i in range(jobs):
-            json.loads(frame)
-            json.dumps(
-                {"jsonrpc": "2.0", "id": i, "result": {"result": value, "meta": meta}},
-                ensure_ascii=False,
-                separators=(",", ":"),
-            )
+            orjson.loads(frame)
+            orjson.dumps({"jsonrpc": "2.0", "id": i, "result": {"result": value, "meta": meta}})
         return (time.process_time() - c0) / jobs
 
     async def sched_loop() -> float:
@@ -572,6 +661,7 @@ def run(*, quick: bool) -> Report:
         )
     if native["foreign_modules"]:
         raise RuntimeError(f"the native Telethon child imported {native['foreign_modules']}")
+    echo = _echo(sequential, seconds)
     parts = run_child("bench.daemon:ws_parts", messages=2048 if quick else 8192)
     inproc_parts = run_child("bench.daemon:ceiling_parts", jobs=4096 if quick else 16384)
 
@@ -613,6 +703,13 @@ def run(*, quick: bool) -> Report:
         )
         runs[workload].update(added50=added50, ratio_cpu=ratio_cpu)
 
+    report.row(
+        "websocket server answering at once (mtpoold's websocket, a task per reply, no pool): "
+        "latency p50 / p99, and its CPU per job vs the daemon's (identical jobs)",
+        f"{ms(echo['p50'], 3)} / {ms(echo['p99'], 3)}, {ms(echo['other_cpu_per_job'], 3)}",
+        ms(runs["shared"]["ws"]["other_cpu_per_job"], 3),
+        f"{echo['other_cpu_per_job'] / runs['shared']['ws']['other_cpu_per_job']:.2f}",
+    )
     ws_min = parts["raw"] + parts["frames"]
     ceiling = (
         ws_min
@@ -707,6 +804,14 @@ def run(*, quick: bool) -> Report:
         ws_own=us(own),
         ws_bytes=f"{parts['bytes']:,} B",
         ws_window=str(WS_WINDOW),
+        echo_p50=ms(echo["p50"], 3),
+        echo_cpu=ms(echo["other_cpu_per_job"], 3),
+        echo_share=f"{echo['other_cpu_per_job'] / s['ws']['other_cpu_per_job'] * 100:.0f} %",
+        echo_jobs_per_s=f"{echo['jobs_per_s']:,.0f}",
+        inprocess_p50=ms(s["base"]["p50"], 3),
+        d_inprocess_p50=ms(d["base"]["p50"], 3),
+        ws_p50=ms(s["ws"]["p50"], 3),
+        d_ws_p50=ms(d["ws"]["p50"], 3),
     )
     report.details += [
         f"Sequential latency over {sequential} jobs; throughput over {seconds:g} s with "
@@ -772,17 +877,33 @@ jobs/s through the daemon against {d_inprocess_jobs_per_s} in-process. CPU per j
 {d_inprocess_cpu_per_job}; the daemon {d_daemon_cpu_per_job} and the client
 {d_client_cpu_per_job}; the daemon's is {d_daemon_ratio} the in-process pool's.**
 
+**What limits both.** A websocket server that answers every request at once — mtpoold's
+websocket the daemon's way (`echo_host`: messages taken in the reader task, a task per reply,
+the coalescing `send_text`, orjson), with no pool and no validation — costs {echo_cpu} of
+server CPU per job ({echo_share} of the daemon's per identical job; {echo_jobs_per_s} jobs/s
+with the same client) and answers one request at a time in {echo_p50} at p50. That is the
+floor under the websocket path: the daemon's CPU per identical job is about this plus the
+in-process pool's, and one job's latency through the daemon ({ws_p50} identical,
+{d_ws_p50} distinct, at p50) is about the in-process pool's ({inprocess_p50},
+{d_inprocess_p50}) plus this round trip. What the floor is made of (a py-spy profile of the
+daemon under the throughput phase): wsproto's frame parsing in trio-websocket's reader task,
+each reply's frame and the stream's write, a Trio task and a cancel scope per request (the
+scope is what `cancel` and the shutdown's grace cancel), and the system calls of the two
+loopback hops; the request's JSON and the parameters' checks (orjson and the quick path of
+`mtpoold/_rpc.py`) and the reply's JSON (orjson) are a small part of it.
+
 **Against the ceiling: goal {ceiling_verdict}, the daemon's CPU per distinct job is
 {ceiling_ratio} the ceiling of {ceiling} (goal: at most three times).** The ceiling is issue
 fourteen's, built from parts measured in this run: websocket in and out {ceiling_ws} (one
 message's framing by wsproto in memory plus the same bytes on a bare trio TCP stream, both
 ends: a request in and a reply out), JSON-RPC {ceiling_jsonrpc} (the request parsed and the
-reply of {reply_bytes} written by the JSON library alone), TL to JSON {ceiling_tljson}
-(`to_json` over the DC's `Config`), one native Telethon request {ceiling_native} (plain
-asyncio in a process that never imports trio, trio-asyncio or mtpoold: bench/bridge.py's
-native child, one call at a time) and minimal scheduling {ceiling_sched} (a Trio task and an
-Event per job). The client, the DC and the daemon share the machine's cores, so throughput is
-CPU-bound: the daemon's CPU per job, the client's and the DC's add up to what the cores give.
+reply of {reply_bytes} written by orjson alone, the daemon's library for both), TL to JSON
+{ceiling_tljson} (`to_json` over the DC's `Config`), one native Telethon request
+{ceiling_native} (plain asyncio in a process that never imports trio, trio-asyncio or
+mtpoold: bench/bridge.py's native child, one call at a time) and minimal scheduling
+{ceiling_sched} (a Trio task and an Event per job). The client, the DC and the daemon share
+the machine's cores, so throughput is CPU-bound: the daemon's CPU per job, the client's and
+the DC's add up to what the cores give.
 
 **Where a websocket message's time goes** (`ws_parts`, one process, client and server CPU
 together, a reply of {ws_bytes}): {ws_message} per message with trio-websocket on both ends,

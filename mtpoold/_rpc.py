@@ -61,6 +61,7 @@ from collections.abc import Mapping
 from typing import Any, Final, TypeAlias
 
 import attrs
+import orjson
 
 from ._errors import ErrorClass
 from ._validation import EXPECT, JSON, FieldProblem, Structurer
@@ -99,6 +100,7 @@ __all__ = [
     "WireClass",
     "code_for_error_class",
     "encode_error",
+    "encode_job_result",
     "encode_result",
     "parse_params",
     "parse_request",
@@ -321,10 +323,56 @@ def parse_request(frame: str | bytes) -> Request:
             string or integer, a method that is not a string, or params that are neither an
             object nor an array. ``request_id`` carries the id whenever it was readable.
     """
+    obj = _quick_loads(frame)
+    if obj is _NOT_QUICK:
+        obj = _full_loads(frame)
+    return _request_of(obj)
+
+
+#: What `_quick_loads` answers for a frame it leaves to `_full_loads`.
+_NOT_QUICK: Final = object()
+#: Bytes to `_DIGIT_RUN`'s alphabet: ASCII digits (in UTF-8 no other byte is one) to ``0``,
+#: every other byte to a space.
+_DIGITS_ONLY: Final = bytes(0x30 if 0x30 <= b <= 0x39 else 0x20 for b in range(256))
+#: A run of 19 digits: an integer that may not fit in 64 bits, which orjson would read as a
+#: float (`_quick_loads` leaves such frames to the standard library, which reads it exactly).
+_DIGIT_RUN: Final = b"0" * 19
+
+
+def _quick_loads(frame: str | bytes) -> Any:
+    """``frame`` decoded by orjson, or `_NOT_QUICK` for the standard library's full path.
+
+    orjson takes only strict JSON (RFC 8259): UTF-8, no NaN or Infinity, no number beyond the
+    float range, no unpaired surrogate escape (``"\\ud800"``), at most 1,024 levels deep —
+    whatever it refuses goes to `_full_loads`, which reads it (``1e400``) or names the
+    problem. What it takes it reads as the standard library does, but for an integer beyond
+    64 bits (read as a float): a frame with a run of 19 digits goes to `_full_loads` too.
+    """
+    data = frame.encode("utf-8", "surrogatepass") if isinstance(frame, str) else frame
+    if _DIGIT_RUN in data.translate(_DIGITS_ONLY):  # a regular expression takes twice as long
+        return _NOT_QUICK
+    try:
+        return orjson.loads(frame)
+    except orjson.JSONDecodeError:
+        return _NOT_QUICK
+
+
+#: The standard library's decoder, built once (`json.loads` with arguments builds one per call).
+_DECODER: Final = json.JSONDecoder(parse_constant=_reject_constant, parse_int=_parse_int)
+
+
+def _full_loads(frame: str | bytes) -> Any:
+    """``frame`` decoded by the standard library, with the checks of `parse_request`.
+
+    Raises:
+        RpcError: PARSE_ERROR, as `parse_request` says.
+    """
     try:
         # Bytes are decoded strictly here: json.loads would decode them with surrogatepass.
         text = frame.decode("utf-8") if isinstance(frame, bytes) else frame
-        obj = json.loads(text, parse_constant=_reject_constant, parse_int=_parse_int)
+        if text.startswith("\ufeff"):  # what json.loads says of a BOM (its decoder does not)
+            raise json.JSONDecodeError("Unexpected UTF-8 BOM (decode using utf-8-sig)", text, 0)
+        obj = _DECODER.decode(text)
         if "\\u" in text and _lone_surrogate(_dumps(obj)):
             raise _NotJson("a string holds an unpaired UTF-16 surrogate (\\uD800-\\uDFFF)")
     except (ValueError, RecursionError) as exc:  # JSONDecodeError and UnicodeDecodeError too
@@ -341,6 +389,15 @@ def parse_request(frame: str | bytes) -> Request:
         raise RpcError(
             PARSE_ERROR, f"not valid JSON: {detail}", error_class=WireClass.PARSE_ERROR
         ) from None
+    return obj
+
+
+#: The members a request may have.
+_MEMBERS: Final = frozenset({"jsonrpc", "id", "method", "params"})
+
+
+def _request_of(obj: Any) -> Request:
+    """The `Request` a decoded frame is (`parse_request`'s checks after the JSON)."""
     if isinstance(obj, list):
         raise _invalid_request("batches are not supported: send one request per frame")
     if not isinstance(obj, dict):
@@ -362,8 +419,8 @@ def parse_request(frame: str | bytes) -> Request:
         raise _invalid_request(
             f'"params" must be an object or an array, got {JSON.kind(params)}', request_id
         )
-    extra = sorted(set(obj) - {"jsonrpc", "id", "method", "params"})
-    if extra:
+    if not obj.keys() <= _MEMBERS:
+        extra = sorted(set(obj) - _MEMBERS)
         raise _invalid_request(f"unknown member(s) in request: {', '.join(extra)}", request_id)
     return Request(id=request_id, method=method, params=params)
 
@@ -599,7 +656,10 @@ _PARAMS: Final = Structurer(JSON)
 
 
 def _job_options(value: Any, _t: Any) -> JobOptions:
-    doc: _OptionsDoc = _PARAMS.converter.structure(value, _OptionsDoc)
+    return _options_of(_PARAMS.converter.structure(value, _OptionsDoc))
+
+
+def _options_of(doc: _OptionsDoc) -> JobOptions:
     return JobOptions(
         deadline_s=None if doc.deadline_ms is None else doc.deadline_ms / 1000,
         account=doc.account,
@@ -661,12 +721,99 @@ def parse_params(method: str, params: dict[str, Any] | list[Any] | None) -> _Par
         if params:
             raise _invalid_params("params: expected an object (named parameters), got an array")
         params = None
-    named = {k: v for k, v in (params or {}).items() if not (v is None and k in _NULL_IS_ABSENT)}
+    if params is None:
+        named = {}
+    elif params.get("args", 0) is None or params.get("options", 0) is None:
+        named = {k: v for k, v in params.items() if not (v is None and k in _NULL_IS_ABSENT)}
+    else:
+        named = params  # read, never changed
+    quick = _quick_params(cls, named)
+    if quick is not None:
+        return quick
     obj, problem = _PARAMS.first_problem(named, cls, "params")
     if problem is not None:
         raise _invalid_params(problem)
     result: _Params = obj
     return result
+
+
+#: The classes `_quick_params` builds: every field a string, or ``args`` / ``options``.
+_QUICK_CLASSES: Final = frozenset({InvokeParams, ResolveParams})
+_NO_OPTIONS: Final = JobOptions()
+
+
+def _quick_params(cls: type[_Params], named: dict[str, Any]) -> _Params | None:
+    """``named`` as ``cls`` without the converter, for the well-formed ``invoke`` and
+    ``resolve`` params: only the members ``cls`` has, strings where it wants strings, an
+    object of ``args`` (taken as the converter takes it: a shallow copy) and plain
+    ``options`` (`_quick_options`). ``cls`` is built with its validators on, as the full path
+    builds it. None for anything else — a member it does not take, a value of another type,
+    a value a validator refuses, a missing member: the full path (`parse_params`) then
+    structures ``named`` and names the first problem.
+    """
+    if cls not in _QUICK_CLASSES:
+        return None
+    fields: dict[str, Any] = {}
+    for key, value in named.items():
+        if key == "options":
+            options = _quick_options(value)
+            if options is None:
+                return None
+            fields[key] = options
+        elif key == "args":
+            if type(value) is not dict or cls is not InvokeParams:
+                return None
+            fields[key] = dict(value)
+        elif type(value) is str and key in _STRING_FIELDS[cls]:
+            fields[key] = value
+        else:
+            return None
+    try:
+        return cls(**fields)
+    except (ValueError, TypeError):  # a validator's FieldProblem, a missing member
+        return None
+
+
+#: The string fields of the classes `_quick_params` builds.
+_STRING_FIELDS: Final[Mapping[type, frozenset[str]]] = {
+    InvokeParams: frozenset({"method"}),
+    ResolveParams: frozenset({"link_or_username"}),
+}
+#: ``params.options`` members and the JSON types `_quick_options` takes for them (a null
+#: member is an absent one).
+_OPTION_TYPES: Final[Mapping[str, tuple[type, ...]]] = {
+    "deadline_ms": (int, float),
+    "account": (str,),
+    "tags": (list,),
+    "max_age_s": (int, float),
+}
+
+
+def _quick_options(value: Any) -> JobOptions | None:
+    """``params.options`` as `JobOptions` without the converter, when every member is one
+    `_OptionsDoc` has and of a type its strict hooks take (numbers that are not booleans, a
+    string, an array of strings), and its validators pass; None otherwise (the full path)."""
+    if type(value) is not dict:
+        return None
+    if not value:
+        return _NO_OPTIONS
+    fields: dict[str, Any] = {}
+    for key, v in value.items():
+        if v is None:
+            continue
+        types = _OPTION_TYPES.get(key)
+        if types is None or type(v) not in types:
+            return None
+        if key == "tags":
+            for tag in v:
+                if type(tag) is not str:
+                    return None
+            v = tuple(v)
+        fields[key] = v
+    try:
+        return _options_of(_OptionsDoc(**fields))
+    except ValueError:  # a validator's FieldProblem
+        return None
 
 
 # --- replies --------------------------------------------------------------------------------------
@@ -691,6 +838,33 @@ def encode_result(request_id: RequestId, result: object) -> str:
         ValueError: if ``result`` holds NaN or an infinity, or a circular reference.
     """
     return _dumps({"jsonrpc": "2.0", "id": request_id, "result": result})
+
+
+#: orjson leaves these to `default` (none given: TypeError), where `json` refuses them too.
+_ORJSON_OPTIONS: Final = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
+
+
+def encode_job_result(request_id: RequestId, result: object) -> str:
+    """Encode a job's success reply (``result``: what the server makes of the pool's answer:
+    ``{"result": <value>, "meta": {...}}``) — `encode_result`'s frame, written by orjson.
+
+    A value orjson does not take — an integer beyond 64 bits, a key that is not a string, a
+    string holding an unpaired surrogate, a type JSON has no form for — goes to
+    `encode_result`, which writes it as before or raises what it raises. One difference, out
+    of reach of a job's value: a non-finite float is written ``null`` (as `to_json` writes
+    every one a TL result holds, and the server's meta holds none) where `encode_result`
+    raises ValueError.
+
+    Raises:
+        TypeError: if ``result`` holds something JSON cannot encode.
+        ValueError: if ``result`` holds a circular reference.
+    """
+    try:
+        return orjson.dumps(
+            {"jsonrpc": "2.0", "id": request_id, "result": result}, option=_ORJSON_OPTIONS
+        ).decode()
+    except TypeError:  # orjson.JSONEncodeError: not orjson's kind of value
+        return encode_result(request_id, result)
 
 
 def encode_error(request_id: RequestId | None, error: RpcError) -> str:

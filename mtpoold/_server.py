@@ -108,6 +108,7 @@ from ._rpc import (
     WireClass,
     code_for_error_class,
     encode_error,
+    encode_job_result,
     encode_result,
     parse_params,
     parse_request,
@@ -134,6 +135,10 @@ SHUTDOWN_GRACE_S: Final = _DAEMON_DEFAULTS.shutdown_grace_s
 HANDSHAKE_TIMEOUT_S: Final = 10.0  # seconds a client has to complete the HTTP upgrade
 CLOSE_TIMEOUT_S: Final = 2.0  # seconds for final replies and close handshakes after the grace
 UNIX_SOCKET_MODE: Final = 0o660
+#: Bytes a websocket connection's reader asks the stream for at once: trio-websocket's
+#: default, 4 KiB, holds about forty requests of ~100 B, so a burst of a few hundred took that
+#: many reads (each a pass through the run loop). Read bytes are parsed at once, not kept.
+RECEIVE_BYTES: Final = 64 * 2**10
 _JOB_METHODS: Final = frozenset({"invoke", "resolve", "get_messages"})
 _TASK_METHODS: Final = _JOB_METHODS | {"reload"}  # answered from their own task
 
@@ -401,13 +406,22 @@ class _WebSocket(WebSocketConnection):
 
     async def _write_batch(self, batch: _Batch) -> None:
         started = False
+        lock = self._stream_lock
         try:
-            async with self._stream_lock:
+            # A free lock is taken without the pass through the run loop `acquire` makes
+            # (the write's own `send_all` is the checkpoint): one task switch less per batch.
+            try:
+                lock.acquire_nowait()
+            except trio.WouldBlock:
+                await lock.acquire()
+            try:
                 if self._open_batch is batch:
                     self._open_batch = None  # later messages start the next batch
                 if self._close_reason or self._wsproto.state is not ConnectionState.OPEN:
                     batch.state = _BatchState.CLOSED
                     raise ConnectionClosed(self._close_reason)
+                # cancelled before a byte is written: the batch is another member's to write
+                await trio.lowlevel.checkpoint_if_cancelled()
                 data = b"".join([self._wsproto.send(TextMessage(data=t)) for t in batch.texts])
                 started = True
                 try:
@@ -417,6 +431,8 @@ class _WebSocket(WebSocketConnection):
                     await self._abort_web_socket()
                     raise ConnectionClosed(self._close_reason) from None
                 batch.state = _BatchState.SENT
+            finally:
+                lock.release()
         finally:
             if batch.state is _BatchState.OPEN:
                 # Cancelled. Before the write: nothing of the batch went out and another
@@ -471,7 +487,10 @@ async def _wrap_server_stream(
 ) -> WebSocketRequest:
     """`trio_websocket.wrap_server_stream`, with a `_WebSocket`; its reader runs in `nursery`."""
     connection = _WebSocket(
-        stream, WSConnection(ConnectionType.SERVER), max_message_size=max_message_size
+        stream,
+        WSConnection(ConnectionType.SERVER),
+        max_message_size=max_message_size,
+        receive_buffer_size=RECEIVE_BYTES,
     )
     nursery.start_soon(connection._reader_task)
     return await connection._get_request()
@@ -614,6 +633,7 @@ class RpcServer:
     _shutdown_requested: trio.Event = attrs.field(init=False, factory=trio.Event)
     _grace: trio.CancelScope = attrs.field(init=False, factory=trio.CancelScope)
     _changed: trio.Event = attrs.field(init=False, factory=trio.Event)
+    _waiting: int = attrs.field(init=False, default=0)  # tasks in `_wait_until`
 
     def __attrs_post_init__(self) -> None:
         # Limits and the listen address are `DaemonConfig`'s invariants (`from_config`).
@@ -691,12 +711,19 @@ class RpcServer:
         self._grace.cancel()
 
     def _notify(self) -> None:
-        self._changed.set()
-        self._changed = trio.Event()
+        # Every job's end calls this; only a shutdown waits (`_wait_until`): no Event per
+        # job while nobody does.
+        if self._waiting:
+            self._changed.set()
+            self._changed = trio.Event()
 
     async def _wait_until(self, predicate: Callable[[], bool]) -> None:
         while not predicate():
-            await self._changed.wait()
+            self._waiting += 1
+            try:
+                await self._changed.wait()
+            finally:
+                self._waiting -= 1
 
     # --- lifecycle --------------------------------------------------------------------------------
 
@@ -1110,7 +1137,9 @@ class RpcServer:
         try:
             with call.scope:
                 try:
-                    reply = encode_result(call.id, await self._routed(conn, params, request))
+                    result = await self._routed(conn, params, request)
+                    encode = encode_job_result if request.method in _JOB_METHODS else encode_result
+                    reply = encode(call.id, result)
                 except JobFailed as exc:
                     reply = encode_error(call.id, _job_error(exc))
                 except RpcError as exc:

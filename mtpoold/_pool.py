@@ -1540,17 +1540,7 @@ class Pool:
             )
         with self._counted(method, member.deadline_at, flight=flight):
             answer = await self._flights.wait(flight, member)
-        return JobResult(
-            value=answer.value,
-            meta=JobMeta(
-                account=answer.account,
-                proxy_key=answer.proxy_key,
-                attempts=answer.attempts,
-                elapsed_ms=(trio.current_time() - now) * 1000.0,
-                shared=member.role == "identical",
-                merged=flight.riders,
-            ),
-        )
+        return _member_result(answer, member, flight, now)
 
     async def _lead(
         self,
@@ -1639,16 +1629,7 @@ class Pool:
                     self._fly(method, call, account, tags, peer_key, job=job, first=handed),
                 )
                 answer = await flights.wait(flight, member)
-                return JobResult(
-                    value=answer.value,
-                    meta=JobMeta(
-                        account=answer.account,
-                        proxy_key=answer.proxy_key,
-                        attempts=answer.attempts,
-                        elapsed_ms=(trio.current_time() - member.started_at) * 1000.0,
-                        merged=flight.riders,
-                    ),
-                )
+                return _member_result(answer, member, flight, member.started_at)
             if result is None:  # its own deadline passed
                 failed = self._deadline_exceeded(job)
                 self._leave_lead(flight, member, method, call, account, tags, peer_key, job)
@@ -2363,3 +2344,19 @@ class _Counted:
                 outcome = exc.error_class.value if isinstance(exc, JobFailed) else "CANCELLED"
                 pool._jobs_failed += 1
             pool._jobs_by[pool._job_class(self._method), outcome] += 1
+
+
+def _member_result(answer: Answer, member: Member, flight: Flight, since_at: float) -> JobResult:
+    """A flight member's `JobResult` from the flight's ``answer``: ``elapsed_ms`` from
+    ``since_at`` (trio clock, s), ``shared`` when it rode an identical job's call."""
+    return JobResult(
+        value=answer.value,
+        meta=JobMeta(
+            account=answer.account,
+            proxy_key=answer.proxy_key,
+            attempts=answer.attempts,
+            elapsed_ms=(trio.current_time() - since_at) * 1000.0,
+            shared=member.role == "identical",
+            merged=flight.riders,
+        ),
+    )

@@ -538,16 +538,19 @@ class Pool:
         account: str | None,
         tags: frozenset[str],
         peer_key: str | None,
+        *,
+        started_at: float | None = None,
     ) -> Job:
         """The scheduler's view of a job starting now (``deadline_at``: trio clock, s), with
         the rate classes it needs (`mtpoold._rateclass`): its method's, plus ``resolve`` on
-        an account that does not know its peer."""
+        an account that does not know its peer. ``started_at``: the caller's reading of the
+        trio clock (s) the job was accepted at, if it has one (None: read here)."""
         job = Job(
             method=method,
             deadline_at=deadline_at,
             account=account,
             tags=tags,
-            started_at=trio.current_time(),
+            started_at=trio.current_time() if started_at is None else started_at,
             peer_key=peer_key,
             rate_classes=self._classes.job_classes(method),
         )
@@ -1399,17 +1402,27 @@ class Pool:
     ) -> JobResult:
         deadline_s = self._job_deadline_s(deadline_s, account)
         now = trio.current_time()
-        job = self._new_job(method, now + deadline_s, account, frozenset(tags), peer_key)
-        with self._counted(method, job.deadline_at, job=job):
+        job = self._new_job(
+            method, now + deadline_s, account, frozenset(tags), peer_key, started_at=now
+        )
+        with self._counted(method, job.deadline_at, job=job, started_at=now):
             return await self._attempts(job, op)
 
     def _counted(
-        self, method: str, deadline_at: float, *, job: Job | None = None, flight: Any = None
+        self,
+        method: str,
+        deadline_at: float,
+        *,
+        job: Job | None = None,
+        flight: Any = None,
+        started_at: float | None = None,
     ) -> _Counted:
         """Count one accepted job of ``method``: in flight while inside (and in the registry of
         jobs in flight, served by ``job``'s attempts or riding in ``flight``), then ok or
-        failed, and by its rate class and outcome (`PoolStatistics.jobs_by_class`)."""
-        return _Counted(self, method, deadline_at, job, flight)
+        failed, and by its rate class and outcome (`PoolStatistics.jobs_by_class`).
+        ``started_at``: when it was accepted (trio clock, s), if the caller read the clock
+        for it (None: on entering)."""
+        return _Counted(self, method, deadline_at, job, flight, started_at)
 
     def _job_class(self, method: str) -> str:
         """The one rate class a job is counted under: ``resolve``, ``read`` for
@@ -1497,8 +1510,10 @@ class Pool:
                     )
         economy = self._config.economy
         if key is None or not (economy.share_identical or merge_key is not None):
-            job = self._new_job(method, now + deadline_s, account, tag_set, peer_key)
-            with self._counted(method, job.deadline_at, job=job):
+            job = self._new_job(
+                method, now + deadline_s, account, tag_set, peer_key, started_at=now
+            )
+            with self._counted(method, job.deadline_at, job=job, started_at=now):
                 result = await self._attempts(job, lambda c: call(c, None))
             if key is not None and max_age_s > 0:
                 meta = result.meta
@@ -1587,7 +1602,9 @@ class Pool:
         """
         flights = self._flights
         flight = flights.start_local(member, method=method)
-        job = self._new_job(method, member.deadline_at, account, tags, peer_key)
+        job = self._new_job(
+            method, member.deadline_at, account, tags, peer_key, started_at=member.started_at
+        )
         flight.progress = job
         job.on_late = self._shedder(flight, method, account, tags, peer_key)
         accounts = self._accounts
@@ -1613,7 +1630,7 @@ class Pool:
 
         handed: AccountWorker | None = None
         result: JobResult | None = None
-        with self._counted(method, until_at, job=job, flight=flight):
+        with self._counted(method, until_at, job=job, flight=flight, started_at=member.started_at):
             try:
                 # its deadline enforced where it waits (no scope of its own for it)
                 result = await self._attempt_loop(job, op, lead=flight, own_deadline=True)
@@ -1813,15 +1830,13 @@ class Pool:
                 raise _HandOver(acc)
             job.attempts += 1
             job.last_account = acc.id
+            taken_at = trio.current_time()
             job.progress.enter(
-                JobPhase.WAITING_LANE_CAPACITY,
-                trio.current_time(),
-                account=acc.id,
-                lane=acc.lane,
+                JobPhase.WAITING_LANE_CAPACITY, taken_at, account=acc.id, lane=acc.lane
             )
             try:
                 value = await self._attempt(
-                    job, acc, op, job.deadline_at if own_deadline else math.inf
+                    job, acc, op, job.deadline_at if own_deadline else math.inf, t0=taken_at
                 )
             except ProxyCoolingDown:
                 # The proxy began cooling while this attempt queued for it: nothing was
@@ -1939,10 +1954,18 @@ class Pool:
         )
 
     async def _attempt(
-        self, job: Job, acc: AccountWorker, op: Op, deadline_at: float = math.inf
+        self,
+        job: Job,
+        acc: AccountWorker,
+        op: Op,
+        deadline_at: float = math.inf,
+        *,
+        t0: float | None = None,
     ) -> dict[str, Any]:
         """One attempt of ``job`` on the reserved ``acc`` (released after it); ``deadline_at``:
-        the job deadline `AccountWorker.run` enforces (``inf``: the caller's scope does).
+        the job deadline `AccountWorker.run` enforces (``inf``: the caller's scope does);
+        ``t0``: the caller's reading of the trio clock (s) as the attempt begins, if it has
+        one (None: read here).
 
         Raises:
             Judged: the attempt failed, judged (its verdict applied).
@@ -1950,7 +1973,8 @@ class Pool:
             ProxyCoolingDown, RateClassBlocked, LeaseUnconfirmed: nothing was sent.
         """
         policy = self._config.policy
-        t0 = trio.current_time()
+        if t0 is None:
+            t0 = trio.current_time()
         call_deadline_s = min(policy.call_deadline_s, max(0.0, job.deadline_at - t0))
         attempt = job.attempts
         outcome = "CANCELLED"
@@ -2326,18 +2350,27 @@ class _Counted:
     per job). A job that raised `JobFailed` counts under its error class, any other
     exception (a cancellation) as ``CANCELLED``."""
 
-    __slots__ = ("_deadline_at", "_entry", "_flight", "_job", "_method", "_pool")
+    __slots__ = ("_deadline_at", "_entry", "_flight", "_job", "_method", "_pool", "_started_at")
 
-    def __init__(self, pool: Pool, method: str, deadline_at: float, job: Any, flight: Any) -> None:
+    def __init__(
+        self,
+        pool: Pool,
+        method: str,
+        deadline_at: float,
+        job: Any,
+        flight: Any,
+        started_at: float | None = None,
+    ) -> None:
         self._pool, self._method, self._deadline_at = pool, method, deadline_at
-        self._job, self._flight = job, flight
+        self._job, self._flight, self._started_at = job, flight, started_at
         self._entry: JobEntry | None = None
 
     def __enter__(self) -> None:
         pool = self._pool
+        started_at = self._started_at
         self._entry = pool._registry.add(
             self._method,
-            trio.current_time(),
+            trio.current_time() if started_at is None else started_at,
             self._deadline_at,
             job=self._job,
             flight=self._flight,

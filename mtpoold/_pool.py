@@ -283,6 +283,8 @@ def _wire(proxy: ProxyConfig | None) -> ProxyConfig | None:
 
 #: The tags of an account that has none: one set for all of them (100,000 accounts).
 _NO_TAGS: Final[frozenset[str]] = frozenset()
+#: Methods whose rate classes `Pool._classes_of` remembers (jobs name known TL functions).
+_METHODS_CACHED: Final = 1024
 
 
 def _tags_of(acc_cfg: AccountConfig) -> frozenset[str]:
@@ -357,6 +359,10 @@ class Pool:
     #: The jobs in flight and their hops (`Pool.jobs`).
     _registry: JobRegistry = attrs.field(init=False, factory=JobRegistry)
     _classes: RateClasses = attrs.field(init=False)
+    #: method -> (the rate classes its job needs, the class it is counted under), as
+    #: `_classes` gives them; emptied when they change (`_set_economy`); at most
+    #: `_METHODS_CACHED` methods.
+    _method_classes: dict[str, tuple[frozenset[str], str]] = attrs.field(init=False, factory=dict)
     _book: BudgetBook | None = attrs.field(init=False, default=None)
     #: The budget book while ``[economy] budgets = false`` (a reload turned them off): its
     #: spends hold again when a reload turns them back on.
@@ -483,6 +489,7 @@ class Pool:
         (they were off since the start), the spends come from the state store."""
         economy = config.economy
         self._classes = RateClasses.from_overrides(config.rate_classes)
+        self._method_classes.clear()
         old = self._book or self._book_off
         if economy.budgets:
             book = BudgetBook(self._classes, WarmUp(economy.warmup_days, economy.warmup_start))
@@ -552,7 +559,7 @@ class Pool:
             tags=tags,
             started_at=trio.current_time() if started_at is None else started_at,
             peer_key=peer_key,
-            rate_classes=self._classes.job_classes(method),
+            rate_classes=self._classes_of(method)[0],
         )
         if peer_key is not None and RESOLVE not in job.rate_classes:
             job.lookup_class = RESOLVE  # an account that does not know the peer looks it up
@@ -1427,11 +1434,24 @@ class Pool:
     def _job_class(self, method: str) -> str:
         """The one rate class a job is counted under: ``resolve``, ``read`` for
         ``get_messages``, else its TL function's (``other`` for exempt functions)."""
-        if method == "resolve":
-            return RESOLVE
-        if method == "get_messages":
-            return READ
-        return self._classes.class_of(method) or OTHER
+        return self._classes_of(method)[1]
+
+    def _classes_of(self, method: str) -> tuple[frozenset[str], str]:
+        """The rate classes a job of ``method`` needs (`RateClasses.job_classes`) and the
+        one it is counted under (`_job_class`), remembered per method while the classes
+        stand (at most `_METHODS_CACHED` methods)."""
+        found = self._method_classes.get(method)
+        if found is None:
+            if method == "resolve":
+                counted = RESOLVE
+            elif method == "get_messages":
+                counted = READ
+            else:
+                counted = self._classes.class_of(method) or OTHER
+            found = (self._classes.job_classes(method), counted)
+            if len(self._method_classes) < _METHODS_CACHED:
+                self._method_classes[method] = found
+        return found
 
     def _job_deadline_s(self, deadline_s: float | None, account: str | None) -> float:
         """Check a job's options before it is accepted: its deadline in seconds (the policy's

@@ -50,6 +50,7 @@ CORE = frozenset(
         "_latency",  # fixed-bucket histograms the lanes record (gate wait, call duration)
         "_jobs",  # the registry of jobs in flight and their hops
         "_gcpause",  # the cyclic collector paused while 100,000 accounts are built
+        "_promptwake",  # how lanes sleep until a start slot on time (trio only)
     )
 )
 VOCABULARY = frozenset(

@@ -506,8 +506,12 @@ ANALYSIS: Final = """
   deadline, cluster cut-off) and the lane's slot (its capacity limiter is the job's one
   schedule point, then two histogram observations), `check_request` (mtpoold/_tljson.py
   builds and serializes the request to check it), the identical key (canonical JSON), and
-  the job's bookkeeping (its `Job`, `Member`, `Flight` and registry entry, and a read of
-  the trio clock in nearly every layer).
+  the job's bookkeeping (its `Job`, `Member`, `Flight` and registry entry). A reading of
+  the trio clock is taken once and passed down where one layer calls the next without a
+  wait between them (the dispatcher's pick to the ready index, the slot's start to the
+  account run, the pool's acceptance to its job and registry entry); a lane's cooling
+  check reads the clock only for a cooldown not over when the slot was asked for; a
+  method's read-only entry and its rate classes are looked up once per method, not per job.
 - **`pool.statistics()`** is linear in accounts by design (it returns every account):
   {stats_per_account} per account in this run ({stats_p50} median at the large size); what is
   left is building one `AccountStatistics` attrs instance per account in

@@ -392,8 +392,9 @@ class AccountWorker:
                         if not await self._keepalive():
                             await self._drop_connection()
                             client = await self._ensure_connected(judge, on_abandoned, progress)
-                    async with self.lane.slot(progress, account=self.id):
-                        started_at = self.last_used_at = trio.current_time()
+                    # the slot's start (trio clock, s): the call deadline counts from it
+                    async with self.lane.slot(progress, account=self.id) as started_at:
+                        self.last_used_at = started_at
                         self._in_call = True
                         call_until_at = started_at + call_deadline_s
                         if call_until_at < deadline_at:

@@ -695,7 +695,7 @@ class Dispatcher:
         the index, skipping held-back accounts (O(held-back free accounts met)).
         """
         if not self._needs(job):
-            return self.ready.best(avoid)
+            return self.ready.best(avoid, now=now)
         names = set(job.rate_classes)
         if job.lookup_class is not None:
             names.add(job.lookup_class)
@@ -839,9 +839,12 @@ class Dispatcher:
             self._alarm = None
             self._tick()
 
-    def _next_alarm_at(self) -> float:
-        """When the timer must next look (trio clock, s): ``inf`` with no job waiting."""
-        now = trio.current_time()
+    def _next_alarm_at(self, now: float | None = None) -> float:
+        """When the timer must next look (trio clock, s): ``inf`` with no job waiting.
+        ``now``: the caller's reading of the trio clock (s), if it has one (None: read
+        here)."""
+        if now is None:
+            now = trio.current_time()
         if not self._waiters:  # nobody to serve: forget what already ended
             self.ready.take_returned()
             while self._lane_ends and self._lane_ends[0][0] <= now:
@@ -862,9 +865,9 @@ class Dispatcher:
             self._block_ends[0][0] if self._block_ends else _INF,
         )
 
-    def _rearm(self) -> None:
+    def _rearm(self, now: float | None = None) -> None:
         if self._alarm is not None:
-            at = self._next_alarm_at()
+            at = self._next_alarm_at(now)
             if at != self._alarm.deadline:  # most releases leave it at inf: no re-registration
                 self._alarm.deadline = at
 
@@ -985,7 +988,7 @@ class Dispatcher:
         if w.failure is not None:
             raise w.failure
         self._hold_for_knower(w, now)
-        acc = self._pick(job, allow_avoided=allowed)
+        acc = self._pick(job, allow_avoided=allowed, now=now)
         if acc is not None:
             # a free account, unless it holds out (bounded) for a busy knower of its peer
             return None if self._holds_for_knower(w, acc, now) else acc
@@ -1020,19 +1023,23 @@ class Dispatcher:
                 heapq.heappush(self._backoffs, (w.avoided_from_at, next(self._seq), w))
         return now >= w.avoided_from_at
 
-    def _pick(self, job: Job, *, allow_avoided: bool) -> AccountWorker | None:
+    def _pick(
+        self, job: Job, *, allow_avoided: bool, now: float | None = None
+    ) -> AccountWorker | None:
         """A free, schedulable account for ``job`` whose lane can start before its deadline,
         untried ones first, or None. The common job (no pinned account, no tags) is answered
-        by the :class:`ReadyIndex` in O(log proxies); pinned or tagged jobs scan."""
+        by the :class:`ReadyIndex` in O(log proxies); pinned or tagged jobs scan. ``now``:
+        the caller's reading of the trio clock (s), if it has one (None: read here)."""
         if job.account is None and not job.tags:
-            acc = self._pick_indexed(job, job.avoid)
+            if now is None:
+                now = trio.current_time()
+            acc = self._pick_indexed(job, job.avoid, now)
             if acc is None and allow_avoided and job.avoid:
-                acc = self._pick_indexed(job, ())
+                acc = self._pick_indexed(job, (), now)
             return acc
         return self._pick_scan(job, allow_avoided=allow_avoided)
 
-    def _pick_indexed(self, job: Job, avoid: Collection[str]) -> AccountWorker | None:
-        now = trio.current_time()
+    def _pick_indexed(self, job: Job, avoid: Collection[str], now: float) -> AccountWorker | None:
         if self.route_by_knowledge and job.peer_key is not None:
             exclude = self._exclusion(job, avoid, now)
             knower = self._pick_knower(job, exclude, now)
@@ -1046,7 +1053,7 @@ class Dispatcher:
             if knower is not None and knower.lane.earliest_start_at() <= job.deadline_at:
                 return knower
         acc = self._best_free(job, avoid, now)
-        if acc is None or acc.lane.cooldown_until_at > trio.current_time():
+        if acc is None or acc.lane.cooldown_until_at > now:
             return None  # none free, or the soonest lane is a proxy cooling down
         if acc.lane.earliest_start_at() > job.deadline_at:
             return None
@@ -1191,8 +1198,8 @@ class Dispatcher:
         if self._waiters and acc.schedulable_at() <= now and self._offer(acc, now):
             self._rearm()  # a job that held out for a knower waits on the timer
             return
-        self.ready.mark_free(acc)
-        self._rearm()
+        self.ready.mark_free(acc, now=now)
+        self._rearm(now)
 
     def _offer(self, acc: AccountWorker, now: float) -> bool:
         """Hand ``acc`` (free, schedulable now) to the first waiting job that may use it.

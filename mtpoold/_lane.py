@@ -287,9 +287,14 @@ class ProxyLane:
         start."""
         self.late_reservations += 1
 
-    def _check_not_cooling(self) -> None:
-        if self.cooldown_until_at > trio.current_time():
-            raise ProxyCoolingDown(self.name, self.cooldown_until_at)
+    def _check_not_cooling(self, since_at: float) -> None:
+        """Raise `ProxyCoolingDown` if the proxy cools down now. ``since_at``: a reading of
+        the trio clock (s) taken before now; a cooldown that ended by then needs no reading
+        of the clock (the common case).
+        """
+        until_at = self.cooldown_until_at
+        if until_at > since_at and until_at > trio.current_time():
+            raise ProxyCoolingDown(self.name, until_at)
 
     def reconfigure(self, *, capacity: int, interval_s: float) -> None:
         """Apply a changed capacity or interval (live reload) without dropping waiters."""
@@ -463,7 +468,7 @@ class _Slot:
             progress.enter(JobPhase.WAITING_LANE_CAPACITY, asked_at, lane=lane)
         await lane._limiter.acquire()
         try:
-            lane._check_not_cooling()
+            lane._check_not_cooling(asked_at)
             if lane.shared is None:
                 started_at = await lane._gate.wait_for_slot(progress)
             else:
@@ -472,7 +477,7 @@ class _Slot:
                 )
                 if self._on_start is not None:
                     self._on_start(open_by)
-            lane._check_not_cooling()
+            lane._check_not_cooling(asked_at)
         except BaseException:
             lane._limiter.release()
             raise

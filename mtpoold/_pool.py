@@ -283,6 +283,8 @@ def _wire(proxy: ProxyConfig | None) -> ProxyConfig | None:
 
 #: The tags of an account that has none: one set for all of them (100,000 accounts).
 _NO_TAGS: Final[frozenset[str]] = frozenset()
+#: Methods whose rate classes `Pool._classes_of` remembers (jobs name known TL functions).
+_METHODS_CACHED: Final = 1024
 
 
 def _tags_of(acc_cfg: AccountConfig) -> frozenset[str]:
@@ -357,6 +359,10 @@ class Pool:
     #: The jobs in flight and their hops (`Pool.jobs`).
     _registry: JobRegistry = attrs.field(init=False, factory=JobRegistry)
     _classes: RateClasses = attrs.field(init=False)
+    #: method -> (the rate classes its job needs, the class it is counted under), as
+    #: `_classes` gives them; emptied when they change (`_set_economy`); at most
+    #: `_METHODS_CACHED` methods.
+    _method_classes: dict[str, tuple[frozenset[str], str]] = attrs.field(init=False, factory=dict)
     _book: BudgetBook | None = attrs.field(init=False, default=None)
     #: The budget book while ``[economy] budgets = false`` (a reload turned them off): its
     #: spends hold again when a reload turns them back on.
@@ -483,6 +489,7 @@ class Pool:
         (they were off since the start), the spends come from the state store."""
         economy = config.economy
         self._classes = RateClasses.from_overrides(config.rate_classes)
+        self._method_classes.clear()
         old = self._book or self._book_off
         if economy.budgets:
             book = BudgetBook(self._classes, WarmUp(economy.warmup_days, economy.warmup_start))
@@ -538,18 +545,21 @@ class Pool:
         account: str | None,
         tags: frozenset[str],
         peer_key: str | None,
+        *,
+        started_at: float | None = None,
     ) -> Job:
         """The scheduler's view of a job starting now (``deadline_at``: trio clock, s), with
         the rate classes it needs (`mtpoold._rateclass`): its method's, plus ``resolve`` on
-        an account that does not know its peer."""
+        an account that does not know its peer. ``started_at``: the caller's reading of the
+        trio clock (s) the job was accepted at, if it has one (None: read here)."""
         job = Job(
             method=method,
             deadline_at=deadline_at,
             account=account,
             tags=tags,
-            started_at=trio.current_time(),
+            started_at=trio.current_time() if started_at is None else started_at,
             peer_key=peer_key,
-            rate_classes=self._classes.job_classes(method),
+            rate_classes=self._classes_of(method)[0],
         )
         if peer_key is not None and RESOLVE not in job.rate_classes:
             job.lookup_class = RESOLVE  # an account that does not know the peer looks it up
@@ -1399,26 +1409,49 @@ class Pool:
     ) -> JobResult:
         deadline_s = self._job_deadline_s(deadline_s, account)
         now = trio.current_time()
-        job = self._new_job(method, now + deadline_s, account, frozenset(tags), peer_key)
-        with self._counted(method, job.deadline_at, job=job):
+        job = self._new_job(
+            method, now + deadline_s, account, frozenset(tags), peer_key, started_at=now
+        )
+        with self._counted(method, job.deadline_at, job=job, started_at=now):
             return await self._attempts(job, op)
 
     def _counted(
-        self, method: str, deadline_at: float, *, job: Job | None = None, flight: Any = None
+        self,
+        method: str,
+        deadline_at: float,
+        *,
+        job: Job | None = None,
+        flight: Any = None,
+        started_at: float | None = None,
     ) -> _Counted:
         """Count one accepted job of ``method``: in flight while inside (and in the registry of
         jobs in flight, served by ``job``'s attempts or riding in ``flight``), then ok or
-        failed, and by its rate class and outcome (`PoolStatistics.jobs_by_class`)."""
-        return _Counted(self, method, deadline_at, job, flight)
+        failed, and by its rate class and outcome (`PoolStatistics.jobs_by_class`).
+        ``started_at``: when it was accepted (trio clock, s), if the caller read the clock
+        for it (None: on entering)."""
+        return _Counted(self, method, deadline_at, job, flight, started_at)
 
     def _job_class(self, method: str) -> str:
         """The one rate class a job is counted under: ``resolve``, ``read`` for
         ``get_messages``, else its TL function's (``other`` for exempt functions)."""
-        if method == "resolve":
-            return RESOLVE
-        if method == "get_messages":
-            return READ
-        return self._classes.class_of(method) or OTHER
+        return self._classes_of(method)[1]
+
+    def _classes_of(self, method: str) -> tuple[frozenset[str], str]:
+        """The rate classes a job of ``method`` needs (`RateClasses.job_classes`) and the
+        one it is counted under (`_job_class`), remembered per method while the classes
+        stand (at most `_METHODS_CACHED` methods)."""
+        found = self._method_classes.get(method)
+        if found is None:
+            if method == "resolve":
+                counted = RESOLVE
+            elif method == "get_messages":
+                counted = READ
+            else:
+                counted = self._classes.class_of(method) or OTHER
+            found = (self._classes.job_classes(method), counted)
+            if len(self._method_classes) < _METHODS_CACHED:
+                self._method_classes[method] = found
+        return found
 
     def _job_deadline_s(self, deadline_s: float | None, account: str | None) -> float:
         """Check a job's options before it is accepted: its deadline in seconds (the policy's
@@ -1497,8 +1530,10 @@ class Pool:
                     )
         economy = self._config.economy
         if key is None or not (economy.share_identical or merge_key is not None):
-            job = self._new_job(method, now + deadline_s, account, tag_set, peer_key)
-            with self._counted(method, job.deadline_at, job=job):
+            job = self._new_job(
+                method, now + deadline_s, account, tag_set, peer_key, started_at=now
+            )
+            with self._counted(method, job.deadline_at, job=job, started_at=now):
                 result = await self._attempts(job, lambda c: call(c, None))
             if key is not None and max_age_s > 0:
                 meta = result.meta
@@ -1577,7 +1612,9 @@ class Pool:
         """
         flights = self._flights
         flight = flights.start_local(member, method=method)
-        job = self._new_job(method, member.deadline_at, account, tags, peer_key)
+        job = self._new_job(
+            method, member.deadline_at, account, tags, peer_key, started_at=member.started_at
+        )
         flight.progress = job
         job.on_late = self._shedder(flight, method, account, tags, peer_key)
         accounts = self._accounts
@@ -1603,7 +1640,7 @@ class Pool:
 
         handed: AccountWorker | None = None
         result: JobResult | None = None
-        with self._counted(method, until_at, job=job, flight=flight):
+        with self._counted(method, until_at, job=job, flight=flight, started_at=member.started_at):
             try:
                 # its deadline enforced where it waits (no scope of its own for it)
                 result = await self._attempt_loop(job, op, lead=flight, own_deadline=True)
@@ -1794,15 +1831,13 @@ class Pool:
                 raise _HandOver(acc)
             job.attempts += 1
             job.last_account = acc.id
+            taken_at = trio.current_time()
             job.progress.enter(
-                JobPhase.WAITING_LANE_CAPACITY,
-                trio.current_time(),
-                account=acc.id,
-                lane=acc.lane,
+                JobPhase.WAITING_LANE_CAPACITY, taken_at, account=acc.id, lane=acc.lane
             )
             try:
                 value = await self._attempt(
-                    job, acc, op, job.deadline_at if own_deadline else math.inf
+                    job, acc, op, job.deadline_at if own_deadline else math.inf, t0=taken_at
                 )
             except ProxyCoolingDown:
                 # The proxy began cooling while this attempt queued for it: nothing was
@@ -1920,10 +1955,18 @@ class Pool:
         )
 
     async def _attempt(
-        self, job: Job, acc: AccountWorker, op: Op, deadline_at: float = math.inf
+        self,
+        job: Job,
+        acc: AccountWorker,
+        op: Op,
+        deadline_at: float = math.inf,
+        *,
+        t0: float | None = None,
     ) -> dict[str, Any]:
         """One attempt of ``job`` on the reserved ``acc`` (released after it); ``deadline_at``:
-        the job deadline `AccountWorker.run` enforces (``inf``: the caller's scope does).
+        the job deadline `AccountWorker.run` enforces (``inf``: the caller's scope does);
+        ``t0``: the caller's reading of the trio clock (s) as the attempt begins, if it has
+        one (None: read here).
 
         Raises:
             Judged: the attempt failed, judged (its verdict applied).
@@ -1931,7 +1974,8 @@ class Pool:
             ProxyCoolingDown, RateClassBlocked, LeaseUnconfirmed: nothing was sent.
         """
         policy = self._config.policy
-        t0 = trio.current_time()
+        if t0 is None:
+            t0 = trio.current_time()
         call_deadline_s = min(policy.call_deadline_s, max(0.0, job.deadline_at - t0))
         attempt = job.attempts
         outcome = "CANCELLED"
@@ -2307,18 +2351,27 @@ class _Counted:
     per job). A job that raised `JobFailed` counts under its error class, any other
     exception (a cancellation) as ``CANCELLED``."""
 
-    __slots__ = ("_deadline_at", "_entry", "_flight", "_job", "_method", "_pool")
+    __slots__ = ("_deadline_at", "_entry", "_flight", "_job", "_method", "_pool", "_started_at")
 
-    def __init__(self, pool: Pool, method: str, deadline_at: float, job: Any, flight: Any) -> None:
+    def __init__(
+        self,
+        pool: Pool,
+        method: str,
+        deadline_at: float,
+        job: Any,
+        flight: Any,
+        started_at: float | None = None,
+    ) -> None:
         self._pool, self._method, self._deadline_at = pool, method, deadline_at
-        self._job, self._flight = job, flight
+        self._job, self._flight, self._started_at = job, flight, started_at
         self._entry: JobEntry | None = None
 
     def __enter__(self) -> None:
         pool = self._pool
+        started_at = self._started_at
         self._entry = pool._registry.add(
             self._method,
-            trio.current_time(),
+            trio.current_time() if started_at is None else started_at,
             self._deadline_at,
             job=self._job,
             flight=self._flight,

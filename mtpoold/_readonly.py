@@ -17,6 +17,7 @@ messages.getMessages, users.getUsers, messages.getChats).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from typing import Any, Final
 
@@ -127,6 +128,12 @@ NOT_READ_ONLY: Final[Mapping[str, str]] = {
 }
 
 
+#: Spellings of TL function names remembered by `tl_key` and `_entry` (pure functions asked
+#: once or twice per job, for names `invoke` already checked against the schema).
+_NAMES_CACHED: Final = 1024
+
+
+@functools.lru_cache(maxsize=_NAMES_CACHED)
 def tl_key(name: str) -> str:
     """The one spelling of a TL function name the read-only list uses.
 
@@ -134,7 +141,7 @@ def tl_key(name: str) -> str:
     ``contacts.ResolveUsernameRequest`` (also ``functions.contacts.…``) all give
     ``"contacts.resolveusername"``: namespace and name lower-cased, a trailing ``request``
     kept (see `is_read_only`, which tries the name with and without it, as
-    `mtpoold._tljson.function_by_name` does).
+    `mtpoold._tljson.function_by_name` does). Remembered for the last `_NAMES_CACHED` names.
     """
     text = name.strip()
     for prefix in ("functions.", "tl."):
@@ -143,8 +150,10 @@ def tl_key(name: str) -> str:
     return text.lower()
 
 
+@functools.lru_cache(maxsize=_NAMES_CACHED)
 def _entry(method: str) -> str | None:
-    """The read-only list's key for ``method``, or None if it is on neither list."""
+    """The read-only list's key for ``method``, or None if it is on neither list (the lists
+    are constants: remembered for the last `_NAMES_CACHED` names)."""
     key = tl_key(method)
     for candidate in (key, key.removesuffix("request")):
         if candidate in READ_ONLY or candidate in READ_ONLY_UNLESS:

@@ -85,12 +85,13 @@ class ReadyIndex:
         first = next(iter(self._free[key]))
         return self._last_use.get(first, -1)
 
-    def _rank(self, lane: ProxyLane) -> None:
-        """(Re-)rank the lane: its previous heap entry, if any, becomes stale."""
+    def _rank(self, lane: ProxyLane, now: float) -> None:
+        """(Re-)rank the lane as of ``now`` (the caller's clock reading, trio clock s): its
+        previous heap entry, if any, becomes stale."""
         seq = next(self._seq)
         self._live[lane.key] = seq
         bound_at = self._bound_at(lane)
-        if bound_at <= trio.current_time():
+        if bound_at <= now:
             heapq.heappush(self._ready, (self._lru_key(lane.key), seq, lane.key))
         else:
             heapq.heappush(self._future, (bound_at, seq, lane.key))
@@ -113,15 +114,18 @@ class ReadyIndex:
 
     # -- updates -------------------------------------------------------------------------------
 
-    def mark_free(self, acc: AccountWorker) -> None:
+    def mark_free(self, acc: AccountWorker, *, now: float | None = None) -> None:
         """The account may take a call (added, released, enabled): index it.
 
         A disabled or retired account is ignored; one still cooling down waits in the
-        cooldown heap until its end.
+        cooldown heap until its end. ``now``: the caller's reading of the trio clock (s), if
+        it has one (None: read here).
         """
         if acc.out_of_service or acc.id in self.held:
             return
-        if acc.cooldown_until_at > trio.current_time():
+        if now is None:
+            now = trio.current_time()
+        if acc.cooldown_until_at > now:
             heapq.heappush(self._cooling, (acc.cooldown_until_at, next(self._seq), acc))
             return
         lane = acc.lane
@@ -131,7 +135,7 @@ class ReadyIndex:
         free.pop(acc.id, None)
         free[acc.id] = acc
         if lane.key not in self._live or next(iter(free)) != first:
-            self._rank(lane)
+            self._rank(lane, now)
         self._sort_into_sides(acc)
 
     def discard(self, acc: AccountWorker) -> None:
@@ -139,14 +143,14 @@ class ReadyIndex:
         from its free set (a cooldown heap entry goes stale and is skipped)."""
         free = self._free.get(acc.lane.key)
         if free is not None and free.pop(acc.id, None) is not None and free:
-            self._rank(acc.lane)
+            self._rank(acc.lane, trio.current_time())
         for side, _ in self._sides:
             side.discard(acc)
 
     def lane_changed(self, lane: ProxyLane) -> None:
         """The lane's proxy cooldown changed: re-rank it now (O(log lanes))."""
         if self._free.get(lane.key):
-            self._rank(lane)
+            self._rank(lane, trio.current_time())
         for side, _ in self._sides:
             side.lane_changed(lane)
 
@@ -185,15 +189,17 @@ class ReadyIndex:
 
     def assign(self, acc: AccountWorker) -> None:
         """A job took the account: it leaves the free set and its lane starts later."""
-        if not self._assigned[acc.lane.key]:
-            self._busy_since_at[acc.lane.key] = trio.current_time()
-        self._assigned[acc.lane.key] += 1
+        key = acc.lane.key
+        now = trio.current_time()
+        if not self._assigned[key]:
+            self._busy_since_at[key] = now
+        self._assigned[key] += 1
         self._last_use[acc.id] = next(self._seq)
-        free = self._free.get(acc.lane.key)
+        free = self._free.get(key)
         if free is not None:
             free.pop(acc.id, None)
             if free:
-                self._rank(acc.lane)
+                self._rank(acc.lane, now)
         for side, _ in self._sides:
             side.discard(acc)
             side.lane_changed(acc.lane)
@@ -206,7 +212,7 @@ class ReadyIndex:
             del self._assigned[lane.key]
             self._busy_since_at.pop(lane.key, None)
         if self._free.get(lane.key):
-            self._rank(lane)
+            self._rank(lane, trio.current_time())
         for side, _ in self._sides:
             side.lane_changed(lane)
 
@@ -220,6 +226,8 @@ class ReadyIndex:
         )
 
     def _expire_cooldowns(self) -> None:
+        if not self._cooling:  # the common case: no clock reading
+            return
         now = trio.current_time()
         while self._cooling and self._cooling[0][0] <= now:
             end_at, _, acc = heapq.heappop(self._cooling)
@@ -286,20 +294,24 @@ class ReadyIndex:
         """Accounts currently assigned to jobs."""
         return sum(self._assigned.values())
 
-    def best(self, avoid: Collection[str] = ()) -> AccountWorker | None:
+    def best(
+        self, avoid: Collection[str] = (), *, now: float | None = None
+    ) -> AccountWorker | None:
         """The least recently used free account on a lane that can start soonest.
 
         Among lanes that can start now, the one whose least recently used free account was
         used longest ago; if none can, the lane with the smallest start bound. Accounts in
         ``avoid`` (those that already failed the job) are skipped. O(log lanes) amortized;
-        the account is not assigned (see :meth:`assign`).
+        the account is not assigned (see :meth:`assign`). ``now``: the caller's reading of
+        the trio clock (s), if it has one (None: read here).
         """
         self._expire_cooldowns()
-        now = trio.current_time()
+        if now is None:
+            now = trio.current_time()
         while self._future and self._future[0][0] <= now:  # promote lanes whose bound passed
             _, seq, key = heapq.heappop(self._future)
             if self._is_live(seq, key):
-                self._rank(self._lanes[key])
+                self._rank(self._lanes[key], now)
         skipped: list[tuple[list[tuple[float, int, str]], tuple[float, int, str]]] = []
         found: AccountWorker | None = None
         for heap, ready in ((self._ready, True), (self._future, False)):
@@ -311,7 +323,7 @@ class ReadyIndex:
                 bound_at = self._bound_at(self._lanes[key])
                 if (bound_at <= now) != ready or (not ready and bound_at != rank):
                     heapq.heappop(heap)
-                    self._rank(self._lanes[key])
+                    self._rank(self._lanes[key], now)
                     continue
                 if ready and self._lru_key(key) != rank:
                     heapq.heapreplace(heap, (self._lru_key(key), seq, key))

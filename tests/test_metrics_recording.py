@@ -102,6 +102,26 @@ async def test_pool_counts_jobs_by_rate_class_and_outcome(
     assert stats.jobs_in_flight == 0
 
 
+async def test_pool_counts_a_job_under_the_class_a_reload_moved_its_function_to(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    before = config_with(tmp_path)
+    after = config_with(tmp_path, rate_classes={"cheap": {"functions": ["help.GetConfig"]}})
+    async with open_pool(before, client_factory=guarded(World()), wall_clock=wall) as pool:
+        await pool.invoke("help.GetConfig", {})
+        await pool.invoke("help.GetConfig", {})  # the method's classes, remembered
+        assert pool._new_job("help.GetConfig", 1e9, None, frozenset(), None).rate_classes == {
+            "other"
+        }
+        await pool.reload(after)
+        await pool.invoke("help.GetConfig", {})
+        assert pool._new_job("help.GetConfig", 1e9, None, frozenset(), None).rate_classes == {
+            "cheap"
+        }
+        stats = pool.statistics()
+    assert stats.jobs_by_class == {"other": {"OK": 2}, "cheap": {"OK": 1}}
+
+
 async def test_pool_sums_budgets_over_accounts_and_windows(
     tmp_path: Path, autojump_clock: trio.testing.MockClock
 ) -> None:

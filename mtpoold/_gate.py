@@ -23,7 +23,9 @@ DEFAULT_JITTER_S: Final = (0.05, 0.15)
 
 
 @final
-@attrs.define(eq=False, repr=False)
+# Validators run at construction and in `set_interval`, not on every attribute write: a
+# hooked ``__setattr__`` would run on each start's ``_last_start_at`` update.
+@attrs.define(eq=False, repr=False, on_setattr=attrs.setters.NO_OP)
 class RateGate:
     """Admits call starts on one proxy in arrival order, never closer than ``interval_s``.
 
@@ -88,6 +90,15 @@ class RateGate:
         low, high = value
         if not 0 <= low <= high:
             raise ValueError(f"jitter_s must satisfy 0 <= low <= high, got {value!r}")
+
+    def set_interval(self, interval_s: float) -> None:
+        """Change ``interval_s`` (seconds, >= 0) for the starts reserved from now on.
+
+        Raises:
+            ValueError: ``interval_s`` is negative.
+        """
+        self._check_interval(None, interval_s)  # type: ignore[arg-type]
+        self.interval_s = interval_s
 
     def __repr__(self) -> str:
         return (

@@ -301,7 +301,7 @@ class ProxyLane:
         self.capacity = capacity
         self._limiter.total_tokens = capacity
         self.interval_s = interval_s
-        self._gate.interval_s = interval_s
+        self._gate.set_interval(interval_s)
 
     def earliest_start_at(self) -> float:
         """Lower bound of when a new caller could start on this lane (trio clock, seconds).

@@ -27,13 +27,14 @@ from collections.abc import (
     Sequence,
 )
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from typing import TYPE_CHECKING, Any, Final, Protocol, final
+from typing import TYPE_CHECKING, Any, Final, Protocol, cast, final
 
 import attrs
 import trio
 
 from ._account import AccountWorker, Client, DeadlinePassed, Judged, count_states
 from ._budget import BudgetBook, RequestGuard, WarmUp
+from ._checkedrequests import MISS, CheckedRequests
 from ._config import AccountConfig, Config, ProxyConfig, proxy_key
 from ._dispatch import BackoffPastDeadline, Dispatcher, Job
 from ._errors import ErrorClass, Failure, JobFailed, MtpooldError, RateClassBlocked
@@ -363,6 +364,8 @@ class Pool:
     #: `_classes` gives them; emptied when they change (`_set_economy`); at most
     #: `_METHODS_CACHED` methods.
     _method_classes: dict[str, tuple[frozenset[str], str]] = attrs.field(init=False, factory=dict)
+    #: ``invoke`` requests that passed `check_request` (identical ones skip it).
+    _checked: CheckedRequests = attrs.field(init=False, factory=CheckedRequests)
     _book: BudgetBook | None = attrs.field(init=False, default=None)
     #: The budget book while ``[economy] budgets = false`` (a reload turned them off): its
     #: spends hold again when a reload turns them back on.
@@ -746,20 +749,33 @@ class Pool:
             raise JobFailed(ErrorClass.INVALID_ARGUMENT, "method must be a non-empty string")
         if args is None:
             args = {}
-        if not isinstance(args, Mapping):
+        if type(args) is not dict and not isinstance(args, Mapping):  # the ABC check is slow
             raise JobFailed(ErrorClass.INVALID_ARGUMENT, "args must be an object")
         frozen_args = dict(args)
         tags = tuple(tags)  # read once: it may be an iterator
         max_age = check_max_age(max_age_s)
-        # before any account is taken: unknown/blocked functions, bad arguments, ranges
-        self._telegram.check_request(method, frozen_args, self._config.policy.allow_methods)
-        first_peer = first_peer_argument(frozen_args)
-        peer_key = None if first_peer is None else self._telegram.peer_key(first_peer)
+        read_only = is_read_only(method, frozen_args)
+        key = (
+            identical_key("invoke", [tl_key(method), frozen_args], account, tags)
+            if read_only
+            else None
+        )
+        allow = self._config.policy.allow_methods
+        known = MISS if key is None else self._checked.peer_key(method, key, allow)
+        if known is MISS:
+            # before any account is taken: unknown/blocked functions, bad arguments, ranges
+            self._telegram.check_request(method, frozen_args, allow)
+            first_peer = first_peer_argument(frozen_args)
+            peer_key = None if first_peer is None else self._telegram.peer_key(first_peer)
+            if key is not None:
+                self._checked.remember(method, key, peer_key)
+        else:  # identical to a request that passed: the same answer (`CheckedRequests`)
+            peer_key = cast("str | None", known)
 
         async def call(c: Client, ids: tuple[int, ...] | None) -> dict[str, Any]:
             return await c.call(method, frozen_args)
 
-        if not is_read_only(method, frozen_args):
+        if not read_only:
             if max_age > 0:
                 raise JobFailed(
                     ErrorClass.INVALID_ARGUMENT,
@@ -778,7 +794,7 @@ class Pool:
         return await self._read_only_job(
             method,
             call,
-            identical_key("invoke", [tl_key(method), frozen_args], account, tags),
+            key,
             deadline_s,
             account,
             tags,

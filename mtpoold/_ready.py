@@ -6,12 +6,16 @@ import collections
 import heapq
 import itertools
 from collections.abc import Callable, Collection
-from typing import final
+from typing import Final, final
 
 import trio
 
 from ._account import AccountWorker
 from ._lane import ProxyLane
+
+#: Collections whose emptiness means nothing is avoided (a `Collection` of the caller's may
+#: judge membership itself, as the dispatcher's class and chat filter does).
+_PLAIN: Final = (tuple, frozenset, set, list, dict)
 
 
 @final
@@ -48,7 +52,7 @@ class ReadyIndex:
         self._future: list[tuple[float, int, str]] = []  # (start bound, seq, lane)
         self._live: dict[str, int] = {}  # lane key -> seq of its one live heap entry
         self._cooling: list[tuple[float, int, AccountWorker]] = []
-        self._assigned: collections.Counter[str] = collections.Counter()
+        self._assigned: dict[str, int] = {}  # lane key -> accounts of it assigned (> 0)
         self._busy_since_at: dict[str, float] = {}  # lane key -> when its assigned count left 0
         # account id -> order of its last assignment: an exact LRU even when several calls
         # start at the same clock reading
@@ -75,7 +79,7 @@ class ReadyIndex:
     # -- ranking -------------------------------------------------------------------------------
 
     def _bound_at(self, lane: ProxyLane) -> float:
-        assigned = self._assigned[lane.key]
+        assigned = self._assigned.get(lane.key, 0)
         last_at = lane.last_start_at
         if assigned:  # a lane that never started still starts its assigned jobs in turn
             last_at = max(last_at, self._busy_since_at[lane.key] - lane.interval_s)
@@ -191,9 +195,10 @@ class ReadyIndex:
         """A job took the account: it leaves the free set and its lane starts later."""
         key = acc.lane.key
         now = trio.current_time()
-        if not self._assigned[key]:
+        assigned = self._assigned.get(key, 0)
+        if not assigned:
             self._busy_since_at[key] = now
-        self._assigned[key] += 1
+        self._assigned[key] = assigned + 1
         self._last_use[acc.id] = next(self._seq)
         free = self._free.get(key)
         if free is not None:
@@ -207,9 +212,11 @@ class ReadyIndex:
     def unassign(self, acc: AccountWorker, lane: ProxyLane) -> None:
         """The job's attempt on the account ended (call :meth:`mark_free` after, if it may
         take calls again). ``lane`` is the lane it was assigned on."""
-        self._assigned[lane.key] -= 1
-        if self._assigned[lane.key] <= 0:
-            del self._assigned[lane.key]
+        assigned = self._assigned.get(lane.key, 0) - 1
+        if assigned > 0:
+            self._assigned[lane.key] = assigned
+        else:
+            self._assigned.pop(lane.key, None)
             self._busy_since_at.pop(lane.key, None)
         if self._free.get(lane.key):
             self._rank(lane, trio.current_time())
@@ -287,7 +294,7 @@ class ReadyIndex:
 
     def assigned_on(self, lane_key: str) -> int:
         """Accounts of the lane currently assigned to jobs."""
-        return self._assigned[lane_key]
+        return self._assigned.get(lane_key, 0)
 
     @property
     def assigned(self) -> int:
@@ -328,7 +335,11 @@ class ReadyIndex:
                 if ready and self._lru_key(key) != rank:
                     heapq.heapreplace(heap, (self._lru_key(key), seq, key))
                     continue
-                found = next((a for a in self._free[key].values() if a.id not in avoid), None)
+                free = self._free[key].values()
+                if not avoid and type(avoid) in _PLAIN:  # nothing to skip: live, so one is free
+                    found = next(iter(free))
+                else:  # (a filter judged on membership may be empty and still exclude)
+                    found = next((a for a in free if a.id not in avoid), None)
                 if found is None:
                     skipped.append((heap, heapq.heappop(heap)))
             if found is not None:

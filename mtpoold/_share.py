@@ -93,10 +93,40 @@ CACHE_MAX_ENTRY_BYTES: Final = 2**20
 _ENCODER: Final = json.JSONEncoder(sort_keys=True, separators=(",", ":"), allow_nan=False)
 
 
+def _c_encoder() -> Callable[[object], str] | None:
+    """The C encoder `_ENCODER.encode` builds anew on every call, built once (no circular
+    check: a cycle ends in RecursionError, as an over-deep value does), or None where this
+    Python's ``_json`` takes other arguments (checked against `_ENCODER` on a sample)."""
+    make = getattr(json.encoder, "c_make_encoder", None)
+    if make is None:
+        return None
+    try:
+        chunks = make(
+            None, _ENCODER.default, json.encoder.encode_basestring_ascii, None,
+            ":", ",", True, False, False,
+        )  # fmt: skip
+        sample: list[object] = ["k", {"b": [1, 2.5, None, True], "a": "é\n"}, None, []]
+
+        def encode(value: object) -> str:
+            return "".join(chunks(value, 0))
+
+        if encode(sample) != _ENCODER.encode(sample):
+            return None
+        encode(math.nan)  # must refuse NaN, as `_ENCODER` does
+    except ValueError:
+        return encode
+    except Exception:  # noqa: BLE001 - another Python's _json: the plain encoder serves
+        return None
+    return None
+
+
+_ENCODE: Final = _c_encoder() or _ENCODER.encode
+
+
 def _canonical(value: object) -> str | None:
     """Canonical JSON (sorted keys, no spaces), or None if ``value`` is not JSON."""
     try:
-        return _ENCODER.encode(value)
+        return _ENCODE(value)
     except (TypeError, ValueError, RecursionError):
         return None
 
@@ -114,7 +144,7 @@ def identical_key(kind: str, what: object, account: str | None, tags: Iterable[s
     Returns:
         The key, or None when ``what`` is not JSON (such a job is never shared).
     """
-    return _canonical([kind, what, account, sorted(set(tags))])
+    return _canonical([kind, what, account, sorted(set(tags)) if tags else []])
 
 
 def project(value: Mapping[str, Any], ids: Sequence[int]) -> dict[str, Any]:

@@ -51,6 +51,7 @@ CORE = frozenset(
         "_jobs",  # the registry of jobs in flight and their hops
         "_gcpause",  # the cyclic collector paused while 100,000 accounts are built
         "_promptwake",  # how lanes sleep until a start slot on time (trio only)
+        "_checkedrequests",  # invoke requests that passed the check (plain data)
     )
 )
 VOCABULARY = frozenset(

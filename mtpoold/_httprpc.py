@@ -361,7 +361,7 @@ def split_batch(body: bytes) -> list[str] | None:
         text = body.decode("utf-8")
     except UnicodeDecodeError:
         return None  # one text: the dispatcher answers -32700, not UTF-8
-    start = len(text) - len(text.lstrip())
+    start = len(text) - len(text.lstrip(_JSON_SPACE))
     if not text.startswith("[", start):
         return None
     decoder = json.JSONDecoder()
@@ -369,7 +369,7 @@ def split_batch(body: bytes) -> list[str] | None:
     i = start + 1
     try:
         while True:
-            while i < len(text) and text[i].isspace():
+            while i < len(text) and text[i] in _JSON_SPACE:
                 i += 1
             if text.startswith("]", i) and not parts:
                 i += 1
@@ -377,7 +377,7 @@ def split_batch(body: bytes) -> list[str] | None:
             _obj, end = decoder.raw_decode(text, i)
             parts.append(text[i:end])
             i = end
-            while i < len(text) and text[i].isspace():
+            while i < len(text) and text[i] in _JSON_SPACE:
                 i += 1
             if text.startswith(",", i):
                 i += 1
@@ -388,9 +388,14 @@ def split_batch(body: bytes) -> list[str] | None:
             raise ValueError("expected , or ]")
     except (ValueError, RecursionError):
         return None
-    if text[i:].strip():
+    if text[i:].strip(_JSON_SPACE):
         return None
     return parts
+
+
+#: What JSON calls whitespace (RFC 8259 §2): not U+00A0, U+2028 and the rest `str.isspace`
+#: takes.
+_JSON_SPACE: Final = " \t\n\r"
 
 
 def _status_of(reply: str) -> int:

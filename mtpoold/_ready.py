@@ -51,6 +51,7 @@ class ReadyIndex:
         self._ready: list[tuple[float, int, str]] = []  # (LRU account's last use, seq, lane)
         self._future: list[tuple[float, int, str]] = []  # (start bound, seq, lane)
         self._live: dict[str, int] = {}  # lane key -> seq of its one live heap entry
+        self._live_ready: set[str] = set()  # lanes whose live entry is in the ready heap
         self._cooling: list[tuple[float, int, AccountWorker]] = []
         self._assigned: dict[str, int] = {}  # lane key -> accounts of it assigned (> 0)
         self._busy_since_at: dict[str, float] = {}  # lane key -> when its assigned count left 0
@@ -93,12 +94,15 @@ class ReadyIndex:
         """(Re-)rank the lane as of ``now`` (the caller's clock reading, trio clock s): its
         previous heap entry, if any, becomes stale."""
         seq = next(self._seq)
-        self._live[lane.key] = seq
+        key = lane.key
+        self._live[key] = seq
         bound_at = self._bound_at(lane)
         if bound_at <= now:
-            heapq.heappush(self._ready, (self._lru_key(lane.key), seq, lane.key))
+            heapq.heappush(self._ready, (self._lru_key(key), seq, key))
+            self._live_ready.add(key)
         else:
-            heapq.heappush(self._future, (bound_at, seq, lane.key))
+            heapq.heappush(self._future, (bound_at, seq, key))
+            self._live_ready.discard(key)
         if len(self._ready) + len(self._future) > 2 * len(self._live) + 64:
             self._compact()
 
@@ -113,6 +117,7 @@ class ReadyIndex:
             return False
         if not self._free.get(key):
             del self._live[key]  # no free account left: unranked until one returns
+            self._live_ready.discard(key)
             return False
         return True
 
@@ -218,7 +223,9 @@ class ReadyIndex:
         else:
             self._assigned.pop(lane.key, None)
             self._busy_since_at.pop(lane.key, None)
-        if self._free.get(lane.key):
+        # The bound only falls here: a lane ranked ready stays ready under the same key
+        # (its least recently used free account did not change), so its entry stands.
+        if self._free.get(lane.key) and lane.key not in self._live_ready:
             self._rank(lane, trio.current_time())
         for side, _ in self._sides:
             side.lane_changed(lane)

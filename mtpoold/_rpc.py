@@ -19,6 +19,8 @@ Protocol choices (this docstring is the reference):
   ``args``, the TL argument: ``argument 'limit' must be an integer -2147483648..2147483647``).
   Only ``NaN`` / ``Infinity`` (not JSON) and integers longer than `MAX_INT_DIGITS` digits
   (Python's int/str limit) are ``-32700``.
+* Nesting: a frame of more than `MAX_JSON_DEPTH` levels of arrays and objects is ``-32700``
+  ("nested too deeply"), whichever decoder read it.
 
 Error codes:
 
@@ -74,6 +76,7 @@ __all__ = [
     "JOB_FAILED",
     "MAX_DEADLINE_MS",
     "MAX_INT_DIGITS",
+    "MAX_JSON_DEPTH",
     "METHODS",
     "METHOD_NOT_FOUND",
     "NO_ACCOUNT_AVAILABLE",
@@ -317,7 +320,8 @@ def parse_request(frame: str | bytes) -> Request:
         RpcError: PARSE_ERROR (-32700) if the frame is not JSON, or holds NaN, Infinity,
             an integer of more than `MAX_INT_DIGITS` digits, or a string escaping half a
             UTF-16 surrogate pair (``"\\ud800"``: not text, no reply could hold it; I-JSON,
-            RFC 7493 §2.1) (``request_id`` None);
+            RFC 7493 §2.1), or nests more than `MAX_JSON_DEPTH` levels (``request_id``
+            None);
             INVALID_REQUEST (-32600) if it is a batch, not an object, lacks ``"jsonrpc":
             "2.0"``, lacks an id (notifications are not supported), has an id that is not a
             string or integer, a method that is not a string, or params that are neither an
@@ -326,7 +330,38 @@ def parse_request(frame: str | bytes) -> Request:
     obj = _quick_loads(frame)
     if obj is _NOT_QUICK:
         obj = _full_loads(frame)
+    if _brackets(frame) > MAX_JSON_DEPTH and _deeper_than(obj, MAX_JSON_DEPTH):
+        raise RpcError(PARSE_ERROR, _TOO_DEEP, error_class=WireClass.PARSE_ERROR)
     return _request_of(obj)
+
+
+#: Levels of arrays and objects a frame may nest (``[]`` is one). Both decoders read deeper
+#: (orjson to 1,024, the standard library until Python's recursion limit, about 1,000 less
+#: the stack in use), so the limit is ours, the same on either path and for every element of
+#: an HTTP batch; no request needs more than a few dozen (`mtpoold._tljson.MAX_DEPTH`).
+MAX_JSON_DEPTH: Final = 512
+_TOO_DEEP: Final = f"not valid JSON: nested too deeply (more than {MAX_JSON_DEPTH} levels)"
+
+
+def _brackets(frame: str | bytes) -> int:
+    """Opening brackets in ``frame`` (strings included): an upper bound of its depth."""
+    if isinstance(frame, str):
+        return frame.count("[") + frame.count("{")
+    return frame.count(b"[") + frame.count(b"{")
+
+
+def _deeper_than(obj: object, limit: int) -> bool:
+    """Whether ``obj`` (decoded JSON) nests more than ``limit`` levels (without recursion)."""
+    if not isinstance(obj, (dict, list)):
+        return False
+    stack: list[tuple[dict[str, Any] | list[Any], int]] = [(obj, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if depth > limit:
+            return True
+        children = value.values() if isinstance(value, dict) else value
+        stack.extend((child, depth + 1) for child in children if isinstance(child, (dict, list)))
+    return False
 
 
 #: What `_quick_loads` answers for a frame it leaves to `_full_loads`.
@@ -383,7 +418,7 @@ def _full_loads(frame: str | bytes) -> Any:
         elif isinstance(exc, UnicodeDecodeError):
             detail = "the frame is not UTF-8 text"
         elif isinstance(exc, RecursionError):
-            detail = "nested too deeply"
+            raise RpcError(PARSE_ERROR, _TOO_DEEP, error_class=WireClass.PARSE_ERROR) from None
         else:  # pragma: no cover - json.loads raises nothing else
             detail = type(exc).__name__
         raise RpcError(
@@ -799,10 +834,12 @@ def _quick_options(value: Any) -> JobOptions | None:
         return _NO_OPTIONS
     fields: dict[str, Any] = {}
     for key, v in value.items():
+        types = _OPTION_TYPES.get(key)
+        if types is None:  # unknown, even as null: the full path names it
+            return None
         if v is None:
             continue
-        types = _OPTION_TYPES.get(key)
-        if types is None or type(v) not in types:
+        if type(v) not in types:
             return None
         if key == "tags":
             for tag in v:

@@ -702,8 +702,8 @@ def check_request(method: str, args: Mapping[str, Any], *, allow: Collection[str
     - unknown or missing argument names, JSON values of the wrong type for their TL type,
       integers outside their TL type's range (int32, int64, int128, int256), unknown or
       ill-fitting ``{"_": ...}`` constructors at any depth;
-    - anything else Telethon would fail to serialize (a date past 2038, ...), with peer
-      references stood in for by empty Input* objects.
+    - anything else Telethon would fail to serialize (a date past 2038, a flag group given
+      in part, ...), with peer references stood in for by empty Input* objects.
 
     Args:
         method: TL function name, see `function_by_name`.
@@ -725,7 +725,16 @@ def check_request(method: str, args: Mapping[str, Any], *, allow: Collection[str
     _substitute(request, depth=0)
     try:
         bytes(request)
-    except (struct.error, OverflowError, ValueError, TypeError, AttributeError) as exc:
+    # AssertionError: Telethon asserts that a flag group's fields are given all or none
+    # (messages.TranslateText's peer, id; messages.RequestUrlAuth's peer, msg_id, button_id)
+    except (
+        struct.error,
+        OverflowError,
+        ValueError,
+        TypeError,
+        AttributeError,
+        AssertionError,
+    ) as exc:
         raise _invalid(
             f"{_display_name(cls)}: arguments cannot be serialized: {type(exc).__name__}: "
             + _quote(exc)[1:-1]

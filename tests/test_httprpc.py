@@ -19,6 +19,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mtpoold._httprpc import split_batch
+from mtpoold._rpc import MAX_JSON_DEPTH
 from mtpoold._server import RpcServer
 
 from _fakepool import FakePool
@@ -521,3 +522,48 @@ def test_any_bytes_get_an_http_answer_or_a_close_never_a_crash(data: bytes) -> N
     finally:
         logger.removeHandler(handler)
     assert not [r for r in seen if r.levelno >= logging.ERROR], [r.getMessage() for r in seen]
+
+
+async def test_post_nesting_past_the_limit_is_minus_32700_alone_or_in_a_batch() -> None:
+    # shared cases, a helper's re-run: an element nested ~1,010 deep sent the whole batch to
+    # "batches are not supported" (the standard library's recursion limit in `split_batch`,
+    # orjson's 1,024 levels in the dispatcher), and the ping beside it was never answered
+    def nested(levels: int) -> str:
+        return "[" * levels + "]" * levels
+
+    def invoke(request_id: int, levels: int) -> str:
+        args = '{"x":' + nested(levels) + "}"
+        head = f'{{"jsonrpc":"2.0","id":{request_id},"method":"invoke",'
+        return head + '"params":{"method":"echo","args":' + args + "}}"
+
+    ping = '{"jsonrpc":"2.0","id":1,"method":"ping"}'
+    too_deep = f"nested too deeply (more than {MAX_JSON_DEPTH} levels)"
+    async with served() as h:
+        for levels in (MAX_JSON_DEPTH - 3, MAX_JSON_DEPTH + 10, 1010, 3000):
+            reply = await h.post(("[" + ping + "," + invoke(2, levels) + "]").encode())
+            if levels < 990:  # the batch is cut into its elements: a reply each
+                assert reply.status == 200, reply
+                by_id = {r["id"]: r for r in reply.body}
+                assert len(reply.body) == 2 and "result" in by_id[1]
+                if levels > MAX_JSON_DEPTH:  # a parse error: its id is not read (null)
+                    deep = by_id[None]
+                    assert deep["error"]["code"] == -32700
+                    assert deep["error"]["message"].endswith(too_deep)
+                else:  # parsed: the echo client answers it
+                    assert "result" in by_id[2], by_id
+            else:  # too deep to cut: the body itself is refused, never "batches are not"
+                assert (reply.status, reply.body["error"]["code"]) == (400, -32700), reply
+                assert reply.body["error"]["message"].endswith(too_deep)
+            alone = await h.post(invoke(3, levels).encode())
+            if levels > MAX_JSON_DEPTH:
+                assert alone.body["error"]["code"] == -32700, alone
+                assert alone.body["error"]["message"].endswith(too_deep)
+        assert (await h.post(req(9, "ping"))).status == 200
+
+
+def test_split_batch_takes_json_whitespace_only() -> None:
+    assert split_batch(b" \t\r\n[1 ,\n2]\n") == ["1", "2"]
+    for space in ("\u00a0", "\u2028", "\u3000"):
+        assert split_batch(f"[1,{space}2]".encode()) is None
+        assert split_batch(f"{space}[1]".encode()) is None
+        assert split_batch(f"[1]{space}".encode()) is None

@@ -63,7 +63,7 @@ def test_parse_request_errors(frame: str, code: int, request_id: object) -> None
         ('{"id": 1%s}' % ("0" * 4300), "not valid JSON: an integer of more than 4300 digits"),
         ('{"id":', "not valid JSON: Expecting value (line 1 column 7)"),
         (b'{"id": "\xff"}', "not valid JSON: the frame is not UTF-8 text"),
-        ("[" * 100_000, "not valid JSON: nested too deeply"),
+        ("[" * 100_000, "not valid JSON: nested too deeply (more than 512 levels)"),
         ('{"jsonrpc": "2.0", "id": "\\ud800", "method": "ping"}',
          "not valid JSON: a string holds an unpaired UTF-16 surrogate (\\uD800-\\uDFFF)"),
         ('{"jsonrpc": "2.0", "id": 1, "method": "x", "params": {"a": ["\\uDFFFx"]}}',

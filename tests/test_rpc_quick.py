@@ -24,6 +24,7 @@ from mtpoold._rpc import (
     _NOT_QUICK,
     _PARAMS,
     _PARAMS_OF,
+    MAX_JSON_DEPTH,
     InvokeParams,
     JobOptions,
     ResolveParams,
@@ -235,6 +236,8 @@ def test_quick_params_takes_these(named: dict[str, Any]) -> None:
         {"method": "x", "options": {"max_age_s": 2**65}},
         {"method": "x", "options": {"account": ""}},
         {"method": "x", "options": {"unknown": 1}},
+        {"method": "x", "options": {"deadlin_ms": None}},  # a misspelt option, even null
+        {"method": "x", "options": {"acount": None, "deadline_ms": 5}},
         {"method": "x", "options": []},
     ],
 )
@@ -282,3 +285,29 @@ def test_encode_job_result_what_orjson_does_not_take() -> None:
     circular.append(circular)
     with pytest.raises(ValueError):
         encode_job_result(1, circular)
+
+
+@pytest.mark.parametrize("levels", [MAX_JSON_DEPTH + 1, 1010, 1030, 5000])
+@pytest.mark.parametrize("full", [False, True])
+def test_nesting_past_the_limit_is_a_parse_error_on_either_path(levels: int, full: bool) -> None:
+    # orjson reads 1,024 levels, the standard library about 1,000: a frame 1,010 deep was a
+    # request on the quick path and -32700 on the full one (shared cases, a helper's re-run)
+    number = "1234567890123456789012" if full else "1"  # 19+ digits: the full path
+    args = '{"n":' + number + ',"x":' + "[" * (levels - 2) + "]" * (levels - 2) + "}"
+    frame = '{"jsonrpc":"2.0","id":1,"method":"invoke","params":{"method":"m","args":' + args + "}}"
+    assert (_quick_loads(frame) is _NOT_QUICK) == (full or levels > 1024)
+    for sent in (frame, frame.encode()):
+        with pytest.raises(RpcError) as info:
+            parse_request(sent)
+        assert info.value.code == -32700 and info.value.request_id is None
+        assert info.value.message == (
+            f"not valid JSON: nested too deeply (more than {MAX_JSON_DEPTH} levels)"
+        )
+
+
+def test_nesting_up_to_the_limit_is_read_and_brackets_in_strings_do_not_count() -> None:
+    inner = "[" * (MAX_JSON_DEPTH - 4) + "]" * (MAX_JSON_DEPTH - 4)
+    head = '{"jsonrpc":"2.0","id":1,"method":"invoke","params":{"method":"m","args":{"x":'
+    assert parse_request(head + inner + "}}}").params["args"]["x"] is not None
+    brackets = '"' + "[{" * 2000 + '"'
+    assert parse_request(head + brackets + "}}}").params["args"]["x"].startswith("[{")

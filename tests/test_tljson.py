@@ -444,6 +444,23 @@ RANGE = r"must be an integer -2147483648\.\.2147483647, got "
         ),
         ("messages.GetMessages", {"id": [True]}, r"^argument 'id\[0\]' must be a "),
         ("messages.GetMessages", [], r"^arguments of messages\.GetMessages must be a JSON object$"),
+        # a flag group given in part: Telethon asserts all or none (shared case 001's kind)
+        (
+            "messages.TranslateText",
+            {"peer": "@example_news", "to_lang": "en"},
+            r"^messages\.TranslateText: arguments cannot be serialized: AssertionError: peer, id"
+            r" parameters must all be",
+        ),
+        (
+            "messages.RequestUrlAuth",
+            {"peer": "@example_news", "url": "https://x"},
+            r"AssertionError: peer, msg_id, button_id parameters must all be",
+        ),
+        (
+            "messages.GetExportedChatInvites",
+            {"peer": "@x", "admin_id": "@y", "limit": 1, "offset_date": 5},
+            r"AssertionError: offset_date, offset_link parameters must all be",
+        ),
     ],
 )
 def test_check_request_rejects_what_build_request_would(

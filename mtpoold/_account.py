@@ -13,7 +13,7 @@ import trio
 
 from ._errors import ErrorClass, Failure, RateClassBlocked, StartMissed
 from ._jobs import JobPhase, JobProgress
-from ._lane import LeaseUnconfirmed, ProxyCoolingDown, ProxyLane
+from ._lane import LeaseUnconfirmed, NotAtOnce, ProxyCoolingDown, ProxyLane
 from ._logformat import log_event
 from ._policy import Verdict
 from ._stats import AccountState, AccountStatistics, ClassState
@@ -32,6 +32,12 @@ KEEPALIVE_INTERVAL_S: Final = 60.0
 #: A connect cut off (by the job deadline) after running at least this long, or its whole
 #: ``connect_timeout_s`` if shorter, before the DC answered is the proxy's failure, seconds.
 ABANDONED_CONNECT_MIN_S: Final = 1.0
+#: A call its lane starts at once (`ProxyLane.starts_at_once`) counts its call deadline from
+#: when it asked for the slot, not from the slot's own reading of the clock, unless the two
+#: lie further apart than this (s): the deadline is then moved to the slot's start. One
+#: deadline per call instead of two (bench/scale.py, "pool per-job CPU"); the call's
+#: ``call_deadline_s`` is honoured to the millisecond.
+AT_ONCE_SLACK_S: Final = 0.001
 
 
 class Client(Protocol):
@@ -382,24 +388,47 @@ class AccountWorker:
                 # One scope for the whole run: `cut_off` cancels it (cluster mode), and from
                 # the call's start slot on it carries the call deadline too (what
                 # ``trio.fail_after`` would give, without a second scope per call).
-                with trio.CancelScope(deadline=deadline_at) as run_scope:
+                client = self._client
+                asked_at = trio.current_time()
+                # Connected, no ping due, and a lane that starts it at once (ungated, a token
+                # free): the scope gets the call deadline when it opens, not a second
+                # deadline after the slot (`AT_ONCE_SLACK_S`).
+                at_once = (
+                    client is not None
+                    and client.is_connected()
+                    and self.lane.starts_at_once(asked_at)
+                    and not self._ping_due()
+                )
+                scope_until_at = deadline_at
+                if at_once:
+                    scope_until_at = min(deadline_at, asked_at + call_deadline_s)
+                with trio.CancelScope(deadline=scope_until_at) as run_scope:
                     self._run_scope = run_scope
-                    client = self._client  # connected: no connect to await
                     if client is None or not client.is_connected():
                         client = await self._ensure_connected(judge, on_abandoned, progress)
-                    if self._ping_due():
+                    if not at_once and self._ping_due():
                         # cluster mode: a due keepalive goes before the next call, busy or not
                         if not await self._keepalive():
                             await self._drop_connection()
                             client = await self._ensure_connected(judge, on_abandoned, progress)
-                    # the slot's start (trio clock, s): the call deadline counts from it
-                    async with self.lane.slot(progress, account=self.id) as started_at:
-                        self.last_used_at = started_at
-                        self._in_call = True
-                        call_until_at = started_at + call_deadline_s
-                        if call_until_at < deadline_at:
-                            run_scope.deadline = call_until_at
-                        result = await op(client)
+                    while True:
+                        try:
+                            # the slot's start (trio clock, s): the call deadline counts from it
+                            async with self.lane.slot(
+                                progress, account=self.id, at_once=at_once
+                            ) as started_at:
+                                self.last_used_at = started_at
+                                self._in_call = True
+                                call_until_at = started_at + call_deadline_s
+                                if call_until_at < deadline_at and (
+                                    not at_once or started_at - asked_at > AT_ONCE_SLACK_S
+                                ):
+                                    run_scope.deadline = call_until_at
+                                result = await op(client)
+                            break
+                        except NotAtOnce:  # gated meanwhile (a reload): wait as any caller
+                            at_once = False
+                            run_scope.deadline = deadline_at
                 if run_scope.cancelled_caught:
                     if self._cut_cause is None:
                         if trio.current_time() >= deadline_at:  # the job's, not the call's

@@ -152,6 +152,11 @@ class RateGate:
         finally:
             self._leave(turn)
 
+    def opens_at_once(self) -> bool:
+        """Whether `wait_for_slot` would give a caller arriving now its slot with no wait:
+        the gate is ungated (``interval_s`` 0) and nobody is queued."""
+        return not self._queue and self.interval_s <= 0
+
     def _leave(self, turn: trio.Event) -> None:
         was_head = bool(self._queue) and self._queue[0] is turn
         try:

@@ -45,6 +45,12 @@ class ProxyCoolingDown(Exception):
         self.until_at = until_at
 
 
+class NotAtOnce(Exception):
+    """`ProxyLane.slot` with ``at_once``: the gate would make the caller wait after all (the
+    lane was gated meanwhile, by a reload). Raised before any wait, the capacity token given
+    back; nothing was sent. The caller asks again without ``at_once``."""
+
+
 class LeaseUnconfirmed(Exception):
     """Cluster mode: this node's lease on the account is not confirmed (lost, expired on the
     local clock, or Redis could not be asked), so the call or connect does not start (or,
@@ -195,6 +201,7 @@ class ProxyLane:
         account: str | None = None,
         connecting: bool = False,
         on_start: Callable[[float], None] | None = None,
+        at_once: bool = False,
     ) -> _Slot:
         """Hold one capacity token and start at the gate's next slot.
 
@@ -209,6 +216,8 @@ class ProxyLane:
                 earliest its slot can have been, `_shared_slot`); the account hands it to
                 the client's socket (`mtpoold._wire.WireMonitor.open_by`). Not called in
                 single-node mode.
+            at_once: The caller found `starts_at_once` true and set its deadlines by it: if
+                the gate would make it wait after all, `NotAtOnce` is raised first.
 
         Returns:
             An async context manager; ``async with`` gives the start time on the trio clock
@@ -221,7 +230,20 @@ class ProxyLane:
             LeaseUnconfirmed: cluster mode: the account's lease is not confirmed at the
                 reservation or just before the start; nothing was sent.
         """
-        return _Slot(self, progress, phase, account, connecting, on_start)
+        return _Slot(self, progress, phase, account, connecting, on_start, at_once)
+
+    def starts_at_once(self, now: float) -> bool:
+        """Whether a caller asking now (``now``: a reading of the trio clock, s) gets its
+        start with no wait: single-node mode, a capacity token free, an ungated gate with
+        nobody queued (`RateGate.opens_at_once`), no proxy cooldown. The token is taken
+        before the slot's schedule point, so only a reload can make it wrong (`NotAtOnce`).
+        """
+        return (
+            self.shared is None
+            and self._limiter.available_tokens > 0
+            and self._gate.opens_at_once()
+            and self.cooldown_until_at <= now
+        )
 
     async def _shared_slot(
         self,
@@ -436,6 +458,7 @@ class _Slot:
 
     __slots__ = (
         "_account",
+        "_at_once",
         "_connecting",
         "_lane",
         "_on_start",
@@ -452,7 +475,9 @@ class _Slot:
         account: str | None,
         connecting: bool,
         on_start: Callable[[float], None] | None,
+        at_once: bool = False,
     ) -> None:
+        self._at_once = at_once
         self._lane = lane
         self._progress = progress
         self._phase = phase
@@ -470,6 +495,8 @@ class _Slot:
         try:
             lane._check_not_cooling(asked_at)
             if lane.shared is None:
+                if self._at_once and not lane._gate.opens_at_once():
+                    raise NotAtOnce
                 started_at = await lane._gate.wait_for_slot(progress)
             else:
                 started_at, open_by = await lane._shared_slot(

@@ -9,8 +9,8 @@ import pytest
 import trio
 import trio.lowlevel
 
-from mtpoold._account import AccountWorker
-from mtpoold._errors import StartMissed
+from mtpoold._account import AccountWorker, Judged
+from mtpoold._errors import ErrorClass, Failure, StartMissed
 from mtpoold._lane import ProxyLane
 from mtpoold._policy import Verdict
 from mtpoold._startwindow import DEFAULT_S, StartWindow
@@ -154,3 +154,65 @@ async def test_connect_reaching_its_socket_past_the_slot_takes_another_slot(
         pytest.approx(t0 + 2.05 + DEFAULT_S),
         None,
     ]
+
+
+async def test_a_call_its_lane_starts_at_once_is_cut_at_its_call_deadline(
+    autojump_clock: trio.testing.MockClock, nursery: trio.Nursery
+) -> None:
+    # `ProxyLane.starts_at_once`: the run's scope opens with the call deadline (one
+    # deadline, not a second one set after the slot); it is cut there all the same
+    lane = ProxyLane(key="k", name="p1", type="socks5", interval_s=0.0, jitter_s=(0.0, 0.0))
+    client = PingingClient()
+    worker = _worker(nursery, client, lane)
+    await worker.run(lambda c: c.call("help.getConfig", {}), call_deadline_s=5, judge=_judge)
+    t0 = trio.current_time()
+    assert lane.starts_at_once(t0)
+
+    async def slow(c: Any) -> dict[str, Any]:
+        await trio.sleep(3)
+        return {"_": "late"}
+
+    causes: list[BaseException] = []
+
+    def judge(exc: BaseException) -> tuple[Any, Verdict]:
+        causes.append(exc)
+        return Failure(ErrorClass.GENERIC, "cut"), Verdict()
+
+    with pytest.raises(Judged):
+        await worker.run(slow, call_deadline_s=2, judge=judge, deadline_at=t0 + 100)
+    assert [type(c) for c in causes] == [trio.TooSlowError]
+    assert trio.current_time() - t0 == pytest.approx(2)
+
+
+async def test_a_reload_gating_the_lane_during_an_at_once_slot_waits_under_the_job_deadline(
+    autojump_clock: trio.testing.MockClock, nursery: trio.Nursery
+) -> None:
+    # The lane is gated (a reload) during the slot's schedule point: the gate makes the call
+    # wait after all (`NotAtOnce`); the wait is under the job deadline, not cut at the call
+    # deadline the at-once start had set.
+    lane = ProxyLane(key="k", name="p1", type="socks5", interval_s=0.0, jitter_s=(0.0, 0.0))
+    client = PingingClient()
+    worker = _worker(nursery, client, lane)
+    await worker.run(lambda c: c.call("help.getConfig", {}), call_deadline_s=5, judge=_judge)
+
+    limiter = lane._limiter
+    take = limiter.acquire
+
+    async def acquire_then_reload() -> None:  # the reload lands in the slot's schedule point
+        await take()
+        lane.reconfigure(capacity=1, interval_s=10.0)
+        limiter.acquire = take  # type: ignore[method-assign]
+
+    limiter.acquire = acquire_then_reload  # type: ignore[method-assign]
+    t0 = trio.current_time()
+    assert lane.starts_at_once(t0)
+    value = await worker.run(
+        lambda c: c.call("help.getConfig", {}),
+        call_deadline_s=2,
+        judge=_judge,
+        deadline_at=t0 + 100,
+    )
+    assert value == {"_": "Ok"}
+    # the gate's next slot, 10 s after the previous start: waited for, not cut at 2 s
+    assert trio.current_time() - t0 == pytest.approx(10, abs=0.01)
+    assert lane.in_flight == 0 and lane.capacity_waiting == 0  # the token went back, once

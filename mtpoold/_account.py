@@ -6,7 +6,7 @@ import collections
 import logging
 import math
 from collections.abc import Awaitable, Callable, Iterable
-from typing import TYPE_CHECKING, Any, Final, Protocol, TypeVar, final, runtime_checkable
+from typing import TYPE_CHECKING, Any, Final, Protocol, TypeVar, cast, final, runtime_checkable
 
 import attrs
 import trio
@@ -32,12 +32,6 @@ KEEPALIVE_INTERVAL_S: Final = 60.0
 #: A connect cut off (by the job deadline) after running at least this long, or its whole
 #: ``connect_timeout_s`` if shorter, before the DC answered is the proxy's failure, seconds.
 ABANDONED_CONNECT_MIN_S: Final = 1.0
-#: A call its lane starts at once (`ProxyLane.starts_at_once`) counts its call deadline from
-#: when it asked for the slot, not from the slot's own reading of the clock, unless the two
-#: lie further apart than this (s): the deadline is then moved to the slot's start. One
-#: deadline per call instead of two (bench/scale.py, "pool per-job CPU"); the call's
-#: ``call_deadline_s`` is honoured to the millisecond.
-AT_ONCE_SLACK_S: Final = 0.001
 
 
 class Client(Protocol):
@@ -385,50 +379,45 @@ class AccountWorker:
                     # cluster mode: held back (a drain, a cut-off) after this job reserved
                     # the account; nothing may start, not even a connect
                     raise LeaseUnconfirmed(self.id, self.remote_reason)
-                # One scope for the whole run: `cut_off` cancels it (cluster mode), and from
-                # the call's start slot on it carries the call deadline too (what
-                # ``trio.fail_after`` would give, without a second scope per call).
                 client = self._client
-                asked_at = trio.current_time()
-                # Connected, no ping due, and a lane that starts it at once (ungated, a token
-                # free): the scope gets the call deadline when it opens, not a second
-                # deadline after the slot (`AT_ONCE_SLACK_S`).
-                at_once = (
+                run_scope: trio.CancelScope | None = None
+                # Connected, no ping due, and a lane that starts the call at once (single
+                # node, ungated, a token free): its slot needs no deadline, so the scope
+                # opens at the slot's start with the call deadline (`_call_at_once`).
+                if (
                     client is not None
                     and client.is_connected()
-                    and self.lane.starts_at_once(asked_at)
+                    and self.lane.starts_at_once(trio.current_time())
                     and not self._ping_due()
-                )
-                scope_until_at = deadline_at
-                if at_once:
-                    scope_until_at = min(deadline_at, asked_at + call_deadline_s)
-                with trio.CancelScope(deadline=scope_until_at) as run_scope:
-                    self._run_scope = run_scope
-                    if client is None or not client.is_connected():
-                        client = await self._ensure_connected(judge, on_abandoned, progress)
-                    if not at_once and self._ping_due():
-                        # cluster mode: a due keepalive goes before the next call, busy or not
-                        if not await self._keepalive():
-                            await self._drop_connection()
+                ):
+                    try:
+                        result, run_scope = await self._call_at_once(
+                            op, client, progress, call_deadline_s, deadline_at
+                        )
+                    except NotAtOnce:  # gated meanwhile (a reload): wait as any caller
+                        pass
+                if run_scope is None:
+                    # One scope for the whole run: `cut_off` cancels it (cluster mode), and
+                    # from the call's start slot on it carries the call deadline too (what
+                    # ``trio.fail_after`` would give, without a second scope per call).
+                    with trio.CancelScope(deadline=deadline_at) as run_scope:
+                        self._run_scope = run_scope
+                        if client is None or not client.is_connected():
                             client = await self._ensure_connected(judge, on_abandoned, progress)
-                    while True:
-                        try:
-                            # the slot's start (trio clock, s): the call deadline counts from it
-                            async with self.lane.slot(
-                                progress, account=self.id, at_once=at_once
-                            ) as started_at:
-                                self.last_used_at = started_at
-                                self._in_call = True
-                                call_until_at = started_at + call_deadline_s
-                                if call_until_at < deadline_at and (
-                                    not at_once or started_at - asked_at > AT_ONCE_SLACK_S
-                                ):
-                                    run_scope.deadline = call_until_at
-                                result = await op(client)
-                            break
-                        except NotAtOnce:  # gated meanwhile (a reload): wait as any caller
-                            at_once = False
-                            run_scope.deadline = deadline_at
+                        if self._ping_due():
+                            # cluster mode: a due keepalive goes before the next call, busy
+                            # or not
+                            if not await self._keepalive():
+                                await self._drop_connection()
+                                client = await self._ensure_connected(judge, on_abandoned, progress)
+                        # the slot's start (trio clock, s): the call deadline counts from it
+                        async with self.lane.slot(progress, account=self.id) as started_at:
+                            self.last_used_at = started_at
+                            self._in_call = True
+                            call_until_at = started_at + call_deadline_s
+                            if call_until_at < deadline_at:
+                                run_scope.deadline = call_until_at
+                            result = await op(client)
                 if run_scope.cancelled_caught:
                     if self._cut_cause is None:
                         if trio.current_time() >= deadline_at:  # the job's, not the call's
@@ -465,6 +454,37 @@ class AccountWorker:
             return result
         finally:
             self._lock.release()
+
+    async def _call_at_once(
+        self,
+        op: Callable[[Client], Awaitable[T]],
+        client: Client,
+        progress: JobProgress | None,
+        call_deadline_s: float,
+        deadline_at: float,
+    ) -> tuple[T, trio.CancelScope]:
+        """`run`'s call on a lane that starts it at once (`ProxyLane.starts_at_once`): the
+        slot first, with no scope around it (it cannot wait: the token is free, the gate
+        ungated, and `cut_off` is cluster mode's), then the call in a scope opened at the
+        slot's start with its one deadline, ``min(deadline_at, start + call_deadline_s)``
+        (trio clock, s). One deadline per call, and the slot's schedule point outside any
+        scope of ours (bench/scale.py, "pool per-job CPU").
+
+        Returns:
+            What ``op`` returned (None when the scope caught its deadline), and the scope
+            (the caller reads ``cancelled_caught`` first).
+
+        Raises:
+            NotAtOnce: the lane was gated meanwhile (a reload): nothing was sent.
+        """
+        result = cast(T, None)
+        async with self.lane.slot(progress, account=self.id, at_once=True) as started_at:
+            self.last_used_at = started_at
+            self._in_call = True
+            with trio.CancelScope(deadline=min(deadline_at, started_at + call_deadline_s)) as scope:
+                self._run_scope = scope
+                result = await op(client)
+        return result, scope
 
     async def _ensure_connected(
         self, judge: Judge, on_abandoned: OnAbandoned | None, progress: JobProgress | None

@@ -135,6 +135,25 @@ class Fleet:
             for a in self.accounts.values()
         )
 
+    def starts_sooner_elsewhere(self, job: Job, acc: AccountWorker) -> bool:
+        """Whether the job may wait for another lane rather than take the free ``acc``: an
+        account it prefers as much (untried if ``acc`` is), free or back when its proxy's
+        cooldown ends, whose lane starts before ``acc``'s lane's next start slot. The
+        dispatcher waits for the soonest start (a proxy cooling for 1 s beats a gate's slot
+        3 s away)."""
+        ready, now = self.d.ready, trio.current_time()
+        acc_start = max(now, ready.start_bound_at(acc.lane))
+        untried = acc.id not in job.avoid
+        return any(
+            b.lane is not acc.lane
+            and not b.busy
+            and self.usable(b)
+            and job.accepts(b, allow_avoided=not untried)
+            and self.class_free_at(job, b) <= now
+            and max(b.schedulable_at(), ready.start_bound_at(b.lane)) < acc_start
+            for b in self.accounts.values()
+        )
+
     def free_now(self, acc: AccountWorker) -> bool:
         now = trio.current_time()
         return not acc.busy and self.usable(acc) and acc.schedulable_at() <= now
@@ -171,6 +190,8 @@ class Fleet:
                 if not self.free_now(acc) or not job.accepts(acc, allow_avoided=True):
                     continue
                 if self.class_free_at(job, acc) > now or self.holds_for_knower(j, acc):
+                    continue
+                if self.starts_sooner_elsewhere(job, acc):
                     continue
                 assert acc.id in job.avoid and self.untried_left(job), (
                     f"job {j} waits while {acc.id} is free"
@@ -328,6 +349,12 @@ async def scenario(steps: list[tuple[Any, ...]], knower_wait_s: float = 0.0) -> 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(ops, max_size=40), st.sampled_from([0.0, 0.0, 20.0]))
 @example([("arrive", None, False, 300.0, 1)] * 3 + [("sleep", 10.0), ("finish", 0)], 20.0)
+# job 0 fails on a0 with k0 cooling 1 s: it waits for a1 on k0 (at 1 s), not for a3 on the
+# gated k1, whose next slot is 3 s away (job 1 holds a2 there)
+@example(
+    [("arrive", None, False, 5.0, 0), ("arrive", None, False, 5.0, 0), ("fail", 0, ("lane", 1.0))],
+    0.0,
+)
 def test_Dispatcher_invariants_hold_over_generated_sequences(
     steps: list[tuple[Any, ...]], knower_wait_s: float
 ) -> None:

@@ -156,15 +156,20 @@ async def test_connect_reaching_its_socket_past_the_slot_takes_another_slot(
     ]
 
 
+async def _connected_on_an_ungated_lane(nursery: trio.Nursery) -> tuple[ProxyLane, AccountWorker]:
+    """A worker whose client is connected (one call made) on an ungated lane."""
+    lane = ProxyLane(key="k", name="p1", type="socks5", interval_s=0.0, jitter_s=(0.0, 0.0))
+    worker = _worker(nursery, PingingClient(), lane)
+    await worker.run(lambda c: c.call("help.getConfig", {}), call_deadline_s=5, judge=_judge)
+    return lane, worker
+
+
 async def test_a_call_its_lane_starts_at_once_is_cut_at_its_call_deadline(
     autojump_clock: trio.testing.MockClock, nursery: trio.Nursery
 ) -> None:
     # `ProxyLane.starts_at_once`: the run's scope opens with the call deadline (one
     # deadline, not a second one set after the slot); it is cut there all the same
-    lane = ProxyLane(key="k", name="p1", type="socks5", interval_s=0.0, jitter_s=(0.0, 0.0))
-    client = PingingClient()
-    worker = _worker(nursery, client, lane)
-    await worker.run(lambda c: c.call("help.getConfig", {}), call_deadline_s=5, judge=_judge)
+    lane, worker = await _connected_on_an_ungated_lane(nursery)
     t0 = trio.current_time()
     assert lane.starts_at_once(t0)
 
@@ -190,10 +195,7 @@ async def test_a_reload_gating_the_lane_during_an_at_once_slot_waits_under_the_j
     # The lane is gated (a reload) during the slot's schedule point: the gate makes the call
     # wait after all (`NotAtOnce`); the wait is under the job deadline, not cut at the call
     # deadline the at-once start had set.
-    lane = ProxyLane(key="k", name="p1", type="socks5", interval_s=0.0, jitter_s=(0.0, 0.0))
-    client = PingingClient()
-    worker = _worker(nursery, client, lane)
-    await worker.run(lambda c: c.call("help.getConfig", {}), call_deadline_s=5, judge=_judge)
+    lane, worker = await _connected_on_an_ungated_lane(nursery)
 
     limiter = lane._limiter
     take = limiter.acquire

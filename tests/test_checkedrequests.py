@@ -3,7 +3,8 @@ identical to one that passed `check_request` skips the check; anything else is c
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+import contextlib
+from collections.abc import AsyncIterator, Collection, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +61,15 @@ def _counting(pool: Any) -> list[str]:
     return seen
 
 
+@contextlib.asynccontextmanager
+async def _counting_pool(tmp_path: Path) -> AsyncIterator[tuple[Any, list[str], World]]:
+    """A pool of one account on an ungated lane, the methods it checks (`_counting`), and
+    its client double's world."""
+    world = World()
+    async with open_pool(_config(tmp_path), client_factory=world.factory()) as pool:
+        yield pool, _counting(pool), world
+
+
 def _config(tmp_path: Path, **policy: Any) -> Config:
     return make_config(
         tmp_path,
@@ -72,9 +82,7 @@ def _config(tmp_path: Path, **policy: Any) -> Config:
 async def test_an_identical_read_only_invoke_is_checked_once(
     tmp_path: Path, autojump_clock: trio.testing.MockClock
 ) -> None:
-    world = World()
-    async with open_pool(_config(tmp_path), client_factory=world.factory()) as pool:
-        seen = _counting(pool)
+    async with _counting_pool(tmp_path) as (pool, seen, world):
         for _ in range(3):
             await pool.invoke("help.GetConfig", {})
         assert seen == ["help.GetConfig"]
@@ -98,9 +106,7 @@ async def test_an_identical_read_only_invoke_is_checked_once(
 async def test_a_refused_request_is_refused_every_time(
     tmp_path: Path, autojump_clock: trio.testing.MockClock
 ) -> None:
-    world = World()
-    async with open_pool(_config(tmp_path), client_factory=world.factory()) as pool:
-        seen = _counting(pool)
+    async with _counting_pool(tmp_path) as (pool, seen, world):
         for _ in range(3):
             with pytest.raises(JobFailed, match=r"^INVALID_ARGUMENT: .*unknown argument"):
                 await pool.invoke("help.GetConfig", {"bogus": 1})
@@ -113,9 +119,7 @@ async def test_a_refused_request_is_refused_every_time(
 async def test_a_reload_with_other_allowed_methods_checks_again(
     tmp_path: Path, autojump_clock: trio.testing.MockClock
 ) -> None:
-    world = World()
-    async with open_pool(_config(tmp_path), client_factory=world.factory()) as pool:
-        seen = _counting(pool)
+    async with _counting_pool(tmp_path) as (pool, seen, world):
         await pool.invoke("help.GetConfig", {})
         await pool.invoke("help.GetConfig", {})
         assert seen == ["help.GetConfig"]

@@ -25,6 +25,8 @@ ACCOUNTS_PER_PROXY: Final = 10
 FLEET: Final = (100_000, 10_000)
 #: The per-job CPU figures are the median of this many batches of the probe's invokes.
 BATCHES: Final = 5
+#: Issue fourteen's goal for the pool's CPU per job with the zero-cost client (s).
+INVOKE_GOAL_S: Final = 100e-6
 
 
 class ZeroCostClient:
@@ -402,8 +404,8 @@ def run(*, quick: bool) -> Report:
         f"{small['invoke_cpu'] * 1e6:,.0f} µs",
         f"{small['invoke_passes']:.1f} run-loop passes, {small['invoke_steps']:.1f} task steps",
         "",
-        "<= 100 µs",
-        small["invoke_cpu"] <= 100e-6,
+        f"<= {INVOKE_GOAL_S * 1e6:.0f} µs",
+        small["invoke_cpu"] <= INVOKE_GOAL_S,
     )
     report.row(
         "  of which Trio's primitives the job needs, timed alone in the same process (a lock,"
@@ -524,10 +526,13 @@ def run(*, quick: bool) -> Report:
         trio_floor=f"{small['trio_floor_cpu'] * 1e6:,.0f} µs",
         invoke_rest=f"{(small['invoke_cpu'] - small['trio_floor_cpu']) * 1e6:,.0f} µs",
         invoke_goal=(
-            "met"
-            if small["invoke_cpu"] <= 100e-6
-            else f"missed by {(small['invoke_cpu'] - 100e-6) * 1e6:,.0f} µs"
-            f" ({(small['invoke_cpu'] / 100e-6 - 1) * 100:.0f} %)"
+            f"at most {INVOKE_GOAL_S * 1e6:.0f} µs, "
+            + (
+                "met"
+                if small["invoke_cpu"] <= INVOKE_GOAL_S
+                else f"missed by {(small['invoke_cpu'] - INVOKE_GOAL_S) * 1e6:,.0f} µs"
+                f" ({(small['invoke_cpu'] / INVOKE_GOAL_S - 1) * 100:.0f} %)"
+            )
         ),
         invoke_passes=f"{small['invoke_passes']:.1f}",
         invoke_steps=f"{small['invoke_steps']:.1f}",
@@ -548,7 +553,7 @@ ANALYSIS: Final = """
   the small size's; `_pick` is timed followed by the reserve/release pair the pool makes
   around a call. `pool.invoke` end to end grows {invoke_ratio} between the sizes.
 - **Per-job CPU with the zero-cost client** ({invoke_cpu} per `pool.invoke` of a read-only
-  function, one job at a time; the goal of at most 100 µs {invoke_goal}): {invoke_passes}
+  function, one job at a time; the goal, {invoke_goal}): {invoke_passes}
   passes of Trio's run loop and {invoke_steps} task steps per job, counted by an instrument.
   Trio's primitives the job needs — the account lock, the run's cancel scope with its
   deadline, the lane's capacity limiter with its schedule point — cost {trio_floor} timed

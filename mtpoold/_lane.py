@@ -489,7 +489,9 @@ class _Slot:
     async def __aenter__(self) -> float:
         lane, progress = self._lane, self._progress
         asked_at = trio.current_time()
-        if progress is not None:
+        if progress is not None and not (
+            progress.phase is JobPhase.WAITING_LANE_CAPACITY and progress.lane is lane
+        ):  # (the pool's attempt entered it just before, naming the account too)
             progress.enter(JobPhase.WAITING_LANE_CAPACITY, asked_at, lane=lane)
         await lane._limiter.acquire()
         try:

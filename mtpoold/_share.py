@@ -302,8 +302,9 @@ class Flight:
     #: The scope the flight's task runs it in (None: a leader's own task runs it).
     scope: trio.CancelScope | None = attrs.field(factory=trio.CancelScope)
     done: trio.Event = attrs.field(factory=trio.Event)
-    #: Message ids asked for (``get_messages``): id -> members asking for it.
-    ids: collections.Counter[int] = attrs.field(factory=collections.Counter)
+    #: Message ids asked for (``get_messages``): id -> members asking for it (None: none
+    #: yet, no counter built for a flight without ids).
+    ids: collections.Counter[int] | None = None
     #: Open: a batch still taking members by merge key (until its call goes on the wire).
     open: bool = True
     #: Jobs whose requests were combined in the last call put on the wire: the first member
@@ -355,6 +356,8 @@ class Flight:
     def _add(self, member: Member) -> None:
         self.members.append(member)
         if member.ids is not None:
+            if self.ids is None:
+                self.ids = collections.Counter()
             self.ids.update(set(member.ids))
         if member.deadline_at > self.deadline_at:
             self._move(member.deadline_at)
@@ -365,7 +368,7 @@ class Flight:
             self.on_deadline(deadline_at)
 
     def _room_for(self, ids: Sequence[int]) -> bool:
-        return len(self.ids.keys() | set(ids)) <= MERGE_MAX_IDS
+        return len((self.ids or {}).keys() | set(ids)) <= MERGE_MAX_IDS
 
 
 def _copy(failure: JobFailed) -> JobFailed:
@@ -577,7 +580,7 @@ class Flights:
         if flight.done.is_set() or member not in flight.members:
             return False
         flight.members.remove(member)
-        if flight.open and member.ids is not None:
+        if flight.open and member.ids is not None and flight.ids is not None:
             flight.ids.subtract(set(member.ids))
             flight.ids += collections.Counter()  # drop ids nobody asks for any more
         if self._by_key.get(member.key) is flight and not any(

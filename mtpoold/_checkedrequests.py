@@ -13,7 +13,8 @@ MAX_REMEMBERED: Final = 4096
 #: requests are rare and would take the memory of many small ones.
 MAX_KEY_CHARS: Final = 2048
 
-_MISS: Final = object()
+#: What `CheckedRequests.peer_key` answers for a request not remembered.
+MISS: Final = object()
 
 
 @final
@@ -44,8 +45,8 @@ class CheckedRequests:
         if allow is not self._allow:
             self._known.clear()
             self._allow = allow
-            return _MISS
-        return self._known.get((method, key), _MISS)
+            return MISS
+        return self._known.get((method, key), MISS)
 
     def remember(self, method: str, key: str, peer_key: str | None) -> None:
         """A request of ``method`` with identical key ``key`` passed the check under the
@@ -59,7 +60,3 @@ class CheckedRequests:
 
     def __len__(self) -> int:
         return len(self._known)
-
-
-#: What `CheckedRequests.peer_key` answers for a request not remembered.
-MISS: Final = _MISS
